@@ -1,0 +1,1 @@
+"""benchmarks package (see docs/architecture.md)."""

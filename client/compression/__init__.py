@@ -1,0 +1,1 @@
+"""Compression core: pure operators on tensors, Triton kernels, MangoAdamW (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""Triton kernels for quantize / dequantize / pack (CUDA, or TRITON_INTERPRET=1 on CPU)."""

@@ -1,0 +1,400 @@
+"""The wire contract between training jobs, the policy service and the offline environment.
+
+This module is the single source of truth (DESIGN section 3): the client, the service and the Gymnasium
+environment all import these models, and :meth:`ObservationSpec.encode` is the one function that turns raw
+telemetry into a policy's input.
+
+Every float is checked to be finite; a non-finite value, an out-of-grid setting or an oversized history is
+rejected with a :class:`pydantic.ValidationError` (a ``ValueError``) whose message names the field.
+
+Knobs of a :class:`CompressionSetting`:
+
+* ``rank`` - rank of the low-rank projection of each compressible 2-D state; ``0`` means no projection.
+  Lower rank: less memory, more compression error (the tail singular-value energy, seed Lemma 1).
+* ``bits`` - bits per stored state value: 2, 3, 4 (NF4 at 4), 8 (block-wise), 16 (bf16), 32 (off).
+  Error shrinks about 4x per extra bit (seed Lemma 2).
+* ``gamma`` - variance-reduction shift in [0, 1]: the fraction of the last reconstructed value used as the
+  reference that the compressor encodes the innovation against. ``0`` is plain compression.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+__all__ = [
+    "DEFAULT_GRID",
+    "MAX_HISTORY",
+    "OBS_SPEC_VERSION",
+    "ActionGrid",
+    "CompressionSetting",
+    "DecideRequest",
+    "Decision",
+    "EnergySource",
+    "Objective",
+    "ObservationSpec",
+    "Reference",
+    "TelemetryRecord",
+]
+
+#: Longest telemetry window a request may carry (the policy's context length).
+MAX_HISTORY = 8
+#: Version of :class:`ObservationSpec`; a policy artifact records it and the server refuses unknown ones.
+OBS_SPEC_VERSION = "mango-obs-v1"
+
+EnergySource = Literal["nvml", "zeus", "modelled"]
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+NonNegFloat = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+
+
+class ActionGrid(BaseModel):
+    """The discrete choices a policy picks from; the action space is ``MultiDiscrete(nvec)``.
+
+    An action is a triple of indices ``(rank_idx, bits_idx, gamma_idx)`` into the three tuples.
+    """
+
+    model_config = _FROZEN
+
+    version: str = "grid-v1"
+    ranks: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 0)
+    bits: tuple[int, ...] = (2, 3, 4, 8, 16, 32)
+    gammas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+    @field_validator("ranks")
+    @classmethod
+    def _ranks_ok(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or any(r < 0 for r in v) or len(set(v)) != len(v):
+            raise ValueError("ranks must be distinct non-negative integers (0 = no projection)")
+        return v
+
+    @field_validator("bits")
+    @classmethod
+    def _bits_ok(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or any(b not in (2, 3, 4, 8, 16, 32) for b in v) or len(set(v)) != len(v):
+            raise ValueError("bits must be distinct values from {2, 3, 4, 8, 16, 32}")
+        return v
+
+    @field_validator("gammas")
+    @classmethod
+    def _gammas_ok(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if not v or any(not (0.0 <= g <= 1.0) for g in v):
+            raise ValueError("gammas must lie in [0, 1]")
+        return v
+
+    @property
+    def nvec(self) -> tuple[int, int, int]:
+        """Sizes of the three action components, for ``gymnasium.spaces.MultiDiscrete``."""
+        return (len(self.ranks), len(self.bits), len(self.gammas))
+
+    def setting(self, action: Sequence[int] | np.ndarray) -> CompressionSetting:
+        """Map an action ``(rank_idx, bits_idx, gamma_idx)`` to its setting."""
+        a = [int(x) for x in np.asarray(action).reshape(-1)]
+        if len(a) != 3 or not all(0 <= a[i] < self.nvec[i] for i in range(3)):
+            raise ValueError(f"action {a} is outside the grid's MultiDiscrete{list(self.nvec)}")
+        return CompressionSetting(rank=self.ranks[a[0]], bits=self.bits[a[1]], gamma=self.gammas[a[2]])
+
+    def action(self, setting: CompressionSetting) -> tuple[int, int, int]:
+        """Inverse of :meth:`setting`; raises ``ValueError`` naming the component that is off the grid."""
+        self.check(setting)
+        gi = min(range(len(self.gammas)), key=lambda i: abs(self.gammas[i] - setting.gamma))
+        return (self.ranks.index(setting.rank), self.bits.index(setting.bits), gi)
+
+    def check(self, setting: CompressionSetting) -> None:
+        """Raise ``ValueError`` if ``setting`` is not one of this grid's points."""
+        if setting.rank not in self.ranks:
+            raise ValueError(f"rank={setting.rank} is not on grid {self.version} ranks {self.ranks}")
+        if setting.bits not in self.bits:
+            raise ValueError(f"bits={setting.bits} is not on grid {self.version} bits {self.bits}")
+        if not any(abs(g - setting.gamma) < 1e-9 for g in self.gammas):
+            raise ValueError(f"gamma={setting.gamma} is not on grid {self.version} gammas {self.gammas}")
+
+    def all_settings(self) -> list[CompressionSetting]:
+        """Every point of the grid, rank-major."""
+        return [
+            CompressionSetting(rank=r, bits=b, gamma=g) for r in self.ranks for b in self.bits for g in self.gammas
+        ]
+
+
+DEFAULT_GRID = ActionGrid()
+
+
+class CompressionSetting(BaseModel):
+    """One point of the compression core's knob space (see the module docstring for each knob).
+
+    ``rank`` and ``bits`` must be values of the default grid; ``gamma`` must lie in [0, 1].
+
+    >>> CompressionSetting(rank=8, bits=4, gamma=0.0)
+    CompressionSetting(rank=8, bits=4, gamma=0.0)
+    """
+
+    model_config = _FROZEN
+
+    rank: int = Field(ge=0, description="low-rank projection rank; 0 = no projection")
+    bits: int = Field(description="bits per stored value: 2, 3, 4, 8, 16 (bf16) or 32 (off)")
+    gamma: float = Field(0.0, ge=0.0, le=1.0, allow_inf_nan=False, description="variance-reduction shift")
+
+    @field_validator("rank")
+    @classmethod
+    def _rank_on_grid(cls, v: int) -> int:
+        if v not in DEFAULT_GRID.ranks:
+            raise ValueError(f"rank={v} is off the action grid; choose one of {sorted(DEFAULT_GRID.ranks)}")
+        return v
+
+    @field_validator("bits")
+    @classmethod
+    def _bits_on_grid(cls, v: int) -> int:
+        if v not in DEFAULT_GRID.bits:
+            raise ValueError(f"bits={v} is off the action grid; choose one of {list(DEFAULT_GRID.bits)}")
+        return v
+
+    @property
+    def is_off(self) -> bool:
+        """True when the setting compresses nothing (no projection, 32 bits, no shift)."""
+        return self.rank == 0 and self.bits == 32 and self.gamma == 0.0
+
+    @classmethod
+    def off(cls) -> CompressionSetting:
+        """The uncompressed setting (plain AdamW)."""
+        return cls(rank=0, bits=32, gamma=0.0)
+
+    def label(self) -> str:
+        """Short human label, e.g. ``r8/b4/g0.25``."""
+        return f"r{self.rank}/b{self.bits}/g{self.gamma:g}"
+
+
+class TelemetryRecord(BaseModel):
+    """One control interval of a training job, in physical units (all floats finite)."""
+
+    model_config = _FROZEN
+
+    step: int = Field(ge=0, description="optimizer step at the end of the interval")
+    loss: FiniteFloat = Field(description="mean training loss over the interval")
+    loss_std: NonNegFloat = Field(0.0, description="standard deviation of the loss over the interval")
+    grad_norm: NonNegFloat = Field(description="mean global gradient L2 norm over the interval")
+    compression_error: NonNegFloat = Field(
+        0.0, description="relative compression error ||x - C(x)||^2 / ||x||^2 of the compressed states"
+    )
+    grad_kurtosis: FiniteFloat = Field(0.0, description="excess kurtosis of gradient entries")
+    spectral_tail: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = Field(
+        0.0, description="fraction of gradient energy outside the top-r subspace (estimated)"
+    )
+    state_bytes: int = Field(ge=0, description="optimizer + compression state bytes, counted from tensors")
+    peak_memory_bytes: int = Field(0, ge=0, description="device peak memory over the interval")
+    energy_j: NonNegFloat = Field(0.0, description="energy used over the interval, joules")
+    mean_power_w: NonNegFloat = Field(0.0, description="mean power over the interval, watts")
+    energy_source: EnergySource = Field("modelled", description="'nvml' | 'zeus' | 'modelled'")
+    energy_coarse: bool = Field(
+        False, description="interval shorter than the energy counter's update period: energy is coarse"
+    )
+    interval_s: NonNegFloat = Field(description="wall time of the interval, seconds")
+    lr: NonNegFloat = Field(description="learning rate in force at the end of the interval")
+    setting: CompressionSetting
+    progress: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] | None = Field(
+        None, description="step / planned steps, if known"
+    )
+    skipped_steps: int = Field(0, ge=0, description="tensor updates skipped for non-finite gradients")
+    comm_bytes: int = Field(0, ge=0, description="bytes communicated per step (DDP hook mode)")
+    comm_time_s: NonNegFloat = Field(0.0, description="communication time per step, seconds (DDP hook mode)")
+
+
+class Objective(BaseModel):
+    """The job's trade-off: J = w_loss*Loss + w_memory*Memory + w_energy*Energy + w_time*Time.
+
+    Each weight is non-negative and at least one is positive. ``memory_budget_bytes`` is a hard cap on
+    optimizer-state bytes enforced by the service's shield.
+    """
+
+    model_config = _FROZEN
+
+    w_loss: NonNegFloat = 1.0
+    w_memory: NonNegFloat = 0.0
+    w_energy: NonNegFloat = 0.0
+    w_time: NonNegFloat = 0.0
+    memory_budget_bytes: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _not_all_zero(self) -> Objective:
+        if self.w_loss + self.w_memory + self.w_energy + self.w_time <= 0.0:
+            raise ValueError("objective weights w_loss, w_memory, w_energy, w_time are all zero; set one > 0")
+        return self
+
+    def weights(self) -> np.ndarray:
+        """The four weights as a float32 vector (loss, memory, energy, time)."""
+        return np.array([self.w_loss, self.w_memory, self.w_energy, self.w_time], dtype=np.float32)
+
+    def normalized(self) -> np.ndarray:
+        """Weights scaled to sum to one."""
+        w = self.weights()
+        return w / w.sum()
+
+
+class Reference(BaseModel):
+    """What the uncompressed run of the same job costs, to normalize telemetry (all positive, finite).
+
+    The client fills it from its own numbers (dense AdamW state bytes are 8 bytes per parameter; the first
+    interval gives loss, energy and time); when absent, :meth:`from_history` derives one.
+    """
+
+    model_config = _FROZEN
+
+    initial_loss: Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
+    dense_state_bytes: int = Field(gt=0)
+    interval_energy_j: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 1.0
+    interval_s: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 1.0
+
+    @classmethod
+    def from_history(cls, history: Sequence[TelemetryRecord]) -> Reference:
+        """A best-effort reference from the oldest record of a window."""
+        first = history[0]
+        return cls(
+            initial_loss=max(abs(first.loss), 1e-6),
+            dense_state_bytes=max(first.state_bytes, 1),
+            interval_energy_j=max(first.energy_j, 1e-6),
+            interval_s=max(first.interval_s, 1e-6),
+        )
+
+
+class DecideRequest(BaseModel):
+    """``POST /v1/decide`` body: a job's recent telemetry window (oldest first, newest last)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    job_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")
+    policy: str = Field("default", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")
+    objective: Objective
+    history: list[TelemetryRecord] = Field(min_length=1, max_length=MAX_HISTORY)
+    reference: Reference | None = None
+
+
+class Decision(BaseModel):
+    """The service's answer: the setting to apply at the next interval boundary, and why."""
+
+    model_config = _FROZEN
+
+    setting: CompressionSetting
+    policy: str
+    policy_version: str
+    shielded: bool = False
+    reason: str = ""
+
+
+class ObservationSpec:
+    """Turns a telemetry window + objective into the policy's input vector (version ``OBS_SPEC_VERSION``).
+
+    Layout of the float32 vector (length :attr:`size`): ``window`` token rows of :attr:`TOKEN_FEATURES`
+    features each (oldest first, zero rows with mask 0 padding the front of short histories), followed by
+    :attr:`OBJECTIVE_FEATURES` objective features. :meth:`split` undoes the flattening.
+
+    Every feature is normalized by the :class:`Reference` so one policy serves jobs of any size, and clipped
+    to ``[-CLIP, CLIP]``.
+    """
+
+    TOKEN_FEATURES: tuple[str, ...] = (
+        "mask",
+        "loss_rel",  # loss / initial_loss
+        "loss_std_rel",
+        "log_grad_norm",  # log1p(grad_norm)
+        "compression_error",
+        "kurtosis",  # log1p(max(kurtosis, 0))
+        "spectral_tail",
+        "memory_rel",  # state_bytes / dense_state_bytes
+        "energy_rel",  # energy_j / reference interval energy
+        "time_rel",  # interval_s / reference interval_s
+        "log_lr",  # log10(lr) / 10
+        "progress",
+        "rank_idx",  # grid index / (n - 1)
+        "bits_idx",
+        "gamma",
+        "loss_delta",  # (loss - previous loss) / initial_loss
+    )
+    OBJECTIVE_FEATURES: tuple[str, ...] = ("w_loss", "w_memory", "w_energy", "w_time", "budget_rel", "has_budget")
+    CLIP = 10.0
+
+    def __init__(self, window: int = MAX_HISTORY, grid: ActionGrid = DEFAULT_GRID) -> None:
+        if not 1 <= window <= MAX_HISTORY:
+            raise ValueError(f"window={window} must be in [1, {MAX_HISTORY}]")
+        self.window = window
+        self.grid = grid
+        self.version = OBS_SPEC_VERSION
+
+    @property
+    def token_dim(self) -> int:
+        return len(self.TOKEN_FEATURES)
+
+    @property
+    def objective_dim(self) -> int:
+        return len(self.OBJECTIVE_FEATURES)
+
+    @property
+    def size(self) -> int:
+        """Length of the flat observation vector."""
+        return self.window * self.token_dim + self.objective_dim
+
+    def encode(
+        self,
+        history: Sequence[TelemetryRecord],
+        objective: Objective,
+        reference: Reference | None = None,
+    ) -> np.ndarray:
+        """Encode the newest ``window`` records of ``history`` and the objective into a float32 vector."""
+        if not history:
+            raise ValueError("history is empty: send at least one TelemetryRecord")
+        ref = reference or Reference.from_history(history)
+        recs = list(history)[-self.window :]
+        tokens = np.zeros((self.window, self.token_dim), dtype=np.float32)
+        offset = self.window - len(recs)
+        prev_loss = recs[0].loss
+        nr, nb = len(self.grid.ranks) - 1, len(self.grid.bits) - 1
+        for i, r in enumerate(recs):
+            s = r.setting
+            ri = self.grid.ranks.index(s.rank) if s.rank in self.grid.ranks else 0
+            bi = self.grid.bits.index(s.bits) if s.bits in self.grid.bits else nb
+            tokens[offset + i] = (
+                1.0,
+                r.loss / ref.initial_loss,
+                r.loss_std / ref.initial_loss,
+                math.log1p(r.grad_norm),
+                r.compression_error,
+                math.log1p(max(r.grad_kurtosis, 0.0)),
+                r.spectral_tail,
+                r.state_bytes / ref.dense_state_bytes,
+                r.energy_j / ref.interval_energy_j,
+                r.interval_s / ref.interval_s,
+                math.log10(max(r.lr, 1e-12)) / 10.0,
+                r.progress if r.progress is not None else 0.0,
+                ri / max(nr, 1),
+                bi / max(nb, 1),
+                s.gamma,
+                (r.loss - prev_loss) / ref.initial_loss,
+            )
+            prev_loss = r.loss
+        w = objective.normalized()
+        budget = objective.memory_budget_bytes
+        obj = np.array(
+            [*w, (budget / ref.dense_state_bytes) if budget else 0.0, 1.0 if budget else 0.0], dtype=np.float32
+        )
+        out = np.concatenate([tokens.reshape(-1), obj])
+        np.clip(out, -self.CLIP, self.CLIP, out=out)
+        return out
+
+    def split(self, obs: Any) -> tuple[Any, Any]:
+        """Split flat observations ``[..., size]`` into tokens ``[..., window, token_dim]`` and objective.
+
+        Works on numpy arrays and torch tensors alike.
+        """
+        n = self.window * self.token_dim
+        tokens = obs[..., :n].reshape(*obs.shape[:-1], self.window, self.token_dim)
+        return tokens, obs[..., n:]

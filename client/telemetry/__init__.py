@@ -1,0 +1,1 @@
+"""Telemetry: energy meters, memory accounting, timing."""

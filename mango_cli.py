@@ -1,0 +1,51 @@
+"""`mango` command line: one entry point, subcommands implemented in the packages.
+
+Each subcommand is a ``main(argv: list[str]) -> int`` function imported lazily, so ``mango serve`` does not
+import SB3 and ``mango train`` does not import FastAPI.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+#: subcommand -> (module, function, one-line help)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "serve": ("policy_service.cli", "main", "run the policy service (uvicorn)"),
+    "demo": ("agents.demo", "main", "the main job: service + adaptive training + report"),
+    "train": ("agents.train", "main", "train a PPO + TinyFormer policy"),
+    "eval": ("agents.evaluate", "main", "evaluate controllers on held-out workloads"),
+    "record": ("envs.record", "main", "record traces from the training backend"),
+    "fit": ("envs.fit", "main", "fit the surrogate on traces and report its error"),
+    "bench": ("benchmarks.cli", "main", "benchmarks: lm | kernels | service | env | policy | gpu | ddp"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: mango <command> [args...]", "", "commands:"]
+    lines += [f"  {name:<8} {help_}" for name, (_, _, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"mango: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module, func, _ = COMMANDS[name]
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and module.startswith(exc.name):
+            print(f"mango {name}: not yet available ({module} is not built yet)")
+            return 0 if name == "demo" else 2
+        raise
+    return int(getattr(mod, func)(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""policy_service package (see docs/architecture.md)."""
