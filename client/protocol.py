@@ -124,7 +124,10 @@ class ActionGrid(BaseModel):
     def all_settings(self) -> list[CompressionSetting]:
         """Every point of the grid, rank-major."""
         return [
-            CompressionSetting(rank=r, bits=b, gamma=g) for r in self.ranks for b in self.bits for g in self.gammas
+            CompressionSetting(rank=r, bits=b, gamma=g)
+            for r in self.ranks
+            for b in self.bits
+            for g in self.gammas
         ]
 
 
@@ -320,7 +323,14 @@ class ObservationSpec:
         "gamma",
         "loss_delta",  # (loss - previous loss) / initial_loss
     )
-    OBJECTIVE_FEATURES: tuple[str, ...] = ("w_loss", "w_memory", "w_energy", "w_time", "budget_rel", "has_budget")
+    OBJECTIVE_FEATURES: tuple[str, ...] = (
+        "w_loss",
+        "w_memory",
+        "w_energy",
+        "w_time",
+        "budget_rel",
+        "has_budget",
+    )
     CLIP = 10.0
 
     def __init__(self, window: int = MAX_HISTORY, grid: ActionGrid = DEFAULT_GRID) -> None:
@@ -384,7 +394,8 @@ class ObservationSpec:
         w = objective.normalized()
         budget = objective.memory_budget_bytes
         obj = np.array(
-            [*w, (budget / ref.dense_state_bytes) if budget else 0.0, 1.0 if budget else 0.0], dtype=np.float32
+            [*w, (budget / ref.dense_state_bytes) if budget else 0.0, 1.0 if budget else 0.0],
+            dtype=np.float32,
         )
         out = np.concatenate([tokens.reshape(-1), obj])
         np.clip(out, -self.CLIP, self.CLIP, out=out)

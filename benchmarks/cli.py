@@ -1,0 +1,31 @@
+"""`mango bench <name>`: each benchmark is a module with ``main(argv) -> int`` that prints a table."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHES: dict[str, tuple[str, str]] = {
+    "lm": ("benchmarks.lm", "AdamW vs MangoAdamW on the byte-level stdlib LM (CPU)"),
+    "kernels": ("benchmarks.kernels", "quantize/dequantize/pack kernels (GPU; CPU torch path elsewhere)"),
+    "service": ("benchmarks.service", "policy service latency/throughput under load (loopback)"),
+    "env": ("benchmarks.env_throughput", "surrogate environment steps per second"),
+    "policy": ("benchmarks.policy_latency", "policy inference latency (CPU)"),
+    "overhead": ("benchmarks.client_overhead", "AdaptiveCompression + live server vs fixed setting"),
+    "gpu": ("benchmarks.gpu", "the H200 suite: kernels, low-rank refresh, optimizer step, convergence"),
+    "ddp": ("benchmarks.ddp", "DDP communication hooks on NCCL"),
+}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in BENCHES:
+        print("usage: mango bench <name> [args]\n")
+        for name, (_, help_) in BENCHES.items():
+            print(f"  {name:<9} {help_}")
+        return 0 if not argv else 2
+    module = importlib.import_module(BENCHES[argv[0]][0])
+    return int(module.main(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
