@@ -1,0 +1,171 @@
+"""Low-rank projection of gradient matrices: the exact (SVD) reference and warm-started power iteration.
+
+A gradient matrix ``G`` (m x n) is approximated by ``P @ Q.T`` with ``P`` (m x r, orthonormal columns) and
+``Q = G.T @ P`` (n x r). Storing ``P`` and ``Q`` costs ``r (m + n)`` values instead of ``m n``.
+
+* :func:`exact_lowrank` / :func:`tail_energy` are the Eckart-Young optimum and its error (seed Lemma 1:
+  ``||G - P_r(G)||_F^2 = sum_{i > r} sigma_i^2``). They cost a full SVD, ``O(m n min(m, n))``: use them as
+  test references and for occasional diagnostics, not every step.
+* :func:`power_iteration` is the per-step path (PowerSGD, Vogels et al. 2019): one subspace-iteration step,
+  ``O(m n r)``, warm-started from the previous step's ``Q``. On gradients whose dominant subspace drifts
+  slowly it tracks the top-r subspace within a few steps.
+* :func:`spectral_tail_estimate` is the cheap telemetry signal: the fraction of ``G``'s energy outside the
+  current basis.
+
+Every function computes in float32 (float64 if given float64) whatever the input dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = [
+    "exact_lowrank",
+    "init_q",
+    "orthonormalize",
+    "power_iteration",
+    "spectral_tail_estimate",
+    "tail_energy",
+]
+
+
+def _work_dtype(t: torch.Tensor) -> torch.dtype:
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def _check_matrix(g: torch.Tensor, name: str = "g") -> None:
+    if not isinstance(g, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(g).__name__}")
+    if not g.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {g.dtype}; cast it with .float()")
+    if g.ndim != 2:
+        raise ValueError(
+            f"{name} must be a 2-D matrix, got shape {tuple(g.shape)}; view it as (shape[0], -1) first"
+        )
+
+
+def _check_rank(rank: int) -> None:
+    if not isinstance(rank, int) or isinstance(rank, bool) or rank < 0:
+        raise ValueError(f"rank must be a non-negative int, got {rank!r}")
+
+
+def exact_lowrank(g: torch.Tensor, rank: int) -> torch.Tensor:
+    """Best rank-``rank`` approximation of ``g`` in Frobenius norm (truncated SVD; Eckart-Young).
+
+    :param g: matrix (m x n), any float dtype.
+    :param rank: kept singular values, ``>= 0``; ``0`` gives zeros, ``>= min(m, n)`` gives ``g`` back.
+    :return: ``U_r diag(s_r) V_r^T`` in ``g``'s dtype. Cost: one full SVD (a test reference, not a hot path).
+    """
+    _check_matrix(g)
+    _check_rank(rank)
+    if rank == 0:
+        return torch.zeros_like(g)
+    if rank >= min(g.shape):
+        return g.clone()
+    u, s, vh = torch.linalg.svd(g.to(_work_dtype(g)), full_matrices=False)
+    return ((u[:, :rank] * s[:rank]) @ vh[:rank]).to(g.dtype)
+
+
+def tail_energy(g: torch.Tensor, rank: int) -> float:
+    """Squared Frobenius error of the best rank-``rank`` approximation: ``sum_{i > rank} sigma_i^2``.
+
+    Equals ``||g - exact_lowrank(g, rank)||_F^2`` (seed Lemma 1). Divide by ``||g||_F^2`` for the fraction
+    of energy a rank-``rank`` projection loses. Cost: singular values only (cheaper than a full SVD).
+    """
+    _check_matrix(g)
+    _check_rank(rank)
+    s = torch.linalg.svdvals(g.to(_work_dtype(g)))
+    return float((s[rank:].double() ** 2).sum())
+
+
+def orthonormalize(x: torch.Tensor) -> torch.Tensor:
+    """Orthonormal basis of the column space of ``x`` (m x r, ``m >= r``), deterministic in sign.
+
+    Reduced Householder QR, then each column is flipped so that ``diag(R) >= 0``: the result is a pure
+    function of ``x`` (no sign ambiguity between devices or runs). A rank-deficient ``x`` still gives
+    orthonormal columns (Householder ``Q`` is always orthogonal). Returns float32 (float64 for float64 input).
+    Cost: ``O(m r^2)``.
+    """
+    _check_matrix(x, "x")
+    if x.shape[0] < x.shape[1]:
+        raise ValueError(f"x has shape {tuple(x.shape)}: needs rows >= columns; use a rank <= {x.shape[0]}")
+    q, r = torch.linalg.qr(x.to(_work_dtype(x)), mode="reduced")
+    d = torch.diagonal(r)
+    sign = torch.where(d < 0, -1.0, 1.0).to(q.dtype)
+    return q * sign
+
+
+def init_q(
+    n: int,
+    rank: int,
+    generator: torch.Generator | None = None,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Seeded random start for :func:`power_iteration`: an orthonormalized Gaussian ``n x rank`` matrix.
+
+    :param n: number of columns of the gradient matrix (rows of ``q``).
+    :param rank: subspace dimension, ``1 <= rank <= n``.
+    :param generator: source of randomness (its device is used to draw; the result moves to ``device``).
+    :param device: where the result lives (default: the generator's device, else CPU).
+    """
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int (the gradient's column count), got {n!r}")
+    if not isinstance(rank, int) or isinstance(rank, bool) or not 1 <= rank <= n:
+        raise ValueError(f"rank must be an int in [1, n={n}], got {rank!r}")
+    draw_device = generator.device if generator is not None else torch.device("cpu")
+    q = torch.randn(n, rank, generator=generator, device=draw_device, dtype=torch.float32)
+    q = orthonormalize(q).to(dtype)
+    return q.to(device) if device is not None else q
+
+
+def power_iteration(g: torch.Tensor, q: torch.Tensor, iters: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Warm-started subspace iteration (PowerSGD): ``p = orth(g @ q)``, ``q_new = g.T @ p``.
+
+    :param g: gradient matrix (m x n), any float dtype (computed in float32).
+    :param q: n x r start, the previous call's ``q_new`` (or :func:`init_q` for the first call);
+        ``r <= min(m, n)``.
+    :param iters: subspace-iteration steps per call, ``>= 1``. One step per optimizer step is the PowerSGD
+        choice: the warm start carries the iteration across steps. More steps converge faster on a changing
+        spectrum at ``O(m n r)`` each.
+    :return: ``(p, q_new)``: ``p`` (m x r, orthonormal columns) and ``q_new`` (n x r), so that
+        ``g ~= p @ q_new.T`` (exactly the projection ``p p^T g``).
+    """
+    _check_matrix(g)
+    _check_matrix(q, "q")
+    m, n = g.shape
+    if q.shape[0] != n:
+        raise ValueError(f"q has {q.shape[0]} rows but g has {n} columns; q must be (g.shape[1], rank)")
+    if q.shape[1] > min(m, n) or q.shape[1] < 1:
+        raise ValueError(f"q has rank {q.shape[1]}: needs 1 <= rank <= min(g.shape) = {min(m, n)}")
+    if not isinstance(iters, int) or iters < 1:
+        raise ValueError(f"iters must be an int >= 1, got {iters!r}")
+    wd = _work_dtype(g)
+    gw = g.to(wd)
+    q_new = q.to(device=g.device, dtype=wd)
+    p = q_new  # overwritten below (iters >= 1)
+    for _ in range(iters):
+        p = orthonormalize(gw @ q_new)  # (m, r)
+        q_new = gw.T @ p  # (n, r)
+    return p, q_new
+
+
+def spectral_tail_estimate(g: torch.Tensor, p: torch.Tensor) -> float:
+    """Fraction of ``g``'s energy outside the span of ``p``: ``1 - ||p^T g||_F^2 / ||g||_F^2``, in [0, 1].
+
+    ``p`` (m x r) must have orthonormal columns (as :func:`power_iteration` returns). With the exact top-r
+    singular vectors this is ``tail_energy(g, r) / ||g||_F^2``; with a tracked basis it is an upper estimate.
+    A zero ``g`` gives 0. Cost: ``O(m n r)`` and one device sync.
+    """
+    _check_matrix(g)
+    _check_matrix(p, "p")
+    if p.shape[0] != g.shape[0]:
+        raise ValueError(f"p has {p.shape[0]} rows but g has {g.shape[0]}; p must be (g.shape[0], rank)")
+    wd = _work_dtype(g)
+    gw = g.to(wd)
+    total = float(gw.square().sum())
+    if total == 0.0:
+        return 0.0
+    inside = float((p.to(device=g.device, dtype=wd).T @ gw).square().sum())
+    return min(max(1.0 - inside / total, 0.0), 1.0)

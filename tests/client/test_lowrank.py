@@ -1,0 +1,164 @@
+"""Low-rank projection: Lemma 1 (exact projection error = tail energy) and warm-started power iteration."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from client.compression.lowrank import (
+    exact_lowrank,
+    init_q,
+    orthonormalize,
+    power_iteration,
+    spectral_tail_estimate,
+    tail_energy,
+)
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _stable_spectrum(m: int, n: int, decay: float, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+    k = min(m, n)
+    u = orthonormalize(torch.randn(m, k, generator=gen, dtype=torch.float64))
+    v = orthonormalize(torch.randn(n, k, generator=gen, dtype=torch.float64))
+    s = 10.0 * decay ** torch.arange(k, dtype=torch.float64)
+    return u, s, v
+
+
+@pytest.mark.parametrize(("m", "n"), [(32, 32), (64, 17), (9, 50), (128, 40)])
+@pytest.mark.parametrize("rank", [1, 3, 8])
+def test_lemma1_exact_projection_error_equals_tail_energy(m: int, n: int, rank: int) -> None:
+    g = torch.randn(m, n, generator=_gen(m * 1000 + n * 10 + rank), dtype=torch.float64)
+    approx = exact_lowrank(g, rank)
+    err = float((g - approx).square().sum())
+    assert err == pytest.approx(tail_energy(g, rank), rel=1e-9)
+    assert torch.linalg.matrix_rank(approx) == min(rank, m, n)
+
+
+def test_lemma1_float32_and_edge_ranks() -> None:
+    g = torch.randn(40, 30, generator=_gen(0))
+    err = float((g - exact_lowrank(g, 5)).double().square().sum())
+    assert err == pytest.approx(tail_energy(g, 5), rel=1e-4)
+    total = float(g.double().square().sum())
+    assert tail_energy(g, 0) == pytest.approx(total, rel=1e-5)
+    assert tail_energy(g, 30) == 0.0
+    assert torch.equal(exact_lowrank(g, 0), torch.zeros_like(g))
+    assert torch.equal(exact_lowrank(g, 30), g)
+    # The tail shrinks as the rank grows.
+    tails = [tail_energy(g, r) for r in range(0, 31)]
+    assert all(a >= b for a, b in itertools.pairwise(tails))
+
+
+def test_exact_lowrank_beats_any_other_rank_r_projection() -> None:
+    gen = _gen(1)
+    g = torch.randn(50, 40, generator=gen, dtype=torch.float64)
+    best = tail_energy(g, 4)
+    for _ in range(5):
+        p = orthonormalize(torch.randn(50, 4, generator=gen, dtype=torch.float64))
+        assert float((g - p @ (p.T @ g)).square().sum()) >= best
+
+
+def test_orthonormalize_is_orthonormal_spans_x_and_sign_fixed() -> None:
+    x = torch.randn(30, 5, generator=_gen(2), dtype=torch.float64)
+    q = orthonormalize(x)
+    assert torch.allclose(q.T @ q, torch.eye(5, dtype=torch.float64), atol=1e-12)
+    r = q.T @ x  # upper triangular with a non-negative diagonal
+    assert torch.allclose(q @ r, x, atol=1e-12)
+    assert torch.allclose(torch.tril(r, -1), torch.zeros_like(r), atol=1e-12)
+    assert (torch.diagonal(r) >= 0).all()
+    assert torch.allclose(orthonormalize(-x), -q, atol=1e-12)  # deterministic sign: no flip ambiguity
+    assert orthonormalize(x.float()).dtype == torch.float32
+    assert orthonormalize(x.bfloat16()).dtype == torch.float32
+
+
+def test_orthonormalize_rank_deficient_still_orthonormal() -> None:
+    x = torch.zeros(10, 3)
+    x[:, 0] = 1.0
+    q = orthonormalize(x)
+    assert torch.allclose(q.T @ q, torch.eye(3), atol=1e-6)
+
+
+def test_init_q_seeded_and_orthonormal() -> None:
+    a = init_q(20, 4, _gen(3))
+    b = init_q(20, 4, _gen(3))
+    assert torch.equal(a, b)
+    assert a.shape == (20, 4)
+    assert torch.allclose(a.T @ a, torch.eye(4), atol=1e-5)
+    assert not torch.equal(a, init_q(20, 4, _gen(4)))
+
+
+def test_power_iteration_shapes_and_projection() -> None:
+    gen = _gen(5)
+    g = torch.randn(24, 16, generator=gen)
+    p, q_new = power_iteration(g, init_q(16, 3, gen))
+    assert p.shape == (24, 3) and q_new.shape == (16, 3)
+    assert torch.allclose(p.T @ p, torch.eye(3), atol=1e-5)
+    assert torch.allclose(p @ q_new.T, p @ (p.T @ g), atol=1e-5)  # g ~= p q_new^T is the projection
+
+
+def test_power_iteration_warm_start_tracks_stable_spectrum() -> None:
+    """Theory check (2): on G_t = U diag(s) V^T + noise, warm-started PowerSGD reaches the SVD tail."""
+    gen = _gen(6)
+    m, n, rank = 96, 64, 4
+    u, s, v = _stable_spectrum(m, n, 0.7, gen)
+    base = ((u * s) @ v.T).float()
+    q = init_q(n, rank, gen)
+    ratios = []
+    for _ in range(8):
+        g = base + 0.01 * torch.randn(m, n, generator=gen)
+        p, q = power_iteration(g, q)
+        err = float((g - p @ q.T).double().square().sum())
+        ratios.append(err / tail_energy(g, rank))
+    assert ratios[0] > 1.05  # a random start is far from the top subspace...
+    assert all(r <= 1.05 for r in ratios[4:]), ratios  # ...and within 5% of the optimum after a few steps
+
+
+def test_power_iteration_more_iters_converge_from_cold_start() -> None:
+    gen = _gen(7)
+    u, s, v = _stable_spectrum(80, 60, 0.6, gen)
+    g = ((u * s) @ v.T).float()
+    p, q = power_iteration(g, init_q(60, 3, gen), iters=6)
+    assert float((g - p @ q.T).double().square().sum()) <= 1.05 * tail_energy(g, 3)
+
+
+def test_power_iteration_accepts_bf16() -> None:
+    gen = _gen(8)
+    g = torch.randn(16, 12, generator=gen).bfloat16()
+    p, q = power_iteration(g, init_q(12, 2, gen))
+    assert p.dtype == torch.float32 and torch.isfinite(q).all()
+
+
+def test_spectral_tail_estimate() -> None:
+    gen = _gen(9)
+    g = torch.randn(40, 30, generator=gen, dtype=torch.float64)
+    total = float(g.square().sum())
+    u = torch.linalg.svd(g, full_matrices=False).U
+    exact = tail_energy(g, 5) / total
+    assert spectral_tail_estimate(g, u[:, :5]) == pytest.approx(exact, rel=1e-9)
+    p, _ = power_iteration(g, init_q(30, 5, gen, dtype=torch.float64))
+    est = spectral_tail_estimate(g, p)
+    assert exact - 1e-12 <= est <= 1.0  # any other basis captures less energy
+    assert spectral_tail_estimate(torch.zeros(5, 4), torch.eye(5)[:, :2]) == 0.0
+
+
+def test_bad_inputs_name_the_argument() -> None:
+    with pytest.raises(ValueError, match="2-D"):
+        exact_lowrank(torch.randn(10), 2)
+    with pytest.raises(TypeError, match="floating-point"):
+        tail_energy(torch.ones(4, 4, dtype=torch.int64), 1)
+    with pytest.raises(ValueError, match="rank"):
+        exact_lowrank(torch.randn(4, 4), -1)
+    with pytest.raises(ValueError, match="q has 5 rows"):
+        power_iteration(torch.randn(4, 6), torch.randn(5, 2))
+    with pytest.raises(ValueError, match="rank"):
+        power_iteration(torch.randn(4, 6), torch.randn(6, 5))
+    with pytest.raises(ValueError, match="iters"):
+        power_iteration(torch.randn(4, 6), torch.randn(6, 2), iters=0)
+    with pytest.raises(ValueError, match="rank"):
+        init_q(5, 6)
+    with pytest.raises(ValueError, match="p has"):
+        spectral_tail_estimate(torch.randn(4, 6), torch.randn(5, 2))
