@@ -3,22 +3,60 @@
 They are the client's fallback when the policy service is unreachable, the service's always-available
 policies, and the baselines the learned policy is measured against. Every controller implements
 :class:`Controller`; :func:`make_controller` builds one by name.
+
+=================  ===========================================================================================
+name               rule (one call per control interval; the newest record is ``history[-1]``)
+=================  ===========================================================================================
+``static``         always the same setting (the hand-tuned baseline)
+``accordion``      relative change of the gradient norm between the last two intervals >= ``threshold``:
+                   critical regime, low compression; else high compression (Accordion, Agarwal et al. 2021)
+``loraven``        event-triggered rank control on ``compression_error`` with hysteresis; after a change it
+                   holds for ``cooldown_intervals`` intervals (LoRAven seed, section 3.4)
+``energy_aware``   mean power above ``budget_w``: one step harder along a ladder of settings; below
+                   ``relax_fraction * budget_w``: one step lighter; in between: hold
+=================  ===========================================================================================
+
+All controllers are cheap (a few float comparisons) and deterministic: the same sequence of calls gives the
+same decisions. Stateful ones (``loraven``, ``energy_aware``) keep per-instance state (the level they last
+chose and the interval it was chosen at), so use one instance per job; :meth:`Controller.reset` forgets it,
+and a history whose newest step goes backwards (a new episode) resets it automatically. A fresh instance
+starts its cooldown from the window itself (a setting change visible in the window counts), so one
+instance per request in a stateless service still respects the cooldown, to the window's resolution.
+Calling ``decide`` twice with the same newest step returns the same setting without advancing the
+cooldown, so a retried request does not count as a new interval.
+
+Every controller sets :attr:`Controller.reason` to a short human-readable explanation of its last decision
+(it ends up in the service's ``Decision.reason`` and the client's decision log).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from client.protocol import CompressionSetting, Objective, TelemetryRecord
+from client.protocol import DEFAULT_GRID, CompressionSetting, Objective, TelemetryRecord
 
-__all__ = ["HEURISTICS", "Controller", "StaticController", "make_controller"]
+__all__ = [
+    "DEFAULT_ENERGY_LADDER",
+    "HEURISTICS",
+    "AccordionController",
+    "Controller",
+    "EnergyAwareController",
+    "LoRAvenController",
+    "StaticController",
+    "make_controller",
+]
 
 
 class Controller:
-    """Base class. Subclasses override :meth:`decide`; :meth:`reset` clears per-episode state."""
+    """Base class. Subclasses override :meth:`decide`; :meth:`reset` clears per-episode state.
+
+    :attr:`reason` holds a one-line explanation of the last decision (empty before the first call).
+    """
 
     name: str = "controller"
+    reason: str = ""
 
     def decide(self, history: Sequence[TelemetryRecord], objective: Objective) -> CompressionSetting:
         raise NotImplementedError
@@ -27,8 +65,34 @@ class Controller:
         """Forget per-episode state (cooldowns, hysteresis)."""
 
 
+def _require_history(history: Sequence[TelemetryRecord], who: str) -> TelemetryRecord:
+    if not history:
+        raise ValueError(f"{who}.decide() got an empty history: pass at least one TelemetryRecord")
+    return history[-1]
+
+
+def _intervals_since_change(
+    history: Sequence[TelemetryRecord], same: Callable[[TelemetryRecord], bool]
+) -> int:
+    """Records since the window shows a change (``same(rec)``: unchanged), ``-1`` when it shows none.
+
+    With a decision applied at the boundary where it is made, this equals the intervals a stateful instance
+    counts; with a service's one-interval lag it undercounts by one (errs towards holding).
+
+    A fresh controller instance (e.g. one made per request in a stateless service) starts its cooldown from
+    this, so it does not change again right after a change that the window already shows.
+    """
+    for n, rec in enumerate(reversed(history)):
+        if not same(rec):
+            return n
+    return -1
+
+
 class StaticController(Controller):
-    """Always returns the same setting (the hand-tuned baseline)."""
+    """Always returns the same setting (the hand-tuned baseline).
+
+    :param setting: the setting to return; default ``r8/b8/g0``.
+    """
 
     name = "static"
 
@@ -36,11 +100,305 @@ class StaticController(Controller):
         self.setting = setting or CompressionSetting(rank=8, bits=8, gamma=0.0)
 
     def decide(self, history: Sequence[TelemetryRecord], objective: Objective) -> CompressionSetting:
+        self.reason = f"static {self.setting.label()}"
         return self.setting
 
 
+class AccordionController(Controller):
+    """Accordion (Agarwal et al., MLSys 2021): spend bits only in critical learning regimes.
+
+    The regime is detected from the mean gradient norm of the last two intervals,
+    ``delta = |g_new - g_old| / g_old``. ``delta >= threshold`` is a critical regime (the gradient is changing
+    fast; compression error there hurts the final accuracy): use ``low_compression``. Otherwise use
+    ``high_compression``. With a single record (the first interval) the job is assumed critical.
+
+    Stateless: the decision depends on the last two records only.
+
+    :param threshold: relative gradient-norm change that marks a critical regime, > 0. Accordion's paper uses
+        0.5 per epoch; per control interval (50 steps) changes are smaller, so 0.1-0.5 is the range to sweep.
+        Lower: more intervals at low compression (safer, costlier).
+    :param low_compression: setting for critical regimes; default ``r32/b8/g0``.
+    :param high_compression: setting otherwise; default ``r4/b4/g0``.
+    """
+
+    name = "accordion"
+
+    def __init__(
+        self,
+        threshold: float = 0.5,
+        low_compression: CompressionSetting | None = None,
+        high_compression: CompressionSetting | None = None,
+    ) -> None:
+        if not (math.isfinite(threshold) and threshold > 0.0):
+            raise ValueError(f"threshold={threshold} must be a finite number > 0 (try 0.1-0.5)")
+        self.threshold = float(threshold)
+        self.low_compression = low_compression or CompressionSetting(rank=32, bits=8, gamma=0.0)
+        self.high_compression = high_compression or CompressionSetting(rank=4, bits=4, gamma=0.0)
+
+    def relative_change(self, history: Sequence[TelemetryRecord]) -> float:
+        """``|g_new - g_old| / g_old`` over the last two records (``inf`` when undefined: critical)."""
+        if len(history) < 2:
+            return math.inf
+        g_old, g_new = history[-2].grad_norm, history[-1].grad_norm
+        if g_old <= 0.0:
+            return 0.0 if g_new <= 0.0 else math.inf
+        return abs(g_new - g_old) / g_old
+
+    def decide(self, history: Sequence[TelemetryRecord], objective: Objective) -> CompressionSetting:
+        _require_history(history, type(self).__name__)
+        delta = self.relative_change(history)
+        if delta >= self.threshold:
+            self.reason = f"accordion: critical regime (grad-norm change {delta:.3g} >= {self.threshold:g})"
+            return self.low_compression
+        self.reason = f"accordion: stable regime (grad-norm change {delta:.3g} < {self.threshold:g})"
+        return self.high_compression
+
+
+class LoRAvenController(Controller):
+    """Event-triggered rank control (LoRAven seed, section 3.4): hold ``compression_error`` near a target.
+
+    With ``e`` the newest record's ``compression_error``:
+
+    * ``e > target_error * (1 + hysteresis)``: raise the rank one step along ``ranks`` (capped at the top);
+    * ``e < target_error * (1 - hysteresis)``: lower it one step (floored at the bottom);
+    * otherwise, or while the cooldown runs: hold.
+
+    After a change, the next ``cooldown_intervals`` new intervals hold (the decision reaches the optimizer
+    one boundary later, so the error it causes shows up one or two intervals after it is made; a cooldown
+    >= 2 avoids reacting twice to the same event). Bits and gamma stay fixed.
+
+    The rank in force is the one this instance chose last; before its first change, the newest record's rank
+    (rank 0 - no projection - or a rank off the ladder starts at the top of the ladder).
+
+    :param target_error: relative compression error to hold, > 0 (``||x - C(x)||^2 / ||x||^2``; 0.05-0.2 is
+        typical at 8 bits). Lower: more rank, more memory.
+    :param hysteresis: dead band as a fraction of the target, in [0, 1). Wider: fewer changes.
+    :param cooldown_intervals: intervals held after a change, >= 0 (0: may change every interval).
+    :param ranks: the ladder of ranks, ascending, each a positive grid rank; default ``1, 2, ..., 64``.
+    :param bits: bits to pair with every rank; default 8.
+    :param gamma: variance-reduction shift to pair with every rank; default 0.
+    """
+
+    name = "loraven"
+
+    def __init__(
+        self,
+        target_error: float = 0.1,
+        hysteresis: float = 0.25,
+        cooldown_intervals: int = 2,
+        ranks: Sequence[int] | None = None,
+        bits: int = 8,
+        gamma: float = 0.0,
+    ) -> None:
+        if not (math.isfinite(target_error) and target_error > 0.0):
+            raise ValueError(f"target_error={target_error} must be a finite number > 0 (try 0.05-0.2)")
+        if not (0.0 <= hysteresis < 1.0):
+            raise ValueError(f"hysteresis={hysteresis} must lie in [0, 1) (try 0.1-0.3)")
+        if cooldown_intervals < 0:
+            raise ValueError(f"cooldown_intervals={cooldown_intervals} must be >= 0")
+        ladder = tuple(sorted(r for r in DEFAULT_GRID.ranks if r > 0)) if ranks is None else tuple(ranks)
+        if not ladder or list(ladder) != sorted(set(ladder)) or any(r <= 0 for r in ladder):
+            raise ValueError(f"ranks={ranks} must be distinct positive ranks in ascending order")
+        for r in ladder:  # validates each rank and the bits/gamma against the grid
+            CompressionSetting(rank=r, bits=bits, gamma=gamma)
+        self.target_error = float(target_error)
+        self.hysteresis = float(hysteresis)
+        self.cooldown_intervals = int(cooldown_intervals)
+        self.ranks = ladder
+        self.bits = int(bits)
+        self.gamma = float(gamma)
+        self.reset()
+
+    def reset(self) -> None:
+        self._level: int | None = None  # index into self.ranks of the rank in force
+        self._last_step: int | None = None  # newest step seen (a repeat does not advance the cooldown)
+        self._since_change: int = self.cooldown_intervals + 1  # intervals since the last change
+        self._last_setting: CompressionSetting | None = None
+
+    def _start_level(self, rec: TelemetryRecord) -> int:
+        if rec.setting.rank in self.ranks:
+            return self.ranks.index(rec.setting.rank)
+        return len(self.ranks) - 1
+
+    def decide(self, history: Sequence[TelemetryRecord], objective: Objective) -> CompressionSetting:
+        rec = _require_history(history, type(self).__name__)
+        if self._last_step is not None and rec.step < self._last_step:
+            self.reset()  # a new episode
+        if self._last_step is not None and rec.step == self._last_step and self._last_setting is not None:
+            return self._last_setting  # the same interval again: same answer, cooldown not advanced
+        self._last_step = rec.step
+        if self._level is None:
+            self._level = self._start_level(rec)
+            since = _intervals_since_change(history, lambda r: r.setting.rank == rec.setting.rank)
+            if since >= 0:
+                self._since_change = since
+        else:
+            self._since_change += 1
+        e = rec.compression_error
+        hi = self.target_error * (1.0 + self.hysteresis)
+        lo = self.target_error * (1.0 - self.hysteresis)
+        level = self._level
+        if self._since_change <= self.cooldown_intervals:
+            self.reason = f"loraven: cooldown ({self._since_change}/{self.cooldown_intervals} intervals)"
+        elif e > hi and level < len(self.ranks) - 1:
+            level += 1
+            self.reason = f"loraven: error {e:.3g} > {hi:.3g}, rank up to {self.ranks[level]}"
+        elif e < lo and level > 0:
+            level -= 1
+            self.reason = f"loraven: error {e:.3g} < {lo:.3g}, rank down to {self.ranks[level]}"
+        else:
+            self.reason = f"loraven: error {e:.3g} in band or at a ladder end, hold rank {self.ranks[level]}"
+        if level != self._level:
+            self._level = level
+            self._since_change = 0
+        self._last_setting = CompressionSetting(rank=self.ranks[level], bits=self.bits, gamma=self.gamma)
+        return self._last_setting
+
+
+#: Least to most compressed; each step down cuts state bytes (and the memory traffic that costs energy).
+DEFAULT_ENERGY_LADDER: tuple[CompressionSetting, ...] = (
+    CompressionSetting(rank=0, bits=32, gamma=0.0),
+    CompressionSetting(rank=0, bits=16, gamma=0.0),
+    CompressionSetting(rank=32, bits=8, gamma=0.0),
+    CompressionSetting(rank=16, bits=8, gamma=0.0),
+    CompressionSetting(rank=8, bits=4, gamma=0.0),
+    CompressionSetting(rank=4, bits=4, gamma=0.25),
+    CompressionSetting(rank=2, bits=2, gamma=0.5),
+)
+
+
+class EnergyAwareController(Controller):
+    """Keep mean power under a budget by walking a ladder of settings (least to most compressed).
+
+    Mean power ``p`` is averaged over the newest ``window`` records (each record's ``mean_power_w``, or
+    ``energy_j / interval_s`` when the meter left power at 0):
+
+    * ``p > budget_w``: one step harder (towards the end of ``ladder``);
+    * ``p < relax_fraction * budget_w``: one step lighter;
+    * in between, during the cooldown, or with no energy figure at all: hold.
+
+    **Modelled energy.** Records whose ``energy_source`` is ``"modelled"`` carry an estimate (no GPU meter).
+    With ``use_modelled=True`` (default) they count like measured ones (the estimate still ranks settings
+    correctly, so the controller stays useful in CPU tests and the surrogate); with ``use_modelled=False`` the
+    controller holds its level when the window holds no measured record, and says so in :attr:`reason`.
+    Records flagged ``energy_coarse`` count (the mean over several intervals smooths them).
+
+    :param budget_w: mean-power budget in watts, > 0 (an H200 SXM draws up to 700 W).
+    :param relax_fraction: relax when power is below this fraction of the budget, in (0, 1]. Closer to 1:
+        tighter tracking, more changes.
+    :param ladder: settings from least to most compressed (default :data:`DEFAULT_ENERGY_LADDER`).
+    :param start_index: ladder index when the newest record's setting is not on the ladder; default middle.
+    :param window: records averaged, >= 1.
+    :param cooldown_intervals: intervals held after a change, >= 0 (0: may change every interval).
+    :param use_modelled: whether modelled energy drives decisions (see above).
+    """
+
+    name = "energy_aware"
+
+    def __init__(
+        self,
+        budget_w: float = 400.0,
+        relax_fraction: float = 0.8,
+        ladder: Sequence[CompressionSetting] | None = None,
+        start_index: int | None = None,
+        window: int = 2,
+        cooldown_intervals: int = 1,
+        use_modelled: bool = True,
+    ) -> None:
+        if not (math.isfinite(budget_w) and budget_w > 0.0):
+            raise ValueError(f"budget_w={budget_w} must be a finite power in watts > 0")
+        if not (0.0 < relax_fraction <= 1.0):
+            raise ValueError(f"relax_fraction={relax_fraction} must lie in (0, 1] (try 0.8)")
+        steps = tuple(DEFAULT_ENERGY_LADDER if ladder is None else ladder)
+        if not steps:
+            raise ValueError("ladder is empty: pass settings from least to most compressed")
+        if start_index is not None and not 0 <= start_index < len(steps):
+            raise ValueError(f"start_index={start_index} is outside the ladder [0, {len(steps) - 1}]")
+        if window < 1:
+            raise ValueError(f"window={window} must be >= 1")
+        if cooldown_intervals < 0:
+            raise ValueError(f"cooldown_intervals={cooldown_intervals} must be >= 0")
+        self.budget_w = float(budget_w)
+        self.relax_fraction = float(relax_fraction)
+        self.ladder = steps
+        self.start_index = len(steps) // 2 if start_index is None else int(start_index)
+        self.window = int(window)
+        self.cooldown_intervals = int(cooldown_intervals)
+        self.use_modelled = bool(use_modelled)
+        self.reset()
+
+    def reset(self) -> None:
+        self._level: int | None = None
+        self._last_step: int | None = None
+        self._since_change: int = self.cooldown_intervals + 1
+        self._last_setting: CompressionSetting | None = None
+
+    @staticmethod
+    def _power_w(rec: TelemetryRecord) -> float | None:
+        if rec.mean_power_w > 0.0:
+            return rec.mean_power_w
+        if rec.energy_j > 0.0 and rec.interval_s > 0.0:
+            return rec.energy_j / rec.interval_s
+        return None
+
+    def mean_power_w(self, history: Sequence[TelemetryRecord]) -> float | None:
+        """Mean power over the newest ``window`` usable records, or ``None`` when none has energy."""
+        powers = []
+        for rec in list(history)[-self.window :]:
+            if rec.energy_source == "modelled" and not self.use_modelled:
+                continue
+            p = self._power_w(rec)
+            if p is not None:
+                powers.append(p)
+        return sum(powers) / len(powers) if powers else None
+
+    def decide(self, history: Sequence[TelemetryRecord], objective: Objective) -> CompressionSetting:
+        rec = _require_history(history, type(self).__name__)
+        if self._last_step is not None and rec.step < self._last_step:
+            self.reset()
+        if self._last_step is not None and rec.step == self._last_step and self._last_setting is not None:
+            return self._last_setting
+        self._last_step = rec.step
+        if self._level is None:
+            self._level = self.ladder.index(rec.setting) if rec.setting in self.ladder else self.start_index
+            since = _intervals_since_change(history, lambda r: r.setting == rec.setting)
+            if since >= 0:
+                self._since_change = since
+        else:
+            self._since_change += 1
+        level = self._level
+        p = self.mean_power_w(history)
+        modelled = rec.energy_source == "modelled"
+        tag = " (modelled)" if modelled else ""
+        if p is None:
+            why = "no measured energy in the window" if not self.use_modelled else "no energy in the window"
+            self.reason = f"energy_aware: {why}, hold"
+        elif self._since_change <= self.cooldown_intervals:
+            self.reason = f"energy_aware: cooldown ({self._since_change}/{self.cooldown_intervals})"
+        elif p > self.budget_w and level < len(self.ladder) - 1:
+            level += 1
+            self.reason = f"energy_aware: {p:.1f} W{tag} > budget {self.budget_w:g} W, compress harder"
+        elif p < self.relax_fraction * self.budget_w and level > 0:
+            level -= 1
+            self.reason = (
+                f"energy_aware: {p:.1f} W{tag} < {self.relax_fraction:g} x budget {self.budget_w:g} W, relax"
+            )
+        else:
+            self.reason = f"energy_aware: {p:.1f} W{tag} within band or at a ladder end, hold"
+        if level != self._level:
+            self._level = level
+            self._since_change = 0
+        self._last_setting = self.ladder[level]
+        return self._last_setting
+
+
 #: name -> factory(**kwargs) of every heuristic controller.
-HEURISTICS: dict[str, Callable[..., Controller]] = {"static": StaticController}
+HEURISTICS: dict[str, Callable[..., Controller]] = {
+    "static": StaticController,
+    "accordion": AccordionController,
+    "loraven": LoRAvenController,
+    "energy_aware": EnergyAwareController,
+}
 
 
 def make_controller(name: str, **kwargs: Any) -> Controller:

@@ -1,0 +1,498 @@
+"""AdaptiveCompression: the one line a training loop adds to let MANGO choose compression settings.
+
+::
+
+    opt = MangoAdamW(model.parameters(), lr=3e-4)
+    with AdaptiveCompression(opt, server_url="http://127.0.0.1:8000", api_key=key,
+                             objective=Objective(w_loss=1.0, w_memory=0.5), planned_steps=10_000) as hook:
+        for batch in loader:
+            loss = model(batch)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            hook.step(loss)          # the one line
+
+Per step, :meth:`AdaptiveCompression.step` only appends the detached loss tensor to a list (and, every
+``grad_norm_every`` steps, launches one fused gradient-norm kernel): no host sync, no I/O. Every
+``interval_steps`` steps it closes a control interval:
+
+1. one device sync turns the interval's losses and gradient norms into floats;
+2. it builds a :class:`~client.protocol.TelemetryRecord` (loss mean/std, gradient norm, the optimizer's
+   ``compression_stats()``, ``state_bytes()``, peak memory, energy from the meter, wall time, lr, the
+   setting in force, progress, skipped steps) and appends it to :attr:`history` (the newest ``MAX_HISTORY``);
+3. it applies the newest decision that has arrived since the previous boundary (so a service decision is
+   applied at the interval boundary after the window it answers), and
+4. hands the window to the :class:`~client.policy_client.PolicyClient`, whose background thread asks the
+   service. Without ``server_url`` the local controller decides at once, and its setting applies at once.
+
+The hook never waits on the network: when the service is slow or down, the PolicyClient's fallback
+controller answers and the decision log says ``source="fallback"``.
+
+Decision log (``decision_log=path``): JSON lines, one per decision, with ``step`` (boundary where it was
+applied), ``request_step`` (newest step of the window it answers), ``setting``, ``source``
+(``service | fallback | local``), ``shielded``, ``reason``, ``latency_ms``, ``policy``, ``changed``
+(the optimizer switched to it), ``shadow`` (shadow mode: never applied).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+import uuid
+from collections import deque
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO, Any, Literal
+
+import torch
+from pydantic import ValidationError
+
+from client.controllers import Controller, StaticController, make_controller
+from client.policy_client import PolicyClient
+from client.protocol import (
+    MAX_HISTORY,
+    CompressionSetting,
+    Decision,
+    Objective,
+    Reference,
+    TelemetryRecord,
+)
+from client.telemetry import (
+    EnergyMeter,
+    EnergyReading,
+    IntervalStats,
+    MemoryTracker,
+    ModelledMeter,
+    TelemetryError,
+    global_grad_norm,
+    make_energy_meter,
+)
+
+__all__ = ["AdaptiveCompression", "DecisionEntry"]
+
+logger = logging.getLogger(__name__)
+
+#: Loss recorded for an interval whose every loss was NaN/inf (the contract wants finite floats; a huge
+#: loss is what a divergence looks like to the policy and the shield).
+DIVERGED_LOSS = 1e30
+_REQUIRED = ("setting", "apply_setting", "state_bytes", "dense_state_bytes", "compression_stats")
+
+
+@dataclass(frozen=True)
+class DecisionEntry:
+    """One decision as the hook handled it (also one line of the decision log)."""
+
+    step: int
+    request_step: int
+    setting: dict[str, float]
+    source: Literal["service", "fallback", "local"]
+    shielded: bool
+    reason: str
+    latency_ms: float
+    policy: str
+    policy_version: str
+    changed: bool
+    """whether the optimizer switched to ``setting`` (False: same setting, refused, or shadow mode)"""
+
+
+def _finite(x: Any, default: float = 0.0, lo: float = 0.0, hi: float = DIVERGED_LOSS) -> float:
+    """``x`` as a float in ``[lo, hi]``: NaN/missing -> ``default``, +-inf -> the bound."""
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return default
+    if math.isnan(v):
+        return default
+    return min(max(v, lo), hi)
+
+
+class AdaptiveCompression:
+    """Telemetry + decisions for a :class:`~client.compression.MangoAdamW` (see the module docstring).
+
+    :param optimizer: a MangoAdamW (anything with ``setting``, ``apply_setting``, ``state_bytes``,
+        ``dense_state_bytes`` and ``compression_stats``).
+    :param server_url: policy service root; ``None`` runs the local ``controller`` only.
+    :param api_key: the service's API key (default: env ``MANGO_API_KEY``); required with ``server_url``.
+    :param objective: the job's trade-off; default ``Objective()`` (loss only).
+    :param interval_steps: optimizer steps per control interval, >= 1. Longer: fewer, better-averaged
+        decisions, and energy windows well above NVML's ~100 ms counter period; 50 is a good default.
+    :param planned_steps: total steps of the run, for the ``progress`` feature (``None``: unknown).
+    :param controller: the local controller: the fallback when the service fails, or the decider without a
+        server. An instance or a name from ``HEURISTICS``; default: hold the setting in force (the last
+        good one).
+    :param energy_meter: default ``make_energy_meter("auto", device_index)`` (NVML, Zeus, else modelled).
+    :param decision_log: path of a JSON-lines decision log (appended to), or ``None``.
+    :param job_id: the job's id at the service; default ``job-<random>``.
+    :param policy: the service policy to ask.
+    :param grad_norm_every: sample the global gradient norm every this many steps (one fused kernel, no
+        sync); default ``max(1, interval_steps // 8)``; ``0`` uses only the optimizer's last-step norm.
+    :param flops_per_step: FLOPs of one training step, for the modelled meter (``~6 x params x tokens``).
+    :param client_options: extra keyword arguments of :class:`PolicyClient` (timeouts, retries, breaker).
+    :param apply_decisions: ``False`` is shadow mode: decisions are asked for and logged (``"shadow": true``)
+        but never applied, to evaluate a policy on a live job without letting it act.
+    """
+
+    def __init__(
+        self,
+        optimizer: Any,
+        *,
+        server_url: str | None = None,
+        api_key: str | None = None,
+        objective: Objective | None = None,
+        interval_steps: int = 50,
+        planned_steps: int | None = None,
+        controller: Controller | str | None = None,
+        energy_meter: EnergyMeter | None = None,
+        decision_log: str | os.PathLike[str] | None = None,
+        job_id: str | None = None,
+        policy: str = "default",
+        grad_norm_every: int | None = None,
+        flops_per_step: float = 0.0,
+        client_options: dict[str, Any] | None = None,
+        apply_decisions: bool = True,
+    ) -> None:
+        missing = [name for name in _REQUIRED if not hasattr(optimizer, name)]
+        if missing:
+            raise TypeError(
+                f"optimizer {type(optimizer).__name__} lacks {missing}: wrap the parameters in "
+                "client.compression.MangoAdamW"
+            )
+        if interval_steps < 1:
+            raise ValueError(f"interval_steps={interval_steps} must be >= 1 (50 is a good default)")
+        if planned_steps is not None and planned_steps < 1:
+            raise ValueError(f"planned_steps={planned_steps} must be >= 1 or None")
+        if grad_norm_every is not None and grad_norm_every < 0:
+            raise ValueError(f"grad_norm_every={grad_norm_every} must be >= 0")
+        self.optimizer = optimizer
+        self.apply_decisions = bool(apply_decisions)
+        self.objective = objective or Objective.model_validate({})
+        self.interval_steps = int(interval_steps)
+        self.planned_steps = planned_steps
+        self.job_id = job_id or f"job-{uuid.uuid4().hex[:12]}"
+        self.grad_norm_every = max(1, interval_steps // 8) if grad_norm_every is None else grad_norm_every
+        key = api_key or os.environ.get("MANGO_API_KEY")
+        if server_url is not None and not key:
+            raise ValueError("server_url is set but no api_key: pass api_key= or set MANGO_API_KEY")
+        if isinstance(controller, str):
+            controller = make_controller(controller)
+        self._hold = controller is None  # no controller: hold the setting in force when the service fails
+        self.controller: Controller = controller or StaticController(optimizer.setting)
+
+        self._params = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
+        if not self._params:
+            raise ValueError("optimizer has no trainable parameters")
+        self._n_params = sum(p.numel() for p in self._params)
+        device = self._params[0].device
+        self._meter = energy_meter or make_energy_meter(
+            "auto", device.index or 0, flops_per_step=flops_per_step, bytes_per_step=self._bytes_per_step()
+        )
+        self._memory = MemoryTracker(device)
+        self._stats = IntervalStats()
+
+        self._client: PolicyClient | None = None
+        if server_url is not None:
+            assert key is not None
+            self._client = PolicyClient(
+                server_url,
+                key,
+                self.job_id,
+                self.objective,
+                policy,
+                fallback=None if self._hold else self.controller,
+                **(client_options or {}),
+            )
+        self._log: IO[str] | None = None
+        if decision_log is not None:
+            Path(decision_log).parent.mkdir(parents=True, exist_ok=True)
+            self._log = open(decision_log, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+
+        self._history: deque[TelemetryRecord] = deque(maxlen=MAX_HISTORY)
+        self.reference: Reference | None = None
+        self.decisions: list[DecisionEntry] = []
+        self._counts = {
+            "intervals": 0,
+            "decisions": 0,
+            "fallbacks": 0,
+            "service_decisions": 0,
+            "local_decisions": 0,
+            "setting_changes": 0,
+            "apply_errors": 0,
+            "telemetry_errors": 0,
+        }
+        self._step = 0
+        self._in_interval = 0
+        self._skipped_total = 0
+        self.overhead_s = 0.0  # wall time spent inside the hook (per-step work and interval boundaries)
+        self.apply_s = 0.0  # the part of overhead_s spent converting state in optimizer.apply_setting
+        self._closed = False
+        logger.info(
+            "AdaptiveCompression job=%s interval_steps=%d server=%s controller=%s meter=%s memory=%s",
+            self.job_id,
+            self.interval_steps,
+            server_url or "none (local)",
+            self.controller.name,
+            self._meter.describe(),
+            self._memory.source,
+        )
+        self._begin_interval()
+
+    # ------------------------------------------------------------------ public surface
+
+    @property
+    def history(self) -> list[TelemetryRecord]:
+        """The newest ``MAX_HISTORY`` telemetry records, oldest first."""
+        return list(self._history)
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Hook counts (intervals, decisions, fallbacks, ...) and the PolicyClient's as ``client_*``."""
+        out = dict(self._counts)
+        if self._client is not None:
+            out.update({f"client_{k}": v for k, v in self._client.counters.items()})
+        return out
+
+    @property
+    def policy_client(self) -> PolicyClient | None:
+        return self._client
+
+    @property
+    def energy_meter(self) -> EnergyMeter:
+        return self._meter
+
+    @property
+    def telemetry_s(self) -> float:
+        """Wall time the hook spent on telemetry and decisions, excluding state conversion (``apply_s``)."""
+        return self.overhead_s - self.apply_s
+
+    @property
+    def steps(self) -> int:
+        """Steps seen by :meth:`step`."""
+        return self._step
+
+    def step(self, loss: torch.Tensor | float) -> None:
+        """Record one optimizer step; call it right after ``optimizer.step()``.
+
+        :param loss: the step's loss, a scalar tensor (kept on its device: no sync) or a float.
+        """
+        t0 = time.perf_counter()
+        if self._closed:
+            raise RuntimeError("AdaptiveCompression is closed")
+        self._step += 1
+        self._in_interval += 1
+        self._stats.add_loss(loss)
+        if self.grad_norm_every and self._in_interval % self.grad_norm_every == 0:
+            norm = global_grad_norm(self._params)
+            if norm is not None:
+                self._stats.add_grad_norm(norm)
+        if self._in_interval >= self.interval_steps:
+            self._end_interval()
+        self.overhead_s += time.perf_counter() - t0
+
+    def close(self) -> None:
+        """Stop the policy client, close the decision log and the meter. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._client is not None:
+            self._client.close()
+        if self._log is not None:
+            self._log.close()
+        self._meter.close()
+        logger.info("AdaptiveCompression job=%s closed: %s", self.job_id, self.counters)
+
+    def __enter__(self) -> AdaptiveCompression:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ interval boundary
+
+    def _bytes_per_step(self) -> float:
+        # parameters read + written and gradients read (fp32), optimizer state read + written
+        try:
+            state = int(self.optimizer.state_bytes())
+        except Exception:
+            state = 8 * sum(p.numel() for g in self.optimizer.param_groups for p in g["params"])
+        n = sum(p.numel() for g in self.optimizer.param_groups for p in g["params"])
+        return 12.0 * n + 2.0 * state
+
+    def _begin_interval(self) -> None:
+        self._stats.reset()
+        self._in_interval = 0
+        self._memory.reset()
+        try:
+            self._meter.begin()
+        except TelemetryError as exc:
+            self._replace_meter(exc)
+            self._meter.begin()
+        self._t0 = time.perf_counter()
+
+    def _replace_meter(self, exc: Exception) -> ModelledMeter:
+        logger.warning(
+            "energy meter %s failed (%s): switching to the modelled estimate", self._meter.describe(), exc
+        )
+        self._counts["telemetry_errors"] += 1
+        self._meter.close()
+        modelled = ModelledMeter(bytes_per_step=self._bytes_per_step())
+        self._meter = modelled
+        return modelled
+
+    def _read_energy(self, steps: int) -> EnergyReading:
+        try:
+            return self._meter.end(steps=steps)
+        except TelemetryError as exc:
+            interval_s = time.perf_counter() - self._t0
+            modelled = self._replace_meter(exc)
+            e = modelled.model.energy_j(0.0, steps * self._bytes_per_step(), interval_s)
+            return EnergyReading(e, e / interval_s if interval_s > 0 else 0.0, interval_s, "modelled")
+
+    def _end_interval(self) -> None:
+        steps = self._in_interval
+        summary = self._stats.summary()  # the interval's one device sync
+        energy = self._read_energy(steps)
+        interval_s = time.perf_counter() - self._t0
+        mem = self._memory.read()
+        record = self._build_record(summary, energy, interval_s, mem.peak_bytes)
+        self._counts["intervals"] += 1
+        if record is not None:
+            self._history.append(record)
+            if self.reference is None:
+                self.reference = self._build_reference(record)
+            self._decide_and_apply(record)
+        if isinstance(self._meter, ModelledMeter):
+            self._meter.bytes_per_step = self._bytes_per_step()
+        self._begin_interval()
+
+    def _build_record(
+        self, summary: Any, energy: EnergyReading, interval_s: float, peak_bytes: int
+    ) -> TelemetryRecord | None:
+        opt = self.optimizer
+        try:
+            cstats = dict(opt.compression_stats() or {})
+        except Exception as exc:
+            logger.warning("compression_stats() failed: %s", exc)
+            cstats = {}
+        if summary.nonfinite_losses:
+            logger.warning(
+                "step %d: %d of %d losses in the interval were not finite",
+                self._step,
+                summary.nonfinite_losses,
+                summary.steps,
+            )
+        loss = summary.loss_mean
+        if not math.isfinite(loss):
+            loss = DIVERGED_LOSS
+        grad_norm = summary.grad_norm_mean
+        if not math.isfinite(grad_norm):
+            grad_norm = _finite(cstats.get("grad_norm"), default=0.0, hi=DIVERGED_LOSS)
+        skipped_total = int(_finite(cstats.get("skipped_steps"), hi=2**62))
+        skipped = max(0, skipped_total - self._skipped_total)
+        self._skipped_total = skipped_total
+        lr = opt.param_groups[0]["lr"]
+        progress = min(self._step / self.planned_steps, 1.0) if self.planned_steps else None
+        try:
+            return TelemetryRecord.model_validate(
+                {
+                    "step": self._step,
+                    "loss": loss,
+                    "loss_std": _finite(summary.loss_std),
+                    "grad_norm": grad_norm,
+                    "compression_error": _finite(cstats.get("compression_error")),
+                    "grad_kurtosis": _finite(cstats.get("grad_kurtosis"), lo=-DIVERGED_LOSS),
+                    "spectral_tail": _finite(cstats.get("spectral_tail"), hi=1.0),
+                    "state_bytes": int(opt.state_bytes()),
+                    "peak_memory_bytes": int(peak_bytes),
+                    "energy_j": _finite(energy.energy_j),
+                    "mean_power_w": _finite(energy.mean_power_w),
+                    "energy_source": energy.source,
+                    "energy_coarse": energy.coarse,
+                    "interval_s": max(interval_s, 0.0),
+                    "lr": _finite(float(lr)),
+                    "setting": opt.setting,
+                    "progress": progress,
+                    "skipped_steps": skipped,
+                }
+            )
+        except ValidationError as exc:  # a bug upstream must not stop training
+            self._counts["telemetry_errors"] += 1
+            logger.error("step %d: telemetry record rejected, interval not reported: %s", self._step, exc)
+            return None
+
+    def _build_reference(self, first: TelemetryRecord) -> Reference:
+        try:
+            dense = int(self.optimizer.dense_state_bytes())
+        except Exception:
+            dense = 8 * self._n_params
+        return Reference(
+            initial_loss=max(abs(first.loss), 1e-6),
+            dense_state_bytes=max(dense, 1),
+            interval_energy_j=max(first.energy_j, 1e-6),
+            interval_s=max(first.interval_s, 1e-6),
+        )
+
+    def _decide_and_apply(self, record: TelemetryRecord) -> None:
+        history = list(self._history)
+        if self._client is None:
+            t0 = time.perf_counter()
+            setting = self.controller.decide(history, self.objective)
+            latency_ms = (time.perf_counter() - t0) * 1e3
+            decision = Decision(
+                setting=setting,
+                policy=f"local:{self.controller.name}",
+                policy_version="local",
+                reason=self.controller.reason,
+            )
+            self._apply(decision, "local", record.step, latency_ms)
+            return
+        outcome = self._client.poll()
+        if outcome is not None:
+            self._apply(outcome.decision, outcome.source, outcome.step, outcome.latency_ms)
+        try:
+            self._client.submit(history, self.reference)
+        except (ValueError, RuntimeError) as exc:
+            logger.error("could not submit the window at step %d: %s", record.step, exc)
+
+    def _apply(
+        self,
+        decision: Decision,
+        source: Literal["service", "fallback", "local"],
+        request_step: int,
+        latency_ms: float,
+    ) -> None:
+        setting: CompressionSetting = decision.setting
+        changed = self.apply_decisions and setting != self.optimizer.setting
+        if changed:
+            t0 = time.perf_counter()
+            try:
+                self.optimizer.apply_setting(setting)
+                self._counts["setting_changes"] += 1
+            except Exception as exc:  # a refused setting must not stop training
+                changed = False
+                self._counts["apply_errors"] += 1
+                logger.error("apply_setting(%s) failed at step %d: %s", setting.label(), self._step, exc)
+            self.apply_s += time.perf_counter() - t0
+        self._counts["decisions"] += 1
+        key = {"service": "service_decisions", "fallback": "fallbacks", "local": "local_decisions"}[source]
+        self._counts[key] += 1
+        entry = DecisionEntry(
+            step=self._step,
+            request_step=request_step,
+            setting=setting.model_dump(),
+            source=source,
+            shielded=decision.shielded,
+            reason=decision.reason,
+            latency_ms=round(latency_ms, 3),
+            policy=decision.policy,
+            policy_version=decision.policy_version,
+            changed=changed,
+        )
+        self.decisions.append(entry)
+        if self._log is not None:
+            line = {"job_id": self.job_id, **asdict(entry), "shadow": not self.apply_decisions}
+            self._log.write(json.dumps(line) + "\n")
+        log = logger.info if changed else logger.debug
+        log("step %d: %s decision %s (%s)", self._step, source, setting.label(), decision.reason)

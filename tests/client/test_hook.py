@@ -1,0 +1,255 @@
+"""AdaptiveCompression on a tiny MLP with the real MangoAdamW: records, reference, decision log, and training
+that never waits on the network (server killed mid-run and restarted, server answering after 5 s)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import statistics
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from client.compression.optimizer import MangoAdamW
+from client.controllers import AccordionController, Controller
+from client.hook import DIVERGED_LOSS, AdaptiveCompression
+from client.protocol import MAX_HISTORY, CompressionSetting, Objective, TelemetryRecord
+from client.telemetry import ModelledMeter
+from tests.client.test_policy_client import API_KEY, ServerProcess, free_port
+
+R8B8 = CompressionSetting(rank=8, bits=8, gamma=0.0)
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Intra-op threads oversubscribe a shared CPU (a tiny step goes from ~10 ms to ~300 ms): use one."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class Task:
+    """A few Linear layers on a fixed regression batch; ``train(hook, n)`` runs n steps."""
+
+    def __init__(self, setting: CompressionSetting = R8B8, seed: int = 0) -> None:
+        torch.manual_seed(seed)
+        self.model = torch.nn.Sequential(
+            torch.nn.Linear(16, 64),
+            torch.nn.ReLU(),
+            torch.nn.Linear(64, 64),
+            torch.nn.ReLU(),
+            torch.nn.Linear(64, 1),
+        )
+        self.opt = MangoAdamW(self.model.parameters(), lr=3e-3, setting=setting, min_compress_numel=512)
+        self.x = torch.randn(32, 16)
+        self.y = self.x[:, :1] - self.x[:, 1:2]
+        self.losses: list[float] = []
+        self.step_s: list[float] = []
+
+    def train(self, hook: AdaptiveCompression, n: int) -> None:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            loss = (self.model(self.x) - self.y).pow(2).mean()
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            hook.step(loss)
+            self.step_s.append(time.perf_counter() - t0)
+            self.losses.append(float(loss.detach()))
+
+    def train_until(self, hook: AdaptiveCompression, cond, timeout_s: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout_s
+        while not cond():
+            assert time.monotonic() < deadline, f"condition not met in {timeout_s} s: {hook.counters}"
+            self.train(hook, 5)
+            time.sleep(0.005)  # pace: a real step is milliseconds to seconds
+
+
+def modelled() -> ModelledMeter:
+    return ModelledMeter(flops_per_step=1e6)
+
+
+def test_records_reference_and_log_in_local_mode(tmp_path: Path) -> None:
+    task = Task()
+    log = tmp_path / "decisions.jsonl"
+    obj = Objective(w_loss=1.0, w_memory=1.0, memory_budget_bytes=None)
+    with AdaptiveCompression(
+        task.opt,
+        objective=obj,
+        interval_steps=5,
+        planned_steps=40,
+        controller="loraven",
+        energy_meter=modelled(),
+        decision_log=log,
+    ) as hook:
+        task.train(hook, 40)
+    hist = hook.history
+    assert len(hist) == MAX_HISTORY and [r.step for r in hist] == list(range(5, 45, 5))
+    first, last = hist[0], hist[-1]
+    assert last.loss == pytest.approx(statistics.fmean(task.losses[35:40]), rel=1e-6)
+    assert last.loss_std == pytest.approx(statistics.pstdev(task.losses[35:40]), rel=1e-4, abs=1e-9)
+    assert last.progress == 1.0 and first.progress == pytest.approx(5 / 40)
+    assert last.lr == pytest.approx(3e-3) and last.energy_source == "modelled" and last.energy_j > 0
+    assert last.state_bytes == task.opt.state_bytes() and last.peak_memory_bytes > 0
+    assert all(r.grad_norm > 0 and 0 <= r.spectral_tail <= 1 for r in hist)
+    assert any(r.compression_error > 0 for r in hist)
+    ref = hook.reference
+    assert ref is not None and ref.dense_state_bytes == task.opt.dense_state_bytes()
+    assert ref.initial_loss == pytest.approx(statistics.fmean(task.losses[:5]), rel=1e-6)
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    assert len(lines) == 8 == hook.counters["decisions"] == hook.counters["local_decisions"]
+    for line, entry in zip(lines, hook.decisions, strict=True):
+        assert line["source"] == "local" and line["step"] == line["request_step"] == entry.step
+        assert {"setting", "shielded", "reason", "latency_ms", "policy"} <= set(line)
+        assert line["reason"].startswith("loraven")
+    assert hook.telemetry_s > 0 and hook.overhead_s >= hook.telemetry_s
+
+
+def test_local_decision_applies_at_the_boundary_and_records_show_it() -> None:
+    low, high = CompressionSetting(rank=16, bits=8, gamma=0.0), CompressionSetting(rank=2, bits=4, gamma=0.0)
+
+    class Alternate(Controller):
+        name = "alternate"
+
+        def decide(self, history: list[TelemetryRecord], objective: Objective) -> CompressionSetting:  # type: ignore[override]
+            self.reason = "alternate"
+            return high if len(history) % 2 else low
+
+    task = Task(setting=low)
+    with AdaptiveCompression(
+        task.opt, interval_steps=4, controller=Alternate(), energy_meter=modelled()
+    ) as hook:
+        task.train(hook, 16)
+    settings = [r.setting for r in hook.history]
+    assert settings == [low, high, low, high]  # each record carries the setting in force during it
+    assert task.opt.setting == low
+    assert hook.counters["setting_changes"] == 4
+
+
+def test_accordion_by_name_and_nonfinite_loss(caplog: pytest.LogCaptureFixture) -> None:
+    task = Task()
+    with AdaptiveCompression(
+        task.opt, interval_steps=3, controller="accordion", energy_meter=modelled()
+    ) as hook:
+        assert isinstance(hook.controller, AccordionController)
+        task.train(hook, 3)
+        with caplog.at_level(logging.WARNING, logger="client.hook"):
+            for _ in range(3):
+                hook.step(torch.tensor(float("nan")))
+        task.train(hook, 3)
+    assert [r.loss for r in hook.history][1] == DIVERGED_LOSS
+    assert math.isfinite(hook.history[2].loss) and "not finite" in caplog.text
+
+
+def test_bad_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
+    class PlainOptimizer:  # what torch.optim.AdamW offers: no compression API
+        def __init__(self) -> None:
+            self.param_groups: list[dict[str, object]] = []
+
+    with pytest.raises(TypeError, match=r"lacks \['setting'.*MangoAdamW"):
+        AdaptiveCompression(PlainOptimizer())
+    model = torch.nn.Linear(4, 4)
+    opt = MangoAdamW(model.parameters())
+    with pytest.raises(ValueError, match="interval_steps"):
+        AdaptiveCompression(opt, interval_steps=0)
+    monkeypatch.delenv("MANGO_API_KEY", raising=False)
+    with pytest.raises(ValueError, match="api_key"):
+        AdaptiveCompression(opt, server_url="http://127.0.0.1:1")
+    with pytest.raises(ValueError, match="unknown controller"):
+        AdaptiveCompression(opt, controller="nope")
+    hook = AdaptiveCompression(opt, energy_meter=modelled())
+    hook.close()
+    hook.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        hook.step(1.0)
+
+
+def _client_opts(**kw: float) -> dict[str, float]:
+    opts = {"timeout_s": 0.5, "retries": 0, "breaker_failures": 2, "breaker_cooldown_s": 0.3}
+    opts.update(kw)
+    return opts
+
+
+@pytest.mark.slow  # two server starts: 7-25 s on a shared 2-core machine
+def test_training_survives_server_kill_and_reconnects(tmp_path: Path) -> None:
+    log = tmp_path / "decisions.jsonl"
+    srv = ServerProcess(free_port())
+    task = Task()
+    srv.start()
+    try:
+        hook = AdaptiveCompression(
+            task.opt,
+            server_url=srv.url,
+            api_key=API_KEY,
+            interval_steps=5,
+            controller="loraven",
+            energy_meter=modelled(),
+            decision_log=log,
+            job_id="hook-kill-test",
+            client_options=_client_opts(),
+        )
+        with hook:
+            task.train_until(hook, lambda: hook.counters["service_decisions"] >= 2)
+            srv.kill()
+            n_before = len(task.step_s)
+            task.train_until(hook, lambda: hook.counters["fallbacks"] >= 3)
+            down_max_s = max(task.step_s[n_before:])
+            srv.start()  # same port
+            service_before = hook.counters["service_decisions"]
+            task.train_until(hook, lambda: hook.counters["service_decisions"] > service_before)
+    finally:
+        srv.kill()
+    counters = hook.counters
+    assert counters["client_reconnects"] >= 1, counters
+    assert down_max_s < 0.3, f"a step waited {down_max_s:.3f} s while the server was down"
+    sources = [json.loads(x)["source"] for x in log.read_text().splitlines()]
+    i_fb = sources.index("fallback")
+    assert "service" in sources[:i_fb] and "service" in sources[i_fb:]
+    for e in hook.decisions:
+        assert e.step > e.request_step  # a service/fallback answer applies at a later boundary
+    fb = [e for e in hook.decisions if e.source == "fallback"]
+    assert all(e.policy == "fallback:loraven" for e in fb)
+
+
+def test_slow_server_never_blocks_a_step() -> None:
+    task = Task()
+    with ServerProcess(delay_s=5.0) as slow:
+        hook = AdaptiveCompression(
+            task.opt,
+            server_url=slow.url,
+            api_key=API_KEY,
+            interval_steps=5,
+            energy_meter=modelled(),
+            client_options=_client_opts(timeout_s=0.3),
+        )
+        with hook:
+            task.train_until(hook, lambda: hook.counters["fallbacks"] >= 2, timeout_s=15.0)
+    assert max(task.step_s) < 1.0, f"a step took {max(task.step_s):.3f} s against a 5 s server"
+    assert hook.counters["service_decisions"] == 0
+    assert all(
+        e.source == "fallback" and ("timeout" in e.reason or "circuit" in e.reason) for e in hook.decisions
+    )
+
+
+def test_shadow_mode_logs_but_never_applies(tmp_path: Path) -> None:
+    task = Task()
+    log = tmp_path / "shadow.jsonl"
+    ctl = AccordionController(threshold=1e-9)  # always "critical": wants r32/b8
+    with AdaptiveCompression(
+        task.opt,
+        interval_steps=4,
+        controller=ctl,
+        energy_meter=modelled(),
+        decision_log=log,
+        apply_decisions=False,
+    ) as hook:
+        task.train(hook, 12)
+    assert task.opt.setting == R8B8 and hook.counters["setting_changes"] == 0
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    assert len(lines) == 3 and all(x["shadow"] and not x["changed"] for x in lines)
+    assert lines[0]["setting"] == {"rank": 32, "bits": 8, "gamma": 0.0}

@@ -1,0 +1,304 @@
+"""PolicyClient against real HTTP servers on loopback: the policy service (``mango serve --dev``) and a tiny
+uvicorn app that answers slowly. Servers run as subprocesses so they can be killed and restarted.
+
+``python -m tests.client.test_policy_client --serve PORT [--delay S]`` runs the tiny app (the stub that also
+stands in for the policy service while ``policy_service.cli`` does not exist yet).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import logging
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from client.controllers import LoRAvenController
+from client.policy_client import PolicyClient
+from client.protocol import CompressionSetting, DecideRequest, Decision, Objective, TelemetryRecord
+
+ROOT = Path(__file__).resolve().parents[2]
+API_KEY = "mango-test-api-key-0123456789"
+ADMIN_KEY = "mango-test-admin-key-9876543210"
+#: the real service when its CLI exists; otherwise the stub speaks the same JSON
+REAL_SERVICE = importlib.util.find_spec("policy_service.cli") is not None
+OBJ = Objective(w_loss=1.0, w_memory=0.5, memory_budget_bytes=None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    """A server subprocess on a fixed loopback port; ``start`` again after ``kill`` restarts it there."""
+
+    def __init__(self, port: int | None = None, *, delay_s: float = 0.0, stub: bool = not REAL_SERVICE):
+        self.port = port or free_port()
+        self.delay_s = delay_s
+        self.stub = stub or delay_s > 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = tempfile.NamedTemporaryFile(prefix="mango-server-", suffix=".log", delete=False)  # noqa: SIM115
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait_s: float = 60.0) -> ServerProcess:
+        if self.stub:
+            cmd = [sys.executable, "-m", "tests.client.test_policy_client", "--serve", str(self.port)]
+            cmd += ["--delay", str(self.delay_s)]
+        else:
+            cmd = [
+                sys.executable,
+                "-m",
+                "mango_cli",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ]
+            cmd += ["--dev"]
+        env = {**os.environ, "MANGO_API_KEY": API_KEY, "MANGO_ADMIN_KEY": ADMIN_KEY, "MANGO_DEV_MODE": "true"}
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.output()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if (
+                    httpx.get(self.url + ("/healthz" if self.stub else "/readyz"), timeout=1.0).status_code
+                    == 200
+                ):
+                    return self
+            time.sleep(0.1)
+        self.kill()
+        raise RuntimeError(f"server not ready after {wait_s} s:\n{self.output()}")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")[-3000:]
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+        self.log.close()
+        os.unlink(self.log.name)
+
+
+def record(step: int, **kw: object) -> TelemetryRecord:
+    base: dict[str, object] = dict(
+        step=step,
+        loss=3.0 - step / 1000,
+        grad_norm=1.0,
+        compression_error=0.5,
+        state_bytes=10_000,
+        interval_s=1.0,
+        lr=1e-3,
+        setting=CompressionSetting(rank=8, bits=8, gamma=0.0),
+    )
+    base.update(kw)
+    return TelemetryRecord(**base)  # type: ignore[arg-type]
+
+
+def wait_outcome(client: PolicyClient, timeout_s: float = 15.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        out = client.poll()
+        if out is not None:
+            return out
+        time.sleep(0.01)
+    raise AssertionError(f"no outcome within {timeout_s} s; counters {client.counters}")
+
+
+def make_client(url: str, **kw: object) -> PolicyClient:
+    args: dict[str, object] = dict(timeout_s=2.0, retries=1, backoff_s=0.05, breaker_cooldown_s=0.5)
+    args.update(kw)
+    return PolicyClient(url, API_KEY, "test-job", OBJ, **args)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerProcess]:
+    with ServerProcess() as srv:
+        yield srv
+
+
+# ---------------------------------------------------------------------------------------------- args
+
+
+@pytest.mark.parametrize(
+    ("kw", "exc", "match"),
+    [
+        ({"base_url": "127.0.0.1:80"}, ValueError, "http://"),
+        ({"api_key": ""}, ValueError, "api_key"),
+        ({"job_id": "bad job/id"}, ValueError, "job_id"),
+        ({"policy": "x" * 65}, ValueError, "policy"),
+        ({"objective": {"w_loss": 1.0}}, TypeError, "Objective"),
+        ({"timeout_s": 0}, ValueError, "timeout_s"),
+        ({"retries": -1}, ValueError, "retries"),
+        ({"breaker_failures": 0}, ValueError, "breaker_failures"),
+        ({"fallback": "loraven"}, TypeError, "Controller"),
+    ],
+)
+def test_bad_construction_args(kw: dict[str, object], exc: type[Exception], match: str) -> None:
+    args: dict[str, object] = dict(
+        base_url="http://127.0.0.1:1", api_key="k", job_id="job", objective=OBJ, start=False
+    )
+    args.update(kw)
+    with pytest.raises(exc, match=match):
+        PolicyClient(**args)  # type: ignore[arg-type]
+
+
+def test_submit_validates_window() -> None:
+    with make_client("http://127.0.0.1:1", start=False) as c:
+        with pytest.raises(ValueError, match="empty"):
+            c.submit([])
+        with pytest.raises(ValueError, match="history"):
+            c.submit([record(50 * i) for i in range(1, 10)])  # 9 > MAX_HISTORY
+    with pytest.raises(RuntimeError, match="closed"):
+        c.submit([record(50)])
+
+
+# ---------------------------------------------------------------------------------------------- live
+
+
+def test_decision_from_the_service(server: ServerProcess) -> None:
+    with make_client(server.url) as c:
+        assert c.poll() is None
+        t0 = time.perf_counter()
+        c.submit([record(50), record(100)])
+        assert time.perf_counter() - t0 < 0.05  # never blocks the caller
+        out = wait_outcome(c)
+        assert out.source == "service" and not out.is_fallback and out.step == 100
+        assert (out.decision.policy == "stub") != REAL_SERVICE  # the real service when it exists
+        assert isinstance(out.decision, Decision) and out.latency_ms > 0
+        assert c.poll() is None  # consumed
+        assert c.counters["requests"] == c.counters["successes"] == 1
+        assert c.counters["fallbacks"] == 0 and c.breaker_state == "closed"
+
+
+def test_wrong_key_falls_back_without_retry(server: ServerProcess) -> None:
+    with PolicyClient(server.url, "wrong-key", "job-x", OBJ, retries=3) as c:
+        c.submit([record(50)])
+        out = wait_outcome(c)
+    assert out.is_fallback and ("HTTP 401" in out.error or "HTTP 403" in out.error)
+    assert c.counters["requests"] == 1  # 4xx is not retried
+
+
+def test_no_server_fallback_is_used_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    with (
+        caplog.at_level(logging.INFO, logger="client.policy_client"),
+        make_client(url, fallback=LoRAvenController(target_error=0.1), retries=1) as c,
+    ):
+        c.submit([record(50, compression_error=0.5)])
+        out = wait_outcome(c)
+    assert out.is_fallback and out.source == "fallback"
+    assert out.decision.setting.rank == 16  # LoRAven raised the rank
+    assert out.decision.policy == "fallback:loraven" and "ConnectError" in out.error
+    assert "rank up" in out.decision.reason
+    assert c.counters["requests"] == 2 and c.counters["failures"] == 2 and c.counters["fallbacks"] == 1
+    assert "fallback decision" in caplog.text and "failed" in caplog.text
+
+
+def test_hold_fallback_keeps_current_setting() -> None:
+    with make_client(f"http://127.0.0.1:{free_port()}", retries=0) as c:
+        s = CompressionSetting(rank=4, bits=2, gamma=0.5)
+        c.submit([record(50, setting=s)])
+        out = wait_outcome(c)
+    assert out.is_fallback and out.decision.setting == s and out.decision.policy == "fallback:hold"
+
+
+def test_breaker_opens_then_reconnects_when_server_returns() -> None:
+    port = free_port()
+    srv = ServerProcess(port)
+    c = make_client(srv.url, retries=0, breaker_failures=2, breaker_cooldown_s=0.3)
+    try:
+        for i in range(2):
+            c.submit([record(50 * (i + 1))])
+            assert wait_outcome(c).is_fallback
+        assert c.breaker_state == "open"
+        sent = c.counters["requests"]
+        c.submit([record(150)])
+        out = wait_outcome(c)
+        assert out.is_fallback and "circuit open" in out.error
+        assert c.counters["requests"] == sent  # no network while open
+        with srv:  # the service comes up on the same port
+            time.sleep(0.35)  # past the cooldown: the next window is a half-open probe
+            c.submit([record(200)])
+            out = wait_outcome(c)
+            assert out.source == "service"
+            assert c.breaker_state == "closed" and c.counters["reconnects"] == 1
+    finally:
+        c.close()
+
+
+def test_slow_server_times_out_to_fallback_without_blocking() -> None:
+    with ServerProcess(delay_s=5.0) as slow:
+        with make_client(slow.url, timeout_s=0.5, retries=0) as c:
+            t0 = time.perf_counter()
+            c.submit([record(50)])
+            c.submit([record(50), record(100)])  # supersedes the first if still queued
+            submit_s = time.perf_counter() - t0
+            out = wait_outcome(c, timeout_s=4.0)  # well before the server's 5 s answer
+            assert submit_s < 0.05
+            assert out.is_fallback and "timeout" in out.error
+            assert c.counters["failures"] >= 1
+            t0 = time.perf_counter()
+        assert time.perf_counter() - t0 < 2.0  # close() does not wait for the 5 s answer
+
+
+# ---------------------------------------------------------------------------------------------- stub server
+
+
+def _serve(port: int, delay_s: float) -> None:
+    """A minimal real FastAPI app speaking the /v1/decide contract: answers 'hold the current setting'."""
+    import asyncio
+
+    import uvicorn
+    from fastapi import FastAPI, Header, HTTPException
+
+    app = FastAPI()
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/v1/decide")
+    async def decide(req: DecideRequest, x_api_key: str = Header("")) -> Decision:
+        if x_api_key != API_KEY:
+            raise HTTPException(status_code=401, detail="bad API key")
+        if delay_s > 0:
+            await asyncio.sleep(delay_s)
+        return Decision(
+            setting=req.history[-1].setting, policy="stub", policy_version="0", reason="stub: hold"
+        )
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--serve", type=int, required=True)
+    ap.add_argument("--delay", type=float, default=0.0)
+    a = ap.parse_args()
+    _serve(a.serve, a.delay)

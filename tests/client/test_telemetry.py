@@ -1,0 +1,276 @@
+"""Telemetry: energy meters (modelled always; NVML/Zeus unavailable cleanly without a GPU; NVML logic on a
+fault-injected fake library), memory accounting, interval statistics."""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+import time
+from typing import Any
+
+import pytest
+import torch
+
+from client.telemetry import (
+    EnergyModel,
+    IntervalStats,
+    MemoryTracker,
+    ModelledMeter,
+    NvmlMeter,
+    TelemetryError,
+    ZeusMeter,
+    global_grad_norm,
+    make_energy_meter,
+    nvml_index,
+    optimizer_state_bytes,
+    probe_energy_meters,
+)
+
+NO_GPU = not torch.cuda.is_available()
+
+
+# ------------------------------------------------------------------------------------------ modelled
+
+
+def test_modelled_meter_follows_the_energy_model() -> None:
+    model = EnergyModel()
+    meter = ModelledMeter(flops_per_step=1e9, bytes_per_step=1e6, model=model)
+    meter.begin()
+    time.sleep(0.01)
+    r = meter.end(steps=10)
+    assert r.source == "modelled" and not r.coarse
+    assert r.interval_s >= 0.01
+    expected = 10 * 1e9 * 1e-12 + 10 * 1e6 * 3.1e-11 + 75.0 * r.interval_s
+    assert r.energy_j == pytest.approx(expected, rel=1e-9)
+    assert r.energy_j == pytest.approx(model.energy_j(1e10, 1e7, r.interval_s))
+    assert r.mean_power_w == pytest.approx(r.energy_j / r.interval_s)
+
+
+def test_modelled_energy_grows_with_work_and_bytes() -> None:
+    m = EnergyModel(idle_power_w=0.0)
+    assert m.energy_j(0.0, 0.0, 1.0) == 0.0
+    assert m.energy_j(2e12, 0.0, 0.0) == pytest.approx(2.0)
+    assert m.energy_j(0.0, 1e9, 0.0) < m.energy_j(0.0, 2e9, 0.0)
+
+
+def test_modelled_meter_misuse() -> None:
+    meter = ModelledMeter()
+    with pytest.raises(TelemetryError, match="without begin"):
+        meter.end()
+    with pytest.raises(ValueError, match="must be >= 0"):
+        ModelledMeter(flops_per_step=-1.0)
+
+
+def test_factory_modelled_and_bad_prefer() -> None:
+    meter = make_energy_meter("modelled", flops_per_step=5.0)
+    assert isinstance(meter, ModelledMeter) and meter.flops_per_step == 5.0
+    with pytest.raises(ValueError, match="prefer"):
+        make_energy_meter("rapl")  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------------ no GPU here
+
+
+@pytest.mark.skipif(not NO_GPU, reason="checks the no-GPU fallback")
+def test_probe_and_factory_fall_back_without_gpu(caplog: pytest.LogCaptureFixture) -> None:
+    probe = probe_energy_meters(0)
+    assert probe["nvml"] and "NVML" in probe["nvml"]
+    assert probe["zeus"]  # a reason string, not an exception
+    with caplog.at_level(logging.WARNING, logger="client.telemetry.energy"):
+        meter = make_energy_meter("auto")
+    assert isinstance(meter, ModelledMeter)
+    assert "falling back to the modelled estimate" in caplog.text and "nvml:" in caplog.text
+    assert isinstance(make_energy_meter("nvml"), ModelledMeter)
+    with pytest.raises(TelemetryError, match="no measured energy meter"):
+        make_energy_meter("nvml", strict=True)
+
+
+@pytest.mark.skipif(not NO_GPU, reason="checks the no-GPU failure")
+def test_meters_report_unavailable_without_gpu() -> None:
+    with pytest.raises(TelemetryError, match="NVML nvmlInit failed"):
+        NvmlMeter(0)
+    with pytest.raises(TelemetryError, match="Zeus"):
+        ZeusMeter(0)
+
+
+# ------------------------------------------------------------------------------------------ NVML logic
+
+
+class FakeNVMLError(Exception):
+    pass
+
+
+class FakeNvml:
+    """The pynvml surface NvmlMeter uses: ``counter_mj`` is read in order, ``fail`` injects faults."""
+
+    NVMLError = FakeNVMLError
+
+    def __init__(self, counter_mj: list[int], devices: int = 1) -> None:
+        self.counter_mj = list(counter_mj)
+        self.devices = devices
+        self.fail: set[str] = set()
+        self.inits = 0
+        self.shutdowns = 0
+
+    def _maybe_fail(self, fn: str) -> None:
+        if fn in self.fail:
+            raise FakeNVMLError(f"injected fault in {fn}")
+
+    def nvmlInit(self) -> None:
+        self._maybe_fail("nvmlInit")
+        self.inits += 1
+
+    def nvmlShutdown(self) -> None:
+        self.shutdowns += 1
+
+    def nvmlDeviceGetHandleByIndex(self, i: int) -> Any:
+        self._maybe_fail("nvmlDeviceGetHandleByIndex")
+        if i >= self.devices:
+            raise FakeNVMLError("Invalid Argument")
+        return ("handle", i)
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: Any) -> int:
+        self._maybe_fail("nvmlDeviceGetTotalEnergyConsumption")
+        return self.counter_mj.pop(0)
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle: Any) -> int:
+        return 700_000
+
+
+def test_nvml_energy_is_counter_difference_in_joules() -> None:
+    fake = FakeNvml([0, 1_000_000, 1_250_500])  # probe read, begin, end
+    meter = NvmlMeter(0, counter_period_s=0.0, nvml=fake)
+    meter.begin()
+    time.sleep(0.01)
+    r = meter.end()
+    assert r.source == "nvml" and not r.coarse
+    assert r.energy_j == pytest.approx(250.5)
+    assert r.mean_power_w == pytest.approx(250.5 / r.interval_s)
+    assert meter.power_limit_w == 700.0
+    meter.close()
+    assert fake.shutdowns == 1
+
+
+def test_nvml_coarse_flag_follows_counter_period() -> None:
+    fake = FakeNvml([0, 10, 20, 30, 40])
+    meter = NvmlMeter(0, counter_period_s=3600.0, nvml=fake)
+    meter.begin()
+    assert meter.end().coarse  # any real interval is shorter than an hour
+    meter.counter_period_s = 0.005
+    meter.begin()
+    time.sleep(0.02)
+    assert not meter.end().coarse
+
+
+def test_nvml_faults_become_telemetry_errors() -> None:
+    fake = FakeNvml([0, 100, 50])
+    meter = NvmlMeter(0, nvml=fake)
+    with pytest.raises(TelemetryError, match="without begin"):
+        meter.end()
+    meter.begin()
+    with pytest.raises(TelemetryError, match="went backwards"):
+        meter.end()
+    fake.counter_mj = [0]
+    fake.fail.add("nvmlDeviceGetTotalEnergyConsumption")
+    with pytest.raises(TelemetryError, match=r"nvmlDeviceGetTotalEnergyConsumption failed.*injected fault"):
+        meter.begin()
+
+
+def test_nvml_construction_faults() -> None:
+    fake = FakeNvml([0], devices=1)
+    with pytest.raises(TelemetryError, match="nvmlDeviceGetHandleByIndex failed on device 3"):
+        NvmlMeter(3, nvml=fake)
+    assert fake.shutdowns == fake.inits == 1  # init balanced by shutdown
+    fake.fail.add("nvmlDeviceGetTotalEnergyConsumption")  # a board without the energy counter
+    with pytest.raises(TelemetryError, match="TotalEnergyConsumption"):
+        NvmlMeter(0, nvml=fake)
+    with pytest.raises(ValueError, match="device_index"):
+        NvmlMeter(-1, nvml=fake)
+
+
+def test_nvml_index_follows_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert nvml_index(1) == 1
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2, 3")
+    assert (nvml_index(0), nvml_index(1), nvml_index(5)) == (2, 3, 5)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-1234")
+    assert nvml_index(0) == 0
+
+
+# ------------------------------------------------------------------------------------------ memory
+
+
+def test_optimizer_state_bytes_counts_tensors() -> None:
+    model = torch.nn.Linear(32, 16)
+    opt = torch.optim.AdamW(model.parameters())
+    assert optimizer_state_bytes(opt) == 0
+    model(torch.randn(4, 32)).sum().backward()
+    opt.step()
+    n = sum(p.numel() for p in model.parameters())
+    assert optimizer_state_bytes(opt) >= 8 * n  # exp_avg + exp_avg_sq in fp32 (+ step scalars)
+
+    class WithCount:
+        def state_bytes(self) -> int:
+            return 123
+
+    assert optimizer_state_bytes(WithCount()) == 123
+
+
+def test_memory_tracker_cpu_peak() -> None:
+    tracker = MemoryTracker("cpu")
+    assert tracker.source in ("process_rss_peak", "process_rss_peak_since_start")
+    tracker.reset()
+    before = tracker.read().peak_bytes
+    big = torch.ones(64 * 1024 * 1024 // 4)  # 64 MiB, touched
+    del big
+    after = tracker.read()
+    assert after.peak_bytes >= before + 48 * 1024 * 1024
+    if tracker.source == "process_rss_peak":  # reset works here: the peak comes back down
+        tracker.reset()
+        assert tracker.read().peak_bytes < after.peak_bytes
+
+
+# ------------------------------------------------------------------------------------------ stats
+
+
+def test_interval_stats_mean_std_and_nonfinite() -> None:
+    s = IntervalStats()
+    vals = [2.0, 3.5, 1.25, 4.0]
+    for i, v in enumerate(vals):
+        s.add_loss(torch.tensor(v) if i % 2 else v)
+    s.add_loss(torch.tensor(float("nan")))
+    s.add_grad_norm(torch.tensor(1.0))
+    s.add_grad_norm(3.0)
+    out = s.summary()
+    assert out.steps == 5 and out.nonfinite_losses == 1
+    assert out.loss_mean == pytest.approx(statistics.fmean(vals))
+    assert out.loss_std == pytest.approx(statistics.pstdev(vals))
+    assert out.grad_norm_mean == pytest.approx(2.0) and out.grad_norm_samples == 2
+    s.reset()
+    empty = s.summary()
+    assert empty.steps == 0 and math.isnan(empty.loss_mean) and math.isnan(empty.grad_norm_mean)
+    with pytest.raises(ValueError, match="scalar"):
+        s.add_loss(torch.ones(3))
+
+
+def test_interval_stats_random_matches_statistics() -> None:
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        xs = (torch.randn(37, generator=g) * 3 + 1).tolist()
+        s = IntervalStats()
+        for x in xs:
+            s.add_loss(torch.tensor(x, dtype=torch.float64))
+        out = s.summary()
+        assert out.loss_mean == pytest.approx(statistics.fmean(xs), rel=1e-9)
+        assert out.loss_std == pytest.approx(statistics.pstdev(xs), rel=1e-9)
+
+
+def test_global_grad_norm_matches_clip_grad_norm() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    params = list(model.parameters())
+    assert global_grad_norm(params) is None
+    model(torch.randn(5, 8)).pow(2).sum().backward()
+    got = global_grad_norm(params)
+    ref = torch.nn.utils.clip_grad_norm_(params, max_norm=float("inf"))
+    assert got is not None and float(got) == pytest.approx(float(ref), rel=1e-5)
