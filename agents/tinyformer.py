@@ -1,0 +1,341 @@
+"""TinyFormer: a small transformer encoder over a telemetry window, conditioned on the job's objective.
+
+Pure torch (no SB3, no gymnasium), so the policy service can load it from safetensors without the training
+stack. Input is the flat observation of :class:`client.protocol.ObservationSpec` (``[B, size]``); it is split
+into ``window`` telemetry tokens and one objective token, encoded, and summarized by the objective token.
+
+Layout (shapes for the default config: window 8, 16 token features, 6 objective features, width 64)::
+
+    obs [B, 134] --split--> tokens [B, 8, 16], objective [B, 6]
+    token_in(tokens) [B, 8, 64], objective_in(objective) [B, 1, 64]  -> seq [B, 9, 64] (+ learned positions)
+    n_layers x pre-LN block (multi-head self-attention, padding rows masked out; GELU MLP)
+    features = LayerNorm(seq[:, 0])   [B, 64]        <- TinyFormerEncoder (the SB3 features extractor body)
+    action_net(features) [B, sum(nvec)] logits for the three MultiDiscrete components (rank, bits, gamma)
+    value_net(features)  [B, 1]
+
+The heads are plain ``nn.Linear`` layers named like SB3's ``ActorCriticPolicy.action_net`` / ``value_net``.
+Train with SB3 PPO using a features extractor that wraps :class:`TinyFormerEncoder` and an empty MLP extractor
+(``net_arch=dict(pi=[], vf=[])``); then :meth:`TinyFormer.from_parts` takes the trained encoder and the two
+heads as they are, with no re-mapping of weights.
+
+Knobs (:class:`TinyFormerConfig`): ``d_model`` (width; 64 is plenty for 16 features x 8 steps, 32 halves
+the cost), ``n_layers`` (2: one layer to mix time, one to read it out), ``n_heads`` (4; ``d_model`` must
+divide by it), ``ff_mult`` (MLP hidden width = ``ff_mult * d_model``), ``dropout`` (0 for PPO; dropout makes
+the policy's log-probabilities noisy). One decision at the default size costs ~0.13 ms of CPU through
+:meth:`TinyFormer.greedy_actor` (traced) and ~0.25 ms eager, on one thread of a 2-core AVX-512 VM.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from typing import Any, cast
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from client.protocol import DEFAULT_GRID, MAX_HISTORY, ObservationSpec
+
+__all__ = ["TinyFormer", "TinyFormerConfig", "TinyFormerEncoder"]
+
+
+@dataclass(frozen=True)
+class TinyFormerConfig:
+    """Architecture of a :class:`TinyFormer`; stored whole in a policy artifact's manifest.
+
+    :param window: telemetry tokens per observation; must equal the ``ObservationSpec(window=...)`` used to
+        encode (1..``MAX_HISTORY``). Longer windows see slower trends, cost linearly more.
+    :param token_dim: features per telemetry token (``len(ObservationSpec.TOKEN_FEATURES)``).
+    :param objective_dim: objective features (``len(ObservationSpec.OBJECTIVE_FEATURES)``).
+    :param d_model: model width. 64 by default; must be divisible by ``n_heads``.
+    :param n_heads: attention heads.
+    :param n_layers: transformer blocks.
+    :param ff_mult: MLP hidden width multiplier.
+    :param dropout: dropout in attention and MLP (training only; keep 0 for PPO).
+    :param nvec: sizes of the three action components, ``ActionGrid.nvec``.
+    """
+
+    window: int = MAX_HISTORY
+    token_dim: int = len(ObservationSpec.TOKEN_FEATURES)
+    objective_dim: int = len(ObservationSpec.OBJECTIVE_FEATURES)
+    d_model: int = 64
+    n_heads: int = 4
+    n_layers: int = 2
+    ff_mult: int = 2
+    dropout: float = 0.0
+    nvec: tuple[int, int, int] = DEFAULT_GRID.nvec
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.window <= MAX_HISTORY:
+            raise ValueError(
+                f"window={self.window} must be in [1, {MAX_HISTORY}] (the protocol's MAX_HISTORY)"
+            )
+        if self.d_model <= 0 or self.n_heads <= 0 or self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} must be a positive multiple of n_heads={self.n_heads}")
+        if self.n_layers < 0 or self.ff_mult <= 0 or self.token_dim <= 0 or self.objective_dim <= 0:
+            raise ValueError("n_layers >= 0, ff_mult > 0, token_dim > 0 and objective_dim > 0 are required")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout={self.dropout} must lie in [0, 1)")
+        nvec = tuple(int(n) for n in self.nvec)
+        if len(nvec) != 3 or any(n < 1 for n in nvec):
+            raise ValueError(f"nvec={self.nvec} must be three positive sizes (ActionGrid.nvec)")
+        object.__setattr__(self, "nvec", nvec)
+
+    @property
+    def obs_size(self) -> int:
+        """Length of the flat observation vector this model reads."""
+        return self.window * self.token_dim + self.objective_dim
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (``nvec`` as a list)."""
+        d = asdict(self)
+        d["nvec"] = list(self.nvec)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TinyFormerConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` naming them."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown TinyFormerConfig keys {unknown}; known: {sorted(known)}")
+        kw = dict(data)
+        if "nvec" in kw:
+            kw["nvec"] = tuple(kw["nvec"])
+        return cls(**kw)
+
+
+class _Block(nn.Module):
+    """Pre-LN transformer block (nanoGPT layout): x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, cfg: TinyFormerConfig) -> None:
+        super().__init__()
+        d = cfg.d_model
+        self.n_heads = cfg.n_heads
+        self.dropout = cfg.dropout
+        self.ln1 = nn.LayerNorm(d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+        self.ln2 = nn.LayerNorm(d)
+        self.fc = nn.Linear(d, cfg.ff_mult * d)
+        self.fc_out = nn.Linear(cfg.ff_mult * d, d)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor, first_only: bool = False) -> torch.Tensor:
+        """``x [B, S, d]`` -> ``[B, S, d]``, or ``[B, 1, d]`` (row 0 only) with ``first_only``.
+
+        ``first_only`` computes queries, attention output and MLP for the first token alone while keys and
+        values still come from every token: the exact same row 0, for ~1/3 of the block's arithmetic. The
+        encoder uses it in its last block, whose other rows nothing reads.
+        """
+        b, s, d = x.shape
+        h = self.n_heads
+        xn = self.ln1(x)
+        w_q, w_kv = self.qkv.weight.split([d, 2 * d], dim=0)
+        b_q, b_kv = self.qkv.bias.split([d, 2 * d], dim=0)
+        if first_only:
+            x = x[:, :1]  # [B, 1, d]: the residual stream of the objective token
+            xq = xn[:, :1]
+        else:
+            xq = xn
+        sq = xq.shape[1]
+        q = F.linear(xq, w_q, b_q).view(b, sq, h, d // h).transpose(1, 2)  # [B, h, Sq, d/h]
+        k, v = F.linear(xn, w_kv, b_kv).split(d, dim=-1)  # 2 x [B, S, d]
+        k = k.view(b, s, h, d // h).transpose(1, 2)  # [B, h, S, d/h]
+        v = v.view(b, s, h, d // h).transpose(1, 2)
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)  # [B, h, Sq, d/h]
+        y = y.transpose(1, 2).reshape(b, sq, d)  # [B, Sq, d]
+        x = x + self.drop(self.proj(y))
+        return x + self.drop(self.fc_out(F.gelu(self.fc(self.ln2(x)), approximate="tanh")))
+
+
+class TinyFormerEncoder(nn.Module):
+    """Observation ``[B, obs_size]`` -> features ``[B, d_model]``: the body that an SB3 extractor wraps.
+
+    Padding rows of short histories (mask feature 0) are excluded from attention, so a window padded with
+    zeros gives the same features as the unpadded tokens would. The objective token is never masked and its
+    output is the summary.
+    """
+
+    def __init__(self, config: TinyFormerConfig | None = None) -> None:
+        super().__init__()
+        self.config = cfg = config or TinyFormerConfig()
+        self.spec = ObservationSpec(window=cfg.window)
+        if (self.spec.token_dim, self.spec.objective_dim) != (cfg.token_dim, cfg.objective_dim):
+            raise ValueError(
+                f"config token_dim/objective_dim ({cfg.token_dim}, {cfg.objective_dim}) differ from "
+                f"ObservationSpec ({self.spec.token_dim}, {self.spec.objective_dim}); re-train for this spec"
+            )
+        d = cfg.d_model
+        self.token_in = nn.Linear(cfg.token_dim, d)
+        self.objective_in = nn.Linear(cfg.objective_dim, d)
+        self.pos = nn.Parameter(torch.zeros(cfg.window + 1, d))  # row 0: objective token
+        self.blocks = nn.ModuleList(_Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = nn.LayerNorm(d)
+        self.features_dim = d
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+        nn.init.normal_(self.pos, std=0.02)
+        # Scale the residual projections by depth (GPT-2) so the stack starts close to the identity.
+        for blk in self.blocks:
+            assert isinstance(blk, _Block)
+            for lin in (blk.proj, blk.fc_out):
+                nn.init.normal_(lin.weight, std=0.02 / math.sqrt(2 * max(len(self.blocks), 1)))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        tokens, objective = self.spec.split(obs)  # [B, W, T], [B, O]
+        x = torch.cat(
+            [self.objective_in(objective).unsqueeze(1), self.token_in(tokens)], dim=1
+        )  # [B, W+1, d]
+        x = x + self.pos
+        # Branch-free masking (so torch.jit.trace sees one graph): the objective token is always kept.
+        valid = tokens[..., 0] > 0.5  # [B, W]: the "mask" feature
+        keep = torch.cat([torch.ones_like(valid[:, :1]), valid], dim=1)  # [B, W+1]
+        attn_mask = keep[:, None, None, :]  # [B, 1, 1, W+1]: broadcast over heads and queries
+        last = len(self.blocks) - 1
+        for i, blk in enumerate(self.blocks):
+            x = blk(x, attn_mask, first_only=i == last)  # the last block computes row 0 only
+        return self.norm(x[:, 0])  # [B, d]
+
+
+class TinyFormer(nn.Module):
+    """Actor-critic TinyFormer: :class:`TinyFormerEncoder` + linear policy and value heads.
+
+    >>> model = TinyFormer().eval()
+    >>> obs = torch.zeros(2, model.config.obs_size)
+    >>> model.act(obs).shape
+    torch.Size([2, 3])
+    """
+
+    def __init__(self, config: TinyFormerConfig | None = None) -> None:
+        super().__init__()
+        self.config = cfg = config or TinyFormerConfig()
+        self.encoder = TinyFormerEncoder(cfg)
+        self.action_net = nn.Linear(cfg.d_model, sum(cfg.nvec))
+        self.value_net = nn.Linear(cfg.d_model, 1)
+        # SB3's ActorCriticPolicy initializes these with orthogonal gains 0.01 and 1.
+        nn.init.orthogonal_(self.action_net.weight, gain=0.01)
+        nn.init.zeros_(self.action_net.bias)
+        nn.init.orthogonal_(self.value_net.weight, gain=1.0)
+        nn.init.zeros_(self.value_net.bias)
+
+    @classmethod
+    def from_parts(
+        cls,
+        encoder: TinyFormerEncoder,
+        action_net: nn.Linear,
+        value_net: nn.Linear | None = None,
+    ) -> TinyFormer:
+        """Assemble a model from a trained encoder and SB3-style heads (copies; shapes are checked).
+
+        With SB3: ``TinyFormer.from_parts(policy.features_extractor.encoder, policy.action_net,
+        policy.value_net)`` for a PPO policy built with ``net_arch=dict(pi=[], vf=[])``.
+        """
+        model = cls(encoder.config)
+        model.encoder.load_state_dict(encoder.state_dict())
+        model.action_net.load_state_dict(action_net.state_dict())
+        if value_net is not None:
+            model.value_net.load_state_dict(value_net.state_dict())
+        return model
+
+    def features(self, obs: torch.Tensor) -> torch.Tensor:
+        """Observation ``[B, obs_size]`` -> features ``[B, d_model]``."""
+        return self.encoder(obs)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Observation ``[B, obs_size]`` -> (logits ``[B, sum(nvec)]``, value ``[B]``)."""
+        f = self.encoder(obs)
+        return self.action_net(f), self.value_net(f).squeeze(-1)
+
+    def split_logits(self, logits: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Logits ``[B, sum(nvec)]`` -> one ``[B, n_i]`` tensor per action component."""
+        return logits.split(list(self.config.nvec), dim=-1)
+
+    def act(
+        self,
+        obs: torch.Tensor | np.ndarray,
+        deterministic: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Pick actions: ``[obs_size]`` -> ``[3]`` or ``[B, obs_size]`` -> ``[B, 3]`` (int64 grid indices).
+
+        ``deterministic=True`` takes each component's argmax (serving); ``False`` samples from the
+        categorical distributions (as PPO does during rollouts), drawing from ``generator`` if given.
+        Runs under ``torch.inference_mode``; map a row to a setting with ``ActionGrid.setting``.
+        """
+        x = torch.as_tensor(obs, dtype=torch.float32)
+        single = x.dim() == 1
+        if single:
+            x = x.unsqueeze(0)  # [1, obs_size]
+        self._check_obs(x)
+        with torch.inference_mode():
+            logits = self.action_net(self.encoder(x))  # [B, sum(nvec)]
+            parts = self.split_logits(logits)
+            if deterministic:
+                picks = [p.argmax(dim=-1) for p in parts]
+            else:
+                picks = [torch.multinomial(p.softmax(-1), 1, generator=generator).squeeze(-1) for p in parts]
+            out = torch.stack(picks, dim=-1)  # [B, 3]
+        return out[0] if single else out
+
+    def greedy_actor(self, trace: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A fast ``obs [B, obs_size] -> actions [B, 3]`` function for serving (deterministic argmax).
+
+        With ``trace=True`` the module is traced with ``torch.jit.trace`` and frozen: the same arithmetic
+        without Python overhead per layer, about 2x faster for one observation on CPU (~0.1 ms vs ~0.2 ms
+        with one thread). The traced function is checked against the eager model on random observations
+        (full and padded windows, batch 1 and 3) and the eager path is returned if they disagree or tracing
+        fails. It snapshots the weights: build a new actor after changing them.
+        """
+        actor = _GreedyActor(self).eval()
+        if not trace:
+            return actor
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                example = torch.zeros(1, self.config.obs_size)
+                traced = torch.jit.freeze(torch.jit.trace(actor, (example,), check_trace=False))
+            # Checked (and warmed) the way it is served: under inference_mode, batch 1 last, so the
+            # executor's first-call specialization happens here and not on a request.
+            g = torch.Generator().manual_seed(0)
+            with torch.inference_mode():
+                for batch, pad in ((3, 1), (1, 3), (1, 0), (1, 0)):
+                    obs = torch.randn(batch, self.config.obs_size, generator=g)
+                    for i in range(self.config.window):  # the "mask" feature: 0 for padding rows
+                        obs[:, i * self.config.token_dim] = 0.0 if i < pad else 1.0
+                    if not torch.equal(traced(obs), actor(obs)):
+                        return actor
+        except Exception:  # tracing is an optimization; the eager path is always correct
+            return actor
+        return cast(Callable[[torch.Tensor], torch.Tensor], traced)
+
+    def _check_obs(self, x: torch.Tensor) -> None:
+        if x.shape[-1] != self.config.obs_size:
+            raise ValueError(
+                f"observation has {x.shape[-1]} features; this model reads {self.config.obs_size} "
+                f"(window={self.config.window}); encode with ObservationSpec(window={self.config.window})"
+            )
+
+
+class _GreedyActor(nn.Module):
+    """``obs [B, obs_size] -> argmax actions [B, 3]`` (one module, so it can be traced whole)."""
+
+    def __init__(self, model: TinyFormer) -> None:
+        super().__init__()
+        self.encoder = model.encoder
+        self.action_net = model.action_net
+        self.nvec = list(model.config.nvec)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        parts = self.action_net(self.encoder(obs)).split(self.nvec, dim=-1)
+        return torch.stack([p.argmax(dim=-1) for p in parts], dim=-1)  # [B, 3]

@@ -1,0 +1,659 @@
+"""`mango bench service`: latency and throughput of the policy service under open-loop load on loopback.
+
+What runs where:
+
+* the server: ``mango serve`` (uvicorn, one worker, uvloop + httptools when installed) in a subprocess, with
+  ``MANGO_BENCH_ENDPOINTS=true`` so it also has ``POST /bench/empty`` (no auth, no body parsing: the floor
+  of the HTTP stack), and a TinyFormer artifact (random weights: inference costs the same as trained ones);
+* the load: a separate process (``python -m benchmarks.service --loadgen SPEC``) with asyncio raw HTTP/1.1
+  keep-alive connections, sending requests on a fixed schedule (open loop: the rate does not drop when the
+  server slows down) and timing each from write to the last byte of the response;
+* this process: orchestration, the hot-reload check (re-export + ``POST /v1/policies/reload?force=true`` N
+  times while the load runs), the table, ``results/service-<time>.json`` and a dated section appended to
+  ``BENCHMARKS.md``.
+
+Endpoints measured the same way at each rate: ``empty`` (``/bench/empty``), ``decide-static`` (``/v1/decide``
+answered by the static heuristic) and ``decide-tinyformer`` (``/v1/decide`` through encode + TinyFormer +
+shield). Every request carries the same 8-record decide body. A response is an error unless it is 200 (and,
+for decide, holds a setting). Columns: client-side percentiles (write to last byte); "p99 from schedule"
+counts from the planned send time, so client lateness and waits for a free connection are included;
+"in-server mean" is the mean of the server's own histogram (outermost middleware to response end, warm-up
+included), so "mean" minus it is roughly the loopback + uvicorn parsing + client cost per request;
+"server CPU us/req" is the server process's user + system CPU time over the row divided by its requests:
+unlike the latencies it does not grow when other processes compete for the cores, and 1e6 / it is the
+request rate one free core could sustain.
+
+Knobs (:class:`BenchConfig`): ``--rates`` (req/s), ``--duration`` (seconds measured per rate and endpoint,
+after ``--warmup``), ``--connections`` (client keep-alive pool; requests wait for a free one, and that wait
+counts in the "from schedule" latency), ``--reloads`` (during the reload phase at ``--reload-rate``).
+On a shared machine, run it twice and compare: other processes' load shows up in p99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import re
+import secrets
+import shlex
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+__all__ = ["BenchConfig", "main"]
+
+
+@dataclass
+class BenchConfig:
+    """Arguments of ``mango bench service``.
+
+    :param rates: target request rates, requests per second.
+    :param duration_s: measured seconds per (rate, endpoint).
+    :param warmup_s: unmeasured seconds at the same rate before each measurement.
+    :param connections: keep-alive connections of the load generator.
+    :param reloads: hot reloads during the reload phase (0 skips the phase).
+    :param reload_rate: request rate of the reload phase.
+    :param endpoints: which of ``empty``, ``decide-static``, ``decide-tinyformer`` to measure.
+    :param out_dir: where the JSON result goes.
+    :param benchmarks_md: the file a dated section is appended to (``--no-append`` skips it).
+    """
+
+    rates: tuple[int, ...] = (100, 250, 500)
+    duration_s: float = 6.0
+    warmup_s: float = 1.0
+    connections: int = 32
+    reloads: int = 10
+    reload_rate: int = 500
+    endpoints: tuple[str, ...] = ("empty", "decide-static", "decide-tinyformer")
+    out_dir: Path = ROOT / "results"
+    benchmarks_md: Path = ROOT / "BENCHMARKS.md"
+    append: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------- load generator
+
+
+def _percentile(sorted_vals: list[float], q: float) -> float:
+    if not sorted_vals:
+        return float("nan")
+    k = min(len(sorted_vals) - 1, max(0, round(q / 100.0 * (len(sorted_vals) - 1))))
+    return sorted_vals[k]
+
+
+async def _loadgen(spec: dict[str, Any]) -> dict[str, Any]:
+    """Open-loop load at ``spec['rate']`` for warmup + duration seconds; returns latency stats."""
+    host, port = spec["host"], int(spec["port"])
+    body = spec["body"].encode()
+    head = (
+        f"POST {spec['path']} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"X-API-Key: {spec['api_key']}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    request = head + body
+    check = spec.get("check", "").encode() or None
+    rate, duration, warmup = float(spec["rate"]), float(spec["duration_s"]), float(spec["warmup_s"])
+    loop = asyncio.get_running_loop()
+
+    pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    for _ in range(int(spec["connections"])):
+        pool.put_nowait(await asyncio.open_connection(host, port))
+
+    lat: list[float] = []
+    lat_sched: list[float] = []
+    statuses: Counter[int] = Counter()
+    versions: Counter[str] = Counter()
+    failures: list[str] = []
+    errors = 0
+    first_send: float | None = None
+    last_done = 0.0
+    version_re = re.compile(rb'"policy_version":"([^"]*)"')
+
+    async def one(t_sched: float, record: bool) -> None:
+        nonlocal errors, first_send, last_done
+        reader, writer = await pool.get()
+        t0 = time.perf_counter()
+        ok = False
+        status = 0
+        keep = True
+        try:
+            writer.write(request)
+            resp_head = await reader.readuntil(b"\r\n\r\n")
+            status = int(resp_head[9:12])
+            low = resp_head.lower()
+            i = low.find(b"content-length:")
+            n = int(low[i + 15 : low.index(b"\r\n", i)])
+            payload = await reader.readexactly(n)
+            keep = b"connection: close" not in low
+            ok = status == 200 and (check is None or check in payload)
+            if record and check is not None:
+                m = version_re.search(payload)
+                if m:
+                    versions[m.group(1).decode()] += 1
+            if record and not ok and len(failures) < 5:
+                failures.append(f"{status}: {payload[:200]!r}")
+        except Exception as exc:  # connection reset, malformed response: an error, then a fresh connection
+            keep = False
+            if record and len(failures) < 5:
+                failures.append(repr(exc))
+        t1 = time.perf_counter()
+        if keep:
+            pool.put_nowait((reader, writer))
+        else:
+            writer.close()
+            pool.put_nowait(await asyncio.open_connection(host, port))
+        if record:
+            if first_send is None or t0 < first_send:
+                first_send = t0
+            last_done = max(last_done, t1)
+            statuses[status] += 1
+            if ok:
+                lat.append(t1 - t0)
+                lat_sched.append(t1 - t_sched)
+            else:
+                errors += 1
+
+    n_warm = int(rate * warmup)
+    n_total = n_warm + int(rate * duration)
+    tasks = []
+    start_loop = loop.time()
+    start_perf = time.perf_counter()
+    for i in range(n_total):
+        offset = i / rate
+        delay = start_loop + offset - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.ensure_future(one(start_perf + offset, i >= n_warm)))
+    await asyncio.gather(*tasks)
+    send_lag_s = time.perf_counter() - start_perf - (n_total - 1) / rate  # how late the schedule finished
+    while not pool.empty():
+        _, w = pool.get_nowait()
+        w.close()
+
+    lat.sort()
+    lat_sched.sort()
+    measured = n_total - n_warm
+    elapsed = (last_done - first_send) if first_send is not None else float("nan")
+    ms = 1e3
+    return {
+        "target_rps": rate,
+        "sent": measured,
+        "ok": len(lat),
+        "errors": errors,
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "achieved_rps": (measured / elapsed) if elapsed and elapsed > 0 else float("nan"),
+        "p50_ms": _percentile(lat, 50) * ms,
+        "p90_ms": _percentile(lat, 90) * ms,
+        "p99_ms": _percentile(lat, 99) * ms,
+        "p999_ms": _percentile(lat, 99.9) * ms,
+        "max_ms": (lat[-1] * ms) if lat else float("nan"),
+        "mean_ms": (sum(lat) / len(lat) * ms) if lat else float("nan"),
+        "sched_p50_ms": _percentile(lat_sched, 50) * ms,
+        "sched_p99_ms": _percentile(lat_sched, 99) * ms,
+        "schedule_lag_ms": send_lag_s * ms,
+        "versions": dict(versions),
+        "failures": failures,
+    }
+
+
+def _run_loadgen_process(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run the load generator in its own process and return its JSON result."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.service", "--loadgen", json.dumps(spec)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=spec["warmup_s"] + spec["duration_s"] + 120,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"load generator failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def _loadgen_main(spec_json: str) -> int:
+    spec = json.loads(spec_json)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is installed with uvicorn[standard]
+        pass
+    print(json.dumps(asyncio.run(_loadgen(spec))))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- orchestration
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _decide_body(policy: str) -> str:
+    setting = {"rank": 8, "bits": 4, "gamma": 0.0}
+    history = [
+        {
+            "step": 50 * (i + 1),
+            "loss": 3.0 - 0.05 * i,
+            "loss_std": 0.1,
+            "grad_norm": 1.5,
+            "compression_error": 0.02,
+            "grad_kurtosis": 3.0,
+            "spectral_tail": 0.1,
+            "state_bytes": 4_000_000,
+            "peak_memory_bytes": 60_000_000,
+            "energy_j": 50.0,
+            "mean_power_w": 25.0,
+            "interval_s": 2.0,
+            "lr": 3e-4,
+            "setting": setting,
+            "progress": 0.1 + 0.01 * i,
+        }
+        for i in range(8)
+    ]
+    return json.dumps(
+        {
+            "job_id": "bench-job",
+            "policy": policy,
+            "objective": {"w_loss": 1.0, "w_memory": 0.3, "w_energy": 0.2},
+            "history": history,
+            "reference": {"initial_loss": 3.0, "dense_state_bytes": 16_000_000},
+        },
+        separators=(",", ":"),
+    )
+
+
+def _machine() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+    import uvicorn
+
+    info: dict[str, Any] = {
+        "cpu": model or platform.processor(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "uvicorn": uvicorn.__version__,
+    }
+    for mod in ("uvloop", "httptools"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except Exception:
+            info[mod] = None
+    return info
+
+
+class _Server:
+    """``mango serve`` in a subprocess with bench endpoints and one TinyFormer artifact."""
+
+    def __init__(self, policy_dir: Path, log_path: Path) -> None:
+        self.port = _free_port()
+        self.api_key = secrets.token_urlsafe(32)
+        self.admin_key = secrets.token_urlsafe(32)
+        self.policy_dir = policy_dir
+        env = {
+            **os.environ,
+            "MANGO_API_KEY": self.api_key,
+            "MANGO_ADMIN_KEY": self.admin_key,
+            "MANGO_POLICY_DIR": str(policy_dir),
+            "MANGO_DEFAULT_POLICY_DIR": "",
+            "MANGO_BENCH_ENDPOINTS": "true",
+            "MANGO_LOG_LEVEL": "warning",
+        }
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mango_cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout_s: float = 180.0) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}")
+            try:
+                if httpx.get(f"{self.base}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("server did not become ready")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return math.nan
+
+
+def _server_time(server: _Server, route: str) -> tuple[float, float]:
+    """(sum seconds, count) of the server's own latency histogram for ``route`` (from ``/metrics``)."""
+    import httpx
+
+    text = httpx.get(f"{server.base}/metrics", timeout=10).text
+    total = count = 0.0
+    for line in text.splitlines():
+        if f'route="{route}"' not in line:
+            continue
+        if line.startswith("mango_http_request_duration_seconds_sum"):
+            total += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("mango_http_request_duration_seconds_count"):
+            count += float(line.rsplit(" ", 1)[1])
+    return total, count
+
+
+def _export(policy_dir: Path, version: str, seed: int) -> None:
+    import torch
+
+    from agents.artifact import export_artifact
+    from agents.tinyformer import TinyFormer
+
+    torch.manual_seed(seed)
+    export_artifact(
+        TinyFormer(),
+        policy_dir,
+        name="bench-tiny",
+        version=version,
+        training_command="benchmarks: random init",
+    )
+
+
+def _spec(server: _Server, endpoint: str, rate: int, cfg: BenchConfig, duration_s: float) -> dict[str, Any]:
+    policy = {"empty": "default", "decide-static": "static", "decide-tinyformer": "bench-tiny"}[endpoint]
+    return {
+        "host": "127.0.0.1",
+        "port": server.port,
+        "path": "/bench/empty" if endpoint == "empty" else "/v1/decide",
+        "body": _decide_body(policy),
+        "api_key": server.api_key,
+        "check": "" if endpoint == "empty" else '"setting"',
+        "rate": rate,
+        "duration_s": duration_s,
+        "warmup_s": cfg.warmup_s,
+        "connections": cfg.connections,
+    }
+
+
+def _reload_phase(server: _Server, cfg: BenchConfig) -> dict[str, Any]:
+    """Load at ``reload_rate`` in the generator while this thread re-exports and reloads ``reloads`` times."""
+    import httpx
+
+    duration = max(cfg.duration_s, 0.5 * cfg.reloads)
+    spec = _spec(server, "decide-tinyformer", cfg.reload_rate, cfg, duration)
+    result: dict[str, Any] = {}
+    runner = threading.Thread(target=lambda: result.update(_run_loadgen_process(spec)))
+    runner.start()
+    time.sleep(cfg.warmup_s + 1.0)  # the generator starts (imports) and warms up first
+    gap = duration / (cfg.reloads + 1)
+    reloads: list[dict[str, Any]] = []
+    with httpx.Client(base_url=server.base, headers={"X-API-Key": server.admin_key}, timeout=60) as admin:
+        for i in range(cfg.reloads):
+            _export(server.policy_dir, version=f"reload-{i}", seed=100 + i)
+            t0 = time.perf_counter()
+            r = admin.post("/v1/policies/reload", params={"force": "true"})
+            reloads.append(
+                {
+                    "status": r.status_code,
+                    "wall_ms": (time.perf_counter() - t0) * 1e3,
+                    "version": r.json().get("learned", {}).get("bench-tiny")
+                    if r.status_code == 200
+                    else None,
+                    "errors": r.json().get("errors") if r.status_code == 200 else r.text,
+                }
+            )
+            time.sleep(gap * 0.8)
+    runner.join()
+    result["reloads"] = reloads
+    result["reload_failures"] = sum(1 for r in reloads if r["status"] != 200 or r["errors"])
+    return result
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3f}" if x == x else "nan"
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    head = (
+        "| endpoint | target req/s | achieved req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms "
+        "| p99 from schedule ms | mean ms | in-server mean ms | server CPU us/req | errors / sent |"
+    )
+    lines = [head, "|" + "---|" * 13]
+    for r in rows:
+        lines.append(
+            f"| {r['endpoint']} | {r['target_rps']:.0f} | {r['achieved_rps']:.1f} | {_fmt(r['p50_ms'])} | "
+            f"{_fmt(r['p90_ms'])} | {_fmt(r['p99_ms'])} | {_fmt(r['p999_ms'])} | {_fmt(r['max_ms'])} | "
+            f"{_fmt(r['sched_p99_ms'])} | {_fmt(r['mean_ms'])} | {_fmt(r.get('server_mean_ms', math.nan))} | "
+            f"{r.get('server_cpu_us_per_req', math.nan):.0f} | {r['errors']} / {r['sent']} |"
+        )
+    return "\n".join(lines)
+
+
+def _summarize(
+    rows: list[dict[str, Any]], reload_res: dict[str, Any] | None, cfg: BenchConfig
+) -> tuple[dict[str, dict[str, float]], list[str], list[str]]:
+    """p50 ratios against the empty endpoint, their printable lines, and the goal checks."""
+    by = {(r["endpoint"], int(r["target_rps"])): r for r in rows}
+    ratios: dict[str, dict[str, float]] = {}
+    for rate in cfg.rates:
+        empty = by.get(("empty", rate))
+        for ep in ("decide-static", "decide-tinyformer"):
+            if empty and (ep, rate) in by:
+                ratios.setdefault(ep, {})[str(rate)] = by[(ep, rate)]["p50_ms"] / empty["p50_ms"]
+    lines = [
+        f"- {ep}: " + ", ".join(f"{r} req/s {v:.2f}x" for r, v in per.items()) for ep, per in ratios.items()
+    ]
+    cpu = {
+        ep: [by[(ep, r)].get("server_cpu_us_per_req", math.nan) for r in cfg.rates if (ep, r) in by]
+        for ep in ("empty", "decide-static", "decide-tinyformer")
+    }
+    med = {ep: sorted(v)[len(v) // 2] for ep, v in cpu.items() if v}
+    if "empty" in med:
+        lines.append(
+            "- server CPU per request (median over rates): "
+            + ", ".join(f"{ep} {us:.0f} us ({us / med['empty']:.2f}x empty)" for ep, us in med.items())
+        )
+    goals = []
+    for ep, per in ratios.items():
+        worst = max(per.values())
+        verdict = "met" if worst <= 1.3 else "MISSED"
+        goals.append(f"{ep} p50 / empty p50 <= 1.3 at every rate: worst {worst:.2f} ({verdict})")
+    top = max(cfg.rates)
+    for ep in ("decide-static", "decide-tinyformer"):
+        r = by.get((ep, top))
+        if r:
+            verdict = "met" if r["p99_ms"] <= 3.0 and r["errors"] == 0 else "MISSED"
+            goals.append(
+                f"{ep} p99 <= 3 ms with zero errors at {top} req/s: p99 {r['p99_ms']:.3f} ms, "
+                f"errors {r['errors']} ({verdict})"
+            )
+    if reload_res is not None:
+        failed = reload_res["errors"] + reload_res["reload_failures"]
+        goals.append(
+            f"hot reload x{len(reload_res['reloads'])} at {cfg.reload_rate} req/s: failed requests "
+            f"{reload_res['errors']}, failed reloads {reload_res['reload_failures']}, "
+            f"p99 {reload_res['p99_ms']:.3f} ms, policy versions served {len(reload_res['versions'])} "
+            f"({'met' if failed == 0 else 'MISSED'})"
+        )
+    return ratios, lines, goals
+
+
+def _parse(argv: list[str]) -> BenchConfig:
+    p = argparse.ArgumentParser(prog="mango bench service", description=__doc__.split("\n\n")[0])
+    p.add_argument("--rates", default="100,250,500", help="comma-separated target rates, req/s")
+    p.add_argument("--duration", type=float, default=6.0, help="measured seconds per rate and endpoint")
+    p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each measurement")
+    p.add_argument("--connections", type=int, default=32, help="load generator keep-alive connections")
+    p.add_argument("--reloads", type=int, default=10, help="hot reloads during the reload phase (0: skip)")
+    p.add_argument("--reload-rate", type=int, default=500, help="request rate during the reload phase")
+    p.add_argument("--endpoints", default="empty,decide-static,decide-tinyformer")
+    p.add_argument("--out-dir", type=Path, default=ROOT / "results")
+    p.add_argument("--no-append", action="store_true", help="do not append to BENCHMARKS.md")
+    a = p.parse_args(argv)
+    return BenchConfig(
+        rates=tuple(int(x) for x in a.rates.split(",") if x),
+        duration_s=a.duration,
+        warmup_s=a.warmup,
+        connections=a.connections,
+        reloads=a.reloads,
+        reload_rate=a.reload_rate,
+        endpoints=tuple(e for e in a.endpoints.split(",") if e),
+        out_dir=a.out_dir,
+        append=not a.no_append,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--loadgen"]:
+        return _loadgen_main(argv[1])
+    cfg = _parse(argv)
+    command = "mango bench service " + shlex.join(argv) if argv else "mango bench service"
+    started = datetime.now(UTC)
+    machine = _machine()
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="mango-bench-") as tmp:
+        policy_dir = Path(tmp) / "policies"
+        _export(policy_dir, version="v0", seed=0)
+        server = _Server(policy_dir, Path(tmp) / "server.log")
+        try:
+            server.wait_ready()
+            # warm every path once (first requests build caches) before anything is measured
+            for endpoint in cfg.endpoints:
+                _run_loadgen_process(_spec(server, endpoint, 200, cfg, 0.5))
+            rows: list[dict[str, Any]] = []
+            for rate in cfg.rates:
+                for endpoint in cfg.endpoints:
+                    route = "/bench/empty" if endpoint == "empty" else "/v1/decide"
+                    before, cpu0 = _server_time(server, route), _cpu_s(server.proc.pid)
+                    res = _run_loadgen_process(_spec(server, endpoint, rate, cfg, cfg.duration_s))
+                    cpu1, after = _cpu_s(server.proc.pid), _server_time(server, route)
+                    n = after[1] - before[1]
+                    # in-server time (middleware to last byte) and server CPU, warm-up requests included
+                    res["server_mean_ms"] = (after[0] - before[0]) / n * 1e3 if n else math.nan
+                    res["server_cpu_us_per_req"] = (cpu1 - cpu0) / n * 1e6 if n else math.nan
+                    res["endpoint"] = endpoint
+                    res["loadavg_1m"] = os.getloadavg()[0]
+                    rows.append(res)
+                    p50, p99 = res["p50_ms"], res["p99_ms"]
+                    print(
+                        f"  {endpoint:<18} {rate:>4} req/s: p50 {p50:.3f} ms, p99 {p99:.3f} ms, "
+                        f"errors {res['errors']}/{res['sent']}",
+                        flush=True,
+                    )
+            reload_res = _reload_phase(server, cfg) if cfg.reloads > 0 else None
+        finally:
+            server.stop()
+            server_log = (Path(tmp) / "server.log").read_text(errors="replace")[-4000:]
+    load_after = os.getloadavg()
+
+    table = _table(rows)
+    ratios, ratio_lines, goals = _summarize(rows, reload_res, cfg)
+    print()
+    print(table)
+    print("\ndecide p50 / empty p50:\n" + "\n".join(ratio_lines))
+    if reload_res is not None:
+        rr = reload_res
+        walls = sorted(r["wall_ms"] for r in rr["reloads"])
+        print(
+            f"\nreload phase: {rr['sent']} requests at {cfg.reload_rate} req/s, {rr['errors']} failed, "
+            f"p50 {rr['p50_ms']:.3f} ms, p99 {rr['p99_ms']:.3f} ms, max {rr['max_ms']:.3f} ms; "
+            f"{len(walls)} reloads, median {walls[len(walls) // 2]:.0f} ms each"
+        )
+    print("\ngoals:\n" + "\n".join(f"- {g}" for g in goals))
+    cpus = machine["cpus"]
+    print(f"\nload average 1m before/after: {load_before[0]:.2f} / {load_after[0]:.2f} on {cpus} CPUs")
+
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = started.strftime("%Y%m%d-%H%M%S")
+    out = cfg.out_dir / f"service-{stamp}.json"
+    payload = {
+        "command": command,
+        "started_utc": started.isoformat(),
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+        "machine": machine,
+        "loadavg_before": load_before,
+        "loadavg_after": load_after,
+        "rows": rows,
+        "ratios_p50_vs_empty": ratios,
+        "reload_phase": reload_res,
+        "goals": goals,
+        "server_log_tail": server_log,
+    }
+    out.write_text(json.dumps(payload, indent=2))
+    print(f"\nwrote {out}")
+
+    if cfg.append:
+        when, m = started.strftime("%Y-%m-%d %H:%M"), machine
+        section = [
+            f"\n## {when} UTC: policy service under load (`mango bench service`)\n",
+            f"- command: `{command}` (from the repository root: `.venv/bin/python -m mango_cli bench ...`)",
+            f"- machine: {m['cpu']}, {m['cpus']} CPUs (shared; load average 1m "
+            f"{load_before[0]:.2f} before, {load_after[0]:.2f} after), {m['platform']}",
+            f"- software: Python {m['python']}, torch {m['torch']}, uvicorn {m['uvicorn']}, "
+            f"uvloop {m['uvloop']}, httptools {m['httptools']}",
+            "- server: `mango serve`, 1 uvicorn worker, loopback; load: a separate asyncio process, "
+            f"open loop, {cfg.connections} keep-alive connections, {cfg.duration_s:g} s measured per row "
+            f"after {cfg.warmup_s:g} s warm-up; latency = write of the request to last byte of the response",
+            f"- result JSON: `{out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}`",
+            "",
+            table,
+            "",
+            "decide p50 / empty p50:",
+            *ratio_lines,
+            "",
+            "Goals:",
+            *[f"- {g}" for g in goals],
+            "",
+        ]
+        md = cfg.benchmarks_md
+        if not md.exists():
+            md.write_text("# Benchmarks\n\nEach section: the command, the machine, the date, the numbers.\n")
+        with open(md, "a") as f:
+            f.write("\n".join(section))
+        print(f"appended to {md}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

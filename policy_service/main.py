@@ -1,0 +1,126 @@
+"""App factory: ``create_app(settings)`` wires settings, registry, shield, metrics, routes and middleware.
+
+Run it with ``mango serve`` (:mod:`policy_service.cli`), or
+``uvicorn --factory policy_service.main:create_app`` (settings from the environment). Each app owns its
+Prometheus registry, so tests can build many.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import torch
+from fastapi import FastAPI
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from client.protocol import DecideRequest
+
+from .api import api_router, bench_router
+from .api.deps import KeyDigests
+from .config import Settings
+from .errors import install_error_handlers
+from .metrics import ServiceMetrics
+from .middleware import BodyLimitMiddleware, MetricsMiddleware
+from .registry import PolicyRegistry
+from .service import DecisionService
+from .shield import Shield, ShieldConfig
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "1.0.0"
+
+
+def _document_models(app: FastAPI, *models: type[BaseModel]) -> None:
+    """Add ``models`` (and the models they nest) to the OpenAPI components.
+
+    ``POST /v1/decide`` parses its body by hand (see ``api/routes/decide.py``) and refers to
+    ``#/components/schemas/DecideRequest``, which FastAPI only emits for models it parses itself.
+    """
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in models:
+            js = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            for name, sub in js.pop("$defs", {}).items():
+                components.setdefault(name, sub)
+            components.setdefault(model.__name__, js)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the service; policies load in the lifespan start-up (``/readyz`` turns 200 after)."""
+    settings = settings or Settings()  # type: ignore[call-arg]  # required keys come from the environment
+    metrics = ServiceMetrics()
+    registry = PolicyRegistry(
+        policy_dir=settings.policy_dir,
+        default_policy_dir=settings.default_policy_dir,
+        default_policy=settings.default_policy,
+        fallback=settings.fallback_policy,
+        trace=settings.trace_policies,
+    )
+    shield = Shield(
+        ShieldConfig(
+            loss_rise_frac=settings.shield_loss_rise_frac,
+            memory_margin_frac=settings.shield_memory_margin_frac,
+            matrix_side=settings.shield_matrix_side,
+        )
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        log.info("policy service settings: %s", settings.public_dict())  # once per start; no secrets
+        if settings.dev_mode:
+            log.warning("DEV MODE: weak keys are accepted; never expose this server (host=%s)", settings.host)
+        # One intra-op thread: a batch-1 TinyFormer gains nothing from more, and extra threads contend
+        # with the event loop (and with other processes on small machines).
+        torch.set_num_threads(settings.torch_threads)
+        # A reload runs in a worker thread; a shorter GIL switch interval bounds how long it can hold up
+        # the event loop (Python's default is 5 ms, most of a p99 budget).
+        sys.setswitchinterval(settings.gil_switch_interval_s)
+        report = await run_in_threadpool(registry.reload)
+        metrics.reloads.labels("errors" if report.errors else "ok").inc()
+        metrics.generation.set(report.generation)
+        metrics.policies_loaded.set(len(report.learned))
+        # Start-up objects (modules, models) live forever: move them out of the GC's generations so
+        # collections during serving scan less (shorter pauses, better p99).
+        gc.collect()
+        gc.freeze()
+        yield
+
+    app = FastAPI(
+        title="MANGO policy service",
+        version=API_VERSION,
+        summary="Picks gradient/optimizer-state compression settings (rank, bits, gamma) for training jobs.",
+        lifespan=lifespan,
+        separate_input_output_schemas=False,  # one schema per model, shared by the hand-parsed decide body
+        # FastAPI's native OpenTelemetry checks the global providers on every request (~10 us); this
+        # service exports Prometheus metrics instead. MANGO_OTEL_TELEMETRY=true turns it back on.
+        telemetry=None
+        if settings.otel_telemetry
+        else {"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.registry = registry
+    app.state.service = DecisionService(registry, shield, metrics)
+    app.state.key_digests = KeyDigests.from_settings(settings)
+    install_error_handlers(app)
+    app.include_router(api_router)
+    _document_models(app, DecideRequest)
+    if settings.bench_endpoints:
+        app.include_router(bench_router)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # added last = outermost: sees 413s too
+    return app

@@ -1,0 +1,325 @@
+"""Policies the service can answer with, held in an immutable snapshot that a reload swaps atomically.
+
+Names a request may use (``DecideRequest.policy``):
+
+* every **learned** policy: an artifact (``<name>.json`` + ``<name>.safetensors``, see
+  :mod:`agents.artifact`) in the shipped default directory (``agents/default_policy/``) or in
+  ``MANGO_POLICY_DIR`` (flat or one level deep; an artifact there overrides a shipped one of the same name);
+* every **heuristic** in ``client.controllers.HEURISTICS``, looked up at request time, so a controller added
+  to that dict is served without a reload; a fresh controller is built per request (the service is
+  stateless: anything a heuristic needs must be in the request's history window);
+* ``default``: ``MANGO_DEFAULT_POLICY`` if set, else the shipped learned policy if it loads, else
+  ``MANGO_FALLBACK_POLICY`` (``static``).
+
+A learned policy decides by ``ObservationSpec(window, grid).encode(history, objective, reference)`` ->
+``TinyFormer`` argmax -> ``ActionGrid.setting``.
+
+Hot reload (:meth:`PolicyRegistry.reload`) builds a complete new :class:`Snapshot` off to the side and
+then replaces one reference; a request reads that reference once, so it finishes on the snapshot it started
+with and no request sees a half-loaded state. An artifact that fails to load keeps its last good version (the
+failure is reported); an unchanged artifact (same file stats of manifest and weights) is reused, not re-read.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Protocol
+
+import torch
+
+from agents.artifact import ArtifactError, PolicyArtifact, find_manifests, load_artifact
+from client.controllers import HEURISTICS, Controller
+from client.protocol import DEFAULT_GRID, ActionGrid, CompressionSetting, DecideRequest, ObservationSpec
+
+from .errors import UnknownPolicyError
+
+__all__ = ["DEFAULT_ALIAS", "HeuristicPolicy", "LearnedPolicy", "Policy", "PolicyRegistry", "Snapshot"]
+
+log = logging.getLogger(__name__)
+
+#: The alias every client may use without knowing what is deployed.
+DEFAULT_ALIAS = "default"
+
+
+class Policy(Protocol):
+    """What the decide path needs from a policy."""
+
+    name: str
+    version: str
+    kind: str
+    grid: ActionGrid
+
+    def decide(self, request: DecideRequest) -> CompressionSetting: ...
+
+
+class LearnedPolicy:
+    """A loaded artifact ready to decide; immutable after construction (shared by concurrent requests)."""
+
+    kind = "learned"
+
+    def __init__(self, artifact: PolicyArtifact, *, trace: bool = True, shipped: bool = False) -> None:
+        self.artifact = artifact
+        self.name = artifact.name
+        self.version = artifact.version
+        self.grid = artifact.grid
+        self.shipped = shipped
+        self.spec = ObservationSpec(window=artifact.model.config.window, grid=artifact.grid)
+        self._actor: Callable[[torch.Tensor], torch.Tensor] = artifact.model.greedy_actor(trace=trace)
+        self.traced = isinstance(self._actor, torch.jit.ScriptModule)
+
+    def decide(self, request: DecideRequest) -> CompressionSetting:
+        obs = self.spec.encode(request.history, request.objective, request.reference)  # [size] float32
+        with torch.inference_mode():
+            action = self._actor(torch.from_numpy(obs).unsqueeze(0))[0].tolist()  # [3] grid indices
+        return self.grid.setting(action)
+
+    def info(self) -> dict[str, Any]:
+        m = self.artifact.manifest
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "version": self.version,
+            "shipped": self.shipped,
+            "obs_spec_version": m.obs_spec_version,
+            "grid_version": m.action_grid.version,
+            "window": self.spec.window,
+            "traced": self.traced,
+            "created_at": m.created_at.isoformat(),
+            "training_command": m.training.command,
+            "metrics": m.metrics,
+            "source": str(self.artifact.manifest_path),
+        }
+
+
+class HeuristicPolicy:
+    """A ``client.controllers`` heuristic; a fresh controller per request keeps requests independent."""
+
+    kind = "heuristic"
+    grid = DEFAULT_GRID
+
+    def __init__(self, name: str, factory: Callable[..., Controller]) -> None:
+        self.name = name
+        self.factory = factory
+        self.version = str(getattr(factory, "version", "heuristic"))
+
+    def decide(self, request: DecideRequest) -> CompressionSetting:
+        return self.factory().decide(request.history, request.objective)
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "version": self.version, "source": "client.controllers"}
+
+
+@dataclass(frozen=True)
+class _Source:
+    """One manifest file and what it loaded to (``key`` detects unchanged files)."""
+
+    key: tuple[Any, ...]
+    policy: LearnedPolicy
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything a request needs to pick a policy; never mutated after a reload publishes it."""
+
+    generation: int
+    learned: Mapping[str, LearnedPolicy]
+    default_target: str
+    fallback: str
+    errors: Mapping[str, str]
+    loaded_at: float
+    sources: Mapping[str, _Source] = field(default_factory=dict)
+
+    def names(self) -> list[str]:
+        """Every name a request may use (heuristics as of now)."""
+        return [DEFAULT_ALIAS, *sorted(self.learned), *sorted(n for n in HEURISTICS if n not in self.learned)]
+
+    def resolve(self, name: str) -> Policy:
+        """The policy ``name`` refers to; ``UnknownPolicyError`` (404) if there is none.
+
+        ``default`` never fails while the fallback heuristic exists: if its target vanished (a heuristic
+        removed from ``HEURISTICS``), the fallback answers.
+        """
+        targets = (self.default_target, self.fallback) if name == DEFAULT_ALIAS else (name,)
+        for target in targets:
+            learned = self.learned.get(target)
+            if learned is not None:
+                return learned
+            factory = HEURISTICS.get(target)
+            if factory is not None:
+                return HeuristicPolicy(target, factory)
+        raise UnknownPolicyError(name, self.names())
+
+
+@dataclass(frozen=True)
+class ReloadReport:
+    """What a reload did: the new generation, the learned policies now served, and per-file errors."""
+
+    generation: int
+    learned: dict[str, str]  # name -> version
+    reused: list[str]
+    default_target: str
+    errors: dict[str, str]
+    duration_s: float
+
+
+def _file_key(manifest: Path) -> tuple[Any, ...]:
+    """Changes when the manifest or any sibling weights file is rewritten (stat only: cheap, bounded).
+
+    The exporter replaces files atomically (new inode), so a rewrite is seen even within one mtime tick.
+    """
+    stats = []
+    for f in [manifest, *sorted(manifest.parent.glob("*.safetensors"))]:
+        try:
+            st = f.stat()
+        except OSError:
+            continue
+        stats.append((f.name, st.st_mtime_ns, st.st_size, st.st_ino))
+    return tuple(stats)
+
+
+class PolicyRegistry:
+    """Loads learned policies, publishes :class:`Snapshot` s, serializes reloads.
+
+    :param policy_dir: the operator's directory of artifacts (``MANGO_POLICY_DIR``); ``None`` for none.
+    :param default_policy_dir: the shipped learned default (``agents/default_policy``); ``None`` to skip.
+    :param default_policy: what ``default`` aliases; ``None`` = shipped learned policy, else ``fallback``.
+    :param fallback: heuristic for ``default`` when nothing else is available and for failing policies.
+    :param trace: ``torch.jit.trace`` learned policies for speed (verified against eager at load).
+    """
+
+    def __init__(
+        self,
+        *,
+        policy_dir: Path | None = None,
+        default_policy_dir: Path | None = None,
+        default_policy: str | None = None,
+        fallback: str = "static",
+        trace: bool = True,
+    ) -> None:
+        if fallback not in HEURISTICS:
+            raise ValueError(
+                f"fallback policy {fallback!r} is not a heuristic; choose one of {sorted(HEURISTICS)}"
+            )
+        self.policy_dir = policy_dir
+        self.default_policy_dir = default_policy_dir
+        self.default_policy = default_policy
+        self.fallback = fallback
+        self.trace = trace
+        self._reload_lock = threading.Lock()
+        self._snapshot: Snapshot | None = None
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        """The current snapshot (``None`` before the first reload). Read it once per request."""
+        return self._snapshot
+
+    def _candidates(self) -> list[tuple[Path, bool]]:
+        out: list[tuple[Path, bool]] = []
+        if self.default_policy_dir is not None:
+            out += [(p, True) for p in find_manifests(self.default_policy_dir)]
+        if self.policy_dir is not None:
+            if not self.policy_dir.is_dir():
+                log.warning("policy_dir %s is not a directory; serving no policies from it", self.policy_dir)
+            out += [(p, False) for p in find_manifests(self.policy_dir)]
+        return out
+
+    def reload(self, force: bool = False) -> ReloadReport:
+        """Load every artifact again and publish a new snapshot; concurrent calls run one after another.
+
+        ``force=True`` re-reads unchanged artifacts too. Never raises for a bad artifact: it is reported in
+        ``errors`` and its last good version (if any) stays in service.
+        """
+        with self._reload_lock:
+            t0 = time.perf_counter()
+            prev = self._snapshot
+            prev_sources = prev.sources if prev is not None else {}
+            errors: dict[str, str] = {}
+            sources: dict[str, _Source] = {}
+            learned: dict[str, LearnedPolicy] = {}
+            origin: dict[str, str] = {}
+            shipped_names: set[str] = set()
+            reused: list[str] = []
+            for path, shipped in self._candidates():
+                src = str(path)
+                old = prev_sources.get(src)
+                try:
+                    key = _file_key(path)
+                    if old is not None and old.key == key and not force:
+                        policy = old.policy
+                        reused.append(policy.name)
+                    else:
+                        policy = LearnedPolicy(load_artifact(path), trace=self.trace, shipped=shipped)
+                except (ArtifactError, OSError) as exc:
+                    if old is None:
+                        errors[src] = str(exc)
+                        continue
+                    errors[src] = f"{exc} (still serving {old.policy.name} version {old.policy.version})"
+                    policy, key = old.policy, old.key
+                name = policy.name
+                if name == DEFAULT_ALIAS or name in HEURISTICS:
+                    errors[src] = (
+                        f"policy name {name!r} is reserved (the default alias or a heuristic); rename it"
+                    )
+                    continue
+                if name in learned:
+                    first = origin[name]
+                    if learned[name].shipped and not shipped:
+                        log.info("policy %s from %s overrides the shipped one at %s", name, src, first)
+                    else:
+                        errors[src] = f"duplicate policy name {name!r}; {first} already provides it"
+                        continue
+                learned[name] = policy
+                origin[name] = src
+                sources[src] = _Source(key=key, policy=policy)
+                if shipped:
+                    shipped_names.add(name)
+
+            default_target = self._default_target(learned, shipped_names, errors)
+            snap = Snapshot(
+                generation=(prev.generation + 1) if prev is not None else 1,
+                learned=MappingProxyType(learned),
+                default_target=default_target,
+                fallback=self.fallback,
+                errors=MappingProxyType(errors),
+                loaded_at=time.time(),
+                sources=MappingProxyType(sources),
+            )
+            self._snapshot = snap  # the atomic swap: one reference assignment
+            duration = time.perf_counter() - t0
+            for src, msg in errors.items():
+                log.warning("policy artifact %s: %s", src, msg)
+            log.info(
+                "policy snapshot %d: learned %s, default -> %s (%.0f ms)",
+                snap.generation,
+                {n: p.version for n, p in learned.items()},
+                default_target,
+                duration * 1e3,
+            )
+            return ReloadReport(
+                generation=snap.generation,
+                learned={n: p.version for n, p in learned.items()},
+                reused=reused,
+                default_target=default_target,
+                errors=dict(errors),
+                duration_s=duration,
+            )
+
+    def _default_target(
+        self, learned: Mapping[str, LearnedPolicy], shipped_names: set[str], errors: dict[str, str]
+    ) -> str:
+        if self.default_policy:
+            if self.default_policy in learned or self.default_policy in HEURISTICS:
+                return self.default_policy
+            errors["default_policy"] = (
+                f"MANGO_DEFAULT_POLICY={self.default_policy!r} is neither a loaded learned policy nor a "
+                f"heuristic; 'default' answers with {self.fallback!r}"
+            )
+            return self.fallback
+        shipped = sorted(n for n in shipped_names if n in learned)  # an operator override keeps the name
+        return shipped[0] if shipped else self.fallback

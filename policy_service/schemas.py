@@ -1,0 +1,38 @@
+"""Response models of the service's own endpoints (the decide contract lives in ``client.protocol``)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+__all__ = ["Health", "PolicyInfo", "PolicyList", "ReloadResult"]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "loading"]
+    generation: int = Field(0, description="policy snapshot generation (0 before the first load)")
+
+
+class PolicyInfo(BaseModel):
+    name: str
+    kind: Literal["learned", "heuristic"]
+    version: str
+    details: dict[str, Any] = Field(default_factory=dict, description="manifest facts of a learned policy")
+
+
+class PolicyList(BaseModel):
+    default: str = Field(description="the policy that 'default' answers with")
+    fallback: str = Field(description="heuristic used when a policy fails")
+    generation: int
+    policies: list[PolicyInfo]
+    errors: dict[str, str] = Field(description="artifacts that did not load, by file")
+
+
+class ReloadResult(BaseModel):
+    generation: int
+    learned: dict[str, str] = Field(description="learned policy name -> version now served")
+    reused: list[str] = Field(description="learned policies whose files had not changed")
+    default: str
+    errors: dict[str, str]
+    duration_s: float

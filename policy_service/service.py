@@ -1,0 +1,62 @@
+"""The decide path: resolve the policy in the current snapshot, let it choose, shield the choice, count it."""
+
+from __future__ import annotations
+
+import logging
+
+from client.protocol import DecideRequest, Decision
+
+from .errors import NotReadyError
+from .metrics import ServiceMetrics
+from .registry import PolicyRegistry
+from .shield import Shield
+
+__all__ = ["DecisionService"]
+
+log = logging.getLogger(__name__)
+
+
+class DecisionService:
+    """Stateless per request; safe to call from the event loop (one decision is ~0.1-0.3 ms of CPU).
+
+    A policy that raises does not fail the request: the snapshot's fallback heuristic answers, the reason
+    says so, and ``mango_policy_fallbacks_total`` counts it. An unknown policy name is the caller's mistake
+    and raises ``UnknownPolicyError`` (404).
+    """
+
+    def __init__(self, registry: PolicyRegistry, shield: Shield, metrics: ServiceMetrics) -> None:
+        self.registry = registry
+        self.shield = shield
+        self.metrics = metrics
+
+    def decide(self, request: DecideRequest) -> Decision:
+        snap = self.registry.snapshot  # read once: a concurrent reload cannot change it under us
+        if snap is None:
+            raise NotReadyError("policies are still loading; retry shortly (GET /readyz)")
+        policy = snap.resolve(request.policy)
+        note = ""
+        try:
+            setting = policy.decide(request)
+        except Exception as exc:
+            log.exception(
+                "policy %s (%s) failed; answering with %s", policy.name, policy.version, snap.fallback
+            )
+            self.metrics.fallbacks.labels(policy.name).inc()
+            note = (
+                f"policy {policy.name!r} failed ({type(exc).__name__}); "
+                f"answered by fallback {snap.fallback!r}"
+            )
+            policy = snap.resolve(snap.fallback)
+            setting = policy.decide(request)
+        result = self.shield.check(setting, request, policy.grid)
+        for rule in result.rules:
+            self.metrics.shield_overrides.labels(rule).inc()
+        self.metrics.decisions.labels(policy.name, result.setting.label()).inc()
+        reason = "; ".join(r for r in (note, result.reason) if r)
+        return Decision(
+            setting=result.setting,
+            policy=policy.name,
+            policy_version=policy.version,
+            shielded=result.shielded,
+            reason=reason,
+        )

@@ -1,0 +1,119 @@
+"""PolicyRegistry and DecisionService in process: names, the default alias, fallbacks, snapshots."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+import torch
+
+from client.controllers import HEURISTICS, Controller
+from client.protocol import CompressionSetting, DecideRequest, Objective, ObservationSpec, TelemetryRecord
+from policy_service.errors import NotReadyError, UnknownPolicyError
+from policy_service.metrics import ServiceMetrics
+from policy_service.registry import LearnedPolicy, PolicyRegistry
+from policy_service.service import DecisionService
+from policy_service.shield import Shield
+
+from .support import decide_body, export_tiny
+
+
+def _req(policy: str = "default") -> DecideRequest:
+    return DecideRequest.model_validate(decide_body(policy))
+
+
+def test_default_falls_back_to_heuristic_without_a_shipped_policy(tmp_path: Path) -> None:
+    reg = PolicyRegistry(policy_dir=tmp_path / "missing", default_policy_dir=None)
+    report = reg.reload()
+    snap = reg.snapshot
+    assert snap is not None and report.generation == 1 and report.default_target == "static"
+    assert snap.resolve("default").name == "static"
+    assert {"default", "static"} <= set(snap.names())
+    with pytest.raises(UnknownPolicyError, match="'nope'"):
+        snap.resolve("nope")
+
+
+def test_shipped_policy_becomes_default_and_operator_copy_overrides_it(tmp_path: Path) -> None:
+    shipped, ops = tmp_path / "shipped", tmp_path / "ops"
+    export_tiny(shipped, name="mango-default", version="shipped-1")
+    reg = PolicyRegistry(policy_dir=ops, default_policy_dir=shipped, trace=False)
+    reg.reload()
+    snap = reg.snapshot
+    assert snap is not None
+    p = snap.resolve("default")
+    assert (p.name, p.version) == ("mango-default", "shipped-1")
+    export_tiny(ops, name="mango-default", version="ops-2", seed=5)
+    reg.reload()
+    snap2 = reg.snapshot
+    assert snap2 is not None and snap2.resolve("default").version == "ops-2"
+    assert snap.resolve("default").version == "shipped-1"  # the old snapshot is untouched
+
+
+def test_new_heuristics_appear_without_reload(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Quarter(Controller):
+        name = "quarter"
+
+        def decide(self, history: Sequence[TelemetryRecord], objective: Objective) -> CompressionSetting:
+            return CompressionSetting(rank=4, bits=4, gamma=0.25)
+
+    reg = PolicyRegistry(default_policy_dir=None)
+    reg.reload()
+    monkeypatch.setitem(HEURISTICS, "quarter", Quarter)
+    snap = reg.snapshot
+    assert snap is not None and snap.resolve("quarter").decide(_req()) == CompressionSetting(
+        rank=4, bits=4, gamma=0.25
+    )
+
+
+def test_reserved_and_duplicate_names_are_reported(tmp_path: Path) -> None:
+    export_tiny(tmp_path, name="static")
+    export_tiny(tmp_path / "a", name="dup", version="a")
+    export_tiny(tmp_path / "b", name="dup", version="b")
+    reg = PolicyRegistry(policy_dir=tmp_path, default_policy_dir=None, trace=False)
+    report = reg.reload()
+    assert any("reserved" in e for e in report.errors.values())
+    assert any("duplicate policy name 'dup'" in e for e in report.errors.values())
+    assert report.learned == {"dup": "a"}
+
+
+def test_unknown_default_policy_setting_falls_back_with_an_error() -> None:
+    reg = PolicyRegistry(default_policy_dir=None, default_policy="ghost")
+    report = reg.reload()
+    assert report.default_target == "static" and "ghost" in report.errors["default_policy"]
+    with pytest.raises(ValueError, match="fallback policy 'ghost'"):
+        PolicyRegistry(fallback="ghost")
+
+
+def test_learned_policy_decides_like_the_model(tmp_path: Path) -> None:
+    export_tiny(tmp_path, name="tiny")
+    reg = PolicyRegistry(policy_dir=tmp_path, default_policy_dir=None)
+    reg.reload()
+    snap = reg.snapshot
+    assert snap is not None
+    policy = snap.learned["tiny"]
+    assert isinstance(policy, LearnedPolicy) and policy.traced
+    req = _req("tiny")
+    obs = ObservationSpec(window=8).encode(req.history, req.objective, req.reference)
+    expected = policy.grid.setting(policy.artifact.model.act(torch.from_numpy(obs)).tolist())
+    assert policy.decide(req) == expected
+
+
+def test_a_failing_policy_is_answered_by_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Broken(Controller):
+        def decide(self, history: Sequence[TelemetryRecord], objective: Objective) -> CompressionSetting:
+            raise RuntimeError("bug")
+
+    monkeypatch.setitem(HEURISTICS, "broken", Broken)
+    reg = PolicyRegistry(default_policy_dir=None)
+    reg.reload()
+    metrics = ServiceMetrics()
+    d = DecisionService(reg, Shield(), metrics).decide(_req("broken"))
+    assert d.policy == "static" and "policy 'broken' failed (RuntimeError)" in d.reason
+    assert b'mango_policy_fallbacks_total{policy="broken"} 1.0' in metrics.render()
+
+
+def test_decisions_wait_for_the_first_snapshot() -> None:
+    reg = PolicyRegistry(default_policy_dir=None)
+    with pytest.raises(NotReadyError, match="still loading"):
+        DecisionService(reg, Shield(), ServiceMetrics()).decide(_req())
