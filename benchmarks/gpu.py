@@ -1,0 +1,389 @@
+"""`mango bench gpu`: the H200 suite, every peer beside MANGO on the same tensors and model in one run.
+
+Parts (``--parts``, comma separated; all by default):
+
+* ``kernels``  - quantize / dequantize / pack at 2/3/4/8 bits beside bitsandbytes (``benchmarks.kernels``).
+* ``lowrank``  - low-rank refresh at ranks 1-64 on 1024^2-8192^2 gradients: MANGO's warm-started projection
+  vs a cold plain-torch power iteration vs ``torch.svd_lowrank``; time and error against the exact SVD.
+* ``step``     - one optimizer step on a GPT-2-small-sized model (~124M parameters, random init): fused torch
+  AdamW, bitsandbytes AdamW8bit, GaLore AdamW, MangoAdamW at a grid of settings; step time, optimizer-state
+  bytes per parameter, peak memory, energy per step from NVML's energy counter over >= ``--energy-window-s``.
+* ``converge`` - the same body (12 layers, width 768, vocab 256) trained ``--steps`` steps on the byte-level
+  Python-stdlib corpus with each optimizer: final validation loss beside state memory and energy.
+
+Every part writes ``<out>/<part>.json`` and ``<out>/<part>.md`` (a table to paste into BENCHMARKS.md);
+a failing peer becomes an error row, never a crash. Runs on CUDA only (it says so and exits elsewhere).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["GpuBenchArgs", "main"]
+
+
+@dataclass
+class GpuBenchArgs:
+    """Knobs of the GPU suite."""
+
+    out: str = "results/gpu"
+    """output folder for JSON and markdown tables"""
+    parts: str = "kernels,lowrank,step,converge"
+    """which parts to run, comma separated"""
+    sizes: list[int] = field(default_factory=lambda: [1024, 2048, 4096, 8192])
+    """square gradient sizes for the low-rank part"""
+    ranks: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])
+    """ranks for the low-rank part"""
+    step_iters: int = 20
+    """timed optimizer steps per configuration (after 5 warm-ups)"""
+    energy_window_s: float = 2.0
+    """seconds of repeated steps per energy reading (NVML's counter updates about every 100 ms)"""
+    steps: int = 400
+    """training steps per optimizer in the convergence part"""
+    batch: int = 32
+    """sequences per batch in the convergence part"""
+    seq: int = 256
+    """sequence length (bytes) in the convergence part"""
+    kernel_args: str = ""
+    """extra arguments passed to benchmarks.kernels (space separated)"""
+
+
+def _sync() -> None:
+    torch.cuda.synchronize()
+
+
+def _time_ms(fn: Callable[[], Any], reps: int = 50, warmup: int = 5) -> float:
+    """Median wall time of ``fn`` in ms, with CUDA events around each call."""
+    for _ in range(warmup):
+        fn()
+    _sync()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b))
+    times.sort()
+    return times[len(times) // 2]
+
+
+class _Energy:
+    """NVML total-energy counter of GPU 0 (mJ), read around a window; ``None`` where NVML is unavailable."""
+
+    def __init__(self) -> None:
+        self.handle = None
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self.nvml = pynvml
+            self.handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
+        except Exception as exc:  # no NVML: report, don't crash
+            print(f"NVML unavailable: {exc}")
+
+    def read_j(self) -> float | None:
+        if self.handle is None:
+            return None
+        return self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle) / 1000.0
+
+
+def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _write(out: Path, part: str, rows: list[dict[str, Any]], cols: list[str], meta: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{part}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=str))
+    md = _table(rows, cols)
+    (out / f"{part}.md").write_text(md + "\n")
+    print(f"\n## {part}\n{md}\n", flush=True)
+
+
+# --------------------------------------------------------------------------------------------- low-rank
+def _synthetic_gradient(n: int, gen: torch.Generator, true_rank: int = 96) -> torch.Tensor:
+    """``A diag(s) B^T`` with a decaying spectrum plus isotropic noise: a gradient-like n x n matrix."""
+    dev = "cuda"
+    a = torch.linalg.qr(torch.randn(n, true_rank, device=dev, generator=gen))[0]
+    b = torch.linalg.qr(torch.randn(n, true_rank, device=dev, generator=gen))[0]
+    s = 1.0 / torch.arange(1, true_rank + 1, device=dev, dtype=torch.float32) ** 1.2
+    noise = torch.randn(n, n, device=dev, generator=gen) * (0.02 / math.sqrt(n))
+    return (a * s) @ b.T + noise
+
+
+def _proj_err(g: torch.Tensor, p: torch.Tensor) -> float:
+    """||G - P P^T G||_F^2 for orthonormal P."""
+    c = p.T @ g
+    return float(g.square().sum() - c.square().sum())
+
+
+def run_lowrank(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
+    from client.compression.lowrank import init_q, orthonormalize, power_iteration
+
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    rows: list[dict[str, Any]] = []
+    for n in args.sizes:
+        g = _synthetic_gradient(n, gen)
+        drift = _synthetic_gradient(n, gen) * 0.05
+        sv = torch.linalg.svdvals(g.double()).square()
+        t_svd = _time_ms(lambda g=g: torch.linalg.svd(g, full_matrices=False), reps=3, warmup=1)
+        for r in args.ranks:
+            tail = float(sv[r:].sum())
+            row: dict[str, Any] = {"n": n, "rank": r, "svd_ms": t_svd}
+            try:
+                # MANGO: warm start from a stream with a stable spectrum (5 refreshes before timing)
+                q = init_q(n, r, torch.Generator().manual_seed(1), device="cuda")
+                for k in range(5):
+                    _, q = power_iteration(g + drift * (k % 2), q)
+                state = {"q": q}
+
+                def warm(state: dict[str, torch.Tensor] = state, g: torch.Tensor = g) -> None:
+                    _, state["q"] = power_iteration(g, state["q"])
+
+                row["mango_warm_ms"] = _time_ms(warm, reps=100)
+                p, _ = power_iteration(g, state["q"])
+                row["mango_err_ratio"] = _proj_err(g, p) / tail
+
+                # plain torch: cold random start, two subspace iterations with QR, every refresh
+                def cold(g: torch.Tensor = g, r: int = r) -> torch.Tensor:
+                    q0 = torch.randn(g.shape[1], r, device="cuda")
+                    for _ in range(2):
+                        p0 = torch.linalg.qr(g @ q0)[0]
+                        q0 = g.T @ p0
+                    return p0
+
+                row["plain_pi_ms"] = _time_ms(cold, reps=50)
+                row["plain_err_ratio"] = _proj_err(g, cold()) / tail
+                row["svd_lowrank_ms"] = _time_ms(lambda g=g, r=r: torch.svd_lowrank(g, q=r, niter=2), reps=20)
+                u, _, _ = torch.svd_lowrank(g, q=r, niter=2)
+                row["svd_lowrank_err_ratio"] = _proj_err(g, orthonormalize(u)) / tail
+            except Exception as exc:
+                row["error"] = f"{type(exc).__name__}: {exc}"
+            rows.append(row)
+            print(row, flush=True)
+        del g, drift
+        torch.cuda.empty_cache()
+    cols = ["n", "rank", "mango_warm_ms", "mango_err_ratio", "plain_pi_ms", "plain_err_ratio"]
+    cols += ["svd_lowrank_ms", "svd_lowrank_err_ratio", "svd_ms", "error"]
+    _write(out, "lowrank", rows, cols, meta)
+
+
+# --------------------------------------------------------------------------------------------- optimizers
+def _optimizer_factories() -> dict[str, Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]]:
+    from client.compression import MangoAdamW
+    from client.protocol import CompressionSetting
+
+    lr, wd = 3e-4, 0.1
+    facs: dict[str, Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]] = {
+        "torch AdamW (fused)": lambda ps: torch.optim.AdamW(ps, lr=lr, weight_decay=wd, fused=True),
+    }
+
+    def bnb8(ps: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        import bitsandbytes as bnb
+
+        return bnb.optim.AdamW8bit(ps, lr=lr, weight_decay=wd)
+
+    def galore(ps: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        from galore_torch import GaLoreAdamW
+
+        mats = [p for p in ps if p.ndim == 2 and min(p.shape) >= 128]
+        rest = [p for p in ps if not (p.ndim == 2 and min(p.shape) >= 128)]
+        groups = [
+            {"params": rest},
+            {"params": mats, "rank": 128, "update_proj_gap": 200, "scale": 0.25, "proj_type": "std"},
+        ]
+        return GaLoreAdamW(groups, lr=lr, weight_decay=wd)
+
+    facs["bnb AdamW8bit"] = bnb8
+    facs["GaLore AdamW r128"] = galore
+    grid = [(0, 32, 0.0), (0, 8, 0.0), (0, 4, 0.0), (8, 8, 0.0), (8, 4, 0.0), (32, 4, 0.0), (64, 8, 0.0)]
+    for r, b, gm in grid:
+        s = CompressionSetting(rank=r, bits=b, gamma=gm)
+        facs[f"MangoAdamW {s.label()}"] = lambda ps, s=s: MangoAdamW(ps, lr=lr, weight_decay=wd, setting=s)
+    return facs
+
+
+def _state_bytes(opt: torch.optim.Optimizer) -> int:
+    if hasattr(opt, "state_bytes"):
+        return int(opt.state_bytes())
+    total = 0
+    for st in opt.state.values():
+        for v in st.values() if isinstance(st, dict) else []:
+            if torch.is_tensor(v):
+                total += v.numel() * v.element_size()
+            elif isinstance(v, dict):  # GaLore keeps its projector object in state
+                total += sum(t.numel() * t.element_size() for t in v.values() if torch.is_tensor(t))
+            elif hasattr(v, "ortho_matrix") and torch.is_tensor(v.ortho_matrix):
+                total += v.ortho_matrix.numel() * v.ortho_matrix.element_size()
+    return total
+
+
+def _gpt(vocab: int, block: int) -> torch.nn.Module:
+    from envs.models import ByteGPT, GPTConfig
+
+    torch.manual_seed(0)
+    return ByteGPT(GPTConfig(vocab_size=vocab, n_layer=12, n_head=12, n_embd=768, block_size=block)).cuda()
+
+
+def run_step(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
+    energy = _Energy()
+    rows: list[dict[str, Any]] = []
+    for name, fac in _optimizer_factories().items():
+        row: dict[str, Any] = {"optimizer": name}
+        try:
+            torch.cuda.empty_cache()
+            model = _gpt(50304, 1024)  # GPT-2 small: 124M parameters with tied embeddings
+            params = [p for p in model.parameters() if p.requires_grad]
+            n_params = sum(p.numel() for p in params)
+            gen = torch.Generator(device="cuda").manual_seed(0)
+            for p in params:
+                p.grad = torch.randn(p.shape, device="cuda", generator=gen) * 1e-3
+            opt = fac(params)
+            for _ in range(5):
+                opt.step()
+            _sync()
+            torch.cuda.reset_peak_memory_stats()
+            row["step_ms"] = _time_ms(opt.step, reps=args.step_iters, warmup=0)
+            row["params_M"] = n_params / 1e6
+            row["state_bytes_per_param"] = _state_bytes(opt) / n_params
+            row["peak_mem_GiB"] = torch.cuda.max_memory_allocated() / 2**30
+            e0, t0, k = energy.read_j(), time.perf_counter(), 0
+            while time.perf_counter() - t0 < args.energy_window_s:
+                opt.step()
+                k += 1
+                if k % 10 == 0:
+                    _sync()
+            _sync()
+            e1, t1 = energy.read_j(), time.perf_counter()
+            if e0 is not None and e1 is not None:
+                row["energy_mJ_per_step"] = (e1 - e0) * 1000.0 / k
+                row["mean_power_W"] = (e1 - e0) / (t1 - t0)
+            del opt, model, params
+        except Exception as exc:
+            row["error"] = f"{type(exc).__name__}: {exc}"
+            traceback.print_exc()
+        rows.append(row)
+        print(row, flush=True)
+    base = next((r for r in rows if r["optimizer"].startswith("torch") and "step_ms" in r), None)
+    for r in rows:
+        if base and "step_ms" in r:
+            r["vs_fused_adamw"] = r["step_ms"] / base["step_ms"]
+    cols = ["optimizer", "step_ms", "vs_fused_adamw", "state_bytes_per_param", "peak_mem_GiB"]
+    cols += ["energy_mJ_per_step", "mean_power_W", "error"]
+    _write(out, "step", rows, cols, meta)
+
+
+def run_converge(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
+    from envs.data import load_corpus
+
+    energy = _Energy()
+    corpus = load_corpus()
+    rows: list[dict[str, Any]] = []
+    for name, fac in _optimizer_factories().items():
+        row: dict[str, Any] = {"optimizer": name, "steps": args.steps}
+        try:
+            torch.cuda.empty_cache()
+            model = _gpt(256, args.seq)
+            params = [p for p in model.parameters() if p.requires_grad]
+            opt = fac(params)
+            gen = torch.Generator().manual_seed(0)
+            sched = torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * s / args.steps))
+            )
+            _sync()
+            e0, t0 = energy.read_j(), time.perf_counter()
+            for _ in range(args.steps):
+                x, y = corpus.get_batch("train", args.batch, args.seq, gen)
+                x, y = x.cuda(non_blocking=True), y.cuda(non_blocking=True)
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    loss = model.loss(x, y)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                sched.step()
+            _sync()
+            e1, t1 = energy.read_j(), time.perf_counter()
+            vgen = torch.Generator().manual_seed(123)
+            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+                vl = []
+                for _ in range(20):
+                    vx, vy = corpus.get_batch("val", args.batch, args.seq, vgen)
+                    vl.append(float(model.loss(vx.cuda(), vy.cuda())))
+            row["val_loss"] = sum(vl) / len(vl)
+            row["state_bytes_per_param"] = _state_bytes(opt) / sum(p.numel() for p in params)
+            row["wall_s"] = t1 - t0
+            if e0 is not None and e1 is not None:
+                row["energy_kJ"] = (e1 - e0) / 1000.0
+            del opt, model, params
+        except Exception as exc:
+            row["error"] = f"{type(exc).__name__}: {exc}"
+            traceback.print_exc()
+        rows.append(row)
+        print(row, flush=True)
+    base = next((r for r in rows if r["optimizer"].startswith("torch") and "val_loss" in r), None)
+    for r in rows:
+        if base and "val_loss" in r:
+            r["loss_vs_adamw"] = r["val_loss"] / base["val_loss"]
+    cols = ["optimizer", "steps", "val_loss", "loss_vs_adamw", "state_bytes_per_param", "energy_kJ", "wall_s"]
+    _write(out, "converge", rows, [*cols, "error"], meta)
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="mango bench gpu", description=__doc__.split("\n")[0])
+    d = GpuBenchArgs()
+    for f, v in asdict(d).items():
+        if isinstance(v, list):
+            p.add_argument(f"--{f.replace('_', '-')}", type=int, nargs="+", default=v)
+        else:
+            p.add_argument(f"--{f.replace('_', '-')}", type=type(v), default=v)
+    args = GpuBenchArgs(**vars(p.parse_args(argv)))
+    if not torch.cuda.is_available():
+        print("mango bench gpu: no CUDA device here; run it on the GPU machine (see BENCHMARKS.md).")
+        return 0
+    out = Path(args.out)
+    meta = {
+        "date": dt.date.today().isoformat(),
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "args": asdict(args),
+    }
+    print(json.dumps(meta), flush=True)
+    parts = [s.strip() for s in args.parts.split(",") if s.strip()]
+    runners = {"lowrank": run_lowrank, "step": run_step, "converge": run_converge}
+    for part in parts:
+        t0 = time.perf_counter()
+        try:
+            if part == "kernels":
+                from benchmarks import kernels
+
+                kernels.main([*args.kernel_args.split(), "--out", str(out / "kernels.json")])
+            else:
+                runners[part](args, out, meta)
+        except Exception:
+            traceback.print_exc()
+        print(f"[{part}] {time.perf_counter() - t0:.1f} s", flush=True)
+    return 0
