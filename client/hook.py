@@ -133,6 +133,12 @@ class AdaptiveCompression:
     :param client_options: extra keyword arguments of :class:`PolicyClient` (timeouts, retries, breaker).
     :param apply_decisions: ``False`` is shadow mode: decisions are asked for and logged (``"shadow": true``)
         but never applied, to evaluate a policy on a live job without letting it act.
+    :param comm_state: DDP mode: the :class:`~client.compression.comm_hook.MangoHookState` registered with
+        ``DistributedDataParallel.register_comm_hook``. Decisions then set the *communication* compression
+        (the optimizer keeps its own setting); records carry ``comm_bytes`` / ``comm_time_s`` and the hook's
+        buffers count in ``state_bytes``. Under ``torch.distributed`` every rank builds its own
+        AdaptiveCompression with the same ``interval_steps``; only rank 0 decides (give the ``server_url``
+        to rank 0 alone), and its setting is broadcast at each interval boundary so ranks never diverge.
     """
 
     def __init__(
@@ -153,6 +159,7 @@ class AdaptiveCompression:
         flops_per_step: float = 0.0,
         client_options: dict[str, Any] | None = None,
         apply_decisions: bool = True,
+        comm_state: Any = None,
     ) -> None:
         missing = [name for name in _REQUIRED if not hasattr(optimizer, name)]
         if missing:
@@ -167,6 +174,9 @@ class AdaptiveCompression:
         if grad_norm_every is not None and grad_norm_every < 0:
             raise ValueError(f"grad_norm_every={grad_norm_every} must be >= 0")
         self.optimizer = optimizer
+        self.comm_state = comm_state
+        # the object whose setting the decisions control: the DDP hook's state in DDP mode
+        self._target: Any = comm_state if comm_state is not None else optimizer
         self.apply_decisions = bool(apply_decisions)
         self.objective = objective or Objective.model_validate({})
         self.interval_steps = int(interval_steps)
@@ -179,7 +189,7 @@ class AdaptiveCompression:
         if isinstance(controller, str):
             controller = make_controller(controller)
         self._hold = controller is None  # no controller: hold the setting in force when the service fails
-        self.controller: Controller = controller or StaticController(optimizer.setting)
+        self.controller: Controller = controller or StaticController(self._target.setting)
 
         self._params = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
         if not self._params:
@@ -393,6 +403,11 @@ class AdaptiveCompression:
         skipped = max(0, skipped_total - self._skipped_total)
         self._skipped_total = skipped_total
         lr = opt.param_groups[0]["lr"]
+        state_bytes = int(opt.state_bytes())
+        comm: dict[str, Any] = {}
+        if self.comm_state is not None:
+            comm = self.comm_state.telemetry()  # the last step's bytes handed to the collectives and time
+            state_bytes += int(self.comm_state.state_bytes())
         progress = min(self._step / self.planned_steps, 1.0) if self.planned_steps else None
         try:
             return TelemetryRecord.model_validate(
@@ -404,7 +419,7 @@ class AdaptiveCompression:
                     "compression_error": _finite(cstats.get("compression_error")),
                     "grad_kurtosis": _finite(cstats.get("grad_kurtosis"), lo=-DIVERGED_LOSS),
                     "spectral_tail": _finite(cstats.get("spectral_tail"), hi=1.0),
-                    "state_bytes": int(opt.state_bytes()),
+                    "state_bytes": state_bytes,
                     "peak_memory_bytes": int(peak_bytes),
                     "energy_j": _finite(energy.energy_j),
                     "mean_power_w": _finite(energy.mean_power_w),
@@ -412,9 +427,10 @@ class AdaptiveCompression:
                     "energy_coarse": energy.coarse,
                     "interval_s": max(interval_s, 0.0),
                     "lr": _finite(float(lr)),
-                    "setting": opt.setting,
+                    "setting": self._target.setting,
                     "progress": progress,
                     "skipped_steps": skipped,
+                    **comm,
                 }
             )
         except ValidationError as exc:  # a bug upstream must not stop training
@@ -434,7 +450,33 @@ class AdaptiveCompression:
             interval_s=max(first.interval_s, 1e-6),
         )
 
+    def _distributed(self) -> bool:
+        return (
+            self.comm_state is not None
+            and torch.distributed.is_available()
+            and torch.distributed.is_initialized()
+            and torch.distributed.get_world_size() > 1
+        )
+
     def _decide_and_apply(self, record: TelemetryRecord) -> None:
+        if self._distributed():
+            from client.compression.comm_hook import broadcast_setting
+
+            if torch.distributed.get_rank() != 0:  # follow rank 0: the same setting on every rank
+                self._set(broadcast_setting(None, src=0))
+                return
+            decided = self._decide(record)
+            setting = decided[0].setting if decided is not None else self._target.setting
+            broadcast_setting(setting, src=0)
+        else:
+            decided = self._decide(record)
+        if decided is not None:
+            self._apply(*decided)
+
+    def _decide(
+        self, record: TelemetryRecord
+    ) -> tuple[Decision, Literal["service", "fallback", "local"], int, float] | None:
+        """This interval's decision (local controller, or the service's newest answer), if any."""
         history = list(self._history)
         if self._client is None:
             t0 = time.perf_counter()
@@ -446,15 +488,31 @@ class AdaptiveCompression:
                 policy_version="local",
                 reason=self.controller.reason,
             )
-            self._apply(decision, "local", record.step, latency_ms)
-            return
+            return decision, "local", record.step, latency_ms
         outcome = self._client.poll()
-        if outcome is not None:
-            self._apply(outcome.decision, outcome.source, outcome.step, outcome.latency_ms)
         try:
             self._client.submit(history, self.reference)
         except (ValueError, RuntimeError) as exc:
             logger.error("could not submit the window at step %d: %s", record.step, exc)
+        if outcome is None:
+            return None
+        return outcome.decision, outcome.source, outcome.step, outcome.latency_ms
+
+    def _set(self, setting: CompressionSetting) -> bool:
+        """Apply ``setting`` to the controlled object; ``True`` if it changed. Never raises."""
+        if not self.apply_decisions or setting == self._target.setting:
+            return False
+        t0 = time.perf_counter()
+        try:
+            self._target.apply_setting(setting)
+            self._counts["setting_changes"] += 1
+            return True
+        except Exception as exc:  # a refused setting must not stop training
+            self._counts["apply_errors"] += 1
+            logger.error("apply_setting(%s) failed at step %d: %s", setting.label(), self._step, exc)
+            return False
+        finally:
+            self.apply_s += time.perf_counter() - t0
 
     def _apply(
         self,
@@ -464,17 +522,7 @@ class AdaptiveCompression:
         latency_ms: float,
     ) -> None:
         setting: CompressionSetting = decision.setting
-        changed = self.apply_decisions and setting != self.optimizer.setting
-        if changed:
-            t0 = time.perf_counter()
-            try:
-                self.optimizer.apply_setting(setting)
-                self._counts["setting_changes"] += 1
-            except Exception as exc:  # a refused setting must not stop training
-                changed = False
-                self._counts["apply_errors"] += 1
-                logger.error("apply_setting(%s) failed at step %d: %s", setting.label(), self._step, exc)
-            self.apply_s += time.perf_counter() - t0
+        changed = self._set(setting)
         self._counts["decisions"] += 1
         key = {"service": "service_decisions", "fallback": "fallbacks", "local": "local_decisions"}[source]
         self._counts[key] += 1

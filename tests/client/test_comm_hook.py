@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from client.compression.comm_hook import MangoHookState, broadcast_setting, mango_comm_hook
+from client.controllers import Controller
 from client.protocol import CompressionSetting
 
 WORLD = 2
@@ -262,6 +263,56 @@ def _w_ranks_agree(rank: int) -> None:
             broadcast_setting(None, src=0)
 
 
+class _RankSpecificController(Controller):
+    """Decides differently on each rank, so a rank that decided for itself would diverge."""
+
+    name = "rank-specific"
+
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+        self.calls = 0
+
+    def decide(self, history: Any, objective: Any) -> CompressionSetting:
+        self.calls += 1
+        ranks = (1, 2, 4) if self.rank == 0 else (8, 16, 32)
+        return CompressionSetting(rank=ranks[self.calls % 3], bits=4, gamma=0.0)
+
+
+def _w_adaptive_ddp(rank: int) -> None:
+    """AdaptiveCompression in DDP mode: rank 0 decides, every rank applies the broadcast setting."""
+    from client.compression import MangoAdamW
+    from client.hook import AdaptiveCompression
+
+    model = _model()
+    ddp = DDP(model, bucket_cap_mb=BUCKET_MB)
+    state = MangoHookState(module=model, setting=CompressionSetting(rank=2, bits=8, gamma=0.0))
+    ddp.register_comm_hook(state, mango_comm_hook)
+    opt = MangoAdamW(model.parameters(), lr=1e-2, setting=CompressionSetting.off())
+    controller = _RankSpecificController(rank)
+    hook = AdaptiveCompression(opt, comm_state=state, controller=controller, interval_steps=2)
+    seen = []
+    for step in range(8):
+        opt.zero_grad()
+        loss = _loss(ddp, step, rank)
+        loss.backward()
+        opt.step()
+        hook.step(loss.detach())
+        seen.append(state.setting)
+        params = _gather(_flat_params(model))
+        assert torch.equal(params[0], params[1]), f"ranks diverged after step {step}"
+    hook.close()
+    assert [s.model_dump() for s in _all_objects(state.setting)] == [state.setting.model_dump()] * WORLD
+    assert state.setting.rank in (1, 2, 4)  # rank 0's choices, never rank 1's
+    assert opt.setting == CompressionSetting.off()  # DDP mode controls communication, not the optimizer
+    assert controller.calls == (4 if rank == 0 else 0)  # only rank 0 decides
+    assert len({s.rank for s in seen}) > 1  # the setting really changed between intervals
+    records = hook.history
+    assert records and all(r.comm_bytes > 0 for r in records)
+    # each record carries the setting in force during its interval: the one applied at the previous boundary
+    assert records[0].setting == CompressionSetting(rank=2, bits=8, gamma=0.0)
+    assert [r.setting for r in records[1:]] == seen[1::2][:-1]
+
+
 def _all_objects(obj: CompressionSetting) -> list[CompressionSetting]:
     out: list[Any] = [None] * WORLD
     dist.all_gather_object(out, obj)
@@ -328,6 +379,10 @@ def test_error_feedback_invariant(pair: _Pair) -> None:
 
 def test_ranks_identical_through_setting_changes(pair: _Pair) -> None:
     pair.run(_w_ranks_agree)
+
+
+def test_adaptive_compression_drives_the_hook_from_rank_0(pair: _Pair) -> None:
+    pair.run(_w_adaptive_ddp)
 
 
 def test_resume_is_bit_exact(pair: _Pair, tmp_path: Path) -> None:
