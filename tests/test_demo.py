@@ -1,0 +1,232 @@
+"""``mango demo``: argument handling and the static-baseline choice (fast), and the whole demo end to end with
+a real service subprocess, its report, and its clean-up on exit, SIGINT and SIGTERM (slow)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agents.demo import (
+    FIXED_STATIC,
+    DemoArgs,
+    RunResult,
+    choose_static,
+    format_table,
+    main,
+    parse_setting,
+    pid_alive,
+    port_open,
+)
+from client.protocol import CompressionSetting
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = [sys.executable, "-m", "mango_cli", "demo"]
+
+
+# ---------------------------------------------------------------------------------------------- fast
+
+
+def test_short_shrinks_only_fields_left_at_their_defaults() -> None:
+    args = DemoArgs(short=True, steps=35, lr=1e-3).resolved()
+    assert args.steps == 40  # explicit 35, rounded up to whole 10-step intervals
+    assert (args.batch_size, args.seq_len, args.interval_steps, args.eval_batches) == (8, 32, 10, 2)
+    assert args.lr == 1e-3
+    full = DemoArgs().resolved()
+    assert full.steps % full.interval_steps == 0 and full.steps == DemoArgs.steps
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("objective", "nope", "choose one of"),
+        ("static_setting", "r7/b8", "rR/bB"),
+        ("lr", -1.0, "lr=-1.0"),
+        ("policy_dir", "/does/not/exist", "not a directory"),
+        ("model", "digits-mlp", "LM preset"),
+    ],
+)
+def test_check_names_the_bad_field(field: str, value: Any, words: str) -> None:
+    with pytest.raises(ValueError, match=words):
+        DemoArgs(**{field: value}).resolved().check()
+
+
+def test_help_documents_every_field(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for f in dataclasses.fields(DemoArgs):
+        assert "--" + f.name.replace("_", "-") in out
+
+
+def test_parse_setting() -> None:
+    assert parse_setting("r8/b8/g0") == CompressionSetting(rank=8, bits=8, gamma=0.0)
+    assert parse_setting("r0/b32") == CompressionSetting.off()
+    assert parse_setting("r4/b2/g0.5").gamma == 0.5
+    for bad in ("", "rank8", "r8", "r8/b5"):
+        with pytest.raises(ValueError, match="rR/bB"):
+            parse_setting(bad)
+
+
+def _bench(path: Path, rows: list[tuple[str, float, float]]) -> None:
+    doc = {
+        "command": "python -m benchmarks.lm --steps 300",
+        "rows": [
+            {"setting": s, "val_loss": v, "state_bytes_per_param": b, "finite": math.isfinite(v)}
+            for s, v, b in rows
+        ],
+    }
+    path.write_text(json.dumps(doc))
+
+
+def test_choose_static_fixed_and_from_benchmark_results(tmp_path: Path) -> None:
+    setting, why = choose_static(FIXED_STATIC, tmp_path)
+    assert setting.label() == "r8/b8/g0" and "StaticController" in why
+    setting, why = choose_static("auto", tmp_path)  # no results: the fixed choice, and it says so
+    assert setting.label() == "r8/b8/g0" and "no results" in why
+    _bench(
+        tmp_path / "lm-20260101-000000.json",
+        [
+            ("adamw", 2.00, 8.0),
+            ("off", 2.00, 8.0),
+            ("r8/b8", 2.015, 0.7),
+            ("r8/b4", 2.019, 0.4),
+            ("r4/b2", 2.5, 0.2),
+        ],
+    )
+    setting, why = choose_static("auto", tmp_path)  # fewest bytes within 1 % of AdamW's loss
+    assert setting.label() == "r8/b4/g0" and "lm-20260101-000000.json" in why and "within 1 %" in why
+    _bench(
+        tmp_path / "lm-20260202-000000.json", [("adamw", 2.0, 8.0), ("r8/b8", 2.1, 0.7), ("r4/b2", 2.3, 0.2)]
+    )
+    setting, why = choose_static("auto", tmp_path)  # the newest file; none within 1 %: the lowest loss
+    assert setting.label() == "r8/b8/g0" and "20260202" in why and "lowest loss" in why
+
+
+def test_format_table_marks_baselines_without_decisions() -> None:
+    runs = [
+        RunResult("adaptive (service)", "adaptive", 2.5, 80_000, 100_000, 1000.0, "modelled", 10.0, 29, 1, 2),
+        RunResult("adamw (torch)", "adamw", 2.2, 800_000, 100_000, 800.0, "modelled", 8.0),
+    ]
+    table = format_table(runs).splitlines()
+    assert table[0].startswith("| run | setting | final val loss")
+    assert "| 2.5000 | 0.80 / 0.80 | 1,000 (modelled) | 10.0 | 29 | 1 |" in table[2]
+    assert table[3].endswith("| - | - |")
+
+
+# ---------------------------------------------------------------------------------------------- slow
+
+
+def _run_demo(out: Path, *extra: str, timeout_s: float = 400) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*DEMO, "--short", "--no-progress", "--out-dir", str(out), *extra],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+
+
+def _assert_service_gone(pid: int, port: int) -> None:
+    assert not pid_alive(pid), f"service pid {pid} still exists"
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pid, 0)  # nothing left in its process group either
+    assert not port_open("127.0.0.1", port), f"port {port} still accepts connections"
+
+
+def _assert_summary(out: Path) -> dict[str, Any]:
+    summary = json.loads((out / "summary.json").read_text())
+    runs = {r["name"].split()[0]: r for r in summary["runs"]}
+    assert set(runs) == {"adaptive", "adamw", "static"}
+    for r in runs.values():
+        for key in ("final_val_loss", "state_bytes_per_param", "energy_j", "wall_s"):
+            assert isinstance(r[key], float) and math.isfinite(r[key]) and r[key] > 0, (r["name"], key)
+        assert r["energy_source"] in ("modelled", "nvml", "zeus")
+        assert len(r["points"]) == summary["args"]["steps"] // summary["args"]["interval_steps"]
+    assert runs["adamw"]["state_bytes_per_param"] == pytest.approx(8.0, rel=0.01)
+    assert runs["static"]["state_bytes_per_param"] < 2.0
+    assert runs["adaptive"]["decisions"] >= 1 and runs["adaptive"]["fallbacks"] == 0
+    assert runs["adaptive"]["policies"], "no decision came from the service"
+    assert summary["service"]["stopped"] is True
+    png = (out / "report.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+    lines = (out / "decisions.jsonl").read_text().splitlines()
+    assert len(lines) == runs["adaptive"]["decisions"]
+    assert all(json.loads(line)["source"] == "service" for line in lines)
+    return summary
+
+
+@pytest.mark.slow
+def test_demo_short_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    proc = _run_demo(out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = _assert_summary(out)
+    svc = summary["service"]
+    _assert_service_gone(svc["pid"], svc["port"])
+    # The table and what served the decisions are printed; a modelled energy figure says so.
+    assert "| run | setting | final val loss" in proc.stdout
+    assert (
+        f"policy 'default' -> {'learned' if svc['served_kind'] == 'learned' else 'heuristic'}" in proc.stdout
+    )
+    if summary["device"] == "cpu":
+        assert "(modelled)" in proc.stdout and "MODELLED" in proc.stdout
+    log = (out / "service.log").read_text()
+    assert "dev mode" not in log.lower(), "the demo must not run the service in dev mode"
+
+
+@pytest.mark.slow
+def test_demo_with_a_learned_policy(tmp_path: Path) -> None:
+    from tests.policy_service.support import export_tiny
+
+    export_tiny(tmp_path / "policies", name="tiny", version="t1")
+    out = tmp_path / "demo"
+    proc = _run_demo(out, "--policy-dir", str(tmp_path / "policies"), "--policy", "tiny")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = _assert_summary(out)
+    assert summary["service"]["served_kind"] == "learned"
+    assert set(summary["runs"][0]["policies"]) == {"tiny@t1"}
+    assert "learned policy 'tiny' version t1" in proc.stdout
+    _assert_service_gone(summary["service"]["pid"], summary["service"]["port"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_stops_the_demo_and_its_service(tmp_path: Path, sig: signal.Signals, status: int) -> None:
+    out = tmp_path / "demo"
+    proc = subprocess.Popen(
+        [*DEMO, "--short", "--no-progress", "--steps", "100000", "--out-dir", str(out)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "service.json").exists():  # written once the service is ready
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "the demo's service never became ready"
+            time.sleep(0.2)
+        svc = json.loads((out / "service.json").read_text())
+        assert pid_alive(svc["pid"]) and port_open("127.0.0.1", svc["port"])
+        time.sleep(1.0)  # into the run (or still asking /v1/policies: either way the service must stop)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == status, err[-3000:]
+    assert "the policy service was stopped" in err
+    _assert_service_gone(svc["pid"], svc["port"])
+    assert not (out / "summary.json").exists()

@@ -1,0 +1,196 @@
+"""The examples run as a user runs them (a subprocess each, a few dozen steps), with and without a real policy
+service; and ``docs/api.md`` matches what ``docs/gen_api.py`` renders from the service's OpenAPI document."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agents.demo import ServiceProcess, free_port
+from envs.data import cache_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+#: A few steps of a small job; every example takes these flags.
+TINY = [
+    "--steps",
+    "40",
+    "--interval",
+    "10",
+    "--batch-size",
+    "8",
+    "--seq-len",
+    "32",
+    "--corpus-bytes",
+    "300000",
+]
+TINY += ["--threads", "1"]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MANGO_")}
+    env["MANGO_CACHE_DIR"] = str(cache_dir())  # reuse the corpus cache of the other tests
+    env.update(extra)
+    return env
+
+
+def _run(
+    script: str, *args: str, env: dict[str, str], timeout_s: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+
+
+def _final(stdout: str) -> dict[str, str]:
+    """The ``final: k=v ...`` line of plain_loop.py / lightning_callback.py."""
+    line = next(line for line in stdout.splitlines() if line.startswith("final: "))
+    return dict(kv.split("=", 1) for kv in line.removeprefix("final: ").split())
+
+
+def _decisions(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    svc = ServiceProcess(tmp_path_factory.mktemp("service") / "service.log")
+    svc.start(timeout_s=180)
+    try:
+        yield svc
+    finally:
+        svc.stop()
+
+
+# ------------------------------------------------------------------------------------------ plain_loop.py
+
+
+def test_plain_loop_with_the_local_controller(tmp_path: Path) -> None:
+    log = tmp_path / "decisions.jsonl"
+    proc = _run("plain_loop.py", *TINY, "--decision-log", str(log), env=_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    final = _final(proc.stdout)
+    assert math.isfinite(float(final["loss"])) and float(final["loss"]) < 5.6  # below chance (ln 256)
+    assert final["decisions"] == final["local"] == "4" and final["service"] == "0"
+    entries = _decisions(log)
+    assert len(entries) == 4 and {e["source"] for e in entries} == {"local"}
+    assert entries[0]["policy"] == "local:accordion" and entries[0]["reason"].startswith("accordion:")
+    assert len(re.findall(r"^step +\d+ +loss", proc.stdout, flags=re.M)) == 4
+
+
+@pytest.mark.slow
+def test_plain_loop_asks_the_service_when_the_url_is_set(tmp_path: Path, service: ServiceProcess) -> None:
+    log = tmp_path / "decisions.jsonl"
+    env = _env(MANGO_SERVICE_URL=service.url, MANGO_API_KEY=service.api_key)
+    proc = _run("plain_loop.py", *TINY, "--decision-log", str(log), env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    final = _final(proc.stdout)
+    assert int(final["service"]) >= 1 and final["fallbacks"] == "0"
+    assert {e["source"] for e in _decisions(log)} == {"service"}
+
+
+# -------------------------------------------------------------------------------- train_with_service.py
+
+
+@pytest.mark.slow
+def test_train_with_service_as_in_compose(tmp_path: Path, service: ServiceProcess) -> None:
+    out = tmp_path / "out"
+    env = _env(MANGO_SERVICE_URL=service.url, MANGO_API_KEY=service.api_key, MANGO_OUT_DIR=str(out))
+    proc = _run("train_with_service.py", *TINY, "--wait-s", "30", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (summary_path,) = out.glob("*.summary.json")
+    summary = json.loads(summary_path.read_text())
+    assert math.isfinite(summary["final_loss"]) and summary["steps"] == 40
+    assert summary["service_decisions"] >= 1 and summary["fallbacks"] == 0
+    assert summary["policies"], "the summary names the policies that decided"
+    entries = _decisions(Path(summary["decision_log"]))
+    assert Path(summary["decision_log"]).parent == out  # writes only where it is told (or /tmp)
+    assert len(entries) == summary["decisions"] and {e["source"] for e in entries} == {"service"}
+    assert service.api_key not in proc.stdout + proc.stderr, "the key must never be printed"
+
+
+def test_train_with_service_needs_url_and_key() -> None:
+    proc = _run("train_with_service.py", *TINY, env=_env())
+    assert proc.returncode == 2
+    assert "MANGO_SERVICE_URL" in proc.stderr and "MANGO_API_KEY" in proc.stderr
+
+
+@pytest.mark.slow
+def test_train_with_service_fails_loudly_when_no_decision_came_from_the_service(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    env = _env(MANGO_SERVICE_URL=url, MANGO_API_KEY="k" * 32, MANGO_OUT_DIR=str(tmp_path))
+    proc = _run("train_with_service.py", "--steps", "20", *TINY[2:], "--wait-s", "0", env=env)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "no decision came from the service" in proc.stderr
+    summary = json.loads(next(tmp_path.glob("*.summary.json")).read_text())
+    assert summary["service_decisions"] == 0 and summary["fallbacks"] >= 1  # training went on regardless
+    assert math.isfinite(summary["final_loss"])
+
+
+# ------------------------------------------------------------------------------- lightning_callback.py
+
+
+def _lightning_missing() -> bool:
+    return not any(importlib.util.find_spec(name) is not None for name in ("lightning", "pytorch_lightning"))
+
+
+@pytest.mark.skipif(
+    _lightning_missing(),
+    reason="PyTorch Lightning is not installed (optional extra: pip install -e '.[integrations]')",
+)
+def test_lightning_callback_attaches_the_hook(tmp_path: Path) -> None:
+    log = tmp_path / "decisions.jsonl"
+    proc = _run("lightning_callback.py", *TINY, "--decision-log", str(log), env=_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    final = _final(proc.stdout)
+    assert final["steps"] == "40"  # one hook step per optimizer step
+    assert math.isfinite(float(final["loss"])) and final["decisions"] == "4"
+    assert len(_decisions(log)) == 4
+
+
+# --------------------------------------------------------------------------------------------- docs
+
+
+def _gen_api():  # docs/ is not a package: load the generator by path
+    spec = importlib.util.spec_from_file_location("gen_api", ROOT / "docs" / "gen_api.py")
+    assert spec is not None and spec.loader is not None
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    return gen
+
+
+def test_api_doc_is_generated_from_the_current_schema() -> None:
+    gen = _gen_api()
+    text = gen.render(gen.openapi())
+    current = (ROOT / "docs" / "api.md").read_text()
+    assert current == text, "docs/api.md is out of date: run python docs/gen_api.py"
+    for path in ("/v1/decide", "/v1/policies", "/v1/policies/reload", "/healthz", "/readyz", "/metrics"):
+        assert f"`{path}`" in text
+    for schema in ("DecideRequest", "TelemetryRecord", "Decision", "Objective", "CompressionSetting"):
+        assert f"### {schema}" in text
+
+
+def test_operations_guide_lists_every_service_setting() -> None:
+    from policy_service.config import Settings
+
+    gen = _gen_api()
+    current = (ROOT / "docs" / "operations.md").read_text()
+    assert current == gen.splice_settings(current), (
+        "docs/operations.md is out of date: run python docs/gen_api.py"
+    )
+    for name in Settings.model_fields:
+        assert f"`MANGO_{name.upper()}`" in current
