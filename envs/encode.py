@@ -1,0 +1,171 @@
+"""Batched, pure-numpy twin of :meth:`client.protocol.ObservationSpec.encode` for the vectorized surrogate.
+
+``ObservationSpec.encode`` is THE observation function; this module exists only because building pydantic
+records per step caps a vectorized environment at a few thousand steps per second. :class:`BatchEncoder`
+keeps a rolling window of already-encoded token rows for ``n`` episodes and appends one row per step, doing
+the same float64 arithmetic and the same float32 rounding and clipping as the reference, so its output is
+bit-identical (``tests/envs/test_encode.py`` checks that on random telemetry).
+
+The subtle parts it reproduces:
+
+* ``loss_delta`` of the *oldest* row in the window is 0 (the reference diffs within the window only), so the
+  first column of deltas is zeroed after every shift;
+* padding rows (short histories) are all zero, mask included;
+* objective features: float32 weights divided by their float32 sum, budget over dense state bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from client.protocol import ActionGrid, Objective, ObservationSpec
+
+__all__ = ["BatchEncoder", "objective_features", "objective_features_batch"]
+
+# Column indices of ObservationSpec.TOKEN_FEATURES (asserted at import so a spec change fails loudly here).
+_F = {name: i for i, name in enumerate(ObservationSpec.TOKEN_FEATURES)}
+assert len(_F) == 16 and _F["loss_delta"] == 15 and _F["mask"] == 0, "ObservationSpec changed: update encode"
+
+
+def objective_features(objective: Objective, dense_state_bytes: int) -> np.ndarray:
+    """The objective block of an observation (float32 ``[6]``), as ``ObservationSpec.encode`` builds it."""
+    w = objective.normalized()
+    budget = objective.memory_budget_bytes
+    out = np.array(
+        [*w, (budget / dense_state_bytes) if budget else 0.0, 1.0 if budget else 0.0], dtype=np.float32
+    )
+    return np.clip(out, -ObservationSpec.CLIP, ObservationSpec.CLIP)
+
+
+def objective_features_batch(
+    weights: np.ndarray, budget_bytes: np.ndarray, dense_state_bytes: np.ndarray
+) -> np.ndarray:
+    """Vectorized :func:`objective_features`: ``weights`` float64 ``[n, 4]``, ``budget_bytes`` int64 ``[n]``
+    (0 = no budget), ``dense_state_bytes`` int64 ``[n]`` -> float32 ``[n, 6]``, clipped like the spec."""
+    w32 = np.asarray(weights, dtype=np.float64).astype(np.float32)  # Objective.weights(): float32 of floats
+    # the reference sums 4 float32 values left to right in float32; do exactly that
+    s = ((w32[:, 0] + w32[:, 1]) + w32[:, 2]) + w32[:, 3]
+    out = np.zeros((w32.shape[0], 6), dtype=np.float32)
+    out[:, :4] = w32 / s[:, None]
+    has = budget_bytes > 0
+    out[:, 4] = np.where(has, budget_bytes / np.maximum(dense_state_bytes, 1), 0.0).astype(np.float32)
+    out[:, 5] = has
+    np.clip(out, -ObservationSpec.CLIP, ObservationSpec.CLIP, out=out)
+    return out
+
+
+class BatchEncoder:
+    """Rolling-window observation encoder for ``n`` episodes (see the module docstring).
+
+    Usage per vectorized step: :meth:`clear` the rows of episodes that (auto)reset, :meth:`push` one record's
+    raw values for every episode, then :meth:`observe`.
+
+    :param n: number of episodes encoded side by side.
+    :param spec: the observation spec (window, grid); its ``size`` is the observation length.
+    """
+
+    def __init__(self, n: int, spec: ObservationSpec) -> None:
+        self.n = n
+        self.spec = spec
+        self.window = spec.window
+        self.tokens = np.zeros((n, spec.window, spec.token_dim), dtype=np.float32)  # (N, W, 16)
+        self.loss = np.zeros((n, spec.window), dtype=np.float64)  # raw losses of the window rows
+        self.valid = np.zeros((n, spec.window), dtype=bool)
+        self.objective = np.zeros((n, spec.objective_dim), dtype=np.float32)
+        grid: ActionGrid = spec.grid
+        nr, nb = len(grid.ranks) - 1, len(grid.bits) - 1
+        self._rank_feat = np.arange(len(grid.ranks), dtype=np.float64) / max(nr, 1)
+        self._bits_feat = np.arange(len(grid.bits), dtype=np.float64) / max(nb, 1)
+        self._gammas = np.asarray(grid.gammas, dtype=np.float64)
+
+    def clear(self, idx: np.ndarray | slice, objective_rows: np.ndarray | None = None) -> None:
+        """Empty the history of episodes ``idx`` (and set their objective features, float32 ``[k, 6]``)."""
+        self.tokens[idx] = 0.0
+        self.loss[idx] = 0.0
+        self.valid[idx] = False
+        if objective_rows is not None:
+            self.objective[idx] = objective_rows
+
+    def push(
+        self,
+        idx: np.ndarray | None = None,
+        *,
+        loss: np.ndarray,
+        loss_std: np.ndarray,
+        grad_norm: np.ndarray,
+        compression_error: np.ndarray,
+        grad_kurtosis: np.ndarray,
+        spectral_tail: np.ndarray,
+        state_bytes: np.ndarray,
+        energy_j: np.ndarray,
+        interval_s: np.ndarray,
+        log_lr: np.ndarray,
+        progress: np.ndarray,
+        action: np.ndarray,
+        initial_loss: np.ndarray,
+        dense_state_bytes: np.ndarray,
+        ref_energy_j: np.ndarray,
+        ref_interval_s: np.ndarray,
+    ) -> None:
+        """Append one record to each episode of ``idx`` (default: all ``n``); arrays are ``[len(idx)]``.
+
+        ``action`` is int ``[k, 3]`` grid indices; ``log_lr`` the precomputed ``log10(max(lr, 1e-12)) / 10``
+        (see :meth:`log_lr_feature`); every other value is raw, in the units of
+        :class:`client.protocol.TelemetryRecord`.
+        """
+        sl: Any = slice(None) if idx is None else idx
+        k = self.n if idx is None else len(idx)
+        t = self.tokens
+        if idx is None:  # in place: no fancy-index copies on the hot path
+            t[:, :-1] = t[:, 1:]
+            self.loss[:, :-1] = self.loss[:, 1:]
+            self.valid[:, :-1] = self.valid[:, 1:]
+        else:
+            t[sl, :-1] = t[sl, 1:]
+            self.loss[sl, :-1] = self.loss[sl, 1:]
+            self.valid[sl, :-1] = self.valid[sl, 1:]
+        if self.window > 1:
+            prev_loss = self.loss[sl, -2]
+            prev_valid = self.valid[sl, -2]
+        else:
+            prev_loss, prev_valid = loss, np.zeros(k, dtype=bool)
+        row = np.empty((k, self.spec.token_dim), dtype=np.float64)
+        row[:, 0] = 1.0
+        row[:, 1] = loss / initial_loss
+        row[:, 2] = loss_std / initial_loss
+        row[:, 3] = np.log1p(grad_norm)
+        row[:, 4] = compression_error
+        row[:, 5] = np.log1p(np.maximum(grad_kurtosis, 0.0))
+        row[:, 6] = spectral_tail
+        row[:, 7] = state_bytes / dense_state_bytes
+        row[:, 8] = energy_j / ref_energy_j
+        row[:, 9] = interval_s / ref_interval_s
+        row[:, 10] = log_lr
+        row[:, 11] = progress
+        row[:, 12] = self._rank_feat[action[:, 0]]
+        row[:, 13] = self._bits_feat[action[:, 1]]
+        row[:, 14] = self._gammas[action[:, 2]]
+        row[:, 15] = np.where(prev_valid, (loss - prev_loss) / initial_loss, 0.0)
+        last = row.astype(np.float32)
+        np.clip(last, -self.spec.CLIP, self.spec.CLIP, out=last)
+        t[sl, -1] = last
+        t[sl, 0, 15] = 0.0  # the oldest row's delta is 0 in the reference (it diffs within the window)
+        self.loss[sl, -1] = loss
+        self.valid[sl, -1] = True
+
+    @staticmethod
+    def log_lr_feature(lr: float) -> float:
+        """The ``log_lr`` token feature exactly as the reference computes it (``math``, not numpy)."""
+        return math.log10(max(lr, 1e-12)) / 10.0
+
+    def observe(self, out: np.ndarray | None = None) -> np.ndarray:
+        """Observations float32 ``[n, spec.size]`` (a new array unless ``out`` is given)."""
+        n_tok = self.window * self.spec.token_dim
+        if out is None:
+            out = np.empty((self.n, self.spec.size), dtype=np.float32)
+        out[:, :n_tok] = self.tokens.reshape(self.n, n_tok)
+        out[:, n_tok:] = self.objective
+        return out

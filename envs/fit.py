@@ -1,0 +1,742 @@
+"""``mango fit``: fit the surrogate (:mod:`envs.surrogate`) on recorded traces and report its error.
+
+What is fitted, and on what:
+
+* **Reference curves** (loss, loss std, gradient norm, kurtosis, learning rate, per-interval time and
+  energy) per workload: means over the recorded reference runs (one per job seed); ``seed_sigma`` from
+  their spread.
+* **Memory**: not fitted - :func:`envs.memory.mango_state_bytes` on the recorded parameter shapes (exact).
+* **Telemetry and cost tables** per workload (spectral tail per rank; compression error, time ratio and
+  energy ratio per setting): means / ridge "main effects" models (one-hot rank + bits + gamma + identity)
+  in log space over all of the workload's recorded intervals. They describe *measured costs and signals*
+  of the workload, not the loss.
+* **Excess-loss dynamics** (the part that must generalize): ``x_t = rho x_{t-1} + (1-rho) (phi_t . b_a +
+  (1-p_t) phi_t . b_b)`` in initial-loss units, with setting features ``phi`` (:func:`setting_features`: the
+  workload's measured spectral tail at the rank, projection indicators, the quantization error proxy
+  ``4^-(bits-2)``, gamma while projecting), coefficients by ridge least squares on the **training
+  workloads' fit episodes** only, ``rho`` by validation on their held-out episodes (every 4th recorded
+  episode per workload). Each workload then gets its own persistence ``rho`` and one scale factor (shrunk
+  towards 1, in [-2, 5]: on some workloads the projection *lowers* the loss) fitted on its own fit
+  episodes (the transfer rows of the report use neither).
+
+Reported (and appended to ``BENCHMARKS.md`` with ``--bench``): relative error of the predicted loss
+trajectory, error of the loss term, and relative error of the per-interval reward under the objective
+presets, for (a) the fit data, (b) held-out episodes of the training workloads, (c) the held-out workloads
+with the pure transfer model (global coefficients, scale 1: no loss data of theirs used) and (d) the
+held-out workloads' held-out episodes with their own scale. The "no-excess" columns predict the reference
+curve (what a surrogate that ignores compression would say), for scale.
+
+Example::
+
+    mango fit                      # fit on envs/traces/, print the report, write envs/traces/surrogate.json
+    mango fit --bench              # ... and append the tables to BENCHMARKS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import logging
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from client.protocol import DEFAULT_GRID, CompressionSetting
+from envs.objectives import OBJECTIVE_PRESETS
+from envs.surrogate import SurrogateModel, WorkloadTables
+from envs.traces import TRACES_DIR, EpisodeTrace, TraceSet, load_traces, trace_files
+from envs.workloads import TRAIN_WORKLOADS, WORKLOADS
+
+__all__ = [
+    "FEATURES",
+    "FitConfig",
+    "default_model",
+    "evaluate",
+    "fit_surrogate",
+    "main",
+    "traces_digest",
+    "verify_traces",
+]
+
+log = logging.getLogger(__name__)
+
+_R, _B, _G = DEFAULT_GRID.nvec
+_RANKS = np.asarray(DEFAULT_GRID.ranks)
+_BITS = np.asarray(DEFAULT_GRID.bits)
+_GAMMAS = np.asarray(DEFAULT_GRID.gammas)
+_OFF = DEFAULT_GRID.action(CompressionSetting.off())
+#: Setting features of the excess model (each also enters multiplied by ``1 - progress``).
+FEATURES: tuple[str, ...] = ("sqrt_tail", "proj", "low_rank", "q", "gamma*proj")
+MODEL_PATH = TRACES_DIR / "surrogate.json"
+
+
+@dataclass
+class FitConfig:
+    """Knobs of the fit.
+
+    :ivar fit_workloads: workloads whose episodes fit the excess coefficients (default the training split).
+    :ivar holdout_every: every ``holdout_every``-th recorded episode of each workload (the last of each group,
+        in recording order: controllers rotate, so every kind is represented) is never fitted on; it
+        validates ``rho`` and is the "held-out episodes" of the report. 0 disables.
+    :ivar holdout_seeds: job seeds whose episodes are held out as well.
+    :ivar rhos: candidate excess persistences.
+    :ivar ridge: ridge penalty of the excess coefficients (relative to the mean squared feature).
+    :ivar scale_shrink: shrinkage of the per-workload scale towards 1 (fraction of its data's weight).
+    :ivar table_ridge: ridge penalty of the main-effects tables.
+    """
+
+    fit_workloads: tuple[str, ...] = TRAIN_WORKLOADS
+    holdout_every: int = 4
+    holdout_seeds: tuple[int, ...] = ()
+    rhos: tuple[float, ...] = (0.0, 0.3, 0.5, 0.65, 0.75, 0.85, 0.92, 0.97, 0.99)
+    ridge: float = 1e-3
+    scale_shrink: float = 0.25
+    table_ridge: float = 1.0
+    divergence_cap: float = 2.0
+
+
+def traces_digest(path: str | Path | None = None) -> str:
+    """Content hash of the trace files (the same one :func:`envs.traces.load_traces` reports)."""
+    h = hashlib.sha256()
+    for f in trace_files(path):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _qproxy(bits: np.ndarray) -> np.ndarray:
+    b = np.asarray(bits, dtype=np.float64)
+    return np.where(b >= 32, 0.0, 4.0 ** -(b - 2.0))
+
+
+def setting_features(actions: np.ndarray, tail: np.ndarray) -> np.ndarray:
+    """``phi`` (:data:`FEATURES`) of grid actions ``[N, 3]`` for a workload whose measured spectral tail per
+    rank index is ``tail``:
+
+    * ``sqrt_tail`` - square root of the gradient energy the rank-r basis misses (0 without projection);
+    * ``proj`` - 1 when projecting (rank > 0): the subspace optimizer itself changes the trajectory;
+    * ``low_rank`` - ``proj * (1 - log2(rank) / 6)``: 1 at rank 1, 0 at rank 64;
+    * ``q`` - quantization error proxy ``4^-(bits-2)`` (seed Lemma 2: ~4x per bit; 0 at 32 bits);
+    * ``gamma*proj`` - the variance-reduction shift while projecting.
+
+    The identity setting (rank 0, 32 bits) has all-zero features: it *is* the reference run.
+    (Chosen on the recorded traces by held-out-episode error among a few candidate sets; with the current
+    optimizer, bits barely move the loss and the projection does.)
+    """
+    a = np.asarray(actions, dtype=np.int64).reshape(-1, 3)
+    r = _RANKS[a[:, 0]]
+    q = _qproxy(_BITS[a[:, 1]])
+    tl = tail[a[:, 0]]
+    g = _GAMMAS[a[:, 2]]
+    proj = (r > 0).astype(np.float64)
+    low = proj * (1.0 - np.log2(np.maximum(r, 1)) / 6.0)
+    f = np.stack([np.sqrt(tl), proj, low, q, g * proj], axis=1)
+    f[(r == 0) & (_BITS[a[:, 1]] == 32)] = 0.0
+    return f
+
+
+def _all_actions() -> np.ndarray:
+    r, b, g = np.meshgrid(np.arange(_R), np.arange(_B), np.arange(_G), indexing="ij")
+    return np.stack([r.ravel(), b.ravel(), g.ravel()], axis=1)  # [R*B*G, 3] rank-major like the tables
+
+
+# ---------------------------------------------------------------------------------------------- data prep
+@dataclass
+class _Ep:
+    trace: EpisodeTrace
+    workload: str
+    seed: int
+    actions: np.ndarray  # [T, 3]
+    loss: np.ndarray  # [T]
+    ref_seed: np.ndarray  # [T] this seed's reference loss
+    progress: np.ndarray  # [T]
+    y: np.ndarray  # [T] excess (loss - ref_seed) / initial loss: the reward's loss term (capped)
+    terms: np.ndarray  # [T, 4] true reward terms
+    held_out: bool = False
+
+
+@dataclass
+class _WData:
+    name: str
+    key: str
+    intervals: int
+    spi: int
+    refs: list[EpisodeTrace]
+    eps: list[_Ep] = field(default_factory=list)
+
+
+def _ref_scalars(ref: EpisodeTrace) -> tuple[float, int, float, float]:
+    c = ref.columns
+    k = ref.length
+    tail = slice(1, k) if k > 1 else slice(0, k)
+    return (
+        max(float(c["loss"][0]), 1e-6),
+        max(int(c["state_bytes"][-1]), 1),
+        max(float(np.median(c["energy_j"][tail])), 1e-9),
+        max(float(np.median(c["interval_s"][tail])), 1e-9),
+    )
+
+
+def _prepare(ts: TraceSet, cfg: FitConfig) -> dict[str, _WData]:
+    out: dict[str, _WData] = {}
+    for name, meta in ts.workloads.items():
+        refs = [ts.references[(name, s)] for s in ts.seeds_of(name)]
+        if not refs:
+            continue
+        conf = meta.get("config", {})
+        k = refs[0].length - 1
+        wd = _WData(name, meta.get("key", ""), k, int(conf.get("steps_per_interval", 1)), refs)
+        for j, e in enumerate(ts.episodes_of(name)):
+            ref = ts.references.get((name, e.seed))
+            if ref is None or e.length != ref.length:
+                continue
+            l0, sb0, e0, t0 = _ref_scalars(ref)
+            c = e.columns
+            loss = c["loss"].astype(np.float64)
+            rs = ref.columns["loss"].astype(np.float64)
+            y = np.clip((loss - rs) / l0, -1.0, cfg.divergence_cap)  # the loss term: initial-loss units
+            terms = np.stack(
+                [(loss - rs) / l0, c["state_bytes"] / sb0, c["energy_j"] / e0, c["interval_s"] / t0], axis=1
+            )
+            prog = np.arange(1, e.length + 1, dtype=np.float64) / e.length
+            held = e.seed in cfg.holdout_seeds or (
+                cfg.holdout_every > 0 and j % cfg.holdout_every == cfg.holdout_every - 1
+            )
+            wd.eps.append(_Ep(e, name, e.seed, e.actions(), loss, rs, prog, y, terms, held))
+        out[name] = wd
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- tables
+def _main_effects(actions: np.ndarray, y: np.ndarray, ridge: float) -> np.ndarray:
+    """Ridge fit of ``y`` on one-hot rank + bits + gamma + identity (+ intercept) -> predictions [R*B*G]."""
+
+    def design(a: np.ndarray) -> np.ndarray:
+        n = a.shape[0]
+        x = np.zeros((n, 1 + _R + _B + _G + 1))
+        x[:, 0] = 1.0
+        x[np.arange(n), 1 + a[:, 0]] = 1.0
+        x[np.arange(n), 1 + _R + a[:, 1]] = 1.0
+        x[np.arange(n), 1 + _R + _B + a[:, 2]] = 1.0
+        x[:, -1] = (_RANKS[a[:, 0]] == 0) & (_BITS[a[:, 1]] == 32)
+        return x
+
+    x = design(actions)
+    pen = np.full(x.shape[1], ridge)
+    pen[0] = 0.0
+    coef = np.linalg.solve(x.T @ x + np.diag(pen), x.T @ y)
+    return design(_all_actions()) @ coef
+
+
+def _tail_table(rows: list[tuple[int, float]], fallback: np.ndarray | None) -> np.ndarray:
+    """Mean spectral tail per rank index; unseen ranks interpolated over log2(rank); rank 0 -> 0."""
+    out = np.full(_R, np.nan)
+    by: dict[int, list[float]] = {}
+    for ri, v in rows:
+        by.setdefault(ri, []).append(v)
+    for ri, vs in by.items():
+        out[ri] = float(np.mean(vs))
+    zero = int(np.flatnonzero(_RANKS == 0)[0])
+    out[zero] = 0.0
+    pos = np.flatnonzero(_RANKS > 0)
+    known = [i for i in pos if np.isfinite(out[i])]
+    if fallback is not None:
+        for i in pos:
+            if not np.isfinite(out[i]):
+                out[i] = fallback[i]
+    elif known:
+        xs = np.log2(_RANKS[known])
+        for i in pos:
+            if not np.isfinite(out[i]):
+                out[i] = float(np.interp(np.log2(_RANKS[i]), xs, out[known]))
+    return np.clip(np.nan_to_num(out, nan=0.0), 0.0, 1.0)
+
+
+def _tables(wd: _WData, ts: TraceSet, cfg: FitConfig, tail_fallback: np.ndarray | None) -> dict[str, Any]:
+    from envs.memory import mango_state_bytes
+
+    refs = wd.refs
+    cols = {
+        k: np.stack([r.columns[k].astype(np.float64) for r in refs])
+        for k in ("loss", "loss_std", "grad_norm", "grad_kurtosis", "lr")
+    }
+    ref_loss = cols["loss"].mean(axis=0)
+    if len(refs) > 1:
+        lv = (cols["loss"][:, 1:] / ref_loss[1:]).mean(axis=1) - 1.0
+        seed_sigma = float(lv.std(ddof=1))
+    else:
+        seed_sigma = 0.0
+    scal = [_ref_scalars(r) for r in refs]
+    ref_e = float(np.median([s[2] for s in scal]))
+    ref_t = float(np.median([s[3] for s in scal]))
+    ref_sb = int(scal[0][1])
+    meta = ts.workloads[wd.name]
+    conf = meta.get("config", {})
+    shapes = [tuple(s) for s in meta["param_shapes"]]
+    mcn = int(conf.get("min_compress_numel", 4096))
+    settings = [DEFAULT_GRID.setting(a) for a in _all_actions()]
+    sb = np.array([mango_state_bytes(shapes, s, min_compress_numel=mcn) for s in settings], dtype=np.int64)
+    # telemetry rows of every recorded interval after the warm-up
+    acts, ce, tl, tr, er, rank_rows = [], [], [], [], [], []
+    for ep in wd.eps:
+        c = ep.trace.columns
+        for t in range(1, ep.trace.length):
+            a = ep.actions[t]
+            acts.append(a)
+            ce.append(float(c["compression_error"][t]))
+            tl.append(float(c["spectral_tail"][t]))
+            tr.append(float(c["interval_s"][t]) / ref_t)
+            er.append(float(c["energy_j"][t]) / ref_e)
+            if _RANKS[a[0]] > 0:
+                rank_rows.append((int(a[0]), float(c["spectral_tail"][t])))
+    tail = _tail_table(rank_rows, None if rank_rows else tail_fallback)
+    out: dict[str, Any] = {"ref_loss": ref_loss, "seed_sigma": seed_sigma, "ref_e": ref_e, "ref_t": ref_t}
+    out["ref_sb"] = ref_sb
+    out["dense"] = int(meta["dense_state_bytes"])
+    out["state_bytes"] = sb
+    out["tail"] = tail
+    out["cols"] = cols
+    off_flat = int(np.ravel_multi_index(_OFF, (_R, _B, _G)))
+    identity = np.array([s.rank == 0 and s.bits == 32 for s in settings])
+    if acts:
+        a = np.asarray(acts)
+        lce = _main_effects(a, np.log(np.asarray(ce) + 1e-6), cfg.table_ridge)
+        ce_tab = np.where(identity, 0.0, np.maximum(np.exp(lce) - 1e-6, 0.0))
+        lt = _main_effects(a, np.log(np.maximum(tr, 1e-6)), cfg.table_ridge)
+        le = _main_effects(a, np.log(np.maximum(er, 1e-6)), cfg.table_ridge)
+        time_tab, en_tab = np.exp(lt), np.exp(le)
+        time_tab[off_flat] = 1.0
+        en_tab[off_flat] = 1.0
+        # residual spreads (noise of the simulator)
+        flat = np.ravel_multi_index(a.T, (_R, _B, _G))
+        sig_t = float(np.std(np.log(np.maximum(tr, 1e-6)) - lt[flat]))
+        comp = ~identity[flat]
+        sig_ce = float(np.std((np.log(np.asarray(ce) + 1e-6) - lce[flat])[comp])) if comp.any() else 0.0
+    else:
+        ce_tab = np.where(identity, 0.0, 0.1)
+        time_tab = np.ones(_R * _B * _G)
+        en_tab = np.ones(_R * _B * _G)
+        sig_t = sig_ce = 0.0
+    out.update(ce=ce_tab, time=time_tab, energy=en_tab, sig_t=sig_t, sig_ce=sig_ce)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- excess
+def _filtered(ep: _Ep, tail: np.ndarray, rho: float) -> np.ndarray:
+    """``[T, 2F]`` features after the first-order filter (row 0 = the warm-up interval)."""
+    phi = setting_features(ep.actions, tail)  # [T, F]
+    z = np.concatenate([phi, (1.0 - ep.progress)[:, None] * phi], axis=1)
+    out = np.zeros_like(z)
+    prev = np.zeros(z.shape[1])
+    for t in range(z.shape[0]):
+        prev = rho * prev + (1.0 - rho) * z[t] if t > 0 else z[0]
+        out[t] = prev
+    return out
+
+
+def _stack(eps: list[_Ep], tails: dict[str, np.ndarray], rho: float) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = [], []
+    for ep in eps:
+        f = _filtered(ep, tails[ep.workload], rho)
+        xs.append(f[1:])
+        ys.append(ep.y[1:])
+    if not xs:
+        return np.zeros((0, 2 * len(FEATURES))), np.zeros(0)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def _ridge(x: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
+    scale = max(float(np.mean(x**2)), 1e-12)
+    return np.linalg.solve(x.T @ x + lam * scale * len(y) * np.eye(x.shape[1]), x.T @ y)
+
+
+def _predict_excess(ep: _Ep, tail: np.ndarray, rho: float, beta: np.ndarray, scale: float) -> np.ndarray:
+    return scale * (_filtered(ep, tail, rho) @ beta)
+
+
+# ---------------------------------------------------------------------------------------------- fit
+def fit_surrogate(ts: TraceSet, cfg: FitConfig | None = None) -> tuple[SurrogateModel, dict[str, Any]]:
+    """Fit the surrogate on ``ts``; returns ``(model, report)`` (see the module docstring)."""
+    cfg = cfg or FitConfig()
+    t_start = time.perf_counter()
+    data = _prepare(ts, cfg)
+    if not data:
+        raise ValueError("the traces hold no reference runs: nothing to fit")
+    # global tail fallback: mean over workloads per rank
+    tabs: dict[str, dict[str, Any]] = {}
+    for name, wd in data.items():
+        tabs[name] = _tables(wd, ts, cfg, None)
+    tails = {n: t["tail"] for n, t in tabs.items()}
+    fit_w = [w for w in cfg.fit_workloads if w in data]
+    if not fit_w:
+        raise ValueError(f"none of the fit workloads {cfg.fit_workloads} is in the traces ({sorted(data)})")
+    fit_eps = [e for w in fit_w for e in data[w].eps if not e.held_out]
+    val_eps = [e for w in fit_w for e in data[w].eps if e.held_out]
+    if not fit_eps:
+        raise ValueError("no fit episodes (every recorded episode is held out)")
+    best: tuple[float, float, np.ndarray] | None = None
+    rho_scores = {}
+    for rho in cfg.rhos:
+        x, y = _stack(fit_eps, tails, rho)
+        beta = _ridge(x, y, cfg.ridge)
+        xv, yv = _stack(val_eps or fit_eps, tails, rho)
+        err = float(np.mean((xv @ beta - yv) ** 2))
+        rho_scores[rho] = err
+        if best is None or err < best[0]:
+            best = (err, rho, beta)
+    assert best is not None
+    _, rho, beta = best
+    nf = len(FEATURES)
+    scales: dict[str, float] = {}
+    w_rhos: dict[str, float] = {}
+    for name, wd in data.items():
+        own = [e for e in wd.eps if not e.held_out]
+        best_w: tuple[float, float, float] | None = None
+        for r in cfg.rhos:  # this workload's persistence and scale, the shape of the response kept global
+            num = den = yy = 0.0
+            for e in own:
+                p = _predict_excess(e, tails[name], r, beta, 1.0)[1:]
+                num += float(p @ e.y[1:])
+                den += float(p @ p)
+                yy += float(e.y[1:] @ e.y[1:])
+            lam = cfg.scale_shrink * den + 1e-9
+            s = float(np.clip((num + lam) / (den + lam), -2.0, 5.0)) if den > 0 else 1.0
+            sse = yy - 2 * s * num + s * s * den
+            if best_w is None or sse < best_w[0] - 1e-12 or (r == rho and sse <= best_w[0] + 1e-12):
+                best_w = (sse, r, s)
+        assert best_w is not None
+        _, w_rhos[name], scales[name] = best_w
+    all_acts = _all_actions()
+    tables: dict[str, WorkloadTables] = {}
+    for name, wd in data.items():
+        tb = tabs[name]
+        phi = setting_features(all_acts, tb["tail"])
+        a_tab = scales[name] * (phi @ beta[:nf])
+        b_tab = scales[name] * (phi @ beta[nf:])
+        res = []
+        lstd_res, gn_res, k_res = [], [], []
+        cols = tb["cols"]
+        for e in wd.eps:
+            p = _predict_excess(e, tb["tail"], w_rhos[name], beta, scales[name])
+            dmask = np.cumsum(~np.all(e.actions == np.asarray(_OFF), axis=1)) > 0
+            res.extend((e.y - p)[1:][dmask[1:]].tolist())
+            c = e.trace.columns
+            lstd_res.extend(
+                np.log(
+                    np.maximum(c["loss_std"][1:], 1e-9) / np.maximum(cols["loss_std"].mean(0)[1:], 1e-9)
+                ).tolist()
+            )
+            gn_res.extend(
+                np.log(
+                    np.maximum(c["grad_norm"][1:], 1e-9) / np.maximum(cols["grad_norm"].mean(0)[1:], 1e-9)
+                ).tolist()
+            )
+            k_res.extend((c["grad_kurtosis"][1:] - cols["grad_kurtosis"].mean(0)[1:]).tolist())
+        shape = (_R, _B, _G)
+        tables[name] = WorkloadTables(
+            name=name,
+            key=wd.key,
+            intervals=wd.intervals,
+            steps_per_interval=wd.spi,
+            ref_loss=tb["ref_loss"],
+            ref_loss_std=cols["loss_std"].mean(axis=0),
+            ref_grad_norm=cols["grad_norm"].mean(axis=0),
+            ref_kurtosis=cols["grad_kurtosis"].mean(axis=0),
+            lr=cols["lr"].mean(axis=0),
+            ref_interval_s=tb["ref_t"],
+            ref_energy_j=tb["ref_e"],
+            ref_state_bytes=tb["ref_sb"],
+            dense_state_bytes=tb["dense"],
+            state_bytes=tb["state_bytes"].reshape(shape),
+            spectral_tail=tb["tail"],
+            compression_error=tb["ce"].reshape(shape),
+            time_ratio=tb["time"].reshape(shape),
+            energy_ratio=tb["energy"].reshape(shape),
+            excess_a=a_tab.reshape(shape),
+            excess_b=b_tab.reshape(shape),
+            rho=w_rhos[name],
+            seed_sigma=tb["seed_sigma"],
+            sigma_excess=float(np.std(res)) if res else 0.0,
+            sigma_loss_std=float(np.std(lstd_res)) if lstd_res else 0.0,
+            sigma_grad_norm=float(np.std(gn_res)) if gn_res else 0.0,
+            sigma_kurtosis=float(np.std(k_res)) if k_res else 0.0,
+            sigma_compression_error=tb["sig_ce"],
+            sigma_time=tb["sig_t"],
+        )
+    model = SurrogateModel(
+        tables=tables,
+        rho=float(rho),
+        coef={
+            "features": list(FEATURES),
+            "beta_a": beta[:nf].tolist(),
+            "beta_b": beta[nf:].tolist(),
+            "scales": scales,
+            "workload_rhos": w_rhos,
+            "rho_validation_mse": {str(k): v for k, v in rho_scores.items()},
+        },
+        info={
+            "traces_digest": ts.digest,
+            "fit_workloads": fit_w,
+            "holdout": {"every": cfg.holdout_every, "seeds": list(cfg.holdout_seeds)},
+            "fit_episodes": len(fit_eps),
+            "validation_episodes": len(val_eps),
+            "episodes": {n: len(w.eps) for n, w in data.items()},
+            "fit_s": round(time.perf_counter() - t_start, 3),
+        },
+    )
+    report = evaluate(model, data, tails, beta, cfg)
+    model.info["report"] = report
+    return model, report
+
+
+# ---------------------------------------------------------------------------------------------- evaluate
+def evaluate(
+    model: SurrogateModel,
+    data: dict[str, _WData],
+    tails: dict[str, np.ndarray],
+    beta: np.ndarray,
+    cfg: FitConfig,
+) -> dict[str, Any]:
+    """Errors of the fitted model on the groups of the module docstring (noise-free predictions)."""
+    g_fit, g_val = "fit data (train workloads)", "held-out episodes (train workloads)"
+    g_tr, g_own = (
+        "held-out workloads, transfer (scale 1)",
+        "held-out workloads, held-out episodes (own scale)",
+    )
+    groups: dict[str, list[tuple[_Ep, float]]] = {g_fit: [], g_val: [], g_tr: [], g_own: []}
+    fit_w = set(model.info["fit_workloads"])
+    items_rho: dict[int, float] = {}
+    for name, wd in data.items():
+        sc = float(model.coef["scales"].get(name, 1.0))
+        own_rho = float(model.coef["workload_rhos"].get(name, model.rho))
+        for e in wd.eps:
+            if name in fit_w:
+                groups[g_val if e.held_out else g_fit].append((e, sc))
+                items_rho[id(e)] = own_rho
+            else:
+                groups[g_tr].append((e, 1.0))
+                if e.held_out:
+                    groups[g_own].append((e, sc))
+                    items_rho[id(e)] = own_rho
+    rows = {}
+    for gname, items in groups.items():
+        if not items:
+            continue
+        acc: dict[str, list[float]] = {
+            k: []
+            for k in (
+                "loss_rel",
+                "loss_rel_seedref",
+                "noexcess_rel",
+                "lterm_abs",
+                "lterm_abs_noexcess",
+                "time_abs",
+                "energy_abs",
+                "memory_abs",
+            )
+        }
+        rew: dict[str, list[tuple[float, float, float]]] = {p: [] for p in OBJECTIVE_PRESETS}
+        for e, sc in items:
+            tab = model.tables[e.workload]
+            rho_e = model.rho if gname == g_tr else items_rho[id(e)]
+            x = _predict_excess(e, tails[e.workload], rho_e, beta, sc)[1:]
+            true = e.loss[1:]
+            pred_mean = tab.ref_loss[1:] + tab.ref_loss[0] * x
+            pred_seed = e.ref_seed[1:] + e.ref_seed[0] * x
+            acc["loss_rel"].extend(np.abs(pred_mean - true) / true)
+            acc["loss_rel_seedref"].extend(np.abs(pred_seed - true) / true)
+            acc["noexcess_rel"].extend(np.abs(e.ref_seed[1:] - true) / true)
+            lt_pred = x
+            acc["lterm_abs"].extend(np.abs(lt_pred - e.terms[1:, 0]))
+            acc["lterm_abs_noexcess"].extend(np.abs(e.terms[1:, 0]))
+            flat = np.ravel_multi_index(e.actions[1:].T, (_R, _B, _G))
+            m_pred = tab.state_bytes.reshape(-1)[flat] / tab.ref_state_bytes
+            t_pred = tab.time_ratio.reshape(-1)[flat]
+            en_pred = tab.energy_ratio.reshape(-1)[flat]
+            acc["memory_abs"].extend(np.abs(m_pred - e.terms[1:, 1]))
+            acc["energy_abs"].extend(np.abs(en_pred - e.terms[1:, 2]))
+            acc["time_abs"].extend(np.abs(t_pred - e.terms[1:, 3]))
+            pred_terms = np.stack([lt_pred, m_pred, en_pred, t_pred], axis=1)
+            for p, w in OBJECTIVE_PRESETS.items():
+                wv = np.asarray(w)
+                r_true = -(e.terms[1:] @ wv)
+                r_pred = -(pred_terms @ wv)
+                for a, b in zip(r_pred, r_true, strict=True):
+                    rew[p].append((float(a), float(b), 0.0))
+        row = {k: float(np.mean(v)) for k, v in acc.items()}
+        row["episodes"] = len(items)
+        row["intervals"] = len(acc["loss_rel"])
+        for p, pairs in rew.items():
+            arr = np.asarray(pairs)
+            row[f"reward_rel[{p}]"] = float(
+                np.mean(np.abs(arr[:, 0] - arr[:, 1])) / max(np.mean(np.abs(arr[:, 1])), 1e-12)
+            )
+        rows[gname] = row
+    return rows
+
+
+def format_report(model: SurrogateModel, report: dict[str, Any]) -> str:
+    """Markdown tables of the fit report."""
+    lines = [
+        "| data | episodes | intervals | loss traj. rel. err | (seed's ref) | no-excess rel. err | "
+        "loss-term MAE | (no-excess) | memory MAE | time MAE | energy MAE |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for g, r in report.items():
+        lines.append(
+            f"| {g} | {r['episodes']} | {r['intervals']} | {r['loss_rel']:.2%} | "
+            f"{r['loss_rel_seedref']:.2%} | "
+            f"{r['noexcess_rel']:.2%} | {r['lterm_abs']:.4f} | {r['lterm_abs_noexcess']:.4f} | "
+            f"{r['memory_abs']:.2e} | {r['time_abs']:.3f} | {r['energy_abs']:.3f} |"
+        )
+    lines += ["", "| data | " + " | ".join(f"reward rel. err ({p})" for p in OBJECTIVE_PRESETS) + " |"]
+    lines.append("|---|" + "---|" * len(OBJECTIVE_PRESETS))
+    for g, r in report.items():
+        lines.append(
+            f"| {g} | " + " | ".join(f"{r[f'reward_rel[{p}]']:.2%}" for p in OBJECTIVE_PRESETS) + " |"
+        )
+    beta_a = ", ".join(f"{n}={v:+.3g}" for n, v in zip(FEATURES, model.coef["beta_a"], strict=True))
+    beta_b = ", ".join(f"{n}={v:+.3g}" for n, v in zip(FEATURES, model.coef["beta_b"], strict=True))
+    scales = ", ".join(
+        f"{k}: scale {v:.2f}, rho {model.coef['workload_rhos'][k]:g}" for k, v in model.coef["scales"].items()
+    )
+    lines += [
+        "",
+        "Noise-free predictions on the recorded action sequences. loss traj. rel. err: mean |pred - true| / "
+        "true of the interval loss, pred = the surrogate's mean reference curve + excess ('seed's ref': the "
+        "episode's own reference + excess; 'no-excess': the episode's own reference alone). loss-term MAE: "
+        "mean |pred - true| of l_t (initial-loss units). memory / time / energy MAE: of m_t, tau_t, e_t. "
+        "reward rel. err: mean |r_pred - r_true| / mean |r_true| per interval under each objective preset.",
+        "",
+        f"rho = {model.rho:g}; b_a: {beta_a}; b_b (x (1 - progress)): {beta_b}",
+        f"per workload: {scales}",
+    ]
+    return "\n".join(lines)
+
+
+@lru_cache(maxsize=1)
+def default_model() -> SurrogateModel:
+    """The surrogate for the shipped traces: ``envs/traces/surrogate.json`` when its trace digest matches the
+    trace files, else fitted now (a few seconds) with a warning to run ``mango fit``.
+
+    ``$MANGO_SURROGATE_MODEL`` (a path to a model JSON written by ``mango fit --out``) overrides both."""
+    import os
+
+    override = os.environ.get("MANGO_SURROGATE_MODEL")
+    if override:
+        return SurrogateModel.load(override)
+    digest = traces_digest()
+    if MODEL_PATH.exists():
+        try:
+            m = SurrogateModel.load(MODEL_PATH)
+            if m.info.get("traces_digest") == digest:
+                return m
+            log.warning("%s was fitted on other traces; refitting (run `mango fit` to update it)", MODEL_PATH)
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("cannot load %s (%s); refitting", MODEL_PATH, exc)
+    model, _ = fit_surrogate(load_traces())
+    return model
+
+
+def verify_traces(ts: TraceSet, per_workload: int = 1) -> dict[str, float]:
+    """Replay recorded static episodes on the current code (modelled clock, one thread) and return the largest
+    absolute loss difference per workload: 0.0 means the code still computes exactly what was recorded.
+
+    Cost: ``per_workload`` training-backend episodes per workload (seconds to tens of seconds on a CPU).
+    """
+    from envs.training import TrainingConfig, TrainingJob
+
+    out: dict[str, float] = {}
+    cfg = TrainingConfig(device="cpu", clock="modelled", threads=1, cache=False)
+    for name in sorted(ts.workloads):
+        if name not in WORKLOADS:
+            continue
+        eps = [e for e in ts.episodes_of(name) if e.controller.startswith("static:")][:per_workload]
+        worst = 0.0
+        for e in eps:
+            job = TrainingJob(name, e.seed, cfg)
+            losses = np.array([job.run_interval(r.setting).record.loss for r in e.records()])
+            worst = max(worst, float(np.max(np.abs(losses - e.columns["loss"]))))
+        if eps:
+            out[name] = worst
+    return out
+
+
+def _append_bench(text: str, command: str) -> Path:
+    import os
+
+    root = Path(__file__).resolve().parents[1]
+    path = root / "BENCHMARKS.md"
+    cpu = " ".join(x for x in (platform.machine(), platform.processor()) if x)
+    machine = f"{cpu}, {os.cpu_count()} CPUs (shared), Python {platform.python_version()}"
+    section = (
+        f"\n## Surrogate fit error ({dt.date.today().isoformat()})\n\n"
+        f"- command: `{command}`\n- machine: {machine}\n\n{text}\n"
+    )
+    if not path.exists():
+        path.write_text("# Benchmarks\n")
+    with path.open("a") as f:
+        f.write(section)
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="mango fit", description=__doc__.split("\n\n")[0])
+    p.add_argument("--traces", default=None, help="trace file or directory (default envs/traces)")
+    p.add_argument(
+        "--out", default=str(MODEL_PATH), help="where to write the fitted model JSON ('' = nowhere)"
+    )
+    p.add_argument("--holdout-every", type=int, default=4, help="hold out every n-th episode per workload")
+    p.add_argument("--holdout-seeds", default="", help="job seeds never fitted on (comma list)")
+    p.add_argument("--bench", action="store_true", help="append the report to BENCHMARKS.md")
+    p.add_argument(
+        "--verify", action="store_true", help="replay a static episode per workload on the current code"
+    )
+    a = p.parse_args(list(argv) if argv is not None else None)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    ts = load_traces(a.traces)
+    print(ts.summary())
+    from envs.training import code_version
+
+    recorded = sorted({str(h.get("code_version")) for h in ts.headers})
+    if recorded != [code_version()]:
+        print(
+            f"note: traces were recorded with code version(s) {recorded}, the code is now {code_version()} "
+            "(envs/training.py, envs/models.py, envs/data.py or client/compression changed since); "
+            "`mango fit --verify` replays recorded episodes to tell whether the numbers changed"
+        )
+    if a.verify:
+        diffs = verify_traces(ts)
+        same = all(v == 0.0 for v in diffs.values())
+        print(
+            "verify (max |loss difference| replaying a recorded static episode): "
+            + ", ".join(f"{k} {v:.3g}" for k, v in diffs.items())
+            + (" -> the code reproduces the traces exactly" if same else " -> RE-RECORD: the code changed")
+        )
+    cfg = FitConfig(
+        holdout_every=a.holdout_every,
+        holdout_seeds=tuple(int(s) for s in a.holdout_seeds.split(",") if s.strip()),
+    )
+    model, report = fit_surrogate(ts, cfg)
+    text = format_report(model, report)
+    print()
+    print(text)
+    print(
+        f"\nfit in {model.info['fit_s']} s on {model.info['fit_episodes']} episodes of "
+        f"{model.info['fit_workloads']}"
+    )
+    if a.out:
+        model.save(a.out)
+        print(f"model -> {a.out}")
+    if a.bench:
+        cmd = "mango fit" + (" " + " ".join(argv) if argv else "")
+        print(f"appended to {_append_bench(text, cmd.replace(' --bench', '') + ' --bench')}")
+    default_model.cache_clear()
+    return 0

@@ -1,0 +1,358 @@
+"""``mango record``: record episodes from the training backend to a trace file (gzip JSON lines).
+
+Each episode runs ``CompressionEnv(backend="training")`` for one workload and job seed under one controller:
+
+* ``static:<label>`` - a fixed setting (:data:`DEFAULT_STATICS`, a spread over the grid);
+* ``accordion`` / ``loraven`` / ``energy_aware`` - the heuristic controllers of :mod:`client.controllers`;
+* ``random`` - a uniformly random setting every interval (coverage);
+* ``random-sticky`` - a random setting held for a geometric number of intervals (mean 3): persistence;
+* ``pulse`` - off, then one random compressed setting for 2-4 intervals, then off again: how compression
+  damage builds up and decays (what the surrogate's ``rho`` is fitted on).
+
+Episodes are interleaved across workloads (round robin) and job seeds rotate, so a recording stopped by its
+time budget is balanced. Reference runs come from the env's on-disk cache and are written once per
+(workload, seed). Every line is flushed, so an interrupted recording keeps what it wrote.
+
+What produced the shipped traces (two single-thread processes side by side, 8 CPU-minutes in all)::
+
+    nice mango record --workloads train --seeds 0,1 --budget-min 4.5 --out envs/traces/cpu-train.jsonl.gz
+    nice mango record --workloads heldout --seeds 0,1 --seed 1 --budget-min 3.5 \
+        --out envs/traces/cpu-heldout.jsonl.gz
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from client.controllers import Controller, StaticController, make_controller
+from client.protocol import DEFAULT_GRID, CompressionSetting, Objective
+from envs.workloads import get_workload, workloads_of
+
+__all__ = ["DEFAULT_STATICS", "RecordConfig", "main", "record"]
+
+log = logging.getLogger(__name__)
+
+#: Static settings recorded (labels ``r<rank>/b<bits>/g<gamma>``): from light to brutal, gamma varied.
+DEFAULT_STATICS: tuple[str, ...] = (
+    "r8/b8/g0",
+    "r4/b4/g0",
+    "r0/b8/g0",
+    "r0/b16/g0",
+    "r1/b2/g0",
+    "r32/b3/g0.5",
+    "r0/b4/g0.25",
+    "r2/b2/g1",
+    "r64/b4/g0",
+    "r16/b8/g0.75",
+    "r0/b2/g0",
+    "r0/b3/g0.5",
+)
+#: Controller kinds cycled per workload, in this order (statics take the next label each time).
+DEFAULT_CYCLE: tuple[str, ...] = (
+    "random",
+    "static",
+    "pulse",
+    "accordion",
+    "random-sticky",
+    "static",
+    "loraven",
+    "random",
+    "static",
+    "energy_aware",
+    "pulse",
+    "random-sticky",
+)
+
+
+def parse_setting(label: str) -> CompressionSetting:
+    """``"r8/b4/g0.25"`` -> ``CompressionSetting(rank=8, bits=4, gamma=0.25)``."""
+    try:
+        r, b, g = label.split("/")
+        return CompressionSetting(
+            rank=int(r.lstrip("r")), bits=int(b.lstrip("b")), gamma=float(g.lstrip("g"))
+        )
+    except (ValueError, AttributeError) as exc:
+        raise ValueError(f"setting label {label!r} is not like 'r8/b4/g0.25': {exc}") from None
+
+
+@dataclass
+class RecordConfig:
+    """Knobs of ``mango record``.
+
+    :ivar workloads: names, or the split names ``train`` / ``heldout`` / ``all`` (default all).
+    :ivar seeds: job seeds rotated over episodes (each costs one cached reference run per workload).
+    :ivar budget_s: stop starting episodes once this process has used this much CPU time (reference runs
+        included); with one thread that is the CPU budget the recording takes from a shared machine.
+    :ivar max_wall_s: also stop after this much wall time (default 3x ``budget_s``).
+    :ivar max_episodes: stop after this many episodes in total (``None``: budget only).
+    :ivar cycle: controller kinds cycled per workload (see the module docstring).
+    :ivar statics: static setting labels, taken in turn.
+    :ivar objective: objective preset the recorded rewards use (the terms are stored too, so any objective
+        can be rescored later).
+    :ivar out: output file (appended to if it exists).
+    :ivar threads: torch threads (1: one core, kind to a shared machine, and ``clock="cpu"`` exact).
+    :ivar clock: the training backend's clock (``cpu`` on a shared CPU machine).
+    :ivar device: training device.
+    :ivar seed: seed of the random controllers.
+    """
+
+    workloads: list[str] = field(default_factory=lambda: ["all"])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    budget_s: float = 720.0
+    max_wall_s: float | None = None
+    max_episodes: int | None = None
+    cycle: tuple[str, ...] = DEFAULT_CYCLE
+    statics: tuple[str, ...] = DEFAULT_STATICS
+    objective: str = "balanced"
+    out: str = ""
+    threads: int | None = 1
+    clock: str = "cpu"
+    device: str = "auto"
+    seed: int = 0
+
+    def workload_names(self) -> list[str]:
+        names: list[str] = []
+        for w in self.workloads:
+            names.extend(workloads_of(w) if w in ("train", "heldout", "all") else [get_workload(w).name])
+        return list(dict.fromkeys(names))
+
+
+class _RandomController(Controller):
+    """Uniform (``sticky=False``) or sticky random settings; ``pulse`` mode: off / compressed / off."""
+
+    def __init__(self, rng: np.random.Generator, mode: str, intervals: int) -> None:
+        self.rng = rng
+        self.mode = mode
+        self.name = mode
+        self.current = DEFAULT_GRID.setting([int(self.rng.integers(n)) for n in DEFAULT_GRID.nvec])
+        lo = int(rng.integers(1, max(intervals - 3, 2)))
+        self.pulse = (lo, lo + int(rng.integers(2, 5)))
+        self.pulse_setting = self._compressed()
+        self.t = 0
+
+    def _compressed(self) -> CompressionSetting:
+        while True:
+            s = DEFAULT_GRID.setting([int(self.rng.integers(n)) for n in DEFAULT_GRID.nvec])
+            if not s.is_off and s.bits <= 8:
+                return s
+
+    def decide(self, history: Any, objective: Objective) -> CompressionSetting:
+        self.t += 1
+        if self.mode == "random":
+            self.current = DEFAULT_GRID.setting([int(self.rng.integers(n)) for n in DEFAULT_GRID.nvec])
+        elif self.mode == "random-sticky":
+            if self.rng.random() < 1.0 / 3.0:
+                self.current = DEFAULT_GRID.setting([int(self.rng.integers(n)) for n in DEFAULT_GRID.nvec])
+        else:  # pulse
+            lo, hi = self.pulse
+            self.current = self.pulse_setting if lo <= self.t < hi else CompressionSetting.off()
+        self.reason = f"{self.mode}: {self.current.label()}"
+        return self.current
+
+
+def _controller(
+    kind: str, static_label: str, rng: np.random.Generator, intervals: int, power_w: float
+) -> Controller:
+    if kind == "static":
+        return StaticController(parse_setting(static_label))
+    if kind in ("random", "random-sticky", "pulse"):
+        return _RandomController(rng, kind, intervals)
+    if kind == "energy_aware":
+        # the modelled CPU power of the uncompressed run; compressed settings differ by tens of percent
+        return make_controller(
+            "energy_aware", budget_w=max(power_w * 0.95, 1e-3), window=1, cooldown_intervals=0
+        )
+    if kind == "accordion":
+        return make_controller("accordion", threshold=0.15)
+    if kind == "loraven":
+        return make_controller("loraven", target_error=0.2, bits=4)
+    return make_controller(kind)
+
+
+def _controller_label(kind: str, static_label: str) -> str:
+    return f"static:{static_label}" if kind == "static" else kind
+
+
+def record(cfg: RecordConfig, progress: bool = True) -> dict[str, Any]:
+    """Record episodes as configured; returns a summary (episodes, wall time, file, size)."""
+    import torch
+    from tqdm import tqdm
+
+    from envs.env import CompressionEnv
+    from envs.traces import TraceWriter
+    from envs.training import TrainingConfig, code_version, reference_run
+
+    names = cfg.workload_names()
+    if not names:
+        raise ValueError("no workloads selected")
+    if not cfg.seeds:
+        raise ValueError("seeds is empty: give at least one job seed")
+    for lab in cfg.statics:
+        parse_setting(lab)
+    out = Path(cfg.out or f"envs/traces/traces-{dt.date.today().isoformat()}.jsonl.gz")
+    tcfg = TrainingConfig(device=cfg.device, clock=cfg.clock, threads=cfg.threads)  # type: ignore[arg-type]
+    objective_name = cfg.objective
+    rng = np.random.default_rng(cfg.seed)
+    envs = {
+        n: CompressionEnv(backend="training", workload=n, objective=objective_name, training=tcfg)
+        for n in names
+    }
+    cpu0 = time.process_time()
+    t0 = time.perf_counter()
+    max_wall = cfg.max_wall_s or 3.0 * cfg.budget_s
+    header_workloads: dict[str, Any] = {}
+    for n in names:
+        w = get_workload(n)
+        ref = reference_run(w, cfg.seeds[0], tcfg)
+        header_workloads[n] = {
+            "key": w.key(),
+            "config": w.config(),
+            "param_shapes": [list(s) for s in ref.param_shapes],
+            "dense_state_bytes": ref.dense_state_bytes,
+        }
+    header = {
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()} {platform.processor() or ''} cpus={torch.get_num_threads()} "
+        f"torch={torch.__version__} python={platform.python_version()}".strip(),
+        "code_version": code_version(),
+        "clock": tcfg.resolved_clock(),
+        "device": str(tcfg.resolved_device()),
+        "energy_source": "modelled" if tcfg.resolved_device().type == "cpu" else "measured-or-modelled",
+        "threads": cfg.threads,
+        "grid": DEFAULT_GRID.model_dump(),
+        "objective": objective_name,
+        "workloads": header_workloads,
+    }
+    plan_len = cfg.max_episodes or len(names) * len(cfg.cycle) * 4
+    written_refs: set[tuple[str, int]] = set()
+    counts = {n: 0 for n in names}
+    static_i = {n: 0 for n in names}
+    n_eps = 0
+    bar = tqdm(total=plan_len, desc="record", unit="ep", disable=not progress)
+    with TraceWriter(out, header) as writer:
+        stop = False
+        while not stop:
+            for n in names:
+                over = time.process_time() - cpu0 > cfg.budget_s or time.perf_counter() - t0 > max_wall
+                if over or (cfg.max_episodes and n_eps >= cfg.max_episodes):
+                    stop = True
+                    break
+                env = envs[n]
+                j = counts[n]
+                kind = cfg.cycle[j % len(cfg.cycle)]
+                seed = cfg.seeds[j % len(cfg.seeds)]
+                label = cfg.statics[static_i[n] % len(cfg.statics)]
+                if kind == "static":
+                    static_i[n] += 1
+                ref = reference_run(get_workload(n), seed, tcfg)
+                if (n, seed) not in written_refs:
+                    writer.reference(n, ref.workload_key, seed, ref.records)
+                    written_refs.add((n, seed))
+                power = ref.records[-1].mean_power_w
+                ctl = _controller(kind, label, rng, get_workload(n).intervals, power)
+                ctl.reset()
+                env.reset(seed=int(rng.integers(2**31)), options={"job_seed": seed})
+                objective = env.objective
+                assert objective is not None
+                records = [env.history[-1]]
+                terms: dict[str, list[float]] = {
+                    k: [] for k in ("loss_term", "memory_term", "energy_term", "time_term")
+                }
+                rewards: list[float] = []
+                timing = env.backend.last_timing  # type: ignore[attr-defined]
+                train_s = [float(timing.get("train_s", 0.0))]
+                total_s = [float(timing.get("total_s", 0.0))]
+                step_s: list[float] = [0.0]
+                done = False
+                while not done:
+                    setting = ctl.decide(env.history, objective)
+                    ts = time.perf_counter()
+                    _, r, term, trunc, sinfo = env.step(np.array(DEFAULT_GRID.action(setting)))
+                    step_s.append(time.perf_counter() - ts)
+                    done = term or trunc
+                    records.append(env.history[-1])
+                    rewards.append(float(r))
+                    for k in terms:
+                        terms[k].append(float(sinfo[k]))
+                    timing = env.backend.last_timing  # type: ignore[attr-defined]
+                    train_s.append(float(timing.get("train_s", 0.0)))
+                    total_s.append(float(timing.get("total_s", 0.0)))
+                writer.episode(
+                    n,
+                    get_workload(n).key(),
+                    seed,
+                    _controller_label(kind, label),
+                    objective.model_dump(),
+                    records,
+                    terms=terms,
+                    rewards=rewards,
+                    train_s=train_s,
+                    total_s=total_s,
+                    step_s=step_s,
+                )
+                counts[n] += 1
+                n_eps += 1
+                bar.update(1)
+                bar.set_postfix_str(
+                    f"{n} {_controller_label(kind, label)} cpu {time.process_time() - cpu0:.0f}s"
+                )
+    bar.close()
+    for env in envs.values():
+        env.close()
+    wall = time.perf_counter() - t0
+    summary = {
+        "episodes": n_eps,
+        "per_workload": counts,
+        "wall_s": round(wall, 1),
+        "cpu_s": round(time.process_time() - cpu0, 1),
+        "file": str(out),
+    }
+    summary["bytes"] = out.stat().st_size if out.exists() else 0
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="mango record", description=__doc__.split("\n\n")[0])
+    p.add_argument("--workloads", default="all", help="comma list of names, or train / heldout / all")
+    p.add_argument("--seeds", default="0,1,2", help="job seeds rotated over episodes")
+    p.add_argument("--budget-min", type=float, default=12.0, help="CPU-time budget in minutes")
+    p.add_argument("--max-wall-min", type=float, default=None, help="wall-clock cap (default 3x budget)")
+    p.add_argument("--max-episodes", type=int, default=None)
+    p.add_argument("--objective", default="balanced", help="objective preset of the recorded rewards")
+    p.add_argument("--out", default="", help="output .jsonl.gz (default envs/traces/traces-<date>.jsonl.gz)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--clock", default="cpu", choices=["auto", "wall", "cpu", "modelled"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random controllers")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    cfg = RecordConfig(
+        workloads=[w.strip() for w in a.workloads.split(",") if w.strip()],
+        seeds=[int(s) for s in a.seeds.split(",") if s.strip()],
+        budget_s=a.budget_min * 60.0,
+        max_wall_s=None if a.max_wall_min is None else a.max_wall_min * 60.0,
+        max_episodes=a.max_episodes,
+        objective=a.objective,
+        out=a.out,
+        threads=a.threads,
+        clock=a.clock,
+        device=a.device,
+        seed=a.seed,
+    )
+    summary = record(cfg, progress=not a.no_progress)
+    print(
+        f"recorded {summary['episodes']} episodes in {summary['wall_s']} s wall, {summary['cpu_s']} s CPU "
+        f"-> {summary['file']} "
+        f"({summary['bytes'] / 1e6:.2f} MB); per workload {summary['per_workload']}"
+    )
+    return 0

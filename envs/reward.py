@@ -1,0 +1,104 @@
+"""The reward: one function shared by every backend (training, surrogate, replay) and the vectorized env.
+
+``r_t = -(w_loss*l_t + w_memory*m_t + w_energy*e_t + w_time*tau_t) - penalties``, every term relative to the
+uncompressed reference run of the same workload and job seed:
+
+* ``l_t = (loss_t - ref_loss_t) / initial_loss`` - excess training loss over the reference *at the same step*
+  (same data order, same init), in units of the initial loss. Can be slightly negative (compression noise can
+  act as a regularizer); typical magnitudes 0.001-0.1.
+* ``m_t = state_bytes_t / ref_state_bytes`` - optimizer + compression state over the reference's (AdamW).
+* ``e_t = energy_j_t / ref_interval_energy_j`` and ``tau_t = interval_s_t / ref_interval_s`` - this interval's
+  energy and wall time over the reference's per-interval median (the median of the control intervals, so one
+  slow interval on a shared machine does not skew every episode).
+
+Penalties (:class:`RewardConfig`): ``budget_penalty`` per interval whose state exceeds the objective's memory
+budget, and ``divergence_penalty`` once when the loss exceeds ``divergence_factor * initial_loss`` (or is
+non-finite), which also ends the episode.
+
+All functions take floats or numpy arrays (broadcasting), so the vectorized environment and the
+single-episode environment compute bit-identical rewards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["TERM_NAMES", "RewardConfig", "penalized_reward", "reward_from_terms", "reward_terms"]
+
+#: Keys of the raw terms in ``info`` (and in recorded traces).
+TERM_NAMES: tuple[str, ...] = ("loss_term", "memory_term", "energy_term", "time_term")
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """Penalty knobs of the reward (the four terms themselves have no knobs).
+
+    :ivar budget_penalty: cost added per interval whose ``state_bytes`` exceed the objective's
+        ``memory_budget_bytes`` (0 disables). 1.0 is about the memory term of a dense run, so breaking the
+        budget is never cheaper than any feasible setting under a memory-weighted objective.
+    :ivar divergence_penalty: cost added once when the run diverges (the episode then ends). Size it to
+        dominate a whole episode of excess loss: 10 by default.
+    :ivar divergence_factor: a mean interval loss above ``divergence_factor * initial_loss`` (or non-finite)
+        counts as divergence. Must be > 1.
+    """
+
+    budget_penalty: float = 1.0
+    divergence_penalty: float = 10.0
+    divergence_factor: float = 3.0
+
+    def __post_init__(self) -> None:
+        if self.budget_penalty < 0 or self.divergence_penalty < 0:
+            raise ValueError("budget_penalty and divergence_penalty must be >= 0")
+        if not self.divergence_factor > 1.0:
+            raise ValueError(f"divergence_factor={self.divergence_factor} must be > 1 (e.g. 3.0)")
+
+
+def reward_terms(
+    loss: Any,
+    state_bytes: Any,
+    energy_j: Any,
+    interval_s: Any,
+    *,
+    ref_loss: Any,
+    ref_state_bytes: Any,
+    ref_energy_j: Any,
+    ref_interval_s: Any,
+    initial_loss: Any,
+) -> tuple[Any, Any, Any, Any]:
+    """The four raw terms ``(l, m, e, tau)`` (see the module docstring); float64 in, float64 out."""
+    l_t = (np.asarray(loss, dtype=np.float64) - ref_loss) / initial_loss
+    m_t = np.asarray(state_bytes, dtype=np.float64) / ref_state_bytes
+    e_t = np.asarray(energy_j, dtype=np.float64) / ref_energy_j
+    tau_t = np.asarray(interval_s, dtype=np.float64) / ref_interval_s
+    return l_t, m_t, e_t, tau_t
+
+
+def reward_from_terms(weights: Any, terms: tuple[Any, Any, Any, Any]) -> Any:
+    """``-(w . terms)`` with ``weights`` float64 ``[..., 4]`` (loss, memory, energy, time)."""
+    w = np.asarray(weights, dtype=np.float64)
+    return -(w[..., 0] * terms[0] + w[..., 1] * terms[1] + w[..., 2] * terms[2] + w[..., 3] * terms[3])
+
+
+def penalized_reward(
+    weights: Any,
+    terms: tuple[Any, Any, Any, Any],
+    *,
+    state_bytes: Any,
+    budget_bytes: Any,
+    loss: Any,
+    initial_loss: Any,
+    config: RewardConfig,
+) -> tuple[Any, Any, Any]:
+    """``(reward, over_budget, diverged)``: :func:`reward_from_terms` minus the penalties of ``config``.
+
+    ``budget_bytes`` of 0 means no budget. Works elementwise on arrays (the vectorized env) and on floats.
+    """
+    reward = reward_from_terms(weights, terms)
+    over = (np.asarray(budget_bytes) > 0) & (np.asarray(state_bytes) > np.asarray(budget_bytes))
+    loss_a = np.asarray(loss, dtype=np.float64)
+    diverged = ~np.isfinite(loss_a) | (loss_a > config.divergence_factor * np.asarray(initial_loss))
+    reward = reward - config.budget_penalty * over - config.divergence_penalty * diverged
+    return reward, over, diverged

@@ -1,0 +1,714 @@
+"""Surrogate backend: a fitted, vectorized, pure-numpy simulator of a training job under compression.
+
+The model (fitted by :func:`envs.fit.fit_surrogate` on traces recorded from the training backend) is, per
+workload ``w``, control interval ``t`` (``t = 0`` is the uncontrolled warm-up interval) and setting ``s``:
+
+* **loss**: ``loss_t = ref_t + L0 * (x_t + sigma_x * z_t * d_t)`` where ``ref_t`` is the workload's reference
+  (uncompressed) loss curve scaled by a per-job-seed level ``1 + seed_sigma * z_seed``, ``L0 = ref_0`` the
+  initial loss (so ``x`` is in the units of the reward's loss term), and the excess ``x``
+  follows first-order dynamics ``x_t = rho * x_{t-1} + (1 - rho) * (A_w[s] + (1 - progress_t) * B_w[s])``:
+  compression damage builds up and decays over a few intervals instead of vanishing the moment one switches
+  back. ``A`` and ``B`` are linear in features of the setting (quantization error proxy ``4^-(bits-2)``,
+  the workload's measured spectral tail at the rank, their product and their ``gamma`` interactions) with
+  coefficients fitted by least squares. ``d_t`` is 0 until the first compressed interval (before it the run
+  *is* the reference run) and 1 after.
+* **memory**: ``state_bytes`` exactly, from :func:`envs.memory.mango_state_bytes` on the model's shapes.
+* **time and energy**: the reference per-interval median times measured per-setting cost ratios (fitted per
+  workload from the traces), with multiplicative log-normal noise of the fitted size.
+* **telemetry** for the observation: reference curves of loss std, gradient norm and kurtosis (with noise),
+  the measured spectral tail per rank and a per-setting compression-error table.
+
+All noise of an episode is drawn at reset from the episode's generator (a fixed number of draws), so a
+vectorized set and a single :class:`envs.env.CompressionEnv` seeded alike produce identical episodes.
+
+:class:`SurrogateVecEnv` steps ``num_envs`` episodes at once with :class:`envs.encode.BatchEncoder`
+(bit-identical to ``ObservationSpec.encode``); it is a :class:`gymnasium.vector.VectorEnv` with same-step
+autoreset. For SB3, wrap it in :class:`envs.sb3.SB3VecEnvAdapter`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+
+from client.protocol import (
+    DEFAULT_GRID,
+    MAX_HISTORY,
+    CompressionSetting,
+    Objective,
+    ObservationSpec,
+    Reference,
+    TelemetryRecord,
+)
+from envs.encode import BatchEncoder, objective_features_batch
+from envs.objectives import ObjectiveSampler
+from envs.reward import TERM_NAMES, RewardConfig, penalized_reward, reward_terms
+from envs.workloads import get_workload, workloads_of
+
+__all__ = [
+    "NOISE_CHANNELS",
+    "SURROGATE_VERSION",
+    "SurrogateBackend",
+    "SurrogateEngine",
+    "SurrogateModel",
+    "SurrogateVecEnv",
+    "WorkloadTables",
+    "resolve_workloads",
+]
+
+log = logging.getLogger(__name__)
+
+SURROGATE_VERSION = "mango-surrogate-v1"
+#: Standard-normal draws per interval of an episode, in this order.
+NOISE_CHANNELS: tuple[str, ...] = ("excess", "loss_std", "grad_norm", "kurtosis", "compression_error", "time")
+_GRID_SHAPE = DEFAULT_GRID.nvec  # (R, B, G)
+_N_SETTINGS = int(np.prod(_GRID_SHAPE))
+
+
+def _arr(x: Any, dtype: Any = np.float64) -> np.ndarray:
+    return np.asarray(x, dtype=dtype)
+
+
+@dataclass
+class WorkloadTables:
+    """Everything the surrogate knows about one workload (arrays over intervals ``[K+1]`` or the grid
+    ``[R, B, G]`` of :data:`client.protocol.DEFAULT_GRID`).
+
+    Built by :func:`envs.fit.fit_surrogate`; JSON round-trips through :meth:`SurrogateModel.to_json`.
+    """
+
+    name: str
+    key: str
+    intervals: int
+    steps_per_interval: int
+    ref_loss: np.ndarray  # [K+1] mean reference loss per interval (over recorded seeds)
+    ref_loss_std: np.ndarray  # [K+1]
+    ref_grad_norm: np.ndarray  # [K+1]
+    ref_kurtosis: np.ndarray  # [K+1]
+    lr: np.ndarray  # [K+1] learning rate at the end of each interval
+    ref_interval_s: float  # reference per-interval median wall time, s
+    ref_energy_j: float  # reference per-interval median energy, J
+    ref_state_bytes: int  # reference (uncompressed) state bytes
+    dense_state_bytes: int  # fp32 AdamW state bytes (8 per parameter)
+    state_bytes: np.ndarray  # int64 [R, B, G], exact formula
+    spectral_tail: np.ndarray  # [R]
+    compression_error: np.ndarray  # [R, B, G]
+    time_ratio: np.ndarray  # [R, B, G] interval_s / ref_interval_s
+    energy_ratio: np.ndarray  # [R, B, G] energy_j / ref_energy_j
+    excess_a: np.ndarray  # [R, B, G]
+    excess_b: np.ndarray  # [R, B, G], scaled by (1 - progress)
+    rho: float | None = None  # this workload's excess persistence (None: the model's shared rho)
+    seed_sigma: float = 0.0  # relative std of the reference level across job seeds
+    sigma_excess: float = 0.0  # residual std of the excess after the first compressed interval
+    sigma_loss_std: float = 0.0  # log-normal std
+    sigma_grad_norm: float = 0.0  # log-normal std
+    sigma_kurtosis: float = 0.0  # additive std
+    sigma_compression_error: float = 0.0  # log-normal std
+    sigma_time: float = 0.0  # log-normal std of time (and energy) ratios
+    energy_source: str = "modelled"
+
+    def __post_init__(self) -> None:
+        k1 = self.intervals + 1
+        for name in ("ref_loss", "ref_loss_std", "ref_grad_norm", "ref_kurtosis", "lr"):
+            a = _arr(getattr(self, name))
+            if a.shape != (k1,):
+                raise ValueError(f"WorkloadTables {self.name}: {name} has shape {a.shape}, expected ({k1},)")
+            setattr(self, name, a)
+        for name in ("compression_error", "time_ratio", "energy_ratio", "excess_a", "excess_b"):
+            a = _arr(getattr(self, name))
+            if a.shape != _GRID_SHAPE:
+                raise ValueError(
+                    f"WorkloadTables {self.name}: {name} has shape {a.shape}, expected {_GRID_SHAPE}"
+                )
+            setattr(self, name, a)
+        self.state_bytes = _arr(self.state_bytes, np.int64).reshape(_GRID_SHAPE)
+        self.spectral_tail = _arr(self.spectral_tail).reshape(_GRID_SHAPE[0])
+        if not (self.ref_loss > 0).all():
+            raise ValueError(f"WorkloadTables {self.name}: reference losses must be positive")
+
+    @property
+    def progress(self) -> np.ndarray:
+        """``[K+1]`` progress at the end of each interval: ``(t + 1) / (K + 1)``."""
+        return np.arange(1, self.intervals + 2, dtype=np.float64) / (self.intervals + 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = v.tolist() if isinstance(v, np.ndarray) else v
+        return out
+
+
+@dataclass
+class SurrogateModel:
+    """A fitted surrogate: per-workload tables, the shared excess dynamics ``rho`` and fit metadata.
+
+    :ivar tables: workload name -> :class:`WorkloadTables`.
+    :ivar rho: shared excess persistence per interval in ``[0, 1)`` (0: damage vanishes when compression
+        stops); a workload's own ``WorkloadTables.rho`` overrides it.
+    :ivar coef: fitted global coefficients (for the record; the tables already apply them).
+    :ivar info: fit metadata (trace hash, episode counts, errors).
+    """
+
+    tables: dict[str, WorkloadTables]
+    rho: float
+    coef: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    version: str = SURROGATE_VERSION
+
+    def workload(self, name: str) -> WorkloadTables:
+        """Tables of a workload; ``ValueError`` says how to get traces for one that has none."""
+        try:
+            return self.tables[name]
+        except KeyError:
+            raise ValueError(
+                f"the surrogate has no data for workload {name!r} (it knows {sorted(self.tables)}); record "
+                f"traces for it with `mango record --workloads {name}` and refit with `mango fit`"
+            ) from None
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "version": self.version,
+                "rho": self.rho,
+                "coef": self.coef,
+                "info": self.info,
+                "tables": {k: t.to_dict() for k, t in self.tables.items()},
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> SurrogateModel:
+        d = json.loads(text)
+        if d.get("version") != SURROGATE_VERSION:
+            raise ValueError(f"surrogate version {d.get('version')!r} is not {SURROGATE_VERSION!r}; refit")
+        tables = {k: WorkloadTables(**v) for k, v in d["tables"].items()}
+        return cls(tables=tables, rho=float(d["rho"]), coef=d.get("coef", {}), info=d.get("info", {}))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json())
+
+    @classmethod
+    def load(cls, path: str | Path) -> SurrogateModel:
+        return cls.from_json(Path(path).read_text())
+
+    @classmethod
+    def default(cls) -> SurrogateModel:
+        """The model fitted on the traces shipped in ``envs/traces/`` (fitted once per process, cached)."""
+        from envs.fit import default_model  # late: fitting pulls in the trace reader
+
+        return default_model()
+
+
+def resolve_workloads(workload: str | Sequence[str] | None, split: str) -> tuple[str, ...]:
+    """The workload names an env draws from: a name, a list of names, or (``None``) the whole split."""
+    if workload is None:
+        names = workloads_of(split)
+    elif isinstance(workload, str):
+        names = (workload,)
+    else:
+        names = tuple(workload)
+    if not names:
+        raise ValueError(f"no workloads selected (workload={workload!r}, split={split!r})")
+    for n in names:
+        get_workload(n)  # ValueError naming the known ones
+    return names
+
+
+class SurrogateEngine:
+    """The batched simulator behind :class:`SurrogateVecEnv` and the single env's ``"surrogate"`` backend.
+
+    State per episode lives in arrays of length ``n``; :meth:`reset_envs` starts episodes (drawing all their
+    randomness from per-episode generators), :meth:`step` advances every episode one interval.
+
+    :param model: fitted :class:`SurrogateModel`.
+    :param workloads: names the episodes draw from (uniformly, one draw per reset).
+    :param n: episodes side by side.
+    :param spec: observation spec (window).
+    :param sampler: objective sampler (ignored for an episode whose objective is fixed).
+    :param reward: penalty knobs.
+    :param initial_setting: setting of the uncontrolled warm-up interval (default: off, like a job's start).
+    :param job_seeds: job seeds are drawn from ``range(job_seeds)``; each has its own reference level.
+    """
+
+    def __init__(
+        self,
+        model: SurrogateModel,
+        workloads: Sequence[str],
+        n: int,
+        spec: ObservationSpec,
+        sampler: ObjectiveSampler,
+        reward: RewardConfig,
+        initial_setting: CompressionSetting | None = None,
+        job_seeds: int = 64,
+    ) -> None:
+        if n < 1:
+            raise ValueError(f"num_envs={n} must be >= 1")
+        if job_seeds < 1:
+            raise ValueError(f"job_seeds={job_seeds} must be >= 1")
+        self.model = model
+        self.names = tuple(workloads)
+        self.tabs = [model.workload(w) for w in self.names]
+        for name, t in zip(self.names, self.tabs, strict=True):
+            wl = get_workload(name)
+            if t.key != wl.key():
+                log.warning(
+                    "surrogate tables of %s were fitted for workload key %s, the registry now says %s; refit",
+                    name,
+                    t.key,
+                    wl.key(),
+                )
+        self.n = n
+        self.spec = spec
+        self.sampler = sampler
+        self.reward_cfg = reward
+        self.job_seeds = job_seeds
+        init = initial_setting or CompressionSetting.off()
+        self.initial_action = np.array(DEFAULT_GRID.action(init), dtype=np.int64)
+        self._stack_tables()
+        # per-seed reference levels: a fixed table so one job seed always has the same reference curve
+        self.seed_z = np.random.default_rng(20240531).standard_normal((len(self.names), job_seeds))
+        self.encoder = BatchEncoder(n, spec)
+        c = len(NOISE_CHANNELS)
+        self.w = np.zeros(n, dtype=np.int64)
+        self.t = np.zeros(n, dtype=np.int64)
+        self.k = np.ones(n, dtype=np.int64)
+        self.x = np.zeros(n, dtype=np.float64)
+        self.compressed = np.zeros(n, dtype=bool)  # d_t: any compressed interval so far
+        self._ar = np.arange(n)
+        self.level = np.ones(n, dtype=np.float64)
+        self.initial_loss = np.ones(n, dtype=np.float64)
+        self.weights = np.zeros((n, 4), dtype=np.float64)
+        self.budget = np.zeros(n, dtype=np.int64)
+        self.job_seed = np.zeros(n, dtype=np.int64)
+        self.z = np.zeros((n, self.kmax + 1, c), dtype=np.float64)
+        self.last: dict[str, np.ndarray] = {}
+
+    def _stack_tables(self) -> None:
+        tabs = self.tabs
+        self.kmax = max(t.intervals for t in tabs)
+        kk = self.kmax + 1
+        nw = len(tabs)
+
+        def curve(name: str) -> np.ndarray:
+            out = np.zeros((nw, kk), dtype=np.float64)
+            for i, t in enumerate(tabs):
+                a = getattr(t, name)
+                out[i, : a.size] = a
+                out[i, a.size :] = a[-1]
+            return out
+
+        self.ref_loss = curve("ref_loss")
+        self.ref_loss_std = curve("ref_loss_std")
+        self.ref_grad_norm = curve("ref_grad_norm")
+        self.ref_kurtosis = curve("ref_kurtosis")
+        self.lr = curve("lr")
+        self.log_lr = np.vectorize(BatchEncoder.log_lr_feature)(self.lr)
+        self.progress = np.zeros((nw, kk), dtype=np.float64)
+        self.steps = np.zeros((nw, kk), dtype=np.int64)
+        for i, t in enumerate(tabs):
+            p = t.progress
+            self.progress[i, : p.size] = p
+            self.progress[i, p.size :] = 1.0
+            self.steps[i] = t.steps_per_interval * np.arange(1, kk + 1)
+
+        def grid(name: str, dtype: Any = np.float64) -> np.ndarray:
+            return np.stack([_arr(getattr(t, name), dtype).reshape(_N_SETTINGS) for t in tabs])
+
+        self.g_state_bytes = grid("state_bytes", np.int64)
+        self.g_comp_err = grid("compression_error")
+        self.g_time = grid("time_ratio")
+        self.g_energy = grid("energy_ratio")
+        self.g_a = grid("excess_a")
+        self.g_b = grid("excess_b")
+        self.g_tail = np.stack([t.spectral_tail for t in tabs])  # [W, R]
+        self.g_off = np.zeros(_N_SETTINGS, dtype=bool)
+        off = DEFAULT_GRID.action(CompressionSetting.off())
+        self.g_off[np.ravel_multi_index(off, _GRID_SHAPE)] = True
+
+        def scalar(name: str, dtype: Any = np.float64) -> np.ndarray:
+            return np.array([getattr(t, name) for t in tabs], dtype=dtype)
+
+        self.s_ref_time = scalar("ref_interval_s")
+        self.s_ref_energy = scalar("ref_energy_j")
+        self.s_ref_state = scalar("ref_state_bytes", np.int64)
+        self.s_dense = scalar("dense_state_bytes", np.int64)
+        self.s_seed_sigma = scalar("seed_sigma")
+        self.s_sig_x = scalar("sigma_excess")
+        self.s_sig_lstd = scalar("sigma_loss_std")
+        self.s_sig_gn = scalar("sigma_grad_norm")
+        self.s_sig_k = scalar("sigma_kurtosis")
+        self.s_sig_ce = scalar("sigma_compression_error")
+        self.s_sig_t = scalar("sigma_time")
+        self.s_k = scalar("intervals", np.int64)
+        self.s_rho = np.array([self.model.rho if t.rho is None else t.rho for t in tabs], dtype=np.float64)
+
+    # ---------------------------------------------------------------------------------------------- reset
+    def reset_envs(
+        self,
+        idx: np.ndarray,
+        rngs: Sequence[np.random.Generator],
+        objective: Objective | None = None,
+        workload: str | None = None,
+        job_seed: int | None = None,
+    ) -> None:
+        """Start new episodes in slots ``idx`` (``rngs[i]`` is slot ``idx[i]``'s generator) and run their
+        warm-up interval. ``objective`` / ``workload`` / ``job_seed`` fix those draws (still consumed)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        if idx.size == 0:
+            return
+        c = len(NOISE_CHANNELS)
+        for j, i in enumerate(idx):
+            rng = rngs[j]
+            wi = int(rng.integers(len(self.names)))
+            if workload is not None:
+                if workload not in self.names:
+                    raise ValueError(f"workload {workload!r} is not one of this env's {self.names}")
+                wi = self.names.index(workload)
+            js = int(rng.integers(self.job_seeds))
+            if job_seed is not None:
+                js = int(job_seed) % self.job_seeds
+            w_obj, budget_rel = self.sampler.sample_weights(rng)
+            k = int(self.s_k[wi])
+            z = rng.standard_normal((k + 1, c))
+            self.w[i] = wi
+            self.k[i] = k
+            self.job_seed[i] = js
+            self.z[i, : k + 1] = z
+            self.z[i, k + 1 :] = 0.0
+            dense = int(self.s_dense[wi])
+            if objective is not None:
+                w_obj = np.array(
+                    [objective.w_loss, objective.w_memory, objective.w_energy, objective.w_time],
+                    dtype=np.float64,
+                )
+                self.budget[i] = objective.memory_budget_bytes or 0
+            else:
+                self.budget[i] = 0 if budget_rel is None else max(1, int(budget_rel * dense))
+            self.weights[i] = w_obj
+            self.level[i] = 1.0 + self.s_seed_sigma[wi] * self.seed_z[wi, js]
+        self.t[idx] = 0
+        self.x[idx] = 0.0
+        self.compressed[idx] = False
+        self.encoder.clear(
+            idx, objective_features_batch(self.weights[idx], self.budget[idx], self.s_dense[self.w[idx]])
+        )
+        acts = np.broadcast_to(self.initial_action, (idx.size, 3))
+        raw = self._interval(idx, acts)
+        self.initial_loss[idx] = raw["ref_loss"]
+        self._push(idx, raw, acts)
+
+    # ---------------------------------------------------------------------------------------------- step
+    def _interval(self, idx: np.ndarray | None, acts: np.ndarray) -> dict[str, np.ndarray]:
+        """Advance episodes ``idx`` (``None``: all) one interval under grid actions ``acts`` (``[k, 3]``)."""
+        idx_: Any = slice(None) if idx is None else idx
+        w = self.w[idx_]
+        t = self.t[idx_]
+        s = (acts[:, 0] * _GRID_SHAPE[1] + acts[:, 1]) * _GRID_SHAPE[2] + acts[:, 2]
+        z = self.z[idx_ if idx is not None else self._ar, t]  # [k, C]
+        p = self.progress[w, t]
+        target = self.g_a[w, s] + (1.0 - p) * self.g_b[w, s]
+        rho = self.s_rho[w]
+        x = rho * self.x[idx_] + (1.0 - rho) * target
+        self.x[idx_] = x
+        div = self.compressed[idx_] | ~self.g_off[s]
+        self.compressed[idx_] = div
+        xo = x + np.where(div, self.s_sig_x[w] * z[:, 0], 0.0)
+        ref = self.ref_loss[w, t] * self.level[idx_]
+        l0 = self.ref_loss[w, 0] * self.level[idx_]  # the episode's initial loss: the unit of the excess
+        ratio_noise = np.exp(self.s_sig_t[w] * z[:, 5])
+        raw = {
+            "ref_loss": ref,
+            "loss": np.maximum(ref + l0 * xo, 0.1 * ref),
+            "loss_std": self.ref_loss_std[w, t]
+            * (1.0 + np.maximum(xo, 0.0))
+            * np.exp(self.s_sig_lstd[w] * z[:, 1]),
+            "grad_norm": self.ref_grad_norm[w, t] * np.exp(self.s_sig_gn[w] * z[:, 2]),
+            "grad_kurtosis": self.ref_kurtosis[w, t] + self.s_sig_k[w] * z[:, 3],
+            "compression_error": self.g_comp_err[w, s] * np.exp(self.s_sig_ce[w] * z[:, 4]),
+            "spectral_tail": np.clip(self.g_tail[w, acts[:, 0]], 0.0, 1.0),
+            "state_bytes": self.g_state_bytes[w, s],
+            "interval_s": self.s_ref_time[w] * self.g_time[w, s] * ratio_noise,
+            "energy_j": self.s_ref_energy[w] * self.g_energy[w, s] * ratio_noise,
+        }
+        return raw
+
+    def _push(self, idx: np.ndarray | None, raw: dict[str, np.ndarray], acts: np.ndarray) -> None:
+        sel: Any = slice(None) if idx is None else idx
+        w = self.w[sel]
+        t = self.t[sel]
+        self.last = {**raw, "lr": self.lr[w, t], "progress": self.progress[w, t], "step": self.steps[w, t]}
+        self.encoder.push(
+            idx,
+            loss=raw["loss"],
+            loss_std=raw["loss_std"],
+            grad_norm=raw["grad_norm"],
+            compression_error=raw["compression_error"],
+            grad_kurtosis=raw["grad_kurtosis"],
+            spectral_tail=raw["spectral_tail"],
+            state_bytes=raw["state_bytes"],
+            energy_j=raw["energy_j"],
+            interval_s=raw["interval_s"],
+            log_lr=self.log_lr[w, t],
+            progress=self.progress[w, t],
+            action=acts,
+            initial_loss=self.initial_loss[sel],
+            dense_state_bytes=self.s_dense[w],
+            ref_energy_j=self.s_ref_energy[w],
+            ref_interval_s=self.s_ref_time[w],
+        )
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Advance every episode one control interval.
+
+        :param actions: int ``[n, 3]`` grid indices.
+        :return: ``(reward [n], terminated [n], info)`` with the raw terms and telemetry of this interval in
+            ``info`` (arrays). Observations come from :attr:`encoder`.
+        """
+        acts = np.asarray(actions, dtype=np.int64).reshape(self.n, 3)
+        nvec = np.asarray(_GRID_SHAPE)
+        if (acts < 0).any() or (acts >= nvec).any():
+            raise ValueError(f"actions must be grid indices within MultiDiscrete{list(_GRID_SHAPE)}")
+        self.t += 1
+        raw = self._interval(None, acts)
+        self._push(None, raw, acts)
+        w = self.w
+        terms = reward_terms(
+            raw["loss"],
+            raw["state_bytes"],
+            raw["energy_j"],
+            raw["interval_s"],
+            ref_loss=raw["ref_loss"],
+            ref_state_bytes=self.s_ref_state[w],
+            ref_energy_j=self.s_ref_energy[w],
+            ref_interval_s=self.s_ref_time[w],
+            initial_loss=self.initial_loss,
+        )
+        reward, over, diverged = penalized_reward(
+            self.weights,
+            terms,
+            state_bytes=raw["state_bytes"],
+            budget_bytes=self.budget,
+            loss=raw["loss"],
+            initial_loss=self.initial_loss,
+            config=self.reward_cfg,
+        )
+        terminated = (self.t >= self.k) | diverged
+        info = dict(zip(TERM_NAMES, terms, strict=True))
+        info["over_budget"] = over
+        info["diverged"] = diverged
+        return reward, terminated, info
+
+    # ---------------------------------------------------------------------------------------------- records
+    def record(self, i: int, action: Sequence[int]) -> TelemetryRecord:
+        """The :class:`TelemetryRecord` of slot ``i``'s last interval (for the single-episode env)."""
+        last = self.last
+        j = i if last["loss"].shape[0] == self.n else 0
+        e = float(last["energy_j"][j])
+        s = float(last["interval_s"][j])
+        return TelemetryRecord(
+            step=int(last["step"][j]),
+            loss=float(last["loss"][j]),
+            loss_std=float(last["loss_std"][j]),
+            grad_norm=float(last["grad_norm"][j]),
+            compression_error=float(last["compression_error"][j]),
+            grad_kurtosis=float(last["grad_kurtosis"][j]),
+            spectral_tail=float(last["spectral_tail"][j]),
+            state_bytes=int(last["state_bytes"][j]),
+            energy_j=e,
+            mean_power_w=e / s if s > 0 else 0.0,
+            energy_source="modelled",
+            interval_s=s,
+            lr=float(last["lr"][j]),
+            setting=DEFAULT_GRID.setting(action),
+            progress=float(last["progress"][j]),
+        )
+
+
+class SurrogateVecEnv(VectorEnv):
+    """``num_envs`` surrogate episodes stepped at once (pure numpy; tens of thousands of steps per second).
+
+    Same-step autoreset (``metadata["autoreset_mode"]``): when an episode ends, the returned observation is
+    the new episode's first one and the last one is in ``info["final_obs"]`` (object array, masked by
+    ``info["_final_obs"]``). ``info`` always carries the raw reward terms (``loss_term``, ``memory_term``,
+    ``energy_term``, ``time_term``) and ``over_budget`` / ``diverged`` as arrays.
+
+    :param num_envs: episodes side by side. 64-256 amortize numpy's per-call overhead best.
+    :param workload: a workload name, a list of names, or ``None`` for every workload of ``split``.
+    :param split: ``"train"`` (default) or ``"heldout"`` when ``workload`` is ``None``.
+    :param objective: fix every episode's objective (else one is sampled per episode).
+    :param objective_sampler: the per-episode sampler (default :class:`envs.objectives.ObjectiveSampler`).
+    :param model: a fitted :class:`SurrogateModel` (default: fitted on the shipped traces).
+    :param window: history window of the observation (1..8).
+    :param reward: penalty knobs (:class:`envs.reward.RewardConfig`).
+    :param initial_setting: setting of each episode's warm-up interval (default off).
+    :param job_seeds: size of the job-seed pool.
+
+    Seeding: ``reset(seed=s)`` seeds sub-env ``i`` with ``s + i``, like gymnasium's vector envs, and sub-env
+    ``i`` then produces exactly the episodes of ``CompressionEnv(backend="surrogate").reset(seed=s + i)``.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
+
+    def __init__(
+        self,
+        num_envs: int = 64,
+        workload: str | Sequence[str] | None = None,
+        split: str = "train",
+        objective: Objective | str | None = None,
+        objective_sampler: ObjectiveSampler | None = None,
+        model: SurrogateModel | None = None,
+        window: int = MAX_HISTORY,
+        reward: RewardConfig | None = None,
+        initial_setting: CompressionSetting | None = None,
+        job_seeds: int = 64,
+    ) -> None:
+        from envs.env import resolve_objective  # late: env imports this module
+
+        self.names = resolve_workloads(workload, split)
+        self.fixed_objective = resolve_objective(objective)
+        self.obs_spec = ObservationSpec(window=window)
+        self.engine = SurrogateEngine(
+            model or SurrogateModel.default(),
+            self.names,
+            num_envs,
+            self.obs_spec,
+            objective_sampler or ObjectiveSampler(),
+            reward or RewardConfig(),
+            initial_setting,
+            job_seeds,
+        )
+        self.num_envs = num_envs
+        c = ObservationSpec.CLIP
+        self.single_observation_space = spaces.Box(-c, c, shape=(self.obs_spec.size,), dtype=np.float32)
+        self.single_action_space = spaces.MultiDiscrete(np.array(DEFAULT_GRID.nvec, dtype=np.int64))
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
+        self._rngs = [seeding.np_random(None)[0] for _ in range(num_envs)]
+        self._obs = np.zeros((num_envs, self.obs_spec.size), dtype=np.float32)
+        self._all = np.arange(num_envs)
+
+    @property
+    def workload_names(self) -> tuple[str, ...]:
+        return self.names
+
+    def reset(
+        self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Reset every sub-env; ``options`` may hold ``objective`` (Objective or preset name), ``workload``
+        and ``job_seed`` for this reset."""
+        if seed is not None:
+            seeds = [seed + i for i in range(self.num_envs)] if isinstance(seed, int) else list(seed)
+            if len(seeds) != self.num_envs:
+                raise ValueError(f"got {len(seeds)} seeds for {self.num_envs} envs")
+            self._rngs = [seeding.np_random(s)[0] for s in seeds]
+            self._np_random, self._np_random_seed = seeding.np_random(seeds[0])
+        opts = options or {}
+        from envs.env import resolve_objective
+
+        obj = resolve_objective(opts.get("objective")) or self.fixed_objective
+        self.engine.reset_envs(self._all, self._rngs, obj, opts.get("workload"), opts.get("job_seed"))
+        return self.engine.encoder.observe(), self._reset_info()
+
+    def _reset_info(self) -> dict[str, Any]:
+        return {"workload_idx": self.engine.w.copy(), "job_seed": self.engine.job_seed.copy()}
+
+    def step(
+        self, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        eng = self.engine
+        reward, terminated, info = eng.step(actions)
+        obs = eng.encoder.observe()
+        done = np.flatnonzero(terminated)
+        if done.size:
+            final = np.full(self.num_envs, None, dtype=object)
+            for i in done:
+                final[i] = obs[i].copy()
+            info["final_obs"] = final
+            info["_final_obs"] = terminated.copy()
+            eng.reset_envs(done, [self._rngs[i] for i in done], self.fixed_objective)
+            obs = eng.encoder.observe()
+        truncated = np.zeros(self.num_envs, dtype=bool)
+        return obs, reward, terminated, truncated, info
+
+
+class SurrogateBackend:
+    """The single-episode ``"surrogate"`` backend of :class:`envs.env.CompressionEnv`: a
+    :class:`SurrogateEngine` of one slot whose records go through the real ``ObservationSpec.encode``."""
+
+    name = "surrogate"
+
+    def __init__(
+        self,
+        model: SurrogateModel | None,
+        names: Sequence[str],
+        spec: ObservationSpec,
+        sampler: ObjectiveSampler,
+        reward: RewardConfig,
+        initial_setting: CompressionSetting | None,
+        job_seeds: int,
+    ) -> None:
+        self.engine = SurrogateEngine(
+            model or SurrogateModel.default(), names, 1, spec, sampler, reward, initial_setting, job_seeds
+        )
+        self._zero = np.zeros(1, dtype=np.int64)
+
+    def reset(
+        self,
+        rng: np.random.Generator,
+        *,
+        objective: Objective | None,
+        workload: str | None,
+        job_seed: int | None,
+    ) -> Any:
+        from envs.env import EpisodeStart
+        from envs.objectives import make_objective
+
+        eng = self.engine
+        eng.reset_envs(self._zero, [rng], objective, workload, job_seed)
+        tab = eng.tabs[int(eng.w[0])]
+        if objective is None:
+            budget = int(eng.budget[0])
+            objective = make_objective(eng.weights[0], budget if budget > 0 else None)
+        ref = Reference(
+            initial_loss=float(eng.initial_loss[0]),
+            dense_state_bytes=int(tab.dense_state_bytes),
+            interval_energy_j=float(tab.ref_energy_j),
+            interval_s=float(tab.ref_interval_s),
+        )
+        return EpisodeStart(
+            workload=tab.name,
+            job_seed=int(eng.job_seed[0]),
+            objective=objective,
+            reference=ref,
+            record=eng.record(0, eng.initial_action),
+        )
+
+    def step(self, action: np.ndarray, setting: CompressionSetting) -> Any:
+        from envs.env import StepOutcome
+
+        eng = self.engine
+        reward, terminated, info = eng.step(np.asarray(action, dtype=np.int64).reshape(1, 3))
+        return StepOutcome(
+            record=eng.record(0, action),
+            reward=float(reward[0]),
+            terms=tuple(float(info[k][0]) for k in TERM_NAMES),  # type: ignore[arg-type]
+            ref_loss=float(eng.last["ref_loss"][0]),
+            over_budget=bool(info["over_budget"][0]),
+            diverged=bool(info["diverged"][0]),
+            info={"last": bool(terminated[0])},
+        )
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,181 @@
+"""CompressionEnv on the surrogate backend and SurrogateVecEnv: API conformance, determinism, errors."""
+
+from __future__ import annotations
+
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import envs
+from client.protocol import CompressionSetting, Objective, ObservationSpec
+from envs.env import CompressionEnv
+from envs.objectives import OBJECTIVE_PRESETS, ObjectiveSampler
+from envs.reward import TERM_NAMES
+from envs.surrogate import SurrogateModel, SurrogateVecEnv
+
+
+@pytest.fixture(scope="module")
+def model() -> SurrogateModel:
+    return SurrogateModel.default()
+
+
+def _episode(env: gym.Env, seed: int, actions: np.ndarray) -> list[tuple[np.ndarray, float, bool]]:
+    obs, _ = env.reset(seed=seed)
+    out = [(obs, 0.0, False)]
+    for a in actions:
+        obs, r, term, trunc, _ = env.step(a)
+        out.append((obs, float(r), term))
+        if term or trunc:
+            break
+    return out
+
+
+def test_registered_and_makes(model: SurrogateModel) -> None:
+    assert envs.ENV_ID in gym.registry
+    env = gym.make(envs.ENV_ID, backend="surrogate", workload="lm-tiny-cosine", model=model)
+    obs, info = env.reset(seed=0)
+    spec = ObservationSpec()
+    assert obs.shape == (spec.size,) and obs.dtype == np.float32
+    assert env.action_space.nvec.tolist() == [8, 6, 5]
+    assert info["workload"] == "lm-tiny-cosine" and info["setting"] == "r0/b32/g0"
+    vec = gym.make_vec(envs.ENV_ID, num_envs=3, vectorization_mode="vector_entry_point", model=model)
+    assert isinstance(vec, SurrogateVecEnv) and vec.reset(seed=0)[0].shape == (3, spec.size)
+
+
+@pytest.mark.parametrize("workload", [*envs.TRAIN_WORKLOADS, None])
+def test_gymnasium_and_sb3_checkers(model: SurrogateModel, workload: str | None) -> None:
+    env = CompressionEnv(backend="surrogate", workload=workload, model=model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", category=UserWarning)  # any checker warning fails the test
+        gym_check_env(env, skip_render_check=True)
+    sb3_check_env(CompressionEnv(backend="surrogate", workload=workload, model=model), warn=True)
+
+
+def test_same_seed_same_episode_exactly(model: SurrogateModel) -> None:
+    acts = np.random.default_rng(0).integers(0, [8, 6, 5], size=(20, 3))
+    a = _episode(CompressionEnv(model=model), 7, acts)
+    b = _episode(CompressionEnv(model=model), 7, acts)
+    c = _episode(CompressionEnv(model=model), 8, acts)
+    assert len(a) == len(b)
+    for (oa, ra, ta), (ob, rb, tb) in zip(a, b, strict=True):
+        assert np.array_equal(oa, ob) and ra == rb and ta == tb
+    assert not all(np.array_equal(x[0], y[0]) for x, y in zip(a, c, strict=False))
+
+
+def test_episode_length_termination_and_info(model: SurrogateModel) -> None:
+    env = CompressionEnv(workload="lm-small-constant", model=model, objective="balanced")
+    _, info = env.reset(seed=1)
+    k = envs.get_workload("lm-small-constant").intervals
+    for t in range(k):
+        obs, r, term, trunc, info = env.step(np.array([3, 3, 0]))
+        assert not trunc and term == (t == k - 1)
+        assert env.observation_space.contains(obs)
+    for key in (*TERM_NAMES, "over_budget", "diverged", "ref_loss", "loss", "state_bytes", "setting"):
+        assert key in info
+    w = OBJECTIVE_PRESETS["balanced"]
+    assert r == pytest.approx(-sum(wi * info[t] for wi, t in zip(w, TERM_NAMES, strict=True)))
+    assert info["setting"] == "r8/b8/g0" and 0 < info["memory_term"] < 1
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(np.array([0, 0, 0]))
+
+
+def test_objective_sampled_per_episode_and_fixed_by_option(model: SurrogateModel) -> None:
+    env = CompressionEnv(model=model, objective_sampler=ObjectiveSampler(preset_prob=0.0))
+    seen = {tuple(env.reset(seed=s)[1]["objective"].values())[:4] for s in range(6)}
+    assert len(seen) == 6
+    obj = Objective(w_loss=1.0, w_memory=2.0, w_energy=0.0, w_time=0.0)
+    obs, info = env.reset(seed=3, options={"objective": obj})
+    assert info["objective"]["w_memory"] == 2.0
+    np.testing.assert_allclose(obs[-6:-2], [1 / 3, 2 / 3, 0, 0], rtol=1e-6)  # visible in the observation
+    _, info = env.reset(seed=3, options={"objective": "memory-first"})
+    assert info["objective"]["w_memory"] == OBJECTIVE_PRESETS["memory-first"][1]
+
+
+def test_memory_budget_penalty(model: SurrogateModel) -> None:
+    env = CompressionEnv(workload="lm-tiny-cosine", model=model)
+    obs, info = env.reset(seed=0, options={"objective": Objective(w_loss=1.0, memory_budget_bytes=1000)})
+    assert obs[-1] == 1.0  # has_budget
+    _, r, _, _, info = env.step(np.array([7, 5, 0]))  # off: over any tiny budget
+    assert info["over_budget"] and r < -info["loss_term"] - 0.5
+
+
+@pytest.mark.parametrize(
+    ("kw", "exc", "match"),
+    [
+        ({"workload": "no-such-workload"}, ValueError, "unknown workload 'no-such-workload'"),
+        ({"objective": (0.0, 0.0, 0.0, 0.0)}, ValueError, "all zero"),
+        ({"objective": {"w_loss": 0.0}}, ValueError, "all zero"),
+        ({"objective": "speed-first"}, ValueError, "unknown objective preset"),
+        ({"backend": "simulator"}, ValueError, "backend='simulator'"),
+        ({"backend": "training", "interval_steps": 0}, ValueError, "interval_steps=0"),
+        ({"backend": "training", "intervals": 0}, ValueError, "intervals=0"),
+        ({"interval_steps": 5}, ValueError, "only be overridden on the training backend"),
+        ({"window": 0}, ValueError, "window"),
+        ({"split": "test"}, ValueError, "split"),
+        ({"render_mode": "human"}, ValueError, "render_mode"),
+    ],
+)
+def test_bad_configuration_is_a_clear_error(kw: dict[str, object], exc: type, match: str) -> None:
+    with pytest.raises(exc, match=match):
+        CompressionEnv(**kw)  # type: ignore[arg-type]
+
+
+def test_bad_reset_options_and_actions(model: SurrogateModel) -> None:
+    env = CompressionEnv(workload="lm-tiny-cosine", model=model)
+    with pytest.raises(ValueError, match="unknown reset options"):
+        env.reset(options={"objectives": "balanced"})
+    with pytest.raises(ValueError, match="not one of this env"):
+        env.reset(options={"workload": "digits-mlp-cosine"})
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="not in MultiDiscrete"):
+        env.step(np.array([8, 0, 0]))
+
+
+def test_vectorized_equals_single_envs(model: SurrogateModel) -> None:
+    """Sub-env i of SurrogateVecEnv(seed=s) plays exactly CompressionEnv.reset(seed=s+i)'s episodes, and its
+    numpy observations equal ObservationSpec.encode on the single env's pydantic records."""
+    n = 6
+    names = list(envs.TRAIN_WORKLOADS)
+    vec = SurrogateVecEnv(num_envs=n, workload=names, model=model, window=5)
+    singles = [CompressionEnv(workload=names, model=model, window=5) for _ in range(n)]
+    ov, _ = vec.reset(seed=100)
+    for i, e in enumerate(singles):
+        np.testing.assert_array_equal(ov[i], e.reset(seed=100 + i)[0])
+    rng = np.random.default_rng(1)
+    ends = 0
+    for _ in range(40):  # > 3 episodes each: autoresets included
+        acts = rng.integers(0, [8, 6, 5], size=(n, 3))
+        ov, rv, tv, _, iv = vec.step(acts)
+        for i, e in enumerate(singles):
+            o, r, term, _, info = e.step(acts[i])
+            assert r == rv[i] and term == tv[i]
+            assert info["memory_term"] == iv["memory_term"][i]
+            if term:
+                ends += 1
+                np.testing.assert_array_equal(iv["final_obs"][i], o)
+                o, _ = e.reset()
+            np.testing.assert_array_equal(ov[i], o)
+    assert ends >= n * 2
+
+
+def test_surrogate_memory_is_exact_formula(model: SurrogateModel) -> None:
+    from envs.memory import mango_state_bytes, param_shapes
+
+    tab = model.workload("lm-tiny-cosine")
+    w = envs.get_workload("lm-tiny-cosine")
+    shapes = param_shapes(w.build_model(0))
+    for s in (CompressionSetting(rank=4, bits=2, gamma=0.5), CompressionSetting(rank=0, bits=16, gamma=0.0)):
+        idx = envs.env.DEFAULT_GRID.action(s)
+        assert tab.state_bytes[idx] == mango_state_bytes(shapes, s, min_compress_numel=w.min_compress_numel)
+
+
+def test_render_ansi(model: SurrogateModel) -> None:
+    env = CompressionEnv(model=model, render_mode="ansi")
+    env.reset(seed=0)
+    env.step(np.array([2, 2, 1]))
+    text = env.render()
+    assert isinstance(text, str) and "r4/b4/g0.25" in text and "modelled" in text

@@ -1,0 +1,85 @@
+"""Workload registry: the split, schedules, keys and configuration errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from envs.workloads import (
+    HELDOUT_WORKLOADS,
+    TRAIN_WORKLOADS,
+    WORKLOADS,
+    Workload,
+    get_workload,
+    register_workload,
+    workloads_of,
+)
+
+
+def test_split_is_disjoint_and_differs() -> None:
+    assert TRAIN_WORKLOADS and HELDOUT_WORKLOADS
+    assert not set(TRAIN_WORKLOADS) & set(HELDOUT_WORKLOADS)
+    assert set(TRAIN_WORKLOADS) | set(HELDOUT_WORKLOADS) == set(WORKLOADS)
+    train = [get_workload(n) for n in TRAIN_WORKLOADS]
+    held = [get_workload(n) for n in HELDOUT_WORKLOADS]
+    # no held-out workload repeats a training (model size, data, schedule, batch, noise) combination
+    sig = {(w.model, w.model_overrides, w.data, w.schedule, w.batch_size, w.label_noise) for w in train}
+    assert all(
+        (w.model, w.model_overrides, w.data, w.schedule, w.batch_size, w.label_noise) not in sig for w in held
+    )
+    # held-out LM workloads train on the corpus's validation files: data never seen in training
+    assert {w.data for w in held if w.task == "lm"} == {"stdlib-val"}
+    assert {w.task for w in train} == {"lm", "digits"} and len(
+        {w.model for w in train if w.task == "lm"}
+    ) >= 2
+
+
+def test_episode_shape_is_small() -> None:
+    for w in WORKLOADS.values():
+        assert 10 <= w.intervals <= 20 and 10 <= w.steps_per_interval <= 25, w.name
+        assert w.planned_steps == w.steps_per_interval * (w.intervals + 1)
+
+
+@pytest.mark.parametrize("name", list(WORKLOADS))
+def test_lr_schedule_positive_and_bounded(name: str) -> None:
+    w = get_workload(name)
+    lrs = [w.lr_at(s) for s in range(w.planned_steps)]
+    assert all(0 < lr <= w.lr * (1 + 1e-12) and math.isfinite(lr) for lr in lrs)
+    if w.schedule in ("cosine", "linear", "step"):
+        assert lrs[-1] < lrs[w.warmup_steps]
+
+
+def test_key_is_content_hash() -> None:
+    w = get_workload(TRAIN_WORKLOADS[0])
+    assert w.key() == w.with_overrides(description="other words").key()
+    assert w.key() != w.with_overrides(lr=w.lr * 2).key()
+    assert w.key() != w.with_overrides(steps_per_interval=w.steps_per_interval + 1).key()
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"steps_per_interval": 0}, "steps_per_interval"),
+        ({"intervals": 0}, "intervals"),
+        ({"schedule": "warmup-sqrt"}, "schedule"),
+        ({"lr": -1.0}, "lr"),
+        ({"split": "test"}, "split"),
+        ({"seq_len": 0}, "seq_len"),
+        ({"label_noise": 1.5}, "label_noise"),
+    ],
+)
+def test_bad_workload_config(kw: dict[str, object], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        get_workload("lm-tiny-cosine").with_overrides(**kw)
+
+
+def test_lookup_errors() -> None:
+    with pytest.raises(ValueError, match=r"unknown workload 'nope'.*known"):
+        get_workload("nope")
+    with pytest.raises(ValueError, match="already registered"):
+        register_workload(get_workload(TRAIN_WORKLOADS[0]))
+    with pytest.raises(ValueError, match="split"):
+        workloads_of("validation")
+    w = get_workload(TRAIN_WORKLOADS[0])
+    assert get_workload(w) is w and isinstance(w, Workload)
