@@ -17,6 +17,7 @@ build a new entry. Writes are atomic (temp file + rename): concurrent builders a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -217,7 +218,7 @@ def load_corpus(
     try:
         cdir.mkdir(parents=True, exist_ok=True)
         for s in ("train", "val"):
-            _atomic_write(base.with_name(f"{base.name}-{s}.npy"), lambda f, a=arrays[s]: np.save(f, a))
+            _atomic_write(base.with_name(f"{base.name}-{s}.npy"), functools.partial(_save_npy, arr=arrays[s]))
         meta = {"key": key, "train_files": corpus.train_files, "val_files": corpus.val_files}
         _atomic_write(meta_path, lambda f: f.write(json.dumps(meta).encode()))  # written last: the commit
     except OSError as exc:  # a read-only home is not fatal: the corpus is in memory
@@ -231,6 +232,10 @@ def load_corpus(
         len(corpus.val_files),
     )
     return corpus
+
+
+def _save_npy(f: BinaryIO, arr: np.ndarray) -> None:
+    np.save(f, arr)
 
 
 def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:

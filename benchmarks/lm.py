@@ -1,0 +1,342 @@
+"""AdamW vs MangoAdamW on the byte-level stdlib LM (CPU): validation loss, state bytes, step time.
+
+Every run trains the same model (same seed, same initial weights) on the same batches in the same order;
+only the optimizer differs. ``adamw`` is ``torch.optim.AdamW``; ``off`` is MangoAdamW with compression off
+(must match AdamW); ``rR/bB[/gG]`` is MangoAdamW at that setting.
+
+Run ``python -m benchmarks.lm --help`` (or ``mango bench lm``) for the knobs. It prints a table, writes
+``results/lm-<date>.json`` and appends a dated section to ``BENCHMARKS.md`` (``--no-write`` skips both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import datetime as dt
+import inspect
+import itertools
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import textwrap
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from client.compression.optimizer import MangoAdamW
+from client.protocol import CompressionSetting
+from envs.data import load_corpus
+from envs.models import ByteGPT, build_model
+
+DEFAULT_SETTINGS = (
+    "adamw",
+    "off",
+    "r0/b8",
+    "r0/b4",
+    "r8/b8",
+    "r8/b4",
+    "r16/b4",
+    "r32/b4",
+    "r8/b4/g0.5",
+    "r4/b2",
+    "r32/b3",
+)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class LMBenchConfig:
+    """Knobs of the benchmark (each is a ``--flag``; underscores become dashes)."""
+
+    model: str = "lm-small"
+    """:func:`envs.models.build_model` preset."""
+    steps: int = 300
+    """Optimizer steps per run."""
+    batch_size: int = 16
+    """Windows per batch."""
+    seq_len: int = 64
+    """Bytes per window (0: the model's block size)."""
+    lr: float = 1e-3
+    """Peak learning rate (linear warm-up, then cosine to 10 %); 1e-3 is AdamW's best of {5e-4, 1e-3, 2e-3}
+    on the default workload."""
+    warmup_steps: int = 20
+    """Linear warm-up steps."""
+    weight_decay: float = 0.01
+    """AdamW decoupled weight decay (all parameters)."""
+    eps: float = 1e-8
+    """Adam epsilon (both optimizers)."""
+    eval_batches: int = 32
+    """Fixed validation batches for the final loss."""
+    corpus_bytes: int = 4_000_000
+    """``max_bytes`` of the stdlib corpus (train + val)."""
+    seed: int = 0
+    """Model-initialization and data-order seed (shared by every run)."""
+    threads: int = 2
+    """``torch.set_num_threads``."""
+    settings: list[str] = field(default_factory=lambda: list(DEFAULT_SETTINGS))
+    """Runs: ``adamw``, ``off`` or ``rR/bB[/gG]`` (comma-separated on the command line)."""
+    refresh_every: int = 50
+    """MangoAdamW ``refresh_every``."""
+    ef_beta: float = 0.9
+    """MangoAdamW ``ef_beta``."""
+    error_feedback: bool = True
+    """MangoAdamW ``error_feedback``."""
+    ef_scope: str = "subspace"
+    """MangoAdamW ``ef_scope`` ('subspace' or 'full')."""
+    proj_scale: float = 0.0
+    """MangoAdamW ``proj_scale`` (0: the default, ``sqrt(m / r)``)."""
+    embed_rank0: bool = False
+    """Put the (tied) token and position embeddings in a ``project=False`` group (quantized, unprojected)."""
+    factor_v: str = "auto"
+    """MangoAdamW ``factor_second_moment``: 'auto' (bits <= 4), 'yes' or 'no'."""
+    quant_mode: str = ""
+    """MangoAdamW ``quant_mode`` ('' for the default: NF4 at 4 bits)."""
+    min_compress_numel: int = 4096
+    """MangoAdamW ``min_compress_numel``."""
+    out_dir: str = "results"
+    """Where the JSON goes (relative to the repository root)."""
+    no_write: bool = False
+    """Print only: no JSON, no BENCHMARKS.md section."""
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of a dataclass (for ``--help``)."""
+    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body  # type: ignore[attr-defined]
+    docs = {}
+    for a, b in itertools.pairwise(body):
+        if (
+            isinstance(a, ast.AnnAssign)
+            and isinstance(a.target, ast.Name)
+            and isinstance(b, ast.Expr)
+            and isinstance(b.value, ast.Constant)
+            and isinstance(b.value.value, str)
+        ):
+            docs[a.target.id] = " ".join(b.value.value.split()).replace("%", "%%")
+    return docs
+
+
+def parse_args(argv: list[str]) -> LMBenchConfig:
+    parser = argparse.ArgumentParser(prog="mango bench lm", description=__doc__.splitlines()[0])
+    docs = _field_docs(LMBenchConfig)
+    for f in dataclasses.fields(LMBenchConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.default is not dataclasses.MISSING:
+            default: Any = f.default
+        else:
+            default = f.default_factory()  # type: ignore[misc, operator]
+        help_ = f"{docs.get(f.name, '')} (default: %(default)s)"
+        if f.name == "no_write":
+            parser.add_argument(flag, action="store_true", help=docs.get(f.name))
+        elif f.type in ("bool", bool):  # BooleanOptionalAction appends the default itself
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=default, help=docs.get(f.name)
+            )
+        elif f.name == "settings":
+            parser.add_argument(flag, default=",".join(default), help=help_)
+        else:
+            kind = {"int": int, "float": float, "str": str}[str(f.type)]
+            parser.add_argument(flag, type=kind, default=default, help=help_)
+    ns = vars(parser.parse_args(argv))
+    ns["settings"] = [s.strip() for s in ns["settings"].split(",") if s.strip()]
+    return LMBenchConfig(**ns)
+
+
+def parse_setting(label: str) -> CompressionSetting | None:
+    """``"adamw"`` -> None; ``"off"`` -> off; ``"r8/b4/g0.5"`` -> that setting."""
+    if label == "adamw":
+        return None
+    if label == "off":
+        return CompressionSetting.off()
+    parts = dict((p[0], p[1:]) for p in label.split("/"))
+    try:
+        return CompressionSetting(
+            rank=int(parts["r"]), bits=int(parts["b"]), gamma=float(parts.get("g", 0.0))
+        )
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"bad setting {label!r}: use adamw, off or rR/bB[/gG] (e.g. r8/b4/g0.5)") from exc
+
+
+def lr_at(cfg: LMBenchConfig, step: int) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0))))
+
+
+def run_one(
+    cfg: LMBenchConfig, label: str, corpus: Any, val: list[tuple[torch.Tensor, torch.Tensor]]
+) -> dict:
+    setting = parse_setting(label)
+    model = build_model(cfg.model, cfg.seed)
+    assert isinstance(model, ByteGPT), f"{cfg.model} is not a byte LM preset"
+    seq_len = cfg.seq_len or model.cfg.block_size
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt: torch.optim.Optimizer
+    if setting is None:
+        opt = torch.optim.AdamW(params, lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    else:
+        groups: list[dict[str, Any]] = [{"params": params}]
+        if cfg.embed_rank0:
+            embed = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+            groups = [
+                {"params": [p for p in params if id(p) not in embed]},
+                {"params": [p for p in params if id(p) in embed], "project": False},
+            ]
+        opt = MangoAdamW(
+            groups,
+            lr=cfg.lr,
+            eps=cfg.eps,
+            weight_decay=cfg.weight_decay,
+            setting=setting,
+            refresh_every=cfg.refresh_every,
+            ef_beta=cfg.ef_beta,
+            error_feedback=cfg.error_feedback,
+            ef_scope=cfg.ef_scope,
+            proj_scale=cfg.proj_scale or None,
+            factor_second_moment={"auto": None, "yes": True, "no": False}[cfg.factor_v],
+            quant_mode=cfg.quant_mode or None,
+            min_compress_numel=cfg.min_compress_numel,
+            seed=cfg.seed,
+        )
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    step_s: list[float] = []
+    opt_s: list[float] = []
+    losses: list[float] = []
+    for step in range(cfg.steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(cfg, step)
+        x, y = corpus.get_batch("train", cfg.batch_size, seq_len, gen)
+        t0 = time.perf_counter()
+        loss = model.loss(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        t1 = time.perf_counter()
+        opt.step()
+        t2 = time.perf_counter()
+        step_s.append(t2 - t0)
+        opt_s.append(t2 - t1)
+        losses.append(loss.item())
+    model.eval()
+    with torch.no_grad():
+        val_loss = sum(model.loss(x, y).item() for x, y in val) / len(val)
+    skip = min(5, cfg.steps - 1)  # first steps allocate state
+    n_params = sum(p.numel() for p in params)
+    if isinstance(opt, MangoAdamW):
+        state_bytes = opt.state_bytes()
+        stats = opt.compression_stats()
+    else:
+        state_bytes = sum(
+            t.numel() * t.element_size() for s in opt.state.values() for t in s.values() if t.ndim
+        )
+        stats = {}
+    return {
+        "setting": label,
+        "val_loss": val_loss,
+        "train_loss_last20": sum(losses[-20:]) / len(losses[-20:]),
+        "state_bytes": state_bytes,
+        "params": n_params,
+        "state_bytes_per_param": state_bytes / n_params,
+        "step_ms": 1e3 * sum(step_s[skip:]) / len(step_s[skip:]),
+        "opt_ms": 1e3 * sum(opt_s[skip:]) / len(opt_s[skip:]),
+        "finite": math.isfinite(val_loss),
+        "stats": stats,
+    }
+
+
+def format_table(rows: list[dict]) -> str:
+    base = next((r for r in rows if r["setting"] == "adamw"), rows[0])
+    head = "| setting | val loss | vs AdamW | state B/param | state vs AdamW | step ms | opt ms |"
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        rel = (r["val_loss"] / base["val_loss"] - 1.0) * 100.0
+        ratio = r["state_bytes"] / max(base["state_bytes"], 1)
+        lines.append(
+            f"| {r['setting']} | {r['val_loss']:.4f} | {rel:+.2f}% | {r['state_bytes_per_param']:.3f} | "
+            f"{ratio:.3f} (1/{1 / max(ratio, 1e-9):.1f}) | {r['step_ms']:.1f} | {r['opt_ms']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    return (
+        f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs, {platform.system()} "
+        f"{platform.release()}, Python {platform.python_version()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}"
+    ).replace("  ", " ")
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(sys.argv[1:] if argv is None else argv)
+    torch.set_num_threads(cfg.threads)
+    for label in cfg.settings:
+        parse_setting(label)  # fail fast on a typo
+    corpus = load_corpus(cfg.corpus_bytes)
+    probe = build_model(cfg.model, cfg.seed)
+    if not isinstance(probe, ByteGPT):
+        raise ValueError(
+            f"--model {cfg.model} is not a byte LM preset; choose lm-tiny, lm-small or lm-medium"
+        )
+    seq_len = cfg.seq_len or probe.cfg.block_size
+    vgen = torch.Generator().manual_seed(10_000 + cfg.seed)
+    val = [corpus.get_batch("val", cfg.batch_size, seq_len, vgen) for _ in range(cfg.eval_batches)]
+    print(f"# lm benchmark: {cfg.model}, {cfg.steps} steps, batch {cfg.batch_size}x{seq_len}, {machine()}")
+    rows = []
+    t_start = time.perf_counter()
+    for label in cfg.settings:
+        row = run_one(cfg, label, corpus, val)
+        rows.append(row)
+        print(
+            f"  {label:<12} val {row['val_loss']:.4f}  state {row['state_bytes_per_param']:.3f} B/param  "
+            f"step {row['step_ms']:.1f} ms  (opt {row['opt_ms']:.1f} ms)",
+            flush=True,
+        )
+    wall_s = time.perf_counter() - t_start
+    table = format_table(rows)
+    print()
+    print(table)
+    if cfg.no_write:
+        return 0
+    now = dt.datetime.now().astimezone()
+    command = "python -m benchmarks.lm " + shlex.join(sys.argv[1:] if argv is None else argv)
+    out_dir = ROOT / cfg.out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"lm-{now:%Y%m%d-%H%M%S}.json"
+    doc = {"date": now.isoformat(), "command": command, "machine": machine(), "wall_s": wall_s}
+    doc |= {"config": dataclasses.asdict(cfg), "rows": rows}
+    path.write_text(json.dumps(doc, indent=2))
+    bench_md = ROOT / "BENCHMARKS.md"
+    if not bench_md.exists():
+        bench_md.write_text(
+            "# MANGO benchmarks\n\nEvery figure here comes from a command in this repository; each section "
+            "gives the command, the machine and the date. Newest sections at the bottom.\n"
+        )
+    knobs = (
+        f"refresh_every={cfg.refresh_every}, ef_beta={cfg.ef_beta}, ef_scope={cfg.ef_scope}, "
+        f"error_feedback={cfg.error_feedback}, quant_mode={cfg.quant_mode or 'default'}, "
+        f"proj_scale={cfg.proj_scale or 'sqrt(m/r)'}, factor_v={cfg.factor_v}, "
+        "embeddings "
+        + ("unprojected (project=False group)" if cfg.embed_rank0 else "projected like every matrix")
+    )
+    section = (
+        f"\n## LM: AdamW vs MangoAdamW ({cfg.model}, {cfg.steps} steps) - {now:%Y-%m-%d %H:%M %Z}\n\n"
+        f"- command: `{command}`\n- machine: {machine()}\n"
+        f"- batch {cfg.batch_size} x {seq_len} bytes, lr {cfg.lr} (warm-up {cfg.warmup_steps}, cosine to "
+        f"10 %), eps {cfg.eps}, weight decay {cfg.weight_decay}, corpus {cfg.corpus_bytes} bytes, "
+        f"{cfg.eval_batches} validation batches, seed {cfg.seed}; MangoAdamW {knobs}; wall {wall_s:.0f} s\n"
+        f"- raw: `{path.relative_to(ROOT)}`\n\n{table}\n"
+    )
+    with bench_md.open("a") as f:
+        f.write(section)
+    print(f"\nwrote {path.relative_to(ROOT)} and appended to BENCHMARKS.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

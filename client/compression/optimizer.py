@@ -1,0 +1,914 @@
+"""``MangoAdamW``: AdamW whose optimizer state is compressed by a live-switchable ``(rank, bits, gamma)``.
+
+The optimizer only wires the pure operators of :mod:`~client.compression.lowrank`,
+:mod:`~client.compression.quant` and :mod:`~client.compression.feedback` together; see
+``docs/architecture.md`` ("optimizer.py") for the design and :class:`MangoAdamW` for the tuning guide.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+from client.compression.errors import MangoNonFiniteError
+from client.compression.feedback import shift_compress
+from client.compression.lowrank import init_q, orthonormalize, power_iteration
+from client.compression.quant import (
+    DenseState,
+    QuantizedTensor,
+    compress_state,
+    decompress_state,
+    quantize,
+)
+from client.protocol import CompressionSetting
+
+__all__ = ["MangoAdamW"]
+
+log = logging.getLogger(__name__)
+
+#: A stored state tensor: a plain fp32 tensor (32 bits, updated in place), a bf16 copy or a quantized one.
+Slot = torch.Tensor | QuantizedTensor | DenseState
+
+_STATE_VERSION = 1
+_TINY = 1e-30  # Adafactor's eps1: keeps the factored statistics of an all-zero row strictly positive
+
+
+# ----------------------------------------------------------------------------------------------- slots
+def _slot_bytes(s: Slot) -> int:
+    if isinstance(s, torch.Tensor):
+        return s.numel() * s.element_size()
+    return int(s.nbytes)
+
+
+def _load(s: Slot) -> torch.Tensor:
+    """fp32 value of a slot. A 32-bit slot is returned *as is* (callers update it in place)."""
+    if isinstance(s, torch.Tensor):
+        return s
+    return decompress_state(s, torch.float32)
+
+
+def _bf16_stochastic(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Round fp32 -> bf16 stochastically (unbiased): add 16 random low bits, then truncate.
+
+    Round-to-nearest bf16 (8 mantissa bits) would freeze an EMA whose per-step change is below 0.2 %
+    (``v`` with ``beta2 = 0.999`` changes 0.1 % per step); stochastic rounding keeps it moving on average.
+    """
+    xi = x.float().contiguous().view(torch.int32)
+    noise = torch.randint(
+        0, 1 << 16, xi.shape, generator=generator, device=generator.device, dtype=torch.int32
+    )
+    return ((xi + noise.to(xi.device)) & -65536).view(torch.float32).to(torch.bfloat16)
+
+
+class _Stats:
+    """Device scalars of one step, turned into floats only by :meth:`MangoAdamW.compression_stats`."""
+
+    def __init__(self) -> None:
+        self.err: list[torch.Tensor] = []  # ||u - C(u)||^2 per compressed tensor
+        self.tot: list[torch.Tensor] = []  # ||u||^2
+        self.tail: list[torch.Tensor] = []  # ||G||^2 - ||P^T G||^2 (rank > 0) or 0
+        self.energy: list[torch.Tensor] = []  # ||G||^2 of the matrix-state tensors
+        self.samples: list[torch.Tensor] = []  # strided gradient entries for the kurtosis
+
+    def finish(self, grad_sq: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        def ratio(num: list[torch.Tensor], den: list[torch.Tensor]) -> torch.Tensor:
+            if not num:
+                return torch.zeros(())
+            d = torch.stack(den).sum()
+            return torch.where(d > 0, torch.stack(num).sum() / d.clamp_min(1e-38), torch.zeros_like(d))
+
+        out = {
+            "compression_error": ratio(self.err, self.tot),
+            "spectral_tail": ratio(self.tail, self.energy).clamp(0.0, 1.0),
+            "grad_norm": grad_sq.sqrt() if grad_sq is not None else torch.zeros(()),
+        }
+        if self.samples:
+            x = torch.cat(self.samples).double()
+            d = x - x.mean()
+            m2 = d.square().mean()
+            kurt = d.pow(4).mean() / m2.square().clamp_min(1e-300) - 3.0
+            out["grad_kurtosis"] = torch.where(m2 > 0, kurt, torch.zeros_like(kurt))
+        else:
+            out["grad_kurtosis"] = torch.zeros(())
+        return out
+
+
+# ------------------------------------------------------------------------------------------ optimizer
+class MangoAdamW(torch.optim.Optimizer):
+    r"""AdamW with compressed optimizer state: rank-``r`` projection, ``b``-bit storage, error feedback.
+
+    Per parameter the state is one of two kinds, fixed at the first step:
+
+    * **exact** - 1-D tensors and tensors with fewer than ``min_compress_numel`` entries (biases, norms,
+      small heads): plain fp32 AdamW state (8 bytes per value), whatever the setting.
+    * **matrix** - everything else, viewed as ``(shape[0], -1)`` and transposed so that rows <= columns
+      (``m x n``). Each step:
+
+      1. *Basis* (``0 < rank < m``): ``P`` (``m x r``, orthonormal) from warm-started
+         :func:`~client.compression.lowrank.power_iteration` of the error-fed gradient, refreshed every
+         ``refresh_every`` steps. At a refresh the state is rotated onto the new basis: ``m <- R m``,
+         ``e <- R e``, ``h <- R h`` with ``R = P_new^T P_old``, and ``v <- (R*R) v`` plus the mean of ``v``
+         for the share of each new direction that the old basis did not cover.
+      2. *Compressed gradient*: ``C = Q_b o project_r`` (``Q_b`` = quantize + dequantize at ``bits`` with
+         stochastic rounding; identity at 32 bits) through
+         :func:`~client.compression.feedback.shift_compress` with the error buffer ``e`` and, when
+         ``gamma > 0``, the shift reference ``h``, both stored at ``bits``. With ``ef_scope="subspace"``
+         (default) the feedback acts on the ``r x n`` coefficients ``P^T G``: ``e`` holds the rounding
+         error and what the projection drops is dropped, as in GaLore. With ``ef_scope="full"`` the
+         feedback wraps the whole ``C(u) = P Q_b(P^T u)``: ``e`` is ``m x n`` and also carries the
+         dropped tail into later steps (and into the next basis).
+      3. *Moments* of the compressed gradient (``r x n`` coefficients when projecting, else ``m x n``):
+         ``m`` at ``bits`` (block-wise signed code, NF4 at 4 bits); ``v`` factored into Adafactor row /
+         column statistics (fp32, ``r + n`` values) when ``factor_second_moment`` (default: bits <= 4),
+         else ``sqrt(v)`` at 2-8 bits (uniform code, read back as ``|.|``: the code has no zero level,
+         so no entry of ``sqrt(v)`` reads 0 and ``m / sqrt(v)`` stays bounded), bf16 at 16 and fp32 at 32.
+      4. *Update*: ``p <- p (1 - lr wd) - s lr/bc1 * P [m / (sqrt(v / bc2) + eps)]`` (decoupled weight
+         decay and bias corrections exactly as ``torch.optim.AdamW``; no ``P`` and ``s = 1`` at rank 0).
+         ``s = proj_scale``, by default ``sqrt(m / r)``: ``P`` spreads the ``r x n`` normalized step over
+         ``m`` rows, shrinking its RMS by ``sqrt(r / m)``; the scale gives it back AdamW's per-entry size,
+         so one learning rate suits every rank (GaLore's ``alpha`` plays this role, hand-tuned).
+
+    With ``setting = CompressionSetting.off()`` (rank 0, 32 bits, gamma 0) every step is
+    ``torch.optim.AdamW``'s, operation for operation.
+
+    **Memory** (:meth:`state_bytes`; AdamW holds 8 bytes per value). A ``128 x 512`` matrix at rank 8 /
+    4 bits holds ``P`` (4 KiB fp32), ``m`` and ``e`` (``8 x 512`` at 4.5 bits each, 2.25 KiB each) and the
+    factored ``v`` (2 KiB): 0.16 B per value, 1/48 of AdamW. At rank 0 the ``m x n`` states dominate:
+    ~1.1 B per value at 4 bits (``m``, ``e``), ~3 B at 8 bits (``m``, ``e``, ``sqrt(v)``); ``gamma > 0``
+    adds one more state the size of ``m``; ``ef_scope="full"`` makes ``e`` ``m x n``.
+
+    **Tuning guide.**
+
+    * ``setting`` - the knob the controller turns (:meth:`apply_setting` between steps). Lower rank: less
+      memory, more of the gradient outside the basis (the ``spectral_tail`` statistic). Fewer bits: ~4x
+      more rounding error per bit removed (``compression_error``). ``gamma`` helps when consecutive
+      gradients are alike (late training).
+    * ``refresh_every`` (default 50) - steps between basis refreshes. Each costs two ``m x n x r`` products
+      and one re-quantization of the rotated state. Shorter follows a drifting subspace but rotates (and
+      blurs) the moments more often; sweep {10, 20, 50, 200} (GaLore uses 200 on long runs).
+    * ``ef_beta`` (default 0.9) - decay of the error buffer: 1 is classic error feedback (nothing lost),
+      lower forgets stale error (a rotated basis makes old error stale). Sweep {0.5, 0.9, 1}.
+    * ``ef_scope`` (default ``"subspace"``) - see step 2. ``"full"`` loses nothing in the long run but
+      costs an ``m x n`` buffer, and the accumulated tail tends to capture the next basis: on the byte-LM
+      benchmark it trained worse (BENCHMARKS.md).
+    * ``proj_scale`` (default ``None`` = ``sqrt(m / r)``, RMS-matched) - step multiplier of projected
+      updates. 1 is GaLore without its ``alpha``: at AdamW's learning rate a rank-8 projection then
+      barely moves the weights. Sweep {1, sqrt(m/r)/2, sqrt(m/r), 2 sqrt(m/r)}.
+    * ``error_feedback`` - ``False`` drops ``e`` (plain biased compression, less memory).
+    * ``power_iters`` (default 1) - subspace-iteration steps per refresh (the first basis gets one more).
+    * ``factor_second_moment`` - ``None``: factored at bits <= 4; ``True`` / ``False`` force it.
+    * ``quant_mode`` - quantizer mode of ``m``, ``e``, ``h`` and the gradient at 2-8 bits (``None``: NF4 at
+      4 bits, uniform otherwise; ``"uniform"`` is ~2x faster on CPU at 4 bits).
+    * ``min_compress_numel`` (default 4096) - smaller tensors stay exact. Small models need a smaller value
+      or nothing is compressed.
+
+    .. warning::
+       On CPU the block quantizer runs on the torch path: at rank 0 and 2-4 bits the optimizer step costs
+       several times AdamW's (it re-quantizes ``m x n`` states every step). With a projection the states
+       are ``r x n`` and the overhead is small; on CUDA the Triton kernels do the quantization.
+
+    Example::
+
+        opt = MangoAdamW(model.parameters(), lr=3e-3, setting=CompressionSetting(rank=8, bits=4))
+        for x, y in batches:
+            loss = model.loss(x, y); opt.zero_grad(); loss.backward(); opt.step()
+        opt.apply_setting(CompressionSetting(rank=16, bits=8))   # between steps, state converted
+        print(opt.state_bytes() / opt.dense_state_bytes(), opt.compression_stats())
+
+    :param params: parameters or parameter groups (groups may set ``lr``, ``betas``, ``eps``,
+        ``weight_decay``, and ``project=False`` to keep that group's matrices unprojected: rank 0 at the
+        setting's bits, as GaLore leaves embeddings and output heads alone); floating-point tensors only.
+    :param setting: the initial :class:`~client.protocol.CompressionSetting` (default rank 8, 4 bits).
+    :param error_feedback: keep the error buffer ``e`` (``False``: plain biased compression, less memory).
+    :param ef_scope: ``"subspace"`` or ``"full"`` (see step 2 and the tuning guide).
+    :param stochastic_rounding: unbiased rounding of every stored state (``False``: round to nearest; the
+        moments then stall once their per-step change is below half a quantization step).
+    :param strict: raise :class:`~client.compression.errors.MangoNonFiniteError` on a NaN/inf gradient
+        instead of skipping that tensor's update (the skip leaves its state untouched and is counted).
+    :param seed: seed of the optimizer's generator (random bases, stochastic rounding); part of the state.
+    :param stats_sample: gradient entries sampled per step for ``grad_kurtosis``.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+        setting: CompressionSetting | None = None,
+        *,
+        min_compress_numel: int = 4096,
+        refresh_every: int = 50,
+        power_iters: int = 1,
+        error_feedback: bool = True,
+        ef_scope: str = "subspace",
+        ef_beta: float = 0.9,
+        proj_scale: float | None = None,
+        factor_second_moment: bool | None = None,
+        quant_mode: str | None = None,
+        stochastic_rounding: bool = True,
+        strict: bool = False,
+        seed: int = 0,
+        stats_sample: int = 4096,
+    ) -> None:
+        if isinstance(params, torch.Tensor):
+            raise TypeError(
+                "params must be an iterable of tensors or parameter-group dicts, got a single Tensor; "
+                "pass model.parameters() or [tensor]"
+            )
+        _check_number("lr", lr, lo=0.0)
+        _check_number("eps", eps, lo=0.0)
+        _check_number("weight_decay", weight_decay, lo=0.0)
+        _check_betas(betas)
+        if setting is None:
+            setting = CompressionSetting(rank=8, bits=4, gamma=0.0)
+        if not isinstance(setting, CompressionSetting):
+            raise TypeError(
+                f"setting must be a client.protocol.CompressionSetting, got {type(setting).__name__}; "
+                "e.g. CompressionSetting(rank=8, bits=4, gamma=0.0)"
+            )
+        _check_int("min_compress_numel", min_compress_numel, lo=1)
+        _check_int("refresh_every", refresh_every, lo=1)
+        _check_int("power_iters", power_iters, lo=1)
+        _check_int("seed", seed, lo=0)
+        _check_int("stats_sample", stats_sample, lo=1)
+        _check_number("ef_beta", ef_beta, lo=0.0, hi=1.0)
+        if proj_scale is not None:
+            _check_number("proj_scale", proj_scale, lo=0.0)
+        if factor_second_moment not in (None, True, False):
+            raise TypeError(f"factor_second_moment must be None, True or False, got {factor_second_moment!r}")
+        if ef_scope not in ("subspace", "full"):
+            raise ValueError(f"ef_scope={ef_scope!r}; choose 'subspace' or 'full'")
+        if quant_mode not in (None, "uniform", "nf4", "aciq"):
+            raise ValueError(f"quant_mode={quant_mode!r}; choose None, 'uniform', 'nf4' or 'aciq'")
+        defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay}
+        super().__init__(params, defaults)
+        for group in self.param_groups:
+            _check_number("lr", group["lr"], lo=0.0)
+            _check_number("eps", group["eps"], lo=0.0)
+            _check_number("weight_decay", group["weight_decay"], lo=0.0)
+            _check_betas(group["betas"])
+            for p in group["params"]:
+                if not p.is_floating_point():
+                    raise ValueError(
+                        f"params must be floating-point tensors; got one of dtype {p.dtype} and shape "
+                        f"{tuple(p.shape)} (leave integer buffers out of the optimizer)"
+                    )
+        self._setting = setting
+        self.min_compress_numel = min_compress_numel
+        self.refresh_every = refresh_every
+        self.power_iters = power_iters
+        self.error_feedback = bool(error_feedback)
+        self.ef_scope = ef_scope
+        self.ef_beta = float(ef_beta)
+        self.proj_scale = None if proj_scale is None else float(proj_scale)
+        self.factor_second_moment = factor_second_moment
+        self.quant_mode = quant_mode
+        self.stochastic_rounding = bool(stochastic_rounding)
+        self.strict = bool(strict)
+        self.stats_sample = stats_sample
+        first = next((p for g in self.param_groups for p in g["params"]), None)
+        device = first.device if first is not None else torch.device("cpu")
+        self._gen = torch.Generator(device=device)
+        self._gen.manual_seed(seed)
+        self._skipped = 0
+        self._steps = 0
+        self._last: dict[str, torch.Tensor] = {}
+        log.info("MangoAdamW %s: %s", setting.label(), self._config())
+
+    # ---------------------------------------------------------------------------------- public API
+    @property
+    def setting(self) -> CompressionSetting:
+        """The compression setting in force (change it with :meth:`apply_setting`)."""
+        return self._setting
+
+    def dense_state_bytes(self) -> int:
+        """What ``torch.optim.AdamW`` would hold: 8 bytes (two fp32 moments) per trainable value."""
+        return 8 * sum(p.numel() for g in self.param_groups for p in g["params"] if p.requires_grad)
+
+    def state_bytes(self) -> int:
+        """Bytes of every state tensor held now: packed codes + scales, bf16/fp32 copies, bases, factored
+        statistics, error buffers and references (0 before the first step; step counters excluded)."""
+        total = 0
+        for st in self.state.values():
+            for k, v in st.items():
+                if k in _SLOT_KEYS or k in _TENSOR_KEYS:
+                    total += _slot_bytes(v)
+        return total
+
+    def compression_stats(self) -> dict[str, float]:
+        """Statistics of the last step (one device sync), for telemetry.
+
+        * ``compression_error`` - ``sum ||u - C(u)||^2 / sum ||u||^2`` over the compressed tensors, ``u``
+          the compressor's input (error-fed, shifted gradient); 0 when nothing is compressed.
+        * ``spectral_tail`` - share of the matrix tensors' gradient energy outside the rank-r bases, in
+          [0, 1] (0 at rank 0).
+        * ``grad_kurtosis`` - excess kurtosis of ``stats_sample`` strided gradient entries.
+        * ``grad_norm`` - global L2 norm of the finite gradients.
+        * ``skipped_steps`` - cumulative tensor updates skipped for non-finite gradients.
+        """
+        keys = ("compression_error", "spectral_tail", "grad_kurtosis", "grad_norm")
+        if self._last:
+            vals = torch.stack([self._last[k].detach().double().cpu() for k in keys]).tolist()
+        else:
+            vals = [0.0] * len(keys)
+        out = {k: (float(v) if math.isfinite(v) else 0.0) for k, v in zip(keys, vals)}
+        out["skipped_steps"] = float(self._skipped)
+        return out
+
+    @torch.no_grad()
+    def apply_setting(self, setting: CompressionSetting) -> None:
+        """Switch to ``setting`` between two steps, converting the state instead of resetting it.
+
+        Kept, re-stored at the new width: ``m``, ``v`` (full <-> factored as the new width wants), the error
+        buffer and, while ``gamma > 0``, the shift reference. On a rank change they are re-expressed in the
+        new basis: a lower rank keeps the ``r'`` directions of the old basis that carry most of ``m``; a
+        higher rank adds random directions and refreshes the basis at the next step; rank -> 0 expands them
+        to the full matrix (``m = P m_r``); 0 -> rank takes ``P`` from ``m``'s dominant subspace
+        (randomized SVD) and projects. Nothing is reset, so the bias corrections stay valid.
+
+        Cost: one load and one store of each state plus ``O(m n r)`` products for rank changes, i.e. the
+        storage half of one optimizer step under the new setting (measured on CPU: less than one training
+        step of ``lm-small``; see ``tests/client/test_optimizer.py``).
+        """
+        if not isinstance(setting, CompressionSetting):
+            raise TypeError(
+                f"setting must be a client.protocol.CompressionSetting, got {type(setting).__name__}"
+            )
+        if setting == self._setting:
+            return
+        old, self._setting = self._setting, setting
+        for group in self.param_groups:
+            for p in group["params"]:
+                st = self.state.get(p)
+                if st and st.get("kind") == "matrix":
+                    self._convert(st)
+        log.info("MangoAdamW setting %s -> %s", old.label(), setting.label())
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        """One AdamW step on every parameter with a gradient (see the class docstring).
+
+        :raises MangoNonFiniteError: a gradient holds NaN/inf and ``strict=True`` (nothing was updated).
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        items: list[tuple[int, torch.Tensor, dict[str, Any]]] = []
+        index = 0
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    if p.grad.is_sparse:
+                        raise TypeError("MangoAdamW does not support sparse gradients; use dense embeddings")
+                    items.append((index, p, group))
+                index += 1
+        if not items:
+            return loss
+        grads = [p.grad for _, p, _ in items if p.grad is not None]
+        norms = torch.stack([torch.linalg.vector_norm(g, dtype=torch.float32) for g in grads])  # (k,)
+        finite = torch.isfinite(norms).tolist()  # the one sync of the step
+        for j, ok in enumerate(finite):
+            if not ok and bool(torch.isfinite(grads[j]).all()):  # finite values, norm overflowed
+                finite[j] = True
+        bad = [(items[j][0], tuple(items[j][1].shape)) for j, ok in enumerate(finite) if not ok]
+        if bad:
+            if self.strict:
+                raise MangoNonFiniteError(bad, self._steps)
+            self._skipped += len(bad)
+            log.warning("skipping %d tensor update(s) with non-finite gradients: %s", len(bad), bad[:4])
+        stats = _Stats()
+        total_numel = sum(p.numel() for (_, p, _), ok in zip(items, finite) if ok)
+        stride = max(1, math.ceil(total_numel / self.stats_sample))
+        sq = [norms[j].square() for j, ok in enumerate(finite) if ok]
+        for (_, p, group), ok in zip(items, finite):
+            if not ok:
+                continue
+            st = self.state[p]
+            if not st:
+                self._init_state(p, st, group)
+            g = p.grad
+            assert g is not None
+            stats.samples.append(g.detach().reshape(-1)[::stride].float())
+            if st["kind"] == "exact":
+                self._exact_step(p, g, st, group)
+            else:
+                self._matrix_step(p, g, st, group, stats)
+        grad_sq = torch.stack(sq).sum() if sq else None
+        self._last = stats.finish(grad_sq)
+        self._steps += 1
+        return loss
+
+    # ---------------------------------------------------------------------------------- state kinds
+    def _init_state(self, p: torch.Tensor, st: dict[str, Any], group: dict[str, Any]) -> None:
+        st["step"] = 0
+        if p.ndim < 2 or p.numel() < self.min_compress_numel:
+            st["kind"] = "exact"
+            st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            return
+        st["kind"] = "matrix"
+        m, n = _canon_shape(p)
+        st["shape"] = (m, n)
+        st["project"] = bool(group.get("project", True))
+        st["rank"] = self._eff_rank(m, n, st["project"])
+        st["basis_step"] = 0
+
+    def _eff_rank(self, m: int, n: int, project: bool = True) -> int:
+        r = self._setting.rank if project else 0
+        return r if 0 < r < min(m, n) else 0
+
+    def _factored(self) -> bool:
+        if self.factor_second_moment is None:
+            return self._setting.bits <= 4
+        return self.factor_second_moment
+
+    def _identity(self, st: dict[str, Any]) -> bool:
+        return st["rank"] == 0 and self._setting.bits == 32
+
+    def _exact_step(
+        self, p: torch.Tensor, g: torch.Tensor, st: dict[str, Any], group: dict[str, Any]
+    ) -> None:
+        # torch.optim.AdamW's single-tensor path, operation for operation.
+        beta1, beta2 = group["betas"]
+        lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
+        exp_avg, exp_avg_sq = st["exp_avg"], st["exp_avg_sq"]
+        st["step"] += 1
+        step = float(st["step"])
+        if wd != 0:
+            p.mul_(1 - lr * wd)
+        exp_avg.lerp_(g, 1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        bias_correction1 = 1 - beta1**step
+        bias_correction2 = 1 - beta2**step
+        step_size = lr / bias_correction1
+        bias_correction2_sqrt = bias_correction2**0.5
+        denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
+        p.addcdiv_(exp_avg, denom, value=-step_size)
+
+    def _matrix_step(
+        self,
+        p: torch.Tensor,
+        grad: torch.Tensor,
+        st: dict[str, Any],
+        group: dict[str, Any],
+        stats: _Stats,
+    ) -> None:
+        beta1, beta2 = group["betas"]
+        lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
+        s = self._setting
+        bits, gamma, r = s.bits, s.gamma, st["rank"]
+        m_rows, n_cols = st["shape"]
+        rows = r if r > 0 else m_rows  # rows of the moments: r coefficients or the full matrix
+        G = _canon(grad if grad.dtype == torch.float32 else grad.float(), p)  # (m, n), a view when possible
+        step = float(st["step"] + 1)
+        # Everything is read first and written back at the end (32-bit slots come back as the stored
+        # tensors themselves and are updated in place, as torch.optim.AdamW does).
+        E = _load(st["e"]) if "e" in st else None  # (rows, n) in subspace scope, else (m, n)
+        exp_avg = _load(st["m"]) if "m" in st else G.new_zeros(rows, n_cols)  # (rows, n)
+        v_full, v_row, v_col = self._load_v(st, rows, n_cols, G)
+        H = _load(st["h"]) if "h" in st and gamma > 0 else None  # (rows, n) reference, compressor domain
+        P = st.get("P")  # (m, r) or None
+        energy = G.square().sum()
+        stats.energy.append(energy)
+
+        if self._identity(st):
+            # Nothing to compress: plain AdamW on the matrix. A leftover error buffer (from a compressed
+            # setting, converted to the full matrix) is flushed into this one gradient, as error feedback
+            # with beta = 1 would.
+            c = G if E is None else G + E
+            stats.tail.append(energy.new_zeros(()))
+            e_store = h_store = None
+        else:
+            sub_ef = r > 0 and self.ef_scope == "subspace"  # e lives with the moments, r x n
+            if r > 0:
+                due = P is None or st.get("refresh_pending", False)
+                if due or st["step"] + 1 - st["basis_step"] >= self.refresh_every:
+                    X = G  # the error-fed gradient
+                    if E is not None:
+                        X = G + (P @ E if sub_ef and P is not None else E)
+                    P_new = self._new_basis(X, P, r)
+                    if P is not None:
+                        W = P_new.T @ P  # (r, r): old coefficients -> new
+                        exp_avg = W @ exp_avg
+                        v_full, v_row = _mix_v(v_full, v_row, W.square())
+                        H = W @ H if H is not None else None
+                        E = W @ E if sub_ef and E is not None else E
+                    P = P_new
+            basis = P if r > 0 else None
+
+            def quantizer(u: torch.Tensor) -> torch.Tensor:
+                out = self._roundtrip(u, bits)
+                stats.err.append((u - out).square().sum())
+                stats.tot.append(u.square().sum())
+                return out
+
+            if basis is None or sub_ef:
+                # C = Q_b after the projection: feedback and shift act on the (rows, n) coefficients; what
+                # the projection drops (the spectral tail) is dropped, as in GaLore.
+                x = basis.T @ G if basis is not None else G  # (rows, n)
+                tail = energy - x.square().sum() if basis is not None else energy.new_zeros(())
+                c, e_new, _ = shift_compress(x, E, H, gamma, self.ef_beta, quantizer)  # (rows, n)
+                stats.err.append(tail)  # ||x - C(x)||^2 splits into the tail and the rounding error
+                stats.tot.append(tail)
+            else:
+                # ef_scope="full": C(u) = P Q_b(P^T u) on the whole matrix; e (m, n) keeps the tail too.
+                captured: dict[str, torch.Tensor] = {}
+                Pb: torch.Tensor = basis
+
+                def compress(u: torch.Tensor) -> torch.Tensor:
+                    a = Pb.T @ u  # (r, n)
+                    aq = self._roundtrip(a, bits)
+                    captured["a"] = aq
+                    out = Pb @ aq  # (m, n)
+                    stats.err.append((u - out).square().sum())
+                    stats.tot.append(u.square().sum())
+                    return out
+
+                h_full = None if H is None else basis @ H
+                _, e_new, _ = shift_compress(G, E, h_full, gamma, self.ef_beta, compress)
+                c = captured["a"] if H is None else gamma * H + captured["a"]  # (r, n)
+                tail = energy - (basis.T @ G).square().sum()
+            stats.tail.append(tail)
+            e_store = self._store(e_new, bits) if self.error_feedback else None
+            h_store = self._store(c, bits) if gamma > 0 else None
+
+        # Adam on c: for 32-bit slots these are torch.optim.AdamW's operations, in place.
+        if wd != 0:
+            p.mul_(1 - lr * wd)
+        exp_avg.lerp_(c, 1 - beta1)
+        bias_correction1 = 1 - beta1**step
+        bias_correction2 = 1 - beta2**step
+        step_size = lr / bias_correction1
+        bias_correction2_sqrt = bias_correction2**0.5
+        if v_full is not None:
+            v_full.mul_(beta2).addcmul_(c, c, value=1 - beta2)
+            sqrt_v = v_full.sqrt()
+        else:
+            assert v_row is not None and v_col is not None
+            sq = c.square().add_(_TINY)
+            v_row.mul_(beta2).add_(sq.mean(dim=1), alpha=1 - beta2)  # (rows,)
+            v_col.mul_(beta2).add_(sq.mean(dim=0), alpha=1 - beta2)  # (n,)
+            sqrt_v = (torch.outer(v_row, v_col) / v_row.mean().clamp_min(_TINY)).sqrt_()  # (rows, n)
+        denom = (sqrt_v / bias_correction2_sqrt).add_(eps)
+        basis = P if (r > 0 and not self._identity(st)) else None
+        pc = _canon(p, p) if p.is_contiguous() else None  # in-place view of the parameter
+        if basis is None and pc is not None:
+            pc.addcdiv_(exp_avg, denom, value=-step_size)
+        else:
+            upd = exp_avg / denom  # (rows, n)
+            full = basis @ upd if basis is not None else upd  # (m, n)
+            if basis is not None:
+                step_size *= self.proj_scale if self.proj_scale is not None else math.sqrt(m_rows / r)
+            if pc is not None:
+                pc.add_(full, alpha=-step_size)
+            else:
+                p.add_(_uncanon(full, p).to(p.dtype), alpha=-step_size)
+
+        # commit
+        st["step"] += 1
+        st["m"] = self._store(exp_avg, bits)
+        self._store_v(st, v_full, v_row, v_col, bits)
+        for key, val in (("e", e_store), ("h", h_store)):
+            if val is None:
+                st.pop(key, None)
+            else:
+                st[key] = val
+        if basis is not None and P is not st.get("P"):
+            st["P"] = P
+            st["basis_step"] = st["step"]
+            st.pop("refresh_pending", None)
+
+    # --------------------------------------------------------------------------------- storage
+    def _store(self, x: torch.Tensor, bits: int) -> Slot:
+        if bits == 32:
+            return x.contiguous()
+        if bits == 16:
+            data = _bf16_stochastic(x, self._gen) if self.stochastic_rounding else x.to(torch.bfloat16)
+            return DenseState(data, torch.float32, 16)
+        return compress_state(
+            x, bits, mode=self.quant_mode, stochastic=self.stochastic_rounding, generator=self._gen
+        )
+
+    def _roundtrip(self, x: torch.Tensor, bits: int) -> torch.Tensor:
+        """``Q_b(x)``: what a ``bits``-wide channel delivers (identity at 32 bits)."""
+        if bits == 32:
+            return x
+        return _load(self._store(x, bits))
+
+    def _load_v(
+        self, st: dict[str, Any], rows: int, n: int, like: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """``(v_full, v_row, v_col)`` in fp32 (full xor factored, as the setting wants), zeros at first."""
+        if "v_row" in st:
+            v_row, v_col = st["v_row"], st["v_col"]
+            v_full = None
+        elif "v" in st:
+            v_full = _load_sqrt_v(st["v"])
+            v_row = v_col = None
+        else:
+            if self._factored():
+                return None, like.new_zeros(rows), like.new_zeros(n)
+            return like.new_zeros(rows, n), None, None
+        return _refactor(v_full, v_row, v_col, self._factored())
+
+    def _store_v(
+        self,
+        st: dict[str, Any],
+        v_full: torch.Tensor | None,
+        v_row: torch.Tensor | None,
+        v_col: torch.Tensor | None,
+        bits: int,
+    ) -> None:
+        for key in ("v", "v_row", "v_col"):
+            st.pop(key, None)
+        if v_full is None:
+            st["v_row"], st["v_col"] = v_row, v_col  # fp32: r + n (or m + n) values
+        elif bits == 32:
+            st["v"] = v_full
+        elif bits == 16:
+            st["v"] = self._store(v_full, 16)
+        else:  # sqrt(v) on the uniform code: no zero level, so |dequantized| > 0 for every block
+            st["v"] = quantize(
+                v_full.sqrt(), bits, mode="uniform", stochastic=self.stochastic_rounding, generator=self._gen
+            )
+
+    def _new_basis(self, X: torch.Tensor, P_old: torch.Tensor | None, r: int) -> torch.Tensor:
+        if P_old is None or P_old.shape[1] != r:
+            q0 = init_q(X.shape[1], r, self._gen, device=X.device)
+            P, _ = power_iteration(X, q0, iters=self.power_iters + 1)
+        else:
+            P, _ = power_iteration(X, X.T @ P_old, iters=self.power_iters)  # warm start from P_old
+        return P
+
+    def _top_subspace(self, a: torch.Tensor, r: int) -> torch.Tensor:
+        """Orthonormal ``(m, r)`` basis of ``a``'s dominant left subspace: randomized SVD (Halko et al.):
+        subspace iteration with ``r + 8`` columns, then the top ``r`` of the small projected matrix."""
+        k = min(r + 8, min(a.shape))
+        q0 = init_q(a.shape[1], k, self._gen, device=a.device)
+        pk, _ = power_iteration(a, q0, iters=2)  # (m, k)
+        u, _, _ = torch.linalg.svd(pk.T @ a, full_matrices=False)  # (k, k)
+        return pk @ u[:, :r]
+
+    def _convert(self, st: dict[str, Any]) -> None:
+        """Re-express one matrix state under ``self._setting`` (see :meth:`apply_setting`)."""
+        s = self._setting
+        m_rows, n_cols = st["shape"]
+        r_old, r_new = st["rank"], self._eff_rank(m_rows, n_cols, st.get("project", True))
+        if "m" not in st:  # initialized, never stepped: nothing to convert
+            st["rank"] = r_new
+            return
+        exp_avg = _load(st["m"])  # (r_old or m, n)
+        v_full, v_row, v_col = self._load_v(st, exp_avg.shape[0], n_cols, exp_avg)
+        E = _load(st["e"]) if "e" in st else None
+        H = _load(st["h"]) if "h" in st else None
+        P = st.get("P")
+        if r_new != r_old:
+            P_new: torch.Tensor | None
+            if r_old > 0 and 0 < r_new < r_old:
+                assert P is not None
+                # keep the r_new directions of the old basis that carry most of the first moment
+                u, _, _ = torch.linalg.svd(exp_avg, full_matrices=False)  # (r_old, r_old)
+                A = u[:, :r_new]  # (r_old, r_new)
+                P_new = P @ A  # (m, r_new), orthonormal
+                W = A.T  # (r_new, r_old)
+            elif r_old > 0 and r_new > r_old:
+                assert P is not None
+                extra = torch.randn(m_rows, r_new - r_old, generator=self._gen, device=self._gen.device)
+                P_new = orthonormalize(torch.cat([P, extra.to(P.device)], dim=1))  # keeps span(P) first
+                W = P_new.T @ P  # (r_new, r_old)
+                st["refresh_pending"] = True  # the random directions are replaced at the next step
+            elif r_old > 0:  # rank r -> the full matrix
+                P_new = None
+                W = P  # (m, r_old)
+            else:  # full matrix -> rank r_new: the first moment's dominant subspace
+                P_new = self._top_subspace(exp_avg, r_new)
+                W = P_new.T  # (r_new, m)
+                st["basis_step"] = st["step"]
+            exp_avg = W @ exp_avg
+            H = W @ H if H is not None else None
+            if E is not None and self.ef_scope == "subspace":
+                E = W @ E  # the buffer lives with the moments (full matrix at rank 0)
+            v_full, v_row = _mix_v(v_full, v_row, W.square())
+            P = P_new
+            st["rank"] = r_new
+            st.pop("P", None)
+            if P is not None:
+                st["P"] = P
+            if r_new == 0:
+                st.pop("refresh_pending", None)
+        v_full, v_row, v_col = _refactor(v_full, v_row, v_col, self._factored())
+        bits = s.bits
+        st["m"] = self._store(exp_avg, bits)
+        self._store_v(st, v_full, v_row, v_col, bits)
+        st.pop("e", None)
+        st.pop("h", None)
+        if E is not None and self.error_feedback:
+            # kept at full precision when the new setting compresses nothing: flushed at the next step
+            st["e"] = E.clone() if self._identity(st) else self._store(E, bits)
+        if H is not None and s.gamma > 0 and not self._identity(st):
+            st["h"] = self._store(H, bits)
+
+    # ----------------------------------------------------------------------------- (de)serialization
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume bit-for-bit: per-parameter state (copies; quantized states as plain
+        dicts of tensors, loadable with ``torch.load(weights_only=True)``), the groups, the setting, the
+        knobs, the generator state and the counters."""
+        sd = super().state_dict()
+        index = {id(p): i for i, p in enumerate(p for g in self.param_groups for p in g["params"])}
+        state: dict[int, dict[str, Any]] = {}
+        for p, st in self.state.items():
+            state[index[id(p)]] = {k: _pack(v) for k, v in st.items()}
+        sd["state"] = state
+        sd["mango"] = {
+            "version": _STATE_VERSION,
+            "setting": self._setting.model_dump(),
+            "generator": self._gen.get_state(),
+            "skipped": self._skipped,
+            "steps": self._steps,
+            "config": self._config(),
+        }
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output (tensors move to each parameter's device, dtypes are kept).
+
+        The saved knobs (``refresh_every``, ``ef_beta``, ...) replace the constructor's, with a warning when
+        they differ: a resumed run must compute what the original would have.
+        """
+        if not isinstance(state_dict, dict) or "mango" not in state_dict:
+            raise ValueError(
+                "state_dict is not a MangoAdamW state dict (no 'mango' section); "
+                "it must come from MangoAdamW.state_dict()"
+            )
+        meta = state_dict["mango"]
+        if meta.get("version") != _STATE_VERSION:
+            raise ValueError(f"state_dict version {meta.get('version')} is not {_STATE_VERSION}")
+        saved = state_dict["state"]
+        super().load_state_dict({"state": {}, "param_groups": state_dict["param_groups"]})
+        params = [p for g in self.param_groups for p in g["params"]]
+        for i, entry in saved.items():
+            p = params[int(i)]
+            self.state[p] = {k: _unpack(v, p.device) for k, v in entry.items()}
+        self._setting = CompressionSetting(**meta["setting"])
+        self._gen.set_state(meta["generator"])
+        self._skipped = int(meta["skipped"])
+        self._steps = int(meta["steps"])
+        cfg = meta["config"]
+        if cfg != self._config():
+            log.warning("load_state_dict: knobs %s replace %s", cfg, self._config())
+        for k, v in cfg.items():
+            setattr(self, k, v)
+        self._last = {}
+
+    def _config(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in _CONFIG_KEYS}
+
+
+_CONFIG_KEYS = (
+    "min_compress_numel",
+    "refresh_every",
+    "power_iters",
+    "error_feedback",
+    "ef_scope",
+    "ef_beta",
+    "proj_scale",
+    "factor_second_moment",
+    "quant_mode",
+    "stochastic_rounding",
+)
+#: State entries that hold bytes (slots may be quantized; tensors are fp32).
+_SLOT_KEYS = frozenset({"m", "v", "e", "h"})
+_TENSOR_KEYS = frozenset({"exp_avg", "exp_avg_sq", "P", "v_row", "v_col"})
+
+
+# ------------------------------------------------------------------------------------------- helpers
+def _canon_shape(p: torch.Tensor) -> tuple[int, int]:
+    """``(m, n)`` of the canonical matrix view: ``(shape[0], -1)``, transposed so that ``m <= n``."""
+    rows, cols = p.shape[0], p.numel() // p.shape[0]
+    return (rows, cols) if rows <= cols else (cols, rows)
+
+
+def _canon(t: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """View of ``t`` (shaped like ``p``) as the canonical ``(m, n)`` matrix; a view for contiguous ``t``."""
+    rows = p.shape[0]
+    mat = t.reshape(rows, -1)
+    return mat if mat.shape[0] <= mat.shape[1] else mat.T
+
+
+def _uncanon(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    rows = p.shape[0]
+    mat = x if x.shape[0] == rows else x.T
+    return mat.reshape(p.shape)
+
+
+def _load_sqrt_v(s: Slot) -> torch.Tensor:
+    """``v`` from its slot: fp32 / bf16 store ``v``; quantized slots store ``sqrt(v)`` (read as ``|.|``)."""
+    if isinstance(s, QuantizedTensor):
+        return decompress_state(s, torch.float32).abs_().square_()
+    return _load(s)
+
+
+def _mix_v(
+    v_full: torch.Tensor | None, v_row: torch.Tensor | None, w: torch.Tensor
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Second moment under a change of row basis with non-negative weights ``w`` (new rows x old rows).
+
+    ``v_new = w @ v + (1 - rowsum(w)) * mean(v)``: exact for a permutation; a new direction the old rows
+    covered only partly gets the mean second moment for the uncovered share (a neutral prior instead of 0,
+    which would make its first updates explode). Factored ``v``: the row statistics transform, the column
+    statistics are unchanged.
+    """
+    fill = (1.0 - w.sum(dim=1)).clamp_min(0.0)  # (new,)
+    if v_full is not None:
+        return w @ v_full + fill[:, None] * v_full.mean(dim=0, keepdim=True), None
+    assert v_row is not None
+    return None, w @ v_row + fill * v_row.mean()
+
+
+def _refactor(
+    v_full: torch.Tensor | None, v_row: torch.Tensor | None, v_col: torch.Tensor | None, factored: bool
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """Convert between full ``v`` and Adafactor row / column statistics as ``factored`` asks."""
+    if factored and v_full is not None:
+        return None, v_full.mean(dim=1), v_full.mean(dim=0)
+    if not factored and v_full is None:
+        assert v_row is not None and v_col is not None
+        return torch.outer(v_row, v_col) / v_row.mean().clamp_min(_TINY), None, None
+    return v_full, v_row, v_col
+
+
+def _pack(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        return v.detach().clone()
+    if isinstance(v, QuantizedTensor):
+        return {
+            "__mango__": "quantized",
+            "data": v.data.clone(),
+            "scale": v.scale.clone(),
+            "shape": list(v.shape),
+            "dtype": str(v.dtype).removeprefix("torch."),
+            "bits": v.bits,
+            "mode": v.mode,
+            "block": v.block,
+            "numel": v.numel,
+        }
+    if isinstance(v, DenseState):
+        return {
+            "__mango__": "dense",
+            "data": v.data.clone(),
+            "dtype": str(v.dtype).removeprefix("torch."),
+            "bits": v.bits,
+        }
+    return v
+
+
+def _unpack(v: Any, device: torch.device) -> Any:
+    if isinstance(v, torch.Tensor):
+        return v.to(device)
+    if isinstance(v, dict) and v.get("__mango__") == "quantized":
+        return QuantizedTensor(
+            v["data"].to(device),
+            v["scale"].to(device),
+            torch.Size(v["shape"]),
+            getattr(torch, v["dtype"]),
+            int(v["bits"]),
+            str(v["mode"]),
+            int(v["block"]),
+            int(v["numel"]),
+        )
+    if isinstance(v, dict) and v.get("__mango__") == "dense":
+        return DenseState(v["data"].to(device), getattr(torch, v["dtype"]), int(v["bits"]))
+    if isinstance(v, tuple):
+        return tuple(v)
+    return v
+
+
+def _check_number(name: str, value: Any, *, lo: float, hi: float | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise TypeError(f"{name} must be a finite number, got {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
+        raise ValueError(f"{name}={value!r} is out of range; it must be {rng}")
+
+
+def _check_int(name: str, value: Any, *, lo: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < lo:
+        raise ValueError(f"{name}={value} must be >= {lo}")
+
+
+def _check_betas(betas: Any) -> None:
+    if not isinstance(betas, tuple | list) or len(betas) != 2:
+        raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+    for i, b in enumerate(betas):
+        _check_number(f"betas[{i}]", b, lo=0.0)
+        if b >= 1.0:
+            raise ValueError(f"betas[{i}]={b} must be < 1 (e.g. betas=(0.9, 0.999))")
