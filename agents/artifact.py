@@ -149,6 +149,8 @@ def _atomic_write(path: Path, data: bytes) -> None:
     """Write via a temporary file in the same directory and ``os.replace`` (readers never see half a file)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp creates 0600 files; artifacts are read by a service that may run as another user
+        os.fchmod(fd, 0o644)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
