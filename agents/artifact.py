@@ -161,6 +161,21 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def _canonical_header(blob: bytes) -> bytes:
+    """The same safetensors file with its JSON header written with sorted keys.
+
+    safetensors serializes the metadata from a hash map whose order changes from call to call, so the same
+    tensors would get a different sha256 each export; with a canonical header, an export is byte-for-byte
+    reproducible (the tensor data and their offsets are untouched; the header is space-padded to 8 bytes as
+    the format allows).
+    """
+    (n,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8 : 8 + n])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + blob[8 + n :]
+
+
 def export_artifact(
     model: TinyFormer,
     directory: str | os.PathLike[str],
@@ -197,7 +212,9 @@ def export_artifact(
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
-    blob = st_save(tensors, metadata={"format": "pt", "mango_artifact": name, "mango_version": version})
+    blob = _canonical_header(
+        st_save(tensors, metadata={"format": "pt", "mango_artifact": name, "mango_version": version})
+    )
     weights_path = out / f"{name}.safetensors"
     manifest = PolicyManifest(
         name=name,

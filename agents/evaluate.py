@@ -1,0 +1,712 @@
+"""``mango eval``: the learned policy against every baseline on held-out workloads, same episodes for all.
+
+Controllers (each plays the same episodes: the same workloads, reset seeds and objective weights):
+
+* ``ppo`` - the learned policy, loaded from an artifact and queried exactly as the policy service does
+  (``policy_service.registry.LearnedPolicy``: ``ObservationSpec.encode`` of the request's window ->
+  traced TinyFormer argmax -> ``ActionGrid.setting``), one ``DecideRequest`` per interval;
+* more learned policies with ``--compare label=path`` (an artifact, or an SB3 ``.zip`` such as the MLP
+  extractor's checkpoint, queried through the same ``ObservationSpec.encode``);
+* ``static-best`` - the best single static setting **chosen in hindsight per objective preset**: on the
+  surrogate every one of the grid's 240 settings is played on the same episodes and the best mean return
+  is kept (an oracle no real controller has); on the training backend, the surrogate's choice for the same
+  workloads and seeds (the grid is too expensive to sweep there);
+* ``static`` (the hand-tuned ``r8/b8/g0``), ``accordion``, ``loraven``, ``energy_aware``
+  (``client.controllers`` defaults, except the energy-aware power budget: 0.9 x the job's uncompressed
+  mean power, since the default 400 W never binds on a CPU job), ``random`` (uniform over the grid, seeded
+  per episode). Stateful heuristics get one instance per episode, as the client's fallback keeps them.
+
+On the surrogate the table also shows ``oracle:static-per-workload``, not a controller: the best static
+setting per workload chosen in hindsight, i.e. what identifying the workload is worth without changing
+settings over time. It is left out of the goal check and the rankings.
+
+Reported per objective preset: the mean episode return (sum of the scalarized, penalized rewards over the
+episode's control intervals) with a 95 % confidence interval (t distribution over episodes), the paired
+difference to the best static setting, and the mean of each raw reward term (loss excess / initial loss,
+memory, energy and time ratios to the uncompressed run). Plots: ``pareto.png`` (loss vs memory and loss vs
+energy, every static setting and every controller, colored by the third cost) and ``timeline.png`` (the
+settings each controller chose over one episode). With ``--bench`` (default) the tables are appended to
+``BENCHMARKS.md`` with the command, the machine and the date.
+
+``--backend training`` runs the same controllers on real training jobs (seconds per interval: use two
+workloads, one or two presets and a few episodes), and also evaluates the same configuration on the
+surrogate to say whether the surrogate's ranking of the controllers holds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from client.protocol import DEFAULT_GRID, MAX_HISTORY, CompressionSetting, ObservationSpec
+from envs.objectives import OBJECTIVE_PRESETS
+from envs.reward import TERM_NAMES
+from envs.workloads import HELDOUT_WORKLOADS
+
+__all__ = ["EvalArgs", "EvalReport", "evaluate", "main"]
+
+log = logging.getLogger(__name__)
+
+#: The shipped default policy (what ``mango serve`` answers ``default`` with).
+DEFAULT_POLICY_DIR = Path(__file__).resolve().parent / "default_policy"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+HEURISTIC_NAMES = ("static", "accordion", "loraven", "energy_aware", "random")
+#: Not a controller: the best static setting per workload, chosen in hindsight (the headroom a controller
+#: that identifies the workload could reach without changing settings over time).
+ORACLE = "oracle:static-per-workload"
+
+
+@dataclass
+class EvalArgs:
+    """Evaluate the learned policy against static settings and the heuristics on held-out workloads."""
+
+    policy: str = ""
+    """learned policy artifact (manifest, weights or directory); '' = the shipped agents/default_policy;
+    'none' to skip"""
+    compare: tuple[str, ...] = ()
+    """more learned policies as label=path (an artifact, or an SB3 .zip checkpoint such as the MLP's)"""
+    backend: Literal["surrogate", "training"] = "surrogate"
+    """surrogate (fast, all held-out workloads) or training (real jobs: pick 2 workloads, few episodes)"""
+    workloads: tuple[str, ...] = ()
+    """held-out workloads to evaluate on (default: all of envs.HELDOUT_WORKLOADS)"""
+    presets: tuple[str, ...] = ()
+    """objective presets (default: all of envs.OBJECTIVE_PRESETS)"""
+    episodes: int = 30
+    """episodes per workload per preset (reset seeds seed .. seed + episodes - 1, the same for everyone)"""
+    seed: int = 0
+    """first reset seed"""
+    heuristics: tuple[str, ...] = HEURISTIC_NAMES
+    """baseline controllers to include besides static-best"""
+    out: str = "runs/eval"
+    """output directory for results.json and the PNG plots"""
+    bench: bool = True
+    """append the tables to BENCHMARKS.md (with the command, the machine and the date)"""
+    bench_file: str = ""
+    """file the tables are appended to (default: BENCHMARKS.md at the repository root)"""
+    timeline_preset: str = "balanced"
+    """objective preset of the timeline plot's episode (first workload, first seed)"""
+    interval_steps: int | None = None
+    """training backend: optimizer steps per control interval (default: the workload's)"""
+    intervals: int | None = None
+    """training backend: control intervals per episode (default: the workload's)"""
+    threads: int = 1
+    """torch threads (training backend jobs and policy inference)"""
+
+
+@dataclass
+class ControllerResult:
+    """Episodes of one controller under one preset (workload-major, then seeds)."""
+
+    returns: np.ndarray  # [n]
+    terms: np.ndarray  # [n, 4] mean per interval
+    timeline: list[str] = field(default_factory=list)  # setting labels of the first episode
+    label: str = ""  # the static-best setting, for display
+
+
+@dataclass
+class EvalReport:
+    """Everything :func:`evaluate` measured (``results[preset][controller]``) and where it wrote files."""
+
+    backend: str
+    workloads: list[str]
+    presets: list[str]
+    seeds: list[int]
+    results: dict[str, dict[str, ControllerResult]]
+    static_grid_terms: np.ndarray | None  # [n_settings, 4] mean terms of every static (surrogate only)
+    markdown: str
+    files: list[Path]
+    surrogate_check: EvalReport | None = None
+    wall_s: float = 0.0
+
+
+# ----------------------------------------------------------------------------------------------- agents
+class Agent(Protocol):
+    """A controller in the evaluation loop: one ``reset`` per episode (with the env after its reset, the
+    episode's seed and objective preset), one ``decide`` per interval."""
+
+    name: str
+
+    def reset(self, env: Any, seed: int, preset: str) -> None: ...
+
+    def decide(self, env: Any) -> CompressionSetting: ...
+
+
+class HeuristicAgent:
+    """A ``client.controllers`` heuristic, a fresh instance per episode."""
+
+    def __init__(self, name: str) -> None:
+        from client.controllers import HEURISTICS
+
+        self.name = name
+        self.factory = HEURISTICS[name]
+        self.ctrl: Any = None
+
+    def reset(self, env: Any, seed: int, preset: str) -> None:
+        kwargs: dict[str, Any] = {}
+        if self.name == "energy_aware":
+            ref = env.reference
+            kwargs["budget_w"] = 0.9 * ref.interval_energy_j / ref.interval_s
+        self.ctrl = self.factory(**kwargs)
+
+    def decide(self, env: Any) -> CompressionSetting:
+        return self.ctrl.decide(env.history, env.objective)
+
+
+class RandomAgent:
+    """Uniformly random grid settings, seeded per episode."""
+
+    name = "random"
+
+    def reset(self, env: Any, seed: int, preset: str) -> None:
+        self.rng = np.random.default_rng([seed, 7919])
+
+    def decide(self, env: Any) -> CompressionSetting:
+        return DEFAULT_GRID.setting([int(self.rng.integers(n)) for n in DEFAULT_GRID.nvec])
+
+
+class StaticAgent:
+    """A fixed setting per preset (``static-best``)."""
+
+    def __init__(self, name: str, settings: dict[str, CompressionSetting]) -> None:
+        self.name = name
+        self.settings = settings
+
+    def reset(self, env: Any, seed: int, preset: str) -> None:
+        self.setting = self.settings[preset]
+
+    def decide(self, env: Any) -> CompressionSetting:
+        return self.setting
+
+
+class LearnedAgent:
+    """A policy artifact, queried through the service's own ``LearnedPolicy.decide(DecideRequest)``."""
+
+    def __init__(self, name: str, path: str | Path) -> None:
+        from agents.artifact import load_artifact
+        from policy_service.registry import LearnedPolicy
+
+        self.name = name
+        self.policy = LearnedPolicy(load_artifact(path), trace=True)
+
+    def reset(self, env: Any, seed: int, preset: str) -> None:
+        pass
+
+    def decide(self, env: Any) -> CompressionSetting:
+        from client.protocol import DecideRequest
+
+        request = DecideRequest(
+            job_id="mango-eval",
+            policy=self.policy.name,
+            objective=env.objective,
+            history=list(env.history)[-MAX_HISTORY:],
+            reference=env.reference,
+        )
+        return self.policy.decide(request)
+
+
+class SB3Agent:
+    """An SB3 PPO checkpoint (e.g. the MLP extractor's), fed ``ObservationSpec.encode`` like the service."""
+
+    def __init__(self, name: str, path: str | Path) -> None:
+        from stable_baselines3 import PPO
+
+        self.name = name
+        self.model = PPO.load(str(path), device="cpu")
+        shape = self.model.observation_space.shape
+        if not shape or len(shape) != 1:
+            raise ValueError(f"{path}: expected a flat observation space, got shape {shape}")
+        size = int(shape[0])
+        window = (size - len(ObservationSpec.OBJECTIVE_FEATURES)) // len(ObservationSpec.TOKEN_FEATURES)
+        self.spec = ObservationSpec(window=window)
+
+    def reset(self, env: Any, seed: int, preset: str) -> None:
+        pass
+
+    def decide(self, env: Any) -> CompressionSetting:
+        obs = self.spec.encode(env.history, env.objective, env.reference)
+        action, _ = self.model.predict(obs, deterministic=True)
+        return DEFAULT_GRID.setting(action)
+
+
+def _learned_agent(label: str, path: str) -> Agent:
+    if path.endswith(".zip"):
+        return SB3Agent(label, path)
+    return LearnedAgent(label, path)
+
+
+# ----------------------------------------------------------------------------------------------- running
+def _make_env(args: EvalArgs, backend: str, workload: str, preset: str) -> Any:
+    from envs.env import CompressionEnv
+
+    kw: dict[str, Any] = {}
+    if backend == "training":
+        from envs.training import TrainingConfig
+
+        kw = {
+            "training": TrainingConfig(threads=args.threads),
+            "interval_steps": args.interval_steps,
+            "intervals": args.intervals,
+        }
+    return CompressionEnv(backend=backend, workload=workload, objective=preset, **kw)
+
+
+def _play(env: Any, agent: Agent, seed: int, preset: str) -> tuple[float, np.ndarray, list[str]]:
+    """One episode: ``(return, mean terms [4], setting labels)``."""
+    env.reset(seed=seed)
+    agent.reset(env, seed, preset)
+    total, terms, labels = 0.0, np.zeros(4), []
+    n = 0
+    while True:
+        setting = agent.decide(env)
+        _, reward, terminated, truncated, info = env.step(DEFAULT_GRID.action(setting))
+        total += reward
+        terms += [info[k] for k in TERM_NAMES]
+        labels.append(setting.label())
+        n += 1
+        if terminated or truncated:
+            return total, terms / n, labels
+
+
+def _run_closed_loop(
+    args: EvalArgs,
+    backend: str,
+    agents: Sequence[Agent],
+    workloads: Sequence[str],
+    presets: Sequence[str],
+    seeds: Sequence[int],
+) -> dict[str, dict[str, ControllerResult]]:
+    results: dict[str, dict[str, ControllerResult]] = {p: {} for p in presets}
+    for p in presets:
+        for w in workloads:
+            env = _make_env(args, backend, w, p)
+            for agent in agents:
+                t0 = time.perf_counter()
+                eps = [_play(env, agent, s, p) for s in seeds]
+                res = results[p].setdefault(
+                    agent.name, ControllerResult(returns=np.zeros(0), terms=np.zeros((0, 4)))
+                )
+                res.returns = np.concatenate([res.returns, [e[0] for e in eps]])
+                res.terms = np.concatenate([res.terms, np.stack([e[1] for e in eps])])
+                if not res.timeline:
+                    res.timeline = eps[0][2]
+                log.info(
+                    "%s %s %s: %d episodes, mean return %.4f (%.1f s)",
+                    backend,
+                    p,
+                    w,
+                    len(eps),
+                    float(np.mean([e[0] for e in eps])),
+                    time.perf_counter() - t0,
+                )
+            env.close()
+    return results
+
+
+def _static_best(
+    workloads: Sequence[str], presets: Sequence[str], seeds: Sequence[int]
+) -> tuple[dict[str, Any], np.ndarray]:
+    from agents.rollout import best_static
+
+    best = {p: best_static(p, workloads, seeds) for p in presets}
+    return best, best[presets[0]].mean_terms
+
+
+# ----------------------------------------------------------------------------------------------- stats
+def mean_ci(x: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Mean and half-width of its ``level`` confidence interval (Student t over the samples)."""
+    x = np.asarray(x, dtype=np.float64)
+    n = x.size
+    if n < 2:
+        return float(x.mean()) if n else math.nan, math.nan
+    from scipy import stats
+
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * x.std(ddof=1) / math.sqrt(n))
+    return float(x.mean()), half
+
+
+def _rel(a: float, b: float) -> float:
+    return (a - b) / max(abs(b), 1e-12)
+
+
+# ----------------------------------------------------------------------------------------------- report
+def _preset_table(preset: str, res: dict[str, ControllerResult]) -> tuple[str, list[dict[str, Any]]]:
+    base = res.get("static-best")
+    rows = []
+    for name, r in sorted(res.items(), key=lambda kv: -float(kv[1].returns.mean())):
+        m, h = mean_ci(r.returns)
+        row: dict[str, Any] = {"controller": name, "mean": m, "ci": h, "n": int(r.returns.size)}
+        if base is not None and base.returns.size == r.returns.size:
+            dm, dh = mean_ci(r.returns - base.returns)
+            row["delta"], row["delta_ci"] = dm, dh
+            row["rel"] = _rel(m, float(base.returns.mean()))
+        row["terms"] = [float(v) for v in r.terms.mean(axis=0)]
+        rows.append(row)
+    label = f" (best static: `{base.label}`)" if base is not None and base.label else ""
+    if ORACLE in res:
+        label += f" (per workload: `{res[ORACLE].label}`)"
+    lines = [
+        f"**{preset}** {OBJECTIVE_PRESETS.get(preset, '')}{label}",
+        "",
+        "| controller | return (95% CI) | vs best static: paired diff (95% CI) | rel. "
+        "| loss | memory | energy | time |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        d = (
+            f"{row['delta']:+.4f} ± {row['delta_ci']:.4f}"
+            if "delta" in row and row["controller"] != "static-best"
+            else "-"
+        )
+        rel = f"{100 * row['rel']:+.1f}%" if "rel" in row and row["controller"] != "static-best" else "-"
+        t = row["terms"]
+        lines.append(
+            f"| {row['controller']} | {row['mean']:.4f} ± {row['ci']:.4f} | {d} | {rel} | "
+            f"{t[0]:.4f} | {t[1]:.3f} | {t[2]:.3f} | {t[3]:.3f} |"
+        )
+    return "\n".join(lines), rows
+
+
+def _goal_lines(results: dict[str, dict[str, ControllerResult]], learned: Sequence[str]) -> list[str]:
+    """Per learned policy and preset: better than every baseline by >= 10 % with non-overlapping CIs?"""
+    out = []
+    for name in learned:
+        for p, res in results.items():
+            if name not in res:
+                continue
+            m, h = mean_ci(res[name].returns)
+            verdicts = []
+            for other, r in res.items():
+                if other in (name, ORACLE) or other in learned:
+                    continue
+                mo, ho = mean_ci(r.returns)
+                rel = _rel(m, mo)
+                sep = (m - h) > (mo + ho)
+                mark = "yes" if rel >= 0.10 and sep else ("better" if m > mo else "no")
+                verdicts.append(f"{other} {100 * rel:+.0f}% ({mark})")
+            out.append(f"- {name} / {p}: " + ", ".join(verdicts))
+    return out
+
+
+def _ranking(res: dict[str, ControllerResult]) -> list[str]:
+    ranked = sorted(res.items(), key=lambda kv: -float(kv[1].returns.mean()))
+    return [n for n, _ in ranked if n != ORACLE]
+
+
+def _kendall_tau(a: Sequence[str], b: Sequence[str]) -> float:
+    common = [x for x in a if x in b]
+    ra = {x: i for i, x in enumerate(x for x in a if x in common)}
+    rb = {x: i for i, x in enumerate(x for x in b if x in common)}
+    n, s = len(common), 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            x, y = common[i], common[j]
+            s += int(np.sign(ra[x] - ra[y]) * np.sign(rb[x] - rb[y]))
+    return s / max(n * (n - 1) / 2, 1)
+
+
+def _markdown(report: EvalReport, args: EvalArgs, command: str, learned: Sequence[str]) -> str:
+    from agents.rollout import surrogate_id
+
+    load = os.getloadavg()
+    machine = (
+        f"{platform.machine()}, {os.cpu_count()} CPUs, load average {load[0]:.1f}/{load[1]:.1f}, "
+        f"torch threads {args.threads}, Python {platform.python_version()}"
+    )
+    eps = len(report.seeds) * len(report.workloads)
+    parts = [
+        f"\n## Policy evaluation: {report.backend} backend ({dt.date.today().isoformat()})\n",
+        f"- command: `{command}`",
+        f"- machine: {machine}",
+        f"- surrogate: {surrogate_id()}",
+        f"- workloads (held-out): {', '.join(report.workloads)}; "
+        f"seeds {report.seeds[0]}..{report.seeds[-1]}; {eps} episodes per controller per preset; "
+        f"wall time {report.wall_s:.0f} s",
+        "- return = sum over the episode's control intervals of the scalarized penalized reward (higher "
+        "is better); terms are per-interval means (loss: excess loss / initial loss; memory, energy, time: "
+        "ratios to the uncompressed run). static-best is chosen in hindsight per preset "
+        + (
+            f"over the whole 240-setting grid on these episodes; `{ORACLE}` (not a controller) picks the "
+            "best static setting per workload in hindsight: the headroom of identifying the workload."
+            if report.backend == "surrogate"
+            else "on the surrogate for the same workloads and seeds."
+        ),
+        "",
+    ]
+    for p in report.presets:
+        table, _ = _preset_table(p, report.results[p])
+        parts += [table, ""]
+    if learned:
+        parts += ["Goal (>= 10 % better than each baseline with non-overlapping 95 % CIs):", ""]
+        parts += [*_goal_lines(report.results, learned), ""]
+    chk = report.surrogate_check
+    if chk is not None:
+        parts += [
+            "Does the surrogate's ranking hold on real training? (same workloads, presets, seeds)",
+            "",
+            "| preset | training backend ranking | surrogate ranking | Kendall tau | same winner |",
+            "|---|---|---|---|---|",
+        ]
+        for p in report.presets:
+            a, b = _ranking(report.results[p]), _ranking(chk.results[p])
+            parts.append(
+                f"| {p} | {' > '.join(a)} | {' > '.join(b)} | {_kendall_tau(a, b):+.2f} | "
+                f"{'yes' if a[0] == b[0] else 'no'} |"
+            )
+        parts.append("")
+    return "\n".join(parts)
+
+
+# ----------------------------------------------------------------------------------------------- plots
+def _plots(report: EvalReport, out: Path, timeline_preset: str, learned: Sequence[str]) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    names = sorted({n for res in report.results.values() for n in res if n != ORACLE})
+    markers = dict(zip(names, "o^sDvP*Xh<>p", strict=False))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5), constrained_layout=True)
+    # every point: mean terms over all evaluation episodes; objective-independent controllers look the same
+    # under every preset, learned ones are drawn once per preset
+    pts: list[tuple[str, str, np.ndarray]] = []
+    for p, res in report.results.items():
+        for n, r in res.items():
+            if n != ORACLE:
+                pts.append((n, p, r.terms.mean(axis=0)))
+    allv = [t for _, _, t in pts] + (
+        [*report.static_grid_terms] if report.static_grid_terms is not None else []
+    )
+    e_all = np.array([t[2] for t in allv])
+    norm = matplotlib.colors.Normalize(vmin=float(e_all.min()), vmax=float(e_all.max()))
+    for ax, (j, xlabel) in zip(axes, ((1, "memory (state bytes / dense)"), (2, "energy (/ uncompressed)"))):
+        color_idx, clabel = (2, "energy") if j == 1 else (1, "memory")
+        if report.static_grid_terms is not None:
+            g = report.static_grid_terms
+            ax.scatter(g[:, j], g[:, 0], c="lightgrey", s=10, label="static grid (240)", zorder=1)
+            order = np.argsort(g[:, j])
+            front, best = [], np.inf
+            for i in order:  # Pareto front: lower loss and lower cost
+                if g[i, 0] < best:
+                    best = g[i, 0]
+                    front.append(i)
+            ax.plot(g[front, j], g[front, 0], "-", color="grey", lw=1, zorder=1, label="static Pareto front")
+        cn = matplotlib.colors.Normalize(
+            vmin=float(min(t[color_idx] for t in allv)), vmax=float(max(t[color_idx] for t in allv))
+        )
+        sc = None
+        for n, p, t in pts:
+            sc = ax.scatter(
+                t[j],
+                t[0],
+                c=[t[color_idx]],
+                cmap="viridis",
+                norm=cn if j == 2 else norm,
+                marker=markers.get(n, "o"),
+                s=70,
+                edgecolors="k",
+                zorder=3,
+            )
+            if n in learned or n == "static-best":  # objective-dependent: one point per preset
+                ax.annotate(
+                    f"{n}:{p.split('-')[0]}",
+                    (t[j], t[0]),
+                    fontsize=6,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
+        for n in names:
+            ax.scatter([], [], marker=markers.get(n, "o"), c="w", edgecolors="k", label=n)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("loss excess (/ initial loss)")
+        ax.set_title(f"loss vs {xlabel.split()[0]} (color: {clabel})")
+        if sc is not None:
+            fig.colorbar(sc, ax=ax, label=clabel)
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle(f"Held-out {report.backend}: mean terms per controller and preset")
+    path = out / "pareto.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    files.append(path)
+
+    preset = timeline_preset if timeline_preset in report.results else report.presets[0]
+    res = report.results[preset]
+    fig, axes = plt.subplots(3, 1, figsize=(10, 7), sharex=True, constrained_layout=True)
+    for k, (ax, knob) in enumerate(zip(axes, ("rank", "bits", "gamma"))):
+        values = (DEFAULT_GRID.ranks, DEFAULT_GRID.bits, DEFAULT_GRID.gammas)[k]
+        for i, (n, r) in enumerate(sorted(res.items())):
+            if not r.timeline:
+                continue
+            idx = [DEFAULT_GRID.action(_parse_label(s))[k] for s in r.timeline]
+            ax.step(
+                np.arange(1, len(idx) + 1),
+                np.array(idx) + 0.06 * (i - len(res) / 2),
+                where="mid",
+                label=n,
+                marker=markers.get(n, "o"),
+                ms=4,
+            )
+        ticks = [("full" if knob == "rank" and v == 0 else str(v)) for v in values]
+        ax.set_yticks(range(len(values)), ticks)
+        ax.set_ylabel(knob)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, ncol=4, loc="upper left")
+    axes[-1].set_xlabel("control interval")
+    fig.suptitle(f"Settings chosen over one episode: {report.workloads[0]}, seed {report.seeds[0]}, {preset}")
+    path = out / "timeline.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    files.append(path)
+    return files
+
+
+def _parse_label(label: str) -> CompressionSetting:
+    r, b, g = label.split("/")
+    return CompressionSetting(rank=int(r[1:]), bits=int(b[1:]), gamma=float(g[1:]))
+
+
+# ----------------------------------------------------------------------------------------------- main path
+def _agents(args: EvalArgs, static_best: dict[str, CompressionSetting]) -> tuple[list[Agent], list[str]]:
+    agents: list[Agent] = []
+    learned: list[str] = []
+    if args.policy.lower() != "none":
+        agents.append(LearnedAgent("ppo", args.policy or DEFAULT_POLICY_DIR))
+        learned.append("ppo")
+    for spec in args.compare:
+        label, sep, path = spec.partition("=")
+        if not sep or not label or not path:
+            raise ValueError(f"--compare {spec!r}: write label=path (an artifact or an SB3 .zip)")
+        agents.append(_learned_agent(label, path))
+        learned.append(label)
+    for h in args.heuristics:
+        if h == "random":
+            agents.append(RandomAgent())
+        else:
+            agents.append(HeuristicAgent(h))
+    if static_best:
+        agents.append(StaticAgent("static-best", static_best))
+    return agents, learned
+
+
+def evaluate(args: EvalArgs, command: str = "") -> EvalReport:
+    """Run the evaluation described by ``args`` (see the module docstring) and write its outputs."""
+    import torch
+
+    from client.controllers import HEURISTICS
+
+    t0 = time.perf_counter()
+    torch.set_num_threads(args.threads)
+    workloads = list(args.workloads or HELDOUT_WORKLOADS)
+    presets = list(args.presets or OBJECTIVE_PRESETS)
+    for h in args.heuristics:
+        if h != "random" and h not in HEURISTICS:
+            raise ValueError(f"unknown heuristic {h!r}; choose from {[*HEURISTICS, 'random']}")
+    for p in presets:
+        if p not in OBJECTIVE_PRESETS:
+            raise ValueError(f"unknown preset {p!r}; choose from {sorted(OBJECTIVE_PRESETS)}")
+    for w in workloads:
+        if w not in HELDOUT_WORKLOADS:
+            raise ValueError(f"{w!r} is not a held-out workload; choose from {list(HELDOUT_WORKLOADS)}")
+    if args.episodes < 1:
+        raise ValueError("episodes must be >= 1")
+    seeds = list(range(args.seed, args.seed + args.episodes))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log.info("mango eval: %s", json.dumps(asdict(args), sort_keys=True))
+
+    best, grid_terms = _static_best(workloads, presets, seeds)
+    static_settings = {p: DEFAULT_GRID.setting(b.action) for p, b in best.items()}
+    agents, learned = _agents(args, static_settings if args.backend == "training" else {})
+    results = _run_closed_loop(args, args.backend, agents, workloads, presets, seeds)
+    if args.backend == "surrogate":
+        for p, b in best.items():  # the vectorized grid played exactly these episodes
+            n_intervals = max([len(r.timeline) for r in results[p].values()], default=12)
+            results[p]["static-best"] = ControllerResult(
+                returns=b.returns, terms=b.terms, timeline=[b.label] * n_intervals, label=b.label
+            )
+            results[p][ORACLE] = ControllerResult(
+                returns=b.per_workload_returns,
+                terms=b.per_workload_terms,
+                label=", ".join(b.per_workload_labels),
+            )
+    else:
+        for p, b in best.items():
+            results[p]["static-best"].label = b.label
+    report = EvalReport(
+        backend=args.backend,
+        workloads=workloads,
+        presets=presets,
+        seeds=seeds,
+        results=results,
+        static_grid_terms=grid_terms if args.backend == "surrogate" else None,
+        markdown="",
+        files=[],
+    )
+    if args.backend == "training":
+        check_args = EvalArgs(
+            **{**asdict(args), "backend": "surrogate", "bench": False, "out": str(out / "surrogate")}
+        )
+        report.surrogate_check = evaluate(check_args)
+    report.wall_s = time.perf_counter() - t0
+    report.markdown = _markdown(report, args, command, learned)
+    report.files = _plots(report, out, args.timeline_preset, learned)
+    summary = {
+        "command": command,
+        "args": asdict(args),
+        "backend": args.backend,
+        "workloads": workloads,
+        "seeds": seeds,
+        "results": {
+            p: {
+                n: {
+                    "returns": r.returns.tolist(),
+                    "terms": r.terms.mean(axis=0).tolist(),
+                    "label": r.label,
+                    "timeline": r.timeline,
+                }
+                for n, r in res.items()
+            }
+            for p, res in results.items()
+        },
+    }
+    (out / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (out / "report.md").write_text(report.markdown + "\n")
+    report.files.append(out / "results.json")
+    if args.bench:
+        path = Path(args.bench_file) if args.bench_file else REPO_ROOT / "BENCHMARKS.md"
+        if not path.exists():
+            path.write_text("# Benchmarks\n")
+        with path.open("a") as f:
+            f.write(report.markdown + "\n")
+        log.info("appended the tables to %s", path)
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``mango eval [options]`` (``--help`` lists them)."""
+    from agents.cli_args import command_line, parse_args
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(EvalArgs, argv, prog="mango eval")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    report = evaluate(args, command=command_line("mango eval", argv))
+    print(report.markdown)
+    for f in report.files:
+        print(f"wrote {f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

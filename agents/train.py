@@ -1,0 +1,380 @@
+"""``mango train``: PPO (stable-baselines3) with a TinyFormer features extractor on the vectorized surrogate.
+
+Reads top to bottom (CleanRL style): arguments (:class:`TrainArgs`, one docstring per field) -> seeding ->
+environments -> PPO -> periodic held-out evaluation with best-model checkpointing -> export of the best
+policy to a safetensors + JSON artifact (:mod:`agents.export`) that the policy service loads.
+
+Example (the shipped default policy: 4-8 minutes on 2 shared CPU cores; the command is in its manifest)::
+
+    mango train --total-timesteps 1000000 --eval-every 100000 --eval-episodes 32 --seed 0 --max-minutes 14 \
+        --out runs/default --export-dir agents/default_policy --no-progress-bar
+
+Outputs under ``--out``: ``tb/`` (TensorBoard: ``tensorboard --logdir runs``), ``best_model.zip`` (SB3, best
+held-out score), ``final_model.zip``, ``eval.jsonl`` (one line per evaluation), ``summary.json``, and the
+artifact in ``--export-dir`` (default ``<out>/policy``).
+
+**Held-out evaluation** (every ``--eval-every`` steps): the deterministic policy plays ``--eval-episodes``
+episodes per held-out workload per objective preset (seeds from ``--eval-seed``, disjoint from ``mango
+eval``'s default seeds), and so does every static setting of the grid (once, at the start). The *score* is
+the mean over presets of ``(R_policy - R_best_static) / sum(objective weights)``: the advantage of the mean
+episode return over the best single static setting chosen in hindsight for that preset, in units that make
+presets comparable; the model with the best score is kept and exported. (Selecting on held-out workloads
+makes the exported policy's held-out numbers slightly optimistic; ``mango eval`` uses other seeds.)
+
+**Reward scale.** Objective weights span two orders of magnitude (``w_loss`` 0.5-50) while the observation
+carries them normalized to sum 1, so the return's scale is invisible to the critic. ``--reward-scale
+objective`` (default) divides each episode's rewards by the sum of its objective weights (a positive
+per-episode constant: the optimal policy of every episode is unchanged, the penalties' relative size
+aside), and ``--norm-reward`` then applies SB3's running return normalization (``VecNormalize``,
+observations untouched: they are already normalized by the spec and must stay identical to the service's).
+
+**Backends.** ``surrogate`` (default): :class:`envs.SurrogateVecEnv`, tens of thousands of steps per second.
+``training``: real training jobs (:class:`envs.CompressionEnv` with ``backend="training"``), seconds per
+step: use it to fine-tune a surrogate-trained policy (``--init-from agents/default_policy``) with a small
+budget; evaluation still runs on the held-out surrogate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+__all__ = ["TrainArgs", "TrainResult", "main", "train"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainArgs:
+    """Train a PPO + TinyFormer compression-control policy and export it as a policy artifact."""
+
+    total_timesteps: int = 1_000_000
+    """environment steps (control intervals, summed over envs); TinyFormer: 2-4 k steps/s on 2 shared cores"""
+    n_envs: int = 64
+    """episodes stepped side by side; each PPO rollout is n_envs * n_steps transitions"""
+    seed: int = 0
+    """seeds python, numpy, torch and the environments' episode draws"""
+    extractor: Literal["tinyformer", "mlp"] = "tinyformer"
+    """features extractor: tinyformer (exportable) or mlp (the same-size control, SB3 checkpoint only)"""
+    d_model: int = 32
+    """TinyFormer width (32: ~19 k parameters, ~75 KB fp32; must divide by n_heads)"""
+    n_layers: int = 2
+    """TinyFormer transformer blocks"""
+    n_heads: int = 4
+    """TinyFormer attention heads"""
+    ff_mult: int = 2
+    """TinyFormer MLP hidden width = ff_mult * d_model"""
+    mlp_width: int = 0
+    """MLP extractor width; 0 matches the TinyFormer encoder's parameter count"""
+    lr: float = 1e-3
+    """Adam learning rate (linearly annealed to 0 with --anneal-lr)"""
+    anneal_lr: bool = True
+    """anneal the learning rate linearly to 0 over the run"""
+    n_steps: int = 32
+    """steps per env per rollout (episodes are 12 intervals; 32 spans ~2.5 episodes per env)"""
+    batch: int = 512
+    """PPO minibatch size (must divide n_envs * n_steps for equal minibatches)"""
+    n_epochs: int = 4
+    """passes over each rollout"""
+    gamma: float = 0.95
+    """discount; episodes are 12 intervals and compression damage decays within a few"""
+    gae_lambda: float = 0.9
+    """GAE lambda"""
+    clip_range: float = 0.2
+    """PPO ratio clip"""
+    ent_coef: float = 0.01
+    """entropy bonus; the three categorical heads have 19 logits in all, 0.01 keeps them exploring"""
+    vf_coef: float = 0.5
+    """value loss weight"""
+    max_grad_norm: float = 0.5
+    """gradient clipping"""
+    reward_scale: Literal["objective", "none"] = "objective"
+    """divide rewards by the episode's objective weight sum (see the module docstring) or leave them"""
+    norm_reward: bool = True
+    """SB3 VecNormalize running normalization of rewards (observations are never normalized)"""
+    eval_every: int = 100_000
+    """held-out evaluation period in environment steps (0: only at the end)"""
+    eval_episodes: int = 32
+    """episodes per held-out workload per objective preset in each evaluation"""
+    eval_seed: int = 100_000
+    """first seed of the evaluation episodes (mango eval uses 0.. by default: disjoint)"""
+    out: str = "runs/ppo"
+    """output directory (TensorBoard logs, checkpoints, summary)"""
+    name: str = "tinyformer-ppo"
+    """artifact name (the policy name clients ask for)"""
+    version: str = ""
+    """artifact version; default '<extractor>-s<seed>-<total_timesteps>'"""
+    export_dir: str = ""
+    """where to write the artifact ('' = <out>/policy; 'none' skips the export)"""
+    backend: Literal["surrogate", "training"] = "surrogate"
+    """surrogate (fast) or training (real jobs, for fine-tuning with --init-from)"""
+    init_from: str | None = None
+    """artifact (manifest, weights or directory) to start from; its architecture overrides --d-model etc."""
+    train_interval_steps: int | None = None
+    """training backend: optimizer steps per control interval (default: the workload's)"""
+    train_intervals: int | None = None
+    """training backend: control intervals per episode (default: the workload's)"""
+    threads: int = 1
+    """torch intra-op threads (1 is fastest for these small batches and kind to a shared machine)"""
+    max_minutes: float = 0.0
+    """stop training early after this many wall-clock minutes (0: no limit); a guard for loaded machines that
+    makes the run depend on the machine's speed when it triggers (recorded in the summary)"""
+    progress_bar: bool = True
+    """tqdm + rich progress bar"""
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` produced."""
+
+    out_dir: Path
+    manifest: Path | None
+    best_score: float
+    best_metrics: dict[str, Any]
+    wall_s: float
+    timesteps: int
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def _tinyformer_config(args: TrainArgs) -> Any:
+    from agents.tinyformer import TinyFormerConfig
+
+    return TinyFormerConfig(
+        d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads, ff_mult=args.ff_mult
+    )
+
+
+def _check_args(args: TrainArgs) -> None:
+    if args.total_timesteps < 1:
+        raise ValueError(f"total_timesteps={args.total_timesteps} must be >= 1")
+    if args.n_envs < 1 or args.n_steps < 1:
+        raise ValueError("n_envs and n_steps must be >= 1")
+    if args.batch < 2 or args.batch > args.n_envs * args.n_steps:
+        raise ValueError(
+            f"batch={args.batch} must be in [2, n_envs * n_steps = {args.n_envs * args.n_steps}]; "
+            "lower --batch or raise --n-envs/--n-steps"
+        )
+    if args.extractor == "mlp" and args.init_from:
+        raise ValueError("--init-from loads a TinyFormer artifact; it cannot initialize --extractor mlp")
+
+
+def make_surrogate_env(args: TrainArgs) -> Any:
+    """The vectorized training env: surrogate on the TRAIN workloads -> SB3 adapter -> monitor -> scaling."""
+    from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
+
+    from agents.vec import ObjectiveScaledVecReward
+    from envs.sb3 import SB3VecEnvAdapter
+    from envs.surrogate import SurrogateVecEnv
+
+    venv: Any = SB3VecEnvAdapter(SurrogateVecEnv(num_envs=args.n_envs, split="train"), info_terms=False)
+    venv = VecMonitor(venv)  # raw episode returns for rollout/ep_rew_mean
+    if args.reward_scale == "objective":
+        venv = ObjectiveScaledVecReward(venv)
+    if args.norm_reward:
+        venv = VecNormalize(venv, norm_obs=False, norm_reward=True, gamma=args.gamma)
+    return venv
+
+
+def make_training_env(args: TrainArgs) -> Any:
+    """Real-training envs (one CompressionEnv per env slot) in a ``DummyVecEnv``."""
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    from agents.vec import ObjectiveScaledReward
+    from envs.env import CompressionEnv
+
+    def make() -> Any:
+        env: Any = CompressionEnv(
+            backend="training",
+            split="train",
+            interval_steps=args.train_interval_steps,
+            intervals=args.train_intervals,
+        )
+        env = Monitor(env)
+        if args.reward_scale == "objective":
+            env = ObjectiveScaledReward(env)
+        return env
+
+    venv: Any = DummyVecEnv([make for _ in range(args.n_envs)])
+    if args.norm_reward:
+        venv = VecNormalize(venv, norm_obs=False, norm_reward=True, gamma=args.gamma)
+    return venv
+
+
+def sb3_actor(model: Any) -> Any:
+    """``obs [n, size] -> actions [n, 3]``: the SB3 policy's deterministic actions (batched, no grad)."""
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        return np.asarray(model.predict(obs, deterministic=True)[0])
+
+    return act
+
+
+# ----------------------------------------------------------------------------------------------- main path
+def train(args: TrainArgs, command: str = "") -> TrainResult:
+    """Train, evaluate, checkpoint and export as configured by ``args`` (see the module docstring)."""
+    _check_args(args)
+    import torch
+    from stable_baselines3 import PPO
+
+    from agents.callbacks import HeldoutEvalCallback, WallClockLimit
+    from agents.extractor import count_parameters, policy_kwargs, reinit_extractor
+    from agents.rollout import surrogate_id
+
+    t0 = time.perf_counter()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = dataclasses.asdict(args)
+    log.info("mango train: %s", json.dumps(config, sort_keys=True))
+
+    # --- seeding: python/numpy/torch through SB3's set_random_seed (PPO(seed=...)), env draws via VecEnv.seed
+    torch.set_num_threads(args.threads)
+
+    # --- architecture: an --init-from artifact fixes it
+    init_model = None
+    tf_config = _tinyformer_config(args)
+    if args.init_from:
+        from agents.artifact import load_artifact
+
+        init_model = load_artifact(args.init_from).model
+        tf_config = init_model.config
+        config.update({k: getattr(tf_config, k) for k in ("d_model", "n_layers", "n_heads", "ff_mult")})
+        log.info("initializing from %s (%s)", args.init_from, tf_config.to_dict())
+
+    # --- environments
+    venv = make_surrogate_env(args) if args.backend == "surrogate" else make_training_env(args)
+
+    # --- PPO
+    base_lr = args.lr
+    lr_schedule = (lambda remaining: base_lr * remaining) if args.anneal_lr else base_lr
+    model = PPO(
+        "MlpPolicy",
+        venv,
+        learning_rate=lr_schedule,
+        n_steps=args.n_steps,
+        batch_size=args.batch,
+        n_epochs=args.n_epochs,
+        gamma=args.gamma,
+        gae_lambda=args.gae_lambda,
+        clip_range=args.clip_range,
+        ent_coef=args.ent_coef,
+        vf_coef=args.vf_coef,
+        max_grad_norm=args.max_grad_norm,
+        policy_kwargs=policy_kwargs(args.extractor, tf_config, mlp_width=args.mlp_width),
+        tensorboard_log=str(out / "tb"),
+        seed=args.seed,
+        device="cpu",
+        verbose=0,
+    )
+    reinit_extractor(model.policy)
+    if init_model is not None:
+        from agents.export import load_into_policy
+
+        load_into_policy(model.policy, init_model)
+    n_params = count_parameters(model.policy)
+    n_fx = count_parameters(model.policy.features_extractor)
+    log.info("policy: %s extractor, %d parameters (%d in the extractor)", args.extractor, n_params, n_fx)
+
+    # --- training with periodic held-out evaluation
+    callback = HeldoutEvalCallback(
+        every=args.eval_every,
+        episodes=args.eval_episodes,
+        seed=args.eval_seed,
+        out_dir=out,
+    )
+    callbacks: list[Any] = [callback]
+    if args.max_minutes > 0:
+        callbacks.append(WallClockLimit(t0 + 60.0 * args.max_minutes))
+    run_name = f"{args.extractor}-s{args.seed}"
+    model.learn(
+        total_timesteps=args.total_timesteps,
+        callback=callbacks,
+        tb_log_name=run_name,
+        progress_bar=args.progress_bar,
+    )
+    model.save(out / "final_model.zip")
+    train_wall_s = time.perf_counter() - t0
+
+    # --- export the best checkpoint
+    best_metrics = {
+        "heldout_surrogate": callback.best_metrics,
+        "score_advantage_per_weight": callback.best_score,
+        "best_at_timesteps": callback.best_timesteps,
+        "timesteps": int(model.num_timesteps),
+        "stopped_by_max_minutes": bool(args.max_minutes > 0 and model.num_timesteps < args.total_timesteps),
+        "train_wall_s": round(train_wall_s, 1),
+        "parameters": n_params,
+        "surrogate": surrogate_id(),
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}",
+    }
+    manifest = None
+    export_dir = args.export_dir or str(out / "policy")
+    if args.extractor == "tinyformer" and export_dir.lower() != "none":
+        from agents.export import export_policy
+
+        best = callback.best_tinyformer()
+        version = args.version or f"{args.extractor}-s{args.seed}-{args.total_timesteps}"
+        manifest = export_policy(
+            best,
+            export_dir,
+            name=args.name,
+            version=version,
+            training_command=command,
+            training_config=config,
+            metrics=best_metrics,
+        )
+        log.info("exported %s", manifest)
+    summary = {
+        "command": command,
+        "config": config,
+        "metrics": best_metrics,
+        "manifest": str(manifest) if manifest else None,
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    venv.close()
+    return TrainResult(
+        out_dir=out,
+        manifest=manifest,
+        best_score=callback.best_score,
+        best_metrics=best_metrics,
+        wall_s=time.perf_counter() - t0,
+        timesteps=int(model.num_timesteps),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``mango train [options]`` (``--help`` lists them)."""
+    from agents.cli_args import command_line, parse_args
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(TrainArgs, argv, prog="mango train")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    result = train(args, command=command_line("mango train", argv))
+    print(
+        f"trained {result.timesteps} steps in {result.wall_s:.0f} s; best held-out score (advantage over the "
+        f"best static per unit weight) {result.best_score:+.4f}"
+    )
+    for preset, m in sorted(result.best_metrics["heldout_surrogate"].items()):
+        print(
+            f"  {preset:<13} policy {m['policy_return']:9.4f}  best static {m['static_return']:9.4f} "
+            f"({m['static_setting']})  improvement {m['improvement']:+.3f}"
+        )
+    if result.manifest:
+        print(f"artifact: {result.manifest}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

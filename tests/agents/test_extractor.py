@@ -1,0 +1,67 @@
+"""Features extractors: shapes, parameter matching, and that the TinyFormer one is the encoder unchanged."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+
+from agents.extractor import (
+    MLPExtractor,
+    TinyFormerExtractor,
+    count_parameters,
+    mlp_width_for,
+    policy_kwargs,
+)
+from agents.tinyformer import TinyFormerConfig, TinyFormerEncoder
+from client.protocol import ObservationSpec
+
+
+def _space(window: int = 8) -> spaces.Box:
+    return spaces.Box(-10, 10, shape=(ObservationSpec(window=window).size,), dtype=np.float32)
+
+
+@pytest.mark.parametrize("window,d_model", [(8, 32), (4, 16)])
+def test_tinyformer_extractor_is_the_encoder(window: int, d_model: int) -> None:
+    cfg = TinyFormerConfig(window=window, d_model=d_model, n_heads=4)
+    fx = TinyFormerExtractor(_space(window), cfg.to_dict())
+    assert fx.features_dim == d_model
+    obs = torch.randn(5, cfg.obs_size)
+    obs[:, :: cfg.token_dim] = 1.0  # mask feature on
+    feats = fx(obs)
+    assert feats.shape == (5, d_model)
+    enc = TinyFormerEncoder(cfg)
+    enc.load_state_dict(fx.encoder.state_dict())
+    torch.testing.assert_close(enc(obs), feats)
+
+
+def test_tinyformer_extractor_refuses_a_mismatched_window() -> None:
+    with pytest.raises(ValueError, match="same window"):
+        TinyFormerExtractor(_space(4), TinyFormerConfig(window=8))
+
+
+@pytest.mark.parametrize("d_model,n_layers", [(32, 2), (64, 2), (16, 1)])
+def test_mlp_matches_the_tinyformer_parameter_count(d_model: int, n_layers: int) -> None:
+    cfg = TinyFormerConfig(d_model=d_model, n_layers=n_layers, n_heads=4 if d_model >= 32 else 2)
+    mlp = MLPExtractor(_space(), width=0, match_config=cfg)
+    target = count_parameters(TinyFormerEncoder(cfg))
+    assert abs(count_parameters(mlp) - target) / target < 0.05
+    out = mlp(torch.randn(3, cfg.obs_size))
+    assert out.shape == (3, mlp.features_dim) and bool((out.abs() <= 1).all())  # tanh features
+
+
+def test_mlp_width_for_solves_the_parameter_equation() -> None:
+    h = mlp_width_for(20_000, 134, n_layers=2)
+    assert abs(134 * h + h + h * h + h - 20_000) < 300
+    assert mlp_width_for(1350, 134, n_layers=1) == 10
+    with pytest.raises(ValueError):
+        mlp_width_for(100, 10, n_layers=0)
+
+
+def test_policy_kwargs_give_linear_heads_on_shared_features() -> None:
+    kw = policy_kwargs("tinyformer", TinyFormerConfig())
+    assert kw["net_arch"] == {"pi": [], "vf": []} and kw["share_features_extractor"] is True
+    assert kw["features_extractor_class"] is TinyFormerExtractor
+    with pytest.raises(ValueError, match="choose one of"):
+        policy_kwargs("cnn", TinyFormerConfig())  # type: ignore[arg-type]

@@ -1,0 +1,131 @@
+"""``mango train``: the smoke run trains, evaluates, checkpoints and exports a servable artifact."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents.artifact import load_artifact
+from agents.cli_args import parse_args
+from agents.train import TrainArgs
+from client.protocol import DEFAULT_GRID, CompressionSetting, DecideRequest, Objective, TelemetryRecord
+
+
+def test_smoke_run_writes_every_output(smoke_run: Path) -> None:
+    for name in ("best_model.zip", "final_model.zip", "summary.json", "eval.jsonl", "policy/smoke-ppo.json"):
+        assert (smoke_run / name).is_file(), name
+    assert any((smoke_run / "tb").rglob("events.out.tfevents.*")), "no TensorBoard event file"
+    evals = [json.loads(line) for line in (smoke_run / "eval.jsonl").read_text().splitlines()]
+    assert [e["timesteps"] for e in evals] == [128, 256]
+    assert set(evals[0]["presets"]) == {
+        "loss-first",
+        "memory-first",
+        "energy-first",
+        "time-first",
+        "balanced",
+    }
+
+
+def test_manifest_records_the_command_config_and_metrics(smoke_run: Path) -> None:
+    art = load_artifact(smoke_run / "policy")
+    m = art.manifest
+    assert m.training.command.startswith("mango train --total-timesteps 256 ")
+    assert f"--out {smoke_run}" in m.training.command
+    assert m.training.config["d_model"] == 16 and m.training.config["seed"] == 0
+    assert art.model.config.d_model == 16 and art.model.config.n_layers == 1
+    assert m.metrics["timesteps"] == 256
+    assert set(m.metrics["heldout_surrogate"]) == {
+        "loss-first",
+        "memory-first",
+        "energy-first",
+        "time-first",
+        "balanced",
+    }
+    assert m.version == "tinyformer-s0-256"
+
+
+def test_exported_policy_decides_through_the_service_path(smoke_run: Path) -> None:
+    from policy_service.registry import LearnedPolicy
+
+    policy = LearnedPolicy(load_artifact(smoke_run / "policy"), trace=True)
+    rec = TelemetryRecord(
+        step=10,
+        loss=2.0,
+        grad_norm=1.0,
+        state_bytes=1000,
+        interval_s=0.5,
+        lr=1e-3,
+        setting=CompressionSetting.off(),
+        energy_j=5.0,
+    )
+    req = DecideRequest(job_id="t", objective=Objective(w_loss=5, w_memory=0.5), history=[rec] * 3)
+    setting = policy.decide(req)
+    DEFAULT_GRID.check(setting)
+
+
+def test_args_dataclass_parses_cli_forms() -> None:
+    a = parse_args(
+        TrainArgs,
+        [
+            "--total-timesteps",
+            "2e3",
+            "--no-anneal-lr",
+            "--extractor",
+            "mlp",
+            "--export-dir",
+            "none",
+            "--init-from",
+            "x/y.json",
+        ],
+    )
+    assert a.total_timesteps == 2000 and a.anneal_lr is False and a.extractor == "mlp"
+    assert a.export_dir == "none" and a.init_from == "x/y.json"
+    with pytest.raises(SystemExit):
+        parse_args(TrainArgs, ["--extractor", "cnn"])
+    with pytest.raises(SystemExit):
+        parse_args(TrainArgs, ["--n-envs", "1.5"])
+
+
+def test_every_training_argument_is_documented() -> None:
+    import dataclasses
+
+    from agents.cli_args import field_docs
+
+    docs = field_docs(TrainArgs)
+    missing = [f.name for f in dataclasses.fields(TrainArgs) if not docs.get(f.name)]
+    assert not missing, f"TrainArgs fields without a docstring: {missing}"
+
+
+def test_bad_arguments_are_refused_with_the_fix() -> None:
+    from agents.train import train
+
+    with pytest.raises(ValueError, match="lower --batch"):
+        train(TrainArgs(n_envs=2, n_steps=4, batch=64))
+    with pytest.raises(ValueError, match="cannot initialize --extractor mlp"):
+        train(TrainArgs(extractor="mlp", init_from="agents/default_policy"))
+
+
+def test_objective_scaling_divides_by_the_episode_weight_sum() -> None:
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    from agents.vec import ObjectiveScaledVecReward
+    from envs.sb3 import SB3VecEnvAdapter
+    from envs.surrogate import SurrogateVecEnv
+
+    raw = SB3VecEnvAdapter(SurrogateVecEnv(num_envs=4, split="train"), seed=3)
+    scaled = ObjectiveScaledVecReward(
+        VecMonitor(SB3VecEnvAdapter(SurrogateVecEnv(num_envs=4, split="train"), seed=3))
+    )
+    raw.reset()
+    scaled.reset()
+    inner = scaled.venv.venv.venv  # the surrogate under the monitor and the adapter
+    rng = np.random.default_rng(0)
+    for _ in range(30):  # crosses episode ends (12 intervals): the scale must be the finished episode's
+        a = np.stack([rng.integers(n, size=4) for n in DEFAULT_GRID.nvec], axis=1)
+        w = inner.engine.weights.sum(axis=1).copy()
+        r_raw = raw.step(a)[1]
+        r_scaled = scaled.step(a)[1]
+        np.testing.assert_allclose(r_scaled * w, r_raw, rtol=1e-5, atol=1e-6)
