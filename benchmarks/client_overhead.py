@@ -33,7 +33,6 @@ import dataclasses
 import datetime as dt
 import json
 import os
-import platform
 import secrets
 import shlex
 import signal
@@ -51,6 +50,7 @@ from typing import Any
 import httpx
 import torch
 
+from benchmarks.common import machine
 from client.compression.optimizer import MangoAdamW
 from client.hook import AdaptiveCompression
 from client.protocol import CompressionSetting, Objective
@@ -331,14 +331,6 @@ def format_table(summary: list[dict[str, Any]]) -> str:
             f"| {format(lat, '.1f') if lat is not None else '-'} |"
         )
     return "\n".join(lines)
-
-
-def machine() -> str:
-    return (
-        f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs, {platform.system()} "
-        f"{platform.release()}, Python {platform.python_version()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}"
-    ).replace("  ", " ")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,8 +18,6 @@ import inspect
 import itertools
 import json
 import math
-import os
-import platform
 import shlex
 import sys
 import textwrap
@@ -30,6 +28,7 @@ from typing import Any
 
 import torch
 
+from benchmarks.common import machine
 from client.compression.optimizer import MangoAdamW
 from client.protocol import CompressionSetting
 from envs.data import load_corpus
@@ -262,14 +261,6 @@ def format_table(rows: list[dict]) -> str:
             f"{ratio:.3f} (1/{1 / max(ratio, 1e-9):.1f}) | {r['step_ms']:.1f} | {r['opt_ms']:.1f} |"
         )
     return "\n".join(lines)
-
-
-def machine() -> str:
-    return (
-        f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs, {platform.system()} "
-        f"{platform.release()}, Python {platform.python_version()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}"
-    ).replace("  ", " ")
 
 
 def main(argv: list[str] | None = None) -> int:
