@@ -137,7 +137,10 @@ def test_train_with_service_fails_loudly_when_no_decision_came_from_the_service(
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "no decision came from the service" in proc.stderr
     summary = json.loads(next(tmp_path.glob("*.summary.json")).read_text())
-    assert summary["service_decisions"] == 0 and summary["fallbacks"] >= 1  # training went on regardless
+    # training went on regardless: every interval closed, none was decided by the (absent) service. Whether a
+    # fallback decision arrived before the 20 steps ended depends on the retry back-off, so it is not asserted.
+    assert summary["service_decisions"] == 0
+    assert summary["intervals"] >= 1 and summary["steps"] == 20
     assert math.isfinite(summary["final_loss"])
 
 
