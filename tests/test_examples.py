@@ -138,7 +138,7 @@ def test_train_with_service_fails_loudly_when_no_decision_came_from_the_service(
     assert "no decision came from the service" in proc.stderr
     summary = json.loads(next(tmp_path.glob("*.summary.json")).read_text())
     # training went on regardless: every interval closed, none was decided by the (absent) service. Whether a
-    # fallback decision arrived before the 20 steps ended depends on the retry back-off, so it is not asserted.
+    # fallback arrived before the 20 steps ended depends on the retry back-off, so it is not asserted.
     assert summary["service_decisions"] == 0
     assert summary["intervals"] >= 1 and summary["steps"] == 20
     assert math.isfinite(summary["final_loss"])
