@@ -239,6 +239,14 @@ def _state_bytes(opt: torch.optim.Optimizer) -> int:
     return total
 
 
+def _relative_to_adamw(rows: list[dict[str, Any]], key: str, out_key: str) -> None:
+    """Add ``out_key = row[key] / torch AdamW's row[key]`` to every row that measured ``key``."""
+    base = next((r for r in rows if r["optimizer"].startswith("torch") and key in r), None)
+    for r in rows:
+        if base and key in r:
+            r[out_key] = r[key] / base[key]
+
+
 def _gpt(vocab: int, block: int) -> torch.nn.Module:
     from envs.models import ByteGPT, GPTConfig
 
@@ -285,10 +293,7 @@ def run_step(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
             traceback.print_exc()
         rows.append(row)
         print(row, flush=True)
-    base = next((r for r in rows if r["optimizer"].startswith("torch") and "step_ms" in r), None)
-    for r in rows:
-        if base and "step_ms" in r:
-            r["vs_fused_adamw"] = r["step_ms"] / base["step_ms"]
+    _relative_to_adamw(rows, "step_ms", "vs_fused_adamw")
     cols = ["optimizer", "step_ms", "vs_fused_adamw", "state_bytes_per_param", "peak_mem_GiB"]
     cols += ["energy_mJ_per_step", "mean_power_W", "error"]
     _write(out, "step", rows, cols, meta)
@@ -342,10 +347,7 @@ def run_converge(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
             traceback.print_exc()
         rows.append(row)
         print(row, flush=True)
-    base = next((r for r in rows if r["optimizer"].startswith("torch") and "val_loss" in r), None)
-    for r in rows:
-        if base and "val_loss" in r:
-            r["loss_vs_adamw"] = r["val_loss"] / base["val_loss"]
+    _relative_to_adamw(rows, "val_loss", "loss_vs_adamw")
     cols = ["optimizer", "steps", "val_loss", "loss_vs_adamw", "state_bytes_per_param", "energy_kJ", "wall_s"]
     _write(out, "converge", rows, [*cols, "error"], meta)
 
