@@ -172,11 +172,7 @@ class DemoArgs:
 
 def parse_setting(label: str) -> CompressionSetting:
     """``"r8/b8/g0"`` (gamma optional) -> :class:`CompressionSetting`; ``ValueError`` says the format."""
-    try:
-        parts = {p[0]: p[1:] for p in label.strip().split("/") if p}
-        return CompressionSetting(rank=int(parts["r"]), bits=int(parts["b"]), gamma=float(parts.get("g", 0)))
-    except (KeyError, ValueError, IndexError) as exc:
-        raise ValueError(f"bad setting {label!r}: write rR/bB[/gG] with grid values, e.g. r8/b8/g0") from exc
+    return CompressionSetting.parse(label)
 
 
 def choose_static(spec: str, results_dir: Path = ROOT / "results") -> tuple[CompressionSetting, str]:

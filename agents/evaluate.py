@@ -573,8 +573,7 @@ def _plots(report: EvalReport, out: Path, timeline_preset: str, learned: Sequenc
 
 
 def _parse_label(label: str) -> CompressionSetting:
-    r, b, g = label.split("/")
-    return CompressionSetting(rank=int(r[1:]), bits=int(b[1:]), gamma=float(g[1:]))
+    return CompressionSetting.parse(label)
 
 
 # ----------------------------------------------------------------------------------------------- main path

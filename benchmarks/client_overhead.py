@@ -50,7 +50,7 @@ from typing import Any
 import httpx
 import torch
 
-from benchmarks.common import machine
+from benchmarks.common import append_section, machine
 from client.compression.optimizer import MangoAdamW
 from client.hook import AdaptiveCompression
 from client.protocol import CompressionSetting, Objective
@@ -112,13 +112,7 @@ def parse_args(argv: list[str]) -> OverheadConfig:
 
 def parse_setting(label: str) -> CompressionSetting:
     """``"r8/b4"`` or ``"r8/b4/g0.5"`` -> the setting."""
-    parts = label.split("/")
-    try:
-        rank, bits = int(parts[0].removeprefix("r")), int(parts[1].removeprefix("b"))
-        gamma = float(parts[2].removeprefix("g")) if len(parts) > 2 else 0.0
-    except (IndexError, ValueError):
-        raise ValueError(f"setting {label!r}: use rR/bB[/gG], e.g. r8/b4 or r8/b4/g0.5") from None
-    return CompressionSetting(rank=rank, bits=bits, gamma=gamma)
+    return CompressionSetting.parse(label)
 
 
 # ---------------------------------------------------------------------------------------------- workload
@@ -383,12 +377,6 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"date": now.isoformat(), "command": command, "machine": machine(), "server": how, "wall_s": wall_s}
     doc |= {"config": dataclasses.asdict(cfg), "summary": summary, "rows": rows}
     path.write_text(json.dumps(doc, indent=2))
-    bench_md = ROOT / "BENCHMARKS.md"
-    if not bench_md.exists() or not bench_md.read_text().strip():
-        bench_md.write_text(
-            "# MANGO benchmarks\n\nEvery figure here comes from a command in this repository; each section "
-            "gives the command, the machine and the date. Newest sections at the bottom.\n"
-        )
     energy_source = next((r["energy_source"] for r in rows if r.get("energy_source")), "none")
     section = (
         f"\n## Client overhead: AdaptiveCompression + live service vs no hook ({work.describe}) - "
@@ -403,8 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         f"\n- raw: `{path.relative_to(ROOT)}`\n\n{table}\n\n"
         f"Verdict (hook-service): {verdict}.\n"
     )
-    with bench_md.open("a") as f:
-        f.write(section)
+    append_section(section)
     print(f"\nwrote {path.relative_to(ROOT)} and appended to BENCHMARKS.md")
     return 0
 

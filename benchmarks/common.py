@@ -4,10 +4,30 @@ from __future__ import annotations
 
 import os
 import platform
+from pathlib import Path
 
 import torch
 
-__all__ = ["machine"]
+__all__ = ["BENCHMARKS_MD", "append_section", "machine"]
+
+#: The results file every benchmark appends to (see its header for how to read it).
+BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+
+
+def append_section(text: str, path: Path | str = BENCHMARKS_MD) -> Path:
+    """Append a markdown section (command, machine, date, table) to ``path``, creating it with a header.
+
+    Benchmarks never rewrite the file: they only append, so a run cannot erase another one's section.
+    """
+    path = Path(path)
+    if not path.exists() or not path.read_text().strip():
+        path.write_text(
+            "# MANGO benchmarks\n\nEvery figure here comes from a command in this repository; each section "
+            "gives the command, the machine and the date.\n"
+        )
+    with path.open("a") as f:
+        f.write(text if text.startswith("\n") else "\n" + text)
+    return path
 
 
 def machine() -> str:

@@ -126,11 +126,10 @@ class Config:
 
 
 def _parse_label(label: str) -> tuple[int, int, float]:
-    parts = dict((p[0], p[1:]) for p in label.strip().split("/"))
-    try:
-        return int(parts["r"]), int(parts["b"]), float(parts["g"])
-    except (KeyError, ValueError) as exc:
-        raise ValueError(f"MANGO setting label {label!r} must look like r4/b4/g0.5") from exc
+    from client.protocol import CompressionSetting  # imported late, like the rest of client here
+
+    s = CompressionSetting.parse(label)
+    return s.rank, s.bits, s.gamma
 
 
 def configs_for(args: DdpBenchArgs) -> list[Config]:

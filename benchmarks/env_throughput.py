@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.common import append_section
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -221,12 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             f"\n## Environment throughput ({started:%Y-%m-%d})\n\n- command: `{cmd.strip()}`\n"
             f"- machine: {res['machine']}\n- date: {started.isoformat(timespec='seconds')}\n\n{table}\n"
         )
-        bench = ROOT / "BENCHMARKS.md"
-        if not bench.exists():
-            bench.write_text("# Benchmarks\n")
-        with bench.open("a") as f:
-            f.write(section)
-        print(f"appended to {bench.relative_to(ROOT)}")
+        print(f"appended to {append_section(section).relative_to(ROOT)}")
     return 0
 
 

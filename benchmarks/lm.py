@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import machine
+from benchmarks.common import append_section, machine
 from client.compression.optimizer import MangoAdamW
 from client.protocol import CompressionSetting
 from envs.data import load_corpus
@@ -153,13 +153,7 @@ def parse_setting(label: str) -> CompressionSetting | None:
         return None
     if label == "off":
         return CompressionSetting.off()
-    parts = dict((p[0], p[1:]) for p in label.split("/"))
-    try:
-        return CompressionSetting(
-            rank=int(parts["r"]), bits=int(parts["b"]), gamma=float(parts.get("g", 0.0))
-        )
-    except (KeyError, ValueError) as exc:
-        raise ValueError(f"bad setting {label!r}: use adamw, off or rR/bB[/gG] (e.g. r8/b4/g0.5)") from exc
+    return CompressionSetting.parse(label)
 
 
 def lr_at(cfg: LMBenchConfig, step: int) -> float:
@@ -302,12 +296,6 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"date": now.isoformat(), "command": command, "machine": machine(), "wall_s": wall_s}
     doc |= {"config": dataclasses.asdict(cfg), "rows": rows}
     path.write_text(json.dumps(doc, indent=2))
-    bench_md = ROOT / "BENCHMARKS.md"
-    if not bench_md.exists():
-        bench_md.write_text(
-            "# MANGO benchmarks\n\nEvery figure here comes from a command in this repository; each section "
-            "gives the command, the machine and the date. Newest sections at the bottom.\n"
-        )
     knobs = (
         f"refresh_every={cfg.refresh_every}, ef_beta={cfg.ef_beta}, ef_scope={cfg.ef_scope}, "
         f"error_feedback={cfg.error_feedback}, quant_mode={cfg.quant_mode or 'default'}, "
@@ -323,8 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{cfg.eval_batches} validation batches, seed {cfg.seed}; MangoAdamW {knobs}; wall {wall_s:.0f} s\n"
         f"- raw: `{path.relative_to(ROOT)}`\n\n{table}\n"
     )
-    with bench_md.open("a") as f:
-        f.write(section)
+    append_section(section)
     print(f"\nwrote {path.relative_to(ROOT)} and appended to BENCHMARKS.md")
     return 0
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from agents.artifact import load_artifact
+from benchmarks.common import append_section
 from client.protocol import (
     MAX_HISTORY,
     CompressionSetting,
@@ -163,12 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         verdict = "meets" if p50 < TARGET_MS and p99 < TARGET_MS else "misses"
         print(f"decision (traced), {clock}: p50 {p50:.4f} ms, p99 {p99:.4f} ms -> {verdict} {TARGET_MS} ms")
     if args.bench:
-        path = ROOT / "BENCHMARKS.md"
-        if not path.exists():
-            path.write_text("# Benchmarks\n")
-        with path.open("a") as f:
-            f.write(text)
-        print(f"appended to {path}")
+        print(f"appended to {append_section(text)}")
     return 0
 
 

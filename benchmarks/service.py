@@ -52,6 +52,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import append_section
+
 ROOT = Path(__file__).resolve().parent.parent
 
 __all__ = ["BenchConfig", "main"]
@@ -646,11 +648,7 @@ def main(argv: list[str] | None = None) -> int:
             *[f"- {g}" for g in goals],
             "",
         ]
-        md = cfg.benchmarks_md
-        if not md.exists():
-            md.write_text("# Benchmarks\n\nEach section: the command, the machine, the date, the numbers.\n")
-        with open(md, "a") as f:
-            f.write("\n".join(section))
+        md = append_section("\n".join(section), cfg.benchmarks_md)
         print(f"appended to {md}")
     return 0
 

@@ -28,6 +28,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationError,
     field_validator,
     model_validator,
 )
@@ -174,8 +175,31 @@ class CompressionSetting(BaseModel):
         return cls(rank=0, bits=32, gamma=0.0)
 
     def label(self) -> str:
-        """Short human label, e.g. ``r8/b4/g0.25``."""
+        """Short human label, e.g. ``r8/b4/g0.25``; :meth:`parse` is its inverse."""
         return f"r{self.rank}/b{self.bits}/g{self.gamma:g}"
+
+    @classmethod
+    def parse(cls, label: str) -> CompressionSetting:
+        """Inverse of :meth:`label`: ``"r8/b4"`` or ``"r8/b4/g0.25"`` (gamma defaults to 0).
+
+        Raises ``ValueError`` saying the expected form and why the label failed (bad syntax or off the grid).
+        """
+        try:
+            parts = {p[0]: p[1:] for p in str(label).strip().split("/") if p}
+            if set(parts) - {"r", "b", "g"}:
+                raise ValueError(f"unknown component(s) {sorted(set(parts) - {'r', 'b', 'g'})}")
+            return cls(rank=int(parts["r"]), bits=int(parts["b"]), gamma=float(parts.get("g", 0.0)))
+        except (KeyError, ValueError) as exc:
+            if isinstance(exc, KeyError):
+                reason = f"missing {exc}"
+            elif isinstance(exc, ValidationError):  # off the grid: pydantic's message names the field
+                reason = "; ".join(str(e["msg"]) for e in exc.errors())
+            else:
+                reason = str(exc)
+            raise ValueError(
+                f"setting label {label!r} is not like rR/bB[/gG] with grid values "
+                f"(e.g. r8/b4 or r8/b4/g0.5): {reason}"
+            ) from None
 
 
 class TelemetryRecord(BaseModel):

@@ -74,14 +74,8 @@ DEFAULT_CYCLE: tuple[str, ...] = (
 
 
 def parse_setting(label: str) -> CompressionSetting:
-    """``"r8/b4/g0.25"`` -> ``CompressionSetting(rank=8, bits=4, gamma=0.25)``."""
-    try:
-        r, b, g = label.split("/")
-        return CompressionSetting(
-            rank=int(r.lstrip("r")), bits=int(b.lstrip("b")), gamma=float(g.lstrip("g"))
-        )
-    except (ValueError, AttributeError) as exc:
-        raise ValueError(f"setting label {label!r} is not like 'r8/b4/g0.25': {exc}") from None
+    """``"r8/b4/g0.25"`` -> ``CompressionSetting(rank=8, bits=4, gamma=0.25)`` (CompressionSetting.parse)."""
+    return CompressionSetting.parse(label)
 
 
 @dataclass

@@ -97,3 +97,20 @@ def test_encode_is_deterministic_and_clipped() -> None:
     b = spec.encode(hist, Objective())
     assert np.array_equal(a, b)
     assert np.abs(a).max() <= ObservationSpec.CLIP
+
+
+def test_setting_label_roundtrip_and_bad_labels_name_the_form() -> None:
+    for s in DEFAULT_GRID.all_settings():
+        assert CompressionSetting.parse(s.label()) == s
+    assert CompressionSetting.parse("r8/b4") == CompressionSetting(rank=8, bits=4, gamma=0.0)
+    for bad, why in [
+        ("", "missing"),
+        ("rank8", "ank8"),
+        ("r8/b4/x1", "unknown"),
+        ("r8", "missing"),
+        ("r8/b5", "bits=5"),
+        ("r8/bx", ""),
+    ]:
+        with pytest.raises(ValueError, match=r"rR/bB\[/gG\]") as err:
+            CompressionSetting.parse(bad)
+        assert why in str(err.value)
