@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from client.compression import MangoAdamW, MangoError, MangoNonFiniteError
+from client.compression.optimizer import _from_param_order
 from client.compression.quant import QuantizedTensor, decompress_state
 from client.protocol import CompressionSetting
 
@@ -115,15 +116,16 @@ def test_error_buffer_shape_follows_scope(scope: str) -> None:
     net = _net()
     opt = _mango(net, S(rank=4, bits=4, gamma=0.5), ef_scope=scope)
     _train(net, opt, _batches(2))
-    for st in _matrix_states(opt):
+    # full-matrix states are stored in the parameter's shape and memory order, (r, n) ones as they are
+    for p, st in _matrix_items(opt):
         m, n = st["shape"]
         assert st["P"].shape == (m, 4)
-        assert st["e"].shape == ((4, n) if scope == "subspace" else (m, n))
+        assert st["e"].shape == ((4, n) if scope == "subspace" else p.shape)
         assert st["h"].shape == st["m"].shape == (4, n)
         assert "v_row" in st and st["v_row"].shape == (4,) and st["v_col"].shape == (n,)
     opt.apply_setting(S(rank=0, bits=8))
-    for st in _matrix_states(opt):
-        assert st["e"].shape == st["m"].shape == st["v"].shape == st["shape"]
+    for p, st in _matrix_items(opt):
+        assert st["e"].shape == st["m"].shape == st["v"].shape == p.shape
         assert "h" not in st and "P" not in st
 
 
@@ -139,7 +141,7 @@ def test_group_without_projection() -> None:
     for p in (net[2].weight, net.conv):
         st = opt.state[p]
         assert st["rank"] == 0 and "P" not in st
-        assert isinstance(st["m"], QuantizedTensor) and st["m"].shape == st["shape"]
+        assert isinstance(st["m"], QuantizedTensor) and st["m"].shape == p.shape
     opt.apply_setting(S(rank=16, bits=8))
     assert opt.state[net[2].weight]["rank"] == 0 and opt.state[net[0].weight]["rank"] == 16
 
@@ -190,6 +192,10 @@ def _matrix_states(opt: MangoAdamW) -> list[dict]:
     return [st for st in opt.state.values() if st.get("kind") == "matrix"]
 
 
+def _matrix_items(opt: MangoAdamW) -> list[tuple[torch.Tensor, dict]]:
+    return [(p, st) for p, st in opt.state.items() if st.get("kind") == "matrix"]
+
+
 def _m(st: dict) -> torch.Tensor:
     v = st["m"]
     return v.clone() if isinstance(v, torch.Tensor) else decompress_state(v, torch.float32)
@@ -228,7 +234,7 @@ def test_apply_setting_rank_changes_reproject_moments() -> None:
     net = _net()
     opt = _mango(net, S(rank=0, bits=32))
     _train(net, opt, _batches(5))
-    full = [_m(st) for st in _matrix_states(opt)]
+    full = [_from_param_order(_m(st), p) for p, st in _matrix_items(opt)]  # canonical (m, n) views
     # full -> rank 4: P spans the first moment's dominant subspace; m becomes P^T m
     opt.apply_setting(S(rank=4, bits=32))
     for st, m_full in zip(_matrix_states(opt), full):
@@ -251,9 +257,9 @@ def test_apply_setting_rank_changes_reproject_moments() -> None:
     bases = [st["P"].clone() for st in _matrix_states(opt)]
     coeffs = [st["m"].clone() for st in _matrix_states(opt)]
     opt.apply_setting(S(rank=0, bits=32))
-    for st, P2, m2 in zip(_matrix_states(opt), bases, coeffs):
+    for (p, st), P2, m2 in zip(_matrix_items(opt), bases, coeffs):
         assert "P" not in st and st["rank"] == 0
-        torch.testing.assert_close(st["m"], P2 @ m2, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(_from_param_order(st["m"], p), P2 @ m2, atol=1e-6, rtol=1e-5)
         assert torch.all(st["v"] >= 0)
     _train(net, opt, _batches(3, seed=5))
     assert all(torch.isfinite(p).all() for p in net.parameters())
@@ -525,3 +531,13 @@ def test_lm_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "| r8/b4/g0.5 |" in out and "| off |" in out
+
+
+def test_load_state_dict_refuses_version_1() -> None:
+    net = _net()
+    opt = _mango(net, S(rank=0, bits=8))
+    _train(net, opt, _batches(1))
+    sd = opt.state_dict()
+    sd["mango"]["version"] = 1
+    with pytest.raises(ValueError, match="memory order"):
+        _mango(_net(), S(rank=0, bits=8)).load_state_dict(sd)

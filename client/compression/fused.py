@@ -1,0 +1,392 @@
+"""The fused multi-tensor step of :class:`~client.compression.optimizer.MangoAdamW` (host side).
+
+The per-tensor torch path runs tens of small kernels per tensor, so on a GPU a 124M-parameter model's step is
+bound by launches, not by bytes (103 ms at rank 0 / 8 bits against fused AdamW's 1.4 ms on an H200,
+BENCHMARKS.md). This module plans the step once and then runs every eligible tensor in one Triton launch
+(:mod:`~client.compression.kernels.triton_step`), plus one for the small exact tensors (biases, norms):
+
+* **matrix tensors at rank 0** (the compressed settings without a projection), 4 or 8 bits, ``gamma = 0``:
+  full ``sqrt(v)`` in one pass, or the factored (Adafactor) second moment in two passes with a small fold
+  kernel between them (the update needs this step's row and column sums of ``c^2``);
+* **exact tensors**: plain AdamW on their fp32 (or the parameter's dtype) moments.
+
+Everything else (projected settings, ``gamma > 0``, 16 / 32 bits, a first step that creates the state,
+shapes the factored tiling cannot cover) stays on the torch path, tensor by tensor, in the same step.
+
+No host sync: a pre-pass kernel adds up each gradient's squared norm (for the non-finite check and the
+statistics) on the device, the step kernels skip a tensor whose norm is NaN/inf (counting it on the device),
+and the stochastic-rounding seed is a device scalar from the optimizer's generator. (``torch._foreach_norm``
+did the pre-pass first: 0.44 ms of host time per step for GPT-2 small's 148 tensors, a third of the step.)
+The planned tables (tensor -> pointers, program -> blocks) are cached and rebuilt only when the state layout
+changes (:attr:`Plan.key`); the hyper-parameters go in as scalar kernel arguments (one launch per parameter
+group and step count, like torch's fused AdamW), and only the gradient addresses are uploaded, when they move.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from client.compression.codes import default_block
+from client.compression.quant import QuantizedTensor
+
+__all__ = ["FUSED_BITS", "MATRIX_TILE", "Plan", "build_plan", "fused_available", "grads_fit", "run"]
+
+#: Widths the fused matrix kernel handles.
+FUSED_BITS = (4, 8)
+#: Values per matrix-kernel program (``ROWS = MATRIX_TILE / block``) and warps per program. One 8-bit block
+#: per one-warp program won the H200 sweep (``mango bench gpu --parts tune``; BENCHMARKS.md): the block
+#: reductions stay inside a warp (no shared memory, no barrier) and a thread holds 8 values (no spills).
+#: 256 / 1: 1.91 ms at 8 bits on GPT-2 small, 4096 / 4: 7.7 ms.
+MATRIX_TILE = 256
+#: Values per exact-kernel program.
+EXACT_TILE = 1024
+#: Values per program of the gradient-norm pre-pass (one float atomic each: large tiles keep the
+#: same-address atomics of a big tensor few).
+NORM_TILE = 8192
+#: Warps per matrix / exact program.
+NUM_WARPS = 1
+EXACT_WARPS = 4
+#: Rows / columns per loop iteration of the factored fold kernel.
+FACTOR_CHUNK = 1024
+_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def fused_available(device: torch.device) -> bool:
+    """Whether the fused kernels can run on ``device`` (CUDA + triton, or CPU with ``TRITON_INTERPRET=1``)."""
+    from client.compression import kernels
+
+    if not kernels.available():
+        return False
+    return device.type == "cuda" or (device.type == "cpu" and kernels._interpreting())
+
+
+@dataclass
+class _Group:
+    """Tensors of one launch (kind, dtype, parameter group, step count) and their device tables."""
+
+    matrix: bool
+    params: list[torch.Tensor]
+    index: list[int]  # positions in the step's item list
+    states: list[dict[str, Any]]
+    hyper: dict[str, Any]  # the parameter group (lr, betas, eps, weight_decay)
+    prog: torch.Tensor
+    addr: torch.Tensor
+    meta: torch.Tensor
+    n_prog: int
+    pdtype: torch.dtype
+    sample: torch.Tensor
+    part: torch.Tensor | None = None
+    mean: torch.Tensor | None = None
+    scratch: torch.Tensor | None = None
+    grad_addr: list[int] = field(default_factory=list)
+    grad_dev: torch.Tensor | None = None
+    norm_prog: torch.Tensor | None = None  # int32 [n, 2] tiles of the norm pre-pass
+
+
+@dataclass
+class Plan:
+    """What one step does on the fused path; valid while :attr:`key` matches."""
+
+    key: tuple[Any, ...]
+    groups: list[_Group]
+    torch_items: list[int]  # positions that stay on the torch path
+    bits: int
+    mode: int
+    ef: bool
+    factored: bool
+    block: int
+
+    @property
+    def matrix(self) -> list[_Group]:
+        return [g for g in self.groups if g.matrix]
+
+    @property
+    def exact(self) -> list[_Group]:
+        return [g for g in self.groups if not g.matrix]
+
+
+def _eligible_matrix(p: torch.Tensor, st: dict[str, Any], opt: Any, factored: bool) -> bool:
+    s = opt.setting
+    if st.get("rank", -1) != 0 or "m" not in st or s.bits not in FUSED_BITS or s.gamma != 0.0 or "h" in st:
+        return False
+    if p.dtype not in _DTYPES or not p.is_contiguous() or p.numel() >= 2**31 - 2**16:  # int32 offsets
+        return False
+    block = default_block(s.bits)
+    mode = opt.quant_mode or ("nf4" if s.bits == 4 else "uniform")
+    if mode not in ("uniform", "nf4") or (mode == "nf4" and s.bits != 4):
+        return False
+
+    def ok(q: Any, want_mode: str) -> bool:
+        return (
+            isinstance(q, QuantizedTensor)
+            and q.bits == s.bits
+            and q.mode == want_mode
+            and q.block == block
+            and q.shape == p.shape
+        )
+
+    if not ok(st["m"], mode):
+        return False
+    if opt.error_feedback != ("e" in st) or ("e" in st and not ok(st["e"], mode)):
+        return False
+    if factored:
+        cols = p.numel() // p.shape[0]
+        return "v_row" in st and cols % block == 0
+    return "v" in st and ok(st["v"], "uniform")
+
+
+def _eligible_exact(p: torch.Tensor, st: dict[str, Any]) -> bool:
+    return (
+        st.get("kind") == "exact"
+        and "exp_avg" in st
+        and p.dtype in _DTYPES
+        and p.is_contiguous()
+        and st["exp_avg"].dtype == p.dtype
+        and st["exp_avg"].is_contiguous()
+        and st["exp_avg_sq"].is_contiguous()
+    )
+
+
+def _i64(values: list[int], device: torch.device) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.int64).to(device)
+
+
+Item = tuple[int, torch.Tensor, dict[str, Any]]  # (position in the step's items, param, state)
+
+
+def _matrix_group(items: list[Item], hyper: dict[str, Any], factored: bool, block: int) -> _Group:
+    device = items[0][1].device
+    rows_per_prog = max(MATRIX_TILE // block, 1)
+    addr: list[int] = []
+    meta: list[int] = []
+    progs: list[torch.Tensor] = []
+    scratch_len = sum(p.shape[0] + p.numel() // p.shape[0] for _, p, _ in items) if factored else 0
+    scratch = torch.zeros(max(scratch_len, 1), dtype=torch.float32, device=device)
+    pos = 0
+    for t, (item, p, st) in enumerate(items):
+        numel = p.numel()
+        nrows = p.shape[0]
+        ncols = numel // nrows
+        transposed = int(nrows > ncols)
+        e = st.get("e")
+        row = [0, p.data_ptr(), st["m"].data.data_ptr(), st["m"].scale.data_ptr()]
+        row += [0, 0] if factored else [st["v"].data.data_ptr(), st["v"].scale.data_ptr()]
+        row += [e.data.data_ptr(), e.scale.data_ptr()] if e is not None else [0, 0]
+        if factored:
+            # the canonical (m <= n) statistics, seen along the parameter's rows / columns
+            v_nat_row, v_nat_col = (st["v_col"], st["v_row"]) if transposed else (st["v_row"], st["v_col"])
+            rs = scratch[pos : pos + nrows]
+            cs = scratch[pos + nrows : pos + nrows + ncols]
+            pos += nrows + ncols
+            row += [v_nat_row.data_ptr(), v_nat_col.data_ptr(), rs.data_ptr(), cs.data_ptr()]
+            stride = ncols // block  # a program owns a column strip of rows_per_prog parameter rows
+            a0 = torch.arange(0, nrows, rows_per_prog, dtype=torch.int64)
+            jb = torch.arange(stride, dtype=torch.int64)
+            first = (a0[None, :] * stride + jb[:, None]).reshape(-1)
+            count = (nrows - a0).clamp(max=rows_per_prog).repeat(stride)
+        else:
+            row += [0, 0, 0, 0]
+            stride = 1
+            n_blocks = max(-(-numel // block), 1)
+            first = torch.arange(0, n_blocks, rows_per_prog, dtype=torch.int64)
+            count = (n_blocks - first).clamp(max=rows_per_prog)
+        addr += row
+        meta += [numel, ncols, transposed, stride, item]
+        progs.append(torch.stack([torch.full_like(first, t), first, count], dim=1))
+    prog = torch.cat(progs).to(torch.int32)
+    n_prog = prog.shape[0]
+    return _Group(
+        matrix=True,
+        params=[p for _, p, _ in items],
+        index=[i for i, _, _ in items],
+        states=[st for _, _, st in items],
+        hyper=hyper,
+        prog=prog.to(device),
+        addr=_i64(addr, device),
+        meta=_i64(meta, device),
+        n_prog=n_prog,
+        pdtype=items[0][1].dtype,
+        sample=torch.zeros(n_prog, dtype=torch.float32, device=device),
+        part=torch.zeros(n_prog, 2, dtype=torch.float32, device=device),
+        mean=torch.ones(len(items), dtype=torch.float32, device=device),
+        scratch=scratch,
+    )
+
+
+def _exact_group(items: list[Item], hyper: dict[str, Any]) -> _Group:
+    device = items[0][1].device
+    addr: list[int] = []
+    meta: list[int] = []
+    progs: list[torch.Tensor] = []
+    for t, (item, p, st) in enumerate(items):
+        addr += [0, p.data_ptr(), st["exp_avg"].data_ptr(), st["exp_avg_sq"].data_ptr()]
+        meta += [p.numel(), item]
+        first = torch.arange(0, max(p.numel(), 1), EXACT_TILE, dtype=torch.int64)
+        progs.append(torch.stack([torch.full_like(first, t), first], dim=1))
+    prog = torch.cat(progs).to(torch.int32)
+    return _Group(
+        matrix=False,
+        params=[p for _, p, _ in items],
+        index=[i for i, _, _ in items],
+        states=[st for _, _, st in items],
+        hyper=hyper,
+        prog=prog.to(device),
+        addr=_i64(addr, device),
+        meta=_i64(meta, device),
+        n_prog=prog.shape[0],
+        pdtype=items[0][1].dtype,
+        sample=torch.zeros(prog.shape[0], dtype=torch.float32, device=device),
+    )
+
+
+def build_plan(opt: Any, items: list[tuple[int, torch.Tensor, dict[str, Any]]], key: tuple[Any, ...]) -> Plan:
+    """Split the step's ``(index, param, group)`` items into fused launches and the torch remainder.
+
+    A launch holds the tensors of one kind (matrix / exact), dtype, parameter group and step count.
+    """
+    s = opt.setting
+    factored = opt._factored()
+    block = default_block(s.bits) if s.bits in FUSED_BITS else 64
+    mode = opt.quant_mode or ("nf4" if s.bits == 4 else "uniform")
+    buckets: dict[tuple[bool, torch.dtype, int, int], list[Item]] = {}
+    hypers: dict[int, dict[str, Any]] = {}
+    rest: list[int] = []
+    for pos, (_, p, group) in enumerate(items):
+        st = opt.state.get(p, {})
+        if st.get("kind") == "matrix" and _eligible_matrix(p, st, opt, factored):
+            is_matrix = True
+        elif _eligible_exact(p, st):
+            is_matrix = False
+        else:
+            rest.append(pos)
+            continue
+        hypers[id(group)] = group
+        buckets.setdefault((is_matrix, p.dtype, id(group), st["step"]), []).append((pos, p, st))
+    groups = [
+        _matrix_group(v, hypers[gid], factored, block) if is_matrix else _exact_group(v, hypers[gid])
+        for (is_matrix, _, gid, _), v in buckets.items()
+    ]
+    for grp in groups:
+        tiles = []
+        for t, p in enumerate(grp.params):
+            first = torch.arange(0, max(p.numel(), 1), NORM_TILE, dtype=torch.int64)
+            tiles.append(torch.stack([torch.full_like(first, t), first], dim=1))
+        grp.norm_prog = torch.cat(tiles).to(torch.int32).to(grp.params[0].device)
+    return Plan(
+        key=key,
+        groups=groups,
+        torch_items=rest,
+        bits=s.bits,
+        mode=1 if mode == "nf4" else 0,
+        ef=bool(opt.error_feedback),
+        factored=factored,
+        block=block,
+    )
+
+
+def _grad_table(g: _Group, grads: list[torch.Tensor]) -> torch.Tensor | None:
+    """Device table of this step's gradient addresses (re-uploaded only when they moved); None when a
+    gradient does not suit the kernels (another dtype or shape than its parameter, or not contiguous)."""
+    ptrs = [grads[i].data_ptr() for i in g.index]
+    if ptrs != g.grad_addr or g.grad_dev is None:
+        for i, p in zip(g.index, g.params):
+            gr = grads[i]
+            if gr.dtype != p.dtype or gr.shape != p.shape or not gr.is_contiguous():
+                return None
+        t = torch.tensor(ptrs, dtype=torch.int64)
+        device = g.params[0].device
+        g.grad_dev = t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t
+        g.grad_addr = ptrs
+    return g.grad_dev
+
+
+def grads_fit(plan: Plan, grads: list[torch.Tensor]) -> bool:
+    """Whether this step's gradients suit the plan's kernels (uploads their addresses when they moved)."""
+    return all(_grad_table(g, grads) is not None for g in plan.groups)
+
+
+def _scalars(opt: Any, grp: _Group) -> tuple[float, ...]:
+    """This step's hyper-parameters of ``grp`` (bias corrections in double precision); advances ``step``."""
+    h = grp.hyper
+    beta1, beta2 = h["betas"]
+    step = grp.states[0]["step"] + 1
+    for st in grp.states:
+        st["step"] = step
+    lr, wd = float(h["lr"]), float(h["weight_decay"])
+    bc1 = 1 - beta1**step
+    bc2 = 1 - beta2**step
+    return (1 - lr * wd, lr / bc1, 1 / bc2**0.5, float(h["eps"]), float(beta1), float(beta2))
+
+
+def run(opt: Any, plan: Plan, norms: torch.Tensor, skip: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+    """Run the fused launches of ``plan`` for this step (after :func:`grads_fit`).
+
+    :param norms: float32 ``[n_items]`` zeros: the pre-pass adds each fused tensor's squared gradient norm
+        into its slot (a NaN / inf one skips the tensor).
+    :param skip: int32 ``[1]`` device counter of skipped tensor updates.
+    :return: lists of device tensors for ``err`` / ``tot`` (per-program ``sum (u - C(u))^2`` and
+        ``sum u^2``), ``energy_idx`` (positions of the compressed tensors in ``norms``) and ``samples``
+        (strided gradient entries), read lazily by ``compression_stats``.
+    """
+    import triton.language as tl
+
+    from client.compression import kernels
+    from client.compression.kernels import triton_step as ts
+
+    device = norms.device
+    tab = kernels._nf4_table(device)
+    tl_dtype = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16}
+    out: dict[str, list[torch.Tensor]] = {"err": [], "tot": [], "samples": []}
+    seed = None
+    per_group = max(opt.stats_sample // max(len(plan.groups), 1), 1)
+    for grp in plan.groups:  # every tensor's squared norm first: the steps read it to skip non-finite ones
+        assert grp.norm_prog is not None
+        ts.norm_kernel[(grp.norm_prog.shape[0],)](
+            grp.norm_prog, grp.meta, grp.grad_dev, norms, META=5 if grp.matrix else 2,
+            PDTYPE=tl_dtype[grp.pdtype], TILE=NORM_TILE, num_warps=8,
+        )  # fmt: skip
+    for grp in plan.groups:
+        assert grp.grad_dev is not None
+        decay, step_size, inv_bc2s, eps, beta1, beta2 = _scalars(opt, grp)
+        ptype = tl_dtype[grp.pdtype]
+        if grp.matrix:
+            if seed is None:  # one device scalar per step: no host sync
+                seed = torch.randint(
+                    0, 2**31 - 1, (1,), generator=opt._gen, device=opt._gen.device, dtype=torch.int64
+                ).to(device)
+            assert grp.part is not None and grp.mean is not None
+            consts: dict[str, Any] = dict(
+                PDTYPE=ptype,
+                BITS=plan.bits,
+                MODE=plan.mode,
+                BLOCK=plan.block,
+                ROWS=max(MATRIX_TILE // plan.block, 1),
+                EF=plan.ef,
+                FACTORED=plan.factored,
+                STOCHASTIC=opt.stochastic_rounding,
+                num_warps=NUM_WARPS,
+            )
+            args = (
+                grp.prog, grp.addr, grp.meta, grp.grad_dev, norms, seed, tab, grp.mean, grp.part, grp.sample,
+                skip, decay, step_size, inv_bc2s, eps, beta1, beta2, float(opt.ef_beta),
+            )  # fmt: skip
+            if plan.factored:
+                ts.matrix_step_kernel[(grp.n_prog,)](*args, PASS=1, **consts)
+                ts.factor_kernel[(len(grp.index),)](
+                    grp.addr, grp.meta, norms, grp.mean, beta2, CHUNK=FACTOR_CHUNK, num_warps=4
+                )
+            ts.matrix_step_kernel[(grp.n_prog,)](*args, PASS=2, **consts)
+            out["err"].append(grp.part[:, 0])
+            out["tot"].append(grp.part[:, 1])
+        else:
+            ts.exact_step_kernel[(grp.n_prog,)](
+                grp.prog, grp.addr, grp.meta, grp.grad_dev, norms, grp.sample, skip,
+                decay, step_size, inv_bc2s, eps, beta1, beta2,
+                PDTYPE=ptype, TILE=EXACT_TILE, num_warps=EXACT_WARPS,
+            )  # fmt: skip
+        out["samples"].append(grp.sample[:: max(1, math.ceil(grp.n_prog / per_group))])
+    return out

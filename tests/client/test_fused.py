@@ -1,0 +1,192 @@
+"""The fused multi-tensor step (client/compression/fused.py + kernels/triton_step.py) against the torch path.
+
+Runs the Triton kernels under ``TRITON_INTERPRET=1`` on CPU tensors (``make test`` sets it) and compiled on a
+CUDA GPU (``-m gpu``). Round-to-nearest makes the two paths comparable value by value: they agree up to float
+rounding, which can flip a quantization code at a tie, so the checks bound the mean difference tightly and
+the largest one loosely.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from client.compression import MangoAdamW, fused
+from client.compression.kernels import available
+from client.protocol import CompressionSetting as S
+
+pytestmark = pytest.mark.skipif(
+    not available() or not (torch.cuda.is_available() or fused.fused_available(torch.device("cpu"))),
+    reason="Triton kernels unavailable: install triton, run with TRITON_INTERPRET=1 (make test) or on CUDA",
+)
+
+LR = 1e-2
+
+
+@pytest.fixture(autouse=True)
+def _big_tiles_when_interpreted(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The interpreter pays per program: CPU runs use 4096-value tiles (the draws do not depend on the tile),
+    except the test marked ``default_tile``; on CUDA everything runs the shipped defaults."""
+    if not torch.cuda.is_available() and "default_tile" not in request.keywords:
+        monkeypatch.setattr(fused, "MATRIX_TILE", 4096)
+
+
+SHAPES = [(64, 256), (256, 64), (48, 100), (64,)]  # wide, tall (transposed canonical view), odd, exact
+
+
+def _device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def _params(dtype: torch.dtype = torch.float32) -> list[torch.nn.Parameter]:
+    gen = torch.Generator().manual_seed(0)
+    return [torch.nn.Parameter((torch.randn(s, generator=gen) * 0.1).to(_device(), dtype)) for s in SHAPES]
+
+
+def _grads(step: int, params: list[torch.nn.Parameter]) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(100 + step)
+    return [(torch.randn(p.shape, generator=gen) * 0.01).to(p.device, p.dtype) for p in params]
+
+
+def _run(params: list[torch.nn.Parameter], opt: MangoAdamW, steps: range) -> None:
+    for k in steps:
+        for p, g in zip(params, _grads(k, params)):
+            p.grad = g
+        opt.step()
+
+
+def _pair(setting: S, dtype: torch.dtype = torch.float32, steps: int = 4, **kw: object):
+    out = []
+    for use_fused in (False, True):
+        params = _params(dtype)
+        opt = MangoAdamW(
+            params, lr=LR, setting=setting, min_compress_numel=1024, fused=use_fused, seed=3, **kw
+        )
+        _run(params, opt, range(steps))
+        out.append((params, opt))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("setting", "kw", "n_fused"),
+    [
+        (S(rank=0, bits=8), {}, 3),  # full sqrt(v) at 8 bits: every matrix fused
+        (S(rank=0, bits=4), {}, 2),  # factored v, NF4: 100 columns are not a multiple of the 64-block
+        (S(rank=0, bits=4), {"error_feedback": False}, 2),
+        (S(rank=0, bits=4), {"quant_mode": "uniform", "factor_second_moment": False}, 3),
+    ],
+)
+def test_fused_matches_torch_path(setting: S, kw: dict, n_fused: int) -> None:
+    (pt, ot), (pf, of) = _pair(setting, stochastic_rounding=False, **kw)
+    plan = of._plan
+    assert plan is not None, "the fused path did not run"
+    assert sum(len(g.index) for g in plan.matrix) == n_fused
+    assert sum(len(g.index) for g in plan.exact) == 1
+    moved = 4 * LR
+    for a, b in zip(pt, pf):
+        d = (a - b).detach().abs()
+        assert float(d.mean()) < 2e-3 * moved, (tuple(a.shape), float(d.mean()))
+        assert float(d.max()) < moved, (tuple(a.shape), float(d.max()))
+    st, sf = ot.compression_stats(), of.compression_stats()
+    # the fused path estimates the ratio from one program in STATS_EVERY (module docstring of triton_step)
+    assert sf["compression_error"] == pytest.approx(st["compression_error"], rel=0.25)
+    assert sf["grad_norm"] == pytest.approx(st["grad_norm"], rel=1e-5)
+    assert sf["spectral_tail"] == 0.0 and sf["skipped_steps"] == 0.0
+    assert ot.state_bytes() == of.state_bytes()
+
+
+@pytest.mark.parametrize("setting", [S(rank=0, bits=8), S(rank=0, bits=4)])
+def test_fused_stochastic_rounding_tracks_torch_path(setting: S) -> None:
+    (pt, _), (pf, of) = _pair(setting, stochastic_rounding=True, steps=6)
+    assert of._plan is not None and of._plan.matrix
+    for a, b in zip(pt[:3], pf[:3]):  # different random streams: close on average, not value by value
+        assert float((a - b).detach().abs().mean()) < 0.05 * 6 * LR
+
+
+@pytest.mark.default_tile
+def test_fused_default_tile_matches_big_tiles() -> None:
+    """The shipped tile (one block per program) and a 4096-value tile compute the same step bit for bit."""
+    runs = []
+    for tile in (fused.MATRIX_TILE, 4096):
+        old = fused.MATRIX_TILE
+        fused.MATRIX_TILE = tile
+        try:
+            params = _params()
+            opt = MangoAdamW(params, lr=LR, setting=S(rank=0, bits=8), min_compress_numel=1024, fused=True)
+            _run(params, opt, range(3))
+        finally:
+            fused.MATRIX_TILE = old
+        runs.append(params)
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
+
+
+def test_fused_bf16_params() -> None:
+    (pt, _), (pf, of) = _pair(S(rank=0, bits=8), dtype=torch.bfloat16, stochastic_rounding=False)
+    assert of._plan is not None and of._plan.matrix and of._plan.matrix[0].pdtype == torch.bfloat16
+    for a, b in zip(pt, pf):
+        assert a.dtype == torch.bfloat16
+        assert float((a.float() - b.float()).detach().abs().mean()) < 0.05 * 4 * LR
+
+
+def test_fused_skips_nonfinite_tensors_and_counts_them() -> None:
+    params = _params()
+    opt = MangoAdamW(params, lr=LR, setting=S(rank=0, bits=8), min_compress_numel=1024, fused=True)
+    _run(params, opt, range(2))
+    before = [p.detach().clone() for p in params]
+    grads = _grads(7, params)
+    grads[0][3, 5] = float("nan")
+    grads[3][0] = float("inf")
+    for p, g in zip(params, grads):
+        p.grad = g
+    opt.step()
+    assert torch.equal(params[0], before[0]) and torch.equal(params[3], before[3])
+    assert not torch.equal(params[1], before[1]) and not torch.equal(params[2], before[2])
+    stats = opt.compression_stats()
+    assert stats["skipped_steps"] == 2.0
+    assert all(torch.isfinite(torch.tensor(v)) for v in stats.values())
+    # the fused path advances a skipped tensor's counter with its launch (the host never waits for the flags)
+    assert opt.state[params[0]]["step"] == 3
+
+
+def test_fused_state_dict_resumes_bit_for_bit() -> None:
+    params = _params()
+    opt = MangoAdamW(params, lr=LR, setting=S(rank=0, bits=8), min_compress_numel=1024, fused=True)
+    _run(params, opt, range(3))
+    saved_params = [p.detach().clone() for p in params]
+    saved = copy.deepcopy(opt.state_dict())
+    _run(params, opt, range(3, 6))
+    params2 = [torch.nn.Parameter(p.clone()) for p in saved_params]
+    opt2 = MangoAdamW(params2, lr=LR, setting=S(rank=0, bits=8), min_compress_numel=1024, fused=True)
+    opt2.load_state_dict(saved)
+    _run(params2, opt2, range(3, 6))
+    for a, b in zip(params, params2):
+        assert torch.equal(a, b)
+
+
+def test_fused_follows_setting_changes() -> None:
+    params = _params()
+    opt = MangoAdamW(params, lr=LR, setting=S(rank=0, bits=8), min_compress_numel=1024, fused=True)
+    _run(params, opt, range(2))
+    plan8 = opt._plan
+    opt.apply_setting(S(rank=0, bits=4))
+    _run(params, opt, range(2, 4))
+    assert opt._plan is not plan8 and opt._plan is not None and opt._plan.bits == 4
+    opt.apply_setting(S(rank=8, bits=4))  # projected: the matrices go back to the torch path
+    _run(params, opt, range(4, 6))
+    assert opt._plan is not None and not opt._plan.matrix and len(opt._plan.torch_items) == 3
+    opt.apply_setting(S(rank=0, bits=8))
+    _run(params, opt, range(6, 9))
+    assert opt._plan is not None and sum(len(g.index) for g in opt._plan.matrix) == 3
+    assert all(bool(torch.isfinite(p).all()) for p in params)
+    assert opt.compression_stats()["compression_error"] > 0
+
+
+def test_fused_off_and_strict_use_the_torch_path() -> None:
+    for kw in ({"fused": False}, {"fused": True, "strict": True}):
+        params = _params()
+        opt = MangoAdamW(params, lr=LR, setting=S(rank=0, bits=8), min_compress_numel=1024, **kw)
+        _run(params, opt, range(3))
+        assert opt._plan is None, kw
