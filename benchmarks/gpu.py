@@ -4,10 +4,14 @@ Parts (``--parts``, comma separated; all by default):
 
 * ``kernels``  - quantize / dequantize / pack at 2/3/4/8 bits beside bitsandbytes (``benchmarks.kernels``).
 * ``lowrank``  - low-rank refresh at ranks 1-64 on 1024^2-8192^2 gradients: MANGO's warm-started projection
-  vs a cold plain-torch power iteration vs ``torch.svd_lowrank``; time and error against the exact SVD.
+  (eager; replayed from a CUDA graph; the same with Cholesky-QR) vs a cold plain-torch power iteration vs
+  ``torch.svd_lowrank``;
+  time and error against the exact SVD.
 * ``step``     - one optimizer step on a GPT-2-small-sized model (~124M parameters, random init): fused torch
   AdamW, bitsandbytes AdamW8bit, GaLore AdamW, MangoAdamW at a grid of settings; step time, optimizer-state
   bytes per parameter, peak memory, energy per step from NVML's energy counter over >= ``--energy-window-s``.
+* ``profile``  - host time per step call, device time per step and the busiest kernels, per optimizer.
+* ``tune``     - the fused MangoAdamW step's tile and warps swept on the ``step`` model (rank 0).
 * ``converge`` - the same body (12 layers, width 768, vocab 256) trained ``--steps`` steps on the byte-level
   Python-stdlib corpus with each optimizer: final validation loss beside state memory and energy.
 
@@ -57,6 +61,9 @@ class GpuBenchArgs:
     """sequences per batch in the convergence part"""
     seq: int = 256
     """sequence length (bytes) in the convergence part"""
+    optimizers: str = ""
+    """only the optimizers whose name contains one of these comma-separated strings (empty: all);
+    a string starting with '-' drops the names that contain the rest"""
     kernel_args: str = ""
     """extra arguments passed to benchmarks.kernels (space separated)"""
 
@@ -138,6 +145,40 @@ def _proj_err(g: torch.Tensor, p: torch.Tensor) -> float:
     return float(g.square().sum() - c.square().sum())
 
 
+def _cholesky_refresh(g: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The refresh with Cholesky-QR instead of Householder: ``R^T R = (G q)^T (G q)`` in float64 (an r x r
+    Gram matrix), ``p = (G q) R^-1``. The same ``p`` as :func:`~client.compression.lowrank.orthonormalize`
+    (unique QR with a positive diagonal) while ``G q`` is well conditioned; no host sync (``cholesky_ex``)."""
+    x = g @ q
+    gram = (x.T @ x).double()
+    chol, _ = torch.linalg.cholesky_ex(gram)
+    p = torch.linalg.solve_triangular(chol, x.T.double(), upper=False).T.float()
+    return p, g.T @ p
+
+
+def _graph_refresh(
+    g: torch.Tensor, q: torch.Tensor, cholesky: bool = False
+) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+    """Capture one warm-started refresh (``p = orth(G q)``, ``q <- G^T p``, written back into ``q``) as a CUDA
+    graph; returns the graph and its output ``p`` (refreshed by every replay)."""
+    from client.compression.lowrank import power_iteration
+
+    refresh = _cholesky_refresh if cholesky else power_iteration
+    q_in = q.clone()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up outside capture (cuBLAS / cuSOLVER workspaces)
+        for _ in range(3):
+            refresh(g, q_in)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        p_out, q_out = refresh(g, q_in)
+        q_in.copy_(q_out)  # the next replay starts from this one's result, as the optimizer's refresh does
+    graph.replay()
+    return graph, p_out
+
+
 def run_lowrank(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
     from client.compression.lowrank import init_q, orthonormalize, power_iteration
 
@@ -164,6 +205,15 @@ def run_lowrank(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
                 row["mango_warm_ms"] = _time_ms(warm, reps=100)
                 p, _ = power_iteration(g, state["q"])
                 row["mango_err_ratio"] = _proj_err(g, p) / tail
+                try:  # the same refresh replayed from a CUDA graph: one launch instead of ~a dozen
+                    graph, p_graph = _graph_refresh(g, state["q"])
+                    row["mango_graph_ms"] = _time_ms(graph.replay, reps=100)
+                    row["mango_graph_err_ratio"] = _proj_err(g, p_graph) / tail
+                    graph, p_graph = _graph_refresh(g, state["q"], cholesky=True)
+                    row["cholqr_graph_ms"] = _time_ms(graph.replay, reps=100)
+                    row["cholqr_graph_err_ratio"] = _proj_err(g, p_graph) / tail
+                except Exception as exc:  # capture unsupported here: report, keep the eager numbers
+                    row["error"] = f"graph: {type(exc).__name__}: {exc}"
 
                 # plain torch: cold random start, two subspace iterations with QR, every refresh
                 def cold(g: torch.Tensor = g, r: int = r) -> torch.Tensor:
@@ -184,7 +234,8 @@ def run_lowrank(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
             print(row, flush=True)
         del g, drift
         torch.cuda.empty_cache()
-    cols = ["n", "rank", "mango_warm_ms", "mango_err_ratio", "plain_pi_ms", "plain_err_ratio"]
+    cols = ["n", "rank", "mango_warm_ms", "mango_err_ratio", "mango_graph_ms", "mango_graph_err_ratio"]
+    cols += ["cholqr_graph_ms", "cholqr_graph_err_ratio", "plain_pi_ms", "plain_err_ratio"]
     cols += ["svd_lowrank_ms", "svd_lowrank_err_ratio", "svd_ms", "error"]
     _write(out, "lowrank", rows, cols, meta)
 
@@ -221,7 +272,33 @@ def _optimizer_factories() -> dict[str, Callable[[list[torch.nn.Parameter]], tor
     for r, b, gm in grid:
         s = CompressionSetting(rank=r, bits=b, gamma=gm)
         facs[f"MangoAdamW {s.label()}"] = lambda ps, s=s: MangoAdamW(ps, lr=lr, weight_decay=wd, setting=s)
+    # rank 0 / 4 bits without the error buffer: m (NF4) + factored v, ~0.57 B/param
+    s4 = CompressionSetting(rank=0, bits=4)
+    facs["MangoAdamW r0/b4/g0 no-EF"] = lambda ps: MangoAdamW(
+        ps, lr=lr, weight_decay=wd, setting=s4, error_feedback=False
+    )
+    facs["MangoAdamW r0/b4/g0 no-EF uniform"] = lambda ps: MangoAdamW(
+        ps, lr=lr, weight_decay=wd, setting=s4, error_feedback=False, quant_mode="uniform"
+    )
+    # the per-tensor torch path of the same settings (the fused path's "before")
+    for s in (CompressionSetting(rank=0, bits=8), s4):
+        facs[f"MangoAdamW {s.label()} torch-path"] = lambda ps, s=s: MangoAdamW(
+            ps, lr=lr, weight_decay=wd, setting=s, fused=False
+        )
+    keep = [x for x in OPTIMIZERS if not x.startswith("-")]
+    drop = [x[1:] for x in OPTIMIZERS if x.startswith("-")]
+    facs = {
+        k: v
+        for k, v in facs.items()
+        if (not keep or any(x in k for x in keep)) and not any(x in k for x in drop)
+    }
     return facs
+
+
+#: Values per program swept by the ``tune`` part.
+TUNE_TILES = (256, 512, 1024, 2048)
+#: Set by ``main`` from ``--optimizers``.
+OPTIMIZERS: list[str] = []
 
 
 def _state_bytes(opt: torch.optim.Optimizer) -> int:
@@ -297,6 +374,102 @@ def run_step(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
     cols = ["optimizer", "step_ms", "vs_fused_adamw", "state_bytes_per_param", "peak_mem_GiB"]
     cols += ["energy_mJ_per_step", "mean_power_W", "error"]
     _write(out, "step", rows, cols, meta)
+
+
+def run_tune(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
+    """Sweep the fused step's tile (values per program) and warps on the step part's model."""
+    from client.compression import MangoAdamW, fused
+    from client.protocol import CompressionSetting
+
+    rows: list[dict[str, Any]] = []
+    model = _gpt(50304, 1024)
+    params = [p for p in model.parameters() if p.requires_grad]
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    for p in params:
+        p.grad = torch.randn(p.shape, device="cuda", generator=gen) * 1e-3
+    base = torch.optim.AdamW(params, lr=3e-4, weight_decay=0.1, fused=True)
+    for _ in range(5):
+        base.step()
+    adamw_ms = _time_ms(base.step, reps=args.step_iters)
+    del base
+    settings = {
+        "r0/b8": {"setting": CompressionSetting(rank=0, bits=8)},
+        "r0/b4 no-EF": {"setting": CompressionSetting(rank=0, bits=4), "error_feedback": False},
+    }
+    tile0, warps0 = fused.MATRIX_TILE, fused.NUM_WARPS
+    for name, kw in settings.items():
+        for tile in TUNE_TILES:
+            for warps in (1, 2, 4, 8):
+                fused.MATRIX_TILE, fused.NUM_WARPS = tile, warps
+                opt = MangoAdamW(params, lr=3e-4, weight_decay=0.1, **kw)  # type: ignore[arg-type]
+                for _ in range(5):
+                    opt.step()
+                ms = _time_ms(opt.step, reps=args.step_iters)
+                rows.append(
+                    {
+                        "setting": name,
+                        "tile": tile,
+                        "warps": warps,
+                        "step_ms": ms,
+                        "vs_fused_adamw": ms / adamw_ms,
+                    }
+                )
+                print(rows[-1], flush=True)
+                del opt
+    fused.MATRIX_TILE, fused.NUM_WARPS = tile0, warps0
+    _write(out, "tune", rows, ["setting", "tile", "warps", "step_ms", "vs_fused_adamw"], meta)
+
+
+def run_profile(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
+    """Where a step goes: host time per call (no sync), device time per step, per-kernel device time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    rows: list[dict[str, Any]] = []
+    model = _gpt(50304, 1024)
+    params = [p for p in model.parameters() if p.requires_grad]
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    for p in params:
+        p.grad = torch.randn(p.shape, device="cuda", generator=gen) * 1e-3
+    for name, fac in _optimizer_factories().items():
+        opt = fac(params)
+        for _ in range(5):
+            opt.step()
+        _sync()
+        t0 = time.perf_counter()
+        for _ in range(20):
+            opt.step()
+        host_ms = (time.perf_counter() - t0) / 20 * 1000  # launches queued, not waited for
+        _sync()
+        device_ms = _time_ms(opt.step, reps=args.step_iters)
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(10):
+                opt.step()
+            _sync()
+        kernels = sorted(
+            ((e.key, e.device_time_total / 10 / 1000) for e in prof.key_averages()), key=lambda kv: -kv[1]
+        )
+        if "Mango" in name:  # where the host time goes (printed to the log)
+            import cProfile
+            import io
+            import pstats
+
+            cp = cProfile.Profile()
+            cp.enable()
+            for _ in range(50):
+                opt.step()
+            cp.disable()
+            _sync()
+            buf = io.StringIO()
+            pstats.Stats(cp, stream=buf).sort_stats("tottime").print_stats(14)
+            print(f"--- host profile of 50 steps: {name}\n{buf.getvalue()}", flush=True)
+        busy = sum(ms for _, ms in kernels)
+        top = "; ".join(f"{k[:40]} {ms:.3f}" for k, ms in kernels[:4])
+        rows.append(
+            {"optimizer": name, "host_ms": host_ms, "step_ms": device_ms, "gpu_busy_ms": busy, "top": top}
+        )
+        print(rows[-1], flush=True)
+        del opt
+    _write(out, "profile", rows, ["optimizer", "host_ms", "step_ms", "gpu_busy_ms", "top"], meta)
 
 
 def run_converge(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
@@ -375,7 +548,14 @@ def main(argv: list[str]) -> int:
     }
     print(json.dumps(meta), flush=True)
     parts = [s.strip() for s in args.parts.split(",") if s.strip()]
-    runners = {"lowrank": run_lowrank, "step": run_step, "converge": run_converge}
+    OPTIMIZERS[:] = [s.strip() for s in args.optimizers.split(",") if s.strip()]
+    runners = {
+        "lowrank": run_lowrank,
+        "step": run_step,
+        "converge": run_converge,
+        "tune": run_tune,
+        "profile": run_profile,
+    }
     for part in parts:
         t0 = time.perf_counter()
         try:
