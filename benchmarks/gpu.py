@@ -203,20 +203,6 @@ def run_lowrank(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
                     _, state["q"] = power_iteration(g, state["q"])
 
                 row["mango_warm_ms"] = _time_ms(warm, reps=100)
-                # the two skinny products alone: Triton (what power_iteration uses) and cuBLAS
-                from client.compression import kernels
-
-                qq = state["q"]
-                pp = g @ qq
-
-                def products_triton(g: torch.Tensor = g, q: torch.Tensor = qq, p: torch.Tensor = pp) -> None:
-                    kernels.skinny_matmul(g, q), kernels.skinny_matmul(g.T, p)
-
-                def products_cublas(g: torch.Tensor = g, q: torch.Tensor = qq, p: torch.Tensor = pp) -> None:
-                    g @ q, g.T @ p
-
-                row["products_triton_ms"] = _time_ms(products_triton, reps=100)
-                row["products_cublas_ms"] = _time_ms(products_cublas, reps=100)
                 p, _ = power_iteration(g, state["q"])
                 row["mango_err_ratio"] = _proj_err(g, p) / tail
                 try:  # the same refresh replayed from a CUDA graph: one launch instead of ~a dozen
@@ -249,7 +235,6 @@ def run_lowrank(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
         del g, drift
         torch.cuda.empty_cache()
     cols = ["n", "rank", "mango_warm_ms", "mango_err_ratio", "mango_graph_ms", "mango_graph_err_ratio"]
-    cols += ["products_triton_ms", "products_cublas_ms"]
     cols += ["cholqr_graph_ms", "cholqr_graph_err_ratio", "plain_pi_ms", "plain_err_ratio"]
     cols += ["svd_lowrank_ms", "svd_lowrank_err_ratio", "svd_ms", "error"]
     _write(out, "lowrank", rows, cols, meta)

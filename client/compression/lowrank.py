@@ -146,24 +146,9 @@ def power_iteration(g: torch.Tensor, q: torch.Tensor, iters: int = 1) -> tuple[t
     q_new = q.to(device=g.device, dtype=wd)
     p = q_new  # overwritten below (iters >= 1)
     for _ in range(iters):
-        p = orthonormalize(_mm(gw, q_new))  # (m, r)
-        q_new = _mm(gw.T, p)  # (n, r)
+        p = orthonormalize(gw @ q_new)  # (m, r)
+        q_new = gw.T @ p  # (n, r)
     return p, q_new
-
-
-#: Matrices below this many values keep torch's matmul on CUDA (the Triton launch does not pay off).
-SKINNY_MIN_NUMEL = 1 << 20
-
-
-def _mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b``; on CUDA, float32 and ``r <= 64`` a Triton kernel that streams ``a`` once (cuBLAS runs these
-    skinny products at a fraction of the bandwidth: ``client/compression/kernels/triton_lowrank.py``)."""
-    if a.is_cuda and a.dtype == torch.float32 and b.shape[1] <= 64 and a.numel() >= SKINNY_MIN_NUMEL:
-        from client.compression import kernels
-
-        if kernels.available():
-            return kernels.skinny_matmul(a, b.contiguous())
-    return a @ b
 
 
 def spectral_tail_estimate(g: torch.Tensor, p: torch.Tensor) -> float:

@@ -258,28 +258,3 @@ def test_compiled_kernels_match_torch_on_cuda(bits: int, mode: str) -> None:
         assert 0.97 < mse / mse_ref < 1.03, (mse, mse_ref)
         if mode != "aciq":
             assert abs(float((y - xf).mean())) < 5 * mse**0.5 / n**0.5
-
-
-@needs_kernels
-@pytest.mark.parametrize("shape", [(300, 200, 4), (64, 1000, 1), (130, 70, 64), (1, 5, 3)])
-@pytest.mark.parametrize("transposed", [False, True])
-def test_skinny_matmul_matches_torch(shape: tuple[int, int, int], transposed: bool) -> None:
-    m, k, r = shape
-    gen = torch.Generator().manual_seed(m + k + r)
-    a = torch.randn(k, m, generator=gen).T if transposed else torch.randn(m, k, generator=gen)
-    b = torch.randn(k, r, generator=gen)
-    dev = DEVICE
-    got = kernels.skinny_matmul(a.to(dev), b.to(dev)).cpu()
-    assert got.shape == (m, r)
-    torch.testing.assert_close(got, a @ b, rtol=1e-5, atol=1e-4)
-
-
-@needs_kernels
-def test_skinny_matmul_rejects_bad_input() -> None:
-    dev = DEVICE
-    with pytest.raises(ValueError, match="r <= 64"):
-        kernels.skinny_matmul(torch.zeros(4, 4, device=dev), torch.zeros(4, 65, device=dev))
-    with pytest.raises(ValueError, match="float32"):
-        kernels.skinny_matmul(torch.zeros(4, 4, device=dev).double(), torch.zeros(4, 2, device=dev))
-    with pytest.raises(ValueError, match="needs"):
-        kernels.skinny_matmul(torch.zeros(4, 3, device=dev), torch.zeros(4, 2, device=dev))

@@ -25,7 +25,7 @@ import torch
 from client.compression.codes import NF4_LEVELS, QUANT_BITS, default_block
 from client.compression.errors import MangoError
 
-__all__ = ["KernelError", "available", "dequantize", "quantize", "skinny_matmul"]
+__all__ = ["KernelError", "available", "dequantize", "quantize"]
 
 logger = logging.getLogger(__name__)
 
@@ -251,46 +251,3 @@ def dequantize(
     if n_blocks > n_full:
         tq.dequantize_kernel[(1,)](*args, 1, n_full, ROWS=1, TAIL=True, **common)
     return out
-
-
-#: Largest ``r`` that :func:`skinny_matmul` takes (beyond it cuBLAS is efficient).
-SKINNY_MAX_R = 64
-#: Rows per program and shared-dimension values per loop step of the skinny product.
-SKINNY_BM = 64
-SKINNY_BK = 64
-#: Programs to aim for (a few per SM of an H200) when splitting the shared dimension.
-SKINNY_TARGET_PROGRAMS = 528
-
-
-def skinny_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b`` for float32 ``a`` (m x k, any strides: a transposed view is read in place) and ``b`` (k x r,
-    ``r <= SKINNY_MAX_R``), streaming ``a`` once (see :mod:`~client.compression.kernels.triton_lowrank`).
-
-    Deterministic (fixed split and summation order); IEEE float32 products.
-
-    :raises ValueError: shapes that do not chain, ``r`` out of range, or non-float32 inputs.
-    :raises KernelError: the kernels cannot run here (see :func:`available`).
-    """
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
-        raise ValueError(f"skinny_matmul needs (m x k) @ (k x r); got {tuple(a.shape)} @ {tuple(b.shape)}")
-    if a.dtype != torch.float32 or b.dtype != torch.float32:
-        raise ValueError(f"skinny_matmul takes float32, got {a.dtype} and {b.dtype}")
-    m, k = a.shape
-    r = b.shape[1]
-    if not 1 <= r <= SKINNY_MAX_R:
-        raise ValueError(f"skinny_matmul takes 1 <= r <= {SKINNY_MAX_R}, got r={r}")
-    _check_device(a, "a")
-    from client.compression.kernels import triton_lowrank
-
-    row_blocks = -(-m // SKINNY_BM)
-    k_blocks = max(-(-k // SKINNY_BK), 1)
-    split = max(1, min(k_blocks, -(-SKINNY_TARGET_PROGRAMS // row_blocks)))
-    k_per = -(-k_blocks // split) * SKINNY_BK
-    split = max(-(-k // k_per), 1)
-    parts = torch.empty(split, m, r, dtype=torch.float32, device=a.device)
-    rp = max(16, _pow2_ceil(r))
-    triton_lowrank.skinny_mm_kernel[(row_blocks, split)](
-        a, b, parts, m, k, r, a.stride(0), a.stride(1), b.stride(0), b.stride(1), k_per,
-        BM=SKINNY_BM, BK=SKINNY_BK, RP=rp, num_warps=4,
-    )  # fmt: skip
-    return parts[0] if split == 1 else parts.sum(dim=0)
