@@ -1,0 +1,49 @@
+"""Run a few MangoAdamW steps on the GPT-2-small-sized model, for profilers (Nsight Compute, nsys).
+
+``python -m benchmarks.step_probe --setting r0/b8/g0 --steps 20`` builds the ``step`` part's model (124M
+parameters, random gradients) and calls ``step()`` ``--steps`` times, then prints the mean step time; under
+``ncu --kernel-name matrix_step_kernel --launch-skip 10 --launch-count 1 ...`` it gives one warm launch of the
+fused kernel to analyse. CUDA only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.step_probe", description=__doc__.split("\n")[0])
+    p.add_argument("--setting", default="r0/b8/g0", help="a CompressionSetting label, e.g. r0/b4/g0")
+    p.add_argument("--steps", type=int, default=20, help="optimizer steps to run")
+    p.add_argument("--no-ef", action="store_true", help="error_feedback=False")
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("step_probe needs a CUDA device")
+        return 0
+    from benchmarks.gpu import _gpt
+    from client.compression import MangoAdamW
+    from client.protocol import CompressionSetting
+
+    model = _gpt(50304, 1024)
+    params = [q for q in model.parameters() if q.requires_grad]
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    for q in params:
+        q.grad = torch.randn(q.shape, device="cuda", generator=gen) * 1e-3
+    opt = MangoAdamW(
+        params, lr=3e-4, weight_decay=0.1, setting=CompressionSetting.parse(args.setting),
+        error_feedback=not args.no_ef,
+    )  # fmt: skip
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        opt.step()
+    torch.cuda.synchronize()
+    print(f"{args.setting}: {(time.perf_counter() - t0) / args.steps * 1000:.3f} ms per step (incl. first)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
