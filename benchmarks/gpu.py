@@ -297,6 +297,8 @@ def _optimizer_factories() -> dict[str, Callable[[list[torch.nn.Parameter]], tor
 
 #: Values per program swept by the ``tune`` part.
 TUNE_TILES = (256, 512, 1024, 2048)
+#: Register caps swept by the ``tune`` part at the default tile and warps.
+TUNE_MAX_REGS = (48, 56, 64, 72, 80)
 #: Set by ``main`` from ``--optimizers``.
 OPTIMIZERS: list[str] = []
 
@@ -396,28 +398,22 @@ def run_tune(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
         "r0/b8": {"setting": CompressionSetting(rank=0, bits=8)},
         "r0/b4 no-EF": {"setting": CompressionSetting(rank=0, bits=4), "error_feedback": False},
     }
-    tile0, warps0 = fused.MATRIX_TILE, fused.NUM_WARPS
+    tile0, warps0, regs0 = fused.MATRIX_TILE, fused.NUM_WARPS, fused.MAX_REGS
+    grid: list[tuple[int, int, int | None]] = [(t, w, 0) for t in TUNE_TILES for w in (1, 2, 4, 8)]
+    grid += [(tile0, warps0, r) for r in TUNE_MAX_REGS]
     for name, kw in settings.items():
-        for tile in TUNE_TILES:
-            for warps in (1, 2, 4, 8):
-                fused.MATRIX_TILE, fused.NUM_WARPS = tile, warps
-                opt = MangoAdamW(params, lr=3e-4, weight_decay=0.1, **kw)  # type: ignore[arg-type]
-                for _ in range(5):
-                    opt.step()
-                ms = _time_ms(opt.step, reps=args.step_iters)
-                rows.append(
-                    {
-                        "setting": name,
-                        "tile": tile,
-                        "warps": warps,
-                        "step_ms": ms,
-                        "vs_fused_adamw": ms / adamw_ms,
-                    }
-                )
-                print(rows[-1], flush=True)
-                del opt
-    fused.MATRIX_TILE, fused.NUM_WARPS = tile0, warps0
-    _write(out, "tune", rows, ["setting", "tile", "warps", "step_ms", "vs_fused_adamw"], meta)
+        for tile, warps, regs in grid:
+            fused.MATRIX_TILE, fused.NUM_WARPS, fused.MAX_REGS = tile, warps, regs
+            opt = MangoAdamW(params, lr=3e-4, weight_decay=0.1, **kw)  # type: ignore[arg-type]
+            for _ in range(5):
+                opt.step()
+            ms = _time_ms(opt.step, reps=args.step_iters)
+            row = {"setting": name, "tile": tile, "warps": warps, "max_regs": regs or "none"}
+            rows.append({**row, "step_ms": ms, "vs_fused_adamw": ms / adamw_ms})
+            print(rows[-1], flush=True)
+            del opt
+    fused.MATRIX_TILE, fused.NUM_WARPS, fused.MAX_REGS = tile0, warps0, regs0
+    _write(out, "tune", rows, ["setting", "tile", "warps", "max_regs", "step_ms", "vs_fused_adamw"], meta)
 
 
 def run_profile(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:

@@ -40,13 +40,19 @@ FUSED_BITS = (4, 8)
 #: Values per matrix-kernel program (``ROWS = MATRIX_TILE / block``) and warps per program. One 8-bit block
 #: per one-warp program won the H200 sweep (``mango bench gpu --parts tune``; BENCHMARKS.md): the block
 #: reductions stay inside a warp (no shared memory, no barrier) and a thread holds 8 values (no spills).
-#: 256 / 1: 1.91 ms at 8 bits on GPT-2 small, 4096 / 4: 7.7 ms.
+#: 256 / 1: 1.91 ms at 8 bits on GPT-2 small, 4096 / 4: 7.7 ms (before the later changes; now ~1.4-1.5 ms).
 MATRIX_TILE = 256
 #: Values per exact-kernel program.
 EXACT_TILE = 1024
 #: Values per program of the gradient-norm pre-pass (one float atomic each: large tiles keep the
 #: same-address atomics of a big tensor few).
 NORM_TILE = 8192
+#: Register cap per thread of the matrix kernel by width (``maxnreg``). The compiler takes 96 at 8 bits,
+#: which caps the one-warp programs at 20 per SM (ncu: 31% occupancy); 72 won the H200 sweep at 8 bits
+#: (1.38 ms against 1.51 ms, ``mango bench gpu --parts tune``); at 4 bits no cap was best.
+MAX_REGS_BY_BITS: dict[int, int] = {8: 72}
+#: Override of :data:`MAX_REGS_BY_BITS` for every width: None keeps it, 0 means no cap, > 0 a cap.
+MAX_REGS: int | None = None
 #: Warps per matrix / exact program.
 NUM_WARPS = 1
 EXACT_WARPS = 4
@@ -370,6 +376,9 @@ def run(opt: Any, plan: Plan, norms: torch.Tensor, skip: torch.Tensor) -> dict[s
                 STOCHASTIC=opt.stochastic_rounding,
                 num_warps=NUM_WARPS,
             )
+            regs = MAX_REGS if MAX_REGS is not None else MAX_REGS_BY_BITS.get(plan.bits, 0)
+            if regs and device.type == "cuda":
+                consts["maxnreg"] = regs
             args = (
                 grp.prog, grp.addr, grp.meta, grp.grad_dev, norms, seed, tab, grp.mean, grp.part, grp.sample,
                 skip, decay, step_size, inv_bc2s, eps, beta1, beta2, float(opt.ef_beta),

@@ -123,7 +123,8 @@ def _quantize(x, rnd, tab_ptr, BITS: tl.constexpr, MODE: tl.constexpr, STOCHASTI
             code = _nf4_nearest_tree(y, tab_ptr + 16)
         deq = tl.load(tab_ptr + code) * s[:, None]
     else:
-        t = (y + 1.0) * (0.5 * top)
+        half: tl.constexpr = 0.5 * top
+        t = tl.fma(y, half, half)  # (y + 1) top / 2 in one instruction
         if STOCHASTIC:
             code = tl.minimum(tl.floor(t + rnd), top).to(tl.int32)
         else:
@@ -155,7 +156,7 @@ def _uniforms4(key, blk, BLOCK: tl.constexpr, STOCHASTIC: tl.constexpr):
 def _split16(r, sc: tl.constexpr):
     w = r.to(tl.uint32, bitcast=True)
     t = tl.join(w & 0xFFFF, w >> 16)  # [ROWS, HALF, 2]: element 2i gets the low half, 2i + 1 the high one
-    u = (t.to(tl.float32) + 0.5) * sc
+    u = tl.fma(t.to(tl.float32), sc, 0.5 * sc)  # (r + 0.5) / 2^16
     return tl.reshape(u, [u.shape[0], u.shape[1] * 2])
 
 
