@@ -333,6 +333,17 @@ def _gpt(vocab: int, block: int) -> torch.nn.Module:
     return ByteGPT(GPTConfig(vocab_size=vocab, n_layer=12, n_head=12, n_embd=768, block_size=block)).cuda()
 
 
+def gpt2_with_gradients() -> list[torch.nn.Parameter]:
+    """The ``step`` part's model (GPT-2 small: 124M parameters, tied embeddings) with seeded random
+    gradients (std 1e-3) on every trainable parameter."""
+    model = _gpt(50304, 1024)
+    params = [p for p in model.parameters() if p.requires_grad]
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    for p in params:
+        p.grad = torch.randn(p.shape, device="cuda", generator=gen) * 1e-3
+    return params
+
+
 def run_step(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
     energy = _Energy()
     rows: list[dict[str, Any]] = []
@@ -340,12 +351,8 @@ def run_step(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
         row: dict[str, Any] = {"optimizer": name}
         try:
             torch.cuda.empty_cache()
-            model = _gpt(50304, 1024)  # GPT-2 small: 124M parameters with tied embeddings
-            params = [p for p in model.parameters() if p.requires_grad]
+            params = gpt2_with_gradients()
             n_params = sum(p.numel() for p in params)
-            gen = torch.Generator(device="cuda").manual_seed(0)
-            for p in params:
-                p.grad = torch.randn(p.shape, device="cuda", generator=gen) * 1e-3
             opt = fac(params)
             for _ in range(5):
                 opt.step()
@@ -366,7 +373,7 @@ def run_step(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
             if e0 is not None and e1 is not None:
                 row["energy_mJ_per_step"] = (e1 - e0) * 1000.0 / k
                 row["mean_power_W"] = (e1 - e0) / (t1 - t0)
-            del opt, model, params
+            del opt, params
         except Exception as exc:
             row["error"] = f"{type(exc).__name__}: {exc}"
             traceback.print_exc()
@@ -384,11 +391,7 @@ def run_tune(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
     from client.protocol import CompressionSetting
 
     rows: list[dict[str, Any]] = []
-    model = _gpt(50304, 1024)
-    params = [p for p in model.parameters() if p.requires_grad]
-    gen = torch.Generator(device="cuda").manual_seed(0)
-    for p in params:
-        p.grad = torch.randn(p.shape, device="cuda", generator=gen) * 1e-3
+    params = gpt2_with_gradients()
     base = torch.optim.AdamW(params, lr=3e-4, weight_decay=0.1, fused=True)
     for _ in range(5):
         base.step()
@@ -421,11 +424,7 @@ def run_profile(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
     from torch.profiler import ProfilerActivity, profile
 
     rows: list[dict[str, Any]] = []
-    model = _gpt(50304, 1024)
-    params = [p for p in model.parameters() if p.requires_grad]
-    gen = torch.Generator(device="cuda").manual_seed(0)
-    for p in params:
-        p.grad = torch.randn(p.shape, device="cuda", generator=gen) * 1e-3
+    params = gpt2_with_gradients()
     for name, fac in _optimizer_factories().items():
         opt = fac(params)
         for _ in range(5):

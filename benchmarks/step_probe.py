@@ -23,15 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("step_probe needs a CUDA device")
         return 0
-    from benchmarks.gpu import _gpt
+    from benchmarks.gpu import gpt2_with_gradients
     from client.compression import MangoAdamW
     from client.protocol import CompressionSetting
 
-    model = _gpt(50304, 1024)
-    params = [q for q in model.parameters() if q.requires_grad]
-    gen = torch.Generator(device="cuda").manual_seed(0)
-    for q in params:
-        q.grad = torch.randn(q.shape, device="cuda", generator=gen) * 1e-3
+    params = gpt2_with_gradients()
     opt = MangoAdamW(
         params, lr=3e-4, weight_decay=0.1, setting=CompressionSetting.parse(args.setting),
         error_feedback=not args.no_ef,

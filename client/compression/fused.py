@@ -99,6 +99,7 @@ class Plan:
 
     key: tuple[Any, ...]
     groups: list[_Group]
+    matrix_idx: list[int]  # positions of the fused matrix tensors (their gradients' energy)
     torch_items: list[int]  # positions that stay on the torch path
     bits: int
     mode: int
@@ -204,10 +205,45 @@ def _matrix_group(items: list[Item], hyper: dict[str, Any], factored: bool, bloc
         meta += [numel, ncols, transposed, stride, item]
         progs.append(torch.stack([torch.full_like(first, t), first, count], dim=1))
     prog = torch.cat(progs).to(torch.int32)
+    mean = torch.ones(len(items), dtype=torch.float32, device=device)
+    return _new_group(True, items, hyper, prog, addr, meta, mean=mean, scratch=scratch)
+
+
+def _exact_group(items: list[Item], hyper: dict[str, Any]) -> _Group:
+    addr: list[int] = []
+    meta: list[int] = []
+    for item, p, st in items:
+        addr += [0, p.data_ptr(), st["exp_avg"].data_ptr(), st["exp_avg_sq"].data_ptr()]
+        meta += [p.numel(), item]
+    prog = _tiles([p for _, p, _ in items], EXACT_TILE)
+    return _new_group(False, items, hyper, prog, addr, meta)
+
+
+def _tiles(params: list[torch.Tensor], tile: int) -> torch.Tensor:
+    """int32 ``[n, 2]`` program table: (tensor, first value) for ``tile``-value slices of each parameter."""
+    tables = []
+    for t, p in enumerate(params):
+        first = torch.arange(0, max(p.numel(), 1), tile, dtype=torch.int64)
+        tables.append(torch.stack([torch.full_like(first, t), first], dim=1))
+    return torch.cat(tables).to(torch.int32)
+
+
+def _new_group(
+    matrix: bool,
+    items: list[Item],
+    hyper: dict[str, Any],
+    prog: torch.Tensor,
+    addr: list[int],
+    meta: list[int],
+    **extra: Any,
+) -> _Group:
+    """A launch group with its tables on the parameters' device (matrix groups get statistics partials)."""
+    params = [p for _, p, _ in items]
+    device = params[0].device
     n_prog = prog.shape[0]
     return _Group(
-        matrix=True,
-        params=[p for _, p, _ in items],
+        matrix=matrix,
+        params=params,
         index=[i for i, _, _ in items],
         states=[st for _, _, st in items],
         hyper=hyper,
@@ -215,37 +251,11 @@ def _matrix_group(items: list[Item], hyper: dict[str, Any], factored: bool, bloc
         addr=_i64(addr, device),
         meta=_i64(meta, device),
         n_prog=n_prog,
-        pdtype=items[0][1].dtype,
+        pdtype=params[0].dtype,
         sample=torch.zeros(n_prog, dtype=torch.float32, device=device),
-        part=torch.zeros(n_prog, 2, dtype=torch.float32, device=device),
-        mean=torch.ones(len(items), dtype=torch.float32, device=device),
-        scratch=scratch,
-    )
-
-
-def _exact_group(items: list[Item], hyper: dict[str, Any]) -> _Group:
-    device = items[0][1].device
-    addr: list[int] = []
-    meta: list[int] = []
-    progs: list[torch.Tensor] = []
-    for t, (item, p, st) in enumerate(items):
-        addr += [0, p.data_ptr(), st["exp_avg"].data_ptr(), st["exp_avg_sq"].data_ptr()]
-        meta += [p.numel(), item]
-        first = torch.arange(0, max(p.numel(), 1), EXACT_TILE, dtype=torch.int64)
-        progs.append(torch.stack([torch.full_like(first, t), first], dim=1))
-    prog = torch.cat(progs).to(torch.int32)
-    return _Group(
-        matrix=False,
-        params=[p for _, p, _ in items],
-        index=[i for i, _, _ in items],
-        states=[st for _, _, st in items],
-        hyper=hyper,
-        prog=prog.to(device),
-        addr=_i64(addr, device),
-        meta=_i64(meta, device),
-        n_prog=prog.shape[0],
-        pdtype=items[0][1].dtype,
-        sample=torch.zeros(prog.shape[0], dtype=torch.float32, device=device),
+        part=torch.zeros(n_prog, 2, dtype=torch.float32, device=device) if matrix else None,
+        norm_prog=_tiles(params, NORM_TILE).to(device),
+        **extra,
     )
 
 
@@ -276,15 +286,10 @@ def build_plan(opt: Any, items: list[tuple[int, torch.Tensor, dict[str, Any]]], 
         _matrix_group(v, hypers[gid], factored, block) if is_matrix else _exact_group(v, hypers[gid])
         for (is_matrix, _, gid, _), v in buckets.items()
     ]
-    for grp in groups:
-        tiles = []
-        for t, p in enumerate(grp.params):
-            first = torch.arange(0, max(p.numel(), 1), NORM_TILE, dtype=torch.int64)
-            tiles.append(torch.stack([torch.full_like(first, t), first], dim=1))
-        grp.norm_prog = torch.cat(tiles).to(torch.int32).to(grp.params[0].device)
     return Plan(
         key=key,
         groups=groups,
+        matrix_idx=[i for g in groups if g.matrix for i in g.index],
         torch_items=rest,
         bits=s.bits,
         mode=1 if mode == "nf4" else 0,

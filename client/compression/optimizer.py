@@ -489,7 +489,7 @@ class MangoAdamW(torch.optim.Optimizer):
             if any(p.device != device for _, p, _ in items):
                 return False
             plan = self._plan = fused_mod.build_plan(self, items, key)
-        if not (plan.matrix or plan.exact) or not fused_mod.grads_fit(plan, grads):
+        if not plan.groups or not fused_mod.grads_fit(plan, grads):
             return False
         stats = _Stats()
         torch_sq: torch.Tensor | None = None
@@ -507,7 +507,7 @@ class MangoAdamW(torch.optim.Optimizer):
         stats.err += out["err"]
         stats.tot += out["tot"]
         stats.samples += out["samples"]
-        matrix_idx = [i for g in plan.matrix for i in g.index]
+        matrix_idx = plan.matrix_idx
 
         def deferred(st: _Stats) -> None:  # run by compression_stats: no work in the step itself
             sq = torch.where(torch.isfinite(norm_sq), norm_sq, 0.0)
@@ -742,8 +742,7 @@ class MangoAdamW(torch.optim.Optimizer):
             v_row = v_col = None
         else:
             if self._factored():
-                zeros = torch.zeros(rows + n, device=p.device)
-                return None, zeros[:rows].clone(), zeros[rows:].clone()
+                return None, torch.zeros(rows, device=p.device), torch.zeros(n, device=p.device)
             return _zeros(rows, n, p), None, None
         return _refactor(v_full, v_row, v_col, self._factored())
 

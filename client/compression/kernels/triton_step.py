@@ -56,10 +56,9 @@ from client.compression.kernels.triton_quant import _interleave, _nf4_dithered, 
 __all__ = ["N_ADDR", "exact_step_kernel", "factor_kernel", "matrix_step_kernel", "norm_kernel"]
 
 #: Columns of the address table.
-N_ADDR = 12
-A_G, A_P, A_M, A_MS, A_V, A_VS, A_E, A_ES, A_VR, A_VC, A_RS, A_CS = range(N_ADDR)
+N_ADDR: tl.constexpr = tl.constexpr(12)
 #: Adafactor's eps1 (the torch path's ``_TINY``).
-TINY = 1e-30
+TINY: tl.constexpr = tl.constexpr(1e-30)
 #: Philox rounds of the step's stochastic rounding: 7, the smallest count that Salmon et al. (SC'11, "Parallel
 #: random numbers: as easy as 1, 2, 3") found to pass all of TestU01's BigCrush for Philox4x32; triton's
 #: default 10 adds margin that 16-bit rounding draws do not need, at 3/10 more of the step's largest cost.
@@ -221,7 +220,7 @@ def matrix_step_kernel(
     ncols = tl.load(meta_ptr + t * 5 + 1).to(tl.int32)
     stride = tl.load(meta_ptr + t * 5 + 3).to(tl.int32)
     fin = _finite(norm_ptr, meta_ptr, t, 5)
-    A = addr_ptr + t * 12
+    A = addr_ptr + t * N_ADDR
     rows = tl.arange(0, ROWS)
     cols = tl.arange(0, BLOCK)
     blk = b0 + rows * stride
@@ -244,7 +243,7 @@ def matrix_step_kernel(
     c = tl.where(in_mask, c, 0.0)
 
     if PASS == 1:
-        sq = tl.where(in_mask, c * c + 1e-30, 0.0)
+        sq = tl.where(in_mask, c * c + TINY, 0.0)
         a = (blk * BLOCK) // ncols  # parameter row of each tile row
         b = (b0 * BLOCK) % ncols + cols  # a strip: every tile row has the same columns
         tl.atomic_add(_ptr(A, 10, tl.float32) + a, tl.sum(sq, axis=1), mask=row_ok, sem="relaxed")
@@ -305,39 +304,35 @@ def factor_kernel(
     One program per tensor.
     """
     t = tl.program_id(0)
-    A = addr_ptr + t * 12
+    A = addr_ptr + t * N_ADDR
     numel = tl.load(meta_ptr + t * 5)
     ncols = tl.load(meta_ptr + t * 5 + 1)
     transposed = tl.load(meta_ptr + t * 5 + 2)
     nrows = numel // ncols
     fin = _finite(norm_ptr, meta_ptr, t, 5)
-    vr_ptr = _ptr(A, 8, tl.float32)
-    vc_ptr = _ptr(A, 9, tl.float32)
-    rs_ptr = _ptr(A, 10, tl.float32)
-    cs_ptr = _ptr(A, 11, tl.float32)
+    # the parameter's row statistic averages over its columns, the column statistic over its rows
+    sum_r = _fold(_ptr(A, 8, tl.float32), _ptr(A, 10, tl.float32), nrows, ncols, beta2, fin, CHUNK)
+    sum_c = _fold(_ptr(A, 9, tl.float32), _ptr(A, 11, tl.float32), ncols, nrows, beta2, fin, CHUNK)
+    mean = tl.where(transposed != 0, sum_c / ncols, sum_r / nrows)
+    tl.store(mean_ptr + t, tl.maximum(mean, TINY))
+
+
+@triton.jit
+def _fold(v_ptr, sum_ptr, n, across, beta2, fin, CHUNK: tl.constexpr):
+    """``v <- beta2 v + (1 - beta2) sum / across`` over ``n`` entries (kept where ``fin`` is False), zero the
+    sums for the next step; return the sum of the new ``v``."""
     k = tl.arange(0, CHUNK)
-    acc_r = tl.zeros([CHUNK], dtype=tl.float32)
-    for i in range(0, nrows, CHUNK):
-        inside = i + k < nrows
-        msk = i + k < tl.where(fin, nrows, 0)
-        old = tl.load(vr_ptr + i + k, mask=inside, other=0.0)
-        new = old * beta2 + (1.0 - beta2) * (tl.load(rs_ptr + i + k, mask=msk, other=0.0) / ncols)
+    acc = tl.zeros([CHUNK], dtype=tl.float32)
+    for i in range(0, n, CHUNK):
+        inside = i + k < n
+        msk = i + k < tl.where(fin, n, 0)
+        old = tl.load(v_ptr + i + k, mask=inside, other=0.0)
+        new = old * beta2 + (1.0 - beta2) * (tl.load(sum_ptr + i + k, mask=msk, other=0.0) / across)
         new = tl.where(msk, new, old)
-        tl.store(vr_ptr + i + k, new, mask=msk)
-        tl.store(rs_ptr + i + k, tl.zeros([CHUNK], dtype=tl.float32), mask=inside)
-        acc_r += new
-    acc_c = tl.zeros([CHUNK], dtype=tl.float32)
-    for j in range(0, ncols, CHUNK):
-        inside = j + k < ncols
-        msk = j + k < tl.where(fin, ncols, 0)
-        old = tl.load(vc_ptr + j + k, mask=inside, other=0.0)
-        new = old * beta2 + (1.0 - beta2) * (tl.load(cs_ptr + j + k, mask=msk, other=0.0) / nrows)
-        new = tl.where(msk, new, old)
-        tl.store(vc_ptr + j + k, new, mask=msk)
-        tl.store(cs_ptr + j + k, tl.zeros([CHUNK], dtype=tl.float32), mask=inside)
-        acc_c += new
-    mean = tl.where(transposed != 0, tl.sum(acc_c, axis=0) / ncols, tl.sum(acc_r, axis=0) / nrows)
-    tl.store(mean_ptr + t, tl.maximum(mean, 1e-30))
+        tl.store(v_ptr + i + k, new, mask=msk)
+        tl.store(sum_ptr + i + k, tl.zeros([CHUNK], dtype=tl.float32), mask=inside)
+        acc += new
+    return tl.sum(acc, axis=0)
 
 
 @triton.jit
