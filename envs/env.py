@@ -87,13 +87,24 @@ def resolve_objective(objective: Any) -> Objective | None:
 
 
 def draw_episode(
-    rng: np.random.Generator, n_workloads: int, job_seeds: int, sampler: ObjectiveSampler
+    rng: np.random.Generator,
+    names: list[str],
+    job_seeds: int,
+    sampler: ObjectiveSampler,
+    *,
+    workload: str | None = None,
+    job_seed: int | None = None,
 ) -> tuple[int, int, np.ndarray, float | None]:
     """The per-episode draws, in the order every backend makes them: ``(workload index, job seed,
-    objective weights, budget fraction or None)``."""
-    wi = int(rng.integers(n_workloads))
+    objective weights, budget fraction or None)``. A given ``workload`` (one of ``names``) or ``job_seed``
+    replaces its draw; the draws are made anyway, so the generator advances the same either way."""
+    wi = int(rng.integers(len(names)))
     js = int(rng.integers(job_seeds))
     w, budget = sampler.sample_weights(rng)
+    if workload is not None:
+        wi = names.index(workload)
+    if job_seed is not None:
+        js = int(job_seed)
     return wi, js, w, budget
 
 

@@ -112,11 +112,9 @@ class ReplayBackend:
     ) -> Any:
         from envs.env import EpisodeStart, draw_episode
 
-        wi, js, weights, budget = draw_episode(rng, len(self.names), self.job_seeds, self.sampler)
-        if workload is not None:
-            wi = self.names.index(workload)
-        if job_seed is not None:
-            js = int(job_seed)
+        wi, js, weights, budget = draw_episode(
+            rng, self.names, self.job_seeds, self.sampler, workload=workload, job_seed=job_seed
+        )
         name = self.names[wi]
         seeds = sorted(self.groups[name])
         seed = seeds[js % len(seeds)]

@@ -561,11 +561,9 @@ class TrainingBackend:
         from envs.env import EpisodeStart, draw_episode
         from envs.objectives import make_objective
 
-        wi, js, weights, budget = draw_episode(rng, len(self.workloads), self.job_seeds, self.sampler)
-        if workload is not None:
-            wi = self.names.index(workload)
-        if job_seed is not None:
-            js = int(job_seed)
+        wi, js, weights, budget = draw_episode(
+            rng, self.names, self.job_seeds, self.sampler, workload=workload, job_seed=job_seed
+        )
         w = self.workloads[wi]
         self.ref = ref = reference_run(w, js, self.config)
         if objective is None:
