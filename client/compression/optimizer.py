@@ -76,13 +76,19 @@ class _Stats:
         self.samples: list[torch.Tensor] = []  # strided gradient entries for the kurtosis
         self.grad_sq: torch.Tensor | None = None
         self.deferred: list[Callable[[_Stats], None]] = []  # fused-path terms, computed when read
+        self.done: dict[str, torch.Tensor] | None = None
 
     def finish(self, grad_sq: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """The step's statistics (computed on the first call, the same dict after)."""
+        if self.done is not None:
+            return self.done
         self.grad_sq = grad_sq
         for fn in self.deferred:
             fn(self)
-        self.deferred = []
-        grad_sq = self.grad_sq
+        self.done = self._compute(self.grad_sq)
+        return self.done
+
+    def _compute(self, grad_sq: torch.Tensor | None) -> dict[str, torch.Tensor]:
 
         def ratio(num: list[torch.Tensor], den: list[torch.Tensor]) -> torch.Tensor:
             if not num:
