@@ -7,7 +7,9 @@ import SB3 and ``mango train`` does not import FastAPI.
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
+from typing import NoReturn
 
 #: subcommand -> (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -47,5 +49,32 @@ def main(argv: list[str] | None = None) -> int:
     return int(getattr(mod, func)(rest) or 0)
 
 
+#: exit statuses that mean "stopped by this signal, after cleaning up" (128 + the signal's number)
+SIGNAL_STATUSES: dict[int, signal.Signals] = {128 + s: s for s in (signal.SIGINT, signal.SIGTERM)}
+
+
+def exit_process(status: int) -> NoReturn:
+    """End the process with ``status``; 130 / 143 (a command that cleaned up after SIGINT / SIGTERM) end it
+    by re-raising that signal with its default action, the Unix convention for an interrupted program.
+
+    A shell still sees 130 / 143, ``make`` and other callers learn that the job was interrupted (not that it
+    failed), and the status no longer depends on CPython's shutdown: CPython exits by SIGINT on its own when
+    a ``KeyboardInterrupt`` went through a nested ``PyRun_String`` (``import torch`` does that), even if the
+    command caught it later, so ``sys.exit(130)`` gave 130 or death-by-SIGINT depending on when Ctrl-C came.
+    """
+    sig = SIGNAL_STATUSES.get(status)
+    if sig is not None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        signal.signal(sig, signal.SIG_DFL)
+        signal.raise_signal(sig)  # delivered to this thread before raise_signal returns
+    sys.exit(status)
+
+
+def run() -> NoReturn:
+    """The ``mango`` console script: :func:`main` on ``sys.argv``, ended by :func:`exit_process`."""
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

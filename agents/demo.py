@@ -16,7 +16,8 @@
 
 The service is stopped on every exit path: normal end, exception, Ctrl-C (SIGINT) and SIGTERM (its whole
 process group gets SIGTERM, then SIGKILL after a grace period); on Linux it also gets SIGTERM if the demo
-process dies without cleaning up (``PR_SET_PDEATHSIG``).
+process dies without cleaning up (``PR_SET_PDEATHSIG``). After SIGINT / SIGTERM the demo cleans up, then ends
+by that signal (:func:`mango_cli.exit_process`; a shell shows status 130 / 143).
 
 Energy comes from the best meter available (:func:`client.telemetry.make_energy_meter`: NVML, Zeus, else a
 model); on a machine without a GPU it is *modelled* (an H200-class energy model driven by FLOPs, bytes moved
@@ -945,4 +946,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from mango_cli import exit_process
+
+    exit_process(main())

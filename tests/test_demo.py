@@ -201,8 +201,8 @@ def test_demo_with_a_learned_policy(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_stops_the_demo_and_its_service(tmp_path: Path, sig: signal.Signals, status: int) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_the_demo_and_its_service(tmp_path: Path, sig: signal.Signals) -> None:
     out = tmp_path / "demo"
     proc = subprocess.Popen(
         [*DEMO, "--short", "--no-progress", "--steps", "100000", "--out-dir", str(out)],
@@ -226,7 +226,8 @@ def test_signal_stops_the_demo_and_its_service(tmp_path: Path, sig: signal.Signa
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == status, err[-3000:]
+    # It cleaned up, then ended by the signal (a shell shows 130 / 143): -sig from Popen, whenever it came.
+    assert proc.returncode == -sig, err[-3000:]
     assert "the policy service was stopped" in err
     _assert_service_gone(svc["pid"], svc["port"])
     assert not (out / "summary.json").exists()

@@ -1,0 +1,58 @@
+"""The ``mango`` entry point: how a command's exit status becomes the process's."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A KeyboardInterrupt that passes through a nested PyRun_String (as one can during `import torch`) and is
+# then caught: CPython remembers it and, without exit_process, ends the process by SIGINT anyway.
+_CAUGHT_NESTED_INTERRUPT = """
+import ctypes, sys
+run = ctypes.pythonapi.PyRun_String
+run.restype = ctypes.py_object
+run.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.py_object, ctypes.py_object]
+try:
+    run(b"raise KeyboardInterrupt", 257, {}, {})  # 257 = Py_file_input
+except KeyboardInterrupt:
+    pass
+"""
+
+
+def _run(code: str, tmp_path: Path) -> int:
+    """Exit status of ``code`` run as ``python -m`` (how the demo runs; ``-c`` exits by another path)."""
+    (tmp_path / "snippet.py").write_text(code)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "snippet"], cwd=tmp_path, env=env, timeout=60).returncode
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"), [(0, 0), (2, 2), (130, -signal.SIGINT), (143, -signal.SIGTERM)]
+)
+def test_exit_process_ends_interrupted_commands_by_their_signal(
+    status: int, expected: int, tmp_path: Path
+) -> None:
+    assert _run(f"import mango_cli; mango_cli.exit_process({status})", tmp_path) == expected
+
+
+def test_exit_status_no_longer_depends_on_where_the_interrupt_came(tmp_path: Path) -> None:
+    # The CPython behaviour that made the demo's Ctrl-C status flaky (130 or death by SIGINT, by timing):
+    assert _run(_CAUGHT_NESTED_INTERRUPT + "sys.exit(130)", tmp_path) == -signal.SIGINT
+    assert _run("import sys; sys.exit(130)", tmp_path) == 130
+    # exit_process gives one answer on both paths.
+    tail = "import mango_cli; mango_cli.exit_process(130)"
+    assert _run(_CAUGHT_NESTED_INTERRUPT + tail, tmp_path) == _run(tail, tmp_path) == -signal.SIGINT
+
+
+def test_console_script_goes_through_exit_process() -> None:
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["mango"] == "mango_cli:run"
