@@ -8,10 +8,13 @@ BENCHMARKS.md). This module plans the step once and then runs every eligible ten
 * **matrix tensors at rank 0** (the compressed settings without a projection), 4 or 8 bits, ``gamma = 0``:
   full ``sqrt(v)`` in one pass, or the factored (Adafactor) second moment in two passes with a small fold
   kernel between them (the update needs this step's row and column sums of ``c^2``);
-* **exact tensors**: plain AdamW on their fp32 (or the parameter's dtype) moments.
+* **exact tensors**: plain AdamW on their moments (the parameter's dtype);
+* **matrix tensors at rank 0 / 32 bits** (the identity setting, "no compression"): plain AdamW on their fp32
+  full moments, in the exact kernel's launch (their gradients count as matrix energy in the statistics).
 
-Everything else (projected settings, ``gamma > 0``, 16 / 32 bits, a first step that creates the state,
-shapes the factored tiling cannot cover) stays on the torch path, tensor by tensor, in the same step.
+Everything else (projected settings, ``gamma > 0`` below 32 bits, 16 bits, a factored second moment at
+32 bits, a first step that creates the state or flushes a leftover error buffer, shapes the factored tiling
+cannot cover) stays on the torch path, tensor by tensor, in the same step.
 
 No host sync: a pre-pass kernel adds up each gradient's squared norm (for the non-finite check and the
 statistics) on the device, the step kernels skip a tensor whose norm is NaN/inf (counting it on the device),
@@ -85,6 +88,7 @@ class _Group:
     n_prog: int
     pdtype: torch.dtype
     sample: torch.Tensor
+    sdtype: torch.dtype | None = None  # moments' dtype of an exact launch
     part: torch.Tensor | None = None
     mean: torch.Tensor | None = None
     scratch: torch.Tensor | None = None
@@ -99,7 +103,7 @@ class Plan:
 
     key: tuple[Any, ...]
     groups: list[_Group]
-    matrix_idx: list[int]  # positions of the fused matrix tensors (their gradients' energy)
+    matrix_idx: list[int]  # positions of the fused matrix-kind tensors, either kernel (gradient energy)
     torch_items: list[int]  # positions that stay on the torch path
     bits: int
     mode: int
@@ -146,15 +150,36 @@ def _eligible_matrix(p: torch.Tensor, st: dict[str, Any], opt: Any, factored: bo
     return "v" in st and ok(st["v"], "uniform")
 
 
-def _eligible_exact(p: torch.Tensor, st: dict[str, Any]) -> bool:
+def _moments(st: dict[str, Any]) -> tuple[Any, Any]:
+    """The AdamW moments an exact launch updates: an exact tensor's, or an identity matrix's ``m`` / ``v``."""
     return (
-        st.get("kind") == "exact"
-        and "exp_avg" in st
-        and p.dtype in _DTYPES
+        (st.get("exp_avg"), st.get("exp_avg_sq")) if st.get("kind") == "exact" else (st.get("m"), st.get("v"))
+    )
+
+
+def _eligible_exact(p: torch.Tensor, st: dict[str, Any], opt: Any) -> bool:
+    """An exact tensor, or a matrix at the identity setting (rank 0, 32 bits: full fp32 ``m`` and ``v`` in
+    the parameter's memory order, no error buffer left to flush, no factored ``v``)."""
+    kind = st.get("kind")
+    if kind == "matrix":
+        s = opt.setting
+        if st.get("rank", -1) != 0 or s.bits != 32 or "e" in st or "h" in st or "v_row" in st:
+            return False
+    elif kind != "exact":
+        return False
+    m, v = _moments(st)
+    return (
+        p.dtype in _DTYPES
         and p.is_contiguous()
-        and st["exp_avg"].dtype == p.dtype
-        and st["exp_avg"].is_contiguous()
-        and st["exp_avg_sq"].is_contiguous()
+        and all(
+            isinstance(x, torch.Tensor)
+            and x.shape == p.shape
+            and x.is_contiguous()
+            and x.dtype in _DTYPES
+            and x.dtype == m.dtype
+            and x.device == p.device
+            for x in (m, v)
+        )
     )
 
 
@@ -213,10 +238,11 @@ def _exact_group(items: list[Item], hyper: dict[str, Any]) -> _Group:
     addr: list[int] = []
     meta: list[int] = []
     for item, p, st in items:
-        addr += [0, p.data_ptr(), st["exp_avg"].data_ptr(), st["exp_avg_sq"].data_ptr()]
+        m, v = _moments(st)
+        addr += [0, p.data_ptr(), m.data_ptr(), v.data_ptr()]
         meta += [p.numel(), item]
     prog = _tiles([p for _, p, _ in items], EXACT_TILE)
-    return _new_group(False, items, hyper, prog, addr, meta)
+    return _new_group(False, items, hyper, prog, addr, meta, sdtype=_moments(items[0][2])[0].dtype)
 
 
 def _tiles(params: list[torch.Tensor], tile: int) -> torch.Tensor:
@@ -262,34 +288,37 @@ def _new_group(
 def build_plan(opt: Any, items: list[tuple[int, torch.Tensor, dict[str, Any]]], key: tuple[Any, ...]) -> Plan:
     """Split the step's ``(index, param, group)`` items into fused launches and the torch remainder.
 
-    A launch holds the tensors of one kind (matrix / exact), dtype, parameter group and step count.
+    A launch holds the tensors of one kernel (matrix / exact), dtypes, parameter group and step count.
     """
     s = opt.setting
     factored = opt._factored()
     block = default_block(s.bits) if s.bits in FUSED_BITS else 64
     mode = opt.quant_mode or ("nf4" if s.bits == 4 else "uniform")
-    buckets: dict[tuple[bool, torch.dtype, int, int], list[Item]] = {}
+    buckets: dict[tuple[bool, torch.dtype, torch.dtype | None, int, int], list[Item]] = {}
     hypers: dict[int, dict[str, Any]] = {}
     rest: list[int] = []
+    matrix_idx: list[int] = []
     for pos, (_, p, group) in enumerate(items):
         st = opt.state.get(p, {})
         if st.get("kind") == "matrix" and _eligible_matrix(p, st, opt, factored):
-            is_matrix = True
-        elif _eligible_exact(p, st):
-            is_matrix = False
+            is_matrix, sdtype = True, None
+        elif _eligible_exact(p, st, opt):
+            is_matrix, sdtype = False, _moments(st)[0].dtype
         else:
             rest.append(pos)
             continue
+        if st["kind"] == "matrix":
+            matrix_idx.append(pos)
         hypers[id(group)] = group
-        buckets.setdefault((is_matrix, p.dtype, id(group), st["step"]), []).append((pos, p, st))
+        buckets.setdefault((is_matrix, p.dtype, sdtype, id(group), st["step"]), []).append((pos, p, st))
     groups = [
         _matrix_group(v, hypers[gid], factored, block) if is_matrix else _exact_group(v, hypers[gid])
-        for (is_matrix, _, gid, _), v in buckets.items()
+        for (is_matrix, _, _, gid, _), v in buckets.items()
     ]
     return Plan(
         key=key,
         groups=groups,
-        matrix_idx=[i for g in groups if g.matrix for i in g.index],
+        matrix_idx=sorted(matrix_idx),
         torch_items=rest,
         bits=s.bits,
         mode=1 if mode == "nf4" else 0,
@@ -397,10 +426,11 @@ def run(opt: Any, plan: Plan, norms: torch.Tensor, skip: torch.Tensor) -> dict[s
             out["err"].append(grp.part[:, 0])
             out["tot"].append(grp.part[:, 1])
         else:
+            assert grp.sdtype is not None
             ts.exact_step_kernel[(grp.n_prog,)](
                 grp.prog, grp.addr, grp.meta, grp.grad_dev, norms, grp.sample, skip,
                 decay, step_size, inv_bc2s, eps, beta1, beta2,
-                PDTYPE=ptype, TILE=EXACT_TILE, num_warps=EXACT_WARPS,
+                PDTYPE=ptype, SDTYPE=tl_dtype[grp.sdtype], TILE=EXACT_TILE, num_warps=EXACT_WARPS,
             )  # fmt: skip
         out["samples"].append(grp.sample[:: max(1, math.ceil(grp.n_prog / per_group))])
     return out

@@ -184,8 +184,9 @@ class MangoAdamW(torch.optim.Optimizer):
 
     * ``fused`` (default ``None``: on for CUDA tensors when triton is installed) - run the eligible tensors
       through :mod:`client.compression.fused`: rank-0 matrices at 4 or 8 bits with ``gamma = 0`` (the
-      settings without a projection) and the exact tensors, each kind in one multi-tensor Triton launch
-      with no host sync. On an H200 with GPT-2 small: 1.4-1.5 ms per step at ``r0/b8``, on par with fused
+      settings without a projection) in one multi-tensor Triton launch, the exact tensors and the rank-0
+      matrices at 32 bits (the identity setting, ``CompressionSetting.off()``) in another, with no host
+      sync. On an H200 with GPT-2 small: 1.4-1.5 ms per step at ``r0/b8``, on par with fused
       AdamW's 1.35-1.7 ms, against 73-154 ms on the per-tensor path (BENCHMARKS.md). ``False`` forces the
       torch path; ``True`` also runs the kernels on CPU tensors under ``TRITON_INTERPRET=1`` (tests).
       ``strict=True`` always takes the torch path (it must raise before anything is updated).

@@ -191,3 +191,53 @@ def test_fused_off_and_strict_use_the_torch_path() -> None:
         opt = MangoAdamW(params, lr=LR, setting=S(rank=0, bits=8), min_compress_numel=1024, **kw)
         _run(params, opt, range(3))
         assert opt._plan is None, kw
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_identity_setting_runs_as_adamw(dtype: torch.dtype) -> None:
+    """``off()`` (rank 0, 32 bits): the matrices join the exact launch with fp32 moments, none per tensor."""
+    (pt, ot), (pf, of) = _pair(S.off(), dtype=dtype)
+    plan = of._plan
+    assert plan is not None and not plan.matrix and not plan.torch_items
+    assert sum(len(g.index) for g in plan.exact) == 4 and plan.matrix_idx == [0, 1, 2]
+    assert {g.sdtype for g in plan.exact} == (
+        {torch.float32} if dtype == torch.float32 else {dtype, torch.float32}
+    )
+    for a, b in zip(pt, pf):
+        assert a.dtype == dtype
+        d = (a.float() - b.float()).detach().abs()
+        bound = 1e-6 if dtype == torch.float32 else 0.02 * 4 * LR  # fp32: rounding only; bf16: a last bit
+        assert float(d.mean()) < bound, (tuple(a.shape), float(d.mean()))
+    for p in pf[:3]:  # the fp32 moments were updated in place (AdamW's first moment is never all zeros)
+        assert of.state[p]["m"].dtype == torch.float32 and float(of.state[p]["m"].abs().sum()) > 0
+    st, sf = ot.compression_stats(), of.compression_stats()
+    assert sf["grad_norm"] == pytest.approx(st["grad_norm"], rel=1e-5)
+    assert sf["compression_error"] == st["compression_error"] == 0.0
+    assert sf["spectral_tail"] == st["spectral_tail"] == 0.0
+    assert ot.state_bytes() == of.state_bytes()
+
+
+def test_fused_switch_to_off_flushes_the_error_buffer_then_fuses() -> None:
+    """8 bits -> ``off()``: one torch-path step folds the leftover error buffer in, then the fused launch."""
+    runs = []
+    for use_fused in (False, True):
+        params = _params()
+        opt = MangoAdamW(
+            params, lr=LR, setting=S(rank=0, bits=8), min_compress_numel=1024, fused=use_fused,
+            stochastic_rounding=False, seed=3,
+        )  # fmt: skip
+        _run(params, opt, range(3))
+        opt.apply_setting(S.off())
+        assert all("e" in opt.state[p] for p in params[:3])
+        _run(params, opt, range(3, 4))
+        assert all("e" not in opt.state[p] for p in params[:3])
+        if use_fused:
+            assert opt._plan is not None and len(opt._plan.torch_items) == 3  # the flush step
+        _run(params, opt, range(4, 6))
+        if use_fused:
+            assert opt._plan is not None and not opt._plan.torch_items and not opt._plan.matrix
+        runs.append(params)
+    moved = 6 * LR
+    for a, b in zip(*runs):
+        d = (a - b).detach().abs()
+        assert float(d.mean()) < 2e-3 * moved and float(d.max()) < moved, (tuple(a.shape), float(d.max()))

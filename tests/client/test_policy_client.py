@@ -184,9 +184,7 @@ def test_submit_validates_window() -> None:
 def test_decision_from_the_service(server: ServerProcess) -> None:
     with make_client(server.url) as c:
         assert c.poll() is None
-        t0 = time.perf_counter()
-        c.submit([record(50), record(100)])
-        assert time.perf_counter() - t0 < 0.05  # never blocks the caller
+        c.submit([record(50), record(100)])  # (not blocking: test_slow_server_times_out_to_fallback...)
         out = wait_outcome(c)
         assert out.source == "service" and not out.is_fallback and out.step == 100
         assert (out.decision.policy == "stub") != REAL_SERVICE  # the real service when it exists
@@ -260,7 +258,7 @@ def test_slow_server_times_out_to_fallback_without_blocking() -> None:
             c.submit([record(50), record(100)])  # supersedes the first if still queued
             submit_s = time.perf_counter() - t0
             out = wait_outcome(c, timeout_s=4.0)  # well before the server's 5 s answer
-            assert submit_s < 0.05
+            assert submit_s < 0.25  # a blocking submit would take the 0.5 s timeout at least
             assert out.is_fallback and "timeout" in out.error
             assert c.counters["failures"] >= 1
             t0 = time.perf_counter()

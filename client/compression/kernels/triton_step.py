@@ -338,7 +338,7 @@ def _fold(v_ptr, sum_ptr, n, across, beta2, fin, CHUNK: tl.constexpr):
 @triton.jit
 def exact_step_kernel(
     prog_ptr,  # int32 [n_programs, 2]: tensor, first value
-    addr_ptr,  # int64 [T, 4]: (unused), param, exp_avg, exp_avg_sq (all in PDTYPE)
+    addr_ptr,  # int64 [T, 4]: (unused), param (PDTYPE), exp_avg, exp_avg_sq (SDTYPE)
     meta_ptr,  # int64 [T, 2]: numel, position in the norm vector
     grad_ptr,  # int64 [T]
     norm_ptr,  # float32 [n_items]
@@ -351,9 +351,11 @@ def exact_step_kernel(
     beta1,
     beta2,
     PDTYPE: tl.constexpr,
+    SDTYPE: tl.constexpr,
     TILE: tl.constexpr,
 ):
-    """Plain AdamW (the torch path's ``_exact_step``) on ``TILE`` values of one small tensor."""
+    """Plain AdamW (the torch path's ``_exact_step``, or its identity matrix step) on ``TILE`` values of one
+    tensor: an exact tensor (moments in the parameter's dtype) or a matrix at rank 0 / 32 bits (fp32)."""
     pid = tl.program_id(0)
     t = tl.load(prog_ptr + pid * 2)
     start = tl.load(prog_ptr + pid * 2 + 1).to(tl.int64)
@@ -364,16 +366,16 @@ def exact_step_kernel(
     mask = off < tl.where(fin, numel, 0)
     g = tl.load(_ptr(grad_ptr, t, PDTYPE) + off, mask=mask, other=0.0).to(tl.float32)
     p_ptr = _ptr(A, 1, PDTYPE) + off
-    m_ptr = _ptr(A, 2, PDTYPE) + off
-    v_ptr = _ptr(A, 3, PDTYPE) + off
+    m_ptr = _ptr(A, 2, SDTYPE) + off
+    v_ptr = _ptr(A, 3, SDTYPE) + off
     m = tl.load(m_ptr, mask=mask, other=0.0).to(tl.float32)
     v = tl.load(v_ptr, mask=mask, other=0.0).to(tl.float32)
     m = m + (1.0 - beta1) * (g - m)
     v = v * beta2 + (1.0 - beta2) * (g * g)
     p = tl.load(p_ptr, mask=mask, other=0.0).to(tl.float32) * decay
     p = p + (-step_size) * tl.math.fdiv(m, tl.sqrt(v) * inv_bc2s + eps, ieee_rounding=False)
-    tl.store(m_ptr, m.to(PDTYPE), mask=mask)
-    tl.store(v_ptr, v.to(PDTYPE), mask=mask)
+    tl.store(m_ptr, m.to(SDTYPE), mask=mask)
+    tl.store(v_ptr, v.to(SDTYPE), mask=mask)
     tl.store(p_ptr, p.to(PDTYPE), mask=mask)
     tl.store(sample_ptr + pid, tl.sum(tl.where(tl.arange(0, TILE) == 0, g, 0.0), axis=0))
     tl.atomic_add(skip_ptr, tl.where(fin, 0, 1) * tl.where(start == 0, 1, 0), sem="relaxed")
