@@ -56,3 +56,12 @@ def test_console_script_goes_through_exit_process() -> None:
 
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["mango"] == "mango_cli:run"
+
+
+@pytest.mark.parametrize("argv", [["--runs", "0"], ["--max-delay-s", "-1"]])
+def test_signal_bench_refuses_bad_arguments(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import demo_signals
+
+    with pytest.raises(SystemExit) as exc:
+        demo_signals.main(argv)
+    assert exc.value.code == 2 and "--runs must be >= 1" in capsys.readouterr().err
