@@ -44,6 +44,7 @@ def one_run(sig: signal.Signals, delay_s: float, out: Path, ready_timeout_s: flo
                 raise RuntimeError(f"the demo's service never became ready (status {proc.poll()})")
             time.sleep(0.05)
         svc = json.loads((out / "service.json").read_text())
+        was_up = pid_alive(svc["pid"])  # else "gone" below would prove nothing
         time.sleep(delay_s)
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=120)
@@ -57,9 +58,12 @@ def one_run(sig: signal.Signals, delay_s: float, out: Path, ready_timeout_s: flo
         "signal": sig.name,
         "delay_s": round(delay_s, 2),
         "returncode": proc.returncode,
+        "service_was_up": was_up,
         "service_gone": gone,
         "said_stopped": said,
-        "ok": proc.returncode == -sig and gone and said,
+        "ok": proc.returncode == -sig and was_up and gone and said,
+        "service": svc,  # pid, port, ... as the demo wrote them
+        "stderr_tail": err[-3000:],
     }
 
 

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -203,31 +202,14 @@ def test_demo_with_a_learned_policy(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_stops_the_demo_and_its_service(tmp_path: Path, sig: signal.Signals) -> None:
+    from benchmarks.demo_signals import one_run  # `mango bench signals` runs this at random delays
+
     out = tmp_path / "demo"
-    proc = subprocess.Popen(
-        [*DEMO, "--short", "--no-progress", "--steps", "100000", "--out-dir", str(out)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 300
-        while not (out / "service.json").exists():  # written once the service is ready
-            assert proc.poll() is None, proc.communicate()[1][-3000:]
-            assert time.monotonic() < deadline, "the demo's service never became ready"
-            time.sleep(0.2)
-        svc = json.loads((out / "service.json").read_text())
-        assert pid_alive(svc["pid"]) and port_open("127.0.0.1", svc["port"])
-        time.sleep(1.0)  # into the run (or still asking /v1/policies: either way the service must stop)
-        proc.send_signal(sig)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    # 1 s after the service is ready: into the run (or still asking /v1/policies: either way it must stop)
+    row = one_run(sig, 1.0, out)
     # It cleaned up, then ended by the signal (a shell shows 130 / 143): -sig from Popen, whenever it came.
-    assert proc.returncode == -sig, err[-3000:]
-    assert "the policy service was stopped" in err
-    _assert_service_gone(svc["pid"], svc["port"])
+    assert row["returncode"] == -sig, row["stderr_tail"]
+    assert row["said_stopped"], row["stderr_tail"]
+    assert row["service_was_up"]
+    _assert_service_gone(row["service"]["pid"], row["service"]["port"])
     assert not (out / "summary.json").exists()
