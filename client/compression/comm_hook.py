@@ -60,6 +60,7 @@ import logging
 import math
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -351,15 +352,21 @@ class MangoHookState:
         offsets = tuple(sum(numels[:j]) for j in range(len(numels)))
         return _Layout(tuple(keys), shapes, offsets, numels)
 
-    def _dissolve(self) -> None:
-        """Move every bucket's buffers into per-parameter pieces (the layout changed)."""
+    def _bucket_pieces(self) -> Iterator[tuple[str, str, torch.Tensor]]:
+        """``(parameter key, buffer name, that parameter's slice of the bucket buffer)`` for every live
+        ``e`` / ``h`` bucket buffer (views, not copies)."""
         for bs in self._buckets.values():
             for name in ("e", "h"):
                 t = getattr(bs, name)
                 if t is None:
                     continue
                 for key, off, n in zip(bs.layout.keys, bs.layout.offsets, bs.layout.numels):
-                    self._orphans.setdefault(key, {})[name] = t[off : off + n].clone()
+                    yield key, name, t[off : off + n]
+
+    def _dissolve(self) -> None:
+        """Move every bucket's buffers into per-parameter pieces (the layout changed)."""
+        for key, name, piece in self._bucket_pieces():
+            self._orphans.setdefault(key, {})[name] = piece.clone()
         self._buckets.clear()
 
     def _bucket_state(self, bucket: dist.GradBucket, device: torch.device) -> _BucketState:
@@ -650,13 +657,8 @@ class MangoHookState:
         params: dict[str, dict[str, torch.Tensor]] = {
             k: {n: t.detach().clone() for n, t in piece.items()} for k, piece in self._orphans.items()
         }
-        for bs in self._buckets.values():
-            for name in ("e", "h"):
-                t = getattr(bs, name)
-                if t is None:
-                    continue
-                for key, off, n in zip(bs.layout.keys, bs.layout.offsets, bs.layout.numels):
-                    params.setdefault(key, {})[name] = t[off : off + n].detach().clone()
+        for key, name, piece in self._bucket_pieces():
+            params.setdefault(key, {})[name] = piece.detach().clone()
         for key, q in self._q.items():
             params.setdefault(key, {})["q"] = q.detach().clone()
         self._resolve(block=True)

@@ -234,7 +234,7 @@ def _matrix_group(items: list[Item], hyper: dict[str, Any], factored: bool, bloc
     return _new_group(True, items, hyper, prog, addr, meta, mean=mean, scratch=scratch)
 
 
-def _exact_group(items: list[Item], hyper: dict[str, Any]) -> _Group:
+def _exact_group(items: list[Item], hyper: dict[str, Any], sdtype: torch.dtype) -> _Group:
     addr: list[int] = []
     meta: list[int] = []
     for item, p, st in items:
@@ -242,7 +242,7 @@ def _exact_group(items: list[Item], hyper: dict[str, Any]) -> _Group:
         addr += [0, p.data_ptr(), m.data_ptr(), v.data_ptr()]
         meta += [p.numel(), item]
     prog = _tiles([p for _, p, _ in items], EXACT_TILE)
-    return _new_group(False, items, hyper, prog, addr, meta, sdtype=_moments(items[0][2])[0].dtype)
+    return _new_group(False, items, hyper, prog, addr, meta, sdtype=sdtype)
 
 
 def _tiles(params: list[torch.Tensor], tile: int) -> torch.Tensor:
@@ -294,14 +294,14 @@ def build_plan(opt: Any, items: list[tuple[int, torch.Tensor, dict[str, Any]]], 
     factored = opt._factored()
     block = default_block(s.bits) if s.bits in FUSED_BITS else 64
     mode = opt.quant_mode or ("nf4" if s.bits == 4 else "uniform")
-    buckets: dict[tuple[bool, torch.dtype, torch.dtype | None, int, int], list[Item]] = {}
+    buckets: dict[tuple[bool, torch.dtype, torch.dtype, int, int], list[Item]] = {}
     hypers: dict[int, dict[str, Any]] = {}
     rest: list[int] = []
     matrix_idx: list[int] = []
     for pos, (_, p, group) in enumerate(items):
         st = opt.state.get(p, {})
         if st.get("kind") == "matrix" and _eligible_matrix(p, st, opt, factored):
-            is_matrix, sdtype = True, None
+            is_matrix, sdtype = True, p.dtype  # (unused: the matrix kernel reads the quantized slots)
         elif _eligible_exact(p, st, opt):
             is_matrix, sdtype = False, _moments(st)[0].dtype
         else:
@@ -312,13 +312,13 @@ def build_plan(opt: Any, items: list[tuple[int, torch.Tensor, dict[str, Any]]], 
         hypers[id(group)] = group
         buckets.setdefault((is_matrix, p.dtype, sdtype, id(group), st["step"]), []).append((pos, p, st))
     groups = [
-        _matrix_group(v, hypers[gid], factored, block) if is_matrix else _exact_group(v, hypers[gid])
-        for (is_matrix, _, _, gid, _), v in buckets.items()
+        _matrix_group(v, hypers[gid], factored, block) if is_matrix else _exact_group(v, hypers[gid], sdtype)
+        for (is_matrix, _, sdtype, gid, _), v in buckets.items()
     ]
     return Plan(
         key=key,
         groups=groups,
-        matrix_idx=sorted(matrix_idx),
+        matrix_idx=matrix_idx,
         torch_items=rest,
         bits=s.bits,
         mode=1 if mode == "nf4" else 0,
