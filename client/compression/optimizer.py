@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from client.compression import fused as fused_mod
+from client.compression import refresh as refresh_mod
 from client.compression.errors import MangoNonFiniteError
 from client.compression.feedback import shift_compress
 from client.compression.lowrank import init_q, orthonormalize, power_iteration
@@ -498,6 +499,14 @@ class MangoAdamW(torch.optim.Optimizer):
             plan = self._plan = fused_mod.build_plan(self, items, key)
         if not plan.groups or not fused_mod.grads_fit(plan, grads):
             return False
+        due = [
+            (p, grads[j], st)
+            for grp in plan.projected
+            for j, p, st in zip(grp.index, grp.params, grp.states)
+            if refresh_mod.due(self, st)
+        ]
+        if due:  # batched over each shape, states rotated in place: the plan stays valid
+            refresh_mod.refresh(self, due)
         stats = _Stats()
         torch_sq: torch.Tensor | None = None
         if plan.torch_items:
@@ -515,11 +524,17 @@ class MangoAdamW(torch.optim.Optimizer):
         stats.tot += out["tot"]
         stats.samples += out["samples"]
         matrix_idx = plan.matrix_idx
+        proj = list(zip(out["proj_items"], out["proj_xsq"]))
 
         def deferred(st: _Stats) -> None:  # run by compression_stats: no work in the step itself
             sq = torch.where(torch.isfinite(norm_sq), norm_sq, 0.0)
             if matrix_idx:
                 st.energy.append(sq[matrix_idx].sum())  # rank 0: no spectral tail
+            for idx, xsq in proj:  # what the projection dropped: ||G||^2 - ||P^T G||^2
+                tail = (sq[idx] - xsq).clamp_min(0.0).sum()
+                st.tail.append(tail)
+                st.err.append(tail)  # ||x - C(x)||^2 splits into the tail and the rounding error
+                st.tot.append(tail)
             total = sq.sum() if torch_sq is None else sq.sum() + torch_sq.sum()
             st.grad_sq = total if st.grad_sq is None else st.grad_sq + total
 
@@ -785,7 +800,7 @@ class MangoAdamW(torch.optim.Optimizer):
             P, _ = power_iteration(X, q0, iters=self.power_iters + 1)
         else:
             P, _ = power_iteration(X, X.T @ P_old, iters=self.power_iters)  # warm start from P_old
-        return P
+        return P.contiguous()  # row-major: the fused kernels read it in place
 
     def _top_subspace(self, a: torch.Tensor, r: int) -> torch.Tensor:
         """Orthonormal ``(m, r)`` basis of ``a``'s dominant left subspace: randomized SVD (Halko et al.):
@@ -841,7 +856,7 @@ class MangoAdamW(torch.optim.Optimizer):
             st["rank"] = r_new
             st.pop("P", None)
             if P is not None:
-                st["P"] = P
+                st["P"] = P.contiguous()
             if r_new == 0:
                 st.pop("refresh_pending", None)
         v_full, v_row, v_col = _refactor(v_full, v_row, v_col, self._factored())
