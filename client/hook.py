@@ -71,7 +71,7 @@ from client.telemetry import (
     make_energy_meter,
 )
 
-__all__ = ["AdaptiveCompression", "DecisionEntry"]
+__all__ = ["AdaptiveCompression", "DecisionEntry", "unwrap_optimizer"]
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +97,19 @@ class DecisionEntry:
     policy_version: str
     changed: bool
     """whether the optimizer switched to ``setting`` (False: same setting, refused, or shadow mode)"""
+
+
+def unwrap_optimizer(optimizer: Any) -> Any:
+    """The optimizer inside framework wrappers: accelerate's ``AcceleratedOptimizer`` (``.optimizer``),
+    Lightning's ``LightningOptimizer`` (``._optimizer``), nested; the object itself when it has the MANGO API
+    or wraps nothing. Imports none of those libraries."""
+    seen = 0
+    while not all(hasattr(optimizer, name) for name in _REQUIRED) and seen < 8:
+        inner = getattr(optimizer, "optimizer", None) or getattr(optimizer, "_optimizer", None)
+        if inner is None or inner is optimizer:
+            break
+        optimizer, seen = inner, seen + 1
+    return optimizer
 
 
 def _encode(value: Any) -> Any:
@@ -162,7 +175,8 @@ class AdaptiveCompression:
     """Telemetry + decisions for a :class:`~client.compression.MangoAdamW` (see the module docstring).
 
     :param optimizer: a MangoAdamW (anything with ``setting``, ``apply_setting``, ``state_bytes``,
-        ``dense_state_bytes`` and ``compression_stats``).
+        ``dense_state_bytes`` and ``compression_stats``), also inside accelerate's or Lightning's optimizer
+        wrapper (see :func:`unwrap_optimizer`).
     :param server_url: policy service root; ``None`` runs the local ``controller`` only.
     :param api_key: the service's API key (default: env ``MANGO_API_KEY``); required with ``server_url``.
     :param objective: the job's trade-off; default ``Objective()`` (loss only).
@@ -210,11 +224,14 @@ class AdaptiveCompression:
         apply_decisions: bool = True,
         comm_state: Any = None,
     ) -> None:
+        optimizer = unwrap_optimizer(optimizer)
         missing = [name for name in _REQUIRED if not hasattr(optimizer, name)]
         if missing:
             raise TypeError(
-                f"optimizer {type(optimizer).__name__} lacks {missing}: wrap the parameters in "
-                "client.compression.MangoAdamW"
+                f"optimizer {type(optimizer).__name__} lacks {missing}: AdaptiveCompression drives a "
+                "client.compression.MangoAdamW; build it in place of torch.optim.AdamW, e.g. "
+                "MangoAdamW(model.parameters(), lr=3e-4) (wrappers such as accelerate's AcceleratedOptimizer "
+                "and Lightning's LightningOptimizer around it are unwrapped)"
             )
         if interval_steps < 1:
             raise ValueError(f"interval_steps={interval_steps} must be >= 1 (50 is a good default)")
