@@ -7,9 +7,10 @@ The optimizer only wires the pure operators of :mod:`~client.compression.lowrank
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -214,10 +215,25 @@ class MangoAdamW(torch.optim.Optimizer):
         opt.apply_setting(CompressionSetting(rank=16, bits=8))   # between steps, state converted
         print(opt.state_bytes() / opt.dense_state_bytes(), opt.compression_stats())
 
-    :param params: parameters or parameter groups (groups may set ``lr``, ``betas``, ``eps``,
-        ``weight_decay``, and ``project=False`` to keep that group's matrices unprojected: rank 0 at the
-        setting's bits, as GaLore leaves embeddings and output heads alone); floating-point tensors only.
+    **Drop-in for torch.optim.AdamW.** The positional order is AdamW's (``params, lr, betas, eps,
+    weight_decay, amsgrad``); everything MANGO adds is keyword-only. ``lr`` may be a one-element tensor
+    (read once per group and step). ``maximize`` is supported (per group too); ``foreach`` is accepted and
+    changes nothing (the multi-tensor path is ``fused``); ``amsgrad``, ``capturable`` and
+    ``differentiable`` must stay ``False`` (the error says why and what to use instead). To hand it to the
+    HF ``Trainer``: ``Trainer(..., optimizers=(MangoAdamW(model.parameters(), lr=...), None))``.
+
+    :param params: parameters, ``(name, parameter)`` pairs (``model.named_parameters()``: errors then name
+        the parameter) or parameter groups. Groups may set ``lr``, ``betas``, ``eps``, ``weight_decay``,
+        ``maximize``, ``foreach``, and ``project=False`` to keep that group's matrices unprojected (rank 0 at
+        the setting's bits, as GaLore leaves embeddings and output heads alone); any other key is refused,
+        ``setting`` included (the setting is optimizer-wide). Real floating-point tensors of at most 32 bits
+        (float64, complex and DTensor parameters are refused with the reason).
+    :param amsgrad: must be ``False`` (AMSGrad's running max of ``v`` has no compressed form).
     :param setting: the initial :class:`~client.protocol.CompressionSetting` (default rank 8, 4 bits).
+    :param maximize: maximize the objective (the gradients are negated for the step, as torch.optim does).
+    :param foreach: accepted for torch.optim compatibility; no effect.
+    :param capturable: must be ``False`` (the step is not CUDA-graph safe).
+    :param differentiable: must be ``False``.
     :param error_feedback: keep the error buffer ``e`` (``False``: plain biased compression, less memory).
     :param ef_scope: ``"subspace"`` or ``"full"`` (see step 2 and the tuning guide).
     :param stochastic_rounding: unbiased rounding of every stored state (``False``: round to nearest; the
@@ -234,13 +250,18 @@ class MangoAdamW(torch.optim.Optimizer):
 
     def __init__(
         self,
-        params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
-        lr: float = 1e-3,
+        params: Iterable[torch.Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, torch.Tensor]],
+        lr: float | torch.Tensor = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.01,
-        setting: CompressionSetting | None = None,
+        amsgrad: bool = False,
         *,
+        setting: CompressionSetting | None = None,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
         min_compress_numel: int = 4096,
         refresh_every: int = 50,
         power_iters: int = 1,
@@ -261,10 +282,26 @@ class MangoAdamW(torch.optim.Optimizer):
                 "params must be an iterable of tensors or parameter-group dicts, got a single Tensor; "
                 "pass model.parameters() or [tensor]"
             )
-        _check_number("lr", lr, lo=0.0)
+        if isinstance(amsgrad, CompressionSetting):
+            raise TypeError(
+                "the sixth positional argument is amsgrad, as in torch.optim.AdamW; setting is keyword-only: "
+                "MangoAdamW(params, lr, betas, eps, weight_decay, setting=CompressionSetting(...))"
+            )
+        _check_lr("lr", lr)
         _check_number("eps", eps, lo=0.0)
         _check_number("weight_decay", weight_decay, lo=0.0)
         _check_betas(betas)
+        _check_flags(
+            {
+                "amsgrad": amsgrad,
+                "maximize": maximize,
+                "capturable": capturable,
+                "differentiable": differentiable,
+            },
+            where="",
+        )
+        if foreach is not None and not isinstance(foreach, bool):
+            raise TypeError(f"foreach must be None, True or False, got {foreach!r}")
         if setting is None:
             setting = CompressionSetting(rank=8, bits=4, gamma=0.0)
         if not isinstance(setting, CompressionSetting):
@@ -286,19 +323,20 @@ class MangoAdamW(torch.optim.Optimizer):
             raise ValueError(f"ef_scope={ef_scope!r}; choose 'subspace' or 'full'")
         if quant_mode not in (None, "uniform", "nf4", "aciq"):
             raise ValueError(f"quant_mode={quant_mode!r}; choose None, 'uniform', 'nf4' or 'aciq'")
-        defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay}
-        super().__init__(params, defaults)
-        for group in self.param_groups:
-            _check_number("lr", group["lr"], lo=0.0)
-            _check_number("eps", group["eps"], lo=0.0)
-            _check_number("weight_decay", group["weight_decay"], lo=0.0)
-            _check_betas(group["betas"])
-            for p in group["params"]:
-                if not p.is_floating_point():
-                    raise ValueError(
-                        f"params must be floating-point tensors; got one of dtype {p.dtype} and shape "
-                        f"{tuple(p.shape)} (leave integer buffers out of the optimizer)"
-                    )
+        if fused is not None and not isinstance(fused, bool):
+            raise TypeError(f"fused must be None, True or False, got {fused!r}")
+        defaults = {
+            "lr": lr,
+            "betas": tuple(betas),
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "amsgrad": False,
+            "maximize": bool(maximize),
+            "foreach": foreach,
+            "capturable": False,
+            "differentiable": False,
+        }
+        super().__init__(params, defaults)  # validates each group through add_param_group
         self._setting = setting
         self.min_compress_numel = min_compress_numel
         self.refresh_every = refresh_every
@@ -400,12 +438,40 @@ class MangoAdamW(torch.optim.Optimizer):
                     self._convert(p, st)
         log.info("MangoAdamW setting %s -> %s", old.label(), setting.label())
 
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a parameter group (``torch.optim`` semantics), checked: known keys only (the error lists them),
+        valid hyper-parameters, real floating-point parameters of at most 32 bits."""
+        if isinstance(param_group, dict):
+            unknown = sorted(set(param_group) - _GROUP_KEYS)
+            if unknown:
+                raise ValueError(_unknown_group_keys(unknown))
+        index = len(self.param_groups)
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        try:
+            _check_lr("lr", group["lr"])
+            _check_number("eps", group["eps"], lo=0.0)
+            _check_number("weight_decay", group["weight_decay"], lo=0.0)
+            _check_betas(group["betas"])
+            _check_flags({k: group[k] for k in _FLAG_KEYS}, where=f" (param group {index})")
+            if not isinstance(group.get("project", True), bool):
+                raise TypeError(f"project must be True or False, got {group['project']!r}")
+            names = group.get("param_names") or [None] * len(group["params"])
+            for j, (p, name) in enumerate(zip(group["params"], names, strict=True)):
+                _check_param(p, name if name is not None else f"param group {index}, parameter {j}")
+        except (TypeError, ValueError):
+            self.param_groups.pop()
+            raise
+
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """One AdamW step on every parameter with a gradient (see the class docstring).
 
         On a GPU with triton (``fused``, default on there) the eligible tensors run in a few multi-tensor
         Triton launches (:mod:`client.compression.fused`), with no host sync; the rest tensor by tensor.
+        A tensor ``lr`` is read once per group and step (one host sync, as ``torch.optim`` with
+        ``capturable=False``); ``maximize`` negates the group's gradients in place for the step and
+        restores them after.
 
         :raises MangoNonFiniteError: a gradient holds NaN/inf and ``strict=True`` (nothing was updated).
         """
@@ -413,6 +479,12 @@ class MangoAdamW(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        with _torch_optim_groups(self.param_groups):
+            self._step()
+        return loss
+
+    def _step(self) -> None:
+        """The step proper, on groups whose ``lr`` is a float and whose gradients point downhill."""
         items: list[tuple[int, torch.Tensor, dict[str, Any]]] = []
         index = 0
         for group in self.param_groups:
@@ -423,11 +495,11 @@ class MangoAdamW(torch.optim.Optimizer):
                     items.append((index, p, group))
                 index += 1
         if not items:
-            return loss
+            return
         grads = [p.grad for _, p, _ in items if p.grad is not None]
         if self._fused_step(items, grads):
             self._steps += 1
-            return loss
+            return
         norms = torch.stack([torch.linalg.vector_norm(g, dtype=torch.float32) for g in grads])  # (k,)
         finite = self._finite(items, grads, norms)
         stats = _Stats()
@@ -436,7 +508,6 @@ class MangoAdamW(torch.optim.Optimizer):
         grad_sq = torch.stack(sq).sum() if sq else None
         self._last = (stats, grad_sq)
         self._steps += 1
-        return loss
 
     def _finite(
         self,
@@ -1083,6 +1154,125 @@ def _unpack(v: Any, device: torch.device) -> Any:
     if isinstance(v, tuple):
         return tuple(v)
     return v
+
+
+#: Keys a parameter group may carry: torch.optim.AdamW's, MANGO's ``project``, torch's ``param_names``
+#: (named parameters) and ``initial_lr`` (set by LR schedulers; in groups copied from another optimizer).
+_FLAG_KEYS = ("amsgrad", "maximize", "capturable", "differentiable")
+_GROUP_KEYS = frozenset(
+    {
+        "params",
+        "lr",
+        "betas",
+        "eps",
+        "weight_decay",
+        "foreach",
+        "project",
+        "param_names",
+        "initial_lr",
+        *_FLAG_KEYS,
+    }
+)
+_REFUSED_FLAGS = {
+    "amsgrad": "AMSGrad keeps max(v) over time, a second full-size second moment that the compressed "
+    "states cannot represent; use torch.optim.AdamW(amsgrad=True) for these parameters",
+    "capturable": "the step is not CUDA-graph safe (the torch path syncs the host once per step for its "
+    "non-finite check; the fused path rebuilds address tables when slots move); leave capturable=False",
+    "differentiable": "the step quantizes its state under no_grad and cannot be differentiated through; "
+    "leave differentiable=False",
+}
+
+
+def _unknown_group_keys(unknown: list[str]) -> str:
+    msg = f"unknown parameter-group key(s) {unknown}; allowed: {sorted(_GROUP_KEYS)}."
+    if "setting" in unknown:
+        msg += (
+            " Per-group compression settings are not supported: the setting is optimizer-wide "
+            "(MangoAdamW(..., setting=...), changed with apply_setting); a group may set project=False to "
+            "keep its matrices unprojected (rank 0 at the setting's bits), e.g. for embeddings."
+        )
+    if "fused" in unknown:
+        msg += " fused is optimizer-wide: MangoAdamW(..., fused=...)."
+    return (
+        msg
+        + " Keys other tools read (e.g. timm's lr_scale) can be added to opt.param_groups after construction."
+    )
+
+
+def _check_lr(name: str, value: Any) -> None:
+    """A learning rate: a finite number >= 0 or a one-element floating tensor holding one."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1 or not value.is_floating_point():
+            raise TypeError(f"{name} must be a number or a one-element floating tensor, got {value!r}")
+        _check_number(name, float(value), lo=0.0)
+        return
+    _check_number(name, value, lo=0.0)
+
+
+def _check_flags(flags: dict[str, Any], *, where: str) -> None:
+    for key, value in flags.items():
+        if not isinstance(value, bool):
+            raise TypeError(f"{key} must be True or False{where}, got {value!r}")
+        if value and key in _REFUSED_FLAGS:
+            raise ValueError(f"{key}=True is not supported by MangoAdamW{where}: {_REFUSED_FLAGS[key]}")
+
+
+def _is_dtensor(p: torch.Tensor) -> bool:
+    if not torch.distributed.is_available():
+        return False
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(p, DTensor)
+
+
+def _check_param(p: torch.Tensor, where: str) -> None:
+    """Refuse, naming the parameter, what the compressed step cannot update correctly."""
+    what = f"{where} (shape {tuple(p.shape)}, dtype {p.dtype})"
+    if p.is_complex():
+        raise ValueError(
+            f"{what} is complex: MangoAdamW updates real tensors; optimize torch.view_as_real(p) as a real "
+            "parameter, or give this one to torch.optim.AdamW"
+        )
+    if not p.is_floating_point():
+        raise ValueError(
+            f"params must be floating-point tensors; {what} is not "
+            "(leave integer buffers out of the optimizer)"
+        )
+    if p.dtype == torch.float64:
+        raise ValueError(
+            f"{what} is float64: MangoAdamW keeps its state in fp32 or narrower, so the update would lose "
+            "float64 precision; train in float32 (model.float()) or give this parameter to torch.optim.AdamW"
+        )
+    if _is_dtensor(p):
+        raise ValueError(
+            f"{what} is a DTensor (FSDP2 fully_shard or tensor parallel): not supported yet (the compressed "
+            "state would need sharding like the parameter); use DDP with "
+            "client.compression.comm_hook, or torch.optim.AdamW under FSDP2"
+        )
+
+
+@contextlib.contextmanager
+def _torch_optim_groups(groups: list[dict[str, Any]]) -> Iterator[None]:
+    """For one step: a tensor ``lr`` read as a float, the gradients of ``maximize`` groups negated (exact,
+    restored after, also when the step raises)."""
+    tensor_lrs: list[tuple[dict[str, Any], torch.Tensor]] = []
+    negated: list[torch.Tensor] = []
+    try:
+        for group in groups:
+            lr = group["lr"]
+            if isinstance(lr, torch.Tensor):
+                tensor_lrs.append((group, lr))
+                group["lr"] = float(lr)
+            if group.get("maximize", False):
+                for p in group["params"]:
+                    if p.grad is not None:
+                        negated.append(p.grad.neg_())
+        yield
+    finally:
+        for grad in negated:
+            grad.neg_()
+        for group, lr in tensor_lrs:
+            group["lr"] = lr
 
 
 def _check_number(name: str, value: Any, *, lo: float, hi: float | None = None) -> None:
