@@ -12,6 +12,7 @@ Parts (``--parts``, comma separated; all by default):
   bytes per parameter, peak memory, energy per step from NVML's energy counter over >= ``--energy-window-s``.
 * ``profile``  - host time per step call, device time per step and the busiest kernels, per optimizer.
 * ``tune``     - the fused MangoAdamW step's tile and warps swept on the ``step`` model (rank 0).
+* ``tune-proj`` - the projected launches' tiles (P^T G and the back-projection) at ranks 8 and 64.
 * ``converge`` - the same body (12 layers, width 768, vocab 256) trained ``--steps`` steps on the byte-level
   Python-stdlib corpus with each optimizer: final validation loss beside state memory and energy.
 
@@ -279,7 +280,8 @@ def _optimizer_factories() -> dict[str, Callable[[list[torch.nn.Parameter]], tor
     def flash(ps: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
         from flashoptim import FlashAdamW  # fp32 parameters: 8-bit moments, fused Triton update
 
-        return FlashAdamW(ps, lr=lr, weight_decay=wd)
+        # its master-weight correction applies to bf16 parameters only; it refuses the default on fp32 ones
+        return FlashAdamW(ps, lr=lr, weight_decay=wd, master_weight_bits=None)
 
     def apollo(
         rank: int, scale_type: str, scale: float
@@ -349,7 +351,10 @@ def _state_bytes(opt: torch.optim.Optimizer) -> int:
     total = 0
     for st in opt.state.values():
         for v in st.values() if isinstance(st, dict) else []:
-            if torch.is_tensor(v):
+            if torch.is_tensor(v) and hasattr(v, "__tensor_flatten__"):  # torchao's quantized subclasses
+                names, _ = v.__tensor_flatten__()
+                total += sum(getattr(v, n).numel() * getattr(v, n).element_size() for n in names)
+            elif torch.is_tensor(v):
                 total += v.numel() * v.element_size()
             elif isinstance(v, dict):  # GaLore keeps its projector object in state
                 total += sum(t.numel() * t.element_size() for t in v.values() if torch.is_tensor(t))
@@ -490,15 +495,61 @@ def run_tune(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
     _write(out, "tune", rows, ["setting", "tile", "warps", "max_regs", "step_ms", "vs_fused_adamw"], meta)
 
 
+#: Tiles of the projected launches swept by ``tune-proj``: (PROJ_BN, PROJ_BK, BACK_BM, BACK_BN, warps).
+TUNE_PROJ: list[tuple[int, int, int, int, int]] = [
+    (64, 64, 64, 64, 4), (128, 64, 64, 64, 4), (64, 32, 64, 64, 4), (32, 64, 64, 64, 4), (128, 32, 64, 64, 8),
+    (64, 64, 128, 64, 4), (64, 64, 64, 128, 4), (64, 64, 128, 128, 8), (128, 64, 128, 128, 8),
+]  # fmt: skip
+
+
+def run_tune_proj(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
+    """Sweep the projected launches' tiles on the step part's model (no refresh inside the timed steps)."""
+    from client.compression import MangoAdamW, fused
+    from client.protocol import CompressionSetting
+
+    rows: list[dict[str, Any]] = []
+    params = model_with_gradients(args.model)
+    base = torch.optim.AdamW(params, lr=3e-4, weight_decay=0.1, fused=True)
+    for _ in range(5):
+        base.step()
+    adamw_ms = _amortized_ms(base.step, 50)
+    del base
+    saved = (fused.PROJ_BN, fused.PROJ_BK, fused.BACK_BM, fused.BACK_BN, fused.PROJ_WARPS)
+    for r in (8, 64):
+        for cfg in TUNE_PROJ:
+            fused.PROJ_BN, fused.PROJ_BK, fused.BACK_BM, fused.BACK_BN, fused.PROJ_WARPS = cfg
+            s = CompressionSetting(rank=r, bits=8)
+            opt = MangoAdamW(params, lr=3e-4, weight_decay=0.1, setting=s, refresh_every=10**6)
+            try:
+                for _ in range(5):
+                    opt.step()
+                ms = _amortized_ms(opt.step, 50)
+                row = {
+                    "setting": s.label(),
+                    "proj_bn_bk": f"{cfg[0]}x{cfg[1]}",
+                    "back_bm_bn": f"{cfg[2]}x{cfg[3]}",
+                }
+                rows.append({**row, "warps": cfg[4], "step_ms": ms, "vs_fused_adamw": ms / adamw_ms})
+            except Exception as exc:
+                rows.append(
+                    {"setting": s.label(), "proj_bn_bk": str(cfg), "error": f"{type(exc).__name__}: {exc}"}
+                )
+            print(rows[-1], flush=True)
+            del opt
+    fused.PROJ_BN, fused.PROJ_BK, fused.BACK_BM, fused.BACK_BN, fused.PROJ_WARPS = saved
+    cols = ["setting", "proj_bn_bk", "back_bm_bn", "warps", "step_ms", "vs_fused_adamw", "error"]
+    _write(out, "tune-proj", rows, cols, meta)
+
+
 def run_profile(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
     """Where a step goes: host time per call (no sync), device time per step, per-kernel device time."""
     from torch.profiler import ProfilerActivity, profile
 
     rows: list[dict[str, Any]] = []
-    params = gpt2_with_gradients()
+    params = model_with_gradients(args.model)
     for name, fac in _optimizer_factories().items():
         opt = fac(params)
-        for _ in range(5):
+        for _ in range(55 if "Mango" in name else 5):
             opt.step()
         _sync()
         t0 = time.perf_counter()
@@ -620,6 +671,7 @@ def main(argv: list[str]) -> int:
         "step": run_step,
         "converge": run_converge,
         "tune": run_tune,
+        "tune-proj": run_tune_proj,
         "profile": run_profile,
     }
     for part in parts:

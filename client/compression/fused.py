@@ -106,6 +106,7 @@ class _Group:
     norm_prog: torch.Tensor | None = None  # int32 [n, 2] tiles of the norm pre-pass
     norm_meta: torch.Tensor | None = None  # int64 [T, 2] (gradient numel, item) where meta's differ
     proj: _Proj | None = None  # the projection tables of a projected launch
+    fresh: list[list[torch.Tensor]] | None = None  # per tensor: fp32 m, v, e, h views written by a refresh
 
 
 @dataclass
@@ -317,6 +318,9 @@ def _matrix_group(
     scratch = torch.zeros(max(scratch_len, 1), dtype=torch.float32, device=device)
     x_len = sum(r * c for r, c, _ in dims) if proj else 0
     x_all = torch.zeros(max(x_len, 1), dtype=torch.float32, device=device)
+    # the rotated fp32 states of a refresh step (m, v, e, h), read by the kernel instead of the slots
+    fresh_all = torch.zeros(4, max(x_len, 1), dtype=torch.float32, device=device) if proj else x_all[None]
+    fresh: list[list[torch.Tensor]] = []
     addr: list[int] = []
     meta: list[int] = []
     progs: list[torch.Tensor] = []
@@ -348,11 +352,13 @@ def _matrix_group(
         row += _slot_ptrs(st.get("h"))
         if proj:
             xv = x_all[xpos : xpos + numel]
-            xpos += numel
             x_views.append(xv)
-            row.append(xv.data_ptr())
+            fv = [fresh_all[k, xpos : xpos + numel].view(nrows, ncols) for k in range(4)]
+            fresh.append(fv)
+            xpos += numel
+            row += [xv.data_ptr(), *(f.data_ptr() for f in fv)]
         else:
-            row.append(0)
+            row += [0, 0, 0, 0, 0]
         addr += row
         meta += [numel, ncols, transposed, stride, item]
         progs.append(torch.stack([torch.full_like(first, t), first, count], dim=1))
@@ -361,6 +367,7 @@ def _matrix_group(
     extra: dict[str, Any] = {}
     if proj:
         extra["proj"] = _proj_tables(items, x_views, x_all, opt)
+        extra["fresh"] = fresh
         extra["norm_meta"] = _i64([v for item, p, _ in items for v in (p.numel(), item)], device)
     return _new_group(True, items, hyper, prog, addr, meta, mean=mean, scratch=scratch, **extra)
 
@@ -535,12 +542,16 @@ def _scalars(opt: Any, grp: _Group) -> tuple[float, ...]:
     return (1 - lr * wd, lr / bc1, 1 / bc2**0.5, float(h["eps"]), float(beta1), float(beta2))
 
 
-def run(opt: Any, plan: Plan, norms: torch.Tensor, skip: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+def run(
+    opt: Any, plan: Plan, norms: torch.Tensor, skip: torch.Tensor, refreshed: frozenset[int] = frozenset()
+) -> dict[str, list[torch.Tensor]]:
     """Run the fused launches of ``plan`` for this step (after :func:`grads_fit`).
 
     :param norms: float32 ``[n_items]`` zeros: the pre-pass adds each fused tensor's squared gradient norm
         into its slot (a NaN / inf one skips the tensor).
     :param skip: int32 ``[1]`` device counter of skipped tensor updates.
+    :param refreshed: ids of the projected groups whose bases :func:`~client.compression.refresh.refresh`
+        renewed this step (their kernel reads the rotated fp32 states).
     :return: lists of device tensors for ``err`` / ``tot`` (per-program ``sum (u - C(u))^2`` and
         ``sum u^2``, estimates of the whole tensor's), ``samples`` (strided gradient entries), and for the
         projected launches ``proj_items`` / ``proj_xsq`` (their positions in ``norms`` and ``||P^T G||^2``),
@@ -602,6 +613,7 @@ def run(opt: Any, plan: Plan, norms: torch.Tensor, skip: torch.Tensor) -> dict[s
                 FACTORED=plan.factored,
                 STOCHASTIC=opt.stochastic_rounding,
                 SRC=1 if pj is not None else 0,
+                FRESH=id(grp) in refreshed,
                 STATS_EVERY=1 if pj is not None else ts.STATS_EVERY.value,
                 num_warps=NUM_WARPS,
             )

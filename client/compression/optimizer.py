@@ -570,14 +570,12 @@ class MangoAdamW(torch.optim.Optimizer):
             plan = self._plan = fused_mod.build_plan(self, items, key)
         if not plan.groups or not fused_mod.grads_fit(plan, grads):
             return False
-        due = [
-            (p, grads[j], st)
-            for grp in plan.projected
-            for j, p, st in zip(grp.index, grp.params, grp.states)
-            if refresh_mod.due(self, st)
-        ]
-        if due:  # batched over each shape, states rotated in place: the plan stays valid
-            refresh_mod.refresh(self, due)
+        refreshed = set()
+        for grp in plan.projected:  # a basis refresh: batched over each shape, into the launch's buffers
+            if any(refresh_mod.due(self, st) for st in grp.states):
+                assert grp.fresh is not None
+                refresh_mod.refresh(self, grp.params, [grads[j] for j in grp.index], grp.states, grp.fresh)
+                refreshed.add(id(grp))
         stats = _Stats()
         torch_sq: torch.Tensor | None = None
         if plan.torch_items:
@@ -590,7 +588,7 @@ class MangoAdamW(torch.optim.Optimizer):
         if self._skip_dev is None or self._skip_dev.device != device:
             self._skip_dev = torch.zeros(1, dtype=torch.int32, device=device)
         norm_sq = torch.zeros(len(items), dtype=torch.float32, device=device)  # filled by the pre-pass
-        out = fused_mod.run(self, plan, norm_sq, self._skip_dev)
+        out = fused_mod.run(self, plan, norm_sq, self._skip_dev, frozenset(refreshed))
         stats.err += out["err"]
         stats.tot += out["tot"]
         stats.samples += out["samples"]

@@ -8,12 +8,14 @@ QR each, every ``refresh_every`` steps: on a GPU it cost more than the steps it 
 
 :func:`refresh` does the same products batched over the tensors that share ``(m, n, r)``: the gradients
 are stacked once, the two products are ``bmm``, the QR is batched (signs fixed as
-:func:`~client.compression.lowrank.orthonormalize` fixes them). The rotated states are then stored at the
-setting's width *into the existing slots*, so the fused plan's address tables stay valid and the fused
-launches step on with the new basis in the same step. The one difference from the torch path: the rotated
-states are rounded to their width once before the step reads them (the torch path steps on the fp32
-rotation). A tensor whose error-fed gradient is not finite keeps its basis and states (its fused update is
-skipped anyway, by the norm pre-pass).
+:func:`~client.compression.lowrank.orthonormalize` fixes them). It writes the rotated states in fp32 into
+the launch's refresh buffers (one ``r x n`` copy each of ``m``, ``v``, ``e``, ``h``; a factored ``v``'s
+row statistic is rotated in place), and the matrix kernel of that step reads them there instead of the
+slots (``FRESH``) and stores its results into the slots as every step does: the torch path's arithmetic,
+with no extra rounding, and the plan's address tables stay valid. Every tensor of the launch goes through
+the buffers at such a step; those that are not due keep their basis (``W = I``). A tensor whose error-fed
+gradient is not finite keeps its basis (its update is skipped anyway, by the norm pre-pass) and its
+``basis_step`` moves on: the torch path would retry the refresh at the next step.
 """
 
 from __future__ import annotations
@@ -22,8 +24,6 @@ from collections import defaultdict
 from typing import Any
 
 import torch
-
-from client.compression.quant import DenseState, QuantizedTensor
 
 __all__ = ["due", "refresh"]
 
@@ -40,36 +40,33 @@ def _orth(x: torch.Tensor) -> torch.Tensor:
     return q * torch.where(d < 0, -1.0, 1.0).to(q.dtype)[..., None, :]
 
 
-def _copy_into(old: Any, new: Any) -> None:
-    """Write a freshly stored slot into the old one's memory (same kind and shape: the plan checked)."""
-    if isinstance(old, QuantizedTensor):
-        old.data.copy_(new.data)
-        old.scale.copy_(new.scale)
-    elif isinstance(old, DenseState):
-        old.data.copy_(new.data)
-    else:
-        old.copy_(new)
-
-
 @torch.no_grad()
-def refresh(opt: Any, entries: list[tuple[torch.Tensor, torch.Tensor, dict[str, Any]]]) -> None:
-    """Refresh the bases of ``entries`` (``(param, grad, state)`` of due projected tensors) in place."""
+def refresh(opt: Any, params: list[torch.Tensor], grads: list[torch.Tensor], states: list[dict[str, Any]],
+            fresh: list[list[torch.Tensor]]) -> None:  # fmt: skip
+    """Refresh the due bases among one projected launch's tensors; write every tensor's fp32 states.
+
+    :param params: / ``grads`` / ``states``: the launch's tensors (all of them: the kernel then reads every
+        tensor's state from ``fresh``; a tensor that is not due keeps its basis, ``W = I``).
+    :param fresh: per tensor, the fp32 ``(m, v, e, h)`` views (``r x n``) the kernel reads at this step.
+    """
     from client.compression import optimizer as o
 
-    groups: dict[tuple[Any, ...], list[tuple[torch.Tensor, torch.Tensor, dict[str, Any]]]] = defaultdict(list)
-    for p, g, st in entries:
-        groups[(st["shape"], st["rank"], p.device)].append((p, g, st))
-    bits = opt.setting.bits
-    for (_, r, _), grp in groups.items():
-        G = torch.stack([o._canon(g.float(), p) for p, g, _ in grp])  # (k, m, n)
-        P = torch.stack([st["P"] for _, _, st in grp])  # (k, m, r)
+    groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+    for i, st in enumerate(states):
+        groups[(st["shape"], st["rank"])].append(i)
+    for (_, r), idx in groups.items():
+        ps = [params[i] for i in idx]
+        sts = [states[i] for i in idx]
+        G = torch.stack([o._canon(grads[i].float(), p) for i, p in zip(idx, ps)])  # (k, m, n)
+        P = torch.stack([st["P"] for st in sts])  # (k, m, r)
         E = None
-        if opt.error_feedback and all("e" in st for _, _, st in grp):
-            E = torch.stack([o._load(st["e"]) for _, _, st in grp])  # (k, r, n): stored as is
+        if "e" in sts[0]:
+            E = torch.stack([o._load(st["e"]) for st in sts])  # (k, r, n): r x n slots are stored as is
             X = torch.baddbmm(G, P, E)
         else:
             X = G
-        ok = torch.isfinite(X.square().sum(dim=(1, 2)))  # (k,) on the device: no sync
+        is_due = torch.tensor([due(opt, st) for st in sts], device=P.device)
+        ok = torch.isfinite(X.square().sum(dim=(1, 2))) & is_due  # (k,): no host sync
         X = torch.where(ok[:, None, None], X, 0.0)
         q = X.transpose(1, 2) @ P  # warm start (k, n, r)
         P_new = P
@@ -79,20 +76,24 @@ def refresh(opt: Any, entries: list[tuple[torch.Tensor, torch.Tensor, dict[str, 
         P_new = torch.where(ok[:, None, None], P_new, P)
         eye = torch.eye(r, device=P.device, dtype=P.dtype)
         W = torch.where(ok[:, None, None], P_new.transpose(1, 2) @ P, eye)  # (k, r, r): old -> new
-        for i, (p, _, st) in enumerate(grp):
-            w = W[i]
+        for j, (i, p, st) in enumerate(zip(idx, ps, sts)):
+            w = W[j]
+            f_m, f_v, f_e, f_h = fresh[i]
             m = o._get(st, "m", p)
             assert m is not None
-            v_full, v_row, v_col = opt._load_v(st, r, st["shape"][1], p)
+            torch.mm(w, m, out=f_m)
+            v_full, v_row, _ = opt._load_v(st, r, st["shape"][1], p)
             v_full, v_row = o._mix_v(v_full, v_row, w.square())
-            fresh: dict[str, Any] = {"m": opt._put(w @ m, bits, p)}
-            opt._store_v(fresh, v_full, v_row, v_col, bits, p)
+            if v_full is not None:
+                f_v.copy_(v_full)
+            else:
+                assert v_row is not None
+                st["v_row"].copy_(v_row)  # fp32 in place: the fold kernel reads it at this step
             if E is not None:
-                fresh["e"] = opt._put(w @ E[i], bits, p)
+                torch.mm(w, E[j], out=f_e)
             h = o._get(st, "h", p)
             if h is not None:
-                fresh["h"] = opt._put(w @ h, bits, p)
-            for key, new in fresh.items():
-                _copy_into(st[key], new)
-            st["P"].copy_(P_new[i])
-            st["basis_step"] = st["step"] + 1
+                torch.mm(w, h, out=f_h)
+            st["P"].copy_(P_new[j])
+            if due(opt, st):
+                st["basis_step"] = st["step"] + 1

@@ -293,8 +293,8 @@ def test_fused_grid_matches_torch_path(setting: S, kw: dict, n_proj: int, n_fuse
 
 
 def test_fused_refresh_is_batched_and_keeps_the_plan() -> None:
-    """A basis refresh inside the fused run: at 32 bits (no rounding) the batched refresh computes the torch
-    path's basis and step; at 8 bits the rotated states are rounded once more, so the runs stay close."""
+    """A basis refresh inside the fused run computes the torch path's basis and step (batched per shape, the
+    kernel reads the rotated states in fp32), and the plan survives it."""
     (pt, ot), (pf, of) = _pair(S(rank=4, bits=32), steps=7, refresh_every=3)
     for p_t, p_f, a, b in zip(pt[:3], pf[:3], pt, pf):
         assert ot.state[p_t]["basis_step"] == of.state[p_f]["basis_step"] > 1
@@ -302,10 +302,13 @@ def test_fused_refresh_is_batched_and_keeps_the_plan() -> None:
         assert float((a - b).detach().abs().max()) < 1e-6
     plan = of._plan
     assert plan is not None and sum(len(g.index) for g in plan.projected) == 3
-    (pt, _), (pf, of) = _pair(S(rank=8, bits=8), steps=7, refresh_every=3, stochastic_rounding=False)
-    assert of._plan is plan or of._plan is not None
-    for a, b in zip(pt, pf):
-        assert float((a - b).detach().abs().mean()) < 0.02 * 7 * LR
+    for setting in (S(rank=8, bits=8), S(rank=8, bits=4, gamma=0.5), S(rank=16, bits=16)):
+        (pt, ot), (pf, of) = _pair(setting, steps=7, refresh_every=3, stochastic_rounding=False)
+        assert of._plan is not None and of._plan.projected  # refreshes at steps 4 and 7 kept the plan
+        assert all(of.state[p]["basis_step"] == 7 for p in pf[:2])
+        for a, b in zip(pt, pf):
+            d = (a - b).detach().abs()
+            assert float(d.mean()) < 2e-3 * 7 * LR and float(d.max()) < 0.1 * 7 * LR, setting.label()
 
 
 def test_fused_projected_skips_nonfinite_tensors() -> None:

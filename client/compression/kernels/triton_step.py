@@ -56,7 +56,7 @@ from client.compression.kernels.triton_quant import _interleave, _nf4_dithered, 
 __all__ = ["N_ADDR", "exact_step_kernel", "factor_kernel", "matrix_step_kernel", "norm_kernel"]
 
 #: Columns of the address table.
-N_ADDR: tl.constexpr = tl.constexpr(15)
+N_ADDR: tl.constexpr = tl.constexpr(19)
 #: Adafactor's eps1 (the torch path's ``_TINY``).
 TINY: tl.constexpr = tl.constexpr(1e-30)
 #: Philox rounds of the step's stochastic rounding: 7, the smallest count that Salmon et al. (SC'11, "Parallel
@@ -296,6 +296,8 @@ def matrix_step_kernel(
     SHIFT: tl.constexpr,  # gamma > 0: the reference h is present
     FACTORED: tl.constexpr,  # Adafactor row x column second moment instead of a full v slot
     STOCHASTIC: tl.constexpr,
+    FRESH: tl.constexpr,  # a basis refresh: m, v, e, h are read in fp32 from the rotated copies at address
+    # columns 15-18 (refresh.py), then stored at BITS into their slots as usual
     SRC: tl.constexpr,  # 0: rank 0 (read the gradient, update the parameter); 1: projected (read the
     # coefficients x = P^T G from the scratch at address column 14, write U = m / denom over them)
     STATS_EVERY: tl.constexpr,
@@ -325,12 +327,18 @@ def matrix_step_kernel(
         x_ptr = _ptr(A, 14, tl.float32)
         g = tl.load(x_ptr + off, mask=in_mask, other=0.0)
     if EF:
-        e = _load_slot(A, 6, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK)
+        if FRESH:
+            e = tl.load(_ptr(A, 17, tl.float32) + off, mask=in_mask, other=0.0)
+        else:
+            e = _load_slot(A, 6, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK)
         u = g + e
     else:
         u = g
     if SHIFT:
-        h = _load_slot(A, 12, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK)
+        if FRESH:
+            h = tl.load(_ptr(A, 18, tl.float32) + off, mask=in_mask, other=0.0)
+        else:
+            h = _load_slot(A, 12, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK)
         u = u - gamma * h
     seed = tl.load(seed_ptr)
     key = seed + (t.to(tl.int64) + 1) * 4294967296
@@ -363,7 +371,10 @@ def matrix_step_kernel(
             else:
                 uh = 0.5
             _store_slot(c, uh, A, 12, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC)
-        m = _load_slot(A, 2, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK)
+        if FRESH:
+            m = tl.load(_ptr(A, 15, tl.float32) + off, mask=in_mask, other=0.0)
+        else:
+            m = _load_slot(A, 2, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK)
         m = tl.where(in_mask, m + (1.0 - beta1) * (c - m), 0.0)
         _store_slot(m, u2, A, 2, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC)
         if FACTORED:
@@ -374,15 +385,22 @@ def matrix_step_kernel(
             inv_mean = 1.0 / tl.load(mean_ptr + t)
             sqrt_v = tl.sqrt(vr[:, None] * vc[None, :] * inv_mean)
         elif BITS >= 16:  # v itself, in bf16 / fp32
-            v = _load_slot(A, 4, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK)
+            if FRESH:
+                v = tl.load(_ptr(A, 16, tl.float32) + off, mask=in_mask, other=0.0)
+            else:
+                v = _load_slot(A, 4, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK)
             v = tl.where(in_mask, v * beta2 + (1.0 - beta2) * (c * c), 0.0)
             _store_slot(v, u3, A, 4, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC)
             sqrt_v = tl.sqrt(v)  # of the fp32 value, as the torch path (the slot holds its rounding)
         else:  # sqrt(v) on the uniform code
             v_ptr = _ptr(A, 4, tl.uint8)
             vs_ptr = _ptr(A, 5, tl.float32)
-            sv = tl.abs(_dequant(v_ptr, vs_ptr, blk, row_ok, tab_ptr, BITS, 0, BLOCK))
-            v = sv * sv * beta2 + (1.0 - beta2) * (c * c)
+            if FRESH:
+                v = tl.load(_ptr(A, 16, tl.float32) + off, mask=in_mask, other=0.0)
+            else:
+                sv = tl.abs(_dequant(v_ptr, vs_ptr, blk, row_ok, tab_ptr, BITS, 0, BLOCK))
+                v = sv * sv
+            v = v * beta2 + (1.0 - beta2) * (c * c)
             sqrt_v = tl.where(in_mask, tl.sqrt(v), 0.0)
             code, s, _ = _quantize(sqrt_v, u3, tab_ptr, BITS, 0, STOCHASTIC)
             _store_codes(code, s, v_ptr, vs_ptr, blk, row_ok, BITS, BLOCK)
