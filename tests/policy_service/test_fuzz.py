@@ -27,8 +27,8 @@ from .conftest import LiveServer
 
 #: Examples per operation and mode in the suite's run; the whole run stays within about a minute.
 MAX_EXAMPLES = 25
-#: Examples per operation and mode of the slow run: > 1,500 cases over the service's operations.
-SLOW_EXAMPLES = 140
+#: Examples per operation and mode of the slow run (small operations run out sooner): > 1,500 cases in all.
+SLOW_EXAMPLES = 800
 
 CHECKS = [
     not_a_server_error,
@@ -94,3 +94,4 @@ def test_fuzz_every_endpoint_conforms_over_1500_cases(live_server: LiveServer) -
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
     )
     assert total >= 1500, total
+    print(f"fuzz: {total} cases, 0 failures")  # shown with -s; the figure quoted in BENCHMARKS.md
