@@ -119,6 +119,18 @@ def test_json_content_types_are_accepted_and_utf16_bodies_are_not(
     assert "UTF-8" in str(_detail(r)[0]["msg"])
 
 
+@pytest.mark.parametrize(("field", "value"), [("progress", False), ("loss", "3.0"), ("step", True)])
+def test_values_of_the_wrong_json_type_are_refused_not_coerced(
+    live_server: LiveServer, field: str, value: object
+) -> None:
+    body = decide_body()
+    body["history"][0][field] = value  # found by the fuzz run: lax parsing turned false into 0.0
+    with live_server.client() as c:
+        r = c.post("/v1/decide", json=body)
+    assert r.status_code == 422, r.text
+    assert _detail(r)[0]["loc"] == ["body", "history", 0, field]
+
+
 def test_bad_query_parameter_gets_the_list_shaped_422(live_server: LiveServer) -> None:
     with live_server.client("admin") as c:
         r = c.post("/v1/policies/reload", params={"force": "null"})

@@ -11,6 +11,8 @@ about a third of the CPU cost (measured in ``mango bench service``):
   a JSON error the body is re-parsed with the service's bounded parser (:mod:`policy_service.jsonlimits`:
   UTF-8, size and depth checked before ``json.loads``) and validated again, giving the field-named message
   (``history.2.loss: Input should be a finite number``). Only invalid requests pay for it;
+* strict validation: a JSON type the document does not declare is refused, not coerced (``false`` for a
+  number, ``"3"`` for an integer), so a body that breaks the schema never gets a 200;
 * the response: ``Decision.model_dump_json`` into a plain ``Response`` (no re-validation of the model).
 
 The OpenAPI document still describes the body as ``DecideRequest`` (see ``openapi_extra`` and
@@ -77,7 +79,7 @@ def check_json_content_type(content_type: str | None) -> None:
 def parse_decide_request(raw: bytes, *, max_bytes: int = 1 << 20) -> DecideRequest:
     """Validate a raw body; ``RequestValidationError`` (422) names the failing fields."""
     try:
-        return DecideRequest.model_validate_json(raw)
+        return DecideRequest.model_validate_json(raw, strict=True)
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False)
         if not any(e["type"] == "json_invalid" for e in errors):
@@ -96,7 +98,7 @@ def parse_decide_request(raw: bytes, *, max_bytes: int = 1 << 20) -> DecideReque
             ]
         ) from None
     try:
-        return DecideRequest.model_validate(data)
+        return DecideRequest.model_validate(data, strict=True)
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False)
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
