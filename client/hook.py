@@ -335,6 +335,11 @@ class AdaptiveCompression:
         return self._client
 
     @property
+    def service_status(self) -> str:
+        """``local`` (no service), else the client's ``ok``, ``unreachable`` or ``auth_error`` (wrong key)."""
+        return "local" if self._client is None else self._client.status
+
+    @property
     def energy_meter(self) -> EnergyMeter:
         return self._meter
 
@@ -377,7 +382,14 @@ class AdaptiveCompression:
         if self._log is not None:
             self._log.close()
         self._meter.close()
-        logger.info("AdaptiveCompression job=%s closed: %s", self.job_id, self.counters)
+        status = self.service_status
+        logger.log(
+            logging.ERROR if status == "auth_error" else logging.INFO,
+            "AdaptiveCompression job=%s closed: service %s, %s",
+            self.job_id,
+            status if status != "auth_error" else "auth_error (the service refused the API key)",
+            self.counters,
+        )
 
     def __enter__(self) -> AdaptiveCompression:
         return self

@@ -38,6 +38,9 @@ Slot = torch.Tensor | QuantizedTensor | DenseState
 
 _STATE_VERSION = 2  # 2: full-matrix states in the parameter's memory order
 _TINY = 1e-30  # Adafactor's eps1: keeps the factored statistics of an all-zero row strictly positive
+#: A compressed tensor's gradient is used only while ``norm * sqrt(numel)`` is below this: sqrt of fp32's
+#: largest value (2**64) with a factor 16 of room, so no sum of squares in a step overflows (``_finite``).
+_MATRIX_GRAD_LIMIT = 2.0**60
 
 
 # ----------------------------------------------------------------------------------------------- slots
@@ -515,17 +518,35 @@ class MangoAdamW(torch.optim.Optimizer):
         grads: list[torch.Tensor],
         norms: torch.Tensor,
     ) -> list[bool]:
-        """Per item: is its gradient finite (the step's one host sync). Raises or counts the others."""
-        finite = torch.isfinite(norms).tolist()
-        for j, ok in enumerate(finite):
-            if not ok and bool(torch.isfinite(grads[j]).all()):  # finite values, norm overflowed
-                finite[j] = True
+        """Per item: is its gradient usable (the step's one host sync). Raises or counts the others.
+
+        Usable means a finite fp32 norm, and for a compressed (matrix) tensor also
+        ``norm * sqrt(numel) < _MATRIX_GRAD_LIMIT``. A finite but huge gradient (an entry of 1e20, whose
+        square overflows fp32) cannot enter the second moment: torch's AdamW stores ``inf`` there and freezes
+        the entry for good. In a compressed tensor even a smaller one overflows: a block quantizer gives
+        every value of the block a magnitude up to the block's absmax, so a row's sum of squares can reach
+        ``numel * absmax**2``; the bound keeps that, with room for error feedback and the shift, inside
+        fp32. A tensor past it is skipped and counted like a NaN one (``strict=True`` raises before anything
+        is updated), so parameters and states stay finite and no step stops half-way. No real gradient
+        comes near it (a 1e8-entry matrix would need a norm above 2e14).
+        """
+
+        def compressed(p: torch.Tensor) -> bool:  # the kind _init_state will give a tensor without state
+            default = "matrix" if p.ndim >= 2 and p.numel() >= self.min_compress_numel else "exact"
+            return bool(self.state.get(p, {}).get("kind", default) == "matrix")  # .get: adds no entry
+
+        limits = [
+            _MATRIX_GRAD_LIMIT / math.sqrt(p.numel()) if compressed(p) else math.inf for _, p, _ in items
+        ]
+        finite = (norms < torch.tensor(limits, dtype=norms.dtype, device=norms.device)).tolist()
         bad = [(items[j][0], tuple(items[j][1].shape)) for j, ok in enumerate(finite) if not ok]
         if bad:
             if self.strict:
                 raise MangoNonFiniteError(bad, self._steps)
             self._skipped += len(bad)
-            log.warning("skipping %d tensor update(s) with non-finite gradients: %s", len(bad), bad[:4])
+            log.warning(
+                "skipping %d tensor update(s) with non-finite or overflowing gradients: %s", len(bad), bad[:4]
+            )
         return [bool(ok) for ok in finite]
 
     def _torch_steps(
@@ -958,6 +979,7 @@ class MangoAdamW(torch.optim.Optimizer):
             "skipped": self.skipped_updates(),
             "steps": self._steps,
             "config": self._config(),
+            "param_shapes": [list(q.shape) for g in self.param_groups for q in g["params"]],
         }
         return sd
 
@@ -966,32 +988,34 @@ class MangoAdamW(torch.optim.Optimizer):
 
         The saved knobs (``refresh_every``, ``ef_beta``, ...) replace the constructor's, with a warning when
         they differ: a resumed run must compute what the original would have.
+
+        :raises ValueError: before anything changes, naming the first mismatch, when ``state_dict`` is not a
+            MangoAdamW state dict, misses an entry, or belongs to another model (group or parameter counts,
+            a parameter's shape, a state tensor's shape).
         """
-        if not isinstance(state_dict, dict) or "mango" not in state_dict:
-            raise ValueError(
-                "state_dict is not a MangoAdamW state dict (no 'mango' section); "
-                "it must come from MangoAdamW.state_dict()"
-            )
-        meta = state_dict["mango"]
-        if meta.get("version") != _STATE_VERSION:
-            raise ValueError(
-                f"state_dict version {meta.get('version')} is not {_STATE_VERSION}: version 2 stores "
-                "full-matrix states in the parameter's memory order; resume a version-1 checkpoint with "
-                "the release that wrote it"
-            )
-        saved = state_dict["state"]
-        super().load_state_dict({"state": {}, "param_groups": state_dict["param_groups"]})
+        meta, saved = _check_state_dict(state_dict)
         params = [p for g in self.param_groups for p in g["params"]]
-        for i, entry in saved.items():
-            p = params[int(i)]
-            self.state[p] = {k: _unpack(v, p.device) for k, v in entry.items()}
-        self._setting = CompressionSetting(**meta["setting"])
+        _check_against_params(state_dict, meta, saved, self.param_groups, params)
+        try:  # everything that can fail runs before the first change
+            setting = CompressionSetting(**meta["setting"])
+            torch.Generator().set_state(meta["generator"])
+            unpacked = {
+                params[int(i)]: {k: _unpack(v, params[int(i)].device) for k, v in entry.items()}
+                for i, entry in saved.items()
+            }
+            skipped, steps = int(meta["skipped"]), int(meta["steps"])
+        except (TypeError, ValueError, KeyError, RuntimeError) as exc:
+            raise ValueError(f"state_dict holds an invalid value: {type(exc).__name__}: {exc}") from None
+        cfg = meta["config"]
+        super().load_state_dict({"state": {}, "param_groups": state_dict["param_groups"]})
+        for p, st in unpacked.items():
+            self.state[p] = st
+        self._setting = setting
         self._gen.set_state(meta["generator"])
-        self._skipped = int(meta["skipped"])
+        self._skipped = skipped
         self._skip_dev = None
         self._layout += 1
-        self._steps = int(meta["steps"])
-        cfg = meta["config"]
+        self._steps = steps
         if cfg != self._config():
             log.warning("load_state_dict: knobs %s replace %s", cfg, self._config())
         for k, v in cfg.items():
@@ -1020,6 +1044,100 @@ _TENSOR_KEYS = frozenset({"exp_avg", "exp_avg_sq", "P", "v_row", "v_col"})
 
 
 # ------------------------------------------------------------------------------------------- helpers
+def _check_state_dict(sd: Any) -> tuple[dict[str, Any], dict[Any, Any]]:
+    """The ``mango`` section and ``state`` of a MangoAdamW state dict; ``ValueError`` names what is absent."""
+    if not isinstance(sd, dict) or "mango" not in sd:
+        raise ValueError(
+            "state_dict is not a MangoAdamW state dict (no 'mango' section); "
+            "it must come from MangoAdamW.state_dict()"
+        )
+    meta = sd["mango"]
+    if not isinstance(meta, dict) or meta.get("version") != _STATE_VERSION:
+        version = meta.get("version") if isinstance(meta, dict) else None
+        raise ValueError(
+            f"state_dict version {version} is not {_STATE_VERSION}: version 2 stores "
+            "full-matrix states in the parameter's memory order; resume a version-1 checkpoint with "
+            "the release that wrote it"
+        )
+    missing = [k for k in ("state", "param_groups") if k not in sd]
+    missing += [f"mango.{k}" for k in ("setting", "generator", "skipped", "steps", "config") if k not in meta]
+    if missing:
+        raise ValueError(f"state_dict is missing {missing}; it must come from MangoAdamW.state_dict()")
+    if not isinstance(sd["state"], dict) or not isinstance(sd["param_groups"], list):
+        raise ValueError("state_dict['state'] must be a dict and state_dict['param_groups'] a list")
+    unknown = sorted(set(meta["config"]) - set(_CONFIG_KEYS)) if isinstance(meta["config"], dict) else None
+    if unknown is None or unknown:
+        raise ValueError(
+            f"state_dict mango.config holds unknown knobs {unknown}; expected {list(_CONFIG_KEYS)}"
+        )
+    return meta, sd["state"]
+
+
+def _slot_shape(v: Any) -> tuple[int, ...] | None:
+    """The logical shape of a saved state entry (a tensor or a packed slot), ``None`` if it has none."""
+    if isinstance(v, torch.Tensor):
+        return tuple(v.shape)
+    if isinstance(v, dict) and v.get("__mango__") == "quantized":
+        return tuple(int(d) for d in v.get("shape", ()))
+    if isinstance(v, dict) and v.get("__mango__") == "dense" and isinstance(v.get("data"), torch.Tensor):
+        return tuple(v["data"].shape)
+    return None
+
+
+def _check_against_params(
+    sd: dict[str, Any],
+    meta: dict[str, Any],
+    saved: dict[Any, Any],
+    groups: list[dict[str, Any]],
+    params: list[torch.Tensor],
+) -> None:
+    """``ValueError`` naming the first way ``sd`` does not fit these parameter groups (another model)."""
+    counts = [len(g["params"]) for g in groups]
+    saved_counts = [len(g.get("params", ())) if isinstance(g, dict) else -1 for g in sd["param_groups"]]
+    if saved_counts != counts:
+        raise ValueError(
+            f"state_dict is for another model: parameters per group {saved_counts}, "
+            f"this optimizer has {counts}"
+        )
+    shapes = meta.get("param_shapes")  # absent in checkpoints written before it was added
+    if shapes is not None:
+        for i, (saved_shape, p) in enumerate(zip(shapes, params)):
+            if tuple(saved_shape) != tuple(p.shape):
+                raise ValueError(
+                    f"state_dict is for another model: parameter {i} had shape {tuple(saved_shape)}, "
+                    f"this optimizer's has {tuple(p.shape)}"
+                )
+    for key, entry in saved.items():
+        try:
+            i = int(key)
+        except (TypeError, ValueError):
+            raise ValueError(f"state_dict state key {key!r} is not a parameter index") from None
+        if not 0 <= i < len(params) or not isinstance(entry, dict):
+            raise ValueError(f"state_dict has state for parameter {i}; this optimizer has {len(params)}")
+        p, where = params[i], f"state_dict state of parameter {i} (shape {tuple(params[i].shape)})"
+        kind = entry.get("kind")
+        if kind == "exact":
+            for k in ("exp_avg", "exp_avg_sq"):
+                if _slot_shape(entry.get(k)) != tuple(p.shape):
+                    raise ValueError(f"{where}: {k} has shape {_slot_shape(entry.get(k))}; another model's?")
+            continue
+        if kind != "matrix":
+            raise ValueError(f"{where}: kind {kind!r} is neither 'exact' nor 'matrix'")
+        if p.ndim < 2 or tuple(entry.get("shape", ())) != _canon_shape(p):
+            raise ValueError(f"{where}: saved as a {entry.get('shape')} matrix; another model's?")
+        m, n = _canon_shape(p)
+        r = entry.get("rank")
+        if not isinstance(r, int) or not 0 <= r <= m:
+            raise ValueError(f"{where}: rank {r!r} is not in [0, {m}]")
+        slot: set[tuple[int, ...]] = {tuple(p.shape)} | ({(r, n)} if r > 0 else set())
+        expected: dict[str, set[tuple[int, ...]]] = {"P": {(m, r)}, "v_row": {(r or m,)}, "v_col": {(n,)}}
+        for k, v in entry.items():
+            if k in _SLOT_KEYS or k in expected:
+                ok = expected.get(k, slot)
+                if _slot_shape(v) not in ok:
+                    raise ValueError(f"{where}: {k} has shape {_slot_shape(v)}, expected one of {sorted(ok)}")
+
+
 def _canon_shape(p: torch.Tensor) -> tuple[int, int]:
     """``(m, n)`` of the canonical matrix view: ``(shape[0], -1)``, transposed so that ``m <= n``."""
     rows, cols = p.shape[0], p.numel() // p.shape[0]
