@@ -117,9 +117,8 @@ class _Proj:
     addr: torch.Tensor  # int64 [T, 2]: P, X / U scratch
     meta: torch.Tensor  # int64 [T, 7]
     scale: torch.Tensor  # float32 [T]
-    prog_a: torch.Tensor  # int32 [n, 3]
-    prog_c: torch.Tensor  # int32 [n, 3]
-    sample: torch.Tensor  # float32 [n_a]
+    prog_a: list[tuple[bool, torch.Tensor, torch.Tensor]]  # (transposed, int32 [n, 3], float32 [n] samples)
+    prog_c: list[tuple[bool, torch.Tensor]]  # (transposed, int32 [n, 3]): one launch per orientation
     x: torch.Tensor  # float32 scratch: every tensor's r x n coefficients
     items: torch.Tensor  # int64 [T]: positions in the norm vector (for the spectral tail)
 
@@ -138,6 +137,8 @@ class Plan:
     factored: bool
     block: int
     gamma: float = 0.0
+    #: float32 ``[n_items]``: the gradient's numel for a fused matrix tensor, else 0 (see :func:`run`)
+    numels: torch.Tensor | None = None
 
     @property
     def matrix(self) -> list[_Group]:
@@ -377,34 +378,40 @@ def _proj_tables(items: list[Item], x_views: list[torch.Tensor], x_all: torch.Te
     addr: list[int] = []
     meta: list[int] = []
     scale: list[float] = []
-    prog_a: list[torch.Tensor] = []
-    prog_c: list[torch.Tensor] = []
+    prog_a: dict[bool, list[torch.Tensor]] = {False: [], True: []}
+    prog_c: dict[bool, list[torch.Tensor]] = {False: [], True: []}
     r_max = 1
     for t, ((item, p, st), xv) in enumerate(zip(items, x_views)):
         m, n = st["shape"]
         r = st["rank"]
         r_max = max(r_max, r)
-        si, sj = (1, m) if p.shape[0] > p.numel() // p.shape[0] else (n, 1)  # canonical (i, j) -> offset
+        trans = p.shape[0] > p.numel() // p.shape[0]
+        si, sj = (1, m) if trans else (n, 1)  # canonical (i, j) -> offset
         addr += [st["P"].data_ptr(), xv.data_ptr()]
         meta += [m, n, r, si, sj, item, p.data_ptr()]
         scale.append(opt.proj_scale if opt.proj_scale is not None else math.sqrt(m / r))
         j = torch.arange(0, n, PROJ_BN, dtype=torch.int64)
-        prog_a.append(torch.stack([torch.full_like(j, t), torch.zeros_like(j), j], dim=1))
+        prog_a[trans].append(torch.stack([torch.full_like(j, t), torch.zeros_like(j), j], dim=1))
         i = torch.arange(0, m, BACK_BM, dtype=torch.int64)
         jc = torch.arange(0, n, BACK_BN, dtype=torch.int64)
         ii, jj = torch.meshgrid(i, jc, indexing="ij")
-        prog_c.append(
-            torch.stack([torch.full_like(ii.reshape(-1), t), ii.reshape(-1), jj.reshape(-1)], dim=1)
-        )
-    pa = torch.cat(prog_a).to(torch.int32)
+        ii, jj = ii.reshape(-1), jj.reshape(-1)
+        prog_c[trans].append(torch.stack([torch.full_like(ii, t), ii, jj], dim=1))
+
+    def table(parts: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(parts).to(torch.int32).to(device)
+
     return _Proj(
         rank_p2=max(16, 1 << (r_max - 1).bit_length()),
         addr=_i64(addr, device),
         meta=_i64(meta, device),
         scale=torch.tensor(scale, dtype=torch.float32).to(device),
-        prog_a=pa.to(device),
-        prog_c=torch.cat(prog_c).to(torch.int32).to(device),
-        sample=torch.zeros(pa.shape[0], dtype=torch.float32, device=device),
+        prog_a=[
+            (tr, table(v), torch.zeros(sum(x.shape[0] for x in v), dtype=torch.float32, device=device))
+            for tr, v in prog_a.items()
+            if v
+        ],
+        prog_c=[(tr, table(v)) for tr, v in prog_c.items() if v],
         x=x_all,
         items=_i64([item for item, _, _ in items], device),
     )
@@ -505,6 +512,10 @@ def build_plan(opt: Any, items: list[tuple[int, torch.Tensor, dict[str, Any]]], 
         factored=factored,
         block=block,
         gamma=float(s.gamma),
+        numels=torch.tensor(
+            [float(p.numel()) if pos in set(matrix_idx) else 0.0 for pos, (_, p, _) in enumerate(items)],
+            dtype=torch.float32,
+        ).to(items[0][1].device),
     )
 
 
@@ -582,6 +593,10 @@ def run(
             grp.norm_prog, nmeta, grp.grad_dev, norms, META=width,
             PDTYPE=tl_dtype[grp.pdtype], TILE=NORM_TILE, num_warps=8,
         )  # fmt: skip
+    if plan.matrix_idx and plan.numels is not None:
+        # a compressed tensor whose gradient is huge (||g||^2 numel >= 2^120) is skipped like a non-finite
+        # one: the torch path's limit (MangoAdamW._finite), so no sum of squares of the step overflows
+        norms.masked_fill_(norms * plan.numels >= 2.0**120, float("inf"))
     for grp in plan.groups:
         assert grp.grad_dev is not None
         decay, step_size, inv_bc2s, eps, beta1, beta2 = _scalars(opt, grp)
@@ -594,11 +609,12 @@ def run(
             assert grp.part is not None and grp.mean is not None
             pj = grp.proj
             if pj is not None:
-                tp.project_kernel[(pj.prog_a.shape[0],)](
-                    pj.prog_a, pj.addr, pj.meta, grp.grad_dev, norms, pj.sample,
-                    PDTYPE=ptype, R=pj.rank_p2, BK=PROJ_BK, BN=PROJ_BN, PRECISION=tp.DOT_PRECISION,
-                    num_warps=PROJ_WARPS,
-                )  # fmt: skip
+                for trans, prog, sample in pj.prog_a:
+                    tp.project_kernel[(prog.shape[0],)](
+                        prog, pj.addr, pj.meta, grp.grad_dev, norms, sample,
+                        PDTYPE=ptype, R=pj.rank_p2, BK=PROJ_BK, BN=PROJ_BN, PRECISION=tp.DOT_PRECISION,
+                        TRANS=trans, num_warps=PROJ_WARPS,
+                    )  # fmt: skip
                 xsq = torch.zeros(len(grp.index), dtype=torch.float32, device=device)
             else:
                 xsq = grp.mean  # unused by a rank-0 launch
@@ -633,14 +649,17 @@ def run(
             out["err"].append(grp.part[:, 0])
             out["tot"].append(grp.part[:, 1])
             if pj is not None:
-                tp.backproject_kernel[(pj.prog_c.shape[0],)](
-                    pj.prog_c, pj.addr, pj.meta, norms, pj.scale, decay, step_size,
-                    PDTYPE=ptype, R=pj.rank_p2, BM=BACK_BM, BN=BACK_BN, PRECISION=tp.DOT_PRECISION,
-                    num_warps=PROJ_WARPS,
-                )  # fmt: skip
+                for trans, prog in pj.prog_c:
+                    tp.backproject_kernel[(prog.shape[0],)](
+                        prog, pj.addr, pj.meta, norms, pj.scale, decay, step_size,
+                        PDTYPE=ptype, R=pj.rank_p2, BM=BACK_BM, BN=BACK_BN, PRECISION=tp.DOT_PRECISION,
+                        TRANS=trans, num_warps=PROJ_WARPS,
+                    )  # fmt: skip
                 out["proj_items"].append(pj.items)
                 out["proj_xsq"].append(xsq)
-                out["samples"].append(pj.sample[:: max(1, math.ceil(pj.sample.shape[0] / per_group))])
+                for _, _, sample in pj.prog_a:
+                    k = max(1, math.ceil(sample.shape[0] * len(pj.prog_a) / per_group))
+                    out["samples"].append(sample[::k])
                 continue
         else:
             assert grp.sdtype is not None

@@ -329,3 +329,24 @@ def test_fused_projected_skips_nonfinite_tensors() -> None:
     assert not torch.equal(params[1], before[1])
     assert all(bool(torch.isfinite(p).all()) for p in params)
     assert opt.compression_stats()["skipped_steps"] == 1.0
+
+
+@pytest.mark.parametrize("setting", [S(rank=0, bits=8), S(rank=8, bits=4), S(rank=0, bits=16, gamma=0.5)])
+def test_fused_skips_huge_finite_gradients(setting: S) -> None:
+    """A finite gradient entry of 1e25 (its square overflows fp32) skips its tensor, as the torch path does:
+    parameters and states stay finite, the other tensors step."""
+    params = _params()
+    opt = MangoAdamW(params, lr=LR, setting=setting, min_compress_numel=1024, fused=True)
+    _run(params, opt, range(2))
+    before = [p.detach().clone() for p in params]
+    grads = _grads(5, params)
+    grads[1][7, 3] = 1e25
+    for p, g in zip(params, grads):
+        p.grad = g
+    opt.step()
+    assert opt._plan is not None and 1 in opt._plan.matrix_idx
+    assert torch.equal(params[1], before[1]) and not torch.equal(params[0], before[0])
+    assert all(bool(torch.isfinite(p).all()) for p in params)
+    assert opt.compression_stats()["skipped_steps"] == 1.0
+    _run(params, opt, range(6, 8))
+    assert all(bool(torch.isfinite(p).all()) for p in params)

@@ -56,6 +56,7 @@ def project_kernel(
     BK: tl.constexpr,
     BN: tl.constexpr,
     PRECISION: tl.constexpr,
+    TRANS: tl.constexpr,  # the canonical view is the parameter's transpose (si = 1, sj = m)
 ):
     """``X[:, j0:j0+BN] = P^T G[:, j0:j0+BN]`` for one tensor (module docstring)."""
     pid = tl.program_id(0)
@@ -80,11 +81,11 @@ def project_kernel(
         ki = i0 + tl.arange(0, BK)
         k_ok = ki < m
         pt = tl.load(p_ptr + ki[:, None] * r + kr[None, :], mask=k_ok[:, None] & r_ok[None, :], other=0.0)
-        gt = tl.load(
-            g_ptr + ki[:, None].to(tl.int64) * si + cols[None, :].to(tl.int64) * sj,
-            mask=k_ok[:, None] & col_ok[None, :],
-            other=0.0,
-        ).to(tl.float32)
+        if TRANS:  # unit stride spelled out: the compiler then vectorizes along it
+            goff = ki[:, None].to(tl.int64) + cols[None, :].to(tl.int64) * sj
+        else:
+            goff = ki[:, None].to(tl.int64) * si + cols[None, :].to(tl.int64)
+        gt = tl.load(g_ptr + goff, mask=k_ok[:, None] & col_ok[None, :], other=0.0).to(tl.float32)
         acc = tl.dot(tl.trans(pt), gt, acc, input_precision=PRECISION)
     tl.store(x_ptr + kr[:, None] * n + cols[None, :], acc, mask=r_ok[:, None] & col_ok[None, :])
     tl.store(sample_ptr + pid, tl.load(g_ptr + j0 * sj, mask=fin, other=0.0).to(tl.float32))
@@ -104,6 +105,7 @@ def backproject_kernel(
     BM: tl.constexpr,
     BN: tl.constexpr,
     PRECISION: tl.constexpr,
+    TRANS: tl.constexpr,  # the canonical view is the parameter's transpose: the tile is built as (P U)^T
 ):
     """``p = p * decay - step_size * scale * (P U)`` on one ``BM x BN`` tile of the canonical view."""
     pid = tl.program_id(0)
@@ -128,9 +130,14 @@ def backproject_kernel(
     r_ok = kr < r
     pt = tl.load(p_ptr + rows[:, None] * r + kr[None, :], mask=row_ok[:, None] & r_ok[None, :], other=0.0)
     ut = tl.load(u_ptr + kr[:, None] * n + cols[None, :], mask=r_ok[:, None] & col_ok[None, :], other=0.0)
-    upd = tl.dot(pt, ut, input_precision=PRECISION)
-    mask = row_ok[:, None] & col_ok[None, :]
-    off = rows[:, None].to(tl.int64) * si + cols[None, :].to(tl.int64) * sj
+    if TRANS:  # the parameter's rows are the canonical columns: [BN, BM] = U^T P^T, unit stride last
+        upd = tl.dot(tl.trans(ut), tl.trans(pt), input_precision=PRECISION)
+        mask = col_ok[:, None] & row_ok[None, :]
+        off = cols[:, None].to(tl.int64) * sj + rows[None, :].to(tl.int64)
+    else:
+        upd = tl.dot(pt, ut, input_precision=PRECISION)
+        mask = row_ok[:, None] & col_ok[None, :]
+        off = rows[:, None].to(tl.int64) * si + cols[None, :].to(tl.int64)
     w = tl.load(w_ptr + off, mask=mask, other=0.0).to(tl.float32) * decay
     w = w + (-step_size * tl.load(scale_ptr + t)) * upd
     tl.store(w_ptr + off, w.to(PDTYPE), mask=mask)
