@@ -103,6 +103,9 @@ class EvalArgs:
     """training backend: control intervals per episode (default: the workload's)"""
     threads: int = 1
     """torch threads (training backend jobs and policy inference)"""
+    hardware: str = "cpu-dev-2core"
+    """surrogate backend: the hardware profile of envs/profiles/ every episode runs on ('all': a draw per
+    episode from every profile and blends, as in training)"""
 
 
 @dataclass
@@ -204,14 +207,19 @@ class LearnedAgent:
         pass
 
     def decide(self, env: Any) -> CompressionSetting:
-        from client.protocol import DecideRequest
+        from client.protocol import CostProfile, DecideRequest
 
+        profile = getattr(env, "profile", None)
+        if profile is not None and not isinstance(profile, CostProfile):  # the surrogate's drawn features
+            obs = self.policy.spec.encode(env.history, env.objective, env.reference, profile)
+            return self.policy.decide_obs(obs)
         request = DecideRequest(
             job_id="mango-eval",
             policy=self.policy.name,
             objective=env.objective,
             history=list(env.history)[-MAX_HISTORY:],
             reference=env.reference,
+            profile=profile,
         )
         return self.policy.decide(request)
 
@@ -235,7 +243,7 @@ class SB3Agent:
         pass
 
     def decide(self, env: Any) -> CompressionSetting:
-        obs = self.spec.encode(env.history, env.objective, env.reference)
+        obs = self.spec.encode(env.history, env.objective, env.reference, getattr(env, "profile", None))
         action, _ = self.model.predict(obs, deterministic=True)
         return DEFAULT_GRID.setting(action)
 
@@ -259,7 +267,19 @@ def _make_env(args: EvalArgs, backend: str, workload: str, preset: str) -> Any:
             "interval_steps": args.interval_steps,
             "intervals": args.intervals,
         }
+    else:
+        kw = {"hardware": hardware_sampler(args.hardware)}
     return CompressionEnv(backend=backend, workload=workload, objective=preset, **kw)
+
+
+def hardware_sampler(name: str) -> Any:
+    """The surrogate's hardware draws for an evaluation: one profile (its measured optimizer share where it
+    has one), or ``"all"``: the training distribution."""
+    from envs.hardware import HardwareSampler
+
+    if name == "all":
+        return HardwareSampler()
+    return HardwareSampler(fixed=name, resample_share=False)
 
 
 def _play(env: Any, agent: Agent, seed: int, preset: str) -> tuple[float, np.ndarray, list[str]]:
@@ -315,11 +335,11 @@ def _run_closed_loop(
 
 
 def _static_best(
-    workloads: Sequence[str], presets: Sequence[str], seeds: Sequence[int]
+    workloads: Sequence[str], presets: Sequence[str], seeds: Sequence[int], hardware: Any = None
 ) -> tuple[dict[str, Any], np.ndarray]:
     from agents.rollout import best_static
 
-    best = {p: best_static(p, workloads, seeds) for p in presets}
+    best = {p: best_static(p, workloads, seeds, hardware=hardware) for p in presets}
     return best, best[presets[0]].mean_terms
 
 
@@ -625,7 +645,7 @@ def evaluate(args: EvalArgs, command: str = "") -> EvalReport:
     out.mkdir(parents=True, exist_ok=True)
     log.info("mango eval: %s", json.dumps(asdict(args), sort_keys=True))
 
-    best, grid_terms = _static_best(workloads, presets, seeds)
+    best, grid_terms = _static_best(workloads, presets, seeds, hardware_sampler(args.hardware))
     static_settings = {p: DEFAULT_GRID.setting(b.action) for p, b in best.items()}
     agents, learned = _agents(args, static_settings if args.backend == "training" else {})
     results = _run_closed_loop(args, args.backend, agents, workloads, presets, seeds)

@@ -1,8 +1,8 @@
 """``mango train``: PPO (stable-baselines3) with a TinyFormer features extractor on the vectorized surrogate.
 
 Reads top to bottom (CleanRL style): arguments (:class:`TrainArgs`, one docstring per field) -> seeding ->
-environments -> PPO -> periodic held-out evaluation with best-model checkpointing -> export of the best
-policy to a safetensors + JSON artifact (:mod:`agents.export`) that the policy service loads.
+environments -> PPO -> periodic validation-split evaluation with best-model checkpointing -> export of
+the best policy to a safetensors + JSON artifact (:mod:`agents.export`) that the policy service loads.
 
 Example (the shipped default policy: 4-8 minutes on 2 shared CPU cores; the command is in its manifest)::
 
@@ -10,16 +10,18 @@ Example (the shipped default policy: 4-8 minutes on 2 shared CPU cores; the comm
         --out runs/default --export-dir agents/default_policy --no-progress-bar
 
 Outputs under ``--out``: ``tb/`` (TensorBoard: ``tensorboard --logdir runs``), ``best_model.zip`` (SB3, best
-held-out score), ``final_model.zip``, ``eval.jsonl`` (one line per evaluation), ``summary.json``, and the
+validation score), ``final_model.zip``, ``eval.jsonl`` (one line per evaluation), ``summary.json``, and the
 artifact in ``--export-dir`` (default ``<out>/policy``).
 
-**Held-out evaluation** (every ``--eval-every`` steps): the deterministic policy plays ``--eval-episodes``
-episodes per held-out workload per objective preset (seeds from ``--eval-seed``, disjoint from ``mango
-eval``'s default seeds), and so does every static setting of the grid (once, at the start). The *score* is
-the mean over presets of ``(R_policy - R_best_static) / sum(objective weights)``: the advantage of the mean
+**Validation** (every ``--eval-every`` steps): the deterministic policy plays ``--eval-episodes``
+episodes per *validation* workload (:data:`envs.VAL_WORKLOADS`) per objective preset (seeds from
+``--eval-seed``, disjoint from ``mango eval``'s default seeds), and so does every static setting of the
+grid (once, at the start). The *score* is the mean over presets of ``(R_policy - R_best_static) /
+sum(objective weights)``: the advantage of the mean
 episode return over the best single static setting chosen in hindsight for that preset, in units that make
-presets comparable; the model with the best score is kept and exported. (Selecting on held-out workloads
-makes the exported policy's held-out numbers slightly optimistic; ``mango eval`` uses other seeds.)
+presets comparable; the model with the best score is kept and exported. Checkpoints are selected on the
+validation split only, so ``mango eval``'s held-out (test) workloads never influence the shipped policy.
+Episodes draw hardware cost profiles (:class:`envs.hardware.HardwareSampler`) and memory budgets.
 
 **Reward scale.** Objective weights span two orders of magnitude (``w_loss`` 0.5-50) while the observation
 carries them normalized to sum 1, so the return's scale is invisible to the critic. ``--reward-scale

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from client.protocol import DEFAULT_GRID, MAX_HISTORY, CompressionSetting, Decision
+from client.protocol import DEFAULT_GRID, MAX_HISTORY, OBS_SPEC_VERSION, CompressionSetting, Decision
 
 from .conftest import LiveServer
 from .support import decide_body, record
@@ -194,7 +194,7 @@ def test_probes_and_policy_list(live_server: LiveServer) -> None:
     names = {p["name"]: p for p in listed["policies"]}
     assert listed["default"] == "static" and listed["fallback"] == "static"
     assert names["tiny"]["kind"] == "learned"
-    assert names["tiny"]["details"]["obs_spec_version"] == "mango-obs-v1"
+    assert names["tiny"]["details"]["obs_spec_version"] == OBS_SPEC_VERSION
     assert names["static"]["kind"] == "heuristic"
 
 
