@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import platform
 import re
@@ -51,6 +52,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Shortest timed window per setting, seconds (see :func:`_time_steps`).
+MIN_WINDOW_S = 0.3
 
 #: The covering subset profiled by default: every rank (0-64), every bits value (2-32), every gamma.
 PROFILE_SETTINGS: tuple[str, ...] = (
@@ -113,10 +117,18 @@ def _time_steps(
     warmup: int,
     meter: EnergyMeter,
 ) -> tuple[float, float, str]:
-    """``(seconds per step, joules per step, energy source)`` of ``opt.step()`` after ``warmup`` steps."""
+    """``(seconds per step, joules per step, energy source)`` of ``opt.step()`` after ``warmup`` steps.
+
+    Fast steps are repeated until the timed window lasts :data:`MIN_WINDOW_S` (at most 50x ``steps``), so an
+    energy counter that updates every ~100 ms (NVML) sees a window it can resolve.
+    """
+    t0 = time.perf_counter()
     for _ in range(warmup):
         opt.step()
     _sync(device)
+    if warmup:
+        per_step = (time.perf_counter() - t0) / warmup
+        steps = min(max(steps, math.ceil(MIN_WINDOW_S / max(per_step, 1e-9))), 50 * steps)
     meter.begin()
     t0 = time.perf_counter()
     for _ in range(steps):
