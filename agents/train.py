@@ -33,7 +33,7 @@ observations untouched: they are already normalized by the spec and must stay id
 **Backends.** ``surrogate`` (default): :class:`envs.SurrogateVecEnv`, tens of thousands of steps per second.
 ``training``: real training jobs (:class:`envs.CompressionEnv` with ``backend="training"``), seconds per
 step: use it to fine-tune a surrogate-trained policy (``--init-from agents/default_policy``) with a small
-budget; evaluation still runs on the held-out surrogate.
+budget; validation still runs on the surrogate.
 """
 
 from __future__ import annotations
@@ -106,9 +106,9 @@ class TrainArgs:
     norm_reward: bool = True
     """SB3 VecNormalize running normalization of rewards (observations are never normalized)"""
     eval_every: int = 100_000
-    """held-out evaluation period in environment steps (0: only at the end)"""
+    """validation period in environment steps (0: only at the end)"""
     eval_episodes: int = 32
-    """episodes per held-out workload per objective preset in each evaluation"""
+    """episodes per validation workload per objective preset in each evaluation"""
     eval_seed: int = 100_000
     """first seed of the evaluation episodes (mango eval uses 0.. by default: disjoint)"""
     out: str = "runs/ppo"
@@ -288,7 +288,7 @@ def train(args: TrainArgs, command: str = "") -> TrainResult:
     n_fx = count_parameters(model.policy.features_extractor)
     log.info("policy: %s extractor, %d parameters (%d in the extractor)", args.extractor, n_params, n_fx)
 
-    # --- training with periodic held-out evaluation
+    # --- training with periodic validation
     callback = HeldoutEvalCallback(
         every=args.eval_every,
         episodes=args.eval_episodes,
@@ -310,6 +310,7 @@ def train(args: TrainArgs, command: str = "") -> TrainResult:
 
     # --- export the best checkpoint
     best_metrics = {
+        # the key is kept for existing readers; since issue 13 these are the validation split's metrics
         "heldout_surrogate": callback.best_metrics,
         "score_advantage_per_weight": callback.best_score,
         "best_at_timesteps": callback.best_timesteps,
@@ -365,8 +366,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     result = train(args, command=command_line("mango train", argv))
     print(
-        f"trained {result.timesteps} steps in {result.wall_s:.0f} s; best held-out score (advantage over the "
-        f"best static per unit weight) {result.best_score:+.4f}"
+        f"trained {result.timesteps} steps in {result.wall_s:.0f} s; best validation score (advantage over "
+        f"the best static per unit weight) {result.best_score:+.4f}"
     )
     for preset, m in sorted(result.best_metrics["heldout_surrogate"].items()):
         print(
