@@ -53,7 +53,7 @@ import numpy as np
 from client.protocol import DEFAULT_GRID, MAX_HISTORY, CompressionSetting, ObservationSpec
 from envs.objectives import OBJECTIVE_PRESETS
 from envs.reward import TERM_NAMES
-from envs.workloads import HELDOUT_WORKLOADS
+from envs.workloads import HELDOUT_WORKLOADS, workloads_of
 
 __all__ = ["EvalArgs", "EvalReport", "evaluate", "main"]
 
@@ -635,9 +635,10 @@ def evaluate(args: EvalArgs, command: str = "") -> EvalReport:
     for p in presets:
         if p not in OBJECTIVE_PRESETS:
             raise ValueError(f"unknown preset {p!r}; choose from {sorted(OBJECTIVE_PRESETS)}")
+    heldout = workloads_of("heldout", gpu=True)  # the GPU test workloads need a GPU (training backend)
     for w in workloads:
-        if w not in HELDOUT_WORKLOADS:
-            raise ValueError(f"{w!r} is not a held-out workload; choose from {list(HELDOUT_WORKLOADS)}")
+        if w not in heldout:
+            raise ValueError(f"{w!r} is not a held-out workload; choose from {list(heldout)}")
     if args.episodes < 1:
         raise ValueError("episodes must be >= 1")
     seeds = list(range(args.seed, args.seed + args.episodes))

@@ -52,7 +52,7 @@ from client.protocol import DEFAULT_GRID, CompressionSetting
 from envs.objectives import OBJECTIVE_PRESETS
 from envs.surrogate import SurrogateModel, WorkloadTables
 from envs.traces import TRACES_DIR, EpisodeTrace, TraceSet, load_traces, trace_files
-from envs.workloads import TRAIN_WORKLOADS, WORKLOADS
+from envs.workloads import WORKLOADS, workloads_of
 
 __all__ = [
     "FEATURES",
@@ -95,7 +95,7 @@ class FitConfig:
         linear features extrapolate to "better than AdamW" at high ranks otherwise.
     """
 
-    fit_workloads: tuple[str, ...] = TRAIN_WORKLOADS
+    fit_workloads: tuple[str, ...] = workloads_of("train", gpu=True)
     holdout_every: int = 4
     holdout_seeds: tuple[int, ...] = ()
     rhos: tuple[float, ...] = (0.0, 0.3, 0.5, 0.65, 0.75, 0.85, 0.92, 0.97, 0.99)

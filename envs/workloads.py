@@ -450,6 +450,26 @@ register_workload(
     )
 )
 
+register_workload(
+    Workload(
+        name="gpu-gpt85m-val-linear",
+        split="heldout",
+        task="lm",
+        model="gpt-85m",
+        data="stdlib-val",
+        batch_size=12,
+        seq_len=256,
+        lr=4e-4,
+        schedule="linear",
+        warmup_steps=20,
+        steps_per_interval=25,
+        intervals=12,
+        min_compress_numel=4096,
+        device="gpu",
+        description="byte GPT 12 x 768 (85 M), stdlib val files, batch 12, linear decay (H200, test split)",
+    )
+)
+
 #: Workloads a policy may train on (CPU-recorded; GPU ones join through the surrogate once recorded).
 TRAIN_WORKLOADS: tuple[str, ...] = workloads_of("train")
 #: Workloads checkpoints are selected on (never trained on, never the test split).
