@@ -17,7 +17,8 @@ import torch
 from client.compression.optimizer import MangoAdamW
 from client.controllers import AccordionController, Controller
 from client.hook import DIVERGED_LOSS, AdaptiveCompression
-from client.protocol import MAX_HISTORY, CompressionSetting, Objective, TelemetryRecord
+from client.policy_client import DecisionOutcome
+from client.protocol import MAX_HISTORY, CompressionSetting, Decision, Objective, TelemetryRecord
 from client.telemetry import ModelledMeter
 from tests.client.test_policy_client import API_KEY, ServerProcess, free_port
 
@@ -257,3 +258,56 @@ def test_shadow_mode_logs_but_never_applies(tmp_path: Path) -> None:
     lines = [json.loads(x) for x in log.read_text().splitlines()]
     assert len(lines) == 3 and all(x["shadow"] and not x["changed"] for x in lines)
     assert lines[0]["setting"] == {"rank": 32, "bits": 8, "gamma": 0.0}
+
+
+class _StubClient:
+    """A PolicyClient stand-in: answers each submitted window with r0/b8/g0 when ``release()`` is called."""
+
+    def __init__(self) -> None:
+        self.pending: list[int] = []
+        self.ready: list[DecisionOutcome] = []
+        self.counters: dict[str, int] = {}
+
+    @property
+    def has_outcome(self) -> bool:
+        return bool(self.ready)
+
+    def poll(self) -> DecisionOutcome | None:
+        return self.ready.pop() if self.ready else None
+
+    def submit(self, history: list[TelemetryRecord], reference: object = None) -> None:
+        self.pending.append(history[-1].step)
+
+    def release(self) -> None:
+        d = Decision(setting=CompressionSetting.parse("r0/b8/g0"), policy="stub", policy_version="1")
+        self.ready = [DecisionOutcome(d, "service", self.pending[-1], 1.0)]
+
+    def close(self) -> None:
+        pass
+
+
+def test_first_decision_and_answers_apply_at_the_next_step() -> None:
+    """Issue 13: the first interval runs the first decision, and a service answer applies at the first step
+    after it arrives, not at the next interval boundary."""
+    model = torch.nn.Linear(64, 64)
+    opt = MangoAdamW(model.parameters(), min_compress_numel=512)
+    hook = AdaptiveCompression(
+        opt, objective=Objective(w_loss=2.0, w_memory=1.0), interval_steps=10, first_decision=True
+    )
+    assert hook.decisions[0].policy == "first:prior" and opt.setting != CompressionSetting.off()
+    stub = _StubClient()
+    hook._client = stub  # type: ignore[assignment]
+    x = torch.randn(8, 64)
+    for _ in range(10):
+        loss = model(x).pow(2).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        hook.step(loss.detach())
+    assert stub.pending == [10]  # the window went out at the boundary
+    stub.release()
+    loss = model(x).pow(2).mean()
+    loss.backward()
+    opt.step()
+    hook.step(loss.detach())  # step 11: the answer is applied here
+    assert opt.setting == CompressionSetting.parse("r0/b8/g0") and hook.decisions[-1].step == 11
