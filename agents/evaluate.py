@@ -11,7 +11,8 @@ Controllers (each plays the same episodes: the same workloads, reset seeds and o
   surrogate every one of the grid's 240 settings is played on the same episodes and the best mean return
   is kept (an oracle no real controller has); on the training backend, the surrogate's choice for the same
   workloads and seeds (the grid is too expensive to sweep there);
-* ``static`` (the hand-tuned ``r8/b8/g0``), ``accordion``, ``loraven``, ``energy_aware``
+* ``static`` (the strong default ``r0/b8/g0``: the floor of issue 13), ``accordion``, ``loraven``,
+  ``energy_aware``
   (``client.controllers`` defaults, except the energy-aware power budget: 0.9 x the job's uncompressed
   mean power, since the default 400 W never binds on a CPU job), ``random`` (uniform over the grid, seeded
   per episode). Stateful heuristics get one instance per episode, as the client's fallback keeps them.
