@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "eval": ("agents.evaluate", "main", "evaluate controllers on held-out workloads"),
     "record": ("envs.record", "main", "record traces from the training backend"),
     "fit": ("envs.fit", "main", "fit the surrogate on traces and report its error"),
+    "profile": ("envs.hardware", "main", "measure each setting's step time/energy on this machine"),
     "bench": ("benchmarks.cli", "main", "benchmarks (`mango bench` lists them)"),
 }
 

@@ -1,8 +1,8 @@
-"""SB3 callbacks of ``mango train``: periodic held-out evaluation with best-model checkpointing, and a
+"""SB3 callbacks of ``mango train``: periodic validation-split evaluation with best-model checkpointing, and a
 wall-clock limit.
 
 Every ``every`` environment steps (and once at the end), :class:`HeldoutEvalCallback` plays the policy's
-deterministic actions on ``episodes`` surrogate episodes per held-out workload per objective preset (fixed
+deterministic actions on ``episodes`` surrogate episodes per validation workload per objective preset (fixed
 seeds, so evaluations are comparable over time) and compares the mean return with the best static setting
 of that preset, found once at the start by evaluating the whole grid on the same episodes. It logs
 ``eval/return_<preset>``, ``eval/improvement_<preset>`` (``(R_policy - R_static) / |R_static|``) and
@@ -32,7 +32,7 @@ from envs.objectives import OBJECTIVE_PRESETS
 
 if TYPE_CHECKING:
     from stable_baselines3.common.policies import ActorCriticPolicy
-from envs.workloads import HELDOUT_WORKLOADS
+from envs.workloads import VAL_WORKLOADS
 
 __all__ = ["HeldoutEvalCallback", "WallClockLimit"]
 
@@ -47,7 +47,8 @@ class HeldoutEvalCallback(BaseCallback):
     :param seed: first evaluation seed.
     :param out_dir: where ``best_model.zip`` and ``eval.jsonl`` go.
     :param presets: objective presets (default all of :data:`envs.objectives.OBJECTIVE_PRESETS`).
-    :param workloads: evaluation workloads (default :data:`envs.workloads.HELDOUT_WORKLOADS`).
+    :param workloads: selection workloads (default :data:`envs.workloads.VAL_WORKLOADS`: the validation
+        split, so the test split of held-out workloads never selects a checkpoint).
     """
 
     def __init__(
@@ -64,7 +65,7 @@ class HeldoutEvalCallback(BaseCallback):
         self.seeds = list(range(seed, seed + episodes))
         self.out_dir = Path(out_dir)
         self.presets = list(presets or OBJECTIVE_PRESETS)
-        self.workloads = list(workloads or HELDOUT_WORKLOADS)
+        self.workloads = list(workloads or VAL_WORKLOADS)
         self.static: dict[str, Any] = {}
         self.best_score = -np.inf
         self.best_metrics: dict[str, Any] = {}
@@ -80,7 +81,7 @@ class HeldoutEvalCallback(BaseCallback):
         for p in self.presets:
             self.static[p] = best_static(p, self.workloads, self.seeds)
         log.info(
-            "held-out static baselines (%d settings x %d episodes x %d presets) in %.1f s: %s",
+            "validation static baselines (%d settings x %d episodes x %d presets) in %.1f s: %s",
             len(self.static[self.presets[0]].mean_returns),
             len(self.seeds) * len(self.workloads),
             len(self.presets),

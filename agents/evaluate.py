@@ -11,7 +11,8 @@ Controllers (each plays the same episodes: the same workloads, reset seeds and o
   surrogate every one of the grid's 240 settings is played on the same episodes and the best mean return
   is kept (an oracle no real controller has); on the training backend, the surrogate's choice for the same
   workloads and seeds (the grid is too expensive to sweep there);
-* ``static`` (the hand-tuned ``r8/b8/g0``), ``accordion``, ``loraven``, ``energy_aware``
+* ``static`` (the strong default ``r0/b8/g0``: the floor of issue 13), ``accordion``, ``loraven``,
+  ``energy_aware``
   (``client.controllers`` defaults, except the energy-aware power budget: 0.9 x the job's uncompressed
   mean power, since the default 400 W never binds on a CPU job), ``random`` (uniform over the grid, seeded
   per episode). Stateful heuristics get one instance per episode, as the client's fallback keeps them.
@@ -53,7 +54,7 @@ import numpy as np
 from client.protocol import DEFAULT_GRID, MAX_HISTORY, CompressionSetting, ObservationSpec
 from envs.objectives import OBJECTIVE_PRESETS
 from envs.reward import TERM_NAMES
-from envs.workloads import HELDOUT_WORKLOADS
+from envs.workloads import HELDOUT_WORKLOADS, workloads_of
 
 __all__ = ["EvalArgs", "EvalReport", "evaluate", "main"]
 
@@ -103,6 +104,9 @@ class EvalArgs:
     """training backend: control intervals per episode (default: the workload's)"""
     threads: int = 1
     """torch threads (training backend jobs and policy inference)"""
+    hardware: str = "cpu-dev-2core"
+    """surrogate backend: the hardware profile of envs/profiles/ every episode runs on ('all': a draw per
+    episode from every profile and blends, as in training)"""
 
 
 @dataclass
@@ -204,14 +208,19 @@ class LearnedAgent:
         pass
 
     def decide(self, env: Any) -> CompressionSetting:
-        from client.protocol import DecideRequest
+        from client.protocol import CostProfile, DecideRequest
 
+        profile = getattr(env, "profile", None)
+        if profile is not None and not isinstance(profile, CostProfile):  # the surrogate's drawn features
+            obs = self.policy.spec.encode(env.history, env.objective, env.reference, profile)
+            return self.policy.decide_obs(obs)
         request = DecideRequest(
             job_id="mango-eval",
             policy=self.policy.name,
             objective=env.objective,
             history=list(env.history)[-MAX_HISTORY:],
             reference=env.reference,
+            profile=profile,
         )
         return self.policy.decide(request)
 
@@ -235,7 +244,7 @@ class SB3Agent:
         pass
 
     def decide(self, env: Any) -> CompressionSetting:
-        obs = self.spec.encode(env.history, env.objective, env.reference)
+        obs = self.spec.encode(env.history, env.objective, env.reference, getattr(env, "profile", None))
         action, _ = self.model.predict(obs, deterministic=True)
         return DEFAULT_GRID.setting(action)
 
@@ -259,7 +268,19 @@ def _make_env(args: EvalArgs, backend: str, workload: str, preset: str) -> Any:
             "interval_steps": args.interval_steps,
             "intervals": args.intervals,
         }
+    else:
+        kw = {"hardware": hardware_sampler(args.hardware)}
     return CompressionEnv(backend=backend, workload=workload, objective=preset, **kw)
+
+
+def hardware_sampler(name: str) -> Any:
+    """The surrogate's hardware draws for an evaluation: one profile (its measured optimizer share where it
+    has one), or ``"all"``: the training distribution."""
+    from envs.hardware import HardwareSampler
+
+    if name == "all":
+        return HardwareSampler()
+    return HardwareSampler(fixed=name, resample_share=False)
 
 
 def _play(env: Any, agent: Agent, seed: int, preset: str) -> tuple[float, np.ndarray, list[str]]:
@@ -315,11 +336,11 @@ def _run_closed_loop(
 
 
 def _static_best(
-    workloads: Sequence[str], presets: Sequence[str], seeds: Sequence[int]
+    workloads: Sequence[str], presets: Sequence[str], seeds: Sequence[int], hardware: Any = None
 ) -> tuple[dict[str, Any], np.ndarray]:
     from agents.rollout import best_static
 
-    best = {p: best_static(p, workloads, seeds) for p in presets}
+    best = {p: best_static(p, workloads, seeds, hardware=hardware) for p in presets}
     return best, best[presets[0]].mean_terms
 
 
@@ -615,9 +636,10 @@ def evaluate(args: EvalArgs, command: str = "") -> EvalReport:
     for p in presets:
         if p not in OBJECTIVE_PRESETS:
             raise ValueError(f"unknown preset {p!r}; choose from {sorted(OBJECTIVE_PRESETS)}")
+    heldout = workloads_of("heldout", gpu=True)  # the GPU test workloads need a GPU (training backend)
     for w in workloads:
-        if w not in HELDOUT_WORKLOADS:
-            raise ValueError(f"{w!r} is not a held-out workload; choose from {list(HELDOUT_WORKLOADS)}")
+        if w not in heldout:
+            raise ValueError(f"{w!r} is not a held-out workload; choose from {list(heldout)}")
     if args.episodes < 1:
         raise ValueError("episodes must be >= 1")
     seeds = list(range(args.seed, args.seed + args.episodes))
@@ -625,7 +647,7 @@ def evaluate(args: EvalArgs, command: str = "") -> EvalReport:
     out.mkdir(parents=True, exist_ok=True)
     log.info("mango eval: %s", json.dumps(asdict(args), sort_keys=True))
 
-    best, grid_terms = _static_best(workloads, presets, seeds)
+    best, grid_terms = _static_best(workloads, presets, seeds, hardware_sampler(args.hardware))
     static_settings = {p: DEFAULT_GRID.setting(b.action) for p, b in best.items()}
     agents, learned = _agents(args, static_settings if args.backend == "training" else {})
     results = _run_closed_loop(args, args.backend, agents, workloads, presets, seeds)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -61,10 +62,14 @@ def run_surrogate(
     objective: Objective | str,
     seeds: Sequence[int],
     model: SurrogateModel | None = None,
+    hardware: Any = "default",
 ) -> EpisodeBatch:
-    """One episode per seed of ``workload`` under ``objective``, actions from ``act`` (module docstring)."""
+    """One episode per seed of ``workload`` under ``objective``, actions from ``act`` (module docstring).
+
+    ``hardware``: the surrogate's hardware draws (:class:`envs.hardware.HardwareSampler`; default: the
+    training distribution)."""
     n = len(seeds)
-    env = SurrogateVecEnv(num_envs=n, workload=workload, objective=objective, model=model)
+    env = SurrogateVecEnv(num_envs=n, workload=workload, objective=objective, model=model, hardware=hardware)
     obs, _ = env.reset(seed=[int(s) for s in seeds])
     kmax = int(env.engine.kmax)
     returns = np.zeros(n)
@@ -110,6 +115,7 @@ def static_grid_returns(
     seeds: Sequence[int],
     model: SurrogateModel | None = None,
     actions: np.ndarray | None = None,
+    hardware: Any = "default",
 ) -> EpisodeBatch:
     """Every static setting (rows of ``actions``, default the whole grid) on every seed, in one batch.
 
@@ -124,7 +130,7 @@ def static_grid_returns(
     def act(_obs: np.ndarray) -> np.ndarray:
         return fixed
 
-    return run_surrogate(act, workload, objective, all_seeds, model)
+    return run_surrogate(act, workload, objective, all_seeds, model, hardware)
 
 
 @dataclass
@@ -161,10 +167,11 @@ def best_static(
     workloads: Sequence[str],
     seeds: Sequence[int],
     model: SurrogateModel | None = None,
+    hardware: Any = "default",
 ) -> StaticBaseline:
     """Evaluate the whole grid on every workload and seed under ``preset``; keep the best mean return."""
     acts = grid_actions()
-    per_workload = [static_grid_returns(w, preset, seeds, model, acts) for w in workloads]
+    per_workload = [static_grid_returns(w, preset, seeds, model, acts, hardware) for w in workloads]
     n_s, n_seeds = len(acts), len(seeds)
     returns = np.stack([b.returns.reshape(n_s, n_seeds) for b in per_workload], axis=1)  # [S, W, seeds]
     terms = np.stack([b.terms.reshape(n_s, n_seeds, 4) for b in per_workload], axis=1)  # [S, W, seeds, 4]

@@ -1,8 +1,8 @@
 """``mango train``: PPO (stable-baselines3) with a TinyFormer features extractor on the vectorized surrogate.
 
 Reads top to bottom (CleanRL style): arguments (:class:`TrainArgs`, one docstring per field) -> seeding ->
-environments -> PPO -> periodic held-out evaluation with best-model checkpointing -> export of the best
-policy to a safetensors + JSON artifact (:mod:`agents.export`) that the policy service loads.
+environments -> PPO -> periodic validation-split evaluation with best-model checkpointing -> export of
+the best policy to a safetensors + JSON artifact (:mod:`agents.export`) that the policy service loads.
 
 Example (the shipped default policy: 4-8 minutes on 2 shared CPU cores; the command is in its manifest)::
 
@@ -10,16 +10,18 @@ Example (the shipped default policy: 4-8 minutes on 2 shared CPU cores; the comm
         --out runs/default --export-dir agents/default_policy --no-progress-bar
 
 Outputs under ``--out``: ``tb/`` (TensorBoard: ``tensorboard --logdir runs``), ``best_model.zip`` (SB3, best
-held-out score), ``final_model.zip``, ``eval.jsonl`` (one line per evaluation), ``summary.json``, and the
+validation score), ``final_model.zip``, ``eval.jsonl`` (one line per evaluation), ``summary.json``, and the
 artifact in ``--export-dir`` (default ``<out>/policy``).
 
-**Held-out evaluation** (every ``--eval-every`` steps): the deterministic policy plays ``--eval-episodes``
-episodes per held-out workload per objective preset (seeds from ``--eval-seed``, disjoint from ``mango
-eval``'s default seeds), and so does every static setting of the grid (once, at the start). The *score* is
-the mean over presets of ``(R_policy - R_best_static) / sum(objective weights)``: the advantage of the mean
+**Validation** (every ``--eval-every`` steps): the deterministic policy plays ``--eval-episodes``
+episodes per *validation* workload (:data:`envs.VAL_WORKLOADS`) per objective preset (seeds from
+``--eval-seed``, disjoint from ``mango eval``'s default seeds), and so does every static setting of the
+grid (once, at the start). The *score* is the mean over presets of ``(R_policy - R_best_static) /
+sum(objective weights)``: the advantage of the mean
 episode return over the best single static setting chosen in hindsight for that preset, in units that make
-presets comparable; the model with the best score is kept and exported. (Selecting on held-out workloads
-makes the exported policy's held-out numbers slightly optimistic; ``mango eval`` uses other seeds.)
+presets comparable; the model with the best score is kept and exported. Checkpoints are selected on the
+validation split only, so ``mango eval``'s held-out (test) workloads never influence the shipped policy.
+Episodes draw hardware cost profiles (:class:`envs.hardware.HardwareSampler`) and memory budgets.
 
 **Reward scale.** Objective weights span two orders of magnitude (``w_loss`` 0.5-50) while the observation
 carries them normalized to sum 1, so the return's scale is invisible to the critic. ``--reward-scale
@@ -31,7 +33,7 @@ observations untouched: they are already normalized by the spec and must stay id
 **Backends.** ``surrogate`` (default): :class:`envs.SurrogateVecEnv`, tens of thousands of steps per second.
 ``training``: real training jobs (:class:`envs.CompressionEnv` with ``backend="training"``), seconds per
 step: use it to fine-tune a surrogate-trained policy (``--init-from agents/default_policy``) with a small
-budget; evaluation still runs on the held-out surrogate.
+budget; validation still runs on the surrogate.
 """
 
 from __future__ import annotations
@@ -104,9 +106,9 @@ class TrainArgs:
     norm_reward: bool = True
     """SB3 VecNormalize running normalization of rewards (observations are never normalized)"""
     eval_every: int = 100_000
-    """held-out evaluation period in environment steps (0: only at the end)"""
+    """validation period in environment steps (0: only at the end)"""
     eval_episodes: int = 32
-    """episodes per held-out workload per objective preset in each evaluation"""
+    """episodes per validation workload per objective preset in each evaluation"""
     eval_seed: int = 100_000
     """first seed of the evaluation episodes (mango eval uses 0.. by default: disjoint)"""
     out: str = "runs/ppo"
@@ -286,7 +288,7 @@ def train(args: TrainArgs, command: str = "") -> TrainResult:
     n_fx = count_parameters(model.policy.features_extractor)
     log.info("policy: %s extractor, %d parameters (%d in the extractor)", args.extractor, n_params, n_fx)
 
-    # --- training with periodic held-out evaluation
+    # --- training with periodic validation
     callback = HeldoutEvalCallback(
         every=args.eval_every,
         episodes=args.eval_episodes,
@@ -308,6 +310,7 @@ def train(args: TrainArgs, command: str = "") -> TrainResult:
 
     # --- export the best checkpoint
     best_metrics = {
+        # the key is kept for existing readers; since issue 13 these are the validation split's metrics
         "heldout_surrogate": callback.best_metrics,
         "score_advantage_per_weight": callback.best_score,
         "best_at_timesteps": callback.best_timesteps,
@@ -363,8 +366,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     result = train(args, command=command_line("mango train", argv))
     print(
-        f"trained {result.timesteps} steps in {result.wall_s:.0f} s; best held-out score (advantage over the "
-        f"best static per unit weight) {result.best_score:+.4f}"
+        f"trained {result.timesteps} steps in {result.wall_s:.0f} s; best validation score (advantage over "
+        f"the best static per unit weight) {result.best_score:+.4f}"
     )
     for preset, m in sorted(result.best_metrics["heldout_surrogate"].items()):
         print(

@@ -20,10 +20,15 @@ Per step, :meth:`AdaptiveCompression.step` only appends the detached loss tensor
 2. it builds a :class:`~client.protocol.TelemetryRecord` (loss mean/std, gradient norm, the optimizer's
    ``compression_stats()``, ``state_bytes()``, peak memory, energy from the meter, wall time, lr, the
    setting in force, progress, skipped steps) and appends it to :attr:`history` (the newest ``MAX_HISTORY``);
-3. it applies the newest decision that has arrived since the previous boundary (so a service decision is
-   applied at the interval boundary after the window it answers), and
-4. hands the window to the :class:`~client.policy_client.PolicyClient`, whose background thread asks the
-   service. Without ``server_url`` the local controller decides at once, and its setting applies at once.
+3. it hands the window to the :class:`~client.policy_client.PolicyClient`, whose background thread asks the
+   service; the answer is applied at the first step after it arrives (a lock-free check per step), not a
+   whole interval later. Without ``server_url`` the local controller decides at once, and its setting
+   applies at once.
+
+Before the first interval the hook makes the first decision itself (``first_decision``, on by default with
+a service): :func:`~client.controllers.first_setting_for_profile` from the objective and the job's cost
+``profile``, so the first interval no longer always runs uncompressed. In DDP mode decisions stay at
+interval boundaries (every rank must switch at the same step).
 
 The hook never waits on the network: when the service is slow or down, the PolicyClient's fallback
 controller answers and the decision log says ``source="fallback"``.
@@ -50,11 +55,12 @@ from typing import IO, Any, Literal
 import torch
 from pydantic import ValidationError
 
-from client.controllers import Controller, StaticController, make_controller
+from client.controllers import Controller, StaticController, first_setting_for_profile, make_controller
 from client.policy_client import PolicyClient
 from client.protocol import (
     MAX_HISTORY,
     CompressionSetting,
+    CostProfile,
     Decision,
     Objective,
     Reference,
@@ -202,6 +208,11 @@ class AdaptiveCompression:
         buffers count in ``state_bytes``. Under ``torch.distributed`` every rank builds its own
         AdaptiveCompression with the same ``interval_steps``; only rank 0 decides (give the ``server_url``
         to rank 0 alone), and its setting is broadcast at each interval boundary so ranks never diverge.
+    :param profile: the job's hardware :class:`~client.protocol.CostProfile` (:mod:`client.profile`,
+        ``mango profile``): sent to the service with every window and used for the first decision.
+    :param first_decision: choose the first interval's setting from the objective and ``profile`` before
+        any telemetry (:func:`~client.controllers.first_setting_for_profile`). Default: on with a
+        ``server_url`` outside DDP mode, off otherwise (a local controller keeps the optimizer's setting).
     """
 
     def __init__(
@@ -223,6 +234,8 @@ class AdaptiveCompression:
         client_options: dict[str, Any] | None = None,
         apply_decisions: bool = True,
         comm_state: Any = None,
+        profile: CostProfile | None = None,
+        first_decision: bool | None = None,
     ) -> None:
         optimizer = unwrap_optimizer(optimizer)
         missing = [name for name in _REQUIRED if not hasattr(optimizer, name)]
@@ -278,6 +291,7 @@ class AdaptiveCompression:
                 self.objective,
                 policy,
                 fallback=None if self._hold else self.controller,
+                profile=profile,
                 **(client_options or {}),
             )
         self._log: IO[str] | None = None
@@ -313,7 +327,22 @@ class AdaptiveCompression:
             self._meter.describe(),
             self._memory.source,
         )
+        self.profile = profile
+        if first_decision is None:
+            first_decision = server_url is not None and comm_state is None
+        if first_decision:
+            self._first_decision()
         self._begin_interval()
+
+    def _first_decision(self) -> None:
+        try:
+            dense: int | None = int(self.optimizer.dense_state_bytes())
+        except Exception:
+            dense = None
+        t0 = time.perf_counter()
+        setting, reason = first_setting_for_profile(self.objective, self.profile, dense)
+        decision = Decision(setting=setting, policy="first:prior", policy_version="local", reason=reason)
+        self._apply(decision, "local", 0, (time.perf_counter() - t0) * 1e3)
 
     # ------------------------------------------------------------------ public surface
 
@@ -364,6 +393,11 @@ class AdaptiveCompression:
         self._step += 1
         self._in_interval += 1
         self._stats.add_loss(loss)
+        client = self._client
+        if client is not None and self.comm_state is None and client.has_outcome:
+            outcome = client.poll()  # an answer arrived: apply it from the next step on
+            if outcome is not None:
+                self._apply(outcome.decision, outcome.source, outcome.step, outcome.latency_ms)
         if self.grad_norm_every and self._in_interval % self.grad_norm_every == 0:
             norm = global_grad_norm(self._params)
             if norm is not None:

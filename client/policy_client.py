@@ -48,6 +48,7 @@ from pydantic import ValidationError
 from client.controllers import Controller, StaticController
 from client.protocol import (
     CompressionSetting,
+    CostProfile,
     DecideRequest,
     Decision,
     Objective,
@@ -244,6 +245,8 @@ class PolicyClient:
     :param fallback: the local controller; default: hold the window's current setting
         (a :class:`StaticController` of the newest record's setting).
     :param start: start the worker thread now (``False``: call :meth:`start` later).
+    :param profile: the job's hardware :class:`~client.protocol.CostProfile` (``mango profile``), sent with
+        every request so the policy and the shield see what each setting costs on this hardware.
 
     Use as a context manager or call :meth:`close`.
     """
@@ -264,6 +267,7 @@ class PolicyClient:
         breaker_cooldown_s: float = 10.0,
         fallback: Controller | None = None,
         start: bool = True,
+        profile: CostProfile | None = None,
     ) -> None:
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url={base_url!r} must start with http:// or https://")
@@ -297,6 +301,7 @@ class PolicyClient:
         self.breaker_failures = int(breaker_failures)
         self.breaker_cooldown_s = float(breaker_cooldown_s)
         self.fallback = fallback
+        self.profile = profile
 
         self._backend = _DeadlineBackend()
         self._http = httpx.Client(
@@ -364,6 +369,11 @@ class PolicyClient:
                 self._counters.superseded += 1
             self._pending = _Pending(hist, reference)
             self._cv.notify()
+
+    @property
+    def has_outcome(self) -> bool:
+        """Whether an answer is waiting for :meth:`poll` (a lock-free read, for a per-step check)."""
+        return self._outcome is not None
 
     def poll(self) -> DecisionOutcome | None:
         """The newest answer that arrived since the last poll, or ``None``. Returns at once."""
@@ -477,6 +487,7 @@ class PolicyClient:
             objective=self.objective,
             history=job.history,
             reference=job.reference,
+            profile=self.profile,
         ).model_dump_json()
         error = ""
         for attempt in range(attempts):

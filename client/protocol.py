@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import (
@@ -34,24 +34,31 @@ from pydantic import (
 )
 
 __all__ = [
+    "COST_PROFILE_VERSION",
     "DEFAULT_GRID",
     "MAX_HISTORY",
     "OBS_SPEC_VERSION",
     "ActionGrid",
     "CompressionSetting",
+    "CostProfile",
     "DecideRequest",
     "Decision",
     "EnergySource",
     "Objective",
     "ObservationSpec",
     "Reference",
+    "SettingCost",
     "TelemetryRecord",
 ]
 
 #: Longest telemetry window a request may carry (the policy's context length).
 MAX_HISTORY = 8
 #: Version of :class:`ObservationSpec`; a policy artifact records it and the server refuses unknown ones.
-OBS_SPEC_VERSION = "mango-obs-v1"
+#: v2 (issue 13): the job block carries the hardware cost profile's features (:attr:`ObservationSpec.
+#: PROFILE_FEATURES`), so one policy serves different hardware.
+OBS_SPEC_VERSION = "mango-obs-v2"
+#: Version of :class:`CostProfile` (the ``mango profile`` JSON); readers refuse others.
+COST_PROFILE_VERSION = "mango-cost-v1"
 
 EnergySource = Literal["nvml", "zeus", "modelled"]
 
@@ -241,7 +248,10 @@ class Objective(BaseModel):
     """The job's trade-off: J = w_loss*Loss + w_memory*Memory + w_energy*Energy + w_time*Time.
 
     Each weight is non-negative and at least one is positive. ``memory_budget_bytes`` is a hard cap on
-    optimizer-state bytes enforced by the service's shield.
+    optimizer-state bytes enforced by the service's shield (and a constraint, not a cost, in the reward).
+    ``max_step_time_ratio`` caps the optimizer step time of a setting relative to plain AdamW's on the job's
+    hardware (e.g. ``1.25``); the shield enforces it from the request's :class:`CostProfile` and ignores it
+    without one.
     """
 
     model_config = _FROZEN
@@ -251,6 +261,7 @@ class Objective(BaseModel):
     w_energy: NonNegFloat = 0.0
     w_time: NonNegFloat = 0.0
     memory_budget_bytes: int | None = Field(None, gt=0)
+    max_step_time_ratio: Annotated[float, Field(ge=1.0, allow_inf_nan=False)] | None = None
 
     @model_validator(mode="after")
     def _not_all_zero(self) -> Objective:
@@ -294,6 +305,124 @@ class Reference(BaseModel):
         )
 
 
+class SettingCost(BaseModel):
+    """What one setting costs per optimizer step on the profiled device and parameter shapes."""
+
+    model_config = _FROZEN
+
+    step_s: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = Field(
+        description="optimizer step, seconds"
+    )
+    energy_j: NonNegFloat | None = Field(
+        None, description="energy per optimizer step, joules (None: unknown)"
+    )
+    state_bytes: int | None = Field(None, ge=0, description="optimizer + compression state bytes")
+
+
+def _log2(x: float) -> float:
+    return math.log2(max(x, 1e-6))
+
+
+class CostProfile(BaseModel):
+    """Measured cost of the action grid on one job's hardware (``mango profile``; :mod:`client.profile`).
+
+    ``settings`` maps setting labels (``r0/b8/g0``) to their per-step cost; a covering subset of the grid
+    is measured and :meth:`cost` answers for any grid point from the nearest measured one (same projection
+    class, nearest bits, gamma class, rank). ``adamw_*`` is plain torch AdamW on the same parameters (fused
+    on CUDA), the unit of every ratio. ``train_step_s`` (forward + backward + AdamW step), when measured,
+    turns an optimizer-step ratio into a training-step ratio (:meth:`interval_ratio`).
+
+    ``source`` says whether the step times were measured (``"measured"``) or built from another table
+    (``"modelled"``); ``energy_source`` whether the energy came from NVML/Zeus or from a power model.
+    """
+
+    model_config = _FROZEN
+
+    version: Literal["mango-cost-v1"] = "mango-cost-v1"
+    device: str = Field(min_length=1, max_length=200, description="device name, e.g. 'NVIDIA H200'")
+    signature: str = Field(min_length=1, max_length=64, description="hash of the parameter shapes profiled")
+    source: Literal["measured", "modelled"] = "measured"
+    energy_source: EnergySource = "modelled"
+    n_params: int = Field(gt=0)
+    adamw_step_s: Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
+    adamw_energy_j: NonNegFloat | None = None
+    train_step_s: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] | None = None
+    settings: dict[str, SettingCost] = Field(min_length=1)
+    note: str = Field("", max_length=2000)
+
+    @field_validator("settings")
+    @classmethod
+    def _labels_on_grid(cls, v: dict[str, SettingCost]) -> dict[str, SettingCost]:
+        for label in v:
+            CompressionSetting.parse(label)  # ValueError naming the bad label
+        return v
+
+    def _parsed(self) -> list[tuple[CompressionSetting, SettingCost]]:
+        return [(CompressionSetting.parse(k), c) for k, c in self.settings.items()]
+
+    def cost(self, setting: CompressionSetting) -> SettingCost:
+        """The measured cost of ``setting``, or of the nearest measured setting (see the class docstring)."""
+        exact = self.settings.get(setting.label())
+        if exact is not None:
+            return exact
+
+        def dist(s: CompressionSetting) -> float:
+            return (
+                8.0 * ((s.rank > 0) != (setting.rank > 0))
+                + 3.0 * ((s.gamma > 0) != (setting.gamma > 0))
+                + abs(math.log2(s.bits) - math.log2(setting.bits))
+                + 0.25 * abs(math.log2(max(s.rank, 1)) - math.log2(max(setting.rank, 1)))
+                + 0.5 * abs(s.gamma - setting.gamma)
+            )
+
+        return min(self._parsed(), key=lambda sc: dist(sc[0]))[1]
+
+    def step_ratio(self, setting: CompressionSetting) -> float:
+        """Optimizer step time of ``setting`` over AdamW's (1.0 = AdamW speed)."""
+        return self.cost(setting).step_s / self.adamw_step_s
+
+    def energy_ratio(self, setting: CompressionSetting) -> float:
+        """Optimizer step energy over AdamW's; falls back to :meth:`step_ratio` where energy is unknown."""
+        c = self.cost(setting)
+        if c.energy_j is None or not self.adamw_energy_j:
+            return self.step_ratio(setting)
+        return c.energy_j / self.adamw_energy_j
+
+    @property
+    def optimizer_share(self) -> float | None:
+        """AdamW's share of a training step (``adamw_step_s / train_step_s``), if the step was measured."""
+        if self.train_step_s is None:
+            return None
+        return min(self.adamw_step_s / self.train_step_s, 1.0)
+
+    def interval_ratio(self, setting: CompressionSetting) -> float:
+        """Training-step time of ``setting`` over the uncompressed run's: ``1 + share * (step_ratio - 1)``.
+
+        Without a measured training step the optimizer's step ratio itself is returned (an upper bound for
+        a slower setting, so a budget check errs on the safe side).
+        """
+        share = self.optimizer_share
+        r = self.step_ratio(setting)
+        return r if share is None else 1.0 + share * (r - 1.0)
+
+    #: Settings whose step-time ratios :meth:`features` reports (the grid's cost classes).
+    FEATURE_SETTINGS: ClassVar[tuple[str, ...]] = (
+        "r0/b8/g0",
+        "r0/b4/g0",
+        "r0/b16/g0",
+        "r8/b8/g0",
+        "r0/b8/g0.5",
+    )
+
+    def features(self) -> list[float]:
+        """:attr:`ObservationSpec.PROFILE_FEATURES` (before clipping): presence, the optimizer's share of a
+        step, and ``log2`` step-time ratios of the cost classes divided by 4."""
+        share = self.optimizer_share
+        out = [1.0, share if share is not None else 0.0, 1.0 if share is not None else 0.0]
+        out += [_log2(self.step_ratio(CompressionSetting.parse(lb))) / 4.0 for lb in self.FEATURE_SETTINGS]
+        return out
+
+
 class DecideRequest(BaseModel):
     """``POST /v1/decide`` body: a job's recent telemetry window (oldest first, newest last)."""
 
@@ -304,6 +433,7 @@ class DecideRequest(BaseModel):
     objective: Objective
     history: list[TelemetryRecord] = Field(min_length=1, max_length=MAX_HISTORY)
     reference: Reference | None = None
+    profile: CostProfile | None = None
 
 
 class Decision(BaseModel):
@@ -323,7 +453,8 @@ class ObservationSpec:
 
     Layout of the float32 vector (length :attr:`size`): ``window`` token rows of :attr:`TOKEN_FEATURES`
     features each (oldest first, zero rows with mask 0 padding the front of short histories), followed by
-    :attr:`OBJECTIVE_FEATURES` objective features. :meth:`split` undoes the flattening.
+    :attr:`OBJECTIVE_FEATURES` job features: the objective, then the hardware cost profile
+    (:attr:`PROFILE_FEATURES`, zeros without one). :meth:`split` undoes the flattening.
 
     Every feature is normalized by the :class:`Reference` so one policy serves jobs of any size, and clipped
     to ``[-CLIP, CLIP]``.
@@ -347,6 +478,17 @@ class ObservationSpec:
         "gamma",
         "loss_delta",  # (loss - previous loss) / initial_loss
     )
+    #: The hardware block (:meth:`CostProfile.features`): step-time ratios to AdamW as ``log2(r) / 4``.
+    PROFILE_FEATURES: tuple[str, ...] = (
+        "has_profile",
+        "optimizer_share",  # AdamW step / training step (0 when unknown)
+        "has_share",
+        "cost_r0_b8",
+        "cost_r0_b4",
+        "cost_r0_b16",
+        "cost_projected",  # r8/b8/g0
+        "cost_gamma",  # r0/b8/g0.5
+    )
     OBJECTIVE_FEATURES: tuple[str, ...] = (
         "w_loss",
         "w_memory",
@@ -354,6 +496,7 @@ class ObservationSpec:
         "w_time",
         "budget_rel",
         "has_budget",
+        *PROFILE_FEATURES,
     )
     CLIP = 10.0
 
@@ -382,8 +525,10 @@ class ObservationSpec:
         history: Sequence[TelemetryRecord],
         objective: Objective,
         reference: Reference | None = None,
+        profile: CostProfile | Sequence[float] | None = None,
     ) -> np.ndarray:
-        """Encode the newest ``window`` records of ``history`` and the objective into a float32 vector."""
+        """Encode the newest ``window`` records of ``history``, the objective and the job's cost profile
+        (optional: a :class:`CostProfile` or its :meth:`CostProfile.features`) into a float32 vector."""
         if not history:
             raise ValueError("history is empty: send at least one TelemetryRecord")
         ref = reference or Reference.from_history(history)
@@ -417,8 +562,16 @@ class ObservationSpec:
             prev_loss = r.loss
         w = objective.normalized()
         budget = objective.memory_budget_bytes
+        if profile is None:
+            hw: Sequence[float] = [0.0] * len(self.PROFILE_FEATURES)
+        else:
+            hw = profile.features() if isinstance(profile, CostProfile) else profile
+            if len(hw) != len(self.PROFILE_FEATURES):
+                raise ValueError(
+                    f"profile features have length {len(hw)}, expected {len(self.PROFILE_FEATURES)}"
+                )
         obj = np.array(
-            [*w, (budget / ref.dense_state_bytes) if budget else 0.0, 1.0 if budget else 0.0],
+            [*w, (budget / ref.dense_state_bytes) if budget else 0.0, 1.0 if budget else 0.0, *hw],
             dtype=np.float32,
         )
         out = np.concatenate([tokens.reshape(-1), obj])

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from client.protocol import ActionGrid, Objective, ObservationSpec
+from client.protocol import ActionGrid, CostProfile, Objective, ObservationSpec
 
 __all__ = ["BatchEncoder", "objective_features", "objective_features_batch"]
 
@@ -30,29 +30,44 @@ _F = {name: i for i, name in enumerate(ObservationSpec.TOKEN_FEATURES)}
 assert len(_F) == 16 and _F["loss_delta"] == 15 and _F["mask"] == 0, "ObservationSpec changed: update encode"
 
 
-def objective_features(objective: Objective, dense_state_bytes: int) -> np.ndarray:
-    """The objective block of an observation (float32 ``[6]``), as ``ObservationSpec.encode`` builds it."""
+_N_JOB = len(ObservationSpec.OBJECTIVE_FEATURES)
+_N_HW = len(ObservationSpec.PROFILE_FEATURES)
+
+
+def objective_features(
+    objective: Objective, dense_state_bytes: int, profile: CostProfile | None = None
+) -> np.ndarray:
+    """The job block of an observation (float32 ``[len(OBJECTIVE_FEATURES)]``: the objective, then the cost
+    profile's features or zeros), as ``ObservationSpec.encode`` builds it."""
     w = objective.normalized()
     budget = objective.memory_budget_bytes
+    hw = profile.features() if profile is not None else [0.0] * _N_HW
     out = np.array(
-        [*w, (budget / dense_state_bytes) if budget else 0.0, 1.0 if budget else 0.0], dtype=np.float32
+        [*w, (budget / dense_state_bytes) if budget else 0.0, 1.0 if budget else 0.0, *hw], dtype=np.float32
     )
     return np.clip(out, -ObservationSpec.CLIP, ObservationSpec.CLIP)
 
 
 def objective_features_batch(
-    weights: np.ndarray, budget_bytes: np.ndarray, dense_state_bytes: np.ndarray
+    weights: np.ndarray,
+    budget_bytes: np.ndarray,
+    dense_state_bytes: np.ndarray,
+    profile_features: np.ndarray | None = None,
 ) -> np.ndarray:
     """Vectorized :func:`objective_features`: ``weights`` float64 ``[n, 4]``, ``budget_bytes`` int64 ``[n]``
-    (0 = no budget), ``dense_state_bytes`` int64 ``[n]`` -> float32 ``[n, 6]``, clipped like the spec."""
+    (0 = no budget), ``dense_state_bytes`` int64 ``[n]``, ``profile_features`` float64 ``[n, F]`` (the
+    unclipped :meth:`CostProfile.features`; ``None``: no profile) -> float32 ``[n, len(OBJECTIVE_FEATURES)]``,
+    clipped like the spec."""
     w32 = np.asarray(weights, dtype=np.float64).astype(np.float32)  # Objective.weights(): float32 of floats
     # the reference sums 4 float32 values left to right in float32; do exactly that
     s = ((w32[:, 0] + w32[:, 1]) + w32[:, 2]) + w32[:, 3]
-    out = np.zeros((w32.shape[0], 6), dtype=np.float32)
+    out = np.zeros((w32.shape[0], _N_JOB), dtype=np.float32)
     out[:, :4] = w32 / s[:, None]
     has = budget_bytes > 0
     out[:, 4] = np.where(has, budget_bytes / np.maximum(dense_state_bytes, 1), 0.0).astype(np.float32)
     out[:, 5] = has
+    if profile_features is not None:
+        out[:, 6:] = np.asarray(profile_features, dtype=np.float64).astype(np.float32)
     np.clip(out, -ObservationSpec.CLIP, ObservationSpec.CLIP, out=out)
     return out
 
@@ -82,7 +97,7 @@ class BatchEncoder:
         self._gammas = np.asarray(grid.gammas, dtype=np.float64)
 
     def clear(self, idx: np.ndarray | slice, objective_rows: np.ndarray | None = None) -> None:
-        """Empty the history of episodes ``idx`` (and set their objective features, float32 ``[k, 6]``)."""
+        """Empty the history of episodes ``idx`` (and set their job features, float32 ``[k, F]``)."""
         self.tokens[idx] = 0.0
         self.loss[idx] = 0.0
         self.valid[idx] = False

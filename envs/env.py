@@ -43,6 +43,7 @@ from client.protocol import (
     DEFAULT_GRID,
     MAX_HISTORY,
     CompressionSetting,
+    CostProfile,
     Objective,
     ObservationSpec,
     Reference,
@@ -118,6 +119,7 @@ class EpisodeStart:
     reference: Reference
     record: TelemetryRecord
     info: dict[str, Any] = field(default_factory=dict)
+    profile: CostProfile | list[float] | None = None  # the job's hardware cost profile (or its features)
 
 
 @dataclass
@@ -206,7 +208,12 @@ class CompressionEnv(gym.Env):
     :param objective_sampler: the per-episode sampler (:class:`envs.objectives.ObjectiveSampler`).
     :param window: telemetry records in the observation (1..8; the service's context is 8).
     :param reward: penalty knobs (:class:`envs.reward.RewardConfig`).
-    :param initial_setting: setting of the warm-up interval (default off, like a job's start).
+    :param initial_setting: setting of the first interval (default: the first decision,
+        :func:`client.controllers.first_setting`, from the objective and the hardware cost profile, as a
+        job makes it before its first interval).
+    :param hardware: surrogate backend: per-episode hardware draws (:class:`envs.hardware.HardwareSampler`,
+        the default) or ``None`` (the fitted per-workload costs, no profile features). Training backend:
+        the :class:`CostProfile` of this machine (default ``envs/profiles/cpu-dev-2core.json`` on a CPU).
     :param job_seeds: job seeds are drawn from ``range(job_seeds)``; for the training backend each one costs
         a reference run (cached on disk), so keep it small (default 4); the surrogate defaults to 64.
     :param interval_steps: override the workloads' optimizer steps per interval (training backend only;
@@ -239,6 +246,7 @@ class CompressionEnv(gym.Env):
         model: Any = None,
         traces: Any = None,
         render_mode: str | None = None,
+        hardware: Any = "default",
     ) -> None:
         super().__init__()
         if backend not in BACKENDS:
@@ -262,12 +270,18 @@ class CompressionEnv(gym.Env):
         from envs.surrogate import resolve_workloads
 
         self.backend_name = backend
-        self.workload_names = resolve_workloads(workload, split)
+        if backend == "surrogate":
+            from envs.surrogate import SurrogateModel
+
+            model = model or SurrogateModel.default()
+        self.workload_names = resolve_workloads(workload, split, model if backend == "surrogate" else None)
         self.fixed_objective = resolve_objective(objective)
         self.sampler = objective_sampler or ObjectiveSampler()
         self.reward_config = reward or RewardConfig()
-        self.initial_setting = initial_setting or CompressionSetting.off()
-        DEFAULT_GRID.check(self.initial_setting)
+        self.initial_setting = initial_setting
+        if initial_setting is not None:
+            DEFAULT_GRID.check(initial_setting)
+        self.hardware = hardware
         self.obs_spec = ObservationSpec(window=window)
         self.grid = DEFAULT_GRID
         self.render_mode = render_mode
@@ -286,6 +300,7 @@ class CompressionEnv(gym.Env):
         self.history: list[TelemetryRecord] = []
         self.objective: Objective | None = None
         self.reference: Reference | None = None
+        self.profile: CostProfile | list[float] | None = None
         self._done = True
         self._last_info: dict[str, Any] = {}
 
@@ -299,8 +314,10 @@ class CompressionEnv(gym.Env):
         traces: Any,
     ) -> Backend:
         if backend == "surrogate":
+            from envs.hardware import HardwareSampler
             from envs.surrogate import SurrogateBackend
 
+            hw = HardwareSampler() if isinstance(self.hardware, str) else self.hardware
             return SurrogateBackend(
                 model,
                 self.workload_names,
@@ -309,12 +326,21 @@ class CompressionEnv(gym.Env):
                 self.reward_config,
                 self.initial_setting,
                 job_seeds or 64,
+                hw,
             )
         if backend == "training":
+            from envs.hardware import local_profile
             from envs.training import TrainingBackend
 
+            profile = local_profile(training) if isinstance(self.hardware, str) else self.hardware
             return TrainingBackend(
-                workloads, training, self.sampler, self.reward_config, self.initial_setting, job_seeds or 4
+                workloads,
+                training,
+                self.sampler,
+                self.reward_config,
+                self.initial_setting,
+                job_seeds or 4,
+                profile=profile,
             )
         from envs.replay import ReplayBackend
 
@@ -338,6 +364,7 @@ class CompressionEnv(gym.Env):
         )
         self.objective = start.objective
         self.reference = start.reference
+        self.profile = start.profile
         self.history = [start.record]
         self._done = False
         info = {
@@ -354,7 +381,9 @@ class CompressionEnv(gym.Env):
 
     def _observe(self) -> np.ndarray:
         assert self.objective is not None
-        return self.obs_spec.encode(self.history[-self.obs_spec.window :], self.objective, self.reference)
+        return self.obs_spec.encode(
+            self.history[-self.obs_spec.window :], self.objective, self.reference, self.profile
+        )
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._done:

@@ -177,6 +177,8 @@ PRESETS: dict[str, GPTConfig] = {
     "lm-tiny": GPTConfig(n_layer=2, n_head=2, n_embd=64, block_size=64),
     "lm-small": GPTConfig(n_layer=4, n_head=4, n_embd=128, block_size=128),
     "lm-medium": GPTConfig(n_layer=6, n_head=6, n_embd=192, block_size=256),
+    # the GPU bench's byte GPT (benchmarks/gpu.py): 85 M parameters, for GPU traces and the GPU demo
+    "gpt-85m": GPTConfig(n_layer=12, n_head=12, n_embd=768, block_size=256),
 }
 _OTHER = ("digits-mlp",)
 

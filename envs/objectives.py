@@ -1,7 +1,8 @@
 """Objective weights per episode: named presets and a seeded sampler.
 
 The reward is ``r_t = -(w_loss*l_t + w_memory*m_t + w_energy*e_t + w_time*tau_t)`` (see :mod:`envs.reward`),
-with ``l_t`` an *excess loss relative to the initial loss* (typically 0.001-0.1) and ``m_t, e_t, tau_t``
+with ``l_t`` an *excess loss relative to the uncompressed run's loss at the same step* (0.2 = 20 % worse;
+typically 0.001-0.1) and ``m_t, e_t, tau_t``
 *ratios to the uncompressed run* (typically 0.1-1.5). The presets are scaled for those units: a loss weight
 of 10 makes 1 % of excess loss cost as much as 10 % of the dense state memory.
 
@@ -70,7 +71,7 @@ class ObjectiveSampler:
     loss_range: tuple[float, float] = (0.5, 50.0)
     other_range: tuple[float, float] = (0.02, 2.0)
     zero_prob: float = 0.25
-    budget_prob: float = 0.0
+    budget_prob: float = 0.15
     budget_rel_range: tuple[float, float] = (0.15, 0.8)
 
     def __post_init__(self) -> None:

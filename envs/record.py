@@ -13,11 +13,19 @@ Episodes are interleaved across workloads (round robin) and job seeds rotate, so
 time budget is balanced. Reference runs come from the env's on-disk cache and are written once per
 (workload, seed). Every line is flushed, so an interrupted recording keeps what it wrote.
 
-What produced the shipped traces (two single-thread processes side by side, 8 CPU-minutes in all)::
+What produced the shipped traces (single-thread processes, 16 CPU-minutes in all)::
 
     nice mango record --workloads train --seeds 0,1 --budget-min 4.5 --out envs/traces/cpu-train.jsonl.gz
     nice mango record --workloads heldout --seeds 0,1 --seed 1 --budget-min 3.5 \
         --out envs/traces/cpu-heldout.jsonl.gz
+    nice mango record --workloads lm-deep-cosine,lm-tiny-linear-lowlr,digits-mlp-step-noisy --seeds 0,1 \
+        --budget-min 5 --seed 2 --out envs/traces/cpu-train2.jsonl.gz          # issue 13
+    nice mango record --workloads val --seeds 0,1 --budget-min 3 --seed 3 --out envs/traces/cpu-val.jsonl.gz
+
+GPU traces (issue 13; the 85 M byte GPT and lm-medium on an H200, ~5 minutes)::
+
+    mango record --workloads gpu --seeds 0,1 --device cuda --clock wall --threads 8 --budget-min 4 \
+        --max-wall-min 4 --out envs/traces/gpu-h200.jsonl.gz
 """
 
 from __future__ import annotations
@@ -116,7 +124,8 @@ class RecordConfig:
     def workload_names(self) -> list[str]:
         names: list[str] = []
         for w in self.workloads:
-            names.extend(workloads_of(w) if w in ("train", "heldout", "all") else [get_workload(w).name])
+            split = w in ("train", "val", "heldout", "all", "gpu")
+            names.extend(workloads_of(w) if split else [get_workload(w).name])
         return list(dict.fromkeys(names))
 
 
@@ -316,7 +325,9 @@ def record(cfg: RecordConfig, progress: bool = True) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="mango record", description=__doc__.split("\n\n")[0])
-    p.add_argument("--workloads", default="all", help="comma list of names, or train / heldout / all")
+    p.add_argument(
+        "--workloads", default="all", help="comma list of names, or train / val / heldout / all / gpu"
+    )
     p.add_argument("--seeds", default="0,1,2", help="job seeds rotated over episodes")
     p.add_argument("--budget-min", type=float, default=12.0, help="CPU-time budget in minutes")
     p.add_argument("--max-wall-min", type=float, default=None, help="wall-clock cap (default 3x budget)")

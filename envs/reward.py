@@ -3,17 +3,22 @@
 ``r_t = -(w_loss*l_t + w_memory*m_t + w_energy*e_t + w_time*tau_t) - penalties``, every term relative to the
 uncompressed reference run of the same workload and job seed:
 
-* ``l_t = (loss_t - ref_loss_t) / initial_loss`` - excess training loss over the reference *at the same step*
-  (same data order, same init), in units of the initial loss. Can be slightly negative (compression noise can
-  act as a regularizer); typical magnitudes 0.001-0.1.
+* ``l_t = (loss_t - ref_loss_t) / ref_loss_t`` - excess training loss over the reference *at the same step*
+  (same data order, same init), relative to the reference's loss *at that step*: a loss 20 % above the
+  uncompressed run's costs 0.2, like 20 % more time (issue 13; the first design divided by the initial
+  loss, so late in a run a 20 % worse loss cost like 7 %). Can be slightly negative (compression noise can
+  act as a regularizer).
 * ``m_t = state_bytes_t / ref_state_bytes`` - optimizer + compression state over the reference's (AdamW).
+  Where the objective sets a memory budget, memory is a *constraint*, not a cost: ``m_t`` leaves the
+  weighted sum and an interval over the budget pays ``budget_penalty`` plus ``budget_slope`` times its
+  relative overshoot.
 * ``e_t = energy_j_t / ref_interval_energy_j`` and ``tau_t = interval_s_t / ref_interval_s`` - this interval's
   energy and wall time over the reference's per-interval median (the median of the control intervals, so one
   slow interval on a shared machine does not skew every episode).
 
-Penalties (:class:`RewardConfig`): ``budget_penalty`` per interval whose state exceeds the objective's memory
-budget, and ``divergence_penalty`` once when the loss exceeds ``divergence_factor * initial_loss`` (or is
-non-finite), which also ends the episode.
+Penalties (:class:`RewardConfig`): ``budget_penalty`` (+ ``budget_slope`` x overshoot) per interval whose
+state exceeds the objective's memory budget, and ``divergence_penalty`` once when the loss exceeds
+``divergence_factor * initial_loss`` (or is non-finite), which also ends the episode.
 
 All functions take floats or numpy arrays (broadcasting), so the vectorized environment and the
 single-episode environment compute bit-identical rewards.
@@ -39,6 +44,8 @@ class RewardConfig:
     :ivar budget_penalty: cost added per interval whose ``state_bytes`` exceed the objective's
         ``memory_budget_bytes`` (0 disables). 1.0 is about the memory term of a dense run, so breaking the
         budget is never cheaper than any feasible setting under a memory-weighted objective.
+    :ivar budget_slope: extra cost per unit of relative overshoot (``state_bytes / budget - 1``), so a
+        policy that cannot fit is pushed towards the smallest overshoot.
     :ivar divergence_penalty: cost added once when the run diverges (the episode then ends). Size it to
         dominate a whole episode of excess loss: 10 by default.
     :ivar divergence_factor: a mean interval loss above ``divergence_factor * initial_loss`` (or non-finite)
@@ -46,12 +53,13 @@ class RewardConfig:
     """
 
     budget_penalty: float = 1.0
+    budget_slope: float = 2.0
     divergence_penalty: float = 10.0
     divergence_factor: float = 3.0
 
     def __post_init__(self) -> None:
-        if self.budget_penalty < 0 or self.divergence_penalty < 0:
-            raise ValueError("budget_penalty and divergence_penalty must be >= 0")
+        if self.budget_penalty < 0 or self.divergence_penalty < 0 or self.budget_slope < 0:
+            raise ValueError("budget_penalty, budget_slope and divergence_penalty must be >= 0")
         if not self.divergence_factor > 1.0:
             raise ValueError(f"divergence_factor={self.divergence_factor} must be > 1 (e.g. 3.0)")
 
@@ -68,8 +76,13 @@ def reward_terms(
     ref_interval_s: Any,
     initial_loss: Any,
 ) -> tuple[Any, Any, Any, Any]:
-    """The four raw terms ``(l, m, e, tau)`` (see the module docstring); float64 in, float64 out."""
-    l_t = (np.asarray(loss, dtype=np.float64) - ref_loss) / initial_loss
+    """The four raw terms ``(l, m, e, tau)`` (see the module docstring); float64 in, float64 out.
+
+    ``initial_loss`` is kept for callers' symmetry with the divergence check; the loss term's unit is the
+    reference loss at the same step (floored at 1e-6 of the initial loss for a reference that reaches 0).
+    """
+    ref = np.maximum(np.asarray(ref_loss, dtype=np.float64), 1e-6 * np.abs(np.asarray(initial_loss)))
+    l_t = (np.asarray(loss, dtype=np.float64) - ref) / ref
     m_t = np.asarray(state_bytes, dtype=np.float64) / ref_state_bytes
     e_t = np.asarray(energy_j, dtype=np.float64) / ref_energy_j
     tau_t = np.asarray(interval_s, dtype=np.float64) / ref_interval_s
@@ -94,11 +107,20 @@ def penalized_reward(
 ) -> tuple[Any, Any, Any]:
     """``(reward, over_budget, diverged)``: :func:`reward_from_terms` minus the penalties of ``config``.
 
-    ``budget_bytes`` of 0 means no budget. Works elementwise on arrays (the vectorized env) and on floats.
+    ``budget_bytes`` of 0 means no budget; with one, the memory term leaves the weighted sum (memory is a
+    constraint) and an over-budget interval pays ``budget_penalty + budget_slope * overshoot``. Works
+    elementwise on arrays (the vectorized env) and on floats.
     """
-    reward = reward_from_terms(weights, terms)
-    over = (np.asarray(budget_bytes) > 0) & (np.asarray(state_bytes) > np.asarray(budget_bytes))
+    w = np.array(weights, dtype=np.float64, copy=True)
+    budget = np.asarray(budget_bytes, dtype=np.float64)
+    has_budget = budget > 0
+    w[..., 1] = np.where(has_budget, 0.0, w[..., 1])
+    reward = reward_from_terms(w, terms)
+    sb = np.asarray(state_bytes, dtype=np.float64)
+    over = has_budget & (sb > budget)
+    overshoot = np.where(over, sb / np.where(has_budget, budget, 1.0) - 1.0, 0.0)
     loss_a = np.asarray(loss, dtype=np.float64)
     diverged = ~np.isfinite(loss_a) | (loss_a > config.divergence_factor * np.asarray(initial_loss))
-    reward = reward - config.budget_penalty * over - config.divergence_penalty * diverged
+    reward = reward - (config.budget_penalty + config.budget_slope * overshoot) * over
+    reward = reward - config.divergence_penalty * diverged
     return reward, over, diverged

@@ -80,6 +80,11 @@ def _arr(x: Any, dtype: Any = np.float64) -> np.ndarray:
     return np.asarray(x, dtype=dtype)
 
 
+def _flat(label: str) -> int:
+    """Index of a setting label in the surrogate's flat grid order (rank-major, like ``all_settings``)."""
+    return int(np.ravel_multi_index(DEFAULT_GRID.action(CompressionSetting.parse(label)), _GRID_SHAPE))
+
+
 @dataclass
 class WorkloadTables:
     """Everything the surrogate knows about one workload (arrays over intervals ``[K+1]`` or the grid
@@ -211,10 +216,18 @@ class SurrogateModel:
         return default_model()
 
 
-def resolve_workloads(workload: str | Sequence[str] | None, split: str) -> tuple[str, ...]:
-    """The workload names an env draws from: a name, a list of names, or (``None``) the whole split."""
+def resolve_workloads(
+    workload: str | Sequence[str] | None, split: str, model: SurrogateModel | None = None
+) -> tuple[str, ...]:
+    """The workload names an env draws from: a name, a list of names, or (``None``) the whole split (with a
+    ``model``: the split's workloads, CPU and GPU, that it has traces of; a CPU one without is logged)."""
     if workload is None:
         names = workloads_of(split)
+        if model is not None:
+            missing = [n for n in names if n not in model.tables]
+            if missing:
+                log.warning("the surrogate has no traces of %s (split %s): not drawn", missing, split)
+            names = tuple(n for n in workloads_of(split, gpu=True) if n in model.tables)
     elif isinstance(workload, str):
         names = (workload,)
     else:
@@ -238,8 +251,13 @@ class SurrogateEngine:
     :param spec: observation spec (window).
     :param sampler: objective sampler (ignored for an episode whose objective is fixed).
     :param reward: penalty knobs.
-    :param initial_setting: setting of the uncontrolled warm-up interval (default: off, like a job's start).
+    :param initial_setting: setting of the first interval, run before the policy's first decision; default
+        ``None``: :func:`client.controllers.first_setting` from the objective and the episode's hardware,
+        as a job does before its first interval.
     :param job_seeds: job seeds are drawn from ``range(job_seeds)``; each has its own reference level.
+    :param hardware: per-episode hardware draws (:class:`envs.hardware.HardwareSampler`): the time and
+        energy of each setting follow the drawn cost profile and the observation carries its features;
+        ``None``: the per-workload ratios fitted on the traces and no profile features (the first design).
     """
 
     def __init__(
@@ -252,6 +270,7 @@ class SurrogateEngine:
         reward: RewardConfig,
         initial_setting: CompressionSetting | None = None,
         job_seeds: int = 64,
+        hardware: Any = None,
     ) -> None:
         if n < 1:
             raise ValueError(f"num_envs={n} must be >= 1")
@@ -274,8 +293,10 @@ class SurrogateEngine:
         self.sampler = sampler
         self.reward_cfg = reward
         self.job_seeds = job_seeds
+        self.fixed_initial = initial_setting is not None
         init = initial_setting or CompressionSetting.off()
         self.initial_action = np.array(DEFAULT_GRID.action(init), dtype=np.int64)
+        self.hw = hardware.build() if hardware is not None else None
         self._stack_tables()
         # per-seed reference levels: a fixed table so one job seed always has the same reference curve
         self.seed_z = np.random.default_rng(20240531).standard_normal((len(self.names), job_seeds))
@@ -293,6 +314,12 @@ class SurrogateEngine:
         self.budget = np.zeros(n, dtype=np.int64)
         self.job_seed = np.zeros(n, dtype=np.int64)
         self.z = np.zeros((n, self.kmax + 1, c), dtype=np.float64)
+        self.init_acts = np.tile(self.initial_action, (n, 1))  # [n, 3] each episode's first setting
+        n_hw = len(ObservationSpec.PROFILE_FEATURES)
+        self.hw_time = np.ones((n, _N_SETTINGS), dtype=np.float64)  # interval-time ratios of the episode
+        self.hw_energy = np.ones((n, _N_SETTINGS), dtype=np.float64)
+        self.hw_feat = np.zeros((n, n_hw), dtype=np.float64)
+        self.hw_label = [""] * n
         self.last: dict[str, np.ndarray] = {}
 
     def _stack_tables(self) -> None:
@@ -398,16 +425,48 @@ class SurrogateEngine:
                 self.budget[i] = 0 if budget_rel is None else max(1, int(budget_rel * dense))
             self.weights[i] = w_obj
             self.level[i] = 1.0 + self.s_seed_sigma[wi] * self.seed_z[wi, js]
+            if self.hw is not None:
+                t_r, e_r, feats, label = self.hw.draw(rng)
+                self.hw_time[i], self.hw_energy[i], self.hw_feat[i], self.hw_label[i] = t_r, e_r, feats, label
+            else:
+                self.hw_time[i] = self.g_time[wi]
+                self.hw_energy[i] = self.g_energy[wi]
+            if not self.fixed_initial:
+                self.init_acts[i] = self._first_action(int(i), wi)
         self.t[idx] = 0
         self.x[idx] = 0.0
         self.compressed[idx] = False
         self.encoder.clear(
-            idx, objective_features_batch(self.weights[idx], self.budget[idx], self.s_dense[self.w[idx]])
+            idx,
+            objective_features_batch(
+                self.weights[idx],
+                self.budget[idx],
+                self.s_dense[self.w[idx]],
+                self.hw_feat[idx] if self.hw is not None else None,
+            ),
         )
-        acts = np.broadcast_to(self.initial_action, (idx.size, 3))
+        acts = self.init_acts[idx]
         raw = self._interval(idx, acts)
         self.initial_loss[idx] = raw["ref_loss"]
         self._push(idx, raw, acts)
+
+    def _first_action(self, i: int, wi: int) -> np.ndarray:
+        """Slot ``i``'s first setting: :func:`client.controllers.first_setting` (objective, hardware)."""
+        from client.controllers import FIRST_CANDIDATES, first_setting
+        from envs.objectives import make_objective
+
+        budget = int(self.budget[i])
+        objective = make_objective(self.weights[i], budget if budget > 0 else None)
+        flat = {lb: _flat(lb) for lb in FIRST_CANDIDATES}
+        ref_state = float(self.s_ref_state[wi])
+        setting, _ = first_setting(
+            objective,
+            dense_state_bytes=int(self.s_ref_state[wi]),
+            time_ratio={lb: float(self.hw_time[i, k]) for lb, k in flat.items()},
+            energy_ratio={lb: float(self.hw_energy[i, k]) for lb, k in flat.items()},
+            state_ratio={lb: float(self.g_state_bytes[wi, k]) / ref_state for lb, k in flat.items()},
+        )
+        return np.array(DEFAULT_GRID.action(setting), dtype=np.int64)
 
     # ---------------------------------------------------------------------------------------------- step
     def _interval(self, idx: np.ndarray | None, acts: np.ndarray) -> dict[str, np.ndarray]:
@@ -416,7 +475,8 @@ class SurrogateEngine:
         w = self.w[idx_]
         t = self.t[idx_]
         s = (acts[:, 0] * _GRID_SHAPE[1] + acts[:, 1]) * _GRID_SHAPE[2] + acts[:, 2]
-        z = self.z[idx_ if idx is not None else self._ar, t]  # [k, C]
+        rows = idx if idx is not None else self._ar
+        z = self.z[rows, t]  # [k, C]
         p = self.progress[w, t]
         target = self.g_a[w, s] + (1.0 - p) * self.g_b[w, s]
         rho = self.s_rho[w]
@@ -439,8 +499,8 @@ class SurrogateEngine:
             "compression_error": self.g_comp_err[w, s] * np.exp(self.s_sig_ce[w] * z[:, 4]),
             "spectral_tail": np.clip(self.g_tail[w, acts[:, 0]], 0.0, 1.0),
             "state_bytes": self.g_state_bytes[w, s],
-            "interval_s": self.s_ref_time[w] * self.g_time[w, s] * ratio_noise,
-            "energy_j": self.s_ref_energy[w] * self.g_energy[w, s] * ratio_noise,
+            "interval_s": self.s_ref_time[w] * self.hw_time[rows, s] * ratio_noise,
+            "energy_j": self.s_ref_energy[w] * self.hw_energy[rows, s] * ratio_noise,
         }
         return raw
 
@@ -552,8 +612,11 @@ class SurrogateVecEnv(VectorEnv):
     :param model: a fitted :class:`SurrogateModel` (default: fitted on the shipped traces).
     :param window: history window of the observation (1..8).
     :param reward: penalty knobs (:class:`envs.reward.RewardConfig`).
-    :param initial_setting: setting of each episode's warm-up interval (default off).
+    :param initial_setting: setting of each episode's first interval (default: the first decision from the
+        objective and the hardware, :func:`client.controllers.first_setting`).
     :param job_seeds: size of the job-seed pool.
+    :param hardware: per-episode hardware draws (default :class:`envs.hardware.HardwareSampler`; ``None``:
+        the fitted per-workload cost ratios, no profile features).
 
     Seeding: ``reset(seed=s)`` seeds sub-env ``i`` with ``s + i``, like gymnasium's vector envs, and sub-env
     ``i`` then produces exactly the episodes of ``CompressionEnv(backend="surrogate").reset(seed=s + i)``.
@@ -573,14 +636,19 @@ class SurrogateVecEnv(VectorEnv):
         reward: RewardConfig | None = None,
         initial_setting: CompressionSetting | None = None,
         job_seeds: int = 64,
+        hardware: Any = "default",
     ) -> None:
         from envs.env import resolve_objective  # late: env imports this module
+        from envs.hardware import HardwareSampler
 
-        self.names = resolve_workloads(workload, split)
+        if isinstance(hardware, str) and hardware == "default":
+            hardware = HardwareSampler()
+        model = model or SurrogateModel.default()
+        self.names = resolve_workloads(workload, split, model)
         self.fixed_objective = resolve_objective(objective)
         self.obs_spec = ObservationSpec(window=window)
         self.engine = SurrogateEngine(
-            model or SurrogateModel.default(),
+            model,
             self.names,
             num_envs,
             self.obs_spec,
@@ -588,6 +656,7 @@ class SurrogateVecEnv(VectorEnv):
             reward or RewardConfig(),
             initial_setting,
             job_seeds,
+            hardware,
         )
         self.num_envs = num_envs
         c = ObservationSpec.CLIP
@@ -658,9 +727,18 @@ class SurrogateBackend:
         reward: RewardConfig,
         initial_setting: CompressionSetting | None,
         job_seeds: int,
+        hardware: Any = None,
     ) -> None:
         self.engine = SurrogateEngine(
-            model or SurrogateModel.default(), names, 1, spec, sampler, reward, initial_setting, job_seeds
+            model or SurrogateModel.default(),
+            names,
+            1,
+            spec,
+            sampler,
+            reward,
+            initial_setting,
+            job_seeds,
+            hardware,
         )
         self._zero = np.zeros(1, dtype=np.int64)
 
@@ -692,7 +770,9 @@ class SurrogateBackend:
             job_seed=int(eng.job_seed[0]),
             objective=objective,
             reference=ref,
-            record=eng.record(0, eng.initial_action),
+            record=eng.record(0, eng.init_acts[0]),
+            profile=[float(x) for x in eng.hw_feat[0]] if eng.hw is not None else None,
+            info={"hardware": eng.hw_label[0]} if eng.hw is not None else {},
         )
 
     def step(self, action: np.ndarray, setting: CompressionSetting) -> Any:

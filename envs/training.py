@@ -537,10 +537,12 @@ class TrainingBackend:
         config: TrainingConfig | None,
         sampler: Any,
         reward: Any,
-        initial_setting: CompressionSetting,
+        initial_setting: CompressionSetting | None,
         job_seeds: int,
+        profile: Any = None,
     ) -> None:
         self.workloads = workloads
+        self.profile = profile  # this machine's CostProfile (the observation's hardware block), or None
         self.names = [w.name for w in workloads]
         self.config = config or TrainingConfig()
         self.sampler = sampler
@@ -573,8 +575,13 @@ class TrainingBackend:
         if self.job is not None:
             self.job.close()
         self.objective = objective
-        self.job = TrainingJob(w, js, self.config, self.initial_setting)
-        res = self.job.run_interval(self.initial_setting)
+        first = self.initial_setting
+        if first is None:  # the first decision, as a job makes it before its first interval
+            from client.controllers import first_setting_for_profile
+
+            first, _ = first_setting_for_profile(objective, self.profile, ref.state_bytes)
+        self.job = TrainingJob(w, js, self.config, first)
+        res = self.job.run_interval(first)
         self.last_timing = {"train_s": res.train_s, "total_s": res.total_s, "apply_s": res.apply_s}
         self.t = 0
         return EpisodeStart(
@@ -583,6 +590,7 @@ class TrainingBackend:
             objective=objective,
             reference=ref.reference(),
             record=res.record,
+            profile=self.profile,
         )
 
     def step(self, action: np.ndarray, setting: CompressionSetting) -> Any:

@@ -30,9 +30,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 __all__ = [
+    "GPU_WORKLOADS",
     "HELDOUT_WORKLOADS",
     "SCHEDULES",
+    "SPLITS",
     "TRAIN_WORKLOADS",
+    "VAL_WORKLOADS",
     "WORKLOADS",
     "Workload",
     "get_workload",
@@ -41,7 +44,10 @@ __all__ = [
 ]
 
 Task = Literal["lm", "digits"]
-SplitName = Literal["train", "heldout"]
+SplitName = Literal["train", "val", "heldout"]
+#: The splits, in the order a policy's life uses them: train on, select checkpoints on, test on.
+SPLITS: tuple[str, ...] = ("train", "val", "heldout")
+Device = Literal["cpu", "gpu"]
 #: Learning-rate schedules :meth:`Workload.lr_at` knows (after the linear warm-up, if any).
 SCHEDULES: tuple[str, ...] = ("constant", "cosine", "linear", "step")
 
@@ -51,7 +57,8 @@ class Workload:
     """One training job: model, data, optimizer hyper-parameters and episode shape.
 
     :ivar name: registry key, ``[a-z0-9-]``.
-    :ivar split: ``"train"`` (a policy may train on it) or ``"heldout"`` (evaluation only).
+    :ivar split: ``"train"`` (a policy may train on it), ``"val"`` (checkpoint selection only) or
+        ``"heldout"`` (the test split: final evaluation only).
     :ivar task: ``"lm"`` (next-byte prediction on the stdlib corpus) or ``"digits"`` (8x8 digit classifier).
     :ivar model: :func:`envs.models.build_model` preset name (``"lm-tiny"``, ``"lm-small"``, ``"lm-medium"``,
         ``"digits-mlp"``); the size knob.
@@ -74,6 +81,9 @@ class Workload:
     :ivar intervals: control intervals per episode (> 0), after one warm-up interval.
     :ivar min_compress_numel: ``MangoAdamW(min_compress_numel=...)``: tensors smaller than this keep exact
         fp32 state. Small models need a small threshold or nothing gets compressed.
+    :ivar device: ``"cpu"`` (recorded on the dev machine) or ``"gpu"`` (recorded on a GPU with
+        ``mango record --device cuda --clock wall``; too slow for a CPU). A split's default pool
+        (:func:`workloads_of`) holds only CPU workloads; the surrogate adds GPU ones once it has their traces.
     :ivar description: one line for tables.
     """
 
@@ -95,11 +105,14 @@ class Workload:
     weight_decay: float = 0.01
     label_noise: float = 0.0
     min_compress_numel: int = 1024
+    device: Device = "cpu"
     description: str = ""
 
     def __post_init__(self) -> None:
-        if self.split not in ("train", "heldout"):
-            raise ValueError(f"workload {self.name!r}: split={self.split!r} must be 'train' or 'heldout'")
+        if self.split not in SPLITS:
+            raise ValueError(f"workload {self.name!r}: split={self.split!r} must be one of {SPLITS}")
+        if self.device not in ("cpu", "gpu"):
+            raise ValueError(f"workload {self.name!r}: device={self.device!r} must be 'cpu' or 'gpu'")
         if self.task not in ("lm", "digits"):
             raise ValueError(f"workload {self.name!r}: task={self.task!r} must be 'lm' or 'digits'")
         if self.steps_per_interval < 1:
@@ -149,6 +162,8 @@ class Workload:
         """Every knob as a JSON-able dict (the description excluded: it does not change a run)."""
         d = dataclasses.asdict(self)
         d.pop("description")
+        if d["device"] == "cpu":  # the default stays out of the key: CPU workloads keep their cached runs
+            d.pop("device")
         d["model_overrides"] = [list(kv) for kv in self.model_overrides]
         return d
 
@@ -189,13 +204,18 @@ def get_workload(name: str | Workload) -> Workload:
         ) from None
 
 
-def workloads_of(split: str) -> tuple[str, ...]:
-    """Names of the workloads of a split: ``"train"``, ``"heldout"`` or ``"all"``."""
-    if split == "all":
-        return tuple(WORKLOADS)
-    if split not in ("train", "heldout"):
-        raise ValueError(f"split={split!r}; choose 'train', 'heldout' or 'all'")
-    return tuple(n for n, w in WORKLOADS.items() if w.split == split)
+def workloads_of(split: str, *, gpu: bool = False) -> tuple[str, ...]:
+    """Names of the CPU workloads of a split: ``"train"``, ``"val"``, ``"heldout"`` or ``"all"``.
+
+    ``gpu=True`` adds the split's GPU workloads (``"gpu"`` alone names every GPU workload).
+    """
+    if split == "gpu":
+        return tuple(n for n, w in WORKLOADS.items() if w.device == "gpu")
+    if split != "all" and split not in SPLITS:
+        raise ValueError(f"split={split!r}; choose one of {(*SPLITS, 'all', 'gpu')}")
+    return tuple(
+        n for n, w in WORKLOADS.items() if (split == "all" or w.split == split) and (gpu or w.device == "cpu")
+    )
 
 
 # --- the registry -------------------------------------------------------------------------------------------
@@ -303,7 +323,158 @@ register_workload(
     )
 )
 
-#: Workloads a policy may train on.
+# Issue 13: more variety the CPU can afford (the same two data sources, new shapes and schedules), and a
+# validation split apart from the test split (checkpoints are selected on it, never on held-out workloads).
+register_workload(
+    Workload(
+        name="lm-deep-cosine",
+        split="train",
+        task="lm",
+        model="lm-tiny",
+        model_overrides=(("n_layer", 4), ("n_head", 2), ("n_embd", 48)),
+        data="stdlib-train",
+        batch_size=12,
+        seq_len=64,
+        lr=3e-3,
+        schedule="cosine",
+        warmup_steps=10,
+        steps_per_interval=12,
+        intervals=12,
+        description="byte LM, deep-narrow (4 x 48), stdlib train files, cosine",
+    )
+)
+register_workload(
+    Workload(
+        name="lm-tiny-linear-lowlr",
+        split="train",
+        task="lm",
+        model="lm-tiny",
+        data="stdlib-train",
+        batch_size=24,
+        seq_len=32,
+        lr=1e-3,
+        schedule="linear",
+        steps_per_interval=12,
+        intervals=12,
+        description="byte LM, tiny, short windows, low lr, linear decay",
+    )
+)
+register_workload(
+    Workload(
+        name="digits-mlp-step-noisy",
+        split="train",
+        task="digits",
+        model="digits-mlp",
+        data="digits",
+        batch_size=16,
+        lr=2e-3,
+        schedule="step",
+        label_noise=0.1,
+        steps_per_interval=20,
+        intervals=12,
+        description="digits MLP, 10 % label noise, small batches, step decay",
+    )
+)
+register_workload(
+    Workload(
+        name="lm-wide-constant",
+        split="val",
+        task="lm",
+        model="lm-tiny",
+        model_overrides=(("n_layer", 2), ("n_head", 4), ("n_embd", 112)),
+        data="stdlib-train",
+        batch_size=10,
+        seq_len=48,
+        lr=2e-3,
+        schedule="constant",
+        warmup_steps=10,
+        steps_per_interval=12,
+        intervals=12,
+        description="byte LM, wide-shallow (2 x 112), stdlib train files, constant",
+    )
+)
+register_workload(
+    Workload(
+        name="digits-mlp-linear",
+        split="val",
+        task="digits",
+        model="digits-mlp",
+        data="digits",
+        batch_size=48,
+        lr=4e-3,
+        schedule="linear",
+        label_noise=0.05,
+        steps_per_interval=20,
+        intervals=12,
+        description="digits MLP, 5 % label noise, linear decay",
+    )
+)
+# GPU workloads (issue 13, part 2): recorded on the H200 by `python -m envs.gpu_traces`; the GPU bench's 85 M
+# byte GPT (12 x 768, batch 16 x 256) and the lm-medium class (the demo's model).
+register_workload(
+    Workload(
+        name="gpu-gpt85m-cosine",
+        split="train",
+        task="lm",
+        model="gpt-85m",
+        data="stdlib-train",
+        batch_size=16,
+        seq_len=256,
+        lr=3e-4,
+        schedule="cosine",
+        warmup_steps=20,
+        steps_per_interval=25,
+        intervals=12,
+        min_compress_numel=4096,
+        device="gpu",
+        description="byte GPT 12 x 768 (85 M), batch 16 x 256, cosine (H200)",
+    )
+)
+register_workload(
+    Workload(
+        name="gpu-lm-medium-cosine",
+        split="train",
+        task="lm",
+        model="lm-medium",
+        data="stdlib-train",
+        batch_size=32,
+        seq_len=256,
+        lr=1e-3,
+        schedule="cosine",
+        warmup_steps=20,
+        steps_per_interval=25,
+        intervals=12,
+        min_compress_numel=4096,
+        device="gpu",
+        description="byte LM lm-medium (6 x 192), batch 32 x 256, cosine (H200)",
+    )
+)
+
+register_workload(
+    Workload(
+        name="gpu-gpt85m-val-linear",
+        split="heldout",
+        task="lm",
+        model="gpt-85m",
+        data="stdlib-val",
+        batch_size=12,
+        seq_len=256,
+        lr=4e-4,
+        schedule="linear",
+        warmup_steps=20,
+        steps_per_interval=25,
+        intervals=12,
+        min_compress_numel=4096,
+        device="gpu",
+        description="byte GPT 12 x 768 (85 M), stdlib val files, batch 12, linear decay (H200, test split)",
+    )
+)
+
+#: Workloads a policy may train on (CPU-recorded; GPU ones join through the surrogate once recorded).
 TRAIN_WORKLOADS: tuple[str, ...] = workloads_of("train")
-#: Workloads reserved for evaluation (never seen in training).
+#: Workloads checkpoints are selected on (never trained on, never the test split).
+VAL_WORKLOADS: tuple[str, ...] = workloads_of("val")
+#: Workloads reserved for the final evaluation (never seen in training or selection).
 HELDOUT_WORKLOADS: tuple[str, ...] = workloads_of("heldout")
+#: Workloads recorded on a GPU.
+GPU_WORKLOADS: tuple[str, ...] = workloads_of("gpu")

@@ -37,6 +37,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 from agents.artifact import MAX_MANIFEST_BYTES, ArtifactError, PolicyArtifact, find_manifests, load_artifact
@@ -81,7 +82,11 @@ class LearnedPolicy:
         self.traced = isinstance(self._actor, torch.jit.ScriptModule)
 
     def decide(self, request: DecideRequest) -> CompressionSetting:
-        obs = self.spec.encode(request.history, request.objective, request.reference)  # [size] float32
+        obs = self.spec.encode(request.history, request.objective, request.reference, request.profile)
+        return self.decide_obs(obs)
+
+    def decide_obs(self, obs: np.ndarray) -> CompressionSetting:
+        """The greedy setting for one encoded observation (``ObservationSpec.encode``'s output)."""
         with torch.inference_mode():
             action = self._actor(torch.from_numpy(obs).unsqueeze(0))[0].tolist()  # [3] grid indices
         return self.grid.setting(action)

@@ -1,6 +1,6 @@
 """The safety shield: overrides a policy's choice that would break a hard constraint, and says why.
 
-Two rules, applied after every policy (learned or heuristic) decides:
+Three rules, applied after every policy (learned or heuristic) decides:
 
 1. **Divergence back-off.** The loss is diverging when the newest record's loss exceeds the window's minimum
    (of the earlier records) by more than ``loss_rise_frac`` of the loss scale (the reference's initial loss
@@ -12,6 +12,12 @@ Two rules, applied after every policy (learned or heuristic) decides:
 2. **Memory budget.** If ``objective.memory_budget_bytes`` is set and the chosen setting's predicted state
    bytes times ``1 + memory_margin_frac`` exceed it, the shield picks the least compressed grid setting that
    fits (the smallest one if none does, and says so).
+
+3. **Step-time budget** (issue 13). If ``objective.max_step_time_ratio`` is set and the request carries the
+   job's :class:`~client.protocol.CostProfile`, a setting whose *measured* optimizer step time on the job's
+   hardware exceeds the budget times AdamW's is refused: the shield picks, among the settings that fit both
+   budgets, the one nearest the refused choice in kept state (its memory intent), more bits first
+   (``CompressionSetting.off()`` runs at AdamW speed by definition, so something always fits).
 
 Predicting state bytes (:func:`estimate_state_bytes`): a per-parameter byte model of ``MangoAdamW``
 (:func:`bytes_per_param`) is calibrated on the newest record. With the request's ``Reference`` (dense bytes
@@ -219,6 +225,30 @@ class Shield:
                     f"(margin {cfg.memory_margin_frac:.0%}); {note}"
                 )
                 setting = fit
+
+        profile = request.profile
+        max_ratio = request.objective.max_step_time_ratio
+        if profile is not None and max_ratio is not None and profile.step_ratio(setting) > max_ratio:
+            ratio = profile.step_ratio(setting)
+
+            def fits(s: CompressionSetting) -> bool:
+                return (s.is_off or profile.step_ratio(s) <= max_ratio) and model(s) <= limit
+
+            # the fitting setting nearest the policy's choice in kept state (its memory intent); more bits
+            side = cfg.matrix_side
+            want = math.log(_fidelity(setting, side))
+            ok = [s for s in _grid_settings(grid) if fits(s)]
+            fast = (
+                min(ok, key=lambda s: (round(abs(math.log(_fidelity(s, side)) - want), 6), -s.bits, s.gamma))
+                if ok
+                else CompressionSetting.off()
+            )
+            rules.append("step_time")
+            reasons.append(
+                f"step-time budget {max_ratio:.2f}x AdamW on {profile.device}: {setting.label()} "
+                f"{profile.source} {ratio:.2f}x; chose {fast.label()} ({profile.step_ratio(fast):.2f}x)"
+            )
+            setting = fast
 
         if not rules:
             return ShieldResult(setting=chosen, shielded=False, reason="")

@@ -90,9 +90,9 @@ def _bench(path: Path, rows: list[tuple[str, float, float]]) -> None:
 
 def test_choose_static_fixed_and_from_benchmark_results(tmp_path: Path) -> None:
     setting, why = choose_static(FIXED_STATIC, tmp_path)
-    assert setting.label() == "r8/b8/g0" and "StaticController" in why
+    assert setting.label() == "r0/b8/g0" and "strong default" in why
     setting, why = choose_static("auto", tmp_path)  # no results: the fixed choice, and it says so
-    assert setting.label() == "r8/b8/g0" and "no results" in why
+    assert setting.label() == "r0/b8/g0" and "no results" in why
     _bench(
         tmp_path / "lm-20260101-000000.json",
         [
@@ -161,7 +161,9 @@ def _assert_summary(out: Path) -> dict[str, Any]:
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
     lines = (out / "decisions.jsonl").read_text().splitlines()
     assert len(lines) == runs["adaptive"]["decisions"]
-    assert all(json.loads(line)["source"] == "service" for line in lines)
+    first, *rest = (json.loads(line) for line in lines)
+    assert first["policy"] == "first:prior" and first["step"] == 0  # decided before the first interval
+    assert all(x["source"] == "service" for x in rest)
     return summary
 
 
@@ -175,6 +177,9 @@ def test_demo_short_end_to_end(tmp_path: Path) -> None:
     _assert_service_gone(svc["pid"], svc["port"])
     # The table and what served the decisions are printed; a modelled energy figure says so.
     assert "| run | setting | final val loss" in proc.stdout
+    assert "verdict (balanced):" in proc.stdout and set(summary["objective_scores"]) == {
+        r["name"] for r in summary["runs"]
+    }
     assert (
         f"policy 'default' -> {'learned' if svc['served_kind'] == 'learned' else 'heuristic'}" in proc.stdout
     )
@@ -213,3 +218,23 @@ def test_signal_stops_the_demo_and_its_service(tmp_path: Path, sig: signal.Signa
     assert row["service_was_up"]
     _assert_service_gone(row["service"]["pid"], row["service"]["port"])
     assert not (out / "summary.json").exists()
+
+
+def test_objective_scores_and_verdict() -> None:
+    from agents.demo import RunResult, format_verdict, objective_scores
+    from client.protocol import Objective
+
+    def run(name: str, loss: float, state: int, energy: float, wall: float) -> RunResult:
+        return RunResult(name, name, loss, state, 100, energy, "modelled", wall)
+
+    runs = [run("adaptive (service)", 2.2, 300, 10.0, 1.0), run("adamw (torch)", 2.0, 800, 10.0, 1.0),
+            run("static r0/b8/g0", 2.02, 300, 10.0, 1.0)]  # fmt: skip
+    obj = Objective(w_loss=5.0, w_memory=0.5, w_energy=0.25, w_time=0.25)
+    scores = objective_scores(runs, obj)
+    # a loss 10 % above AdamW's costs 0.1 x w_loss; AdamW's own J is w_memory + w_energy + w_time
+    assert scores["adamw (torch)"] == pytest.approx(1.0)
+    assert scores["adaptive (service)"] == pytest.approx(5 * 0.1 + 0.5 * 300 / 800 + 0.5)
+    verdict = format_verdict(runs, scores, "balanced")
+    assert verdict.startswith("verdict (balanced): static r0/b8/g0 wins")
+    budget = objective_scores(runs, obj.model_copy(update={"memory_budget_bytes": 200}))
+    assert budget["adamw (torch)"] == float("inf")

@@ -54,7 +54,7 @@ def test_empty_history_is_a_clear_error() -> None:
 def test_static() -> None:
     s = CompressionSetting(rank=4, bits=2, gamma=0.5)
     assert StaticController(s).decide([rec(50)], OBJ) == s
-    assert StaticController().decide([rec(50)], OBJ) == R8B8
+    assert StaticController().decide([rec(50)], OBJ) == CompressionSetting(rank=0, bits=8, gamma=0.0)
 
 
 class TestAccordion:

@@ -17,7 +17,8 @@ import torch
 from client.compression.optimizer import MangoAdamW
 from client.controllers import AccordionController, Controller
 from client.hook import DIVERGED_LOSS, AdaptiveCompression
-from client.protocol import MAX_HISTORY, CompressionSetting, Objective, TelemetryRecord
+from client.policy_client import DecisionOutcome
+from client.protocol import MAX_HISTORY, CompressionSetting, Decision, Objective, TelemetryRecord
 from client.telemetry import ModelledMeter
 from tests.client.test_policy_client import API_KEY, ServerProcess, free_port
 
@@ -210,8 +211,10 @@ def test_training_survives_server_kill_and_reconnects(tmp_path: Path) -> None:
     sources = [json.loads(x)["source"] for x in log.read_text().splitlines()]
     i_fb = sources.index("fallback")
     assert "service" in sources[:i_fb] and "service" in sources[i_fb:]
-    for e in hook.decisions:
-        assert e.step > e.request_step  # a service/fallback answer applies at a later boundary
+    first, *answers = hook.decisions
+    assert first.policy == "first:prior" and first.step == 0  # decided before the first interval
+    for e in answers:
+        assert e.step > e.request_step  # a service/fallback answer applies at a later step
     fb = [e for e in hook.decisions if e.source == "fallback"]
     assert all(e.policy == "fallback:loraven" for e in fb)
 
@@ -232,7 +235,9 @@ def test_slow_server_never_blocks_a_step() -> None:
     assert max(task.step_s) < 1.0, f"a step took {max(task.step_s):.3f} s against a 5 s server"
     assert hook.counters["service_decisions"] == 0
     assert all(
-        e.source == "fallback" and ("timeout" in e.reason or "circuit" in e.reason) for e in hook.decisions
+        e.source == "fallback" and ("timeout" in e.reason or "circuit" in e.reason)
+        for e in hook.decisions
+        if e.policy != "first:prior"
     )
 
 
@@ -272,3 +277,56 @@ def test_shadow_mode_logs_but_never_applies(tmp_path: Path) -> None:
     lines = [json.loads(x) for x in log.read_text().splitlines()]
     assert len(lines) == 3 and all(x["shadow"] and not x["changed"] for x in lines)
     assert lines[0]["setting"] == {"rank": 32, "bits": 8, "gamma": 0.0}
+
+
+class _StubClient:
+    """A PolicyClient stand-in: answers each submitted window with r0/b8/g0 when ``release()`` is called."""
+
+    def __init__(self) -> None:
+        self.pending: list[int] = []
+        self.ready: list[DecisionOutcome] = []
+        self.counters: dict[str, int] = {}
+
+    @property
+    def has_outcome(self) -> bool:
+        return bool(self.ready)
+
+    def poll(self) -> DecisionOutcome | None:
+        return self.ready.pop() if self.ready else None
+
+    def submit(self, history: list[TelemetryRecord], reference: object = None) -> None:
+        self.pending.append(history[-1].step)
+
+    def release(self) -> None:
+        d = Decision(setting=CompressionSetting.parse("r0/b8/g0"), policy="stub", policy_version="1")
+        self.ready = [DecisionOutcome(d, "service", self.pending[-1], 1.0)]
+
+    def close(self) -> None:
+        pass
+
+
+def test_first_decision_and_answers_apply_at_the_next_step() -> None:
+    """Issue 13: the first interval runs the first decision, and a service answer applies at the first step
+    after it arrives, not at the next interval boundary."""
+    model = torch.nn.Linear(64, 64)
+    opt = MangoAdamW(model.parameters(), min_compress_numel=512)
+    hook = AdaptiveCompression(
+        opt, objective=Objective(w_loss=2.0, w_memory=1.0), interval_steps=10, first_decision=True
+    )
+    assert hook.decisions[0].policy == "first:prior" and opt.setting != CompressionSetting.off()
+    stub = _StubClient()
+    hook._client = stub  # type: ignore[assignment]
+    x = torch.randn(8, 64)
+    for _ in range(10):
+        loss = model(x).pow(2).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        hook.step(loss.detach())
+    assert stub.pending == [10]  # the window went out at the boundary
+    stub.release()
+    loss = model(x).pow(2).mean()
+    loss.backward()
+    opt.step()
+    hook.step(loss.detach())  # step 11: the answer is applied here
+    assert opt.setting == CompressionSetting.parse("r0/b8/g0") and hook.decisions[-1].step == 11

@@ -108,4 +108,34 @@ def test_objective_features_match() -> None:
             setting=DEFAULT_GRID.setting([0, 0, 0]),
         )
         ref = Reference(initial_loss=1.0, dense_state_bytes=dense)
-        np.testing.assert_array_equal(ObservationSpec().encode([rec], obj, ref)[-6:], single)
+        n_job = len(ObservationSpec.OBJECTIVE_FEATURES)
+        np.testing.assert_array_equal(ObservationSpec().encode([rec], obj, ref)[-n_job:], single)
+
+
+def test_profile_features_match() -> None:
+    """The job block with a cost profile: the spec, the single helper and the batch agree bit for bit."""
+    from envs.hardware import load_profiles
+
+    obj = Objective(w_loss=2.0, w_memory=0.5, memory_budget_bytes=1000)
+    rec = TelemetryRecord(
+        step=1,
+        loss=1.0,
+        grad_norm=1.0,
+        state_bytes=1,
+        interval_s=1.0,
+        lr=1e-3,
+        setting=DEFAULT_GRID.setting([0, 0, 0]),
+    )
+    ref = Reference(initial_loss=1.0, dense_state_bytes=4000)
+    n_job = len(ObservationSpec.OBJECTIVE_FEATURES)
+    for prof in load_profiles().values():
+        single = objective_features(obj, 4000, prof)
+        batch = objective_features_batch(
+            obj.weights().astype(np.float64)[None],
+            np.array([1000]),
+            np.array([4000]),
+            np.asarray(prof.features(), dtype=np.float64)[None],
+        )[0]
+        np.testing.assert_array_equal(single, batch)
+        np.testing.assert_array_equal(ObservationSpec().encode([rec], obj, ref, prof)[-n_job:], single)
+        assert single[6] == 1.0  # has_profile

@@ -7,8 +7,10 @@ import math
 import pytest
 
 from envs.workloads import (
+    GPU_WORKLOADS,
     HELDOUT_WORKLOADS,
     TRAIN_WORKLOADS,
+    VAL_WORKLOADS,
     WORKLOADS,
     Workload,
     get_workload,
@@ -19,11 +21,14 @@ from envs.workloads import (
 
 def test_split_is_disjoint_and_differs() -> None:
     assert TRAIN_WORKLOADS and HELDOUT_WORKLOADS
-    assert not set(TRAIN_WORKLOADS) & set(HELDOUT_WORKLOADS)
-    assert set(TRAIN_WORKLOADS) | set(HELDOUT_WORKLOADS) == set(WORKLOADS)
-    train = [get_workload(n) for n in TRAIN_WORKLOADS]
+    assert VAL_WORKLOADS and GPU_WORKLOADS
+    splits = [set(TRAIN_WORKLOADS), set(VAL_WORKLOADS), set(HELDOUT_WORKLOADS), set(GPU_WORKLOADS)]
+    assert sum(len(s) for s in splits) == len(set().union(*splits))  # pairwise disjoint
+    assert set().union(*splits) == set(WORKLOADS)
+    assert all(get_workload(n).device == "gpu" for n in GPU_WORKLOADS)
+    train = [get_workload(n) for n in TRAIN_WORKLOADS + VAL_WORKLOADS]
     held = [get_workload(n) for n in HELDOUT_WORKLOADS]
-    # no held-out workload repeats a training (model size, data, schedule, batch, noise) combination
+    # no held-out workload repeats a training or validation (model, data, schedule, batch, noise) combination
     sig = {(w.model, w.model_overrides, w.data, w.schedule, w.batch_size, w.label_noise) for w in train}
     assert all(
         (w.model, w.model_overrides, w.data, w.schedule, w.batch_size, w.label_noise) not in sig for w in held

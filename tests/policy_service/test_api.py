@@ -8,7 +8,7 @@ import re
 import httpx
 import pytest
 
-from client.protocol import DEFAULT_GRID, MAX_HISTORY, CompressionSetting, Decision
+from client.protocol import DEFAULT_GRID, MAX_HISTORY, OBS_SPEC_VERSION, CompressionSetting, Decision
 
 from .conftest import LiveServer
 from .support import decide_body, record
@@ -206,14 +206,14 @@ def test_probes_and_policy_list(live_server: LiveServer) -> None:
     names = {p["name"]: p for p in listed["policies"]}
     assert listed["default"] == "static" and listed["fallback"] == "static"
     assert names["tiny"]["kind"] == "learned"
-    assert names["tiny"]["details"]["obs_spec_version"] == "mango-obs-v1"
+    assert names["tiny"]["details"]["obs_spec_version"] == OBS_SPEC_VERSION
     assert names["static"]["kind"] == "heuristic"
 
 
 def test_memory_budget_override_is_visible_in_decision_and_metrics(live_server: LiveServer) -> None:
     with live_server.client() as c:
         before = _metric(c.get("/metrics").text, "mango_shield_overrides_total", rule="memory_budget")
-        # static answers r8/b8/g0; the job's dense state is 16 MB and the budget 3 MB
+        # static answers r0/b8/g0 (~6 MB here); the job's dense state is 16 MB and the budget 3 MB
         body = decide_body("static", objective={"w_loss": 1.0, "memory_budget_bytes": 3_000_000})
         r = c.post("/v1/decide", json=body)
         assert r.status_code == 200, r.text
@@ -229,7 +229,7 @@ def test_divergence_backs_off(live_server: LiveServer) -> None:
     body = decide_body("static")
     for i, rec in enumerate(body["history"]):
         rec["loss"] = 2.0 + 0.3 * i  # rising fast
-        rec["setting"] = {"rank": 8, "bits": 8, "gamma": 0.0}  # static keeps r8/b8: no back-off of its own
+        rec["setting"] = {"rank": 0, "bits": 8, "gamma": 0.0}  # static keeps r0/b8: no back-off of its own
     with live_server.client() as c:
         r = c.post("/v1/decide", json=body)
         d = Decision.model_validate_json(r.text)

@@ -1,0 +1,256 @@
+"""``mango profile``: what each compression setting costs on the job's own hardware and parameter shapes.
+
+The policy weighs loss against memory, energy and time; the time and energy of a setting depend on the
+device and on the compression core's kernels (on an H200 a projected step was ~100x fused AdamW in issue 12,
+on a CPU every compressed step is slower than AdamW). :func:`profile_optimizer` times the optimizer step of
+``MangoAdamW`` at a covering subset of the action grid (:data:`PROFILE_SETTINGS`: every rank, every bits
+value and every gamma at least once) beside plain torch AdamW (fused on CUDA), on freshly allocated
+parameters of the job's shapes with random gradients, and returns a :class:`~client.protocol.CostProfile`:
+seconds per step, joules per step (NVML / Zeus where available, else the power model of
+:class:`~client.telemetry.ModelledMeter`, labelled ``energy_source="modelled"``) and state bytes.
+
+Profiles are cached as JSON by device and model signature (:func:`cached_profile`), so a job profiles once
+per machine kind and model; the client sends the profile with every ``/v1/decide`` request, the policy reads
+its features (:attr:`~client.protocol.ObservationSpec.PROFILE_FEATURES`) and the service's shield refuses
+settings whose measured step time breaks ``Objective.max_step_time_ratio``.
+
+Tuning: ``steps`` 10-20 after ``warmup`` 3 is enough on a GPU (a step is milliseconds); on a CPU the
+projected settings dominate the run time, so keep ``steps`` small. A profile taken while other jobs share
+the device measures them too: profile an idle device.
+
+::
+
+    from client.profile import cached_profile
+    profile = cached_profile(model.parameters(), train_step=lambda: loss_fn(model).backward())
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import torch
+
+from client.protocol import CompressionSetting, CostProfile, SettingCost
+from client.telemetry import EnergyMeter, ModelledMeter, make_energy_meter
+
+__all__ = [
+    "PROFILE_SETTINGS",
+    "cache_path",
+    "cached_profile",
+    "device_name",
+    "model_signature",
+    "profile_optimizer",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Shortest timed window per setting, seconds (see :func:`_time_steps`).
+MIN_WINDOW_S = 0.3
+
+#: The covering subset profiled by default: every rank (0-64), every bits value (2-32), every gamma.
+PROFILE_SETTINGS: tuple[str, ...] = (
+    "r0/b32/g0",
+    "r0/b16/g0",
+    "r0/b8/g0",
+    "r0/b4/g0",
+    "r0/b3/g0",
+    "r0/b2/g0",
+    "r0/b8/g0.5",
+    "r0/b4/g1",
+    "r1/b8/g0",
+    "r2/b4/g0",
+    "r4/b8/g0",
+    "r8/b4/g0",
+    "r8/b8/g0.75",
+    "r16/b16/g0",
+    "r32/b4/g0.25",
+    "r32/b32/g0",
+    "r64/b8/g0",
+    "r4/b2/g0",
+)
+
+
+def model_signature(shapes: Iterable[Sequence[int]], dtype: str = "float32") -> str:
+    """16 hex chars identifying a set of parameter shapes (order-insensitive) and their dtype."""
+    canon = sorted(tuple(int(d) for d in s) for s in shapes)
+    return hashlib.sha256(json.dumps([dtype, canon]).encode()).hexdigest()[:16]
+
+
+def device_name(device: torch.device) -> str:
+    """A human and cache-key name of ``device``: the CUDA device name, else the CPU and its thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    return f"cpu {cpu} ({torch.get_num_threads()} threads)"
+
+
+def cache_dir() -> Path:
+    """``$MANGO_CACHE_DIR/profiles`` (default ``~/.cache/mango/profiles``)."""
+    root = os.environ.get("MANGO_CACHE_DIR") or str(Path.home() / ".cache" / "mango")
+    return Path(root) / "profiles"
+
+
+def cache_path(device: str, signature: str, root: Path | None = None) -> Path:
+    """Where the profile of ``device`` and ``signature`` is cached."""
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", device).strip("-").lower()[:60]
+    return (root or cache_dir()) / f"{slug}-{signature}.json"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time_steps(
+    opt: torch.optim.Optimizer,
+    device: torch.device,
+    steps: int,
+    warmup: int,
+    meter: EnergyMeter,
+) -> tuple[float, float, str]:
+    """``(seconds per step, joules per step, energy source)`` of ``opt.step()`` after ``warmup`` steps.
+
+    Fast steps are repeated until the timed window lasts :data:`MIN_WINDOW_S` (at most 50x ``steps``), so an
+    energy counter that updates every ~100 ms (NVML) sees a window it can resolve.
+    """
+    t0 = time.perf_counter()
+    for _ in range(warmup):
+        opt.step()
+    _sync(device)
+    if warmup:
+        per_step = (time.perf_counter() - t0) / warmup
+        steps = min(max(steps, math.ceil(MIN_WINDOW_S / max(per_step, 1e-9))), 50 * steps)
+    meter.begin()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        opt.step()
+    _sync(device)
+    dt = time.perf_counter() - t0
+    reading = meter.end(steps=steps)
+    return dt / steps, reading.energy_j / steps, reading.source
+
+
+def profile_optimizer(
+    params: Iterable[torch.Tensor],
+    *,
+    device: str | torch.device | None = None,
+    settings: Sequence[str] = PROFILE_SETTINGS,
+    steps: int = 10,
+    warmup: int = 3,
+    min_compress_numel: int = 4096,
+    train_step: Callable[[], object] | None = None,
+    train_steps: int = 5,
+    energy: str = "auto",
+    note: str = "",
+) -> CostProfile:
+    """Measure a :class:`~client.protocol.CostProfile` for parameters shaped like ``params``.
+
+    The parameters themselves are not touched: fresh fp32 tensors of the same shapes are allocated on
+    ``device`` (default: the first parameter's), with fixed random gradients.
+
+    :param settings: setting labels to time (default :data:`PROFILE_SETTINGS`, a covering subset).
+    :param steps: timed optimizer steps per setting (after ``warmup`` untimed ones).
+    :param min_compress_numel: as ``MangoAdamW(min_compress_numel=...)`` in the job.
+    :param train_step: optional callable running one forward + backward + AdamW step of the job; timed
+        ``train_steps`` times, it gives :attr:`CostProfile.train_step_s` (the optimizer's share of a step).
+    :param energy: ``"auto"`` (NVML, Zeus, else modelled) or ``"modelled"``.
+    :raises ValueError: no parameters, or a label off the grid.
+    """
+    from client.compression import MangoAdamW  # late: the compression core pulls in Triton probing
+
+    src = [p for p in params]
+    if not src:
+        raise ValueError("profile_optimizer got no parameters: pass model.parameters()")
+    if steps < 1 or warmup < 0:
+        raise ValueError(f"steps={steps} must be >= 1 and warmup={warmup} >= 0")
+    parsed = [CompressionSetting.parse(s) for s in settings]
+    dev = torch.device(device) if device is not None else src[0].device
+    shapes = [tuple(p.shape) for p in src]
+    n_params = sum(p.numel() for p in src)
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    grads = [torch.randn(s, generator=gen).to(dev) * 1e-2 for s in shapes]
+
+    def fresh() -> list[torch.nn.Parameter]:
+        ps = [torch.nn.Parameter(torch.randn(s, generator=gen).to(dev) * 0.02) for s in shapes]
+        for p, g in zip(ps, grads, strict=True):
+            p.grad = g
+        return ps
+
+    bytes_per_step = 28.0 * n_params  # read p, g, m, v; write p, m, v (fp32)
+    meter: EnergyMeter
+    if energy == "modelled":
+        meter = ModelledMeter(bytes_per_step=bytes_per_step)
+    else:
+        meter = make_energy_meter("auto", dev.index or 0, bytes_per_step=bytes_per_step)
+    energy_source = "modelled"
+    try:
+        cuda = dev.type == "cuda"
+        adamw = torch.optim.AdamW(fresh(), lr=1e-4, fused=cuda or None, foreach=None if cuda else True)
+        adamw_s, adamw_j, energy_source = _time_steps(adamw, dev, steps, warmup, meter)
+        del adamw
+        costs: dict[str, SettingCost] = {}
+        for s in parsed:
+            opt = MangoAdamW(fresh(), lr=1e-4, setting=s, min_compress_numel=min_compress_numel)
+            step_s, step_j, _ = _time_steps(opt, dev, steps, warmup, meter)
+            costs[s.label()] = SettingCost(step_s=step_s, energy_j=step_j, state_bytes=int(opt.state_bytes()))
+            logger.info("profile %s: %.3f ms/step (AdamW %.3f)", s.label(), 1e3 * step_s, 1e3 * adamw_s)
+            del opt
+        train_s: float | None = None
+        if train_step is not None:
+            for _ in range(2):
+                train_step()
+            _sync(dev)
+            t0 = time.perf_counter()
+            for _ in range(train_steps):
+                train_step()
+            _sync(dev)
+            train_s = (time.perf_counter() - t0) / train_steps
+    finally:
+        meter.close()
+    return CostProfile(
+        device=device_name(dev),
+        signature=model_signature(shapes),
+        source="measured",
+        energy_source=energy_source,  # type: ignore[arg-type]
+        n_params=n_params,
+        adamw_step_s=adamw_s,
+        adamw_energy_j=adamw_j,
+        train_step_s=train_s,
+        settings=costs,
+        note=note or f"{steps} timed steps after {warmup} warm-ups, torch {torch.__version__}",
+    )
+
+
+def cached_profile(
+    params: Iterable[torch.Tensor],
+    *,
+    device: str | torch.device | None = None,
+    root: Path | None = None,
+    force: bool = False,
+    **kwargs: object,
+) -> CostProfile:
+    """The cached profile of this device and parameter shapes, measured (and cached) on a miss.
+
+    ``kwargs`` go to :func:`profile_optimizer`; ``force=True`` measures again and overwrites the cache.
+    """
+    src = [p for p in params]
+    dev = torch.device(device) if device is not None else src[0].device
+    path = cache_path(device_name(dev), model_signature(tuple(p.shape) for p in src), root)
+    if path.exists() and not force:
+        return CostProfile.model_validate_json(path.read_text())
+    prof = profile_optimizer(src, device=dev, **kwargs)  # type: ignore[arg-type]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(prof.model_dump_json(indent=1))
+    tmp.replace(path)
+    logger.info("profile cached at %s", path)
+    return prof
