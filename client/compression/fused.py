@@ -5,16 +5,24 @@ bound by launches, not by bytes (103 ms at rank 0 / 8 bits against fused AdamW's
 BENCHMARKS.md). This module plans the step once and then runs every eligible tensor in one Triton launch
 (:mod:`~client.compression.kernels.triton_step`), plus one for the small exact tensors (biases, norms):
 
-* **matrix tensors at rank 0** (the compressed settings without a projection), 4 or 8 bits, ``gamma = 0``:
-  full ``sqrt(v)`` in one pass, or the factored (Adafactor) second moment in two passes with a small fold
-  kernel between them (the update needs this step's row and column sums of ``c^2``);
+* **matrix tensors at rank 0**, 2, 3, 4, 8 or 16 bits, any ``gamma``: the matrix kernel reads the gradient
+  and writes the parameter; full ``v`` (quantized ``sqrt(v)``, bf16 or fp32) in one pass, or the factored
+  (Adafactor) second moment in two passes with a small fold kernel between them (the update needs this
+  step's row and column sums of ``c^2``);
+* **projected matrix tensors** (rank ``r > 0``), every width and ``gamma``: three launches
+  (:mod:`~client.compression.kernels.triton_proj`): ``X = P^T G`` on the tensor cores, the same matrix kernel
+  on the ``r x n`` coefficients (writing ``U = m / denom`` over ``X``), and the back-projection ``P U``
+  fused with the parameter update, each specialized by orientation (the canonical view may be the
+  parameter's transpose). A basis refresh (every ``refresh_every`` steps) is batched per shape on the host
+  (:mod:`~client.compression.refresh`) and the kernel of that step reads the rotated states in fp32;
 * **exact tensors**: plain AdamW on their moments (the parameter's dtype);
 * **matrix tensors at rank 0 / 32 bits** (the identity setting, "no compression"): plain AdamW on their fp32
   full moments, in the exact kernel's launch (their gradients count as matrix energy in the statistics).
 
-Everything else (projected settings, ``gamma > 0`` below 32 bits, 16 bits, a factored second moment at
-32 bits, a first step that creates the state or flushes a leftover error buffer, shapes the factored tiling
-cannot cover) stays on the torch path, tensor by tensor, in the same step.
+What stays on the torch path, tensor by tensor, in the same step: ``ef_scope="full"``, ``quant_mode="aciq"``,
+a factored second moment at 16 / 32 bits or over columns that are not a multiple of the block, a first step
+that creates the state (or the shift reference ``h``, or flushes a leftover error buffer), a pending refresh
+after a rank increase, and ``strict=True``.
 
 No host sync: a pre-pass kernel adds up each gradient's squared norm (for the non-finite check and the
 statistics) on the device, the step kernels skip a tensor whose norm is NaN/inf (counting it on the device),

@@ -188,11 +188,10 @@ class MangoAdamW(torch.optim.Optimizer):
       or nothing is compressed.
 
     * ``fused`` (default ``None``: on for CUDA tensors when triton is installed) - run the eligible tensors
-      through :mod:`client.compression.fused`: rank-0 matrices at 4 or 8 bits with ``gamma = 0`` (the
-      settings without a projection) in one multi-tensor Triton launch, the exact tensors and the rank-0
-      matrices at 32 bits (the identity setting, ``CompressionSetting.off()``) in another, with no host
-      sync. On an H200 with GPT-2 small: 1.4-1.5 ms per step at ``r0/b8``, on par with fused
-      AdamW's 1.35-1.7 ms, against 73-154 ms on the per-tensor path (BENCHMARKS.md). ``False`` forces the
+      through :mod:`client.compression.fused`: every setting of the action grid (rank 0 and projected, 2-32
+      bits, any ``gamma``) in a few multi-tensor Triton launches, the exact tensors and the identity
+      setting (``CompressionSetting.off()``) in another, with no host sync; the basis refresh is batched
+      per shape. Step times against fused AdamW are in BENCHMARKS.md ("Issue 12"). ``False`` forces the
       torch path; ``True`` also runs the kernels on CPU tensors under ``TRITON_INTERPRET=1`` (tests).
       ``strict=True`` always takes the torch path (it must raise before anything is updated).
     * **Fewest bytes within 1% of AdamW's loss**: rank 0, 4 bits, ``error_feedback=False`` keeps ``m``
@@ -207,8 +206,8 @@ class MangoAdamW(torch.optim.Optimizer):
     .. warning::
        On CPU the block quantizer runs on the torch path: at rank 0 and 2-4 bits the optimizer step costs
        several times AdamW's (it re-quantizes ``m x n`` states every step). With a projection the states
-       are ``r x n`` and the overhead is small. On CUDA the fused kernels cover rank 0; projected settings
-       still run tensor by tensor (tens of small launches each: ~60-70 ms per GPT-2-small step).
+       are ``r x n`` and the overhead is small. On CUDA the fused kernels cover the grid; what they leave
+       to the torch path is listed in :mod:`client.compression.fused`.
 
     Example::
 
