@@ -7,6 +7,7 @@ import SB3 and ``mango train`` does not import FastAPI.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import signal
 import sys
 from typing import NoReturn
@@ -24,8 +25,15 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("mango")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never pip-installed
+        return "unknown (not installed: pip install -e .)"
+
+
 def _usage() -> str:
-    lines = ["usage: mango <command> [args...]", "", "commands:"]
+    lines = ["usage: mango [--version] <command> [args...]", "", "commands:"]
     lines += [f"  {name:<8} {help_}" for name, (_, _, help_) in COMMANDS.items()]
     return "\n".join(lines)
 
@@ -34,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        print(f"mango {_version()}")
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
@@ -47,7 +58,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"mango {name}: not yet available ({module} is not built yet)")
             return 0 if name == "demo" else 2
         raise
-    return int(getattr(mod, func)(rest) or 0)
+    # argparse names a parser after sys.argv[0] when it is given no prog: "mango demo", not "mango_cli.py"
+    argv0, sys.argv[0] = sys.argv[0], f"mango {name}"
+    try:
+        return int(getattr(mod, func)(rest) or 0)
+    finally:
+        sys.argv[0] = argv0
 
 
 #: exit statuses that mean "stopped by this signal, after cleaning up" (128 + the signal's number)

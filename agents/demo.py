@@ -780,14 +780,26 @@ def plot_report(runs: list[RunResult], path: Path, title: str, energy_note: str)
     colors = {"adaptive": "tab:blue", "adamw": "tab:gray", "static": "tab:orange"}
     fig, axes = plt.subplots(2, 2, figsize=(12, 8), constrained_layout=True)
     ax_loss, ax_mem, ax_energy, ax_set = axes.ravel()
-    for r in runs:
+    # final-loss markers: hollow, one shape and size per run (largest first), so equal losses stay visible
+    finals = [("*", 220), ("D", 110), ("o", 45), ("s", 20)]
+    for i, r in enumerate(runs):
         if not r.points:
             continue
         c = colors.get(r.name.split()[0])
         steps = [p.step for p in r.points]
         edges = [steps[0] - (steps[1] - steps[0] if len(steps) > 1 else steps[0]), *steps]
         ax_loss.plot(steps, [p.loss for p in r.points], color=c, label=r.name)
-        ax_loss.scatter([steps[-1]], [r.final_val_loss], color=c, marker="*", s=140, zorder=3)
+        shape, size = finals[i % len(finals)]
+        ax_loss.scatter(
+            [steps[-1]],
+            [r.final_val_loss],
+            facecolors="none",
+            edgecolors=c,
+            marker=shape,
+            s=size,
+            lw=1.5,
+            zorder=3,
+        )
         ax_mem.stairs(
             [p.state_bytes / r.n_params for p in r.points], edges, color=c, lw=2, baseline=None, label=r.name
         )
@@ -797,7 +809,9 @@ def plot_report(runs: list[RunResult], path: Path, title: str, energy_note: str)
             cum.append(acc)
         ax_energy.plot(steps, cum, color=c, label=f"{r.name}: {acc:,.0f} J")
     ax_loss.set(
-        title="training loss per interval (* final validation loss)", xlabel="step", ylabel="nats/byte"
+        title="training loss per interval (hollow markers: final validation loss)",
+        xlabel="step",
+        ylabel="nats/byte",
     )
     ax_mem.set(title="optimizer + compression state", xlabel="step", ylabel="bytes per parameter")
     ax_mem.set_ylim(bottom=0)
@@ -816,22 +830,52 @@ def plot_report(runs: list[RunResult], path: Path, title: str, energy_note: str)
         ax_set.set_yscale("log", base=2)
         ticks = [1, 2, 4, 8, 16, 32, 64, 128]
         ax_set.set_yticks(ticks, [*map(str, ticks[:-1]), "none"])
-        ax_set.set_ylim(0.7, 180)
+        ax_set.set_ylim(0.7, 600)  # headroom for the change labels
         ax_set.set_ylabel("rank")
         ax2 = ax_set.twinx()
         ax2.stairs(
             [p.bits or 32 for p in pts], edges, color="tab:red", lw=2, ls="--", baseline=None, label="bits"
         )
         ax2.set_ylabel("bits")
-        ax2.set_ylim(0, 36)
-        prev = None
-        for p, x0, y in zip(pts, edges[:-1], ranks, strict=True):
+        ax2.set_ylim(0, 48)  # 32 bits stays below the change labels
+        ax3 = ax_set.twinx()  # gamma (the variance-reduction shift) on its own axis, right of bits
+        ax3.spines["right"].set_position(("axes", 1.12))
+        ax3.stairs(
+            [p.gamma or 0.0 for p in pts],
+            edges,
+            color="tab:green",
+            lw=1.5,
+            ls=":",
+            baseline=None,
+            label="gamma",
+        )
+        ax3.set_ylabel("gamma")
+        ax3.set_ylim(-0.05, 1.4)
+        # change labels in rows along the top (a thin line marks each change): a label closer than 12% of
+        # the x range to the previous one goes one row lower (four rows, then back to the first), so
+        # changes that come close together stay readable
+        prev, last_x, row = None, None, 0
+        near = 0.12 * max(edges[-1] - edges[0], 1)
+        for p, x0 in zip(pts, edges[:-1], strict=True):
             if p.setting != prev:
-                ax_set.annotate(p.setting, (x0, y), xytext=(3, 4), textcoords="offset points", fontsize=8)
-                prev = p.setting
-        h1, l1 = ax_set.get_legend_handles_labels()
-        h2, l2 = ax2.get_legend_handles_labels()
-        ax_set.legend(h1 + h2, l1 + l2, fontsize=8, loc="lower right")
+                row = (row + 1) % 4 if last_x is not None and x0 - last_x < near else 0
+                ax_set.axvline(x0, color="0.75", lw=0.8, zorder=0)
+                ax_set.annotate(
+                    p.setting,
+                    (x0, 0.98 - 0.065 * row),
+                    xycoords=ax_set.get_xaxis_transform(),
+                    xytext=(2, 0),
+                    textcoords="offset points",
+                    va="top",
+                    fontsize=8,
+                )
+                prev, last_x = p.setting, x0
+        handles, labels = [], []
+        for ax in (ax_set, ax2, ax3):
+            h, lab = ax.get_legend_handles_labels()
+            handles += h
+            labels += lab
+        ax_set.legend(handles, labels, fontsize=8, loc="lower right")
     ax_set.set(title="setting in force in the adaptive run (labels: each change)", xlabel="step")
     fig.suptitle(title, fontsize=10)
     fig.savefig(path, dpi=110)

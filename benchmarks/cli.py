@@ -20,10 +20,13 @@ BENCHES: dict[str, tuple[str, str]] = {
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in BENCHES:
-        print("usage: mango bench <name> [args]\n")
+        out = sys.stdout if not argv or argv[0] in ("-h", "--help") else sys.stderr
+        if argv and out is sys.stderr:
+            print(f"mango bench: unknown benchmark {argv[0]!r}", file=out)
+        print("usage: mango bench <name> [args]   (mango bench <name> --help: its options)\n", file=out)
         for name, (_, help_) in BENCHES.items():
-            print(f"  {name:<9} {help_}")
-        return 0 if not argv else 2
+            print(f"  {name:<9} {help_}", file=out)
+        return 0 if out is sys.stdout else 2
     module = importlib.import_module(BENCHES[argv[0]][0])
     return int(module.main(argv[1:]) or 0)
 

@@ -12,6 +12,7 @@ Parts (``--parts``, comma separated; all by default):
   bytes per parameter, peak memory, energy per step from NVML's energy counter over >= ``--energy-window-s``.
 * ``profile``  - host time per step call, device time per step and the busiest kernels, per optimizer.
 * ``tune``     - the fused MangoAdamW step's tile and warps swept on the ``step`` model (rank 0).
+* ``tune-proj`` - the projected launches' tiles (P^T G and the back-projection) at ranks 8 and 64.
 * ``converge`` - the same body (12 layers, width 768, vocab 256) trained ``--steps`` steps on the byte-level
   Python-stdlib corpus with each optimizer: final validation loss beside state memory and energy.
 
@@ -66,6 +67,8 @@ class GpuBenchArgs:
     a string starting with '-' drops the names that contain the rest"""
     kernel_args: str = ""
     """extra arguments passed to benchmarks.kernels (space separated)"""
+    model: str = "gpt2"
+    """parameter set of the step part: gpt2 (124M) or 1b"""
 
 
 def _sync() -> None:
@@ -266,10 +269,45 @@ def _optimizer_factories() -> dict[str, Callable[[list[torch.nn.Parameter]], tor
         ]
         return GaLoreAdamW(groups, lr=lr, weight_decay=wd)
 
+    def torchao_low_bit(name: str) -> Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]:
+        def make(ps: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+            from torchao import optim as tao  # its README: the step compiles itself (torch.compile inside)
+
+            return getattr(tao, name)(ps, lr=lr, weight_decay=wd)
+
+        return make
+
+    def flash(ps: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        from flashoptim import FlashAdamW  # fp32 parameters: 8-bit moments, fused Triton update
+
+        # its master-weight correction applies to bf16 parameters only; it refuses the default on fp32 ones
+        return FlashAdamW(ps, lr=lr, weight_decay=wd, master_weight_bits=None)
+
+    def apollo(
+        rank: int, scale_type: str, scale: float
+    ) -> Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]:
+        def make(ps: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+            from apollo_torch import APOLLOAdamW  # the README's configuration (APOLLO / APOLLO-mini)
+
+            mats = [p for p in ps if p.ndim == 2 and min(p.shape) >= 128]
+            rest = [p for p in ps if not (p.ndim == 2 and min(p.shape) >= 128)]
+            groups = [
+                {"params": rest},
+                {"params": mats, "rank": rank, "proj": "random", "scale_type": scale_type, "scale": scale,
+                 "update_proj_gap": 200, "proj_type": "std"},
+            ]  # fmt: skip
+            return APOLLOAdamW(groups, lr=lr, weight_decay=wd)
+
+        return make
+
     facs["bnb AdamW8bit"] = bnb8
+    facs["torchao AdamW8bit"] = torchao_low_bit("AdamW8bit")
+    facs["torchao AdamW4bit"] = torchao_low_bit("AdamW4bit")
+    facs["FlashOptim FlashAdamW"] = flash
     facs["GaLore AdamW r128"] = galore
-    grid = [(0, 32, 0.0), (0, 8, 0.0), (0, 4, 0.0), (8, 8, 0.0), (8, 4, 0.0), (32, 4, 0.0), (64, 8, 0.0)]
-    for r, b, gm in grid:
+    facs["APOLLO r256"] = apollo(256, "channel", 1.0)
+    facs["APOLLO-mini r1"] = apollo(1, "tensor", 128.0)
+    for r, b, gm in GRID:
         s = CompressionSetting(rank=r, bits=b, gamma=gm)
         facs[f"MangoAdamW {s.label()}"] = lambda ps, s=s: MangoAdamW(ps, lr=lr, weight_decay=wd, setting=s)
     # rank 0 / 4 bits without the error buffer: m (NF4) + factored v, ~0.57 B/param
@@ -277,11 +315,8 @@ def _optimizer_factories() -> dict[str, Callable[[list[torch.nn.Parameter]], tor
     facs["MangoAdamW r0/b4/g0 no-EF"] = lambda ps: MangoAdamW(
         ps, lr=lr, weight_decay=wd, setting=s4, error_feedback=False
     )
-    facs["MangoAdamW r0/b4/g0 no-EF uniform"] = lambda ps: MangoAdamW(
-        ps, lr=lr, weight_decay=wd, setting=s4, error_feedback=False, quant_mode="uniform"
-    )
-    # the per-tensor torch path of the same settings (the fused path's "before")
-    for s in (CompressionSetting(rank=0, bits=8), s4):
+    # the per-tensor torch path (the fused path's "before"), one rank-0 and one projected setting
+    for s in (CompressionSetting(rank=0, bits=8), CompressionSetting(rank=8, bits=4)):
         facs[f"MangoAdamW {s.label()} torch-path"] = lambda ps, s=s: MangoAdamW(
             ps, lr=lr, weight_decay=wd, setting=s, fused=False
         )
@@ -295,6 +330,13 @@ def _optimizer_factories() -> dict[str, Callable[[list[torch.nn.Parameter]], tor
     return facs
 
 
+#: The covering subset of the action grid the ``step`` part times: every rank, width and gamma of the grid.
+GRID: list[tuple[int, int, float]] = [
+    (0, 32, 0.0), (0, 16, 0.0), (0, 8, 0.0), (0, 4, 0.0), (0, 3, 0.0), (0, 2, 0.0),
+    (0, 8, 0.5), (0, 4, 1.0), (0, 16, 0.25),
+    (1, 8, 0.0), (2, 32, 0.0), (4, 8, 0.0), (8, 4, 0.0), (8, 2, 0.25), (16, 3, 0.75),
+    (16, 16, 0.0), (32, 4, 0.0), (32, 32, 1.0), (64, 8, 0.0), (64, 8, 0.5), (64, 16, 1.0),
+]  # fmt: skip
 #: Values per program swept by the ``tune`` part.
 TUNE_TILES = (256, 512, 1024, 2048)
 #: Register caps swept by the ``tune`` part at the default tile and warps.
@@ -309,7 +351,10 @@ def _state_bytes(opt: torch.optim.Optimizer) -> int:
     total = 0
     for st in opt.state.values():
         for v in st.values() if isinstance(st, dict) else []:
-            if torch.is_tensor(v):
+            if torch.is_tensor(v) and hasattr(v, "__tensor_flatten__"):  # torchao's quantized subclasses
+                names, _ = v.__tensor_flatten__()
+                total += sum(getattr(v, n).numel() * getattr(v, n).element_size() for n in names)
+            elif torch.is_tensor(v):
                 total += v.numel() * v.element_size()
             elif isinstance(v, dict):  # GaLore keeps its projector object in state
                 total += sum(t.numel() * t.element_size() for t in v.values() if torch.is_tensor(t))
@@ -326,17 +371,30 @@ def _relative_to_adamw(rows: list[dict[str, Any]], key: str, out_key: str) -> No
             r[out_key] = r[key] / base[key]
 
 
-def _gpt(vocab: int, block: int) -> torch.nn.Module:
+def _gpt(vocab: int, block: int, n_layer: int = 12, n_embd: int = 768, n_head: int = 12) -> torch.nn.Module:
     from envs.models import ByteGPT, GPTConfig
 
     torch.manual_seed(0)
-    return ByteGPT(GPTConfig(vocab_size=vocab, n_layer=12, n_head=12, n_embd=768, block_size=block)).cuda()
+    cfg = GPTConfig(vocab_size=vocab, n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block)
+    return ByteGPT(cfg).cuda()
+
+
+#: Parameter sets of the ``step`` part (``--model``): GPT-2 small (124M) and a 24 x 1792 GPT (1.0B).
+MODELS: dict[str, dict[str, int]] = {
+    "gpt2": {"n_layer": 12, "n_embd": 768, "n_head": 12},
+    "1b": {"n_layer": 24, "n_embd": 1792, "n_head": 14},
+}
 
 
 def gpt2_with_gradients() -> list[torch.nn.Parameter]:
-    """The ``step`` part's model (GPT-2 small: 124M parameters, tied embeddings) with seeded random
+    """The ``step`` part's GPT-2-small parameter set (124M, tied embeddings) with random gradients."""
+    return model_with_gradients("gpt2")
+
+
+def model_with_gradients(name: str) -> list[torch.nn.Parameter]:
+    """The ``step`` part's model (:data:`MODELS`, GPT-2's vocabulary, tied embeddings) with seeded random
     gradients (std 1e-3) on every trainable parameter."""
-    model = _gpt(50304, 1024)
+    model = _gpt(50304, 1024, **MODELS[name])
     params = [p for p in model.parameters() if p.requires_grad]
     gen = torch.Generator(device="cuda").manual_seed(0)
     for p in params:
@@ -344,21 +402,38 @@ def gpt2_with_gradients() -> list[torch.nn.Parameter]:
     return params
 
 
+def _amortized_ms(step: Callable[[], Any], n: int) -> float:
+    """Mean device time per call over ``n`` consecutive calls (CUDA events around the whole run): what a job
+    pays, a basis refresh every ``refresh_every`` steps included (a median would hide it)."""
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    _sync()
+    a.record()
+    for _ in range(n):
+        step()
+    b.record()
+    b.synchronize()
+    return a.elapsed_time(b) / n
+
+
 def run_step(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
     energy = _Energy()
     rows: list[dict[str, Any]] = []
     for name, fac in _optimizer_factories().items():
-        row: dict[str, Any] = {"optimizer": name}
+        row: dict[str, Any] = {"model": args.model, "optimizer": name}
         try:
             torch.cuda.empty_cache()
-            params = gpt2_with_gradients()
+            params = model_with_gradients(args.model)
             n_params = sum(p.numel() for p in params)
             opt = fac(params)
-            for _ in range(5):
+            # warm-up: compilation, and for MangoAdamW one basis refresh (every 50 steps) before timing
+            slow = "torch-path" in name
+            for _ in range(5 if slow else (55 if "Mango" in name else 10)):
                 opt.step()
             _sync()
             torch.cuda.reset_peak_memory_stats()
-            row["step_ms"] = _time_ms(opt.step, reps=args.step_iters, warmup=0)
+            n = 10 if slow else max(args.step_iters, 100)
+            row["step_ms"] = _amortized_ms(opt.step, n)
+            row["median_ms"] = _time_ms(opt.step, reps=10 if slow else 30, warmup=0)
             row["params_M"] = n_params / 1e6
             row["state_bytes_per_param"] = _state_bytes(opt) / n_params
             row["peak_mem_GiB"] = torch.cuda.max_memory_allocated() / 2**30
@@ -375,14 +450,15 @@ def run_step(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
                 row["mean_power_W"] = (e1 - e0) / (t1 - t0)
             del opt, params
         except Exception as exc:
-            row["error"] = f"{type(exc).__name__}: {exc}"
+            row["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
             traceback.print_exc()
         rows.append(row)
         print(row, flush=True)
     _relative_to_adamw(rows, "step_ms", "vs_fused_adamw")
-    cols = ["optimizer", "step_ms", "vs_fused_adamw", "state_bytes_per_param", "peak_mem_GiB"]
-    cols += ["energy_mJ_per_step", "mean_power_W", "error"]
-    _write(out, "step", rows, cols, meta)
+    _relative_to_adamw(rows, "energy_mJ_per_step", "energy_vs_adamw")
+    cols = ["model", "optimizer", "step_ms", "vs_fused_adamw", "median_ms", "state_bytes_per_param"]
+    cols += ["peak_mem_GiB", "energy_mJ_per_step", "energy_vs_adamw", "mean_power_W", "error"]
+    _write(out, f"step-{args.model}", rows, cols, meta)
 
 
 def run_tune(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
@@ -419,15 +495,61 @@ def run_tune(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
     _write(out, "tune", rows, ["setting", "tile", "warps", "max_regs", "step_ms", "vs_fused_adamw"], meta)
 
 
+#: Tiles of the projected launches swept by ``tune-proj``: (PROJ_BN, PROJ_BK, BACK_BM, BACK_BN, warps).
+TUNE_PROJ: list[tuple[int, int, int, int, int]] = [
+    (64, 64, 64, 64, 4), (128, 64, 64, 64, 4), (64, 32, 64, 64, 4), (32, 64, 64, 64, 4), (128, 32, 64, 64, 8),
+    (64, 64, 128, 64, 4), (64, 64, 64, 128, 4), (64, 64, 128, 128, 8), (128, 64, 128, 128, 8),
+]  # fmt: skip
+
+
+def run_tune_proj(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
+    """Sweep the projected launches' tiles on the step part's model (no refresh inside the timed steps)."""
+    from client.compression import MangoAdamW, fused
+    from client.protocol import CompressionSetting
+
+    rows: list[dict[str, Any]] = []
+    params = model_with_gradients(args.model)
+    base = torch.optim.AdamW(params, lr=3e-4, weight_decay=0.1, fused=True)
+    for _ in range(5):
+        base.step()
+    adamw_ms = _amortized_ms(base.step, 50)
+    del base
+    saved = (fused.PROJ_BN, fused.PROJ_BK, fused.BACK_BM, fused.BACK_BN, fused.PROJ_WARPS)
+    for r in (8, 64):
+        for cfg in TUNE_PROJ:
+            fused.PROJ_BN, fused.PROJ_BK, fused.BACK_BM, fused.BACK_BN, fused.PROJ_WARPS = cfg
+            s = CompressionSetting(rank=r, bits=8)
+            opt = MangoAdamW(params, lr=3e-4, weight_decay=0.1, setting=s, refresh_every=10**6)
+            try:
+                for _ in range(5):
+                    opt.step()
+                ms = _amortized_ms(opt.step, 50)
+                row = {
+                    "setting": s.label(),
+                    "proj_bn_bk": f"{cfg[0]}x{cfg[1]}",
+                    "back_bm_bn": f"{cfg[2]}x{cfg[3]}",
+                }
+                rows.append({**row, "warps": cfg[4], "step_ms": ms, "vs_fused_adamw": ms / adamw_ms})
+            except Exception as exc:
+                rows.append(
+                    {"setting": s.label(), "proj_bn_bk": str(cfg), "error": f"{type(exc).__name__}: {exc}"}
+                )
+            print(rows[-1], flush=True)
+            del opt
+    fused.PROJ_BN, fused.PROJ_BK, fused.BACK_BM, fused.BACK_BN, fused.PROJ_WARPS = saved
+    cols = ["setting", "proj_bn_bk", "back_bm_bn", "warps", "step_ms", "vs_fused_adamw", "error"]
+    _write(out, "tune-proj", rows, cols, meta)
+
+
 def run_profile(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
     """Where a step goes: host time per call (no sync), device time per step, per-kernel device time."""
     from torch.profiler import ProfilerActivity, profile
 
     rows: list[dict[str, Any]] = []
-    params = gpt2_with_gradients()
+    params = model_with_gradients(args.model)
     for name, fac in _optimizer_factories().items():
         opt = fac(params)
-        for _ in range(5):
+        for _ in range(55 if "Mango" in name else 5):
             opt.step()
         _sync()
         t0 = time.perf_counter()
@@ -549,6 +671,7 @@ def main(argv: list[str]) -> int:
         "step": run_step,
         "converge": run_converge,
         "tune": run_tune,
+        "tune-proj": run_tune_proj,
         "profile": run_profile,
     }
     for part in parts:

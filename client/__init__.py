@@ -5,6 +5,8 @@ Public surface (one screen):
 - :mod:`client.protocol` - ``CompressionSetting``, ``ActionGrid``, ``TelemetryRecord``, ``Objective``,
   ``Reference``, ``DecideRequest``, ``Decision``, ``ObservationSpec`` (the contract, single-sourced).
 - :mod:`client.compression` - ``MangoAdamW`` and the pure operators (projection, quantization, feedback).
+- :mod:`client.hook` - ``AdaptiveCompression`` (telemetry + decisions; ``state_dict`` for resumes).
+- :mod:`client.integrations` - Lightning, HF Transformers ``Trainer`` and Accelerate (optional extra).
 """
 
 from client.protocol import (

@@ -77,13 +77,14 @@ from client.telemetry import (
     make_energy_meter,
 )
 
-__all__ = ["AdaptiveCompression", "DecisionEntry"]
+__all__ = ["AdaptiveCompression", "DecisionEntry", "unwrap_optimizer"]
 
 logger = logging.getLogger(__name__)
 
 #: Loss recorded for an interval whose every loss was NaN/inf (the contract wants finite floats; a huge
 #: loss is what a divergence looks like to the policy and the shield).
 DIVERGED_LOSS = 1e30
+_STATE_VERSION = 1  # AdaptiveCompression.state_dict() layout
 _REQUIRED = ("setting", "apply_setting", "state_bytes", "dense_state_bytes", "compression_stats")
 
 
@@ -104,6 +105,67 @@ class DecisionEntry:
     """whether the optimizer switched to ``setting`` (False: same setting, refused, or shadow mode)"""
 
 
+def unwrap_optimizer(optimizer: Any) -> Any:
+    """The optimizer inside framework wrappers: accelerate's ``AcceleratedOptimizer`` (``.optimizer``),
+    Lightning's ``LightningOptimizer`` (``._optimizer``), nested; the object itself when it has the MANGO API
+    or wraps nothing. Imports none of those libraries."""
+    seen = 0
+    while not all(hasattr(optimizer, name) for name in _REQUIRED) and seen < 8:
+        inner = getattr(optimizer, "optimizer", None) or getattr(optimizer, "_optimizer", None)
+        if inner is None or inner is optimizer:
+            break
+        optimizer, seen = inner, seen + 1
+    return optimizer
+
+
+def _encode(value: Any) -> Any:
+    """A controller attribute as plain Python (settings as tagged dicts), for ``weights_only`` loading."""
+    if isinstance(value, CompressionSetting):
+        return {"__setting__": value.model_dump(mode="json")}
+    return value
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict) and "__setting__" in value:
+        return CompressionSetting.model_validate(value["__setting__"])
+    return value
+
+
+_PLAIN = (type(None), bool, int, float, str)
+
+
+def _controller_state(controller: Controller) -> dict[str, Any]:
+    """The controller's per-job state: its ``state_dict()`` if it has one, else its private attributes
+    (the heuristics keep their level, cooldown and last answer there) and ``reason``."""
+    own = getattr(controller, "state_dict", None)
+    if callable(own):
+        return {"state_dict": own()}
+    attrs: dict[str, Any] = {}
+    for name, value in vars(controller).items():
+        if not (name.startswith("_") or name == "reason"):
+            continue  # public attributes are the constructor's knobs: the resumed job passes them again
+        if isinstance(value, (*_PLAIN, CompressionSetting)):
+            attrs[name] = _encode(value)
+        else:
+            logger.debug("controller %s: attribute %s (%s) not checkpointed", controller.name, name, value)
+    return {"name": controller.name, "attrs": attrs}
+
+
+def _load_controller_state(controller: Controller, state: dict[str, Any]) -> None:
+    if "state_dict" in state:
+        controller.load_state_dict(state["state_dict"])  # type: ignore[attr-defined]
+        return
+    if state["name"] != controller.name:
+        logger.warning(
+            "load_state_dict: the checkpoint's controller was %s, this hook's is %s: state not restored",
+            state["name"],
+            controller.name,
+        )
+        return
+    for name, value in state["attrs"].items():
+        setattr(controller, name, _decode(value))
+
+
 def _finite(x: Any, default: float = 0.0, lo: float = 0.0, hi: float = DIVERGED_LOSS) -> float:
     """``x`` as a float in ``[lo, hi]``: NaN/missing -> ``default``, +-inf -> the bound."""
     try:
@@ -119,7 +181,8 @@ class AdaptiveCompression:
     """Telemetry + decisions for a :class:`~client.compression.MangoAdamW` (see the module docstring).
 
     :param optimizer: a MangoAdamW (anything with ``setting``, ``apply_setting``, ``state_bytes``,
-        ``dense_state_bytes`` and ``compression_stats``).
+        ``dense_state_bytes`` and ``compression_stats``), also inside accelerate's or Lightning's optimizer
+        wrapper (see :func:`unwrap_optimizer`).
     :param server_url: policy service root; ``None`` runs the local ``controller`` only.
     :param api_key: the service's API key (default: env ``MANGO_API_KEY``); required with ``server_url``.
     :param objective: the job's trade-off; default ``Objective()`` (loss only).
@@ -174,11 +237,14 @@ class AdaptiveCompression:
         profile: CostProfile | None = None,
         first_decision: bool | None = None,
     ) -> None:
+        optimizer = unwrap_optimizer(optimizer)
         missing = [name for name in _REQUIRED if not hasattr(optimizer, name)]
         if missing:
             raise TypeError(
-                f"optimizer {type(optimizer).__name__} lacks {missing}: wrap the parameters in "
-                "client.compression.MangoAdamW"
+                f"optimizer {type(optimizer).__name__} lacks {missing}: AdaptiveCompression drives a "
+                "client.compression.MangoAdamW; build it in place of torch.optim.AdamW, e.g. "
+                "MangoAdamW(model.parameters(), lr=3e-4) (wrappers such as accelerate's AcceleratedOptimizer "
+                "and Lightning's LightningOptimizer around it are unwrapped)"
             )
         if interval_steps < 1:
             raise ValueError(f"interval_steps={interval_steps} must be >= 1 (50 is a good default)")
@@ -298,6 +364,11 @@ class AdaptiveCompression:
         return self._client
 
     @property
+    def service_status(self) -> str:
+        """``local`` (no service), else the client's ``ok``, ``unreachable`` or ``auth_error`` (wrong key)."""
+        return "local" if self._client is None else self._client.status
+
+    @property
     def energy_meter(self) -> EnergyMeter:
         return self._meter
 
@@ -345,13 +416,110 @@ class AdaptiveCompression:
         if self._log is not None:
             self._log.close()
         self._meter.close()
-        logger.info("AdaptiveCompression job=%s closed: %s", self.job_id, self.counters)
+        status = self.service_status
+        logger.log(
+            logging.ERROR if status == "auth_error" else logging.INFO,
+            "AdaptiveCompression job=%s closed: service %s, %s",
+            self.job_id,
+            status if status != "auth_error" else "auth_error (the service refused the API key)",
+            self.counters,
+        )
 
     def __enter__(self) -> AdaptiveCompression:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # ------------------------------------------------------------------ checkpointing
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed job needs so that the policy keeps seeing the same job.
+
+        Save it beside the optimizer's state dict and restore both (the optimizer first) with
+        :meth:`load_state_dict`::
+
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "mango": hook.state_dict()}, f)
+            ...
+            ckpt = torch.load(f, weights_only=True)
+            model.load_state_dict(ckpt["model"]); opt.load_state_dict(ckpt["opt"])
+            hook = AdaptiveCompression(opt, ...same arguments...); hook.load_state_dict(ckpt["mango"])
+
+        Holds the job id, the step count, the unfinished interval's losses and gradient norms (a checkpoint
+        may be taken mid-interval: one device sync), the telemetry window, the reference, the setting in
+        force, the local controller's state (cooldowns, ladder level), the counters and the decisions. Only
+        plain Python values (``torch.load(weights_only=True)`` reads them).
+
+        Not held: the wall-clock and energy baseline of the unfinished interval (it restarts at the load, so
+        the first record after a resume times only the steps after it) and an answer of the policy service
+        still in flight at the save (the service answers the next window instead).
+        """
+        return {
+            "version": _STATE_VERSION,
+            "job_id": self.job_id,
+            "step": self._step,
+            "interval": self._stats.state_dict(),
+            "history": [rec.model_dump(mode="json") for rec in self._history],
+            "reference": None if self.reference is None else self.reference.model_dump(mode="json"),
+            "setting": self._target.setting.model_dump(mode="json"),
+            "controller": _controller_state(self.controller),
+            # without a controller the hook holds a setting: the one in force when it was built
+            "hold": self.controller.setting.model_dump(mode="json")
+            if self._hold and isinstance(self.controller, StaticController)
+            else None,
+            "counters": dict(self._counts),
+            "skipped_total": self._skipped_total,
+            "decisions": [asdict(d) for d in self.decisions],
+            "overhead_s": self.overhead_s,
+            "apply_s": self.apply_s,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output into a hook built with the same arguments.
+
+        The saved job id replaces the constructor's (the service keeps metering one job). When the controlled
+        object's setting differs from the saved one (its state was not restored), the saved setting is
+        applied, with a warning.
+        """
+        if not isinstance(state, dict) or state.get("version") != _STATE_VERSION:
+            got = state.get("version") if isinstance(state, dict) else type(state).__name__
+            raise ValueError(
+                f"not an AdaptiveCompression state dict of version {_STATE_VERSION} (got {got!r}); "
+                "it must come from AdaptiveCompression.state_dict()"
+            )
+        if self._closed:
+            raise RuntimeError("AdaptiveCompression is closed")
+        if state["job_id"] != self.job_id:
+            logger.info("load_state_dict: job id %s continues as %s", self.job_id, state["job_id"])
+            self.job_id = str(state["job_id"])
+            if self._client is not None:
+                self._client.job_id = self.job_id
+        self._step = int(state["step"])
+        self._history.clear()
+        self._history.extend(TelemetryRecord.model_validate(r) for r in state["history"])
+        ref = state["reference"]
+        self.reference = None if ref is None else Reference.model_validate(ref)
+        saved = CompressionSetting.model_validate(state["setting"])
+        if saved != self._target.setting:
+            logger.warning(
+                "load_state_dict: the %s holds %s, the checkpoint %s: applying the checkpoint's "
+                "(restore the optimizer's state dict first to resume exactly)",
+                type(self._target).__name__,
+                self._target.setting.label(),
+                saved.label(),
+            )
+            self._target.apply_setting(saved)
+        _load_controller_state(self.controller, state["controller"])
+        if self._hold and isinstance(self.controller, StaticController) and state["hold"] is not None:
+            self.controller.setting = CompressionSetting.model_validate(state["hold"])
+        self._counts.update({k: int(v) for k, v in state["counters"].items()})
+        self._skipped_total = int(state["skipped_total"])
+        self.decisions = [DecisionEntry(**d) for d in state["decisions"]]
+        self.overhead_s = float(state["overhead_s"])
+        self.apply_s = float(state["apply_s"])
+        self._begin_interval()
+        self._stats.load_state_dict(state["interval"])
+        self._in_interval = self._stats.steps
 
     # ------------------------------------------------------------------ interval boundary
 

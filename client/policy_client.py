@@ -4,9 +4,16 @@ The training loop calls :meth:`PolicyClient.submit` once per control interval wi
 :meth:`PolicyClient.poll` to pick up an answer when one has arrived. A worker thread does the HTTP
 (``POST /v1/decide`` with an ``X-API-Key`` header, one pooled ``httpx.Client``), with:
 
-* **timeouts** (``timeout_s`` per attempt) and **retries** (``retries`` extra attempts, exponential
-  ``backoff_s * 2**k`` between them, capped at ``backoff_max_s``); a newer window submitted meanwhile
-  supersedes the one being retried;
+* a **total deadline** per attempt (``timeout_s`` covers connecting, sending and reading the whole answer,
+  not each socket read: a server trickling one byte a second times out like a silent one) and **retries**
+  (``retries`` extra attempts, exponential ``backoff_s * 2**k`` between them, capped at ``backoff_max_s``);
+  a newer window submitted meanwhile supersedes the one being retried; :meth:`PolicyClient.close` aborts an
+  attempt in flight at once;
+* **configuration errors are loud**: a 401/403 (wrong or missing key, user key on an admin route) is not an
+  outage: it is logged once at error level, never retried, does not count toward the breaker, and
+  :attr:`PolicyClient.status` says ``"auth_error"`` (with the server's message in :attr:`last_error`) until
+  a request succeeds; each window is still answered by the fallback, and still tried once (so a key fixed
+  on the server side recovers without a restart);
 * a **circuit breaker**: after ``breaker_failures`` consecutive failed requests (a request fails when all
   its attempts fail, or when its first attempts fail and a newer window is waiting) the breaker opens and
   windows are answered locally, without touching the network, for ``breaker_cooldown_s``; then one probe
@@ -24,13 +31,17 @@ stale); ``retries`` 1-2 (connection resets after a server restart are retried); 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import threading
 import time
-from collections.abc import Sequence
+import weakref
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
+import httpcore
 import httpx
 from pydantic import ValidationError
 
@@ -45,11 +56,15 @@ from client.protocol import (
     TelemetryRecord,
 )
 
-__all__ = ["BreakerState", "DecisionOutcome", "PolicyClient", "PolicyClientCounters"]
+__all__ = ["BreakerState", "ClientStatus", "DecisionOutcome", "PolicyClient", "PolicyClientCounters"]
 
 logger = logging.getLogger(__name__)
 
 BreakerState = Literal["closed", "open", "half_open"]
+#: ``ok``: the last request was answered (or none was sent yet); ``unreachable``: the last one failed
+#: (network, timeout, 5xx, bad body); ``auth_error``: the service refused the key (401/403), a configuration
+#: error no retry can fix.
+ClientStatus = Literal["ok", "unreachable", "auth_error"]
 DECIDE_PATH = "/v1/decide"
 
 
@@ -82,12 +97,14 @@ class PolicyClientCounters:
     ``requests``: HTTP POSTs attempted (retries and probes included); ``successes``: POSTs answered with a
     valid Decision; ``failures``: POSTs that failed (connection, timeout, bad status, bad body);
     ``fallbacks``: answers made by the local controller; ``reconnects``: times the service answered again
-    after a failed request; ``superseded``: windows replaced in the queue by a newer one before being sent.
+    after a failed request; ``superseded``: windows replaced in the queue by a newer one before being sent;
+    ``auth_errors``: requests refused with 401/403 (counted here, not in ``failures``).
     """
 
     requests: int = 0
     successes: int = 0
     failures: int = 0
+    auth_errors: int = 0
     fallbacks: int = 0
     reconnects: int = 0
     superseded: int = 0
@@ -108,9 +125,107 @@ class _Pending:
 
 
 class _RequestFailed(Exception):
-    def __init__(self, reason: str, retryable: bool) -> None:
+    def __init__(self, reason: str, retryable: bool, auth: bool = False) -> None:
         super().__init__(reason)
         self.retryable = retryable
+        self.auth = auth
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A socket stream whose every read and write ends by the attempt's deadline, not ``timeout`` after it.
+
+    httpcore gives each ``recv`` its own timeout, so a peer sending one byte per timeout never times out.
+    Here each call's timeout is ``min(timeout, deadline - now)``, and past the deadline the call fails.
+    """
+
+    def __init__(self, inner: httpcore.NetworkStream, backend: _DeadlineBackend) -> None:
+        self._inner = inner
+        self._backend = backend
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, self._backend.remaining(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, self._backend.remaining(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        inner = self._inner.start_tls(
+            ssl_context, server_hostname, self._backend.remaining(timeout, httpcore.ConnectTimeout)
+        )
+        return self._backend.track(inner)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's sync socket backend with a per-attempt deadline and an abort switch (one worker thread)."""
+
+    def __init__(self) -> None:
+        self._inner = httpcore.SyncBackend()
+        self.deadline: float | None = None  # time.monotonic() by which the attempt must be over
+        self._open: weakref.WeakSet[_DeadlineStream] = weakref.WeakSet()
+
+    def remaining(self, timeout: float | None, error: type[Exception]) -> float | None:
+        if self.deadline is None:
+            return timeout
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise error("the request's total deadline passed")
+        return left if timeout is None else min(timeout, left)
+
+    def track(self, inner: httpcore.NetworkStream) -> _DeadlineStream:
+        stream = _DeadlineStream(inner, self)
+        self._open.add(stream)
+        return stream
+
+    def abort(self) -> None:
+        """Wake any read or write blocked on an open socket (called from another thread by ``close``)."""
+        self.deadline = time.monotonic()
+        for stream in list(self._open):
+            sock = stream.get_extra_info("socket")
+            if isinstance(sock, socket.socket):
+                with contextlib.suppress(OSError):  # already closed
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        timeout = self.remaining(timeout, httpcore.ConnectTimeout)
+        return self.track(self._inner.connect_tcp(host, port, timeout, local_address, socket_options))
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.NetworkStream:
+        timeout = self.remaining(timeout, httpcore.ConnectTimeout)
+        return self.track(self._inner.connect_unix_socket(path, timeout, socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+class _DeadlineTransport(httpx.HTTPTransport):
+    """``httpx.HTTPTransport`` over :class:`_DeadlineBackend` (httpx has no ``network_backend`` option)."""
+
+    def __init__(self, backend: _DeadlineBackend) -> None:
+        super().__init__()
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(),
+            max_connections=4,
+            max_keepalive_connections=2,
+            keepalive_expiry=30.0,
+            network_backend=backend,
+        )
 
 
 class PolicyClient:
@@ -188,10 +303,12 @@ class PolicyClient:
         self.fallback = fallback
         self.profile = profile
 
+        self._backend = _DeadlineBackend()
         self._http = httpx.Client(
             base_url=self.base_url,
             headers={"X-API-Key": api_key, "Content-Type": "application/json"},
             timeout=httpx.Timeout(self.timeout_s),
+            transport=_DeadlineTransport(self._backend),
         )
         self._cv = threading.Condition()
         self._pending: _Pending | None = None
@@ -203,6 +320,7 @@ class PolicyClient:
         self._opened_at = 0.0
         self._service_down = False  # a request failed and none succeeded since
         self._last_error = ""
+        self._auth_error = ""  # the server's refusal while the key is wrong; "" once a request succeeds
         self._busy = False  # a window is being handled by the worker
         self._worker_cpu_s = 0.0
         self._thread = threading.Thread(target=self._run, name=f"mango-policy-client-{job_id}", daemon=True)
@@ -282,6 +400,14 @@ class PolicyClient:
             return self._breaker
 
     @property
+    def status(self) -> ClientStatus:
+        """``ok``, ``unreachable`` or ``auth_error`` (see :data:`ClientStatus`)."""
+        with self._cv:
+            if self._auth_error:
+                return "auth_error"
+            return "unreachable" if self._service_down else "ok"
+
+    @property
     def last_error(self) -> str:
         """Why the last failed request failed (empty when none has)."""
         with self._cv:
@@ -299,12 +425,16 @@ class PolicyClient:
         return True
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Stop the worker (an in-flight request is abandoned after at most ``timeout_s``) and the client."""
+        """Stop the worker and the client; a request in flight is aborted (its socket shut down) at once.
+
+        :param timeout_s: the longest wait for the worker thread to end (a daemon thread: never blocks exit).
+        """
         if self._stop.is_set():
             return
         self._stop.set()
         with self._cv:
             self._cv.notify_all()
+        self._backend.abort()
         if self._thread.is_alive():
             self._thread.join(timeout_s)
         self._http.close()
@@ -373,6 +503,11 @@ class PolicyClient:
                 decision = self._post(body)
             except _RequestFailed as exc:
                 error = str(exc)
+                if self._stop.is_set():
+                    return None
+                if exc.auth:  # a configuration error: loud once, never retried, not an outage
+                    self._on_auth_error(error)
+                    return self._fallback_outcome(job, error)
                 with self._cv:
                     self._counters.failures += 1
                     self._last_error = error
@@ -395,12 +530,22 @@ class PolicyClient:
     def _post(self, body: str) -> Decision:
         with self._cv:
             self._counters.requests += 1
+        self._backend.deadline = time.monotonic() + self.timeout_s
         try:
             resp = self._http.post(DECIDE_PATH, content=body)
         except httpx.TimeoutException as exc:
             raise _RequestFailed(f"timeout after {self.timeout_s:g} s ({type(exc).__name__})", True) from exc
         except httpx.HTTPError as exc:
             raise _RequestFailed(f"{type(exc).__name__}: {exc}", True) from exc
+        finally:
+            self._backend.deadline = None
+        if resp.status_code in (401, 403):
+            raise _RequestFailed(
+                f"HTTP {resp.status_code}: the service refused the API key ({resp.text[:200]}); check the "
+                "key this job sends (PolicyClient api_key / MANGO_API_KEY on the service)",
+                retryable=False,
+                auth=True,
+            )
         if resp.status_code != 200:
             retryable = resp.status_code >= 500 or resp.status_code == 429
             raise _RequestFailed(f"HTTP {resp.status_code}: {resp.text[:200]}", retryable)
@@ -409,8 +554,21 @@ class PolicyClient:
         except ValidationError as exc:
             raise _RequestFailed(f"bad Decision body: {exc.errors()[:1]}", False) from exc
 
+    def _on_auth_error(self, error: str) -> None:
+        with self._cv:
+            first = not self._auth_error
+            self._counters.auth_errors += 1
+            self._auth_error = self._last_error = error
+        if first:
+            logger.error("PolicyClient %s: configuration error, not retried: %s", self.job_id, error)
+        else:
+            logger.debug("PolicyClient %s: still refused: %s", self.job_id, error)
+
     def _on_success(self) -> None:
         with self._cv:
+            if self._auth_error:
+                logger.info("PolicyClient %s: the service accepts the API key again", self.job_id)
+                self._auth_error = ""
             self._counters.successes += 1
             if self._service_down:
                 self._counters.reconnects += 1

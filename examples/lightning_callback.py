@@ -1,18 +1,13 @@
-"""PyTorch Lightning: a callback that attaches MANGO's AdaptiveCompression to a LightningModule's optimizer.
+"""PyTorch Lightning example: the byte-level LM trained with MangoAdamW and MANGO's Lightning callback.
 
-Optional extra: ``pip install -e ".[integrations]"`` (PyTorch Lightning; either the ``lightning`` or the
-``pytorch-lightning`` package works). The module returns a :class:`~client.compression.MangoAdamW` from
-``configure_optimizers``; :class:`MangoCallback` does the rest::
+The callback lives in the package (:class:`client.integrations.lightning.MangoCallback`; optional extra
+``pip install -e ".[integrations]"``). The module returns a :class:`~client.compression.MangoAdamW` from
+``configure_optimizers``; the callback does the rest::
 
     trainer = pl.Trainer(max_steps=1000, callbacks=[MangoCallback(interval_steps=20)])
-    trainer.fit(module, loader)
+    trainer.fit(module, loader)              # resume: trainer.fit(module, loader, ckpt_path=...)
 
-The callback builds the hook when training starts, calls ``hook.step(loss)`` once per optimizer step (not
-per batch, so gradient accumulation is handled), logs ``mango/*`` metrics at each interval boundary, and
-closes the hook when training ends or fails. ``server_url`` defaults to ``MANGO_SERVICE_URL`` (and the key
-to ``MANGO_API_KEY``); without one the local controller decides.
-
-Run the example (the byte-level LM on the stdlib corpus)::
+Run it (the byte-level LM on the stdlib corpus)::
 
     python examples/lightning_callback.py --steps 100
 """
@@ -24,121 +19,18 @@ import math
 import os
 import sys
 import tempfile
-from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-try:  # the unified package first, then the standalone one
-    import lightning.pytorch as pl
-except ImportError:
-    try:
-        import pytorch_lightning as pl  # type: ignore[no-redef]
-    except ImportError as exc:
-        raise ImportError(
-            "examples/lightning_callback.py needs PyTorch Lightning: pip install -e '.[integrations]'"
-        ) from exc
-
 from client.compression import MangoAdamW
-from client.hook import AdaptiveCompression
+from client.integrations.lightning import MangoCallback, pl
 from client.protocol import Objective
 from envs.data import load_corpus
 from envs.models import build_model
 
-__all__ = ["MangoCallback"]
-
-
-class MangoCallback(pl.Callback):
-    """Attach :class:`~client.hook.AdaptiveCompression` to the trainer's (single) MangoAdamW.
-
-    :param server_url: policy service root; default ``MANGO_SERVICE_URL``; ``None``/empty: local controller.
-    :param objective: the job's trade-off (default: loss only).
-    :param interval_steps: optimizer steps per control interval.
-    :param controller: local controller name or instance (decides without a service, falls back with one).
-    :param hook_kwargs: any other :class:`AdaptiveCompression` argument (``api_key``, ``decision_log``,
-        ``job_id``, ``policy``, ``client_options``, ...).
-    """
-
-    def __init__(
-        self,
-        server_url: str | None = None,
-        objective: Objective | None = None,
-        interval_steps: int = 50,
-        controller: Any = "accordion",
-        **hook_kwargs: Any,
-    ) -> None:
-        super().__init__()
-        self.server_url = (
-            server_url if server_url is not None else os.environ.get("MANGO_SERVICE_URL") or None
-        )
-        self.objective = objective
-        self.interval_steps = interval_steps
-        self.controller = controller
-        self.hook_kwargs = hook_kwargs
-        self.hook: AdaptiveCompression | None = None
-        self._last_global_step = -1
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        opts = trainer.optimizers
-        if len(opts) != 1 or not isinstance(opts[0], MangoAdamW):
-            raise TypeError(
-                "MangoCallback needs configure_optimizers() to return one client.compression.MangoAdamW, "
-                f"got {[type(o).__name__ for o in opts]}"
-            )
-        planned = trainer.estimated_stepping_batches
-        self.hook = AdaptiveCompression(
-            opts[0],
-            server_url=self.server_url,
-            objective=self.objective,
-            interval_steps=self.interval_steps,
-            planned_steps=int(planned) if math.isfinite(planned) and planned > 0 else None,
-            controller=self.controller,
-            **self.hook_kwargs,
-        )
-        self._last_global_step = trainer.global_step
-
-    def on_train_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-    ) -> None:
-        if self.hook is None or trainer.global_step == self._last_global_step:
-            return  # no optimizer step on this batch (gradient accumulation)
-        self._last_global_step = trainer.global_step
-        loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs
-        if loss is None:
-            return
-        self.hook.step(loss.detach() if isinstance(loss, torch.Tensor) else float(loss))
-        history = self.hook.history
-        if history and history[-1].step == self.hook.steps:  # an interval just closed
-            rec = history[-1]
-            pl_module.log_dict(
-                {
-                    "mango/rank": float(rec.setting.rank),
-                    "mango/bits": float(rec.setting.bits),
-                    "mango/gamma": rec.setting.gamma,
-                    "mango/state_bytes": float(rec.state_bytes),
-                    "mango/energy_j": rec.energy_j,
-                },
-                on_step=True,
-                on_epoch=False,
-            )
-
-    def _close(self) -> None:
-        if self.hook is not None:
-            self.hook.close()
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._close()
-
-    def on_exception(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
-    ) -> None:
-        self._close()
+__all__ = ["MangoCallback"]  # re-exported: older scripts imported it from here
 
 
 # ------------------------------------------------------------------------------------------------ example
@@ -181,7 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seq-len", type=int, default=64)
     p.add_argument("--corpus-bytes", type=int, default=1_000_000)
     p.add_argument("--decision-log", default=None, help="JSON-lines decision log (appended to)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    # Half the cores, at most 4: the example's small matrices gain nothing from more threads, and on a
+    # shared 2-core machine torch's default (every core) ran 3x slower than one thread (BENCHMARKS.md).
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=max(1, min(4, cores // 2)),
+        help="torch CPU threads (0: torch's default)",
+    )
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -42,7 +42,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--controller", default="accordion", help="local controller: static | accordion | loraven")
     p.add_argument("--decision-log", default=None, help="JSON-lines decision log (appended to)")
     p.add_argument("--corpus-bytes", type=int, default=1_000_000, help="size of the stdlib byte corpus")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    # Half the cores, at most 4: the example's small matrices gain nothing from more threads, and on a
+    # shared 2-core machine torch's default (every core) ran 3x slower than one thread (BENCHMARKS.md).
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=max(1, min(4, cores // 2)),
+        help="torch CPU threads (0: torch's default)",
+    )
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -68,7 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="lm-tiny", help="envs.models preset")
     p.add_argument("--objective", default="balanced", choices=sorted(OBJECTIVE_PRESETS))
     p.add_argument("--corpus-bytes", type=int, default=2_000_000)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    # Half the cores, at most 4: the example's small matrices gain nothing from more threads, and on a
+    # shared 2-core machine torch's default (every core) ran 3x slower than one thread (BENCHMARKS.md).
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=max(1, min(4, cores // 2)),
+        help="torch CPU threads (0: torch's default)",
+    )
     p.add_argument("--wait-s", type=float, default=120.0, help="how long to wait for the service's /readyz")
     p.add_argument("--require-service", action=argparse.BooleanOptionalAction, default=True)
     args = p.parse_args(argv)

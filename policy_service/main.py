@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from client.protocol import DecideRequest
+from client.protocol import DEFAULT_GRID, DecideRequest
 
 from .api import api_router, bench_router
 from .api.deps import KeyDigests
@@ -38,8 +38,33 @@ log = logging.getLogger(__name__)
 API_VERSION = "1.0.0"
 
 
+def _state_protocol_rules(components: dict[str, Any]) -> None:
+    """Write the protocol's validator-only rules into the schema, so a schema-valid body is a valid body.
+
+    ``CompressionSetting`` checks ``rank`` and ``bits`` against the grid and ``Objective`` needs one positive
+    weight in Python validators, which pydantic cannot export; without this, generated clients and fuzzers
+    send schema-valid bodies that get 422.
+    """
+    setting = components.get("CompressionSetting", {}).get("properties", {})
+    if "rank" in setting:
+        setting["rank"]["enum"] = sorted(DEFAULT_GRID.ranks)
+    if "bits" in setting:
+        setting["bits"]["enum"] = sorted(DEFAULT_GRID.bits)
+    objective = components.get("Objective")
+    if objective is not None:
+        # w_loss defaults to 1.0, so leaving it out satisfies the rule; the others default to 0.
+        objective["anyOf"] = [
+            {"properties": {"w_loss": {"exclusiveMinimum": 0}}},
+            *(
+                {"required": [w], "properties": {w: {"exclusiveMinimum": 0}}}
+                for w in ("w_memory", "w_energy", "w_time")
+            ),
+        ]
+        objective["description"] = objective.get("description", "") + "\n\nAt least one weight is > 0."
+
+
 def _document_models(app: FastAPI, *models: type[BaseModel]) -> None:
-    """Add ``models`` (and the models they nest) to the OpenAPI components.
+    """Add ``models`` (and the models they nest) to the OpenAPI components, with the protocol's grid rules.
 
     ``POST /v1/decide`` parses its body by hand (see ``api/routes/decide.py``) and refers to
     ``#/components/schemas/DecideRequest``, which FastAPI only emits for models it parses itself.
@@ -47,6 +72,8 @@ def _document_models(app: FastAPI, *models: type[BaseModel]) -> None:
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
         schema = generate()
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         for model in models:
@@ -54,6 +81,8 @@ def _document_models(app: FastAPI, *models: type[BaseModel]) -> None:
             for name, sub in js.pop("$defs", {}).items():
                 components.setdefault(name, sub)
             components.setdefault(model.__name__, js)
+        _state_protocol_rules(components)
+        app.openapi_schema = schema
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]

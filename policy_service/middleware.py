@@ -3,7 +3,8 @@
 * :class:`BodyLimitMiddleware` answers 413 before the app parses anything: at once from ``Content-Length``,
   or after buffering at most ``max_body_bytes + 1`` bytes of a chunked body. Bodies within the limit reach
   the app untouched (uvicorn enforces ``Content-Length`` framing).
-* :class:`MetricsMiddleware` counts every response by route template and status and times it.
+* :class:`MetricsMiddleware` counts every response by route template and status and times it. A request
+  whose client hung up before any response started is counted as 499 (client closed request), not 500.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .errors import CLIENT_CLOSED_STATUS
 from .metrics import ServiceMetrics
 
 __all__ = ["BodyLimitMiddleware", "MetricsMiddleware"]
@@ -104,7 +106,15 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        status = 500
+        status = 500  # until the app answers or returns: an exception escaping the app is a 500
+        disconnected = False
+
+        async def receive_watch() -> Message:
+            nonlocal disconnected
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                disconnected = True
+            return message
 
         async def send_status(message: Message) -> None:
             nonlocal status
@@ -113,7 +123,9 @@ class MetricsMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_status)
+            await self.app(scope, receive_watch, send_status)
+            if disconnected and status == 500:  # returned without answering: the client went away first
+                status = CLIENT_CLOSED_STATUS
         finally:
             elapsed = time.perf_counter() - start
             route = getattr(scope.get("route"), "path", None) or "unmatched"

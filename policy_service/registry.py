@@ -18,6 +18,12 @@ Hot reload (:meth:`PolicyRegistry.reload`) builds a complete new :class:`Snapsho
 then replaces one reference; a request reads that reference once, so it finishes on the snapshot it started
 with and no request sees a half-loaded state. An artifact that fails to load keeps its last good version (the
 failure is reported); an unchanged artifact (same file stats of manifest and weights) is reused, not re-read.
+
+Nothing in a policy folder can stop the service: each manifest is first read through the bounded JSON parser
+(:mod:`policy_service.jsonlimits`: size, UTF-8, depth, no NUL byte in any string), and any exception while
+loading one artifact is that artifact's error, logged with its reason; at start-up the service comes up with
+the artifacts that did load. A new version of an artifact that is refused for its name (a reserved name, or
+one another artifact already provides) also keeps the last good version in service.
 """
 
 from __future__ import annotations
@@ -34,11 +40,12 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from agents.artifact import ArtifactError, PolicyArtifact, find_manifests, load_artifact
+from agents.artifact import MAX_MANIFEST_BYTES, ArtifactError, PolicyArtifact, find_manifests, load_artifact
 from client.controllers import HEURISTICS, Controller
 from client.protocol import DEFAULT_GRID, ActionGrid, CompressionSetting, DecideRequest, ObservationSpec
 
 from .errors import UnknownPolicyError
+from .jsonlimits import JSONLimitError, find_nul, loads_bounded
 
 __all__ = ["DEFAULT_ALIAS", "HeuristicPolicy", "LearnedPolicy", "Policy", "PolicyRegistry", "Snapshot"]
 
@@ -120,6 +127,10 @@ class HeuristicPolicy:
         return {"name": self.name, "kind": self.kind, "version": self.version, "source": "client.controllers"}
 
 
+class _NameRefused(Exception):
+    """A freshly loaded artifact's name cannot be served (reserved or taken); its old version may stay."""
+
+
 @dataclass(frozen=True)
 class _Source:
     """One manifest file and what it loaded to (``key`` detects unchanged files)."""
@@ -188,6 +199,39 @@ def _file_key(manifest: Path) -> tuple[Any, ...]:
     return tuple(stats)
 
 
+def _precheck_manifest(path: Path) -> None:
+    """Refuse a manifest the artifact loader must never see: too big, not UTF-8, too deep, or a NUL byte.
+
+    :raises JSONLimitError: naming the limit or the field (``weights.file holds a NUL byte``).
+    """
+    with open(path, "rb") as f:
+        raw = f.read(MAX_MANIFEST_BYTES + 1)
+    data = loads_bounded(raw, max_bytes=MAX_MANIFEST_BYTES, what="manifest")
+    where = find_nul(data)
+    if where is not None:
+        raise JSONLimitError(
+            f"manifest field {where} holds a NUL byte; file names and text may not contain one"
+        )
+
+
+def _load_policy(path: Path, *, trace: bool, shipped: bool) -> LearnedPolicy:
+    _precheck_manifest(path)
+    return LearnedPolicy(load_artifact(path), trace=trace, shipped=shipped)
+
+
+#: Failures with a message written for the operator; anything else is also logged with its traceback.
+_EXPECTED = (ArtifactError, JSONLimitError, _NameRefused)
+
+
+def _reason(exc: BaseException) -> str:
+    """A one-line reason for an artifact that failed; unexpected exception types are named."""
+    if isinstance(exc, _EXPECTED):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return f"cannot read ({exc.strerror or exc})"
+    return f"cannot load ({type(exc).__name__}: {exc})"
+
+
 class PolicyRegistry:
     """Loads learned policies, publishes :class:`Snapshot` s, serializes reloads.
 
@@ -250,35 +294,43 @@ class PolicyRegistry:
             origin: dict[str, str] = {}
             shipped_names: set[str] = set()
             reused: list[str] = []
-            for path, shipped in self._candidates():
+            try:
+                candidates = self._candidates()
+            except Exception as exc:  # an unreadable folder: serve what is built in, report why
+                errors["policy_dir"] = f"cannot list policy folders ({type(exc).__name__}: {exc})"
+                candidates = []
+            for path, shipped in candidates:
                 src = str(path)
                 old = prev_sources.get(src)
+                policy: LearnedPolicy | None = None
                 try:
                     key = _file_key(path)
                     if old is not None and old.key == key and not force:
                         policy = old.policy
                         reused.append(policy.name)
                     else:
-                        policy = LearnedPolicy(load_artifact(path), trace=self.trace, shipped=shipped)
-                except (ArtifactError, OSError) as exc:
-                    if old is None:
-                        errors[src] = str(exc)
+                        policy = _load_policy(path, trace=self.trace, shipped=shipped)
+                        refused = self._refuse_name(policy.name, learned, shipped, origin)
+                        if refused:
+                            policy = None
+                            raise _NameRefused(refused)
+                except Exception as exc:  # one bad artifact never fails a reload (or the start-up)
+                    reason = _reason(exc)
+                    if not isinstance(exc, (*_EXPECTED, OSError)):
+                        log.warning("policy artifact %s failed unexpectedly", src, exc_info=exc)
+                    if old is None or self._refuse_name(old.policy.name, learned, shipped, origin):
+                        errors[src] = reason
                         continue
-                    errors[src] = f"{exc} (still serving {old.policy.name} version {old.policy.version})"
+                    errors[src] = f"{reason} (still serving {old.policy.name} version {old.policy.version})"
                     policy, key = old.policy, old.key
+                assert policy is not None
                 name = policy.name
-                if name == DEFAULT_ALIAS or name in HEURISTICS:
-                    errors[src] = (
-                        f"policy name {name!r} is reserved (the default alias or a heuristic); rename it"
-                    )
+                refused = self._refuse_name(name, learned, shipped, origin)
+                if refused:  # an unchanged artifact whose name another one took first
+                    errors[src] = refused
                     continue
                 if name in learned:
-                    first = origin[name]
-                    if learned[name].shipped and not shipped:
-                        log.info("policy %s from %s overrides the shipped one at %s", name, src, first)
-                    else:
-                        errors[src] = f"duplicate policy name {name!r}; {first} already provides it"
-                        continue
+                    log.info("policy %s from %s overrides the shipped one at %s", name, src, origin[name])
                 learned[name] = policy
                 origin[name] = src
                 sources[src] = _Source(key=key, policy=policy)
@@ -314,6 +366,17 @@ class PolicyRegistry:
                 errors=dict(errors),
                 duration_s=duration,
             )
+
+    @staticmethod
+    def _refuse_name(
+        name: str, learned: Mapping[str, LearnedPolicy], shipped: bool, origin: Mapping[str, str]
+    ) -> str | None:
+        """Why ``name`` cannot be served from this artifact in this pass (``None`` if it can)."""
+        if name == DEFAULT_ALIAS or name in HEURISTICS:
+            return f"policy name {name!r} is reserved (the default alias or a heuristic); rename it"
+        if name in learned and not (learned[name].shipped and not shipped):
+            return f"duplicate policy name {name!r}; {origin[name]} already provides it"
+        return None
 
     def _default_target(
         self, learned: Mapping[str, LearnedPolicy], shipped_names: set[str], errors: dict[str, str]

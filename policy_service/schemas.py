@@ -6,7 +6,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-__all__ = ["Health", "PolicyInfo", "PolicyList", "ReloadResult"]
+__all__ = ["ErrorMessage", "Health", "PolicyInfo", "PolicyList", "ReloadResult"]
+
+
+class ErrorMessage(BaseModel):
+    """Every error except 422 (whose ``detail`` is the list of failing fields, ``HTTPValidationError``)."""
+
+    detail: str = Field(description="what is wrong and how to fix it")
 
 
 class Health(BaseModel):

@@ -65,3 +65,34 @@ def test_signal_bench_refuses_bad_arguments(argv: list[str], capsys: pytest.Capt
     with pytest.raises(SystemExit) as exc:
         demo_signals.main(argv)
     assert exc.value.code == 2 and "--runs must be >= 1" in capsys.readouterr().err
+
+
+def _mango(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "mango_cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_version_and_subcommand_help() -> None:
+    version = _mango("--version")
+    assert version.returncode == 0 and version.stdout.startswith("mango ")
+    demo = _mango("demo", "--help")
+    assert demo.returncode == 0 and demo.stdout.startswith("usage: mango demo"), demo.stdout[:200]
+    bench = _mango("bench", "--help")
+    assert bench.returncode == 0 and "lm " in bench.stdout and "overhead" in bench.stdout
+    wrong = _mango("bench", "nope")
+    assert wrong.returncode == 2 and "unknown benchmark 'nope'" in wrong.stderr
+
+
+def test_no_amd_smi_noise_from_the_energy_meter() -> None:
+    code = "from client.telemetry import make_energy_meter; make_energy_meter('auto', 0).close()"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0
+    assert "Unable to find libamd_smi.so" not in proc.stdout + proc.stderr

@@ -115,6 +115,11 @@ class _StepStats:
     events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = field(default_factory=list)
     err_num: torch.Tensor | None = None
     err_den: torch.Tensor | None = None
+    nonfinite: torch.Tensor | None = None  # 0-d bool on the device: some rank's bucket held NaN/inf
+    # Held until the step's last bucket, then committed or rolled back together (see _finish_step):
+    buffers: list[torch.Tensor] = field(default_factory=list)  # the aggregated buckets handed back to DDP
+    commits: list[tuple[Any, ...]] = field(default_factory=list)  # (bucket state, e_old, e_new, h_old, h_new)
+    q_commits: list[tuple[str, torch.Tensor, torch.Tensor]] = field(default_factory=list)  # (key, old, new)
 
 
 def _orthonormalize_batched(x: torch.Tensor) -> torch.Tensor:
@@ -244,6 +249,13 @@ class MangoHookState:
     (PCIe, Ethernet, many nodes), not on one NVLink host. Larger DDP buckets (``bucket_cap_mb``) mean fewer
     launches.
 
+    Non-finite gradients: a NaN or inf in any rank's bucket is agreed on by one 4-byte all-reduce (MAX) per
+    compressed bucket (the plain path needs none: its sum already carries it), and the whole step is skipped
+    on every rank: every bucket comes back NaN (MangoAdamW skips NaN tensors; with another optimizer test
+    :attr:`last_step_nonfinite` before ``optimizer.step()``, as with ``torch.amp.GradScaler``), and the
+    residuals, references and warm starts keep the values the step started from, so training continues as
+    if the step had not happened. :attr:`nonfinite_steps` (and ``stats()``) counts them. No host sync.
+
     Checkpoints: :meth:`state_dict` / :meth:`load_state_dict` carry the setting, step count, residuals,
     references, warm starts and both RNG states. The residual differs per rank: save one file per rank and
     load each rank's own.
@@ -310,6 +322,8 @@ class MangoHookState:
         self.total_comm_time_s = 0.0
         self.setting_changes = 0
         self.layout_changes = 0
+        self._nonfinite_steps: torch.Tensor | None = None  # device counter: no host sync per step
+        self._last_nonfinite: torch.Tensor | None = None
 
     # ------------------------------------------------------------------------------------------ setting
     @staticmethod
@@ -489,7 +503,10 @@ class MangoHookState:
         return q.to(device=device, dtype=torch.float32)
 
     def _compress(self, layout: _Layout, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The collective compressor ``C``: ``(s, mean_i s_i)`` for the flat innovation ``u``."""
+        """The collective compressor ``C``: ``(s, mean_i s_i)`` for the flat innovation ``u``.
+
+        The new warm starts are committed by :meth:`_finish_step` (kept as they were if the step is skipped).
+        """
         rank, bits = self._setting.rank, self._setting.bits
         if rank == 0:
             return self._send(u, bits)
@@ -512,14 +529,14 @@ class MangoHookState:
                 piece_sent[j], piece_mean[j] = v, vm
         if groups:
             # Same-shaped matrices are stacked (one bmm per shape); all bases are orthonormalized together.
-            mats, qs = [], []
+            mats, warm = [], []
             for (m, n, r), idx in groups.items():
                 views = [u[layout.offsets[j] : layout.offsets[j] + m * n].view(m, n) for j in idx]
                 mats.append(torch.stack(views))  # (B, m, n)
-                qs.append(
+                warm.append(
                     torch.stack([self._warm_q(layout.keys[j], n, r, u.device) for j in idx])
                 )  # (B, n, r)
-            qs = _orthonormalize_all(qs)
+            qs = _orthonormalize_all(warm)
             ps = [torch.bmm(mat, q) for mat, q in zip(mats, qs)]  # (B, m, r)
             # Factors travel column by column (a column's values share a magnitude: good for block scales).
             _, pmean = self._send(torch.cat([p.transpose(1, 2).reshape(-1) for p in ps]), bits)
@@ -531,8 +548,8 @@ class MangoHookState:
             qloc = [torch.bmm(mat.transpose(1, 2), ph) for mat, ph in zip(mats, phats)]  # (B, n, r)
             qsent, qmean = self._send(torch.cat([q.transpose(1, 2).reshape(-1) for q in qloc]), bits)
             sizes = [q.numel() for q in qloc]
-            for (_, idx), ph, q, qs_f, qm_f in zip(
-                groups.items(), phats, qloc, qsent.split(sizes), qmean.split(sizes)
+            for (_, idx), ph, q, qs_f, qm_f, q0 in zip(
+                groups.items(), phats, qloc, qsent.split(sizes), qmean.split(sizes), warm
             ):
                 bsz, n, r = q.shape
                 qm_b = qm_f.view(bsz, r, n)  # (B, r, n) = mean(Q)^T
@@ -540,7 +557,8 @@ class MangoHookState:
                 m_b = torch.bmm(ph, qm_b)  # (B, m, n): the mean of all ranks' messages
                 for b, j in enumerate(idx):
                     piece_sent[j], piece_mean[j] = s_b[b].reshape(-1), m_b[b].reshape(-1)
-                    self._q[layout.keys[j]] = qm_b[b].T  # (n, r) warm start (a view), same on all ranks
+                    # (n, r) warm start (a view), the same on all ranks; q0 is what this step started from
+                    self._cur.q_commits.append((layout.keys[j], q0[b], qm_b[b].T))
         order = range(len(layout.keys))
         return torch.cat([piece_sent[j] for j in order]), torch.cat([piece_mean[j] for j in order])
 
@@ -549,6 +567,7 @@ class MangoHookState:
         buf = bucket.buffer()
         w = self._world()
         self._cur.dense_bytes += buf.numel() * 4
+        self._cur.buffers.append(buf)
         bs = self._bucket_state(bucket, buf.device)
         setting = self._setting
         plain = self.iter < self.start_iter or (setting.is_off and bs.e is None)
@@ -556,9 +575,18 @@ class MangoHookState:
             bs.h = None
             buf.mul_(1.0 / w)
             self._all_reduce(buf)
+            # The sum is the same on every rank, so every rank reaches the same verdict without a collective.
+            self._mark_nonfinite(~torch.isfinite(buf).all())
             return buf
-        g = buf.float()
+        # One 4-byte all-reduce (MAX) of "this rank's bucket is not finite", so every rank skips the step
+        # together and no rank's NaN or inf reaches another rank's residual, reference or warm start.
+        flag = (~torch.isfinite(buf).all()).to(torch.float32).reshape(1)
+        self._all_reduce(flag, dist.ReduceOp.MAX)
+        bad = flag[0] > 0  # 0-d bool, identical on every rank; no host sync (applied with torch.where)
+        self._mark_nonfinite(bad)
+        g = buf.float().masked_fill(bad, 0.0)  # the collectives below run on finite values either way
         gamma = setting.gamma
+        e_old = bs.e
         h = bs.h if gamma > 0.0 else None
         box: dict[str, torch.Tensor] = {}
 
@@ -567,21 +595,61 @@ class MangoHookState:
             box["mean"], box["u"], box["sent"] = mean, u, sent
             return sent
 
-        _, e_new, _ = shift_compress(g, bs.e, h, gamma, self.ef_beta, collective)
+        _, e_new, _ = shift_compress(g, e_old, h, gamma, self.ef_beta, collective)
         g_hat = box["mean"] if h is None else box["mean"] + gamma * h
         diff = box["u"] - box["sent"]
-        num, den = diff.square().sum(), box["u"].square().sum()
+        num, den = diff.square().sum().masked_fill(bad, 0.0), box["u"].square().sum().masked_fill(bad, 0.0)
         self._cur.err_num = num if self._cur.err_num is None else self._cur.err_num + num
         self._cur.err_den = den if self._cur.err_den is None else self._cur.err_den + den
         lossless = setting.rank == 0 and setting.bits == 32
-        bs.e = e_new if self.error_feedback and not lossless else None
-        bs.h = g_hat if gamma > 0.0 else None
+        keep_e = self.error_feedback and not lossless
+        self._cur.commits.append((bs, e_old, e_new if keep_e else None, h, g_hat if gamma > 0.0 else None))
         buf.copy_(g_hat)
         return buf
 
+    def _mark_nonfinite(self, bad: torch.Tensor) -> None:
+        cur = self._cur.nonfinite
+        self._cur.nonfinite = bad if cur is None else cur | bad
+
     def _finish_step(self) -> None:
+        """End of the step (DDP handed over its last bucket): commit its buffers, or skip it as a whole.
+
+        When some rank's bucket held NaN or inf, every rank (the verdict is all-reduced) hands DDP NaN for
+        every bucket of the step and keeps the residuals, references and warm starts the step started from:
+        the step is skipped consistently, as if it had not happened (MangoAdamW skips NaN gradients; with
+        another optimizer test :attr:`last_step_nonfinite`). DDP copies the buckets into ``.grad`` after the
+        last bucket, so the earlier buckets' buffers can still be rewritten here.
+        """
+        cur = self._cur
+        skip = cur.nonfinite
+        live = {id(b) for b in self._buckets.values()}
+        for bs, e_old, e_new, h_old, h_new in cur.commits:
+            e = _keep_if(skip, e_old, e_new)
+            h = _keep_if(skip, h_old, h_new) if h_new is not None else None
+            if id(bs) in live:
+                bs.e, bs.h = e, h
+                continue
+            # A later bucket of this step changed the layout and dissolved this one into pieces.
+            for key, off, n in zip(bs.layout.keys, bs.layout.offsets, bs.layout.numels):
+                piece = self._orphans.setdefault(key, {})
+                for name, t in (("e", e), ("h", h)):
+                    if t is None:
+                        piece.pop(name, None)
+                    else:
+                        piece[name] = t[off : off + n].clone()
+        for key, q_old, q_new in cur.q_commits:
+            self._q[key] = q_new if skip is None else torch.where(skip, q_old, q_new)
+        if skip is not None:
+            for buf in cur.buffers:
+                buf.masked_fill_(skip, math.nan)
+            bad = skip.to(torch.int64)
+            self._nonfinite_steps = bad if self._nonfinite_steps is None else self._nonfinite_steps + bad
+            self._last_nonfinite = skip
+        cur.buffers.clear()
+        cur.commits.clear()
+        cur.q_commits.clear()
         self.iter += 1
-        done, self._cur = self._cur, _StepStats()
+        done, self._cur = cur, _StepStats()
         self._pending.append(done)
         self._resolve(block=False)
 
@@ -631,8 +699,23 @@ class MangoHookState:
             total_comm_time_s=self.total_comm_time_s,
             setting_changes=float(self.setting_changes),
             layout_changes=float(self.layout_changes),
+            nonfinite_steps=float(self.nonfinite_steps),
         )
         return out
+
+    @property
+    def nonfinite_steps(self) -> int:
+        """Steps in which a bucket held NaN/inf on some rank and was skipped on every rank (one host sync)."""
+        return int(self._nonfinite_steps) if self._nonfinite_steps is not None else 0
+
+    @property
+    def last_step_nonfinite(self) -> bool:
+        """Whether the last completed step skipped a bucket (the same answer on every rank; one host sync).
+
+        The skipped buckets' gradients are NaN, which MangoAdamW skips tensor by tensor. To skip the whole
+        step, as ``torch.amp.GradScaler`` does, test this before ``optimizer.step()``.
+        """
+        return bool(self._last_nonfinite) if self._last_nonfinite is not None else False
 
     def telemetry(self) -> dict[str, Any]:
         """``{"comm_bytes": int, "comm_time_s": float}`` of the last step, for ``TelemetryRecord(**...)``."""
@@ -721,6 +804,20 @@ class MangoHookState:
         self._round_gen_state = state["rng_round"]
         self.total_comm_bytes = int(state["totals"]["comm_bytes"])
         self.total_comm_time_s = float(state["totals"]["comm_time_s"])
+
+
+def _keep_if(
+    skip: torch.Tensor | None, old: torch.Tensor | None, new: torch.Tensor | None
+) -> torch.Tensor | None:
+    """``old`` where the step is skipped, else ``new`` (``None`` = all zeros), without a host sync."""
+    if skip is None or (old is None and new is None):
+        return new
+    if old is None:
+        assert new is not None
+        return new.masked_fill(skip, 0.0)
+    if new is None:
+        return old.masked_fill(~skip, 0.0)
+    return torch.where(skip, old, new)
 
 
 def mango_comm_hook(state: MangoHookState, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:

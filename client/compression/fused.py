@@ -34,12 +34,21 @@ from typing import Any
 import torch
 
 from client.compression.codes import default_block
-from client.compression.quant import QuantizedTensor
+from client.compression.quant import DenseState, QuantizedTensor
 
 __all__ = ["FUSED_BITS", "MATRIX_TILE", "Plan", "build_plan", "fused_available", "grads_fit", "run"]
 
-#: Widths the fused matrix kernel handles.
-FUSED_BITS = (4, 8)
+#: Widths the fused matrix kernel handles (rank 0 at 32 bits is the identity: the exact launch).
+FUSED_BITS = (2, 3, 4, 8, 16, 32)
+#: Tiling unit of the matrix kernel where no quantization block sets one (16 and 32 bits).
+DENSE_BLOCK = 256
+#: Column tile of the projection ``P^T G`` and rows / columns of the back-projection's ``P U`` tiles.
+PROJ_BN = 64
+PROJ_BK = 64
+BACK_BM = 64
+BACK_BN = 64
+#: Warps per projection / back-projection program.
+PROJ_WARPS = 4
 #: Values per matrix-kernel program (``ROWS = MATRIX_TILE / block``) and warps per program. One 8-bit block
 #: per one-warp program won the H200 sweep (``mango bench gpu --parts tune``; BENCHMARKS.md): the block
 #: reductions stay inside a warp (no shared memory, no barrier) and a thread holds 8 values (no spills).
@@ -95,6 +104,23 @@ class _Group:
     grad_addr: list[int] = field(default_factory=list)
     grad_dev: torch.Tensor | None = None
     norm_prog: torch.Tensor | None = None  # int32 [n, 2] tiles of the norm pre-pass
+    norm_meta: torch.Tensor | None = None  # int64 [T, 2] (gradient numel, item) where meta's differ
+    proj: _Proj | None = None  # the projection tables of a projected launch
+    fresh: list[list[torch.Tensor]] | None = None  # per tensor: fp32 m, v, e, h views written by a refresh
+
+
+@dataclass
+class _Proj:
+    """Tables of the projection and back-projection launches (:mod:`.kernels.triton_proj`)."""
+
+    rank_p2: int
+    addr: torch.Tensor  # int64 [T, 2]: P, X / U scratch
+    meta: torch.Tensor  # int64 [T, 7]
+    scale: torch.Tensor  # float32 [T]
+    prog_a: list[tuple[bool, torch.Tensor, torch.Tensor]]  # (transposed, int32 [n, 3], float32 [n] samples)
+    prog_c: list[tuple[bool, torch.Tensor]]  # (transposed, int32 [n, 3]): one launch per orientation
+    x: torch.Tensor  # float32 scratch: every tensor's r x n coefficients
+    items: torch.Tensor  # int64 [T]: positions in the norm vector (for the spectral tail)
 
 
 @dataclass
@@ -110,6 +136,9 @@ class Plan:
     ef: bool
     factored: bool
     block: int
+    gamma: float = 0.0
+    #: float32 ``[n_items]``: the gradient's numel for a fused matrix tensor, else 0 (see :func:`run`)
+    numels: torch.Tensor | None = None
 
     @property
     def matrix(self) -> list[_Group]:
@@ -119,35 +148,105 @@ class Plan:
     def exact(self) -> list[_Group]:
         return [g for g in self.groups if not g.matrix]
 
+    @property
+    def projected(self) -> list[_Group]:
+        return [g for g in self.groups if g.proj is not None]
+
+
+def _mode(opt: Any, bits: int) -> str:
+    return opt.quant_mode or ("nf4" if bits == 4 else "uniform")
+
+
+def _slot_ok(q: Any, bits: int, mode: str, block: int, shape: tuple[int, ...], device: torch.device) -> bool:
+    """Whether a state slot is what the matrix kernel reads at ``bits`` (codes, bf16 or fp32, in place)."""
+    if bits == 32:
+        return (
+            isinstance(q, torch.Tensor)
+            and q.dtype == torch.float32
+            and tuple(q.shape) == shape
+            and q.is_contiguous()
+            and q.device == device
+        )
+    if bits == 16:
+        return (
+            isinstance(q, DenseState)
+            and q.bits == 16
+            and q.data.dtype == torch.bfloat16
+            and tuple(q.data.shape) == shape
+            and q.data.is_contiguous()
+            and q.data.device == device
+        )
+    return (
+        isinstance(q, QuantizedTensor)
+        and q.bits == bits
+        and q.mode == mode
+        and q.block == block
+        and tuple(q.shape) == shape
+        and q.data.device == device
+    )
+
+
+def _fp32_vec(x: Any, n: int, device: torch.device) -> bool:
+    return (
+        isinstance(x, torch.Tensor)
+        and x.dtype == torch.float32
+        and x.shape == (n,)
+        and x.is_contiguous()
+        and x.device == device
+    )
+
 
 def _eligible_matrix(p: torch.Tensor, st: dict[str, Any], opt: Any, factored: bool) -> bool:
+    """A matrix tensor the matrix kernel can step: rank 0 below 32 bits, or projected at any width (basis in
+    place, subspace error feedback, a reference ``h`` exactly when ``gamma > 0``)."""
     s = opt.setting
-    if st.get("rank", -1) != 0 or "m" not in st or s.bits not in FUSED_BITS or s.gamma != 0.0 or "h" in st:
+    r = st.get("rank", -1)
+    if r < 0 or "m" not in st or s.bits not in FUSED_BITS or (s.gamma > 0) != ("h" in st):
         return False
+    if r == 0 and s.bits == 32:
+        return False  # the identity setting: the exact launch
     if p.dtype not in _DTYPES or not p.is_contiguous() or p.numel() >= 2**31 - 2**16:  # int32 offsets
         return False
-    block = default_block(s.bits)
-    mode = opt.quant_mode or ("nf4" if s.bits == 4 else "uniform")
-    if mode not in ("uniform", "nf4") or (mode == "nf4" and s.bits != 4):
+    bits = s.bits
+    block = default_block(bits) if bits <= 8 else DENSE_BLOCK
+    mode = _mode(opt, bits)
+    if bits <= 8 and (mode not in ("uniform", "nf4") or (mode == "nf4" and bits != 4)):
         return False
-
-    def ok(q: Any, want_mode: str) -> bool:
-        return (
-            isinstance(q, QuantizedTensor)
-            and q.bits == s.bits
-            and q.mode == want_mode
-            and q.block == block
-            and q.shape == p.shape
-        )
-
-    if not ok(st["m"], mode):
+    m_rows, n_cols = st["shape"]
+    if r > 0:
+        P = st.get("P")
+        if (
+            opt.ef_scope != "subspace"
+            or st.get("refresh_pending", False)
+            or not isinstance(P, torch.Tensor)
+            or P.dtype != torch.float32
+            or tuple(P.shape) != (m_rows, r)
+            or not P.is_contiguous()
+            or P.device != p.device
+        ):
+            return False
+        shape: tuple[int, ...] = (r, n_cols)
+        rows, cols = r, n_cols
+    else:
+        shape = tuple(p.shape)
+        rows = p.shape[0]
+        cols = p.numel() // rows
+    dev = p.device
+    if not _slot_ok(st["m"], bits, mode, block, shape, dev):
         return False
-    if opt.error_feedback != ("e" in st) or ("e" in st and not ok(st["e"], mode)):
+    if opt.error_feedback != ("e" in st) or (
+        "e" in st and not _slot_ok(st["e"], bits, mode, block, shape, dev)
+    ):
+        return False
+    if "h" in st and not _slot_ok(st["h"], bits, mode, block, shape, dev):
         return False
     if factored:
-        cols = p.numel() // p.shape[0]
-        return "v_row" in st and cols % block == 0
-    return "v" in st and ok(st["v"], "uniform")
+        if bits > 8 or cols % block != 0 or "v_row" not in st:
+            return False
+        if r > 0:
+            return _fp32_vec(st["v_row"], r, dev) and _fp32_vec(st["v_col"], n_cols, dev)
+        return True
+    return "v" in st and _slot_ok(st["v"], bits, "uniform", block, shape, dev)
 
 
 def _moments(st: dict[str, Any]) -> tuple[Any, Any]:
@@ -190,32 +289,57 @@ def _i64(values: list[int], device: torch.device) -> torch.Tensor:
 Item = tuple[int, torch.Tensor, dict[str, Any]]  # (position in the step's items, param, state)
 
 
-def _matrix_group(items: list[Item], hyper: dict[str, Any], factored: bool, block: int) -> _Group:
+def _slot_ptrs(q: Any) -> list[int]:
+    """(codes or values, scales) addresses of a slot (0 where there is none)."""
+    if q is None:
+        return [0, 0]
+    if isinstance(q, QuantizedTensor):
+        return [q.data.data_ptr(), q.scale.data_ptr()]
+    if isinstance(q, DenseState):
+        return [q.data.data_ptr(), 0]
+    return [q.data_ptr(), 0]
+
+
+def _matrix_group(
+    items: list[Item], hyper: dict[str, Any], factored: bool, block: int, proj: bool, opt: Any
+) -> _Group:
+    """Tables of one matrix launch: rank-0 tensors (the kernel reads the gradient and writes the parameter)
+    or projected ones (it works on the ``r x n`` coefficients; :class:`_Proj` adds the two products)."""
     device = items[0][1].device
     rows_per_prog = max(MATRIX_TILE // block, 1)
+    dims = []  # (rows, cols, transposed) of the values the matrix kernel walks
+    for _, p, st in items:
+        if proj:
+            dims.append((st["rank"], st["shape"][1], 0))
+        else:
+            nrows = p.shape[0]
+            ncols = p.numel() // nrows
+            dims.append((nrows, ncols, int(nrows > ncols)))
+    scratch_len = sum(r + c for r, c, _ in dims) if factored else 0
+    scratch = torch.zeros(max(scratch_len, 1), dtype=torch.float32, device=device)
+    x_len = sum(r * c for r, c, _ in dims) if proj else 0
+    x_all = torch.zeros(max(x_len, 1), dtype=torch.float32, device=device)
+    # the rotated fp32 states of a refresh step (m, v, e, h), read by the kernel instead of the slots
+    fresh_all = torch.zeros(4, max(x_len, 1), dtype=torch.float32, device=device) if proj else x_all[None]
+    fresh: list[list[torch.Tensor]] = []
     addr: list[int] = []
     meta: list[int] = []
     progs: list[torch.Tensor] = []
-    scratch_len = sum(p.shape[0] + p.numel() // p.shape[0] for _, p, _ in items) if factored else 0
-    scratch = torch.zeros(max(scratch_len, 1), dtype=torch.float32, device=device)
-    pos = 0
-    for t, (item, p, st) in enumerate(items):
-        numel = p.numel()
-        nrows = p.shape[0]
-        ncols = numel // nrows
-        transposed = int(nrows > ncols)
-        e = st.get("e")
-        row = [0, p.data_ptr(), st["m"].data.data_ptr(), st["m"].scale.data_ptr()]
-        row += [0, 0] if factored else [st["v"].data.data_ptr(), st["v"].scale.data_ptr()]
-        row += [e.data.data_ptr(), e.scale.data_ptr()] if e is not None else [0, 0]
+    pos = xpos = 0
+    x_views: list[torch.Tensor] = []
+    for t, ((item, p, st), (nrows, ncols, transposed)) in enumerate(zip(items, dims)):
+        numel = nrows * ncols
+        row = [0, p.data_ptr(), *_slot_ptrs(st["m"])]
+        row += [0, 0] if factored else _slot_ptrs(st["v"])
+        row += _slot_ptrs(st.get("e"))
         if factored:
-            # the canonical (m <= n) statistics, seen along the parameter's rows / columns
+            # the canonical (m <= n) statistics, seen along the rows / columns the kernel walks
             v_nat_row, v_nat_col = (st["v_col"], st["v_row"]) if transposed else (st["v_row"], st["v_col"])
             rs = scratch[pos : pos + nrows]
             cs = scratch[pos + nrows : pos + nrows + ncols]
             pos += nrows + ncols
             row += [v_nat_row.data_ptr(), v_nat_col.data_ptr(), rs.data_ptr(), cs.data_ptr()]
-            stride = ncols // block  # a program owns a column strip of rows_per_prog parameter rows
+            stride = ncols // block  # a program owns a column strip of rows_per_prog rows
             a0 = torch.arange(0, nrows, rows_per_prog, dtype=torch.int64)
             jb = torch.arange(stride, dtype=torch.int64)
             first = (a0[None, :] * stride + jb[:, None]).reshape(-1)
@@ -226,12 +350,71 @@ def _matrix_group(items: list[Item], hyper: dict[str, Any], factored: bool, bloc
             n_blocks = max(-(-numel // block), 1)
             first = torch.arange(0, n_blocks, rows_per_prog, dtype=torch.int64)
             count = (n_blocks - first).clamp(max=rows_per_prog)
+        row += _slot_ptrs(st.get("h"))
+        if proj:
+            xv = x_all[xpos : xpos + numel]
+            x_views.append(xv)
+            fv = [fresh_all[k, xpos : xpos + numel].view(nrows, ncols) for k in range(4)]
+            fresh.append(fv)
+            xpos += numel
+            row += [xv.data_ptr(), *(f.data_ptr() for f in fv)]
+        else:
+            row += [0, 0, 0, 0, 0]
         addr += row
         meta += [numel, ncols, transposed, stride, item]
         progs.append(torch.stack([torch.full_like(first, t), first, count], dim=1))
     prog = torch.cat(progs).to(torch.int32)
     mean = torch.ones(len(items), dtype=torch.float32, device=device)
-    return _new_group(True, items, hyper, prog, addr, meta, mean=mean, scratch=scratch)
+    extra: dict[str, Any] = {}
+    if proj:
+        extra["proj"] = _proj_tables(items, x_views, x_all, opt)
+        extra["fresh"] = fresh
+        extra["norm_meta"] = _i64([v for item, p, _ in items for v in (p.numel(), item)], device)
+    return _new_group(True, items, hyper, prog, addr, meta, mean=mean, scratch=scratch, **extra)
+
+
+def _proj_tables(items: list[Item], x_views: list[torch.Tensor], x_all: torch.Tensor, opt: Any) -> _Proj:
+    device = items[0][1].device
+    addr: list[int] = []
+    meta: list[int] = []
+    scale: list[float] = []
+    prog_a: dict[bool, list[torch.Tensor]] = {False: [], True: []}
+    prog_c: dict[bool, list[torch.Tensor]] = {False: [], True: []}
+    r_max = 1
+    for t, ((item, p, st), xv) in enumerate(zip(items, x_views)):
+        m, n = st["shape"]
+        r = st["rank"]
+        r_max = max(r_max, r)
+        trans = p.shape[0] > p.numel() // p.shape[0]
+        si, sj = (1, m) if trans else (n, 1)  # canonical (i, j) -> offset
+        addr += [st["P"].data_ptr(), xv.data_ptr()]
+        meta += [m, n, r, si, sj, item, p.data_ptr()]
+        scale.append(opt.proj_scale if opt.proj_scale is not None else math.sqrt(m / r))
+        j = torch.arange(0, n, PROJ_BN, dtype=torch.int64)
+        prog_a[trans].append(torch.stack([torch.full_like(j, t), torch.zeros_like(j), j], dim=1))
+        i = torch.arange(0, m, BACK_BM, dtype=torch.int64)
+        jc = torch.arange(0, n, BACK_BN, dtype=torch.int64)
+        ii, jj = torch.meshgrid(i, jc, indexing="ij")
+        ii, jj = ii.reshape(-1), jj.reshape(-1)
+        prog_c[trans].append(torch.stack([torch.full_like(ii, t), ii, jj], dim=1))
+
+    def table(parts: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(parts).to(torch.int32).to(device)
+
+    return _Proj(
+        rank_p2=max(16, 1 << (r_max - 1).bit_length()),
+        addr=_i64(addr, device),
+        meta=_i64(meta, device),
+        scale=torch.tensor(scale, dtype=torch.float32).to(device),
+        prog_a=[
+            (tr, table(v), torch.zeros(sum(x.shape[0] for x in v), dtype=torch.float32, device=device))
+            for tr, v in prog_a.items()
+            if v
+        ],
+        prog_c=[(tr, table(v)) for tr, v in prog_c.items() if v],
+        x=x_all,
+        items=_i64([item for item, _, _ in items], device),
+    )
 
 
 def _exact_group(items: list[Item], hyper: dict[str, Any], sdtype: torch.dtype) -> _Group:
@@ -288,32 +471,35 @@ def _new_group(
 def build_plan(opt: Any, items: list[tuple[int, torch.Tensor, dict[str, Any]]], key: tuple[Any, ...]) -> Plan:
     """Split the step's ``(index, param, group)`` items into fused launches and the torch remainder.
 
-    A launch holds the tensors of one kernel (matrix / exact), dtypes, parameter group and step count.
+    A launch holds the tensors of one kernel (exact / rank-0 matrix / projected matrix), dtypes, parameter
+    group and step count.
     """
     s = opt.setting
     factored = opt._factored()
-    block = default_block(s.bits) if s.bits in FUSED_BITS else 64
-    mode = opt.quant_mode or ("nf4" if s.bits == 4 else "uniform")
-    buckets: dict[tuple[bool, torch.dtype, torch.dtype, int, int], list[Item]] = {}
+    block = default_block(s.bits) if s.bits <= 8 else DENSE_BLOCK
+    mode = _mode(opt, s.bits)
+    buckets: dict[tuple[str, torch.dtype, torch.dtype, int, int], list[Item]] = {}
     hypers: dict[int, dict[str, Any]] = {}
     rest: list[int] = []
     matrix_idx: list[int] = []
     for pos, (_, p, group) in enumerate(items):
         st = opt.state.get(p, {})
         if st.get("kind") == "matrix" and _eligible_matrix(p, st, opt, factored):
-            is_matrix, sdtype = True, p.dtype  # (unused: the matrix kernel reads the quantized slots)
+            kind, sdtype = ("proj" if st["rank"] > 0 else "matrix"), p.dtype
         elif _eligible_exact(p, st, opt):
-            is_matrix, sdtype = False, _moments(st)[0].dtype
+            kind, sdtype = "exact", _moments(st)[0].dtype
         else:
             rest.append(pos)
             continue
         if st["kind"] == "matrix":
             matrix_idx.append(pos)
         hypers[id(group)] = group
-        buckets.setdefault((is_matrix, p.dtype, sdtype, id(group), st["step"]), []).append((pos, p, st))
+        buckets.setdefault((kind, p.dtype, sdtype, id(group), st["step"]), []).append((pos, p, st))
     groups = [
-        _matrix_group(v, hypers[gid], factored, block) if is_matrix else _exact_group(v, hypers[gid], sdtype)
-        for (is_matrix, _, sdtype, gid, _), v in buckets.items()
+        _exact_group(v, hypers[gid], sdtype)
+        if kind == "exact"
+        else _matrix_group(v, hypers[gid], factored, block, kind == "proj", opt)
+        for (kind, _, sdtype, gid, _), v in buckets.items()
     ]
     return Plan(
         key=key,
@@ -321,10 +507,15 @@ def build_plan(opt: Any, items: list[tuple[int, torch.Tensor, dict[str, Any]]], 
         matrix_idx=matrix_idx,
         torch_items=rest,
         bits=s.bits,
-        mode=1 if mode == "nf4" else 0,
+        mode=1 if mode == "nf4" and s.bits == 4 else 0,
         ef=bool(opt.error_feedback),
         factored=factored,
         block=block,
+        gamma=float(s.gamma),
+        numels=torch.tensor(
+            [float(p.numel()) if pos in set(matrix_idx) else 0.0 for pos, (_, p, _) in enumerate(items)],
+            dtype=torch.float32,
+        ).to(items[0][1].device),
     )
 
 
@@ -362,33 +553,50 @@ def _scalars(opt: Any, grp: _Group) -> tuple[float, ...]:
     return (1 - lr * wd, lr / bc1, 1 / bc2**0.5, float(h["eps"]), float(beta1), float(beta2))
 
 
-def run(opt: Any, plan: Plan, norms: torch.Tensor, skip: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+def run(
+    opt: Any, plan: Plan, norms: torch.Tensor, skip: torch.Tensor, refreshed: frozenset[int] = frozenset()
+) -> dict[str, list[torch.Tensor]]:
     """Run the fused launches of ``plan`` for this step (after :func:`grads_fit`).
 
     :param norms: float32 ``[n_items]`` zeros: the pre-pass adds each fused tensor's squared gradient norm
         into its slot (a NaN / inf one skips the tensor).
     :param skip: int32 ``[1]`` device counter of skipped tensor updates.
+    :param refreshed: ids of the projected groups whose bases :func:`~client.compression.refresh.refresh`
+        renewed this step (their kernel reads the rotated fp32 states).
     :return: lists of device tensors for ``err`` / ``tot`` (per-program ``sum (u - C(u))^2`` and
-        ``sum u^2``), ``energy_idx`` (positions of the compressed tensors in ``norms``) and ``samples``
-        (strided gradient entries), read lazily by ``compression_stats``.
+        ``sum u^2``, estimates of the whole tensor's), ``samples`` (strided gradient entries), and for the
+        projected launches ``proj_items`` / ``proj_xsq`` (their positions in ``norms`` and ``||P^T G||^2``),
+        read lazily by ``compression_stats``.
     """
     import triton.language as tl
 
     from client.compression import kernels
+    from client.compression.kernels import triton_proj as tp
     from client.compression.kernels import triton_step as ts
 
     device = norms.device
     tab = kernels._nf4_table(device)
     tl_dtype = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16}
-    out: dict[str, list[torch.Tensor]] = {"err": [], "tot": [], "samples": []}
+    out: dict[str, list[torch.Tensor]] = {
+        "err": [],
+        "tot": [],
+        "samples": [],
+        "proj_items": [],
+        "proj_xsq": [],
+    }
     seed = None
     per_group = max(opt.stats_sample // max(len(plan.groups), 1), 1)
     for grp in plan.groups:  # every tensor's squared norm first: the steps read it to skip non-finite ones
         assert grp.norm_prog is not None
+        nmeta, width = (grp.norm_meta, 2) if grp.norm_meta is not None else (grp.meta, 5 if grp.matrix else 2)
         ts.norm_kernel[(grp.norm_prog.shape[0],)](
-            grp.norm_prog, grp.meta, grp.grad_dev, norms, META=5 if grp.matrix else 2,
+            grp.norm_prog, nmeta, grp.grad_dev, norms, META=width,
             PDTYPE=tl_dtype[grp.pdtype], TILE=NORM_TILE, num_warps=8,
         )  # fmt: skip
+    if plan.matrix_idx and plan.numels is not None:
+        # a compressed tensor whose gradient is huge (||g||^2 numel >= 2^120) is skipped like a non-finite
+        # one: the torch path's limit (MangoAdamW._finite), so no sum of squares of the step overflows
+        norms.masked_fill_(norms * plan.numels >= 2.0**120, float("inf"))
     for grp in plan.groups:
         assert grp.grad_dev is not None
         decay, step_size, inv_bc2s, eps, beta1, beta2 = _scalars(opt, grp)
@@ -399,6 +607,17 @@ def run(opt: Any, plan: Plan, norms: torch.Tensor, skip: torch.Tensor) -> dict[s
                     0, 2**31 - 1, (1,), generator=opt._gen, device=opt._gen.device, dtype=torch.int64
                 ).to(device)
             assert grp.part is not None and grp.mean is not None
+            pj = grp.proj
+            if pj is not None:
+                for trans, prog, sample in pj.prog_a:
+                    tp.project_kernel[(prog.shape[0],)](
+                        prog, pj.addr, pj.meta, grp.grad_dev, norms, sample,
+                        PDTYPE=ptype, R=pj.rank_p2, BK=PROJ_BK, BN=PROJ_BN, PRECISION=tp.DOT_PRECISION,
+                        TRANS=trans, num_warps=PROJ_WARPS,
+                    )  # fmt: skip
+                xsq = torch.zeros(len(grp.index), dtype=torch.float32, device=device)
+            else:
+                xsq = grp.mean  # unused by a rank-0 launch
             consts: dict[str, Any] = dict(
                 PDTYPE=ptype,
                 BITS=plan.bits,
@@ -406,8 +625,12 @@ def run(opt: Any, plan: Plan, norms: torch.Tensor, skip: torch.Tensor) -> dict[s
                 BLOCK=plan.block,
                 ROWS=max(MATRIX_TILE // plan.block, 1),
                 EF=plan.ef,
+                SHIFT=plan.gamma > 0,
                 FACTORED=plan.factored,
                 STOCHASTIC=opt.stochastic_rounding,
+                SRC=1 if pj is not None else 0,
+                FRESH=id(grp) in refreshed,
+                STATS_EVERY=1 if pj is not None else ts.STATS_EVERY.value,
                 num_warps=NUM_WARPS,
             )
             regs = MAX_REGS if MAX_REGS is not None else MAX_REGS_BY_BITS.get(plan.bits, 0)
@@ -415,7 +638,7 @@ def run(opt: Any, plan: Plan, norms: torch.Tensor, skip: torch.Tensor) -> dict[s
                 consts["maxnreg"] = regs
             args = (
                 grp.prog, grp.addr, grp.meta, grp.grad_dev, norms, seed, tab, grp.mean, grp.part, grp.sample,
-                skip, decay, step_size, inv_bc2s, eps, beta1, beta2, float(opt.ef_beta),
+                skip, xsq, decay, step_size, inv_bc2s, eps, beta1, beta2, float(opt.ef_beta), plan.gamma,
             )  # fmt: skip
             if plan.factored:
                 ts.matrix_step_kernel[(grp.n_prog,)](*args, PASS=1, **consts)
@@ -425,6 +648,19 @@ def run(opt: Any, plan: Plan, norms: torch.Tensor, skip: torch.Tensor) -> dict[s
             ts.matrix_step_kernel[(grp.n_prog,)](*args, PASS=2, **consts)
             out["err"].append(grp.part[:, 0])
             out["tot"].append(grp.part[:, 1])
+            if pj is not None:
+                for trans, prog in pj.prog_c:
+                    tp.backproject_kernel[(prog.shape[0],)](
+                        prog, pj.addr, pj.meta, norms, pj.scale, decay, step_size,
+                        PDTYPE=ptype, R=pj.rank_p2, BM=BACK_BM, BN=BACK_BN, PRECISION=tp.DOT_PRECISION,
+                        TRANS=trans, num_warps=PROJ_WARPS,
+                    )  # fmt: skip
+                out["proj_items"].append(pj.items)
+                out["proj_xsq"].append(xsq)
+                for _, _, sample in pj.prog_a:
+                    k = max(1, math.ceil(sample.shape[0] * len(pj.prog_a) / per_group))
+                    out["samples"].append(sample[::k])
+                continue
         else:
             assert grp.sdtype is not None
             ts.exact_step_kernel[(grp.n_prog,)](

@@ -7,14 +7,16 @@ The optimizer only wires the pure operators of :mod:`~client.compression.lowrank
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
 
 from client.compression import fused as fused_mod
+from client.compression import refresh as refresh_mod
 from client.compression.errors import MangoNonFiniteError
 from client.compression.feedback import shift_compress
 from client.compression.lowrank import init_q, orthonormalize, power_iteration
@@ -36,6 +38,9 @@ Slot = torch.Tensor | QuantizedTensor | DenseState
 
 _STATE_VERSION = 2  # 2: full-matrix states in the parameter's memory order
 _TINY = 1e-30  # Adafactor's eps1: keeps the factored statistics of an all-zero row strictly positive
+#: A compressed tensor's gradient is used only while ``norm * sqrt(numel)`` is below this: sqrt of fp32's
+#: largest value (2**64) with a factor 16 of room, so no sum of squares in a step overflows (``_finite``).
+_MATRIX_GRAD_LIMIT = 2.0**60
 
 
 # ----------------------------------------------------------------------------------------------- slots
@@ -213,10 +218,25 @@ class MangoAdamW(torch.optim.Optimizer):
         opt.apply_setting(CompressionSetting(rank=16, bits=8))   # between steps, state converted
         print(opt.state_bytes() / opt.dense_state_bytes(), opt.compression_stats())
 
-    :param params: parameters or parameter groups (groups may set ``lr``, ``betas``, ``eps``,
-        ``weight_decay``, and ``project=False`` to keep that group's matrices unprojected: rank 0 at the
-        setting's bits, as GaLore leaves embeddings and output heads alone); floating-point tensors only.
+    **Drop-in for torch.optim.AdamW.** The positional order is AdamW's (``params, lr, betas, eps,
+    weight_decay, amsgrad``); everything MANGO adds is keyword-only. ``lr`` may be a one-element tensor
+    (read once per group and step). ``maximize`` is supported (per group too); ``foreach`` is accepted and
+    changes nothing (the multi-tensor path is ``fused``); ``amsgrad``, ``capturable`` and
+    ``differentiable`` must stay ``False`` (the error says why and what to use instead). To hand it to the
+    HF ``Trainer``: ``Trainer(..., optimizers=(MangoAdamW(model.parameters(), lr=...), None))``.
+
+    :param params: parameters, ``(name, parameter)`` pairs (``model.named_parameters()``: errors then name
+        the parameter) or parameter groups. Groups may set ``lr``, ``betas``, ``eps``, ``weight_decay``,
+        ``maximize``, ``foreach``, and ``project=False`` to keep that group's matrices unprojected (rank 0 at
+        the setting's bits, as GaLore leaves embeddings and output heads alone); any other key is refused,
+        ``setting`` included (the setting is optimizer-wide). Real floating-point tensors of at most 32 bits
+        (float64, complex and DTensor parameters are refused with the reason).
+    :param amsgrad: must be ``False`` (AMSGrad's running max of ``v`` has no compressed form).
     :param setting: the initial :class:`~client.protocol.CompressionSetting` (default rank 8, 4 bits).
+    :param maximize: maximize the objective (the gradients are negated for the step, as torch.optim does).
+    :param foreach: accepted for torch.optim compatibility; no effect.
+    :param capturable: must be ``False`` (the step is not CUDA-graph safe).
+    :param differentiable: must be ``False``.
     :param error_feedback: keep the error buffer ``e`` (``False``: plain biased compression, less memory).
     :param ef_scope: ``"subspace"`` or ``"full"`` (see step 2 and the tuning guide).
     :param stochastic_rounding: unbiased rounding of every stored state (``False``: round to nearest; the
@@ -233,13 +253,18 @@ class MangoAdamW(torch.optim.Optimizer):
 
     def __init__(
         self,
-        params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
-        lr: float = 1e-3,
+        params: Iterable[torch.Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, torch.Tensor]],
+        lr: float | torch.Tensor = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.01,
-        setting: CompressionSetting | None = None,
+        amsgrad: bool = False,
         *,
+        setting: CompressionSetting | None = None,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
         min_compress_numel: int = 4096,
         refresh_every: int = 50,
         power_iters: int = 1,
@@ -260,10 +285,26 @@ class MangoAdamW(torch.optim.Optimizer):
                 "params must be an iterable of tensors or parameter-group dicts, got a single Tensor; "
                 "pass model.parameters() or [tensor]"
             )
-        _check_number("lr", lr, lo=0.0)
+        if isinstance(amsgrad, CompressionSetting):
+            raise TypeError(
+                "the sixth positional argument is amsgrad, as in torch.optim.AdamW; setting is keyword-only: "
+                "MangoAdamW(params, lr, betas, eps, weight_decay, setting=CompressionSetting(...))"
+            )
+        _check_lr("lr", lr)
         _check_number("eps", eps, lo=0.0)
         _check_number("weight_decay", weight_decay, lo=0.0)
         _check_betas(betas)
+        _check_flags(
+            {
+                "amsgrad": amsgrad,
+                "maximize": maximize,
+                "capturable": capturable,
+                "differentiable": differentiable,
+            },
+            where="",
+        )
+        if foreach is not None and not isinstance(foreach, bool):
+            raise TypeError(f"foreach must be None, True or False, got {foreach!r}")
         if setting is None:
             setting = CompressionSetting(rank=8, bits=4, gamma=0.0)
         if not isinstance(setting, CompressionSetting):
@@ -285,19 +326,20 @@ class MangoAdamW(torch.optim.Optimizer):
             raise ValueError(f"ef_scope={ef_scope!r}; choose 'subspace' or 'full'")
         if quant_mode not in (None, "uniform", "nf4", "aciq"):
             raise ValueError(f"quant_mode={quant_mode!r}; choose None, 'uniform', 'nf4' or 'aciq'")
-        defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay}
-        super().__init__(params, defaults)
-        for group in self.param_groups:
-            _check_number("lr", group["lr"], lo=0.0)
-            _check_number("eps", group["eps"], lo=0.0)
-            _check_number("weight_decay", group["weight_decay"], lo=0.0)
-            _check_betas(group["betas"])
-            for p in group["params"]:
-                if not p.is_floating_point():
-                    raise ValueError(
-                        f"params must be floating-point tensors; got one of dtype {p.dtype} and shape "
-                        f"{tuple(p.shape)} (leave integer buffers out of the optimizer)"
-                    )
+        if fused is not None and not isinstance(fused, bool):
+            raise TypeError(f"fused must be None, True or False, got {fused!r}")
+        defaults = {
+            "lr": lr,
+            "betas": tuple(betas),
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "amsgrad": False,
+            "maximize": bool(maximize),
+            "foreach": foreach,
+            "capturable": False,
+            "differentiable": False,
+        }
+        super().__init__(params, defaults)  # validates each group through add_param_group
         self._setting = setting
         self.min_compress_numel = min_compress_numel
         self.refresh_every = refresh_every
@@ -399,12 +441,40 @@ class MangoAdamW(torch.optim.Optimizer):
                     self._convert(p, st)
         log.info("MangoAdamW setting %s -> %s", old.label(), setting.label())
 
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a parameter group (``torch.optim`` semantics), checked: known keys only (the error lists them),
+        valid hyper-parameters, real floating-point parameters of at most 32 bits."""
+        if isinstance(param_group, dict):
+            unknown = sorted(set(param_group) - _GROUP_KEYS)
+            if unknown:
+                raise ValueError(_unknown_group_keys(unknown))
+        index = len(self.param_groups)
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        try:
+            _check_lr("lr", group["lr"])
+            _check_number("eps", group["eps"], lo=0.0)
+            _check_number("weight_decay", group["weight_decay"], lo=0.0)
+            _check_betas(group["betas"])
+            _check_flags({k: group[k] for k in _FLAG_KEYS}, where=f" (param group {index})")
+            if not isinstance(group.get("project", True), bool):
+                raise TypeError(f"project must be True or False, got {group['project']!r}")
+            names = group.get("param_names") or [None] * len(group["params"])
+            for j, (p, name) in enumerate(zip(group["params"], names, strict=True)):
+                _check_param(p, name if name is not None else f"param group {index}, parameter {j}")
+        except (TypeError, ValueError):
+            self.param_groups.pop()
+            raise
+
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """One AdamW step on every parameter with a gradient (see the class docstring).
 
         On a GPU with triton (``fused``, default on there) the eligible tensors run in a few multi-tensor
         Triton launches (:mod:`client.compression.fused`), with no host sync; the rest tensor by tensor.
+        A tensor ``lr`` is read once per group and step (one host sync, as ``torch.optim`` with
+        ``capturable=False``); ``maximize`` negates the group's gradients in place for the step and
+        restores them after.
 
         :raises MangoNonFiniteError: a gradient holds NaN/inf and ``strict=True`` (nothing was updated).
         """
@@ -412,6 +482,12 @@ class MangoAdamW(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        with _torch_optim_groups(self.param_groups):
+            self._step()
+        return loss
+
+    def _step(self) -> None:
+        """The step proper, on groups whose ``lr`` is a float and whose gradients point downhill."""
         items: list[tuple[int, torch.Tensor, dict[str, Any]]] = []
         index = 0
         for group in self.param_groups:
@@ -422,11 +498,11 @@ class MangoAdamW(torch.optim.Optimizer):
                     items.append((index, p, group))
                 index += 1
         if not items:
-            return loss
+            return
         grads = [p.grad for _, p, _ in items if p.grad is not None]
         if self._fused_step(items, grads):
             self._steps += 1
-            return loss
+            return
         norms = torch.stack([torch.linalg.vector_norm(g, dtype=torch.float32) for g in grads])  # (k,)
         finite = self._finite(items, grads, norms)
         stats = _Stats()
@@ -435,7 +511,6 @@ class MangoAdamW(torch.optim.Optimizer):
         grad_sq = torch.stack(sq).sum() if sq else None
         self._last = (stats, grad_sq)
         self._steps += 1
-        return loss
 
     def _finite(
         self,
@@ -443,17 +518,35 @@ class MangoAdamW(torch.optim.Optimizer):
         grads: list[torch.Tensor],
         norms: torch.Tensor,
     ) -> list[bool]:
-        """Per item: is its gradient finite (the step's one host sync). Raises or counts the others."""
-        finite = torch.isfinite(norms).tolist()
-        for j, ok in enumerate(finite):
-            if not ok and bool(torch.isfinite(grads[j]).all()):  # finite values, norm overflowed
-                finite[j] = True
+        """Per item: is its gradient usable (the step's one host sync). Raises or counts the others.
+
+        Usable means a finite fp32 norm, and for a compressed (matrix) tensor also
+        ``norm * sqrt(numel) < _MATRIX_GRAD_LIMIT``. A finite but huge gradient (an entry of 1e20, whose
+        square overflows fp32) cannot enter the second moment: torch's AdamW stores ``inf`` there and freezes
+        the entry for good. In a compressed tensor even a smaller one overflows: a block quantizer gives
+        every value of the block a magnitude up to the block's absmax, so a row's sum of squares can reach
+        ``numel * absmax**2``; the bound keeps that, with room for error feedback and the shift, inside
+        fp32. A tensor past it is skipped and counted like a NaN one (``strict=True`` raises before anything
+        is updated), so parameters and states stay finite and no step stops half-way. No real gradient
+        comes near it (a 1e8-entry matrix would need a norm above 2e14).
+        """
+
+        def compressed(p: torch.Tensor) -> bool:  # the kind _init_state will give a tensor without state
+            default = "matrix" if p.ndim >= 2 and p.numel() >= self.min_compress_numel else "exact"
+            return bool(self.state.get(p, {}).get("kind", default) == "matrix")  # .get: adds no entry
+
+        limits = [
+            _MATRIX_GRAD_LIMIT / math.sqrt(p.numel()) if compressed(p) else math.inf for _, p, _ in items
+        ]
+        finite = (norms < torch.tensor(limits, dtype=norms.dtype, device=norms.device)).tolist()
         bad = [(items[j][0], tuple(items[j][1].shape)) for j, ok in enumerate(finite) if not ok]
         if bad:
             if self.strict:
                 raise MangoNonFiniteError(bad, self._steps)
             self._skipped += len(bad)
-            log.warning("skipping %d tensor update(s) with non-finite gradients: %s", len(bad), bad[:4])
+            log.warning(
+                "skipping %d tensor update(s) with non-finite or overflowing gradients: %s", len(bad), bad[:4]
+            )
         return [bool(ok) for ok in finite]
 
     def _torch_steps(
@@ -498,6 +591,12 @@ class MangoAdamW(torch.optim.Optimizer):
             plan = self._plan = fused_mod.build_plan(self, items, key)
         if not plan.groups or not fused_mod.grads_fit(plan, grads):
             return False
+        refreshed = set()
+        for grp in plan.projected:  # a basis refresh: batched over each shape, into the launch's buffers
+            if any(refresh_mod.due(self, st) for st in grp.states):
+                assert grp.fresh is not None
+                refresh_mod.refresh(self, grp.params, [grads[j] for j in grp.index], grp.states, grp.fresh)
+                refreshed.add(id(grp))
         stats = _Stats()
         torch_sq: torch.Tensor | None = None
         if plan.torch_items:
@@ -510,16 +609,22 @@ class MangoAdamW(torch.optim.Optimizer):
         if self._skip_dev is None or self._skip_dev.device != device:
             self._skip_dev = torch.zeros(1, dtype=torch.int32, device=device)
         norm_sq = torch.zeros(len(items), dtype=torch.float32, device=device)  # filled by the pre-pass
-        out = fused_mod.run(self, plan, norm_sq, self._skip_dev)
+        out = fused_mod.run(self, plan, norm_sq, self._skip_dev, frozenset(refreshed))
         stats.err += out["err"]
         stats.tot += out["tot"]
         stats.samples += out["samples"]
         matrix_idx = plan.matrix_idx
+        proj = list(zip(out["proj_items"], out["proj_xsq"]))
 
         def deferred(st: _Stats) -> None:  # run by compression_stats: no work in the step itself
             sq = torch.where(torch.isfinite(norm_sq), norm_sq, 0.0)
             if matrix_idx:
                 st.energy.append(sq[matrix_idx].sum())  # rank 0: no spectral tail
+            for idx, xsq in proj:  # what the projection dropped: ||G||^2 - ||P^T G||^2
+                tail = (sq[idx] - xsq).clamp_min(0.0).sum()
+                st.tail.append(tail)
+                st.err.append(tail)  # ||x - C(x)||^2 splits into the tail and the rounding error
+                st.tot.append(tail)
             total = sq.sum() if torch_sq is None else sq.sum() + torch_sq.sum()
             st.grad_sq = total if st.grad_sq is None else st.grad_sq + total
 
@@ -785,7 +890,7 @@ class MangoAdamW(torch.optim.Optimizer):
             P, _ = power_iteration(X, q0, iters=self.power_iters + 1)
         else:
             P, _ = power_iteration(X, X.T @ P_old, iters=self.power_iters)  # warm start from P_old
-        return P
+        return P.contiguous()  # row-major: the fused kernels read it in place
 
     def _top_subspace(self, a: torch.Tensor, r: int) -> torch.Tensor:
         """Orthonormal ``(m, r)`` basis of ``a``'s dominant left subspace: randomized SVD (Halko et al.):
@@ -841,7 +946,7 @@ class MangoAdamW(torch.optim.Optimizer):
             st["rank"] = r_new
             st.pop("P", None)
             if P is not None:
-                st["P"] = P
+                st["P"] = P.contiguous()
             if r_new == 0:
                 st.pop("refresh_pending", None)
         v_full, v_row, v_col = _refactor(v_full, v_row, v_col, self._factored())
@@ -874,6 +979,7 @@ class MangoAdamW(torch.optim.Optimizer):
             "skipped": self.skipped_updates(),
             "steps": self._steps,
             "config": self._config(),
+            "param_shapes": [list(q.shape) for g in self.param_groups for q in g["params"]],
         }
         return sd
 
@@ -882,32 +988,34 @@ class MangoAdamW(torch.optim.Optimizer):
 
         The saved knobs (``refresh_every``, ``ef_beta``, ...) replace the constructor's, with a warning when
         they differ: a resumed run must compute what the original would have.
+
+        :raises ValueError: before anything changes, naming the first mismatch, when ``state_dict`` is not a
+            MangoAdamW state dict, misses an entry, or belongs to another model (group or parameter counts,
+            a parameter's shape, a state tensor's shape).
         """
-        if not isinstance(state_dict, dict) or "mango" not in state_dict:
-            raise ValueError(
-                "state_dict is not a MangoAdamW state dict (no 'mango' section); "
-                "it must come from MangoAdamW.state_dict()"
-            )
-        meta = state_dict["mango"]
-        if meta.get("version") != _STATE_VERSION:
-            raise ValueError(
-                f"state_dict version {meta.get('version')} is not {_STATE_VERSION}: version 2 stores "
-                "full-matrix states in the parameter's memory order; resume a version-1 checkpoint with "
-                "the release that wrote it"
-            )
-        saved = state_dict["state"]
-        super().load_state_dict({"state": {}, "param_groups": state_dict["param_groups"]})
+        meta, saved = _check_state_dict(state_dict)
         params = [p for g in self.param_groups for p in g["params"]]
-        for i, entry in saved.items():
-            p = params[int(i)]
-            self.state[p] = {k: _unpack(v, p.device) for k, v in entry.items()}
-        self._setting = CompressionSetting(**meta["setting"])
+        _check_against_params(state_dict, meta, saved, self.param_groups, params)
+        try:  # everything that can fail runs before the first change
+            setting = CompressionSetting(**meta["setting"])
+            torch.Generator().set_state(meta["generator"])
+            unpacked = {
+                params[int(i)]: {k: _unpack(v, params[int(i)].device) for k, v in entry.items()}
+                for i, entry in saved.items()
+            }
+            skipped, steps = int(meta["skipped"]), int(meta["steps"])
+        except (TypeError, ValueError, KeyError, RuntimeError) as exc:
+            raise ValueError(f"state_dict holds an invalid value: {type(exc).__name__}: {exc}") from None
+        cfg = meta["config"]
+        super().load_state_dict({"state": {}, "param_groups": state_dict["param_groups"]})
+        for p, st in unpacked.items():
+            self.state[p] = st
+        self._setting = setting
         self._gen.set_state(meta["generator"])
-        self._skipped = int(meta["skipped"])
+        self._skipped = skipped
         self._skip_dev = None
         self._layout += 1
-        self._steps = int(meta["steps"])
-        cfg = meta["config"]
+        self._steps = steps
         if cfg != self._config():
             log.warning("load_state_dict: knobs %s replace %s", cfg, self._config())
         for k, v in cfg.items():
@@ -936,6 +1044,100 @@ _TENSOR_KEYS = frozenset({"exp_avg", "exp_avg_sq", "P", "v_row", "v_col"})
 
 
 # ------------------------------------------------------------------------------------------- helpers
+def _check_state_dict(sd: Any) -> tuple[dict[str, Any], dict[Any, Any]]:
+    """The ``mango`` section and ``state`` of a MangoAdamW state dict; ``ValueError`` names what is absent."""
+    if not isinstance(sd, dict) or "mango" not in sd:
+        raise ValueError(
+            "state_dict is not a MangoAdamW state dict (no 'mango' section); "
+            "it must come from MangoAdamW.state_dict()"
+        )
+    meta = sd["mango"]
+    if not isinstance(meta, dict) or meta.get("version") != _STATE_VERSION:
+        version = meta.get("version") if isinstance(meta, dict) else None
+        raise ValueError(
+            f"state_dict version {version} is not {_STATE_VERSION}: version 2 stores "
+            "full-matrix states in the parameter's memory order; resume a version-1 checkpoint with "
+            "the release that wrote it"
+        )
+    missing = [k for k in ("state", "param_groups") if k not in sd]
+    missing += [f"mango.{k}" for k in ("setting", "generator", "skipped", "steps", "config") if k not in meta]
+    if missing:
+        raise ValueError(f"state_dict is missing {missing}; it must come from MangoAdamW.state_dict()")
+    if not isinstance(sd["state"], dict) or not isinstance(sd["param_groups"], list):
+        raise ValueError("state_dict['state'] must be a dict and state_dict['param_groups'] a list")
+    unknown = sorted(set(meta["config"]) - set(_CONFIG_KEYS)) if isinstance(meta["config"], dict) else None
+    if unknown is None or unknown:
+        raise ValueError(
+            f"state_dict mango.config holds unknown knobs {unknown}; expected {list(_CONFIG_KEYS)}"
+        )
+    return meta, sd["state"]
+
+
+def _slot_shape(v: Any) -> tuple[int, ...] | None:
+    """The logical shape of a saved state entry (a tensor or a packed slot), ``None`` if it has none."""
+    if isinstance(v, torch.Tensor):
+        return tuple(v.shape)
+    if isinstance(v, dict) and v.get("__mango__") == "quantized":
+        return tuple(int(d) for d in v.get("shape", ()))
+    if isinstance(v, dict) and v.get("__mango__") == "dense" and isinstance(v.get("data"), torch.Tensor):
+        return tuple(v["data"].shape)
+    return None
+
+
+def _check_against_params(
+    sd: dict[str, Any],
+    meta: dict[str, Any],
+    saved: dict[Any, Any],
+    groups: list[dict[str, Any]],
+    params: list[torch.Tensor],
+) -> None:
+    """``ValueError`` naming the first way ``sd`` does not fit these parameter groups (another model)."""
+    counts = [len(g["params"]) for g in groups]
+    saved_counts = [len(g.get("params", ())) if isinstance(g, dict) else -1 for g in sd["param_groups"]]
+    if saved_counts != counts:
+        raise ValueError(
+            f"state_dict is for another model: parameters per group {saved_counts}, "
+            f"this optimizer has {counts}"
+        )
+    shapes = meta.get("param_shapes")  # absent in checkpoints written before it was added
+    if shapes is not None:
+        for i, (saved_shape, p) in enumerate(zip(shapes, params)):
+            if tuple(saved_shape) != tuple(p.shape):
+                raise ValueError(
+                    f"state_dict is for another model: parameter {i} had shape {tuple(saved_shape)}, "
+                    f"this optimizer's has {tuple(p.shape)}"
+                )
+    for key, entry in saved.items():
+        try:
+            i = int(key)
+        except (TypeError, ValueError):
+            raise ValueError(f"state_dict state key {key!r} is not a parameter index") from None
+        if not 0 <= i < len(params) or not isinstance(entry, dict):
+            raise ValueError(f"state_dict has state for parameter {i}; this optimizer has {len(params)}")
+        p, where = params[i], f"state_dict state of parameter {i} (shape {tuple(params[i].shape)})"
+        kind = entry.get("kind")
+        if kind == "exact":
+            for k in ("exp_avg", "exp_avg_sq"):
+                if _slot_shape(entry.get(k)) != tuple(p.shape):
+                    raise ValueError(f"{where}: {k} has shape {_slot_shape(entry.get(k))}; another model's?")
+            continue
+        if kind != "matrix":
+            raise ValueError(f"{where}: kind {kind!r} is neither 'exact' nor 'matrix'")
+        if p.ndim < 2 or tuple(entry.get("shape", ())) != _canon_shape(p):
+            raise ValueError(f"{where}: saved as a {entry.get('shape')} matrix; another model's?")
+        m, n = _canon_shape(p)
+        r = entry.get("rank")
+        if not isinstance(r, int) or not 0 <= r <= m:
+            raise ValueError(f"{where}: rank {r!r} is not in [0, {m}]")
+        slot: set[tuple[int, ...]] = {tuple(p.shape)} | ({(r, n)} if r > 0 else set())
+        expected: dict[str, set[tuple[int, ...]]] = {"P": {(m, r)}, "v_row": {(r or m,)}, "v_col": {(n,)}}
+        for k, v in entry.items():
+            if k in _SLOT_KEYS or k in expected:
+                ok = expected.get(k, slot)
+                if _slot_shape(v) not in ok:
+                    raise ValueError(f"{where}: {k} has shape {_slot_shape(v)}, expected one of {sorted(ok)}")
+
+
 def _canon_shape(p: torch.Tensor) -> tuple[int, int]:
     """``(m, n)`` of the canonical matrix view: ``(shape[0], -1)``, transposed so that ``m <= n``."""
     rows, cols = p.shape[0], p.numel() // p.shape[0]
@@ -1068,6 +1270,125 @@ def _unpack(v: Any, device: torch.device) -> Any:
     if isinstance(v, tuple):
         return tuple(v)
     return v
+
+
+#: Keys a parameter group may carry: torch.optim.AdamW's, MANGO's ``project``, torch's ``param_names``
+#: (named parameters) and ``initial_lr`` (set by LR schedulers; in groups copied from another optimizer).
+_FLAG_KEYS = ("amsgrad", "maximize", "capturable", "differentiable")
+_GROUP_KEYS = frozenset(
+    {
+        "params",
+        "lr",
+        "betas",
+        "eps",
+        "weight_decay",
+        "foreach",
+        "project",
+        "param_names",
+        "initial_lr",
+        *_FLAG_KEYS,
+    }
+)
+_REFUSED_FLAGS = {
+    "amsgrad": "AMSGrad keeps max(v) over time, a second full-size second moment that the compressed "
+    "states cannot represent; use torch.optim.AdamW(amsgrad=True) for these parameters",
+    "capturable": "the step is not CUDA-graph safe (the torch path syncs the host once per step for its "
+    "non-finite check; the fused path rebuilds address tables when slots move); leave capturable=False",
+    "differentiable": "the step quantizes its state under no_grad and cannot be differentiated through; "
+    "leave differentiable=False",
+}
+
+
+def _unknown_group_keys(unknown: list[str]) -> str:
+    msg = f"unknown parameter-group key(s) {unknown}; allowed: {sorted(_GROUP_KEYS)}."
+    if "setting" in unknown:
+        msg += (
+            " Per-group compression settings are not supported: the setting is optimizer-wide "
+            "(MangoAdamW(..., setting=...), changed with apply_setting); a group may set project=False to "
+            "keep its matrices unprojected (rank 0 at the setting's bits), e.g. for embeddings."
+        )
+    if "fused" in unknown:
+        msg += " fused is optimizer-wide: MangoAdamW(..., fused=...)."
+    return (
+        msg
+        + " Keys other tools read (e.g. timm's lr_scale) can be added to opt.param_groups after construction."
+    )
+
+
+def _check_lr(name: str, value: Any) -> None:
+    """A learning rate: a finite number >= 0 or a one-element floating tensor holding one."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1 or not value.is_floating_point():
+            raise TypeError(f"{name} must be a number or a one-element floating tensor, got {value!r}")
+        _check_number(name, float(value), lo=0.0)
+        return
+    _check_number(name, value, lo=0.0)
+
+
+def _check_flags(flags: dict[str, Any], *, where: str) -> None:
+    for key, value in flags.items():
+        if not isinstance(value, bool):
+            raise TypeError(f"{key} must be True or False{where}, got {value!r}")
+        if value and key in _REFUSED_FLAGS:
+            raise ValueError(f"{key}=True is not supported by MangoAdamW{where}: {_REFUSED_FLAGS[key]}")
+
+
+def _is_dtensor(p: torch.Tensor) -> bool:
+    if not torch.distributed.is_available():
+        return False
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(p, DTensor)
+
+
+def _check_param(p: torch.Tensor, where: str) -> None:
+    """Refuse, naming the parameter, what the compressed step cannot update correctly."""
+    what = f"{where} (shape {tuple(p.shape)}, dtype {p.dtype})"
+    if p.is_complex():
+        raise ValueError(
+            f"{what} is complex: MangoAdamW updates real tensors; optimize torch.view_as_real(p) as a real "
+            "parameter, or give this one to torch.optim.AdamW"
+        )
+    if not p.is_floating_point():
+        raise ValueError(
+            f"params must be floating-point tensors; {what} is not "
+            "(leave integer buffers out of the optimizer)"
+        )
+    if p.dtype == torch.float64:
+        raise ValueError(
+            f"{what} is float64: MangoAdamW keeps its state in fp32 or narrower, so the update would lose "
+            "float64 precision; train in float32 (model.float()) or give this parameter to torch.optim.AdamW"
+        )
+    if _is_dtensor(p):
+        raise ValueError(
+            f"{what} is a DTensor (FSDP2 fully_shard or tensor parallel): not supported yet (the compressed "
+            "state would need sharding like the parameter); use DDP with "
+            "client.compression.comm_hook, or torch.optim.AdamW under FSDP2"
+        )
+
+
+@contextlib.contextmanager
+def _torch_optim_groups(groups: list[dict[str, Any]]) -> Iterator[None]:
+    """For one step: a tensor ``lr`` read as a float, the gradients of ``maximize`` groups negated (exact,
+    restored after, also when the step raises)."""
+    tensor_lrs: list[tuple[dict[str, Any], torch.Tensor]] = []
+    negated: list[torch.Tensor] = []
+    try:
+        for group in groups:
+            lr = group["lr"]
+            if isinstance(lr, torch.Tensor):
+                tensor_lrs.append((group, lr))
+                group["lr"] = float(lr)
+            if group.get("maximize", False):
+                for p in group["params"]:
+                    if p.grad is not None:
+                        negated.append(p.grad.neg_())
+        yield
+    finally:
+        for grad in negated:
+            grad.neg_()
+        for group, lr in tensor_lrs:
+            group["lr"] = lr
 
 
 def _check_number(name: str, value: Any, *, lo: float, hi: float | None = None) -> None:

@@ -18,7 +18,9 @@ A modelled figure is labelled ``source="modelled"`` and is never presented as me
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import logging
 import os
 import time
@@ -223,14 +225,23 @@ class ZeusMeter(EnergyMeter):
         sync_execution: bool = True,
         counter_period_s: float = DEFAULT_COUNTER_PERIOD_S,
     ) -> None:
+        # Zeus imports AMD's amdsmi, which prints "Unable to find libamd_smi.so ..." to stdout on every
+        # machine without ROCm: caught here and logged at debug level (the reason still reaches the
+        # TelemetryError when the monitor cannot start).
+        noise = io.StringIO()
         try:
-            from zeus.monitor import ZeusMonitor
+            with contextlib.redirect_stdout(noise), contextlib.redirect_stderr(noise):
+                from zeus.monitor import ZeusMonitor
         except Exception as exc:
             raise TelemetryError(f"zeus-ml is not importable: {type(exc).__name__}: {exc}") from exc
         try:
-            self._monitor = ZeusMonitor(gpu_indices=[device_index])
+            with contextlib.redirect_stdout(noise), contextlib.redirect_stderr(noise):
+                self._monitor = ZeusMonitor(gpu_indices=[device_index])
         except Exception as exc:  # Zeus raises assorted errors (even KeyError) when no GPU is present
             raise TelemetryError(f"ZeusMonitor failed to start: {type(exc).__name__}: {exc}") from exc
+        finally:
+            if noise.getvalue().strip():
+                logger.debug("zeus printed: %s", noise.getvalue().strip())
         self.device_index = device_index
         self.sync_execution = sync_execution
         self.counter_period_s = float(counter_period_s)

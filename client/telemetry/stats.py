@@ -88,6 +88,28 @@ class IntervalStats:
         self._losses.clear()
         self._grad_norms.clear()
 
+    def state_dict(self) -> dict[str, list[float]]:
+        """The interval so far as host floats (one sync), for a checkpoint taken mid-interval.
+
+        :meth:`summary` of the restored object equals the original's exactly (it sums with ``math.fsum``,
+        which does not depend on the order, and a float32 loss survives the trip through float64).
+        """
+        losses = [float(x) for x in _floats(self._losses)]
+        norms = [float(x) for x in _floats(self._grad_norms)]
+        return {"losses": losses, "grad_norms": norms}
+
+    def load_state_dict(self, state: dict[str, list[float]]) -> None:
+        """Replace the interval so far with :meth:`state_dict` output."""
+        self._losses = [float(x) for x in state["losses"]]
+        self._grad_norms = [float(x) for x in state["grad_norms"]]
+
+
+def _floats(values: list[torch.Tensor | float]) -> list[float]:
+    """Every value as a host float, in order (NaN/inf kept): one sync for all tensors."""
+    tensors = [v for v in values if isinstance(v, torch.Tensor)]
+    host = iter(torch.stack([t.reshape(()).to(torch.float64) for t in tensors]).tolist() if tensors else [])
+    return [next(host) if isinstance(v, torch.Tensor) else float(v) for v in values]
+
 
 @torch.no_grad()
 def global_grad_norm(params: Sequence[torch.Tensor]) -> torch.Tensor | None:

@@ -215,7 +215,8 @@ def _w_error_feedback(rank: int, settings: list[tuple[int, int, float]]) -> None
         if lossy and g < 1.0:
             assert float(e_new.norm()) > 1e-4 * float(g_local.norm()), f"step {step}: no residual kept"
         st = state.stats()
-        assert st["comm_bytes"] < (4 * n if lossy else 4 * n + 1), st
+        flags = 4 * len(state._buckets)  # the 4-byte non-finite verdict per compressed bucket
+        assert st["comm_bytes"] < (4 * n if lossy else 4 * n + flags + 1), st
         opt.step()
 
 
@@ -367,7 +368,82 @@ def _w_resume(rank: int, ckpt_dir: str) -> None:
         state.load_state_dict(other["hook"])
 
 
+_BAD_STEP = 2
+
+
+def _nonfinite_run(
+    rank: int, setting: tuple[int, int, float], poison: float | None, skip_bad_step: bool, mango_opt: bool
+) -> tuple[nn.Module, MangoHookState, list[float]]:
+    """Five steps; at ``_BAD_STEP`` rank 1's first-layer gradient gets ``poison`` (or the step is skipped)."""
+    model = _model()
+    ddp = DDP(model, bucket_cap_mb=BUCKET_MB)
+    state = MangoHookState(module=model, seed=3, stochastic=False)
+    state.apply_setting(CompressionSetting(rank=setting[0], bits=setting[1], gamma=setting[2]))
+    ddp.register_comm_hook(state, mango_comm_hook)
+    opt: torch.optim.Optimizer
+    if mango_opt:
+        from client.compression.optimizer import MangoAdamW
+
+        opt = MangoAdamW(model.parameters(), lr=0.01, setting=CompressionSetting.off())
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=0.01)
+    first = next(iter(model.parameters()))
+    losses = []
+    for step in range(5):
+        if step == _BAD_STEP and skip_bad_step:
+            continue
+        opt.zero_grad()
+        handle = None
+        if step == _BAD_STEP and rank == 1 and poison is not None:
+            handle = first.register_hook(
+                lambda g, v=poison: g.clone().index_fill_(0, torch.tensor([0]), v)  # type: ignore[misc]
+            )
+        loss = _loss(ddp, step, rank)
+        loss.backward()
+        if handle is not None:
+            handle.remove()
+        if mango_opt or not state.last_step_nonfinite:  # MangoAdamW skips NaN tensors by itself
+            opt.step()
+        losses.append(float(loss.detach()) if step != _BAD_STEP else math.nan)
+    return model, state, losses
+
+
+def _w_nonfinite(rank: int, settings: list[tuple[int, int, float]], poisons: list[float]) -> None:
+    for setting, poison in zip(settings, poisons):
+        model, state, losses = _nonfinite_run(rank, setting, poison, skip_bad_step=False, mango_opt=False)
+        ref, ref_state, ref_losses = _nonfinite_run(rank, setting, None, skip_bad_step=True, mango_opt=False)
+        where = f"setting {setting}, poison {poison}"
+        params = _flat_params(model)
+        assert bool(torch.isfinite(params).all()), where
+        a, b = _gather(params)
+        assert torch.equal(a, b), f"ranks differ after a non-finite step ({where})"
+        for kind in ("e", "h"):
+            buf = _flat_buffers(state, model, kind)
+            assert bool(torch.isfinite(buf).all()), f"{kind} not finite ({where})"
+            assert torch.equal(buf, _flat_buffers(ref_state, ref, kind)), (
+                f"{kind} differs from skipping ({where})"
+            )
+        assert torch.equal(params, _flat_params(ref)), f"not the run with the step skipped ({where})"
+        after = [x for x in losses if not math.isnan(x)]
+        assert after == ref_losses, where  # the loss curve after the bad step matches the skipped run
+        assert state.nonfinite_steps == 1 and ref_state.nonfinite_steps == 0, where
+        assert state.stats()["nonfinite_steps"] == 1.0
+        # MangoAdamW needs no flag check: every bucket of the step is NaN, so it skips every tensor
+        model, state, _ = _nonfinite_run(rank, setting, poison, skip_bad_step=False, mango_opt=True)
+        ref, _, _ = _nonfinite_run(rank, setting, None, skip_bad_step=True, mango_opt=True)
+        params = _flat_params(model)
+        a, b = _gather(params)
+        assert bool(torch.isfinite(params).all()) and torch.equal(a, b), where
+        assert torch.equal(params, _flat_params(ref)), f"MangoAdamW: not the skipped run ({where})"
+
+
 # --------------------------------------------------------------------------------------------- tests
+@pytest.mark.parametrize("poison", [math.nan, math.inf, -math.inf])
+def test_nonfinite_gradient_on_one_rank_is_skipped_on_every_rank(pair: _Pair, poison: float) -> None:
+    settings = [(0, 32, 0.0), (0, 16, 0.0), (0, 8, 0.0), (0, 4, 0.5), (0, 2, 0.0), (2, 8, 0.0), (2, 4, 1.0)]
+    pair.run(_w_nonfinite, settings, [poison] * len(settings))
+
+
 def test_off_equals_plain_ddp(pair: _Pair) -> None:
     pair.run(_w_off_equals_ddp)
 

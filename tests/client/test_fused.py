@@ -175,9 +175,10 @@ def test_fused_follows_setting_changes() -> None:
     opt.apply_setting(S(rank=0, bits=4))
     _run(params, opt, range(2, 4))
     assert opt._plan is not plan8 and opt._plan is not None and opt._plan.bits == 4
-    opt.apply_setting(S(rank=8, bits=4))  # projected: the matrices go back to the torch path
+    opt.apply_setting(S(rank=8, bits=4))  # projected: fused, but 100 columns miss the factored 64-block
     _run(params, opt, range(4, 6))
-    assert opt._plan is not None and not opt._plan.matrix and len(opt._plan.torch_items) == 3
+    assert opt._plan is not None and sum(len(g.index) for g in opt._plan.projected) == 2
+    assert len(opt._plan.torch_items) == 1
     opt.apply_setting(S(rank=0, bits=8))
     _run(params, opt, range(6, 9))
     assert opt._plan is not None and sum(len(g.index) for g in opt._plan.matrix) == 3
@@ -241,3 +242,111 @@ def test_fused_switch_to_off_flushes_the_error_buffer_then_fuses() -> None:
     for a, b in zip(*runs):
         d = (a - b).detach().abs()
         assert float(d.mean()) < 2e-3 * moved and float(d.max()) < moved, (tuple(a.shape), float(d.max()))
+
+
+GRID_CASES = [  # every width, ranks 0 / 4 / 8 / 16, gammas 0 to 1: (setting, kw, projected, fused matrices)
+    (S(rank=8, bits=8), {}, 3, 3),
+    (S(rank=8, bits=4), {}, 2, 2),  # factored v: the 100-column tensor stays on the torch path
+    (S(rank=4, bits=32), {}, 3, 3),
+    (S(rank=8, bits=16), {}, 3, 3),
+    (S(rank=8, bits=8, gamma=0.5), {}, 3, 3),
+    (S(rank=16, bits=3, gamma=1.0), {}, 2, 2),
+    (S(rank=8, bits=2, gamma=0.25), {"error_feedback": False}, 2, 2),
+    (S(rank=0, bits=8, gamma=0.5), {}, 0, 3),
+    (S(rank=0, bits=4, gamma=1.0), {}, 0, 2),
+    (S(rank=0, bits=3), {}, 0, 2),
+    (S(rank=0, bits=2), {"factor_second_moment": False}, 0, 3),
+    (S(rank=0, bits=16, gamma=0.75), {}, 0, 3),
+]
+
+
+@pytest.mark.parametrize(
+    ("setting", "kw", "n_proj", "n_fused"), GRID_CASES, ids=lambda x: getattr(x, "label", str)()
+)
+def test_fused_grid_matches_torch_path(setting: S, kw: dict, n_proj: int, n_fused: int) -> None:
+    """Every width, the projection and the gamma shift run fused, value by value as the torch path (round to
+    nearest; no basis refresh inside the run: a refresh rounds the rotated states once more, tested below)."""
+    (pt, ot), (pf, of) = _pair(setting, stochastic_rounding=False, steps=4, refresh_every=100, **kw)
+    plan = of._plan
+    assert plan is not None
+    assert sum(len(g.index) for g in plan.projected) == n_proj
+    assert sum(len(g.index) for g in plan.matrix) == n_fused
+    moved = 4 * LR
+    for a, b in zip(pt, pf):
+        d = (a - b).detach().abs()
+        assert float(d.mean()) < 2e-3 * moved, (tuple(a.shape), float(d.mean()))
+        assert float(d.max()) < 0.1 * moved, (tuple(a.shape), float(d.max()))
+    for p_t, p_f in zip(pt[:3], pf[:3]):  # the stored states agree too
+        st_t, st_f = ot.state[p_t], of.state[p_f]
+        assert st_t.keys() == st_f.keys()
+        for key in ("m", "e", "h"):
+            if key in st_t:
+                a = st_t[key] if isinstance(st_t[key], torch.Tensor) else st_t[key].dequantize(torch.float32)
+                b = st_f[key] if isinstance(st_f[key], torch.Tensor) else st_f[key].dequantize(torch.float32)
+                scale = float(a.abs().max()) + 1e-12
+                assert float((a - b).abs().mean()) < 0.02 * scale, (key, tuple(p_t.shape))
+    st, sf = ot.compression_stats(), of.compression_stats()
+    assert sf["spectral_tail"] == pytest.approx(st["spectral_tail"], rel=1e-3, abs=1e-6)
+    assert sf["compression_error"] == pytest.approx(st["compression_error"], rel=0.25, abs=1e-4)
+    assert sf["grad_norm"] == pytest.approx(st["grad_norm"], rel=1e-5)
+    assert ot.state_bytes() == of.state_bytes()
+
+
+def test_fused_refresh_is_batched_and_keeps_the_plan() -> None:
+    """A basis refresh inside the fused run computes the torch path's basis and step (batched per shape, the
+    kernel reads the rotated states in fp32), and the plan survives it."""
+    (pt, ot), (pf, of) = _pair(S(rank=4, bits=32), steps=7, refresh_every=3)
+    for p_t, p_f, a, b in zip(pt[:3], pf[:3], pt, pf):
+        assert ot.state[p_t]["basis_step"] == of.state[p_f]["basis_step"] > 1
+        assert torch.allclose(ot.state[p_t]["P"], of.state[p_f]["P"], atol=1e-5)
+        assert float((a - b).detach().abs().max()) < 1e-6
+    plan = of._plan
+    assert plan is not None and sum(len(g.index) for g in plan.projected) == 3
+    for setting in (S(rank=8, bits=8), S(rank=8, bits=4, gamma=0.5), S(rank=16, bits=16)):
+        (pt, ot), (pf, of) = _pair(setting, steps=7, refresh_every=3, stochastic_rounding=False)
+        assert of._plan is not None and of._plan.projected  # refreshes at steps 4 and 7 kept the plan
+        assert all(of.state[p]["basis_step"] == 7 for p in pf[:2])
+        for a, b in zip(pt, pf):
+            d = (a - b).detach().abs()
+            assert float(d.mean()) < 2e-3 * 7 * LR and float(d.max()) < 0.1 * 7 * LR, setting.label()
+
+
+def test_fused_projected_skips_nonfinite_tensors() -> None:
+    params = _params()
+    opt = MangoAdamW(
+        params, lr=LR, setting=S(rank=8, bits=8), min_compress_numel=1024, fused=True, refresh_every=2
+    )
+    _run(params, opt, range(2))
+    before = [p.detach().clone() for p in params]
+    basis = opt.state[params[0]]["P"].clone()
+    grads = _grads(7, params)
+    grads[0][3, 5] = float("nan")  # a refresh is due at this step: the bad tensor keeps its basis
+    for p, g in zip(params, grads):
+        p.grad = g
+    opt.step()
+    assert opt._plan is not None and sum(len(g.index) for g in opt._plan.projected) == 3
+    assert torch.equal(params[0], before[0]) and torch.equal(opt.state[params[0]]["P"], basis)
+    assert not torch.equal(params[1], before[1])
+    assert all(bool(torch.isfinite(p).all()) for p in params)
+    assert opt.compression_stats()["skipped_steps"] == 1.0
+
+
+@pytest.mark.parametrize("setting", [S(rank=0, bits=8), S(rank=8, bits=4), S(rank=0, bits=16, gamma=0.5)])
+def test_fused_skips_huge_finite_gradients(setting: S) -> None:
+    """A finite gradient entry of 1e25 (its square overflows fp32) skips its tensor, as the torch path does:
+    parameters and states stay finite, the other tensors step."""
+    params = _params()
+    opt = MangoAdamW(params, lr=LR, setting=setting, min_compress_numel=1024, fused=True)
+    _run(params, opt, range(2))
+    before = [p.detach().clone() for p in params]
+    grads = _grads(5, params)
+    grads[1][7, 3] = 1e25
+    for p, g in zip(params, grads):
+        p.grad = g
+    opt.step()
+    assert opt._plan is not None and 1 in opt._plan.matrix_idx
+    assert torch.equal(params[1], before[1]) and not torch.equal(params[0], before[0])
+    assert all(bool(torch.isfinite(p).all()) for p in params)
+    assert opt.compression_stats()["skipped_steps"] == 1.0
+    _run(params, opt, range(6, 8))
+    assert all(bool(torch.isfinite(p).all()) for p in params)

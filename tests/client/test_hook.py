@@ -241,6 +241,25 @@ def test_slow_server_never_blocks_a_step() -> None:
     )
 
 
+def test_wrong_key_shows_as_auth_error_in_the_hook_summary(caplog: pytest.LogCaptureFixture) -> None:
+    task = Task()
+    with ServerProcess(stub=True) as srv:
+        hook = AdaptiveCompression(
+            task.opt,
+            server_url=srv.url,
+            api_key="not-the-key-0123456789",
+            interval_steps=5,
+            energy_meter=modelled(),
+            client_options=_client_opts(),
+        )
+        with caplog.at_level(logging.INFO, logger="client"), hook:
+            task.train_until(hook, lambda: hook.counters["fallbacks"] >= 2)
+            assert hook.service_status == "auth_error"
+    closed = [r for r in caplog.records if "closed: service" in r.getMessage()]
+    assert closed[-1].levelno == logging.ERROR and "refused the API key" in closed[-1].getMessage()
+    assert hook.counters["client_auth_errors"] >= 2 and hook.counters["client_failures"] == 0
+
+
 def test_shadow_mode_logs_but_never_applies(tmp_path: Path) -> None:
     task = Task()
     log = tmp_path / "shadow.jsonl"

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -200,6 +201,102 @@ def test_wrong_key_falls_back_without_retry(server: ServerProcess) -> None:
         out = wait_outcome(c)
     assert out.is_fallback and ("HTTP 401" in out.error or "HTTP 403" in out.error)
     assert c.counters["requests"] == 1  # 4xx is not retried
+
+
+def test_wrong_key_is_a_loud_configuration_error_not_an_outage(
+    server: ServerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        caplog.at_level(logging.DEBUG, logger="client.policy_client"),
+        PolicyClient(server.url, "wrong-key", "job-x", OBJ, retries=3, breaker_failures=1) as c,
+    ):
+        for i in range(3):
+            c.submit([record(50 * (i + 1))])
+            out = wait_outcome(c)
+            assert out.is_fallback and "refused the API key" in out.error
+        assert c.status == "auth_error" and "HTTP 401" in c.last_error
+        assert c.breaker_state == "closed"  # not an outage: the breaker never opens
+        counts = c.counters
+    assert counts["requests"] == 3 and counts["auth_errors"] == 3 and counts["failures"] == 0
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "configuration error" in errors[0].getMessage()  # once, at error level
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]  # no outage warnings
+
+
+def test_right_key_reports_ok_status(server: ServerProcess) -> None:
+    with make_client(server.url) as c:
+        assert c.status == "ok"
+        c.submit([record(50)])
+        assert wait_outcome(c).source == "service"
+        assert c.status == "ok"
+
+
+class TrickleServer:
+    """Accepts, then sends an HTTP response one byte every ``gap_s`` (a fault to simulate)."""
+
+    def __init__(self, gap_s: float = 0.2) -> None:
+        self.gap_s = gap_s
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.sock.settimeout(0.1)
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+
+    def _trickle(self, conn: socket.socket) -> None:
+        with conn:
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Pad: " + b"x" * 1000:
+                if self.stop.wait(self.gap_s):
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.sock.close()
+
+
+def test_trickling_server_hits_the_total_deadline() -> None:
+    srv = TrickleServer(gap_s=0.1)  # each byte well inside a per-read timeout: only a total deadline helps
+    try:
+        with make_client(srv.url, timeout_s=0.5, retries=0) as c:
+            t0 = time.perf_counter()
+            c.submit([record(50)])
+            out = wait_outcome(c, timeout_s=5.0)
+            took_s = time.perf_counter() - t0
+        assert out.is_fallback and "timeout" in out.error
+        assert took_s < 1.5, took_s  # 0.5 s deadline (+ scheduling), not the minutes the trickle lasts
+    finally:
+        srv.close()
+
+
+def test_close_aborts_a_request_in_flight_at_once() -> None:
+    srv = TrickleServer(gap_s=0.1)
+    try:
+        c = make_client(srv.url, timeout_s=30.0, retries=0)
+        c.submit([record(50)])
+        deadline = time.monotonic() + 5
+        while c.counters["requests"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)  # the request is now reading the trickle
+        t0 = time.perf_counter()
+        c.close()
+        close_s = time.perf_counter() - t0
+        assert close_s < 0.5, close_s
+        assert not c._thread.is_alive()
+    finally:
+        srv.close()
 
 
 def test_no_server_fallback_is_used_and_logged(caplog: pytest.LogCaptureFixture) -> None:

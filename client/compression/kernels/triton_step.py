@@ -56,7 +56,7 @@ from client.compression.kernels.triton_quant import _interleave, _nf4_dithered, 
 __all__ = ["N_ADDR", "exact_step_kernel", "factor_kernel", "matrix_step_kernel", "norm_kernel"]
 
 #: Columns of the address table.
-N_ADDR: tl.constexpr = tl.constexpr(12)
+N_ADDR: tl.constexpr = tl.constexpr(19)
 #: Adafactor's eps1 (the torch path's ``_TINY``).
 TINY: tl.constexpr = tl.constexpr(1e-30)
 #: Philox rounds of the step's stochastic rounding: 7, the smallest count that Salmon et al. (SC'11, "Parallel
@@ -75,17 +75,34 @@ def _ptr(addr, col, DTYPE: tl.constexpr):
 
 @triton.jit
 def _load_codes(dptr, blk, row_ok, BITS: tl.constexpr, BLOCK: tl.constexpr):
-    """int32 codes ``[ROWS, BLOCK]`` of blocks ``blk`` (8 bits: a byte each; 4 bits: low nibble first)."""
+    """int32 codes ``[ROWS, BLOCK]`` of blocks ``blk`` in the packing of :mod:`triton_quant` (8 bits: a byte
+    each; 4 / 2 bits: two / four a byte, low bits first; 3 bits: eight in a little-endian 24-bit word)."""
     ROW_BYTES: tl.constexpr = BLOCK * BITS // 8
     if BITS == 8:
         cols = tl.arange(0, BLOCK)
         code = tl.load(dptr + blk[:, None] * ROW_BYTES + cols[None, :], mask=row_ok[:, None], other=0)
         return code.to(tl.int32)
     else:
-        G: tl.constexpr = BLOCK // 2
+        PER: tl.constexpr = 8 if BITS == 3 else 8 // BITS
+        G: tl.constexpr = BLOCK // PER
         g = tl.arange(0, G)
-        w = tl.load(dptr + blk[:, None] * ROW_BYTES + g[None, :], mask=row_ok[:, None], other=0).to(tl.int32)
-        return _interleave(w & 15, w >> 4, w, w, w, w, w, w, 2)
+        if BITS == 3:
+            p = dptr + blk[:, None] * ROW_BYTES + g[None, :] * 3
+            w = tl.load(p, mask=row_ok[:, None], other=0).to(tl.int32)
+            w = w | (tl.load(p + 1, mask=row_ok[:, None], other=0).to(tl.int32) << 8)
+            w = w | (tl.load(p + 2, mask=row_ok[:, None], other=0).to(tl.int32) << 16)
+            return _interleave(
+                w & 7, (w >> 3) & 7, (w >> 6) & 7, (w >> 9) & 7,
+                (w >> 12) & 7, (w >> 15) & 7, (w >> 18) & 7, (w >> 21) & 7, 8,
+            )  # fmt: skip
+        else:
+            w = tl.load(dptr + blk[:, None] * ROW_BYTES + g[None, :], mask=row_ok[:, None], other=0).to(
+                tl.int32
+            )
+            if BITS == 4:
+                return _interleave(w & 15, w >> 4, w, w, w, w, w, w, 2)
+            else:
+                return _interleave(w & 3, (w >> 2) & 3, (w >> 4) & 3, w >> 6, w, w, w, w, 4)
 
 
 @triton.jit
@@ -167,11 +184,78 @@ def _store_codes(code, s, dptr, sptr, blk, row_ok, BITS: tl.constexpr, BLOCK: tl
         cols = tl.arange(0, BLOCK)
         tl.store(dptr + blk[:, None] * ROW_BYTES + cols[None, :], code.to(tl.uint8), mask=row_ok[:, None])
     else:
-        G: tl.constexpr = BLOCK // 2
+        PER: tl.constexpr = 8 if BITS == 3 else 8 // BITS
+        G: tl.constexpr = BLOCK // PER
         g = tl.arange(0, G)
-        shifts = tl.arange(0, 2) * 4
-        word = tl.sum(tl.reshape(code, [code.shape[0], G, 2]) << shifts[None, None, :], axis=2)
-        tl.store(dptr + blk[:, None] * ROW_BYTES + g[None, :], word.to(tl.uint8), mask=row_ok[:, None])
+        shifts = tl.arange(0, PER) * BITS
+        # disjoint bit fields: the sum is the bitwise OR of the shifted codes
+        word = tl.sum(tl.reshape(code, [code.shape[0], G, PER]) << shifts[None, None, :], axis=2)
+        if BITS == 3:
+            k = tl.arange(0, 4)  # 3 bytes per 24-bit word; lane 3 is masked off
+            byte = (word[:, :, None] >> (k * 8)[None, None, :]) & 0xFF
+            off = blk[:, None, None] * ROW_BYTES + g[None, :, None] * 3 + k[None, None, :]
+            m3 = row_ok[:, None, None] & (k < 3)[None, None, :]
+            tl.store(dptr + off, byte.to(tl.uint8), mask=m3)
+        else:
+            tl.store(dptr + blk[:, None] * ROW_BYTES + g[None, :], word.to(tl.uint8), mask=row_ok[:, None])
+
+
+@triton.jit
+def _bf16(x, rnd, STOCHASTIC: tl.constexpr):
+    """``x`` rounded to bf16 as the torch path rounds it: to nearest even, or stochastically by adding 16
+    random low bits and truncating (``_bf16_stochastic``; ``rnd`` the uniform ``(r + 0.5) / 2^16``)."""
+    xi = x.to(tl.int32, bitcast=True)
+    if STOCHASTIC:  # noqa: SIM108 (a Triton constexpr branch)
+        add = (rnd * 65536.0).to(tl.int32)
+    else:  # to nearest, ties to even, in integer arithmetic (the interpreter's own cast truncates)
+        add = ((xi >> 16) & 1) + 0x7FFF
+    # the low 16 bits are zero: the cast below is exact
+    return ((xi + add) & -65536).to(tl.float32, bitcast=True).to(tl.bfloat16)
+
+
+@triton.jit
+def _load_slot(
+    A, col: tl.constexpr, blk, row_ok, off, in_mask, tab_ptr,
+    BITS: tl.constexpr, MODE: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
+    """fp32 values of the state slot at address columns ``col`` (codes / tensor) and ``col + 1`` (scales):
+    quantized at 2-8 bits, a bf16 tensor at 16, an fp32 tensor at 32; zero outside ``in_mask``."""
+    if BITS == 32:
+        return tl.load(_ptr(A, col, tl.float32) + off, mask=in_mask, other=0.0)
+    elif BITS == 16:
+        return tl.load(_ptr(A, col, tl.bfloat16) + off, mask=in_mask, other=0.0).to(tl.float32)
+    else:
+        x = _dequant(
+            _ptr(A, col, tl.uint8), _ptr(A, col + 1, tl.float32), blk, row_ok, tab_ptr, BITS, MODE, BLOCK
+        )
+        return tl.where(in_mask, x, 0.0)
+
+
+@triton.jit
+def _store_slot(
+    x, rnd, A, col: tl.constexpr, blk, row_ok, off, in_mask, tab_ptr,
+    BITS: tl.constexpr, MODE: tl.constexpr, BLOCK: tl.constexpr, STOCHASTIC: tl.constexpr,
+):  # fmt: skip
+    """Store ``x`` (zero outside ``in_mask``) into the slot :func:`_load_slot` reads, in place."""
+    if BITS == 32:
+        tl.store(_ptr(A, col, tl.float32) + off, x, mask=in_mask)
+    elif BITS == 16:
+        tl.store(_ptr(A, col, tl.bfloat16) + off, _bf16(x, rnd, STOCHASTIC), mask=in_mask)
+    else:
+        code, s, _ = _quantize(x, rnd, tab_ptr, BITS, MODE, STOCHASTIC)
+        _store_codes(code, s, _ptr(A, col, tl.uint8), _ptr(A, col + 1, tl.float32), blk, row_ok, BITS, BLOCK)
+
+
+@triton.jit
+def _roundtrip(u, rnd, tab_ptr, BITS: tl.constexpr, MODE: tl.constexpr, STOCHASTIC: tl.constexpr):
+    """``Q_b(u)``: what a ``BITS``-wide channel delivers (identity at 32 bits, a bf16 rounding at 16)."""
+    if BITS == 32:
+        return u
+    elif BITS == 16:
+        return _bf16(u, rnd, STOCHASTIC).to(tl.float32)
+    else:
+        _, _, c = _quantize(u, rnd, tab_ptr, BITS, MODE, STOCHASTIC)
+        return c
 
 
 @triton.jit
@@ -190,10 +274,11 @@ def matrix_step_kernel(
     seed_ptr,  # int64 [1]
     tab_ptr,  # float32 NF4 table (kernels._nf4_table)
     mean_ptr,  # float32 [T]: mean of the canonical row statistic (factored v), from factor_kernel
-    part_ptr,  # float32 [n_programs, 2] out: sum (u - c)^2, sum u^2 of the program's values (every
-    # STATS_EVERY-th program; the others keep the zeros the host allocated)
-    sample_ptr,  # float32 [n_programs] out: the gradient at the first value of the program's tile
+    part_ptr,  # float32 [n_programs, 2] out: sum (u - c)^2, sum u^2 of the program's values times
+    # STATS_EVERY (every STATS_EVERY-th program; the others keep the zeros the host allocated)
+    sample_ptr,  # float32 [n_programs] out: the gradient at the first value of the program's tile (SRC 0)
     skip_ptr,  # int32 [1]: tensors skipped for non-finite gradients (accumulated)
+    xsq_ptr,  # float32 [T] out (SRC 1): sum x^2 of the projected coefficients, added with atomics
     decay,  # 1 - lr * weight_decay
     step_size,  # lr / (1 - beta1^step)
     inv_bc2s,  # 1 / sqrt(1 - beta2^step)
@@ -201,17 +286,24 @@ def matrix_step_kernel(
     beta1,
     beta2,
     ef_beta,
+    gamma,  # the shift (read only when SHIFT)
     PDTYPE: tl.constexpr,  # parameter / gradient dtype
-    BITS: tl.constexpr,  # 4 or 8: width of m, e, sqrt(v) and of the gradient compressor
-    MODE: tl.constexpr,  # 0 uniform, 1 NF4: code of m, e and the compressed gradient (sqrt(v): uniform)
-    BLOCK: tl.constexpr,
+    BITS: tl.constexpr,  # 2, 3, 4, 8 (block codes), 16 (bf16 slots) or 32 (fp32 slots)
+    MODE: tl.constexpr,  # 0 uniform, 1 NF4: code of m, e, h and the compressed gradient (sqrt(v): uniform)
+    BLOCK: tl.constexpr,  # quantization block (at 16 / 32 bits only the tiling unit)
     ROWS: tl.constexpr,
     EF: tl.constexpr,  # error feedback buffer present
-    FACTORED: tl.constexpr,  # Adafactor row x column second moment instead of quantized sqrt(v)
+    SHIFT: tl.constexpr,  # gamma > 0: the reference h is present
+    FACTORED: tl.constexpr,  # Adafactor row x column second moment instead of a full v slot
     STOCHASTIC: tl.constexpr,
+    FRESH: tl.constexpr,  # a basis refresh: m, v, e, h are read in fp32 from the rotated copies at address
+    # columns 15-18 (refresh.py), then stored at BITS into their slots as usual
+    SRC: tl.constexpr,  # 0: rank 0 (read the gradient, update the parameter); 1: projected (read the
+    # coefficients x = P^T G from the scratch at address column 14, write U = m / denom over them)
+    STATS_EVERY: tl.constexpr,
     PASS: tl.constexpr,  # 1: factored statistics only (row / column sums of c^2 + TINY); 2: the update
 ):
-    """The rank-0 compressed AdamW step of ``ROWS`` blocks of one tensor (module docstring)."""
+    """The compressed AdamW step of ``ROWS`` blocks of one tensor's ``rows x n`` values (module docstring)."""
     pid = tl.program_id(0)
     t = tl.load(prog_ptr + pid * 3)
     b0 = tl.load(prog_ptr + pid * 3 + 1)
@@ -228,19 +320,33 @@ def matrix_step_kernel(
     off = blk[:, None] * BLOCK + cols[None, :]
     in_mask = row_ok[:, None] & (off < numel)
 
-    g_ptr = _ptr(grad_ptr, t, PDTYPE)
-    g = tl.load(g_ptr + off, mask=in_mask, other=0.0).to(tl.float32)
+    if SRC == 0:
+        g_ptr = _ptr(grad_ptr, t, PDTYPE)
+        g = tl.load(g_ptr + off, mask=in_mask, other=0.0).to(tl.float32)
+    else:
+        x_ptr = _ptr(A, 14, tl.float32)
+        g = tl.load(x_ptr + off, mask=in_mask, other=0.0)
     if EF:
-        e = _dequant(_ptr(A, 6, tl.uint8), _ptr(A, 7, tl.float32), blk, row_ok, tab_ptr, BITS, MODE, BLOCK)
-        e = tl.where(in_mask, e, 0.0)
+        if FRESH:
+            e = tl.load(_ptr(A, 17, tl.float32) + off, mask=in_mask, other=0.0)
+        else:
+            e = _load_slot(A, 6, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK)
         u = g + e
     else:
         u = g
+    if SHIFT:
+        if FRESH:
+            h = tl.load(_ptr(A, 18, tl.float32) + off, mask=in_mask, other=0.0)
+        else:
+            h = _load_slot(A, 12, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK)
+        u = u - gamma * h
     seed = tl.load(seed_ptr)
     key = seed + (t.to(tl.int64) + 1) * 4294967296
     u0, u1, u2, u3 = _uniforms4(key, blk, BLOCK, STOCHASTIC)
-    _, _, c = _quantize(u, u0, tab_ptr, BITS, MODE, STOCHASTIC)
-    c = tl.where(in_mask, c, 0.0)
+    c = tl.where(in_mask, _roundtrip(u, u0, tab_ptr, BITS, MODE, STOCHASTIC), 0.0)
+    if SHIFT:
+        c_u = c
+        c = tl.where(in_mask, gamma * h + c_u, 0.0)
 
     if PASS == 1:
         sq = tl.where(in_mask, c * c + TINY, 0.0)
@@ -251,15 +357,26 @@ def matrix_step_kernel(
         tl.atomic_add(_ptr(A, 11, tl.float32) + b, tl.sum(sq, axis=0), mask=col_ok, sem="relaxed")
     else:
         if EF:
-            e_new = tl.where(in_mask, ef_beta * e + (g - c), 0.0)
-            code, s, _ = _quantize(e_new, u1, tab_ptr, BITS, MODE, STOCHASTIC)
-            _store_codes(code, s, _ptr(A, 6, tl.uint8), _ptr(A, 7, tl.float32), blk, row_ok, BITS, BLOCK)
-        m_ptr = _ptr(A, 2, tl.uint8)
-        ms_ptr = _ptr(A, 3, tl.float32)
-        m = tl.where(in_mask, _dequant(m_ptr, ms_ptr, blk, row_ok, tab_ptr, BITS, MODE, BLOCK), 0.0)
+            if SHIFT:
+                e_new = tl.where(in_mask, ef_beta * e + (1.0 - gamma) * (g - c), 0.0)
+            else:
+                e_new = tl.where(in_mask, ef_beta * e + (g - c), 0.0)
+            _store_slot(e_new, u1, A, 6, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC)
+        if SHIFT:
+            if STOCHASTIC:  # a fifth stream: the same counters under another key (high word + 2^30)
+                HALF: tl.constexpr = BLOCK // 2
+                pair = blk[:, None] * HALF + tl.arange(0, HALF)[None, :]
+                r4, _, _, _ = tl.randint4x(key + 4611686018427387904, pair, n_rounds=PHILOX_ROUNDS)
+                uh = _split16(r4, 1.0 / 65536.0)
+            else:
+                uh = 0.5
+            _store_slot(c, uh, A, 12, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC)
+        if FRESH:
+            m = tl.load(_ptr(A, 15, tl.float32) + off, mask=in_mask, other=0.0)
+        else:
+            m = _load_slot(A, 2, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK)
         m = tl.where(in_mask, m + (1.0 - beta1) * (c - m), 0.0)
-        code, s, _ = _quantize(m, u2, tab_ptr, BITS, MODE, STOCHASTIC)
-        _store_codes(code, s, m_ptr, ms_ptr, blk, row_ok, BITS, BLOCK)
+        _store_slot(m, u2, A, 2, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC)
         if FACTORED:
             a = (blk * BLOCK) // ncols
             b = (b0 * BLOCK) % ncols + cols
@@ -267,24 +384,40 @@ def matrix_step_kernel(
             vc = tl.load(_ptr(A, 9, tl.float32) + b)
             inv_mean = 1.0 / tl.load(mean_ptr + t)
             sqrt_v = tl.sqrt(vr[:, None] * vc[None, :] * inv_mean)
-        else:
+        elif BITS >= 16:  # v itself, in bf16 / fp32
+            if FRESH:
+                v = tl.load(_ptr(A, 16, tl.float32) + off, mask=in_mask, other=0.0)
+            else:
+                v = _load_slot(A, 4, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK)
+            v = tl.where(in_mask, v * beta2 + (1.0 - beta2) * (c * c), 0.0)
+            _store_slot(v, u3, A, 4, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC)
+            sqrt_v = tl.sqrt(v)  # of the fp32 value, as the torch path (the slot holds its rounding)
+        else:  # sqrt(v) on the uniform code
             v_ptr = _ptr(A, 4, tl.uint8)
             vs_ptr = _ptr(A, 5, tl.float32)
-            sv = tl.abs(_dequant(v_ptr, vs_ptr, blk, row_ok, tab_ptr, BITS, 0, BLOCK))
-            v = sv * sv * beta2 + (1.0 - beta2) * (c * c)
+            if FRESH:
+                v = tl.load(_ptr(A, 16, tl.float32) + off, mask=in_mask, other=0.0)
+            else:
+                sv = tl.abs(_dequant(v_ptr, vs_ptr, blk, row_ok, tab_ptr, BITS, 0, BLOCK))
+                v = sv * sv
+            v = v * beta2 + (1.0 - beta2) * (c * c)
             sqrt_v = tl.where(in_mask, tl.sqrt(v), 0.0)
             code, s, _ = _quantize(sqrt_v, u3, tab_ptr, BITS, 0, STOCHASTIC)
             _store_codes(code, s, v_ptr, vs_ptr, blk, row_ok, BITS, BLOCK)
         denom = sqrt_v * inv_bc2s + eps
-        p_ptr = _ptr(A, 1, PDTYPE) + off
-        p = tl.load(p_ptr, mask=in_mask, other=0.0).to(tl.float32) * decay
-        p = p + (-step_size) * tl.math.fdiv(m, denom, ieee_rounding=False)
-        tl.store(p_ptr, p.to(PDTYPE), mask=in_mask)
+        if SRC == 0:
+            p_ptr = _ptr(A, 1, PDTYPE) + off
+            p = tl.load(p_ptr, mask=in_mask, other=0.0).to(tl.float32) * decay
+            p = p + (-step_size) * tl.math.fdiv(m, denom, ieee_rounding=False)
+            tl.store(p_ptr, p.to(PDTYPE), mask=in_mask)
+            tl.store(sample_ptr + pid, tl.load(g_ptr + b0 * BLOCK, mask=fin, other=0.0).to(tl.float32))
+        else:
+            tl.store(x_ptr + off, tl.where(in_mask, m / denom, 0.0), mask=in_mask)
+            tl.atomic_add(xsq_ptr + t, tl.sum(tl.sum(g * g, axis=1), axis=0), sem="relaxed")
         if pid % STATS_EVERY == 0:
-            d = tl.where(in_mask, u - c, 0.0)
-            tl.store(part_ptr + pid * 2, tl.sum(tl.sum(d * d, axis=1), axis=0))
-            tl.store(part_ptr + pid * 2 + 1, tl.sum(tl.sum(u * u, axis=1), axis=0))
-        tl.store(sample_ptr + pid, tl.load(g_ptr + b0 * BLOCK, mask=fin, other=0.0).to(tl.float32))
+            d = tl.where(in_mask, u - c_u, 0.0) if SHIFT else tl.where(in_mask, u - c, 0.0)
+            tl.store(part_ptr + pid * 2, tl.sum(tl.sum(d * d, axis=1), axis=0) * STATS_EVERY)
+            tl.store(part_ptr + pid * 2 + 1, tl.sum(tl.sum(u * u, axis=1), axis=0) * STATS_EVERY)
         tl.atomic_add(skip_ptr, tl.where(fin, 0, 1) * tl.where(b0 == 0, 1, 0), sem="relaxed")
 
 

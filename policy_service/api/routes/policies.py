@@ -10,13 +10,17 @@ from client.controllers import HEURISTICS
 
 from ...errors import NotReadyError
 from ...registry import HeuristicPolicy
-from ...schemas import PolicyInfo, PolicyList, ReloadResult
+from ...schemas import ErrorMessage, PolicyInfo, PolicyList, ReloadResult
 from ..deps import AdminKey, MetricsDep, RegistryDep, UserKey
 
 router = APIRouter(tags=["policies"])
 
 
-@router.get("/v1/policies", response_model=PolicyList, responses={401: {}, 503: {}})
+@router.get(
+    "/v1/policies",
+    response_model=PolicyList,
+    responses={401: {"model": ErrorMessage}, 503: {"model": ErrorMessage}},
+)
 async def list_policies(_role: UserKey, registry: RegistryDep) -> PolicyList:
     """Every policy a request may name, what ``default`` answers with, and artifacts that failed to load."""
     snap = registry.snapshot
@@ -41,7 +45,11 @@ async def list_policies(_role: UserKey, registry: RegistryDep) -> PolicyList:
     )
 
 
-@router.post("/v1/policies/reload", response_model=ReloadResult, responses={401: {}, 403: {}})
+@router.post(
+    "/v1/policies/reload",
+    response_model=ReloadResult,
+    responses={401: {"model": ErrorMessage}, 403: {"model": ErrorMessage}},
+)
 def reload_policies(
     _role: AdminKey,
     registry: RegistryDep,

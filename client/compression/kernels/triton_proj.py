@@ -1,0 +1,143 @@
+"""Triton kernels of the projected (rank ``r > 0``) fused ``MangoAdamW`` step (host side:
+:mod:`client.compression.fused`).
+
+A projected step is three launches over every projected tensor of the model (plus the element-wise
+:func:`~client.compression.kernels.triton_step.matrix_step_kernel` between them):
+
+1. :func:`project_kernel` - ``X = P^T G`` (``r x n`` coefficients, fp32 scratch): a program owns ``BN``
+   columns of one tensor, walks its ``m`` rows ``BK`` at a time and multiplies on the tensor cores
+   (``tl.dot``, ``r`` padded to ``R >= 16``). The gradient is read once.
+2. ``matrix_step_kernel(SRC=1)`` - error feedback, the gamma shift, the ``b``-bit channel and the moments on
+   the ``r x n`` coefficients, block by block; writes ``U = m / (sqrt(v / bc2) + eps)`` over ``X``.
+3. :func:`backproject_kernel` - ``p <- p (1 - lr wd) - s lr / bc1 * P U`` on ``BM x BN`` tiles of the
+   canonical ``m x n`` view (the parameter is read and written once; ``P U`` never reaches memory).
+
+Bytes per parameter value (fp32 parameters and gradients): 4 (gradient) + 8 (parameter), the ``r x n``
+states and ``P`` being ``r / m`` of that: about 12 against fused AdamW's 28. The canonical view is the
+parameter's ``(shape[0], -1)`` matrix, or its transpose when that has more rows than columns; ``meta`` gives
+each tensor's strides ``(si, sj)`` of element ``(i, j)`` of the canonical view, so both layouts are read in
+place.
+
+Tables: ``prog`` int32 ``[n_programs, 3]`` (tensor, first row, first column); ``addr`` int64 ``[T, 2]``
+(``P``: fp32 ``m x r`` row-major, the ``X`` / ``U`` scratch: fp32 ``r x n``); ``meta`` int64 ``[T, 7]``
+(``m``, ``n``, ``r``, ``si``, ``sj``, position in the step's norm vector, parameter address); ``scale``
+float32 ``[T]`` (``proj_scale``, by default ``sqrt(m / r)``).
+
+``DOT_PRECISION`` (``"tf32x3"``): fp32 products on the tensor cores with three tf32 passes, about fp32's
+accuracy (``"tf32"``: one pass, ~1e-3 relative; ``"ieee"``: CUDA-core FMAs, several times slower at
+rank 64).
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+__all__ = ["DOT_PRECISION", "backproject_kernel", "project_kernel"]
+
+DOT_PRECISION: tl.constexpr = tl.constexpr("tf32x3")
+
+
+@triton.jit
+def _pp(ptr, DTYPE: tl.constexpr):
+    return tl.load(ptr).to(tl.pointer_type(DTYPE))
+
+
+@triton.jit
+def project_kernel(
+    prog_ptr,  # int32 [n_programs, 3]: tensor, (unused), first column
+    addr_ptr,  # int64 [T, 2]: P, X
+    meta_ptr,  # int64 [T, 7]
+    grad_ptr,  # int64 [T]: gradient addresses
+    norm_ptr,  # float32 [n_items]: squared gradient norms (a NaN / inf one skips the tensor)
+    sample_ptr,  # float32 [n_programs] out: the gradient at the program's first column of row 0
+    PDTYPE: tl.constexpr,
+    R: tl.constexpr,  # the rank padded to a power of two >= 16
+    BK: tl.constexpr,
+    BN: tl.constexpr,
+    PRECISION: tl.constexpr,
+    TRANS: tl.constexpr,  # the canonical view is the parameter's transpose (si = 1, sj = m)
+):
+    """``X[:, j0:j0+BN] = P^T G[:, j0:j0+BN]`` for one tensor (module docstring)."""
+    pid = tl.program_id(0)
+    t = tl.load(prog_ptr + pid * 3)
+    j0 = tl.load(prog_ptr + pid * 3 + 2)
+    M = meta_ptr + t * 7
+    m = tl.load(M)
+    n = tl.load(M + 1)
+    r = tl.load(M + 2)
+    si = tl.load(M + 3)
+    sj = tl.load(M + 4)
+    fin = tl.load(norm_ptr + tl.load(M + 5)) < float("inf")
+    p_ptr = _pp(addr_ptr + t * 2, tl.float32)
+    x_ptr = _pp(addr_ptr + t * 2 + 1, tl.float32)
+    g_ptr = _pp(grad_ptr + t, PDTYPE)
+    cols = j0 + tl.arange(0, BN)
+    col_ok = cols < tl.where(fin, n, 0)
+    kr = tl.arange(0, R)
+    r_ok = kr < r
+    acc = tl.zeros([R, BN], dtype=tl.float32)
+    for i0 in range(0, m, BK):
+        ki = i0 + tl.arange(0, BK)
+        k_ok = ki < m
+        pt = tl.load(p_ptr + ki[:, None] * r + kr[None, :], mask=k_ok[:, None] & r_ok[None, :], other=0.0)
+        if TRANS:  # unit stride spelled out: the compiler then vectorizes along it
+            goff = ki[:, None].to(tl.int64) + cols[None, :].to(tl.int64) * sj
+        else:
+            goff = ki[:, None].to(tl.int64) * si + cols[None, :].to(tl.int64)
+        gt = tl.load(g_ptr + goff, mask=k_ok[:, None] & col_ok[None, :], other=0.0).to(tl.float32)
+        acc = tl.dot(tl.trans(pt), gt, acc, input_precision=PRECISION)
+    tl.store(x_ptr + kr[:, None] * n + cols[None, :], acc, mask=r_ok[:, None] & col_ok[None, :])
+    tl.store(sample_ptr + pid, tl.load(g_ptr + j0 * sj, mask=fin, other=0.0).to(tl.float32))
+
+
+@triton.jit
+def backproject_kernel(
+    prog_ptr,  # int32 [n_programs, 3]: tensor, first row, first column
+    addr_ptr,  # int64 [T, 2]: P, U
+    meta_ptr,  # int64 [T, 7]
+    norm_ptr,  # float32 [n_items]
+    scale_ptr,  # float32 [T]: proj_scale of each tensor
+    decay,  # 1 - lr * weight_decay
+    step_size,  # lr / (1 - beta1^step)
+    PDTYPE: tl.constexpr,
+    R: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    PRECISION: tl.constexpr,
+    TRANS: tl.constexpr,  # the canonical view is the parameter's transpose: the tile is built as (P U)^T
+):
+    """``p = p * decay - step_size * scale * (P U)`` on one ``BM x BN`` tile of the canonical view."""
+    pid = tl.program_id(0)
+    t = tl.load(prog_ptr + pid * 3)
+    i0 = tl.load(prog_ptr + pid * 3 + 1)
+    j0 = tl.load(prog_ptr + pid * 3 + 2)
+    M = meta_ptr + t * 7
+    m = tl.load(M)
+    n = tl.load(M + 1)
+    r = tl.load(M + 2)
+    si = tl.load(M + 3)
+    sj = tl.load(M + 4)
+    fin = tl.load(norm_ptr + tl.load(M + 5)) < float("inf")
+    w_ptr = _pp(M + 6, PDTYPE)
+    p_ptr = _pp(addr_ptr + t * 2, tl.float32)
+    u_ptr = _pp(addr_ptr + t * 2 + 1, tl.float32)
+    rows = i0 + tl.arange(0, BM)
+    cols = j0 + tl.arange(0, BN)
+    row_ok = rows < tl.where(fin, m, 0)
+    col_ok = cols < n
+    kr = tl.arange(0, R)
+    r_ok = kr < r
+    pt = tl.load(p_ptr + rows[:, None] * r + kr[None, :], mask=row_ok[:, None] & r_ok[None, :], other=0.0)
+    ut = tl.load(u_ptr + kr[:, None] * n + cols[None, :], mask=r_ok[:, None] & col_ok[None, :], other=0.0)
+    if TRANS:  # the parameter's rows are the canonical columns: [BN, BM] = U^T P^T, unit stride last
+        upd = tl.dot(tl.trans(ut), tl.trans(pt), input_precision=PRECISION)
+        mask = col_ok[:, None] & row_ok[None, :]
+        off = cols[:, None].to(tl.int64) * sj + rows[None, :].to(tl.int64)
+    else:
+        upd = tl.dot(pt, ut, input_precision=PRECISION)
+        mask = row_ok[:, None] & col_ok[None, :]
+        off = rows[:, None].to(tl.int64) * si + cols[None, :].to(tl.int64)
+    w = tl.load(w_ptr + off, mask=mask, other=0.0).to(tl.float32) * decay
+    w = w + (-step_size * tl.load(scale_ptr + t)) * upd
+    tl.store(w_ptr + off, w.to(PDTYPE), mask=mask)
