@@ -450,13 +450,15 @@ def _markdown(report: EvalReport, args: EvalArgs, command: str, learned: Sequenc
         f"\n## Policy evaluation: {report.backend} backend ({dt.date.today().isoformat()})\n",
         f"- command: `{command}`",
         f"- machine: {machine}",
-        f"- surrogate: {surrogate_id()}",
+        f"- surrogate: {surrogate_id()}"
+        + (f"; hardware: {args.hardware}" if report.backend == "surrogate" else "; hardware: this machine"),
         f"- workloads (held-out): {', '.join(report.workloads)}; "
         f"seeds {report.seeds[0]}..{report.seeds[-1]}; {eps} episodes per controller per preset; "
         f"wall time {report.wall_s:.0f} s",
         "- return = sum over the episode's control intervals of the scalarized penalized reward (higher "
-        "is better); terms are per-interval means (loss: excess loss / initial loss; memory, energy, time: "
-        "ratios to the uncompressed run). static-best is chosen in hindsight per preset "
+        "is better); terms are per-interval means (loss: excess over the uncompressed run's loss at the same "
+        "step, relative to it; memory, energy, time: ratios to the uncompressed run). static-best is "
+        "chosen in hindsight per preset "
         + (
             f"over the whole 240-setting grid on these episodes; `{ORACLE}` (not a controller) picks the "
             "best static setting per workload in hindsight: the headroom of identifying the workload."

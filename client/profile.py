@@ -122,12 +122,18 @@ def _time_steps(
     Fast steps are repeated until the timed window lasts :data:`MIN_WINDOW_S` (at most 50x ``steps``), so an
     energy counter that updates every ~100 ms (NVML) sees a window it can resolve.
     """
-    t0 = time.perf_counter()
     for _ in range(warmup):
         opt.step()
     _sync(device)
     if warmup:
-        per_step = (time.perf_counter() - t0) / warmup
+        # the step's speed from a probe after the warm-up: the warm-up itself holds the kernels' compilation
+        # (seconds on a GPU), which made the window a few milliseconds and NVML's ~100 ms counter read 0 J
+        t0 = time.perf_counter()
+        probe = min(steps, 3)
+        for _ in range(probe):
+            opt.step()
+        _sync(device)
+        per_step = (time.perf_counter() - t0) / probe
         steps = min(max(steps, math.ceil(MIN_WINDOW_S / max(per_step, 1e-9))), 50 * steps)
     meter.begin()
     t0 = time.perf_counter()
