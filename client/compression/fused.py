@@ -114,7 +114,7 @@ class _Group:
     norm_prog: torch.Tensor | None = None  # int32 [n, 2] tiles of the norm pre-pass
     norm_meta: torch.Tensor | None = None  # int64 [T, 2] (gradient numel, item) where meta's differ
     proj: _Proj | None = None  # the projection tables of a projected launch
-    fresh: list[list[torch.Tensor]] | None = None  # per tensor: fp32 m, v, e, h views written by a refresh
+    xdims: list[tuple[int, int]] | None = None  # (r, n) of each projected tensor's coefficients
 
 
 @dataclass
@@ -327,9 +327,6 @@ def _matrix_group(
     scratch = torch.zeros(max(scratch_len, 1), dtype=torch.float32, device=device)
     x_len = sum(r * c for r, c, _ in dims) if proj else 0
     x_all = torch.zeros(max(x_len, 1), dtype=torch.float32, device=device)
-    # the rotated fp32 states of a refresh step (m, v, e, h), read by the kernel instead of the slots
-    fresh_all = torch.zeros(4, max(x_len, 1), dtype=torch.float32, device=device) if proj else x_all[None]
-    fresh: list[list[torch.Tensor]] = []
     addr: list[int] = []
     meta: list[int] = []
     progs: list[torch.Tensor] = []
@@ -362,10 +359,8 @@ def _matrix_group(
         if proj:
             xv = x_all[xpos : xpos + numel]
             x_views.append(xv)
-            fv = [fresh_all[k, xpos : xpos + numel].view(nrows, ncols) for k in range(4)]
-            fresh.append(fv)
             xpos += numel
-            row += [xv.data_ptr(), *(f.data_ptr() for f in fv)]
+            row += [xv.data_ptr(), 0, 0, 0, 0]  # 15-18: a refresh step's fp32 states (fresh_buffers)
         else:
             row += [0, 0, 0, 0, 0]
         addr += row
@@ -376,7 +371,7 @@ def _matrix_group(
     extra: dict[str, Any] = {}
     if proj:
         extra["proj"] = _proj_tables(items, x_views, x_all, opt)
-        extra["fresh"] = fresh
+        extra["xdims"] = [(r, c) for r, c, _ in dims]
         extra["norm_meta"] = _i64([v for item, p, _ in items for v in (p.numel(), item)], device)
     return _new_group(True, items, hyper, prog, addr, meta, mean=mean, scratch=scratch, **extra)
 
@@ -423,6 +418,30 @@ def _proj_tables(items: list[Item], x_views: list[torch.Tensor], x_all: torch.Te
         x=x_all,
         items=_i64([item for item, _, _ in items], device),
     )
+
+
+def fresh_buffers(grp: _Group) -> tuple[list[list[torch.Tensor]], torch.Tensor]:
+    """The fp32 ``(m, v, e, h)`` buffers of a refresh step (``r x n`` views per tensor, written by
+    :func:`~client.compression.refresh.refresh`) and the launch's address table pointing at them.
+
+    Allocated per refresh (every ``refresh_every`` steps) and released after it, so they hold memory only
+    during that step; the kernel reads them in the launch's stream order.
+    """
+    assert grp.xdims is not None
+    device = grp.params[0].device
+    total = sum(r * c for r, c in grp.xdims)
+    buf = torch.empty(4, max(total, 1), dtype=torch.float32, device=device)
+    views: list[list[torch.Tensor]] = []
+    ptrs: list[int] = []
+    pos = 0
+    for r, c in grp.xdims:
+        fv = [buf[k, pos : pos + r * c].view(r, c) for k in range(4)]
+        pos += r * c
+        views.append(fv)
+        ptrs += [f.data_ptr() for f in fv]
+    addr = grp.addr.view(len(grp.xdims), -1).clone()
+    addr[:, 15:19] = _i64(ptrs, device).view(-1, 4)
+    return views, addr.view(-1)
 
 
 def _exact_group(items: list[Item], hyper: dict[str, Any], sdtype: torch.dtype) -> _Group:
@@ -562,15 +581,20 @@ def _scalars(opt: Any, grp: _Group) -> tuple[float, ...]:
 
 
 def run(
-    opt: Any, plan: Plan, norms: torch.Tensor, skip: torch.Tensor, refreshed: frozenset[int] = frozenset()
+    opt: Any,
+    plan: Plan,
+    norms: torch.Tensor,
+    skip: torch.Tensor,
+    refreshed: dict[int, torch.Tensor] | None = None,
 ) -> dict[str, list[torch.Tensor]]:
     """Run the fused launches of ``plan`` for this step (after :func:`grads_fit`).
 
     :param norms: float32 ``[n_items]`` zeros: the pre-pass adds each fused tensor's squared gradient norm
         into its slot (a NaN / inf one skips the tensor).
     :param skip: int32 ``[1]`` device counter of skipped tensor updates.
-    :param refreshed: ids of the projected groups whose bases :func:`~client.compression.refresh.refresh`
-        renewed this step (their kernel reads the rotated fp32 states).
+    :param refreshed: for the projected groups whose bases :func:`~client.compression.refresh.refresh`
+        renewed this step, by ``id``: the address table of :func:`fresh_buffers` (their kernel reads the
+        rotated fp32 states there).
     :return: lists of device tensors for ``err`` / ``tot`` (per-program ``sum (u - C(u))^2`` and
         ``sum u^2``, estimates of the whole tensor's), ``samples`` (strided gradient entries), and for the
         projected launches ``proj_items`` / ``proj_xsq`` (their positions in ``norms`` and ``||P^T G||^2``),
@@ -583,6 +607,7 @@ def run(
     from client.compression.kernels import triton_step as ts
 
     device = norms.device
+    refreshed = refreshed or {}
     tab = kernels._nf4_table(device)
     tl_dtype = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16}
     out: dict[str, list[torch.Tensor]] = {
@@ -644,8 +669,9 @@ def run(
             regs = MAX_REGS if MAX_REGS is not None else MAX_REGS_BY_BITS.get(plan.bits, 0)
             if regs and device.type == "cuda":
                 consts["maxnreg"] = regs
+            addr = refreshed.get(id(grp), grp.addr)
             args = (
-                grp.prog, grp.addr, grp.meta, grp.grad_dev, norms, seed, tab, grp.mean, grp.part, grp.sample,
+                grp.prog, addr, grp.meta, grp.grad_dev, norms, seed, tab, grp.mean, grp.part, grp.sample,
                 skip, xsq, decay, step_size, inv_bc2s, eps, beta1, beta2, float(opt.ef_beta), plan.gamma,
             )  # fmt: skip
             if plan.factored:

@@ -590,12 +590,11 @@ class MangoAdamW(torch.optim.Optimizer):
             plan = self._plan = fused_mod.build_plan(self, items, key)
         if not plan.groups or not fused_mod.grads_fit(plan, grads):
             return False
-        refreshed = set()
-        for grp in plan.projected:  # a basis refresh: batched over each shape, into the launch's buffers
+        refreshed: dict[int, torch.Tensor] = {}
+        for grp in plan.projected:  # a basis refresh: batched over each shape, into fp32 buffers of this step
             if any(refresh_mod.due(self, st) for st in grp.states):
-                assert grp.fresh is not None
-                refresh_mod.refresh(self, grp.params, [grads[j] for j in grp.index], grp.states, grp.fresh)
-                refreshed.add(id(grp))
+                views, refreshed[id(grp)] = fused_mod.fresh_buffers(grp)
+                refresh_mod.refresh(self, grp.params, [grads[j] for j in grp.index], grp.states, views)
         stats = _Stats()
         torch_sq: torch.Tensor | None = None
         if plan.torch_items:
@@ -608,7 +607,7 @@ class MangoAdamW(torch.optim.Optimizer):
         if self._skip_dev is None or self._skip_dev.device != device:
             self._skip_dev = torch.zeros(1, dtype=torch.int32, device=device)
         norm_sq = torch.zeros(len(items), dtype=torch.float32, device=device)  # filled by the pre-pass
-        out = fused_mod.run(self, plan, norm_sq, self._skip_dev, frozenset(refreshed))
+        out = fused_mod.run(self, plan, norm_sq, self._skip_dev, refreshed)
         stats.err += out["err"]
         stats.tot += out["tot"]
         stats.samples += out["samples"]
