@@ -23,6 +23,8 @@ import io
 import logging
 import multiprocessing
 import os
+import threading
+import time
 import warnings
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -40,6 +42,8 @@ log = logging.getLogger(__name__)
 
 #: A loader that takes longer than this for one artifact is killed; the artifact's last good version stays.
 LOAD_TIMEOUT_S = 120.0
+#: How often the worker checks that the serving process still exists (it exits when not).
+PARENT_POLL_S = 1.0
 #: ``nice`` increment of the worker: on a small machine the serving process wins the CPU.
 WORKER_NICE = 10
 
@@ -59,8 +63,17 @@ class LoadedArtifact:
     script: bytes | None  # ``torch.jit.save`` of the traced, checked greedy actor; ``None``: serve eager
 
 
+def _exit_with_parent(parent: int) -> None:
+    """Ends the worker once the serving process is gone (killed without shutting the pool down)."""
+    while True:
+        time.sleep(PARENT_POLL_S)
+        if os.getppid() != parent:
+            os._exit(0)
+
+
 def _init_worker() -> None:
-    """Runs first in the worker: lower its priority, then import torch with one intra-op thread."""
+    """Runs first in the worker: watch the parent, lower the priority, import torch (one intra-op thread)."""
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     with contextlib.suppress(OSError):  # not permitted: run at normal priority
         os.nice(WORKER_NICE)
     import torch
