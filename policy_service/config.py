@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     trace_policies: bool = Field(
         True, description="torch.jit.trace learned policies (about 2x faster per call)"
     )
+    reload_in_subprocess: bool = Field(
+        True,
+        description="load, verify and trace artifacts in a worker process on hot reload (keeps p99 flat)",
+    )
     torch_threads: int = Field(1, ge=1, le=64, description="torch intra-op threads; 1 is fastest for batch 1")
     gil_switch_interval_s: float = Field(
         0.001, gt=0.0, le=0.1, description="sys.setswitchinterval: bounds event-loop stalls during a reload"

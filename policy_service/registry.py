@@ -19,6 +19,12 @@ then replaces one reference; a request reads that reference once, so it finishes
 with and no request sees a half-loaded state. An artifact that fails to load keeps its last good version (the
 failure is reported); an unchanged artifact (same file stats of manifest and weights) is reused, not re-read.
 
+With ``isolate=True`` (the service's default, ``MANGO_RELOAD_IN_SUBPROCESS``) every reload after the first
+loads, verifies and traces artifacts in a separate worker process (:mod:`policy_service.loader`), so that CPU
+work does not compete with the event loop for the GIL; the serving process only rebuilds each policy from the
+verified tensors and the serialized traced actor (:func:`policy_from_loaded`, a few ms). The first load (at
+start-up, before any request) runs in-process.
+
 Nothing in a policy folder can stop the service: each manifest is first read through the bounded JSON parser
 (:mod:`policy_service.jsonlimits`: size, UTF-8, depth, no NUL byte in any string), and any exception while
 loading one artifact is that artifact's error, logged with its reason; at start-up the service comes up with
@@ -28,10 +34,13 @@ one another artifact already provides) also keeps the last good version in servi
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -39,13 +48,16 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+from safetensors.torch import load as st_load
 
 from agents.artifact import MAX_MANIFEST_BYTES, ArtifactError, PolicyArtifact, find_manifests, load_artifact
+from agents.tinyformer import TinyFormer, TinyFormerConfig
 from client.controllers import HEURISTICS, Controller
 from client.protocol import DEFAULT_GRID, ActionGrid, CompressionSetting, DecideRequest, ObservationSpec
 
 from .errors import UnknownPolicyError
 from .jsonlimits import JSONLimitError, find_nul, loads_bounded
+from .loader import LoadedArtifact, LoaderError, LoaderProcess
 
 __all__ = ["DEFAULT_ALIAS", "HeuristicPolicy", "LearnedPolicy", "Policy", "PolicyRegistry", "Snapshot"]
 
@@ -71,15 +83,33 @@ class LearnedPolicy:
 
     kind = "learned"
 
-    def __init__(self, artifact: PolicyArtifact, *, trace: bool = True, shipped: bool = False) -> None:
+    def __init__(
+        self,
+        artifact: PolicyArtifact,
+        *,
+        trace: bool = True,
+        shipped: bool = False,
+        actor: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
         self.artifact = artifact
         self.name = artifact.name
         self.version = artifact.version
         self.grid = artifact.grid
         self.shipped = shipped
         self.spec = ObservationSpec(window=artifact.model.config.window, grid=artifact.grid)
-        self._actor: Callable[[torch.Tensor], torch.Tensor] = artifact.model.greedy_actor(trace=trace)
+        if actor is None:
+            actor = artifact.model.greedy_actor(trace=trace)
+        self._actor: Callable[[torch.Tensor], torch.Tensor] = actor
         self.traced = isinstance(self._actor, torch.jit.ScriptModule)
+        if self.traced:  # build the executor's plan here, not on the first request
+            for _ in range(2):
+                self._act(torch.zeros(1, artifact.model.config.obs_size))
+
+    def _act(self, obs: torch.Tensor) -> torch.Tensor:
+        # TorchScript's optimizing executor re-plans a loaded module on its first calls (~8 ms of CPU on the
+        # serving thread) and gains nothing for a frozen trace; the plain plan is as fast per call (~0.1 ms).
+        with torch.inference_mode(), torch.jit.optimized_execution(False):
+            return self._actor(obs)
 
     def decide(self, request: DecideRequest) -> CompressionSetting:
         obs = self.spec.encode(request.history, request.objective, request.reference, request.profile)
@@ -87,8 +117,7 @@ class LearnedPolicy:
 
     def decide_obs(self, obs: np.ndarray) -> CompressionSetting:
         """The greedy setting for one encoded observation (``ObservationSpec.encode``'s output)."""
-        with torch.inference_mode():
-            action = self._actor(torch.from_numpy(obs).unsqueeze(0))[0].tolist()  # [3] grid indices
+        action = self._act(torch.from_numpy(obs).unsqueeze(0))[0].tolist()  # [3] grid indices
         return self.grid.setting(action)
 
     def info(self) -> dict[str, Any]:
@@ -199,7 +228,7 @@ def _file_key(manifest: Path) -> tuple[Any, ...]:
     return tuple(stats)
 
 
-def _precheck_manifest(path: Path) -> None:
+def precheck_manifest(path: Path) -> None:
     """Refuse a manifest the artifact loader must never see: too big, not UTF-8, too deep, or a NUL byte.
 
     :raises JSONLimitError: naming the limit or the field (``weights.file holds a NUL byte``).
@@ -215,12 +244,37 @@ def _precheck_manifest(path: Path) -> None:
 
 
 def _load_policy(path: Path, *, trace: bool, shipped: bool) -> LearnedPolicy:
-    _precheck_manifest(path)
+    precheck_manifest(path)
     return LearnedPolicy(load_artifact(path), trace=trace, shipped=shipped)
 
 
+def policy_from_loaded(loaded: LoadedArtifact, *, shipped: bool) -> LearnedPolicy:
+    """Rebuild a policy the loader process verified (and traced): the serving process's only reload work.
+
+    The tensors and the TorchScript actor were produced by :func:`policy_service.loader.load_verified` after
+    every check of :func:`agents.artifact.load_artifact`; this only copies them into a fresh model and runs
+    the actor (:class:`LearnedPolicy` warms it the way requests call it).
+    """
+    config = TinyFormerConfig.from_dict(loaded.manifest.config)
+    model = TinyFormer(config)
+    model.load_state_dict(st_load(loaded.weights), strict=True)
+    model.eval().requires_grad_(False)
+    artifact = PolicyArtifact(
+        manifest=loaded.manifest,
+        model=model,
+        manifest_path=Path(loaded.manifest_path),
+        weights_path=Path(loaded.weights_path),
+    )
+    actor: Callable[[torch.Tensor], torch.Tensor] | None = None
+    if loaded.script is not None:
+        with warnings.catch_warnings():  # torch 2.11 marks TorchScript deprecated; it is what serves here
+            warnings.simplefilter("ignore", DeprecationWarning)
+            actor = torch.jit.load(io.BytesIO(loaded.script), map_location="cpu")
+    return LearnedPolicy(artifact, trace=False, shipped=shipped, actor=actor)
+
+
 #: Failures with a message written for the operator; anything else is also logged with its traceback.
-_EXPECTED = (ArtifactError, JSONLimitError, _NameRefused)
+_EXPECTED = (ArtifactError, JSONLimitError, LoaderError, _NameRefused)
 
 
 def _reason(exc: BaseException) -> str:
@@ -240,6 +294,8 @@ class PolicyRegistry:
     :param default_policy: what ``default`` aliases; ``None`` = shipped learned policy, else ``fallback``.
     :param fallback: heuristic for ``default`` when nothing else is available and for failing policies.
     :param trace: ``torch.jit.trace`` learned policies for speed (verified against eager at load).
+    :param isolate: load, verify and trace in a worker process on every reload after the first, so the
+        reload's CPU work does not hold up requests (call :meth:`close` to stop the worker).
     """
 
     def __init__(
@@ -250,6 +306,7 @@ class PolicyRegistry:
         default_policy: str | None = None,
         fallback: str = "static",
         trace: bool = True,
+        isolate: bool = False,
     ) -> None:
         if fallback not in HEURISTICS:
             raise ValueError(
@@ -260,6 +317,8 @@ class PolicyRegistry:
         self.default_policy = default_policy
         self.fallback = fallback
         self.trace = trace
+        self.isolate = isolate
+        self._loader = LoaderProcess() if isolate else None
         self._reload_lock = threading.Lock()
         self._snapshot: Snapshot | None = None
 
@@ -267,6 +326,25 @@ class PolicyRegistry:
     def snapshot(self) -> Snapshot | None:
         """The current snapshot (``None`` before the first reload). Read it once per request."""
         return self._snapshot
+
+    def start_loader(self) -> Future[Any] | None:
+        """Start the loader process now (it imports torch, seconds) so a hot reload does not wait for it.
+
+        :returns: a future done when the worker is up (``None`` without ``isolate``).
+        """
+        return self._loader.start() if self._loader is not None else None
+
+    def close(self) -> None:
+        """Stop the loader process, if any (a later reload starts a new one)."""
+        if self._loader is not None:
+            with self._reload_lock:
+                self._loader.close()
+
+    def _load(self, path: Path, *, shipped: bool, first: bool) -> LearnedPolicy:
+        if self._loader is None or first:
+            return _load_policy(path, trace=self.trace, shipped=shipped)
+        loaded = self._loader.load(str(path), trace=self.trace)
+        return policy_from_loaded(loaded, shipped=shipped)
 
     def _candidates(self) -> list[tuple[Path, bool]]:
         out: list[tuple[Path, bool]] = []
@@ -309,7 +387,7 @@ class PolicyRegistry:
                         policy = old.policy
                         reused.append(policy.name)
                     else:
-                        policy = _load_policy(path, trace=self.trace, shipped=shipped)
+                        policy = self._load(path, shipped=shipped, first=prev is None)
                         refused = self._refuse_name(policy.name, learned, shipped, origin)
                         if refused:
                             policy = None

@@ -117,3 +117,38 @@ def test_decisions_wait_for_the_first_snapshot() -> None:
     reg = PolicyRegistry(default_policy_dir=None)
     with pytest.raises(NotReadyError, match="still loading"):
         DecisionService(reg, Shield(), ServiceMetrics()).decide(_req())
+
+
+def test_isolated_reload_loads_in_a_worker_and_keeps_the_guarantees(tmp_path: Path) -> None:
+    """``isolate=True``: hot reloads verify and trace in the loader process; the result decides the same,
+    and a tampered weights file is still refused (sha256) with the last good version kept in service."""
+    manifest = export_tiny(tmp_path, name="tiny", version="v1")
+    reg = PolicyRegistry(policy_dir=tmp_path, default_policy_dir=None, isolate=True)
+    try:
+        reg.reload()  # the first load runs in-process
+        snap = reg.snapshot
+        assert snap is not None
+        in_process = snap.learned["tiny"]
+        export_tiny(tmp_path, name="tiny", version="v2", seed=1)
+        report = reg.reload(force=True)
+        assert report.learned == {"tiny": "v2"} and not report.errors, report.errors
+        snap = reg.snapshot
+        assert snap is not None
+        policy = snap.learned["tiny"]
+        assert policy is not in_process and policy.traced and policy.info()["source"] == str(manifest)
+        req = _req("tiny")
+        obs = ObservationSpec(window=8).encode(req.history, req.objective, req.reference)
+        expected = policy.grid.setting(policy.artifact.model.act(torch.from_numpy(obs)).tolist())
+        assert policy.decide(req) == expected
+
+        weights = manifest.with_suffix(".safetensors")
+        data = bytearray(weights.read_bytes())
+        data[-1] ^= 0xFF
+        weights.write_bytes(bytes(data))
+        report = reg.reload(force=True)
+        err = report.errors[str(manifest)]
+        assert "sha256" in err and "still serving tiny version v2" in err
+        snap = reg.snapshot
+        assert snap is not None and snap.learned["tiny"] is policy
+    finally:
+        reg.close()
