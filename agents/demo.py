@@ -267,6 +267,24 @@ class ServiceError(RuntimeError):
     """The policy service did not start or did not become ready."""
 
 
+def _reap_group(pgid: int, wait_s: float = 5.0) -> None:
+    """Wait for the service's process group to empty, then SIGKILL what is left.
+
+    The service's reload worker (``policy_service.loader``) runs under multiprocessing ``spawn``, whose
+    resource tracker ignores SIGTERM and exits only once its parent's pipe closes, a moment after the
+    service: without this wait a caller could still find it in the group.
+    """
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
 class ServiceProcess:
     """``mango serve`` in its own process group on a free loopback port, with generated keys.
 
@@ -393,6 +411,7 @@ class ServiceProcess:
             else:  # the leader exited: take down anything it left in its group
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(proc.pid, signal.SIGKILL)
+            _reap_group(proc.pid)
             if self._log_file is not None:
                 self._log_file.close()
                 self._log_file = None
