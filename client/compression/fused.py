@@ -123,7 +123,7 @@ class _Proj:
 
     rank_p2: int
     addr: torch.Tensor  # int64 [T, 2]: P, X / U scratch
-    meta: torch.Tensor  # int64 [T, 7]
+    meta: torch.Tensor  # int64 [T, 5]
     scale: torch.Tensor  # float32 [T]
     prog_a: list[tuple[bool, torch.Tensor, torch.Tensor]]  # (transposed, int32 [n, 3], float32 [n] samples)
     prog_c: list[tuple[bool, torch.Tensor]]  # (transposed, int32 [n, 3]): one launch per orientation
@@ -388,10 +388,9 @@ def _proj_tables(items: list[Item], x_views: list[torch.Tensor], x_all: torch.Te
         m, n = st["shape"]
         r = st["rank"]
         r_max = max(r_max, r)
-        trans = p.shape[0] > p.numel() // p.shape[0]
-        si, sj = (1, m) if trans else (n, 1)  # canonical (i, j) -> offset
+        trans = p.shape[0] > p.numel() // p.shape[0]  # the canonical view is the parameter's transpose
         addr += [st["P"].data_ptr(), xv.data_ptr()]
-        meta += [m, n, r, si, sj, item, p.data_ptr()]
+        meta += [m, n, r, item, p.data_ptr()]
         scale.append(opt.proj_scale if opt.proj_scale is not None else math.sqrt(m / r))
         j = torch.arange(0, n, PROJ_BN, dtype=torch.int64)
         prog_a[trans].append(torch.stack([torch.full_like(j, t), torch.zeros_like(j), j], dim=1))
@@ -528,6 +527,7 @@ def build_plan(opt: Any, items: list[tuple[int, torch.Tensor, dict[str, Any]]], 
         else _matrix_group(v, hypers[gid], factored, block, kind == "proj", opt)
         for (kind, _, sdtype, gid, _), v in buckets.items()
     ]
+    matrix_set = set(matrix_idx)
     return Plan(
         key=key,
         groups=groups,
@@ -540,7 +540,7 @@ def build_plan(opt: Any, items: list[tuple[int, torch.Tensor, dict[str, Any]]], 
         block=block,
         gamma=float(s.gamma),
         numels=torch.tensor(
-            [float(p.numel()) if pos in set(matrix_idx) else 0.0 for pos, (_, p, _) in enumerate(items)],
+            [float(p.numel()) if pos in matrix_set else 0.0 for pos, (_, p, _) in enumerate(items)],
             dtype=torch.float32,
         ).to(items[0][1].device),
     )

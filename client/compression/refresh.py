@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 
+from client.compression.slots import _canon, _get, _load, _mix_v
+
 __all__ = ["due", "refresh"]
 
 
@@ -49,19 +51,17 @@ def refresh(opt: Any, params: list[torch.Tensor], grads: list[torch.Tensor], sta
         tensor's state from ``fresh``; a tensor that is not due keeps its basis, ``W = I``).
     :param fresh: per tensor, the fp32 ``(m, v, e, h)`` views (``r x n``) the kernel reads at this step.
     """
-    from client.compression import optimizer as o
-
     groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
     for i, st in enumerate(states):
         groups[(st["shape"], st["rank"])].append(i)
     for (_, r), idx in groups.items():
         ps = [params[i] for i in idx]
         sts = [states[i] for i in idx]
-        G = torch.stack([o._canon(grads[i].float(), p) for i, p in zip(idx, ps)])  # (k, m, n)
+        G = torch.stack([_canon(grads[i].float(), p) for i, p in zip(idx, ps)])  # (k, m, n)
         P = torch.stack([st["P"] for st in sts])  # (k, m, r)
         E = None
         if "e" in sts[0]:
-            E = torch.stack([o._load(st["e"]) for st in sts])  # (k, r, n): r x n slots are stored as is
+            E = torch.stack([_load(st["e"]) for st in sts])  # (k, r, n): r x n slots are stored as is
             X = torch.baddbmm(G, P, E)
         else:
             X = G
@@ -79,11 +79,11 @@ def refresh(opt: Any, params: list[torch.Tensor], grads: list[torch.Tensor], sta
         for j, (i, p, st) in enumerate(zip(idx, ps, sts)):
             w = W[j]
             f_m, f_v, f_e, f_h = fresh[i]
-            m = o._get(st, "m", p)
+            m = _get(st, "m", p)
             assert m is not None
             torch.mm(w, m, out=f_m)
             v_full, v_row, _ = opt._load_v(st, r, st["shape"][1], p)
-            v_full, v_row = o._mix_v(v_full, v_row, w.square())
+            v_full, v_row = _mix_v(v_full, v_row, w.square())
             if v_full is not None:
                 f_v.copy_(v_full)
             else:
@@ -91,7 +91,7 @@ def refresh(opt: Any, params: list[torch.Tensor], grads: list[torch.Tensor], sta
                 st["v_row"].copy_(v_row)  # fp32 in place: the fold kernel reads it at this step
             if E is not None:
                 torch.mm(w, E[j], out=f_e)
-            h = o._get(st, "h", p)
+            h = _get(st, "h", p)
             if h is not None:
                 torch.mm(w, h, out=f_h)
             st["P"].copy_(P_new[j])

@@ -15,12 +15,12 @@ A projected step is three launches over every projected tensor of the model (plu
 Bytes per parameter value (fp32 parameters and gradients): 4 (gradient) + 8 (parameter), the ``r x n``
 states and ``P`` being ``r / m`` of that: about 12 against fused AdamW's 28. The canonical view is the
 parameter's ``(shape[0], -1)`` matrix, or its transpose when that has more rows than columns; ``meta`` gives
-each tensor's strides ``(si, sj)`` of element ``(i, j)`` of the canonical view, so both layouts are read in
-place.
+each tensor's ``m`` and ``n``; element ``(i, j)`` of the canonical view is at ``i n + j`` in the parameter, or
+``j m + i`` when it is the transpose (``TRANS``, one launch per orientation), so both are read in place.
 
 Tables: ``prog`` int32 ``[n_programs, 3]`` (tensor, first row, first column); ``addr`` int64 ``[T, 2]``
-(``P``: fp32 ``m x r`` row-major, the ``X`` / ``U`` scratch: fp32 ``r x n``); ``meta`` int64 ``[T, 7]``
-(``m``, ``n``, ``r``, ``si``, ``sj``, position in the step's norm vector, parameter address); ``scale``
+(``P``: fp32 ``m x r`` row-major, the ``X`` / ``U`` scratch: fp32 ``r x n``); ``meta`` int64 ``[T, 5]``
+(``m``, ``n``, ``r``, position in the step's norm vector, parameter address); ``scale``
 float32 ``[T]`` (``proj_scale``, by default ``sqrt(m / r)``).
 
 ``DOT_PRECISION`` (``"tf32x3"``): fp32 products on the tensor cores with three tf32 passes, about fp32's
@@ -44,10 +44,22 @@ def _pp(ptr, DTYPE: tl.constexpr):
 
 
 @triton.jit
+def _tile(prog_ptr, meta_ptr, norm_ptr, pid):
+    """A program's tensor ``t``, first row and column, the tensor's ``m``, ``n``, ``r``, and whether its
+    gradient is finite."""
+    t = tl.load(prog_ptr + pid * 3)
+    M = meta_ptr + t * 5
+    fin = tl.load(norm_ptr + tl.load(M + 3)) < float("inf")
+    i0 = tl.load(prog_ptr + pid * 3 + 1)
+    j0 = tl.load(prog_ptr + pid * 3 + 2)
+    return t, i0, j0, tl.load(M), tl.load(M + 1), tl.load(M + 2), fin
+
+
+@triton.jit
 def project_kernel(
     prog_ptr,  # int32 [n_programs, 3]: tensor, (unused), first column
     addr_ptr,  # int64 [T, 2]: P, X
-    meta_ptr,  # int64 [T, 7]
+    meta_ptr,  # int64 [T, 5]
     grad_ptr,  # int64 [T]: gradient addresses
     norm_ptr,  # float32 [n_items]: squared gradient norms (a NaN / inf one skips the tensor)
     sample_ptr,  # float32 [n_programs] out: the gradient at the program's first column of row 0
@@ -56,19 +68,11 @@ def project_kernel(
     BK: tl.constexpr,
     BN: tl.constexpr,
     PRECISION: tl.constexpr,
-    TRANS: tl.constexpr,  # the canonical view is the parameter's transpose (si = 1, sj = m)
+    TRANS: tl.constexpr,  # the canonical view is the parameter's transpose
 ):
     """``X[:, j0:j0+BN] = P^T G[:, j0:j0+BN]`` for one tensor (module docstring)."""
     pid = tl.program_id(0)
-    t = tl.load(prog_ptr + pid * 3)
-    j0 = tl.load(prog_ptr + pid * 3 + 2)
-    M = meta_ptr + t * 7
-    m = tl.load(M)
-    n = tl.load(M + 1)
-    r = tl.load(M + 2)
-    si = tl.load(M + 3)
-    sj = tl.load(M + 4)
-    fin = tl.load(norm_ptr + tl.load(M + 5)) < float("inf")
+    t, _, j0, m, n, r, fin = _tile(prog_ptr, meta_ptr, norm_ptr, pid)
     p_ptr = _pp(addr_ptr + t * 2, tl.float32)
     x_ptr = _pp(addr_ptr + t * 2 + 1, tl.float32)
     g_ptr = _pp(grad_ptr + t, PDTYPE)
@@ -81,21 +85,22 @@ def project_kernel(
         ki = i0 + tl.arange(0, BK)
         k_ok = ki < m
         pt = tl.load(p_ptr + ki[:, None] * r + kr[None, :], mask=k_ok[:, None] & r_ok[None, :], other=0.0)
-        if TRANS:  # unit stride spelled out: the compiler then vectorizes along it
-            goff = ki[:, None].to(tl.int64) + cols[None, :].to(tl.int64) * sj
-        else:
-            goff = ki[:, None].to(tl.int64) * si + cols[None, :].to(tl.int64)
+        if TRANS:  # canonical (i, j) at j m + i; the unit stride spelled out so the compiler vectorizes
+            goff = ki[:, None].to(tl.int64) + cols[None, :].to(tl.int64) * m
+        else:  # at i n + j
+            goff = ki[:, None].to(tl.int64) * n + cols[None, :].to(tl.int64)
         gt = tl.load(g_ptr + goff, mask=k_ok[:, None] & col_ok[None, :], other=0.0).to(tl.float32)
         acc = tl.dot(tl.trans(pt), gt, acc, input_precision=PRECISION)
     tl.store(x_ptr + kr[:, None] * n + cols[None, :], acc, mask=r_ok[:, None] & col_ok[None, :])
-    tl.store(sample_ptr + pid, tl.load(g_ptr + j0 * sj, mask=fin, other=0.0).to(tl.float32))
+    first = j0 * m if TRANS else j0  # the gradient at canonical (0, j0)
+    tl.store(sample_ptr + pid, tl.load(g_ptr + first, mask=fin, other=0.0).to(tl.float32))
 
 
 @triton.jit
 def backproject_kernel(
     prog_ptr,  # int32 [n_programs, 3]: tensor, first row, first column
     addr_ptr,  # int64 [T, 2]: P, U
-    meta_ptr,  # int64 [T, 7]
+    meta_ptr,  # int64 [T, 5]
     norm_ptr,  # float32 [n_items]
     scale_ptr,  # float32 [T]: proj_scale of each tensor
     decay,  # 1 - lr * weight_decay
@@ -109,17 +114,8 @@ def backproject_kernel(
 ):
     """``p = p * decay - step_size * scale * (P U)`` on one ``BM x BN`` tile of the canonical view."""
     pid = tl.program_id(0)
-    t = tl.load(prog_ptr + pid * 3)
-    i0 = tl.load(prog_ptr + pid * 3 + 1)
-    j0 = tl.load(prog_ptr + pid * 3 + 2)
-    M = meta_ptr + t * 7
-    m = tl.load(M)
-    n = tl.load(M + 1)
-    r = tl.load(M + 2)
-    si = tl.load(M + 3)
-    sj = tl.load(M + 4)
-    fin = tl.load(norm_ptr + tl.load(M + 5)) < float("inf")
-    w_ptr = _pp(M + 6, PDTYPE)
+    t, i0, j0, m, n, r, fin = _tile(prog_ptr, meta_ptr, norm_ptr, pid)
+    w_ptr = _pp(meta_ptr + t * 5 + 4, PDTYPE)
     p_ptr = _pp(addr_ptr + t * 2, tl.float32)
     u_ptr = _pp(addr_ptr + t * 2 + 1, tl.float32)
     rows = i0 + tl.arange(0, BM)
@@ -133,11 +129,11 @@ def backproject_kernel(
     if TRANS:  # the parameter's rows are the canonical columns: [BN, BM] = U^T P^T, unit stride last
         upd = tl.dot(tl.trans(ut), tl.trans(pt), input_precision=PRECISION)
         mask = col_ok[:, None] & row_ok[None, :]
-        off = cols[:, None].to(tl.int64) * sj + rows[None, :].to(tl.int64)
+        off = cols[:, None].to(tl.int64) * m + rows[None, :].to(tl.int64)
     else:
         upd = tl.dot(pt, ut, input_precision=PRECISION)
         mask = row_ok[:, None] & col_ok[None, :]
-        off = rows[:, None].to(tl.int64) * si + cols[None, :].to(tl.int64)
+        off = rows[:, None].to(tl.int64) * n + cols[None, :].to(tl.int64)
     w = tl.load(w_ptr + off, mask=mask, other=0.0).to(tl.float32) * decay
     w = w + (-step_size * tl.load(scale_ptr + t)) * upd
     tl.store(w_ptr + off, w.to(PDTYPE), mask=mask)
