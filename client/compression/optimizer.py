@@ -8,8 +8,10 @@ The optimizer only wires the pure operators of :mod:`~client.compression.lowrank
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -993,7 +995,7 @@ class MangoAdamW(torch.optim.Optimizer):
         _check_against_params(state_dict, meta, saved, self.param_groups, params)
         try:  # everything that can fail runs before the first change
             setting = CompressionSetting(**meta["setting"])
-            torch.Generator().set_state(meta["generator"])
+            gen_state = _generator_state_for(self._gen, meta["generator"])
             unpacked = {
                 params[int(i)]: {k: _unpack(v, params[int(i)].device) for k, v in entry.items()}
                 for i, entry in saved.items()
@@ -1006,7 +1008,7 @@ class MangoAdamW(torch.optim.Optimizer):
         for p, st in unpacked.items():
             self.state[p] = st
         self._setting = setting
-        self._gen.set_state(meta["generator"])
+        self._gen.set_state(gen_state)
         self._skipped = skipped
         self._skip_dev = None
         self._layout += 1
@@ -1039,6 +1041,37 @@ _TENSOR_KEYS = frozenset({"exp_avg", "exp_avg_sq", "P", "v_row", "v_col"})
 
 
 # ------------------------------------------------------------------------------------------- helpers
+def _generator_state_for(gen: torch.Generator, state: Any) -> torch.Tensor:
+    """The saved generator ``state`` checked against ``gen``'s device kind (CPU and CUDA states differ).
+
+    A state saved on another device kind (a CPU checkpoint resumed on a GPU, or back) cannot be set: the
+    generator is then re-seeded from the saved bytes, with a warning (stochastic rounding and random bases
+    continue from a new, deterministic stream; the rest of the state is exact).
+
+    :raises RuntimeError: when ``state`` is not a generator state of any device kind.
+    """
+    if not isinstance(state, torch.Tensor) or state.dtype != torch.uint8:
+        raise TypeError(f"generator state must be a uint8 tensor, got {type(state).__name__}")
+    probe = torch.Generator(device=gen.device)
+    try:
+        probe.set_state(state)
+        return state
+    except RuntimeError:
+        cpu_size = torch.Generator().get_state().numel()
+        cuda_size = 16  # Philox seed and offset, 8 bytes each
+        on_cpu = gen.device.type == "cpu"
+        if state.numel() != (cuda_size if on_cpu else cpu_size):
+            raise
+    seed = int.from_bytes(hashlib.sha256(state.numpy().tobytes()).digest()[:8], "little") >> 1
+    warnings.warn(
+        f"the optimizer's generator state was saved on another device kind; re-seeding the {gen.device.type} "
+        "generator from it (stochastic rounding continues on a new deterministic stream)",
+        stacklevel=3,
+    )
+    probe.manual_seed(seed)
+    return probe.get_state()
+
+
 def _check_state_dict(sd: Any) -> tuple[dict[str, Any], dict[Any, Any]]:
     """The ``mango`` section and ``state`` of a MangoAdamW state dict; ``ValueError`` names what is absent."""
     if not isinstance(sd, dict) or "mango" not in sd:

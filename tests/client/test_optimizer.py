@@ -353,6 +353,27 @@ def test_load_state_dict_rejects_foreign_dicts() -> None:
         opt.load_state_dict(adamw.state_dict())
 
 
+def test_load_state_dict_reseeds_a_generator_saved_on_another_device_kind() -> None:
+    """A checkpoint written on a GPU (16-byte Philox generator state) resumes on a CPU: the generator is
+    re-seeded from the saved bytes, with a warning, deterministically; a state of no device kind is refused."""
+    net = _net()
+    opt = _mango(net, S(rank=8, bits=4))
+    _train(net, opt, _batches(2))
+    sd = copy.deepcopy(opt.state_dict())
+    sd["mango"]["generator"] = torch.arange(16, dtype=torch.uint8)  # what a CUDA generator's get_state() holds
+    states = []
+    for _ in range(2):
+        other = _mango(net, S(rank=8, bits=4))
+        with pytest.warns(UserWarning, match="another device kind"):
+            other.load_state_dict(copy.deepcopy(sd))
+        states.append(other._gen.get_state())
+    assert torch.equal(states[0], states[1])
+    assert not torch.equal(states[0], opt._gen.get_state())
+    sd["mango"]["generator"] = torch.zeros(7, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="invalid value"):
+        _mango(net, S(rank=8, bits=4)).load_state_dict(sd)
+
+
 # ---------------------------------------------------------------------------------------- non-finite
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_nonfinite_gradient_is_skipped_and_counted(bad: float) -> None:
