@@ -99,7 +99,7 @@ def bench_vectorized(cfg: BenchConfig) -> list[dict[str, Any]]:
 def bench_single(cfg: BenchConfig) -> dict[str, Any]:
     import gymnasium as gym
 
-    import envs  # noqa: F401  (registers the id)
+    import envs.env  # noqa: F401  (registers the id)
 
     env = gym.make("mango/CompressionControl-v0", backend="surrogate")
     env.reset(seed=0)

@@ -5,7 +5,8 @@ What is fitted, and on what:
 * **Reference curves** (loss, loss std, gradient norm, kurtosis, learning rate, per-interval time and
   energy) per workload: means over the recorded reference runs (one per job seed); ``seed_sigma`` from
   their spread.
-* **Memory**: not fitted - :func:`envs.memory.mango_state_bytes` on the recorded parameter shapes (exact).
+* **Memory**: not fitted - :func:`client.compression.sizes.state_bytes` on the recorded parameter shapes
+  (exact).
 * **Telemetry and cost tables** per workload (spectral tail per rank; compression error, time ratio and
   energy ratio per setting): means / ridge "main effects" models (one-hot rank + bits + gamma + identity)
   in log space over all of the workload's recorded intervals. They describe *measured costs and signals*
@@ -38,6 +39,7 @@ import argparse
 import datetime as dt
 import hashlib
 import logging
+import os
 import platform
 import time
 from collections.abc import Sequence
@@ -48,9 +50,10 @@ from typing import Any
 
 import numpy as np
 
+from client.compression.sizes import state_bytes
 from client.protocol import DEFAULT_GRID, CompressionSetting
 from envs.objectives import OBJECTIVE_PRESETS
-from envs.surrogate import SurrogateModel, WorkloadTables
+from envs.surrogate_model import SurrogateModel, WorkloadTables
 from envs.traces import TRACES_DIR, EpisodeTrace, TraceSet, load_traces, trace_files
 from envs.workloads import WORKLOADS, workloads_of
 
@@ -268,8 +271,6 @@ def _tail_table(rows: list[tuple[int, float]], fallback: np.ndarray | None) -> n
 
 
 def _tables(wd: _WData, ts: TraceSet, cfg: FitConfig, tail_fallback: np.ndarray | None) -> dict[str, Any]:
-    from envs.memory import mango_state_bytes
-
     refs = wd.refs
     cols = {
         k: np.stack([r.columns[k].astype(np.float64) for r in refs])
@@ -290,7 +291,7 @@ def _tables(wd: _WData, ts: TraceSet, cfg: FitConfig, tail_fallback: np.ndarray 
     shapes = [tuple(s) for s in meta["param_shapes"]]
     mcn = int(conf.get("min_compress_numel", 4096))
     settings = [DEFAULT_GRID.setting(a) for a in _all_actions()]
-    sb = np.array([mango_state_bytes(shapes, s, min_compress_numel=mcn) for s in settings], dtype=np.int64)
+    sb = np.array([state_bytes(shapes, s, min_compress_numel=mcn) for s in settings], dtype=np.int64)
     # telemetry rows of every recorded interval after the warm-up
     acts, ce, tl, tr, er, rank_rows = [], [], [], [], [], []
     for ep in wd.eps:
@@ -649,8 +650,6 @@ def default_model() -> SurrogateModel:
     trace files, else fitted now (a few seconds) with a warning to run ``mango fit``.
 
     ``$MANGO_SURROGATE_MODEL`` (a path to a model JSON written by ``mango fit --out``) overrides both."""
-    import os
-
     override = os.environ.get("MANGO_SURROGATE_MODEL")
     if override:
         return SurrogateModel.load(override)
@@ -673,7 +672,7 @@ def verify_traces(ts: TraceSet, per_workload: int = 1) -> dict[str, float]:
 
     Cost: ``per_workload`` training-backend episodes per workload (seconds to tens of seconds on a CPU).
     """
-    from envs.training import TrainingConfig, TrainingJob
+    from envs.training import TrainingConfig, TrainingJob  # lazy on purpose: torch, real models and data
 
     out: dict[str, float] = {}
     cfg = TrainingConfig(device="cpu", clock="modelled", threads=1, cache=False)
@@ -692,8 +691,6 @@ def verify_traces(ts: TraceSet, per_workload: int = 1) -> dict[str, float]:
 
 
 def _append_bench(text: str, command: str) -> Path:
-    import os
-
     root = Path(__file__).resolve().parents[1]
     path = root / "BENCHMARKS.md"
     cpu = " ".join(x for x in (platform.machine(), platform.processor()) if x)
@@ -725,7 +722,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     ts = load_traces(a.traces)
     print(ts.summary())
-    from envs.training import code_version
+    from envs.training import code_version  # lazy on purpose: torch
 
     recorded = sorted({str(h.get("code_version")) for h in ts.headers})
     if recorded != [code_version()]:

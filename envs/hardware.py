@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from client.protocol import DEFAULT_GRID, CostProfile, ObservationSpec
+from client.protocol import DEFAULT_GRID, CompressionSetting, CostProfile, ObservationSpec
+from envs.workloads import get_workload
 
 __all__ = [
     "PROFILE_DIR",
@@ -133,9 +134,11 @@ class HardwareTables:
         self.log_t = np.log(np.stack([g[0] for g in grids]))  # [P, S]
         self.log_e = np.log(np.maximum(np.stack([g[1] for g in grids]), 1e-9))
         self.share = [p.optimizer_share for p in profiles]
-        self.off = DEFAULT_GRID.all_settings().index(DEFAULT_GRID.setting(DEFAULT_GRID.action(_off())))
+        self.off = DEFAULT_GRID.all_settings().index(
+            DEFAULT_GRID.setting(DEFAULT_GRID.action(CompressionSetting.off()))
+        )
         self.feature_idx = [
-            _SETTINGS.index(DEFAULT_GRID.setting(DEFAULT_GRID.action(_parse(lb))))
+            _SETTINGS.index(DEFAULT_GRID.setting(DEFAULT_GRID.action(CompressionSetting.parse(lb))))
             for lb in CostProfile.FEATURE_SETTINGS
         ]
 
@@ -259,18 +262,6 @@ def local_profile(training: Any = None) -> CostProfile | None:
     return None
 
 
-def _off() -> Any:
-    from client.protocol import CompressionSetting
-
-    return CompressionSetting.off()
-
-
-def _parse(label: str) -> Any:
-    from client.protocol import CompressionSetting
-
-    return CompressionSetting.parse(label)
-
-
 assert len(ObservationSpec.PROFILE_FEATURES) == 3 + len(CostProfile.FEATURE_SETTINGS), "update envs.hardware"
 
 
@@ -296,11 +287,10 @@ def _train_step(model: Any, device: Any, batch: int, seq: int) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """``mango profile``: measure the cost profile of a model's optimizer step on this machine."""
-    import torch
+    import torch  # lazy on purpose (here and above): the surrogate path imports this module without torch
 
-    from client.profile import PROFILE_SETTINGS, cached_profile
-    from envs.models import build_model, model_names
-    from envs.workloads import get_workload
+    from client.profile import PROFILE_SETTINGS, cached_profile  # lazy on purpose: torch
+    from envs.models import build_model, model_names  # lazy on purpose: torch
 
     p = argparse.ArgumentParser(prog="mango profile", description=main.__doc__)
     p.add_argument("--model", default="lm-small", help=f"model preset: {model_names()}")

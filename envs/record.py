@@ -40,9 +40,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from tqdm import tqdm
 
 from client.controllers import Controller, StaticController, make_controller
 from client.protocol import DEFAULT_GRID, CompressionSetting, Objective
+from envs.env import CompressionEnv
+from envs.traces import TraceWriter
+from envs.training import TrainingConfig, code_version, reference_run
 from envs.workloads import get_workload, workloads_of
 
 __all__ = ["DEFAULT_STATICS", "RecordConfig", "main", "record"]
@@ -187,13 +192,6 @@ def _controller_label(kind: str, static_label: str) -> str:
 
 def record(cfg: RecordConfig, progress: bool = True) -> dict[str, Any]:
     """Record episodes as configured; returns a summary (episodes, wall time, file, size)."""
-    import torch
-    from tqdm import tqdm
-
-    from envs.env import CompressionEnv
-    from envs.traces import TraceWriter
-    from envs.training import TrainingConfig, code_version, reference_run
-
     names = cfg.workload_names()
     if not names:
         raise ValueError("no workloads selected")

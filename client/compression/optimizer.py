@@ -28,6 +28,7 @@ from client.compression.quant import (
     compress_state,
     quantize,
 )
+from client.compression.sizes import param_state_bytes
 from client.compression.slots import (
     _TINY,
     Slot,
@@ -376,13 +377,35 @@ class MangoAdamW(torch.optim.Optimizer):
 
     def state_bytes(self) -> int:
         """Bytes of every state tensor held now: packed codes + scales, bf16/fp32 copies, bases, factored
-        statistics, error buffers and references (0 before the first step; step counters excluded)."""
+        statistics, error buffers and references (0 before the first step; step counters excluded).
+        Equals :meth:`expected_state_bytes` once every trainable parameter has stepped under the setting."""
         total = 0
         for st in self.state.values():
             for k, v in st.items():
                 if k in _SLOT_KEYS or k in _TENSOR_KEYS:
                     total += _slot_bytes(v)
         return total
+
+    def expected_state_bytes(self, setting: CompressionSetting | None = None) -> int:
+        """The bytes :meth:`state_bytes` counts after a step under ``setting`` (default: the one in force),
+        from the parameters' shapes and this optimizer's knobs (:func:`client.compression.sizes.
+        param_state_bytes`, the byte model the surrogate and the service's shield use too)."""
+        s = setting or self._setting
+        return sum(
+            param_state_bytes(
+                p.shape,
+                s,
+                min_compress_numel=self.min_compress_numel,
+                error_feedback=self.error_feedback,
+                factor_second_moment=self.factor_second_moment,
+                ef_scope=self.ef_scope,
+                project=bool(g.get("project", True)),
+                element_size=p.element_size(),
+            ).total
+            for g in self.param_groups
+            for p in g["params"]
+            if p.requires_grad
+        )
 
     def compression_stats(self) -> dict[str, float]:
         """Statistics of the last step (one device sync), for telemetry.

@@ -28,14 +28,15 @@ Memory: ``n b / 8`` bytes of codes plus ``4 n / block`` bytes of scales (:attr:`
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Literal
 
 import torch
 
-from client.compression.codes import QUANT_BITS, default_block, nf4_levels
+from client.compression.codes import QUANT_BITS, nf4_levels
+from client.compression.sizes import check_block as _check_block
+from client.compression.sizes import expected_nbytes  # the byte model's, re-exported
 
 __all__ = [
     "QUANT_MODES",
@@ -156,14 +157,6 @@ def _check_bits_mode(bits: int, mode: str) -> None:
             f"bits={bits} is not supported by mode={mode!r}; it takes bits in {QUANT_MODES[mode]}"
             + (" (use mode='uniform' at other widths)" if mode != "uniform" else "")
         )
-
-
-def _check_block(block: int | None, bits: int) -> int:
-    if block is None:
-        return default_block(bits)
-    if not isinstance(block, int) or isinstance(block, bool) or block <= 0 or block % 8:
-        raise ValueError(f"block={block!r} must be a positive multiple of 8 (e.g. {default_block(bits)})")
-    return block
 
 
 def _check_float(x: torch.Tensor) -> None:
@@ -461,14 +454,3 @@ def decompress_state(state: StateTensor, out_dtype: torch.dtype | None = None) -
     if isinstance(state, DenseState):
         return state.data.to(out_dtype or state.dtype, copy=True)
     return dequantize(state, out_dtype)
-
-
-def expected_nbytes(numel: int, bits: int, block: int | None = None) -> int:
-    """Bytes :func:`compress_state` will hold for ``numel`` float32 values at ``bits`` (for budgeting)."""
-    if bits == 32:
-        return 4 * numel
-    if bits == 16:
-        return 2 * numel
-    block = _check_block(block, bits)
-    blocks = max(math.ceil(numel / block), 1)
-    return blocks * block * bits // 8 + 4 * blocks
