@@ -223,10 +223,14 @@ class MangoAdamW(torch.optim.Optimizer):
 
     :param params: parameters, ``(name, parameter)`` pairs (``model.named_parameters()``: errors then name
         the parameter) or parameter groups. Groups may set ``lr``, ``betas``, ``eps``, ``weight_decay``,
-        ``maximize``, ``foreach``, and ``project=False`` to keep that group's matrices unprojected (rank 0 at
-        the setting's bits, as GaLore leaves embeddings and output heads alone); any other key is refused,
-        ``setting`` included (the setting is optimizer-wide). Real floating-point tensors of at most 32 bits
-        (float64, complex and DTensor parameters are refused with the reason).
+        ``maximize``, ``foreach``, ``project=False`` to keep that group's matrices unprojected (rank 0 at
+        the setting's bits, as GaLore leaves embeddings and output heads alone) and ``setting``: a
+        :class:`~client.protocol.CompressionSetting` the group is *pinned* to (e.g.
+        ``CompressionSetting.off()`` for embeddings, a higher rank for attention). A pinned group keeps its
+        setting when the optimizer-wide one changes (:meth:`apply_setting` without ``group``, which is what
+        the hook's policy calls); change it with ``apply_setting(s, group=i)``. Any other key is refused,
+        naming it. Real floating-point tensors of at most 32 bits (float64 and complex parameters are
+        refused with the reason).
     :param amsgrad: must be ``False`` (AMSGrad's running max of ``v`` has no compressed form).
     :param setting: the initial :class:`~client.protocol.CompressionSetting` (default rank 8, 4 bits).
     :param maximize: maximize the objective (the gradients are negated for the step, as torch.optim does).
@@ -408,8 +412,13 @@ class MangoAdamW(torch.optim.Optimizer):
         return self._skipped + (int(self._skip_dev.item()) if self._skip_dev is not None else 0)
 
     @torch.no_grad()
-    def apply_setting(self, setting: CompressionSetting) -> None:
+    def apply_setting(self, setting: CompressionSetting | None, *, group: int | None = None) -> None:
         """Switch to ``setting`` between two steps, converting the state instead of resetting it.
+
+        Without ``group`` this is the optimizer-wide setting (what the hook's policy turns): it applies to
+        every parameter group without a pinned ``setting`` of its own; pinned groups are left alone. With
+        ``group=i`` it pins group ``i`` to ``setting`` (``None`` unpins it: the group follows the
+        optimizer-wide setting again); either way the group's state is converted.
 
         Kept, re-stored at the new width: ``m``, ``v`` (full <-> factored as the new width wants), the error
         buffer and, while ``gamma > 0``, the shift reference. On a rank change they are re-expressed in the
@@ -422,20 +431,37 @@ class MangoAdamW(torch.optim.Optimizer):
         storage half of one optimizer step under the new setting (measured on CPU: less than one training
         step of ``lm-small``; see ``tests/client/test_optimizer.py``).
         """
-        if not isinstance(setting, CompressionSetting):
-            raise TypeError(
-                f"setting must be a client.protocol.CompressionSetting, got {type(setting).__name__}"
-            )
-        if setting == self._setting:
+        if group is not None:
+            n_groups = len(self.param_groups)
+            if isinstance(group, bool) or not isinstance(group, int) or not 0 <= group < n_groups:
+                raise ValueError(f"group={group!r} is not a parameter-group index in [0, {n_groups})")
+            if setting is not None and not isinstance(setting, CompressionSetting):
+                raise TypeError(
+                    "setting must be a client.protocol.CompressionSetting or None, "
+                    f"got {type(setting).__name__}"
+                )
+            target = self.param_groups[group]
+            old = self._group_setting(target)
+            target["setting"] = setting
+            groups = [target]
+        else:
+            if not isinstance(setting, CompressionSetting):
+                raise TypeError(
+                    f"setting must be a client.protocol.CompressionSetting, got {type(setting).__name__}"
+                )
+            old, self._setting = self._setting, setting
+            groups = [g for g in self.param_groups if g.get("setting") is None]
+        new = self._group_setting(groups[0]) if groups else self._setting
+        if new == old:
             return
-        old, self._setting = self._setting, setting
         self._layout += 1
-        for group in self.param_groups:
-            for p in group["params"]:
+        for g in groups:
+            for p in g["params"]:
                 st = self.state.get(p)
                 if st and st.get("kind") == "matrix":
-                    self._convert(p, st)
-        log.info("MangoAdamW setting %s -> %s", old.label(), setting.label())
+                    self._convert(_local(p), st, new)
+        where = "" if group is None else f" (param group {group})"
+        log.info("MangoAdamW setting%s %s -> %s", where, old.label(), new.label() if new else "None")
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a parameter group (``torch.optim`` semantics), checked: known keys only (the error lists them),
@@ -455,6 +481,8 @@ class MangoAdamW(torch.optim.Optimizer):
             _check_flags({k: group[k] for k in _FLAG_KEYS}, where=f" (param group {index})")
             if not isinstance(group.get("project", True), bool):
                 raise TypeError(f"project must be True or False, got {group['project']!r}")
+            if "setting" in group:
+                group["setting"] = _group_setting_value(group["setting"], index)
             names = group.get("param_names") or [None] * len(group["params"])
             for j, (p, name) in enumerate(zip(group["params"], names, strict=True)):
                 _check_param(p, name if name is not None else f"param group {index}, parameter {j}")
@@ -647,20 +675,27 @@ class MangoAdamW(torch.optim.Optimizer):
         m, n = _canon_shape(p)
         st["shape"] = (m, n)
         st["project"] = bool(group.get("project", True))
-        st["rank"] = self._eff_rank(m, n, st["project"])
+        st["rank"] = self._eff_rank(m, n, st["project"], self._group_setting(group))
         st["basis_step"] = 0
 
-    def _eff_rank(self, m: int, n: int, project: bool = True) -> int:
-        r = self._setting.rank if project else 0
+    def _group_setting(self, group: dict[str, Any]) -> CompressionSetting:
+        """The setting a group's parameters are stepped with: its pinned one, else the optimizer-wide one."""
+        pinned = group.get("setting")
+        return pinned if pinned is not None else self._setting
+
+    def _eff_rank(
+        self, m: int, n: int, project: bool = True, setting: CompressionSetting | None = None
+    ) -> int:
+        r = (setting or self._setting).rank if project else 0
         return r if 0 < r < min(m, n) else 0
 
-    def _factored(self) -> bool:
+    def _factored(self, setting: CompressionSetting | None = None) -> bool:
         if self.factor_second_moment is None:
-            return self._setting.bits <= 4
+            return (setting or self._setting).bits <= 4
         return self.factor_second_moment
 
-    def _identity(self, st: dict[str, Any]) -> bool:
-        return st["rank"] == 0 and self._setting.bits == 32
+    def _identity(self, st: dict[str, Any], setting: CompressionSetting | None = None) -> bool:
+        return st["rank"] == 0 and (setting or self._setting).bits == 32
 
     def _exact_step(
         self, p: torch.Tensor, g: torch.Tensor, st: dict[str, Any], group: dict[str, Any]
@@ -692,7 +727,7 @@ class MangoAdamW(torch.optim.Optimizer):
     ) -> None:
         beta1, beta2 = group["betas"]
         lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
-        s = self._setting
+        s = self._group_setting(group)
         bits, gamma, r = s.bits, s.gamma, st["rank"]
         m_rows, n_cols = st["shape"]
         rows = r if r > 0 else m_rows  # rows of the moments: r coefficients or the full matrix
@@ -703,13 +738,13 @@ class MangoAdamW(torch.optim.Optimizer):
         E = _get(st, "e", p)  # (rows, n) in subspace scope, else (m, n)
         m_slot = _get(st, "m", p)
         exp_avg = m_slot if m_slot is not None else _zeros(rows, n_cols, p)  # (rows, n)
-        v_full, v_row, v_col = self._load_v(st, rows, n_cols, p)
+        v_full, v_row, v_col = self._load_v(st, rows, n_cols, p, s)
         H = _get(st, "h", p) if gamma > 0 else None  # (rows, n) reference, compressor domain
         P = st.get("P")  # (m, r) or None
         energy = G.square().sum()
         stats.energy.append(energy)
 
-        if self._identity(st):
+        if self._identity(st, s):
             # Nothing to compress: plain AdamW on the matrix. A leftover error buffer (from a compressed
             # setting, converted to the full matrix) is flushed into this one gradient, as error feedback
             # with beta = 1 would.
@@ -788,7 +823,7 @@ class MangoAdamW(torch.optim.Optimizer):
             v_col.mul_(beta2).add_(sq.mean(dim=0), alpha=1 - beta2)  # (n,)
             sqrt_v = (torch.outer(v_row, v_col) / v_row.mean().clamp_min(_TINY)).sqrt_()  # (rows, n)
         denom = (sqrt_v / bias_correction2_sqrt).add_(eps)
-        basis = P if (r > 0 and not self._identity(st)) else None
+        basis = P if (r > 0 and not self._identity(st, s)) else None
         pc = _canon(p, p) if p.is_contiguous() else None  # in-place view of the parameter
         if basis is None and pc is not None:
             pc.addcdiv_(exp_avg, denom, value=-step_size)
@@ -838,7 +873,12 @@ class MangoAdamW(torch.optim.Optimizer):
         return _from_param_order(_load(self._put(x, bits, p)), p)
 
     def _load_v(
-        self, st: dict[str, Any], rows: int, n: int, p: torch.Tensor
+        self,
+        st: dict[str, Any],
+        rows: int,
+        n: int,
+        p: torch.Tensor,
+        setting: CompressionSetting | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         """``(v_full, v_row, v_col)`` in fp32 (full xor factored, as the setting wants), zeros at first."""
         if "v_row" in st:
@@ -848,10 +888,10 @@ class MangoAdamW(torch.optim.Optimizer):
             v_full = _from_param_order(_load_sqrt_v(st["v"]), p)
             v_row = v_col = None
         else:
-            if self._factored():
+            if self._factored(setting):
                 return None, torch.zeros(rows, device=p.device), torch.zeros(n, device=p.device)
             return _zeros(rows, n, p), None, None
-        return _refactor(v_full, v_row, v_col, self._factored())
+        return _refactor(v_full, v_row, v_col, self._factored(setting))
 
     def _store_v(
         self,
@@ -896,17 +936,16 @@ class MangoAdamW(torch.optim.Optimizer):
         u, _, _ = torch.linalg.svd(pk.T @ a, full_matrices=False)  # (k, k)
         return pk @ u[:, :r]
 
-    def _convert(self, p: torch.Tensor, st: dict[str, Any]) -> None:
-        """Re-express one matrix state under ``self._setting`` (see :meth:`apply_setting`)."""
-        s = self._setting
+    def _convert(self, p: torch.Tensor, st: dict[str, Any], s: CompressionSetting) -> None:
+        """Re-express one matrix state under setting ``s`` (see :meth:`apply_setting`)."""
         m_rows, n_cols = st["shape"]
-        r_old, r_new = st["rank"], self._eff_rank(m_rows, n_cols, st.get("project", True))
+        r_old, r_new = st["rank"], self._eff_rank(m_rows, n_cols, st.get("project", True), s)
         if "m" not in st:  # initialized, never stepped: nothing to convert
             st["rank"] = r_new
             return
         exp_avg = _get(st, "m", p)  # (r_old or m, n)
         assert exp_avg is not None
-        v_full, v_row, v_col = self._load_v(st, exp_avg.shape[0], n_cols, p)
+        v_full, v_row, v_col = self._load_v(st, exp_avg.shape[0], n_cols, p, s)
         E = _get(st, "e", p)
         H = _get(st, "h", p)
         P = st.get("P")
@@ -944,7 +983,7 @@ class MangoAdamW(torch.optim.Optimizer):
                 st["P"] = P.contiguous()
             if r_new == 0:
                 st.pop("refresh_pending", None)
-        v_full, v_row, v_col = _refactor(v_full, v_row, v_col, self._factored())
+        v_full, v_row, v_col = _refactor(v_full, v_row, v_col, self._factored(s))
         bits = s.bits
         st["m"] = self._put(exp_avg, bits, p)
         self._store_v(st, v_full, v_row, v_col, bits, p)
@@ -952,8 +991,8 @@ class MangoAdamW(torch.optim.Optimizer):
         st.pop("h", None)
         if E is not None and self.error_feedback:
             # kept at full precision when the new setting compresses nothing: flushed at the next step
-            st["e"] = self._put(E, 32 if self._identity(st) else bits, p)
-        if H is not None and s.gamma > 0 and not self._identity(st):
+            st["e"] = self._put(E, 32 if self._identity(st, s) else bits, p)
+        if H is not None and s.gamma > 0 and not self._identity(st, s):
             st["h"] = self._put(H, bits, p)
 
     # ----------------------------------------------------------------------------- (de)serialization
@@ -967,6 +1006,9 @@ class MangoAdamW(torch.optim.Optimizer):
         for p, st in self.state.items():
             state[index[id(p)]] = {k: _pack(v) for k, v in st.items()}
         sd["state"] = state
+        for g in sd["param_groups"]:  # plain dicts: loadable with torch.load(weights_only=True)
+            if isinstance(g.get("setting"), CompressionSetting):
+                g["setting"] = g["setting"].model_dump()
         sd["mango"] = {
             "version": _STATE_VERSION,
             "setting": self._setting.model_dump(),
@@ -999,10 +1041,16 @@ class MangoAdamW(torch.optim.Optimizer):
                 for i, entry in saved.items()
             }
             skipped, steps = int(meta["skipped"]), int(meta["steps"])
+            pinned = [
+                _group_setting_value(g.get("setting"), i) for i, g in enumerate(state_dict["param_groups"])
+            ]
         except (TypeError, ValueError, KeyError, RuntimeError) as exc:
             raise ValueError(f"state_dict holds an invalid value: {type(exc).__name__}: {exc}") from None
         cfg = meta["config"]
         super().load_state_dict({"state": {}, "param_groups": state_dict["param_groups"]})
+        for g, pin in zip(self.param_groups, pinned):
+            if "setting" in g:
+                g["setting"] = pin
         for p, st in unpacked.items():
             self.state[p] = st
         self._setting = setting
@@ -1191,6 +1239,7 @@ _GROUP_KEYS = frozenset(
         "weight_decay",
         "foreach",
         "project",
+        "setting",
         "param_names",
         "initial_lr",
         *_FLAG_KEYS,
@@ -1208,17 +1257,33 @@ _REFUSED_FLAGS = {
 
 def _unknown_group_keys(unknown: list[str]) -> str:
     msg = f"unknown parameter-group key(s) {unknown}; allowed: {sorted(_GROUP_KEYS)}."
-    if "setting" in unknown:
+    if {"rank", "bits", "gamma"} & set(unknown):
         msg += (
-            " Per-group compression settings are not supported: the setting is optimizer-wide "
-            "(MangoAdamW(..., setting=...), changed with apply_setting); a group may set project=False to "
-            "keep its matrices unprojected (rank 0 at the setting's bits), e.g. for embeddings."
+            " A group's own compression setting is one key: "
+            "{'params': ..., 'setting': CompressionSetting(rank=..., bits=..., gamma=...)}."
         )
     if "fused" in unknown:
         msg += " fused is optimizer-wide: MangoAdamW(..., fused=...)."
     return (
         msg
         + " Keys other tools read (e.g. timm's lr_scale) can be added to opt.param_groups after construction."
+    )
+
+
+def _group_setting_value(value: Any, index: int) -> CompressionSetting | None:
+    """A group's ``setting``: a CompressionSetting, its ``model_dump()`` dict (from a state dict) or None."""
+    if value is None or isinstance(value, CompressionSetting):
+        return value
+    if isinstance(value, dict):
+        try:
+            return CompressionSetting.model_validate(value)
+        except ValueError as exc:
+            raise ValueError(
+                f"param group {index}: setting {value!r} is not a valid CompressionSetting: {exc}"
+            ) from None
+    raise TypeError(
+        f"param group {index}: setting must be a client.protocol.CompressionSetting (or None to follow the "
+        f"optimizer-wide setting), got {type(value).__name__}"
     )
 
 
@@ -1320,3 +1385,10 @@ def _check_betas(betas: Any) -> None:
         _check_number(f"betas[{i}]", b, lo=0.0)
         if b >= 1.0:
             raise ValueError(f"betas[{i}]={b} must be < 1 (e.g. betas=(0.9, 0.999))")
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of a DTensor (a plain tensor sharing its storage: updated in place), else ``t``."""
+    if _is_dtensor(t):
+        return t.to_local()  # type: ignore[attr-defined,no-any-return]
+    return t
