@@ -26,6 +26,9 @@ from client.compression.quant import (
     compress_state,
     quantize,
 )
+from client.compression.sharded import is_dtensor as _is_dtensor
+from client.compression.sharded import local as _local
+from client.compression.sharded import per_rank, shard_entry, unshard
 from client.compression.slots import (
     _TINY,
     Slot,
@@ -200,6 +203,14 @@ class MangoAdamW(torch.optim.Optimizer):
     ``i`` of the parameter (the fused kernels walk all three together); ``r x n`` states are stored as they
     are. ``state_dict`` version 2 (version 1 stored the canonical, possibly transposed, view).
 
+    **FSDP2** (``fully_shard``, DTensor parameters): each rank steps its local shard with state laid out for
+    that shard (a projected matrix gets the shard's own basis; no communication in the step), on the torch
+    path. ``torch.distributed.checkpoint`` saves and loads the state through ``get_optimizer_state_dict`` /
+    ``set_optimizer_state_dict`` (:mod:`~client.compression.sharded`). At rank 0 the per-rank state is the
+    single process's divided by the world size; with a projection the ``r x n`` coefficients of a row shard
+    keep the full row width, so per-rank state is larger than that (``docs/architecture.md``, "FSDP2").
+    Statistics (``compression_stats``) and the non-finite skip are per rank.
+
     .. warning::
        On CPU the block quantizer runs on the torch path: at rank 0 and 2-4 bits the optimizer step costs
        several times AdamW's (it re-quantizes ``m x n`` states every step). With a projection the states
@@ -373,8 +384,9 @@ class MangoAdamW(torch.optim.Optimizer):
         return self._setting
 
     def dense_state_bytes(self) -> int:
-        """What ``torch.optim.AdamW`` would hold: 8 bytes (two fp32 moments) per trainable value."""
-        return 8 * sum(p.numel() for g in self.param_groups for p in g["params"] if p.requires_grad)
+        """What ``torch.optim.AdamW`` would hold: 8 bytes (two fp32 moments) per trainable value (this rank's
+        shards under FSDP2, like :meth:`state_bytes`)."""
+        return 8 * sum(_local(p).numel() for g in self.param_groups for p in g["params"] if p.requires_grad)
 
     def state_bytes(self) -> int:
         """Bytes of every state tensor held now: packed codes + scales, bf16/fp32 copies, bases, factored
@@ -523,8 +535,9 @@ class MangoAdamW(torch.optim.Optimizer):
                 index += 1
         if not items:
             return
-        grads = [p.grad for _, p, _ in items if p.grad is not None]
-        if self._fused_step(items, grads):
+        sharded = any(_is_dtensor(p) for _, p, _ in items)
+        grads = [_local(p.grad) for _, p, _ in items if p.grad is not None]  # this rank's shard (FSDP2)
+        if not sharded and self._fused_step(items, grads):
             self._steps += 1
             return
         norms = torch.stack([torch.linalg.vector_norm(g, dtype=torch.float32) for g in grads])  # (k,)
@@ -560,7 +573,8 @@ class MangoAdamW(torch.optim.Optimizer):
             return bool(self.state.get(p, {}).get("kind", default) == "matrix")  # .get: adds no entry
 
         limits = [
-            _MATRIX_GRAD_LIMIT / math.sqrt(p.numel()) if compressed(p) else math.inf for _, p, _ in items
+            _MATRIX_GRAD_LIMIT / math.sqrt(max(_local(p).numel(), 1)) if compressed(p) else math.inf
+            for _, p, _ in items
         ]
         finite = (norms < torch.tensor(limits, dtype=norms.dtype, device=norms.device)).tolist()
         bad = [(items[j][0], tuple(items[j][1].shape)) for j, ok in enumerate(finite) if not ok]
@@ -577,7 +591,7 @@ class MangoAdamW(torch.optim.Optimizer):
         self, items: list[tuple[int, torch.Tensor, dict[str, Any]]], finite: list[bool], stats: _Stats
     ) -> None:
         """The per-tensor torch path for ``items`` whose ``finite`` flag is set."""
-        total_numel = sum(p.numel() for (_, p, _), ok in zip(items, finite) if ok)
+        total_numel = sum(_local(p).numel() for (_, p, _), ok in zip(items, finite) if ok)
         stride = max(1, math.ceil(total_numel / self.stats_sample))
         samples = []
         for (_, p, group), ok in zip(items, finite):
@@ -586,14 +600,15 @@ class MangoAdamW(torch.optim.Optimizer):
             st = self.state[p]
             if not st:
                 self._init_state(p, st, group)
-            g = p.grad
-            assert g is not None
+            assert p.grad is not None
+            # DTensor (FSDP2): the step works on this rank's shard of the parameter and its gradient
+            lp, g = _local(p), _local(p.grad)
             samples.append(g.detach().reshape(-1)[::stride].float())
             if st["kind"] == "exact":
-                self._exact_step(p, g, st, group)
+                self._exact_step(lp, g, st, group)
             else:
                 keys = len(st)
-                self._matrix_step(p, g, st, group, stats)
+                self._matrix_step(lp, g, st, group, stats)
                 if len(st) != keys:  # a slot appeared or went: the tensor may now suit the fused plan
                     self._layout += 1
         if samples:
@@ -664,15 +679,17 @@ class MangoAdamW(torch.optim.Optimizer):
 
     # ---------------------------------------------------------------------------------- state kinds
     def _init_state(self, p: torch.Tensor, st: dict[str, Any], group: dict[str, Any]) -> None:
+        """The kind follows the whole parameter's shape; a DTensor's state is laid out for its local shard."""
         self._layout += 1
         st["step"] = 0
-        if p.ndim < 2 or p.numel() < self.min_compress_numel:
+        lp = _local(p)
+        if p.ndim < 2 or p.numel() < self.min_compress_numel or lp.numel() == 0:
             st["kind"] = "exact"
-            st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            st["exp_avg"] = torch.zeros_like(lp, memory_format=torch.preserve_format)
+            st["exp_avg_sq"] = torch.zeros_like(lp, memory_format=torch.preserve_format)
             return
         st["kind"] = "matrix"
-        m, n = _canon_shape(p)
+        m, n = _canon_shape(lp)
         st["shape"] = (m, n)
         st["project"] = bool(group.get("project", True))
         st["rank"] = self._eff_rank(m, n, st["project"], self._group_setting(group))
@@ -999,17 +1016,25 @@ class MangoAdamW(torch.optim.Optimizer):
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume bit-for-bit: per-parameter state (copies; quantized states as plain
         dicts of tensors, loadable with ``torch.load(weights_only=True)``), the groups, the setting, the
-        knobs, the generator state and the counters."""
+        knobs, the generator state and the counters.
+
+        With DTensor parameters (FSDP2) the state's tensors are DTensors and the optimizer-wide ``mango``
+        section rides in ``param_groups[0]`` (``get_optimizer_state_dict`` keeps only ``state`` and
+        ``param_groups``), so ``torch.distributed.checkpoint`` saves every rank's shard: see
+        :mod:`~client.compression.sharded`."""
         sd = super().state_dict()
-        index = {id(p): i for i, p in enumerate(p for g in self.param_groups for p in g["params"])}
+        params = [p for g in self.param_groups for p in g["params"]]
+        index = {id(p): i for i, p in enumerate(params)}
         state: dict[int, dict[str, Any]] = {}
         for p, st in self.state.items():
             state[index[id(p)]] = {k: _pack(v) for k, v in st.items()}
+            if _is_dtensor(p):  # FSDP2: DTensors, so that DCP saves every rank's shard (sharded.py)
+                state[index[id(p)]] = shard_entry(state[index[id(p)]], p, f"parameter {index[id(p)]}")
         sd["state"] = state
         for g in sd["param_groups"]:  # plain dicts: loadable with torch.load(weights_only=True)
             if isinstance(g.get("setting"), CompressionSetting):
                 g["setting"] = g["setting"].model_dump()
-        sd["mango"] = {
+        meta: dict[str, Any] = {
             "version": _STATE_VERSION,
             "setting": self._setting.model_dump(),
             "generator": self._gen.get_state(),
@@ -1018,6 +1043,15 @@ class MangoAdamW(torch.optim.Optimizer):
             "config": self._config(),
             "param_shapes": [list(q.shape) for g in self.param_groups for q in g["params"]],
         }
+        mesh = next((p.device_mesh for p in params if _is_dtensor(p)), None)  # type: ignore[attr-defined]
+        if mesh is None:
+            sd["mango"] = meta
+            return sd
+        # FSDP2: get_optimizer_state_dict keeps only "state" and "param_groups", so the optimizer-wide
+        # section rides in the first group; the generator and skip count differ per rank
+        meta["generator"] = per_rank(meta["generator"], mesh)
+        meta["skipped"] = per_rank(torch.tensor([meta["skipped"]], dtype=torch.int64), mesh)
+        sd["param_groups"][0]["mango"] = meta
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -1026,16 +1060,22 @@ class MangoAdamW(torch.optim.Optimizer):
         The saved knobs (``refresh_every``, ``ef_beta``, ...) replace the constructor's, with a warning when
         they differ: a resumed run must compute what the original would have.
 
+        Under FSDP2 it also takes what ``set_optimizer_state_dict`` hands over after a
+        ``torch.distributed.checkpoint`` load (state keyed by parameter names, DTensor leaves,
+        :mod:`~client.compression.sharded`), on the same world size and sharding as the save.
+
         :raises ValueError: before anything changes, naming the first mismatch, when ``state_dict`` is not a
             MangoAdamW state dict, misses an entry, or belongs to another model (group or parameter counts,
             a parameter's shape, a state tensor's shape).
         """
+        state_dict = _plain_state_dict(state_dict)
         meta, saved = _check_state_dict(state_dict)
         params = [p for g in self.param_groups for p in g["params"]]
         _check_against_params(state_dict, meta, saved, self.param_groups, params)
         try:  # everything that can fail runs before the first change
             setting = CompressionSetting(**meta["setting"])
-            torch.Generator().set_state(meta["generator"])
+            generator = meta["generator"].cpu()
+            torch.Generator().set_state(generator)
             unpacked = {
                 params[int(i)]: {k: _unpack(v, params[int(i)].device) for k, v in entry.items()}
                 for i, entry in saved.items()
@@ -1054,7 +1094,7 @@ class MangoAdamW(torch.optim.Optimizer):
         for p, st in unpacked.items():
             self.state[p] = st
         self._setting = setting
-        self._gen.set_state(meta["generator"])
+        self._gen.set_state(generator)
         self._skipped = skipped
         self._skip_dev = None
         self._layout += 1
@@ -1087,6 +1127,29 @@ _TENSOR_KEYS = frozenset({"exp_avg", "exp_avg_sq", "P", "v_row", "v_col"})
 
 
 # ------------------------------------------------------------------------------------------- helpers
+def _plain_state_dict(sd: Any) -> Any:
+    """``sd`` as :meth:`MangoAdamW.state_dict` writes it for plain tensors: the ``mango`` section at the top
+    (under FSDP2 it rides in the first group), state keyed by parameter index (DCP's
+    ``set_optimizer_state_dict`` hands fully-qualified names, in the groups' order) and each rank's tensors
+    taken out of their DTensors. A shallow copy; anything else is left for the checks to name."""
+    if not isinstance(sd, dict) or not isinstance(sd.get("param_groups"), list):
+        return sd
+    sd = dict(sd)
+    groups = [dict(g) if isinstance(g, dict) else g for g in sd["param_groups"]]
+    if "mango" not in sd and groups and isinstance(groups[0], dict) and "mango" in groups[0]:
+        sd["mango"] = groups[0].pop("mango")
+    sd["param_groups"] = groups
+    if "mango" in sd:
+        sd["mango"] = unshard(sd["mango"])
+    if isinstance(sd.get("state"), dict):
+        order: dict[Any, int] = {}
+        for g in groups:
+            for k in g.get("params", ()) if isinstance(g, dict) else ():
+                order.setdefault(k, len(order))
+        sd["state"] = {order.get(k, k): unshard(v) for k, v in sd["state"].items()}
+    return sd
+
+
 def _check_state_dict(sd: Any) -> tuple[dict[str, Any], dict[Any, Any]]:
     """The ``mango`` section and ``state`` of a MangoAdamW state dict; ``ValueError`` names what is absent."""
     if not isinstance(sd, dict) or "mango" not in sd:
@@ -1157,7 +1220,8 @@ def _check_against_params(
             raise ValueError(f"state_dict state key {key!r} is not a parameter index") from None
         if not 0 <= i < len(params) or not isinstance(entry, dict):
             raise ValueError(f"state_dict has state for parameter {i}; this optimizer has {len(params)}")
-        p, where = params[i], f"state_dict state of parameter {i} (shape {tuple(params[i].shape)})"
+        p = _local(params[i])  # a DTensor's state is its local shard's
+        where = f"state_dict state of parameter {i} (shape {tuple(p.shape)})"
         kind = entry.get("kind")
         if kind == "exact":
             for k in ("exp_avg", "exp_avg_sq"):
@@ -1305,14 +1369,6 @@ def _check_flags(flags: dict[str, Any], *, where: str) -> None:
             raise ValueError(f"{key}=True is not supported by MangoAdamW{where}: {_REFUSED_FLAGS[key]}")
 
 
-def _is_dtensor(p: torch.Tensor) -> bool:
-    if not torch.distributed.is_available():
-        return False
-    from torch.distributed.tensor import DTensor
-
-    return isinstance(p, DTensor)
-
-
 def _check_param(p: torch.Tensor, where: str) -> None:
     """Refuse, naming the parameter, what the compressed step cannot update correctly."""
     what = f"{where} (shape {tuple(p.shape)}, dtype {p.dtype})"
@@ -1331,11 +1387,10 @@ def _check_param(p: torch.Tensor, where: str) -> None:
             f"{what} is float64: MangoAdamW keeps its state in fp32 or narrower, so the update would lose "
             "float64 precision; train in float32 (model.float()) or give this parameter to torch.optim.AdamW"
         )
-    if _is_dtensor(p):
+    if _is_dtensor(p) and any(pl.is_partial() for pl in p.placements):  # type: ignore[attr-defined]
         raise ValueError(
-            f"{what} is a DTensor (FSDP2 fully_shard or tensor parallel): not supported yet (the compressed "
-            "state would need sharding like the parameter); use DDP with "
-            "client.compression.comm_hook, or torch.optim.AdamW under FSDP2"
+            f"{what} is a DTensor with a Partial placement ({p.placements}): a parameter must be sharded "  # type: ignore[attr-defined]
+            "or replicated (FSDP2 fully_shard shards it on dim 0)"
         )
 
 
@@ -1385,10 +1440,3 @@ def _check_betas(betas: Any) -> None:
         _check_number(f"betas[{i}]", b, lo=0.0)
         if b >= 1.0:
             raise ValueError(f"betas[{i}]={b} must be < 1 (e.g. betas=(0.9, 0.999))")
-
-
-def _local(t: torch.Tensor) -> torch.Tensor:
-    """This rank's shard of a DTensor (a plain tensor sharing its storage: updated in place), else ``t``."""
-    if _is_dtensor(t):
-        return t.to_local()  # type: ignore[attr-defined,no-any-return]
-    return t
