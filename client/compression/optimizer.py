@@ -28,6 +28,9 @@ from client.compression.quant import (
     compress_state,
     quantize,
 )
+from client.compression.sharded import is_dtensor as _is_dtensor
+from client.compression.sharded import local as _local
+from client.compression.sharded import per_rank, shard_entry, unshard
 from client.compression.sizes import param_state_bytes
 from client.compression.slots import (
     _TINY,
@@ -203,6 +206,14 @@ class MangoAdamW(torch.optim.Optimizer):
     ``i`` of the parameter (the fused kernels walk all three together); ``r x n`` states are stored as they
     are. ``state_dict`` version 2 (version 1 stored the canonical, possibly transposed, view).
 
+    **FSDP2** (``fully_shard``, DTensor parameters): each rank steps its local shard with state laid out for
+    that shard (a projected matrix gets the shard's own basis; no communication in the step), on the torch
+    path. ``torch.distributed.checkpoint`` saves and loads the state through ``get_optimizer_state_dict`` /
+    ``set_optimizer_state_dict`` (:mod:`~client.compression.sharded`). At rank 0 the per-rank state is the
+    single process's divided by the world size; with a projection the ``r x n`` coefficients of a row shard
+    keep the full row width, so per-rank state is larger than that (``docs/architecture.md``, "FSDP2").
+    Statistics (``compression_stats``) and the non-finite skip are per rank.
+
     .. warning::
        On CPU the block quantizer runs on the torch path: at rank 0 and 2-4 bits the optimizer step costs
        several times AdamW's (it re-quantizes ``m x n`` states every step). With a projection the states
@@ -226,10 +237,14 @@ class MangoAdamW(torch.optim.Optimizer):
 
     :param params: parameters, ``(name, parameter)`` pairs (``model.named_parameters()``: errors then name
         the parameter) or parameter groups. Groups may set ``lr``, ``betas``, ``eps``, ``weight_decay``,
-        ``maximize``, ``foreach``, and ``project=False`` to keep that group's matrices unprojected (rank 0 at
-        the setting's bits, as GaLore leaves embeddings and output heads alone); any other key is refused,
-        ``setting`` included (the setting is optimizer-wide). Real floating-point tensors of at most 32 bits
-        (float64, complex and DTensor parameters are refused with the reason).
+        ``maximize``, ``foreach``, ``project=False`` to keep that group's matrices unprojected (rank 0 at
+        the setting's bits, as GaLore leaves embeddings and output heads alone) and ``setting``: a
+        :class:`~client.protocol.CompressionSetting` the group is *pinned* to (e.g.
+        ``CompressionSetting.off()`` for embeddings, a higher rank for attention). A pinned group keeps its
+        setting when the optimizer-wide one changes (:meth:`apply_setting` without ``group``, which is what
+        the hook's policy calls); change it with ``apply_setting(s, group=i)``. Any other key is refused,
+        naming it. Real floating-point tensors of at most 32 bits (float64 and complex parameters are
+        refused with the reason).
     :param amsgrad: must be ``False`` (AMSGrad's running max of ``v`` has no compressed form).
     :param setting: the initial :class:`~client.protocol.CompressionSetting` (default rank 8, 4 bits).
     :param maximize: maximize the objective (the gradients are negated for the step, as torch.optim does).
@@ -372,8 +387,9 @@ class MangoAdamW(torch.optim.Optimizer):
         return self._setting
 
     def dense_state_bytes(self) -> int:
-        """What ``torch.optim.AdamW`` would hold: 8 bytes (two fp32 moments) per trainable value."""
-        return 8 * sum(p.numel() for g in self.param_groups for p in g["params"] if p.requires_grad)
+        """What ``torch.optim.AdamW`` would hold: 8 bytes (two fp32 moments) per trainable value (this rank's
+        shards under FSDP2, like :meth:`state_bytes`)."""
+        return 8 * sum(_local(p).numel() for g in self.param_groups for p in g["params"] if p.requires_grad)
 
     def state_bytes(self) -> int:
         """Bytes of every state tensor held now: packed codes + scales, bf16/fp32 copies, bases, factored
@@ -433,8 +449,13 @@ class MangoAdamW(torch.optim.Optimizer):
         return self._skipped + (int(self._skip_dev.item()) if self._skip_dev is not None else 0)
 
     @torch.no_grad()
-    def apply_setting(self, setting: CompressionSetting) -> None:
+    def apply_setting(self, setting: CompressionSetting | None, *, group: int | None = None) -> None:
         """Switch to ``setting`` between two steps, converting the state instead of resetting it.
+
+        Without ``group`` this is the optimizer-wide setting (what the hook's policy turns): it applies to
+        every parameter group without a pinned ``setting`` of its own; pinned groups are left alone. With
+        ``group=i`` it pins group ``i`` to ``setting`` (``None`` unpins it: the group follows the
+        optimizer-wide setting again); either way the group's state is converted.
 
         Kept, re-stored at the new width: ``m``, ``v`` (full <-> factored as the new width wants), the error
         buffer and, while ``gamma > 0``, the shift reference. On a rank change they are re-expressed in the
@@ -447,20 +468,37 @@ class MangoAdamW(torch.optim.Optimizer):
         storage half of one optimizer step under the new setting (measured on CPU: less than one training
         step of ``lm-small``; see ``tests/client/test_optimizer.py``).
         """
-        if not isinstance(setting, CompressionSetting):
-            raise TypeError(
-                f"setting must be a client.protocol.CompressionSetting, got {type(setting).__name__}"
-            )
-        if setting == self._setting:
+        if group is not None:
+            n_groups = len(self.param_groups)
+            if isinstance(group, bool) or not isinstance(group, int) or not 0 <= group < n_groups:
+                raise ValueError(f"group={group!r} is not a parameter-group index in [0, {n_groups})")
+            if setting is not None and not isinstance(setting, CompressionSetting):
+                raise TypeError(
+                    "setting must be a client.protocol.CompressionSetting or None, "
+                    f"got {type(setting).__name__}"
+                )
+            target = self.param_groups[group]
+            old = self._group_setting(target)
+            target["setting"] = setting
+            groups = [target]
+        else:
+            if not isinstance(setting, CompressionSetting):
+                raise TypeError(
+                    f"setting must be a client.protocol.CompressionSetting, got {type(setting).__name__}"
+                )
+            old, self._setting = self._setting, setting
+            groups = [g for g in self.param_groups if g.get("setting") is None]
+        new = self._group_setting(groups[0]) if groups else self._setting
+        if new == old:
             return
-        old, self._setting = self._setting, setting
         self._layout += 1
-        for group in self.param_groups:
-            for p in group["params"]:
+        for g in groups:
+            for p in g["params"]:
                 st = self.state.get(p)
                 if st and st.get("kind") == "matrix":
-                    self._convert(p, st)
-        log.info("MangoAdamW setting %s -> %s", old.label(), setting.label())
+                    self._convert(_local(p), st, new)
+        where = "" if group is None else f" (param group {group})"
+        log.info("MangoAdamW setting%s %s -> %s", where, old.label(), new.label() if new else "None")
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a parameter group (``torch.optim`` semantics), checked: known keys only (the error lists them),
@@ -480,6 +518,8 @@ class MangoAdamW(torch.optim.Optimizer):
             _check_flags({k: group[k] for k in _FLAG_KEYS}, where=f" (param group {index})")
             if not isinstance(group.get("project", True), bool):
                 raise TypeError(f"project must be True or False, got {group['project']!r}")
+            if "setting" in group:
+                group["setting"] = _group_setting_value(group["setting"], index)
             names = group.get("param_names") or [None] * len(group["params"])
             for j, (p, name) in enumerate(zip(group["params"], names, strict=True)):
                 _check_param(p, name if name is not None else f"param group {index}, parameter {j}")
@@ -520,8 +560,9 @@ class MangoAdamW(torch.optim.Optimizer):
                 index += 1
         if not items:
             return
-        grads = [p.grad for _, p, _ in items if p.grad is not None]
-        if self._fused_step(items, grads):
+        sharded = any(_is_dtensor(p) for _, p, _ in items)
+        grads = [_local(p.grad) for _, p, _ in items if p.grad is not None]  # this rank's shard (FSDP2)
+        if not sharded and self._fused_step(items, grads):
             self._steps += 1
             return
         norms = torch.stack([torch.linalg.vector_norm(g, dtype=torch.float32) for g in grads])  # (k,)
@@ -557,7 +598,8 @@ class MangoAdamW(torch.optim.Optimizer):
             return bool(self.state.get(p, {}).get("kind", default) == "matrix")  # .get: adds no entry
 
         limits = [
-            _MATRIX_GRAD_LIMIT / math.sqrt(p.numel()) if compressed(p) else math.inf for _, p, _ in items
+            _MATRIX_GRAD_LIMIT / math.sqrt(max(_local(p).numel(), 1)) if compressed(p) else math.inf
+            for _, p, _ in items
         ]
         finite = (norms < torch.tensor(limits, dtype=norms.dtype, device=norms.device)).tolist()
         bad = [(items[j][0], tuple(items[j][1].shape)) for j, ok in enumerate(finite) if not ok]
@@ -574,7 +616,7 @@ class MangoAdamW(torch.optim.Optimizer):
         self, items: list[tuple[int, torch.Tensor, dict[str, Any]]], finite: list[bool], stats: _Stats
     ) -> None:
         """The per-tensor torch path for ``items`` whose ``finite`` flag is set."""
-        total_numel = sum(p.numel() for (_, p, _), ok in zip(items, finite) if ok)
+        total_numel = sum(_local(p).numel() for (_, p, _), ok in zip(items, finite) if ok)
         stride = max(1, math.ceil(total_numel / self.stats_sample))
         samples = []
         for (_, p, group), ok in zip(items, finite):
@@ -583,14 +625,15 @@ class MangoAdamW(torch.optim.Optimizer):
             st = self.state[p]
             if not st:
                 self._init_state(p, st, group)
-            g = p.grad
-            assert g is not None
+            assert p.grad is not None
+            # DTensor (FSDP2): the step works on this rank's shard of the parameter and its gradient
+            lp, g = _local(p), _local(p.grad)
             samples.append(g.detach().reshape(-1)[::stride].float())
             if st["kind"] == "exact":
-                self._exact_step(p, g, st, group)
+                self._exact_step(lp, g, st, group)
             else:
                 keys = len(st)
-                self._matrix_step(p, g, st, group, stats)
+                self._matrix_step(lp, g, st, group, stats)
                 if len(st) != keys:  # a slot appeared or went: the tensor may now suit the fused plan
                     self._layout += 1
         if samples:
@@ -661,31 +704,40 @@ class MangoAdamW(torch.optim.Optimizer):
 
     # ---------------------------------------------------------------------------------- state kinds
     def _init_state(self, p: torch.Tensor, st: dict[str, Any], group: dict[str, Any]) -> None:
+        """The kind follows the whole parameter's shape; a DTensor's state is laid out for its local shard."""
         self._layout += 1
         st["step"] = 0
-        if p.ndim < 2 or p.numel() < self.min_compress_numel:
+        lp = _local(p)
+        if p.ndim < 2 or p.numel() < self.min_compress_numel or lp.numel() == 0:
             st["kind"] = "exact"
-            st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            st["exp_avg"] = torch.zeros_like(lp, memory_format=torch.preserve_format)
+            st["exp_avg_sq"] = torch.zeros_like(lp, memory_format=torch.preserve_format)
             return
         st["kind"] = "matrix"
-        m, n = _canon_shape(p)
+        m, n = _canon_shape(lp)
         st["shape"] = (m, n)
         st["project"] = bool(group.get("project", True))
-        st["rank"] = self._eff_rank(m, n, st["project"])
+        st["rank"] = self._eff_rank(m, n, st["project"], self._group_setting(group))
         st["basis_step"] = 0
 
-    def _eff_rank(self, m: int, n: int, project: bool = True) -> int:
-        r = self._setting.rank if project else 0
+    def _group_setting(self, group: dict[str, Any]) -> CompressionSetting:
+        """The setting a group's parameters are stepped with: its pinned one, else the optimizer-wide one."""
+        pinned = group.get("setting")
+        return pinned if pinned is not None else self._setting
+
+    def _eff_rank(
+        self, m: int, n: int, project: bool = True, setting: CompressionSetting | None = None
+    ) -> int:
+        r = (setting or self._setting).rank if project else 0
         return r if 0 < r < min(m, n) else 0
 
-    def _factored(self) -> bool:
+    def _factored(self, setting: CompressionSetting | None = None) -> bool:
         if self.factor_second_moment is None:
-            return self._setting.bits <= 4
+            return (setting or self._setting).bits <= 4
         return self.factor_second_moment
 
-    def _identity(self, st: dict[str, Any]) -> bool:
-        return st["rank"] == 0 and self._setting.bits == 32
+    def _identity(self, st: dict[str, Any], setting: CompressionSetting | None = None) -> bool:
+        return st["rank"] == 0 and (setting or self._setting).bits == 32
 
     def _exact_step(
         self, p: torch.Tensor, g: torch.Tensor, st: dict[str, Any], group: dict[str, Any]
@@ -717,7 +769,7 @@ class MangoAdamW(torch.optim.Optimizer):
     ) -> None:
         beta1, beta2 = group["betas"]
         lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
-        s = self._setting
+        s = self._group_setting(group)
         bits, gamma, r = s.bits, s.gamma, st["rank"]
         m_rows, n_cols = st["shape"]
         rows = r if r > 0 else m_rows  # rows of the moments: r coefficients or the full matrix
@@ -728,13 +780,13 @@ class MangoAdamW(torch.optim.Optimizer):
         E = _get(st, "e", p)  # (rows, n) in subspace scope, else (m, n)
         m_slot = _get(st, "m", p)
         exp_avg = m_slot if m_slot is not None else _zeros(rows, n_cols, p)  # (rows, n)
-        v_full, v_row, v_col = self._load_v(st, rows, n_cols, p)
+        v_full, v_row, v_col = self._load_v(st, rows, n_cols, p, s)
         H = _get(st, "h", p) if gamma > 0 else None  # (rows, n) reference, compressor domain
         P = st.get("P")  # (m, r) or None
         energy = G.square().sum()
         stats.energy.append(energy)
 
-        if self._identity(st):
+        if self._identity(st, s):
             # Nothing to compress: plain AdamW on the matrix. A leftover error buffer (from a compressed
             # setting, converted to the full matrix) is flushed into this one gradient, as error feedback
             # with beta = 1 would.
@@ -813,7 +865,7 @@ class MangoAdamW(torch.optim.Optimizer):
             v_col.mul_(beta2).add_(sq.mean(dim=0), alpha=1 - beta2)  # (n,)
             sqrt_v = (torch.outer(v_row, v_col) / v_row.mean().clamp_min(_TINY)).sqrt_()  # (rows, n)
         denom = (sqrt_v / bias_correction2_sqrt).add_(eps)
-        basis = P if (r > 0 and not self._identity(st)) else None
+        basis = P if (r > 0 and not self._identity(st, s)) else None
         pc = _canon(p, p) if p.is_contiguous() else None  # in-place view of the parameter
         if basis is None and pc is not None:
             pc.addcdiv_(exp_avg, denom, value=-step_size)
@@ -863,7 +915,12 @@ class MangoAdamW(torch.optim.Optimizer):
         return _from_param_order(_load(self._put(x, bits, p)), p)
 
     def _load_v(
-        self, st: dict[str, Any], rows: int, n: int, p: torch.Tensor
+        self,
+        st: dict[str, Any],
+        rows: int,
+        n: int,
+        p: torch.Tensor,
+        setting: CompressionSetting | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         """``(v_full, v_row, v_col)`` in fp32 (full xor factored, as the setting wants), zeros at first."""
         if "v_row" in st:
@@ -873,10 +930,10 @@ class MangoAdamW(torch.optim.Optimizer):
             v_full = _from_param_order(_load_sqrt_v(st["v"]), p)
             v_row = v_col = None
         else:
-            if self._factored():
+            if self._factored(setting):
                 return None, torch.zeros(rows, device=p.device), torch.zeros(n, device=p.device)
             return _zeros(rows, n, p), None, None
-        return _refactor(v_full, v_row, v_col, self._factored())
+        return _refactor(v_full, v_row, v_col, self._factored(setting))
 
     def _store_v(
         self,
@@ -921,17 +978,16 @@ class MangoAdamW(torch.optim.Optimizer):
         u, _, _ = torch.linalg.svd(pk.T @ a, full_matrices=False)  # (k, k)
         return pk @ u[:, :r]
 
-    def _convert(self, p: torch.Tensor, st: dict[str, Any]) -> None:
-        """Re-express one matrix state under ``self._setting`` (see :meth:`apply_setting`)."""
-        s = self._setting
+    def _convert(self, p: torch.Tensor, st: dict[str, Any], s: CompressionSetting) -> None:
+        """Re-express one matrix state under setting ``s`` (see :meth:`apply_setting`)."""
         m_rows, n_cols = st["shape"]
-        r_old, r_new = st["rank"], self._eff_rank(m_rows, n_cols, st.get("project", True))
+        r_old, r_new = st["rank"], self._eff_rank(m_rows, n_cols, st.get("project", True), s)
         if "m" not in st:  # initialized, never stepped: nothing to convert
             st["rank"] = r_new
             return
         exp_avg = _get(st, "m", p)  # (r_old or m, n)
         assert exp_avg is not None
-        v_full, v_row, v_col = self._load_v(st, exp_avg.shape[0], n_cols, p)
+        v_full, v_row, v_col = self._load_v(st, exp_avg.shape[0], n_cols, p, s)
         E = _get(st, "e", p)
         H = _get(st, "h", p)
         P = st.get("P")
@@ -969,7 +1025,7 @@ class MangoAdamW(torch.optim.Optimizer):
                 st["P"] = P.contiguous()
             if r_new == 0:
                 st.pop("refresh_pending", None)
-        v_full, v_row, v_col = _refactor(v_full, v_row, v_col, self._factored())
+        v_full, v_row, v_col = _refactor(v_full, v_row, v_col, self._factored(s))
         bits = s.bits
         st["m"] = self._put(exp_avg, bits, p)
         self._store_v(st, v_full, v_row, v_col, bits, p)
@@ -977,22 +1033,33 @@ class MangoAdamW(torch.optim.Optimizer):
         st.pop("h", None)
         if E is not None and self.error_feedback:
             # kept at full precision when the new setting compresses nothing: flushed at the next step
-            st["e"] = self._put(E, 32 if self._identity(st) else bits, p)
-        if H is not None and s.gamma > 0 and not self._identity(st):
+            st["e"] = self._put(E, 32 if self._identity(st, s) else bits, p)
+        if H is not None and s.gamma > 0 and not self._identity(st, s):
             st["h"] = self._put(H, bits, p)
 
     # ----------------------------------------------------------------------------- (de)serialization
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume bit-for-bit: per-parameter state (copies; quantized states as plain
         dicts of tensors, loadable with ``torch.load(weights_only=True)``), the groups, the setting, the
-        knobs, the generator state and the counters."""
+        knobs, the generator state and the counters.
+
+        With DTensor parameters (FSDP2) the state's tensors are DTensors and the optimizer-wide ``mango``
+        section rides in ``param_groups[0]`` (``get_optimizer_state_dict`` keeps only ``state`` and
+        ``param_groups``), so ``torch.distributed.checkpoint`` saves every rank's shard: see
+        :mod:`~client.compression.sharded`."""
         sd = super().state_dict()
-        index = {id(p): i for i, p in enumerate(p for g in self.param_groups for p in g["params"])}
+        params = [p for g in self.param_groups for p in g["params"]]
+        index = {id(p): i for i, p in enumerate(params)}
         state: dict[int, dict[str, Any]] = {}
         for p, st in self.state.items():
             state[index[id(p)]] = {k: _pack(v) for k, v in st.items()}
+            if _is_dtensor(p):  # FSDP2: DTensors, so that DCP saves every rank's shard (sharded.py)
+                state[index[id(p)]] = shard_entry(state[index[id(p)]], p, f"parameter {index[id(p)]}")
         sd["state"] = state
-        sd["mango"] = {
+        for g in sd["param_groups"]:  # plain dicts: loadable with torch.load(weights_only=True)
+            if isinstance(g.get("setting"), CompressionSetting):
+                g["setting"] = g["setting"].model_dump()
+        meta: dict[str, Any] = {
             "version": _STATE_VERSION,
             "setting": self._setting.model_dump(),
             "generator": self._gen.get_state(),
@@ -1001,6 +1068,15 @@ class MangoAdamW(torch.optim.Optimizer):
             "config": self._config(),
             "param_shapes": [list(q.shape) for g in self.param_groups for q in g["params"]],
         }
+        mesh = next((p.device_mesh for p in params if _is_dtensor(p)), None)  # type: ignore[attr-defined]
+        if mesh is None:
+            sd["mango"] = meta
+            return sd
+        # FSDP2: get_optimizer_state_dict keeps only "state" and "param_groups", so the optimizer-wide
+        # section rides in the first group; the generator and skip count differ per rank
+        meta["generator"] = per_rank(meta["generator"], mesh)
+        meta["skipped"] = per_rank(torch.tensor([meta["skipped"]], dtype=torch.int64), mesh)
+        sd["param_groups"][0]["mango"] = meta
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -1009,25 +1085,39 @@ class MangoAdamW(torch.optim.Optimizer):
         The saved knobs (``refresh_every``, ``ef_beta``, ...) replace the constructor's, with a warning when
         they differ: a resumed run must compute what the original would have.
 
+        Under FSDP2 it also takes what ``set_optimizer_state_dict`` hands over after a
+        ``torch.distributed.checkpoint`` load (state keyed by parameter names, DTensor leaves,
+        :mod:`~client.compression.sharded`), on the same world size and sharding as the save.
+
         :raises ValueError: before anything changes, naming the first mismatch, when ``state_dict`` is not a
             MangoAdamW state dict, misses an entry, or belongs to another model (group or parameter counts,
             a parameter's shape, a state tensor's shape).
         """
+        state_dict = _plain_state_dict(state_dict)
         meta, saved = _check_state_dict(state_dict)
         params = [p for g in self.param_groups for p in g["params"]]
         _check_against_params(state_dict, meta, saved, self.param_groups, params)
         try:  # everything that can fail runs before the first change
             setting = CompressionSetting(**meta["setting"])
-            gen_state = _generator_state_for(self._gen, meta["generator"])
+            saved_gen = meta["generator"]
+            gen_state = _generator_state_for(
+                self._gen, saved_gen.cpu() if isinstance(saved_gen, torch.Tensor) else saved_gen
+            )
             unpacked = {
                 params[int(i)]: {k: _unpack(v, params[int(i)].device) for k, v in entry.items()}
                 for i, entry in saved.items()
             }
             skipped, steps = int(meta["skipped"]), int(meta["steps"])
+            pinned = [
+                _group_setting_value(g.get("setting"), i) for i, g in enumerate(state_dict["param_groups"])
+            ]
         except (TypeError, ValueError, KeyError, RuntimeError) as exc:
             raise ValueError(f"state_dict holds an invalid value: {type(exc).__name__}: {exc}") from None
         cfg = meta["config"]
         super().load_state_dict({"state": {}, "param_groups": state_dict["param_groups"]})
+        for g, pin in zip(self.param_groups, pinned):
+            if "setting" in g:
+                g["setting"] = pin
         for p, st in unpacked.items():
             self.state[p] = st
         self._setting = setting
@@ -1093,6 +1183,29 @@ def _generator_state_for(gen: torch.Generator, state: Any) -> torch.Tensor:
     )
     probe.manual_seed(seed)
     return probe.get_state()
+
+
+def _plain_state_dict(sd: Any) -> Any:
+    """``sd`` as :meth:`MangoAdamW.state_dict` writes it for plain tensors: the ``mango`` section at the top
+    (under FSDP2 it rides in the first group), state keyed by parameter index (DCP's
+    ``set_optimizer_state_dict`` hands fully-qualified names, in the groups' order) and each rank's tensors
+    taken out of their DTensors. A shallow copy; anything else is left for the checks to name."""
+    if not isinstance(sd, dict) or not isinstance(sd.get("param_groups"), list):
+        return sd
+    sd = dict(sd)
+    groups = [dict(g) if isinstance(g, dict) else g for g in sd["param_groups"]]
+    if "mango" not in sd and groups and isinstance(groups[0], dict) and "mango" in groups[0]:
+        sd["mango"] = groups[0].pop("mango")
+    sd["param_groups"] = groups
+    if "mango" in sd:
+        sd["mango"] = unshard(sd["mango"])
+    if isinstance(sd.get("state"), dict):
+        order: dict[Any, int] = {}
+        for g in groups:
+            for k in g.get("params", ()) if isinstance(g, dict) else ():
+                order.setdefault(k, len(order))
+        sd["state"] = {order.get(k, k): unshard(v) for k, v in sd["state"].items()}
+    return sd
 
 
 def _check_state_dict(sd: Any) -> tuple[dict[str, Any], dict[Any, Any]]:
@@ -1165,7 +1278,8 @@ def _check_against_params(
             raise ValueError(f"state_dict state key {key!r} is not a parameter index") from None
         if not 0 <= i < len(params) or not isinstance(entry, dict):
             raise ValueError(f"state_dict has state for parameter {i}; this optimizer has {len(params)}")
-        p, where = params[i], f"state_dict state of parameter {i} (shape {tuple(params[i].shape)})"
+        p = _local(params[i])  # a DTensor's state is its local shard's
+        where = f"state_dict state of parameter {i} (shape {tuple(p.shape)})"
         kind = entry.get("kind")
         if kind == "exact":
             for k in ("exp_avg", "exp_avg_sq"):
@@ -1247,6 +1361,7 @@ _GROUP_KEYS = frozenset(
         "weight_decay",
         "foreach",
         "project",
+        "setting",
         "param_names",
         "initial_lr",
         *_FLAG_KEYS,
@@ -1264,17 +1379,33 @@ _REFUSED_FLAGS = {
 
 def _unknown_group_keys(unknown: list[str]) -> str:
     msg = f"unknown parameter-group key(s) {unknown}; allowed: {sorted(_GROUP_KEYS)}."
-    if "setting" in unknown:
+    if {"rank", "bits", "gamma"} & set(unknown):
         msg += (
-            " Per-group compression settings are not supported: the setting is optimizer-wide "
-            "(MangoAdamW(..., setting=...), changed with apply_setting); a group may set project=False to "
-            "keep its matrices unprojected (rank 0 at the setting's bits), e.g. for embeddings."
+            " A group's own compression setting is one key: "
+            "{'params': ..., 'setting': CompressionSetting(rank=..., bits=..., gamma=...)}."
         )
     if "fused" in unknown:
         msg += " fused is optimizer-wide: MangoAdamW(..., fused=...)."
     return (
         msg
         + " Keys other tools read (e.g. timm's lr_scale) can be added to opt.param_groups after construction."
+    )
+
+
+def _group_setting_value(value: Any, index: int) -> CompressionSetting | None:
+    """A group's ``setting``: a CompressionSetting, its ``model_dump()`` dict (from a state dict) or None."""
+    if value is None or isinstance(value, CompressionSetting):
+        return value
+    if isinstance(value, dict):
+        try:
+            return CompressionSetting.model_validate(value)
+        except ValueError as exc:
+            raise ValueError(
+                f"param group {index}: setting {value!r} is not a valid CompressionSetting: {exc}"
+            ) from None
+    raise TypeError(
+        f"param group {index}: setting must be a client.protocol.CompressionSetting (or None to follow the "
+        f"optimizer-wide setting), got {type(value).__name__}"
     )
 
 
@@ -1296,14 +1427,6 @@ def _check_flags(flags: dict[str, Any], *, where: str) -> None:
             raise ValueError(f"{key}=True is not supported by MangoAdamW{where}: {_REFUSED_FLAGS[key]}")
 
 
-def _is_dtensor(p: torch.Tensor) -> bool:
-    if not torch.distributed.is_available():
-        return False
-    from torch.distributed.tensor import DTensor
-
-    return isinstance(p, DTensor)
-
-
 def _check_param(p: torch.Tensor, where: str) -> None:
     """Refuse, naming the parameter, what the compressed step cannot update correctly."""
     what = f"{where} (shape {tuple(p.shape)}, dtype {p.dtype})"
@@ -1322,11 +1445,10 @@ def _check_param(p: torch.Tensor, where: str) -> None:
             f"{what} is float64: MangoAdamW keeps its state in fp32 or narrower, so the update would lose "
             "float64 precision; train in float32 (model.float()) or give this parameter to torch.optim.AdamW"
         )
-    if _is_dtensor(p):
+    if _is_dtensor(p) and any(pl.is_partial() for pl in p.placements):  # type: ignore[attr-defined]
         raise ValueError(
-            f"{what} is a DTensor (FSDP2 fully_shard or tensor parallel): not supported yet (the compressed "
-            "state would need sharding like the parameter); use DDP with "
-            "client.compression.comm_hook, or torch.optim.AdamW under FSDP2"
+            f"{what} is a DTensor with a Partial placement ({p.placements}): a parameter must be sharded "  # type: ignore[attr-defined]
+            "or replicated (FSDP2 fully_shard shards it on dim 0)"
         )
 
 
