@@ -12,6 +12,9 @@ import signal
 import sys
 from typing import NoReturn
 
+#: the distribution's name on PyPI (pyproject's ``project.name``; the import packages keep their own names)
+DISTRIBUTION = "mango-compress"
+
 #: subcommand -> (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "serve": ("policy_service.cli", "main", "run the policy service (uvicorn)"),
@@ -27,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 def _version() -> str:
     try:
-        return importlib.metadata.version("mango")
+        return importlib.metadata.version(DISTRIBUTION)
     except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never pip-installed
         return "unknown (not installed: pip install -e .)"
 

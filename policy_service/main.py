@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
@@ -143,7 +144,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await run_in_threadpool(registry.close)
 
-    app = FastAPI(
+    # /docs (Swagger UI) and /redoc load their scripts and styles from this server (fastapi-offline ships them
+    # under /static-offline-docs), not from a CDN: the pages work on a network without internet access.
+    app = FastAPIOffline(
         title="MANGO policy service",
         version=API_VERSION,
         summary="Picks gradient/optimizer-state compression settings (rank, bits, gamma) for training jobs.",
