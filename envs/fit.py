@@ -615,6 +615,7 @@ def evaluate(
             )
         }
         rew: dict[str, list[tuple[float, float, float]]] = {p: [] for p in OBJECTIVE_PRESETS}
+        rets: dict[str, list[tuple[str, float, float]]] = {p: [] for p in OBJECTIVE_PRESETS}
         for e, sc, rho_e in items:
             tab = model.tables[e.workload]
             a_tab, b_tab = _excess_tables(tails[e.workload], beta, sc, cfg)
@@ -646,6 +647,7 @@ def evaluate(
                 r_pred = -(pred_terms @ wv)
                 for a, b in zip(r_pred, r_true, strict=True):
                     rew[p].append((float(a), float(b), 0.0))
+                rets[p].append((e.workload, float(r_pred.sum()), float(r_true.sum())))
         row = {k: float(np.mean(v)) for k, v in acc.items()}
         row["episodes"] = len(items)
         row["intervals"] = len(acc["loss_rel"])
@@ -654,8 +656,22 @@ def evaluate(
             row[f"reward_rel[{p}]"] = float(
                 np.mean(np.abs(arr[:, 0] - arr[:, 1])) / max(np.mean(np.abs(arr[:, 1])), 1e-12)
             )
+            row[f"tau[{p}]"] = _within_workload_tau(rets[p])
         rows[gname] = row
     return rows
+
+
+def _within_workload_tau(rets: list[tuple[str, float, float]]) -> float:
+    """Kendall's tau-a of the recorded episodes' returns, surrogate vs recorded, over pairs of episodes of
+    the same workload (episodes of different workloads are not compared: their returns differ by workload);
+    nan without such pairs. The sim-to-real ranking of the recorded controllers."""
+    s = n = 0
+    for i, (wi, pi, ti) in enumerate(rets):
+        for wj, pj, tj in rets[i + 1 :]:
+            if wi == wj:
+                s += int(np.sign(pi - pj) * np.sign(ti - tj))
+                n += 1
+    return s / n if n else float("nan")
 
 
 def format_report(model: SurrogateModel, report: dict[str, Any]) -> str:
@@ -678,6 +694,10 @@ def format_report(model: SurrogateModel, report: dict[str, Any]) -> str:
         lines.append(
             f"| {g} | " + " | ".join(f"{r[f'reward_rel[{p}]']:.2%}" for p in OBJECTIVE_PRESETS) + " |"
         )
+    lines += ["", "| data | " + " | ".join(f"ranking tau ({p})" for p in OBJECTIVE_PRESETS) + " |"]
+    lines.append("|---|" + "---|" * len(OBJECTIVE_PRESETS))
+    for g, r in report.items():
+        lines.append(f"| {g} | " + " | ".join(f"{r[f'tau[{p}]']:+.2f}" for p in OBJECTIVE_PRESETS) + " |")
     beta_a = ", ".join(f"{n}={v:+.3g}" for n, v in zip(FEATURES, model.coef["beta_a"], strict=True))
     beta_b = ", ".join(f"{n}={v:+.3g}" for n, v in zip(FEATURES, model.coef["beta_b"], strict=True))
     scales = ", ".join(
@@ -690,7 +710,10 @@ def format_report(model: SurrogateModel, report: dict[str, Any]) -> str:
         "episode's own reference + excess; 'no-excess': the episode's own reference alone). loss-term MAE: "
         "mean |pred - true| of l_t (relative to the reference loss at the same step, the reward's unit). "
         "memory / time / energy MAE: of m_t, tau_t, e_t. "
-        "reward rel. err: mean |r_pred - r_true| / mean |r_true| per interval under each objective preset.",
+        "reward rel. err: mean |r_pred - r_true| / mean |r_true| per interval under each objective preset. "
+        "ranking tau: Kendall's tau-a between the surrogate's and the recorded episode returns, over "
+        "pairs of episodes of one workload (the sim-to-real ranking of the recorded controllers; time and "
+        "energy from the workload's recorded costs).",
         "",
         f"rho = {model.rho:g}; b_a: {beta_a}; b_b (x (1 - progress)): {beta_b}",
         f"per workload: {scales}",

@@ -104,3 +104,12 @@ def test_balanced_rows_weigh_each_workload_alike() -> None:
     assert np.isclose(w[names == "gpu-gpt85m-cosine"].sum(), w[names == "lm-tiny-cosine"].sum())
     _, _, w1 = _stack(eps, tails, 0.5, balance=False)
     assert (w1 == 1.0).all()
+
+
+def test_ranking_tau_compares_episodes_of_one_workload_only() -> None:
+    from envs.fit import _within_workload_tau
+
+    # a: (pred, true) agree on one pair, disagree on one of the three; b: one agreeing pair; a-b not compared
+    rets = [("a", 1.0, 1.0), ("a", 2.0, 3.0), ("a", 3.0, 2.0), ("b", 0.0, 9.0), ("b", 5.0, 10.0)]
+    assert _within_workload_tau(rets) == (1 + 1 - 1 + 1) / 4
+    assert np.isnan(_within_workload_tau([("a", 1.0, 1.0), ("b", 2.0, 2.0)]))
