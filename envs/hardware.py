@@ -3,7 +3,7 @@
 The surrogate used to take each setting's time and energy from the CPU traces it was fitted on, so a
 policy trained on it learned what settings cost on a 2-core CPU with tiny models. Here each episode draws a
 hardware profile (:class:`HardwareSampler`) instead: one of the sample profiles in ``envs/profiles/`` (this
-CPU measured, the H200 measured or modelled from issue 12's table, the H200 at issue 12's targets), or a
+CPU measured, the H200 with the 85 M GPT and with lm-medium, the H200 at issue 12's targets), or a
 log-space blend of two of them, with the optimizer's share of a training step drawn per episode. The
 episode's interval time and energy ratios follow the profile (``1 + share * (step_ratio - 1)``), and the
 observation carries the profile's features, exactly as the service receives them from a job
@@ -249,12 +249,13 @@ def modelled_h200(target: bool = False) -> CostProfile:
 
 def local_profile(training: Any = None) -> CostProfile | None:
     """The sample profile of the machine the training backend runs on: ``cpu-dev-2core`` on a CPU, the
-    measured ``h200`` (else ``h200-modelled-issue12``) on CUDA; ``None`` if the file is missing."""
+    H200's ``h200-gpt85m`` (the GPU workloads' 85 M model; else ``h200``) on CUDA; ``None`` if the file is
+    missing."""
     import torch
 
     device = getattr(training, "device", "auto") if training is not None else "auto"
     cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-    names = ("h200", "h200-modelled-issue12") if cuda else ("cpu-dev-2core",)
+    names = ("h200-gpt85m", "h200") if cuda else ("cpu-dev-2core",)
     for n in names:
         path = PROFILE_DIR / f"{n}.json"
         if path.exists():

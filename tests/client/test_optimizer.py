@@ -355,12 +355,13 @@ def test_load_state_dict_rejects_foreign_dicts() -> None:
 
 def test_load_state_dict_reseeds_a_generator_saved_on_another_device_kind() -> None:
     """A checkpoint written on a GPU (16-byte Philox generator state) resumes on a CPU: the generator is
-    re-seeded from the saved bytes, with a warning, deterministically; a state of no device kind is refused."""
+    re-seeded from the saved bytes, with a warning, deterministically; a state of no device kind is
+    refused."""
     net = _net()
     opt = _mango(net, S(rank=8, bits=4))
     _train(net, opt, _batches(2))
     sd = copy.deepcopy(opt.state_dict())
-    sd["mango"]["generator"] = torch.arange(16, dtype=torch.uint8)  # what a CUDA generator's get_state() holds
+    sd["mango"]["generator"] = torch.arange(16, dtype=torch.uint8)  # a CUDA generator's get_state() size
     states = []
     for _ in range(2):
         other = _mango(net, S(rank=8, bits=4))
