@@ -17,7 +17,8 @@ Public surface:
 - :class:`CompressionEnv` (``envs.env``) - the single-episode env over the ``surrogate`` / ``training`` /
   ``replay`` backends; :class:`SurrogateVecEnv` (``envs.surrogate``) - the vectorized surrogate;
   :class:`SB3VecEnvAdapter` (``envs.sb3``) - it as an SB3 ``VecEnv``.
-- :data:`TRAIN_WORKLOADS` / :data:`HELDOUT_WORKLOADS` / :func:`get_workload` (``envs.workloads``).
+- :data:`TRAIN_WORKLOADS` / :data:`VAL_WORKLOADS` / :data:`HELDOUT_WORKLOADS` / :func:`get_workload`
+  (``envs.workloads``).
 - :data:`OBJECTIVE_PRESETS` / :class:`ObjectiveSampler` (``envs.objectives``); :class:`RewardConfig`
   (``envs.reward``).
 - ``mango record`` (``envs.record``) records traces; ``mango fit`` (``envs.fit``) fits the surrogate on them.
@@ -38,7 +39,14 @@ if TYPE_CHECKING:
     from envs.sb3 import SB3VecEnvAdapter
     from envs.surrogate import SurrogateVecEnv
     from envs.surrogate_model import SurrogateModel
-    from envs.workloads import HELDOUT_WORKLOADS, TRAIN_WORKLOADS, WORKLOADS, Workload, get_workload
+    from envs.workloads import (
+        HELDOUT_WORKLOADS,
+        TRAIN_WORKLOADS,
+        VAL_WORKLOADS,
+        WORKLOADS,
+        Workload,
+        get_workload,
+    )
 
 __all__ = [
     "BACKENDS",
@@ -46,6 +54,7 @@ __all__ = [
     "HELDOUT_WORKLOADS",
     "OBJECTIVE_PRESETS",
     "TRAIN_WORKLOADS",
+    "VAL_WORKLOADS",
     "WORKLOADS",
     "CompressionEnv",
     "ObjectiveSampler",
@@ -69,6 +78,7 @@ _WHERE = {
     "SurrogateModel": "envs.surrogate_model",
     "HELDOUT_WORKLOADS": "envs.workloads",
     "TRAIN_WORKLOADS": "envs.workloads",
+    "VAL_WORKLOADS": "envs.workloads",
     "WORKLOADS": "envs.workloads",
     "Workload": "envs.workloads",
     "get_workload": "envs.workloads",

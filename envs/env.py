@@ -8,7 +8,8 @@ service calls - so a policy trained here reads production telemetry unchanged. T
 
 Backends (``backend=``):
 
-* ``"surrogate"`` (default) - :mod:`envs.surrogate`, fitted on recorded traces; microseconds per step.
+* ``"surrogate"`` (default) - :mod:`envs.simulator` on a model fitted on recorded traces
+  (:func:`envs.fit.default_model` unless ``model=`` is given); microseconds per step.
 * ``"training"`` - :mod:`envs.training`: real models, real data, the real ``MangoAdamW``; seconds per step.
 * ``"replay"`` - :mod:`envs.replay`: plays recorded traces back (each action answered by the recorded
   interval with the nearest setting).
@@ -25,6 +26,9 @@ episode's objective; ``workload`` picks the workload (one of the env's); ``job_s
 ``time_term``), ``over_budget``, ``diverged``, ``ref_loss``, the record's ``loss`` / ``state_bytes`` /
 ``interval_s`` / ``energy_j`` / ``energy_source`` and the applied ``setting`` label. The reset ``info`` holds
 ``workload``, ``job_seed``, ``objective``, ``reference`` and ``setting``.
+
+The backends share :mod:`envs.episode` (episode types, draws, scoring) and none imports this module.
+Importing this module registers :data:`ENV_ID` with Gymnasium.
 """
 
 from __future__ import annotations

@@ -251,7 +251,7 @@ def local_profile(training: Any = None) -> CostProfile | None:
     """The sample profile of the machine the training backend runs on: ``cpu-dev-2core`` on a CPU, the
     H200's ``h200-gpt85m`` (the GPU workloads' 85 M model; else ``h200``) on CUDA; ``None`` if the file is
     missing."""
-    import torch
+    import torch  # lazy on purpose: the surrogate path imports this module without torch
 
     device = getattr(training, "device", "auto") if training is not None else "auto"
     cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
@@ -269,7 +269,7 @@ assert len(ObservationSpec.PROFILE_FEATURES) == 3 + len(CostProfile.FEATURE_SETT
 # ------------------------------------------------------------------------------------------ mango profile
 def _train_step(model: Any, device: Any, batch: int, seq: int) -> Any:
     """One forward + backward + fused/foreach AdamW step of ``model`` on random bytes (bf16 on CUDA)."""
-    import torch
+    import torch  # lazy on purpose: the surrogate path imports this module without torch
 
     kw = {"fused": True} if device.type == "cuda" else {"foreach": True}
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, **kw)
@@ -288,7 +288,7 @@ def _train_step(model: Any, device: Any, batch: int, seq: int) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """``mango profile``: measure the cost profile of a model's optimizer step on this machine."""
-    import torch  # lazy on purpose (here and above): the surrogate path imports this module without torch
+    import torch  # lazy on purpose: the surrogate path imports this module without torch
 
     from client.profile import PROFILE_SETTINGS, cached_profile  # lazy on purpose: torch
     from envs.models import build_model, model_names  # lazy on purpose: torch

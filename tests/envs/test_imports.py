@@ -82,3 +82,10 @@ def test_envs_module_graph_has_no_cycles() -> None:
         assert "envs.env" not in graph[backend] and "envs.episode" in graph[backend]
     assert not graph["envs.fit"] & {"envs.surrogate", "envs.simulator", "envs.env"}
     assert not graph["envs.simulator"] & {"envs.fit", "envs.surrogate"}
+
+
+def test_every_public_name_resolves() -> None:
+    import envs
+
+    for name in envs.__all__:
+        assert getattr(envs, name) is not None, name
