@@ -60,16 +60,31 @@ _STATE_VERSION = 2  # 2: full-matrix states in the parameter's memory order
 _MATRIX_GRAD_LIMIT = 2.0**60
 
 
-def _bf16_stochastic(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def _addcdiv(dst: torch.Tensor, num: torch.Tensor, den: torch.Tensor, value: float | torch.Tensor) -> None:
+    """``dst += value * num / den``; a tensor ``value`` (a compiled step's tensor ``lr``) as tensor ops."""
+    if isinstance(value, torch.Tensor):
+        dst.add_(num / den * value)
+    else:
+        dst.addcdiv_(num, den, value=value)
+
+
+def _axpy(dst: torch.Tensor, x: torch.Tensor, alpha: float | torch.Tensor) -> None:
+    """``dst += alpha * x``; a tensor ``alpha`` as tensor ops."""
+    if isinstance(alpha, torch.Tensor):
+        dst.add_(x * alpha)
+    else:
+        dst.add_(x, alpha=alpha)
+
+
+def _bf16_stochastic(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """Round fp32 -> bf16 stochastically (unbiased): add 16 random low bits, then truncate.
 
     Round-to-nearest bf16 (8 mantissa bits) would freeze an EMA whose per-step change is below 0.2 %
     (``v`` with ``beta2 = 0.999`` changes 0.1 % per step); stochastic rounding keeps it moving on average.
     """
     xi = x.float().contiguous().view(torch.int32)
-    noise = torch.randint(
-        0, 1 << 16, xi.shape, generator=generator, device=generator.device, dtype=torch.int32
-    )
+    device = generator.device if generator is not None else xi.device
+    noise = torch.randint(0, 1 << 16, xi.shape, generator=generator, device=device, dtype=torch.int32)
     return ((xi + noise.to(xi.device)) & -65536).view(torch.float32).to(torch.bfloat16)
 
 
@@ -234,6 +249,14 @@ class MangoAdamW(torch.optim.Optimizer):
     changes nothing (the multi-tensor path is ``fused``); ``amsgrad``, ``capturable`` and
     ``differentiable`` must stay ``False`` (the error says why and what to use instead). To hand it to the
     HF ``Trainer``: ``Trainer(..., optimizers=(MangoAdamW(model.parameters(), lr=...), None))``.
+
+    **torch.compile.** ``torch.compile(opt.step)`` traces the torch path without graph breaks (tested at
+    r0/b8; ``torch._dynamo.explain``): inside the compiled region a tensor ``lr`` stays a tensor (pass one, so
+    a scheduler does not recompile the step), stochastic rounding draws from torch's default generator
+    instead of the optimizer's (a ``torch.Generator`` cannot be traced; such a run is not reproducible from
+    the optimizer's ``seed`` alone), and gradients are taken as finite (the non-finite skip needs a host
+    sync: clip or use a ``GradScaler``; ``strict=True`` keeps the check and its graph break). The step
+    count recompiles the step twice (empty state, first step), then stays dynamic.
 
     :param params: parameters, ``(name, parameter)`` pairs (``model.named_parameters()``: errors then name
         the parameter) or parameter groups. Groups may set ``lr``, ``betas``, ``eps``, ``weight_decay``,
@@ -534,8 +557,8 @@ class MangoAdamW(torch.optim.Optimizer):
         On a GPU with triton (``fused``, default on there) the eligible tensors run in a few multi-tensor
         Triton launches (:mod:`client.compression.fused`), with no host sync; the rest tensor by tensor.
         A tensor ``lr`` is read once per group and step (one host sync, as ``torch.optim`` with
-        ``capturable=False``); ``maximize`` negates the group's gradients in place for the step and
-        restores them after.
+        ``capturable=False``; inside ``torch.compile`` it stays a tensor: class docstring); ``maximize``
+        negates the group's gradients in place for the step and restores them after.
 
         :raises MangoNonFiniteError: a gradient holds NaN/inf and ``strict=True`` (nothing was updated).
         """
@@ -592,6 +615,9 @@ class MangoAdamW(torch.optim.Optimizer):
         is updated), so parameters and states stay finite and no step stops half-way. No real gradient
         comes near it (a 1e8-entry matrix would need a norm above 2e14).
         """
+
+        if torch.compiler.is_compiling() and not self.strict:
+            return [True] * len(items)  # no host sync in a compiled step: gradients are taken as finite
 
         def compressed(p: torch.Tensor) -> bool:  # the kind _init_state will give a tensor without state
             default = "matrix" if p.ndim >= 2 and p.numel() >= self.min_compress_numel else "exact"
@@ -757,7 +783,7 @@ class MangoAdamW(torch.optim.Optimizer):
         step_size = lr / bias_correction1
         bias_correction2_sqrt = bias_correction2**0.5
         denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
-        p.addcdiv_(exp_avg, denom, value=-step_size)
+        _addcdiv(p, exp_avg, denom, -step_size)
 
     def _matrix_step(
         self,
@@ -868,16 +894,16 @@ class MangoAdamW(torch.optim.Optimizer):
         basis = P if (r > 0 and not self._identity(st, s)) else None
         pc = _canon(p, p) if p.is_contiguous() else None  # in-place view of the parameter
         if basis is None and pc is not None:
-            pc.addcdiv_(exp_avg, denom, value=-step_size)
+            _addcdiv(pc, exp_avg, denom, -step_size)
         else:
             upd = exp_avg / denom  # (rows, n)
             full = basis @ upd if basis is not None else upd  # (m, n)
             if basis is not None:
                 step_size *= self.proj_scale if self.proj_scale is not None else math.sqrt(m_rows / r)
             if pc is not None:
-                pc.add_(full, alpha=-step_size)
+                _axpy(pc, full, -step_size)
             else:
-                p.add_(_uncanon(full, p).to(p.dtype), alpha=-step_size)
+                _axpy(p, _uncanon(full, p).to(p.dtype), -step_size)
 
         # commit
         st["step"] += 1
@@ -897,12 +923,18 @@ class MangoAdamW(torch.optim.Optimizer):
     def _store(self, x: torch.Tensor, bits: int) -> Slot:
         if bits == 32:
             return x.contiguous()
+        gen = self._rng()
         if bits == 16:
-            data = _bf16_stochastic(x, self._gen) if self.stochastic_rounding else x.to(torch.bfloat16)
+            data = _bf16_stochastic(x, gen) if self.stochastic_rounding else x.to(torch.bfloat16)
             return DenseState(data, torch.float32, 16)
         return compress_state(
-            x, bits, mode=self.quant_mode, stochastic=self.stochastic_rounding, generator=self._gen
+            x, bits, mode=self.quant_mode, stochastic=self.stochastic_rounding, generator=gen
         )
+
+    def _rng(self) -> torch.Generator | None:
+        """The optimizer's generator; ``None`` (torch's default one) inside ``torch.compile``, which cannot
+        trace a Generator object: a compiled step's rounding draws come from the default generator."""
+        return None if torch.compiler.is_compiling() else self._gen
 
     def _put(self, x: torch.Tensor, bits: int, p: torch.Tensor) -> Slot:
         """:meth:`_store` a state of ``p``; a full-matrix one (``m x n`` values) in ``p``'s memory order."""
@@ -958,7 +990,7 @@ class MangoAdamW(torch.optim.Optimizer):
                 bits,
                 mode="uniform",
                 stochastic=self.stochastic_rounding,
-                generator=self._gen,
+                generator=self._rng(),
             )
 
     def _new_basis(self, X: torch.Tensor, P_old: torch.Tensor | None, r: int) -> torch.Tensor:
@@ -1461,7 +1493,7 @@ def _torch_optim_groups(groups: list[dict[str, Any]]) -> Iterator[None]:
     try:
         for group in groups:
             lr = group["lr"]
-            if isinstance(lr, torch.Tensor):
+            if isinstance(lr, torch.Tensor) and not torch.compiler.is_compiling():  # compiled: stays a tensor
                 tensor_lrs.append((group, lr))
                 group["lr"] = float(lr)
             if group.get("maximize", False):
