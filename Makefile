@@ -77,4 +77,4 @@ bench-gpu: setup
 	$(PY) -m mango_cli bench gpu
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .import_linter_cache
