@@ -41,8 +41,9 @@ from typing import Any
 
 import numpy as np
 
-from client.controllers import Controller, StaticController, make_controller
-from client.protocol import DEFAULT_GRID, CompressionSetting, Objective
+from client.controllers import StaticController, make_controller
+from client.policy import Controller, ProfileFeatures
+from client.protocol import DEFAULT_GRID, CompressionSetting, Objective, Reference
 from envs.workloads import get_workload, workloads_of
 
 __all__ = ["DEFAULT_STATICS", "RecordConfig", "main", "record"]
@@ -148,7 +149,14 @@ class _RandomController(Controller):
             if not s.is_off and s.bits <= 8:
                 return s
 
-    def decide(self, history: Any, objective: Objective) -> CompressionSetting:
+    def decide(
+        self,
+        history: Any,
+        objective: Objective,
+        *,
+        reference: Reference | None = None,
+        profile: ProfileFeatures | None = None,
+    ) -> CompressionSetting:
         self.t += 1
         if self.mode == "random":
             self.current = DEFAULT_GRID.setting([int(self.rng.integers(n)) for n in DEFAULT_GRID.nvec])

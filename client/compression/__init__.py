@@ -7,10 +7,13 @@
 - Low rank (:mod:`.lowrank`): :func:`power_iteration`, :func:`exact_lowrank`, :func:`tail_energy`.
 - Feedback (:mod:`.feedback`): :func:`ef_compress`, :func:`shift_compress`.
 - Errors (:mod:`.errors`): :class:`MangoError` and its subclass :class:`MangoNonFiniteError`.
+- The hook boundary (:mod:`.interface`): :class:`CompressionStats` (``MangoAdamW.compression_stats()``) and
+  :class:`CompressedOptimizer`, what :class:`client.hook.AdaptiveCompression` drives.
 """
 
 from client.compression.errors import MangoError, MangoNonFiniteError
 from client.compression.feedback import ef_compress, shift_compress
+from client.compression.interface import CompressedOptimizer, CompressionStats
 from client.compression.lowrank import exact_lowrank, power_iteration, tail_energy
 from client.compression.optimizer import MangoAdamW
 from client.compression.quant import (
@@ -23,6 +26,8 @@ from client.compression.quant import (
 )
 
 __all__ = [
+    "CompressedOptimizer",
+    "CompressionStats",
     "DenseState",
     "MangoAdamW",
     "MangoError",
