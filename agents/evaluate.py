@@ -172,7 +172,7 @@ def _random() -> Entrant:
     return Entrant("random", lambda env, seed, preset: RandomController(np.random.default_rng([seed, 7919])))
 
 
-def _static_best(settings: dict[str, CompressionSetting]) -> Entrant:
+def _static_best_entrant(settings: dict[str, CompressionSetting]) -> Entrant:
     """A fixed setting per preset (``static-best``)."""
     return Entrant("static-best", lambda env, seed, preset: StaticController(settings[preset]))
 
@@ -573,7 +573,7 @@ def _entrants(args: EvalArgs, static_best: dict[str, CompressionSetting]) -> tup
     for h in args.heuristics:
         entrants.append(_random() if h == "random" else _heuristic(h))
     if static_best:
-        entrants.append(_static_best(static_best))
+        entrants.append(_static_best_entrant(static_best))
     return entrants, learned
 
 
