@@ -7,7 +7,7 @@ the best policy to a safetensors + JSON artifact (:mod:`agents.export`) that the
 Example (the shipped default policy: 4-8 minutes on 2 shared CPU cores; the command is in its manifest)::
 
     mango train --total-timesteps 1000000 --eval-every 100000 --eval-episodes 32 --seed 0 --max-minutes 14 \
-        --out runs/default --export-dir agents/default_policy --no-progress-bar
+        --out runs/default --export-dir client/policy/default_policy --no-progress-bar
 
 Outputs under ``--out``: ``tb/`` (TensorBoard: ``tensorboard --logdir runs``), ``best_model.zip`` (SB3, best
 validation score), ``final_model.zip``, ``eval.jsonl`` (one line per evaluation), ``summary.json``, and the
@@ -32,8 +32,8 @@ observations untouched: they are already normalized by the spec and must stay id
 
 **Backends.** ``surrogate`` (default): :class:`envs.SurrogateVecEnv`, tens of thousands of steps per second.
 ``training``: real training jobs (:class:`envs.CompressionEnv` with ``backend="training"``), seconds per
-step: use it to fine-tune a surrogate-trained policy (``--init-from agents/default_policy``) with a small
-budget; validation still runs on the surrogate.
+step: use it to fine-tune a surrogate-trained policy (``--init-from client/policy/default_policy``) with a
+small budget; validation still runs on the surrogate.
 """
 
 from __future__ import annotations
@@ -247,9 +247,10 @@ def train(args: TrainArgs, command: str = "") -> TrainResult:
     init_model = None
     tf_config = _tinyformer_config(args)
     if args.init_from:
-        from agents.artifact import load_artifact
+        from agents.export import tinyformer_from_artifact
+        from client.policy.artifact import load_artifact
 
-        init_model = load_artifact(args.init_from).model
+        init_model = tinyformer_from_artifact(load_artifact(args.init_from))
         tf_config = init_model.config
         config.update({k: getattr(tf_config, k) for k in ("d_model", "n_layers", "n_heads", "ff_mult")})
         log.info("initializing from %s (%s)", args.init_from, tf_config.to_dict())

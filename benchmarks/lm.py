@@ -223,7 +223,7 @@ def run_one(
     n_params = sum(p.numel() for p in params)
     if isinstance(opt, MangoAdamW):
         state_bytes = opt.state_bytes()
-        stats = opt.compression_stats()
+        stats = opt.compression_stats().as_dict()
     else:
         state_bytes = sum(
             t.numel() * t.element_size() for s in opt.state.values() for t in s.values() if t.ndim

@@ -411,12 +411,14 @@ def _server_time(server: _Server, route: str) -> tuple[float, float]:
 def _export(policy_dir: Path, version: str, seed: int) -> None:
     import torch
 
-    from agents.artifact import export_artifact
     from agents.tinyformer import TinyFormer
+    from client.policy import export_artifact
 
     torch.manual_seed(seed)
+    model = TinyFormer()
     export_artifact(
-        TinyFormer(),
+        model.weights(),
+        model.config,
         policy_dir,
         name="bench-tiny",
         version=version,

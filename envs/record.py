@@ -43,8 +43,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from client.controllers import Controller, StaticController, make_controller
-from client.protocol import DEFAULT_GRID, CompressionSetting, Objective
+from client.controllers import StaticController, make_controller
+from client.policy import Controller, ProfileFeatures
+from client.protocol import DEFAULT_GRID, CompressionSetting, Objective, Reference
 from envs.env import CompressionEnv
 from envs.traces import TraceWriter
 from envs.training import TrainingConfig, code_version, reference_run
@@ -153,7 +154,14 @@ class _RandomController(Controller):
             if not s.is_off and s.bits <= 8:
                 return s
 
-    def decide(self, history: Any, objective: Objective) -> CompressionSetting:
+    def decide(
+        self,
+        history: Any,
+        objective: Objective,
+        *,
+        reference: Reference | None = None,
+        profile: ProfileFeatures | None = None,
+    ) -> CompressionSetting:
         self.t += 1
         if self.mode == "random":
             self.current = DEFAULT_GRID.setting([int(self.rng.integers(n)) for n in DEFAULT_GRID.nvec])

@@ -273,7 +273,7 @@ class TrainingJob:
         apply_s = time.perf_counter() - ta
         losses: list[float] = []
         sums = {"compression_error": 0.0, "spectral_tail": 0.0, "grad_kurtosis": 0.0, "grad_norm": 0.0}
-        skipped0 = self.opt.compression_stats()["skipped_steps"]
+        skipped0 = self.opt.compression_stats().skipped_steps
         train_s = 0.0
         lr = w.lr_at(self.step)
         for _ in range(n):
@@ -291,13 +291,13 @@ class TrainingJob:
             losses.append(lv)
             stats = self.opt.compression_stats()
             for k in sums:
-                sums[k] += stats[k]
+                sums[k] += getattr(stats, k)
             self.step += 1
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         reading = self.meter.end(n)
         cpu_s = time.process_time() - cpu0
-        skipped = int(self.opt.compression_stats()["skipped_steps"] - skipped0)
+        skipped = self.opt.compression_stats().skipped_steps - skipped0
         finite = [v for v in losses if math.isfinite(v)]
         diverged = len(finite) < len(losses) or not finite
         mean = math.fsum(finite) / len(finite) if finite else DIVERGED_LOSS

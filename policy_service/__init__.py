@@ -7,7 +7,8 @@ Public surface (the rest is internal):
 * :func:`policy_service.cli.main` - ``mango serve``;
 * :class:`policy_service.registry.PolicyRegistry` and :class:`policy_service.shield.Shield` - usable alone.
 
-Names are imported lazily so that ``mango serve`` with a bad configuration fails before torch loads.
+Names are imported lazily so that ``mango serve`` with a bad configuration fails before FastAPI and the policy
+runtime load.
 """
 
 from __future__ import annotations

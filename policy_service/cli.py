@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     log.info("starting uvicorn on %s:%s", settings.host, settings.port)
 
-    import uvicorn  # imported late: a bad configuration fails before torch/fastapi load
+    import uvicorn  # imported late: a bad configuration fails before fastapi loads
 
     from .main import create_app
 

@@ -8,6 +8,8 @@
 - Feedback (:mod:`.feedback`): :func:`ef_compress`, :func:`shift_compress`.
 - Errors (:mod:`.errors`): :class:`MangoError` and its subclass :class:`MangoNonFiniteError`.
 - State bytes (:mod:`.sizes`): the byte model of a setting's state, from shapes; needs no torch.
+- The hook boundary (:mod:`.interface`): :class:`CompressionStats` (``MangoAdamW.compression_stats()``) and
+  :class:`CompressedOptimizer`, what :class:`client.hook.AdaptiveCompression` drives.
 
 The names are imported on first use, so that ``client.compression.sizes`` (the policy service's shield, the
 surrogate) loads without torch.
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from client.compression.errors import MangoError, MangoNonFiniteError
     from client.compression.feedback import ef_compress, shift_compress
+    from client.compression.interface import CompressedOptimizer, CompressionStats
     from client.compression.lowrank import exact_lowrank, power_iteration, tail_energy
     from client.compression.optimizer import MangoAdamW
     from client.compression.quant import (
@@ -33,6 +36,8 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "CompressedOptimizer",
+    "CompressionStats",
     "DenseState",
     "MangoAdamW",
     "MangoError",
@@ -58,6 +63,8 @@ _WHERE = {
     "power_iteration": "lowrank",
     "tail_energy": "lowrank",
     "MangoAdamW": "optimizer",
+    "CompressedOptimizer": "interface",
+    "CompressionStats": "interface",
     "DenseState": "quant",
     "QuantizedTensor": "quant",
     "compress_state": "quant",

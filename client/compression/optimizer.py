@@ -21,6 +21,7 @@ from client.compression import fused as fused_mod
 from client.compression import refresh as refresh_mod
 from client.compression.errors import MangoNonFiniteError
 from client.compression.feedback import shift_compress
+from client.compression.interface import CompressionStats
 from client.compression.lowrank import init_q, orthonormalize, power_iteration
 from client.compression.quant import (
     DenseState,
@@ -446,16 +447,11 @@ class MangoAdamW(torch.optim.Optimizer):
             if p.requires_grad
         )
 
-    def compression_stats(self) -> dict[str, float]:
-        """Statistics of the last step (one device sync), for telemetry.
+    def compression_stats(self) -> CompressionStats:
+        """Statistics of the last step (one device sync), for telemetry; see :class:`CompressionStats`.
 
-        * ``compression_error`` - ``sum ||u - C(u)||^2 / sum ||u||^2`` over the compressed tensors, ``u``
-          the compressor's input (error-fed, shifted gradient); 0 when nothing is compressed.
-        * ``spectral_tail`` - share of the matrix tensors' gradient energy outside the rank-r bases, in
-          [0, 1] (0 at rank 0).
-        * ``grad_kurtosis`` - excess kurtosis of ``stats_sample`` strided gradient entries.
-        * ``grad_norm`` - global L2 norm of the finite gradients.
-        * ``skipped_steps`` - cumulative tensor updates skipped for non-finite gradients.
+        ``spectral_tail`` is 0 at rank 0; ``grad_kurtosis`` is measured on ``stats_sample`` strided
+        gradient entries; ``skipped_steps`` counts every tensor update skipped so far.
         """
         keys = ("compression_error", "spectral_tail", "grad_kurtosis", "grad_norm")
         if self._last is not None:
@@ -463,9 +459,8 @@ class MangoAdamW(torch.optim.Optimizer):
             vals = torch.stack([last[k].detach().double().cpu() for k in keys]).tolist()
         else:
             vals = [0.0] * len(keys)
-        out = {k: (float(v) if math.isfinite(v) else 0.0) for k, v in zip(keys, vals)}
-        out["skipped_steps"] = float(self.skipped_updates())
-        return out
+        finite = {k: (float(v) if math.isfinite(v) else 0.0) for k, v in zip(keys, vals)}
+        return CompressionStats(**finite, skipped_steps=self.skipped_updates())
 
     def skipped_updates(self) -> int:
         """Tensor updates skipped so far for non-finite gradients (reads the fused path's device count)."""

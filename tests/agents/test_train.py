@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.artifact import load_artifact
 from agents.cli_args import parse_args
 from agents.train import TrainArgs
-from client.protocol import DEFAULT_GRID, CompressionSetting, DecideRequest, Objective, TelemetryRecord
+from client.policy import LearnedPolicy, load_artifact
+from client.protocol import DEFAULT_GRID, CompressionSetting, Objective, TelemetryRecord
 
 
 def test_smoke_run_writes_every_output(smoke_run: Path) -> None:
@@ -35,7 +35,7 @@ def test_manifest_records_the_command_config_and_metrics(smoke_run: Path) -> Non
     assert m.training.command.startswith("mango train --total-timesteps 256 ")
     assert f"--out {smoke_run}" in m.training.command
     assert m.training.config["d_model"] == 16 and m.training.config["seed"] == 0
-    assert art.model.config.d_model == 16 and art.model.config.n_layers == 1
+    assert art.config.d_model == 16 and art.config.n_layers == 1
     assert m.metrics["timesteps"] == 256
     assert set(m.metrics["heldout_surrogate"]) == {
         "loss-first",
@@ -48,9 +48,7 @@ def test_manifest_records_the_command_config_and_metrics(smoke_run: Path) -> Non
 
 
 def test_exported_policy_decides_through_the_service_path(smoke_run: Path) -> None:
-    from policy_service.registry import LearnedPolicy
-
-    policy = LearnedPolicy(load_artifact(smoke_run / "policy"), trace=True)
+    policy = LearnedPolicy(load_artifact(smoke_run / "policy"))
     rec = TelemetryRecord(
         step=10,
         loss=2.0,
@@ -61,8 +59,7 @@ def test_exported_policy_decides_through_the_service_path(smoke_run: Path) -> No
         setting=CompressionSetting.off(),
         energy_j=5.0,
     )
-    req = DecideRequest(job_id="t", objective=Objective(w_loss=5, w_memory=0.5), history=[rec] * 3)
-    setting = policy.decide(req)
+    setting = policy.decide([rec] * 3, Objective(w_loss=5, w_memory=0.5))
     DEFAULT_GRID.check(setting)
 
 
@@ -105,7 +102,7 @@ def test_bad_arguments_are_refused_with_the_fix() -> None:
     with pytest.raises(ValueError, match="lower --batch"):
         train(TrainArgs(n_envs=2, n_steps=4, batch=64))
     with pytest.raises(ValueError, match="cannot initialize --extractor mlp"):
-        train(TrainArgs(extractor="mlp", init_from="agents/default_policy"))
+        train(TrainArgs(extractor="mlp", init_from="client/policy/default_policy"))
 
 
 def test_objective_scaling_divides_by_the_episode_weight_sum() -> None:

@@ -17,7 +17,7 @@ import pytest
 from .support import export_tiny, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-#: Start-up includes importing torch; on a busy shared 2-core machine that alone can take ~10 s.
+#: Start-up imports FastAPI and the policy runtime; on a busy shared 2-core machine that can take seconds.
 STARTUP_TIMEOUT_S = 180.0
 
 
