@@ -11,7 +11,6 @@ Serving needs only the first two modules (pure torch, no SB3, no gymnasium); the
 * :mod:`agents.rollout` - batched surrogate episodes (evaluation, static-grid sweeps).
 * :mod:`agents.vec` - reward scaling wrappers.
 * :mod:`agents.callbacks` - SB3 callbacks of `mango train` (held-out evaluation, wall-clock limit).
-* :mod:`agents.cli_args` - dataclass-of-arguments -> argparse.
 * ``agents/default_policy/`` - the shipped default policy the service serves out of the box.
 
 Nothing is imported here, so ``import agents.tinyformer`` stays light for the service.

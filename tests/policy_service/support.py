@@ -1,8 +1,7 @@
-"""Helpers shared by the policy-service tests: request bodies, artifacts, ports."""
+"""Helpers shared by the policy-service tests: request bodies and artifacts."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +10,6 @@ import torch
 from agents.artifact import export_artifact
 from agents.tinyformer import TinyFormer
 from client.protocol import MAX_HISTORY
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def export_tiny(directory: Path, name: str = "tiny", version: str = "v1", seed: int = 0) -> Path:
