@@ -33,7 +33,7 @@ COLORS = {"adaptive": "tab:blue", "adamw": "tab:gray", "static": "tab:orange"}
 #: hollow final-loss markers, one shape and size per run (largest first)
 FINAL_MARKERS = [("*", 220), ("D", 110), ("o", 45), ("s", 20)]
 #: spacing of the final-loss markers past the last step, as a fraction of the x range
-FINAL_DODGE = 0.012
+FINAL_DODGE = 0.025
 
 
 def _edges(steps: Sequence[int]) -> list[int]:
