@@ -12,7 +12,6 @@ shipped default policy) lives in :mod:`client.policy`, which this package import
 * :mod:`agents.rollout` - batched surrogate episodes (evaluation, static-grid sweeps).
 * :mod:`agents.vec` - reward scaling wrappers.
 * :mod:`agents.callbacks` - SB3 callbacks of `mango train` (held-out evaluation, wall-clock limit).
-* :mod:`agents.cli_args` - dataclass-of-arguments -> argparse.
 
 Nothing is imported here, so ``import agents.tinyformer`` does not load SB3.
 """

@@ -45,6 +45,7 @@ import logging
 import math
 import os
 import platform
+import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -53,6 +54,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import tyro
 
 from client.controllers import HEURISTICS, RandomController, StaticController
 from client.policy import DEFAULT_POLICY_DIR, Controller, ProfileFeatures, load_policy
@@ -64,6 +66,7 @@ from client.protocol import (
     Reference,
     TelemetryRecord,
 )
+from envs.benchmarks_md import BENCHMARKS_MD, append_section, format_section
 from envs.objectives import OBJECTIVE_PRESETS
 from envs.reward import TERM_NAMES
 from envs.workloads import HELDOUT_WORKLOADS, workloads_of
@@ -395,7 +398,8 @@ def _kendall_tau(a: Sequence[str], b: Sequence[str]) -> float:
     return s / max(n * (n - 1) / 2, 1)
 
 
-def _markdown(report: EvalReport, args: EvalArgs, command: str, learned: Sequence[str]) -> str:
+def _section(report: EvalReport, args: EvalArgs, command: str, learned: Sequence[str]) -> dict[str, Any]:
+    """The report as :func:`envs.benchmarks_md.format_section`'s arguments (title, command, body, ...)."""
     from agents.rollout import surrogate_id
 
     load = os.getloadavg()
@@ -404,16 +408,13 @@ def _markdown(report: EvalReport, args: EvalArgs, command: str, learned: Sequenc
         f"torch threads {args.threads}, Python {platform.python_version()}"
     )
     eps = len(report.seeds) * len(report.workloads)
-    parts = [
-        f"\n## Policy evaluation: {report.backend} backend ({dt.date.today().isoformat()})\n",
-        f"- command: `{command}`",
-        f"- machine: {machine}",
-        f"- surrogate: {surrogate_id()}"
+    details = [
+        f"surrogate: {surrogate_id()}"
         + (f"; hardware: {args.hardware}" if report.backend == "surrogate" else "; hardware: this machine"),
-        f"- workloads (held-out): {', '.join(report.workloads)}; "
+        f"workloads (held-out): {', '.join(report.workloads)}; "
         f"seeds {report.seeds[0]}..{report.seeds[-1]}; {eps} episodes per controller per preset; "
         f"wall time {report.wall_s:.0f} s",
-        "- return = sum over the episode's control intervals of the scalarized penalized reward (higher "
+        "return = sum over the episode's control intervals of the scalarized penalized reward (higher "
         "is better); terms are per-interval means (loss: excess over the uncompressed run's loss at the same "
         "step, relative to it; memory, energy, time: ratios to the uncompressed run). static-best is "
         "chosen in hindsight per preset "
@@ -423,8 +424,8 @@ def _markdown(report: EvalReport, args: EvalArgs, command: str, learned: Sequenc
             if report.backend == "surrogate"
             else "on the surrogate for the same workloads and seeds."
         ),
-        "",
     ]
+    parts: list[str] = []
     for p in report.presets:
         table, _ = _preset_table(p, report.results[p])
         parts += [table, ""]
@@ -446,7 +447,14 @@ def _markdown(report: EvalReport, args: EvalArgs, command: str, learned: Sequenc
                 f"{'yes' if a[0] == b[0] else 'no'} |"
             )
         parts.append("")
-    return "\n".join(parts)
+    return {
+        "title": f"Policy evaluation: {report.backend} backend",
+        "command": command,
+        "body": "\n".join(parts),
+        "machine": machine,
+        "details": details,
+        "when": dt.datetime.now(dt.UTC),
+    }
 
 
 # ----------------------------------------------------------------------------------------------- plots
@@ -638,7 +646,8 @@ def evaluate(args: EvalArgs, command: str = "") -> EvalReport:
         )
         report.surrogate_check = evaluate(check_args)
     report.wall_s = time.perf_counter() - t0
-    report.markdown = _markdown(report, args, command, learned)
+    section = _section(report, args, command, learned)
+    report.markdown = format_section(**section)
     report.files = _plots(report, out, args.timeline_preset, learned)
     summary = {
         "command": command,
@@ -663,23 +672,17 @@ def evaluate(args: EvalArgs, command: str = "") -> EvalReport:
     (out / "report.md").write_text(report.markdown + "\n")
     report.files.append(out / "results.json")
     if args.bench:
-        path = Path(args.bench_file) if args.bench_file else REPO_ROOT / "BENCHMARKS.md"
-        if not path.exists():
-            path.write_text("# Benchmarks\n")
-        with path.open("a") as f:
-            f.write(report.markdown + "\n")
+        path = append_section(**section, path=args.bench_file or BENCHMARKS_MD)
         log.info("appended the tables to %s", path)
     return report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``mango eval [options]`` (``--help`` lists them)."""
-    from agents.cli_args import command_line, parse_args
-
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(EvalArgs, argv, prog="mango eval")
+    args = tyro.cli(EvalArgs, args=argv, prog="mango eval", description=(EvalArgs.__doc__ or "").strip())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    report = evaluate(args, command=command_line("mango eval", argv))
+    report = evaluate(args, command=shlex.join(["mango", "eval", *argv]))
     print(report.markdown)
     for f in report.files:
         print(f"wrote {f}")

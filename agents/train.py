@@ -43,25 +43,47 @@ import json
 import logging
 import os
 import platform
+import shlex
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
+import tyro
 
 __all__ = ["TrainArgs", "TrainResult", "main", "train"]
 
 log = logging.getLogger(__name__)
 
 
+def _count(args: list[str]) -> int:
+    value = float(args[0])  # "2e6" reads as 2000000: step counts are easier to write in scientific form
+    if value != int(value):
+        raise ValueError(f"{args[0]!r} is not a whole number")
+    return int(value)
+
+
+#: An ``int`` flag that also accepts ``2e6`` (a whole number in scientific notation).
+Count = Annotated[
+    int,
+    tyro.constructors.PrimitiveConstructorSpec(
+        nargs=1,
+        metavar="INT",
+        instance_from_str=_count,
+        is_instance=lambda x: isinstance(x, int),
+        str_from_instance=lambda x: [str(x)],
+    ),
+]
+
+
 @dataclass
 class TrainArgs:
     """Train a PPO + TinyFormer compression-control policy and export it as a policy artifact."""
 
-    total_timesteps: int = 1_000_000
+    total_timesteps: Count = 1_000_000
     """environment steps (control intervals, summed over envs); TinyFormer: 2-4 k steps/s on 2 shared cores"""
     n_envs: int = 64
     """episodes stepped side by side; each PPO rollout is n_envs * n_steps transitions"""
@@ -105,7 +127,7 @@ class TrainArgs:
     """divide rewards by the episode's objective weight sum (see the module docstring) or leave them"""
     norm_reward: bool = True
     """SB3 VecNormalize running normalization of rewards (observations are never normalized)"""
-    eval_every: int = 100_000
+    eval_every: Count = 100_000
     """validation period in environment steps (0: only at the end)"""
     eval_episodes: int = 32
     """episodes per validation workload per objective preset in each evaluation"""
@@ -360,12 +382,10 @@ def train(args: TrainArgs, command: str = "") -> TrainResult:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``mango train [options]`` (``--help`` lists them)."""
-    from agents.cli_args import command_line, parse_args
-
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(TrainArgs, argv, prog="mango train")
+    args = tyro.cli(TrainArgs, args=argv, prog="mango train", description=(TrainArgs.__doc__ or "").strip())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    result = train(args, command=command_line("mango train", argv))
+    result = train(args, command=shlex.join(["mango", "train", *argv]))
     print(
         f"trained {result.timesteps} steps in {result.wall_s:.0f} s; best validation score (advantage over "
         f"the best static per unit weight) {result.best_score:+.4f}"

@@ -23,7 +23,6 @@ a failing peer becomes an error row, never a crash. Runs on CUDA only (it says s
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import math
@@ -37,13 +36,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import tyro
 
 __all__ = ["GpuBenchArgs", "main"]
 
 
 @dataclass
 class GpuBenchArgs:
-    """Knobs of the GPU suite."""
+    """The H200 suite: kernels, low-rank refresh, optimizer step, convergence (CUDA only)."""
 
     out: str = "results/gpu"
     """output folder for JSON and markdown tables"""
@@ -692,14 +692,7 @@ def run_switch(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="mango bench gpu", description=__doc__.split("\n")[0])
-    d = GpuBenchArgs()
-    for f, v in asdict(d).items():
-        if isinstance(v, list):
-            p.add_argument(f"--{f.replace('_', '-')}", type=int, nargs="+", default=v)
-        else:
-            p.add_argument(f"--{f.replace('_', '-')}", type=type(v), default=v)
-    args = GpuBenchArgs(**vars(p.parse_args(argv)))
+    args = tyro.cli(GpuBenchArgs, args=argv, prog="mango bench gpu", description=GpuBenchArgs.__doc__)
     if not torch.cuda.is_available():
         print("mango bench gpu: no CUDA device here; run it on the GPU machine (see BENCHMARKS.md).")
         return 0

@@ -17,19 +17,21 @@ Example::
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import os
 import platform
+import shlex
+import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import tyro
 
 from agents.tinyformer import TinyFormer
-from benchmarks.common import append_section
+from benchmarks.common import append_section, format_section
 from client.policy import LearnedPolicy, load_artifact
 from client.protocol import (
     MAX_HISTORY,
@@ -122,28 +124,30 @@ def measure(policy: str | Path, calls: int = 5000, warmup: int = 500) -> dict[st
     }
 
 
+@dataclass
+class PolicyLatencyArgs:
+    """Policy inference latency on the CPU, stage by stage (encode, forward, grid lookup, decision)."""
+
+    policy: str = str(DEFAULT_POLICY)
+    """artifact (manifest, weights or directory)"""
+    calls: int = 5000
+    """measured decisions per row"""
+    warmup: int = 500
+    """unmeasured decisions first"""
+    bench: bool = False
+    """append the table to BENCHMARKS.md"""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--policy", default=str(DEFAULT_POLICY), help="artifact (manifest, weights or directory)"
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = tyro.cli(
+        PolicyLatencyArgs, args=argv, prog="mango bench policy", description=PolicyLatencyArgs.__doc__
     )
-    parser.add_argument("--calls", type=int, default=5000, help="measured decisions per row")
-    parser.add_argument("--warmup", type=int, default=500, help="unmeasured decisions first")
-    parser.add_argument("--bench", action="store_true", help="append the table to BENCHMARKS.md")
-    args = parser.parse_args(list(argv) if argv is not None else None)
     res = measure(args.policy, args.calls, args.warmup)
     art = load_artifact(args.policy)
     n_params = sum(int(w.size) for w in art.weights.values())
     load = os.getloadavg()
     lines = [
-        f"\n## Policy inference latency, one decision on CPU ({dt.date.today().isoformat()})\n",
-        f"- command: `mango bench policy --policy {args.policy} --calls {args.calls}`",
-        f"- machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {load[0]:.1f}, torch "
-        f"{torch.__version__}, 1 thread",
-        f"- policy: {art.name} {art.version}, {n_params} parameters, weights "
-        f"{art.weights_path.stat().st_size} bytes; window {art.config.window}; target p50/p99 < "
-        f"{TARGET_MS} ms",
-        "",
         "| stage | wall p50 (ms) | wall p99 (ms) | wall mean (ms) | CPU p50 (ms) | CPU p99 (ms) |",
         "|---|---|---|---|---|---|",
     ]
@@ -153,15 +157,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"| {name} | {np.percentile(w, 50):.4f} | {np.percentile(w, 99):.4f} | {w.mean():.4f} | "
             f"{np.percentile(c, 50):.4f} | {np.percentile(c, 99):.4f} |"
         )
-    text = "\n".join(lines) + "\n"
-    print(text)
+    section = {
+        "title": "Policy inference latency, one decision on CPU",
+        "command": shlex.join(["mango", "bench", "policy", *argv]),
+        "body": "\n".join(lines),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load average {load[0]:.1f}, torch "
+        f"{torch.__version__}, 1 thread",
+        "details": [
+            f"policy: {art.name} {art.version}, {n_params} parameters, weights "
+            f"{art.weights_path.stat().st_size} bytes; window {art.config.window}; target p50/p99 < "
+            f"{TARGET_MS} ms"
+        ],
+    }
+    print(format_section(**section))
     for row, clock in enumerate(("wall", "thread CPU")):
         full = res["decision (numpy)"][row]
         p50, p99 = np.percentile(full, 50), np.percentile(full, 99)
         verdict = "meets" if p50 < TARGET_MS and p99 < TARGET_MS else "misses"
         print(f"decision (numpy), {clock}: p50 {p50:.4f} ms, p99 {p99:.4f} ms -> {verdict} {TARGET_MS} ms")
     if args.bench:
-        print(f"appended to {append_section(text)}")
+        print(f"appended to {append_section(**section)}")
     return 0
 
 

@@ -38,12 +38,11 @@ Example::
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import hashlib
 import logging
 import os
-import platform
+import shlex
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -52,9 +51,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tyro
 
 from client.compression.sizes import state_bytes
 from client.protocol import DEFAULT_GRID, CompressionSetting
+from envs.benchmarks_md import append_section
 from envs.objectives import OBJECTIVE_PRESETS
 from envs.surrogate_model import SurrogateModel, WorkloadTables
 from envs.traces import TRACES_DIR, EpisodeTrace, TraceSet, load_traces, trace_files
@@ -768,35 +769,27 @@ def verify_traces(ts: TraceSet, per_workload: int = 1) -> dict[str, float]:
     return out
 
 
-def _append_bench(text: str, command: str) -> Path:
-    root = Path(__file__).resolve().parents[1]
-    path = root / "BENCHMARKS.md"
-    cpu = " ".join(x for x in (platform.machine(), platform.processor()) if x)
-    machine = f"{cpu}, {os.cpu_count()} CPUs (shared), Python {platform.python_version()}"
-    section = (
-        f"\n## Surrogate fit error ({dt.date.today().isoformat()})\n\n"
-        f"- command: `{command}`\n- machine: {machine}\n\n{text}\n"
-    )
-    if not path.exists():
-        path.write_text("# Benchmarks\n")
-    with path.open("a") as f:
-        f.write(section)
-    return path
+@dataclass
+class FitArgs:
+    """Fit the surrogate on recorded traces and report its error on held-out episodes."""
+
+    traces: str | None = None
+    """trace file or directory (default envs/traces)"""
+    out: str = str(MODEL_PATH)
+    """where to write the fitted model JSON ('' = nowhere)"""
+    holdout_every: int = 4
+    """hold out every n-th episode per workload"""
+    holdout_seeds: str = ""
+    """job seeds never fitted on (comma list)"""
+    bench: bool = False
+    """append the report to BENCHMARKS.md"""
+    verify: bool = False
+    """replay a static episode per workload on the current code"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="mango fit", description=__doc__.split("\n\n")[0])
-    p.add_argument("--traces", default=None, help="trace file or directory (default envs/traces)")
-    p.add_argument(
-        "--out", default=str(MODEL_PATH), help="where to write the fitted model JSON ('' = nowhere)"
-    )
-    p.add_argument("--holdout-every", type=int, default=4, help="hold out every n-th episode per workload")
-    p.add_argument("--holdout-seeds", default="", help="job seeds never fitted on (comma list)")
-    p.add_argument("--bench", action="store_true", help="append the report to BENCHMARKS.md")
-    p.add_argument(
-        "--verify", action="store_true", help="replay a static episode per workload on the current code"
-    )
-    a = p.parse_args(list(argv) if argv is not None else None)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    a = tyro.cli(FitArgs, args=argv, prog="mango fit", description=FitArgs.__doc__)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     ts = load_traces(a.traces)
     print(ts.summary())
@@ -833,7 +826,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         model.save(a.out)
         print(f"model -> {a.out}")
     if a.bench:
-        cmd = "mango fit" + (" " + " ".join(argv) if argv else "")
-        print(f"appended to {_append_bench(text, cmd.replace(' --bench', '') + ' --bench')}")
+        print(
+            f"appended to {append_section('Surrogate fit error', shlex.join(['mango', 'fit', *argv]), text)}"
+        )
     default_model.cache_clear()
     return 0

@@ -30,17 +30,17 @@ GPU traces (issue 13; the 85 M byte GPT and lm-medium on an H200, ~5 minutes)::
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import logging
 import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
+import tyro
 from tqdm import tqdm
 
 from client.controllers import StaticController, make_controller
@@ -329,23 +329,38 @@ def record(cfg: RecordConfig, progress: bool = True) -> dict[str, Any]:
     return summary
 
 
+@dataclass
+class RecordArgs:
+    """Record traces (episodes of the training backend under random and static controllers)."""
+
+    workloads: str = "all"
+    """comma list of names, or train / val / heldout / all / gpu"""
+    seeds: str = "0,1,2"
+    """job seeds rotated over episodes (comma list)"""
+    budget_min: float = 12.0
+    """CPU-time budget in minutes"""
+    max_wall_min: float | None = None
+    """wall-clock cap in minutes (default 3x the budget)"""
+    max_episodes: int | None = None
+    """stop after this many episodes"""
+    objective: str = "balanced"
+    """objective preset of the recorded rewards"""
+    out: str = ""
+    """output .jsonl.gz (default envs/traces/traces-<date>.jsonl.gz)"""
+    threads: int = 1
+    """torch threads"""
+    clock: Literal["auto", "wall", "cpu", "modelled"] = "cpu"
+    """what the recorded interval times measure"""
+    device: str = "auto"
+    """auto (CUDA if present), cpu or cuda"""
+    seed: int = 0
+    """seed of the random controllers"""
+    progress: bool = True
+    """progress bar (--no-progress: none)"""
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="mango record", description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "--workloads", default="all", help="comma list of names, or train / val / heldout / all / gpu"
-    )
-    p.add_argument("--seeds", default="0,1,2", help="job seeds rotated over episodes")
-    p.add_argument("--budget-min", type=float, default=12.0, help="CPU-time budget in minutes")
-    p.add_argument("--max-wall-min", type=float, default=None, help="wall-clock cap (default 3x budget)")
-    p.add_argument("--max-episodes", type=int, default=None)
-    p.add_argument("--objective", default="balanced", help="objective preset of the recorded rewards")
-    p.add_argument("--out", default="", help="output .jsonl.gz (default envs/traces/traces-<date>.jsonl.gz)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    p.add_argument("--clock", default="cpu", choices=["auto", "wall", "cpu", "modelled"])
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random controllers")
-    p.add_argument("--no-progress", action="store_true")
-    a = p.parse_args(argv)
+    a = tyro.cli(RecordArgs, args=argv, prog="mango record", description=RecordArgs.__doc__)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     cfg = RecordConfig(
         workloads=[w.strip() for w in a.workloads.split(",") if w.strip()],
@@ -360,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         device=a.device,
         seed=a.seed,
     )
-    summary = record(cfg, progress=not a.no_progress)
+    summary = record(cfg, progress=a.progress)
     print(
         f"recorded {summary['episodes']} episodes in {summary['wall_s']} s wall, {summary['cpu_s']} s CPU "
         f"-> {summary['file']} "

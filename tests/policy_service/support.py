@@ -1,8 +1,7 @@
-"""Helpers shared by the policy-service tests: request bodies, artifacts, ports."""
+"""Helpers shared by the policy-service tests: request bodies and artifacts."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -10,12 +9,6 @@ import numpy as np
 
 from client.policy import TinyFormerConfig, export_artifact, weight_shapes
 from client.protocol import MAX_HISTORY
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def random_weights(config: TinyFormerConfig, seed: int = 0) -> dict[str, np.ndarray]:
