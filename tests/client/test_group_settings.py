@@ -135,7 +135,7 @@ def test_hook_policy_moves_only_unpinned_groups() -> None:
     class Alternate(Controller):
         name = "alternate"
 
-        def decide(self, history: list[TelemetryRecord], objective: Objective) -> S:  # type: ignore[override]
+        def decide(self, history: list[TelemetryRecord], objective: Objective, **context: object) -> S:  # type: ignore[override]
             self.reason = "alternate"
             return high if len(history) % 2 else low
 
