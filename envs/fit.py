@@ -5,7 +5,8 @@ What is fitted, and on what:
 * **Reference curves** (loss, loss std, gradient norm, kurtosis, learning rate, per-interval time and
   energy) per workload: means over the recorded reference runs (one per job seed); ``seed_sigma`` from
   their spread.
-* **Memory**: not fitted - :func:`envs.memory.mango_state_bytes` on the recorded parameter shapes (exact).
+* **Memory**: not fitted - :func:`client.compression.sizes.state_bytes` on the recorded parameter shapes
+  (exact).
 * **Telemetry and cost tables** per workload (spectral tail per rank; compression error, time ratio and
   energy ratio per setting): means / ridge "main effects" models (one-hot rank + bits + gamma + identity)
   in log space over all of the workload's recorded intervals. They describe *measured costs and signals*
@@ -14,7 +15,8 @@ What is fitted, and on what:
   (1-p_t) phi_t . b_b)`` in initial-loss units, with setting features ``phi`` (:func:`setting_features`: the
   workload's measured spectral tail at the rank, projection indicators, the quantization error proxy
   ``4^-(bits-2)``, gamma while projecting), coefficients by ridge least squares on the **training
-  workloads' fit episodes** only, ``rho`` by validation on their held-out episodes (every 4th recorded
+  workloads' fit episodes** only (each workload weighing the same: the few H200 episodes count as much as
+  a CPU workload's many), ``rho`` by validation on their held-out episodes (every 4th recorded
   episode per workload). Each workload then gets its own persistence ``rho`` and one scale factor (shrunk
   towards 1, in [-2, 5]: on some workloads the projection *lowers* the loss) fitted on its own fit
   episodes (the transfer rows of the report use neither).
@@ -23,7 +25,9 @@ Reported (and appended to ``BENCHMARKS.md`` with ``--bench``): relative error of
 trajectory, error of the loss term, and relative error of the per-interval reward under the objective
 presets, for (a) the fit data, (b) held-out episodes of the training workloads, (c) the held-out workloads
 with the pure transfer model (global coefficients, scale 1: no loss data of theirs used) and (d) the
-held-out workloads' held-out episodes with their own scale. The "no-excess" columns predict the reference
+held-out workloads' held-out episodes with their own scale, and (e) each GPU workload alone. The errors
+are of the surrogate as it simulates (the floored tables of :func:`_excess_tables`, from ``x = 0``). The
+"no-excess" columns predict the reference
 curve (what a surrogate that ignores compression would say), for scale.
 
 Example::
@@ -34,11 +38,11 @@ Example::
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import hashlib
 import logging
-import platform
+import os
+import shlex
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -47,10 +51,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tyro
 
+from client.compression.sizes import state_bytes
 from client.protocol import DEFAULT_GRID, CompressionSetting
+from envs.benchmarks_md import append_section
 from envs.objectives import OBJECTIVE_PRESETS
-from envs.surrogate import SurrogateModel, WorkloadTables
+from envs.surrogate_model import SurrogateModel, WorkloadTables
 from envs.traces import TRACES_DIR, EpisodeTrace, TraceSet, load_traces, trace_files
 from envs.workloads import WORKLOADS, workloads_of
 
@@ -96,6 +103,9 @@ class FitConfig:
     :ivar excess_floor_projected: the same for projected settings (rank > 0): every recorded projected class
         ends above AdamW on average (+0.004 to +0.22), while the linear features extrapolate high ranks to
         far below it.
+    :ivar balance_workloads: weigh the excess fit so that every fit workload counts the same in all (rows
+        weigh ``1 / its workload's intervals``); else every recorded interval counts once, and the eight
+        H200 episodes drown among the hundreds of CPU ones.
     """
 
     fit_workloads: tuple[str, ...] = workloads_of("train", gpu=True)
@@ -108,6 +118,7 @@ class FitConfig:
     divergence_cap: float = 2.0
     excess_floor: float = -0.01
     excess_floor_projected: float = 0.0
+    balance_workloads: bool = True
 
 
 def traces_digest(path: str | Path | None = None) -> str:
@@ -268,8 +279,6 @@ def _tail_table(rows: list[tuple[int, float]], fallback: np.ndarray | None) -> n
 
 
 def _tables(wd: _WData, ts: TraceSet, cfg: FitConfig, tail_fallback: np.ndarray | None) -> dict[str, Any]:
-    from envs.memory import mango_state_bytes
-
     refs = wd.refs
     cols = {
         k: np.stack([r.columns[k].astype(np.float64) for r in refs])
@@ -290,7 +299,7 @@ def _tables(wd: _WData, ts: TraceSet, cfg: FitConfig, tail_fallback: np.ndarray 
     shapes = [tuple(s) for s in meta["param_shapes"]]
     mcn = int(conf.get("min_compress_numel", 4096))
     settings = [DEFAULT_GRID.setting(a) for a in _all_actions()]
-    sb = np.array([mango_state_bytes(shapes, s, min_compress_numel=mcn) for s in settings], dtype=np.int64)
+    sb = np.array([state_bytes(shapes, s, min_compress_numel=mcn) for s in settings], dtype=np.int64)
     # telemetry rows of every recorded interval after the warm-up
     acts, ce, tl, tr, er, rank_rows = [], [], [], [], [], []
     for ep in wd.eps:
@@ -338,35 +347,91 @@ def _tables(wd: _WData, ts: TraceSet, cfg: FitConfig, tail_fallback: np.ndarray 
 
 # ---------------------------------------------------------------------------------------------- excess
 def _filtered(ep: _Ep, tail: np.ndarray, rho: float) -> np.ndarray:
-    """``[T, 2F]`` features after the first-order filter (row 0 = the warm-up interval)."""
+    """``[T, 2F]`` features after the first-order filter (row 0 = the warm-up interval), started from 0 as
+    the surrogate starts ``x`` (the warm-up interval moves it by ``(1 - rho)`` of its target)."""
     phi = setting_features(ep.actions, tail)  # [T, F]
     z = np.concatenate([phi, (1.0 - ep.progress)[:, None] * phi], axis=1)
     out = np.zeros_like(z)
     prev = np.zeros(z.shape[1])
     for t in range(z.shape[0]):
-        prev = rho * prev + (1.0 - rho) * z[t] if t > 0 else z[0]
+        prev = rho * prev + (1.0 - rho) * z[t]
         out[t] = prev
     return out
 
 
-def _stack(eps: list[_Ep], tails: dict[str, np.ndarray], rho: float) -> tuple[np.ndarray, np.ndarray]:
-    xs, ys = [], []
+def _stack(
+    eps: list[_Ep], tails: dict[str, np.ndarray], rho: float, balance: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Filtered features, targets and row weights of ``eps`` (intervals after the warm-up).
+
+    With ``balance`` every workload carries the same total weight (rows weigh ``1 / its workload's rows``,
+    normalized to mean 1), so a workload with few recorded episodes (the GPU ones) counts as much as one
+    with many; else every row weighs 1."""
+    xs, ys, names = [], [], []
     for ep in eps:
         f = _filtered(ep, tails[ep.workload], rho)
         xs.append(f[1:])
         ys.append(ep.y[1:])
+        names.extend([ep.workload] * (len(ep.y) - 1))
     if not xs:
-        return np.zeros((0, 2 * len(FEATURES))), np.zeros(0)
-    return np.concatenate(xs), np.concatenate(ys)
+        return np.zeros((0, 2 * len(FEATURES))), np.zeros(0), np.zeros(0)
+    w = np.ones(len(names))
+    if balance:
+        counts: dict[str, int] = {}
+        for n in names:
+            counts[n] = counts.get(n, 0) + 1
+        w = np.array([1.0 / counts[n] for n in names])
+        w *= len(w) / w.sum()
+    return np.concatenate(xs), np.concatenate(ys), w
 
 
-def _ridge(x: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
-    scale = max(float(np.mean(x**2)), 1e-12)
-    return np.linalg.solve(x.T @ x + lam * scale * len(y) * np.eye(x.shape[1]), x.T @ y)
+def _ridge(x: np.ndarray, y: np.ndarray, lam: float, w: np.ndarray | None = None) -> np.ndarray:
+    """Weighted ridge least squares (``w``: row weights, default 1); ``lam`` relative to the mean
+    squared feature."""
+    w = np.ones(len(y)) if w is None else w
+    xw = x * w[:, None]
+    scale = max(float(np.mean(w[:, None] * x**2)), 1e-12)
+    return np.linalg.solve(xw.T @ x + lam * scale * len(y) * np.eye(x.shape[1]), xw.T @ y)
 
 
 def _predict_excess(ep: _Ep, tail: np.ndarray, rho: float, beta: np.ndarray, scale: float) -> np.ndarray:
     return scale * (_filtered(ep, tail, rho) @ beta)
+
+
+def _excess_tables(
+    tail: np.ndarray, beta: np.ndarray, scale: float, cfg: FitConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """The surrogate's excess targets ``(A, B)`` over the flat grid (``target = A + (1 - p) B``) of a
+    workload with spectral tail ``tail``: the linear model times the workload's ``scale``, floored.
+
+    * Floor: the linear features extrapolate: on the first fit, high ranks came out 35-120 % of the
+      initial loss *below* AdamW, a free lunch the policy learned to chase (rank 64 -> 16 -> 4 everywhere,
+      issue 13). The target is kept >= the floor at every progress: it is linear in p, so each end is
+      clipped on its own (raising ``A`` and keeping ``B``, as the first floor did, raised the early target
+      by as much as the late one and made the simulated excess worse than predicting none).
+    """
+    phi = setting_features(_all_actions(), tail)
+    nf = len(FEATURES)
+    a_tab = scale * (phi @ beta[:nf])
+    b_tab = scale * (phi @ beta[nf:])
+    rank0 = _all_actions()[:, 0] == DEFAULT_GRID.ranks.index(0)
+    floor = np.where(rank0, cfg.excess_floor, cfg.excess_floor_projected)
+    start = np.maximum(a_tab + b_tab, floor)  # the target at p = 0
+    end = np.maximum(a_tab, floor)  # ... and at p = 1
+    return end, start - end
+
+
+def _predict_tables(ep: _Ep, a_tab: np.ndarray, b_tab: np.ndarray, rho: float) -> np.ndarray:
+    """The surrogate's noise-free excess ``x_t`` on ``ep``'s actions (``x_0 = (1 - rho) target_0``, as
+    :class:`envs.surrogate.SurrogateEngine` starts an episode)."""
+    flat = np.ravel_multi_index(ep.actions.T, (_R, _B, _G))
+    target = a_tab[flat] + (1.0 - ep.progress) * b_tab[flat]
+    out = np.zeros(len(target))
+    x = 0.0
+    for t, v in enumerate(target):
+        x = rho * x + (1.0 - rho) * v
+        out[t] = x
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- fit
@@ -392,10 +457,10 @@ def fit_surrogate(ts: TraceSet, cfg: FitConfig | None = None) -> tuple[Surrogate
     best: tuple[float, float, np.ndarray] | None = None
     rho_scores = {}
     for rho in cfg.rhos:
-        x, y = _stack(fit_eps, tails, rho)
-        beta = _ridge(x, y, cfg.ridge)
-        xv, yv = _stack(val_eps or fit_eps, tails, rho)
-        err = float(np.mean((xv @ beta - yv) ** 2))
+        x, y, wt = _stack(fit_eps, tails, rho, cfg.balance_workloads)
+        beta = _ridge(x, y, cfg.ridge, wt)
+        xv, yv, wv = _stack(val_eps or fit_eps, tails, rho, cfg.balance_workloads)
+        err = float(np.average((xv @ beta - yv) ** 2, weights=wv))
         rho_scores[rho] = err
         if best is None or err < best[0]:
             best = (err, rho, beta)
@@ -422,21 +487,10 @@ def fit_surrogate(ts: TraceSet, cfg: FitConfig | None = None) -> tuple[Surrogate
                 best_w = (sse, r, s)
         assert best_w is not None
         _, w_rhos[name], scales[name] = best_w
-    all_acts = _all_actions()
     tables: dict[str, WorkloadTables] = {}
     for name, wd in data.items():
         tb = tabs[name]
-        phi = setting_features(all_acts, tb["tail"])
-        a_tab = scales[name] * (phi @ beta[:nf])
-        b_tab = scales[name] * (phi @ beta[nf:])
-        # The linear features extrapolate: on the first fit, high ranks came out 35-120 % of the initial loss
-        # *below* AdamW, a free lunch the policy learned to chase (rank 64 -> 16 -> 4 everywhere, issue 13).
-        # Keep the target A + (1 - p) B >= the floor at every progress p (it is linear in p: both ends).
-        floor = np.where(
-            all_acts[:, 0] == DEFAULT_GRID.ranks.index(0), cfg.excess_floor, cfg.excess_floor_projected
-        )
-        a_tab = np.maximum(a_tab, floor)
-        b_tab = np.maximum(b_tab, floor - a_tab)
+        a_tab, b_tab = _excess_tables(tb["tail"], beta, scales[name], cfg)
         res = []
         lstd_res, gn_res, k_res = [], [], []
         cols = tb["cols"]
@@ -527,21 +581,24 @@ def evaluate(
         "held-out workloads, transfer (scale 1)",
         "held-out workloads, held-out episodes (own scale)",
     )
-    groups: dict[str, list[tuple[_Ep, float]]] = {g_fit: [], g_val: [], g_tr: [], g_own: []}
+    # (episode, excess scale, persistence) per group
+    groups: dict[str, list[tuple[_Ep, float, float]]] = {g_fit: [], g_val: [], g_tr: [], g_own: []}
     fit_w = set(model.info["fit_workloads"])
-    items_rho: dict[int, float] = {}
     for name, wd in data.items():
         sc = float(model.coef["scales"].get(name, 1.0))
-        own_rho = float(model.coef["workload_rhos"].get(name, model.rho))
+        own = (sc, float(model.coef["workload_rhos"].get(name, model.rho)))
+        transfer = (1.0, model.rho)
+        gpu = WORKLOADS.get(name) is not None and WORKLOADS[name].device == "gpu"
         for e in wd.eps:
             if name in fit_w:
-                groups[g_val if e.held_out else g_fit].append((e, sc))
-                items_rho[id(e)] = own_rho
+                groups[g_val if e.held_out else g_fit].append((e, *own))
             else:
-                groups[g_tr].append((e, 1.0))
+                groups[g_tr].append((e, *transfer))
                 if e.held_out:
-                    groups[g_own].append((e, sc))
-                    items_rho[id(e)] = own_rho
+                    groups[g_own].append((e, *own))
+            if gpu:  # each GPU workload alone: its own scale if fitted on, else the pure transfer model
+                g = f"GPU {name}, " + ("all episodes (own scale)" if name in fit_w else "transfer (scale 1)")
+                groups.setdefault(g, []).append((e, *(own if name in fit_w else transfer)))
     rows = {}
     for gname, items in groups.items():
         if not items:
@@ -560,10 +617,11 @@ def evaluate(
             )
         }
         rew: dict[str, list[tuple[float, float, float]]] = {p: [] for p in OBJECTIVE_PRESETS}
-        for e, sc in items:
+        rets: dict[str, list[tuple[str, float, float]]] = {p: [] for p in OBJECTIVE_PRESETS}
+        for e, sc, rho_e in items:
             tab = model.tables[e.workload]
-            rho_e = model.rho if gname == g_tr else items_rho[id(e)]
-            x = _predict_excess(e, tails[e.workload], rho_e, beta, sc)[1:]
+            a_tab, b_tab = _excess_tables(tails[e.workload], beta, sc, cfg)
+            x = _predict_tables(e, a_tab, b_tab, rho_e)[1:]
             true = e.loss[1:]
             pred_mean = tab.ref_loss[1:] + tab.ref_loss[0] * x
             pred_seed = e.ref_seed[1:] + e.ref_seed[0] * x
@@ -591,6 +649,7 @@ def evaluate(
                 r_pred = -(pred_terms @ wv)
                 for a, b in zip(r_pred, r_true, strict=True):
                     rew[p].append((float(a), float(b), 0.0))
+                rets[p].append((e.workload, float(r_pred.sum()), float(r_true.sum())))
         row = {k: float(np.mean(v)) for k, v in acc.items()}
         row["episodes"] = len(items)
         row["intervals"] = len(acc["loss_rel"])
@@ -599,8 +658,22 @@ def evaluate(
             row[f"reward_rel[{p}]"] = float(
                 np.mean(np.abs(arr[:, 0] - arr[:, 1])) / max(np.mean(np.abs(arr[:, 1])), 1e-12)
             )
+            row[f"tau[{p}]"] = _within_workload_tau(rets[p])
         rows[gname] = row
     return rows
+
+
+def _within_workload_tau(rets: list[tuple[str, float, float]]) -> float:
+    """Kendall's tau-a of the recorded episodes' returns, surrogate vs recorded, over pairs of episodes of
+    the same workload (episodes of different workloads are not compared: their returns differ by workload);
+    nan without such pairs. The sim-to-real ranking of the recorded controllers."""
+    s = n = 0
+    for i, (wi, pi, ti) in enumerate(rets):
+        for wj, pj, tj in rets[i + 1 :]:
+            if wi == wj:
+                s += int(np.sign(pi - pj) * np.sign(ti - tj))
+                n += 1
+    return s / n if n else float("nan")
 
 
 def format_report(model: SurrogateModel, report: dict[str, Any]) -> str:
@@ -623,6 +696,10 @@ def format_report(model: SurrogateModel, report: dict[str, Any]) -> str:
         lines.append(
             f"| {g} | " + " | ".join(f"{r[f'reward_rel[{p}]']:.2%}" for p in OBJECTIVE_PRESETS) + " |"
         )
+    lines += ["", "| data | " + " | ".join(f"ranking tau ({p})" for p in OBJECTIVE_PRESETS) + " |"]
+    lines.append("|---|" + "---|" * len(OBJECTIVE_PRESETS))
+    for g, r in report.items():
+        lines.append(f"| {g} | " + " | ".join(f"{r[f'tau[{p}]']:+.2f}" for p in OBJECTIVE_PRESETS) + " |")
     beta_a = ", ".join(f"{n}={v:+.3g}" for n, v in zip(FEATURES, model.coef["beta_a"], strict=True))
     beta_b = ", ".join(f"{n}={v:+.3g}" for n, v in zip(FEATURES, model.coef["beta_b"], strict=True))
     scales = ", ".join(
@@ -635,7 +712,10 @@ def format_report(model: SurrogateModel, report: dict[str, Any]) -> str:
         "episode's own reference + excess; 'no-excess': the episode's own reference alone). loss-term MAE: "
         "mean |pred - true| of l_t (relative to the reference loss at the same step, the reward's unit). "
         "memory / time / energy MAE: of m_t, tau_t, e_t. "
-        "reward rel. err: mean |r_pred - r_true| / mean |r_true| per interval under each objective preset.",
+        "reward rel. err: mean |r_pred - r_true| / mean |r_true| per interval under each objective preset. "
+        "ranking tau: Kendall's tau-a between the surrogate's and the recorded episode returns, over "
+        "pairs of episodes of one workload (the sim-to-real ranking of the recorded controllers; time and "
+        "energy from the workload's recorded costs).",
         "",
         f"rho = {model.rho:g}; b_a: {beta_a}; b_b (x (1 - progress)): {beta_b}",
         f"per workload: {scales}",
@@ -649,8 +729,6 @@ def default_model() -> SurrogateModel:
     trace files, else fitted now (a few seconds) with a warning to run ``mango fit``.
 
     ``$MANGO_SURROGATE_MODEL`` (a path to a model JSON written by ``mango fit --out``) overrides both."""
-    import os
-
     override = os.environ.get("MANGO_SURROGATE_MODEL")
     if override:
         return SurrogateModel.load(override)
@@ -673,7 +751,7 @@ def verify_traces(ts: TraceSet, per_workload: int = 1) -> dict[str, float]:
 
     Cost: ``per_workload`` training-backend episodes per workload (seconds to tens of seconds on a CPU).
     """
-    from envs.training import TrainingConfig, TrainingJob
+    from envs.training import TrainingConfig, TrainingJob  # lazy on purpose: torch, real models and data
 
     out: dict[str, float] = {}
     cfg = TrainingConfig(device="cpu", clock="modelled", threads=1, cache=False)
@@ -691,41 +769,31 @@ def verify_traces(ts: TraceSet, per_workload: int = 1) -> dict[str, float]:
     return out
 
 
-def _append_bench(text: str, command: str) -> Path:
-    import os
+@dataclass
+class FitArgs:
+    """Fit the surrogate on recorded traces and report its error on held-out episodes."""
 
-    root = Path(__file__).resolve().parents[1]
-    path = root / "BENCHMARKS.md"
-    cpu = " ".join(x for x in (platform.machine(), platform.processor()) if x)
-    machine = f"{cpu}, {os.cpu_count()} CPUs (shared), Python {platform.python_version()}"
-    section = (
-        f"\n## Surrogate fit error ({dt.date.today().isoformat()})\n\n"
-        f"- command: `{command}`\n- machine: {machine}\n\n{text}\n"
-    )
-    if not path.exists():
-        path.write_text("# Benchmarks\n")
-    with path.open("a") as f:
-        f.write(section)
-    return path
+    traces: str | None = None
+    """trace file or directory (default envs/traces)"""
+    out: str = str(MODEL_PATH)
+    """where to write the fitted model JSON ('' = nowhere)"""
+    holdout_every: int = 4
+    """hold out every n-th episode per workload"""
+    holdout_seeds: str = ""
+    """job seeds never fitted on (comma list)"""
+    bench: bool = False
+    """append the report to BENCHMARKS.md"""
+    verify: bool = False
+    """replay a static episode per workload on the current code"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="mango fit", description=__doc__.split("\n\n")[0])
-    p.add_argument("--traces", default=None, help="trace file or directory (default envs/traces)")
-    p.add_argument(
-        "--out", default=str(MODEL_PATH), help="where to write the fitted model JSON ('' = nowhere)"
-    )
-    p.add_argument("--holdout-every", type=int, default=4, help="hold out every n-th episode per workload")
-    p.add_argument("--holdout-seeds", default="", help="job seeds never fitted on (comma list)")
-    p.add_argument("--bench", action="store_true", help="append the report to BENCHMARKS.md")
-    p.add_argument(
-        "--verify", action="store_true", help="replay a static episode per workload on the current code"
-    )
-    a = p.parse_args(list(argv) if argv is not None else None)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    a = tyro.cli(FitArgs, args=argv, prog="mango fit", description=FitArgs.__doc__)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     ts = load_traces(a.traces)
     print(ts.summary())
-    from envs.training import code_version
+    from envs.training import code_version  # lazy on purpose: torch
 
     recorded = sorted({str(h.get("code_version")) for h in ts.headers})
     if recorded != [code_version()]:
@@ -758,7 +826,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         model.save(a.out)
         print(f"model -> {a.out}")
     if a.bench:
-        cmd = "mango fit" + (" " + " ".join(argv) if argv else "")
-        print(f"appended to {_append_bench(text, cmd.replace(' --bench', '') + ' --bench')}")
+        print(
+            f"appended to {append_section('Surrogate fit error', shlex.join(['mango', 'fit', *argv]), text)}"
+        )
     default_model.cache_clear()
     return 0

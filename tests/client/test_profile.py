@@ -66,9 +66,14 @@ def test_nearest_measured_setting_and_ratios() -> None:
 
 def test_shipped_profiles_load_and_are_labelled() -> None:
     profs = load_profiles()
-    assert {"cpu-dev-2core", "h200-modelled-issue12"} <= set(profs)
-    assert profs["h200-modelled-issue12"].source == "modelled"
+    assert {"cpu-dev-2core", "h200-gpt85m", "h200-lm-medium", "h200-modelled-target"} <= set(profs)
+    assert profs["h200-modelled-target"].source == "modelled"
     assert profs["cpu-dev-2core"].source == "measured"
+    for name in ("h200-gpt85m", "h200-lm-medium"):
+        # a profile with any modelled row is labelled modelled, and says so in its note
+        p = profs[name]
+        assert p.device.startswith("NVIDIA H200") and p.train_step_s is not None, name
+        assert p.source == "measured" or "MODELLED" in (p.note or ""), name
 
 
 def test_first_setting_follows_objective_and_hardware() -> None:
