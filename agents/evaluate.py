@@ -589,8 +589,6 @@ def evaluate(args: EvalArgs, command: str = "") -> EvalReport:
     """Run the evaluation described by ``args`` (see the module docstring) and write its outputs."""
     import torch
 
-    from client.controllers import HEURISTICS
-
     t0 = time.perf_counter()
     torch.set_num_threads(args.threads)
     workloads = list(args.workloads or HELDOUT_WORKLOADS)
