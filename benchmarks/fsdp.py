@@ -23,11 +23,9 @@ rank draws its own batch per step. Prints a markdown table; ``--json`` also writ
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
-import socket
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,9 +33,11 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+import tyro
 
 from client.compression.optimizer import MangoAdamW
 from client.protocol import CompressionSetting
+from policy_service.launch import free_port
 
 WIDTH, HIDDEN, OUT = 64, 256, 16
 
@@ -59,7 +59,7 @@ def parse_setting(label: str) -> CompressionSetting:
     """``r8b4`` / ``r0b8g0.5`` -> a CompressionSetting."""
     m = re.fullmatch(r"r(\d+)b(\d+)(?:g([0-9.]+))?", label)
     if m is None:
-        raise argparse.ArgumentTypeError(f"setting {label!r} is not like r8b4 or r0b8g0.5")
+        raise ValueError(f"setting {label!r} is not like r8b4 or r0b8g0.5")
     return CompressionSetting(rank=int(m[1]), bits=int(m[2]), gamma=float(m[3] or 0.0))
 
 
@@ -204,12 +204,6 @@ def _worker(rank: int, world: int, port: int, settings: list[str], steps: int, t
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def run(settings: list[str], steps: int = 40, world: int = 2) -> list[dict[str, Any]]:
     """Spawn ``world`` gloo ranks, compare every setting; the rows as dicts."""
     import torch.multiprocessing as mp
@@ -218,7 +212,7 @@ def run(settings: list[str], steps: int = 40, world: int = 2) -> list[dict[str, 
         parse_setting(s)
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "rows.json")
-        mp.spawn(_worker, args=(world, _free_port(), settings, steps, tmp, out), nprocs=world)
+        mp.spawn(_worker, args=(world, free_port(), settings, steps, tmp, out), nprocs=world)
         rows: list[dict[str, Any]] = json.loads(Path(out).read_text())
     return rows
 
@@ -237,13 +231,22 @@ def table(rows: list[dict[str, Any]], world: int) -> str:
     return head + body
 
 
+@dataclass
+class FsdpBenchArgs:
+    """MangoAdamW on FSDP2 against DDP on gloo ranks: loss agreement, state bytes per rank, DCP resume."""
+
+    settings: str = "r0b8,r0b4,r8b4"
+    """comma-separated, e.g. r0b8,r8b4,r0b8g0.5"""
+    steps: int = 40
+    """training steps per run (resume from steps // 2)"""
+    world: int = 2
+    """gloo ranks (processes)"""
+    json: Path | None = None
+    """also write the rows here"""
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="mango bench fsdp", description=__doc__.split("\n")[0])
-    ap.add_argument("--settings", default="r0b8,r0b4,r8b4", help="comma-separated, e.g. r0b8,r8b4,r0b8g0.5")
-    ap.add_argument("--steps", type=int, default=40, help="training steps per run (resume from steps // 2)")
-    ap.add_argument("--world", type=int, default=2, help="gloo ranks (processes)")
-    ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
-    args = ap.parse_args(argv)
+    args = tyro.cli(FsdpBenchArgs, args=argv, prog="mango bench fsdp", description=FsdpBenchArgs.__doc__)
     rows = run(args.settings.split(","), args.steps, args.world)
     print(table(rows, args.world))
     if args.json is not None:

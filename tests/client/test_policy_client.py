@@ -7,7 +7,6 @@ stands in for the policy service while ``policy_service.cli`` does not exist yet
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import importlib.util
 import logging
@@ -27,6 +26,7 @@ import pytest
 from client.controllers import LoRAvenController
 from client.policy_client import PolicyClient
 from client.protocol import CompressionSetting, DecideRequest, Decision, Objective, TelemetryRecord
+from policy_service.launch import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "mango-test-api-key-0123456789"
@@ -34,12 +34,6 @@ ADMIN_KEY = "mango-test-admin-key-9876543210"
 #: the real service when its CLI exists; otherwise the stub speaks the same JSON
 REAL_SERVICE = importlib.util.find_spec("policy_service.cli") is not None
 OBJ = Objective(w_loss=1.0, w_memory=0.5, memory_budget_bytes=None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class ServerProcess:
@@ -58,8 +52,8 @@ class ServerProcess:
 
     def start(self, wait_s: float = 60.0) -> ServerProcess:
         if self.stub:
-            cmd = [sys.executable, "-m", "tests.client.test_policy_client", "--serve", str(self.port)]
-            cmd += ["--delay", str(self.delay_s)]
+            cmd = [sys.executable, "-m", "tests.client.test_policy_client", "--port", str(self.port)]
+            cmd += ["--delay-s", str(self.delay_s)]
         else:
             cmd = [
                 sys.executable,
@@ -365,7 +359,7 @@ def test_slow_server_times_out_to_fallback_without_blocking() -> None:
 # ---------------------------------------------------------------------------------------------- stub server
 
 
-def _serve(port: int, delay_s: float) -> None:
+def _serve(port: int, delay_s: float = 0.0) -> None:
     """A minimal real FastAPI app speaking the /v1/decide contract: answers 'hold the current setting'."""
     import asyncio
 
@@ -392,8 +386,6 @@ def _serve(port: int, delay_s: float) -> None:
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--serve", type=int, required=True)
-    ap.add_argument("--delay", type=float, default=0.0)
-    a = ap.parse_args()
-    _serve(a.serve, a.delay)
+    import tyro
+
+    tyro.cli(_serve)  # --port PORT [--delay-s SECONDS]
