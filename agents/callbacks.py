@@ -28,11 +28,13 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
+from agents.export import policy_to_tinyformer
+from agents.rollout import best_static, run_surrogate, sb3_actor
 from envs.objectives import OBJECTIVE_PRESETS
+from envs.workloads import VAL_WORKLOADS
 
 if TYPE_CHECKING:
     from stable_baselines3.common.policies import ActorCriticPolicy
-from envs.workloads import VAL_WORKLOADS
 
 __all__ = ["HeldoutEvalCallback", "WallClockLimit"]
 
@@ -75,8 +77,6 @@ class HeldoutEvalCallback(BaseCallback):
         self.history: list[dict[str, Any]] = []
 
     def _init_callback(self) -> None:
-        from agents.rollout import best_static
-
         t0 = time.perf_counter()
         for p in self.presets:
             self.static[p] = best_static(p, self.workloads, self.seeds)
@@ -103,9 +103,6 @@ class HeldoutEvalCallback(BaseCallback):
 
     def evaluate(self) -> float:
         """Evaluate now; returns the score (and checkpoints if it is the best so far)."""
-        from agents.rollout import run_surrogate
-        from agents.train import sb3_actor
-
         act = sb3_actor(self.model)
         metrics: dict[str, Any] = {}
         for p in self.presets:
@@ -142,8 +139,6 @@ class HeldoutEvalCallback(BaseCallback):
 
     def best_tinyformer(self) -> Any:
         """The best policy as a pure-torch TinyFormer (the current one if none was evaluated)."""
-        from agents.export import policy_to_tinyformer
-
         policy = cast("ActorCriticPolicy", self.model.policy)
         if self._best_state is None:
             return policy_to_tinyformer(policy)

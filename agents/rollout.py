@@ -31,6 +31,7 @@ __all__ = [
     "best_static",
     "grid_actions",
     "run_surrogate",
+    "sb3_actor",
     "static_grid_returns",
     "surrogate_id",
 ]
@@ -194,6 +195,15 @@ def best_static(
         per_workload_terms=terms[wi, cols].reshape(-1, 4),
         per_workload_labels=[DEFAULT_GRID.setting(acts[j]).label() for j in wi],
     )
+
+
+def sb3_actor(model: Any) -> Actor:
+    """``obs [n, size] -> actions [n, 3]``: an SB3 policy's deterministic actions (batched, no grad)."""
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        return np.asarray(model.predict(obs, deterministic=True)[0])
+
+    return act
 
 
 def surrogate_id(model: SurrogateModel | None = None) -> str:

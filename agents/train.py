@@ -51,7 +51,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import numpy as np
 import tyro
 
 __all__ = ["TrainArgs", "TrainResult", "main", "train"]
@@ -172,6 +171,7 @@ class TrainResult:
 
 # ----------------------------------------------------------------------------------------------- helpers
 def _tinyformer_config(args: TrainArgs) -> Any:
+    # lazy on purpose (here and below): torch, SB3 and gymnasium load only when training runs, not for --help
     from agents.tinyformer import TinyFormerConfig
 
     return TinyFormerConfig(
@@ -234,15 +234,6 @@ def make_training_env(args: TrainArgs) -> Any:
     if args.norm_reward:
         venv = VecNormalize(venv, norm_obs=False, norm_reward=True, gamma=args.gamma)
     return venv
-
-
-def sb3_actor(model: Any) -> Any:
-    """``obs [n, size] -> actions [n, 3]``: the SB3 policy's deterministic actions (batched, no grad)."""
-
-    def act(obs: np.ndarray) -> np.ndarray:
-        return np.asarray(model.predict(obs, deterministic=True)[0])
-
-    return act
 
 
 # ----------------------------------------------------------------------------------------------- main path

@@ -427,25 +427,28 @@ class MangoAdamW(torch.optim.Optimizer):
         return total
 
     def expected_state_bytes(self, setting: CompressionSetting | None = None) -> int:
-        """The bytes :meth:`state_bytes` counts after a step under ``setting`` (default: the one in force),
-        from the parameters' shapes and this optimizer's knobs (:func:`client.compression.sizes.
-        param_state_bytes`, the byte model the surrogate and the service's shield use too)."""
-        s = setting or self._setting
-        return sum(
-            param_state_bytes(
-                p.shape,
-                s,
-                min_compress_numel=self.min_compress_numel,
-                error_feedback=self.error_feedback,
-                factor_second_moment=self.factor_second_moment,
-                ef_scope=self.ef_scope,
-                project=bool(g.get("project", True)),
-                element_size=p.element_size(),
-            ).total
-            for g in self.param_groups
-            for p in g["params"]
-            if p.requires_grad
-        )
+        """The bytes :meth:`state_bytes` counts after a step with ``setting`` optimizer-wide (default: the one
+        in force; pinned groups keep their own), from the parameters' (local shards') shapes and this
+        optimizer's knobs: :func:`client.compression.sizes.param_state_bytes`, the byte model the surrogate
+        and the service's shield use too."""
+        total = 0
+        for g in self.param_groups:
+            s = g.get("setting") or setting or self._setting
+            for p in g["params"]:
+                if p.requires_grad:
+                    lp = _local(p)
+                    total += param_state_bytes(
+                        lp.shape,
+                        s,
+                        min_compress_numel=self.min_compress_numel,
+                        error_feedback=self.error_feedback,
+                        factor_second_moment=self.factor_second_moment,
+                        ef_scope=self.ef_scope,
+                        project=bool(g.get("project", True)),
+                        element_size=lp.element_size(),
+                        full_shape=p.shape,
+                    ).total
+        return total
 
     def compression_stats(self) -> CompressionStats:
         """Statistics of the last step (one device sync), for telemetry; see :class:`CompressionStats`.

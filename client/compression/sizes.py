@@ -121,6 +121,7 @@ def param_state_bytes(
     ef_scope: str = "subspace",
     project: bool = True,
     element_size: int = 4,
+    full_shape: Sequence[int] | None = None,
 ) -> ParamStateBytes:
     """The state bytes one parameter of ``shape`` holds after a step under ``setting`` (module docstring).
 
@@ -133,10 +134,13 @@ def param_state_bytes(
         coefficients) or ``"full"`` (``e`` is always ``m x n``).
     :param project: the parameter group's ``project`` flag (``False``: rank 0 at the setting's bits).
     :param element_size: bytes per value of the parameter's dtype (exact tensors keep their moments in it).
+    :param full_shape: under FSDP2, the whole parameter's shape: it decides exact or matrix (an empty shard
+        is exact), while ``shape``, the local shard, sets the layout. ``None``: ``shape`` is the whole tensor.
     """
     dims = tuple(int(d) for d in shape)
     numel = _numel(dims)
-    if len(dims) < 2 or numel < min_compress_numel:
+    whole = dims if full_shape is None else tuple(int(d) for d in full_shape)
+    if len(whole) < 2 or _numel(whole) < min_compress_numel or numel == 0:
         return ParamStateBytes(m=element_size * numel, v=element_size * numel)
     rows, cols = dims[0], numel // dims[0]
     m, n = min(rows, cols), max(rows, cols)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 from torch import nn
 
 from client.compression.optimizer import MangoAdamW
@@ -115,6 +121,59 @@ def test_unprojected_group_and_bf16_exact_tensors() -> None:
     assert opt.expected_state_bytes(r0) == sum(
         param_state_bytes(p.shape, r0, element_size=p.element_size()).total for p in (w, emb, bias)
     )
+
+
+def test_pinned_group_settings() -> None:
+    """A group pinned to its own setting holds that setting's state whatever the optimizer-wide one is."""
+    w = nn.Parameter(torch.randn(128, 256))
+    head = nn.Parameter(torch.randn(64, 256))
+    pin = CompressionSetting(rank=0, bits=16, gamma=0.0)
+    opt = MangoAdamW([{"params": [w]}, {"params": [head], "setting": pin}], lr=1e-3, min_compress_numel=64)
+    for s in (CompressionSetting(rank=16, bits=2, gamma=0.25), CompressionSetting(rank=0, bits=8)):
+        opt.apply_setting(s)
+        for p in (w, head):
+            p.grad = torch.randn(p.shape)
+        opt.step()
+        want = param_state_bytes(w.shape, s, min_compress_numel=64).total
+        want += param_state_bytes(head.shape, pin, min_compress_numel=64).total
+        assert opt.state_bytes() == want == opt.expected_state_bytes(), s.label()
+
+
+def _fsdp_worker(rank: int, world: int, port: int, out: str) -> None:
+    from torch.distributed.fsdp import fully_shard
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(64, 96), nn.Linear(96, 32))
+        fully_shard(model)
+        # 3000: the 32 x 96 weight compresses (3072 values) though each rank holds 1536 of them
+        opt = MangoAdamW(model.parameters(), lr=1e-3, min_compress_numel=3000)
+        rows = []
+        for label in ("r4/b4/g0.5", "r0/b8/g0", "r16/b3/g0"):
+            opt.apply_setting(CompressionSetting.parse(label))
+            model(torch.randn(4, 64)).square().mean().backward()
+            opt.step()
+            opt.zero_grad()
+            rows.append([label, opt.state_bytes(), opt.expected_state_bytes()])
+        Path(f"{out}.{rank}").write_text(json.dumps(rows))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_fsdp2_local_shards(tmp_path: Path) -> None:
+    """FSDP2: each rank's measured state equals the model on its local shards (kind from the whole shape)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = str(tmp_path / "rows")
+    mp.spawn(_fsdp_worker, args=(2, port, out), nprocs=2)
+    for rank in range(2):
+        for label, measured, expected in json.loads(Path(f"{out}.{rank}").read_text()):
+            assert measured == expected > 0, (rank, label)
 
 
 @pytest.mark.slow
