@@ -3,7 +3,7 @@
 1. Starts the policy service (``mango serve``) as a subprocess on a free loopback port, with freshly generated
    random keys passed in its environment (not dev mode) and the shipped default policy; waits for ``/readyz``
    and asks ``GET /v1/policies`` what ``default`` answers with (the learned policy shipped in
-   ``agents/default_policy/`` when there is one, else the heuristic fallback; the demo says which).
+   ``client/policy/default_policy/`` when there is one, else the heuristic fallback; the demo says which).
 2. Trains the byte-level LM (:func:`envs.models.build_model`) on the Python-stdlib corpus
    (:func:`envs.data.load_corpus`) with :class:`~client.compression.MangoAdamW` and
    :class:`~client.hook.AdaptiveCompression`, which asks the service for a setting every control interval.
@@ -138,7 +138,7 @@ def run_demo(args: DemoArgs, argv: list[str] | None = None) -> dict[str, Any]:
             served = f"learned policy {asked!r} version {info.get('version')}"
         elif args.policy == "default":
             served = (
-                f"heuristic {asked!r}: no learned default policy loaded from agents/default_policy/, so the "
+                f"heuristic {asked!r}: no learned default policy loaded from client/policy/default_policy/, so the "
                 "service's 'default' falls back to its heuristic"
             )
         else:

@@ -36,10 +36,10 @@ class DemoArgs:
     """Where summary.json, summary.md, report.png, decisions.jsonl, service.log go (created; git-ignored)."""
     model: str = "auto"
     """LM preset of envs.models; 'auto': lm-tiny (0.12 M parameters) on a CPU, gpt-85m (the GPU bench's 85 M
-    byte GPT, 12 x 768) on a GPU. lm-small: 0.84 M, ~3x slower per step than lm-tiny."""
+    byte GPT, 12 x 768) on a GPU. lm-small: 0.84 M parameters (slower per step than lm-tiny)."""
     steps: int = 600
-    """Optimizer steps per run (rounded up to a whole number of control intervals). The whole demo (three runs
-    of lm-tiny at 600 steps) took 51 s on 2 CPU cores at a load average of 2, 2 min 11 s at a load of 8."""
+    """Optimizer steps per run (rounded up to a whole number of control intervals); the demo trains three runs
+    of this length (BENCHMARKS.md has its wall time)."""
     batch_size: int = 16
     """Windows per batch."""
     seq_len: int = 64
@@ -65,11 +65,10 @@ class DemoArgs:
     policy's name or a heuristic (static, accordion, loraven, energy_aware)."""
     policy_dir: str = ""
     """Extra directory of learned policy artifacts for the service (MANGO_POLICY_DIR); '' for none (the
-    shipped agents/default_policy/ is always loaded)."""
+    shipped client/policy/default_policy/ is always loaded)."""
     static_setting: str = FIXED_STATIC
-    """The static baseline, rR/bB/gG. Default r0/b8/g0: the strong default measured in issue 13 (on an H200
-    it matched AdamW's loss within 1 % at 3 B/param and ran at fused-AdamW speed; it beat the first learned
-    policy on every term). 'auto' takes the setting from the newest results/lm-*.json of `mango bench lm`: the
+    """The static baseline, rR/bB/gG. Default r0/b8/g0: the strong default of issue 13 (BENCHMARKS.md: on an
+    H200 it matched AdamW's loss at 3 B/param and beat the first learned policy). 'auto' takes the setting from the newest results/lm-*.json of `mango bench lm`: the
     compressed setting with the fewest state bytes whose validation loss is within one percent of AdamW's
     (else the lowest loss); falls back to r0/b8/g0 when there is no such file."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
