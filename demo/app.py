@@ -138,8 +138,8 @@ def run_demo(args: DemoArgs, argv: list[str] | None = None) -> dict[str, Any]:
             served = f"learned policy {asked!r} version {info.get('version')}"
         elif args.policy == "default":
             served = (
-                f"heuristic {asked!r}: no learned default policy loaded from client/policy/default_policy/, so the "
-                "service's 'default' falls back to its heuristic"
+                f"heuristic {asked!r}: no learned default policy loaded from client/policy/default_policy/, "
+                "so the service's 'default' falls back to its heuristic"
             )
         else:
             served = f"{kind} policy {asked!r}"

@@ -68,9 +68,10 @@ class DemoArgs:
     shipped client/policy/default_policy/ is always loaded)."""
     static_setting: str = FIXED_STATIC
     """The static baseline, rR/bB/gG. Default r0/b8/g0: the strong default of issue 13 (BENCHMARKS.md: on an
-    H200 it matched AdamW's loss at 3 B/param and beat the first learned policy). 'auto' takes the setting from the newest results/lm-*.json of `mango bench lm`: the
-    compressed setting with the fewest state bytes whose validation loss is within one percent of AdamW's
-    (else the lowest loss); falls back to r0/b8/g0 when there is no such file."""
+    H200 it matched AdamW's loss at 3 B/param and beat the first learned policy). 'auto' takes the setting
+    from the newest results/lm-*.json of `mango bench lm`: the compressed setting with the fewest state bytes
+    whose validation loss is within one percent of AdamW's (else the lowest loss); falls back to r0/b8/g0
+    when there is no such file."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """'auto': the GPU when one is present, else the CPU."""
     threads: int = 1
