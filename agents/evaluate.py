@@ -2,9 +2,9 @@
 
 Controllers (each plays the same episodes: the same workloads, reset seeds and objective weights):
 
-* ``ppo`` - the learned policy, loaded from an artifact and queried exactly as the policy service does
-  (``policy_service.registry.LearnedPolicy``: ``ObservationSpec.encode`` of the request's window ->
-  traced TinyFormer argmax -> ``ActionGrid.setting``), one ``DecideRequest`` per interval;
+* ``ppo`` - the learned policy, loaded from an artifact and queried exactly as the policy service and the
+  embedded client policy do (``client.policy.LearnedPolicy``: ``ObservationSpec.encode`` of the window ->
+  the numpy TinyFormer's argmax -> ``ActionGrid.setting``), once per interval;
 * more learned policies with ``--compare label=path`` (an artifact, or an SB3 ``.zip`` such as the MLP
   extractor's checkpoint, queried through the same ``ObservationSpec.encode``);
 * ``static-best`` - the best single static setting **chosen in hindsight per objective preset**: on the
@@ -16,6 +16,9 @@ Controllers (each plays the same episodes: the same workloads, reset seeds and o
   (``client.controllers`` defaults, except the energy-aware power budget: 0.9 x the job's uncompressed
   mean power, since the default 400 W never binds on a CPU job), ``random`` (uniform over the grid, seeded
   per episode). Stateful heuristics get one instance per episode, as the client's fallback keeps them.
+
+Every entrant is a :class:`client.policy.Controller` built per episode (:class:`Entrant`), called with the
+episode's window, objective, reference and hardware profile, the way the hook and the service call it.
 
 On the surrogate the table also shows ``oracle:static-per-workload``, not a controller: the best static
 setting per workload chosen in hindsight, i.e. what identifying the workload is worth without changing
@@ -42,16 +45,28 @@ import logging
 import math
 import os
 import platform
+import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
+import tyro
 
-from client.protocol import DEFAULT_GRID, MAX_HISTORY, CompressionSetting, ObservationSpec
+from client.controllers import HEURISTICS, RandomController, StaticController
+from client.policy import DEFAULT_POLICY_DIR, Controller, ProfileFeatures, load_policy
+from client.protocol import (
+    DEFAULT_GRID,
+    CompressionSetting,
+    Objective,
+    ObservationSpec,
+    Reference,
+    TelemetryRecord,
+)
+from envs.benchmarks_md import BENCHMARKS_MD, append_section, format_section
 from envs.objectives import OBJECTIVE_PRESETS
 from envs.reward import TERM_NAMES
 from envs.workloads import HELDOUT_WORKLOADS, workloads_of
@@ -60,8 +75,6 @@ __all__ = ["EvalArgs", "EvalReport", "evaluate", "main"]
 
 log = logging.getLogger(__name__)
 
-#: The shipped default policy (what ``mango serve`` answers ``default`` with).
-DEFAULT_POLICY_DIR = Path(__file__).resolve().parent / "default_policy"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HEURISTIC_NAMES = ("static", "accordion", "loraven", "energy_aware", "random")
 #: Not a controller: the best static setting per workload, chosen in hindsight (the headroom a controller
@@ -74,8 +87,8 @@ class EvalArgs:
     """Evaluate the learned policy against static settings and the heuristics on held-out workloads."""
 
     policy: str = ""
-    """learned policy artifact (manifest, weights or directory); '' = the shipped agents/default_policy;
-    'none' to skip"""
+    """learned policy artifact (manifest, weights or directory); '' = the shipped
+    client/policy/default_policy; 'none' to skip"""
     compare: tuple[str, ...] = ()
     """more learned policies as label=path (an artifact, or an SB3 .zip checkpoint such as the MLP's)"""
     backend: Literal["surrogate", "training"] = "surrogate"
@@ -135,101 +148,43 @@ class EvalReport:
     wall_s: float = 0.0
 
 
-# ----------------------------------------------------------------------------------------------- agents
-class Agent(Protocol):
-    """A controller in the evaluation loop: one ``reset`` per episode (with the env after its reset, the
-    episode's seed and objective preset), one ``decide`` per interval."""
+# ---------------------------------------------------------------------------------------------- entrants
+@dataclass(frozen=True)
+class Entrant:
+    """A controller in the evaluation loop: ``make(env, seed, preset)`` builds its controller for one
+    episode (called with the env after its reset, the episode's seed and objective preset)."""
 
     name: str
-
-    def reset(self, env: Any, seed: int, preset: str) -> None: ...
-
-    def decide(self, env: Any) -> CompressionSetting: ...
+    make: Callable[[Any, int, str], Controller]
 
 
-class HeuristicAgent:
+def _heuristic(name: str) -> Entrant:
     """A ``client.controllers`` heuristic, a fresh instance per episode."""
 
-    def __init__(self, name: str) -> None:
-        from client.controllers import HEURISTICS
-
-        self.name = name
-        self.factory = HEURISTICS[name]
-        self.ctrl: Any = None
-
-    def reset(self, env: Any, seed: int, preset: str) -> None:
-        kwargs: dict[str, Any] = {}
-        if self.name == "energy_aware":
+    def make(env: Any, seed: int, preset: str) -> Controller:
+        if name == "energy_aware":
             ref = env.reference
-            kwargs["budget_w"] = 0.9 * ref.interval_energy_j / ref.interval_s
-        self.ctrl = self.factory(**kwargs)
+            return HEURISTICS[name](budget_w=0.9 * ref.interval_energy_j / ref.interval_s)
+        return HEURISTICS[name]()
 
-    def decide(self, env: Any) -> CompressionSetting:
-        return self.ctrl.decide(env.history, env.objective)
+    return Entrant(name, make)
 
 
-class RandomAgent:
+def _random() -> Entrant:
     """Uniformly random grid settings, seeded per episode."""
-
-    name = "random"
-
-    def reset(self, env: Any, seed: int, preset: str) -> None:
-        self.rng = np.random.default_rng([seed, 7919])
-
-    def decide(self, env: Any) -> CompressionSetting:
-        return DEFAULT_GRID.setting([int(self.rng.integers(n)) for n in DEFAULT_GRID.nvec])
+    return Entrant("random", lambda env, seed, preset: RandomController(np.random.default_rng([seed, 7919])))
 
 
-class StaticAgent:
+def _static_best_entrant(settings: dict[str, CompressionSetting]) -> Entrant:
     """A fixed setting per preset (``static-best``)."""
-
-    def __init__(self, name: str, settings: dict[str, CompressionSetting]) -> None:
-        self.name = name
-        self.settings = settings
-
-    def reset(self, env: Any, seed: int, preset: str) -> None:
-        self.setting = self.settings[preset]
-
-    def decide(self, env: Any) -> CompressionSetting:
-        return self.setting
+    return Entrant("static-best", lambda env, seed, preset: StaticController(settings[preset]))
 
 
-class LearnedAgent:
-    """A policy artifact, queried through the service's own ``LearnedPolicy.decide(DecideRequest)``."""
-
-    def __init__(self, name: str, path: str | Path) -> None:
-        from agents.artifact import load_artifact
-        from policy_service.registry import LearnedPolicy
-
-        self.name = name
-        self.policy = LearnedPolicy(load_artifact(path), trace=True)
-
-    def reset(self, env: Any, seed: int, preset: str) -> None:
-        pass
-
-    def decide(self, env: Any) -> CompressionSetting:
-        from client.protocol import CostProfile, DecideRequest
-
-        profile = getattr(env, "profile", None)
-        if profile is not None and not isinstance(profile, CostProfile):  # the surrogate's drawn features
-            obs = self.policy.spec.encode(env.history, env.objective, env.reference, profile)
-            return self.policy.decide_obs(obs)
-        request = DecideRequest(
-            job_id="mango-eval",
-            policy=self.policy.name,
-            objective=env.objective,
-            history=list(env.history)[-MAX_HISTORY:],
-            reference=env.reference,
-            profile=profile,
-        )
-        return self.policy.decide(request)
-
-
-class SB3Agent:
+class SB3Controller(Controller):
     """An SB3 PPO checkpoint (e.g. the MLP extractor's), fed ``ObservationSpec.encode`` like the service."""
 
     def __init__(self, name: str, path: str | Path) -> None:
-        from stable_baselines3 import PPO
+        from stable_baselines3 import PPO  # the training stack, only for --compare with a .zip
 
         self.name = name
         self.model = PPO.load(str(path), device="cpu")
@@ -240,19 +195,24 @@ class SB3Agent:
         window = (size - len(ObservationSpec.OBJECTIVE_FEATURES)) // len(ObservationSpec.TOKEN_FEATURES)
         self.spec = ObservationSpec(window=window)
 
-    def reset(self, env: Any, seed: int, preset: str) -> None:
-        pass
-
-    def decide(self, env: Any) -> CompressionSetting:
-        obs = self.spec.encode(env.history, env.objective, env.reference, getattr(env, "profile", None))
+    def decide(
+        self,
+        history: Sequence[TelemetryRecord],
+        objective: Objective,
+        *,
+        reference: Reference | None = None,
+        profile: ProfileFeatures | None = None,
+    ) -> CompressionSetting:
+        obs = self.spec.encode(history, objective, reference, profile)
         action, _ = self.model.predict(obs, deterministic=True)
         return DEFAULT_GRID.setting(action)
 
 
-def _learned_agent(label: str, path: str) -> Agent:
-    if path.endswith(".zip"):
-        return SB3Agent(label, path)
-    return LearnedAgent(label, path)
+def _learned(label: str, path: str | Path) -> Entrant:
+    """A policy artifact (one stateless :class:`~client.policy.LearnedPolicy` for every episode), or an
+    SB3 ``.zip`` checkpoint."""
+    policy: Controller = SB3Controller(label, path) if str(path).endswith(".zip") else load_policy(path)
+    return Entrant(label, lambda env, seed, preset: policy)
 
 
 # ----------------------------------------------------------------------------------------------- running
@@ -283,14 +243,15 @@ def hardware_sampler(name: str) -> Any:
     return HardwareSampler(fixed=name, resample_share=False)
 
 
-def _play(env: Any, agent: Agent, seed: int, preset: str) -> tuple[float, np.ndarray, list[str]]:
+def _play(env: Any, entrant: Entrant, seed: int, preset: str) -> tuple[float, np.ndarray, list[str]]:
     """One episode: ``(return, mean terms [4], setting labels)``."""
     env.reset(seed=seed)
-    agent.reset(env, seed, preset)
+    controller = entrant.make(env, seed, preset)
+    profile = getattr(env, "profile", None)  # a CostProfile, or the surrogate's drawn profile features
     total, terms, labels = 0.0, np.zeros(4), []
     n = 0
     while True:
-        setting = agent.decide(env)
+        setting = controller.decide(env.history, env.objective, reference=env.reference, profile=profile)
         _, reward, terminated, truncated, info = env.step(DEFAULT_GRID.action(setting))
         total += reward
         terms += [info[k] for k in TERM_NAMES]
@@ -303,7 +264,7 @@ def _play(env: Any, agent: Agent, seed: int, preset: str) -> tuple[float, np.nda
 def _run_closed_loop(
     args: EvalArgs,
     backend: str,
-    agents: Sequence[Agent],
+    entrants: Sequence[Entrant],
     workloads: Sequence[str],
     presets: Sequence[str],
     seeds: Sequence[int],
@@ -312,11 +273,11 @@ def _run_closed_loop(
     for p in presets:
         for w in workloads:
             env = _make_env(args, backend, w, p)
-            for agent in agents:
+            for entrant in entrants:
                 t0 = time.perf_counter()
-                eps = [_play(env, agent, s, p) for s in seeds]
+                eps = [_play(env, entrant, s, p) for s in seeds]
                 res = results[p].setdefault(
-                    agent.name, ControllerResult(returns=np.zeros(0), terms=np.zeros((0, 4)))
+                    entrant.name, ControllerResult(returns=np.zeros(0), terms=np.zeros((0, 4)))
                 )
                 res.returns = np.concatenate([res.returns, [e[0] for e in eps]])
                 res.terms = np.concatenate([res.terms, np.stack([e[1] for e in eps])])
@@ -437,7 +398,8 @@ def _kendall_tau(a: Sequence[str], b: Sequence[str]) -> float:
     return s / max(n * (n - 1) / 2, 1)
 
 
-def _markdown(report: EvalReport, args: EvalArgs, command: str, learned: Sequence[str]) -> str:
+def _section(report: EvalReport, args: EvalArgs, command: str, learned: Sequence[str]) -> dict[str, Any]:
+    """The report as :func:`envs.benchmarks_md.format_section`'s arguments (title, command, body, ...)."""
     from agents.rollout import surrogate_id
 
     load = os.getloadavg()
@@ -446,16 +408,13 @@ def _markdown(report: EvalReport, args: EvalArgs, command: str, learned: Sequenc
         f"torch threads {args.threads}, Python {platform.python_version()}"
     )
     eps = len(report.seeds) * len(report.workloads)
-    parts = [
-        f"\n## Policy evaluation: {report.backend} backend ({dt.date.today().isoformat()})\n",
-        f"- command: `{command}`",
-        f"- machine: {machine}",
-        f"- surrogate: {surrogate_id()}"
+    details = [
+        f"surrogate: {surrogate_id()}"
         + (f"; hardware: {args.hardware}" if report.backend == "surrogate" else "; hardware: this machine"),
-        f"- workloads (held-out): {', '.join(report.workloads)}; "
+        f"workloads (held-out): {', '.join(report.workloads)}; "
         f"seeds {report.seeds[0]}..{report.seeds[-1]}; {eps} episodes per controller per preset; "
         f"wall time {report.wall_s:.0f} s",
-        "- return = sum over the episode's control intervals of the scalarized penalized reward (higher "
+        "return = sum over the episode's control intervals of the scalarized penalized reward (higher "
         "is better); terms are per-interval means (loss: excess over the uncompressed run's loss at the same "
         "step, relative to it; memory, energy, time: ratios to the uncompressed run). static-best is "
         "chosen in hindsight per preset "
@@ -465,8 +424,8 @@ def _markdown(report: EvalReport, args: EvalArgs, command: str, learned: Sequenc
             if report.backend == "surrogate"
             else "on the surrogate for the same workloads and seeds."
         ),
-        "",
     ]
+    parts: list[str] = []
     for p in report.presets:
         table, _ = _preset_table(p, report.results[p])
         parts += [table, ""]
@@ -488,7 +447,14 @@ def _markdown(report: EvalReport, args: EvalArgs, command: str, learned: Sequenc
                 f"{'yes' if a[0] == b[0] else 'no'} |"
             )
         parts.append("")
-    return "\n".join(parts)
+    return {
+        "title": f"Policy evaluation: {report.backend} backend",
+        "command": command,
+        "body": "\n".join(parts),
+        "machine": machine,
+        "details": details,
+        "when": dt.datetime.now(dt.UTC),
+    }
 
 
 # ----------------------------------------------------------------------------------------------- plots
@@ -600,26 +566,23 @@ def _parse_label(label: str) -> CompressionSetting:
 
 
 # ----------------------------------------------------------------------------------------------- main path
-def _agents(args: EvalArgs, static_best: dict[str, CompressionSetting]) -> tuple[list[Agent], list[str]]:
-    agents: list[Agent] = []
+def _entrants(args: EvalArgs, static_best: dict[str, CompressionSetting]) -> tuple[list[Entrant], list[str]]:
+    entrants: list[Entrant] = []
     learned: list[str] = []
     if args.policy.lower() != "none":
-        agents.append(LearnedAgent("ppo", args.policy or DEFAULT_POLICY_DIR))
+        entrants.append(_learned("ppo", args.policy or DEFAULT_POLICY_DIR))
         learned.append("ppo")
     for spec in args.compare:
         label, sep, path = spec.partition("=")
         if not sep or not label or not path:
             raise ValueError(f"--compare {spec!r}: write label=path (an artifact or an SB3 .zip)")
-        agents.append(_learned_agent(label, path))
+        entrants.append(_learned(label, path))
         learned.append(label)
     for h in args.heuristics:
-        if h == "random":
-            agents.append(RandomAgent())
-        else:
-            agents.append(HeuristicAgent(h))
+        entrants.append(_random() if h == "random" else _heuristic(h))
     if static_best:
-        agents.append(StaticAgent("static-best", static_best))
-    return agents, learned
+        entrants.append(_static_best_entrant(static_best))
+    return entrants, learned
 
 
 def evaluate(args: EvalArgs, command: str = "") -> EvalReport:
@@ -651,8 +614,8 @@ def evaluate(args: EvalArgs, command: str = "") -> EvalReport:
 
     best, grid_terms = _static_best(workloads, presets, seeds, hardware_sampler(args.hardware))
     static_settings = {p: DEFAULT_GRID.setting(b.action) for p, b in best.items()}
-    agents, learned = _agents(args, static_settings if args.backend == "training" else {})
-    results = _run_closed_loop(args, args.backend, agents, workloads, presets, seeds)
+    entrants, learned = _entrants(args, static_settings if args.backend == "training" else {})
+    results = _run_closed_loop(args, args.backend, entrants, workloads, presets, seeds)
     if args.backend == "surrogate":
         for p, b in best.items():  # the vectorized grid played exactly these episodes
             n_intervals = max([len(r.timeline) for r in results[p].values()], default=12)
@@ -683,7 +646,8 @@ def evaluate(args: EvalArgs, command: str = "") -> EvalReport:
         )
         report.surrogate_check = evaluate(check_args)
     report.wall_s = time.perf_counter() - t0
-    report.markdown = _markdown(report, args, command, learned)
+    section = _section(report, args, command, learned)
+    report.markdown = format_section(**section)
     report.files = _plots(report, out, args.timeline_preset, learned)
     summary = {
         "command": command,
@@ -708,23 +672,17 @@ def evaluate(args: EvalArgs, command: str = "") -> EvalReport:
     (out / "report.md").write_text(report.markdown + "\n")
     report.files.append(out / "results.json")
     if args.bench:
-        path = Path(args.bench_file) if args.bench_file else REPO_ROOT / "BENCHMARKS.md"
-        if not path.exists():
-            path.write_text("# Benchmarks\n")
-        with path.open("a") as f:
-            f.write(report.markdown + "\n")
+        path = append_section(**section, path=args.bench_file or BENCHMARKS_MD)
         log.info("appended the tables to %s", path)
     return report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``mango eval [options]`` (``--help`` lists them)."""
-    from agents.cli_args import command_line, parse_args
-
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(EvalArgs, argv, prog="mango eval")
+    args = tyro.cli(EvalArgs, args=argv, prog="mango eval", description=(EvalArgs.__doc__ or "").strip())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    report = evaluate(args, command=command_line("mango eval", argv))
+    report = evaluate(args, command=shlex.join(["mango", "eval", *argv]))
     print(report.markdown)
     for f in report.files:
         print(f"wrote {f}")

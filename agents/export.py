@@ -1,4 +1,4 @@
-"""SB3 PPO policy <-> pure-torch :class:`agents.tinyformer.TinyFormer`, and export to a policy artifact.
+"""SB3 PPO policy <-> torch :class:`agents.tinyformer.TinyFormer` <-> policy artifact.
 
 A PPO policy built with :func:`agents.extractor.policy_kwargs` (``"tinyformer"``) is, module for module,
 a TinyFormer:
@@ -17,9 +17,10 @@ SB3's ``MultiCategoricalDistribution`` splits ``action_net``'s output by ``nvec`
 :meth:`TinyFormer.act` with ``deterministic=True`` (``tests/agents/test_export.py`` checks equality on random
 observations). :func:`load_into_policy` is the inverse map, for fine-tuning a shipped artifact.
 
-:func:`export_policy` writes the artifact (:func:`agents.artifact.export_artifact`): safetensors weights and a
-JSON manifest with the action grid, the observation-spec version, the architecture, the exact training
-command and configuration, and evaluation metrics.
+:func:`export_policy` writes the artifact (:func:`client.policy.artifact.export_artifact`, the format's one
+definition): safetensors weights and a JSON manifest with the action grid, the observation-spec version, the
+architecture, the exact training command and configuration, and evaluation metrics.
+:func:`tinyformer_from_artifact` is the way back, for fine-tuning (``mango train --init-from``).
 """
 
 from __future__ import annotations
@@ -31,12 +32,12 @@ from typing import Any, cast
 from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 
-from agents.artifact import export_artifact
 from agents.extractor import TinyFormerExtractor
 from agents.tinyformer import TinyFormer
+from client.policy.artifact import PolicyArtifact, export_artifact
 from client.protocol import DEFAULT_GRID, ActionGrid
 
-__all__ = ["export_policy", "load_into_policy", "policy_to_tinyformer"]
+__all__ = ["export_policy", "load_into_policy", "policy_to_tinyformer", "tinyformer_from_artifact"]
 
 
 def _check_policy(policy: ActorCriticPolicy) -> TinyFormerExtractor:
@@ -96,7 +97,8 @@ def export_policy(
     """Export a PPO TinyFormer policy (or an already converted TinyFormer); returns the manifest path."""
     model = policy if isinstance(policy, TinyFormer) else policy_to_tinyformer(policy)
     return export_artifact(
-        model,
+        model.weights(),
+        model.config,
         directory,
         name=name,
         version=version,
@@ -106,3 +108,8 @@ def export_policy(
         metrics=metrics,
         extra=extra,
     )
+
+
+def tinyformer_from_artifact(artifact: PolicyArtifact) -> TinyFormer:
+    """The torch module of a loaded (verified) artifact: eval mode, CPU, fp32."""
+    return TinyFormer.from_weights(artifact.config, artifact.weights)

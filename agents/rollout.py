@@ -20,8 +20,10 @@ from typing import Any
 import numpy as np
 
 from client.protocol import DEFAULT_GRID, Objective
+from envs.fit import default_model
 from envs.reward import TERM_NAMES
-from envs.surrogate import SurrogateModel, SurrogateVecEnv
+from envs.surrogate import SurrogateVecEnv
+from envs.surrogate_model import SurrogateModel
 
 __all__ = [
     "EpisodeBatch",
@@ -196,5 +198,5 @@ def best_static(
 
 def surrogate_id(model: SurrogateModel | None = None) -> str:
     """Which fitted surrogate: its version and the digest of the traces it was fitted on (provenance)."""
-    m = model or SurrogateModel.default()
+    m = model or default_model()
     return f"{m.version}, traces {m.info.get('traces_digest', '?')}"

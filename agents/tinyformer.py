@@ -1,8 +1,11 @@
-"""TinyFormer: a small transformer encoder over a telemetry window, conditioned on the job's objective.
+"""TinyFormer in torch: the module SB3 trains (a small transformer over a telemetry window + objective).
 
-Pure torch (no SB3, no gymnasium), so the policy service can load it from safetensors without the training
-stack. Input is the flat observation of :class:`client.protocol.ObservationSpec` (``[B, size]``); it is split
-into ``window`` telemetry tokens and one objective token, encoded, and summarized by the objective token.
+The architecture's configuration and weight layout are defined once, in the policy runtime
+(:mod:`client.policy.tinyformer`: :class:`TinyFormerConfig`, ``weight_shapes``); this module's
+``state_dict`` has exactly those names and shapes, and serving runs the runtime's numpy forward pass
+(``NumpyTinyFormer``, tested equal to this module's). Input is the flat observation of
+:class:`client.protocol.ObservationSpec` (``[B, size]``); it is split into ``window`` telemetry tokens and one
+objective token, encoded, and summarized by the objective token.
 
 Layout (shapes for the default config: window 8, 16 token features, 6 objective features, width 64)::
 
@@ -18,95 +21,23 @@ Train with SB3 PPO using a features extractor that wraps :class:`TinyFormerEncod
 (``net_arch=dict(pi=[], vf=[])``); then :meth:`TinyFormer.from_parts` takes the trained encoder and the two
 heads as they are, with no re-mapping of weights.
 
-Knobs (:class:`TinyFormerConfig`): ``d_model`` (width; 64 is plenty for 16 features x 8 steps, 32 halves
-the cost), ``n_layers`` (2: one layer to mix time, one to read it out), ``n_heads`` (4; ``d_model`` must
-divide by it), ``ff_mult`` (MLP hidden width = ``ff_mult * d_model``), ``dropout`` (0 for PPO; dropout makes
-the policy's log-probabilities noisy). One decision at the default size costs ~0.13 ms of CPU through
-:meth:`TinyFormer.greedy_actor` (traced) and ~0.25 ms eager, on one thread of a 2-core AVX-512 VM.
+Knobs: see :class:`client.policy.tinyformer.TinyFormerConfig`.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
-from typing import Any, cast
+from collections.abc import Mapping
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from client.protocol import DEFAULT_GRID, MAX_HISTORY, ObservationSpec
+from client.policy.tinyformer import TinyFormerConfig
+from client.protocol import ObservationSpec
 
 __all__ = ["TinyFormer", "TinyFormerConfig", "TinyFormerEncoder"]
-
-
-@dataclass(frozen=True)
-class TinyFormerConfig:
-    """Architecture of a :class:`TinyFormer`; stored whole in a policy artifact's manifest.
-
-    :param window: telemetry tokens per observation; must equal the ``ObservationSpec(window=...)`` used to
-        encode (1..``MAX_HISTORY``). Longer windows see slower trends, cost linearly more.
-    :param token_dim: features per telemetry token (``len(ObservationSpec.TOKEN_FEATURES)``).
-    :param objective_dim: objective features (``len(ObservationSpec.OBJECTIVE_FEATURES)``).
-    :param d_model: model width. 64 by default; must be divisible by ``n_heads``.
-    :param n_heads: attention heads.
-    :param n_layers: transformer blocks.
-    :param ff_mult: MLP hidden width multiplier.
-    :param dropout: dropout in attention and MLP (training only; keep 0 for PPO).
-    :param nvec: sizes of the three action components, ``ActionGrid.nvec``.
-    """
-
-    window: int = MAX_HISTORY
-    token_dim: int = len(ObservationSpec.TOKEN_FEATURES)
-    objective_dim: int = len(ObservationSpec.OBJECTIVE_FEATURES)
-    d_model: int = 64
-    n_heads: int = 4
-    n_layers: int = 2
-    ff_mult: int = 2
-    dropout: float = 0.0
-    nvec: tuple[int, int, int] = DEFAULT_GRID.nvec
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.window <= MAX_HISTORY:
-            raise ValueError(
-                f"window={self.window} must be in [1, {MAX_HISTORY}] (the protocol's MAX_HISTORY)"
-            )
-        if self.d_model <= 0 or self.n_heads <= 0 or self.d_model % self.n_heads:
-            raise ValueError(f"d_model={self.d_model} must be a positive multiple of n_heads={self.n_heads}")
-        if self.n_layers < 0 or self.ff_mult <= 0 or self.token_dim <= 0 or self.objective_dim <= 0:
-            raise ValueError("n_layers >= 0, ff_mult > 0, token_dim > 0 and objective_dim > 0 are required")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout={self.dropout} must lie in [0, 1)")
-        nvec = tuple(int(n) for n in self.nvec)
-        if len(nvec) != 3 or any(n < 1 for n in nvec):
-            raise ValueError(f"nvec={self.nvec} must be three positive sizes (ActionGrid.nvec)")
-        object.__setattr__(self, "nvec", nvec)
-
-    @property
-    def obs_size(self) -> int:
-        """Length of the flat observation vector this model reads."""
-        return self.window * self.token_dim + self.objective_dim
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (``nvec`` as a list)."""
-        d = asdict(self)
-        d["nvec"] = list(self.nvec)
-        return d
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TinyFormerConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` naming them."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown TinyFormerConfig keys {unknown}; known: {sorted(known)}")
-        kw = dict(data)
-        if "nvec" in kw:
-            kw["nvec"] = tuple(kw["nvec"])
-        return cls(**kw)
 
 
 class _Block(nn.Module):
@@ -248,6 +179,19 @@ class TinyFormer(nn.Module):
             model.value_net.load_state_dict(value_net.state_dict())
         return model
 
+    @classmethod
+    def from_weights(cls, config: TinyFormerConfig, weights: Mapping[str, np.ndarray]) -> TinyFormer:
+        """A model (eval mode, CPU, fp32) holding an artifact's weights (``PolicyArtifact.weights``)."""
+        model = cls(config)
+        model.load_state_dict(
+            {k: torch.tensor(np.asarray(v), dtype=torch.float32) for k, v in weights.items()}
+        )
+        return model.eval()
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """The state dict as float32 numpy arrays: the artifact's tensors (``weight_shapes`` layout)."""
+        return {k: v.detach().to("cpu", torch.float32).numpy().copy() for k, v in self.state_dict().items()}
+
     def features(self, obs: torch.Tensor) -> torch.Tensor:
         """Observation ``[B, obs_size]`` -> features ``[B, d_model]``."""
         return self.encoder(obs)
@@ -288,54 +232,9 @@ class TinyFormer(nn.Module):
             out = torch.stack(picks, dim=-1)  # [B, 3]
         return out[0] if single else out
 
-    def greedy_actor(self, trace: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
-        """A fast ``obs [B, obs_size] -> actions [B, 3]`` function for serving (deterministic argmax).
-
-        With ``trace=True`` the module is traced with ``torch.jit.trace`` and frozen: the same arithmetic
-        without Python overhead per layer, about 2x faster for one observation on CPU (~0.1 ms vs ~0.2 ms
-        with one thread). The traced function is checked against the eager model on random observations
-        (full and padded windows, batch 1 and 3) and the eager path is returned if they disagree or tracing
-        fails. It snapshots the weights: build a new actor after changing them.
-        """
-        actor = _GreedyActor(self).eval()
-        if not trace:
-            return actor
-        try:
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                example = torch.zeros(1, self.config.obs_size)
-                traced = torch.jit.freeze(torch.jit.trace(actor, (example,), check_trace=False))
-            # Checked (and warmed) the way it is served: under inference_mode, batch 1 last, so the
-            # executor's first-call specialization happens here and not on a request.
-            g = torch.Generator().manual_seed(0)
-            with torch.inference_mode():
-                for batch, pad in ((3, 1), (1, 3), (1, 0), (1, 0)):
-                    obs = torch.randn(batch, self.config.obs_size, generator=g)
-                    for i in range(self.config.window):  # the "mask" feature: 0 for padding rows
-                        obs[:, i * self.config.token_dim] = 0.0 if i < pad else 1.0
-                    if not torch.equal(traced(obs), actor(obs)):
-                        return actor
-        except Exception:  # tracing is an optimization; the eager path is always correct
-            return actor
-        return cast(Callable[[torch.Tensor], torch.Tensor], traced)
-
     def _check_obs(self, x: torch.Tensor) -> None:
         if x.shape[-1] != self.config.obs_size:
             raise ValueError(
                 f"observation has {x.shape[-1]} features; this model reads {self.config.obs_size} "
                 f"(window={self.config.window}); encode with ObservationSpec(window={self.config.window})"
             )
-
-
-class _GreedyActor(nn.Module):
-    """``obs [B, obs_size] -> argmax actions [B, 3]`` (one module, so it can be traced whole)."""
-
-    def __init__(self, model: TinyFormer) -> None:
-        super().__init__()
-        self.encoder = model.encoder
-        self.action_net = model.action_net
-        self.nvec = list(model.config.nvec)
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        parts = self.action_net(self.encoder(obs)).split(self.nvec, dim=-1)
-        return torch.stack([p.argmax(dim=-1) for p in parts], dim=-1)  # [B, 3]

@@ -7,7 +7,7 @@ the best policy to a safetensors + JSON artifact (:mod:`agents.export`) that the
 Example (the shipped default policy: 4-8 minutes on 2 shared CPU cores; the command is in its manifest)::
 
     mango train --total-timesteps 1000000 --eval-every 100000 --eval-episodes 32 --seed 0 --max-minutes 14 \
-        --out runs/default --export-dir agents/default_policy --no-progress-bar
+        --out runs/default --export-dir client/policy/default_policy --no-progress-bar
 
 Outputs under ``--out``: ``tb/`` (TensorBoard: ``tensorboard --logdir runs``), ``best_model.zip`` (SB3, best
 validation score), ``final_model.zip``, ``eval.jsonl`` (one line per evaluation), ``summary.json``, and the
@@ -32,8 +32,8 @@ observations untouched: they are already normalized by the spec and must stay id
 
 **Backends.** ``surrogate`` (default): :class:`envs.SurrogateVecEnv`, tens of thousands of steps per second.
 ``training``: real training jobs (:class:`envs.CompressionEnv` with ``backend="training"``), seconds per
-step: use it to fine-tune a surrogate-trained policy (``--init-from agents/default_policy``) with a small
-budget; validation still runs on the surrogate.
+step: use it to fine-tune a surrogate-trained policy (``--init-from client/policy/default_policy``) with a
+small budget; validation still runs on the surrogate.
 """
 
 from __future__ import annotations
@@ -43,25 +43,47 @@ import json
 import logging
 import os
 import platform
+import shlex
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
+import tyro
 
 __all__ = ["TrainArgs", "TrainResult", "main", "train"]
 
 log = logging.getLogger(__name__)
 
 
+def _count(args: list[str]) -> int:
+    value = float(args[0])  # "2e6" reads as 2000000: step counts are easier to write in scientific form
+    if value != int(value):
+        raise ValueError(f"{args[0]!r} is not a whole number")
+    return int(value)
+
+
+#: An ``int`` flag that also accepts ``2e6`` (a whole number in scientific notation).
+Count = Annotated[
+    int,
+    tyro.constructors.PrimitiveConstructorSpec(
+        nargs=1,
+        metavar="INT",
+        instance_from_str=_count,
+        is_instance=lambda x: isinstance(x, int),
+        str_from_instance=lambda x: [str(x)],
+    ),
+]
+
+
 @dataclass
 class TrainArgs:
     """Train a PPO + TinyFormer compression-control policy and export it as a policy artifact."""
 
-    total_timesteps: int = 1_000_000
+    total_timesteps: Count = 1_000_000
     """environment steps (control intervals, summed over envs); TinyFormer: 2-4 k steps/s on 2 shared cores"""
     n_envs: int = 64
     """episodes stepped side by side; each PPO rollout is n_envs * n_steps transitions"""
@@ -105,7 +127,7 @@ class TrainArgs:
     """divide rewards by the episode's objective weight sum (see the module docstring) or leave them"""
     norm_reward: bool = True
     """SB3 VecNormalize running normalization of rewards (observations are never normalized)"""
-    eval_every: int = 100_000
+    eval_every: Count = 100_000
     """validation period in environment steps (0: only at the end)"""
     eval_episodes: int = 32
     """episodes per validation workload per objective preset in each evaluation"""
@@ -247,9 +269,10 @@ def train(args: TrainArgs, command: str = "") -> TrainResult:
     init_model = None
     tf_config = _tinyformer_config(args)
     if args.init_from:
-        from agents.artifact import load_artifact
+        from agents.export import tinyformer_from_artifact
+        from client.policy.artifact import load_artifact
 
-        init_model = load_artifact(args.init_from).model
+        init_model = tinyformer_from_artifact(load_artifact(args.init_from))
         tf_config = init_model.config
         config.update({k: getattr(tf_config, k) for k in ("d_model", "n_layers", "n_heads", "ff_mult")})
         log.info("initializing from %s (%s)", args.init_from, tf_config.to_dict())
@@ -359,12 +382,10 @@ def train(args: TrainArgs, command: str = "") -> TrainResult:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``mango train [options]`` (``--help`` lists them)."""
-    from agents.cli_args import command_line, parse_args
-
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(TrainArgs, argv, prog="mango train")
+    args = tyro.cli(TrainArgs, args=argv, prog="mango train", description=(TrainArgs.__doc__ or "").strip())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    result = train(args, command=command_line("mango train", argv))
+    result = train(args, command=shlex.join(["mango", "train", *argv]))
     print(
         f"trained {result.timesteps} steps in {result.wall_s:.0f} s; best validation score (advantage over "
         f"the best static per unit weight) {result.best_score:+.4f}"

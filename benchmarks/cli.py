@@ -14,6 +14,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "overhead": ("benchmarks.client_overhead", "AdaptiveCompression + live server vs fixed setting"),
     "gpu": ("benchmarks.gpu", "the H200 suite: kernels, low-rank refresh, optimizer step, convergence"),
     "ddp": ("benchmarks.ddp", "DDP communication hooks on NCCL"),
+    "fsdp": ("benchmarks.fsdp", "MangoAdamW under FSDP2 vs DDP on 2 gloo CPU ranks, DCP resume"),
     "signals": ("benchmarks.demo_signals", "the demo under Ctrl-C / SIGTERM at random times"),
 }
 

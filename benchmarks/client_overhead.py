@@ -18,7 +18,7 @@ so drift in a shared machine's load hits every variant alike. Two overhead figur
   it runs beside training and competes for the GIL and the cores, so count it too.
 
 Goal: overhead <= 1 % of a step. Without ``--server-url`` the benchmark starts
-``python -m mango_cli serve --dev`` on a free loopback port and stops it at the end.
+``mango serve`` (:mod:`policy_service.launch`) on a free loopback port and stops it at the end.
 
 Run ``python -m benchmarks.client_overhead --help`` (or ``mango bench overhead``). It prints a table, writes
 ``results/client_overhead-<date>.json`` and appends a dated section to ``BENCHMARKS.md`` (``--no-write``
@@ -27,34 +27,30 @@ skips both).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import datetime as dt
 import json
 import os
-import secrets
 import shlex
 import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import torch
+import tyro
 
-from benchmarks.common import append_section, machine
+from benchmarks.common import append_section, machine_line
 from client.compression.optimizer import MangoAdamW
 from client.hook import AdaptiveCompression
 from client.protocol import CompressionSetting, Objective
 from client.telemetry import make_energy_meter
+from policy_service.launch import ServiceError, ServiceProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = ("baseline", "hook-local", "hook-service")
@@ -62,7 +58,7 @@ VARIANTS = ("baseline", "hook-local", "hook-service")
 
 @dataclass
 class OverheadConfig:
-    """Knobs of the benchmark (each is a ``--flag``; underscores become dashes)."""
+    """AdaptiveCompression asking a live policy service vs the same loop without the hook."""
 
     model: str = "lm-small"
     """``envs.models.build_model`` preset (``lm-*`` on the stdlib byte corpus); ``mlp`` for a plain MLP."""
@@ -94,20 +90,6 @@ class OverheadConfig:
     """Where the JSON goes (relative to the repository root)."""
     no_write: bool = False
     """Print only: no JSON, no BENCHMARKS.md section."""
-
-
-def parse_args(argv: list[str]) -> OverheadConfig:
-    parser = argparse.ArgumentParser(prog="mango bench overhead", description=__doc__.splitlines()[0])
-    for f in dataclasses.fields(OverheadConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.name == "no_write":  # BooleanOptionalAction would read "--no-write" as write=False's negation
-            parser.add_argument(flag, action="store_true")
-        elif f.type in ("bool", bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
-        else:
-            kind = {"int": int, "float": float, "str": str}[str(f.type)]
-            parser.add_argument(flag, type=kind, default=f.default)
-    return OverheadConfig(**vars(parser.parse_args(argv)))
 
 
 def parse_setting(label: str) -> CompressionSetting:
@@ -225,50 +207,21 @@ def run_variant(cfg: OverheadConfig, work: Workload, variant: str, url: str, key
 # ---------------------------------------------------------------------------------------------- server
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def policy_service(cfg: OverheadConfig) -> Iterator[tuple[str, str, str]]:
-    """Yield ``(url, api_key, how)``: the given server, or a ``mango serve --dev`` subprocess of ours."""
+    """Yield ``(url, api_key, how)``: the given server, or a ``mango serve`` subprocess of ours."""
     if cfg.server_url:
         key = cfg.api_key or os.environ.get("MANGO_API_KEY", "")
         if not key:
             raise SystemExit("--server-url needs --api-key or MANGO_API_KEY")
         yield cfg.server_url, key, f"given server {cfg.server_url}"
         return
-    port = _free_port()
-    key, admin = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-    env = {**os.environ, "MANGO_API_KEY": key, "MANGO_ADMIN_KEY": admin}
-    cmd = [sys.executable, "-m", "mango_cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--dev"]
-    url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    with ServiceProcess(env={"MANGO_LOG_LEVEL": "warning"}) as svc:
         try:
-            deadline = time.monotonic() + 120.0
-            while True:
-                if proc.poll() is not None:
-                    log.seek(0)
-                    raise SystemExit(
-                        f"policy service exited ({proc.returncode}):\n{log.read().decode()[-2000:]}"
-                    )
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(url + "/readyz", timeout=1.0).status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise SystemExit("policy service not ready after 120 s")
-                time.sleep(0.2)
-            yield url, key, "`" + shlex.join(["python", *cmd[1:]]) + "` (subprocess, same machine)"
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            svc.start(timeout_s=120.0)
+        except ServiceError as exc:
+            raise SystemExit(str(exc)) from None
+        yield svc.url, svc.api_key, f"`{svc.describe()}` (subprocess, same machine, generated keys)"
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -329,7 +282,7 @@ def format_table(summary: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    cfg = parse_args(args)
+    cfg = tyro.cli(OverheadConfig, args=args, prog="mango bench overhead", description=OverheadConfig.__doc__)
     parse_setting(cfg.setting)  # fail fast on a typo
     if cfg.steps < cfg.interval_steps:
         raise SystemExit(
@@ -342,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     with policy_service(cfg) as (url, key, how):
         print(f"# client overhead: {work.describe}, setting {cfg.setting}, {cfg.steps} steps x {cfg.repeats}")
-        print(f"# server: {how}; {machine()}")
+        print(f"# server: {how}; {machine_line()}")
         for rep in range(cfg.repeats):
             for v in VARIANTS[rep % 3 :] + VARIANTS[: rep % 3]:  # rotated: no variant always runs first
                 row = run_variant(cfg, work, v, url, key) | {"repeat": rep}
@@ -374,25 +327,34 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = ROOT / cfg.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"client_overhead-{now:%Y%m%d-%H%M%S}.json"
-    doc = {"date": now.isoformat(), "command": command, "machine": machine(), "server": how, "wall_s": wall_s}
+    doc = {
+        "date": now.isoformat(),
+        "command": command,
+        "machine": machine_line(),
+        "server": how,
+        "wall_s": wall_s,
+    }
     doc |= {"config": dataclasses.asdict(cfg), "summary": summary, "rows": rows}
     path.write_text(json.dumps(doc, indent=2))
     energy_source = next((r["energy_source"] for r in rows if r.get("energy_source")), "none")
-    section = (
-        f"\n## Client overhead: AdaptiveCompression + live service vs no hook ({work.describe}) - "
-        f"{now:%Y-%m-%d %H:%M %Z}\n\n"
-        f"- command: `{command}`\n- machine: {machine()}\n- server: {how}\n"
-        f"- MangoAdamW {cfg.setting} fixed; {cfg.steps} timed steps (+{cfg.warmup_steps} warm-up) x "
-        f"{cfg.repeats} interleaved repeats; interval {cfg.interval_steps} steps; decisions "
-        f"{'applied' if cfg.apply else 'in shadow mode (not applied)'}; wall {wall_s:.0f} s\n"
-        f"- overhead = mean step time vs baseline (noisy on a shared machine: compare with the half-range); "
-        f"hook % = time measured inside `hook.step` / wall time; telemetry % = the same minus state "
-        f"conversion\n- energy source in the records: {energy_source}"
-        f"\n- raw: `{path.relative_to(ROOT)}`\n\n{table}\n\n"
-        f"Verdict (hook-service): {verdict}.\n"
+    md = append_section(
+        f"Client overhead: AdaptiveCompression + live service vs no hook ({work.describe})",
+        command,
+        f"{table}\n\nVerdict (hook-service): {verdict}.",
+        details=[
+            f"server: {how}",
+            f"MangoAdamW {cfg.setting} fixed; {cfg.steps} timed steps (+{cfg.warmup_steps} warm-up) x "
+            f"{cfg.repeats} interleaved repeats; interval {cfg.interval_steps} steps; decisions "
+            f"{'applied' if cfg.apply else 'in shadow mode (not applied)'}; wall {wall_s:.0f} s",
+            "overhead = mean step time vs baseline (noisy on a shared machine: compare with the half-range); "
+            "hook % = time measured inside `hook.step` / wall time; telemetry % = the same minus state "
+            "conversion",
+            f"energy source in the records: {energy_source}",
+            f"raw: `{path.relative_to(ROOT)}`",
+        ],
+        when=now,
     )
-    append_section(section)
-    print(f"\nwrote {path.relative_to(ROOT)} and appended to BENCHMARKS.md")
+    print(f"\nwrote {path.relative_to(ROOT)} and appended to {md}")
     return 0
 
 

@@ -34,13 +34,13 @@ Outputs under ``--out``: ``<config>.json`` per configuration, ``summary.json`` a
 """
 
 # No `from __future__ import annotations`: DDP checks the hook's annotations against the real classes.
-import argparse
 import datetime as dt
 import json
 import math
 import os
 import platform
 import queue
+import shlex
 import tempfile
 import time
 import traceback
@@ -59,14 +59,17 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+import tyro  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
+
+from benchmarks.common import append_section  # noqa: E402
 
 __all__ = ["DdpBenchArgs", "main"]
 
 
 @dataclass
 class DdpBenchArgs:
-    """Knobs of the DDP benchmark (``--name value`` on the command line; defaults fit ~8 min on 2 H200s)."""
+    """DDP communication hooks compared on one model (defaults fit ~8 min on 2 H200s; --cpu-gloo: CPU)."""
 
     out: str = "results/ddp"
     """output folder (JSON per configuration, summary.json, table.md)"""
@@ -681,18 +684,9 @@ def _apply_mode_defaults(args: DdpBenchArgs, given: set[str]) -> None:
 
 def parse(argv: list[str]) -> DdpBenchArgs:
     """Parse ``argv`` into :class:`DdpBenchArgs` (mode defaults applied)."""
-    p = argparse.ArgumentParser(prog="mango bench ddp", description=(__doc__ or "").split("\n")[0])
     d = DdpBenchArgs()
-    for f in fields(d):
-        v = getattr(d, f.name)
-        flag = f"--{f.name.replace('_', '-')}"
-        if isinstance(v, bool):
-            p.add_argument(flag, action="store_true", default=v)
-        else:
-            p.add_argument(flag, type=type(v), default=v)
-    ns = p.parse_args(argv)
-    given = {f.name for f in fields(d) if getattr(ns, f.name) != getattr(d, f.name)}
-    args = DdpBenchArgs(**vars(ns))
+    args = tyro.cli(DdpBenchArgs, args=argv, prog="mango bench ddp", description=DdpBenchArgs.__doc__)
+    given = {f.name for f in fields(d) if getattr(args, f.name) != getattr(d, f.name)}
     _apply_mode_defaults(args, given)
     if args.warmup >= args.steps:
         raise SystemExit(f"--warmup {args.warmup} must be below --steps {args.steps}")
@@ -744,7 +738,7 @@ def main(argv: list[str]) -> int:
         rows = _launch_spawned(args, cfgs, world)
     elapsed = (dt.datetime.now(dt.UTC) - started).total_seconds()
     md = table(rows, args.cpu_gloo)
-    command = "python -m benchmarks.ddp " + " ".join(argv)
+    command = shlex.join(["python", "-m", "benchmarks.ddp", *argv])
     meta = {
         "command": command,
         "machine": _machine(),
@@ -758,13 +752,16 @@ def main(argv: list[str]) -> int:
     print()
     print(md)
     print(f"\n{len(rows)} rows in {elapsed:.0f} s; JSON under {out}/")
-    if args.append:  # append only: the file is shared
-        with open(args.append, "a") as f:
-            f.write(
-                f"\n## DDP hooks: {'bits vs loss (CPU, gloo)' if args.cpu_gloo else 'GPU (NCCL)'}\n\n"
-                f"Command: `{command}`  \nMachine: {meta['machine']}, {world} ranks  \n"
-                f"Date: {meta['date_utc']} ({elapsed:.0f} s)\n\n{notes(args, rows)}\n\n{md}\n"
-            )
+    if args.append:
+        append_section(
+            f"DDP hooks: {'bits vs loss (CPU, gloo)' if args.cpu_gloo else 'GPU (NCCL)'}",
+            command,
+            f"{notes(args, rows)}\n\n{md}",
+            machine=f"{meta['machine']}, {world} ranks",
+            details=[f"wall time {elapsed:.0f} s"],
+            when=started,
+            path=args.append,
+        )
     return 0 if rows and all("error" not in r for r in rows) else 1
 
 

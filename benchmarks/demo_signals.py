@@ -15,7 +15,6 @@ Example::
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import signal
@@ -23,12 +22,27 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from agents.demo import pid_alive
-from benchmarks.common import machine
+import tyro
+
+from benchmarks.common import machine_line
+from policy_service.launch import pid_alive
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class SignalsArgs:
+    """Does the demo clean up and end by its signal, whenever Ctrl-C / SIGTERM comes?"""
+
+    runs: int = 16
+    """demo runs, SIGINT and SIGTERM alternating"""
+    max_delay_s: float = 4.0
+    """largest delay after the service is ready, seconds"""
+    seed: int = 1
+    """seed of the random delays"""
 
 
 def one_run(sig: signal.Signals, delay_s: float, out: Path, ready_timeout_s: float = 300.0) -> dict:
@@ -68,16 +82,13 @@ def one_run(sig: signal.Signals, delay_s: float, out: Path, ready_timeout_s: flo
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="mango bench signals", description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=16, help="demo runs, SIGINT and SIGTERM alternating")
-    ap.add_argument("--max-delay-s", type=float, default=4.0, help="largest delay after the service is ready")
-    ap.add_argument("--seed", type=int, default=1, help="seed of the random delays")
-    args = ap.parse_args(argv)
+    args = tyro.cli(SignalsArgs, args=argv, prog="mango bench signals", description=SignalsArgs.__doc__)
     if args.runs < 1 or args.max_delay_s < 0:
-        ap.error("--runs must be >= 1 and --max-delay-s >= 0")
+        print("mango bench signals: error: --runs must be >= 1 and --max-delay-s >= 0", file=sys.stderr)
+        raise SystemExit(2)
     rng = random.Random(args.seed)
     rows = []
-    print(f"machine: {machine()}")
+    print(f"machine: {machine_line()}")
     print("| run | signal | delay_s | returncode | service gone | said stopped | ok |")
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:

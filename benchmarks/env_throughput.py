@@ -22,11 +22,11 @@ Example::
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tyro
 
 from benchmarks.common import append_section
 
@@ -99,7 +100,7 @@ def bench_vectorized(cfg: BenchConfig) -> list[dict[str, Any]]:
 def bench_single(cfg: BenchConfig) -> dict[str, Any]:
     import gymnasium as gym
 
-    import envs  # noqa: F401  (registers the id)
+    import envs.env  # noqa: F401  (registers the id)
 
     env = gym.make("mango/CompressionControl-v0", backend="surrogate")
     env.reset(seed=0)
@@ -186,15 +187,27 @@ def format_tables(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class EnvBenchArgs:
+    """Surrogate environment steps per second, and the training backend's overhead per interval."""
+
+    num_envs: str = "16,64,256,1024"
+    """comma-separated vectorized set sizes"""
+    seconds: float = 3.0
+    """measuring time per configuration (after a short warm-up)"""
+    training_workloads: str = "digits-mlp-cosine,lm-tiny-cosine"
+    """comma-separated workloads of the overhead measurement, one episode each ('' to skip)"""
+    threads: int = 1
+    """torch threads for the training backend"""
+    quick: bool = False
+    """1 s per measurement, digits only"""
+    append: bool = True
+    """append a dated section to BENCHMARKS.md (--no-append: do not)"""
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="mango bench env", description=__doc__.split("\n\n")[0])
-    p.add_argument("--num-envs", default="16,64,256,1024")
-    p.add_argument("--seconds", type=float, default=3.0)
-    p.add_argument("--training-workloads", default="digits-mlp-cosine,lm-tiny-cosine", help="'' to skip")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--quick", action="store_true", help="1 s per measurement, digits only")
-    p.add_argument("--no-append", action="store_true", help="do not append to BENCHMARKS.md")
-    a = p.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    a = tyro.cli(EnvBenchArgs, args=argv, prog="mango bench env", description=EnvBenchArgs.__doc__)
     cfg = BenchConfig(
         num_envs=[int(x) for x in a.num_envs.split(",") if x],
         seconds=1.0 if a.quick else a.seconds,
@@ -202,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.quick
         else [w for w in a.training_workloads.split(",") if w],
         threads=a.threads,
-        append=not a.no_append,
+        append=a.append,
     )
     started = dt.datetime.now(dt.UTC)
     res: dict[str, Any] = {"config": asdict(cfg), "date": started.isoformat(timespec="seconds")}
@@ -218,12 +231,14 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(res, indent=2))
     print(f"\nresults -> {out.relative_to(ROOT)}")
     if cfg.append:
-        cmd = "python -m benchmarks.env_throughput " + " ".join(argv if argv is not None else sys.argv[1:])
-        section = (
-            f"\n## Environment throughput ({started:%Y-%m-%d})\n\n- command: `{cmd.strip()}`\n"
-            f"- machine: {res['machine']}\n- date: {started.isoformat(timespec='seconds')}\n\n{table}\n"
+        md = append_section(
+            "Environment throughput",
+            shlex.join(["python", "-m", "benchmarks.env_throughput", *argv]),
+            table,
+            machine=res["machine"],
+            when=started,
         )
-        print(f"appended to {append_section(section).relative_to(ROOT)}")
+        print(f"appended to {md.relative_to(ROOT) if md.is_relative_to(ROOT) else md}")
     return 0
 
 

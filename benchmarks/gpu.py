@@ -11,6 +11,7 @@ Parts (``--parts``, comma separated; all by default):
   AdamW, bitsandbytes AdamW8bit, GaLore AdamW, MangoAdamW at a grid of settings; step time, optimizer-state
   bytes per parameter, peak memory, energy per step from NVML's energy counter over >= ``--energy-window-s``.
 * ``profile``  - host time per step call, device time per step and the busiest kernels, per optimizer.
+* ``switch``   - ``apply_setting`` between settings on the ``step`` model: its time and the first step's.
 * ``tune``     - the fused MangoAdamW step's tile and warps swept on the ``step`` model (rank 0).
 * ``tune-proj`` - the projected launches' tiles (P^T G and the back-projection) at ranks 8 and 64.
 * ``converge`` - the same body (12 layers, width 768, vocab 256) trained ``--steps`` steps on the byte-level
@@ -22,7 +23,6 @@ a failing peer becomes an error row, never a crash. Runs on CUDA only (it says s
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import math
@@ -36,13 +36,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import tyro
 
 __all__ = ["GpuBenchArgs", "main"]
 
 
 @dataclass
 class GpuBenchArgs:
-    """Knobs of the GPU suite."""
+    """The H200 suite: kernels, low-rank refresh, optimizer step, convergence (CUDA only)."""
 
     out: str = "results/gpu"
     """output folder for JSON and markdown tables"""
@@ -642,15 +643,56 @@ def run_converge(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
     _write(out, "converge", rows, [*cols, "error"], meta)
 
 
+#: Setting changes the ``switch`` part times: into and out of projection, across widths and gammas.
+SWITCHES: list[tuple[str, str]] = [
+    ("r0/b8/g0", "r4/b8/g0"), ("r4/b8/g0", "r64/b16/g0"), ("r64/b16/g0", "r0/b4/g1"),
+    ("r0/b4/g1", "r0/b32/g0"), ("r0/b32/g0", "r16/b3/g0.75"), ("r16/b3/g0.75", "r0/b8/g0"),
+]  # fmt: skip
+
+
+def run_switch(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
+    """What a policy decision costs on the GPU: ``apply_setting`` (state conversion) plus the first step
+    after it (plan rebuild, any kernel compile is excluded by a first untimed pass), against a plain step."""
+    from client.compression import MangoAdamW
+    from client.protocol import CompressionSetting
+
+    params = model_with_gradients(args.model)
+    rows: list[dict[str, Any]] = []
+    for timed in (False, True):  # the first pass compiles every variant the changes need
+        for a, b in SWITCHES:
+            opt = MangoAdamW(params, lr=1e-4, setting=CompressionSetting.parse(a))
+            for _ in range(5):
+                opt.step()
+            _sync()
+            step_ms = _time_ms(opt.step, reps=10, warmup=2)
+            t0 = time.perf_counter()
+            opt.apply_setting(CompressionSetting.parse(b))
+            _sync()
+            apply_ms = (time.perf_counter() - t0) * 1000
+            t0 = time.perf_counter()
+            opt.step()
+            _sync()
+            first_ms = (time.perf_counter() - t0) * 1000
+            after_ms = _time_ms(opt.step, reps=10, warmup=2)
+            if timed:
+                rows.append(
+                    {
+                        "change": f"{a} -> {b}",
+                        "apply_ms": apply_ms,
+                        "first_step_ms": first_ms,
+                        "step_ms_before": step_ms,
+                        "step_ms_after": after_ms,
+                        "cost_in_steps": (apply_ms + first_ms - after_ms) / max(after_ms, 1e-9),
+                    }
+                )
+                print(rows[-1], flush=True)
+            del opt
+    cols = ["change", "apply_ms", "first_step_ms", "step_ms_before", "step_ms_after", "cost_in_steps"]
+    _write(out, "switch", rows, cols, meta)
+
+
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="mango bench gpu", description=__doc__.split("\n")[0])
-    d = GpuBenchArgs()
-    for f, v in asdict(d).items():
-        if isinstance(v, list):
-            p.add_argument(f"--{f.replace('_', '-')}", type=int, nargs="+", default=v)
-        else:
-            p.add_argument(f"--{f.replace('_', '-')}", type=type(v), default=v)
-    args = GpuBenchArgs(**vars(p.parse_args(argv)))
+    args = tyro.cli(GpuBenchArgs, args=argv, prog="mango bench gpu", description=GpuBenchArgs.__doc__)
     if not torch.cuda.is_available():
         print("mango bench gpu: no CUDA device here; run it on the GPU machine (see BENCHMARKS.md).")
         return 0
@@ -673,6 +715,7 @@ def main(argv: list[str]) -> int:
         "tune": run_tune,
         "tune-proj": run_tune_proj,
         "profile": run_profile,
+        "switch": run_switch,
     }
     for part in parts:
         t0 = time.perf_counter()

@@ -22,11 +22,11 @@ the table with its command, machine and date appended to ``BENCHMARKS.md`` (``--
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import functools
 import json
 import platform
+import shlex
 import sys
 import time
 import traceback
@@ -36,6 +36,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import tyro
+
+from benchmarks.common import append_section
 
 __all__ = ["KernelBenchArgs", "main"]
 
@@ -71,24 +74,36 @@ class KernelBenchArgs:
     """file the table is appended to"""
 
 
+@dataclass
+class KernelFlags:
+    """Quantize / dequantize / pack kernels against torch and bitsandbytes (GPU; the torch path elsewhere)."""
+
+    sizes_m: str = "16,64,256"
+    """sizes in Mi values, comma separated"""
+    dtypes: str = "fp32,bf16"
+    """fp32, bf16, fp16; comma separated"""
+    configs: str = _DEFAULT_CONFIGS
+    """bits:mode pairs, comma separated"""
+    stochastic: str = "0,1"
+    """0 (round to nearest), 1 (stochastic); comma separated"""
+    tiles: str = ""
+    """values per program to sweep, e.g. 2048,4096 ('': the kernels' defaults)"""
+    num_warps: str = "4"
+    """warps per program to sweep, e.g. 4,8"""
+    rep_ms: int = 100
+    """do_bench repetition budget per measurement, ms"""
+    bnb: bool = True
+    """also time bitsandbytes where it imports (--no-bnb: skip it)"""
+    out: str = ""
+    """JSON path (default results/kernels-<date>.json)"""
+    append: bool = True
+    """append the table to BENCHMARKS.md (CUDA runs only; --no-append: do not)"""
+    markdown: str = "BENCHMARKS.md"
+    """markdown file to append to"""
+
+
 def _parse(argv: list[str]) -> KernelBenchArgs:
-    p = argparse.ArgumentParser(prog="mango bench kernels", description=__doc__.split("\n")[0])
-    p.add_argument("--sizes-m", default="16,64,256", help="sizes in Mi values, comma separated")
-    p.add_argument("--dtypes", default="fp32,bf16", help="fp32, bf16, fp16; comma separated")
-    p.add_argument("--configs", default=_DEFAULT_CONFIGS, help="bits:mode pairs, comma separated")
-    p.add_argument(
-        "--stochastic", default="0,1", help="0 (round to nearest), 1 (stochastic); comma separated"
-    )
-    p.add_argument(
-        "--tiles", default="", help="values per program to sweep, e.g. 2048,4096 (default: built-in)"
-    )
-    p.add_argument("--num-warps", default="4", help="warps per program to sweep, e.g. 4,8")
-    p.add_argument("--rep-ms", type=int, default=100, help="do_bench repetition budget per measurement (ms)")
-    p.add_argument("--no-bnb", action="store_true", help="skip bitsandbytes")
-    p.add_argument("--out", default="", help="JSON path (default results/kernels-<date>.json)")
-    p.add_argument("--no-append", action="store_true", help="do not append the table to BENCHMARKS.md")
-    p.add_argument("--markdown", default="BENCHMARKS.md", help="markdown file to append to")
-    a = p.parse_args(argv)
+    a = tyro.cli(KernelFlags, args=argv, prog="mango bench kernels", description=KernelFlags.__doc__)
 
     def ints(s: str) -> list[int]:
         return [int(v) for v in s.split(",") if v.strip()]
@@ -99,7 +114,11 @@ def _parse(argv: list[str]) -> KernelBenchArgs:
         configs.append((int(bits), mode or "uniform"))
     for d in a.dtypes.split(","):
         if d not in _DTYPES:
-            p.error(f"unknown dtype {d!r}; choose from {list(_DTYPES)}")
+            print(
+                f"mango bench kernels: error: unknown dtype {d!r}; choose from {list(_DTYPES)}",
+                file=sys.stderr,
+            )
+            raise SystemExit(2)
     return KernelBenchArgs(
         sizes_m=ints(a.sizes_m),
         dtypes=a.dtypes.split(","),
@@ -108,9 +127,9 @@ def _parse(argv: list[str]) -> KernelBenchArgs:
         tiles=list(ints(a.tiles)) or [None],
         num_warps=ints(a.num_warps),
         rep_ms=a.rep_ms,
-        bnb=not a.no_bnb,
+        bnb=a.bnb,
         out=a.out,
-        append=not a.no_append,
+        append=a.append,
         markdown=a.markdown,
     )
 
@@ -328,7 +347,7 @@ def _machine() -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     args = _parse(argv)
-    command = "mango bench kernels " + " ".join(argv)
+    command = shlex.join(["mango", "bench", "kernels", *argv])
     date = dt.datetime.now().strftime("%Y-%m-%d")
     out = Path(args.out or f"results/kernels-{date}.json")
     meta = {"command": command, "date": dt.datetime.now().isoformat(timespec="seconds"), **_machine()}
@@ -380,11 +399,14 @@ def main(argv: list[str]) -> int:
     print(f"wrote {out}")
     if copy_gbs is not None and args.append:
         try:
-            with open(args.markdown, "a") as fh:
-                fh.write(
-                    f"\n## kernels, {meta['date']}, {meta.get('gpu')}\n\n`{command}` "
-                    f"(triton {meta['triton']}, torch {meta['torch']}; copy {copy_gbs:.0f} GB/s)\n\n{table}\n"
-                )
+            append_section(
+                "Quantization kernels",
+                command,
+                table,
+                machine=str(meta.get("gpu")),
+                details=[f"triton {meta['triton']}, torch {meta['torch']}; copy {copy_gbs:.0f} GB/s"],
+                path=args.markdown,
+            )
         except OSError as exc:
             print(f"could not append to {args.markdown}: {exc}")
     return 0

@@ -10,25 +10,21 @@ Run ``python -m benchmarks.lm --help`` (or ``mango bench lm``) for the knobs. It
 
 from __future__ import annotations
 
-import argparse
-import ast
 import dataclasses
 import datetime as dt
-import inspect
-import itertools
 import json
 import math
 import shlex
 import sys
-import textwrap
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import tyro
 
-from benchmarks.common import append_section, machine
+from benchmarks.common import append_section, machine_line
 from client.compression.optimizer import MangoAdamW
 from client.protocol import CompressionSetting
 from envs.data import load_corpus
@@ -52,7 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @dataclass
 class LMBenchConfig:
-    """Knobs of the benchmark (each is a ``--flag``; underscores become dashes)."""
+    """AdamW vs MangoAdamW on the byte-level stdlib LM (CPU): loss and state bytes per setting."""
 
     model: str = "lm-small"
     """:func:`envs.models.build_model` preset."""
@@ -79,8 +75,8 @@ class LMBenchConfig:
     """Model-initialization and data-order seed (shared by every run)."""
     threads: int = 2
     """``torch.set_num_threads``."""
-    settings: list[str] = field(default_factory=lambda: list(DEFAULT_SETTINGS))
-    """Runs: ``adamw``, ``off`` or ``rR/bB[/gG]`` (comma-separated on the command line)."""
+    settings: str = ",".join(DEFAULT_SETTINGS)
+    """Runs, comma-separated: ``adamw``, ``off`` or ``rR/bB[/gG]``."""
     refresh_every: int = 50
     """MangoAdamW ``refresh_every``."""
     ef_beta: float = 0.9
@@ -104,47 +100,9 @@ class LMBenchConfig:
     no_write: bool = False
     """Print only: no JSON, no BENCHMARKS.md section."""
 
-
-def _field_docs(cls: type) -> dict[str, str]:
-    """The docstring under each field of a dataclass (for ``--help``)."""
-    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body  # type: ignore[attr-defined]
-    docs = {}
-    for a, b in itertools.pairwise(body):
-        if (
-            isinstance(a, ast.AnnAssign)
-            and isinstance(a.target, ast.Name)
-            and isinstance(b, ast.Expr)
-            and isinstance(b.value, ast.Constant)
-            and isinstance(b.value.value, str)
-        ):
-            docs[a.target.id] = " ".join(b.value.value.split()).replace("%", "%%")
-    return docs
-
-
-def parse_args(argv: list[str]) -> LMBenchConfig:
-    parser = argparse.ArgumentParser(prog="mango bench lm", description=__doc__.splitlines()[0])
-    docs = _field_docs(LMBenchConfig)
-    for f in dataclasses.fields(LMBenchConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.default is not dataclasses.MISSING:
-            default: Any = f.default
-        else:
-            default = f.default_factory()  # type: ignore[misc, operator]
-        help_ = f"{docs.get(f.name, '')} (default: %(default)s)"
-        if f.name == "no_write":
-            parser.add_argument(flag, action="store_true", help=docs.get(f.name))
-        elif f.type in ("bool", bool):  # BooleanOptionalAction appends the default itself
-            parser.add_argument(
-                flag, action=argparse.BooleanOptionalAction, default=default, help=docs.get(f.name)
-            )
-        elif f.name == "settings":
-            parser.add_argument(flag, default=",".join(default), help=help_)
-        else:
-            kind = {"int": int, "float": float, "str": str}[str(f.type)]
-            parser.add_argument(flag, type=kind, default=default, help=help_)
-    ns = vars(parser.parse_args(argv))
-    ns["settings"] = [s.strip() for s in ns["settings"].split(",") if s.strip()]
-    return LMBenchConfig(**ns)
+    def labels(self) -> list[str]:
+        """The runs of ``settings``, in order."""
+        return [s.strip() for s in self.settings.split(",") if s.strip()]
 
 
 def parse_setting(label: str) -> CompressionSetting | None:
@@ -223,7 +181,7 @@ def run_one(
     n_params = sum(p.numel() for p in params)
     if isinstance(opt, MangoAdamW):
         state_bytes = opt.state_bytes()
-        stats = opt.compression_stats()
+        stats = opt.compression_stats().as_dict()
     else:
         state_bytes = sum(
             t.numel() * t.element_size() for s in opt.state.values() for t in s.values() if t.ndim
@@ -258,9 +216,9 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_args(sys.argv[1:] if argv is None else argv)
+    cfg = tyro.cli(LMBenchConfig, args=sys.argv[1:] if argv is None else argv, prog="mango bench lm")
     torch.set_num_threads(cfg.threads)
-    for label in cfg.settings:
+    for label in cfg.labels():
         parse_setting(label)  # fail fast on a typo
     corpus = load_corpus(cfg.corpus_bytes)
     probe = build_model(cfg.model, cfg.seed)
@@ -271,10 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     seq_len = cfg.seq_len or probe.cfg.block_size
     vgen = torch.Generator().manual_seed(10_000 + cfg.seed)
     val = [corpus.get_batch("val", cfg.batch_size, seq_len, vgen) for _ in range(cfg.eval_batches)]
-    print(f"# lm benchmark: {cfg.model}, {cfg.steps} steps, batch {cfg.batch_size}x{seq_len}, {machine()}")
+    print(
+        f"# lm benchmark: {cfg.model}, {cfg.steps} steps, batch {cfg.batch_size}x{seq_len}, {machine_line()}"
+    )
     rows = []
     t_start = time.perf_counter()
-    for label in cfg.settings:
+    for label in cfg.labels():
         row = run_one(cfg, label, corpus, val)
         rows.append(row)
         print(
@@ -293,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = ROOT / cfg.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"lm-{now:%Y%m%d-%H%M%S}.json"
-    doc = {"date": now.isoformat(), "command": command, "machine": machine(), "wall_s": wall_s}
+    doc = {"date": now.isoformat(), "command": command, "machine": machine_line(), "wall_s": wall_s}
     doc |= {"config": dataclasses.asdict(cfg), "rows": rows}
     path.write_text(json.dumps(doc, indent=2))
     knobs = (
@@ -303,16 +263,20 @@ def main(argv: list[str] | None = None) -> int:
         "embeddings "
         + ("unprojected (project=False group)" if cfg.embed_rank0 else "projected like every matrix")
     )
-    section = (
-        f"\n## LM: AdamW vs MangoAdamW ({cfg.model}, {cfg.steps} steps) - {now:%Y-%m-%d %H:%M %Z}\n\n"
-        f"- command: `{command}`\n- machine: {machine()}\n"
-        f"- batch {cfg.batch_size} x {seq_len} bytes, lr {cfg.lr} (warm-up {cfg.warmup_steps}, cosine to "
-        f"10 %), eps {cfg.eps}, weight decay {cfg.weight_decay}, corpus {cfg.corpus_bytes} bytes, "
-        f"{cfg.eval_batches} validation batches, seed {cfg.seed}; MangoAdamW {knobs}; wall {wall_s:.0f} s\n"
-        f"- raw: `{path.relative_to(ROOT)}`\n\n{table}\n"
+    md = append_section(
+        f"LM: AdamW vs MangoAdamW ({cfg.model}, {cfg.steps} steps)",
+        command,
+        table,
+        details=[
+            f"batch {cfg.batch_size} x {seq_len} bytes, lr {cfg.lr} (warm-up {cfg.warmup_steps}, cosine to "
+            f"10 %), eps {cfg.eps}, weight decay {cfg.weight_decay}, corpus {cfg.corpus_bytes} bytes, "
+            f"{cfg.eval_batches} validation batches, seed {cfg.seed}; MangoAdamW {knobs}",
+            f"wall {wall_s:.0f} s",
+            f"raw: `{path.relative_to(ROOT)}`",
+        ],
+        when=now,
     )
-    append_section(section)
-    print(f"\nwrote {path.relative_to(ROOT)} and appended to BENCHMARKS.md")
+    print(f"\nwrote {path.relative_to(ROOT)} and appended to {md}")
     return 0
 
 

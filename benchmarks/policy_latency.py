@@ -1,12 +1,13 @@
 """``mango bench policy``: CPU latency of one learned-policy decision (encode + forward + grid lookup).
 
 One decision is what the policy service does per ``POST /v1/decide`` after parsing: encode the request's
-telemetry window with ``ObservationSpec.encode``, run the TinyFormer under ``torch.inference_mode`` (the
-``torch.jit.trace``-d greedy actor the service uses, and the eager model for comparison), and map the argmax
-indices to a ``CompressionSetting`` with ``ActionGrid.setting``. Timed with one torch thread on a
-full 8-record window; p50 / p99 / mean over ``--calls`` decisions after ``--warmup`` unmeasured ones. The
-target is p50 and p99 < 0.3 ms. Wall-clock percentiles include the time other processes hold the core (on a
-shared machine the p99 is the scheduler's); the thread-CPU-time percentiles are the decision's own cost.
+telemetry window with ``ObservationSpec.encode``, run the TinyFormer's numpy forward pass
+(``client.policy.NumpyTinyFormer``, what the service and the embedded policy run; the training-side torch
+module under ``torch.inference_mode`` for comparison), and map the argmax indices to a ``CompressionSetting``
+with ``ActionGrid.setting``. Timed with one torch thread on a full 8-record window; p50 / p99 / mean over
+``--calls`` decisions after ``--warmup`` unmeasured ones. The target is p50 and p99 < 0.3 ms. Wall-clock
+percentiles include the time other processes hold the core (on a shared machine the p99 is the scheduler's);
+the thread-CPU-time percentiles are the decision's own cost.
 
 Example::
 
@@ -16,19 +17,22 @@ Example::
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import os
 import platform
+import shlex
+import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import tyro
 
-from agents.artifact import load_artifact
-from benchmarks.common import append_section
+from agents.tinyformer import TinyFormer
+from benchmarks.common import append_section, format_section
+from client.policy import LearnedPolicy, load_artifact
 from client.protocol import (
     MAX_HISTORY,
     CompressionSetting,
@@ -41,7 +45,7 @@ from client.protocol import (
 __all__ = ["main", "measure"]
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_POLICY = ROOT / "agents" / "default_policy"
+DEFAULT_POLICY = ROOT / "client" / "policy" / "default_policy"
 TARGET_MS = 0.3
 
 
@@ -86,67 +90,64 @@ def measure(policy: str | Path, calls: int = 5000, warmup: int = 500) -> dict[st
     """Per-call latencies in ms (``[2, calls]``: wall, thread CPU) of each stage and of whole decisions."""
     torch.set_num_threads(1)
     art = load_artifact(policy)
-    spec = ObservationSpec(window=art.model.config.window, grid=art.grid)
+    spec = ObservationSpec(window=art.config.window, grid=art.grid)
     history = _history()
     objective = Objective(w_loss=5.0, w_memory=0.5, w_energy=0.25, w_time=0.25)
     reference = Reference(
         initial_loss=3.2, dense_state_bytes=8_000_000, interval_energy_j=150.0, interval_s=0.5
     )
-    traced = art.model.greedy_actor(trace=True)
-    eager = art.model.greedy_actor(trace=False)
+    policy = LearnedPolicy(art)
+    torch_model = TinyFormer.from_weights(art.config, art.weights)
     grid = art.grid
-    obs = torch.from_numpy(spec.encode(history, objective, reference)).unsqueeze(0)
-    with torch.inference_mode():
-        action = traced(obs)[0].tolist()
+    x = spec.encode(history, objective, reference)
+    obs = torch.from_numpy(x).unsqueeze(0)
 
-    def decide(actor: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[], CompressionSetting]:
-        def run() -> CompressionSetting:
-            x = spec.encode(history, objective, reference)
-            with torch.inference_mode():
-                a = actor(torch.from_numpy(x).unsqueeze(0))[0].tolist()
-            return grid.setting(a)
+    def torch_forward() -> object:
+        with torch.inference_mode():
+            return torch_model.act(obs)
 
-        return run
+    def torch_decide() -> CompressionSetting:
+        with torch.inference_mode():
+            a = torch_model.act(torch.from_numpy(spec.encode(history, objective, reference)))
+        return grid.setting(a.tolist())
 
-    def forward(actor: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[], object]:
-        def run() -> object:
-            with torch.inference_mode():
-                return actor(obs)
-
-        return run
-
+    action = policy.model.act(x).tolist()
     return {
         "encode": _time(lambda: spec.encode(history, objective, reference), calls, warmup),
-        "forward (traced)": _time(forward(traced), calls, warmup),
-        "forward (eager)": _time(forward(eager), calls, warmup),
+        "forward (numpy)": _time(lambda: policy.model.act(x), calls, warmup),
+        "forward (torch eager)": _time(torch_forward, calls, warmup),
         "grid lookup": _time(lambda: grid.setting(action), calls, warmup),
-        "decision (traced)": _time(decide(traced), calls, warmup),
-        "decision (eager)": _time(decide(eager), calls, warmup),
+        "decision (numpy)": _time(
+            lambda: policy.decide(history, objective, reference=reference), calls, warmup
+        ),
+        "decision (torch eager)": _time(torch_decide, calls, warmup),
     }
 
 
+@dataclass
+class PolicyLatencyArgs:
+    """Policy inference latency on the CPU, stage by stage (encode, forward, grid lookup, decision)."""
+
+    policy: str = str(DEFAULT_POLICY)
+    """artifact (manifest, weights or directory)"""
+    calls: int = 5000
+    """measured decisions per row"""
+    warmup: int = 500
+    """unmeasured decisions first"""
+    bench: bool = False
+    """append the table to BENCHMARKS.md"""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--policy", default=str(DEFAULT_POLICY), help="artifact (manifest, weights or directory)"
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = tyro.cli(
+        PolicyLatencyArgs, args=argv, prog="mango bench policy", description=PolicyLatencyArgs.__doc__
     )
-    parser.add_argument("--calls", type=int, default=5000, help="measured decisions per row")
-    parser.add_argument("--warmup", type=int, default=500, help="unmeasured decisions first")
-    parser.add_argument("--bench", action="store_true", help="append the table to BENCHMARKS.md")
-    args = parser.parse_args(list(argv) if argv is not None else None)
     res = measure(args.policy, args.calls, args.warmup)
     art = load_artifact(args.policy)
-    n_params = sum(p.numel() for p in art.model.parameters())
+    n_params = sum(int(w.size) for w in art.weights.values())
     load = os.getloadavg()
     lines = [
-        f"\n## Policy inference latency, one decision on CPU ({dt.date.today().isoformat()})\n",
-        f"- command: `mango bench policy --policy {args.policy} --calls {args.calls}`",
-        f"- machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {load[0]:.1f}, torch "
-        f"{torch.__version__}, 1 thread",
-        f"- policy: {art.name} {art.version}, {n_params} parameters, weights "
-        f"{art.weights_path.stat().st_size} bytes; window {art.model.config.window}; target p50/p99 < "
-        f"{TARGET_MS} ms",
-        "",
         "| stage | wall p50 (ms) | wall p99 (ms) | wall mean (ms) | CPU p50 (ms) | CPU p99 (ms) |",
         "|---|---|---|---|---|---|",
     ]
@@ -156,15 +157,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"| {name} | {np.percentile(w, 50):.4f} | {np.percentile(w, 99):.4f} | {w.mean():.4f} | "
             f"{np.percentile(c, 50):.4f} | {np.percentile(c, 99):.4f} |"
         )
-    text = "\n".join(lines) + "\n"
-    print(text)
+    section = {
+        "title": "Policy inference latency, one decision on CPU",
+        "command": shlex.join(["mango", "bench", "policy", *argv]),
+        "body": "\n".join(lines),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load average {load[0]:.1f}, torch "
+        f"{torch.__version__}, 1 thread",
+        "details": [
+            f"policy: {art.name} {art.version}, {n_params} parameters, weights "
+            f"{art.weights_path.stat().st_size} bytes; window {art.config.window}; target p50/p99 < "
+            f"{TARGET_MS} ms"
+        ],
+    }
+    print(format_section(**section))
     for row, clock in enumerate(("wall", "thread CPU")):
-        full = res["decision (traced)"][row]
+        full = res["decision (numpy)"][row]
         p50, p99 = np.percentile(full, 50), np.percentile(full, 99)
         verdict = "meets" if p50 < TARGET_MS and p99 < TARGET_MS else "misses"
-        print(f"decision (traced), {clock}: p50 {p50:.4f} ms, p99 {p99:.4f} ms -> {verdict} {TARGET_MS} ms")
+        print(f"decision (numpy), {clock}: p50 {p50:.4f} ms, p99 {p99:.4f} ms -> {verdict} {TARGET_MS} ms")
     if args.bench:
-        print(f"appended to {append_section(text)}")
+        print(f"appended to {append_section(**section)}")
     return 0
 
 

@@ -31,16 +31,13 @@ On a shared machine, run it twice and compare: other processes' load shows up in
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import math
 import os
 import platform
 import re
-import secrets
 import shlex
-import socket
 import subprocess
 import sys
 import tempfile
@@ -52,11 +49,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import tyro
+
 from benchmarks.common import append_section
+from policy_service.launch import ServiceProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 
-__all__ = ["BenchConfig", "main"]
+__all__ = ["BenchConfig", "ServiceBenchArgs", "main"]
 
 
 @dataclass
@@ -263,12 +263,6 @@ def _loadgen_main(spec_json: str) -> int:
 # ---------------------------------------------------------------------------------------------- orchestration
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _decide_body(policy: str) -> str:
     setting = {"rank": 8, "bits": 4, "gamma": 0.0}
     history = [
@@ -331,56 +325,15 @@ def _machine() -> dict[str, Any]:
     return info
 
 
-class _Server:
-    """``mango serve`` in a subprocess with bench endpoints and one TinyFormer artifact."""
-
-    def __init__(self, policy_dir: Path, log_path: Path) -> None:
-        self.port = _free_port()
-        self.api_key = secrets.token_urlsafe(32)
-        self.admin_key = secrets.token_urlsafe(32)
-        self.policy_dir = policy_dir
-        env = {
-            **os.environ,
-            "MANGO_API_KEY": self.api_key,
-            "MANGO_ADMIN_KEY": self.admin_key,
-            "MANGO_POLICY_DIR": str(policy_dir),
-            "MANGO_DEFAULT_POLICY_DIR": "",
-            "MANGO_BENCH_ENDPOINTS": "true",
-            "MANGO_LOG_LEVEL": "warning",
-        }
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mango_cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=ROOT,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        self.base = f"http://127.0.0.1:{self.port}"
-
-    def wait_ready(self, timeout_s: float = 180.0) -> None:
-        import httpx
-
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}")
-            try:
-                if httpx.get(f"{self.base}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("server did not become ready")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self._log.close()
+def _server(policy_dir: Path, log_path: Path) -> ServiceProcess:
+    """``mango serve`` with the bench endpoints on and one TinyFormer artifact (not started)."""
+    env = {
+        "MANGO_POLICY_DIR": str(policy_dir),
+        "MANGO_DEFAULT_POLICY_DIR": "",
+        "MANGO_BENCH_ENDPOINTS": "true",
+        "MANGO_LOG_LEVEL": "warning",
+    }
+    return ServiceProcess(log_path, env=env)
 
 
 def _cpu_s(pid: int) -> float:
@@ -392,11 +345,11 @@ def _cpu_s(pid: int) -> float:
         return math.nan
 
 
-def _server_time(server: _Server, route: str) -> tuple[float, float]:
+def _server_time(server: ServiceProcess, route: str) -> tuple[float, float]:
     """(sum seconds, count) of the server's own latency histogram for ``route`` (from ``/metrics``)."""
     import httpx
 
-    text = httpx.get(f"{server.base}/metrics", timeout=10).text
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
     total = count = 0.0
     for line in text.splitlines():
         if f'route="{route}"' not in line:
@@ -411,12 +364,14 @@ def _server_time(server: _Server, route: str) -> tuple[float, float]:
 def _export(policy_dir: Path, version: str, seed: int) -> None:
     import torch
 
-    from agents.artifact import export_artifact
     from agents.tinyformer import TinyFormer
+    from client.policy import export_artifact
 
     torch.manual_seed(seed)
+    model = TinyFormer()
     export_artifact(
-        TinyFormer(),
+        model.weights(),
+        model.config,
         policy_dir,
         name="bench-tiny",
         version=version,
@@ -424,7 +379,9 @@ def _export(policy_dir: Path, version: str, seed: int) -> None:
     )
 
 
-def _spec(server: _Server, endpoint: str, rate: int, cfg: BenchConfig, duration_s: float) -> dict[str, Any]:
+def _spec(
+    server: ServiceProcess, endpoint: str, rate: int, cfg: BenchConfig, duration_s: float
+) -> dict[str, Any]:
     policy = {"empty": "default", "decide-static": "static", "decide-tinyformer": "bench-tiny"}[endpoint]
     return {
         "host": "127.0.0.1",
@@ -440,7 +397,7 @@ def _spec(server: _Server, endpoint: str, rate: int, cfg: BenchConfig, duration_
     }
 
 
-def _reload_phase(server: _Server, cfg: BenchConfig) -> dict[str, Any]:
+def _reload_phase(server: ServiceProcess, policy_dir: Path, cfg: BenchConfig) -> dict[str, Any]:
     """Load at ``reload_rate`` in the generator while this thread re-exports and reloads ``reloads`` times."""
     import httpx
 
@@ -452,9 +409,9 @@ def _reload_phase(server: _Server, cfg: BenchConfig) -> dict[str, Any]:
     time.sleep(cfg.warmup_s + 1.0)  # the generator starts (imports) and warms up first
     gap = duration / (cfg.reloads + 1)
     reloads: list[dict[str, Any]] = []
-    with httpx.Client(base_url=server.base, headers={"X-API-Key": server.admin_key}, timeout=60) as admin:
+    with httpx.Client(base_url=server.url, headers={"X-API-Key": server.admin_key}, timeout=60) as admin:
         for i in range(cfg.reloads):
-            _export(server.policy_dir, version=f"reload-{i}", seed=100 + i)
+            _export(policy_dir, version=f"reload-{i}", seed=100 + i)
             t0 = time.perf_counter()
             r = admin.post("/v1/policies/reload", params={"force": "true"})
             reloads.append(
@@ -547,36 +504,50 @@ def _summarize(
     return ratios, lines, goals
 
 
-def _parse(argv: list[str]) -> BenchConfig:
-    p = argparse.ArgumentParser(prog="mango bench service", description=__doc__.split("\n\n")[0])
-    p.add_argument("--rates", default="100,250,500", help="comma-separated target rates, req/s")
-    p.add_argument("--duration", type=float, default=6.0, help="measured seconds per rate and endpoint")
-    p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each measurement")
-    p.add_argument("--connections", type=int, default=32, help="load generator keep-alive connections")
-    p.add_argument("--reloads", type=int, default=10, help="hot reloads during the reload phase (0: skip)")
-    p.add_argument("--reload-rate", type=int, default=500, help="request rate during the reload phase")
-    p.add_argument("--endpoints", default="empty,decide-static,decide-tinyformer")
-    p.add_argument("--out-dir", type=Path, default=ROOT / "results")
-    p.add_argument("--no-append", action="store_true", help="do not append to BENCHMARKS.md")
-    a = p.parse_args(argv)
-    return BenchConfig(
-        rates=tuple(int(x) for x in a.rates.split(",") if x),
-        duration_s=a.duration,
-        warmup_s=a.warmup,
-        connections=a.connections,
-        reloads=a.reloads,
-        reload_rate=a.reload_rate,
-        endpoints=tuple(e for e in a.endpoints.split(",") if e),
-        out_dir=a.out_dir,
-        append=not a.no_append,
-    )
+@dataclass
+class ServiceBenchArgs:
+    """Latency and throughput of the policy service under open-loop load on loopback."""
+
+    rates: str = "100,250,500"
+    """comma-separated target rates, requests per second"""
+    duration: float = 6.0
+    """measured seconds per rate and endpoint"""
+    warmup: float = 1.0
+    """unmeasured seconds before each measurement"""
+    connections: int = 32
+    """load generator keep-alive connections"""
+    reloads: int = 10
+    """hot reloads during the reload phase (0: skip the phase)"""
+    reload_rate: int = 500
+    """request rate during the reload phase"""
+    endpoints: str = "empty,decide-static,decide-tinyformer"
+    """comma-separated endpoints to measure"""
+    out_dir: Path = ROOT / "results"
+    """where the JSON result goes"""
+    append: bool = True
+    """append a dated section to BENCHMARKS.md (--no-append: do not)"""
+
+    def config(self) -> BenchConfig:
+        return BenchConfig(
+            rates=tuple(int(x) for x in self.rates.split(",") if x),
+            duration_s=self.duration,
+            warmup_s=self.warmup,
+            connections=self.connections,
+            reloads=self.reloads,
+            reload_rate=self.reload_rate,
+            endpoints=tuple(e for e in self.endpoints.split(",") if e),
+            out_dir=self.out_dir,
+            append=self.append,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--loadgen"]:
         return _loadgen_main(argv[1])
-    cfg = _parse(argv)
+    cfg = tyro.cli(
+        ServiceBenchArgs, args=argv, prog="mango bench service", description=ServiceBenchArgs.__doc__
+    ).config()
     command = "mango bench service " + shlex.join(argv) if argv else "mango bench service"
     started = datetime.now(UTC)
     machine = _machine()
@@ -584,9 +555,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="mango-bench-") as tmp:
         policy_dir = Path(tmp) / "policies"
         _export(policy_dir, version="v0", seed=0)
-        server = _Server(policy_dir, Path(tmp) / "server.log")
+        server = _server(policy_dir, Path(tmp) / "server.log")
         try:
-            server.wait_ready()
+            server.start()
+            assert server.pid is not None
             # warm every path once (first requests build caches) before anything is measured
             for endpoint in cfg.endpoints:
                 _run_loadgen_process(_spec(server, endpoint, 200, cfg, 0.5))
@@ -594,9 +566,9 @@ def main(argv: list[str] | None = None) -> int:
             for rate in cfg.rates:
                 for endpoint in cfg.endpoints:
                     route = "/bench/empty" if endpoint == "empty" else "/v1/decide"
-                    before, cpu0 = _server_time(server, route), _cpu_s(server.proc.pid)
+                    before, cpu0 = _server_time(server, route), _cpu_s(server.pid)
                     res = _run_loadgen_process(_spec(server, endpoint, rate, cfg, cfg.duration_s))
-                    cpu1, after = _cpu_s(server.proc.pid), _server_time(server, route)
+                    cpu1, after = _cpu_s(server.pid), _server_time(server, route)
                     n = after[1] - before[1]
                     # in-server time (middleware to last byte) and server CPU, warm-up requests included
                     res["server_mean_ms"] = (after[0] - before[0]) / n * 1e3 if n else math.nan
@@ -610,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"errors {res['errors']}/{res['sent']}",
                         flush=True,
                     )
-            reload_res = _reload_phase(server, cfg) if cfg.reloads > 0 else None
+            reload_res = _reload_phase(server, policy_dir, cfg) if cfg.reloads > 0 else None
         finally:
             server.stop()
             server_log = (Path(tmp) / "server.log").read_text(errors="replace")[-4000:]
@@ -653,29 +625,27 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwrote {out}")
 
     if cfg.append:
-        when, m = started.strftime("%Y-%m-%d %H:%M"), machine
-        section = [
-            f"\n## {when} UTC: policy service under load (`mango bench service`)\n",
-            f"- command: `{command}` (from the repository root: `.venv/bin/python -m mango_cli bench ...`)",
-            f"- machine: {m['cpu']}, {m['cpus']} CPUs (shared; load average 1m "
-            f"{load_before[0]:.2f} before, {load_after[0]:.2f} after), {m['platform']}",
-            f"- software: Python {m['python']}, torch {m['torch']}, uvicorn {m['uvicorn']}, "
-            f"uvloop {m['uvloop']}, httptools {m['httptools']}",
-            "- server: `mango serve`, 1 uvicorn worker, loopback; load: a separate asyncio process, "
-            f"open loop, {cfg.connections} keep-alive connections, {cfg.duration_s:g} s measured per row "
-            f"after {cfg.warmup_s:g} s warm-up; latency = write of the request to last byte of the response",
-            f"- result JSON: `{out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}`",
-            "",
-            table,
-            "",
-            "decide p50 / empty p50:",
-            *ratio_lines,
-            "",
-            "Goals:",
-            *[f"- {g}" for g in goals],
-            "",
-        ]
-        md = append_section("\n".join(section), cfg.benchmarks_md)
+        m = machine
+        md = append_section(
+            "Policy service under load (`mango bench service`)",
+            command,
+            "\n".join(
+                [table, "", "decide p50 / empty p50:", *ratio_lines, "", "Goals:", *[f"- {g}" for g in goals]]
+            ),
+            machine=f"{m['cpu']}, {m['cpus']} CPUs (shared; load average 1m {load_before[0]:.2f} before, "
+            f"{load_after[0]:.2f} after), {m['platform']}",
+            details=[
+                f"software: Python {m['python']}, torch {m['torch']}, uvicorn {m['uvicorn']}, "
+                f"uvloop {m['uvloop']}, httptools {m['httptools']}",
+                "server: `mango serve`, 1 uvicorn worker, loopback; load: a separate asyncio process, "
+                f"open loop, {cfg.connections} keep-alive connections, {cfg.duration_s:g} s measured per "
+                f"row after {cfg.warmup_s:g} s warm-up; latency = write of the request to last byte of the "
+                "response",
+                f"result JSON: `{out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}`",
+            ],
+            when=started,
+            path=cfg.benchmarks_md,
+        )
         print(f"appended to {md}")
     return 0
 

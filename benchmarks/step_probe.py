@@ -8,18 +8,29 @@ fused kernel to analyse. CUDA only.
 
 from __future__ import annotations
 
-import argparse
 import time
+from dataclasses import dataclass
 
 import torch
+import tyro
+
+
+@dataclass
+class StepProbeArgs:
+    """A few MangoAdamW steps on the GPT-2-small-sized model, for profilers (CUDA only)."""
+
+    setting: str = "r0/b8/g0"
+    """a CompressionSetting label, e.g. r0/b4/g0"""
+    steps: int = 20
+    """optimizer steps to run"""
+    no_ef: bool = False
+    """error_feedback=False"""
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.step_probe", description=__doc__.split("\n")[0])
-    p.add_argument("--setting", default="r0/b8/g0", help="a CompressionSetting label, e.g. r0/b4/g0")
-    p.add_argument("--steps", type=int, default=20, help="optimizer steps to run")
-    p.add_argument("--no-ef", action="store_true", help="error_feedback=False")
-    args = p.parse_args(argv)
+    args = tyro.cli(
+        StepProbeArgs, args=argv, prog="python -m benchmarks.step_probe", description=StepProbeArgs.__doc__
+    )
     if not torch.cuda.is_available():
         print("step_probe needs a CUDA device")
         return 0

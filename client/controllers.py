@@ -2,7 +2,8 @@
 
 They are the client's fallback when the policy service is unreachable, the service's always-available
 policies, and the baselines the learned policy is measured against. Every controller implements
-:class:`Controller`; :func:`make_controller` builds one by name.
+:class:`client.policy.Controller` (the one interface the learned policy shares); :func:`make_controller`
+builds one by name. They read the telemetry window only, and ignore ``reference`` and ``profile``.
 
 =================  ===========================================================================================
 name               rule (one call per control interval; the newest record is ``history[-1]``)
@@ -35,7 +36,18 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from client.protocol import DEFAULT_GRID, CompressionSetting, CostProfile, Objective, TelemetryRecord
+import numpy as np
+
+from client.policy.interface import Controller, ProfileFeatures
+from client.protocol import (
+    DEFAULT_GRID,
+    ActionGrid,
+    CompressionSetting,
+    CostProfile,
+    Objective,
+    Reference,
+    TelemetryRecord,
+)
 
 __all__ = [
     "DEFAULT_ENERGY_LADDER",
@@ -45,27 +57,12 @@ __all__ = [
     "Controller",
     "EnergyAwareController",
     "LoRAvenController",
+    "RandomController",
     "StaticController",
     "first_setting",
     "first_setting_for_profile",
     "make_controller",
 ]
-
-
-class Controller:
-    """Base class. Subclasses override :meth:`decide`; :meth:`reset` clears per-episode state.
-
-    :attr:`reason` holds a one-line explanation of the last decision (empty before the first call).
-    """
-
-    name: str = "controller"
-    reason: str = ""
-
-    def decide(self, history: Sequence[TelemetryRecord], objective: Objective) -> CompressionSetting:
-        raise NotImplementedError
-
-    def reset(self) -> None:
-        """Forget per-episode state (cooldowns, hysteresis)."""
 
 
 def _require_history(history: Sequence[TelemetryRecord], who: str) -> TelemetryRecord:
@@ -104,7 +101,14 @@ class StaticController(Controller):
     def __init__(self, setting: CompressionSetting | None = None) -> None:
         self.setting = setting or CompressionSetting(rank=0, bits=8, gamma=0.0)
 
-    def decide(self, history: Sequence[TelemetryRecord], objective: Objective) -> CompressionSetting:
+    def decide(
+        self,
+        history: Sequence[TelemetryRecord],
+        objective: Objective,
+        *,
+        reference: Reference | None = None,
+        profile: ProfileFeatures | None = None,
+    ) -> CompressionSetting:
         self.reason = f"static {self.setting.label()}"
         return self.setting
 
@@ -149,7 +153,14 @@ class AccordionController(Controller):
             return 0.0 if g_new <= 0.0 else math.inf
         return abs(g_new - g_old) / g_old
 
-    def decide(self, history: Sequence[TelemetryRecord], objective: Objective) -> CompressionSetting:
+    def decide(
+        self,
+        history: Sequence[TelemetryRecord],
+        objective: Objective,
+        *,
+        reference: Reference | None = None,
+        profile: ProfileFeatures | None = None,
+    ) -> CompressionSetting:
         _require_history(history, type(self).__name__)
         delta = self.relative_change(history)
         if delta >= self.threshold:
@@ -225,7 +236,14 @@ class LoRAvenController(Controller):
             return self.ranks.index(rec.setting.rank)
         return len(self.ranks) - 1
 
-    def decide(self, history: Sequence[TelemetryRecord], objective: Objective) -> CompressionSetting:
+    def decide(
+        self,
+        history: Sequence[TelemetryRecord],
+        objective: Objective,
+        *,
+        reference: Reference | None = None,
+        profile: ProfileFeatures | None = None,
+    ) -> CompressionSetting:
         rec = _require_history(history, type(self).__name__)
         if self._last_step is not None and rec.step < self._last_step:
             self.reset()  # a new episode
@@ -357,7 +375,14 @@ class EnergyAwareController(Controller):
                 powers.append(p)
         return sum(powers) / len(powers) if powers else None
 
-    def decide(self, history: Sequence[TelemetryRecord], objective: Objective) -> CompressionSetting:
+    def decide(
+        self,
+        history: Sequence[TelemetryRecord],
+        objective: Objective,
+        *,
+        reference: Reference | None = None,
+        profile: ProfileFeatures | None = None,
+    ) -> CompressionSetting:
         rec = _require_history(history, type(self).__name__)
         if self._last_step is not None and rec.step < self._last_step:
             self.reset()
@@ -395,6 +420,35 @@ class EnergyAwareController(Controller):
             self._since_change = 0
         self._last_setting = self.ladder[level]
         return self._last_setting
+
+
+class RandomController(Controller):
+    """Uniformly random grid settings: the floor every controller must beat (``mango eval``'s ``random``).
+
+    Not a heuristic the service serves (it is not in :data:`HEURISTICS`): its draws come from ``rng``, so
+    seed one per episode for reproducible evaluations.
+
+    :param rng: the generator the draws come from (``np.random.default_rng(seed)``).
+    :param grid: the action grid drawn from, uniformly per component.
+    """
+
+    name = "random"
+
+    def __init__(self, rng: np.random.Generator, grid: ActionGrid = DEFAULT_GRID) -> None:
+        self.rng = rng
+        self.grid = grid
+
+    def decide(
+        self,
+        history: Sequence[TelemetryRecord],
+        objective: Objective,
+        *,
+        reference: Reference | None = None,
+        profile: ProfileFeatures | None = None,
+    ) -> CompressionSetting:
+        setting = self.grid.setting([int(self.rng.integers(n)) for n in self.grid.nvec])
+        self.reason = f"random {setting.label()}"
+        return setting
 
 
 #: name -> factory(**kwargs) of every heuristic controller.

@@ -23,12 +23,16 @@ Per step, :meth:`AdaptiveCompression.step` only appends the detached loss tensor
 3. it hands the window to the :class:`~client.policy_client.PolicyClient`, whose background thread asks the
    service; the answer is applied at the first step after it arrives (a lock-free check per step), not a
    whole interval later. Without ``server_url`` the local controller decides at once, and its setting
-   applies at once.
+   applies at once: by default the **shipped learned policy, in-process** (the same artifact and numpy
+   runtime the service answers ``default`` with, :func:`client.policy.load_default_policy`), so a job gets
+   learned control with no service at all; ``controller="accordion"`` (or any heuristic name) selects a
+   heuristic, ``controller="hold"`` keeps the optimizer's setting.
 
 Before the first interval the hook makes the first decision itself (``first_decision``, on by default with
-a service): :func:`~client.controllers.first_setting_for_profile` from the objective and the job's cost
-``profile``, so the first interval no longer always runs uncompressed. In DDP mode decisions stay at
-interval boundaries (every rank must switch at the same step).
+a service or the learned policy): :func:`~client.controllers.first_setting_for_profile` from the objective
+and the job's cost ``profile``, so the first interval no longer always runs uncompressed (the policy was
+trained on episodes that start this way). In DDP mode decisions stay at interval boundaries (every rank must
+switch at the same step).
 
 The hook never waits on the network: when the service is slow or down, the PolicyClient's fallback
 controller answers and the decision log says ``source="fallback"``.
@@ -55,7 +59,10 @@ from typing import IO, Any, Literal
 import torch
 from pydantic import ValidationError
 
-from client.controllers import Controller, StaticController, first_setting_for_profile, make_controller
+from client.compression.comm_hook import broadcast_setting
+from client.compression.interface import CompressedOptimizer, CompressionStats, SettingTarget
+from client.controllers import HEURISTICS, StaticController, first_setting_for_profile, make_controller
+from client.policy import Controller, LearnedPolicy, load_default_policy, load_policy
 from client.policy_client import PolicyClient
 from client.protocol import (
     MAX_HISTORY,
@@ -77,7 +84,7 @@ from client.telemetry import (
     make_energy_meter,
 )
 
-__all__ = ["AdaptiveCompression", "DecisionEntry", "unwrap_optimizer"]
+__all__ = ["AdaptiveCompression", "DecisionEntry", "resolve_controller", "unwrap_optimizer"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +92,15 @@ logger = logging.getLogger(__name__)
 #: loss is what a divergence looks like to the policy and the shield).
 DIVERGED_LOSS = 1e30
 _STATE_VERSION = 1  # AdaptiveCompression.state_dict() layout
-_REQUIRED = ("setting", "apply_setting", "state_bytes", "dense_state_bytes", "compression_stats")
+#: The members of :class:`~client.compression.interface.CompressedOptimizer`, named in the error message.
+_MEMBERS = (
+    "param_groups",
+    "setting",
+    "apply_setting",
+    "state_bytes",
+    "dense_state_bytes",
+    "compression_stats",
+)
 
 
 @dataclass(frozen=True)
@@ -107,15 +122,49 @@ class DecisionEntry:
 
 def unwrap_optimizer(optimizer: Any) -> Any:
     """The optimizer inside framework wrappers: accelerate's ``AcceleratedOptimizer`` (``.optimizer``),
-    Lightning's ``LightningOptimizer`` (``._optimizer``), nested; the object itself when it has the MANGO API
-    or wraps nothing. Imports none of those libraries."""
+    Lightning's ``LightningOptimizer`` (``._optimizer``), nested; the object itself when it is a
+    :class:`~client.compression.interface.CompressedOptimizer` or wraps nothing. Imports none of those
+    libraries."""
     seen = 0
-    while not all(hasattr(optimizer, name) for name in _REQUIRED) and seen < 8:
+    while not isinstance(optimizer, CompressedOptimizer) and seen < 8:
         inner = getattr(optimizer, "optimizer", None) or getattr(optimizer, "_optimizer", None)
         if inner is None or inner is optimizer:
             break
         optimizer, seen = inner, seen + 1
     return optimizer
+
+
+#: ``controller=`` names beside the heuristics: the shipped learned policy, an artifact, the setting in force.
+LEARNED, HOLD = "learned", "hold"
+
+
+def resolve_controller(spec: Controller | str | None, *, server: bool) -> Controller | None:
+    """The hook's local controller for ``controller=spec``; ``None`` means: hold the setting in force.
+
+    ``None`` is the shipped learned policy without a server (:func:`client.policy.load_default_policy`) and
+    holding with one (the service's failures then keep the last good setting). A string names a heuristic
+    of :data:`client.controllers.HEURISTICS`, ``"learned"`` (the shipped policy), ``"learned:<path>"`` (an
+    artifact: manifest, weights file or directory) or ``"hold"``.
+
+    :raises ValueError: an unknown name (the message lists the known ones).
+    :raises client.policy.ArtifactError: an artifact that does not verify.
+    """
+    if spec is None:
+        return None if server else load_default_policy()
+    if not isinstance(spec, str):
+        return spec
+    if spec == HOLD:
+        return None
+    if spec == LEARNED:
+        return load_default_policy()
+    if spec.startswith(LEARNED + ":"):
+        return load_policy(spec.split(":", 1)[1])
+    if spec in HEURISTICS:
+        return make_controller(spec)
+    raise ValueError(
+        f"unknown controller {spec!r}; use a heuristic {sorted(HEURISTICS)}, {LEARNED!r} (the shipped "
+        f"learned policy), '{LEARNED}:<artifact path>' or {HOLD!r} (keep the setting in force)"
+    )
 
 
 def _encode(value: Any) -> Any:
@@ -180,18 +229,20 @@ def _finite(x: Any, default: float = 0.0, lo: float = 0.0, hi: float = DIVERGED_
 class AdaptiveCompression:
     """Telemetry + decisions for a :class:`~client.compression.MangoAdamW` (see the module docstring).
 
-    :param optimizer: a MangoAdamW (anything with ``setting``, ``apply_setting``, ``state_bytes``,
-        ``dense_state_bytes`` and ``compression_stats``), also inside accelerate's or Lightning's optimizer
-        wrapper (see :func:`unwrap_optimizer`).
-    :param server_url: policy service root; ``None`` runs the local ``controller`` only.
+    :param optimizer: a MangoAdamW (any :class:`~client.compression.interface.CompressedOptimizer`), also
+        inside accelerate's or Lightning's optimizer wrapper (see :func:`unwrap_optimizer`).
+    :param server_url: policy service root; ``None`` runs the local ``controller`` only (by default the
+        shipped learned policy, in-process).
     :param api_key: the service's API key (default: env ``MANGO_API_KEY``); required with ``server_url``.
     :param objective: the job's trade-off; default ``Objective()`` (loss only).
     :param interval_steps: optimizer steps per control interval, >= 1. Longer: fewer, better-averaged
         decisions, and energy windows well above NVML's ~100 ms counter period; 50 is a good default.
     :param planned_steps: total steps of the run, for the ``progress`` feature (``None``: unknown).
-    :param controller: the local controller: the fallback when the service fails, or the decider without a
-        server. An instance or a name from ``HEURISTICS``; default: hold the setting in force (the last
-        good one).
+    :param controller: the local controller: the decider without a server, or the fallback when the service
+        fails. A :class:`~client.policy.Controller` instance, a heuristic's name (``HEURISTICS``),
+        ``"learned"`` (the shipped learned policy), ``"learned:<path>"`` (an artifact) or ``"hold"``.
+        Default: the shipped learned policy without a server; hold the setting in force (the last good one)
+        with a server. See :func:`resolve_controller`.
     :param energy_meter: default ``make_energy_meter("auto", device_index)`` (NVML, Zeus, else modelled).
     :param decision_log: path of a JSON-lines decision log (appended to), or ``None``.
     :param job_id: the job's id at the service; default ``job-<random>``.
@@ -212,7 +263,8 @@ class AdaptiveCompression:
         ``mango profile``): sent to the service with every window and used for the first decision.
     :param first_decision: choose the first interval's setting from the objective and ``profile`` before
         any telemetry (:func:`~client.controllers.first_setting_for_profile`). Default: on with a
-        ``server_url`` outside DDP mode, off otherwise (a local controller keeps the optimizer's setting).
+        ``server_url`` or a learned local policy, outside DDP mode; off otherwise (a heuristic keeps the
+        optimizer's setting until its first decision).
     """
 
     def __init__(
@@ -238,8 +290,8 @@ class AdaptiveCompression:
         first_decision: bool | None = None,
     ) -> None:
         optimizer = unwrap_optimizer(optimizer)
-        missing = [name for name in _REQUIRED if not hasattr(optimizer, name)]
-        if missing:
+        if not isinstance(optimizer, CompressedOptimizer):
+            missing = [name for name in _MEMBERS if not hasattr(optimizer, name)]
             raise TypeError(
                 f"optimizer {type(optimizer).__name__} lacks {missing}: AdaptiveCompression drives a "
                 "client.compression.MangoAdamW; build it in place of torch.optim.AdamW, e.g. "
@@ -252,10 +304,10 @@ class AdaptiveCompression:
             raise ValueError(f"planned_steps={planned_steps} must be >= 1 or None")
         if grad_norm_every is not None and grad_norm_every < 0:
             raise ValueError(f"grad_norm_every={grad_norm_every} must be >= 0")
-        self.optimizer = optimizer
+        self.optimizer: CompressedOptimizer = optimizer
         self.comm_state = comm_state
         # the object whose setting the decisions control: the DDP hook's state in DDP mode
-        self._target: Any = comm_state if comm_state is not None else optimizer
+        self._target: SettingTarget = comm_state if comm_state is not None else optimizer
         self.apply_decisions = bool(apply_decisions)
         self.objective = objective or Objective.model_validate({})
         self.interval_steps = int(interval_steps)
@@ -265,10 +317,10 @@ class AdaptiveCompression:
         key = api_key or os.environ.get("MANGO_API_KEY")
         if server_url is not None and not key:
             raise ValueError("server_url is set but no api_key: pass api_key= or set MANGO_API_KEY")
-        if isinstance(controller, str):
-            controller = make_controller(controller)
-        self._hold = controller is None  # no controller: hold the setting in force when the service fails
-        self.controller: Controller = controller or StaticController(self._target.setting)
+        local = resolve_controller(controller, server=server_url is not None)
+        self._hold = local is None  # hold the setting in force (when the service fails, or always)
+        self.controller: Controller = local or StaticController(self._target.setting)
+        self.profile = profile
 
         self._params = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
         if not self._params:
@@ -327,9 +379,9 @@ class AdaptiveCompression:
             self._meter.describe(),
             self._memory.source,
         )
-        self.profile = profile
         if first_decision is None:
-            first_decision = server_url is not None and comm_state is None
+            learned = server_url is not None or isinstance(self.controller, LearnedPolicy)
+            first_decision = learned and comm_state is None
         if first_decision:
             self._first_decision()
         self._begin_interval()
@@ -584,10 +636,10 @@ class AdaptiveCompression:
     ) -> TelemetryRecord | None:
         opt = self.optimizer
         try:
-            cstats = dict(opt.compression_stats() or {})
+            cstats = opt.compression_stats()
         except Exception as exc:
             logger.warning("compression_stats() failed: %s", exc)
-            cstats = {}
+            cstats = CompressionStats()
         if summary.nonfinite_losses:
             logger.warning(
                 "step %d: %d of %d losses in the interval were not finite",
@@ -600,8 +652,8 @@ class AdaptiveCompression:
             loss = DIVERGED_LOSS
         grad_norm = summary.grad_norm_mean
         if not math.isfinite(grad_norm):
-            grad_norm = _finite(cstats.get("grad_norm"), default=0.0, hi=DIVERGED_LOSS)
-        skipped_total = int(_finite(cstats.get("skipped_steps"), hi=2**62))
+            grad_norm = cstats.grad_norm
+        skipped_total = cstats.skipped_steps
         skipped = max(0, skipped_total - self._skipped_total)
         self._skipped_total = skipped_total
         lr = opt.param_groups[0]["lr"]
@@ -618,9 +670,9 @@ class AdaptiveCompression:
                     "loss": loss,
                     "loss_std": _finite(summary.loss_std),
                     "grad_norm": grad_norm,
-                    "compression_error": _finite(cstats.get("compression_error")),
-                    "grad_kurtosis": _finite(cstats.get("grad_kurtosis"), lo=-DIVERGED_LOSS),
-                    "spectral_tail": _finite(cstats.get("spectral_tail"), hi=1.0),
+                    "compression_error": cstats.compression_error,
+                    "grad_kurtosis": cstats.grad_kurtosis,
+                    "spectral_tail": cstats.spectral_tail,
                     "state_bytes": state_bytes,
                     "peak_memory_bytes": int(peak_bytes),
                     "energy_j": _finite(energy.energy_j),
@@ -662,8 +714,6 @@ class AdaptiveCompression:
 
     def _decide_and_apply(self, record: TelemetryRecord) -> None:
         if self._distributed():
-            from client.compression.comm_hook import broadcast_setting
-
             if torch.distributed.get_rank() != 0:  # follow rank 0: the same setting on every rank
                 self._set(broadcast_setting(None, src=0))
                 return
@@ -682,12 +732,14 @@ class AdaptiveCompression:
         history = list(self._history)
         if self._client is None:
             t0 = time.perf_counter()
-            setting = self.controller.decide(history, self.objective)
+            setting = self.controller.decide(
+                history, self.objective, reference=self.reference, profile=self.profile
+            )
             latency_ms = (time.perf_counter() - t0) * 1e3
             decision = Decision(
                 setting=setting,
                 policy=f"local:{self.controller.name}",
-                policy_version="local",
+                policy_version=str(getattr(self.controller, "version", "local")),
                 reason=self.controller.reason,
             )
             return decision, "local", record.step, latency_ms

@@ -19,7 +19,8 @@ The training loop calls :meth:`PolicyClient.submit` once per control interval wi
   windows are answered locally, without touching the network, for ``breaker_cooldown_s``; then one probe
   (half-open, no retries) goes out: success closes the breaker (a *reconnect*), failure re-opens it;
 * a **fallback controller**: whenever the service cannot answer (request failed, breaker open), the local
-  :class:`~client.controllers.Controller` decides, and the outcome says ``source="fallback"``.
+  :class:`~client.policy.Controller` decides (a heuristic, or the learned policy in-process), and the
+  outcome says ``source="fallback"``.
 
 Worst case, with the service hanging: a window's answer comes ``(retries + 1) * timeout_s`` plus backoff
 later, from the fallback; with the breaker open, at once. The caller never waits on any of it.
@@ -45,7 +46,8 @@ import httpcore
 import httpx
 from pydantic import ValidationError
 
-from client.controllers import Controller, StaticController
+from client.controllers import StaticController
+from client.policy.interface import Controller
 from client.protocol import (
     CompressionSetting,
     CostProfile,
@@ -287,7 +289,8 @@ class PolicyClient:
             raise ValueError(f"breaker_cooldown_s={breaker_cooldown_s} must be >= 0 seconds")
         if fallback is not None and not isinstance(fallback, Controller):
             raise TypeError(
-                f"fallback must be a client.controllers.Controller, got {type(fallback).__name__}"
+                "fallback must be a client.policy.Controller (decide, reset, name, reason), got "
+                f"{type(fallback).__name__}"
             )
         _check_ids(job_id, policy, objective)
         self.base_url = base_url.rstrip("/")
@@ -595,7 +598,9 @@ class PolicyClient:
 
     def _fallback_outcome(self, job: _Pending, error: str) -> DecisionOutcome:
         controller = self.fallback or StaticController(job.history[-1].setting)
-        setting: CompressionSetting = controller.decide(job.history, self.objective)
+        setting: CompressionSetting = controller.decide(
+            job.history, self.objective, reference=job.reference, profile=self.profile
+        )
         name = self.fallback.name if self.fallback else "hold"
         why = controller.reason if self.fallback else f"hold {setting.label()}"
         decision = Decision(

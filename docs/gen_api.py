@@ -16,13 +16,15 @@ docstrings, ``responses=`` descriptions and the pydantic ``Field`` descriptions 
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import tyro
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "api.md"
@@ -357,13 +359,18 @@ def splice_settings(text: str) -> str:
     return f"{head}{SETTINGS_BEGIN}\n{render_settings()}\n{SETTINGS_END}{tail}"
 
 
+@dataclass
+class GenApiArgs:
+    """Render docs/api.md from the service's OpenAPI document (and the settings table of operations.md)."""
+
+    check: bool = False
+    """exit 1 if docs/api.md differs from the generated text"""
+    out: Path = OUT
+    """where the API reference goes"""
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument(
-        "--check", action="store_true", help="exit 1 if docs/api.md differs from the generated text"
-    )
-    p.add_argument("--out", type=Path, default=OUT)
-    args = p.parse_args(argv)
+    args = tyro.cli(GenApiArgs, args=argv, prog="python docs/gen_api.py", description=GenApiArgs.__doc__)
     outputs = {args.out: render(openapi())}
     if OPERATIONS.exists():
         outputs[OPERATIONS] = splice_settings(OPERATIONS.read_text())

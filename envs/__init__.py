@@ -1,11 +1,14 @@
 """Offline environment for learning compression control (see docs/architecture.md, "envs").
 
-Importing the package registers the Gymnasium id ``mango/CompressionControl-v0``::
+Importing the package imports nothing: the workloads (``envs.workloads``, ``envs.models``, ``envs.data``,
+``envs.objectives``) load without gymnasium or SB3, and each name below is imported on first use. Importing
+:mod:`envs.env` (or reading any env name here, e.g. ``envs.ENV_ID``) registers the Gymnasium id
+``mango/CompressionControl-v0``::
 
     import gymnasium as gym
-    import envs  # noqa: F401  (registers the id)
+    import envs
 
-    env = gym.make("mango/CompressionControl-v0", backend="surrogate", workload="lm-tiny-cosine")
+    env = gym.make(envs.ENV_ID, backend="surrogate", workload="lm-tiny-cosine")
     vec = envs.SurrogateVecEnv(num_envs=256, split="train")          # batched, numpy-fast
     sb3_vec = envs.SB3VecEnvAdapter(envs.SurrogateVecEnv(num_envs=16))  # for stable-baselines3
 
@@ -14,26 +17,36 @@ Public surface:
 - :class:`CompressionEnv` (``envs.env``) - the single-episode env over the ``surrogate`` / ``training`` /
   ``replay`` backends; :class:`SurrogateVecEnv` (``envs.surrogate``) - the vectorized surrogate;
   :class:`SB3VecEnvAdapter` (``envs.sb3``) - it as an SB3 ``VecEnv``.
-- :data:`TRAIN_WORKLOADS` / :data:`HELDOUT_WORKLOADS` / :func:`get_workload` (``envs.workloads``).
+- :data:`TRAIN_WORKLOADS` / :data:`VAL_WORKLOADS` / :data:`HELDOUT_WORKLOADS` / :func:`get_workload`
+  (``envs.workloads``).
 - :data:`OBJECTIVE_PRESETS` / :class:`ObjectiveSampler` (``envs.objectives``); :class:`RewardConfig`
   (``envs.reward``).
 - ``mango record`` (``envs.record``) records traces; ``mango fit`` (``envs.fit``) fits the surrogate on them.
 
-Torch is imported only by the training backend, the recorder and the fitter (memory formula), never by the
-surrogate path.
+Torch is imported only by the training backend, the recorder and the workloads' models and data, never by
+the surrogate path.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-import gymnasium as gym
-
-from envs.env import BACKENDS, CompressionEnv
-from envs.objectives import OBJECTIVE_PRESETS, ObjectiveSampler
-from envs.reward import RewardConfig
-from envs.surrogate import SurrogateModel, SurrogateVecEnv
-from envs.workloads import HELDOUT_WORKLOADS, TRAIN_WORKLOADS, WORKLOADS, Workload, get_workload
+if TYPE_CHECKING:
+    from envs.env import BACKENDS, ENV_ID, CompressionEnv
+    from envs.objectives import OBJECTIVE_PRESETS, ObjectiveSampler
+    from envs.reward import RewardConfig
+    from envs.sb3 import SB3VecEnvAdapter
+    from envs.surrogate import SurrogateVecEnv
+    from envs.surrogate_model import SurrogateModel
+    from envs.workloads import (
+        HELDOUT_WORKLOADS,
+        TRAIN_WORKLOADS,
+        VAL_WORKLOADS,
+        WORKLOADS,
+        Workload,
+        get_workload,
+    )
 
 __all__ = [
     "BACKENDS",
@@ -41,6 +54,7 @@ __all__ = [
     "HELDOUT_WORKLOADS",
     "OBJECTIVE_PRESETS",
     "TRAIN_WORKLOADS",
+    "VAL_WORKLOADS",
     "WORKLOADS",
     "CompressionEnv",
     "ObjectiveSampler",
@@ -52,21 +66,26 @@ __all__ = [
     "get_workload",
 ]
 
-#: The Gymnasium id of :class:`CompressionEnv`; ``gym.make_vec(ENV_ID, num_envs=n,
-#: vectorization_mode="vector_entry_point")`` builds a :class:`SurrogateVecEnv`.
-ENV_ID = "mango/CompressionControl-v0"
+_WHERE = {
+    "BACKENDS": "envs.env",
+    "ENV_ID": "envs.env",
+    "CompressionEnv": "envs.env",
+    "OBJECTIVE_PRESETS": "envs.objectives",
+    "ObjectiveSampler": "envs.objectives",
+    "RewardConfig": "envs.reward",
+    "SB3VecEnvAdapter": "envs.sb3",
+    "SurrogateVecEnv": "envs.surrogate",
+    "SurrogateModel": "envs.surrogate_model",
+    "HELDOUT_WORKLOADS": "envs.workloads",
+    "TRAIN_WORKLOADS": "envs.workloads",
+    "VAL_WORKLOADS": "envs.workloads",
+    "WORKLOADS": "envs.workloads",
+    "Workload": "envs.workloads",
+    "get_workload": "envs.workloads",
+}
 
-if ENV_ID not in gym.registry:
-    gym.register(
-        id=ENV_ID,
-        entry_point="envs.env:CompressionEnv",
-        vector_entry_point="envs.surrogate:SurrogateVecEnv",
-    )
 
-
-def __getattr__(name: str) -> Any:  # SB3 is imported only when the adapter is asked for
-    if name == "SB3VecEnvAdapter":
-        from envs.sb3 import SB3VecEnvAdapter
-
-        return SB3VecEnvAdapter
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
     raise AttributeError(f"module 'envs' has no attribute {name!r}")

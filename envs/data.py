@@ -285,7 +285,7 @@ def load_digits_data(val_fraction: float = 0.2, seed: int = 0) -> DigitsData:
     """
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction={val_fraction} must lie in (0, 1), e.g. 0.2")
-    from sklearn.datasets import load_digits  # ships with the package: no download
+    from sklearn.datasets import load_digits  # lazy on purpose (scikit-learn is heavy); ships the data
 
     bunch = load_digits()
     x = torch.from_numpy(np.asarray(bunch.data, dtype=np.float32) / 16.0)  # (1797, 64) in [0, 1]

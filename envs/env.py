@@ -8,7 +8,8 @@ service calls - so a policy trained here reads production telemetry unchanged. T
 
 Backends (``backend=``):
 
-* ``"surrogate"`` (default) - :mod:`envs.surrogate`, fitted on recorded traces; microseconds per step.
+* ``"surrogate"`` (default) - :mod:`envs.simulator` on a model fitted on recorded traces
+  (:func:`envs.fit.default_model` unless ``model=`` is given); microseconds per step.
 * ``"training"`` - :mod:`envs.training`: real models, real data, the real ``MangoAdamW``; seconds per step.
 * ``"replay"`` - :mod:`envs.replay`: plays recorded traces back (each action answered by the recorded
   interval with the nearest setting).
@@ -25,14 +26,14 @@ episode's objective; ``workload`` picks the workload (one of the env's); ``job_s
 ``time_term``), ``over_budget``, ``diverged``, ``ref_loss``, the record's ``loss`` / ``state_bytes`` /
 ``interval_s`` / ``energy_j`` / ``energy_source`` and the applied ``setting`` label. The reset ``info`` holds
 ``workload``, ``job_seed``, ``objective``, ``reference`` and ``setting``.
+
+The backends share :mod:`envs.episode` (episode types, draws, scoring) and none imports this module.
+Importing this module registers :data:`ENV_ID` with Gymnasium.
 """
 
 from __future__ import annotations
 
-import math
-from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -49,151 +50,34 @@ from client.protocol import (
     Reference,
     TelemetryRecord,
 )
-from envs.objectives import OBJECTIVE_PRESETS, ObjectiveSampler, make_objective, preset
-from envs.reward import TERM_NAMES, RewardConfig, penalized_reward, reward_terms
+from envs.episode import Backend, EpisodeStart, StepOutcome, draw_episode, resolve_objective, score
+from envs.fit import default_model
+from envs.hardware import HardwareSampler, local_profile
+from envs.objectives import OBJECTIVE_PRESETS, ObjectiveSampler
+from envs.replay import ReplayBackend
+from envs.reward import TERM_NAMES, RewardConfig
+from envs.simulator import SurrogateBackend, resolve_workloads
 from envs.workloads import Workload, get_workload
 
 __all__ = [
     "BACKENDS",
+    "ENV_ID",
     "Backend",
     "CompressionEnv",
     "EpisodeStart",
     "StepOutcome",
     "draw_episode",
     "resolve_objective",
+    "score",
 ]
 
 #: Backend names ``CompressionEnv(backend=...)`` accepts.
 BACKENDS: tuple[str, ...] = ("surrogate", "training", "replay")
 
-
-def resolve_objective(objective: Any) -> Objective | None:
-    """An :class:`Objective` from an Objective, a preset name, a dict of fields or 4 weights (None passes).
-
-    :raises ValueError: unknown preset, wrong number of weights, negative weights, or all weights zero.
-    """
-    if objective is None or isinstance(objective, Objective):
-        return objective
-    if isinstance(objective, str):
-        return preset(objective)
-    if isinstance(objective, dict):
-        w = [float(objective.get(k, 0.0)) for k in ("w_loss", "w_memory", "w_energy", "w_time")]
-        if sum(abs(x) for x in w) == 0:
-            raise ValueError("objective weights are all zero; give at least one positive weight")
-        return Objective(**objective)
-    w = np.asarray(objective, dtype=np.float64).reshape(-1)
-    if w.size == 4 and not np.any(w):
-        raise ValueError("objective weights are all zero; give at least one positive weight")
-    return make_objective(w)
-
-
-def draw_episode(
-    rng: np.random.Generator,
-    names: list[str],
-    job_seeds: int,
-    sampler: ObjectiveSampler,
-    *,
-    workload: str | None = None,
-    job_seed: int | None = None,
-) -> tuple[int, int, np.ndarray, float | None]:
-    """The per-episode draws, in the order every backend makes them: ``(workload index, job seed,
-    objective weights, budget fraction or None)``. A given ``workload`` (one of ``names``) or ``job_seed``
-    replaces its draw; the draws are made anyway, so the generator advances the same either way."""
-    wi = int(rng.integers(len(names)))
-    js = int(rng.integers(job_seeds))
-    w, budget = sampler.sample_weights(rng)
-    if workload is not None:
-        wi = names.index(workload)
-    if job_seed is not None:
-        js = int(job_seed)
-    return wi, js, w, budget
-
-
-@dataclass
-class EpisodeStart:
-    """What a backend returns from ``reset``: the episode's identity, normalization and first record."""
-
-    workload: str
-    job_seed: int
-    objective: Objective
-    reference: Reference
-    record: TelemetryRecord
-    info: dict[str, Any] = field(default_factory=dict)
-    profile: CostProfile | list[float] | None = None  # the job's hardware cost profile (or its features)
-
-
-@dataclass
-class StepOutcome:
-    """What a backend returns from ``step``: the interval's record, reward, terms and flags."""
-
-    record: TelemetryRecord
-    reward: float
-    terms: tuple[float, float, float, float]
-    ref_loss: float
-    over_budget: bool
-    diverged: bool
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-class Backend(ABC):
-    """One episode at a time of some job simulator (see the module docstring for the three kinds)."""
-
-    name: str = "backend"
-
-    @abstractmethod
-    def reset(
-        self,
-        rng: np.random.Generator,
-        *,
-        objective: Objective | None,
-        workload: str | None,
-        job_seed: int | None,
-    ) -> EpisodeStart: ...
-
-    @abstractmethod
-    def step(self, action: np.ndarray, setting: CompressionSetting) -> StepOutcome: ...
-
-    def close(self) -> None:  # noqa: B027 - optional
-        """Release resources (open files, meters)."""
-
-
-def score(
-    record: TelemetryRecord,
-    *,
-    ref_loss: float,
-    ref_state_bytes: int,
-    ref_energy_j: float,
-    ref_interval_s: float,
-    initial_loss: float,
-    objective: Objective,
-    config: RewardConfig,
-    diverged: bool = False,
-) -> tuple[float, tuple[float, float, float, float], bool, bool]:
-    """Reward, terms, over-budget and divergence flags of one record (the single-episode backends' path)."""
-    terms = reward_terms(
-        record.loss,
-        record.state_bytes,
-        record.energy_j,
-        record.interval_s,
-        ref_loss=ref_loss,
-        ref_state_bytes=ref_state_bytes,
-        ref_energy_j=ref_energy_j,
-        ref_interval_s=ref_interval_s,
-        initial_loss=initial_loss,
-    )
-    w = np.array(
-        [objective.w_loss, objective.w_memory, objective.w_energy, objective.w_time], dtype=np.float64
-    )
-    r, over, div = penalized_reward(
-        w,
-        terms,
-        state_bytes=record.state_bytes,
-        budget_bytes=objective.memory_budget_bytes or 0,
-        loss=math.inf if diverged else record.loss,
-        initial_loss=initial_loss,
-        config=config,
-    )
-    return float(r), tuple(float(t) for t in terms), bool(over), bool(div)  # type: ignore[return-value]
+#: The Gymnasium id of :class:`CompressionEnv`, registered when this module is imported;
+#: ``gym.make_vec(ENV_ID, num_envs=n, vectorization_mode="vector_entry_point")`` builds a
+#: :class:`envs.surrogate.SurrogateVecEnv`.
+ENV_ID = "mango/CompressionControl-v0"
 
 
 class CompressionEnv(gym.Env):
@@ -221,8 +105,8 @@ class CompressionEnv(gym.Env):
     :param intervals: override the workloads' control intervals per episode (training backend only, >= 1).
     :param training: :class:`envs.training.TrainingConfig` for the training backend (device, clock, threads,
         cache).
-    :param model: a fitted :class:`envs.surrogate.SurrogateModel` (surrogate backend; default: fitted on the
-        shipped traces).
+    :param model: a fitted :class:`envs.surrogate_model.SurrogateModel` (surrogate backend; default:
+        :func:`envs.fit.default_model`, fitted on the shipped traces).
     :param traces: trace file or directory (replay backend; default the shipped traces).
     :param render_mode: ``None`` or ``"ansi"`` (a one-line summary of the last interval).
     """
@@ -267,13 +151,9 @@ class CompressionEnv(gym.Env):
             raise ValueError(f"render_mode={render_mode!r}; choose None or 'ansi'")
         if job_seeds is not None and int(job_seeds) < 1:
             raise ValueError(f"job_seeds={job_seeds} must be >= 1")
-        from envs.surrogate import resolve_workloads
-
         self.backend_name = backend
         if backend == "surrogate":
-            from envs.surrogate import SurrogateModel
-
-            model = model or SurrogateModel.default()
+            model = model or default_model()
         self.workload_names = resolve_workloads(workload, split, model if backend == "surrogate" else None)
         self.fixed_objective = resolve_objective(objective)
         self.sampler = objective_sampler or ObjectiveSampler()
@@ -314,9 +194,6 @@ class CompressionEnv(gym.Env):
         traces: Any,
     ) -> Backend:
         if backend == "surrogate":
-            from envs.hardware import HardwareSampler
-            from envs.surrogate import SurrogateBackend
-
             hw = HardwareSampler() if isinstance(self.hardware, str) else self.hardware
             return SurrogateBackend(
                 model,
@@ -329,8 +206,7 @@ class CompressionEnv(gym.Env):
                 hw,
             )
         if backend == "training":
-            from envs.hardware import local_profile
-            from envs.training import TrainingBackend
+            from envs.training import TrainingBackend  # lazy on purpose: torch, real models and data
 
             profile = local_profile(training) if isinstance(self.hardware, str) else self.hardware
             return TrainingBackend(
@@ -342,8 +218,6 @@ class CompressionEnv(gym.Env):
                 job_seeds or 4,
                 profile=profile,
             )
-        from envs.replay import ReplayBackend
-
         return ReplayBackend(self.workload_names, traces, self.sampler, self.reward_config, job_seeds or 64)
 
     # ------------------------------------------------------------------------------------------ gym API
@@ -435,3 +309,11 @@ class CompressionEnv(gym.Env):
 def objective_presets() -> list[str]:
     """Names of the objective presets (for CLIs)."""
     return list(OBJECTIVE_PRESETS)
+
+
+if ENV_ID not in gym.registry:
+    gym.register(
+        id=ENV_ID,
+        entry_point="envs.env:CompressionEnv",
+        vector_entry_point="envs.surrogate:SurrogateVecEnv",
+    )

@@ -5,7 +5,8 @@ What is fitted, and on what:
 * **Reference curves** (loss, loss std, gradient norm, kurtosis, learning rate, per-interval time and
   energy) per workload: means over the recorded reference runs (one per job seed); ``seed_sigma`` from
   their spread.
-* **Memory**: not fitted - :func:`envs.memory.mango_state_bytes` on the recorded parameter shapes (exact).
+* **Memory**: not fitted - :func:`client.compression.sizes.state_bytes` on the recorded parameter shapes
+  (exact).
 * **Telemetry and cost tables** per workload (spectral tail per rank; compression error, time ratio and
   energy ratio per setting): means / ridge "main effects" models (one-hot rank + bits + gamma + identity)
   in log space over all of the workload's recorded intervals. They describe *measured costs and signals*
@@ -37,11 +38,11 @@ Example::
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import hashlib
 import logging
-import platform
+import os
+import shlex
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -50,10 +51,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tyro
 
+from client.compression.sizes import state_bytes
 from client.protocol import DEFAULT_GRID, CompressionSetting
+from envs.benchmarks_md import append_section
 from envs.objectives import OBJECTIVE_PRESETS
-from envs.surrogate import SurrogateModel, WorkloadTables
+from envs.surrogate_model import SurrogateModel, WorkloadTables
 from envs.traces import TRACES_DIR, EpisodeTrace, TraceSet, load_traces, trace_files
 from envs.workloads import WORKLOADS, workloads_of
 
@@ -301,8 +305,6 @@ def _tail_table(rows: list[tuple[int, float]], fallback: np.ndarray | None) -> n
 
 
 def _tables(wd: _WData, ts: TraceSet, cfg: FitConfig, tail_fallback: np.ndarray | None) -> dict[str, Any]:
-    from envs.memory import mango_state_bytes
-
     refs = wd.refs
     cols = {
         k: np.stack([r.columns[k].astype(np.float64) for r in refs])
@@ -323,7 +325,7 @@ def _tables(wd: _WData, ts: TraceSet, cfg: FitConfig, tail_fallback: np.ndarray 
     shapes = [tuple(s) for s in meta["param_shapes"]]
     mcn = int(conf.get("min_compress_numel", 4096))
     settings = [DEFAULT_GRID.setting(a) for a in _all_actions()]
-    sb = np.array([mango_state_bytes(shapes, s, min_compress_numel=mcn) for s in settings], dtype=np.int64)
+    sb = np.array([state_bytes(shapes, s, min_compress_numel=mcn) for s in settings], dtype=np.int64)
     # telemetry rows of every recorded interval after the warm-up
     acts, ce, tl, tr, er, rank_rows = [], [], [], [], [], []
     for ep in wd.eps:
@@ -753,8 +755,6 @@ def default_model() -> SurrogateModel:
     trace files, else fitted now (a few seconds) with a warning to run ``mango fit``.
 
     ``$MANGO_SURROGATE_MODEL`` (a path to a model JSON written by ``mango fit --out``) overrides both."""
-    import os
-
     override = os.environ.get("MANGO_SURROGATE_MODEL")
     if override:
         return SurrogateModel.load(override)
@@ -777,7 +777,7 @@ def verify_traces(ts: TraceSet, per_workload: int = 1) -> dict[str, float]:
 
     Cost: ``per_workload`` training-backend episodes per workload (seconds to tens of seconds on a CPU).
     """
-    from envs.training import TrainingConfig, TrainingJob
+    from envs.training import TrainingConfig, TrainingJob  # lazy on purpose: torch, real models and data
 
     out: dict[str, float] = {}
     cfg = TrainingConfig(device="cpu", clock="modelled", threads=1, cache=False)
@@ -795,41 +795,31 @@ def verify_traces(ts: TraceSet, per_workload: int = 1) -> dict[str, float]:
     return out
 
 
-def _append_bench(text: str, command: str) -> Path:
-    import os
+@dataclass
+class FitArgs:
+    """Fit the surrogate on recorded traces and report its error on held-out episodes."""
 
-    root = Path(__file__).resolve().parents[1]
-    path = root / "BENCHMARKS.md"
-    cpu = " ".join(x for x in (platform.machine(), platform.processor()) if x)
-    machine = f"{cpu}, {os.cpu_count()} CPUs (shared), Python {platform.python_version()}"
-    section = (
-        f"\n## Surrogate fit error ({dt.date.today().isoformat()})\n\n"
-        f"- command: `{command}`\n- machine: {machine}\n\n{text}\n"
-    )
-    if not path.exists():
-        path.write_text("# Benchmarks\n")
-    with path.open("a") as f:
-        f.write(section)
-    return path
+    traces: str | None = None
+    """trace file or directory (default envs/traces)"""
+    out: str = str(MODEL_PATH)
+    """where to write the fitted model JSON ('' = nowhere)"""
+    holdout_every: int = 4
+    """hold out every n-th episode per workload"""
+    holdout_seeds: str = ""
+    """job seeds never fitted on (comma list)"""
+    bench: bool = False
+    """append the report to BENCHMARKS.md"""
+    verify: bool = False
+    """replay a static episode per workload on the current code"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="mango fit", description=__doc__.split("\n\n")[0])
-    p.add_argument("--traces", default=None, help="trace file or directory (default envs/traces)")
-    p.add_argument(
-        "--out", default=str(MODEL_PATH), help="where to write the fitted model JSON ('' = nowhere)"
-    )
-    p.add_argument("--holdout-every", type=int, default=4, help="hold out every n-th episode per workload")
-    p.add_argument("--holdout-seeds", default="", help="job seeds never fitted on (comma list)")
-    p.add_argument("--bench", action="store_true", help="append the report to BENCHMARKS.md")
-    p.add_argument(
-        "--verify", action="store_true", help="replay a static episode per workload on the current code"
-    )
-    a = p.parse_args(list(argv) if argv is not None else None)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    a = tyro.cli(FitArgs, args=argv, prog="mango fit", description=FitArgs.__doc__)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     ts = load_traces(a.traces)
     print(ts.summary())
-    from envs.training import code_version
+    from envs.training import code_version  # lazy on purpose: torch
 
     recorded = sorted({str(h.get("code_version")) for h in ts.headers})
     if recorded != [code_version()]:
@@ -862,7 +852,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         model.save(a.out)
         print(f"model -> {a.out}")
     if a.bench:
-        cmd = "mango fit" + (" " + " ".join(argv) if argv else "")
-        print(f"appended to {_append_bench(text, cmd.replace(' --bench', '') + ' --bench')}")
+        print(
+            f"appended to {append_section('Surrogate fit error', shlex.join(['mango', 'fit', *argv]), text)}"
+        )
     default_model.cache_clear()
     return 0

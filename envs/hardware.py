@@ -16,17 +16,18 @@ environment finds it (``--out envs/profiles/<name>.json``).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+import tyro
 
-from client.protocol import DEFAULT_GRID, CostProfile, ObservationSpec
+from client.protocol import DEFAULT_GRID, CompressionSetting, CostProfile, ObservationSpec
+from envs.workloads import get_workload
 
 __all__ = [
     "PROFILE_DIR",
@@ -133,9 +134,11 @@ class HardwareTables:
         self.log_t = np.log(np.stack([g[0] for g in grids]))  # [P, S]
         self.log_e = np.log(np.maximum(np.stack([g[1] for g in grids]), 1e-9))
         self.share = [p.optimizer_share for p in profiles]
-        self.off = DEFAULT_GRID.all_settings().index(DEFAULT_GRID.setting(DEFAULT_GRID.action(_off())))
+        self.off = DEFAULT_GRID.all_settings().index(
+            DEFAULT_GRID.setting(DEFAULT_GRID.action(CompressionSetting.off()))
+        )
         self.feature_idx = [
-            _SETTINGS.index(DEFAULT_GRID.setting(DEFAULT_GRID.action(_parse(lb))))
+            _SETTINGS.index(DEFAULT_GRID.setting(DEFAULT_GRID.action(CompressionSetting.parse(lb))))
             for lb in CostProfile.FEATURE_SETTINGS
         ]
 
@@ -248,7 +251,7 @@ def local_profile(training: Any = None) -> CostProfile | None:
     """The sample profile of the machine the training backend runs on: ``cpu-dev-2core`` on a CPU, the
     H200's ``h200-gpt85m`` (the GPU workloads' 85 M model; else ``h200``) on CUDA; ``None`` if the file is
     missing."""
-    import torch
+    import torch  # lazy on purpose: the surrogate path imports this module without torch
 
     device = getattr(training, "device", "auto") if training is not None else "auto"
     cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
@@ -260,25 +263,13 @@ def local_profile(training: Any = None) -> CostProfile | None:
     return None
 
 
-def _off() -> Any:
-    from client.protocol import CompressionSetting
-
-    return CompressionSetting.off()
-
-
-def _parse(label: str) -> Any:
-    from client.protocol import CompressionSetting
-
-    return CompressionSetting.parse(label)
-
-
 assert len(ObservationSpec.PROFILE_FEATURES) == 3 + len(CostProfile.FEATURE_SETTINGS), "update envs.hardware"
 
 
 # ------------------------------------------------------------------------------------------ mango profile
 def _train_step(model: Any, device: Any, batch: int, seq: int) -> Any:
     """One forward + backward + fused/foreach AdamW step of ``model`` on random bytes (bf16 on CUDA)."""
-    import torch
+    import torch  # lazy on purpose: the surrogate path imports this module without torch
 
     kw = {"fused": True} if device.type == "cuda" else {"foreach": True}
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, **kw)
@@ -295,30 +286,48 @@ def _train_step(model: Any, device: Any, batch: int, seq: int) -> Any:
     return step
 
 
+@dataclass
+class ProfileArgs:
+    """Measure each setting's optimizer step time and energy for a model on this machine (a cost profile)."""
+
+    model: str = "lm-small"
+    """model preset of envs.models"""
+    workload: str | None = None
+    """take the model (and batch shape) from this workload"""
+    device: str = "auto"
+    """auto (CUDA if present), cpu, cuda, cuda:1"""
+    steps: int = 10
+    """timed optimizer steps per setting"""
+    warmup: int = 3
+    """untimed steps before timing"""
+    settings: str = ""
+    """comma list of setting labels ('': client.profile.PROFILE_SETTINGS, a covering subset of the grid)"""
+    batch_size: int = 16
+    """training-step batch (for the optimizer's share of a step)"""
+    seq_len: int = 64
+    """training-step sequence length"""
+    train_step: bool = True
+    """time a training step too (--no-train-step: skip it)"""
+    min_compress_numel: int | None = None
+    """MangoAdamW min_compress_numel (default: the workload's, else 4096)"""
+    energy: Literal["auto", "modelled"] = "auto"
+    """energy meter: the best available, or the model"""
+    threads: int | None = None
+    """torch CPU threads"""
+    force: bool = False
+    """measure again even if cached"""
+    out: str = ""
+    """also write the profile JSON here (e.g. envs/profiles/x.json)"""
+
+
 def main(argv: list[str] | None = None) -> int:
     """``mango profile``: measure the cost profile of a model's optimizer step on this machine."""
-    import torch
+    import torch  # lazy on purpose: the surrogate path imports this module without torch
 
-    from client.profile import PROFILE_SETTINGS, cached_profile
-    from envs.models import build_model, model_names
-    from envs.workloads import get_workload
+    from client.profile import PROFILE_SETTINGS, cached_profile  # lazy on purpose: torch
+    from envs.models import build_model  # lazy on purpose: torch
 
-    p = argparse.ArgumentParser(prog="mango profile", description=main.__doc__)
-    p.add_argument("--model", default="lm-small", help=f"model preset: {model_names()}")
-    p.add_argument("--workload", default=None, help="take the model (and batch shape) from this workload")
-    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1")
-    p.add_argument("--steps", type=int, default=10, help="timed optimizer steps per setting")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps before timing")
-    p.add_argument("--settings", default=",".join(PROFILE_SETTINGS), help="comma list of setting labels")
-    p.add_argument("--batch-size", type=int, default=16, help="training-step batch (for the optimizer share)")
-    p.add_argument("--seq-len", type=int, default=64, help="training-step sequence length")
-    p.add_argument("--no-train-step", action="store_true", help="skip timing a training step")
-    p.add_argument("--min-compress-numel", type=int, default=None)
-    p.add_argument("--energy", default="auto", choices=["auto", "modelled"])
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--force", action="store_true", help="measure again even if cached")
-    p.add_argument("--out", default="", help="also write the profile JSON here (e.g. envs/profiles/x.json)")
-    args = p.parse_args(argv)
+    args = tyro.cli(ProfileArgs, args=argv, prog="mango profile", description=ProfileArgs.__doc__)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -335,14 +344,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.min_compress_numel is not None:
         mcn = args.min_compress_numel
     train = None
-    if not args.no_train_step and hasattr(model, "loss"):
+    if args.train_step and hasattr(model, "loss"):
         seq = min(seq, model.cfg.block_size) if hasattr(model, "cfg") else seq
         train = _train_step(model, dev, batch, seq)
     prof = cached_profile(
         list(model.parameters()),
         device=dev,
         force=args.force,
-        settings=[s.strip() for s in args.settings.split(",") if s.strip()],
+        settings=[s.strip() for s in args.settings.split(",") if s.strip()] or list(PROFILE_SETTINGS),
         steps=args.steps,
         warmup=args.warmup,
         min_compress_numel=mcn,

@@ -30,19 +30,25 @@ GPU traces (issue 13; the 85 M byte GPT and lm-medium on an H200, ~5 minutes)::
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import logging
 import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+import torch
+import tyro
+from tqdm import tqdm
 
-from client.controllers import Controller, StaticController, make_controller
-from client.protocol import DEFAULT_GRID, CompressionSetting, Objective
+from client.controllers import StaticController, make_controller
+from client.policy import Controller, ProfileFeatures
+from client.protocol import DEFAULT_GRID, CompressionSetting, Objective, Reference
+from envs.env import CompressionEnv
+from envs.traces import TraceWriter
+from envs.training import TrainingConfig, code_version, reference_run
 from envs.workloads import get_workload, workloads_of
 
 __all__ = ["DEFAULT_STATICS", "RecordConfig", "main", "record"]
@@ -148,7 +154,14 @@ class _RandomController(Controller):
             if not s.is_off and s.bits <= 8:
                 return s
 
-    def decide(self, history: Any, objective: Objective) -> CompressionSetting:
+    def decide(
+        self,
+        history: Any,
+        objective: Objective,
+        *,
+        reference: Reference | None = None,
+        profile: ProfileFeatures | None = None,
+    ) -> CompressionSetting:
         self.t += 1
         if self.mode == "random":
             self.current = DEFAULT_GRID.setting([int(self.rng.integers(n)) for n in DEFAULT_GRID.nvec])
@@ -187,13 +200,6 @@ def _controller_label(kind: str, static_label: str) -> str:
 
 def record(cfg: RecordConfig, progress: bool = True) -> dict[str, Any]:
     """Record episodes as configured; returns a summary (episodes, wall time, file, size)."""
-    import torch
-    from tqdm import tqdm
-
-    from envs.env import CompressionEnv
-    from envs.traces import TraceWriter
-    from envs.training import TrainingConfig, code_version, reference_run
-
     names = cfg.workload_names()
     if not names:
         raise ValueError("no workloads selected")
@@ -323,23 +329,38 @@ def record(cfg: RecordConfig, progress: bool = True) -> dict[str, Any]:
     return summary
 
 
+@dataclass
+class RecordArgs:
+    """Record traces (episodes of the training backend under random and static controllers)."""
+
+    workloads: str = "all"
+    """comma list of names, or train / val / heldout / all / gpu"""
+    seeds: str = "0,1,2"
+    """job seeds rotated over episodes (comma list)"""
+    budget_min: float = 12.0
+    """CPU-time budget in minutes"""
+    max_wall_min: float | None = None
+    """wall-clock cap in minutes (default 3x the budget)"""
+    max_episodes: int | None = None
+    """stop after this many episodes"""
+    objective: str = "balanced"
+    """objective preset of the recorded rewards"""
+    out: str = ""
+    """output .jsonl.gz (default envs/traces/traces-<date>.jsonl.gz)"""
+    threads: int = 1
+    """torch threads"""
+    clock: Literal["auto", "wall", "cpu", "modelled"] = "cpu"
+    """what the recorded interval times measure"""
+    device: str = "auto"
+    """auto (CUDA if present), cpu or cuda"""
+    seed: int = 0
+    """seed of the random controllers"""
+    progress: bool = True
+    """progress bar (--no-progress: none)"""
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="mango record", description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "--workloads", default="all", help="comma list of names, or train / val / heldout / all / gpu"
-    )
-    p.add_argument("--seeds", default="0,1,2", help="job seeds rotated over episodes")
-    p.add_argument("--budget-min", type=float, default=12.0, help="CPU-time budget in minutes")
-    p.add_argument("--max-wall-min", type=float, default=None, help="wall-clock cap (default 3x budget)")
-    p.add_argument("--max-episodes", type=int, default=None)
-    p.add_argument("--objective", default="balanced", help="objective preset of the recorded rewards")
-    p.add_argument("--out", default="", help="output .jsonl.gz (default envs/traces/traces-<date>.jsonl.gz)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    p.add_argument("--clock", default="cpu", choices=["auto", "wall", "cpu", "modelled"])
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random controllers")
-    p.add_argument("--no-progress", action="store_true")
-    a = p.parse_args(argv)
+    a = tyro.cli(RecordArgs, args=argv, prog="mango record", description=RecordArgs.__doc__)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     cfg = RecordConfig(
         workloads=[w.strip() for w in a.workloads.split(",") if w.strip()],
@@ -354,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         device=a.device,
         seed=a.seed,
     )
-    summary = record(cfg, progress=not a.no_progress)
+    summary = record(cfg, progress=a.progress)
     print(
         f"recorded {summary['episodes']} episodes in {summary['wall_s']} s wall, {summary['cpu_s']} s CPU "
         f"-> {summary['file']} "

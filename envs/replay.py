@@ -16,11 +16,11 @@ agent did) and limited to recorded settings.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
 from client.protocol import DEFAULT_GRID, CompressionSetting, Objective, Reference, TelemetryRecord
+from envs.episode import Backend, EpisodeStart, StepOutcome, draw_episode, score
 from envs.objectives import ObjectiveSampler, make_objective
 from envs.reward import RewardConfig
 from envs.traces import EpisodeTrace, TraceSet, load_traces
@@ -50,7 +50,7 @@ class _Group:
         self.names = [e.controller for e in eps]
 
 
-class ReplayBackend:
+class ReplayBackend(Backend):
     """The ``"replay"`` backend of :class:`envs.env.CompressionEnv` (see the module docstring).
 
     :param names: workloads the episodes draw from.
@@ -109,9 +109,7 @@ class ReplayBackend:
         objective: Objective | None,
         workload: str | None,
         job_seed: int | None,
-    ) -> Any:
-        from envs.env import EpisodeStart, draw_episode
-
+    ) -> EpisodeStart:
         wi, js, weights, budget = draw_episode(
             rng, self.names, self.job_seeds, self.sampler, workload=workload, job_seed=job_seed
         )
@@ -153,9 +151,7 @@ class ReplayBackend:
                 best, best_d = i, d
         return best, best_d
 
-    def step(self, action: np.ndarray, setting: CompressionSetting) -> Any:
-        from envs.env import StepOutcome, score
-
+    def step(self, action: np.ndarray, setting: CompressionSetting) -> StepOutcome:
         grp = self.group
         assert grp is not None and self.objective is not None
         self.t += 1

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from client.protocol import CompressionSetting, TelemetryRecord
+from client.protocol import DEFAULT_GRID, CompressionSetting, TelemetryRecord
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +99,6 @@ class EpisodeTrace:
 
     def actions(self) -> np.ndarray:
         """Grid indices ``[T, 3]`` of the settings in force (nearest gamma)."""
-        from client.protocol import DEFAULT_GRID
-
         g = DEFAULT_GRID
         r = np.array([g.ranks.index(int(x)) for x in self.columns["rank"]])
         b = np.array([g.bits.index(int(x)) for x in self.columns["bits"]])

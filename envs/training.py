@@ -40,9 +40,12 @@ import numpy as np
 import torch
 
 from client.compression.optimizer import MangoAdamW
+from client.controllers import first_setting_for_profile
 from client.protocol import CompressionSetting, Reference, TelemetryRecord
 from client.telemetry import EnergyMeter, EnergyModel, MemoryTracker, ModelledMeter, make_energy_meter
-from envs.memory import param_shapes
+from envs.data import cache_dir, get_batch, load_corpus, load_digits_data
+from envs.episode import Backend, EpisodeStart, StepOutcome, draw_episode, score
+from envs.objectives import make_objective
 from envs.workloads import Workload, get_workload
 
 __all__ = [
@@ -148,15 +151,11 @@ def code_version() -> str:
 
 @lru_cache(maxsize=4)
 def _corpus(max_bytes: int) -> Any:
-    from envs.data import load_corpus
-
     return load_corpus(max_bytes=max_bytes)
 
 
 @lru_cache(maxsize=1)
 def _digits() -> Any:
-    from envs.data import load_digits_data
-
     return load_digits_data()
 
 
@@ -202,7 +201,7 @@ class TrainingJob:
         self.model.train()
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.n_params = sum(p.numel() for p in self.params)
-        self.shapes = param_shapes(self.model)
+        self.shapes = [tuple(p.shape) for p in self.params]  # as the optimizer sees them (tied ones once)
         self.opt = MangoAdamW(
             self.params,
             lr=w.lr_at(0),
@@ -252,8 +251,6 @@ class TrainingJob:
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         w = self.workload
         if w.task == "lm":
-            from envs.data import get_batch
-
             x, y = get_batch(self.stream, w.batch_size, w.seq_len, self.gen)
         else:
             idx = torch.randint(0, self.x_train.shape[0], (w.batch_size,), generator=self.gen)
@@ -276,7 +273,7 @@ class TrainingJob:
         apply_s = time.perf_counter() - ta
         losses: list[float] = []
         sums = {"compression_error": 0.0, "spectral_tail": 0.0, "grad_kurtosis": 0.0, "grad_norm": 0.0}
-        skipped0 = self.opt.compression_stats()["skipped_steps"]
+        skipped0 = self.opt.compression_stats().skipped_steps
         train_s = 0.0
         lr = w.lr_at(self.step)
         for _ in range(n):
@@ -294,13 +291,13 @@ class TrainingJob:
             losses.append(lv)
             stats = self.opt.compression_stats()
             for k in sums:
-                sums[k] += stats[k]
+                sums[k] += getattr(stats, k)
             self.step += 1
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         reading = self.meter.end(n)
         cpu_s = time.process_time() - cpu0
-        skipped = int(self.opt.compression_stats()["skipped_steps"] - skipped0)
+        skipped = self.opt.compression_stats().skipped_steps - skipped0
         finite = [v for v in losses if math.isfinite(v)]
         diverged = len(finite) < len(losses) or not finite
         mean = math.fsum(finite) / len(finite) if finite else DIVERGED_LOSS
@@ -441,8 +438,6 @@ class ReferenceRun:
 def _cache_root(config: TrainingConfig) -> Path:
     if config.cache_dir:
         return Path(config.cache_dir)
-    from envs.data import cache_dir
-
     return cache_dir() / "references"
 
 
@@ -525,7 +520,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------ env backend
-class TrainingBackend:
+class TrainingBackend(Backend):
     """The ``"training"`` backend of :class:`envs.env.CompressionEnv`: a fresh :class:`TrainingJob` per
     episode and its cached :func:`reference_run` for the reward and the observation's normalization."""
 
@@ -559,10 +554,7 @@ class TrainingBackend:
 
     def reset(
         self, rng: np.random.Generator, *, objective: Any, workload: str | None, job_seed: int | None
-    ) -> Any:
-        from envs.env import EpisodeStart, draw_episode
-        from envs.objectives import make_objective
-
+    ) -> EpisodeStart:
         wi, js, weights, budget = draw_episode(
             rng, self.names, self.job_seeds, self.sampler, workload=workload, job_seed=job_seed
         )
@@ -577,8 +569,6 @@ class TrainingBackend:
         self.objective = objective
         first = self.initial_setting
         if first is None:  # the first decision, as a job makes it before its first interval
-            from client.controllers import first_setting_for_profile
-
             first, _ = first_setting_for_profile(objective, self.profile, ref.state_bytes)
         self.job = TrainingJob(w, js, self.config, first)
         res = self.job.run_interval(first)
@@ -593,9 +583,7 @@ class TrainingBackend:
             profile=self.profile,
         )
 
-    def step(self, action: np.ndarray, setting: CompressionSetting) -> Any:
-        from envs.env import StepOutcome, score
-
+    def step(self, action: np.ndarray, setting: CompressionSetting) -> StepOutcome:
         assert self.job is not None and self.ref is not None
         res = self.job.run_interval(setting)
         self.last_timing = {"train_s": res.train_s, "total_s": res.total_s, "apply_s": res.apply_s}

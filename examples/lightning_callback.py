@@ -14,15 +14,16 @@ Run it (the byte-level LM on the stdlib corpus)::
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+import tyro
 
 from client.compression import MangoAdamW
 from client.integrations.lightning import MangoCallback, pl
@@ -65,24 +66,35 @@ class CorpusBatches(torch.utils.data.IterableDataset):
             yield self.corpus.get_batch("train", self.batch_size, self.seq_len, gen)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=100)
-    p.add_argument("--interval", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--seq-len", type=int, default=64)
-    p.add_argument("--corpus-bytes", type=int, default=1_000_000)
-    p.add_argument("--decision-log", default=None, help="JSON-lines decision log (appended to)")
-    # Half the cores, at most 4: the example's small matrices gain nothing from more threads, and on a
-    # shared 2-core machine torch's default (every core) ran 3x slower than one thread (BENCHMARKS.md).
+def _default_threads() -> int:
+    """Half the cores, at most 4: the example's small matrices gain nothing from more threads, and on a
+    shared 2-core machine torch's default (every core) ran 3x slower than one thread (BENCHMARKS.md)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=max(1, min(4, cores // 2)),
-        help="torch CPU threads (0: torch's default)",
-    )
-    args = p.parse_args(argv)
+    return max(1, min(4, cores // 2))
+
+
+@dataclass
+class ExampleArgs:
+    """MangoAdamW + AdaptiveCompression in a Lightning Trainer, through the packaged callback."""
+
+    steps: int = 100
+    """optimizer steps"""
+    interval: int = 20
+    """optimizer steps per control interval"""
+    batch_size: int = 16
+    """windows per batch"""
+    seq_len: int = 64
+    """bytes per window"""
+    corpus_bytes: int = 1_000_000
+    """size of the stdlib byte corpus"""
+    decision_log: str | None = None
+    """JSON-lines decision log (appended to)"""
+    threads: int = field(default_factory=_default_threads)
+    """torch CPU threads (0: torch's default; default: half the cores, at most 4)"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = tyro.cli(ExampleArgs, args=argv, description=ExampleArgs.__doc__)
     if args.threads:
         torch.set_num_threads(args.threads)
 

@@ -23,7 +23,6 @@ from the service, so a broken deployment does not pass silently.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -31,11 +30,13 @@ import re
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import torch
 import torch.nn.functional as F
+import tyro
 
 from client.compression import MangoAdamW
 from client.hook import AdaptiveCompression
@@ -59,27 +60,44 @@ def wait_ready(url: str, timeout_s: float) -> bool:
         time.sleep(0.5)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=600, help="optimizer steps")
-    p.add_argument("--interval", type=int, default=20, help="optimizer steps per control interval")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--seq-len", type=int, default=64)
-    p.add_argument("--model", default="lm-tiny", help="envs.models preset")
-    p.add_argument("--objective", default="balanced", choices=sorted(OBJECTIVE_PRESETS))
-    p.add_argument("--corpus-bytes", type=int, default=2_000_000)
-    # Half the cores, at most 4: the example's small matrices gain nothing from more threads, and on a
-    # shared 2-core machine torch's default (every core) ran 3x slower than one thread (BENCHMARKS.md).
+def _default_threads() -> int:
+    """Half the cores, at most 4: the example's small matrices gain nothing from more threads, and on a
+    shared 2-core machine torch's default (every core) ran 3x slower than one thread (BENCHMARKS.md)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=max(1, min(4, cores // 2)),
-        help="torch CPU threads (0: torch's default)",
-    )
-    p.add_argument("--wait-s", type=float, default=120.0, help="how long to wait for the service's /readyz")
-    p.add_argument("--require-service", action=argparse.BooleanOptionalAction, default=True)
-    args = p.parse_args(argv)
+    return max(1, min(4, cores // 2))
+
+
+@dataclass
+class ExampleArgs:
+    """A training job that asks the policy service (MANGO_SERVICE_URL, MANGO_API_KEY) for its settings."""
+
+    steps: int = 600
+    """optimizer steps"""
+    interval: int = 20
+    """optimizer steps per control interval"""
+    batch_size: int = 16
+    """windows per batch"""
+    seq_len: int = 64
+    """bytes per window"""
+    model: str = "lm-tiny"
+    """envs.models preset"""
+    objective: str = "balanced"
+    """objective preset of envs.objectives"""
+    corpus_bytes: int = 2_000_000
+    """size of the stdlib byte corpus"""
+    threads: int = field(default_factory=_default_threads)
+    """torch CPU threads (0: torch's default; default: half the cores, at most 4)"""
+    wait_s: float = 120.0
+    """how long to wait for the service's /readyz"""
+    require_service: bool = True
+    """fail when the service is not reachable (--no-require-service: train with the local fallback)"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = tyro.cli(ExampleArgs, args=argv, description=ExampleArgs.__doc__)
+    if args.objective not in OBJECTIVE_PRESETS:
+        print(f"--objective: choose one of {sorted(OBJECTIVE_PRESETS)}", file=sys.stderr)
+        return 2
 
     url = os.environ.get("MANGO_SERVICE_URL", "").rstrip("/")
     key = os.environ.get("MANGO_API_KEY", "")

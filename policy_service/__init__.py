@@ -4,10 +4,13 @@ Public surface (the rest is internal):
 
 * :func:`policy_service.main.create_app` - the app factory (``create_app(Settings(...))``);
 * :class:`policy_service.config.Settings` - every knob, from ``MANGO_*`` environment variables;
-* :func:`policy_service.cli.main` - ``mango serve``;
+* :func:`policy_service.cli.main` - ``mango serve`` (also ``python -m policy_service``);
+* :class:`policy_service.launch.ServiceProcess` - the service as a child process on a free loopback port
+  (the launcher of the demo, the benchmarks and the example tests);
 * :class:`policy_service.registry.PolicyRegistry` and :class:`policy_service.shield.Shield` - usable alone.
 
-Names are imported lazily so that ``mango serve`` with a bad configuration fails before torch loads.
+Names are imported lazily so that ``mango serve`` with a bad configuration fails before FastAPI and the policy
+runtime load.
 """
 
 from __future__ import annotations

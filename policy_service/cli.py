@@ -10,35 +10,46 @@ Exit status 2 with a message naming each bad setting when the configuration is i
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
+import tyro
 from pydantic import ValidationError
 
 from .config import Settings
 
-__all__ = ["main"]
+__all__ = ["ServeArgs", "main"]
 
 log = logging.getLogger("policy_service")
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mango serve", description="Run the MANGO policy service (uvicorn).")
-    p.add_argument("--host", help="bind address (MANGO_HOST, default 127.0.0.1)")
-    p.add_argument("--port", type=int, help="bind port (MANGO_PORT, default 8000)")
-    p.add_argument("--dev", action="store_true", help="development mode: accept weak keys (MANGO_DEV_MODE)")
-    p.add_argument("--policy-dir", help="directory of learned policy artifacts (MANGO_POLICY_DIR)")
-    p.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
-    p.add_argument(
-        "--access-log", action="store_true", default=None, help="uvicorn access log (MANGO_ACCESS_LOG)"
-    )
-    return p
+@dataclass
+class ServeArgs:
+    """Run the MANGO policy service (uvicorn). A flag left out keeps its MANGO_* environment value."""
+
+    host: str | None = None
+    """bind address (MANGO_HOST, default 127.0.0.1)"""
+    port: int | None = None
+    """bind port (MANGO_PORT, default 8000)"""
+    dev: bool = False
+    """development mode: accept weak keys (MANGO_DEV_MODE); never in production"""
+    policy_dir: str | None = None
+    """directory of learned policy artifacts (MANGO_POLICY_DIR)"""
+    log_level: Literal["critical", "error", "warning", "info", "debug"] | None = None
+    """log level (MANGO_LOG_LEVEL, default info)"""
+    access_log: bool = False
+    """uvicorn access log (MANGO_ACCESS_LOG)"""
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    args = tyro.cli(
+        ServeArgs,
+        args=sys.argv[1:] if argv is None else argv,
+        prog="mango serve",
+        description=ServeArgs.__doc__,
+    )
     overrides: dict[str, Any] = {
         k: v
         for k, v in {
@@ -46,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             "port": args.port,
             "policy_dir": args.policy_dir,
             "log_level": args.log_level,
-            "access_log": args.access_log,
+            "access_log": args.access_log or None,
         }.items()
         if v is not None
     }
@@ -69,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     log.info("starting uvicorn on %s:%s", settings.host, settings.port)
 
-    import uvicorn  # imported late: a bad configuration fails before torch/fastapi load
+    import uvicorn  # imported late: a bad configuration fails before fastapi loads
 
     from .main import create_app
 

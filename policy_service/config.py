@@ -6,8 +6,8 @@ Required: ``MANGO_API_KEY`` (sent by training jobs in the ``X-API-Key`` header f
 placeholder keys (``changeme``, ``secret``, ...) and an admin key equal to the API key are refused at start
 unless ``MANGO_DEV_MODE=true`` is set explicitly (development on a laptop; never in production).
 
-This module imports neither torch nor FastAPI, so a misconfigured ``mango serve`` fails in well under a
-second.
+This module imports neither FastAPI nor the policy runtime, so a misconfigured ``mango serve`` fails in well
+under a second.
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ __all__ = ["DEFAULT_POLICY_DIR", "MIN_SECRET_LENGTH", "Settings", "weak_secret_r
 
 log = logging.getLogger(__name__)
 
-#: Where the project's shipped learned default policy lives (``<name>.json`` + ``<name>.safetensors``).
-DEFAULT_POLICY_DIR = Path(__file__).resolve().parent.parent / "agents" / "default_policy"
+#: Where the project's shipped learned default policy lives (``<name>.json`` + ``<name>.safetensors``): the
+#: policy runtime's package data, ``client.policy.DEFAULT_POLICY_DIR`` (spelled out, not imported, to keep
+#: this module light; a test checks that the two agree).
+DEFAULT_POLICY_DIR = Path(__file__).resolve().parent.parent / "client" / "policy" / "default_policy"
 #: Shortest key accepted outside dev mode.
 MIN_SECRET_LENGTH = 16
 _PLACEHOLDERS = (
@@ -98,14 +100,10 @@ class Settings(BaseSettings):
     fallback_policy: str = Field(
         "static", description="heuristic used when no learned default loads, and when a policy fails"
     )
-    trace_policies: bool = Field(
-        True, description="torch.jit.trace learned policies (about 2x faster per call)"
-    )
     reload_in_subprocess: bool = Field(
         True,
-        description="load, verify and trace artifacts in a worker process on hot reload (keeps p99 flat)",
+        description="load and verify artifacts in a worker process on hot reload (keeps p99 flat)",
     )
-    torch_threads: int = Field(1, ge=1, le=64, description="torch intra-op threads; 1 is fastest for batch 1")
     gil_switch_interval_s: float = Field(
         0.001, gt=0.0, le=0.1, description="sys.setswitchinterval: bounds event-loop stalls during a reload"
     )

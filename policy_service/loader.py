@@ -1,42 +1,40 @@
 """Load and verify artifacts in a separate process, so a hot reload does not hold the serving process's GIL.
 
-A forced reload re-reads every artifact: the bounded manifest pre-check, :func:`agents.artifact.load_artifact`
-(pickle sniffing, sha256, shapes, finite values) and ``torch.jit.trace`` with its check against the eager
-model, about 40-110 ms of CPU per artifact. Done in a thread of the serving process, that work competes with
-the event loop for the GIL and stalls decisions (issue 14: p99 107 ms in the half second after a reload).
+A forced reload re-reads every artifact: the bounded manifest pre-check and
+:func:`client.policy.load_artifact` (pickle sniffing, sha256, shapes, finite values). Done in a thread of the
+serving process, that work competes with the event loop for the GIL and stalls decisions (issue 14 measured
+this when loading also traced a torch model; an operator's folder may also hold many or large artifacts).
 
-:class:`LoaderProcess` runs :func:`load_verified` in one long-lived ``spawn`` worker (lowered CPU priority,
-one torch thread). The worker returns only plain data: the validated manifest, the verified weights as
-safetensors bytes and, when tracing succeeded, the serialized TorchScript actor. Nothing in this exchange
-comes from the policy folder unverified: the bytes were produced by this service's own code after the checks.
-The serving process then only rebuilds the model from those tensors and loads the actor (a few ms), see
+:class:`LoaderProcess` runs :func:`load_verified` in one long-lived ``spawn`` worker (lowered CPU priority).
+The worker returns only plain data: the validated manifest and the verified weights as safetensors bytes.
+Nothing in this exchange comes from the policy folder unverified: the bytes were produced by this service's
+own code after the checks. The serving process then only rebuilds the numpy model from those tensors, see
 :func:`policy_service.registry.policy_from_loaded`.
 
-Top-level imports are kept light: the worker lowers its priority (:func:`_init_worker`) before it imports
-torch.
+The worker lowers its priority (:func:`_init_worker`) first thing; it imports nothing heavier than the policy
+runtime (numpy, safetensors, pydantic).
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import multiprocessing
 import os
 import threading
 import time
-import warnings
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from agents.artifact import PolicyManifest
+from client.policy.artifact import MAX_MANIFEST_BYTES, PolicyManifest, load_artifact, weights_bytes
 
-__all__ = ["LoadedArtifact", "LoaderError", "LoaderProcess", "load_verified"]
+from .jsonlimits import JSONLimitError, find_nul, loads_bounded
+
+__all__ = ["LoadedArtifact", "LoaderError", "LoaderProcess", "load_verified", "precheck_manifest"]
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +57,7 @@ class LoadedArtifact:
     manifest: PolicyManifest
     manifest_path: str
     weights_path: str
-    weights: bytes  # safetensors bytes of the verified float32 state dict
-    script: bytes | None  # ``torch.jit.save`` of the traced, checked greedy actor; ``None``: serve eager
+    weights: bytes  # safetensors bytes of the verified float32 tensors
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -72,48 +69,43 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def _init_worker() -> None:
-    """Runs first in the worker: watch the parent, lower the priority, import torch (one intra-op thread)."""
+    """Runs first in the worker: watch the parent, lower the priority."""
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     with contextlib.suppress(OSError):  # not permitted: run at normal priority
         os.nice(WORKER_NICE)
-    import torch
-
-    torch.set_num_threads(1)
 
 
 def _ready() -> int:
     return os.getpid()
 
 
-def load_verified(path: str, trace: bool) -> LoadedArtifact:
+def precheck_manifest(path: Path) -> None:
+    """Refuse a manifest the artifact loader must never see: too big, not UTF-8, too deep, or a NUL byte.
+
+    :raises JSONLimitError: naming the limit or the field (``weights.file holds a NUL byte``).
+    """
+    with open(path, "rb") as f:
+        raw = f.read(MAX_MANIFEST_BYTES + 1)
+    data = loads_bounded(raw, max_bytes=MAX_MANIFEST_BYTES, what="manifest")
+    where = find_nul(data)
+    if where is not None:
+        raise JSONLimitError(
+            f"manifest field {where} holds a NUL byte; file names and text may not contain one"
+        )
+
+
+def load_verified(path: str) -> LoadedArtifact:
     """In the worker: every check the in-process load does, then serialize the result.
 
     :raises ArtifactError, JSONLimitError, OSError: as the in-process load would (pickled back).
     """
-    import torch
-    from safetensors.torch import save as st_save
-
-    from agents.artifact import load_artifact
-
-    from .registry import precheck_manifest
-
     precheck_manifest(Path(path))
     artifact = load_artifact(path)
-    actor = artifact.model.greedy_actor(trace=trace)
-    script: bytes | None = None
-    if isinstance(actor, torch.jit.ScriptModule):
-        buf = io.BytesIO()
-        with warnings.catch_warnings():  # torch 2.11 marks TorchScript deprecated
-            warnings.simplefilter("ignore", DeprecationWarning)
-            torch.jit.save(actor, buf)
-        script = buf.getvalue()
-    weights = st_save({k: v.contiguous() for k, v in artifact.model.state_dict().items()})
     return LoadedArtifact(
         manifest=artifact.manifest,
         manifest_path=str(artifact.manifest_path),
         weights_path=str(artifact.weights_path),
-        weights=weights,
-        script=script,
+        weights=weights_bytes(artifact.weights),
     )
 
 
@@ -136,16 +128,16 @@ class LoaderProcess:
         return self._pool
 
     def start(self) -> Future[Any]:
-        """Start the worker now (it imports torch, seconds) so the first reload does not wait for it."""
+        """Start the worker now (a Python start-up) so the first reload does not wait for it."""
         return self._executor().submit(_ready)
 
-    def load(self, path: str, *, trace: bool) -> LoadedArtifact:
+    def load(self, path: str) -> LoadedArtifact:
         """Load and verify ``path`` in the worker; artifact errors are re-raised as they were raised there.
 
         :raises LoaderError: the worker died or did not answer within ``timeout_s`` (it is replaced).
         """
         try:
-            fut = self._executor().submit(load_verified, path, trace)
+            fut = self._executor().submit(load_verified, path)
             result: LoadedArtifact = fut.result(timeout=self.timeout_s)
         except BrokenProcessPool as exc:
             self.close(kill=True)

@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import torch
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
@@ -35,7 +35,7 @@ __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
 
-#: How long start-up waits for the hot-reload loader process (it imports torch) before serving anyway.
+#: How long start-up waits for the hot-reload loader process before serving anyway.
 LOADER_START_TIMEOUT_S = 120.0
 
 API_VERSION = "1.0.0"
@@ -100,7 +100,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         default_policy_dir=settings.default_policy_dir,
         default_policy=settings.default_policy,
         fallback=settings.fallback_policy,
-        trace=settings.trace_policies,
         isolate=settings.reload_in_subprocess,
     )
     shield = Shield(
@@ -116,13 +115,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.info("policy service settings: %s", settings.public_dict())  # once per start; no secrets
         if settings.dev_mode:
             log.warning("DEV MODE: weak keys are accepted; never expose this server (host=%s)", settings.host)
-        # One intra-op thread: a batch-1 TinyFormer gains nothing from more, and extra threads contend
-        # with the event loop (and with other processes on small machines).
-        torch.set_num_threads(settings.torch_threads)
         # A reload runs in a worker thread; a shorter GIL switch interval bounds how long it can hold up
         # the event loop (Python's default is 5 ms, most of a p99 budget).
         sys.setswitchinterval(settings.gil_switch_interval_s)
-        # The hot-reload worker process starts (and imports torch) alongside the first load, and is up before
+        # The hot-reload worker process starts alongside the first load, and is up before
         # /readyz says ready, so its start-up does not compete with serving.
         loader_up = registry.start_loader()
         report = await run_in_threadpool(registry.reload)
@@ -143,7 +139,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await run_in_threadpool(registry.close)
 
-    app = FastAPI(
+    # /docs (Swagger UI) and /redoc load their scripts and styles from this server (fastapi-offline ships them
+    # under /static-offline-docs), not from a CDN: the pages work on a network without internet access.
+    app = FastAPIOffline(
         title="MANGO policy service",
         version=API_VERSION,
         summary="Picks gradient/optimizer-state compression settings (rank, bits, gamma) for training jobs.",

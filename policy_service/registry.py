@@ -3,7 +3,7 @@
 Names a request may use (``DecideRequest.policy``):
 
 * every **learned** policy: an artifact (``<name>.json`` + ``<name>.safetensors``, see
-  :mod:`agents.artifact`) in the shipped default directory (``agents/default_policy/``) or in
+  :mod:`client.policy.artifact`) in the shipped default directory (``client/policy/default_policy/``) or in
   ``MANGO_POLICY_DIR`` (flat or one level deep; an artifact there overrides a shipped one of the same name);
 * every **heuristic** in ``client.controllers.HEURISTICS``, looked up at request time, so a controller added
   to that dict is served without a reload; a fresh controller is built per request (the service is
@@ -11,8 +11,10 @@ Names a request may use (``DecideRequest.policy``):
 * ``default``: ``MANGO_DEFAULT_POLICY`` if set, else the shipped learned policy if it loads, else
   ``MANGO_FALLBACK_POLICY`` (``static``).
 
-A learned policy decides by ``ObservationSpec(window, grid).encode(history, objective, reference)`` ->
-``TinyFormer`` argmax -> ``ActionGrid.setting``.
+Both kinds are :class:`client.policy.Controller` s, called with the request's window, objective, reference
+and profile. A learned policy (:class:`client.policy.LearnedPolicy`) decides by
+``ObservationSpec(window, grid).encode(...)`` -> the numpy TinyFormer's argmax -> ``ActionGrid.setting``;
+serving imports no torch.
 
 Hot reload (:meth:`PolicyRegistry.reload`) builds a complete new :class:`Snapshot` off to the side and
 then replaces one reference; a request reads that reference once, so it finishes on the snapshot it started
@@ -20,10 +22,10 @@ with and no request sees a half-loaded state. An artifact that fails to load kee
 failure is reported); an unchanged artifact (same file stats of manifest and weights) is reused, not re-read.
 
 With ``isolate=True`` (the service's default, ``MANGO_RELOAD_IN_SUBPROCESS``) every reload after the first
-loads, verifies and traces artifacts in a separate worker process (:mod:`policy_service.loader`), so that CPU
-work does not compete with the event loop for the GIL; the serving process only rebuilds each policy from the
-verified tensors and the serialized traced actor (:func:`policy_from_loaded`, a few ms). The first load (at
-start-up, before any request) runs in-process.
+loads and verifies artifacts in a separate worker process (:mod:`policy_service.loader`), so that reading and
+hashing files does not compete with the event loop for the GIL; the serving process only rebuilds each
+policy from the verified tensors (:func:`policy_from_loaded`). The first load (at start-up, before any
+request) runs in-process.
 
 Nothing in a policy folder can stop the service: each manifest is first read through the bounded JSON parser
 (:mod:`policy_service.jsonlimits`: size, UTF-8, depth, no NUL byte in any string), and any exception while
@@ -34,32 +36,37 @@ one another artifact already provides) also keeps the last good version in servi
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 import time
-import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any
 
-import numpy as np
-import torch
-from safetensors.torch import load as st_load
+from safetensors.numpy import load as st_load
 
-from agents.artifact import MAX_MANIFEST_BYTES, ArtifactError, PolicyArtifact, find_manifests, load_artifact
-from agents.tinyformer import TinyFormer, TinyFormerConfig
-from client.controllers import HEURISTICS, Controller
-from client.protocol import DEFAULT_GRID, ActionGrid, CompressionSetting, DecideRequest, ObservationSpec
+from client.controllers import HEURISTICS
+from client.policy import (
+    ArtifactError,
+    Controller,
+    LearnedPolicy,
+    NumpyTinyFormer,
+    PolicyArtifact,
+    ProfileFeatures,
+    TinyFormerConfig,
+    find_manifests,
+    load_artifact,
+)
+from client.protocol import DEFAULT_GRID, CompressionSetting, Objective, Reference, TelemetryRecord
 
 from .errors import UnknownPolicyError
-from .jsonlimits import JSONLimitError, find_nul, loads_bounded
-from .loader import LoadedArtifact, LoaderError, LoaderProcess
+from .jsonlimits import JSONLimitError
+from .loader import LoadedArtifact, LoaderError, LoaderProcess, precheck_manifest
 
-__all__ = ["DEFAULT_ALIAS", "HeuristicPolicy", "LearnedPolicy", "Policy", "PolicyRegistry", "Snapshot"]
+__all__ = ["DEFAULT_ALIAS", "HeuristicPolicy", "PolicyRegistry", "ServedPolicy", "Snapshot"]
 
 log = logging.getLogger(__name__)
 
@@ -67,79 +74,8 @@ log = logging.getLogger(__name__)
 DEFAULT_ALIAS = "default"
 
 
-class Policy(Protocol):
-    """What the decide path needs from a policy."""
-
-    name: str
-    version: str
-    kind: str
-    grid: ActionGrid
-
-    def decide(self, request: DecideRequest) -> CompressionSetting: ...
-
-
-class LearnedPolicy:
-    """A loaded artifact ready to decide; immutable after construction (shared by concurrent requests)."""
-
-    kind = "learned"
-
-    def __init__(
-        self,
-        artifact: PolicyArtifact,
-        *,
-        trace: bool = True,
-        shipped: bool = False,
-        actor: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    ) -> None:
-        self.artifact = artifact
-        self.name = artifact.name
-        self.version = artifact.version
-        self.grid = artifact.grid
-        self.shipped = shipped
-        self.spec = ObservationSpec(window=artifact.model.config.window, grid=artifact.grid)
-        if actor is None:
-            actor = artifact.model.greedy_actor(trace=trace)
-        self._actor: Callable[[torch.Tensor], torch.Tensor] = actor
-        self.traced = isinstance(self._actor, torch.jit.ScriptModule)
-        if self.traced:  # build the executor's plan here, not on the first request
-            for _ in range(2):
-                self._act(torch.zeros(1, artifact.model.config.obs_size))
-
-    def _act(self, obs: torch.Tensor) -> torch.Tensor:
-        # TorchScript's optimizing executor re-plans a loaded module on its first calls (~8 ms of CPU on the
-        # serving thread) and gains nothing for a frozen trace; the plain plan is as fast per call (~0.1 ms).
-        with torch.inference_mode(), torch.jit.optimized_execution(False):
-            return self._actor(obs)
-
-    def decide(self, request: DecideRequest) -> CompressionSetting:
-        obs = self.spec.encode(request.history, request.objective, request.reference, request.profile)
-        return self.decide_obs(obs)
-
-    def decide_obs(self, obs: np.ndarray) -> CompressionSetting:
-        """The greedy setting for one encoded observation (``ObservationSpec.encode``'s output)."""
-        action = self._act(torch.from_numpy(obs).unsqueeze(0))[0].tolist()  # [3] grid indices
-        return self.grid.setting(action)
-
-    def info(self) -> dict[str, Any]:
-        m = self.artifact.manifest
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "version": self.version,
-            "shipped": self.shipped,
-            "obs_spec_version": m.obs_spec_version,
-            "grid_version": m.action_grid.version,
-            "window": self.spec.window,
-            "traced": self.traced,
-            "created_at": m.created_at.isoformat(),
-            "training_command": m.training.command,
-            "metrics": m.metrics,
-            "source": str(self.artifact.manifest_path),
-        }
-
-
-class HeuristicPolicy:
-    """A ``client.controllers`` heuristic; a fresh controller per request keeps requests independent."""
+class HeuristicPolicy(Controller):
+    """A ``client.controllers`` heuristic; a fresh controller per call keeps requests independent."""
 
     kind = "heuristic"
     grid = DEFAULT_GRID
@@ -149,11 +85,25 @@ class HeuristicPolicy:
         self.factory = factory
         self.version = str(getattr(factory, "version", "heuristic"))
 
-    def decide(self, request: DecideRequest) -> CompressionSetting:
-        return self.factory().decide(request.history, request.objective)
+    def decide(
+        self,
+        history: Sequence[TelemetryRecord],
+        objective: Objective,
+        *,
+        reference: Reference | None = None,
+        profile: ProfileFeatures | None = None,
+    ) -> CompressionSetting:
+        controller = self.factory()
+        setting = controller.decide(history, objective, reference=reference, profile=profile)
+        self.reason = controller.reason
+        return setting
 
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "version": self.version, "source": "client.controllers"}
+
+
+#: What a policy name resolves to: both kinds are :class:`client.policy.Controller` s with a version and grid.
+ServedPolicy = LearnedPolicy | HeuristicPolicy
 
 
 class _NameRefused(Exception):
@@ -184,7 +134,7 @@ class Snapshot:
         """Every name a request may use (heuristics as of now)."""
         return [DEFAULT_ALIAS, *sorted(self.learned), *sorted(n for n in HEURISTICS if n not in self.learned)]
 
-    def resolve(self, name: str) -> Policy:
+    def resolve(self, name: str) -> ServedPolicy:
         """The policy ``name`` refers to; ``UnknownPolicyError`` (404) if there is none.
 
         ``default`` never fails while the fallback heuristic exists: if its target vanished (a heuristic
@@ -228,49 +178,28 @@ def _file_key(manifest: Path) -> tuple[Any, ...]:
     return tuple(stats)
 
 
-def precheck_manifest(path: Path) -> None:
-    """Refuse a manifest the artifact loader must never see: too big, not UTF-8, too deep, or a NUL byte.
-
-    :raises JSONLimitError: naming the limit or the field (``weights.file holds a NUL byte``).
-    """
-    with open(path, "rb") as f:
-        raw = f.read(MAX_MANIFEST_BYTES + 1)
-    data = loads_bounded(raw, max_bytes=MAX_MANIFEST_BYTES, what="manifest")
-    where = find_nul(data)
-    if where is not None:
-        raise JSONLimitError(
-            f"manifest field {where} holds a NUL byte; file names and text may not contain one"
-        )
-
-
-def _load_policy(path: Path, *, trace: bool, shipped: bool) -> LearnedPolicy:
+def _load_policy(path: Path, *, shipped: bool) -> LearnedPolicy:
     precheck_manifest(path)
-    return LearnedPolicy(load_artifact(path), trace=trace, shipped=shipped)
+    return LearnedPolicy(load_artifact(path), shipped=shipped)
 
 
 def policy_from_loaded(loaded: LoadedArtifact, *, shipped: bool) -> LearnedPolicy:
-    """Rebuild a policy the loader process verified (and traced): the serving process's only reload work.
+    """Rebuild a policy the loader process verified: the serving process's only reload work.
 
-    The tensors and the TorchScript actor were produced by :func:`policy_service.loader.load_verified` after
-    every check of :func:`agents.artifact.load_artifact`; this only copies them into a fresh model and runs
-    the actor (:class:`LearnedPolicy` warms it the way requests call it).
+    The tensors were produced by :func:`policy_service.loader.load_verified` after every check of
+    :func:`client.policy.load_artifact`; this parses them back and builds the numpy model.
     """
     config = TinyFormerConfig.from_dict(loaded.manifest.config)
-    model = TinyFormer(config)
-    model.load_state_dict(st_load(loaded.weights), strict=True)
-    model.eval().requires_grad_(False)
+    weights = st_load(loaded.weights)
     artifact = PolicyArtifact(
         manifest=loaded.manifest,
-        model=model,
+        config=config,
+        weights=weights,
+        model=NumpyTinyFormer(config, weights),
         manifest_path=Path(loaded.manifest_path),
         weights_path=Path(loaded.weights_path),
     )
-    actor: Callable[[torch.Tensor], torch.Tensor] | None = None
-    if loaded.script is not None:
-        with warnings.catch_warnings():  # torch 2.11 marks TorchScript deprecated; it is what serves here
-            warnings.simplefilter("ignore", DeprecationWarning)
-            actor = torch.jit.load(io.BytesIO(loaded.script), map_location="cpu")
-    return LearnedPolicy(artifact, trace=False, shipped=shipped, actor=actor)
+    return LearnedPolicy(artifact, shipped=shipped)
 
 
 #: Failures with a message written for the operator; anything else is also logged with its traceback.
@@ -290,11 +219,11 @@ class PolicyRegistry:
     """Loads learned policies, publishes :class:`Snapshot` s, serializes reloads.
 
     :param policy_dir: the operator's directory of artifacts (``MANGO_POLICY_DIR``); ``None`` for none.
-    :param default_policy_dir: the shipped learned default (``agents/default_policy``); ``None`` to skip.
+    :param default_policy_dir: the shipped learned default (``client.policy.DEFAULT_POLICY_DIR``); ``None`` to
+        skip.
     :param default_policy: what ``default`` aliases; ``None`` = shipped learned policy, else ``fallback``.
     :param fallback: heuristic for ``default`` when nothing else is available and for failing policies.
-    :param trace: ``torch.jit.trace`` learned policies for speed (verified against eager at load).
-    :param isolate: load, verify and trace in a worker process on every reload after the first, so the
+    :param isolate: load and verify in a worker process on every reload after the first, so the
         reload's CPU work does not hold up requests (call :meth:`close` to stop the worker).
     """
 
@@ -305,7 +234,6 @@ class PolicyRegistry:
         default_policy_dir: Path | None = None,
         default_policy: str | None = None,
         fallback: str = "static",
-        trace: bool = True,
         isolate: bool = False,
     ) -> None:
         if fallback not in HEURISTICS:
@@ -316,7 +244,6 @@ class PolicyRegistry:
         self.default_policy_dir = default_policy_dir
         self.default_policy = default_policy
         self.fallback = fallback
-        self.trace = trace
         self.isolate = isolate
         self._loader = LoaderProcess() if isolate else None
         self._reload_lock = threading.Lock()
@@ -328,7 +255,7 @@ class PolicyRegistry:
         return self._snapshot
 
     def start_loader(self) -> Future[Any] | None:
-        """Start the loader process now (it imports torch, seconds) so a hot reload does not wait for it.
+        """Start the loader process now (a Python start-up) so a hot reload does not wait for it.
 
         :returns: a future done when the worker is up (``None`` without ``isolate``).
         """
@@ -342,8 +269,8 @@ class PolicyRegistry:
 
     def _load(self, path: Path, *, shipped: bool, first: bool) -> LearnedPolicy:
         if self._loader is None or first:
-            return _load_policy(path, trace=self.trace, shipped=shipped)
-        loaded = self._loader.load(str(path), trace=self.trace)
+            return _load_policy(path, shipped=shipped)
+        loaded = self._loader.load(str(path))
         return policy_from_loaded(loaded, shipped=shipped)
 
     def _candidates(self) -> list[tuple[Path, bool]]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from client.protocol import DecideRequest, Decision
+from client.policy import Controller
+from client.protocol import CompressionSetting, DecideRequest, Decision
 
 from .errors import NotReadyError
 from .metrics import ServiceMetrics
@@ -14,6 +15,13 @@ from .shield import Shield
 __all__ = ["DecisionService"]
 
 log = logging.getLogger(__name__)
+
+
+def _ask(policy: Controller, request: DecideRequest) -> CompressionSetting:
+    """The policy's setting for the request's window (every kind of policy is a :class:`Controller`)."""
+    return policy.decide(
+        request.history, request.objective, reference=request.reference, profile=request.profile
+    )
 
 
 class DecisionService:
@@ -36,7 +44,7 @@ class DecisionService:
         policy = snap.resolve(request.policy)
         note = ""
         try:
-            setting = policy.decide(request)
+            setting = _ask(policy, request)
         except Exception as exc:
             log.exception(
                 "policy %s (%s) failed; answering with %s", policy.name, policy.version, snap.fallback
@@ -47,7 +55,7 @@ class DecisionService:
                 f"answered by fallback {snap.fallback!r}"
             )
             policy = snap.resolve(snap.fallback)
-            setting = policy.decide(request)
+            setting = _ask(policy, request)
         result = self.shield.check(setting, request, policy.grid)
         for rule in result.rules:
             self.metrics.shield_overrides.labels(rule).inc()

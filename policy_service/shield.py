@@ -19,8 +19,9 @@ Three rules, applied after every policy (learned or heuristic) decides:
    budgets, the one nearest the refused choice in kept state (its memory intent), more bits first
    (``CompressionSetting.off()`` runs at AdamW speed by definition, so something always fits).
 
-Predicting state bytes (:func:`estimate_state_bytes`): a per-parameter byte model of ``MangoAdamW``
-(:func:`bytes_per_param`) is calibrated on the newest record. With the request's ``Reference`` (dense bytes
+Predicting state bytes (:func:`estimate_state_bytes`): the client's byte model of ``MangoAdamW``
+(:func:`client.compression.sizes.param_state_bytes`, per parameter of a typical matrix in
+:func:`bytes_per_param`) is calibrated on the newest record. With the request's ``Reference`` (dense bytes
 known), the fraction of state kept uncompressed (1-D and small tensors stay fp32) is solved from the newest
 record's ``state_bytes``; without it, the model is scaled to match the newest record. Tuning: raise
 ``memory_margin_frac`` if jobs report ``state_bytes`` above the budget after a shielded decision; lower
@@ -33,6 +34,7 @@ import functools
 import math
 from dataclasses import dataclass
 
+from client.compression.sizes import param_state_bytes
 from client.protocol import ActionGrid, CompressionSetting, DecideRequest
 
 __all__ = ["Shield", "ShieldConfig", "ShieldResult", "bytes_per_param", "estimate_state_bytes"]
@@ -41,39 +43,22 @@ __all__ = ["Shield", "ShieldConfig", "ShieldResult", "bytes_per_param", "estimat
 DENSE_BYTES_PER_PARAM = 8.0
 
 
-def _value_bytes(bits: int) -> float:
-    """Bytes per stored value at ``bits`` (block-wise quantization adds one fp32 scale per block)."""
-    if bits >= 32:
-        return 4.0
-    if bits == 16:
-        return 2.0
-    if bits == 8:
-        return 1.0 + 4.0 / 256  # block 256
-    return bits / 8.0 + 4.0 / 64  # block 64 at 2/3/4 bits
-
-
+@functools.lru_cache(maxsize=4096)
 def bytes_per_param(
     setting: CompressionSetting, matrix_side: int = 1024, *, with_shift: bool = True
 ) -> float:
-    """Modelled optimizer + compression state bytes per parameter of a compressible matrix.
+    """Optimizer + compression state bytes per parameter of a compressible ``matrix_side`` square matrix.
 
-    Follows ``docs/architecture.md`` (``MangoAdamW``): moments ``m`` at ``bits`` in the rank-r subspace (a
-    fraction ``r / matrix_side`` of the entries), ``v`` factored (Adafactor row/column statistics, ~0) at
-    ``bits <= 4`` else stored like ``m``, an error-feedback buffer at full size and ``bits`` whenever anything
-    is compressed, the gamma-shift reference ``h`` when ``gamma > 0``, and the fp32 projector (``4 r /
-    matrix_side``). The uncompressed setting gives exactly ``DENSE_BYTES_PER_PARAM`` (8).
-    ``with_shift=False`` leaves ``h`` out: what the setting keeps of the state, its fidelity.
+    The client's byte model (:func:`client.compression.sizes.param_state_bytes`, what ``MangoAdamW`` holds
+    with its default knobs): moments ``m`` at ``bits`` in the rank-r subspace, ``v`` factored at
+    ``bits <= 4`` else stored like ``m``, the error-feedback buffer with the moments, the gamma-shift
+    reference ``h`` when ``gamma > 0`` and the fp32 basis. The uncompressed setting gives exactly
+    ``DENSE_BYTES_PER_PARAM`` (8). ``with_shift=False`` leaves ``h`` out: what the setting keeps of the
+    state, its fidelity.
     """
-    r, b = setting.rank, setting.bits
-    keep = min(1.0, r / matrix_side) if r > 0 else 1.0
-    q = _value_bytes(b)
-    m = q * keep
-    v = 8.0 / matrix_side if b <= 4 else q * keep
-    compressing = not (r == 0 and b == 32)
-    ef = q if compressing else 0.0
-    h = q * keep if (with_shift and setting.gamma > 0) else 0.0
-    proj = 4.0 * r / matrix_side if r > 0 else 0.0
-    return m + v + ef + h + proj
+    side = max(int(matrix_side), 1)
+    held = param_state_bytes((side, side), setting, min_compress_numel=1)
+    return (held.total - (0 if with_shift else held.shift)) / (side * side)
 
 
 def _ratio(setting: CompressionSetting, matrix_side: int) -> float:

@@ -15,18 +15,9 @@ from typing import Any
 
 import pytest
 
-from agents.demo import (
-    FIXED_STATIC,
-    DemoArgs,
-    RunResult,
-    choose_static,
-    format_table,
-    main,
-    parse_setting,
-    pid_alive,
-    port_open,
-)
 from client.protocol import CompressionSetting
+from demo import FIXED_STATIC, DemoArgs, RunResult, choose_static, format_table, main, parse_setting
+from policy_service.launch import pid_alive, port_open
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = [sys.executable, "-m", "mango_cli", "demo"]
@@ -221,8 +212,8 @@ def test_signal_stops_the_demo_and_its_service(tmp_path: Path, sig: signal.Signa
 
 
 def test_objective_scores_and_verdict() -> None:
-    from agents.demo import RunResult, format_verdict, objective_scores
     from client.protocol import Objective
+    from demo import RunResult, format_verdict, objective_scores
 
     def run(name: str, loss: float, state: int, energy: float, wall: float) -> RunResult:
         return RunResult(name, name, loss, state, 100, energy, "modelled", wall)

@@ -432,24 +432,54 @@ def dockerfile_problems(text: str) -> list[str]:
             if ins == "ARG" and "=" in value:
                 key, _, default = value.partition("=")
                 args[key.strip()] = default.strip().strip('"')
-    runs = [
-        re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), v)
-        for s in stages
-        for i, v in s.instructions
-        if i == "RUN"
-    ]
-    torch_runs = [
-        (i, m) for i, r in enumerate(runs) if (m := re.search(r"pip install .*torch==([\w.+]+)", r))
-    ]
-    package_runs = [i for i, r in enumerate(runs) if re.search(r"pip install .*(/src|\s\.)(\s|$)", r)]
-    if not torch_runs or not re.fullmatch(r"\d+\.\d+\.\d+", torch_runs[0][1].group(1)):
-        problems.append("torch is not installed with a pinned X.Y.Z version")
-    elif (pin := torch_runs[0][1].group(1)) != _makefile_torch_version():
-        problems.append(f"torch pin {pin} differs from the Makefile's TORCH_PIN {_makefile_torch_version()}")
-    elif not re.search(r"--index-url\W+\S+/whl/cpu\b", runs[torch_runs[0][0]]):
-        problems.append("torch must come from the CPU wheel index (--index-url .../whl/cpu)")
-    elif not package_runs or torch_runs[0][0] > package_runs[0]:
-        problems.append("install torch before the package")
+
+    def venv_runs(target: str | None) -> list[str]:
+        """RUN lines that build the environment a target runs: the stages it copies /opt/venv from (or,
+        without such a COPY, its own stages), ARG defaults substituted."""
+        chain = _chain(stages, target)
+        sources = [
+            m.group(1)
+            for s in chain
+            for i, v in s.instructions
+            if i == "COPY" and (m := re.search(r"--from=(\S+)\s+/opt/venv\b", v))
+        ]
+        built = [st for src in sources for st in _chain(stages, src)] if sources else chain
+        return [
+            re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), v)
+            for s in built
+            for i, v in s.instructions
+            if i == "RUN"
+        ]
+
+    # The service's environment: the `service` extra of the package, no torch (issue 15: a lean image).
+    service_runs = venv_runs(None)
+    if not any(re.search(r"\bpip\b.*\binstall\b.*(/src|\s\.)\[service\]", r) for r in service_runs):
+        problems.append(
+            "the service image must install the package's `service` extra (pip install '/src[service]')"
+        )
+    # (within one shell command: the RUN may name torch afterwards, e.g. to check that it is absent)
+    if any(re.search(r"\bpip\b[^&|;]*\binstall\b[^&|;]*\btorch\b", r) for r in service_runs):
+        problems.append("the service image installs torch: it runs on the `service` extra alone")
+
+    # The trainer's environment: the CPU build of torch, pinned like the Makefile, before the package.
+    if any(s.name == "trainer" for s in stages):
+        runs = venv_runs("trainer")
+        torch_runs = [
+            (i, m)
+            for i, r in enumerate(runs)
+            if (m := re.search(r"\bpip\b.*\binstall\b.*torch==([\w.+]+)", r))
+        ]
+        package_runs = [i for i, r in enumerate(runs) if re.search(r"\bpip\b.*\binstall\b.*(/src|\s\.)", r)]
+        if not torch_runs or not re.fullmatch(r"\d+\.\d+\.\d+", torch_runs[0][1].group(1)):
+            problems.append("trainer: torch is not installed with a pinned X.Y.Z version")
+        elif (pin := torch_runs[0][1].group(1)) != _makefile_torch_version():
+            problems.append(
+                f"trainer: torch pin {pin} differs from the Makefile's TORCH_PIN {_makefile_torch_version()}"
+            )
+        elif not re.search(r"--index-url\W+\S+/whl/cpu\b", runs[torch_runs[0][0]]):
+            problems.append("trainer: torch must come from the CPU wheel index (--index-url .../whl/cpu)")
+        elif not package_runs or torch_runs[0][0] > package_runs[0]:
+            problems.append("trainer: install torch before the package")
 
     for stage in stages:
         for ins, value in stage.instructions:
@@ -468,6 +498,27 @@ def _dockerfile_uid() -> int:
 
 def test_dockerfile_has_the_required_properties() -> None:
     assert dockerfile_problems(DOCKERFILE.read_text()) == []
+
+
+def test_dockerfile_checks_catch_a_service_image_with_torch() -> None:
+    # The layout before issue 15: one environment with CPU torch and the whole package, for both targets.
+    fat = (
+        "FROM python:3.11.13-slim-bookworm AS build\n"
+        "RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu && pip install /src\n"
+        "FROM python:3.11.13-slim-bookworm AS runtime\n"
+        "COPY --from=build /opt/venv /opt/venv\n"
+        "USER 10001:10001\n"
+        "FROM runtime AS trainer\n"
+        "HEALTHCHECK NONE\n"
+        "FROM runtime AS service\n"
+        "EXPOSE 8000\n"
+        "HEALTHCHECK CMD python -c 'http://127.0.0.1:8000/healthz'\n"
+        'CMD ["mango", "serve", "--host", "0.0.0.0", "--port", "8000"]\n'
+    )
+    problems = dockerfile_problems(fat)
+    assert any("`service` extra" in p for p in problems), problems
+    assert any("service image installs torch" in p for p in problems), problems
+    assert not any(p.startswith("trainer") for p in problems), problems
 
 
 def test_dockerfile_checks_catch_a_bad_dockerfile() -> None:

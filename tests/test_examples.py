@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.demo import ServiceProcess, free_port
 from envs.data import cache_dir
+from policy_service.launch import ServiceProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -174,6 +174,7 @@ def _gen_api():  # docs/ is not a package: load the generator by path
     spec = importlib.util.spec_from_file_location("gen_api", ROOT / "docs" / "gen_api.py")
     assert spec is not None and spec.loader is not None
     gen = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = gen  # dataclasses look their module up while the class is built
     spec.loader.exec_module(gen)
     return gen
 

@@ -1,13 +1,14 @@
-"""Code books and block-size defaults shared by the torch and Triton quantization paths."""
+"""Code books and block-size defaults shared by the torch and Triton quantization paths (the block sizes are
+:mod:`client.compression.sizes`', re-exported here)."""
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["NF4_LEVELS", "QUANT_BITS", "default_block", "nf4_levels"]
+# re-exported: the block sizes live with the byte model
+from client.compression.sizes import QUANT_BITS, default_block
 
-#: Bit widths the block-wise quantizer handles (16 = bf16 cast and 32 = off are handled above it).
-QUANT_BITS: tuple[int, ...] = (2, 3, 4, 8)
+__all__ = ["NF4_LEVELS", "QUANT_BITS", "default_block", "nf4_levels"]
 
 #: The 16 NormalFloat-4 levels of QLoRA (Dettmers et al., 2023): quantiles of N(0, 1) rescaled to [-1, 1],
 #: with an exact zero. Optimal-ish for normally distributed values after absmax scaling.
@@ -34,14 +35,3 @@ NF4_LEVELS: tuple[float, ...] = (
 def nf4_levels(device: torch.device | str = "cpu") -> torch.Tensor:
     """NF4 levels as a float32 tensor on ``device``."""
     return torch.tensor(NF4_LEVELS, dtype=torch.float32, device=device)
-
-
-def default_block(bits: int) -> int:
-    """Default block size: 256 values at 8 bits (bitsandbytes' blockwise default), 64 at 2/3/4 bits.
-
-    Smaller blocks at low bits keep one outlier from flattening a whole block; each block costs one float32
-    scale (0.5 bit per value at block 64).
-    """
-    if bits not in QUANT_BITS:
-        raise ValueError(f"bits={bits} is not a block-quantized width; choose one of {QUANT_BITS}")
-    return 256 if bits == 8 else 64

@@ -510,6 +510,9 @@ def build_plan(opt: Any, items: list[tuple[int, torch.Tensor, dict[str, Any]]], 
     matrix_idx: list[int] = []
     for pos, (_, p, group) in enumerate(items):
         st = opt.state.get(p, {})
+        if st.get("kind") == "matrix" and group.get("setting") not in (None, s):
+            rest.append(pos)  # a group pinned to another setting than the launches': the torch path
+            continue
         if st.get("kind") == "matrix" and _eligible_matrix(p, st, opt, factored):
             kind, sdtype = ("proj" if st["rank"] > 0 else "matrix"), p.dtype
         elif _eligible_exact(p, st, opt):

@@ -21,6 +21,7 @@ from client.compression import fused as fused_mod
 from client.compression import refresh as refresh_mod
 from client.compression.errors import MangoNonFiniteError
 from client.compression.feedback import shift_compress
+from client.compression.interface import CompressionStats
 from client.compression.lowrank import init_q, orthonormalize, power_iteration
 from client.compression.quant import (
     DenseState,
@@ -28,6 +29,10 @@ from client.compression.quant import (
     compress_state,
     quantize,
 )
+from client.compression.sharded import is_dtensor as _is_dtensor
+from client.compression.sharded import local as _local
+from client.compression.sharded import per_rank, shard_entry, unshard
+from client.compression.sizes import param_state_bytes
 from client.compression.slots import (
     _TINY,
     Slot,
@@ -56,16 +61,31 @@ _STATE_VERSION = 2  # 2: full-matrix states in the parameter's memory order
 _MATRIX_GRAD_LIMIT = 2.0**60
 
 
-def _bf16_stochastic(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def _addcdiv(dst: torch.Tensor, num: torch.Tensor, den: torch.Tensor, value: float | torch.Tensor) -> None:
+    """``dst += value * num / den``; a tensor ``value`` (a compiled step's tensor ``lr``) as tensor ops."""
+    if isinstance(value, torch.Tensor):
+        dst.add_(num / den * value)
+    else:
+        dst.addcdiv_(num, den, value=value)
+
+
+def _axpy(dst: torch.Tensor, x: torch.Tensor, alpha: float | torch.Tensor) -> None:
+    """``dst += alpha * x``; a tensor ``alpha`` as tensor ops."""
+    if isinstance(alpha, torch.Tensor):
+        dst.add_(x * alpha)
+    else:
+        dst.add_(x, alpha=alpha)
+
+
+def _bf16_stochastic(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """Round fp32 -> bf16 stochastically (unbiased): add 16 random low bits, then truncate.
 
     Round-to-nearest bf16 (8 mantissa bits) would freeze an EMA whose per-step change is below 0.2 %
     (``v`` with ``beta2 = 0.999`` changes 0.1 % per step); stochastic rounding keeps it moving on average.
     """
     xi = x.float().contiguous().view(torch.int32)
-    noise = torch.randint(
-        0, 1 << 16, xi.shape, generator=generator, device=generator.device, dtype=torch.int32
-    )
+    device = generator.device if generator is not None else xi.device
+    noise = torch.randint(0, 1 << 16, xi.shape, generator=generator, device=device, dtype=torch.int32)
     return ((xi + noise.to(xi.device)) & -65536).view(torch.float32).to(torch.bfloat16)
 
 
@@ -202,6 +222,14 @@ class MangoAdamW(torch.optim.Optimizer):
     ``i`` of the parameter (the fused kernels walk all three together); ``r x n`` states are stored as they
     are. ``state_dict`` version 2 (version 1 stored the canonical, possibly transposed, view).
 
+    **FSDP2** (``fully_shard``, DTensor parameters): each rank steps its local shard with state laid out for
+    that shard (a projected matrix gets the shard's own basis; no communication in the step), on the torch
+    path. ``torch.distributed.checkpoint`` saves and loads the state through ``get_optimizer_state_dict`` /
+    ``set_optimizer_state_dict`` (:mod:`~client.compression.sharded`). At rank 0 the per-rank state is the
+    single process's divided by the world size; with a projection the ``r x n`` coefficients of a row shard
+    keep the full row width, so per-rank state is larger than that (``docs/architecture.md``, "FSDP2").
+    Statistics (``compression_stats``) and the non-finite skip are per rank.
+
     .. warning::
        On CPU the block quantizer runs on the torch path: at rank 0 and 2-4 bits the optimizer step costs
        several times AdamW's (it re-quantizes ``m x n`` states every step). With a projection the states
@@ -223,12 +251,24 @@ class MangoAdamW(torch.optim.Optimizer):
     ``differentiable`` must stay ``False`` (the error says why and what to use instead). To hand it to the
     HF ``Trainer``: ``Trainer(..., optimizers=(MangoAdamW(model.parameters(), lr=...), None))``.
 
+    **torch.compile.** ``torch.compile(opt.step)`` traces the torch path without graph breaks (tested at
+    r0/b8; ``torch._dynamo.explain``): inside the compiled region a tensor ``lr`` stays a tensor (pass one, so
+    a scheduler does not recompile the step), stochastic rounding draws from torch's default generator
+    instead of the optimizer's (a ``torch.Generator`` cannot be traced; such a run is not reproducible from
+    the optimizer's ``seed`` alone), and gradients are taken as finite (the non-finite skip needs a host
+    sync: clip or use a ``GradScaler``; ``strict=True`` keeps the check and its graph break). The step
+    count recompiles the step twice (empty state, first step), then stays dynamic.
+
     :param params: parameters, ``(name, parameter)`` pairs (``model.named_parameters()``: errors then name
         the parameter) or parameter groups. Groups may set ``lr``, ``betas``, ``eps``, ``weight_decay``,
-        ``maximize``, ``foreach``, and ``project=False`` to keep that group's matrices unprojected (rank 0 at
-        the setting's bits, as GaLore leaves embeddings and output heads alone); any other key is refused,
-        ``setting`` included (the setting is optimizer-wide). Real floating-point tensors of at most 32 bits
-        (float64, complex and DTensor parameters are refused with the reason).
+        ``maximize``, ``foreach``, ``project=False`` to keep that group's matrices unprojected (rank 0 at
+        the setting's bits, as GaLore leaves embeddings and output heads alone) and ``setting``: a
+        :class:`~client.protocol.CompressionSetting` the group is *pinned* to (e.g.
+        ``CompressionSetting.off()`` for embeddings, a higher rank for attention). A pinned group keeps its
+        setting when the optimizer-wide one changes (:meth:`apply_setting` without ``group``, which is what
+        the hook's policy calls); change it with ``apply_setting(s, group=i)``. Any other key is refused,
+        naming it. Real floating-point tensors of at most 32 bits (float64 and complex parameters are
+        refused with the reason).
     :param amsgrad: must be ``False`` (AMSGrad's running max of ``v`` has no compressed form).
     :param setting: the initial :class:`~client.protocol.CompressionSetting` (default rank 8, 4 bits).
     :param maximize: maximize the objective (the gradients are negated for the step, as torch.optim does).
@@ -371,12 +411,14 @@ class MangoAdamW(torch.optim.Optimizer):
         return self._setting
 
     def dense_state_bytes(self) -> int:
-        """What ``torch.optim.AdamW`` would hold: 8 bytes (two fp32 moments) per trainable value."""
-        return 8 * sum(p.numel() for g in self.param_groups for p in g["params"] if p.requires_grad)
+        """What ``torch.optim.AdamW`` would hold: 8 bytes (two fp32 moments) per trainable value (this rank's
+        shards under FSDP2, like :meth:`state_bytes`)."""
+        return 8 * sum(_local(p).numel() for g in self.param_groups for p in g["params"] if p.requires_grad)
 
     def state_bytes(self) -> int:
         """Bytes of every state tensor held now: packed codes + scales, bf16/fp32 copies, bases, factored
-        statistics, error buffers and references (0 before the first step; step counters excluded)."""
+        statistics, error buffers and references (0 before the first step; step counters excluded).
+        Equals :meth:`expected_state_bytes` once every trainable parameter has stepped under the setting."""
         total = 0
         for st in self.state.values():
             for k, v in st.items():
@@ -384,16 +426,32 @@ class MangoAdamW(torch.optim.Optimizer):
                     total += _slot_bytes(v)
         return total
 
-    def compression_stats(self) -> dict[str, float]:
-        """Statistics of the last step (one device sync), for telemetry.
+    def expected_state_bytes(self, setting: CompressionSetting | None = None) -> int:
+        """The bytes :meth:`state_bytes` counts after a step under ``setting`` (default: the one in force),
+        from the parameters' shapes and this optimizer's knobs (:func:`client.compression.sizes.
+        param_state_bytes`, the byte model the surrogate and the service's shield use too)."""
+        s = setting or self._setting
+        return sum(
+            param_state_bytes(
+                p.shape,
+                s,
+                min_compress_numel=self.min_compress_numel,
+                error_feedback=self.error_feedback,
+                factor_second_moment=self.factor_second_moment,
+                ef_scope=self.ef_scope,
+                project=bool(g.get("project", True)),
+                element_size=p.element_size(),
+            ).total
+            for g in self.param_groups
+            for p in g["params"]
+            if p.requires_grad
+        )
 
-        * ``compression_error`` - ``sum ||u - C(u)||^2 / sum ||u||^2`` over the compressed tensors, ``u``
-          the compressor's input (error-fed, shifted gradient); 0 when nothing is compressed.
-        * ``spectral_tail`` - share of the matrix tensors' gradient energy outside the rank-r bases, in
-          [0, 1] (0 at rank 0).
-        * ``grad_kurtosis`` - excess kurtosis of ``stats_sample`` strided gradient entries.
-        * ``grad_norm`` - global L2 norm of the finite gradients.
-        * ``skipped_steps`` - cumulative tensor updates skipped for non-finite gradients.
+    def compression_stats(self) -> CompressionStats:
+        """Statistics of the last step (one device sync), for telemetry; see :class:`CompressionStats`.
+
+        ``spectral_tail`` is 0 at rank 0; ``grad_kurtosis`` is measured on ``stats_sample`` strided
+        gradient entries; ``skipped_steps`` counts every tensor update skipped so far.
         """
         keys = ("compression_error", "spectral_tail", "grad_kurtosis", "grad_norm")
         if self._last is not None:
@@ -401,17 +459,21 @@ class MangoAdamW(torch.optim.Optimizer):
             vals = torch.stack([last[k].detach().double().cpu() for k in keys]).tolist()
         else:
             vals = [0.0] * len(keys)
-        out = {k: (float(v) if math.isfinite(v) else 0.0) for k, v in zip(keys, vals)}
-        out["skipped_steps"] = float(self.skipped_updates())
-        return out
+        finite = {k: (float(v) if math.isfinite(v) else 0.0) for k, v in zip(keys, vals)}
+        return CompressionStats(**finite, skipped_steps=self.skipped_updates())
 
     def skipped_updates(self) -> int:
         """Tensor updates skipped so far for non-finite gradients (reads the fused path's device count)."""
         return self._skipped + (int(self._skip_dev.item()) if self._skip_dev is not None else 0)
 
     @torch.no_grad()
-    def apply_setting(self, setting: CompressionSetting) -> None:
+    def apply_setting(self, setting: CompressionSetting | None, *, group: int | None = None) -> None:
         """Switch to ``setting`` between two steps, converting the state instead of resetting it.
+
+        Without ``group`` this is the optimizer-wide setting (what the hook's policy turns): it applies to
+        every parameter group without a pinned ``setting`` of its own; pinned groups are left alone. With
+        ``group=i`` it pins group ``i`` to ``setting`` (``None`` unpins it: the group follows the
+        optimizer-wide setting again); either way the group's state is converted.
 
         Kept, re-stored at the new width: ``m``, ``v`` (full <-> factored as the new width wants), the error
         buffer and, while ``gamma > 0``, the shift reference. On a rank change they are re-expressed in the
@@ -424,20 +486,37 @@ class MangoAdamW(torch.optim.Optimizer):
         storage half of one optimizer step under the new setting (measured on CPU: less than one training
         step of ``lm-small``; see ``tests/client/test_optimizer.py``).
         """
-        if not isinstance(setting, CompressionSetting):
-            raise TypeError(
-                f"setting must be a client.protocol.CompressionSetting, got {type(setting).__name__}"
-            )
-        if setting == self._setting:
+        if group is not None:
+            n_groups = len(self.param_groups)
+            if isinstance(group, bool) or not isinstance(group, int) or not 0 <= group < n_groups:
+                raise ValueError(f"group={group!r} is not a parameter-group index in [0, {n_groups})")
+            if setting is not None and not isinstance(setting, CompressionSetting):
+                raise TypeError(
+                    "setting must be a client.protocol.CompressionSetting or None, "
+                    f"got {type(setting).__name__}"
+                )
+            target = self.param_groups[group]
+            old = self._group_setting(target)
+            target["setting"] = setting
+            groups = [target]
+        else:
+            if not isinstance(setting, CompressionSetting):
+                raise TypeError(
+                    f"setting must be a client.protocol.CompressionSetting, got {type(setting).__name__}"
+                )
+            old, self._setting = self._setting, setting
+            groups = [g for g in self.param_groups if g.get("setting") is None]
+        new = self._group_setting(groups[0]) if groups else self._setting
+        if new == old:
             return
-        old, self._setting = self._setting, setting
         self._layout += 1
-        for group in self.param_groups:
-            for p in group["params"]:
+        for g in groups:
+            for p in g["params"]:
                 st = self.state.get(p)
                 if st and st.get("kind") == "matrix":
-                    self._convert(p, st)
-        log.info("MangoAdamW setting %s -> %s", old.label(), setting.label())
+                    self._convert(_local(p), st, new)
+        where = "" if group is None else f" (param group {group})"
+        log.info("MangoAdamW setting%s %s -> %s", where, old.label(), new.label() if new else "None")
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a parameter group (``torch.optim`` semantics), checked: known keys only (the error lists them),
@@ -457,6 +536,8 @@ class MangoAdamW(torch.optim.Optimizer):
             _check_flags({k: group[k] for k in _FLAG_KEYS}, where=f" (param group {index})")
             if not isinstance(group.get("project", True), bool):
                 raise TypeError(f"project must be True or False, got {group['project']!r}")
+            if "setting" in group:
+                group["setting"] = _group_setting_value(group["setting"], index)
             names = group.get("param_names") or [None] * len(group["params"])
             for j, (p, name) in enumerate(zip(group["params"], names, strict=True)):
                 _check_param(p, name if name is not None else f"param group {index}, parameter {j}")
@@ -471,8 +552,8 @@ class MangoAdamW(torch.optim.Optimizer):
         On a GPU with triton (``fused``, default on there) the eligible tensors run in a few multi-tensor
         Triton launches (:mod:`client.compression.fused`), with no host sync; the rest tensor by tensor.
         A tensor ``lr`` is read once per group and step (one host sync, as ``torch.optim`` with
-        ``capturable=False``); ``maximize`` negates the group's gradients in place for the step and
-        restores them after.
+        ``capturable=False``; inside ``torch.compile`` it stays a tensor: class docstring); ``maximize``
+        negates the group's gradients in place for the step and restores them after.
 
         :raises MangoNonFiniteError: a gradient holds NaN/inf and ``strict=True`` (nothing was updated).
         """
@@ -497,8 +578,9 @@ class MangoAdamW(torch.optim.Optimizer):
                 index += 1
         if not items:
             return
-        grads = [p.grad for _, p, _ in items if p.grad is not None]
-        if self._fused_step(items, grads):
+        sharded = any(_is_dtensor(p) for _, p, _ in items)
+        grads = [_local(p.grad) for _, p, _ in items if p.grad is not None]  # this rank's shard (FSDP2)
+        if not sharded and self._fused_step(items, grads):
             self._steps += 1
             return
         norms = torch.stack([torch.linalg.vector_norm(g, dtype=torch.float32) for g in grads])  # (k,)
@@ -529,12 +611,16 @@ class MangoAdamW(torch.optim.Optimizer):
         comes near it (a 1e8-entry matrix would need a norm above 2e14).
         """
 
+        if torch.compiler.is_compiling() and not self.strict:
+            return [True] * len(items)  # no host sync in a compiled step: gradients are taken as finite
+
         def compressed(p: torch.Tensor) -> bool:  # the kind _init_state will give a tensor without state
             default = "matrix" if p.ndim >= 2 and p.numel() >= self.min_compress_numel else "exact"
             return bool(self.state.get(p, {}).get("kind", default) == "matrix")  # .get: adds no entry
 
         limits = [
-            _MATRIX_GRAD_LIMIT / math.sqrt(p.numel()) if compressed(p) else math.inf for _, p, _ in items
+            _MATRIX_GRAD_LIMIT / math.sqrt(max(_local(p).numel(), 1)) if compressed(p) else math.inf
+            for _, p, _ in items
         ]
         finite = (norms < torch.tensor(limits, dtype=norms.dtype, device=norms.device)).tolist()
         bad = [(items[j][0], tuple(items[j][1].shape)) for j, ok in enumerate(finite) if not ok]
@@ -551,7 +637,7 @@ class MangoAdamW(torch.optim.Optimizer):
         self, items: list[tuple[int, torch.Tensor, dict[str, Any]]], finite: list[bool], stats: _Stats
     ) -> None:
         """The per-tensor torch path for ``items`` whose ``finite`` flag is set."""
-        total_numel = sum(p.numel() for (_, p, _), ok in zip(items, finite) if ok)
+        total_numel = sum(_local(p).numel() for (_, p, _), ok in zip(items, finite) if ok)
         stride = max(1, math.ceil(total_numel / self.stats_sample))
         samples = []
         for (_, p, group), ok in zip(items, finite):
@@ -560,14 +646,15 @@ class MangoAdamW(torch.optim.Optimizer):
             st = self.state[p]
             if not st:
                 self._init_state(p, st, group)
-            g = p.grad
-            assert g is not None
+            assert p.grad is not None
+            # DTensor (FSDP2): the step works on this rank's shard of the parameter and its gradient
+            lp, g = _local(p), _local(p.grad)
             samples.append(g.detach().reshape(-1)[::stride].float())
             if st["kind"] == "exact":
-                self._exact_step(p, g, st, group)
+                self._exact_step(lp, g, st, group)
             else:
                 keys = len(st)
-                self._matrix_step(p, g, st, group, stats)
+                self._matrix_step(lp, g, st, group, stats)
                 if len(st) != keys:  # a slot appeared or went: the tensor may now suit the fused plan
                     self._layout += 1
         if samples:
@@ -638,31 +725,40 @@ class MangoAdamW(torch.optim.Optimizer):
 
     # ---------------------------------------------------------------------------------- state kinds
     def _init_state(self, p: torch.Tensor, st: dict[str, Any], group: dict[str, Any]) -> None:
+        """The kind follows the whole parameter's shape; a DTensor's state is laid out for its local shard."""
         self._layout += 1
         st["step"] = 0
-        if p.ndim < 2 or p.numel() < self.min_compress_numel:
+        lp = _local(p)
+        if p.ndim < 2 or p.numel() < self.min_compress_numel or lp.numel() == 0:
             st["kind"] = "exact"
-            st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            st["exp_avg"] = torch.zeros_like(lp, memory_format=torch.preserve_format)
+            st["exp_avg_sq"] = torch.zeros_like(lp, memory_format=torch.preserve_format)
             return
         st["kind"] = "matrix"
-        m, n = _canon_shape(p)
+        m, n = _canon_shape(lp)
         st["shape"] = (m, n)
         st["project"] = bool(group.get("project", True))
-        st["rank"] = self._eff_rank(m, n, st["project"])
+        st["rank"] = self._eff_rank(m, n, st["project"], self._group_setting(group))
         st["basis_step"] = 0
 
-    def _eff_rank(self, m: int, n: int, project: bool = True) -> int:
-        r = self._setting.rank if project else 0
+    def _group_setting(self, group: dict[str, Any]) -> CompressionSetting:
+        """The setting a group's parameters are stepped with: its pinned one, else the optimizer-wide one."""
+        pinned = group.get("setting")
+        return pinned if pinned is not None else self._setting
+
+    def _eff_rank(
+        self, m: int, n: int, project: bool = True, setting: CompressionSetting | None = None
+    ) -> int:
+        r = (setting or self._setting).rank if project else 0
         return r if 0 < r < min(m, n) else 0
 
-    def _factored(self) -> bool:
+    def _factored(self, setting: CompressionSetting | None = None) -> bool:
         if self.factor_second_moment is None:
-            return self._setting.bits <= 4
+            return (setting or self._setting).bits <= 4
         return self.factor_second_moment
 
-    def _identity(self, st: dict[str, Any]) -> bool:
-        return st["rank"] == 0 and self._setting.bits == 32
+    def _identity(self, st: dict[str, Any], setting: CompressionSetting | None = None) -> bool:
+        return st["rank"] == 0 and (setting or self._setting).bits == 32
 
     def _exact_step(
         self, p: torch.Tensor, g: torch.Tensor, st: dict[str, Any], group: dict[str, Any]
@@ -682,7 +778,7 @@ class MangoAdamW(torch.optim.Optimizer):
         step_size = lr / bias_correction1
         bias_correction2_sqrt = bias_correction2**0.5
         denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
-        p.addcdiv_(exp_avg, denom, value=-step_size)
+        _addcdiv(p, exp_avg, denom, -step_size)
 
     def _matrix_step(
         self,
@@ -694,7 +790,7 @@ class MangoAdamW(torch.optim.Optimizer):
     ) -> None:
         beta1, beta2 = group["betas"]
         lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
-        s = self._setting
+        s = self._group_setting(group)
         bits, gamma, r = s.bits, s.gamma, st["rank"]
         m_rows, n_cols = st["shape"]
         rows = r if r > 0 else m_rows  # rows of the moments: r coefficients or the full matrix
@@ -705,13 +801,13 @@ class MangoAdamW(torch.optim.Optimizer):
         E = _get(st, "e", p)  # (rows, n) in subspace scope, else (m, n)
         m_slot = _get(st, "m", p)
         exp_avg = m_slot if m_slot is not None else _zeros(rows, n_cols, p)  # (rows, n)
-        v_full, v_row, v_col = self._load_v(st, rows, n_cols, p)
+        v_full, v_row, v_col = self._load_v(st, rows, n_cols, p, s)
         H = _get(st, "h", p) if gamma > 0 else None  # (rows, n) reference, compressor domain
         P = st.get("P")  # (m, r) or None
         energy = G.square().sum()
         stats.energy.append(energy)
 
-        if self._identity(st):
+        if self._identity(st, s):
             # Nothing to compress: plain AdamW on the matrix. A leftover error buffer (from a compressed
             # setting, converted to the full matrix) is flushed into this one gradient, as error feedback
             # with beta = 1 would.
@@ -790,19 +886,19 @@ class MangoAdamW(torch.optim.Optimizer):
             v_col.mul_(beta2).add_(sq.mean(dim=0), alpha=1 - beta2)  # (n,)
             sqrt_v = (torch.outer(v_row, v_col) / v_row.mean().clamp_min(_TINY)).sqrt_()  # (rows, n)
         denom = (sqrt_v / bias_correction2_sqrt).add_(eps)
-        basis = P if (r > 0 and not self._identity(st)) else None
+        basis = P if (r > 0 and not self._identity(st, s)) else None
         pc = _canon(p, p) if p.is_contiguous() else None  # in-place view of the parameter
         if basis is None and pc is not None:
-            pc.addcdiv_(exp_avg, denom, value=-step_size)
+            _addcdiv(pc, exp_avg, denom, -step_size)
         else:
             upd = exp_avg / denom  # (rows, n)
             full = basis @ upd if basis is not None else upd  # (m, n)
             if basis is not None:
                 step_size *= self.proj_scale if self.proj_scale is not None else math.sqrt(m_rows / r)
             if pc is not None:
-                pc.add_(full, alpha=-step_size)
+                _axpy(pc, full, -step_size)
             else:
-                p.add_(_uncanon(full, p).to(p.dtype), alpha=-step_size)
+                _axpy(p, _uncanon(full, p).to(p.dtype), -step_size)
 
         # commit
         st["step"] += 1
@@ -822,12 +918,18 @@ class MangoAdamW(torch.optim.Optimizer):
     def _store(self, x: torch.Tensor, bits: int) -> Slot:
         if bits == 32:
             return x.contiguous()
+        gen = self._rng()
         if bits == 16:
-            data = _bf16_stochastic(x, self._gen) if self.stochastic_rounding else x.to(torch.bfloat16)
+            data = _bf16_stochastic(x, gen) if self.stochastic_rounding else x.to(torch.bfloat16)
             return DenseState(data, torch.float32, 16)
         return compress_state(
-            x, bits, mode=self.quant_mode, stochastic=self.stochastic_rounding, generator=self._gen
+            x, bits, mode=self.quant_mode, stochastic=self.stochastic_rounding, generator=gen
         )
+
+    def _rng(self) -> torch.Generator | None:
+        """The optimizer's generator; ``None`` (torch's default one) inside ``torch.compile``, which cannot
+        trace a Generator object: a compiled step's rounding draws come from the default generator."""
+        return None if torch.compiler.is_compiling() else self._gen
 
     def _put(self, x: torch.Tensor, bits: int, p: torch.Tensor) -> Slot:
         """:meth:`_store` a state of ``p``; a full-matrix one (``m x n`` values) in ``p``'s memory order."""
@@ -840,7 +942,12 @@ class MangoAdamW(torch.optim.Optimizer):
         return _from_param_order(_load(self._put(x, bits, p)), p)
 
     def _load_v(
-        self, st: dict[str, Any], rows: int, n: int, p: torch.Tensor
+        self,
+        st: dict[str, Any],
+        rows: int,
+        n: int,
+        p: torch.Tensor,
+        setting: CompressionSetting | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         """``(v_full, v_row, v_col)`` in fp32 (full xor factored, as the setting wants), zeros at first."""
         if "v_row" in st:
@@ -850,10 +957,10 @@ class MangoAdamW(torch.optim.Optimizer):
             v_full = _from_param_order(_load_sqrt_v(st["v"]), p)
             v_row = v_col = None
         else:
-            if self._factored():
+            if self._factored(setting):
                 return None, torch.zeros(rows, device=p.device), torch.zeros(n, device=p.device)
             return _zeros(rows, n, p), None, None
-        return _refactor(v_full, v_row, v_col, self._factored())
+        return _refactor(v_full, v_row, v_col, self._factored(setting))
 
     def _store_v(
         self,
@@ -878,7 +985,7 @@ class MangoAdamW(torch.optim.Optimizer):
                 bits,
                 mode="uniform",
                 stochastic=self.stochastic_rounding,
-                generator=self._gen,
+                generator=self._rng(),
             )
 
     def _new_basis(self, X: torch.Tensor, P_old: torch.Tensor | None, r: int) -> torch.Tensor:
@@ -898,17 +1005,16 @@ class MangoAdamW(torch.optim.Optimizer):
         u, _, _ = torch.linalg.svd(pk.T @ a, full_matrices=False)  # (k, k)
         return pk @ u[:, :r]
 
-    def _convert(self, p: torch.Tensor, st: dict[str, Any]) -> None:
-        """Re-express one matrix state under ``self._setting`` (see :meth:`apply_setting`)."""
-        s = self._setting
+    def _convert(self, p: torch.Tensor, st: dict[str, Any], s: CompressionSetting) -> None:
+        """Re-express one matrix state under setting ``s`` (see :meth:`apply_setting`)."""
         m_rows, n_cols = st["shape"]
-        r_old, r_new = st["rank"], self._eff_rank(m_rows, n_cols, st.get("project", True))
+        r_old, r_new = st["rank"], self._eff_rank(m_rows, n_cols, st.get("project", True), s)
         if "m" not in st:  # initialized, never stepped: nothing to convert
             st["rank"] = r_new
             return
         exp_avg = _get(st, "m", p)  # (r_old or m, n)
         assert exp_avg is not None
-        v_full, v_row, v_col = self._load_v(st, exp_avg.shape[0], n_cols, p)
+        v_full, v_row, v_col = self._load_v(st, exp_avg.shape[0], n_cols, p, s)
         E = _get(st, "e", p)
         H = _get(st, "h", p)
         P = st.get("P")
@@ -946,7 +1052,7 @@ class MangoAdamW(torch.optim.Optimizer):
                 st["P"] = P.contiguous()
             if r_new == 0:
                 st.pop("refresh_pending", None)
-        v_full, v_row, v_col = _refactor(v_full, v_row, v_col, self._factored())
+        v_full, v_row, v_col = _refactor(v_full, v_row, v_col, self._factored(s))
         bits = s.bits
         st["m"] = self._put(exp_avg, bits, p)
         self._store_v(st, v_full, v_row, v_col, bits, p)
@@ -954,22 +1060,33 @@ class MangoAdamW(torch.optim.Optimizer):
         st.pop("h", None)
         if E is not None and self.error_feedback:
             # kept at full precision when the new setting compresses nothing: flushed at the next step
-            st["e"] = self._put(E, 32 if self._identity(st) else bits, p)
-        if H is not None and s.gamma > 0 and not self._identity(st):
+            st["e"] = self._put(E, 32 if self._identity(st, s) else bits, p)
+        if H is not None and s.gamma > 0 and not self._identity(st, s):
             st["h"] = self._put(H, bits, p)
 
     # ----------------------------------------------------------------------------- (de)serialization
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume bit-for-bit: per-parameter state (copies; quantized states as plain
         dicts of tensors, loadable with ``torch.load(weights_only=True)``), the groups, the setting, the
-        knobs, the generator state and the counters."""
+        knobs, the generator state and the counters.
+
+        With DTensor parameters (FSDP2) the state's tensors are DTensors and the optimizer-wide ``mango``
+        section rides in ``param_groups[0]`` (``get_optimizer_state_dict`` keeps only ``state`` and
+        ``param_groups``), so ``torch.distributed.checkpoint`` saves every rank's shard: see
+        :mod:`~client.compression.sharded`."""
         sd = super().state_dict()
-        index = {id(p): i for i, p in enumerate(p for g in self.param_groups for p in g["params"])}
+        params = [p for g in self.param_groups for p in g["params"]]
+        index = {id(p): i for i, p in enumerate(params)}
         state: dict[int, dict[str, Any]] = {}
         for p, st in self.state.items():
             state[index[id(p)]] = {k: _pack(v) for k, v in st.items()}
+            if _is_dtensor(p):  # FSDP2: DTensors, so that DCP saves every rank's shard (sharded.py)
+                state[index[id(p)]] = shard_entry(state[index[id(p)]], p, f"parameter {index[id(p)]}")
         sd["state"] = state
-        sd["mango"] = {
+        for g in sd["param_groups"]:  # plain dicts: loadable with torch.load(weights_only=True)
+            if isinstance(g.get("setting"), CompressionSetting):
+                g["setting"] = g["setting"].model_dump()
+        meta: dict[str, Any] = {
             "version": _STATE_VERSION,
             "setting": self._setting.model_dump(),
             "generator": self._gen.get_state(),
@@ -978,6 +1095,15 @@ class MangoAdamW(torch.optim.Optimizer):
             "config": self._config(),
             "param_shapes": [list(q.shape) for g in self.param_groups for q in g["params"]],
         }
+        mesh = next((p.device_mesh for p in params if _is_dtensor(p)), None)  # type: ignore[attr-defined]
+        if mesh is None:
+            sd["mango"] = meta
+            return sd
+        # FSDP2: get_optimizer_state_dict keeps only "state" and "param_groups", so the optimizer-wide
+        # section rides in the first group; the generator and skip count differ per rank
+        meta["generator"] = per_rank(meta["generator"], mesh)
+        meta["skipped"] = per_rank(torch.tensor([meta["skipped"]], dtype=torch.int64), mesh)
+        sd["param_groups"][0]["mango"] = meta
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -986,25 +1112,39 @@ class MangoAdamW(torch.optim.Optimizer):
         The saved knobs (``refresh_every``, ``ef_beta``, ...) replace the constructor's, with a warning when
         they differ: a resumed run must compute what the original would have.
 
+        Under FSDP2 it also takes what ``set_optimizer_state_dict`` hands over after a
+        ``torch.distributed.checkpoint`` load (state keyed by parameter names, DTensor leaves,
+        :mod:`~client.compression.sharded`), on the same world size and sharding as the save.
+
         :raises ValueError: before anything changes, naming the first mismatch, when ``state_dict`` is not a
             MangoAdamW state dict, misses an entry, or belongs to another model (group or parameter counts,
             a parameter's shape, a state tensor's shape).
         """
+        state_dict = _plain_state_dict(state_dict)
         meta, saved = _check_state_dict(state_dict)
         params = [p for g in self.param_groups for p in g["params"]]
         _check_against_params(state_dict, meta, saved, self.param_groups, params)
         try:  # everything that can fail runs before the first change
             setting = CompressionSetting(**meta["setting"])
-            gen_state = _generator_state_for(self._gen, meta["generator"])
+            saved_gen = meta["generator"]
+            gen_state = _generator_state_for(
+                self._gen, saved_gen.cpu() if isinstance(saved_gen, torch.Tensor) else saved_gen
+            )
             unpacked = {
                 params[int(i)]: {k: _unpack(v, params[int(i)].device) for k, v in entry.items()}
                 for i, entry in saved.items()
             }
             skipped, steps = int(meta["skipped"]), int(meta["steps"])
+            pinned = [
+                _group_setting_value(g.get("setting"), i) for i, g in enumerate(state_dict["param_groups"])
+            ]
         except (TypeError, ValueError, KeyError, RuntimeError) as exc:
             raise ValueError(f"state_dict holds an invalid value: {type(exc).__name__}: {exc}") from None
         cfg = meta["config"]
         super().load_state_dict({"state": {}, "param_groups": state_dict["param_groups"]})
+        for g, pin in zip(self.param_groups, pinned):
+            if "setting" in g:
+                g["setting"] = pin
         for p, st in unpacked.items():
             self.state[p] = st
         self._setting = setting
@@ -1070,6 +1210,29 @@ def _generator_state_for(gen: torch.Generator, state: Any) -> torch.Tensor:
     )
     probe.manual_seed(seed)
     return probe.get_state()
+
+
+def _plain_state_dict(sd: Any) -> Any:
+    """``sd`` as :meth:`MangoAdamW.state_dict` writes it for plain tensors: the ``mango`` section at the top
+    (under FSDP2 it rides in the first group), state keyed by parameter index (DCP's
+    ``set_optimizer_state_dict`` hands fully-qualified names, in the groups' order) and each rank's tensors
+    taken out of their DTensors. A shallow copy; anything else is left for the checks to name."""
+    if not isinstance(sd, dict) or not isinstance(sd.get("param_groups"), list):
+        return sd
+    sd = dict(sd)
+    groups = [dict(g) if isinstance(g, dict) else g for g in sd["param_groups"]]
+    if "mango" not in sd and groups and isinstance(groups[0], dict) and "mango" in groups[0]:
+        sd["mango"] = groups[0].pop("mango")
+    sd["param_groups"] = groups
+    if "mango" in sd:
+        sd["mango"] = unshard(sd["mango"])
+    if isinstance(sd.get("state"), dict):
+        order: dict[Any, int] = {}
+        for g in groups:
+            for k in g.get("params", ()) if isinstance(g, dict) else ():
+                order.setdefault(k, len(order))
+        sd["state"] = {order.get(k, k): unshard(v) for k, v in sd["state"].items()}
+    return sd
 
 
 def _check_state_dict(sd: Any) -> tuple[dict[str, Any], dict[Any, Any]]:
@@ -1142,7 +1305,8 @@ def _check_against_params(
             raise ValueError(f"state_dict state key {key!r} is not a parameter index") from None
         if not 0 <= i < len(params) or not isinstance(entry, dict):
             raise ValueError(f"state_dict has state for parameter {i}; this optimizer has {len(params)}")
-        p, where = params[i], f"state_dict state of parameter {i} (shape {tuple(params[i].shape)})"
+        p = _local(params[i])  # a DTensor's state is its local shard's
+        where = f"state_dict state of parameter {i} (shape {tuple(p.shape)})"
         kind = entry.get("kind")
         if kind == "exact":
             for k in ("exp_avg", "exp_avg_sq"):
@@ -1224,6 +1388,7 @@ _GROUP_KEYS = frozenset(
         "weight_decay",
         "foreach",
         "project",
+        "setting",
         "param_names",
         "initial_lr",
         *_FLAG_KEYS,
@@ -1241,17 +1406,33 @@ _REFUSED_FLAGS = {
 
 def _unknown_group_keys(unknown: list[str]) -> str:
     msg = f"unknown parameter-group key(s) {unknown}; allowed: {sorted(_GROUP_KEYS)}."
-    if "setting" in unknown:
+    if {"rank", "bits", "gamma"} & set(unknown):
         msg += (
-            " Per-group compression settings are not supported: the setting is optimizer-wide "
-            "(MangoAdamW(..., setting=...), changed with apply_setting); a group may set project=False to "
-            "keep its matrices unprojected (rank 0 at the setting's bits), e.g. for embeddings."
+            " A group's own compression setting is one key: "
+            "{'params': ..., 'setting': CompressionSetting(rank=..., bits=..., gamma=...)}."
         )
     if "fused" in unknown:
         msg += " fused is optimizer-wide: MangoAdamW(..., fused=...)."
     return (
         msg
         + " Keys other tools read (e.g. timm's lr_scale) can be added to opt.param_groups after construction."
+    )
+
+
+def _group_setting_value(value: Any, index: int) -> CompressionSetting | None:
+    """A group's ``setting``: a CompressionSetting, its ``model_dump()`` dict (from a state dict) or None."""
+    if value is None or isinstance(value, CompressionSetting):
+        return value
+    if isinstance(value, dict):
+        try:
+            return CompressionSetting.model_validate(value)
+        except ValueError as exc:
+            raise ValueError(
+                f"param group {index}: setting {value!r} is not a valid CompressionSetting: {exc}"
+            ) from None
+    raise TypeError(
+        f"param group {index}: setting must be a client.protocol.CompressionSetting (or None to follow the "
+        f"optimizer-wide setting), got {type(value).__name__}"
     )
 
 
@@ -1273,14 +1454,6 @@ def _check_flags(flags: dict[str, Any], *, where: str) -> None:
             raise ValueError(f"{key}=True is not supported by MangoAdamW{where}: {_REFUSED_FLAGS[key]}")
 
 
-def _is_dtensor(p: torch.Tensor) -> bool:
-    if not torch.distributed.is_available():
-        return False
-    from torch.distributed.tensor import DTensor
-
-    return isinstance(p, DTensor)
-
-
 def _check_param(p: torch.Tensor, where: str) -> None:
     """Refuse, naming the parameter, what the compressed step cannot update correctly."""
     what = f"{where} (shape {tuple(p.shape)}, dtype {p.dtype})"
@@ -1299,11 +1472,10 @@ def _check_param(p: torch.Tensor, where: str) -> None:
             f"{what} is float64: MangoAdamW keeps its state in fp32 or narrower, so the update would lose "
             "float64 precision; train in float32 (model.float()) or give this parameter to torch.optim.AdamW"
         )
-    if _is_dtensor(p):
+    if _is_dtensor(p) and any(pl.is_partial() for pl in p.placements):  # type: ignore[attr-defined]
         raise ValueError(
-            f"{what} is a DTensor (FSDP2 fully_shard or tensor parallel): not supported yet (the compressed "
-            "state would need sharding like the parameter); use DDP with "
-            "client.compression.comm_hook, or torch.optim.AdamW under FSDP2"
+            f"{what} is a DTensor with a Partial placement ({p.placements}): a parameter must be sharded "  # type: ignore[attr-defined]
+            "or replicated (FSDP2 fully_shard shards it on dim 0)"
         )
 
 
@@ -1316,7 +1488,7 @@ def _torch_optim_groups(groups: list[dict[str, Any]]) -> Iterator[None]:
     try:
         for group in groups:
             lr = group["lr"]
-            if isinstance(lr, torch.Tensor):
+            if isinstance(lr, torch.Tensor) and not torch.compiler.is_compiling():  # compiled: stays a tensor
                 tensor_lrs.append((group, lr))
                 group["lr"] = float(lr)
             if group.get("maximize", False):

@@ -28,14 +28,15 @@ Memory: ``n b / 8`` bytes of codes plus ``4 n / block`` bytes of scales (:attr:`
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Literal
 
 import torch
 
-from client.compression.codes import QUANT_BITS, default_block, nf4_levels
+from client.compression.codes import QUANT_BITS, nf4_levels
+from client.compression.sizes import check_block as _check_block
+from client.compression.sizes import expected_nbytes  # the byte model's, re-exported
 
 __all__ = [
     "QUANT_MODES",
@@ -158,14 +159,6 @@ def _check_bits_mode(bits: int, mode: str) -> None:
         )
 
 
-def _check_block(block: int | None, bits: int) -> int:
-    if block is None:
-        return default_block(bits)
-    if not isinstance(block, int) or isinstance(block, bool) or block <= 0 or block % 8:
-        raise ValueError(f"block={block!r} must be a positive multiple of 8 (e.g. {default_block(bits)})")
-    return block
-
-
 def _check_float(x: torch.Tensor) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
@@ -174,7 +167,10 @@ def _check_float(x: torch.Tensor) -> None:
 
 
 def _check_finite_scale(scale: torch.Tensor) -> None:
-    # A NaN/inf anywhere in a block makes its absmax non-finite: one check on n/block values.
+    # A NaN/inf anywhere in a block makes its absmax non-finite: one check on n/block values. Not inside
+    # torch.compile (a host sync; the compiled optimizer step takes its gradients as finite).
+    if torch.compiler.is_compiling():
+        return
     if scale.numel() and not bool(torch.isfinite(scale).all()):
         raise ValueError(
             "x contains non-finite values (NaN or inf); skip or sanitize the tensor before quantize"
@@ -461,14 +457,3 @@ def decompress_state(state: StateTensor, out_dtype: torch.dtype | None = None) -
     if isinstance(state, DenseState):
         return state.data.to(out_dtype or state.dtype, copy=True)
     return dequantize(state, out_dtype)
-
-
-def expected_nbytes(numel: int, bits: int, block: int | None = None) -> int:
-    """Bytes :func:`compress_state` will hold for ``numel`` float32 values at ``bits`` (for budgeting)."""
-    if bits == 32:
-        return 4 * numel
-    if bits == 16:
-        return 2 * numel
-    block = _check_block(block, bits)
-    blocks = max(math.ceil(numel / block), 1)
-    return blocks * block * bits // 8 + 4 * blocks

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from agents.artifact import load_artifact
-from client.protocol import DEFAULT_GRID, CompressionSetting, DecideRequest, Objective, TelemetryRecord
-from policy_service.config import DEFAULT_POLICY_DIR
+from client.policy import DEFAULT_POLICY_DIR, load_artifact
+from client.protocol import DEFAULT_GRID, CompressionSetting, Objective, TelemetryRecord
+from policy_service.registry import PolicyRegistry
 
 
 def test_shipped_artifact_is_small_and_documented() -> None:
@@ -19,8 +19,6 @@ def test_shipped_artifact_is_small_and_documented() -> None:
 
 
 def test_the_service_serves_it_as_default() -> None:
-    from policy_service.registry import PolicyRegistry
-
     registry = PolicyRegistry(default_policy_dir=DEFAULT_POLICY_DIR)
     report = registry.reload()
     assert not report.errors, report.errors
@@ -42,11 +40,11 @@ def test_the_service_serves_it_as_default() -> None:
         progress=0.15,
     )
     for objective in (Objective(w_loss=20, w_memory=0.1), Objective(w_loss=2, w_memory=1.0)):
-        setting = policy.decide(DecideRequest(job_id="j", objective=objective, history=[rec]))
+        setting = policy.decide([rec], objective)
         DEFAULT_GRID.check(setting)
 
 
 @pytest.mark.parametrize("field", ["d_model", "n_layers"])
 def test_it_is_the_small_architecture(field: str) -> None:
-    cfg = load_artifact(DEFAULT_POLICY_DIR).model.config
+    cfg = load_artifact(DEFAULT_POLICY_DIR).config
     assert getattr(cfg, field) <= {"d_model": 64, "n_layers": 2}[field]

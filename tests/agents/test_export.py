@@ -10,10 +10,10 @@ import pytest
 import torch
 from stable_baselines3 import PPO
 
-from agents.artifact import ArtifactError, load_artifact
-from agents.export import export_policy, load_into_policy, policy_to_tinyformer
+from agents.export import export_policy, load_into_policy, policy_to_tinyformer, tinyformer_from_artifact
 from agents.extractor import policy_kwargs, reinit_extractor
 from agents.tinyformer import TinyFormer, TinyFormerConfig
+from client.policy import ArtifactError, load_artifact
 from envs.sb3 import SB3VecEnvAdapter
 from envs.surrogate import SurrogateVecEnv
 
@@ -54,11 +54,13 @@ def test_exported_module_acts_like_the_sb3_policy(tmp_path: Path) -> None:
     with torch.no_grad():
         values = model.policy.predict_values(obs).squeeze(-1)
     torch.testing.assert_close(tf(obs)[1], values)
-    # ... and after the safetensors round trip, through the traced actor the service uses
+    # ... and after the safetensors round trip, through the numpy runtime the service and the hook run
     art = load_artifact(export_policy(model.policy, tmp_path, name="eq", version="1"))
-    traced = art.model.greedy_actor(trace=True)
-    with torch.inference_mode():
-        np.testing.assert_array_equal(traced(obs).numpy(), sb3_actions)
+    np.testing.assert_array_equal(art.model.act(obs.numpy()), sb3_actions)
+    # ... and back to torch, for fine-tuning (mango train --init-from)
+    back = tinyformer_from_artifact(art)
+    for k, v in tf.state_dict().items():
+        assert torch.equal(back.state_dict()[k], v), k
 
 
 def test_load_into_policy_is_the_inverse() -> None:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tyro
 
-from agents.artifact import load_artifact
-from agents.cli_args import parse_args
 from agents.train import TrainArgs
-from client.protocol import DEFAULT_GRID, CompressionSetting, DecideRequest, Objective, TelemetryRecord
+from client.policy import LearnedPolicy, load_artifact
+from client.protocol import DEFAULT_GRID, CompressionSetting, Objective, TelemetryRecord
 
 
 def test_smoke_run_writes_every_output(smoke_run: Path) -> None:
@@ -35,7 +36,7 @@ def test_manifest_records_the_command_config_and_metrics(smoke_run: Path) -> Non
     assert m.training.command.startswith("mango train --total-timesteps 256 ")
     assert f"--out {smoke_run}" in m.training.command
     assert m.training.config["d_model"] == 16 and m.training.config["seed"] == 0
-    assert art.model.config.d_model == 16 and art.model.config.n_layers == 1
+    assert art.config.d_model == 16 and art.config.n_layers == 1
     assert m.metrics["timesteps"] == 256
     assert set(m.metrics["heldout_surrogate"]) == {
         "loss-first",
@@ -48,9 +49,7 @@ def test_manifest_records_the_command_config_and_metrics(smoke_run: Path) -> Non
 
 
 def test_exported_policy_decides_through_the_service_path(smoke_run: Path) -> None:
-    from policy_service.registry import LearnedPolicy
-
-    policy = LearnedPolicy(load_artifact(smoke_run / "policy"), trace=True)
+    policy = LearnedPolicy(load_artifact(smoke_run / "policy"))
     rec = TelemetryRecord(
         step=10,
         loss=2.0,
@@ -61,15 +60,14 @@ def test_exported_policy_decides_through_the_service_path(smoke_run: Path) -> No
         setting=CompressionSetting.off(),
         energy_j=5.0,
     )
-    req = DecideRequest(job_id="t", objective=Objective(w_loss=5, w_memory=0.5), history=[rec] * 3)
-    setting = policy.decide(req)
+    setting = policy.decide([rec] * 3, Objective(w_loss=5, w_memory=0.5))
     DEFAULT_GRID.check(setting)
 
 
 def test_args_dataclass_parses_cli_forms() -> None:
-    a = parse_args(
+    a = tyro.cli(
         TrainArgs,
-        [
+        args=[
             "--total-timesteps",
             "2e3",
             "--no-anneal-lr",
@@ -84,19 +82,26 @@ def test_args_dataclass_parses_cli_forms() -> None:
     assert a.total_timesteps == 2000 and a.anneal_lr is False and a.extractor == "mlp"
     assert a.export_dir == "none" and a.init_from == "x/y.json"
     with pytest.raises(SystemExit):
-        parse_args(TrainArgs, ["--extractor", "cnn"])
+        tyro.cli(TrainArgs, args=["--extractor", "cnn"])
     with pytest.raises(SystemExit):
-        parse_args(TrainArgs, ["--n-envs", "1.5"])
+        tyro.cli(TrainArgs, args=["--n-envs", "1.5"])
 
 
-def test_every_training_argument_is_documented() -> None:
+def test_every_training_argument_is_documented(capsys: pytest.CaptureFixture[str]) -> None:
     import dataclasses
 
-    from agents.cli_args import field_docs
+    from agents.train import main
 
-    docs = field_docs(TrainArgs)
-    missing = [f.name for f in dataclasses.fields(TrainArgs) if not docs.get(f.name)]
-    assert not missing, f"TrainArgs fields without a docstring: {missing}"
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    # help lines wrap inside a box: compare the words without the box's lines
+    text = " ".join(re.sub("[│╭╮╰╯─]", " ", capsys.readouterr().out).split())
+    assert text.startswith("usage: mango train")
+    # each field's docstring is its help text (its first words appear in --help)
+    missing = [f.name for f in dataclasses.fields(TrainArgs) if f"--{f.name.replace('_', '-')}" not in text]
+    assert not missing, f"TrainArgs fields missing from --help: {missing}"
+    assert "episodes stepped side by side" in text  # n_envs's docstring
 
 
 def test_bad_arguments_are_refused_with_the_fix() -> None:
@@ -105,7 +110,7 @@ def test_bad_arguments_are_refused_with_the_fix() -> None:
     with pytest.raises(ValueError, match="lower --batch"):
         train(TrainArgs(n_envs=2, n_steps=4, batch=64))
     with pytest.raises(ValueError, match="cannot initialize --extractor mlp"):
-        train(TrainArgs(extractor="mlp", init_from="agents/default_policy"))
+        train(TrainArgs(extractor="mlp", init_from="client/policy/default_policy"))
 
 
 def test_objective_scaling_divides_by_the_episode_weight_sum() -> None:

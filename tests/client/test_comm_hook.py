@@ -273,7 +273,7 @@ class _RankSpecificController(Controller):
         self.rank = rank
         self.calls = 0
 
-    def decide(self, history: Any, objective: Any) -> CompressionSetting:
+    def decide(self, history: Any, objective: Any, **context: Any) -> CompressionSetting:
         self.calls += 1
         ranks = (1, 2, 4) if self.rank == 0 else (8, 16, 32)
         return CompressionSetting(rank=ranks[self.calls % 3], bits=4, gamma=0.0)

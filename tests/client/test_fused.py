@@ -92,9 +92,9 @@ def test_fused_matches_torch_path(setting: S, kw: dict, n_fused: int) -> None:
     st, sf = ot.compression_stats(), of.compression_stats()
     assert of.compression_stats() == sf and ot.compression_stats() == st  # reading twice changes nothing
     # the fused path estimates the ratio from one program in STATS_EVERY (module docstring of triton_step)
-    assert sf["compression_error"] == pytest.approx(st["compression_error"], rel=0.25)
-    assert sf["grad_norm"] == pytest.approx(st["grad_norm"], rel=1e-5)
-    assert sf["spectral_tail"] == 0.0 and sf["skipped_steps"] == 0.0
+    assert sf.compression_error == pytest.approx(st.compression_error, rel=0.25)
+    assert sf.grad_norm == pytest.approx(st.grad_norm, rel=1e-5)
+    assert sf.spectral_tail == 0.0 and sf.skipped_steps == 0.0
     assert ot.state_bytes() == of.state_bytes()
 
 
@@ -146,8 +146,8 @@ def test_fused_skips_nonfinite_tensors_and_counts_them() -> None:
     assert torch.equal(params[0], before[0]) and torch.equal(params[3], before[3])
     assert not torch.equal(params[1], before[1]) and not torch.equal(params[2], before[2])
     stats = opt.compression_stats()
-    assert stats["skipped_steps"] == 2.0
-    assert all(torch.isfinite(torch.tensor(v)) for v in stats.values())
+    assert stats.skipped_steps == 2.0
+    assert all(torch.isfinite(torch.tensor(v)) for v in stats.as_dict().values())
     # the fused path advances a skipped tensor's counter with its launch (the host never waits for the flags)
     assert opt.state[params[0]]["step"] == 3
 
@@ -183,7 +183,7 @@ def test_fused_follows_setting_changes() -> None:
     _run(params, opt, range(6, 9))
     assert opt._plan is not None and sum(len(g.index) for g in opt._plan.matrix) == 3
     assert all(bool(torch.isfinite(p).all()) for p in params)
-    assert opt.compression_stats()["compression_error"] > 0
+    assert opt.compression_stats().compression_error > 0
 
 
 def test_fused_off_and_strict_use_the_torch_path() -> None:
@@ -212,9 +212,9 @@ def test_fused_identity_setting_runs_as_adamw(dtype: torch.dtype) -> None:
     for p in pf[:3]:  # the fp32 moments were updated in place (AdamW's first moment is never all zeros)
         assert of.state[p]["m"].dtype == torch.float32 and float(of.state[p]["m"].abs().sum()) > 0
     st, sf = ot.compression_stats(), of.compression_stats()
-    assert sf["grad_norm"] == pytest.approx(st["grad_norm"], rel=1e-5)
-    assert sf["compression_error"] == st["compression_error"] == 0.0
-    assert sf["spectral_tail"] == st["spectral_tail"] == 0.0
+    assert sf.grad_norm == pytest.approx(st.grad_norm, rel=1e-5)
+    assert sf.compression_error == st.compression_error == 0.0
+    assert sf.spectral_tail == st.spectral_tail == 0.0
     assert ot.state_bytes() == of.state_bytes()
 
 
@@ -286,9 +286,9 @@ def test_fused_grid_matches_torch_path(setting: S, kw: dict, n_proj: int, n_fuse
                 scale = float(a.abs().max()) + 1e-12
                 assert float((a - b).abs().mean()) < 0.02 * scale, (key, tuple(p_t.shape))
     st, sf = ot.compression_stats(), of.compression_stats()
-    assert sf["spectral_tail"] == pytest.approx(st["spectral_tail"], rel=1e-3, abs=1e-6)
-    assert sf["compression_error"] == pytest.approx(st["compression_error"], rel=0.25, abs=1e-4)
-    assert sf["grad_norm"] == pytest.approx(st["grad_norm"], rel=1e-5)
+    assert sf.spectral_tail == pytest.approx(st.spectral_tail, rel=1e-3, abs=1e-6)
+    assert sf.compression_error == pytest.approx(st.compression_error, rel=0.25, abs=1e-4)
+    assert sf.grad_norm == pytest.approx(st.grad_norm, rel=1e-5)
     assert ot.state_bytes() == of.state_bytes()
 
 
@@ -328,7 +328,7 @@ def test_fused_projected_skips_nonfinite_tensors() -> None:
     assert torch.equal(params[0], before[0]) and torch.equal(opt.state[params[0]]["P"], basis)
     assert not torch.equal(params[1], before[1])
     assert all(bool(torch.isfinite(p).all()) for p in params)
-    assert opt.compression_stats()["skipped_steps"] == 1.0
+    assert opt.compression_stats().skipped_steps == 1.0
 
 
 @pytest.mark.parametrize("setting", [S(rank=0, bits=8), S(rank=8, bits=4), S(rank=0, bits=16, gamma=0.5)])
@@ -347,6 +347,6 @@ def test_fused_skips_huge_finite_gradients(setting: S) -> None:
     assert opt._plan is not None and 1 in opt._plan.matrix_idx
     assert torch.equal(params[1], before[1]) and not torch.equal(params[0], before[0])
     assert all(bool(torch.isfinite(p).all()) for p in params)
-    assert opt.compression_stats()["skipped_steps"] == 1.0
+    assert opt.compression_stats().skipped_steps == 1.0
     _run(params, opt, range(6, 8))
     assert all(bool(torch.isfinite(p).all()) for p in params)

@@ -8,17 +8,25 @@ import logging
 import math
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 import torch
 
 from client.compression.optimizer import MangoAdamW
-from client.controllers import AccordionController, Controller
+from client.controllers import AccordionController, StaticController
 from client.hook import DIVERGED_LOSS, AdaptiveCompression
+from client.policy import Controller, LearnedPolicy, ProfileFeatures, load_default_policy
 from client.policy_client import DecisionOutcome
-from client.protocol import MAX_HISTORY, CompressionSetting, Decision, Objective, TelemetryRecord
+from client.protocol import (
+    MAX_HISTORY,
+    CompressionSetting,
+    Decision,
+    Objective,
+    Reference,
+    TelemetryRecord,
+)
 from client.telemetry import ModelledMeter
 from tests.client.test_policy_client import API_KEY, ServerProcess, free_port
 
@@ -117,7 +125,14 @@ def test_local_decision_applies_at_the_boundary_and_records_show_it() -> None:
     class Alternate(Controller):
         name = "alternate"
 
-        def decide(self, history: list[TelemetryRecord], objective: Objective) -> CompressionSetting:  # type: ignore[override]
+        def decide(
+            self,
+            history: Sequence[TelemetryRecord],
+            objective: Objective,
+            *,
+            reference: Reference | None = None,
+            profile: ProfileFeatures | None = None,
+        ) -> CompressionSetting:
             self.reason = "alternate"
             return high if len(history) % 2 else low
 
@@ -130,6 +145,50 @@ def test_local_decision_applies_at_the_boundary_and_records_show_it() -> None:
     assert settings == [low, high, low, high]  # each record carries the setting in force during it
     assert task.opt.setting == low
     assert hook.counters["setting_changes"] == 4
+
+
+def test_without_a_server_the_shipped_learned_policy_decides_in_process(tmp_path: Path) -> None:
+    """The embedded default: no service, no controller -> the learned policy the service ships, run by the
+    numpy runtime in this process; each decision is the policy's answer to the hook's own window."""
+    task = Task(setting=CompressionSetting.off())
+    objective = Objective(w_loss=1.0, w_memory=1.0)
+    log = tmp_path / "decisions.jsonl"
+    with AdaptiveCompression(
+        task.opt, objective=objective, interval_steps=4, energy_meter=modelled(), decision_log=log
+    ) as hook:
+        assert isinstance(hook.controller, LearnedPolicy) and hook.controller is load_default_policy()
+        first = hook.decisions[0]  # the policy was trained on episodes that start with the first decision
+        assert first.policy == "first:prior" and first.step == 0
+        assert task.opt.setting == CompressionSetting.model_validate(first.setting)
+        policy = load_default_policy()
+        expected: list[CompressionSetting] = []
+        for _ in range(6):
+            task.train(hook, 4)
+            expected.append(policy.decide(hook.history, objective, reference=hook.reference, profile=None))
+    local = hook.decisions[1:]
+    assert [CompressionSetting.model_validate(d.setting) for d in local] == expected
+    assert all(d.source == "local" and d.policy == "local:tinyformer-ppo" for d in local)
+    assert all(d.policy_version == policy.version for d in local)
+    assert task.opt.setting == expected[-1] and hook.service_status == "local"
+    assert all(math.isfinite(x) for x in task.losses) and task.losses[-1] < task.losses[0]
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    assert lines[-1]["policy"] == "local:tinyformer-ppo" and lines[-1]["reason"].startswith("learned policy")
+
+
+def test_controller_selectors(tmp_path: Path) -> None:
+    task = Task()
+    with AdaptiveCompression(task.opt, controller="hold", energy_meter=modelled()) as hook:
+        assert isinstance(hook.controller, StaticController) and not hook.decisions  # no first decision
+        task.train(hook, 100)
+    assert task.opt.setting == R8B8 and hook.counters["setting_changes"] == 0
+    path = f"learned:{load_default_policy().artifact.manifest_path}"
+    with AdaptiveCompression(Task().opt, controller=path, energy_meter=modelled()) as hook:
+        assert isinstance(hook.controller, LearnedPolicy) and hook.controller is not load_default_policy()
+        assert hook.controller.name == "tinyformer-ppo"
+    with AdaptiveCompression(Task().opt, controller="learned", energy_meter=modelled()) as hook:
+        assert hook.controller is load_default_policy()
+    with pytest.raises(ValueError, match=r"unknown controller 'lerned'.*'learned:<artifact path>'"):
+        AdaptiveCompression(Task().opt, controller="lerned")
 
 
 def test_accordion_by_name_and_nonfinite_loss(caplog: pytest.LogCaptureFixture) -> None:

@@ -258,3 +258,45 @@ def test_compiled_kernels_match_torch_on_cuda(bits: int, mode: str) -> None:
         assert 0.97 < mse / mse_ref < 1.03, (mse, mse_ref)
         if mode != "aciq":
             assert abs(float((y - xf).mean())) < 5 * mse**0.5 / n**0.5
+
+
+if kernels.available():  # the probe kernel of the NF4 helpers (needs triton importable)
+    import triton
+    import triton.language as tl
+
+    from client.compression.kernels.triton_quant import _nf4_dithered, _nf4_dithered_level, _nf4_level
+
+    @triton.jit
+    def _nf4_probe(y_ptr, u_ptr, code_in_ptr, tab_ptr, lev_ptr, code_ptr, dlev_ptr, ref_ptr, N: tl.constexpr):
+        i = tl.arange(0, N)
+        tl.store(lev_ptr + i, _nf4_level(tl.load(code_in_ptr + i), tab_ptr))
+        y = tl.load(y_ptr + i)
+        u = tl.load(u_ptr + i)
+        code, lev = _nf4_dithered_level(y, u, tab_ptr)
+        tl.store(code_ptr + i, code)
+        tl.store(dlev_ptr + i, lev)
+        tl.store(ref_ptr + i, _nf4_dithered(y, u, tab_ptr))
+
+
+@needs_kernels
+def test_nf4_register_selects_equal_the_table() -> None:
+    """The fused step's gather-free NF4 helpers: the select tree decodes every code to its table level, and
+    the dithered quantizer's tracked level is the level of the code it returns (any uniform, any value)."""
+    from client.compression.kernels import _nf4_table
+
+    n = 256
+    gen = torch.Generator().manual_seed(0)
+    tab = _nf4_table(torch.device(DEVICE))
+    y = (torch.rand(n, generator=gen) * 2 - 1).to(DEVICE)
+    y[:16] = torch.tensor(NF4_LEVELS, dtype=torch.float32)  # values on the levels themselves
+    u = torch.rand(n, generator=gen).to(DEVICE)
+    codes_in = (torch.arange(n) % 16).to(torch.int32).to(DEVICE)
+    dtypes = (torch.float32, torch.int32, torch.float32, torch.int32)
+    out = [torch.empty(n, dtype=dt, device=DEVICE) for dt in dtypes]
+    _nf4_probe[(1,)](y, u, codes_in, tab, *out, N=n)
+    lev, code, dlev, ref = out
+    levels = torch.tensor(NF4_LEVELS, dtype=torch.float32, device=DEVICE)
+    assert torch.equal(lev, levels[codes_in.long()])
+    assert torch.equal(code, ref)
+    assert torch.equal(dlev, levels[code.long()])
+    assert len(set(code.tolist())) > 8

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from client.compression import MangoAdamW, MangoError, MangoNonFiniteError
+from client.compression import CompressionStats, MangoAdamW, MangoError, MangoNonFiniteError
 from client.compression.optimizer import _from_param_order
 from client.compression.quant import QuantizedTensor, decompress_state
 from client.protocol import CompressionSetting
@@ -84,7 +84,7 @@ def test_off_matches_torch_adamw(wd: float) -> None:
     for a, b in zip(ref.parameters(), net.parameters()):
         torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7)
     assert opt.state_bytes() == opt.dense_state_bytes()
-    assert opt.compression_stats()["compression_error"] == 0.0
+    assert opt.compression_stats().compression_error == 0.0
 
 
 # ------------------------------------------------------------------------------------------- memory
@@ -355,12 +355,13 @@ def test_load_state_dict_rejects_foreign_dicts() -> None:
 
 def test_load_state_dict_reseeds_a_generator_saved_on_another_device_kind() -> None:
     """A checkpoint written on a GPU (16-byte Philox generator state) resumes on a CPU: the generator is
-    re-seeded from the saved bytes, with a warning, deterministically; a state of no device kind is refused."""
+    re-seeded from the saved bytes, with a warning, deterministically; a state of no device kind is
+    refused."""
     net = _net()
     opt = _mango(net, S(rank=8, bits=4))
     _train(net, opt, _batches(2))
     sd = copy.deepcopy(opt.state_dict())
-    sd["mango"]["generator"] = torch.arange(16, dtype=torch.uint8)  # what a CUDA generator's get_state() holds
+    sd["mango"]["generator"] = torch.arange(16, dtype=torch.uint8)  # a CUDA generator's get_state() size
     states = []
     for _ in range(2):
         other = _mango(net, S(rank=8, bits=4))
@@ -403,8 +404,8 @@ def test_nonfinite_gradient_is_skipped_and_counted(bad: float) -> None:
         else:
             assert v == w, k
     stats = opt.compression_stats()
-    assert stats["skipped_steps"] == 1.0
-    assert all(torch.isfinite(torch.tensor(v)) for v in stats.values())
+    assert stats.skipped_steps == 1.0
+    assert all(torch.isfinite(torch.tensor(v)) for v in stats.as_dict().values())
 
 
 def test_nonfinite_gradient_strict_raises_before_any_update() -> None:
@@ -459,18 +460,25 @@ def test_bad_arguments_name_the_argument() -> None:
 def test_compression_stats_ranges() -> None:
     net = _net()
     opt = _mango(net, S(rank=4, bits=4))
-    assert opt.compression_stats()["grad_norm"] == 0.0  # nothing yet
+    assert opt.compression_stats().grad_norm == 0.0  # nothing yet
     _train(net, opt, _batches(3))
     st = opt.compression_stats()
-    assert set(st) == {"compression_error", "spectral_tail", "grad_kurtosis", "grad_norm", "skipped_steps"}
-    assert 0.0 < st["compression_error"] <= 1.5
-    assert 0.0 < st["spectral_tail"] <= 1.0
+    assert isinstance(st, CompressionStats) and isinstance(st.skipped_steps, int)
+    assert set(st.as_dict()) == {
+        "compression_error",
+        "spectral_tail",
+        "grad_kurtosis",
+        "grad_norm",
+        "skipped_steps",
+    }
+    assert 0.0 < st.compression_error <= 1.5
+    assert 0.0 < st.spectral_tail <= 1.0
     grads = torch.cat([p.grad.reshape(-1) for p in net.parameters()])
-    torch.testing.assert_close(st["grad_norm"], grads.norm().item(), rtol=1e-4, atol=0)
+    torch.testing.assert_close(st.grad_norm, grads.norm().item(), rtol=1e-4, atol=0)
     opt.apply_setting(S(rank=0, bits=8))
     _train(net, opt, _batches(1))
     st = opt.compression_stats()
-    assert st["spectral_tail"] == 0.0 and 0.0 < st["compression_error"] < 0.01
+    assert st.spectral_tail == 0.0 and 0.0 < st.compression_error < 0.01
 
 
 def test_bf16_parameters() -> None:

@@ -11,17 +11,20 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import envs
+from client.compression.sizes import state_bytes
 from client.controllers import FIRST_CANDIDATES
-from client.protocol import CompressionSetting, Objective, ObservationSpec
+from client.protocol import DEFAULT_GRID, CompressionSetting, Objective, ObservationSpec
 from envs.env import CompressionEnv
+from envs.fit import default_model
 from envs.objectives import OBJECTIVE_PRESETS, ObjectiveSampler
 from envs.reward import TERM_NAMES
-from envs.surrogate import SurrogateModel, SurrogateVecEnv
+from envs.surrogate import SurrogateVecEnv
+from envs.surrogate_model import SurrogateModel
 
 
 @pytest.fixture(scope="module")
 def model() -> SurrogateModel:
-    return SurrogateModel.default()
+    return default_model()
 
 
 def _episode(env: gym.Env, seed: int, actions: np.ndarray) -> list[tuple[np.ndarray, float, bool]]:
@@ -169,14 +172,12 @@ def test_vectorized_equals_single_envs(model: SurrogateModel) -> None:
 
 
 def test_surrogate_memory_is_exact_formula(model: SurrogateModel) -> None:
-    from envs.memory import mango_state_bytes, param_shapes
-
     tab = model.workload("lm-tiny-cosine")
     w = envs.get_workload("lm-tiny-cosine")
-    shapes = param_shapes(w.build_model(0))
+    shapes = [tuple(p.shape) for p in w.build_model(0).parameters() if p.requires_grad]
     for s in (CompressionSetting(rank=4, bits=2, gamma=0.5), CompressionSetting(rank=0, bits=16, gamma=0.0)):
-        idx = envs.env.DEFAULT_GRID.action(s)
-        assert tab.state_bytes[idx] == mango_state_bytes(shapes, s, min_compress_numel=w.min_compress_numel)
+        idx = DEFAULT_GRID.action(s)
+        assert tab.state_bytes[idx] == state_bytes(shapes, s, min_compress_numel=w.min_compress_numel)
 
 
 def test_render_ansi(model: SurrogateModel) -> None:

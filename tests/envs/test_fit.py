@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from envs.fit import MODEL_PATH, FitConfig, _excess_tables, _stack, fit_surrogate, main, traces_digest
-from envs.surrogate import SurrogateModel
+from envs.surrogate_model import SurrogateModel
 from envs.traces import load_traces
 from envs.workloads import GPU_WORKLOADS, HELDOUT_WORKLOADS, TRAIN_WORKLOADS
 

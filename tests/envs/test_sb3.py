@@ -6,19 +6,20 @@ import numpy as np
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import VecMonitor
 
+from envs.fit import default_model
 from envs.sb3 import SB3VecEnvAdapter
-from envs.surrogate import SurrogateModel, SurrogateVecEnv
+from envs.surrogate import SurrogateVecEnv
 
 
 def test_ppo_runs_on_adapter() -> None:
-    venv = VecMonitor(SB3VecEnvAdapter(SurrogateVecEnv(num_envs=4, model=SurrogateModel.default()), seed=0))
+    venv = VecMonitor(SB3VecEnvAdapter(SurrogateVecEnv(num_envs=4, model=default_model()), seed=0))
     model = PPO("MlpPolicy", venv, n_steps=32, batch_size=64, n_epochs=1, device="cpu", seed=0)
     model.learn(128)
     assert model.num_timesteps >= 128
 
 
 def test_adapter_infos_and_seeding() -> None:
-    m = SurrogateModel.default()
+    m = default_model()
     a = SB3VecEnvAdapter(SurrogateVecEnv(num_envs=3, workload="digits-mlp-cosine", model=m), seed=5)
     b = SB3VecEnvAdapter(SurrogateVecEnv(num_envs=3, workload="digits-mlp-cosine", model=m), seed=5)
     np.testing.assert_array_equal(a.reset(), b.reset())

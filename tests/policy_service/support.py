@@ -1,29 +1,45 @@
-"""Helpers shared by the policy-service tests: request bodies, artifacts, ports."""
+"""Helpers shared by the policy-service tests: request bodies and artifacts."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 
-from agents.artifact import export_artifact
-from agents.tinyformer import TinyFormer
+from client.policy import TinyFormerConfig, export_artifact, weight_shapes
 from client.protocol import MAX_HISTORY
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def random_weights(config: TinyFormerConfig, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random TinyFormer weights in numpy (LayerNorms at identity, the rest N(0, 0.3^2)): the service's tests
+    need no torch, as the service does not."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, shape in weight_shapes(config).items():
+        if ".ln" in name or name.startswith("encoder.norm."):
+            out[name] = np.ones(shape, np.float32) if name.endswith("weight") else np.zeros(shape, np.float32)
+        else:
+            out[name] = (0.3 * rng.standard_normal(shape)).astype(np.float32)
+    return out
 
 
-def export_tiny(directory: Path, name: str = "tiny", version: str = "v1", seed: int = 0) -> Path:
+def export_tiny(
+    directory: Path,
+    name: str = "tiny",
+    version: str = "v1",
+    seed: int = 0,
+    config: TinyFormerConfig | None = None,
+) -> Path:
     """A randomly initialized TinyFormer artifact (the service does not care whether it was trained)."""
-    torch.manual_seed(seed)
+    cfg = config or TinyFormerConfig()
     return export_artifact(
-        TinyFormer(), directory, name=name, version=version, training_command="tests: random init"
+        random_weights(cfg, seed),
+        cfg,
+        directory,
+        name=name,
+        version=version,
+        training_command="tests: random init",
     )
 
 

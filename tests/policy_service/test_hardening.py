@@ -254,7 +254,6 @@ def test_bad_manifests_at_start_up_are_skipped_with_a_reason(tmp_path: Path) -> 
         admin_key="a" * 8 + "Zz9(Yy8)Xx7-Ww6_",
         policy_dir=tmp_path,
         default_policy_dir=None,
-        trace_policies=False,
     )
     with TestClient(create_app(settings)) as client:  # runs the lifespan start-up: it must not raise
         assert client.get("/readyz").status_code == 200
@@ -268,7 +267,7 @@ def test_bad_manifests_at_start_up_are_skipped_with_a_reason(tmp_path: Path) -> 
 
 
 def test_a_broken_new_version_keeps_the_last_good_one(tmp_path: Path) -> None:
-    reg = PolicyRegistry(policy_dir=tmp_path, default_policy_dir=None, trace=False)
+    reg = PolicyRegistry(policy_dir=tmp_path, default_policy_dir=None)
     manifest = export_tiny(tmp_path / "p", name="mine", version="v1")
     reg.reload()
     edits = {

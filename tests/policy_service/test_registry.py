@@ -8,11 +8,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from client.controllers import HEURISTICS, Controller
-from client.protocol import CompressionSetting, DecideRequest, Objective, ObservationSpec, TelemetryRecord
+from agents.tinyformer import TinyFormer
+from client.controllers import HEURISTICS
+from client.policy import Controller, LearnedPolicy, ProfileFeatures
+from client.protocol import (
+    CompressionSetting,
+    DecideRequest,
+    Objective,
+    ObservationSpec,
+    Reference,
+    TelemetryRecord,
+)
 from policy_service.errors import NotReadyError, UnknownPolicyError
 from policy_service.metrics import ServiceMetrics
-from policy_service.registry import LearnedPolicy, PolicyRegistry
+from policy_service.registry import PolicyRegistry
 from policy_service.service import DecisionService
 from policy_service.shield import Shield
 
@@ -21,6 +30,17 @@ from .support import decide_body, export_tiny
 
 def _req(policy: str = "default") -> DecideRequest:
     return DecideRequest.model_validate(decide_body(policy))
+
+
+def _ask(policy: Controller, req: DecideRequest) -> CompressionSetting:
+    return policy.decide(req.history, req.objective, reference=req.reference, profile=req.profile)
+
+
+def _torch_setting(policy: LearnedPolicy, req: DecideRequest) -> CompressionSetting:
+    """What the training-side torch module picks for the request (an independent implementation)."""
+    model = TinyFormer.from_weights(policy.artifact.config, policy.artifact.weights)
+    obs = ObservationSpec(window=8).encode(req.history, req.objective, req.reference)
+    return policy.grid.setting(model.act(torch.from_numpy(obs)).tolist())
 
 
 def test_default_falls_back_to_heuristic_without_a_shipped_policy(tmp_path: Path) -> None:
@@ -37,7 +57,7 @@ def test_default_falls_back_to_heuristic_without_a_shipped_policy(tmp_path: Path
 def test_shipped_policy_becomes_default_and_operator_copy_overrides_it(tmp_path: Path) -> None:
     shipped, ops = tmp_path / "shipped", tmp_path / "ops"
     export_tiny(shipped, name="mango-default", version="shipped-1")
-    reg = PolicyRegistry(policy_dir=ops, default_policy_dir=shipped, trace=False)
+    reg = PolicyRegistry(policy_dir=ops, default_policy_dir=shipped)
     reg.reload()
     snap = reg.snapshot
     assert snap is not None
@@ -54,14 +74,21 @@ def test_new_heuristics_appear_without_reload(tmp_path: Path, monkeypatch: pytes
     class Quarter(Controller):
         name = "quarter"
 
-        def decide(self, history: Sequence[TelemetryRecord], objective: Objective) -> CompressionSetting:
+        def decide(
+            self,
+            history: Sequence[TelemetryRecord],
+            objective: Objective,
+            *,
+            reference: Reference | None = None,
+            profile: ProfileFeatures | None = None,
+        ) -> CompressionSetting:
             return CompressionSetting(rank=4, bits=4, gamma=0.25)
 
     reg = PolicyRegistry(default_policy_dir=None)
     reg.reload()
     monkeypatch.setitem(HEURISTICS, "quarter", Quarter)
     snap = reg.snapshot
-    assert snap is not None and snap.resolve("quarter").decide(_req()) == CompressionSetting(
+    assert snap is not None and _ask(snap.resolve("quarter"), _req()) == CompressionSetting(
         rank=4, bits=4, gamma=0.25
     )
 
@@ -70,7 +97,7 @@ def test_reserved_and_duplicate_names_are_reported(tmp_path: Path) -> None:
     export_tiny(tmp_path, name="static")
     export_tiny(tmp_path / "a", name="dup", version="a")
     export_tiny(tmp_path / "b", name="dup", version="b")
-    reg = PolicyRegistry(policy_dir=tmp_path, default_policy_dir=None, trace=False)
+    reg = PolicyRegistry(policy_dir=tmp_path, default_policy_dir=None)
     report = reg.reload()
     assert any("reserved" in e for e in report.errors.values())
     assert any("duplicate policy name 'dup'" in e for e in report.errors.values())
@@ -92,16 +119,23 @@ def test_learned_policy_decides_like_the_model(tmp_path: Path) -> None:
     snap = reg.snapshot
     assert snap is not None
     policy = snap.learned["tiny"]
-    assert isinstance(policy, LearnedPolicy) and policy.traced
+    assert isinstance(policy, LearnedPolicy) and policy.info()["runtime"] == "numpy"
     req = _req("tiny")
-    obs = ObservationSpec(window=8).encode(req.history, req.objective, req.reference)
-    expected = policy.grid.setting(policy.artifact.model.act(torch.from_numpy(obs)).tolist())
-    assert policy.decide(req) == expected
+    assert _ask(policy, req) == _torch_setting(policy, req)
 
 
 def test_a_failing_policy_is_answered_by_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     class Broken(Controller):
-        def decide(self, history: Sequence[TelemetryRecord], objective: Objective) -> CompressionSetting:
+        name = "broken"
+
+        def decide(
+            self,
+            history: Sequence[TelemetryRecord],
+            objective: Objective,
+            *,
+            reference: Reference | None = None,
+            profile: ProfileFeatures | None = None,
+        ) -> CompressionSetting:
             raise RuntimeError("bug")
 
     monkeypatch.setitem(HEURISTICS, "broken", Broken)
@@ -120,7 +154,7 @@ def test_decisions_wait_for_the_first_snapshot() -> None:
 
 
 def test_isolated_reload_loads_in_a_worker_and_keeps_the_guarantees(tmp_path: Path) -> None:
-    """``isolate=True``: hot reloads verify and trace in the loader process; the result decides the same,
+    """``isolate=True``: hot reloads load and verify in the loader process; the result decides the same,
     and a tampered weights file is still refused (sha256) with the last good version kept in service."""
     manifest = export_tiny(tmp_path, name="tiny", version="v1")
     reg = PolicyRegistry(policy_dir=tmp_path, default_policy_dir=None, isolate=True)
@@ -135,11 +169,9 @@ def test_isolated_reload_loads_in_a_worker_and_keeps_the_guarantees(tmp_path: Pa
         snap = reg.snapshot
         assert snap is not None
         policy = snap.learned["tiny"]
-        assert policy is not in_process and policy.traced and policy.info()["source"] == str(manifest)
+        assert policy is not in_process and policy.info()["source"] == str(manifest)
         req = _req("tiny")
-        obs = ObservationSpec(window=8).encode(req.history, req.objective, req.reference)
-        expected = policy.grid.setting(policy.artifact.model.act(torch.from_numpy(obs)).tolist())
-        assert policy.decide(req) == expected
+        assert _ask(policy, req) == _torch_setting(policy, req)
 
         weights = manifest.with_suffix(".safetensors")
         data = bytearray(weights.read_bytes())

@@ -91,7 +91,7 @@ def _cpu_s(pid: int) -> float:
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 def test_forced_reload_work_runs_outside_the_serving_process(live_server: LiveServer) -> None:
-    """Issue 14: a forced reload's verify/rebuild/trace (~50-110 ms CPU per artifact) ran on the serving
+    """Issue 14: a forced reload's verify/rebuild/trace (~50-110 ms CPU per artifact then) ran on the serving
     process's GIL and stalled decisions; it now runs in a loader process and the server only rebuilds.
 
     CPU time, not latency: the serving process's own CPU per forced reload is a count that a busy machine

@@ -212,6 +212,43 @@ def _nf4_dithered(y, u, tab_ptr):
     return acc.to(tl.int32)
 
 
+@triton.jit
+def _nf4_dithered_level(y, u, tab_ptr):
+    """:func:`_nf4_dithered` that also returns the chosen level (``level[code]``, the value the code
+    decodes to without its scale): the thresholds rise with ``i``, so the last one passed names the level.
+    One select per level instead of a table gather per value."""
+    acc = tl.zeros(y.shape, dtype=tl.float32)
+    lev = tl.zeros(y.shape, dtype=tl.float32) + tl.load(tab_ptr)
+    for i in tl.static_range(1, 16):
+        hit = y >= tl.fma(u, tl.load(tab_ptr + 32 + i), tl.load(tab_ptr + i - 1))
+        acc += tl.where(hit, 1.0, 0.0)
+        lev = tl.where(hit, tl.load(tab_ptr + i), lev)
+    return acc.to(tl.int32), lev
+
+
+@triton.jit
+def _nf4_level(code, tab_ptr):
+    """``level[code]`` of 4-bit codes by a 15-select tree on the code's bits (the 16 levels are scalars in
+    registers), instead of a per-value gather from the table."""
+    b0 = (code & 1) != 0
+    b1 = (code & 2) != 0
+    b2 = (code & 4) != 0
+    b3 = (code & 8) != 0
+    p0 = tl.where(b0, tl.load(tab_ptr + 1), tl.load(tab_ptr + 0))
+    p1 = tl.where(b0, tl.load(tab_ptr + 3), tl.load(tab_ptr + 2))
+    p2 = tl.where(b0, tl.load(tab_ptr + 5), tl.load(tab_ptr + 4))
+    p3 = tl.where(b0, tl.load(tab_ptr + 7), tl.load(tab_ptr + 6))
+    p4 = tl.where(b0, tl.load(tab_ptr + 9), tl.load(tab_ptr + 8))
+    p5 = tl.where(b0, tl.load(tab_ptr + 11), tl.load(tab_ptr + 10))
+    p6 = tl.where(b0, tl.load(tab_ptr + 13), tl.load(tab_ptr + 12))
+    p7 = tl.where(b0, tl.load(tab_ptr + 15), tl.load(tab_ptr + 14))
+    q0 = tl.where(b1, p1, p0)
+    q1 = tl.where(b1, p3, p2)
+    q2 = tl.where(b1, p5, p4)
+    q3 = tl.where(b1, p7, p6)
+    return tl.where(b3, tl.where(b2, q3, q2), tl.where(b2, q1, q0))
+
+
 @triton.jit(do_not_specialize=["seed"])
 def quantize_kernel(
     x_ptr,  # input values, fp32 / bf16 / fp16, flat

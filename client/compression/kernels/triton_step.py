@@ -48,15 +48,25 @@ written in place over the old codes. Bytes per value at 8 bits with error feedba
 
 from __future__ import annotations
 
+import os
+
 import triton
 import triton.language as tl
 
-from client.compression.kernels.triton_quant import _interleave, _nf4_dithered, _nf4_nearest_tree
+from client.compression.kernels.triton_quant import (
+    _interleave,
+    _nf4_dithered_level,
+    _nf4_level,
+    _nf4_nearest_tree,
+)
 
 __all__ = ["N_ADDR", "exact_step_kernel", "factor_kernel", "matrix_step_kernel", "norm_kernel"]
 
 #: Columns of the address table.
 N_ADDR: tl.constexpr = tl.constexpr(19)
+#: NF4 values by per-value table gathers (the earlier form) instead of select trees in registers: kept
+#: as a switch for A/B timing (``MANGO_NF4_GATHER=1`` at import); both give the same values.
+NF4_GATHER: tl.constexpr = tl.constexpr(os.environ.get("MANGO_NF4_GATHER", "0") == "1")
 #: Adafactor's eps1 (the torch path's ``_TINY``).
 TINY: tl.constexpr = tl.constexpr(1e-30)
 #: Philox rounds of the step's stochastic rounding: 7, the smallest count that Salmon et al. (SC'11, "Parallel
@@ -112,7 +122,10 @@ def _dequant(dptr, sptr, blk, row_ok, tab_ptr, BITS: tl.constexpr, MODE: tl.cons
     s = tl.load(sptr + blk, mask=row_ok, other=0.0)
     code = _load_codes(dptr, blk, row_ok, BITS, BLOCK)
     if MODE == 1:
-        return tl.load(tab_ptr + code) * s[:, None]
+        if NF4_GATHER:
+            return tl.load(tab_ptr + code) * s[:, None]
+        else:
+            return _nf4_level(code, tab_ptr) * s[:, None]
     else:
         step = s * (2.0 / top)
         return tl.fma(code.to(tl.float32), step[:, None], -s[:, None])
@@ -133,11 +146,15 @@ def _quantize(x, rnd, tab_ptr, BITS: tl.constexpr, MODE: tl.constexpr, STOCHASTI
     y = tl.fma(tl.fma(-q0, safe[:, None], x), inv[:, None], q0)
     y = tl.minimum(tl.maximum(y, -1.0), 1.0)
     if MODE == 1:
-        if STOCHASTIC:  # noqa: SIM108 (a Triton constexpr branch)
-            code = _nf4_dithered(y, rnd, tab_ptr)
+        if STOCHASTIC and not NF4_GATHER:
+            code, lev = _nf4_dithered_level(y, rnd, tab_ptr)
+            deq = lev * s[:, None]
+        elif STOCHASTIC:
+            code, _ = _nf4_dithered_level(y, rnd, tab_ptr)
+            deq = tl.load(tab_ptr + code) * s[:, None]
         else:
             code = _nf4_nearest_tree(y, tab_ptr + 16)
-        deq = tl.load(tab_ptr + code) * s[:, None]
+            deq = tl.load(tab_ptr + code) * s[:, None]
     else:
         half: tl.constexpr = 0.5 * top
         t = tl.fma(y, half, half)  # (y + 1) top / 2 in one instruction

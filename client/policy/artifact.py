@@ -19,8 +19,10 @@ a weights file whose sha256 differs from the manifest's, an observation-spec ver
 ``OBS_SPEC_VERSION``, an action grid that is not a sub-grid of the protocol's grid (or differs from an
 expected one), weights that are not safetensors (a pickle or ``torch.save`` zip is detected by its first
 bytes and never unpickled: ``torch.load`` is not called anywhere), weights outside the manifest's
-directory, and tensors that do not match the architecture. Only torch, safetensors and pydantic are
-imported (no SB3, no gymnasium).
+directory, and tensors that do not match the architecture (:func:`client.policy.tinyformer.weight_shapes`,
+the one definition of the layout). Only numpy, safetensors and pydantic are imported: no torch, no SB3, no
+gymnasium. The training side exports through :func:`export_artifact` with its torch module's state dict
+(``agents.export.export_policy``).
 """
 
 from __future__ import annotations
@@ -31,20 +33,20 @@ import os
 import re
 import struct
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors import SafetensorError
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
+from safetensors.numpy import load as st_load
+from safetensors.numpy import save as st_save
 
+from client.policy.tinyformer import NumpyTinyFormer, TinyFormerConfig, check_weights
 from client.protocol import DEFAULT_GRID, OBS_SPEC_VERSION, ActionGrid
-
-from .tinyformer import TinyFormer, TinyFormerConfig
 
 __all__ = [
     "ARTIFACT_FORMAT",
@@ -55,6 +57,7 @@ __all__ = [
     "find_manifests",
     "load_artifact",
     "sha256_file",
+    "weights_bytes",
 ]
 
 #: Manifest format tag; bump when the manifest's meaning changes.
@@ -67,7 +70,7 @@ MAX_WEIGHTS_BYTES = 256 << 20
 _NAME_RE = r"^[A-Za-z0-9_.:\-]+$"  # the same names a DecideRequest may ask for
 _PICKLE_HINT = (
     "MANGO loads weights only from safetensors (a pickle can run arbitrary code when loaded); "
-    "re-export the policy with agents.artifact.export_artifact"
+    "re-export the policy with client.policy.artifact.export_artifact"
 )
 
 
@@ -116,10 +119,13 @@ class PolicyManifest(BaseModel):
 
 @dataclass(frozen=True)
 class PolicyArtifact:
-    """A loaded, verified artifact: the manifest, the model (eval mode, CPU) and where they came from."""
+    """A loaded, verified artifact: the manifest, the weights (float32 arrays, :func:`weight_shapes`
+    layout), the numpy model built from them, and where they came from."""
 
     manifest: PolicyManifest
-    model: TinyFormer
+    config: TinyFormerConfig
+    weights: dict[str, np.ndarray]
+    model: NumpyTinyFormer
     manifest_path: Path
     weights_path: Path
 
@@ -176,8 +182,19 @@ def _canonical_header(blob: bytes) -> bytes:
     return struct.pack("<Q", len(text)) + text + blob[8 + n :]
 
 
+def weights_bytes(weights: Mapping[str, np.ndarray], *, name: str = "", version: str = "") -> bytes:
+    """The safetensors file of ``weights`` (float32, canonical header): what an artifact stores.
+
+    The same weights always give the same bytes (and so the same sha256), whichever side wrote them.
+    """
+    tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in weights.items()}
+    metadata = {"format": "pt", "mango_artifact": name, "mango_version": version} if name else None
+    return _canonical_header(st_save(tensors, metadata=metadata))
+
+
 def export_artifact(
-    model: TinyFormer,
+    weights: Mapping[str, np.ndarray],
+    config: TinyFormerConfig,
     directory: str | os.PathLike[str],
     *,
     name: str,
@@ -190,6 +207,9 @@ def export_artifact(
 ) -> Path:
     """Write ``<directory>/<name>.safetensors`` and ``<name>.json``; returns the manifest path.
 
+    ``weights`` are the model's tensors by name (:func:`~client.policy.tinyformer.weight_shapes` of
+    ``config``; the torch module's ``state_dict`` converted to numpy, see ``agents.export.export_policy``).
+
     The weights are written first and the manifest (which carries their sha256) last, each atomically, so a
     server reloading concurrently sees either the old pair, a pair whose hash check fails (and keeps its last
     good version), or the new pair. ``training_command`` should reproduce the weights (e.g.
@@ -197,11 +217,14 @@ def export_artifact(
     """
     if not re.match(_NAME_RE, name) or len(name) > 64:
         raise ArtifactError(f"artifact name {name!r} must match {_NAME_RE} and be at most 64 characters")
-    if tuple(grid.nvec) != tuple(model.config.nvec):
+    if tuple(grid.nvec) != tuple(config.nvec):
         raise ArtifactError(
-            f"grid {grid.version} has nvec {list(grid.nvec)} but the model's heads are "
-            f"{list(model.config.nvec)}"
+            f"grid {grid.version} has nvec {list(grid.nvec)} but the model's heads are {list(config.nvec)}"
         )
+    try:
+        check_weights(config, weights)
+    except ValueError as exc:
+        raise ArtifactError(f"cannot export {name!r}: {exc}") from None
     for label, value in (("training_config", training_config), ("metrics", metrics), ("extra", extra)):
         try:
             json.dumps(value or {}, allow_nan=False)
@@ -211,15 +234,12 @@ def export_artifact(
             ) from None
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
-    blob = _canonical_header(
-        st_save(tensors, metadata={"format": "pt", "mango_artifact": name, "mango_version": version})
-    )
+    blob = weights_bytes(weights, name=name, version=version)
     weights_path = out / f"{name}.safetensors"
     manifest = PolicyManifest(
         name=name,
         version=version,
-        config=model.config.to_dict(),
+        config=config.to_dict(),
         action_grid=grid,
         obs_spec_version=OBS_SPEC_VERSION,
         weights=WeightsRef(file=weights_path.name, sha256=hashlib.sha256(blob).hexdigest(), bytes=len(blob)),
@@ -387,32 +407,27 @@ def load_artifact(
         )
     try:
         tensors = st_load(blob)
-    except (SafetensorError, ValueError) as exc:
+    except KeyError as exc:  # safetensors.numpy has no type for it (BF16)
+        raise ArtifactError(
+            f"{weights_path}: holds tensors of dtype {exc} that the runtime cannot read; "
+            "export float32 weights"
+        ) from None
+    except (SafetensorError, ValueError, TypeError) as exc:
         raise ArtifactError(f"{weights_path}: unreadable safetensors file ({exc})") from None
 
-    model = TinyFormer(config)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        raise ArtifactError(
-            f"{weights_path}: tensors do not match the {manifest.architecture} config: "
-            f"missing {missing[:8]}, unexpected {unexpected[:8]}"
-        )
-    for key, t in tensors.items():
-        if not t.is_floating_point():
-            raise ArtifactError(
-                f"{weights_path}: tensor {key!r} has dtype {t.dtype}; expected floating point"
-            )
-        if tuple(t.shape) != tuple(expected[key].shape):
-            raise ArtifactError(
-                f"{weights_path}: tensor {key!r} has shape {tuple(t.shape)}, the config expects "
-                f"{tuple(expected[key].shape)}"
-            )
-        if not bool(torch.isfinite(t).all()):
-            raise ArtifactError(f"{weights_path}: tensor {key!r} holds NaN or inf values")
-    model.load_state_dict({k: t.to(torch.float32) for k, t in tensors.items()}, strict=True)
-    model.eval().requires_grad_(False)
+    arrays = {
+        k: t.astype(np.float32, copy=False) if np.issubdtype(t.dtype, np.floating) else t
+        for k, t in tensors.items()
+    }
+    try:
+        model = NumpyTinyFormer(config, arrays)  # checks names, shapes, dtypes and finiteness
+    except ValueError as exc:
+        raise ArtifactError(f"{weights_path}: {exc}") from None
     return PolicyArtifact(
-        manifest=manifest, model=model, manifest_path=manifest_path, weights_path=weights_path
+        manifest=manifest,
+        config=config,
+        weights=arrays,
+        model=model,
+        manifest_path=manifest_path,
+        weights_path=weights_path,
     )

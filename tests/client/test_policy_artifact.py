@@ -1,4 +1,7 @@
-"""Policy artifacts (agents/artifact.py): round trip, and every refusal with a message that says why."""
+"""Policy artifacts (client/policy/artifact.py): round trip, and every refusal with a message that says why.
+
+Artifacts are written from the training-side torch module (``TinyFormer.weights()``) as ``mango train`` does,
+and loaded by the runtime (numpy); torch is used here only to play the trainer and the attacker."""
 
 from __future__ import annotations
 
@@ -8,19 +11,21 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from agents.artifact import (
+from agents.tinyformer import TinyFormer, TinyFormerConfig
+from client.policy.artifact import (
     ARTIFACT_FORMAT,
     ArtifactError,
     export_artifact,
     find_manifests,
     load_artifact,
     sha256_file,
+    weights_bytes,
 )
-from agents.tinyformer import TinyFormer, TinyFormerConfig
 from client.protocol import DEFAULT_GRID, OBS_SPEC_VERSION, ActionGrid
 
 
@@ -29,7 +34,8 @@ def exported(tmp_path: Path) -> tuple[TinyFormer, Path]:
     torch.manual_seed(0)
     model = TinyFormer().eval()
     path = export_artifact(
-        model,
+        model.weights(),
+        model.config,
         tmp_path,
         name="ppo-tiny",
         version="1.2.3",
@@ -67,9 +73,11 @@ def test_round_trip(exported: tuple[TinyFormer, Path]) -> None:
     assert m["weights"]["sha256"] == sha256_file(path.with_suffix(".safetensors"))
     for where in (path, path.parent, path.with_suffix(".safetensors")):
         art = load_artifact(where)
-        assert art.name == "ppo-tiny" and art.grid == DEFAULT_GRID and not art.model.training
+        assert art.name == "ppo-tiny" and art.grid == DEFAULT_GRID and art.config == model.config
+        for k, v in model.state_dict().items():
+            np.testing.assert_array_equal(art.weights[k], v.numpy())
         obs = torch.randn(4, model.config.obs_size)
-        assert torch.equal(art.model.act(obs), model.act(obs))
+        np.testing.assert_array_equal(art.model.act(obs.numpy()), model.act(obs).numpy())
     assert find_manifests(path.parent) == [path]
 
 
@@ -171,7 +179,7 @@ def test_grid_checks(exported: tuple[TinyFormer, Path]) -> None:
 
 def test_architecture_mismatch_and_bad_tensors(tmp_path: Path) -> None:
     model = TinyFormer(TinyFormerConfig(d_model=32, n_heads=4))
-    path = export_artifact(model, tmp_path, name="small", version="1")
+    path = export_artifact(model.weights(), model.config, tmp_path, name="small", version="1")
     _edit_manifest(path, config={**model.config.to_dict(), "d_model": 64})
     with pytest.raises(ArtifactError, match="shape"):
         load_artifact(path)
@@ -188,14 +196,32 @@ def test_architecture_mismatch_and_bad_tensors(tmp_path: Path) -> None:
     _rehash(path, weights)
     with pytest.raises(ArtifactError, match=r"missing \['action_net.bias'\]"):
         load_artifact(path)
+    tensors = {k: v.to(torch.bfloat16) for k, v in model.state_dict().items()}  # a dtype numpy lacks
+    save_file(tensors, weights)
+    _rehash(path, weights)
+    with pytest.raises(ArtifactError, match="dtype 'BF16' that the runtime cannot read; export float32"):
+        load_artifact(path)
 
 
-def test_export_refuses_bad_names_and_unserializable_metadata(tmp_path: Path) -> None:
+def test_export_refuses_bad_names_metadata_and_weights(tmp_path: Path) -> None:
+    model = TinyFormer()
+    w, cfg = model.weights(), model.config
     with pytest.raises(ArtifactError, match="must match"):
-        export_artifact(TinyFormer(), tmp_path, name="../x", version="1")
+        export_artifact(w, cfg, tmp_path, name="../x", version="1")
     with pytest.raises(ArtifactError, match="JSON-serializable"):
-        export_artifact(TinyFormer(), tmp_path, name="x", version="1", metrics={"r": float("nan")})
+        export_artifact(w, cfg, tmp_path, name="x", version="1", metrics={"r": float("nan")})
+    with pytest.raises(ArtifactError, match=r"cannot export 'x'.*shape"):
+        export_artifact(w, TinyFormerConfig(d_model=32), tmp_path, name="x", version="1")
     assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_the_safetensors_bytes_are_canonical(exported: tuple[TinyFormer, Path]) -> None:
+    """One format, whichever side writes it: the runtime's bytes for the loaded weights are the file's."""
+    model, path = exported
+    art = load_artifact(path)
+    blob = weights_bytes(art.weights, name="ppo-tiny", version="1.2.3")
+    assert blob == path.with_suffix(".safetensors").read_bytes()
+    assert weights_bytes(art.weights) == weights_bytes(model.weights())
 
 
 def test_manifest_schema_errors_name_the_field(exported: tuple[TinyFormer, Path]) -> None:

@@ -1,0 +1,255 @@
+"""`mango bench fsdp`: MangoAdamW under FSDP2 (``fully_shard``) against DDP, on gloo CPU ranks (loopback).
+
+::
+
+    python -m benchmarks.fsdp --world 2 --steps 40 --settings r0b8,r0b4,r8b4
+
+Per setting, every configuration runs in one spawned process group on the same model initialization, data
+and optimizer knobs:
+
+* **loss curve** - the global mean loss per step under FSDP2 against DDP with the same MangoAdamW setting
+  and seed. The quantization's noise is the spread between two DDP runs whose optimizer seeds differ (the
+  stochastic-rounding draws): ``max_t |FSDP - DDP|`` is read against ``max_t |DDP(seed 0) - DDP(seed 1)|``.
+* **state bytes** - ``MangoAdamW.state_bytes()`` per rank under FSDP2 against a single-process MangoAdamW on
+  the whole model, divided by the world size.
+* **DCP resume** - model and optimizer saved with ``torch.distributed.checkpoint`` half-way
+  (``get_model_state_dict`` / ``get_optimizer_state_dict``), training continued; a fresh model and optimizer
+  (another initialization) load the checkpoint and run the second half: every loss and every parameter must
+  be bit-identical.
+
+The model is an MLP fitting a fixed random teacher (three ``Linear`` layers, each ``fully_shard``-ed); each
+rank draws its own batch per step. Prints a markdown table; ``--json`` also writes the rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from client.compression.optimizer import MangoAdamW
+from client.protocol import CompressionSetting
+
+WIDTH, HIDDEN, OUT = 64, 256, 16
+
+
+@dataclass
+class Row:
+    setting: str
+    max_fsdp_vs_ddp: float
+    ddp_seed_spread: float
+    final_fsdp: float
+    final_ddp: float
+    rank_state_bytes: int
+    single_state_bytes_per_rank: float
+    bytes_ratio: float
+    dcp_bit_exact: bool
+
+
+def parse_setting(label: str) -> CompressionSetting:
+    """``r8b4`` / ``r0b8g0.5`` -> a CompressionSetting."""
+    m = re.fullmatch(r"r(\d+)b(\d+)(?:g([0-9.]+))?", label)
+    if m is None:
+        raise argparse.ArgumentTypeError(f"setting {label!r} is not like r8b4 or r0b8g0.5")
+    return CompressionSetting(rank=int(m[1]), bits=int(m[2]), gamma=float(m[3] or 0.0))
+
+
+def build_model(seed: int) -> torch.nn.Sequential:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Linear(WIDTH, HIDDEN),
+        torch.nn.GELU(),
+        torch.nn.Linear(HIDDEN, HIDDEN),
+        torch.nn.GELU(),
+        torch.nn.Linear(HIDDEN, OUT),
+    )
+
+
+def make_opt(model: torch.nn.Module, setting: CompressionSetting, seed: int) -> MangoAdamW:
+    return MangoAdamW(model.parameters(), lr=3e-3, setting=setting, min_compress_numel=1024, seed=seed)
+
+
+def batch(
+    step: int, rank: int, teacher: torch.nn.Module, size: int = 32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(10_000 * step + rank)
+    x = torch.randn(size, WIDTH, generator=g)
+    with torch.no_grad():
+        y = teacher(x)
+    return x, y
+
+
+def train(
+    model: torch.nn.Module, opt: torch.optim.Optimizer, teacher: torch.nn.Module, steps: range, rank: int
+) -> list[float]:
+    """Steps ``steps``; the global mean loss of each (all-reduced over the ranks)."""
+    losses = []
+    for t in steps:
+        x, y = batch(t, rank, teacher)
+        loss = (model(x) - y).square().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        mean = loss.detach().clone()
+        dist.all_reduce(mean)
+        losses.append(float(mean) / dist.get_world_size())
+    return losses
+
+
+def fsdp_model(seed: int) -> torch.nn.Module:
+    from torch.distributed.fsdp import fully_shard
+
+    model = build_model(seed)
+    for layer in model:
+        if isinstance(layer, torch.nn.Linear):
+            fully_shard(layer)
+    fully_shard(model)
+    return model
+
+
+def full_params(model: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.full_tensor() if hasattr(p, "full_tensor") else p.detach().clone() for p in model.parameters()]
+
+
+def run_ddp(setting: CompressionSetting, seed: int, steps: int, teacher: torch.nn.Module) -> list[float]:
+    model = torch.nn.parallel.DistributedDataParallel(build_model(0))
+    return train(model, make_opt(model, setting, seed), teacher, range(steps), dist.get_rank())
+
+
+def run_fsdp(
+    setting: CompressionSetting, steps: int, teacher: torch.nn.Module, ckpt: str
+) -> tuple[list[float], int, bool]:
+    """FSDP2 losses, this rank's state bytes, and whether a DCP resume from half-way is bit-exact."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (
+        get_model_state_dict,
+        get_optimizer_state_dict,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    rank, half = dist.get_rank(), steps // 2
+    model = fsdp_model(0)
+    opt = make_opt(model, setting, 0)
+    first = train(model, opt, teacher, range(half), rank)
+    dcp.save(
+        {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, opt)},
+        checkpoint_id=ckpt,
+    )
+    second = train(model, opt, teacher, range(half, steps), rank)
+    state_bytes = opt.state_bytes()
+    end = full_params(model)
+
+    model2 = fsdp_model(1)  # another initialization: everything must come from the checkpoint
+    opt2 = make_opt(model2, setting, 1)
+    sd = {"model": get_model_state_dict(model2), "optim": get_optimizer_state_dict(model2, opt2)}
+    dcp.load(sd, checkpoint_id=ckpt)
+    set_model_state_dict(model2, sd["model"])
+    set_optimizer_state_dict(model2, opt2, sd["optim"])
+    resumed = train(model2, opt2, teacher, range(half, steps), rank)
+    exact = resumed == second and all(torch.equal(a, b) for a, b in zip(end, full_params(model2)))
+    flag = torch.tensor([int(exact)])
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return first + second, state_bytes, bool(flag.item())
+
+
+def single_state_bytes(setting: CompressionSetting, teacher: torch.nn.Module) -> int:
+    """State bytes of one process holding the whole model (after one step)."""
+    model = build_model(0)
+    opt = make_opt(model, setting, 0)
+    x, y = batch(0, 0, teacher)
+    (model(x) - y).square().mean().backward()
+    opt.step()
+    return opt.state_bytes()
+
+
+def compare(setting: CompressionSetting, steps: int, ckpt: str) -> Row:
+    teacher = build_model(123)
+    ddp0 = run_ddp(setting, 0, steps, teacher)
+    ddp1 = run_ddp(setting, 1, steps, teacher)
+    fsdp, rank_bytes, exact = run_fsdp(setting, steps, teacher, ckpt)
+    world = dist.get_world_size()
+    single = single_state_bytes(setting, teacher) / world
+    return Row(
+        setting=setting.label(),
+        max_fsdp_vs_ddp=max(abs(a - b) for a, b in zip(fsdp, ddp0)),
+        ddp_seed_spread=max(abs(a - b) for a, b in zip(ddp0, ddp1)),
+        final_fsdp=fsdp[-1],
+        final_ddp=ddp0[-1],
+        rank_state_bytes=rank_bytes,
+        single_state_bytes_per_rank=single,
+        bytes_ratio=rank_bytes / single if single else float("nan"),
+        dcp_bit_exact=exact,
+    )
+
+
+def _worker(rank: int, world: int, port: int, settings: list[str], steps: int, tmp: str, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        rows = [compare(parse_setting(s), steps, os.path.join(tmp, s)) for s in settings]
+        if rank == 0:
+            Path(out).write_text(json.dumps([asdict(r) for r in rows]))
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run(settings: list[str], steps: int = 40, world: int = 2) -> list[dict[str, Any]]:
+    """Spawn ``world`` gloo ranks, compare every setting; the rows as dicts."""
+    import torch.multiprocessing as mp
+
+    for s in settings:
+        parse_setting(s)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "rows.json")
+        mp.spawn(_worker, args=(world, _free_port(), settings, steps, tmp, out), nprocs=world)
+        rows: list[dict[str, Any]] = json.loads(Path(out).read_text())
+    return rows
+
+
+def table(rows: list[dict[str, Any]], world: int) -> str:
+    head = (
+        "| setting | max abs(FSDP - DDP) loss | DDP seed spread | final loss FSDP / DDP | state B per rank | "
+        f"single-process B / {world} | ratio | DCP resume bit-exact |\n|---|---|---|---|---|---|---|---|\n"
+    )
+    body = "".join(
+        f"| {r['setting']} | {r['max_fsdp_vs_ddp']:.2e} | {r['ddp_seed_spread']:.2e} | "
+        f"{r['final_fsdp']:.4f} / {r['final_ddp']:.4f} | {r['rank_state_bytes']} | "
+        f"{r['single_state_bytes_per_rank']:.0f} | {r['bytes_ratio']:.3f} | {r['dcp_bit_exact']} |\n"
+        for r in rows
+    )
+    return head + body
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="mango bench fsdp", description=__doc__.split("\n")[0])
+    ap.add_argument("--settings", default="r0b8,r0b4,r8b4", help="comma-separated, e.g. r0b8,r8b4,r0b8g0.5")
+    ap.add_argument("--steps", type=int, default=40, help="training steps per run (resume from steps // 2)")
+    ap.add_argument("--world", type=int, default=2, help="gloo ranks (processes)")
+    ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    args = ap.parse_args(argv)
+    rows = run(args.settings.split(","), args.steps, args.world)
+    print(table(rows, args.world))
+    if args.json is not None:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,185 @@
+"""The byte model of :class:`~client.compression.optimizer.MangoAdamW`'s state: one function, used everywhere.
+
+:func:`param_state_bytes` gives the bytes of each state of one parameter (first moment ``m``, second moment
+``v``, error buffer ``e``, shift reference ``h``, basis ``P``) under a setting, from the parameter's shape
+alone; :func:`state_bytes` sums it over a model's shapes. It is what ``MangoAdamW.state_bytes()`` counts from
+its tensors once the optimizer has taken a step under the setting (``tests/client/test_sizes.py`` checks
+equality), and the one model behind ``MangoAdamW.expected_state_bytes``, the surrogate's memory column
+(:mod:`envs.fit`) and the policy service's memory shield (:mod:`policy_service.shield`).
+
+Per parameter (the knobs are the optimizer's, with its defaults):
+
+* *exact* tensors (fewer than 2 dimensions or fewer than ``min_compress_numel`` values): AdamW's two moments
+  in the parameter's dtype, ``2 * element_size`` bytes per value;
+* *matrix* tensors, canonical view ``m x n`` (``(shape[0], -1)`` transposed so ``m <= n``), effective rank
+  ``r = rank if 0 < rank < m else 0`` (0 as well in a ``project=False`` group) and moment rows ``k = r or m``:
+
+  - identity setting (``r == 0`` and 32 bits): ``m`` and ``v`` fp32, ``8 m n`` (``v`` factored,
+    ``4 (m + n)``, only when ``factor_second_moment=True`` forces it);
+  - otherwise: error buffer ``e`` (at ``bits``, with error feedback: ``k x n`` when projecting with
+    ``ef_scope="subspace"``, else ``m x n``), basis ``P`` (``4 m r``), shift reference ``h`` (``k x n`` at
+    ``bits``, if ``gamma > 0``), first moment ``m`` (``k x n`` at ``bits``) and second moment ``v``: factored
+    (``4 (k + n)``, the default at ``bits <= 4``), else ``k x n`` at ``bits`` (8 bits: ``sqrt(v)`` on the
+    block code; 16: bf16; 32: fp32).
+
+``bits`` wide storage of ``N`` values costs :func:`expected_nbytes`: ``N bits / 8`` code bytes plus one
+float32 scale per block of :func:`default_block` values (256 at 8 bits, 64 below), padded to whole blocks.
+
+Imports no torch: the service and the surrogate use it without loading the compression kernels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from client.protocol import CompressionSetting
+
+__all__ = [
+    "QUANT_BITS",
+    "ParamStateBytes",
+    "check_block",
+    "default_block",
+    "dense_state_bytes",
+    "expected_nbytes",
+    "param_state_bytes",
+    "state_bytes",
+]
+
+#: Bit widths the block-wise quantizer handles (16 = bf16 cast and 32 = off are handled above it).
+QUANT_BITS: tuple[int, ...] = (2, 3, 4, 8)
+
+
+def default_block(bits: int) -> int:
+    """Default block size: 256 values at 8 bits (bitsandbytes' blockwise default), 64 at 2/3/4 bits.
+
+    Smaller blocks at low bits keep one outlier from flattening a whole block; each block costs one float32
+    scale (0.5 bit per value at block 64).
+    """
+    if bits not in QUANT_BITS:
+        raise ValueError(f"bits={bits} is not a block-quantized width; choose one of {QUANT_BITS}")
+    return 256 if bits == 8 else 64
+
+
+def check_block(block: int | None, bits: int) -> int:
+    """``block``, or the default for ``bits`` when ``None``.
+
+    :raises ValueError: ``block`` is not a positive multiple of 8, or ``bits`` has no block default.
+    """
+    if block is None:
+        return default_block(bits)
+    if not isinstance(block, int) or isinstance(block, bool) or block <= 0 or block % 8:
+        raise ValueError(f"block={block!r} must be a positive multiple of 8 (e.g. {default_block(bits)})")
+    return block
+
+
+def expected_nbytes(numel: int, bits: int, block: int | None = None) -> int:
+    """Bytes ``numel`` float32 values take stored at ``bits``: fp32 (32), bf16 (16), else packed codes plus
+    one float32 scale per block (what :func:`client.compression.quant.compress_state` holds)."""
+    if bits == 32:
+        return 4 * numel
+    if bits == 16:
+        return 2 * numel
+    block = check_block(block, bits)
+    blocks = max(math.ceil(numel / block), 1)
+    return blocks * block * bits // 8 + 4 * blocks
+
+
+@dataclass(frozen=True)
+class ParamStateBytes:
+    """Bytes of each state one parameter holds (0 where the setting keeps no such state).
+
+    An exact tensor's two AdamW moments are ``m`` and ``v``.
+    """
+
+    m: int = 0
+    v: int = 0
+    error: int = 0
+    shift: int = 0
+    basis: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.m + self.v + self.error + self.shift + self.basis
+
+
+def _numel(shape: Sequence[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def param_state_bytes(
+    shape: Sequence[int],
+    setting: CompressionSetting,
+    *,
+    min_compress_numel: int = 4096,
+    error_feedback: bool = True,
+    factor_second_moment: bool | None = None,
+    ef_scope: str = "subspace",
+    project: bool = True,
+    element_size: int = 4,
+) -> ParamStateBytes:
+    """The state bytes one parameter of ``shape`` holds after a step under ``setting`` (module docstring).
+
+    :param shape: the tensor the optimizer keeps state for (under FSDP2, the local shard).
+    :param setting: the compression setting in force.
+    :param min_compress_numel: the optimizer's threshold below which tensors keep exact AdamW state.
+    :param error_feedback: the optimizer's ``error_feedback`` flag.
+    :param factor_second_moment: the optimizer's flag (``None``: factored at ``bits <= 4``).
+    :param ef_scope: the optimizer's ``ef_scope``: ``"subspace"`` (with a projection ``e`` is ``k x n``
+        coefficients) or ``"full"`` (``e`` is always ``m x n``).
+    :param project: the parameter group's ``project`` flag (``False``: rank 0 at the setting's bits).
+    :param element_size: bytes per value of the parameter's dtype (exact tensors keep their moments in it).
+    """
+    dims = tuple(int(d) for d in shape)
+    numel = _numel(dims)
+    if len(dims) < 2 or numel < min_compress_numel:
+        return ParamStateBytes(m=element_size * numel, v=element_size * numel)
+    rows, cols = dims[0], numel // dims[0]
+    m, n = min(rows, cols), max(rows, cols)
+    bits = setting.bits
+    r = setting.rank if project and 0 < setting.rank < m else 0
+    factored = bits <= 4 if factor_second_moment is None else factor_second_moment
+    if r == 0 and bits == 32:  # identity: fp32 m, and v fp32 unless factoring is forced
+        return ParamStateBytes(m=4 * m * n, v=4 * (m + n) if factored else 4 * m * n)
+    k = r if r > 0 else m
+    e_rows = k if r > 0 and ef_scope == "subspace" else m
+    return ParamStateBytes(
+        m=expected_nbytes(k * n, bits),
+        v=4 * (k + n) if factored else expected_nbytes(k * n, bits),
+        error=expected_nbytes(e_rows * n, bits) if error_feedback else 0,
+        shift=expected_nbytes(k * n, bits) if setting.gamma > 0 else 0,
+        basis=4 * m * r,
+    )
+
+
+def state_bytes(
+    shapes: Iterable[Sequence[int]],
+    setting: CompressionSetting,
+    *,
+    min_compress_numel: int = 4096,
+    error_feedback: bool = True,
+    factor_second_moment: bool | None = None,
+    ef_scope: str = "subspace",
+) -> int:
+    """``MangoAdamW.state_bytes()`` after a step under ``setting`` for fp32 parameters of ``shapes`` (one
+    group, projected): the sum of :func:`param_state_bytes`, whose knobs these are."""
+    return sum(
+        param_state_bytes(
+            s,
+            setting,
+            min_compress_numel=min_compress_numel,
+            error_feedback=error_feedback,
+            factor_second_moment=factor_second_moment,
+            ef_scope=ef_scope,
+        ).total
+        for s in shapes
+    )
+
+
+def dense_state_bytes(shapes: Iterable[Sequence[int]]) -> int:
+    """fp32 AdamW state of ``shapes``: 8 bytes per value (``MangoAdamW.dense_state_bytes()``)."""
+    return sum(8 * _numel(s) for s in shapes)

@@ -1,0 +1,80 @@
+"""What a demo run reports: each run's objective score, the verdict, the summary table, the machine line."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+
+import torch
+
+from client.protocol import Objective
+from demo.runs import RunResult
+
+__all__ = ["format_table", "format_verdict", "machine_line", "objective_scores"]
+
+
+def objective_scores(runs: list[RunResult], objective: Objective) -> dict[str, float]:
+    """Each run's scalar objective ``J`` under ``objective`` (lower is better), in the reward's units: the
+    final validation loss relative to the AdamW run's (0.2 = 20 % worse), mean state bytes, energy and wall
+    time as ratios to the AdamW run's. AdamW's own ``J`` is ``w_memory + w_energy + w_time``. With a memory
+    budget, memory is a constraint: it leaves ``J`` and a run whose mean state breaks the budget gets ``inf``.
+    """
+    base = next((r for r in runs if r.name.startswith("adamw")), runs[0])
+    w = objective.weights().astype(float)
+    budget = objective.memory_budget_bytes
+    out: dict[str, float] = {}
+    for r in runs:
+        mean_state = r.mean_state_bytes_per_param() * r.n_params
+        terms = (
+            (r.final_val_loss - base.final_val_loss) / base.final_val_loss,
+            mean_state / max(base.mean_state_bytes_per_param() * base.n_params, 1.0),
+            r.energy_j / base.energy_j if base.energy_j > 0 else 1.0,
+            r.wall_s / base.wall_s if base.wall_s > 0 else 1.0,
+        )
+        if budget is not None:  # memory is a constraint: it leaves J, a run that breaks it is infeasible
+            feasible = mean_state <= budget
+            out[r.name] = w[0] * terms[0] + w[2] * terms[2] + w[3] * terms[3] if feasible else math.inf
+        else:
+            out[r.name] = float(sum(wi * t for wi, t in zip(w, terms, strict=True)))
+    return out
+
+
+def format_verdict(runs: list[RunResult], scores: dict[str, float], objective_name: str) -> str:
+    """One line: who won under the chosen objective, and by how much."""
+    adaptive = runs[0]
+    others = sorted((r for r in runs[1:]), key=lambda r: scores[r.name])
+    best = others[0]
+    a, b = scores[adaptive.name], scores[best.name]
+    rel = (b - a) / abs(b) if b not in (0.0, math.inf) else 0.0
+    head = f"verdict ({objective_name}):"
+    if a < b:
+        return f"{head} adaptive wins, J {a:.3f} vs {b:.3f} for {best.name} ({rel:+.1%})"
+    return f"{head} {best.name} wins, J {b:.3f} vs adaptive {a:.3f} ({rel:+.1%} for adaptive)"
+
+
+def format_table(runs: list[RunResult]) -> str:
+    """The summary as a Markdown table (also printed)."""
+    head = (
+        "| run | setting | final val loss | state B/param (final / mean) | energy J (source) | wall s "
+        "| decisions | fallbacks |"
+    )
+    lines = [head, "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in runs:
+        dec = "-" if r.decisions is None else str(r.decisions)
+        fb = "-" if r.fallbacks is None else str(r.fallbacks)
+        lines.append(
+            f"| {r.name} | {r.label} | {r.final_val_loss:.4f} | {r.state_bytes_per_param:.2f} / "
+            f"{r.mean_state_bytes_per_param():.2f} | {r.energy_j:,.0f} ({r.energy_source}) | {r.wall_s:.1f} "
+            f"| {dec} | {fb} |"
+        )
+    return "\n".join(lines)
+
+
+def machine_line(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
+    return (
+        f"{platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch thread(s), "
+        f"torch {torch.__version__}"
+    )

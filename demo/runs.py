@@ -1,0 +1,285 @@
+"""The three runs of the job: the same model, batches and schedule under AdamW, a static and an adaptive
+setting, summarized per control interval as :class:`Point` and per run as :class:`RunResult`."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from client.compression import MangoAdamW
+from client.controllers import StaticController
+from client.hook import AdaptiveCompression
+from client.protocol import CompressionSetting, Objective
+from client.telemetry import EnergyMeter, ModelledMeter, make_energy_meter, optimizer_state_bytes
+from demo.args import DemoArgs
+from envs.data import ByteCorpus
+from envs.models import ByteGPT, build_model
+from policy_service.launch import ServiceProcess
+
+__all__ = ["Point", "RunResult", "evaluate", "lr_at", "train_run"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Point:
+    """One control interval of a run (what the report plots)."""
+
+    step: int
+    loss: float  # mean training loss over the interval
+    state_bytes: int
+    energy_j: float  # this interval
+    interval_s: float
+    setting: str  # label in force during the interval ("adamw" for plain AdamW)
+    rank: int | None
+    bits: int | None
+    gamma: float | None
+
+
+@dataclass
+class RunResult:
+    """One of the three runs, summarized."""
+
+    name: str
+    label: str
+    final_val_loss: float
+    state_bytes: int
+    n_params: int
+    energy_j: float
+    energy_source: str
+    wall_s: float
+    decisions: int | None = None
+    fallbacks: int | None = None
+    setting_changes: int | None = None
+    policies: dict[str, int] = field(default_factory=dict)
+    client: dict[str, int] = field(default_factory=dict)
+    points: list[Point] = field(default_factory=list)
+
+    @property
+    def state_bytes_per_param(self) -> float:
+        return self.state_bytes / max(self.n_params, 1)
+
+    def mean_state_bytes_per_param(self) -> float:
+        if not self.points:
+            return self.state_bytes_per_param
+        return sum(p.state_bytes for p in self.points) / len(self.points) / max(self.n_params, 1)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["state_bytes_per_param"] = self.state_bytes_per_param
+        d["mean_state_bytes_per_param"] = self.mean_state_bytes_per_param()
+        return d
+
+
+def _job_profile(params: list[torch.nn.Parameter]) -> Any:
+    """This job's hardware cost profile (``mango profile``, cached per device and model), or ``None``."""
+    from client.profile import cached_profile
+
+    try:
+        return cached_profile(params, steps=5, warmup=2)
+    except Exception as exc:  # a profile is advice: the demo runs without one
+        log.warning("no cost profile for the adaptive run: %s", exc)
+        return None
+
+
+def _energy_meter(device: torch.device, flops_per_step: float, bytes_per_step: float) -> EnergyMeter:
+    """NVML / Zeus on a GPU; on the CPU the model (a GPU meter would measure an idle GPU, not this job)."""
+    if device.type == "cuda":
+        return make_energy_meter(
+            "auto", device.index or 0, flops_per_step=flops_per_step, bytes_per_step=bytes_per_step
+        )
+    return ModelledMeter(flops_per_step, bytes_per_step)
+
+
+def lr_at(args: DemoArgs, step: int) -> float:
+    """Linear warm-up to ``lr``, then cosine decay to 10 % of it at the last step."""
+    if step < args.warmup_steps:
+        return args.lr * (step + 1) / args.warmup_steps
+    t = (step - args.warmup_steps) / max(1, args.steps - args.warmup_steps)
+    return args.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0))))
+
+
+class _Display:
+    """A tqdm bar with a live postfix, or one printed line per interval (``--no-progress``)."""
+
+    def __init__(self, args: DemoArgs, desc: str) -> None:
+        self.desc = desc
+        self.bar: Any = None
+        if args.progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=args.steps, desc=f"{desc:<22}", unit="step", dynamic_ncols=True, leave=True)
+
+    def update(self, n: int, p: Point, n_params: int, energy_j: float, source: str) -> None:
+        line = (
+            f"{p.setting:<13} loss {p.loss:.3f}  state {p.state_bytes / n_params:.2f} B/param  "
+            f"energy {energy_j:,.0f} J ({source})"
+        )
+        if self.bar is not None:
+            self.bar.update(n)
+            self.bar.set_postfix_str(line, refresh=True)
+        else:
+            print(f"  [{self.desc}] step {p.step:>5}  {line}", flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _point_from_record(rec: Any) -> Point:
+    s = rec.setting
+    return Point(
+        rec.step, rec.loss, rec.state_bytes, rec.energy_j, rec.interval_s, s.label(), s.rank, s.bits, s.gamma
+    )
+
+
+def evaluate(model: ByteGPT, val: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device) -> float:
+    """Mean validation loss (nats per byte) over the fixed batches."""
+    model.eval()
+    with torch.no_grad():
+        total = sum(float(model.loss(x.to(device), y.to(device))) for x, y in val)
+    model.train()
+    return total / len(val)
+
+
+def train_run(
+    args: DemoArgs,
+    name: str,
+    corpus: ByteCorpus,
+    val: list[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+    *,
+    setting: CompressionSetting | None,
+    service: ServiceProcess | None = None,
+    objective: Objective | None = None,
+    decision_log: Path | None = None,
+) -> RunResult:
+    """One run of the job.
+
+    ``setting=None``: plain ``torch.optim.AdamW``. With ``service``: MangoAdamW starting at ``setting``, the
+    service decides every interval. Without: MangoAdamW held at ``setting`` (a local static controller).
+    """
+    model = build_model(args.model, args.seed).to(device)
+    assert isinstance(model, ByteGPT)  # check() admits LM presets only
+    params = [p for p in model.parameters() if p.requires_grad]
+    n_params = sum(p.numel() for p in params)
+    flops_per_step = 6.0 * n_params * args.batch_size * args.seq_len
+    gen = torch.Generator().manual_seed(args.seed + 1)  # the same batches in the same order in every run
+    display = _Display(args, name)
+    points: list[Point] = []
+    energy_j, sources = 0.0, Counter[str]()
+    hook: AdaptiveCompression | None = None
+    meter: EnergyMeter | None = None
+    opt: torch.optim.Optimizer
+    if setting is None:
+        opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+        # what the hook's modelled meter counts: params + grads read/written (12 B) and the state twice
+        meter = _energy_meter(device, flops_per_step, (12.0 + 2 * 8.0) * n_params)
+    else:
+        opt = MangoAdamW(params, lr=args.lr, weight_decay=args.weight_decay, setting=setting, seed=args.seed)
+        if decision_log is not None:
+            decision_log.unlink(missing_ok=True)
+        hook = AdaptiveCompression(
+            opt,
+            server_url=service.url if service is not None else None,
+            api_key=service.api_key if service is not None else None,
+            objective=objective,
+            interval_steps=args.interval_steps,
+            planned_steps=args.steps,
+            controller=None if service is not None else StaticController(setting),
+            decision_log=decision_log,
+            job_id=f"demo-{name.split()[0]}-{os.getpid()}",
+            policy=args.policy,
+            energy_meter=_energy_meter(device, flops_per_step, 12.0 * n_params),  # the hook updates bytes
+            client_options={"timeout_s": args.request_timeout_s},
+            profile=_job_profile(params) if service is not None else None,
+        )
+    t_start = time.perf_counter()
+    try:
+        losses: list[torch.Tensor] = []
+        if meter is not None:
+            meter.begin()
+        t_interval = time.perf_counter()
+        for step in range(args.steps):
+            for g in opt.param_groups:
+                g["lr"] = lr_at(args, step)
+            x, y = corpus.get_batch("train", args.batch_size, args.seq_len, gen)
+            loss = model.loss(x.to(device), y.to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if hook is not None:
+                hook.step(loss)
+            else:
+                losses.append(loss.detach())
+            if (step + 1) % args.interval_steps:
+                continue
+            if hook is not None:
+                rec = hook.history[-1] if hook.history else None
+                if rec is None or rec.step != step + 1:
+                    continue  # a rejected record (logged by the hook)
+                p = _point_from_record(rec)
+                source = rec.energy_source
+            else:
+                assert meter is not None
+                mean_loss = float(torch.stack(losses).mean())  # the interval's one sync
+                losses.clear()
+                reading = meter.end(steps=args.interval_steps)
+                now = time.perf_counter()
+                p = Point(
+                    step + 1,
+                    mean_loss,
+                    optimizer_state_bytes(opt),
+                    reading.energy_j,
+                    now - t_interval,
+                    "adamw",
+                    None,
+                    None,
+                    None,
+                )
+                source = reading.source
+                meter.begin()
+                t_interval = now
+            points.append(p)
+            energy_j += p.energy_j
+            sources[source] += 1
+            display.update(args.interval_steps, p, n_params, energy_j, source)
+        wall_s = time.perf_counter() - t_start
+    finally:
+        display.close()
+        if hook is not None:
+            hook.close()
+        if meter is not None:
+            meter.close()
+    val_loss = evaluate(model, val, device)
+    result = RunResult(
+        name=name,
+        label="adamw" if setting is None else setting.label(),
+        final_val_loss=val_loss,
+        state_bytes=optimizer_state_bytes(opt),
+        n_params=n_params,
+        energy_j=energy_j,
+        energy_source="+".join(sorted(sources)) or "none",
+        wall_s=wall_s,
+        points=points,
+    )
+    if hook is not None and service is not None:
+        result.label = f"adaptive, last {hook.optimizer.setting.label()}"
+        c = hook.counters
+        result.decisions = c["decisions"]
+        result.fallbacks = c["fallbacks"]
+        result.setting_changes = c["setting_changes"]
+        result.policies = dict(
+            Counter(f"{d.policy}@{d.policy_version}" for d in hook.decisions if d.source == "service")
+        )
+        result.client = {k: v for k, v in c.items() if k.startswith("client_")}
+    return result

@@ -1,0 +1,86 @@
+"""``torch.compile(opt.step)`` on the torch path at r0/b8: no graph breaks (``torch._dynamo.explain``), a
+tensor ``lr`` traced as a tensor, the captured graph computes the eager step exactly, and the step counter
+stops recompiling after the first steps."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+import torch._dynamo
+from torch._dynamo.utils import counters
+
+from client.compression.optimizer import MangoAdamW
+from client.protocol import CompressionSetting as S
+
+pytestmark = pytest.mark.slow
+R0B8 = S(rank=0, bits=8)
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo() -> Iterator[None]:
+    torch._dynamo.reset()
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+    torch._dynamo.reset()
+
+
+def _make(lr: float | torch.Tensor = 1e-2, stochastic: bool = False) -> tuple[torch.nn.Module, MangoAdamW]:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 8))
+    opt = MangoAdamW(
+        net.parameters(), lr=lr, setting=R0B8, min_compress_numel=256, stochastic_rounding=stochastic
+    )
+    return net, opt
+
+
+def _backward(net: torch.nn.Module, opt: MangoAdamW, t: int) -> None:
+    x = torch.randn(16, 64, generator=torch.Generator().manual_seed(t))
+    opt.zero_grad()
+    net(x).square().mean().backward()
+
+
+@pytest.mark.parametrize(("lr", "stochastic"), [(1e-2, False), (torch.tensor(1e-2), True)])
+def test_step_compiles_without_graph_breaks(lr: float | torch.Tensor, stochastic: bool) -> None:
+    net, opt = _make(lr, stochastic)
+    _backward(net, opt, 0)
+    opt.step()  # states exist: the steady-state step is what gets compiled
+    _backward(net, opt, 1)
+    ex = torch._dynamo.explain(opt.step)()
+    assert ex.graph_break_count == 0, [b.reason for b in ex.break_reasons]
+    assert ex.graph_count == 1
+    assert isinstance(opt.param_groups[0]["lr"], type(lr))  # a tensor lr is never replaced by a float
+
+
+def test_compiled_step_equals_eager_and_stops_recompiling() -> None:
+    (a, oa), (b, ob) = _make(), _make(torch.tensor(1e-2))
+    step = torch.compile(ob.step, backend="aot_eager")  # the captured graph, run op for op
+    for t in range(8):
+        for net, opt, fn in ((a, oa, oa.step), (b, ob, step)):
+            _backward(net, opt, t)
+            fn()
+        for p, q in zip(a.parameters(), b.parameters()):
+            # a tensor lr multiplies where a float lr is addcdiv's scalar: one rounding apart, which a
+            # round-to-nearest code can amplify into one quantization step of one entry
+            torch.testing.assert_close(q, p, rtol=0, atol=1e-3)
+        if t == 2:
+            graphs = counters["stats"]["unique_graphs"]
+    assert counters["stats"]["unique_graphs"] == graphs  # steps 3-7 reuse the graph (step count dynamic)
+    assert oa.state_bytes() == ob.state_bytes() > 0
+
+
+def test_compiled_float_lr_step_is_bit_exact_with_eager() -> None:
+    (a, oa), (b, ob) = _make(), _make()
+    step = torch.compile(ob.step, backend="aot_eager")
+    for t in range(4):
+        for net, opt, fn in ((a, oa, oa.step), (b, ob, step)):
+            _backward(net, opt, t)
+            fn()
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)
+    for k in ("m", "v", "e"):
+        sa, sb = oa.state[a[0].weight][k], ob.state[b[0].weight][k]
+        assert torch.equal(sa.data, sb.data) and torch.equal(sa.scale, sb.scale)
