@@ -135,12 +135,18 @@ def _qproxy(bits: np.ndarray) -> np.ndarray:
     return np.where(b >= 32, 0.0, 4.0 ** -(b - 2.0))
 
 
-def setting_features(actions: np.ndarray, tail: np.ndarray) -> np.ndarray:
+def setting_features(
+    actions: np.ndarray, tail: np.ndarray, proj_frac: np.ndarray | None = None
+) -> np.ndarray:
     """``phi`` (:data:`FEATURES`) of grid actions ``[N, 3]`` for a workload whose measured spectral tail per
-    rank index is ``tail``:
+    rank index is ``tail`` and whose projected share of the compressed parameters per rank index is
+    ``proj_frac`` (:func:`projected_fraction`; default 1 at every rank > 0):
 
     * ``sqrt_tail`` - square root of the gradient energy the rank-r basis misses (0 without projection);
-    * ``proj`` - 1 when projecting (rank > 0): the subspace optimizer itself changes the trajectory;
+    * ``proj`` - the share of the compressed parameters that rank r projects (a matrix whose short side is
+      <= r is kept whole): the subspace optimizer itself changes the trajectory. On the tiny CPU LMs rank 64
+      projects nothing, on the 85 M GPT everything; as a plain "rank > 0" indicator the fit learned from the
+      former that rank 64 costs no loss, and the surrogate offered it for free on the latter;
     * ``low_rank`` - ``proj * (1 - log2(rank) / 6)``: 1 at rank 1, 0 at rank 64;
     * ``q`` - quantization error proxy ``4^-(bits-2)`` (seed Lemma 2: ~4x per bit; 0 at 32 bits);
     * ``gamma*proj`` - the variance-reduction shift while projecting.
@@ -154,11 +160,28 @@ def setting_features(actions: np.ndarray, tail: np.ndarray) -> np.ndarray:
     q = _qproxy(_BITS[a[:, 1]])
     tl = tail[a[:, 0]]
     g = _GAMMAS[a[:, 2]]
-    proj = (r > 0).astype(np.float64)
+    proj = (r > 0).astype(np.float64) if proj_frac is None else np.where(r > 0, proj_frac[a[:, 0]], 0.0)
     low = proj * (1.0 - np.log2(np.maximum(r, 1)) / 6.0)
     f = np.stack([np.sqrt(tl), proj, low, q, g * proj], axis=1)
     f[(r == 0) & (_BITS[a[:, 1]] == 32)] = 0.0
     return f
+
+
+def projected_fraction(param_shapes: Sequence[Sequence[int]], min_compress_numel: int) -> np.ndarray:
+    """Per grid rank index, the share (by numel) of the compressed parameters that the rank projects: a
+    tensor of ``min_compress_numel`` or more values and 2+ dimensions is viewed as ``(shape[0], -1)``; rank
+    ``r`` projects it when ``r`` is below the view's short side (as :class:`client.MangoAdamW` does)."""
+    mats = []
+    for shape in param_shapes:
+        n = int(np.prod(shape)) if len(shape) else 1
+        if len(shape) >= 2 and n >= min_compress_numel:
+            mats.append((min(int(shape[0]), n // int(shape[0])), n))
+    total = sum(n for _, n in mats)
+    out = np.zeros(_R)
+    for i, r in enumerate(_RANKS):
+        if r > 0 and total:
+            out[i] = sum(n for m, n in mats if r < m) / total
+    return out
 
 
 def _all_actions() -> np.ndarray:
@@ -178,6 +201,7 @@ class _Ep:
     progress: np.ndarray  # [T]
     y: np.ndarray  # [T] excess (loss - ref_seed) / initial loss: the reward's loss term (capped)
     terms: np.ndarray  # [T, 4] true reward terms
+    proj_frac: np.ndarray  # [R] the workload's projected share per rank index
     held_out: bool = False
 
 
@@ -188,6 +212,7 @@ class _WData:
     intervals: int
     spi: int
     refs: list[EpisodeTrace]
+    proj_frac: np.ndarray  # [R] projected share of the compressed parameters per rank index
     eps: list[_Ep] = field(default_factory=list)
 
 
@@ -211,7 +236,8 @@ def _prepare(ts: TraceSet, cfg: FitConfig) -> dict[str, _WData]:
             continue
         conf = meta.get("config", {})
         k = refs[0].length - 1
-        wd = _WData(name, meta.get("key", ""), k, int(conf.get("steps_per_interval", 1)), refs)
+        pfrac = projected_fraction(meta["param_shapes"], int(conf.get("min_compress_numel", 4096)))
+        wd = _WData(name, meta.get("key", ""), k, int(conf.get("steps_per_interval", 1)), refs, pfrac)
         for j, e in enumerate(ts.episodes_of(name)):
             ref = ts.references.get((name, e.seed))
             if ref is None or e.length != ref.length:
@@ -228,7 +254,7 @@ def _prepare(ts: TraceSet, cfg: FitConfig) -> dict[str, _WData]:
             held = e.seed in cfg.holdout_seeds or (
                 cfg.holdout_every > 0 and j % cfg.holdout_every == cfg.holdout_every - 1
             )
-            wd.eps.append(_Ep(e, name, e.seed, e.actions(), loss, rs, prog, y, terms, held))
+            wd.eps.append(_Ep(e, name, e.seed, e.actions(), loss, rs, prog, y, terms, pfrac, held))
         out[name] = wd
     return out
 
@@ -349,7 +375,7 @@ def _tables(wd: _WData, ts: TraceSet, cfg: FitConfig, tail_fallback: np.ndarray 
 def _filtered(ep: _Ep, tail: np.ndarray, rho: float) -> np.ndarray:
     """``[T, 2F]`` features after the first-order filter (row 0 = the warm-up interval), started from 0 as
     the surrogate starts ``x`` (the warm-up interval moves it by ``(1 - rho)`` of its target)."""
-    phi = setting_features(ep.actions, tail)  # [T, F]
+    phi = setting_features(ep.actions, tail, ep.proj_frac)  # [T, F]
     z = np.concatenate([phi, (1.0 - ep.progress)[:, None] * phi], axis=1)
     out = np.zeros_like(z)
     prev = np.zeros(z.shape[1])
@@ -399,7 +425,7 @@ def _predict_excess(ep: _Ep, tail: np.ndarray, rho: float, beta: np.ndarray, sca
 
 
 def _excess_tables(
-    tail: np.ndarray, beta: np.ndarray, scale: float, cfg: FitConfig
+    tail: np.ndarray, beta: np.ndarray, scale: float, cfg: FitConfig, proj_frac: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """The surrogate's excess targets ``(A, B)`` over the flat grid (``target = A + (1 - p) B``) of a
     workload with spectral tail ``tail``: the linear model times the workload's ``scale``, floored.
@@ -410,7 +436,7 @@ def _excess_tables(
       clipped on its own (raising ``A`` and keeping ``B``, as the first floor did, raised the early target
       by as much as the late one and made the simulated excess worse than predicting none).
     """
-    phi = setting_features(_all_actions(), tail)
+    phi = setting_features(_all_actions(), tail, proj_frac)
     nf = len(FEATURES)
     a_tab = scale * (phi @ beta[:nf])
     b_tab = scale * (phi @ beta[nf:])
@@ -490,7 +516,7 @@ def fit_surrogate(ts: TraceSet, cfg: FitConfig | None = None) -> tuple[Surrogate
     tables: dict[str, WorkloadTables] = {}
     for name, wd in data.items():
         tb = tabs[name]
-        a_tab, b_tab = _excess_tables(tb["tail"], beta, scales[name], cfg)
+        a_tab, b_tab = _excess_tables(tb["tail"], beta, scales[name], cfg, wd.proj_frac)
         res = []
         lstd_res, gn_res, k_res = [], [], []
         cols = tb["cols"]
@@ -620,7 +646,7 @@ def evaluate(
         rets: dict[str, list[tuple[str, float, float]]] = {p: [] for p in OBJECTIVE_PRESETS}
         for e, sc, rho_e in items:
             tab = model.tables[e.workload]
-            a_tab, b_tab = _excess_tables(tails[e.workload], beta, sc, cfg)
+            a_tab, b_tab = _excess_tables(tails[e.workload], beta, sc, cfg, e.proj_frac)
             x = _predict_tables(e, a_tab, b_tab, rho_e)[1:]
             true = e.loss[1:]
             pred_mean = tab.ref_loss[1:] + tab.ref_loss[0] * x

@@ -113,3 +113,15 @@ def test_ranking_tau_compares_episodes_of_one_workload_only() -> None:
     rets = [("a", 1.0, 1.0), ("a", 2.0, 3.0), ("a", 3.0, 2.0), ("b", 0.0, 9.0), ("b", 5.0, 10.0)]
     assert _within_workload_tau(rets) == (1 + 1 - 1 + 1) / 4
     assert np.isnan(_within_workload_tau([("a", 1.0, 1.0), ("b", 2.0, 2.0)]))
+
+
+def test_projected_fraction_counts_only_matrices_a_rank_projects() -> None:
+    from envs.fit import _RANKS, projected_fraction
+
+    # a 48 x 4096 matrix (short side 48), a 256 x 768 one (256), a bias and a small matrix (not compressed)
+    shapes = [(48, 4096), (256, 768), (4096,), (16, 16)]
+    frac = projected_fraction(shapes, min_compress_numel=4096)
+    big, small = 256 * 768, 48 * 4096
+    by_rank = dict(zip(_RANKS.tolist(), frac.tolist(), strict=True))
+    assert by_rank[0] == 0.0 and by_rank[1] == 1.0 and by_rank[32] == 1.0
+    assert by_rank[64] == pytest.approx(big / (big + small))  # rank 64 keeps the 48-row matrix whole
