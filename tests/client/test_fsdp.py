@@ -16,6 +16,7 @@ import torch.multiprocessing as mp
 from benchmarks import fsdp as bench
 from client.compression.optimizer import MangoAdamW
 from client.protocol import CompressionSetting
+from policy_service.launch import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +65,7 @@ def _uneven_worker(rank: int, world: int, port: int, out: str) -> None:
 
 def test_uneven_shards_exact_state_checkpoints_compressed_is_refused_clearly(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
-    mp.spawn(_uneven_worker, args=(2, bench._free_port(), str(out)), nprocs=2)
+    mp.spawn(_uneven_worker, args=(2, free_port(), str(out)), nprocs=2)
     result = json.loads(out.read_text())
     assert result["exact"] == "ok"  # moments shaped like the shard take the parameter's placements
     assert "uneven shards on a 2-rank mesh" in result["compressed"]
