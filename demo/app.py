@@ -236,6 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"mango demo: {exc}", file=sys.stderr)
         return 2
+    # torch.optim's first step imports torch._dynamo, which imports Triton: import them here, before the
+    # signal handlers, so a SIGTERM never lands inside a C extension's initialization (the exception raised
+    # there left Triton half-initialized and the process aborted at exit). Lazy on purpose: `--help` stays
+    # fast.
+    import torch._dynamo  # noqa: F401
+
     try:
         with _signals_raise():
             run_demo(args, argv)
