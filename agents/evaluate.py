@@ -75,7 +75,6 @@ __all__ = ["EvalArgs", "EvalReport", "evaluate", "main"]
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 HEURISTIC_NAMES = ("static", "accordion", "loraven", "energy_aware", "random")
 #: Not a controller: the best static setting per workload, chosen in hindsight (the headroom a controller
 #: that identifies the workload could reach without changing settings over time).

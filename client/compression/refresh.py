@@ -106,14 +106,13 @@ def _rotate_batched(
     f_m, f_v, f_e, f_h = (list(f) for f in zip(*fresh, strict=True))
     torch._foreach_copy_(f_m, list(torch.bmm(W, _stack_values([st["m"] for st in sts])).unbind(0)))
     w2 = W.square()
-    fill = (1.0 - w2.sum(dim=2)).clamp_min(0.0)  # (k, new rows): see slots._mix_v
     if "v_row" in sts[0]:
-        rows = torch.stack([st["v_row"] for st in sts])  # (k, r)
-        mixed = torch.bmm(w2, rows[..., None]).squeeze(-1) + fill * rows.mean(dim=1, keepdim=True)
-        torch._foreach_copy_([st["v_row"] for st in sts], list(mixed.unbind(0)))
+        _, rows = _mix_v(None, torch.stack([st["v_row"] for st in sts]), w2)  # (k, r)
+        assert rows is not None
+        torch._foreach_copy_([st["v_row"] for st in sts], list(rows.unbind(0)))
     else:
-        v = _stack_values([st["v"] for st in sts], sqrt_v=True)
-        mixed = torch.baddbmm(fill[..., None] * v.mean(dim=1, keepdim=True), w2, v)
+        mixed, _ = _mix_v(_stack_values([st["v"] for st in sts], sqrt_v=True), None, w2)
+        assert mixed is not None
         torch._foreach_copy_(f_v, list(mixed.unbind(0)))
     if E is not None:
         torch._foreach_copy_(f_e, list(torch.bmm(W, E).unbind(0)))

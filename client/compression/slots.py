@@ -102,13 +102,14 @@ def _mix_v(
     ``v_new = w @ v + (1 - rowsum(w)) * mean(v)``: exact for a permutation; a new direction the old rows
     covered only partly gets the mean second moment for the uncovered share (a neutral prior instead of 0,
     which would make its first updates explode). Factored ``v``: the row statistics transform, the column
-    statistics are unchanged.
+    statistics are unchanged. Batched alike: a leading dimension on ``w`` and ``v`` (the fused refresh
+    mixes a shape group at once).
     """
-    fill = (1.0 - w.sum(dim=1)).clamp_min(0.0)  # (new,)
+    fill = (1.0 - w.sum(dim=-1)).clamp_min(0.0)  # (..., new)
     if v_full is not None:
-        return w @ v_full + fill[:, None] * v_full.mean(dim=0, keepdim=True), None
+        return w @ v_full + fill[..., None] * v_full.mean(dim=-2, keepdim=True), None
     assert v_row is not None
-    return None, w @ v_row + fill * v_row.mean()
+    return None, (w @ v_row[..., None]).squeeze(-1) + fill * v_row.mean(dim=-1, keepdim=True)
 
 
 def _refactor(
