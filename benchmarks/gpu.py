@@ -13,6 +13,8 @@ Parts (``--parts``, comma separated; all by default):
 * ``profile``  - host time per step call, device time per step and the busiest kernels, per optimizer.
 * ``switch``   - ``apply_setting`` between settings on the ``step`` model: its time and the first step's.
 * ``tune``     - the fused MangoAdamW step's tile and warps swept on the ``step`` model (rank 0).
+* ``variants`` - what each option of the fused step costs (rounding, error feedback, quantizer mode,
+  factored ``v``, tiles, register caps, the projections' precision) on the ``step`` model.
 * ``tune-proj`` - the projected launches' tiles (P^T G and the back-projection) at ranks 8 and 64.
 * ``converge`` - the same body (12 layers, width 768, vocab 256) trained ``--steps`` steps on the byte-level
   Python-stdlib corpus with each optimizer: final validation loss beside state memory and energy.
@@ -496,6 +498,79 @@ def run_tune(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
     _write(out, "tune", rows, ["setting", "tile", "warps", "max_regs", "step_ms", "vs_fused_adamw"], meta)
 
 
+#: The ``variants`` part: (setting, MangoAdamW keywords, fused-module knobs) - what each option of the fused
+#: step costs on the step model (the knobs are :mod:`client.compression.fused`'s module constants, plus
+#: ``DOT_PRECISION`` of :mod:`~client.compression.kernels.triton_proj`).
+VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+    ("r0/b8/g0", {}, {}),
+    ("r0/b8/g0", {"stochastic_rounding": False}, {}),
+    ("r0/b8/g0", {"error_feedback": False}, {}),
+    ("r0/b8/g0", {}, {"MAX_REGS": 0}),
+    ("r0/b8/g0", {}, {"MATRIX_TILE": 512, "NUM_WARPS": 2}),
+    ("r0/b8/g0", {}, {"MATRIX_TILE": 1024, "NUM_WARPS": 4}),
+    ("r0/b4/g0", {}, {}),
+    ("r0/b4/g0", {"stochastic_rounding": False}, {}),
+    ("r0/b4/g0", {"quant_mode": "uniform"}, {}),
+    ("r0/b4/g0", {"factor_second_moment": False}, {}),
+    ("r0/b4/g0", {}, {"MAX_REGS": 64}),
+    ("r0/b4/g0", {}, {"MATRIX_TILE": 1024, "NUM_WARPS": 4}),
+    ("r0/b3/g0", {}, {}),
+    ("r0/b8/g0.5", {}, {}),
+    ("r4/b8/g0", {}, {}),
+    ("r64/b8/g0", {}, {}),
+    ("r64/b8/g0", {}, {"DOT_PRECISION": "tf32"}),
+]
+
+
+def run_variants(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
+    """What each option of the fused step costs: :data:`VARIANTS` against fused AdamW in the same run
+    (amortized device time per step, refreshes included)."""
+    from client.compression import MangoAdamW, fused
+    from client.compression.kernels import triton_proj
+    from client.protocol import CompressionSetting
+
+    params = model_with_gradients(args.model)
+    base = torch.optim.AdamW(params, lr=3e-4, weight_decay=0.1, fused=True)
+    for _ in range(10):
+        base.step()
+    adamw_ms = _amortized_ms(base.step, 100)
+    del base
+    rows: list[dict[str, Any]] = [{"setting": "torch AdamW (fused)", "variant": "", "step_ms": adamw_ms}]
+    keep = [x for x in OPTIMIZERS if not x.startswith("-")]
+    for label, kw, knobs in VARIANTS:
+        if keep and not any(x in label for x in keep):
+            continue
+        saved = {k: getattr(fused, k) for k in knobs if k != "DOT_PRECISION"}
+        saved_dot = triton_proj.DOT_PRECISION
+        variant = ", ".join(f"{k}={v}" for k, v in {**kw, **knobs}.items())
+        row: dict[str, Any] = {"setting": label, "variant": variant}
+        try:
+            for k, v in knobs.items():
+                if k == "DOT_PRECISION":
+                    triton_proj.DOT_PRECISION = v
+                else:
+                    setattr(fused, k, v)
+            s = CompressionSetting.parse(label)
+            opt = MangoAdamW(params, lr=3e-4, weight_decay=0.1, setting=s, **kw)
+            for _ in range(55):
+                opt.step()
+            row["step_ms"] = _amortized_ms(opt.step, 100)
+            del opt
+        except Exception as exc:
+            row["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+            traceback.print_exc()
+        finally:
+            for k, v in saved.items():
+                setattr(fused, k, v)
+            triton_proj.DOT_PRECISION = saved_dot
+        rows.append(row)
+        print(row, flush=True)
+    for row in rows:
+        if "step_ms" in row:
+            row["vs_fused_adamw"] = row["step_ms"] / adamw_ms
+    _write(out, "variants", rows, ["setting", "variant", "step_ms", "vs_fused_adamw", "error"], meta)
+
+
 #: Tiles of the projected launches swept by ``tune-proj``: (PROJ_BN, PROJ_BK, BACK_BM, BACK_BN, warps).
 TUNE_PROJ: list[tuple[int, int, int, int, int]] = [
     (64, 64, 64, 64, 4), (128, 64, 64, 64, 4), (64, 32, 64, 64, 4), (32, 64, 64, 64, 4), (128, 32, 64, 64, 8),
@@ -716,6 +791,7 @@ def main(argv: list[str]) -> int:
         "tune-proj": run_tune_proj,
         "profile": run_profile,
         "switch": run_switch,
+        "variants": run_variants,
     }
     for part in parts:
         t0 = time.perf_counter()

@@ -622,7 +622,19 @@ def run(
     }
     seed = None
     per_group = max(opt.stats_sample // max(len(plan.groups), 1), 1)
-    for grp in plan.groups:  # every tensor's squared norm first: the steps read it to skip non-finite ones
+    # every tensor's squared norm first: the steps read it to skip non-finite ones. A projected launch's
+    # P^T G adds it up while it reads the gradient; the others take a pre-pass over their gradients.
+    for grp in plan.groups:
+        assert grp.grad_dev is not None
+        pj = grp.proj
+        if pj is not None:
+            for trans, prog, sample in pj.prog_a:
+                tp.project_kernel[(prog.shape[0],)](
+                    prog, pj.addr, pj.meta, grp.grad_dev, norms, sample,
+                    PDTYPE=tl_dtype[grp.pdtype], R=pj.rank_p2, BK=PROJ_BK, BN=PROJ_BN,
+                    PRECISION=tp.DOT_PRECISION, TRANS=trans, num_warps=PROJ_WARPS,
+                )  # fmt: skip
+            continue
         assert grp.norm_prog is not None
         nmeta, width = (grp.norm_meta, 2) if grp.norm_meta is not None else (grp.meta, 5 if grp.matrix else 2)
         ts.norm_kernel[(grp.norm_prog.shape[0],)](
@@ -645,12 +657,6 @@ def run(
             assert grp.part is not None and grp.mean is not None
             pj = grp.proj
             if pj is not None:
-                for trans, prog, sample in pj.prog_a:
-                    tp.project_kernel[(prog.shape[0],)](
-                        prog, pj.addr, pj.meta, grp.grad_dev, norms, sample,
-                        PDTYPE=ptype, R=pj.rank_p2, BK=PROJ_BK, BN=PROJ_BN, PRECISION=tp.DOT_PRECISION,
-                        TRANS=trans, num_warps=PROJ_WARPS,
-                    )  # fmt: skip
                 xsq = torch.zeros(len(grp.index), dtype=torch.float32, device=device)
             else:
                 xsq = grp.mean  # unused by a rank-0 launch

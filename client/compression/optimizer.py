@@ -128,6 +128,7 @@ class _Stats:
         }
         if self.samples:
             x = torch.cat(self.samples).double()
+            x = torch.where(torch.isfinite(x), x, torch.zeros_like(x))  # a skipped tensor's count as 0
             d = x - x.mean()
             m2 = d.square().mean()
             kurt = d.pow(4).mean() / m2.square().clamp_min(1e-300) - 3.0

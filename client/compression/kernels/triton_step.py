@@ -57,6 +57,8 @@ __all__ = ["N_ADDR", "exact_step_kernel", "factor_kernel", "matrix_step_kernel",
 
 #: Columns of the address table.
 N_ADDR: tl.constexpr = tl.constexpr(19)
+#: 2^23: a float32 in [2^23, 2^24) holds an integer in its mantissa (the conversions of :func:`_code_float`).
+MAGIC: tl.constexpr = tl.constexpr(8388608.0)
 #: Adafactor's eps1 (the torch path's ``_TINY``).
 TINY: tl.constexpr = tl.constexpr(1e-30)
 #: Philox rounds of the step's stochastic rounding: 7, the smallest count that Salmon et al. (SC'11, "Parallel
@@ -115,7 +117,7 @@ def _dequant(dptr, sptr, blk, row_ok, tab_ptr, BITS: tl.constexpr, MODE: tl.cons
         return tl.load(tab_ptr + code) * s[:, None]
     else:
         step = s * (2.0 / top)
-        return tl.fma(code.to(tl.float32), step[:, None], -s[:, None])
+        return tl.fma(_code_float(code), step[:, None], -s[:, None])
 
 
 @triton.jit
@@ -141,12 +143,13 @@ def _quantize(x, rnd, tab_ptr, BITS: tl.constexpr, MODE: tl.constexpr, STOCHASTI
     else:
         half: tl.constexpr = 0.5 * top
         t = tl.fma(y, half, half)  # (y + 1) top / 2 in one instruction
+        # floor(t + rnd) capped at top (a rounding up to top + 1 is possible at y = 1), or floor(t + 0.5)
         if STOCHASTIC:
-            code = tl.minimum(tl.floor(t + rnd), top).to(tl.int32)
+            kf, code = _floor_code(t + rnd, top)
         else:
-            code = tl.floor(t + 0.5).to(tl.int32)
+            kf, code = _floor_code(t + 0.5, top)
         step = s * (2.0 / top)
-        deq = tl.fma(code.to(tl.float32), step[:, None], -s[:, None])
+        deq = tl.fma(kf, step[:, None], -s[:, None])
     return code, s, deq
 
 
@@ -170,10 +173,36 @@ def _uniforms4(key, blk, BLOCK: tl.constexpr, STOCHASTIC: tl.constexpr):
 
 @triton.jit
 def _split16(r, sc: tl.constexpr):
+    """Two uniforms ``(k + 0.5) / 2^16`` per 32-bit word (its low and high 16 bits), without a conversion:
+    the 16 bits go into the top of a float's mantissa above an exponent of 1.0 and a set 2^-17 bit, so the
+    float is ``1 + (k + 0.5) / 2^16`` and one exact subtraction leaves the uniform (bit for bit what
+    ``fma(k, 2^-16, 2^-17)`` gives; integer -> float conversions issue at 1/8 of the FP32 rate)."""
     w = r.to(tl.uint32, bitcast=True)
-    t = tl.join(w & 0xFFFF, w >> 16)  # [ROWS, HALF, 2]: element 2i gets the low half, 2i + 1 the high one
-    u = tl.fma(t.to(tl.float32), sc, 0.5 * sc)  # (r + 0.5) / 2^16
+    lo = ((w & 0xFFFF) << 7) | 0x3F800040
+    hi = ((w >> 9) & 0x7FFF80) | 0x3F800040
+    t = tl.join(lo, hi)  # [ROWS, HALF, 2]: element 2i gets the low half, 2i + 1 the high one
+    u = t.to(tl.float32, bitcast=True) - 1.0
     return tl.reshape(u, [u.shape[0], u.shape[1] * 2])
+
+
+@triton.jit
+def _code_float(code):
+    """``code.to(float32)`` for ``0 <= code < 2^23`` in two full-rate instructions (no I2F): ``2^23 + code``
+    has ``code`` as its mantissa."""
+    return (code | 0x4B000000).to(tl.float32, bitcast=True) - MAGIC
+
+
+@triton.jit
+def _floor_code(z, top: tl.constexpr):
+    """``(floor(z) as float, as int32)``, capped at ``top``, for ``0 <= z < 2^22`` without F2I / FRND:
+    ``z + 2^23`` rounds ``z`` to the nearest integer (ties to even) in the mantissa; one compare turns that
+    into the floor. Exact, and the same in the interpreter (numpy rounds float32 adds alike)."""
+    f = z + MAGIC
+    n = f - MAGIC
+    down = n > z
+    kf = tl.minimum(tl.where(down, n - 1.0, n), top)
+    code = tl.minimum(f.to(tl.int32, bitcast=True) - (0x4B000000 + down.to(tl.int32)), top)
+    return kf, code
 
 
 @triton.jit
