@@ -76,6 +76,11 @@ MAX_REGS: int | None = None
 #: Warps per matrix / exact program.
 NUM_WARPS = 1
 EXACT_WARPS = 4
+#: Launch the programs of whole blocks apart, without per-value masks (False: one masked launch; for
+#: ``mango bench gpu --parts variants``).
+WHOLE_BLOCKS = True
+#: Promise 16-byte alignment to the matrix kernel where every address of the launch has it (vector loads).
+ALIGNED = True
 #: Rows / columns per loop iteration of the factored fold kernel.
 FACTOR_CHUNK = 1024
 _DTYPES = (torch.float32, torch.bfloat16)
@@ -113,6 +118,11 @@ class _Group:
     grad_dev: torch.Tensor | None = None
     norm_prog: torch.Tensor | None = None  # int32 [n, 2] tiles of the norm pre-pass
     norm_meta: torch.Tensor | None = None  # int64 [T, 2] (gradient numel, item) where meta's differ
+    n_full: int = (
+        0  # programs of whole blocks, first in ``prog`` (the rest hold a tensor's partial last block)
+    )
+    aligned: bool = False  # every address of ``addr`` is a multiple of 16 bytes
+    grad_aligned: bool = False  # ... and of the step's gradients
     proj: _Proj | None = None  # the projection tables of a projected launch
     xdims: list[tuple[int, int]] | None = None  # (r, n) of each projected tensor's coefficients
 
@@ -297,6 +307,16 @@ def _i64(values: list[int], device: torch.device) -> torch.Tensor:
 Item = tuple[int, torch.Tensor, dict[str, Any]]  # (position in the step's items, param, state)
 
 
+def _up4(n: int) -> int:
+    """``n`` rounded up to a multiple of 4 (float32 views of a shared buffer start on 16 bytes)."""
+    return -(-n // 4) * 4
+
+
+def _aligned(ptrs: list[int]) -> bool:
+    """Whether every address is a multiple of 16 bytes (0: an unused table entry)."""
+    return all(p % 16 == 0 for p in ptrs)
+
+
 def _slot_ptrs(q: Any) -> list[int]:
     """(codes or values, scales) addresses of a slot (0 where there is none)."""
     if q is None:
@@ -323,13 +343,14 @@ def _matrix_group(
             nrows = p.shape[0]
             ncols = p.numel() // nrows
             dims.append((nrows, ncols, int(nrows > ncols)))
-    scratch_len = sum(r + c for r, c, _ in dims) if factored else 0
+    scratch_len = sum(_up4(r) + _up4(c) for r, c, _ in dims) if factored else 0
     scratch = torch.zeros(max(scratch_len, 1), dtype=torch.float32, device=device)
-    x_len = sum(r * c for r, c, _ in dims) if proj else 0
+    x_len = sum(_up4(r * c) for r, c, _ in dims) if proj else 0
     x_all = torch.zeros(max(x_len, 1), dtype=torch.float32, device=device)
     addr: list[int] = []
     meta: list[int] = []
     progs: list[torch.Tensor] = []
+    whole: list[torch.Tensor] = []
     pos = xpos = 0
     x_views: list[torch.Tensor] = []
     for t, ((item, p, st), (nrows, ncols, transposed)) in enumerate(zip(items, dims)):
@@ -341,8 +362,8 @@ def _matrix_group(
             # the canonical (m <= n) statistics, seen along the rows / columns the kernel walks
             v_nat_row, v_nat_col = (st["v_col"], st["v_row"]) if transposed else (st["v_row"], st["v_col"])
             rs = scratch[pos : pos + nrows]
-            cs = scratch[pos + nrows : pos + nrows + ncols]
-            pos += nrows + ncols
+            cs = scratch[pos + _up4(nrows) : pos + _up4(nrows) + ncols]
+            pos += _up4(nrows) + _up4(ncols)
             row += [v_nat_row.data_ptr(), v_nat_col.data_ptr(), rs.data_ptr(), cs.data_ptr()]
             stride = ncols // block  # a program owns a column strip of rows_per_prog rows
             a0 = torch.arange(0, nrows, rows_per_prog, dtype=torch.int64)
@@ -359,21 +380,25 @@ def _matrix_group(
         if proj:
             xv = x_all[xpos : xpos + numel]
             x_views.append(xv)
-            xpos += numel
+            xpos += _up4(numel)
             row += [xv.data_ptr(), 0, 0, 0, 0]  # 15-18: a refresh step's fp32 states (fresh_buffers)
         else:
             row += [0, 0, 0, 0, 0]
         addr += row
         meta += [numel, ncols, transposed, stride, item]
         progs.append(torch.stack([torch.full_like(first, t), first, count], dim=1))
-    prog = torch.cat(progs).to(torch.int32)
+        whole.append((first + count) * block <= numel)  # no value of the program past the tensor's end
+    full = torch.cat(whole)
+    order = torch.cat([torch.nonzero(full).view(-1), torch.nonzero(~full).view(-1)])
+    prog = torch.cat(progs)[order].to(torch.int32)  # whole-block programs first: a launch without masks
+    extra_n = {"n_full": int(full.sum()), "aligned": _aligned(addr)}
     mean = torch.ones(len(items), dtype=torch.float32, device=device)
     extra: dict[str, Any] = {}
     if proj:
         extra["proj"] = _proj_tables(items, x_views, x_all, opt)
         extra["xdims"] = [(r, c) for r, c, _ in dims]
         extra["norm_meta"] = _i64([v for item, p, _ in items for v in (p.numel(), item)], device)
-    return _new_group(True, items, hyper, prog, addr, meta, mean=mean, scratch=scratch, **extra)
+    return _new_group(True, items, hyper, prog, addr, meta, mean=mean, scratch=scratch, **extra, **extra_n)
 
 
 def _proj_tables(items: list[Item], x_views: list[torch.Tensor], x_all: torch.Tensor, opt: Any) -> _Proj:
@@ -428,14 +453,14 @@ def fresh_buffers(grp: _Group) -> tuple[list[list[torch.Tensor]], torch.Tensor]:
     """
     assert grp.xdims is not None
     device = grp.params[0].device
-    total = sum(r * c for r, c in grp.xdims)
+    total = sum(_up4(r * c) for r, c in grp.xdims)
     buf = torch.empty(4, max(total, 1), dtype=torch.float32, device=device)
     views: list[list[torch.Tensor]] = []
     ptrs: list[int] = []
     pos = 0
     for r, c in grp.xdims:
         fv = [buf[k, pos : pos + r * c].view(r, c) for k in range(4)]
-        pos += r * c
+        pos += _up4(r * c)
         views.append(fv)
         ptrs += [f.data_ptr() for f in fv]
     addr = grp.addr.view(len(grp.xdims), -1).clone()
@@ -558,6 +583,7 @@ def _grad_table(g: _Group, grads: list[torch.Tensor]) -> torch.Tensor | None:
             gr = grads[i]
             if gr.dtype != p.dtype or gr.shape != p.shape or not gr.is_contiguous():
                 return None
+        g.grad_aligned = _aligned(ptrs)
         t = torch.tensor(ptrs, dtype=torch.int64)
         device = g.params[0].device
         g.grad_dev = t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t
@@ -622,19 +648,7 @@ def run(
     }
     seed = None
     per_group = max(opt.stats_sample // max(len(plan.groups), 1), 1)
-    # every tensor's squared norm first: the steps read it to skip non-finite ones. A projected launch's
-    # P^T G adds it up while it reads the gradient; the others take a pre-pass over their gradients.
-    for grp in plan.groups:
-        assert grp.grad_dev is not None
-        pj = grp.proj
-        if pj is not None:
-            for trans, prog, sample in pj.prog_a:
-                tp.project_kernel[(prog.shape[0],)](
-                    prog, pj.addr, pj.meta, grp.grad_dev, norms, sample,
-                    PDTYPE=tl_dtype[grp.pdtype], R=pj.rank_p2, BK=PROJ_BK, BN=PROJ_BN,
-                    PRECISION=tp.DOT_PRECISION, TRANS=trans, num_warps=PROJ_WARPS,
-                )  # fmt: skip
-            continue
+    for grp in plan.groups:  # every tensor's squared norm first: the steps read it to skip non-finite ones
         assert grp.norm_prog is not None
         nmeta, width = (grp.norm_meta, 2) if grp.norm_meta is not None else (grp.meta, 5 if grp.matrix else 2)
         ts.norm_kernel[(grp.norm_prog.shape[0],)](
@@ -657,6 +671,12 @@ def run(
             assert grp.part is not None and grp.mean is not None
             pj = grp.proj
             if pj is not None:
+                for trans, prog, sample in pj.prog_a:
+                    tp.project_kernel[(prog.shape[0],)](
+                        prog, pj.addr, pj.meta, grp.grad_dev, norms, sample,
+                        PDTYPE=ptype, R=pj.rank_p2, BK=PROJ_BK, BN=PROJ_BN, PRECISION=tp.DOT_PRECISION,
+                        TRANS=trans, num_warps=PROJ_WARPS,
+                    )  # fmt: skip
                 xsq = torch.zeros(len(grp.index), dtype=torch.float32, device=device)
             else:
                 xsq = grp.mean  # unused by a rank-0 launch
@@ -679,16 +699,24 @@ def run(
             if regs and device.type == "cuda":
                 consts["maxnreg"] = regs
             addr = refreshed.get(id(grp), grp.addr)
-            args = (
-                grp.prog, addr, grp.meta, grp.grad_dev, norms, seed, tab, grp.mean, grp.part, grp.sample,
-                skip, xsq, decay, step_size, inv_bc2s, eps, beta1, beta2, float(opt.ef_beta), plan.gamma,
-            )  # fmt: skip
-            if plan.factored:
-                ts.matrix_step_kernel[(grp.n_prog,)](*args, PASS=1, **consts)
-                ts.factor_kernel[(len(grp.index),)](
-                    grp.addr, grp.meta, norms, grp.mean, beta2, CHUNK=FACTOR_CHUNK, num_warps=4
-                )
-            ts.matrix_step_kernel[(grp.n_prog,)](*args, PASS=2, **consts)
+            # the 16-byte promise: the tables (a refresh's fp32 buffers are 16-byte aligned views too), and
+            # the gradients at rank 0 (a projected launch reads its coefficients instead)
+            consts["ALIGN"] = ALIGNED and grp.aligned and (pj is not None or grp.grad_aligned)
+
+            # whole-block programs first (no per-value masks), then the partial last blocks
+            parts = ((0, grp.n_full, True), (grp.n_full, grp.n_prog - grp.n_full, False))
+            for pass_ in (1, 2) if plan.factored else (2,):
+                for pid0, n, full in parts:
+                    if n:
+                        ts.matrix_step_kernel[(n,)](
+                            grp.prog, addr, grp.meta, grp.grad_dev, norms, seed, tab, grp.mean, pid0,
+                            grp.part, grp.sample, skip, xsq, decay, step_size, inv_bc2s, eps, beta1, beta2,
+                            float(opt.ef_beta), plan.gamma, PASS=pass_, FULL=full and WHOLE_BLOCKS, **consts,
+                        )  # fmt: skip
+                if pass_ == 1:  # fold this step's row / column sums into the factored v
+                    ts.factor_kernel[(len(grp.index),)](
+                        grp.addr, grp.meta, norms, grp.mean, beta2, CHUNK=FACTOR_CHUNK, num_warps=4
+                    )
             out["err"].append(grp.part[:, 0])
             out["tot"].append(grp.part[:, 1])
             if pj is not None:

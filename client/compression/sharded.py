@@ -22,6 +22,7 @@ per-shard bases cannot be re-cut for another one).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -29,13 +30,21 @@ import torch
 __all__ = ["is_dtensor", "local", "per_rank", "shard_entry", "unshard"]
 
 
-def is_dtensor(t: Any) -> bool:
-    """Whether ``t`` is a DTensor (``torch.distributed`` available and the type matches)."""
+@functools.cache
+def _dtensor_type() -> type | None:
+    """The DTensor class, imported once (``torch.distributed.tensor`` is a heavy import that a job without
+    FSDP never needs; the optimizer asks about every parameter every step); None without distributed."""
     if not torch.distributed.is_available():
-        return False
+        return None
     from torch.distributed.tensor import DTensor
 
-    return isinstance(t, DTensor)
+    return DTensor
+
+
+def is_dtensor(t: Any) -> bool:
+    """Whether ``t`` is a DTensor (``torch.distributed`` available and the type matches)."""
+    cls = _dtensor_type()
+    return cls is not None and isinstance(t, cls)
 
 
 def local(t: torch.Tensor) -> torch.Tensor:

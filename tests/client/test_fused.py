@@ -350,3 +350,43 @@ def test_fused_skips_huge_finite_gradients(setting: S) -> None:
     assert opt.compression_stats().skipped_steps == 1.0
     _run(params, opt, range(6, 8))
     assert all(bool(torch.isfinite(p).all()) for p in params)
+
+
+@pytest.mark.parametrize("setting", [S(rank=0, bits=8), S(rank=0, bits=4)])
+def test_fused_whole_block_launch_and_alignment_change_nothing(setting: S) -> None:
+    """Whole-block programs run in their own unmasked launch (16-byte vector accesses where every address
+    allows it); with the split and the alignment promise off, or with a gradient 4 bytes off alignment, the
+    step is the same bit for bit."""
+
+    def run(whole: bool, aligned: bool, shift_grads: bool) -> tuple[list[torch.Tensor], MangoAdamW]:
+        old = fused.WHOLE_BLOCKS, fused.ALIGNED
+        fused.WHOLE_BLOCKS, fused.ALIGNED = whole, aligned
+        try:
+            params = _params()
+            opt = MangoAdamW(params, lr=LR, setting=setting, min_compress_numel=1024, fused=True, seed=3)
+            for k in range(3):
+                for p, g in zip(params, _grads(k, params)):
+                    if shift_grads:  # the same values, one float past a 16-byte boundary
+                        buf = torch.empty(g.numel() + 1, dtype=g.dtype, device=g.device)
+                        buf[1:].copy_(g.reshape(-1))
+                        g = buf[1:].view(g.shape)
+                    p.grad = g
+                opt.step()
+        finally:
+            fused.WHOLE_BLOCKS, fused.ALIGNED = old
+        return [p.detach().clone() for p in params], opt
+
+    ref, opt = run(True, True, False)
+    plan = opt._plan
+    assert plan is not None and plan.matrix
+    # (48, 100) ends in a partial block at 8 bits (4800 % 256 != 0): its last program is launched apart
+    grp = plan.matrix[0]
+    assert 0 < grp.n_full <= grp.n_prog and grp.aligned and grp.grad_aligned
+    if setting.bits == 8:
+        assert grp.n_full < grp.n_prog
+    for whole, aligned, shift in ((False, False, False), (True, True, True)):
+        got, other = run(whole, aligned, shift)
+        if shift:
+            assert other._plan is not None and not other._plan.matrix[0].grad_aligned
+        for a, b in zip(ref, got):
+            assert torch.equal(a, b)

@@ -6,8 +6,7 @@ A projected step is three launches over every projected tensor of the model (plu
 
 1. :func:`project_kernel` - ``X = P^T G`` (``r x n`` coefficients, fp32 scratch): a program owns ``BN``
    columns of one tensor, walks its ``m`` rows ``BK`` at a time and multiplies on the tensor cores
-   (``tl.dot``, ``r`` padded to ``R >= 16``). The gradient is read once, and its squared norm (the
-   non-finite check and the statistics) is added up in the same pass.
+   (``tl.dot``, ``r`` padded to ``R >= 16``). The gradient is read once.
 2. ``matrix_step_kernel(SRC=1)`` - error feedback, the gamma shift, the ``b``-bit channel and the moments on
    the ``r x n`` coefficients, block by block; writes ``U = m / (sqrt(v / bc2) + eps)`` over ``X``.
 3. :func:`backproject_kernel` - ``p <- p (1 - lr wd) - s lr / bc1 * P U`` on ``BM x BN`` tiles of the
@@ -62,7 +61,7 @@ def project_kernel(
     addr_ptr,  # int64 [T, 2]: P, X
     meta_ptr,  # int64 [T, 5]
     grad_ptr,  # int64 [T]: gradient addresses
-    norm_ptr,  # float32 [n_items] out: each tensor's squared gradient norm is added here (atomics)
+    norm_ptr,  # float32 [n_items]: squared gradient norms (a NaN / inf one skips the tensor)
     sample_ptr,  # float32 [n_programs] out: the gradient at the program's first column of row 0
     PDTYPE: tl.constexpr,
     R: tl.constexpr,  # the rank padded to a power of two >= 16
@@ -71,25 +70,17 @@ def project_kernel(
     PRECISION: tl.constexpr,
     TRANS: tl.constexpr,  # the canonical view is the parameter's transpose
 ):
-    """``X[:, j0:j0+BN] = P^T G[:, j0:j0+BN]`` for one tensor (module docstring), and the tensor's squared
-    gradient norm: the gradient is read here once, so the projected tensors need no norm pre-pass. A
-    non-finite gradient gives a non-finite ``X`` and norm; the launches after this one skip the tensor."""
+    """``X[:, j0:j0+BN] = P^T G[:, j0:j0+BN]`` for one tensor (module docstring)."""
     pid = tl.program_id(0)
-    t = tl.load(prog_ptr + pid * 3)
-    M = meta_ptr + t * 5
-    j0 = tl.load(prog_ptr + pid * 3 + 2)
-    m = tl.load(M)
-    n = tl.load(M + 1)
-    r = tl.load(M + 2)
+    t, _, j0, m, n, r, fin = _tile(prog_ptr, meta_ptr, norm_ptr, pid)
     p_ptr = _pp(addr_ptr + t * 2, tl.float32)
     x_ptr = _pp(addr_ptr + t * 2 + 1, tl.float32)
     g_ptr = _pp(grad_ptr + t, PDTYPE)
     cols = j0 + tl.arange(0, BN)
-    col_ok = cols < n
+    col_ok = cols < tl.where(fin, n, 0)
     kr = tl.arange(0, R)
     r_ok = kr < r
     acc = tl.zeros([R, BN], dtype=tl.float32)
-    sq = tl.zeros([BK, BN], dtype=tl.float32)
     for i0 in range(0, m, BK):
         ki = i0 + tl.arange(0, BK)
         k_ok = ki < m
@@ -100,11 +91,9 @@ def project_kernel(
             goff = ki[:, None].to(tl.int64) * n + cols[None, :].to(tl.int64)
         gt = tl.load(g_ptr + goff, mask=k_ok[:, None] & col_ok[None, :], other=0.0).to(tl.float32)
         acc = tl.dot(tl.trans(pt), gt, acc, input_precision=PRECISION)
-        sq += gt * gt
     tl.store(x_ptr + kr[:, None] * n + cols[None, :], acc, mask=r_ok[:, None] & col_ok[None, :])
-    tl.atomic_add(norm_ptr + tl.load(M + 3), tl.sum(tl.sum(sq, axis=1), axis=0), sem="relaxed")
     first = j0 * m if TRANS else j0  # the gradient at canonical (0, j0)
-    tl.store(sample_ptr + pid, tl.load(g_ptr + first).to(tl.float32))
+    tl.store(sample_ptr + pid, tl.load(g_ptr + first, mask=fin, other=0.0).to(tl.float32))
 
 
 @triton.jit

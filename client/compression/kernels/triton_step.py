@@ -57,8 +57,6 @@ __all__ = ["N_ADDR", "exact_step_kernel", "factor_kernel", "matrix_step_kernel",
 
 #: Columns of the address table.
 N_ADDR: tl.constexpr = tl.constexpr(19)
-#: 2^23: a float32 in [2^23, 2^24) holds an integer in its mantissa (the conversions of :func:`_code_float`).
-MAGIC: tl.constexpr = tl.constexpr(8388608.0)
 #: Adafactor's eps1 (the torch path's ``_TINY``).
 TINY: tl.constexpr = tl.constexpr(1e-30)
 #: Philox rounds of the step's stochastic rounding: 7, the smallest count that Salmon et al. (SC'11, "Parallel
@@ -73,6 +71,27 @@ STATS_EVERY: tl.constexpr = tl.constexpr(8)
 @triton.jit
 def _ptr(addr, col, DTYPE: tl.constexpr):
     return tl.load(addr + col).to(tl.pointer_type(DTYPE))
+
+
+@triton.jit
+def _aptr(addr, col, DTYPE: tl.constexpr, ALIGN: tl.constexpr):
+    """:func:`_ptr`, and with ``ALIGN`` the promise that the address is a multiple of 16 bytes (the host
+    checked every address of the launch): with it the compiler turns a thread's contiguous values into
+    16-byte vector loads and stores instead of one instruction (and one address) per value."""
+    a = tl.load(addr + col)
+    if ALIGN:
+        a = tl.multiple_of(a, 16)
+    return a.to(tl.pointer_type(DTYPE))
+
+
+@triton.jit
+def _keep(in_mask, x, FULL: tl.constexpr):
+    """``x`` zeroed outside ``in_mask``; a program of whole blocks (``FULL``) has no padding to zero: rows
+    outside the mask read zeros and are never stored, so ``x`` stays as it is (one select a value less)."""
+    if FULL:
+        return x
+    else:
+        return tl.where(in_mask, x, 0.0)
 
 
 @triton.jit
@@ -117,7 +136,7 @@ def _dequant(dptr, sptr, blk, row_ok, tab_ptr, BITS: tl.constexpr, MODE: tl.cons
         return tl.load(tab_ptr + code) * s[:, None]
     else:
         step = s * (2.0 / top)
-        return tl.fma(_code_float(code), step[:, None], -s[:, None])
+        return tl.fma(code.to(tl.float32), step[:, None], -s[:, None])
 
 
 @triton.jit
@@ -143,13 +162,12 @@ def _quantize(x, rnd, tab_ptr, BITS: tl.constexpr, MODE: tl.constexpr, STOCHASTI
     else:
         half: tl.constexpr = 0.5 * top
         t = tl.fma(y, half, half)  # (y + 1) top / 2 in one instruction
-        # floor(t + rnd) capped at top (a rounding up to top + 1 is possible at y = 1), or floor(t + 0.5)
         if STOCHASTIC:
-            kf, code = _floor_code(t + rnd, top)
+            code = tl.minimum(tl.floor(t + rnd), top).to(tl.int32)
         else:
-            kf, code = _floor_code(t + 0.5, top)
+            code = tl.floor(t + 0.5).to(tl.int32)
         step = s * (2.0 / top)
-        deq = tl.fma(kf, step[:, None], -s[:, None])
+        deq = tl.fma(code.to(tl.float32), step[:, None], -s[:, None])
     return code, s, deq
 
 
@@ -173,36 +191,10 @@ def _uniforms4(key, blk, BLOCK: tl.constexpr, STOCHASTIC: tl.constexpr):
 
 @triton.jit
 def _split16(r, sc: tl.constexpr):
-    """Two uniforms ``(k + 0.5) / 2^16`` per 32-bit word (its low and high 16 bits), without a conversion:
-    the 16 bits go into the top of a float's mantissa above an exponent of 1.0 and a set 2^-17 bit, so the
-    float is ``1 + (k + 0.5) / 2^16`` and one exact subtraction leaves the uniform (bit for bit what
-    ``fma(k, 2^-16, 2^-17)`` gives; integer -> float conversions issue at 1/8 of the FP32 rate)."""
     w = r.to(tl.uint32, bitcast=True)
-    lo = ((w & 0xFFFF) << 7) | 0x3F800040
-    hi = ((w >> 9) & 0x7FFF80) | 0x3F800040
-    t = tl.join(lo, hi)  # [ROWS, HALF, 2]: element 2i gets the low half, 2i + 1 the high one
-    u = t.to(tl.float32, bitcast=True) - 1.0
+    t = tl.join(w & 0xFFFF, w >> 16)  # [ROWS, HALF, 2]: element 2i gets the low half, 2i + 1 the high one
+    u = tl.fma(t.to(tl.float32), sc, 0.5 * sc)  # (r + 0.5) / 2^16
     return tl.reshape(u, [u.shape[0], u.shape[1] * 2])
-
-
-@triton.jit
-def _code_float(code):
-    """``code.to(float32)`` for ``0 <= code < 2^23`` in two full-rate instructions (no I2F): ``2^23 + code``
-    has ``code`` as its mantissa."""
-    return (code | 0x4B000000).to(tl.float32, bitcast=True) - MAGIC
-
-
-@triton.jit
-def _floor_code(z, top: tl.constexpr):
-    """``(floor(z) as float, as int32)``, capped at ``top``, for ``0 <= z < 2^22`` without F2I / FRND:
-    ``z + 2^23`` rounds ``z`` to the nearest integer (ties to even) in the mantissa; one compare turns that
-    into the floor. Exact, and the same in the interpreter (numpy rounds float32 adds alike)."""
-    f = z + MAGIC
-    n = f - MAGIC
-    down = n > z
-    kf = tl.minimum(tl.where(down, n - 1.0, n), top)
-    code = tl.minimum(f.to(tl.int32, bitcast=True) - (0x4B000000 + down.to(tl.int32)), top)
-    return kf, code
 
 
 @triton.jit
@@ -245,34 +237,51 @@ def _bf16(x, rnd, STOCHASTIC: tl.constexpr):
 @triton.jit
 def _load_slot(
     A, col: tl.constexpr, blk, row_ok, off, in_mask, tab_ptr,
-    BITS: tl.constexpr, MODE: tl.constexpr, BLOCK: tl.constexpr,
+    BITS: tl.constexpr, MODE: tl.constexpr, BLOCK: tl.constexpr, ALIGN: tl.constexpr, FULL: tl.constexpr,
 ):  # fmt: skip
     """fp32 values of the state slot at address columns ``col`` (codes / tensor) and ``col + 1`` (scales):
     quantized at 2-8 bits, a bf16 tensor at 16, an fp32 tensor at 32; zero outside ``in_mask``."""
     if BITS == 32:
-        return tl.load(_ptr(A, col, tl.float32) + off, mask=in_mask, other=0.0)
+        return tl.load(_aptr(A, col, tl.float32, ALIGN) + off, mask=in_mask, other=0.0)
     elif BITS == 16:
-        return tl.load(_ptr(A, col, tl.bfloat16) + off, mask=in_mask, other=0.0).to(tl.float32)
+        return tl.load(_aptr(A, col, tl.bfloat16, ALIGN) + off, mask=in_mask, other=0.0).to(tl.float32)
     else:
         x = _dequant(
-            _ptr(A, col, tl.uint8), _ptr(A, col + 1, tl.float32), blk, row_ok, tab_ptr, BITS, MODE, BLOCK
+            _aptr(A, col, tl.uint8, ALIGN),
+            _aptr(A, col + 1, tl.float32, ALIGN),
+            blk,
+            row_ok,
+            tab_ptr,
+            BITS,
+            MODE,
+            BLOCK,
         )
-        return tl.where(in_mask, x, 0.0)
+        return _keep(in_mask, x, FULL)
 
 
 @triton.jit
 def _store_slot(
     x, rnd, A, col: tl.constexpr, blk, row_ok, off, in_mask, tab_ptr,
     BITS: tl.constexpr, MODE: tl.constexpr, BLOCK: tl.constexpr, STOCHASTIC: tl.constexpr,
+    ALIGN: tl.constexpr,
 ):  # fmt: skip
     """Store ``x`` (zero outside ``in_mask``) into the slot :func:`_load_slot` reads, in place."""
     if BITS == 32:
-        tl.store(_ptr(A, col, tl.float32) + off, x, mask=in_mask)
+        tl.store(_aptr(A, col, tl.float32, ALIGN) + off, x, mask=in_mask)
     elif BITS == 16:
-        tl.store(_ptr(A, col, tl.bfloat16) + off, _bf16(x, rnd, STOCHASTIC), mask=in_mask)
+        tl.store(_aptr(A, col, tl.bfloat16, ALIGN) + off, _bf16(x, rnd, STOCHASTIC), mask=in_mask)
     else:
         code, s, _ = _quantize(x, rnd, tab_ptr, BITS, MODE, STOCHASTIC)
-        _store_codes(code, s, _ptr(A, col, tl.uint8), _ptr(A, col + 1, tl.float32), blk, row_ok, BITS, BLOCK)
+        _store_codes(
+            code,
+            s,
+            _aptr(A, col, tl.uint8, ALIGN),
+            _aptr(A, col + 1, tl.float32, ALIGN),
+            blk,
+            row_ok,
+            BITS,
+            BLOCK,
+        )
 
 
 @triton.jit
@@ -303,6 +312,7 @@ def matrix_step_kernel(
     seed_ptr,  # int64 [1]
     tab_ptr,  # float32 NF4 table (kernels._nf4_table)
     mean_ptr,  # float32 [T]: mean of the canonical row statistic (factored v), from factor_kernel
+    pid0,  # index of the launch's first program in the tables (whole-block programs first, then the rest)
     part_ptr,  # float32 [n_programs, 2] out: sum (u - c)^2, sum u^2 of the program's values times
     # STATS_EVERY (every STATS_EVERY-th program; the others keep the zeros the host allocated)
     sample_ptr,  # float32 [n_programs] out: the gradient at the first value of the program's tile (SRC 0)
@@ -331,9 +341,11 @@ def matrix_step_kernel(
     # coefficients x = P^T G from the scratch at address column 14, write U = m / denom over them)
     STATS_EVERY: tl.constexpr,
     PASS: tl.constexpr,  # 1: factored statistics only (row / column sums of c^2 + TINY); 2: the update
+    FULL: tl.constexpr,  # every block of every program is whole (no value past the tensor's end)
+    ALIGN: tl.constexpr,  # every address of the launch is a multiple of 16 bytes (vector loads / stores)
 ):
     """The compressed AdamW step of ``ROWS`` blocks of one tensor's ``rows x n`` values (module docstring)."""
-    pid = tl.program_id(0)
+    pid = pid0 + tl.program_id(0)
     t = tl.load(prog_ptr + pid * 3)
     b0 = tl.load(prog_ptr + pid * 3 + 1)
     nrows = tl.load(prog_ptr + pid * 3 + 2)
@@ -347,35 +359,38 @@ def matrix_step_kernel(
     blk = b0 + rows * stride
     row_ok = rows < tl.where(fin, nrows, 0)  # a skipped tensor has no rows
     off = blk[:, None] * BLOCK + cols[None, :]
-    in_mask = row_ok[:, None] & (off < numel)
+    if FULL:  # noqa: SIM108 (constexpr branch) constant along a row: the loads and stores stay vectors
+        in_mask = tl.broadcast_to(row_ok[:, None], [ROWS, BLOCK])
+    else:
+        in_mask = row_ok[:, None] & (off < numel)
 
     if SRC == 0:
-        g_ptr = _ptr(grad_ptr, t, PDTYPE)
+        g_ptr = _aptr(grad_ptr, t, PDTYPE, ALIGN)
         g = tl.load(g_ptr + off, mask=in_mask, other=0.0).to(tl.float32)
     else:
-        x_ptr = _ptr(A, 14, tl.float32)
+        x_ptr = _aptr(A, 14, tl.float32, ALIGN)
         g = tl.load(x_ptr + off, mask=in_mask, other=0.0)
     if EF:
         if FRESH:
-            e = tl.load(_ptr(A, 17, tl.float32) + off, mask=in_mask, other=0.0)
+            e = tl.load(_aptr(A, 17, tl.float32, ALIGN) + off, mask=in_mask, other=0.0)
         else:
-            e = _load_slot(A, 6, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK)
+            e = _load_slot(A, 6, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, ALIGN, FULL)
         u = g + e
     else:
         u = g
     if SHIFT:
         if FRESH:
-            h = tl.load(_ptr(A, 18, tl.float32) + off, mask=in_mask, other=0.0)
+            h = tl.load(_aptr(A, 18, tl.float32, ALIGN) + off, mask=in_mask, other=0.0)
         else:
-            h = _load_slot(A, 12, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK)
+            h = _load_slot(A, 12, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, ALIGN, FULL)
         u = u - gamma * h
     seed = tl.load(seed_ptr)
     key = seed + (t.to(tl.int64) + 1) * 4294967296
     u0, u1, u2, u3 = _uniforms4(key, blk, BLOCK, STOCHASTIC)
-    c = tl.where(in_mask, _roundtrip(u, u0, tab_ptr, BITS, MODE, STOCHASTIC), 0.0)
+    c = _keep(in_mask, _roundtrip(u, u0, tab_ptr, BITS, MODE, STOCHASTIC), FULL)
     if SHIFT:
         c_u = c
-        c = tl.where(in_mask, gamma * h + c_u, 0.0)
+        c = _keep(in_mask, gamma * h + c_u, FULL)
 
     if PASS == 1:
         sq = tl.where(in_mask, c * c + TINY, 0.0)
@@ -387,10 +402,12 @@ def matrix_step_kernel(
     else:
         if EF:
             if SHIFT:
-                e_new = tl.where(in_mask, ef_beta * e + (1.0 - gamma) * (g - c), 0.0)
+                e_new = _keep(in_mask, ef_beta * e + (1.0 - gamma) * (g - c), FULL)
             else:
-                e_new = tl.where(in_mask, ef_beta * e + (g - c), 0.0)
-            _store_slot(e_new, u1, A, 6, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC)
+                e_new = _keep(in_mask, ef_beta * e + (g - c), FULL)
+            _store_slot(
+                e_new, u1, A, 6, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC, ALIGN
+            )
         if SHIFT:
             if STOCHASTIC:  # a fifth stream: the same counters under another key (high word + 2^30)
                 HALF: tl.constexpr = BLOCK // 2
@@ -399,49 +416,51 @@ def matrix_step_kernel(
                 uh = _split16(r4, 1.0 / 65536.0)
             else:
                 uh = 0.5
-            _store_slot(c, uh, A, 12, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC)
+            _store_slot(
+                c, uh, A, 12, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC, ALIGN
+            )
         if FRESH:
-            m = tl.load(_ptr(A, 15, tl.float32) + off, mask=in_mask, other=0.0)
+            m = tl.load(_aptr(A, 15, tl.float32, ALIGN) + off, mask=in_mask, other=0.0)
         else:
-            m = _load_slot(A, 2, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK)
-        m = tl.where(in_mask, m + (1.0 - beta1) * (c - m), 0.0)
-        _store_slot(m, u2, A, 2, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC)
+            m = _load_slot(A, 2, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, ALIGN, FULL)
+        m = _keep(in_mask, m + (1.0 - beta1) * (c - m), FULL)
+        _store_slot(m, u2, A, 2, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC, ALIGN)
         if FACTORED:
             a = (blk * BLOCK) // ncols
             b = (b0 * BLOCK) % ncols + cols
-            vr = tl.load(_ptr(A, 8, tl.float32) + a, mask=row_ok, other=0.0)
-            vc = tl.load(_ptr(A, 9, tl.float32) + b)
+            vr = tl.load(_aptr(A, 8, tl.float32, ALIGN) + a, mask=row_ok, other=0.0)
+            vc = tl.load(_aptr(A, 9, tl.float32, ALIGN) + b)
             inv_mean = 1.0 / tl.load(mean_ptr + t)
             sqrt_v = tl.sqrt(vr[:, None] * vc[None, :] * inv_mean)
         elif BITS >= 16:  # v itself, in bf16 / fp32
             if FRESH:
-                v = tl.load(_ptr(A, 16, tl.float32) + off, mask=in_mask, other=0.0)
+                v = tl.load(_aptr(A, 16, tl.float32, ALIGN) + off, mask=in_mask, other=0.0)
             else:
-                v = _load_slot(A, 4, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK)
-            v = tl.where(in_mask, v * beta2 + (1.0 - beta2) * (c * c), 0.0)
-            _store_slot(v, u3, A, 4, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC)
+                v = _load_slot(A, 4, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, ALIGN, FULL)
+            v = _keep(in_mask, v * beta2 + (1.0 - beta2) * (c * c), FULL)
+            _store_slot(v, u3, A, 4, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC, ALIGN)
             sqrt_v = tl.sqrt(v)  # of the fp32 value, as the torch path (the slot holds its rounding)
         else:  # sqrt(v) on the uniform code
-            v_ptr = _ptr(A, 4, tl.uint8)
-            vs_ptr = _ptr(A, 5, tl.float32)
+            v_ptr = _aptr(A, 4, tl.uint8, ALIGN)
+            vs_ptr = _aptr(A, 5, tl.float32, ALIGN)
             if FRESH:
-                v = tl.load(_ptr(A, 16, tl.float32) + off, mask=in_mask, other=0.0)
+                v = tl.load(_aptr(A, 16, tl.float32, ALIGN) + off, mask=in_mask, other=0.0)
             else:
                 sv = tl.abs(_dequant(v_ptr, vs_ptr, blk, row_ok, tab_ptr, BITS, 0, BLOCK))
                 v = sv * sv
             v = v * beta2 + (1.0 - beta2) * (c * c)
-            sqrt_v = tl.where(in_mask, tl.sqrt(v), 0.0)
+            sqrt_v = _keep(in_mask, tl.sqrt(v), FULL)
             code, s, _ = _quantize(sqrt_v, u3, tab_ptr, BITS, 0, STOCHASTIC)
             _store_codes(code, s, v_ptr, vs_ptr, blk, row_ok, BITS, BLOCK)
         denom = sqrt_v * inv_bc2s + eps
         if SRC == 0:
-            p_ptr = _ptr(A, 1, PDTYPE) + off
+            p_ptr = _aptr(A, 1, PDTYPE, ALIGN) + off
             p = tl.load(p_ptr, mask=in_mask, other=0.0).to(tl.float32) * decay
             p = p + (-step_size) * tl.math.fdiv(m, denom, ieee_rounding=False)
             tl.store(p_ptr, p.to(PDTYPE), mask=in_mask)
             tl.store(sample_ptr + pid, tl.load(g_ptr + b0 * BLOCK, mask=fin, other=0.0).to(tl.float32))
         else:
-            tl.store(x_ptr + off, tl.where(in_mask, m / denom, 0.0), mask=in_mask)
+            tl.store(x_ptr + off, _keep(in_mask, m / denom, FULL), mask=in_mask)
             tl.atomic_add(xsq_ptr + t, tl.sum(tl.sum(g * g, axis=1), axis=0), sem="relaxed")
         if pid % STATS_EVERY == 0:
             d = tl.where(in_mask, u - c_u, 0.0) if SHIFT else tl.where(in_mask, u - c, 0.0)
