@@ -499,8 +499,7 @@ def run_tune(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
 
 
 #: The ``variants`` part: (setting, MangoAdamW keywords, fused-module knobs) - what each option of the fused
-#: step costs on the step model (the knobs are :mod:`client.compression.fused`'s module constants, plus
-#: ``DOT_PRECISION`` of :mod:`~client.compression.kernels.triton_proj`).
+#: step costs on the step model (the knobs are :mod:`client.compression.fused`'s module constants).
 VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("r0/b8/g0", {}, {}),
     ("r0/b8/g0", {}, {"WHOLE_BLOCKS": False, "ALIGNED": False}),
@@ -519,7 +518,9 @@ VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("r0/b8/g0.5", {}, {}),
     ("r4/b8/g0", {}, {}),
     ("r64/b8/g0", {}, {}),
-    ("r64/b8/g0", {}, {"DOT_PRECISION": "tf32"}),
+    ("r64/b8/g0", {}, {"QUANTIZED_DOT_PRECISION": "tf32x3"}),
+    ("r32/b4/g0", {}, {}),
+    ("r8/b4/g0", {}, {}),
 ]
 
 
@@ -527,7 +528,6 @@ def run_variants(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
     """What each option of the fused step costs: :data:`VARIANTS` against fused AdamW in the same run
     (amortized device time per step, refreshes included)."""
     from client.compression import MangoAdamW, fused
-    from client.compression.kernels import triton_proj
     from client.protocol import CompressionSetting
 
     params = model_with_gradients(args.model)
@@ -541,16 +541,12 @@ def run_variants(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
     for label, kw, knobs in VARIANTS:
         if keep and not any(x in label for x in keep):
             continue
-        saved = {k: getattr(fused, k) for k in knobs if k != "DOT_PRECISION"}
-        saved_dot = triton_proj.DOT_PRECISION
+        saved = {k: getattr(fused, k) for k in knobs}
         variant = ", ".join(f"{k}={v}" for k, v in {**kw, **knobs}.items())
         row: dict[str, Any] = {"setting": label, "variant": variant}
         try:
             for k, v in knobs.items():
-                if k == "DOT_PRECISION":
-                    triton_proj.DOT_PRECISION = v
-                else:
-                    setattr(fused, k, v)
+                setattr(fused, k, v)
             s = CompressionSetting.parse(label)
             opt = MangoAdamW(params, lr=3e-4, weight_decay=0.1, setting=s, **kw)
             for _ in range(55):
@@ -563,7 +559,6 @@ def run_variants(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
         finally:
             for k, v in saved.items():
                 setattr(fused, k, v)
-            triton_proj.DOT_PRECISION = saved_dot
         rows.append(row)
         print(row, flush=True)
     for row in rows:

@@ -76,6 +76,12 @@ MAX_REGS: int | None = None
 #: Warps per matrix / exact program.
 NUM_WARPS = 1
 EXACT_WARPS = 4
+#: Precision of the projected launches' products (``P^T G`` and ``P U``) when the channel holds 2-8 bit
+#: codes: one tf32 pass (10-bit mantissa; errors near 2^-11 of the summed terms, below the codes' rounding
+#: of 2^-8 of a block's largest value and up), against three passes for fp32 accuracy
+#: (:data:`~client.compression.kernels.triton_proj.DOT_PRECISION`, kept at 16 and 32 bits, where bf16's
+#: 2^-9 or fp32 is the channel's own rounding). Rank 64 spends most of its step in these products.
+QUANTIZED_DOT_PRECISION = "tf32"
 #: Launch the programs of whole blocks apart, without per-value masks (False: one masked launch; for
 #: ``mango bench gpu --parts variants``).
 WHOLE_BLOCKS = True
@@ -647,6 +653,7 @@ def run(
         "proj_xsq": [],
     }
     seed = None
+    prec = QUANTIZED_DOT_PRECISION if plan.bits <= 8 else tp.DOT_PRECISION
     per_group = max(opt.stats_sample // max(len(plan.groups), 1), 1)
     for grp in plan.groups:  # every tensor's squared norm first: the steps read it to skip non-finite ones
         assert grp.norm_prog is not None
@@ -674,7 +681,7 @@ def run(
                 for trans, prog, sample in pj.prog_a:
                     tp.project_kernel[(prog.shape[0],)](
                         prog, pj.addr, pj.meta, grp.grad_dev, norms, sample,
-                        PDTYPE=ptype, R=pj.rank_p2, BK=PROJ_BK, BN=PROJ_BN, PRECISION=tp.DOT_PRECISION,
+                        PDTYPE=ptype, R=pj.rank_p2, BK=PROJ_BK, BN=PROJ_BN, PRECISION=prec,
                         TRANS=trans, num_warps=PROJ_WARPS,
                     )  # fmt: skip
                 xsq = torch.zeros(len(grp.index), dtype=torch.float32, device=device)
@@ -723,7 +730,7 @@ def run(
                 for trans, prog in pj.prog_c:
                     tp.backproject_kernel[(prog.shape[0],)](
                         prog, pj.addr, pj.meta, norms, pj.scale, decay, step_size,
-                        PDTYPE=ptype, R=pj.rank_p2, BM=BACK_BM, BN=BACK_BN, PRECISION=tp.DOT_PRECISION,
+                        PDTYPE=ptype, R=pj.rank_p2, BM=BACK_BM, BN=BACK_BN, PRECISION=prec,
                         TRANS=trans, num_warps=PROJ_WARPS,
                     )  # fmt: skip
                 out["proj_items"].append(pj.items)

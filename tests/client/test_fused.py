@@ -356,14 +356,18 @@ def test_fused_skips_huge_finite_gradients(setting: S) -> None:
 def test_fused_whole_block_launch_and_alignment_change_nothing(setting: S) -> None:
     """Whole-block programs run in their own unmasked launch (16-byte vector accesses where every address
     allows it); with the split and the alignment promise off, or with a gradient 4 bytes off alignment, the
-    step is the same bit for bit."""
+    step is the same bit for bit. (Full ``v`` at 4 bits: the factored statistics add up with float atomics,
+    whose order a GPU does not fix.)"""
 
     def run(whole: bool, aligned: bool, shift_grads: bool) -> tuple[list[torch.Tensor], MangoAdamW]:
         old = fused.WHOLE_BLOCKS, fused.ALIGNED
         fused.WHOLE_BLOCKS, fused.ALIGNED = whole, aligned
         try:
             params = _params()
-            opt = MangoAdamW(params, lr=LR, setting=setting, min_compress_numel=1024, fused=True, seed=3)
+            opt = MangoAdamW(
+                params, lr=LR, setting=setting, min_compress_numel=1024, fused=True, seed=3,
+                factor_second_moment=False,
+            )  # fmt: skip
             for k in range(3):
                 for p, g in zip(params, _grads(k, params)):
                     if shift_grads:  # the same values, one float past a 16-byte boundary
