@@ -9,10 +9,13 @@ and optimizer knobs:
 
 * **loss curve** - the global mean loss per step under FSDP2 against DDP with the same MangoAdamW setting
   and seed. The quantization's noise is the spread between DDP runs whose optimizer seeds differ (the
-  stochastic-rounding draws and random first bases): ``max_t |FSDP - DDP(seed 0)|`` is read against the
-  envelope ``max_{i<j} max_t |DDP(seed i) - DDP(seed j)|`` over ``--seeds`` seeds (FSDP2 rounds other
-  slices than DDP, so even with the same seed its draws are another sample of that noise; one pair of
-  seeds is a single sample of it, also shown).
+  stochastic-rounding draws and random first bases). FSDP2 rounds other slices than DDP, so even with the
+  same seed its draws are another sample of that noise, and one pair of runs is one sample of a
+  heavy-tailed distance: ``--seeds S`` runs DDP and FSDP2 with seeds ``0..S-1``. The goal: the median of
+  ``max_t |FSDP(s) - DDP(s)|`` lies inside the noise band, the largest ``max_t |DDP(i) - DDP(j)|`` over the
+  seed pairs (comparing it with the pairs' median instead would fail half the time when FSDP2 *is*
+  another sample of the noise). The medians' ratio says how alike the two are (about 1: indistinguishable;
+  the per-shard basis FSDP2 had before was 3x off at r8/b4); seed 0's distance is shown too.
 * **state bytes** - ``MangoAdamW.state_bytes()`` per rank under FSDP2 against a single-process MangoAdamW on
   the whole model, divided by the world size.
 * **DCP resume** - model and optimizer saved with ``torch.distributed.checkpoint`` half-way
@@ -31,6 +34,7 @@ import json
 import os
 import re
 import shlex
+import statistics
 import sys
 import tempfile
 from dataclasses import asdict, dataclass
@@ -56,6 +60,8 @@ class Row:
     max_fsdp_vs_ddp: float
     ddp_seed_spread: float
     ddp_noise: float
+    fsdp_vs_ddp_median: float
+    ddp_noise_median: float
     final_fsdp: float
     final_ddp: float
     rank_state_bytes: int
@@ -185,11 +191,20 @@ def spread(a: list[float], b: list[float]) -> float:
     return max(abs(x - y) for x, y in zip(a, b))
 
 
+def run_fsdp_plain(
+    setting: CompressionSetting, seed: int, steps: int, teacher: torch.nn.Module
+) -> list[float]:
+    """FSDP2 losses with optimizer seed ``seed`` (no checkpoint)."""
+    model = fsdp_model(0)
+    return train(model, make_opt(model, setting, seed), teacher, range(steps), dist.get_rank())
+
+
 def compare(setting: CompressionSetting, steps: int, ckpt: str, seeds: int = 3) -> Row:
     teacher = build_model(123)
     ddp = [run_ddp(setting, seed, steps, teacher) for seed in range(max(seeds, 2))]
     ddp0 = ddp[0]
     fsdp, rank_bytes, exact = run_fsdp(setting, steps, teacher, ckpt)
+    fsdp_runs = [fsdp] + [run_fsdp_plain(setting, seed, steps, teacher) for seed in range(1, len(ddp))]
     world = dist.get_world_size()
     single = single_state_bytes(setting, teacher) / world
     return Row(
@@ -197,6 +212,8 @@ def compare(setting: CompressionSetting, steps: int, ckpt: str, seeds: int = 3) 
         max_fsdp_vs_ddp=spread(fsdp, ddp0),
         ddp_seed_spread=spread(ddp0, ddp[1]),
         ddp_noise=max(spread(a, b) for a, b in combinations(ddp, 2)),
+        fsdp_vs_ddp_median=statistics.median(spread(f, d) for f, d in zip(fsdp_runs, ddp)),
+        ddp_noise_median=statistics.median(spread(a, b) for a, b in combinations(ddp, 2)),
         final_fsdp=fsdp[-1],
         final_ddp=ddp0[-1],
         rank_state_bytes=rank_bytes,
@@ -234,9 +251,9 @@ def run(settings: list[str], steps: int = 40, world: int = 2, seeds: int = 3) ->
 
 
 def goals(r: dict[str, Any]) -> dict[str, bool]:
-    """Issue 16's three goals for one row: loss within the seed-noise envelope, bytes within 5 %, resume."""
+    """Issue 16's three goals for one row: loss within the seed noise (medians), bytes within 5 %, resume."""
     return {
-        "loss": r["max_fsdp_vs_ddp"] <= r["ddp_noise"],
+        "loss": r["fsdp_vs_ddp_median"] <= r["ddp_noise"],
         "bytes": abs(r["bytes_ratio"] - 1.0) <= 0.05,
         "resume": bool(r["dcp_bit_exact"]),
     }
@@ -244,13 +261,14 @@ def goals(r: dict[str, Any]) -> dict[str, bool]:
 
 def table(rows: list[dict[str, Any]], world: int, seeds: int = 3) -> str:
     head = (
-        "| setting | max abs(FSDP - DDP) loss | DDP seed 0 vs 1 | DDP noise (max over "
-        f"{seeds} seeds) | final loss FSDP / DDP | state B per rank | single-process B / {world} | ratio | "
-        "DCP resume bit-exact | goals met |\n|---|---|---|---|---|---|---|---|---|---|\n"
+        f"| setting | FSDP vs DDP, median of {seeds} seeds | DDP seed pairs, median | FSDP vs DDP, seed 0 | "
+        "DDP seed pairs, max (noise band) | final loss FSDP / DDP | state B per rank | "
+        f"single-process B / {world} | ratio | DCP resume bit-exact | goals met |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     body = "".join(
-        f"| {r['setting']} | {r['max_fsdp_vs_ddp']:.2e} | {r['ddp_seed_spread']:.2e} | "
-        f"{r['ddp_noise']:.2e} | "
+        f"| {r['setting']} | {r['fsdp_vs_ddp_median']:.2e} | {r['ddp_noise_median']:.2e} | "
+        f"{r['max_fsdp_vs_ddp']:.2e} | {r['ddp_noise']:.2e} | "
         f"{r['final_fsdp']:.4f} / {r['final_ddp']:.4f} | {r['rank_state_bytes']} | "
         f"{r['single_state_bytes_per_rank']:.0f} | {r['bytes_ratio']:.3f} | {r['dcp_bit_exact']} | "
         f"{', '.join(k for k, ok in goals(r).items() if ok) or 'none'} |\n"
@@ -270,8 +288,8 @@ class FsdpBenchArgs:
     world: int = 2
     """gloo ranks (processes)"""
     seeds: int = 3
-    """DDP runs (optimizer seeds 0, 1, ...) whose spread is the noise the FSDP2 curve is read against
-    (>= 2)"""
+    """optimizer seeds 0, 1, ... run under DDP and FSDP2: the DDP pairs' spread is the noise the FSDP2
+    curves are read against (>= 2)"""
     json: Path | None = None
     """also write the rows here"""
     bench: bool = False
@@ -297,8 +315,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.world} gloo CPU ranks, 1 thread each; MLP {WIDTH} -> {HIDDEN} -> {HIDDEN} -> {OUT} "
             "(GELU) fitting a fixed random teacher, each Linear fully_shard-ed; batch 32 per rank, lr 3e-3, "
             f"min_compress_numel=1024, {args.steps} steps (DCP resume from step {args.steps // 2})",
-            "goals (issue 16): loss - max_t |FSDP - DDP| within the DDP seed-noise envelope; bytes - "
-            "per-rank state within 5 % of the single process's / world; resume - DCP resume bit-exact",
+            "distances: max over the steps of |loss difference|; goals (issue 16): loss - median FSDP(s) vs "
+            "DDP(s) distance inside the noise band (<= the largest distance of DDP seed pairs); bytes - "
+            "per-rank state within 5 % of the single process's / world; resume - DCP resume bit-exact "
+            "(seed 0)",
         ]
         if args.json is not None:
             details.append(f"raw: `{args.json}`")

@@ -223,13 +223,16 @@ class MangoAdamW(torch.optim.Optimizer):
     ``i`` of the parameter (the fused kernels walk all three together); ``r x n`` states are stored as they
     are. ``state_dict`` version 2 (version 1 stored the canonical, possibly transposed, view).
 
-    **FSDP2** (``fully_shard``, DTensor parameters): each rank steps its local shard with state laid out for
-    that shard (a projected matrix gets the shard's own basis; no communication in the step), on the torch
-    path. ``torch.distributed.checkpoint`` saves and loads the state through ``get_optimizer_state_dict`` /
-    ``set_optimizer_state_dict`` (:mod:`~client.compression.sharded`). At rank 0 the per-rank state is the
-    single process's divided by the world size; with a projection the ``r x n`` coefficients of a row shard
-    keep the full row width, so per-rank state is larger than that (``docs/architecture.md``, "FSDP2").
-    Statistics (``compression_stats``) and the non-finite skip are per rank.
+    **FSDP2** (``fully_shard``, DTensor parameters): each rank steps its local shard, on the torch path. At
+    rank 0 (and for exact tensors) the state is laid out for the shard, with no communication. A projected
+    matrix keeps the basis of the *whole* matrix, computed and applied as one process would (up to float
+    summation order), with ``P`` split by rows and the ``r x n`` states by columns over the ranks: a few
+    batched collectives per step (:mod:`~client.compression.sharded_basis`; shapes that do not split
+    evenly keep a basis per shard). Either way the per-rank state is the single process's divided by the
+    world size (within a few percent). ``torch.distributed.checkpoint`` saves and loads the state through
+    ``get_optimizer_state_dict`` / ``set_optimizer_state_dict`` (:mod:`~client.compression.sharded`).
+    Statistics (``compression_stats``) are per rank; a non-finite gradient skips a whole-basis tensor on
+    every rank (``docs/architecture.md``, "FSDP2").
 
     .. warning::
        On CPU the block quantizer runs on the torch path: at rank 0 and 2-4 bits the optimizer step costs
