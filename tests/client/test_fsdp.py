@@ -176,3 +176,15 @@ def test_whole_basis_without_rounding_is_the_single_process_to_float_order(tmp_p
     for rows in _whole_basis(tmp_path, [(4, "r8/b32/g0"), (3, "r4/b32/g0.5")]):
         for row in rows:
             assert row["max"] <= 1e-4 * row["moved"], row
+
+
+def test_whole_basis_state_is_refused_where_the_parameter_is_not_split_that_way() -> None:
+    # a rank's share of a whole-matrix basis cannot resume on another split (here: one process, no DTensor)
+    w = torch.nn.Parameter(torch.randn(64, 128))
+    opt = MangoAdamW([w], setting=CompressionSetting(rank=8, bits=4), min_compress_numel=64)
+    w.grad = torch.randn(64, 128)
+    opt.step()
+    sd = opt.state_dict()
+    sd["state"][0]["full_basis"] = True
+    with pytest.raises(ValueError, match="same world size and sharding"):
+        MangoAdamW([w], min_compress_numel=64).load_state_dict(sd)
