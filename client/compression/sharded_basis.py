@@ -16,8 +16,9 @@ FullBasisSplit`):
   ``r x n`` state (``m``, ``e``, ``h``, a full ``v``) by columns: each rank owns ``n / world`` columns
   (``axis=0``: a contiguous block of its choice; ``axis=1``: its parameter shard's). The factored ``v``'s
   column statistic is split alike and its row statistic (``r`` values) is kept on every rank. Per-rank
-  bytes are the single process's divided by the world size (plus ``4 r`` per matrix), and a column block
-  holds the single process's quantization blocks when ``n / world`` divides by the block size.
+  bytes are the single process's divided by the world size (plus those ``r`` values, held by every rank),
+  and a column block holds the single process's quantization blocks when ``n / world`` divides by the
+  block size.
 * **Collectives per step**, each one call for all such tensors of the step (concatenated):
   ``axis=1`` all-gathers ``P`` (``m x r``) first. ``axis=0`` all-reduces (sums) ``P_k^T G_k`` into
   ``P^T G`` (``r x n``); ``axis=1`` computes its columns ``P^T G_k`` alone. The factored ``v`` all-reduces
@@ -434,7 +435,8 @@ def _apply(opt: Any, it: _Item) -> None:
 def convert(opt: Any, p: torch.Tensor, st: dict[str, Any], setting: Any) -> None:
     """Re-express a ``full_basis`` state under ``setting`` as one process would (``MangoAdamW._convert`` on
     the whole matrix), then keep this rank's part: the columns at rank > 0, the parameter shard's rows
-    (the local layout, as every rank-0 state is held) at rank 0.
+    (the local layout, as every rank-0 state is held) at rank 0. A change from rank 0 to rank 0 (bits,
+    gamma) is the shard's own, with no communication.
 
     Every rank gathers the whole fp32 state (a transient ``m x n`` at rank 0), converts it and stores its
     part at the new width (the conversion's own rounding, then this rank's blocks: a second rounding of
@@ -448,6 +450,9 @@ def convert(opt: Any, p: torch.Tensor, st: dict[str, Any], setting: Any) -> None
     r_new = opt._eff_rank(pl.split.m, pl.split.n, st.get("project", True), setting)
     if "m" not in st:  # initialized, never stepped: nothing to convert
         st["rank"] = r_new
+        return
+    if st["rank"] == 0 and r_new == 0:  # rank 0 stays in the shard's layout: converted there, as before
+        opt._convert(lp, st, setting)
         return
     tmp = {
         k: v
