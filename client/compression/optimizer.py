@@ -228,8 +228,9 @@ class MangoAdamW(torch.optim.Optimizer):
     matrix keeps the basis of the *whole* matrix, computed and applied as one process would (up to float
     summation order), with ``P`` split by rows and the ``r x n`` states by columns over the ranks: a few
     batched collectives per step (:mod:`~client.compression.sharded_basis`; shapes that do not split
-    evenly keep a basis per shard). Either way the per-rank state is the single process's divided by the
-    world size (within a few percent). ``torch.distributed.checkpoint`` saves and loads the state through
+    evenly keep a basis per shard, whose ``r x n`` coefficients keep the full row width). At rank 0 and
+    with the whole basis the per-rank state is the single process's divided by the world size (within a
+    few percent). ``torch.distributed.checkpoint`` saves and loads the state through
     ``get_optimizer_state_dict`` / ``set_optimizer_state_dict`` (:mod:`~client.compression.sharded`).
     Statistics (``compression_stats``) are per rank; a non-finite gradient skips a whole-basis tensor on
     every rank (``docs/architecture.md``, "FSDP2").
