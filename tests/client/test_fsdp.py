@@ -143,9 +143,51 @@ def _whole_basis_worker(rank: int, world: int, port: int, out: str, schedule: li
                     {"phase": label, "shape": list(q.shape), "moved": moved, "max": float(diff.max())}
                 )
             phases.append(rows)
-        Path(f"{out}.{rank}").write_text(json.dumps({"phases": phases, "bytes": bytes_rows}))
+        exact = _resume_is_bit_exact(model, opt, schedule[-1][1], kw, t, f"{out}.ckpt")
+        Path(f"{out}.{rank}").write_text(json.dumps({"phases": phases, "bytes": bytes_rows, "resume": exact}))
     finally:
         dist.destroy_process_group()
+
+
+def _resume_is_bit_exact(
+    model: torch.nn.Module, opt: MangoAdamW, label: str, kw: dict[str, Any], t: int, ckpt: str
+) -> bool:
+    """DCP-save the state the schedule left (bases' row blocks, column blocks made by setting changes),
+    step on, and step a fresh model and optimizer (another initialization and seed) loaded from it: the
+    parameters must be bit-identical."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (
+        get_model_state_dict,
+        get_optimizer_state_dict,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    def on(m: torch.nn.Module, o: MangoAdamW) -> list[torch.Tensor]:
+        for k in range(4):  # across a basis refresh (refresh_every=3)
+            for p in m.parameters():
+                p.grad = distribute_tensor(_grad(t + k, tuple(p.shape)), p.device_mesh, [Shard(0)])
+            o.step()
+        return [p.full_tensor() for p in m.parameters()]
+
+    dcp.save(
+        {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, opt)},
+        checkpoint_id=ckpt,
+    )
+    end = on(model, opt)
+    model2 = _Params()
+    with torch.no_grad():
+        for p in model2.parameters():
+            p.mul_(2.0)
+    fully_shard(model2)
+    opt2 = MangoAdamW(model2.parameters(), setting=CompressionSetting.parse(label), **(kw | {"seed": 1}))
+    sd = {"model": get_model_state_dict(model2), "optim": get_optimizer_state_dict(model2, opt2)}
+    dcp.load(sd, checkpoint_id=ckpt)
+    set_model_state_dict(model2, sd["model"])
+    set_optimizer_state_dict(model2, opt2, sd["optim"])
+    return all(torch.equal(a, b) for a, b in zip(end, on(model2, opt2)))
 
 
 def _whole_basis(tmp_path: Path, schedule: list[tuple[int, str]]) -> list[list[dict[str, Any]]]:
@@ -156,6 +198,7 @@ def _whole_basis(tmp_path: Path, schedule: list[tuple[int, str]]) -> list[list[d
         for label, measured, expected, single in res["bytes"]:
             assert measured == expected > 0, (label, measured, expected)
             assert abs(measured / (single / 2) - 1.0) <= 0.05, (label, measured, single)
+        assert res["resume"], "the DCP resume is not bit-exact"
     return list(results[0]["phases"])
 
 
