@@ -27,8 +27,9 @@ FullBasisSplit`):
   rows); ``axis=1`` applies ``P U_k`` to its own columns. A step therefore costs, per ``axis=0`` tensor,
   one all-reduce and one all-gather of ``r x n`` values: the price of the whole-matrix basis (a per-shard
   basis needs none).
-* **Basis refresh** (every ``refresh_every`` steps): the single process's warm-started power iteration on
-  the error-fed gradient ``X = G + P E``, with its products summed over the ranks (``axis=0``: ``X^T P``
+* **Basis refresh** (every ``refresh_every`` steps, tensor by tensor: its collectives are not batched,
+  a refresh being rare): the single process's warm-started power iteration on the error-fed gradient
+  ``X = G + P E``, with its products summed over the ranks (``axis=0``: ``X^T P``
   all-reduced, ``X q`` all-gathered by rows; ``axis=1``: ``X q`` all-reduced, ``X^T P`` local) and the QR
   of the ``m x r`` product done on every rank (the same input, so the same basis; each keeps its rows).
   The rotation ``W = P_new^T P_old`` (``r x r``) is all-reduced for ``axis=0``. The random start of a
