@@ -19,6 +19,7 @@ import torch
 
 from client.compression import fused as fused_mod
 from client.compression import refresh as refresh_mod
+from client.compression import sharded_basis as basis_mod
 from client.compression.errors import MangoNonFiniteError
 from client.compression.feedback import shift_compress
 from client.compression.interface import CompressionStats
@@ -223,13 +224,17 @@ class MangoAdamW(torch.optim.Optimizer):
     ``i`` of the parameter (the fused kernels walk all three together); ``r x n`` states are stored as they
     are. ``state_dict`` version 2 (version 1 stored the canonical, possibly transposed, view).
 
-    **FSDP2** (``fully_shard``, DTensor parameters): each rank steps its local shard with state laid out for
-    that shard (a projected matrix gets the shard's own basis; no communication in the step), on the torch
-    path. ``torch.distributed.checkpoint`` saves and loads the state through ``get_optimizer_state_dict`` /
-    ``set_optimizer_state_dict`` (:mod:`~client.compression.sharded`). At rank 0 the per-rank state is the
-    single process's divided by the world size; with a projection the ``r x n`` coefficients of a row shard
-    keep the full row width, so per-rank state is larger than that (``docs/architecture.md``, "FSDP2").
-    Statistics (``compression_stats``) and the non-finite skip are per rank.
+    **FSDP2** (``fully_shard``, DTensor parameters): each rank steps its local shard, on the torch path. At
+    rank 0 (and for exact tensors) the state is laid out for the shard, with no communication. A projected
+    matrix keeps the basis of the *whole* matrix, computed and applied as one process would (up to float
+    summation order), with ``P`` split by rows and the ``r x n`` states by columns over the ranks: a few
+    batched collectives per step (:mod:`~client.compression.sharded_basis`; shapes that do not split
+    evenly keep a basis per shard, whose ``r x n`` coefficients keep the full row width). At rank 0 and
+    with the whole basis the per-rank state is the single process's divided by the world size (within a
+    few percent). ``torch.distributed.checkpoint`` saves and loads the state through
+    ``get_optimizer_state_dict`` / ``set_optimizer_state_dict`` (:mod:`~client.compression.sharded`).
+    Statistics (``compression_stats``) are per rank; a non-finite gradient skips a whole-basis tensor on
+    every rank (``docs/architecture.md``, "FSDP2").
 
     .. warning::
        On CPU the block quantizer runs on the torch path: at rank 0 and 2-4 bits the optimizer step costs
@@ -448,6 +453,7 @@ class MangoAdamW(torch.optim.Optimizer):
                         project=bool(g.get("project", True)),
                         element_size=lp.element_size(),
                         full_shape=p.shape,
+                        world_size=basis_mod.world_size(p),
                     ).total
         return total
 
@@ -517,7 +523,9 @@ class MangoAdamW(torch.optim.Optimizer):
         for g in groups:
             for p in g["params"]:
                 st = self.state.get(p)
-                if st and st.get("kind") == "matrix":
+                if st and st.get("full_basis"):
+                    basis_mod.convert(self, p, st, new)  # gathers, converts the whole matrix, keeps its part
+                elif st and st.get("kind") == "matrix":
                     self._convert(_local(p), st, new)
         where = "" if group is None else f" (param group {group})"
         log.info("MangoAdamW setting%s %s -> %s", where, old.label(), new.label() if new else "None")
@@ -627,6 +635,7 @@ class MangoAdamW(torch.optim.Optimizer):
             for _, p, _ in items
         ]
         finite = (norms < torch.tensor(limits, dtype=norms.dtype, device=norms.device)).tolist()
+        finite = basis_mod.agree(self, items, finite)  # ranks sharing a whole-matrix basis skip alike
         bad = [(items[j][0], tuple(items[j][1].shape)) for j, ok in enumerate(finite) if not ok]
         if bad:
             if self.strict:
@@ -644,6 +653,7 @@ class MangoAdamW(torch.optim.Optimizer):
         total_numel = sum(_local(p).numel() for (_, p, _), ok in zip(items, finite) if ok)
         stride = max(1, math.ceil(total_numel / self.stats_sample))
         samples = []
+        whole_basis = []  # FSDP2 tensors projected on the whole matrix's basis: stepped together, after
         for (_, p, group), ok in zip(items, finite):
             if not ok:
                 continue
@@ -656,11 +666,15 @@ class MangoAdamW(torch.optim.Optimizer):
             samples.append(g.detach().reshape(-1)[::stride].float())
             if st["kind"] == "exact":
                 self._exact_step(lp, g, st, group)
+            elif st.get("full_basis") and st["rank"] > 0:
+                whole_basis.append((p, g, st, group))
             else:
                 keys = len(st)
                 self._matrix_step(lp, g, st, group, stats)
                 if len(st) != keys:  # a slot appeared or went: the tensor may now suit the fused plan
                     self._layout += 1
+        if whole_basis:
+            basis_mod.step(self, whole_basis, stats)
         if samples:
             stats.samples.append(torch.cat(samples))  # a copy: the step keeps no reference to the gradients
 
@@ -744,6 +758,10 @@ class MangoAdamW(torch.optim.Optimizer):
         st["project"] = bool(group.get("project", True))
         st["rank"] = self._eff_rank(m, n, st["project"], self._group_setting(group))
         st["basis_step"] = 0
+        if basis_mod.eligible(p, self.ef_scope):  # FSDP2: the whole matrix's basis, its rank from the whole
+            split = basis_mod.plan(p).split  # type: ignore[union-attr]
+            st["full_basis"] = True
+            st["rank"] = self._eff_rank(split.m, split.n, st["project"], self._group_setting(group))
 
     def _group_setting(self, group: dict[str, Any]) -> CompressionSetting:
         """The setting a group's parameters are stepped with: its pinned one, else the optimizer-wide one."""
@@ -1319,6 +1337,10 @@ def _check_against_params(
             continue
         if kind != "matrix":
             raise ValueError(f"{where}: kind {kind!r} is neither 'exact' nor 'matrix'")
+        if entry.get("full_basis"):  # FSDP2, the whole matrix's basis: this rank's share of its state
+            basis_mod.check_entry(params[i], entry, where)
+            if entry.get("rank"):
+                continue
         if p.ndim < 2 or tuple(entry.get("shape", ())) != _canon_shape(p):
             raise ValueError(f"{where}: saved as a {entry.get('shape')} matrix; another model's?")
         m, n = _canon_shape(p)

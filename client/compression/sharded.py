@@ -1,9 +1,10 @@
 """MangoAdamW on FSDP2 (DTensor parameters): how the per-shard state travels through a checkpoint.
 
 Under ``fully_shard`` every rank steps only its local shard of each parameter (a plain tensor sharing the
-DTensor's storage), with state laid out for that shard: the low-rank basis of a matrix is the local shard's
-(the projection of a row block is a valid projection of that block; no communication in the step) and
-quantization blocks run over the local shard. ``docs/architecture.md`` ("FSDP2") has the reasoning.
+DTensor's storage). At rank 0 the state is laid out for that shard (quantization blocks over the local
+shard, no communication); a projected matrix keeps the whole matrix's basis with its state split over the
+ranks (:mod:`~client.compression.sharded_basis`), or, where the shapes do not split evenly, a basis of the
+local shard. ``docs/architecture.md`` ("FSDP2") has the reasoning.
 
 ``torch.distributed.checkpoint`` (DCP) writes each rank's piece of a DTensor and dedups plain tensors, so
 :meth:`MangoAdamW.state_dict` turns the state's tensors into DTensors (:func:`shard_entry`):
@@ -17,7 +18,7 @@ quantization blocks run over the local shard. ``docs/architecture.md`` ("FSDP2")
   a 1-D mesh and sharded dimensions divisible by its size (refused with the reason otherwise).
 
 :func:`unshard` takes each rank's piece back. A checkpoint resumes on the same world size and sharding (the
-per-shard bases cannot be re-cut for another one).
+per-rank pieces (bases, column blocks) cannot be re-cut for another one).
 """
 
 from __future__ import annotations

@@ -38,11 +38,13 @@ from client.protocol import CompressionSetting
 
 __all__ = [
     "QUANT_BITS",
+    "FullBasisSplit",
     "ParamStateBytes",
     "check_block",
     "default_block",
     "dense_state_bytes",
     "expected_nbytes",
+    "full_basis_split",
     "param_state_bytes",
     "state_bytes",
 ]
@@ -111,6 +113,39 @@ def _numel(shape: Sequence[int]) -> int:
     return n
 
 
+@dataclass(frozen=True)
+class FullBasisSplit:
+    """How one rank holds a projected matrix's state under FSDP2 with a basis of the whole matrix.
+
+    ``m x n`` is the whole parameter's canonical view. FSDP2 shards the parameter's dim 0, which is the
+    canonical rows (``axis=0``, a wide matrix: ``shape[0] <= numel / shape[0]``) or its columns (``axis=1``,
+    a tall one, whose canonical view is transposed). Each rank keeps ``rows`` rows of the basis ``P``
+    (``m / world``; with ``axis=0`` the rows of its parameter shard) and ``cols`` columns of every ``r x n``
+    state (``n / world``; with ``axis=1`` the columns of its parameter shard).
+    """
+
+    axis: int
+    m: int
+    n: int
+    rows: int
+    cols: int
+
+
+def full_basis_split(full_shape: Sequence[int], world: int) -> FullBasisSplit | None:
+    """The :class:`FullBasisSplit` of a parameter of ``full_shape`` sharded on dim 0 over ``world`` ranks,
+    or ``None`` where the state cannot be split evenly (then each rank projects its own shard with a basis
+    of its own): dim 0, ``m`` and ``n`` must all divide by ``world`` (``world > 1``, two or more dims)."""
+    dims = tuple(int(d) for d in full_shape)
+    if world < 2 or len(dims) < 2 or dims[0] == 0:
+        return None
+    rows, cols = dims[0], _numel(dims) // dims[0]
+    axis = 0 if rows <= cols else 1
+    m, n = min(rows, cols), max(rows, cols)
+    if dims[0] % world or m % world or n % world:
+        return None
+    return FullBasisSplit(axis=axis, m=m, n=n, rows=m // world, cols=n // world)
+
+
 def param_state_bytes(
     shape: Sequence[int],
     setting: CompressionSetting,
@@ -122,6 +157,7 @@ def param_state_bytes(
     project: bool = True,
     element_size: int = 4,
     full_shape: Sequence[int] | None = None,
+    world_size: int = 1,
 ) -> ParamStateBytes:
     """The state bytes one parameter of ``shape`` holds after a step under ``setting`` (module docstring).
 
@@ -136,6 +172,10 @@ def param_state_bytes(
     :param element_size: bytes per value of the parameter's dtype (exact tensors keep their moments in it).
     :param full_shape: under FSDP2, the whole parameter's shape: it decides exact or matrix (an empty shard
         is exact), while ``shape``, the local shard, sets the layout. ``None``: ``shape`` is the whole tensor.
+    :param world_size: under FSDP2, the ranks ``full_shape`` is sharded over (dim 0). A projected matrix
+        whose :func:`full_basis_split` exists (with ``ef_scope="subspace"``) then holds its share of the whole
+        matrix's state: ``rows x r`` of ``P`` and ``r x cols`` of each ``r x n`` state, the factored
+        ``v``'s row statistic (``r`` values) on every rank.
     """
     dims = tuple(int(d) for d in shape)
     numel = _numel(dims)
@@ -147,6 +187,17 @@ def param_state_bytes(
     bits = setting.bits
     r = setting.rank if project and 0 < setting.rank < m else 0
     factored = bits <= 4 if factor_second_moment is None else factor_second_moment
+    split = full_basis_split(whole, world_size) if full_shape is not None and ef_scope == "subspace" else None
+    r_whole = setting.rank if split is not None and project and 0 < setting.rank < split.m else 0
+    if split is not None and r_whole > 0:  # the whole matrix's basis, its state split over the ranks
+        k = split.cols * r_whole
+        return ParamStateBytes(
+            m=expected_nbytes(k, bits),
+            v=4 * (r_whole + split.cols) if factored else expected_nbytes(k, bits),
+            error=expected_nbytes(k, bits) if error_feedback else 0,
+            shift=expected_nbytes(k, bits) if setting.gamma > 0 else 0,
+            basis=4 * split.rows * r_whole,
+        )
     if r == 0 and bits == 32:  # identity: fp32 m, and v fp32 unless factoring is forced
         return ParamStateBytes(m=4 * m * n, v=4 * (m + n) if factored else 4 * m * n)
     k = r if r > 0 else m

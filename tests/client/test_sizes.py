@@ -19,9 +19,11 @@ from torch import nn
 from client.compression.optimizer import MangoAdamW
 from client.compression.quant import compress_state
 from client.compression.sizes import (
+    FullBasisSplit,
     ParamStateBytes,
     dense_state_bytes,
     expected_nbytes,
+    full_basis_split,
     param_state_bytes,
     state_bytes,
 )
@@ -219,3 +221,27 @@ def test_sizes_imports_no_torch() -> None:
     code = "import sys, client.compression.sizes, policy_service.shield; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_full_basis_split_and_its_bytes_by_hand() -> None:
+    # wide (the sharded rows are the canonical rows) and tall (the canonical view is transposed: the sharded
+    # rows are its columns); uneven, 1-D and single-rank cases keep a basis per shard
+    assert full_basis_split((128, 512), 2) == FullBasisSplit(axis=0, m=128, n=512, rows=64, cols=256)
+    assert full_basis_split((512, 64), 4) == FullBasisSplit(axis=1, m=64, n=512, rows=16, cols=128)
+    assert full_basis_split((64, 8, 64), 2) == FullBasisSplit(axis=0, m=64, n=512, rows=32, cols=256)
+    for shape, world in (((63, 64), 2), ((64, 63), 2), ((64,), 2), ((64, 64), 1), ((66, 64), 4)):
+        assert full_basis_split(shape, world) is None, (shape, world)
+    # 128 x 512 at rank 8 / 4 bits over 2 ranks, per rank: P 64 x 8 fp32 (2048 B), m and e 8 x 256 at 4 bits
+    # (2048 values: 1024 code bytes + 32 block scales = 1152 B each), factored v (8 + 256) fp32 (1056 B)
+    s = CompressionSetting(rank=8, bits=4)
+    got = param_state_bytes((64, 512), s, full_shape=(128, 512), world_size=2)
+    assert (got.basis, got.m, got.error, got.v, got.shift) == (2048, 1152, 1152, 1056, 0)
+    single = param_state_bytes((128, 512), s).total
+    assert got.total == single // 2 + 4 * 8 // 2  # half, but both ranks keep v's r row values
+    # rank 0 (and ef_scope="full") keeps the local shard's layout
+    r0 = CompressionSetting(rank=0, bits=8)
+    assert param_state_bytes((64, 512), r0, full_shape=(128, 512), world_size=2) == param_state_bytes(
+        (64, 512), r0, full_shape=(128, 512)
+    )
+    full = param_state_bytes((64, 512), s, full_shape=(128, 512), world_size=2, ef_scope="full")
+    assert full == param_state_bytes((64, 512), s, full_shape=(128, 512), ef_scope="full")
