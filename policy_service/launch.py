@@ -146,6 +146,8 @@ class ServiceProcess:
     :param env: ``MANGO_*`` settings for the child (``MANGO_POLICY_DIR``, ``MANGO_LOG_LEVEL``, ...); they
         override the launcher's own (keys, ``MANGO_DEV_MODE=false``).
     :param host: bind address; loopback unless you mean to expose the service.
+    :param port: a fixed port (e.g. a client built before the service starts); ``None``: a free one, and
+        another one if a different process takes it first.
 
     Use as a context manager (``__exit__`` stops it); :meth:`start` picks the port and waits for readiness.
     """
@@ -155,9 +157,11 @@ class ServiceProcess:
         log_path: Path | str | None = None,
         env: Mapping[str, str] | None = None,
         host: str = "127.0.0.1",
+        port: int | None = None,
     ) -> None:
         self.host = host
-        self.port = 0
+        self._fixed_port = port
+        self.port = port or 0
         self.log_path = Path(log_path) if log_path is not None else None
         self.api_key = secrets.token_urlsafe(32)
         self.admin_key = secrets.token_urlsafe(32)
@@ -196,7 +200,7 @@ class ServiceProcess:
         """
         last = ""
         for _ in range(attempts):
-            self.port = free_port(self.host)
+            self.port = self._fixed_port or free_port(self.host)
             self._spawn()
             try:
                 self._wait_ready(timeout_s, poll_s)
