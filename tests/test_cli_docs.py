@@ -21,9 +21,9 @@ from benchmarks.cli import BENCHES
 from mango_cli import COMMANDS
 
 ROOT = Path(__file__).resolve().parents[1]
-#: A command line: ``mango <command> ...`` or ``python -m mango_cli <command> ...`` up to the end of a code
+#: A command line: ``mango <command> ...`` or ``[python] -m mango_cli <command> ...`` up to the end of a code
 #: span, a comment, a pipe or a shell separator.
-_COMMAND = re.compile(r"(?:\bmango|python3? -m mango_cli)[ \t]+([a-z]+)([^`#|;&\n]*)")
+_COMMAND = re.compile(r"(?:\bmango|-m mango_cli)[ \t]+([a-z]+)([^`#|;&\n]*)")
 
 
 def _modules() -> list[str]:
