@@ -246,6 +246,7 @@ class PolicyRegistry:
         self.fallback = fallback
         self.isolate = isolate
         self._loader = LoaderProcess() if isolate else None
+        self._closed = False  # close() ran: a background start_loader() that comes late starts nothing
         self._reload_lock = threading.Lock()
         self._snapshot: Snapshot | None = None
 
@@ -265,7 +266,7 @@ class PolicyRegistry:
         if self._loader is None:
             return None
         with self._reload_lock:  # a reload may be creating the worker right now
-            return self._loader.start()
+            return None if self._closed else self._loader.start()
 
     @property
     def loader_status(self) -> str:
@@ -273,9 +274,10 @@ class PolicyRegistry:
         return self._loader.status if self._loader is not None else "off"
 
     def close(self) -> None:
-        """Stop the loader process, if any (a later reload starts a new one)."""
+        """Stop the loader process, if any (a later reload starts a new one; start_loader no longer does)."""
         if self._loader is not None:
             with self._reload_lock:
+                self._closed = True
                 self._loader.close()
 
     def _load(self, path: Path, *, shipped: bool, first: bool) -> LearnedPolicy:

@@ -11,6 +11,7 @@ import httpx
 
 from policy_service.config import Settings
 from policy_service.main import create_app
+from policy_service.registry import PolicyRegistry
 
 from .support import export_tiny
 
@@ -73,3 +74,12 @@ def test_readyz_reports_the_reload_worker_off_when_reloads_run_in_process(tmp_pa
 
     r = asyncio.run(scenario())
     assert r.status_code == 200 and r.json() == {"status": "ok", "generation": 1, "reloader": "off"}
+
+
+def test_a_late_background_start_after_shutdown_starts_no_worker(tmp_path: Path) -> None:
+    """The lifespan's start task runs in a thread shutdown cannot stop: once closed, it starts nothing."""
+    registry = PolicyRegistry(policy_dir=tmp_path, isolate=True)
+    registry.reload()
+    registry.close()
+    assert registry.start_loader() is None
+    assert registry.loader_status == "stopped"
