@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from client.compression.sizes import DENSE_BYTES_PER_PARAM, bytes_per_param
 from client.policy.interface import Controller, ProfileFeatures
 from client.protocol import (
     DEFAULT_GRID,
@@ -52,6 +53,7 @@ from client.protocol import (
 __all__ = [
     "DEFAULT_ENERGY_LADDER",
     "FIRST_CANDIDATES",
+    "FIRST_MATRIX_SIDE",
     "HEURISTICS",
     "AccordionController",
     "Controller",
@@ -470,16 +472,32 @@ def make_controller(name: str, **kwargs: Any) -> Controller:
 
 
 # ------------------------------------------------------------------------------------- the first decision
-#: The settings a job may start in before any telemetry, with the prior relative excess loss of each (the
-#: reward's loss unit: 0.01 = 1 % above the uncompressed run at the same step) and its modelled state bytes
-#: over AdamW's (rank 0: m, v and the error buffer at ``bits``; v factored at 4 bits). The loss priors are
-#: the fitted surrogate's mid-run excess on the CPU workloads, rounded up (BENCHMARKS.md, issue 13): no
-#: projection before the policy has seen the job, since what a rank costs depends on the job's spectrum.
+#: Side of the typical square matrix whose state ratio a first-interval candidate is given (the service's
+#: shield models the same matrix by default, ``MANGO_SHIELD_MATRIX_SIDE``); the ratios of the rank-0
+#: candidates barely depend on it.
+FIRST_MATRIX_SIDE = 1024
+#: The prior relative excess loss of each first-interval candidate (the reward's loss unit: 0.01 = 1 % above
+#: the uncompressed run at the same step): the fitted surrogate's mid-run excess on the CPU workloads, rounded
+#: up (BENCHMARKS.md, issue 13). No projection before the policy has seen the job, since what a rank costs
+#: depends on the job's spectrum.
+_FIRST_PRIORS: dict[str, float] = {
+    "r0/b32/g0": 0.0,
+    "r0/b16/g0": 0.0005,
+    "r0/b8/g0": 0.002,
+    "r0/b4/g0": 0.08,
+}
+
+
+#: The settings a job may start in before any telemetry: label -> (prior relative excess loss, modelled
+#: state bytes over AdamW's). The ratio comes from the one byte model (:func:`client.compression.sizes.
+#: bytes_per_param` on a :data:`FIRST_MATRIX_SIDE` matrix: rank 0, ``m``, ``v`` and the error buffer at
+#: ``bits``, ``v`` factored at 4 bits), so it follows the optimizer's layout when that changes.
+def _modelled_state_ratio(label: str) -> float:
+    return bytes_per_param(CompressionSetting.parse(label), FIRST_MATRIX_SIDE) / DENSE_BYTES_PER_PARAM
+
+
 FIRST_CANDIDATES: dict[str, tuple[float, float]] = {
-    "r0/b32/g0": (0.0, 1.0),
-    "r0/b16/g0": (0.0005, 0.75),
-    "r0/b8/g0": (0.002, 0.385),
-    "r0/b4/g0": (0.08, 0.14),
+    label: (prior, _modelled_state_ratio(label)) for label, prior in _FIRST_PRIORS.items()
 }
 
 

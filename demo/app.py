@@ -117,7 +117,7 @@ def run_demo(args: DemoArgs, argv: list[str] | None = None) -> dict[str, Any]:
         "objective": {"preset": args.objective, **objective.model_dump()},
         "static": {"setting": static_setting.label(), "why": static_why},
     }
-    service_env = {"MANGO_TORCH_THREADS": "1", "MANGO_LOG_LEVEL": "info"}
+    service_env = {"OPENBLAS_NUM_THREADS": "1", "MANGO_LOG_LEVEL": "info"}  # as the service image does
     if args.policy_dir:
         service_env["MANGO_POLICY_DIR"] = str(Path(args.policy_dir).resolve())
     service = ServiceProcess(out / "service.log", env=service_env)

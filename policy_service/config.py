@@ -102,7 +102,8 @@ class Settings(BaseSettings):
     )
     reload_in_subprocess: bool = Field(
         True,
-        description="load and verify artifacts in a worker process on hot reload (keeps p99 flat)",
+        description="load and verify artifacts in a worker process on hot reload (keeps p99 flat); the "
+        "worker starts after the service is ready",
     )
     gil_switch_interval_s: float = Field(
         0.001, gt=0.0, le=0.1, description="sys.setswitchinterval: bounds event-loop stalls during a reload"

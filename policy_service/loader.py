@@ -11,8 +11,11 @@ Nothing in this exchange comes from the policy folder unverified: the bytes were
 own code after the checks. The serving process then only rebuilds the numpy model from those tensors, see
 :func:`policy_service.registry.policy_from_loaded`.
 
-The worker lowers its priority (:func:`_init_worker`) first thing; it imports nothing heavier than the policy
-runtime (numpy, safetensors, pydantic).
+The worker lowers its priority first thing (:func:`policy_service.loader_worker.init_worker`, before it
+imports the policy runtime); it imports nothing heavier than that runtime (numpy, safetensors, pydantic).
+
+The service starts the worker after it is ready (:meth:`LoaderProcess.start` from a background task of the
+lifespan): serving never waits for a Python start-up, and a reload sent before the worker is up waits for it.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ import contextlib
 import logging
 import multiprocessing
 import os
-import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -33,6 +35,7 @@ from typing import Any
 from client.policy.artifact import MAX_MANIFEST_BYTES, PolicyManifest, load_artifact, weights_bytes
 
 from .jsonlimits import JSONLimitError, find_nul, loads_bounded
+from .loader_worker import init_worker
 
 __all__ = ["LoadedArtifact", "LoaderError", "LoaderProcess", "load_verified", "precheck_manifest"]
 
@@ -40,10 +43,6 @@ log = logging.getLogger(__name__)
 
 #: A loader that takes longer than this for one artifact is killed; the artifact's last good version stays.
 LOAD_TIMEOUT_S = 120.0
-#: How often the worker checks that the serving process still exists (it exits when not).
-PARENT_POLL_S = 1.0
-#: ``nice`` increment of the worker: on a small machine the serving process wins the CPU.
-WORKER_NICE = 10
 
 
 class LoaderError(Exception):
@@ -60,22 +59,8 @@ class LoadedArtifact:
     weights: bytes  # safetensors bytes of the verified float32 tensors
 
 
-def _exit_with_parent(parent: int) -> None:
-    """Ends the worker once the serving process is gone (killed without shutting the pool down)."""
-    while True:
-        time.sleep(PARENT_POLL_S)
-        if os.getppid() != parent:
-            os._exit(0)
-
-
-def _init_worker() -> None:
-    """Runs first in the worker: watch the parent, lower the priority."""
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
-    with contextlib.suppress(OSError):  # not permitted: run at normal priority
-        os.nice(WORKER_NICE)
-
-
 def _ready() -> int:
+    """The start-up probe: unpickling it imports this module (the policy runtime) in the worker."""
     return os.getpid()
 
 
@@ -113,23 +98,52 @@ class LoaderProcess:
     """One ``spawn`` worker process, started on demand, replaced if it dies or hangs.
 
     Calls come from the registry's reload (already serialized by its lock); waiting on the worker releases the
-    GIL, so the event loop runs freely meanwhile.
+    GIL, so the event loop runs freely meanwhile. :attr:`status` says where the worker stands: ``stopped``
+    (none: never started, closed, or replaced after a failure), ``starting`` (its Python start-up runs),
+    ``up``, or ``failed`` (the start-up probe failed; the next load starts a fresh worker).
     """
 
     def __init__(self, timeout_s: float = LOAD_TIMEOUT_S) -> None:
         self.timeout_s = timeout_s
         self._pool: ProcessPoolExecutor | None = None
+        self._probe: Future[Any] | None = None
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=init_worker
             )
         return self._pool
 
+    @property
+    def status(self) -> str:
+        """``stopped``, ``starting``, ``up`` or ``failed`` (see the class docstring)."""
+        probe = self._probe
+        if self._pool is None or probe is None:
+            return "stopped"
+        if not probe.done():
+            return "starting"
+        return "up" if not probe.cancelled() and probe.exception() is None else "failed"
+
     def start(self) -> Future[Any]:
-        """Start the worker now (a Python start-up) so the first reload does not wait for it."""
-        return self._executor().submit(_ready)
+        """Start the worker now (a Python start-up) so a reload does not wait for it; idempotent.
+
+        :returns: a future done (with the worker's pid) when the worker is up and has imported the runtime.
+        """
+        if self._probe is not None and self._pool is not None:
+            return self._probe
+        t0 = time.perf_counter()
+        probe = self._executor().submit(_ready)
+
+        def report(fut: Future[Any]) -> None:
+            if fut.cancelled() or fut.exception() is not None:
+                return  # whoever waits on it reports the failure
+            ms = 1e3 * (time.perf_counter() - t0)
+            log.info("hot-reload loader process up (pid %s, %.0f ms)", fut.result(), ms)
+
+        probe.add_done_callback(report)
+        self._probe = probe
+        return probe
 
     def load(self, path: str) -> LoadedArtifact:
         """Load and verify ``path`` in the worker; artifact errors are re-raised as they were raised there.
@@ -137,6 +151,7 @@ class LoaderProcess:
         :raises LoaderError: the worker died or did not answer within ``timeout_s`` (it is replaced).
         """
         try:
+            self.start()  # no-op when the worker is up or starting
             fut = self._executor().submit(load_verified, path)
             result: LoadedArtifact = fut.result(timeout=self.timeout_s)
         except BrokenProcessPool as exc:
@@ -150,6 +165,7 @@ class LoaderProcess:
     def close(self, *, kill: bool = False) -> None:
         """Stop the worker (``kill``: terminate it at once, e.g. when it hangs)."""
         pool, self._pool = self._pool, None
+        self._probe = None
         if pool is None:
             return
         procs = list(getattr(pool, "_processes", {}).values()) if kill else []

@@ -7,6 +7,7 @@ Prometheus registry, so tests can build many.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import sys
@@ -34,9 +35,6 @@ from .shield import Shield, ShieldConfig
 __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
-
-#: How long start-up waits for the hot-reload loader process before serving anyway.
-LOADER_START_TIMEOUT_S = 120.0
 
 API_VERSION = "1.0.0"
 
@@ -91,6 +89,18 @@ def _document_models(app: FastAPI, *models: type[BaseModel]) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+async def _start_loader(registry: PolicyRegistry) -> None:
+    """Start the hot-reload worker once the service serves; a failure is logged (a reload retries)."""
+    await asyncio.sleep(0)  # let the lifespan finish first: readiness never waits for this task
+    up = await run_in_threadpool(registry.start_loader)
+    if up is None:
+        return
+    try:
+        await asyncio.wrap_future(up)
+    except Exception as exc:  # reloads will try to start it again; serving does not need it
+        log.warning("hot-reload loader process did not start (%s: %s)", type(exc).__name__, exc)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service; policies load in the lifespan start-up (``/readyz`` turns 200 after)."""
     settings = settings or Settings()  # type: ignore[call-arg]  # required keys come from the environment
@@ -118,10 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # A reload runs in a worker thread; a shorter GIL switch interval bounds how long it can hold up
         # the event loop (Python's default is 5 ms, most of a p99 budget).
         sys.setswitchinterval(settings.gil_switch_interval_s)
-        # The hot-reload worker process starts alongside the first load, and is up before
-        # /readyz says ready, so its start-up does not compete with serving.
-        loader_up = registry.start_loader()
-        report = await run_in_threadpool(registry.reload)
+        report = await run_in_threadpool(registry.reload)  # the first load runs here, in-process
         metrics.reloads.labels("errors" if report.errors else "ok").inc()
         metrics.generation.set(report.generation)
         metrics.policies_loaded.set(len(report.learned))
@@ -129,14 +136,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # collections during serving scan less (shorter pauses, better p99).
         gc.collect()
         gc.freeze()
-        if loader_up is not None:
-            try:
-                await run_in_threadpool(loader_up.result, LOADER_START_TIMEOUT_S)
-            except Exception as exc:  # reloads will try to start it again; serving does not need it
-                log.warning("hot-reload loader process did not start (%s: %s)", type(exc).__name__, exc)
+        # Ready from here on: the hot-reload worker process (a Python start-up of its own, lowered priority)
+        # starts in the background; a reload sent before it is up waits for it, a decision never does.
+        loader_task = asyncio.create_task(_start_loader(registry))
         try:
             yield
         finally:
+            loader_task.cancel()
             await run_in_threadpool(registry.close)
 
     # /docs (Swagger UI) and /redoc load their scripts and styles from this server (fastapi-offline ships them

@@ -246,6 +246,7 @@ class PolicyRegistry:
         self.fallback = fallback
         self.isolate = isolate
         self._loader = LoaderProcess() if isolate else None
+        self._closed = False  # close() ran: a background start_loader() that comes late starts nothing
         self._reload_lock = threading.Lock()
         self._snapshot: Snapshot | None = None
 
@@ -255,16 +256,28 @@ class PolicyRegistry:
         return self._snapshot
 
     def start_loader(self) -> Future[Any] | None:
-        """Start the loader process now (a Python start-up) so a hot reload does not wait for it.
+        """Start the loader process now (a Python start-up) so a hot reload does not wait for it; idempotent.
+
+        The service calls it once it is ready (serving never waits for it); a reload that comes first starts
+        the worker itself and waits for it.
 
         :returns: a future done when the worker is up (``None`` without ``isolate``).
         """
-        return self._loader.start() if self._loader is not None else None
+        if self._loader is None:
+            return None
+        with self._reload_lock:  # a reload may be creating the worker right now
+            return None if self._closed else self._loader.start()
+
+    @property
+    def loader_status(self) -> str:
+        """The hot-reload worker: ``off`` (no ``isolate``), ``stopped``, ``starting``, ``up``, ``failed``."""
+        return self._loader.status if self._loader is not None else "off"
 
     def close(self) -> None:
-        """Stop the loader process, if any (a later reload starts a new one)."""
+        """Stop the loader process, if any (a later reload starts a new one; start_loader no longer does)."""
         if self._loader is not None:
             with self._reload_lock:
+                self._closed = True
                 self._loader.close()
 
     def _load(self, path: Path, *, shipped: bool, first: bool) -> LearnedPolicy:

@@ -18,6 +18,11 @@ class ErrorMessage(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "loading"]
     generation: int = Field(0, description="policy snapshot generation (0 before the first load)")
+    reloader: Literal["off", "stopped", "starting", "up", "failed"] = Field(
+        "off",
+        description="the hot-reload loader process: it starts after the service is ready (readiness never "
+        "waits for it); 'off' without MANGO_RELOAD_IN_SUBPROCESS",
+    )
 
 
 class PolicyInfo(BaseModel):

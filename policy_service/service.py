@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from client.policy import Controller
 from client.protocol import CompressionSetting, DecideRequest, Decision
@@ -15,6 +16,9 @@ from .shield import Shield
 __all__ = ["DecisionService"]
 
 log = logging.getLogger(__name__)
+
+#: Most decision counters kept at hand (a policy name and a grid point each; the grid has 240 points).
+_MAX_CACHED_COUNTERS = 4096
 
 
 def _ask(policy: Controller, request: DecideRequest) -> CompressionSetting:
@@ -36,6 +40,18 @@ class DecisionService:
         self.registry = registry
         self.shield = shield
         self.metrics = metrics
+        # mango_decisions_total's children by (policy, rank, bits, gamma): labels() takes a lock and formats
+        # the label per call; bounded (policies x grid points), like the middleware's cache.
+        self._decision_counters: dict[tuple[str, int, int, float], Any] = {}
+
+    def _count(self, policy: str, setting: CompressionSetting) -> None:
+        key = (policy, setting.rank, setting.bits, setting.gamma)
+        counter = self._decision_counters.get(key)
+        if counter is None:
+            counter = self.metrics.decisions.labels(policy, setting.label())
+            if len(self._decision_counters) < _MAX_CACHED_COUNTERS:
+                self._decision_counters[key] = counter
+        counter.inc()
 
     def decide(self, request: DecideRequest) -> Decision:
         snap = self.registry.snapshot  # read once: a concurrent reload cannot change it under us
@@ -59,7 +75,7 @@ class DecisionService:
         result = self.shield.check(setting, request, policy.grid)
         for rule in result.rules:
             self.metrics.shield_overrides.labels(rule).inc()
-        self.metrics.decisions.labels(policy.name, result.setting.label()).inc()
+        self._count(policy.name, result.setting)
         reason = "; ".join(r for r in (note, result.reason) if r)
         return Decision(
             setting=result.setting,

@@ -20,12 +20,12 @@ Three rules, applied after every policy (learned or heuristic) decides:
    (``CompressionSetting.off()`` runs at AdamW speed by definition, so something always fits).
 
 Predicting state bytes (:func:`estimate_state_bytes`): the client's byte model of ``MangoAdamW``
-(:func:`client.compression.sizes.param_state_bytes`, per parameter of a typical matrix in
-:func:`bytes_per_param`) is calibrated on the newest record. With the request's ``Reference`` (dense bytes
-known), the fraction of state kept uncompressed (1-D and small tensors stay fp32) is solved from the newest
-record's ``state_bytes``; without it, the model is scaled to match the newest record. Tuning: raise
-``memory_margin_frac`` if jobs report ``state_bytes`` above the budget after a shielded decision; lower
-``matrix_side`` for narrow models (it sets how much a rank-r projection saves: ``r / matrix_side``).
+(:func:`client.compression.sizes.bytes_per_param`: per parameter of a typical square matrix) is calibrated on
+the newest record. With the request's ``Reference`` (dense bytes known), the fraction of state kept
+uncompressed (1-D and small tensors stay fp32) is solved from the newest record's ``state_bytes``; without it,
+the model is scaled to match the newest record. Tuning: raise ``memory_margin_frac`` if jobs report
+``state_bytes`` above the budget after a shielded decision; lower ``matrix_side`` for narrow models (it sets
+how much a rank-r projection saves: ``r / matrix_side``).
 """
 
 from __future__ import annotations
@@ -34,31 +34,11 @@ import functools
 import math
 from dataclasses import dataclass
 
-from client.compression.sizes import param_state_bytes
+from client.compression.sizes import DENSE_BYTES_PER_PARAM, bytes_per_param
 from client.protocol import ActionGrid, CompressionSetting, DecideRequest
 
+# bytes_per_param lives with the byte model (client.compression.sizes); re-exported for the shield's callers.
 __all__ = ["Shield", "ShieldConfig", "ShieldResult", "bytes_per_param", "estimate_state_bytes"]
-
-#: Bytes per parameter of plain fp32 AdamW state (m and v): what ``Reference.dense_state_bytes`` counts.
-DENSE_BYTES_PER_PARAM = 8.0
-
-
-@functools.lru_cache(maxsize=4096)
-def bytes_per_param(
-    setting: CompressionSetting, matrix_side: int = 1024, *, with_shift: bool = True
-) -> float:
-    """Optimizer + compression state bytes per parameter of a compressible ``matrix_side`` square matrix.
-
-    The client's byte model (:func:`client.compression.sizes.param_state_bytes`, what ``MangoAdamW`` holds
-    with its default knobs): moments ``m`` at ``bits`` in the rank-r subspace, ``v`` factored at
-    ``bits <= 4`` else stored like ``m``, the error-feedback buffer with the moments, the gamma-shift
-    reference ``h`` when ``gamma > 0`` and the fp32 basis. The uncompressed setting gives exactly
-    ``DENSE_BYTES_PER_PARAM`` (8). ``with_shift=False`` leaves ``h`` out: what the setting keeps of the
-    state, its fidelity.
-    """
-    side = max(int(matrix_side), 1)
-    held = param_state_bytes((side, side), setting, min_compress_numel=1)
-    return (held.total - (0 if with_shift else held.shift)) / (side * side)
 
 
 def _ratio(setting: CompressionSetting, matrix_side: int) -> float:

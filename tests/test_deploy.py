@@ -261,11 +261,37 @@ def test_secret_holds_placeholders_and_configmap_no_secrets() -> None:
     assert config["data"]["MANGO_DEV_MODE"] == "false"
 
 
-def test_cpu_limit_matches_torch_threads() -> None:
+def _named_settings(text: str) -> set[str]:
+    """Every ``MANGO_*`` name a file mentions (commented examples included)."""
+    return set(re.findall(r"\bMANGO_[A-Z0-9_]+", text))
+
+
+def test_deploy_files_name_only_settings_the_service_reads() -> None:
+    """Settings ignores unknown MANGO_* variables, so a stale name (MANGO_TORCH_THREADS, gone with torch)
+    would sit in the manifests silently; every name must be a field of policy_service.config.Settings."""
+    config = pytest.importorskip("policy_service.config", reason="policy_service.config not written yet")
+    fields = {"MANGO_" + name.upper() for name in config.Settings.model_fields}
+    # the training job's variable (client), and compose's host address to publish the port on
+    others = {"MANGO_SERVICE_URL", "MANGO_BIND"}
+    for path in [*sorted((DEPLOY / "k8s").glob("*.yaml")), ENV_EXAMPLE, DEPLOY / "README.md", DOCKERFILE]:
+        unknown = _named_settings(path.read_text()) - fields - others
+        assert not unknown, f"{path.relative_to(ROOT)} names settings the service does not read: {unknown}"
+
+
+def test_cpu_limit_matches_blas_threads() -> None:
+    """numpy's BLAS starts a thread per host core, which a CPU limit does not cap: the image sets it."""
     (container,) = _base("Deployment")["spec"]["template"]["spec"]["containers"]
-    threads = int(_base("ConfigMap")["data"]["MANGO_TORCH_THREADS"])
+    envs = dict(
+        part.split("=", 1)
+        for stage in _chain(_stages(DOCKERFILE.read_text()))
+        for ins, value in stage.instructions
+        if ins == "ENV"
+        for part in value.split()
+        if "=" in part
+    )
+    threads = int(envs["OPENBLAS_NUM_THREADS"])
     assert _quantity(container["resources"]["limits"]["cpu"]) == threads, (
-        "more threads than cores: throttling"
+        "more BLAS threads than cores: throttling"
     )
 
 

@@ -5,7 +5,9 @@
 alone; :func:`state_bytes` sums it over a model's shapes. It is what ``MangoAdamW.state_bytes()`` counts from
 its tensors once the optimizer has taken a step under the setting (``tests/client/test_sizes.py`` checks
 equality), and the one model behind ``MangoAdamW.expected_state_bytes``, the surrogate's memory column
-(:mod:`envs.fit`) and the policy service's memory shield (:mod:`policy_service.shield`).
+(:mod:`envs.fit`), the policy service's memory shield (:mod:`policy_service.shield`) and the memory ratios of
+the first interval's candidates (:data:`client.controllers.FIRST_CANDIDATES`), the last two through
+:func:`bytes_per_param` (a typical square matrix).
 
 Per parameter (the knobs are the optimizer's, with its defaults):
 
@@ -30,6 +32,7 @@ Imports no torch: the service and the surrogate use it without loading the compr
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -37,9 +40,11 @@ from dataclasses import dataclass
 from client.protocol import CompressionSetting
 
 __all__ = [
+    "DENSE_BYTES_PER_PARAM",
     "QUANT_BITS",
     "FullBasisSplit",
     "ParamStateBytes",
+    "bytes_per_param",
     "check_block",
     "default_block",
     "dense_state_bytes",
@@ -49,6 +54,8 @@ __all__ = [
     "state_bytes",
 ]
 
+#: Bytes per parameter of plain fp32 AdamW state (m and v): what :func:`dense_state_bytes` counts.
+DENSE_BYTES_PER_PARAM = 8.0
 #: Bit widths the block-wise quantizer handles (16 = bf16 cast and 32 = off are handled above it).
 QUANT_BITS: tuple[int, ...] = (2, 3, 4, 8)
 
@@ -238,3 +245,21 @@ def state_bytes(
 def dense_state_bytes(shapes: Iterable[Sequence[int]]) -> int:
     """fp32 AdamW state of ``shapes``: 8 bytes per value (``MangoAdamW.dense_state_bytes()``)."""
     return sum(8 * _numel(s) for s in shapes)
+
+
+@functools.lru_cache(maxsize=4096)
+def bytes_per_param(
+    setting: CompressionSetting, matrix_side: int = 1024, *, with_shift: bool = True
+) -> float:
+    """Optimizer + compression state bytes per parameter of a compressible ``matrix_side`` square matrix.
+
+    :func:`param_state_bytes` with ``MangoAdamW``'s default knobs: moments ``m`` at ``bits`` in the rank-r
+    subspace, ``v`` factored at ``bits <= 4`` else stored like ``m``, the error-feedback buffer with the
+    moments, the gamma-shift reference ``h`` when ``gamma > 0`` and the fp32 basis. The uncompressed setting
+    gives exactly :data:`DENSE_BYTES_PER_PARAM` (8); divide by it for the ratio to AdamW's state.
+    ``with_shift=False`` leaves ``h`` out: what the setting keeps of the state, its fidelity. ``matrix_side``
+    sets what a rank-r projection saves (``r / matrix_side``); the bits alone barely depend on it.
+    """
+    side = max(int(matrix_side), 1)
+    held = param_state_bytes((side, side), setting, min_compress_numel=1)
+    return (held.total - (0 if with_shift else held.shift)) / (side * side)

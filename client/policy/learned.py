@@ -50,6 +50,10 @@ class LearnedPolicy(Controller):
         self.model = artifact.model
         self.spec = ObservationSpec(window=artifact.config.window, grid=artifact.grid)
         self.reason = f"learned policy {self.name} ({self.version})"
+        # Every grid point built once (settings are frozen, so answers may share them), indexed rank-major
+        # like ActionGrid.all_settings: a decision looks its setting up instead of validating a new one.
+        self._settings = tuple(self.grid.all_settings())
+        _, self._nb, self._ng = self.grid.nvec
 
     def decide(
         self,
@@ -63,7 +67,8 @@ class LearnedPolicy(Controller):
 
     def decide_obs(self, obs: np.ndarray) -> CompressionSetting:
         """The greedy setting for one encoded observation (``ObservationSpec.encode``'s output)."""
-        return self.grid.setting(self.model.act(obs).tolist())
+        ri, bi, gi = self.model.act(obs).tolist()
+        return self._settings[(ri * self._nb + bi) * self._ng + gi]
 
     def info(self) -> dict[str, Any]:
         """What ``GET /v1/policies`` shows about this policy."""

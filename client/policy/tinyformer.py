@@ -148,42 +148,71 @@ def weight_shapes(config: TinyFormerConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _normalize(x: np.ndarray, mean_op: np.ndarray) -> np.ndarray:
-    """LayerNorm without its affine part (folded into the next linear layer): ``(x - mu) / sqrt(var + eps)``.
+@dataclass(frozen=True)
+class _NormLinear:
+    """A LayerNorm and the linear layer that reads it, as one product (see :func:`_norm_linear`).
 
-    ``mean_op`` is a ``[d, 1]`` column of ``1/d``: a mean as a matrix product is several times cheaper than
-    ``ndarray.mean`` on rows this short.
+    ``w [d + out, d]``: the centering matrix ``C = I - 1/d`` in the first ``d`` rows, then
+    ``W diag(ln_w) C``; ``b [out, 1]``: ``W ln_b + b``. Folded in float64, held in float32.
     """
-    xc = x - x @ mean_op
-    return xc / np.sqrt((xc * xc) @ mean_op + LAYER_NORM_EPS)  # type: ignore[no-any-return]
+
+    w: np.ndarray
+    b: np.ndarray
+    d: int
 
 
-def _gelu_tanh(x: np.ndarray) -> np.ndarray:
-    return 0.5 * x * (1.0 + np.tanh(_GELU_C * (x + 0.044715 * x * x * x)))  # type: ignore[no-any-return]
+def _fold_norm_linear(ln_w: np.ndarray, ln_b: np.ndarray, w: np.ndarray, b: np.ndarray) -> _NormLinear:
+    """``W LN(x) + b`` (LN with affine ``ln_w``, ``ln_b``; ``w [out, in]``, torch's layout) as a _NormLinear.
+
+    ``LN(x) = ln_w * C x / sigma(x) + ln_b``, so ``W LN(x) + b = (W diag(ln_w) C x) / sigma + (W ln_b + b)``:
+    the centering, the scale and the shift all move into the weights; only ``sigma`` is left per call.
+    """
+    d = w.shape[1]
+    w64 = w.astype(np.float64)
+    center = np.eye(d) - 1.0 / d
+    folded = np.concatenate([center, (w64 * ln_w.astype(np.float64)) @ center])
+    bias = w64 @ ln_b.astype(np.float64) + b.astype(np.float64)
+    return _NormLinear(np.ascontiguousarray(folded, dtype=np.float32), bias.astype(np.float32)[:, None], d)
+
+
+def _norm_linear(nl: _NormLinear, x: np.ndarray, mean_row: np.ndarray) -> np.ndarray:
+    """``W LN(x) + b`` for token columns ``x [..., d, S]``: one product gives ``x - mean`` and ``W' x``.
+
+    ``mean_row`` is a ``[1, d]`` row of ``1/d``: a mean as a matrix product is several times cheaper than
+    ``ndarray.mean`` on vectors this short. Seven numpy calls, where a LayerNorm then a linear layer take
+    nine; the result ``[..., out, S]`` is a view of a fresh buffer that the caller may modify.
+    """
+    h = nl.w @ x  # [..., d + out, S]
+    xc = h[..., : nl.d, :]  # x - mean(x), per token
+    sigma = mean_row @ (xc * xc)  # [..., 1, S]: the variance
+    sigma += LAYER_NORM_EPS
+    np.sqrt(sigma, out=sigma)
+    out = h[..., nl.d :, :]
+    out /= sigma
+    out += nl.b
+    return out
 
 
 @dataclass(frozen=True)
 class _Block:
-    """One pre-LN block as ``x @ w + b`` products (``w [in, out]``), each LayerNorm's affine folded in."""
+    """One pre-LN block as ``w @ x + b`` products (``w [out, in]``), each LayerNorm folded into its reader."""
 
-    w_q: np.ndarray  # [d, d], LN1 folded, the attention scale 1/sqrt(d_head) folded
-    b_q: np.ndarray
-    w_kv: np.ndarray  # [d, 2d], LN1 folded
-    b_kv: np.ndarray
+    qkv: (
+        _NormLinear  # LN1 + the fused query/key/value product [3d, d]; 1/sqrt(d_head) folded into the queries
+    )
     w_proj: np.ndarray  # [d, d]
-    b_proj: np.ndarray
-    w_fc: np.ndarray  # [d, ff*d], LN2 folded
-    b_fc: np.ndarray
-    w_out: np.ndarray  # [ff*d, d]
-    b_out: np.ndarray
+    b_proj: np.ndarray  # [d, 1]
+    fc: _NormLinear  # LN2 + the MLP's first layer [ff*d, d]
+    w_out: np.ndarray  # [d, ff*d], GELU's factor 0.5 folded in
+    b_out: np.ndarray  # [d, 1]
 
 
-def _fold(ln_w: np.ndarray, ln_b: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(xhat * ln_w + ln_b) @ w.T + b`` as ``xhat @ W + B``: folded in float64, returned in float32."""
-    wt = w.astype(np.float64).T  # [in, out]
-    folded_w = ln_w.astype(np.float64)[:, None] * wt
-    folded_b = ln_b.astype(np.float64) @ wt + b.astype(np.float64)
-    return np.ascontiguousarray(folded_w, dtype=np.float32), folded_b.astype(np.float32)
+#: GELU(tanh) as ``x * (1 + tanh(x * (_GELU_C + _GELU_C3 * x^2)))`` with the 0.5 folded into the next product.
+_GELU_C3 = _GELU_C * 0.044715
+
+
+def _f32(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float32)
 
 
 class NumpyTinyFormer:
@@ -193,74 +222,104 @@ class NumpyTinyFormer:
     :param weights: name -> array, exactly :func:`weight_shapes`' names and shapes (any float dtype; held
         as float32). Missing or unexpected names, wrong shapes and non-finite values raise ``ValueError``.
 
-    The arithmetic is the torch module's with each LayerNorm's scale and shift folded into the linear layer
-    that reads it and the attention scale folded into the queries (folded in float64 once, at load), so
-    the logits agree with the torch module's to float32 rounding. Immutable after construction and free of
-    per-call state, so one instance serves concurrent callers.
+    The arithmetic is the torch module's, rearranged at load (in float64, once) so that a forward pass is
+    few numpy calls: at these widths a call costs about a microsecond whatever its size, so their number
+    sets the latency more than the FLOPs do. Tokens are columns (``x [B, d, S]``, products ``W @ x``), so
+    the heads split and join by free reshapes, with no transposed copies. Folded in: each LayerNorm
+    (centering, scale, shift) into the product that reads it (:func:`_fold_norm_linear`); the attention
+    scale into the queries; the three input projections into one ``[3d, d]`` product; the two input
+    embeddings, their biases and the positions into one product over a zero-padded input matrix; GELU's
+    0.5 into the MLP's output layer; the three action heads into one product padded with ``-inf`` biases,
+    so that one ``argmax`` picks all three. The logits agree with the torch module's to float32 rounding.
+    Immutable after construction and free of per-call state, so one instance serves concurrent callers.
     """
 
     def __init__(self, config: TinyFormerConfig, weights: Mapping[str, np.ndarray]) -> None:
         check_weights(config, weights)
         self.config = config
-        d = config.d_model
+        d, t, o, s = config.d_model, config.token_dim, config.objective_dim, config.window + 1
         scale = 1.0 / math.sqrt(d // config.n_heads)
 
         def w(name: str) -> np.ndarray:
             return np.asarray(weights[name], dtype=np.float64)
 
-        def lin(name: str) -> tuple[np.ndarray, np.ndarray]:  # a plain linear layer as ``x @ w + b``
-            return np.ascontiguousarray(w(name + ".weight").T, dtype=np.float32), w(name + ".bias").astype(
-                np.float32
-            )
-
-        self._token_in = lin("encoder.token_in")
-        self._objective_in = lin("encoder.objective_in")
-        self._pos = w("encoder.pos").astype(np.float32)  # [W+1, d]
+        # Embedding: column 0 of the input matrix holds the objective in rows T.., columns 1.. the tokens in
+        # rows ..T; one product with the side-by-side weights, then biases + positions per column.
+        self._w_embed = _f32(
+            np.concatenate([w("encoder.token_in.weight"), w("encoder.objective_in.weight")], 1)
+        )
+        col_bias = np.repeat(w("encoder.token_in.bias")[None], s, axis=0)  # [S, d]
+        col_bias[0] = w("encoder.objective_in.bias")
+        self._b_embed = _f32((col_bias + w("encoder.pos")).T)  # [d, S]
+        self._in_shape = (t + o, s)
         blocks = []
         for i in range(config.n_layers):
             p = f"encoder.blocks.{i}."
-            ln1 = (w(p + "ln1.weight"), w(p + "ln1.bias"))
             qkv_w, qkv_b = w(p + "qkv.weight"), w(p + "qkv.bias")  # [3d, d], [3d]
-            w_q, b_q = _fold(*ln1, qkv_w[:d] * scale, qkv_b[:d] * scale)
-            w_kv, b_kv = _fold(*ln1, qkv_w[d:], qkv_b[d:])
-            w_fc, b_fc = _fold(w(p + "ln2.weight"), w(p + "ln2.bias"), w(p + "fc.weight"), w(p + "fc.bias"))
-            w_proj, b_proj = lin(p + "proj")
-            w_out, b_out = lin(p + "fc_out")
-            blocks.append(_Block(w_q, b_q, w_kv, b_kv, w_proj, b_proj, w_fc, b_fc, w_out, b_out))
+            qkv_w[:d] *= scale
+            qkv_b[:d] *= scale
+            blocks.append(
+                _Block(
+                    qkv=_fold_norm_linear(w(p + "ln1.weight"), w(p + "ln1.bias"), qkv_w, qkv_b),
+                    w_proj=_f32(w(p + "proj.weight")),
+                    b_proj=_f32(w(p + "proj.bias")[:, None]),
+                    fc=_fold_norm_linear(
+                        w(p + "ln2.weight"), w(p + "ln2.bias"), w(p + "fc.weight"), w(p + "fc.bias")
+                    ),
+                    w_out=_f32(0.5 * w(p + "fc_out.weight")),
+                    b_out=_f32(w(p + "fc_out.bias")[:, None]),
+                )
+            )
         self._blocks = tuple(blocks)
-        self._action = _fold(
-            w("encoder.norm.weight"), w("encoder.norm.bias"), w("action_net.weight"), w("action_net.bias")
+        # Action heads padded to [3, width]: padding rows have zero weights and a -inf bias.
+        nvec = config.nvec
+        width = max(nvec)
+        head_w = np.zeros((3 * width, d))
+        head_b = np.full(3 * width, -np.inf)
+        self._keep = np.concatenate([np.arange(n) + i * width for i, n in enumerate(nvec)])
+        head_w[self._keep] = w("action_net.weight")
+        head_b[self._keep] = w("action_net.bias")
+        head = _fold_norm_linear(
+            w("encoder.norm.weight"), w("encoder.norm.bias"), head_w, np.zeros(3 * width)
         )
-        self._mean = np.full((d, 1), 1.0 / d, dtype=np.float32)
-        self._splits = np.cumsum(config.nvec)[:-1]
+        self._head = _NormLinear(head.w, _f32(head.b + head_b[:, None]), d)
+        self._head_shape = (3, width)
+        self._mean = np.full((1, d), 1.0 / d, dtype=np.float32)
+        self._ones = np.ones((1, s), dtype=np.float32)
 
     def _block(self, blk: _Block, x: np.ndarray, mask: np.ndarray, first_only: bool) -> np.ndarray:
-        """One block: ``x [B, S, d]`` -> ``[B, S, d]``, or ``[B, 1, d]`` (row 0 only) with ``first_only``.
+        """One block: ``x [B, d, S]`` -> ``[B, d, S]``, or ``[B, d, 1]`` (column 0 only) with ``first_only``.
 
-        ``mask [B, 1, 1, S]`` is 0 for tokens attended to and -inf for padding rows.
+        ``mask [B, 1, S, 1]`` is 0 for tokens attended to and -inf for padding. Updates ``x`` in place.
         """
-        b, s, d = x.shape
+        b, d, s = x.shape
         h = self.config.n_heads
-        xn = _normalize(x, self._mean)
+        qkv = _norm_linear(blk.qkv, x, self._mean).reshape(b, 3, h, d // h, s)
+        q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]  # [B, h, dh, S] each (q scaled through the weights)
         if first_only:
-            x, xq = x[:, :1], xn[:, :1]  # [B, 1, d]: the residual stream of the objective token
-        else:
-            xq = xn
-        sq = x.shape[1]
-        q = (xq @ blk.w_q + blk.b_q).reshape(b, sq, h, d // h).transpose(0, 2, 1, 3)  # [B, h, Sq, dh]
-        kv = (xn @ blk.w_kv + blk.b_kv).reshape(b, s, 2, h, d // h)  # [B, S, 2, h, dh]
-        k = kv[:, :, 0].transpose(0, 2, 3, 1)  # [B, h, dh, S]
-        v = kv[:, :, 1].transpose(0, 2, 1, 3)  # [B, h, S, dh]
-        scores = q @ k + mask  # [B, h, Sq, S] (scaled through w_q)
-        p = np.exp(scores - scores.max(axis=-1, keepdims=True))
-        p /= p.sum(axis=-1, keepdims=True)
-        y = (p @ v).transpose(0, 2, 1, 3).reshape(b, sq, d)  # [B, Sq, d]
-        x = x + (y @ blk.w_proj + blk.b_proj)
-        hidden = _gelu_tanh(_normalize(x, self._mean) @ blk.w_fc + blk.b_fc)
-        return x + (hidden @ blk.w_out + blk.b_out)  # type: ignore[no-any-return]
+            x, q = x[..., :1], q[..., :1]  # the residual stream and the query of the objective token
+        p = k.swapaxes(-1, -2) @ q  # [B, h, S keys, Sq queries]
+        p += mask
+        p -= p.max(axis=-2, keepdims=True)
+        np.exp(p, out=p)
+        p /= self._ones @ p  # the sum over keys, as a product (cheaper than a reduction at this size)
+        y = (v @ p).reshape(b, d, -1)  # [B, h, dh, Sq] -> [B, d, Sq]: the heads stacked, no copy
+        x += blk.w_proj @ y
+        x += blk.b_proj
+        hidden = _norm_linear(blk.fc, x, self._mean)  # [B, ff*d, Sq]
+        g = hidden * hidden
+        g *= _GELU_C3
+        g += _GELU_C
+        g *= hidden
+        np.tanh(g, out=g)
+        g += 1.0
+        g *= hidden  # 2 * GELU(hidden); the 0.5 is in w_out
+        x += blk.w_out @ g
+        x += blk.b_out
+        return x
 
-    def logits(self, obs: np.ndarray) -> np.ndarray:
-        """Observations ``[B, obs_size]`` -> action logits ``[B, sum(nvec)]`` (float32)."""
+    def _head_logits(self, obs: np.ndarray) -> np.ndarray:
+        """Observations ``[B, obs_size]`` -> padded logits ``[B, 3 * width]`` (-inf in the padding)."""
         cfg = self.config
         x0 = np.asarray(obs, dtype=np.float32)
         if x0.ndim != 2 or x0.shape[1] != cfg.obs_size:
@@ -268,20 +327,23 @@ class NumpyTinyFormer:
                 f"observation has shape {x0.shape}; this model reads [B, {cfg.obs_size}] "
                 f"(window={cfg.window}); encode with ObservationSpec(window={cfg.window})"
             )
-        b = x0.shape[0]
-        n = cfg.window * cfg.token_dim
-        tokens = x0[:, :n].reshape(b, cfg.window, cfg.token_dim)  # [B, W, T]
-        x = np.empty((b, cfg.window + 1, cfg.d_model), dtype=np.float32)  # [B, W+1, d]
-        x[:, 0] = x0[:, n:] @ self._objective_in[0] + self._objective_in[1]  # the objective token
-        x[:, 1:] = tokens @ self._token_in[0] + self._token_in[1]
-        x += self._pos
-        mask = np.zeros((b, 1, 1, cfg.window + 1), dtype=np.float32)  # [B, 1, 1, W+1]
-        mask[:, 0, 0, 1:][tokens[..., 0] <= 0.5] = -np.inf  # padding rows (the "mask" feature is 0)
+        b, n, t = x0.shape[0], cfg.window * cfg.token_dim, cfg.token_dim
+        inputs = np.zeros((b, *self._in_shape), dtype=np.float32)  # [B, T+O, W+1]
+        inputs[:, t:, 0] = x0[:, n:]  # the objective token
+        inputs[:, :t, 1:] = x0[:, :n].reshape(b, cfg.window, t).swapaxes(1, 2)  # the telemetry tokens
+        x = self._w_embed @ inputs  # [B, d, W+1]
+        x += self._b_embed
+        mask = np.zeros((b, 1, cfg.window + 1, 1), dtype=np.float32)  # [B, 1, W+1, 1]
+        np.copyto(mask[:, 0, 1:, 0], -np.inf, where=x0[:, :n:t] <= 0.5)  # padding rows (mask feature 0)
         last = len(self._blocks) - 1
         for i, blk in enumerate(self._blocks):
             x = self._block(blk, x, mask, first_only=i == last)
-        features = _normalize(x[:, 0], self._mean)  # [B, d], the final LayerNorm folded into action_net
-        return features @ self._action[0] + self._action[1]  # type: ignore[no-any-return]
+        # the final LayerNorm folded into the padded heads: [B, 3 * width, 1]
+        return _norm_linear(self._head, x[..., :1], self._mean)[..., 0]
+
+    def logits(self, obs: np.ndarray) -> np.ndarray:
+        """Observations ``[B, obs_size]`` -> action logits ``[B, sum(nvec)]`` (float32)."""
+        return self._head_logits(obs)[:, self._keep]
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Greedy grid indices: ``[obs_size]`` -> ``[3]`` or ``[B, obs_size]`` -> ``[B, 3]`` (int64).
@@ -291,10 +353,8 @@ class NumpyTinyFormer:
         """
         x = np.asarray(obs, dtype=np.float32)
         single = x.ndim == 1
-        logits = self.logits(x[None] if single else x)
-        out = np.stack([p.argmax(axis=-1) for p in np.split(logits, self._splits, axis=-1)], axis=-1).astype(
-            np.int64
-        )  # [B, 3]
+        padded = self._head_logits(x[None] if single else x)
+        out = padded.reshape(-1, *self._head_shape).argmax(axis=-1)  # [B, 3]
         return out[0] if single else out
 
 

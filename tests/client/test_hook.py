@@ -28,7 +28,8 @@ from client.protocol import (
     TelemetryRecord,
 )
 from client.telemetry import ModelledMeter
-from tests.client.test_policy_client import API_KEY, ServerProcess, free_port
+from policy_service.launch import ServiceProcess, free_port
+from tests.client.test_policy_client import STARTUP_TIMEOUT_S, TrickleServer
 
 R8B8 = CompressionSetting(rank=8, bits=8, gamma=0.0)
 
@@ -238,14 +239,14 @@ def _client_opts(**kw: float) -> dict[str, float]:
 @pytest.mark.slow  # two server starts: 7-25 s on a shared 2-core machine
 def test_training_survives_server_kill_and_reconnects(tmp_path: Path) -> None:
     log = tmp_path / "decisions.jsonl"
-    srv = ServerProcess(free_port())
+    srv = ServiceProcess(port=free_port())
     task = Task()
-    srv.start()
+    srv.start(timeout_s=STARTUP_TIMEOUT_S)
     try:
         hook = AdaptiveCompression(
             task.opt,
             server_url=srv.url,
-            api_key=API_KEY,
+            api_key=srv.api_key,
             interval_steps=5,
             controller="loraven",
             energy_meter=modelled(),
@@ -255,15 +256,15 @@ def test_training_survives_server_kill_and_reconnects(tmp_path: Path) -> None:
         )
         with hook:
             task.train_until(hook, lambda: hook.counters["service_decisions"] >= 2)
-            srv.kill()
+            srv.stop()
             n_before = len(task.step_s)
             task.train_until(hook, lambda: hook.counters["fallbacks"] >= 3)
             down_max_s = max(task.step_s[n_before:])
-            srv.start()  # same port
+            srv.start(timeout_s=STARTUP_TIMEOUT_S)  # same port, same keys
             service_before = hook.counters["service_decisions"]
             task.train_until(hook, lambda: hook.counters["service_decisions"] > service_before)
     finally:
-        srv.kill()
+        srv.close()
     counters = hook.counters
     assert counters["client_reconnects"] >= 1, counters
     assert down_max_s < 0.3, f"a step waited {down_max_s:.3f} s while the server was down"
@@ -280,17 +281,20 @@ def test_training_survives_server_kill_and_reconnects(tmp_path: Path) -> None:
 
 def test_slow_server_never_blocks_a_step() -> None:
     task = Task()
-    with ServerProcess(delay_s=5.0) as slow:
+    slow = TrickleServer(gap_s=5.0)  # the first byte of the answer after 5 s
+    try:
         hook = AdaptiveCompression(
             task.opt,
             server_url=slow.url,
-            api_key=API_KEY,
+            api_key="unchecked-key-0123456789",
             interval_steps=5,
             energy_meter=modelled(),
             client_options=_client_opts(timeout_s=0.3),
         )
         with hook:
             task.train_until(hook, lambda: hook.counters["fallbacks"] >= 2, timeout_s=15.0)
+    finally:
+        slow.close()
     assert max(task.step_s) < 1.0, f"a step took {max(task.step_s):.3f} s against a 5 s server"
     assert hook.counters["service_decisions"] == 0
     assert all(
@@ -302,7 +306,8 @@ def test_slow_server_never_blocks_a_step() -> None:
 
 def test_wrong_key_shows_as_auth_error_in_the_hook_summary(caplog: pytest.LogCaptureFixture) -> None:
     task = Task()
-    with ServerProcess(stub=True) as srv:
+    with ServiceProcess() as srv:
+        srv.start(timeout_s=STARTUP_TIMEOUT_S)
         hook = AdaptiveCompression(
             task.opt,
             server_url=srv.url,

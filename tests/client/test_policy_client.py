@@ -1,103 +1,28 @@
-"""PolicyClient against real HTTP servers on loopback: the policy service (``mango serve --dev``) and a tiny
-uvicorn app that answers slowly. Servers run as subprocesses so they can be killed and restarted.
-
-``python -m tests.client.test_policy_client --serve PORT [--delay S]`` runs the tiny app (the stub that also
-stands in for the policy service while ``policy_service.cli`` does not exist yet).
+"""PolicyClient against real HTTP servers on loopback: the policy service, run by the one launcher
+(:class:`policy_service.launch.ServiceProcess`: a real ``python -m policy_service`` with generated keys), and
+socket servers in a thread that simulate faults (a trickling or slow answer).
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
 import logging
-import os
 import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
-import httpx
 import pytest
 
 from client.controllers import LoRAvenController
 from client.policy_client import PolicyClient
-from client.protocol import CompressionSetting, DecideRequest, Decision, Objective, TelemetryRecord
-from policy_service.launch import free_port
+from client.protocol import CompressionSetting, Decision, Objective, TelemetryRecord
+from policy_service.launch import ServiceProcess, free_port
 
-ROOT = Path(__file__).resolve().parents[2]
-API_KEY = "mango-test-api-key-0123456789"
-ADMIN_KEY = "mango-test-admin-key-9876543210"
-#: the real service when its CLI exists; otherwise the stub speaks the same JSON
-REAL_SERVICE = importlib.util.find_spec("policy_service.cli") is not None
+#: Start-up on a busy shared 2-core machine can take seconds.
+STARTUP_TIMEOUT_S = 180.0
+#: A key for clients of servers that never check it (fault servers, nothing listening).
+UNCHECKED_KEY = "mango-test-api-key-0123456789"
 OBJ = Objective(w_loss=1.0, w_memory=0.5, memory_budget_bytes=None)
-
-
-class ServerProcess:
-    """A server subprocess on a fixed loopback port; ``start`` again after ``kill`` restarts it there."""
-
-    def __init__(self, port: int | None = None, *, delay_s: float = 0.0, stub: bool = not REAL_SERVICE):
-        self.port = port or free_port()
-        self.delay_s = delay_s
-        self.stub = stub or delay_s > 0
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = tempfile.NamedTemporaryFile(prefix="mango-server-", suffix=".log", delete=False)  # noqa: SIM115
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, wait_s: float = 60.0) -> ServerProcess:
-        if self.stub:
-            cmd = [sys.executable, "-m", "tests.client.test_policy_client", "--port", str(self.port)]
-            cmd += ["--delay-s", str(self.delay_s)]
-        else:
-            cmd = [
-                sys.executable,
-                "-m",
-                "mango_cli",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ]
-            cmd += ["--dev"]
-        env = {**os.environ, "MANGO_API_KEY": API_KEY, "MANGO_ADMIN_KEY": ADMIN_KEY, "MANGO_DEV_MODE": "true"}
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.output()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if (
-                    httpx.get(self.url + ("/healthz" if self.stub else "/readyz"), timeout=1.0).status_code
-                    == 200
-                ):
-                    return self
-            time.sleep(0.1)
-        self.kill()
-        raise RuntimeError(f"server not ready after {wait_s} s:\n{self.output()}")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self.proc = None
-
-    def output(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")[-3000:]
-
-    def __enter__(self) -> ServerProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.kill()
-        self.log.close()
-        os.unlink(self.log.name)
 
 
 def record(step: int, **kw: object) -> TelemetryRecord:
@@ -125,16 +50,17 @@ def wait_outcome(client: PolicyClient, timeout_s: float = 15.0):  # type: ignore
     raise AssertionError(f"no outcome within {timeout_s} s; counters {client.counters}")
 
 
-def make_client(url: str, **kw: object) -> PolicyClient:
+def make_client(url: str, api_key: str = UNCHECKED_KEY, **kw: object) -> PolicyClient:
     args: dict[str, object] = dict(timeout_s=2.0, retries=1, backoff_s=0.05, breaker_cooldown_s=0.5)
     args.update(kw)
-    return PolicyClient(url, API_KEY, "test-job", OBJ, **args)  # type: ignore[arg-type]
+    return PolicyClient(url, api_key, "test-job", OBJ, **args)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[ServerProcess]:
-    with ServerProcess() as srv:
-        yield srv
+def server() -> Iterator[ServiceProcess]:
+    with ServiceProcess() as svc:
+        svc.start(timeout_s=STARTUP_TIMEOUT_S)
+        yield svc
 
 
 # ---------------------------------------------------------------------------------------------- args
@@ -176,20 +102,20 @@ def test_submit_validates_window() -> None:
 # ---------------------------------------------------------------------------------------------- live
 
 
-def test_decision_from_the_service(server: ServerProcess) -> None:
-    with make_client(server.url) as c:
+def test_decision_from_the_service(server: ServiceProcess) -> None:
+    with make_client(server.url, server.api_key) as c:
         assert c.poll() is None
         c.submit([record(50), record(100)])  # (not blocking: test_slow_server_times_out_to_fallback...)
         out = wait_outcome(c)
         assert out.source == "service" and not out.is_fallback and out.step == 100
-        assert (out.decision.policy == "stub") != REAL_SERVICE  # the real service when it exists
+        assert out.decision.policy == server.get("/v1/policies")["default"]  # the service's default decided
         assert isinstance(out.decision, Decision) and out.latency_ms > 0
         assert c.poll() is None  # consumed
         assert c.counters["requests"] == c.counters["successes"] == 1
         assert c.counters["fallbacks"] == 0 and c.breaker_state == "closed"
 
 
-def test_wrong_key_falls_back_without_retry(server: ServerProcess) -> None:
+def test_wrong_key_falls_back_without_retry(server: ServiceProcess) -> None:
     with PolicyClient(server.url, "wrong-key", "job-x", OBJ, retries=3) as c:
         c.submit([record(50)])
         out = wait_outcome(c)
@@ -198,7 +124,7 @@ def test_wrong_key_falls_back_without_retry(server: ServerProcess) -> None:
 
 
 def test_wrong_key_is_a_loud_configuration_error_not_an_outage(
-    server: ServerProcess, caplog: pytest.LogCaptureFixture
+    server: ServiceProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
     with (
         caplog.at_level(logging.DEBUG, logger="client.policy_client"),
@@ -217,8 +143,8 @@ def test_wrong_key_is_a_loud_configuration_error_not_an_outage(
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]  # no outage warnings
 
 
-def test_right_key_reports_ok_status(server: ServerProcess) -> None:
-    with make_client(server.url) as c:
+def test_right_key_reports_ok_status(server: ServiceProcess) -> None:
+    with make_client(server.url, server.api_key) as c:
         assert c.status == "ok"
         c.submit([record(50)])
         assert wait_outcome(c).source == "service"
@@ -318,9 +244,8 @@ def test_hold_fallback_keeps_current_setting() -> None:
 
 
 def test_breaker_opens_then_reconnects_when_server_returns() -> None:
-    port = free_port()
-    srv = ServerProcess(port)
-    c = make_client(srv.url, retries=0, breaker_failures=2, breaker_cooldown_s=0.3)
+    srv = ServiceProcess(port=free_port())
+    c = make_client(srv.url, srv.api_key, retries=0, breaker_failures=2, breaker_cooldown_s=0.3)
     try:
         for i in range(2):
             c.submit([record(50 * (i + 1))])
@@ -331,7 +256,8 @@ def test_breaker_opens_then_reconnects_when_server_returns() -> None:
         out = wait_outcome(c)
         assert out.is_fallback and "circuit open" in out.error
         assert c.counters["requests"] == sent  # no network while open
-        with srv:  # the service comes up on the same port
+        with srv:
+            srv.start(timeout_s=STARTUP_TIMEOUT_S)  # the service comes up on the same port
             time.sleep(0.35)  # past the cooldown: the next window is a half-open probe
             c.submit([record(200)])
             out = wait_outcome(c)
@@ -342,7 +268,8 @@ def test_breaker_opens_then_reconnects_when_server_returns() -> None:
 
 
 def test_slow_server_times_out_to_fallback_without_blocking() -> None:
-    with ServerProcess(delay_s=5.0) as slow:
+    slow = TrickleServer(gap_s=5.0)  # the first byte of the answer after 5 s
+    try:
         with make_client(slow.url, timeout_s=0.5, retries=0) as c:
             t0 = time.perf_counter()
             c.submit([record(50)])
@@ -354,38 +281,5 @@ def test_slow_server_times_out_to_fallback_without_blocking() -> None:
             assert c.counters["failures"] >= 1
             t0 = time.perf_counter()
         assert time.perf_counter() - t0 < 2.0  # close() does not wait for the 5 s answer
-
-
-# ---------------------------------------------------------------------------------------------- stub server
-
-
-def _serve(port: int, delay_s: float = 0.0) -> None:
-    """A minimal real FastAPI app speaking the /v1/decide contract: answers 'hold the current setting'."""
-    import asyncio
-
-    import uvicorn
-    from fastapi import FastAPI, Header, HTTPException
-
-    app = FastAPI()
-
-    @app.get("/healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.post("/v1/decide")
-    async def decide(req: DecideRequest, x_api_key: str = Header("")) -> Decision:
-        if x_api_key != API_KEY:
-            raise HTTPException(status_code=401, detail="bad API key")
-        if delay_s > 0:
-            await asyncio.sleep(delay_s)
-        return Decision(
-            setting=req.history[-1].setting, policy="stub", policy_version="0", reason="stub: hold"
-        )
-
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
-
-
-if __name__ == "__main__":
-    import tyro
-
-    tyro.cli(_serve)  # --port PORT [--delay-s SECONDS]
+    finally:
+        slow.close()

@@ -234,6 +234,20 @@ def test_the_learned_policy_is_a_controller_and_encodes_everything_it_is_given()
     assert policy.reason.startswith("learned policy tinyformer-ppo")
 
 
+def test_the_learned_policy_looks_up_the_setting_its_grid_maps_the_action_to() -> None:
+    """decide_obs reads a precomputed table; it must agree with ActionGrid.setting on every action seen."""
+    policy = load_default_policy()
+    obs = np.concatenate(
+        [_random_obs(2048, policy.model.config, seed=9), _encoded_obs(300, policy.spec.window, seed=10)]
+    )
+    seen = set()
+    for row in obs:
+        action = policy.model.act(row).tolist()
+        seen.add(tuple(action))
+        assert policy.decide_obs(row) == policy.grid.setting(action)
+    assert len(seen) > 3  # more than a handful of table entries were checked
+
+
 def test_every_controller_shares_the_one_interface() -> None:
     rng = np.random.default_rng(8)
     history = [_record(50, rng)]

@@ -27,6 +27,7 @@ from client.compression.sizes import (
     param_state_bytes,
     state_bytes,
 )
+from client.controllers import FIRST_CANDIDATES, FIRST_MATRIX_SIDE
 from client.protocol import DEFAULT_GRID, CompressionSetting
 from envs.models import build_model
 
@@ -245,3 +246,17 @@ def test_full_basis_split_and_its_bytes_by_hand() -> None:
     )
     full = param_state_bytes((64, 512), s, full_shape=(128, 512), world_size=2, ef_scope="full")
     assert full == param_state_bytes((64, 512), s, full_shape=(128, 512), ef_scope="full")
+
+
+def test_first_interval_candidates_carry_the_optimizers_own_state_ratio() -> None:
+    """FIRST_CANDIDATES' memory column is the byte model's: what MangoAdamW holds on such a matrix."""
+    side = FIRST_MATRIX_SIDE
+    param = nn.Parameter(torch.zeros(side, side))
+    opt = MangoAdamW([param], lr=1e-3, setting=CompressionSetting.off())
+    gen = torch.Generator().manual_seed(0)
+    for label, (_, ratio) in FIRST_CANDIDATES.items():
+        opt.apply_setting(CompressionSetting.parse(label))
+        param.grad = torch.randn(param.shape, generator=gen)
+        opt.step()
+        assert ratio == opt.state_bytes() / opt.dense_state_bytes(), label
+    assert FIRST_CANDIDATES["r0/b32/g0"][1] == 1.0 and FIRST_CANDIDATES["r0/b4/g0"][1] < 0.15

@@ -15,13 +15,19 @@ router = APIRouter(tags=["health"])
 async def healthz(registry: RegistryDep) -> Health:
     """Liveness: 200 while the process answers HTTP."""
     snap = registry.snapshot
-    return Health(status="ok", generation=snap.generation if snap else 0)
+    return Health(status="ok", generation=snap.generation if snap else 0, reloader=registry.loader_status)
 
 
 @router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
 async def readyz(registry: RegistryDep) -> JSONResponse:
-    """Readiness: 200 once a policy snapshot is published (the fallback heuristic is always in it)."""
+    """Readiness: 200 once a policy snapshot is published (the fallback heuristic is always in it).
+
+    The hot-reload loader process is not waited for (``reloader`` says where it stands).
+    """
     snap = registry.snapshot
+    reloader = registry.loader_status
     if snap is None:
-        return JSONResponse(Health(status="loading", generation=0).model_dump(), status_code=503)
-    return JSONResponse(Health(status="ok", generation=snap.generation).model_dump())
+        return JSONResponse(
+            Health(status="loading", generation=0, reloader=reloader).model_dump(), status_code=503
+        )
+    return JSONResponse(Health(status="ok", generation=snap.generation, reloader=reloader).model_dump())
