@@ -51,6 +51,8 @@ class HeldoutEvalCallback(BaseCallback):
     :param presets: objective presets (default all of :data:`envs.objectives.OBJECTIVE_PRESETS`).
     :param workloads: selection workloads (default :data:`envs.workloads.VAL_WORKLOADS`: the validation
         split, so the test split of held-out workloads never selects a checkpoint).
+    :param hardware: the episodes' hardware draws (:class:`envs.hardware.HardwareSampler`; default: every
+        profile, as training draws them by default).
     """
 
     def __init__(
@@ -61,6 +63,7 @@ class HeldoutEvalCallback(BaseCallback):
         out_dir: str | Path,
         presets: Sequence[str] | None = None,
         workloads: Sequence[str] | None = None,
+        hardware: Any = "default",
     ) -> None:
         super().__init__()
         self.every = int(every)
@@ -68,6 +71,7 @@ class HeldoutEvalCallback(BaseCallback):
         self.out_dir = Path(out_dir)
         self.presets = list(presets or OBJECTIVE_PRESETS)
         self.workloads = list(workloads or VAL_WORKLOADS)
+        self.hardware = hardware
         self.static: dict[str, Any] = {}
         self.best_score = -np.inf
         self.best_metrics: dict[str, Any] = {}
@@ -79,7 +83,7 @@ class HeldoutEvalCallback(BaseCallback):
     def _init_callback(self) -> None:
         t0 = time.perf_counter()
         for p in self.presets:
-            self.static[p] = best_static(p, self.workloads, self.seeds)
+            self.static[p] = best_static(p, self.workloads, self.seeds, hardware=self.hardware)
         log.info(
             "validation static baselines (%d settings x %d episodes x %d presets) in %.1f s: %s",
             len(self.static[self.presets[0]].mean_returns),
@@ -106,7 +110,9 @@ class HeldoutEvalCallback(BaseCallback):
         act = sb3_actor(self.model)
         metrics: dict[str, Any] = {}
         for p in self.presets:
-            ret = np.concatenate([run_surrogate(act, w, p, self.seeds).returns for w in self.workloads])
+            ret = np.concatenate(
+                [run_surrogate(act, w, p, self.seeds, hardware=self.hardware).returns for w in self.workloads]
+            )
             st = self.static[p]
             r_pol, r_st = float(ret.mean()), float(st.returns.mean())
             imp = (r_pol - r_st) / max(abs(r_st), 1e-12)

@@ -24,6 +24,12 @@ On the surrogate the table also shows ``oracle:static-per-workload``, not a cont
 setting per workload chosen in hindsight, i.e. what identifying the workload is worth without changing
 settings over time. It is left out of the goal check and the rankings.
 
+**The floor** (issue 13): on every workload and preset, is a learned policy worse than the fixed
+``r0/b8/g0`` (the ``static`` entrant, added whenever a learned policy plays) beyond the 95 % confidence
+interval? The paired difference (policy - r0/b8/g0 on the same episodes) is computed per workload; a cell
+fails when its whole 95 % CI lies below 0. Printed as a workload x preset table per learned policy, counted
+in the goal lines and in ``results.json`` (``floor``).
+
 Reported per objective preset: the mean episode return (sum of the scalarized, penalized rewards over the
 episode's control intervals) with a 95 % confidence interval (t distribution over episodes), the paired
 difference to the best static setting, and the mean of each raw reward term (loss excess / initial loss,
@@ -71,7 +77,7 @@ from envs.objectives import OBJECTIVE_PRESETS
 from envs.reward import TERM_NAMES
 from envs.workloads import HELDOUT_WORKLOADS, workloads_of
 
-__all__ = ["EvalArgs", "EvalReport", "evaluate", "main"]
+__all__ = ["EvalArgs", "EvalReport", "FloorCell", "evaluate", "floor_check", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -380,6 +386,62 @@ def _goal_lines(results: dict[str, dict[str, ControllerResult]], learned: Sequen
     return out
 
 
+FLOOR = "static"  # the r0/b8/g0 entrant of the floor check
+
+
+@dataclass(frozen=True)
+class FloorCell:
+    """One workload x preset cell of the floor check: the paired difference policy - r0/b8/g0."""
+
+    diff: float  # mean paired return difference (positive: the policy is better)
+    ci: float  # half-width of its 95 % CI
+    rel: float  # relative to r0/b8/g0's mean return on the workload
+
+    @property
+    def fails(self) -> bool:
+        """Worse than r0/b8/g0 beyond the 95 % CI: the whole CI of the paired difference is below 0."""
+        return self.diff + (self.ci if math.isfinite(self.ci) else 0.0) < 0.0
+
+
+def floor_check(
+    results: dict[str, dict[str, ControllerResult]], workloads: Sequence[str], name: str
+) -> dict[str, dict[str, FloorCell]]:
+    """``cells[preset][workload]`` of the floor check for the learned policy ``name`` (module docstring).
+
+    The returns of every entrant are workload-major (``len(workloads)`` equal blocks of seeds)."""
+    cells: dict[str, dict[str, FloorCell]] = {}
+    for p, res in results.items():
+        if name not in res or FLOOR not in res:
+            continue
+        pol = res[name].returns.reshape(len(workloads), -1)
+        base = res[FLOOR].returns.reshape(len(workloads), -1)
+        cells[p] = {}
+        for w, a, b in zip(workloads, pol, base, strict=True):
+            m, h = mean_ci(a - b)
+            cells[p][w] = FloorCell(diff=m, ci=h, rel=_rel(float(a.mean()), float(b.mean())))
+    return cells
+
+
+def _floor_lines(cells: dict[str, dict[str, FloorCell]], name: str, workloads: Sequence[str]) -> list[str]:
+    presets = list(cells)
+    n_fail = sum(c.fails for row in cells.values() for c in row.values())
+    n = sum(len(row) for row in cells.values())
+    lines = [
+        f"Floor check, {name} vs r0/b8/g0 per workload (paired return difference ± 95% CI, relative; "
+        f"**FAIL**: worse beyond the CI): **{n_fail} of {n} cells fail**",
+        "",
+        "| workload | " + " | ".join(presets) + " |",
+        "|---|" + "---|" * len(presets),
+    ]
+    for w in workloads:
+        row = []
+        for p in presets:
+            c = cells[p][w]
+            row.append(f"{c.diff:+.3f} ± {c.ci:.3f} ({100 * c.rel:+.1f}%)" + (" **FAIL**" if c.fails else ""))
+        lines.append(f"| {w} | " + " | ".join(row) + " |")
+    return lines
+
+
 def _ranking(res: dict[str, ControllerResult]) -> list[str]:
     ranked = sorted(res.items(), key=lambda kv: -float(kv[1].returns.mean()))
     return [n for n, _ in ranked if n != ORACLE]
@@ -431,6 +493,10 @@ def _section(report: EvalReport, args: EvalArgs, command: str, learned: Sequence
     if learned:
         parts += ["Goal (>= 10 % better than each baseline with non-overlapping 95 % CIs):", ""]
         parts += [*_goal_lines(report.results, learned), ""]
+        for name in learned:
+            cells = floor_check(report.results, report.workloads, name)
+            if cells:
+                parts += [*_floor_lines(cells, name, report.workloads), ""]
     chk = report.surrogate_check
     if chk is not None:
         parts += [
@@ -577,7 +643,10 @@ def _entrants(args: EvalArgs, static_best: dict[str, CompressionSetting]) -> tup
             raise ValueError(f"--compare {spec!r}: write label=path (an artifact or an SB3 .zip)")
         entrants.append(_learned(label, path))
         learned.append(label)
-    for h in args.heuristics:
+    heuristics = list(args.heuristics)
+    if learned and FLOOR not in heuristics:  # the floor check needs r0/b8/g0 on the same episodes
+        heuristics.append(FLOOR)
+    for h in heuristics:
         entrants.append(_random() if h == "random" else _heuristic(h))
     if static_best:
         entrants.append(_static_best_entrant(static_best))
@@ -664,6 +733,16 @@ def evaluate(args: EvalArgs, command: str = "") -> EvalReport:
             }
             for p, res in results.items()
         },
+    }
+    summary["floor"] = {
+        name: {
+            "failed_cells": sum(c.fails for row in cells.values() for c in row.values()),
+            "cells": {
+                p: {w: {**asdict(c), "fails": c.fails} for w, c in row.items()} for p, row in cells.items()
+            },
+        }
+        for name in learned
+        if (cells := floor_check(results, workloads, name))
     }
     (out / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
     (out / "report.md").write_text(report.markdown + "\n")

@@ -148,6 +148,10 @@ class TrainArgs:
     """training backend: optimizer steps per control interval (default: the workload's)"""
     train_intervals: int | None = None
     """training backend: control intervals per episode (default: the workload's)"""
+    profiles: str = ""
+    """surrogate backend: comma list of the hardware profiles of envs/profiles/ that training and validation
+    episodes draw from ('': every profile there). E.g. 'cpu-dev-2core,h200-gpt85m,h200-lm-medium' leaves out
+    the modelled H200 target and trains on measured costs only"""
     threads: int = 1
     """torch intra-op threads (1 is fastest for these small batches and kind to a shared machine)"""
     max_minutes: float = 0.0
@@ -193,6 +197,14 @@ def _check_args(args: TrainArgs) -> None:
         raise ValueError("--init-from loads a TinyFormer artifact; it cannot initialize --extractor mlp")
 
 
+def hardware_draws(args: TrainArgs) -> Any:
+    """The surrogate's per-episode hardware draws of ``--profiles`` (``"default"``: every profile)."""
+    from envs.hardware import HardwareSampler
+
+    names = tuple(p.strip() for p in args.profiles.split(",") if p.strip())
+    return HardwareSampler(profiles=names) if names else "default"
+
+
 def make_surrogate_env(args: TrainArgs) -> Any:
     """The vectorized training env: surrogate on the TRAIN workloads -> SB3 adapter -> monitor -> scaling."""
     from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
@@ -201,7 +213,8 @@ def make_surrogate_env(args: TrainArgs) -> Any:
     from envs.sb3 import SB3VecEnvAdapter
     from envs.surrogate import SurrogateVecEnv
 
-    venv: Any = SB3VecEnvAdapter(SurrogateVecEnv(num_envs=args.n_envs, split="train"), info_terms=False)
+    env = SurrogateVecEnv(num_envs=args.n_envs, split="train", hardware=hardware_draws(args))
+    venv: Any = SB3VecEnvAdapter(env, info_terms=False)
     venv = VecMonitor(venv)  # raw episode returns for rollout/ep_rew_mean
     if args.reward_scale == "objective":
         venv = ObjectiveScaledVecReward(venv)
@@ -308,6 +321,7 @@ def train(args: TrainArgs, command: str = "") -> TrainResult:
         episodes=args.eval_episodes,
         seed=args.eval_seed,
         out_dir=out,
+        hardware=hardware_draws(args),
     )
     callbacks: list[Any] = [callback]
     if args.max_minutes > 0:
