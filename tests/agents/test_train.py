@@ -134,3 +134,19 @@ def test_objective_scaling_divides_by_the_episode_weight_sum() -> None:
         r_raw = raw.step(a)[1]
         r_scaled = scaled.step(a)[1]
         np.testing.assert_allclose(r_scaled * w, r_raw, rtol=1e-5, atol=1e-6)
+
+
+def test_profiles_restrict_the_hardware_draws() -> None:
+    from agents.train import hardware_draws, make_surrogate_env
+
+    assert hardware_draws(TrainArgs()) == "default"
+    args = TrainArgs(profiles="cpu-dev-2core, h200-gpt85m", n_envs=4, norm_reward=False)
+    assert hardware_draws(args).profiles == ("cpu-dev-2core", "h200-gpt85m")
+    venv = make_surrogate_env(args)
+    try:
+        env = venv.venv.venv.venv  # ObjectiveScaledVecReward -> VecMonitor -> SB3 adapter -> SurrogateVecEnv
+        assert env.engine.hw.names == ["cpu-dev-2core", "h200-gpt85m"]
+    finally:
+        venv.close()
+    with pytest.raises(ValueError, match="unknown hardware profile"):
+        make_surrogate_env(TrainArgs(profiles="no-such-gpu", n_envs=2))
