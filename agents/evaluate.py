@@ -75,7 +75,7 @@ from client.protocol import (
 from envs.benchmarks_md import BENCHMARKS_MD, append_section, format_section
 from envs.objectives import OBJECTIVE_PRESETS
 from envs.reward import TERM_NAMES
-from envs.workloads import HELDOUT_WORKLOADS, workloads_of
+from envs.workloads import HELDOUT_WORKLOADS, VAL_WORKLOADS, workloads_of
 
 __all__ = ["EvalArgs", "EvalReport", "FloorCell", "evaluate", "floor_check", "main"]
 
@@ -100,6 +100,10 @@ class EvalArgs:
     """surrogate (fast, all held-out workloads) or training (real jobs: pick 2 workloads, few episodes)"""
     workloads: tuple[str, ...] = ()
     """held-out workloads to evaluate on (default: all of envs.HELDOUT_WORKLOADS)"""
+    split: Literal["heldout", "val"] = "heldout"
+    """workload split: heldout (the test split) or val (the validation split mango train selects checkpoints
+    on: with --seed 100000 --episodes 32 and train's --profiles as --hardware, the report's selection score is
+    the one train logs)"""
     presets: tuple[str, ...] = ()
     """objective presets (default: all of envs.OBJECTIVE_PRESETS)"""
     episodes: int = 30
@@ -124,7 +128,8 @@ class EvalArgs:
     """torch threads (training backend jobs and policy inference)"""
     hardware: str = "cpu-dev-2core"
     """surrogate backend: the hardware profile of envs/profiles/ every episode runs on ('all': a draw per
-    episode from every profile and blends, as in training)"""
+    episode from every profile and blends, as in training; a comma list: draws and blends of those, as
+    mango train --profiles)"""
 
 
 @dataclass
@@ -240,11 +245,14 @@ def _make_env(args: EvalArgs, backend: str, workload: str, preset: str) -> Any:
 
 def hardware_sampler(name: str) -> Any:
     """The surrogate's hardware draws for an evaluation: one profile (its measured optimizer share where it
-    has one), or ``"all"``: the training distribution."""
+    has one), ``"all"``: the training distribution, or a comma list: training's draws over those profiles
+    (``mango train --profiles``)."""
     from envs.hardware import HardwareSampler
 
     if name == "all":
         return HardwareSampler()
+    if "," in name:
+        return HardwareSampler(profiles=tuple(p.strip() for p in name.split(",") if p.strip()))
     return HardwareSampler(fixed=name, resample_share=False)
 
 
@@ -422,6 +430,24 @@ def floor_check(
     return cells
 
 
+def selection_scores(
+    results: dict[str, dict[str, ControllerResult]], learned: Sequence[str]
+) -> dict[str, float]:
+    """Per learned policy: the mean over presets of ``(R_policy - R_static-best) / sum(weights)``, the score
+    ``mango train`` selects checkpoints by (:mod:`agents.callbacks`)."""
+    out = {}
+    for name in learned:
+        adv = [
+            (float(res[name].returns.mean()) - float(res["static-best"].returns.mean()))
+            / sum(OBJECTIVE_PRESETS[p])
+            for p, res in results.items()
+            if name in res and "static-best" in res
+        ]
+        if adv:
+            out[name] = float(np.mean(adv))
+    return out
+
+
 def _floor_lines(cells: dict[str, dict[str, FloorCell]], name: str, workloads: Sequence[str]) -> list[str]:
     presets = list(cells)
     n_fail = sum(c.fails for row in cells.values() for c in row.values())
@@ -472,7 +498,8 @@ def _section(report: EvalReport, args: EvalArgs, command: str, learned: Sequence
     details = [
         f"surrogate: {surrogate_id()}"
         + (f"; hardware: {args.hardware}" if report.backend == "surrogate" else "; hardware: this machine"),
-        f"workloads (held-out): {', '.join(report.workloads)}; "
+        f"workloads ({'held-out' if args.split == 'heldout' else 'validation'}): "
+        f"{', '.join(report.workloads)}; "
         f"seeds {report.seeds[0]}..{report.seeds[-1]}; {eps} episodes per controller per preset; "
         f"wall time {report.wall_s:.0f} s",
         "return = sum over the episode's control intervals of the scalarized penalized reward (higher "
@@ -493,6 +520,14 @@ def _section(report: EvalReport, args: EvalArgs, command: str, learned: Sequence
     if learned:
         parts += ["Goal (>= 10 % better than each baseline with non-overlapping 95 % CIs):", ""]
         parts += [*_goal_lines(report.results, learned), ""]
+        scores = selection_scores(report.results, learned)
+        if scores:
+            parts += [
+                "Selection score (mean over presets of the return advantage over static-best per unit of the "
+                "objective's weight sum: `mango train`'s validation metric): "
+                + ", ".join(f"{n} {v:+.4f}" for n, v in scores.items()),
+                "",
+            ]
         for name in learned:
             cells = floor_check(report.results, report.workloads, name)
             if cells:
@@ -659,7 +694,7 @@ def evaluate(args: EvalArgs, command: str = "") -> EvalReport:
 
     t0 = time.perf_counter()
     torch.set_num_threads(args.threads)
-    workloads = list(args.workloads or HELDOUT_WORKLOADS)
+    workloads = list(args.workloads or (HELDOUT_WORKLOADS if args.split == "heldout" else VAL_WORKLOADS))
     presets = list(args.presets or OBJECTIVE_PRESETS)
     for h in args.heuristics:
         if h != "random" and h not in HEURISTICS:
@@ -667,10 +702,11 @@ def evaluate(args: EvalArgs, command: str = "") -> EvalReport:
     for p in presets:
         if p not in OBJECTIVE_PRESETS:
             raise ValueError(f"unknown preset {p!r}; choose from {sorted(OBJECTIVE_PRESETS)}")
-    heldout = workloads_of("heldout", gpu=True)  # the GPU test workloads need a GPU (training backend)
+    allowed = workloads_of(args.split, gpu=True)  # the GPU test workloads need a GPU (training backend)
     for w in workloads:
-        if w not in heldout:
-            raise ValueError(f"{w!r} is not a held-out workload; choose from {list(heldout)}")
+        if w not in allowed:
+            what = "held-out" if args.split == "heldout" else "validation"
+            raise ValueError(f"{w!r} is not a {what} workload; choose from {list(allowed)}")
     if args.episodes < 1:
         raise ValueError("episodes must be >= 1")
     seeds = list(range(args.seed, args.seed + args.episodes))
@@ -734,6 +770,7 @@ def evaluate(args: EvalArgs, command: str = "") -> EvalReport:
             for p, res in results.items()
         },
     }
+    summary["selection_score"] = selection_scores(results, learned)
     summary["floor"] = {
         name: {
             "failed_cells": sum(c.fails for row in cells.values() for c in row.values()),

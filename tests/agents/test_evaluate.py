@@ -165,3 +165,26 @@ def test_oracle_is_at_least_the_best_static(report: tuple[object, Path]) -> None
     for res in rep.results.values():  # type: ignore[attr-defined]
         # per-workload choice can only match or beat one setting for all workloads (same episodes)
         assert res[ORACLE].returns.mean() >= res["static-best"].returns.mean() - 1e-9
+
+
+def test_validation_split_reproduces_the_training_selection_score(smoke_run: Path, tmp_path: Path) -> None:
+    # the smoke run's exported policy is its best checkpoint on the validation split (seeds from 100000, one
+    # episode, every hardware profile): mango eval --split val must score it as train did
+    summary = json.loads((smoke_run / "summary.json").read_text())
+    args = EvalArgs(
+        policy=str(smoke_run / "policy"),
+        split="val",
+        seed=100_000,
+        episodes=1,
+        hardware="all",
+        heuristics=("static",),
+        out=str(tmp_path),
+        bench=False,
+    )
+    rep = evaluate(args)
+    score = json.loads((tmp_path / "results.json").read_text())["selection_score"]["ppo"]
+    # train rounds each preset's advantage to 5 decimals before the mean
+    assert score == pytest.approx(summary["metrics"]["score_advantage_per_weight"], abs=1e-5)
+    assert "Selection score" in rep.markdown and "workloads (validation)" in rep.markdown
+    with pytest.raises(ValueError, match="not a validation workload"):
+        evaluate(EvalArgs(policy="none", split="val", workloads=(HELDOUT_WORKLOADS[0],), bench=False))
