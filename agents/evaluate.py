@@ -48,7 +48,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import math
 import os
 import platform
 import shlex
@@ -62,6 +61,7 @@ from typing import Any, Literal
 import numpy as np
 import tyro
 
+from agents.stats import FloorCell, floor_cell, mean_ci
 from client.controllers import HEURISTICS, RandomController, StaticController
 from client.policy import DEFAULT_POLICY_DIR, Controller, ProfileFeatures, load_policy
 from client.protocol import (
@@ -319,18 +319,6 @@ def _static_best(
 
 
 # ----------------------------------------------------------------------------------------------- stats
-def mean_ci(x: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """Mean and half-width of its ``level`` confidence interval (Student t over the samples)."""
-    x = np.asarray(x, dtype=np.float64)
-    n = x.size
-    if n < 2:
-        return float(x.mean()) if n else math.nan, math.nan
-    from scipy import stats
-
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * x.std(ddof=1) / math.sqrt(n))
-    return float(x.mean()), half
-
-
 def _rel(a: float, b: float) -> float:
     return (a - b) / max(abs(b), 1e-12)
 
@@ -397,20 +385,6 @@ def _goal_lines(results: dict[str, dict[str, ControllerResult]], learned: Sequen
 FLOOR = "static"  # the r0/b8/g0 entrant of the floor check
 
 
-@dataclass(frozen=True)
-class FloorCell:
-    """One workload x preset cell of the floor check: the paired difference policy - r0/b8/g0."""
-
-    diff: float  # mean paired return difference (positive: the policy is better)
-    ci: float  # half-width of its 95 % CI
-    rel: float  # relative to r0/b8/g0's mean return on the workload
-
-    @property
-    def fails(self) -> bool:
-        """Worse than r0/b8/g0 beyond the 95 % CI: the whole CI of the paired difference is below 0."""
-        return self.diff + (self.ci if math.isfinite(self.ci) else 0.0) < 0.0
-
-
 def floor_check(
     results: dict[str, dict[str, ControllerResult]], workloads: Sequence[str], name: str
 ) -> dict[str, dict[str, FloorCell]]:
@@ -425,8 +399,7 @@ def floor_check(
         base = res[FLOOR].returns.reshape(len(workloads), -1)
         cells[p] = {}
         for w, a, b in zip(workloads, pol, base, strict=True):
-            m, h = mean_ci(a - b)
-            cells[p][w] = FloorCell(diff=m, ci=h, rel=_rel(float(a.mean()), float(b.mean())))
+            cells[p][w] = floor_cell(a, b)
     return cells
 
 

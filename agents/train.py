@@ -341,6 +341,7 @@ def train(args: TrainArgs, command: str = "") -> TrainResult:
         # the key is kept for existing readers; since issue 13 these are the validation split's metrics
         "heldout_surrogate": callback.best_metrics,
         "score_advantage_per_weight": callback.best_score,
+        "floor_failures": callback.best_floor_failures,
         "best_at_timesteps": callback.best_timesteps,
         "timesteps": int(model.num_timesteps),
         "stopped_by_max_minutes": bool(args.max_minutes > 0 and model.num_timesteps < args.total_timesteps),

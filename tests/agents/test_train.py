@@ -30,6 +30,16 @@ def test_smoke_run_writes_every_output(smoke_run: Path) -> None:
     }
 
 
+def test_selection_prefers_fewer_floor_failures_then_the_score(smoke_run: Path) -> None:
+    evals = [json.loads(line) for line in (smoke_run / "eval.jsonl").read_text().splitlines()]
+    for e in evals:  # one cell per validation workload and preset
+        assert 0 <= e["floor_failures"] == sum(m["floor_failures"] for m in e["presets"].values()) <= 2 * 5
+    best = min(evals, key=lambda e: (e["floor_failures"], -e["score"]))
+    metrics = json.loads((smoke_run / "summary.json").read_text())["metrics"]
+    assert metrics["floor_failures"] == best["floor_failures"]
+    assert metrics["best_at_timesteps"] == best["timesteps"]
+
+
 def test_manifest_records_the_command_config_and_metrics(smoke_run: Path) -> None:
     art = load_artifact(smoke_run / "policy")
     m = art.manifest
