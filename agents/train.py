@@ -148,6 +148,9 @@ class TrainArgs:
     """training backend: optimizer steps per control interval (default: the workload's)"""
     train_intervals: int | None = None
     """training backend: control intervals per episode (default: the workload's)"""
+    final_loss_intervals: float = 0.0
+    """training reward only: the last interval also pays this many intervals of its loss term
+    (envs.reward.RewardConfig.final_loss_intervals; 0: off); validation keeps the plain reward (mango eval)"""
     profiles: str = ""
     """surrogate backend: comma list of the hardware profiles of envs/profiles/ that training and validation
     episodes draw from ('': every profile there). E.g. 'cpu-dev-2core,h200-gpt85m,h200-lm-medium' leaves out
@@ -193,6 +196,8 @@ def _check_args(args: TrainArgs) -> None:
             f"batch={args.batch} must be in [2, n_envs * n_steps = {args.n_envs * args.n_steps}]; "
             "lower --batch or raise --n-envs/--n-steps"
         )
+    if args.final_loss_intervals < 0:
+        raise ValueError(f"final_loss_intervals={args.final_loss_intervals} must be >= 0 (0: off)")
     if args.extractor == "mlp" and args.init_from:
         raise ValueError("--init-from loads a TinyFormer artifact; it cannot initialize --extractor mlp")
 
@@ -210,10 +215,16 @@ def make_surrogate_env(args: TrainArgs) -> Any:
     from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
 
     from agents.vec import ObjectiveScaledVecReward
+    from envs.reward import RewardConfig
     from envs.sb3 import SB3VecEnvAdapter
     from envs.surrogate import SurrogateVecEnv
 
-    env = SurrogateVecEnv(num_envs=args.n_envs, split="train", hardware=hardware_draws(args))
+    env = SurrogateVecEnv(
+        num_envs=args.n_envs,
+        split="train",
+        hardware=hardware_draws(args),
+        reward=RewardConfig(final_loss_intervals=args.final_loss_intervals),
+    )
     venv: Any = SB3VecEnvAdapter(env, info_terms=False)
     venv = VecMonitor(venv)  # raw episode returns for rollout/ep_rew_mean
     if args.reward_scale == "objective":
@@ -230,6 +241,7 @@ def make_training_env(args: TrainArgs) -> Any:
 
     from agents.vec import ObjectiveScaledReward
     from envs.env import CompressionEnv
+    from envs.reward import RewardConfig
 
     def make() -> Any:
         env: Any = CompressionEnv(
@@ -237,6 +249,7 @@ def make_training_env(args: TrainArgs) -> Any:
             split="train",
             interval_steps=args.train_interval_steps,
             intervals=args.train_intervals,
+            reward=RewardConfig(final_loss_intervals=args.final_loss_intervals),
         )
         env = Monitor(env)
         if args.reward_scale == "objective":
