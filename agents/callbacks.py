@@ -13,6 +13,12 @@ The score is the mean over presets of ``(R_policy - R_static) / sum(weights)``: 
 the best static setting in units of the objective's weight sum, so presets with large weights do not dominate
 the mean. (The relative improvement is not used for selection: a best-static return near zero, as happens
 under ``loss-first`` where the loss term can be negative, makes it explode.)
+
+Selection also keeps the floor of issue 13 (:mod:`agents.stats`): each evaluation counts the validation
+workload x preset cells where the policy is worse than the fixed ``r0/b8/g0`` beyond the 95 % CI
+(``eval/floor_failures``), and a checkpoint with fewer failures wins over one with a better score. The score
+alone barely sees ``loss-first`` (its weights sum to 20, so a policy far below r0/b8/g0 there loses little
+score), and that is the preset where the shipped policies broke the floor.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from agents.export import policy_to_tinyformer
 from agents.rollout import best_static, run_surrogate, sb3_actor
+from agents.stats import FLOOR_SETTING, floor_cell
+from client.protocol import DEFAULT_GRID, CompressionSetting
 from envs.objectives import OBJECTIVE_PRESETS
 from envs.workloads import VAL_WORKLOADS
 
@@ -51,6 +59,8 @@ class HeldoutEvalCallback(BaseCallback):
     :param presets: objective presets (default all of :data:`envs.objectives.OBJECTIVE_PRESETS`).
     :param workloads: selection workloads (default :data:`envs.workloads.VAL_WORKLOADS`: the validation
         split, so the test split of held-out workloads never selects a checkpoint).
+    :param hardware: the episodes' hardware draws (:class:`envs.hardware.HardwareSampler`; default: every
+        profile, as training draws them by default).
     """
 
     def __init__(
@@ -61,6 +71,7 @@ class HeldoutEvalCallback(BaseCallback):
         out_dir: str | Path,
         presets: Sequence[str] | None = None,
         workloads: Sequence[str] | None = None,
+        hardware: Any = "default",
     ) -> None:
         super().__init__()
         self.every = int(every)
@@ -68,8 +79,11 @@ class HeldoutEvalCallback(BaseCallback):
         self.out_dir = Path(out_dir)
         self.presets = list(presets or OBJECTIVE_PRESETS)
         self.workloads = list(workloads or VAL_WORKLOADS)
+        self.hardware = hardware
         self.static: dict[str, Any] = {}
+        self.floor: dict[str, list[np.ndarray]] = {}  # preset -> r0/b8/g0 returns per workload
         self.best_score = -np.inf
+        self.best_floor_failures: int | None = None  # of the best checkpoint (None before the first)
         self.best_metrics: dict[str, Any] = {}
         self.best_timesteps = 0
         self._best_state: dict[str, Any] | None = None
@@ -78,8 +92,17 @@ class HeldoutEvalCallback(BaseCallback):
 
     def _init_callback(self) -> None:
         t0 = time.perf_counter()
+        floor_action = np.asarray(DEFAULT_GRID.action(CompressionSetting.parse(FLOOR_SETTING)))
+
+        def floor_act(obs: np.ndarray) -> np.ndarray:
+            return np.tile(floor_action, (obs.shape[0], 1))
+
         for p in self.presets:
-            self.static[p] = best_static(p, self.workloads, self.seeds)
+            self.static[p] = best_static(p, self.workloads, self.seeds, hardware=self.hardware)
+            self.floor[p] = [
+                run_surrogate(floor_act, w, p, self.seeds, hardware=self.hardware).returns
+                for w in self.workloads
+            ]
         log.info(
             "validation static baselines (%d settings x %d episodes x %d presets) in %.1f s: %s",
             len(self.static[self.presets[0]].mean_returns),
@@ -105,8 +128,13 @@ class HeldoutEvalCallback(BaseCallback):
         """Evaluate now; returns the score (and checkpoints if it is the best so far)."""
         act = sb3_actor(self.model)
         metrics: dict[str, Any] = {}
+        floor_failures = 0
         for p in self.presets:
-            ret = np.concatenate([run_surrogate(act, w, p, self.seeds).returns for w in self.workloads])
+            hw = self.hardware
+            per_w = [run_surrogate(act, w, p, self.seeds, hardware=hw).returns for w in self.workloads]
+            fails = [floor_cell(r, f).fails for r, f in zip(per_w, self.floor[p], strict=True)]
+            floor_failures += sum(fails)
+            ret = np.concatenate(per_w)
             st = self.static[p]
             r_pol, r_st = float(ret.mean()), float(st.returns.mean())
             imp = (r_pol - r_st) / max(abs(r_st), 1e-12)
@@ -116,23 +144,33 @@ class HeldoutEvalCallback(BaseCallback):
                 "static_setting": st.label,
                 "improvement": round(imp, 4),
                 "advantage": round((r_pol - r_st) / float(sum(OBJECTIVE_PRESETS[p])), 5),
+                "floor_failures": int(sum(fails)),
             }
             self.logger.record(f"eval/return_{p}", r_pol)
             self.logger.record(f"eval/improvement_{p}", imp)
         score = float(np.mean([m["advantage"] for m in metrics.values()]))
         self.logger.record("eval/score", score)
-        line = {"timesteps": int(self.num_timesteps), "score": round(score, 4), "presets": metrics}
+        self.logger.record("eval/floor_failures", floor_failures)
+        line = {
+            "timesteps": int(self.num_timesteps),
+            "score": round(score, 4),
+            "floor_failures": floor_failures,
+            "presets": metrics,
+        }
         self.history.append(line)
         with (self.out_dir / "eval.jsonl").open("a") as f:
             f.write(json.dumps(line) + "\n")
         log.info(
-            "eval at %d steps: score %+.4f, improvement vs best static %s",
+            "eval at %d steps: score %+.4f, %d floor failures, improvement vs best static %s",
             self.num_timesteps,
             score,
+            floor_failures,
             {p: m["improvement"] for p, m in metrics.items()},
         )
-        if score > self.best_score:
+        best = self.best_floor_failures
+        if best is None or (floor_failures, -score) < (best, -self.best_score):
             self.best_score, self.best_metrics, self.best_timesteps = score, metrics, int(self.num_timesteps)
+            self.best_floor_failures = floor_failures
             self._best_state = copy.deepcopy(self.model.policy.state_dict())
             self.model.save(self.out_dir / "best_model.zip")
         return score

@@ -24,6 +24,12 @@ On the surrogate the table also shows ``oracle:static-per-workload``, not a cont
 setting per workload chosen in hindsight, i.e. what identifying the workload is worth without changing
 settings over time. It is left out of the goal check and the rankings.
 
+**The floor** (issue 13): on every workload and preset, is a learned policy worse than the fixed
+``r0/b8/g0`` (the ``static`` entrant, added whenever a learned policy plays) beyond the 95 % confidence
+interval? The paired difference (policy - r0/b8/g0 on the same episodes) is computed per workload; a cell
+fails when its whole 95 % CI lies below 0. Printed as a workload x preset table per learned policy, counted
+in the goal lines and in ``results.json`` (``floor``).
+
 Reported per objective preset: the mean episode return (sum of the scalarized, penalized rewards over the
 episode's control intervals) with a 95 % confidence interval (t distribution over episodes), the paired
 difference to the best static setting, and the mean of each raw reward term (loss excess / initial loss,
@@ -42,7 +48,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import math
 import os
 import platform
 import shlex
@@ -56,6 +61,7 @@ from typing import Any, Literal
 import numpy as np
 import tyro
 
+from agents.stats import FloorCell, floor_cell, mean_ci
 from client.controllers import HEURISTICS, RandomController, StaticController
 from client.policy import DEFAULT_POLICY_DIR, Controller, ProfileFeatures, load_policy
 from client.protocol import (
@@ -69,9 +75,9 @@ from client.protocol import (
 from envs.benchmarks_md import BENCHMARKS_MD, append_section, format_section
 from envs.objectives import OBJECTIVE_PRESETS
 from envs.reward import TERM_NAMES
-from envs.workloads import HELDOUT_WORKLOADS, workloads_of
+from envs.workloads import HELDOUT_WORKLOADS, VAL_WORKLOADS, workloads_of
 
-__all__ = ["EvalArgs", "EvalReport", "evaluate", "main"]
+__all__ = ["EvalArgs", "EvalReport", "FloorCell", "evaluate", "floor_check", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +100,10 @@ class EvalArgs:
     """surrogate (fast, all held-out workloads) or training (real jobs: pick 2 workloads, few episodes)"""
     workloads: tuple[str, ...] = ()
     """held-out workloads to evaluate on (default: all of envs.HELDOUT_WORKLOADS)"""
+    split: Literal["heldout", "val"] = "heldout"
+    """workload split: heldout (the test split) or val (the validation split mango train selects checkpoints
+    on: with --seed 100000 --episodes 32 and train's --profiles as --hardware, the report's selection score is
+    the one train logs)"""
     presets: tuple[str, ...] = ()
     """objective presets (default: all of envs.OBJECTIVE_PRESETS)"""
     episodes: int = 30
@@ -118,7 +128,8 @@ class EvalArgs:
     """torch threads (training backend jobs and policy inference)"""
     hardware: str = "cpu-dev-2core"
     """surrogate backend: the hardware profile of envs/profiles/ every episode runs on ('all': a draw per
-    episode from every profile and blends, as in training)"""
+    episode from every profile and blends, as in training; a comma list: draws and blends of those, as
+    mango train --profiles)"""
 
 
 @dataclass
@@ -234,11 +245,14 @@ def _make_env(args: EvalArgs, backend: str, workload: str, preset: str) -> Any:
 
 def hardware_sampler(name: str) -> Any:
     """The surrogate's hardware draws for an evaluation: one profile (its measured optimizer share where it
-    has one), or ``"all"``: the training distribution."""
+    has one), ``"all"``: the training distribution, or a comma list: training's draws over those profiles
+    (``mango train --profiles``)."""
     from envs.hardware import HardwareSampler
 
     if name == "all":
         return HardwareSampler()
+    if "," in name:
+        return HardwareSampler(profiles=tuple(p.strip() for p in name.split(",") if p.strip()))
     return HardwareSampler(fixed=name, resample_share=False)
 
 
@@ -305,18 +319,6 @@ def _static_best(
 
 
 # ----------------------------------------------------------------------------------------------- stats
-def mean_ci(x: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """Mean and half-width of its ``level`` confidence interval (Student t over the samples)."""
-    x = np.asarray(x, dtype=np.float64)
-    n = x.size
-    if n < 2:
-        return float(x.mean()) if n else math.nan, math.nan
-    from scipy import stats
-
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * x.std(ddof=1) / math.sqrt(n))
-    return float(x.mean()), half
-
-
 def _rel(a: float, b: float) -> float:
     return (a - b) / max(abs(b), 1e-12)
 
@@ -380,6 +382,65 @@ def _goal_lines(results: dict[str, dict[str, ControllerResult]], learned: Sequen
     return out
 
 
+FLOOR = "static"  # the r0/b8/g0 entrant of the floor check
+
+
+def floor_check(
+    results: dict[str, dict[str, ControllerResult]], workloads: Sequence[str], name: str
+) -> dict[str, dict[str, FloorCell]]:
+    """``cells[preset][workload]`` of the floor check for the learned policy ``name`` (module docstring).
+
+    The returns of every entrant are workload-major (``len(workloads)`` equal blocks of seeds)."""
+    cells: dict[str, dict[str, FloorCell]] = {}
+    for p, res in results.items():
+        if name not in res or FLOOR not in res:
+            continue
+        pol = res[name].returns.reshape(len(workloads), -1)
+        base = res[FLOOR].returns.reshape(len(workloads), -1)
+        cells[p] = {}
+        for w, a, b in zip(workloads, pol, base, strict=True):
+            cells[p][w] = floor_cell(a, b)
+    return cells
+
+
+def selection_scores(
+    results: dict[str, dict[str, ControllerResult]], learned: Sequence[str]
+) -> dict[str, float]:
+    """Per learned policy: the mean over presets of ``(R_policy - R_static-best) / sum(weights)``, the score
+    ``mango train`` selects checkpoints by (:mod:`agents.callbacks`)."""
+    out = {}
+    for name in learned:
+        adv = [
+            (float(res[name].returns.mean()) - float(res["static-best"].returns.mean()))
+            / sum(OBJECTIVE_PRESETS[p])
+            for p, res in results.items()
+            if name in res and "static-best" in res
+        ]
+        if adv:
+            out[name] = float(np.mean(adv))
+    return out
+
+
+def _floor_lines(cells: dict[str, dict[str, FloorCell]], name: str, workloads: Sequence[str]) -> list[str]:
+    presets = list(cells)
+    n_fail = sum(c.fails for row in cells.values() for c in row.values())
+    n = sum(len(row) for row in cells.values())
+    lines = [
+        f"Floor check, {name} vs r0/b8/g0 per workload (paired return difference ± 95% CI, relative; "
+        f"**FAIL**: worse beyond the CI): **{n_fail} of {n} cells fail**",
+        "",
+        "| workload | " + " | ".join(presets) + " |",
+        "|---|" + "---|" * len(presets),
+    ]
+    for w in workloads:
+        row = []
+        for p in presets:
+            c = cells[p][w]
+            row.append(f"{c.diff:+.3f} ± {c.ci:.3f} ({100 * c.rel:+.1f}%)" + (" **FAIL**" if c.fails else ""))
+        lines.append(f"| {w} | " + " | ".join(row) + " |")
+    return lines
+
+
 def _ranking(res: dict[str, ControllerResult]) -> list[str]:
     ranked = sorted(res.items(), key=lambda kv: -float(kv[1].returns.mean()))
     return [n for n, _ in ranked if n != ORACLE]
@@ -410,7 +471,8 @@ def _section(report: EvalReport, args: EvalArgs, command: str, learned: Sequence
     details = [
         f"surrogate: {surrogate_id()}"
         + (f"; hardware: {args.hardware}" if report.backend == "surrogate" else "; hardware: this machine"),
-        f"workloads (held-out): {', '.join(report.workloads)}; "
+        f"workloads ({'held-out' if args.split == 'heldout' else 'validation'}): "
+        f"{', '.join(report.workloads)}; "
         f"seeds {report.seeds[0]}..{report.seeds[-1]}; {eps} episodes per controller per preset; "
         f"wall time {report.wall_s:.0f} s",
         "return = sum over the episode's control intervals of the scalarized penalized reward (higher "
@@ -431,6 +493,18 @@ def _section(report: EvalReport, args: EvalArgs, command: str, learned: Sequence
     if learned:
         parts += ["Goal (>= 10 % better than each baseline with non-overlapping 95 % CIs):", ""]
         parts += [*_goal_lines(report.results, learned), ""]
+        scores = selection_scores(report.results, learned)
+        if scores:
+            parts += [
+                "Selection score (mean over presets of the return advantage over static-best per unit of the "
+                "objective's weight sum: `mango train`'s validation metric): "
+                + ", ".join(f"{n} {v:+.4f}" for n, v in scores.items()),
+                "",
+            ]
+        for name in learned:
+            cells = floor_check(report.results, report.workloads, name)
+            if cells:
+                parts += [*_floor_lines(cells, name, report.workloads), ""]
     chk = report.surrogate_check
     if chk is not None:
         parts += [
@@ -577,7 +651,10 @@ def _entrants(args: EvalArgs, static_best: dict[str, CompressionSetting]) -> tup
             raise ValueError(f"--compare {spec!r}: write label=path (an artifact or an SB3 .zip)")
         entrants.append(_learned(label, path))
         learned.append(label)
-    for h in args.heuristics:
+    heuristics = list(args.heuristics)
+    if learned and FLOOR not in heuristics:  # the floor check needs r0/b8/g0 on the same episodes
+        heuristics.append(FLOOR)
+    for h in heuristics:
         entrants.append(_random() if h == "random" else _heuristic(h))
     if static_best:
         entrants.append(_static_best_entrant(static_best))
@@ -590,7 +667,7 @@ def evaluate(args: EvalArgs, command: str = "") -> EvalReport:
 
     t0 = time.perf_counter()
     torch.set_num_threads(args.threads)
-    workloads = list(args.workloads or HELDOUT_WORKLOADS)
+    workloads = list(args.workloads or (HELDOUT_WORKLOADS if args.split == "heldout" else VAL_WORKLOADS))
     presets = list(args.presets or OBJECTIVE_PRESETS)
     for h in args.heuristics:
         if h != "random" and h not in HEURISTICS:
@@ -598,10 +675,11 @@ def evaluate(args: EvalArgs, command: str = "") -> EvalReport:
     for p in presets:
         if p not in OBJECTIVE_PRESETS:
             raise ValueError(f"unknown preset {p!r}; choose from {sorted(OBJECTIVE_PRESETS)}")
-    heldout = workloads_of("heldout", gpu=True)  # the GPU test workloads need a GPU (training backend)
+    allowed = workloads_of(args.split, gpu=True)  # the GPU test workloads need a GPU (training backend)
     for w in workloads:
-        if w not in heldout:
-            raise ValueError(f"{w!r} is not a held-out workload; choose from {list(heldout)}")
+        if w not in allowed:
+            what = "held-out" if args.split == "heldout" else "validation"
+            raise ValueError(f"{w!r} is not a {what} workload; choose from {list(allowed)}")
     if args.episodes < 1:
         raise ValueError("episodes must be >= 1")
     seeds = list(range(args.seed, args.seed + args.episodes))
@@ -664,6 +742,17 @@ def evaluate(args: EvalArgs, command: str = "") -> EvalReport:
             }
             for p, res in results.items()
         },
+    }
+    summary["selection_score"] = selection_scores(results, learned)
+    summary["floor"] = {
+        name: {
+            "failed_cells": sum(c.fails for row in cells.values() for c in row.values()),
+            "cells": {
+                p: {w: {**asdict(c), "fails": c.fails} for w, c in row.items()} for p, row in cells.items()
+            },
+        }
+        for name in learned
+        if (cells := floor_check(results, workloads, name))
     }
     (out / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
     (out / "report.md").write_text(report.markdown + "\n")

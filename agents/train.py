@@ -148,6 +148,13 @@ class TrainArgs:
     """training backend: optimizer steps per control interval (default: the workload's)"""
     train_intervals: int | None = None
     """training backend: control intervals per episode (default: the workload's)"""
+    final_loss_intervals: float = 0.0
+    """training reward only: the last interval also pays this many intervals of its loss term
+    (envs.reward.RewardConfig.final_loss_intervals; 0: off); validation keeps the plain reward (mango eval)"""
+    profiles: str = ""
+    """surrogate backend: comma list of the hardware profiles of envs/profiles/ that training and validation
+    episodes draw from ('': every profile there). E.g. 'cpu-dev-2core,h200-gpt85m,h200-lm-medium' leaves out
+    the modelled H200 target and trains on measured costs only"""
     threads: int = 1
     """torch intra-op threads (1 is fastest for these small batches and kind to a shared machine)"""
     max_minutes: float = 0.0
@@ -189,8 +196,18 @@ def _check_args(args: TrainArgs) -> None:
             f"batch={args.batch} must be in [2, n_envs * n_steps = {args.n_envs * args.n_steps}]; "
             "lower --batch or raise --n-envs/--n-steps"
         )
+    if args.final_loss_intervals < 0:
+        raise ValueError(f"final_loss_intervals={args.final_loss_intervals} must be >= 0 (0: off)")
     if args.extractor == "mlp" and args.init_from:
         raise ValueError("--init-from loads a TinyFormer artifact; it cannot initialize --extractor mlp")
+
+
+def hardware_draws(args: TrainArgs) -> Any:
+    """The surrogate's per-episode hardware draws of ``--profiles`` (``"default"``: every profile)."""
+    from envs.hardware import HardwareSampler
+
+    names = tuple(p.strip() for p in args.profiles.split(",") if p.strip())
+    return HardwareSampler(profiles=names) if names else "default"
 
 
 def make_surrogate_env(args: TrainArgs) -> Any:
@@ -198,10 +215,17 @@ def make_surrogate_env(args: TrainArgs) -> Any:
     from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
 
     from agents.vec import ObjectiveScaledVecReward
+    from envs.reward import RewardConfig
     from envs.sb3 import SB3VecEnvAdapter
     from envs.surrogate import SurrogateVecEnv
 
-    venv: Any = SB3VecEnvAdapter(SurrogateVecEnv(num_envs=args.n_envs, split="train"), info_terms=False)
+    env = SurrogateVecEnv(
+        num_envs=args.n_envs,
+        split="train",
+        hardware=hardware_draws(args),
+        reward=RewardConfig(final_loss_intervals=args.final_loss_intervals),
+    )
+    venv: Any = SB3VecEnvAdapter(env, info_terms=False)
     venv = VecMonitor(venv)  # raw episode returns for rollout/ep_rew_mean
     if args.reward_scale == "objective":
         venv = ObjectiveScaledVecReward(venv)
@@ -217,6 +241,7 @@ def make_training_env(args: TrainArgs) -> Any:
 
     from agents.vec import ObjectiveScaledReward
     from envs.env import CompressionEnv
+    from envs.reward import RewardConfig
 
     def make() -> Any:
         env: Any = CompressionEnv(
@@ -224,6 +249,7 @@ def make_training_env(args: TrainArgs) -> Any:
             split="train",
             interval_steps=args.train_interval_steps,
             intervals=args.train_intervals,
+            reward=RewardConfig(final_loss_intervals=args.final_loss_intervals),
         )
         env = Monitor(env)
         if args.reward_scale == "objective":
@@ -308,6 +334,7 @@ def train(args: TrainArgs, command: str = "") -> TrainResult:
         episodes=args.eval_episodes,
         seed=args.eval_seed,
         out_dir=out,
+        hardware=hardware_draws(args),
     )
     callbacks: list[Any] = [callback]
     if args.max_minutes > 0:
@@ -327,6 +354,7 @@ def train(args: TrainArgs, command: str = "") -> TrainResult:
         # the key is kept for existing readers; since issue 13 these are the validation split's metrics
         "heldout_surrogate": callback.best_metrics,
         "score_advantage_per_weight": callback.best_score,
+        "floor_failures": callback.best_floor_failures,
         "best_at_timesteps": callback.best_timesteps,
         "timesteps": int(model.num_timesteps),
         "stopped_by_max_minutes": bool(args.max_minutes > 0 and model.num_timesteps < args.total_timesteps),

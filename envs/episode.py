@@ -135,8 +135,10 @@ def score(
     objective: Objective,
     config: RewardConfig,
     diverged: bool = False,
+    last: bool = False,
 ) -> tuple[float, tuple[float, float, float, float], bool, bool]:
-    """Reward, terms, over-budget and divergence flags of one record (the single-episode backends' path)."""
+    """Reward, terms, over-budget and divergence flags of one record (the single-episode backends' path);
+    ``last``: the episode's last interval."""
     terms = reward_terms(
         record.loss,
         record.state_bytes,
@@ -159,5 +161,6 @@ def score(
         loss=math.inf if diverged else record.loss,
         initial_loss=initial_loss,
         config=config,
+        last=last,
     )
     return float(r), tuple(float(t) for t in terms), bool(over), bool(div)  # type: ignore[return-value]

@@ -106,6 +106,11 @@ class FitConfig:
     :ivar balance_workloads: weigh the excess fit so that every fit workload counts the same in all (rows
         weigh ``1 / its workload's intervals``); else every recorded interval counts once, and the eight
         H200 episodes drown among the hundreds of CPU ones.
+    :ivar gpu_weight: with ``balance_workloads``, what a GPU-recorded fit workload weighs in CPU workloads
+        (1: the same). Users train on GPUs, and the two H200 fit workloads were outvoted by the six CPU ones
+        on the shape of the excess over a run. 3 lowered the simulated loss-term error on every row of the
+        report, the CPU held-out workloads' included (transfer 0.0607 -> 0.0553; the held-out H200 workload
+        0.0158 -> 0.0093); 1 reproduces the fit before it.
     """
 
     fit_workloads: tuple[str, ...] = workloads_of("train", gpu=True)
@@ -119,6 +124,7 @@ class FitConfig:
     excess_floor: float = -0.01
     excess_floor_projected: float = 0.0
     balance_workloads: bool = True
+    gpu_weight: float = 3.0
 
 
 def traces_digest(path: str | Path | None = None) -> str:
@@ -386,13 +392,17 @@ def _filtered(ep: _Ep, tail: np.ndarray, rho: float) -> np.ndarray:
 
 
 def _stack(
-    eps: list[_Ep], tails: dict[str, np.ndarray], rho: float, balance: bool = False
+    eps: list[_Ep],
+    tails: dict[str, np.ndarray],
+    rho: float,
+    balance: bool = False,
+    gpu_weight: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Filtered features, targets and row weights of ``eps`` (intervals after the warm-up).
 
     With ``balance`` every workload carries the same total weight (rows weigh ``1 / its workload's rows``,
     normalized to mean 1), so a workload with few recorded episodes (the GPU ones) counts as much as one
-    with many; else every row weighs 1."""
+    with many, and a GPU-recorded workload ``gpu_weight`` times as much; else every row weighs 1."""
     xs, ys, names = [], [], []
     for ep in eps:
         f = _filtered(ep, tails[ep.workload], rho)
@@ -406,9 +416,13 @@ def _stack(
         counts: dict[str, int] = {}
         for n in names:
             counts[n] = counts.get(n, 0) + 1
-        w = np.array([1.0 / counts[n] for n in names])
+        w = np.array([(gpu_weight if _is_gpu(n) else 1.0) / counts[n] for n in names])
         w *= len(w) / w.sum()
     return np.concatenate(xs), np.concatenate(ys), w
+
+
+def _is_gpu(name: str) -> bool:
+    return WORKLOADS.get(name) is not None and WORKLOADS[name].device == "gpu"
 
 
 def _ridge(x: np.ndarray, y: np.ndarray, lam: float, w: np.ndarray | None = None) -> np.ndarray:
@@ -483,9 +497,9 @@ def fit_surrogate(ts: TraceSet, cfg: FitConfig | None = None) -> tuple[Surrogate
     best: tuple[float, float, np.ndarray] | None = None
     rho_scores = {}
     for rho in cfg.rhos:
-        x, y, wt = _stack(fit_eps, tails, rho, cfg.balance_workloads)
+        x, y, wt = _stack(fit_eps, tails, rho, cfg.balance_workloads, cfg.gpu_weight)
         beta = _ridge(x, y, cfg.ridge, wt)
-        xv, yv, wv = _stack(val_eps or fit_eps, tails, rho, cfg.balance_workloads)
+        xv, yv, wv = _stack(val_eps or fit_eps, tails, rho, cfg.balance_workloads, cfg.gpu_weight)
         err = float(np.average((xv @ beta - yv) ** 2, weights=wv))
         rho_scores[rho] = err
         if best is None or err < best[0]:
@@ -614,7 +628,7 @@ def evaluate(
         sc = float(model.coef["scales"].get(name, 1.0))
         own = (sc, float(model.coef["workload_rhos"].get(name, model.rho)))
         transfer = (1.0, model.rho)
-        gpu = WORKLOADS.get(name) is not None and WORKLOADS[name].device == "gpu"
+        gpu = _is_gpu(name)
         for e in wd.eps:
             if name in fit_w:
                 groups[g_val if e.held_out else g_fit].append((e, *own))
@@ -640,6 +654,8 @@ def evaluate(
                 "time_abs",
                 "energy_abs",
                 "memory_abs",
+                "late_pred",
+                "late_true",
             )
         }
         rew: dict[str, list[tuple[float, float, float]]] = {p: [] for p in OBJECTIVE_PRESETS}
@@ -667,6 +683,10 @@ def evaluate(
             acc["memory_abs"].extend(np.abs(m_pred - e.terms[1:, 1]))
             acc["energy_abs"].extend(np.abs(en_pred - e.terms[1:, 2]))
             acc["time_abs"].extend(np.abs(t_pred - e.terms[1:, 3]))
+            # the second half's growth of the loss term: what compressing late in a run costs by its end
+            mid = int(np.searchsorted(e.progress[1:], 0.5))
+            acc["late_pred"].append(float(lt_pred[-1] - lt_pred[mid]))
+            acc["late_true"].append(float(lt_true[-1] - lt_true[mid]))
             pred_terms = np.stack([lt_pred, m_pred, en_pred, t_pred], axis=1)
             true_terms = np.concatenate([lt_true[:, None], e.terms[1:, 1:]], axis=1)
             for p, w in OBJECTIVE_PRESETS.items():
@@ -677,6 +697,7 @@ def evaluate(
                     rew[p].append((float(a), float(b), 0.0))
                 rets[p].append((e.workload, float(r_pred.sum()), float(r_true.sum())))
         row = {k: float(np.mean(v)) for k, v in acc.items()}
+        row["late_abs"] = float(np.mean(np.abs(np.subtract(acc["late_pred"], acc["late_true"]))))
         row["episodes"] = len(items)
         row["intervals"] = len(acc["loss_rel"])
         for p, pairs in rew.items():
@@ -706,14 +727,16 @@ def format_report(model: SurrogateModel, report: dict[str, Any]) -> str:
     """Markdown tables of the fit report."""
     lines = [
         "| data | episodes | intervals | loss traj. rel. err | (seed's ref) | no-excess rel. err | "
-        "loss-term MAE | (no-excess) | memory MAE | time MAE | energy MAE |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "loss-term MAE | (no-excess) | 2nd-half growth: sim / rec | (MAE) | memory MAE | time MAE | "
+        "energy MAE |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for g, r in report.items():
         lines.append(
             f"| {g} | {r['episodes']} | {r['intervals']} | {r['loss_rel']:.2%} | "
             f"{r['loss_rel_seedref']:.2%} | "
             f"{r['noexcess_rel']:.2%} | {r['lterm_abs']:.4f} | {r['lterm_abs_noexcess']:.4f} | "
+            f"{r['late_pred']:+.4f} / {r['late_true']:+.4f} | {r['late_abs']:.4f} | "
             f"{r['memory_abs']:.2e} | {r['time_abs']:.3f} | {r['energy_abs']:.3f} |"
         )
     lines += ["", "| data | " + " | ".join(f"reward rel. err ({p})" for p in OBJECTIVE_PRESETS) + " |"]
@@ -737,6 +760,8 @@ def format_report(model: SurrogateModel, report: dict[str, Any]) -> str:
         "true of the interval loss, pred = the surrogate's mean reference curve + excess ('seed's ref': the "
         "episode's own reference + excess; 'no-excess': the episode's own reference alone). loss-term MAE: "
         "mean |pred - true| of l_t (relative to the reference loss at the same step, the reward's unit). "
+        "2nd-half growth: mean over episodes of l_T - l_mid (the loss term's growth from mid-run to the end: "
+        "what compressing in the second half costs by the end), simulated / recorded, and its MAE. "
         "memory / time / energy MAE: of m_t, tau_t, e_t. "
         "reward rel. err: mean |r_pred - r_true| / mean |r_true| per interval under each objective preset. "
         "ranking tau: Kendall's tau-a between the surrogate's and the recorded episode returns, over "
@@ -746,6 +771,46 @@ def format_report(model: SurrogateModel, report: dict[str, Any]) -> str:
         f"rho = {model.rho:g}; b_a: {beta_a}; b_b (x (1 - progress)): {beta_b}",
         f"per workload: {scales}",
     ]
+    lines += ["", late_penalty_table(model)]
+    return "\n".join(lines)
+
+
+#: Settings of :func:`late_penalty_table`: the fixed setting the policy is measured against and what it plays.
+LATE_SETTINGS: tuple[str, ...] = ("r0/b8/g0", "r0/b4/g0", "r32/b4/g0", "r16/b4/g0", "r8/b8/g0")
+
+
+def _static_loss_terms(tab: WorkloadTables, rho: float, first: str, second: str) -> np.ndarray:
+    """Noise-free loss terms ``l_t`` ``[K]`` (after the warm-up interval at r0/b8/g0) of an episode that plays
+    ``first`` until mid-run and ``second`` after it, as the surrogate simulates it."""
+    warm = DEFAULT_GRID.action(CompressionSetting.parse("r0/b8/g0"))
+    acts = [DEFAULT_GRID.action(CompressionSetting.parse(x)) for x in (first, second)]
+    x, out = 0.0, []
+    for t, p in enumerate(tab.progress):
+        a = warm if t == 0 else acts[int(p > 0.5)]
+        x = rho * x + (1.0 - rho) * (tab.excess_a[a] + (1.0 - p) * tab.excess_b[a])
+        out.append(x * tab.ref_loss[0] / tab.ref_loss[t])
+    return np.asarray(out[1:])
+
+
+def late_penalty_table(model: SurrogateModel, workloads: Sequence[str] | None = None) -> str:
+    """What the surrogate charges for a setting over a whole run and for the second half only (r0/b8/g0
+    before it), per GPU workload: the final loss term ``l_T`` (what a user's final loss shows) and the mean
+    ``l_t`` (what the episode's return charges, times the intervals and ``w_loss``)."""
+    names = [n for n in (workloads or model.tables) if _is_gpu(n) or workloads is not None]
+    lines = [
+        "| workload | setting | whole run: final l_T | mean l_t | 2nd half only: final l_T | mean l_t |",
+        "|---|---|---|---|---|---|",
+    ]
+    for n in names:
+        tab = model.tables[n]
+        rho = model.rho if tab.rho is None else tab.rho
+        for lab in LATE_SETTINGS:
+            whole = _static_loss_terms(tab, rho, lab, lab)
+            late = _static_loss_terms(tab, rho, "r0/b8/g0", lab)
+            lines.append(
+                f"| {n} | {lab} | {whole[-1]:+.4f} | {whole.mean():+.4f} | {late[-1]:+.4f} | "
+                f"{late.mean():+.4f} |"
+            )
     return "\n".join(lines)
 
 
@@ -807,6 +872,8 @@ class FitArgs:
     """hold out every n-th episode per workload"""
     holdout_seeds: str = ""
     """job seeds never fitted on (comma list)"""
+    gpu_weight: float = FitConfig.gpu_weight
+    """weight of a GPU-recorded fit workload in CPU workloads (1: the fit before issue 13 session 4)"""
     bench: bool = False
     """append the report to BENCHMARKS.md"""
     verify: bool = False
@@ -839,6 +906,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = FitConfig(
         holdout_every=a.holdout_every,
         holdout_seeds=tuple(int(s) for s in a.holdout_seeds.split(",") if s.strip()),
+        gpu_weight=a.gpu_weight,
     )
     model, report = fit_surrogate(ts, cfg)
     text = format_report(model, report)

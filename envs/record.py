@@ -9,6 +9,15 @@ Each episode runs ``CompressionEnv(backend="training")`` for one workload and jo
 * ``pulse`` - off, then one random compressed setting for 2-4 intervals, then off again: how compression
   damage builds up and decays (what the surrogate's ``rho`` is fitted on).
 
+``--controllers`` replaces that cycle: a comma list of kinds (``random``, ``random-sticky``, ``pulse``, a
+heuristic name, ``static`` for the next of ``DEFAULT_STATICS``) and fixed settings by label
+(``r0/b4/g0``), cycled per workload in that order.
+
+Budgets: ``--budget-min`` is CPU time of this process (one thread on a shared CPU machine: what the
+recording takes from others); ``--max-wall-min`` is wall-clock time. On a GPU host with many threads CPU time
+runs faster than the wall clock, so give ``--max-wall-min`` alone there: without ``--budget-min`` it is the
+only budget (with neither, the CPU budget is 12 minutes and the wall cap three times that, as before).
+
 Episodes are interleaved across workloads (round robin) and job seeds rotate, so a recording stopped by its
 time budget is balanced. Reference runs come from the env's on-disk cache and are written once per
 (workload, seed). Every line is flushed, so an interrupted recording keeps what it wrote.
@@ -26,12 +35,18 @@ GPU traces (issue 13; the 85 M byte GPT and lm-medium on an H200, ~5 minutes)::
 
     mango record --workloads gpu --seeds 0,1 --device cuda --clock wall --threads 8 --budget-min 4 \
         --max-wall-min 4 --out envs/traces/gpu-h200.jsonl.gz
+
+Chosen controllers on a wall-clock budget (what the next H200 recording of issue 13 asks for)::
+
+    mango record --workloads gpu-gpt85m-cosine --seeds 0,1,2,3 --device cuda --clock wall --threads 8 \
+        --controllers r0/b4/g0,r32/b4/g0,r64/b4/g0.5,random --max-wall-min 8 --out $OUT/gpu-h200-2.jsonl.gz
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import platform
 import time
 from dataclasses import dataclass, field
@@ -43,7 +58,7 @@ import torch
 import tyro
 from tqdm import tqdm
 
-from client.controllers import StaticController, make_controller
+from client.controllers import HEURISTICS, StaticController, make_controller
 from client.policy import Controller, ProfileFeatures
 from client.protocol import DEFAULT_GRID, CompressionSetting, Objective, Reference
 from envs.env import CompressionEnv
@@ -51,7 +66,15 @@ from envs.traces import TraceWriter
 from envs.training import TrainingConfig, code_version, reference_run
 from envs.workloads import get_workload, workloads_of
 
-__all__ = ["DEFAULT_STATICS", "RecordConfig", "main", "record"]
+__all__ = [
+    "CONTROLLER_KINDS",
+    "DEFAULT_STATICS",
+    "RecordConfig",
+    "config_from_args",
+    "main",
+    "parse_controllers",
+    "record",
+]
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +110,36 @@ DEFAULT_CYCLE: tuple[str, ...] = (
 )
 
 
+#: Controller kinds besides fixed settings given by label (``static`` takes the next of ``statics``).
+CONTROLLER_KINDS: tuple[str, ...] = ("random", "random-sticky", "pulse", *HEURISTICS)
+
+
+def parse_controllers(spec: str) -> tuple[str, ...]:
+    """``--controllers``: ``"r0/b4/g0,random,loraven"`` -> the cycle ``("static:r0/b4/g0", "random",
+    "loraven")``. A setting label (``static:`` prefix optional) is a fixed setting; ``ValueError`` names the
+    valid kinds."""
+    out = []
+    for raw in (x.strip() for x in spec.split(",")):
+        if not raw:
+            continue
+        if raw in CONTROLLER_KINDS:
+            out.append(raw)
+            continue
+        label = raw.removeprefix("static:")
+        try:
+            setting = parse_setting(label)
+        except ValueError:
+            raise ValueError(
+                f"--controllers: {raw!r} is neither a controller kind {list(CONTROLLER_KINDS)} nor a setting "
+                "label like r0/b4/g0"
+            ) from None
+        DEFAULT_GRID.check(setting)
+        out.append(f"static:{setting.label()}")
+    if not out:
+        raise ValueError("--controllers is empty: name at least one controller or setting")
+    return tuple(out)
+
+
 def parse_setting(label: str) -> CompressionSetting:
     """``"r8/b4/g0.25"`` -> ``CompressionSetting(rank=8, bits=4, gamma=0.25)`` (CompressionSetting.parse)."""
     return CompressionSetting.parse(label)
@@ -100,9 +153,11 @@ class RecordConfig:
     :ivar seeds: job seeds rotated over episodes (each costs one cached reference run per workload).
     :ivar budget_s: stop starting episodes once this process has used this much CPU time (reference runs
         included); with one thread that is the CPU budget the recording takes from a shared machine.
+        ``None``: no CPU budget (``max_wall_s`` or ``max_episodes`` must bound the recording).
     :ivar max_wall_s: also stop after this much wall time (default 3x ``budget_s``).
     :ivar max_episodes: stop after this many episodes in total (``None``: budget only).
-    :ivar cycle: controller kinds cycled per workload (see the module docstring).
+    :ivar cycle: controller kinds cycled per workload (see the module docstring; ``static:<label>`` is that
+        fixed setting, :func:`parse_controllers` builds a cycle from ``--controllers``).
     :ivar statics: static setting labels, taken in turn.
     :ivar objective: objective preset the recorded rewards use (the terms are stored too, so any objective
         can be rescored later).
@@ -115,7 +170,7 @@ class RecordConfig:
 
     workloads: list[str] = field(default_factory=lambda: ["all"])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    budget_s: float = 720.0
+    budget_s: float | None = 720.0
     max_wall_s: float | None = None
     max_episodes: int | None = None
     cycle: tuple[str, ...] = DEFAULT_CYCLE
@@ -198,6 +253,14 @@ def _controller_label(kind: str, static_label: str) -> str:
     return f"static:{static_label}" if kind == "static" else kind
 
 
+def _check_cycle(cycle: tuple[str, ...]) -> None:
+    for kind in cycle:
+        if kind not in CONTROLLER_KINDS:
+            if not kind.startswith("static:"):
+                raise ValueError(f"unknown controller kind {kind!r}; known: {list(CONTROLLER_KINDS)}")
+            DEFAULT_GRID.check(parse_setting(kind.removeprefix("static:")))
+
+
 def record(cfg: RecordConfig, progress: bool = True) -> dict[str, Any]:
     """Record episodes as configured; returns a summary (episodes, wall time, file, size)."""
     names = cfg.workload_names()
@@ -207,6 +270,9 @@ def record(cfg: RecordConfig, progress: bool = True) -> dict[str, Any]:
         raise ValueError("seeds is empty: give at least one job seed")
     for lab in cfg.statics:
         parse_setting(lab)
+    _check_cycle(tuple(cfg.cycle))
+    if cfg.budget_s is None and cfg.max_wall_s is None and cfg.max_episodes is None:
+        raise ValueError("no budget: give budget_s (CPU time), max_wall_s (wall clock) or max_episodes")
     out = Path(cfg.out or f"envs/traces/traces-{dt.date.today().isoformat()}.jsonl.gz")
     tcfg = TrainingConfig(device=cfg.device, clock=cfg.clock, threads=cfg.threads)  # type: ignore[arg-type]
     objective_name = cfg.objective
@@ -217,7 +283,11 @@ def record(cfg: RecordConfig, progress: bool = True) -> dict[str, Any]:
     }
     cpu0 = time.process_time()
     t0 = time.perf_counter()
-    max_wall = cfg.max_wall_s or 3.0 * cfg.budget_s
+    if cfg.max_wall_s is not None:
+        max_wall = cfg.max_wall_s
+    else:
+        max_wall = 3.0 * cfg.budget_s if cfg.budget_s is not None else math.inf
+    budget_cpu = math.inf if cfg.budget_s is None else cfg.budget_s
     header_workloads: dict[str, Any] = {}
     for n in names:
         w = get_workload(n)
@@ -251,7 +321,7 @@ def record(cfg: RecordConfig, progress: bool = True) -> dict[str, Any]:
         stop = False
         while not stop:
             for n in names:
-                over = time.process_time() - cpu0 > cfg.budget_s or time.perf_counter() - t0 > max_wall
+                over = time.process_time() - cpu0 > budget_cpu or time.perf_counter() - t0 > max_wall
                 if over or (cfg.max_episodes and n_eps >= cfg.max_episodes):
                     stop = True
                     break
@@ -262,6 +332,8 @@ def record(cfg: RecordConfig, progress: bool = True) -> dict[str, Any]:
                 label = cfg.statics[static_i[n] % len(cfg.statics)]
                 if kind == "static":
                     static_i[n] += 1
+                elif kind.startswith("static:"):  # a setting chosen by name
+                    kind, label = "static", kind.removeprefix("static:")
                 ref = reference_run(get_workload(n), seed, tcfg)
                 if (n, seed) not in written_refs:
                     writer.reference(n, ref.workload_key, seed, ref.records)
@@ -337,10 +409,15 @@ class RecordArgs:
     """comma list of names, or train / val / heldout / all / gpu"""
     seeds: str = "0,1,2"
     """job seeds rotated over episodes (comma list)"""
-    budget_min: float = 12.0
-    """CPU-time budget in minutes"""
+    budget_min: float | None = None
+    """CPU-time budget in minutes (default 12, or none when --max-wall-min is given: then the wall clock alone
+    bounds the recording)"""
     max_wall_min: float | None = None
-    """wall-clock cap in minutes (default 3x the budget)"""
+    """wall-clock budget in minutes, not CPU time (default 3x the CPU budget)"""
+    controllers: str = ""
+    """comma list of the recorded episodes' controllers, cycled per workload: setting labels (r0/b4/g0),
+    heuristics (accordion, loraven, energy_aware, static), random, random-sticky, pulse ('': the default
+    cycle of random, statics, pulses and heuristics)"""
     max_episodes: int | None = None
     """stop after this many episodes"""
     objective: str = "balanced"
@@ -359,13 +436,14 @@ class RecordArgs:
     """progress bar (--no-progress: none)"""
 
 
-def main(argv: list[str] | None = None) -> int:
-    a = tyro.cli(RecordArgs, args=argv, prog="mango record", description=RecordArgs.__doc__)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    cfg = RecordConfig(
+def config_from_args(a: RecordArgs) -> RecordConfig:
+    """The :class:`RecordConfig` of parsed ``mango record`` arguments (the budgets resolved as documented)."""
+    budget_min = a.budget_min if a.budget_min is not None else (None if a.max_wall_min is not None else 12.0)
+    return RecordConfig(
         workloads=[w.strip() for w in a.workloads.split(",") if w.strip()],
         seeds=[int(s) for s in a.seeds.split(",") if s.strip()],
-        budget_s=a.budget_min * 60.0,
+        budget_s=None if budget_min is None else budget_min * 60.0,
+        cycle=parse_controllers(a.controllers) if a.controllers.strip() else DEFAULT_CYCLE,
         max_wall_s=None if a.max_wall_min is None else a.max_wall_min * 60.0,
         max_episodes=a.max_episodes,
         objective=a.objective,
@@ -375,6 +453,12 @@ def main(argv: list[str] | None = None) -> int:
         device=a.device,
         seed=a.seed,
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = tyro.cli(RecordArgs, args=argv, prog="mango record", description=RecordArgs.__doc__)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    cfg = config_from_args(a)
     summary = record(cfg, progress=a.progress)
     print(
         f"recorded {summary['episodes']} episodes in {summary['wall_s']} s wall, {summary['cpu_s']} s CPU "

@@ -168,6 +168,7 @@ class ReplayBackend(Backend):
             initial_loss=grp.initial_loss,
             objective=self.objective,
             config=self.reward_config,
+            last=self.t >= len(recs) - 1,
         )
         return StepOutcome(
             record=rec,

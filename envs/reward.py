@@ -16,6 +16,11 @@ uncompressed reference run of the same workload and job seed:
   energy and wall time over the reference's per-interval median (the median of the control intervals, so one
   slow interval on a shared machine does not skew every episode).
 
+Optional terminal term (:attr:`RewardConfig.final_loss_intervals`, default 0 = off): the episode's last
+interval also pays ``final_loss_intervals * w_loss * l_T``, so the final loss (what a user and the demo's
+verdict see) counts beyond its one interval. The per-interval sum charges damage done at interval t only in
+the intervals left, which makes compressing late in a run nearly free (issue 13, session 4).
+
 Penalties (:class:`RewardConfig`): ``budget_penalty`` (+ ``budget_slope`` x overshoot) per interval whose
 state exceeds the objective's memory budget, and ``divergence_penalty`` once when the loss exceeds
 ``divergence_factor * initial_loss`` (or is non-finite), which also ends the episode.
@@ -50,16 +55,24 @@ class RewardConfig:
         dominate a whole episode of excess loss: 10 by default.
     :ivar divergence_factor: a mean interval loss above ``divergence_factor * initial_loss`` (or non-finite)
         counts as divergence. Must be > 1.
+    :ivar final_loss_intervals: extra weight of the last interval's loss term, in intervals (0: off, the
+        reward of every evaluation so far). With ``K / 2`` (6 for 12 intervals) a static setting's final
+        loss counts about as much as its per-interval sum; ``mango train --final-loss-intervals`` sets it
+        for training only (validation and ``mango eval`` keep 0).
     """
 
     budget_penalty: float = 1.0
     budget_slope: float = 2.0
     divergence_penalty: float = 10.0
     divergence_factor: float = 3.0
+    final_loss_intervals: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.budget_penalty < 0 or self.divergence_penalty < 0 or self.budget_slope < 0:
-            raise ValueError("budget_penalty, budget_slope and divergence_penalty must be >= 0")
+        knobs = (self.budget_penalty, self.divergence_penalty, self.budget_slope, self.final_loss_intervals)
+        if min(knobs) < 0:
+            raise ValueError(
+                "budget_penalty, budget_slope, divergence_penalty and final_loss_intervals must be >= 0"
+            )
         if not self.divergence_factor > 1.0:
             raise ValueError(f"divergence_factor={self.divergence_factor} must be > 1 (e.g. 3.0)")
 
@@ -104,12 +117,14 @@ def penalized_reward(
     loss: Any,
     initial_loss: Any,
     config: RewardConfig,
+    last: Any = False,
 ) -> tuple[Any, Any, Any]:
     """``(reward, over_budget, diverged)``: :func:`reward_from_terms` minus the penalties of ``config``.
 
     ``budget_bytes`` of 0 means no budget; with one, the memory term leaves the weighted sum (memory is a
     constraint) and an over-budget interval pays ``budget_penalty + budget_slope * overshoot``. Works
-    elementwise on arrays (the vectorized env) and on floats.
+    elementwise on arrays (the vectorized env) and on floats. ``last`` marks the episode's last interval
+    (for :attr:`RewardConfig.final_loss_intervals`).
     """
     w = np.array(weights, dtype=np.float64, copy=True)
     budget = np.asarray(budget_bytes, dtype=np.float64)
@@ -123,4 +138,7 @@ def penalized_reward(
     diverged = ~np.isfinite(loss_a) | (loss_a > config.divergence_factor * np.asarray(initial_loss))
     reward = reward - (config.budget_penalty + config.budget_slope * overshoot) * over
     reward = reward - config.divergence_penalty * diverged
+    if config.final_loss_intervals > 0:
+        final = np.asarray(last, dtype=bool) & ~diverged
+        reward = reward - config.final_loss_intervals * np.where(final, w[..., 0] * terms[0], 0.0)
     return reward, over, diverged

@@ -411,6 +411,7 @@ class SurrogateEngine:
             loss=raw["loss"],
             initial_loss=self.initial_loss,
             config=self.reward_cfg,
+            last=self.t >= self.k,
         )
         terminated = (self.t >= self.k) | diverged
         info = dict(zip(TERM_NAMES, terms, strict=True))

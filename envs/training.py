@@ -600,6 +600,7 @@ class TrainingBackend(Backend):
             objective=self.objective,
             config=self.reward_config,
             diverged=res.diverged,
+            last=self.t >= self.job.workload.intervals,
         )
         return StepOutcome(
             record=res.record,

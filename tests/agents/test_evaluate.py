@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.evaluate import ORACLE, EvalArgs, evaluate, main, mean_ci
+from agents.evaluate import ORACLE, ControllerResult, EvalArgs, evaluate, floor_check, main, mean_ci
 from envs.workloads import HELDOUT_WORKLOADS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -66,6 +66,47 @@ def test_outputs_tables_plots_and_bench_section(report: tuple[object, Path]) -> 
     assert "Goal (>= 10 % better" in text
     saved = json.loads((out / "results.json").read_text())
     assert saved["seeds"] == [0, 1] and set(saved["results"]) == {"balanced", "memory-first"}
+    assert "Floor check, ppo vs r0/b8/g0 per workload" in text and "Floor check, sb3" in text
+    floor = saved["floor"]["ppo"]
+    assert set(floor["cells"]) == {"balanced", "memory-first"}
+    assert floor["failed_cells"] == sum(c["fails"] for row in floor["cells"].values() for c in row.values())
+    assert f"**{floor['failed_cells']} of 2 cells fail**" in text
+
+
+def _result(returns: list[float]) -> ControllerResult:
+    return ControllerResult(returns=np.asarray(returns), terms=np.zeros((len(returns), 4)))
+
+
+def test_floor_check_fails_a_cell_only_beyond_the_paired_ci() -> None:
+    # two workloads x three seeds, workload-major: on "a" the policy is worse by 1 +- 0.1 on every seed
+    # (fails), on "b" worse on average but the paired CI straddles 0 (does not fail)
+    base = [0.0, 1.0, 2.0, 0.0, 1.0, 2.0]
+    pol = [-1.0, -0.1, 1.1, 1.0, 0.0, 1.0]
+    results = {
+        "balanced": {"ppo": _result(pol), "static": _result(base)},
+        "loss-first": {"ppo": _result(pol)},
+    }
+    cells = floor_check(results, ["a", "b"], "ppo")
+    assert set(cells) == {"balanced"}  # no r0/b8/g0 entrant under loss-first: no check there
+    a, b = cells["balanced"]["a"], cells["balanced"]["b"]
+    assert a.diff == pytest.approx(-1.0) and a.fails
+    assert b.diff == pytest.approx(-1.0 / 3.0) and not b.fails and b.diff + b.ci > 0.0
+    assert a.rel == pytest.approx(-1.0)  # mean -0 vs 1 -> (0 - 1) / 1
+
+
+def test_floor_entrant_is_added_for_a_learned_policy(smoke_run: Path, tmp_path: Path) -> None:
+    args = EvalArgs(
+        policy=str(smoke_run / "policy"),
+        workloads=(HELDOUT_WORKLOADS[0],),
+        presets=("time-first",),
+        episodes=2,
+        heuristics=("random",),
+        out=str(tmp_path),
+        bench=False,
+    )
+    rep = evaluate(args)
+    assert {"ppo", "random", "static"} <= set(rep.results["time-first"])
+    assert "Floor check, ppo" in rep.markdown
 
 
 def test_cli_refuses_training_workloads(tmp_path: Path) -> None:
@@ -124,3 +165,26 @@ def test_oracle_is_at_least_the_best_static(report: tuple[object, Path]) -> None
     for res in rep.results.values():  # type: ignore[attr-defined]
         # per-workload choice can only match or beat one setting for all workloads (same episodes)
         assert res[ORACLE].returns.mean() >= res["static-best"].returns.mean() - 1e-9
+
+
+def test_validation_split_reproduces_the_training_selection_score(smoke_run: Path, tmp_path: Path) -> None:
+    # the smoke run's exported policy is its best checkpoint on the validation split (seeds from 100000, one
+    # episode, every hardware profile): mango eval --split val must score it as train did
+    summary = json.loads((smoke_run / "summary.json").read_text())
+    args = EvalArgs(
+        policy=str(smoke_run / "policy"),
+        split="val",
+        seed=100_000,
+        episodes=1,
+        hardware="all",
+        heuristics=("static",),
+        out=str(tmp_path),
+        bench=False,
+    )
+    rep = evaluate(args)
+    score = json.loads((tmp_path / "results.json").read_text())["selection_score"]["ppo"]
+    # train rounds each preset's advantage to 5 decimals before the mean
+    assert score == pytest.approx(summary["metrics"]["score_advantage_per_weight"], abs=1e-5)
+    assert "Selection score" in rep.markdown and "workloads (validation)" in rep.markdown
+    with pytest.raises(ValueError, match="not a validation workload"):
+        evaluate(EvalArgs(policy="none", split="val", workloads=(HELDOUT_WORKLOADS[0],), bench=False))

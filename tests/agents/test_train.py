@@ -30,6 +30,16 @@ def test_smoke_run_writes_every_output(smoke_run: Path) -> None:
     }
 
 
+def test_selection_prefers_fewer_floor_failures_then_the_score(smoke_run: Path) -> None:
+    evals = [json.loads(line) for line in (smoke_run / "eval.jsonl").read_text().splitlines()]
+    for e in evals:  # one cell per validation workload and preset
+        assert 0 <= e["floor_failures"] == sum(m["floor_failures"] for m in e["presets"].values()) <= 2 * 5
+    best = min(evals, key=lambda e: (e["floor_failures"], -e["score"]))
+    metrics = json.loads((smoke_run / "summary.json").read_text())["metrics"]
+    assert metrics["floor_failures"] == best["floor_failures"]
+    assert metrics["best_at_timesteps"] == best["timesteps"]
+
+
 def test_manifest_records_the_command_config_and_metrics(smoke_run: Path) -> None:
     art = load_artifact(smoke_run / "policy")
     m = art.manifest
@@ -134,3 +144,19 @@ def test_objective_scaling_divides_by_the_episode_weight_sum() -> None:
         r_raw = raw.step(a)[1]
         r_scaled = scaled.step(a)[1]
         np.testing.assert_allclose(r_scaled * w, r_raw, rtol=1e-5, atol=1e-6)
+
+
+def test_profiles_restrict_the_hardware_draws() -> None:
+    from agents.train import hardware_draws, make_surrogate_env
+
+    assert hardware_draws(TrainArgs()) == "default"
+    args = TrainArgs(profiles="cpu-dev-2core, h200-gpt85m", n_envs=4, norm_reward=False)
+    assert hardware_draws(args).profiles == ("cpu-dev-2core", "h200-gpt85m")
+    venv = make_surrogate_env(args)
+    try:
+        env = venv.venv.venv.venv  # ObjectiveScaledVecReward -> VecMonitor -> SB3 adapter -> SurrogateVecEnv
+        assert env.engine.hw.names == ["cpu-dev-2core", "h200-gpt85m"]
+    finally:
+        venv.close()
+    with pytest.raises(ValueError, match="unknown hardware profile"):
+        make_surrogate_env(TrainArgs(profiles="no-such-gpu", n_envs=2))

@@ -209,3 +209,30 @@ def test_episode_hardware_shows_in_the_observation(model: SurrogateModel) -> Non
     bare = CompressionEnv(workload="lm-tiny-cosine", model=model, hardware=None)
     obs, _ = bare.reset(seed=0)
     assert (obs[-n_job + 6 :] == 0).all()
+
+
+def test_final_loss_term_charges_only_the_last_interval(model: SurrogateModel) -> None:
+    """RewardConfig.final_loss_intervals: the last interval pays that many more intervals of w_loss * l_T,
+    in the vectorized and the single-episode env alike; every other reward is unchanged."""
+    from envs.reward import RewardConfig
+
+    cfg = RewardConfig(final_loss_intervals=6.0)
+    w = "gpu-gpt85m-cosine"
+    plain = SurrogateVecEnv(num_envs=2, workload=w, model=model, objective="balanced")
+    final = SurrogateVecEnv(num_envs=2, workload=w, model=model, objective="balanced", reward=cfg)
+    single = CompressionEnv(workload=w, model=model, objective="balanced", reward=cfg)
+    plain.reset(seed=3)
+    final.reset(seed=3)
+    single.reset(seed=3)
+    act = np.tile(DEFAULT_GRID.action(CompressionSetting.parse("r8/b4/g0")), (2, 1))
+    for _ in range(model.tables[w].intervals):
+        _, r0, t0, _, info = plain.step(act)
+        _, r1, t1, _, _ = final.step(act)
+        np.testing.assert_array_equal(t1, t0)
+        _, rs, _, _, _ = single.step(act[0])
+        assert rs == r1[0]
+        extra = np.where(t0, 6.0 * 5.0 * info["loss_term"], 0.0)  # balanced: w_loss = 5
+        np.testing.assert_allclose(r1, r0 - extra, rtol=1e-12)
+    assert t0.all() and (info["loss_term"] > 0.01).all()  # r8/b4 on the 85 M model: a real final excess
+    with pytest.raises(ValueError, match="must be >= 0"):
+        RewardConfig(final_loss_intervals=-1.0)

@@ -104,6 +104,36 @@ def test_balanced_rows_weigh_each_workload_alike() -> None:
     assert np.isclose(w[names == "gpu-gpt85m-cosine"].sum(), w[names == "lm-tiny-cosine"].sum())
     _, _, w1 = _stack(eps, tails, 0.5, balance=False)
     assert (w1 == 1.0).all()
+    _, _, w3 = _stack(eps, tails, 0.5, balance=True, gpu_weight=3.0)
+    assert np.isclose(w3[names == "gpu-gpt85m-cosine"].sum(), 3.0 * w3[names == "lm-tiny-cosine"].sum())
+
+
+def test_gpu_weight_lowers_the_heldout_gpu_error() -> None:
+    ts = load_traces()
+    _, even = fit_surrogate(ts, FitConfig(gpu_weight=1.0))
+    _, gpu3 = fit_surrogate(ts, FitConfig(gpu_weight=3.0))
+    for group in ("GPU gpu-gpt85m-val-linear, transfer (scale 1)", "held-out workloads, transfer (scale 1)"):
+        assert gpu3[group]["lterm_abs"] < even[group]["lterm_abs"], group
+
+
+def test_late_penalty_table_charges_the_second_half_less_than_the_whole_run(
+    fitted: tuple[SurrogateModel, dict],
+) -> None:
+    from envs.fit import _static_loss_terms, late_penalty_table
+
+    model, report = fitted
+    tab = model.tables["gpu-gpt85m-cosine"]
+    whole = _static_loss_terms(tab, model.rho, "r16/b4/g0", "r16/b4/g0")
+    late = _static_loss_terms(tab, model.rho, "r0/b8/g0", "r16/b4/g0")
+    off = _static_loss_terms(tab, model.rho, "r0/b8/g0", "r0/b8/g0")
+    assert len(whole) == tab.intervals and abs(off).max() < 1e-3
+    first = tab.progress[1:] <= 0.5
+    np.testing.assert_allclose(late[first], off[first])  # nothing projected before mid-run
+    assert 0.0 < late[-1] < whole[-1] and late.mean() < 0.5 * late[-1]
+    text = late_penalty_table(model)
+    assert text.count("| gpu-") == 5 * 3 and "r16/b4/g0" in text
+    for row in report.values():
+        assert np.isfinite(row["late_abs"]) and row["late_abs"] >= 0.0
 
 
 def test_ranking_tau_compares_episodes_of_one_workload_only() -> None:

@@ -5,9 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import tyro
 
 from envs.fit import FitConfig, fit_surrogate
-from envs.record import RecordConfig, main, parse_setting, record
+from envs.record import (
+    DEFAULT_CYCLE,
+    RecordArgs,
+    RecordConfig,
+    config_from_args,
+    main,
+    parse_controllers,
+    parse_setting,
+    record,
+)
 from envs.traces import load_traces
 
 
@@ -46,3 +56,64 @@ def test_record_then_fit(tmp_path: Path, cache_dir: Path) -> None:
 def test_main_rejects_bad_args(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown workload"):
         main(["--workloads", "nope", "--out", str(tmp_path / "x.jsonl.gz"), "--no-progress"])
+
+
+def test_parse_controllers_takes_kinds_and_setting_labels() -> None:
+    assert parse_controllers("r0/b4/g0, random,loraven,static:r32/b4/g0,pulse") == (
+        "static:r0/b4/g0",
+        "random",
+        "loraven",
+        "static:r32/b4/g0",
+        "pulse",
+    )
+    with pytest.raises(ValueError, match="neither a controller kind"):
+        parse_controllers("r0/b4/g0,magic")
+    with pytest.raises(ValueError, match="setting label like"):  # rank 3 is not on the grid
+        parse_controllers("r3/b4/g0")
+    with pytest.raises(ValueError, match="empty"):
+        parse_controllers(" , ")
+
+
+def test_record_refuses_no_budget_and_unknown_kinds(tmp_path: Path) -> None:
+    cfg = RecordConfig(workloads=["digits-mlp-cosine"], budget_s=None, out=str(tmp_path / "x.jsonl.gz"))
+    with pytest.raises(ValueError, match="no budget"):
+        record(cfg, progress=False)
+    cfg = RecordConfig(workloads=["digits-mlp-cosine"], cycle=("randm",), out=str(tmp_path / "x.jsonl.gz"))
+    with pytest.raises(ValueError, match="unknown controller kind"):
+        record(cfg, progress=False)
+
+
+def test_cli_wall_budget_alone_is_not_cpu_time() -> None:
+    def cfg(*argv: str) -> RecordConfig:
+        return config_from_args(tyro.cli(RecordArgs, args=list(argv)))
+
+    wall = cfg("--max-wall-min", "2", "--controllers", "r0/b8/g0,random")
+    assert (wall.budget_s, wall.max_wall_s) == (None, 120.0)
+    assert wall.cycle == ("static:r0/b8/g0", "random")
+    old = cfg()  # the old default: 12 CPU minutes, the wall cap 3x that
+    assert (old.budget_s, old.max_wall_s, old.cycle) == (720.0, None, DEFAULT_CYCLE)
+    both = cfg("--budget-min", "1", "--max-wall-min", "5")
+    assert (both.budget_s, both.max_wall_s) == (60.0, 300.0)
+
+
+@pytest.mark.slow
+def test_record_chosen_controllers_on_a_wall_budget(tmp_path: Path, cache_dir: Path) -> None:
+    out = tmp_path / "c.jsonl.gz"
+    cfg = RecordConfig(
+        workloads=["digits-mlp-cosine"],
+        seeds=[0],
+        cycle=parse_controllers("r0/b4/g0,random,r32/b4/g0"),
+        budget_s=None,
+        max_wall_s=600.0,
+        max_episodes=3,
+        out=str(out),
+        clock="modelled",
+    )
+    assert record(cfg, progress=False)["episodes"] == 3
+    ts = load_traces(out)
+    assert [e.controller for e in ts.episodes] == ["static:r0/b4/g0", "random", "static:r32/b4/g0"]
+    ep = ts.episodes[0]
+    assert set(ep.columns["rank"][1:].tolist()) == {0} and set(ep.columns["bits"][1:].tolist()) == {4}
+    # a spent wall budget starts no episode
+    cfg.max_wall_s, cfg.out = 0.0, str(tmp_path / "none.jsonl.gz")
+    assert record(cfg, progress=False)["episodes"] == 0
