@@ -162,6 +162,7 @@ def _fsdp_worker(rank: int, world: int, port: int, out: str) -> None:
             opt.zero_grad()
             rows.append([label, opt.state_bytes(), opt.expected_state_bytes()])
         Path(f"{out}.{rank}").write_text(json.dumps(rows))
+        dist.barrier()  # no rank tears gloo down while the other is still in a collective of the last step
     finally:
         dist.destroy_process_group()
 
