@@ -31,6 +31,8 @@ def _big_tiles_when_interpreted(request: pytest.FixtureRequest, monkeypatch: pyt
     except the test marked ``default_tile``; on CUDA everything runs the shipped defaults."""
     if not torch.cuda.is_available() and "default_tile" not in request.keywords:
         monkeypatch.setattr(fused, "MATRIX_TILE", 4096)
+    if "tf32" not in request.keywords:  # value by value against the torch path: fp32-accurate products
+        monkeypatch.setattr(fused, "QUANTIZED_DOT_PRECISION", "tf32x3")
 
 
 SHAPES = [(64, 256), (256, 64), (48, 100), (64,)]  # wide, tall (transposed canonical view), odd, exact
@@ -394,3 +396,19 @@ def test_fused_whole_block_launch_and_alignment_change_nothing(setting: S) -> No
             assert other._plan is not None and not other._plan.matrix[0].grad_aligned
         for a, b in zip(ref, got):
             assert torch.equal(a, b)
+
+
+@pytest.mark.tf32
+@pytest.mark.parametrize("setting", [S(rank=8, bits=8), S(rank=8, bits=4, gamma=0.5)])
+def test_fused_tf32_products_track_the_torch_path(setting: S) -> None:
+    """The shipped products at 2-8 bits take one tf32 pass (on a GPU; the interpreter computes fp32): the
+    parameters stay within the rounding of the setting's codes of the torch path's, not value by value."""
+    (pt, _), (pf, of) = _pair(setting, steps=7, refresh_every=3, stochastic_rounding=False)
+    assert of._plan is not None and of._plan.projected and fused.QUANTIZED_DOT_PRECISION == "tf32"
+    moved = 7 * LR
+    for a, b in zip(pt, pf):
+        d = (a - b).detach().abs()
+        assert float(d.mean()) < 2e-2 * moved and float(d.max()) < 0.5 * moved, (
+            tuple(a.shape),
+            float(d.mean()),
+        )

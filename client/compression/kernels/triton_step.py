@@ -132,8 +132,8 @@ def _dequant(dptr, sptr, blk, row_ok, tab_ptr, BITS: tl.constexpr, MODE: tl.cons
     top: tl.constexpr = (1 << BITS) - 1
     s = tl.load(sptr + blk, mask=row_ok, other=0.0)
     code = _load_codes(dptr, blk, row_ok, BITS, BLOCK)
-    if MODE == 1:
-        return tl.load(tab_ptr + code) * s[:, None]
+    if MODE == 1:  # an FMA (+0), not a multiply: no later subtraction may contract with it (see _quantize)
+        return tl.fma(tl.load(tab_ptr + code), s[:, None], 0.0)
     else:
         step = s * (2.0 / top)
         return tl.fma(code.to(tl.float32), step[:, None], -s[:, None])
@@ -160,7 +160,10 @@ def _quantize(x, rnd, tab_ptr, BITS: tl.constexpr, MODE: tl.constexpr, STOCHASTI
             code = _nf4_dithered(y, rnd, tab_ptr)
         else:
             code = _nf4_nearest_tree(y, tab_ptr + 16)
-        deq = tl.load(tab_ptr + code) * s[:, None]
+        # an FMA (+0) rather than a multiply, like the uniform codes' FMA: the compiler may not contract it
+        # into a later ``g - c``, which it could do only where no mask select stands between them (the
+        # whole-block launch), and the two launches of a tensor would round differently
+        deq = tl.fma(tl.load(tab_ptr + code), s[:, None], 0.0)
     else:
         half: tl.constexpr = 0.5 * top
         t = tl.fma(y, half, half)  # (y + 1) top / 2 in one instruction
