@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from client.compression import convert as convert_mod
 from client.compression import fused as fused_mod
 from client.compression import refresh as refresh_mod
 from client.compression.errors import MangoNonFiniteError
@@ -389,6 +390,8 @@ class MangoAdamW(torch.optim.Optimizer):
         self.proj_scale = None if proj_scale is None else float(proj_scale)
         self.factor_second_moment = factor_second_moment
         self.quant_mode = quant_mode
+        # apply_setting converts same-shaped states together; False: tensor by tensor (the test reference)
+        self.batch_convert = True
         self.stochastic_rounding = bool(stochastic_rounding)
         self.strict = bool(strict)
         self.stats_sample = stats_sample
@@ -514,11 +517,7 @@ class MangoAdamW(torch.optim.Optimizer):
         if new == old:
             return
         self._layout += 1
-        for g in groups:
-            for p in g["params"]:
-                st = self.state.get(p)
-                if st and st.get("kind") == "matrix":
-                    self._convert(_local(p), st, new)
+        self._convert_all([p for g in groups for p in g["params"]], new)
         where = "" if group is None else f" (param group {group})"
         log.info("MangoAdamW setting%s %s -> %s", where, old.label(), new.label() if new else "None")
 
@@ -1009,6 +1008,31 @@ class MangoAdamW(torch.optim.Optimizer):
         u, _, _ = torch.linalg.svd(pk.T @ a, full_matrices=False)  # (k, k)
         return pk @ u[:, :r]
 
+    def _convert_all(self, params: list[torch.Tensor], s: CompressionSetting) -> None:
+        """Convert every matrix state of ``params`` to ``s``: batched per shape / rank / layout group
+        (:mod:`~client.compression.convert`), tensor by tensor for the odd ones (``batch_convert=False``:
+        all tensor by tensor, the reference the batched path is tested against)."""
+        groups: dict[tuple[Any, ...], list[tuple[torch.Tensor, dict[str, Any]]]] = {}
+        singles: list[tuple[torch.Tensor, dict[str, Any]]] = []
+        for param in params:
+            st = self.state.get(param)
+            if not st or st.get("kind") != "matrix":
+                continue
+            p = _local(param)
+            key = convert_mod.batch_key(p, st) if self.batch_convert else None
+            if key is None:
+                singles.append((p, st))
+            else:
+                groups.setdefault(key, []).append((p, st))
+        for members in groups.values():
+            ps, sts = [p for p, _ in members], [st for _, st in members]
+            if len(members) > 1 and convert_mod.batchable(sts):
+                convert_mod.convert_group(self, ps, sts, s)
+            else:
+                singles.extend(members)
+        for p, st in singles:
+            self._convert(p, st, s)
+
     def _convert(self, p: torch.Tensor, st: dict[str, Any], s: CompressionSetting) -> None:
         """Re-express one matrix state under setting ``s`` (see :meth:`apply_setting`)."""
         m_rows, n_cols = st["shape"]
@@ -1057,6 +1081,21 @@ class MangoAdamW(torch.optim.Optimizer):
             if r_new == 0:
                 st.pop("refresh_pending", None)
         v_full, v_row, v_col = _refactor(v_full, v_row, v_col, self._factored(s))
+        self._store_all(p, st, s, exp_avg, v_full, v_row, v_col, E, H)
+
+    def _store_all(
+        self,
+        p: torch.Tensor,
+        st: dict[str, Any],
+        s: CompressionSetting,
+        exp_avg: torch.Tensor,
+        v_full: torch.Tensor | None,
+        v_row: torch.Tensor | None,
+        v_col: torch.Tensor | None,
+        E: torch.Tensor | None,
+        H: torch.Tensor | None,
+    ) -> None:
+        """Store one tensor's converted fp32 states (canonical views) under setting ``s``."""
         bits = s.bits
         st["m"] = self._put(exp_avg, bits, p)
         self._store_v(st, v_full, v_row, v_col, bits, p)
