@@ -88,6 +88,15 @@ def _mix(
     return None, torch.stack([_mix_v(None, row, w)[1] for row, w in zip(v_row, w2, strict=True)])  # type: ignore[misc]
 
 
+def _left_singular(x: torch.Tensor) -> torch.Tensor:
+    """``U`` of the reduced SVD of each entry of ``x`` (``(k, a, b)``): batched on a GPU (one solver call
+    instead of ``k``), entry by entry on a CPU, where LAPACK's batched SVD runs the entries one after the
+    other on one thread each and was slower than ``k`` calls."""
+    if x.is_cuda:
+        return torch.linalg.svd(x, full_matrices=False)[0]
+    return torch.stack([torch.linalg.svd(xj, full_matrices=False)[0] for xj in x])
+
+
 def _top_subspace(opt: Any, a: torch.Tensor, r: int) -> torch.Tensor:
     """Batched :meth:`MangoAdamW._top_subspace`: randomized SVD of each ``(m, n)`` entry of ``a``."""
     k = min(r + 8, min(a.shape[1:]))
@@ -97,7 +106,7 @@ def _top_subspace(opt: Any, a: torch.Tensor, r: int) -> torch.Tensor:
     for _ in range(2):  # power_iteration(a, q0, iters=2)
         pk = _orth(a @ q)
         q = at @ pk
-    u, _, _ = torch.linalg.svd(pk.transpose(1, 2) @ a, full_matrices=False)
+    u = _left_singular(pk.transpose(1, 2) @ a)
     return pk @ u[:, :, :r]
 
 
@@ -123,7 +132,7 @@ def convert_group(opt: Any, ps: list[torch.Tensor], sts: list[dict[str, Any]], s
     if r_new != r_old:
         if r_old > 0 and 0 < r_new < r_old:
             assert P is not None
-            u, _, _ = torch.linalg.svd(exp_avg, full_matrices=False)  # (k, r_old, r_old)
+            u = _left_singular(exp_avg)  # (k, r_old, r_old)
             A = u[:, :, :r_new]
             # per entry: a batched (m, r) @ (r, r') product rounds otherwise than mm on CPU
             P_new, W = torch.stack([pj @ aj for pj, aj in zip(P, A, strict=True)]), A.transpose(1, 2)
