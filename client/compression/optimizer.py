@@ -489,6 +489,10 @@ class MangoAdamW(torch.optim.Optimizer):
         to the full matrix (``m = P m_r``); 0 -> rank takes ``P`` from ``m``'s dominant subspace
         (randomized SVD) and projects. Nothing is reset, so the bias corrections stay valid.
 
+        Tensors of one shape, rank and slot layout are converted together (:mod:`.convert`: a few batched
+        ops per group instead of tens per tensor, which on a GPU are launches); set ``batch_convert = False``
+        on the optimizer to convert tensor by tensor (the reference the batched path is tested against).
+
         Cost: one load and one store of each state plus ``O(m n r)`` products for rank changes, i.e. the
         storage half of one optimizer step under the new setting (measured on CPU: less than one training
         step of ``lm-small``; see ``tests/client/test_optimizer.py``).
