@@ -9,10 +9,11 @@ are ``bmm``, the QR / SVD are batched. Results equal the per-tensor path's bit f
 ``stochastic_rounding=False`` (the same products, per batch entry).
 
 Draw order: the random starts a rank change needs (new directions, the randomized SVD's start) are drawn
-from the optimizer's generator tensor by tensor in the group's order, all before any state is stored. The
-per-tensor path interleaved them with the stochastic-rounding draws of each tensor's stores, so with
-``stochastic_rounding=True`` the rounding draws differ from the per-tensor path's (same distribution,
-deterministic for a given seed).
+from the optimizer's generator tensor by tensor in the group's order, before the group's states are stored;
+groups go in the order of their first tensor, the tensors converted alone after them. The per-tensor path
+interleaved the draws with each tensor's stochastic-rounding draws, so with ``stochastic_rounding=True``
+both the random directions and the rounding draws differ from the per-tensor path's (same distribution,
+deterministic for a given seed); with ``stochastic_rounding=False`` they are the same draws.
 """
 
 from __future__ import annotations
