@@ -11,9 +11,11 @@ are ``bmm``, the QR / SVD are batched. Results equal the per-tensor path's bit f
 Draw order: the random starts a rank change needs (new directions, the randomized SVD's start) are drawn
 from the optimizer's generator tensor by tensor in the group's order, before the group's states are stored;
 groups go in the order of their first tensor, the tensors converted alone after them. The per-tensor path
-interleaved the draws with each tensor's stochastic-rounding draws, so with ``stochastic_rounding=True``
-both the random directions and the rounding draws differ from the per-tensor path's (same distribution,
-deterministic for a given seed); with ``stochastic_rounding=False`` they are the same draws.
+draws in parameter order, interleaved with each tensor's stochastic-rounding draws. So the random
+directions are the per-tensor path's only where that order is the same (``stochastic_rounding=False`` and
+each group's tensors consecutive in parameter order, as in the tests); a model whose layers interleave
+shapes (GPT-2: attention and MLP matrices per layer) gets other random directions and rounding draws:
+the same distribution, deterministic for a given seed.
 """
 
 from __future__ import annotations
