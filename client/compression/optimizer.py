@@ -390,8 +390,10 @@ class MangoAdamW(torch.optim.Optimizer):
         self.proj_scale = None if proj_scale is None else float(proj_scale)
         self.factor_second_moment = factor_second_moment
         self.quant_mode = quant_mode
-        # apply_setting converts same-shaped states together; False: tensor by tensor (the test reference)
-        self.batch_convert = True
+        # apply_setting converts same-shaped states together on a GPU (None: batched for CUDA tensors, where
+        # each small op is a launch; on a CPU the batched path measured slower, benchmarks/switch_cpu.py);
+        # True / False force it (False: tensor by tensor, the reference the batched path is tested against)
+        self.batch_convert: bool | None = None
         self.stochastic_rounding = bool(stochastic_rounding)
         self.strict = bool(strict)
         self.stats_sample = stats_sample
@@ -489,9 +491,10 @@ class MangoAdamW(torch.optim.Optimizer):
         to the full matrix (``m = P m_r``); 0 -> rank takes ``P`` from ``m``'s dominant subspace
         (randomized SVD) and projects. Nothing is reset, so the bias corrections stay valid.
 
-        Tensors of one shape, rank and slot layout are converted together (:mod:`.convert`: a few batched
-        ops per group instead of tens per tensor, which on a GPU are launches); set ``batch_convert = False``
-        on the optimizer to convert tensor by tensor (the reference the batched path is tested against).
+        On a GPU, tensors of one shape, rank and slot layout are converted together (:mod:`.convert`: a few
+        batched ops per group instead of tens per tensor, each a launch); on a CPU tensor by tensor (batching
+        measured slower there). ``batch_convert = True`` / ``False`` on the optimizer forces either (False is
+        the reference the batched path is tested against).
 
         Cost: one load and one store of each state plus ``O(m n r)`` products for rank changes, i.e. the
         storage half of one optimizer step under the new setting (measured on CPU: less than one training
@@ -1023,7 +1026,8 @@ class MangoAdamW(torch.optim.Optimizer):
             if not st or st.get("kind") != "matrix":
                 continue
             p = _local(param)
-            key = convert_mod.batch_key(p, st) if self.batch_convert else None
+            batched = p.is_cuda if self.batch_convert is None else self.batch_convert
+            key = convert_mod.batch_key(p, st) if batched else None
             if key is None:
                 singles.append((p, st))
             else:
