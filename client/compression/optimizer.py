@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from client.compression import convert as convert_mod
 from client.compression import fused as fused_mod
 from client.compression import refresh as refresh_mod
 from client.compression import sharded_basis as basis_mod
@@ -394,6 +395,10 @@ class MangoAdamW(torch.optim.Optimizer):
         self.proj_scale = None if proj_scale is None else float(proj_scale)
         self.factor_second_moment = factor_second_moment
         self.quant_mode = quant_mode
+        # apply_setting converts same-shaped states together on a GPU (None: batched for CUDA tensors, where
+        # each small op is a launch; on a CPU the batched path measured slower, benchmarks/switch_cpu.py);
+        # True / False force it (False: tensor by tensor, the reference the batched path is tested against)
+        self.batch_convert: bool | None = None
         self.stochastic_rounding = bool(stochastic_rounding)
         self.strict = bool(strict)
         self.stats_sample = stats_sample
@@ -492,6 +497,11 @@ class MangoAdamW(torch.optim.Optimizer):
         to the full matrix (``m = P m_r``); 0 -> rank takes ``P`` from ``m``'s dominant subspace
         (randomized SVD) and projects. Nothing is reset, so the bias corrections stay valid.
 
+        On a GPU, tensors of one shape, rank and slot layout are converted together (:mod:`.convert`: a few
+        batched ops per group instead of tens per tensor, each a launch); on a CPU tensor by tensor (batching
+        measured slower there). ``batch_convert = True`` / ``False`` on the optimizer forces either (False is
+        the reference the batched path is tested against).
+
         Cost: one load and one store of each state plus ``O(m n r)`` products for rank changes, i.e. the
         storage half of one optimizer step under the new setting (measured on CPU: less than one training
         step of ``lm-small``; see ``tests/client/test_optimizer.py``).
@@ -520,13 +530,15 @@ class MangoAdamW(torch.optim.Optimizer):
         if new == old:
             return
         self._layout += 1
+        plain = []
         for g in groups:
             for p in g["params"]:
                 st = self.state.get(p)
                 if st and st.get("full_basis"):
                     basis_mod.convert(self, p, st, new)  # gathers, converts the whole matrix, keeps its part
-                elif st and st.get("kind") == "matrix":
-                    self._convert(_local(p), st, new)
+                else:
+                    plain.append(p)
+        self._convert_all(plain, new)
         where = "" if group is None else f" (param group {group})"
         log.info("MangoAdamW setting%s %s -> %s", where, old.label(), new.label() if new else "None")
 
@@ -1027,6 +1039,32 @@ class MangoAdamW(torch.optim.Optimizer):
         u, _, _ = torch.linalg.svd(pk.T @ a, full_matrices=False)  # (k, k)
         return pk @ u[:, :r]
 
+    def _convert_all(self, params: list[torch.Tensor], s: CompressionSetting) -> None:
+        """Convert every matrix state of ``params`` to ``s``: batched per shape / rank / layout group
+        (:mod:`~client.compression.convert`), tensor by tensor for the odd ones (``batch_convert=False``:
+        all tensor by tensor, the reference the batched path is tested against)."""
+        groups: dict[tuple[Any, ...], list[tuple[torch.Tensor, dict[str, Any]]]] = {}
+        singles: list[tuple[torch.Tensor, dict[str, Any]]] = []
+        for param in params:
+            st = self.state.get(param)
+            if not st or st.get("kind") != "matrix":
+                continue
+            p = _local(param)
+            batched = p.is_cuda if self.batch_convert is None else self.batch_convert
+            key = convert_mod.batch_key(p, st) if batched else None
+            if key is None:
+                singles.append((p, st))
+            else:
+                groups.setdefault(key, []).append((p, st))
+        for members in groups.values():
+            ps, sts = [p for p, _ in members], [st for _, st in members]
+            if len(members) > 1 and convert_mod.batchable(sts):
+                convert_mod.convert_group(self, ps, sts, s)
+            else:
+                singles.extend(members)
+        for p, st in singles:
+            self._convert(p, st, s)
+
     def _convert(self, p: torch.Tensor, st: dict[str, Any], s: CompressionSetting) -> None:
         """Re-express one matrix state under setting ``s`` (see :meth:`apply_setting`)."""
         m_rows, n_cols = st["shape"]
@@ -1075,6 +1113,21 @@ class MangoAdamW(torch.optim.Optimizer):
             if r_new == 0:
                 st.pop("refresh_pending", None)
         v_full, v_row, v_col = _refactor(v_full, v_row, v_col, self._factored(s))
+        self._store_all(p, st, s, exp_avg, v_full, v_row, v_col, E, H)
+
+    def _store_all(
+        self,
+        p: torch.Tensor,
+        st: dict[str, Any],
+        s: CompressionSetting,
+        exp_avg: torch.Tensor,
+        v_full: torch.Tensor | None,
+        v_row: torch.Tensor | None,
+        v_col: torch.Tensor | None,
+        E: torch.Tensor | None,
+        H: torch.Tensor | None,
+    ) -> None:
+        """Store one tensor's converted fp32 states (canonical views) under setting ``s``."""
         bits = s.bits
         st["m"] = self._put(exp_avg, bits, p)
         self._store_v(st, v_full, v_row, v_col, bits, p)

@@ -1,0 +1,152 @@
+"""Batched state conversion (``apply_setting``): the per-tensor path's states; fused runs go on after it.
+
+The reference is the same optimizer with ``batch_convert = False`` (every tensor converted alone). With
+``stochastic_rounding=False`` a change without a rank change stores bit-identical slots; a rank change runs
+its products batched (``bmm``), which may round the last bit otherwise than ``mm``, so the values agree to
+float rounding there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from client.compression import MangoAdamW, convert
+from client.compression.kernels import available
+from client.compression.slots import _load
+from client.protocol import CompressionSetting as S
+
+# two of each shape (a batch of two), a tall one (transposed canonical view), an odd one alone, a vector
+SHAPES = [(64, 96), (64, 96), (128, 48), (128, 48), (80, 70), (64,)]
+
+#: a covering set of changes: rank 0 <-> r, r -> r' (up and down), bits, gamma on / off, factored <-> full v
+CHANGES = [
+    ("r0/b8/g0", "r4/b8/g0"),
+    ("r0/b32/g0", "r8/b4/g1"),
+    ("r4/b8/g0", "r0/b8/g0"),
+    ("r8/b4/g1", "r0/b4/g0.5"),
+    ("r16/b16/g0", "r4/b8/g0"),
+    ("r2/b32/g0", "r8/b4/g0"),
+    ("r4/b8/g0", "r16/b16/g0.5"),
+    ("r0/b8/g0", "r0/b3/g0.75"),
+    ("r0/b4/g0.5", "r0/b32/g0"),
+    ("r4/b4/g1", "r4/b8/g0"),
+    ("r4/b8/g0", "r4/b32/g1"),
+]
+
+
+def _grads(step: int) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(100 + step)
+    return [torch.randn(s, generator=gen) * 0.01 for s in SHAPES]
+
+
+def _run(a: str, b: str, *, batched: bool, stochastic: bool = False, **kw: Any) -> tuple[MangoAdamW, list]:
+    """Three steps under ``a``, the change to ``b``; returns the optimizer (just converted) and its params."""
+    gen = torch.Generator().manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(s, generator=gen) * 0.1) for s in SHAPES]
+    opt = MangoAdamW(
+        params, lr=1e-2, setting=S.parse(a), min_compress_numel=1024, stochastic_rounding=stochastic, **kw
+    )
+    opt.batch_convert = batched
+    _steps(opt, params, range(3))
+    opt.apply_setting(S.parse(b))
+    return opt, params
+
+
+def _steps(opt: MangoAdamW, params: list[torch.nn.Parameter], steps: range) -> None:
+    for k in steps:
+        for p, g in zip(params, _grads(k), strict=True):
+            p.grad = g
+        opt.step()
+
+
+def _values(opt: MangoAdamW, params: list[torch.nn.Parameter]) -> list[dict[str, Any]]:
+    """Every state as comparable values: fp32 tensors for slots, the rest as is."""
+    out = []
+    for p in params:
+        st = opt.state[p]
+        out.append({k: _load(v).clone() if k in ("m", "v", "e", "h") else v for k, v in st.items()})
+    return out
+
+
+def _same_layout(x: Any, y: Any) -> bool:
+    if isinstance(x, torch.Tensor):
+        return isinstance(y, torch.Tensor) and x.dtype == y.dtype and x.shape == y.shape
+    return type(x) is type(y) and x.shape == y.shape and getattr(x, "bits", None) == getattr(y, "bits", None)
+
+
+@pytest.mark.parametrize(("a", "b"), CHANGES, ids=[f"{a}->{b}" for a, b in CHANGES])
+def test_batched_conversion_equals_per_tensor(a: str, b: str) -> None:
+    ref, p_ref = _run(a, b, batched=False)
+    opt, p_opt = _run(a, b, batched=True)
+    rank_change = S.parse(a).rank != S.parse(b).rank
+    states = zip((ref.state[p] for p in p_ref), (opt.state[p] for p in p_opt), strict=True)
+    for (sr, so), vr, vo in zip(states, _values(ref, p_ref), _values(opt, p_opt), strict=True):
+        assert sr.keys() == so.keys()
+        for k in sr:
+            if not isinstance(sr[k], torch.Tensor) and k not in ("m", "v", "e", "h"):
+                assert sr[k] == so[k], k
+                continue
+            assert _same_layout(sr[k], so[k]), k
+            if rank_change:  # batched products: equal to float rounding (and one code where it tips)
+                scale = max(float(vr[k].abs().max()), 1e-12)
+                torch.testing.assert_close(vo[k], vr[k], rtol=0, atol=scale * 2e-2, msg=k)
+            else:
+                assert torch.equal(vo[k], vr[k]), k
+    _steps(ref, p_ref, range(3, 6))
+    _steps(opt, p_opt, range(3, 6))
+    for x, y in zip(p_ref, p_opt, strict=True):
+        torch.testing.assert_close(y, x, rtol=0, atol=1e-4)
+
+
+def test_groups_are_batched_and_odd_tensors_alone() -> None:
+    opt, params = _run("r0/b8/g0", "r0/b8/g0", batched=True)
+    keys = [convert.batch_key(p, opt.state[p]) if opt.state[p]["kind"] == "matrix" else None for p in params]
+    assert keys[0] == keys[1] and keys[2] == keys[3] and keys[0] != keys[2] != keys[4]
+    assert convert.batchable([opt.state[params[0]], opt.state[params[1]]])
+    assert keys[5] is None  # the vector keeps exact AdamW state: not converted
+
+
+def test_stochastic_rounding_is_deterministic_per_seed_and_close() -> None:
+    # no random start in this change: only the rounding draws move (the order of the per-tensor path's
+    # draws differs, so a random basis would differ too)
+    a, b = "r8/b8/g0.5", "r4/b8/g1"
+    x, px = _run(a, b, batched=True, stochastic=True)
+    y, py = _run(a, b, batched=True, stochastic=True)
+    ref, pr = _run(a, b, batched=False, stochastic=True)
+    for vx, vy, vr in zip(_values(x, px), _values(y, py), _values(ref, pr), strict=True):
+        for k in ("m", "v", "h"):
+            if k in vx:
+                assert torch.equal(vx[k], vy[k]), k
+                # one quantization step of the 8-bit code (2 absmax / 255) at most, here and there
+                step = 2 * float(vr[k].abs().max()) / 255
+                torch.testing.assert_close(vx[k], vr[k], rtol=0, atol=2.5 * step, msg=k)
+
+
+@pytest.mark.skipif(
+    not available(), reason="Triton kernels unavailable: run with TRITON_INTERPRET=1 (make test) or on CUDA"
+)
+def test_fused_runs_continue_after_batched_changes() -> None:
+    """The fused step reads the batched conversion's slots: every change of a sequence, fused, stays with
+    the per-tensor conversion's run."""
+    chain = ["r0/b8/g0", "r4/b8/g0", "r0/b4/g1", "r8/b4/g0", "r0/b8/g0"]
+    runs = []
+    for batched in (False, True):
+        gen = torch.Generator().manual_seed(0)
+        params = [torch.nn.Parameter(torch.randn(s, generator=gen) * 0.1) for s in SHAPES]
+        opt = MangoAdamW(
+            params, lr=1e-2, setting=S.parse(chain[0]), min_compress_numel=1024, stochastic_rounding=False,
+            fused=True,
+        )  # fmt: skip
+        opt.batch_convert = batched
+        _steps(opt, params, range(2))
+        for i, s in enumerate(chain[1:]):
+            opt.apply_setting(S.parse(s))
+            _steps(opt, params, range(2 + 2 * i, 4 + 2 * i))
+            assert opt._plan is not None
+        runs.append(params)
+    for x, y in zip(*runs, strict=True):
+        assert bool(torch.isfinite(y).all())
+        torch.testing.assert_close(y, x, rtol=0, atol=1e-4)
