@@ -50,6 +50,7 @@ from client.compression.slots import (
     _to_param_order,
     _uncanon,
     _zeros,
+    saved_shape,
 )
 from client.protocol import CompressionSetting
 
@@ -1339,17 +1340,6 @@ def _check_state_dict(sd: Any) -> tuple[dict[str, Any], dict[Any, Any]]:
     return meta, sd["state"]
 
 
-def _slot_shape(v: Any) -> tuple[int, ...] | None:
-    """The logical shape of a saved state entry (a tensor or a packed slot), ``None`` if it has none."""
-    if isinstance(v, torch.Tensor):
-        return tuple(v.shape)
-    if isinstance(v, dict) and v.get("__mango__") == "quantized":
-        return tuple(int(d) for d in v.get("shape", ()))
-    if isinstance(v, dict) and v.get("__mango__") == "dense" and isinstance(v.get("data"), torch.Tensor):
-        return tuple(v["data"].shape)
-    return None
-
-
 def _check_against_params(
     sd: dict[str, Any],
     meta: dict[str, Any],
@@ -1367,10 +1357,10 @@ def _check_against_params(
         )
     shapes = meta.get("param_shapes")  # absent in checkpoints written before it was added
     if shapes is not None:
-        for i, (saved_shape, p) in enumerate(zip(shapes, params)):
-            if tuple(saved_shape) != tuple(p.shape):
+        for i, (old_shape, p) in enumerate(zip(shapes, params)):
+            if tuple(old_shape) != tuple(p.shape):
                 raise ValueError(
-                    f"state_dict is for another model: parameter {i} had shape {tuple(saved_shape)}, "
+                    f"state_dict is for another model: parameter {i} had shape {tuple(old_shape)}, "
                     f"this optimizer's has {tuple(p.shape)}"
                 )
     for key, entry in saved.items():
@@ -1385,8 +1375,8 @@ def _check_against_params(
         kind = entry.get("kind")
         if kind == "exact":
             for k in ("exp_avg", "exp_avg_sq"):
-                if _slot_shape(entry.get(k)) != tuple(p.shape):
-                    raise ValueError(f"{where}: {k} has shape {_slot_shape(entry.get(k))}; another model's?")
+                if saved_shape(entry.get(k)) != tuple(p.shape):
+                    raise ValueError(f"{where}: {k} has shape {saved_shape(entry.get(k))}; another model's?")
             continue
         if kind != "matrix":
             raise ValueError(f"{where}: kind {kind!r} is neither 'exact' nor 'matrix'")
@@ -1405,8 +1395,8 @@ def _check_against_params(
         for k, v in entry.items():
             if k in _SLOT_KEYS or k in expected:
                 ok = expected.get(k, slot)
-                if _slot_shape(v) not in ok:
-                    raise ValueError(f"{where}: {k} has shape {_slot_shape(v)}, expected one of {sorted(ok)}")
+                if saved_shape(v) not in ok:
+                    raise ValueError(f"{where}: {k} has shape {saved_shape(v)}, expected one of {sorted(ok)}")
 
 
 def _pack(v: Any) -> Any:

@@ -69,6 +69,7 @@ from client.compression.slots import (
     _mix_v,
     _refactor,
     _to_param_order,
+    saved_shape,
 )
 
 __all__ = ["Plan", "agree", "check_entry", "convert", "eligible", "plan", "step", "world_size"]
@@ -552,16 +553,6 @@ def check_entry(p: torch.Tensor, entry: dict[str, Any], where: str) -> None:
         want = expected.get(k, (r, cols) if k in (*_SLOTS, "v") else None)
         if want is None:
             continue
-        shape = _shape(v)
+        shape = saved_shape(v)
         if shape != want:
             raise ValueError(f"{where}: {k} has shape {shape}, expected {want} (this rank's share)")
-
-
-def _shape(v: Any) -> tuple[int, ...] | None:
-    if isinstance(v, torch.Tensor):
-        return tuple(v.shape)
-    if isinstance(v, dict) and v.get("__mango__") == "quantized":
-        return tuple(int(d) for d in v.get("shape", ()))
-    if isinstance(v, dict) and v.get("__mango__") == "dense" and isinstance(v.get("data"), torch.Tensor):
-        return tuple(v["data"].shape)
-    return None

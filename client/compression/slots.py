@@ -14,7 +14,7 @@ import torch
 
 from client.compression.quant import DenseState, QuantizedTensor, decompress_state
 
-__all__ = ["Slot"]
+__all__ = ["Slot", "saved_shape"]
 
 #: A stored state tensor: a plain fp32 tensor (32 bits, updated in place), a bf16 copy or a quantized one.
 Slot = torch.Tensor | QuantizedTensor | DenseState
@@ -122,3 +122,15 @@ def _refactor(
         assert v_row is not None and v_col is not None
         return torch.outer(v_row, v_col) / v_row.mean().clamp_min(_TINY), None, None
     return v_full, v_row, v_col
+
+
+def saved_shape(v: Any) -> tuple[int, ...] | None:
+    """The logical shape of a saved state entry (a tensor, or a packed slot as ``MangoAdamW.state_dict``
+    writes it: ``{"__mango__": "quantized" | "dense", ...}``), ``None`` if it has none."""
+    if isinstance(v, torch.Tensor):
+        return tuple(v.shape)
+    if isinstance(v, dict) and v.get("__mango__") == "quantized":
+        return tuple(int(d) for d in v.get("shape", ()))
+    if isinstance(v, dict) and v.get("__mango__") == "dense" and isinstance(v.get("data"), torch.Tensor):
+        return tuple(v["data"].shape)
+    return None
