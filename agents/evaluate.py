@@ -73,6 +73,7 @@ from client.protocol import (
     TelemetryRecord,
 )
 from envs.benchmarks_md import BENCHMARKS_MD, append_section, format_section
+from envs.hardware import HardwareSampler
 from envs.objectives import OBJECTIVE_PRESETS
 from envs.reward import TERM_NAMES
 from envs.workloads import HELDOUT_WORKLOADS, VAL_WORKLOADS, workloads_of
@@ -247,8 +248,6 @@ def hardware_sampler(name: str) -> Any:
     """The surrogate's hardware draws for an evaluation: one profile (its measured optimizer share where it
     has one), ``"all"``: the training distribution, or a comma list: training's draws over those profiles
     (``mango train --profiles``)."""
-    from envs.hardware import HardwareSampler
-
     if name == "all":
         return HardwareSampler()
     if "," in name:

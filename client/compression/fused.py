@@ -85,8 +85,6 @@ QUANTIZED_DOT_PRECISION = "tf32"
 #: Launch the programs of whole blocks apart, without per-value masks (False: one masked launch; for
 #: ``mango bench gpu --parts variants``).
 WHOLE_BLOCKS = True
-#: Promise 16-byte alignment to the matrix kernel where every address of the launch has it (vector loads).
-ALIGNED = True
 #: Rows / columns per loop iteration of the factored fold kernel.
 FACTOR_CHUNK = 1024
 _DTYPES = (torch.float32, torch.bfloat16)
@@ -124,11 +122,7 @@ class _Group:
     grad_dev: torch.Tensor | None = None
     norm_prog: torch.Tensor | None = None  # int32 [n, 2] tiles of the norm pre-pass
     norm_meta: torch.Tensor | None = None  # int64 [T, 2] (gradient numel, item) where meta's differ
-    n_full: int = (
-        0  # programs of whole blocks, first in ``prog`` (the rest hold a tensor's partial last block)
-    )
-    aligned: bool = False  # every address of ``addr`` is a multiple of 16 bytes
-    grad_aligned: bool = False  # ... and of the step's gradients
+    n_full: int = 0  # programs of whole blocks, first in ``prog`` (the rest: partial last blocks)
     proj: _Proj | None = None  # the projection tables of a projected launch
     xdims: list[tuple[int, int]] | None = None  # (r, n) of each projected tensor's coefficients
 
@@ -313,16 +307,6 @@ def _i64(values: list[int], device: torch.device) -> torch.Tensor:
 Item = tuple[int, torch.Tensor, dict[str, Any]]  # (position in the step's items, param, state)
 
 
-def _up4(n: int) -> int:
-    """``n`` rounded up to a multiple of 4 (float32 views of a shared buffer start on 16 bytes)."""
-    return -(-n // 4) * 4
-
-
-def _aligned(ptrs: list[int]) -> bool:
-    """Whether every address is a multiple of 16 bytes (0: an unused table entry)."""
-    return all(p % 16 == 0 for p in ptrs)
-
-
 def _slot_ptrs(q: Any) -> list[int]:
     """(codes or values, scales) addresses of a slot (0 where there is none)."""
     if q is None:
@@ -349,9 +333,9 @@ def _matrix_group(
             nrows = p.shape[0]
             ncols = p.numel() // nrows
             dims.append((nrows, ncols, int(nrows > ncols)))
-    scratch_len = sum(_up4(r) + _up4(c) for r, c, _ in dims) if factored else 0
+    scratch_len = sum(r + c for r, c, _ in dims) if factored else 0
     scratch = torch.zeros(max(scratch_len, 1), dtype=torch.float32, device=device)
-    x_len = sum(_up4(r * c) for r, c, _ in dims) if proj else 0
+    x_len = sum(r * c for r, c, _ in dims) if proj else 0
     x_all = torch.zeros(max(x_len, 1), dtype=torch.float32, device=device)
     addr: list[int] = []
     meta: list[int] = []
@@ -368,8 +352,8 @@ def _matrix_group(
             # the canonical (m <= n) statistics, seen along the rows / columns the kernel walks
             v_nat_row, v_nat_col = (st["v_col"], st["v_row"]) if transposed else (st["v_row"], st["v_col"])
             rs = scratch[pos : pos + nrows]
-            cs = scratch[pos + _up4(nrows) : pos + _up4(nrows) + ncols]
-            pos += _up4(nrows) + _up4(ncols)
+            cs = scratch[pos + nrows : pos + nrows + ncols]
+            pos += nrows + ncols
             row += [v_nat_row.data_ptr(), v_nat_col.data_ptr(), rs.data_ptr(), cs.data_ptr()]
             stride = ncols // block  # a program owns a column strip of rows_per_prog rows
             a0 = torch.arange(0, nrows, rows_per_prog, dtype=torch.int64)
@@ -386,7 +370,7 @@ def _matrix_group(
         if proj:
             xv = x_all[xpos : xpos + numel]
             x_views.append(xv)
-            xpos += _up4(numel)
+            xpos += numel
             row += [xv.data_ptr(), 0, 0, 0, 0]  # 15-18: a refresh step's fp32 states (fresh_buffers)
         else:
             row += [0, 0, 0, 0, 0]
@@ -397,14 +381,16 @@ def _matrix_group(
     full = torch.cat(whole)
     order = torch.cat([torch.nonzero(full).view(-1), torch.nonzero(~full).view(-1)])
     prog = torch.cat(progs)[order].to(torch.int32)  # whole-block programs first: a launch without masks
-    extra_n = {"n_full": int(full.sum()), "aligned": _aligned(addr)}
     mean = torch.ones(len(items), dtype=torch.float32, device=device)
     extra: dict[str, Any] = {}
     if proj:
         extra["proj"] = _proj_tables(items, x_views, x_all, opt)
         extra["xdims"] = [(r, c) for r, c, _ in dims]
         extra["norm_meta"] = _i64([v for item, p, _ in items for v in (p.numel(), item)], device)
-    return _new_group(True, items, hyper, prog, addr, meta, mean=mean, scratch=scratch, **extra, **extra_n)
+    n_full = int(full.sum())
+    return _new_group(
+        True, items, hyper, prog, addr, meta, mean=mean, scratch=scratch, n_full=n_full, **extra
+    )
 
 
 def _proj_tables(items: list[Item], x_views: list[torch.Tensor], x_all: torch.Tensor, opt: Any) -> _Proj:
@@ -459,14 +445,14 @@ def fresh_buffers(grp: _Group) -> tuple[list[list[torch.Tensor]], torch.Tensor]:
     """
     assert grp.xdims is not None
     device = grp.params[0].device
-    total = sum(_up4(r * c) for r, c in grp.xdims)
+    total = sum(r * c for r, c in grp.xdims)
     buf = torch.empty(4, max(total, 1), dtype=torch.float32, device=device)
     views: list[list[torch.Tensor]] = []
     ptrs: list[int] = []
     pos = 0
     for r, c in grp.xdims:
         fv = [buf[k, pos : pos + r * c].view(r, c) for k in range(4)]
-        pos += _up4(r * c)
+        pos += r * c
         views.append(fv)
         ptrs += [f.data_ptr() for f in fv]
     addr = grp.addr.view(len(grp.xdims), -1).clone()
@@ -589,7 +575,6 @@ def _grad_table(g: _Group, grads: list[torch.Tensor]) -> torch.Tensor | None:
             gr = grads[i]
             if gr.dtype != p.dtype or gr.shape != p.shape or not gr.is_contiguous():
                 return None
-        g.grad_aligned = _aligned(ptrs)
         t = torch.tensor(ptrs, dtype=torch.int64)
         device = g.params[0].device
         g.grad_dev = t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t
@@ -706,10 +691,6 @@ def run(
             if regs and device.type == "cuda":
                 consts["maxnreg"] = regs
             addr = refreshed.get(id(grp), grp.addr)
-            # the 16-byte promise: the tables (a refresh's fp32 buffers are 16-byte aligned views too), and
-            # the gradients at rank 0 (a projected launch reads its coefficients instead)
-            consts["ALIGN"] = ALIGNED and grp.aligned and (pj is not None or grp.grad_aligned)
-
             # whole-block programs first (no per-value masks), then the partial last blocks
             parts = ((0, grp.n_full, True), (grp.n_full, grp.n_prog - grp.n_full, False))
             for pass_ in (1, 2) if plan.factored else (2,):

@@ -131,7 +131,6 @@ class _Stats:
         }
         if self.samples:
             x = torch.cat(self.samples).double()
-            x = torch.where(torch.isfinite(x), x, torch.zeros_like(x))  # a skipped tensor's count as 0
             d = x - x.mean()
             m2 = d.square().mean()
             kurt = d.pow(4).mean() / m2.square().clamp_min(1e-300) - 3.0
@@ -604,7 +603,8 @@ class MangoAdamW(torch.optim.Optimizer):
         if not items:
             return
         sharded = any(_is_dtensor(p) for _, p, _ in items)
-        grads = [_local(p.grad) for _, p, _ in items if p.grad is not None]  # this rank's shard (FSDP2)
+        # this rank's shard of each gradient under FSDP2 (no per-tensor check on an unsharded model)
+        grads = [_local(p.grad) if sharded else p.grad for _, p, _ in items if p.grad is not None]
         if not sharded and self._fused_step(items, grads):
             self._steps += 1
             return

@@ -74,17 +74,6 @@ def _ptr(addr, col, DTYPE: tl.constexpr):
 
 
 @triton.jit
-def _aptr(addr, col, DTYPE: tl.constexpr, ALIGN: tl.constexpr):
-    """:func:`_ptr`, and with ``ALIGN`` the promise that the address is a multiple of 16 bytes (the host
-    checked every address of the launch): with it the compiler turns a thread's contiguous values into
-    16-byte vector loads and stores instead of one instruction (and one address) per value."""
-    a = tl.load(addr + col)
-    if ALIGN:
-        a = tl.multiple_of(a, 16)
-    return a.to(tl.pointer_type(DTYPE))
-
-
-@triton.jit
 def _keep(in_mask, x, FULL: tl.constexpr):
     """``x`` zeroed outside ``in_mask``; a program of whole blocks (``FULL``) has no padding to zero: rows
     outside the mask read zeros and are never stored, so ``x`` stays as it is (one select a value less)."""
@@ -242,18 +231,18 @@ def _bf16(x, rnd, STOCHASTIC: tl.constexpr):
 @triton.jit
 def _load_slot(
     A, col: tl.constexpr, blk, row_ok, off, in_mask, tab_ptr,
-    BITS: tl.constexpr, MODE: tl.constexpr, BLOCK: tl.constexpr, ALIGN: tl.constexpr, FULL: tl.constexpr,
+    BITS: tl.constexpr, MODE: tl.constexpr, BLOCK: tl.constexpr, FULL: tl.constexpr,
 ):  # fmt: skip
     """fp32 values of the state slot at address columns ``col`` (codes / tensor) and ``col + 1`` (scales):
     quantized at 2-8 bits, a bf16 tensor at 16, an fp32 tensor at 32; zero outside ``in_mask``."""
     if BITS == 32:
-        return tl.load(_aptr(A, col, tl.float32, ALIGN) + off, mask=in_mask, other=0.0)
+        return tl.load(_ptr(A, col, tl.float32) + off, mask=in_mask, other=0.0)
     elif BITS == 16:
-        return tl.load(_aptr(A, col, tl.bfloat16, ALIGN) + off, mask=in_mask, other=0.0).to(tl.float32)
+        return tl.load(_ptr(A, col, tl.bfloat16) + off, mask=in_mask, other=0.0).to(tl.float32)
     else:
         x = _dequant(
-            _aptr(A, col, tl.uint8, ALIGN),
-            _aptr(A, col + 1, tl.float32, ALIGN),
+            _ptr(A, col, tl.uint8),
+            _ptr(A, col + 1, tl.float32),
             blk,
             row_ok,
             tab_ptr,
@@ -268,20 +257,19 @@ def _load_slot(
 def _store_slot(
     x, rnd, A, col: tl.constexpr, blk, row_ok, off, in_mask, tab_ptr,
     BITS: tl.constexpr, MODE: tl.constexpr, BLOCK: tl.constexpr, STOCHASTIC: tl.constexpr,
-    ALIGN: tl.constexpr,
 ):  # fmt: skip
     """Store ``x`` (zero outside ``in_mask``) into the slot :func:`_load_slot` reads, in place."""
     if BITS == 32:
-        tl.store(_aptr(A, col, tl.float32, ALIGN) + off, x, mask=in_mask)
+        tl.store(_ptr(A, col, tl.float32) + off, x, mask=in_mask)
     elif BITS == 16:
-        tl.store(_aptr(A, col, tl.bfloat16, ALIGN) + off, _bf16(x, rnd, STOCHASTIC), mask=in_mask)
+        tl.store(_ptr(A, col, tl.bfloat16) + off, _bf16(x, rnd, STOCHASTIC), mask=in_mask)
     else:
         code, s, _ = _quantize(x, rnd, tab_ptr, BITS, MODE, STOCHASTIC)
         _store_codes(
             code,
             s,
-            _aptr(A, col, tl.uint8, ALIGN),
-            _aptr(A, col + 1, tl.float32, ALIGN),
+            _ptr(A, col, tl.uint8),
+            _ptr(A, col + 1, tl.float32),
             blk,
             row_ok,
             BITS,
@@ -347,7 +335,6 @@ def matrix_step_kernel(
     STATS_EVERY: tl.constexpr,
     PASS: tl.constexpr,  # 1: factored statistics only (row / column sums of c^2 + TINY); 2: the update
     FULL: tl.constexpr,  # every block of every program is whole (no value past the tensor's end)
-    ALIGN: tl.constexpr,  # every address of the launch is a multiple of 16 bytes (vector loads / stores)
 ):
     """The compressed AdamW step of ``ROWS`` blocks of one tensor's ``rows x n`` values (module docstring)."""
     pid = pid0 + tl.program_id(0)
@@ -370,24 +357,24 @@ def matrix_step_kernel(
         in_mask = row_ok[:, None] & (off < numel)
 
     if SRC == 0:
-        g_ptr = _aptr(grad_ptr, t, PDTYPE, ALIGN)
+        g_ptr = _ptr(grad_ptr, t, PDTYPE)
         g = tl.load(g_ptr + off, mask=in_mask, other=0.0).to(tl.float32)
     else:
-        x_ptr = _aptr(A, 14, tl.float32, ALIGN)
+        x_ptr = _ptr(A, 14, tl.float32)
         g = tl.load(x_ptr + off, mask=in_mask, other=0.0)
     if EF:
         if FRESH:
-            e = tl.load(_aptr(A, 17, tl.float32, ALIGN) + off, mask=in_mask, other=0.0)
+            e = tl.load(_ptr(A, 17, tl.float32) + off, mask=in_mask, other=0.0)
         else:
-            e = _load_slot(A, 6, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, ALIGN, FULL)
+            e = _load_slot(A, 6, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, FULL)
         u = g + e
     else:
         u = g
     if SHIFT:
         if FRESH:
-            h = tl.load(_aptr(A, 18, tl.float32, ALIGN) + off, mask=in_mask, other=0.0)
+            h = tl.load(_ptr(A, 18, tl.float32) + off, mask=in_mask, other=0.0)
         else:
-            h = _load_slot(A, 12, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, ALIGN, FULL)
+            h = _load_slot(A, 12, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, FULL)
         u = u - gamma * h
     seed = tl.load(seed_ptr)
     key = seed + (t.to(tl.int64) + 1) * 4294967296
@@ -410,9 +397,7 @@ def matrix_step_kernel(
                 e_new = _keep(in_mask, ef_beta * e + (1.0 - gamma) * (g - c), FULL)
             else:
                 e_new = _keep(in_mask, ef_beta * e + (g - c), FULL)
-            _store_slot(
-                e_new, u1, A, 6, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC, ALIGN
-            )
+            _store_slot(e_new, u1, A, 6, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC)
         if SHIFT:
             if STOCHASTIC:  # a fifth stream: the same counters under another key (high word + 2^30)
                 HALF: tl.constexpr = BLOCK // 2
@@ -421,35 +406,33 @@ def matrix_step_kernel(
                 uh = _split16(r4, 1.0 / 65536.0)
             else:
                 uh = 0.5
-            _store_slot(
-                c, uh, A, 12, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC, ALIGN
-            )
+            _store_slot(c, uh, A, 12, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC)
         if FRESH:
-            m = tl.load(_aptr(A, 15, tl.float32, ALIGN) + off, mask=in_mask, other=0.0)
+            m = tl.load(_ptr(A, 15, tl.float32) + off, mask=in_mask, other=0.0)
         else:
-            m = _load_slot(A, 2, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, ALIGN, FULL)
+            m = _load_slot(A, 2, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, FULL)
         m = _keep(in_mask, m + (1.0 - beta1) * (c - m), FULL)
-        _store_slot(m, u2, A, 2, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC, ALIGN)
+        _store_slot(m, u2, A, 2, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC)
         if FACTORED:
             a = (blk * BLOCK) // ncols
             b = (b0 * BLOCK) % ncols + cols
-            vr = tl.load(_aptr(A, 8, tl.float32, ALIGN) + a, mask=row_ok, other=0.0)
-            vc = tl.load(_aptr(A, 9, tl.float32, ALIGN) + b)
+            vr = tl.load(_ptr(A, 8, tl.float32) + a, mask=row_ok, other=0.0)
+            vc = tl.load(_ptr(A, 9, tl.float32) + b)
             inv_mean = 1.0 / tl.load(mean_ptr + t)
             sqrt_v = tl.sqrt(vr[:, None] * vc[None, :] * inv_mean)
         elif BITS >= 16:  # v itself, in bf16 / fp32
             if FRESH:
-                v = tl.load(_aptr(A, 16, tl.float32, ALIGN) + off, mask=in_mask, other=0.0)
+                v = tl.load(_ptr(A, 16, tl.float32) + off, mask=in_mask, other=0.0)
             else:
-                v = _load_slot(A, 4, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, ALIGN, FULL)
+                v = _load_slot(A, 4, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, FULL)
             v = _keep(in_mask, v * beta2 + (1.0 - beta2) * (c * c), FULL)
-            _store_slot(v, u3, A, 4, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC, ALIGN)
+            _store_slot(v, u3, A, 4, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC)
             sqrt_v = tl.sqrt(v)  # of the fp32 value, as the torch path (the slot holds its rounding)
         else:  # sqrt(v) on the uniform code
-            v_ptr = _aptr(A, 4, tl.uint8, ALIGN)
-            vs_ptr = _aptr(A, 5, tl.float32, ALIGN)
+            v_ptr = _ptr(A, 4, tl.uint8)
+            vs_ptr = _ptr(A, 5, tl.float32)
             if FRESH:
-                v = tl.load(_aptr(A, 16, tl.float32, ALIGN) + off, mask=in_mask, other=0.0)
+                v = tl.load(_ptr(A, 16, tl.float32) + off, mask=in_mask, other=0.0)
             else:
                 sv = tl.abs(_dequant(v_ptr, vs_ptr, blk, row_ok, tab_ptr, BITS, 0, BLOCK))
                 v = sv * sv
@@ -459,7 +442,7 @@ def matrix_step_kernel(
             _store_codes(code, s, v_ptr, vs_ptr, blk, row_ok, BITS, BLOCK)
         denom = sqrt_v * inv_bc2s + eps
         if SRC == 0:
-            p_ptr = _aptr(A, 1, PDTYPE, ALIGN) + off
+            p_ptr = _ptr(A, 1, PDTYPE) + off
             p = tl.load(p_ptr, mask=in_mask, other=0.0).to(tl.float32) * decay
             p = p + (-step_size) * tl.math.fdiv(m, denom, ieee_rounding=False)
             tl.store(p_ptr, p.to(PDTYPE), mask=in_mask)
