@@ -6,9 +6,9 @@ BENCHMARKS.md). This module plans the step once and then runs every eligible ten
 (:mod:`~client.compression.kernels.triton_step`), plus one for the small exact tensors (biases, norms):
 
 * **matrix tensors at rank 0**, 2, 3, 4, 8 or 16 bits, any ``gamma``: the matrix kernel reads the gradient
-  and writes the parameter; full ``v`` (quantized ``sqrt(v)``, bf16 or fp32) in one pass, or the factored
-  (Adafactor) second moment in two passes with a small fold kernel between them (the update needs this
-  step's row and column sums of ``c^2``);
+  and writes the parameter in one pass; full ``v`` (quantized ``sqrt(v)``, bf16 or fp32), or the factored
+  (Adafactor) second moment, whose mean row statistic a small kernel reads before the pass and whose row
+  and column sums of ``c^2`` (added with atomics in the pass) it folds in after it;
 * **projected matrix tensors** (rank ``r > 0``), every width and ``gamma``: three launches
   (:mod:`~client.compression.kernels.triton_proj`): ``X = P^T G`` on the tensor cores, the same matrix kernel
   on the ``r x n`` coefficients (writing ``U = m / denom`` over ``X``), and the back-projection ``P U``
@@ -121,7 +121,6 @@ class _Group:
     grad_addr: list[int] = field(default_factory=list)
     grad_dev: torch.Tensor | None = None
     norm_prog: torch.Tensor | None = None  # int32 [n, 2] tiles of the norm pre-pass
-    norm_meta: torch.Tensor | None = None  # int64 [T, 2] (gradient numel, item) where meta's differ
     n_full: int = 0  # programs of whole blocks, first in ``prog`` (the rest: partial last blocks)
     proj: _Proj | None = None  # the projection tables of a projected launch
     xdims: list[tuple[int, int]] | None = None  # (r, n) of each projected tensor's coefficients
@@ -386,7 +385,6 @@ def _matrix_group(
     if proj:
         extra["proj"] = _proj_tables(items, x_views, x_all, opt)
         extra["xdims"] = [(r, c) for r, c, _ in dims]
-        extra["norm_meta"] = _i64([v for item, p, _ in items for v in (p.numel(), item)], device)
     n_full = int(full.sum())
     return _new_group(
         True, items, hyper, prog, addr, meta, mean=mean, scratch=scratch, n_full=n_full, **extra
@@ -641,10 +639,19 @@ def run(
     prec = QUANTIZED_DOT_PRECISION if plan.bits <= 8 else tp.DOT_PRECISION
     per_group = max(opt.stats_sample // max(len(plan.groups), 1), 1)
     for grp in plan.groups:  # every tensor's squared norm first: the steps read it to skip non-finite ones
+        assert grp.grad_dev is not None
+        pj = grp.proj
+        if pj is not None:  # the projection X = P^T G adds the norms as it reads the gradient
+            for trans, prog, sample in pj.prog_a:
+                tp.project_kernel[(prog.shape[0],)](
+                    prog, pj.addr, pj.meta, grp.grad_dev, norms, sample,
+                    PDTYPE=tl_dtype[grp.pdtype], R=pj.rank_p2, BK=PROJ_BK, BN=PROJ_BN, PRECISION=prec,
+                    TRANS=trans, num_warps=PROJ_WARPS,
+                )  # fmt: skip
+            continue
         assert grp.norm_prog is not None
-        nmeta, width = (grp.norm_meta, 2) if grp.norm_meta is not None else (grp.meta, 5 if grp.matrix else 2)
         ts.norm_kernel[(grp.norm_prog.shape[0],)](
-            grp.norm_prog, nmeta, grp.grad_dev, norms, META=width,
+            grp.norm_prog, grp.meta, grp.grad_dev, norms, META=5 if grp.matrix else 2,
             PDTYPE=tl_dtype[grp.pdtype], TILE=NORM_TILE, num_warps=8,
         )  # fmt: skip
     if plan.matrix_idx and plan.numels is not None:
@@ -662,13 +669,7 @@ def run(
                 ).to(device)
             assert grp.part is not None and grp.mean is not None
             pj = grp.proj
-            if pj is not None:
-                for trans, prog, sample in pj.prog_a:
-                    tp.project_kernel[(prog.shape[0],)](
-                        prog, pj.addr, pj.meta, grp.grad_dev, norms, sample,
-                        PDTYPE=ptype, R=pj.rank_p2, BK=PROJ_BK, BN=PROJ_BN, PRECISION=prec,
-                        TRANS=trans, num_warps=PROJ_WARPS,
-                    )  # fmt: skip
+            if pj is not None:  # X = P^T G is in the scratch since the first loop
                 xsq = torch.zeros(len(grp.index), dtype=torch.float32, device=device)
             else:
                 xsq = grp.mean  # unused by a rank-0 launch
@@ -693,18 +694,21 @@ def run(
             addr = refreshed.get(id(grp), grp.addr)
             # whole-block programs first (no per-value masks), then the partial last blocks
             parts = ((0, grp.n_full, True), (grp.n_full, grp.n_prog - grp.n_full, False))
-            for pass_ in (1, 2) if plan.factored else (2,):
-                for pid0, n, full in parts:
-                    if n:
-                        ts.matrix_step_kernel[(n,)](
-                            grp.prog, addr, grp.meta, grp.grad_dev, norms, seed, tab, grp.mean, pid0,
-                            grp.part, grp.sample, skip, xsq, decay, step_size, inv_bc2s, eps, beta1, beta2,
-                            float(opt.ef_beta), plan.gamma, PASS=pass_, FULL=full and WHOLE_BLOCKS, **consts,
-                        )  # fmt: skip
-                if pass_ == 1:  # fold this step's row / column sums into the factored v
-                    ts.factor_kernel[(len(grp.index),)](
-                        grp.addr, grp.meta, norms, grp.mean, beta2, CHUNK=FACTOR_CHUNK, num_warps=4
-                    )
+            if plan.factored:  # the mean of the factored v's row statistic, before the step
+                ts.factor_kernel[(len(grp.index),)](
+                    grp.addr, grp.meta, norms, grp.mean, beta2, FOLD=False, CHUNK=FACTOR_CHUNK, num_warps=4
+                )
+            for pid0, n, full in parts:
+                if n:
+                    ts.matrix_step_kernel[(n,)](
+                        grp.prog, addr, grp.meta, grp.grad_dev, norms, seed, tab, grp.mean, pid0,
+                        grp.part, grp.sample, skip, xsq, decay, step_size, inv_bc2s, eps, beta1, beta2,
+                        float(opt.ef_beta), plan.gamma, FULL=full and WHOLE_BLOCKS, **consts,
+                    )  # fmt: skip
+            if plan.factored:  # fold this step's row / column sums of c^2 into the factored v
+                ts.factor_kernel[(len(grp.index),)](
+                    grp.addr, grp.meta, norms, grp.mean, beta2, FOLD=True, CHUNK=FACTOR_CHUNK, num_warps=4
+                )
             out["err"].append(grp.part[:, 0])
             out["tot"].append(grp.part[:, 1])
             if pj is not None:

@@ -131,6 +131,7 @@ class _Stats:
         }
         if self.samples:
             x = torch.cat(self.samples).double()
+            x = x[torch.isfinite(x)]  # a projected tensor skipped for a non-finite gradient sampled it raw
             d = x - x.mean()
             m2 = d.square().mean()
             kurt = d.pow(4).mean() / m2.square().clamp_min(1e-300) - 3.0
@@ -167,6 +168,9 @@ class MangoAdamW(torch.optim.Optimizer):
       3. *Moments* of the compressed gradient (``r x n`` coefficients when projecting, else ``m x n``):
          ``m`` at ``bits`` (block-wise signed code, NF4 at 4 bits); ``v`` factored into Adafactor row /
          column statistics (fp32, ``r + n`` values) when ``factor_second_moment`` (default: bits <= 4),
+         read as ``v = beta2 row col^T / mean(row) + (1 - beta2) c^2``: the history's rank-1 estimate
+         (statistics before this step) plus this step's own ``c^2`` value by value, so a fused step makes
+         one pass over ``c`` and folds the row / column means of ``c^2`` into the statistics after it;
          else ``sqrt(v)`` at 2-8 bits (uniform code, read back as ``|.|``: the code has no zero level,
          so no entry of ``sqrt(v)`` reads 0 and ``m / sqrt(v)`` stays bounded), bf16 at 16 and fp32 at 32.
       4. *Update*: ``p <- p (1 - lr wd) - s lr/bc1 * P [m / (sqrt(v / bc2) + eps)]`` (decoupled weight
@@ -916,10 +920,13 @@ class MangoAdamW(torch.optim.Optimizer):
             sqrt_v = v_full.sqrt()
         else:
             assert v_row is not None and v_col is not None
+            # the history's rank-1 estimate (the statistics before this step) plus this step's own c^2,
+            # value by value: one pass over c (the fused kernel folds the row / column sums afterwards)
             sq = c.square().add_(_TINY)
+            hist = torch.outer(v_row, v_col).div_(v_row.mean().clamp_min(_TINY))  # (rows, n)
+            sqrt_v = hist.mul_(beta2).add_(sq, alpha=1 - beta2).sqrt_()
             v_row.mul_(beta2).add_(sq.mean(dim=1), alpha=1 - beta2)  # (rows,)
             v_col.mul_(beta2).add_(sq.mean(dim=0), alpha=1 - beta2)  # (n,)
-            sqrt_v = (torch.outer(v_row, v_col) / v_row.mean().clamp_min(_TINY)).sqrt_()  # (rows, n)
         denom = (sqrt_v / bias_correction2_sqrt).add_(eps)
         basis = P if (r > 0 and not self._identity(st, s)) else None
         pc = _canon(p, p) if p.is_contiguous() else None  # in-place view of the parameter

@@ -31,9 +31,8 @@ parameter group and step count (like torch's fused AdamW), so a learning-rate sc
 Randomness: stochastic rounding draws one Philox call (four 32-bit words) per pair of values, keyed by the
 step's seed (a device scalar drawn from the optimizer's generator, so no host sync) in the low word and
 ``t + 1`` in the high word, counter = the pair's index in the tensor; each word gives both values of the
-pair a 16-bit uniform. Word 0 rounds the compressed gradient, 1 the error buffer, 2 ``m``, 3 ``sqrt(v)``;
-the factored path's two passes draw word 0 alike, so they agree on ``c``. Stochastic NF4 uses the standalone
-kernel's dithered thresholds (``_nf4_dithered``).
+pair a 16-bit uniform. Word 0 rounds the compressed gradient, 1 the error buffer, 2 ``m``, 3 ``sqrt(v)``.
+Stochastic NF4 uses the standalone kernel's dithered thresholds (``_nf4_dithered``).
 
 Per element (rank 0, ``gamma = 0``; the torch path's ``_matrix_step`` formula for formula)::
 
@@ -333,7 +332,6 @@ def matrix_step_kernel(
     SRC: tl.constexpr,  # 0: rank 0 (read the gradient, update the parameter); 1: projected (read the
     # coefficients x = P^T G from the scratch at address column 14, write U = m / denom over them)
     STATS_EVERY: tl.constexpr,
-    PASS: tl.constexpr,  # 1: factored statistics only (row / column sums of c^2 + TINY); 2: the update
     FULL: tl.constexpr,  # every block of every program is whole (no value past the tensor's end)
 ):
     """The compressed AdamW step of ``ROWS`` blocks of one tensor's ``rows x n`` values (module docstring)."""
@@ -384,77 +382,73 @@ def matrix_step_kernel(
         c_u = c
         c = _keep(in_mask, gamma * h + c_u, FULL)
 
-    if PASS == 1:
+    if EF:
+        if SHIFT:
+            e_new = _keep(in_mask, ef_beta * e + (1.0 - gamma) * (g - c), FULL)
+        else:
+            e_new = _keep(in_mask, ef_beta * e + (g - c), FULL)
+        _store_slot(e_new, u1, A, 6, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC)
+    if SHIFT:
+        if STOCHASTIC:  # a fifth stream: the same counters under another key (high word + 2^30)
+            HALF: tl.constexpr = BLOCK // 2
+            pair = blk[:, None] * HALF + tl.arange(0, HALF)[None, :]
+            r4, _, _, _ = tl.randint4x(key + 4611686018427387904, pair, n_rounds=PHILOX_ROUNDS)
+            uh = _split16(r4, 1.0 / 65536.0)
+        else:
+            uh = 0.5
+        _store_slot(c, uh, A, 12, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC)
+    if FRESH:
+        m = tl.load(_ptr(A, 15, tl.float32) + off, mask=in_mask, other=0.0)
+    else:
+        m = _load_slot(A, 2, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, FULL)
+    m = _keep(in_mask, m + (1.0 - beta1) * (c - m), FULL)
+    _store_slot(m, u2, A, 2, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC)
+    if FACTORED:  # the history's rank-1 estimate plus this step's c^2; the c^2 sums for the fold
         sq = tl.where(in_mask, c * c + TINY, 0.0)
         a = (blk * BLOCK) // ncols  # parameter row of each tile row
         b = (b0 * BLOCK) % ncols + cols  # a strip: every tile row has the same columns
         tl.atomic_add(_ptr(A, 10, tl.float32) + a, tl.sum(sq, axis=1), mask=row_ok, sem="relaxed")
         col_ok = cols < tl.where(fin, BLOCK, 0)
         tl.atomic_add(_ptr(A, 11, tl.float32) + b, tl.sum(sq, axis=0), mask=col_ok, sem="relaxed")
-    else:
-        if EF:
-            if SHIFT:
-                e_new = _keep(in_mask, ef_beta * e + (1.0 - gamma) * (g - c), FULL)
-            else:
-                e_new = _keep(in_mask, ef_beta * e + (g - c), FULL)
-            _store_slot(e_new, u1, A, 6, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC)
-        if SHIFT:
-            if STOCHASTIC:  # a fifth stream: the same counters under another key (high word + 2^30)
-                HALF: tl.constexpr = BLOCK // 2
-                pair = blk[:, None] * HALF + tl.arange(0, HALF)[None, :]
-                r4, _, _, _ = tl.randint4x(key + 4611686018427387904, pair, n_rounds=PHILOX_ROUNDS)
-                uh = _split16(r4, 1.0 / 65536.0)
-            else:
-                uh = 0.5
-            _store_slot(c, uh, A, 12, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC)
+        vr = tl.load(_ptr(A, 8, tl.float32) + a, mask=row_ok, other=0.0)
+        vc = tl.load(_ptr(A, 9, tl.float32) + b)
+        hist = vr[:, None] * vc[None, :] * (1.0 / tl.load(mean_ptr + t))
+        sqrt_v = tl.sqrt(hist * beta2 + (1.0 - beta2) * sq)
+    elif BITS >= 16:  # v itself, in bf16 / fp32
         if FRESH:
-            m = tl.load(_ptr(A, 15, tl.float32) + off, mask=in_mask, other=0.0)
+            v = tl.load(_ptr(A, 16, tl.float32) + off, mask=in_mask, other=0.0)
         else:
-            m = _load_slot(A, 2, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, FULL)
-        m = _keep(in_mask, m + (1.0 - beta1) * (c - m), FULL)
-        _store_slot(m, u2, A, 2, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC)
-        if FACTORED:
-            a = (blk * BLOCK) // ncols
-            b = (b0 * BLOCK) % ncols + cols
-            vr = tl.load(_ptr(A, 8, tl.float32) + a, mask=row_ok, other=0.0)
-            vc = tl.load(_ptr(A, 9, tl.float32) + b)
-            inv_mean = 1.0 / tl.load(mean_ptr + t)
-            sqrt_v = tl.sqrt(vr[:, None] * vc[None, :] * inv_mean)
-        elif BITS >= 16:  # v itself, in bf16 / fp32
-            if FRESH:
-                v = tl.load(_ptr(A, 16, tl.float32) + off, mask=in_mask, other=0.0)
-            else:
-                v = _load_slot(A, 4, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, FULL)
-            v = _keep(in_mask, v * beta2 + (1.0 - beta2) * (c * c), FULL)
-            _store_slot(v, u3, A, 4, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC)
-            sqrt_v = tl.sqrt(v)  # of the fp32 value, as the torch path (the slot holds its rounding)
-        else:  # sqrt(v) on the uniform code
-            v_ptr = _ptr(A, 4, tl.uint8)
-            vs_ptr = _ptr(A, 5, tl.float32)
-            if FRESH:
-                v = tl.load(_ptr(A, 16, tl.float32) + off, mask=in_mask, other=0.0)
-            else:
-                sv = tl.abs(_dequant(v_ptr, vs_ptr, blk, row_ok, tab_ptr, BITS, 0, BLOCK))
-                v = sv * sv
-            v = v * beta2 + (1.0 - beta2) * (c * c)
-            sqrt_v = _keep(in_mask, tl.sqrt(v), FULL)
-            code, s, _ = _quantize(sqrt_v, u3, tab_ptr, BITS, 0, STOCHASTIC)
-            _store_codes(code, s, v_ptr, vs_ptr, blk, row_ok, BITS, BLOCK)
-        denom = sqrt_v * inv_bc2s + eps
-        if SRC == 0:
-            p_ptr = _ptr(A, 1, PDTYPE) + off
-            p = tl.load(p_ptr, mask=in_mask, other=0.0).to(tl.float32) * decay
-            p = p + (-step_size) * tl.math.fdiv(m, denom, ieee_rounding=False)
-            tl.store(p_ptr, p.to(PDTYPE), mask=in_mask)
-            tl.store(sample_ptr + pid, tl.load(g_ptr + b0 * BLOCK, mask=fin, other=0.0).to(tl.float32))
+            v = _load_slot(A, 4, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, FULL)
+        v = _keep(in_mask, v * beta2 + (1.0 - beta2) * (c * c), FULL)
+        _store_slot(v, u3, A, 4, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC)
+        sqrt_v = tl.sqrt(v)  # of the fp32 value, as the torch path (the slot holds its rounding)
+    else:  # sqrt(v) on the uniform code
+        v_ptr = _ptr(A, 4, tl.uint8)
+        vs_ptr = _ptr(A, 5, tl.float32)
+        if FRESH:
+            v = tl.load(_ptr(A, 16, tl.float32) + off, mask=in_mask, other=0.0)
         else:
-            tl.store(x_ptr + off, _keep(in_mask, m / denom, FULL), mask=in_mask)
-            tl.atomic_add(xsq_ptr + t, tl.sum(tl.sum(g * g, axis=1), axis=0), sem="relaxed")
-        if pid % STATS_EVERY == 0:
-            d = tl.where(in_mask, u - c_u, 0.0) if SHIFT else tl.where(in_mask, u - c, 0.0)
-            tl.store(part_ptr + pid * 2, tl.sum(tl.sum(d * d, axis=1), axis=0) * STATS_EVERY)
-            tl.store(part_ptr + pid * 2 + 1, tl.sum(tl.sum(u * u, axis=1), axis=0) * STATS_EVERY)
-        tl.atomic_add(skip_ptr, tl.where(fin, 0, 1) * tl.where(b0 == 0, 1, 0), sem="relaxed")
+            sv = tl.abs(_dequant(v_ptr, vs_ptr, blk, row_ok, tab_ptr, BITS, 0, BLOCK))
+            v = sv * sv
+        v = v * beta2 + (1.0 - beta2) * (c * c)
+        sqrt_v = _keep(in_mask, tl.sqrt(v), FULL)
+        code, s, _ = _quantize(sqrt_v, u3, tab_ptr, BITS, 0, STOCHASTIC)
+        _store_codes(code, s, v_ptr, vs_ptr, blk, row_ok, BITS, BLOCK)
+    denom = sqrt_v * inv_bc2s + eps
+    if SRC == 0:
+        p_ptr = _ptr(A, 1, PDTYPE) + off
+        p = tl.load(p_ptr, mask=in_mask, other=0.0).to(tl.float32) * decay
+        p = p + (-step_size) * tl.math.fdiv(m, denom, ieee_rounding=False)
+        tl.store(p_ptr, p.to(PDTYPE), mask=in_mask)
+        tl.store(sample_ptr + pid, tl.load(g_ptr + b0 * BLOCK, mask=fin, other=0.0).to(tl.float32))
+    else:
+        tl.store(x_ptr + off, _keep(in_mask, m / denom, FULL), mask=in_mask)
+        tl.atomic_add(xsq_ptr + t, tl.sum(tl.sum(g * g, axis=1), axis=0), sem="relaxed")
+    if pid % STATS_EVERY == 0:
+        d = tl.where(in_mask, u - c_u, 0.0) if SHIFT else tl.where(in_mask, u - c, 0.0)
+        tl.store(part_ptr + pid * 2, tl.sum(tl.sum(d * d, axis=1), axis=0) * STATS_EVERY)
+        tl.store(part_ptr + pid * 2 + 1, tl.sum(tl.sum(u * u, axis=1), axis=0) * STATS_EVERY)
+    tl.atomic_add(skip_ptr, tl.where(fin, 0, 1) * tl.where(b0 == 0, 1, 0), sem="relaxed")
 
 
 @triton.jit
@@ -462,15 +456,18 @@ def factor_kernel(
     addr_ptr,  # int64 [T, N_ADDR]
     meta_ptr,  # int64 [T, 5]
     norm_ptr,  # float32 [n_items]
-    mean_ptr,  # float32 [T] out: mean of the canonical row statistic, clamped to TINY
+    mean_ptr,  # float32 [T] out (FOLD False): mean of the canonical row statistic, clamped to TINY
     beta2,
+    FOLD: tl.constexpr,
     CHUNK: tl.constexpr,
 ):
-    """Between the two passes: fold the row / column sums of ``c^2`` into the factored ``v`` and zero them.
+    """The factored ``v``'s statistics around the step: one program per tensor.
 
-    ``v_row <- beta2 v_row + (1 - beta2) rowsum / cols`` (and likewise the columns, divided by rows); the
-    canonical row statistic is the parameter's column one when the canonical matrix is the transpose.
-    One program per tensor.
+    Before the step (``FOLD`` False): the mean of the canonical row statistic (the parameter's column one
+    when the canonical matrix is the transpose), which the step divides the rank-1 estimate by. After it
+    (``FOLD`` True): fold the step's row / column sums of ``c^2`` into the statistics and zero the sums,
+    ``v_row <- beta2 v_row + (1 - beta2) rowsum / cols`` (and likewise the columns, divided by rows); a
+    tensor skipped for a non-finite gradient keeps its statistics.
     """
     t = tl.program_id(0)
     A = addr_ptr + t * N_ADDR
@@ -478,30 +475,39 @@ def factor_kernel(
     ncols = tl.load(meta_ptr + t * 5 + 1)
     transposed = tl.load(meta_ptr + t * 5 + 2)
     nrows = numel // ncols
-    fin = _finite(norm_ptr, meta_ptr, t, 5)
-    # the parameter's row statistic averages over its columns, the column statistic over its rows
-    sum_r = _fold(_ptr(A, 8, tl.float32), _ptr(A, 10, tl.float32), nrows, ncols, beta2, fin, CHUNK)
-    sum_c = _fold(_ptr(A, 9, tl.float32), _ptr(A, 11, tl.float32), ncols, nrows, beta2, fin, CHUNK)
-    mean = tl.where(transposed != 0, sum_c / ncols, sum_r / nrows)
-    tl.store(mean_ptr + t, tl.maximum(mean, TINY))
+    if FOLD:
+        fin = _finite(norm_ptr, meta_ptr, t, 5)
+        _fold(_ptr(A, 8, tl.float32), _ptr(A, 10, tl.float32), nrows, ncols, beta2, fin, CHUNK)
+        _fold(_ptr(A, 9, tl.float32), _ptr(A, 11, tl.float32), ncols, nrows, beta2, fin, CHUNK)
+    else:
+        if transposed != 0:
+            mean = _sum(_ptr(A, 9, tl.float32), ncols, CHUNK) / ncols
+        else:
+            mean = _sum(_ptr(A, 8, tl.float32), nrows, CHUNK) / nrows
+        tl.store(mean_ptr + t, tl.maximum(mean, TINY))
+
+
+@triton.jit
+def _sum(v_ptr, n, CHUNK: tl.constexpr):
+    k = tl.arange(0, CHUNK)
+    acc = tl.zeros([CHUNK], dtype=tl.float32)
+    for i in range(0, n, CHUNK):
+        acc += tl.load(v_ptr + i + k, mask=i + k < n, other=0.0)
+    return tl.sum(acc, axis=0)
 
 
 @triton.jit
 def _fold(v_ptr, sum_ptr, n, across, beta2, fin, CHUNK: tl.constexpr):
     """``v <- beta2 v + (1 - beta2) sum / across`` over ``n`` entries (kept where ``fin`` is False), zero the
-    sums for the next step; return the sum of the new ``v``."""
+    sums for the next step."""
     k = tl.arange(0, CHUNK)
-    acc = tl.zeros([CHUNK], dtype=tl.float32)
     for i in range(0, n, CHUNK):
         inside = i + k < n
         msk = i + k < tl.where(fin, n, 0)
         old = tl.load(v_ptr + i + k, mask=inside, other=0.0)
         new = old * beta2 + (1.0 - beta2) * (tl.load(sum_ptr + i + k, mask=msk, other=0.0) / across)
-        new = tl.where(msk, new, old)
         tl.store(v_ptr + i + k, new, mask=msk)
         tl.store(sum_ptr + i + k, tl.zeros([CHUNK], dtype=tl.float32), mask=inside)
-        acc += new
-    return tl.sum(acc, axis=0)
 
 
 @triton.jit
