@@ -77,10 +77,10 @@ MAX_REGS: int | None = None
 NUM_WARPS = 1
 EXACT_WARPS = 4
 #: Precision of the projected launches' products (``P^T G`` and ``P U``) when the channel holds 2-8 bit
-#: codes: one tf32 pass (10-bit mantissa; errors near 2^-11 of the summed terms, below the codes' rounding
-#: of 2^-8 of a block's largest value and up), against three passes for fp32 accuracy
-#: (:data:`~client.compression.kernels.triton_proj.DOT_PRECISION`, kept at 16 and 32 bits, where bf16's
-#: 2^-9 or fp32 is the channel's own rounding). Rank 64 spends most of its step in these products.
+#: codes or bf16: one tf32 pass (10-bit mantissa; errors near 2^-11 of the summed terms, below the
+#: channel's own rounding: 2^-8 of a block's largest value and up for the codes, 2^-9 relative for bf16),
+#: against three passes for fp32 accuracy (:data:`~client.compression.kernels.triton_proj.DOT_PRECISION`,
+#: kept at 32 bits, where the channel rounds nothing). Rank 64 spends most of its step in these products.
 QUANTIZED_DOT_PRECISION = "tf32"
 #: Launch the programs of whole blocks apart, without per-value masks (False: one masked launch; for
 #: ``mango bench gpu --parts variants``).
@@ -636,7 +636,7 @@ def run(
         "proj_xsq": [],
     }
     seed = None
-    prec = QUANTIZED_DOT_PRECISION if plan.bits <= 8 else tp.DOT_PRECISION
+    prec = QUANTIZED_DOT_PRECISION if plan.bits <= 16 else tp.DOT_PRECISION
     per_group = max(opt.stats_sample // max(len(plan.groups), 1), 1)
     for grp in plan.groups:  # every tensor's squared norm first: the steps read it to skip non-finite ones
         assert grp.grad_dev is not None

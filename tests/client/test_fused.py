@@ -394,9 +394,9 @@ def test_fused_whole_block_launch_changes_nothing(setting: S) -> None:
 
 
 @pytest.mark.tf32
-@pytest.mark.parametrize("setting", [S(rank=8, bits=8), S(rank=8, bits=4, gamma=0.5)])
+@pytest.mark.parametrize("setting", [S(rank=8, bits=8), S(rank=8, bits=4, gamma=0.5), S(rank=8, bits=16)])
 def test_fused_tf32_products_track_the_torch_path(setting: S) -> None:
-    """The shipped products at 2-8 bits take one tf32 pass (on a GPU; the interpreter computes fp32): the
+    """The shipped products at 2-16 bits take one tf32 pass (on a GPU; the interpreter computes fp32): the
     parameters stay within the rounding of the setting's codes of the torch path's, not value by value."""
     (pt, _), (pf, of) = _pair(setting, steps=7, refresh_every=3, stochastic_rounding=False)
     assert of._plan is not None and of._plan.projected and fused.QUANTIZED_DOT_PRECISION == "tf32"
