@@ -82,6 +82,10 @@ EXACT_WARPS = 4
 #: against three passes for fp32 accuracy (:data:`~client.compression.kernels.triton_proj.DOT_PRECISION`,
 #: kept at 32 bits, where the channel rounds nothing). Rank 64 spends most of its step in these products.
 QUANTIZED_DOT_PRECISION = "tf32"
+#: Projected tensors' squared gradient norms added by the projection kernel instead of the norm pre-pass
+#: (it reads the gradient anyway). Off: on the H200 it made rank 4 / 8 bits 2.1x slower than the pre-pass
+#: (session 5, ``mango bench gpu --parts variants``; a [BK, BN] accumulator then a per-iteration column sum).
+NORM_IN_PROJECTION = False
 #: Launch the programs of whole blocks apart, without per-value masks (False: one masked launch; for
 #: ``mango bench gpu --parts variants``).
 WHOLE_BLOCKS = True
@@ -121,6 +125,7 @@ class _Group:
     grad_addr: list[int] = field(default_factory=list)
     grad_dev: torch.Tensor | None = None
     norm_prog: torch.Tensor | None = None  # int32 [n, 2] tiles of the norm pre-pass
+    norm_meta: torch.Tensor | None = None  # int64 [T, 2] (gradient numel, item) where meta's differ
     n_full: int = 0  # programs of whole blocks, first in ``prog`` (the rest: partial last blocks)
     proj: _Proj | None = None  # the projection tables of a projected launch
     xdims: list[tuple[int, int]] | None = None  # (r, n) of each projected tensor's coefficients
@@ -385,6 +390,7 @@ def _matrix_group(
     if proj:
         extra["proj"] = _proj_tables(items, x_views, x_all, opt)
         extra["xdims"] = [(r, c) for r, c, _ in dims]
+        extra["norm_meta"] = _i64([v for item, p, _ in items for v in (p.numel(), item)], device)
     n_full = int(full.sum())
     return _new_group(
         True, items, hyper, prog, addr, meta, mean=mean, scratch=scratch, n_full=n_full, **extra
@@ -598,6 +604,21 @@ def _scalars(opt: Any, grp: _Group) -> tuple[float, ...]:
     return (1 - lr * wd, lr / bc1, 1 / bc2**0.5, float(h["eps"]), float(beta1), float(beta2))
 
 
+def _project(grp: _Group, pj: _Proj, norms: torch.Tensor, prec: str, norm: bool) -> None:
+    """``X = P^T G`` of a projected group's tensors into its scratch (and their norms with ``norm``)."""
+    import triton.language as tl
+
+    from client.compression.kernels import triton_proj as tp
+
+    ptype = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16}[grp.pdtype]
+    for trans, prog, sample in pj.prog_a:
+        tp.project_kernel[(prog.shape[0],)](
+            prog, pj.addr, pj.meta, grp.grad_dev, norms, sample,
+            PDTYPE=ptype, R=pj.rank_p2, BK=PROJ_BK, BN=PROJ_BN, PRECISION=prec,
+            TRANS=trans, NORM=norm, num_warps=PROJ_WARPS,
+        )  # fmt: skip
+
+
 def run(
     opt: Any,
     plan: Plan,
@@ -639,19 +660,14 @@ def run(
     prec = QUANTIZED_DOT_PRECISION if plan.bits <= 16 else tp.DOT_PRECISION
     per_group = max(opt.stats_sample // max(len(plan.groups), 1), 1)
     for grp in plan.groups:  # every tensor's squared norm first: the steps read it to skip non-finite ones
-        assert grp.grad_dev is not None
+        assert grp.grad_dev is not None and grp.norm_prog is not None
         pj = grp.proj
-        if pj is not None:  # the projection X = P^T G adds the norms as it reads the gradient
-            for trans, prog, sample in pj.prog_a:
-                tp.project_kernel[(prog.shape[0],)](
-                    prog, pj.addr, pj.meta, grp.grad_dev, norms, sample,
-                    PDTYPE=tl_dtype[grp.pdtype], R=pj.rank_p2, BK=PROJ_BK, BN=PROJ_BN, PRECISION=prec,
-                    TRANS=trans, num_warps=PROJ_WARPS,
-                )  # fmt: skip
+        if pj is not None and NORM_IN_PROJECTION:  # the projection adds the norms as it reads the gradient
+            _project(grp, pj, norms, prec, True)
             continue
-        assert grp.norm_prog is not None
+        nmeta, width = (grp.norm_meta, 2) if grp.norm_meta is not None else (grp.meta, 5 if grp.matrix else 2)
         ts.norm_kernel[(grp.norm_prog.shape[0],)](
-            grp.norm_prog, grp.meta, grp.grad_dev, norms, META=5 if grp.matrix else 2,
+            grp.norm_prog, nmeta, grp.grad_dev, norms, META=width,
             PDTYPE=tl_dtype[grp.pdtype], TILE=NORM_TILE, num_warps=8,
         )  # fmt: skip
     if plan.matrix_idx and plan.numels is not None:
@@ -669,7 +685,9 @@ def run(
                 ).to(device)
             assert grp.part is not None and grp.mean is not None
             pj = grp.proj
-            if pj is not None:  # X = P^T G is in the scratch since the first loop
+            if pj is not None:
+                if not NORM_IN_PROJECTION:
+                    _project(grp, pj, norms, prec, False)
                 xsq = torch.zeros(len(grp.index), dtype=torch.float32, device=device)
             else:
                 xsq = grp.mean  # unused by a rank-0 launch

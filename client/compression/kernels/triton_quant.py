@@ -56,8 +56,29 @@ quantize 20% / 12%, NF4 quantize 11% / 6%; its dequantize 74-87% / 47-57%.
 
 from __future__ import annotations
 
+import itertools
+import struct
+
 import triton
 import triton.language as tl
+
+from client.compression import codes
+
+
+def _f32(x: float) -> float:
+    """``x`` rounded to float32 (returned as the Python float of that value)."""
+    return float(struct.unpack("f", struct.pack("f", x))[0])
+
+
+_LEV = [_f32(x) for x in codes.NF4_LEVELS]
+#: The NF4 levels, their midpoints and gaps (``NF4_GAPS[i]`` = level i - level i-1, ``[0]`` unused, ``[16]``
+#: infinite: nothing rounds up from the top level) as
+#: float32 values computed as the torch path computes them, for the kernels as compile-time constants.
+NF4_LEVELS: tl.constexpr = tl.constexpr(tuple(_LEV))
+NF4_MIDS: tl.constexpr = tl.constexpr(tuple(_f32(_f32(a + b) / 2) for a, b in itertools.pairwise(_LEV)))
+NF4_GAPS: tl.constexpr = tl.constexpr(
+    (0.0, *tuple(_f32(b - a) for a, b in itertools.pairwise(_LEV)), float("inf"))
+)
 
 __all__ = [
     "ACIQ_MAX_ITERS",
@@ -171,45 +192,77 @@ def _uniforms(
 
 
 @triton.jit
-def _nf4_nearest_tree(y, mids_ptr):
-    """Nearest NF4 code = number of midpoints strictly below ``y``, by a 4-step binary search of selects."""
-    m0 = tl.load(mids_ptr + 0)
-    m1 = tl.load(mids_ptr + 1)
-    m2 = tl.load(mids_ptr + 2)
-    m3 = tl.load(mids_ptr + 3)
-    m4 = tl.load(mids_ptr + 4)
-    m5 = tl.load(mids_ptr + 5)
-    m6 = tl.load(mids_ptr + 6)
-    m7 = tl.load(mids_ptr + 7)
-    m8 = tl.load(mids_ptr + 8)
-    m9 = tl.load(mids_ptr + 9)
-    m10 = tl.load(mids_ptr + 10)
-    m11 = tl.load(mids_ptr + 11)
-    m12 = tl.load(mids_ptr + 12)
-    m13 = tl.load(mids_ptr + 13)
-    m14 = tl.load(mids_ptr + 14)
-    b3 = y > m7
-    b2 = y > tl.where(b3, m11, m3)
-    b1 = y > tl.where(b3, tl.where(b2, m13, m9), tl.where(b2, m5, m1))
+def _nf4_nearest_tree(y):
+    """Nearest NF4 code = number of midpoints strictly below ``y``, by a 4-step binary search of selects
+    (the midpoints are compile-time constants: immediates, no registers)."""
+    b3 = y > NF4_MIDS[7]
+    b2 = y > tl.where(b3, NF4_MIDS[11], NF4_MIDS[3])
+    b1 = y > tl.where(b3, tl.where(b2, NF4_MIDS[13], NF4_MIDS[9]), tl.where(b2, NF4_MIDS[5], NF4_MIDS[1]))
     t0 = tl.where(
         b3,
-        tl.where(b2, tl.where(b1, m14, m12), tl.where(b1, m10, m8)),
-        tl.where(b2, tl.where(b1, m6, m4), tl.where(b1, m2, m0)),
+        tl.where(b2, tl.where(b1, NF4_MIDS[14], NF4_MIDS[12]), tl.where(b1, NF4_MIDS[10], NF4_MIDS[8])),
+        tl.where(b2, tl.where(b1, NF4_MIDS[6], NF4_MIDS[4]), tl.where(b1, NF4_MIDS[2], NF4_MIDS[0])),
     )
     b0 = y > t0
     return b3.to(tl.int32) * 8 + b2.to(tl.int32) * 4 + b1.to(tl.int32) * 2 + b0.to(tl.int32)
 
 
 @triton.jit
-def _nf4_dithered(y, u, tab_ptr):
-    """Unbiased NF4 code by dithered thresholds: with ``T_i = level[i-1] + u (level[i] - level[i-1])`` all
-    ``i <= lo`` pass and ``i = lo + 1`` passes with probability ``(y - level[lo]) / gap``, so the count is the
-    stochastic code. No gathers, no division: one FMA, one compare and one add per level. (A select tree
-    plus two table gathers per value measured 3x slower on an H200: the gathers are LSU-bound.)"""
+def _pick16(b3, b2, b1, b0, T: tl.constexpr, OFF: tl.constexpr):
+    """``T[OFF + 8 b3 + 4 b2 + 2 b1 + b0]`` by a tree of selects over compile-time constants."""
+    q0 = tl.where(b0, T[OFF + 1], T[OFF + 0])
+    q1 = tl.where(b0, T[OFF + 3], T[OFF + 2])
+    q2 = tl.where(b0, T[OFF + 5], T[OFF + 4])
+    q3 = tl.where(b0, T[OFF + 7], T[OFF + 6])
+    q4 = tl.where(b0, T[OFF + 9], T[OFF + 8])
+    q5 = tl.where(b0, T[OFF + 11], T[OFF + 10])
+    q6 = tl.where(b0, T[OFF + 13], T[OFF + 12])
+    q7 = tl.where(b0, T[OFF + 15], T[OFF + 14])
+    r0 = tl.where(b1, q1, q0)
+    r1 = tl.where(b1, q3, q2)
+    r2 = tl.where(b1, q5, q4)
+    r3 = tl.where(b1, q7, q6)
+    return tl.where(b3, tl.where(b2, r3, r2), tl.where(b2, r1, r0))
+
+
+@triton.jit
+def _nf4_dithered_count(y, u):
+    """Count the dithered thresholds ``T_i = level[i-1] + u (level[i] - level[i-1])`` that ``y`` passes: all
+    ``i <= lo`` pass and ``i = lo + 1`` passes with probability ``(y - level[lo]) / gap``. One FMA, one
+    compare and one add per level; the compiler computes the fifteen thresholds of a thread's values at
+    once (~220 registers a thread in the step kernel at 4 bits): the reference form of :func:`_nf4_dithered`,
+    kept for the tests and ``mango bench gpu``-style comparisons."""
     acc = tl.zeros(y.shape, dtype=tl.float32)
     for i in tl.static_range(1, 16):
-        acc += tl.where(y >= tl.fma(u, tl.load(tab_ptr + 32 + i), tl.load(tab_ptr + i - 1)), 1.0, 0.0)
+        acc += tl.where(y >= tl.fma(u, NF4_GAPS[i], NF4_LEVELS[i - 1]), 1.0, 0.0)
     return acc.to(tl.int32)
+
+
+@triton.jit
+def _nf4_dithered(y, u):
+    """Unbiased NF4 code: ``lo`` (the highest level <= ``y``, a 4-step search of selects) plus one when
+    ``y >= level[lo] + u (level[lo + 1] - level[lo])``, which happens with probability
+    ``(y - level[lo]) / gap``: the count of :func:`_nf4_dithered_count`, computed for the one threshold that
+    can go either way, with fewer values live at once (~140 registers a thread in the step kernel at 4 bits)
+    for ~10 % more instructions. The levels and gaps are compile-time constants. (Gathers from a table
+    measured 3x slower on an H200: LSU-bound.)"""
+    b3 = y >= NF4_LEVELS[8]
+    b2 = y >= tl.where(b3, NF4_LEVELS[12], NF4_LEVELS[4])
+    b1 = y >= tl.where(
+        b3, tl.where(b2, NF4_LEVELS[14], NF4_LEVELS[10]), tl.where(b2, NF4_LEVELS[6], NF4_LEVELS[2])
+    )
+    t0 = tl.where(
+        b3,
+        tl.where(
+            b2, tl.where(b1, NF4_LEVELS[15], NF4_LEVELS[13]), tl.where(b1, NF4_LEVELS[11], NF4_LEVELS[9])
+        ),
+        tl.where(b2, tl.where(b1, NF4_LEVELS[7], NF4_LEVELS[5]), tl.where(b1, NF4_LEVELS[3], NF4_LEVELS[1])),
+    )
+    b0 = y >= t0
+    lo = b3.to(tl.int32) * 8 + b2.to(tl.int32) * 4 + b1.to(tl.int32) * 2 + b0.to(tl.int32)
+    base = _pick16(b3, b2, b1, b0, NF4_LEVELS, 0)
+    gap = _pick16(b3, b2, b1, b0, NF4_GAPS, 1)  # level[lo + 1] - level[lo]; +inf above the top level
+    return lo + (y >= tl.fma(u, gap, base)).to(tl.int32)
 
 
 @triton.jit(do_not_specialize=["seed"])
@@ -273,9 +326,9 @@ def quantize_kernel(
         u = _uniforms(seed, base, rows, ROWS, BLOCK, BLOCK_P2, RAND16)
     if MODE == 1:
         if STOCHASTIC:  # noqa: SIM108 (a Triton constexpr branch)
-            code = _nf4_dithered(y, u, tab_ptr)
+            code = _nf4_dithered(y, u)
         else:
-            code = _nf4_nearest_tree(y, tab_ptr + 16)
+            code = _nf4_nearest_tree(y)
     else:
         t = (y + 1.0) * (0.5 * top)  # == (y + 1) / 2 * top bit for bit: halving is exact
         if STOCHASTIC:  # noqa: SIM108 (u exists only in this static branch)

@@ -145,9 +145,9 @@ def _quantize(x, rnd, tab_ptr, BITS: tl.constexpr, MODE: tl.constexpr, STOCHASTI
     y = tl.maximum(x * inv[:, None], -1.0)
     if MODE == 1:
         if STOCHASTIC:  # noqa: SIM108 (a Triton constexpr branch)
-            code = _nf4_dithered(y, rnd, tab_ptr)
+            code = _nf4_dithered(y, rnd)
         else:
-            code = _nf4_nearest_tree(y, tab_ptr + 16)
+            code = _nf4_nearest_tree(y)
         # an FMA (+0) rather than a multiply, like the uniform codes' FMA: the compiler may not contract it
         # into a later ``g - c``, which it could do only where no mask select stands between them (the
         # whole-block launch), and the two launches of a tensor would round differently
@@ -165,21 +165,27 @@ def _quantize(x, rnd, tab_ptr, BITS: tl.constexpr, MODE: tl.constexpr, STOCHASTI
 
 
 @triton.jit
-def _uniforms4(key, blk, BLOCK: tl.constexpr, STOCHASTIC: tl.constexpr):
-    """Four ``[ROWS, BLOCK]`` uniform tiles for stochastic rounding: one Philox call per *pair* of values,
-    each 32-bit word split into two 16-bit uniforms ``(r + 0.5) / 2^16`` (bias below ``2^-17`` of a step)."""
+def _words4(key, blk, BLOCK: tl.constexpr, STOCHASTIC: tl.constexpr):
+    """The four Philox words of stochastic rounding, ``[ROWS, BLOCK / 2]`` each: one call per *pair* of
+    values; :func:`_uniform` turns a word into the pair's two uniforms where they are used (four words of
+    a pair in registers are half the size of their eight uniforms)."""
     if STOCHASTIC:
         HALF: tl.constexpr = BLOCK // 2
         pair = blk[:, None] * HALF + tl.arange(0, HALF)[None, :]
-        r0, r1, r2, r3 = tl.randint4x(key, pair, n_rounds=PHILOX_ROUNDS)
-        sc: tl.constexpr = 1.0 / 65536.0
-        u0 = _split16(r0, sc)
-        u1 = _split16(r1, sc)
-        u2 = _split16(r2, sc)
-        u3 = _split16(r3, sc)
-        return u0, u1, u2, u3
+        return tl.randint4x(key, pair, n_rounds=PHILOX_ROUNDS)
     else:
-        return 0.5, 0.5, 0.5, 0.5
+        return 0, 0, 0, 0
+
+
+@triton.jit
+def _uniform(r, STOCHASTIC: tl.constexpr):
+    """``[ROWS, BLOCK]`` uniforms ``(r + 0.5) / 2^16`` of stochastic rounding from the word tile ``r``
+    (element ``2i`` the low half of word ``i``, ``2i + 1`` the high one; bias below ``2^-17`` of a step),
+    or 0.5 (round to nearest)."""
+    if STOCHASTIC:
+        return _split16(r, 1.0 / 65536.0)
+    else:
+        return 0.5
 
 
 @triton.jit
@@ -376,8 +382,8 @@ def matrix_step_kernel(
         u = u - gamma * h
     seed = tl.load(seed_ptr)
     key = seed + (t.to(tl.int64) + 1) * 4294967296
-    u0, u1, u2, u3 = _uniforms4(key, blk, BLOCK, STOCHASTIC)
-    c = _keep(in_mask, _roundtrip(u, u0, tab_ptr, BITS, MODE, STOCHASTIC), FULL)
+    w0, w1, w2, w3 = _words4(key, blk, BLOCK, STOCHASTIC)
+    c = _keep(in_mask, _roundtrip(u, _uniform(w0, STOCHASTIC), tab_ptr, BITS, MODE, STOCHASTIC), FULL)
     if SHIFT:
         c_u = c
         c = _keep(in_mask, gamma * h + c_u, FULL)
@@ -387,7 +393,21 @@ def matrix_step_kernel(
             e_new = _keep(in_mask, ef_beta * e + (1.0 - gamma) * (g - c), FULL)
         else:
             e_new = _keep(in_mask, ef_beta * e + (g - c), FULL)
-        _store_slot(e_new, u1, A, 6, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC)
+        _store_slot(
+            e_new,
+            _uniform(w1, STOCHASTIC),
+            A,
+            6,
+            blk,
+            row_ok,
+            off,
+            in_mask,
+            tab_ptr,
+            BITS,
+            MODE,
+            BLOCK,
+            STOCHASTIC,
+        )
     if SHIFT:
         if STOCHASTIC:  # a fifth stream: the same counters under another key (high word + 2^30)
             HALF: tl.constexpr = BLOCK // 2
@@ -402,7 +422,9 @@ def matrix_step_kernel(
     else:
         m = _load_slot(A, 2, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, FULL)
     m = _keep(in_mask, m + (1.0 - beta1) * (c - m), FULL)
-    _store_slot(m, u2, A, 2, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC)
+    _store_slot(
+        m, _uniform(w2, STOCHASTIC), A, 2, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC
+    )
     if FACTORED:  # the history's rank-1 estimate plus this step's c^2; the c^2 sums for the fold
         sq = tl.where(in_mask, c * c + TINY, 0.0)
         a = (blk * BLOCK) // ncols  # parameter row of each tile row
@@ -420,7 +442,21 @@ def matrix_step_kernel(
         else:
             v = _load_slot(A, 4, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, FULL)
         v = _keep(in_mask, v * beta2 + (1.0 - beta2) * (c * c), FULL)
-        _store_slot(v, u3, A, 4, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC)
+        _store_slot(
+            v,
+            _uniform(w3, STOCHASTIC),
+            A,
+            4,
+            blk,
+            row_ok,
+            off,
+            in_mask,
+            tab_ptr,
+            BITS,
+            MODE,
+            BLOCK,
+            STOCHASTIC,
+        )
         sqrt_v = tl.sqrt(v)  # of the fp32 value, as the torch path (the slot holds its rounding)
     else:  # sqrt(v) on the uniform code
         v_ptr = _ptr(A, 4, tl.uint8)
@@ -432,7 +468,7 @@ def matrix_step_kernel(
             v = sv * sv
         v = v * beta2 + (1.0 - beta2) * (c * c)
         sqrt_v = _keep(in_mask, tl.sqrt(v), FULL)
-        code, s, _ = _quantize(sqrt_v, u3, tab_ptr, BITS, 0, STOCHASTIC)
+        code, s, _ = _quantize(sqrt_v, _uniform(w3, STOCHASTIC), tab_ptr, BITS, 0, STOCHASTIC)
         _store_codes(code, s, v_ptr, vs_ptr, blk, row_ok, BITS, BLOCK)
     denom = sqrt_v * inv_bc2s + eps
     if SRC == 0:
