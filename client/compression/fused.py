@@ -50,11 +50,13 @@ __all__ = ["FUSED_BITS", "MATRIX_TILE", "Plan", "build_plan", "fused_available",
 FUSED_BITS = (2, 3, 4, 8, 16, 32)
 #: Tiling unit of the matrix kernel where no quantization block sets one (16 and 32 bits).
 DENSE_BLOCK = 256
-#: Column tile of the projection ``P^T G`` and rows / columns of the back-projection's ``P U`` tiles.
+#: Column tile and row step of the projection ``P^T G``, rows / columns of the back-projection's ``P U``
+#: tiles. 32-row steps and 64 x 128 back-projection tiles won the H200 variants (BENCHMARKS.md, session 5)
+#: over 64 / 64 x 64 at ranks 4-64; 128 x 128 tiles and 128-column projections lost.
 PROJ_BN = 64
-PROJ_BK = 64
+PROJ_BK = 32
 BACK_BM = 64
-BACK_BN = 64
+BACK_BN = 128
 #: Warps per projection / back-projection program.
 PROJ_WARPS = 4
 #: Values per matrix-kernel program (``ROWS = MATRIX_TILE / block``) and warps per program. One 8-bit block
@@ -82,10 +84,6 @@ EXACT_WARPS = 4
 #: against three passes for fp32 accuracy (:data:`~client.compression.kernels.triton_proj.DOT_PRECISION`,
 #: kept at 32 bits, where the channel rounds nothing). Rank 64 spends most of its step in these products.
 QUANTIZED_DOT_PRECISION = "tf32"
-#: Projected tensors' squared gradient norms added by the projection kernel instead of the norm pre-pass
-#: (it reads the gradient anyway). Off: on the H200 it made rank 4 / 8 bits 2.1x slower than the pre-pass
-#: (session 5, ``mango bench gpu --parts variants``; a [BK, BN] accumulator then a per-iteration column sum).
-NORM_IN_PROJECTION = False
 #: Launch the programs of whole blocks apart, without per-value masks (False: one masked launch; for
 #: ``mango bench gpu --parts variants``).
 WHOLE_BLOCKS = True
@@ -604,21 +602,6 @@ def _scalars(opt: Any, grp: _Group) -> tuple[float, ...]:
     return (1 - lr * wd, lr / bc1, 1 / bc2**0.5, float(h["eps"]), float(beta1), float(beta2))
 
 
-def _project(grp: _Group, pj: _Proj, norms: torch.Tensor, prec: str, norm: bool) -> None:
-    """``X = P^T G`` of a projected group's tensors into its scratch (and their norms with ``norm``)."""
-    import triton.language as tl
-
-    from client.compression.kernels import triton_proj as tp
-
-    ptype = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16}[grp.pdtype]
-    for trans, prog, sample in pj.prog_a:
-        tp.project_kernel[(prog.shape[0],)](
-            prog, pj.addr, pj.meta, grp.grad_dev, norms, sample,
-            PDTYPE=ptype, R=pj.rank_p2, BK=PROJ_BK, BN=PROJ_BN, PRECISION=prec,
-            TRANS=trans, NORM=norm, num_warps=PROJ_WARPS,
-        )  # fmt: skip
-
-
 def run(
     opt: Any,
     plan: Plan,
@@ -660,11 +643,7 @@ def run(
     prec = QUANTIZED_DOT_PRECISION if plan.bits <= 16 else tp.DOT_PRECISION
     per_group = max(opt.stats_sample // max(len(plan.groups), 1), 1)
     for grp in plan.groups:  # every tensor's squared norm first: the steps read it to skip non-finite ones
-        assert grp.grad_dev is not None and grp.norm_prog is not None
-        pj = grp.proj
-        if pj is not None and NORM_IN_PROJECTION:  # the projection adds the norms as it reads the gradient
-            _project(grp, pj, norms, prec, True)
-            continue
+        assert grp.norm_prog is not None
         nmeta, width = (grp.norm_meta, 2) if grp.norm_meta is not None else (grp.meta, 5 if grp.matrix else 2)
         ts.norm_kernel[(grp.norm_prog.shape[0],)](
             grp.norm_prog, nmeta, grp.grad_dev, norms, META=width,
@@ -686,8 +665,12 @@ def run(
             assert grp.part is not None and grp.mean is not None
             pj = grp.proj
             if pj is not None:
-                if not NORM_IN_PROJECTION:
-                    _project(grp, pj, norms, prec, False)
+                for trans, prog, sample in pj.prog_a:
+                    tp.project_kernel[(prog.shape[0],)](
+                        prog, pj.addr, pj.meta, grp.grad_dev, norms, sample,
+                        PDTYPE=ptype, R=pj.rank_p2, BK=PROJ_BK, BN=PROJ_BN, PRECISION=prec,
+                        TRANS=trans, num_warps=PROJ_WARPS,
+                    )  # fmt: skip
                 xsq = torch.zeros(len(grp.index), dtype=torch.float32, device=device)
             else:
                 xsq = grp.mean  # unused by a rank-0 launch

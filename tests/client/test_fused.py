@@ -294,14 +294,6 @@ def test_fused_grid_matches_torch_path(setting: S, kw: dict, n_proj: int, n_fuse
     assert ot.state_bytes() == of.state_bytes()
 
 
-@pytest.mark.parametrize("setting", [S(rank=8, bits=8), S(rank=8, bits=8, gamma=0.5)])
-def test_fused_norm_in_projection_matches_torch_path(setting: S, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The projection kernel's squared norms (``NORM_IN_PROJECTION``) give the torch path's step and
-    statistics, as the pre-pass does."""
-    monkeypatch.setattr(fused, "NORM_IN_PROJECTION", True)
-    test_fused_grid_matches_torch_path(setting, {}, 3, 3)
-
-
 def test_fused_refresh_is_batched_and_keeps_the_plan() -> None:
     """A basis refresh inside the fused run computes the torch path's basis and step (batched per shape, the
     kernel reads the rotated states in fp32), and the plan survives it."""
@@ -321,13 +313,7 @@ def test_fused_refresh_is_batched_and_keeps_the_plan() -> None:
             assert float(d.mean()) < 2e-3 * 7 * LR and float(d.max()) < 0.1 * 7 * LR, setting.label()
 
 
-@pytest.mark.parametrize("norm_in_projection", [False, True])
-def test_fused_projected_skips_nonfinite_tensors(
-    norm_in_projection: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A NaN gradient skips its projected tensor (basis kept), whether the norm pre-pass or the projection
-    kernel (``NORM_IN_PROJECTION``, the NaN then reaches the coefficients first) finds it."""
-    monkeypatch.setattr(fused, "NORM_IN_PROJECTION", norm_in_projection)
+def test_fused_projected_skips_nonfinite_tensors() -> None:
     params = _params()
     opt = MangoAdamW(
         params, lr=LR, setting=S(rank=8, bits=8), min_compress_numel=1024, fused=True, refresh_every=2

@@ -258,39 +258,3 @@ def test_compiled_kernels_match_torch_on_cuda(bits: int, mode: str) -> None:
         assert 0.97 < mse / mse_ref < 1.03, (mse, mse_ref)
         if mode != "aciq":
             assert abs(float((y - xf).mean())) < 5 * mse**0.5 / n**0.5
-
-
-if kernels.available():
-    import triton
-    import triton.language as tl
-
-    from client.compression.kernels import triton_quant as tq
-
-    @triton.jit
-    def _nf4_both(y_ptr, u_ptr, a_ptr, b_ptr, N: tl.constexpr):
-        i = tl.arange(0, N)
-        y = tl.load(y_ptr + i)
-        u = tl.load(u_ptr + i)
-        tl.store(a_ptr + i, tq._nf4_dithered(y, u))
-        tl.store(b_ptr + i, tq._nf4_dithered_count(y, u))
-
-
-@needs_kernels
-def test_nf4_dithered_search_equals_the_threshold_count() -> None:
-    """The kernels' stochastic NF4 code (a search for the level below, then one dithered threshold) is the
-    count of all fifteen dithered thresholds, code for code, for the same uniforms: on every level, the
-    midpoints, both ends and random values, with uniforms at both ends of their range."""
-    levels = torch.tensor(NF4_LEVELS, dtype=torch.float32)
-    mids = (levels[:-1] + levels[1:]) / 2
-    gen = torch.Generator().manual_seed(0)
-    special = torch.cat(
-        [levels, mids, levels.nextafter(torch.tensor(2.0)), levels.nextafter(torch.tensor(-2.0))]
-    )
-    y = torch.cat([special, torch.rand(4096 - special.numel(), generator=gen) * 2 - 1]).clamp(-1.0, 1.0)
-    n = y.numel()
-    for u in (torch.full((n,), 0.5 / 65536), torch.full((n,), 1 - 0.5 / 65536), torch.rand(n, generator=gen)):
-        a = torch.empty(n, dtype=torch.int32, device=DEVICE)
-        b = torch.empty(n, dtype=torch.int32, device=DEVICE)
-        _nf4_both[(1,)](y.to(DEVICE), u.to(DEVICE), a, b, N=n)
-        assert torch.equal(a, b)
-        assert int(a.min()) >= 0 and int(a.max()) <= 15

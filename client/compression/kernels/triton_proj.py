@@ -61,7 +61,7 @@ def project_kernel(
     addr_ptr,  # int64 [T, 2]: P, X
     meta_ptr,  # int64 [T, 5]
     grad_ptr,  # int64 [T]: gradient addresses
-    norm_ptr,  # float32 [n_items]: squared gradient norms (NaN / inf skips the tensor); NORM: added here
+    norm_ptr,  # float32 [n_items]: squared gradient norms (a NaN / inf one skips the tensor)
     sample_ptr,  # float32 [n_programs] out: the gradient at the program's first column of row 0
     PDTYPE: tl.constexpr,
     R: tl.constexpr,  # the rank padded to a power of two >= 16
@@ -69,19 +69,10 @@ def project_kernel(
     BN: tl.constexpr,
     PRECISION: tl.constexpr,
     TRANS: tl.constexpr,  # the canonical view is the parameter's transpose
-    NORM: tl.constexpr,  # add the squared gradient norms here (no norm pre-pass for the tensor)
 ):
-    """``X[:, j0:j0+BN] = P^T G[:, j0:j0+BN]`` for one tensor (module docstring).
-
-    With ``NORM`` the program also adds the sum of ``G^2`` over its columns into the tensor's slot of
-    ``norm_ptr`` (so projected tensors need no norm pre-pass): the tensor's finiteness is then known only
-    once every program has added its sum, so a NaN / inf gradient projects to NaN coefficients here and the
-    step and back-projection kernels, which read the finished norm, skip the tensor. Without it the norm
-    pre-pass has run and a non-finite tensor's programs write zeros."""
+    """``X[:, j0:j0+BN] = P^T G[:, j0:j0+BN]`` for one tensor (module docstring)."""
     pid = tl.program_id(0)
     t, _, j0, m, n, r, fin = _tile(prog_ptr, meta_ptr, norm_ptr, pid)
-    if NORM:
-        fin = True
     p_ptr = _pp(addr_ptr + t * 2, tl.float32)
     x_ptr = _pp(addr_ptr + t * 2 + 1, tl.float32)
     g_ptr = _pp(grad_ptr + t, PDTYPE)
@@ -90,7 +81,6 @@ def project_kernel(
     kr = tl.arange(0, R)
     r_ok = kr < r
     acc = tl.zeros([R, BN], dtype=tl.float32)
-    sq = tl.zeros([BN], dtype=tl.float32)
     for i0 in range(0, m, BK):
         ki = i0 + tl.arange(0, BK)
         k_ok = ki < m
@@ -101,11 +91,7 @@ def project_kernel(
             goff = ki[:, None].to(tl.int64) * n + cols[None, :].to(tl.int64)
         gt = tl.load(g_ptr + goff, mask=k_ok[:, None] & col_ok[None, :], other=0.0).to(tl.float32)
         acc = tl.dot(tl.trans(pt), gt, acc, input_precision=PRECISION)
-        if NORM:
-            sq += tl.sum(gt * gt, axis=0)
     tl.store(x_ptr + kr[:, None] * n + cols[None, :], acc, mask=r_ok[:, None] & col_ok[None, :])
-    if NORM:
-        tl.atomic_add(norm_ptr + tl.load(meta_ptr + t * 5 + 3), tl.sum(sq, axis=0), sem="relaxed")
     first = j0 * m if TRANS else j0  # the gradient at canonical (0, j0)
     tl.store(sample_ptr + pid, tl.load(g_ptr + first, mask=fin, other=0.0).to(tl.float32))
 

@@ -208,61 +208,18 @@ def _nf4_nearest_tree(y):
 
 
 @triton.jit
-def _pick16(b3, b2, b1, b0, T: tl.constexpr, OFF: tl.constexpr):
-    """``T[OFF + 8 b3 + 4 b2 + 2 b1 + b0]`` by a tree of selects over compile-time constants."""
-    q0 = tl.where(b0, T[OFF + 1], T[OFF + 0])
-    q1 = tl.where(b0, T[OFF + 3], T[OFF + 2])
-    q2 = tl.where(b0, T[OFF + 5], T[OFF + 4])
-    q3 = tl.where(b0, T[OFF + 7], T[OFF + 6])
-    q4 = tl.where(b0, T[OFF + 9], T[OFF + 8])
-    q5 = tl.where(b0, T[OFF + 11], T[OFF + 10])
-    q6 = tl.where(b0, T[OFF + 13], T[OFF + 12])
-    q7 = tl.where(b0, T[OFF + 15], T[OFF + 14])
-    r0 = tl.where(b1, q1, q0)
-    r1 = tl.where(b1, q3, q2)
-    r2 = tl.where(b1, q5, q4)
-    r3 = tl.where(b1, q7, q6)
-    return tl.where(b3, tl.where(b2, r3, r2), tl.where(b2, r1, r0))
-
-
-@triton.jit
-def _nf4_dithered_count(y, u):
-    """Count the dithered thresholds ``T_i = level[i-1] + u (level[i] - level[i-1])`` that ``y`` passes: all
-    ``i <= lo`` pass and ``i = lo + 1`` passes with probability ``(y - level[lo]) / gap``. One FMA, one
-    compare and one add per level; the compiler computes the fifteen thresholds of a thread's values at
-    once (~220 registers a thread in the step kernel at 4 bits): the reference form of :func:`_nf4_dithered`,
-    kept for the tests and ``mango bench gpu``-style comparisons."""
+def _nf4_dithered(y, u):
+    """Unbiased NF4 code by dithered thresholds: with ``T_i = level[i-1] + u (level[i] - level[i-1])`` all
+    ``i <= lo`` pass and ``i = lo + 1`` passes with probability ``(y - level[lo]) / gap``, so the count is the
+    stochastic code. No gathers, no division: one FMA, one compare and one add per level; the levels and
+    gaps are compile-time constants (immediates, not a table in registers). Measured on an H200 against it
+    (BENCHMARKS.md, session 5): a select tree plus two table gathers per value, 3x slower (LSU-bound); a
+    search for the level below plus one dithered threshold (the same codes, ~140 instead of ~220 registers a
+    thread in the step kernel at 4 bits, ~5 % more instructions), 6 % slower at r0/b4, 18 % with gamma."""
     acc = tl.zeros(y.shape, dtype=tl.float32)
     for i in tl.static_range(1, 16):
         acc += tl.where(y >= tl.fma(u, NF4_GAPS[i], NF4_LEVELS[i - 1]), 1.0, 0.0)
     return acc.to(tl.int32)
-
-
-@triton.jit
-def _nf4_dithered(y, u):
-    """Unbiased NF4 code: ``lo`` (the highest level <= ``y``, a 4-step search of selects) plus one when
-    ``y >= level[lo] + u (level[lo + 1] - level[lo])``, which happens with probability
-    ``(y - level[lo]) / gap``: the count of :func:`_nf4_dithered_count`, computed for the one threshold that
-    can go either way, with fewer values live at once (~140 registers a thread in the step kernel at 4 bits)
-    for ~10 % more instructions. The levels and gaps are compile-time constants. (Gathers from a table
-    measured 3x slower on an H200: LSU-bound.)"""
-    b3 = y >= NF4_LEVELS[8]
-    b2 = y >= tl.where(b3, NF4_LEVELS[12], NF4_LEVELS[4])
-    b1 = y >= tl.where(
-        b3, tl.where(b2, NF4_LEVELS[14], NF4_LEVELS[10]), tl.where(b2, NF4_LEVELS[6], NF4_LEVELS[2])
-    )
-    t0 = tl.where(
-        b3,
-        tl.where(
-            b2, tl.where(b1, NF4_LEVELS[15], NF4_LEVELS[13]), tl.where(b1, NF4_LEVELS[11], NF4_LEVELS[9])
-        ),
-        tl.where(b2, tl.where(b1, NF4_LEVELS[7], NF4_LEVELS[5]), tl.where(b1, NF4_LEVELS[3], NF4_LEVELS[1])),
-    )
-    b0 = y >= t0
-    lo = b3.to(tl.int32) * 8 + b2.to(tl.int32) * 4 + b1.to(tl.int32) * 2 + b0.to(tl.int32)
-    base = _pick16(b3, b2, b1, b0, NF4_LEVELS, 0)
-    gap = _pick16(b3, b2, b1, b0, NF4_GAPS, 1)  # level[lo + 1] - level[lo]; +inf above the top level
-    return lo + (y >= tl.fma(u, gap, base)).to(tl.int32)
 
 
 @triton.jit(do_not_specialize=["seed"])
