@@ -210,6 +210,31 @@ class _Block:
     w_proj: np.ndarray  # [h * (d_head + 1), d]: the output projection, its bias in head 0's ones row
     fc: _NormLinear  # LN2 + the MLP's first layer [d, ff*d + 1] (the last feature constant)
     w_out: np.ndarray  # [ff*d + 1, d], GELU's factor 0.5 folded in, the bias in the last row
+    bounded: bool  # every attention score provably within +-_EXP_SAFE: the softmax needs no max subtraction
+
+
+#: Attention scores within +-_EXP_SAFE need no max subtraction before ``exp``: exp(80) * (S <= 9 keys) stays
+#: far below float32's largest value and exp(-80) above its smallest normal one, so no sum overflows or
+#: vanishes (the objective token is never masked) and the softmax is the same to float rounding.
+_EXP_SAFE = 80.0
+
+
+def _score_bound(w_qk: np.ndarray, b_qk: np.ndarray, d: int, n_heads: int) -> float:
+    """An upper bound on ``|q . k|`` over every head and every input (float64, at load).
+
+    ``w_qk [2d, d]``, ``b_qk [2d]``: the query (attention scale included) and key rows of the product that
+    reads a LayerNorm's normalized input ``z``, its scale and shift folded in. ``|z| <= sqrt(d)`` (it has
+    mean 0 and variance below 1), so ``|q_j| <= s(Wq_j) sqrt(d) + |bq_j|`` per head ``j`` (``s``: the
+    largest singular value), likewise ``|k_j|``, and ``|q_j . k_j| <= |q_j| |k_j|``.
+    """
+    dh = d // n_heads
+    bound = 0.0
+    for j in range(n_heads):
+        q, k = slice(j * dh, (j + 1) * dh), slice(d + j * dh, d + (j + 1) * dh)
+        nq = np.linalg.norm(w_qk[q], 2) * math.sqrt(d) + np.linalg.norm(b_qk[q])
+        nk = np.linalg.norm(w_qk[k], 2) * math.sqrt(d) + np.linalg.norm(b_qk[k])
+        bound = max(bound, float(nq * nk))
+    return bound
 
 
 #: GELU(tanh) as ``x * (1 + tanh(x * (_GELU_C + _GELU_C3 * x^2)))`` with the 0.5 folded into the next product.
@@ -244,7 +269,10 @@ class NumpyTinyFormer:
       projection's bias; the MLP's output bias likewise rides on a constant hidden feature
       (:data:`_CONST_HIDDEN`); GELU's 0.5 sits in the MLP's output weights;
     * the three action heads into one product padded with ``-inf`` biases, so one ``argmax`` picks all
-      three.
+      three;
+    * the softmax's max subtraction, where the weights bound every score within ``+-_EXP_SAFE``
+      (:func:`_score_bound`, computed at load; the shipped policy's bound is ~11): ``exp`` then neither
+      overflows nor vanishes.
 
     Padding rows (mask feature not > 0.5, as the torch module tests) get a ``-inf`` additive mask; a window
     without padding skips the mask. The logits agree with the torch module's to float32 rounding. Immutable
@@ -294,6 +322,9 @@ class NumpyTinyFormer:
             qkv_w, qkv_b = w(p + "qkv.weight"), w(p + "qkv.bias")  # [3d, d], [3d]
             qkv_w[:d] *= scale
             qkv_b[:d] *= scale
+            ln_w, ln_b = w(p + "ln1.weight"), w(p + "ln1.bias")
+            qk_w, qk_b = qkv_w[: 2 * d] * ln_w, qkv_w[: 2 * d] @ ln_b + qkv_b[: 2 * d]  # as z's reader
+            bounded = _score_bound(qk_w, qk_b, d, h) <= _EXP_SAFE
             # values with a ones row under each head: weight 0, bias 1
             v_w = np.zeros((h, dh + 1, d))
             v_b = np.zeros((h, dh + 1))
@@ -314,6 +345,7 @@ class NumpyTinyFormer:
                     w_proj=_f32(proj.reshape(d, -1).T),
                     fc=_fold_norm_linear(w(p + "ln2.weight"), w(p + "ln2.bias"), fc_w, fc_b),
                     w_out=_f32(w_out.T),
+                    bounded=bounded,
                 )
             )
         self._blocks = tuple(blocks)
@@ -351,7 +383,8 @@ class NumpyTinyFormer:
         p = q.transpose(0, 2, 1, 3) @ k.transpose(0, 2, 3, 1)  # [B, h, Sq queries, S keys]
         if mask is not None:
             p += mask
-        p -= p.max(axis=-1, keepdims=True)
+        if not blk.bounded:
+            p -= p.max(axis=-1, keepdims=True)
         np.exp(p, out=p)
         y = p @ v.transpose(0, 2, 1, 3)  # [B, h, Sq, dh + 1]: weighted values, the softmax's denominator
         y /= y[..., dh:]  # the last feature becomes 1: it carries the projection's bias
