@@ -19,6 +19,7 @@ Knobs of a :class:`CompressionSetting`:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Annotated, Any, ClassVar, Literal
@@ -448,6 +449,15 @@ class Decision(BaseModel):
     reason: str = ""
 
 
+@functools.lru_cache(maxsize=1024)
+def _normalized_weights(w_loss: float, w_memory: float, w_energy: float, w_time: float) -> tuple[float, ...]:
+    """:meth:`Objective.normalized` as Python floats, per weight vector (a job's objective repeats every
+    interval, so :meth:`ObservationSpec.encode` looks it up instead of three numpy calls). A weight of -0.0
+    shares the entry of 0.0 (equal floats): a product with either adds the same to a nonzero sum."""
+    w = Objective.model_construct(w_loss=w_loss, w_memory=w_memory, w_energy=w_energy, w_time=w_time)
+    return tuple(w.normalized().tolist())
+
+
 class ObservationSpec:
     """Turns a telemetry window + objective into the policy's input vector (version ``OBS_SPEC_VERSION``).
 
@@ -569,7 +579,9 @@ class ObservationSpec:
                 (loss - prev_loss) / loss0,
             )
             prev_loss = loss
-        values += objective.normalized().tolist()  # float32 values, kept exactly
+        values += _normalized_weights(  # float32 values, kept exactly
+            objective.w_loss, objective.w_memory, objective.w_energy, objective.w_time
+        )
         budget = objective.memory_budget_bytes
         values += ((budget / dense) if budget else 0.0, 1.0 if budget else 0.0)
         if profile is None:
