@@ -142,7 +142,10 @@ class Shield:
             return f"newest interval skipped {latest.skipped_steps} updates for non-finite gradients"
         if len(hist) < 2:
             return None
-        best = min(r.loss for r in hist[:-1])
+        best = hist[0].loss  # min() over the earlier records, without a generator (this runs per request)
+        for r in hist[1:-1]:
+            if r.loss < best:
+                best = r.loss
         scale = request.reference.initial_loss if request.reference is not None else max(abs(best), 1e-12)
         rise = (latest.loss - best) / scale
         if rise > self.config.loss_rise_frac:
