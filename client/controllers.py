@@ -90,6 +90,10 @@ def _intervals_since_change(
     return -1
 
 
+#: :class:`StaticController`'s default, built once (the service makes a controller per request).
+_STATIC_DEFAULT = CompressionSetting(rank=0, bits=8, gamma=0.0)
+
+
 class StaticController(Controller):
     """Always returns the same setting (the hand-tuned baseline).
 
@@ -101,7 +105,7 @@ class StaticController(Controller):
     name = "static"
 
     def __init__(self, setting: CompressionSetting | None = None) -> None:
-        self.setting = setting or CompressionSetting(rank=0, bits=8, gamma=0.0)
+        self.setting = setting or _STATIC_DEFAULT  # settings are frozen: instances may share one
 
     def decide(
         self,

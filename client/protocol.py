@@ -19,6 +19,7 @@ Knobs of a :class:`CompressionSetting`:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Annotated, Any, ClassVar, Literal
@@ -448,6 +449,15 @@ class Decision(BaseModel):
     reason: str = ""
 
 
+@functools.lru_cache(maxsize=1024)
+def _normalized_weights(w_loss: float, w_memory: float, w_energy: float, w_time: float) -> tuple[float, ...]:
+    """:meth:`Objective.normalized` as Python floats, per weight vector (a job's objective repeats every
+    interval, so :meth:`ObservationSpec.encode` looks it up instead of three numpy calls). A weight of -0.0
+    shares the entry of 0.0 (equal floats): a product with either adds the same to a nonzero sum."""
+    w = Objective.model_construct(w_loss=w_loss, w_memory=w_memory, w_energy=w_energy, w_time=w_time)
+    return tuple(w.normalized().tolist())
+
+
 class ObservationSpec:
     """Turns a telemetry window + objective into the policy's input vector (version ``OBS_SPEC_VERSION``).
 
@@ -506,6 +516,11 @@ class ObservationSpec:
         self.window = window
         self.grid = grid
         self.version = OBS_SPEC_VERSION
+        # rank_idx / bits_idx features by value, looked up per record (off-grid values: rank 0, most bits)
+        rank_den, bits_den = max(len(grid.ranks) - 1, 1), max(len(grid.bits) - 1, 1)
+        self._rank_feature = {r: i / rank_den for i, r in enumerate(grid.ranks)}
+        self._bits_feature = {b: i / bits_den for i, b in enumerate(grid.bits)}
+        self._bits_off_grid = (len(grid.bits) - 1) / bits_den
 
     @property
     def token_dim(self) -> int:
@@ -533,37 +548,40 @@ class ObservationSpec:
             raise ValueError("history is empty: send at least one TelemetryRecord")
         ref = reference or Reference.from_history(history)
         recs = list(history)[-self.window :]
-        grid = self.grid
-        nb = len(grid.bits) - 1
-        rank_den, bits_den = max(len(grid.ranks) - 1, 1), max(nb, 1)
+        rank_feature, bits_feature = self._rank_feature, self._bits_feature
+        bits_off_grid = self._bits_off_grid
         loss0, dense = ref.initial_loss, ref.dense_state_bytes
         energy0, interval0 = ref.interval_energy_j, ref.interval_s
+        log1p, log10 = math.log1p, math.log10
         # One flat list of Python floats, converted once (a row-by-row fill into an array costs 3x more;
-        # the float32 values are the same).
+        # the float32 values are the same). "0.0 if k < 0.0 else k" is max(k, 0.0), without the call.
         values: list[float] = [0.0] * ((self.window - len(recs)) * self.token_dim)  # padding rows
         prev_loss = recs[0].loss
         for r in recs:
             s = r.setting
+            loss, kurtosis, lr = r.loss, r.grad_kurtosis, r.lr
             values += (
                 1.0,
-                r.loss / loss0,
+                loss / loss0,
                 r.loss_std / loss0,
-                math.log1p(r.grad_norm),
+                log1p(r.grad_norm),
                 r.compression_error,
-                math.log1p(max(r.grad_kurtosis, 0.0)),
+                log1p(0.0 if kurtosis < 0.0 else kurtosis),
                 r.spectral_tail,
                 r.state_bytes / dense,
                 r.energy_j / energy0,
                 r.interval_s / interval0,
-                math.log10(max(r.lr, 1e-12)) / 10.0,
+                log10(1e-12 if lr < 1e-12 else lr) / 10.0,
                 r.progress if r.progress is not None else 0.0,
-                (grid.ranks.index(s.rank) if s.rank in grid.ranks else 0) / rank_den,
-                (grid.bits.index(s.bits) if s.bits in grid.bits else nb) / bits_den,
+                rank_feature.get(s.rank, 0.0),
+                bits_feature.get(s.bits, bits_off_grid),
                 s.gamma,
-                (r.loss - prev_loss) / loss0,
+                (loss - prev_loss) / loss0,
             )
-            prev_loss = r.loss
-        values += objective.normalized().tolist()  # float32 values, kept exactly
+            prev_loss = loss
+        values += _normalized_weights(  # float32 values, kept exactly
+            objective.w_loss, objective.w_memory, objective.w_energy, objective.w_time
+        )
         budget = objective.memory_budget_bytes
         values += ((budget / dense) if budget else 0.0, 1.0 if budget else 0.0)
         if profile is None:

@@ -102,6 +102,18 @@ class HeuristicPolicy(Controller):
         return {"name": self.name, "kind": self.kind, "version": self.version, "source": "client.controllers"}
 
 
+#: HeuristicPolicy wrappers by (name, factory): a wrapper holds nothing per request but the last reason, so
+#: requests share it; a factory replaced in ``HEURISTICS`` gets a new one. Bounded by the heuristics known.
+_HEURISTIC_WRAPPERS: dict[tuple[str, Callable[..., Controller]], HeuristicPolicy] = {}
+
+
+def _heuristic(name: str, factory: Callable[..., Controller]) -> HeuristicPolicy:
+    wrapper = _HEURISTIC_WRAPPERS.get((name, factory))
+    if wrapper is None:
+        wrapper = _HEURISTIC_WRAPPERS[(name, factory)] = HeuristicPolicy(name, factory)
+    return wrapper
+
+
 #: What a policy name resolves to: both kinds are :class:`client.policy.Controller` s with a version and grid.
 ServedPolicy = LearnedPolicy | HeuristicPolicy
 
@@ -147,7 +159,7 @@ class Snapshot:
                 return learned
             factory = HEURISTICS.get(target)
             if factory is not None:
-                return HeuristicPolicy(target, factory)
+                return _heuristic(target, factory)
         raise UnknownPolicyError(name, self.names())
 
 

@@ -142,7 +142,10 @@ class Shield:
             return f"newest interval skipped {latest.skipped_steps} updates for non-finite gradients"
         if len(hist) < 2:
             return None
-        best = min(r.loss for r in hist[:-1])
+        best = hist[0].loss  # min() over the earlier records, without a generator (this runs per request)
+        for r in hist[1:-1]:
+            if r.loss < best:
+                best = r.loss
         scale = request.reference.initial_loss if request.reference is not None else max(abs(best), 1e-12)
         rise = (latest.loss - best) / scale
         if rise > self.config.loss_rise_frac:
@@ -155,14 +158,18 @@ class Shield:
     def check(self, chosen: CompressionSetting, request: DecideRequest, grid: ActionGrid) -> ShieldResult:
         """Return ``chosen`` unchanged, or the override with the rules that fired and why."""
         cfg = self.config
-        model = _BytesModel(request, cfg)
         budget = request.objective.memory_budget_bytes
+        profile = request.profile
+        max_ratio = request.objective.max_step_time_ratio
+        why = self.diverging(request)
+        if why is None and budget is None and (profile is None or max_ratio is None):
+            return ShieldResult(setting=chosen, shielded=False, reason="")  # no rule can fire: no byte model
+        model = _BytesModel(request, cfg)
         limit = budget / (1.0 + cfg.memory_margin_frac) if budget is not None else math.inf
         rules: list[str] = []
         reasons: list[str] = []
         setting = chosen
 
-        why = self.diverging(request)
         if why is not None:
             current = request.history[-1].setting
             keeps_compressing = _fidelity(setting, cfg.matrix_side) <= _fidelity(current, cfg.matrix_side)
@@ -191,8 +198,6 @@ class Shield:
                 )
                 setting = fit
 
-        profile = request.profile
-        max_ratio = request.objective.max_step_time_ratio
         if profile is not None and max_ratio is not None and profile.step_ratio(setting) > max_ratio:
             ratio = profile.step_ratio(setting)
 

@@ -148,71 +148,100 @@ def weight_shapes(config: TinyFormerConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def _f32(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
 @dataclass(frozen=True)
 class _NormLinear:
-    """A LayerNorm and the linear layer that reads it, as one product (see :func:`_norm_linear`).
+    """A LayerNorm and the linear layer that reads it (see :func:`_norm_linear`).
 
-    ``w [d + out, d]``: the centering matrix ``C = I - 1/d`` in the first ``d`` rows, then
-    ``W diag(ln_w) C``; ``b [out, 1]``: ``W ln_b + b``. Folded in float64, held in float32.
+    ``c [d, d]``: the centering matrix ``I - 1/d`` (``x @ c`` is ``x - mean(x)`` per token row);
+    ``w [d, out]``: ``(W diag(ln_w))^T``; ``b [out]``: ``W ln_b + b``. Folded in float64, held in float32.
     """
 
+    c: np.ndarray
     w: np.ndarray
     b: np.ndarray
-    d: int
 
 
 def _fold_norm_linear(ln_w: np.ndarray, ln_b: np.ndarray, w: np.ndarray, b: np.ndarray) -> _NormLinear:
     """``W LN(x) + b`` (LN with affine ``ln_w``, ``ln_b``; ``w [out, in]``, torch's layout) as a _NormLinear.
 
-    ``LN(x) = ln_w * C x / sigma(x) + ln_b``, so ``W LN(x) + b = (W diag(ln_w) C x) / sigma + (W ln_b + b)``:
-    the centering, the scale and the shift all move into the weights; only ``sigma`` is left per call.
+    ``LN(x) = ln_w * (x - mean) / sigma + ln_b``, so ``W LN(x) + b = (W diag(ln_w)) (x - mean) / sigma +
+    (W ln_b + b)``: the scale and the shift move into the weights; the centering becomes a product.
     """
     d = w.shape[1]
     w64 = w.astype(np.float64)
     center = np.eye(d) - 1.0 / d
-    folded = np.concatenate([center, (w64 * ln_w.astype(np.float64)) @ center])
     bias = w64 @ ln_b.astype(np.float64) + b.astype(np.float64)
-    return _NormLinear(np.ascontiguousarray(folded, dtype=np.float32), bias.astype(np.float32)[:, None], d)
+    return _NormLinear(_f32(center), _f32((w64 * ln_w.astype(np.float64)).T), _f32(bias))
 
 
-def _norm_linear(nl: _NormLinear, x: np.ndarray, mean_row: np.ndarray) -> np.ndarray:
-    """``W LN(x) + b`` for token columns ``x [..., d, S]``: one product gives ``x - mean`` and ``W' x``.
+def _norm_linear(nl: _NormLinear, x: np.ndarray, mean_col: np.ndarray) -> np.ndarray:
+    """``W LN(x) + b`` for token rows ``x [..., S, d]`` -> ``[..., S, out]``, a fresh array.
 
-    ``mean_row`` is a ``[1, d]`` row of ``1/d``: a mean as a matrix product is several times cheaper than
-    ``ndarray.mean`` on vectors this short. Seven numpy calls, where a LayerNorm then a linear layer take
-    nine; the result ``[..., out, S]`` is a view of a fresh buffer that the caller may modify.
+    ``mean_col`` is a ``[d, 1]`` column of ``1/d``: a mean as a matrix product is several times cheaper
+    than ``ndarray.mean`` on vectors this short, and so is the centering (``x @ c``). Every operand is
+    contiguous: numpy's elementwise loops on strided views of a wider product cost up to twice as much.
     """
-    h = nl.w @ x  # [..., d + out, S]
-    xc = h[..., : nl.d, :]  # x - mean(x), per token
-    sigma = mean_row @ (xc * xc)  # [..., 1, S]: the variance
+    xc = x @ nl.c  # x - mean(x), per token
+    sigma = (xc * xc) @ mean_col  # [..., S, 1]: the variance
     sigma += LAYER_NORM_EPS
     np.sqrt(sigma, out=sigma)
-    out = h[..., nl.d :, :]
-    out /= sigma
+    xc /= sigma
+    out = xc @ nl.w
     out += nl.b
     return out
 
 
 @dataclass(frozen=True)
 class _Block:
-    """One pre-LN block as ``w @ x + b`` products (``w [out, in]``), each LayerNorm folded into its reader."""
+    """One pre-LN block as ``x @ w`` products (``w [in, out]``), each LayerNorm folded into its reader.
 
-    qkv: (
-        _NormLinear  # LN1 + the fused query/key/value product [3d, d]; 1/sqrt(d_head) folded into the queries
-    )
-    w_proj: np.ndarray  # [d, d]
-    b_proj: np.ndarray  # [d, 1]
-    fc: _NormLinear  # LN2 + the MLP's first layer [ff*d, d]
-    w_out: np.ndarray  # [d, ff*d], GELU's factor 0.5 folded in
-    b_out: np.ndarray  # [d, 1]
+    Two biases ride in the products as constant features (exact: see :class:`NumpyTinyFormer`): each
+    head's values carry a feature of ones, so ``exp(scores) @ v`` also gives the softmax's denominator and,
+    once divided, a feature of ones that ``w_proj``'s bias row reads; the MLP's hidden layer carries a
+    feature of :data:`_CONST_HIDDEN`, whose GELU is exactly ``2 * _CONST_HIDDEN``, which ``w_out``'s bias
+    row reads.
+    """
+
+    qkv: _NormLinear  # LN1 + [queries d | keys d | values + a ones feature per head h * (d_head + 1)]
+    w_proj: np.ndarray  # [h * (d_head + 1), d]: the output projection, its bias in head 0's ones row
+    fc: _NormLinear  # LN2 + the MLP's first layer [d, ff*d + 1] (the last feature constant)
+    w_out: np.ndarray  # [ff*d + 1, d], GELU's factor 0.5 folded in, the bias in the last row
+    bounded: bool  # every attention score provably within +-_EXP_SAFE: the softmax needs no max subtraction
+
+
+#: Attention scores within +-_EXP_SAFE need no max subtraction before ``exp``: exp(80) * (S <= 9 keys) stays
+#: far below float32's largest value and exp(-80) above its smallest normal one, so no sum overflows or
+#: vanishes (the objective token is never masked) and the softmax is the same to float rounding.
+_EXP_SAFE = 80.0
+
+
+def _score_bound(w_qk: np.ndarray, b_qk: np.ndarray, d: int, n_heads: int) -> float:
+    """An upper bound on ``|q . k|`` over every head and every input (float64, at load).
+
+    ``w_qk [2d, d]``, ``b_qk [2d]``: the query (attention scale included) and key rows of the product that
+    reads a LayerNorm's normalized input ``z``, its scale and shift folded in. ``|z| <= sqrt(d)`` (it has
+    mean 0 and variance below 1), so ``|q_j| <= s(Wq_j) sqrt(d) + |bq_j|`` per head ``j`` (``s``: the
+    largest singular value), likewise ``|k_j|``, and ``|q_j . k_j| <= |q_j| |k_j|``.
+    """
+    dh = d // n_heads
+    bound = 0.0
+    for j in range(n_heads):
+        q, k = slice(j * dh, (j + 1) * dh), slice(d + j * dh, d + (j + 1) * dh)
+        nq = np.linalg.norm(w_qk[q], 2) * math.sqrt(d) + np.linalg.norm(b_qk[q])
+        nk = np.linalg.norm(w_qk[k], 2) * math.sqrt(d) + np.linalg.norm(b_qk[k])
+        bound = max(bound, float(nq * nk))
+    return bound
 
 
 #: GELU(tanh) as ``x * (1 + tanh(x * (_GELU_C + _GELU_C3 * x^2)))`` with the 0.5 folded into the next product.
 _GELU_C3 = _GELU_C * 0.044715
-
-
-def _f32(a: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(a, dtype=np.float32)
+#: The MLP's constant hidden row: tanh(8 * (C + 64 * C3)) = tanh(24.7) is 1.0 exactly in float32 and float64,
+#: so the row's doubled GELU is exactly 16 and a bias divided by 16 (a power of two: exact) rides on it.
+_CONST_HIDDEN = 8.0
 
 
 class NumpyTinyFormer:
@@ -223,51 +252,100 @@ class NumpyTinyFormer:
         as float32). Missing or unexpected names, wrong shapes and non-finite values raise ``ValueError``.
 
     The arithmetic is the torch module's, rearranged at load (in float64, once) so that a forward pass is
-    few numpy calls: at these widths a call costs about a microsecond whatever its size, so their number
-    sets the latency more than the FLOPs do. Tokens are columns (``x [B, d, S]``, products ``W @ x``), so
-    the heads split and join by free reshapes, with no transposed copies. Folded in: each LayerNorm
-    (centering, scale, shift) into the product that reads it (:func:`_fold_norm_linear`); the attention
-    scale into the queries; the three input projections into one ``[3d, d]`` product; the two input
-    embeddings, their biases and the positions into one product over a zero-padded input matrix; GELU's
-    0.5 into the MLP's output layer; the three action heads into one product padded with ``-inf`` biases,
-    so that one ``argmax`` picks all three. The logits agree with the torch module's to float32 rounding.
-    Immutable after construction and free of per-call state, so one instance serves concurrent callers.
+    few numpy calls on contiguous arrays: at these widths a call costs about a microsecond, so their number
+    sets the latency more than the FLOPs do, and an elementwise call on a strided view costs up to twice
+    one on a contiguous array. Tokens are rows (``x [B, S, d]``, products ``x @ W^T`` with ``W^T``
+    stored), so elementwise work runs along rows of ``d`` or more values (with tokens as columns it ran
+    along rows of ``S`` = 9) and the products have the shape BLAS is quicker at. Folded in:
+
+    * the embedding: the observation is scattered (one indexed assignment) into a copy of a fixed input
+      matrix whose last ``S`` columns are the identity, so one product gives both input embeddings, their
+      biases and the positions;
+    * each LayerNorm's scale and shift into the product that reads it, its centering into a product
+      (:func:`_fold_norm_linear`); the attention scale into the queries; the three input projections into
+      one product;
+    * the softmax's denominator: a feature of ones beside each head's values, so ``exp(scores) @ v``
+      gives it with the weighted values, and the division leaves a feature of ones that carries the output
+      projection's bias; the MLP's output bias likewise rides on a constant hidden feature
+      (:data:`_CONST_HIDDEN`); GELU's 0.5 sits in the MLP's output weights;
+    * the three action heads into one product padded with ``-inf`` biases, so one ``argmax`` picks all
+      three;
+    * the softmax's max subtraction, where the weights bound every score within ``+-_EXP_SAFE``
+      (:func:`_score_bound`, computed at load; the shipped policy's bound is ~11): ``exp`` then neither
+      overflows nor vanishes.
+
+    Padding rows (mask feature not > 0.5, as the torch module tests) get a ``-inf`` additive mask; a window
+    without padding skips the mask. The logits agree with the torch module's to float32 rounding. Immutable
+    after construction and free of per-call state, so one instance serves concurrent callers.
     """
 
     def __init__(self, config: TinyFormerConfig, weights: Mapping[str, np.ndarray]) -> None:
         check_weights(config, weights)
         self.config = config
         d, t, o, s = config.d_model, config.token_dim, config.objective_dim, config.window + 1
-        scale = 1.0 / math.sqrt(d // config.n_heads)
+        h = config.n_heads
+        dh = d // h
+        scale = 1.0 / math.sqrt(dh)
 
         def w(name: str) -> np.ndarray:
             return np.asarray(weights[name], dtype=np.float64)
 
-        # Embedding: column 0 of the input matrix holds the objective in rows T.., columns 1.. the tokens in
-        # rows ..T; one product with the side-by-side weights, then biases + positions per column.
-        self._w_embed = _f32(
-            np.concatenate([w("encoder.token_in.weight"), w("encoder.objective_in.weight")], 1)
-        )
+        # Embedding: input columns [token features T | objective features O | one-hot row S]; row 0 is the
+        # objective token, rows 1.. the telemetry tokens. The one-hot columns select each row's bias.
         col_bias = np.repeat(w("encoder.token_in.bias")[None], s, axis=0)  # [S, d]
         col_bias[0] = w("encoder.objective_in.bias")
-        self._b_embed = _f32((col_bias + w("encoder.pos")).T)  # [d, S]
-        self._in_shape = (t + o, s)
+        self._w_embed = _f32(
+            np.concatenate(
+                [
+                    w("encoder.token_in.weight"),
+                    w("encoder.objective_in.weight"),
+                    (col_bias + w("encoder.pos")).T,
+                ],
+                1,
+            ).T
+        )  # [T + O + S, d]
+        template = np.zeros((s, t + o + s), dtype=np.float32)
+        template[np.arange(s), t + o + np.arange(s)] = 1.0
+        self._template = template[None]  # [1, S, T + O + S]
+        n = config.window * t
+        j = np.arange(config.obs_size)
+        rows = np.where(j < n, 1 + j // t, 0)
+        cols = np.where(j < n, j % t, t + j - n)
+        self._scatter = (
+            rows * (t + o + s) + cols
+        )  # flat index into the input matrix of each observation entry
+        self._n_tok = n
+
         blocks = []
         for i in range(config.n_layers):
             p = f"encoder.blocks.{i}."
             qkv_w, qkv_b = w(p + "qkv.weight"), w(p + "qkv.bias")  # [3d, d], [3d]
             qkv_w[:d] *= scale
             qkv_b[:d] *= scale
+            ln_w, ln_b = w(p + "ln1.weight"), w(p + "ln1.bias")
+            qk_w, qk_b = qkv_w[: 2 * d] * ln_w, qkv_w[: 2 * d] @ ln_b + qkv_b[: 2 * d]  # as z's reader
+            bounded = _score_bound(qk_w, qk_b, d, h) <= _EXP_SAFE
+            # values with a ones row under each head: weight 0, bias 1
+            v_w = np.zeros((h, dh + 1, d))
+            v_b = np.zeros((h, dh + 1))
+            v_w[:, :dh] = qkv_w[2 * d :].reshape(h, dh, d)
+            v_b[:, :dh] = qkv_b[2 * d :].reshape(h, dh)
+            v_b[:, dh] = 1.0
+            qkv_w = np.concatenate([qkv_w[: 2 * d], v_w.reshape(-1, d)])
+            qkv_b = np.concatenate([qkv_b[: 2 * d], v_b.reshape(-1)])
+            proj = np.zeros((d, h, dh + 1))  # [out, head, value features + ones]
+            proj[:, :, :dh] = w(p + "proj.weight").reshape(d, h, dh)
+            proj[:, 0, dh] = w(p + "proj.bias")
+            fc_w = np.concatenate([w(p + "fc.weight"), np.zeros((1, d))])
+            fc_b = np.concatenate([w(p + "fc.bias"), [_CONST_HIDDEN]])
+            w_out = np.concatenate([0.5 * w(p + "fc_out.weight"), w(p + "fc_out.bias")[:, None] / 16.0], 1)
             blocks.append(
                 _Block(
                     qkv=_fold_norm_linear(w(p + "ln1.weight"), w(p + "ln1.bias"), qkv_w, qkv_b),
-                    w_proj=_f32(w(p + "proj.weight")),
-                    b_proj=_f32(w(p + "proj.bias")[:, None]),
-                    fc=_fold_norm_linear(
-                        w(p + "ln2.weight"), w(p + "ln2.bias"), w(p + "fc.weight"), w(p + "fc.bias")
-                    ),
-                    w_out=_f32(0.5 * w(p + "fc_out.weight")),
-                    b_out=_f32(w(p + "fc_out.bias")[:, None]),
+                    w_proj=_f32(proj.reshape(d, -1).T),
+                    fc=_fold_norm_linear(w(p + "ln2.weight"), w(p + "ln2.bias"), fc_w, fc_b),
+                    w_out=_f32(w_out.T),
+                    bounded=bounded,
                 )
             )
         self._blocks = tuple(blocks)
@@ -282,40 +360,44 @@ class NumpyTinyFormer:
         head = _fold_norm_linear(
             w("encoder.norm.weight"), w("encoder.norm.bias"), head_w, np.zeros(3 * width)
         )
-        self._head = _NormLinear(head.w, _f32(head.b + head_b[:, None]), d)
+        self._head = _NormLinear(head.c, head.w, _f32(head.b + head_b))
         self._head_shape = (3, width)
-        self._mean = np.full((1, d), 1.0 / d, dtype=np.float32)
-        self._ones = np.ones((1, s), dtype=np.float32)
+        self._mean = np.full((d, 1), 1.0 / d, dtype=np.float32)
 
-    def _block(self, blk: _Block, x: np.ndarray, mask: np.ndarray, first_only: bool) -> np.ndarray:
-        """One block: ``x [B, d, S]`` -> ``[B, d, S]``, or ``[B, d, 1]`` (column 0 only) with ``first_only``.
+    def _block(self, blk: _Block, x: np.ndarray, mask: np.ndarray | None, first_only: bool) -> np.ndarray:
+        """One block: ``x [B, S, d]`` -> ``[B, S, d]``, or ``[B, 1, d]`` (row 0 only) with ``first_only``.
 
-        ``mask [B, 1, S, 1]`` is 0 for tokens attended to and -inf for padding. Updates ``x`` in place.
+        ``mask [B, 1, 1, S]`` is 0 for tokens attended to and -inf for padding (``None``: no padding).
+        Updates ``x`` in place.
         """
-        b, d, s = x.shape
+        b, s, d = x.shape
         h = self.config.n_heads
-        qkv = _norm_linear(blk.qkv, x, self._mean).reshape(b, 3, h, d // h, s)
-        q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]  # [B, h, dh, S] each (q scaled through the weights)
+        dh = d // h
+        qkv = _norm_linear(blk.qkv, x, self._mean)  # [B, S, 2d + h (dh + 1)]
+        q = qkv[..., :d].reshape(b, s, h, dh)  # scaled through the weights
+        k = qkv[..., d : 2 * d].reshape(b, s, h, dh)
+        v = qkv[..., 2 * d :].reshape(b, s, h, dh + 1)  # the values, then a feature of ones
         if first_only:
-            x, q = x[..., :1], q[..., :1]  # the residual stream and the query of the objective token
-        p = k.swapaxes(-1, -2) @ q  # [B, h, S keys, Sq queries]
-        p += mask
-        p -= p.max(axis=-2, keepdims=True)
+            x, q = x[:, :1], q[:, :1]  # the residual stream and the query of the objective token
+        sq = q.shape[1]
+        p = q.transpose(0, 2, 1, 3) @ k.transpose(0, 2, 3, 1)  # [B, h, Sq queries, S keys]
+        if mask is not None:
+            p += mask
+        if not blk.bounded:
+            p -= p.max(axis=-1, keepdims=True)
         np.exp(p, out=p)
-        p /= self._ones @ p  # the sum over keys, as a product (cheaper than a reduction at this size)
-        y = (v @ p).reshape(b, d, -1)  # [B, h, dh, Sq] -> [B, d, Sq]: the heads stacked, no copy
-        x += blk.w_proj @ y
-        x += blk.b_proj
-        hidden = _norm_linear(blk.fc, x, self._mean)  # [B, ff*d, Sq]
+        y = p @ v.transpose(0, 2, 1, 3)  # [B, h, Sq, dh + 1]: weighted values, the softmax's denominator
+        y /= y[..., dh:]  # the last feature becomes 1: it carries the projection's bias
+        x += y.transpose(0, 2, 1, 3).reshape(b, sq, -1) @ blk.w_proj
+        hidden = _norm_linear(blk.fc, x, self._mean)  # [B, Sq, ff*d + 1], the last feature _CONST_HIDDEN
         g = hidden * hidden
         g *= _GELU_C3
         g += _GELU_C
         g *= hidden
         np.tanh(g, out=g)
         g += 1.0
-        g *= hidden  # 2 * GELU(hidden); the 0.5 is in w_out
-        x += blk.w_out @ g
-        x += blk.b_out
+        g *= hidden  # 2 * GELU(hidden); the 0.5 is in w_out, the bias on the last feature (16)
+        x += g @ blk.w_out
         return x
 
     def _head_logits(self, obs: np.ndarray) -> np.ndarray:
@@ -327,19 +409,20 @@ class NumpyTinyFormer:
                 f"observation has shape {x0.shape}; this model reads [B, {cfg.obs_size}] "
                 f"(window={cfg.window}); encode with ObservationSpec(window={cfg.window})"
             )
-        b, n, t = x0.shape[0], cfg.window * cfg.token_dim, cfg.token_dim
-        inputs = np.zeros((b, *self._in_shape), dtype=np.float32)  # [B, T+O, W+1]
-        inputs[:, t:, 0] = x0[:, n:]  # the objective token
-        inputs[:, :t, 1:] = x0[:, :n].reshape(b, cfg.window, t).swapaxes(1, 2)  # the telemetry tokens
-        x = self._w_embed @ inputs  # [B, d, W+1]
-        x += self._b_embed
-        mask = np.zeros((b, 1, cfg.window + 1, 1), dtype=np.float32)  # [B, 1, W+1, 1]
-        np.copyto(mask[:, 0, 1:, 0], -np.inf, where=x0[:, :n:t] <= 0.5)  # padding rows (mask feature 0)
+        b = x0.shape[0]
+        inputs = self._template.repeat(b, axis=0)  # [B, W+1, T+O+S]
+        inputs.reshape(b, -1)[:, self._scatter] = x0
+        x = inputs @ self._w_embed  # [B, W+1, d]: embeddings + biases + positions
+        flags = x0[:, : self._n_tok : cfg.token_dim]  # [B, W]: the mask feature of each telemetry token
+        mask = None
+        if not flags.min() > 0.5:  # some padding (or NaN, which the torch module treats as padding)
+            mask = np.zeros((b, 1, 1, cfg.window + 1), dtype=np.float32)  # [B, 1, 1, W+1]
+            np.copyto(mask[:, 0, 0, 1:], -np.inf, where=~(flags > 0.5))
         last = len(self._blocks) - 1
         for i, blk in enumerate(self._blocks):
             x = self._block(blk, x, mask, first_only=i == last)
-        # the final LayerNorm folded into the padded heads: [B, 3 * width, 1]
-        return _norm_linear(self._head, x[..., :1], self._mean)[..., 0]
+        # the final LayerNorm folded into the padded heads: [B, 1, 3 * width]
+        return _norm_linear(self._head, x[:, :1], self._mean)[:, 0]
 
     def logits(self, obs: np.ndarray) -> np.ndarray:
         """Observations ``[B, obs_size]`` -> action logits ``[B, sum(nvec)]`` (float32)."""

@@ -3,6 +3,7 @@ policy, the one Controller interface, and what importing the runtime and the ser
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import subprocess
 import sys
@@ -146,6 +147,34 @@ def test_numpy_forward_matches_torch_for_other_architectures(cfg: TinyFormerConf
             runtime.logits(obs), model.action_net(model.features(x)).numpy(), atol=1e-5, rtol=0
         )
         np.testing.assert_array_equal(runtime.act(obs), model.act(x).numpy())
+
+
+def test_the_softmax_skips_its_max_only_where_the_weights_bound_the_scores(
+    shipped: tuple[NumpyTinyFormer, TinyFormer],
+) -> None:
+    """The shipped policy's scores are provably small (no max subtraction); with queries and keys scaled up
+    until raw ``exp`` overflows float32, the bound fails, the max is subtracted and torch still agrees."""
+    runtime, model = shipped
+    assert all(blk.bounded for blk in runtime._blocks)
+    cfg = runtime.config
+    weights = {k: v.copy() for k, v in model.weights().items()}
+    for i in range(cfg.n_layers):
+        weights[f"encoder.blocks.{i}.qkv.weight"][: 2 * cfg.d_model] *= 30.0  # queries and keys
+    big = NumpyTinyFormer(cfg, weights)
+    assert not any(blk.bounded for blk in big._blocks)
+    torch_big = TinyFormer.from_weights(cfg, weights)
+    obs = _random_obs(512, cfg, seed=7)
+    with torch.inference_mode():
+        x = torch.from_numpy(obs)
+        want = torch_big.action_net(torch_big.features(x)).numpy()
+        want_actions = torch_big.act(x).numpy()
+    got = big.logits(obs)
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
+    np.testing.assert_array_equal(big.act(obs), want_actions)
+    # the subtraction is what keeps these finite: skipping it (as a bounded block does) overflows exp
+    big._blocks = tuple(dataclasses.replace(blk, bounded=True) for blk in big._blocks)
+    with np.errstate(over="ignore", invalid="ignore"):
+        assert not np.isfinite(big.logits(obs)).all()
 
 
 def test_padding_rows_do_not_change_the_decision(shipped: tuple[NumpyTinyFormer, TinyFormer]) -> None:

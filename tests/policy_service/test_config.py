@@ -9,6 +9,7 @@ import sys
 import pytest
 from pydantic import ValidationError
 
+from policy_service.api.deps import KeyDigests
 from policy_service.cli import main as serve_main
 from policy_service.config import Settings, weak_secret_reason
 
@@ -109,3 +110,26 @@ def test_mango_serve_command_exits_2_on_placeholder_secret() -> None:
     )
     assert proc.returncode == 2, proc.stderr
     assert "refusing to start with weak secrets" in proc.stderr
+
+
+@pytest.mark.parametrize("long_keys", [False, True])
+def test_key_roles_need_the_exact_key(long_keys: bool) -> None:
+    """The padded constant-time comparison: prefixes, extensions (NUL padding included), another key's
+    bytes and keys longer than the pad length all fail; each key gets exactly its role."""
+    user = secrets.token_urlsafe(200 if long_keys else 32)  # 267 bytes: longer than the 256-byte pad
+    admin = secrets.token_urlsafe(32)
+    digests = KeyDigests.from_settings(Settings(api_key=user, admin_key=admin))
+    assert digests.pad >= len(user)
+    assert digests.role(user) == "user"
+    assert digests.role(admin) == "admin"
+    for wrong in (
+        user[:-1],
+        user + "x",
+        user + "\0",
+        user + "\0" * 300,
+        admin[:-1],
+        admin + "\0",
+        "",
+        "x" * 400,
+    ):
+        assert digests.role(wrong) is None, wrong[:20]
