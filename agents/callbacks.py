@@ -14,6 +14,11 @@ the best static setting in units of the objective's weight sum, so presets with 
 the mean. (The relative improvement is not used for selection: a best-static return near zero, as happens
 under ``loss-first`` where the loss term can be negative, makes it explode.)
 
+Episodes are scored by the users' objective on the *final* loss (``score="final"``, the default: ``-J`` of
+:func:`envs.reward.episode_objective`, the function the demo's verdict uses), or, with ``score="interval"``
+(``mango train --selection-score interval``), by the per-interval return of earlier sessions, which made
+compressing late in a run look nearly free. "Return" below means the chosen score.
+
 Selection also keeps the floor of issue 13 (:mod:`agents.stats`): each evaluation counts the validation
 workload x preset cells where the policy is worse than the fixed ``r0/b8/g0`` beyond the 95 % CI
 (``eval/floor_failures``), and a checkpoint with fewer failures wins over one with a better score. The score
@@ -35,7 +40,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 from agents.export import policy_to_tinyformer
-from agents.rollout import best_static, run_surrogate, sb3_actor
+from agents.rollout import Score, best_static, run_surrogate, sb3_actor
 from agents.stats import FLOOR_SETTING, floor_cell
 from client.protocol import DEFAULT_GRID, CompressionSetting
 from envs.objectives import OBJECTIVE_PRESETS
@@ -61,6 +66,7 @@ class HeldoutEvalCallback(BaseCallback):
         split, so the test split of held-out workloads never selects a checkpoint).
     :param hardware: the episodes' hardware draws (:class:`envs.hardware.HardwareSampler`; default: every
         profile, as training draws them by default).
+    :param score: ``"final"`` (the users' objective on the final loss) or ``"interval"`` (module docstring).
     """
 
     def __init__(
@@ -72,8 +78,10 @@ class HeldoutEvalCallback(BaseCallback):
         presets: Sequence[str] | None = None,
         workloads: Sequence[str] | None = None,
         hardware: Any = "default",
+        score: Score = "final",
     ) -> None:
         super().__init__()
+        self.score = score
         self.every = int(every)
         self.seeds = list(range(seed, seed + episodes))
         self.out_dir = Path(out_dir)
@@ -98,9 +106,11 @@ class HeldoutEvalCallback(BaseCallback):
             return np.tile(floor_action, (obs.shape[0], 1))
 
         for p in self.presets:
-            self.static[p] = best_static(p, self.workloads, self.seeds, hardware=self.hardware)
+            self.static[p] = best_static(
+                p, self.workloads, self.seeds, hardware=self.hardware, score=self.score
+            )
             self.floor[p] = [
-                run_surrogate(floor_act, w, p, self.seeds, hardware=self.hardware).returns
+                run_surrogate(floor_act, w, p, self.seeds, hardware=self.hardware).scores(self.score)
                 for w in self.workloads
             ]
         log.info(
@@ -131,7 +141,9 @@ class HeldoutEvalCallback(BaseCallback):
         floor_failures = 0
         for p in self.presets:
             hw = self.hardware
-            per_w = [run_surrogate(act, w, p, self.seeds, hardware=hw).returns for w in self.workloads]
+            per_w = [
+                run_surrogate(act, w, p, self.seeds, hardware=hw).scores(self.score) for w in self.workloads
+            ]
             fails = [floor_cell(r, f).fails for r, f in zip(per_w, self.floor[p], strict=True)]
             floor_failures += sum(fails)
             ret = np.concatenate(per_w)

@@ -30,10 +30,19 @@ interval? The paired difference (policy - r0/b8/g0 on the same episodes) is comp
 fails when its whole 95 % CI lies below 0. Printed as a workload x preset table per learned policy, counted
 in the goal lines and in ``results.json`` (``floor``).
 
-Reported per objective preset: the mean episode return (sum of the scalarized, penalized rewards over the
-episode's control intervals) with a 95 % confidence interval (t distribution over episodes), the paired
-difference to the best static setting, and the mean of each raw reward term (loss excess / initial loss,
-memory, energy and time ratios to the uncompressed run). Plots: ``pareto.png`` (loss vs memory and loss vs
+**The score** (``--score``): ``final`` (default) scores an episode as users and the demo's verdict judge a
+run, by the objective ``J`` of :func:`envs.reward.episode_objective` (``w_loss`` x the *final* loss excess
+over the uncompressed run's at the same step + the weighted mean memory, energy and time ratios; the
+demo's :func:`demo.report.objective_scores` calls the same :func:`envs.reward.objective_cost`), reported as
+``-J`` so higher is better; ``interval`` scores it by the episode return with the per-interval loss credit
+(the sum over intervals of ``w_loss * l_t`` + the other terms: the score of earlier sessions, under which
+compressing late in a run looked nearly free). The static-best choice, the floor check and the selection
+score use the chosen score.
+
+Reported per objective preset: the mean episode score with a 95 % confidence interval (t distribution over
+episodes), the paired difference to the best static setting, the mean final loss term ``l_T`` and the mean
+of each raw reward term per interval (loss excess over the uncompressed run's at the same step, memory,
+energy and time ratios to the uncompressed run). Plots: ``pareto.png`` (loss vs memory and loss vs
 energy, every static setting and every controller, colored by the third cost) and ``timeline.png`` (the
 settings each controller chose over one episode). With ``--bench`` (default) the tables are appended to
 ``BENCHMARKS.md`` with the command, the machine and the date.
@@ -61,6 +70,7 @@ from typing import Any, Literal
 import numpy as np
 import tyro
 
+from agents.rollout import EVAL_REWARD, SCORES, Score
 from agents.stats import FloorCell, floor_cell, mean_ci
 from client.controllers import HEURISTICS, RandomController, StaticController
 from client.policy import DEFAULT_POLICY_DIR, Controller, ProfileFeatures, load_policy
@@ -75,7 +85,7 @@ from client.protocol import (
 from envs.benchmarks_md import BENCHMARKS_MD, append_section, format_section
 from envs.hardware import HardwareSampler
 from envs.objectives import OBJECTIVE_PRESETS
-from envs.reward import TERM_NAMES
+from envs.reward import TERM_NAMES, episode_objective
 from envs.workloads import HELDOUT_WORKLOADS, VAL_WORKLOADS, workloads_of
 
 __all__ = ["EvalArgs", "EvalReport", "FloorCell", "evaluate", "floor_check", "main"]
@@ -127,6 +137,9 @@ class EvalArgs:
     """training backend: control intervals per episode (default: the workload's)"""
     threads: int = 1
     """torch threads (training backend jobs and policy inference)"""
+    score: Score = "final"
+    """final: score an episode by the users' objective on its final loss (-J, as the demo's verdict);
+    interval: by the per-interval return (the score of earlier sessions, for comparison)"""
     hardware: str = "cpu-dev-2core"
     """surrogate backend: the hardware profile of envs/profiles/ every episode runs on ('all': a draw per
     episode from every profile and blends, as in training; a comma list: draws and blends of those, as
@@ -137,10 +150,11 @@ class EvalArgs:
 class ControllerResult:
     """Episodes of one controller under one preset (workload-major, then seeds)."""
 
-    returns: np.ndarray  # [n]
+    returns: np.ndarray  # [n] the episodes' scores (EvalArgs.score), higher is better
     terms: np.ndarray  # [n, 4] mean per interval
     timeline: list[str] = field(default_factory=list)  # setting labels of the first episode
     label: str = ""  # the static-best setting, for display
+    final_loss: np.ndarray | None = None  # [n] the last interval's loss term l_T
 
 
 @dataclass
@@ -241,7 +255,7 @@ def _make_env(args: EvalArgs, backend: str, workload: str, preset: str) -> Any:
         }
     else:
         kw = {"hardware": hardware_sampler(args.hardware)}
-    return CompressionEnv(backend=backend, workload=workload, objective=preset, **kw)
+    return CompressionEnv(backend=backend, workload=workload, objective=preset, reward=EVAL_REWARD, **kw)
 
 
 def hardware_sampler(name: str) -> Any:
@@ -255,22 +269,38 @@ def hardware_sampler(name: str) -> Any:
     return HardwareSampler(fixed=name, resample_share=False)
 
 
-def _play(env: Any, entrant: Entrant, seed: int, preset: str) -> tuple[float, np.ndarray, list[str]]:
-    """One episode: ``(return, mean terms [4], setting labels)``."""
+def _play(
+    env: Any, entrant: Entrant, seed: int, preset: str, score: Score = "final"
+) -> tuple[float, np.ndarray, list[str], float]:
+    """One episode: ``(score, mean terms [4], setting labels, final loss term l_T)``."""
     env.reset(seed=seed)
     controller = entrant.make(env, seed, preset)
     profile = getattr(env, "profile", None)  # a CostProfile, or the surrogate's drawn profile features
     total, terms, labels = 0.0, np.zeros(4), []
-    n = 0
+    n, state = 0, 0.0
     while True:
         setting = controller.decide(env.history, env.objective, reference=env.reference, profile=profile)
         _, reward, terminated, truncated, info = env.step(DEFAULT_GRID.action(setting))
         total += reward
         terms += [info[k] for k in TERM_NAMES]
+        state += float(info["state_bytes"])
         labels.append(setting.label())
         n += 1
         if terminated or truncated:
-            return total, terms / n, labels
+            break
+    if score == "interval":
+        return total, terms / n, labels, float(info["loss_term"])
+    obj = env.objective
+    j = episode_objective(
+        obj.weights().astype(float),
+        info["loss_term"],
+        terms / n,
+        diverged=bool(info["diverged"]),
+        config=EVAL_REWARD,
+        mean_state_bytes=state / n,
+        budget_bytes=obj.memory_budget_bytes or 0,
+    )
+    return -float(j), terms / n, labels, float(info["loss_term"])
 
 
 def _run_closed_loop(
@@ -287,11 +317,13 @@ def _run_closed_loop(
             env = _make_env(args, backend, w, p)
             for entrant in entrants:
                 t0 = time.perf_counter()
-                eps = [_play(env, entrant, s, p) for s in seeds]
+                eps = [_play(env, entrant, s, p, args.score) for s in seeds]
                 res = results[p].setdefault(
-                    entrant.name, ControllerResult(returns=np.zeros(0), terms=np.zeros((0, 4)))
+                    entrant.name,
+                    ControllerResult(returns=np.zeros(0), terms=np.zeros((0, 4)), final_loss=np.zeros(0)),
                 )
                 res.returns = np.concatenate([res.returns, [e[0] for e in eps]])
+                res.final_loss = np.concatenate([res.final_loss, [e[3] for e in eps]])  # type: ignore[list-item]
                 res.terms = np.concatenate([res.terms, np.stack([e[1] for e in eps])])
                 if not res.timeline:
                     res.timeline = eps[0][2]
@@ -309,11 +341,15 @@ def _run_closed_loop(
 
 
 def _static_best(
-    workloads: Sequence[str], presets: Sequence[str], seeds: Sequence[int], hardware: Any = None
+    workloads: Sequence[str],
+    presets: Sequence[str],
+    seeds: Sequence[int],
+    hardware: Any = None,
+    score: Score = "final",
 ) -> tuple[dict[str, Any], np.ndarray]:
     from agents.rollout import best_static
 
-    best = {p: best_static(p, workloads, seeds, hardware=hardware) for p in presets}
+    best = {p: best_static(p, workloads, seeds, hardware=hardware, score=score) for p in presets}
     return best, best[presets[0]].mean_terms
 
 
@@ -334,6 +370,7 @@ def _preset_table(preset: str, res: dict[str, ControllerResult]) -> tuple[str, l
             row["delta"], row["delta_ci"] = dm, dh
             row["rel"] = _rel(m, float(base.returns.mean()))
         row["terms"] = [float(v) for v in r.terms.mean(axis=0)]
+        row["final_loss"] = float(np.mean(r.final_loss)) if r.final_loss is not None else float("nan")
         rows.append(row)
     label = f" (best static: `{base.label}`)" if base is not None and base.label else ""
     if ORACLE in res:
@@ -341,9 +378,9 @@ def _preset_table(preset: str, res: dict[str, ControllerResult]) -> tuple[str, l
     lines = [
         f"**{preset}** {OBJECTIVE_PRESETS.get(preset, '')}{label}",
         "",
-        "| controller | return (95% CI) | vs best static: paired diff (95% CI) | rel. "
-        "| loss | memory | energy | time |",
-        "|---|---|---|---|---|---|---|---|",
+        "| controller | score (95% CI) | vs best static: paired diff (95% CI) | rel. "
+        "| final loss l_T | loss | memory | energy | time |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         d = (
@@ -355,7 +392,7 @@ def _preset_table(preset: str, res: dict[str, ControllerResult]) -> tuple[str, l
         t = row["terms"]
         lines.append(
             f"| {row['controller']} | {row['mean']:.4f} ± {row['ci']:.4f} | {d} | {rel} | "
-            f"{t[0]:.4f} | {t[1]:.3f} | {t[2]:.3f} | {t[3]:.3f} |"
+            f"{row['final_loss']:+.4f} | {t[0]:.4f} | {t[1]:.3f} | {t[2]:.3f} | {t[3]:.3f} |"
         )
     return "\n".join(lines), rows
 
@@ -474,8 +511,15 @@ def _section(report: EvalReport, args: EvalArgs, command: str, learned: Sequence
         f"{', '.join(report.workloads)}; "
         f"seeds {report.seeds[0]}..{report.seeds[-1]}; {eps} episodes per controller per preset; "
         f"wall time {report.wall_s:.0f} s",
-        "return = sum over the episode's control intervals of the scalarized penalized reward (higher "
-        "is better); terms are per-interval means (loss: excess over the uncompressed run's loss at the same "
+        (
+            "score = -J, the users' objective on the final loss (envs.reward.episode_objective: w_loss x "
+            "the final loss term l_T + weighted mean memory, energy, time ratios; the demo's verdict); "
+            if args.score == "final"
+            else "score = the episode return with the per-interval loss credit (sum over the control "
+            "intervals of the scalarized penalized reward); "
+        )
+        + "higher is better; l_T: final loss over the uncompressed run's at the same step, relative to it; "
+        "terms are per-interval means (loss: excess over the uncompressed run's loss at the same "
         "step, relative to it; memory, energy, time: ratios to the uncompressed run). static-best is "
         "chosen in hindsight per preset "
         + (
@@ -495,7 +539,7 @@ def _section(report: EvalReport, args: EvalArgs, command: str, learned: Sequence
         scores = selection_scores(report.results, learned)
         if scores:
             parts += [
-                "Selection score (mean over presets of the return advantage over static-best per unit of the "
+                "Selection score (mean over presets of the score advantage over static-best per unit of the "
                 "objective's weight sum: `mango train`'s validation metric): "
                 + ", ".join(f"{n} {v:+.4f}" for n, v in scores.items()),
                 "",
@@ -686,7 +730,9 @@ def evaluate(args: EvalArgs, command: str = "") -> EvalReport:
     out.mkdir(parents=True, exist_ok=True)
     log.info("mango eval: %s", json.dumps(asdict(args), sort_keys=True))
 
-    best, grid_terms = _static_best(workloads, presets, seeds, hardware_sampler(args.hardware))
+    if args.score not in SCORES:
+        raise ValueError(f"score {args.score!r}; choose one of {SCORES}")
+    best, grid_terms = _static_best(workloads, presets, seeds, hardware_sampler(args.hardware), args.score)
     static_settings = {p: DEFAULT_GRID.setting(b.action) for p, b in best.items()}
     entrants, learned = _entrants(args, static_settings if args.backend == "training" else {})
     results = _run_closed_loop(args, args.backend, entrants, workloads, presets, seeds)
@@ -694,12 +740,17 @@ def evaluate(args: EvalArgs, command: str = "") -> EvalReport:
         for p, b in best.items():  # the vectorized grid played exactly these episodes
             n_intervals = max([len(r.timeline) for r in results[p].values()], default=12)
             results[p]["static-best"] = ControllerResult(
-                returns=b.returns, terms=b.terms, timeline=[b.label] * n_intervals, label=b.label
+                returns=b.returns,
+                terms=b.terms,
+                timeline=[b.label] * n_intervals,
+                label=b.label,
+                final_loss=b.final_loss,
             )
             results[p][ORACLE] = ControllerResult(
                 returns=b.per_workload_returns,
                 terms=b.per_workload_terms,
                 label=", ".join(b.per_workload_labels),
+                final_loss=b.per_workload_final_loss,
             )
     else:
         for p, b in best.items():
@@ -727,12 +778,14 @@ def evaluate(args: EvalArgs, command: str = "") -> EvalReport:
         "command": command,
         "args": asdict(args),
         "backend": args.backend,
+        "score": args.score,
         "workloads": workloads,
         "seeds": seeds,
         "results": {
             p: {
                 n: {
                     "returns": r.returns.tolist(),
+                    "final_loss": [] if r.final_loss is None else r.final_loss.tolist(),
                     "terms": r.terms.mean(axis=0).tolist(),
                     "label": r.label,
                     "timeline": r.timeline,

@@ -9,24 +9,32 @@ episodes.
 
 :func:`static_grid_returns` evaluates every setting of the action grid as an open-loop controller in one
 batch (``n_settings * n_seeds`` episodes side by side).
+
+Each episode is scored two ways (:meth:`EpisodeBatch.scores`): ``"final"`` (default everywhere) by the
+users' objective ``J`` of :func:`envs.reward.episode_objective` (final loss term ``l_T``, mean memory /
+energy / time: the scalar the demo's verdict uses), negated so higher is better; ``"interval"`` by the
+return with the per-interval loss credit (the sum of ``w_loss * l_t`` over the intervals, the score of
+earlier sessions), kept for comparison.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from client.protocol import DEFAULT_GRID, Objective
 from envs.fit import default_model
-from envs.reward import TERM_NAMES
+from envs.reward import TERM_NAMES, RewardConfig, episode_objective
 from envs.surrogate import SurrogateVecEnv
 from envs.surrogate_model import SurrogateModel
 
 __all__ = [
+    "SCORES",
     "EpisodeBatch",
+    "Score",
     "StaticBaseline",
     "best_static",
     "grid_actions",
@@ -37,6 +45,14 @@ __all__ = [
 ]
 
 Actor = Callable[[np.ndarray], np.ndarray]
+
+#: How an episode is scored (module docstring); "final" is the default of eval and selection.
+Score = Literal["final", "interval"]
+SCORES: tuple[str, ...] = ("final", "interval")
+
+#: The reward the evaluation episodes are played with: the per-interval credit, so ``returns`` is the
+#: per-interval sum whatever reward a policy was trained with (the final score is computed from the terms).
+EVAL_REWARD = RewardConfig(loss_credit="interval")
 
 
 @dataclass
@@ -49,6 +65,10 @@ class EpisodeBatch:
     :ivar lengths: ``[n]`` control intervals played.
     :ivar diverged: ``[n]`` whether the episode ended by divergence.
     :ivar over_budget: ``[n]`` intervals over the memory budget.
+    :ivar final_loss: ``[n]`` the last interval's loss term ``l_T`` (final loss relative to the uncompressed
+        run's at the same step).
+    :ivar objective: ``[n]`` the users' objective ``J`` of each episode (lower is better;
+        :func:`envs.reward.episode_objective`).
     """
 
     returns: np.ndarray
@@ -57,6 +77,15 @@ class EpisodeBatch:
     lengths: np.ndarray
     diverged: np.ndarray
     over_budget: np.ndarray
+    final_loss: np.ndarray
+    objective: np.ndarray
+
+    def scores(self, kind: Score = "final") -> np.ndarray:
+        """``[n]`` per-episode scores, higher is better: ``-objective`` (``"final"``) or ``returns``
+        (``"interval"``)."""
+        if kind not in SCORES:
+            raise ValueError(f"score {kind!r}; choose one of {SCORES}")
+        return -self.objective if kind == "final" else self.returns
 
 
 def run_surrogate(
@@ -72,9 +101,15 @@ def run_surrogate(
     ``hardware``: the surrogate's hardware draws (:class:`envs.hardware.HardwareSampler`; default: the
     training distribution)."""
     n = len(seeds)
-    env = SurrogateVecEnv(num_envs=n, workload=workload, objective=objective, model=model, hardware=hardware)
+    env = SurrogateVecEnv(
+        num_envs=n, workload=workload, objective=objective, model=model, hardware=hardware, reward=EVAL_REWARD
+    )
     obs, _ = env.reset(seed=[int(s) for s in seeds])
-    kmax = int(env.engine.kmax)
+    eng = env.engine
+    weights, budget = eng.weights.copy(), eng.budget.copy()
+    ref_state = eng.s_ref_state[eng.w].astype(np.float64)
+    final_loss = np.zeros(n)
+    kmax = int(eng.kmax)
     returns = np.zeros(n)
     term_sums = np.zeros((n, 4))
     actions = np.full((n, kmax, 3), -1, dtype=np.int64)
@@ -88,6 +123,7 @@ def run_surrogate(
         live = ~done
         actions[live, t] = a[live]
         returns[live] += reward[live]
+        final_loss[live] = info["loss_term"][live]
         for j, name in enumerate(TERM_NAMES):
             term_sums[live, j] += info[name][live]
         lengths[live] += 1
@@ -97,13 +133,24 @@ def run_surrogate(
         if done.all():
             break
     env.close()
+    terms = term_sums / np.maximum(lengths, 1)[:, None]
     return EpisodeBatch(
         returns=returns,
-        terms=term_sums / np.maximum(lengths, 1)[:, None],
+        terms=terms,
         actions=actions,
         lengths=lengths,
         diverged=diverged,
         over_budget=over,
+        final_loss=final_loss,
+        objective=episode_objective(
+            weights,
+            final_loss,
+            terms,
+            diverged=diverged,
+            config=EVAL_REWARD,
+            mean_state_bytes=terms[:, 1] * ref_state,
+            budget_bytes=budget,
+        ),
     )
 
 
@@ -140,6 +187,9 @@ def static_grid_returns(
 class StaticBaseline:
     """The best single static setting of one objective preset, chosen in hindsight over all workloads.
 
+    "Returns" here are the episodes' scores of the kind ``best_static`` was asked for
+    (:meth:`EpisodeBatch.scores`: ``-J`` of the final loss by default, or the per-interval return).
+
     :ivar preset: objective preset name.
     :ivar action: grid indices of the best setting.
     :ivar label: its ``CompressionSetting.label()``.
@@ -163,6 +213,8 @@ class StaticBaseline:
     per_workload_returns: np.ndarray
     per_workload_terms: np.ndarray
     per_workload_labels: list[str]
+    final_loss: np.ndarray | None = None  # [n_workloads * n_seeds] l_T of the best setting's episodes
+    per_workload_final_loss: np.ndarray | None = None
 
 
 def best_static(
@@ -171,13 +223,16 @@ def best_static(
     seeds: Sequence[int],
     model: SurrogateModel | None = None,
     hardware: Any = "default",
+    score: Score = "final",
 ) -> StaticBaseline:
-    """Evaluate the whole grid on every workload and seed under ``preset``; keep the best mean return."""
+    """Evaluate the whole grid on every workload and seed under ``preset``; keep the best mean score
+    (``score``: :meth:`EpisodeBatch.scores`)."""
     acts = grid_actions()
     per_workload = [static_grid_returns(w, preset, seeds, model, acts, hardware) for w in workloads]
     n_s, n_seeds = len(acts), len(seeds)
-    returns = np.stack([b.returns.reshape(n_s, n_seeds) for b in per_workload], axis=1)  # [S, W, seeds]
+    returns = np.stack([b.scores(score).reshape(n_s, n_seeds) for b in per_workload], axis=1)  # [S, W, seeds]
     terms = np.stack([b.terms.reshape(n_s, n_seeds, 4) for b in per_workload], axis=1)  # [S, W, seeds, 4]
+    final = np.stack([b.final_loss.reshape(n_s, n_seeds) for b in per_workload], axis=1)  # [S, W, seeds]
     mean = returns.reshape(n_s, -1).mean(axis=1)
     i = int(np.argmax(mean))
     a = tuple(int(x) for x in acts[i])
@@ -194,6 +249,8 @@ def best_static(
         per_workload_returns=returns[wi, cols].reshape(-1),
         per_workload_terms=terms[wi, cols].reshape(-1, 4),
         per_workload_labels=[DEFAULT_GRID.setting(acts[j]).label() for j in wi],
+        final_loss=final[i].reshape(-1),
+        per_workload_final_loss=final[wi, cols].reshape(-1),
     )
 
 

@@ -151,6 +151,13 @@ class TrainArgs:
     final_loss_intervals: float = 0.0
     """training reward only: the last interval also pays this many intervals of its loss term
     (envs.reward.RewardConfig.final_loss_intervals; 0: off); validation keeps the plain reward (mango eval)"""
+    loss_credit: Literal["final", "interval"] = "final"
+    """training reward: where the loss term is paid (envs.reward.RewardConfig.loss_credit): final (each
+    interval pays K x the change of its loss term, so the return's loss part is the final loss's, as users
+    judge a run) or interval (each interval pays its own term, the reward before issue 13's session 5)"""
+    selection_score: Literal["final", "interval"] = "final"
+    """what checkpoints are selected by on the validation split: final (the users' objective on the final
+    loss, as mango eval and the demo score a run) or interval (the per-interval return, for comparison)"""
     profiles: str = ""
     """surrogate backend: comma list of the hardware profiles of envs/profiles/ that training and validation
     episodes draw from ('': every profile there). E.g. 'cpu-dev-2core,h200-gpt85m,h200-lm-medium' leaves out
@@ -223,7 +230,7 @@ def make_surrogate_env(args: TrainArgs) -> Any:
         num_envs=args.n_envs,
         split="train",
         hardware=hardware_draws(args),
-        reward=RewardConfig(final_loss_intervals=args.final_loss_intervals),
+        reward=RewardConfig(final_loss_intervals=args.final_loss_intervals, loss_credit=args.loss_credit),
     )
     venv: Any = SB3VecEnvAdapter(env, info_terms=False)
     venv = VecMonitor(venv)  # raw episode returns for rollout/ep_rew_mean
@@ -249,7 +256,7 @@ def make_training_env(args: TrainArgs) -> Any:
             split="train",
             interval_steps=args.train_interval_steps,
             intervals=args.train_intervals,
-            reward=RewardConfig(final_loss_intervals=args.final_loss_intervals),
+            reward=RewardConfig(final_loss_intervals=args.final_loss_intervals, loss_credit=args.loss_credit),
         )
         env = Monitor(env)
         if args.reward_scale == "objective":
@@ -335,6 +342,7 @@ def train(args: TrainArgs, command: str = "") -> TrainResult:
         seed=args.eval_seed,
         out_dir=out,
         hardware=hardware_draws(args),
+        score=args.selection_score,
     )
     callbacks: list[Any] = [callback]
     if args.max_minutes > 0:

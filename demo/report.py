@@ -10,13 +10,16 @@ import torch
 
 from client.protocol import Objective
 from demo.runs import RunResult
+from envs.reward import objective_cost
 
 __all__ = ["format_table", "format_verdict", "machine_line", "objective_scores"]
 
 
 def objective_scores(runs: list[RunResult], objective: Objective) -> dict[str, float]:
-    """Each run's scalar objective ``J`` under ``objective`` (lower is better), in the reward's units: the
-    final validation loss relative to the AdamW run's (0.2 = 20 % worse), mean state bytes, energy and wall
+    """Each run's scalar objective ``J`` under ``objective`` (lower is better):
+    :func:`envs.reward.objective_cost`, the function ``mango eval`` and ``mango train``'s checkpoint
+    selection score episodes with, of the final
+    validation loss relative to the AdamW run's (0.2 = 20 % worse) and the mean state bytes, energy and wall
     time as ratios to the AdamW run's. AdamW's own ``J`` is ``w_memory + w_energy + w_time``. With a memory
     budget, memory is a constraint: it leaves ``J`` and a run whose mean state breaks the budget gets ``inf``.
     """
@@ -26,17 +29,16 @@ def objective_scores(runs: list[RunResult], objective: Objective) -> dict[str, f
     out: dict[str, float] = {}
     for r in runs:
         mean_state = r.mean_state_bytes_per_param() * r.n_params
-        terms = (
+        cost = objective_cost(
+            w,
             (r.final_val_loss - base.final_val_loss) / base.final_val_loss,
             mean_state / max(base.mean_state_bytes_per_param() * base.n_params, 1.0),
             r.energy_j / base.energy_j if base.energy_j > 0 else 1.0,
             r.wall_s / base.wall_s if base.wall_s > 0 else 1.0,
+            state_bytes=mean_state,
+            budget_bytes=budget or 0,
         )
-        if budget is not None:  # memory is a constraint: it leaves J, a run that breaks it is infeasible
-            feasible = mean_state <= budget
-            out[r.name] = w[0] * terms[0] + w[2] * terms[2] + w[3] * terms[3] if feasible else math.inf
-        else:
-            out[r.name] = float(sum(wi * t for wi, t in zip(w, terms, strict=True)))
+        out[r.name] = float(cost)
     return out
 
 

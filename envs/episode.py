@@ -29,6 +29,7 @@ __all__ = [
     "EpisodeStart",
     "StepOutcome",
     "draw_episode",
+    "loss_term_of",
     "resolve_objective",
     "score",
 ]
@@ -136,9 +137,12 @@ def score(
     config: RewardConfig,
     diverged: bool = False,
     last: bool = False,
+    prev_loss_term: float = 0.0,
+    intervals: int = 1,
 ) -> tuple[float, tuple[float, float, float, float], bool, bool]:
     """Reward, terms, over-budget and divergence flags of one record (the single-episode backends' path);
-    ``last``: the episode's last interval."""
+    ``last``: the episode's last interval; ``prev_loss_term``: the previous interval's loss term and
+    ``intervals`` the episode's control intervals (for ``RewardConfig.loss_credit="final"``)."""
     terms = reward_terms(
         record.loss,
         record.state_bytes,
@@ -162,5 +166,15 @@ def score(
         initial_loss=initial_loss,
         config=config,
         last=last,
+        prev_loss_term=prev_loss_term,
+        intervals=intervals,
     )
     return float(r), tuple(float(t) for t in terms), bool(over), bool(div)  # type: ignore[return-value]
+
+
+def loss_term_of(record: TelemetryRecord, ref_loss: float, initial_loss: float) -> float:
+    """The loss term ``l`` of one record (the warm-up interval's is ``l_0`` of ``loss_credit="final"``)."""
+    return float(
+        reward_terms(record.loss, 1, 1.0, 1.0, ref_loss=ref_loss, ref_state_bytes=1, ref_energy_j=1.0,
+                     ref_interval_s=1.0, initial_loss=initial_loss)[0]
+    )  # fmt: skip

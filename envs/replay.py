@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from client.protocol import DEFAULT_GRID, CompressionSetting, Objective, Reference, TelemetryRecord
-from envs.episode import Backend, EpisodeStart, StepOutcome, draw_episode, score
+from envs.episode import Backend, EpisodeStart, StepOutcome, draw_episode, loss_term_of, score
 from envs.objectives import ObjectiveSampler, make_objective
 from envs.reward import RewardConfig
 from envs.traces import EpisodeTrace, TraceSet, load_traces
@@ -101,6 +101,7 @@ class ReplayBackend(Backend):
         self.current = 0
         self.t = 0
         self.objective: Objective | None = None
+        self.prev_loss_term = 0.0
 
     def reset(
         self,
@@ -123,6 +124,9 @@ class ReplayBackend(Backend):
             dense = grp.reference.dense_state_bytes
             objective = make_objective(weights, None if budget is None else max(1, int(budget * dense)))
         self.objective = objective
+        self.prev_loss_term = loss_term_of(
+            grp.records[self.current][0], float(grp.ref_loss[0]), grp.initial_loss
+        )
         return EpisodeStart(
             workload=name,
             job_seed=seed,
@@ -169,7 +173,10 @@ class ReplayBackend(Backend):
             objective=self.objective,
             config=self.reward_config,
             last=self.t >= len(recs) - 1,
+            prev_loss_term=self.prev_loss_term,
+            intervals=len(recs) - 1,
         )
+        self.prev_loss_term = terms[0]
         return StepOutcome(
             record=rec,
             reward=reward,

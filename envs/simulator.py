@@ -161,6 +161,7 @@ class SurrogateEngine:
         self._ar = np.arange(n)
         self.level = np.ones(n, dtype=np.float64)
         self.initial_loss = np.ones(n, dtype=np.float64)
+        self.prev_loss_term = np.zeros(n, dtype=np.float64)  # l_{t-1} (RewardConfig.loss_credit="final")
         self.weights = np.zeros((n, 4), dtype=np.float64)
         self.budget = np.zeros(n, dtype=np.int64)
         self.job_seed = np.zeros(n, dtype=np.int64)
@@ -299,6 +300,10 @@ class SurrogateEngine:
         acts = self.init_acts[idx]
         raw = self._interval(idx, acts)
         self.initial_loss[idx] = raw["ref_loss"]
+        self.prev_loss_term[idx] = reward_terms(
+            raw["loss"], 1, 1.0, 1.0, ref_loss=raw["ref_loss"], ref_state_bytes=1, ref_energy_j=1.0,
+            ref_interval_s=1.0, initial_loss=raw["ref_loss"],
+        )[0]  # fmt: skip
         self._push(idx, raw, acts)
 
     def _first_action(self, i: int, wi: int) -> np.ndarray:
@@ -412,7 +417,10 @@ class SurrogateEngine:
             initial_loss=self.initial_loss,
             config=self.reward_cfg,
             last=self.t >= self.k,
+            prev_loss_term=self.prev_loss_term,
+            intervals=self.k,
         )
+        self.prev_loss_term = np.asarray(terms[0], dtype=np.float64).copy()
         terminated = (self.t >= self.k) | diverged
         info = dict(zip(TERM_NAMES, terms, strict=True))
         info["over_budget"] = over

@@ -44,7 +44,7 @@ from client.controllers import first_setting_for_profile
 from client.protocol import CompressionSetting, Reference, TelemetryRecord
 from client.telemetry import EnergyMeter, EnergyModel, MemoryTracker, ModelledMeter, make_energy_meter
 from envs.data import cache_dir, get_batch, load_corpus, load_digits_data
-from envs.episode import Backend, EpisodeStart, StepOutcome, draw_episode, score
+from envs.episode import Backend, EpisodeStart, StepOutcome, draw_episode, loss_term_of, score
 from envs.objectives import make_objective
 from envs.workloads import Workload, get_workload
 
@@ -548,6 +548,7 @@ class TrainingBackend(Backend):
         self.ref: ReferenceRun | None = None
         self.objective: Any = None
         self.t = 0
+        self.prev_loss_term = 0.0
         #: wall times of the last interval (``train_s``, ``total_s``, ``apply_s``): kept out of ``info`` so
         #: that equal seeds give equal infos; read by the recorder and the benchmark.
         self.last_timing: dict[str, float] = {}
@@ -574,6 +575,7 @@ class TrainingBackend(Backend):
         res = self.job.run_interval(first)
         self.last_timing = {"train_s": res.train_s, "total_s": res.total_s, "apply_s": res.apply_s}
         self.t = 0
+        self.prev_loss_term = loss_term_of(res.record, float(ref.records[0].loss), ref.initial_loss)
         return EpisodeStart(
             workload=w.name,
             job_seed=js,
@@ -601,7 +603,10 @@ class TrainingBackend(Backend):
             config=self.reward_config,
             diverged=res.diverged,
             last=self.t >= self.job.workload.intervals,
+            prev_loss_term=self.prev_loss_term,
+            intervals=self.job.workload.intervals,
         )
+        self.prev_loss_term = terms[0]
         return StepOutcome(
             record=res.record,
             reward=reward,

@@ -75,14 +75,18 @@ def test_episode_length_termination_and_info(model: SurrogateModel) -> None:
     env = CompressionEnv(workload="lm-small-constant", model=model, objective="balanced")
     _, info = env.reset(seed=1)
     k = envs.get_workload("lm-small-constant").intervals
+    prev = 0.0
     for t in range(k):
+        prev = info.get("loss_term", 0.0)
         obs, r, term, trunc, info = env.step(np.array([3, 3, 0]))
         assert not trunc and term == (t == k - 1)
         assert env.observation_space.contains(obs)
     for key in (*TERM_NAMES, "over_budget", "diverged", "ref_loss", "loss", "state_bytes", "setting"):
         assert key in info
     w = OBJECTIVE_PRESETS["balanced"]
-    assert r == pytest.approx(-sum(wi * info[t] for wi, t in zip(w, TERM_NAMES, strict=True)))
+    # loss_credit="final" (the default): the loss part is K x the change of the loss term
+    paid = (k * (info["loss_term"] - prev), info["memory_term"], info["energy_term"], info["time_term"])
+    assert r == pytest.approx(-sum(wi * x for wi, x in zip(w, paid, strict=True)))
     assert info["setting"] == "r8/b8/g0" and 0 < info["memory_term"] < 1
     with pytest.raises(RuntimeError, match="reset"):
         env.step(np.array([0, 0, 0]))
@@ -102,7 +106,10 @@ def test_objective_sampled_per_episode_and_fixed_by_option(model: SurrogateModel
 
 
 def test_memory_budget_penalty(model: SurrogateModel) -> None:
-    env = CompressionEnv(workload="lm-tiny-cosine", model=model)
+    from envs.reward import RewardConfig
+
+    # the per-interval loss credit keeps the loss part to this interval's term (the penalty is the same)
+    env = CompressionEnv(workload="lm-tiny-cosine", model=model, reward=RewardConfig(loss_credit="interval"))
     obs, info = env.reset(seed=0, options={"objective": Objective(w_loss=1.0, memory_budget_bytes=1000)})
     job = obs[-len(ObservationSpec.OBJECTIVE_FEATURES) :]
     assert job[5] == 1.0  # has_budget
@@ -236,3 +243,56 @@ def test_final_loss_term_charges_only_the_last_interval(model: SurrogateModel) -
     assert t0.all() and (info["loss_term"] > 0.01).all()  # r8/b4 on the 85 M model: a real final excess
     with pytest.raises(ValueError, match="must be >= 0"):
         RewardConfig(final_loss_intervals=-1.0)
+
+
+def test_final_loss_credit_orders_equal_interval_sums_by_the_final_loss() -> None:
+    """Two synthetic episodes with the same per-interval loss terms in another order: the per-interval sum
+    cannot tell them apart; loss_credit="final" charges the one that ends worse (20 % worse costs 0.2 x K)."""
+    from envs.reward import RewardConfig, penalized_reward
+
+    w = np.array(OBJECTIVE_PRESETS["balanced"])
+    early = [0.0, 0.2, 0.0]  # damage that recovered by the end
+    late = [0.0, 0.0, 0.2]  # the same damage, left at the end (a low rank in the last interval)
+
+    def ret(losses: list[float], credit: str) -> float:
+        cfg = RewardConfig(loss_credit=credit)  # type: ignore[arg-type]
+        total, prev = 0.0, 0.0  # l_0 = 0: an uncompressed warm-up interval
+        for t, l_t in enumerate(losses):
+            r, _, _ = penalized_reward(w, (l_t, 0.3, 1.0, 1.0), state_bytes=1, budget_bytes=0, loss=1.0,
+                                       initial_loss=1.0, config=cfg, last=t == len(losses) - 1,
+                                       prev_loss_term=prev, intervals=len(losses))  # fmt: skip
+            total, prev = total + float(r), l_t
+        return total
+
+    assert ret(early, "interval") == pytest.approx(ret(late, "interval"))
+    assert ret(late, "final") < ret(early, "final")
+    # the final credit's return is -K x the users' objective J (final loss, mean costs)
+    k = len(late)
+    j = 5.0 * 0.2 + 0.5 * 0.3 + 0.25 + 0.25
+    assert ret(late, "final") == pytest.approx(-k * j)
+    with pytest.raises(ValueError, match="loss_credit"):
+        RewardConfig(loss_credit="sum")  # type: ignore[arg-type]
+
+
+def test_final_credit_return_is_k_times_the_episode_objective(model: SurrogateModel) -> None:
+    """On the surrogate, vectorized: the return under loss_credit="final" equals -K x episode_objective
+    (the function mango eval scores with) plus K w_loss l_0 of the warm-up interval, per episode."""
+    from envs.reward import episode_objective
+
+    w = "gpu-gpt85m-cosine"
+    env = SurrogateVecEnv(num_envs=3, workload=w, model=model, objective="balanced")
+    env.reset(seed=[5, 6, 7])
+    l0 = env.engine.prev_loss_term.copy()
+    k = model.tables[w].intervals
+    acts = np.array(
+        [DEFAULT_GRID.action(CompressionSetting.parse(s)) for s in ("r0/b8/g0", "r8/b4/g0", "r4/b8/g0")]
+    )
+    total, terms = np.zeros(3), np.zeros((3, 4))
+    for _ in range(k):
+        _, r, _, _, info = env.step(acts)
+        total += r
+        terms += np.stack([info[n] for n in TERM_NAMES], axis=1)
+    weights = np.array(OBJECTIVE_PRESETS["balanced"])
+    j = episode_objective(weights, info["loss_term"], terms / k)
+    np.testing.assert_allclose(total, -k * j + k * weights[0] * l0, rtol=1e-9, atol=1e-9)
+    assert j[1] > j[0]  # r8/b4 ends above the uncompressed loss on the 85 M model: it pays for it

@@ -155,3 +155,30 @@ def test_projected_fraction_counts_only_matrices_a_rank_projects() -> None:
     by_rank = dict(zip(_RANKS.tolist(), frac.tolist(), strict=True))
     assert by_rank[0] == 0.0 and by_rank[1] == 1.0 and by_rank[32] == 1.0
     assert by_rank[64] == pytest.approx(big / (big + small))  # rank 64 keeps the 48-row matrix whole
+
+
+def test_two_scale_fit_recovers_early_and_late_scales() -> None:
+    """_fit_scales: data made with scale 1.5 on the early part and 0.5 on the late part gives back both
+    (a little shrunk towards 1); one scale cannot (it lands between)."""
+    from envs.fit import _fit_scales
+
+    rng = np.random.default_rng(0)
+    parts = []
+    for _ in range(6):
+        pa, pb = rng.random(12), rng.random(12)
+        parts.append((pa, pb, 0.5 * pa + 1.5 * pb, np.ones(12)))
+    _, s, late = _fit_scales(parts, 0.01, True)
+    assert s == pytest.approx(1.5, abs=0.03) and late == pytest.approx(0.5, abs=0.03)
+    _, s1, late1 = _fit_scales(parts, 0.01, False)
+    assert s1 == late1 and 0.6 < s1 < 1.4
+
+
+def test_late_scale_refit_lowers_the_final_loss_error_off_the_gpu(
+    fitted: tuple[SurrogateModel, dict],
+) -> None:
+    """The shipped fit (late scale on) against one scale per workload: the final l_T error, what the final
+    score charges, is lower on the fit data and the held-out workloads' own-scale rows."""
+    _, rep = fitted
+    _, one = fit_surrogate(load_traces(), FitConfig(late_scale=False))
+    for g in ("fit data (train workloads)", "held-out workloads, held-out episodes (own scale)"):
+        assert rep[g]["final_abs"] < one[g]["final_abs"], g
