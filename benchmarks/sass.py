@@ -1,0 +1,130 @@
+"""Static machine code of the fused step's matrix kernel, compiled for an H100/H200 (sm_90) on any machine.
+
+``python -m benchmarks.sass`` compiles ``matrix_step_kernel`` for each setting below with Triton's own
+``ptxas`` (no GPU needed), disassembles it with the bundled ``nvdisasm`` and prints, per setting, the
+instructions per value (static count x 32 lanes / values per program: a program has no loops, so this is
+close to the dynamic count that ``ncu`` reports, minus the statistics branch that 1 program in 8 takes), the
+registers a thread holds and its stack (spill) bytes, and the most frequent opcodes. The rank-0 step is
+issue-bound on an H200 (BENCHMARKS.md), so fewer instructions per value and enough warps per SM (registers)
+are what a kernel change has to buy; whether it does is measured on the GPU (``mango bench gpu --parts
+variants``). A modelled figure: the local Triton version may differ from the GPU machine's.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+import tyro
+
+#: (label, constexpr overrides of the rank-0 8-bit step) - the settings' kernel specializations.
+CASES: list[tuple[str, dict[str, Any]]] = [
+    ("r0/b8/g0", {}),
+    ("r0/b8/g0 nearest", {"STOCHASTIC": False}),
+    ("r0/b8/g0 no-EF", {"EF": False}),
+    ("r0/b8/g0.5", {"SHIFT": True}),
+    ("r0/b16/g0", {"BITS": 16}),
+    ("r0/b4/g0", {"BITS": 4, "MODE": 1, "BLOCK": 64, "ROWS": 4, "FACTORED": True}),
+    (
+        "r0/b4/g0 nearest",
+        {"BITS": 4, "MODE": 1, "BLOCK": 64, "ROWS": 4, "FACTORED": True, "STOCHASTIC": False},
+    ),
+    ("r0/b4/g0 uniform", {"BITS": 4, "MODE": 0, "BLOCK": 64, "ROWS": 4, "FACTORED": True}),
+    ("r0/b3/g0", {"BITS": 3, "BLOCK": 64, "ROWS": 4, "FACTORED": True}),
+    ("r0/b2/g0", {"BITS": 2, "BLOCK": 64, "ROWS": 4, "FACTORED": True}),
+]
+
+_SIGNATURE = {
+    "prog_ptr": "*i32", "addr_ptr": "*i64", "meta_ptr": "*i64", "grad_ptr": "*i64", "norm_ptr": "*fp32",
+    "seed_ptr": "*i64", "tab_ptr": "*fp32", "mean_ptr": "*fp32", "pid0": "i32", "part_ptr": "*fp32",
+    "sample_ptr": "*fp32", "skip_ptr": "*i32", "xsq_ptr": "*fp32", "decay": "fp32", "step_size": "fp32",
+    "inv_bc2s": "fp32", "eps": "fp32", "beta1": "fp32", "beta2": "fp32", "ef_beta": "fp32", "gamma": "fp32",
+}  # fmt: skip
+
+
+@dataclass
+class SassArgs:
+    """Static instructions per value and registers of the fused matrix kernel, compiled for sm_90 (no GPU)."""
+
+    cases: str = ""
+    """comma-separated labels of CASES to compile (empty: all)"""
+    arch: int = 90
+    """compute capability to compile for (90: H100 / H200)"""
+
+
+def compile_case(overrides: dict[str, Any], arch: int = 90) -> dict[str, Any]:
+    """Compile one specialization of ``matrix_step_kernel``; its instructions per value, registers, stack
+    bytes and opcode counts."""
+    import triton
+    import triton.language as tl
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from client.compression import fused
+    from client.compression.kernels import triton_step as ts
+
+    consts: dict[str, Any] = dict(
+        PDTYPE=tl.float32, BITS=8, MODE=0, BLOCK=256, ROWS=1, EF=True, SHIFT=False, FACTORED=False,
+        STOCHASTIC=True, FRESH=False, SRC=0, STATS_EVERY=ts.STATS_EVERY.value, FULL=True,
+    )  # fmt: skip
+    consts.update(overrides)
+    signature = dict(_SIGNATURE, **dict.fromkeys(consts, "constexpr"))
+    options: dict[str, Any] = {"num_warps": fused.NUM_WARPS}
+    regs = fused.MAX_REGS_BY_BITS.get(consts["BITS"], 0)
+    if regs:
+        options["maxnreg"] = regs
+    kernel = triton.compile(
+        ASTSource(ts.matrix_step_kernel, signature, constexprs=consts),
+        target=GPUTarget("cuda", arch, 32),
+        options=options,
+    )
+    tools = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(kernel.asm["cubin"])
+        f.flush()
+        sass = subprocess.run([os.path.join(tools, "nvdisasm"), "-c", f.name], capture_output=True, text=True)
+        res = subprocess.run(
+            [os.path.join(tools, "cuobjdump"), "-res-usage", f.name], capture_output=True, text=True
+        )
+    lines = [ln for ln in sass.stdout.splitlines() if re.search(r"/\*[0-9a-f]{4}\*/", ln)]
+    ops: collections.Counter[str] = collections.Counter()
+    for ln in lines:
+        m = re.search(r"\*/\s+(?:@!?U?P\w+\s+)?([A-Z0-9_]+)", ln)
+        if m:
+            ops[m.group(1)] += 1
+    reg = re.search(r"REG:(\d+)", res.stdout)
+    stack = re.search(r"STACK:(\d+)", res.stdout)
+    return {
+        "per_value": len(lines) * 32 / (consts["BLOCK"] * consts["ROWS"]),
+        "registers": int(reg.group(1)) if reg else -1,
+        "stack_bytes": int(stack.group(1)) if stack else -1,
+        "ops": ops,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = tyro.cli(SassArgs, args=argv, prog="python -m benchmarks.sass", description=SassArgs.__doc__)
+    want = {c.strip() for c in args.cases.split(",") if c.strip()}
+    unknown = want - {label for label, _ in CASES}
+    if unknown:
+        raise SystemExit(f"unknown case(s) {sorted(unknown)}; choose from {[label for label, _ in CASES]}")
+    print(f"| setting | instructions / value | registers | stack B | top opcodes (sm_{args.arch}, static) |")
+    print("|---|---:|---:|---:|---|")
+    for label, overrides in CASES:
+        if want and label not in want:
+            continue
+        r = compile_case(overrides, args.arch)
+        top = " ".join(f"{op} {n}" for op, n in r["ops"].most_common(6))
+        print(
+            f"| {label} | {r['per_value']:.0f} | {r['registers']} | {r['stack_bytes']} | {top} |", flush=True
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
