@@ -393,21 +393,8 @@ def matrix_step_kernel(
             e_new = _keep(in_mask, ef_beta * e + (1.0 - gamma) * (g - c), FULL)
         else:
             e_new = _keep(in_mask, ef_beta * e + (g - c), FULL)
-        _store_slot(
-            e_new,
-            _uniform(w1, STOCHASTIC),
-            A,
-            6,
-            blk,
-            row_ok,
-            off,
-            in_mask,
-            tab_ptr,
-            BITS,
-            MODE,
-            BLOCK,
-            STOCHASTIC,
-        )
+        ue = _uniform(w1, STOCHASTIC)
+        _store_slot(e_new, ue, A, 6, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC)
     if SHIFT:
         if STOCHASTIC:  # a fifth stream: the same counters under another key (high word + 2^30)
             HALF: tl.constexpr = BLOCK // 2
@@ -422,9 +409,8 @@ def matrix_step_kernel(
     else:
         m = _load_slot(A, 2, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, FULL)
     m = _keep(in_mask, m + (1.0 - beta1) * (c - m), FULL)
-    _store_slot(
-        m, _uniform(w2, STOCHASTIC), A, 2, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC
-    )
+    um = _uniform(w2, STOCHASTIC)
+    _store_slot(m, um, A, 2, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC)
     if FACTORED:  # the history's rank-1 estimate plus this step's c^2; the c^2 sums for the fold
         sq = tl.where(in_mask, c * c + TINY, 0.0)
         a = (blk * BLOCK) // ncols  # parameter row of each tile row
@@ -442,21 +428,8 @@ def matrix_step_kernel(
         else:
             v = _load_slot(A, 4, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, FULL)
         v = _keep(in_mask, v * beta2 + (1.0 - beta2) * (c * c), FULL)
-        _store_slot(
-            v,
-            _uniform(w3, STOCHASTIC),
-            A,
-            4,
-            blk,
-            row_ok,
-            off,
-            in_mask,
-            tab_ptr,
-            BITS,
-            MODE,
-            BLOCK,
-            STOCHASTIC,
-        )
+        uv = _uniform(w3, STOCHASTIC)
+        _store_slot(v, uv, A, 4, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC)
         sqrt_v = tl.sqrt(v)  # of the fp32 value, as the torch path (the slot holds its rounding)
     else:  # sqrt(v) on the uniform code
         v_ptr = _ptr(A, 4, tl.uint8)
