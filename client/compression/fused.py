@@ -71,8 +71,9 @@ EXACT_TILE = 1024
 NORM_TILE = 8192
 #: Register cap per thread of the matrix kernel by width (``maxnreg``). The compiler takes 96 at 8 bits,
 #: which caps the one-warp programs at 20 per SM (ncu: 31% occupancy); 72 won the H200 sweep at 8 bits
-#: (1.38 ms against 1.51 ms, ``mango bench gpu --parts tune``); at 4 bits no cap was best.
-MAX_REGS_BY_BITS: dict[int, int] = {8: 72}
+#: (1.38 ms against 1.51 ms, ``mango bench gpu --parts tune``); at 4 bits no cap was best (128: no gain); at
+#: 2 and 3 bits (96 uncapped) 72 gained 3-4% (session 5 variants).
+MAX_REGS_BY_BITS: dict[int, int] = {8: 72, 3: 72, 2: 72}
 #: Override of :data:`MAX_REGS_BY_BITS` for every width: None keeps it, 0 means no cap, > 0 a cap.
 MAX_REGS: int | None = None
 #: Warps per matrix / exact program.
