@@ -20,7 +20,14 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any
 
+import triton
+import triton.language as tl
 import tyro
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from client.compression import fused
+from client.compression.kernels import triton_step as ts
 
 #: (label, constexpr overrides of the rank-0 8-bit step) - the settings' kernel specializations.
 CASES: list[tuple[str, dict[str, Any]]] = [
@@ -60,14 +67,6 @@ class SassArgs:
 def compile_case(overrides: dict[str, Any], arch: int = 90) -> dict[str, Any]:
     """Compile one specialization of ``matrix_step_kernel``; its instructions per value, registers, stack
     bytes and opcode counts."""
-    import triton
-    import triton.language as tl
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    from client.compression import fused
-    from client.compression.kernels import triton_step as ts
-
     consts: dict[str, Any] = dict(
         PDTYPE=tl.float32, BITS=8, MODE=0, BLOCK=256, ROWS=1, EF=True, SHIFT=False, FACTORED=False,
         STOCHASTIC=True, FRESH=False, SRC=0, STATS_EVERY=ts.STATS_EVERY.value, FULL=True,
