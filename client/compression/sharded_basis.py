@@ -246,6 +246,7 @@ class _Item:
     x: torch.Tensor | None = None  # (r, cols): this rank's columns of P^T G
     c: torch.Tensor | None = None
     sq_row: torch.Tensor | None = None
+    sqrt_v: torch.Tensor | None = None  # (r, cols): the factored v's square root read this step
     upd: torch.Tensor | None = None
     stores: dict[str, Any] = field(default_factory=dict)
 
@@ -385,8 +386,12 @@ def _compress(opt: Any, it: _Item, stats: Any) -> None:
     if it.v_full is not None:
         it.v_full.mul_(beta2).addcmul_(c, c, value=1 - beta2)
     else:
-        assert it.v_col is not None
+        assert it.v_row is not None and it.v_col is not None
         sq = c.square().add_(_TINY)
+        # the history's rank-1 estimate (statistics before this step) plus this step's c^2, as the
+        # single process reads it (MangoAdamW._matrix_step), before the statistics fold this step in
+        hist = torch.outer(it.v_row, it.v_col).div_(it.v_row.mean().clamp_min(_TINY))
+        it.sqrt_v = hist.mul_(beta2).add_(sq, alpha=1 - beta2).sqrt_()
         it.sq_row = sq.sum(dim=1)  # (r,): summed over the ranks' columns next
         it.v_col.mul_(beta2).add_(sq.mean(dim=0), alpha=1 - beta2)  # (cols,): every row is here
     it.c = c
@@ -399,8 +404,8 @@ def _normalize(it: _Item) -> None:
     if it.v_full is not None:
         sqrt_v = it.v_full.sqrt()
     else:
-        assert it.v_row is not None and it.v_col is not None
-        sqrt_v = (torch.outer(it.v_row, it.v_col) / it.v_row.mean().clamp_min(_TINY)).sqrt_()
+        assert it.sqrt_v is not None
+        sqrt_v = it.sqrt_v
     denom = (sqrt_v / bias_correction2_sqrt).add_(it.group["eps"])
     it.upd = it.exp_avg / denom  # type: ignore[operator]
 
