@@ -508,7 +508,9 @@ def test_ddp_benchmark_cpu_mode_runs(tmp_path: Path) -> None:
     from benchmarks.ddp import main
 
     configs = "dense-fp32,blockwise-b4-ef,ratq-b2,simq+-2.5"
-    argv = ["--cpu-gloo", "--steps", "4", "--warmup", "1", "--eval-batches", "1", "--configs", configs]
+    # a 0.1 s timing window (default 1 s): still extended by extra steps, at a tenth of the padding
+    argv = ["--cpu-gloo", "--steps", "4", "--warmup", "1", "--eval-batches", "1", "--min-window-s", "0.1"]
+    argv += ["--configs", configs]
     assert main([*argv, "--out", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "summary.json").read_text())["rows"]
     assert [r["config"] for r in rows] == configs.split(",")

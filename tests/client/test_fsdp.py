@@ -37,39 +37,31 @@ def test_fsdp_matches_ddp_shards_state_and_resumes_bit_exactly() -> None:
         assert r["final_fsdp"] < 0.5 * r["final_ddp"] + r["final_ddp"]  # trained, not diverged
 
 
-def _uneven_worker(rank: int, world: int, port: int, out: str) -> None:
+def _uneven_job(rank: int, out: str) -> None:
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
     from torch.distributed.fsdp import fully_shard
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        torch.manual_seed(0)
-        model = torch.nn.Sequential(torch.nn.Linear(64, 63), torch.nn.Linear(63, 3))  # 63 rows: uneven shards
-        fully_shard(model)
-        result: dict[str, object] = {}
-        for numel, key in ((1024, "compressed"), (10**6, "exact")):
-            opt = MangoAdamW(model.parameters(), lr=1e-2, setting=CompressionSetting(rank=0, bits=8),
-                             min_compress_numel=numel)  # fmt: skip
-            model(torch.randn(4, 64)).square().mean().backward()
-            opt.step()
-            try:
-                sd = get_optimizer_state_dict(model, opt)
-                result[key] = "ok"
-                opt.load_state_dict(sd)  # plain (non-DCP) round trip on the same ranks
-            except ValueError as exc:
-                result[key] = str(exc)
-        if rank == 0:
-            Path(out).write_text(json.dumps(result))
-    finally:
-        dist.destroy_process_group()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 63), torch.nn.Linear(63, 3))  # 63 rows: uneven shards
+    fully_shard(model)
+    result: dict[str, object] = {}
+    for numel, key in ((1024, "compressed"), (10**6, "exact")):
+        opt = MangoAdamW(model.parameters(), lr=1e-2, setting=CompressionSetting(rank=0, bits=8),
+                         min_compress_numel=numel)  # fmt: skip
+        model(torch.randn(4, 64)).square().mean().backward()
+        opt.step()
+        try:
+            sd = get_optimizer_state_dict(model, opt)
+            result[key] = "ok"
+            opt.load_state_dict(sd)  # plain (non-DCP) round trip on the same ranks
+        except ValueError as exc:
+            result[key] = str(exc)
+    if rank == 0:
+        Path(out).write_text(json.dumps(result))
 
 
-def test_uneven_shards_exact_state_checkpoints_compressed_is_refused_clearly(tmp_path: Path) -> None:
-    out = tmp_path / "r.json"
-    mp.spawn(_uneven_worker, args=(2, free_port(), str(out)), nprocs=2)
-    result = json.loads(out.read_text())
+def test_uneven_shards_exact_state_checkpoints_compressed_is_refused_clearly(group_run: Path) -> None:
+    result = json.loads((group_run / "uneven.json").read_text())
     assert result["exact"] == "ok"  # moments shaped like the shard take the parameter's placements
     assert "uneven shards on a 2-rank mesh" in result["compressed"]
     assert "min_compress_numel" in result["compressed"]
@@ -107,46 +99,38 @@ def _grad(step: int, shape: tuple[int, ...]) -> torch.Tensor:
 _SCHEDULE = [(5, "r8/b4/g0"), (4, "r4/b8/g0.5"), (2, "r0/b8/g0"), (3, "r8/b8/g0")]
 
 
-def _whole_basis_worker(rank: int, world: int, port: int, out: str, schedule: list[tuple[int, str]]) -> None:
+def _whole_basis_job(rank: int, out: str, schedule: list[tuple[int, str]]) -> None:
     from torch.distributed.fsdp import fully_shard
     from torch.distributed.tensor import Shard, distribute_tensor
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        kw: dict[str, Any] = {"lr": 1e-2, "min_compress_numel": 1024, "refresh_every": 3,
-                              "stochastic_rounding": False}  # fmt: skip
-        model = _Params()
-        fully_shard(model)
-        opt = MangoAdamW(model.parameters(), setting=CompressionSetting.parse(schedule[0][1]), **kw)
-        ref = _Params()  # one process, the whole matrices
-        ref_opt = MangoAdamW(ref.parameters(), setting=CompressionSetting.parse(schedule[0][1]), **kw)
-        t, bytes_rows, phases = 0, [], []
-        for steps, label in schedule:
-            opt.apply_setting(CompressionSetting.parse(label))
-            ref_opt.apply_setting(CompressionSetting.parse(label))
-            for _ in range(steps):
-                for p, q in zip(model.parameters(), ref.parameters()):
-                    full = _grad(t, tuple(q.shape))
-                    q.grad = full.clone()
-                    p.grad = distribute_tensor(full, p.device_mesh, [Shard(0)])
-                opt.step()
-                ref_opt.step()
-                t += 1
-            bytes_rows.append([label, opt.state_bytes(), opt.expected_state_bytes(), ref_opt.state_bytes()])
-            rows = []  # after each phase: the gathered parameters against the single process's
-            for p, q, q0 in zip(model.parameters(), ref.parameters(), _Params().parameters()):
-                diff = (p.full_tensor() - q).detach().abs()
-                moved = float((q - q0).detach().abs().max())
-                rows.append(
-                    {"phase": label, "shape": list(q.shape), "moved": moved, "max": float(diff.max())}
-                )
-            phases.append(rows)
-        exact = _resume_is_bit_exact(model, opt, schedule[-1][1], kw, t, f"{out}.ckpt")
-        Path(f"{out}.{rank}").write_text(json.dumps({"phases": phases, "bytes": bytes_rows, "resume": exact}))
-    finally:
-        dist.destroy_process_group()
+    kw: dict[str, Any] = {"lr": 1e-2, "min_compress_numel": 1024, "refresh_every": 3,
+                          "stochastic_rounding": False}  # fmt: skip
+    model = _Params()
+    fully_shard(model)
+    opt = MangoAdamW(model.parameters(), setting=CompressionSetting.parse(schedule[0][1]), **kw)
+    ref = _Params()  # one process, the whole matrices
+    ref_opt = MangoAdamW(ref.parameters(), setting=CompressionSetting.parse(schedule[0][1]), **kw)
+    t, bytes_rows, phases = 0, [], []
+    for steps, label in schedule:
+        opt.apply_setting(CompressionSetting.parse(label))
+        ref_opt.apply_setting(CompressionSetting.parse(label))
+        for _ in range(steps):
+            for p, q in zip(model.parameters(), ref.parameters()):
+                full = _grad(t, tuple(q.shape))
+                q.grad = full.clone()
+                p.grad = distribute_tensor(full, p.device_mesh, [Shard(0)])
+            opt.step()
+            ref_opt.step()
+            t += 1
+        bytes_rows.append([label, opt.state_bytes(), opt.expected_state_bytes(), ref_opt.state_bytes()])
+        rows = []  # after each phase: the gathered parameters against the single process's
+        for p, q, q0 in zip(model.parameters(), ref.parameters(), _Params().parameters()):
+            diff = (p.full_tensor() - q).detach().abs()
+            moved = float((q - q0).detach().abs().max())
+            rows.append({"phase": label, "shape": list(q.shape), "moved": moved, "max": float(diff.max())})
+        phases.append(rows)
+    exact = _resume_is_bit_exact(model, opt, schedule[-1][1], kw, t, f"{out}.ckpt")
+    Path(f"{out}.{rank}").write_text(json.dumps({"phases": phases, "bytes": bytes_rows, "resume": exact}))
 
 
 def _resume_is_bit_exact(
@@ -190,9 +174,33 @@ def _resume_is_bit_exact(
     return all(torch.equal(a, b) for a, b in zip(end, on(model2, opt2)))
 
 
-def _whole_basis(tmp_path: Path, schedule: list[tuple[int, str]]) -> list[list[dict[str, Any]]]:
-    out = str(tmp_path / "r")
-    mp.spawn(_whole_basis_worker, args=(2, free_port(), out, schedule), nprocs=2)
+#: The whole-basis schedule at 32 bits: no rounding, so the single process's parameters to float order.
+_SCHEDULE_EXACT = [(4, "r8/b32/g0"), (3, "r4/b32/g0.5")]
+
+
+def _group_worker(rank: int, world: int, port: int, out: str) -> None:
+    """One 2-rank gloo group runs every job of this file's tests: a spawned rank's start (torch, gloo, this
+    module) costs more than a job, so the tests share it (:func:`group_run`)."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        _whole_basis_job(rank, f"{out}/rounded", _SCHEDULE)
+        _whole_basis_job(rank, f"{out}/exact", _SCHEDULE_EXACT)
+        _uneven_job(rank, f"{out}/uneven.json")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def group_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of the shared group's results (a job that raises fails every test that reads them)."""
+    out = tmp_path_factory.mktemp("fsdp-group")
+    mp.spawn(_group_worker, args=(2, free_port(), str(out)), nprocs=2)
+    return out
+
+
+def _whole_basis(out: Path) -> list[list[dict[str, Any]]]:
     results = [json.loads(Path(f"{out}.{k}").read_text()) for k in range(2)]
     for res in results:  # per rank: the byte model, and the single process's bytes / world within 5 %
         for label, measured, expected, single in res["bytes"]:
@@ -202,21 +210,21 @@ def _whole_basis(tmp_path: Path, schedule: list[tuple[int, str]]) -> list[list[d
     return list(results[0]["phases"])
 
 
-def test_whole_basis_matches_the_single_process_on_the_gathered_matrix(tmp_path: Path) -> None:
+def test_whole_basis_matches_the_single_process_on_the_gathered_matrix(group_run: Path) -> None:
     """Round to nearest: the FSDP2 parameters are the single process's up to float summation order, after
     every phase of setting changes. The order moves a value across a rounding boundary now and then (one
     code off shifts one column of a projected update by a quantization step), and a basis refresh or the
     randomized SVD of a rank-0 -> rank-8 change carries it on, so the bound is 1 % of how far each tensor
     moved (measured: below 0.2 %). A basis per shard (the fallback) projects on other directions: tens of
     percent off."""
-    for rows in _whole_basis(tmp_path, _SCHEDULE):
+    for rows in _whole_basis(group_run / "rounded"):
         for row in rows:
             assert row["moved"] > 0.03, row  # it trained
             assert row["max"] <= 0.01 * row["moved"], row
 
 
-def test_whole_basis_without_rounding_is_the_single_process_to_float_order(tmp_path: Path) -> None:
-    for rows in _whole_basis(tmp_path, [(4, "r8/b32/g0"), (3, "r4/b32/g0.5")]):
+def test_whole_basis_without_rounding_is_the_single_process_to_float_order(group_run: Path) -> None:
+    for rows in _whole_basis(group_run / "exact"):
         for row in rows:
             assert row["max"] <= 1e-4 * row["moved"], row
 

@@ -5,7 +5,6 @@ same parameters, optimizer state, telemetry window, controller decisions and cou
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,14 +18,6 @@ from client.telemetry import ModelledMeter
 
 #: Fields of a record that measure the clock (they differ between any two runs).
 CLOCK = {"energy_j", "mean_power_w", "interval_s", "peak_memory_bytes", "energy_coarse"}
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _job(

@@ -5,7 +5,6 @@ ends exactly where the uninterrupted one does (parameters, optimizer state, hook
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +19,6 @@ from client.telemetry import ModelledMeter
 from tests.client.test_hook_resume import _assert_same_optimizer, _hook_view
 
 SETTING = CompressionSetting(rank=8, bits=4)
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _hook_args() -> dict[str, Any]:

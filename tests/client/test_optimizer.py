@@ -19,15 +19,6 @@ from client.protocol import CompressionSetting
 S = CompressionSetting
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small ops on a shared, busy CPU run far faster on one thread (no OpenMP barrier waits)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _net(seed: int = 0) -> nn.Module:
     """Matrices of both orientations, a 3-D weight, biases and a small matrix (exact path)."""
     torch.manual_seed(seed)

@@ -21,10 +21,7 @@ R0B8 = S(rank=0, bits=8)
 @pytest.fixture(autouse=True)
 def fresh_dynamo() -> Iterator[None]:
     torch._dynamo.reset()
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
     yield
-    torch.set_num_threads(n)
     torch._dynamo.reset()
 
 

@@ -19,14 +19,6 @@ SETTINGS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _model(seed: int = 0) -> list[torch.nn.Parameter]:
     torch.manual_seed(seed)
     return [

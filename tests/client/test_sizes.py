@@ -67,6 +67,15 @@ def _shuffled(k: int | None, seed: int) -> list[CompressionSetting]:
     return settings[:k] if k else settings
 
 
+def _distinct_shapes(name: str) -> nn.Module:
+    """One parameter per distinct trainable shape of the workload model ``name``: the byte model and the
+    optimizer's count are both sums over parameters, so each shape once discriminates as well as the whole
+    model does, at a fraction of its steps' cost."""
+    shapes = dict.fromkeys(_shapes(build_model(name, 0)))
+    gen = torch.Generator().manual_seed(0)
+    return nn.ParameterList(nn.Parameter(torch.randn(s, generator=gen)) for s in shapes)
+
+
 def test_digits_sampled_settings() -> None:
     _check(build_model("digits-mlp", 0), _shuffled(48, 0))
 
@@ -187,7 +196,10 @@ def test_digits_every_setting() -> None:
 
 @pytest.mark.slow
 def test_lm_small_sampled_settings() -> None:
-    _check(build_model("lm-small", 0), _shuffled(60, 4))
+    """lm-small's shapes (128-wide: square, 3:1 and 4:1 tall, 1:4 wide, 2:1; 1-D) over 60 settings."""
+    model = _distinct_shapes("lm-small")
+    assert len(_shapes(model)) == 8
+    _check(model, _shuffled(60, 4))
 
 
 def test_matrix_formula_by_hand() -> None:
