@@ -223,9 +223,12 @@ def test_memory_tracker_cpu_peak() -> None:
     tracker.reset()
     before = tracker.read().peak_bytes
     big = torch.ones(64 * 1024 * 1024 // 4)  # 64 MiB, touched
-    del big
-    after = tracker.read()
+    after = tracker.read()  # read while it lives: VmHWM is max(recorded high water, current RSS)
     assert after.peak_bytes >= before + 48 * 1024 * 1024
+    del big
+    # after the free the window's peak never goes down; whether it still shows the 64 MiB depends on the
+    # kernel recording the high water at the unmap (it did not, once, late in a long test run): not asserted
+    assert tracker.read().peak_bytes >= before
     if tracker.source == "process_rss_peak":  # reset works here: the peak comes back down
         tracker.reset()
         assert tracker.read().peak_bytes < after.peak_bytes
