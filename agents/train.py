@@ -148,9 +148,6 @@ class TrainArgs:
     """training backend: optimizer steps per control interval (default: the workload's)"""
     train_intervals: int | None = None
     """training backend: control intervals per episode (default: the workload's)"""
-    final_loss_intervals: float = 0.0
-    """training reward only: the last interval also pays this many intervals of its loss term
-    (envs.reward.RewardConfig.final_loss_intervals; 0: off); validation keeps the plain reward (mango eval)"""
     loss_credit: Literal["final", "interval"] = "final"
     """training reward: where the loss term is paid (envs.reward.RewardConfig.loss_credit): final (each
     interval pays K x the change of its loss term, so the return's loss part is the final loss's, as users
@@ -203,8 +200,6 @@ def _check_args(args: TrainArgs) -> None:
             f"batch={args.batch} must be in [2, n_envs * n_steps = {args.n_envs * args.n_steps}]; "
             "lower --batch or raise --n-envs/--n-steps"
         )
-    if args.final_loss_intervals < 0:
-        raise ValueError(f"final_loss_intervals={args.final_loss_intervals} must be >= 0 (0: off)")
     if args.extractor == "mlp" and args.init_from:
         raise ValueError("--init-from loads a TinyFormer artifact; it cannot initialize --extractor mlp")
 
@@ -230,7 +225,7 @@ def make_surrogate_env(args: TrainArgs) -> Any:
         num_envs=args.n_envs,
         split="train",
         hardware=hardware_draws(args),
-        reward=RewardConfig(final_loss_intervals=args.final_loss_intervals, loss_credit=args.loss_credit),
+        reward=RewardConfig(loss_credit=args.loss_credit),
     )
     venv: Any = SB3VecEnvAdapter(env, info_terms=False)
     venv = VecMonitor(venv)  # raw episode returns for rollout/ep_rew_mean
@@ -256,7 +251,7 @@ def make_training_env(args: TrainArgs) -> Any:
             split="train",
             interval_steps=args.train_interval_steps,
             intervals=args.train_intervals,
-            reward=RewardConfig(final_loss_intervals=args.final_loss_intervals, loss_credit=args.loss_credit),
+            reward=RewardConfig(loss_credit=args.loss_credit),
         )
         env = Monitor(env)
         if args.reward_scale == "objective":

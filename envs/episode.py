@@ -136,12 +136,11 @@ def score(
     objective: Objective,
     config: RewardConfig,
     diverged: bool = False,
-    last: bool = False,
     prev_loss_term: float = 0.0,
     intervals: int = 1,
 ) -> tuple[float, tuple[float, float, float, float], bool, bool]:
     """Reward, terms, over-budget and divergence flags of one record (the single-episode backends' path);
-    ``last``: the episode's last interval; ``prev_loss_term``: the previous interval's loss term and
+    ``prev_loss_term``: the previous interval's loss term and
     ``intervals`` the episode's control intervals (for ``RewardConfig.loss_credit="final"``)."""
     terms = reward_terms(
         record.loss,
@@ -165,7 +164,6 @@ def score(
         loss=math.inf if diverged else record.loss,
         initial_loss=initial_loss,
         config=config,
-        last=last,
         prev_loss_term=prev_loss_term,
         intervals=intervals,
     )

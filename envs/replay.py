@@ -172,7 +172,6 @@ class ReplayBackend(Backend):
             initial_loss=grp.initial_loss,
             objective=self.objective,
             config=self.reward_config,
-            last=self.t >= len(recs) - 1,
             prev_loss_term=self.prev_loss_term,
             intervals=len(recs) - 1,
         )

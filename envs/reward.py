@@ -31,10 +31,6 @@ w_energy*mean(e) + w_time*mean(tau)``, lower is better). The reward follows:
   13, session 4: the policy trained this way ended the H200 demo at rank 1-8 and 4.5-7.9 % above AdamW's
   loss).
 
-Optional extra terminal term (:attr:`RewardConfig.final_loss_intervals`, default 0 = off; an experiment of
-session 4, worse when trained with): the episode's last interval also pays ``final_loss_intervals * w_loss
-* l_T``.
-
 Penalties (:class:`RewardConfig`): ``budget_penalty`` (+ ``budget_slope`` x overshoot) per interval whose
 state exceeds the objective's memory budget, and ``divergence_penalty`` once when the loss exceeds
 ``divergence_factor * initial_loss`` (or is non-finite), which also ends the episode.
@@ -81,10 +77,6 @@ class RewardConfig:
         dominate a whole episode of excess loss: 10 by default.
     :ivar divergence_factor: a mean interval loss above ``divergence_factor * initial_loss`` (or non-finite)
         counts as divergence. Must be > 1.
-    :ivar final_loss_intervals: extra weight of the last interval's loss term, in intervals (0: off, the
-        reward of every evaluation so far). With ``K / 2`` (6 for 12 intervals) a static setting's final
-        loss counts about as much as its per-interval sum; ``mango train --final-loss-intervals`` sets it
-        for training only (validation and ``mango eval`` keep 0).
     :ivar loss_credit: ``"final"`` (default): each interval pays the change of the loss term times the
         episode's intervals, so the return's loss part is the final loss's (module docstring);
         ``"interval"``: each interval pays its own loss term (the per-interval sum of earlier sessions).
@@ -94,15 +86,11 @@ class RewardConfig:
     budget_slope: float = 2.0
     divergence_penalty: float = 10.0
     divergence_factor: float = 3.0
-    final_loss_intervals: float = 0.0
     loss_credit: Literal["final", "interval"] = "final"
 
     def __post_init__(self) -> None:
-        knobs = (self.budget_penalty, self.divergence_penalty, self.budget_slope, self.final_loss_intervals)
-        if min(knobs) < 0:
-            raise ValueError(
-                "budget_penalty, budget_slope, divergence_penalty and final_loss_intervals must be >= 0"
-            )
+        if min(self.budget_penalty, self.divergence_penalty, self.budget_slope) < 0:
+            raise ValueError("budget_penalty, budget_slope and divergence_penalty must be >= 0")
         if self.loss_credit not in LOSS_CREDITS:
             raise ValueError(f"loss_credit={self.loss_credit!r}; choose one of {LOSS_CREDITS}")
         if not self.divergence_factor > 1.0:
@@ -149,7 +137,6 @@ def penalized_reward(
     loss: Any,
     initial_loss: Any,
     config: RewardConfig,
-    last: Any = False,
     prev_loss_term: Any = 0.0,
     intervals: Any = 1,
 ) -> tuple[Any, Any, Any]:
@@ -157,8 +144,7 @@ def penalized_reward(
 
     ``budget_bytes`` of 0 means no budget; with one, the memory term leaves the weighted sum (memory is a
     constraint) and an over-budget interval pays ``budget_penalty + budget_slope * overshoot``. Works
-    elementwise on arrays (the vectorized env) and on floats. ``last`` marks the episode's last interval
-    (for :attr:`RewardConfig.final_loss_intervals`). With ``loss_credit="final"`` the loss part is
+    elementwise on arrays (the vectorized env) and on floats. With ``loss_credit="final"`` the loss part is
     ``intervals * w_loss * (l_t - prev_loss_term)``: ``prev_loss_term`` is the previous interval's loss term
     (the warm-up interval's before the first step), ``intervals`` the episode's control intervals ``K``.
     """
@@ -180,9 +166,6 @@ def penalized_reward(
     diverged = ~np.isfinite(loss_a) | (loss_a > config.divergence_factor * np.asarray(initial_loss))
     reward = reward - (config.budget_penalty + config.budget_slope * overshoot) * over
     reward = reward - config.divergence_penalty * diverged
-    if config.final_loss_intervals > 0:
-        final = np.asarray(last, dtype=bool) & ~diverged
-        reward = reward - config.final_loss_intervals * np.where(final, w[..., 0] * terms[0], 0.0)
     return reward, over, diverged
 
 

@@ -416,7 +416,6 @@ class SurrogateEngine:
             loss=raw["loss"],
             initial_loss=self.initial_loss,
             config=self.reward_cfg,
-            last=self.t >= self.k,
             prev_loss_term=self.prev_loss_term,
             intervals=self.k,
         )

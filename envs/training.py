@@ -602,7 +602,6 @@ class TrainingBackend(Backend):
             objective=self.objective,
             config=self.reward_config,
             diverged=res.diverged,
-            last=self.t >= self.job.workload.intervals,
             prev_loss_term=self.prev_loss_term,
             intervals=self.job.workload.intervals,
         )

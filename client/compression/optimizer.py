@@ -131,7 +131,6 @@ class _Stats:
         }
         if self.samples:
             x = torch.cat(self.samples).double()
-            x = x[torch.isfinite(x)]  # a projected tensor skipped for a non-finite gradient sampled it raw
             d = x - x.mean()
             m2 = d.square().mean()
             kurt = d.pow(4).mean() / m2.square().clamp_min(1e-300) - 3.0

@@ -218,33 +218,6 @@ def test_episode_hardware_shows_in_the_observation(model: SurrogateModel) -> Non
     assert (obs[-n_job + 6 :] == 0).all()
 
 
-def test_final_loss_term_charges_only_the_last_interval(model: SurrogateModel) -> None:
-    """RewardConfig.final_loss_intervals: the last interval pays that many more intervals of w_loss * l_T,
-    in the vectorized and the single-episode env alike; every other reward is unchanged."""
-    from envs.reward import RewardConfig
-
-    cfg = RewardConfig(final_loss_intervals=6.0)
-    w = "gpu-gpt85m-cosine"
-    plain = SurrogateVecEnv(num_envs=2, workload=w, model=model, objective="balanced")
-    final = SurrogateVecEnv(num_envs=2, workload=w, model=model, objective="balanced", reward=cfg)
-    single = CompressionEnv(workload=w, model=model, objective="balanced", reward=cfg)
-    plain.reset(seed=3)
-    final.reset(seed=3)
-    single.reset(seed=3)
-    act = np.tile(DEFAULT_GRID.action(CompressionSetting.parse("r8/b4/g0")), (2, 1))
-    for _ in range(model.tables[w].intervals):
-        _, r0, t0, _, info = plain.step(act)
-        _, r1, t1, _, _ = final.step(act)
-        np.testing.assert_array_equal(t1, t0)
-        _, rs, _, _, _ = single.step(act[0])
-        assert rs == r1[0]
-        extra = np.where(t0, 6.0 * 5.0 * info["loss_term"], 0.0)  # balanced: w_loss = 5
-        np.testing.assert_allclose(r1, r0 - extra, rtol=1e-12)
-    assert t0.all() and (info["loss_term"] > 0.01).all()  # r8/b4 on the 85 M model: a real final excess
-    with pytest.raises(ValueError, match="must be >= 0"):
-        RewardConfig(final_loss_intervals=-1.0)
-
-
 def test_final_loss_credit_orders_equal_interval_sums_by_the_final_loss() -> None:
     """Two synthetic episodes with the same per-interval loss terms in another order: the per-interval sum
     cannot tell them apart; loss_credit="final" charges the one that ends worse (20 % worse costs 0.2 x K)."""
@@ -257,10 +230,10 @@ def test_final_loss_credit_orders_equal_interval_sums_by_the_final_loss() -> Non
     def ret(losses: list[float], credit: str) -> float:
         cfg = RewardConfig(loss_credit=credit)  # type: ignore[arg-type]
         total, prev = 0.0, 0.0  # l_0 = 0: an uncompressed warm-up interval
-        for t, l_t in enumerate(losses):
+        for l_t in losses:
             r, _, _ = penalized_reward(w, (l_t, 0.3, 1.0, 1.0), state_bytes=1, budget_bytes=0, loss=1.0,
-                                       initial_loss=1.0, config=cfg, last=t == len(losses) - 1,
-                                       prev_loss_term=prev, intervals=len(losses))  # fmt: skip
+                                       initial_loss=1.0, config=cfg, prev_loss_term=prev,
+                                       intervals=len(losses))  # fmt: skip
             total, prev = total + float(r), l_t
         return total
 

@@ -245,17 +245,8 @@ def _load_slot(
     elif BITS == 16:
         return tl.load(_ptr(A, col, tl.bfloat16) + off, mask=in_mask, other=0.0).to(tl.float32)
     else:
-        x = _dequant(
-            _ptr(A, col, tl.uint8),
-            _ptr(A, col + 1, tl.float32),
-            blk,
-            row_ok,
-            tab_ptr,
-            BITS,
-            MODE,
-            BLOCK,
-        )
-        return _keep(in_mask, x, FULL)
+        codes, scales = _ptr(A, col, tl.uint8), _ptr(A, col + 1, tl.float32)
+        return _keep(in_mask, _dequant(codes, scales, blk, row_ok, tab_ptr, BITS, MODE, BLOCK), FULL)
 
 
 @triton.jit
@@ -270,16 +261,8 @@ def _store_slot(
         tl.store(_ptr(A, col, tl.bfloat16) + off, _bf16(x, rnd, STOCHASTIC), mask=in_mask)
     else:
         code, s, _ = _quantize(x, rnd, tab_ptr, BITS, MODE, STOCHASTIC)
-        _store_codes(
-            code,
-            s,
-            _ptr(A, col, tl.uint8),
-            _ptr(A, col + 1, tl.float32),
-            blk,
-            row_ok,
-            BITS,
-            BLOCK,
-        )
+        codes, scales = _ptr(A, col, tl.uint8), _ptr(A, col + 1, tl.float32)
+        _store_codes(code, s, codes, scales, blk, row_ok, BITS, BLOCK)
 
 
 @triton.jit
