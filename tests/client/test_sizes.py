@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import random
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -151,12 +149,12 @@ def test_pinned_group_settings() -> None:
         assert opt.state_bytes() == want == opt.expected_state_bytes(), s.label()
 
 
-def _fsdp_worker(rank: int, world: int, port: int, out: str) -> None:
+def _fsdp_worker(rank: int, world: int, store: str, out: str) -> None:
     from torch.distributed.fsdp import fully_shard
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    # a file rendezvous: no free-port race with other tests' servers
+    dist.init_process_group("gloo", store=dist.FileStore(store, world), rank=rank, world_size=world)
     try:
         torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(64, 96), nn.Linear(96, 32))
@@ -179,11 +177,8 @@ def _fsdp_worker(rank: int, world: int, port: int, out: str) -> None:
 @pytest.mark.slow
 def test_fsdp2_local_shards(tmp_path: Path) -> None:
     """FSDP2: each rank's measured state equals the model on its local shards (kind from the whole shape)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     out = str(tmp_path / "rows")
-    mp.spawn(_fsdp_worker, args=(2, port, out), nprocs=2)
+    mp.spawn(_fsdp_worker, args=(2, str(tmp_path / "store"), out), nprocs=2)
     for rank in range(2):
         for label, measured, expected in json.loads(Path(f"{out}.{rank}").read_text()):
             assert measured == expected > 0, (rank, label)

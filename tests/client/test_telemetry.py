@@ -217,18 +217,38 @@ def test_optimizer_state_bytes_counts_tensors() -> None:
     assert optimizer_state_bytes(WithCount()) == 123
 
 
+def _status_bytes(field: str) -> int | None:
+    """A ``/proc/self/status`` size field (``VmRSS``, ``RssAnon``) in bytes, or None off Linux."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
 def test_memory_tracker_cpu_peak() -> None:
+    """The CPU peak covers what is resident while a 64 MiB tensor lives, and a reset brings it down.
+
+    Not ``peak >= before + 64 MiB``: the resident set also holds file pages (the libraries), which this
+    machine's reclaim drops at any time, so the resident total can fall while the tensor is allocated
+    (seen late in long test runs). The tensor's own pages are checked in the anonymous part instead."""
     tracker = MemoryTracker("cpu")
     assert tracker.source in ("process_rss_peak", "process_rss_peak_since_start")
     tracker.reset()
     before = tracker.read().peak_bytes
+    anon0 = _status_bytes("RssAnon")
     big = torch.ones(64 * 1024 * 1024 // 4)  # 64 MiB, touched
-    after = tracker.read()  # read while it lives: VmHWM is max(recorded high water, current RSS)
-    assert after.peak_bytes >= before + 48 * 1024 * 1024
+    after = tracker.read()
+    rss, anon1 = _status_bytes("VmRSS"), _status_bytes("RssAnon")
+    assert after.peak_bytes >= before
+    if rss is not None and anon0 is not None and anon1 is not None:
+        assert anon1 - anon0 >= 48 * 1024 * 1024  # the tensor is resident...
+        assert after.peak_bytes >= rss  # ...and the peak covers everything resident now
     del big
-    # after the free the window's peak never goes down; whether it still shows the 64 MiB depends on the
-    # kernel recording the high water at the unmap (it did not, once, late in a long test run): not asserted
-    assert tracker.read().peak_bytes >= before
+    assert tracker.read().peak_bytes >= before  # the window's peak never goes down
     if tracker.source == "process_rss_peak":  # reset works here: the peak comes back down
         tracker.reset()
         assert tracker.read().peak_bytes < after.peak_bytes
