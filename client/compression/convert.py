@@ -24,8 +24,8 @@ from typing import Any
 
 import torch
 
-from client.compression.lowrank import init_q
-from client.compression.refresh import _orth, _stack_values, _uniform
+from client.compression.lowrank import init_q, orthonormalize_batched
+from client.compression.refresh import _stack_values, _uniform
 from client.compression.slots import _TINY, _mix_v
 from client.protocol import CompressionSetting
 
@@ -107,7 +107,7 @@ def _top_subspace(opt: Any, a: torch.Tensor, r: int) -> torch.Tensor:
     at = a.transpose(1, 2)
     pk = q
     for _ in range(2):  # power_iteration(a, q0, iters=2)
-        pk = _orth(a @ q)
+        pk = orthonormalize_batched(a @ q)
         q = at @ pk
     u = _left_singular(pk.transpose(1, 2) @ a)
     return pk @ u[:, :, :r]
@@ -144,7 +144,7 @@ def convert_group(opt: Any, ps: list[torch.Tensor], sts: list[dict[str, Any]], s
             extra = torch.stack(
                 [torch.randn(m_rows, r_new - r_old, generator=opt._gen, device=opt._gen.device) for _ in ps]
             ).to(P.device)
-            P_new = _orth(torch.cat([P, extra], dim=2))
+            P_new = orthonormalize_batched(torch.cat([P, extra], dim=2))
             W = P_new.transpose(1, 2) @ P
         elif r_old > 0:
             assert P is not None

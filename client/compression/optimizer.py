@@ -24,7 +24,7 @@ from client.compression import sharded_basis as basis_mod
 from client.compression.errors import MangoNonFiniteError
 from client.compression.feedback import shift_compress
 from client.compression.interface import CompressionStats
-from client.compression.lowrank import init_q, orthonormalize, power_iteration
+from client.compression.lowrank import init_q, orthonormalize_batched, power_iteration
 from client.compression.quant import (
     DenseState,
     QuantizedTensor,
@@ -1097,7 +1097,8 @@ class MangoAdamW(torch.optim.Optimizer):
             elif r_old > 0 and r_new > r_old:
                 assert P is not None
                 extra = torch.randn(m_rows, r_new - r_old, generator=self._gen, device=self._gen.device)
-                P_new = orthonormalize(torch.cat([P, extra.to(P.device)], dim=1))  # keeps span(P) first
+                # keeps span(P) first (the factor is triangular)
+                P_new = orthonormalize_batched(torch.cat([P, extra.to(P.device)], dim=1))
                 W = P_new.T @ P  # (r_new, r_old)
                 st["refresh_pending"] = True  # the random directions are replaced at the next step
             elif r_old > 0:  # rank r -> the full matrix

@@ -7,8 +7,9 @@ subspace iterations), rotates the ``r x n`` states by ``W = P'^T P`` (``m <- W m
 QR each, every ``refresh_every`` steps: on a GPU it cost more than the steps it served.
 
 :func:`refresh` does the same products batched over the tensors that share ``(m, n, r)``: the gradients
-are stacked once, the two products are ``bmm``, the QR is batched (signs fixed as
-:func:`~client.compression.lowrank.orthonormalize` fixes them). It writes the rotated states in fp32 into
+are stacked once, the two products are ``bmm``, the orthogonalization is
+:func:`~client.compression.lowrank.orthonormalize_batched` (CholeskyQR2, as the torch path's refresh: a
+stack's Householder QR runs matrix by matrix in the GPU solver). It writes the rotated states in fp32 into
 the launch's refresh buffers (one ``r x n`` copy each of ``m``, ``v``, ``e``, ``h``; a factored ``v``'s
 row statistic is rotated in place), and the matrix kernel of that step reads them there instead of the
 slots (``FRESH``) and stores its results into the slots as every step does: the torch path's arithmetic,
@@ -25,6 +26,7 @@ from typing import Any, cast
 
 import torch
 
+from client.compression.lowrank import orthonormalize_batched
 from client.compression.quant import DenseState, QuantizedTensor, dequantize
 from client.compression.slots import Slot, _canon, _get, _load, _mix_v
 
@@ -34,13 +36,6 @@ __all__ = ["due", "refresh"]
 def due(opt: Any, st: dict[str, Any]) -> bool:
     """Whether a projected tensor's basis is refreshed at this step (the torch path's rule)."""
     return st["step"] + 1 - st["basis_step"] >= opt.refresh_every
-
-
-def _orth(x: torch.Tensor) -> torch.Tensor:
-    """Batched :func:`~client.compression.lowrank.orthonormalize`: reduced QR, signs so that diag(R) >= 0."""
-    q, r = torch.linalg.qr(x, mode="reduced")
-    d = torch.diagonal(r, dim1=-2, dim2=-1)
-    return q * torch.where(d < 0, -1.0, 1.0).to(q.dtype)[..., None, :]
 
 
 def _stack_values(slots: list[Slot], sqrt_v: bool = False) -> torch.Tensor:
@@ -178,13 +173,16 @@ def refresh(opt: Any, params: list[torch.Tensor], grads: list[torch.Tensor], sta
             X = torch.baddbmm(G, P, E)
         else:
             X = G
-        is_due = torch.tensor([due(opt, st) for st in sts], device=P.device)
-        ok = torch.isfinite(X.square().sum(dim=(1, 2))) & is_due  # (k,): no host sync
+        ok = torch.isfinite(X.square().sum(dim=(1, 2)))  # (k,): no host sync
+        flags = [due(opt, st) for st in sts]
+        if not all(flags):  # pinned and non-blocking: a plain copy to the GPU waits for the queued steps
+            mask = torch.tensor(flags)
+            ok &= mask.pin_memory().to(P.device, non_blocking=True) if P.is_cuda else mask
         X = torch.where(ok[:, None, None], X, 0.0)
         q = X.transpose(1, 2) @ P  # warm start (k, n, r)
         P_new = P
         for _ in range(opt.power_iters):
-            P_new = _orth(X @ q)
+            P_new = orthonormalize_batched(X @ q)
             q = X.transpose(1, 2) @ P_new
         P_new = torch.where(ok[:, None, None], P_new, P)
         eye = torch.eye(r, device=P.device, dtype=P.dtype)

@@ -57,7 +57,7 @@ import torch
 import torch.distributed as dist
 
 from client.compression.feedback import shift_compress
-from client.compression.lowrank import init_q, orthonormalize
+from client.compression.lowrank import init_q, orthonormalize_batched
 from client.compression.sharded import is_dtensor
 from client.compression.sizes import FullBasisSplit, full_basis_split
 from client.compression.slots import (
@@ -216,7 +216,7 @@ def _power(
             y = _all_gather([y], [0], pl.group, pl.world)[0]
         else:
             y = _all_reduce([y], pl.group)[0]
-        P = orthonormalize(y)  # the same (m, r) input on every rank: the same basis
+        P = orthonormalize_batched(y)  # the same (m, r) input on every rank: the same basis
         if i + 1 < iters:
             q = X.T @ (P[pl.row_slice] if pl.split.axis == 0 else P)
             if pl.split.axis == 0:

@@ -11,6 +11,7 @@ from client.compression.lowrank import (
     exact_lowrank,
     init_q,
     orthonormalize,
+    orthonormalize_batched,
     power_iteration,
     spectral_tail_estimate,
     tail_energy,
@@ -80,6 +81,40 @@ def test_orthonormalize_rank_deficient_still_orthonormal() -> None:
     x[:, 0] = 1.0
     q = orthonormalize(x)
     assert torch.allclose(q.T @ q, torch.eye(3), atol=1e-6)
+
+
+def test_orthonormalize_batched_equals_householder_per_matrix() -> None:
+    """CholeskyQR2 on a stack gives each matrix's sign-fixed Householder factor (to rounding), any batch shape."""
+    x = torch.randn(2, 3, 40, 6, generator=_gen(7), dtype=torch.float64)
+    x[0, 1] *= 1e3  # scales differ within the stack
+    x[1, 2, :, 5] = x[1, 2, :, 0] + 1e-5 * x[1, 2, :, 5]  # ill-conditioned (cond ~1e5)
+    q = orthonormalize_batched(x)
+    assert q.shape == x.shape and q.dtype == torch.float64
+    for idx in [(0, 0), (0, 1), (1, 0), (1, 2)]:
+        ref = orthonormalize(x[idx])
+        well = 5 if idx == (1, 2) else 6  # the last direction of the ill-conditioned one moves with rounding
+        assert torch.allclose(q[idx][:, :well], ref[:, :well], atol=1e-6), idx
+        assert torch.allclose(q[idx].T @ q[idx], torch.eye(6, dtype=torch.float64), atol=1e-10)
+        back = q[idx] @ (q[idx].T @ x[idx])  # the span is x's
+        assert torch.allclose(back, x[idx], atol=1e-8 * float(x[idx].abs().max())), idx
+    assert orthonormalize_batched(x.float()).dtype == torch.float32
+    assert orthonormalize_batched(x[0, 0]).shape == (40, 6)  # a single matrix
+
+
+def test_orthonormalize_batched_rank_deficient_and_zero_input() -> None:
+    x = torch.zeros(3, 10, 3)
+    x[0, :, 0] = 1.0  # rank 1
+    x[1] = torch.randn(10, 3, generator=_gen(8))
+    q = orthonormalize_batched(x)  # x[2] is all zero
+    assert bool(torch.isfinite(q).all())
+    for j in range(3):
+        assert torch.allclose(q[j].T @ q[j], torch.eye(3), atol=1e-5), j
+    assert torch.allclose(q[2], torch.eye(10, 3), atol=1e-6)  # a zero matrix: the first r unit vectors
+    assert torch.allclose(q[0][:, 0], torch.ones(10) / 10**0.5, atol=1e-5)  # the span of x comes first
+    with pytest.raises(ValueError, match="rows >= columns"):
+        orthonormalize_batched(torch.randn(2, 3, 5))
+    with pytest.raises(TypeError, match=r"\(\.\.\., m, r\)"):
+        orthonormalize_batched(torch.ones(4, dtype=torch.int64))
 
 
 def test_init_q_seeded_and_orthonormal() -> None:
