@@ -3,16 +3,21 @@
 ``python -m benchmarks.step_probe --setting r0/b8/g0 --steps 20`` builds the ``step`` part's model (124M
 parameters, random gradients) and calls ``step()`` ``--steps`` times, then prints the mean step time; under
 ``ncu --kernel-name matrix_step_kernel --launch-skip 10 --launch-count 1 ...`` it gives one warm launch of the
-fused kernel to analyse. CUDA only.
+fused kernel to analyse. ``--refresh`` instead times a basis-refresh step against a plain one (device time
+by CUDA events, host time by the wall clock; ``refresh_every`` steps apart) and prints the torch profiler's
+table of one refresh step (top device ops), to see what a refresh costs and where. CUDA only.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import tyro
+
+from client.compression.refresh import due
 
 
 @dataclass
@@ -25,6 +30,48 @@ class StepProbeArgs:
     """optimizer steps to run"""
     no_ef: bool = False
     """error_feedback=False"""
+    refresh: bool = False
+    """time refresh steps against plain ones and profile one refresh step (projected settings)"""
+    refresh_every: int = 50
+    """MangoAdamW's refresh_every (with --refresh)"""
+
+
+def _refresh_probe(opt: Any, every: int) -> None:
+    """Device and host time of refresh steps vs plain steps, then the profiler's table of one refresh."""
+    for _ in range(2 * every):  # compile, and past the first refreshes
+        opt.step()
+    torch.cuda.synchronize()
+    projected = [st for st in opt.state.values() if "P" in st]
+    if not projected:
+        print("no projected tensor: --refresh needs a setting with rank > 0")
+        return
+
+    def refresh_next() -> bool:
+        return due(opt, projected[0])
+
+    rows: dict[str, list[tuple[float, float]]] = {"refresh": [], "plain": []}
+    for _ in range(2 * every):
+        kind = "refresh" if refresh_next() else "plain"
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        t0 = time.perf_counter()
+        a.record()
+        opt.step()
+        b.record()
+        host = (time.perf_counter() - t0) * 1000
+        b.synchronize()
+        rows[kind].append((a.elapsed_time(b), host))
+    for kind, xs in rows.items():
+        dev = sorted(x[0] for x in xs)[len(xs) // 2]
+        host = sorted(x[1] for x in xs)[len(xs) // 2]
+        print(f"{kind} step: device {dev:.3f} ms, host {host:.3f} ms (median of {len(xs)})")
+    while not refresh_next():
+        opt.step()
+    torch.cuda.synchronize()
+    acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=acts) as prof:
+        opt.step()
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=25))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,8 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     params = gpt2_with_gradients()
     opt = MangoAdamW(
         params, lr=3e-4, weight_decay=0.1, setting=CompressionSetting.parse(args.setting),
-        error_feedback=not args.no_ef,
+        error_feedback=not args.no_ef, refresh_every=args.refresh_every,
     )  # fmt: skip
+    if args.refresh:
+        _refresh_probe(opt, args.refresh_every)
+        return 0
     torch.cuda.synchronize()
     t0 = time.perf_counter()
     for _ in range(args.steps):
