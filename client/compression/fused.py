@@ -160,6 +160,9 @@ class Plan:
     gamma: float = 0.0
     #: float32 ``[n_items]``: the gradient's numel for a fused matrix tensor, else 0 (see :func:`run`)
     numels: torch.Tensor | None = None
+    #: the refresh's CUDA graph (:class:`~client.compression.refresh.RefreshGraph`) once captured; False
+    #: after a failed capture (the plan then refreshes eagerly)
+    refresh_graph: Any = None
 
     @property
     def matrix(self) -> list[_Group]:

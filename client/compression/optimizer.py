@@ -402,6 +402,9 @@ class MangoAdamW(torch.optim.Optimizer):
         # each small op is a launch; on a CPU the batched path measured slower, benchmarks/switch_cpu.py);
         # True / False force it (False: tensor by tensor, the reference the batched path is tested against)
         self.batch_convert: bool | None = None
+        # the fused refresh's device tail replayed from a CUDA graph on a GPU (captured at the plan's first
+        # refresh; refresh.refresh_plan); False keeps the eager refresh (the reference the graph is tested on)
+        self.graph_refresh = True
         self.stochastic_rounding = bool(stochastic_rounding)
         self.strict = bool(strict)
         self.stats_sample = stats_sample
@@ -710,11 +713,10 @@ class MangoAdamW(torch.optim.Optimizer):
             plan = self._plan = fused_mod.build_plan(self, items, key)
         if not plan.groups or not fused_mod.grads_fit(plan, grads):
             return False
-        refreshed: dict[int, torch.Tensor] = {}
-        for grp in plan.projected:  # a basis refresh: batched over each shape, into fp32 buffers of this step
-            if any(refresh_mod.due(self, st) for st in grp.states):
-                views, refreshed[id(grp)] = fused_mod.fresh_buffers(grp)
-                refresh_mod.refresh(self, grp.params, [grads[j] for j in grp.index], grp.states, views)
+        # a basis refresh: batched per shape, into fp32 buffers of this step (its tail from a CUDA graph)
+        due_launches = [g for g in plan.projected if any(refresh_mod.due(self, st) for st in g.states)]
+        fresh = refresh_mod.refresh_plan(self, plan, due_launches, grads) if due_launches else {}
+        refreshed = {i: addr for i, (_, addr) in fresh.items()}  # `fresh` keeps the buffers alive past run()
         stats = _Stats()
         torch_sq: torch.Tensor | None = None
         if plan.torch_items:

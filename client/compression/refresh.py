@@ -21,16 +21,19 @@ gradient is not finite keeps its basis (its update is skipped anyway, by the nor
 
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
 
+from client.compression.fused import fresh_buffers
 from client.compression.lowrank import orthonormalize_batched
 from client.compression.quant import DenseState, QuantizedTensor, dequantize
 from client.compression.slots import Slot, _canon, _get, _load, _mix_v
 
-__all__ = ["due", "refresh"]
+__all__ = ["RefreshGraph", "due", "refresh", "refresh_plan"]
 
 
 def due(opt: Any, st: dict[str, Any]) -> bool:
@@ -144,19 +147,34 @@ def _rotate_each(
             torch.mm(w, h, out=f_h)
 
 
-@torch.no_grad()
-def refresh(opt: Any, params: list[torch.Tensor], grads: list[torch.Tensor], states: list[dict[str, Any]],
-            fresh: list[list[torch.Tensor]]) -> None:  # fmt: skip
-    """Refresh the due bases among one projected launch's tensors; write every tensor's fp32 states.
+@dataclass
+class _Inputs:
+    """One ``(shape, rank)`` subgroup's inputs to the device tail of a refresh (what :func:`_products`
+    computes eagerly from the gradients; static buffers of the CUDA graph when one is replayed)."""
 
-    :param params: / ``grads`` / ``states``: the launch's tensors (all of them: the kernel then reads every
-        tensor's state from ``fresh``; a tensor that is not due keeps its basis, ``W = I``).
-    :param fresh: per tensor, the fp32 ``(m, v, e, h)`` views (``r x n``) the kernel reads at this step.
-    """
+    idx: list[int]  # positions in the launch
+    rank: int
+    batched: bool
+    P: torch.Tensor  # (k, m, r) the old bases
+    Y: torch.Tensor  # (k, m, r) X q: the last subspace-iteration product, before its orthogonalization
+    ok: torch.Tensor  # (k,) bool: due and finite, so the basis changes
+    E: torch.Tensor | None  # (k, r, n) the error buffers, fp32
+
+
+def _subgroups(states: list[dict[str, Any]]) -> dict[tuple[Any, ...], list[int]]:
     groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
     for i, st in enumerate(states):
         groups[(st["shape"], st["rank"])].append(i)
-    for (_, r), idx in groups.items():
+    return groups
+
+
+def _products(
+    opt: Any, params: list[torch.Tensor], grads: list[torch.Tensor], states: list[dict[str, Any]]
+) -> list[_Inputs]:
+    """The products of a refresh that read the gradients (``X = G + P E``, ``q = X^T P``, the subspace
+    iterations but the last orthogonalization), per ``(shape, rank)`` subgroup of one launch."""
+    out = []
+    for (_, r), idx in _subgroups(states).items():
         ps = [params[i] for i in idx]
         sts = [states[i] for i in idx]
         batched = _batchable(opt, sts)
@@ -180,19 +198,146 @@ def refresh(opt: Any, params: list[torch.Tensor], grads: list[torch.Tensor], sta
             ok &= mask.pin_memory().to(P.device, non_blocking=True) if P.is_cuda else mask
         X = torch.where(ok[:, None, None], X, 0.0)
         q = X.transpose(1, 2) @ P  # warm start (k, n, r)
-        P_new = P
-        for _ in range(opt.power_iters):
-            P_new = orthonormalize_batched(X @ q)
-            q = X.transpose(1, 2) @ P_new
-        P_new = torch.where(ok[:, None, None], P_new, P)
-        eye = torch.eye(r, device=P.device, dtype=P.dtype)
-        W = torch.where(ok[:, None, None], P_new.transpose(1, 2) @ P, eye)  # (k, r, r): old -> new
-        group_fresh = [fresh[i] for i in idx]
-        if batched:
-            _rotate_batched(sts, W, E, group_fresh)
-        else:
-            _rotate_each(opt, ps, sts, W, E, group_fresh)
-        torch._foreach_copy_([st["P"] for st in sts], list(P_new.unbind(0)))
-        for st in sts:
-            if due(opt, st):
-                st["basis_step"] = st["step"] + 1
+        for _ in range(opt.power_iters - 1):
+            q = X.transpose(1, 2) @ orthonormalize_batched(X @ q)
+        out.append(_Inputs(idx=idx, rank=r, batched=batched, P=P, Y=X @ q, ok=ok, E=E))
+    return out
+
+
+def _tail(
+    opt: Any,
+    params: list[torch.Tensor],
+    states: list[dict[str, Any]],
+    x: _Inputs,
+    fresh: list[list[torch.Tensor]],
+) -> None:
+    """The rest of a subgroup's refresh, on the device only (capturable in a CUDA graph when ``batched``):
+    the new bases, the rotation ``W`` of the states into ``fresh``, the bases written back."""
+    ok = x.ok[:, None, None]
+    P_new = torch.where(ok, orthonormalize_batched(x.Y), x.P)
+    eye = torch.eye(x.rank, device=x.P.device, dtype=x.P.dtype)
+    W = torch.where(ok, P_new.transpose(1, 2) @ x.P, eye)  # (k, r, r): old -> new
+    sts = [states[i] for i in x.idx]
+    group_fresh = [fresh[i] for i in x.idx]
+    if x.batched:
+        _rotate_batched(sts, W, x.E, group_fresh)
+    else:
+        _rotate_each(opt, [params[i] for i in x.idx], sts, W, x.E, group_fresh)
+    torch._foreach_copy_([st["P"] for st in sts], list(P_new.unbind(0)))
+
+
+def _advance(opt: Any, states: list[dict[str, Any]]) -> None:
+    for st in states:
+        if due(opt, st):
+            st["basis_step"] = st["step"] + 1
+
+
+@torch.no_grad()
+def refresh(opt: Any, params: list[torch.Tensor], grads: list[torch.Tensor], states: list[dict[str, Any]],
+            fresh: list[list[torch.Tensor]]) -> None:  # fmt: skip
+    """Refresh the due bases among one projected launch's tensors; write every tensor's fp32 states.
+
+    :param params: / ``grads`` / ``states``: the launch's tensors (all of them: the kernel then reads every
+        tensor's state from ``fresh``; a tensor that is not due keeps its basis, ``W = I``).
+    :param fresh: per tensor, the fp32 ``(m, v, e, h)`` views (``r x n``) the kernel reads at this step.
+    """
+    for x in _products(opt, params, grads, states):
+        _tail(opt, params, states, x, fresh)
+    _advance(opt, states)
+
+
+@dataclass
+class RefreshGraph:
+    """The device tail of a refresh step (every due projected launch of one fused plan) as a CUDA graph.
+
+    Captured at the plan's first refresh step (which runs eagerly), replayed at the later ones: the tail is
+    most of a refresh's launches (the orthogonalization, the rotations, the copies), and replayed it costs
+    one launch. Its inputs are static buffers that :func:`refresh_plan` fills from the eager products; the
+    refresh buffers of :func:`~client.compression.fused.fresh_buffers` stay allocated for the plan's life
+    (the eager refresh allocates them at each refresh step: the peak memory is the same).
+    """
+
+    key: tuple[int, ...]  # ids of the launches it refreshes
+    graph: torch.cuda.CUDAGraph
+    inputs: dict[int, list[_Inputs]]  # per launch id: the static inputs of its subgroups
+    fresh: dict[int, tuple[list[list[torch.Tensor]], torch.Tensor]]  # per launch id: views, address table
+
+
+def _static_copy(dst: list[_Inputs], src: list[_Inputs]) -> bool:
+    """Copy this step's products into the graph's static inputs; False if their layout differs."""
+    if [(a.idx, a.rank, a.batched, a.E is None) for a in dst] != [
+        (b.idx, b.rank, b.batched, b.E is None) for b in src
+    ]:
+        return False
+    for a, b in zip(dst, src, strict=True):
+        for t_dst, t_src in ((a.P, b.P), (a.Y, b.Y), (a.ok, b.ok), (a.E, b.E)):
+            if t_dst is not None and t_src is not None:
+                t_dst.copy_(t_src)
+    return True
+
+
+@torch.no_grad()
+def refresh_plan(
+    opt: Any, plan: Any, launches: list[Any], grads: list[torch.Tensor]
+) -> dict[int, tuple[list[list[torch.Tensor]], torch.Tensor]]:
+    """Refresh the due projected launches of a fused step; return each launch's refresh buffers and their
+    address table (by launch id). The caller holds the buffers until the step's kernels are launched: the
+    table holds their raw addresses.
+
+    :param plan: the step's :class:`~client.compression.fused.Plan` (it holds the CUDA graph, if any).
+    :param launches: the projected launches (``_Group``) with a tensor due for a refresh.
+    :param grads: the step's gradients, by item position.
+
+    On a GPU, when every tensor of those launches is due and every subgroup rotates batched (the usual case:
+    one setting, every basis refreshed at the same step), the tail runs from a CUDA graph
+    (``opt.graph_refresh``, on by default; off, or a failed capture, keeps the eager refresh).
+    """
+    products = {id(g): _products(opt, g.params, [grads[j] for j in g.index], g.states) for g in launches}
+    key = tuple(id(g) for g in launches)
+    graphable = (
+        bool(getattr(opt, "graph_refresh", True))
+        and launches[0].params[0].is_cuda
+        and plan.refresh_graph is not False
+        and all(due(opt, st) for g in launches for st in g.states)
+        and all(x.batched for xs in products.values() for x in xs)
+    )
+    cached = plan.refresh_graph if graphable else None
+    if (
+        isinstance(cached, RefreshGraph)
+        and cached.key == key
+        and all(_static_copy(cached.inputs[id(g)], products[id(g)]) for g in launches)
+    ):
+        cached.graph.replay()
+        for g in launches:
+            _advance(opt, g.states)
+        return cached.fresh
+    fresh = {id(g): fresh_buffers(g) for g in launches}
+    for g in launches:
+        for x in products[id(g)]:
+            _tail(opt, g.params, g.states, x, fresh[id(g)][0])
+        _advance(opt, g.states)
+    if graphable and plan.refresh_graph is None:
+        plan.refresh_graph = _capture(opt, launches, products, fresh, key)
+    return fresh
+
+
+def _capture(
+    opt: Any,
+    launches: list[Any],
+    products: dict[int, list[_Inputs]],
+    fresh: dict[int, tuple[list[list[torch.Tensor]], torch.Tensor]],
+    key: tuple[int, ...],
+) -> RefreshGraph | bool:
+    """Record (not run) the tail of every launch with the products as its static inputs; False (and a
+    warning) if the capture fails, so that the plan keeps the eager refresh."""
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            for g in launches:
+                for x in products[id(g)]:
+                    _tail(opt, g.params, g.states, x, fresh[id(g)][0])
+    except Exception as exc:  # a library call that cannot be captured: stay eager
+        warnings.warn(f"MangoAdamW: the refresh's CUDA graph capture failed ({exc}); refreshing eagerly",
+                      RuntimeWarning, stacklevel=3)  # fmt: skip
+        return False
+    return RefreshGraph(key=key, graph=graph, inputs=products, fresh=fresh)

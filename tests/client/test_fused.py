@@ -15,6 +15,7 @@ import torch
 
 from client.compression import MangoAdamW, fused
 from client.compression.kernels import available
+from client.compression.refresh import RefreshGraph
 from client.protocol import CompressionSetting as S
 
 pytestmark = pytest.mark.skipif(
@@ -311,6 +312,34 @@ def test_fused_refresh_is_batched_and_keeps_the_plan() -> None:
         for a, b in zip(pt, pf):
             d = (a - b).detach().abs()
             assert float(d.mean()) < 2e-3 * 7 * LR and float(d.max()) < 0.1 * 7 * LR, setting.label()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("setting", [S(rank=8, bits=8), S(rank=4, bits=4, gamma=0.5), S(rank=16, bits=32)])
+def test_refresh_graph_replays_the_eager_refresh(setting: S) -> None:
+    """On a GPU the refresh's tail is captured at the first refresh and replayed at the later ones: the same
+    parameters, bases and states as the eager refresh (``graph_refresh = False``)."""
+    if not torch.cuda.is_available():
+        pytest.skip("CUDA graphs need a GPU")
+    runs = []
+    for graphed in (True, False):
+        params = _params()
+        opt = MangoAdamW(
+            params, lr=LR, setting=setting, min_compress_numel=1024, fused=True, seed=3, refresh_every=3,
+            stochastic_rounding=False,
+        )  # fmt: skip
+        opt.graph_refresh = graphed
+        _run(params, opt, range(11))  # refreshes at steps 4, 7, 10: one capture, two replays
+        runs.append((params, opt))
+    (pg, og), (pe, oe) = runs
+    assert og._plan is not None and isinstance(og._plan.refresh_graph, RefreshGraph)
+    assert oe._plan is not None and oe._plan.refresh_graph is None
+    for a, b in zip(pg, pe):
+        assert og.state[a].get("basis_step") == oe.state[b].get("basis_step")
+        if "P" in og.state[a]:
+            assert og.state[a]["basis_step"] == 10
+            torch.testing.assert_close(og.state[a]["P"], oe.state[b]["P"], rtol=0, atol=1e-6)
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=0, atol=1e-6 * LR)
 
 
 def test_fused_projected_skips_nonfinite_tensors() -> None:
