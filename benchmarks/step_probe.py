@@ -72,6 +72,7 @@ def _refresh_probe(opt: Any, every: int) -> None:
         opt.step()
         torch.cuda.synchronize()
     print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=25))
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
 
 
 def main(argv: list[str] | None = None) -> int:
