@@ -339,7 +339,8 @@ def test_refresh_graph_replays_the_eager_refresh(setting: S) -> None:
         if "P" in og.state[a]:
             assert og.state[a]["basis_step"] == 10
             torch.testing.assert_close(og.state[a]["P"], oe.state[b]["P"], rtol=0, atol=1e-6)
-        torch.testing.assert_close(a.detach(), b.detach(), rtol=0, atol=1e-6 * LR)
+        # a few ulps: the replayed products may pick other kernels than the eager ones (H200: 3e-8 at r4/b4)
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=0, atol=1e-5 * LR)
 
 
 def test_fused_projected_skips_nonfinite_tensors() -> None:
