@@ -163,6 +163,7 @@ class Plan:
     #: the refresh's CUDA graph (:class:`~client.compression.refresh.RefreshGraph`) once captured; False
     #: after a failed capture (the plan then refreshes eagerly)
     refresh_graph: Any = None
+    refreshes: int = 0  # refresh steps under this plan (the graph is captured at the second)
 
     @property
     def matrix(self) -> list[_Group]:

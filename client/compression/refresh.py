@@ -250,7 +250,8 @@ def refresh(opt: Any, params: list[torch.Tensor], grads: list[torch.Tensor], sta
 class RefreshGraph:
     """The device tail of a refresh step (every due projected launch of one fused plan) as a CUDA graph.
 
-    Captured at the plan's first refresh step (which runs eagerly), replayed at the later ones: the tail is
+    Captured at the plan's second refresh step (after running it eagerly: a plan that a setting change
+    replaces within two refresh intervals never pays a capture), replayed at the later ones: the tail is
     most of a refresh's launches (the orthogonalization, the rotations, the copies), and replayed it costs
     one launch. Its inputs are static buffers that :func:`refresh_plan` fills from the eager products; the
     refresh buffers of :func:`~client.compression.fused.fresh_buffers` stay allocated for the plan's life
@@ -316,7 +317,8 @@ def refresh_plan(
         for x in products[id(g)]:
             _tail(opt, g.params, g.states, x, fresh[id(g)][0])
         _advance(opt, g.states)
-    if graphable and plan.refresh_graph is None:
+    plan.refreshes += 1
+    if graphable and plan.refresh_graph is None and plan.refreshes >= 2:  # a plan that lasts: capture
         plan.refresh_graph = _capture(opt, launches, products, fresh, key)
     return fresh
 
@@ -331,13 +333,24 @@ def _capture(
     """Record (not run) the tail of every launch with the products as its static inputs; False (and a
     warning) if the capture fails, so that the plan keeps the eager refresh."""
     graph = torch.cuda.CUDAGraph()
+    # Not `torch.cuda.graph(...)`: its entry synchronizes, collects garbage and empties the allocator's cache
+    # (every later allocation then pays a cudaMalloc). Recording needs none of that: the side stream waits
+    # for the products, the graph reads them when replayed.
+    main, side = torch.cuda.current_stream(), torch.cuda.Stream()
+    side.wait_stream(main)
     try:
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            for g in launches:
-                for x in products[id(g)]:
-                    _tail(opt, g.params, g.states, x, fresh[id(g)][0])
+        with torch.cuda.stream(side):
+            graph.capture_begin(capture_error_mode="thread_local")
+            try:
+                for g in launches:
+                    for x in products[id(g)]:
+                        _tail(opt, g.params, g.states, x, fresh[id(g)][0])
+            finally:
+                graph.capture_end()
     except Exception as exc:  # a library call that cannot be captured: stay eager
         warnings.warn(f"MangoAdamW: the refresh's CUDA graph capture failed ({exc}); refreshing eagerly",
                       RuntimeWarning, stacklevel=3)  # fmt: skip
         return False
+    finally:
+        main.wait_stream(side)
     return RefreshGraph(key=key, graph=graph, inputs=products, fresh=fresh)
