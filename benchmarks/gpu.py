@@ -438,9 +438,10 @@ def run_step(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
             params = model_with_gradients(args.model)
             n_params = sum(p.numel() for p in params)
             opt = fac(params)
-            # warm-up: compilation, and for MangoAdamW one basis refresh (every 50 steps) before timing
+            # warm-up: compilation, and for MangoAdamW two basis refreshes (every 50 steps: the second captures
+            # the refresh's CUDA graph) before timing
             slow = "torch-path" in name
-            for _ in range(5 if slow else (55 if "Mango" in name else 10)):
+            for _ in range(5 if slow else (105 if "Mango" in name else 10)):
                 opt.step()
             _sync()
             torch.cuda.reset_peak_memory_stats()
@@ -550,7 +551,7 @@ def run_variants(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
                 setattr(fused, k, v)
             s = CompressionSetting.parse(label)
             opt = MangoAdamW(params, lr=3e-4, weight_decay=0.1, setting=s, **kw)
-            for _ in range(55):
+            for _ in range(105):
                 opt.step()
             row["step_ms"] = _amortized_ms(opt.step, 100)
             del opt
@@ -618,7 +619,7 @@ def run_profile(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
     params = model_with_gradients(args.model)
     for name, fac in _optimizer_factories().items():
         opt = fac(params)
-        for _ in range(55 if "Mango" in name else 5):
+        for _ in range(105 if "Mango" in name else 5):
             opt.step()
         _sync()
         t0 = time.perf_counter()

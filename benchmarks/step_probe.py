@@ -38,7 +38,7 @@ class StepProbeArgs:
 
 def _refresh_probe(opt: Any, every: int) -> None:
     """Device and host time of refresh steps vs plain steps, then the profiler's table of one refresh."""
-    for _ in range(2 * every):  # compile, and past the first refreshes
+    for _ in range(3 * every):  # compile, and past the first refreshes (the second captures the graph)
         opt.step()
     torch.cuda.synchronize()
     projected = [st for st in opt.state.values() if "P" in st]
