@@ -438,8 +438,8 @@ def run_step(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
             params = model_with_gradients(args.model)
             n_params = sum(p.numel() for p in params)
             opt = fac(params)
-            # warm-up: compilation, and for MangoAdamW two basis refreshes (every 50 steps: the second captures
-            # the refresh's CUDA graph) before timing
+            # warm-up: compilation, and for MangoAdamW two basis refreshes (every 50 steps; the second
+            # captures the refresh's CUDA graph) before timing
             slow = "torch-path" in name
             for _ in range(5 if slow else (105 if "Mango" in name else 10)):
                 opt.step()

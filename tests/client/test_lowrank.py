@@ -84,7 +84,7 @@ def test_orthonormalize_rank_deficient_still_orthonormal() -> None:
 
 
 def test_orthonormalize_batched_equals_householder_per_matrix() -> None:
-    """CholeskyQR2 on a stack gives each matrix's sign-fixed Householder factor (to rounding), any batch shape."""
+    """CholeskyQR2 on a stack gives each matrix's sign-fixed Householder factor (to rounding), any batch."""
     x = torch.randn(2, 3, 40, 6, generator=_gen(7), dtype=torch.float64)
     x[0, 1] *= 1e3  # scales differ within the stack
     x[1, 2, :, 5] = x[1, 2, :, 0] + 1e-5 * x[1, 2, :, 5]  # ill-conditioned (cond ~1e5)
