@@ -56,7 +56,11 @@ logger = logging.getLogger(__name__)
 #: Shortest timed window per setting, seconds (see :func:`_time_steps`).
 MIN_WINDOW_S = 0.3
 
-#: The covering subset profiled by default: every rank (0-64), every bits value (2-32), every gamma.
+#: The covering subset profiled by default: every rank (0-64), every bits value (2-32), every gamma, and
+#: every variant of the fused GPU kernels that a grid setting compiles (each width with and without the gamma
+#: shift, at rank 0 and projected; each padded rank 16 / 32 / 64 at 32 bits and below). A job profiles before
+#: it trains, so on a GPU the profile also compiles every kernel the policy can switch to: a setting change in
+#: training then never waits for Triton's JIT (seconds per new variant).
 PROFILE_SETTINGS: tuple[str, ...] = (
     "r0/b32/g0",
     "r0/b16/g0",
@@ -76,6 +80,17 @@ PROFILE_SETTINGS: tuple[str, ...] = (
     "r32/b32/g0",
     "r64/b8/g0",
     "r4/b2/g0",
+    # the kernel variants the settings above leave uncompiled
+    "r0/b32/g0.5",
+    "r0/b16/g0.25",
+    "r0/b3/g0.75",
+    "r0/b2/g0.25",
+    "r2/b32/g0",
+    "r16/b3/g0",
+    "r16/b3/g0.75",
+    "r8/b2/g0.25",
+    "r64/b16/g1",
+    "r64/b32/g0.5",
 )
 
 
