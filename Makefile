@@ -61,11 +61,13 @@ format: setup
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
+# The tests run on every core (pytest-xdist; at most PYTEST_WORKERS), each test in one worker process.
+PYTEST_WORKERS ?= 4
 test: setup lint
-	TRITON_INTERPRET=1 $(PY) -m pytest -q
+	TRITON_INTERPRET=1 $(PY) -m pytest -q -n auto --maxprocesses=$(PYTEST_WORKERS)
 
 test-fast: setup
-	TRITON_INTERPRET=1 $(PY) -m pytest -q -m "not slow"
+	TRITON_INTERPRET=1 $(PY) -m pytest -q -n auto --maxprocesses=$(PYTEST_WORKERS) -m "not slow"
 
 demo: setup-demo
 	$(PY) -m mango_cli demo
