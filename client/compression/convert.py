@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from client.compression.lowrank import init_q, orthonormalize_batched
+from client.compression.lowrank import init_q, orthonormalize_batched, top_left_singular
 from client.compression.refresh import _stack_values, _uniform
 from client.compression.slots import _TINY, _mix_v
 from client.protocol import CompressionSetting
@@ -91,26 +91,18 @@ def _mix(
     return None, torch.stack([_mix_v(None, row, w)[1] for row, w in zip(v_row, w2, strict=True)])  # type: ignore[misc]
 
 
-def _left_singular(x: torch.Tensor) -> torch.Tensor:
-    """``U`` of the reduced SVD of each entry of ``x`` (``(k, a, b)``): batched on a GPU (one solver call
-    instead of ``k``), entry by entry on a CPU, where LAPACK's batched SVD runs the entries one after the
-    other on one thread each and was slower than ``k`` calls."""
-    if x.is_cuda:
-        return torch.linalg.svd(x, full_matrices=False)[0]
-    return torch.stack([torch.linalg.svd(xj, full_matrices=False)[0] for xj in x])
-
-
 def _top_subspace(opt: Any, a: torch.Tensor, r: int) -> torch.Tensor:
     """Batched :meth:`MangoAdamW._top_subspace`: randomized SVD of each ``(m, n)`` entry of ``a``."""
     k = min(r + 8, min(a.shape[1:]))
-    q = torch.stack([init_q(a.shape[2], k, opt._gen, device=a.device) for _ in range(a.shape[0])])
+    q = torch.stack(
+        [init_q(a.shape[2], k, opt._gen, device=a.device, orthonormal=False) for _ in range(a.shape[0])]
+    )
     at = a.transpose(1, 2)
     pk = q
     for _ in range(2):  # power_iteration(a, q0, iters=2)
         pk = orthonormalize_batched(a @ q)
         q = at @ pk
-    u = _left_singular(pk.transpose(1, 2) @ a)
-    return pk @ u[:, :, :r]
+    return pk @ top_left_singular(pk.transpose(1, 2) @ a, r)
 
 
 @torch.no_grad()
@@ -135,8 +127,7 @@ def convert_group(opt: Any, ps: list[torch.Tensor], sts: list[dict[str, Any]], s
     if r_new != r_old:
         if r_old > 0 and 0 < r_new < r_old:
             assert P is not None
-            u = _left_singular(exp_avg)  # (k, r_old, r_old)
-            A = u[:, :, :r_new]
+            A = top_left_singular(exp_avg, r_new)  # (k, r_old, r_new)
             # per entry: a batched (m, r) @ (r, r') product rounds otherwise than mm on CPU
             P_new, W = torch.stack([pj @ aj for pj, aj in zip(P, A, strict=True)]), A.transpose(1, 2)
         elif r_old > 0 and r_new > r_old:

@@ -21,8 +21,8 @@ BENCHMARKS.md). This module plans the step once and then runs every eligible ten
 
 What stays on the torch path, tensor by tensor, in the same step: ``ef_scope="full"``, ``quant_mode="aciq"``,
 a factored second moment at 16 / 32 bits or over columns that are not a multiple of the block, a first step
-that creates the state (or the shift reference ``h``, or flushes a leftover error buffer), a pending refresh
-after a rank increase, and ``strict=True``.
+that creates the state (or the shift reference ``h``, or flushes a leftover error buffer), and
+``strict=True``. (A pending refresh after a rank increase is a due refresh of the batched refresh.)
 
 No host sync: a pre-pass kernel adds up each gradient's squared norm (for the non-finite check and the
 statistics) on the device, the step kernels skip a tensor whose norm is NaN/inf (counting it on the device),
@@ -242,7 +242,6 @@ def _eligible_matrix(p: torch.Tensor, st: dict[str, Any], opt: Any, factored: bo
         P = st.get("P")
         if (
             opt.ef_scope != "subspace"
-            or st.get("refresh_pending", False)
             or not isinstance(P, torch.Tensor)
             or P.dtype != torch.float32
             or tuple(P.shape) != (m_rows, r)

@@ -29,6 +29,7 @@ __all__ = [
     "power_iteration",
     "spectral_tail_estimate",
     "tail_energy",
+    "top_left_singular",
 ]
 
 
@@ -132,6 +133,7 @@ def init_q(
     *,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
+    orthonormal: bool = True,
 ) -> torch.Tensor:
     """Seeded random start for :func:`power_iteration`: an orthonormalized Gaussian ``n x rank`` matrix.
 
@@ -139,6 +141,9 @@ def init_q(
     :param rank: subspace dimension, ``1 <= rank <= n``.
     :param generator: source of randomness (its device is used to draw; the result moves to ``device``).
     :param device: where the result lives (default: the generator's device, else CPU).
+    :param orthonormal: ``False`` skips the orthonormalization (the same draws): a subspace iteration
+        orthonormalizes ``g @ q`` next anyway, to the same basis up to rounding (``q``'s triangular factor
+        has a positive diagonal), and on a GPU each QR is several solver launches.
     """
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int (the gradient's column count), got {n!r}")
@@ -146,8 +151,30 @@ def init_q(
         raise ValueError(f"rank must be an int in [1, n={n}], got {rank!r}")
     draw_device = generator.device if generator is not None else torch.device("cpu")
     q = torch.randn(n, rank, generator=generator, device=draw_device, dtype=torch.float32)
-    q = orthonormalize(q).to(dtype)
+    q = (orthonormalize(q) if orthonormal else q).to(dtype)
     return q.to(device) if device is not None else q
+
+
+def top_left_singular(b: torch.Tensor, r: int) -> torch.Tensor:
+    """The top ``r`` left singular vectors of each matrix of ``b`` (``(..., k, n)``, ``1 <= r <= k``).
+
+    From the eigenvectors of the small Gram matrix ``b b^T`` (``k x k``, float64), decomposed on the CPU:
+    ``b`` is short and wide here (a randomized SVD's projected matrix, a first moment's ``r x n``
+    coefficients), and on a GPU a batched SVD runs matrix by matrix in the solver. One host transfer of
+    ``k x k`` values per call. Signs are fixed (each vector's largest entry positive), so the result is a
+    pure function of ``b``. Returns ``(..., k, r)`` in ``b``'s device, float32 (float64 for float64 input).
+    """
+    if not isinstance(b, torch.Tensor) or not b.is_floating_point() or b.ndim < 2:
+        got = tuple(b.shape) if isinstance(b, torch.Tensor) else type(b).__name__
+        raise TypeError(f"b must be a floating-point tensor of shape (..., k, n), got {got}")
+    if not isinstance(r, int) or isinstance(r, bool) or not 1 <= r <= b.shape[-2]:
+        raise ValueError(f"r must be an int in [1, {b.shape[-2]}] (b's rows), got {r!r}")
+    bd = b.to(torch.float64)
+    _, vecs = torch.linalg.eigh((bd @ bd.mT).cpu())  # ascending eigenvalues
+    u = vecs.flip(-1)[..., :r]
+    top = torch.gather(u, -2, u.abs().argmax(dim=-2, keepdim=True))  # (..., 1, r) each vector's largest
+    u = u * torch.where(top < 0, -1.0, 1.0)
+    return u.to(device=b.device, dtype=_work_dtype(b))
 
 
 def power_iteration(g: torch.Tensor, q: torch.Tensor, iters: int = 1) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,7 +24,7 @@ from client.compression import sharded_basis as basis_mod
 from client.compression.errors import MangoNonFiniteError
 from client.compression.feedback import shift_compress
 from client.compression.interface import CompressionStats
-from client.compression.lowrank import init_q, orthonormalize_batched, power_iteration
+from client.compression.lowrank import init_q, orthonormalize_batched, power_iteration, top_left_singular
 from client.compression.quant import (
     DenseState,
     QuantizedTensor,
@@ -1043,10 +1043,9 @@ class MangoAdamW(torch.optim.Optimizer):
         """Orthonormal ``(m, r)`` basis of ``a``'s dominant left subspace: randomized SVD (Halko et al.):
         subspace iteration with ``r + 8`` columns, then the top ``r`` of the small projected matrix."""
         k = min(r + 8, min(a.shape))
-        q0 = init_q(a.shape[1], k, self._gen, device=a.device)
+        q0 = init_q(a.shape[1], k, self._gen, device=a.device, orthonormal=False)
         pk, _ = power_iteration(a, q0, iters=2)  # (m, k)
-        u, _, _ = torch.linalg.svd(pk.T @ a, full_matrices=False)  # (k, k)
-        return pk @ u[:, :r]
+        return pk @ top_left_singular(pk.T @ a, r)
 
     def _convert_all(self, params: list[torch.Tensor], s: CompressionSetting) -> None:
         """Convert every matrix state of ``params`` to ``s``: batched per shape / rank / layout group
@@ -1092,8 +1091,7 @@ class MangoAdamW(torch.optim.Optimizer):
             if r_old > 0 and 0 < r_new < r_old:
                 assert P is not None
                 # keep the r_new directions of the old basis that carry most of the first moment
-                u, _, _ = torch.linalg.svd(exp_avg, full_matrices=False)  # (r_old, r_old)
-                A = u[:, :r_new]  # (r_old, r_new)
+                A = top_left_singular(exp_avg, r_new)  # (r_old, r_new)
                 P_new = P @ A  # (m, r_new), orthonormal
                 W = A.T  # (r_new, r_old)
             elif r_old > 0 and r_new > r_old:
@@ -1104,6 +1102,7 @@ class MangoAdamW(torch.optim.Optimizer):
                 W = P_new.T @ P  # (r_new, r_old)
                 st["refresh_pending"] = True  # the random directions are replaced at the next step
             elif r_old > 0:  # rank r -> the full matrix
+                assert P is not None
                 P_new = None
                 W = P  # (m, r_old)
             else:  # full matrix -> rank r_new: the first moment's dominant subspace

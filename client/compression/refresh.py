@@ -16,7 +16,8 @@ slots (``FRESH``) and stores its results into the slots as every step does: the 
 with no extra rounding, and the plan's address tables stay valid. Every tensor of the launch goes through
 the buffers at such a step; those that are not due keep their basis (``W = I``). A tensor whose error-fed
 gradient is not finite keeps its basis (its update is skipped anyway, by the norm pre-pass) and its
-``basis_step`` moves on: the torch path would retry the refresh at the next step.
+``basis_step`` moves on (a pending refresh after a rank increase is dropped with it): the torch path would
+retry the refresh at the next step.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ __all__ = ["RefreshGraph", "due", "refresh", "refresh_plan"]
 
 
 def due(opt: Any, st: dict[str, Any]) -> bool:
-    """Whether a projected tensor's basis is refreshed at this step (the torch path's rule)."""
-    return st["step"] + 1 - st["basis_step"] >= opt.refresh_every
+    """Whether a projected tensor's basis is refreshed at this step (the torch path's rule): its interval is
+    over, or a rank increase left random directions in it (``refresh_pending``)."""
+    return bool(st.get("refresh_pending", False)) or st["step"] + 1 - st["basis_step"] >= opt.refresh_every
 
 
 def _stack_values(slots: list[Slot], sqrt_v: bool = False) -> torch.Tensor:
@@ -230,6 +232,7 @@ def _advance(opt: Any, states: list[dict[str, Any]]) -> None:
     for st in states:
         if due(opt, st):
             st["basis_step"] = st["step"] + 1
+            st.pop("refresh_pending", None)
 
 
 @torch.no_grad()

@@ -189,6 +189,34 @@ def test_fused_follows_setting_changes() -> None:
     assert opt.compression_stats().compression_error > 0
 
 
+def test_fused_rank_increase_refreshes_in_the_batched_refresh() -> None:
+    """After a rank increase the new random directions are replaced at the next step by the batched refresh
+    (not tensor by tensor on the torch path): the same bases and parameters as the torch path's refresh."""
+    runs = []
+    for use_fused in (False, True):
+        params = _params()
+        opt = MangoAdamW(
+            params, lr=LR, setting=S(rank=4, bits=8), min_compress_numel=1024, fused=use_fused, seed=3,
+            stochastic_rounding=False,
+        )  # fmt: skip
+        _run(params, opt, range(3))
+        opt._gen.manual_seed(7)  # the fused steps drew seeds from it: the same random new directions
+        opt.apply_setting(S(rank=16, bits=8))
+        assert all(opt.state[p].get("refresh_pending") for p in params[:3])
+        _run(params, opt, range(3, 4))
+        assert not any(opt.state[p].get("refresh_pending") for p in params[:3])
+        runs.append((params, opt))
+    (pt, ot), (pf, of) = runs
+    assert of._plan is not None and not of._plan.torch_items
+    assert sum(len(g.index) for g in of._plan.projected) == 3
+    for a, b in zip(pt[:3], pf[:3]):
+        assert ot.state[a]["basis_step"] == of.state[b]["basis_step"] == 4
+        torch.testing.assert_close(ot.state[a]["P"], of.state[b]["P"], rtol=0, atol=1e-5)
+    for a, b in zip(pt, pf):
+        d = (a - b).detach().abs()
+        assert float(d.mean()) < 2e-3 * 4 * LR and float(d.max()) < 0.1 * 4 * LR, tuple(a.shape)
+
+
 def test_fused_off_and_strict_use_the_torch_path() -> None:
     for kw in ({"fused": False}, {"fused": True, "strict": True}):
         params = _params()

@@ -15,6 +15,7 @@ from client.compression.lowrank import (
     power_iteration,
     spectral_tail_estimate,
     tail_energy,
+    top_left_singular,
 )
 
 
@@ -115,6 +116,26 @@ def test_orthonormalize_batched_rank_deficient_and_zero_input() -> None:
         orthonormalize_batched(torch.randn(2, 3, 5))
     with pytest.raises(TypeError, match=r"\(\.\.\., m, r\)"):
         orthonormalize_batched(torch.ones(4, dtype=torch.int64))
+
+
+def test_top_left_singular_spans_the_svds_top_subspace() -> None:
+    """The Gram-matrix route gives the SVD's top left singular vectors (up to sign), signs fixed, batched."""
+    gen = _gen(9)
+    u0 = orthonormalize(torch.randn(12, 12, generator=gen, dtype=torch.float64))
+    s0 = torch.tensor([10.0, 5.0, 3.0, 2.0, 1.0] + [0.1] * 7, dtype=torch.float64)
+    v0 = orthonormalize(torch.randn(300, 12, generator=gen, dtype=torch.float64))
+    b = (u0 * s0) @ v0.T  # (12, 300), known singular vectors
+    u = top_left_singular(b, 4)
+    assert u.shape == (12, 4) and u.dtype == torch.float64
+    assert torch.allclose((u.T @ u0[:, :4]).abs(), torch.eye(4, dtype=torch.float64), atol=1e-8)
+    assert bool((torch.gather(u, 0, u.abs().argmax(dim=0, keepdim=True)) > 0).all())  # the sign rule
+    assert torch.allclose(top_left_singular(-b, 4), u, atol=1e-10)  # a pure function of b's span
+    batch = torch.stack([b, 2 * b]).float()
+    ub = top_left_singular(batch, 4)
+    assert ub.shape == (2, 12, 4) and ub.dtype == torch.float32
+    assert torch.allclose(ub[0], u.float(), atol=1e-5) and torch.allclose(ub[1], u.float(), atol=1e-5)
+    with pytest.raises(ValueError, match="b's rows"):
+        top_left_singular(b, 13)
 
 
 def test_init_q_seeded_and_orthonormal() -> None:
