@@ -58,7 +58,7 @@ def _run(a: str, b: str, *, batched: bool, stochastic: bool = False, **kw: Any) 
 def _steps(opt: MangoAdamW, params: list[torch.nn.Parameter], steps: range) -> None:
     for k in steps:
         for p, g in zip(params, _grads(k), strict=True):
-            p.grad = g
+            p.grad = g.to(p.device)
         opt.step()
 
 
@@ -139,7 +139,9 @@ def test_fused_runs_continue_after_batched_changes(monkeypatch: pytest.MonkeyPat
     runs = []
     for batched in (False, True):
         gen = torch.Generator().manual_seed(0)
-        params = [torch.nn.Parameter(torch.randn(s, generator=gen) * 0.1) for s in SHAPES]
+        # compiled kernels on a GPU (the fused path runs on CPU tensors only under TRITON_INTERPRET=1)
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+        params = [torch.nn.Parameter((torch.randn(s, generator=gen) * 0.1).to(dev)) for s in SHAPES]
         opt = MangoAdamW(
             params, lr=1e-2, setting=S.parse(chain[0]), min_compress_numel=1024, stochastic_rounding=False,
             fused=True,
