@@ -33,6 +33,7 @@ import math
 import os
 import platform
 import re
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -273,8 +274,15 @@ def cached_profile(
         return CostProfile.model_validate_json(path.read_text())
     prof = profile_optimizer(src, device=dev, **kwargs)  # type: ignore[arg-type]
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(prof.model_dump_json(indent=1))
-    tmp.replace(path)
+    # a temporary file of this writer's own: jobs (or test workers) profiling one model at once must not
+    # move each other's half-written file
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(prof.model_dump_json(indent=1))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     logger.info("profile cached at %s", path)
     return prof

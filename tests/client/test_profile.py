@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,29 @@ def test_profile_measures_every_setting_and_caches(tmp_path: Path) -> None:
     assert len(files) == 1 and model_signature([(64, 96), (96,)]) in files[0].name
     again = cached_profile(ps, root=tmp_path, settings=["r0/b32/g0"])  # a hit: not measured again
     assert again == prof
+
+
+def test_profile_cache_writers_do_not_clash(tmp_path: Path) -> None:
+    """Several writers of one model's profile at once (jobs, test workers) each write a temporary file of
+    their own: every call returns, the cache holds one valid profile and no temporary file is left."""
+    ps = _params()
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            cached_profile(ps, root=tmp_path, settings=["r0/b32/g0"], steps=1, warmup=0, force=True)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    files = list(tmp_path.iterdir())
+    assert len(files) == 1 and files[0].suffix == ".json", files
+    assert set(CostProfile.model_validate_json(files[0].read_text()).settings) == {"r0/b32/g0"}
 
 
 def test_profile_rejects_bad_calls() -> None:
