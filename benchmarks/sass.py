@@ -2,8 +2,10 @@
 
 ``python -m benchmarks.sass`` compiles ``matrix_step_kernel`` for each setting below with Triton's own
 ``ptxas`` (no GPU needed), disassembles it with the bundled ``nvdisasm`` and prints, per setting, the
-instructions per value (static count x 32 lanes / values per program: a program has no loops, so this is
-close to the dynamic count that ``ncu`` reports, minus the statistics branch that 1 program in 8 takes), the
+instructions per value (static count x 32 lanes / values of one tile: a program of the full-``v`` settings has
+no loops, so this is close to the dynamic count that ``ncu`` reports, minus the statistics branch that 1
+program in 8 takes; the factored settings loop over the tiles of a column strip, and their count holds the
+loop's set-up once, so it overstates theirs a little), the
 registers a thread holds and its stack (spill) bytes, and the most frequent opcodes. The rank-0 step is
 issue-bound on an H200 (BENCHMARKS.md), so fewer instructions per value and enough warps per SM (registers)
 are what a kernel change has to buy; whether it does is measured on the GPU (``mango bench gpu --parts

@@ -88,6 +88,11 @@ QUANTIZED_DOT_PRECISION = "tf32"
 #: Launch the programs of whole blocks apart, without per-value masks (False: one masked launch; for
 #: ``mango bench gpu --parts variants``).
 WHOLE_BLOCKS = True
+#: Tiles of ``MATRIX_TILE`` values per program with a factored second moment: a program walks a column
+#: strip of ``FACTOR_ITERS x MATRIX_TILE / block`` rows and adds its column sums of ``c^2`` once, so the
+#: same-address float atomics fall by this factor (with one tile a program they were most of the rank-0 step
+#: at 2-4 bits on the H200: BENCHMARKS.md, "Issue 12, session 7").
+FACTOR_ITERS = 8
 #: Rows / columns per loop iteration of the factored fold kernel.
 FACTOR_CHUNK = 1024
 _DTYPES = (torch.float32, torch.bfloat16)
@@ -330,7 +335,7 @@ def _matrix_group(
     """Tables of one matrix launch: rank-0 tensors (the kernel reads the gradient and writes the parameter)
     or projected ones (it works on the ``r x n`` coefficients; :class:`_Proj` adds the two products)."""
     device = items[0][1].device
-    rows_per_prog = max(MATRIX_TILE // block, 1)
+    rows_per_prog = max(MATRIX_TILE // block, 1) * (FACTOR_ITERS if factored else 1)
     dims = []  # (rows, cols, transposed) of the values the matrix kernel walks
     for _, p, st in items:
         if proj:

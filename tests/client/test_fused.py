@@ -127,6 +127,20 @@ def test_fused_default_tile_matches_big_tiles() -> None:
         assert torch.equal(a, b)
 
 
+@pytest.mark.default_tile
+@pytest.mark.parametrize("iters", [1, 2])
+def test_fused_factored_strips_match_torch_path(monkeypatch: pytest.MonkeyPatch, iters: int) -> None:
+    """The factored second moment at the shipped tile: a column strip split over several programs, each
+    walking ``FACTOR_ITERS`` tiles and adding its column sums once, tracks the torch path."""
+    monkeypatch.setattr(fused, "FACTOR_ITERS", iters)
+    (pt, _), (pf, of) = _pair(S(rank=0, bits=4), stochastic_rounding=False)
+    assert of._plan is not None and of._plan.factored
+    moved = 4 * LR
+    for a, b in zip(pt, pf):
+        d = (a - b).detach().abs()
+        assert float(d.mean()) < 2e-3 * moved, (tuple(a.shape), float(d.mean()))
+
+
 def test_fused_bf16_params() -> None:
     (pt, _), (pf, of) = _pair(S(rank=0, bits=8), dtype=torch.bfloat16, stochastic_rounding=False)
     assert of._plan is not None and of._plan.matrix and of._plan.matrix[0].pdtype == torch.bfloat16

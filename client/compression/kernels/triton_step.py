@@ -323,7 +323,10 @@ def matrix_step_kernel(
     STATS_EVERY: tl.constexpr,
     FULL: tl.constexpr,  # every block of every program is whole (no value past the tensor's end)
 ):
-    """The compressed AdamW step of ``ROWS`` blocks of one tensor's ``rows x n`` values (module docstring)."""
+    """The compressed AdamW step of one program's blocks of one tensor's ``rows x n`` values (module
+    docstring): ``ROWS`` blocks, or with ``FACTORED`` a column strip of any number of blocks (the host gives
+    ``ROWS * fused.FACTOR_ITERS``) walked ``ROWS`` at a time, its column sums of ``c^2`` kept in registers and
+    added with one atomic per column instead of one per tile (:func:`_tile`)."""
     pid = pid0 + tl.program_id(0)
     t = tl.load(prog_ptr + pid * 3)
     b0 = tl.load(prog_ptr + pid * 3 + 1)
@@ -333,13 +336,63 @@ def matrix_step_kernel(
     stride = tl.load(meta_ptr + t * 5 + 3).to(tl.int32)
     fin = _finite(norm_ptr, meta_ptr, t, 5)
     A = addr_ptr + t * N_ADDR
-    rows = tl.arange(0, ROWS)
+    live = tl.where(fin, nrows, 0)  # a skipped tensor has no rows
+    seed = tl.load(seed_ptr)
+    key = seed + (t.to(tl.int64) + 1) * 4294967296
+    stats = pid % STATS_EVERY == 0
+    cols = tl.arange(0, BLOCK)
+    if FACTORED:  # a column strip: every tile row has the same columns, their c^2 sums add up in registers
+        colsum = tl.zeros([BLOCK], dtype=tl.float32)
+        d2 = 0.0
+        u2 = 0.0
+        gsq = 0.0
+        for it in range(0, tl.cdiv(live, ROWS)):
+            cs, d, u, x = _tile(
+                it * ROWS + tl.arange(0, ROWS), b0, live, stride, numel, ncols, t, A, key, grad_ptr, tab_ptr,
+                mean_ptr, stats, decay, step_size, inv_bc2s, eps, beta1, beta2, ef_beta, gamma,
+                PDTYPE, BITS, MODE, BLOCK, EF, SHIFT, FACTORED, STOCHASTIC, FRESH, SRC, FULL,
+            )  # fmt: skip
+            colsum += cs
+            d2 += d
+            u2 += u
+            gsq += x
+        b = (b0 * BLOCK) % ncols + cols
+        col_ok = cols < tl.where(live > 0, BLOCK, 0)
+        tl.atomic_add(_ptr(A, 11, tl.float32) + b, colsum, mask=col_ok, sem="relaxed")
+    else:
+        _, d2, u2, gsq = _tile(
+            tl.arange(0, ROWS), b0, live, stride, numel, ncols, t, A, key, grad_ptr, tab_ptr,
+            mean_ptr, stats, decay, step_size, inv_bc2s, eps, beta1, beta2, ef_beta, gamma,
+            PDTYPE, BITS, MODE, BLOCK, EF, SHIFT, FACTORED, STOCHASTIC, FRESH, SRC, FULL,
+        )  # fmt: skip
+    if SRC == 0:
+        g_ptr = _ptr(grad_ptr, t, PDTYPE)
+        tl.store(sample_ptr + pid, tl.load(g_ptr + b0 * BLOCK, mask=fin, other=0.0).to(tl.float32))
+    else:
+        tl.atomic_add(xsq_ptr + t, gsq, sem="relaxed")
+    if stats:
+        tl.store(part_ptr + pid * 2, d2 * STATS_EVERY)
+        tl.store(part_ptr + pid * 2 + 1, u2 * STATS_EVERY)
+    tl.atomic_add(skip_ptr, tl.where(fin, 0, 1) * tl.where(b0 == 0, 1, 0), sem="relaxed")
+
+
+@triton.jit
+def _tile(
+    rows, b0, live, stride, numel, ncols, t, A, key, grad_ptr, tab_ptr, mean_ptr, stats,
+    decay, step_size, inv_bc2s, eps, beta1, beta2, ef_beta, gamma,
+    PDTYPE: tl.constexpr, BITS: tl.constexpr, MODE: tl.constexpr, BLOCK: tl.constexpr, EF: tl.constexpr,
+    SHIFT: tl.constexpr, FACTORED: tl.constexpr, STOCHASTIC: tl.constexpr, FRESH: tl.constexpr,
+    SRC: tl.constexpr, FULL: tl.constexpr,
+):  # fmt: skip
+    """One tile of :func:`matrix_step_kernel`: tile rows ``rows`` (those ``< live`` are real), i.e. blocks
+    ``b0 + rows * stride``. Returns the tile's column sums of ``c^2`` (FACTORED; the row sums are added here),
+    its ``sum (u - C(u))^2``, ``sum u^2`` and (SRC 1) ``sum x^2``."""
     cols = tl.arange(0, BLOCK)
     blk = b0 + rows * stride
-    row_ok = rows < tl.where(fin, nrows, 0)  # a skipped tensor has no rows
+    row_ok = rows < live
     off = blk[:, None] * BLOCK + cols[None, :]
-    if FULL:  # noqa: SIM108 (constexpr branch) constant along a row: the loads and stores stay vectors
-        in_mask = tl.broadcast_to(row_ok[:, None], [ROWS, BLOCK])
+    if FULL:
+        in_mask = tl.broadcast_to(row_ok[:, None], [rows.shape[0], BLOCK])
     else:
         in_mask = row_ok[:, None] & (off < numel)
 
@@ -363,8 +416,6 @@ def matrix_step_kernel(
         else:
             h = _load_slot(A, 12, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, FULL)
         u = u - gamma * h
-    seed = tl.load(seed_ptr)
-    key = seed + (t.to(tl.int64) + 1) * 4294967296
     w0, w1, w2, w3 = _words4(key, blk, BLOCK, STOCHASTIC)
     c = _keep(in_mask, _roundtrip(u, _uniform(w0, STOCHASTIC), tab_ptr, BITS, MODE, STOCHASTIC), FULL)
     if SHIFT:
@@ -394,13 +445,13 @@ def matrix_step_kernel(
     m = _keep(in_mask, m + (1.0 - beta1) * (c - m), FULL)
     um = _uniform(w2, STOCHASTIC)
     _store_slot(m, um, A, 2, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC)
+    colsum = tl.zeros([BLOCK], dtype=tl.float32)
     if FACTORED:  # the history's rank-1 estimate plus this step's c^2; the c^2 sums for the fold
         sq = tl.where(in_mask, c * c + TINY, 0.0)
         a = (blk * BLOCK) // ncols  # parameter row of each tile row
         b = (b0 * BLOCK) % ncols + cols  # a strip: every tile row has the same columns
         tl.atomic_add(_ptr(A, 10, tl.float32) + a, tl.sum(sq, axis=1), mask=row_ok, sem="relaxed")
-        col_ok = cols < tl.where(fin, BLOCK, 0)
-        tl.atomic_add(_ptr(A, 11, tl.float32) + b, tl.sum(sq, axis=0), mask=col_ok, sem="relaxed")
+        colsum = tl.sum(sq, axis=0)
         vr = tl.load(_ptr(A, 8, tl.float32) + a, mask=row_ok, other=0.0)
         vc = tl.load(_ptr(A, 9, tl.float32) + b)
         hist = vr[:, None] * vc[None, :] * (1.0 / tl.load(mean_ptr + t))
@@ -427,20 +478,22 @@ def matrix_step_kernel(
         code, s, _ = _quantize(sqrt_v, _uniform(w3, STOCHASTIC), tab_ptr, BITS, 0, STOCHASTIC)
         _store_codes(code, s, v_ptr, vs_ptr, blk, row_ok, BITS, BLOCK)
     denom = sqrt_v * inv_bc2s + eps
+    gsq = 0.0
     if SRC == 0:
         p_ptr = _ptr(A, 1, PDTYPE) + off
         p = tl.load(p_ptr, mask=in_mask, other=0.0).to(tl.float32) * decay
         p = p + (-step_size) * tl.math.fdiv(m, denom, ieee_rounding=False)
         tl.store(p_ptr, p.to(PDTYPE), mask=in_mask)
-        tl.store(sample_ptr + pid, tl.load(g_ptr + b0 * BLOCK, mask=fin, other=0.0).to(tl.float32))
     else:
         tl.store(x_ptr + off, _keep(in_mask, m / denom, FULL), mask=in_mask)
-        tl.atomic_add(xsq_ptr + t, tl.sum(tl.sum(g * g, axis=1), axis=0), sem="relaxed")
-    if pid % STATS_EVERY == 0:
+        gsq = tl.sum(tl.sum(g * g, axis=1), axis=0)
+    d2 = 0.0
+    u2 = 0.0
+    if stats:  # a sampled program (STATS_EVERY): the others skip two tile reductions
         d = tl.where(in_mask, u - c_u, 0.0) if SHIFT else tl.where(in_mask, u - c, 0.0)
-        tl.store(part_ptr + pid * 2, tl.sum(tl.sum(d * d, axis=1), axis=0) * STATS_EVERY)
-        tl.store(part_ptr + pid * 2 + 1, tl.sum(tl.sum(u * u, axis=1), axis=0) * STATS_EVERY)
-    tl.atomic_add(skip_ptr, tl.where(fin, 0, 1) * tl.where(b0 == 0, 1, 0), sem="relaxed")
+        d2 = tl.sum(tl.sum(d * d, axis=1), axis=0)
+        u2 = tl.sum(tl.sum(u * u, axis=1), axis=0)
+    return colsum, d2, u2, gsq
 
 
 @triton.jit
