@@ -5,7 +5,10 @@ parameters, random gradients) and calls ``step()`` ``--steps`` times, then print
 ``ncu --kernel-name matrix_step_kernel --launch-skip 10 --launch-count 1 ...`` it gives one warm launch of the
 fused kernel to analyse. ``--refresh`` instead times a basis-refresh step against a plain one (device time
 by CUDA events, host time by the wall clock; ``refresh_every`` steps apart) and prints the torch profiler's
-table of one refresh step (top device ops), to see what a refresh costs and where. CUDA only.
+table of one refresh step (top device ops), to see what a refresh costs and where. ``--switch r4/b8/g0``
+runs ``--setting`` warm, then profiles ``apply_setting`` to the other setting and the first step after it
+(host and device tables, with a warm-up change there and back first so no kernel compiles in the window):
+where a setting change's time goes. CUDA only.
 """
 
 from __future__ import annotations
@@ -34,6 +37,37 @@ class StepProbeArgs:
     """time refresh steps against plain ones and profile one refresh step (projected settings)"""
     refresh_every: int = 50
     """MangoAdamW's refresh_every (with --refresh)"""
+    switch: str = ""
+    """profile apply_setting to this setting label and the first step after it"""
+
+
+def _switch_probe(opt: Any, to: str) -> None:
+    """Host time of ``apply_setting`` and of the first step after it, then their profiler tables."""
+    from client.protocol import CompressionSetting
+
+    start, target = opt.setting, CompressionSetting.parse(to)
+    for s in (target, start):  # compile and load every kernel of both settings outside the window
+        opt.apply_setting(s)
+        for _ in range(60):
+            opt.step()
+    torch.cuda.synchronize()
+    acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=acts) as prof:
+        t0 = time.perf_counter()
+        with torch.profiler.record_function("apply_setting"):
+            opt.apply_setting(target)
+        t1 = time.perf_counter()
+        with torch.profiler.record_function("first_step"):
+            opt.step()
+        t2 = time.perf_counter()
+        torch.cuda.synchronize()
+        t3 = time.perf_counter()
+    print(
+        f"{start.label()} -> {target.label()}: apply {1000 * (t1 - t0):.1f} ms host, first step "
+        f"{1000 * (t2 - t1):.1f} ms host, then {1000 * (t3 - t2):.1f} ms until the device is done"
+    )
+    print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=40))
+    print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=15))
 
 
 def _refresh_probe(opt: Any, every: int) -> None:
@@ -93,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     if args.refresh:
         _refresh_probe(opt, args.refresh_every)
+        return 0
+    if args.switch:
+        _switch_probe(opt, args.switch)
         return 0
     torch.cuda.synchronize()
     t0 = time.perf_counter()
