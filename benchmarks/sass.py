@@ -44,8 +44,8 @@ CASES: list[tuple[str, dict[str, Any]]] = [
         {"BITS": 4, "MODE": 1, "BLOCK": 64, "ROWS": 4, "FACTORED": True, "STOCHASTIC": False},
     ),
     ("r0/b4/g0 uniform", {"BITS": 4, "MODE": 0, "BLOCK": 64, "ROWS": 4, "FACTORED": True}),
-    ("r0/b3/g0", {"BITS": 3, "BLOCK": 64, "ROWS": 4, "FACTORED": True}),
-    ("r0/b2/g0", {"BITS": 2, "BLOCK": 64, "ROWS": 4, "FACTORED": True}),
+    ("r0/b3/g0", {"BITS": 3, "BLOCK": 64, "ROWS": 4, "FACTORED": True, "STRIP": True}),
+    ("r0/b2/g0", {"BITS": 2, "BLOCK": 64, "ROWS": 4, "FACTORED": True, "STRIP": True}),
 ]
 
 _SIGNATURE = {
@@ -71,7 +71,7 @@ def compile_case(overrides: dict[str, Any], arch: int = 90) -> dict[str, Any]:
     bytes and opcode counts."""
     consts: dict[str, Any] = dict(
         PDTYPE=tl.float32, BITS=8, MODE=0, BLOCK=256, ROWS=1, EF=True, SHIFT=False, FACTORED=False,
-        STOCHASTIC=True, FRESH=False, SRC=0, STATS_EVERY=ts.STATS_EVERY.value, FULL=True,
+        STRIP=False, STOCHASTIC=True, FRESH=False, SRC=0, STATS_EVERY=ts.STATS_EVERY.value, FULL=True,
     )  # fmt: skip
     consts.update(overrides)
     signature = dict(_SIGNATURE, **dict.fromkeys(consts, "constexpr"))

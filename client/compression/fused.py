@@ -88,11 +88,22 @@ QUANTIZED_DOT_PRECISION = "tf32"
 #: Launch the programs of whole blocks apart, without per-value masks (False: one masked launch; for
 #: ``mango bench gpu --parts variants``).
 WHOLE_BLOCKS = True
-#: Tiles of ``MATRIX_TILE`` values per program with a factored second moment: a program walks a column
-#: strip of ``FACTOR_ITERS x MATRIX_TILE / block`` rows and adds its column sums of ``c^2`` once, so the
-#: same-address float atomics fall by this factor (with one tile a program they were most of the rank-0 step
-#: at 2-4 bits on the H200: BENCHMARKS.md, "Issue 12, session 7").
-FACTOR_ITERS = 8
+#: Tiles of ``MATRIX_TILE`` values per program with a factored second moment, by width: a program walks a
+#: column strip of ``iters x MATRIX_TILE / block`` rows and adds its column sums of ``c^2`` once, so the
+#: same-address float atomics fall by this factor; 1 is one tile a program with no loop (an atomic per tile).
+#: With one tile the atomics were most of rank 0's step at 2-3 bits on the H200 (r0/b2 1.66x fused AdamW ->
+#: 1.27x with 8 tiles); at 4 bits the loop's registers cost more than the atomics (r0/b4 2.10x -> 2.31x), so
+#: 4 bits keeps one tile (BENCHMARKS.md, "Issue 12, session 7").
+FACTOR_ITERS_BY_BITS: dict[int, int] = {2: 8, 3: 8}
+#: Override of :data:`FACTOR_ITERS_BY_BITS` for every width (None keeps it).
+FACTOR_ITERS: int | None = None
+
+
+def factor_iters(bits: int) -> int:
+    """Tiles a factored program walks at ``bits`` (:data:`FACTOR_ITERS_BY_BITS`, :data:`FACTOR_ITERS`)."""
+    return FACTOR_ITERS if FACTOR_ITERS is not None else FACTOR_ITERS_BY_BITS.get(bits, 1)
+
+
 #: Rows / columns per loop iteration of the factored fold kernel.
 FACTOR_CHUNK = 1024
 _DTYPES = (torch.float32, torch.bfloat16)
@@ -335,7 +346,8 @@ def _matrix_group(
     """Tables of one matrix launch: rank-0 tensors (the kernel reads the gradient and writes the parameter)
     or projected ones (it works on the ``r x n`` coefficients; :class:`_Proj` adds the two products)."""
     device = items[0][1].device
-    rows_per_prog = max(MATRIX_TILE // block, 1) * (FACTOR_ITERS if factored else 1)
+    bits = opt._setting.bits
+    rows_per_prog = max(MATRIX_TILE // block, 1) * (factor_iters(bits) if factored else 1)
     dims = []  # (rows, cols, transposed) of the values the matrix kernel walks
     for _, p, st in items:
         if proj:
@@ -692,6 +704,7 @@ def run(
                 EF=plan.ef,
                 SHIFT=plan.gamma > 0,
                 FACTORED=plan.factored,
+                STRIP=plan.factored and factor_iters(plan.bits) > 1,
                 STOCHASTIC=opt.stochastic_rounding,
                 SRC=1 if pj is not None else 0,
                 FRESH=id(grp) in refreshed,

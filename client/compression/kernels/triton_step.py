@@ -315,6 +315,7 @@ def matrix_step_kernel(
     EF: tl.constexpr,  # error feedback buffer present
     SHIFT: tl.constexpr,  # gamma > 0: the reference h is present
     FACTORED: tl.constexpr,  # Adafactor row x column second moment instead of a full v slot
+    STRIP: tl.constexpr,  # FACTORED: the program walks a column strip of several tiles in a loop
     STOCHASTIC: tl.constexpr,
     FRESH: tl.constexpr,  # a basis refresh: m, v, e, h are read in fp32 from the rotated copies at address
     # columns 15-18 (refresh.py), then stored at BITS into their slots as usual
@@ -324,9 +325,9 @@ def matrix_step_kernel(
     FULL: tl.constexpr,  # every block of every program is whole (no value past the tensor's end)
 ):
     """The compressed AdamW step of one program's blocks of one tensor's ``rows x n`` values (module
-    docstring): ``ROWS`` blocks, or with ``FACTORED`` a column strip of any number of blocks (the host gives
-    ``ROWS * fused.FACTOR_ITERS``) walked ``ROWS`` at a time, its column sums of ``c^2`` kept in registers and
-    added with one atomic per column instead of one per tile (:func:`_tile`)."""
+    docstring): ``ROWS`` blocks, or with ``STRIP`` a column strip of any number of blocks (the host
+    gives ``ROWS * fused.factor_iters(BITS)``) walked ``ROWS`` at a time, its column sums of ``c^2`` kept in
+    registers and added with one atomic per column instead of one per tile (:func:`_tile`)."""
     pid = pid0 + tl.program_id(0)
     t = tl.load(prog_ptr + pid * 3)
     b0 = tl.load(prog_ptr + pid * 3 + 1)
@@ -341,7 +342,7 @@ def matrix_step_kernel(
     key = seed + (t.to(tl.int64) + 1) * 4294967296
     stats = pid % STATS_EVERY == 0
     cols = tl.arange(0, BLOCK)
-    if FACTORED:  # a column strip: every tile row has the same columns, their c^2 sums add up in registers
+    if STRIP:  # a column strip: every tile row has the same columns, their c^2 sums add up in registers
         colsum = tl.zeros([BLOCK], dtype=tl.float32)
         d2 = 0.0
         u2 = 0.0
@@ -356,15 +357,16 @@ def matrix_step_kernel(
             d2 += d
             u2 += u
             gsq += x
-        b = (b0 * BLOCK) % ncols + cols
-        col_ok = cols < tl.where(live > 0, BLOCK, 0)
-        tl.atomic_add(_ptr(A, 11, tl.float32) + b, colsum, mask=col_ok, sem="relaxed")
     else:
-        _, d2, u2, gsq = _tile(
+        colsum, d2, u2, gsq = _tile(
             tl.arange(0, ROWS), b0, live, stride, numel, ncols, t, A, key, grad_ptr, tab_ptr,
             mean_ptr, stats, decay, step_size, inv_bc2s, eps, beta1, beta2, ef_beta, gamma,
             PDTYPE, BITS, MODE, BLOCK, EF, SHIFT, FACTORED, STOCHASTIC, FRESH, SRC, FULL,
         )  # fmt: skip
+    if FACTORED:
+        b = (b0 * BLOCK) % ncols + cols
+        col_ok = cols < tl.where(live > 0, BLOCK, 0)
+        tl.atomic_add(_ptr(A, 11, tl.float32) + b, colsum, mask=col_ok, sem="relaxed")
     if SRC == 0:
         g_ptr = _ptr(grad_ptr, t, PDTYPE)
         tl.store(sample_ptr + pid, tl.load(g_ptr + b0 * BLOCK, mask=fin, other=0.0).to(tl.float32))
