@@ -965,9 +965,12 @@ class MangoAdamW(torch.optim.Optimizer):
         if bits == 16:
             data = _bf16_stochastic(x, gen) if self.stochastic_rounding else x.to(torch.bfloat16)
             return DenseState(data, torch.float32, 16)
+        # the optimizer's states are finite by construction (a non-finite gradient skips the step first):
+        # no per-tensor check, whose host sync a setting change would pay once per converted state
         return compress_state(
-            x, bits, mode=self.quant_mode, stochastic=self.stochastic_rounding, generator=gen
-        )
+            x, bits, mode=self.quant_mode, stochastic=self.stochastic_rounding, generator=gen,
+            check_finite=False,
+        )  # fmt: skip
 
     def _rng(self) -> torch.Generator | None:
         """The optimizer's generator; ``None`` (torch's default one) inside ``torch.compile``, which cannot
@@ -1029,6 +1032,7 @@ class MangoAdamW(torch.optim.Optimizer):
                 mode="uniform",
                 stochastic=self.stochastic_rounding,
                 generator=self._rng(),
+                check_finite=False,
             )
 
     def _new_basis(self, X: torch.Tensor, P_old: torch.Tensor | None, r: int) -> torch.Tensor:

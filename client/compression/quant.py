@@ -288,6 +288,7 @@ def quantize_torch(
     block: int | None = None,
     stochastic: bool = True,
     generator: torch.Generator | None = None,
+    check_finite: bool = True,
 ) -> QuantizedTensor:
     """The pure-torch quantizer (any device); :func:`quantize` without the Triton dispatch.
 
@@ -304,7 +305,8 @@ def quantize_torch(
     block = _check_block(block, bits)
     xb = _to_blocks(x, block)  # (nb, block) float32
     scale = xb.abs().amax(dim=1)  # NaN/inf propagate into the scale
-    _check_finite_scale(scale)
+    if check_finite:
+        _check_finite_scale(scale)
     if mode == "aciq":
         scale = aciq_alpha(xb, bits)
     safe = torch.where(scale > 0, scale, torch.ones_like(scale))
@@ -377,6 +379,7 @@ def quantize(
     block: int | None = None,
     stochastic: bool = True,
     generator: torch.Generator | None = None,
+    check_finite: bool = True,
 ) -> QuantizedTensor:
     """Block-quantize ``x`` (any shape, float dtype, CPU or CUDA) to ``bits`` per value.
 
@@ -386,6 +389,10 @@ def quantize(
     :param stochastic: unbiased stochastic rounding (True) or round-to-nearest (False).
     :param generator: randomness for stochastic rounding (on CUDA the Triton path draws one seed from it).
     :raises TypeError: ``x`` is not a floating-point tensor.
+    :param check_finite: reject NaN/inf in ``x`` (a host sync on CUDA: one look at the block scales).
+        ``False`` is for callers whose input is finite by construction, such as the optimizer's own states
+        (a non-finite gradient skips the step before any state is touched): a setting change converts ~150
+        states, and one sync each was a tenth of its host time on an H200 (BENCHMARKS.md, issue 12 session 7).
     :raises ValueError: bad ``bits`` / ``mode`` / ``block``, or ``x`` holds NaN/inf (the caller decides).
 
     CUDA tensors go through the Triton kernels when they are available; everything else through
@@ -400,9 +407,12 @@ def quantize(
             seed = _seed_from(generator) if stochastic else 0
             xk = x if x.dtype in _KERNEL_DTYPES else x.float()  # the kernels read fp32 / bf16 / fp16
             data, scale = kernels.quantize(xk, bits, mode, block, stochastic, seed)
-            _check_finite_scale(scale)
+            if check_finite:
+                _check_finite_scale(scale)
             return QuantizedTensor(data, scale, x.shape, x.dtype, bits, mode, block, x.numel())
-    return quantize_torch(x, bits, mode=mode, block=block, stochastic=stochastic, generator=generator)
+    return quantize_torch(
+        x, bits, mode=mode, block=block, stochastic=stochastic, generator=generator, check_finite=check_finite
+    )
 
 
 def dequantize(q: QuantizedTensor, out_dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -430,6 +440,7 @@ def compress_state(
     block: int | None = None,
     stochastic: bool = True,
     generator: torch.Generator | None = None,
+    check_finite: bool = True,
 ) -> StateTensor:
     """Store ``x`` at any state width, so callers treat 2..32 bits alike (``.nbytes``, ``.dequantize()``).
 
@@ -437,19 +448,21 @@ def compress_state(
         ``x``'s dtype). Every width rejects NaN/inf with ``ValueError``.
     :param mode: quantizer mode at 2-8 bits; default ``"nf4"`` at 4 bits and ``"uniform"`` otherwise
         (ignored at 16 / 32 bits).
+    :param check_finite: reject NaN/inf (see :func:`quantize`; ``False`` skips the check and its host sync).
     """
     if bits not in STATE_BITS:
         raise ValueError(f"bits={bits} is not a state width; choose one of {STATE_BITS}")
     _check_float(x)
     if bits in (16, 32):
-        if not bool(torch.isfinite(x).all()):
+        if check_finite and not bool(torch.isfinite(x).all()):
             raise ValueError("x contains non-finite values (NaN or inf); skip or sanitize the tensor first")
         if bits == 32:
             return DenseState(x.detach().clone(), x.dtype, 32)
         return DenseState(x.detach().to(torch.bfloat16, copy=True), x.dtype, 16)
     return quantize(
-        x, bits, mode=mode or _default_mode(bits), block=block, stochastic=stochastic, generator=generator
-    )
+        x, bits, mode=mode or _default_mode(bits), block=block, stochastic=stochastic, generator=generator,
+        check_finite=check_finite,
+    )  # fmt: skip
 
 
 def decompress_state(state: StateTensor, out_dtype: torch.dtype | None = None) -> torch.Tensor:

@@ -351,6 +351,15 @@ def test_non_finite_input_is_rejected(bad: float, bits: int) -> None:
         compress_state(x, bits)
 
 
+@pytest.mark.parametrize("bits", [2, 4, 8, 16, 32])
+def test_check_finite_false_skips_the_check(bits: int) -> None:
+    """The optimizer's own states skip the check (and its host sync): a NaN then stores, not raises."""
+    x = torch.randn(300)
+    x[5] = float("nan")
+    state = compress_state(x, bits, check_finite=False)
+    assert not bool(torch.isfinite(decompress_state(state, torch.float32)).all())
+
+
 # -------------------------------------------------------------------------------------------- GPU
 @pytest.mark.gpu
 @pytest.mark.parametrize(
