@@ -20,7 +20,10 @@ from typing import Any
 import torch
 import tyro
 
+from benchmarks.gpu import gpt2_with_gradients
+from client.compression import MangoAdamW
 from client.compression.refresh import due
+from client.protocol import CompressionSetting
 
 
 @dataclass
@@ -43,8 +46,6 @@ class StepProbeArgs:
 
 def _switch_probe(opt: Any, to: str) -> None:
     """Host time of ``apply_setting`` and of the first step after it, then their profiler tables."""
-    from client.protocol import CompressionSetting
-
     start, target = opt.setting, CompressionSetting.parse(to)
     for s in (target, start):  # compile and load every kernel of both settings outside the window
         opt.apply_setting(s)
@@ -116,10 +117,6 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("step_probe needs a CUDA device")
         return 0
-    from benchmarks.gpu import gpt2_with_gradients
-    from client.compression import MangoAdamW
-    from client.protocol import CompressionSetting
-
     params = gpt2_with_gradients()
     opt = MangoAdamW(
         params, lr=3e-4, weight_decay=0.1, setting=CompressionSetting.parse(args.setting),

@@ -174,6 +174,9 @@ class Plan:
     factored: bool
     block: int
     gamma: float = 0.0
+    #: tiles a factored program walks (:func:`factor_iters`; 1 with no loop): the program tables are laid out
+    #: for it, so the launches read it from here rather than from the module knobs
+    strip_tiles: int = 1
     #: float32 ``[n_items]``: the gradient's numel for a fused matrix tensor, else 0 (see :func:`run`)
     numels: torch.Tensor | None = None
     #: the refresh's CUDA graph (:class:`~client.compression.refresh.RefreshGraph`) once captured; False
@@ -341,13 +344,13 @@ def _slot_ptrs(q: Any) -> list[int]:
 
 
 def _matrix_group(
-    items: list[Item], hyper: dict[str, Any], factored: bool, block: int, proj: bool, opt: Any
+    items: list[Item], hyper: dict[str, Any], factored: bool, block: int, proj: bool, opt: Any, tiles: int
 ) -> _Group:
     """Tables of one matrix launch: rank-0 tensors (the kernel reads the gradient and writes the parameter)
-    or projected ones (it works on the ``r x n`` coefficients; :class:`_Proj` adds the two products)."""
+    or projected ones (it works on the ``r x n`` coefficients; :class:`_Proj` adds the two products);
+    ``tiles``: tiles a factored program walks (:attr:`Plan.strip_tiles`)."""
     device = items[0][1].device
-    bits = opt._setting.bits
-    rows_per_prog = max(MATRIX_TILE // block, 1) * (factor_iters(bits) if factored else 1)
+    rows_per_prog = max(MATRIX_TILE // block, 1) * tiles
     dims = []  # (rows, cols, transposed) of the values the matrix kernel walks
     for _, p, st in items:
         if proj:
@@ -542,6 +545,7 @@ def build_plan(opt: Any, items: list[tuple[int, torch.Tensor, dict[str, Any]]], 
     """
     s = opt.setting
     factored = opt._factored()
+    tiles = factor_iters(s.bits) if factored else 1
     block = default_block(s.bits) if s.bits <= 8 else DENSE_BLOCK
     mode = _mode(opt, s.bits)
     buckets: dict[tuple[str, torch.dtype, torch.dtype, int, int], list[Item]] = {}
@@ -567,7 +571,7 @@ def build_plan(opt: Any, items: list[tuple[int, torch.Tensor, dict[str, Any]]], 
     groups = [
         _exact_group(v, hypers[gid], sdtype)
         if kind == "exact"
-        else _matrix_group(v, hypers[gid], factored, block, kind == "proj", opt)
+        else _matrix_group(v, hypers[gid], factored, block, kind == "proj", opt, tiles)
         for (kind, _, sdtype, gid, _), v in buckets.items()
     ]
     matrix_set = set(matrix_idx)
@@ -582,6 +586,7 @@ def build_plan(opt: Any, items: list[tuple[int, torch.Tensor, dict[str, Any]]], 
         factored=factored,
         block=block,
         gamma=float(s.gamma),
+        strip_tiles=tiles,
         numels=torch.tensor(
             [float(p.numel()) if pos in matrix_set else 0.0 for pos, (_, p, _) in enumerate(items)],
             dtype=torch.float32,
@@ -704,7 +709,7 @@ def run(
                 EF=plan.ef,
                 SHIFT=plan.gamma > 0,
                 FACTORED=plan.factored,
-                STRIP=plan.factored and factor_iters(plan.bits) > 1,
+                STRIP=plan.strip_tiles > 1,
                 STOCHASTIC=opt.stochastic_rounding,
                 SRC=1 if pj is not None else 0,
                 FRESH=id(grp) in refreshed,
