@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import mmap
 import statistics
 import time
 from typing import Any
@@ -230,24 +231,29 @@ def _status_bytes(field: str) -> int | None:
 
 
 def test_memory_tracker_cpu_peak() -> None:
-    """The CPU peak covers what is resident while a 64 MiB tensor lives, and a reset brings it down.
+    """The CPU peak covers what is resident while 64 MiB of fresh pages live, and a reset brings it down.
 
     Not ``peak >= before + 64 MiB``: the resident set also holds file pages (the libraries), which this
     machine's reclaim drops at any time, so the resident total can fall while the tensor is allocated
-    (seen late in long test runs). The tensor's own pages are checked in the anonymous part instead."""
+    (seen late in long test runs). The new pages are checked in the anonymous part instead."""
     tracker = MemoryTracker("cpu")
     assert tracker.source in ("process_rss_peak", "process_rss_peak_since_start")
     tracker.reset()
     before = tracker.read().peak_bytes
     anon0 = _status_bytes("RssAnon")
-    big = torch.ones(64 * 1024 * 1024 // 4)  # 64 MiB, touched
+    # A fresh private anonymous mapping, one byte written in every page. Not a tensor: the allocator may hand
+    # back pages freed earlier in the run that are still resident (seen in CI: RssAnon did not move). Not
+    # mmap's default either: a shared mapping counts as RssShmem, not RssAnon.
+    big = mmap.mmap(-1, 64 * 1024 * 1024, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    for offset in range(0, len(big), mmap.PAGESIZE):
+        big[offset] = 1  # 64 MiB, touched
     after = tracker.read()
     rss, anon1 = _status_bytes("VmRSS"), _status_bytes("RssAnon")
     assert after.peak_bytes >= before
     if rss is not None and anon0 is not None and anon1 is not None:
         assert anon1 - anon0 >= 48 * 1024 * 1024  # the tensor is resident...
         assert after.peak_bytes >= rss  # ...and the peak covers everything resident now
-    del big
+    big.close()
     assert tracker.read().peak_bytes >= before  # the window's peak never goes down
     if tracker.source == "process_rss_peak":  # reset works here: the peak comes back down
         tracker.reset()
