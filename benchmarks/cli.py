@@ -6,7 +6,7 @@ import importlib
 import sys
 
 BENCHES: dict[str, tuple[str, str]] = {
-    "lm": ("benchmarks.lm", "AdamW vs MangoAdamW on the byte-level stdlib LM (CPU)"),
+    "lm": ("benchmarks.lm", "AdamW vs MangoAdamW on the byte-level stdlib LM (seeds, CPU or GPU)"),
     "kernels": ("benchmarks.kernels", "quantize/dequantize/pack kernels (GPU; CPU torch path elsewhere)"),
     "service": ("benchmarks.service", "policy service latency/throughput under load (loopback)"),
     "env": ("benchmarks.env_throughput", "surrogate environment steps per second"),
@@ -16,6 +16,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "ddp": ("benchmarks.ddp", "DDP communication hooks on NCCL"),
     "fsdp": ("benchmarks.fsdp", "MangoAdamW under FSDP2 vs DDP on 2 gloo CPU ranks, DCP resume"),
     "signals": ("benchmarks.demo_signals", "the demo under Ctrl-C / SIGTERM at random times"),
+    "sim2real": ("benchmarks.sim_to_real", "the surrogate's loss term against real demo runs (GPU logs)"),
 }
 
 

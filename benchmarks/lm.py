@@ -1,8 +1,14 @@
-"""AdamW vs MangoAdamW on the byte-level stdlib LM (CPU): validation loss, state bytes, step time.
+"""AdamW vs MangoAdamW on the byte-level stdlib LM: validation loss, state bytes, step time.
 
 Every run trains the same model (same seed, same initial weights) on the same batches in the same order;
 only the optimizer differs. ``adamw`` is ``torch.optim.AdamW``; ``off`` is MangoAdamW with compression off
 (must match AdamW); ``rR/bB[/gG]`` is MangoAdamW at that setting.
+
+``--seeds 0,1,2`` runs every setting once per seed (initial weights and batch order) and adds a table of each
+setting's mean validation loss and its paired difference to AdamW's (mean over seeds, 95 % CI): one seed
+can differ from the next by more than a setting does. ``--device cuda`` runs on the GPU (``--model
+gpt-85m`` is the demo's GPU model); the JSON keeps each run's train loss per ``--interval-steps`` interval,
+the curve ``mango bench sim2real`` compares with the surrogate.
 
 Run ``python -m benchmarks.lm --help`` (or ``mango bench lm``) for the knobs. It prints a table, writes
 ``results/lm-<date>.json`` and appends a dated section to ``BENCHMARKS.md`` (``--no-write`` skips both).
@@ -19,11 +25,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 import torch
 import tyro
 
+from agents.stats import mean_ci
 from benchmarks.common import append_section, machine_line
 from client.compression.optimizer import MangoAdamW
 from client.protocol import CompressionSetting
@@ -48,7 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @dataclass
 class LMBenchConfig:
-    """AdamW vs MangoAdamW on the byte-level stdlib LM (CPU): loss and state bytes per setting."""
+    """AdamW vs MangoAdamW on the byte-level stdlib LM: loss and state bytes per setting (and seed)."""
 
     model: str = "lm-small"
     """:func:`envs.models.build_model` preset."""
@@ -73,6 +81,12 @@ class LMBenchConfig:
     """``max_bytes`` of the stdlib corpus (train + val)."""
     seed: int = 0
     """Model-initialization and data-order seed (shared by every run)."""
+    seeds: str = ""
+    """Comma-separated seeds (overrides ``--seed``): every setting runs once per seed."""
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    """Where the model trains ('auto': the GPU when one is present)."""
+    interval_steps: int = 20
+    """Steps per train-loss interval kept in the JSON (the demo's control interval)."""
     threads: int = 2
     """``torch.set_num_threads``."""
     settings: str = ",".join(DEFAULT_SETTINGS)
@@ -104,6 +118,26 @@ class LMBenchConfig:
         """The runs of ``settings``, in order."""
         return [s.strip() for s in self.settings.split(",") if s.strip()]
 
+    def seed_list(self) -> list[int]:
+        """``seeds`` as integers, or ``[seed]``; ``ValueError`` naming a bad entry."""
+        out = []
+        for item in (x.strip() for x in self.seeds.split(",")):
+            if not item:
+                continue
+            try:
+                out.append(int(item))
+            except ValueError:
+                raise ValueError(f"--seeds {self.seeds!r}: {item!r} is not an integer") from None
+        return out or [self.seed]
+
+    def torch_device(self) -> torch.device:
+        """``device`` resolved; ``ValueError`` when 'cuda' is asked for and there is no GPU."""
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda: no CUDA GPU here (use --device cpu or auto)")
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
 
 def parse_setting(label: str) -> CompressionSetting | None:
     """``"adamw"`` -> None; ``"off"`` -> off; ``"r8/b4/g0.5"`` -> that setting."""
@@ -122,10 +156,17 @@ def lr_at(cfg: LMBenchConfig, step: int) -> float:
 
 
 def run_one(
-    cfg: LMBenchConfig, label: str, corpus: Any, val: list[tuple[torch.Tensor, torch.Tensor]]
+    cfg: LMBenchConfig,
+    label: str,
+    corpus: Any,
+    val: list[tuple[torch.Tensor, torch.Tensor]],
+    seed: int | None = None,
 ) -> dict:
+    """One training run of ``label`` at ``seed`` (default ``cfg.seed``); its JSON row."""
+    seed = cfg.seed if seed is None else seed
+    device = cfg.torch_device()
     setting = parse_setting(label)
-    model = build_model(cfg.model, cfg.seed)
+    model = build_model(cfg.model, seed).to(device)
     assert isinstance(model, ByteGPT), f"{cfg.model} is not a byte LM preset"
     seq_len = cfg.seq_len or model.cfg.block_size
     params = [p for p in model.parameters() if p.requires_grad]
@@ -154,9 +195,10 @@ def run_one(
             factor_second_moment={"auto": None, "yes": True, "no": False}[cfg.factor_v],
             quant_mode=cfg.quant_mode or None,
             min_compress_numel=cfg.min_compress_numel,
-            seed=cfg.seed,
+            seed=seed,
         )
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    gen = torch.Generator().manual_seed(seed + 1)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     step_s: list[float] = []
     opt_s: list[float] = []
     losses: list[float] = []
@@ -164,19 +206,25 @@ def run_one(
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, step)
         x, y = corpus.get_batch("train", cfg.batch_size, seq_len, gen)
+        x, y = x.to(device), y.to(device)
+        sync()
         t0 = time.perf_counter()
         loss = model.loss(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        sync()
         t1 = time.perf_counter()
         opt.step()
+        sync()
         t2 = time.perf_counter()
         step_s.append(t2 - t0)
         opt_s.append(t2 - t1)
         losses.append(loss.item())
     model.eval()
     with torch.no_grad():
-        val_loss = sum(model.loss(x, y).item() for x, y in val) / len(val)
+        val_loss = sum(model.loss(x.to(device), y.to(device)).item() for x, y in val) / len(val)
+    k = max(1, cfg.interval_steps)
+    intervals = [sum(losses[i : i + k]) / len(losses[i : i + k]) for i in range(0, len(losses), k)]
     skip = min(5, cfg.steps - 1)  # first steps allocate state
     n_params = sum(p.numel() for p in params)
     if isinstance(opt, MangoAdamW):
@@ -189,7 +237,9 @@ def run_one(
         stats = {}
     return {
         "setting": label,
+        "seed": seed,
         "val_loss": val_loss,
+        "interval_losses": intervals,
         "train_loss_last20": sum(losses[-20:]) / len(losses[-20:]),
         "state_bytes": state_bytes,
         "params": n_params,
@@ -202,6 +252,7 @@ def run_one(
 
 
 def format_table(rows: list[dict]) -> str:
+    """One seed's runs: each against that seed's AdamW run (else the first run)."""
     base = next((r for r in rows if r["setting"] == "adamw"), rows[0])
     head = "| setting | val loss | vs AdamW | state B/param | state vs AdamW | step ms | opt ms |"
     lines = [head, "|---|---:|---:|---:|---:|---:|---:|"]
@@ -215,6 +266,29 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def format_seed_table(rows: list[dict]) -> str:
+    """Every setting over the seeds: mean validation loss and the paired difference to the same seed's AdamW
+    run, in percent (mean and 95 % CI half-width, Student t; a CI that excludes 0 is a difference seeds do
+    not explain)."""
+    base = {r["seed"]: r["val_loss"] for r in rows if r["setting"] == "adamw"}
+    labels = list(dict.fromkeys(r["setting"] for r in rows))
+    lines = [
+        "| setting | seeds | mean val loss | vs AdamW, paired (95 % CI) | worst seed vs AdamW "
+        "| state B/param |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for label in labels:
+        mine = [r for r in rows if r["setting"] == label]
+        diffs = np.array([100.0 * (r["val_loss"] / base[r["seed"]] - 1.0) for r in mine if r["seed"] in base])
+        mean, half = mean_ci(diffs) if diffs.size else (math.nan, math.nan)
+        worst = f"{diffs.max():+.2f}%" if diffs.size else "-"
+        lines.append(
+            f"| {label} | {len(mine)} | {np.mean([r['val_loss'] for r in mine]):.4f} | "
+            f"{mean:+.2f}% +- {half:.2f} | {worst} | {mine[0]['state_bytes_per_param']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = tyro.cli(LMBenchConfig, args=sys.argv[1:] if argv is None else argv, prog="mango bench lm")
     torch.set_num_threads(cfg.threads)
@@ -224,26 +298,37 @@ def main(argv: list[str] | None = None) -> int:
     probe = build_model(cfg.model, cfg.seed)
     if not isinstance(probe, ByteGPT):
         raise ValueError(
-            f"--model {cfg.model} is not a byte LM preset; choose lm-tiny, lm-small or lm-medium"
+            f"--model {cfg.model} is not a byte LM preset; choose lm-tiny, lm-small, lm-medium or gpt-85m"
         )
     seq_len = cfg.seq_len or probe.cfg.block_size
-    vgen = torch.Generator().manual_seed(10_000 + cfg.seed)
-    val = [corpus.get_batch("val", cfg.batch_size, seq_len, vgen) for _ in range(cfg.eval_batches)]
+    seeds = cfg.seed_list()
+    device = cfg.torch_device()
     print(
-        f"# lm benchmark: {cfg.model}, {cfg.steps} steps, batch {cfg.batch_size}x{seq_len}, {machine_line()}"
+        f"# lm benchmark: {cfg.model}, {cfg.steps} steps, batch {cfg.batch_size}x{seq_len}, lr {cfg.lr}, "
+        f"seeds {seeds}, {device}, {machine_line()}"
     )
     rows = []
     t_start = time.perf_counter()
-    for label in cfg.labels():
-        row = run_one(cfg, label, corpus, val)
-        rows.append(row)
-        print(
-            f"  {label:<12} val {row['val_loss']:.4f}  state {row['state_bytes_per_param']:.3f} B/param  "
-            f"step {row['step_ms']:.1f} ms  (opt {row['opt_ms']:.1f} ms)",
-            flush=True,
-        )
+    tables = []
+    for seed in seeds:
+        vgen = torch.Generator().manual_seed(10_000 + seed)
+        val = [corpus.get_batch("val", cfg.batch_size, seq_len, vgen) for _ in range(cfg.eval_batches)]
+        mine = []
+        for label in cfg.labels():
+            row = run_one(cfg, label, corpus, val, seed)
+            mine.append(row)
+            print(
+                f"  seed {seed} {label:<12} val {row['val_loss']:.4f}  state "
+                f"{row['state_bytes_per_param']:.3f} B/param  step {row['step_ms']:.1f} ms  "
+                f"(opt {row['opt_ms']:.1f} ms)",
+                flush=True,
+            )
+        rows += mine
+        tables.append((f"seed {seed}" if len(seeds) > 1 else "", format_table(mine)))
     wall_s = time.perf_counter() - t_start
-    table = format_table(rows)
+    table = "\n\n".join(f"{name}\n\n{t}" if name else t for name, t in tables)
+    if len(seeds) > 1:
+        table = f"Over seeds {seeds}:\n\n{format_seed_table(rows)}\n\n{table}"
     print()
     print(table)
     if cfg.no_write:
@@ -270,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         details=[
             f"batch {cfg.batch_size} x {seq_len} bytes, lr {cfg.lr} (warm-up {cfg.warmup_steps}, cosine to "
             f"10 %), eps {cfg.eps}, weight decay {cfg.weight_decay}, corpus {cfg.corpus_bytes} bytes, "
-            f"{cfg.eval_batches} validation batches, seed {cfg.seed}; MangoAdamW {knobs}",
+            f"{cfg.eval_batches} validation batches, seeds {seeds}, {device}; MangoAdamW {knobs}",
             f"wall {wall_s:.0f} s",
             f"raw: `{path.relative_to(ROOT)}`",
         ],

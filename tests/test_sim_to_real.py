@@ -1,0 +1,55 @@
+"""``mango bench sim2real``: parsing a real H200 demo log and replaying its settings through the surrogate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.sim_to_real import SimToRealArgs, parse_demo_log, report, simulate
+from envs.fit import default_model
+
+ROOT = Path(__file__).resolve().parents[1]
+LOG = ROOT / "results" / "gpu-h200-2026-12-03-s6" / "policy-check" / "demo-cand-gpt-bal.log"
+
+
+def test_parse_a_real_demo_log() -> None:
+    log = parse_demo_log(LOG)
+    assert log.model == "gpt-85m"
+    assert set(log.runs) == {"adaptive (service)", "adamw (torch)", "static r0/b8/g0"}
+    for rows in log.runs.values():
+        assert [s for s, _, _ in rows] == list(range(20, 601, 20))  # 30 intervals of 20 steps
+    assert log.runs["adamw (torch)"][0] == (20, "adamw", 3.837)
+    assert log.runs["adaptive (service)"][1][1] == "r64/b8/g0.5"
+
+
+def test_a_file_without_a_demo_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "x.log"
+    bad.write_text("pytest output\n")
+    with pytest.raises(ValueError, match="not a demo log"):
+        parse_demo_log(bad)
+
+
+def test_simulate_charges_projection_and_not_the_identity() -> None:
+    model = default_model()
+    wl = "gpu-gpt85m-cosine"
+    ident = simulate(model, wl, ["r0/b32/g0"] * 12)
+    proj = simulate(model, wl, ["r0/b8/g0"] + ["r4/b8/g0"] * 11)
+    np.testing.assert_allclose(ident, 0.0, atol=1e-12)  # the reference run has no excess
+    assert proj[-1] > 0.05 and np.all(np.diff(proj[1:]) > -0.02)  # rank 4 costs loss, and it persists
+
+
+def test_report_measures_y_against_the_adamw_run(tmp_path: Path) -> None:
+    text = report(SimToRealArgs(logs=(str(LOG),), per_setting=True))
+    log = parse_demo_log(LOG)
+    ref = log.runs["adamw (torch)"]
+    static = log.runs["static r0/b8/g0"]
+    y_final = (static[-1][2] - ref[-1][2]) / ref[0][2]
+    row = next(line for line in text.splitlines() if "| static r0/b8/g0 |" in line)
+    assert f"{y_final:+.4f}" in row  # the measured final loss term, from the two runs' last intervals
+    assert "| gpt-85m | r0/b8/g0 |" in text  # the per-setting table
+    other = tmp_path / "cpu.log"  # the same runs under a model with no recorded stand-in
+    other.write_text(LOG.read_text().replace("MANGO demo: gpt-85m,", "MANGO demo: lm-tiny,"))
+    with pytest.raises(ValueError, match="no stand-in workload for model 'lm-tiny'"):
+        report(SimToRealArgs(logs=(str(other),)))
