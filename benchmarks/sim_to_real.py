@@ -13,6 +13,10 @@ Each log's train losses are interval means over single batches, so ``y_t`` carri
 batches in every run: paired, small). A run repeated exactly in another log (a deterministic static run of
 the same seed) is counted once.
 
+It reads ``mango bench lm`` JSONs too (``results/lm-*.json`` with ``interval_losses``): every run of a seed
+against that seed's ``adamw`` run, one setting throughout (several seeds of static settings: the data that
+tells a setting's cost from a seed's luck).
+
 Usage::
 
     mango bench sim2real results/gpu-h200-2026-12-03-s6/policy-check/demo-cand-gpt-bal.log --per-setting
@@ -27,6 +31,7 @@ the persistence of earlier settings has worn off most).
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import sys
@@ -43,7 +48,7 @@ from client.protocol import DEFAULT_GRID, CompressionSetting
 from envs.fit import default_model
 from envs.surrogate_model import SurrogateModel
 
-__all__ = ["DemoLog", "SimToRealArgs", "main", "parse_demo_log", "simulate"]
+__all__ = ["DemoLog", "SimToRealArgs", "load_runs", "main", "parse_demo_log", "parse_lm_json", "simulate"]
 
 _HEADER = re.compile(r"MANGO demo: (?P<model>[\w.-]+), (?P<steps>\d+) steps")
 _LINE = re.compile(
@@ -83,6 +88,39 @@ def parse_demo_log(path: str | Path) -> DemoLog:
     return DemoLog(path, model, dict(runs))
 
 
+def parse_lm_json(path: str | Path) -> list[DemoLog]:
+    """A ``mango bench lm`` JSON as one :class:`DemoLog` per seed (runs labelled ``static SETTING``);
+    ``ValueError`` naming the file if it has no per-interval losses or no AdamW run."""
+    path = Path(path)
+    doc = json.loads(path.read_text())
+    cfg, rows = doc.get("config", {}), doc.get("rows", [])
+    k = int(cfg.get("interval_steps", 0))
+    if not k or any("interval_losses" not in r for r in rows):
+        raise ValueError(
+            f"{path}: no per-interval train losses (a `mango bench lm` JSON from before --seeds)"
+        )
+    out: dict[int, DemoLog] = {}
+    for r in rows:
+        seed = int(r.get("seed", cfg.get("seed", 0)))
+        log = out.setdefault(seed, DemoLog(path, str(cfg.get("model", ""))))
+        name = r["setting"]
+        label = "adamw" if name == "adamw" else _setting_label(name)
+        run = REFERENCE_RUN if name == "adamw" else f"static {label} (seed {seed})"
+        log.runs[run] = [(k * (i + 1), label, float(v)) for i, v in enumerate(r["interval_losses"])]
+    if not out or any(REFERENCE_RUN not in log.runs for log in out.values()):
+        raise ValueError(f"{path}: every seed needs an 'adamw' run to compare with")
+    return [out[s] for s in sorted(out)]
+
+
+def _setting_label(name: str) -> str:
+    return CompressionSetting.off().label() if name == "off" else CompressionSetting.parse(name).label()
+
+
+def load_runs(path: str | Path) -> list[DemoLog]:
+    """A demo log (one :class:`DemoLog`) or a ``mango bench lm`` JSON (one per seed)."""
+    return parse_lm_json(path) if str(path).endswith(".json") else [parse_demo_log(path)]
+
+
 def simulate(model: SurrogateModel, workload: str, settings: Sequence[str]) -> np.ndarray:
     """The surrogate's noise-free excess ``x_t`` (initial-loss units) for a run that plays ``settings``,
     one per interval, the first being the warm-up interval (``mango fit``'s progress ``(t + 1) / T``)."""
@@ -113,7 +151,7 @@ class SimToRealArgs:
     """Replay `mango demo` logs through fitted surrogates and compare the loss term with the measured one."""
 
     logs: tyro.conf.Positional[tuple[str, ...]]
-    """demo logs (`mango demo --no-progress` output)"""
+    """demo logs (`mango demo --no-progress` output) and `mango bench lm` JSONs"""
     surrogate: tuple[str, ...] = ()
     """label=path of surrogate model JSONs (`mango fit --out`); default: envs/traces/surrogate.json"""
     map: tuple[str, ...] = ()
@@ -156,8 +194,7 @@ def report(args: SimToRealArgs) -> str:
     err_zero: list[tuple[str, float]] = []
     seen: set[tuple[str, tuple[str, ...], tuple[float, ...]]] = set()
     groups: dict[tuple[str, str], list[tuple[float, dict[str, float]]]] = defaultdict(list)
-    for path in args.logs:
-        log = parse_demo_log(path)
+    for path, log in ((p, lg) for p in args.logs for lg in load_runs(p)):
         if log.model not in mapping:
             raise ValueError(
                 f"{path}: no stand-in workload for model {log.model!r}; pass --map {log.model}=WORKLOAD"
@@ -225,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(text)
     if args.bench:
         cmd = shlex.join(["mango", "bench", "sim2real", *argv])
-        print(f"appended to {append_section('Surrogate vs H200 demo runs (sim-to-real)', cmd, text)}")
+        print(f"appended to {append_section('Surrogate loss term vs real runs (sim-to-real)', cmd, text)}")
     return 0
 
 
