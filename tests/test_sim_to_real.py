@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.sim_to_real import SimToRealArgs, parse_demo_log, report, simulate
+from benchmarks.sim_to_real import SimToRealArgs, load_runs, parse_demo_log, report, simulate
 from envs.fit import default_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,3 +53,32 @@ def test_report_measures_y_against_the_adamw_run(tmp_path: Path) -> None:
     other.write_text(LOG.read_text().replace("MANGO demo: gpt-85m,", "MANGO demo: lm-tiny,"))
     with pytest.raises(ValueError, match="no stand-in workload for model 'lm-tiny'"):
         report(SimToRealArgs(logs=(str(other),)))
+
+
+LM_JSON = ROOT / "results" / "lm-20261204-014844.json"  # mango bench lm, lm-small, lr 1e-3, seeds 0-2
+
+
+def test_bench_lm_json_gives_one_log_per_seed() -> None:
+    logs = load_runs(LM_JSON)
+    assert [lg.model for lg in logs] == ["lm-small"] * 3
+    runs = logs[1].runs
+    assert set(runs) == {
+        "adamw (torch)",
+        "static r0/b8/g0 (seed 1)",
+        "static r64/b8/g0.25 (seed 1)",
+        "static r32/b4/g0.25 (seed 1)",
+        "static r16/b8/g0 (seed 1)",
+    }
+    assert [s for s, _, _ in runs["adamw (torch)"]] == list(
+        range(20, 301, 20)
+    )  # 300 steps, 20-step intervals
+    assert {lab for _, lab, _ in runs["static r16/b8/g0 (seed 1)"]} == {"r16/b8/g0"}
+    text = report(SimToRealArgs(logs=(str(LM_JSON),), map=("lm-small=lm-small-constant",)))
+    assert "| lm-small | 12 |" in text  # 4 compressed settings x 3 seeds, each against its own seed's AdamW
+
+
+def test_a_bench_lm_json_without_curves_is_refused(tmp_path: Path) -> None:
+    old = tmp_path / "lm-old.json"
+    old.write_text('{"config": {"model": "lm-small"}, "rows": [{"setting": "adamw", "val_loss": 2.3}]}')
+    with pytest.raises(ValueError, match="no per-interval train losses"):
+        load_runs(old)
