@@ -11,7 +11,8 @@ gpt-85m`` is the demo's GPU model); the JSON keeps each run's train loss per ``-
 the curve ``mango bench sim2real`` compares with the surrogate.
 
 Run ``python -m benchmarks.lm --help`` (or ``mango bench lm``) for the knobs. It prints a table, writes
-``results/lm-<date>.json`` and appends a dated section to ``BENCHMARKS.md`` (``--no-write`` skips both).
+``results/lm-<date>.json`` (rewritten after every run, ``"complete": true`` once all have run) and appends a
+dated section to ``BENCHMARKS.md`` (``--no-write`` skips both).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import torch
 import tyro
 
 from agents.stats import mean_ci
-from benchmarks.common import append_section, machine_line
+from benchmarks.common import BENCHMARKS_MD, append_section, machine_line
 from client.compression.optimizer import MangoAdamW
 from client.protocol import CompressionSetting
 from envs.data import load_corpus
@@ -113,6 +114,8 @@ class LMBenchConfig:
     """Where the JSON goes (relative to the repository root)."""
     no_write: bool = False
     """Print only: no JSON, no BENCHMARKS.md section."""
+    bench_file: str = ""
+    """File the dated section is appended to ('' = BENCHMARKS.md at the repository root)."""
 
     def labels(self) -> list[str]:
         """The runs of ``settings``, in order."""
@@ -307,8 +310,21 @@ def main(argv: list[str] | None = None) -> int:
         f"# lm benchmark: {cfg.model}, {cfg.steps} steps, batch {cfg.batch_size}x{seq_len}, lr {cfg.lr}, "
         f"seeds {seeds}, {device}, {machine_line()}"
     )
-    rows = []
+    rows: list[dict] = []
     t_start = time.perf_counter()
+    now = dt.datetime.now().astimezone()
+    command = "python -m benchmarks.lm " + shlex.join(sys.argv[1:] if argv is None else argv)
+    path = ROOT / cfg.out_dir / f"lm-{now:%Y%m%d-%H%M%S}.json"
+
+    def save(complete: bool) -> None:
+        """The JSON so far, rewritten after every run: a run cut short keeps the finished ones."""
+        if cfg.no_write:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        doc = {"date": now.isoformat(), "command": command, "machine": machine_line(), "complete": complete}
+        doc |= {"wall_s": time.perf_counter() - t_start, "config": dataclasses.asdict(cfg), "rows": rows}
+        path.write_text(json.dumps(doc, indent=2))
+
     tables = []
     for seed in seeds:
         vgen = torch.Generator().manual_seed(10_000 + seed)
@@ -317,13 +333,14 @@ def main(argv: list[str] | None = None) -> int:
         for label in cfg.labels():
             row = run_one(cfg, label, corpus, val, seed)
             mine.append(row)
+            rows.append(row)
+            save(complete=False)
             print(
                 f"  seed {seed} {label:<12} val {row['val_loss']:.4f}  state "
                 f"{row['state_bytes_per_param']:.3f} B/param  step {row['step_ms']:.1f} ms  "
                 f"(opt {row['opt_ms']:.1f} ms)",
                 flush=True,
             )
-        rows += mine
         tables.append((f"seed {seed}" if len(seeds) > 1 else "", format_table(mine)))
     wall_s = time.perf_counter() - t_start
     table = "\n\n".join(f"{name}\n\n{t}" if name else t for name, t in tables)
@@ -333,14 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     if cfg.no_write:
         return 0
-    now = dt.datetime.now().astimezone()
-    command = "python -m benchmarks.lm " + shlex.join(sys.argv[1:] if argv is None else argv)
-    out_dir = ROOT / cfg.out_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"lm-{now:%Y%m%d-%H%M%S}.json"
-    doc = {"date": now.isoformat(), "command": command, "machine": machine_line(), "wall_s": wall_s}
-    doc |= {"config": dataclasses.asdict(cfg), "rows": rows}
-    path.write_text(json.dumps(doc, indent=2))
+    save(complete=True)
     knobs = (
         f"refresh_every={cfg.refresh_every}, ef_beta={cfg.ef_beta}, ef_scope={cfg.ef_scope}, "
         f"error_feedback={cfg.error_feedback}, quant_mode={cfg.quant_mode or 'default'}, "
@@ -357,11 +367,12 @@ def main(argv: list[str] | None = None) -> int:
             f"10 %), eps {cfg.eps}, weight decay {cfg.weight_decay}, corpus {cfg.corpus_bytes} bytes, "
             f"{cfg.eval_batches} validation batches, seeds {seeds}, {device}; MangoAdamW {knobs}",
             f"wall {wall_s:.0f} s",
-            f"raw: `{path.relative_to(ROOT)}`",
+            f"raw: `{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}`",
         ],
         when=now,
+        path=cfg.bench_file or BENCHMARKS_MD,
     )
-    print(f"\nwrote {path.relative_to(ROOT)} and appended to {md}")
+    print(f"\nwrote {path} and appended to {md}")
     return 0
 
 

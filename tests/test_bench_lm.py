@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import shlex
+from pathlib import Path
 
 import pytest
 import torch
@@ -51,3 +53,18 @@ def test_bad_arguments_name_the_problem() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU"):
             LMBenchConfig(device="cuda").torch_device()
+
+
+def test_json_is_written_run_by_run_and_marked_complete(tmp_path: Path) -> None:
+    out, md = tmp_path / "out", tmp_path / "B.md"
+    argv = shlex.split(SMALL + f" --seeds 0,1 --settings adamw,r4/b4 --out-dir {out} --bench-file {md}")
+    assert main(argv) == 0
+    (path,) = out.glob("lm-*.json")
+    doc = json.loads(path.read_text())
+    assert doc["complete"] is True and [(r["seed"], r["setting"]) for r in doc["rows"]] == [
+        (0, "adamw"),
+        (0, "r4/b4"),
+        (1, "adamw"),
+        (1, "r4/b4"),
+    ]
+    assert "Over seeds [0, 1]" in md.read_text()  # the section went to --bench-file, not BENCHMARKS.md
