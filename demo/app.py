@@ -48,8 +48,15 @@ import tyro
 from client.protocol import CompressionSetting
 from demo.args import AUTO_MODEL, DemoArgs, choose_static
 from demo.plot import plot_report
-from demo.report import format_table, format_verdict, machine_line, objective_scores
-from demo.runs import train_run
+from demo.report import (
+    format_seed_table,
+    format_seeds_verdict,
+    format_table,
+    format_verdict,
+    machine_line,
+    objective_scores,
+)
+from demo.runs import RunResult, train_run
 from envs.data import load_corpus
 from envs.objectives import preset
 from policy_service.launch import ServiceError, ServiceProcess, pid_alive
@@ -102,7 +109,9 @@ def run_demo(args: DemoArgs, argv: list[str] | None = None) -> dict[str, Any]:
     static_setting, static_why = choose_static(args.static_setting)
     objective = preset(args.objective)
     print(
-        f"MANGO demo: {args.model}, {args.steps} steps x 3 runs, batch {args.batch_size}x{args.seq_len}, "
+        f"MANGO demo: {args.model}, {args.steps} steps x 3 runs"
+        + (f" x {args.seeds} seeds" if args.seeds > 1 else "")
+        + f", batch {args.batch_size}x{args.seq_len}, "
         f"interval {args.interval_steps} steps, on {machine_line(device)}",
         flush=True,
     )
@@ -161,26 +170,38 @@ def run_demo(args: DemoArgs, argv: list[str] | None = None) -> dict[str, Any]:
         )
         print(f"static baseline: {static_setting.label()} ({static_why})", flush=True)
 
-        runs = [
-            train_run(
-                args,
-                "adaptive (service)",
-                corpus,
-                val,
-                device,
-                setting=CompressionSetting.off(),
-                service=service,
-                objective=objective,
-                decision_log=out / "decisions.jsonl",
-            ),
-            train_run(args, "adamw (torch)", corpus, val, device, setting=None),
-            train_run(args, f"static {static_setting.label()}", corpus, val, device, setting=static_setting),
-        ]
+        seeds = [args.seed + i for i in range(args.seeds)]
+        all_runs: list[list[RunResult]] = []
+        for seed in seeds:
+            job = dataclasses.replace(args, seed=seed)  # initial weights, batch order, optimizer seed
+            if len(seeds) > 1:
+                print(f"seed {seed} ({len(all_runs) + 1} of {len(seeds)})", flush=True)
+            all_runs.append(
+                [
+                    train_run(
+                        job,
+                        "adaptive (service)",
+                        corpus,
+                        val,
+                        device,
+                        setting=CompressionSetting.off(),
+                        service=service,
+                        objective=objective,
+                        decision_log=out
+                        / ("decisions.jsonl" if seed == args.seed else f"decisions-{seed}.jsonl"),
+                    ),
+                    train_run(job, "adamw (torch)", corpus, val, device, setting=None),
+                    train_run(
+                        job, f"static {static_setting.label()}", corpus, val, device, setting=static_setting
+                    ),
+                ]
+            )
+        runs = all_runs[0]
         with contextlib.suppress(Exception):
             (out / "service_metrics.txt").write_text(service.get("/metrics"))
     finally:
         service.stop()
-    energy_sources = sorted({r.energy_source for r in runs})
+    energy_sources = sorted({r.energy_source for rs in all_runs for r in rs})
     energy_note = (
         "MODELLED: no GPU energy meter here, estimated from FLOPs, bytes and wall time"
         if energy_sources == ["modelled"]
@@ -192,6 +213,16 @@ def run_demo(args: DemoArgs, argv: list[str] | None = None) -> dict[str, Any]:
     scores = objective_scores(runs, objective)
     summary["objective_scores"] = scores
     verdict = format_verdict(runs, scores, args.objective)
+    if len(seeds) > 1:
+        names = [r.name for r in runs]
+        per_seed = [objective_scores(rs, objective) for rs in all_runs]
+        summary["seeds"] = [
+            {"seed": seed, "runs": [r.as_dict() for r in rs], "objective_scores": sc}
+            for seed, rs, sc in zip(seeds, all_runs, per_seed, strict=True)
+        ]
+        verdict = format_seeds_verdict(per_seed, names, args.objective)
+        table += "\n\nJ per seed (each relative to its own AdamW run; lower is better):\n\n"
+        table += format_seed_table(seeds, per_seed, names)
     summary["verdict"] = verdict
     svc = summary["service"]
     title = (
@@ -210,7 +241,8 @@ def run_demo(args: DemoArgs, argv: list[str] | None = None) -> dict[str, Any]:
     print()
     print(
         f"objective {args.objective!r} (J = w_loss*loss + w_memory*memory + w_energy*energy + w_time*time, "
-        "each relative to the AdamW run; lower is better): "
+        "each relative to the AdamW run; lower is better)"
+        + (f", seed {args.seed}: " if len(seeds) > 1 else ": ")
         + ", ".join(f"{r.name} {scores[r.name]:.3f}" for r in runs)
     )
     print(verdict)

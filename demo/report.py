@@ -12,7 +12,14 @@ from client.protocol import Objective
 from demo.runs import RunResult
 from envs.reward import objective_cost
 
-__all__ = ["format_table", "format_verdict", "machine_line", "objective_scores"]
+__all__ = [
+    "format_seed_table",
+    "format_seeds_verdict",
+    "format_table",
+    "format_verdict",
+    "machine_line",
+    "objective_scores",
+]
 
 
 def objective_scores(runs: list[RunResult], objective: Objective) -> dict[str, float]:
@@ -53,6 +60,35 @@ def format_verdict(runs: list[RunResult], scores: dict[str, float], objective_na
     if a < b:
         return f"{head} adaptive wins, J {a:.3f} vs {b:.3f} for {best.name} ({rel:+.1%})"
     return f"{head} {best.name} wins, J {b:.3f} vs adaptive {a:.3f} ({rel:+.1%} for adaptive)"
+
+
+def format_seeds_verdict(per_seed: list[dict[str, float]], names: list[str], objective_name: str) -> str:
+    """One line over several seeds (each seed's J relative to its own AdamW run): the run with the lowest
+    mean J against the adaptive run (``names[0]``), the mean paired difference with its sample spread, and on
+    how many seeds the adaptive run beat the best other run."""
+    n = len(per_seed)
+    mean = {k: sum(s[k] for s in per_seed) / n for k in names}
+    best = min(names[1:], key=lambda k: mean[k])
+    diffs = [s[best] - s[names[0]] for s in per_seed]  # > 0: the adaptive run is better on that seed
+    d = sum(diffs) / n
+    sd = math.sqrt(sum((x - d) ** 2 for x in diffs) / (n - 1)) if n > 1 else math.nan
+    wins = sum(x > 0 for x in diffs)
+    a, b = mean[names[0]], mean[best]
+    head = f"verdict ({objective_name}, {n} seeds):"
+    tally = f"adaptive better on {wins} of {n} seeds; paired J difference {d:+.3f} (sd {sd:.3f})"
+    if a < b:
+        return f"{head} adaptive wins on the mean, J {a:.3f} vs {b:.3f} for {best}; {tally}"
+    return f"{head} {best} wins on the mean, J {b:.3f} vs adaptive {a:.3f}; {tally}"
+
+
+def format_seed_table(seeds: list[int], per_seed: list[dict[str, float]], names: list[str]) -> str:
+    """Each seed's J per run (relative to that seed's AdamW run) and the mean, as a Markdown table."""
+    lines = ["| seed | " + " | ".join(names) + " |", "| --- |" + " ---: |" * len(names)]
+    for seed, scores in zip(seeds, per_seed, strict=True):
+        lines.append(f"| {seed} | " + " | ".join(f"{scores[k]:.3f}" for k in names) + " |")
+    mean = [sum(s[k] for s in per_seed) / len(per_seed) for k in names]
+    lines.append("| mean | " + " | ".join(f"{m:.3f}" for m in mean) + " |")
+    return "\n".join(lines)
 
 
 def format_table(runs: list[RunResult]) -> str:

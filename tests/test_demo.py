@@ -101,6 +101,21 @@ def test_choose_static_fixed_and_from_benchmark_results(tmp_path: Path) -> None:
     )
     setting, why = choose_static("auto", tmp_path)  # the newest file; none within 1 %: the lowest loss
     assert setting.label() == "r8/b8/g0" and "20260202" in why and "lowest loss" in why
+    # a file of several seeds (mango bench lm --seeds): each run against its own seed's AdamW, then averaged;
+    # against seed 0's AdamW alone r8/b4 (seed 1: 2.21 vs 2.0) would look 10 % worse
+    doc = {
+        "command": "python -m benchmarks.lm --seeds 0,1",
+        "rows": [
+            {"setting": s, "seed": seed, "val_loss": v, "state_bytes_per_param": b}
+            for s, seed, v, b in [
+                ("adamw", 0, 2.0, 8.0), ("r8/b4", 0, 2.01, 0.4), ("r8/b8", 0, 2.0, 0.7),
+                ("adamw", 1, 2.2, 8.0), ("r8/b4", 1, 2.21, 0.4), ("r8/b8", 1, 2.2, 0.7),
+            ]
+        ],
+    }  # fmt: skip
+    (tmp_path / "lm-20260303-000000.json").write_text(json.dumps(doc))
+    setting, why = choose_static("auto", tmp_path)
+    assert setting.label() == "r8/b4/g0" and "20260303" in why and "within 1 %" in why
 
 
 def test_format_table_marks_baselines_without_decisions() -> None:
@@ -186,12 +201,23 @@ def test_demo_with_a_learned_policy(tmp_path: Path) -> None:
 
     export_tiny(tmp_path / "policies", name="tiny", version="t1")
     out = tmp_path / "demo"
-    proc = _run_demo(out, "--policy-dir", str(tmp_path / "policies"), "--policy", "tiny")
+    proc = _run_demo(out, "--policy-dir", str(tmp_path / "policies"), "--policy", "tiny", "--seeds", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = _assert_summary(out)
     assert summary["service"]["served_kind"] == "learned"
     assert set(summary["runs"][0]["policies"]) == {"tiny@t1"}
     assert "learned policy 'tiny' version t1" in proc.stdout
+    # two seeds: each with its own three runs (different initial weights), J per seed, the verdict over both
+    s0, s1 = summary["seeds"]
+    assert (s0["seed"], s1["seed"]) == (0, 1) and s0["runs"][1]["final_val_loss"] != s1["runs"][1][
+        "final_val_loss"
+    ]
+    assert s0["objective_scores"] == summary["objective_scores"]
+    assert (
+        summary["verdict"].startswith("verdict (balanced, 2 seeds):") and "of 2 seeds" in summary["verdict"]
+    )
+    assert "| mean |" in (out / "summary.md").read_text()
+    assert (out / "decisions-1.jsonl").exists()
     _assert_service_gone(summary["service"]["pid"], summary["service"]["port"])
 
 
@@ -214,6 +240,7 @@ def test_signal_stops_the_demo_and_its_service(tmp_path: Path, sig: signal.Signa
 def test_objective_scores_and_verdict() -> None:
     from client.protocol import Objective
     from demo import RunResult, format_verdict, objective_scores
+    from demo.report import format_seed_table, format_seeds_verdict
 
     def run(name: str, loss: float, state: int, energy: float, wall: float) -> RunResult:
         return RunResult(name, name, loss, state, 100, energy, "modelled", wall)
@@ -227,5 +254,15 @@ def test_objective_scores_and_verdict() -> None:
     assert scores["adaptive (service)"] == pytest.approx(5 * 0.1 + 0.5 * 300 / 800 + 0.5)
     verdict = format_verdict(runs, scores, "balanced")
     assert verdict.startswith("verdict (balanced): static r0/b8/g0 wins")
+    # over seeds: the mean decides, and the tally says on how many seeds the adaptive run was better
+    names = ["adaptive (service)", "adamw (torch)", "static r0/b8/g0"]
+    per_seed = [
+        dict(zip(names, j, strict=True)) for j in ([0.60, 1.0, 0.70], [0.80, 1.0, 0.65], [0.62, 1.0, 0.70])
+    ]
+    line = format_seeds_verdict(per_seed, names, "balanced")
+    assert line.startswith("verdict (balanced, 3 seeds): adaptive wins on the mean, J 0.673 vs 0.683")
+    assert "better on 2 of 3 seeds" in line and "paired J difference +0.010" in line
+    table = format_seed_table([0, 1, 2], per_seed, names).splitlines()
+    assert table[2] == "| 0 | 0.600 | 1.000 | 0.700 |" and table[-1] == "| mean | 0.673 | 1.000 | 0.683 |"
     budget = objective_scores(runs, obj.model_copy(update={"memory_budget_bytes": 200}))
     assert budget["adamw (torch)"] == float("inf")
