@@ -51,6 +51,7 @@ from envs.surrogate_model import SurrogateModel
 __all__ = ["DemoLog", "SimToRealArgs", "load_runs", "main", "parse_demo_log", "parse_lm_json", "simulate"]
 
 _HEADER = re.compile(r"MANGO demo: (?P<model>[\w.-]+), (?P<steps>\d+) steps")
+_SEED = re.compile(r"^seed (?P<seed>\d+) \(\d+ of \d+\)")
 _LINE = re.compile(
     r"^\s*\[(?P<run>[^\]]+)\] step\s+(?P<step>\d+)\s+(?P<setting>\S+)\s+loss (?P<loss>[-+0-9.eE]+|nan|inf)"
 )
@@ -68,24 +69,37 @@ class DemoLog:
     runs: dict[str, list[tuple[int, str, float]]] = field(default_factory=dict)
 
 
-def parse_demo_log(path: str | Path) -> DemoLog:
-    """Read a ``mango demo --no-progress`` log; ``ValueError`` naming the file if it holds no demo."""
+def parse_demo_log(path: str | Path) -> list[DemoLog]:
+    """Read a ``mango demo --no-progress`` log: one :class:`DemoLog` per seed (``--seeds N`` prints a
+    ``seed S (k of N)`` line before each seed's runs; run labels then get `` (seed S)``). ``ValueError``
+    naming the file if it holds no demo, or a seed without an AdamW run."""
     path = Path(path)
     model = ""
-    runs: dict[str, list[tuple[int, str, float]]] = defaultdict(list)
+    seeds: list[tuple[str, dict[str, list[tuple[int, str, float]]]]] = [("", defaultdict(list))]
     for line in path.read_text(errors="replace").splitlines():
         h = _HEADER.search(line)
         if h and not model:
             model = h["model"]
             continue
+        sd = _SEED.match(line)
+        if sd:
+            if any(seeds[-1][1].values()):
+                seeds.append((sd["seed"], defaultdict(list)))
+            else:
+                seeds[-1] = (sd["seed"], seeds[-1][1])
+            continue
         m = _LINE.match(line)
         if m:
-            runs[m["run"]].append((int(m["step"]), m["setting"], float(m["loss"])))
-    if not model or REFERENCE_RUN not in runs:
+            seeds[-1][1][m["run"]].append((int(m["step"]), m["setting"], float(m["loss"])))
+    if not model or any(REFERENCE_RUN not in runs for _, runs in seeds):
         raise ValueError(
             f"{path}: not a demo log with an AdamW run (no 'MANGO demo:' header or '[{REFERENCE_RUN}]')"
         )
-    return DemoLog(path, model, dict(runs))
+    out = []
+    for seed, runs in seeds:
+        tag = f" (seed {seed})" if len(seeds) > 1 else ""
+        out.append(DemoLog(path, model, {k if k == REFERENCE_RUN else k + tag: v for k, v in runs.items()}))
+    return out
 
 
 def parse_lm_json(path: str | Path) -> list[DemoLog]:
@@ -117,8 +131,8 @@ def _setting_label(name: str) -> str:
 
 
 def load_runs(path: str | Path) -> list[DemoLog]:
-    """A demo log (one :class:`DemoLog`) or a ``mango bench lm`` JSON (one per seed)."""
-    return parse_lm_json(path) if str(path).endswith(".json") else [parse_demo_log(path)]
+    """A demo log or a ``mango bench lm`` JSON: one :class:`DemoLog` per seed."""
+    return parse_lm_json(path) if str(path).endswith(".json") else parse_demo_log(path)
 
 
 def simulate(model: SurrogateModel, workload: str, settings: Sequence[str]) -> np.ndarray:

@@ -15,13 +15,24 @@ LOG = ROOT / "results" / "gpu-h200-2026-12-03-s6" / "policy-check" / "demo-cand-
 
 
 def test_parse_a_real_demo_log() -> None:
-    log = parse_demo_log(LOG)
+    (log,) = parse_demo_log(LOG)
     assert log.model == "gpt-85m"
     assert set(log.runs) == {"adaptive (service)", "adamw (torch)", "static r0/b8/g0"}
     for rows in log.runs.values():
         assert [s for s, _, _ in rows] == list(range(20, 601, 20))  # 30 intervals of 20 steps
     assert log.runs["adamw (torch)"][0] == (20, "adamw", 3.837)
     assert log.runs["adaptive (service)"][1][1] == "r64/b8/g0.5"
+
+
+def test_a_log_of_several_seeds_gives_one_log_per_seed(tmp_path: Path) -> None:
+    header, *body = LOG.read_text().splitlines(keepends=True)
+    runs = [line for line in body if line.lstrip().startswith("[")]
+    two = tmp_path / "seeds.log"  # the layout `mango demo --seeds 2 --no-progress` prints
+    two.write_text(header + "seed 4 (1 of 2)\n" + "".join(runs) + "seed 5 (2 of 2)\n" + "".join(runs))
+    a, b = parse_demo_log(two)
+    assert set(a.runs) == {"adamw (torch)", "adaptive (service) (seed 4)", "static r0/b8/g0 (seed 4)"}
+    assert set(b.runs) == {"adamw (torch)", "adaptive (service) (seed 5)", "static r0/b8/g0 (seed 5)"}
+    assert a.runs["adamw (torch)"] == b.runs["adamw (torch)"] and len(a.runs["adamw (torch)"]) == 30
 
 
 def test_a_file_without_a_demo_is_refused(tmp_path: Path) -> None:
@@ -42,7 +53,7 @@ def test_simulate_charges_projection_and_not_the_identity() -> None:
 
 def test_report_measures_y_against_the_adamw_run(tmp_path: Path) -> None:
     text = report(SimToRealArgs(logs=(str(LOG),), per_setting=True))
-    log = parse_demo_log(LOG)
+    (log,) = parse_demo_log(LOG)
     ref = log.runs["adamw (torch)"]
     static = log.runs["static r0/b8/g0"]
     y_final = (static[-1][2] - ref[-1][2]) / ref[0][2]
