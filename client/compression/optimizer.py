@@ -509,8 +509,8 @@ class MangoAdamW(torch.optim.Optimizer):
         the reference the batched path is tested against).
 
         Cost: one load and one store of each state plus ``O(m n r)`` products for rank changes, i.e. the
-        storage half of one optimizer step under the new setting (measured on CPU: less than one training
-        step of ``lm-small``; see ``tests/client/test_optimizer.py``).
+        storage half of one optimizer step under the new setting (``python -m benchmarks.switch_cpu`` and
+        ``mango bench gpu --parts switch`` measure it; BENCHMARKS.md has the figures).
         """
         if group is not None:
             n_groups = len(self.param_groups)
