@@ -5,14 +5,17 @@ new setting (dequantize, change of basis, re-quantize). Tensor by tensor that is
 QR / SVD each: on a GPU each is a launch, and a change cost tens of steps' time. :func:`convert_group` does
 the same arithmetic for a group of tensors of one parameter shape, one rank and one slot layout at once:
 the slots are decoded together (:func:`~client.compression.refresh._stack_values`), the changes of basis
-are ``bmm``, the QR / SVD are batched. Results equal the per-tensor path's bit for bit with
-``stochastic_rounding=False`` (the same products, per batch entry).
+are ``bmm``, the QR / SVD are batched, and each state kind is re-quantized in one call
+(:func:`~client.compression.quant.quantize_many`; per state, the quantize calls were most of the ops a
+batched change dispatched: ``python -m benchmarks.switch_cpu`` counts them). Results equal the per-tensor
+path's bit for bit with ``stochastic_rounding=False`` (the same products, per batch entry; the same blocks).
 
 Draw order: the random starts a rank change needs (new directions, the randomized SVD's start) are drawn
 from the optimizer's generator tensor by tensor in the group's order, before the group's states are stored;
 groups go in the order of their first tensor, the tensors converted alone after them. The per-tensor path
-draws in parameter order, interleaved with each tensor's stochastic-rounding draws. So the random
-directions are the per-tensor path's only where that order is the same (``stochastic_rounding=False`` and
+draws in parameter order, interleaved with each tensor's stochastic-rounding draws (the group draws them
+once per state kind: m, v, e, h). So the random directions are the per-tensor path's only where that order
+is the same (``stochastic_rounding=False`` and
 each group's tensors consecutive in parameter order, as in the tests); a model whose layers interleave
 shapes (GPT-2: attention and MLP matrices per layer) gets other random directions and rounding draws:
 the same distribution, deterministic for a given seed.
@@ -148,7 +151,7 @@ def convert_group(opt: Any, ps: list[torch.Tensor], sts: list[dict[str, Any]], s
         if E is not None and opt.ef_scope == "subspace":
             E = W @ E
         v_full, v_row = _mix(v_full, v_row, W.square())
-    for j, (p, st) in enumerate(zip(ps, sts, strict=True)):
+    for j, st in enumerate(sts):
         if r_new != r_old:
             st["rank"] = r_new
             st.pop("P", None)
@@ -160,14 +163,4 @@ def convert_group(opt: Any, ps: list[torch.Tensor], sts: list[dict[str, Any]], s
                 st["refresh_pending"] = True
             if r_new == 0:
                 st.pop("refresh_pending", None)
-        opt._store_all(
-            p,
-            st,
-            s,
-            exp_avg[j],
-            v_full[j] if v_full is not None else None,
-            v_row[j] if v_row is not None else None,
-            v_col[j] if v_col is not None else None,
-            E[j] if E is not None else None,
-            H[j] if H is not None else None,
-        )
+    opt._store_group(ps, sts, s, exp_avg, v_full, v_row, v_col, E, H)

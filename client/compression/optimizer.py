@@ -29,7 +29,8 @@ from client.compression.quant import (
     DenseState,
     QuantizedTensor,
     compress_state,
-    quantize,
+    default_state_mode,
+    quantize_many,
 )
 from client.compression.sharded import is_dtensor as _is_dtensor
 from client.compression.sharded import local as _local
@@ -981,6 +982,20 @@ class MangoAdamW(torch.optim.Optimizer):
         """:meth:`_store` a state of ``p``; a full-matrix one (``m x n`` values) in ``p``'s memory order."""
         return self._store(_to_param_order(x, p), bits)
 
+    def _put_many(self, xs: list[torch.Tensor], bits: int, ps: list[torch.Tensor]) -> list[Slot]:
+        """:meth:`_put` of one state of each of several same-shaped parameters: at 2-8 bits in one
+        :func:`~client.compression.quant.quantize_many` call (each state keeps its own blocks; with
+        stochastic rounding the draws come from one call instead of one per state), else one by one."""
+        ordered = [_to_param_order(x, p) for x, p in zip(xs, ps, strict=True)]
+        if bits in (16, 32) or len(ordered) == 1:
+            return [self._store(x, bits) for x in ordered]
+        return list(
+            quantize_many(
+                ordered, bits, mode=self.quant_mode or default_state_mode(bits),
+                stochastic=self.stochastic_rounding, generator=self._rng(), check_finite=False,
+            )
+        )  # fmt: skip
+
     def _roundtrip(self, x: torch.Tensor, bits: int, p: torch.Tensor) -> torch.Tensor:
         """``Q_b(x)``: what a ``bits``-wide channel delivers (identity at 32 bits), blocks as :meth:`_put`."""
         if bits == 32:
@@ -1017,23 +1032,40 @@ class MangoAdamW(torch.optim.Optimizer):
         bits: int,
         p: torch.Tensor,
     ) -> None:
-        for key in ("v", "v_row", "v_col"):
-            st.pop(key, None)
+        """Store one tensor's second moment (``v_full`` or the factors ``v_row``, ``v_col``)."""
+        self._store_v_group([st], _one(v_full), _one(v_row), _one(v_col), bits, [p])
+
+    def _store_v_group(
+        self,
+        sts: list[dict[str, Any]],
+        v_full: torch.Tensor | None,
+        v_row: torch.Tensor | None,
+        v_col: torch.Tensor | None,
+        bits: int,
+        ps: list[torch.Tensor],
+    ) -> None:
+        """Store the second moments of ``ps`` (stacked: ``v_full [k, ...]`` or ``v_row``, ``v_col``)."""
+        for st in sts:
+            for key in ("v", "v_row", "v_col"):
+                st.pop(key, None)
         if v_full is None:
-            st["v_row"], st["v_col"] = v_row, v_col  # fp32: r + n (or m + n) values
+            assert v_row is not None and v_col is not None
+            for j, st in enumerate(sts):
+                st["v_row"], st["v_col"] = v_row[j], v_col[j]  # fp32: r + n (or m + n) values
         elif bits == 32:
-            st["v"] = _to_param_order(v_full, p).contiguous()
+            for j, (st, p) in enumerate(zip(sts, ps, strict=True)):
+                st["v"] = _to_param_order(v_full[j], p).contiguous()
         elif bits == 16:
-            st["v"] = self._put(v_full, 16, p)
+            for j, (st, p) in enumerate(zip(sts, ps, strict=True)):
+                st["v"] = self._put(v_full[j], 16, p)
         else:  # sqrt(v) on the uniform code: no zero level, so |dequantized| > 0 for every block
-            st["v"] = quantize(
-                _to_param_order(v_full.sqrt(), p),
-                bits,
-                mode="uniform",
-                stochastic=self.stochastic_rounding,
-                generator=self._rng(),
-                check_finite=False,
-            )
+            root = v_full.sqrt()
+            qs = quantize_many(
+                [_to_param_order(root[j], p) for j, p in enumerate(ps)], bits, mode="uniform",
+                stochastic=self.stochastic_rounding, generator=self._rng(), check_finite=False,
+            )  # fmt: skip
+            for st, q in zip(sts, qs, strict=True):
+                st["v"] = q
 
     def _new_basis(self, X: torch.Tensor, P_old: torch.Tensor | None, r: int) -> torch.Tensor:
         if P_old is None or P_old.shape[1] != r:
@@ -1141,16 +1173,40 @@ class MangoAdamW(torch.optim.Optimizer):
         H: torch.Tensor | None,
     ) -> None:
         """Store one tensor's converted fp32 states (canonical views) under setting ``s``."""
+        self._store_group(
+            [p], [st], s, exp_avg[None], _one(v_full), _one(v_row), _one(v_col), _one(E), _one(H)
+        )
+
+    def _store_group(
+        self,
+        ps: list[torch.Tensor],
+        sts: list[dict[str, Any]],
+        s: CompressionSetting,
+        exp_avg: torch.Tensor,
+        v_full: torch.Tensor | None,
+        v_row: torch.Tensor | None,
+        v_col: torch.Tensor | None,
+        E: torch.Tensor | None,
+        H: torch.Tensor | None,
+    ) -> None:
+        """Store the converted fp32 states of parameters of one shape and rank (stacked canonical views,
+        ``[k, ...]``) under setting ``s``: each state kind in one call at 2-8 bits (:meth:`_put_many`), in the
+        order m, v, e, h."""
         bits = s.bits
-        st["m"] = self._put(exp_avg, bits, p)
-        self._store_v(st, v_full, v_row, v_col, bits, p)
-        st.pop("e", None)
-        st.pop("h", None)
+        identity = self._identity(sts[0], s)  # one rank for the group: the same answer for every tensor
+        for st, m in zip(sts, self._put_many(list(exp_avg), bits, ps), strict=True):
+            st["m"] = m
+        self._store_v_group(sts, v_full, v_row, v_col, bits, ps)
+        for st in sts:
+            st.pop("e", None)
+            st.pop("h", None)
         if E is not None and self.error_feedback:
             # kept at full precision when the new setting compresses nothing: flushed at the next step
-            st["e"] = self._put(E, 32 if self._identity(st, s) else bits, p)
-        if H is not None and s.gamma > 0 and not self._identity(st, s):
-            st["h"] = self._put(H, bits, p)
+            for st, e in zip(sts, self._put_many(list(E), 32 if identity else bits, ps), strict=True):
+                st["e"] = e
+        if H is not None and s.gamma > 0 and not identity:
+            for st, h in zip(sts, self._put_many(list(H), bits, ps), strict=True):
+                st["h"] = h
 
     # ----------------------------------------------------------------------------- (de)serialization
     def state_dict(self) -> dict[str, Any]:
@@ -1409,6 +1465,11 @@ def _check_against_params(
                 ok = expected.get(k, slot)
                 if saved_shape(v) not in ok:
                     raise ValueError(f"{where}: {k} has shape {saved_shape(v)}, expected one of {sorted(ok)}")
+
+
+def _one(x: torch.Tensor | None) -> torch.Tensor | None:
+    """``x`` as a stack of one (``[1, ...]``, a view), for the group routines; ``None`` stays ``None``."""
+    return None if x is None else x[None]
 
 
 def _pack(v: Any) -> Any:

@@ -28,9 +28,10 @@ Memory: ``n b / 8`` bytes of codes plus ``4 n / block`` bytes of scales (:attr:`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -48,11 +49,13 @@ __all__ = [
     "aciq_alpha",
     "compress_state",
     "decompress_state",
+    "default_state_mode",
     "dequantize",
     "dequantize_torch",
     "expected_nbytes",
     "pack_bits",
     "quantize",
+    "quantize_many",
     "quantize_torch",
     "unpack_bits",
 ]
@@ -415,6 +418,56 @@ def quantize(
     )
 
 
+def quantize_many(
+    xs: Sequence[torch.Tensor],
+    bits: int,
+    *,
+    mode: str = "uniform",
+    block: int | None = None,
+    stochastic: bool = True,
+    generator: torch.Generator | None = None,
+    check_finite: bool = True,
+) -> list[QuantizedTensor]:
+    """:func:`quantize` of several tensors of one shape, dtype and device in one call where it can.
+
+    When each tensor holds a whole number of blocks, the tensors are stacked, quantized together and the
+    result is cut at the tensor boundaries: every block is a block of one tensor, so each part equals
+    ``quantize(x)`` bit for bit with ``stochastic=False``, and with stochastic rounding it is the same
+    distribution (the uniforms come from one draw for the stack instead of one per tensor). The parts'
+    ``data`` and ``scale`` are views of the stack's (one allocation; a state dict copies them). Otherwise,
+    or for one tensor, each is quantized alone. One call instead of ``len(xs)`` is what a setting change
+    saves: ~15 torch ops a call on the torch path, a random seed drawn to the host and a launch on CUDA.
+    Arguments as :func:`quantize`.
+    """
+    xs = list(xs)
+    if not xs:
+        return []
+    _check_bits_mode(bits, mode)
+    blk = _check_block(block, bits)
+    x0 = xs[0]
+    same = all(x.shape == x0.shape and x.dtype == x0.dtype and x.device == x0.device for x in xs)
+    kw: dict[str, Any] = {"mode": mode, "block": blk, "stochastic": stochastic, "generator": generator}
+    kw["check_finite"] = check_finite
+    if len(xs) == 1 or not same or x0.numel() == 0 or x0.numel() % blk:
+        return [quantize(x, bits, **kw) for x in xs]
+    q = quantize(torch.stack([x.detach().reshape(-1) for x in xs]), bits, **kw)
+    n = x0.numel()
+    nb, nbytes = n // blk, n // blk * blk * bits // 8
+    return [
+        QuantizedTensor(
+            q.data[j * nbytes : (j + 1) * nbytes],
+            q.scale[j * nb : (j + 1) * nb],
+            x0.shape,
+            x0.dtype,
+            bits,
+            mode,
+            blk,
+            n,
+        )
+        for j in range(len(xs))
+    ]
+
+
 def dequantize(q: QuantizedTensor, out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Reconstruct a :class:`QuantizedTensor` in its shape and ``out_dtype`` (default its original dtype)."""
     dtype = out_dtype or q.dtype
@@ -428,7 +481,8 @@ def dequantize(q: QuantizedTensor, out_dtype: torch.dtype | None = None) -> torc
 
 
 # ------------------------------------------------------------------------------------- any state width
-def _default_mode(bits: int) -> str:
+def default_state_mode(bits: int) -> str:
+    """The quantizer mode :func:`compress_state` uses at ``bits`` when none is given: NF4 at 4 bits."""
     return "nf4" if bits == 4 else "uniform"
 
 
@@ -460,7 +514,7 @@ def compress_state(
             return DenseState(x.detach().clone(), x.dtype, 32)
         return DenseState(x.detach().to(torch.bfloat16, copy=True), x.dtype, 16)
     return quantize(
-        x, bits, mode=mode or _default_mode(bits), block=block, stochastic=stochastic, generator=generator,
+        x, bits, mode=mode or default_state_mode(bits), block=block, stochastic=stochastic, generator=generator,
         check_finite=check_finite,
     )  # fmt: skip
 

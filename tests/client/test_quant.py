@@ -33,6 +33,7 @@ from client.compression.quant import (
     expected_nbytes,
     pack_bits,
     quantize,
+    quantize_many,
     quantize_torch,
     unpack_bits,
 )
@@ -398,3 +399,53 @@ def test_torch_path_on_cuda_matches_cpu(mode: str, bits: int) -> None:
     assert out.is_cuda and torch.allclose(out.cpu(), dequantize_torch(cpu), atol=1e-5)
     s = quantize_torch(x.cuda(), bits, mode=mode, generator=torch.Generator(device="cuda").manual_seed(1))
     assert s.data.is_cuda and _mse(dequantize_torch(s).cpu(), x) < 4 * _mse(dequantize_torch(cpu), x) + 1e-12
+
+
+# ------------------------------------------------------------------------------------------ many at once
+
+
+@pytest.mark.parametrize(
+    ("bits", "mode"), [(2, "uniform"), (3, "uniform"), (4, "nf4"), (4, "aciq"), (8, "uniform")]
+)
+def test_quantize_many_equals_one_by_one_with_round_to_nearest(bits: int, mode: str) -> None:
+    gen = torch.Generator().manual_seed(1)
+    xs = [torch.randn(48, 32, generator=gen) * (j + 1) for j in range(4)]  # 1536 values: whole blocks
+    many = quantize_many(xs, bits, mode=mode, stochastic=False)
+    for x, q in zip(xs, many, strict=True):
+        ref = quantize(x, bits, mode=mode, stochastic=False)
+        assert (q.shape, q.numel, q.bits, q.mode, q.block) == (
+            ref.shape,
+            ref.numel,
+            ref.bits,
+            ref.mode,
+            ref.block,
+        )
+        assert torch.equal(q.data, ref.data) and torch.equal(q.scale, ref.scale)
+        assert torch.equal(dequantize(q), dequantize(ref)) and q.nbytes == ref.nbytes
+    assert many[0].data.untyped_storage().data_ptr() == many[3].data.untyped_storage().data_ptr()  # one stack
+
+
+def test_quantize_many_falls_back_where_blocks_straddle_tensors() -> None:
+    gen = torch.Generator().manual_seed(2)
+    xs = [torch.randn(10, 7, generator=gen) for _ in range(3)]  # 70 values: not a whole number of blocks
+    many = quantize_many(xs, 4, mode="nf4", stochastic=False)
+    for x, q in zip(xs, many, strict=True):
+        assert torch.equal(q.data, quantize(x, 4, mode="nf4", stochastic=False).data)
+    assert many[0].data.untyped_storage().data_ptr() != many[1].data.untyped_storage().data_ptr()
+    assert quantize_many([], 8) == []
+    with pytest.raises(ValueError, match="bits"):
+        quantize_many(xs, 5)
+
+
+def test_quantize_many_stochastic_is_unbiased_per_tensor() -> None:
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(64, 64, generator=gen)
+    xs = [x, 2 * x]
+    draws = torch.stack(
+        [torch.stack([dequantize(q) for q in quantize_many(xs, 2, generator=gen)]) for _ in range(400)]
+    )
+    mean = draws.mean(0)  # E[Q(x)] = x for each tensor of the stack
+    for j, xj in enumerate(xs):
+        step = 2 * xj.abs().reshape(-1, 64).amax(1, keepdim=True) / 3  # a 2-bit level gap per block
+        err = ((mean[j] - xj).reshape(-1, 64) / step).abs()
+        assert float(err.mean()) < 0.03 and float(err.max()) < 0.2  # sd of a mean of 400: <= 0.025 steps
