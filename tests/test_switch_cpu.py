@@ -26,6 +26,7 @@ def test_batched_conversion_dispatches_fewer_ops(a: str, b: str) -> None:
     assert ms_each > 0 and ms_both > 0
     assert 0 < each.quant < each.total and 0 < both.quant < both.total  # the states are re-quantized
     assert both.total < each.total  # the basis changes and decodes run once per group, not per tensor
+    assert both.quant < each.quant / 2  # each state kind of a group re-quantized in one call
     assert "view" not in each.by_op and "transpose" not in each.by_op  # views launch nothing: not counted
 
 

@@ -430,14 +430,14 @@ def quantize_many(
 ) -> list[QuantizedTensor]:
     """:func:`quantize` of several tensors of one shape, dtype and device in one call where it can.
 
-    When each tensor holds a whole number of blocks, the tensors are stacked, quantized together and the
-    result is cut at the tensor boundaries: every block is a block of one tensor, so each part equals
+    The tensors are stacked, each zero-padded to whole blocks as :func:`quantize` pads a tensor, quantized
+    together and cut at the tensor boundaries: every block is a block of one tensor, so each part equals
     ``quantize(x)`` bit for bit with ``stochastic=False``, and with stochastic rounding it is the same
     distribution (the uniforms come from one draw for the stack instead of one per tensor). The parts'
-    ``data`` and ``scale`` are views of the stack's (one allocation; a state dict copies them). Otherwise,
-    or for one tensor, each is quantized alone. One call instead of ``len(xs)`` is what a setting change
-    saves: ~15 torch ops a call on the torch path, a random seed drawn to the host and a launch on CUDA.
-    Arguments as :func:`quantize`.
+    ``data`` and ``scale`` are views of the stack's (one allocation; a state dict copies them). One tensor,
+    or tensors that differ in shape, dtype or device, are quantized one by one. One call instead of
+    ``len(xs)`` is what a setting change saves: the torch path's ops of a call, or on CUDA a random seed
+    drawn to the host and a launch. Arguments as :func:`quantize`.
     """
     xs = list(xs)
     if not xs:
@@ -448,11 +448,15 @@ def quantize_many(
     same = all(x.shape == x0.shape and x.dtype == x0.dtype and x.device == x0.device for x in xs)
     kw: dict[str, Any] = {"mode": mode, "block": blk, "stochastic": stochastic, "generator": generator}
     kw["check_finite"] = check_finite
-    if len(xs) == 1 or not same or x0.numel() == 0 or x0.numel() % blk:
+    if len(xs) == 1 or not same or x0.numel() == 0:
         return [quantize(x, bits, **kw) for x in xs]
-    q = quantize(torch.stack([x.detach().reshape(-1) for x in xs]), bits, **kw)
     n = x0.numel()
-    nb, nbytes = n // blk, n // blk * blk * bits // 8
+    nb = -(-n // blk)  # blocks of one tensor, its last one zero-padded as quantize pads it
+    nbytes = nb * blk * bits // 8
+    stack = torch.stack([x.detach().reshape(-1) for x in xs])
+    if nb * blk != n:
+        stack = torch.nn.functional.pad(stack, (0, nb * blk - n))
+    q = quantize(stack, bits, **kw)
     return [
         QuantizedTensor(
             q.data[j * nbytes : (j + 1) * nbytes],
@@ -514,8 +518,8 @@ def compress_state(
             return DenseState(x.detach().clone(), x.dtype, 32)
         return DenseState(x.detach().to(torch.bfloat16, copy=True), x.dtype, 16)
     return quantize(
-        x, bits, mode=mode or default_state_mode(bits), block=block, stochastic=stochastic, generator=generator,
-        check_finite=check_finite,
+        x, bits, mode=mode or default_state_mode(bits), block=block, stochastic=stochastic,
+        generator=generator, check_finite=check_finite,
     )  # fmt: skip
 
 

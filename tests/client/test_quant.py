@@ -425,12 +425,22 @@ def test_quantize_many_equals_one_by_one_with_round_to_nearest(bits: int, mode: 
     assert many[0].data.untyped_storage().data_ptr() == many[3].data.untyped_storage().data_ptr()  # one stack
 
 
-def test_quantize_many_falls_back_where_blocks_straddle_tensors() -> None:
+@pytest.mark.parametrize("bits", [3, 4, 8])
+def test_quantize_many_pads_each_tensor_like_quantize(bits: int) -> None:
     gen = torch.Generator().manual_seed(2)
-    xs = [torch.randn(10, 7, generator=gen) for _ in range(3)]  # 70 values: not a whole number of blocks
-    many = quantize_many(xs, 4, mode="nf4", stochastic=False)
+    xs = [torch.randn(10, 7, generator=gen) for _ in range(3)]  # 70 values: the last block is padded
+    many = quantize_many(xs, bits, stochastic=False)
     for x, q in zip(xs, many, strict=True):
-        assert torch.equal(q.data, quantize(x, 4, mode="nf4", stochastic=False).data)
+        ref = quantize(x, bits, stochastic=False)
+        assert torch.equal(q.data, ref.data) and torch.equal(q.scale, ref.scale) and q.numel == 70
+        assert torch.equal(dequantize(q), dequantize(ref))
+
+
+def test_quantize_many_one_by_one_when_tensors_differ() -> None:
+    gen = torch.Generator().manual_seed(4)
+    xs = [torch.randn(8, 8, generator=gen), torch.randn(4, 16, generator=gen)]  # same numel, other shapes
+    many = quantize_many(xs, 8, stochastic=False)
+    assert [q.shape for q in many] == [x.shape for x in xs]
     assert many[0].data.untyped_storage().data_ptr() != many[1].data.untyped_storage().data_ptr()
     assert quantize_many([], 8) == []
     with pytest.raises(ValueError, match="bits"):
