@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks.switch_cpu import SwitchCpuArgs, _apply
+from benchmarks.switch_cpu import SwitchCpuArgs, _apply, main
 
 
 def _params() -> list[torch.nn.Parameter]:
@@ -31,8 +31,6 @@ def test_batched_conversion_dispatches_fewer_ops(a: str, b: str) -> None:
 
 
 def test_bad_reps_is_refused() -> None:
-    from benchmarks.switch_cpu import main
-
     with pytest.raises(ValueError, match="--reps 0"):
         main(["--reps", "0"])
     assert SwitchCpuArgs().model == "gpt2"
