@@ -5,7 +5,9 @@
 # time permitting, 1e-3; three seeds, the same batches for
 # every setting of a seed. Session 8 on the CPU (lm-small): at lr 3e-3 AdamW's final val loss spread by 0.43
 # nats over three seeds and projected settings ended 7-16 % below it; that confound must be ruled out on the GPU.
-# Carry .whl made by ../shared/tools/gpu-wheels.sh scipy (mean_ci needs scipy; bitsandbytes is not needed here).
+# Carry .whl made by ../shared/tools/gpu-wheels.sh scipy, then delete .whl/bitsandbytes-* (not needed here): with
+# both the wheels are 89 MB, over the 64 MiB a call carries (measured in session 8). The seeds table's CIs need
+# scipy; without it the table fails at the end, but the JSON (rewritten after every run) keeps every run.
 # Afterwards, on the CPU: mango bench sim2real <the two results/lm-*.json> --per-setting --map gpt-85m=gpu-gpt85m-cosine
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 3
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
