@@ -13,6 +13,7 @@ Example::
 
     mango bench policy                       # the shipped default policy
     mango bench policy --policy runs/ppo/policy --calls 20000 --bench
+    mango bench policy --thrash-kib 8192     # cold caches before every call
 """
 
 from __future__ import annotations
@@ -72,13 +73,18 @@ def _history(n: int = MAX_HISTORY) -> list[TelemetryRecord]:
     ]
 
 
-def _time(fn: Callable[[], object], calls: int, warmup: int) -> np.ndarray:
-    """``[2, calls]`` ms per call: wall clock (row 0) and this thread's CPU time (row 1)."""
+def _time(
+    fn: Callable[[], object], calls: int, warmup: int, between: Callable[[], object] | None = None
+) -> np.ndarray:
+    """``[2, calls]`` ms per call: wall clock (row 0) and this thread's CPU time (row 1); ``between`` runs
+    before each timed call, outside the timed window."""
     for _ in range(warmup):
         fn()
     out = np.empty((2, calls))
     wall, cpu = time.perf_counter_ns, time.thread_time_ns
     for i in range(calls):
+        if between is not None:
+            between()
         t0, c0 = wall(), cpu()
         fn()
         c1, t1 = cpu(), wall()
@@ -86,8 +92,24 @@ def _time(fn: Callable[[], object], calls: int, warmup: int) -> np.ndarray:
     return out / 1e6
 
 
-def measure(policy: str | Path, calls: int = 5000, warmup: int = 500) -> dict[str, np.ndarray]:
-    """Per-call latencies in ms (``[2, calls]``: wall, thread CPU) of each stage and of whole decisions."""
+def _thrasher(kib: int) -> Callable[[], object] | None:
+    """A call that reads a ``kib`` KiB buffer and builds a small dict (``None`` for 0): between two timed
+    calls it evicts the caches as a server's HTTP parsing and event loop do between two requests."""
+    if kib <= 0:
+        return None
+    buf = np.ones(kib * 1024 // 8)
+
+    def thrash() -> object:
+        return float(buf.sum()) + len({str(i): i for i in range(256)})
+
+    return thrash
+
+
+def measure(
+    policy: str | Path, calls: int = 5000, warmup: int = 500, thrash_kib: int = 0
+) -> dict[str, np.ndarray]:
+    """Per-call latencies in ms (``[2, calls]``: wall, thread CPU) of each stage and of whole decisions;
+    ``thrash_kib`` > 0 evicts the caches before each timed call (:func:`_thrasher`)."""
     torch.set_num_threads(1)
     art = load_artifact(policy)
     spec = ObservationSpec(window=art.config.window, grid=art.grid)
@@ -112,15 +134,16 @@ def measure(policy: str | Path, calls: int = 5000, warmup: int = 500) -> dict[st
         return grid.setting(a.tolist())
 
     action = policy.model.act(x).tolist()
+    between = _thrasher(thrash_kib)
     return {
-        "encode": _time(lambda: spec.encode(history, objective, reference), calls, warmup),
-        "forward (numpy)": _time(lambda: policy.model.act(x), calls, warmup),
-        "forward (torch eager)": _time(torch_forward, calls, warmup),
-        "grid lookup": _time(lambda: grid.setting(action), calls, warmup),
+        "encode": _time(lambda: spec.encode(history, objective, reference), calls, warmup, between),
+        "forward (numpy)": _time(lambda: policy.model.act(x), calls, warmup, between),
+        "forward (torch eager)": _time(torch_forward, calls, warmup, between),
+        "grid lookup": _time(lambda: grid.setting(action), calls, warmup, between),
         "decision (numpy)": _time(
-            lambda: policy.decide(history, objective, reference=reference), calls, warmup
+            lambda: policy.decide(history, objective, reference=reference), calls, warmup, between
         ),
-        "decision (torch eager)": _time(torch_decide, calls, warmup),
+        "decision (torch eager)": _time(torch_decide, calls, warmup, between),
     }
 
 
@@ -134,6 +157,9 @@ class PolicyLatencyArgs:
     """measured decisions per row"""
     warmup: int = 500
     """unmeasured decisions first"""
+    thrash_kib: int = 0
+    """before each timed call, read a buffer of this many KiB (0: none, a hot loop): run it at 0 and at a few
+    MiB to see what cold caches add to a decision, as between two requests in a server"""
     bench: bool = False
     """append the table to BENCHMARKS.md"""
 
@@ -143,7 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = tyro.cli(
         PolicyLatencyArgs, args=argv, prog="mango bench policy", description=PolicyLatencyArgs.__doc__
     )
-    res = measure(args.policy, args.calls, args.warmup)
+    if args.thrash_kib < 0:
+        raise ValueError(f"--thrash-kib {args.thrash_kib} must be >= 0")
+    res = measure(args.policy, args.calls, args.warmup, args.thrash_kib)
     art = load_artifact(args.policy)
     n_params = sum(int(w.size) for w in art.weights.values())
     load = os.getloadavg()
@@ -166,7 +194,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "details": [
             f"policy: {art.name} {art.version}, {n_params} parameters, weights "
             f"{art.weights_path.stat().st_size} bytes; window {art.config.window}; target p50/p99 < "
-            f"{TARGET_MS} ms"
+            f"{TARGET_MS} ms",
+            "caches: hot (back-to-back calls)"
+            if args.thrash_kib == 0
+            else f"caches: {args.thrash_kib} KiB read before each timed call (cold, as between requests)",
         ],
     }
     print(format_section(**section))
