@@ -68,3 +68,10 @@ def test_json_is_written_run_by_run_and_marked_complete(tmp_path: Path) -> None:
         (1, "r4/b4"),
     ]
     assert "Over seeds [0, 1]" in md.read_text()  # the section went to --bench-file, not BENCHMARKS.md
+
+
+def test_one_seed_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = shlex.split(SMALL + " --settings adamw,off,r8/b4/g0.5 --no-write")
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| r8/b4/g0.5 |" in out and "| off |" in out and "Over seeds" not in out

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import io
-import shlex
 
 import pytest
 import torch
@@ -504,16 +503,6 @@ def test_tiny_lm_trains_under_rank8_bits4() -> None:
     assert first > 5.0  # ln 256 = 5.55 at initialization
     assert last < first - 1.5, (first, last)
     assert opt.state_bytes() < opt.dense_state_bytes() / 4
-
-
-def test_lm_benchmark_smoke(capsys: pytest.CaptureFixture[str]) -> None:
-    from benchmarks.lm import main
-
-    args = "--model lm-tiny --steps 4 --batch-size 2 --seq-len 16 --eval-batches 2 --corpus-bytes 100000"
-    argv = shlex.split(args + " --threads 1 --settings adamw,off,r8/b4/g0.5 --no-write")
-    assert main(argv) == 0
-    out = capsys.readouterr().out
-    assert "| r8/b4/g0.5 |" in out and "| off |" in out
 
 
 def test_load_state_dict_refuses_version_1() -> None:
