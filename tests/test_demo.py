@@ -15,8 +15,19 @@ from typing import Any
 
 import pytest
 
-from client.protocol import CompressionSetting
-from demo import FIXED_STATIC, DemoArgs, RunResult, choose_static, format_table, main, parse_setting
+from client.protocol import CompressionSetting, Objective
+from demo import (
+    FIXED_STATIC,
+    DemoArgs,
+    RunResult,
+    choose_static,
+    format_table,
+    format_verdict,
+    main,
+    objective_scores,
+    parse_setting,
+)
+from demo.report import format_seed_table, format_seeds_verdict
 from policy_service.launch import pid_alive, port_open
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -238,9 +249,6 @@ def test_signal_stops_the_demo_and_its_service(tmp_path: Path, sig: signal.Signa
 
 
 def test_objective_scores_and_verdict() -> None:
-    from client.protocol import Objective
-    from demo import RunResult, format_verdict, objective_scores
-    from demo.report import format_seed_table, format_seeds_verdict
 
     def run(name: str, loss: float, state: int, energy: float, wall: float) -> RunResult:
         return RunResult(name, name, loss, state, 100, energy, "modelled", wall)

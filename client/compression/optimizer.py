@@ -1033,7 +1033,16 @@ class MangoAdamW(torch.optim.Optimizer):
         p: torch.Tensor,
     ) -> None:
         """Store one tensor's second moment (``v_full`` or the factors ``v_row``, ``v_col``)."""
-        self._store_v_group([st], _one(v_full), _one(v_row), _one(v_col), bits, [p])
+        for key in ("v", "v_row", "v_col"):
+            st.pop(key, None)
+        if v_full is None:
+            st["v_row"], st["v_col"] = v_row, v_col  # fp32: r + n (or m + n) values
+        elif bits == 32:
+            st["v"] = _to_param_order(v_full, p).contiguous()
+        elif bits == 16:
+            st["v"] = self._put(v_full, 16, p)
+        else:  # sqrt(v) on the uniform code: no zero level, so |dequantized| > 0 for every block
+            (st["v"],) = self._quantize_v([v_full], bits, [p])
 
     def _store_v_group(
         self,
@@ -1044,28 +1053,26 @@ class MangoAdamW(torch.optim.Optimizer):
         bits: int,
         ps: list[torch.Tensor],
     ) -> None:
-        """Store the second moments of ``ps`` (stacked: ``v_full [k, ...]`` or ``v_row``, ``v_col``)."""
-        for st in sts:
-            for key in ("v", "v_row", "v_col"):
+        """:meth:`_store_v` of same-shaped parameters (stacked: ``v_full [k, ...]`` or ``v_row``, ``v_col``):
+        a quantized ``sqrt(v)`` in one call for the group, the other widths tensor by tensor."""
+        if v_full is None or bits in (16, 32):
+            for j, (st, p) in enumerate(zip(sts, ps, strict=True)):
+                parts = [None if x is None else x[j] for x in (v_full, v_row, v_col)]
+                self._store_v(st, parts[0], parts[1], parts[2], bits, p)
+            return
+        for st, q in zip(sts, self._quantize_v(list(v_full), bits, ps), strict=True):
+            for key in ("v_row", "v_col"):
                 st.pop(key, None)
-        if v_full is None:
-            assert v_row is not None and v_col is not None
-            for j, st in enumerate(sts):
-                st["v_row"], st["v_col"] = v_row[j], v_col[j]  # fp32: r + n (or m + n) values
-        elif bits == 32:
-            for j, (st, p) in enumerate(zip(sts, ps, strict=True)):
-                st["v"] = _to_param_order(v_full[j], p).contiguous()
-        elif bits == 16:
-            for j, (st, p) in enumerate(zip(sts, ps, strict=True)):
-                st["v"] = self._put(v_full[j], 16, p)
-        else:  # sqrt(v) on the uniform code: no zero level, so |dequantized| > 0 for every block
-            root = v_full.sqrt()
-            qs = quantize_many(
-                [_to_param_order(root[j], p) for j, p in enumerate(ps)], bits, mode="uniform",
-                stochastic=self.stochastic_rounding, generator=self._rng(), check_finite=False,
-            )  # fmt: skip
-            for st, q in zip(sts, qs, strict=True):
-                st["v"] = q
+            st["v"] = q
+
+    def _quantize_v(
+        self, v_full: list[torch.Tensor], bits: int, ps: list[torch.Tensor]
+    ) -> list[QuantizedTensor]:
+        """``sqrt(v)`` of each tensor on the uniform code, in ``p``'s memory order (one call for all)."""
+        return quantize_many(
+            [_to_param_order(v.sqrt(), p) for v, p in zip(v_full, ps, strict=True)], bits, mode="uniform",
+            stochastic=self.stochastic_rounding, generator=self._rng(), check_finite=False,
+        )  # fmt: skip
 
     def _new_basis(self, X: torch.Tensor, P_old: torch.Tensor | None, r: int) -> torch.Tensor:
         if P_old is None or P_old.shape[1] != r:
@@ -1158,21 +1165,6 @@ class MangoAdamW(torch.optim.Optimizer):
             if r_new == 0:
                 st.pop("refresh_pending", None)
         v_full, v_row, v_col = _refactor(v_full, v_row, v_col, self._factored(s))
-        self._store_all(p, st, s, exp_avg, v_full, v_row, v_col, E, H)
-
-    def _store_all(
-        self,
-        p: torch.Tensor,
-        st: dict[str, Any],
-        s: CompressionSetting,
-        exp_avg: torch.Tensor,
-        v_full: torch.Tensor | None,
-        v_row: torch.Tensor | None,
-        v_col: torch.Tensor | None,
-        E: torch.Tensor | None,
-        H: torch.Tensor | None,
-    ) -> None:
-        """Store one tensor's converted fp32 states (canonical views) under setting ``s``."""
         self._store_group(
             [p], [st], s, exp_avg[None], _one(v_full), _one(v_row), _one(v_col), _one(E), _one(H)
         )
