@@ -549,6 +549,10 @@ VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("r64/b8/g0", {}, {"BACK_BN": 64, "PROJ_BK": 64}),
     ("r32/b32/g1", {}, {}),
     ("r32/b32/g1", {"refresh_every": 10_000}, {}),
+    # rank 0 at 4 bits with its options combined (session 9: is a cheaper default at 4 bits in reach?)
+    ("r0/b4/g0", {"quant_mode": "uniform", "factor_second_moment": False}, {}),
+    ("r0/b4/g0", {"quant_mode": "uniform", "factor_second_moment": False, "error_feedback": False}, {}),
+    ("r0/b4/g0", {"factor_second_moment": False, "error_feedback": False}, {}),
 ]
 
 

@@ -99,6 +99,23 @@ def orthonormalize(x: torch.Tensor) -> torch.Tensor:
     return q * sign
 
 
+#: The fixed random nudge of :func:`orthonormalize_batched`, relative to the largest column norm.
+ORTH_NUDGE = 1e-6
+_NUDGES: dict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _nudge(m: int, r: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed ``(m, r)`` float64 nudge directions (Gaussian, unit columns, the same on every process and
+    call) and their orthonormal basis, cached per shape and device (made on first use, outside any CUDA graph
+    capture: the refresh captures its tail at a plan's second refresh)."""
+    key = (m, r, str(device))
+    if key not in _NUDGES:
+        om = torch.randn(m, r, generator=torch.Generator().manual_seed(0x6D616E67), dtype=torch.float64)
+        om /= om.norm(dim=0)
+        _NUDGES[key] = (om.to(device), torch.linalg.qr(om).Q.to(device))
+    return _NUDGES[key]
+
+
 def orthonormalize_batched(x: torch.Tensor) -> torch.Tensor:
     """Orthonormal columns spanning each matrix of ``x`` (``(..., m, r)``, ``m >= r``): CholeskyQR2, float64.
 
@@ -106,9 +123,16 @@ def orthonormalize_batched(x: torch.Tensor) -> torch.Tensor:
     restores orthogonality to rounding). The result is the QR factor with ``diag(R) > 0``, i.e.
     :func:`orthonormalize`'s, up to rounding, from a few batched launches (a Gram ``bmm``, a batched Cholesky,
     a batched triangular solve) with no host synchronization: a stack's Householder QR runs matrix by matrix
-    in the solver on a GPU. A relative ``1e-7`` nudge on the leading ``r x r`` diagonal keeps it defined for
-    rank-deficient input (a zero matrix gives the first ``r`` unit vectors, never NaN); float64 keeps it
-    accurate up to condition numbers of ~1e8. Returns float32 (float64 for float64 input), ``x``'s shape.
+    in the solver on a GPU.
+
+    Rank-deficient input (a gradient or moment with zero rows, such as a position embedding beyond the
+    sequence length, or fewer independent rows than ``r``): a fixed random nudge of :data:`ORTH_NUDGE` times
+    the largest column norm completes the span with generic directions, so the Gram matrix stays well
+    conditioned (a nudge on the leading diagonal does not when ``x``'s rows are the leading ones: its
+    Cholesky failed on an H200 and the basis came back NaN). Directions of ``x`` above the nudge keep their
+    span to ~``ORTH_NUDGE`` relative. A matrix whose factorization still fails (no host sync to see it: a
+    device-side ``where``) gets the nudge's own orthonormal basis, never NaN; a zero matrix gets that basis
+    too. Returns float32 (float64 for float64 input), ``x``'s shape.
     """
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim < 2:
         got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
@@ -116,13 +140,17 @@ def orthonormalize_batched(x: torch.Tensor) -> torch.Tensor:
     m, r = x.shape[-2:]
     if m < r:
         raise ValueError(f"x has shape {tuple(x.shape)}: needs rows >= columns; use a rank <= {m}")
-    y = x.reshape(-1, m, r).to(torch.float64, copy=True)
+    om, fallback = _nudge(m, r, x.device)
+    y = x.reshape(-1, m, r).to(torch.float64)
     scale = y.square().sum(dim=-2).amax(dim=-1).sqrt()  # (B,) the largest column norm
-    nudge = (1e-7 * scale + 1e-30).unsqueeze(-1).expand(-1, r)  # (B, r)
-    y[:, :r, :] += torch.diag_embed(nudge)
+    y = y + (ORTH_NUDGE * scale + 1e-30)[:, None, None] * om
+    failed = torch.zeros(y.shape[0], dtype=torch.bool, device=y.device)
     for _ in range(2):
-        chol, _ = torch.linalg.cholesky_ex(y.mT @ y)  # (B, r, r); no host sync on a failure
+        chol, info = torch.linalg.cholesky_ex(y.mT @ y)  # (B, r, r); no host sync on a failure
+        failed |= info != 0
         y = torch.linalg.solve_triangular(chol, y.mT, upper=False).mT  # y L^{-T}
+    failed |= ~torch.isfinite(y).all(dim=-1).all(dim=-1)
+    y = torch.where(failed[:, None, None], fallback, y)
     return y.to(_work_dtype(x)).reshape(x.shape)
 
 

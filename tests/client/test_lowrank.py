@@ -85,7 +85,8 @@ def test_orthonormalize_rank_deficient_still_orthonormal() -> None:
 
 
 def test_orthonormalize_batched_equals_householder_per_matrix() -> None:
-    """CholeskyQR2 on a stack gives each matrix's sign-fixed Householder factor (to rounding), any batch."""
+    """CholeskyQR2 on a stack gives each matrix's sign-fixed Householder factor (to the nudge's ~1e-6), any
+    batch."""
     x = torch.randn(2, 3, 40, 6, generator=_gen(7), dtype=torch.float64)
     x[0, 1] *= 1e3  # scales differ within the stack
     x[1, 2, :, 5] = x[1, 2, :, 0] + 1e-5 * x[1, 2, :, 5]  # ill-conditioned (cond ~1e5)
@@ -94,12 +95,33 @@ def test_orthonormalize_batched_equals_householder_per_matrix() -> None:
     for idx in [(0, 0), (0, 1), (1, 0), (1, 2)]:
         ref = orthonormalize(x[idx])
         well = 5 if idx == (1, 2) else 6  # the last direction of the ill-conditioned one moves with rounding
-        assert torch.allclose(q[idx][:, :well], ref[:, :well], atol=1e-6), idx
+        assert torch.allclose(q[idx][:, :well], ref[:, :well], atol=1e-5), idx
         assert torch.allclose(q[idx].T @ q[idx], torch.eye(6, dtype=torch.float64), atol=1e-10)
         back = q[idx] @ (q[idx].T @ x[idx])  # the span is x's
-        assert torch.allclose(back, x[idx], atol=1e-8 * float(x[idx].abs().max())), idx
+        assert torch.allclose(back, x[idx], atol=1e-5 * float(x[idx].abs().max())), idx
     assert orthonormalize_batched(x.float()).dtype == torch.float32
     assert orthonormalize_batched(x[0, 0]).shape == (40, 6)  # a single matrix
+
+
+def test_orthonormalize_batched_support_in_the_leading_rows() -> None:
+    """The H200 demo's NaN (session 9): a first moment whose non-zero rows are the leading ones (a position
+    embedding trained on windows shorter than its block) times an oversampled start, 72 columns of rank 64.
+    A nudge on the leading diagonal left the Gram matrix singular to float64 (Cholesky failed, NaN basis on
+    CUDA); the fixed random nudge keeps it orthonormal and spanning the matrix."""
+    g = _gen(11)
+    a = torch.zeros(256, 768)
+    a[:64] = (
+        torch.randn(64, 64, generator=g)
+        @ torch.diag(torch.logspace(0, -3, 64))
+        @ torch.randn(64, 768, generator=g)
+    )
+    x = a @ torch.randn(768, 72, generator=g)
+    for _ in range(2):  # the randomized SVD's two subspace iterations
+        q = orthonormalize_batched(x[None])[0]
+        assert bool(torch.isfinite(q).all())
+        assert torch.allclose(q.T @ q, torch.eye(72), atol=1e-5)
+        assert torch.allclose(q @ (q.T @ x), x, atol=1e-5 * float(x.abs().max()))
+        x = a @ (a.T @ q)
 
 
 def test_orthonormalize_batched_rank_deficient_and_zero_input() -> None:
@@ -110,7 +132,9 @@ def test_orthonormalize_batched_rank_deficient_and_zero_input() -> None:
     assert bool(torch.isfinite(q).all())
     for j in range(3):
         assert torch.allclose(q[j].T @ q[j], torch.eye(3), atol=1e-5), j
-    assert torch.allclose(q[2], torch.eye(10, 3), atol=1e-6)  # a zero matrix: the first r unit vectors
+    assert torch.allclose(
+        q[2], orthonormalize_batched(torch.zeros(10, 3)), atol=0
+    )  # a zero matrix: a fixed basis
     assert torch.allclose(q[0][:, 0], torch.ones(10) / 10**0.5, atol=1e-5)  # the span of x comes first
     with pytest.raises(ValueError, match="rows >= columns"):
         orthonormalize_batched(torch.randn(2, 3, 5))
