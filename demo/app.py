@@ -46,7 +46,7 @@ import torch
 import tyro
 
 from client.protocol import CompressionSetting
-from demo.args import AUTO_MODEL, DemoArgs, choose_static
+from demo.args import AUTO_LR, AUTO_MODEL, DemoArgs, choose_static
 from demo.plot import plot_report
 from demo.report import (
     format_seed_table,
@@ -106,12 +106,14 @@ def run_demo(args: DemoArgs, argv: list[str] | None = None) -> dict[str, Any]:
     )
     if args.model == "auto":
         args = dataclasses.replace(args, model=AUTO_MODEL[device.type])
+    if args.lr == 0:
+        args = dataclasses.replace(args, lr=AUTO_LR[args.model])
     static_setting, static_why = choose_static(args.static_setting)
     objective = preset(args.objective)
     print(
         f"MANGO demo: {args.model}, {args.steps} steps x 3 runs"
         + (f" x {args.seeds} seeds" if args.seeds > 1 else "")
-        + f", batch {args.batch_size}x{args.seq_len}, "
+        + f", batch {args.batch_size}x{args.seq_len}, lr {args.lr:g}, "
         f"interval {args.interval_steps} steps, on {machine_line(device)}",
         flush=True,
     )

@@ -17,7 +17,7 @@ from client.protocol import CompressionSetting
 from envs.models import PRESETS
 from envs.objectives import OBJECTIVE_PRESETS
 
-__all__ = ["AUTO_MODEL", "FIXED_STATIC", "DemoArgs", "choose_static", "parse_setting"]
+__all__ = ["AUTO_LR", "AUTO_MODEL", "FIXED_STATIC", "DemoArgs", "choose_static", "parse_setting"]
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,10 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXED_STATIC = "r0/b8/g0"
 #: The default model per device (``--model auto``): big enough to matter on a GPU (issue 13: >= 85 M).
 AUTO_MODEL = {"cpu": "lm-tiny", "cuda": "gpt-85m"}
+#: The peak learning rate per model (``--lr 0``): in AdamW's stable range on the demo's recipe (batch 16 x 64,
+#: 600 steps), measured with ``mango bench lm`` over three seeds (BENCHMARKS.md, issue 13, sessions 8-9: at
+#: 3e-3 gpt-85m's AdamW ends 0.88 nats above its 3e-4 run and a setting's effect is lost in seed noise).
+AUTO_LR = {"lm-tiny": 3e-3, "lm-small": 1e-3, "lm-medium": 1e-3, "gpt-85m": 3e-4}
 
 
 @dataclass
@@ -44,8 +48,9 @@ class DemoArgs:
     """Windows per batch."""
     seq_len: int = 64
     """Bytes per window (at most the model's block size)."""
-    lr: float = 3e-3
-    """Peak learning rate: linear warm-up, then cosine decay to a tenth of it."""
+    lr: float = 0.0
+    """Peak learning rate: linear warm-up, then cosine decay to a tenth of it. 0: the model's stable one
+    (``AUTO_LR``: 3e-3 for lm-tiny, 3e-4 for gpt-85m)."""
     warmup_steps: int = 40
     """Linear warm-up steps."""
     weight_decay: float = 0.01
@@ -119,8 +124,10 @@ class DemoArgs:
             raise ValueError(f"steps={self.steps} and interval_steps={self.interval_steps} must be >= 1")
         if min(self.batch_size, self.seq_len, self.eval_batches, self.threads, self.seeds) < 1:
             raise ValueError("batch_size, seq_len, eval_batches, threads and seeds must all be >= 1")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr={self.lr} must be a finite number > 0 (try 3e-3)")
+        if not (self.lr >= 0 and math.isfinite(self.lr)):
+            raise ValueError(
+                f"lr={self.lr} must be a finite number > 0, or 0 for the model's default (AUTO_LR)"
+            )
         if self.model != "auto" and self.model not in PRESETS:
             raise ValueError(f"model={self.model!r}; choose 'auto' or an LM preset: {sorted(PRESETS)}")
         if self.objective not in OBJECTIVE_PRESETS:

@@ -27,7 +27,9 @@ from demo import (
     objective_scores,
     parse_setting,
 )
+from demo.args import AUTO_LR
 from demo.report import format_seed_table, format_seeds_verdict
+from envs.models import PRESETS
 from policy_service.launch import pid_alive, port_open
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +46,12 @@ def test_short_shrinks_only_fields_left_at_their_defaults() -> None:
     assert args.lr == 1e-3
     full = DemoArgs().resolved()
     assert full.steps % full.interval_steps == 0 and full.steps == DemoArgs.steps
+
+
+def test_every_lm_preset_has_a_default_lr() -> None:
+    """``--lr 0`` (the default) takes the model's stable peak lr: every model the demo accepts has one."""
+    assert set(AUTO_LR) == set(PRESETS) and all(0 < lr < 1 for lr in AUTO_LR.values())
+    assert DemoArgs().lr == 0 and AUTO_LR["gpt-85m"] < AUTO_LR["lm-tiny"]
 
 
 @pytest.mark.parametrize(
@@ -202,6 +210,7 @@ def test_demo_short_end_to_end(tmp_path: Path) -> None:
     )
     if summary["device"] == "cpu":
         assert "(modelled)" in proc.stdout and "MODELLED" in proc.stdout
+    assert summary["args"]["lr"] == AUTO_LR[summary["args"]["model"]]  # --lr 0 resolved to the model's
     log = (out / "service.log").read_text()
     assert "dev mode" not in log.lower(), "the demo must not run the service in dev mode"
 
