@@ -18,7 +18,8 @@ from envs.data import load_corpus
 from envs.models import build_model
 
 dev = torch.device(sys.argv[1] if len(sys.argv) > 1 else "cuda")
-SCEN = [  # (seed, first, second, switch_at, MangoAdamW keywords); call 4 ran a longer list (cut by a bad keyword)
+# (seed, first, second, switch_at, MangoAdamW keywords); call D ran a longer list (cut by a bad keyword)
+SCEN = [
     (1, "r0/b8/g0", "r64/b8/g0.5", 20, {}),
     (2, "r0/b8/g0", "r64/b8/g0.5", 20, {}),
     (0, "r0/b8/g0.5", "r64/b8/g0.5", 60, {}),
