@@ -101,14 +101,14 @@ def orthonormalize(x: torch.Tensor) -> torch.Tensor:
 
 #: The fixed random nudge of :func:`orthonormalize_batched`, relative to the largest column norm.
 ORTH_NUDGE = 1e-6
-_NUDGES: dict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+_NUDGES: dict[tuple[int, int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 
 
 def _nudge(m: int, r: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """The fixed ``(m, r)`` float64 nudge directions (Gaussian, unit columns, the same on every process and
     call) and their orthonormal basis, cached per shape and device (made on first use, outside any CUDA graph
     capture: the refresh captures its tail at a plan's second refresh)."""
-    key = (m, r, str(device))
+    key = (m, r, device)
     if key not in _NUDGES:
         om = torch.randn(m, r, generator=torch.Generator().manual_seed(0x6D616E67), dtype=torch.float64)
         om /= om.norm(dim=0)
@@ -143,13 +143,13 @@ def orthonormalize_batched(x: torch.Tensor) -> torch.Tensor:
     om, fallback = _nudge(m, r, x.device)
     y = x.reshape(-1, m, r).to(torch.float64)
     scale = y.square().sum(dim=-2).amax(dim=-1).sqrt()  # (B,) the largest column norm
-    y = y + (ORTH_NUDGE * scale + 1e-30)[:, None, None] * om
-    failed = torch.zeros(y.shape[0], dtype=torch.bool, device=y.device)
+    y = torch.addcmul(y, (ORTH_NUDGE * scale + 1e-30)[:, None, None], om)
+    infos = []
     for _ in range(2):
         chol, info = torch.linalg.cholesky_ex(y.mT @ y)  # (B, r, r); no host sync on a failure
-        failed |= info != 0
+        infos.append(info)
         y = torch.linalg.solve_triangular(chol, y.mT, upper=False).mT  # y L^{-T}
-    failed |= ~torch.isfinite(y).all(dim=-1).all(dim=-1)
+    failed = (infos[0] != 0) | (infos[1] != 0) | ~torch.isfinite(y.sum(dim=(-2, -1)))
     y = torch.where(failed[:, None, None], fallback, y)
     return y.to(_work_dtype(x)).reshape(x.shape)
 
