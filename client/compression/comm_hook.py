@@ -126,8 +126,9 @@ def _orthonormalize_all(mats: list[torch.Tensor]) -> list[torch.Tensor]:
     """:func:`~client.compression.lowrank.orthonormalize_batched` of several (B_i, m_i, r) stacks in one call
     per ``r``, each result in its input's dtype.
 
-    Rows are zero-padded to the largest ``m_i``: zero rows change neither the Gram matrix nor the other rows,
-    so each result is that of its own stack, at one launch sequence per bucket instead of one per shape.
+    Rows are zero-padded to the largest ``m_i`` and the call is told each matrix's own rows (the nudge and
+    fallback stay in them; zero rows change neither the Gram matrix nor the other rows), so each result is
+    that of its own stack, at one launch sequence per bucket instead of one per shape.
     """
     out: list[torch.Tensor | None] = [None] * len(mats)
     by_r: dict[int, list[int]] = defaultdict(list)
@@ -145,7 +146,8 @@ def _orthonormalize_all(mats: list[torch.Tensor]) -> list[torch.Tensor]:
             b, m, _ = mats[i].shape
             pad[pos : pos + b, :m] = mats[i]
             pos += b
-        done = orthonormalize_batched(pad).to(pad.dtype)
+        own = [mats[i].shape[1] for i in idx for _ in range(mats[i].shape[0])]
+        done = orthonormalize_batched(pad, rows=own).to(pad.dtype)
         pos = 0
         for i in idx:
             b, m, _ = mats[i].shape

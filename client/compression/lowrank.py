@@ -19,6 +19,8 @@ Every function computes in float32 (float64 if given float64) whatever the input
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 __all__ = [
@@ -102,6 +104,7 @@ def orthonormalize(x: torch.Tensor) -> torch.Tensor:
 #: The fixed random nudge of :func:`orthonormalize_batched`, relative to the largest column norm.
 ORTH_NUDGE = 1e-6
 _NUDGES: dict[tuple[int, int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+_PADDED: dict[tuple[tuple[int, ...], int, int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 
 
 def _nudge(m: int, r: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,7 +119,19 @@ def _nudge(m: int, r: int, device: torch.device) -> tuple[torch.Tensor, torch.Te
     return _NUDGES[key]
 
 
-def orthonormalize_batched(x: torch.Tensor) -> torch.Tensor:
+def _padded_nudges(rows: tuple[int, ...], m: int, r: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """:func:`_nudge` of each matrix's own row count, zero-padded to ``m`` rows and stacked, cached."""
+    key = (rows, m, r, device)
+    if key not in _PADDED:
+        om = torch.zeros(len(rows), m, r, dtype=torch.float64, device=device)
+        fb = torch.zeros_like(om)
+        for i, mi in enumerate(rows):
+            om[i, :mi], fb[i, :mi] = _nudge(mi, r, device)
+        _PADDED[key] = (om, fb)
+    return _PADDED[key]
+
+
+def orthonormalize_batched(x: torch.Tensor, rows: Sequence[int] | None = None) -> torch.Tensor:
     """Orthonormal columns spanning each matrix of ``x`` (``(..., m, r)``, ``m >= r``): CholeskyQR2, float64.
 
     ``R^T R = x^T x`` (Cholesky of the ``r x r`` Gram matrix), ``q = x R^{-1}``, done twice (the second pass
@@ -133,6 +148,10 @@ def orthonormalize_batched(x: torch.Tensor) -> torch.Tensor:
     span to ~``ORTH_NUDGE`` relative. A matrix whose factorization still fails (no host sync to see it: a
     device-side ``where``) gets the nudge's own orthonormal basis, never NaN; a zero matrix gets that basis
     too. Returns float32 (float64 for float64 input), ``x``'s shape.
+
+    :param rows: for a stack of matrices zero-padded to a common row count, each matrix's own rows (one per
+        matrix of the flattened batch, each ``>= r``): the nudge and the fallback stay in them, so each result
+        is that of the unpadded matrix, padded with zero rows.
     """
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim < 2:
         got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
@@ -140,8 +159,13 @@ def orthonormalize_batched(x: torch.Tensor) -> torch.Tensor:
     m, r = x.shape[-2:]
     if m < r:
         raise ValueError(f"x has shape {tuple(x.shape)}: needs rows >= columns; use a rank <= {m}")
-    om, fallback = _nudge(m, r, x.device)
     y = x.reshape(-1, m, r).to(torch.float64)
+    if rows is None:
+        om, fallback = _nudge(m, r, x.device)
+    else:
+        if len(rows) != y.shape[0] or not all(r <= int(k) <= m for k in rows):
+            raise ValueError(f"rows must give {y.shape[0]} row counts in [{r}, {m}], got {list(rows)}")
+        om, fallback = _padded_nudges(tuple(int(k) for k in rows), m, r, x.device)
     scale = y.square().sum(dim=-2).amax(dim=-1).sqrt()  # (B,) the largest column norm
     y = torch.addcmul(y, (ORTH_NUDGE * scale + 1e-30)[:, None, None], om)
     infos = []

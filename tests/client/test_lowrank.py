@@ -242,3 +242,23 @@ def test_bad_inputs_name_the_argument() -> None:
         init_q(5, 6)
     with pytest.raises(ValueError, match="p has"):
         spectral_tail_estimate(torch.randn(4, 6), torch.randn(5, 2))
+
+
+def test_orthonormalize_batched_padded_rows_give_each_matrix_its_own_result() -> None:
+    """The DDP hook pads a bucket's matrices to one row count and passes each one's rows: every result is the
+    unpadded call's, with exactly zero padding, rank-deficient matrices included."""
+    g = _gen(12)
+    a = torch.randn(20, 4, generator=g, dtype=torch.float64)
+    b = torch.zeros(12, 4, dtype=torch.float64)
+    b[:, 0] = 1.0  # rank 1: the nudge completes it inside its own 12 rows
+    pad = torch.zeros(2, 20, 4, dtype=torch.float64)
+    pad[0], pad[1, :12] = a, b
+    out = orthonormalize_batched(pad, rows=[20, 12])
+    assert torch.allclose(out[0], orthonormalize_batched(a), atol=1e-12)
+    assert torch.allclose(out[1, :12], orthonormalize_batched(b), atol=1e-12)
+    assert bool((out[1, 12:] == 0).all())
+    assert torch.allclose(out[1, :12].T @ out[1, :12], torch.eye(4, dtype=torch.float64), atol=1e-10)
+    with pytest.raises(ValueError, match="row counts"):
+        orthonormalize_batched(pad, rows=[20])
+    with pytest.raises(ValueError, match="row counts"):
+        orthonormalize_batched(pad, rows=[20, 3])
