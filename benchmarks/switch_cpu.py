@@ -11,7 +11,11 @@ states (``quant.py``): the same count on any device for the torch path, so it sa
 launches a change costs a GPU before a GPU is at hand (the CUDA path quantizes with one Triton launch a
 state instead of the torch path's ~15 ops).
 
-Usage: ``python -m benchmarks.switch_cpu [--model gpt2] [--reps 1]`` (a few minutes on two cores).
+A second table times the fused plan that the first step after each change builds (``fused.build_plan``: its
+program and address tables are made on the host, then copied to the device), part of that step's host time.
+
+Usage: ``python -m benchmarks.switch_cpu [--model gpt2] [--reps 1] [--plans-only]`` (a few minutes on two
+cores; the plan table alone, seconds).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import tyro
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from benchmarks.gpu import MODELS, SWITCHES
-from client.compression import MangoAdamW
+from client.compression import MangoAdamW, fused
 from client.protocol import CompressionSetting
 from envs.models import ByteGPT, GPTConfig
 
@@ -110,6 +114,23 @@ def _apply(params: list[torch.nn.Parameter], a: str, b: str, *, batched: bool) -
     return times[0], count
 
 
+def _plan_ms(params: list[torch.nn.Parameter], setting: str, reps: int) -> tuple[float, int]:
+    """The fused plan the first step after a change into ``setting`` builds (host work on any device: its
+    tables are made on the CPU, then copied): the fastest of ``reps`` builds in ms, and its torch op count."""
+    opt = MangoAdamW(params, lr=1e-4, setting=CompressionSetting.parse(setting), fused=False)
+    opt.step()  # the states of the setting, laid out as the fused step reads them
+    items = [(i, p, opt.param_groups[0]) for i, p in enumerate(params)]
+    times = []
+    for rep in range(reps + 1):  # the first build warms the allocator
+        t0 = time.perf_counter()
+        fused.build_plan(opt, items, ("plan", rep))
+        times.append((time.perf_counter() - t0) * 1000)
+    count = _OpCount()
+    with count:
+        fused.build_plan(opt, items, ("counted",))
+    return min(times[1:]), count.total
+
+
 @dataclass
 class SwitchCpuArgs:
     """``apply_setting`` time and op count per setting change on the CPU, tensor by tensor against batched."""
@@ -117,7 +138,9 @@ class SwitchCpuArgs:
     model: Literal["gpt2", "1b"] = "gpt2"
     """parameter set of :data:`benchmarks.gpu.MODELS`"""
     reps: int = 1
-    """timed changes per mode (the minimum is reported)"""
+    """timed changes per mode (the minimum is reported; the plan table takes at least 3)"""
+    plans_only: bool = False
+    """only the second table (the first step's plan), which takes seconds"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,14 +155,26 @@ def main(argv: list[str] | None = None) -> int:
     params = _params(args.model)
     print(f"{len(params)} tensors, {sum(p.numel() for p in params) / 1e6:.1f}M parameters, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")  # fmt: skip
+    if not args.plans_only:
+        _apply_table(params, args.reps)
+    print("\n| the first step's plan: setting | build_plan ms | build_plan ops |")
+    print("|---|---|---|")
+    for b in dict.fromkeys(b for _, b in SWITCHES):
+        ms, ops = _plan_ms(params, b, max(args.reps, 3))
+        print(f"| {b} | {ms:.1f} | {ops} |", flush=True)
+    return 0
+
+
+def _apply_table(params: list[torch.nn.Parameter], reps: int) -> None:
+    """The first table: ``apply_setting`` per change, tensor by tensor and batched."""
     print(
         "| change | per-tensor apply_ms | batched apply_ms | speed-up | per-tensor ops (quant) "
         "| batched ops (quant) |"
     )
     print("|---|---|---|---|---|---|")
     for a, b in SWITCHES:
-        each = [_apply(params, a, b, batched=False) for _ in range(args.reps)]
-        both = [_apply(params, a, b, batched=True) for _ in range(args.reps)]
+        each = [_apply(params, a, b, batched=False) for _ in range(reps)]
+        both = [_apply(params, a, b, batched=True) for _ in range(reps)]
         t_each, t_both = min(t for t, _ in each), min(t for t, _ in both)
         c_each, c_both = each[0][1], both[0][1]
         print(
@@ -147,7 +182,6 @@ def main(argv: list[str] | None = None) -> int:
             f"{c_each.total} ({c_each.quant}) | {c_both.total} ({c_both.quant}) |",
             flush=True,
         )
-    return 0
 
 
 if __name__ == "__main__":
