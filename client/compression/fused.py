@@ -343,6 +343,38 @@ def _slot_ptrs(q: Any) -> list[int]:
     return [q.data_ptr(), 0]
 
 
+def _strip_programs(rows: list[int], strides: list[int], per: int) -> tuple[torch.Tensor, ...]:
+    """``(tensor, first, count)`` of every program, all tensors at once (int64, host): tensor ``t`` has
+    ``strides[t]`` column strips of ``rows[t]`` block rows, a program owns ``per`` consecutive rows of one
+    strip, ``first = row * stride + strip`` and ``count`` its rows; strip-major, as the kernel's tables were
+    built tensor by tensor (a stride of 1 is a flat run of ``rows`` blocks)."""
+    n_a = [-(-r // per) for r in rows]  # programs a strip
+    n_prog = torch.tensor([a * s for a, s in zip(n_a, strides, strict=True)], dtype=torch.int64)
+    starts = torch.cumsum(n_prog, 0) - n_prog
+    t = torch.repeat_interleave(torch.arange(len(rows), dtype=torch.int64), n_prog)
+    k = torch.arange(t.numel(), dtype=torch.int64) - torch.repeat_interleave(starts, n_prog)
+    each = torch.repeat_interleave(torch.tensor(rows, dtype=torch.int64), n_prog)
+    if all(s == 1 for s in strides):  # no strips: a flat run of blocks
+        a0 = k * per
+        return t, a0, (each - a0).clamp_(max=per)
+    na_t = torch.repeat_interleave(torch.tensor(n_a, dtype=torch.int64), n_prog)
+    strip = torch.div(k, na_t, rounding_mode="floor")
+    a0 = (k - strip * na_t) * per
+    first = a0 * torch.repeat_interleave(torch.tensor(strides, dtype=torch.int64), n_prog) + strip
+    return t, first, (each - a0).clamp_(max=per)
+
+
+def _matrix_programs(
+    rows: list[int], strides: list[int], numels: list[int], block: int, per: int
+) -> tuple[torch.Tensor, int]:
+    """The matrix launch's int32 program table (:func:`_strip_programs`) with the programs of whole blocks
+    first (a launch without per-value masks), and how many those are."""
+    t, first, count = _strip_programs(rows, strides, per)
+    full = (first + count) * block <= torch.tensor(numels, dtype=torch.int64)[t]  # no value past the end
+    order = torch.cat([torch.nonzero(full).view(-1), torch.nonzero(~full).view(-1)])
+    return torch.stack([t, first, count], dim=1)[order].to(torch.int32), int(full.sum())
+
+
 def _matrix_group(
     items: list[Item], hyper: dict[str, Any], factored: bool, block: int, proj: bool, opt: Any, tiles: int
 ) -> _Group:
@@ -365,11 +397,12 @@ def _matrix_group(
     x_all = torch.zeros(max(x_len, 1), dtype=torch.float32, device=device)
     addr: list[int] = []
     meta: list[int] = []
-    progs: list[torch.Tensor] = []
-    whole: list[torch.Tensor] = []
+    strip_rows: list[int] = []  # block rows of each tensor's column strip (all its blocks when unfactored)
+    strides: list[int] = []
+    numels: list[int] = []
     pos = xpos = 0
     x_views: list[torch.Tensor] = []
-    for t, ((item, p, st), (nrows, ncols, transposed)) in enumerate(zip(items, dims)):
+    for (item, p, st), (nrows, ncols, transposed) in zip(items, dims, strict=True):
         numel = nrows * ncols
         row = [0, p.data_ptr(), *_slot_ptrs(st["m"])]
         row += [0, 0] if factored else _slot_ptrs(st["v"])
@@ -382,16 +415,13 @@ def _matrix_group(
             pos += nrows + ncols
             row += [v_nat_row.data_ptr(), v_nat_col.data_ptr(), rs.data_ptr(), cs.data_ptr()]
             stride = ncols // block  # a program owns a column strip of rows_per_prog rows
-            a0 = torch.arange(0, nrows, rows_per_prog, dtype=torch.int64)
-            jb = torch.arange(stride, dtype=torch.int64)
-            first = (a0[None, :] * stride + jb[:, None]).reshape(-1)
-            count = (nrows - a0).clamp(max=rows_per_prog).repeat(stride)
+            strip_rows.append(nrows)
         else:
             row += [0, 0, 0, 0]
             stride = 1
-            n_blocks = max(-(-numel // block), 1)
-            first = torch.arange(0, n_blocks, rows_per_prog, dtype=torch.int64)
-            count = (n_blocks - first).clamp(max=rows_per_prog)
+            strip_rows.append(max(-(-numel // block), 1))
+        strides.append(stride)
+        numels.append(numel)
         row += _slot_ptrs(st.get("h"))
         if proj:
             xv = x_all[xpos : xpos + numel]
@@ -402,18 +432,13 @@ def _matrix_group(
             row += [0, 0, 0, 0, 0]
         addr += row
         meta += [numel, ncols, transposed, stride, item]
-        progs.append(torch.stack([torch.full_like(first, t), first, count], dim=1))
-        whole.append((first + count) * block <= numel)  # no value of the program past the tensor's end
-    full = torch.cat(whole)
-    order = torch.cat([torch.nonzero(full).view(-1), torch.nonzero(~full).view(-1)])
-    prog = torch.cat(progs)[order].to(torch.int32)  # whole-block programs first: a launch without masks
+    prog, n_full = _matrix_programs(strip_rows, strides, numels, block, rows_per_prog)
     mean = torch.ones(len(items), dtype=torch.float32, device=device)
     extra: dict[str, Any] = {}
     if proj:
         extra["proj"] = _proj_tables(items, x_views, x_all, opt)
         extra["xdims"] = [(r, c) for r, c, _ in dims]
         extra["norm_meta"] = _i64([v for item, p, _ in items for v in (p.numel(), item)], device)
-    n_full = int(full.sum())
     return _new_group(
         True, items, hyper, prog, addr, meta, mean=mean, scratch=scratch, n_full=n_full, **extra
     )
@@ -499,11 +524,8 @@ def _exact_group(items: list[Item], hyper: dict[str, Any], sdtype: torch.dtype) 
 
 def _tiles(params: list[torch.Tensor], tile: int) -> torch.Tensor:
     """int32 ``[n, 2]`` program table: (tensor, first value) for ``tile``-value slices of each parameter."""
-    tables = []
-    for t, p in enumerate(params):
-        first = torch.arange(0, max(p.numel(), 1), tile, dtype=torch.int64)
-        tables.append(torch.stack([torch.full_like(first, t), first], dim=1))
-    return torch.cat(tables).to(torch.int32)
+    t, first, _ = _strip_programs([max(-(-p.numel() // tile), 1) for p in params], [1] * len(params), 1)
+    return torch.stack([t, first * tile], dim=1).to(torch.int32)
 
 
 def _new_group(

@@ -9,6 +9,7 @@ the largest one loosely.
 from __future__ import annotations
 
 import copy
+import random
 
 import pytest
 import torch
@@ -478,4 +479,43 @@ def test_fused_tf32_products_track_the_torch_path(setting: S) -> None:
         assert float(d.mean()) < 2e-2 * moved and float(d.max()) < 0.5 * moved, (
             tuple(a.shape),
             float(d.mean()),
+        )
+
+
+def _programs_per_tensor(dims: list[tuple[int, int]], factored: bool, block: int, per: int) -> torch.Tensor:
+    """The matrix launch's program table built tensor by tensor (the construction before session 9)."""
+    progs, whole = [], []
+    for t, (nrows, ncols) in enumerate(dims):
+        numel = nrows * ncols
+        if factored:
+            stride = ncols // block
+            a0 = torch.arange(0, nrows, per)
+            first = (a0[None, :] * stride + torch.arange(stride)[:, None]).reshape(-1)
+            count = (nrows - a0).clamp(max=per).repeat(stride)
+        else:
+            n_blocks = max(-(-numel // block), 1)
+            first = torch.arange(0, n_blocks, per)
+            count = (n_blocks - first).clamp(max=per)
+        progs.append(torch.stack([torch.full_like(first, t), first, count], dim=1))
+        whole.append((first + count) * block <= numel)
+    full = torch.cat(whole)
+    return torch.cat(progs)[torch.cat([torch.nonzero(full).view(-1), torch.nonzero(~full).view(-1)])]
+
+
+def test_strip_programs_equal_the_per_tensor_tables() -> None:
+    """The program tables built for all tensors at once are the per-tensor construction's, row for row."""
+    rng = random.Random(0)
+    for _ in range(200):
+        block, per, factored = rng.choice([32, 64, 256]), rng.choice([1, 2, 4, 32]), rng.random() < 0.5
+        dims = [
+            (rng.randint(1, 300), block * rng.randint(1, 12) if factored else rng.randint(1, 900))
+            for _ in range(rng.randint(1, 6))
+        ]
+        rows = [r if factored else max(-(-(r * c) // block), 1) for r, c in dims]
+        strides = [c // block if factored else 1 for _, c in dims]
+        got, n_full = fused._matrix_programs(rows, strides, [r * c for r, c in dims], block, per)
+        want = _programs_per_tensor(dims, factored, block, per)
+        assert torch.equal(got, want.to(torch.int32)), (dims, factored, block, per)
+        assert n_full == int(
+            ((want[:, 1] + want[:, 2]) * block <= torch.tensor([r * c for r, c in dims])[want[:, 0]]).sum()
         )
