@@ -29,12 +29,16 @@ def objective_scores(runs: list[RunResult], objective: Objective) -> dict[str, f
     validation loss relative to the AdamW run's (0.2 = 20 % worse) and the mean state bytes, energy and wall
     time as ratios to the AdamW run's. AdamW's own ``J`` is ``w_memory + w_energy + w_time``. With a memory
     budget, memory is a constraint: it leaves ``J`` and a run whose mean state breaks the budget gets ``inf``.
+    A run that diverged (non-finite final loss) gets ``inf`` too: the worst, never ``nan``.
     """
     base = next((r for r in runs if r.name.startswith("adamw")), runs[0])
     w = objective.weights().astype(float)
     budget = objective.memory_budget_bytes
     out: dict[str, float] = {}
     for r in runs:
+        if not math.isfinite(r.final_val_loss):
+            out[r.name] = math.inf
+            continue
         mean_state = r.mean_state_bytes_per_param() * r.n_params
         cost = objective_cost(
             w,
@@ -57,6 +61,9 @@ def format_verdict(runs: list[RunResult], scores: dict[str, float], objective_na
     a, b = scores[adaptive.name], scores[best.name]
     rel = (b - a) / abs(b) if b not in (0.0, math.inf) else 0.0
     head = f"verdict ({objective_name}):"
+    if not math.isfinite(adaptive.final_val_loss):
+        loss = adaptive.final_val_loss
+        return f"{head} {best.name} wins, J {b:.3f}: the adaptive run diverged (final loss {loss})"
     if a < b:
         return f"{head} adaptive wins, J {a:.3f} vs {b:.3f} for {best.name} ({rel:+.1%})"
     return f"{head} {best.name} wins, J {b:.3f} vs adaptive {a:.3f} ({rel:+.1%} for adaptive)"
@@ -76,6 +83,9 @@ def format_seeds_verdict(per_seed: list[dict[str, float]], names: list[str], obj
     a, b = mean[names[0]], mean[best]
     head = f"verdict ({objective_name}, {n} seeds):"
     tally = f"adaptive better on {wins} of {n} seeds; paired J difference {d:+.3f} (sd {sd:.3f})"
+    worst = sum(s[names[0]] == math.inf for s in per_seed)
+    if worst:
+        tally += f"; adaptive J inf (diverged or over the memory budget) on {worst} of {n} seeds"
     if a < b:
         return f"{head} adaptive wins on the mean, J {a:.3f} vs {b:.3f} for {best}; {tally}"
     return f"{head} {best} wins on the mean, J {b:.3f} vs adaptive {a:.3f}; {tally}"

@@ -283,3 +283,14 @@ def test_objective_scores_and_verdict() -> None:
     assert table[2] == "| 0 | 0.600 | 1.000 | 0.700 |" and table[-1] == "| mean | 0.673 | 1.000 | 0.683 |"
     budget = objective_scores(runs, obj.model_copy(update={"memory_budget_bytes": 200}))
     assert budget["adamw (torch)"] == float("inf")
+    # a diverged adaptive run (the H200 demo's NaN, session 9) is the worst run, and the verdict says why
+    runs[0] = run("adaptive (service)", float("nan"), 300, 10.0, 1.0)
+    nan_scores = objective_scores(runs, obj)
+    assert nan_scores["adaptive (service)"] == float("inf")
+    assert format_verdict(runs, nan_scores, "balanced") == (
+        "verdict (balanced): static r0/b8/g0 wins, J 0.738: the adaptive run diverged (final loss nan)"
+    )
+    per_seed[1] = {**per_seed[1], "adaptive (service)": float("inf")}
+    line = format_seeds_verdict(per_seed, names, "balanced")
+    assert line.startswith("verdict (balanced, 3 seeds): static r0/b8/g0 wins on the mean")
+    assert line.endswith("adaptive J inf (diverged or over the memory budget) on 1 of 3 seeds")
