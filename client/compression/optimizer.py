@@ -30,6 +30,7 @@ from client.compression.quant import (
     QuantizedTensor,
     compress_state,
     default_state_mode,
+    quantize,
     quantize_many,
 )
 from client.compression.sharded import is_dtensor as _is_dtensor
@@ -1042,7 +1043,10 @@ class MangoAdamW(torch.optim.Optimizer):
         elif bits == 16:
             st["v"] = self._put(v_full, 16, p)
         else:  # sqrt(v) on the uniform code: no zero level, so |dequantized| > 0 for every block
-            (st["v"],) = self._quantize_v([v_full], bits, [p])
+            st["v"] = quantize(
+                _to_param_order(v_full.sqrt(), p), bits, mode="uniform",
+                stochastic=self.stochastic_rounding, generator=self._rng(), check_finite=False,
+            )  # fmt: skip
 
     def _store_v_group(
         self,
@@ -1060,19 +1064,14 @@ class MangoAdamW(torch.optim.Optimizer):
                 parts = [None if x is None else x[j] for x in (v_full, v_row, v_col)]
                 self._store_v(st, parts[0], parts[1], parts[2], bits, p)
             return
-        for st, q in zip(sts, self._quantize_v(list(v_full), bits, ps), strict=True):
-            for key in ("v_row", "v_col"):
-                st.pop(key, None)
-            st["v"] = q
-
-    def _quantize_v(
-        self, v_full: list[torch.Tensor], bits: int, ps: list[torch.Tensor]
-    ) -> list[QuantizedTensor]:
-        """``sqrt(v)`` of each tensor on the uniform code, in ``p``'s memory order (one call for all)."""
-        return quantize_many(
+        qs = quantize_many(
             [_to_param_order(v.sqrt(), p) for v, p in zip(v_full, ps, strict=True)], bits, mode="uniform",
             stochastic=self.stochastic_rounding, generator=self._rng(), check_finite=False,
         )  # fmt: skip
+        for st, q in zip(sts, qs, strict=True):
+            for key in ("v_row", "v_col"):
+                st.pop(key, None)
+            st["v"] = q
 
     def _new_basis(self, X: torch.Tensor, P_old: torch.Tensor | None, r: int) -> torch.Tensor:
         if P_old is None or P_old.shape[1] != r:

@@ -446,8 +446,9 @@ def quantize_many(
     blk = _check_block(block, bits)
     x0 = xs[0]
     same = all(x.shape == x0.shape and x.dtype == x0.dtype and x.device == x0.device for x in xs)
-    kw: dict[str, Any] = {"mode": mode, "block": blk, "stochastic": stochastic, "generator": generator}
-    kw["check_finite"] = check_finite
+    kw: dict[str, Any] = dict(
+        mode=mode, block=blk, stochastic=stochastic, generator=generator, check_finite=check_finite
+    )
     if len(xs) == 1 or not same or x0.numel() == 0:
         return [quantize(x, bits, **kw) for x in xs]
     n = x0.numel()
