@@ -154,7 +154,8 @@ class RecordConfig:
     :ivar budget_s: stop starting episodes once this process has used this much CPU time (reference runs
         included); with one thread that is the CPU budget the recording takes from a shared machine.
         ``None``: no CPU budget (``max_wall_s`` or ``max_episodes`` must bound the recording).
-    :ivar max_wall_s: also stop after this much wall time (default 3x ``budget_s``).
+    :ivar max_wall_s: also stop after this much wall time (default 3x ``budget_s``); an episode is not started
+        when one as long as the workload's longest so far would end past it.
     :ivar max_episodes: stop after this many episodes in total (``None``: budget only).
     :ivar cycle: controller kinds cycled per workload (see the module docstring; ``static:<label>`` is that
         fixed setting, :func:`parse_controllers` builds a cycle from ``--controllers``).
@@ -316,15 +317,28 @@ def record(cfg: RecordConfig, progress: bool = True) -> dict[str, Any]:
     counts = {n: 0 for n in names}
     static_i = {n: 0 for n in names}
     n_eps = 0
+    # the longest episode so far per workload (wall seconds, its reference run included): an episode is
+    # started only if one that long still ends inside the wall budget, so a recording under an outer
+    # timeout (a GPU call) ends cleanly instead of being killed mid-episode
+    longest: dict[str, float] = {}
+    spent: set[str] = set()
     bar = tqdm(total=plan_len, desc="record", unit="ep", disable=not progress)
     with TraceWriter(out, header) as writer:
         stop = False
         while not stop:
             for n in names:
-                over = time.process_time() - cpu0 > budget_cpu or time.perf_counter() - t0 > max_wall
+                elapsed = time.perf_counter() - t0
+                over = time.process_time() - cpu0 > budget_cpu or elapsed > max_wall
                 if over or (cfg.max_episodes and n_eps >= cfg.max_episodes):
                     stop = True
                     break
+                if elapsed + longest.get(n, 0.0) > max_wall:  # would not finish inside the wall budget
+                    spent.add(n)
+                    if spent == set(names):
+                        stop = True
+                        break
+                    continue
+                t_ep = time.perf_counter()
                 env = envs[n]
                 j = counts[n]
                 kind = cfg.cycle[j % len(cfg.cycle)]
@@ -380,6 +394,7 @@ def record(cfg: RecordConfig, progress: bool = True) -> dict[str, Any]:
                     total_s=total_s,
                     step_s=step_s,
                 )
+                longest[n] = max(longest.get(n, 0.0), time.perf_counter() - t_ep)
                 counts[n] += 1
                 n_eps += 1
                 bar.update(1)

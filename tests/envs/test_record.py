@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import tyro
 
+import envs.record as record_module
 from envs.fit import FitConfig, fit_surrogate
 from envs.record import (
     DEFAULT_CYCLE,
@@ -117,3 +120,32 @@ def test_record_chosen_controllers_on_a_wall_budget(tmp_path: Path, cache_dir: P
     # a spent wall budget starts no episode
     cfg.max_wall_s, cfg.out = 0.0, str(tmp_path / "none.jsonl.gz")
     assert record(cfg, progress=False)["episodes"] == 0
+
+
+def test_record_starts_no_episode_that_would_overrun_the_wall_budget(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A recording under an outer timeout (a GPU call) must end between episodes, not be killed inside one:
+    with a clock that makes every episode take the same ~N s, a budget of 1.5 episodes records one."""
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(
+        record_module,
+        "time",
+        SimpleNamespace(perf_counter=lambda: float(next(ticks)), process_time=time.process_time),
+    )
+    cfg = RecordConfig(
+        workloads=["digits-mlp-cosine"],
+        seeds=[0],
+        cycle=("static",),
+        budget_s=None,
+        max_wall_s=1e9,
+        max_episodes=1,
+        out=str(tmp_path / "a.jsonl.gz"),
+        clock="modelled",
+    )
+    record(cfg, progress=False)
+    one = next(ticks)  # clock ticks an episode and its bookkeeping take
+    ticks = iter(range(10**6))
+    cfg.max_wall_s, cfg.max_episodes, cfg.out = 1.5 * one, None, str(tmp_path / "b.jsonl.gz")
+    assert record(cfg, progress=False)["episodes"] == 1
+    assert len(load_traces(tmp_path / "b.jsonl.gz").episodes) == 1
