@@ -14,9 +14,9 @@ import sys
 import torch
 
 sys.path.insert(0, ".")
-from client.compression import MangoAdamW, lowrank  # noqa: E402
-from client.protocol import CompressionSetting as S  # noqa: E402
-from tests.client.test_convert import SHAPES, _steps  # noqa: E402
+from client.compression import MangoAdamW, lowrank
+from client.protocol import CompressionSetting as S
+from tests.client.test_convert import SHAPES, _steps
 
 CHAIN = ["r0/b8/g0", "r4/b8/g0", "r0/b4/g1", "r8/b4/g0", "r0/b8/g0"]
 
@@ -37,12 +37,15 @@ def run(batched: bool, upto: int) -> list[torch.Tensor]:
 
 def diff(x: list[torch.Tensor], y: list[torch.Tensor]) -> str:
     d = torch.cat([(a - b).abs().flatten() for a, b in zip(x, y, strict=True)])
-    return f"mean {float(d.mean()):.2e} max {float(d.max()):.2e} frac>1e-6 {float((d > 1e-6).float().mean()):.3f}"
+    frac = float((d > 1e-6).float().mean())
+    return f"mean {float(d.mean()):.2e} max {float(d.max()):.2e} frac>1e-6 {frac:.3f}"
 
 
 for nudge in (1e-6, 1e-7):
     lowrank.ORTH_NUDGE = nudge
     for upto in (2, 3, 4, 5):
         a, b, c = run(False, upto), run(False, upto), run(True, upto)
-        print(f"nudge {nudge:g} chain {' -> '.join(CHAIN[:upto])}: per-tensor twice: {diff(a, b)} | "
-              f"batched vs per-tensor: {diff(a, c)}")
+        print(
+            f"nudge {nudge:g} chain {' -> '.join(CHAIN[:upto])}: per-tensor twice: {diff(a, b)} | "
+            f"batched vs per-tensor: {diff(a, c)}"
+        )
