@@ -39,6 +39,7 @@ __all__ = [
     "count_parameters",
     "mlp_width_for",
     "policy_kwargs",
+    "prefer_setting",
     "reinit_extractor",
 ]
 
@@ -163,6 +164,24 @@ def policy_kwargs(
         "net_arch": {"pi": [], "vf": []},
         "share_features_extractor": True,
     }
+
+
+def prefer_setting(policy: ActorCriticPolicy, action: list[int], logit: float) -> None:
+    """Make the untrained action heads prefer one grid setting: add ``logit`` to its rank, bits and gamma
+    logits in the action head's bias (``action``: the grid indices, ``DEFAULT_GRID.action(setting)``).
+
+    PPO then starts from that fixed setting (the argmax everywhere, sampled with probability ~0.5 at
+    ``logit`` 3 on the 8 x 6 x 5 grid) and moves off it only where the return pays for it: a prior for a
+    known strong default (issue 13's floor r0/b8/g0), not a constraint.
+    """
+    nvec = [int(n) for n in policy.action_space.nvec]  # type: ignore[attr-defined]
+    if len(action) != len(nvec) or not all(0 <= a < n for a, n in zip(action, nvec, strict=True)):
+        raise ValueError(f"action {action} is not a grid index of nvec {nvec}")
+    bias = policy.action_net.bias  # type: ignore[union-attr]
+    offsets = [sum(nvec[:i]) for i in range(len(nvec))]
+    with torch.no_grad():
+        for off, a in zip(offsets, action, strict=True):
+            bias[off + a] += logit
 
 
 def reinit_extractor(policy: ActorCriticPolicy) -> None:

@@ -53,6 +53,8 @@ from typing import Annotated, Any, Literal
 
 import tyro
 
+from client.protocol import DEFAULT_GRID, CompressionSetting
+
 __all__ = ["TrainArgs", "TrainResult", "main", "train"]
 
 log = logging.getLogger(__name__)
@@ -144,6 +146,11 @@ class TrainArgs:
     """surrogate (fast) or training (real jobs, for fine-tuning with --init-from)"""
     init_from: str | None = None
     """artifact (manifest, weights or directory) to start from; its architecture overrides --d-model etc."""
+    prior_setting: str = ""
+    """a setting (rR/bB/gG, e.g. r0/b8/g0) the fresh action heads prefer by --prior-logit: PPO starts from
+    that fixed setting and leaves it where the return pays ('': uniform heads; ignored with --init-from)"""
+    prior_logit: float = 3.0
+    """logit added to each of the prior setting's rank, bits and gamma entries of the action head's bias"""
     train_interval_steps: int | None = None
     """training backend: optimizer steps per control interval (default: the workload's)"""
     train_intervals: int | None = None
@@ -202,6 +209,11 @@ def _check_args(args: TrainArgs) -> None:
         )
     if args.extractor == "mlp" and args.init_from:
         raise ValueError("--init-from loads a TinyFormer artifact; it cannot initialize --extractor mlp")
+    if args.prior_setting:
+        try:
+            DEFAULT_GRID.action(CompressionSetting.parse(args.prior_setting))
+        except ValueError as exc:
+            raise ValueError(f"--prior-setting {args.prior_setting!r} is not a grid setting: {exc}") from None
 
 
 def hardware_draws(args: TrainArgs) -> Any:
@@ -272,7 +284,7 @@ def train(args: TrainArgs, command: str = "") -> TrainResult:
     from stable_baselines3 import PPO
 
     from agents.callbacks import HeldoutEvalCallback, WallClockLimit
-    from agents.extractor import count_parameters, policy_kwargs, reinit_extractor
+    from agents.extractor import count_parameters, policy_kwargs, prefer_setting, reinit_extractor
     from agents.rollout import surrogate_id
 
     t0 = time.perf_counter()
@@ -326,6 +338,10 @@ def train(args: TrainArgs, command: str = "") -> TrainResult:
         from agents.export import load_into_policy
 
         load_into_policy(model.policy, init_model)
+    elif args.prior_setting:
+        prior = DEFAULT_GRID.action(CompressionSetting.parse(args.prior_setting))
+        prefer_setting(model.policy, list(prior), args.prior_logit)
+        log.info("action heads prefer %s (+%g logits)", args.prior_setting, args.prior_logit)
     n_params = count_parameters(model.policy)
     n_fx = count_parameters(model.policy.features_extractor)
     log.info("policy: %s extractor, %d parameters (%d in the extractor)", args.extractor, n_params, n_fx)

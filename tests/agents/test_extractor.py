@@ -65,3 +65,25 @@ def test_policy_kwargs_give_linear_heads_on_shared_features() -> None:
     assert kw["features_extractor_class"] is TinyFormerExtractor
     with pytest.raises(ValueError, match="choose one of"):
         policy_kwargs("cnn", TinyFormerConfig())  # type: ignore[arg-type]
+
+
+def test_prefer_setting_makes_the_prior_the_greedy_action_everywhere() -> None:
+    from stable_baselines3.common.policies import ActorCriticPolicy
+
+    from agents.extractor import prefer_setting, reinit_extractor
+    from client.protocol import DEFAULT_GRID, CompressionSetting
+
+    torch.manual_seed(0)
+    nvec = np.asarray(DEFAULT_GRID.nvec)
+    kw = policy_kwargs("tinyformer", TinyFormerConfig())
+    policy = ActorCriticPolicy(_space(), spaces.MultiDiscrete(nvec), lambda _: 1e-3, **kw)
+    reinit_extractor(policy)
+    obs = torch.as_tensor(_space().sample()[None].repeat(64, 0) * np.random.default_rng(0).random((64, 1)))
+    prior = list(DEFAULT_GRID.action(CompressionSetting.parse("r0/b8/g0")))
+    before = policy.predict(obs.numpy(), deterministic=True)[0]
+    assert not (before == prior).all()  # a fresh head has no such preference
+    prefer_setting(policy, prior, 3.0)
+    after = policy.predict(obs.numpy(), deterministic=True)[0]
+    assert (after == np.asarray(prior)).all()
+    with pytest.raises(ValueError, match="not a grid index"):
+        prefer_setting(policy, [8, 0, 0], 1.0)

@@ -121,6 +121,8 @@ def test_bad_arguments_are_refused_with_the_fix() -> None:
         train(TrainArgs(n_envs=2, n_steps=4, batch=64))
     with pytest.raises(ValueError, match="cannot initialize --extractor mlp"):
         train(TrainArgs(extractor="mlp", init_from="client/policy/default_policy"))
+    with pytest.raises(ValueError, match="--prior-setting 'r3/b8/g0' is not a grid setting"):
+        train(TrainArgs(prior_setting="r3/b8/g0"))
 
 
 def test_objective_scaling_divides_by_the_episode_weight_sum() -> None:
