@@ -68,6 +68,11 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, turned into an exception so every ``finally`` runs (exit status 143)."""
 
 
+def _per_seed(stem: str, seed: int, first: int) -> str:
+    """``<stem>.jsonl`` for the first seed, ``<stem>-<seed>.jsonl`` for the others."""
+    return f"{stem}.jsonl" if seed == first else f"{stem}-{seed}.jsonl"
+
+
 @contextlib.contextmanager
 def _signals_raise() -> Iterator[None]:
     """SIGINT raises ``KeyboardInterrupt`` and SIGTERM :class:`Terminated` inside the block (main thread).
@@ -189,8 +194,8 @@ def run_demo(args: DemoArgs, argv: list[str] | None = None) -> dict[str, Any]:
                         setting=CompressionSetting.off(),
                         service=service,
                         objective=objective,
-                        decision_log=out
-                        / ("decisions.jsonl" if seed == args.seed else f"decisions-{seed}.jsonl"),
+                        decision_log=out / _per_seed("decisions", seed, args.seed),
+                        telemetry_log=out / _per_seed("telemetry", seed, args.seed),
                     ),
                     train_run(job, "adamw (torch)", corpus, val, device, setting=None),
                     train_run(
@@ -255,7 +260,7 @@ def run_demo(args: DemoArgs, argv: list[str] | None = None) -> dict[str, Any]:
         f"{adaptive.setting_changes} setting changes) by {adaptive.policies or '-'}"
     )
     print(
-        f"wrote {out}/summary.json, summary.md, report.png, decisions.jsonl, service.log "
+        f"wrote {out}/summary.json, summary.md, report.png, decisions.jsonl, telemetry.jsonl, service.log "
         f"(total {summary['total_wall_s']:.0f} s)"
     )
     return summary

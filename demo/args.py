@@ -37,7 +37,8 @@ class DemoArgs:
     """The main job: policy service + adaptive compression vs AdamW vs a static setting, with a report."""
 
     out_dir: str = "demo_out"
-    """Where summary.json, summary.md, report.png, decisions.jsonl, service.log go (created; git-ignored)."""
+    """Where summary.json, summary.md, report.png, decisions.jsonl, telemetry.jsonl, service.log go (created;
+    git-ignored)."""
     model: str = "auto"
     """LM preset of envs.models; 'auto': lm-tiny (0.12 M parameters) on a CPU, gpt-85m (the GPU bench's 85 M
     byte GPT, 12 x 768) on a GPU. lm-small: 0.84 M parameters (slower per step than lm-tiny)."""

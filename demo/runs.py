@@ -18,7 +18,7 @@ import torch
 from client.compression import MangoAdamW
 from client.controllers import StaticController
 from client.hook import AdaptiveCompression
-from client.protocol import CompressionSetting, Objective
+from client.protocol import CompressionSetting, Objective, TelemetryRecord
 from client.telemetry import EnergyMeter, ModelledMeter, make_energy_meter, optimizer_state_bytes
 from demo.args import DemoArgs
 from envs.data import ByteCorpus
@@ -162,11 +162,14 @@ def train_run(
     service: ServiceProcess | None = None,
     objective: Objective | None = None,
     decision_log: Path | None = None,
+    telemetry_log: Path | None = None,
 ) -> RunResult:
     """One run of the job.
 
     ``setting=None``: plain ``torch.optim.AdamW``. With ``service``: MangoAdamW starting at ``setting``, the
     service decides every interval. Without: MangoAdamW held at ``setting`` (a local static controller).
+    ``telemetry_log``: a MangoAdamW run writes there every telemetry record the hook made (JSON lines, the
+    contract's ``TelemetryRecord``: what the policy saw, to set beside the surrogate's observations).
     """
     model = build_model(args.model, args.seed).to(device)
     assert isinstance(model, ByteGPT)  # check() admits LM presets only
@@ -176,6 +179,7 @@ def train_run(
     gen = torch.Generator().manual_seed(args.seed + 1)  # the same batches in the same order in every run
     display = _Display(args, name)
     points: list[Point] = []
+    records: list[TelemetryRecord] = []
     energy_j, sources = 0.0, Counter[str]()
     hook: AdaptiveCompression | None = None
     meter: EnergyMeter | None = None
@@ -228,6 +232,7 @@ def train_run(
                 if rec is None or rec.step != step + 1:
                     continue  # a rejected record (logged by the hook)
                 p = _point_from_record(rec)
+                records.append(rec)
                 source = rec.energy_source
             else:
                 assert meter is not None
@@ -260,6 +265,8 @@ def train_run(
             hook.close()
         if meter is not None:
             meter.close()
+    if telemetry_log is not None and records:
+        telemetry_log.write_text("".join(r.model_dump_json() + "\n" for r in records))
     val_loss = evaluate(model, val, device)
     result = RunResult(
         name=name,

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from client.protocol import CompressionSetting, Objective
+from client.protocol import CompressionSetting, Objective, TelemetryRecord
 from demo import (
     FIXED_STATIC,
     DemoArgs,
@@ -189,6 +189,11 @@ def _assert_summary(out: Path) -> dict[str, Any]:
     first, *rest = (json.loads(line) for line in lines)
     assert first["policy"] == "first:prior" and first["step"] == 0  # decided before the first interval
     assert all(x["source"] == "service" for x in rest)
+    # what the policy saw: one contract record per interval of the adaptive run
+    lines = (out / "telemetry.jsonl").read_text().splitlines()
+    recs = [TelemetryRecord.model_validate_json(x) for x in lines]
+    assert [r.step for r in recs] == [p["step"] for p in runs["adaptive"]["points"]]
+    assert all(math.isfinite(r.grad_norm) and r.grad_norm > 0 for r in recs)
     return summary
 
 
