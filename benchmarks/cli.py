@@ -17,6 +17,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "fsdp": ("benchmarks.fsdp", "MangoAdamW under FSDP2 vs DDP on 2 gloo CPU ranks, DCP resume"),
     "signals": ("benchmarks.demo_signals", "the demo under Ctrl-C / SIGTERM at random times"),
     "sim2real": ("benchmarks.sim_to_real", "the surrogate's loss term against real demo runs (GPU logs)"),
+    "obs-shift": ("benchmarks.obs_shift", "a demo's telemetry tokens beside the surrogate's (policy inputs)"),
 }
 
 

@@ -1,0 +1,48 @@
+"""`mango bench obs-shift`: a real run's telemetry tokens beside the surrogate's."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from benchmarks.obs_shift import ObsShiftArgs, main, report
+from envs.traces import load_traces
+
+
+def _outside(table: str, feature: str) -> float:
+    row = next(line for line in table.splitlines() if line.startswith(f"| {feature} |"))
+    return float(re.findall(r"(\d+)%", row)[-1]) / 100
+
+
+def _write(path: Path, recs: list) -> None:
+    path.write_text("".join(r.model_dump_json() + "\n" for r in recs))
+
+
+def test_recorded_telemetry_sits_inside_and_a_shifted_copy_outside(tmp_path: Path) -> None:
+    ts = load_traces()
+    ep = next(e for e in ts.episodes if e.workload == "lm-tiny-cosine")
+    recs = ep.records()
+    _write(tmp_path / "real.jsonl", recs)
+    args = ObsShiftArgs(telemetry=(str(tmp_path / "real.jsonl"),), workload="lm-tiny-cosine",
+                        hardware="cpu-dev-2core", episodes=16)  # fmt: skip
+    table = report(args)
+    assert "log_grad_norm" in table and "| rank_idx |" not in table
+    # a recorded episode of the surrogate's own workload: its gradient norms are the surrogate's
+    assert _outside(table, "log_grad_norm") <= 0.25
+    # the same run with gradients 1000x larger (a different model's scale) is flagged at every interval
+    _write(tmp_path / "big.jsonl", [r.model_copy(update={"grad_norm": r.grad_norm * 1000}) for r in recs])
+    shifted = report(ObsShiftArgs(telemetry=(str(tmp_path / "big.jsonl"),), workload="lm-tiny-cosine",
+                                  hardware="cpu-dev-2core", episodes=16))  # fmt: skip
+    assert _outside(shifted, "log_grad_norm") == 1.0
+    assert _outside(shifted, "loss_rel") == _outside(table, "loss_rel")
+
+
+def test_empty_input_is_refused_with_the_file_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([]) == 2
+    (tmp_path / "t.jsonl").write_text("")
+    with pytest.raises(ValueError, match=r"t\.jsonl: no telemetry records"):
+        main([str(tmp_path / "t.jsonl"), "--workload", "lm-tiny-cosine", "--episodes", "1"])
