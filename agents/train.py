@@ -148,7 +148,7 @@ class TrainArgs:
     """artifact (manifest, weights or directory) to start from; its architecture overrides --d-model etc."""
     prior_setting: str = ""
     """a setting (rR/bB/gG, e.g. r0/b8/g0) the fresh action heads prefer by --prior-logit: PPO starts from
-    that fixed setting and leaves it where the return pays ('': uniform heads; ignored with --init-from)"""
+    that fixed setting and leaves it where the return pays ('': uniform heads; not with --init-from)"""
     prior_logit: float = 3.0
     """logit added to each of the prior setting's rank, bits and gamma entries of the action head's bias"""
     train_interval_steps: int | None = None
@@ -209,6 +209,8 @@ def _check_args(args: TrainArgs) -> None:
         )
     if args.extractor == "mlp" and args.init_from:
         raise ValueError("--init-from loads a TinyFormer artifact; it cannot initialize --extractor mlp")
+    if args.prior_setting and args.init_from:
+        raise ValueError("--prior-setting shapes fresh heads; --init-from loads trained ones: give one")
     if args.prior_setting:
         try:
             DEFAULT_GRID.action(CompressionSetting.parse(args.prior_setting))

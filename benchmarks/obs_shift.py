@@ -27,6 +27,7 @@ import numpy as np
 import tyro
 
 from client.protocol import Objective, ObservationSpec, TelemetryRecord
+from envs.hardware import HardwareSampler
 
 SKIP = ("mask", "rank_idx", "bits_idx", "gamma")
 
@@ -64,8 +65,7 @@ def demo_tokens(paths: Sequence[str], spec: ObservationSpec) -> np.ndarray:
 
 def surrogate_tokens(args: ObsShiftArgs, spec: ObservationSpec) -> np.ndarray:
     """The newest token after every step of ``args.episodes`` surrogate episodes under random settings."""
-    from envs.env import CompressionEnv  # gymnasium: only this command's surrogate half needs it
-    from envs.hardware import HardwareSampler
+    from envs.env import CompressionEnv  # gymnasium: loaded only for the surrogate's half
 
     env = CompressionEnv(
         backend="surrogate",
