@@ -8,7 +8,12 @@
 3. ``orth``: every ``orthonormalize_batched`` call of the chain up to r8/b4/g0, its basis against Householder
    QR of the same input (subspace difference) and the input's condition number: no fallback, no
    ill-conditioning.
-Run: python results/gpu-h200-2026-12-04-s10/convert_probe.py {order,tensors,orth}
+4. ``sensitivity EPS`` (run on the CPU afterwards, TRITON_INTERPRET=1): the per-tensor chain against itself
+   with every orthonormal basis multiplied by ``1 + EPS * N(0, 1)`` (rounding-sized noise, no batching): how
+   far a last-bits difference in a conversion carries through the 4-bit chain, per tensor.
+5. ``wrong``: what the test's statistic reads for a wrong batched conversion (the two states of each batched
+   pair swapped, then converted): the size a real conversion error has, beside the rounding of 4.
+Run: python results/gpu-h200-2026-12-04-s10/convert_probe.py {order,tensors,orth,sensitivity EPS,wrong}
 """
 
 from __future__ import annotations
@@ -44,6 +49,34 @@ elif what == "tensors":
         a, c = run(False, upto), run(True, upto)
         d = [(x - y).abs() for x, y in zip(a, c, strict=True)]
         print(upto, [(tuple(e.shape), f"{float(e.mean()):.1e}", f"{float(e.max()):.1e}") for e in d])
+elif what == "sensitivity":
+    eps = float(sys.argv[2])
+    orig_ob = lowrank.orthonormalize_batched
+    noise_gen = torch.Generator().manual_seed(1)
+
+    def noisy(x: torch.Tensor, rows: object = None) -> torch.Tensor:
+        q = orig_ob(x, rows)  # type: ignore[arg-type]
+        return q * (1 + eps * torch.randn(q.shape, generator=noise_gen).to(q.device))
+
+    for upto in (4, 5):
+        a = run(False, upto)
+        for mod in (lowrank, optimizer, convert):
+            mod.orthonormalize_batched = noisy  # type: ignore[assignment]
+        c = run(False, upto)
+        for mod in (lowrank, optimizer, convert):
+            mod.orthonormalize_batched = orig_ob  # type: ignore[assignment]
+        d = [(x - y).abs() for x, y in zip(a, c, strict=True)]
+        print(upto, [(tuple(e.shape), f"{float(e.mean()):.1e}") for e in d])
+elif what == "wrong":
+    orig_cg = convert.convert_group
+
+    def swapped(opt: object, ps: list, sts: list, s: object) -> None:
+        orig_cg(opt, ps, sts[::-1], s)
+
+    convert.convert_group = swapped  # type: ignore[assignment]
+    a, c = run(False, 5), run(True, 5)
+    d = [(x - y).abs() for x, y in zip(a, c, strict=True)]
+    print("swapped pairs:", [(tuple(e.shape), f"{float(e.mean()):.1e}", f"{float(e.max()):.1e}") for e in d])
 else:
     orig = lowrank.orthonormalize_batched
 

@@ -156,9 +156,13 @@ def test_fused_runs_continue_after_batched_changes(monkeypatch: pytest.MonkeyPat
     moved = 1e-2 * 10  # lr x steps: how far a value can move in the whole chain
     for x, y in zip(*runs, strict=True):
         assert bool(torch.isfinite(y).all())
-        if x.is_cuda:  # the factored v's float atomics add in any order: a code may round the other way
+        if x.is_cuda:
+            # bmm and mm round the conversion's products differently on CUDA, and the chain through 4-bit
+            # states carries a last-bits difference far: on the CPU, rounding-sized noise (1e-7 to 1e-6
+            # relative) on the bases moves one tensor by a mean of up to 6e-4 (BENCHMARKS.md, issue 12,
+            # session 10: 3.1e-4 measured on an H200); a wrong conversion moves it by ~lr per step
             d = (y - x).abs()
             stat = (float(d.mean()), float(d.max()))
-            assert stat[0] < 2e-3 * moved and stat[1] < moved, stat
+            assert stat[0] < 1e-2 * moved and stat[1] < moved, stat
         else:
             torch.testing.assert_close(y, x, rtol=0, atol=1e-4)
