@@ -26,8 +26,10 @@ from dataclasses import dataclass
 import numpy as np
 import tyro
 
+from client.policy import load_default_policy, load_policy
 from client.protocol import Objective, ObservationSpec, TelemetryRecord
 from envs.hardware import HardwareSampler
+from envs.objectives import preset
 
 SKIP = ("mask", "rank_idx", "bits_idx", "gamma")
 
@@ -46,21 +48,57 @@ class ObsShiftArgs:
     """surrogate episodes (random settings each interval)"""
     seed: int = 0
     """seed of the surrogate episodes and their random settings"""
+    policy: str = ""
+    """also ask this learned policy ('default': the shipped one; a path: an artifact) for its greedy setting
+    on every demo window, raw and with one feature at a time clipped into the surrogate's 1-99 % range in
+    every row: the share of decisions that change says which out-of-range input moves it ('': skip)"""
+    objective: str = "balanced"
+    """objective preset of the policy's windows (the demo's; the job's cost profile is not in the
+    telemetry file, so the windows carry none)"""
 
 
-def demo_tokens(paths: Sequence[str], spec: ObservationSpec) -> np.ndarray:
-    """The newest token of every interval's window, ``[n, token_dim]``, as the service encodes it."""
+def demo_observations(paths: Sequence[str], spec: ObservationSpec, objective: Objective) -> np.ndarray:
+    """Every interval's observation, ``[n, spec.size]``, as the service encodes the window it is sent."""
     rows = []
-    objective = Objective()
     for path in paths:
         with open(path) as f:
             recs = [TelemetryRecord.model_validate_json(line) for line in f if line.strip()]
         if not recs:
             raise ValueError(f"{path}: no telemetry records (is it a mango demo telemetry.jsonl?)")
-        for i in range(len(recs)):
-            tokens, _ = spec.split(spec.encode(recs[: i + 1], objective))
-            rows.append(tokens[-1])
+        rows += [spec.encode(recs[: i + 1], objective) for i in range(len(recs))]
     return np.asarray(rows)
+
+
+def decision_shift(args: ObsShiftArgs, spec: ObservationSpec, obs: np.ndarray, sim: np.ndarray) -> list[str]:
+    """Table rows: per token feature, the share of the policy's greedy decisions on the demo windows that
+    change when that feature is clipped into the surrogate's 1-99 % range (real rows only)."""
+    policy = load_default_policy() if args.policy == "default" else load_policy(args.policy)
+    base = [policy.decide_obs(o) for o in obs]
+    tokens, job = spec.split(obs)
+    real = tokens[..., spec.TOKEN_FEATURES.index("mask")] > 0
+    out = [
+        "",
+        f"Policy {policy.info()['name']} ({args.policy}): greedy decisions on {len(obs)} demo windows, "
+        f"{len(set(base))} distinct settings; share that change with one feature clipped:",
+        "",
+        "| feature clipped to the surrogate's p1-p99 | decisions changed |",
+        "|---|---|",
+    ]
+    clip_all = tokens.copy()
+    for j, name in enumerate(spec.TOKEN_FEATURES):
+        if name in SKIP:
+            continue
+        lo, hi = np.percentile(sim[:, j], [1, 99])
+        t = tokens.copy()
+        t[..., j] = np.where(real, np.clip(t[..., j], lo, hi), t[..., j])
+        clip_all[..., j] = t[..., j]
+        flat = np.concatenate([t.reshape(len(obs), -1), job], axis=1)
+        changed = np.mean([policy.decide_obs(o) != b for o, b in zip(flat, base, strict=True)])
+        out.append(f"| {name} | {changed:.0%} |")
+    flat = np.concatenate([clip_all.reshape(len(obs), -1), job], axis=1)
+    changed = np.mean([policy.decide_obs(o) != b for o, b in zip(flat, base, strict=True)])
+    out.append(f"| all of them | {changed:.0%} |")
+    return out
 
 
 def surrogate_tokens(args: ObsShiftArgs, spec: ObservationSpec) -> np.ndarray:
@@ -89,7 +127,8 @@ def surrogate_tokens(args: ObsShiftArgs, spec: ObservationSpec) -> np.ndarray:
 
 def report(args: ObsShiftArgs) -> str:
     spec = ObservationSpec()
-    demo = demo_tokens(args.telemetry, spec)
+    obs = demo_observations(args.telemetry, spec, preset(args.objective))
+    demo = spec.split(obs)[0][:, -1]
     sim = surrogate_tokens(args, spec)
     lines = [
         f"demo intervals: {len(demo)} from {len(args.telemetry)} file(s); surrogate: {len(sim)} intervals of "
@@ -108,6 +147,8 @@ def report(args: ObsShiftArgs) -> str:
             f"| {name} | {np.median(d):+.4g} | {d.min():+.4g} / {d.max():+.4g} | {lo:+.4g} / {mid:+.4g} / "
             f"{hi:+.4g} | {out:.0%} |"
         )
+    if args.policy:
+        lines += decision_shift(args, spec, obs, sim)
     return "\n".join(lines)
 
 

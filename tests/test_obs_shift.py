@@ -39,6 +39,22 @@ def test_recorded_telemetry_sits_inside_and_a_shifted_copy_outside(tmp_path: Pat
     assert _outside(shifted, "loss_rel") == _outside(table, "loss_rel")
 
 
+def test_clipping_a_feature_already_in_range_changes_no_decision(tmp_path: Path) -> None:
+    ts = load_traces()
+    ep = next(e for e in ts.episodes if e.workload == "lm-tiny-cosine")
+    _write(tmp_path / "real.jsonl", ep.records())
+    table = report(ObsShiftArgs(telemetry=(str(tmp_path / "real.jsonl"),), workload="lm-tiny-cosine",
+                                hardware="cpu-dev-2core", episodes=16, policy="default"))  # fmt: skip
+    assert "greedy decisions on 13 demo windows" in table
+    in_range = [
+        f for f in ("loss_std_rel", "log_grad_norm", "kurtosis", "memory_rel") if _outside(table, f) == 0
+    ]
+    assert in_range  # the recorded episode of the surrogate's own workload sits inside for some features
+    for f in in_range:  # the last row naming the feature is the decision table's
+        clipped = [line for line in table.splitlines() if line.startswith(f"| {f} |")][-1]
+        assert clipped.endswith("| 0% |"), clipped
+
+
 def test_empty_input_is_refused_with_the_file_named(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
