@@ -10,7 +10,7 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 R=$OUT/r; mkdir -p $R; L=$OUT/run.log; date -u > $L; t0=$(date +%s)
 timeout 300 python3 -m mango_cli demo --seeds 2 --objective balanced --no-progress --out-dir $R/demo > $R/demo.log 2>&1
 echo "rc=$? demo t=$(( $(date +%s)-t0 ))" >> $L; grep -E "^verdict" $R/demo.log >> $L
-timeout 120 python3 -m mango_cli bench obs-shift $R/demo/telemetry*.jsonl --workload gpu-gpt85m-cosine --hardware h200-gpt85m > $R/obs_shift.md 2>&1
+timeout 120 python3 -m mango_cli bench obs-shift $R/demo/telemetry*.jsonl --workload gpu-gpt85m-cosine --hardware h200-gpt85m --policy default > $R/obs_shift.md 2>&1
 echo "rc=$? obs-shift t=$(( $(date +%s)-t0 ))" >> $L; cat $R/obs_shift.md >> $L
 for w in order tensors orth; do timeout 60 python3 results/gpu-h200-2026-12-04-s10/convert_probe.py $w > $R/probe-$w.log 2>&1; done
 rm -f $R/demo/report.png
