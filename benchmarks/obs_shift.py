@@ -84,20 +84,20 @@ def decision_shift(args: ObsShiftArgs, spec: ObservationSpec, obs: np.ndarray, s
         "| feature clipped to the surrogate's p1-p99 | decisions changed |",
         "|---|---|",
     ]
+
+    def changed(t: np.ndarray) -> float:
+        flat = np.concatenate([t.reshape(len(obs), -1), job], axis=1)
+        return float(np.mean([policy.decide_obs(o) != b for o, b in zip(flat, base, strict=True)]))
+
     clip_all = tokens.copy()
     for j, name in enumerate(spec.TOKEN_FEATURES):
         if name in SKIP:
             continue
         lo, hi = np.percentile(sim[:, j], [1, 99])
         t = tokens.copy()
-        t[..., j] = np.where(real, np.clip(t[..., j], lo, hi), t[..., j])
-        clip_all[..., j] = t[..., j]
-        flat = np.concatenate([t.reshape(len(obs), -1), job], axis=1)
-        changed = np.mean([policy.decide_obs(o) != b for o, b in zip(flat, base, strict=True)])
-        out.append(f"| {name} | {changed:.0%} |")
-    flat = np.concatenate([clip_all.reshape(len(obs), -1), job], axis=1)
-    changed = np.mean([policy.decide_obs(o) != b for o, b in zip(flat, base, strict=True)])
-    out.append(f"| all of them | {changed:.0%} |")
+        t[..., j] = clip_all[..., j] = np.where(real, np.clip(t[..., j], lo, hi), t[..., j])
+        out.append(f"| {name} | {changed(t):.0%} |")
+    out.append(f"| all of them | {changed(clip_all):.0%} |")
     return out
 
 

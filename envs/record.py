@@ -321,7 +321,6 @@ def record(cfg: RecordConfig, progress: bool = True) -> dict[str, Any]:
     # started only if one that long still ends inside the wall budget, so a recording under an outer
     # timeout (a GPU call) ends cleanly instead of being killed mid-episode
     longest: dict[str, float] = {}
-    spent: set[str] = set()
     bar = tqdm(total=plan_len, desc="record", unit="ep", disable=not progress)
     with TraceWriter(out, header) as writer:
         stop = False
@@ -333,8 +332,7 @@ def record(cfg: RecordConfig, progress: bool = True) -> dict[str, Any]:
                     stop = True
                     break
                 if elapsed + longest.get(n, 0.0) > max_wall:  # would not finish inside the wall budget
-                    spent.add(n)
-                    if spent == set(names):
+                    if all(elapsed + longest.get(m, 0.0) > max_wall for m in names):
                         stop = True
                         break
                     continue

@@ -1042,11 +1042,17 @@ class MangoAdamW(torch.optim.Optimizer):
             st["v"] = _to_param_order(v_full, p).contiguous()
         elif bits == 16:
             st["v"] = self._put(v_full, 16, p)
-        else:  # sqrt(v) on the uniform code: no zero level, so |dequantized| > 0 for every block
-            st["v"] = quantize(
-                _to_param_order(v_full.sqrt(), p), bits, mode="uniform",
-                stochastic=self.stochastic_rounding, generator=self._rng(), check_finite=False,
-            )  # fmt: skip
+        else:
+            st["v"] = quantize(_to_param_order(v_full.sqrt(), p), bits, **self._v_code())
+
+    def _v_code(self) -> dict[str, Any]:
+        """How both stores code a quantized second moment: ``sqrt(v)`` on the uniform code (no zero level, so
+        ``|dequantized| > 0`` in every block), rounded as the optimizer rounds; the step has checked
+        finiteness already."""
+        return {
+            "mode": "uniform", "stochastic": self.stochastic_rounding, "generator": self._rng(),
+            "check_finite": False,
+        }  # fmt: skip
 
     def _store_v_group(
         self,
@@ -1064,10 +1070,8 @@ class MangoAdamW(torch.optim.Optimizer):
                 parts = [None if x is None else x[j] for x in (v_full, v_row, v_col)]
                 self._store_v(st, parts[0], parts[1], parts[2], bits, p)
             return
-        qs = quantize_many(
-            [_to_param_order(v.sqrt(), p) for v, p in zip(v_full, ps, strict=True)], bits, mode="uniform",
-            stochastic=self.stochastic_rounding, generator=self._rng(), check_finite=False,
-        )  # fmt: skip
+        roots = [_to_param_order(v.sqrt(), p) for v, p in zip(v_full, ps, strict=True)]
+        qs = quantize_many(roots, bits, **self._v_code())
         for st, q in zip(sts, qs, strict=True):
             for key in ("v_row", "v_col"):
                 st.pop(key, None)

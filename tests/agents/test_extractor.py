@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
+from stable_baselines3.common.policies import ActorCriticPolicy
 
 from agents.extractor import (
     MLPExtractor,
@@ -13,9 +14,11 @@ from agents.extractor import (
     count_parameters,
     mlp_width_for,
     policy_kwargs,
+    prefer_setting,
+    reinit_extractor,
 )
 from agents.tinyformer import TinyFormerConfig, TinyFormerEncoder
-from client.protocol import ObservationSpec
+from client.protocol import DEFAULT_GRID, CompressionSetting, ObservationSpec
 
 
 def _space(window: int = 8) -> spaces.Box:
@@ -68,11 +71,6 @@ def test_policy_kwargs_give_linear_heads_on_shared_features() -> None:
 
 
 def test_prefer_setting_makes_the_prior_the_greedy_action_everywhere() -> None:
-    from stable_baselines3.common.policies import ActorCriticPolicy
-
-    from agents.extractor import prefer_setting, reinit_extractor
-    from client.protocol import DEFAULT_GRID, CompressionSetting
-
     torch.manual_seed(0)
     nvec = np.asarray(DEFAULT_GRID.nvec)
     kw = policy_kwargs("tinyformer", TinyFormerConfig())
