@@ -57,7 +57,10 @@ MAX_HISTORY = 8
 #: Version of :class:`ObservationSpec`; a policy artifact records it and the server refuses unknown ones.
 #: v2 (issue 13): the job block carries the hardware cost profile's features (:attr:`ObservationSpec.
 #: PROFILE_FEATURES`), so one policy serves different hardware.
-OBS_SPEC_VERSION = "mango-obs-v2"
+#: v3 (issue 13): the loss features are relative to the window's oldest loss instead of the run's first
+#: interval, so their range does not grow with the length of the job (``loss_win``, ``loss_std_win``,
+#: ``loss_delta``).
+OBS_SPEC_VERSION = "mango-obs-v3"
 #: Version of :class:`CostProfile` (the ``mango profile`` JSON); readers refuse others.
 COST_PROFILE_VERSION = "mango-cost-v1"
 
@@ -466,14 +469,16 @@ class ObservationSpec:
     :attr:`OBJECTIVE_FEATURES` job features: the objective, then the hardware cost profile
     (:attr:`PROFILE_FEATURES`, zeros without one). :meth:`split` undoes the flattening.
 
-    Every feature is normalized by the :class:`Reference` so one policy serves jobs of any size, and clipped
-    to ``[-CLIP, CLIP]``.
+    The loss features are relative to the oldest loss in the window (``max(|loss|, 1e-6)``), never to the
+    run's first interval: a job twice as long as any the policy trained on falls further from its first loss,
+    but not further within a window, so the features stay in the range the policy learned on. Memory, energy
+    and time are relative to the :class:`Reference`. Every feature is clipped to ``[-CLIP, CLIP]``.
     """
 
     TOKEN_FEATURES: tuple[str, ...] = (
         "mask",
-        "loss_rel",  # loss / initial_loss
-        "loss_std_rel",
+        "loss_win",  # loss / the window's oldest loss
+        "loss_std_win",  # loss_std / the window's oldest loss
         "log_grad_norm",  # log1p(grad_norm)
         "compression_error",
         "kurtosis",  # log1p(max(kurtosis, 0))
@@ -486,7 +491,7 @@ class ObservationSpec:
         "rank_idx",  # grid index / (n - 1)
         "bits_idx",
         "gamma",
-        "loss_delta",  # (loss - previous loss) / initial_loss
+        "loss_delta",  # (loss - previous loss) / the window's oldest loss
     )
     #: The hardware block (:meth:`CostProfile.features`): step-time ratios to AdamW as ``log2(r) / 4``.
     PROFILE_FEATURES: tuple[str, ...] = (
@@ -550,7 +555,9 @@ class ObservationSpec:
         recs = list(history)[-self.window :]
         rank_feature, bits_feature = self._rank_feature, self._bits_feature
         bits_off_grid = self._bits_off_grid
-        loss0, dense = ref.initial_loss, ref.dense_state_bytes
+        loss0 = abs(recs[0].loss)
+        loss0 = loss0 if loss0 > 1e-6 else 1e-6  # max(|oldest loss|, 1e-6), as envs.encode computes it
+        dense = ref.dense_state_bytes
         energy0, interval0 = ref.interval_energy_j, ref.interval_s
         log1p, log10 = math.log1p, math.log10
         # One flat list of Python floats, converted once (a row-by-row fill into an array costs 3x more;

@@ -8,8 +8,9 @@ bit-identical (``tests/envs/test_encode.py`` checks that on random telemetry).
 
 The subtle parts it reproduces:
 
-* ``loss_delta`` of the *oldest* row in the window is 0 (the reference diffs within the window only), so the
-  first column of deltas is zeroed after every shift;
+* the loss columns (``loss_win``, ``loss_std_win``, ``loss_delta``) are relative to the oldest loss in the
+  window, which moves with every record, so they are recomputed for the whole window from the raw losses
+  kept beside the tokens; ``loss_delta`` of the oldest row is 0 (the reference diffs within the window);
 * padding rows (short histories) are all zero, mask included;
 * objective features: float32 weights divided by their float32 sum, budget over dense state bytes.
 """
@@ -27,7 +28,9 @@ __all__ = ["BatchEncoder", "objective_features", "objective_features_batch"]
 
 # Column indices of ObservationSpec.TOKEN_FEATURES (asserted at import so a spec change fails loudly here).
 _F = {name: i for i, name in enumerate(ObservationSpec.TOKEN_FEATURES)}
-assert len(_F) == 16 and _F["loss_delta"] == 15 and _F["mask"] == 0, "ObservationSpec changed: update encode"
+assert (_F["mask"], _F["loss_win"], _F["loss_std_win"], _F["loss_delta"], len(_F)) == (0, 1, 2, 15, 16), (
+    "ObservationSpec changed: update encode"
+)
 
 
 _N_JOB = len(ObservationSpec.OBJECTIVE_FEATURES)
@@ -88,6 +91,7 @@ class BatchEncoder:
         self.window = spec.window
         self.tokens = np.zeros((n, spec.window, spec.token_dim), dtype=np.float32)  # (N, W, 16)
         self.loss = np.zeros((n, spec.window), dtype=np.float64)  # raw losses of the window rows
+        self.loss_std = np.zeros((n, spec.window), dtype=np.float64)
         self.valid = np.zeros((n, spec.window), dtype=bool)
         self.objective = np.zeros((n, spec.objective_dim), dtype=np.float32)
         grid: ActionGrid = spec.grid
@@ -100,6 +104,7 @@ class BatchEncoder:
         """Empty the history of episodes ``idx`` (and set their job features, float32 ``[k, F]``)."""
         self.tokens[idx] = 0.0
         self.loss[idx] = 0.0
+        self.loss_std[idx] = 0.0
         self.valid[idx] = False
         if objective_rows is not None:
             self.objective[idx] = objective_rows
@@ -120,7 +125,6 @@ class BatchEncoder:
         log_lr: np.ndarray,
         progress: np.ndarray,
         action: np.ndarray,
-        initial_loss: np.ndarray,
         dense_state_bytes: np.ndarray,
         ref_energy_j: np.ndarray,
         ref_interval_s: np.ndarray,
@@ -137,20 +141,19 @@ class BatchEncoder:
         if idx is None:  # in place: no fancy-index copies on the hot path
             t[:, :-1] = t[:, 1:]
             self.loss[:, :-1] = self.loss[:, 1:]
+            self.loss_std[:, :-1] = self.loss_std[:, 1:]
             self.valid[:, :-1] = self.valid[:, 1:]
         else:
             t[sl, :-1] = t[sl, 1:]
             self.loss[sl, :-1] = self.loss[sl, 1:]
+            self.loss_std[sl, :-1] = self.loss_std[sl, 1:]
             self.valid[sl, :-1] = self.valid[sl, 1:]
-        if self.window > 1:
-            prev_loss = self.loss[sl, -2]
-            prev_valid = self.valid[sl, -2]
-        else:
-            prev_loss, prev_valid = loss, np.zeros(k, dtype=bool)
+        self.loss[sl, -1] = loss
+        self.loss_std[sl, -1] = loss_std
+        self.valid[sl, -1] = True
         row = np.empty((k, self.spec.token_dim), dtype=np.float64)
         row[:, 0] = 1.0
-        row[:, 1] = loss / initial_loss
-        row[:, 2] = loss_std / initial_loss
+        row[:, 1:3] = 0.0  # the loss columns: filled for the whole window below
         row[:, 3] = np.log1p(grad_norm)
         row[:, 4] = compression_error
         row[:, 5] = np.log1p(np.maximum(grad_kurtosis, 0.0))
@@ -163,13 +166,31 @@ class BatchEncoder:
         row[:, 12] = self._rank_feat[action[:, 0]]
         row[:, 13] = self._bits_feat[action[:, 1]]
         row[:, 14] = self._gammas[action[:, 2]]
-        row[:, 15] = np.where(prev_valid, (loss - prev_loss) / initial_loss, 0.0)
+        row[:, 15] = 0.0
         last = row.astype(np.float32)
         np.clip(last, -self.spec.CLIP, self.spec.CLIP, out=last)
         t[sl, -1] = last
-        t[sl, 0, 15] = 0.0  # the oldest row's delta is 0 in the reference (it diffs within the window)
-        self.loss[sl, -1] = loss
-        self.valid[sl, -1] = True
+        self._loss_columns(sl)
+
+    def _loss_columns(self, sl: Any) -> None:
+        """Recompute the loss columns of every valid row of episodes ``sl`` against the window's oldest loss
+        (``max(|loss|, 1e-6)`` of the first valid row), in the reference's float64 arithmetic."""
+        loss, valid = self.loss[sl], self.valid[sl]
+        first = valid.argmax(axis=1)  # the oldest valid row (rows fill from the back)
+        base = np.abs(loss[np.arange(loss.shape[0]), first])
+        base = np.where(base > 1e-6, base, 1e-6)[:, None]
+        cols = np.empty((*loss.shape, 3), dtype=np.float64)
+        cols[..., 0] = loss / base
+        cols[..., 1] = self.loss_std[sl] / base
+        delta = np.zeros_like(loss)
+        delta[:, 1:] = (loss[:, 1:] - loss[:, :-1]) / base
+        delta[np.arange(loss.shape[0]), first] = 0.0  # the oldest row diffs against itself
+        cols[..., 2] = delta
+        out = cols.astype(np.float32)
+        np.clip(out, -self.spec.CLIP, self.spec.CLIP, out=out)
+        out[~valid] = 0.0  # padding rows stay all zero
+        self.tokens[sl, :, 1:3] = out[..., :2]
+        self.tokens[sl, :, 15] = out[..., 2]
 
     @staticmethod
     def log_lr_feature(lr: float) -> float:

@@ -376,7 +376,6 @@ class SurrogateEngine:
             log_lr=self.log_lr[w, t],
             progress=self.progress[w, t],
             action=acts,
-            initial_loss=self.initial_loss[sel],
             dense_state_bytes=self.s_dense[w],
             ref_energy_j=self.s_ref_energy[w],
             ref_interval_s=self.s_ref_time[w],

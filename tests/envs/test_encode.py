@@ -71,7 +71,6 @@ def test_batch_encoder_matches_spec_encode(window: int) -> None:
             log_lr=np.array([BatchEncoder.log_lr_feature(x) for x in lr]),
             progress=prog,
             action=acts,
-            initial_loss=l0,
             dense_state_bytes=dense,
             ref_energy_j=e0,
             ref_interval_s=t0,
