@@ -1,10 +1,11 @@
 """Does a real job's telemetry look like what the policy was trained on? Token features side by side.
 
 A learned policy reads a window of telemetry tokens (``ObservationSpec.TOKEN_FEATURES``: loss relative to
-the initial loss, gradient norm, kurtosis, spectral tail, compression error, memory / energy / time ratios,
-...). On the surrogate it saw only the values the surrogate generates for its workloads; a real job whose
-values lie outside them gets actions nobody trained (issue 13, session 10: the same artifact kept rank 0 on
-the surrogate's held-out H200 workload and switched among ranks 8-16 and gamma 0.75-1 on the H200 demo).
+the window's oldest loss, gradient norm, kurtosis, spectral tail, compression error, memory / energy / time
+ratios, ...). On the surrogate it saw only the values the surrogate generates for its workloads; a real job
+whose values lie outside them gets actions nobody trained (issue 13, session 10: the same artifact kept rank
+0 on the surrogate's held-out H200 workload and switched among ranks 8-16 and gamma 0.75-1 on the H200
+demo).
 
 This command encodes every interval of a ``mango demo`` run's ``telemetry.jsonl`` exactly as the service
 does (the newest token of each window) and draws the same tokens from surrogate episodes of a stand-in

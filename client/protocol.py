@@ -287,7 +287,9 @@ class Reference(BaseModel):
     """What the uncompressed run of the same job costs, to normalize telemetry (all positive, finite).
 
     The client fills it from its own numbers (dense AdamW state bytes are 8 bytes per parameter; the first
-    interval gives loss, energy and time); when absent, :meth:`from_history` derives one.
+    interval gives loss, energy and time); when absent, :meth:`from_history` derives one. The observation
+    (since ``mango-obs-v3``) reads memory, energy and time against it; ``initial_loss`` is the unit of the
+    reward's loss term and of the shield, not an observation input.
     """
 
     model_config = _FROZEN

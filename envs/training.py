@@ -379,7 +379,7 @@ class ReferenceRun:
 
     @property
     def initial_loss(self) -> float:
-        """The warm-up interval's mean loss: the unit of the loss term and the ``loss_rel`` feature."""
+        """The warm-up interval's mean loss: the unit of the reward's loss term."""
         return max(float(self.records[0].loss), 1e-6)
 
     @property

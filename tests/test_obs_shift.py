@@ -36,7 +36,7 @@ def test_recorded_telemetry_sits_inside_and_a_shifted_copy_outside(tmp_path: Pat
     shifted = report(ObsShiftArgs(telemetry=(str(tmp_path / "big.jsonl"),), workload="lm-tiny-cosine",
                                   hardware="cpu-dev-2core", episodes=16))  # fmt: skip
     assert _outside(shifted, "log_grad_norm") == 1.0
-    assert _outside(shifted, "loss_rel") == _outside(table, "loss_rel")
+    assert _outside(shifted, "loss_win") == _outside(table, "loss_win")
 
 
 def test_clipping_a_feature_already_in_range_changes_no_decision(tmp_path: Path) -> None:
@@ -47,7 +47,7 @@ def test_clipping_a_feature_already_in_range_changes_no_decision(tmp_path: Path)
                                 hardware="cpu-dev-2core", episodes=16, policy="default"))  # fmt: skip
     assert "greedy decisions on 13 demo windows" in table
     in_range = [
-        f for f in ("loss_std_rel", "log_grad_norm", "kurtosis", "memory_rel") if _outside(table, f) == 0
+        f for f in ("loss_std_win", "log_grad_norm", "kurtosis", "memory_rel") if _outside(table, f) == 0
     ]
     assert in_range  # the recorded episode of the surrogate's own workload sits inside for some features
     for f in in_range:  # the last row naming the feature is the decision table's
