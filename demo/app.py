@@ -56,7 +56,7 @@ from demo.report import (
     machine_line,
     objective_scores,
 )
-from demo.runs import RunResult, train_run
+from demo.runs import RunResult, train_run, warm_up
 from envs.data import load_corpus
 from envs.objectives import preset
 from policy_service.launch import ServiceError, ServiceProcess, pid_alive
@@ -177,6 +177,10 @@ def run_demo(args: DemoArgs, argv: list[str] | None = None) -> dict[str, Any]:
         )
         print(f"static baseline: {static_setting.label()} ({static_why})", flush=True)
 
+        warm_s = warm_up(args, corpus, device, static_setting)
+        if warm_s:
+            print(f"kernels compiled before the timed runs in {warm_s:.1f} s (untimed)", flush=True)
+            summary["warm_up_s"] = round(warm_s, 2)
         seeds = [args.seed + i for i in range(args.seeds)]
         all_runs: list[list[RunResult]] = []
         for seed in seeds:

@@ -10,11 +10,14 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
+from client.compression import MangoAdamW
 from client.protocol import CompressionSetting, Objective, TelemetryRecord
 from demo import (
     FIXED_STATIC,
@@ -29,7 +32,9 @@ from demo import (
 )
 from demo.args import AUTO_LR
 from demo.report import format_seed_table, format_seeds_verdict
-from envs.models import PRESETS
+from demo.runs import warm_up
+from envs.data import load_corpus
+from envs.models import PRESETS, build_model
 from policy_service.launch import pid_alive, port_open
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -299,3 +304,33 @@ def test_objective_scores_and_verdict() -> None:
     line = format_seeds_verdict(per_seed, names, "balanced")
     assert line.startswith("verdict (balanced, 3 seeds): static r0/b8/g0 wins on the mean")
     assert line.endswith("adaptive J inf (diverged or over the memory budget) on 1 of 3 seeds")
+
+
+@pytest.mark.gpu
+def test_warm_up_compiles_the_opening_kernels_before_the_timed_runs() -> None:
+    """On CUDA the warm-up steps every optimizer a timed run opens with, so a later first step is no slower
+    than the one after it (the process's first run paid the compilation before)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    device = torch.device("cuda")
+    args = DemoArgs(model="lm-tiny", short=True).resolved()
+    corpus = load_corpus(args.corpus_bytes)
+    static = CompressionSetting.parse("r0/b8/g0")
+    assert warm_up(args, corpus, device, static) > 0.0
+    model = build_model(args.model, args.seed + 7).to(device)
+    opt = MangoAdamW(model.parameters(), lr=1e-3, setting=static, seed=0)
+    times = []
+    for _ in range(2):
+        x, y = corpus.get_batch("train", args.batch_size, args.seq_len, torch.Generator().manual_seed(0))
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        model.loss(x.to(device), y.to(device)).backward()
+        opt.step()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    assert times[0] < 5 * times[1] + 0.05, times  # no compilation left in the first step
+
+
+def test_warm_up_does_nothing_on_the_cpu() -> None:
+    args = DemoArgs(short=True).resolved()
+    assert warm_up(args, None, torch.device("cpu"), CompressionSetting.parse("r0/b8/g0")) == 0.0  # type: ignore[arg-type]
