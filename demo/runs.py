@@ -156,9 +156,9 @@ def warm_up(
 ) -> float:
     """Untimed steps of every optimizer a timed run starts with (AdamW; MangoAdamW at the static setting and
     at each rank-0 setting the adaptive run can open with, :data:`client.controllers.FIRST_CANDIDATES`), so
-    that no timed run pays the fused kernels' one-time compilation: the process's first run did (its first
-    interval took 1.6-2.0 s instead of 0.55 s on the H200, session 11). Only on CUDA (the CPU path compiles
-    nothing); returns the seconds spent."""
+    that no timed run pays the fused kernels' one-time compilation (without it the process's first run, the
+    adaptive one, did: BENCHMARKS.md, session 11). Only on CUDA (the CPU path compiles nothing); returns the
+    seconds spent."""
     if device.type != "cuda":
         return 0.0
     t0 = time.perf_counter()
