@@ -151,6 +151,23 @@ def evaluate(model: ByteGPT, val: list[tuple[torch.Tensor, torch.Tensor]], devic
     return total / len(val)
 
 
+def _train_step(
+    args: DemoArgs,
+    model: ByteGPT,
+    opt: torch.optim.Optimizer,
+    corpus: ByteCorpus,
+    gen: torch.Generator,
+    device: torch.device,
+) -> torch.Tensor:
+    """One optimizer step on the next training batch of ``gen``; returns the (undetached) loss."""
+    x, y = corpus.get_batch("train", args.batch_size, args.seq_len, gen)
+    loss = model.loss(x.to(device), y.to(device))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss
+
+
 def warm_up(
     args: DemoArgs, corpus: ByteCorpus, device: torch.device, static: CompressionSetting, steps: int = 3
 ) -> float:
@@ -163,6 +180,7 @@ def warm_up(
         return 0.0
     t0 = time.perf_counter()
     model = build_model(args.model, args.seed).to(device)
+    assert isinstance(model, ByteGPT)  # check() admits LM presets only
     params = [p for p in model.parameters() if p.requires_grad]
     gen = torch.Generator().manual_seed(args.seed)
     settings = [static, *(CompressionSetting.parse(label) for label in FIRST_CANDIDATES)]
@@ -170,11 +188,7 @@ def warm_up(
     optimizers += [MangoAdamW(params, lr=args.lr, setting=s, seed=args.seed) for s in dict.fromkeys(settings)]
     for opt in optimizers:
         for _ in range(steps):
-            x, y = corpus.get_batch("train", args.batch_size, args.seq_len, gen)
-            loss = model.loss(x.to(device), y.to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            _train_step(args, model, opt, corpus, gen, device)
     torch.cuda.synchronize(device)
     return time.perf_counter() - t0
 
@@ -244,11 +258,7 @@ def train_run(
         for step in range(args.steps):
             for g in opt.param_groups:
                 g["lr"] = lr_at(args, step)
-            x, y = corpus.get_batch("train", args.batch_size, args.seq_len, gen)
-            loss = model.loss(x.to(device), y.to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            loss = _train_step(args, model, opt, corpus, gen, device)
             if hook is not None:
                 hook.step(loss)
             else:

@@ -170,10 +170,9 @@ def test_the_softmax_skips_its_max_only_where_the_weights_bound_the_scores(
     small_w = scaled(0.05, bias=True)
     small = NumpyTinyFormer(cfg, small_w)
     assert all(blk.bounded for blk in small._blocks)
+    torch_small = TinyFormer.from_weights(cfg, small_w)
     with torch.inference_mode():
-        want_small = TinyFormer.from_weights(cfg, small_w).action_net(
-            TinyFormer.from_weights(cfg, small_w).features(torch.from_numpy(obs))
-        )
+        want_small = torch_small.action_net(torch_small.features(torch.from_numpy(obs)))
     np.testing.assert_allclose(small.logits(obs), want_small.numpy(), atol=1e-4, rtol=1e-4)
     weights = scaled(10.0, bias=False)  # raw exp overflows; rounding stays < 1e-4
     big = NumpyTinyFormer(cfg, weights)
