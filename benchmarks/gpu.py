@@ -553,6 +553,20 @@ VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("r0/b4/g0", {"quant_mode": "uniform", "factor_second_moment": False}, {}),
     ("r0/b4/g0", {"quant_mode": "uniform", "factor_second_moment": False, "error_feedback": False}, {}),
     ("r0/b4/g0", {"factor_second_moment": False, "error_feedback": False}, {}),
+    # every load of a tile first (fused.EARLY_LOADS, session 12): the early loads at their caps against the
+    # loads where first used ({}), and the caps around them
+    ("r0/b8/g0", {}, {"EARLY_LOADS": {}}),
+    ("r0/b8/g0", {}, {"EARLY_LOADS": {}, "MAX_REGS": 96}),
+    ("r0/b8/g0", {}, {"MAX_REGS": 88}),
+    ("r0/b8/g0", {}, {"MAX_REGS": 128}),
+    ("r0/b8/g0", {"error_feedback": False}, {"EARLY_LOADS": {}}),
+    ("r0/b8/g0.5", {}, {"EARLY_LOADS": {}}),
+    ("r0/b8/g0.5", {}, {"MAX_REGS": 96}),
+    ("r0/b16/g0", {}, {"EARLY_LOADS": {(16, False): 96}}),
+    ("r0/b4/g0", {}, {"EARLY_LOADS": {(4, False): 0}}),
+    ("r0/b4/g0", {"factor_second_moment": False}, {"EARLY_LOADS": {(4, False): 128}}),
+    ("r4/b8/g0", {}, {"EARLY_LOADS": {}}),
+    ("r64/b8/g0", {}, {"EARLY_LOADS": {}}),
 ]
 
 

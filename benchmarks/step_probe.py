@@ -21,7 +21,7 @@ import torch
 import tyro
 
 from benchmarks.gpu import gpt2_with_gradients
-from client.compression import MangoAdamW
+from client.compression import MangoAdamW, fused
 from client.compression.refresh import due
 from client.protocol import CompressionSetting
 
@@ -42,6 +42,10 @@ class StepProbeArgs:
     """MangoAdamW's refresh_every (with --refresh)"""
     switch: str = ""
     """profile apply_setting to this setting label and the first step after it"""
+    kernels: bool = False
+    """after the timed steps, the device time of each kernel per step over 20 warm steps (torch profiler)"""
+    late_loads: bool = False
+    """fused.EARLY_LOADS = {}: every load of a matrix-kernel tile where its value is first used"""
 
 
 def _switch_probe(opt: Any, to: str) -> None:
@@ -117,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("step_probe needs a CUDA device")
         return 0
+    if args.late_loads:
+        fused.EARLY_LOADS = {}
     params = gpt2_with_gradients()
     opt = MangoAdamW(
         params, lr=3e-4, weight_decay=0.1, setting=CompressionSetting.parse(args.setting),
@@ -134,7 +140,24 @@ def main(argv: list[str] | None = None) -> int:
         opt.step()
     torch.cuda.synchronize()
     print(f"{args.setting}: {(time.perf_counter() - t0) / args.steps * 1000:.3f} ms per step (incl. first)")
+    if args.kernels:
+        _kernel_table(opt, 20)
     return 0
+
+
+def _kernel_table(opt: Any, steps: int) -> None:
+    """Device time per step of every kernel the step launches (mean over ``steps`` warm steps)."""
+    acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=acts) as prof:
+        for _ in range(steps):
+            opt.step()
+        torch.cuda.synchronize()
+    rows = [(e.key, e.self_device_time_total / steps / 1000, e.count / steps) for e in prof.key_averages()]
+    rows = sorted((r for r in rows if r[1] > 0), key=lambda r: -r[1])
+    print("| kernel | device ms per step | launches per step |\n|---|---|---|")
+    for key, ms, n in rows[:15]:
+        print(f"| {key[:70]} | {ms:.4f} | {n:g} |")
 
 
 if __name__ == "__main__":

@@ -88,6 +88,16 @@ QUANTIZED_DOT_PRECISION = "tf32"
 #: Launch the programs of whole blocks apart, without per-value masks (False: one masked launch; for
 #: ``mango bench gpu --parts variants``).
 WHOLE_BLOCKS = True
+#: Settings whose matrix kernel issues every load of a tile (gradient, the packed codes and scales of ``e``,
+#: ``h``, ``m``, ``sqrt(v)``, the parameter) before its arithmetic, by (width, ``gamma > 0``), with the
+#: register cap it then runs at (0: none; :data:`MAX_REGS` still overrides it). Elsewhere each load stays
+#: where its value is first used. The compiler does not move a load above an earlier store (it cannot tell the
+#: slots apart), so in use order a tile waits for memory once per slot; issued together the waits overlap,
+#: for more live registers (the codes stay packed, a byte each at 8 bits, until decoded). It won the H200
+#: variants at 8 bits, at these caps only, and lost at 2, 3, 4 and 16 bits (``mango bench gpu --parts
+#: variants``; BENCHMARKS.md, "Issue 12, session 12"). The arithmetic is the same; a GPU compiler may contract
+#: it into FMAs differently, so results may differ in the last bit there.
+EARLY_LOADS: dict[tuple[int, bool], int] = {(8, False): 96, (8, True): 128}
 #: Tiles of ``MATRIX_TILE`` values per program with a factored second moment, by width: a program walks a
 #: column strip of ``iters x MATRIX_TILE / block`` rows and adds its column sums of ``c^2`` once, so the
 #: same-address float atomics fall by this factor; 1 is one tile a program with no loop (an atomic per tile).
@@ -722,6 +732,7 @@ def run(
                 xsq = torch.zeros(len(grp.index), dtype=torch.float32, device=device)
             else:
                 xsq = grp.mean  # unused by a rank-0 launch
+            early = EARLY_LOADS.get((plan.bits, plan.gamma > 0))  # the register cap with early loads
             consts: dict[str, Any] = dict(
                 PDTYPE=ptype,
                 BITS=plan.bits,
@@ -736,9 +747,11 @@ def run(
                 SRC=1 if pj is not None else 0,
                 FRESH=id(grp) in refreshed,
                 STATS_EVERY=1 if pj is not None else ts.STATS_EVERY.value,
+                EARLY=early is not None,
                 num_warps=NUM_WARPS,
             )
-            regs = MAX_REGS if MAX_REGS is not None else MAX_REGS_BY_BITS.get(plan.bits, 0)
+            regs = early if early is not None else MAX_REGS_BY_BITS.get(plan.bits, 0)
+            regs = MAX_REGS if MAX_REGS is not None else regs
             if regs and device.type == "cuda":
                 consts["maxnreg"] = regs
             addr = refreshed.get(id(grp), grp.addr)

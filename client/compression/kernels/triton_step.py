@@ -83,43 +83,49 @@ def _keep(in_mask, x, FULL: tl.constexpr):
 
 
 @triton.jit
-def _load_codes(dptr, blk, row_ok, BITS: tl.constexpr, BLOCK: tl.constexpr):
-    """int32 codes ``[ROWS, BLOCK]`` of blocks ``blk`` in the packing of :mod:`triton_quant` (8 bits: a byte
-    each; 4 / 2 bits: two / four a byte, low bits first; 3 bits: eight in a little-endian 24-bit word)."""
+def _fetch_codes(dptr, blk, row_ok, BITS: tl.constexpr, BLOCK: tl.constexpr):
+    """The packed code bytes of blocks ``blk`` as loaded (:func:`_unpack` turns them into codes): uint8
+    ``[ROWS, BLOCK * BITS / 8]``, or at 3 bits the int32 24-bit words ``[ROWS, BLOCK / 8]``. Kept packed so a
+    tile's loads can all be issued before its arithmetic (:data:`EARLY`) at a byte a code in registers."""
     ROW_BYTES: tl.constexpr = BLOCK * BITS // 8
-    if BITS == 8:
-        cols = tl.arange(0, BLOCK)
-        code = tl.load(dptr + blk[:, None] * ROW_BYTES + cols[None, :], mask=row_ok[:, None], other=0)
-        return code.to(tl.int32)
+    if BITS == 3:
+        g = tl.arange(0, BLOCK // 8)
+        p = dptr + blk[:, None] * ROW_BYTES + g[None, :] * 3
+        w = tl.load(p, mask=row_ok[:, None], other=0).to(tl.int32)
+        w = w | (tl.load(p + 1, mask=row_ok[:, None], other=0).to(tl.int32) << 8)
+        return w | (tl.load(p + 2, mask=row_ok[:, None], other=0).to(tl.int32) << 16)
     else:
-        PER: tl.constexpr = 8 if BITS == 3 else 8 // BITS
-        G: tl.constexpr = BLOCK // PER
-        g = tl.arange(0, G)
-        if BITS == 3:
-            p = dptr + blk[:, None] * ROW_BYTES + g[None, :] * 3
-            w = tl.load(p, mask=row_ok[:, None], other=0).to(tl.int32)
-            w = w | (tl.load(p + 1, mask=row_ok[:, None], other=0).to(tl.int32) << 8)
-            w = w | (tl.load(p + 2, mask=row_ok[:, None], other=0).to(tl.int32) << 16)
-            return _interleave(
-                w & 7, (w >> 3) & 7, (w >> 6) & 7, (w >> 9) & 7,
-                (w >> 12) & 7, (w >> 15) & 7, (w >> 18) & 7, (w >> 21) & 7, 8,
-            )  # fmt: skip
-        else:
-            w = tl.load(dptr + blk[:, None] * ROW_BYTES + g[None, :], mask=row_ok[:, None], other=0).to(
-                tl.int32
-            )
-            if BITS == 4:
-                return _interleave(w & 15, w >> 4, w, w, w, w, w, w, 2)
-            else:
-                return _interleave(w & 3, (w >> 2) & 3, (w >> 4) & 3, w >> 6, w, w, w, w, 4)
+        b = tl.arange(0, ROW_BYTES)
+        return tl.load(dptr + blk[:, None] * ROW_BYTES + b[None, :], mask=row_ok[:, None], other=0)
 
 
 @triton.jit
-def _dequant(dptr, sptr, blk, row_ok, tab_ptr, BITS: tl.constexpr, MODE: tl.constexpr, BLOCK: tl.constexpr):
-    """fp32 values of blocks ``blk``: ``level[code] * s`` (NF4) or ``code * 2s / L - s`` (uniform)."""
+def _unpack(raw, BITS: tl.constexpr):
+    """int32 codes ``[ROWS, BLOCK]`` from :func:`_fetch_codes`'s bytes, in the packing of :mod:`triton_quant`
+    (8 bits: a byte each; 4 / 2 bits: two / four a byte, low bits first; 3 bits: eight in a little-endian
+    24-bit word)."""
+    if BITS == 8:
+        return raw.to(tl.int32)
+    elif BITS == 3:
+        w = raw
+        return _interleave(
+            w & 7, (w >> 3) & 7, (w >> 6) & 7, (w >> 9) & 7,
+            (w >> 12) & 7, (w >> 15) & 7, (w >> 18) & 7, (w >> 21) & 7, 8,
+        )  # fmt: skip
+    elif BITS == 4:
+        w = raw.to(tl.int32)
+        return _interleave(w & 15, w >> 4, w, w, w, w, w, w, 2)
+    else:
+        w = raw.to(tl.int32)
+        return _interleave(w & 3, (w >> 2) & 3, (w >> 4) & 3, w >> 6, w, w, w, w, 4)
+
+
+@triton.jit
+def _levels(raw, s, tab_ptr, BITS: tl.constexpr, MODE: tl.constexpr):
+    """fp32 values of packed codes ``raw`` with block scales ``s``: ``level[code] * s`` (NF4) or
+    ``code * 2s / L - s`` (uniform)."""
     top: tl.constexpr = (1 << BITS) - 1
-    s = tl.load(sptr + blk, mask=row_ok, other=0.0)
-    code = _load_codes(dptr, blk, row_ok, BITS, BLOCK)
+    code = _unpack(raw, BITS)
     if MODE == 1:  # an FMA (+0), not a multiply: no later subtraction may contract with it (see _quantize)
         return tl.fma(tl.load(tab_ptr + code), s[:, None], 0.0)
     else:
@@ -234,19 +240,28 @@ def _bf16(x, rnd, STOCHASTIC: tl.constexpr):
 
 
 @triton.jit
-def _load_slot(
-    A, col: tl.constexpr, blk, row_ok, off, in_mask, tab_ptr,
-    BITS: tl.constexpr, MODE: tl.constexpr, BLOCK: tl.constexpr, FULL: tl.constexpr,
+def _fetch_slot(
+    A, col: tl.constexpr, blk, row_ok, off, in_mask, BITS: tl.constexpr, BLOCK: tl.constexpr
 ):  # fmt: skip
-    """fp32 values of the state slot at address columns ``col`` (codes / tensor) and ``col + 1`` (scales):
-    quantized at 2-8 bits, a bf16 tensor at 16, an fp32 tensor at 32; zero outside ``in_mask``."""
+    """The loads of the state slot at address columns ``col`` (codes / tensor) and ``col + 1`` (scales), as
+    ``(raw, scales)`` for :func:`_decode_slot`: packed codes and their block scales at 2-8 bits, the values
+    (fp32) and a dummy 0 at 16 (a bf16 tensor) and 32 (an fp32 tensor)."""
     if BITS == 32:
-        return tl.load(_ptr(A, col, tl.float32) + off, mask=in_mask, other=0.0)
+        return tl.load(_ptr(A, col, tl.float32) + off, mask=in_mask, other=0.0), 0.0
     elif BITS == 16:
-        return tl.load(_ptr(A, col, tl.bfloat16) + off, mask=in_mask, other=0.0).to(tl.float32)
+        return tl.load(_ptr(A, col, tl.bfloat16) + off, mask=in_mask, other=0.0).to(tl.float32), 0.0
     else:
-        codes, scales = _ptr(A, col, tl.uint8), _ptr(A, col + 1, tl.float32)
-        return _keep(in_mask, _dequant(codes, scales, blk, row_ok, tab_ptr, BITS, MODE, BLOCK), FULL)
+        s = tl.load(_ptr(A, col + 1, tl.float32) + blk, mask=row_ok, other=0.0)
+        return _fetch_codes(_ptr(A, col, tl.uint8), blk, row_ok, BITS, BLOCK), s
+
+
+@triton.jit
+def _decode_slot(raw, s, in_mask, tab_ptr, BITS: tl.constexpr, MODE: tl.constexpr, FULL: tl.constexpr):
+    """fp32 values of a slot from :func:`_fetch_slot`'s loads; zero outside ``in_mask``."""
+    if BITS >= 16:
+        return raw
+    else:
+        return _keep(in_mask, _levels(raw, s, tab_ptr, BITS, MODE), FULL)
 
 
 @triton.jit
@@ -323,6 +338,7 @@ def matrix_step_kernel(
     # coefficients x = P^T G from the scratch at address column 14, write U = m / denom over them)
     STATS_EVERY: tl.constexpr,
     FULL: tl.constexpr,  # every block of every program is whole (no value past the tensor's end)
+    EARLY: tl.constexpr = False,  # issue every load of a tile before its arithmetic (fused.EARLY_LOADS)
 ):
     """The compressed AdamW step of one program's blocks of one tensor's ``rows x n`` values (module
     docstring): ``ROWS`` blocks, or with ``STRIP`` a column strip of any number of blocks (the host
@@ -351,7 +367,7 @@ def matrix_step_kernel(
             cs, d, u, x = _tile(
                 it * ROWS + tl.arange(0, ROWS), b0, live, stride, numel, ncols, t, A, key, grad_ptr, tab_ptr,
                 mean_ptr, stats, decay, step_size, inv_bc2s, eps, beta1, beta2, ef_beta, gamma,
-                PDTYPE, BITS, MODE, BLOCK, EF, SHIFT, FACTORED, STOCHASTIC, FRESH, SRC, FULL,
+                PDTYPE, BITS, MODE, BLOCK, EF, SHIFT, FACTORED, STOCHASTIC, FRESH, SRC, FULL, EARLY,
             )  # fmt: skip
             colsum += cs
             d2 += d
@@ -361,7 +377,7 @@ def matrix_step_kernel(
         colsum, d2, u2, gsq = _tile(
             tl.arange(0, ROWS), b0, live, stride, numel, ncols, t, A, key, grad_ptr, tab_ptr,
             mean_ptr, stats, decay, step_size, inv_bc2s, eps, beta1, beta2, ef_beta, gamma,
-            PDTYPE, BITS, MODE, BLOCK, EF, SHIFT, FACTORED, STOCHASTIC, FRESH, SRC, FULL,
+            PDTYPE, BITS, MODE, BLOCK, EF, SHIFT, FACTORED, STOCHASTIC, FRESH, SRC, FULL, EARLY,
         )  # fmt: skip
     if FACTORED:
         b = (b0 * BLOCK) % ncols + cols
@@ -384,7 +400,7 @@ def _tile(
     decay, step_size, inv_bc2s, eps, beta1, beta2, ef_beta, gamma,
     PDTYPE: tl.constexpr, BITS: tl.constexpr, MODE: tl.constexpr, BLOCK: tl.constexpr, EF: tl.constexpr,
     SHIFT: tl.constexpr, FACTORED: tl.constexpr, STOCHASTIC: tl.constexpr, FRESH: tl.constexpr,
-    SRC: tl.constexpr, FULL: tl.constexpr,
+    SRC: tl.constexpr, FULL: tl.constexpr, EARLY: tl.constexpr,
 ):  # fmt: skip
     """One tile of :func:`matrix_step_kernel`: tile rows ``rows`` (those ``< live`` are real), i.e. blocks
     ``b0 + rows * stride``. Returns the tile's column sums of ``c^2`` (FACTORED; the row sums are added here),
@@ -404,11 +420,25 @@ def _tile(
     else:
         x_ptr = _ptr(A, 14, tl.float32)
         g = tl.load(x_ptr + off, mask=in_mask, other=0.0)
+    if EARLY:  # every load of the tile before its arithmetic: their latencies overlap (see EARLY)
+        if not FRESH:
+            if EF:
+                e_raw, e_s = _fetch_slot(A, 6, blk, row_ok, off, in_mask, BITS, BLOCK)
+            if SHIFT:
+                h_raw, h_s = _fetch_slot(A, 12, blk, row_ok, off, in_mask, BITS, BLOCK)
+            m_raw, m_s = _fetch_slot(A, 2, blk, row_ok, off, in_mask, BITS, BLOCK)
+            if not FACTORED:
+                v_raw, v_s = _fetch_slot(A, 4, blk, row_ok, off, in_mask, BITS, BLOCK)
+        if SRC == 0:
+            p_ptr = _ptr(A, 1, PDTYPE) + off
+            p_old = tl.load(p_ptr, mask=in_mask, other=0.0)
     if EF:
         if FRESH:
             e = tl.load(_ptr(A, 17, tl.float32) + off, mask=in_mask, other=0.0)
         else:
-            e = _load_slot(A, 6, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, FULL)
+            if not EARLY:
+                e_raw, e_s = _fetch_slot(A, 6, blk, row_ok, off, in_mask, BITS, BLOCK)
+            e = _decode_slot(e_raw, e_s, in_mask, tab_ptr, BITS, MODE, FULL)
         u = g + e
     else:
         u = g
@@ -416,7 +446,9 @@ def _tile(
         if FRESH:
             h = tl.load(_ptr(A, 18, tl.float32) + off, mask=in_mask, other=0.0)
         else:
-            h = _load_slot(A, 12, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, FULL)
+            if not EARLY:
+                h_raw, h_s = _fetch_slot(A, 12, blk, row_ok, off, in_mask, BITS, BLOCK)
+            h = _decode_slot(h_raw, h_s, in_mask, tab_ptr, BITS, MODE, FULL)
         u = u - gamma * h
     w0, w1, w2, w3 = _words4(key, blk, BLOCK, STOCHASTIC)
     c = _keep(in_mask, _roundtrip(u, _uniform(w0, STOCHASTIC), tab_ptr, BITS, MODE, STOCHASTIC), FULL)
@@ -443,7 +475,9 @@ def _tile(
     if FRESH:
         m = tl.load(_ptr(A, 15, tl.float32) + off, mask=in_mask, other=0.0)
     else:
-        m = _load_slot(A, 2, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, FULL)
+        if not EARLY:
+            m_raw, m_s = _fetch_slot(A, 2, blk, row_ok, off, in_mask, BITS, BLOCK)
+        m = _decode_slot(m_raw, m_s, in_mask, tab_ptr, BITS, MODE, FULL)
     m = _keep(in_mask, m + (1.0 - beta1) * (c - m), FULL)
     um = _uniform(w2, STOCHASTIC)
     _store_slot(m, um, A, 2, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC)
@@ -462,7 +496,9 @@ def _tile(
         if FRESH:
             v = tl.load(_ptr(A, 16, tl.float32) + off, mask=in_mask, other=0.0)
         else:
-            v = _load_slot(A, 4, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, FULL)
+            if not EARLY:
+                v_raw, v_s = _fetch_slot(A, 4, blk, row_ok, off, in_mask, BITS, BLOCK)
+            v = _decode_slot(v_raw, v_s, in_mask, tab_ptr, BITS, MODE, FULL)
         v = _keep(in_mask, v * beta2 + (1.0 - beta2) * (c * c), FULL)
         uv = _uniform(w3, STOCHASTIC)
         _store_slot(v, uv, A, 4, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC)
@@ -473,7 +509,9 @@ def _tile(
         if FRESH:
             v = tl.load(_ptr(A, 16, tl.float32) + off, mask=in_mask, other=0.0)
         else:
-            sv = tl.abs(_dequant(v_ptr, vs_ptr, blk, row_ok, tab_ptr, BITS, 0, BLOCK))
+            if not EARLY:
+                v_raw, v_s = _fetch_slot(A, 4, blk, row_ok, off, in_mask, BITS, BLOCK)
+            sv = tl.abs(_levels(v_raw, v_s, tab_ptr, BITS, 0))
             v = sv * sv
         v = v * beta2 + (1.0 - beta2) * (c * c)
         sqrt_v = _keep(in_mask, tl.sqrt(v), FULL)
@@ -482,8 +520,10 @@ def _tile(
     denom = sqrt_v * inv_bc2s + eps
     gsq = 0.0
     if SRC == 0:
-        p_ptr = _ptr(A, 1, PDTYPE) + off
-        p = tl.load(p_ptr, mask=in_mask, other=0.0).to(tl.float32) * decay
+        if not EARLY:
+            p_ptr = _ptr(A, 1, PDTYPE) + off
+            p_old = tl.load(p_ptr, mask=in_mask, other=0.0)
+        p = p_old.to(tl.float32) * decay
         p = p + (-step_size) * tl.math.fdiv(m, denom, ieee_rounding=False)
         tl.store(p_ptr, p.to(PDTYPE), mask=in_mask)
     else:
