@@ -31,7 +31,7 @@ from demo import (
     parse_setting,
 )
 from demo.args import AUTO_LR
-from demo.report import format_seed_table, format_seeds_verdict
+from demo.report import format_seed_table, format_seeds_verdict, t975
 from demo.runs import warm_up
 from envs.data import load_corpus
 from envs.models import PRESETS, build_model
@@ -287,8 +287,20 @@ def test_objective_scores_and_verdict() -> None:
         dict(zip(names, j, strict=True)) for j in ([0.60, 1.0, 0.70], [0.80, 1.0, 0.65], [0.62, 1.0, 0.70])
     ]
     line = format_seeds_verdict(per_seed, names, "balanced")
-    assert line.startswith("verdict (balanced, 3 seeds): adaptive wins on the mean, J 0.673 vs 0.683")
-    assert "better on 2 of 3 seeds" in line and "paired J difference +0.010" in line
+    # paired differences +0.10, -0.15, +0.08: the 95 % interval (t, 2 df) holds 0, so nobody wins
+    assert line.startswith(
+        "verdict (balanced, 3 seeds): no clear winner, J 0.673 (adaptive) vs 0.683 (static"
+    )
+    assert "better on 2 of 3 seeds" in line and "paired J difference +0.010 +/- 0.345 (95 % CI)" in line
+    steady = [
+        dict(zip(names, j, strict=True)) for j in ([0.60, 1.0, 0.70], [0.62, 1.0, 0.70], [0.61, 1.0, 0.72])
+    ]
+    line = format_seeds_verdict(steady, names, "balanced")
+    assert line.startswith("verdict (balanced, 3 seeds): adaptive wins, J 0.610 vs 0.707 for static r0/b8/g0")
+    flipped = [{**s, "adaptive (service)": 0.80} for s in steady]
+    assert format_seeds_verdict(flipped, names, "balanced").startswith(
+        "verdict (balanced, 3 seeds): static r0/b8/g0 wins, J 0.707 vs adaptive 0.800"
+    )
     table = format_seed_table([0, 1, 2], per_seed, names).splitlines()
     assert table[2] == "| 0 | 0.600 | 1.000 | 0.700 |" and table[-1] == "| mean | 0.673 | 1.000 | 0.683 |"
     budget = objective_scores(runs, obj.model_copy(update={"memory_budget_bytes": 200}))
@@ -302,7 +314,7 @@ def test_objective_scores_and_verdict() -> None:
     )
     per_seed[1] = {**per_seed[1], "adaptive (service)": float("inf")}
     line = format_seeds_verdict(per_seed, names, "balanced")
-    assert line.startswith("verdict (balanced, 3 seeds): static r0/b8/g0 wins on the mean")
+    assert line.startswith("verdict (balanced, 3 seeds): static r0/b8/g0 wins, J")
     assert line.endswith("adaptive J inf (diverged or over the memory budget) on 1 of 3 seeds")
 
 
@@ -334,3 +346,14 @@ def test_warm_up_compiles_the_opening_kernels_before_the_timed_runs() -> None:
 def test_warm_up_does_nothing_on_the_cpu() -> None:
     args = DemoArgs(short=True).resolved()
     assert warm_up(args, None, torch.device("cpu"), CompressionSetting.parse("r0/b8/g0")) == 0.0  # type: ignore[arg-type]
+
+
+def test_t_quantiles_are_students() -> None:
+    """The verdict's t quantiles are scipy's: the table to 3 decimals, the expansion past it to 0.001."""
+    stats = pytest.importorskip("scipy.stats")
+    for df in range(1, 31):
+        assert t975(df) == pytest.approx(float(stats.t.ppf(0.975, df)), abs=5e-4)
+    for df in (31, 40, 60, 200, 10_000):
+        assert t975(df) == pytest.approx(float(stats.t.ppf(0.975, df)), abs=1e-3)
+    with pytest.raises(ValueError, match="two seeds"):
+        t975(0)
