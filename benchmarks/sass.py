@@ -35,6 +35,7 @@ from client.compression.kernels import triton_step as ts
 CASES: list[tuple[str, dict[str, Any]]] = [
     ("r0/b8/g0", {}),
     ("r0/b8/g0 nearest", {"STOCHASTIC": False}),
+    ("r0/b8/g0 late loads", {"EARLY": False}),
     ("r0/b8/g0 no-EF", {"EF": False}),
     ("r0/b8/g0.5", {"SHIFT": True}),
     ("r0/b16/g0", {"BITS": 16}),
@@ -74,9 +75,12 @@ def compile_case(overrides: dict[str, Any], arch: int = 90) -> dict[str, Any]:
         STRIP=False, STOCHASTIC=True, FRESH=False, SRC=0, STATS_EVERY=ts.STATS_EVERY.value, FULL=True,
     )  # fmt: skip
     consts.update(overrides)
+    # the early loads and their register cap as fused.run picks them (an override of EARLY keeps its choice)
+    early = fused.EARLY_LOADS.get((consts["BITS"], bool(consts["SHIFT"])))
+    consts.setdefault("EARLY", early is not None)
     signature = dict(_SIGNATURE, **dict.fromkeys(consts, "constexpr"))
     options: dict[str, Any] = {"num_warps": fused.NUM_WARPS}
-    regs = fused.MAX_REGS_BY_BITS.get(consts["BITS"], 0)
+    regs = early if consts["EARLY"] and early is not None else fused.MAX_REGS_BY_BITS.get(consts["BITS"], 0)
     if regs:
         options["maxnreg"] = regs
     kernel = triton.compile(
