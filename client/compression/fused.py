@@ -1,8 +1,8 @@
 """The fused multi-tensor step of :class:`~client.compression.optimizer.MangoAdamW` (host side).
 
 The per-tensor torch path runs tens of small kernels per tensor, so on a GPU a 124M-parameter model's step is
-bound by launches, not by bytes (103 ms at rank 0 / 8 bits against fused AdamW's 1.4 ms on an H200,
-BENCHMARKS.md). This module plans the step once and then runs every eligible tensor in one Triton launch
+bound by launches, not by bytes (BENCHMARKS.md, the ``torch-path`` rows of ``mango bench gpu``). This module
+plans the step once and then runs every eligible tensor in one Triton launch
 (:mod:`~client.compression.kernels.triton_step`), plus one for the small exact tensors (biases, norms):
 
 * **matrix tensors at rank 0**, 2, 3, 4, 8 or 16 bits, any ``gamma``: the matrix kernel reads the gradient
@@ -27,7 +27,7 @@ that creates the state (or the shift reference ``h``, or flushes a leftover erro
 No host sync: a pre-pass kernel adds up each gradient's squared norm (for the non-finite check and the
 statistics) on the device, the step kernels skip a tensor whose norm is NaN/inf (counting it on the device),
 and the stochastic-rounding seed is a device scalar from the optimizer's generator. (``torch._foreach_norm``
-did the pre-pass first: 0.44 ms of host time per step for GPT-2 small's 148 tensors, a third of the step.)
+did the pre-pass first: its host time per tensor was a third of GPT-2 small's step, BENCHMARKS.md.)
 The planned tables (tensor -> pointers, program -> blocks) are cached and rebuilt only when the state layout
 changes (:attr:`Plan.key`); the hyper-parameters go in as scalar kernel arguments (one launch per parameter
 group and step count, like torch's fused AdamW), and only the gradient addresses are uploaded, when they move.
@@ -61,8 +61,8 @@ BACK_BN = 128
 PROJ_WARPS = 4
 #: Values per matrix-kernel program (``ROWS = MATRIX_TILE / block``) and warps per program. One 8-bit block
 #: per one-warp program won the H200 sweep (``mango bench gpu --parts tune``; BENCHMARKS.md): the block
-#: reductions stay inside a warp (no shared memory, no barrier) and a thread holds 8 values (no spills).
-#: 256 / 1: 1.91 ms at 8 bits on GPT-2 small, 4096 / 4: 7.7 ms (before the later changes; now ~1.4-1.5 ms).
+#: reductions stay inside a warp (no shared memory, no barrier) and a thread holds 8 values; 4096 values
+#: over 4 warps ran four times slower.
 MATRIX_TILE = 256
 #: Values per exact-kernel program.
 EXACT_TILE = 1024
@@ -70,9 +70,9 @@ EXACT_TILE = 1024
 #: same-address atomics of a big tensor few).
 NORM_TILE = 8192
 #: Register cap per thread of the matrix kernel by width (``maxnreg``). The compiler takes 96 at 8 bits,
-#: which caps the one-warp programs at 20 per SM (ncu: 31% occupancy); 72 won the H200 sweep at 8 bits
-#: (1.38 ms against 1.51 ms, ``mango bench gpu --parts tune``); at 4 bits no cap was best (128: no gain); at
-#: 2 and 3 bits (96 uncapped) 72 gained 3-4% (session 5 variants).
+#: which caps the one-warp programs at 20 per SM; 72 won the H200 sweep at 8 bits with the loads where
+#: used (``mango bench gpu --parts tune``; with the early loads, :data:`EARLY_LOADS` sets the cap); at 4 bits
+#: no cap was best; at 2 and 3 bits 72 won over the compiler's 96 (BENCHMARKS.md, sessions 4-5).
 MAX_REGS_BY_BITS: dict[int, int] = {8: 72, 3: 72, 2: 72}
 #: Override of :data:`MAX_REGS_BY_BITS` for every width: None keeps it, 0 means no cap, > 0 a cap.
 MAX_REGS: int | None = None
@@ -101,9 +101,8 @@ EARLY_LOADS: dict[tuple[int, bool], int] = {(8, False): 96, (8, True): 128}
 #: Tiles of ``MATRIX_TILE`` values per program with a factored second moment, by width: a program walks a
 #: column strip of ``iters x MATRIX_TILE / block`` rows and adds its column sums of ``c^2`` once, so the
 #: same-address float atomics fall by this factor; 1 is one tile a program with no loop (an atomic per tile).
-#: With one tile the atomics were most of rank 0's step at 2-3 bits on the H200 (r0/b2 1.66x fused AdamW ->
-#: 1.27x with 8 tiles); at 4 bits the loop's registers cost more than the atomics (r0/b4 2.10x -> 2.31x), so
-#: 4 bits keeps one tile (BENCHMARKS.md, "Issue 12, session 7").
+#: With one tile the atomics were most of rank 0's step at 2-3 bits on the H200; at 4 bits the loop's
+#: registers cost more than the atomics save, so 4 bits keeps one tile (BENCHMARKS.md, "Issue 12, session 7").
 FACTOR_ITERS_BY_BITS: dict[int, int] = {2: 8, 3: 8}
 #: Override of :data:`FACTOR_ITERS_BY_BITS` for every width (None keeps it).
 FACTOR_ITERS: int | None = None
