@@ -526,18 +526,17 @@ def test_strip_programs_equal_the_per_tensor_tables() -> None:
     [
         (S(rank=0, bits=8), {}),
         (S(rank=0, bits=8, gamma=0.5), {}),
+        (S(rank=0, bits=8), {"error_feedback": False, "stochastic_rounding": False}),
         (S(rank=0, bits=4), {}),
-        (S(rank=0, bits=4), {"error_feedback": False, "factor_second_moment": False}),
-        (S(rank=0, bits=3, gamma=0.25), {}),
-        (S(rank=0, bits=2), {"stochastic_rounding": False}),
         (S(rank=0, bits=16, gamma=0.5), {}),
         (S(rank=8, bits=8, gamma=0.5), {"refresh_every": 2}),
-        (S(rank=4, bits=32), {"refresh_every": 2}),
     ],
 )
 def test_fused_early_loads_change_nothing(monkeypatch: pytest.MonkeyPatch, setting: S, kw: dict) -> None:
     """Issuing a tile's loads before its arithmetic (``fused.EARLY_LOADS``) moves only the loads: on the CPU
-    the same parameters and states bit for bit, at every width, with the shift, a projection and a refresh.
+    the same parameters and states bit for bit, at the width that ships it (8 bits: with and without the
+    shift, the error buffer and stochastic rounding), packed 4-bit codes, bf16 slots, a projection and a
+    refresh (the fetch and unpack code of every width also runs in the default order, in the tests above).
     A GPU compiler may contract the same arithmetic into FMAs differently (last-bit differences on the
     H200, BENCHMARKS.md): there the parameters agree to 1e-6, with the full ``v`` (the factored
     ``v``'s float atomics add in any order)."""
@@ -550,7 +549,7 @@ def test_fused_early_loads_change_nothing(monkeypatch: pytest.MonkeyPatch, setti
         monkeypatch.setattr(fused, "EARLY_LOADS", {key: 0} if early else {})
         params = _params()
         opt = MangoAdamW(params, lr=LR, setting=setting, min_compress_numel=1024, fused=True, seed=3, **kw)
-        _run(params, opt, range(5))
+        _run(params, opt, range(4))
         assert opt._plan is not None and opt._plan.matrix, "the fused path did not run"
         states = [v for st in opt.state_dict()["state"].values() for v in st.values() if torch.is_tensor(v)]
         return [p.detach().clone() for p in params], states
