@@ -86,7 +86,7 @@ from envs.benchmarks_md import BENCHMARKS_MD, append_section, format_section
 from envs.hardware import HardwareSampler
 from envs.objectives import OBJECTIVE_PRESETS
 from envs.reward import TERM_NAMES, episode_objective
-from envs.workloads import HELDOUT_WORKLOADS, VAL_WORKLOADS, workloads_of
+from envs.workloads import workloads_of
 
 __all__ = ["EvalArgs", "EvalReport", "FloorCell", "evaluate", "floor_check", "main"]
 
@@ -96,6 +96,14 @@ HEURISTIC_NAMES = ("static", "accordion", "loraven", "energy_aware", "random")
 #: Not a controller: the best static setting per workload, chosen in hindsight (the headroom a controller
 #: that identifies the workload could reach without changing settings over time).
 ORACLE = "oracle:static-per-workload"
+
+
+#: How a report names each split of :class:`EvalArgs`.
+_SPLIT_NAMES = {
+    "heldout": "held-out",
+    "val": "validation",
+    "train": "training split: a diagnosis of the world the policy learned in, not a test",
+}
 
 
 @dataclass
@@ -111,10 +119,11 @@ class EvalArgs:
     """surrogate (fast, all held-out workloads) or training (real jobs: pick 2 workloads, few episodes)"""
     workloads: tuple[str, ...] = ()
     """held-out workloads to evaluate on (default: all of envs.HELDOUT_WORKLOADS)"""
-    split: Literal["heldout", "val"] = "heldout"
+    split: Literal["heldout", "val", "train"] = "heldout"
     """workload split: heldout (the test split) or val (the validation split mango train selects checkpoints
     on: with --seed 100000 --episodes 32 and train's --profiles as --hardware, the report's selection score is
-    the one train logs)"""
+    the one train logs); train: a diagnosis of how a policy plays the world it learned in (the report says
+    so), never a measure of the policy on unseen jobs"""
     presets: tuple[str, ...] = ()
     """objective presets (default: all of envs.OBJECTIVE_PRESETS)"""
     episodes: int = 30
@@ -507,7 +516,7 @@ def _section(report: EvalReport, args: EvalArgs, command: str, learned: Sequence
     details = [
         f"surrogate: {surrogate_id()}"
         + (f"; hardware: {args.hardware}" if report.backend == "surrogate" else "; hardware: this machine"),
-        f"workloads ({'held-out' if args.split == 'heldout' else 'validation'}): "
+        f"workloads ({_SPLIT_NAMES[args.split]}): "
         f"{', '.join(report.workloads)}; "
         f"seeds {report.seeds[0]}..{report.seeds[-1]}; {eps} episodes per controller per preset; "
         f"wall time {report.wall_s:.0f} s",
@@ -710,7 +719,7 @@ def evaluate(args: EvalArgs, command: str = "") -> EvalReport:
 
     t0 = time.perf_counter()
     torch.set_num_threads(args.threads)
-    workloads = list(args.workloads or (HELDOUT_WORKLOADS if args.split == "heldout" else VAL_WORKLOADS))
+    workloads = list(args.workloads or workloads_of(args.split))
     presets = list(args.presets or OBJECTIVE_PRESETS)
     for h in args.heuristics:
         if h != "random" and h not in HEURISTICS:
@@ -721,8 +730,9 @@ def evaluate(args: EvalArgs, command: str = "") -> EvalReport:
     allowed = workloads_of(args.split, gpu=True)  # the GPU test workloads need a GPU (training backend)
     for w in workloads:
         if w not in allowed:
-            what = "held-out" if args.split == "heldout" else "validation"
-            raise ValueError(f"{w!r} is not a {what} workload; choose from {list(allowed)}")
+            raise ValueError(
+                f"{w!r} is not a {_SPLIT_NAMES[args.split]} workload; choose from {list(allowed)}"
+            )
     if args.episodes < 1:
         raise ValueError("episodes must be >= 1")
     seeds = list(range(args.seed, args.seed + args.episodes))

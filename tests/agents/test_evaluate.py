@@ -115,6 +115,19 @@ def test_cli_refuses_training_workloads(tmp_path: Path) -> None:
         main(["--workloads", "lm-tiny-cosine", "--no-bench", "--out", str(tmp_path), "--policy", "none"])
 
 
+def test_training_split_is_a_diagnosis_by_name(tmp_path: Path) -> None:
+    """``--split train`` plays the world a policy learned in (how session 12 found the default's in-sim
+    memory-first choice on the GPU workloads); the report says it is no test, and a held-out workload is
+    refused there."""
+    main(["--split", "train", "--workloads", "lm-tiny-cosine", "--presets", "memory-first", "--episodes", "2",
+          "--heuristics", "static", "--no-bench", "--out", str(tmp_path), "--policy", "none"])  # fmt: skip
+    text = (tmp_path / "report.md").read_text()
+    assert "workloads (training split: a diagnosis of the world the policy learned in, not a test)" in text
+    assert "lm-tiny-cosine" in text
+    with pytest.raises(ValueError, match="is not a training split"):
+        main(["--split", "train", "--workloads", HELDOUT_WORKLOADS[0], "--no-bench", "--out", str(tmp_path)])
+
+
 def test_mean_ci_matches_the_t_interval() -> None:
     m, h = mean_ci(np.array([1.0, 2.0, 3.0, 4.0]))
     assert m == 2.5 and h == pytest.approx(3.182446 * np.std([1, 2, 3, 4], ddof=1) / 2, rel=1e-5)
