@@ -87,8 +87,9 @@ class DemoArgs:
     """Seed of the initial weights and of the batch order (shared by the three runs)."""
     seeds: int = 1
     """How many seeds (``seed``, ``seed + 1``, ...) the three runs are repeated on. With more than one the
-    verdict compares the mean J and says on how many seeds each run won: on one seed a verdict cannot tell a
-    setting from a seed's luck (BENCHMARKS.md: seed-to-seed spreads of several percent of the final loss)."""
+    verdict names a winner only when the 95 % CI of the paired J difference excludes 0 ("no clear winner"
+    otherwise) and says on how many seeds the adaptive run won: on one seed a verdict cannot tell a setting
+    from a seed's luck (BENCHMARKS.md: seed-to-seed spreads of several percent of the final loss)."""
     service_start_timeout_s: float = 180.0
     """Seconds to wait for the service's /readyz before giving up."""
     request_timeout_s: float = 5.0
