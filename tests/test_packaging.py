@@ -140,6 +140,7 @@ def test_no_gpu_takes_the_cpu_index(tmp_path: Path, cpu_index: str) -> None:
     out, pip = torch_install(tmp_path, gpu=False, index=cpu_index)
     assert f"--index-url {cpu_index}" in pip
     assert "no NVIDIA GPU" in out
+    assert "--no-compile" in pip.split()  # set-up time: no bytecode for torch's thousands of files
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
