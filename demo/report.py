@@ -19,6 +19,7 @@ __all__ = [
     "format_verdict",
     "machine_line",
     "objective_scores",
+    "same_schedule_note",
 ]
 
 
@@ -120,6 +121,20 @@ def format_seeds_verdict(per_seed: list[dict[str, float]], names: list[str], obj
     if a < b:
         return f"{head} adaptive wins, J {a:.3f} vs {b:.3f} for {best}; {tally}"
     return f"{head} {best} wins, J {b:.3f} vs adaptive {a:.3f}; {tally}"
+
+
+def same_schedule_note(all_runs: list[list[RunResult]]) -> str:
+    """A clause for the verdict when the adaptive run (the first of each seed's runs) played the static run's
+    (the last) setting in every interval of every seed: the two trained the same way, so their J differences
+    are measurement noise of identical work. Empty otherwise (or when a run has no intervals)."""
+    for runs in all_runs:
+        adaptive, static = runs[0], runs[-1]
+        if not adaptive.points or len(adaptive.points) != len(static.points):
+            return ""
+        if any(a.setting != b.setting for a, b in zip(adaptive.points, static.points, strict=True)):
+            return ""
+    setting = all_runs[0][-1].points[0].setting
+    return f"; the adaptive run played {setting} in every interval, as the static run: they trained alike"
 
 
 def format_seed_table(seeds: list[int], per_seed: list[dict[str, float]], names: list[str]) -> str:

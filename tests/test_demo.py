@@ -31,8 +31,8 @@ from demo import (
     parse_setting,
 )
 from demo.args import AUTO_LR
-from demo.report import format_seed_table, format_seeds_verdict, t975
-from demo.runs import warm_up
+from demo.report import format_seed_table, format_seeds_verdict, same_schedule_note, t975
+from demo.runs import Point, warm_up
 from envs.data import load_corpus
 from envs.models import PRESETS, build_model
 from policy_service.launch import pid_alive, port_open
@@ -357,3 +357,22 @@ def test_t_quantiles_are_students() -> None:
         assert t975(df) == pytest.approx(float(stats.t.ppf(0.975, df)), abs=1e-3)
     with pytest.raises(ValueError, match="two seeds"):
         t975(0)
+
+
+def test_the_verdict_says_when_the_adaptive_run_played_the_static_setting() -> None:
+    """The H200 demo of session 12: the policy played r0/b8/g0 in all 30 intervals, so the adaptive and
+    static runs trained identically; the verdict says so, and says nothing once one interval differs."""
+
+    def run(name: str, settings: list[str]) -> RunResult:
+        pts = [Point(20 * (i + 1), 2.0, 300, 1.0, 0.1, s, 0, 8, 0.0) for i, s in enumerate(settings)]
+        return RunResult(name, name, 2.0, 300, 100, 10.0, "modelled", 1.0, points=pts)
+
+    same = [run("adaptive (service)", ["r0/b8/g0"] * 3), run("adamw (torch)", ["adamw"] * 3),
+            run("static r0/b8/g0", ["r0/b8/g0"] * 3)]  # fmt: skip
+    note = same_schedule_note([same, same])
+    assert (
+        note == "; the adaptive run played r0/b8/g0 in every interval, as the static run: they trained alike"
+    )
+    moved = [run("adaptive (service)", ["r0/b8/g0", "r16/b8/g0", "r16/b8/g0"]), *same[1:]]
+    assert same_schedule_note([same, moved]) == ""
+    assert same_schedule_note([[run("adaptive (service)", []), *same[1:]]]) == ""
