@@ -75,12 +75,10 @@ def compile_case(overrides: dict[str, Any], arch: int = 90) -> dict[str, Any]:
         STRIP=False, STOCHASTIC=True, FRESH=False, SRC=0, STATS_EVERY=ts.STATS_EVERY.value, FULL=True,
     )  # fmt: skip
     consts.update(overrides)
-    # the early loads and their register cap as fused.run picks them (an override of EARLY keeps its choice)
-    early = fused.EARLY_LOADS.get((consts["BITS"], bool(consts["SHIFT"])))
-    consts.setdefault("EARLY", early is not None)
+    # the load order and register cap fused.run picks (an override of EARLY keeps its order, with its cap)
+    consts["EARLY"], regs = fused.matrix_loads(consts["BITS"], bool(consts["SHIFT"]), consts.get("EARLY"))
     signature = dict(_SIGNATURE, **dict.fromkeys(consts, "constexpr"))
     options: dict[str, Any] = {"num_warps": fused.NUM_WARPS}
-    regs = early if consts["EARLY"] and early is not None else fused.MAX_REGS_BY_BITS.get(consts["BITS"], 0)
     if regs:
         options["maxnreg"] = regs
     kernel = triton.compile(

@@ -44,7 +44,7 @@ import torch
 from client.compression.codes import default_block
 from client.compression.quant import DenseState, QuantizedTensor
 
-__all__ = ["FUSED_BITS", "MATRIX_TILE", "Plan", "build_plan", "fused_available", "grads_fit", "run"]
+__all__ = ["FUSED_BITS", "MATRIX_TILE", "Plan", "build_plan", "fused_available", "grads_fit", "matrix_loads", "run"]
 
 #: Widths the fused matrix kernel handles (rank 0 at 32 bits is the identity: the exact launch).
 FUSED_BITS = (2, 3, 4, 8, 16, 32)
@@ -106,6 +106,17 @@ EARLY_LOADS: dict[tuple[int, bool], int] = {(8, False): 96, (8, True): 128}
 FACTOR_ITERS_BY_BITS: dict[int, int] = {2: 8, 3: 8}
 #: Override of :data:`FACTOR_ITERS_BY_BITS` for every width (None keeps it).
 FACTOR_ITERS: int | None = None
+
+
+def matrix_loads(bits: int, shift: bool, early: bool | None = None) -> tuple[bool, int]:
+    """Whether the matrix kernel at ``bits`` (``shift``: ``gamma > 0``) issues its loads early, and its
+    register cap (0: none): :data:`EARLY_LOADS`'s choice and cap, else :data:`MAX_REGS_BY_BITS`'s cap;
+    :data:`MAX_REGS` overrides the cap. ``early`` forces the order (the cap then follows it)."""
+    cap = EARLY_LOADS.get((bits, shift))
+    if early is None:
+        early = cap is not None
+    regs = cap if early and cap is not None else MAX_REGS_BY_BITS.get(bits, 0)
+    return early, MAX_REGS if MAX_REGS is not None else regs
 
 
 def factor_iters(bits: int) -> int:
@@ -731,7 +742,7 @@ def run(
                 xsq = torch.zeros(len(grp.index), dtype=torch.float32, device=device)
             else:
                 xsq = grp.mean  # unused by a rank-0 launch
-            early = EARLY_LOADS.get((plan.bits, plan.gamma > 0))  # the register cap with early loads
+            early, regs = matrix_loads(plan.bits, plan.gamma > 0)
             consts: dict[str, Any] = dict(
                 PDTYPE=ptype,
                 BITS=plan.bits,
@@ -746,11 +757,9 @@ def run(
                 SRC=1 if pj is not None else 0,
                 FRESH=id(grp) in refreshed,
                 STATS_EVERY=1 if pj is not None else ts.STATS_EVERY.value,
-                EARLY=early is not None,
+                EARLY=early,
                 num_warps=NUM_WARPS,
             )
-            regs = early if early is not None else MAX_REGS_BY_BITS.get(plan.bits, 0)
-            regs = MAX_REGS if MAX_REGS is not None else regs
             if regs and device.type == "cuda":
                 consts["maxnreg"] = regs
             addr = refreshed.get(id(grp), grp.addr)

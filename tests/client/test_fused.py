@@ -562,3 +562,15 @@ def test_fused_early_loads_change_nothing(monkeypatch: pytest.MonkeyPatch, setti
     else:
         for a, b in zip(p0 + s0, p1 + s1):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_matrix_loads_picks_the_order_and_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one place fused.run and benchmarks.sass take the load order and register cap from."""
+    monkeypatch.setattr(fused, "EARLY_LOADS", {(8, False): 96})
+    monkeypatch.setattr(fused, "MAX_REGS_BY_BITS", {8: 72})
+    assert fused.matrix_loads(8, False) == (True, 96)
+    assert fused.matrix_loads(8, False, early=False) == (False, 72)  # forced late: the width's cap
+    assert fused.matrix_loads(8, True) == (False, 72)  # the shift is not in the table
+    assert fused.matrix_loads(4, False) == (False, 0)  # no cap
+    monkeypatch.setattr(fused, "MAX_REGS", 128)
+    assert fused.matrix_loads(8, False) == (True, 128)

@@ -86,7 +86,7 @@ def _keep(in_mask, x, FULL: tl.constexpr):
 def _fetch_codes(dptr, blk, row_ok, BITS: tl.constexpr, BLOCK: tl.constexpr):
     """The packed code bytes of blocks ``blk`` as loaded (:func:`_unpack` turns them into codes): uint8
     ``[ROWS, BLOCK * BITS / 8]``, or at 3 bits the int32 24-bit words ``[ROWS, BLOCK / 8]``. Kept packed so a
-    tile's loads can all be issued before its arithmetic (:data:`EARLY`) at a byte a code in registers."""
+    tile's loads can all be issued before its arithmetic (``EARLY``) at a byte a code in registers."""
     ROW_BYTES: tl.constexpr = BLOCK * BITS // 8
     if BITS == 3:
         g = tl.arange(0, BLOCK // 8)
