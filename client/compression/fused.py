@@ -44,7 +44,16 @@ import torch
 from client.compression.codes import default_block
 from client.compression.quant import DenseState, QuantizedTensor
 
-__all__ = ["FUSED_BITS", "MATRIX_TILE", "Plan", "build_plan", "fused_available", "grads_fit", "matrix_loads", "run"]
+__all__ = [
+    "FUSED_BITS",
+    "MATRIX_TILE",
+    "Plan",
+    "build_plan",
+    "fused_available",
+    "grads_fit",
+    "matrix_loads",
+    "run",
+]
 
 #: Widths the fused matrix kernel handles (rank 0 at 32 bits is the identity: the exact launch).
 FUSED_BITS = (2, 3, 4, 8, 16, 32)
