@@ -3,6 +3,24 @@ layer whose commands write reports; re-exported here for the benchmarks)."""
 
 from __future__ import annotations
 
+import os
+import sys
+from typing import NoReturn
+
 from envs.benchmarks_md import BENCHMARKS_MD, HEADER, append_section, format_section, machine_line
 
-__all__ = ["BENCHMARKS_MD", "HEADER", "append_section", "format_section", "machine_line"]
+__all__ = ["BENCHMARKS_MD", "HEADER", "append_section", "end_spawned_rank", "format_section", "machine_line"]
+
+
+def end_spawned_rank() -> NoReturn:
+    """End a spawned gloo rank that has written its results and destroyed its process group, without
+    interpreter finalization.
+
+    ``destroy_process_group`` drops only ``torch.distributed``'s own references: an FSDP2 model's device mesh
+    can keep the gloo group alive until the interpreter tears down, and a gloo thread destroyed then aborts
+    the process ("terminate called without an active exception", SIGABRT), which ``mp.spawn`` reports as a
+    failed rank although every result was written. Call it on the success path only, so that an exception
+    still reaches ``mp.spawn`` as the rank's error."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -46,7 +46,7 @@ import torch
 import torch.distributed as dist
 import tyro
 
-from benchmarks.common import append_section
+from benchmarks.common import append_section, end_spawned_rank
 from client.compression.optimizer import MangoAdamW
 from client.protocol import CompressionSetting
 from policy_service.launch import free_port
@@ -235,6 +235,7 @@ def _worker(
             Path(out).write_text(json.dumps([asdict(r) for r in rows]))
     finally:
         dist.destroy_process_group()
+    end_spawned_rank()
 
 
 def run(settings: list[str], steps: int = 40, world: int = 2, seeds: int = 3) -> list[dict[str, Any]]:

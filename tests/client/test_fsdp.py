@@ -17,6 +17,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from benchmarks import fsdp as bench
+from benchmarks.common import end_spawned_rank
 from client.compression.optimizer import MangoAdamW
 from client.protocol import CompressionSetting
 from policy_service.launch import free_port
@@ -190,6 +191,7 @@ def _group_worker(rank: int, world: int, port: int, out: str) -> None:
         _uneven_job(rank, f"{out}/uneven.json")
     finally:
         dist.destroy_process_group()
+    end_spawned_rank()
 
 
 @pytest.fixture(scope="module")

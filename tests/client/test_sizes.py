@@ -14,6 +14,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from benchmarks.common import end_spawned_rank
 from client.compression.optimizer import MangoAdamW
 from client.compression.quant import compress_state
 from client.compression.sizes import (
@@ -172,6 +173,7 @@ def _fsdp_worker(rank: int, world: int, store: str, out: str) -> None:
         dist.barrier()  # no rank tears gloo down while the other is still in a collective of the last step
     finally:
         dist.destroy_process_group()
+    end_spawned_rank()
 
 
 @pytest.mark.slow
