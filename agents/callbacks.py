@@ -67,6 +67,8 @@ class HeldoutEvalCallback(BaseCallback):
     :param hardware: the episodes' hardware draws (:class:`envs.hardware.HardwareSampler`; default: every
         profile, as training draws them by default).
     :param score: ``"final"`` (the users' objective on the final loss) or ``"interval"`` (module docstring).
+    :param depth: the episodes' reference-depth draws (:class:`envs.simulator.SurrogateEngine`), as training
+        draws them.
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class HeldoutEvalCallback(BaseCallback):
         workloads: Sequence[str] | None = None,
         hardware: Any = "default",
         score: Score = "final",
+        depth: tuple[float, float] = (0.0, 0.0),
     ) -> None:
         super().__init__()
         self.score = score
@@ -88,6 +91,7 @@ class HeldoutEvalCallback(BaseCallback):
         self.presets = list(presets or OBJECTIVE_PRESETS)
         self.workloads = list(workloads or VAL_WORKLOADS)
         self.hardware = hardware
+        self.depth = depth
         self.static: dict[str, Any] = {}
         self.floor: dict[str, list[np.ndarray]] = {}  # preset -> r0/b8/g0 returns per workload
         self.best_score = -np.inf
@@ -107,10 +111,12 @@ class HeldoutEvalCallback(BaseCallback):
 
         for p in self.presets:
             self.static[p] = best_static(
-                p, self.workloads, self.seeds, hardware=self.hardware, score=self.score
+                p, self.workloads, self.seeds, hardware=self.hardware, score=self.score, depth=self.depth
             )
             self.floor[p] = [
-                run_surrogate(floor_act, w, p, self.seeds, hardware=self.hardware).scores(self.score)
+                run_surrogate(floor_act, w, p, self.seeds, hardware=self.hardware, depth=self.depth).scores(
+                    self.score
+                )
                 for w in self.workloads
             ]
         log.info(
@@ -142,7 +148,8 @@ class HeldoutEvalCallback(BaseCallback):
         for p in self.presets:
             hw = self.hardware
             per_w = [
-                run_surrogate(act, w, p, self.seeds, hardware=hw).scores(self.score) for w in self.workloads
+                run_surrogate(act, w, p, self.seeds, hardware=hw, depth=self.depth).scores(self.score)
+                for w in self.workloads
             ]
             fails = [floor_cell(r, f).fails for r, f in zip(per_w, self.floor[p], strict=True)]
             floor_failures += sum(fails)

@@ -153,6 +153,10 @@ class EvalArgs:
     """surrogate backend: the hardware profile of envs/profiles/ every episode runs on ('all': a draw per
     episode from every profile and blends, as in training; a comma list: draws and blends of those, as
     mango train --profiles)"""
+    depth: tuple[float, float] = (0.0, 0.0)
+    """surrogate backend: (lo, hi) of each episode's extra log-drop of the reference loss (a job that trains
+    further than the recorded traces; envs.simulator.SurrogateEngine). (0, 0): the recorded curves; e.g.
+    0.31 0.31 puts gpt-85m at the H200 demo's depth"""
 
 
 @dataclass
@@ -263,7 +267,7 @@ def _make_env(args: EvalArgs, backend: str, workload: str, preset: str) -> Any:
             "intervals": args.intervals,
         }
     else:
-        kw = {"hardware": hardware_sampler(args.hardware)}
+        kw = {"hardware": hardware_sampler(args.hardware), "depth": args.depth}
     return CompressionEnv(backend=backend, workload=workload, objective=preset, reward=EVAL_REWARD, **kw)
 
 
@@ -355,10 +359,11 @@ def _static_best(
     seeds: Sequence[int],
     hardware: Any = None,
     score: Score = "final",
+    depth: tuple[float, float] = (0.0, 0.0),
 ) -> tuple[dict[str, Any], np.ndarray]:
     from agents.rollout import best_static
 
-    best = {p: best_static(p, workloads, seeds, hardware=hardware, score=score) for p in presets}
+    best = {p: best_static(p, workloads, seeds, hardware=hardware, score=score, depth=depth) for p in presets}
     return best, best[presets[0]].mean_terms
 
 
@@ -515,7 +520,11 @@ def _section(report: EvalReport, args: EvalArgs, command: str, learned: Sequence
     eps = len(report.seeds) * len(report.workloads)
     details = [
         f"surrogate: {surrogate_id()}"
-        + (f"; hardware: {args.hardware}" if report.backend == "surrogate" else "; hardware: this machine"),
+        + (
+            f"; hardware: {args.hardware}; reference depth {args.depth[0]:g}-{args.depth[1]:g}"
+            if report.backend == "surrogate"
+            else "; hardware: this machine"
+        ),
         f"workloads ({_SPLIT_NAMES[args.split]}): "
         f"{', '.join(report.workloads)}; "
         f"seeds {report.seeds[0]}..{report.seeds[-1]}; {eps} episodes per controller per preset; "
@@ -742,7 +751,9 @@ def evaluate(args: EvalArgs, command: str = "") -> EvalReport:
 
     if args.score not in SCORES:
         raise ValueError(f"score {args.score!r}; choose one of {SCORES}")
-    best, grid_terms = _static_best(workloads, presets, seeds, hardware_sampler(args.hardware), args.score)
+    best, grid_terms = _static_best(
+        workloads, presets, seeds, hardware_sampler(args.hardware), args.score, args.depth
+    )
     static_settings = {p: DEFAULT_GRID.setting(b.action) for p, b in best.items()}
     entrants, learned = _entrants(args, static_settings if args.backend == "training" else {})
     results = _run_closed_loop(args, args.backend, entrants, workloads, presets, seeds)

@@ -95,14 +95,22 @@ def run_surrogate(
     seeds: Sequence[int],
     model: SurrogateModel | None = None,
     hardware: Any = "default",
+    depth: tuple[float, float] = (0.0, 0.0),
 ) -> EpisodeBatch:
     """One episode per seed of ``workload`` under ``objective``, actions from ``act`` (module docstring).
 
     ``hardware``: the surrogate's hardware draws (:class:`envs.hardware.HardwareSampler`; default: the
-    training distribution)."""
+    training distribution). ``depth``: the reference's extra log-drop draws
+    (:class:`envs.simulator.SurrogateEngine`; default: the recorded curves)."""
     n = len(seeds)
     env = SurrogateVecEnv(
-        num_envs=n, workload=workload, objective=objective, model=model, hardware=hardware, reward=EVAL_REWARD
+        num_envs=n,
+        workload=workload,
+        objective=objective,
+        model=model,
+        hardware=hardware,
+        reward=EVAL_REWARD,
+        depth=depth,
     )
     obs, _ = env.reset(seed=[int(s) for s in seeds])
     eng = env.engine
@@ -166,6 +174,7 @@ def static_grid_returns(
     model: SurrogateModel | None = None,
     actions: np.ndarray | None = None,
     hardware: Any = "default",
+    depth: tuple[float, float] = (0.0, 0.0),
 ) -> EpisodeBatch:
     """Every static setting (rows of ``actions``, default the whole grid) on every seed, in one batch.
 
@@ -180,7 +189,7 @@ def static_grid_returns(
     def act(_obs: np.ndarray) -> np.ndarray:
         return fixed
 
-    return run_surrogate(act, workload, objective, all_seeds, model, hardware)
+    return run_surrogate(act, workload, objective, all_seeds, model, hardware, depth)
 
 
 @dataclass
@@ -224,11 +233,12 @@ def best_static(
     model: SurrogateModel | None = None,
     hardware: Any = "default",
     score: Score = "final",
+    depth: tuple[float, float] = (0.0, 0.0),
 ) -> StaticBaseline:
     """Evaluate the whole grid on every workload and seed under ``preset``; keep the best mean score
     (``score``: :meth:`EpisodeBatch.scores`)."""
     acts = grid_actions()
-    per_workload = [static_grid_returns(w, preset, seeds, model, acts, hardware) for w in workloads]
+    per_workload = [static_grid_returns(w, preset, seeds, model, acts, hardware, depth) for w in workloads]
     n_s, n_seeds = len(acts), len(seeds)
     returns = np.stack([b.scores(score).reshape(n_s, n_seeds) for b in per_workload], axis=1)  # [S, W, seeds]
     terms = np.stack([b.terms.reshape(n_s, n_seeds, 4) for b in per_workload], axis=1)  # [S, W, seeds, 4]

@@ -166,6 +166,10 @@ class TrainArgs:
     """surrogate backend: comma list of the hardware profiles of envs/profiles/ that training and validation
     episodes draw from ('': every profile there). E.g. 'cpu-dev-2core,h200-gpt85m,h200-lm-medium' leaves out
     the modelled H200 target and trains on measured costs only"""
+    depth: tuple[float, float] = (0.0, 0.0)
+    """surrogate backend: (lo, hi) of each training and validation episode's extra log-drop of the reference
+    loss, a job that trains further than the recorded traces (envs.simulator.SurrogateEngine); (0, 0): the
+    recorded curves. (0, 0.4) reaches the H200 demo's depth"""
     threads: int = 1
     """torch intra-op threads (1 is fastest for these small batches and kind to a shared machine)"""
     max_minutes: float = 0.0
@@ -240,6 +244,7 @@ def make_surrogate_env(args: TrainArgs) -> Any:
         split="train",
         hardware=hardware_draws(args),
         reward=RewardConfig(loss_credit=args.loss_credit),
+        depth=args.depth,
     )
     venv: Any = SB3VecEnvAdapter(env, info_terms=False)
     venv = VecMonitor(venv)  # raw episode returns for rollout/ep_rew_mean
@@ -356,6 +361,7 @@ def train(args: TrainArgs, command: str = "") -> TrainResult:
         out_dir=out,
         hardware=hardware_draws(args),
         score=args.selection_score,
+        depth=args.depth,
     )
     callbacks: list[Any] = [callback]
     if args.max_minutes > 0:

@@ -131,6 +131,7 @@ class CompressionEnv(gym.Env):
         traces: Any = None,
         render_mode: str | None = None,
         hardware: Any = "default",
+        depth: tuple[float, float] = (0.0, 0.0),
     ) -> None:
         super().__init__()
         if backend not in BACKENDS:
@@ -147,6 +148,12 @@ class CompressionEnv(gym.Env):
                 f"interval_steps / intervals can only be overridden on the training backend; the {backend} "
                 "backend replays the recorded episode shape (record traces with the new shape instead)"
             )
+        if tuple(depth) != (0.0, 0.0) and backend != "surrogate":
+            raise ValueError(
+                f"depth={tuple(depth)!r} deepens the surrogate's reference curves; the {backend} backend "
+                "trains (or replays) real runs"
+            )
+        self.depth = tuple(depth)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode={render_mode!r}; choose None or 'ansi'")
         if job_seeds is not None and int(job_seeds) < 1:
@@ -204,6 +211,7 @@ class CompressionEnv(gym.Env):
                 self.initial_setting,
                 job_seeds or 64,
                 hw,
+                self.depth,
             )
         if backend == "training":
             from envs.training import TrainingBackend  # lazy on purpose: torch, real models and data

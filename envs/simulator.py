@@ -13,6 +13,12 @@ workload ``w``, control interval ``t`` (``t = 0`` is the uncontrolled warm-up in
   the workload's measured spectral tail at the rank, their product and their ``gamma`` interactions) with
   coefficients fitted by least squares. ``d_t`` is 0 until the first compressed interval (before it the run
   *is* the reference run) and 1 after.
+* **depth** (a draw, not a fit): a job trains further than the recorded one. With ``depth=(lo, hi)`` each
+  episode draws ``delta ~ U[lo, hi]`` and its reference curve becomes ``ref_t * exp(-delta * progress_t)``:
+  the loss ends ``exp(-delta)`` lower, while the excess stays in initial-loss units. So the same absolute
+  damage weighs more against a deeper reference, as on the H200 demo (its AdamW fell to 0.47 of the
+  first-interval loss, the gpt-85m traces to 0.64; issue 13, session 12's sim-to-real reading: the absolute
+  excess was predicted about right, its loss term a third of the measured one).
 * **memory**: ``state_bytes`` exactly, from :func:`client.compression.sizes.state_bytes` on the model's
   shapes.
 * **time and energy**: the reference per-interval median times measured per-setting cost ratios (fitted per
@@ -53,7 +59,30 @@ from envs.reward import TERM_NAMES, RewardConfig, penalized_reward, reward_terms
 from envs.surrogate_model import GRID_SHAPE, SurrogateModel
 from envs.workloads import get_workload, workloads_of
 
-__all__ = ["NOISE_CHANNELS", "SurrogateBackend", "SurrogateEngine", "resolve_workloads"]
+__all__ = [
+    "MAX_DEPTH",
+    "NOISE_CHANNELS",
+    "SurrogateBackend",
+    "SurrogateEngine",
+    "check_depth",
+    "resolve_workloads",
+]
+
+#: The largest ``depth`` bound :func:`check_depth` accepts: a reference ending ``e^-2`` (0.14x) lower.
+MAX_DEPTH = 2.0
+
+
+def check_depth(depth: Sequence[float]) -> tuple[float, float]:
+    """``(lo, hi)`` of the reference's extra log-drop (:class:`SurrogateEngine`), checked: ``ValueError``
+    unless ``0 <= lo <= hi <= MAX_DEPTH``."""
+    vals = tuple(float(d) for d in depth)
+    if len(vals) != 2 or not 0.0 <= vals[0] <= vals[1] <= MAX_DEPTH:
+        raise ValueError(
+            f"depth={tuple(depth)!r}: give (lo, hi) with 0 <= lo <= hi <= {MAX_DEPTH} (the extra log-drop of "
+            "the reference loss by the end of an episode; (0, 0): the recorded curves)"
+        )
+    return vals[0], vals[1]
+
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +138,10 @@ class SurrogateEngine:
     :param hardware: per-episode hardware draws (:class:`envs.hardware.HardwareSampler`): the time and
         energy of each setting follow the drawn cost profile and the observation carries its features;
         ``None``: the per-workload ratios fitted on the traces and no profile features (the first design).
+    :param depth: ``(lo, hi)`` of the per-episode extra log-drop ``delta`` of the reference loss by the
+        end of the episode (module docstring). ``(0, 0)`` (default): the recorded curves, and no draw, so
+        episodes are those of the engine before the knob. ``(0, 0.4)`` reaches the H200 demo's depth
+        (``ln(0.64 / 0.47) = 0.31``).
     """
 
     def __init__(
@@ -122,11 +155,13 @@ class SurrogateEngine:
         initial_setting: CompressionSetting | None = None,
         job_seeds: int = 64,
         hardware: Any = None,
+        depth: tuple[float, float] = (0.0, 0.0),
     ) -> None:
         if n < 1:
             raise ValueError(f"num_envs={n} must be >= 1")
         if job_seeds < 1:
             raise ValueError(f"job_seeds={job_seeds} must be >= 1")
+        self.depth = check_depth(depth)
         self.model = model
         self.names = tuple(workloads)
         self.tabs = [model.workload(w) for w in self.names]
@@ -160,6 +195,7 @@ class SurrogateEngine:
         self.compressed = np.zeros(n, dtype=bool)  # d_t: any compressed interval so far
         self._ar = np.arange(n)
         self.level = np.ones(n, dtype=np.float64)
+        self.drop = np.zeros(n, dtype=np.float64)  # delta: the episode's extra log-drop of the reference
         self.initial_loss = np.ones(n, dtype=np.float64)
         self.prev_loss_term = np.zeros(n, dtype=np.float64)  # l_{t-1} (RewardConfig.loss_credit="final")
         self.weights = np.zeros((n, 4), dtype=np.float64)
@@ -283,6 +319,8 @@ class SurrogateEngine:
             else:
                 self.hw_time[i] = self.g_time[wi]
                 self.hw_energy[i] = self.g_energy[wi]
+            if self.depth[1] > 0.0:
+                self.drop[i] = rng.uniform(*self.depth)
             if not self.fixed_initial:
                 self.init_acts[i] = self._first_action(int(i), wi)
         self.t[idx] = 0
@@ -338,13 +376,15 @@ class SurrogateEngine:
         div = self.compressed[idx_] | ~self.g_off[s]
         self.compressed[idx_] = div
         xo = x + np.where(div, self.s_sig_x[w] * z[:, 0], 0.0)
-        ref = self.ref_loss[w, t] * self.level[idx_]
+        deeper = np.exp(-self.drop[idx_] * p)
+        ref = self.ref_loss[w, t] * self.level[idx_] * deeper
         l0 = self.ref_loss[w, 0] * self.level[idx_]  # the episode's initial loss: the unit of the excess
         ratio_noise = np.exp(self.s_sig_t[w] * z[:, 5])
         raw = {
             "ref_loss": ref,
             "loss": np.maximum(ref + l0 * xo, 0.1 * ref),
             "loss_std": self.ref_loss_std[w, t]
+            * deeper
             * (1.0 + np.maximum(xo, 0.0))
             * np.exp(self.s_sig_lstd[w] * z[:, 1]),
             "grad_norm": self.ref_grad_norm[w, t] * np.exp(self.s_sig_gn[w] * z[:, 2]),
@@ -467,17 +507,10 @@ class SurrogateBackend(Backend):
         initial_setting: CompressionSetting | None,
         job_seeds: int,
         hardware: Any = None,
+        depth: tuple[float, float] = (0.0, 0.0),
     ) -> None:
         self.engine = SurrogateEngine(
-            model,
-            names,
-            1,
-            spec,
-            sampler,
-            reward,
-            initial_setting,
-            job_seeds,
-            hardware,
+            model, names, 1, spec, sampler, reward, initial_setting, job_seeds, hardware, depth
         )
         self._zero = np.zeros(1, dtype=np.int64)
 

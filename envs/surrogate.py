@@ -64,6 +64,9 @@ class SurrogateVecEnv(VectorEnv):
     :param job_seeds: size of the job-seed pool.
     :param hardware: per-episode hardware draws (default :class:`envs.hardware.HardwareSampler`; ``None``:
         the fitted per-workload cost ratios, no profile features).
+    :param depth: ``(lo, hi)`` of each episode's extra log-drop of the reference loss, a job that trains
+        further than the recorded one (:class:`envs.simulator.SurrogateEngine`; ``(0, 0)``: the recorded
+        curves).
 
     Seeding: ``reset(seed=s)`` seeds sub-env ``i`` with ``s + i``, like gymnasium's vector envs, and sub-env
     ``i`` then produces exactly the episodes of ``CompressionEnv(backend="surrogate").reset(seed=s + i)``.
@@ -84,6 +87,7 @@ class SurrogateVecEnv(VectorEnv):
         initial_setting: CompressionSetting | None = None,
         job_seeds: int = 64,
         hardware: Any = "default",
+        depth: tuple[float, float] = (0.0, 0.0),
     ) -> None:
         if isinstance(hardware, str) and hardware == "default":
             hardware = HardwareSampler()
@@ -101,6 +105,7 @@ class SurrogateVecEnv(VectorEnv):
             initial_setting,
             job_seeds,
             hardware,
+            depth,
         )
         self.num_envs = num_envs
         c = ObservationSpec.CLIP

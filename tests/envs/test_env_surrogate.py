@@ -133,6 +133,10 @@ def test_memory_budget_penalty(model: SurrogateModel) -> None:
         ({"window": 0}, ValueError, "window"),
         ({"split": "test"}, ValueError, "split"),
         ({"render_mode": "human"}, ValueError, "render_mode"),
+        ({"depth": (0.3, 0.1)}, ValueError, "depth=\\(0.3, 0.1\\)"),
+        ({"depth": (-0.1, 0.2)}, ValueError, "0 <= lo <= hi"),
+        ({"depth": (0.0, 5.0)}, ValueError, "<= 2.0"),
+        ({"backend": "training", "depth": (0.0, 0.3)}, ValueError, "training backend"),
     ],
 )
 def test_bad_configuration_is_a_clear_error(kw: dict[str, object], exc: type, match: str) -> None:
@@ -151,13 +155,14 @@ def test_bad_reset_options_and_actions(model: SurrogateModel) -> None:
         env.step(np.array([8, 0, 0]))
 
 
-def test_vectorized_equals_single_envs(model: SurrogateModel) -> None:
+@pytest.mark.parametrize("depth", [(0.0, 0.0), (0.0, 0.4)])
+def test_vectorized_equals_single_envs(model: SurrogateModel, depth: tuple[float, float]) -> None:
     """Sub-env i of SurrogateVecEnv(seed=s) plays exactly CompressionEnv.reset(seed=s+i)'s episodes, and its
     numpy observations equal ObservationSpec.encode on the single env's pydantic records."""
     n = 6
     names = [w for w in envs.TRAIN_WORKLOADS if w in model.tables]
-    vec = SurrogateVecEnv(num_envs=n, workload=names, model=model, window=5)
-    singles = [CompressionEnv(workload=names, model=model, window=5) for _ in range(n)]
+    vec = SurrogateVecEnv(num_envs=n, workload=names, model=model, window=5, depth=depth)
+    singles = [CompressionEnv(workload=names, model=model, window=5, depth=depth) for _ in range(n)]
     ov, _ = vec.reset(seed=100)
     for i, e in enumerate(singles):
         np.testing.assert_array_equal(ov[i], e.reset(seed=100 + i)[0])
@@ -269,3 +274,31 @@ def test_final_credit_return_is_k_times_the_episode_objective(model: SurrogateMo
     j = episode_objective(weights, info["loss_term"], terms / k)
     np.testing.assert_allclose(total, -k * j + k * weights[0] * l0, rtol=1e-9, atol=1e-9)
     assert j[1] > j[0]  # r8/b4 ends above the uncompressed loss on the 85 M model: it pays for it
+
+
+def test_depth_deepens_the_reference_and_keeps_the_absolute_excess(model: SurrogateModel) -> None:
+    """A deeper job (depth d): the reference is exp(-d * progress) lower, loss - reference is the same in
+    initial-loss units (same draws), so the same damage costs a larger loss term; the policy sees it."""
+    name = next(w for w in envs.TRAIN_WORKLOADS if w in model.tables)
+    act = np.array(DEFAULT_GRID.action(CompressionSetting.parse("r4/b8/g0")))
+    runs = {}
+    for d in (0.0, 0.3):
+        vec = SurrogateVecEnv(num_envs=3, workload=name, model=model, objective="balanced", depth=(d, d))
+        vec.reset(seed=7)
+        eng = vec.engine
+        rows = []
+        for _ in range(int(eng.k[0]) - 1):  # the last step autoresets: eng.last is the next episode's
+            _, _, _, _, info = vec.step(np.tile(act, (3, 1)))
+            last = eng.last
+            rows.append(
+                (last["ref_loss"].copy(), last["loss"].copy(), last["progress"].copy(), info["loss_term"])
+            )
+        runs[d] = rows
+    for (ref0, loss0, p, term0), (ref1, loss1, p1, term1) in zip(runs[0.0], runs[0.3], strict=True):
+        np.testing.assert_array_equal(p, p1)
+        np.testing.assert_allclose(ref1, ref0 * np.exp(-0.3 * p), rtol=1e-12)
+        np.testing.assert_allclose(loss1 - ref1, loss0 - ref0, rtol=1e-9, atol=1e-12)
+        assert (np.abs(term1) >= np.abs(term0) - 1e-12).all()
+    assert (
+        runs[0.3][-1][3] > runs[0.0][-1][3]
+    ).all()  # r4 ends above the reference: the deeper run pays more
