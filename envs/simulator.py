@@ -18,7 +18,7 @@ workload ``w``, control interval ``t`` (``t = 0`` is the uncontrolled warm-up in
   the loss ends ``exp(-delta)`` lower, while the excess stays in initial-loss units. So the same absolute
   damage weighs more against a deeper reference, as on the H200 demo (its AdamW fell to 0.47 of the
   first-interval loss, the gpt-85m traces to 0.64; issue 13, session 12's sim-to-real reading: the absolute
-  excess was predicted about right, its loss term a third of the measured one).
+  excess was predicted about right, its final loss term a third to a half of the measured one).
 * **memory**: ``state_bytes`` exactly, from :func:`client.compression.sizes.state_bytes` on the model's
   shapes.
 * **time and energy**: the reference per-interval median times measured per-setting cost ratios (fitted per
