@@ -567,6 +567,12 @@ VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("r0/b4/g0", {"factor_second_moment": False}, {"EARLY_LOADS": {(4, False): 128}}),
     ("r4/b8/g0", {}, {"EARLY_LOADS": {}}),
     ("r64/b8/g0", {}, {"EARLY_LOADS": {}}),
+    # stochastic rounding's words from an integer hash instead of Philox-7 (fused.DRAWS, session 13)
+    ("r0/b8/g0", {}, {"DRAWS": "hash"}),
+    ("r0/b8/g0.5", {}, {"DRAWS": "hash"}),
+    ("r0/b4/g0", {}, {"DRAWS": "hash"}),
+    ("r0/b2/g0", {}, {"DRAWS": "hash"}),
+    ("r4/b8/g0", {}, {"DRAWS": "hash"}),
 ]
 
 

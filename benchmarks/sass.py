@@ -36,8 +36,10 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("r0/b8/g0", {}),
     ("r0/b8/g0 nearest", {"STOCHASTIC": False}),
     ("r0/b8/g0 late loads", {"EARLY": False}),
+    ("r0/b8/g0 hash draws", {"RNG": 1}),
     ("r0/b8/g0 no-EF", {"EF": False}),
     ("r0/b8/g0.5", {"SHIFT": True}),
+    ("r0/b8/g0.5 hash draws", {"SHIFT": True, "RNG": 1}),
     ("r0/b16/g0", {"BITS": 16}),
     ("r0/b4/g0", {"BITS": 4, "MODE": 1, "BLOCK": 64, "ROWS": 4, "FACTORED": True}),
     (
@@ -72,7 +74,7 @@ def compile_case(overrides: dict[str, Any], arch: int = 90) -> dict[str, Any]:
     bytes and opcode counts."""
     consts: dict[str, Any] = dict(
         PDTYPE=tl.float32, BITS=8, MODE=0, BLOCK=256, ROWS=1, EF=True, SHIFT=False, FACTORED=False,
-        STRIP=False, STOCHASTIC=True, FRESH=False, SRC=0, STATS_EVERY=ts.STATS_EVERY.value, FULL=True,
+        STRIP=False, STOCHASTIC=True, FRESH=False, SRC=0, STATS_EVERY=ts.STATS_EVERY.value, FULL=True, RNG=0,
     )  # fmt: skip
     consts.update(overrides)
     # the load order and register cap fused.run picks (an override of EARLY keeps its order, with its cap)

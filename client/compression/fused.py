@@ -107,6 +107,10 @@ WHOLE_BLOCKS = True
 #: variants``; BENCHMARKS.md, "Issue 12, session 12"). The arithmetic is the same; a GPU compiler may contract
 #: it into FMAs differently, so results may differ in the last bit there.
 EARLY_LOADS: dict[tuple[int, bool], int] = {(8, False): 96, (8, True): 128}
+#: Where stochastic rounding's random words come from: ``"philox"`` (Philox4x32-7, the shipped step) or
+#: ``"hash"`` (an integer hash a word, ``triton_step._hash_words4``): a variant for ``mango bench gpu --parts
+#: variants`` until the GPU has timed it.
+DRAWS = "philox"
 #: Tiles of ``MATRIX_TILE`` values per program with a factored second moment, by width: a program walks a
 #: column strip of ``iters x MATRIX_TILE / block`` rows and adds its column sums of ``c^2`` once, so the
 #: same-address float atomics fall by this factor; 1 is one tile a program with no loop (an atomic per tile).
@@ -126,6 +130,13 @@ def matrix_loads(bits: int, shift: bool, early: bool | None = None) -> tuple[boo
         early = cap is not None
     regs = cap if early and cap is not None else MAX_REGS_BY_BITS.get(bits, 0)
     return early, MAX_REGS if MAX_REGS is not None else regs
+
+
+def _draws_code(draws: str) -> int:
+    """:data:`DRAWS` as the kernel's ``RNG`` constexpr; ``ValueError`` names the choices."""
+    if draws not in ("philox", "hash"):
+        raise ValueError(f"fused.DRAWS={draws!r}; choose 'philox' or 'hash'")
+    return 0 if draws == "philox" else 1
 
 
 def factor_iters(bits: int) -> int:
@@ -767,6 +778,7 @@ def run(
                 FRESH=id(grp) in refreshed,
                 STATS_EVERY=1 if pj is not None else ts.STATS_EVERY.value,
                 EARLY=early,
+                RNG=_draws_code(DRAWS),
                 num_warps=NUM_WARPS,
             )
             if regs and device.type == "cuda":

@@ -120,7 +120,7 @@ def test_fused_default_tile_matches_big_tiles() -> None:
         try:
             params = _params()
             opt = MangoAdamW(params, lr=LR, setting=S(rank=0, bits=8), min_compress_numel=1024, fused=True)
-            _run(params, opt, range(3))
+            _run(params, opt, range(3))  # the first step creates the state on the torch path
         finally:
             fused.MATRIX_TILE = old
         runs.append(params)
@@ -214,7 +214,7 @@ def test_fused_rank_increase_refreshes_in_the_batched_refresh() -> None:
             params, lr=LR, setting=S(rank=4, bits=8), min_compress_numel=1024, fused=use_fused, seed=3,
             stochastic_rounding=False,
         )  # fmt: skip
-        _run(params, opt, range(3))
+        _run(params, opt, range(3))  # the first step creates the state on the torch path
         opt._gen.manual_seed(7)  # the fused steps drew seeds from it: the same random new directions
         opt.apply_setting(S(rank=16, bits=8))
         assert all(opt.state[p].get("refresh_pending") for p in params[:3])
@@ -236,7 +236,7 @@ def test_fused_off_and_strict_use_the_torch_path() -> None:
     for kw in ({"fused": False}, {"fused": True, "strict": True}):
         params = _params()
         opt = MangoAdamW(params, lr=LR, setting=S(rank=0, bits=8), min_compress_numel=1024, **kw)
-        _run(params, opt, range(3))
+        _run(params, opt, range(3))  # the first step creates the state on the torch path
         assert opt._plan is None, kw
 
 
@@ -273,7 +273,7 @@ def test_fused_switch_to_off_flushes_the_error_buffer_then_fuses() -> None:
             params, lr=LR, setting=S(rank=0, bits=8), min_compress_numel=1024, fused=use_fused,
             stochastic_rounding=False, seed=3,
         )  # fmt: skip
-        _run(params, opt, range(3))
+        _run(params, opt, range(3))  # the first step creates the state on the torch path
         opt.apply_setting(S.off())
         assert all("e" in opt.state[p] for p in params[:3])
         _run(params, opt, range(3, 4))
@@ -574,3 +574,23 @@ def test_matrix_loads_picks_the_order_and_the_cap(monkeypatch: pytest.MonkeyPatc
     assert fused.matrix_loads(4, False) == (False, 0)  # no cap
     monkeypatch.setattr(fused, "MAX_REGS", 128)
     assert fused.matrix_loads(8, False) == (True, 128)
+
+
+@pytest.mark.parametrize("draws", ["philox", "hash"])
+def test_fused_stochastic_rounding_draws_track_torch_path(
+    monkeypatch: pytest.MonkeyPatch, draws: str
+) -> None:
+    """Either source of stochastic rounding's words (``fused.DRAWS``) keeps the fused step on the torch
+    path's average at 8 bits, and the two sources draw differently."""
+    monkeypatch.setattr(fused, "DRAWS", draws)
+    (pt, _), (pf, _) = _pair(S(rank=0, bits=8), stochastic_rounding=True, steps=6)
+    for a, b in zip(pt[:3], pf[:3]):
+        assert float((a - b).detach().abs().mean()) < 0.05 * 6 * LR
+
+
+def test_fused_draws_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fused, "DRAWS", "mt19937")
+    params = _params()
+    opt = MangoAdamW(params, lr=LR, setting=S(rank=0, bits=8), min_compress_numel=1024, fused=True)
+    with pytest.raises(ValueError, match=r"fused\.DRAWS='mt19937'; choose 'philox' or 'hash'"):
+        _run(params, opt, range(3))  # the first step creates the state on the torch path

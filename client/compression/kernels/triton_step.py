@@ -33,6 +33,9 @@ step's seed (a device scalar drawn from the optimizer's generator, so no host sy
 ``t + 1`` in the high word, counter = the pair's index in the tensor; each word gives both values of the
 pair a 16-bit uniform. Word 0 rounds the compressed gradient, 1 the error buffer, 2 ``m``, 3 ``sqrt(v)``.
 Stochastic NF4 uses the standalone kernel's dithered thresholds (``_nf4_dithered``).
+``RNG=1`` (``fused.DRAWS = "hash"``, a variant for ``mango bench gpu --parts variants``) draws the same four
+words from an integer hash instead (:func:`_hash_words4`): Philox-7 is about a third of the 8-bit step's
+instructions, the hash a fraction of that; the words' statistics are tested, the speed is the GPU's to show.
 
 Per element (rank 0, ``gamma = 0``; the torch path's ``_matrix_step`` formula for formula)::
 
@@ -62,6 +65,11 @@ TINY: tl.constexpr = tl.constexpr(1e-30)
 #: random numbers: as easy as 1, 2, 3") found to pass all of TestU01's BigCrush for Philox4x32; triton's
 #: default 10 adds margin that 16-bit rounding draws do not need, at 3/10 more of the step's largest cost.
 PHILOX_ROUNDS: tl.constexpr = tl.constexpr(7)
+#: The hash draws (``RNG=1``): Wellons' "lowbias32" (two multiplies, three xor-shifts; the lowest-bias 32-bit
+#: hash of his search) on ``(4 pair + j) ^ salt``, the salt hashed once a program from the key's two words.
+#: A bijection of 32-bit words, so the words of one tensor and step never repeat (tensors < 2^30 pairs).
+HASH_M1: tl.constexpr = tl.constexpr(0x7FEB352D)
+HASH_M2: tl.constexpr = tl.constexpr(0x846CA68B)
 #: Programs that add their ``(u - C(u))^2`` and ``u^2`` sums to the statistics: one in ``STATS_EVERY``
 #: (a sampled estimate of the ratio; the others write zeros and skip two tile reductions).
 STATS_EVERY: tl.constexpr = tl.constexpr(8)
@@ -171,16 +179,40 @@ def _quantize(x, rnd, tab_ptr, BITS: tl.constexpr, MODE: tl.constexpr, STOCHASTI
 
 
 @triton.jit
-def _words4(key, blk, BLOCK: tl.constexpr, STOCHASTIC: tl.constexpr):
+def _words4(key, blk, BLOCK: tl.constexpr, STOCHASTIC: tl.constexpr, RNG: tl.constexpr = 0):
     """The four Philox words of stochastic rounding, ``[ROWS, BLOCK / 2]`` each: one call per *pair* of
     values; :func:`_uniform` turns a word into the pair's two uniforms where they are used (four words of
-    a pair in registers are half the size of their eight uniforms)."""
+    a pair in registers are half the size of their eight uniforms). ``RNG=1``: :func:`_hash_words4`."""
     if STOCHASTIC:
         HALF: tl.constexpr = BLOCK // 2
         pair = blk[:, None] * HALF + tl.arange(0, HALF)[None, :]
-        return tl.randint4x(key, pair, n_rounds=PHILOX_ROUNDS)
+        if RNG == 1:
+            return _hash_words4(key, pair)
+        else:
+            return tl.randint4x(key, pair, n_rounds=PHILOX_ROUNDS)
     else:
         return 0, 0, 0, 0
+
+
+@triton.jit
+def _lowbias32(x):
+    """Wellons' lowbias32 of the uint32 tile ``x`` (wrapping multiplies)."""
+    x = x ^ (x >> 16)
+    x = x * tl.full([], HASH_M1, tl.uint32)
+    x = x ^ (x >> 15)
+    x = x * tl.full([], HASH_M2, tl.uint32)
+    return x ^ (x >> 16)
+
+
+@triton.jit
+def _hash_words4(key, pair):
+    """Four uint32 words per pair from a hash (:data:`HASH_M1`): word ``j`` of pair ``i`` is
+    ``lowbias32((4 i + j) ^ salt)``, ``salt = lowbias32(lo ^ lowbias32(hi))`` of the 64-bit key's words."""
+    lo = (key & 0xFFFFFFFF).to(tl.uint32)
+    hi = ((key >> 32) & 0xFFFFFFFF).to(tl.uint32)
+    salt = _lowbias32(lo ^ _lowbias32(hi))
+    c = (pair * 4).to(tl.uint32) ^ salt
+    return _lowbias32(c), _lowbias32(c ^ 1), _lowbias32(c ^ 2), _lowbias32(c ^ 3)
 
 
 @triton.jit
@@ -339,6 +371,7 @@ def matrix_step_kernel(
     STATS_EVERY: tl.constexpr,
     FULL: tl.constexpr,  # every block of every program is whole (no value past the tensor's end)
     EARLY: tl.constexpr = False,  # issue every load of a tile before its arithmetic (fused.EARLY_LOADS)
+    RNG: tl.constexpr = 0,  # stochastic rounding's words: 0 Philox, 1 the hash (fused.DRAWS)
 ):
     """The compressed AdamW step of one program's blocks of one tensor's ``rows x n`` values (module
     docstring): ``ROWS`` blocks, or with ``STRIP`` a column strip of any number of blocks (the host
@@ -367,7 +400,7 @@ def matrix_step_kernel(
             cs, d, u, x = _tile(
                 it * ROWS + tl.arange(0, ROWS), b0, live, stride, numel, ncols, t, A, key, grad_ptr, tab_ptr,
                 mean_ptr, stats, decay, step_size, inv_bc2s, eps, beta1, beta2, ef_beta, gamma,
-                PDTYPE, BITS, MODE, BLOCK, EF, SHIFT, FACTORED, STOCHASTIC, FRESH, SRC, FULL, EARLY,
+                PDTYPE, BITS, MODE, BLOCK, EF, SHIFT, FACTORED, STOCHASTIC, FRESH, SRC, FULL, EARLY, RNG,
             )  # fmt: skip
             colsum += cs
             d2 += d
@@ -377,7 +410,7 @@ def matrix_step_kernel(
         colsum, d2, u2, gsq = _tile(
             tl.arange(0, ROWS), b0, live, stride, numel, ncols, t, A, key, grad_ptr, tab_ptr,
             mean_ptr, stats, decay, step_size, inv_bc2s, eps, beta1, beta2, ef_beta, gamma,
-            PDTYPE, BITS, MODE, BLOCK, EF, SHIFT, FACTORED, STOCHASTIC, FRESH, SRC, FULL, EARLY,
+            PDTYPE, BITS, MODE, BLOCK, EF, SHIFT, FACTORED, STOCHASTIC, FRESH, SRC, FULL, EARLY, RNG,
         )  # fmt: skip
     if FACTORED:
         b = (b0 * BLOCK) % ncols + cols
@@ -400,7 +433,7 @@ def _tile(
     decay, step_size, inv_bc2s, eps, beta1, beta2, ef_beta, gamma,
     PDTYPE: tl.constexpr, BITS: tl.constexpr, MODE: tl.constexpr, BLOCK: tl.constexpr, EF: tl.constexpr,
     SHIFT: tl.constexpr, FACTORED: tl.constexpr, STOCHASTIC: tl.constexpr, FRESH: tl.constexpr,
-    SRC: tl.constexpr, FULL: tl.constexpr, EARLY: tl.constexpr,
+    SRC: tl.constexpr, FULL: tl.constexpr, EARLY: tl.constexpr, RNG: tl.constexpr,
 ):  # fmt: skip
     """One tile of :func:`matrix_step_kernel`: tile rows ``rows`` (those ``< live`` are real), i.e. blocks
     ``b0 + rows * stride``. Returns the tile's column sums of ``c^2`` (FACTORED; the row sums are added here),
@@ -450,7 +483,7 @@ def _tile(
                 h_raw, h_s = _fetch_slot(A, 12, blk, row_ok, off, in_mask, BITS, BLOCK)
             h = _decode_slot(h_raw, h_s, in_mask, tab_ptr, BITS, MODE, FULL)
         u = u - gamma * h
-    w0, w1, w2, w3 = _words4(key, blk, BLOCK, STOCHASTIC)
+    w0, w1, w2, w3 = _words4(key, blk, BLOCK, STOCHASTIC, RNG)
     c = _keep(in_mask, _roundtrip(u, _uniform(w0, STOCHASTIC), tab_ptr, BITS, MODE, STOCHASTIC), FULL)
     if SHIFT:
         c_u = c
@@ -467,7 +500,10 @@ def _tile(
         if STOCHASTIC:  # a fifth stream: the same counters under another key (high word + 2^30)
             HALF: tl.constexpr = BLOCK // 2
             pair = blk[:, None] * HALF + tl.arange(0, HALF)[None, :]
-            r4, _, _, _ = tl.randint4x(key + 4611686018427387904, pair, n_rounds=PHILOX_ROUNDS)
+            if RNG == 1:
+                r4, _, _, _ = _hash_words4(key + 4611686018427387904, pair)
+            else:
+                r4, _, _, _ = tl.randint4x(key + 4611686018427387904, pair, n_rounds=PHILOX_ROUNDS)
             uh = _split16(r4, 1.0 / 65536.0)
         else:
             uh = 0.5
