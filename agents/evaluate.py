@@ -86,6 +86,7 @@ from envs.benchmarks_md import BENCHMARKS_MD, append_section, format_section
 from envs.hardware import HardwareSampler
 from envs.objectives import OBJECTIVE_PRESETS
 from envs.reward import TERM_NAMES, episode_objective
+from envs.simulator import check_depth
 from envs.workloads import workloads_of
 
 __all__ = ["EvalArgs", "EvalReport", "FloorCell", "evaluate", "floor_check", "main"]
@@ -744,6 +745,12 @@ def evaluate(args: EvalArgs, command: str = "") -> EvalReport:
             )
     if args.episodes < 1:
         raise ValueError("episodes must be >= 1")
+    check_depth(args.depth)
+    if args.backend == "training" and tuple(args.depth) != (0.0, 0.0):
+        raise ValueError(
+            f"--depth {args.depth[0]:g} {args.depth[1]:g} deepens the surrogate's reference; the training "
+            "backend trains real jobs (drop --depth, or use --backend surrogate)"
+        )
     seeds = list(range(args.seed, args.seed + args.episodes))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -128,6 +128,24 @@ def test_training_split_is_a_diagnosis_by_name(tmp_path: Path) -> None:
         main(["--split", "train", "--workloads", HELDOUT_WORKLOADS[0], "--no-bench", "--out", str(tmp_path)])
 
 
+def test_depth_shows_in_the_report_and_bad_depth_is_refused_before_any_output(tmp_path: Path) -> None:
+    """``--depth`` plays the surrogate's deeper reference (named in the report); an inverted range, or any
+    depth with the training backend, is refused before the output folder exists."""
+    out = tmp_path / "deep"
+    main(["--workloads", HELDOUT_WORKLOADS[0], "--presets", "memory-first", "--episodes", "2",
+          "--heuristics", "static", "--depth", "0.31", "0.31", "--no-bench", "--out", str(out),
+          "--policy", "none"])  # fmt: skip
+    assert "reference depth 0.31-0.31" in (out / "report.md").read_text()
+    bad_args = [
+        (["--depth", "0.4", "0.1"], r"0 <= lo <= hi"),
+        (["--depth", "0", "0.3", "--backend", "training"], "training backend trains real jobs"),
+    ]
+    for bad, match in bad_args:
+        with pytest.raises(ValueError, match=match):
+            main([*bad, "--no-bench", "--out", str(tmp_path / "no"), "--policy", "none"])
+        assert not (tmp_path / "no").exists()
+
+
 def test_mean_ci_matches_the_t_interval() -> None:
     m, h = mean_ci(np.array([1.0, 2.0, 3.0, 4.0]))
     assert m == 2.5 and h == pytest.approx(3.182446 * np.std([1, 2, 3, 4], ddof=1) / 2, rel=1e-5)
