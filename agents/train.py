@@ -211,6 +211,9 @@ def _check_args(args: TrainArgs) -> None:
             f"batch={args.batch} must be in [2, n_envs * n_steps = {args.n_envs * args.n_steps}]; "
             "lower --batch or raise --n-envs/--n-steps"
         )
+    from envs.simulator import check_depth  # lazy on purpose, like the imports below
+
+    check_depth(args.depth)
     if args.extractor == "mlp" and args.init_from:
         raise ValueError("--init-from loads a TinyFormer artifact; it cannot initialize --extractor mlp")
     if args.prior_setting and args.init_from:

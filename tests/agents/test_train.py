@@ -125,6 +125,8 @@ def test_bad_arguments_are_refused_with_the_fix() -> None:
         train(TrainArgs(prior_setting="r3/b8/g0"))
     with pytest.raises(ValueError, match="give one"):
         train(TrainArgs(prior_setting="r0/b8/g0", init_from="client/policy/default_policy"))
+    with pytest.raises(ValueError, match=r"depth=\(0.5, 0.1\): give \(lo, hi\)"):
+        train(TrainArgs(depth=(0.5, 0.1)))
 
 
 def test_objective_scaling_divides_by_the_episode_weight_sum() -> None:
