@@ -5,19 +5,8 @@
 # again (a second pair of seeds). Then s13h14 (results/policy-s13h14: trained with --depth 0 0.8; in the surrogate
 # it beats r0/b8/g0 under memory-first on the held-out GPU workload by 16 %, s13d6 ties; not shipped because its
 # CPU validation score is 0.0007 lower) against r0/b8/g0. Carry .whl13. ~580 s: drop a static run if short.
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl13/*.whl || exit 3
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
-R=$OUT/r; mkdir -p $R; L=$OUT/run.log; date -u > $L; t0=$(date +%s)
-for s in r32/b8/g1 r64/b4/g0; do
-  n=${s//\//-}
-  timeout 190 python3 -m mango_cli demo --seeds 2 --objective memory-first --static-setting $s --no-progress \
-    --out-dir $R/demo-mf-$n > $R/demo-mf-$n.log 2>&1
-  echo "rc=$? demo memory-first static $s t=$(( $(date +%s)-t0 ))" >> $L
-  grep -E "verdict|^\| (adaptive|adamw|static|[0-9]|mean)" $R/demo-mf-$n.log >> $L
-done
-timeout 190 python3 -m mango_cli demo --seeds 2 --objective memory-first --static-setting r0/b8/g0 --no-progress \
-  --policy s13h14 --policy-dir results/policy-s13h14 --out-dir $R/demo-mf-s13h14 > $R/demo-mf-s13h14.log 2>&1
-echo "rc=$? demo memory-first s13h14 vs static r0/b8/g0 t=$(( $(date +%s)-t0 ))" >> $L
-grep -E "verdict|^\| (adaptive|adamw|static|[0-9]|mean)" $R/demo-mf-s13h14.log >> $L
-rm -f $R/demo-*/*.png
-tar czf $OUT/logs.tgz -C $R .
+source results/gpu-h200-next/preamble.sh
+demo_mf r32-b8-g1 r32/b8/g1
+demo_mf r64-b4-g0 r64/b4/g0
+demo_mf s13h14 r0/b8/g0 --policy s13h14 --policy-dir results/policy-s13h14
+finish

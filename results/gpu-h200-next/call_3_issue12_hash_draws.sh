@@ -5,13 +5,11 @@
 # (a) the draws' tests and the fused-vs-torch tests compiled; (b) the variants part for the 8-bit rank-0 rows
 # (every VARIANTS row of r0/b8/g0 and r0/b8/g0.5, the hash rows among them) and r4/b8/g0, beside fused AdamW in
 # the same run. Carry .whl13. ~300 s.
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl13/*.whl || exit 3
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
-R=$OUT/r; mkdir -p $R; L=$OUT/run.log; date -u > $L; t0=$(date +%s)
+source results/gpu-h200-next/preamble.sh
 timeout 100 python3 -m pytest -q -n 4 -p no:cacheprovider tests/client/test_draws.py tests/client/test_fused.py \
   > $R/tests.log 2>&1
-echo "rc=$? tests t=$(( $(date +%s)-t0 ))" >> $L; tail -3 $R/tests.log >> $L
+step tests $?; tail -3 $R/tests.log >> $L
 timeout 200 python3 -m mango_cli bench gpu --out $R/var --parts variants --optimizers "r0/b8/g0,r4/b8/g0" \
   > $R/variants.log 2>&1
-echo "rc=$? variants t=$(( $(date +%s)-t0 ))" >> $L; cat $R/var/*.md >> $L 2>/dev/null || grep "step_ms" $R/variants.log >> $L
-tar czf $OUT/logs.tgz -C $R .
+step variants $?; cat $R/var/*.md >> $L 2>/dev/null || grep "step_ms" $R/variants.log >> $L
+finish

@@ -12,8 +12,9 @@ from client.compression import fused
 from client.compression.kernels import available
 
 triton = pytest.importorskip("triton")
-tl = pytest.importorskip("triton.language")
-ts = pytest.importorskip("client.compression.kernels.triton_step")
+import triton.language as tl  # noqa: E402 (after the skip: triton is an optional dependency)
+
+from client.compression.kernels import triton_step as ts  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
     not available() or not (torch.cuda.is_available() or fused.fused_available(torch.device("cpu"))),
