@@ -55,7 +55,7 @@ from demo.report import (
     format_verdict,
     machine_line,
     objective_scores,
-    same_schedule_note,
+    settle_alike,
 )
 from demo.runs import RunResult, train_run, warm_up
 from envs.data import load_corpus
@@ -235,7 +235,7 @@ def run_demo(args: DemoArgs, argv: list[str] | None = None) -> dict[str, Any]:
         verdict = format_seeds_verdict(per_seed, names, args.objective)
         table += "\n\nJ per seed (each relative to its own AdamW run; lower is better):\n\n"
         table += format_seed_table(seeds, per_seed, names)
-    verdict += same_schedule_note(all_runs)
+    verdict = settle_alike(verdict, all_runs, objective, args.objective)
     summary["verdict"] = verdict
     svc = summary["service"]
     title = (

@@ -31,10 +31,11 @@ from demo import (
     parse_setting,
 )
 from demo.args import AUTO_LR
-from demo.report import format_seed_table, format_seeds_verdict, same_schedule_note, t975
+from demo.report import format_seed_table, format_seeds_verdict, same_schedule_note, settle_alike, t975
 from demo.runs import Point, warm_up
 from envs.data import load_corpus
 from envs.models import PRESETS, build_model
+from envs.objectives import preset
 from policy_service.launch import pid_alive, port_open
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -376,3 +377,38 @@ def test_the_verdict_says_when_the_adaptive_run_played_the_static_setting() -> N
     moved = [run("adaptive (service)", ["r0/b8/g0", "r16/b8/g0", "r16/b8/g0"]), *same[1:]]
     assert same_schedule_note([same, moved]) == ""
     assert same_schedule_note([[run("adaptive (service)", []), *same[1:]]]) == ""
+
+
+def test_runs_that_trained_alike_tie_whatever_their_timing() -> None:
+    """The H200 time-first demo of session 14: the policy played r0/b8/g0 in every interval, as the static
+    run, but its runs happened to take 12.4 s against the static run's 15.1 s, and the verdict named the
+    adaptive run the winner. Identical work is a tie; once one interval differs the timing counts again,
+    and when AdamW beats the static run the verdict stays AdamW's with the note."""
+
+    def run(name: str, settings: list[str], loss: float, state: int, wall: float) -> RunResult:
+        pts = [Point(20 * (i + 1), loss, state, 1.0, 0.1, s, 0, 8, 0.0) for i, s in enumerate(settings)]
+        return RunResult(name, name, loss, state, 100, 10.0, "nvml", wall, points=pts)
+
+    def seed(
+        adaptive_settings: list[str], adaptive_wall: float, static_loss: float = 1.834
+    ) -> list[RunResult]:
+        return [
+            run("adaptive (service)", adaptive_settings, 1.834, 305, adaptive_wall),
+            run("adamw (torch)", ["adamw"] * 3, 1.832, 800, 15.7),
+            run("static r0/b8/g0", ["r0/b8/g0"] * 3, static_loss, 305, 15.1),
+        ]
+
+    obj = preset("time-first")
+    alike = [seed(["r0/b8/g0"] * 3, 12.4), seed(["r0/b8/g0"] * 3, 12.6)]
+    names = [r.name for r in alike[0]]
+    per_seed = [objective_scores(rs, obj) for rs in alike]
+    raw = format_seeds_verdict(per_seed, names, "time-first")
+    assert "adaptive wins" in raw  # what the timing alone says
+    line = settle_alike(raw, alike, obj, "time-first")
+    assert line.startswith("verdict (time-first, 2 seeds): a tie with the static run, J ")
+    assert "adaptive wins" not in line and "played r0/b8/g0 in every interval" in line
+    moved = [seed(["r0/b8/g0", "r16/b8/g0", "r16/b8/g0"], 12.4), alike[1]]
+    assert settle_alike(raw, moved, obj, "time-first") == raw
+    worse_static = [seed(["r0/b8/g0"] * 3, 12.4, static_loss=3.0)] * 2  # AdamW beats the static run
+    kept = settle_alike(raw, worse_static, obj, "time-first")
+    assert kept.startswith(raw) and kept.endswith("they trained alike")
