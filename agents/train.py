@@ -166,6 +166,11 @@ class TrainArgs:
     """surrogate backend: comma list of the hardware profiles of envs/profiles/ that training and validation
     episodes draw from ('': every profile there). E.g. 'cpu-dev-2core,h200-gpt85m,h200-lm-medium' leaves out
     the modelled H200 target and trains on measured costs only"""
+    workloads: tuple[str, ...] = ()
+    """surrogate backend: the training split's workloads episodes draw from, uniformly by entry, so a name
+    given twice is drawn twice as often (empty: the whole training split, CPU and GPU, once each). E.g. the
+    split with gpu-gpt85m-cosine and gpu-lm-medium-cosine given three times weights the H200 jobs 3x.
+    Validation and test workloads are refused: they must stay unseen"""
     depth: tuple[float, float] = (0.0, 0.0)
     """surrogate backend: (lo, hi) of each training and validation episode's extra log-drop of the reference
     loss, a job that trains further than the recorded traces (envs.simulator.SurrogateEngine); (0, 0): the
@@ -214,6 +219,15 @@ def _check_args(args: TrainArgs) -> None:
     from envs.simulator import check_depth  # lazy on purpose, like the imports below
 
     check_depth(args.depth)
+    if args.workloads:
+        from envs.workloads import workloads_of
+
+        if args.backend != "surrogate":
+            raise ValueError("--workloads weights the surrogate's draws; the training backend runs its split")
+        train_split = workloads_of("train", gpu=True)
+        unknown = sorted({w for w in args.workloads if w not in train_split})
+        if unknown:
+            raise ValueError(f"--workloads {unknown} not in the training split {list(train_split)}")
     if args.extractor == "mlp" and args.init_from:
         raise ValueError("--init-from loads a TinyFormer artifact; it cannot initialize --extractor mlp")
     if args.prior_setting and args.init_from:
@@ -244,6 +258,7 @@ def make_surrogate_env(args: TrainArgs) -> Any:
 
     env = SurrogateVecEnv(
         num_envs=args.n_envs,
+        workload=list(args.workloads) or None,
         split="train",
         hardware=hardware_draws(args),
         reward=RewardConfig(loss_credit=args.loss_credit),

@@ -127,6 +127,10 @@ def test_bad_arguments_are_refused_with_the_fix() -> None:
         train(TrainArgs(prior_setting="r0/b8/g0", init_from="client/policy/default_policy"))
     with pytest.raises(ValueError, match=r"depth=\(0.5, 0.1\): give \(lo, hi\)"):
         train(TrainArgs(depth=(0.5, 0.1)))
+    with pytest.raises(ValueError, match=r"--workloads \['lm-mid-linear'\] not in the training split"):
+        train(TrainArgs(workloads=("lm-tiny-cosine", "lm-mid-linear")))  # a test-split workload
+    with pytest.raises(ValueError, match="the training backend runs its split"):
+        train(TrainArgs(backend="training", workloads=("lm-tiny-cosine",)))
 
 
 def test_objective_scaling_divides_by_the_episode_weight_sum() -> None:
@@ -166,3 +170,23 @@ def test_profiles_restrict_the_hardware_draws() -> None:
         venv.close()
     with pytest.raises(ValueError, match="unknown hardware profile"):
         make_surrogate_env(TrainArgs(profiles="no-such-gpu", n_envs=2))
+
+
+def test_workloads_weight_the_draws_by_repeats() -> None:
+    """``--workloads`` names the surrogate's training workloads; a name given twice is drawn twice as often."""
+    from agents.train import make_surrogate_env
+
+    names = ("lm-tiny-cosine", "gpu-gpt85m-cosine", "gpu-gpt85m-cosine")
+    venv = make_surrogate_env(TrainArgs(workloads=names, n_envs=64, norm_reward=False))
+    try:
+        env = venv.venv.venv.venv
+        assert env.workload_names == names
+        drawn = []
+        for seed in range(10):
+            venv.seed(seed)
+            venv.reset()
+            drawn += [env.engine.names[i] for i in env.engine.w]
+        share = drawn.count("gpu-gpt85m-cosine") / len(drawn)
+        assert 0.6 < share < 0.73, share  # 2/3 of 640 draws (binomial sd 0.019)
+    finally:
+        venv.close()
