@@ -166,6 +166,10 @@ class TrainArgs:
     """surrogate backend: comma list of the hardware profiles of envs/profiles/ that training and validation
     episodes draw from ('': every profile there). E.g. 'cpu-dev-2core,h200-gpt85m,h200-lm-medium' leaves out
     the modelled H200 target and trains on measured costs only"""
+    match_hardware: bool = False
+    """surrogate backend: draw a GPU workload's hardware profile from the GPU profiles only and a CPU
+    workload's from the CPU ones (envs.hardware.HardwareSampler.match_device), so the profile features tell
+    the policy what kind of job it runs, as a real job's measured profile does (default: independent draws)"""
     workloads: tuple[str, ...] = ()
     """surrogate backend: the training split's workloads episodes draw from, uniformly by entry, so a name
     given twice is drawn twice as often (empty: the whole training split, CPU and GPU, once each). E.g. the
@@ -244,7 +248,9 @@ def hardware_draws(args: TrainArgs) -> Any:
     from envs.hardware import HardwareSampler
 
     names = tuple(p.strip() for p in args.profiles.split(",") if p.strip())
-    return HardwareSampler(profiles=names) if names else "default"
+    if not names and not args.match_hardware:
+        return "default"
+    return HardwareSampler(profiles=names, match_device=args.match_hardware)
 
 
 def make_surrogate_env(args: TrainArgs) -> Any:

@@ -97,6 +97,11 @@ class HardwareSampler:
         profile has no measured ``train_step_s`` (or ``resample_share`` is set).
     :ivar resample_share: draw the share even where the profile measured one (more variety).
     :ivar jitter: log-normal std of a per-episode factor on every non-identity ratio (profiling noise).
+    :ivar match_device: draw each episode's profile (and a blend's partner) from the profiles of its
+        workload's device class only: a GPU workload from those whose device is not a CPU, a CPU workload
+        from the CPU ones (a class with no profile falls back to all). A real job's profile is measured on
+        its own device and shapes, so its features say what kind of job it is; drawn independently of the
+        workload, they say nothing about the loss response the policy must predict.
     """
 
     profiles: tuple[str, ...] = ()
@@ -105,6 +110,7 @@ class HardwareSampler:
     share_range: tuple[float, float] = (0.02, 0.6)
     resample_share: bool = True
     jitter: float = 0.1
+    match_device: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.blend_prob <= 1.0:
@@ -134,6 +140,13 @@ class HardwareTables:
         self.log_t = np.log(np.stack([g[0] for g in grids]))  # [P, S]
         self.log_e = np.log(np.maximum(np.stack([g[1] for g in grids]), 1e-9))
         self.share = [p.optimizer_share for p in profiles]
+        cpu = [i for i, p in enumerate(profiles) if p.device.lower().startswith("cpu")]
+        gpu = [i for i in range(len(profiles)) if i not in cpu]
+        every = list(range(len(profiles)))
+        #: candidate profile indices per workload device (``match_device``; all of them otherwise)
+        self.by_device: dict[str | None, list[int]] = {None: every, "cpu": every, "gpu": every}
+        if sampler.match_device:
+            self.by_device.update(cpu=cpu or every, gpu=gpu or every)
         self.off = DEFAULT_GRID.all_settings().index(
             DEFAULT_GRID.setting(DEFAULT_GRID.action(CompressionSetting.off()))
         )
@@ -142,16 +155,20 @@ class HardwareTables:
             for lb in CostProfile.FEATURE_SETTINGS
         ]
 
-    def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
-        """``(interval-time ratios [S], energy ratios [S], profile features [F], label)`` of one episode.
+    def draw(
+        self, rng: np.random.Generator, device: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+        """``(interval-time ratios [S], energy ratios [S], profile features [F], label)`` of one episode of
+        a workload on ``device`` (``"cpu"``/``"gpu"``; it restricts the profiles with ``match_device``).
 
         A fixed number of draws per call (so episodes stay aligned across backends).
         """
         s = self.sampler
         u = rng.random(6)
-        p = len(self.profiles)
-        i = min(int(u[0] * p), p - 1)
-        j = min(int(u[1] * p), p - 1)
+        cand = self.by_device[device]
+        p = len(cand)
+        i = cand[min(int(u[0] * p), p - 1)]
+        j = cand[min(int(u[1] * p), p - 1)]
         mix = u[2] if (p > 1 and u[3] < s.blend_prob and not s.fixed) else 0.0
         log_t = (1 - mix) * self.log_t[i] + mix * self.log_t[j]
         log_e = (1 - mix) * self.log_e[i] + mix * self.log_e[j]

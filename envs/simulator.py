@@ -165,6 +165,7 @@ class SurrogateEngine:
         self.model = model
         self.names = tuple(workloads)
         self.tabs = [model.workload(w) for w in self.names]
+        self.devices = [get_workload(w).device for w in self.names]
         for name, t in zip(self.names, self.tabs, strict=True):
             wl = get_workload(name)
             if t.key != wl.key():
@@ -314,7 +315,7 @@ class SurrogateEngine:
             self.weights[i] = w_obj
             self.level[i] = 1.0 + self.s_seed_sigma[wi] * self.seed_z[wi, js]
             if self.hw is not None:
-                t_r, e_r, feats, label = self.hw.draw(rng)
+                t_r, e_r, feats, label = self.hw.draw(rng, self.devices[wi])
                 self.hw_time[i], self.hw_energy[i], self.hw_feat[i], self.hw_label[i] = t_r, e_r, feats, label
             else:
                 self.hw_time[i] = self.g_time[wi]

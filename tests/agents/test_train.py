@@ -173,7 +173,7 @@ def test_profiles_restrict_the_hardware_draws() -> None:
 
 
 def test_workloads_weight_the_draws_by_repeats() -> None:
-    """``--workloads`` names the surrogate's training workloads; a name given twice is drawn twice as often."""
+    """``--workloads`` names the surrogate's training workloads; a name given twice is drawn twice as much."""
     from agents.train import make_surrogate_env
 
     names = ("lm-tiny-cosine", "gpu-gpt85m-cosine", "gpu-gpt85m-cosine")

@@ -223,6 +223,33 @@ def test_episode_hardware_shows_in_the_observation(model: SurrogateModel) -> Non
     assert (obs[-n_job + 6 :] == 0).all()
 
 
+def test_matched_hardware_draws_follow_the_workloads_device(model: SurrogateModel) -> None:
+    """``match_device``: GPU workloads draw only H200 profiles (blends between them included), CPU workloads
+    only the CPU one; without it both kinds draw both."""
+    from envs.hardware import HardwareSampler
+
+    profiles = ("cpu-dev-2core", "h200-gpt85m", "h200-lm-medium")
+    names = ["lm-tiny-cosine", "gpu-gpt85m-cosine"]
+
+    def labels(match: bool) -> dict[str, set[str]]:
+        env = SurrogateVecEnv(
+            num_envs=64, workload=names, model=model,
+            hardware=HardwareSampler(profiles=profiles, match_device=match),
+        )  # fmt: skip
+        seen: dict[str, set[str]] = {n: set() for n in names}
+        for seed in range(4):
+            env.reset(seed=seed)
+            for wi, label in zip(env.engine.w, env.engine.hw_label, strict=True):
+                seen[names[wi]] |= set(label.split("@")[0].split("~"))
+        return seen
+
+    matched = labels(True)
+    assert matched["lm-tiny-cosine"] == {"cpu-dev-2core"}
+    assert matched["gpu-gpt85m-cosine"] == {"h200-gpt85m", "h200-lm-medium"}
+    free = labels(False)
+    assert free["lm-tiny-cosine"] == free["gpu-gpt85m-cosine"] == set(profiles)
+
+
 def test_final_loss_credit_orders_equal_interval_sums_by_the_final_loss() -> None:
     """Two synthetic episodes with the same per-interval loss terms in another order: the per-interval sum
     cannot tell them apart; loss_credit="final" charges the one that ends worse (20 % worse costs 0.2 x K)."""
