@@ -41,6 +41,8 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from policy_service.config import weak_secret_reason
+
 __all__ = [
     "ServiceError",
     "ServiceProcess",
@@ -48,6 +50,7 @@ __all__ = [
     "pid_alive",
     "port_open",
     "signals_deferred",
+    "strong_key",
 ]
 
 #: The directory that holds the ``policy_service`` package: the child's working directory, so that it
@@ -138,6 +141,16 @@ def _reap_group(pgid: int, wait_s: float = 5.0) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
+def strong_key() -> str:
+    """A fresh random key the service accepts: ``secrets.token_urlsafe(32)``, drawn again in the rare case
+    (about 1 in 30,000) where it starts with a placeholder word such as ``xxx`` that
+    :func:`policy_service.config.weak_secret_reason` refuses; a demo once failed to start on one."""
+    while True:
+        key = secrets.token_urlsafe(32)
+        if weak_secret_reason(key) is None:
+            return key
+
+
 class ServiceProcess:
     """``python -m policy_service`` (``mango serve``) in its own process group on a free loopback port.
 
@@ -163,8 +176,8 @@ class ServiceProcess:
         self._fixed_port = port
         self.port = port or 0
         self.log_path = Path(log_path) if log_path is not None else None
-        self.api_key = secrets.token_urlsafe(32)
-        self.admin_key = secrets.token_urlsafe(32)
+        self.api_key = strong_key()
+        self.admin_key = strong_key()
         self.extra_env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
         #: Seconds from the child's spawn to the first 200 of ``GET /readyz`` (the service's cold start, to

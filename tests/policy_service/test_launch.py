@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from policy_service import launch
+from policy_service.config import weak_secret_reason
 from policy_service.launch import ServiceError, ServiceProcess, free_port, pid_alive, port_open
 
 
@@ -46,3 +48,14 @@ def test_a_service_that_cannot_start_raises_with_its_log(tmp_path: Path) -> None
     assert svc.proc is None
     svc.close()
     assert svc._temp_log is None
+
+
+def test_generated_keys_are_never_refused_as_placeholders(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh-clone `make demo` once failed: its random key began with 'xxx', a placeholder the service
+    refuses, on all three start attempts. The launcher draws again until the service's own check accepts."""
+    draws = iter(["xxxQ" + "a1B2c3D4" * 5, "testing" + "Z9y8X7w6" * 5, "k" + "Q1w2E3r4" * 5])
+    monkeypatch.setattr(launch.secrets, "token_urlsafe", lambda _n: next(draws))  # the fault: unlucky draws
+    key = launch.strong_key()
+    assert key.startswith("kQ1w2") and weak_secret_reason(key) is None
+    monkeypatch.undo()
+    assert all(weak_secret_reason(launch.strong_key()) is None for _ in range(200))
