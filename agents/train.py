@@ -54,6 +54,7 @@ from typing import Annotated, Any, Literal
 import tyro
 
 from client.protocol import DEFAULT_GRID, CompressionSetting
+from envs.workloads import workloads_of
 
 __all__ = ["TrainArgs", "TrainResult", "main", "train"]
 
@@ -224,8 +225,6 @@ def _check_args(args: TrainArgs) -> None:
 
     check_depth(args.depth)
     if args.workloads:
-        from envs.workloads import workloads_of
-
         if args.backend != "surrogate":
             raise ValueError("--workloads weights the surrogate's draws; the training backend runs its split")
         train_split = workloads_of("train", gpu=True)
