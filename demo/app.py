@@ -222,12 +222,12 @@ def run_demo(args: DemoArgs, argv: list[str] | None = None) -> dict[str, Any]:
     summary["energy"] = {"sources": energy_sources, "note": energy_note}
     summary["runs"] = [r.as_dict() for r in runs]
     table = format_table(runs)
-    scores = objective_scores(runs, objective)
+    per_seed = [objective_scores(rs, objective) for rs in all_runs]
+    scores = per_seed[0]
     summary["objective_scores"] = scores
     verdict = format_verdict(runs, scores, args.objective)
     if len(seeds) > 1:
         names = [r.name for r in runs]
-        per_seed = [objective_scores(rs, objective) for rs in all_runs]
         summary["seeds"] = [
             {"seed": seed, "runs": [r.as_dict() for r in rs], "objective_scores": sc}
             for seed, rs, sc in zip(seeds, all_runs, per_seed, strict=True)
@@ -235,7 +235,7 @@ def run_demo(args: DemoArgs, argv: list[str] | None = None) -> dict[str, Any]:
         verdict = format_seeds_verdict(per_seed, names, args.objective)
         table += "\n\nJ per seed (each relative to its own AdamW run; lower is better):\n\n"
         table += format_seed_table(seeds, per_seed, names)
-    verdict = settle_alike(verdict, all_runs, objective, args.objective)
+    verdict = settle_alike(verdict, all_runs, per_seed, args.objective)
     summary["verdict"] = verdict
     svc = summary["service"]
     title = (

@@ -165,15 +165,15 @@ def format_alike_verdict(
 
 
 def settle_alike(
-    verdict: str, all_runs: list[list[RunResult]], objective: Objective, objective_name: str
+    verdict: str, all_runs: list[list[RunResult]], per_seed: list[dict[str, float]], objective_name: str
 ) -> str:
     """``verdict`` as :func:`format_verdict` or :func:`format_seeds_verdict` wrote it, settled for runs
     that trained alike (:func:`trained_alike`): a tie (:func:`format_alike_verdict`) when the static run's
-    mean J beats AdamW's, else the verdict with :func:`same_schedule_note`'s clause. Unchanged otherwise."""
+    mean J (``per_seed``: :func:`objective_scores` of each seed's runs) beats AdamW's, else the verdict with
+    :func:`same_schedule_note`'s clause. Unchanged otherwise."""
     setting = trained_alike(all_runs)
     if setting is None:
         return verdict
-    per_seed = [objective_scores(runs, objective) for runs in all_runs]
     names = [r.name for r in all_runs[0]]
     mean = {k: sum(sc[k] for sc in per_seed) / len(per_seed) for k in names}
     adaptive, adamw, static = names[0], names[1], names[-1]

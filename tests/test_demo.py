@@ -404,11 +404,12 @@ def test_runs_that_trained_alike_tie_whatever_their_timing() -> None:
     per_seed = [objective_scores(rs, obj) for rs in alike]
     raw = format_seeds_verdict(per_seed, names, "time-first")
     assert "adaptive wins" in raw  # what the timing alone says
-    line = settle_alike(raw, alike, obj, "time-first")
+    line = settle_alike(raw, alike, per_seed, "time-first")
     assert line.startswith("verdict (time-first, 2 seeds): a tie with the static run, J ")
     assert "adaptive wins" not in line and "played r0/b8/g0 in every interval" in line
     moved = [seed(["r0/b8/g0", "r16/b8/g0", "r16/b8/g0"], 12.4), alike[1]]
-    assert settle_alike(raw, moved, obj, "time-first") == raw
+    moved_j = [objective_scores(rs, obj) for rs in moved]
+    assert settle_alike(raw, moved, moved_j, "time-first") == raw
     worse_static = [seed(["r0/b8/g0"] * 3, 12.4, static_loss=3.0)] * 2  # AdamW beats the static run
-    kept = settle_alike(raw, worse_static, obj, "time-first")
+    kept = settle_alike(raw, worse_static, [objective_scores(rs, obj) for rs in worse_static], "time-first")
     assert kept.startswith(raw) and kept.endswith("they trained alike")

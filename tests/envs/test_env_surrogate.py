@@ -16,6 +16,7 @@ from client.controllers import FIRST_CANDIDATES
 from client.protocol import DEFAULT_GRID, CompressionSetting, Objective, ObservationSpec
 from envs.env import CompressionEnv
 from envs.fit import default_model
+from envs.hardware import HardwareSampler
 from envs.objectives import OBJECTIVE_PRESETS, ObjectiveSampler
 from envs.reward import TERM_NAMES
 from envs.surrogate import SurrogateVecEnv
@@ -210,8 +211,6 @@ def test_loss_term_is_relative_to_the_reference_at_the_same_step() -> None:
 
 
 def test_episode_hardware_shows_in_the_observation(model: SurrogateModel) -> None:
-    from envs.hardware import HardwareSampler
-
     n_job = len(ObservationSpec.OBJECTIVE_FEATURES)
     env = CompressionEnv(
         workload="lm-tiny-cosine", model=model, hardware=HardwareSampler(fixed="cpu-dev-2core")
@@ -226,8 +225,6 @@ def test_episode_hardware_shows_in_the_observation(model: SurrogateModel) -> Non
 def test_matched_hardware_draws_follow_the_workloads_device(model: SurrogateModel) -> None:
     """``match_device``: GPU workloads draw only H200 profiles (blends between them included), CPU workloads
     only the CPU one; without it both kinds draw both."""
-    from envs.hardware import HardwareSampler
-
     profiles = ("cpu-dev-2core", "h200-gpt85m", "h200-lm-medium")
     names = ["lm-tiny-cosine", "gpu-gpt85m-cosine"]
 
