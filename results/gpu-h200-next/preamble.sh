@@ -7,15 +7,18 @@ R=$OUT/r; mkdir -p $R; L=$OUT/run.log; date -u > $L; t0=$(date +%s)
 # step NAME RC: one line of the summary log with the seconds since the start
 step() { echo "rc=$2 $1 t=$(( $(date +%s)-t0 ))" >> $L; }
 
-# demo_mf NAME STATIC [ARGS...]: the demo under memory-first, 2 seeds, static run STATIC (~190 s on a fresh
-# machine: profile + warm-up + 6 runs); its verdict and tables go to the summary log
-demo_mf() {
-  local name=$1 static=$2; shift 2
-  timeout 190 python3 -m mango_cli demo --seeds 2 --objective memory-first --static-setting $static --no-progress \
-    --out-dir $R/demo-mf-$name "$@" > $R/demo-mf-$name.log 2>&1
-  step "demo memory-first $name (static $static)" $?
-  grep -E "verdict|^\| (adaptive|adamw|static|[0-9]|mean)" $R/demo-mf-$name.log >> $L
+# demo_obj NAME OBJECTIVE STATIC [ARGS...]: the demo under OBJECTIVE, 2 seeds, static run STATIC (~190 s on a
+# fresh machine: profile + warm-up + 6 runs); its verdict and tables go to the summary log
+demo_obj() {
+  local name=$1 obj=$2 static=$3; shift 3
+  timeout 190 python3 -m mango_cli demo --seeds 2 --objective $obj --static-setting $static --no-progress \
+    --out-dir $R/demo-$name "$@" > $R/demo-$name.log 2>&1
+  step "demo $obj $name (static $static)" $?
+  grep -E "verdict|^\| (adaptive|adamw|static|[0-9]|mean)" $R/demo-$name.log >> $L
 }
+
+# demo_mf NAME STATIC [ARGS...]: demo_obj under memory-first (logs demo-mf-NAME)
+demo_mf() { local name=$1; shift; demo_obj mf-$name memory-first "$@"; }
 
 # finish: drop the plots, pack the logs
 finish() { rm -f $R/demo-*/*.png; tar czf $OUT/logs.tgz -C $R .; }
