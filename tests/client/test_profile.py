@@ -105,8 +105,11 @@ def test_first_setting_follows_objective_and_hardware() -> None:
     loss_first = Objective(w_loss=20, w_memory=0.1, w_energy=0.05, w_time=0.05)
     memory_first = Objective(w_loss=2, w_memory=1, w_energy=0.05, w_time=0.05)
     assert first_setting(loss_first)[0].label() in FIRST_CANDIDATES
-    # memory-first: 4 bits where the step costs nothing extra, 8 bits where r0/b4 is 3.7x AdamW (issue 12)
-    assert first_setting(memory_first)[0] == CompressionSetting.parse("r0/b4/g0")
+    # memory-first: rank 64 at 4 bits where the step costs nothing extra (its state is far below r0/b4's and
+    # outweighs its larger loss prior), 8 bits at rank 0 where r0/b4 is 3.7x AdamW (issue 12)
+    assert first_setting(memory_first)[0] == CompressionSetting.parse("r64/b4/g0")
+    # where loss weighs more (balanced), the projected candidate's loss prior outweighs its memory saving
+    assert first_setting(Objective(w_loss=5, w_memory=0.5, w_energy=0.25, w_time=0.25))[0].rank == 0
     assert first_setting_for_profile(memory_first, h200)[0] == CompressionSetting.parse("r0/b8/g0")
     # time-first on the modelled H200 (r0/b4 at 3.7x AdamW): nothing slower than r0/b8
     s, reason = first_setting_for_profile(Objective(w_loss=2, w_time=1), h200)
