@@ -22,6 +22,7 @@ is built (``agents.train`` calls it).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -166,9 +167,11 @@ def policy_kwargs(
     }
 
 
-def prefer_setting(policy: ActorCriticPolicy, action: list[int], logit: float) -> None:
+def prefer_setting(policy: ActorCriticPolicy, action: list[int], logit: float | Sequence[float]) -> None:
     """Make the untrained action heads prefer one grid setting: add ``logit`` to its rank, bits and gamma
-    logits in the action head's bias (``action``: the grid indices, ``DEFAULT_GRID.action(setting)``).
+    logits in the action head's bias (``action``: the grid indices, ``DEFAULT_GRID.action(setting)``;
+    ``logit``: one value for every head, or one per head in the action's order, e.g. ``(3, 1, 3)`` for a
+    firm rank and gamma prior and a weak bits prior).
 
     PPO then starts from that fixed setting (the argmax everywhere, sampled with probability ~0.5 at
     ``logit`` 3 on the 8 x 6 x 5 grid) and moves off it only where the return pays for it: a prior for a
@@ -177,11 +180,14 @@ def prefer_setting(policy: ActorCriticPolicy, action: list[int], logit: float) -
     nvec = [int(n) for n in policy.action_space.nvec]  # type: ignore[attr-defined]
     if len(action) != len(nvec) or not all(0 <= a < n for a, n in zip(action, nvec, strict=True)):
         raise ValueError(f"action {action} is not a grid index of nvec {nvec}")
+    logits = [float(logit)] * len(nvec) if isinstance(logit, int | float) else [float(x) for x in logit]
+    if len(logits) != len(nvec):
+        raise ValueError(f"prior logits {logits}: give one value or one per head ({len(nvec)})")
     bias = policy.action_net.bias  # type: ignore[union-attr]
     offsets = [sum(nvec[:i]) for i in range(len(nvec))]
     with torch.no_grad():
-        for off, a in zip(offsets, action, strict=True):
-            bias[off + a] += logit
+        for off, a, lg in zip(offsets, action, logits, strict=True):
+            bias[off + a] += lg
 
 
 def reinit_extractor(policy: ActorCriticPolicy) -> None:

@@ -150,8 +150,9 @@ class TrainArgs:
     prior_setting: str = ""
     """a setting (rR/bB/gG, e.g. r0/b8/g0) the fresh action heads prefer by --prior-logit: PPO starts from
     that fixed setting and leaves it where the return pays ('': uniform heads; not with --init-from)"""
-    prior_logit: float = 3.0
-    """logit added to each of the prior setting's rank, bits and gamma entries of the action head's bias"""
+    prior_logit: tuple[float, ...] = (3.0,)
+    """logit added to the prior setting's rank, bits and gamma entries of the action head's bias: one value
+    for all three heads, or three (rank, bits, gamma), e.g. 3 1 3 for a weak bits prior"""
     train_interval_steps: int | None = None
     """training backend: optimizer steps per control interval (default: the workload's)"""
     train_intervals: int | None = None
@@ -235,6 +236,10 @@ def _check_args(args: TrainArgs) -> None:
         raise ValueError("--init-from loads a TinyFormer artifact; it cannot initialize --extractor mlp")
     if args.prior_setting and args.init_from:
         raise ValueError("--prior-setting shapes fresh heads; --init-from loads trained ones: give one")
+    if len(args.prior_logit) not in (1, 3):
+        raise ValueError(
+            f"--prior-logit takes one value or three (rank, bits, gamma), got {args.prior_logit}"
+        )
     if args.prior_setting:
         try:
             DEFAULT_GRID.action(CompressionSetting.parse(args.prior_setting))
@@ -370,8 +375,9 @@ def train(args: TrainArgs, command: str = "") -> TrainResult:
         load_into_policy(model.policy, init_model)
     elif args.prior_setting:
         prior = DEFAULT_GRID.action(CompressionSetting.parse(args.prior_setting))
-        prefer_setting(model.policy, list(prior), args.prior_logit)
-        log.info("action heads prefer %s (+%g logits)", args.prior_setting, args.prior_logit)
+        logits = args.prior_logit[0] if len(args.prior_logit) == 1 else args.prior_logit
+        prefer_setting(model.policy, list(prior), logits)
+        log.info("action heads prefer %s (+%s logits)", args.prior_setting, args.prior_logit)
     n_params = count_parameters(model.policy)
     n_fx = count_parameters(model.policy.features_extractor)
     log.info("policy: %s extractor, %d parameters (%d in the extractor)", args.extractor, n_params, n_fx)

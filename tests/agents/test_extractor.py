@@ -85,3 +85,17 @@ def test_prefer_setting_makes_the_prior_the_greedy_action_everywhere() -> None:
     assert (after == np.asarray(prior)).all()
     with pytest.raises(ValueError, match="not a grid index"):
         prefer_setting(policy, [8, 0, 0], 1.0)
+    with pytest.raises(ValueError, match="one per head"):
+        prefer_setting(policy, prior, (3.0, 1.0))
+
+
+def test_prefer_setting_takes_one_logit_per_head() -> None:
+    kw = policy_kwargs("tinyformer", TinyFormerConfig())
+    policy = ActorCriticPolicy(_space(), spaces.MultiDiscrete(DEFAULT_GRID.nvec), lambda _: 1e-3, **kw)
+    bias0 = policy.action_net.bias.detach().clone()  # type: ignore[union-attr]
+    prior = list(DEFAULT_GRID.action(CompressionSetting.parse("r0/b8/g0")))
+    prefer_setting(policy, prior, (3.0, 1.0, 2.0))
+    moved = policy.action_net.bias.detach() - bias0  # type: ignore[union-attr]
+    offsets = np.cumsum([0, *DEFAULT_GRID.nvec[:-1]])
+    assert [float(moved[o + a]) for o, a in zip(offsets, prior, strict=True)] == [3.0, 1.0, 2.0]
+    assert float(moved.abs().sum()) == 6.0  # nothing else moved
