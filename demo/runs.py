@@ -172,7 +172,7 @@ def warm_up(
     args: DemoArgs, corpus: ByteCorpus, device: torch.device, static: CompressionSetting, steps: int = 3
 ) -> float:
     """Untimed steps of every optimizer a timed run starts with (AdamW; MangoAdamW at the static setting and
-    at each rank-0 setting the adaptive run can open with, :data:`client.controllers.FIRST_CANDIDATES`), so
+    at each setting the adaptive run can open with, :data:`client.controllers.FIRST_CANDIDATES`), so
     that no timed run pays the fused kernels' one-time compilation (without it the process's first run, the
     adaptive one, did: BENCHMARKS.md, session 11). Only on CUDA (the CPU path compiles nothing); returns the
     seconds spent."""
