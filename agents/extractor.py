@@ -170,8 +170,8 @@ def policy_kwargs(
 def prefer_setting(policy: ActorCriticPolicy, action: list[int], logit: float | Sequence[float]) -> None:
     """Make the untrained action heads prefer one grid setting: add ``logit`` to its rank, bits and gamma
     logits in the action head's bias (``action``: the grid indices, ``DEFAULT_GRID.action(setting)``;
-    ``logit``: one value for every head, or one per head in the action's order, e.g. ``(3, 1, 3)`` for a
-    firm rank and gamma prior and a weak bits prior).
+    ``logit``: one value (or a one-value sequence) for every head, or one per head in the action's order,
+    e.g. ``(3, 1, 3)`` for a firm rank and gamma prior and a weak bits prior).
 
     PPO then starts from that fixed setting (the argmax everywhere, sampled with probability ~0.5 at
     ``logit`` 3 on the 8 x 6 x 5 grid) and moves off it only where the return pays for it: a prior for a
@@ -180,7 +180,9 @@ def prefer_setting(policy: ActorCriticPolicy, action: list[int], logit: float | 
     nvec = [int(n) for n in policy.action_space.nvec]  # type: ignore[attr-defined]
     if len(action) != len(nvec) or not all(0 <= a < n for a, n in zip(action, nvec, strict=True)):
         raise ValueError(f"action {action} is not a grid index of nvec {nvec}")
-    logits = [float(logit)] * len(nvec) if isinstance(logit, int | float) else [float(x) for x in logit]
+    logits = [float(x) for x in ((logit,) if isinstance(logit, int | float) else logit)]
+    if len(logits) == 1:
+        logits *= len(nvec)
     if len(logits) != len(nvec):
         raise ValueError(f"prior logits {logits}: give one value or one per head ({len(nvec)})")
     bias = policy.action_net.bias  # type: ignore[union-attr]

@@ -375,8 +375,7 @@ def train(args: TrainArgs, command: str = "") -> TrainResult:
         load_into_policy(model.policy, init_model)
     elif args.prior_setting:
         prior = DEFAULT_GRID.action(CompressionSetting.parse(args.prior_setting))
-        logits = args.prior_logit[0] if len(args.prior_logit) == 1 else args.prior_logit
-        prefer_setting(model.policy, list(prior), logits)
+        prefer_setting(model.policy, list(prior), args.prior_logit)
         log.info("action heads prefer %s (+%s logits)", args.prior_setting, args.prior_logit)
     n_params = count_parameters(model.policy)
     n_fx = count_parameters(model.policy.features_extractor)

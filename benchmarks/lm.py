@@ -223,9 +223,7 @@ def run_one(
         step_s.append(t2 - t0)
         opt_s.append(t2 - t1)
         losses.append(loss.item())
-    model.eval()
-    with torch.no_grad():
-        val_loss = sum(model.loss(x.to(device), y.to(device)).item() for x, y in val) / len(val)
+    val_loss = model.mean_loss(val)
     k = max(1, cfg.interval_steps)
     intervals = [sum(losses[i : i + k]) / len(losses[i : i + k]) for i in range(0, len(losses), k)]
     skip = min(5, cfg.steps - 1)  # first steps allocate state

@@ -60,8 +60,16 @@ def parse_schedule(text: str) -> tuple[CompressionSetting | None, CompressionSet
     return first, (CompressionSetting.parse(parts[1]) if len(parts) == 2 else None)
 
 
-def run(args: Args, schedule: str, seed: int, corpus: ByteCorpus, device: torch.device) -> float:
-    """Train one run of ``schedule`` from seed ``seed``'s weights and batches; returns the final val loss."""
+def run(
+    args: Args,
+    schedule: str,
+    seed: int,
+    corpus: ByteCorpus,
+    val: list[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+) -> float:
+    """Train one run of ``schedule`` from seed ``seed``'s weights and batches; returns its mean loss on the
+    fixed validation batches ``val`` (:func:`val_batches`)."""
     first, then = parse_schedule(schedule)
     model = build_model(args.model, seed).to(device)
     if not isinstance(model, ByteGPT):
@@ -83,14 +91,13 @@ def run(args: Args, schedule: str, seed: int, corpus: ByteCorpus, device: torch.
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    return model.mean_loss(val)
+
+
+def val_batches(args: Args, corpus: ByteCorpus) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The validation batches every run is scored on (drawn once, from a fixed generator)."""
     vgen = torch.Generator().manual_seed(10_000)
-    model.eval()
-    with torch.no_grad():
-        total = 0.0
-        for _ in range(args.val_batches):
-            x, y = corpus.get_batch("val", args.batch_size, args.seq_len, vgen)
-            total += float(model.loss(x.to(device), y.to(device)))
-    return total / args.val_batches
+    return [corpus.get_batch("val", args.batch_size, args.seq_len, vgen) for _ in range(args.val_batches)]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -100,10 +107,11 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))  # fmt: skip
     corpus = load_corpus()
+    val = val_batches(args, corpus)
     rows: dict[str, list[float]] = {}
     t0 = time.perf_counter()
     for schedule in ("adamw", *args.schedules):
-        rows[schedule] = [run(args, schedule, seed, corpus, device) for seed in args.seeds]
+        rows[schedule] = [run(args, schedule, seed, corpus, val, device) for seed in args.seeds]
     ref = rows["adamw"]
     took = time.perf_counter() - t0
     how = {None: "default", True: "batched", False: "tensor by tensor"}[args.batch_convert]

@@ -25,7 +25,7 @@ from envs.data import ByteCorpus
 from envs.models import ByteGPT, build_model
 from policy_service.launch import ServiceProcess
 
-__all__ = ["Point", "RunResult", "evaluate", "lr_at", "train_run"]
+__all__ = ["Point", "RunResult", "lr_at", "train_run"]
 
 log = logging.getLogger(__name__)
 
@@ -140,15 +140,6 @@ def _point_from_record(rec: Any) -> Point:
     return Point(
         rec.step, rec.loss, rec.state_bytes, rec.energy_j, rec.interval_s, s.label(), s.rank, s.bits, s.gamma
     )
-
-
-def evaluate(model: ByteGPT, val: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device) -> float:
-    """Mean validation loss (nats per byte) over the fixed batches."""
-    model.eval()
-    with torch.no_grad():
-        total = sum(float(model.loss(x.to(device), y.to(device))) for x, y in val)
-    model.train()
-    return total / len(val)
 
 
 def _train_step(
@@ -305,7 +296,7 @@ def train_run(
             meter.close()
     if telemetry_log is not None and records:
         telemetry_log.write_text("".join(r.model_dump_json() + "\n" for r in records))
-    val_loss = evaluate(model, val, device)
+    val_loss = model.mean_loss(val)
     result = RunResult(
         name=name,
         label="adamw" if setting is None else setting.label(),

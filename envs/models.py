@@ -24,6 +24,7 @@ default ``min_compress_numel=4096``) compresses all of them.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -150,6 +151,18 @@ class ByteGPT(nn.Module):
         """Mean cross entropy (nats per byte) of predicting ``targets`` (B, T) from ``idx`` (B, T)."""
         logits = self(idx)  # (B, T, V)
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+
+    def mean_loss(self, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> float:
+        """Mean of :meth:`loss` over fixed ``(idx, targets)`` batches (moved to the model's device), in eval
+        mode and without gradients; the training mode is restored. The validation loss of the demo and of the
+        benchmarks that train a byte LM."""
+        device = self.lm_head.weight.device
+        was_training = self.training
+        self.eval()
+        with torch.no_grad():
+            total = sum(float(self.loss(x.to(device), y.to(device))) for x, y in batches)
+        self.train(was_training)
+        return total / len(batches)
 
 
 class DigitsMLP(nn.Module):

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from benchmarks.switch_loss import Args, parse_schedule, run
+from benchmarks.switch_loss import Args, parse_schedule, run, val_batches
 from client.protocol import CompressionSetting
 from envs.data import load_corpus
 
@@ -29,8 +29,9 @@ def test_schedules_parse_and_bad_ones_name_the_problem() -> None:
 def test_a_change_after_the_last_step_is_the_static_run_and_a_change_before_it_is_not() -> None:
     corpus = load_corpus(max_bytes=200_000)
     args = Args(model="lm-tiny", steps=6, batch_size=2, seq_len=16, switch_at=3, val_batches=2)
-    static = run(args, "r32/b4/g0", 0, corpus, torch.device("cpu"))
-    late = run(replace(args, switch_at=99), "r32/b4/g0>r32/b8/g0", 0, corpus, torch.device("cpu"))
-    switched = run(args, "r32/b4/g0>r32/b8/g0", 0, corpus, torch.device("cpu"))
+    val, cpu = val_batches(args, corpus), torch.device("cpu")
+    static = run(args, "r32/b4/g0", 0, corpus, val, cpu)
+    late = run(replace(args, switch_at=99), "r32/b4/g0>r32/b8/g0", 0, corpus, val, cpu)
+    switched = run(args, "r32/b4/g0>r32/b8/g0", 0, corpus, val, cpu)
     assert late == static  # same seed: same weights, batches and steps
     assert switched != static  # the change took effect

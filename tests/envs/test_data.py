@@ -129,3 +129,16 @@ def test_digits_mlp_and_errors() -> None:
         build_model("lm-tiny", 0)(torch.zeros(1, 65, dtype=torch.long))
     with pytest.raises(ValueError, match="n_head"):
         GPTConfig(n_embd=30, n_head=4)
+
+
+def test_mean_loss_is_the_batches_mean_and_keeps_the_mode(corpus) -> None:
+    model = build_model("lm-tiny", 0)
+    gen = torch.Generator().manual_seed(0)
+    batches = [corpus.get_batch("val", 2, 16, gen) for _ in range(3)]
+    with torch.no_grad():
+        by_hand = sum(float(model.loss(x, y)) for x, y in batches) / 3  # dropout 0: train mode computes alike
+    assert model.training and model.mean_loss(batches) == pytest.approx(by_hand, rel=1e-6)
+    assert model.training  # restored
+    model.eval()
+    model.mean_loss(batches)
+    assert not model.training
