@@ -260,7 +260,9 @@ class AdaptiveCompression:
         AdaptiveCompression with the same ``interval_steps``; only rank 0 decides (give the ``server_url``
         to rank 0 alone), and its setting is broadcast at each interval boundary so ranks never diverge.
     :param profile: the job's hardware :class:`~client.protocol.CostProfile` (:mod:`client.profile`,
-        ``mango profile``): sent to the service with every window and used for the first decision.
+        ``mango profile``): sent to the service with every window and used for the first decision. Without
+        a measured training step (``cached_profile(..., train_step=...)``) it gets one from the first
+        interval's time per step, so the policy sees the optimizer's share of a step from then on.
     :param first_decision: choose the first interval's setting from the objective and ``profile`` before
         any telemetry (:func:`~client.controllers.first_setting_for_profile`). Default: on with a
         ``server_url`` or a learned local policy, outside DDP mode; off otherwise (a heuristic keeps the
@@ -626,6 +628,7 @@ class AdaptiveCompression:
             self._history.append(record)
             if self.reference is None:
                 self.reference = self._build_reference(record)
+                self._complete_profile(record, steps)
             self._decide_and_apply(record)
         if isinstance(self._meter, ModelledMeter):
             self._meter.bytes_per_step = self._bytes_per_step()
@@ -691,6 +694,36 @@ class AdaptiveCompression:
             self._counts["telemetry_errors"] += 1
             logger.error("step %d: telemetry record rejected, interval not reported: %s", self._step, exc)
             return None
+
+    def _complete_profile(self, first: TelemetryRecord, steps: int) -> None:
+        """Give a profile without a measured training step one from the job's first interval.
+
+        The policy reads the optimizer's share of a step from the profile (the environment always draws
+        one), and interval-time ratios follow from it; a profile taken without ``train_step`` has none. The
+        first interval's time per step, less what its setting's optimizer step costs over AdamW's by the
+        profile, stands for the uncompressed training step (an overestimate where that interval held
+        one-time work, so the share comes out low rather than high).
+        """
+        prof = self.profile
+        if prof is None or prof.train_step_s is not None or steps < 1 or not prof.settings:
+            return
+        extra = prof.cost(first.setting).step_s - prof.adamw_step_s
+        train_s = first.interval_s / steps - extra
+        if not train_s > prof.adamw_step_s:
+            logger.warning(
+                "the first interval (%.3g s per step) is faster than the profile's optimizer step: the "
+                "profile stays without a training step (was it taken on this device?)",
+                first.interval_s / steps,
+            )
+            return
+        self.profile = prof.model_copy(update={"train_step_s": train_s})
+        if self._client is not None:
+            self._client.profile = self.profile
+        logger.info(
+            "profile without a training step: %.3g s per step from the first interval (share %.1f%%)",
+            train_s,
+            100.0 * (self.profile.optimizer_share or 0.0),
+        )
 
     def _build_reference(self, first: TelemetryRecord) -> Reference:
         try:

@@ -50,6 +50,7 @@ __all__ = [
     "device_name",
     "model_signature",
     "profile_optimizer",
+    "time_train_step",
 ]
 
 logger = logging.getLogger(__name__)
@@ -229,16 +230,7 @@ def profile_optimizer(
             costs[s.label()] = SettingCost(step_s=step_s, energy_j=step_j, state_bytes=int(opt.state_bytes()))
             logger.info("profile %s: %.3f ms/step (AdamW %.3f)", s.label(), 1e3 * step_s, 1e3 * adamw_s)
             del opt
-        train_s: float | None = None
-        if train_step is not None:
-            for _ in range(2):
-                train_step()
-            _sync(dev)
-            t0 = time.perf_counter()
-            for _ in range(train_steps):
-                train_step()
-            _sync(dev)
-            train_s = (time.perf_counter() - t0) / train_steps
+        train_s = time_train_step(train_step, dev, train_steps) if train_step is not None else None
     finally:
         meter.close()
     return CostProfile(
@@ -255,24 +247,22 @@ def profile_optimizer(
     )
 
 
-def cached_profile(
-    params: Iterable[torch.Tensor],
-    *,
-    device: str | torch.device | None = None,
-    root: Path | None = None,
-    force: bool = False,
-    **kwargs: object,
-) -> CostProfile:
-    """The cached profile of this device and parameter shapes, measured (and cached) on a miss.
+def time_train_step(train_step: Callable[[], object], device: torch.device, steps: int = 5) -> float:
+    """Seconds per call of ``train_step`` (one forward + backward + AdamW step of the job), after 2 untimed
+    calls: :attr:`CostProfile.train_step_s`, from which the optimizer's share of a step follows."""
+    if steps < 1:
+        raise ValueError(f"train_steps={steps} must be >= 1")
+    for _ in range(2):
+        train_step()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        train_step()
+    _sync(device)
+    return (time.perf_counter() - t0) / steps
 
-    ``kwargs`` go to :func:`profile_optimizer`; ``force=True`` measures again and overwrites the cache.
-    """
-    src = [p for p in params]
-    dev = torch.device(device) if device is not None else src[0].device
-    path = cache_path(device_name(dev), model_signature(tuple(p.shape) for p in src), root)
-    if path.exists() and not force:
-        return CostProfile.model_validate_json(path.read_text())
-    prof = profile_optimizer(src, device=dev, **kwargs)  # type: ignore[arg-type]
+
+def _write_cache(path: Path, prof: CostProfile) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # a temporary file of this writer's own: jobs (or test workers) profiling one model at once must not
     # move each other's half-written file
@@ -284,5 +274,42 @@ def cached_profile(
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def cached_profile(
+    params: Iterable[torch.Tensor],
+    *,
+    device: str | torch.device | None = None,
+    root: Path | None = None,
+    force: bool = False,
+    train_step: Callable[[], object] | None = None,
+    train_steps: int = 5,
+    **kwargs: object,
+) -> CostProfile:
+    """The cached profile of this device and parameter shapes, measured (and cached) on a miss.
+
+    ``train_step``, ``train_steps`` and ``kwargs`` go to :func:`profile_optimizer`; ``force=True`` measures
+    again and overwrites the cache. A cached profile without a training step, asked for with a
+    ``train_step``, gets the step timed and the cache rewritten: without it a profile carries no optimizer
+    share, which a policy reads (the environment always draws one) and from which the interval-time ratios
+    that rank the first decision's candidates follow.
+    """
+    src = [p for p in params]
+    dev = torch.device(device) if device is not None else src[0].device
+    path = cache_path(device_name(dev), model_signature(tuple(p.shape) for p in src), root)
+    if path.exists() and not force:
+        prof = CostProfile.model_validate_json(path.read_text())
+        if prof.train_step_s is not None or train_step is None:
+            return prof
+        prof = prof.model_copy(update={"train_step_s": time_train_step(train_step, dev, train_steps)})
+    else:
+        prof = profile_optimizer(
+            src,
+            device=dev,
+            train_step=train_step,
+            train_steps=train_steps,
+            **kwargs,  # type: ignore[arg-type]
+        )
+    _write_cache(path, prof)
     logger.info("profile cached at %s", path)
     return prof

@@ -80,12 +80,25 @@ class RunResult:
         return d
 
 
-def _job_profile(params: list[torch.nn.Parameter]) -> Any:
-    """This job's hardware cost profile (``mango profile``, cached per device and model), or ``None``."""
+def _job_profile(
+    args: DemoArgs, params: list[torch.nn.Parameter], corpus: ByteCorpus, device: torch.device
+) -> Any:
+    """This job's hardware cost profile (``mango profile``, cached per device and model), or ``None``.
+
+    With its training step timed on a scratch copy of the model (same shapes, plain AdamW, the job's batch
+    size), so the profile carries the optimizer's share of a step: without it the policy reads a profile
+    unlike every one it trained on and the first decision ranks settings by optimizer-step ratios alone.
+    """
     from client.profile import cached_profile
 
     try:
-        return cached_profile(params, steps=5, warmup=2)
+        scratch = build_model(args.model, args.seed).to(device)
+        assert isinstance(scratch, ByteGPT)
+        opt = torch.optim.AdamW(scratch.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+        gen = torch.Generator().manual_seed(args.seed + 2)
+        return cached_profile(
+            params, steps=5, warmup=2, train_step=lambda: _train_step(args, scratch, opt, corpus, gen, device)
+        )
     except Exception as exc:  # a profile is advice: the demo runs without one
         log.warning("no cost profile for the adaptive run: %s", exc)
         return None
@@ -238,7 +251,7 @@ def train_run(
             policy=args.policy,
             energy_meter=_energy_meter(device, flops_per_step, 12.0 * n_params),  # the hook updates bytes
             client_options={"timeout_s": args.request_timeout_s},
-            profile=_job_profile(params) if service is not None else None,
+            profile=_job_profile(args, params, corpus, device) if service is not None else None,
         )
     t_start = time.perf_counter()
     try:

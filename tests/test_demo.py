@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from client.compression import MangoAdamW
-from client.protocol import CompressionSetting, Objective, TelemetryRecord
+from client.protocol import CompressionSetting, CostProfile, Objective, TelemetryRecord
 from demo import (
     FIXED_STATIC,
     DemoArgs,
@@ -157,13 +157,16 @@ def test_format_table_marks_baselines_without_decisions() -> None:
 # ---------------------------------------------------------------------------------------------- slow
 
 
-def _run_demo(out: Path, *extra: str, timeout_s: float = 400) -> subprocess.CompletedProcess[str]:
+def _run_demo(
+    out: Path, *extra: str, timeout_s: float = 400, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*DEMO, "--short", "--no-progress", "--out-dir", str(out), *extra],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=timeout_s,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -206,9 +209,13 @@ def _assert_summary(out: Path) -> dict[str, Any]:
 @pytest.mark.slow
 def test_demo_short_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    proc = _run_demo(out)
+    proc = _run_demo(out, env={"MANGO_CACHE_DIR": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = _assert_summary(out)
+    # the adaptive run's cost profile, measured on a cold cache, carries the training step (the optimizer's
+    # share of a step, which the policy reads)
+    (cached,) = (tmp_path / "cache" / "profiles").glob("*.json")
+    assert CostProfile.model_validate_json(cached.read_text()).optimizer_share is not None
     svc = summary["service"]
     _assert_service_gone(svc["pid"], svc["port"])
     # The table and what served the decisions are printed; a modelled energy figure says so.

@@ -22,6 +22,7 @@ from client.policy_client import DecisionOutcome
 from client.protocol import (
     MAX_HISTORY,
     CompressionSetting,
+    CostProfile,
     Decision,
     Objective,
     Reference,
@@ -118,6 +119,51 @@ def test_records_reference_and_log_in_local_mode(tmp_path: Path) -> None:
         assert {"setting", "shielded", "reason", "latency_ms", "policy"} <= set(line)
         assert line["reason"].startswith("loraven")
     assert hook.telemetry_s > 0 and hook.overhead_s >= hook.telemetry_s
+
+
+def _bare_profile(adamw_step_s: float, setting_step_s: float) -> CostProfile:
+    """A profile taken without a training step (no optimizer share), R8B8 measured."""
+    return CostProfile.model_validate(
+        {
+            "device": "cpu test",
+            "signature": "0" * 16,
+            "n_params": 5000,
+            "adamw_step_s": adamw_step_s,
+            "settings": {R8B8.label(): {"step_s": setting_step_s}},
+        }
+    )
+
+
+def test_a_profile_without_a_training_step_gets_one_from_the_first_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The policy reads the optimizer's share of a step from the profile; a profile without a measured
+    training step gets the first interval's time per step less the setting's extra optimizer cost."""
+    task = Task()
+    bare = _bare_profile(adamw_step_s=2e-5, setting_step_s=5e-5)
+    with AdaptiveCompression(
+        task.opt, interval_steps=4, controller="static", energy_meter=modelled(), profile=bare
+    ) as hook:
+        task.train(hook, 3)
+        assert hook.profile is bare  # nothing before the first interval ends
+        task.train(hook, 5)
+    first = hook.history[0]
+    assert hook.profile is not None and hook.profile.train_step_s is not None
+    assert hook.profile.train_step_s == pytest.approx(first.interval_s / 4 - (5e-5 - 2e-5), rel=1e-9)
+    assert hook.profile.optimizer_share == pytest.approx(2e-5 / hook.profile.train_step_s)
+    assert hook.profile.settings == bare.settings  # the measured costs are kept
+    # a profile whose AdamW step is slower than the job's whole step was not taken here: left alone, said so
+    slow = _bare_profile(adamw_step_s=30.0, setting_step_s=31.0)
+    task2 = Task()
+    with (
+        caplog.at_level(logging.WARNING, logger="client.hook"),
+        AdaptiveCompression(
+            task2.opt, interval_steps=4, controller="static", energy_meter=modelled(), profile=slow
+        ) as hook2,
+    ):
+        task2.train(hook2, 4)
+    assert len(hook2.history) == 1 and hook2.profile is slow
+    assert "faster than the profile's optimizer step" in caplog.text
 
 
 def test_local_decision_applies_at_the_boundary_and_records_show_it() -> None:

@@ -43,6 +43,27 @@ def test_profile_measures_every_setting_and_caches(tmp_path: Path) -> None:
     assert again == prof
 
 
+def test_a_cached_profile_without_a_training_step_gets_one_when_asked(tmp_path: Path) -> None:
+    """A profile cached without a training step has no optimizer share; asked for again with a
+    ``train_step``, only the step is timed (the settings are the cached ones) and the cache is rewritten."""
+    ps = _params()
+    bare = cached_profile(ps, root=tmp_path, settings=["r0/b8/g0"], steps=1, warmup=0)
+    assert bare.train_step_s is None and bare.optimizer_share is None
+    calls: list[int] = []
+    model = torch.nn.Linear(96, 64)
+
+    def train_step() -> None:
+        calls.append(1)
+        model(torch.randn(32, 96)).square().mean().backward()
+
+    timed = cached_profile(ps, root=tmp_path, settings=["r4/b4/g0"], train_step=train_step, train_steps=3)
+    assert len(calls) == 2 + 3  # two untimed, three timed calls
+    assert timed.train_step_s is not None and timed.train_step_s > 0 and timed.optimizer_share is not None
+    assert timed.settings == bare.settings and timed.adamw_step_s == bare.adamw_step_s  # not measured again
+    again = cached_profile(ps, root=tmp_path, train_step=train_step)  # the rewritten cache: a hit
+    assert again == timed and len(calls) == 5
+
+
 def test_profile_cache_writers_do_not_clash(tmp_path: Path) -> None:
     """Several writers of one model's profile at once (jobs, test workers) each write a temporary file of
     their own: every call returns, the cache holds one valid profile and no temporary file is left."""
