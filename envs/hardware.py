@@ -285,17 +285,26 @@ assert len(ObservationSpec.PROFILE_FEATURES) == 3 + len(CostProfile.FEATURE_SETT
 
 # ------------------------------------------------------------------------------------------ mango profile
 def _train_step(model: Any, device: Any, batch: int, seq: int) -> Any:
-    """One forward + backward + fused/foreach AdamW step of ``model`` on random bytes (bf16 on CUDA)."""
+    """One forward + backward + fused/foreach AdamW step of ``model`` (bf16 on CUDA) on a random batch: bytes
+    of ``seq`` tokens for a byte LM, ``batch`` feature vectors and class labels for the digits MLP."""
     import torch  # lazy on purpose: the surrogate path imports this module without torch
+
+    from envs.models import DigitsMLP  # lazy on purpose: torch
 
     kw = {"fused": True} if device.type == "cuda" else {"foreach": True}
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, **kw)
     gen = torch.Generator(device="cpu").manual_seed(0)
-    x = torch.randint(0, 256, (batch, seq + 1), generator=gen).to(device)
+    if isinstance(model, DigitsMLP):
+        n_in, n_out = model.net[0].in_features, model.net[-1].out_features
+        inputs = torch.randn(batch, n_in, generator=gen).to(device)
+        targets = torch.randint(0, n_out, (batch,), generator=gen).to(device)
+    else:
+        x = torch.randint(0, 256, (batch, seq + 1), generator=gen).to(device)
+        inputs, targets = x[:, :-1], x[:, 1:]
 
     def step() -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss = model.loss(x[:, :-1], x[:, 1:])
+            loss = model.loss(inputs, targets)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

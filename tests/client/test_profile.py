@@ -161,3 +161,20 @@ def test_contract_refuses_bad_profiles() -> None:
         CostProfile.model_validate({**good, "version": "mango-cost-v0"})
     with pytest.raises(ValueError):
         CostProfile.model_validate({**good, "settings": {"r5/b8/g0": {"step_s": 1.0}}})
+
+
+@pytest.mark.parametrize("workload", ["lm-tiny-cosine", "digits-mlp-cosine"])
+def test_mango_profile_times_the_training_step_of_each_model_family(
+    workload: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`mango profile --workload W` writes a profile with the optimizer's share of a training step, for the
+    byte LMs (token batches) and the digits MLP (feature vectors and labels) alike."""
+    from envs.hardware import main as profile_main
+
+    monkeypatch.setenv("MANGO_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "p.json"
+    argv = ["--workload", workload, "--settings", "r0/b8/g0", "--steps", "1", "--warmup", "0"]
+    assert profile_main([*argv, "--energy", "modelled", "--out", str(out)]) == 0
+    prof = CostProfile.model_validate_json(out.read_text())
+    assert set(prof.settings) == {"r0/b8/g0"} and prof.train_step_s is not None
+    assert 0.0 < (prof.optimizer_share or 0.0) < 1.0
