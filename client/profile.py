@@ -18,10 +18,22 @@ Tuning: ``steps`` 10-20 after ``warmup`` 3 is enough on a GPU (a step is millise
 projected settings dominate the run time, so keep ``steps`` small. A profile taken while other jobs share
 the device measures them too: profile an idle device.
 
-::
+The training step (``train_step``) gives the optimizer's share of a step, which the policy reads; time it on
+a scratch copy, so the job's own weights and gradients stay untouched (without it the hook estimates the
+share from the job's first interval)::
 
+    import copy
     from client.profile import cached_profile
-    profile = cached_profile(model.parameters(), train_step=lambda: loss_fn(model).backward())
+
+    scratch = copy.deepcopy(model)
+    scratch_opt = torch.optim.AdamW(scratch.parameters())
+
+    def train_step() -> None:
+        loss_fn(scratch).backward()
+        scratch_opt.step()
+        scratch_opt.zero_grad()
+
+    profile = cached_profile(model.parameters(), train_step=train_step)
 """
 
 from __future__ import annotations
