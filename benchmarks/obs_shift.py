@@ -23,12 +23,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import tyro
 
 from client.policy import load_default_policy, load_policy
-from client.protocol import Objective, ObservationSpec, TelemetryRecord
+from client.protocol import CostProfile, Objective, ObservationSpec, TelemetryRecord
 from envs.hardware import HardwareSampler
 from envs.objectives import preset
 
@@ -54,11 +55,16 @@ class ObsShiftArgs:
     on every demo window, raw and with one feature at a time clipped into the surrogate's 1-99 % range in
     every row: the share of decisions that change says which out-of-range input moves it ('': skip)"""
     objective: str = "balanced"
-    """objective preset of the policy's windows (the demo's; the job's cost profile is not in the
-    telemetry file, so the windows carry none)"""
+    """objective preset of the policy's windows (the demo's)"""
+    profile: str = ""
+    """the job's cost profile JSON (``mango profile --out``, or the cached one under
+    ``$MANGO_CACHE_DIR/profiles``): the windows carry it as the service's did ('': none, which no
+    training episode has)"""
 
 
-def demo_observations(paths: Sequence[str], spec: ObservationSpec, objective: Objective) -> np.ndarray:
+def demo_observations(
+    paths: Sequence[str], spec: ObservationSpec, objective: Objective, profile: CostProfile | None = None
+) -> np.ndarray:
     """Every interval's observation, ``[n, spec.size]``, as the service encodes the window it is sent."""
     rows = []
     for path in paths:
@@ -66,13 +72,16 @@ def demo_observations(paths: Sequence[str], spec: ObservationSpec, objective: Ob
             recs = [TelemetryRecord.model_validate_json(line) for line in f if line.strip()]
         if not recs:
             raise ValueError(f"{path}: no telemetry records (is it a mango demo telemetry.jsonl?)")
-        rows += [spec.encode(recs[: i + 1], objective) for i in range(len(recs))]
+        rows += [spec.encode(recs[: i + 1], objective, profile=profile) for i in range(len(recs))]
     return np.asarray(rows)
 
 
-def decision_shift(args: ObsShiftArgs, spec: ObservationSpec, obs: np.ndarray, sim: np.ndarray) -> list[str]:
+def decision_shift(
+    args: ObsShiftArgs, spec: ObservationSpec, obs: np.ndarray, sim: np.ndarray, sim_job: np.ndarray
+) -> list[str]:
     """Table rows: per token feature, the share of the policy's greedy decisions on the demo windows that
-    change when that feature is clipped into the surrogate's 1-99 % range (real rows only)."""
+    change when that feature is clipped into the surrogate's 1-99 % range (real rows only); then with the
+    job features (objective and profile) of a surrogate episode in place of the demo's."""
     policy = load_default_policy() if args.policy == "default" else load_policy(args.policy)
     base = [policy.decide_obs(o) for o in obs]
     tokens, job = spec.split(obs)
@@ -86,7 +95,7 @@ def decision_shift(args: ObsShiftArgs, spec: ObservationSpec, obs: np.ndarray, s
         "|---|---|",
     ]
 
-    def changed(t: np.ndarray) -> float:
+    def changed(t: np.ndarray, job: np.ndarray = job) -> float:
         flat = np.concatenate([t.reshape(len(obs), -1), job], axis=1)
         return float(np.mean([policy.decide_obs(o) != b for o, b in zip(flat, base, strict=True)]))
 
@@ -99,11 +108,15 @@ def decision_shift(args: ObsShiftArgs, spec: ObservationSpec, obs: np.ndarray, s
         t[..., j] = clip_all[..., j] = np.where(real, np.clip(t[..., j], lo, hi), t[..., j])
         out.append(f"| {name} | {changed(t):.0%} |")
     out.append(f"| all of them | {changed(clip_all):.0%} |")
+    swapped = np.broadcast_to(sim_job, job.shape)
+    row = "job features (objective, profile) of a surrogate episode"
+    out.append(f"| {row} | {changed(tokens, swapped):.0%} |")
     return out
 
 
-def surrogate_tokens(args: ObsShiftArgs, spec: ObservationSpec) -> np.ndarray:
-    """The newest token after every step of ``args.episodes`` surrogate episodes under random settings."""
+def surrogate_tokens(args: ObsShiftArgs, spec: ObservationSpec) -> tuple[np.ndarray, np.ndarray]:
+    """The newest token after every step of ``args.episodes`` surrogate episodes under random settings, and
+    the first episode's job features (objective and its hardware draw's profile)."""
     from envs.env import CompressionEnv  # gymnasium: loaded only for the surrogate's half
 
     env = CompressionEnv(
@@ -115,22 +128,26 @@ def surrogate_tokens(args: ObsShiftArgs, spec: ObservationSpec) -> np.ndarray:
     )
     env.action_space.seed(args.seed)
     rows = []
+    job = np.zeros(0)
     for ep in range(args.episodes):
         obs, _ = env.reset(seed=args.seed + ep)
+        if ep == 0:
+            job = spec.split(obs)[1]
         done = False
         while not done:
             obs, _, term, trunc, _ = env.step(env.action_space.sample())
             rows.append(spec.split(obs)[0][-1])
             done = term or trunc
     env.close()
-    return np.asarray(rows)
+    return np.asarray(rows), job
 
 
 def report(args: ObsShiftArgs) -> str:
     spec = ObservationSpec()
-    obs = demo_observations(args.telemetry, spec, preset(args.objective))
+    profile = CostProfile.model_validate_json(Path(args.profile).read_text()) if args.profile else None
+    obs = demo_observations(args.telemetry, spec, preset(args.objective), profile)
     demo = spec.split(obs)[0][:, -1]
-    sim = surrogate_tokens(args, spec)
+    sim, sim_job = surrogate_tokens(args, spec)
     lines = [
         f"demo intervals: {len(demo)} from {len(args.telemetry)} file(s); surrogate: {len(sim)} intervals of "
         f"{args.episodes} episodes of {args.workload} on {args.hardware} (random settings)",
@@ -149,7 +166,7 @@ def report(args: ObsShiftArgs) -> str:
             f"{hi:+.4g} | {out:.0%} |"
         )
     if args.policy:
-        lines += decision_shift(args, spec, obs, sim)
+        lines += decision_shift(args, spec, obs, sim, sim_job)
     return "\n".join(lines)
 
 

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.obs_shift import ObsShiftArgs, main, report
+from benchmarks.obs_shift import ObsShiftArgs, demo_observations, main, report
+from client.protocol import CostProfile, ObservationSpec
+from envs.hardware import PROFILE_DIR
+from envs.objectives import preset
 from envs.traces import load_traces
 
 
@@ -53,6 +56,27 @@ def test_clipping_a_feature_already_in_range_changes_no_decision(tmp_path: Path)
     for f in in_range:  # the last row naming the feature is the decision table's
         clipped = [line for line in table.splitlines() if line.startswith(f"| {f} |")][-1]
         assert clipped.endswith("| 0% |"), clipped
+
+
+def test_the_windows_carry_the_jobs_profile_and_a_surrogate_one_is_swapped_in(tmp_path: Path) -> None:
+    """``--profile``: the windows carry the job's cost profile as the service's did (none, which no training
+    episode has, without it); the last decision row swaps in a surrogate episode's job features."""
+    ts = load_traces()
+    ep = next(e for e in ts.episodes if e.workload == "lm-tiny-cosine")
+    _write(tmp_path / "real.jsonl", ep.records())
+    path = PROFILE_DIR / "cpu-lm-tiny.json"
+    spec = ObservationSpec()
+    with_profile = demo_observations([str(tmp_path / "real.jsonl")], spec, preset("balanced"),
+                                     CostProfile.model_validate_json(path.read_text()))  # fmt: skip
+    bare = demo_observations([str(tmp_path / "real.jsonl")], spec, preset("balanced"))
+    job_with, job_bare = spec.split(with_profile)[1], spec.split(bare)[1]
+    assert (job_with != job_bare).any(axis=1).all()  # every window's job features hold the profile
+    table = report(ObsShiftArgs(telemetry=(str(tmp_path / "real.jsonl"),), workload="lm-tiny-cosine",
+                                hardware="cpu-lm-tiny", episodes=4, policy="default",
+                                profile=str(path)))  # fmt: skip
+    row = table.splitlines()[-1]
+    assert row.startswith("| job features (objective, profile) of a surrogate episode |")
+    assert row.endswith("% |")
 
 
 def test_empty_input_is_refused_with_the_file_named(
