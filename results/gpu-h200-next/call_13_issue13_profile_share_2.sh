@@ -1,0 +1,9 @@
+#!/bin/bash
+# Prepared in session 17, not run. Part 2 of call 12: memory-first on lm-medium (default and s17a31) and
+# balanced on gpt-85m (the default; a tie with r0/b8/g0 before the profile fix). ~420 s. Carry .whl13.
+source results/gpu-h200-next/preamble.sh
+DEMO_TIMEOUT=200 demo_mf lmmed r64/b4/g0 --model lm-medium --steps 600 --batch-size 32
+DEMO_TIMEOUT=100 demo_mf lmmed-s17a31 r64/b4/g0 --model lm-medium --steps 600 --batch-size 32 \
+  --policy s17a31 --policy-dir results/policy-s17a31
+DEMO_TIMEOUT=150 demo_obj bal-gpt85m balanced r0/b8/g0
+finish
