@@ -323,6 +323,7 @@ class AdaptiveCompression:
         self._hold = local is None  # hold the setting in force (when the service fails, or always)
         self.controller: Controller = local or StaticController(self._target.setting)
         self.profile = profile
+        self._profile_checked = False  # see _complete_profile
 
         self._params = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
         if not self._params:
@@ -628,6 +629,8 @@ class AdaptiveCompression:
             self._history.append(record)
             if self.reference is None:
                 self.reference = self._build_reference(record)
+            if not self._profile_checked:  # the first interval of this process (a resumed job's too)
+                self._profile_checked = True
                 self._complete_profile(record, steps)
             self._decide_and_apply(record)
         if isinstance(self._meter, ModelledMeter):
@@ -696,7 +699,7 @@ class AdaptiveCompression:
             return None
 
     def _complete_profile(self, first: TelemetryRecord, steps: int) -> None:
-        """Give a profile without a measured training step one from the job's first interval.
+        """Give a profile without a measured training step one from the process's first interval.
 
         The policy reads the optimizer's share of a step from the profile (the environment always draws
         one), and interval-time ratios follow from it; a profile taken without ``train_step`` has none. The
