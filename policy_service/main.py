@@ -26,6 +26,7 @@ from .api import api_router, bench_router
 from .api.deps import KeyDigests
 from .config import Settings
 from .errors import install_error_handlers
+from .loader import stop_resource_tracker
 from .metrics import ServiceMetrics
 from .middleware import BodyLimitMiddleware, MetricsMiddleware
 from .registry import PolicyRegistry
@@ -144,6 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             loader_task.cancel()
             await run_in_threadpool(registry.close)
+            stop_resource_tracker()
 
     # /docs (Swagger UI) and /redoc load their scripts and styles from this server (fastapi-offline ships them
     # under /static-offline-docs), not from a CDN: the pages work on a network without internet access.

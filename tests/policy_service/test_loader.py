@@ -7,9 +7,12 @@ import signal
 import subprocess
 import sys
 import time
+from multiprocessing import resource_tracker
 from pathlib import Path
 
 import pytest
+
+from policy_service.loader import stop_resource_tracker
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,3 +52,17 @@ def test_loader_worker_exits_when_the_server_is_killed() -> None:
     while _alive(worker) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _alive(worker), f"loader worker {worker} outlived its killed parent"
+
+
+def test_stopping_the_resource_tracker_reaps_it() -> None:
+    """At shutdown the service stops multiprocessing's resource tracker and reaps it itself: left to exit
+    after the service, it waits as a zombie for init, and a launcher waiting for the group waits with it."""
+    resource_tracker.ensure_running()
+    pid = resource_tracker._resource_tracker._pid
+    assert pid is not None and _alive(pid)
+    stop_resource_tracker()
+    with pytest.raises(ProcessLookupError):  # reaped (not a zombie): no such process at all
+        os.kill(pid, 0)
+    stop_resource_tracker()  # not running: nothing to do, no error
+    resource_tracker.ensure_running()  # later users of multiprocessing get a new one
+    assert resource_tracker._resource_tracker._pid not in (None, pid)
