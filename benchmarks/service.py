@@ -448,8 +448,10 @@ COLD_START_POLL_S = 0.01
 
 
 def _cold_starts(policy_dir: Path, log_dir: Path, n: int) -> dict[str, Any]:
-    """Launch the server ``n`` times: seconds from spawn to the first 200 of ``/readyz``, its ``reloader``."""
+    """Launch the server ``n`` times: seconds from spawn to the first 200 of ``/readyz``, its ``reloader``,
+    and seconds of each stop (SIGTERM until the process group is empty, as ``ServiceProcess.stop``)."""
     times: list[float] = []
+    stops: list[float] = []
     reloader: Counter[str] = Counter()
     for i in range(n):
         server = _server(policy_dir, log_dir / f"cold-{i}.log")
@@ -458,6 +460,9 @@ def _cold_starts(policy_dir: Path, log_dir: Path, n: int) -> dict[str, Any]:
             assert server.ready_after_s is not None and server.ready_body is not None
             times.append(server.ready_after_s)
             reloader[str(server.ready_body.get("reloader"))] += 1
+            t0 = time.perf_counter()
+            server.stop()
+            stops.append(time.perf_counter() - t0)
         finally:
             server.close()
     ordered = sorted(times)
@@ -468,6 +473,7 @@ def _cold_starts(policy_dir: Path, log_dir: Path, n: int) -> dict[str, Any]:
         "min_s": ordered[0],
         "max_s": ordered[-1],
         "reloader_at_ready": dict(reloader),
+        "stop_median_s": statistics.median(stops),
     }
 
 
@@ -477,7 +483,8 @@ def _cold_line(cold: dict[str, Any]) -> str:
     return (
         f"cold start (spawn -> first 200 of /readyz), median of {cold['launches']} launches: "
         f"{cold['median_s']:.2f} s (min {cold['min_s']:.2f}, max {cold['max_s']:.2f}); hot-reload worker at "
-        f"readiness: {states}; goal <= 2 s ({verdict})"
+        f"readiness: {states}; goal <= 2 s ({verdict}); stop (SIGTERM -> process group empty), median "
+        f"{cold['stop_median_s']:.2f} s"
     )
 
 
