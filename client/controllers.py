@@ -484,10 +484,11 @@ FIRST_MATRIX_SIDE = 1024
 #: the uncompressed run at the same step): for rank 0, the fitted surrogate's mid-run excess on the CPU
 #: workloads, rounded up (BENCHMARKS.md, issue 13). One projected candidate, rank 64 at 4 bits: what a rank
 #: costs depends on the job's spectrum, so its prior is the largest mean excess the H200 traces recorded for
-#: it, rounded up. It opens a job only where memory outweighs that much loss (memory-first), because a change
-#: from rank 0 into projection after the first interval costs final loss that rank 64 from the start does
-#: not (BENCHMARKS.md, session 16: the H200 demos and ``benchmarks.switch_loss``); the policy may leave it at
-#: its first decision.
+#: it, rounded up. It opens a job only where memory outweighs that much loss (memory-first), because the
+#: first steps' setting has a lasting effect: a run that opened at rank 0 and moved to rank 64 after one
+#: interval ended above one at rank 64 from the start, while one that opened at rank 64 and moved to rank 0
+#: kept nearly all of rank 64's final loss (BENCHMARKS.md, sessions 16-17: the H200 demos and
+#: ``benchmarks.switch_loss``); the policy may leave it at its first decision.
 _FIRST_PRIORS: dict[str, float] = {
     "r0/b32/g0": 0.0,
     "r0/b16/g0": 0.0005,
