@@ -23,6 +23,7 @@ import functools
 import io
 import logging
 import os
+import sys
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -228,6 +229,11 @@ class ZeusMeter(EnergyMeter):
         # Zeus imports AMD's amdsmi, which prints "Unable to find libamd_smi.so ..." to stdout on every
         # machine without ROCm: caught here and logged at debug level (the reason still reaches the
         # TelemetryError when the monitor cannot start).
+        torch = sys.modules.get("torch")
+        if torch is not None and not torch.cuda.is_available():
+            # Zeus measures GPUs; with none visible, its slow import (it probes CPU, AMD and NVIDIA
+            # libraries) would only end in this error
+            raise TelemetryError("Zeus measures GPUs, and torch sees none (torch.cuda.is_available())")
         noise = io.StringIO()
         try:
             with contextlib.redirect_stdout(noise), contextlib.redirect_stderr(noise):

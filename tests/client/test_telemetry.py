@@ -6,8 +6,12 @@ from __future__ import annotations
 import logging
 import math
 import mmap
+import os
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,6 +33,7 @@ from client.telemetry import (
 )
 
 NO_GPU = not torch.cuda.is_available()
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # ------------------------------------------------------------------------------------------ modelled
@@ -93,6 +98,20 @@ def test_meters_report_unavailable_without_gpu() -> None:
         NvmlMeter(0)
     with pytest.raises(TelemetryError, match="Zeus"):
         ZeusMeter(0)
+
+
+@pytest.mark.skipif(not NO_GPU, reason="checks the no-GPU path")
+def test_without_a_gpu_zeus_is_not_imported() -> None:
+    """Zeus measures GPUs: where torch sees none, the auto meter does not import it (about a second for
+    every process that builds a meter: the hook, the demo, the examples)."""
+    code = (
+        "import sys, torch; from client.telemetry import make_energy_meter; "
+        "make_energy_meter('auto', 0).close(); print('zeus' in sys.modules)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "False"
 
 
 # ------------------------------------------------------------------------------------------ NVML logic
