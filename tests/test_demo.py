@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from client.compression import MangoAdamW
+from client.profile import cache_path, device_name, model_signature
 from client.protocol import CompressionSetting, CostProfile, Objective, TelemetryRecord
 from demo import (
     FIXED_STATIC,
@@ -34,6 +35,7 @@ from demo.args import AUTO_LR
 from demo.report import format_seed_table, format_seeds_verdict, same_schedule_note, settle_alike, t975
 from demo.runs import Point, warm_up
 from envs.data import load_corpus
+from envs.hardware import PROFILE_DIR
 from envs.models import PRESETS, build_model
 from envs.objectives import preset
 from policy_service.launch import pid_alive, port_open
@@ -170,6 +172,22 @@ def _run_demo(
     )
 
 
+def _seed_profile_without_step(cache: Path) -> Path:
+    """Cache the CPU demo job's profile (lm-tiny, one torch thread) without its training step."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the demo's default; the cache key names the thread count
+    try:
+        device = device_name(torch.device("cpu"))
+    finally:
+        torch.set_num_threads(threads)
+    shapes = [tuple(p.shape) for p in build_model("lm-tiny", 0).parameters()]
+    path = cache_path(device, model_signature(shapes), cache / "profiles")
+    path.parent.mkdir(parents=True)
+    bare = CostProfile.model_validate_json((PROFILE_DIR / "cpu-lm-tiny.json").read_text())
+    path.write_text(bare.model_copy(update={"train_step_s": None, "device": device}).model_dump_json())
+    return path
+
+
 def _assert_service_gone(pid: int, port: int) -> None:
     assert not pid_alive(pid), f"service pid {pid} still exists"
     with pytest.raises(ProcessLookupError):
@@ -209,13 +227,16 @@ def _assert_summary(out: Path) -> dict[str, Any]:
 @pytest.mark.slow
 def test_demo_short_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "demo"
+    # a cached profile of the demo's job taken without a training step (no optimizer share, which the policy
+    # reads): the demo must time the step and rewrite the cache, not profile every setting again
+    cached = _seed_profile_without_step(tmp_path / "cache")
     proc = _run_demo(out, env={"MANGO_CACHE_DIR": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = _assert_summary(out)
-    # the adaptive run's cost profile, measured on a cold cache, carries the training step (the optimizer's
-    # share of a step, which the policy reads)
-    (cached,) = (tmp_path / "cache" / "profiles").glob("*.json")
-    assert CostProfile.model_validate_json(cached.read_text()).optimizer_share is not None
+    seeded = CostProfile.model_validate_json((PROFILE_DIR / "cpu-lm-tiny.json").read_text())
+    used = CostProfile.model_validate_json(cached.read_text())
+    if summary["device"] == "cpu":
+        assert used.optimizer_share is not None and used.settings == seeded.settings
     svc = summary["service"]
     _assert_service_gone(svc["pid"], svc["port"])
     # The table and what served the decisions are printed; a modelled energy figure says so.
