@@ -21,6 +21,7 @@ Usage::
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +29,16 @@ from pathlib import Path
 import numpy as np
 import tyro
 
+from client.compression.sizes import DENSE_BYTES_PER_PARAM
 from client.policy import load_default_policy, load_policy
-from client.protocol import CostProfile, Objective, ObservationSpec, TelemetryRecord
+from client.protocol import (
+    CompressionSetting,
+    CostProfile,
+    Objective,
+    ObservationSpec,
+    Reference,
+    TelemetryRecord,
+)
 from envs.hardware import HardwareSampler
 from envs.objectives import preset
 
@@ -58,22 +67,40 @@ class ObsShiftArgs:
     """objective preset of the policy's windows (the demo's)"""
     profile: str = ""
     """the job's cost profile JSON (``mango profile --out``, or the cached one under
-    ``$MANGO_CACHE_DIR/profiles``): the windows carry it as the service's did ('': none, which no
-    training episode has)"""
+    ``$MANGO_CACHE_DIR/profiles``): the windows carry it as the service's did, and its parameter count
+    gives the reference's AdamW state ('': none, which no training episode has)"""
 
 
 def demo_observations(
     paths: Sequence[str], spec: ObservationSpec, objective: Objective, profile: CostProfile | None = None
 ) -> np.ndarray:
-    """Every interval's observation, ``[n, spec.size]``, as the service encodes the window it is sent."""
+    """Every interval's observation, ``[n, spec.size]``, as the service encodes the window it is sent.
+
+    The hook sends a :class:`Reference` beside each window (the first record's loss, energy and time, and
+    AdamW's state bytes); the telemetry file does not hold it, so it is rebuilt the same way, with AdamW's
+    state from the profile's parameter count. Without a profile the first record's state stands for it,
+    which is right only for a run whose first interval was uncompressed (``memory_rel`` is inflated
+    otherwise, e.g. a memory-first run that opened at rank 64).
+    """
     rows = []
     for path in paths:
         with open(path) as f:
             recs = [TelemetryRecord.model_validate_json(line) for line in f if line.strip()]
         if not recs:
             raise ValueError(f"{path}: no telemetry records (is it a mango demo telemetry.jsonl?)")
-        rows += [spec.encode(recs[: i + 1], objective, profile=profile) for i in range(len(recs))]
+        ref = Reference.from_history(recs)
+        if profile is not None:
+            dense = int(DENSE_BYTES_PER_PARAM * profile.n_params)
+            ref = ref.model_copy(update={"dense_state_bytes": dense})
+        rows += [
+            spec.encode(recs[: i + 1], objective, reference=ref, profile=profile) for i in range(len(recs))
+        ]
     return np.asarray(rows)
+
+
+def _counts(settings: Sequence[CompressionSetting]) -> str:
+    """``r64/b8/g0 x20, r64/b4/g0 x10``: each setting and how often, most frequent first."""
+    return ", ".join(f"{label} x{n}" for label, n in Counter(s.label() for s in settings).most_common())
 
 
 def decision_shift(
@@ -89,7 +116,7 @@ def decision_shift(
     out = [
         "",
         f"Policy {policy.info()['name']} ({args.policy}): greedy decisions on {len(obs)} demo windows, "
-        f"{len(set(base))} distinct settings; share that change with one feature clipped:",
+        f"{len(set(base))} distinct settings ({_counts(base)}); share that change with one feature clipped:",
         "",
         "| feature clipped to the surrogate's p1-p99 | decisions changed |",
         "|---|---|",
@@ -116,13 +143,13 @@ def decision_shift(
 
 def surrogate_tokens(args: ObsShiftArgs, spec: ObservationSpec) -> tuple[np.ndarray, np.ndarray]:
     """The newest token after every step of ``args.episodes`` surrogate episodes under random settings, and
-    the first episode's job features (objective and its hardware draw's profile)."""
+    the first episode's job features (``args.objective`` and its hardware draw's profile)."""
     from envs.env import CompressionEnv  # gymnasium: loaded only for the surrogate's half
 
     env = CompressionEnv(
         backend="surrogate",
         workload=args.workload,
-        objective="balanced",
+        objective=args.objective,
         window=spec.window,
         hardware=HardwareSampler(fixed=args.hardware),
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.obs_shift import ObsShiftArgs, demo_observations, main, report
+from client.compression.sizes import DENSE_BYTES_PER_PARAM
 from client.protocol import CostProfile, ObservationSpec
 from envs.hardware import PROFILE_DIR
 from envs.objectives import preset
@@ -71,6 +72,15 @@ def test_the_windows_carry_the_jobs_profile_and_a_surrogate_one_is_swapped_in(tm
     bare = demo_observations([str(tmp_path / "real.jsonl")], spec, preset("balanced"))
     job_with, job_bare = spec.split(with_profile)[1], spec.split(bare)[1]
     assert (job_with != job_bare).any(axis=1).all()  # every window's job features hold the profile
+    # the reference's AdamW state comes from the profile's parameter count, as the hook's does (not from
+    # the first record, which a run that opened compressed would make far too small)
+    recs, prof = ep.records(), CostProfile.model_validate_json(path.read_text())
+    recs[0] = recs[0].model_copy(update={"state_bytes": 1000})  # a run that opened at a tiny state
+    _write(tmp_path / "opened.jsonl", recs)
+    obs = demo_observations([str(tmp_path / "opened.jsonl")], spec, preset("balanced"), prof)
+    newest = spec.split(obs)[0][:, -1, spec.TOKEN_FEATURES.index("memory_rel")]
+    expected = [r.state_bytes / (DENSE_BYTES_PER_PARAM * prof.n_params) for r in recs]
+    assert newest == pytest.approx(expected, rel=1e-6)
     table = report(ObsShiftArgs(telemetry=(str(tmp_path / "real.jsonl"),), workload="lm-tiny-cosine",
                                 hardware="cpu-lm-tiny", episodes=4, policy="default",
                                 profile=str(path)))  # fmt: skip
