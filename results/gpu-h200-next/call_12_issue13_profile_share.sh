@@ -4,7 +4,8 @@
 # session 17). The demo now times one. Part 1 of 2: memory-first on gpt-85m, where the shipped s15x21 lost
 # to the static r64/b4/g0 (J 0.230 vs 0.197), with the profile fixed, then the session-17 candidate s17a31
 # (passes all 45 surrogate floor cells and the CPU demo's; plays r32/b8/g0.5 there in the surrogate), and
-# what moves the default's decisions. ~470 s on a fresh machine. Carry .whl13.
+# what moves the default's decisions. A CPU replay of session 16's windows with the share (BENCHMARKS, session
+# 17) predicts s15x21 answers 8 of 30 with r0/b8/g0: its figure may fall. ~470 s on a fresh machine. Carry .whl13.
 source results/gpu-h200-next/preamble.sh
 export MANGO_CACHE_DIR=$R/cache  # one profile (gpt-85m's) is cached when obs-shift reads it
 DEMO_TIMEOUT=330 demo_mf gpt85m r64/b4/g0
