@@ -6,7 +6,8 @@ batches, so the final validation loss differs only by the optimizer's path. ``A>
 ``A`` and ``B`` means the change itself cost loss (the state conversion), not either setting.
 
 Knobs: ``--model`` (an LM preset of :mod:`envs.models` whose matrices are wider than the ranks compared:
-``lm-small`` is 128 wide), ``--steps``, ``--batch-size`` x ``--seq-len``, ``--lr`` (constant), ``--switch-at``
+``lm-small`` is 128 wide), ``--steps``, ``--batch-size`` x ``--seq-len``, ``--lr`` (constant after a linear
+``--warmup-steps``, default none), ``--switch-at``
 (the step after which ``B`` applies; the demo's first decision lands after 20), ``--seeds``, ``--device``
 (``auto``: CUDA if present), ``--batch-convert`` (the GPU's batched conversion on a CPU too).
 
@@ -39,6 +40,8 @@ class Args:
     batch_size: int = 8
     seq_len: int = 64
     lr: float = 1e-3
+    warmup_steps: int = 0
+    """linear warm-up of the learning rate over the first steps (0: constant from the first step)"""
     switch_at: int = 20
     seeds: tuple[int, ...] = (0, 1)
     val_batches: int = 8
@@ -46,6 +49,14 @@ class Args:
     batch_convert: bool | None = None
     """how ``apply_setting`` converts: None = the optimizer's choice (batched on a GPU, tensor by tensor on a
     CPU), True = batched (the GPU's path, on any device), False = tensor by tensor"""
+
+
+def lr_at(args: Args, step: int) -> float:
+    """The learning rate of ``step`` (0-based): ``lr * (step + 1) / warmup_steps`` during the warm-up, then
+    ``lr``."""
+    if step < args.warmup_steps:
+        return args.lr * (step + 1) / args.warmup_steps
+    return args.lr
 
 
 def parse_schedule(text: str) -> tuple[CompressionSetting | None, CompressionSetting | None]:
@@ -86,6 +97,8 @@ def run(
         if step == args.switch_at and then is not None:
             assert isinstance(opt, MangoAdamW)
             opt.apply_setting(then)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(args, step)
         x, y = corpus.get_batch("train", args.batch_size, args.seq_len, gen)
         loss = model.loss(x.to(device), y.to(device))
         opt.zero_grad(set_to_none=True)
@@ -102,6 +115,8 @@ def val_batches(args: Args, corpus: ByteCorpus) -> list[tuple[torch.Tensor, torc
 
 def main(argv: list[str] | None = None) -> None:
     args = tyro.cli(Args, args=argv)
+    if args.warmup_steps < 0:
+        raise SystemExit(f"--warmup-steps {args.warmup_steps}: give 0 (no warm-up) or more steps")
     for s in args.schedules:
         parse_schedule(s)  # every label checked before any training
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
@@ -115,7 +130,8 @@ def main(argv: list[str] | None = None) -> None:
     ref = rows["adamw"]
     took = time.perf_counter() - t0
     how = {None: "default", True: "batched", False: "tensor by tensor"}[args.batch_convert]
-    print(f"{args.model}, {args.steps} steps, batch {args.batch_size}x{args.seq_len}, lr {args.lr}, switch")
+    lr = f"lr {args.lr}" + (f" after {args.warmup_steps} warm-up steps" if args.warmup_steps else "")
+    print(f"{args.model}, {args.steps} steps, batch {args.batch_size}x{args.seq_len}, {lr}, switch")
     print(f"after step {args.switch_at} ({how} conversion), seeds {list(args.seeds)}, {device}, {took:.0f} s")
     print()
     print("| schedule | final val loss per seed | mean excess over AdamW |")

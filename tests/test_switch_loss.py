@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from benchmarks.switch_loss import Args, parse_schedule, run, val_batches
+from benchmarks.switch_loss import Args, lr_at, parse_schedule, run, val_batches
 from client.protocol import CompressionSetting
 from envs.data import load_corpus
 
@@ -35,3 +35,14 @@ def test_a_change_after_the_last_step_is_the_static_run_and_a_change_before_it_i
     switched = run(args, "r32/b4/g0>r32/b8/g0", 0, corpus, val, cpu)
     assert late == static  # same seed: same weights, batches and steps
     assert switched != static  # the change took effect
+
+
+def test_the_warm_up_ramps_the_learning_rate_then_holds_it() -> None:
+    args = Args(lr=1e-3, warmup_steps=4)
+    assert [lr_at(args, s) for s in range(6)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+    assert lr_at(Args(lr=1e-3), 0) == 1e-3  # no warm-up: constant from the first step
+    corpus = load_corpus(max_bytes=200_000)
+    short = Args(model="lm-tiny", steps=4, batch_size=2, seq_len=16, val_batches=2)
+    val, cpu = val_batches(short, corpus), torch.device("cpu")
+    warm = run(replace(short, warmup_steps=4), "r0/b8/g0", 0, corpus, val, cpu)
+    assert warm != run(short, "r0/b8/g0", 0, corpus, val, cpu)  # the ramp reached the optimizer
