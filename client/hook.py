@@ -382,8 +382,14 @@ class AdaptiveCompression:
             self._meter.describe(),
             self._memory.source,
         )
+        learned = server_url is not None or isinstance(self.controller, LearnedPolicy)
+        if learned and profile is None and comm_state is None:
+            logger.warning(
+                "no cost profile: the learned policy was trained on jobs that send one (it reads what a "
+                "setting costs on this hardware from it) and will see 'no profile' instead; pass profile="
+                "client.profile.cached_profile(model.parameters(), train_step=...)"
+            )
         if first_decision is None:
-            learned = server_url is not None or isinstance(self.controller, LearnedPolicy)
             first_decision = learned and comm_state is None
         if first_decision:
             self._first_decision()

@@ -164,6 +164,10 @@ def test_a_profile_without_a_training_step_gets_one_from_the_first_interval(
         task2.train(hook2, 4)
     assert len(hook2.history) == 1 and hook2.profile is slow
     assert "faster than the profile's optimizer step" in caplog.text
+    # a learned policy with a profile: no "no cost profile" warning (the test above has the other case)
+    with AdaptiveCompression(Task().opt, interval_steps=4, energy_meter=modelled(), profile=bare) as hook3:
+        assert isinstance(hook3.controller, LearnedPolicy)
+    assert "no cost profile" not in caplog.text
 
 
 def test_local_decision_applies_at_the_boundary_and_records_show_it() -> None:
@@ -194,15 +198,22 @@ def test_local_decision_applies_at_the_boundary_and_records_show_it() -> None:
     assert hook.counters["setting_changes"] == 4
 
 
-def test_without_a_server_the_shipped_learned_policy_decides_in_process(tmp_path: Path) -> None:
+def test_without_a_server_the_shipped_learned_policy_decides_in_process(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """The embedded default: no service, no controller -> the learned policy the service ships, run by the
-    numpy runtime in this process; each decision is the policy's answer to the hook's own window."""
+    numpy runtime in this process; each decision is the policy's answer to the hook's own window. Without a
+    cost profile (which every training episode had) the hook says so once."""
     task = Task(setting=CompressionSetting.off())
     objective = Objective(w_loss=1.0, w_memory=1.0)
     log = tmp_path / "decisions.jsonl"
-    with AdaptiveCompression(
-        task.opt, objective=objective, interval_steps=4, energy_meter=modelled(), decision_log=log
-    ) as hook:
+    with (
+        caplog.at_level(logging.WARNING, logger="client.hook"),
+        AdaptiveCompression(
+            task.opt, objective=objective, interval_steps=4, energy_meter=modelled(), decision_log=log
+        ) as hook,
+    ):
+        assert caplog.text.count("no cost profile") == 1
         assert isinstance(hook.controller, LearnedPolicy) and hook.controller is load_default_policy()
         first = hook.decisions[0]  # the policy was trained on episodes that start with the first decision
         assert first.policy == "first:prior" and first.step == 0
