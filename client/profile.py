@@ -9,10 +9,11 @@ parameters of the job's shapes with random gradients, and returns a :class:`~cli
 seconds per step, joules per step (NVML / Zeus where available, else the power model of
 :class:`~client.telemetry.ModelledMeter`, labelled ``energy_source="modelled"``) and state bytes.
 
-Profiles are cached as JSON by device and model signature (:func:`cached_profile`), so a job profiles once
-per machine kind and model; the client sends the profile with every ``/v1/decide`` request, the policy reads
-its features (:attr:`~client.protocol.ObservationSpec.PROFILE_FEATURES`) and the service's shield refuses
-settings whose measured step time breaks ``Objective.max_step_time_ratio``.
+Profiles are cached as JSON by device, model signature and compression core (:func:`cached_profile`), so a
+job profiles once per machine kind, model and version of the core; the client sends the profile with every
+``/v1/decide`` request, the policy reads its features
+(:attr:`~client.protocol.ObservationSpec.PROFILE_FEATURES`) and the service's shield refuses settings whose
+measured step time breaks ``Objective.max_step_time_ratio``.
 
 Tuning: ``steps`` 10-20 after ``warmup`` 3 is enough on a GPU (a step is milliseconds); on a CPU the
 projected settings dominate the run time, so keep ``steps`` small. A profile taken while other jobs share
@@ -38,6 +39,7 @@ share from the job's first interval)::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -59,6 +61,7 @@ __all__ = [
     "PROFILE_SETTINGS",
     "cache_path",
     "cached_profile",
+    "core_signature",
     "device_name",
     "model_signature",
     "profile_optimizer",
@@ -128,10 +131,25 @@ def cache_dir() -> Path:
     return Path(root) / "profiles"
 
 
+@functools.cache
+def core_signature() -> str:
+    """8 hex chars identifying the compression core that a profile times: the sources of
+    ``client.compression`` (its kernels included) and the torch version. Part of the cache key, so a
+    profile taken before the core or torch changed (a faster kernel, a new layout) is measured again
+    instead of advising the policy with old costs."""
+    root = Path(__file__).resolve().parent / "compression"
+    digest = hashlib.sha256(torch.__version__.encode())
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:8]
+
+
 def cache_path(device: str, signature: str, root: Path | None = None) -> Path:
-    """Where the profile of ``device`` and ``signature`` is cached."""
+    """Where the profile of ``device`` and ``signature`` is cached (for this compression core:
+    :func:`core_signature`)."""
     slug = re.sub(r"[^A-Za-z0-9]+", "-", device).strip("-").lower()[:60]
-    return (root or cache_dir()) / f"{slug}-{signature}.json"
+    return (root or cache_dir()) / f"{slug}-{signature}-core{core_signature()}.json"
 
 
 def _sync(device: torch.device) -> None:

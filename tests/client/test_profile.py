@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from client import profile as profile_mod
 from client.controllers import FIRST_CANDIDATES, first_setting, first_setting_for_profile
 from client.profile import cached_profile, model_signature, profile_optimizer
 from client.protocol import (
@@ -178,3 +179,15 @@ def test_mango_profile_times_the_training_step_of_each_model_family(
     prof = CostProfile.model_validate_json(out.read_text())
     assert set(prof.settings) == {"r0/b8/g0"} and prof.train_step_s is not None
     assert 0.0 < (prof.optimizer_share or 0.0) < 1.0
+
+
+def test_the_cache_key_names_the_compression_core(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A profile times the compression core: one cached before the core (or torch) changed is not reused."""
+    ps = _params()
+    first = cached_profile(ps, root=tmp_path, settings=["r0/b32/g0"], steps=1, warmup=0)
+    (path,) = tmp_path.glob("*.json")
+    assert path.name.endswith(f"-core{profile_mod.core_signature()}.json")
+    monkeypatch.setattr(profile_mod, "core_signature", lambda: "00000000")  # as if the core had changed
+    again = cached_profile(ps, root=tmp_path, settings=["r0/b8/g0"], steps=1, warmup=0)
+    assert set(again.settings) == {"r0/b8/g0"} != set(first.settings)  # measured again, not the old file
+    assert len(list(tmp_path.glob("*.json"))) == 2
