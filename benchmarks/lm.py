@@ -38,6 +38,7 @@ from client.compression.optimizer import MangoAdamW
 from client.protocol import CompressionSetting
 from envs.data import load_corpus
 from envs.models import ByteGPT, build_model
+from envs.workloads import schedule_lr
 
 DEFAULT_SETTINGS = (
     "adamw",
@@ -152,10 +153,8 @@ def parse_setting(label: str) -> CompressionSetting | None:
 
 
 def lr_at(cfg: LMBenchConfig, step: int) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0))))
+    """Linear warm-up to ``lr``, then cosine decay to 10 % of it at the last step."""
+    return schedule_lr(cfg.lr, step, total=cfg.steps, warmup_steps=cfg.warmup_steps, schedule="cosine")
 
 
 def run_one(

@@ -27,6 +27,7 @@ from client.compression import MangoAdamW
 from client.protocol import CompressionSetting
 from envs.data import ByteCorpus, load_corpus
 from envs.models import ByteGPT, build_model
+from envs.workloads import schedule_lr
 
 
 @dataclass(frozen=True)
@@ -54,9 +55,7 @@ class Args:
 def lr_at(args: Args, step: int) -> float:
     """The learning rate of ``step`` (0-based): ``lr * (step + 1) / warmup_steps`` during the warm-up, then
     ``lr``."""
-    if step < args.warmup_steps:
-        return args.lr * (step + 1) / args.warmup_steps
-    return args.lr
+    return schedule_lr(args.lr, step, total=args.steps, warmup_steps=args.warmup_steps)
 
 
 def parse_schedule(text: str) -> tuple[CompressionSetting | None, CompressionSetting | None]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import time
 from collections import Counter
@@ -23,6 +22,7 @@ from client.telemetry import EnergyMeter, ModelledMeter, make_energy_meter, opti
 from demo.args import DemoArgs
 from envs.data import ByteCorpus
 from envs.models import ByteGPT, build_model
+from envs.workloads import schedule_lr
 from policy_service.launch import ServiceProcess
 
 __all__ = ["Point", "RunResult", "lr_at", "train_run"]
@@ -115,10 +115,7 @@ def _energy_meter(device: torch.device, flops_per_step: float, bytes_per_step: f
 
 def lr_at(args: DemoArgs, step: int) -> float:
     """Linear warm-up to ``lr``, then cosine decay to 10 % of it at the last step."""
-    if step < args.warmup_steps:
-        return args.lr * (step + 1) / args.warmup_steps
-    t = (step - args.warmup_steps) / max(1, args.steps - args.warmup_steps)
-    return args.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0))))
+    return schedule_lr(args.lr, step, total=args.steps, warmup_steps=args.warmup_steps, schedule="cosine")
 
 
 class _Display:

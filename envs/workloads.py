@@ -40,6 +40,7 @@ __all__ = [
     "Workload",
     "get_workload",
     "register_workload",
+    "schedule_lr",
     "workloads_of",
 ]
 
@@ -50,6 +51,28 @@ SPLITS: tuple[str, ...] = ("train", "val", "heldout")
 Device = Literal["cpu", "gpu"]
 #: Learning-rate schedules :meth:`Workload.lr_at` knows (after the linear warm-up, if any).
 SCHEDULES: tuple[str, ...] = ("constant", "cosine", "linear", "step")
+
+
+def schedule_lr(
+    lr: float, step: int, *, total: int, warmup_steps: int = 0, schedule: str = "constant", floor: float = 0.1
+) -> float:
+    """Learning rate of optimizer step ``step`` (0-based) of a run of ``total`` steps: a linear warm-up from
+    ``lr / warmup_steps`` to ``lr`` over the first ``warmup_steps``, then one of :data:`SCHEDULES` over the
+    rest: ``constant``; ``cosine`` or ``linear`` down to ``floor * lr`` at the last step; ``step`` (x0.3 at
+    50 % and again at 80 % of the steps after the warm-up). The workloads, the demo and the benchmarks all
+    train by it."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    t = min(max(step - warmup_steps, 0) / max(total - warmup_steps, 1), 1.0)
+    if schedule == "constant":
+        return lr
+    if schedule == "cosine":
+        return lr * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t)))
+    if schedule == "linear":
+        return lr * (1.0 - (1.0 - floor) * t)
+    if schedule == "step":
+        return lr * (0.3 ** (int(t >= 0.5) + int(t >= 0.8)))
+    raise ValueError(f"schedule={schedule!r}; choose one of {SCHEDULES}")
 
 
 @dataclass(frozen=True)
@@ -144,19 +167,14 @@ class Workload:
 
     def lr_at(self, step: int) -> float:
         """Learning rate for optimizer step ``step`` (0-based) of an episode of :attr:`planned_steps`."""
-        total = self.planned_steps
-        if self.warmup_steps > 0 and step < self.warmup_steps:
-            return self.lr * (step + 1) / self.warmup_steps
-        span = max(total - self.warmup_steps, 1)
-        t = min(max(step - self.warmup_steps, 0) / span, 1.0)
-        if self.schedule == "constant":
-            return self.lr
-        if self.schedule == "cosine":
-            return self.lr * (self.lr_floor + (1.0 - self.lr_floor) * 0.5 * (1.0 + math.cos(math.pi * t)))
-        if self.schedule == "linear":
-            return self.lr * (1.0 - (1.0 - self.lr_floor) * t)
-        # step
-        return self.lr * (0.3 ** (int(t >= 0.5) + int(t >= 0.8)))
+        return schedule_lr(
+            self.lr,
+            step,
+            total=self.planned_steps,
+            warmup_steps=self.warmup_steps,
+            schedule=self.schedule,
+            floor=self.lr_floor,
+        )
 
     def config(self) -> dict[str, Any]:
         """Every knob as a JSON-able dict (the description excluded: it does not change a run)."""

@@ -15,6 +15,7 @@ from envs.workloads import (
     Workload,
     get_workload,
     register_workload,
+    schedule_lr,
     workloads_of,
 )
 
@@ -88,3 +89,12 @@ def test_lookup_errors() -> None:
         workloads_of("validation")
     w = get_workload(TRAIN_WORKLOADS[0])
     assert get_workload(w) is w and isinstance(w, Workload)
+
+
+def test_one_schedule_function_serves_every_run() -> None:
+    """``schedule_lr``: the warm-up ramp, then the named schedule; an unknown name is refused by name."""
+    assert [schedule_lr(1.0, s, total=10, warmup_steps=4) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    end = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 9 / 10))  # the last step of 10, no warm-up
+    assert schedule_lr(1.0, 9, total=10, schedule="cosine", floor=0.1) == pytest.approx(end)
+    with pytest.raises(ValueError, match="'cyclic'"):
+        schedule_lr(1.0, 3, total=10, schedule="cyclic")
