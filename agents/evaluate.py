@@ -158,6 +158,9 @@ class EvalArgs:
     """surrogate backend: (lo, hi) of each episode's extra log-drop of the reference loss (a job that trains
     further than the recorded traces; envs.simulator.SurrogateEngine). (0, 0): the recorded curves; e.g.
     0.31 0.31 puts gpt-85m at the H200 demo's depth"""
+    no_profile: bool = False
+    """surrogate backend: every episode's job sends no cost profile (its costs still follow --hardware), as
+    a job run with profile=None or through a DDP comm hook (envs.hardware.HardwareSampler.hide_profile)"""
 
 
 @dataclass
@@ -268,19 +271,22 @@ def _make_env(args: EvalArgs, backend: str, workload: str, preset: str) -> Any:
             "intervals": args.intervals,
         }
     else:
-        kw = {"hardware": hardware_sampler(args.hardware), "depth": args.depth}
+        kw = {"hardware": hardware_sampler(args.hardware, args.no_profile), "depth": args.depth}
     return CompressionEnv(backend=backend, workload=workload, objective=preset, reward=EVAL_REWARD, **kw)
 
 
-def hardware_sampler(name: str) -> Any:
+def hardware_sampler(name: str, no_profile: bool = False) -> HardwareSampler:
     """The surrogate's hardware draws for an evaluation: one profile (its measured optimizer share where it
     has one), ``"all"``: the training distribution, or a comma list: training's draws over those profiles
-    (``mango train --profiles``)."""
+    (``mango train --profiles``). ``no_profile``: every job sends none (the costs still follow the draw)."""
+    hide = 1.0 if no_profile else 0.0
     if name == "all":
-        return HardwareSampler()
+        return HardwareSampler(hide_profile=hide)
     if "," in name:
-        return HardwareSampler(profiles=tuple(p.strip() for p in name.split(",") if p.strip()))
-    return HardwareSampler(fixed=name, resample_share=False)
+        return HardwareSampler(
+            profiles=tuple(p.strip() for p in name.split(",") if p.strip()), hide_profile=hide
+        )
+    return HardwareSampler(fixed=name, resample_share=False, hide_profile=hide)
 
 
 def _play(
@@ -522,7 +528,8 @@ def _section(report: EvalReport, args: EvalArgs, command: str, learned: Sequence
     details = [
         f"surrogate: {surrogate_id()}"
         + (
-            f"; hardware: {args.hardware}; reference depth {args.depth[0]:g}-{args.depth[1]:g}"
+            f"; hardware: {args.hardware}{' (jobs send no profile)' if args.no_profile else ''}; "
+            f"reference depth {args.depth[0]:g}-{args.depth[1]:g}"
             if report.backend == "surrogate"
             else "; hardware: this machine"
         ),
@@ -759,7 +766,7 @@ def evaluate(args: EvalArgs, command: str = "") -> EvalReport:
     if args.score not in SCORES:
         raise ValueError(f"score {args.score!r}; choose one of {SCORES}")
     best, grid_terms = _static_best(
-        workloads, presets, seeds, hardware_sampler(args.hardware), args.score, args.depth
+        workloads, presets, seeds, hardware_sampler(args.hardware, args.no_profile), args.score, args.depth
     )
     static_settings = {p: DEFAULT_GRID.setting(b.action) for p, b in best.items()}
     entrants, learned = _entrants(args, static_settings if args.backend == "training" else {})

@@ -172,6 +172,10 @@ class TrainArgs:
     """surrogate backend: draw a GPU workload's hardware profile from the GPU profiles only and a CPU
     workload's from the CPU ones (envs.hardware.HardwareSampler.match_device), so the profile features tell
     the policy what kind of job it runs, as a real job's measured profile does (default: independent draws)"""
+    hide_profile: float = 0.0
+    """surrogate backend: share of episodes whose job sends no cost profile (zero profile features, the first
+    setting chosen without one; envs.hardware.HardwareSampler.hide_profile), so a job run with profile=None
+    or through a DDP comm hook is no input the policy never saw (0: every job sends one)"""
     workloads: tuple[str, ...] = ()
     """surrogate backend: the training split's workloads episodes draw from, uniformly by entry, so a name
     given twice is drawn twice as often (empty: the whole training split, CPU and GPU, once each). E.g. the
@@ -252,9 +256,9 @@ def hardware_draws(args: TrainArgs) -> Any:
     from envs.hardware import HardwareSampler
 
     names = tuple(p.strip() for p in args.profiles.split(",") if p.strip())
-    if not names and not args.match_hardware:
+    if not names and not args.match_hardware and not args.hide_profile:
         return "default"
-    return HardwareSampler(profiles=names, match_device=args.match_hardware)
+    return HardwareSampler(profiles=names, match_device=args.match_hardware, hide_profile=args.hide_profile)
 
 
 def make_surrogate_env(args: TrainArgs) -> Any:

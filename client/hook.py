@@ -64,6 +64,7 @@ from client.compression.interface import CompressedOptimizer, CompressionStats, 
 from client.controllers import HEURISTICS, StaticController, first_setting_for_profile, make_controller
 from client.policy import Controller, LearnedPolicy, load_default_policy, load_policy
 from client.policy_client import PolicyClient
+from client.profile import job_profile
 from client.protocol import (
     MAX_HISTORY,
     CompressionSetting,
@@ -260,9 +261,14 @@ class AdaptiveCompression:
         AdaptiveCompression with the same ``interval_steps``; only rank 0 decides (give the ``server_url``
         to rank 0 alone), and its setting is broadcast at each interval boundary so ranks never diverge.
     :param profile: the job's hardware :class:`~client.protocol.CostProfile` (:mod:`client.profile`,
-        ``mango profile``): sent to the service with every window and used for the first decision. Without
-        a measured training step (``cached_profile(..., train_step=...)``) it gets one from the first
-        interval's time per step, so the policy sees the optimizer's share of a step from then on.
+        ``mango profile``): sent to the service with every window and used for the first decision.
+        ``"auto"`` (default): with a service or the learned policy (outside DDP mode), the hook takes the
+        cached profile of this device and parameter shapes, measuring it on a miss before the first step
+        (:func:`client.profile.job_profile`: seconds on a GPU, and every kernel the policy can switch to is
+        compiled then; longer on a CPU), because the policy was trained on jobs that send one; with a
+        heuristic, none. ``None``: no profile (the policy then sees ``has_profile = 0``). Without a measured
+        training step (``job_profile(..., train_step=...)``) a profile gets one from the first interval's
+        time per step, so the policy sees the optimizer's share of a step from then on.
     :param first_decision: choose the first interval's setting from the objective and ``profile`` before
         any telemetry (:func:`~client.controllers.first_setting_for_profile`). Default: on with a
         ``server_url`` or a learned local policy, outside DDP mode; off otherwise (a heuristic keeps the
@@ -288,7 +294,7 @@ class AdaptiveCompression:
         client_options: dict[str, Any] | None = None,
         apply_decisions: bool = True,
         comm_state: Any = None,
-        profile: CostProfile | None = None,
+        profile: CostProfile | Literal["auto"] | None = "auto",
         first_decision: bool | None = None,
     ) -> None:
         optimizer = unwrap_optimizer(optimizer)
@@ -322,12 +328,17 @@ class AdaptiveCompression:
         local = resolve_controller(controller, server=server_url is not None)
         self._hold = local is None  # hold the setting in force (when the service fails, or always)
         self.controller: Controller = local or StaticController(self._target.setting)
-        self.profile = profile
-        self._profile_checked = False  # see _complete_profile
+        learned = server_url is not None or isinstance(self.controller, LearnedPolicy)
 
         self._params = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
         if not self._params:
             raise ValueError("optimizer has no trainable parameters")
+        if isinstance(profile, str):
+            if profile != "auto":
+                raise ValueError(f"profile={profile!r}: pass a CostProfile, 'auto' or None")
+            profile = self._auto_profile() if learned and comm_state is None else None
+        self.profile: CostProfile | None = profile
+        self._profile_checked = False  # see _complete_profile
         self._n_params = sum(p.numel() for p in self._params)
         device = self._params[0].device
         self._meter = energy_meter or make_energy_meter(
@@ -382,18 +393,34 @@ class AdaptiveCompression:
             self._meter.describe(),
             self._memory.source,
         )
-        learned = server_url is not None or isinstance(self.controller, LearnedPolicy)
         if learned and profile is None and comm_state is None:
             logger.warning(
                 "no cost profile: the learned policy was trained on jobs that send one (it reads what a "
-                "setting costs on this hardware from it) and will see 'no profile' instead; pass profile="
-                "client.profile.cached_profile(model.parameters(), train_step=...)"
+                "setting costs on this hardware from it) and will see 'no profile' instead; leave profile="
+                "'auto' or pass client.profile.job_profile(model.parameters(), train_step=...)"
             )
         if first_decision is None:
             first_decision = learned and comm_state is None
         if first_decision:
             self._first_decision()
         self._begin_interval()
+
+    def _auto_profile(self) -> CostProfile | None:
+        """``profile="auto"``: the cached profile of this device and shapes, measured on a miss; ``None``
+        (with a warning) when profiling fails, e.g. out of memory: a profile is advice, the job goes on."""
+        t0 = time.perf_counter()
+        try:
+            prof = job_profile(self._params)
+        except Exception as exc:
+            logger.warning("could not profile this job's optimizer, running without a cost profile: %r", exc)
+            return None
+        logger.info(
+            "cost profile of %s, %d parameters, in %.1f s (cached per device, shapes and core)",
+            prof.device,
+            prof.n_params,
+            time.perf_counter() - t0,
+        )
+        return prof
 
     def _first_decision(self) -> None:
         try:

@@ -19,12 +19,13 @@ Tuning: ``steps`` 10-20 after ``warmup`` 3 is enough on a GPU (a step is millise
 projected settings dominate the run time, so keep ``steps`` small. A profile taken while other jobs share
 the device measures them too: profile an idle device.
 
+``AdaptiveCompression`` takes :func:`job_profile` of its parameters by itself (``profile="auto"``).
 The training step (``train_step``) gives the optimizer's share of a step, which the policy reads; time it on
 a scratch copy, so the job's own weights and gradients stay untouched (without it the hook estimates the
-share from the job's first interval)::
+share from the job's first interval), and pass the profile to the hook::
 
     import copy
-    from client.profile import cached_profile
+    from client.profile import job_profile
 
     scratch = copy.deepcopy(model)
     scratch_opt = torch.optim.AdamW(scratch.parameters())
@@ -34,7 +35,8 @@ share from the job's first interval)::
         scratch_opt.step()
         scratch_opt.zero_grad()
 
-    profile = cached_profile(model.parameters(), train_step=train_step)
+    profile = job_profile(model.parameters(), train_step=train_step)
+    hook = AdaptiveCompression(opt, profile=profile)
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ __all__ = [
     "cached_profile",
     "core_signature",
     "device_name",
+    "job_profile",
     "model_signature",
     "profile_optimizer",
     "time_train_step",
@@ -343,3 +346,24 @@ def cached_profile(
     _write_cache(path, prof)
     logger.info("profile cached at %s", path)
     return prof
+
+
+def job_profile(
+    params: Iterable[torch.Tensor],
+    *,
+    train_step: Callable[[], object] | None = None,
+    root: Path | None = None,
+) -> CostProfile:
+    """The profile a job takes before it trains: :func:`cached_profile` with 5 timed steps after 2 warm-ups
+    per setting (the hook's ``profile="auto"`` and ``mango demo`` share it, and so share the cache).
+
+    A miss times every setting of :data:`PROFILE_SETTINGS` once per device, model and core (seconds on a
+    GPU, where it also compiles every kernel the policy can switch to; longer on a CPU, whose compressed
+    steps are slow). The profiled copies are freed before it returns (on CUDA their cached blocks too, so
+    the job's memory readings do not hold them).
+    """
+    try:
+        return cached_profile(params, train_step=train_step, root=root, steps=5, warmup=2)
+    finally:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

@@ -89,16 +89,14 @@ def _job_profile(
     size), so the profile carries the optimizer's share of a step: without it the policy reads a profile
     unlike every one it trained on and the first decision ranks settings by optimizer-step ratios alone.
     """
-    from client.profile import cached_profile
+    from client.profile import job_profile
 
     try:
         scratch = build_model(args.model, args.seed).to(device)
         assert isinstance(scratch, ByteGPT)
         opt = torch.optim.AdamW(scratch.parameters(), lr=args.lr, weight_decay=args.weight_decay)
         gen = torch.Generator().manual_seed(args.seed + 2)
-        return cached_profile(
-            params, steps=5, warmup=2, train_step=lambda: _train_step(args, scratch, opt, corpus, gen, device)
-        )
+        return job_profile(params, train_step=lambda: _train_step(args, scratch, opt, corpus, gen, device))
     except Exception as exc:  # a profile is advice: the demo runs without one
         log.warning("no cost profile for the adaptive run: %s", exc)
         return None

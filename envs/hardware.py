@@ -102,6 +102,10 @@ class HardwareSampler:
         from the CPU ones (a class with no profile falls back to all). A real job's profile is measured on
         its own device and shapes, so its features say what kind of job it is; drawn independently of the
         workload, they say nothing about the loss response the policy must predict.
+    :ivar hide_profile: probability that an episode's job sends no profile: its profile features are zeros
+        (``has_profile = 0``, as :meth:`ObservationSpec.encode` writes them without one) while its costs
+        still follow the drawn profile, and its first setting is chosen without one, as the hook chooses it.
+        A job that sends none (``profile=None``, a DDP comm hook) is then no input the policy never saw.
     """
 
     profiles: tuple[str, ...] = ()
@@ -111,10 +115,13 @@ class HardwareSampler:
     resample_share: bool = True
     jitter: float = 0.1
     match_device: bool = False
+    hide_profile: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.blend_prob <= 1.0:
             raise ValueError(f"blend_prob={self.blend_prob} must lie in [0, 1]")
+        if not 0.0 <= self.hide_profile <= 1.0:
+            raise ValueError(f"hide_profile={self.hide_profile} must lie in [0, 1]")
         lo, hi = self.share_range
         if not 0.0 < lo <= hi <= 1.0:
             raise ValueError(f"share_range={self.share_range} must satisfy 0 < lo <= hi <= 1")
@@ -161,7 +168,9 @@ class HardwareTables:
         """``(interval-time ratios [S], energy ratios [S], profile features [F], label)`` of one episode of
         a workload on ``device`` (``"cpu"``/``"gpu"``; it restricts the profiles with ``match_device``).
 
-        A fixed number of draws per call (so episodes stay aligned across backends).
+        A fixed number of draws per call for one sampler (so episodes stay aligned across backends); a
+        sampler with ``hide_profile > 0`` draws one more. Hidden profiles have all-zero features and a label
+        ending in ``(hidden)``.
         """
         s = self.sampler
         u = rng.random(6)
@@ -187,6 +196,9 @@ class HardwareTables:
         energy_ratio = 1.0 + share * (step_e - 1.0)
         feats = [1.0, share, 1.0] + [math.log2(max(step_t[k], 1e-6)) / 4.0 for k in self.feature_idx]
         label = self.names[i] if mix == 0.0 else f"{self.names[i]}~{self.names[j]}@{mix:.2f}"
+        if s.hide_profile > 0.0 and rng.random() < s.hide_profile:
+            feats = [0.0] * len(feats)
+            label += " (hidden)"
         return time_ratio, energy_ratio, np.asarray(feats, dtype=np.float64), label
 
 

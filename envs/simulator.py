@@ -346,9 +346,13 @@ class SurrogateEngine:
         self._push(idx, raw, acts)
 
     def _first_action(self, i: int, wi: int) -> np.ndarray:
-        """Slot ``i``'s first setting: :func:`client.controllers.first_setting` (objective, hardware)."""
+        """Slot ``i``'s first setting: :func:`client.controllers.first_setting` (objective, hardware; without
+        the hardware where the episode's job sends no profile, as the hook decides then)."""
         budget = int(self.budget[i])
         objective = make_objective(self.weights[i], budget if budget > 0 else None)
+        if self.hw is not None and self.hw_feat[i, 0] == 0.0:  # a job that sends no profile (hide_profile)
+            setting, _ = first_setting(objective, dense_state_bytes=int(self.s_ref_state[wi]))
+            return np.array(DEFAULT_GRID.action(setting), dtype=np.int64)
         flat = {lb: _flat(lb) for lb in FIRST_CANDIDATES}
         ref_state = float(self.s_ref_state[wi])
         setting, _ = first_setting(
@@ -541,7 +545,7 @@ class SurrogateBackend(Backend):
             objective=objective,
             reference=ref,
             record=eng.record(0, eng.init_acts[0]),
-            profile=[float(x) for x in eng.hw_feat[0]] if eng.hw is not None else None,
+            profile=[float(x) for x in eng.hw_feat[0]] if eng.hw is not None and eng.hw_feat[0, 0] else None,
             info={"hardware": eng.hw_label[0]} if eng.hw is not None else {},
         )
 

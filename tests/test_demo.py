@@ -18,7 +18,6 @@ import pytest
 import torch
 
 from client.compression import MangoAdamW
-from client.profile import cache_path, device_name, model_signature
 from client.protocol import CompressionSetting, CostProfile, Objective, TelemetryRecord
 from demo import (
     FIXED_STATIC,
@@ -39,6 +38,7 @@ from envs.hardware import PROFILE_DIR
 from envs.models import PRESETS, build_model
 from envs.objectives import preset
 from policy_service.launch import pid_alive, port_open
+from tests.profile_cache import seed_lm_tiny_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = [sys.executable, "-m", "mango_cli", "demo"]
@@ -172,22 +172,6 @@ def _run_demo(
     )
 
 
-def _seed_profile_without_step(cache: Path) -> Path:
-    """Cache the CPU demo job's profile (lm-tiny, one torch thread) without its training step."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the demo's default; the cache key names the thread count
-    try:
-        device = device_name(torch.device("cpu"))
-    finally:
-        torch.set_num_threads(threads)
-    shapes = [tuple(p.shape) for p in build_model("lm-tiny", 0).parameters()]
-    path = cache_path(device, model_signature(shapes), cache / "profiles")
-    path.parent.mkdir(parents=True)
-    bare = CostProfile.model_validate_json((PROFILE_DIR / "cpu-lm-tiny.json").read_text())
-    path.write_text(bare.model_copy(update={"train_step_s": None, "device": device}).model_dump_json())
-    return path
-
-
 def _assert_service_gone(pid: int, port: int) -> None:
     assert not pid_alive(pid), f"service pid {pid} still exists"
     with pytest.raises(ProcessLookupError):
@@ -229,7 +213,7 @@ def test_demo_short_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     # a cached profile of the demo's job taken without a training step (no optimizer share, which the policy
     # reads): the demo must time the step and rewrite the cache, not profile every setting again
-    cached = _seed_profile_without_step(tmp_path / "cache")
+    cached = seed_lm_tiny_profile(tmp_path / "cache", with_train_step=False)
     proc = _run_demo(out, env={"MANGO_CACHE_DIR": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = _assert_summary(out)

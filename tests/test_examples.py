@@ -17,6 +17,7 @@ import pytest
 
 from envs.data import cache_dir
 from policy_service.launch import ServiceProcess, free_port
+from tests.profile_cache import seed_lm_tiny_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -39,6 +40,8 @@ TINY += ["--threads", "1"]
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MANGO_")}
     env["MANGO_CACHE_DIR"] = str(cache_dir())  # reuse the corpus cache of the other tests
+    # a job with a service profiles itself before it trains (profile="auto"): give it the measured profile
+    seed_lm_tiny_profile(cache_dir(), with_train_step=False)
     env.update(extra)
     return env
 

@@ -14,11 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 
+import client.hook
+import client.profile
 from client.compression.optimizer import MangoAdamW
-from client.controllers import AccordionController, StaticController
+from client.controllers import AccordionController, StaticController, first_setting_for_profile
 from client.hook import DIVERGED_LOSS, AdaptiveCompression
 from client.policy import Controller, LearnedPolicy, ProfileFeatures, load_default_policy
 from client.policy_client import DecisionOutcome
+from client.profile import PROFILE_SETTINGS
 from client.protocol import (
     MAX_HISTORY,
     CompressionSetting,
@@ -170,6 +173,43 @@ def test_a_profile_without_a_training_step_gets_one_from_the_first_interval(
     assert "no cost profile" not in caplog.text
 
 
+def test_auto_profile_measures_once_then_reads_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``profile="auto"`` (the default) with the learned policy: a miss measures this device and these
+    shapes and caches the result; the next job with the same shapes reads it; a heuristic takes none; a
+    profiling failure (here: out of memory) leaves the job running without one, said once."""
+    monkeypatch.setenv("MANGO_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(client.profile, "MIN_WINDOW_S", 0.005)  # the tiny model's steps are microseconds
+    task = Task()
+    with AdaptiveCompression(task.opt, interval_steps=4, energy_meter=modelled()) as hook:
+        prof = hook.profile
+        assert prof is not None and prof.source == "measured" and prof.n_params == 5313
+        assert set(prof.settings) == set(PROFILE_SETTINGS) and prof.train_step_s is None
+        chosen, _ = first_setting_for_profile(hook.objective, prof, int(task.opt.dense_state_bytes()))
+        assert hook.decisions[0].setting == chosen.model_dump()  # the first decision read the profile
+        task.train(hook, 4)
+        assert hook.profile is not None and hook.profile.train_step_s is not None  # from the first interval
+    cached = list((tmp_path / "cache" / "profiles").glob("*.json"))
+    assert len(cached) == 1 and CostProfile.model_validate_json(cached[0].read_text()) == prof
+    with AdaptiveCompression(Task(seed=1).opt, interval_steps=4, energy_meter=modelled()) as hook2:
+        assert hook2.profile == prof  # same shapes: the cache, not a second measurement
+    with AdaptiveCompression(Task().opt, controller="accordion", energy_meter=modelled()) as hook3:
+        assert hook3.profile is None
+
+    def out_of_memory(params: object) -> CostProfile:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(client.hook, "job_profile", out_of_memory)
+    with (
+        caplog.at_level(logging.WARNING, logger="client.hook"),
+        AdaptiveCompression(Task().opt, interval_steps=4, energy_meter=modelled()) as hook4,
+    ):
+        assert hook4.profile is None
+    assert "could not profile" in caplog.text and "out of memory" in caplog.text
+    assert caplog.text.count("no cost profile") == 1
+
+
 def test_local_decision_applies_at_the_boundary_and_records_show_it() -> None:
     low, high = CompressionSetting(rank=16, bits=8, gamma=0.0), CompressionSetting(rank=2, bits=4, gamma=0.0)
 
@@ -210,7 +250,12 @@ def test_without_a_server_the_shipped_learned_policy_decides_in_process(
     with (
         caplog.at_level(logging.WARNING, logger="client.hook"),
         AdaptiveCompression(
-            task.opt, objective=objective, interval_steps=4, energy_meter=modelled(), decision_log=log
+            task.opt,
+            objective=objective,
+            interval_steps=4,
+            energy_meter=modelled(),
+            decision_log=log,
+            profile=None,
         ) as hook,
     ):
         assert caplog.text.count("no cost profile") == 1
@@ -240,10 +285,10 @@ def test_controller_selectors(tmp_path: Path) -> None:
         task.train(hook, 100)
     assert task.opt.setting == R8B8 and hook.counters["setting_changes"] == 0
     path = f"learned:{load_default_policy().artifact.manifest_path}"
-    with AdaptiveCompression(Task().opt, controller=path, energy_meter=modelled()) as hook:
+    with AdaptiveCompression(Task().opt, controller=path, energy_meter=modelled(), profile=None) as hook:
         assert isinstance(hook.controller, LearnedPolicy) and hook.controller is not load_default_policy()
         assert hook.controller.name == "tinyformer-ppo"
-    with AdaptiveCompression(Task().opt, controller="learned", energy_meter=modelled()) as hook:
+    with AdaptiveCompression(Task().opt, controller="learned", energy_meter=modelled(), profile=None) as hook:
         assert hook.controller is load_default_policy()
     with pytest.raises(ValueError, match=r"unknown controller 'lerned'.*'learned:<artifact path>'"):
         AdaptiveCompression(Task().opt, controller="lerned")
@@ -280,7 +325,9 @@ def test_bad_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
         AdaptiveCompression(opt, server_url="http://127.0.0.1:1")
     with pytest.raises(ValueError, match="unknown controller"):
         AdaptiveCompression(opt, controller="nope")
-    hook = AdaptiveCompression(opt, energy_meter=modelled())
+    with pytest.raises(ValueError, match="profile='fast'"):
+        AdaptiveCompression(opt, profile="fast")  # type: ignore[arg-type]
+    hook = AdaptiveCompression(opt, energy_meter=modelled(), profile=None)
     hook.close()
     hook.close()
     with pytest.raises(RuntimeError, match="closed"):
@@ -310,6 +357,7 @@ def test_training_survives_server_kill_and_reconnects(tmp_path: Path) -> None:
             decision_log=log,
             job_id="hook-kill-test",
             client_options=_client_opts(),
+            profile=None,
         )
         with hook:
             task.train_until(hook, lambda: hook.counters["service_decisions"] >= 2)
@@ -347,6 +395,7 @@ def test_slow_server_never_blocks_a_step() -> None:
             interval_steps=5,
             energy_meter=modelled(),
             client_options=_client_opts(timeout_s=0.3),
+            profile=None,
         )
         with hook:
             task.train_until(hook, lambda: hook.counters["fallbacks"] >= 2, timeout_s=15.0)
@@ -372,6 +421,7 @@ def test_wrong_key_shows_as_auth_error_in_the_hook_summary(caplog: pytest.LogCap
             interval_steps=5,
             energy_meter=modelled(),
             client_options=_client_opts(),
+            profile=None,
         )
         with caplog.at_level(logging.INFO, logger="client"), hook:
             task.train_until(hook, lambda: hook.counters["fallbacks"] >= 2)
@@ -432,7 +482,11 @@ def test_first_decision_and_answers_apply_at_the_next_step() -> None:
     model = torch.nn.Linear(64, 64)
     opt = MangoAdamW(model.parameters(), min_compress_numel=512)
     hook = AdaptiveCompression(
-        opt, objective=Objective(w_loss=2.0, w_memory=1.0), interval_steps=10, first_decision=True
+        opt,
+        objective=Objective(w_loss=2.0, w_memory=1.0),
+        interval_steps=10,
+        first_decision=True,
+        profile=None,
     )
     assert hook.decisions[0].policy == "first:prior" and opt.setting != CompressionSetting.off()
     stub = _StubClient()

@@ -247,6 +247,39 @@ def test_matched_hardware_draws_follow_the_workloads_device(model: SurrogateMode
     assert free["lm-tiny-cosine"] == free["gpu-gpt85m-cosine"] == set(profiles)
 
 
+def test_hidden_profiles_look_like_a_job_that_sends_none(model: SurrogateModel) -> None:
+    """``hide_profile``: that share of episodes gets zero profile features (as ``ObservationSpec.encode``
+    writes them for a job without a profile) and the first setting the hook picks without one; the rest keep
+    their features and the profile-ranked first setting."""
+    from client.controllers import first_setting
+    from envs.objectives import make_objective
+
+    env = SurrogateVecEnv(
+        num_envs=64, workload=["lm-tiny-cosine", "gpu-gpt85m-cosine"], model=model,
+        hardware=HardwareSampler(hide_profile=0.5),
+    )  # fmt: skip
+    eng = env.engine
+    hidden_seen = shown_seen = 0
+    for seed in range(3):
+        obs, _ = env.reset(seed=seed)
+        block = obs[:, -len(ObservationSpec.OBJECTIVE_FEATURES) + 6 :]
+        for i, label in enumerate(eng.hw_label):
+            if label.endswith("(hidden)"):
+                hidden_seen += 1
+                assert (block[i] == 0).all() and (eng.hw_feat[i] == 0).all()
+                budget = int(eng.budget[i])
+                objective = make_objective(eng.weights[i], budget if budget > 0 else None)
+                wi = int(eng.w[i])
+                expected, _ = first_setting(objective, dense_state_bytes=int(eng.s_ref_state[wi]))
+                assert tuple(eng.init_acts[i]) == DEFAULT_GRID.action(expected)
+            else:
+                shown_seen += 1
+                assert block[i, 0] == 1.0  # has_profile
+    assert 0.35 < hidden_seen / (hidden_seen + shown_seen) < 0.65
+    with pytest.raises(ValueError, match="hide_profile"):
+        HardwareSampler(hide_profile=1.5)
+
+
 def test_final_loss_credit_orders_equal_interval_sums_by_the_final_loss() -> None:
     """Two synthetic episodes with the same per-interval loss terms in another order: the per-interval sum
     cannot tell them apart; loss_credit="final" charges the one that ends worse (20 % worse costs 0.2 x K)."""
