@@ -223,7 +223,7 @@ def profile_optimizer(
     """
     from client.compression import MangoAdamW  # late: the compression core pulls in Triton probing
 
-    src = [p for p in params]
+    src = _local_shards(params)
     if not src:
         raise ValueError("profile_optimizer got no parameters: pass model.parameters()")
     if steps < 1 or warmup < 0:
@@ -280,6 +280,14 @@ def profile_optimizer(
     )
 
 
+def _local_shards(params: Iterable[torch.Tensor]) -> list[torch.Tensor]:
+    """The parameters as this rank holds them: an FSDP2 (DTensor) parameter's local shard, so each rank
+    profiles its own shapes (its optimizer steps on them; the projection's gathers are not timed)."""
+    from client.compression.sharded import local  # late, as MangoAdamW above
+
+    return [local(p.detach()) for p in params]
+
+
 def time_train_step(train_step: Callable[[], object], device: torch.device, steps: int = 5) -> float:
     """Seconds per call of ``train_step`` (one forward + backward + AdamW step of the job), after 2 untimed
     calls: :attr:`CostProfile.train_step_s`, from which the optimizer's share of a step follows."""
@@ -327,7 +335,9 @@ def cached_profile(
     share, which a policy reads (the environment always draws one) and from which the interval-time ratios
     that rank the first decision's candidates follow.
     """
-    src = [p for p in params]
+    src = _local_shards(params)
+    if not src:
+        raise ValueError("cached_profile got no parameters: pass model.parameters()")
     dev = torch.device(device) if device is not None else src[0].device
     path = cache_path(device_name(dev), model_signature(tuple(p.shape) for p in src), root)
     if path.exists() and not force:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -385,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.train_step and hasattr(model, "loss"):
         seq = min(seq, model.cfg.block_size) if hasattr(model, "cfg") else seq
         train = _train_step(model, dev, batch, seq)
+    t0 = time.perf_counter()
     prof = cached_profile(
         list(model.parameters()),
         device=dev,
@@ -400,8 +402,10 @@ def main(argv: list[str] | None = None) -> int:
             f"train step batch {batch} x {seq}; torch {torch.__version__}"
         ),
     )
+    wall_s = time.perf_counter() - t0
     share = prof.optimizer_share
     print(f"device {prof.device}, signature {prof.signature}, {prof.n_params:,} parameters")
+    print(f"profile wall time {wall_s:.1f} s (a cache hit, or a job's one-time wait before its first step)")
     print(
         f"AdamW step {1e3 * prof.adamw_step_s:.3f} ms, energy {prof.energy_source}"
         + (f", training step {1e3 * prof.train_step_s:.2f} ms (AdamW share {share:.1%})" if share else "")

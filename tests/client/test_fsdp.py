@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+import client.profile
 from benchmarks import fsdp as bench
 from benchmarks.common import end_spawned_rank
 from client.compression.optimizer import MangoAdamW
@@ -59,6 +60,29 @@ def _uneven_job(rank: int, out: str) -> None:
             result[key] = str(exc)
     if rank == 0:
         Path(out).write_text(json.dumps(result))
+
+
+def _profile_job(rank: int, out: str) -> None:
+    """Each rank profiles the shards it holds: the hook's ``profile="auto"`` under FSDP2."""
+    from torch.distributed.fsdp import fully_shard
+
+    client.profile.MIN_WINDOW_S = 0.001  # the steps are microseconds; one window each is enough here
+    model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.Linear(128, 32))
+    fully_shard(model)
+    prof = client.profile.profile_optimizer(model.parameters(), settings=["r0/b8/g0"], steps=1, warmup=0)
+    local = [tuple(p.to_local().shape) for p in model.parameters()]
+    Path(f"{out}.{rank}").write_text(
+        json.dumps({"n_params": prof.n_params, "signature": prof.signature,
+                    "local_signature": client.profile.model_signature(local), "local_shapes": local})
+    )  # fmt: skip
+
+
+def test_each_rank_profiles_its_own_shards(group_run: Path) -> None:
+    for rank in range(2):
+        res = json.loads((group_run / f"profile.{rank}").read_text())
+        assert res["n_params"] == (64 * 128 + 128 + 128 * 32 + 32) // 2  # half of every (even) dimension 0
+        assert res["signature"] == res["local_signature"]
+        assert [s[0] for s in res["local_shapes"]] == [64, 64, 16, 16]
 
 
 def test_uneven_shards_exact_state_checkpoints_compressed_is_refused_clearly(group_run: Path) -> None:
@@ -189,6 +213,7 @@ def _group_worker(rank: int, world: int, port: int, out: str) -> None:
         _whole_basis_job(rank, f"{out}/rounded", _SCHEDULE)
         _whole_basis_job(rank, f"{out}/exact", _SCHEDULE_EXACT)
         _uneven_job(rank, f"{out}/uneven.json")
+        _profile_job(rank, f"{out}/profile")
     finally:
         dist.destroy_process_group()
     end_spawned_rank()
