@@ -758,6 +758,11 @@ def evaluate(args: EvalArgs, command: str = "") -> EvalReport:
             f"--depth {args.depth[0]:g} {args.depth[1]:g} deepens the surrogate's reference; the training "
             "backend trains real jobs (drop --depth, or use --backend surrogate)"
         )
+    if args.backend == "training" and args.no_profile:
+        raise ValueError(
+            "--no-profile hides the surrogate's drawn profile; the training backend's jobs send this "
+            "machine's measured one (drop --no-profile, or use --backend surrogate)"
+        )
     seeds = list(range(args.seed, args.seed + args.episodes))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

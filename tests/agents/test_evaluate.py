@@ -139,11 +139,22 @@ def test_depth_shows_in_the_report_and_bad_depth_is_refused_before_any_output(tm
     bad_args = [
         (["--depth", "0.4", "0.1"], r"0 <= lo <= hi"),
         (["--depth", "0", "0.3", "--backend", "training"], "training backend trains real jobs"),
+        (["--no-profile", "--backend", "training"], "drop --no-profile"),
     ]
     for bad, match in bad_args:
         with pytest.raises(ValueError, match=match):
             main([*bad, "--no-bench", "--out", str(tmp_path / "no"), "--policy", "none"])
         assert not (tmp_path / "no").exists()
+
+
+def test_no_profile_hides_the_profile_from_the_policy(smoke_run: Path, tmp_path: Path) -> None:
+    """``--no-profile`` runs with a learned policy and says so in the report (the episodes themselves:
+    ``tests/envs/test_env_surrogate.py``, hidden profiles)."""
+    out = tmp_path / "hidden"
+    main(["--workloads", HELDOUT_WORKLOADS[0], "--presets", "memory-first", "--episodes", "2",
+          "--heuristics", "static", "--no-profile", "--no-bench", "--out", str(out),
+          "--policy", str(smoke_run / "policy")])  # fmt: skip
+    assert "(jobs send no profile)" in (out / "report.md").read_text()
 
 
 def test_mean_ci_matches_the_t_interval() -> None:
