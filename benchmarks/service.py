@@ -58,6 +58,7 @@ from typing import Any
 import tyro
 
 from benchmarks.common import append_section
+from envs.hardware import PROFILE_DIR
 from policy_service.launch import ServiceProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -302,6 +303,8 @@ def _decide_body(policy: str) -> str:
             "objective": {"w_loss": 1.0, "w_memory": 0.3, "w_energy": 0.2},
             "history": history,
             "reference": {"initial_loss": 3.0, "dense_state_bytes": 16_000_000},
+            # a job's hook sends its cost profile with every window (profile="auto"): this CPU's lm-tiny one
+            "profile": json.loads((PROFILE_DIR / "cpu-lm-tiny.json").read_text()),
         },
         separators=(",", ":"),
     )

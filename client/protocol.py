@@ -194,7 +194,14 @@ class CompressionSetting(BaseModel):
         """Inverse of :meth:`label`: ``"r8/b4"`` or ``"r8/b4/g0.25"`` (gamma defaults to 0).
 
         Raises ``ValueError`` saying the expected form and why the label failed (bad syntax or off the grid).
+        Labels repeat (every profile a job sends names the same settings), so parsed ones are cached.
         """
+        if cls is CompressionSetting:
+            return _parse_setting(str(label))
+        return cls._parse_uncached(label)
+
+    @classmethod
+    def _parse_uncached(cls, label: str) -> CompressionSetting:
         try:
             parts = {p[0]: p[1:] for p in str(label).strip().split("/") if p}
             if set(parts) - {"r", "b", "g"}:
@@ -211,6 +218,12 @@ class CompressionSetting(BaseModel):
                 f"setting label {label!r} is not like rR/bB[/gG] with grid values "
                 f"(e.g. r8/b4 or r8/b4/g0.5): {reason}"
             ) from None
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_setting(label: str) -> CompressionSetting:
+    """:meth:`CompressionSetting.parse`, cached per label (settings are frozen; a bad label is not cached)."""
+    return CompressionSetting._parse_uncached(label)
 
 
 class TelemetryRecord(BaseModel):
@@ -363,25 +376,17 @@ class CostProfile(BaseModel):
             CompressionSetting.parse(label)  # ValueError naming the bad label
         return v
 
-    def _parsed(self) -> list[tuple[CompressionSetting, SettingCost]]:
-        return [(CompressionSetting.parse(k), c) for k, c in self.settings.items()]
-
     def cost(self, setting: CompressionSetting) -> SettingCost:
         """The measured cost of ``setting``, or of the nearest measured setting (see the class docstring)."""
-        exact = self.settings.get(setting.label())
+        return self._cost_of(setting.label())
+
+    def _cost_of(self, label: str) -> SettingCost:
+        """:meth:`cost` by canonical label (the service answers every window with a profile: a label lookup,
+        and the nearest measured setting cached per set of measured labels)."""
+        exact = self.settings.get(label)
         if exact is not None:
             return exact
-
-        def dist(s: CompressionSetting) -> float:
-            return (
-                8.0 * ((s.rank > 0) != (setting.rank > 0))
-                + 3.0 * ((s.gamma > 0) != (setting.gamma > 0))
-                + abs(math.log2(s.bits) - math.log2(setting.bits))
-                + 0.25 * abs(math.log2(max(s.rank, 1)) - math.log2(max(setting.rank, 1)))
-                + 0.5 * abs(s.gamma - setting.gamma)
-            )
-
-        return min(self._parsed(), key=lambda sc: dist(sc[0]))[1]
+        return self.settings[_nearest_label(tuple(self.settings), label)]
 
     def step_ratio(self, setting: CompressionSetting) -> float:
         """Optimizer step time of ``setting`` over AdamW's (1.0 = AdamW speed)."""
@@ -425,8 +430,27 @@ class CostProfile(BaseModel):
         step, and ``log2`` step-time ratios of the cost classes divided by 4."""
         share = self.optimizer_share
         out = [1.0, share if share is not None else 0.0, 1.0 if share is not None else 0.0]
-        out += [_log2(self.step_ratio(CompressionSetting.parse(lb))) / 4.0 for lb in self.FEATURE_SETTINGS]
+        out += [_log2(self._cost_of(lb).step_s / self.adamw_step_s) / 4.0 for lb in self.FEATURE_SETTINGS]
         return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _nearest_label(labels: tuple[str, ...], target: str) -> str:
+    """The label of ``labels`` nearest to ``target`` (:meth:`CostProfile.cost`'s distance: projection class
+    first, then the shift's presence, bits, rank and gamma); the first of equals, as ``min`` picks."""
+    t = CompressionSetting.parse(target)
+
+    def dist(label: str) -> float:
+        s = CompressionSetting.parse(label)
+        return (
+            8.0 * ((s.rank > 0) != (t.rank > 0))
+            + 3.0 * ((s.gamma > 0) != (t.gamma > 0))
+            + abs(math.log2(s.bits) - math.log2(t.bits))
+            + 0.25 * abs(math.log2(max(s.rank, 1)) - math.log2(max(t.rank, 1)))
+            + 0.5 * abs(s.gamma - t.gamma)
+        )
+
+    return min(labels, key=dist)
 
 
 class DecideRequest(BaseModel):
