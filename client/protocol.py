@@ -434,10 +434,13 @@ class CostProfile(BaseModel):
         return out
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=64)
 def _nearest_label(labels: tuple[str, ...], target: str) -> str:
     """The label of ``labels`` nearest to ``target`` (:meth:`CostProfile.cost`'s distance: projection class
-    first, then the shift's presence, bits, rank and gamma); the first of equals, as ``min`` picks."""
+    first, then the shift's presence, bits, rank and gamma); the first of equals, as ``min`` picks.
+
+    A service sees few label sets (one per profiling code), and a key holds a whole request's labels, so the
+    cache stays small: 64 keys of at most one request body each."""
     t = CompressionSetting.parse(target)
 
     def dist(label: str) -> float:
