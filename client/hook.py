@@ -31,8 +31,13 @@ Per step, :meth:`AdaptiveCompression.step` only appends the detached loss tensor
 Before the first interval the hook makes the first decision itself (``first_decision``, on by default with
 a service or the learned policy): :func:`~client.controllers.first_setting_for_profile` from the objective
 and the job's cost ``profile``, so the first interval no longer always runs uncompressed (the policy was
-trained on episodes that start this way). In DDP mode decisions stay at interval boundaries (every rank must
-switch at the same step).
+trained on episodes that start this way).
+
+Under ``torch.distributed`` (a process group of more than one rank when the hook is built: DDP, FSDP2, or a
+comm hook) every rank holds the job's one setting: DDP replicas must step the same update and FSDP2 shards
+gather one basis. Every rank builds its own AdaptiveCompression with the same ``interval_steps``; rank 0
+decides (the first decision and every interval's; give it the ``server_url`` alone), and its setting is
+broadcast at construction and at each interval boundary, where decisions then take effect.
 
 The hook never waits on the network: when the service is slow or down, the PolicyClient's fallback
 controller answers and the decision log says ``source="fallback"``.
@@ -257,9 +262,8 @@ class AdaptiveCompression:
     :param comm_state: DDP mode: the :class:`~client.compression.comm_hook.MangoHookState` registered with
         ``DistributedDataParallel.register_comm_hook``. Decisions then set the *communication* compression
         (the optimizer keeps its own setting); records carry ``comm_bytes`` / ``comm_time_s`` and the hook's
-        buffers count in ``state_bytes``. Under ``torch.distributed`` every rank builds its own
-        AdaptiveCompression with the same ``interval_steps``; only rank 0 decides (give the ``server_url``
-        to rank 0 alone), and its setting is broadcast at each interval boundary so ranks never diverge.
+        buffers count in ``state_bytes``. As in any ``torch.distributed`` job (module docstring), rank 0
+        decides and its setting is broadcast, so ranks never diverge.
     :param profile: the job's hardware :class:`~client.protocol.CostProfile` (:mod:`client.profile`,
         ``mango profile``): sent to the service with every window and used for the first decision.
         ``"auto"`` (default): with a service or the learned policy (outside DDP mode), the hook takes the
@@ -329,6 +333,11 @@ class AdaptiveCompression:
         self._hold = local is None  # hold the setting in force (when the service fails, or always)
         self.controller: Controller = local or StaticController(self._target.setting)
         learned = server_url is not None or isinstance(self.controller, LearnedPolicy)
+        # under torch.distributed every rank must hold one setting (DDP replicas step the same update, FSDP2
+        # shards gather one basis): rank 0 decides and broadcasts, the first decision included
+        dist_on = torch.distributed.is_available() and torch.distributed.is_initialized()
+        self._world = torch.distributed.get_world_size() if dist_on else 1
+        self._rank = torch.distributed.get_rank() if dist_on else 0
 
         self._params = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
         if not self._params:
@@ -336,7 +345,7 @@ class AdaptiveCompression:
         if isinstance(profile, str):
             if profile != "auto":
                 raise ValueError(f"profile={profile!r}: pass a CostProfile, 'auto' or None")
-            profile = self._auto_profile() if learned and comm_state is None else None
+            profile = self._auto_profile() if learned and comm_state is None and self._rank == 0 else None
         self.profile: CostProfile | None = profile
         self._profile_checked = False  # see _complete_profile
         self._n_params = sum(p.numel() for p in self._params)
@@ -393,7 +402,7 @@ class AdaptiveCompression:
             self._meter.describe(),
             self._memory.source,
         )
-        if learned and profile is None and comm_state is None:
+        if learned and profile is None and comm_state is None and self._rank == 0:
             logger.warning(
                 "no cost profile: the learned policy was trained on jobs that send one (it reads what a "
                 "setting costs on this hardware from it) and will see 'no profile' instead; leave profile="
@@ -401,7 +410,14 @@ class AdaptiveCompression:
             )
         if first_decision is None:
             first_decision = learned and comm_state is None
-        if first_decision:
+        if self._distributed():  # one broadcast here on every rank, whatever its arguments
+            if self._rank == 0:
+                if first_decision:
+                    self._first_decision()
+                broadcast_setting(self._target.setting, src=0)
+            else:
+                self._set(broadcast_setting(None, src=0))
+        elif first_decision:
             self._first_decision()
         self._begin_interval()
 
@@ -482,7 +498,7 @@ class AdaptiveCompression:
         self._in_interval += 1
         self._stats.add_loss(loss)
         client = self._client
-        if client is not None and self.comm_state is None and client.has_outcome:
+        if client is not None and self._world == 1 and client.has_outcome:
             outcome = client.poll()  # an answer arrived: apply it from the next step on
             if outcome is not None:
                 self._apply(outcome.decision, outcome.source, outcome.step, outcome.latency_ms)
@@ -774,12 +790,8 @@ class AdaptiveCompression:
         )
 
     def _distributed(self) -> bool:
-        return (
-            self.comm_state is not None
-            and torch.distributed.is_available()
-            and torch.distributed.is_initialized()
-            and torch.distributed.get_world_size() > 1
-        )
+        """Several ranks hold the job's setting (the process group at construction): rank 0 decides."""
+        return self._world > 1
 
     def _decide_and_apply(self, record: TelemetryRecord) -> None:
         if self._distributed():

@@ -314,6 +314,40 @@ def _w_adaptive_ddp(rank: int) -> None:
     assert [r.setting for r in records[1:]] == seen[1::2][:-1]
 
 
+def _w_adaptive_optimizer_ddp(rank: int) -> None:
+    """AdaptiveCompression on MangoAdamW in a plain DDP job (no comm hook): the optimizer's setting is the
+    job's, so rank 0 decides it, the first decision included, and every rank applies it; ranks that decided
+    for themselves (here: different objectives and controllers) would step different updates."""
+    from client.compression import MangoAdamW
+    from client.hook import AdaptiveCompression
+    from client.protocol import Objective
+
+    model = _model()
+    ddp = DDP(model, bucket_cap_mb=BUCKET_MB)
+    opt = MangoAdamW(model.parameters(), lr=1e-2, setting=CompressionSetting.off(), min_compress_numel=64)
+    controller = _RankSpecificController(rank)
+    objective = Objective(w_loss=1.0) if rank == 0 else Objective(w_loss=0.1, w_memory=1.0)
+    hook = AdaptiveCompression(
+        opt, controller=controller, objective=objective, interval_steps=2, first_decision=True, profile=None
+    )
+    first = _all_objects(opt.setting)
+    assert first[0] == first[1], f"first decisions differ across ranks: {first}"
+    seen = []
+    for step in range(8):
+        opt.zero_grad()
+        loss = _loss(ddp, step, rank)
+        loss.backward()
+        opt.step()
+        hook.step(loss.detach())
+        seen.append(opt.setting)
+        params = _gather(_flat_params(model))
+        assert torch.equal(params[0], params[1]), f"ranks diverged after step {step}"
+    hook.close()
+    assert opt.setting.rank in (1, 2, 4)  # rank 0's choices, never rank 1's
+    assert controller.calls == (4 if rank == 0 else 0)  # only rank 0 decides
+    assert len({s.rank for s in seen}) > 1
+
+
 def _all_objects(obj: CompressionSetting) -> list[CompressionSetting]:
     out: list[Any] = [None] * WORLD
     dist.all_gather_object(out, obj)
@@ -459,6 +493,10 @@ def test_ranks_identical_through_setting_changes(pair: _Pair) -> None:
 
 def test_adaptive_compression_drives_the_hook_from_rank_0(pair: _Pair) -> None:
     pair.run(_w_adaptive_ddp)
+
+
+def test_adaptive_compression_of_the_optimizer_decides_on_rank_0(pair: _Pair) -> None:
+    pair.run(_w_adaptive_optimizer_ddp)
 
 
 def test_resume_is_bit_exact(pair: _Pair, tmp_path: Path) -> None:
