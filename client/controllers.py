@@ -51,6 +51,7 @@ from client.protocol import (
 )
 
 __all__ = [
+    "ASSUMED_OPTIMIZER_SHARE",
     "DEFAULT_ENERGY_LADDER",
     "FIRST_CANDIDATES",
     "FIRST_MATRIX_SIDE",
@@ -550,22 +551,36 @@ def first_setting(
     ), f"first interval: {best[1]} minimizes the objective's prior cost"
 
 
+#: The optimizer's share of a training step assumed for a profile without a measured training step (the
+#: hook's ``profile="auto"`` before its first interval): the geometric mean of the measured shares of the
+#: environment's sample profiles, which ``tests/client/test_controllers.py`` keeps it to. Reading the
+#: optimizer-step ratios as interval ratios (a share of 1) instead would rank the first decision's candidates
+#: as no training episode does; BENCHMARKS (session 18) counts how often each choice differs.
+ASSUMED_OPTIMIZER_SHARE = 0.065
+
+
 def first_setting_for_profile(
     objective: Objective, profile: CostProfile | None, dense_state_bytes: int | None = None
 ) -> tuple[CompressionSetting, str]:
-    """:func:`first_setting` with the ratios read from a :class:`~client.protocol.CostProfile` (training-step
-    ratios via :meth:`CostProfile.interval_ratio`, measured state bytes where profiled)."""
+    """:func:`first_setting` with the ratios read from a :class:`~client.protocol.CostProfile`: training-step
+    ratios ``1 + share * (step ratio - 1)`` with the profile's optimizer share
+    (:data:`ASSUMED_OPTIMIZER_SHARE` where it has no measured training step), measured state bytes where
+    profiled."""
     if profile is None:
         return first_setting(objective, dense_state_bytes=dense_state_bytes)
     t, e, m = {}, {}, {}
     share = profile.optimizer_share
+    assumed = share is None
+    if share is None:
+        share = ASSUMED_OPTIMIZER_SHARE
     for label in FIRST_CANDIDATES:
         s = CompressionSetting.parse(label)
-        t[label] = profile.interval_ratio(s)
-        e[label] = profile.energy_ratio(s) if share is None else 1.0 + share * (profile.energy_ratio(s) - 1.0)
+        t[label] = 1.0 + share * (profile.step_ratio(s) - 1.0)
+        e[label] = 1.0 + share * (profile.energy_ratio(s) - 1.0)
         c = profile.settings.get(label)
         if c is not None and c.state_bytes is not None:
             m[label] = c.state_bytes / (8.0 * profile.n_params)
-    return first_setting(
+    setting, reason = first_setting(
         objective, dense_state_bytes=dense_state_bytes, time_ratio=t, energy_ratio=e, state_ratio=m
     )
+    return setting, reason + (f" (optimizer share {share:g} assumed)" if assumed else "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from pathlib import Path
 
@@ -9,7 +10,12 @@ import pytest
 import torch
 
 from client import profile as profile_mod
-from client.controllers import FIRST_CANDIDATES, first_setting, first_setting_for_profile
+from client.controllers import (
+    ASSUMED_OPTIMIZER_SHARE,
+    FIRST_CANDIDATES,
+    first_setting,
+    first_setting_for_profile,
+)
 from client.profile import cached_profile, model_signature, profile_optimizer
 from client.protocol import (
     DEFAULT_GRID,
@@ -122,6 +128,14 @@ def test_shipped_profiles_load_and_are_labelled() -> None:
         assert p.source == "measured" or "MODELLED" in (p.note or ""), name
 
 
+def test_the_assumed_share_is_the_sample_profiles_typical_one() -> None:
+    """``ASSUMED_OPTIMIZER_SHARE`` stays the geometric mean of the measured shares of ``envs/profiles``."""
+    shares = [p.optimizer_share for p in load_profiles().values() if p.optimizer_share is not None]
+    assert len(shares) >= 5
+    typical = math.exp(sum(math.log(x) for x in shares) / len(shares))
+    assert pytest.approx(typical, rel=0.05) == ASSUMED_OPTIMIZER_SHARE
+
+
 def test_first_setting_follows_objective_and_hardware() -> None:
     h200 = modelled_h200()
     loss_first = Objective(w_loss=20, w_memory=0.1, w_energy=0.05, w_time=0.05)
@@ -132,10 +146,17 @@ def test_first_setting_follows_objective_and_hardware() -> None:
     assert first_setting(memory_first)[0] == CompressionSetting.parse("r64/b4/g0")
     # where loss weighs more (balanced), the projected candidate's loss prior outweighs its memory saving
     assert first_setting(Objective(w_loss=5, w_memory=0.5, w_energy=0.25, w_time=0.25))[0].rank == 0
-    assert first_setting_for_profile(memory_first, h200)[0] == CompressionSetting.parse("r0/b8/g0")
-    # time-first on the modelled H200 (r0/b4 at 3.7x AdamW): nothing slower than r0/b8
-    s, reason = first_setting_for_profile(Objective(w_loss=2, w_time=1), h200)
-    assert s.bits >= 8 and "first interval" in reason
+    # a job whose step is all optimizer (share 1) on issue 12's H200 table (projected steps ~120x AdamW)
+    bound = h200.model_copy(update={"train_step_s": h200.adamw_step_s})
+    assert first_setting_for_profile(memory_first, bound)[0] == CompressionSetting.parse("r0/b8/g0")
+    # time-first there (r0/b4 at 3.7x AdamW): nothing slower than r0/b8
+    s, reason = first_setting_for_profile(Objective(w_loss=2, w_time=1), bound)
+    assert s.bits >= 8 and "first interval" in reason and "assumed" not in reason
+    # without a measured training step the ranking assumes the typical share, and says so
+    typical = h200.model_copy(update={"train_step_s": h200.adamw_step_s / ASSUMED_OPTIMIZER_SHARE})
+    for obj in (memory_first, loss_first, Objective(w_loss=2, w_time=1)):
+        s, reason = first_setting_for_profile(obj, h200)
+        assert s == first_setting_for_profile(obj, typical)[0] and "share 0.065 assumed" in reason
     # a budget is a constraint: the choice fits it
     s, _ = first_setting(Objective(w_loss=20, memory_budget_bytes=400), dense_state_bytes=1000)
     assert FIRST_CANDIDATES[s.label()][1] * 1000 <= 400
