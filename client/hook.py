@@ -268,8 +268,9 @@ class AdaptiveCompression:
         ``mango profile``): sent to the service with every window and used for the first decision.
         ``"auto"`` (default): with a service or the learned policy (outside DDP mode), the hook takes the
         cached profile of this device and parameter shapes, measuring it on a miss before the first step
-        (:func:`client.profile.job_profile`: seconds on a GPU, and every kernel the policy can switch to is
-        compiled then; longer on a CPU), because the policy was trained on jobs that send one; with a
+        (:func:`client.profile.job_profile`; on a GPU it also compiles every kernel the policy can switch
+        to, which the run would otherwise pay mid-training), because the policy was trained on jobs that
+        send one; with a
         heuristic, none. ``None``: no profile (the policy then sees ``has_profile = 0``). Without a measured
         training step (``job_profile(..., train_step=...)``) a profile gets one from the first interval's
         time per step, so the policy sees the optimizer's share of a step from then on.

@@ -367,9 +367,9 @@ def job_profile(
     """The profile a job takes before it trains: :func:`cached_profile` with 5 timed steps after 2 warm-ups
     per setting (the hook's ``profile="auto"`` and ``mango demo`` share it, and so share the cache).
 
-    A miss times every setting of :data:`PROFILE_SETTINGS` once per device, model and core (seconds on a
-    GPU, where it also compiles every kernel the policy can switch to; longer on a CPU, whose compressed
-    steps are slow). The profiled copies are freed before it returns (on CUDA their cached blocks too, so
+    A miss times every setting of :data:`PROFILE_SETTINGS` once per device, model and core (on a GPU it
+    also compiles every kernel the policy can switch to; on a CPU the 0.3 s minimum window per setting
+    and the slow compressed steps set the wait). The profiled copies are freed before it returns (on CUDA their cached blocks too, so
     the job's memory readings do not hold them).
     """
     try:
