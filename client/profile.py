@@ -368,9 +368,9 @@ def job_profile(
     per setting (the hook's ``profile="auto"`` and ``mango demo`` share it, and so share the cache).
 
     A miss times every setting of :data:`PROFILE_SETTINGS` once per device, model and core (on a GPU it
-    also compiles every kernel the policy can switch to; on a CPU the 0.3 s minimum window per setting
-    and the slow compressed steps set the wait). The profiled copies are freed before it returns (on CUDA their cached blocks too, so
-    the job's memory readings do not hold them).
+    also compiles every kernel the policy can switch to; on a CPU the :data:`MIN_WINDOW_S` per setting and
+    the slow compressed steps set the wait). The profiled copies are freed before it returns (on CUDA
+    their cached blocks too, so the job's memory readings do not hold them).
     """
     try:
         return cached_profile(params, train_step=train_step, root=root, steps=5, warmup=2)
