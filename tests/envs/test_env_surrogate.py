@@ -12,12 +12,12 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import envs
 from client.compression.sizes import state_bytes
-from client.controllers import FIRST_CANDIDATES
+from client.controllers import FIRST_CANDIDATES, first_setting
 from client.protocol import DEFAULT_GRID, CompressionSetting, Objective, ObservationSpec
 from envs.env import CompressionEnv
 from envs.fit import default_model
 from envs.hardware import HardwareSampler
-from envs.objectives import OBJECTIVE_PRESETS, ObjectiveSampler
+from envs.objectives import OBJECTIVE_PRESETS, ObjectiveSampler, make_objective
 from envs.reward import TERM_NAMES
 from envs.surrogate import SurrogateVecEnv
 from envs.surrogate_model import SurrogateModel
@@ -251,9 +251,6 @@ def test_hidden_profiles_look_like_a_job_that_sends_none(model: SurrogateModel) 
     """``hide_profile``: that share of episodes gets zero profile features (as ``ObservationSpec.encode``
     writes them for a job without a profile) and the first setting the hook picks without one; the rest keep
     their features and the profile-ranked first setting."""
-    from client.controllers import first_setting
-    from envs.objectives import make_objective
-
     env = SurrogateVecEnv(
         num_envs=64, workload=["lm-tiny-cosine", "gpu-gpt85m-cosine"], model=model,
         hardware=HardwareSampler(hide_profile=0.5),
