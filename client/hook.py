@@ -36,8 +36,9 @@ trained on episodes that start this way).
 Under ``torch.distributed`` (a process group of more than one rank when the hook is built: DDP, FSDP2, or a
 comm hook) every rank holds the job's one setting: DDP replicas must step the same update and FSDP2 shards
 gather one basis. Every rank builds its own AdaptiveCompression with the same ``interval_steps``; rank 0
-decides (the first decision and every interval's; give it the ``server_url`` alone), and its setting is
-broadcast at construction and at each interval boundary, where decisions then take effect.
+decides (the first decision and every interval's; only its hook talks to the service, whichever ranks are
+given the ``server_url``), and its setting is broadcast at construction and at each interval boundary, where
+decisions then take effect.
 
 The hook never waits on the network: when the service is slow or down, the PolicyClient's fallback
 controller answers and the decision log says ``source="fallback"``.
@@ -358,7 +359,9 @@ class AdaptiveCompression:
         self._stats = IntervalStats()
 
         self._client: PolicyClient | None = None
-        if server_url is not None:
+        if server_url is not None and self._rank != 0:
+            logger.info("rank %d follows rank 0's decisions: it sends nothing to %s", self._rank, server_url)
+        elif server_url is not None:
             assert key is not None
             self._client = PolicyClient(
                 server_url,

@@ -348,6 +348,20 @@ def _w_adaptive_optimizer_ddp(rank: int) -> None:
     assert len({s.rank for s in seen}) > 1
 
 
+def _w_service_from_rank_0_only(rank: int) -> None:
+    """Every rank given the service URL: only rank 0's hook talks to the service (the others follow)."""
+    from client.compression import MangoAdamW
+    from client.hook import AdaptiveCompression
+
+    model = _model()
+    opt = MangoAdamW(model.parameters(), lr=1e-2)
+    hook = AdaptiveCompression(
+        opt, server_url="http://127.0.0.1:9", api_key="k" * 24, controller="static", profile=None
+    )
+    assert (hook.policy_client is not None) == (rank == 0)
+    hook.close()
+
+
 def _all_objects(obj: CompressionSetting) -> list[CompressionSetting]:
     out: list[Any] = [None] * WORLD
     dist.all_gather_object(out, obj)
@@ -497,6 +511,10 @@ def test_adaptive_compression_drives_the_hook_from_rank_0(pair: _Pair) -> None:
 
 def test_adaptive_compression_of_the_optimizer_decides_on_rank_0(pair: _Pair) -> None:
     pair.run(_w_adaptive_optimizer_ddp)
+
+
+def test_only_rank_0_talks_to_the_service(pair: _Pair) -> None:
+    pair.run(_w_service_from_rank_0_only)
 
 
 def test_resume_is_bit_exact(pair: _Pair, tmp_path: Path) -> None:
