@@ -107,6 +107,30 @@ def test_plain_loop_asks_the_service_when_the_url_is_set(tmp_path: Path, service
     assert {e["source"] for e in _decisions(log) if e["policy"] != "first:prior"} == {"service"}
 
 
+# ----------------------------------------------------------------------------------------- ddp_train.py
+
+
+def test_ddp_example_keeps_the_replicas_identical() -> None:
+    """Two gloo ranks under torchrun, each with its own batches: rank 0's learned policy decides, every rank
+    applies its settings, and the parameters end bit-identical."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         str(EXAMPLES / "ddp_train.py"), *TINY],
+        cwd=ROOT, env=_env(PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    finals = sorted(
+        (dict(kv.split("=", 1) for kv in line.split()[1:]) for line in proc.stdout.splitlines()
+         if line.startswith("final:")),
+        key=lambda f: f["rank"],
+    )  # fmt: skip
+    assert [f["rank"] for f in finals] == ["0", "1"]
+    assert finals[0]["params"] == finals[1]["params"] and finals[0]["setting"] == finals[1]["setting"]
+    assert int(finals[0]["decisions"]) >= 4 and finals[1]["decisions"] == "0"  # rank 1 follows
+    assert finals[0]["changes"] == finals[1]["changes"]
+    assert finals[0]["loss"] != finals[1]["loss"]  # each rank trained on its own batches
+
+
 # -------------------------------------------------------------------------------- train_with_service.py
 
 
