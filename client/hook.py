@@ -279,6 +279,9 @@ class AdaptiveCompression:
         any telemetry (:func:`~client.controllers.first_setting_for_profile`). Default: on with a
         ``server_url`` or a learned local policy, outside DDP mode; off otherwise (a heuristic keeps the
         optimizer's setting until its first decision).
+    :param sync_ranks: every rank holds rank 0's setting (module docstring). Default: when
+        ``torch.distributed`` has more than one rank at construction. ``False`` lets each rank decide for
+        itself, for ranks that train separate models (a replica of one model must not).
     """
 
     def __init__(
@@ -302,6 +305,7 @@ class AdaptiveCompression:
         comm_state: Any = None,
         profile: CostProfile | Literal["auto"] | None = "auto",
         first_decision: bool | None = None,
+        sync_ranks: bool | None = None,
     ) -> None:
         optimizer = unwrap_optimizer(optimizer)
         if not isinstance(optimizer, CompressedOptimizer):
@@ -338,6 +342,9 @@ class AdaptiveCompression:
         # under torch.distributed every rank must hold one setting (DDP replicas step the same update, FSDP2
         # shards gather one basis): rank 0 decides and broadcasts, the first decision included
         dist_on = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if sync_ranks and not dist_on:
+            raise ValueError("sync_ranks=True needs torch.distributed initialized before the hook is built")
+        dist_on = dist_on and sync_ranks is not False
         self._world = torch.distributed.get_world_size() if dist_on else 1
         self._rank = torch.distributed.get_rank() if dist_on else 0
 

@@ -352,6 +352,7 @@ def _w_service_from_rank_0_only(rank: int) -> None:
     """Every rank given the service URL: only rank 0's hook talks to the service (the others follow)."""
     from client.compression import MangoAdamW
     from client.hook import AdaptiveCompression
+    from client.protocol import Objective
 
     model = _model()
     opt = MangoAdamW(model.parameters(), lr=1e-2)
@@ -360,6 +361,17 @@ def _w_service_from_rank_0_only(rank: int) -> None:
     )
     assert (hook.policy_client is not None) == (rank == 0)
     hook.close()
+    # ranks that train separate models opt out: each decides for itself (here: its own objective's first
+    # setting), with no collective
+    own = AdaptiveCompression(
+        MangoAdamW(_model().parameters(), lr=1e-2),
+        objective=Objective(w_loss=1.0) if rank == 0 else Objective(w_loss=0.1, w_memory=1.0),
+        controller="static", first_decision=True, profile=None, sync_ranks=False,
+    )  # fmt: skip
+    assert own.optimizer.setting == (
+        CompressionSetting.off() if rank == 0 else CompressionSetting.parse("r64/b4")
+    )
+    own.close()
 
 
 def _all_objects(obj: CompressionSetting) -> list[CompressionSetting]:

@@ -325,6 +325,8 @@ def test_bad_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
         AdaptiveCompression(opt, server_url="http://127.0.0.1:1")
     with pytest.raises(ValueError, match="unknown controller"):
         AdaptiveCompression(opt, controller="nope")
+    with pytest.raises(ValueError, match=r"sync_ranks=True needs torch\.distributed"):
+        AdaptiveCompression(opt, profile=None, sync_ranks=True)
     with pytest.raises(ValueError, match="profile='fast'"):
         AdaptiveCompression(opt, profile="fast")  # type: ignore[arg-type]
     hook = AdaptiveCompression(opt, energy_meter=modelled(), profile=None)
