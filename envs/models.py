@@ -2,6 +2,7 @@
 
 * :class:`ByteGPT` - a byte-level causal transformer LM (vocab 256, pre-LayerNorm blocks, learned positions,
   tied input/output embedding), configured by one :class:`GPTConfig` passed whole.
+* :class:`ByteGRU` - a byte-level GRU LM (a second LM family: recurrent, untied head).
 * :class:`DigitsMLP` - a two-hidden-layer MLP classifier for the 8x8 digits (64 -> 10).
 * :func:`build_model` - a preset by name with a seeded initialization.
 
@@ -31,7 +32,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PRESETS", "ByteGPT", "DigitsMLP", "GPTConfig", "build_model", "model_names"]
+__all__ = [
+    "GRU_PRESETS",
+    "PRESETS",
+    "ByteGPT",
+    "ByteGRU",
+    "DigitsMLP",
+    "GPTConfig",
+    "GRUConfig",
+    "build_model",
+    "model_names",
+]
 
 
 @dataclass(frozen=True)
@@ -165,6 +176,48 @@ class ByteGPT(nn.Module):
         return total / len(batches)
 
 
+@dataclass(frozen=True)
+class GRUConfig:
+    """Shape of a :class:`ByteGRU`.
+
+    :ivar n_layer: stacked GRU layers.
+    :ivar n_embd: embedding and hidden width.
+    :ivar block_size: the longest window the workloads feed it (a GRU has no position table; the field keeps
+        the LMs' interface).
+    """
+
+    vocab_size: int = 256
+    n_layer: int = 1
+    n_embd: int = 96
+    block_size: int = 64
+
+
+class ByteGRU(nn.Module):
+    """Byte-level recurrent LM (a second model family beside :class:`ByteGPT`): embedding, a stacked GRU,
+    LayerNorm and an untied head; ``forward(idx (B, T)) -> logits (B, T, vocab)``, the same ``loss`` and
+    ``mean_loss`` as :class:`ByteGPT`. Its weight matrices are the GRU's gate stacks (``3 n_embd`` rows)."""
+
+    def __init__(self, cfg: GRUConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.rnn = nn.GRU(cfg.n_embd, cfg.n_embd, num_layers=cfg.n_layer, batch_first=True)
+        self.ln_f = nn.LayerNorm(cfg.n_embd)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        nn.init.normal_(self.wte.weight, mean=0.0, std=0.02)
+        nn.init.normal_(self.lm_head.weight, mean=0.0, std=0.02)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        _, t = idx.shape  # (B, T)
+        if t > self.cfg.block_size:
+            raise ValueError(f"sequence length {t} exceeds block_size={self.cfg.block_size}")
+        h, _ = self.rnn(self.wte(idx))  # (B, T, C)
+        return self.lm_head(self.ln_f(h))  # (B, T, vocab)
+
+    loss = ByteGPT.loss
+    mean_loss = ByteGPT.mean_loss
+
+
 class DigitsMLP(nn.Module):
     """``forward(x (B, 64) float) -> logits (B, 10)``; ``loss(x, y)`` is the mean cross entropy."""
 
@@ -193,7 +246,11 @@ PRESETS: dict[str, GPTConfig] = {
     # the GPU bench's byte GPT (benchmarks/gpu.py): 85 M parameters, for GPU traces and the GPU demo
     "gpt-85m": GPTConfig(n_layer=12, n_head=12, n_embd=768, block_size=256),
 }
-_OTHER = ("digits-mlp",)
+#: Recurrent LM presets by name.
+GRU_PRESETS: dict[str, GRUConfig] = {
+    "gru-tiny": GRUConfig(n_layer=1, n_embd=96, block_size=64),
+}
+_OTHER = ("digits-mlp", *GRU_PRESETS)
 
 
 def model_names() -> list[str]:
@@ -216,4 +273,6 @@ def build_model(name: str, seed: int = 0, **overrides: object) -> nn.Module:
             if overrides:
                 raise ValueError(f"digits-mlp takes no overrides, got {sorted(overrides)}")
             return DigitsMLP()
+        if name in GRU_PRESETS:
+            return ByteGRU(replace(GRU_PRESETS[name], **overrides))  # type: ignore[arg-type]
         return ByteGPT(replace(PRESETS[name], **overrides))  # type: ignore[arg-type]

@@ -22,7 +22,7 @@ Episodes are interleaved across workloads (round robin) and job seeds rotate, so
 time budget is balanced. Reference runs come from the env's on-disk cache and are written once per
 (workload, seed). Every line is flushed, so an interrupted recording keeps what it wrote.
 
-What produced the shipped traces (single-thread processes, 16 CPU-minutes in all)::
+What produced the shipped traces (single-thread processes, about 21 CPU-minutes in all)::
 
     nice mango record --workloads train --seeds 0,1 --budget-min 4.5 --out envs/traces/cpu-train.jsonl.gz
     nice mango record --workloads heldout --seeds 0,1 --seed 1 --budget-min 3.5 \
@@ -30,6 +30,8 @@ What produced the shipped traces (single-thread processes, 16 CPU-minutes in all
     nice mango record --workloads lm-deep-cosine,lm-tiny-linear-lowlr,digits-mlp-step-noisy --seeds 0,1 \
         --budget-min 5 --seed 2 --out envs/traces/cpu-train2.jsonl.gz          # issue 13
     nice mango record --workloads val --seeds 0,1 --budget-min 3 --seed 3 --out envs/traces/cpu-val.jsonl.gz
+    nice mango record --workloads gru-tiny-linear --seeds 0,1 --budget-min 4.5 --seed 4 \
+        --out envs/traces/cpu-train3.jsonl.gz                                      # session 18
 
 GPU traces (issue 13; the 85 M byte GPT and lm-medium on an H200, ~5 minutes)::
 

@@ -395,6 +395,23 @@ register_workload(
 )
 register_workload(
     Workload(
+        name="gru-tiny-linear",
+        split="train",
+        task="lm",
+        model="gru-tiny",
+        data="stdlib-train",
+        batch_size=12,
+        seq_len=64,
+        lr=3e-3,
+        schedule="linear",
+        warmup_steps=8,
+        steps_per_interval=12,
+        intervals=12,
+        description="byte GRU LM (0.11 M, a recurrent family), stdlib train files, linear decay",
+    )
+)
+register_workload(
+    Workload(
         name="lm-wide-constant",
         split="val",
         task="lm",

@@ -131,6 +131,21 @@ def test_digits_mlp_and_errors() -> None:
         GPTConfig(n_embd=30, n_head=4)
 
 
+def test_byte_gru_is_a_seeded_lm_the_core_compresses() -> None:
+    """The recurrent family: byte logits near chance at initialization, seeded weights, every weight matrix
+    large enough for MangoAdamW's default ``min_compress_numel``, the window bound enforced."""
+    a, b = build_model("gru-tiny", 3), build_model("gru-tiny", 3)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    x = torch.randint(0, 256, (2, 64))
+    assert a(x).shape == (2, 64, 256)
+    with torch.no_grad():
+        assert abs(float(a.loss(x, x)) - np.log(256)) < 0.5  # type: ignore[operator]
+    assert all(p.numel() >= 4096 for p in a.parameters() if p.ndim >= 2)
+    assert "gru-tiny" in model_names()
+    with pytest.raises(ValueError, match="block_size"):
+        a(torch.zeros(1, 65, dtype=torch.long))
+
+
 def test_mean_loss_is_the_batches_mean_and_keeps_the_mode(corpus) -> None:
     model = build_model("lm-tiny", 0)
     gen = torch.Generator().manual_seed(0)
