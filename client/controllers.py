@@ -556,7 +556,7 @@ def first_setting(
 #: environment's sample profiles, which ``tests/client/test_controllers.py`` keeps it to. Reading the
 #: optimizer-step ratios as interval ratios (a share of 1) instead would rank the first decision's candidates
 #: as no training episode does; BENCHMARKS (session 18) counts how often each choice differs.
-ASSUMED_OPTIMIZER_SHARE = 0.065
+ASSUMED_OPTIMIZER_SHARE = 0.055
 
 
 def first_setting_for_profile(
