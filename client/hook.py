@@ -271,8 +271,8 @@ class AdaptiveCompression:
         cached profile of this device and parameter shapes, measuring it on a miss before the first step
         (:func:`client.profile.job_profile`; on a GPU it also compiles every kernel the policy can switch
         to, which the run would otherwise pay mid-training), because the policy was trained on jobs that
-        send one; with a
-        heuristic, none. ``None``: no profile (the policy then sees ``has_profile = 0``). Without a measured
+        send one; with a heuristic, none. ``None``: no profile (the policy then sees ``has_profile = 0``).
+        Under ``torch.distributed`` only rank 0 profiles (it alone decides). Without a measured
         training step (``job_profile(..., train_step=...)``) a profile gets one from the first interval's
         time per step, so the policy sees the optimizer's share of a step from then on.
     :param first_decision: choose the first interval's setting from the objective and ``profile`` before
