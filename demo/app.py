@@ -142,9 +142,10 @@ def run_demo(args: DemoArgs, argv: list[str] | None = None) -> dict[str, Any]:
         print("starting the policy service (generated keys, not dev mode) ...", flush=True)
         ts = time.perf_counter()
         service.start(timeout_s=args.service_start_timeout_s)
-        (out / "service.json").write_text(
-            json.dumps({"pid": service.pid, "port": service.port, "url": service.url})
-        )
+        # written whole, then renamed: a watcher (benchmarks.demo_signals) that sees it reads it complete
+        tmp = out / "service.json.tmp"
+        tmp.write_text(json.dumps({"pid": service.pid, "port": service.port, "url": service.url}))
+        tmp.replace(out / "service.json")
         policies = service.get("/v1/policies")
         default = policies["default"]
         kinds = {p["name"]: p for p in policies["policies"]}
