@@ -56,6 +56,8 @@ from pathlib import Path
 
 import torch
 
+from client.compression import MangoAdamW
+from client.compression.sharded import local
 from client.protocol import CompressionSetting, CostProfile, SettingCost
 from client.telemetry import EnergyMeter, ModelledMeter, make_energy_meter
 
@@ -221,8 +223,6 @@ def profile_optimizer(
     :param energy: ``"auto"`` (NVML, Zeus, else modelled) or ``"modelled"``.
     :raises ValueError: no parameters, or a label off the grid.
     """
-    from client.compression import MangoAdamW  # late: the compression core pulls in Triton probing
-
     src = _local_shards(params)
     if not src:
         raise ValueError("profile_optimizer got no parameters: pass model.parameters()")
@@ -283,8 +283,6 @@ def profile_optimizer(
 def _local_shards(params: Iterable[torch.Tensor]) -> list[torch.Tensor]:
     """The parameters as this rank holds them: an FSDP2 (DTensor) parameter's local shard, so each rank
     profiles its own shapes (its optimizer steps on them; the projection's gathers are not timed)."""
-    from client.compression.sharded import local  # late, as MangoAdamW above
-
     return [local(p.detach()) for p in params]
 
 

@@ -17,6 +17,7 @@ import torch
 from client.compression import MangoAdamW
 from client.controllers import FIRST_CANDIDATES, StaticController
 from client.hook import AdaptiveCompression
+from client.profile import job_profile
 from client.protocol import CompressionSetting, Objective, TelemetryRecord
 from client.telemetry import EnergyMeter, ModelledMeter, make_energy_meter, optimizer_state_bytes
 from demo.args import DemoArgs
@@ -86,11 +87,9 @@ def _job_profile(
     """This job's hardware cost profile (``mango profile``, cached per device and model), or ``None``.
 
     With its training step timed on a scratch copy of the model (same shapes, plain AdamW, the job's batch
-    size), so the profile carries the optimizer's share of a step: without it the policy reads a profile
-    unlike every one it trained on and the first decision ranks settings by optimizer-step ratios alone.
+    size), so the profile carries the optimizer's share of a step from the start: without it the first
+    windows read ``has_share = 0`` and the first decision ranks settings by an assumed share.
     """
-    from client.profile import job_profile
-
     try:
         scratch = build_model(args.model, args.seed).to(device)
         assert isinstance(scratch, ByteGPT)

@@ -279,6 +279,23 @@ class _RankSpecificController(Controller):
         return CompressionSetting(rank=ranks[self.calls % 3], bits=4, gamma=0.0)
 
 
+def _train_in_step(ddp: nn.Module, opt: Any, hook: Any, rank: int, target: Any) -> list[CompressionSetting]:
+    """8 steps of ``ddp`` with ``hook``; the parameters equal on every rank after each step; the hook is
+    closed. Returns ``target.setting`` (the comm hook's state or the optimizer) after each step."""
+    seen = []
+    for step in range(8):
+        opt.zero_grad()
+        loss = _loss(ddp, step, rank)
+        loss.backward()
+        opt.step()
+        hook.step(loss.detach())
+        seen.append(target.setting)
+        params = _gather(_flat_params(ddp.module))
+        assert torch.equal(params[0], params[1]), f"ranks diverged after step {step}"
+    hook.close()
+    return seen
+
+
 def _w_adaptive_ddp(rank: int) -> None:
     """AdaptiveCompression in DDP mode: rank 0 decides, every rank applies the broadcast setting."""
     from client.compression import MangoAdamW
@@ -291,17 +308,7 @@ def _w_adaptive_ddp(rank: int) -> None:
     opt = MangoAdamW(model.parameters(), lr=1e-2, setting=CompressionSetting.off())
     controller = _RankSpecificController(rank)
     hook = AdaptiveCompression(opt, comm_state=state, controller=controller, interval_steps=2)
-    seen = []
-    for step in range(8):
-        opt.zero_grad()
-        loss = _loss(ddp, step, rank)
-        loss.backward()
-        opt.step()
-        hook.step(loss.detach())
-        seen.append(state.setting)
-        params = _gather(_flat_params(model))
-        assert torch.equal(params[0], params[1]), f"ranks diverged after step {step}"
-    hook.close()
+    seen = _train_in_step(ddp, opt, hook, rank, state)
     assert [s.model_dump() for s in _all_objects(state.setting)] == [state.setting.model_dump()] * WORLD
     assert state.setting.rank in (1, 2, 4)  # rank 0's choices, never rank 1's
     assert opt.setting == CompressionSetting.off()  # DDP mode controls communication, not the optimizer
@@ -332,17 +339,7 @@ def _w_adaptive_optimizer_ddp(rank: int) -> None:
     )
     first = _all_objects(opt.setting)
     assert first[0] == first[1], f"first decisions differ across ranks: {first}"
-    seen = []
-    for step in range(8):
-        opt.zero_grad()
-        loss = _loss(ddp, step, rank)
-        loss.backward()
-        opt.step()
-        hook.step(loss.detach())
-        seen.append(opt.setting)
-        params = _gather(_flat_params(model))
-        assert torch.equal(params[0], params[1]), f"ranks diverged after step {step}"
-    hook.close()
+    seen = _train_in_step(ddp, opt, hook, rank, opt)
     assert opt.setting.rank in (1, 2, 4)  # rank 0's choices, never rank 1's
     assert controller.calls == (4 if rank == 0 else 0)  # only rank 0 decides
     assert len({s.rank for s in seen}) > 1
