@@ -10,10 +10,12 @@ from benchmarks import headroom
 from client.protocol import DEFAULT_GRID
 
 
-def test_schedule_oracle_improves_on_its_static_start() -> None:
+def test_schedule_oracle_improves_on_its_static_start_and_can_hold_the_last_interval() -> None:
     seeds = [100000, 100001]
     start = np.array(DEFAULT_GRID.action(DEFAULT_GRID.setting((0, 0, 0))), dtype=np.int64)
-    sched, j = headroom.schedule_oracle("digits-mlp-linear", "memory-first", seeds, start, passes=1)
+    sched, j = headroom.schedule_oracle(
+        "digits-mlp-linear", "memory-first", seeds, start, passes=1, hold_last=True
+    )
     static = static_grid_returns("digits-mlp-linear", "memory-first", seeds, actions=start[None])
     assert sched.ndim == 2 and sched.shape[1] == 3 and len(sched) >= 2
     assert j.shape == (2,)
@@ -21,6 +23,7 @@ def test_schedule_oracle_improves_on_its_static_start() -> None:
     # (memory-first from the grid's first setting) a move exists
     assert j.mean() < static.objective.mean() - 1e-6
     assert {tuple(a) for a in sched} <= {tuple(a) for a in grid_actions()}
+    assert (sched[-1] == sched[-2]).all()
 
 
 def test_runs_reads_a_schedule_as_runs() -> None:
@@ -33,11 +36,3 @@ def test_runs_reads_a_schedule_as_runs() -> None:
 def test_unknown_preset_is_refused() -> None:
     with pytest.raises(SystemExit, match="unknown preset"):
         headroom.main(["--presets", "fastest", "--episodes", "2"])
-
-
-def test_a_held_last_interval_repeats_the_one_before() -> None:
-    start = np.array(DEFAULT_GRID.action(DEFAULT_GRID.setting((0, 0, 0))), dtype=np.int64)
-    sched, _ = headroom.schedule_oracle(
-        "digits-mlp-linear", "memory-first", [100000, 100001], start, passes=1, hold_last=True
-    )
-    assert (sched[-1] == sched[-2]).all()
