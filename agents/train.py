@@ -153,6 +153,12 @@ class TrainArgs:
     prior_logit: tuple[float, ...] = (3.0,)
     """logit added to the prior setting's rank, bits and gamma entries of the action head's bias: one value
     for all three heads, or three (rank, bits, gamma), e.g. 3 1 3 for a weak bits prior"""
+    bc_episodes: int = 0
+    """surrogate backend: before PPO, clone the per-episode oracle on this many training episodes (every grid
+    setting played on each, the best by J is its label; agents.imitation), so PPO starts from a policy that
+    reads the job rather than from one setting (0: off; with --prior-setting the clone replaces the prior)"""
+    bc_epochs: int = 5
+    """passes of the behaviour cloning over its data"""
     train_interval_steps: int | None = None
     """training backend: optimizer steps per control interval (default: the workload's)"""
     train_intervals: int | None = None
@@ -381,6 +387,25 @@ def train(args: TrainArgs, command: str = "") -> TrainResult:
         prior = DEFAULT_GRID.action(CompressionSetting.parse(args.prior_setting))
         prefer_setting(model.policy, list(prior), args.prior_logit)
         log.info("action heads prefer %s (+%s logits)", args.prior_setting, args.prior_logit)
+    if args.bc_episodes:
+        if args.backend != "surrogate":
+            raise ValueError("--bc-episodes labels episodes on the surrogate; use the surrogate backend")
+        from agents.imitation import clone, oracle_dataset  # torch and the surrogate: loaded when used
+
+        t_bc = time.perf_counter()
+        names = list(args.workloads) or list(workloads_of("train", gpu=True))
+        obs, acts = oracle_dataset(
+            names, hardware_draws(args), args.depth, args.bc_episodes, seed=args.seed * 100_003
+        )
+        losses = clone(model.policy, obs, acts, epochs=args.bc_epochs, lr=args.lr)
+        log.info(
+            "behaviour cloning: %d intervals of %d episodes, cross-entropy %.3f -> %.3f (%.0f s)",
+            len(obs),
+            args.bc_episodes,
+            losses[0],
+            losses[-1],
+            time.perf_counter() - t_bc,
+        )
     n_params = count_parameters(model.policy)
     n_fx = count_parameters(model.policy.features_extractor)
     log.info("policy: %s extractor, %d parameters (%d in the extractor)", args.extractor, n_params, n_fx)
