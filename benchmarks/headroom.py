@@ -98,14 +98,16 @@ def schedule_oracle(
     depth: tuple[float, float] = (0.0, 0.0),
     passes: int = 2,
     hold_last: bool = False,
+    candidates: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The best open-loop schedule found from static action ``start`` and its ``J`` per seed.
 
     ``hold_last``: the last interval keeps the setting of the one before (no move of its own).
+    ``candidates``: the grid actions ``[n, 3]`` tried at each interval (default: the whole grid).
 
     :returns: ``(schedule [K, 3], J [n_seeds])``; ``J``'s mean is never above ``start``'s.
     """
-    acts = grid_actions()
+    acts = grid_actions() if candidates is None else np.asarray(candidates, dtype=np.int64).reshape(-1, 3)
     k = _intervals(workload, preset, seeds, hardware, depth)
     sched = np.repeat(np.asarray(start, dtype=np.int64)[None], k, axis=0)
     best = _play(sched[None], workload, preset, seeds, hardware, depth)[0]

@@ -13,8 +13,9 @@ from client.protocol import DEFAULT_GRID
 def test_schedule_oracle_improves_on_its_static_start_and_can_hold_the_last_interval() -> None:
     seeds = [100000, 100001]
     start = np.array(DEFAULT_GRID.action(DEFAULT_GRID.setting((0, 0, 0))), dtype=np.int64)
+    every = grid_actions()
     sched, j = headroom.schedule_oracle(
-        "digits-mlp-linear", "memory-first", seeds, start, passes=1, hold_last=True
+        "digits-mlp-linear", "memory-first", seeds, start, passes=1, hold_last=True, candidates=every[::8]
     )
     static = static_grid_returns("digits-mlp-linear", "memory-first", seeds, actions=start[None])
     assert sched.ndim == 2 and sched.shape[1] == 3 and len(sched) >= 2
@@ -22,7 +23,7 @@ def test_schedule_oracle_improves_on_its_static_start_and_can_hold_the_last_inte
     # the start schedule is a candidate at every interval, so the result is at least as good, and here
     # (memory-first from the grid's first setting) a move exists
     assert j.mean() < static.objective.mean() - 1e-6
-    assert {tuple(a) for a in sched} <= {tuple(a) for a in grid_actions()}
+    assert {tuple(a) for a in sched} <= {tuple(a) for a in every[::8]} | {tuple(start)}
     assert (sched[-1] == sched[-2]).all()
 
 
