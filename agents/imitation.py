@@ -63,7 +63,7 @@ def oracle_dataset(
             steps.append(obs.copy())
             return fixed
 
-        res = run_surrogate(act, workloads, None, seeds, None, hardware, depth)  # type: ignore[arg-type]
+        res = run_surrogate(act, workloads, None, seeds, None, hardware, depth)
         best = res.objective.reshape(n, n_s).argmin(axis=1)  # [n]
         rows = np.arange(n) * n_s + best
         for t, obs in enumerate(steps):

@@ -90,14 +90,17 @@ class EpisodeBatch:
 
 def run_surrogate(
     act: Actor,
-    workload: str,
-    objective: Objective | str,
+    workload: str | Sequence[str],
+    objective: Objective | str | None,
     seeds: Sequence[int],
     model: SurrogateModel | None = None,
     hardware: Any = "default",
     depth: tuple[float, float] = (0.0, 0.0),
 ) -> EpisodeBatch:
     """One episode per seed of ``workload`` under ``objective``, actions from ``act`` (module docstring).
+
+    ``workload`` may be a list (each episode draws one, by its seed) and ``objective`` ``None`` (each episode
+    samples one as training does): a seed still fixes its episode, so every setting can be replayed on it.
 
     ``hardware``: the surrogate's hardware draws (:class:`envs.hardware.HardwareSampler`; default: the
     training distribution). ``depth``: the reference's extra log-drop draws

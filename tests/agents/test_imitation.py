@@ -23,7 +23,7 @@ def test_each_label_is_the_best_static_setting_of_its_episode() -> None:
     # episode 0 (seed 500, its objective sampled as in training) played with every setting: the label is
     # the setting of the lowest J
     every = grid_actions()
-    res = run_surrogate(lambda _o: every, ["digits-mlp-cosine"], None, [500] * len(every))  # type: ignore[arg-type]
+    res = run_surrogate(lambda _o: every, ["digits-mlp-cosine"], None, [500] * len(every))
     assert tuple(every[int(res.objective.argmin())]) == tuple(acts[0])
 
 
