@@ -36,7 +36,7 @@ import numpy as np
 import tyro
 
 from agents.evaluate import hardware_sampler
-from agents.rollout import grid_actions, run_surrogate
+from agents.rollout import EpisodeBatch, grid_actions, run_surrogate, static_grid_returns
 from client.protocol import DEFAULT_GRID
 from envs.env import objective_presets
 from envs.workloads import workloads_of
@@ -65,10 +65,10 @@ class HeadroomArgs:
 
 def _play(
     schedules: np.ndarray, workload: str, preset: str, seeds: Sequence[int], hardware: Any, depth: Any
-) -> np.ndarray:
-    """``J`` ``[n_schedules, n_seeds]`` of open-loop ``schedules`` (``[n_schedules, K, 3]`` grid indices)."""
-    n_sched, n_seeds = len(schedules), len(seeds)
-    rows = np.repeat(schedules, n_seeds, axis=0)  # [n_sched * n_seeds, K, 3]
+) -> EpisodeBatch:
+    """Open-loop ``schedules`` (``[n_schedules, K, 3]`` grid indices; past ``K`` the last setting holds) on
+    every seed, schedule-major: schedule ``i``'s episodes are rows ``i * n_seeds ...``."""
+    rows = np.repeat(schedules, len(seeds), axis=0)  # [n_sched * n_seeds, K, 3]
     k = [0]
 
     def act(_obs: np.ndarray) -> np.ndarray:
@@ -76,16 +76,7 @@ def _play(
         k[0] += 1
         return rows[:, t]
 
-    batch = run_surrogate(act, workload, preset, list(seeds) * n_sched, None, hardware, depth)
-    # run_surrogate's seeds are schedule-major like rows: schedule i's episodes are i * n_seeds ...
-    return batch.objective.reshape(n_sched, n_seeds)
-
-
-def _intervals(workload: str, preset: str, seeds: Sequence[int], hardware: Any, depth: Any) -> int:
-    """The control intervals of the workload's longest episode (one static probe)."""
-    fixed = np.repeat(grid_actions()[:1], len(seeds), axis=0)
-    batch = run_surrogate(lambda _o: fixed, workload, preset, seeds, None, hardware, depth)
-    return int(batch.lengths.max())
+    return run_surrogate(act, workload, preset, list(seeds) * len(schedules), None, hardware, depth)
 
 
 def schedule_oracle(
@@ -108,9 +99,12 @@ def schedule_oracle(
     :returns: ``(schedule [K, 3], J [n_seeds])``; ``J``'s mean is never above ``start``'s.
     """
     acts = grid_actions() if candidates is None else np.asarray(candidates, dtype=np.int64).reshape(-1, 3)
-    k = _intervals(workload, preset, seeds, hardware, depth)
+    static = _play(
+        np.asarray(start, dtype=np.int64).reshape(1, 1, 3), workload, preset, seeds, hardware, depth
+    )
+    k = int(static.lengths.max())  # the intervals of the longest episode
     sched = np.repeat(np.asarray(start, dtype=np.int64)[None], k, axis=0)
-    best = _play(sched[None], workload, preset, seeds, hardware, depth)[0]
+    best = static.objective
     for _ in range(passes):
         moved = False
         for t in range(k - 1 if hold_last and k > 1 else k):
@@ -118,7 +112,7 @@ def schedule_oracle(
             cands[:, t] = acts
             if hold_last and t == k - 2:
                 cands[:, k - 1] = acts
-            j = _play(cands, workload, preset, seeds, hardware, depth)
+            j = _play(cands, workload, preset, seeds, hardware, depth).objective.reshape(len(acts), -1)
             i = int(np.argmin(j.mean(axis=1)))
             if j[i].mean() < best.mean() - 1e-12:
                 sched[t], best, moved = acts[i], j[i], True
@@ -167,7 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|")
     for preset in presets:
         grid = np.stack(
-            [_play(acts[:, None], w, preset, seeds, hardware, args.depth) for w in workloads]
+            [
+                static_grid_returns(
+                    w, preset, seeds, actions=acts, hardware=hardware, depth=args.depth
+                ).objective.reshape(len(acts), len(seeds))
+                for w in workloads
+            ]
         )  # [W, S, seeds]
         g = int(np.argmin(grid.mean(axis=(0, 2))))
         j_static = grid[:, g]  # [W, seeds]
