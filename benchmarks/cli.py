@@ -19,6 +19,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "sim2real": ("benchmarks.sim_to_real", "the surrogate's loss term against real demo runs (GPU logs)"),
     "obs-shift": ("benchmarks.obs_shift", "a demo's telemetry tokens beside the surrogate's (policy inputs)"),
     "first": ("benchmarks.first_decision", "the first decision per sample profile: measured/assumed share"),
+    "heads": ("benchmarks.heads", "a policy's action heads on surrogate episodes, beside static settings"),
     "headroom": ("benchmarks.headroom", "the surrogate's room above the best static setting (oracles)"),
 }
 
