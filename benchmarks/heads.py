@@ -8,8 +8,7 @@ surrogate's (the reward ranks it first) or the heads' (a better setting exists a
 
 Example::
 
-    mango bench heads --policy-dir results/policy-s18c33 --workload gpu-gpt85m-cosine \\
-        --hardware h200-gpt85m --depth 0.31 0.31 --settings r64/b4/g0 r64/b8/g0 r32/b8/g0
+    mango bench heads --policy-dir results/policy-s18c33 --settings r64/b4/g0 r64/b8/g0 r32/b8/g0
 """
 
 from __future__ import annotations
