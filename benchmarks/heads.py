@@ -21,6 +21,7 @@ import tyro
 from agents.evaluate import hardware_sampler
 from agents.rollout import run_surrogate, static_grid_returns
 from client.policy.artifact import load_artifact
+from client.policy.learned import DEFAULT_POLICY_DIR
 from client.protocol import DEFAULT_GRID, CompressionSetting
 
 __all__ = ["HeadsArgs", "main"]
@@ -30,8 +31,8 @@ __all__ = ["HeadsArgs", "main"]
 class HeadsArgs:
     """A policy's heads on surrogate episodes, beside static settings."""
 
-    policy_dir: str
-    """a policy artifact directory (``results/policy-NAME``) or manifest path"""
+    policy_dir: str = str(DEFAULT_POLICY_DIR)
+    """a policy artifact directory (``results/policy-NAME``) or manifest path (default: the shipped policy)"""
     workload: str = "gpu-gpt85m-cosine"
     hardware: str = "h200-gpt85m"
     preset: str = "memory-first"
