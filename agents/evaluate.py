@@ -246,7 +246,9 @@ class SB3Controller(Controller):
         profile: ProfileFeatures | None = None,
     ) -> CompressionSetting:
         obs = self.spec.encode(history, objective, reference, profile)
-        action, _ = self.model.predict(obs, deterministic=True)
+        action = np.asarray(self.model.predict(obs, deterministic=True)[0])
+        if action.ndim == 0:  # a joint head's flat grid index
+            action = DEFAULT_GRID.unravel(action)
         return DEFAULT_GRID.setting(action)
 
 

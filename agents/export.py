@@ -8,12 +8,14 @@ SB3 ``ActorCriticPolicy``                    ``TinyFormer``
 ==========================================  ==========================================================
 ``features_extractor.encoder``              ``encoder`` (the same :class:`TinyFormerEncoder` class)
 ``mlp_extractor``                           empty (``net_arch=dict(pi=[], vf=[])``): identity
-``action_net`` Linear(d, sum(nvec))         ``action_net``: concatenated logits of (rank, bits, gamma)
+``action_net`` Linear(d, n_logits)          ``action_net``: concatenated logits of (rank, bits, gamma),
+                                            or one logit per grid point (``config.joint``)
 ``value_net`` Linear(d, 1)                  ``value_net``
 ==========================================  ==========================================================
 
 SB3's ``MultiCategoricalDistribution`` splits ``action_net``'s output by ``nvec`` in the same order as
-:meth:`TinyFormer.split_logits`, and its deterministic action is the per-component argmax, which is
+:meth:`TinyFormer.split_logits`, and its deterministic action is the per-component argmax (with a joint
+head, ``CategoricalDistribution``'s argmax over the grid, unravelled rank-major), which is
 :meth:`TinyFormer.act` with ``deterministic=True`` (``tests/agents/test_export.py`` checks equality on random
 observations). :func:`load_into_policy` is the inverse map, for fine-tuning a shipped artifact.
 
@@ -57,7 +59,13 @@ def _check_policy(policy: ActorCriticPolicy) -> TinyFormerExtractor:
             "has hidden layers between the encoder and the heads"
         )
     if not isinstance(policy.action_net, nn.Linear) or not isinstance(policy.value_net, nn.Linear):
-        raise ValueError("export needs nn.Linear action_net and value_net (a MultiDiscrete action space)")
+        raise ValueError("export needs nn.Linear action_net and value_net (a (Multi)Discrete action space)")
+    if policy.action_net.out_features != fx.config.n_logits:
+        raise ValueError(
+            f"the policy's action_net has {policy.action_net.out_features} logits but its TinyFormerConfig "
+            f"(joint={fx.config.joint}) needs {fx.config.n_logits}: a joint head trains on JointActions' "
+            "Discrete space, factorized heads on the grid's MultiDiscrete"
+        )
     return fx
 
 

@@ -32,6 +32,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
 from agents.tinyformer import TinyFormerConfig, TinyFormerEncoder
+from client.protocol import DEFAULT_GRID
 
 __all__ = [
     "EXTRACTORS",
@@ -175,9 +176,10 @@ def prefer_setting(policy: ActorCriticPolicy, action: list[int], logit: float | 
 
     PPO then starts from that fixed setting (the argmax everywhere, sampled with probability ~0.5 at
     ``logit`` 3 on the 8 x 6 x 5 grid) and moves off it only where the return pays for it: a prior for a
-    known strong default (issue 13's floor r0/b8/g0), not a constraint.
+    known strong default (issue 13's floor r0/b8/g0), not a constraint. A joint head (``Discrete`` action
+    space) gets the sum of the logits on the setting's own grid point.
     """
-    nvec = [int(n) for n in policy.action_space.nvec]  # type: ignore[attr-defined]
+    nvec = list(DEFAULT_GRID.nvec)
     if len(action) != len(nvec) or not all(0 <= a < n for a, n in zip(action, nvec, strict=True)):
         raise ValueError(f"action {action} is not a grid index of nvec {nvec}")
     logits = [float(x) for x in ((logit,) if isinstance(logit, int | float) else logit)]
@@ -186,8 +188,11 @@ def prefer_setting(policy: ActorCriticPolicy, action: list[int], logit: float | 
     if len(logits) != len(nvec):
         raise ValueError(f"prior logits {logits}: give one value or one per head ({len(nvec)})")
     bias = policy.action_net.bias  # type: ignore[union-attr]
-    offsets = [sum(nvec[:i]) for i in range(len(nvec))]
     with torch.no_grad():
+        if isinstance(policy.action_space, gym.spaces.Discrete):  # a joint head: the point's own logit
+            bias[int(DEFAULT_GRID.ravel(action))] += sum(logits)
+            return
+        offsets = [sum(nvec[:i]) for i in range(len(nvec))]
         for off, a, lg in zip(offsets, action, logits, strict=True):
             bias[off + a] += lg
 

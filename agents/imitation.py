@@ -23,10 +23,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 
 from agents.rollout import grid_actions, run_surrogate
+from client.protocol import DEFAULT_GRID
 
 __all__ = ["clone", "oracle_dataset"]
 
@@ -76,12 +78,16 @@ def oracle_dataset(
 def clone(
     policy: Any, obs: np.ndarray, actions: np.ndarray, *, epochs: int = 5, lr: float = 1e-3, batch: int = 512
 ) -> list[float]:
-    """Fit an SB3 ``ActorCriticPolicy``'s action distribution to ``actions`` (cross-entropy); per-epoch mean
-    losses. The value head is left as it is (PPO's first rollouts fit it)."""
+    """Fit an SB3 ``ActorCriticPolicy``'s action distribution to ``actions`` (grid indices ``[n, 3]``) by
+    cross-entropy; per-epoch mean losses. A joint head (``Discrete`` action space) fits the labels' flat grid
+    indices, so it learns settings as wholes; factorized heads fit each component on its own. The value head
+    is left as it is (PPO's first rollouts fit it)."""
     if len(obs) != len(actions) or len(obs) == 0:
         raise ValueError(f"{len(obs)} observations and {len(actions)} actions: give equal, non-zero counts")
     device = policy.device
     x = torch.as_tensor(obs, device=device)
+    if isinstance(policy.action_space, gym.spaces.Discrete):
+        actions = DEFAULT_GRID.ravel(actions)
     y = torch.as_tensor(actions, device=device)
     opt = torch.optim.Adam(policy.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(0)
@@ -97,7 +103,7 @@ def clone(
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
             count += len(idx)
         losses.append(total / count)
         log.info("behaviour cloning epoch %d: cross-entropy %.4f", epoch + 1, losses[-1])

@@ -268,10 +268,12 @@ def best_static(
 
 
 def sb3_actor(model: Any) -> Actor:
-    """``obs [n, size] -> actions [n, 3]``: an SB3 policy's deterministic actions (batched, no grad)."""
+    """``obs [n, size] -> actions [n, 3]``: an SB3 policy's deterministic actions (batched, no grad; a joint
+    head's flat indices unravelled)."""
 
     def act(obs: np.ndarray) -> np.ndarray:
-        return np.asarray(model.predict(obs, deterministic=True)[0])
+        a = np.asarray(model.predict(obs, deterministic=True)[0])
+        return DEFAULT_GRID.unravel(a) if a.ndim == 1 else a  # [n] flat indices of a joint head
 
     return act
 

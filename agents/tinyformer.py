@@ -13,7 +13,8 @@ Layout (shapes for the default config: window 8, 16 token features, 6 objective 
     token_in(tokens) [B, 8, 64], objective_in(objective) [B, 1, 64]  -> seq [B, 9, 64] (+ learned positions)
     n_layers x pre-LN block (multi-head self-attention, padding rows masked out; GELU MLP)
     features = LayerNorm(seq[:, 0])   [B, 64]        <- TinyFormerEncoder (the SB3 features extractor body)
-    action_net(features) [B, sum(nvec)] logits for the three MultiDiscrete components (rank, bits, gamma)
+    action_net(features) [B, sum(nvec)] logits for the three MultiDiscrete components (rank, bits, gamma),
+                         or [B, prod(nvec)] for one joint categorical over the grid (config.joint)
     value_net(features)  [B, 1]
 
 The heads are plain ``nn.Linear`` layers named like SB3's ``ActorCriticPolicy.action_net`` / ``value_net``.
@@ -152,7 +153,7 @@ class TinyFormer(nn.Module):
         super().__init__()
         self.config = cfg = config or TinyFormerConfig()
         self.encoder = TinyFormerEncoder(cfg)
-        self.action_net = nn.Linear(cfg.d_model, sum(cfg.nvec))
+        self.action_net = nn.Linear(cfg.d_model, cfg.n_logits)
         self.value_net = nn.Linear(cfg.d_model, 1)
         # SB3's ActorCriticPolicy initializes these with orthogonal gains 0.01 and 1.
         nn.init.orthogonal_(self.action_net.weight, gain=0.01)
@@ -197,12 +198,15 @@ class TinyFormer(nn.Module):
         return self.encoder(obs)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Observation ``[B, obs_size]`` -> (logits ``[B, sum(nvec)]``, value ``[B]``)."""
+        """Observation ``[B, obs_size]`` -> (logits ``[B, n_logits]``, value ``[B]``)."""
         f = self.encoder(obs)
         return self.action_net(f), self.value_net(f).squeeze(-1)
 
     def split_logits(self, logits: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Logits ``[B, sum(nvec)]`` -> one ``[B, n_i]`` tensor per action component."""
+        """Logits ``[B, n_logits]`` -> one ``[B, n_i]`` tensor per action component (a joint head: one
+        ``[B, prod(nvec)]`` tensor)."""
+        if self.config.joint:
+            return (logits,)
         return logits.split(list(self.config.nvec), dim=-1)
 
     def act(
@@ -213,8 +217,9 @@ class TinyFormer(nn.Module):
     ) -> torch.Tensor:
         """Pick actions: ``[obs_size]`` -> ``[3]`` or ``[B, obs_size]`` -> ``[B, 3]`` (int64 grid indices).
 
-        ``deterministic=True`` takes each component's argmax (serving); ``False`` samples from the
-        categorical distributions (as PPO does during rollouts), drawing from ``generator`` if given.
+        ``deterministic=True`` takes each component's argmax, or the joint head's (serving); ``False``
+        samples from the categorical distributions (as PPO does during rollouts), drawing from ``generator``
+        if given.
         Runs under ``torch.inference_mode``; map a row to a setting with ``ActionGrid.setting``.
         """
         x = torch.as_tensor(obs, dtype=torch.float32)
@@ -223,12 +228,16 @@ class TinyFormer(nn.Module):
             x = x.unsqueeze(0)  # [1, obs_size]
         self._check_obs(x)
         with torch.inference_mode():
-            logits = self.action_net(self.encoder(x))  # [B, sum(nvec)]
+            logits = self.action_net(self.encoder(x))  # [B, n_logits]
             parts = self.split_logits(logits)
             if deterministic:
                 picks = [p.argmax(dim=-1) for p in parts]
             else:
                 picks = [torch.multinomial(p.softmax(-1), 1, generator=generator).squeeze(-1) for p in parts]
+            if self.config.joint:  # the flat grid index -> (rank, bits, gamma), rank-major
+                _, nb, ng = self.config.nvec
+                flat = picks[0]
+                picks = [flat // (nb * ng), flat // ng % nb, flat % ng]
             out = torch.stack(picks, dim=-1)  # [B, 3]
         return out[0] if single else out
 

@@ -157,6 +157,10 @@ class TrainArgs:
     """surrogate backend: before PPO, clone the per-episode oracle on this many training episodes (every grid
     setting played on each, the best by J is its label; agents.imitation), so PPO starts from a policy that
     reads the job rather than from one setting (0: off; with --prior-setting the clone replaces the prior)"""
+    joint_head: bool = False
+    """one categorical over the grid's settings instead of three heads (rank, bits, gamma): a setting is
+    chosen as a whole, so behaviour cloning (--bc-episodes) fits the oracle's settings rather than each
+    component's majority (an --init-from artifact fixes the head)"""
     bc_epochs: int = 5
     """passes of the behaviour cloning over its data"""
     train_interval_steps: int | None = None
@@ -218,7 +222,11 @@ def _tinyformer_config(args: TrainArgs) -> Any:
     from agents.tinyformer import TinyFormerConfig
 
     return TinyFormerConfig(
-        d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads, ff_mult=args.ff_mult
+        d_model=args.d_model,
+        n_layers=args.n_layers,
+        n_heads=args.n_heads,
+        ff_mult=args.ff_mult,
+        joint=args.joint_head,
     )
 
 
@@ -350,11 +358,18 @@ def train(args: TrainArgs, command: str = "") -> TrainResult:
 
         init_model = tinyformer_from_artifact(load_artifact(args.init_from))
         tf_config = init_model.config
-        config.update({k: getattr(tf_config, k) for k in ("d_model", "n_layers", "n_heads", "ff_mult")})
+        config.update(
+            {k: getattr(tf_config, k) for k in ("d_model", "n_layers", "n_heads", "ff_mult")}
+            | {"joint_head": tf_config.joint}
+        )
         log.info("initializing from %s (%s)", args.init_from, tf_config.to_dict())
 
     # --- environments
     venv = make_surrogate_env(args) if args.backend == "surrogate" else make_training_env(args)
+    if tf_config.joint:
+        from agents.vec import JointActions
+
+        venv = JointActions(venv)
 
     # --- PPO
     base_lr = args.lr

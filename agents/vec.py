@@ -1,4 +1,11 @@
-"""Reward scaling for PPO on the compression environments (the SB3 adapter itself is :mod:`envs.sb3`).
+"""Wrappers for PPO on the compression environments (the SB3 adapter itself is :mod:`envs.sb3`).
+
+:class:`JointActions` gives a policy with a joint action head (``TinyFormerConfig(joint=True)``) the
+action space ``Discrete(prod(nvec))``: it picks one grid point, and the wrapper hands the environment that
+point's ``(rank, bits, gamma)`` indices. :func:`to_grid_actions` does the same for a trained model's
+``predict`` output.
+
+Reward scaling:
 
 :class:`ObjectiveScaledVecReward` (vectorized) and :class:`ObjectiveScaledReward` (one env) divide each
 reward by the sum of the episode's objective weights. The scale of a return is then about the same for every
@@ -18,10 +25,31 @@ import numpy as np
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
+from client.protocol import DEFAULT_GRID
 from envs.sb3 import SB3VecEnvAdapter
 from envs.surrogate import SurrogateVecEnv
 
-__all__ = ["ObjectiveScaledReward", "ObjectiveScaledVecReward"]
+__all__ = ["JointActions", "ObjectiveScaledReward", "ObjectiveScaledVecReward"]
+
+
+class JointActions(VecEnvWrapper):
+    """A grid ``MultiDiscrete(nvec)`` vec env as ``Discrete(prod(nvec))`` (flat, rank-major indices)."""
+
+    def __init__(self, venv: VecEnv) -> None:
+        nvec = tuple(int(n) for n in getattr(venv.action_space, "nvec", ()))
+        if nvec != DEFAULT_GRID.nvec:
+            want = list(DEFAULT_GRID.nvec)
+            raise TypeError(f"JointActions wraps the grid's MultiDiscrete{want}; got {venv.action_space}")
+        super().__init__(venv, action_space=gym.spaces.Discrete(DEFAULT_GRID.size))
+
+    def reset(self) -> VecEnvObs:
+        return self.venv.reset()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self.venv.step_async(DEFAULT_GRID.unravel(np.asarray(actions).reshape(-1)))
+
+    def step_wait(self) -> VecEnvStepReturn:
+        return self.venv.step_wait()
 
 
 class ObjectiveScaledVecReward(VecEnvWrapper):

@@ -1,7 +1,8 @@
 """``mango bench heads``: what a policy's action heads say on surrogate episodes, beside static settings.
 
 For one workload, hardware profile, objective preset and depth: the policy's greedy settings per interval
-(first episode), each head's probabilities at one interval (``--interval``, first episode), and the mean
+(first episode), each head's probabilities at one interval (``--interval``, first episode; a joint head's
+marginals), and the mean
 ``J`` (the users' objective, lower is better) and per-interval return (higher is better) of the policy and of
 each ``--settings`` label played statically on the same episodes. It shows whether a policy's choice is the
 surrogate's (the reward ranks it first) or the heads' (a better setting exists and the heads give it ~0).
@@ -64,10 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     t = min(args.interval, len(seen) - 1)
     logits = np.asarray(model.logits(seen[t])).reshape(-1)
     r, b, _ = DEFAULT_GRID.nvec
+    if model.config.joint:  # each component's marginal of the joint distribution
+        joint = _probs(logits).reshape(DEFAULT_GRID.nvec)
+        marginals = (joint.sum(axis=(1, 2)), joint.sum(axis=(0, 2)), joint.sum(axis=(0, 1)))
+    else:
+        marginals = (_probs(logits[:r]), _probs(logits[r : r + b]), _probs(logits[r + b :]))
     heads = {
-        "rank": (DEFAULT_GRID.ranks, _probs(logits[:r])),
-        "bits": (DEFAULT_GRID.bits, _probs(logits[r : r + b])),
-        "gamma": (DEFAULT_GRID.gammas, _probs(logits[r + b :])),
+        "rank": (DEFAULT_GRID.ranks, marginals[0]),
+        "bits": (DEFAULT_GRID.bits, marginals[1]),
+        "gamma": (DEFAULT_GRID.gammas, marginals[2]),
     }
     played = [DEFAULT_GRID.setting(tuple(int(x) for x in a)).label() for a in run.actions[0] if a[0] >= 0]
     print(f"{args.policy_dir} on {args.workload} ({args.hardware}, {args.preset}, depth {args.depth}), "

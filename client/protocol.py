@@ -111,6 +111,31 @@ class ActionGrid(BaseModel):
         """Sizes of the three action components, for ``gymnasium.spaces.MultiDiscrete``."""
         return (len(self.ranks), len(self.bits), len(self.gammas))
 
+    @property
+    def size(self) -> int:
+        """Number of grid points (``prod(nvec)``): the size of a joint action head."""
+        r, b, g = self.nvec
+        return r * b * g
+
+    def unravel(self, index: int | np.ndarray) -> np.ndarray:
+        """Flat grid indices (rank-major, the order of :meth:`all_settings`) -> actions ``[..., 3]`` (int64).
+
+        A joint action head picks one of :attr:`size` points; this gives its ``(rank_idx, bits_idx,
+        gamma_idx)``. Indices outside ``[0, size)`` raise ``ValueError``.
+        """
+        idx = np.asarray(index, dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.size):
+            raise ValueError(f"flat index {idx.tolist()} is outside the grid's {self.size} points")
+        return np.stack(np.unravel_index(idx, self.nvec), axis=-1).astype(np.int64)
+
+    def ravel(self, actions: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`unravel`: actions ``[..., 3]`` -> flat indices ``[...]`` (int64)."""
+        a = np.asarray(actions, dtype=np.int64)
+        if a.shape[-1:] != (3,) or (a < 0).any() or (a >= np.asarray(self.nvec)).any():
+            grid = f"MultiDiscrete{list(self.nvec)}"
+            raise ValueError(f"actions of shape {a.shape} are not grid indices of {grid}")
+        return np.ravel_multi_index(tuple(np.moveaxis(a, -1, 0)), self.nvec).astype(np.int64)
+
     def setting(self, action: Sequence[int] | np.ndarray) -> CompressionSetting:
         """Map an action ``(rank_idx, bits_idx, gamma_idx)`` to its setting."""
         a = [int(x) for x in np.asarray(action).reshape(-1)]

@@ -12,7 +12,8 @@ Input is the flat observation of :class:`client.protocol.ObservationSpec` (``[B,
     token_in(tokens) [B, W, d], objective_in(objective) [B, 1, d]  -> seq [B, W+1, d] (+ learned positions)
     n_layers x pre-LN block (multi-head self-attention, padding rows masked out; GELU(tanh) MLP)
     features = LayerNorm(seq[:, 0])   [B, d]
-    action_net(features) [B, sum(nvec)] logits for the three MultiDiscrete components (rank, bits, gamma)
+    action_net(features) [B, sum(nvec)] logits for the three MultiDiscrete components (rank, bits, gamma),
+                         or [B, prod(nvec)] for one joint categorical over the grid (config.joint)
 
 The last block computes its queries, attention output and MLP for the objective token only (the other rows
 are never read), as the torch module does. Padding rows (mask feature 0) are excluded from attention, so a
@@ -55,6 +56,12 @@ class TinyFormerConfig:
     :param ff_mult: MLP hidden width multiplier.
     :param dropout: dropout in attention and MLP (training only; keep 0 for PPO).
     :param nvec: sizes of the three action components, ``ActionGrid.nvec``.
+    :param joint: the action head. ``False``: three categorical heads (``sum(nvec)`` logits, each
+        component's argmax), which cannot express "this rank only with those bits": fitted to settings
+        chosen as wholes, each head takes its own majority and together they may form a setting no label
+        chose. ``True``: one categorical over every grid point (``prod(nvec)`` logits, rank-major as
+        ``ActionGrid.all_settings``), so a setting is chosen as a whole; the SB3 action space is then
+        ``Discrete(prod(nvec))`` (``agents.vec.JointActions``).
     """
 
     window: int = MAX_HISTORY
@@ -66,6 +73,7 @@ class TinyFormerConfig:
     ff_mult: int = 2
     dropout: float = 0.0
     nvec: tuple[int, int, int] = DEFAULT_GRID.nvec
+    joint: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.window <= MAX_HISTORY:
@@ -82,6 +90,11 @@ class TinyFormerConfig:
         if len(nvec) != 3 or any(n < 1 for n in nvec):
             raise ValueError(f"nvec={self.nvec} must be three positive sizes (ActionGrid.nvec)")
         object.__setattr__(self, "nvec", nvec)
+
+    @property
+    def n_logits(self) -> int:
+        """Width of ``action_net``: ``prod(nvec)`` with a joint head, else ``sum(nvec)``."""
+        return math.prod(self.nvec) if self.joint else sum(self.nvec)
 
     @property
     def obs_size(self) -> int:
@@ -140,8 +153,8 @@ def weight_shapes(config: TinyFormerConfig) -> dict[str, tuple[int, ...]]:
     shapes |= {
         "encoder.norm.weight": (d,),
         "encoder.norm.bias": (d,),
-        "action_net.weight": (sum(config.nvec), d),
-        "action_net.bias": (sum(config.nvec),),
+        "action_net.weight": (config.n_logits, d),
+        "action_net.bias": (config.n_logits,),
         "value_net.weight": (1, d),
         "value_net.bias": (1,),
     }
@@ -269,7 +282,7 @@ class NumpyTinyFormer:
       projection's bias; the MLP's output bias likewise rides on a constant hidden feature
       (:data:`_CONST_HIDDEN`); GELU's 0.5 sits in the MLP's output weights;
     * the three action heads into one product padded with ``-inf`` biases, so one ``argmax`` picks all
-      three;
+      three (a joint head is one row: its argmax is the grid point);
     * the softmax's max subtraction, where the weights bound every score within ``+-_EXP_SAFE``
       (:func:`_score_bound`, computed at load; the shipped policy's bound is ~11): ``exp`` then neither
       overflows nor vanishes.
@@ -349,19 +362,24 @@ class NumpyTinyFormer:
                 )
             )
         self._blocks = tuple(blocks)
-        # Action heads padded to [3, width]: padding rows have zero weights and a -inf bias.
+        # Factorized heads padded to [3, width]: padding rows have zero weights and a -inf bias. A joint
+        # head is one row of prod(nvec) logits.
         nvec = config.nvec
-        width = max(nvec)
-        head_w = np.zeros((3 * width, d))
-        head_b = np.full(3 * width, -np.inf)
-        self._keep = np.concatenate([np.arange(n) + i * width for i, n in enumerate(nvec)])
+        width = config.n_logits if config.joint else max(nvec)
+        n_rows = 1 if config.joint else 3
+        head_w = np.zeros((n_rows * width, d))
+        head_b = np.full(n_rows * width, -np.inf)
+        if config.joint:
+            self._keep = np.arange(width)
+        else:
+            self._keep = np.concatenate([np.arange(n) + i * width for i, n in enumerate(nvec)])
         head_w[self._keep] = w("action_net.weight")
         head_b[self._keep] = w("action_net.bias")
         head = _fold_norm_linear(
-            w("encoder.norm.weight"), w("encoder.norm.bias"), head_w, np.zeros(3 * width)
+            w("encoder.norm.weight"), w("encoder.norm.bias"), head_w, np.zeros(n_rows * width)
         )
         self._head = _NormLinear(head.c, head.w, _f32(head.b + head_b))
-        self._head_shape = (3, width)
+        self._head_shape = (n_rows, width)
         self._mean = np.full((d, 1), 1.0 / d, dtype=np.float32)
 
     def _block(self, blk: _Block, x: np.ndarray, mask: np.ndarray | None, first_only: bool) -> np.ndarray:
@@ -401,7 +419,7 @@ class NumpyTinyFormer:
         return x
 
     def _head_logits(self, obs: np.ndarray) -> np.ndarray:
-        """Observations ``[B, obs_size]`` -> padded logits ``[B, 3 * width]`` (-inf in the padding)."""
+        """Observations ``[B, obs_size]`` -> padded logits ``[B, rows * width]`` (-inf in the padding)."""
         cfg = self.config
         x0 = np.asarray(obs, dtype=np.float32)
         if x0.ndim != 2 or x0.shape[1] != cfg.obs_size:
@@ -421,23 +439,26 @@ class NumpyTinyFormer:
         last = len(self._blocks) - 1
         for i, blk in enumerate(self._blocks):
             x = self._block(blk, x, mask, first_only=i == last)
-        # the final LayerNorm folded into the padded heads: [B, 1, 3 * width]
+        # the final LayerNorm folded into the padded heads: [B, 1, rows * width]
         return _norm_linear(self._head, x[:, :1], self._mean)[:, 0]
 
     def logits(self, obs: np.ndarray) -> np.ndarray:
-        """Observations ``[B, obs_size]`` -> action logits ``[B, sum(nvec)]`` (float32)."""
+        """Observations ``[B, obs_size]`` -> action logits ``[B, n_logits]`` (float32)."""
         return self._head_logits(obs)[:, self._keep]
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Greedy grid indices: ``[obs_size]`` -> ``[3]`` or ``[B, obs_size]`` -> ``[B, 3]`` (int64).
 
-        Each component's argmax (the first index on a tie, as torch's argmax on CPU); map a row to a setting
-        with ``ActionGrid.setting``.
+        Each component's argmax, or with a joint head the grid point's argmax split into its components
+        (the first index on a tie, as torch's argmax on CPU); map a row to a setting with
+        ``ActionGrid.setting``.
         """
         x = np.asarray(obs, dtype=np.float32)
         single = x.ndim == 1
         padded = self._head_logits(x[None] if single else x)
-        out = padded.reshape(-1, *self._head_shape).argmax(axis=-1)  # [B, 3]
+        out = padded.reshape(-1, *self._head_shape).argmax(axis=-1)  # [B, 3], or [B, 1] flat indices
+        if self.config.joint:
+            out = np.stack(np.unravel_index(out[:, 0], self.config.nvec), axis=-1)
         return out[0] if single else out
 
 

@@ -12,17 +12,22 @@ from stable_baselines3 import PPO
 
 from agents.export import export_policy, load_into_policy, policy_to_tinyformer, tinyformer_from_artifact
 from agents.extractor import policy_kwargs, reinit_extractor
+from agents.rollout import sb3_actor
 from agents.tinyformer import TinyFormer, TinyFormerConfig
+from agents.vec import JointActions
 from client.policy import ArtifactError, load_artifact
+from client.protocol import DEFAULT_GRID
 from envs.sb3 import SB3VecEnvAdapter
 from envs.surrogate import SurrogateVecEnv
 
 
-def _ppo(extractor: str = "tinyformer", **overrides: Any) -> PPO:
-    cfg = TinyFormerConfig(d_model=16, n_heads=2, n_layers=2)
+def _ppo(extractor: str = "tinyformer", joint: bool = False, **overrides: Any) -> PPO:
+    cfg = TinyFormerConfig(d_model=16, n_heads=2, n_layers=2, joint=joint)
     kw = policy_kwargs(extractor, cfg)  # type: ignore[arg-type]
     kw.update(overrides)
-    venv = SB3VecEnvAdapter(SurrogateVecEnv(num_envs=2, split="train"), seed=0)
+    venv: Any = SB3VecEnvAdapter(SurrogateVecEnv(num_envs=2, split="train"), seed=0)
+    if joint:
+        venv = JointActions(venv)
     model = PPO("MlpPolicy", venv, n_steps=8, batch_size=8, policy_kwargs=kw, device="cpu", seed=0)
     reinit_extractor(model.policy)
     # Random weights everywhere (SB3 starts the logits near 0, where argmax ties would make the test weak).
@@ -61,6 +66,40 @@ def test_exported_module_acts_like_the_sb3_policy(tmp_path: Path) -> None:
     back = tinyformer_from_artifact(art)
     for k, v in tf.state_dict().items():
         assert torch.equal(back.state_dict()[k], v), k
+
+
+def test_a_joint_head_exports_and_acts_like_the_sb3_policy(tmp_path: Path) -> None:
+    model = _ppo(joint=True)
+    assert model.action_space.n == DEFAULT_GRID.size
+    tf = policy_to_tinyformer(model.policy)
+    assert tf.config.joint and tf.action_net.out_features == DEFAULT_GRID.size
+    obs = _observations(512, tf.config)
+    flat, _ = model.predict(obs.numpy(), deterministic=True)
+    want = DEFAULT_GRID.unravel(flat)  # [n, 3]
+    assert len({tuple(a) for a in want.tolist()}) > 1
+    np.testing.assert_array_equal(tf.act(obs).numpy(), want)
+    np.testing.assert_array_equal(sb3_actor(model)(obs.numpy()), want)
+    art = load_artifact(export_policy(model.policy, tmp_path, name="joint", version="1"))
+    assert art.config.joint
+    np.testing.assert_array_equal(art.model.act(obs.numpy()), want)
+    # a factorized config on a joint policy (or the reverse) is refused by its head's width
+    fx = model.policy.features_extractor
+    object.__setattr__(fx, "config", TinyFormerConfig(d_model=16, n_heads=2, n_layers=2))
+    with pytest.raises(ValueError, match="logits but its TinyFormerConfig"):
+        policy_to_tinyformer(model.policy)
+
+
+def test_the_joint_env_steps_the_grid_point_it_is_given() -> None:
+    inner = SB3VecEnvAdapter(SurrogateVecEnv(num_envs=2, split="train"), seed=0)
+    venv = JointActions(inner)
+    venv.reset()
+    flat = DEFAULT_GRID.ravel([[6, 2, 0], [7, 3, 0]])
+    venv.step_async(flat)
+    assert inner._actions is not None
+    np.testing.assert_array_equal(inner._actions, [[6, 2, 0], [7, 3, 0]])
+    venv.step_wait()
+    with pytest.raises(TypeError, match="MultiDiscrete"):
+        JointActions(venv)
 
 
 def test_load_into_policy_is_the_inverse() -> None:

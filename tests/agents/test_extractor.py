@@ -99,3 +99,14 @@ def test_prefer_setting_takes_one_logit_per_head() -> None:
     offsets = np.cumsum([0, *DEFAULT_GRID.nvec[:-1]])
     assert [float(moved[o + a]) for o, a in zip(offsets, prior, strict=True)] == [3.0, 1.0, 2.0]
     assert float(moved.abs().sum()) == 6.0  # nothing else moved
+
+
+def test_prefer_setting_on_a_joint_head_raises_the_setting_itself() -> None:
+    kw = policy_kwargs("tinyformer", TinyFormerConfig(joint=True))
+    policy = ActorCriticPolicy(_space(), spaces.Discrete(DEFAULT_GRID.size), lambda _: 1e-3, **kw)
+    bias0 = policy.action_net.bias.detach().clone()  # type: ignore[union-attr]
+    prior = list(DEFAULT_GRID.action(CompressionSetting.parse("r64/b4/g0")))
+    prefer_setting(policy, prior, (3.0, 1.0, 2.0))
+    moved = policy.action_net.bias.detach() - bias0  # type: ignore[union-attr]
+    assert float(moved[int(DEFAULT_GRID.ravel(prior))]) == 6.0
+    assert float(moved.abs().sum()) == 6.0

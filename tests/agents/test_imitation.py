@@ -45,6 +45,24 @@ def test_clone_fits_the_heads_to_the_labels() -> None:
     assert (pred == acts).all(axis=1).mean() > 0.9
 
 
+def test_a_joint_head_learns_settings_the_factorized_heads_cannot() -> None:
+    # Half the labels r64/b4, half r0/b8, with no feature telling them apart: factorized heads each take
+    # their own majority; the joint head puts its mass on the two labelled settings only.
+    torch.manual_seed(0)
+    n_obs = 4
+    policy = ActorCriticPolicy(
+        spaces.Box(-1.0, 1.0, (n_obs,), np.float32), spaces.Discrete(DEFAULT_GRID.size), lambda _: 1e-3
+    )
+    obs = np.zeros((256, n_obs), np.float32)
+    acts = np.array([[6, 2, 0], [7, 3, 0]] * 128, dtype=np.int64)
+    clone(policy, obs, acts, epochs=30, lr=1e-2, batch=64)
+    with torch.no_grad():
+        p = policy.get_distribution(torch.as_tensor(obs[:1])).distribution.probs[0].numpy()
+    labelled = DEFAULT_GRID.ravel([[6, 2, 0], [7, 3, 0]])
+    assert p[labelled].sum() > 0.9
+    assert tuple(DEFAULT_GRID.unravel(int(p.argmax()))) in {(6, 2, 0), (7, 3, 0)}
+
+
 def test_bad_input_is_refused() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         oracle_dataset(["digits-mlp-cosine"], "default", (0.0, 0.0), episodes=0, seed=0)

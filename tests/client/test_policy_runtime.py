@@ -131,6 +131,7 @@ def test_numpy_forward_matches_the_torch_module_on_the_shipped_policy(
         TinyFormerConfig(d_model=16, n_heads=2, n_layers=1, window=3),
         TinyFormerConfig(d_model=24, n_heads=3, n_layers=3, ff_mult=4, window=5),
         TinyFormerConfig(d_model=8, n_heads=1, n_layers=0),
+        TinyFormerConfig(d_model=16, n_heads=2, joint=True),
     ],
 )
 def test_numpy_forward_matches_torch_for_other_architectures(cfg: TinyFormerConfig) -> None:

@@ -76,6 +76,19 @@ def test_grid_roundtrip_every_point() -> None:
         DEFAULT_GRID.setting([8, 0, 0])
 
 
+def test_flat_indices_follow_all_settings_order() -> None:
+    settings = DEFAULT_GRID.all_settings()
+    assert DEFAULT_GRID.size == len(settings)
+    actions = DEFAULT_GRID.unravel(np.arange(DEFAULT_GRID.size))
+    assert [DEFAULT_GRID.setting(a) for a in actions] == settings
+    np.testing.assert_array_equal(DEFAULT_GRID.ravel(actions), np.arange(DEFAULT_GRID.size))
+    assert tuple(DEFAULT_GRID.unravel(0)) == (0, 0, 0)
+    with pytest.raises(ValueError, match="outside the grid's 240 points"):
+        DEFAULT_GRID.unravel(DEFAULT_GRID.size)
+    with pytest.raises(ValueError, match="not grid indices"):
+        DEFAULT_GRID.ravel([8, 0, 0])
+
+
 def test_encode_shape_padding_and_objective() -> None:
     spec = ObservationSpec()
     ref = Reference(initial_loss=3.0, dense_state_bytes=8000, interval_energy_j=10.0, interval_s=2.0)
