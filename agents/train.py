@@ -157,6 +157,9 @@ class TrainArgs:
     """surrogate backend: before PPO, clone the per-episode oracle on this many training episodes (every grid
     setting played on each, the best by J is its label; agents.imitation), so PPO starts from a policy that
     reads the job rather than from one setting (0: off; with --prior-setting the clone replaces the prior)"""
+    bc_lr: float = 0.0
+    """behaviour cloning's Adam learning rate (0: --lr); a clone fits best at ~1e-3 while PPO after it may
+    want a smaller --lr"""
     joint_head: bool = False
     """one categorical over the grid's settings instead of three heads (rank, bits, gamma): a setting is
     chosen as a whole, so behaviour cloning (--bc-episodes) fits the oracle's settings rather than each
@@ -235,6 +238,11 @@ def _check_args(args: TrainArgs) -> None:
         raise ValueError(f"total_timesteps={args.total_timesteps} must be >= 1")
     if args.n_envs < 1 or args.n_steps < 1:
         raise ValueError("n_envs and n_steps must be >= 1")
+    if args.bc_episodes < 0 or args.bc_epochs < 1 or args.bc_lr < 0:
+        raise ValueError(
+            f"--bc-episodes {args.bc_episodes}, --bc-epochs {args.bc_epochs}, --bc-lr {args.bc_lr}: give "
+            "episodes >= 0, epochs >= 1 and a learning rate >= 0 (0: --lr)"
+        )
     if args.batch < 2 or args.batch > args.n_envs * args.n_steps:
         raise ValueError(
             f"batch={args.batch} must be in [2, n_envs * n_steps = {args.n_envs * args.n_steps}]; "
@@ -412,7 +420,7 @@ def train(args: TrainArgs, command: str = "") -> TrainResult:
         obs, acts = oracle_dataset(
             names, hardware_draws(args), args.depth, args.bc_episodes, seed=args.seed * 100_003
         )
-        losses = clone(model.policy, obs, acts, epochs=args.bc_epochs, lr=args.lr)
+        losses = clone(model.policy, obs, acts, epochs=args.bc_epochs, lr=args.bc_lr or args.lr)
         log.info(
             "behaviour cloning: %d intervals of %d episodes, cross-entropy %.3f -> %.3f (%.0f s)",
             len(obs),

@@ -13,6 +13,7 @@ import tyro
 from agents.train import TrainArgs
 from client.policy import LearnedPolicy, load_artifact
 from client.protocol import DEFAULT_GRID, CompressionSetting, Objective, TelemetryRecord
+from tests.agents.conftest import SMOKE_ARGV
 
 
 def test_smoke_run_writes_every_output(smoke_run: Path) -> None:
@@ -131,6 +132,8 @@ def test_bad_arguments_are_refused_with_the_fix() -> None:
         train(TrainArgs(workloads=("lm-tiny-cosine", "lm-mid-linear")))  # a test-split workload
     with pytest.raises(ValueError, match="the training backend runs its split"):
         train(TrainArgs(backend="training", workloads=("lm-tiny-cosine",)))
+    with pytest.raises(ValueError, match=r"--bc-lr -0\.1"):
+        train(TrainArgs(bc_episodes=10, bc_lr=-0.1))
 
 
 def test_objective_scaling_divides_by_the_episode_weight_sum() -> None:
@@ -190,3 +193,19 @@ def test_workloads_weight_the_draws_by_repeats() -> None:
         assert 0.6 < share < 0.73, share  # 2/3 of 640 draws (binomial sd 0.019)
     finally:
         venv.close()
+
+
+def test_a_joint_head_clones_trains_exports_and_fine_tunes(tmp_path: Path) -> None:
+    from agents.train import main
+
+    first = tmp_path / "joint"
+    argv = [*SMOKE_ARGV, "--eval-every", "0", "--joint-head", "--bc-episodes", "2", "--bc-epochs", "1"]
+    assert main([*argv, "--bc-lr", "1e-3", "--out", str(first)]) == 0
+    art = load_artifact(first / "policy")
+    assert art.config.joint and art.weights["action_net.bias"].shape == (DEFAULT_GRID.size,)
+    assert json.loads((first / "summary.json").read_text())["config"]["joint_head"] is True
+    # the artifact's head decides the next run's action space (no --joint-head given)
+    again = tmp_path / "again"
+    argv = [*SMOKE_ARGV, "--eval-every", "0", "--init-from", str(first / "policy")]
+    assert main([*argv, "--out", str(again)]) == 0
+    assert load_artifact(again / "policy").config.joint
