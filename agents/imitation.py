@@ -14,8 +14,15 @@ labels by cross-entropy. The label is a static setting in hindsight of that epis
 "static per workload" oracle of ``mango bench headroom``, per episode), so the cloned policy reads the job
 from its telemetry, objective and profile; PPO then refines it.
 
+PPO after a clone can still drift from it where the reward's gradient is weak: under loss-first the rewards
+(divided by the objective's weight sum, 20) are small beside memory-first's, so the shared encoder follows
+the presets with larger advantages and the clone's objective-dependent choice erodes (session 20: a clone
+that played the best static setting of every preset on the GPU workload played r64/b4/g0 under loss-first too
+after PPO). :class:`CloneAnchor` keeps a cross-entropy term on the oracle's labels during PPO.
+
 Knobs (``mango train``): ``--bc-episodes`` (labelled episodes; 240 surrogate episodes each, ~0.2 ms an
-episode on a CPU core), ``--bc-epochs`` (passes over the data).
+episode on a CPU core), ``--bc-epochs`` (passes over the data), ``--bc-lr`` (the clone's learning rate),
+``--bc-anchor`` (the anchor's weight during PPO; 0: off).
 """
 
 from __future__ import annotations
@@ -26,11 +33,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from stable_baselines3.common.callbacks import BaseCallback
 
 from agents.rollout import grid_actions, run_surrogate
 from client.protocol import DEFAULT_GRID
 
-__all__ = ["clone", "oracle_dataset"]
+__all__ = ["CloneAnchor", "clone", "oracle_dataset"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +83,11 @@ def oracle_dataset(
     return np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.int64)
 
 
+def _labels(policy: Any, actions: np.ndarray) -> np.ndarray:
+    """Grid actions ``[n, 3]`` in the policy's action space: flat indices for a joint head."""
+    return DEFAULT_GRID.ravel(actions) if isinstance(policy.action_space, gym.spaces.Discrete) else actions
+
+
 def clone(
     policy: Any, obs: np.ndarray, actions: np.ndarray, *, epochs: int = 5, lr: float = 1e-3, batch: int = 512
 ) -> list[float]:
@@ -86,9 +99,7 @@ def clone(
         raise ValueError(f"{len(obs)} observations and {len(actions)} actions: give equal, non-zero counts")
     device = policy.device
     x = torch.as_tensor(obs, device=device)
-    if isinstance(policy.action_space, gym.spaces.Discrete):
-        actions = DEFAULT_GRID.ravel(actions)
-    y = torch.as_tensor(actions, device=device)
+    y = torch.as_tensor(_labels(policy, actions), device=device)
     opt = torch.optim.Adam(policy.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(0)
     losses = []
@@ -108,3 +119,54 @@ def clone(
         losses.append(total / count)
         log.info("behaviour cloning epoch %d: cross-entropy %.4f", epoch + 1, losses[-1])
     return losses
+
+
+class CloneAnchor(BaseCallback):
+    """During PPO, ``steps`` minibatches of ``coef`` x the cross-entropy on the oracle's labels after every
+    rollout's update, through the policy's own optimizer (so PPO's learning-rate schedule applies to both).
+
+    :param obs: observations of :func:`oracle_dataset`.
+    :param actions: their labels (grid indices ``[n, 3]``).
+    :param coef: the term's weight. Its steps share PPO's Adam state, so ``coef`` sets the size of their
+        gradients beside PPO's in Adam's second-moment estimate (not a linear weight): with ``coef`` 1 an
+        anchor step moves the weights about as far as a PPO step where the two gradients are alike.
+    :param steps: minibatches per rollout (PPO takes ``n_epochs x n_envs x n_steps / batch``, 16 by default).
+    :param batch: minibatch size.
+    """
+
+    def __init__(
+        self, obs: np.ndarray, actions: np.ndarray, coef: float, *, steps: int = 4, batch: int = 512
+    ) -> None:
+        super().__init__()
+        if coef <= 0 or steps < 1 or batch < 1 or len(obs) != len(actions) or len(obs) == 0:
+            raise ValueError(
+                f"coef={coef}, steps={steps}, batch={batch}, {len(obs)} observations and {len(actions)} "
+                "labels: give coef > 0, steps >= 1, batch >= 1 and equal, non-zero counts"
+            )
+        self._obs, self._actions = obs, actions
+        self.coef, self.steps, self.batch = coef, steps, batch
+        self._gen = torch.Generator().manual_seed(1)
+        self.losses: list[float] = []
+
+    def _on_rollout_start(self) -> None:
+        policy = self.model.policy
+        if self.model.num_timesteps == 0:
+            return  # before the first rollout: nothing to anchor yet
+        x = torch.as_tensor(self._obs, device=policy.device)
+        y = torch.as_tensor(_labels(policy, self._actions), device=policy.device)
+        policy.set_training_mode(True)
+        total = 0.0
+        for _ in range(self.steps):
+            idx = torch.randint(len(x), (self.batch,), generator=self._gen).to(policy.device)
+            loss = -self.coef * policy.get_distribution(x[idx]).log_prob(y[idx]).mean()
+            policy.optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), self.model.max_grad_norm)
+            policy.optimizer.step()
+            total += float(loss.detach()) / self.coef
+        policy.set_training_mode(False)  # as PPO's rollouts expect
+        self.losses.append(total / self.steps)
+        self.logger.record("train/clone_anchor_ce", self.losses[-1])
+
+    def _on_step(self) -> bool:
+        return True

@@ -160,6 +160,10 @@ class TrainArgs:
     bc_lr: float = 0.0
     """behaviour cloning's Adam learning rate (0: --lr); a clone fits best at ~1e-3 while PPO after it may
     want a smaller --lr"""
+    bc_anchor: float = 0.0
+    """weight of a cross-entropy term on the clone's labels kept during PPO (agents.imitation.CloneAnchor:
+    4 minibatches after every rollout's update; 0: off), so PPO refines the clone rather than drifting from
+    it where the reward's gradient is weak (loss-first)"""
     joint_head: bool = False
     """one categorical over the grid's settings instead of three heads (rank, bits, gamma): a setting is
     chosen as a whole, so behaviour cloning (--bc-episodes) fits the oracle's settings rather than each
@@ -238,11 +242,14 @@ def _check_args(args: TrainArgs) -> None:
         raise ValueError(f"total_timesteps={args.total_timesteps} must be >= 1")
     if args.n_envs < 1 or args.n_steps < 1:
         raise ValueError("n_envs and n_steps must be >= 1")
-    if args.bc_episodes < 0 or args.bc_epochs < 1 or args.bc_lr < 0:
+    if args.bc_episodes < 0 or args.bc_epochs < 1 or args.bc_lr < 0 or args.bc_anchor < 0:
         raise ValueError(
-            f"--bc-episodes {args.bc_episodes}, --bc-epochs {args.bc_epochs}, --bc-lr {args.bc_lr}: give "
-            "episodes >= 0, epochs >= 1 and a learning rate >= 0 (0: --lr)"
+            f"--bc-episodes {args.bc_episodes}, --bc-epochs {args.bc_epochs}, --bc-lr {args.bc_lr}, "
+            f"--bc-anchor {args.bc_anchor}: give episodes >= 0, epochs >= 1, a learning rate >= 0 (0: --lr) "
+            "and an anchor weight >= 0"
         )
+    if args.bc_anchor and not args.bc_episodes:
+        raise ValueError("--bc-anchor keeps PPO near the clone's labels: give --bc-episodes too")
     if args.batch < 2 or args.batch > args.n_envs * args.n_steps:
         raise ValueError(
             f"batch={args.batch} must be in [2, n_envs * n_steps = {args.n_envs * args.n_steps}]; "
@@ -410,10 +417,11 @@ def train(args: TrainArgs, command: str = "") -> TrainResult:
         prior = DEFAULT_GRID.action(CompressionSetting.parse(args.prior_setting))
         prefer_setting(model.policy, list(prior), args.prior_logit)
         log.info("action heads prefer %s (+%s logits)", args.prior_setting, args.prior_logit)
+    anchor = None
     if args.bc_episodes:
         if args.backend != "surrogate":
             raise ValueError("--bc-episodes labels episodes on the surrogate; use the surrogate backend")
-        from agents.imitation import clone, oracle_dataset  # torch and the surrogate: loaded when used
+        from agents.imitation import CloneAnchor, clone, oracle_dataset  # loaded when used
 
         t_bc = time.perf_counter()
         names = list(args.workloads) or list(workloads_of("train", gpu=True))
@@ -429,6 +437,8 @@ def train(args: TrainArgs, command: str = "") -> TrainResult:
             losses[-1],
             time.perf_counter() - t_bc,
         )
+        if args.bc_anchor:
+            anchor = CloneAnchor(obs, acts, args.bc_anchor)
     n_params = count_parameters(model.policy)
     n_fx = count_parameters(model.policy.features_extractor)
     log.info("policy: %s extractor, %d parameters (%d in the extractor)", args.extractor, n_params, n_fx)
@@ -444,6 +454,8 @@ def train(args: TrainArgs, command: str = "") -> TrainResult:
         depth=args.depth,
     )
     callbacks: list[Any] = [callback]
+    if anchor is not None:
+        callbacks.append(anchor)
     if args.max_minutes > 0:
         callbacks.append(WallClockLimit(t0 + 60.0 * args.max_minutes))
     run_name = f"{args.extractor}-s{args.seed}"

@@ -7,11 +7,17 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
+from stable_baselines3 import PPO
 from stable_baselines3.common.policies import ActorCriticPolicy
 
-from agents.imitation import clone, oracle_dataset
+from agents.extractor import policy_kwargs
+from agents.imitation import CloneAnchor, clone, oracle_dataset
 from agents.rollout import grid_actions, run_surrogate
+from agents.tinyformer import TinyFormerConfig
+from agents.vec import JointActions
 from client.protocol import DEFAULT_GRID
+from envs.sb3 import SB3VecEnvAdapter
+from envs.surrogate import SurrogateVecEnv
 
 
 def test_each_label_is_the_best_static_setting_of_its_episode() -> None:
@@ -63,8 +69,23 @@ def test_a_joint_head_learns_settings_the_factorized_heads_cannot() -> None:
     assert tuple(DEFAULT_GRID.unravel(int(p.argmax()))) in {(6, 2, 0), (7, 3, 0)}
 
 
+def test_the_anchor_pulls_ppo_towards_the_labels() -> None:
+    venv = JointActions(SB3VecEnvAdapter(SurrogateVecEnv(num_envs=4, split="train"), seed=0))
+    kw = policy_kwargs("tinyformer", TinyFormerConfig(d_model=16, n_heads=2, n_layers=1, joint=True))
+    model = PPO(
+        "MlpPolicy", venv, 3e-3, n_steps=8, batch_size=32, n_epochs=1, policy_kwargs=kw, device="cpu", seed=0
+    )
+    obs, acts = oracle_dataset(["digits-mlp-cosine"], "default", (0.0, 0.0), episodes=2, seed=500, batch=1)
+    anchor = CloneAnchor(obs, acts, coef=5.0, steps=8, batch=16)
+    model.learn(total_timesteps=32 * 12, callback=anchor)
+    assert len(anchor.losses) >= 10
+    assert anchor.losses[-1] < 0.5 * anchor.losses[0]
+
+
 def test_bad_input_is_refused() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         oracle_dataset(["digits-mlp-cosine"], "default", (0.0, 0.0), episodes=0, seed=0)
     with pytest.raises(ValueError, match="equal, non-zero"):
         clone(None, np.zeros((2, 3), np.float32), np.zeros((1, 3), np.int64))
+    with pytest.raises(ValueError, match="coef > 0"):
+        CloneAnchor(np.zeros((2, 3), np.float32), np.zeros((2, 3), np.int64), coef=0.0)

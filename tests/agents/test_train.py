@@ -134,6 +134,8 @@ def test_bad_arguments_are_refused_with_the_fix() -> None:
         train(TrainArgs(backend="training", workloads=("lm-tiny-cosine",)))
     with pytest.raises(ValueError, match=r"--bc-lr -0\.1"):
         train(TrainArgs(bc_episodes=10, bc_lr=-0.1))
+    with pytest.raises(ValueError, match="give --bc-episodes too"):
+        train(TrainArgs(bc_anchor=1.0))
 
 
 def test_objective_scaling_divides_by_the_episode_weight_sum() -> None:
