@@ -51,14 +51,25 @@ def oracle_dataset(
     seed: int,
     *,
     batch: int = 32,
+    explore: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(obs [n, obs_size], actions [n, 3])``: every interval of ``episodes`` episodes with its oracle label.
 
     ``workloads`` and ``hardware`` as the training env draws them (:func:`agents.train.make_surrogate_env`);
     objectives are sampled per episode as in training. Episode ``j`` is seeded ``seed + j``.
+
+    ``explore``: with 0 the inputs are the label's own rollout, so from the second interval on the
+    observation's current setting *is* the label, and a clone can score by copying it ("stay where you
+    are"): one early deviation then persists (session 20: on an H100 the clone-started policy moved from
+    r64/b4/g0 to r32/b4/g0 once and stayed). With ``explore`` p > 0 the episode is played again with a
+    random grid setting in place of the label at each interval with probability p, and those observations
+    carry the label: the current setting no longer gives the label away.
     """
     if episodes < 1:
         raise ValueError(f"episodes={episodes}: give at least 1")
+    if not 0.0 <= explore <= 1.0:
+        raise ValueError(f"explore={explore}: give a probability in [0, 1]")
+    rng = np.random.default_rng(seed)
     acts = grid_actions()
     n_s = len(acts)
     xs: list[np.ndarray] = []
@@ -75,6 +86,25 @@ def oracle_dataset(
 
         res = run_surrogate(act, workloads, None, seeds, None, hardware, depth)
         best = res.objective.reshape(n, n_s).argmin(axis=1)  # [n]
+        if explore > 0:  # the same episodes again, the label played with random deviations
+            labels = acts[best]
+            seen: list[np.ndarray] = []
+
+            def deviate(
+                obs: np.ndarray, labels: np.ndarray = labels, seen: list[np.ndarray] = seen
+            ) -> np.ndarray:
+                seen.append(obs.copy())
+                a = labels.copy()
+                off = rng.random(len(a)) < explore
+                a[off] = acts[rng.integers(n_s, size=int(off.sum()))]
+                return a
+
+            played = run_surrogate(deviate, workloads, None, seeds[::n_s], None, hardware, depth)
+            for t, obs in enumerate(seen):
+                live = played.lengths > t
+                xs.append(obs[live])
+                ys.append(labels[live])
+            continue
         rows = np.arange(n) * n_s + best
         for t, obs in enumerate(steps):
             live = res.lengths[rows] > t

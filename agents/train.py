@@ -160,6 +160,10 @@ class TrainArgs:
     bc_lr: float = 0.0
     """behaviour cloning's Adam learning rate (0: --lr); a clone fits best at ~1e-3 while PPO after it may
     want a smaller --lr"""
+    bc_explore: float = 0.0
+    """probability of a random setting in place of the label at each interval of the clone's input rollouts
+    (agents.imitation.oracle_dataset): with 0 the current setting in the observation gives the label away and
+    the clone learns to stay where it is"""
     bc_anchor: float = 0.0
     """weight of a cross-entropy term on the clone's labels kept during PPO (agents.imitation.CloneAnchor:
     4 minibatches after every rollout's update; 0: off), so PPO refines the clone rather than drifting from
@@ -248,6 +252,8 @@ def _check_args(args: TrainArgs) -> None:
             f"--bc-anchor {args.bc_anchor}: give episodes >= 0, epochs >= 1, a learning rate >= 0 (0: --lr) "
             "and an anchor weight >= 0"
         )
+    if not 0.0 <= args.bc_explore <= 1.0:
+        raise ValueError(f"--bc-explore {args.bc_explore}: give a probability in [0, 1]")
     if args.bc_anchor and not args.bc_episodes:
         raise ValueError("--bc-anchor keeps PPO near the clone's labels: give --bc-episodes too")
     if args.batch < 2 or args.batch > args.n_envs * args.n_steps:
@@ -426,7 +432,12 @@ def train(args: TrainArgs, command: str = "") -> TrainResult:
         t_bc = time.perf_counter()
         names = list(args.workloads) or list(workloads_of("train", gpu=True))
         obs, acts = oracle_dataset(
-            names, hardware_draws(args), args.depth, args.bc_episodes, seed=args.seed * 100_003
+            names,
+            hardware_draws(args),
+            args.depth,
+            args.bc_episodes,
+            seed=args.seed * 100_003,
+            explore=args.bc_explore,
         )
         losses = clone(model.policy, obs, acts, epochs=args.bc_epochs, lr=args.bc_lr or args.lr)
         log.info(

@@ -11,7 +11,8 @@ from policy_service.registry import PolicyRegistry
 
 def test_shipped_artifact_is_small_and_documented() -> None:
     art = load_artifact(DEFAULT_POLICY_DIR)
-    assert art.weights_path.stat().st_size < 100_000, "keep the default policy tens of kilobytes"
+    # about a hundred kilobytes: a joint head over the 240 settings adds 240 x d_model weights to 19 x d_model
+    assert art.weights_path.stat().st_size < 128_000, "keep the default policy about a hundred kilobytes"
     m = art.manifest
     assert m.training.command.startswith("mango train ")
     assert m.training.config["extractor"] == "tinyformer"

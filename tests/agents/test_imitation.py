@@ -15,7 +15,7 @@ from agents.imitation import CloneAnchor, clone, oracle_dataset
 from agents.rollout import grid_actions, run_surrogate
 from agents.tinyformer import TinyFormerConfig
 from agents.vec import JointActions
-from client.protocol import DEFAULT_GRID
+from client.protocol import DEFAULT_GRID, ObservationSpec
 from envs.sb3 import SB3VecEnvAdapter
 from envs.surrogate import SurrogateVecEnv
 
@@ -31,6 +31,22 @@ def test_each_label_is_the_best_static_setting_of_its_episode() -> None:
     every = grid_actions()
     res = run_surrogate(lambda _o: every, ["digits-mlp-cosine"], None, [500] * len(every))
     assert tuple(every[int(res.objective.argmin())]) == tuple(acts[0])
+
+
+def test_exploring_rollouts_keep_the_labels_but_hide_them_from_the_current_setting() -> None:
+    args = (["digits-mlp-cosine", "gpu-gpt85m-cosine"], "default", (0.0, 0.0))
+    obs0, acts0 = oracle_dataset(*args, episodes=4, seed=500, batch=2)
+    obs, acts = oracle_dataset(*args, episodes=4, seed=500, batch=2, explore=0.5)
+    assert obs.shape == obs0.shape and sorted(map(tuple, acts)) == sorted(map(tuple, acts0))
+    spec = ObservationSpec()
+    col = spec.TOKEN_FEATURES.index("rank_idx")
+    current = spec.split(obs)[0][:, -1, col]  # the newest token's rank index, scaled to [0, 1]
+    current0 = spec.split(obs0)[0][:, -1, col]
+    # without exploring, every observation after an episode's first shows one rank per label;
+    # with it, the same labels meet other current ranks
+    assert len(np.unique(current)) > len(np.unique(current0))
+    with pytest.raises(ValueError, match="probability in"):
+        oracle_dataset(*args, episodes=1, seed=0, explore=1.5)
 
 
 def test_clone_fits_the_heads_to_the_labels() -> None:
