@@ -16,6 +16,11 @@ the surrogate's 1st / 50th / 99th percentiles and the share of the demo's interv
 Usage::
 
     mango bench obs-shift demo_out/telemetry.jsonl --workload gpu-gpt85m-cosine --hardware h200-gpt85m
+
+``--policy P --own-median`` adds a table that sets each token feature (the current setting's own included)
+to its median on the policy's own surrogate episodes: the feature whose change moves most decisions is the
+one that makes the real run's decisions differ (session 20: the current rank, for a clone that had learned
+to stay where it was).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import numpy as np
 import tyro
 
 from client.compression.sizes import DENSE_BYTES_PER_PARAM
-from client.policy import load_default_policy, load_policy
+from client.policy import LearnedPolicy, load_default_policy, load_policy
 from client.protocol import (
     CompressionSetting,
     CostProfile,
@@ -65,6 +70,13 @@ class ObsShiftArgs:
     every row: the share of decisions that change says which out-of-range input moves it ('': skip)"""
     objective: str = "balanced"
     """objective preset of the policy's windows (the demo's)"""
+    own_median: bool = False
+    """with --policy: also set each token feature (the setting's own included) to its median on the policy's
+    own surrogate episodes (greedy, --workload, --hardware, --objective, 32 episodes from --seed, after their
+    first interval) and count the decisions that change: which input makes the demo's decisions differ from
+    the surrogate's"""
+    depth: tuple[float, float] = (0.31, 0.31)
+    """reference depth of those episodes (envs.simulator; 0.31: the demo's gpt-85m run)"""
     profile: str = ""
     """the job's cost profile JSON (``mango profile --out``, or the cached one under
     ``$MANGO_CACHE_DIR/profiles``): the windows carry it as the service's did, and its parameter count
@@ -138,7 +150,44 @@ def decision_shift(
     swapped = np.broadcast_to(sim_job, job.shape)
     row = "job features (objective, profile) of a surrogate episode"
     out.append(f"| {row} | {changed(tokens, swapped):.0%} |")
+    if args.own_median:
+        own = own_tokens(args, policy)
+        out += [
+            "",
+            f"Each token feature set to its median on {policy.info()['name']}'s own surrogate episodes "
+            f"({args.workload}, {args.hardware}, {args.objective}, depth {args.depth[0]:g}-{args.depth[1]:g})"
+            ":",
+            "",
+            "| feature | demo median | own-episode median | decisions changed |",
+            "|---|---|---|---|",
+        ]
+        for j, name in enumerate(spec.TOKEN_FEATURES):
+            if name == "mask":
+                continue
+            med = float(np.median(own[:, j]))
+            t = tokens.copy()
+            t[..., j] = np.where(real, med, t[..., j])
+            demo_med = float(np.median(tokens[:, -1, j]))
+            out.append(f"| {name} | {demo_med:+.4g} | {med:+.4g} | {changed(t):.0%} |")
     return out
+
+
+def own_tokens(args: ObsShiftArgs, policy: LearnedPolicy) -> np.ndarray:
+    """The newest token of every window the policy sees on its own greedy surrogate episodes, after each
+    episode's first interval (whose window holds no telemetry yet): ``[n, token_dim]``."""
+    from agents.rollout import run_surrogate  # the surrogate and gymnasium: loaded for this table only
+
+    spec = ObservationSpec()
+    seen: list[np.ndarray] = []
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        seen.append(obs.copy())
+        return policy.model.act(obs).reshape(len(obs), 3)
+
+    seeds = list(range(args.seed, args.seed + 32))
+    hardware = HardwareSampler(fixed=args.hardware)
+    run_surrogate(act, args.workload, args.objective, seeds, None, hardware, args.depth)
+    return spec.split(np.concatenate(seen[1:]))[0][:, -1]
 
 
 def surrogate_tokens(args: ObsShiftArgs, spec: ObservationSpec) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,7 @@ import pytest
 
 from benchmarks.obs_shift import ObsShiftArgs, demo_observations, main, report
 from client.compression.sizes import DENSE_BYTES_PER_PARAM
-from client.protocol import CostProfile, ObservationSpec
+from client.protocol import CompressionSetting, CostProfile, ObservationSpec
 from envs.hardware import PROFILE_DIR
 from envs.objectives import preset
 from envs.traces import load_traces
@@ -57,6 +57,22 @@ def test_clipping_a_feature_already_in_range_changes_no_decision(tmp_path: Path)
     for f in in_range:  # the last row naming the feature is the decision table's
         clipped = [line for line in table.splitlines() if line.startswith(f"| {f} |")][-1]
         assert clipped.endswith("| 0% |"), clipped
+
+
+def test_own_median_sets_every_feature_the_setting_included(tmp_path: Path) -> None:
+    ts = load_traces()
+    ep = next(e for e in ts.episodes if e.workload == "lm-tiny-cosine")
+    setting = CompressionSetting(rank=1, bits=2, gamma=0.0)  # the grid's first rank: rank_idx 0
+    _write(tmp_path / "r1.jsonl", [r.model_copy(update={"setting": setting}) for r in ep.records()])
+    table = report(ObsShiftArgs(telemetry=(str(tmp_path / "r1.jsonl"),), workload="lm-tiny-cosine",
+                                hardware="cpu-lm-tiny", episodes=4, policy="default", own_median=True,
+                                depth=(0.0, 0.0)))  # fmt: skip
+    own = table.split("own surrogate episodes")[1]
+    rows = [line for line in own.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    names = [r.split(" | ")[0][2:] for r in rows]
+    assert names == [f for f in ObservationSpec.TOKEN_FEATURES if f != "mask"]
+    rank_row = rows[names.index("rank_idx")].split(" | ")
+    assert float(rank_row[1]) == 0.0 and rank_row[3].endswith("% |")
 
 
 def test_the_windows_carry_the_jobs_profile_and_a_surrogate_one_is_swapped_in(tmp_path: Path) -> None:
