@@ -318,6 +318,15 @@ def _optimizer_factories() -> dict[str, Callable[[list[torch.nn.Parameter]], tor
     facs["MangoAdamW r0/b4/g0 no-EF"] = lambda ps: MangoAdamW(
         ps, lr=lr, weight_decay=wd, setting=s4, error_feedback=False
     )
+    # rank 0 without the non-finite check (skip_nonfinite=False: no gradient pre-pass), as torch's AdamW steps
+    for lb in ("r0/b8/g0", "r0/b4/g0", "r0/b32/g0"):
+        s = CompressionSetting.parse(lb)
+        facs[f"MangoAdamW {lb} unchecked"] = lambda ps, s=s: MangoAdamW(
+            ps, lr=lr, weight_decay=wd, setting=s, skip_nonfinite=False
+        )
+    facs["MangoAdamW r0/b4/g0 no-EF unchecked"] = lambda ps: MangoAdamW(
+        ps, lr=lr, weight_decay=wd, setting=s4, error_feedback=False, skip_nonfinite=False
+    )
     # the per-tensor torch path (the fused path's "before"), one rank-0 and one projected setting
     for s in (CompressionSetting(rank=0, bits=8), CompressionSetting(rank=8, bits=4)):
         facs[f"MangoAdamW {s.label()} torch-path"] = lambda ps, s=s: MangoAdamW(
@@ -573,6 +582,13 @@ VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("r0/b4/g0", {}, {"DRAWS": "hash"}),
     ("r0/b2/g0", {}, {"DRAWS": "hash"}),
     ("r4/b8/g0", {}, {"DRAWS": "hash"}),
+    # no gradient pre-pass (skip_nonfinite=False, session 21): rank 0 steps every tensor unchecked
+    ("r0/b8/g0", {"skip_nonfinite": False}, {}),
+    ("r0/b8/g0", {"skip_nonfinite": False, "error_feedback": False}, {}),
+    ("r0/b8/g0.5", {"skip_nonfinite": False}, {}),
+    ("r0/b16/g0", {"skip_nonfinite": False}, {}),
+    ("r0/b4/g0", {"skip_nonfinite": False}, {}),
+    ("r0/b2/g0", {"skip_nonfinite": False}, {}),
 ]
 
 

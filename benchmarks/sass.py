@@ -38,6 +38,7 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("r0/b8/g0 late loads", {"EARLY": False}),
     ("r0/b8/g0 hash draws", {"RNG": 1}),
     ("r0/b8/g0 no-EF", {"EF": False}),
+    ("r0/b8/g0 unchecked", {"CHECK": False}),
     ("r0/b8/g0.5", {"SHIFT": True}),
     ("r0/b8/g0.5 hash draws", {"SHIFT": True, "RNG": 1}),
     ("r0/b16/g0", {"BITS": 16}),
@@ -75,6 +76,7 @@ def compile_case(overrides: dict[str, Any], arch: int = 90) -> dict[str, Any]:
     consts: dict[str, Any] = dict(
         PDTYPE=tl.float32, BITS=8, MODE=0, BLOCK=256, ROWS=1, EF=True, SHIFT=False, FACTORED=False,
         STRIP=False, STOCHASTIC=True, FRESH=False, SRC=0, STATS_EVERY=ts.STATS_EVERY.value, FULL=True, RNG=0,
+        CHECK=True,
     )  # fmt: skip
     consts.update(overrides)
     # the load order and register cap fused.run picks (an override of EARLY keeps its order, with its cap)

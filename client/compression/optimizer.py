@@ -297,6 +297,16 @@ class MangoAdamW(torch.optim.Optimizer):
         ``compression_error`` is estimated from one program in eight.
     :param strict: raise :class:`~client.compression.errors.MangoNonFiniteError` on a NaN/inf gradient
         instead of skipping that tensor's update (the skip leaves its state untouched and is counted).
+    :param skip_nonfinite: ``True`` (default): a tensor whose gradient holds NaN/inf (or overflows, see
+        ``fused``) keeps its parameter and states for the step, and ``skipped_steps`` counts it; the check
+        costs one read of every gradient before the step (the fused path's pre-pass; the torch path's host
+        sync). ``False``: gradients are taken as finite, as ``torch.optim.AdamW`` takes them: nothing is
+        checked or skipped, and what a NaN/inf does to the parameter and the states is not defined (the
+        statistics leave such a tensor's norm out, as a skipped one's). Choose it where something upstream
+        already guarantees finite gradients (a ``GradScaler``, which skips the whole step on inf, or
+        clipping that checks); at rank 0 on a GPU it saves the pre-pass (BENCHMARKS.md, issue 12). On the
+        fused path projected tensors keep the check (their statistics need the norm first). Cannot be
+        combined with ``strict=True``.
     :param seed: seed of the optimizer's generator (random bases, stochastic rounding); part of the state.
     :param stats_sample: gradient entries sampled per step for ``grad_kurtosis``.
     """
@@ -326,6 +336,7 @@ class MangoAdamW(torch.optim.Optimizer):
         quant_mode: str | None = None,
         stochastic_rounding: bool = True,
         strict: bool = False,
+        skip_nonfinite: bool = True,
         seed: int = 0,
         stats_sample: int = 4096,
         fused: bool | None = None,
@@ -378,6 +389,13 @@ class MangoAdamW(torch.optim.Optimizer):
             raise ValueError(f"quant_mode={quant_mode!r}; choose None, 'uniform', 'nf4' or 'aciq'")
         if fused is not None and not isinstance(fused, bool):
             raise TypeError(f"fused must be None, True or False, got {fused!r}")
+        if not isinstance(skip_nonfinite, bool):
+            raise TypeError(f"skip_nonfinite must be True or False, got {skip_nonfinite!r}")
+        if strict and not skip_nonfinite:
+            raise ValueError(
+                "strict=True checks every gradient and skip_nonfinite=False checks none; choose one "
+                "(strict raises on a NaN/inf gradient, skip_nonfinite=False lets it through as torch's AdamW)"
+            )
         defaults = {
             "lr": lr,
             "betas": tuple(betas),
@@ -409,6 +427,7 @@ class MangoAdamW(torch.optim.Optimizer):
         self.graph_refresh = True
         self.stochastic_rounding = bool(stochastic_rounding)
         self.strict = bool(strict)
+        self.skip_nonfinite = skip_nonfinite
         self.stats_sample = stats_sample
         first = next((p for g in self.param_groups for p in g["params"]), None)
         device = first.device if first is not None else torch.device("cpu")
@@ -644,8 +663,8 @@ class MangoAdamW(torch.optim.Optimizer):
         comes near it (a 1e8-entry matrix would need a norm above 2e14).
         """
 
-        if torch.compiler.is_compiling() and not self.strict:
-            return [True] * len(items)  # no host sync in a compiled step: gradients are taken as finite
+        if not self.skip_nonfinite or (torch.compiler.is_compiling() and not self.strict):
+            return [True] * len(items)  # no host sync (or a compiled step): gradients are taken as finite
 
         def compressed(p: torch.Tensor) -> bool:  # the kind _init_state will give a tensor without state
             default = "matrix" if p.ndim >= 2 and p.numel() >= self.min_compress_numel else "exact"

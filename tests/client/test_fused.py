@@ -173,6 +173,57 @@ def test_fused_skips_nonfinite_tensors_and_counts_them() -> None:
     assert opt.state[params[0]]["step"] == 3
 
 
+@pytest.mark.parametrize(
+    ("setting", "kw"),
+    [
+        (S(rank=0, bits=8), {}),
+        (S(rank=0, bits=4), {}),  # factored v: the fold runs unchecked too
+        (S(rank=0, bits=32), {}),  # the exact launch of every tensor
+    ],
+)
+def test_fused_unchecked_step_equals_checked_on_finite_gradients(setting: S, kw: dict) -> None:
+    """skip_nonfinite=False drops the pre-pass; on finite gradients the step and its statistics stay."""
+    runs = []
+    for check in (True, False):
+        params = _params()
+        opt = MangoAdamW(
+            params, lr=LR, setting=setting, min_compress_numel=1024, fused=True, seed=3,
+            skip_nonfinite=check, **kw,
+        )  # fmt: skip
+        _run(params, opt, range(3))
+        assert opt._plan is not None and opt._plan.groups
+        runs.append((params, opt.compression_stats()))
+    (pc, sc), (pu, su) = runs
+    for a, b in zip(pc, pu):
+        assert torch.equal(a, b), tuple(a.shape)
+    assert su.grad_norm == pytest.approx(sc.grad_norm, rel=1e-5)
+    assert su.compression_error == pytest.approx(sc.compression_error, rel=1e-5)
+    assert su.skipped_steps == sc.skipped_steps == 0.0
+
+
+def test_fused_unchecked_step_lets_nonfinite_gradients_through() -> None:
+    params = _params()
+    opt = MangoAdamW(
+        params, lr=LR, setting=S(rank=0, bits=8), min_compress_numel=1024, fused=True, skip_nonfinite=False
+    )
+    _run(params, opt, range(2))
+    before = params[0].detach().clone()
+    grads = _grads(7, params)
+    grads[0][3, 5] = float("nan")
+    for p, g in zip(params, grads):
+        p.grad = g
+    opt.step()
+    assert not torch.equal(params[0], before)  # stepped, not skipped: nothing was checked
+    assert opt.compression_stats().skipped_steps == 0.0
+
+
+def test_skip_nonfinite_false_refuses_strict() -> None:
+    with pytest.raises(ValueError, match="strict=True checks every gradient"):
+        MangoAdamW(_params(), setting=S(rank=0, bits=8), strict=True, skip_nonfinite=False)
+    with pytest.raises(TypeError, match="skip_nonfinite must be True or False"):
+        MangoAdamW(_params(), setting=S(rank=0, bits=8), skip_nonfinite=0)  # type: ignore[arg-type]
+
+
 def test_fused_state_dict_resumes_bit_for_bit() -> None:
     params = _params()
     opt = MangoAdamW(params, lr=LR, setting=S(rank=0, bits=8), min_compress_numel=1024, fused=True)

@@ -372,6 +372,8 @@ def matrix_step_kernel(
     FULL: tl.constexpr,  # every block of every program is whole (no value past the tensor's end)
     EARLY: tl.constexpr = False,  # issue every load of a tile before its arithmetic (fused.EARLY_LOADS)
     RNG: tl.constexpr = 0,  # stochastic rounding's words: 0 Philox, 1 the hash (fused.DRAWS)
+    CHECK: tl.constexpr = True,  # read the pre-pass's norm to skip a non-finite tensor; False (SRC 0 only):
+    # no pre-pass ran, every tensor is stepped and the program adds its sum g^2 into the norm slot instead
 ):
     """The compressed AdamW step of one program's blocks of one tensor's ``rows x n`` values (module
     docstring): ``ROWS`` blocks, or with ``STRIP`` a column strip of any number of blocks (the host
@@ -384,7 +386,10 @@ def matrix_step_kernel(
     numel = tl.load(meta_ptr + t * 5).to(tl.int32)  # tensors under 2^31 values (fused.py checks)
     ncols = tl.load(meta_ptr + t * 5 + 1).to(tl.int32)
     stride = tl.load(meta_ptr + t * 5 + 3).to(tl.int32)
-    fin = _finite(norm_ptr, meta_ptr, t, 5)
+    if CHECK:  # noqa: SIM108 (a constexpr branch: only the taken one is compiled)
+        fin = _finite(norm_ptr, meta_ptr, t, 5)
+    else:
+        fin = t >= 0  # stepped whatever its gradient holds
     A = addr_ptr + t * N_ADDR
     live = tl.where(fin, nrows, 0)  # a skipped tensor has no rows
     seed = tl.load(seed_ptr)
@@ -401,6 +406,7 @@ def matrix_step_kernel(
                 it * ROWS + tl.arange(0, ROWS), b0, live, stride, numel, ncols, t, A, key, grad_ptr, tab_ptr,
                 mean_ptr, stats, decay, step_size, inv_bc2s, eps, beta1, beta2, ef_beta, gamma,
                 PDTYPE, BITS, MODE, BLOCK, EF, SHIFT, FACTORED, STOCHASTIC, FRESH, SRC, FULL, EARLY, RNG,
+                CHECK,
             )  # fmt: skip
             colsum += cs
             d2 += d
@@ -410,7 +416,7 @@ def matrix_step_kernel(
         colsum, d2, u2, gsq = _tile(
             tl.arange(0, ROWS), b0, live, stride, numel, ncols, t, A, key, grad_ptr, tab_ptr,
             mean_ptr, stats, decay, step_size, inv_bc2s, eps, beta1, beta2, ef_beta, gamma,
-            PDTYPE, BITS, MODE, BLOCK, EF, SHIFT, FACTORED, STOCHASTIC, FRESH, SRC, FULL, EARLY, RNG,
+            PDTYPE, BITS, MODE, BLOCK, EF, SHIFT, FACTORED, STOCHASTIC, FRESH, SRC, FULL, EARLY, RNG, CHECK,
         )  # fmt: skip
     if FACTORED:
         b = (b0 * BLOCK) % ncols + cols
@@ -419,6 +425,8 @@ def matrix_step_kernel(
     if SRC == 0:
         g_ptr = _ptr(grad_ptr, t, PDTYPE)
         tl.store(sample_ptr + pid, tl.load(g_ptr + b0 * BLOCK, mask=fin, other=0.0).to(tl.float32))
+        if not CHECK:  # the squared norm the pre-pass would have given, for the statistics
+            tl.atomic_add(norm_ptr + tl.load(meta_ptr + t * 5 + 4), gsq, sem="relaxed")
     else:
         tl.atomic_add(xsq_ptr + t, gsq, sem="relaxed")
     if stats:
@@ -433,11 +441,11 @@ def _tile(
     decay, step_size, inv_bc2s, eps, beta1, beta2, ef_beta, gamma,
     PDTYPE: tl.constexpr, BITS: tl.constexpr, MODE: tl.constexpr, BLOCK: tl.constexpr, EF: tl.constexpr,
     SHIFT: tl.constexpr, FACTORED: tl.constexpr, STOCHASTIC: tl.constexpr, FRESH: tl.constexpr,
-    SRC: tl.constexpr, FULL: tl.constexpr, EARLY: tl.constexpr, RNG: tl.constexpr,
+    SRC: tl.constexpr, FULL: tl.constexpr, EARLY: tl.constexpr, RNG: tl.constexpr, CHECK: tl.constexpr,
 ):  # fmt: skip
     """One tile of :func:`matrix_step_kernel`: tile rows ``rows`` (those ``< live`` are real), i.e. blocks
     ``b0 + rows * stride``. Returns the tile's column sums of ``c^2`` (FACTORED; the row sums are added here),
-    its ``sum (u - C(u))^2``, ``sum u^2`` and (SRC 1) ``sum x^2``."""
+    its ``sum (u - C(u))^2``, ``sum u^2`` and ``sum x^2`` (SRC 1) or ``sum g^2`` (SRC 0 without CHECK)."""
     cols = tl.arange(0, BLOCK)
     blk = b0 + rows * stride
     row_ok = rows < live
@@ -447,9 +455,12 @@ def _tile(
     else:
         in_mask = row_ok[:, None] & (off < numel)
 
+    gsq = 0.0
     if SRC == 0:
         g_ptr = _ptr(grad_ptr, t, PDTYPE)
         g = tl.load(g_ptr + off, mask=in_mask, other=0.0).to(tl.float32)
+        if not CHECK:  # the norm the pre-pass would have summed (masked values load as 0)
+            gsq = tl.sum(tl.sum(g * g, axis=1), axis=0)
     else:
         x_ptr = _ptr(A, 14, tl.float32)
         g = tl.load(x_ptr + off, mask=in_mask, other=0.0)
@@ -554,7 +565,6 @@ def _tile(
         code, s, _ = _quantize(sqrt_v, _uniform(w3, STOCHASTIC), tab_ptr, BITS, 0, STOCHASTIC)
         _store_codes(code, s, v_ptr, vs_ptr, blk, row_ok, BITS, BLOCK)
     denom = sqrt_v * inv_bc2s + eps
-    gsq = 0.0
     if SRC == 0:
         if not EARLY:
             p_ptr = _ptr(A, 1, PDTYPE) + off
@@ -583,6 +593,7 @@ def factor_kernel(
     beta2,
     FOLD: tl.constexpr,
     CHUNK: tl.constexpr,
+    CHECK: tl.constexpr = True,  # the step's CHECK: False folds every tensor's sums
 ):
     """The factored ``v``'s statistics around the step: one program per tensor.
 
@@ -599,7 +610,10 @@ def factor_kernel(
     transposed = tl.load(meta_ptr + t * 5 + 2)
     nrows = numel // ncols
     if FOLD:
-        fin = _finite(norm_ptr, meta_ptr, t, 5)
+        if CHECK:  # noqa: SIM108
+            fin = _finite(norm_ptr, meta_ptr, t, 5)
+        else:
+            fin = t >= 0
         _fold(_ptr(A, 8, tl.float32), _ptr(A, 10, tl.float32), nrows, ncols, beta2, fin, CHUNK)
         _fold(_ptr(A, 9, tl.float32), _ptr(A, 11, tl.float32), ncols, nrows, beta2, fin, CHUNK)
     else:
@@ -651,6 +665,7 @@ def exact_step_kernel(
     PDTYPE: tl.constexpr,
     SDTYPE: tl.constexpr,
     TILE: tl.constexpr,
+    CHECK: tl.constexpr = True,  # as matrix_step_kernel's: False adds the tile's sum g^2 into the norm slot
 ):
     """Plain AdamW (the torch path's ``_exact_step``, or its identity matrix step) on ``TILE`` values of one
     tensor: an exact tensor (moments in the parameter's dtype) or a matrix at rank 0 / 32 bits (fp32)."""
@@ -658,7 +673,10 @@ def exact_step_kernel(
     t = tl.load(prog_ptr + pid * 2)
     start = tl.load(prog_ptr + pid * 2 + 1).to(tl.int64)
     numel = tl.load(meta_ptr + t * 2)
-    fin = _finite(norm_ptr, meta_ptr, t, 2)
+    if CHECK:  # noqa: SIM108
+        fin = _finite(norm_ptr, meta_ptr, t, 2)
+    else:
+        fin = t >= 0
     A = addr_ptr + t * 4
     off = start + tl.arange(0, TILE)
     mask = off < tl.where(fin, numel, 0)
@@ -676,7 +694,10 @@ def exact_step_kernel(
     tl.store(v_ptr, v.to(SDTYPE), mask=mask)
     tl.store(p_ptr, p.to(PDTYPE), mask=mask)
     tl.store(sample_ptr + pid, tl.sum(tl.where(tl.arange(0, TILE) == 0, g, 0.0), axis=0))
-    tl.atomic_add(skip_ptr, tl.where(fin, 0, 1) * tl.where(start == 0, 1, 0), sem="relaxed")
+    if CHECK:
+        tl.atomic_add(skip_ptr, tl.where(fin, 0, 1) * tl.where(start == 0, 1, 0), sem="relaxed")
+    else:
+        tl.atomic_add(norm_ptr + tl.load(meta_ptr + t * 2 + 1), tl.sum(g * g, axis=0), sem="relaxed")
 
 
 @triton.jit
