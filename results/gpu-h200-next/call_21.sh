@@ -6,7 +6,7 @@ source results/gpu-h200-next/preamble.sh
 C=${CAND:-s20j52}
 P="--policy $C --policy-dir results/policy-$C"
 DEMO_TIMEOUT=130 demo_mf gpt85m-s18c33 r64/b4/g0 --policy s18c33 --policy-dir results/policy-s18c33
-DEMO_TIMEOUT=90 demo_mf lmmed-$C r64/b4/g0 --model lm-medium --steps 600 --batch-size 32 $P
+DEMO_TIMEOUT=150 demo_mf lmmed-$C r64/b4/g0 --model lm-medium --steps 600 --batch-size 32 $P
 timeout 120 python3 -m pytest -q -n 4 -p no:cacheprovider tests/client/test_fused.py > $R/tests.log 2>&1
 step tests $?; tail -3 $R/tests.log >> $L
 left=$(( 520 - ($(date +%s)-t0) )); echo "left $left" >> $L
