@@ -12,6 +12,9 @@ DEMO_TIMEOUT=230 demo_mf gpt85m-$C r64/b4/g0 $P
 timeout 110 python3 -m mango_cli bench gpu --out $R/grid --parts step --energy-window-s 0.3 \
   --optimizers "torch AdamW,MangoAdamW r0/,-torch-path,-g0.25,-g1" > $R/grid.log 2>&1
 step grid $?; cat $R/grid/*.md >> $L 2>/dev/null
+timeout 70 python3 -m pytest -q -n 4 -p no:cacheprovider tests/client/test_fused.py -k "unchecked or matches_torch" \
+  > $R/tests.log 2>&1
+step tests $?; tail -3 $R/tests.log >> $L
 left=$(( 560 - ($(date +%s)-t0) )); echo "left $left" >> $L
 [ $left -gt 100 ] && DEMO_TIMEOUT=$left demo_obj bal-gpt85m-$C balanced r64/b4/g0 $P
 finish
