@@ -13,6 +13,10 @@ workload ``w``, control interval ``t`` (``t = 0`` is the uncontrolled warm-up in
   the workload's measured spectral tail at the rank, their product and their ``gamma`` interactions) with
   coefficients fitted by least squares. ``d_t`` is 0 until the first compressed interval (before it the run
   *is* the reference run) and 1 after.
+* **late entry** (measured on real runs, not fitted): an episode whose first interval was unprojected keeps
+  a relative excess ``late_entry`` (:data:`envs.surrogate_model.LATE_ENTRY`) on its loss, ``loss_t = ref_t
+  (1 + late_entry) + ...``, from the first interval it projects (rank > 0) to the end: opening at rank 0
+  and projecting later ends above projecting from the start (issue 13, BENCHMARKS.md sessions 16-21).
 * **depth** (a draw, not a fit): a job trains further than the recorded one. With ``depth=(lo, hi)`` each
   episode draws ``delta ~ U[lo, hi]`` and its reference curve becomes ``ref_t * exp(-delta * progress_t)``:
   the loss ends ``exp(-delta)`` lower, while the excess stays in initial-loss units. So the same absolute
@@ -194,6 +198,11 @@ class SurrogateEngine:
         self.k = np.ones(n, dtype=np.int64)
         self.x = np.zeros(n, dtype=np.float64)
         self.compressed = np.zeros(n, dtype=bool)  # d_t: any compressed interval so far
+        # the late entry into projection (SurrogateModel.late_entry): whether the first interval projected,
+        # and the relative excess the episode keeps once it projects later
+        self._projects = np.array([r > 0 for r in DEFAULT_GRID.ranks], dtype=bool)  # by rank index
+        self.opened_projected = np.zeros(n, dtype=bool)
+        self.late = np.zeros(n, dtype=np.float64)
         self._ar = np.arange(n)
         self.level = np.ones(n, dtype=np.float64)
         self.drop = np.zeros(n, dtype=np.float64)  # delta: the episode's extra log-drop of the reference
@@ -327,6 +336,8 @@ class SurrogateEngine:
         self.t[idx] = 0
         self.x[idx] = 0.0
         self.compressed[idx] = False
+        self.opened_projected[idx] = self._projects[self.init_acts[idx, 0]]
+        self.late[idx] = 0.0
         self.encoder.clear(
             idx,
             objective_features_batch(
@@ -383,11 +394,14 @@ class SurrogateEngine:
         xo = x + np.where(div, self.s_sig_x[w] * z[:, 0], 0.0)
         deeper = np.exp(-self.drop[idx_] * p)
         ref = self.ref_loss[w, t] * self.level[idx_] * deeper
+        late_now = (t > 0) & self._projects[acts[:, 0]] & ~self.opened_projected[idx_]
+        late = np.where(late_now, self.model.late_entry, self.late[idx_])
+        self.late[idx_] = late
         l0 = self.ref_loss[w, 0] * self.level[idx_]  # the episode's initial loss: the unit of the excess
         ratio_noise = np.exp(self.s_sig_t[w] * z[:, 5])
         raw = {
             "ref_loss": ref,
-            "loss": np.maximum(ref + l0 * xo, 0.1 * ref),
+            "loss": np.maximum(ref * (1.0 + late) + l0 * xo, 0.1 * ref),
             "loss_std": self.ref_loss_std[w, t]
             * deeper
             * (1.0 + np.maximum(xo, 0.0))

@@ -98,6 +98,14 @@ class WorkloadTables:
         return out
 
 
+#: The lasting relative excess of a job's loss once it enters projection (rank > 0) after an unprojected
+#: first interval: the measured cost of opening at rank 0 and projecting later, against projecting from the
+#: start (issue 13; BENCHMARKS.md): 2.3 % (s20j52, H100, gpt-85m, balanced, r0/b8/g0 for 20 of 600 steps
+#: then r64/b4/g0), 1.7 % (s20j51, the same on an H100 in session 20), 0.6 % (``benchmarks.switch_loss`` on
+#: the H200, two seeds), 2.4-2.8 % (lm-small on the CPU, three seeds). The median, rounded.
+LATE_ENTRY = 0.02
+
+
 @dataclass
 class SurrogateModel:
     """A fitted surrogate: per-workload tables, the shared excess dynamics ``rho`` and fit metadata.
@@ -107,6 +115,9 @@ class SurrogateModel:
         stops); a workload's own ``WorkloadTables.rho`` overrides it.
     :ivar coef: fitted global coefficients (for the record; the tables already apply them).
     :ivar info: fit metadata (trace hash, episode counts, errors).
+    :ivar late_entry: the loss a late entry into projection keeps for the rest of the run, relative to the
+        reference loss (:data:`LATE_ENTRY`; measured on real runs, not fitted on the traces, whose schedules
+        hold one setting). ``0``: a change of setting costs only its ``rho`` lag, as before session 21.
     """
 
     tables: dict[str, WorkloadTables]
@@ -114,6 +125,7 @@ class SurrogateModel:
     coef: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     version: str = SURROGATE_VERSION
+    late_entry: float = LATE_ENTRY
 
     def workload(self, name: str) -> WorkloadTables:
         """Tables of a workload; ``ValueError`` says how to get traces for one that has none."""
@@ -130,6 +142,7 @@ class SurrogateModel:
             {
                 "version": self.version,
                 "rho": self.rho,
+                "late_entry": self.late_entry,
                 "coef": self.coef,
                 "info": self.info,
                 "tables": {k: t.to_dict() for k, t in self.tables.items()},
@@ -142,7 +155,13 @@ class SurrogateModel:
         if d.get("version") != SURROGATE_VERSION:
             raise ValueError(f"surrogate version {d.get('version')!r} is not {SURROGATE_VERSION!r}; refit")
         tables = {k: WorkloadTables(**v) for k, v in d["tables"].items()}
-        return cls(tables=tables, rho=float(d["rho"]), coef=d.get("coef", {}), info=d.get("info", {}))
+        return cls(
+            tables=tables,
+            rho=float(d["rho"]),
+            coef=d.get("coef", {}),
+            info=d.get("info", {}),
+            late_entry=float(d.get("late_entry", LATE_ENTRY)),
+        )
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_json())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import gymnasium as gym
 import numpy as np
@@ -18,7 +19,8 @@ from envs.env import CompressionEnv
 from envs.fit import default_model
 from envs.hardware import HardwareSampler
 from envs.objectives import OBJECTIVE_PRESETS, ObjectiveSampler, make_objective
-from envs.reward import TERM_NAMES
+from envs.reward import TERM_NAMES, RewardConfig
+from envs.simulator import SurrogateEngine
 from envs.surrogate import SurrogateVecEnv
 from envs.surrogate_model import SurrogateModel
 
@@ -335,6 +337,7 @@ def test_depth_deepens_the_reference_and_keeps_the_absolute_excess(model: Surrog
     initial-loss units (same draws), so the same damage costs a larger loss term; the policy sees it."""
     name = next(w for w in envs.TRAIN_WORKLOADS if w in model.tables)
     act = np.array(DEFAULT_GRID.action(CompressionSetting.parse("r4/b8/g0")))
+    model = replace(model, late_entry=0.0)  # the rule opens at rank 0: the late entry's cost is relative
     runs = {}
     for d in (0.0, 0.3):
         vec = SurrogateVecEnv(num_envs=3, workload=name, model=model, objective="balanced", depth=(d, d))
@@ -356,3 +359,30 @@ def test_depth_deepens_the_reference_and_keeps_the_absolute_excess(model: Surrog
     assert (
         runs[0.3][-1][3] > runs[0.0][-1][3]
     ).all()  # r4 ends above the reference: the deeper run pays more
+
+
+def test_a_late_entry_into_projection_keeps_its_cost(model: SurrogateModel) -> None:
+    """An episode that opens at rank 0 and projects later ends ``late_entry`` (relative) above the same
+    episode without the term; one that opens projected, or never projects, is unchanged."""
+    name = "lm-small-cosine" if "lm-small-cosine" in model.tables else sorted(model.tables)[0]
+    spec = ObservationSpec()
+    r0b8 = DEFAULT_GRID.action(CompressionSetting.parse("r0/b8/g0"))
+    r64b4 = DEFAULT_GRID.action(CompressionSetting.parse("r64/b4/g0"))
+
+    def final_losses(late: float, first: str, then: tuple[int, int, int]) -> np.ndarray:
+        eng = SurrogateEngine(
+            replace(model, late_entry=late), [name], 2, spec, ObjectiveSampler(), RewardConfig(),
+            initial_setting=CompressionSetting.parse(first),
+        )  # fmt: skip
+        eng.reset_envs(np.arange(2), [np.random.default_rng(s) for s in (1, 2)])
+        for _ in range(3):
+            eng.step(np.tile(np.array(then), (2, 1)))
+        return eng.last["loss"] / eng.last["ref_loss"]
+
+    late = final_losses(0.02, "r0/b8/g0", r64b4)
+    np.testing.assert_allclose(late - final_losses(0.0, "r0/b8/g0", r64b4), 0.02, rtol=1e-9)
+    np.testing.assert_array_equal(final_losses(0.02, "r0/b8/g0", r0b8), final_losses(0.0, "r0/b8/g0", r0b8))
+    np.testing.assert_array_equal(
+        final_losses(0.02, "r64/b4/g0", r64b4), final_losses(0.0, "r64/b4/g0", r64b4)
+    )
+    assert SurrogateModel.from_json(replace(model, late_entry=0.01).to_json()).late_entry == 0.01
