@@ -198,10 +198,9 @@ class SurrogateEngine:
         self.k = np.ones(n, dtype=np.int64)
         self.x = np.zeros(n, dtype=np.float64)
         self.compressed = np.zeros(n, dtype=bool)  # d_t: any compressed interval so far
-        # the late entry into projection (SurrogateModel.late_entry): whether the first interval projected,
-        # and the relative excess the episode keeps once it projects later
+        # the late entry into projection (SurrogateModel.late_entry): the relative excess an episode keeps
+        # once it projects after an unprojected first interval (its first setting: init_acts)
         self._projects = np.array([r > 0 for r in DEFAULT_GRID.ranks], dtype=bool)  # by rank index
-        self.opened_projected = np.zeros(n, dtype=bool)
         self.late = np.zeros(n, dtype=np.float64)
         self._ar = np.arange(n)
         self.level = np.ones(n, dtype=np.float64)
@@ -336,7 +335,6 @@ class SurrogateEngine:
         self.t[idx] = 0
         self.x[idx] = 0.0
         self.compressed[idx] = False
-        self.opened_projected[idx] = self._projects[self.init_acts[idx, 0]]
         self.late[idx] = 0.0
         self.encoder.clear(
             idx,
@@ -394,7 +392,7 @@ class SurrogateEngine:
         xo = x + np.where(div, self.s_sig_x[w] * z[:, 0], 0.0)
         deeper = np.exp(-self.drop[idx_] * p)
         ref = self.ref_loss[w, t] * self.level[idx_] * deeper
-        late_now = (t > 0) & self._projects[acts[:, 0]] & ~self.opened_projected[idx_]
+        late_now = (t > 0) & self._projects[acts[:, 0]] & ~self._projects[self.init_acts[idx_, 0]]
         late = np.where(late_now, self.model.late_entry, self.late[idx_])
         self.late[idx_] = late
         l0 = self.ref_loss[w, 0] * self.level[idx_]  # the episode's initial loss: the unit of the excess

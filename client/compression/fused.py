@@ -736,16 +736,17 @@ def run(
     seed = None
     prec = QUANTIZED_DOT_PRECISION if plan.bits <= 16 else tp.DOT_PRECISION
     per_group = max(opt.stats_sample // max(len(plan.groups), 1), 1)
+    checked = {id(grp): _checked(opt, grp) for grp in plan.groups}
     for grp in plan.groups:  # every tensor's squared norm first: the steps read it to skip non-finite ones
         assert grp.norm_prog is not None
-        if not _checked(opt, grp):
+        if not checked[id(grp)]:
             continue  # its step kernel adds the norm itself
         nmeta, width = (grp.norm_meta, 2) if grp.norm_meta is not None else (grp.meta, 5 if grp.matrix else 2)
         ts.norm_kernel[(grp.norm_prog.shape[0],)](
             grp.norm_prog, nmeta, grp.grad_dev, norms, META=width,
             PDTYPE=tl_dtype[grp.pdtype], TILE=NORM_TILE, num_warps=8,
         )  # fmt: skip
-    if plan.matrix_idx and plan.numels is not None and any(_checked(opt, g) for g in plan.groups):
+    if plan.matrix_idx and plan.numels is not None and any(checked.values()):
         # a compressed tensor whose gradient is huge (||g||^2 numel >= 2^120) is skipped like a non-finite
         # one: the torch path's limit (MangoAdamW._finite), so no sum of squares of the step overflows
         norms.masked_fill_(norms * plan.numels >= 2.0**120, float("inf"))
@@ -787,7 +788,7 @@ def run(
                 STATS_EVERY=1 if pj is not None else ts.STATS_EVERY.value,
                 EARLY=early,
                 RNG=_draws_code(DRAWS),
-                CHECK=_checked(opt, grp),
+                CHECK=checked[id(grp)],
                 num_warps=NUM_WARPS,
             )
             if regs and device.type == "cuda":
@@ -809,7 +810,7 @@ def run(
             if plan.factored:  # fold this step's row / column sums of c^2 into the factored v
                 ts.factor_kernel[(len(grp.index),)](
                     grp.addr, grp.meta, norms, grp.mean, beta2, FOLD=True, CHUNK=FACTOR_CHUNK,
-                    CHECK=_checked(opt, grp), num_warps=4,
+                    CHECK=checked[id(grp)], num_warps=4,
                 )  # fmt: skip
             out["err"].append(grp.part[:, 0])
             out["tot"].append(grp.part[:, 1])
@@ -831,7 +832,7 @@ def run(
             ts.exact_step_kernel[(grp.n_prog,)](
                 grp.prog, grp.addr, grp.meta, grp.grad_dev, norms, grp.sample, skip,
                 decay, step_size, inv_bc2s, eps, beta1, beta2,
-                PDTYPE=ptype, SDTYPE=tl_dtype[grp.sdtype], TILE=EXACT_TILE, CHECK=_checked(opt, grp),
+                PDTYPE=ptype, SDTYPE=tl_dtype[grp.sdtype], TILE=EXACT_TILE, CHECK=checked[id(grp)],
                 num_warps=EXACT_WARPS,
             )  # fmt: skip
         out["samples"].append(grp.sample[:: max(1, math.ceil(grp.n_prog / per_group))])

@@ -325,9 +325,13 @@ def _roundtrip(u, rnd, tab_ptr, BITS: tl.constexpr, MODE: tl.constexpr, STOCHAST
 
 
 @triton.jit
-def _finite(norm_ptr, meta_ptr, t, META: tl.constexpr):
-    """Whether tensor ``t``'s gradient norm is finite (``<`` is False for NaN and inf)."""
-    return tl.load(norm_ptr + tl.load(meta_ptr + t * META + META - 1)) < float("inf")
+def _finite(norm_ptr, meta_ptr, t, META: tl.constexpr, CHECK: tl.constexpr):
+    """Whether tensor ``t``'s gradient norm is finite (``<`` is False for NaN and inf); always True without
+    ``CHECK`` (no pre-pass ran: every tensor is stepped whatever its gradient holds)."""
+    fin = t >= 0
+    if CHECK:
+        fin = tl.load(norm_ptr + tl.load(meta_ptr + t * META + META - 1)) < float("inf")
+    return fin
 
 
 @triton.jit
@@ -386,10 +390,7 @@ def matrix_step_kernel(
     numel = tl.load(meta_ptr + t * 5).to(tl.int32)  # tensors under 2^31 values (fused.py checks)
     ncols = tl.load(meta_ptr + t * 5 + 1).to(tl.int32)
     stride = tl.load(meta_ptr + t * 5 + 3).to(tl.int32)
-    if CHECK:  # noqa: SIM108 (a constexpr branch: only the taken one is compiled)
-        fin = _finite(norm_ptr, meta_ptr, t, 5)
-    else:
-        fin = t >= 0  # stepped whatever its gradient holds
+    fin = _finite(norm_ptr, meta_ptr, t, 5, CHECK)
     A = addr_ptr + t * N_ADDR
     live = tl.where(fin, nrows, 0)  # a skipped tensor has no rows
     seed = tl.load(seed_ptr)
@@ -610,10 +611,7 @@ def factor_kernel(
     transposed = tl.load(meta_ptr + t * 5 + 2)
     nrows = numel // ncols
     if FOLD:
-        if CHECK:  # noqa: SIM108
-            fin = _finite(norm_ptr, meta_ptr, t, 5)
-        else:
-            fin = t >= 0
+        fin = _finite(norm_ptr, meta_ptr, t, 5, CHECK)
         _fold(_ptr(A, 8, tl.float32), _ptr(A, 10, tl.float32), nrows, ncols, beta2, fin, CHUNK)
         _fold(_ptr(A, 9, tl.float32), _ptr(A, 11, tl.float32), ncols, nrows, beta2, fin, CHUNK)
     else:
@@ -673,10 +671,7 @@ def exact_step_kernel(
     t = tl.load(prog_ptr + pid * 2)
     start = tl.load(prog_ptr + pid * 2 + 1).to(tl.int64)
     numel = tl.load(meta_ptr + t * 2)
-    if CHECK:  # noqa: SIM108
-        fin = _finite(norm_ptr, meta_ptr, t, 2)
-    else:
-        fin = t >= 0
+    fin = _finite(norm_ptr, meta_ptr, t, 2, CHECK)
     A = addr_ptr + t * 4
     off = start + tl.arange(0, TILE)
     mask = off < tl.where(fin, numel, 0)
