@@ -13,7 +13,7 @@ import logging
 import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -140,6 +140,36 @@ class _Stats:
         else:
             out["grad_kurtosis"] = torch.zeros(())
         return out
+
+
+class _Knobs(NamedTuple):
+    """A setting's three knobs as plain values, what the torch-path step reads: torch 2.11's compiler breaks
+    the graph at every attribute read of a pydantic model (``CompressionSetting``)."""
+
+    rank: int
+    bits: int
+    gamma: float
+
+    @classmethod
+    def of(cls, s: CompressionSetting) -> _Knobs:
+        return cls(s.rank, s.bits, s.gamma)
+
+
+class _Progress:
+    """What a step changes on the optimizer beyond its tensors, in one object of its own: torch 2.11's
+    ``torch.compile`` traces the optimizer as a special variable that refuses attribute writes, so the step
+    writes here instead of on ``self``.
+
+    ``steps`` counts steps, ``skipped`` tensor updates skipped on the torch path, ``layout`` is bumped
+    whenever a state slot is (re)allocated (the fused plan is rebuilt), ``last`` holds the last step's
+    statistics until :meth:`MangoAdamW.compression_stats` reads them.
+    """
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.skipped = 0
+        self.layout = 0
+        self.last: tuple[_Stats, torch.Tensor | None] | None = None
 
 
 # ------------------------------------------------------------------------------------------ optimizer
@@ -433,11 +463,8 @@ class MangoAdamW(torch.optim.Optimizer):
         device = first.device if first is not None else torch.device("cpu")
         self._gen = torch.Generator(device=device)
         self._gen.manual_seed(seed)
-        self._skipped = 0
-        self._steps = 0
+        self._run = _Progress()
         self.fused = fused
-        self._last: tuple[_Stats, torch.Tensor | None] | None = None
-        self._layout = 0  # bumped whenever a state slot is (re)allocated: the fused plan is rebuilt
         self._plan: fused_mod.Plan | None = None
         self._skip_dev: torch.Tensor | None = None  # device count of fused updates skipped (non-finite)
         log.info("MangoAdamW %s: %s", setting.label(), self._config())
@@ -496,8 +523,8 @@ class MangoAdamW(torch.optim.Optimizer):
         gradient entries; ``skipped_steps`` counts every tensor update skipped so far.
         """
         keys = ("compression_error", "spectral_tail", "grad_kurtosis", "grad_norm")
-        if self._last is not None:
-            last = self._last[0].finish(self._last[1])
+        if self._run.last is not None:
+            last = self._run.last[0].finish(self._run.last[1])
             vals = torch.stack([last[k].detach().double().cpu() for k in keys]).tolist()
         else:
             vals = [0.0] * len(keys)
@@ -506,7 +533,7 @@ class MangoAdamW(torch.optim.Optimizer):
 
     def skipped_updates(self) -> int:
         """Tensor updates skipped so far for non-finite gradients (reads the fused path's device count)."""
-        return self._skipped + (int(self._skip_dev.item()) if self._skip_dev is not None else 0)
+        return self._run.skipped + (int(self._skip_dev.item()) if self._skip_dev is not None else 0)
 
     @torch.no_grad()
     def apply_setting(self, setting: CompressionSetting | None, *, group: int | None = None) -> None:
@@ -556,7 +583,7 @@ class MangoAdamW(torch.optim.Optimizer):
         new = self._group_setting(groups[0]) if groups else self._setting
         if new == old:
             return
-        self._layout += 1
+        self._run.layout += 1
         plain = []
         for g in groups:
             for p in g["params"]:
@@ -633,7 +660,7 @@ class MangoAdamW(torch.optim.Optimizer):
         # this rank's shard of each gradient under FSDP2 (no per-tensor check on an unsharded model)
         grads = [_local(p.grad) if sharded else p.grad for _, p, _ in items if p.grad is not None]
         if not sharded and self._fused_step(items, grads):
-            self._steps += 1
+            self._run.steps += 1
             return
         norms = torch.stack([torch.linalg.vector_norm(g, dtype=torch.float32) for g in grads])  # (k,)
         finite = self._finite(items, grads, norms)
@@ -641,8 +668,8 @@ class MangoAdamW(torch.optim.Optimizer):
         self._torch_steps(items, finite, stats)
         sq = [norms[j].square() for j, ok in enumerate(finite) if ok]
         grad_sq = torch.stack(sq).sum() if sq else None
-        self._last = (stats, grad_sq)
-        self._steps += 1
+        self._run.last = (stats, grad_sq)
+        self._run.steps += 1
 
     def _finite(
         self,
@@ -679,8 +706,8 @@ class MangoAdamW(torch.optim.Optimizer):
         bad = [(items[j][0], tuple(items[j][1].shape)) for j, ok in enumerate(finite) if not ok]
         if bad:
             if self.strict:
-                raise MangoNonFiniteError(bad, self._steps)
-            self._skipped += len(bad)
+                raise MangoNonFiniteError(bad, self._run.steps)
+            self._run.skipped += len(bad)
             log.warning(
                 "skipping %d tensor update(s) with non-finite or overflowing gradients: %s", len(bad), bad[:4]
             )
@@ -712,7 +739,7 @@ class MangoAdamW(torch.optim.Optimizer):
                 keys = len(st)
                 self._matrix_step(lp, g, st, group, stats)
                 if len(st) != keys:  # a slot appeared or went: the tensor may now suit the fused plan
-                    self._layout += 1
+                    self._run.layout += 1
         if whole_basis:
             basis_mod.step(self, whole_basis, stats)
         if samples:
@@ -726,7 +753,7 @@ class MangoAdamW(torch.optim.Optimizer):
         if self.strict or not self._fused_ok(device):
             return False
         # the parameters' addresses are part of the key: a moved or re-allocated parameter rebuilds the plan
-        key = (self._layout, self._setting, tuple(p.data_ptr() for _, p, _ in items))
+        key = (self._run.layout, self._setting, tuple(p.data_ptr() for _, p, _ in items))
         plan = self._plan
         if plan is None or plan.key != key:
             if any(p.device != device for _, p, _ in items):
@@ -770,7 +797,7 @@ class MangoAdamW(torch.optim.Optimizer):
             st.grad_sq = total if st.grad_sq is None else st.grad_sq + total
 
         stats.deferred.append(deferred)
-        self._last = (stats, None)
+        self._run.last = (stats, None)
         return True
 
     def _fused_ok(self, device: torch.device) -> bool:
@@ -783,7 +810,7 @@ class MangoAdamW(torch.optim.Optimizer):
     # ---------------------------------------------------------------------------------- state kinds
     def _init_state(self, p: torch.Tensor, st: dict[str, Any], group: dict[str, Any]) -> None:
         """The kind follows the whole parameter's shape; a DTensor's state is laid out for its local shard."""
-        self._layout += 1
+        self._run.layout += 1
         st["step"] = 0
         lp = _local(p)
         if p.ndim < 2 or p.numel() < self.min_compress_numel or lp.numel() == 0:
@@ -795,31 +822,46 @@ class MangoAdamW(torch.optim.Optimizer):
         m, n = _canon_shape(lp)
         st["shape"] = (m, n)
         st["project"] = bool(group.get("project", True))
-        st["rank"] = self._eff_rank(m, n, st["project"], self._group_setting(group))
+        st["rank"] = self._eff_rank(m, n, st["project"], self._group_knobs(group))
         st["basis_step"] = 0
         if basis_mod.eligible(p, self.ef_scope):  # FSDP2: the whole matrix's basis, its rank from the whole
             split = basis_mod.plan(p).split  # type: ignore[union-attr]
             st["full_basis"] = True
-            st["rank"] = self._eff_rank(split.m, split.n, st["project"], self._group_setting(group))
+            st["rank"] = self._eff_rank(split.m, split.n, st["project"], self._group_knobs(group))
+
+    @property
+    def _setting(self) -> CompressionSetting:
+        """The optimizer-wide setting; setting it also sets its plain knobs (``_wide``) for the step."""
+        return self._wide_setting
+
+    @_setting.setter
+    def _setting(self, setting: CompressionSetting) -> None:
+        self._wide_setting = setting
+        self._wide = _Knobs.of(setting)
 
     def _group_setting(self, group: dict[str, Any]) -> CompressionSetting:
         """The setting a group's parameters are stepped with: its pinned one, else the optimizer-wide one."""
         pinned = group.get("setting")
         return pinned if pinned is not None else self._setting
 
+    def _group_knobs(self, group: dict[str, Any]) -> _Knobs:
+        """:meth:`_group_setting` as plain values (the step's reads; see :class:`_Knobs`)."""
+        pinned = group.get("setting")
+        return self._wide if pinned is None else _Knobs.of(pinned)
+
     def _eff_rank(
-        self, m: int, n: int, project: bool = True, setting: CompressionSetting | None = None
+        self, m: int, n: int, project: bool = True, setting: CompressionSetting | _Knobs | None = None
     ) -> int:
-        r = (setting or self._setting).rank if project else 0
+        r = (setting or self._wide).rank if project else 0
         return r if 0 < r < min(m, n) else 0
 
-    def _factored(self, setting: CompressionSetting | None = None) -> bool:
+    def _factored(self, setting: CompressionSetting | _Knobs | None = None) -> bool:
         if self.factor_second_moment is None:
-            return (setting or self._setting).bits <= 4
+            return (setting or self._wide).bits <= 4
         return self.factor_second_moment
 
-    def _identity(self, st: dict[str, Any], setting: CompressionSetting | None = None) -> bool:
-        return st["rank"] == 0 and (setting or self._setting).bits == 32
+    def _identity(self, st: dict[str, Any], setting: CompressionSetting | _Knobs | None = None) -> bool:
+        return st["rank"] == 0 and (setting or self._wide).bits == 32
 
     def _exact_step(
         self, p: torch.Tensor, g: torch.Tensor, st: dict[str, Any], group: dict[str, Any]
@@ -851,7 +893,7 @@ class MangoAdamW(torch.optim.Optimizer):
     ) -> None:
         beta1, beta2 = group["betas"]
         lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
-        s = self._group_setting(group)
+        s = self._group_knobs(group)
         bits, gamma, r = s.bits, s.gamma, st["rank"]
         m_rows, n_cols = st["shape"]
         rows = r if r > 0 else m_rows  # rows of the moments: r coefficients or the full matrix
@@ -1028,7 +1070,7 @@ class MangoAdamW(torch.optim.Optimizer):
         rows: int,
         n: int,
         p: torch.Tensor,
-        setting: CompressionSetting | None = None,
+        setting: CompressionSetting | _Knobs | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         """``(v_full, v_row, v_col)`` in fp32 (full xor factored, as the setting wants), zeros at first."""
         if "v_row" in st:
@@ -1249,7 +1291,7 @@ class MangoAdamW(torch.optim.Optimizer):
             "setting": self._setting.model_dump(),
             "generator": self._gen.get_state(),
             "skipped": self.skipped_updates(),
-            "steps": self._steps,
+            "steps": self._run.steps,
             "config": self._config(),
             "param_shapes": [list(q.shape) for g in self.param_groups for q in g["params"]],
         }
@@ -1307,15 +1349,15 @@ class MangoAdamW(torch.optim.Optimizer):
             self.state[p] = st
         self._setting = setting
         self._gen.set_state(gen_state)
-        self._skipped = skipped
+        self._run.skipped = skipped
         self._skip_dev = None
-        self._layout += 1
-        self._steps = steps
+        self._run.layout += 1
+        self._run.steps = steps
         if cfg != self._config():
             log.warning("load_state_dict: knobs %s replace %s", cfg, self._config())
         for k, v in cfg.items():
             setattr(self, k, v)
-        self._last = None
+        self._run.last = None
 
     def _config(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in _CONFIG_KEYS}
