@@ -169,11 +169,9 @@ def _f32(a: np.ndarray) -> np.ndarray:
 class _NormLinear:
     """A LayerNorm and the linear layer that reads it (see :func:`_norm_linear`).
 
-    ``c [d, d]``: the centering matrix ``I - 1/d`` (``x @ c`` is ``x - mean(x)`` per token row);
     ``w [d, out]``: ``(W diag(ln_w))^T``; ``b [out]``: ``W ln_b + b``. Folded in float64, held in float32.
     """
 
-    c: np.ndarray
     w: np.ndarray
     b: np.ndarray
 
@@ -182,28 +180,35 @@ def _fold_norm_linear(ln_w: np.ndarray, ln_b: np.ndarray, w: np.ndarray, b: np.n
     """``W LN(x) + b`` (LN with affine ``ln_w``, ``ln_b``; ``w [out, in]``, torch's layout) as a _NormLinear.
 
     ``LN(x) = ln_w * (x - mean) / sigma + ln_b``, so ``W LN(x) + b = (W diag(ln_w)) (x - mean) / sigma +
-    (W ln_b + b)``: the scale and the shift move into the weights; the centering becomes a product.
+    (W ln_b + b)``: the scale and the shift move into the weights. The centering is not done here: the
+    residual stream is kept centered (see :func:`_centered`).
     """
-    d = w.shape[1]
     w64 = w.astype(np.float64)
-    center = np.eye(d) - 1.0 / d
     bias = w64 @ ln_b.astype(np.float64) + b.astype(np.float64)
-    return _NormLinear(_f32(center), _f32((w64 * ln_w.astype(np.float64)).T), _f32(bias))
+    return _NormLinear(_f32((w64 * ln_w.astype(np.float64)).T), _f32(bias))
+
+
+def _centered(w: np.ndarray) -> np.ndarray:
+    """``w [in, d]`` (float64) with each row's mean taken out: ``x @ _centered(w)`` is ``x @ w`` centered per
+    token row (``w (I - 1/d)``), the same to float rounding whatever ``x``."""
+    return w - w.mean(axis=1, keepdims=True)
 
 
 def _norm_linear(nl: _NormLinear, x: np.ndarray, mean_col: np.ndarray) -> np.ndarray:
-    """``W LN(x) + b`` for token rows ``x [..., S, d]`` -> ``[..., S, out]``, a fresh array.
+    """``W LN(x) + b`` for *centered* token rows ``x [..., S, d]`` (each row's mean 0) -> ``[..., S, out]``.
 
+    Every reader of the residual stream is a LayerNorm, which ignores a row's mean, so the model keeps the
+    stream centered (every product that writes it has centered rows, :func:`_centered`): the LayerNorm's
+    centering (a ``[d, d]`` product per LayerNorm) falls away and the variance is ``mean(x^2)``.
     ``mean_col`` is a ``[d, 1]`` column of ``1/d``: a mean as a matrix product is several times cheaper
-    than ``ndarray.mean`` on vectors this short, and so is the centering (``x @ c``). Every operand is
-    contiguous: numpy's elementwise loops on strided views of a wider product cost up to twice as much.
+    than ``ndarray.mean`` on vectors this short. Every operand is contiguous: numpy's elementwise loops on
+    strided views of a wider product cost up to twice as much. Returns a fresh array; ``x`` is not changed.
     """
-    xc = x @ nl.c  # x - mean(x), per token
-    sigma = (xc * xc) @ mean_col  # [..., S, 1]: the variance
-    sigma += LAYER_NORM_EPS
+    sigma = (x * x) @ mean_col  # [..., S, 1]: the variance
+    sigma += _EPS_F32
     np.sqrt(sigma, out=sigma)
-    xc /= sigma
-    out = xc @ nl.w
+    z = x / sigma
+    out = z @ nl.w
     out += nl.b
     return out
 
@@ -256,6 +261,14 @@ _GELU_C3 = _GELU_C * 0.044715
 #: so the row's doubled GELU is exactly 16 and a bias divided by 16 (a power of two: exact) rides on it.
 _CONST_HIDDEN = 8.0
 
+# The scalars of the per-call arithmetic as 0-d float32 arrays: numpy converts a Python float operand on
+# every call (~0.2 us each, a tenth of the forward's elementwise time); the float32 value, so the result, is
+# the same.
+_EPS_F32 = np.array(LAYER_NORM_EPS, dtype=np.float32)
+_GELU_C_F32 = np.array(_GELU_C, dtype=np.float32)
+_GELU_C3_F32 = np.array(_GELU_C3, dtype=np.float32)
+_ONE_F32 = np.array(1.0, dtype=np.float32)
+
 
 class NumpyTinyFormer:
     """The TinyFormer's greedy policy in numpy (float32): observation -> logits -> argmax grid indices.
@@ -274,9 +287,10 @@ class NumpyTinyFormer:
     * the embedding: the observation is scattered (one indexed assignment) into a copy of a fixed input
       matrix whose last ``S`` columns are the identity, so one product gives both input embeddings, their
       biases and the positions;
-    * each LayerNorm's scale and shift into the product that reads it, its centering into a product
-      (:func:`_fold_norm_linear`); the attention scale into the queries; the three input projections into
-      one product;
+    * each LayerNorm's scale and shift into the product that reads it (:func:`_fold_norm_linear`); its
+      centering into the products that write the residual stream (the embedding, the attention's output
+      projection, the MLP's output: :func:`_centered`), which is read only through LayerNorms and so is
+      kept centered; the attention scale into the queries; the three input projections into one product;
     * the softmax's denominator: a feature of ones beside each head's values, so ``exp(scores) @ v``
       gives it with the weighted values, and the division leaves a feature of ones that carries the output
       projection's bias; the MLP's output bias likewise rides on a constant hidden feature
@@ -308,15 +322,17 @@ class NumpyTinyFormer:
         col_bias = np.repeat(w("encoder.token_in.bias")[None], s, axis=0)  # [S, d]
         col_bias[0] = w("encoder.objective_in.bias")
         self._w_embed = _f32(
-            np.concatenate(
-                [
-                    w("encoder.token_in.weight"),
-                    w("encoder.objective_in.weight"),
-                    (col_bias + w("encoder.pos")).T,
-                ],
-                1,
-            ).T
-        )  # [T + O + S, d]
+            _centered(
+                np.concatenate(
+                    [
+                        w("encoder.token_in.weight"),
+                        w("encoder.objective_in.weight"),
+                        (col_bias + w("encoder.pos")).T,
+                    ],
+                    1,
+                ).T
+            )
+        )  # [T + O + S, d], centered rows: the residual stream starts centered
         template = np.zeros((s, t + o + s), dtype=np.float32)
         template[np.arange(s), t + o + np.arange(s)] = 1.0
         self._template = template[None]  # [1, S, T + O + S]
@@ -355,9 +371,9 @@ class NumpyTinyFormer:
             blocks.append(
                 _Block(
                     qkv=_fold_norm_linear(w(p + "ln1.weight"), w(p + "ln1.bias"), qkv_w, qkv_b),
-                    w_proj=_f32(proj.reshape(d, -1).T),
+                    w_proj=_f32(_centered(proj.reshape(d, -1).T)),
                     fc=_fold_norm_linear(w(p + "ln2.weight"), w(p + "ln2.bias"), fc_w, fc_b),
-                    w_out=_f32(w_out.T),
+                    w_out=_f32(_centered(w_out.T)),
                     bounded=bounded,
                 )
             )
@@ -378,7 +394,7 @@ class NumpyTinyFormer:
         head = _fold_norm_linear(
             w("encoder.norm.weight"), w("encoder.norm.bias"), head_w, np.zeros(n_rows * width)
         )
-        self._head = _NormLinear(head.c, head.w, _f32(head.b + head_b))
+        self._head = _NormLinear(head.w, _f32(head.b + head_b))
         self._head_shape = (n_rows, width)
         self._mean = np.full((d, 1), 1.0 / d, dtype=np.float32)
 
@@ -409,11 +425,11 @@ class NumpyTinyFormer:
         x += y.transpose(0, 2, 1, 3).reshape(b, sq, -1) @ blk.w_proj
         hidden = _norm_linear(blk.fc, x, self._mean)  # [B, Sq, ff*d + 1], the last feature _CONST_HIDDEN
         g = hidden * hidden
-        g *= _GELU_C3
-        g += _GELU_C
+        g *= _GELU_C3_F32
+        g += _GELU_C_F32
         g *= hidden
         np.tanh(g, out=g)
-        g += 1.0
+        g += _ONE_F32
         g *= hidden  # 2 * GELU(hidden); the 0.5 is in w_out, the bias on the last feature (16)
         x += g @ blk.w_out
         return x
@@ -428,8 +444,12 @@ class NumpyTinyFormer:
                 f"(window={cfg.window}); encode with ObservationSpec(window={cfg.window})"
             )
         b = x0.shape[0]
-        inputs = self._template.repeat(b, axis=0)  # [B, W+1, T+O+S]
-        inputs.reshape(b, -1)[:, self._scatter] = x0
+        if b == 1:  # the serving path: a copy and a 1-D scatter cost half of repeat and a 2-D one
+            inputs = self._template.copy()  # [1, W+1, T+O+S]
+            inputs.reshape(-1)[self._scatter] = x0.reshape(-1)
+        else:
+            inputs = self._template.repeat(b, axis=0)  # [B, W+1, T+O+S]
+            inputs.reshape(b, -1)[:, self._scatter] = x0
         x = inputs @ self._w_embed  # [B, W+1, d]: embeddings + biases + positions
         flags = x0[:, : self._n_tok : cfg.token_dim]  # [B, W]: the mask feature of each telemetry token
         mask = None
