@@ -745,10 +745,16 @@ class MangoAdamW(torch.optim.Optimizer):
         if samples:
             stats.samples.append(torch.cat(samples))  # a copy: the step keeps no reference to the gradients
 
+    @torch.compiler.disable
     def _fused_step(
         self, items: list[tuple[int, torch.Tensor, dict[str, Any]]], grads: list[torch.Tensor]
     ) -> bool:
-        """Step through :mod:`client.compression.fused` when it applies; False leaves it to the torch path."""
+        """Step through :mod:`client.compression.fused` when it applies; False leaves it to the torch path.
+
+        Not traced by ``torch.compile`` (``torch.compiler.disable``): its host side plans launches from
+        tensor addresses and its kernels are already fused, so a compiled ``opt.step`` runs it eagerly, one
+        graph break, and compiles the rest (the torch-path tensors of a mixed plan run eagerly here too).
+        """
         device = items[0][1].device
         if self.strict or not self._fused_ok(device):
             return False

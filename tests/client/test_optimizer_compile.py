@@ -80,3 +80,45 @@ def test_compiled_float_lr_step_agrees_with_eager() -> None:
     for p, q in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(q, p, rtol=0, atol=1e-3)
     assert oa.state_bytes() == ob.state_bytes()
+
+
+def _fused_device() -> torch.device:
+    from client.compression import fused
+
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not fused.fused_available(dev):
+        pytest.skip("the fused step needs CUDA + triton, or TRITON_INTERPRET=1 on the CPU")
+    return dev
+
+
+def test_compiled_step_runs_the_fused_kernels_eagerly() -> None:
+    """``torch.compile(opt.step)`` on the fused path: the fused step is not traced (its host side plans
+    from tensor addresses), so the kernels run as in eager mode and the parameters agree."""
+    dev = _fused_device()
+    nets, opts = [], []
+    for _ in range(2):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 64)).to(dev)
+        nets.append(net)
+        opts.append(
+            MangoAdamW(
+                net.parameters(),
+                lr=1e-2,
+                setting=R0B8,
+                min_compress_numel=256,
+                fused=True,
+                stochastic_rounding=False,  # compiled, the first step draws from torch's generator
+            )
+        )
+    step = torch.compile(opts[1].step, backend="aot_eager")
+    for t in range(4):
+        for net, opt, fn in ((nets[0], opts[0], opts[0].step), (nets[1], opts[1], step)):
+            x = torch.randn(16, 64, generator=torch.Generator().manual_seed(t)).to(dev)
+            opt.zero_grad()
+            net(x).square().mean().backward()
+            fn()
+    assert opts[1]._plan is not None and opts[1]._plan.groups  # the compiled step went through the kernels
+    for p, q in zip(nets[0].parameters(), nets[1].parameters()):
+        # the first step (states created on the torch path) is traced: one rounding apart at most
+        torch.testing.assert_close(q, p, rtol=0, atol=1e-3)
+    assert opts[0].compression_stats().skipped_steps == opts[1].compression_stats().skipped_steps == 0
