@@ -3,9 +3,12 @@
 # session 22): balanced on gpt-85m against static r0/b4/g0 (the setting it played in 29 of 30 intervals in
 # call 22: is it the best static setting in hindsight, and does the adaptive run tie it?), energy-first on
 # gpt-85m, balanced on lm-medium; then issue 12's projected rows (what memory-first plays) on this card.
-# ~560 s on a fresh machine. Carry .whl13.
+# First the compile tests on the GPU (the fused path under torch.compile). ~600 s on a fresh machine. Carry .whl13.
 source results/gpu-h200-next/preamble.sh
 nvidia-smi --query-gpu=name,power.limit --format=csv,noheader >> $L
+# session 22: torch.compile of the step with the fused kernels (torch.compiler.disable on _fused_step), compiled
+timeout 90 python3 -m pytest -q -p no:cacheprovider tests/client/test_optimizer_compile.py > $R/compile.log 2>&1
+step compile-tests $?; tail -2 $R/compile.log >> $L
 DEMO_TIMEOUT=240 demo_obj bal-gpt85m-r0b4 balanced r0/b4/g0
 DEMO_TIMEOUT=150 demo_obj ef-gpt85m energy-first r0/b8/g0
 DEMO_TIMEOUT=100 demo_obj bal-lmmed balanced r0/b8/g0 --model lm-medium --steps 600 --batch-size 32
