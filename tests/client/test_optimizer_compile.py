@@ -11,6 +11,7 @@ import torch
 import torch._dynamo
 from torch._dynamo.utils import counters
 
+from client.compression import fused
 from client.compression.optimizer import MangoAdamW
 from client.protocol import CompressionSetting as S
 
@@ -83,8 +84,6 @@ def test_compiled_float_lr_step_agrees_with_eager() -> None:
 
 
 def _fused_device() -> torch.device:
-    from client.compression import fused
-
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if not fused.fused_available(dev):
         pytest.skip("the fused step needs CUDA + triton, or TRITON_INTERPRET=1 on the CPU")
