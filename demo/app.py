@@ -9,7 +9,8 @@
    :class:`~client.hook.AdaptiveCompression`, which asks the service for a setting every control interval.
    The run starts uncompressed, like a job's first interval (and like the training environment's warm-up).
 3. Runs the same job (same initial weights, same batches in the same order) with plain ``torch.optim.AdamW``
-   and with a static setting (default ``r0/b8/g0``, see :attr:`DemoArgs.static_setting` for why).
+   and with a static setting (default ``r0/b8/g0``, see :attr:`DemoArgs.static_setting` for why), or with
+   each of several static settings, so the verdict weighs the adaptive run against the best in hindsight.
 4. Prints a summary table, writes ``summary.json``, ``summary.md``, ``report.png`` (loss curves, state
    memory and energy over time, the settings chosen), the decision log and the service's log and metrics to
    :attr:`DemoArgs.out_dir`.
@@ -46,7 +47,7 @@ import torch
 import tyro
 
 from client.protocol import CompressionSetting
-from demo.args import AUTO_LR, AUTO_MODEL, DemoArgs, choose_static
+from demo.args import AUTO_LR, AUTO_MODEL, DemoArgs, choose_statics
 from demo.plot import plot_report
 from demo.report import (
     format_seed_table,
@@ -114,10 +115,11 @@ def run_demo(args: DemoArgs, argv: list[str] | None = None) -> dict[str, Any]:
         args = dataclasses.replace(args, model=AUTO_MODEL[device.type])
     if args.lr == 0:
         args = dataclasses.replace(args, lr=AUTO_LR[args.model])
-    static_setting, static_why = choose_static(args.static_setting)
+    statics = choose_statics(args.static_setting)
+    static_setting, static_why = statics[0]
     objective = preset(args.objective)
     print(
-        f"MANGO demo: {args.model}, {args.steps} steps x 3 runs"
+        f"MANGO demo: {args.model}, {args.steps} steps x {2 + len(statics)} runs"
         + (f" x {args.seeds} seeds" if args.seeds > 1 else "")
         + f", batch {args.batch_size}x{args.seq_len}, lr {args.lr:g}, "
         f"interval {args.interval_steps} steps, on {machine_line(device)}",
@@ -132,7 +134,11 @@ def run_demo(args: DemoArgs, argv: list[str] | None = None) -> dict[str, Any]:
         "device": str(device),
         "machine": machine_line(device),
         "objective": {"preset": args.objective, **objective.model_dump()},
-        "static": {"setting": static_setting.label(), "why": static_why},
+        "static": {
+            "setting": static_setting.label(),
+            "why": static_why,
+            "settings": [s.label() for s, _ in statics],
+        },
     }
     service_env = {"OPENBLAS_NUM_THREADS": "1", "MANGO_LOG_LEVEL": "info"}  # as the service image does
     if args.policy_dir:
@@ -177,9 +183,10 @@ def run_demo(args: DemoArgs, argv: list[str] | None = None) -> dict[str, Any]:
             f"policy {args.policy!r} -> {served}",
             flush=True,
         )
-        print(f"static baseline: {static_setting.label()} ({static_why})", flush=True)
+        for setting, why in statics:
+            print(f"static baseline: {setting.label()} ({why})", flush=True)
 
-        warm_s = warm_up(args, corpus, device, static_setting)
+        warm_s = warm_up(args, corpus, device, [s for s, _ in statics])
         if warm_s:
             print(f"kernels compiled before the timed runs in {warm_s:.1f} s (untimed)", flush=True)
             summary["warm_up_s"] = round(warm_s, 2)
@@ -204,8 +211,9 @@ def run_demo(args: DemoArgs, argv: list[str] | None = None) -> dict[str, Any]:
                         telemetry_log=out / _per_seed("telemetry", seed, args.seed),
                     ),
                     train_run(job, "adamw (torch)", corpus, val, device, setting=None),
-                    train_run(
-                        job, f"static {static_setting.label()}", corpus, val, device, setting=static_setting
+                    *(
+                        train_run(job, f"static {s.label()}", corpus, val, device, setting=s)
+                        for s, _ in statics
                     ),
                 ]
             )

@@ -17,7 +17,16 @@ from client.protocol import CompressionSetting
 from envs.models import PRESETS
 from envs.objectives import OBJECTIVE_PRESETS
 
-__all__ = ["AUTO_LR", "AUTO_MODEL", "FIXED_STATIC", "DemoArgs", "choose_static", "parse_setting"]
+__all__ = [
+    "AUTO_LR",
+    "AUTO_MODEL",
+    "FIXED_STATIC",
+    "DemoArgs",
+    "choose_static",
+    "choose_statics",
+    "parse_setting",
+    "static_labels",
+]
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +82,9 @@ class DemoArgs:
     """Extra directory of learned policy artifacts for the service (MANGO_POLICY_DIR); '' for none (the
     shipped client/policy/default_policy/ is always loaded)."""
     static_setting: str = FIXED_STATIC
-    """The static baseline, rR/bB/gG. Default r0/b8/g0: the strong default of issue 13 (BENCHMARKS.md: on an
+    """The static baseline, rR/bB/gG, or several separated by commas ("r0/b8/g0,r0/b4/g0,r64/b4/g0"): each
+    is one more run per seed, and the verdict weighs the adaptive run against the best of them in hindsight
+    (the lowest mean J). Default r0/b8/g0: the strong default of issue 13 (BENCHMARKS.md: on an
     H200 it matched AdamW's loss at 3 B/param and beat the first learned policy). 'auto' takes the setting
     from the newest results/lm-*.json of `mango bench lm`: the compressed setting with the fewest state bytes
     whose validation loss is within one percent of AdamW's (else the lowest loss); falls back to r0/b8/g0
@@ -139,7 +150,31 @@ class DemoArgs:
         if self.policy_dir and not Path(self.policy_dir).is_dir():
             raise ValueError(f"policy_dir={self.policy_dir!r} is not a directory")
         if self.static_setting != "auto":
-            parse_setting(self.static_setting)
+            static_labels(self.static_setting)
+
+
+def static_labels(spec: str) -> list[str]:
+    """The canonical labels of a comma-separated ``--static-setting`` list; ``ValueError`` names a bad or
+    repeated entry (two runs of one setting would be one static run twice)."""
+    labels: list[str] = []
+    for part in spec.split(","):
+        if not part.strip():
+            raise ValueError(
+                f"static_setting={spec!r}: an empty entry; give rR/bB/gG labels separated by commas"
+            )
+        label = parse_setting(part.strip()).label()
+        if label in labels:
+            raise ValueError(f"static_setting={spec!r}: {label} is given twice")
+        labels.append(label)
+    return labels
+
+
+def choose_statics(spec: str, results_dir: Path = ROOT / "results") -> list[tuple[CompressionSetting, str]]:
+    """The static baselines and why each was chosen: :func:`choose_static` for ``'auto'`` or one setting,
+    else one ``(setting, "given on the command line")`` per entry of the comma-separated list."""
+    if "," not in spec:
+        return [choose_static(spec, results_dir)]
+    return [(parse_setting(label), "given on the command line") for label in static_labels(spec)]
 
 
 def parse_setting(label: str) -> CompressionSetting:

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 __all__ = ["build_report", "changes", "final_marker_xs", "place_labels", "plot_report"]
 
 COLORS = {"adaptive": "tab:blue", "adamw": "tab:gray", "static": "tab:orange"}
+#: Colours of the second and later static runs (``--static-setting`` with several settings).
+MORE_STATIC_COLORS = ("tab:purple", "tab:brown", "tab:olive", "tab:cyan", "tab:pink")
 #: hollow final-loss markers, one shape and size per run (largest first)
 FINAL_MARKERS = [("*", 220), ("D", 110), ("o", 45), ("s", 20)]
 #: spacing of the final-loss markers past the last step, as a fraction of the x range
@@ -142,10 +144,16 @@ def build_report(runs: Sequence[RunResult], title: str, energy_note: str) -> Fig
     last = max((r.points[-1].step for r in with_points), default=0)
     first = min((_edges([p.step for p in r.points])[0] for r in with_points), default=0)
     marker_xs = final_marker_xs(last, last - first, len(runs))
+    n_static = 0
     for i, r in enumerate(runs):
         if not r.points:
             continue
-        c = COLORS.get(r.name.split()[0])
+        kind = r.name.split()[0]
+        c = COLORS.get(kind)
+        if kind == "static":
+            if n_static:
+                c = MORE_STATIC_COLORS[(n_static - 1) % len(MORE_STATIC_COLORS)]
+            n_static += 1
         steps = [p.step for p in r.points]
         edges = _edges(steps)
         ax_loss.plot(steps, [p.loss for p in r.points], color=c, label=r.name)

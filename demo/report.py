@@ -58,7 +58,8 @@ def objective_scores(runs: list[RunResult], objective: Objective) -> dict[str, f
 
 
 def format_verdict(runs: list[RunResult], scores: dict[str, float], objective_name: str) -> str:
-    """One line: who won under the chosen objective, and by how much."""
+    """One line: who won under the chosen objective (the adaptive run ``runs[0]`` against the best of the
+    others: AdamW and each static setting), and by how much."""
     adaptive = runs[0]
     others = sorted((r for r in runs[1:]), key=lambda r: scores[r.name])
     best = others[0]
@@ -96,7 +97,8 @@ def t975(df: int) -> float:
 
 def format_seeds_verdict(per_seed: list[dict[str, float]], names: list[str], objective_name: str) -> str:
     """One line over several seeds (each seed's J relative to its own AdamW run): the adaptive run
-    (``names[0]``) against the other run with the lowest mean J, by their paired difference per seed.
+    (``names[0]``) against the other run with the lowest mean J (AdamW or, with several static settings, the
+    best static setting in hindsight), by their paired difference per seed.
 
     A run is named the winner only when the 95 % confidence interval of the mean paired difference (Student t
     over the seeds) excludes 0; otherwise the line says there is no clear winner. Two runs that train the same
@@ -126,17 +128,27 @@ def format_seeds_verdict(per_seed: list[dict[str, float]], names: list[str], obj
     return f"{head} {best} wins, J {b:.3f} vs adaptive {a:.3f}; {tally}"
 
 
+def _alike_static(all_runs: list[list[RunResult]]) -> int | None:
+    """Index of the static run (each seed's runs: adaptive, AdamW, then one per static setting) whose setting
+    the adaptive run played in every interval of every seed, else ``None`` (also when a run has no
+    intervals): the two runs then did the same work."""
+    for k in range(2, len(all_runs[0])):
+        if all(
+            rs[0].points
+            and len(rs[0].points) == len(rs[k].points)
+            and all(a.setting == b.setting for a, b in zip(rs[0].points, rs[k].points, strict=True))
+            for rs in all_runs
+        ):
+            return k
+    return None
+
+
 def trained_alike(all_runs: list[list[RunResult]]) -> str | None:
     """The setting the adaptive run (the first of each seed's runs) played in every interval of every seed
-    when it is the static run's (the last) setting throughout, else ``None`` (also when a run has no
-    intervals): the two runs then did the same work."""
-    for runs in all_runs:
-        adaptive, static = runs[0], runs[-1]
-        if not adaptive.points or len(adaptive.points) != len(static.points):
-            return None
-        if any(a.setting != b.setting for a, b in zip(adaptive.points, static.points, strict=True)):
-            return None
-    return all_runs[0][-1].points[0].setting
+    when it is one static run's setting throughout, else ``None`` (also when a run has no intervals): the
+    two runs then did the same work."""
+    k = _alike_static(all_runs)
+    return None if k is None else all_runs[0][k].points[0].setting
 
 
 def same_schedule_note(all_runs: list[list[RunResult]]) -> str:
@@ -168,17 +180,18 @@ def settle_alike(
     verdict: str, all_runs: list[list[RunResult]], per_seed: list[dict[str, float]], objective_name: str
 ) -> str:
     """``verdict`` as :func:`format_verdict` or :func:`format_seeds_verdict` wrote it, settled for runs
-    that trained alike (:func:`trained_alike`): a tie (:func:`format_alike_verdict`) when the static run's
-    mean J (``per_seed``: :func:`objective_scores` of each seed's runs) beats AdamW's, else the verdict with
-    :func:`same_schedule_note`'s clause. Unchanged otherwise."""
-    setting = trained_alike(all_runs)
-    if setting is None:
+    that trained alike (:func:`trained_alike`): a tie (:func:`format_alike_verdict`) when that static run's
+    mean J (``per_seed``: :func:`objective_scores` of each seed's runs) beats AdamW's and every other static
+    run's, else the verdict with :func:`same_schedule_note`'s clause. Unchanged otherwise."""
+    k = _alike_static(all_runs)
+    if k is None:
         return verdict
+    setting = all_runs[0][k].points[0].setting
     names = [r.name for r in all_runs[0]]
-    mean = {k: sum(sc[k] for sc in per_seed) / len(per_seed) for k in names}
-    adaptive, adamw, static = names[0], names[1], names[-1]
-    if mean[static] <= mean[adamw]:
-        return format_alike_verdict(objective_name, len(all_runs), setting, mean[adaptive], mean[static])
+    mean = {n: sum(sc[n] for sc in per_seed) / len(per_seed) for n in names}
+    static = names[k]
+    if all(mean[static] <= mean[n] for n in names[1:]):
+        return format_alike_verdict(objective_name, len(all_runs), setting, mean[names[0]], mean[static])
     return verdict + same_schedule_note(all_runs)
 
 

@@ -8,6 +8,7 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,9 +168,13 @@ def _train_step(
 
 
 def warm_up(
-    args: DemoArgs, corpus: ByteCorpus, device: torch.device, static: CompressionSetting, steps: int = 3
+    args: DemoArgs,
+    corpus: ByteCorpus,
+    device: torch.device,
+    static: CompressionSetting | Sequence[CompressionSetting],
+    steps: int = 3,
 ) -> float:
-    """Untimed steps of every optimizer a timed run starts with (AdamW; MangoAdamW at the static setting and
+    """Untimed steps of every optimizer a timed run starts with (AdamW; MangoAdamW at each static setting and
     at each setting the adaptive run can open with, :data:`client.controllers.FIRST_CANDIDATES`), so
     that no timed run pays the fused kernels' one-time compilation (without it the process's first run, the
     adaptive one, did: BENCHMARKS.md, session 11). Only on CUDA (the CPU path compiles nothing); returns the
@@ -181,7 +186,8 @@ def warm_up(
     assert isinstance(model, ByteGPT)  # check() admits LM presets only
     params = [p for p in model.parameters() if p.requires_grad]
     gen = torch.Generator().manual_seed(args.seed)
-    settings = [static, *(CompressionSetting.parse(label) for label in FIRST_CANDIDATES)]
+    statics = [static] if isinstance(static, CompressionSetting) else list(static)
+    settings = [*statics, *(CompressionSetting.parse(label) for label in FIRST_CANDIDATES)]
     optimizers: list[torch.optim.Optimizer] = [torch.optim.AdamW(params, lr=args.lr)]
     optimizers += [MangoAdamW(params, lr=args.lr, setting=s, seed=args.seed) for s in dict.fromkeys(settings)]
     for opt in optimizers:

@@ -30,7 +30,7 @@ from demo import (
     objective_scores,
     parse_setting,
 )
-from demo.args import AUTO_LR
+from demo.args import AUTO_LR, choose_statics, static_labels
 from demo.report import format_seed_table, format_seeds_verdict, same_schedule_note, settle_alike, t975
 from demo.runs import Point, warm_up
 from envs.data import load_corpus
@@ -244,9 +244,18 @@ def test_demo_with_a_learned_policy(tmp_path: Path) -> None:
 
     export_tiny(tmp_path / "policies", name="tiny", version="t1")
     out = tmp_path / "demo"
-    proc = _run_demo(out, "--policy-dir", str(tmp_path / "policies"), "--policy", "tiny", "--seeds", "2")
+    proc = _run_demo(
+        out,
+        *("--policy-dir", str(tmp_path / "policies"), "--policy", "tiny", "--seeds", "2"),
+        *("--static-setting", "r0/b32/g0,r0/b8/g0"),  # two static runs: the best in hindsight is weighed
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = _assert_summary(out)
+    names = ["adaptive (service)", "adamw (torch)", "static r0/b32/g0", "static r0/b8/g0"]
+    assert [r["name"] for r in summary["runs"]] == names
+    assert summary["static"]["settings"] == ["r0/b32/g0", "r0/b8/g0"]
+    assert all([r["name"] for r in sd["runs"]] == names for sd in summary["seeds"])
+    assert "x 4 runs" in proc.stdout
     assert summary["service"]["served_kind"] == "learned"
     assert set(summary["runs"][0]["policies"]) == {"tiny@t1"}
     assert "learned policy 'tiny' version t1" in proc.stdout
@@ -370,6 +379,49 @@ def test_t_quantiles_are_students() -> None:
         assert t975(df) == pytest.approx(float(stats.t.ppf(0.975, df)), abs=1e-3)
     with pytest.raises(ValueError, match="two seeds"):
         t975(0)
+
+
+def test_several_static_settings_parse_in_order_and_name_a_bad_entry() -> None:
+    assert static_labels("r0/b8,r64/b4/g0 , r0/b4/g0.5") == ["r0/b8/g0", "r64/b4/g0", "r0/b4/g0.5"]
+    assert [s.label() for s, _ in choose_statics("r0/b4,r0/b8/g0")] == ["r0/b4/g0", "r0/b8/g0"]
+    assert [s.label() for s, _ in choose_statics("r0/b4")] == ["r0/b4/g0"]
+    with pytest.raises(ValueError, match="r0/b8/g0 is given twice"):
+        static_labels("r0/b8,r0/b8/g0")
+    with pytest.raises(ValueError, match="an empty entry"):
+        static_labels("r0/b8,")
+    with pytest.raises(ValueError, match="rR/bB"):
+        DemoArgs(static_setting="r0/b8,r7/b8").resolved().check()
+
+
+def test_several_statics_the_verdict_weighs_the_best_in_hindsight() -> None:
+    """With several static runs the verdict names the one with the lowest mean J; runs that trained alike
+    tie only when the static run the adaptive one copied is that best one."""
+
+    def run(name: str, settings: list[str], loss: float, state: int) -> RunResult:
+        pts = [Point(20 * (i + 1), loss, state, 1.0, 0.1, s, 0, 8, 0.0) for i, s in enumerate(settings)]
+        return RunResult(name, name, loss, state, 100, 10.0, "nvml", 10.0, points=pts)
+
+    def seed(adaptive_state: int, r0b4_loss: float) -> list[RunResult]:
+        return [
+            run("adaptive (service)", ["r0/b8/g0"] * 3, 2.0, adaptive_state),
+            run("adamw (torch)", ["adamw"] * 3, 2.0, 800),
+            run("static r0/b8/g0", ["r0/b8/g0"] * 3, 2.0, 305),
+            run("static r0/b4/g0", ["r0/b4/g0"] * 3, r0b4_loss, 114),
+        ]
+
+    obj = preset("balanced")
+    better_r0b4 = [seed(305, 2.0), seed(305, 2.0)]  # r0/b4/g0 as good in loss, fewer bytes: the best static
+    names = [r.name for r in better_r0b4[0]]
+    per_seed = [objective_scores(rs, obj) for rs in better_r0b4]
+    raw = format_seeds_verdict(per_seed, names, "balanced")
+    assert "static r0/b4/g0 wins" in raw
+    line = settle_alike(raw, better_r0b4, per_seed, "balanced")
+    assert line.startswith(raw) and line.endswith("they trained alike")  # copied r0/b8/g0, not the best
+    worse_r0b4 = [seed(305, 2.4), seed(305, 2.4)]  # 20 % worse loss: r0/b8/g0 is the best static
+    per_seed = [objective_scores(rs, obj) for rs in worse_r0b4]
+    raw = format_seeds_verdict(per_seed, names, "balanced")
+    line = settle_alike(raw, worse_r0b4, per_seed, "balanced")
+    assert line.startswith("verdict (balanced, 2 seeds): a tie with the static run") and "r0/b8/g0" in line
 
 
 def test_the_verdict_says_when_the_adaptive_run_played_the_static_setting() -> None:
