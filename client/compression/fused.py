@@ -214,10 +214,10 @@ class _Group:
 @dataclass
 class _Sums:
     """Tables of the partial-sum launches (:func:`~.kernels.triton_step.partial_sums_kernel`): a job is one
-    tensor's row or column sums, stored as ``slots x entries`` floats (a slot row per column strip for the
-    row sums, per program of a strip for the column sums)."""
+    tensor's row or column sums, stored as ``slot rows x entries`` floats (a slot row per column strip for
+    the row sums, laid out a slot a block, per program of a strip for the column sums)."""
 
-    jobs: torch.Tensor  # int64 [J, 6]: slots' address, slot rows, entries, statistic's address, across, t
+    jobs: torch.Tensor  # int64 [J, 8]: slots, slot rows, entries, their strides, statistic, across, tensor
     groups: torch.Tensor  # int32 [n, 3]: (job, first entry, first slot row) of the first-level programs
     folds: torch.Tensor  # int32 [n, 3]: (job, first entry, 0) of the folding programs
     group: int  # PARTIALS_GROUP the tables were built for
@@ -509,10 +509,10 @@ def _matrix_group(
             cs = scratch[pos + sr * nrows : pos + sr * nrows + sc * ncols]
             pos += sr * nrows + sc * ncols
             row += [v_nat_row.data_ptr(), v_nat_col.data_ptr(), rs.data_ptr(), cs.data_ptr()]
-            if partials:  # (slots, slot rows, entries, statistic, across, tensor) of the row / column sums
+            if partials:  # the row sums a slot a block ([rows, strips]), the column sums [programs, cols]
                 t = len(strides)
-                jobs += [rs.data_ptr(), sr, nrows, v_nat_row.data_ptr(), ncols, t]
-                jobs += [cs.data_ptr(), sc, ncols, v_nat_col.data_ptr(), nrows, t]
+                jobs += [rs.data_ptr(), sr, nrows, 1, sr, v_nat_row.data_ptr(), ncols, t]
+                jobs += [cs.data_ptr(), sc, ncols, ncols, 1, v_nat_col.data_ptr(), nrows, t]
             stride = ncols // block  # a program owns a column strip of rows_per_prog rows
             strip_rows.append(nrows)
         else:
@@ -546,10 +546,10 @@ def _matrix_group(
 
 
 def _sum_tables(jobs: list[int], device: torch.device) -> _Sums:
-    """The partial-sum launches' tables for ``jobs`` (flat rows of six, :class:`_Sums`): every job's entries
+    """The partial-sum launches' tables for ``jobs`` (flat rows of eight, :class:`_Sums`): every job's entries
     in chunks of :data:`PARTIALS_COLS`; a job of more than :data:`PARTIALS_GROUP` slot rows also gets a
     first-level program per chunk and group of slot rows."""
-    job = torch.tensor(jobs, dtype=torch.int64).view(-1, 6)
+    job = torch.tensor(jobs, dtype=torch.int64).view(-1, 8)
     group, cols = PARTIALS_GROUP, PARTIALS_COLS
     chunks = torch.div(job[:, 2] + cols - 1, cols, rounding_mode="floor")
     n_groups = torch.div(job[:, 1] + group - 1, group, rounding_mode="floor") * (job[:, 1] > group)

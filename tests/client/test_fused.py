@@ -742,24 +742,29 @@ def test_fused_partial_sums_skip_nonfinite_tensors(monkeypatch: pytest.MonkeyPat
 
 @pytest.mark.parametrize(("group", "check"), [(4, True), (64, True), (4, False)])
 def test_partial_sums_kernel_adds_every_slot(group: int, check: bool) -> None:
-    """The partial-sum launches alone, on jobs of 1 to 70 slot rows and 1 to 300 entries (one a tensor whose
-    norm is inf): each statistic becomes ``beta2 v + (1 - beta2) sum / across`` of its job's slots, the
-    skipped tensor's stays unless the fold runs unchecked."""
+    """The partial-sum launches alone, on jobs of 1 to 70 slot rows and 1 to 300 entries, in both layouts
+    (a slot row after another, or an entry's slots side by side), every other one of a tensor whose norm is
+    inf: each statistic becomes ``beta2 v + (1 - beta2) sum / across`` of its job's slots, the skipped
+    tensor's stays unless the fold runs unchecked."""
     from client.compression.kernels import triton_step as ts
 
     device = _device()
     gen = torch.Generator().manual_seed(1)
     shapes = [(1, 1), (3, 300), (5, 64), (8, 65), (70, 7), (64, 129)]
+    # [P, N] slots, stored as they are (even jobs) or as their transpose (odd jobs)
     slots = [torch.rand(p, n, generator=gen).to(device) for p, n in shapes]
+    stored = [x if t % 2 == 0 else x.t().contiguous() for t, x in enumerate(slots)]
     stats = [torch.rand(n, generator=gen).to(device) for _, n in shapes]
     want = [v.clone() for v in stats]
     across = [3, 1, 7, 2, 5, 11]
     norms = torch.tensor([1.0, float("inf")], device=device)
     meta = torch.tensor([[0, 0, 0, 0, 0], [0, 0, 0, 0, 1]], dtype=torch.int64, device=device)
     jobs = []
-    for t, (s, v, a) in enumerate(zip(slots, stats, across)):
-        jobs += [s.data_ptr(), s.shape[0], s.shape[1], v.data_ptr(), a, t % 2]
-        if t % 2 == 0 or not check:
+    for t, (s, x, v, a) in enumerate(zip(slots, stored, stats, across)):
+        p, n = s.shape
+        strides = (n, 1) if t % 2 == 0 else (1, p)
+        jobs += [x.data_ptr(), p, n, *strides, v.data_ptr(), a, (t // 2) % 2]
+        if (t // 2) % 2 == 0 or not check:
             want[t] = v * 0.9 + (1.0 - 0.9) * (s.double().sum(0).float() / a)
     old = fused.PARTIALS_GROUP, fused.PARTIALS_COLS
     fused.PARTIALS_GROUP, fused.PARTIALS_COLS = group, 64

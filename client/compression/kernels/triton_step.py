@@ -433,9 +433,10 @@ def matrix_step_kernel(
     if FACTORED:
         b = (b0 * BLOCK) % ncols + cols
         col_ok = cols < tl.where(live > 0, BLOCK, 0)
-        if PARTIALS > 0:  # slot row: the program's place in its strip (its first row / the rows it owns)
-            k = (b0 // stride) // PARTIALS
-            tl.store(_ptr(A, 11, tl.float32) + k * ncols + b, colsum, mask=col_ok)
+        if PARTIALS > 0:  # slot row k = (first row) / PARTIALS of [programs a strip, cols]: b0 BLOCK is
+            # (first row) ncols + the strip's first column
+            k_cols = (b0 * BLOCK - (b0 * BLOCK) % ncols) // PARTIALS
+            tl.store(_ptr(A, 11, tl.float32) + k_cols + b, colsum, mask=col_ok)
         else:
             tl.atomic_add(_ptr(A, 11, tl.float32) + b, colsum, mask=col_ok, sem="relaxed")
     if SRC == 0:
@@ -551,9 +552,8 @@ def _tile(
         sq = tl.where(in_mask, c * c + TINY, 0.0)
         a = (blk * BLOCK) // ncols  # parameter row of each tile row
         b = (b0 * BLOCK) % ncols + cols  # a strip: every tile row has the same columns
-        if PARTIALS > 0:  # the strip's slot row of the [strips, rows] row sums: each row's its own slot
-            rp = _ptr(A, 10, tl.float32) + (b0 % stride) * (numel // ncols)
-            tl.store(rp + a, tl.sum(sq, axis=1), mask=row_ok)
+        if PARTIALS > 0:  # each block's own slot of the [rows, strips] row sums: the block's index
+            tl.store(_ptr(A, 10, tl.float32) + blk, tl.sum(sq, axis=1), mask=row_ok)
         else:
             tl.atomic_add(_ptr(A, 10, tl.float32) + a, tl.sum(sq, axis=1), mask=row_ok, sem="relaxed")
         colsum = tl.sum(sq, axis=0)
@@ -669,7 +669,7 @@ def _fold(v_ptr, sum_ptr, n, across, beta2, fin, CHUNK: tl.constexpr):
 @triton.jit
 def partial_sums_kernel(
     prog_ptr,  # int32 [n_programs, 3]: job, first entry, first slot row (FOLD False; 0 when FOLD)
-    job_ptr,  # int64 [J, 6]: slots' address, slot rows P, entries N, statistic's address, across, tensor
+    job_ptr,  # int64 [J, 8]: slots' address, slot rows P, entries N, their strides, statistic, across, tensor
     meta_ptr,  # int64 [T, 5]: the matrix launch's (the tensor's position in the norm vector)
     norm_ptr,  # float32 [n_items]
     beta2,
@@ -681,7 +681,9 @@ def partial_sums_kernel(
 ):
     """The factored step's sums of ``c^2`` from the programs' own slots (``fused.FACTOR_SUMS =
     "partials"``), ``COLS`` entries of one job a program. A job is one tensor's row (or column) sums, stored
-    by the step as ``P x N`` floats, slot row by slot row: one a column strip (or a program of a strip).
+    by the step as ``P`` slot rows of ``N`` entries, entry ``n`` of slot row ``p`` at ``p ps + n ns``: the
+    row sums a slot a block (``P`` column strips, ``ps = 1``, ``ns = P``), the column sums a slot row a
+    program of a strip (``ps = N``, ``ns = 1``).
 
     ``FOLD`` False (only for jobs of more than ``GROUP`` slot rows): add up the slot rows of one group of
     ``GROUP``, in place into the group's first. ``FOLD`` True: add up the groups' first slot rows (or all
@@ -690,38 +692,40 @@ def partial_sums_kernel(
     slot is rewritten by the next step: nothing is zeroed.
     """
     pid = tl.program_id(0)
-    J = job_ptr + tl.load(prog_ptr + pid * 3) * 6
+    J = job_ptr + tl.load(prog_ptr + pid * 3) * 8
     n0 = tl.load(prog_ptr + pid * 3 + 1)
     slots = tl.load(J).to(tl.pointer_type(tl.float32))
-    P = tl.load(J + 1).to(tl.int32)  # slot rows x entries < 2^31 (a tensor's values, fused.py checks)
+    # slot rows x entries < 2^31: at most a tensor's values (fused.py checks)
+    P = tl.load(J + 1).to(tl.int32)
     N = tl.load(J + 2).to(tl.int32)
+    ps = tl.load(J + 3).to(tl.int32)
+    ns = tl.load(J + 4).to(tl.int32)
     k = n0 + tl.arange(0, COLS)
     if FOLD:
         grouped = P > GROUP
-        s = _slot_sum(
-            slots, 0, tl.where(grouped, GROUP, 1), tl.where(grouped, tl.cdiv(P, GROUP), P), k, N, RB, COLS
-        )
-        v_ptr = tl.load(J + 3).to(tl.pointer_type(tl.float32))
-        across = tl.load(J + 4)
-        fin = _finite(norm_ptr, meta_ptr, tl.load(J + 5), 5, CHECK)
+        step = tl.where(grouped, GROUP, 1) * ps
+        s = _slot_sum(slots, 0, step, tl.where(grouped, tl.cdiv(P, GROUP), P), k, N, ns, RB, COLS)
+        v_ptr = tl.load(J + 5).to(tl.pointer_type(tl.float32))
+        across = tl.load(J + 6)
+        fin = _finite(norm_ptr, meta_ptr, tl.load(J + 7), 5, CHECK)
         old = tl.load(v_ptr + k, mask=k < N, other=0.0)
         tl.store(v_ptr + k, old * beta2 + (1.0 - beta2) * (s / across), mask=k < tl.where(fin, N, 0))
     else:
         p0 = tl.load(prog_ptr + pid * 3 + 2)
-        s = _slot_sum(slots, p0, 1, tl.minimum(P - p0, GROUP), k, N, RB, COLS)
-        tl.store(slots + p0 * N + k, s, mask=k < N)  # read above by this program only (data dependence)
+        s = _slot_sum(slots, p0 * ps, ps, tl.minimum(P - p0, GROUP), k, N, ns, RB, COLS)
+        # the group's first slot row, read above by this program only (each value after its own load)
+        tl.store(slots + p0 * ps + k * ns, s, mask=k < N)
 
 
 @triton.jit
-def _slot_sum(slots, first, step, count, k, N, RB: tl.constexpr, COLS: tl.constexpr):
-    """``sum_i slots[first + i step, k]`` over ``i < count`` of the ``[*, N]`` slots (``k < N``), ``RB``
-    slot rows a load."""
+def _slot_sum(slots, first, step, count, k, N, ns, RB: tl.constexpr, COLS: tl.constexpr):
+    """``sum_i slots[first + i step + k ns]`` over ``i < count`` (entries ``k < N``), ``RB`` slot rows a
+    load."""
     r = tl.arange(0, RB)
     acc = tl.zeros([RB, COLS], dtype=tl.float32)
     for i in range(0, count, RB):
-        row = first + (i + r) * step
         m = ((i + r) < count)[:, None] & (k < N)[None, :]
-        acc += tl.load(slots + row[:, None] * N + k[None, :], mask=m, other=0.0)
+        acc += tl.load(slots + (first + (i + r) * step)[:, None] + (k * ns)[None, :], mask=m, other=0.0)
     return tl.sum(acc, axis=0)
 
 
