@@ -684,7 +684,7 @@ def test_fused_draws_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
         (S(rank=0, bits=8), {"factor_second_moment": True}),  # 256-blocks: one strip a row
         (S(rank=8, bits=4, gamma=0.5), {"refresh_every": 2}),  # projected, a refresh inside the run
     ],
-    ids=lambda x: getattr(x, "label", str)(),
+    ids=["r0-b4", "r0-b4-unchecked", "r0-b2-strips", "r0-b8-factored", "r8-b4-g0.5-refresh"],
 )
 def test_fused_partial_sums_match_the_atomics(monkeypatch: pytest.MonkeyPatch, setting: S, kw: dict) -> None:
     """``fused.FACTOR_SUMS = "partials"`` adds the atomics' sums of ``c^2`` in another order (the
@@ -790,3 +790,14 @@ def test_fused_factor_sums_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     opt = MangoAdamW(params, lr=LR, setting=S(rank=0, bits=4), min_compress_numel=1024, fused=True)
     with pytest.raises(ValueError, match=r"fused\.FACTOR_SUMS='tree'; choose 'atomics' or 'partials'"):
         _run(params, opt, range(3))  # the first step creates the state on the torch path
+
+
+def test_variants_part_times_the_partial_sums() -> None:
+    """``mango bench gpu --parts variants`` has rows for ``FACTOR_SUMS = "partials"`` beside their atomics
+    baselines (same setting, no knob), and every knob a row sets is one of the fused module's."""
+    gpu = pytest.importorskip("benchmarks.gpu")
+    rows = [(label, kw, knobs) for label, kw, knobs in gpu.VARIANTS if knobs.get("FACTOR_SUMS") == "partials"]
+    assert {label for label, _, _ in rows} >= {"r0/b4/g0", "r8/b4/g0"}
+    for label, kw, _ in rows:
+        assert (label, kw, {}) in gpu.VARIANTS, label
+    assert all(hasattr(fused, k) for _, _, knobs in gpu.VARIANTS for k in knobs)
