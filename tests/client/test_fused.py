@@ -689,7 +689,9 @@ def test_fused_draws_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_fused_partial_sums_match_the_atomics(monkeypatch: pytest.MonkeyPatch, setting: S, kw: dict) -> None:
     """``fused.FACTOR_SUMS = "partials"`` adds the atomics' sums of ``c^2`` in another order (the
     programs' own slots, in first-level groups of 3 here): the factored statistics agree to float rounding
-    and so do the parameters (round to nearest; the statistics feed ``sqrt(v)`` only, which no code holds)."""
+    and so do the parameters on the CPU (round to nearest; the statistics feed ``sqrt(v)`` only, which no
+    code holds). On a GPU the two kernels are compiled apart and the atomics add in any order: a last-bit
+    difference may flip a rounding there, so the parameters take the torch-path tests' bound."""
     monkeypatch.setattr(fused, "PARTIALS_GROUP", 3)
 
     def run(sums: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -711,7 +713,11 @@ def test_fused_partial_sums_match_the_atomics(monkeypatch: pytest.MonkeyPatch, s
     for a, b in zip(sa, sp):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=0)
     for a, b in zip(pa, pp):
-        torch.testing.assert_close(b, a, rtol=0, atol=1e-5 * LR)
+        if _device().type == "cuda":
+            d = (a - b).detach().abs()
+            assert float(d.mean()) < 2e-3 * 4 * LR and float(d.max()) < 4 * LR, tuple(a.shape)
+        else:
+            torch.testing.assert_close(b, a, rtol=0, atol=1e-5 * LR)
 
 
 def test_fused_partial_sums_skip_nonfinite_tensors(monkeypatch: pytest.MonkeyPatch) -> None:
