@@ -582,6 +582,18 @@ VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("r0/b4/g0", {}, {"DRAWS": "hash"}),
     ("r0/b2/g0", {}, {"DRAWS": "hash"}),
     ("r4/b8/g0", {}, {"DRAWS": "hash"}),
+    # the factored v's sums of c^2 in each program's own slots, added up after the step, against the atomics
+    # (fused.FACTOR_SUMS, issue 12): the baselines are the rows above with the same setting and no knob
+    ("r0/b4/g0", {}, {"FACTOR_SUMS": "partials"}),
+    ("r0/b4/g0", {}, {"FACTOR_SUMS": "partials", "FACTOR_ITERS": 2}),
+    ("r0/b4/g1", {}, {}),
+    ("r0/b4/g1", {}, {"FACTOR_SUMS": "partials"}),
+    ("r0/b8/g0", {"factor_second_moment": True}, {"FACTOR_SUMS": "partials"}),
+    ("r0/b8/g0", {"factor_second_moment": True}, {"FACTOR_SUMS": "partials", "FACTOR_ITERS": 8}),
+    ("r0/b3/g0", {}, {"FACTOR_SUMS": "partials"}),
+    ("r0/b2/g0", {}, {"FACTOR_SUMS": "partials"}),
+    ("r8/b4/g0", {}, {"FACTOR_SUMS": "partials"}),
+    ("r32/b4/g0", {}, {"FACTOR_SUMS": "partials"}),
     # no gradient pre-pass (skip_nonfinite=False, session 21): rank 0 steps every tensor unchecked
     ("r0/b8/g0", {"skip_nonfinite": False}, {}),
     ("r0/b8/g0", {"skip_nonfinite": False, "error_feedback": False}, {}),

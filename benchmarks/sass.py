@@ -48,6 +48,7 @@ CASES: list[tuple[str, dict[str, Any]]] = [
         {"BITS": 4, "MODE": 1, "BLOCK": 64, "ROWS": 4, "FACTORED": True, "STOCHASTIC": False},
     ),
     ("r0/b4/g0 uniform", {"BITS": 4, "MODE": 0, "BLOCK": 64, "ROWS": 4, "FACTORED": True}),
+    ("r0/b4/g0 partials", {"BITS": 4, "MODE": 1, "BLOCK": 64, "ROWS": 4, "FACTORED": True, "PARTIALS": 4}),
     ("r0/b3/g0", {"BITS": 3, "BLOCK": 64, "ROWS": 4, "FACTORED": True, "STRIP": True}),
     ("r0/b2/g0", {"BITS": 2, "BLOCK": 64, "ROWS": 4, "FACTORED": True, "STRIP": True}),
 ]
@@ -76,7 +77,7 @@ def compile_case(overrides: dict[str, Any], arch: int = 90) -> dict[str, Any]:
     consts: dict[str, Any] = dict(
         PDTYPE=tl.float32, BITS=8, MODE=0, BLOCK=256, ROWS=1, EF=True, SHIFT=False, FACTORED=False,
         STRIP=False, STOCHASTIC=True, FRESH=False, SRC=0, STATS_EVERY=ts.STATS_EVERY.value, FULL=True, RNG=0,
-        CHECK=True,
+        CHECK=True, PARTIALS=0,
     )  # fmt: skip
     consts.update(overrides)
     # the load order and register cap fused.run picks (an override of EARLY keeps its order, with its cap)

@@ -8,7 +8,8 @@ plans the step once and then runs every eligible tensor in one Triton launch
 * **matrix tensors at rank 0**, 2, 3, 4, 8 or 16 bits, any ``gamma``: the matrix kernel reads the gradient
   and writes the parameter in one pass; full ``v`` (quantized ``sqrt(v)``, bf16 or fp32), or the factored
   (Adafactor) second moment, whose mean row statistic a small kernel reads before the pass and whose row
-  and column sums of ``c^2`` (added with atomics in the pass) it folds in after it;
+  and column sums of ``c^2`` (added with atomics in the pass, or stored program by program and added up
+  after it: :data:`FACTOR_SUMS`) it folds in after it;
 * **projected matrix tensors** (rank ``r > 0``), every width and ``gamma``: three launches
   (:mod:`~client.compression.kernels.triton_proj`): ``X = P^T G`` on the tensor cores, the same matrix kernel
   on the ``r x n`` coefficients (writing ``U = m / denom`` over ``X``), and the back-projection ``P U``
@@ -119,6 +120,22 @@ DRAWS = "philox"
 FACTOR_ITERS_BY_BITS: dict[int, int] = {2: 8, 3: 8}
 #: Override of :data:`FACTOR_ITERS_BY_BITS` for every width (None keeps it).
 FACTOR_ITERS: int | None = None
+#: Where a factored program puts its row and column sums of ``c^2``: ``"atomics"`` (the shipped step: float
+#: atomics into one row and one column vector a tensor, hit at the same addresses by every program of a row
+#: or a column strip, then the fold kernel) or ``"partials"`` (no atomics: each program stores its sums in
+#: its own slots of a scratch allocated with the plan, and two small launches after the step add them up,
+#: :data:`PARTIALS_GROUP` slots at a time and then over the groups, and fold them in; the same sums in another
+#: order, a fixed one, where the atomics' order varies from run to run on a GPU). The scratch holds a float
+#: per block (the row sums, one per column strip) and a float per column per program (the column sums):
+#: ``4 / block + 4 / (ROWS x iters)`` bytes a value of a factored tensor, ``ROWS = MATRIX_TILE / block`` and
+#: ``iters`` the tiles a program walks (:func:`factor_iters`, which divides the column slots). A variant for
+#: ``mango bench gpu --parts variants`` until the GPU has timed it.
+FACTOR_SUMS = "atomics"
+#: Slots of one sum that a first-level program of ``FACTOR_SUMS = "partials"`` adds up (in place, into the
+#: group's first slot); sums of at most this many slots skip that launch and fold directly.
+PARTIALS_GROUP = 64
+#: Entries (rows or columns of a tensor) per program of the partial-sum launches.
+PARTIALS_COLS = 256
 
 
 def matrix_loads(bits: int, shift: bool, early: bool | None = None) -> tuple[bool, int]:
@@ -137,6 +154,13 @@ def _draws_code(draws: str) -> int:
     if draws not in ("philox", "hash"):
         raise ValueError(f"fused.DRAWS={draws!r}; choose 'philox' or 'hash'")
     return 0 if draws == "philox" else 1
+
+
+def _factor_sums_partials(sums: str) -> bool:
+    """:data:`FACTOR_SUMS` as a flag (True: the partial slots); ``ValueError`` names the choices."""
+    if sums not in ("atomics", "partials"):
+        raise ValueError(f"fused.FACTOR_SUMS={sums!r}; choose 'atomics' or 'partials'")
+    return sums == "partials"
 
 
 def factor_iters(bits: int) -> int:
@@ -184,6 +208,20 @@ class _Group:
     n_full: int = 0  # programs of whole blocks, first in ``prog`` (the rest: partial last blocks)
     proj: _Proj | None = None  # the projection tables of a projected launch
     xdims: list[tuple[int, int]] | None = None  # (r, n) of each projected tensor's coefficients
+    sums: _Sums | None = None  # the partial-sum launches of a factored launch (FACTOR_SUMS = "partials")
+
+
+@dataclass
+class _Sums:
+    """Tables of the partial-sum launches (:func:`~.kernels.triton_step.partial_sums_kernel`): a job is one
+    tensor's row or column sums, stored as ``slot rows x entries`` floats (a slot row per column strip for
+    the row sums, laid out a slot a block, per program of a strip for the column sums)."""
+
+    jobs: torch.Tensor  # int64 [J, 8]: slots, slot rows, entries, their strides, statistic, across, tensor
+    groups: torch.Tensor  # int32 [n, 3]: (job, first entry, first slot row) of the first-level programs
+    folds: torch.Tensor  # int32 [n, 3]: (job, first entry, 0) of the folding programs
+    group: int  # PARTIALS_GROUP the tables were built for
+    cols: int  # PARTIALS_COLS the tables were built for
 
 
 @dataclass
@@ -217,6 +255,9 @@ class Plan:
     #: tiles a factored program walks (:func:`factor_iters`; 1 with no loop): the program tables are laid out
     #: for it, so the launches read it from here rather than from the module knobs
     strip_tiles: int = 1
+    #: rows a factored program owns when its sums of ``c^2`` go to its own slots (:data:`FACTOR_SUMS`
+    #: ``"partials"``; the kernel's ``PARTIALS``), 0 with the atomics
+    partials: int = 0
     #: float32 ``[n_items]``: the gradient's numel for a fused matrix tensor, else 0 (see :func:`run`)
     numels: torch.Tensor | None = None
     #: the refresh's CUDA graph (:class:`~client.compression.refresh.RefreshGraph`) once captured; False
@@ -416,11 +457,19 @@ def _matrix_programs(
 
 
 def _matrix_group(
-    items: list[Item], hyper: dict[str, Any], factored: bool, block: int, proj: bool, opt: Any, tiles: int
+    items: list[Item],
+    hyper: dict[str, Any],
+    factored: bool,
+    block: int,
+    proj: bool,
+    opt: Any,
+    tiles: int,
+    partials: bool = False,
 ) -> _Group:
     """Tables of one matrix launch: rank-0 tensors (the kernel reads the gradient and writes the parameter)
     or projected ones (it works on the ``r x n`` coefficients; :class:`_Proj` adds the two products);
-    ``tiles``: tiles a factored program walks (:attr:`Plan.strip_tiles`)."""
+    ``tiles``: tiles a factored program walks (:attr:`Plan.strip_tiles`); ``partials``: a factored program
+    stores its sums of ``c^2`` in its own slots (:data:`FACTOR_SUMS`)."""
     device = items[0][1].device
     rows_per_prog = max(MATRIX_TILE // block, 1) * tiles
     dims = []  # (rows, cols, transposed) of the values the matrix kernel walks
@@ -431,8 +480,13 @@ def _matrix_group(
             nrows = p.shape[0]
             ncols = p.numel() // nrows
             dims.append((nrows, ncols, int(nrows > ncols)))
-    scratch_len = sum(r + c for r, c, _ in dims) if factored else 0
+    partials = partials and factored
+    # slot rows of each tensor's (row sums, column sums): one per column strip / per program of a strip with
+    # the partial slots, one sum (a vector for the atomics) without
+    slots = [(c // block, -(-r // rows_per_prog)) if partials else (1, 1) for r, c, _ in dims]
+    scratch_len = sum(sr * r + sc * c for (r, c, _), (sr, sc) in zip(dims, slots)) if factored else 0
     scratch = torch.zeros(max(scratch_len, 1), dtype=torch.float32, device=device)
+    jobs: list[int] = []  # partial-sum jobs (_Sums)
     x_len = sum(r * c for r, c, _ in dims) if proj else 0
     x_all = torch.zeros(max(x_len, 1), dtype=torch.float32, device=device)
     addr: list[int] = []
@@ -450,10 +504,15 @@ def _matrix_group(
         if factored:
             # the canonical (m <= n) statistics, seen along the rows / columns the kernel walks
             v_nat_row, v_nat_col = (st["v_col"], st["v_row"]) if transposed else (st["v_row"], st["v_col"])
-            rs = scratch[pos : pos + nrows]
-            cs = scratch[pos + nrows : pos + nrows + ncols]
-            pos += nrows + ncols
+            sr, sc = slots[len(strides)]
+            rs = scratch[pos : pos + sr * nrows]
+            cs = scratch[pos + sr * nrows : pos + sr * nrows + sc * ncols]
+            pos += sr * nrows + sc * ncols
             row += [v_nat_row.data_ptr(), v_nat_col.data_ptr(), rs.data_ptr(), cs.data_ptr()]
+            if partials:  # the row sums a slot a block ([rows, strips]), the column sums [programs, cols]
+                t = len(strides)
+                jobs += [rs.data_ptr(), sr, nrows, 1, sr, v_nat_row.data_ptr(), ncols, t]
+                jobs += [cs.data_ptr(), sc, ncols, ncols, 1, v_nat_col.data_ptr(), nrows, t]
             stride = ncols // block  # a program owns a column strip of rows_per_prog rows
             strip_rows.append(nrows)
         else:
@@ -475,12 +534,39 @@ def _matrix_group(
     prog, n_full = _matrix_programs(strip_rows, strides, numels, block, rows_per_prog)
     mean = torch.ones(len(items), dtype=torch.float32, device=device)
     extra: dict[str, Any] = {}
+    if partials:
+        extra["sums"] = _sum_tables(jobs, device)
     if proj:
         extra["proj"] = _proj_tables(items, x_views, x_all, opt)
         extra["xdims"] = [(r, c) for r, c, _ in dims]
         extra["norm_meta"] = _i64([v for item, p, _ in items for v in (p.numel(), item)], device)
     return _new_group(
         True, items, hyper, prog, addr, meta, mean=mean, scratch=scratch, n_full=n_full, **extra
+    )
+
+
+def _sum_tables(jobs: list[int], device: torch.device) -> _Sums:
+    """The partial-sum launches' tables for ``jobs`` (flat rows of eight, :class:`_Sums`): every job's entries
+    in chunks of :data:`PARTIALS_COLS`; a job of more than :data:`PARTIALS_GROUP` slot rows also gets a
+    first-level program per chunk and group of slot rows."""
+    job = torch.tensor(jobs, dtype=torch.int64).view(-1, 8)
+    group, cols = PARTIALS_GROUP, PARTIALS_COLS
+    chunks = torch.div(job[:, 2] + cols - 1, cols, rounding_mode="floor")
+    n_groups = torch.div(job[:, 1] + group - 1, group, rounding_mode="floor") * (job[:, 1] > group)
+
+    def table(per_job: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+        """(job, first entry, first slot row) of ``per_job`` programs a job, chunk-major over ``groups``."""
+        j = torch.repeat_interleave(torch.arange(job.shape[0]), per_job)
+        k = torch.arange(j.numel()) - torch.repeat_interleave(torch.cumsum(per_job, 0) - per_job, per_job)
+        g = groups.clamp(min=1)[j]
+        return torch.stack([j, torch.div(k, g, rounding_mode="floor") * cols, k % g * group], dim=1)
+
+    return _Sums(
+        jobs=job.to(device),
+        groups=table(chunks * n_groups, n_groups).to(torch.int32).to(device),
+        folds=table(chunks, torch.ones_like(chunks)).to(torch.int32).to(device),
+        group=group,
+        cols=cols,
     )
 
 
@@ -608,6 +694,7 @@ def build_plan(opt: Any, items: list[tuple[int, torch.Tensor, dict[str, Any]]], 
     s = opt.setting
     factored = opt._factored()
     tiles = factor_iters(s.bits) if factored else 1
+    partials = factored and _factor_sums_partials(FACTOR_SUMS)
     block = default_block(s.bits) if s.bits <= 8 else DENSE_BLOCK
     mode = _mode(opt, s.bits)
     buckets: dict[tuple[str, torch.dtype, torch.dtype, int, int], list[Item]] = {}
@@ -633,7 +720,7 @@ def build_plan(opt: Any, items: list[tuple[int, torch.Tensor, dict[str, Any]]], 
     groups = [
         _exact_group(v, hypers[gid], sdtype)
         if kind == "exact"
-        else _matrix_group(v, hypers[gid], factored, block, kind == "proj", opt, tiles)
+        else _matrix_group(v, hypers[gid], factored, block, kind == "proj", opt, tiles, partials)
         for (kind, _, sdtype, gid, _), v in buckets.items()
     ]
     matrix_set = set(matrix_idx)
@@ -649,6 +736,7 @@ def build_plan(opt: Any, items: list[tuple[int, torch.Tensor, dict[str, Any]]], 
         block=block,
         gamma=float(s.gamma),
         strip_tiles=tiles,
+        partials=max(MATRIX_TILE // block, 1) * tiles if partials else 0,
         numels=torch.tensor(
             [float(p.numel()) if pos in matrix_set else 0.0 for pos, (_, p, _) in enumerate(items)],
             dtype=torch.float32,
@@ -782,6 +870,7 @@ def run(
                 SHIFT=plan.gamma > 0,
                 FACTORED=plan.factored,
                 STRIP=plan.strip_tiles > 1,
+                PARTIALS=plan.partials,
                 STOCHASTIC=opt.stochastic_rounding,
                 SRC=1 if pj is not None else 0,
                 FRESH=id(grp) in refreshed,
@@ -807,7 +896,15 @@ def run(
                         grp.part, grp.sample, skip, xsq, decay, step_size, inv_bc2s, eps, beta1, beta2,
                         float(opt.ef_beta), plan.gamma, FULL=full and WHOLE_BLOCKS, **consts,
                     )  # fmt: skip
-            if plan.factored:  # fold this step's row / column sums of c^2 into the factored v
+            if grp.sums is not None:  # add up the programs' partial sums, then fold them in
+                sums = grp.sums
+                for prog, fold in ((sums.groups, False), (sums.folds, True)):
+                    if prog.shape[0]:
+                        ts.partial_sums_kernel[(prog.shape[0],)](
+                            prog, sums.jobs, grp.meta, norms, beta2, FOLD=fold, GROUP=sums.group,
+                            COLS=sums.cols, CHECK=checked[id(grp)], num_warps=4,
+                        )  # fmt: skip
+            elif plan.factored:  # fold this step's row / column sums of c^2 into the factored v
                 ts.factor_kernel[(len(grp.index),)](
                     grp.addr, grp.meta, norms, grp.mean, beta2, FOLD=True, CHUNK=FACTOR_CHUNK,
                     CHECK=checked[id(grp)], num_warps=4,

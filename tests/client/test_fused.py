@@ -73,20 +73,33 @@ def _pair(setting: S, dtype: torch.dtype = torch.float32, steps: int = 4, **kw: 
     return out
 
 
+#: The factored v's sums of c^2 in the programs' own slots (fused.FACTOR_SUMS), with first-level groups of 3
+#: slot rows: at the CPU tests' 4096-value tiles the (64, 256) tensor's row sums span 4 strips, the
+#: (256, 64) tensor's column sums 4 programs, so both are added up in two levels, one group a partial one.
+PARTIALS = {"FACTOR_SUMS": "partials", "PARTIALS_GROUP": 3}
+
+
 @pytest.mark.parametrize(
-    ("setting", "kw", "n_fused"),
+    ("setting", "kw", "n_fused", "knobs"),
     [
-        (S(rank=0, bits=8), {}, 3),  # full sqrt(v) at 8 bits: every matrix fused
-        (S(rank=0, bits=4), {}, 2),  # factored v, NF4: 100 columns are not a multiple of the 64-block
-        (S(rank=0, bits=4), {"error_feedback": False}, 2),
-        (S(rank=0, bits=4), {"quant_mode": "uniform", "factor_second_moment": False}, 3),
+        (S(rank=0, bits=8), {}, 3, {}),  # full sqrt(v) at 8 bits: every matrix fused
+        (S(rank=0, bits=4), {}, 2, {}),  # factored v, NF4: 100 columns are not a multiple of the 64-block
+        (S(rank=0, bits=4), {"error_feedback": False}, 2, {}),
+        (S(rank=0, bits=4), {"quant_mode": "uniform", "factor_second_moment": False}, 3, {}),
+        (S(rank=0, bits=4), {}, 2, PARTIALS),
+        (S(rank=0, bits=4), {"error_feedback": False}, 2, PARTIALS),
     ],
 )
-def test_fused_matches_torch_path(setting: S, kw: dict, n_fused: int) -> None:
+def test_fused_matches_torch_path(
+    monkeypatch: pytest.MonkeyPatch, setting: S, kw: dict, n_fused: int, knobs: dict
+) -> None:
+    for name, value in knobs.items():
+        monkeypatch.setattr(fused, name, value)
     (pt, ot), (pf, of) = _pair(setting, stochastic_rounding=False, **kw)
     plan = of._plan
     assert plan is not None, "the fused path did not run"
     assert sum(len(g.index) for g in plan.matrix) == n_fused
+    assert bool(plan.partials) == bool(knobs) == any(g.sums is not None for g in plan.matrix)
     assert sum(len(g.index) for g in plan.exact) == 1
     moved = 4 * LR
     for a, b in zip(pt, pf):
@@ -129,16 +142,24 @@ def test_fused_default_tile_matches_big_tiles() -> None:
 
 
 @pytest.mark.default_tile
-@pytest.mark.parametrize("iters", [1, 2])
-def test_fused_factored_strips_match_torch_path(monkeypatch: pytest.MonkeyPatch, iters: int) -> None:
+@pytest.mark.parametrize(
+    ("iters", "sums"), [(1, "atomics"), (2, "atomics"), (1, "partials"), (2, "partials")]
+)
+def test_fused_factored_strips_match_torch_path(
+    monkeypatch: pytest.MonkeyPatch, iters: int, sums: str
+) -> None:
     """The factored second moment at the shipped tile: a column strip split over several programs, each
-    walking ``FACTOR_ITERS`` tiles and adding its column sums once, tracks the torch path."""
+    walking ``FACTOR_ITERS`` tiles and adding its column sums once (with atomics, or into its own slots,
+    ``fused.FACTOR_SUMS``; here 8-64 slot rows a sum, in first-level groups of 5), tracks the torch path."""
     monkeypatch.setattr(fused, "FACTOR_ITERS", iters)
+    monkeypatch.setattr(fused, "FACTOR_SUMS", sums)
+    monkeypatch.setattr(fused, "PARTIALS_GROUP", 5)
     # 3 steps: the torch path's first step creates the state, then two fused steps at the shipped tile (the
     # second reads the factored statistics the first wrote); each interpreted step costs seconds here
     steps = 3
     (pt, _), (pf, of) = _pair(S(rank=0, bits=4), stochastic_rounding=False, steps=steps)
     assert of._plan is not None and of._plan.factored
+    assert of._plan.partials == (4 * iters if sums == "partials" else 0)
     moved = steps * LR
     for a, b in zip(pt, pf):
         d = (a - b).detach().abs()
@@ -652,3 +673,137 @@ def test_fused_draws_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     opt = MangoAdamW(params, lr=LR, setting=S(rank=0, bits=8), min_compress_numel=1024, fused=True)
     with pytest.raises(ValueError, match=r"fused\.DRAWS='mt19937'; choose 'philox' or 'hash'"):
         _run(params, opt, range(3))  # the first step creates the state on the torch path
+
+
+@pytest.mark.parametrize(
+    ("setting", "kw"),
+    [
+        (S(rank=0, bits=4), {}),
+        (S(rank=0, bits=4), {"skip_nonfinite": False}),  # the fold runs unchecked
+        (S(rank=0, bits=2), {}),  # strips of several tiles a program (fused.FACTOR_ITERS_BY_BITS)
+        (S(rank=0, bits=8), {"factor_second_moment": True}),  # 256-blocks: one strip a row
+        (S(rank=8, bits=4, gamma=0.5), {"refresh_every": 2}),  # projected, a refresh inside the run
+    ],
+    ids=["r0-b4", "r0-b4-unchecked", "r0-b2-strips", "r0-b8-factored", "r8-b4-g0.5-refresh"],
+)
+def test_fused_partial_sums_match_the_atomics(monkeypatch: pytest.MonkeyPatch, setting: S, kw: dict) -> None:
+    """``fused.FACTOR_SUMS = "partials"`` adds the atomics' sums of ``c^2`` in another order (the
+    programs' own slots, in first-level groups of 3 here): the factored statistics agree to float rounding
+    and so do the parameters on the CPU (round to nearest; the statistics feed ``sqrt(v)`` only, which no
+    code holds). On a GPU the two kernels are compiled apart and the atomics add in any order: a last-bit
+    difference may flip a rounding there, so the parameters take the torch-path tests' bound."""
+    monkeypatch.setattr(fused, "PARTIALS_GROUP", 3)
+
+    def run(sums: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        monkeypatch.setattr(fused, "FACTOR_SUMS", sums)
+        params = _params()
+        opt = MangoAdamW(
+            params, lr=LR, setting=setting, min_compress_numel=1024, fused=True, seed=3,
+            stochastic_rounding=False, **kw,
+        )  # fmt: skip
+        _run(params, opt, range(4))
+        plan = opt._plan
+        assert plan is not None and plan.factored and plan.matrix
+        assert all((g.sums is not None) == (sums == "partials") for g in plan.matrix)
+        stats = [opt.state[p][k].clone() for p in params for k in ("v_row", "v_col") if k in opt.state[p]]
+        return [p.detach().clone() for p in params], stats
+
+    (pa, sa), (pp, sp) = run("atomics"), run("partials")
+    assert len(sa) == len(sp) > 0
+    for a, b in zip(sa, sp):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=0)
+    for a, b in zip(pa, pp):
+        if _device().type == "cuda":
+            d = (a - b).detach().abs()
+            assert float(d.mean()) < 2e-3 * 4 * LR and float(d.max()) < 4 * LR, tuple(a.shape)
+        else:
+            torch.testing.assert_close(b, a, rtol=0, atol=1e-5 * LR)
+
+
+def test_fused_partial_sums_skip_nonfinite_tensors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tensor skipped for a non-finite gradient writes no slot and keeps its factored statistics (its slots
+    still hold the last step's sums); the others fold theirs in."""
+    monkeypatch.setattr(fused, "FACTOR_SUMS", "partials")
+    monkeypatch.setattr(fused, "PARTIALS_GROUP", 3)
+    params = _params()
+    opt = MangoAdamW(params, lr=LR, setting=S(rank=0, bits=4), min_compress_numel=1024, fused=True)
+    _run(params, opt, range(3))
+    assert opt._plan is not None and opt._plan.partials
+    keys = ("v_row", "v_col")
+    before = [[p.detach().clone()] + [opt.state[p][k].clone() for k in keys] for p in params[:2]]
+    grads = _grads(7, params)
+    grads[1][3, 5] = float("nan")
+    for p, g in zip(params, grads):
+        p.grad = g
+    opt.step()
+    after = [[p.detach()] + [opt.state[p][k] for k in keys] for p in params[:2]]
+    assert all(torch.equal(a, b) for a, b in zip(before[1], after[1]))
+    assert not any(torch.equal(a, b) for a, b in zip(before[0], after[0]))
+    assert opt.compression_stats().skipped_steps == 1.0
+    _run(params, opt, range(8, 10))
+    assert all(
+        bool(torch.isfinite(x).all()) for p in params[:3] for x in [p, *(opt.state[p][k] for k in keys)]
+    )
+
+
+@pytest.mark.parametrize(("group", "check"), [(4, True), (64, True), (4, False)])
+def test_partial_sums_kernel_adds_every_slot(group: int, check: bool) -> None:
+    """The partial-sum launches alone, on jobs of 1 to 70 slot rows and 1 to 300 entries, in both layouts
+    (a slot row after another, or an entry's slots side by side), every other one of a tensor whose norm is
+    inf: each statistic becomes ``beta2 v + (1 - beta2) sum / across`` of its job's slots, the skipped
+    tensor's stays unless the fold runs unchecked."""
+    from client.compression.kernels import triton_step as ts
+
+    device = _device()
+    gen = torch.Generator().manual_seed(1)
+    shapes = [(1, 1), (3, 300), (5, 64), (8, 65), (70, 7), (64, 129)]
+    # [P, N] slots, stored as they are (even jobs) or as their transpose (odd jobs)
+    slots = [torch.rand(p, n, generator=gen).to(device) for p, n in shapes]
+    stored = [x if t % 2 == 0 else x.t().contiguous() for t, x in enumerate(slots)]
+    stats = [torch.rand(n, generator=gen).to(device) for _, n in shapes]
+    want = [v.clone() for v in stats]
+    across = [3, 1, 7, 2, 5, 11]
+    norms = torch.tensor([1.0, float("inf")], device=device)
+    meta = torch.tensor([[0, 0, 0, 0, 0], [0, 0, 0, 0, 1]], dtype=torch.int64, device=device)
+    jobs = []
+    for t, (s, x, v, a) in enumerate(zip(slots, stored, stats, across)):
+        p, n = s.shape
+        strides = (n, 1) if t % 2 == 0 else (1, p)
+        jobs += [x.data_ptr(), p, n, *strides, v.data_ptr(), a, (t // 2) % 2]
+        if (t // 2) % 2 == 0 or not check:
+            want[t] = v * 0.9 + (1.0 - 0.9) * (s.double().sum(0).float() / a)
+    old = fused.PARTIALS_GROUP, fused.PARTIALS_COLS
+    fused.PARTIALS_GROUP, fused.PARTIALS_COLS = group, 64
+    try:
+        sums = fused._sum_tables(jobs, device)
+    finally:
+        fused.PARTIALS_GROUP, fused.PARTIALS_COLS = old
+    assert (sums.group, sums.cols) == (group, 64)
+    assert sums.folds.shape[0] == sum(-(-n // 64) for _, n in shapes)
+    assert sums.groups.shape[0] == sum(-(-n // 64) * -(-p // group) for p, n in shapes if p > group)
+    for prog, fold in ((sums.groups, False), (sums.folds, True)):
+        if prog.shape[0]:
+            ts.partial_sums_kernel[(prog.shape[0],)](
+                prog, sums.jobs, meta, norms, 0.9, FOLD=fold, GROUP=group, COLS=64, CHECK=check
+            )
+    for t, (v, w) in enumerate(zip(stats, want)):
+        torch.testing.assert_close(v, w, rtol=1e-6, atol=0, msg=f"job {t}")
+
+
+def test_fused_factor_sums_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fused, "FACTOR_SUMS", "tree")
+    params = _params()
+    opt = MangoAdamW(params, lr=LR, setting=S(rank=0, bits=4), min_compress_numel=1024, fused=True)
+    with pytest.raises(ValueError, match=r"fused\.FACTOR_SUMS='tree'; choose 'atomics' or 'partials'"):
+        _run(params, opt, range(3))  # the first step creates the state on the torch path
+
+
+def test_variants_part_times_the_partial_sums() -> None:
+    """``mango bench gpu --parts variants`` has rows for ``FACTOR_SUMS = "partials"`` beside their atomics
+    baselines (same setting, no knob), and every knob a row sets is one of the fused module's."""
+    gpu = pytest.importorskip("benchmarks.gpu")
+    rows = [(label, kw, knobs) for label, kw, knobs in gpu.VARIANTS if knobs.get("FACTOR_SUMS") == "partials"]
+    assert {label for label, _, _ in rows} >= {"r0/b4/g0", "r8/b4/g0"}
+    for label, kw, _ in rows:
+        assert (label, kw, {}) in gpu.VARIANTS, label
+    assert all(hasattr(fused, k) for _, _, knobs in gpu.VARIANTS for k in knobs)

@@ -13,7 +13,8 @@ Tables (built by the host, one row per tensor ``t``)
 ``addr`` int64 ``[T, N_ADDR]``
     Addresses (``data_ptr()``): (unused), parameter, ``m`` codes / scales, ``sqrt(v)`` codes / scales,
     ``e`` codes / scales, the factored ``v`` statistics along the parameter's rows / columns, and their
-    per-step row / column sum scratch. Unused entries are 0 and never dereferenced.
+    per-step row / column sum scratch (with ``PARTIALS``: every program's own slots of those sums, added up
+    by :func:`partial_sums_kernel`). Unused entries are 0 and never dereferenced.
 ``meta`` int64 ``[T, 5]``
     ``numel``, the parameter's columns (``numel / shape[0]``), whether the canonical matrix is the transpose,
     the block stride between tile rows (1: consecutive blocks; ``cols / BLOCK``: a column strip, used by the
@@ -55,7 +56,14 @@ import triton.language as tl
 
 from client.compression.kernels.triton_quant import _interleave, _nf4_dithered, _nf4_nearest_tree
 
-__all__ = ["N_ADDR", "exact_step_kernel", "factor_kernel", "matrix_step_kernel", "norm_kernel"]
+__all__ = [
+    "N_ADDR",
+    "exact_step_kernel",
+    "factor_kernel",
+    "matrix_step_kernel",
+    "norm_kernel",
+    "partial_sums_kernel",
+]
 
 #: Columns of the address table.
 N_ADDR: tl.constexpr = tl.constexpr(19)
@@ -378,6 +386,8 @@ def matrix_step_kernel(
     RNG: tl.constexpr = 0,  # stochastic rounding's words: 0 Philox, 1 the hash (fused.DRAWS)
     CHECK: tl.constexpr = True,  # read the pre-pass's norm to skip a non-finite tensor; False (SRC 0 only):
     # no pre-pass ran, every tensor is stepped and the program adds its sum g^2 into the norm slot instead
+    PARTIALS: tl.constexpr = 0,  # FACTORED: 0 adds the sums of c^2 with atomics; > 0 (the rows a program
+    # owns, fused.FACTOR_SUMS = "partials") stores them in the program's own slots (partial_sums_kernel)
 ):
     """The compressed AdamW step of one program's blocks of one tensor's ``rows x n`` values (module
     docstring): ``ROWS`` blocks, or with ``STRIP`` a column strip of any number of blocks (the host
@@ -407,7 +417,7 @@ def matrix_step_kernel(
                 it * ROWS + tl.arange(0, ROWS), b0, live, stride, numel, ncols, t, A, key, grad_ptr, tab_ptr,
                 mean_ptr, stats, decay, step_size, inv_bc2s, eps, beta1, beta2, ef_beta, gamma,
                 PDTYPE, BITS, MODE, BLOCK, EF, SHIFT, FACTORED, STOCHASTIC, FRESH, SRC, FULL, EARLY, RNG,
-                CHECK,
+                CHECK, PARTIALS,
             )  # fmt: skip
             colsum += cs
             d2 += d
@@ -418,11 +428,17 @@ def matrix_step_kernel(
             tl.arange(0, ROWS), b0, live, stride, numel, ncols, t, A, key, grad_ptr, tab_ptr,
             mean_ptr, stats, decay, step_size, inv_bc2s, eps, beta1, beta2, ef_beta, gamma,
             PDTYPE, BITS, MODE, BLOCK, EF, SHIFT, FACTORED, STOCHASTIC, FRESH, SRC, FULL, EARLY, RNG, CHECK,
+            PARTIALS,
         )  # fmt: skip
     if FACTORED:
         b = (b0 * BLOCK) % ncols + cols
         col_ok = cols < tl.where(live > 0, BLOCK, 0)
-        tl.atomic_add(_ptr(A, 11, tl.float32) + b, colsum, mask=col_ok, sem="relaxed")
+        if PARTIALS > 0:  # slot row k = (first row) / PARTIALS of [programs a strip, cols]: b0 BLOCK is
+            # (first row) ncols + the strip's first column
+            k_cols = (b0 * BLOCK - (b0 * BLOCK) % ncols) // PARTIALS
+            tl.store(_ptr(A, 11, tl.float32) + k_cols + b, colsum, mask=col_ok)
+        else:
+            tl.atomic_add(_ptr(A, 11, tl.float32) + b, colsum, mask=col_ok, sem="relaxed")
     if SRC == 0:
         g_ptr = _ptr(grad_ptr, t, PDTYPE)
         tl.store(sample_ptr + pid, tl.load(g_ptr + b0 * BLOCK, mask=fin, other=0.0).to(tl.float32))
@@ -443,9 +459,11 @@ def _tile(
     PDTYPE: tl.constexpr, BITS: tl.constexpr, MODE: tl.constexpr, BLOCK: tl.constexpr, EF: tl.constexpr,
     SHIFT: tl.constexpr, FACTORED: tl.constexpr, STOCHASTIC: tl.constexpr, FRESH: tl.constexpr,
     SRC: tl.constexpr, FULL: tl.constexpr, EARLY: tl.constexpr, RNG: tl.constexpr, CHECK: tl.constexpr,
+    PARTIALS: tl.constexpr,
 ):  # fmt: skip
     """One tile of :func:`matrix_step_kernel`: tile rows ``rows`` (those ``< live`` are real), i.e. blocks
-    ``b0 + rows * stride``. Returns the tile's column sums of ``c^2`` (FACTORED; the row sums are added here),
+    ``b0 + rows * stride``. Returns the tile's column sums of ``c^2`` (FACTORED; the row sums are added, or
+    with ``PARTIALS`` stored in the strip's slot row, here),
     its ``sum (u - C(u))^2``, ``sum u^2`` and ``sum x^2`` (SRC 1) or ``sum g^2`` (SRC 0 without CHECK)."""
     cols = tl.arange(0, BLOCK)
     blk = b0 + rows * stride
@@ -534,7 +552,10 @@ def _tile(
         sq = tl.where(in_mask, c * c + TINY, 0.0)
         a = (blk * BLOCK) // ncols  # parameter row of each tile row
         b = (b0 * BLOCK) % ncols + cols  # a strip: every tile row has the same columns
-        tl.atomic_add(_ptr(A, 10, tl.float32) + a, tl.sum(sq, axis=1), mask=row_ok, sem="relaxed")
+        if PARTIALS > 0:  # each block's own slot of the [rows, strips] row sums: the block's index
+            tl.store(_ptr(A, 10, tl.float32) + blk, tl.sum(sq, axis=1), mask=row_ok)
+        else:
+            tl.atomic_add(_ptr(A, 10, tl.float32) + a, tl.sum(sq, axis=1), mask=row_ok, sem="relaxed")
         colsum = tl.sum(sq, axis=0)
         vr = tl.load(_ptr(A, 8, tl.float32) + a, mask=row_ok, other=0.0)
         vc = tl.load(_ptr(A, 9, tl.float32) + b)
@@ -643,6 +664,69 @@ def _fold(v_ptr, sum_ptr, n, across, beta2, fin, CHUNK: tl.constexpr):
         new = old * beta2 + (1.0 - beta2) * (tl.load(sum_ptr + i + k, mask=msk, other=0.0) / across)
         tl.store(v_ptr + i + k, new, mask=msk)
         tl.store(sum_ptr + i + k, tl.zeros([CHUNK], dtype=tl.float32), mask=inside)
+
+
+@triton.jit
+def partial_sums_kernel(
+    prog_ptr,  # int32 [n_programs, 3]: job, first entry, first slot row (FOLD False; 0 when FOLD)
+    job_ptr,  # int64 [J, 8]: slots' address, slot rows P, entries N, their strides, statistic, across, tensor
+    meta_ptr,  # int64 [T, 5]: the matrix launch's (the tensor's position in the norm vector)
+    norm_ptr,  # float32 [n_items]
+    beta2,
+    FOLD: tl.constexpr,
+    GROUP: tl.constexpr,
+    COLS: tl.constexpr,
+    RB: tl.constexpr = 16,  # slot rows a loop iteration loads
+    CHECK: tl.constexpr = True,  # as factor_kernel's
+):
+    """The factored step's sums of ``c^2`` from the programs' own slots (``fused.FACTOR_SUMS =
+    "partials"``), ``COLS`` entries of one job a program. A job is one tensor's row (or column) sums, stored
+    by the step as ``P`` slot rows of ``N`` entries, entry ``n`` of slot row ``p`` at ``p ps + n ns``: the
+    row sums a slot a block (``P`` column strips, ``ps = 1``, ``ns = P``), the column sums a slot row a
+    program of a strip (``ps = N``, ``ns = 1``).
+
+    ``FOLD`` False (only for jobs of more than ``GROUP`` slot rows): add up the slot rows of one group of
+    ``GROUP``, in place into the group's first. ``FOLD`` True: add up the groups' first slot rows (or all
+    ``P`` of a job of at most ``GROUP``) and fold the sums into the statistic as :func:`factor_kernel` does,
+    ``v <- beta2 v + (1 - beta2) sum / across`` (kept for a tensor skipped for a non-finite gradient). Every
+    slot is rewritten by the next step: nothing is zeroed.
+    """
+    pid = tl.program_id(0)
+    J = job_ptr + tl.load(prog_ptr + pid * 3) * 8
+    n0 = tl.load(prog_ptr + pid * 3 + 1)
+    slots = tl.load(J).to(tl.pointer_type(tl.float32))
+    # slot rows x entries < 2^31: at most a tensor's values (fused.py checks)
+    P = tl.load(J + 1).to(tl.int32)
+    N = tl.load(J + 2).to(tl.int32)
+    ps = tl.load(J + 3).to(tl.int32)
+    ns = tl.load(J + 4).to(tl.int32)
+    k = n0 + tl.arange(0, COLS)
+    if FOLD:
+        grouped = P > GROUP
+        step = tl.where(grouped, GROUP, 1) * ps
+        s = _slot_sum(slots, 0, step, tl.where(grouped, tl.cdiv(P, GROUP), P), k, N, ns, RB, COLS)
+        v_ptr = tl.load(J + 5).to(tl.pointer_type(tl.float32))
+        across = tl.load(J + 6)
+        fin = _finite(norm_ptr, meta_ptr, tl.load(J + 7), 5, CHECK)
+        old = tl.load(v_ptr + k, mask=k < N, other=0.0)
+        tl.store(v_ptr + k, old * beta2 + (1.0 - beta2) * (s / across), mask=k < tl.where(fin, N, 0))
+    else:
+        p0 = tl.load(prog_ptr + pid * 3 + 2)
+        s = _slot_sum(slots, p0 * ps, ps, tl.minimum(P - p0, GROUP), k, N, ns, RB, COLS)
+        # the group's first slot row, read above by this program only (each value after its own load)
+        tl.store(slots + p0 * ps + k * ns, s, mask=k < N)
+
+
+@triton.jit
+def _slot_sum(slots, first, step, count, k, N, ns, RB: tl.constexpr, COLS: tl.constexpr):
+    """``sum_i slots[first + i step + k ns]`` over ``i < count`` (entries ``k < N``), ``RB`` slot rows a
+    load."""
+    r = tl.arange(0, RB)
+    acc = tl.zeros([RB, COLS], dtype=tl.float32)
+    for i in range(0, count, RB):
+        m = ((i + r) < count)[:, None] & (k < N)[None, :]
+        acc += tl.load(slots + (first + (i + r) * step)[:, None] + (k * ns)[None, :], mask=m, other=0.0)
+    return tl.sum(acc, axis=0)
 
 
 @triton.jit
