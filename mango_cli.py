@@ -22,6 +22,7 @@ DISTRIBUTION = "mango-compress"
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "serve": ("policy_service.cli", "main", "run the policy service (uvicorn)"),
     "demo": ("demo.app", "main", "the main job: service + adaptive training + report"),
+    "verdict": ("demo.pool", "main", "one verdict over the seeds of several demos' summary.json"),
     "train": ("agents.train", "main", "train a PPO + TinyFormer policy"),
     "eval": ("agents.evaluate", "main", "evaluate controllers on held-out workloads"),
     "record": ("envs.record", "main", "record traces from the training backend"),

@@ -7,7 +7,8 @@ plain AdamW, a static setting) and writes a report. Modules, one job each:
 * :mod:`demo.runs` - one training run per call (:func:`train_run`), summarized as :class:`RunResult`;
 * :mod:`demo.report` - objective scores, the verdict and the summary table;
 * :mod:`demo.plot` - ``report.png`` (:func:`plot_report`);
-* :mod:`demo.app` - the flow (:func:`run_demo`) and the command (:func:`main`, with its signal handling).
+* :mod:`demo.app` - the flow (:func:`run_demo`) and the command (:func:`main`, with its signal handling);
+* :mod:`demo.pool` - ``mango verdict``: one verdict over the seeds of several demos' ``summary.json``.
 
 The service itself is launched by :mod:`policy_service.launch`, the launcher the benchmarks use too.
 """

@@ -1,0 +1,102 @@
+"""``mango verdict``: the demo's verdict over the seeds of several demos' ``summary.json``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from demo import RunResult, objective_scores
+from demo.pool import main, pool_summaries
+from demo.report import format_seeds_verdict
+from demo.runs import Point
+from envs.objectives import preset
+
+NAMES = ["adaptive (service)", "adamw (torch)", "static r0/b4/g0"]
+
+
+def _runs(adaptive_loss: float, static_loss: float, adaptive_setting: str = "r0/b8/g0") -> list[RunResult]:
+    def run(name: str, setting: str, loss: float, state: int) -> RunResult:
+        pts = [Point(20 * (i + 1), loss, state, 1.0, 0.1, setting, 0, 8, 0.0) for i in range(3)]
+        return RunResult(name, setting, loss, state, 100, 10.0, "nvml", 10.0, points=pts)
+
+    return [
+        run(NAMES[0], adaptive_setting, adaptive_loss, 120),
+        run(NAMES[1], "adamw", 2.0, 800),
+        run(NAMES[2], "r0/b4/g0", static_loss, 114),
+    ]
+
+
+def _summary(
+    path: Path, seeds: dict[int, list[RunResult]], objective: str = "balanced", model: str = "gpt-85m"
+) -> Path:
+    obj = preset(objective)
+    per = [
+        {"seed": s, "runs": [r.as_dict() for r in rs], "objective_scores": objective_scores(rs, obj)}
+        for s, rs in seeds.items()
+    ]
+    doc: dict[str, Any] = {
+        "args": {"seed": min(seeds), "model": model, "steps": 600, "batch_size": 16},
+        "objective": {"preset": objective},
+        "runs": per[0]["runs"],
+        "objective_scores": per[0]["objective_scores"],
+    }
+    if len(seeds) > 1:
+        doc["seeds"] = per
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "summary.json").write_text(json.dumps(doc))
+    return path
+
+
+def test_two_demos_pool_into_one_verdict_over_all_their_seeds(tmp_path: Path) -> None:
+    seeds = {0: _runs(2.00, 2.04), 1: _runs(2.01, 2.03), 2: _runs(1.99, 2.05), 3: _runs(2.02, 2.02)}
+    a = _summary(tmp_path / "a", {0: seeds[0], 1: seeds[1]})
+    b = _summary(tmp_path / "b", {3: seeds[3], 2: seeds[2]})  # out of order: the table sorts by seed
+    table, verdict = pool_summaries([a, b / "summary.json"])  # a folder or its summary.json
+    obj = preset("balanced")
+    expected = format_seeds_verdict([objective_scores(seeds[s], obj) for s in range(4)], NAMES, "balanced")
+    assert verdict == expected and verdict.startswith("verdict (balanced, 4 seeds):")
+    assert [line.split(" |")[0] for line in table.splitlines()[2:]] == ["| 0", "| 1", "| 2", "| 3", "| mean"]
+
+
+def test_one_seed_demos_pool_and_runs_that_trained_alike_tie(tmp_path: Path) -> None:
+    a = _summary(tmp_path / "a", {0: _runs(2.0, 2.0, "r0/b4/g0")})  # played the static setting throughout
+    b = _summary(tmp_path / "b", {1: _runs(2.0, 2.0, "r0/b4/g0")})
+    _, verdict = pool_summaries([a, b])
+    assert verdict.startswith("verdict (balanced, 2 seeds): a tie with the static run")
+
+
+@pytest.mark.parametrize(
+    ("second", "words"),
+    [
+        ({"seeds": {1: _runs(2.0, 2.0)}, "objective": "memory-first"}, "objective 'memory-first'"),
+        ({"seeds": {1: _runs(2.0, 2.0)}, "model": "lm-medium"}, "pool demos of the same job"),
+        ({"seeds": {0: _runs(2.0, 2.0)}}, "seed 0 is already in an earlier summary"),
+        ({"seeds": {1: _runs(2.0, 2.0)[:2]}}, "pool demos of the same runs"),
+    ],
+)
+def test_summaries_that_do_not_pool_are_named(tmp_path: Path, second: dict[str, Any], words: str) -> None:
+    a = _summary(tmp_path / "a", {0: _runs(2.0, 2.0)})
+    b = _summary(tmp_path / "b", **second)
+    with pytest.raises(ValueError, match=words) as info:
+        pool_summaries([a, b])
+    assert str(b / "summary.json") in str(info.value)
+
+
+def test_the_command_prints_the_table_or_names_the_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = _summary(tmp_path / "a", {0: _runs(2.0, 2.04), 1: _runs(2.0, 2.05)})
+    assert main([str(a)]) == 0
+    out = capsys.readouterr().out
+    assert "| mean |" in out and "verdict (balanced, 2 seeds)" in out
+    assert main([str(tmp_path / "a" / "summary.json"), str(tmp_path / "missing.json")]) == 2
+    assert "missing.json: cannot read a summary" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text(json.dumps({"runs": []}))
+    assert main([str(tmp_path / "bad.json")]) == 2
+    assert "bad.json: not a mango demo summary.json" in capsys.readouterr().err
+    one = _summary(tmp_path / "one", {0: _runs(2.0, 2.0)})
+    assert main([str(one)]) == 2
+    assert "a pooled verdict needs at least two" in capsys.readouterr().err
