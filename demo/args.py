@@ -38,7 +38,8 @@ AUTO_MODEL = {"cpu": "lm-tiny", "cuda": "gpt-85m"}
 #: The peak learning rate per model (``--lr 0``): in AdamW's stable range on the demo's recipe (batch 16 x 64,
 #: 600 steps), measured with ``mango bench lm`` over three seeds (BENCHMARKS.md, issue 13, sessions 8-9: at
 #: 3e-3 gpt-85m's AdamW ends 0.88 nats above its 3e-4 run and a setting's effect is lost in seed noise).
-AUTO_LR = {"lm-tiny": 3e-3, "lm-small": 1e-3, "lm-medium": 1e-3, "gpt-85m": 3e-4}
+#: gpt-wide-100m, the held-out GPU job, takes gpt-85m's rate unmeasured (same family, similar size).
+AUTO_LR = {"lm-tiny": 3e-3, "lm-small": 1e-3, "lm-medium": 1e-3, "gpt-85m": 3e-4, "gpt-wide-100m": 3e-4}
 
 
 @dataclass

@@ -18,6 +18,10 @@ name           n_layer  n_head  n_embd  block  params     step time
 ``digits-mlp`` -        -       -       -      0.03 M     64 -> 128 -> 128 -> 10
 =============  =======  ======  ======  =====  =========  ==================
 
+Two GPU presets: ``gpt-85m`` (12 x 768, the GPU bench's byte GPT, whose traces the surrogate was fitted on)
+and ``gpt-wide-100m`` (8 layers x 1024, 16 heads, 101 M parameters): a held-out GPU job, in no trace, workload
+or training split, for evaluating a policy on a job it has never seen (``mango demo --model gpt-wide-100m``).
+
 Every weight matrix of the LMs except LayerNorm and biases has at least 4096 entries, so MangoAdamW (with its
 default ``min_compress_numel=4096``) compresses all of them.
 """
@@ -245,6 +249,8 @@ PRESETS: dict[str, GPTConfig] = {
     "lm-medium": GPTConfig(n_layer=6, n_head=6, n_embd=192, block_size=256),
     # the GPU bench's byte GPT (benchmarks/gpu.py): 85 M parameters, for GPU traces and the GPU demo
     "gpt-85m": GPTConfig(n_layer=12, n_head=12, n_embd=768, block_size=256),
+    # held out: a wider, shallower byte GPT that no trace, workload or training episode has seen
+    "gpt-wide-100m": GPTConfig(n_layer=8, n_head=16, n_embd=1024, block_size=256),
 }
 #: Recurrent LM presets by name.
 GRU_PRESETS: dict[str, GRUConfig] = {
