@@ -275,7 +275,8 @@ def run_demo(args: DemoArgs, argv: list[str] | None = None) -> dict[str, Any]:
         f"{adaptive.setting_changes} setting changes) by {adaptive.policies or '-'}"
     )
     print(
-        f"wrote {out}/summary.json, summary.md, report.png, decisions.jsonl, telemetry.jsonl, service.log "
+        f"wrote {out}/summary.json, summary.md, report.png, decisions.jsonl, telemetry.jsonl, profile.json, "
+        "service.log "
         f"(total {summary['total_wall_s']:.0f} s)"
     )
     return summary

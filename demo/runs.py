@@ -27,7 +27,7 @@ from envs.models import ByteGPT, build_model
 from envs.workloads import schedule_lr
 from policy_service.launch import ServiceProcess
 
-__all__ = ["Point", "RunResult", "lr_at", "train_run"]
+__all__ = ["Point", "RunResult", "lr_at", "profile_log", "train_run"]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,14 @@ class RunResult:
         d["state_bytes_per_param"] = self.state_bytes_per_param
         d["mean_state_bytes_per_param"] = self.mean_state_bytes_per_param()
         return d
+
+
+def profile_log(telemetry_log: Path) -> Path:
+    """Where an adaptive run writes the cost profile its hook sent the service: beside its telemetry
+    (``telemetry-1.jsonl`` -> ``profile-1.json``), so a replay (``mango bench obs-shift --profile``) encodes
+    the windows the policy was sent. A fresh GPU machine measures its own profile, and the first decisions
+    depend on it."""
+    return telemetry_log.with_name(telemetry_log.name.replace("telemetry", "profile", 1)).with_suffix(".json")
 
 
 def _job_profile(
@@ -215,7 +223,8 @@ def train_run(
     ``setting=None``: plain ``torch.optim.AdamW``. With ``service``: MangoAdamW starting at ``setting``, the
     service decides every interval. Without: MangoAdamW held at ``setting`` (a local static controller).
     ``telemetry_log``: a MangoAdamW run writes there every telemetry record the hook made (JSON lines, the
-    contract's ``TelemetryRecord``: what the policy saw, to set beside the surrogate's observations).
+    contract's ``TelemetryRecord``: what the policy saw, to set beside the surrogate's observations), and an
+    adaptive run its cost profile beside it (:func:`profile_log`).
     """
     model = build_model(args.model, args.seed).to(device)
     assert isinstance(model, ByteGPT)  # check() admits LM presets only
@@ -238,6 +247,9 @@ def train_run(
         opt = MangoAdamW(params, lr=args.lr, weight_decay=args.weight_decay, setting=setting, seed=args.seed)
         if decision_log is not None:
             decision_log.unlink(missing_ok=True)
+        profile = _job_profile(args, params, corpus, device) if service is not None else None
+        if profile is not None and telemetry_log is not None:  # what the policy read, for replays
+            profile_log(telemetry_log).write_text(profile.model_dump_json(indent=1))
         hook = AdaptiveCompression(
             opt,
             server_url=service.url if service is not None else None,
@@ -251,7 +263,7 @@ def train_run(
             policy=args.policy,
             energy_meter=_energy_meter(device, flops_per_step, 12.0 * n_params),  # the hook updates bytes
             client_options={"timeout_s": args.request_timeout_s},
-            profile=_job_profile(args, params, corpus, device) if service is not None else None,
+            profile=profile,
         )
     t_start = time.perf_counter()
     try:

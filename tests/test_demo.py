@@ -219,6 +219,8 @@ def test_demo_short_end_to_end(tmp_path: Path) -> None:
     summary = _assert_summary(out)
     seeded = CostProfile.model_validate_json((PROFILE_DIR / "cpu-lm-tiny.json").read_text())
     used = CostProfile.model_validate_json(cached.read_text())
+    # the profile the hook sent is kept beside the telemetry, for replays of the policy's windows
+    assert CostProfile.model_validate_json((out / "profile.json").read_text()) == used
     if summary["device"] == "cpu":
         assert used.optimizer_share is not None and used.settings == seeded.settings
     svc = summary["service"]
@@ -269,7 +271,7 @@ def test_demo_with_a_learned_policy(tmp_path: Path) -> None:
         summary["verdict"].startswith("verdict (balanced, 2 seeds):") and "of 2 seeds" in summary["verdict"]
     )
     assert "| mean |" in (out / "summary.md").read_text()
-    assert (out / "decisions-1.jsonl").exists()
+    assert (out / "decisions-1.jsonl").exists() and (out / "profile-1.json").exists()
     _assert_service_gone(summary["service"]["pid"], summary["service"]["port"])
 
 
