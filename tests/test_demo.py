@@ -30,7 +30,7 @@ from demo import (
     objective_scores,
     parse_setting,
 )
-from demo.args import AUTO_LR, choose_statics, static_labels
+from demo.args import AUTO_LR, DEFAULT_STATICS, choose_statics, static_labels
 from demo.report import format_seed_table, format_seeds_verdict, same_schedule_note, settle_alike, t975
 from demo.runs import Point, warm_up
 from envs.data import load_corpus
@@ -381,6 +381,16 @@ def test_t_quantiles_are_students() -> None:
         assert t975(df) == pytest.approx(float(stats.t.ppf(0.975, df)), abs=1e-3)
     with pytest.raises(ValueError, match="two seeds"):
         t975(0)
+
+
+def test_the_default_static_runs_depend_on_the_device() -> None:
+    """``--static-setting default``: one run on a CPU (``make demo`` stays short); on a GPU the best static
+    setting measured under each preset, so the verdict weighs the best of them."""
+    assert DemoArgs().static_setting == "default"
+    DemoArgs().resolved().check()  # 'default' is valid before the device is known
+    assert [s.label() for s, _ in choose_statics("default")] == [FIXED_STATIC]
+    assert static_labels(DEFAULT_STATICS["cpu"]) == [FIXED_STATIC]
+    assert static_labels(DEFAULT_STATICS["cuda"]) == ["r0/b8/g0", "r0/b4/g0", "r64/b4/g0"]
 
 
 def test_several_static_settings_parse_in_order_and_name_a_bad_entry() -> None:
