@@ -85,6 +85,35 @@ def test_each_rank_profiles_its_own_shards(group_run: Path) -> None:
         assert [s[0] for s in res["local_shapes"]] == [64, 64, 16, 16]
 
 
+def _sizes_job(rank: int, out: str) -> None:
+    """The byte model on each rank's local shards (the kind of state from the whole shape)."""
+    from torch.distributed.fsdp import fully_shard
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 96), torch.nn.Linear(96, 32))
+    fully_shard(model)
+    # 3000: the 32 x 96 weight compresses (3072 values) though each rank holds 1536 of them
+    opt = MangoAdamW(model.parameters(), lr=1e-3, min_compress_numel=3000)
+    rows = []
+    for label in ("r4/b4/g0.5", "r0/b8/g0", "r16/b3/g0"):
+        opt.apply_setting(CompressionSetting.parse(label))
+        model(torch.randn(4, 64)).square().mean().backward()
+        opt.step()
+        opt.zero_grad()
+        rows.append([label, opt.state_bytes(), opt.expected_state_bytes()])
+    Path(f"{out}.{rank}").write_text(json.dumps(rows))
+
+
+def test_fsdp2_state_bytes_are_the_byte_model_on_the_local_shards(group_run: Path) -> None:
+    """FSDP2: each rank's measured state equals the model on its local shards (kind from the whole shape).
+    (Was test_sizes.test_fsdp2_local_shards, with a 2-rank group of its own.)"""
+    for rank in range(2):
+        rows = json.loads((group_run / f"sizes.{rank}").read_text())
+        assert [r[0] for r in rows] == ["r4/b4/g0.5", "r0/b8/g0", "r16/b3/g0"]
+        for label, measured, expected in rows:
+            assert measured == expected > 0, (rank, label)
+
+
 def test_uneven_shards_exact_state_checkpoints_compressed_is_refused_clearly(group_run: Path) -> None:
     result = json.loads((group_run / "uneven.json").read_text())
     assert result["exact"] == "ok"  # moments shaped like the shard take the parameter's placements
@@ -214,6 +243,8 @@ def _group_worker(rank: int, world: int, port: int, out: str) -> None:
         _whole_basis_job(rank, f"{out}/exact", _SCHEDULE_EXACT)
         _uneven_job(rank, f"{out}/uneven.json")
         _profile_job(rank, f"{out}/profile")
+        _sizes_job(rank, f"{out}/sizes")
+        dist.barrier()  # no rank tears gloo down while the other is still in a collective of the last step
     finally:
         dist.destroy_process_group()
     end_spawned_rank()

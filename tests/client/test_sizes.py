@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import random
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
-from benchmarks.common import end_spawned_rank
 from client.compression.optimizer import MangoAdamW
 from client.compression.quant import compress_state
 from client.compression.sizes import (
@@ -148,42 +143,6 @@ def test_pinned_group_settings() -> None:
         want = param_state_bytes(w.shape, s, min_compress_numel=64).total
         want += param_state_bytes(head.shape, pin, min_compress_numel=64).total
         assert opt.state_bytes() == want == opt.expected_state_bytes(), s.label()
-
-
-def _fsdp_worker(rank: int, world: int, store: str, out: str) -> None:
-    from torch.distributed.fsdp import fully_shard
-
-    torch.set_num_threads(1)
-    # a file rendezvous: no free-port race with other tests' servers
-    dist.init_process_group("gloo", store=dist.FileStore(store, world), rank=rank, world_size=world)
-    try:
-        torch.manual_seed(0)
-        model = nn.Sequential(nn.Linear(64, 96), nn.Linear(96, 32))
-        fully_shard(model)
-        # 3000: the 32 x 96 weight compresses (3072 values) though each rank holds 1536 of them
-        opt = MangoAdamW(model.parameters(), lr=1e-3, min_compress_numel=3000)
-        rows = []
-        for label in ("r4/b4/g0.5", "r0/b8/g0", "r16/b3/g0"):
-            opt.apply_setting(CompressionSetting.parse(label))
-            model(torch.randn(4, 64)).square().mean().backward()
-            opt.step()
-            opt.zero_grad()
-            rows.append([label, opt.state_bytes(), opt.expected_state_bytes()])
-        Path(f"{out}.{rank}").write_text(json.dumps(rows))
-        dist.barrier()  # no rank tears gloo down while the other is still in a collective of the last step
-    finally:
-        dist.destroy_process_group()
-    end_spawned_rank()
-
-
-@pytest.mark.slow
-def test_fsdp2_local_shards(tmp_path: Path) -> None:
-    """FSDP2: each rank's measured state equals the model on its local shards (kind from the whole shape)."""
-    out = str(tmp_path / "rows")
-    mp.spawn(_fsdp_worker, args=(2, str(tmp_path / "store"), out), nprocs=2)
-    for rank in range(2):
-        for label, measured, expected in json.loads(Path(f"{out}.{rank}").read_text()):
-            assert measured == expected > 0, (rank, label)
 
 
 @pytest.mark.slow

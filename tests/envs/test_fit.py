@@ -90,9 +90,9 @@ def test_excess_floor_clips_each_end_of_training_alone() -> None:
     assert (ra < floor - 0.5).any() and (a + b > 1.0).any()  # the case the first floor got wrong
 
 
-def test_balanced_rows_weigh_each_workload_alike() -> None:
+def test_balanced_rows_weigh_each_workload_alike(fitted: tuple[SurrogateModel, dict]) -> None:
     ts = load_traces()
-    fitted_model, _ = fit_surrogate(ts, FitConfig())
+    fitted_model, _ = fitted  # the default FitConfig's fit
     from envs.fit import _prepare
 
     data = _prepare(ts, FitConfig())
@@ -108,10 +108,10 @@ def test_balanced_rows_weigh_each_workload_alike() -> None:
     assert np.isclose(w3[names == "gpu-gpt85m-cosine"].sum(), 3.0 * w3[names == "lm-tiny-cosine"].sum())
 
 
-def test_gpu_weight_lowers_the_heldout_gpu_error() -> None:
-    ts = load_traces()
-    _, even = fit_surrogate(ts, FitConfig(gpu_weight=1.0))
-    _, gpu3 = fit_surrogate(ts, FitConfig(gpu_weight=3.0))
+def test_gpu_weight_lowers_the_heldout_gpu_error(fitted: tuple[SurrogateModel, dict]) -> None:
+    assert FitConfig().gpu_weight == 3.0  # the module's fit is the gpu_weight=3 fit (a fit draws nothing)
+    _, gpu3 = fitted
+    _, even = fit_surrogate(load_traces(), FitConfig(gpu_weight=1.0))
     for group in ("GPU gpu-gpt85m-val-linear, transfer (scale 1)", "held-out workloads, transfer (scale 1)"):
         assert gpu3[group]["lterm_abs"] < even[group]["lterm_abs"], group
 
