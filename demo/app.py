@@ -47,7 +47,7 @@ import torch
 import tyro
 
 from client.protocol import CompressionSetting
-from demo.args import AUTO_LR, AUTO_MODEL, DEFAULT_STATICS, DemoArgs, choose_statics
+from demo.args import AUTO_LR, AUTO_MODEL, DemoArgs, choose_statics
 from demo.plot import plot_report
 from demo.report import (
     format_seed_table,
@@ -113,15 +113,9 @@ def run_demo(args: DemoArgs, argv: list[str] | None = None) -> dict[str, Any]:
     )
     if args.model == "auto":
         args = dataclasses.replace(args, model=AUTO_MODEL[device.type])
-    by_default = args.static_setting == "default"
-    if by_default:
-        args = dataclasses.replace(args, static_setting=DEFAULT_STATICS[device.type])
     if args.lr == 0:
         args = dataclasses.replace(args, lr=AUTO_LR[args.model])
-    statics = choose_statics(args.static_setting)
-    if by_default and len(statics) > 1:
-        why = f"the default on {device.type} (DEFAULT_STATICS): the best static setting measured per preset"
-        statics = [(setting, why) for setting, _ in statics]
+    statics = choose_statics(args.static_setting, device.type)
     static_setting, static_why = statics[0]
     objective = preset(args.objective)
     print(

@@ -178,14 +178,19 @@ def static_labels(spec: str) -> list[str]:
     return labels
 
 
-def choose_statics(spec: str, results_dir: Path = ROOT / "results") -> list[tuple[CompressionSetting, str]]:
-    """The static baselines and why each was chosen: :func:`choose_static` for ``'auto'`` or one setting,
-    else one ``(setting, "given on the command line")`` per entry of the comma-separated list."""
+def choose_statics(
+    spec: str, device_type: str = "cpu", results_dir: Path = ROOT / "results"
+) -> list[tuple[CompressionSetting, str]]:
+    """The static baselines and why each was chosen: ``'default'`` is :data:`DEFAULT_STATICS` of the
+    ``device_type`` (``"cpu"`` or ``"cuda"``), ``'auto'`` or one setting :func:`choose_static`, else one
+    ``(setting, "given on the command line")`` per entry of the comma-separated list."""
+    why = "given on the command line"
     if spec == "default":
-        spec = FIXED_STATIC  # resolved per device by the demo (DEFAULT_STATICS); the CPU's choice otherwise
+        spec = DEFAULT_STATICS[device_type]
+        why = f"the default on {device_type} (DEFAULT_STATICS): the best static setting measured per preset"
     if "," not in spec:
         return [choose_static(spec, results_dir)]
-    return [(parse_setting(label), "given on the command line") for label in static_labels(spec)]
+    return [(parse_setting(label), why) for label in static_labels(spec)]
 
 
 def parse_setting(label: str) -> CompressionSetting:

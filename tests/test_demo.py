@@ -389,6 +389,9 @@ def test_the_default_static_runs_depend_on_the_device() -> None:
     assert DemoArgs().static_setting == "default"
     DemoArgs().resolved().check()  # 'default' is valid before the device is known
     assert [s.label() for s, _ in choose_statics("default")] == [FIXED_STATIC]
+    gpu = choose_statics("default", "cuda")
+    assert [s.label() for s, _ in gpu] == ["r0/b8/g0", "r0/b4/g0", "r64/b4/g0"]
+    assert all("the default on cuda" in why for _, why in gpu)
     assert static_labels(DEFAULT_STATICS["cpu"]) == [FIXED_STATIC]
     assert static_labels(DEFAULT_STATICS["cuda"]) == ["r0/b8/g0", "r0/b4/g0", "r64/b4/g0"]
 

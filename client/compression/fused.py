@@ -129,7 +129,8 @@ FACTOR_ITERS: int | None = None
 #: per block (the row sums, one per column strip) and a float per column per program (the column sums):
 #: ``4 / block + 4 / (ROWS x iters)`` bytes a value of a factored tensor, ``ROWS = MATRIX_TILE / block`` and
 #: ``iters`` the tiles a program walks (:func:`factor_iters`, which divides the column slots). A variant for
-#: ``mango bench gpu --parts variants`` until the GPU has timed it.
+#: ``mango bench gpu --parts variants``: on an H100 it was faster at 4 bits for a scratch about as large as
+#: that setting's state, so the atomics stay the default (BENCHMARKS.md, issue 12, session 23).
 FACTOR_SUMS = "atomics"
 #: Slots of one sum that a first-level program of ``FACTOR_SUMS = "partials"`` adds up (in place, into the
 #: group's first slot); sums of at most this many slots skip that launch and fold directly.
@@ -161,6 +162,12 @@ def _factor_sums_partials(sums: str) -> bool:
     if sums not in ("atomics", "partials"):
         raise ValueError(f"fused.FACTOR_SUMS={sums!r}; choose 'atomics' or 'partials'")
     return sums == "partials"
+
+
+def rows_per_program(block: int, tiles: int) -> int:
+    """Tile rows (blocks) a matrix program owns: a tile of :data:`MATRIX_TILE` values, ``tiles`` of them
+    for a factored program that walks a strip (:func:`factor_iters`)."""
+    return max(MATRIX_TILE // block, 1) * tiles
 
 
 def factor_iters(bits: int) -> int:
@@ -471,7 +478,7 @@ def _matrix_group(
     ``tiles``: tiles a factored program walks (:attr:`Plan.strip_tiles`); ``partials``: a factored program
     stores its sums of ``c^2`` in its own slots (:data:`FACTOR_SUMS`)."""
     device = items[0][1].device
-    rows_per_prog = max(MATRIX_TILE // block, 1) * tiles
+    rows_per_prog = rows_per_program(block, tiles)
     dims = []  # (rows, cols, transposed) of the values the matrix kernel walks
     for _, p, st in items:
         if proj:
@@ -736,7 +743,7 @@ def build_plan(opt: Any, items: list[tuple[int, torch.Tensor, dict[str, Any]]], 
         block=block,
         gamma=float(s.gamma),
         strip_tiles=tiles,
-        partials=max(MATRIX_TILE // block, 1) * tiles if partials else 0,
+        partials=rows_per_program(block, tiles) if partials else 0,
         numels=torch.tensor(
             [float(p.numel()) if pos in matrix_set else 0.0 for pos, (_, p, _) in enumerate(items)],
             dtype=torch.float32,
