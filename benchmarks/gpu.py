@@ -587,6 +587,7 @@ VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("r0/b8/g0", {}, {"DRAWS": "philox8"}),
     ("r0/b8/g0", {}, {"DRAWS": "hash8"}),
     ("r0/b8/g0", {"skip_nonfinite": False}, {"DRAWS": "philox8"}),
+    ("r0/b8/g0.5", {}, {}),
     ("r0/b8/g0.5", {}, {"DRAWS": "philox8"}),
     ("r0/b8/g0", {"factor_second_moment": True}, {"DRAWS": "philox8"}),
     ("r4/b8/g0", {}, {"DRAWS": "philox8"}),
