@@ -582,6 +582,15 @@ VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("r0/b4/g0", {}, {"DRAWS": "hash"}),
     ("r0/b2/g0", {}, {"DRAWS": "hash"}),
     ("r4/b8/g0", {}, {"DRAWS": "hash"}),
+    # 8-bit dithers, a byte a value: one Philox call (or four hashes) per four values (fused.DRAWS, session
+    # 24; blocks of 128 and up: the 64-value blocks at 2-4 bits keep the 16-bit draws, the same kernel)
+    ("r0/b8/g0", {}, {"DRAWS": "philox8"}),
+    ("r0/b8/g0", {}, {"DRAWS": "hash8"}),
+    ("r0/b8/g0", {"skip_nonfinite": False}, {"DRAWS": "philox8"}),
+    ("r0/b8/g0.5", {}, {}),
+    ("r0/b8/g0.5", {}, {"DRAWS": "philox8"}),
+    ("r0/b8/g0", {"factor_second_moment": True}, {"DRAWS": "philox8"}),
+    ("r4/b8/g0", {}, {"DRAWS": "philox8"}),
     # the factored v's sums of c^2 in each program's own slots, added up after the step, against the atomics
     # (fused.FACTOR_SUMS, issue 12): the baselines are the rows above with the same setting and no knob
     ("r0/b4/g0", {}, {"FACTOR_SUMS": "partials"}),

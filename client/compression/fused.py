@@ -108,10 +108,15 @@ WHOLE_BLOCKS = True
 #: variants``; BENCHMARKS.md, "Issue 12, session 12"). The arithmetic is the same; a GPU compiler may contract
 #: it into FMAs differently, so results may differ in the last bit there.
 EARLY_LOADS: dict[tuple[int, bool], int] = {(8, False): 96, (8, True): 128}
-#: Where stochastic rounding's random words come from: ``"philox"`` (Philox4x32-7, the shipped step) or
-#: ``"hash"`` (an integer hash a word, ``triton_step._hash_words4``): a variant for ``mango bench gpu --parts
-#: variants`` until the GPU has timed it.
+#: Where stochastic rounding's random words come from, and how wide a dither is (``triton_step._dither``):
+#: ``"philox"`` (Philox4x32-7, a 16-bit dither a value: the shipped step), ``"hash"`` (an integer hash a word,
+#: ``triton_step._hash_words4``), and ``"philox8"`` / ``"hash8"``: 8-bit dithers at code widths (2-8 bits;
+#: bf16 slots keep 16), a byte a value, so one Philox call (or four hashes) per four values instead of two,
+#: at a rounding bias of at most ``2^-9`` of a quantization step (against ``2^-17``). Variants for ``mango
+#: bench gpu --parts variants`` until the GPU has timed them.
 DRAWS = "philox"
+#: :data:`DRAWS` by the kernel's ``RNG`` constexpr (odd: the hash; 2 and up: 8-bit dithers).
+DRAWS_CODES: dict[str, int] = {"philox": 0, "hash": 1, "philox8": 2, "hash8": 3}
 #: Tiles of ``MATRIX_TILE`` values per program with a factored second moment, by width: a program walks a
 #: column strip of ``iters x MATRIX_TILE / block`` rows and adds its column sums of ``c^2`` once, so the
 #: same-address float atomics fall by this factor; 1 is one tile a program with no loop (an atomic per tile).
@@ -152,9 +157,9 @@ def matrix_loads(bits: int, shift: bool, early: bool | None = None) -> tuple[boo
 
 def _draws_code(draws: str) -> int:
     """:data:`DRAWS` as the kernel's ``RNG`` constexpr; ``ValueError`` names the choices."""
-    if draws not in ("philox", "hash"):
-        raise ValueError(f"fused.DRAWS={draws!r}; choose 'philox' or 'hash'")
-    return 0 if draws == "philox" else 1
+    if draws not in DRAWS_CODES:
+        raise ValueError(f"fused.DRAWS={draws!r}; choose one of {', '.join(map(repr, DRAWS_CODES))}")
+    return DRAWS_CODES[draws]
 
 
 def _factor_sums_partials(sums: str) -> bool:

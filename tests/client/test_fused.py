@@ -655,14 +655,15 @@ def test_matrix_loads_picks_the_order_and_the_cap(monkeypatch: pytest.MonkeyPatc
     assert fused.matrix_loads(8, False) == (True, 128)
 
 
-@pytest.mark.parametrize("draws", ["philox", "hash"])
+@pytest.mark.parametrize("draws", ["philox", "hash", "philox8", "hash8"])
+@pytest.mark.parametrize("setting", [S(rank=0, bits=8), S(rank=0, bits=8, gamma=0.5)], ids=["g0", "g0.5"])
 def test_fused_stochastic_rounding_draws_track_torch_path(
-    monkeypatch: pytest.MonkeyPatch, draws: str
+    monkeypatch: pytest.MonkeyPatch, draws: str, setting: S
 ) -> None:
-    """Either source of stochastic rounding's words (``fused.DRAWS``) keeps the fused step on the torch
-    path's average at 8 bits, and the two sources draw differently."""
+    """Every source of stochastic rounding's words and width of its dithers (``fused.DRAWS``) keeps the fused
+    step on the torch path's average at 8 bits, with and without the shift's fifth stream."""
     monkeypatch.setattr(fused, "DRAWS", draws)
-    (pt, _), (pf, _) = _pair(S(rank=0, bits=8), stochastic_rounding=True, steps=6)
+    (pt, _), (pf, _) = _pair(setting, stochastic_rounding=True, steps=6)
     for a, b in zip(pt[:3], pf[:3]):
         assert float((a - b).detach().abs().mean()) < 0.05 * 6 * LR
 
@@ -671,7 +672,9 @@ def test_fused_draws_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fused, "DRAWS", "mt19937")
     params = _params()
     opt = MangoAdamW(params, lr=LR, setting=S(rank=0, bits=8), min_compress_numel=1024, fused=True)
-    with pytest.raises(ValueError, match=r"fused\.DRAWS='mt19937'; choose 'philox' or 'hash'"):
+    with pytest.raises(
+        ValueError, match=r"fused\.DRAWS='mt19937'; choose one of 'philox', 'hash', 'philox8'"
+    ):
         _run(params, opt, range(3))  # the first step creates the state on the torch path
 
 

@@ -32,11 +32,14 @@ parameter group and step count (like torch's fused AdamW), so a learning-rate sc
 Randomness: stochastic rounding draws one Philox call (four 32-bit words) per pair of values, keyed by the
 step's seed (a device scalar drawn from the optimizer's generator, so no host sync) in the low word and
 ``t + 1`` in the high word, counter = the pair's index in the tensor; each word gives both values of the
-pair a 16-bit uniform. Word 0 rounds the compressed gradient, 1 the error buffer, 2 ``m``, 3 ``sqrt(v)``.
-Stochastic NF4 uses the standalone kernel's dithered thresholds (``_nf4_dithered``).
-``RNG=1`` (``fused.DRAWS = "hash"``, a variant for ``mango bench gpu --parts variants``) draws the same four
-words from an integer hash instead (:func:`_hash_words4`): Philox-7 is about a third of the 8-bit step's
-instructions, the hash a fraction of that; the words' statistics are tested, the speed is the GPU's to show.
+pair a 16-bit dither (:func:`_dither`). Word 0 rounds the compressed gradient, 1 the error buffer, 2 ``m``,
+3 ``sqrt(v)``. Stochastic NF4 uses the standalone kernel's dithered thresholds (``_nf4_dithered``).
+Variants for ``mango bench gpu --parts variants`` (``fused.DRAWS``, the kernel's ``RNG``): ``"hash"``
+(``RNG=1``) draws the same four words from an integer hash instead (:func:`_hash_words4`); ``"philox8"``
+(``RNG=2``) and ``"hash8"`` (3) give each value an 8-bit dither, a byte of a word, so one call serves four
+values (counter = the quad's index) at a bias of at most ``2^-9`` of a quantization step. Philox-7 is
+about a third of the 8-bit step's instructions; the words' statistics are tested, the speed is the GPU's
+to show.
 
 Per element (rank 0, ``gamma = 0``; the torch path's ``_matrix_step`` formula for formula)::
 
@@ -50,6 +53,8 @@ written in place over the old codes. Bytes per value at 8 bits with error feedba
 """
 
 from __future__ import annotations
+
+import os
 
 import triton
 import triton.language as tl
@@ -78,6 +83,14 @@ PHILOX_ROUNDS: tl.constexpr = tl.constexpr(7)
 #: A bijection of 32-bit words, so the words of one tensor and step never repeat (tensors < 2^30 pairs).
 HASH_M1: tl.constexpr = tl.constexpr(0x7FEB352D)
 HASH_M2: tl.constexpr = tl.constexpr(0x846CA68B)
+#: Build the dithers with ``PRMT`` (inline PTX) where compiled; the interpreter runs no inline assembly.
+PRMT: tl.constexpr = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") != "1")
+#: The magic number of :func:`_quantize`'s stochastic codes, ``1.5 * 2^23``, and its bits: ``MAGIC + v``
+#: for ``|v| <= 2^22`` lies in ``[2^23, 2^24)``, where float32 holds exactly the integers, so the add rounds
+#: ``v`` to an integer, whose bits are ``MAGIC_BITS`` plus the integer (``2^23`` alone would leave ``v`` in
+#: ``(-1/2, 0)`` a half below it, where the spacing is 1/2).
+MAGIC: tl.constexpr = tl.constexpr(12582912.0)
+MAGIC_BITS: tl.constexpr = tl.constexpr(0x4B400000)
 #: Programs that add their ``(u - C(u))^2`` and ``u^2`` sums to the statistics: one in ``STATS_EVERY``
 #: (a sampled estimate of the ratio; the others write zeros and skip two tile reductions).
 STATS_EVERY: tl.constexpr = tl.constexpr(8)
@@ -150,24 +163,39 @@ def _levels(raw, s, tab_ptr, BITS: tl.constexpr, MODE: tl.constexpr):
 
 
 @triton.jit
-def _quantize(x, rnd, tab_ptr, BITS: tl.constexpr, MODE: tl.constexpr, STOCHASTIC: tl.constexpr):
+def _quantize(
+    x, rnd, tab_ptr, BITS: tl.constexpr, MODE: tl.constexpr, STOCHASTIC: tl.constexpr, RNG: tl.constexpr = 0
+):  # fmt: skip
     """Codes, scales and dequantized values of the ``[ROWS, BLOCK]`` tile ``x`` (padding already zero).
 
     The formulas of :func:`~client.compression.quant.quantize_torch` (absmax scale, uniform or NF4 codes;
-    ``rnd`` the uniforms of stochastic rounding), with ``y = x * (1 / s)`` (the reciprocal correctly rounded
-    once a block) where torch divides: within 1.5 ulp of ``x / s``, which moves a round-to-nearest code only
-    when ``y`` lies that close to a rounding boundary (the standalone quantize kernel corrects it with two
-    FMAs a value for exact agreement; the step, issue-bound, does not: 3 of ~170 instructions a value per
-    quantized slot). ``y`` may pass 1 by an ulp: every code is capped at the top one; it is kept >= -1.
+    ``rnd`` the dithers of stochastic rounding from :func:`_dither`), with ``y = x * (1 / s)`` (the reciprocal
+    correctly rounded once a block) where torch divides: within 1.5 ulp of ``x / s``, which moves a
+    round-to-nearest code only when ``y`` lies that close to a rounding boundary (the standalone quantize
+    kernel corrects it with two FMAs a value for exact agreement; the step, issue-bound, does not: 3 of ~170
+    instructions a value per quantized slot). ``y`` may pass 1 by an ulp: every code is capped at the top
+    one; it is kept >= -1.
+
+    Uniform codes to nearest are ``min(floor(t + 1/2), top)`` as torch computes them, taken as a float (the
+    dequantized value needs no int-to-float conversion) or as an int by truncation (``t + 1/2 > 0``: the
+    same integer, without a float floor); whichever a caller does not use, the compiler drops. Stochastic
+    uniform codes are ``floor(t + u)`` by the magic-number rounding ``z = (t + u - 1/2) + MAGIC``: ``z`` is an
+    integer in float32, its low bits the code (no float-to-int conversion) and ``z - MAGIC`` its exact float.
+    This rounds ``t + u - 1/2`` half to even where ``floor`` would round half up: a tie needs ``t`` exactly
+    on the dither's grid, and then moves its round-up probability from the grid's upper edge to its lower
+    one, by one dither step; the bias stays within half a dither step of the quantization step (the bounds
+    of :func:`_dither`). With the 16-bit dithers ``t + u`` may reach ``top + 1`` for ``y`` an ulp past 1:
+    capped; the 8-bit dithers stop ``2^-9`` short of 1, more than that ulp, so they need no cap.
     """
     top: tl.constexpr = (1 << BITS) - 1
+    BLOCK: tl.constexpr = x.shape[1]
     s = tl.max(tl.abs(x), axis=1)
     safe = tl.where(s > 0, s, 1.0)
     inv = tl.math.div_rn(tl.full(s.shape, 1.0, tl.float32), safe)
     y = tl.maximum(x * inv[:, None], -1.0)
     if MODE == 1:
-        if STOCHASTIC:  # noqa: SIM108 (a Triton constexpr branch)
-            code = _nf4_dithered(y, rnd)
+        if STOCHASTIC:
+            code = _nf4_dithered(y, tl.fma(rnd, 128.0, -128.0 + _dither_offset(RNG, BITS, BLOCK)))
         else:
             code = _nf4_nearest_tree(y)
         # an FMA (+0) rather than a multiply, like the uniform codes' FMA: the compiler may not contract it
@@ -176,28 +204,60 @@ def _quantize(x, rnd, tab_ptr, BITS: tl.constexpr, MODE: tl.constexpr, STOCHASTI
         deq = tl.fma(tl.load(tab_ptr + code), s[:, None], 0.0)
     else:
         half: tl.constexpr = 0.5 * top
-        t = tl.fma(y, half, half)  # (y + 1) top / 2 in one instruction
-        if STOCHASTIC:
-            code = tl.minimum(tl.floor(t + rnd), top).to(tl.int32)
-        else:
-            code = tl.minimum(tl.floor(t + 0.5), top).to(tl.int32)
         step = s * (2.0 / top)
-        deq = tl.fma(code.to(tl.float32), step[:, None], -s[:, None])
+        if STOCHASTIC:
+            # t + u - 1/2 = 128 d + ((y + 1) top / 2 - 128 - 1/2 + offset) (_dither's u): t's FMA takes the
+            # constants, a second FMA the dither, one add the magic number
+            z = tl.fma(rnd, 128.0, tl.fma(y, half, half - 128.5 + _dither_offset(RNG, BITS, BLOCK))) + MAGIC
+            if not _bytes(RNG, BITS, BLOCK):
+                z = tl.minimum(z, MAGIC + top)
+            code = z.to(tl.int32, bitcast=True) - MAGIC_BITS
+            cf = z - MAGIC
+        else:
+            t = tl.fma(y, half, half) + 0.5  # (y + 1) top / 2 in one instruction, as torch rounds it
+            code = tl.minimum(t.to(tl.int32), top)  # t > 0: truncation is the floor
+            cf = tl.minimum(tl.floor(t), top)
+        deq = tl.fma(cf, step[:, None], -s[:, None])
     return code, s, deq
 
 
 @triton.jit
-def _words4(key, blk, BLOCK: tl.constexpr, STOCHASTIC: tl.constexpr, RNG: tl.constexpr = 0):
-    """The four Philox words of stochastic rounding, ``[ROWS, BLOCK / 2]`` each: one call per *pair* of
-    values; :func:`_uniform` turns a word into the pair's two uniforms where they are used (four words of
-    a pair in registers are half the size of their eight uniforms). ``RNG=1``: :func:`_hash_words4`."""
+def _bytes(RNG: tl.constexpr, BITS: tl.constexpr, BLOCK: tl.constexpr):
+    """Whether the step draws 8-bit dithers: ``RNG`` 2 or 3, at code widths (bf16 slots keep 16 bits) and
+    blocks of 128 values and up. A thread holds the values ``32`` apart in a block row, so a word's four
+    values (a quarter of a block apart) share its thread only where a quarter block is a multiple of 32;
+    in the 64-value blocks (2-4 bits) they would not, and the 16-bit draws stay."""
+    return tl.constexpr(RNG >= 2 and BITS <= 8 and BLOCK >= 128)
+
+
+@triton.jit
+def _dither_offset(RNG: tl.constexpr, BITS: tl.constexpr, BLOCK: tl.constexpr):
+    """What :func:`_dither`'s ``128 d - 128`` lacks of the uniform: ``2^-17`` (the half of a 16-bit draw),
+    or 0 (8-bit dithers carry their half)."""
+    if _bytes(RNG, BITS, BLOCK):
+        return tl.constexpr(0.0)
+    else:
+        return tl.constexpr(2.0**-17)
+
+
+@triton.jit
+def _words4(
+    key, blk, BLOCK: tl.constexpr, STOCHASTIC: tl.constexpr, RNG: tl.constexpr = 0, BITS: tl.constexpr = 8
+):  # fmt: skip
+    """The four random words of stochastic rounding, one a stream: ``[ROWS, BLOCK / 2]`` each, one Philox
+    call per *pair* of values (counter: the pair's index in the tensor), or with 8-bit dithers
+    (:func:`_bytes`) ``[ROWS, BLOCK / 4]``, one call per *quad*. :func:`_dither` turns a word into its
+    values' dithers where they are used (the words in registers are a half or a quarter of the size of the
+    dithers). ``RNG`` odd: :func:`_hash_words4` instead of Philox."""
     if STOCHASTIC:
-        HALF: tl.constexpr = BLOCK // 2
-        pair = blk[:, None] * HALF + tl.arange(0, HALF)[None, :]
-        if RNG == 1:
-            return _hash_words4(key, pair)
+        if _bytes(RNG, BITS, BLOCK):  # the quad's index
+            idx = blk[:, None] * (BLOCK // 4) + tl.arange(0, BLOCK // 4)[None, :]
+        else:  # the pair's
+            idx = blk[:, None] * (BLOCK // 2) + tl.arange(0, BLOCK // 2)[None, :]
+        if RNG % 2 == 1:
+            return _hash_words4(key, idx)
         else:
-            return tl.randint4x(key, pair, n_rounds=PHILOX_ROUNDS)
+            return tl.randint4x(key, idx, n_rounds=PHILOX_ROUNDS)
     else:
         return 0, 0, 0, 0
 
@@ -224,22 +284,79 @@ def _hash_words4(key, pair):
 
 
 @triton.jit
-def _uniform(r, STOCHASTIC: tl.constexpr):
-    """``[ROWS, BLOCK]`` uniforms ``(r + 0.5) / 2^16`` of stochastic rounding from the word tile ``r``
-    (element ``2i`` the low half of word ``i``, ``2i + 1`` the high one; bias below ``2^-17`` of a step),
-    or 0.5 (round to nearest)."""
+def _dither(r, STOCHASTIC: tl.constexpr, RNG: tl.constexpr, BITS: tl.constexpr, BLOCK: tl.constexpr):
+    """The ``[ROWS, BLOCK]`` dithers of stochastic rounding from the word tile ``r`` of :func:`_words4`, or
+    0.5 (round to nearest).
+
+    At code widths (``BITS <= 8``) a dither is a float32 ``d`` in ``[1, 1 + 2^-7)`` whose mantissa holds the
+    random bits (one ``PRMT`` a value: the word's byte or half into a constant's bits), the uniform being
+    ``u = 128 d - 128 + ``:func:`_dither_offset`: no int-to-float conversion, and :func:`_quantize` folds
+    the scaling into the FMAs it runs anyway. The draws, and what they cost in accuracy:
+
+    * 16 bits (``RNG`` 0, 1; ``d = 1 + h / 2^23``, the half ``h`` in the low mantissa): ``u = (h + 1/2) /
+      2^16``, the rounding-up probability of a value at fraction ``f`` of a quantization step within
+      ``2^-17`` of ``f``. Element ``i`` of a block takes the low half of word ``i``, ``i + BLOCK / 2`` the
+      high one.
+    * 8 bits (:func:`_bytes`, ``RNG`` 2, 3; ``d = 1 + (b + 1/2) / 2^15``, the byte ``b`` in mantissa bits
+      8-15 over a one in bit 7): ``u = (b + 1/2) / 2^8``, one Philox call (or four hashes) per four values
+      instead of two, the probability within ``2^-9`` of ``f``: a bias of at most ``2^-9`` of a step, far
+      below the rounding noise itself (a variance of ``f (1 - f)`` steps squared). Element ``i + j BLOCK /
+      4`` takes byte ``j`` of word ``i``.
+
+    The values of a thread lie ``32`` apart in a block (the tile's layout), so these orders keep a word and
+    the values it rounds in one thread (pairing elements ``2i`` and ``2i + 1`` costs shuffles between
+    lanes). bf16 slots (``BITS = 16``) take ``u`` itself, ``(h + 1/2) / 2^16``, as ``_bf16`` adds it.
+    """
     if STOCHASTIC:
-        return _split16(r, 1.0 / 65536.0)
+        w = r.to(tl.uint32, bitcast=True)
+        if BITS >= 16:  # u itself: (r + 0.5) / 2^16
+            t = tl.join(w & 0xFFFF, w >> 16)
+            u = tl.fma(t.to(tl.float32), 1.0 / 65536.0, 0.5 / 65536.0)
+            return _halves(u)
+        elif _bytes(RNG, BITS, BLOCK):  # byte j to mantissa bits 8-15, then bit 7 (the half)
+            lo = tl.join(_place(w, 0, 0x3F800080), _place(w, 1, 0x3F800080))
+            hi = tl.join(_place(w, 2, 0x3F800080), _place(w, 3, 0x3F800080))
+            q = tl.join(lo, hi)  # [ROWS, N, 2, 2]: q[:, i, a, b] is byte 2 b + a of word i
+            d = tl.permute(q.to(tl.float32, bitcast=True), [0, 3, 2, 1])  # [ROWS, b, a, N]
+            return tl.reshape(d, [d.shape[0], d.shape[3] * 4])
+        else:  # half h to mantissa bits 0-15
+            t = tl.join(_place(w, 4, 0x3F800000), _place(w, 5, 0x3F800000))
+            return _halves(t.to(tl.float32, bitcast=True))
     else:
         return 0.5
 
 
 @triton.jit
-def _split16(r, sc: tl.constexpr):
-    w = r.to(tl.uint32, bitcast=True)
-    t = tl.join(w & 0xFFFF, w >> 16)  # [ROWS, HALF, 2]: element 2i gets the low half, 2i + 1 the high one
-    u = tl.fma(t.to(tl.float32), sc, 0.5 * sc)  # (r + 0.5) / 2^16
-    return tl.reshape(u, [u.shape[0], u.shape[1] * 2])
+def _place(w, K: tl.constexpr, BITS_: tl.constexpr):
+    """``BITS_ | (byte K of w) << 8`` (``K < 4``), or ``BITS_ | half K - 4 of w`` (``K`` 4, 5): one ``PRMT``
+    (byte permute) compiled, the same bits in integer operations under the interpreter."""
+    if PRMT:
+        # selector nibbles, byte 0 first: 0-3 w's bytes, 4-7 BITS_'s. K < 4: BITS_'s 0, w's K, BITS_'s 2 and
+        # 3; K = 4 (5): w's 0 and 1 (2 and 3), BITS_'s 2 and 3
+        SEL: tl.constexpr = (0x7604 | (K << 4)) if K < 4 else (0x7610 if K == 4 else 0x7632)
+        return tl.inline_asm_elementwise(
+            f"prmt.b32 $0, $1, $2, {SEL};", "=r,r,r", [w, tl.full(w.shape, BITS_, tl.uint32)],
+            dtype=tl.uint32, is_pure=True, pack=1,
+        )  # fmt: skip
+    elif K == 0:
+        return ((w << 8) & 0xFF00) | BITS_
+    elif K == 1:
+        return (w & 0xFF00) | BITS_
+    elif K == 2:
+        return ((w >> 8) & 0xFF00) | BITS_
+    elif K == 3:
+        return ((w >> 16) & 0xFF00) | BITS_
+    elif K == 4:
+        return (w & 0xFFFF) | BITS_
+    else:
+        return (w >> 16) | BITS_
+
+
+@triton.jit
+def _halves(t):
+    """``[ROWS, 2 N]`` from ``[ROWS, N, 2]``: ``t[:, i, k]`` to element ``i + k N``."""
+    t = tl.permute(t, [0, 2, 1])
+    return tl.reshape(t, [t.shape[0], t.shape[2] * 2])
 
 
 @triton.jit
@@ -307,7 +424,7 @@ def _decode_slot(raw, s, in_mask, tab_ptr, BITS: tl.constexpr, MODE: tl.constexp
 @triton.jit
 def _store_slot(
     x, rnd, A, col: tl.constexpr, blk, row_ok, off, in_mask, tab_ptr,
-    BITS: tl.constexpr, MODE: tl.constexpr, BLOCK: tl.constexpr, STOCHASTIC: tl.constexpr,
+    BITS: tl.constexpr, MODE: tl.constexpr, BLOCK: tl.constexpr, STOCHASTIC: tl.constexpr, RNG: tl.constexpr,
 ):  # fmt: skip
     """Store ``x`` (zero outside ``in_mask``) into the slot :func:`_load_slot` reads, in place."""
     if BITS == 32:
@@ -315,20 +432,22 @@ def _store_slot(
     elif BITS == 16:
         tl.store(_ptr(A, col, tl.bfloat16) + off, _bf16(x, rnd, STOCHASTIC), mask=in_mask)
     else:
-        code, s, _ = _quantize(x, rnd, tab_ptr, BITS, MODE, STOCHASTIC)
+        code, s, _ = _quantize(x, rnd, tab_ptr, BITS, MODE, STOCHASTIC, RNG)
         codes, scales = _ptr(A, col, tl.uint8), _ptr(A, col + 1, tl.float32)
         _store_codes(code, s, codes, scales, blk, row_ok, BITS, BLOCK)
 
 
 @triton.jit
-def _roundtrip(u, rnd, tab_ptr, BITS: tl.constexpr, MODE: tl.constexpr, STOCHASTIC: tl.constexpr):
+def _roundtrip(
+    u, rnd, tab_ptr, BITS: tl.constexpr, MODE: tl.constexpr, STOCHASTIC: tl.constexpr, RNG: tl.constexpr
+):  # fmt: skip
     """``Q_b(u)``: what a ``BITS``-wide channel delivers (identity at 32 bits, a bf16 rounding at 16)."""
     if BITS == 32:
         return u
     elif BITS == 16:
         return _bf16(u, rnd, STOCHASTIC).to(tl.float32)
     else:
-        _, _, c = _quantize(u, rnd, tab_ptr, BITS, MODE, STOCHASTIC)
+        _, _, c = _quantize(u, rnd, tab_ptr, BITS, MODE, STOCHASTIC, RNG)
         return c
 
 
@@ -383,7 +502,8 @@ def matrix_step_kernel(
     STATS_EVERY: tl.constexpr,
     FULL: tl.constexpr,  # every block of every program is whole (no value past the tensor's end)
     EARLY: tl.constexpr = False,  # issue every load of a tile before its arithmetic (fused.EARLY_LOADS)
-    RNG: tl.constexpr = 0,  # stochastic rounding's words: 0 Philox, 1 the hash (fused.DRAWS)
+    RNG: tl.constexpr = 0,  # stochastic rounding's words: 0 Philox, 1 the hash; 2, 3 the same with 8-bit
+    # dithers (fused.DRAWS)
     CHECK: tl.constexpr = True,  # read the pre-pass's norm to skip a non-finite tensor; False (SRC 0 only):
     # no pre-pass ran, every tensor is stepped and the program adds its sum g^2 into the norm slot instead
     PARTIALS: tl.constexpr = 0,  # FACTORED: 0 adds the sums of c^2 with atomics; > 0 (the rows a program
@@ -513,8 +633,12 @@ def _tile(
                 h_raw, h_s = _fetch_slot(A, 12, blk, row_ok, off, in_mask, BITS, BLOCK)
             h = _decode_slot(h_raw, h_s, in_mask, tab_ptr, BITS, MODE, FULL)
         u = u - gamma * h
-    w0, w1, w2, w3 = _words4(key, blk, BLOCK, STOCHASTIC, RNG)
-    c = _keep(in_mask, _roundtrip(u, _uniform(w0, STOCHASTIC), tab_ptr, BITS, MODE, STOCHASTIC), FULL)
+    w0, w1, w2, w3 = _words4(key, blk, BLOCK, STOCHASTIC, RNG, BITS)
+    c = _keep(
+        in_mask,
+        _roundtrip(u, _dither(w0, STOCHASTIC, RNG, BITS, BLOCK), tab_ptr, BITS, MODE, STOCHASTIC, RNG),
+        FULL,
+    )
     if SHIFT:
         c_u = c
         c = _keep(in_mask, gamma * h + c_u, FULL)
@@ -524,20 +648,13 @@ def _tile(
             e_new = _keep(in_mask, ef_beta * e + (1.0 - gamma) * (g - c), FULL)
         else:
             e_new = _keep(in_mask, ef_beta * e + (g - c), FULL)
-        ue = _uniform(w1, STOCHASTIC)
-        _store_slot(e_new, ue, A, 6, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC)
+        ue = _dither(w1, STOCHASTIC, RNG, BITS, BLOCK)
+        _store_slot(e_new, ue, A, 6, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC, RNG)
     if SHIFT:
-        if STOCHASTIC:  # a fifth stream: the same counters under another key (high word + 2^30)
-            HALF: tl.constexpr = BLOCK // 2
-            pair = blk[:, None] * HALF + tl.arange(0, HALF)[None, :]
-            if RNG == 1:
-                r4, _, _, _ = _hash_words4(key + 4611686018427387904, pair)
-            else:
-                r4, _, _, _ = tl.randint4x(key + 4611686018427387904, pair, n_rounds=PHILOX_ROUNDS)
-            uh = _split16(r4, 1.0 / 65536.0)
-        else:
-            uh = 0.5
-        _store_slot(c, uh, A, 12, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC)
+        # a fifth stream: the same counters under another key (high word + 2^30)
+        r4, _, _, _ = _words4(key + 4611686018427387904, blk, BLOCK, STOCHASTIC, RNG, BITS)
+        uh = _dither(r4, STOCHASTIC, RNG, BITS, BLOCK)
+        _store_slot(c, uh, A, 12, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC, RNG)
     if FRESH:
         m = tl.load(_ptr(A, 15, tl.float32) + off, mask=in_mask, other=0.0)
     else:
@@ -545,8 +662,8 @@ def _tile(
             m_raw, m_s = _fetch_slot(A, 2, blk, row_ok, off, in_mask, BITS, BLOCK)
         m = _decode_slot(m_raw, m_s, in_mask, tab_ptr, BITS, MODE, FULL)
     m = _keep(in_mask, m + (1.0 - beta1) * (c - m), FULL)
-    um = _uniform(w2, STOCHASTIC)
-    _store_slot(m, um, A, 2, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC)
+    um = _dither(w2, STOCHASTIC, RNG, BITS, BLOCK)
+    _store_slot(m, um, A, 2, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC, RNG)
     colsum = tl.zeros([BLOCK], dtype=tl.float32)
     if FACTORED:  # the history's rank-1 estimate plus this step's c^2; the c^2 sums for the fold
         sq = tl.where(in_mask, c * c + TINY, 0.0)
@@ -569,8 +686,8 @@ def _tile(
                 v_raw, v_s = _fetch_slot(A, 4, blk, row_ok, off, in_mask, BITS, BLOCK)
             v = _decode_slot(v_raw, v_s, in_mask, tab_ptr, BITS, MODE, FULL)
         v = _keep(in_mask, v * beta2 + (1.0 - beta2) * (c * c), FULL)
-        uv = _uniform(w3, STOCHASTIC)
-        _store_slot(v, uv, A, 4, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC)
+        uv = _dither(w3, STOCHASTIC, RNG, BITS, BLOCK)
+        _store_slot(v, uv, A, 4, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC, RNG)
         sqrt_v = tl.sqrt(v)  # of the fp32 value, as the torch path (the slot holds its rounding)
     else:  # sqrt(v) on the uniform code
         v_ptr = _ptr(A, 4, tl.uint8)
@@ -584,7 +701,9 @@ def _tile(
             v = sv * sv
         v = v * beta2 + (1.0 - beta2) * (c * c)
         sqrt_v = _keep(in_mask, tl.sqrt(v), FULL)
-        code, s, _ = _quantize(sqrt_v, _uniform(w3, STOCHASTIC), tab_ptr, BITS, 0, STOCHASTIC)
+        code, s, _ = _quantize(
+            sqrt_v, _dither(w3, STOCHASTIC, RNG, BITS, BLOCK), tab_ptr, BITS, 0, STOCHASTIC, RNG
+        )
         _store_codes(code, s, v_ptr, vs_ptr, blk, row_ok, BITS, BLOCK)
     denom = sqrt_v * inv_bc2s + eps
     if SRC == 0:
