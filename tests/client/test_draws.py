@@ -26,7 +26,7 @@ BLOCK, ROWS, PROGRAMS = 64, 16, 16  # 16 x 16 blocks x 32 pairs = 8192 pairs, 32
 
 @triton.jit
 def _words_kernel(out_ptr, key, BLOCK: tl.constexpr, ROWS: tl.constexpr, RNG: tl.constexpr):
-    if ts._bytes(RNG, 8, BLOCK):
+    if (RNG >= 2) and (BLOCK >= 128):
         N: tl.constexpr = BLOCK // 4
     else:
         N: tl.constexpr = BLOCK // 2
@@ -88,7 +88,7 @@ def test_byte_draws_are_uniform_uncorrelated_and_distinct(rng: int) -> None:
     """The 8-bit dithers' words (``fused.DRAWS = "philox8"`` / ``"hash8"``): a call per four values, so
     256-value blocks draw half the words; each byte (one value's dither) uniform, the bytes of a word, the
     words of a call and neighbouring calls uncorrelated, no word repeated. The 64-value blocks keep the
-    pairs' draws (``triton_step._bytes``)."""
+    pairs' draws (the byte draws of ``triton_step``)."""
     key = 123456789 + 7 * 4294967296
     w = _words(key, rng, 256)
     assert w.shape == (PROGRAMS * ROWS * 64, 4)
@@ -117,7 +117,7 @@ def _dither_kernel(
     w_ptr, x_ptr, u_ptr, code_ptr, deq_ptr, BLOCK: tl.constexpr, RNG: tl.constexpr, BITS: tl.constexpr
 ):  # fmt: skip
     """One block a program: its dithers' uniforms and its stochastic codes / dequantized values."""
-    if ts._bytes(RNG, BITS, BLOCK):
+    if ((RNG >= 2) and (BITS <= 8)) and (BLOCK >= 128):
         N: tl.constexpr = BLOCK // 4
     else:
         N: tl.constexpr = BLOCK // 2

@@ -209,7 +209,7 @@ def _quantize(
             # t + u - 1/2 = 128 d + ((y + 1) top / 2 - 128 - 1/2 + offset) (_dither's u): t's FMA takes the
             # constants, a second FMA the dither, one add the magic number
             z = tl.fma(rnd, 128.0, tl.fma(y, half, half - 128.5 + _dither_offset(RNG, BITS, BLOCK))) + MAGIC
-            if not _bytes(RNG, BITS, BLOCK):
+            if not (((RNG >= 2) and (BITS <= 8)) and (BLOCK >= 128)):
                 z = tl.minimum(z, MAGIC + top)
             code = z.to(tl.int32, bitcast=True) - MAGIC_BITS
             cf = z - MAGIC
@@ -221,20 +221,19 @@ def _quantize(
     return code, s, deq
 
 
-@triton.jit
-def _bytes(RNG: tl.constexpr, BITS: tl.constexpr, BLOCK: tl.constexpr):
-    """Whether the step draws 8-bit dithers: ``RNG`` 2 or 3, at code widths (bf16 slots keep 16 bits) and
-    blocks of 128 values and up. A thread holds the values ``32`` apart in a block row, so a word's four
-    values (a quarter of a block apart) share its thread only where a quarter block is a multiple of 32;
-    in the 64-value blocks (2-4 bits) they would not, and the 16-bit draws stay."""
-    return tl.constexpr(RNG >= 2 and BITS <= 8 and BLOCK >= 128)
+# The 8-bit dithers ("byte draws"): ``((RNG >= 2) and (BITS <= 8)) and (BLOCK >= 128)``, written out at each use
+# because triton 3.6 does not fold a jit helper's constexpr result into a static ``if``. ``RNG`` 2 or 3, at
+# code widths (bf16 slots keep 16 bits) and blocks of 128 values and up: a thread holds the values ``32``
+# apart in a block row, so a word's four values (a quarter of a block apart) share its thread only where a
+# quarter block is a multiple of 32; in the 64-value blocks (2-4 bits) they would not, and the 16-bit draws
+# stay.
 
 
 @triton.jit
 def _dither_offset(RNG: tl.constexpr, BITS: tl.constexpr, BLOCK: tl.constexpr):
     """What :func:`_dither`'s ``128 d - 128`` lacks of the uniform: ``2^-17`` (the half of a 16-bit draw),
     or 0 (8-bit dithers carry their half)."""
-    if _bytes(RNG, BITS, BLOCK):
+    if ((RNG >= 2) and (BITS <= 8)) and (BLOCK >= 128):
         return tl.constexpr(0.0)
     else:
         return tl.constexpr(2.0**-17)
@@ -246,11 +245,11 @@ def _words4(
 ):  # fmt: skip
     """The four random words of stochastic rounding, one a stream: ``[ROWS, BLOCK / 2]`` each, one Philox
     call per *pair* of values (counter: the pair's index in the tensor), or with 8-bit dithers
-    (:func:`_bytes`) ``[ROWS, BLOCK / 4]``, one call per *quad*. :func:`_dither` turns a word into its
+    (the byte draws) ``[ROWS, BLOCK / 4]``, one call per *quad*. :func:`_dither` turns a word into its
     values' dithers where they are used (the words in registers are a half or a quarter of the size of the
     dithers). ``RNG`` odd: :func:`_hash_words4` instead of Philox."""
     if STOCHASTIC:
-        if _bytes(RNG, BITS, BLOCK):  # the quad's index
+        if ((RNG >= 2) and (BITS <= 8)) and (BLOCK >= 128):  # the quad's index
             idx = blk[:, None] * (BLOCK // 4) + tl.arange(0, BLOCK // 4)[None, :]
         else:  # the pair's
             idx = blk[:, None] * (BLOCK // 2) + tl.arange(0, BLOCK // 2)[None, :]
@@ -297,7 +296,7 @@ def _dither(r, STOCHASTIC: tl.constexpr, RNG: tl.constexpr, BITS: tl.constexpr, 
       2^16``, the rounding-up probability of a value at fraction ``f`` of a quantization step within
       ``2^-17`` of ``f``. Element ``i`` of a block takes the low half of word ``i``, ``i + BLOCK / 2`` the
       high one.
-    * 8 bits (:func:`_bytes`, ``RNG`` 2, 3; ``d = 1 + (b + 1/2) / 2^15``, the byte ``b`` in mantissa bits
+    * 8 bits (the byte draws, ``RNG`` 2, 3; ``d = 1 + (b + 1/2) / 2^15``, the byte ``b`` in mantissa bits
       8-15 over a one in bit 7): ``u = (b + 1/2) / 2^8``, one Philox call (or four hashes) per four values
       instead of two, the probability within ``2^-9`` of ``f``: a bias of at most ``2^-9`` of a step, far
       below the rounding noise itself (a variance of ``f (1 - f)`` steps squared). Element ``i + j BLOCK /
@@ -313,7 +312,9 @@ def _dither(r, STOCHASTIC: tl.constexpr, RNG: tl.constexpr, BITS: tl.constexpr, 
             t = tl.join(w & 0xFFFF, w >> 16)
             u = tl.fma(t.to(tl.float32), 1.0 / 65536.0, 0.5 / 65536.0)
             return _halves(u)
-        elif _bytes(RNG, BITS, BLOCK):  # byte j to mantissa bits 8-15, then bit 7 (the half)
+        elif ((RNG >= 2) and (BITS <= 8)) and (
+            BLOCK >= 128
+        ):  # byte j to mantissa bits 8-15, then bit 7 (the half)
             lo = tl.join(_place(w, 0, 0x3F800080), _place(w, 1, 0x3F800080))
             hi = tl.join(_place(w, 2, 0x3F800080), _place(w, 3, 0x3F800080))
             q = tl.join(lo, hi)  # [ROWS, N, 2, 2]: q[:, i, a, b] is byte 2 b + a of word i
