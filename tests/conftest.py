@@ -53,7 +53,104 @@ def _cache_the_interpreters_builtin_names() -> None:
     interpreter._patch_builtin = _patch_builtin
 
 
+def _patch_the_language_once_per_launch() -> None:
+    """Under ``TRITON_INTERPRET=1`` a kernel launch patches ``triton.language`` (``_patch_lang``: every
+    builtin of ``tl``, ``tl.core``, ``tl.math`` and the tensor classes wrapped for the interpreter, then the
+    tensor dunders, ``range``, ``reduce`` and friends replaced) and restores it when the grid is done. Every
+    call of a ``@triton.jit`` helper inside the kernel runs ``_patch_lang`` again, for every program of the
+    grid: tens of thousands of calls per fused-step test, a sixth of its time under cProfile. Inside a launch
+    that already patched the same language modules that call changes nothing the kernel can see: the
+    builtins are already wrapped (a wrapper is not a builtin, so none is wrapped twice), and the rest is set
+    to fresh copies of the same stateless functions, whose scope Triton drops without restoring (the
+    launch's restore puts the originals back either way). So a helper's call skips it when its modules are
+    among those already patched in the running launch; a helper that sees another language module (Triton's
+    own ``tl.sum`` or ``tl.cdiv`` see ``tl.core``, a kernel module sees ``tl``) runs Triton's ``_patch_lang``
+    once per launch, and any call outside a launch runs it as before. The kernels run the same interpreted
+    code as before.
+    Skipped (Triton's own code runs) where the private names are not there or have another signature."""
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        return
+    try:
+        import triton.language as tl
+        from triton.runtime import interpreter
+    except ImportError:
+        return
+    original = getattr(interpreter, "_patch_lang", None)
+    grid_executor = getattr(interpreter, "GridExecutor", None)
+    scope_class = getattr(interpreter, "_LangPatchScope", None)
+    if original is None or grid_executor is None or scope_class is None:
+        return
+    executor = grid_executor.__call__
+    if list(inspect.signature(original).parameters) != ["fn"]:
+        return
+    # the language modules the running launch patched (None: no launch running, or not patched yet)
+    state: dict[str, frozenset[int] | None] = {"patched": None}
+    running = {"launch": False}
+
+    def _modules(fn: object) -> frozenset[int]:
+        glob = getattr(fn, "__globals__", {})
+        return frozenset(id(v) for v in glob.values() if v is tl or v is tl.core)
+
+    def _patch_lang(fn: object) -> object:
+        modules = _modules(fn)
+        patched = state["patched"]
+        if patched is not None and modules and modules <= patched:  # (none: Triton asserts, as it did)
+            return scope_class()  # nothing changed, nothing to restore
+        scope = original(fn)
+        if running["launch"]:  # the launch's own patch, or a helper's that patched one more module for good
+            state["patched"] = modules if patched is None else patched | modules
+        return scope
+
+    def _launch(self: object, *args: object, **kwargs: object) -> object:
+        outer = (running["launch"], state["patched"])
+        running["launch"], state["patched"] = True, None
+        try:
+            return executor(self, *args, **kwargs)
+        finally:
+            running["launch"], state["patched"] = outer
+
+    interpreter._patch_lang = _patch_lang
+    interpreter.GridExecutor.__call__ = _launch
+
+
+def _remember_the_interpreters_numpy_dtypes() -> None:
+    """Under ``TRITON_INTERPRET=1`` every interpreted cast, load, store and arithmetic result asks
+    ``interpreter._get_np_dtype`` for the numpy dtype of a Triton type, and each call builds its 19-entry
+    table again (hundreds of thousands of calls per fused-step test, about 6 % of its time under cProfile).
+    The answer depends on the type alone (a pointer, a block's element type, or the scalar type), and a
+    type's class and name pin it down (the name of a scalar type is the type; a pointer's names its element
+    type; a block's names its shape and element type), so each answer is kept under the type's class and name
+    after Triton's own function gave it; a type Triton refuses is refused again each time, and a type without
+    a string name goes to Triton's function every time. Skipped (Triton's own code runs) where the private
+    function is not there or has another signature."""
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        return
+    try:
+        from triton.runtime import interpreter
+    except ImportError:
+        return
+    original = getattr(interpreter, "_get_np_dtype", None)
+    if original is None or list(inspect.signature(original).parameters) != ["tt_dtype"]:
+        return
+    known: dict[object, object] = {}
+
+    def _get_np_dtype(tt_dtype: object) -> object:
+        name = getattr(tt_dtype, "name", None)
+        if not isinstance(name, str):
+            return original(tt_dtype)
+        key = (type(tt_dtype), name)
+        try:
+            return known[key]
+        except KeyError:
+            answer = known[key] = original(tt_dtype)
+            return answer
+
+    interpreter._get_np_dtype = _get_np_dtype
+
+
 _cache_the_interpreters_builtin_names()
+_patch_the_language_once_per_launch()
+_remember_the_interpreters_numpy_dtypes()
 
 
 @pytest.fixture(autouse=True)
