@@ -77,6 +77,10 @@ class ObsShiftArgs:
     the surrogate's"""
     depth: tuple[float, float] = (0.31, 0.31)
     """reference depth of those episodes (envs.simulator; 0.31: the demo's gpt-85m run)"""
+    probs: str = ""
+    """with --policy: also print, per demo window, the policy's probability of each of these comma-separated
+    settings (``r0/b4/g0,r0/b8/g0``) and its greedy choice: how close a decision was (session 24: the
+    first service decision between r0/b4/g0 and r0/b8/g0 is a near coin flip on the GPU jobs)"""
     profile: str = ""
     """the job's cost profile JSON (``mango profile --out``, or the cached one under
     ``$MANGO_CACHE_DIR/profiles``): the windows carry it as the service's did, and its parameter count
@@ -172,6 +176,52 @@ def decision_shift(
     return out
 
 
+def setting_probabilities(
+    policy: LearnedPolicy, obs: np.ndarray, settings: Sequence[CompressionSetting]
+) -> np.ndarray:
+    """``[n_windows, len(settings)]``: the policy's probability of choosing each setting on each window (a
+    joint head: the softmax over the grid; per-component heads: the product of the three softmaxes).
+
+    :raises ValueError: a setting outside the policy's action grid.
+    """
+    grid, cfg = policy.grid, policy.model.config
+    idx = []
+    for s in settings:
+        if s.rank not in grid.ranks or s.bits not in grid.bits or s.gamma not in grid.gammas:
+            raise ValueError(f"setting {s.label()} is not on the policy's action grid {grid.nvec}")
+        idx.append((grid.ranks.index(s.rank), grid.bits.index(s.bits), grid.gammas.index(s.gamma)))
+    logits = policy.model.logits(obs).astype(np.float64)
+
+    def softmax(x: np.ndarray) -> np.ndarray:
+        e = np.exp(x - x.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+
+    if cfg.joint:
+        p = softmax(logits)
+        return np.stack([p[:, np.ravel_multi_index(i, tuple(cfg.nvec))] for i in idx], axis=1)
+    parts = np.split(logits, np.cumsum(cfg.nvec)[:-1], axis=1)
+    probs = [softmax(x) for x in parts]
+    return np.stack([probs[0][:, a] * probs[1][:, b] * probs[2][:, c] for a, b, c in idx], axis=1)
+
+
+def probability_rows(args: ObsShiftArgs, obs: np.ndarray) -> list[str]:
+    """The ``--probs`` table: per window, each listed setting's probability and the greedy choice."""
+    policy = load_default_policy() if args.policy == "default" else load_policy(args.policy)
+    settings = [CompressionSetting.parse(x.strip()) for x in args.probs.split(",") if x.strip()]
+    p = setting_probabilities(policy, obs, settings)
+    out = [
+        "",
+        f"Policy {policy.info()['name']} ({args.policy}): probability of each setting per demo window",
+        "",
+        "| window | " + " | ".join(f"p({s.label()})" for s in settings) + " | greedy |",
+        "|---|" + "---|" * (len(settings) + 1),
+    ]
+    for i, row in enumerate(p):
+        greedy = policy.decide_obs(obs[i]).label()
+        out.append(f"| {i + 1} | " + " | ".join(f"{x:.3f}" for x in row) + f" | {greedy} |")
+    return out
+
+
 def own_tokens(args: ObsShiftArgs, policy: LearnedPolicy) -> np.ndarray:
     """The newest token of every window the policy sees on its own greedy surrogate episodes, after each
     episode's first interval (whose window holds no telemetry yet): ``[n, token_dim]``."""
@@ -243,6 +293,8 @@ def report(args: ObsShiftArgs) -> str:
         )
     if args.policy:
         lines += decision_shift(args, spec, obs, sim, sim_job)
+        if args.probs:
+            lines += probability_rows(args, obs)
     return "\n".join(lines)
 
 
@@ -251,6 +303,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = tyro.cli(ObsShiftArgs, args=argv, prog="mango bench obs-shift", description=__doc__.split("\n")[0])
     if not args.telemetry:
         print("mango bench obs-shift: give at least one telemetry.jsonl", file=sys.stderr)
+        return 2
+    if args.probs and not args.policy:
+        print("mango bench obs-shift: --probs needs --policy (whose probabilities?)", file=sys.stderr)
         return 2
     print(report(args))
     return 0

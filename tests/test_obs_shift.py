@@ -112,3 +112,36 @@ def test_empty_input_is_refused_with_the_file_named(
     (tmp_path / "t.jsonl").write_text("")
     with pytest.raises(ValueError, match=r"t\.jsonl: no telemetry records"):
         main([str(tmp_path / "t.jsonl"), "--workload", "lm-tiny-cosine", "--episodes", "1"])
+
+
+def test_setting_probabilities_cover_the_grid_and_peak_at_the_greedy_choice(tmp_path: Path) -> None:
+    """``--probs``: over the whole grid a window's probabilities sum to 1 and the greedy setting has the
+    largest; the table prints one row per window; without ``--policy`` the command refuses."""
+    from benchmarks.obs_shift import setting_probabilities
+    from client.policy import load_default_policy
+
+    ts = load_traces()
+    ep = next(e for e in ts.episodes if e.workload == "lm-tiny-cosine")
+    _write(tmp_path / "real.jsonl", ep.records())
+    policy = load_default_policy()
+    obs = demo_observations([str(tmp_path / "real.jsonl")], ObservationSpec(), preset("balanced"))
+    grid = policy.grid
+    every = [
+        CompressionSetting(rank=r, bits=b, gamma=g)
+        for r in grid.ranks
+        for b in grid.bits
+        for g in grid.gammas
+    ]
+    p = setting_probabilities(policy, obs, every)
+    assert p.shape == (len(obs), len(every)) and (p >= 0).all()
+    assert abs(p.sum(axis=1) - 1).max() < 1e-6
+    for i, o in enumerate(obs):
+        assert every[int(p[i].argmax())] == policy.decide_obs(o)
+    with pytest.raises(ValueError, match="not on the policy's action grid"):
+        setting_probabilities(policy, obs, [CompressionSetting(rank=0, bits=8, gamma=0.3)])
+    table = report(ObsShiftArgs(telemetry=(str(tmp_path / "real.jsonl"),), workload="lm-tiny-cosine",
+                                hardware="cpu-dev-2core", episodes=4, policy="default",
+                                probs="r0/b4/g0,r0/b8/g0"))  # fmt: skip
+    rows = [line for line in table.split("probability of each setting")[1].splitlines() if line[:3] == "| 1"]
+    assert rows and len(rows[0].split(" | ")) == 4
+    assert main([str(tmp_path / "real.jsonl"), "--probs", "r0/b4/g0"]) == 2
