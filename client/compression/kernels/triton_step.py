@@ -221,12 +221,12 @@ def _quantize(
     return code, s, deq
 
 
-# The 8-bit dithers ("byte draws"): ``((RNG >= 2) and (BITS <= 8)) and (BLOCK >= 128)``, written out at each use
-# because triton 3.6 does not fold a jit helper's constexpr result into a static ``if``. ``RNG`` 2 or 3, at
-# code widths (bf16 slots keep 16 bits) and blocks of 128 values and up: a thread holds the values ``32``
-# apart in a block row, so a word's four values (a quarter of a block apart) share its thread only where a
-# quarter block is a multiple of 32; in the 64-value blocks (2-4 bits) they would not, and the 16-bit draws
-# stay.
+# The 8-bit dithers ("byte draws"): ``((RNG >= 2) and (BITS <= 8)) and (BLOCK >= 128)``, written out at
+# each use because triton 3.6 does not fold a jit helper's constexpr result into a static ``if``. ``RNG`` 2
+# or 3, at code widths (bf16 slots keep 16 bits) and blocks of 128 values and up: a thread holds the values
+# ``32`` apart in a block row, so a word's four values (a quarter of a block apart) share its thread only
+# where a quarter block is a multiple of 32; in the 64-value blocks (2-4 bits) they would not, and the
+# 16-bit draws stay.
 
 
 @triton.jit
