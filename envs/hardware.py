@@ -128,23 +128,61 @@ class HardwareSampler:
             raise ValueError(f"share_range={self.share_range} must satisfy 0 < lo <= hi <= 1")
 
     def build(self) -> HardwareTables:
-        """Load the profiles and precompute their grids (once per environment)."""
-        every = load_profiles()
+        """Load the profiles and precompute their grids (once per environment; :func:`_shipped_profiles`
+        keeps both while the profile files stay as they are)."""
+        every, grids = _shipped_profiles()
         names = (self.fixed,) if self.fixed else (self.profiles or tuple(every))
         for n in names:
             if n not in every:
                 raise ValueError(f"unknown hardware profile {n!r}; known: {sorted(every)}")
-        return HardwareTables(self, [every[n] for n in names], list(names))
+        return HardwareTables(self, [every[n] for n in names], list(names), [grids[n] for n in names])
+
+
+#: :func:`_shipped_profiles`' one entry: the files' (name, mtime, size) -> their profiles and grids.
+_SHIPPED: dict[tuple[tuple[str, int, int], ...], tuple[dict[str, CostProfile], dict[str, Any]]] = {}
+
+
+def _shipped_profiles() -> tuple[dict[str, CostProfile], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """:func:`load_profiles` of :data:`PROFILE_DIR` and each profile's :func:`ratio_grids`, kept while no
+    profile file is added, removed or rewritten (each call stats the files: a profile written by ``mango
+    profile --out`` during a run is read by the next environment, as before). The grids cost about as much
+    as the rest of an environment's construction, and a vectorized trainer builds dozens. The profiles are
+    frozen and the grids read-only, so environments share them."""
+    key = tuple((f.name, *_stat(f)) for f in sorted(PROFILE_DIR.glob("*.json")))
+    hit = _SHIPPED.get(key)
+    if hit is None:
+        every = load_profiles()
+        grids = {}
+        for name, prof in every.items():
+            t, e = ratio_grids(prof)
+            t.flags.writeable = e.flags.writeable = False
+            grids[name] = (t, e)
+        _SHIPPED.clear()
+        hit = _SHIPPED[key] = (every, grids)
+    return hit[0], hit[1]
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_mtime_ns, st.st_size
 
 
 class HardwareTables:
     """The loaded profiles of a :class:`HardwareSampler` and the per-episode draw (:meth:`draw`)."""
 
-    def __init__(self, sampler: HardwareSampler, profiles: list[CostProfile], names: list[str]) -> None:
+    def __init__(
+        self,
+        sampler: HardwareSampler,
+        profiles: list[CostProfile],
+        names: list[str],
+        grids: list[tuple[np.ndarray, np.ndarray]] | None = None,
+    ) -> None:
+        """``grids``: each profile's :func:`ratio_grids` where the caller has them (computed otherwise)."""
         self.sampler = sampler
         self.profiles = profiles
         self.names = names
-        grids = [ratio_grids(p) for p in profiles]
+        if grids is None:
+            grids = [ratio_grids(p) for p in profiles]
         self.log_t = np.log(np.stack([g[0] for g in grids]))  # [P, S]
         self.log_e = np.log(np.maximum(np.stack([g[1] for g in grids]), 1e-9))
         self.share = [p.optimizer_share for p in profiles]
