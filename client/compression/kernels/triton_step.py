@@ -312,9 +312,8 @@ def _dither(r, STOCHASTIC: tl.constexpr, RNG: tl.constexpr, BITS: tl.constexpr, 
             t = tl.join(w & 0xFFFF, w >> 16)
             u = tl.fma(t.to(tl.float32), 1.0 / 65536.0, 0.5 / 65536.0)
             return _halves(u)
-        elif ((RNG >= 2) and (BITS <= 8)) and (
-            BLOCK >= 128
-        ):  # byte j to mantissa bits 8-15, then bit 7 (the half)
+        elif ((RNG >= 2) and (BITS <= 8)) and (BLOCK >= 128):
+            # byte j to mantissa bits 8-15, then bit 7 (the half)
             lo = tl.join(_place(w, 0, 0x3F800080), _place(w, 1, 0x3F800080))
             hi = tl.join(_place(w, 2, 0x3F800080), _place(w, 3, 0x3F800080))
             q = tl.join(lo, hi)  # [ROWS, N, 2, 2]: q[:, i, a, b] is byte 2 b + a of word i
