@@ -182,14 +182,10 @@ def setting_probabilities(
     """``[n_windows, len(settings)]``: the policy's probability of choosing each setting on each window (a
     joint head: the softmax over the grid; per-component heads: the product of the three softmaxes).
 
-    :raises ValueError: a setting outside the policy's action grid.
+    :raises ValueError: a setting outside the policy's action grid (``ActionGrid.check`` names the component).
     """
     grid, cfg = policy.grid, policy.model.config
-    idx = []
-    for s in settings:
-        if s.rank not in grid.ranks or s.bits not in grid.bits or s.gamma not in grid.gammas:
-            raise ValueError(f"setting {s.label()} is not on the policy's action grid {grid.nvec}")
-        idx.append((grid.ranks.index(s.rank), grid.bits.index(s.bits), grid.gammas.index(s.gamma)))
+    idx = [grid.action(s) for s in settings]
     logits = policy.model.logits(obs).astype(np.float64)
 
     def softmax(x: np.ndarray) -> np.ndarray:
@@ -197,8 +193,7 @@ def setting_probabilities(
         return e / e.sum(axis=-1, keepdims=True)
 
     if cfg.joint:
-        p = softmax(logits)
-        return np.stack([p[:, np.ravel_multi_index(i, tuple(cfg.nvec))] for i in idx], axis=1)
+        return softmax(logits)[:, grid.ravel(idx)]
     parts = np.split(logits, np.cumsum(cfg.nvec)[:-1], axis=1)
     probs = [softmax(x) for x in parts]
     return np.stack([probs[0][:, a] * probs[1][:, b] * probs[2][:, c] for a, b, c in idx], axis=1)

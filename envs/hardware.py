@@ -16,6 +16,7 @@ environment finds it (``--out envs/profiles/<name>.json``).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -138,28 +139,28 @@ class HardwareSampler:
         return HardwareTables(self, [every[n] for n in names], list(names), [grids[n] for n in names])
 
 
-#: :func:`_shipped_profiles`' one entry: the files' (name, mtime, size) -> their profiles and grids.
-_SHIPPED: dict[tuple[tuple[str, int, int], ...], tuple[dict[str, CostProfile], dict[str, Any]]] = {}
-
-
 def _shipped_profiles() -> tuple[dict[str, CostProfile], dict[str, tuple[np.ndarray, np.ndarray]]]:
     """:func:`load_profiles` of :data:`PROFILE_DIR` and each profile's :func:`ratio_grids`, kept while no
     profile file is added, removed or rewritten (each call stats the files: a profile written by ``mango
     profile --out`` during a run is read by the next environment, as before). The grids cost about as much
     as the rest of an environment's construction, and a vectorized trainer builds dozens. The profiles are
     frozen and the grids read-only, so environments share them."""
-    key = tuple((f.name, *_stat(f)) for f in sorted(PROFILE_DIR.glob("*.json")))
-    hit = _SHIPPED.get(key)
-    if hit is None:
-        every = load_profiles()
-        grids = {}
-        for name, prof in every.items():
-            t, e = ratio_grids(prof)
-            t.flags.writeable = e.flags.writeable = False
-            grids[name] = (t, e)
-        _SHIPPED.clear()
-        hit = _SHIPPED[key] = (every, grids)
-    return hit[0], hit[1]
+    files = tuple((f.name, *_stat(f)) for f in sorted(PROFILE_DIR.glob("*.json")))
+    return _load_shipped(str(PROFILE_DIR), files)
+
+
+@functools.lru_cache(maxsize=1)
+def _load_shipped(
+    directory: str, files: tuple[tuple[str, int, int], ...]
+) -> tuple[dict[str, CostProfile], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """The work of :func:`_shipped_profiles`, cached by the directory and its files' (name, mtime, size)."""
+    every = load_profiles(directory)
+    grids = {}
+    for name, prof in every.items():
+        t, e = ratio_grids(prof)
+        t.flags.writeable = e.flags.writeable = False
+        grids[name] = (t, e)
+    return every, grids
 
 
 def _stat(path: Path) -> tuple[int, int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+from typing import Any
 
 import pytest
 import torch
@@ -16,6 +17,21 @@ import torch
 torch.set_num_threads(1)
 
 
+def _interpreter_function(name: str, params: list[str]) -> tuple[Any, Any] | None:
+    """``(triton.runtime.interpreter, its private function name)`` where ``TRITON_INTERPRET=1`` and the
+    function is there with exactly these parameters; None (leave Triton's own code alone) otherwise."""
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        return None
+    try:
+        from triton.runtime import interpreter
+    except ImportError:
+        return None
+    original = getattr(interpreter, name, None)
+    if original is None or list(inspect.signature(original).parameters) != params:
+        return None
+    return interpreter, original
+
+
 def _cache_the_interpreters_builtin_names() -> None:
     """Under ``TRITON_INTERPRET=1`` Triton re-patches ``triton.language`` at every launch and at every call of
     a ``@triton.jit`` helper inside a kernel: each time it lists every member of ``tl``, ``tl.core``,
@@ -25,18 +41,12 @@ def _cache_the_interpreters_builtin_names() -> None:
     wraps exactly the members that are builtins at that moment, as Triton does, so the interpreted kernels
     compute the same thing. Skipped (Triton's own code runs) where Triton or the private function is not
     there or has another signature."""
-    if os.environ.get("TRITON_INTERPRET") != "1":
+    found = _interpreter_function("_patch_builtin", ["pkg", "builder", "scope"])
+    if found is None or not callable(getattr(found[0], "_patch_attr", None)):
         return
-    try:
-        import triton.language as tl
-        from triton.runtime import interpreter
-    except ImportError:
-        return
-    original = getattr(interpreter, "_patch_builtin", None)
-    if original is None or not callable(getattr(interpreter, "_patch_attr", None)):
-        return
-    if list(inspect.signature(original).parameters) != ["pkg", "builder", "scope"]:
-        return
+    interpreter = found[0]
+    import triton.language as tl
+
     names: dict[int, tuple[object, tuple[str, ...]]] = {}
 
     def _patch_builtin(pkg: object, builder: object, scope: object) -> None:
@@ -68,21 +78,17 @@ def _patch_the_language_once_per_launch() -> None:
     once per launch, and any call outside a launch runs it as before. The kernels run the same interpreted
     code as before.
     Skipped (Triton's own code runs) where the private names are not there or have another signature."""
-    if os.environ.get("TRITON_INTERPRET") != "1":
+    found = _interpreter_function("_patch_lang", ["fn"])
+    if found is None:
         return
-    try:
-        import triton.language as tl
-        from triton.runtime import interpreter
-    except ImportError:
-        return
-    original = getattr(interpreter, "_patch_lang", None)
+    interpreter, original = found
     grid_executor = getattr(interpreter, "GridExecutor", None)
     scope_class = getattr(interpreter, "_LangPatchScope", None)
-    if original is None or grid_executor is None or scope_class is None:
+    if grid_executor is None or scope_class is None:
         return
     executor = grid_executor.__call__
-    if list(inspect.signature(original).parameters) != ["fn"]:
-        return
+    import triton.language as tl
+
     # the language modules the running launch patched (None: no launch running, or not patched yet)
     state: dict[str, frozenset[int] | None] = {"patched": None}
     running = {"launch": False}
@@ -123,15 +129,10 @@ def _remember_the_interpreters_numpy_dtypes() -> None:
     after Triton's own function gave it; a type Triton refuses is refused again each time, and a type without
     a string name goes to Triton's function every time. Skipped (Triton's own code runs) where the private
     function is not there or has another signature."""
-    if os.environ.get("TRITON_INTERPRET") != "1":
+    found = _interpreter_function("_get_np_dtype", ["tt_dtype"])
+    if found is None:
         return
-    try:
-        from triton.runtime import interpreter
-    except ImportError:
-        return
-    original = getattr(interpreter, "_get_np_dtype", None)
-    if original is None or list(inspect.signature(original).parameters) != ["tt_dtype"]:
-        return
+    interpreter, original = found
     known: dict[object, object] = {}
 
     def _get_np_dtype(tt_dtype: object) -> object:

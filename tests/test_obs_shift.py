@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.obs_shift import ObsShiftArgs, demo_observations, main, report
+from benchmarks.obs_shift import ObsShiftArgs, demo_observations, main, report, setting_probabilities
 from client.compression.sizes import DENSE_BYTES_PER_PARAM
+from client.policy import load_default_policy
 from client.protocol import CompressionSetting, CostProfile, ObservationSpec
 from envs.hardware import PROFILE_DIR
 from envs.objectives import preset
@@ -117,9 +118,6 @@ def test_empty_input_is_refused_with_the_file_named(
 def test_setting_probabilities_cover_the_grid_and_peak_at_the_greedy_choice(tmp_path: Path) -> None:
     """``--probs``: over the whole grid a window's probabilities sum to 1 and the greedy setting has the
     largest; the table prints one row per window; without ``--policy`` the command refuses."""
-    from benchmarks.obs_shift import setting_probabilities
-    from client.policy import load_default_policy
-
     ts = load_traces()
     ep = next(e for e in ts.episodes if e.workload == "lm-tiny-cosine")
     _write(tmp_path / "real.jsonl", ep.records())
@@ -137,7 +135,7 @@ def test_setting_probabilities_cover_the_grid_and_peak_at_the_greedy_choice(tmp_
     assert abs(p.sum(axis=1) - 1).max() < 1e-6
     for i, o in enumerate(obs):
         assert every[int(p[i].argmax())] == policy.decide_obs(o)
-    with pytest.raises(ValueError, match="not on the policy's action grid"):
+    with pytest.raises(ValueError, match=r"gamma=0\.3 is not on grid"):
         setting_probabilities(policy, obs, [CompressionSetting(rank=0, bits=8, gamma=0.3)])
     table = report(ObsShiftArgs(telemetry=(str(tmp_path / "real.jsonl"),), workload="lm-tiny-cosine",
                                 hardware="cpu-dev-2core", episodes=4, policy="default",
