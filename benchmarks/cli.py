@@ -18,6 +18,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "signals": ("benchmarks.demo_signals", "the demo under Ctrl-C / SIGTERM at random times"),
     "sim2real": ("benchmarks.sim_to_real", "the surrogate's loss term against real demo runs (GPU logs)"),
     "obs-shift": ("benchmarks.obs_shift", "a demo's telemetry tokens beside the surrogate's (policy inputs)"),
+    "replay": ("benchmarks.replay", "recorded demo runs' service decisions, replayed for candidate policies"),
     "first": ("benchmarks.first_decision", "the first decision per sample profile: measured/assumed share"),
     "heads": ("benchmarks.heads", "a policy's action heads on surrogate episodes, beside static settings"),
     "headroom": ("benchmarks.headroom", "the surrogate's room above the best static setting (oracles)"),
