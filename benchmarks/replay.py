@@ -8,8 +8,8 @@ the candidate's. Where the candidate answers one window differently, the run fro
 table says at which window and what each would have played, and the recorded static runs of the same seed
 are the nearest evidence.
 
-This replays a GPU call's evidence for any number of candidate policies on any machine, without a GPU. It is the
-selection step that would have caught session 24's coin flip (the shipped policy's first service decision
+This replays a GPU call's evidence for any number of candidate policies on any machine, without a GPU. It is
+the selection step that would have caught session 24's coin flip (the shipped policy's first service decision
 between r0/b4/g0 and r0/b8/g0 was a near tie, so seeds split between them).
 
 Each run directory is what ``mango demo --out-dir DIR`` writes: ``summary.json`` (the objective preset, every
@@ -54,7 +54,7 @@ class ReplayArgs:
     """Every service decision of recorded demo runs, replayed for candidate policies."""
 
     runs: tyro.conf.Positional[tuple[str, ...]]
-    """``mango demo --out-dir`` directories (``summary.json`` and per seed ``telemetry``/``decisions`` files)"""
+    """``mango demo --out-dir`` directories (``summary.json``, per seed ``telemetry``/``decisions`` files)"""
     policy: tuple[str, ...] = ("shipped=default",)
     """candidates as ``NAME=PATH`` (``default``: the shipped policy; a path: an artifact directory or file)"""
     profile: str = "envs/profiles/h200-gpt85m.json"

@@ -28,7 +28,7 @@ share from the job's first interval), and pass the profile to the hook::
     from client.profile import job_profile
 
     scratch = copy.deepcopy(model)
-    scratch_opt = torch.optim.AdamW(scratch.parameters())
+    scratch_opt = reference_adamw(scratch.parameters())  # fused on CUDA: the AdamW that ratios are against
 
     def train_step() -> None:
         loss_fn(scratch).backward()
@@ -53,6 +53,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -70,6 +71,7 @@ __all__ = [
     "job_profile",
     "model_signature",
     "profile_optimizer",
+    "reference_adamw",
     "time_train_step",
 ]
 
@@ -155,6 +157,27 @@ def cache_path(device: str, signature: str, root: Path | None = None) -> Path:
     :func:`core_signature`)."""
     slug = re.sub(r"[^A-Za-z0-9]+", "-", device).strip("-").lower()[:60]
     return (root or cache_dir()) / f"{slug}-{signature}-core{core_signature()}.json"
+
+
+def reference_adamw(params: Iterable[torch.Tensor], *, lr: float = 1e-3, **kwargs: Any) -> torch.optim.AdamW:
+    """The AdamW that MANGO's costs and verdicts are measured against: torch's fastest implementation for the
+    parameters' device, ``fused=True`` on CUDA and ``foreach=True`` elsewhere.
+
+    Every ratio to "AdamW" in the project means this one: a profile's step and energy ratios, the
+    training step whose optimizer share the policy reads, and the demo's AdamW run that its verdict and
+    ``J`` are relative to. Torch's default (``torch.optim.AdamW(params)``) is the ``foreach`` implementation
+    on CUDA, a few times slower a step than the fused one (BENCHMARKS.md, issue 12), so a baseline left at
+    the default would credit MANGO with the difference. ``kwargs`` go to ``torch.optim.AdamW``
+    (``weight_decay``, ``betas``, ...), except the implementation choice.
+    """
+    ps = list(params)
+    if not ps:
+        raise ValueError("reference_adamw() got no parameters")
+    if "fused" in kwargs or "foreach" in kwargs:
+        raise ValueError("reference_adamw() chooses fused/foreach itself: build torch.optim.AdamW directly")
+    if ps[0].device.type == "cuda":
+        return torch.optim.AdamW(ps, lr=lr, fused=True, **kwargs)
+    return torch.optim.AdamW(ps, lr=lr, foreach=True, **kwargs)
 
 
 def _sync(device: torch.device) -> None:
@@ -250,7 +273,7 @@ def profile_optimizer(
     energy_source = "modelled"
     try:
         cuda = dev.type == "cuda"
-        adamw = torch.optim.AdamW(fresh(), lr=1e-4, fused=cuda or None, foreach=None if cuda else True)
+        adamw = reference_adamw(fresh(), lr=1e-4)
         adamw_s, adamw_j, energy_source = _time_steps(adamw, dev, steps, warmup, meter)
         del adamw
         costs: dict[str, SettingCost] = {}

@@ -8,7 +8,7 @@
    (:func:`envs.data.load_corpus`) with :class:`~client.compression.MangoAdamW` and
    :class:`~client.hook.AdaptiveCompression`, which asks the service for a setting every control interval.
    The run starts uncompressed, like a job's first interval (and like the training environment's warm-up).
-3. Runs the same job (same initial weights, same batches in the same order) with plain ``torch.optim.AdamW``
+3. Runs the same job (same initial weights, same batches in the same order) with torch AdamW (fused on CUDA)
    and with a static setting (default ``r0/b8/g0``, see :attr:`DemoArgs.static_setting` for why), or with
    each of several static settings, so the verdict weighs the adaptive run against the best in hindsight.
 4. Prints a summary table, writes ``summary.json``, ``summary.md``, ``report.png`` (loss curves, state

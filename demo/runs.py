@@ -18,7 +18,7 @@ import torch
 from client.compression import MangoAdamW
 from client.controllers import FIRST_CANDIDATES, StaticController
 from client.hook import AdaptiveCompression
-from client.profile import job_profile
+from client.profile import job_profile, reference_adamw
 from client.protocol import CompressionSetting, Objective, TelemetryRecord
 from client.telemetry import EnergyMeter, ModelledMeter, make_energy_meter, optimizer_state_bytes
 from demo.args import DemoArgs
@@ -102,7 +102,7 @@ def _job_profile(
     try:
         scratch = build_model(args.model, args.seed).to(device)
         assert isinstance(scratch, ByteGPT)
-        opt = torch.optim.AdamW(scratch.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+        opt = reference_adamw(scratch.parameters(), lr=args.lr, weight_decay=args.weight_decay)
         gen = torch.Generator().manual_seed(args.seed + 2)
         return job_profile(params, train_step=lambda: _train_step(args, scratch, opt, corpus, gen, device))
     except Exception as exc:  # a profile is advice: the demo runs without one
@@ -196,7 +196,7 @@ def warm_up(
     gen = torch.Generator().manual_seed(args.seed)
     statics = [static] if isinstance(static, CompressionSetting) else list(static)
     settings = [*statics, *(CompressionSetting.parse(label) for label in FIRST_CANDIDATES)]
-    optimizers: list[torch.optim.Optimizer] = [torch.optim.AdamW(params, lr=args.lr)]
+    optimizers: list[torch.optim.Optimizer] = [reference_adamw(params, lr=args.lr)]
     optimizers += [MangoAdamW(params, lr=args.lr, setting=s, seed=args.seed) for s in dict.fromkeys(settings)]
     for opt in optimizers:
         for _ in range(steps):
@@ -220,8 +220,9 @@ def train_run(
 ) -> RunResult:
     """One run of the job.
 
-    ``setting=None``: plain ``torch.optim.AdamW``. With ``service``: MangoAdamW starting at ``setting``, the
-    service decides every interval. Without: MangoAdamW held at ``setting`` (a local static controller).
+    ``setting=None``: plain AdamW (:func:`client.profile.reference_adamw`: fused on CUDA). With ``service``:
+    MangoAdamW starting at ``setting``, the service decides every interval. Without: MangoAdamW held at
+    ``setting`` (a local static controller).
     ``telemetry_log``: a MangoAdamW run writes there every telemetry record the hook made (JSON lines, the
     contract's ``TelemetryRecord``: what the policy saw, to set beside the surrogate's observations), and an
     adaptive run its cost profile beside it (:func:`profile_log`).
@@ -240,7 +241,7 @@ def train_run(
     meter: EnergyMeter | None = None
     opt: torch.optim.Optimizer
     if setting is None:
-        opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+        opt = reference_adamw(params, lr=args.lr, weight_decay=args.weight_decay)
         # what the hook's modelled meter counts: params + grads read/written (12 B) and the state twice
         meter = _energy_meter(device, flops_per_step, (12.0 + 2 * 8.0) * n_params)
     else:

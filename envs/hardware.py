@@ -341,10 +341,10 @@ def _train_step(model: Any, device: Any, batch: int, seq: int) -> Any:
     of ``seq`` tokens for a byte LM, ``batch`` feature vectors and class labels for the digits MLP."""
     import torch  # lazy on purpose: the surrogate path imports this module without torch
 
+    from client.profile import reference_adamw  # lazy on purpose: torch
     from envs.models import DigitsMLP  # lazy on purpose: torch
 
-    kw = {"fused": True} if device.type == "cuda" else {"foreach": True}
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, **kw)
+    opt = reference_adamw(model.parameters(), lr=1e-4)
     gen = torch.Generator(device="cpu").manual_seed(0)
     if isinstance(model, DigitsMLP):
         n_in, n_out = model.net[0].in_features, model.net[-1].out_features

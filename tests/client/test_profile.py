@@ -16,7 +16,7 @@ from client.controllers import (
     first_setting,
     first_setting_for_profile,
 )
-from client.profile import cached_profile, model_signature, profile_optimizer
+from client.profile import cached_profile, model_signature, profile_optimizer, reference_adamw
 from client.protocol import (
     DEFAULT_GRID,
     CompressionSetting,
@@ -212,3 +212,38 @@ def test_the_cache_key_names_the_compression_core(tmp_path: Path, monkeypatch: p
     again = cached_profile(ps, root=tmp_path, settings=["r0/b8/g0"], steps=1, warmup=0)
     assert set(again.settings) == {"r0/b8/g0"} != set(first.settings)  # measured again, not the old file
     assert len(list(tmp_path.glob("*.json"))) == 2
+
+
+def _reference_step_matches_default_adamw(device: str) -> tuple[torch.optim.AdamW, float]:
+    """Step torch's default AdamW and the reference one from the same start on the same gradients."""
+    gen = torch.Generator().manual_seed(0)
+    init = [torch.randn(64, 32, generator=gen), torch.randn(32, generator=gen)]
+    grads = [[torch.randn_like(w) for w in init] for _ in range(3)]
+    a = [torch.nn.Parameter(w.clone().to(device)) for w in init]
+    b = [torch.nn.Parameter(w.clone().to(device)) for w in init]
+    opts = [torch.optim.AdamW(a, lr=1e-2, weight_decay=0.1), reference_adamw(b, lr=1e-2, weight_decay=0.1)]
+    for gs in grads:
+        for ps, opt in zip((a, b), opts, strict=True):
+            for p, g in zip(ps, gs, strict=True):
+                p.grad = g.to(device)
+            opt.step()
+    diff = max(float((x - y).abs().max()) for x, y in zip(a, b, strict=True))
+    return opts[1], diff
+
+
+def test_the_reference_adamw_is_torchs_fastest_with_the_same_arithmetic() -> None:
+    opt, diff = _reference_step_matches_default_adamw("cpu")
+    assert opt.defaults["foreach"] is True and not opt.defaults["fused"]
+    assert opt.defaults["weight_decay"] == 0.1
+    assert diff < 1e-6  # the same update as the default implementation
+    with pytest.raises(ValueError, match="no parameters"):
+        reference_adamw([])
+    with pytest.raises(ValueError, match="chooses fused/foreach itself"):
+        reference_adamw([torch.nn.Parameter(torch.zeros(2))], fused=False)
+
+
+@pytest.mark.gpu
+def test_the_reference_adamw_is_fused_on_cuda() -> None:
+    opt, diff = _reference_step_matches_default_adamw("cuda")
+    assert opt.defaults["fused"] is True
+    assert diff < 1e-5
