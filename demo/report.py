@@ -95,6 +95,23 @@ def t975(df: int) -> float:
     return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
 
 
+#: The margin issue 13 asks the adaptive run to win by: 10 % of the best other run's mean ``J``.
+MARGIN = 0.10
+
+
+def seeds_for_interval(sd: float, half_width: float, most: int = 10_000) -> int:
+    """The fewest seeds whose 95 % interval of a mean paired difference with standard deviation ``sd`` is no
+    wider than ``+/- half_width`` (Student t, ``t975(n - 1) * sd / sqrt(n) <= half_width``; at least 2).
+    ``most`` when even that many are not enough. A true difference of ``half_width`` is then resolved about
+    half the time; twice the seeds resolve it about 90 % of the time."""
+    if not (sd >= 0 and half_width > 0):
+        raise ValueError(f"sd={sd}, half_width={half_width}: need sd >= 0 and half_width > 0")
+    n = 2
+    while n < most and t975(n - 1) * sd / math.sqrt(n) > half_width:
+        n += 1
+    return n
+
+
 def format_seeds_verdict(per_seed: list[dict[str, float]], names: list[str], objective_name: str) -> str:
     """One line over several seeds (each seed's J relative to its own AdamW run): the adaptive run
     (``names[0]``) against the other run with the lowest mean J (AdamW or, with several static settings, the
@@ -103,8 +120,9 @@ def format_seeds_verdict(per_seed: list[dict[str, float]], names: list[str], obj
     A run is named the winner only when the 95 % confidence interval of the mean paired difference (Student t
     over the seeds) excludes 0; otherwise the line says there is no clear winner. Two runs that train the same
     way (a policy that plays the static setting throughout) differ only by the timing and energy noise of
-    identical work, which this keeps from reading as a win. The line also gives the means, the interval and on
-    how many seeds the adaptive run was better."""
+    identical work, which this keeps from reading as a win. The line also gives the means, the interval, on
+    how many seeds the adaptive run was better, and how many seeds at this spread would narrow the interval
+    to issue 13's margin (:func:`seeds_for_interval` of 10 % of the best other run's mean J)."""
     n = len(per_seed)
     mean = {k: sum(s[k] for s in per_seed) / n for k in names}
     best = min(names[1:], key=lambda k: mean[k])
@@ -118,6 +136,10 @@ def format_seeds_verdict(per_seed: list[dict[str, float]], names: list[str], obj
     head = f"verdict ({objective_name}, {n} seeds):"
     spread = f"{d:+.3f} +/- {ci:.3f} (95 % CI)" if math.isfinite(ci) else f"{d:+.3f}"
     tally = f"adaptive better on {wins} of {n} seeds; paired J difference {spread}"
+    margin = MARGIN * abs(b)
+    if math.isfinite(sd) and sd > 0 and margin > 0:
+        need = seeds_for_interval(sd, margin)
+        tally += f"; +/- {MARGIN * 100:.0f} % of {b:.3f} needs ~{need} seeds at this spread"
     worst = sum(s[names[0]] == math.inf for s in per_seed)
     if worst:
         tally += f"; adaptive J inf (diverged or over the memory budget) on {worst} of {n} seeds"

@@ -31,7 +31,14 @@ from demo import (
     parse_setting,
 )
 from demo.args import AUTO_LR, DEFAULT_STATICS, choose_statics, static_labels
-from demo.report import format_seed_table, format_seeds_verdict, same_schedule_note, settle_alike, t975
+from demo.report import (
+    format_seed_table,
+    format_seeds_verdict,
+    same_schedule_note,
+    seeds_for_interval,
+    settle_alike,
+    t975,
+)
 from demo.runs import Point, warm_up
 from envs.data import load_corpus
 from envs.hardware import PROFILE_DIR
@@ -316,6 +323,8 @@ def test_objective_scores_and_verdict() -> None:
         "verdict (balanced, 3 seeds): no clear winner, J 0.673 (adaptive) vs 0.683 (static"
     )
     assert "better on 2 of 3 seeds" in line and "paired J difference +0.010 +/- 0.345 (95 % CI)" in line
+    # sd 0.139 of the differences: +/- 10 % of 0.683 needs the n where t975(n-1) * 0.139 / sqrt(n) <= 0.0683
+    assert "+/- 10 % of 0.683 needs ~19 seeds at this spread" in line
     steady = [
         dict(zip(names, j, strict=True)) for j in ([0.60, 1.0, 0.70], [0.62, 1.0, 0.70], [0.61, 1.0, 0.72])
     ]
@@ -492,3 +501,12 @@ def test_runs_that_trained_alike_tie_whatever_their_timing() -> None:
     worse_static = [seed(["r0/b8/g0"] * 3, 12.4, static_loss=3.0)] * 2  # AdamW beats the static run
     kept = settle_alike(raw, worse_static, [objective_scores(rs, obj) for rs in worse_static], "time-first")
     assert kept.startswith(raw) and kept.endswith("they trained alike")
+
+
+def test_seeds_for_interval_is_the_first_n_whose_interval_fits() -> None:
+    sd, half = 0.059, 0.057  # the held-out GPU job's 4 balanced seeds (session 24): ~0.1 of J 0.572
+    n = seeds_for_interval(sd, half)
+    assert t975(n - 1) * sd / math.sqrt(n) <= half < t975(n - 2) * sd / math.sqrt(n - 1)
+    assert seeds_for_interval(0.0, 0.01) == 2 and seeds_for_interval(1.0, 1e-6, most=50) == 50
+    with pytest.raises(ValueError, match="half_width"):
+        seeds_for_interval(0.1, 0.0)
