@@ -25,7 +25,7 @@ a scratch copy, so the job's own weights and gradients stay untouched (without i
 share from the job's first interval), and pass the profile to the hook::
 
     import copy
-    from client.profile import job_profile
+    from client.profile import job_profile, reference_adamw
 
     scratch = copy.deepcopy(model)
     scratch_opt = reference_adamw(scratch.parameters())  # fused on CUDA: the AdamW that ratios are against
