@@ -78,6 +78,9 @@ class SeedRun:
     """request step -> (the setting the service returned, whether its shield changed the policy's answer)"""
     scores: dict[str, float]
     """run name -> ``J`` of this seed (the adaptive run, AdamW and each static setting)"""
+    fallbacks: int = 0
+    """decisions the hook's fallback controller made (the service was slow or gone): such a run is not the
+    policy's alone, so no candidate replays it whole"""
 
 
 @dataclass
@@ -91,10 +94,13 @@ class SeedReplay:
     shielded: int = 0
     """decisions the service's shield changed (a candidate's raw answer is compared with the shielded one)"""
 
+    fallbacks: int = 0
+    """decisions the hook's fallback made in the recorded run"""
+
     @property
     def replayed(self) -> bool:
-        """Every decision alike: the recorded run is the candidate's run."""
-        return self.decisions > 0 and self.agree == self.decisions
+        """Every decision alike and none by the fallback: the recorded run is the candidate's run."""
+        return self.decisions > 0 and self.agree == self.decisions and self.fallbacks == 0
 
 
 def _suffix(k: int, seed: int) -> str:
@@ -102,19 +108,20 @@ def _suffix(k: int, seed: int) -> str:
     return "" if k == 0 else f"-{seed}"
 
 
-def _read_answers(path: Path) -> dict[int, tuple[CompressionSetting, bool]]:
+def _read_answers(path: Path) -> tuple[dict[int, tuple[CompressionSetting, bool]], int]:
+    """The service's answers by request step, and how many decisions the hook's fallback made instead."""
     out: dict[int, tuple[CompressionSetting, bool]] = {}
+    fallbacks = 0
     for line in path.read_text().splitlines():
         if not line.strip():
             continue
         d = json.loads(line)
+        fallbacks += d.get("source") == "fallback"
         if d.get("source") != "service" or d.get("shadow"):
             continue
-        out[int(d["request_step"])] = (
-            CompressionSetting.model_validate(d["setting"]),
-            bool(d.get("shielded")),
-        )
-    return out
+        setting = CompressionSetting.model_validate(d["setting"])
+        out[int(d["request_step"])] = (setting, bool(d.get("shielded")))
+    return out, fallbacks
 
 
 def load_seed_runs(run_dir: str | Path, stand_in: CostProfile | None) -> list[SeedRun]:
@@ -144,6 +151,7 @@ def load_seed_runs(run_dir: str | Path, stand_in: CostProfile | None) -> list[Se
             if not p.is_file():
                 raise ValueError(f"{p}: missing (seed {seed['seed']} of {d})")
         own = CostProfile.model_validate_json(prof.read_text()) if prof.is_file() else None
+        answers, fallbacks = _read_answers(dec)
         out.append(
             SeedRun(
                 run=d.name,
@@ -153,8 +161,9 @@ def load_seed_runs(run_dir: str | Path, stand_in: CostProfile | None) -> list[Se
                 telemetry=tel,
                 profile=own or stand_in,
                 profile_is_stand_in=own is None,
-                answers=_read_answers(dec),
+                answers=answers,
                 scores={str(n): float(v) for n, v in seed["objective_scores"].items()},
+                fallbacks=fallbacks,
             )
         )
     return out
@@ -164,7 +173,7 @@ def replay_seed(policy: LearnedPolicy, run: SeedRun) -> SeedReplay:
     """The candidate's greedy answer to each window the service answered, beside the service's answer."""
     obs = demo_observations([str(run.telemetry)], policy.spec, run.objective, run.profile)
     steps = [json.loads(line)["step"] for line in run.telemetry.read_text().splitlines() if line.strip()]
-    out = SeedReplay()
+    out = SeedReplay(fallbacks=run.fallbacks)
     for i, step in enumerate(steps):
         if step not in run.answers:
             continue
@@ -221,6 +230,7 @@ def report(args: ReplayArgs) -> str:
             t[0] += r.agree
             t[1] += r.decisions
             shield = f" ({r.shielded} shielded)" if r.shielded else ""
+            shield += f" ({r.fallbacks} by the fallback)" if r.fallbacks else ""
             if r.replayed:
                 t[2] += 1
                 t[3].append(played_j)

@@ -57,6 +57,19 @@ def test_a_shielded_decision_is_counted(tmp_path: Path) -> None:
     assert r.shielded == 1 and r.replayed
 
 
+def test_a_run_with_a_fallback_decision_is_not_replayed_whole(tmp_path: Path) -> None:
+    d = tmp_path / RUN.name
+    shutil.copytree(RUN, d)
+    lines = (d / "decisions.jsonl").read_text().splitlines()
+    rec = json.loads(lines[5])
+    rec["source"] = "fallback"  # the service was slow at this window: the hook's controller answered
+    lines[5] = json.dumps(rec)
+    (d / "decisions.jsonl").write_text("\n".join(lines) + "\n")
+    run = load_seed_runs(d, stand_in=None)[0]
+    r = replay_seed(load_policy(PLAYED), run)
+    assert run.fallbacks == 1 and r.decisions == 28 and r.agree == 28 and not r.replayed
+
+
 def test_a_run_without_its_profile_uses_the_stand_in(tmp_path: Path) -> None:
     d = tmp_path / RUN.name
     shutil.copytree(RUN, d)
