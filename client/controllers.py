@@ -15,6 +15,8 @@ name               rule (one call per control interval; the newest record is ``h
                    holds for ``cooldown_intervals`` intervals (LoRAven seed, section 3.4)
 ``energy_aware``   mean power above ``budget_w``: one step harder along a ladder of settings; below
                    ``relax_fraction * budget_w``: one step lighter; in between: hold
+``schedule``       a fixed sequence of settings by interval (:class:`Schedule`, ``"r0/b8/g0:1>r0/b4/g0"``):
+                   an open-loop baseline, e.g. a gentler opening before the setting held after it
 =================  ===========================================================================================
 
 All controllers are cheap (a few float comparisons) and deterministic: the same sequence of calls gives the
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -61,6 +64,8 @@ __all__ = [
     "EnergyAwareController",
     "LoRAvenController",
     "RandomController",
+    "Schedule",
+    "ScheduleController",
     "StaticController",
     "first_setting",
     "first_setting_for_profile",
@@ -118,6 +123,105 @@ class StaticController(Controller):
     ) -> CompressionSetting:
         self.reason = f"static {self.setting.label()}"
         return self.setting
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A fixed sequence of settings by control interval, written ``"A:k>B:m>C"``: setting ``A`` for the
+    first ``k`` intervals, ``B`` for the next ``m``, then ``C`` to the end. A plain label (``"r0/b4/g0"``)
+    is the schedule of one setting held throughout. Labels are canonical (:meth:`label`), so two spellings
+    of one schedule compare equal.
+
+    What it is for: an open-loop baseline beside the learned policy, e.g. ``"r0/b8/g0:1>r0/b4/g0"`` is the
+    hand rule's 8-bit opening followed by the 4-bit setting the policy chose on the GPU, which tells how much
+    of the policy's gain is the opening (``mango demo --static-setting``).
+    """
+
+    phases: tuple[tuple[CompressionSetting, int], ...]
+    """``(setting, intervals)`` played in order before :attr:`final` (empty: :attr:`final` throughout)"""
+    final: CompressionSetting
+
+    @classmethod
+    def parse(cls, spec: str) -> Schedule:
+        """``"r0/b8/g0:1>r0/b4/g0"`` -> a schedule; ``ValueError`` names the part that does not parse."""
+        parts = [p.strip() for p in spec.split(">")]
+        phases = []
+        for part in parts[:-1]:
+            label, sep, count = part.partition(":")
+            if not sep or not count.strip().isdigit() or int(count) < 1:
+                raise ValueError(
+                    f"schedule {spec!r}: {part!r} needs a count of intervals >= 1 (setting:k, as r0/b8/g0:1)"
+                )
+            phases.append((CompressionSetting.parse(label.strip()), int(count)))
+        if ":" in parts[-1]:
+            raise ValueError(f"schedule {spec!r}: the last setting {parts[-1]!r} holds to the end (no count)")
+        return cls(tuple(phases), CompressionSetting.parse(parts[-1]))
+
+    @classmethod
+    def of(cls, setting: CompressionSetting) -> Schedule:
+        """The schedule of one setting held throughout."""
+        return cls((), setting)
+
+    def label(self) -> str:
+        """The canonical spelling, :meth:`parse`'s input."""
+        return ">".join([*(f"{s.label()}:{k}" for s, k in self.phases), self.final.label()])
+
+    @property
+    def first(self) -> CompressionSetting:
+        """The setting of the first interval."""
+        return self.phases[0][0] if self.phases else self.final
+
+    def settings(self) -> list[CompressionSetting]:
+        """Every setting the schedule plays, in order, each once."""
+        return list(dict.fromkeys([*(s for s, _ in self.phases), self.final]))
+
+    def at(self, interval: int) -> CompressionSetting:
+        """The setting of control interval ``interval`` (1 for the first)."""
+        if interval < 1:
+            raise ValueError(f"interval={interval}: intervals count from 1")
+        end = 0
+        for setting, k in self.phases:
+            end += k
+            if interval <= end:
+                return setting
+        return self.final
+
+
+class ScheduleController(Controller):
+    """Plays a :class:`Schedule`: the job starts at ``schedule.first`` (the optimizer's setting), and the
+    decision after interval ``n`` is ``schedule.at(n + 1)``.
+
+    It counts intervals by the newest record's step: a repeated step (a retried request) returns the same
+    setting without advancing, and a step that goes backwards (a new episode) starts the schedule again.
+    """
+
+    name = "schedule"
+
+    def __init__(self, schedule: Schedule | str) -> None:
+        self.schedule = Schedule.parse(schedule) if isinstance(schedule, str) else schedule
+        self.reset()
+
+    def reset(self) -> None:
+        self._intervals = 0  # intervals seen
+        self._last_step: int | None = None
+
+    def decide(
+        self,
+        history: Sequence[TelemetryRecord],
+        objective: Objective,
+        *,
+        reference: Reference | None = None,
+        profile: ProfileFeatures | None = None,
+    ) -> CompressionSetting:
+        step = _require_history(history, "ScheduleController").step
+        if self._last_step is not None and step < self._last_step:
+            self.reset()
+        if step != self._last_step:
+            self._intervals += 1
+            self._last_step = step
+        setting = self.schedule.at(self._intervals + 1)
+        self.reason = f"schedule {self.schedule.label()}: interval {self._intervals + 1}"
+        return setting
 
 
 class AccordionController(Controller):

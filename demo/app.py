@@ -183,10 +183,10 @@ def run_demo(args: DemoArgs, argv: list[str] | None = None) -> dict[str, Any]:
             f"policy {args.policy!r} -> {served}",
             flush=True,
         )
-        for setting, why in statics:
-            print(f"static baseline: {setting.label()} ({why})", flush=True)
+        for schedule, why in statics:
+            print(f"static baseline: {schedule.label()} ({why})", flush=True)
 
-        warm_s = warm_up(args, corpus, device, [s for s, _ in statics])
+        warm_s = warm_up(args, corpus, device, [x for s, _ in statics for x in s.settings()])
         if warm_s:
             print(f"kernels compiled before the timed runs in {warm_s:.1f} s (untimed)", flush=True)
             summary["warm_up_s"] = round(warm_s, 2)
@@ -212,7 +212,9 @@ def run_demo(args: DemoArgs, argv: list[str] | None = None) -> dict[str, Any]:
                     ),
                     train_run(job, "adamw (torch)", corpus, val, device, setting=None),
                     *(
-                        train_run(job, f"static {s.label()}", corpus, val, device, setting=s)
+                        train_run(
+                            job, f"static {s.label()}", corpus, val, device, setting=s.first, schedule=s
+                        )
                         for s, _ in statics
                     ),
                 ]

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import torch
 
+from client.controllers import Schedule
 from client.protocol import CompressionSetting
 from envs.models import PRESETS
 from envs.objectives import OBJECTIVE_PRESETS
@@ -94,6 +95,9 @@ class DemoArgs:
     (the lowest mean J). 'default': r0/b8/g0 on a CPU, the strong default of issue 13 (BENCHMARKS.md: on an
     H200 it matched AdamW's loss at 3 B/param and beat the first learned policy); on a GPU also r0/b4/g0 and
     r64/b4/g0, the best static settings measured there under balanced and memory-first (``DEFAULT_STATICS``).
+    An entry may be a schedule, ``"r0/b8/g0:1>r0/b4/g0"`` (r0/b8/g0 for the first interval, then r0/b4/g0;
+    :class:`client.controllers.Schedule`): an open-loop baseline, e.g. the adaptive run's opening without
+    the policy.
     'auto' takes the setting
     from the newest results/lm-*.json of `mango bench lm`: the compressed setting with the fewest state bytes
     whose validation loss is within one percent of AdamW's (else the lowest loss); falls back to r0/b8/g0
@@ -163,15 +167,16 @@ class DemoArgs:
 
 
 def static_labels(spec: str) -> list[str]:
-    """The canonical labels of a comma-separated ``--static-setting`` list; ``ValueError`` names a bad or
-    repeated entry (two runs of one setting would be one static run twice)."""
+    """The canonical labels of a comma-separated ``--static-setting`` list (each a setting or a
+    :class:`~client.controllers.Schedule`); ``ValueError`` names a bad or repeated entry (two runs of one
+    setting would be one static run twice)."""
     labels: list[str] = []
     for part in spec.split(","):
         if not part.strip():
             raise ValueError(
                 f"static_setting={spec!r}: an empty entry; give rR/bB/gG labels separated by commas"
             )
-        label = parse_setting(part.strip()).label()
+        label = Schedule.parse(part.strip()).label()
         if label in labels:
             raise ValueError(f"static_setting={spec!r}: {label} is given twice")
         labels.append(label)
@@ -180,17 +185,19 @@ def static_labels(spec: str) -> list[str]:
 
 def choose_statics(
     spec: str, device_type: str = "cpu", results_dir: Path = ROOT / "results"
-) -> list[tuple[CompressionSetting, str]]:
+) -> list[tuple[Schedule, str]]:
     """The static baselines and why each was chosen: ``'default'`` is :data:`DEFAULT_STATICS` of the
     ``device_type`` (``"cpu"`` or ``"cuda"``), ``'auto'`` or one setting :func:`choose_static`, else one
-    ``(setting, "given on the command line")`` per entry of the comma-separated list."""
+    ``(schedule, "given on the command line")`` per entry of the comma-separated list. Each baseline is a
+    :class:`~client.controllers.Schedule`; a plain setting is the schedule that holds it throughout."""
     why = "given on the command line"
     if spec == "default":
         spec = DEFAULT_STATICS[device_type]
         why = f"the default on {device_type} (DEFAULT_STATICS): the best static setting measured per preset"
-    if "," not in spec:
-        return [choose_static(spec, results_dir)]
-    return [(parse_setting(label), why) for label in static_labels(spec)]
+    if "," not in spec and ">" not in spec:
+        setting, one_why = choose_static(spec, results_dir)
+        return [(Schedule.of(setting), one_why)]
+    return [(Schedule.parse(label), why) for label in static_labels(spec)]
 
 
 def parse_setting(label: str) -> CompressionSetting:

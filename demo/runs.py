@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from client.compression import MangoAdamW
-from client.controllers import FIRST_CANDIDATES, StaticController
+from client.controllers import FIRST_CANDIDATES, Schedule, ScheduleController, StaticController
 from client.hook import AdaptiveCompression
 from client.profile import job_profile, reference_adamw
 from client.protocol import CompressionSetting, Objective, TelemetryRecord
@@ -205,6 +205,19 @@ def warm_up(
     return time.perf_counter() - t0
 
 
+def _local_controller(
+    setting: CompressionSetting, schedule: Schedule | None
+) -> StaticController | ScheduleController:
+    """A static run's controller: ``setting`` held, or ``schedule`` played (it must start at ``setting``)."""
+    if schedule is None or not schedule.phases:
+        return StaticController(setting)
+    if schedule.first != setting:
+        raise ValueError(
+            f"schedule {schedule.label()} starts at {schedule.first.label()}, not {setting.label()}"
+        )
+    return ScheduleController(schedule)
+
+
 def train_run(
     args: DemoArgs,
     name: str,
@@ -213,6 +226,7 @@ def train_run(
     device: torch.device,
     *,
     setting: CompressionSetting | None,
+    schedule: Schedule | None = None,
     service: ServiceProcess | None = None,
     objective: Objective | None = None,
     decision_log: Path | None = None,
@@ -222,7 +236,7 @@ def train_run(
 
     ``setting=None``: plain AdamW (:func:`client.profile.reference_adamw`: fused on CUDA). With ``service``:
     MangoAdamW starting at ``setting``, the service decides every interval. Without: MangoAdamW held at
-    ``setting`` (a local static controller).
+    ``setting`` (a local static controller), or playing ``schedule`` (which starts at ``setting``).
     ``telemetry_log``: a MangoAdamW run writes there every telemetry record the hook made (JSON lines, the
     contract's ``TelemetryRecord``: what the policy saw, to set beside the surrogate's observations), and an
     adaptive run its cost profile beside it (:func:`profile_log`).
@@ -258,7 +272,7 @@ def train_run(
             objective=objective,
             interval_steps=args.interval_steps,
             planned_steps=args.steps,
-            controller=None if service is not None else StaticController(setting),
+            controller=None if service is not None else _local_controller(setting, schedule),
             decision_log=decision_log,
             job_id=f"demo-{name.split()[0]}-{os.getpid()}",
             policy=args.policy,
@@ -325,7 +339,7 @@ def train_run(
     val_loss = model.mean_loss(val)
     result = RunResult(
         name=name,
-        label="adamw" if setting is None else setting.label(),
+        label="adamw" if setting is None else (schedule or Schedule.of(setting)).label(),
         final_val_loss=val_loss,
         state_bytes=optimizer_state_bytes(opt),
         n_params=n_params,

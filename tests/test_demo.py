@@ -256,13 +256,17 @@ def test_demo_with_a_learned_policy(tmp_path: Path) -> None:
     proc = _run_demo(
         out,
         *("--policy-dir", str(tmp_path / "policies"), "--policy", "tiny", "--seeds", "2"),
-        *("--static-setting", "r0/b32/g0,r0/b8/g0"),  # two static runs: the best in hindsight is weighed
+        # two static runs, the first a schedule (r0/b32/g0 for one interval, then r0/b8/g0): the best in
+        # hindsight is weighed
+        *("--static-setting", "r0/b32:1>r0/b8/g0,r0/b8/g0"),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = _assert_summary(out)
-    names = ["adaptive (service)", "adamw (torch)", "static r0/b32/g0", "static r0/b8/g0"]
+    names = ["adaptive (service)", "adamw (torch)", "static r0/b32/g0:1>r0/b8/g0", "static r0/b8/g0"]
     assert [r["name"] for r in summary["runs"]] == names
-    assert summary["static"]["settings"] == ["r0/b32/g0", "r0/b8/g0"]
+    assert summary["static"]["settings"] == ["r0/b32/g0:1>r0/b8/g0", "r0/b8/g0"]
+    played = [p["setting"] for p in summary["runs"][2]["points"]]
+    assert played[0] == "r0/b32/g0" and set(played[1:]) == {"r0/b8/g0"} and len(played) >= 2
     assert all([r["name"] for r in sd["runs"]] == names for sd in summary["seeds"])
     assert "x 4 runs" in proc.stdout
     assert summary["service"]["served_kind"] == "learned"
@@ -407,6 +411,8 @@ def test_the_default_static_runs_depend_on_the_device() -> None:
 
 def test_several_static_settings_parse_in_order_and_name_a_bad_entry() -> None:
     assert static_labels("r0/b8,r64/b4/g0 , r0/b4/g0.5") == ["r0/b8/g0", "r64/b4/g0", "r0/b4/g0.5"]
+    assert static_labels("r0/b8:1 > r0/b4,r0/b4") == ["r0/b8/g0:1>r0/b4/g0", "r0/b4/g0"]
+    assert [s.label() for s, _ in choose_statics("r0/b8:2>r0/b4")] == ["r0/b8/g0:2>r0/b4/g0"]
     assert [s.label() for s, _ in choose_statics("r0/b4,r0/b8/g0")] == ["r0/b4/g0", "r0/b8/g0"]
     assert [s.label() for s, _ in choose_statics("r0/b4")] == ["r0/b4/g0"]
     with pytest.raises(ValueError, match="r0/b8/g0 is given twice"):

@@ -11,7 +11,7 @@ step() { echo "rc=$2 $1 t=$(( $(date +%s)-t0 ))" >> $L; }
 # the first of a fresh machine compiles too: DEMO_TIMEOUT, default 330 s); verdict and tables to the summary log
 demo_obj() {
   local name=$1 obj=$2 static=$3; shift 3
-  timeout ${DEMO_TIMEOUT:-330} python3 -m mango_cli demo --seeds ${SEEDS:-2} --objective $obj --static-setting $static --no-progress \
+  timeout ${DEMO_TIMEOUT:-330} python3 -m mango_cli demo --seeds ${SEEDS:-2} --objective $obj --static-setting "$static" --no-progress \
     --out-dir $R/demo-$name "$@" > $R/demo-$name.log 2>&1
   step "demo $obj $name (static $static)" $?
   grep -E "verdict|^\| (adaptive|adamw|static|[0-9]|mean)" $R/demo-$name.log >> $L

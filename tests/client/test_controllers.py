@@ -14,6 +14,8 @@ from client.controllers import (
     Controller,
     EnergyAwareController,
     LoRAvenController,
+    Schedule,
+    ScheduleController,
     StaticController,
     make_controller,
 )
@@ -49,6 +51,39 @@ def test_empty_history_is_a_clear_error() -> None:
             continue
         with pytest.raises(ValueError, match="empty history"):
             make_controller(name).decide([], OBJ)
+
+
+def test_schedule_parses_labels_and_plays_by_interval() -> None:
+    sch = Schedule.parse(" r0/b8:1 > r0/b16/g0:2 >r0/b4 ")
+    assert sch.label() == "r0/b8/g0:1>r0/b16/g0:2>r0/b4/g0" and Schedule.parse(sch.label()) == sch
+    assert sch.first == CompressionSetting.parse("r0/b8/g0")
+    played = [sch.at(i).label() for i in range(1, 6)]
+    assert played == ["r0/b8/g0", "r0/b16/g0", "r0/b16/g0", "r0/b4/g0", "r0/b4/g0"]
+    assert [s.label() for s in sch.settings()] == ["r0/b8/g0", "r0/b16/g0", "r0/b4/g0"]
+    held = Schedule.parse("r64/b4")
+    assert held == Schedule.of(CompressionSetting.parse("r64/b4/g0")) and held.label() == "r64/b4/g0"
+    assert held.at(100) == held.first == held.final
+    for bad, words in [
+        ("r0/b8>r0/b4", "needs a count"),
+        ("r0/b8:0>r0/b4", "needs a count"),
+        ("r0/b8:1>r0/b4:3", "holds to the end"),
+        ("r0/b9:1>r0/b4", "bits"),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            Schedule.parse(bad)
+    with pytest.raises(ValueError, match="count from 1"):
+        sch.at(0)
+
+
+def test_schedule_controller_counts_intervals_by_step() -> None:
+    c = ScheduleController("r0/b8/g0:2>r0/b4/g0")
+    b8, b4 = CompressionSetting.parse("r0/b8/g0"), CompressionSetting.parse("r0/b4/g0")
+    assert c.decide([rec(50)], OBJ) == b8  # after interval 1: interval 2 is still the opening
+    assert c.decide([rec(50)], OBJ) == b8  # a retried request does not advance
+    assert c.decide([rec(50), rec(100)], OBJ) == b4  # after interval 2: interval 3 on is r0/b4/g0
+    assert "interval 3" in c.reason
+    assert c.decide([rec(100), rec(150)], OBJ) == b4
+    assert c.decide([rec(50)], OBJ) == b8  # the step went back: a new episode starts the schedule again
 
 
 def test_static() -> None:
