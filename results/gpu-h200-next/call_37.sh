@@ -9,7 +9,7 @@
 source results/gpu-h200-next/preamble.sh
 nvidia-smi --query-gpu=name,power.limit --format=csv,noheader >> $L
 P="--policy s24L47 --policy-dir results/policy-s24L47"
-DEMO_TIMEOUT=250 demo_obj bal-wide100m-s24L47-s2 balanced r0/b4/g0 --model gpt-wide-100m --seed 2 $P
+DEMO_TIMEOUT=270 demo_obj bal-wide100m-s24L47-s2 balanced "r0/b4/g0,r0/b8/g0:1>r0/b4/g0" --model gpt-wide-100m --seed 2 $P
 DEMO_TIMEOUT=170 demo_obj bal-gpt85m-s24L47-s0 balanced r0/b4/g0 --seed 0 $P
 left=$(( 585 - ($(date +%s)-t0) )); echo "left $left" >> $L
 [ $left -gt 150 ] && DEMO_TIMEOUT=$left demo_mf gpt85m-s24L47 r64/b4/g0 $P
