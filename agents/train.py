@@ -206,6 +206,12 @@ class TrainArgs:
     """surrogate backend: (lo, hi) of each training and validation episode's extra log-drop of the reference
     loss, a job that trains further than the recorded traces (envs.simulator.SurrogateEngine); (0, 0): the
     recorded curves. (0, 0.4) reaches the H200 demo's depth"""
+    opening: tuple[float, int] = (0.0, 1)
+    """surrogate backend, PPO episodes only: (p, most) - with probability p an episode opens with a random
+    first-decision candidate (client.controllers.FIRST_CANDIDATES) held for 1..most intervals before the
+    policy's first decision, so it learns to leave a setting in force that it would not have chosen
+    (envs.simulator.SurrogateEngine); (0, 1): every episode opens at the first decision, one interval. The
+    behaviour clone's rollouts and the validation episodes keep the default"""
     threads: int = 1
     """torch intra-op threads (1 is fastest for these small batches and kind to a shared machine)"""
     max_minutes: float = 0.0
@@ -261,9 +267,10 @@ def _check_args(args: TrainArgs) -> None:
             f"batch={args.batch} must be in [2, n_envs * n_steps = {args.n_envs * args.n_steps}]; "
             "lower --batch or raise --n-envs/--n-steps"
         )
-    from envs.simulator import check_depth  # lazy on purpose, like the imports below
+    from envs.simulator import check_depth, check_opening  # lazy on purpose, like the imports below
 
     check_depth(args.depth)
+    check_opening(args.opening)
     if args.workloads:
         if args.backend != "surrogate":
             raise ValueError("--workloads weights the surrogate's draws; the training backend runs its split")
@@ -312,6 +319,7 @@ def make_surrogate_env(args: TrainArgs) -> Any:
         hardware=hardware_draws(args),
         reward=RewardConfig(loss_credit=args.loss_credit),
         depth=args.depth,
+        opening=args.opening,
     )
     venv: Any = SB3VecEnvAdapter(env, info_terms=False)
     venv = VecMonitor(venv)  # raw episode returns for rollout/ep_rew_mean

@@ -88,6 +88,23 @@ def check_depth(depth: Sequence[float]) -> tuple[float, float]:
     return vals[0], vals[1]
 
 
+def check_opening(opening: Sequence[float]) -> tuple[float, int]:
+    """``(probability, most intervals)`` of the random openings (:class:`SurrogateEngine`), checked:
+    ``ValueError`` unless ``0 <= probability <= 1`` and ``most`` is a whole number >= 1."""
+    vals = tuple(opening)
+    if (
+        len(vals) != 2
+        or not 0.0 <= float(vals[0]) <= 1.0
+        or float(vals[1]) != int(vals[1])
+        or int(vals[1]) < 1
+    ):
+        raise ValueError(
+            f"opening={tuple(opening)!r}: give (probability, most intervals), 0 <= probability <= 1 and a "
+            "whole number of intervals >= 1 ((0, 1): each episode opens at the first decision, one interval)"
+        )
+    return float(vals[0]), int(vals[1])
+
+
 log = logging.getLogger(__name__)
 
 #: Standard-normal draws per interval of an episode, in this order.
@@ -146,6 +163,14 @@ class SurrogateEngine:
         end of the episode (module docstring). ``(0, 0)`` (default): the recorded curves, and no draw, so
         episodes are those of the engine before the knob. ``(0, 0.4)`` reaches the H200 demo's depth
         (``ln(0.64 / 0.47) = 0.31``).
+    :param opening: ``(p, most)``: with probability ``p`` an episode opens with one of
+        :data:`~client.controllers.FIRST_CANDIDATES`, drawn uniformly, held for ``1..most`` intervals
+        (uniform, fewer than the episode's) before the policy's first decision, instead of the first
+        decision's setting for one interval. What it is for: a policy sees windows where a setting it would
+        not have chosen has been in force for several intervals, as a job does whose first decision went
+        the other way; trained only on its own openings it holds whatever is in force (issue 13, session
+        24: held r0/b8/g0 at p 0.95 from the second window). ``(0, 1)`` (default): no draw, the episodes
+        of the engine before the knob. Training only: evaluations keep the default.
     """
 
     def __init__(
@@ -160,12 +185,18 @@ class SurrogateEngine:
         job_seeds: int = 64,
         hardware: Any = None,
         depth: tuple[float, float] = (0.0, 0.0),
+        opening: tuple[float, int] = (0.0, 1),
     ) -> None:
         if n < 1:
             raise ValueError(f"num_envs={n} must be >= 1")
         if job_seeds < 1:
             raise ValueError(f"job_seeds={job_seeds} must be >= 1")
         self.depth = check_depth(depth)
+        self.opening = check_opening(opening)
+        self._open_actions = np.array(
+            [DEFAULT_GRID.action(CompressionSetting.parse(label)) for label in FIRST_CANDIDATES],
+            dtype=np.int64,
+        )
         self.model = model
         self.names = tuple(workloads)
         self.tabs = [model.workload(w) for w in self.names]
@@ -212,6 +243,7 @@ class SurrogateEngine:
         self.job_seed = np.zeros(n, dtype=np.int64)
         self.z = np.zeros((n, self.kmax + 1, c), dtype=np.float64)
         self.init_acts = np.tile(self.initial_action, (n, 1))  # [n, 3] each episode's first setting
+        self.open_k = np.ones(n, dtype=np.int64)  # intervals each episode opens with (``opening``)
         n_hw = len(ObservationSpec.PROFILE_FEATURES)
         self.hw_time = np.ones((n, _N_SETTINGS), dtype=np.float64)  # interval-time ratios of the episode
         self.hw_energy = np.ones((n, _N_SETTINGS), dtype=np.float64)
@@ -332,6 +364,10 @@ class SurrogateEngine:
                 self.drop[i] = rng.uniform(*self.depth)
             if not self.fixed_initial:
                 self.init_acts[i] = self._first_action(int(i), wi)
+            self.open_k[i] = 1
+            if self.opening[0] > 0.0 and rng.random() < self.opening[0]:  # no draw without the knob
+                self.init_acts[i] = self._open_actions[rng.integers(len(self._open_actions))]
+                self.open_k[i] = rng.integers(1, max(1, min(self.opening[1], k - 1)) + 1)
         self.t[idx] = 0
         self.x[idx] = 0.0
         self.compressed[idx] = False
@@ -353,6 +389,16 @@ class SurrogateEngine:
             ref_interval_s=1.0, initial_loss=raw["ref_loss"],
         )[0]  # fmt: skip
         self._push(idx, raw, acts)
+        for j in range(1, int(self.open_k[idx].max())):  # the rest of a random opening (``opening``)
+            sub = idx[self.open_k[idx] > j]
+            self.t[sub] = j
+            acts = self.init_acts[sub]
+            raw = self._interval(sub, acts)
+            self.prev_loss_term[sub] = reward_terms(
+                raw["loss"], 1, 1.0, 1.0, ref_loss=raw["ref_loss"], ref_state_bytes=1, ref_energy_j=1.0,
+                ref_interval_s=1.0, initial_loss=self.initial_loss[sub],
+            )[0]  # fmt: skip
+            self._push(sub, raw, acts)
 
     def _first_action(self, i: int, wi: int) -> np.ndarray:
         """Slot ``i``'s first setting: :func:`client.controllers.first_setting` (objective, hardware; without

@@ -67,6 +67,8 @@ class SurrogateVecEnv(VectorEnv):
     :param depth: ``(lo, hi)`` of each episode's extra log-drop of the reference loss, a job that trains
         further than the recorded one (:class:`envs.simulator.SurrogateEngine`; ``(0, 0)``: the recorded
         curves).
+    :param opening: ``(p, most)``: the share of episodes that open with a random first-decision candidate
+        held for up to ``most`` intervals (:class:`envs.simulator.SurrogateEngine`; training only).
 
     Seeding: ``reset(seed=s)`` seeds sub-env ``i`` with ``s + i``, like gymnasium's vector envs, and sub-env
     ``i`` then produces exactly the episodes of ``CompressionEnv(backend="surrogate").reset(seed=s + i)``.
@@ -88,6 +90,7 @@ class SurrogateVecEnv(VectorEnv):
         job_seeds: int = 64,
         hardware: Any = "default",
         depth: tuple[float, float] = (0.0, 0.0),
+        opening: tuple[float, int] = (0.0, 1),
     ) -> None:
         if isinstance(hardware, str) and hardware == "default":
             hardware = HardwareSampler()
@@ -106,6 +109,7 @@ class SurrogateVecEnv(VectorEnv):
             job_seeds,
             hardware,
             depth,
+            opening,
         )
         self.num_envs = num_envs
         c = ObservationSpec.CLIP

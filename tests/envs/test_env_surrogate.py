@@ -386,3 +386,44 @@ def test_a_late_entry_into_projection_keeps_its_cost(model: SurrogateModel) -> N
         final_losses(0.02, "r64/b4/g0", r64b4), final_losses(0.0, "r64/b4/g0", r64b4)
     )
     assert SurrogateModel.from_json(replace(model, late_entry=0.01).to_json()).late_entry == 0.01
+
+
+def test_a_random_opening_holds_a_first_candidate_for_its_intervals(model: SurrogateModel) -> None:
+    """``opening=(1, 3)``: every episode opens with one of the first-decision candidates held for 1-3
+    intervals, which the first window shows, and leaves the policy that many fewer decisions."""
+    name = next(w for w in envs.TRAIN_WORKLOADS if w in model.tables)
+    spec = ObservationSpec()
+    n = 16
+    vec = SurrogateVecEnv(num_envs=n, workload=name, model=model, objective="balanced", opening=(1.0, 3))
+    obs, _ = vec.reset(seed=3)
+    eng = vec.engine
+    cands = {tuple(DEFAULT_GRID.action(CompressionSetting.parse(lb))) for lb in FIRST_CANDIDATES}
+    assert {tuple(a) for a in eng.init_acts} <= cands and len({tuple(a) for a in eng.init_acts}) > 1
+    assert set(eng.open_k.tolist()) == {1, 2, 3}  # 16 draws of 1..3
+    np.testing.assert_array_equal(eng.t, eng.open_k - 1)
+    tokens = spec.split(obs)[0]
+    real = (tokens[..., spec.TOKEN_FEATURES.index("mask")] > 0).sum(axis=1)
+    np.testing.assert_array_equal(real, eng.open_k)  # the window shows every opening interval
+    decisions = np.zeros(n, dtype=int)
+    done = np.zeros(n, dtype=bool)
+    k, open_k = eng.k.copy(), eng.open_k.copy()
+    while not done.all():
+        _, _, term, _, _ = vec.step(np.tile(np.array(DEFAULT_GRID.action(CompressionSetting.off())), (n, 1)))
+        decisions += ~done
+        done |= term
+    np.testing.assert_array_equal(decisions, k - open_k + 1)
+
+
+def test_the_default_opening_draws_nothing(model: SurrogateModel) -> None:
+    name = next(w for w in envs.TRAIN_WORKLOADS if w in model.tables)
+    a = SurrogateVecEnv(num_envs=4, workload=name, model=model)
+    b = SurrogateVecEnv(num_envs=4, workload=name, model=model, opening=(0.0, 5))
+    np.testing.assert_array_equal(a.reset(seed=11)[0], b.reset(seed=11)[0])
+    act = np.tile(np.array(DEFAULT_GRID.action(CompressionSetting.parse("r0/b8/g0"))), (4, 1))
+    np.testing.assert_array_equal(a.step(act)[0], b.step(act)[0])
+
+
+@pytest.mark.parametrize("opening", [(1.5, 2), (0.5, 0), (0.5, 1.5), (0.5,)])
+def test_bad_openings_are_refused(model: SurrogateModel, opening: tuple) -> None:
+    with pytest.raises(ValueError, match="opening="):
+        SurrogateVecEnv(num_envs=1, model=model, opening=opening)  # type: ignore[arg-type]
