@@ -51,6 +51,14 @@ CASES: list[tuple[str, dict[str, Any]]] = [
         "r0/b4/g0 nearest",
         {"BITS": 4, "MODE": 1, "BLOCK": 64, "ROWS": 4, "FACTORED": True, "STOCHASTIC": False},
     ),
+    ("r0/b4/g0 compare", {"BITS": 4, "MODE": 1, "BLOCK": 64, "ROWS": 4, "FACTORED": True, "SEARCH": 0}),
+    (
+        "r0/b4/g0 nearest compare",
+        {"BITS": 4, "MODE": 1, "BLOCK": 64, "ROWS": 4, "FACTORED": True, "STOCHASTIC": False, "SEARCH": 0},
+    ),
+    ("r0/b4/g0 no-EF", {"BITS": 4, "MODE": 1, "BLOCK": 64, "ROWS": 4, "FACTORED": True, "EF": False}),
+    ("r0/b4/g0 unchecked", {"BITS": 4, "MODE": 1, "BLOCK": 64, "ROWS": 4, "FACTORED": True, "CHECK": False}),
+    ("r0/b4/g1", {"BITS": 4, "MODE": 1, "BLOCK": 64, "ROWS": 4, "FACTORED": True, "SHIFT": True}),
     ("r0/b4/g0 uniform", {"BITS": 4, "MODE": 0, "BLOCK": 64, "ROWS": 4, "FACTORED": True}),
     ("r0/b4/g0 partials", {"BITS": 4, "MODE": 1, "BLOCK": 64, "ROWS": 4, "FACTORED": True, "PARTIALS": 4}),
     ("r0/b3/g0", {"BITS": 3, "BLOCK": 64, "ROWS": 4, "FACTORED": True, "STRIP": True}),
@@ -81,7 +89,7 @@ def compile_case(overrides: dict[str, Any], arch: int = 90) -> dict[str, Any]:
     consts: dict[str, Any] = dict(
         PDTYPE=tl.float32, BITS=8, MODE=0, BLOCK=256, ROWS=1, EF=True, SHIFT=False, FACTORED=False,
         STRIP=False, STOCHASTIC=True, FRESH=False, SRC=0, STATS_EVERY=ts.STATS_EVERY.value, FULL=True, RNG=0,
-        CHECK=True, PARTIALS=0,
+        CHECK=True, PARTIALS=0, SEARCH=1,
     )  # fmt: skip
     consts.update(overrides)
     # the load order and register cap fused.run picks (an override of EARLY keeps its order, with its cap)

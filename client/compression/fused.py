@@ -117,6 +117,16 @@ EARLY_LOADS: dict[tuple[int, bool], int] = {(8, False): 96, (8, True): 128}
 DRAWS = "philox"
 #: :data:`DRAWS` by the kernel's ``RNG`` constexpr (odd: the hash; 2 and up: 8-bit dithers).
 DRAWS_CODES: dict[str, int] = {"philox": 0, "hash": 1, "philox8": 2, "hash8": 3}
+#: How the matrix kernel finds NF4 codes (``triton_step._nf4_cell``): ``"cells"`` (the shipped step: the
+#: value's cell of a uniform grid, where at most one level lies, and an 8-byte gather from a small table
+#: give the level below the value; stochastic rounding's threshold above it comes from a second gather;
+#: round to nearest needs only the cell's gather) or ``"compare"`` (a comparison with each of the 15 levels,
+#: or a select tree over the midpoints). The same codes either way (tested); the search trades about 30
+#: instructions a value and code for two gathers from an L1-resident table, for ``mango bench gpu --parts
+#: variants`` to weigh on the GPU.
+NF4_SEARCH = "cells"
+#: :data:`NF4_SEARCH` by the kernel's ``SEARCH`` constexpr.
+NF4_SEARCH_CODES: dict[str, int] = {"compare": 0, "cells": 1}
 #: Tiles of ``MATRIX_TILE`` values per program with a factored second moment, by width: a program walks a
 #: column strip of ``iters x MATRIX_TILE / block`` rows and adds its column sums of ``c^2`` once, so the
 #: same-address float atomics fall by this factor; 1 is one tile a program with no loop (an atomic per tile).
@@ -160,6 +170,15 @@ def _draws_code(draws: str) -> int:
     if draws not in DRAWS_CODES:
         raise ValueError(f"fused.DRAWS={draws!r}; choose one of {', '.join(map(repr, DRAWS_CODES))}")
     return DRAWS_CODES[draws]
+
+
+def _nf4_search_code(search: str) -> int:
+    """:data:`NF4_SEARCH` as the kernel's ``SEARCH`` constexpr; ``ValueError`` names the choices."""
+    if search not in NF4_SEARCH_CODES:
+        raise ValueError(
+            f"fused.NF4_SEARCH={search!r}; choose one of {', '.join(map(repr, NF4_SEARCH_CODES))}"
+        )
+    return NF4_SEARCH_CODES[search]
 
 
 def _factor_sums_partials(sums: str) -> bool:
@@ -889,6 +908,7 @@ def run(
                 STATS_EVERY=1 if pj is not None else ts.STATS_EVERY.value,
                 EARLY=early,
                 RNG=_draws_code(DRAWS),
+                SEARCH=_nf4_search_code(NF4_SEARCH),
                 CHECK=checked[id(grp)],
                 num_warps=NUM_WARPS,
             )

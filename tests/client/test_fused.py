@@ -801,6 +801,44 @@ def test_fused_factor_sums_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
         _run(params, opt, range(3))  # the first step creates the state on the torch path
 
 
+@pytest.mark.parametrize(
+    ("setting", "kw"),
+    [
+        (S(rank=0, bits=4), {"stochastic_rounding": True}),
+        (S(rank=0, bits=4), {"stochastic_rounding": False}),
+        (S(rank=0, bits=4), {"stochastic_rounding": True, "error_feedback": False}),
+        (S(rank=0, bits=4, gamma=1.0), {"stochastic_rounding": True}),
+    ],
+    ids=["stochastic", "nearest", "stochastic-no-ef", "g1"],
+)
+def test_fused_nf4_search_changes_nothing(monkeypatch: pytest.MonkeyPatch, setting: S, kw: dict) -> None:
+    """``fused.NF4_SEARCH``: the search of cells finds the codes a comparison with every level (or the
+    midpoints' select tree) finds, so both steps, with the same draws, leave the same parameters and state
+    bit for bit."""
+
+    def run(search: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        monkeypatch.setattr(fused, "NF4_SEARCH", search)
+        params = _params()
+        opt = MangoAdamW(params, lr=LR, setting=setting, min_compress_numel=1024, fused=True, seed=3, **kw)
+        _run(params, opt, range(3))
+        assert opt._plan is not None and opt._plan.matrix
+        state = [v for p in params for v in opt.state[p].values() if isinstance(v, torch.Tensor)]
+        return [p.detach().clone() for p in params], state
+
+    (pc, sc), (pn, sn) = run("cells"), run("compare")
+    assert len(sc) == len(sn) > 0
+    for a, b in zip(pc + sc, pn + sn):
+        assert torch.equal(a, b)
+
+
+def test_fused_nf4_search_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fused, "NF4_SEARCH", "bisect")
+    params = _params()
+    opt = MangoAdamW(params, lr=LR, setting=S(rank=0, bits=4), min_compress_numel=1024, fused=True)
+    with pytest.raises(ValueError, match=r"fused\.NF4_SEARCH='bisect'; choose one of 'compare', 'cells'"):
+        _run(params, opt, range(3))  # the first step creates the state on the torch path
+
+
 def test_variants_part_times_the_partial_sums() -> None:
     """``mango bench gpu --parts variants`` has rows for ``FACTOR_SUMS = "partials"`` beside their atomics
     baselines (same setting, no knob), and every knob a row sets is one of the fused module's."""

@@ -22,7 +22,7 @@ from types import ModuleType
 
 import torch
 
-from client.compression.codes import NF4_LEVELS, QUANT_BITS, default_block
+from client.compression.codes import NF4_LEVELS, QUANT_BITS, default_block, nf4_search_table
 from client.compression.errors import MangoError
 
 __all__ = ["KernelError", "available", "dequantize", "quantize"]
@@ -105,18 +105,21 @@ _TABLES: dict[torch.device, torch.Tensor] = {}
 
 
 def _nf4_table(device: torch.device) -> torch.Tensor:
-    """The kernels' NF4 table, 64 float32 on ``device``.
+    """The kernels' NF4 table, 192 float32 on ``device``.
 
     ``[0:16]`` levels; ``[16:31]`` midpoints, computed exactly as the torch path does; ``[33:48]`` gaps
-    (``[32 + i]`` = level i - level i-1); the rest is zero.
+    (``[32 + i]`` = level i - level i-1); from ``[64]`` the fused step's search tables
+    (:func:`~client.compression.codes.nf4_search_table`); the rest is zero.
     """
     if device not in _TABLES:
         levels = torch.tensor(NF4_LEVELS, dtype=torch.float32)
-        tab = torch.zeros(64, dtype=torch.float32)
+        search = nf4_search_table()
+        tab = torch.zeros(192, dtype=torch.float32)
         tab[:16] = levels
         tab[16:31] = (levels[:-1] + levels[1:]) / 2
         tab[32] = levels[0]
         tab[33:48] = levels[1:] - levels[:-1]  # gaps
+        tab[64 : 64 + search.numel()] = search
         _TABLES[device] = tab.to(device)
     return _TABLES[device]
 

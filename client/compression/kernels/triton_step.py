@@ -33,7 +33,9 @@ Randomness: stochastic rounding draws one Philox call (four 32-bit words) per pa
 step's seed (a device scalar drawn from the optimizer's generator, so no host sync) in the low word and
 ``t + 1`` in the high word, counter = the pair's index in the tensor; each word gives both values of the
 pair a 16-bit dither (:func:`_dither`). Word 0 rounds the compressed gradient, 1 the error buffer, 2 ``m``,
-3 ``sqrt(v)``. Stochastic NF4 uses the standalone kernel's dithered thresholds (``_nf4_dithered``).
+3 ``sqrt(v)``. NF4 codes come from a search of a small table (``_nf4_cell``; ``SEARCH=0``, ``fused.NF4_SEARCH
+= "compare"``: the standalone kernel's comparisons with every level, ``_nf4_dithered``, and its select tree of
+the midpoints), the same codes.
 Variants for ``mango bench gpu --parts variants`` (``fused.DRAWS``, the kernel's ``RNG``): ``"hash"``
 (``RNG=1``) draws the same four words from an integer hash instead (:func:`_hash_words4`); ``"philox8"``
 (``RNG=2``) and ``"hash8"`` (3) give each value an 8-bit dither, a byte of a word, so one call serves four
@@ -59,6 +61,7 @@ import os
 import triton
 import triton.language as tl
 
+from client.compression.codes import NF4_CELLS
 from client.compression.kernels.triton_quant import _interleave, _nf4_dithered, _nf4_nearest_tree
 
 __all__ = [
@@ -91,6 +94,16 @@ PRMT: tl.constexpr = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") != "1"
 #: ``(-1/2, 0)`` a half below it, where the spacing is 1/2).
 MAGIC: tl.constexpr = tl.constexpr(12582912.0)
 MAGIC_BITS: tl.constexpr = tl.constexpr(0x4B400000)
+#: The NF4 encoders' cells (:data:`~client.compression.codes.NF4_CELLS`: ``rne(scale y + shift)``, capped at
+#: ``top``) and where their tables start in the kernels' NF4 table (``kernels._nf4_table``), in 64-bit words
+#: (a float and the word after it): the ``(level, gap to the next)`` pairs, the cells of levels 1-15, the
+#: cells of the midpoints (:func:`~client.compression.codes.nf4_search_table`).
+NF4_CELL_SCALE: tl.constexpr = tl.constexpr(NF4_CELLS[0])
+NF4_CELL_SHIFT: tl.constexpr = tl.constexpr(float(NF4_CELLS[1]))
+NF4_CELL_TOP: tl.constexpr = tl.constexpr(NF4_CELLS[2])
+NF4_PAIRS: tl.constexpr = tl.constexpr(32)
+NF4_LEVEL_CELLS: tl.constexpr = tl.constexpr(48)
+NF4_MID_CELLS: tl.constexpr = tl.constexpr(48 + NF4_CELLS[2] + 1)
 #: Programs that add their ``(u - C(u))^2`` and ``u^2`` sums to the statistics: one in ``STATS_EVERY``
 #: (a sampled estimate of the ratio; the others write zeros and skip two tile reductions).
 STATS_EVERY: tl.constexpr = tl.constexpr(8)
@@ -114,10 +127,17 @@ def _keep(in_mask, x, FULL: tl.constexpr):
 @triton.jit
 def _fetch_codes(dptr, blk, row_ok, BITS: tl.constexpr, BLOCK: tl.constexpr):
     """The packed code bytes of blocks ``blk`` as loaded (:func:`_unpack` turns them into codes): uint8
-    ``[ROWS, BLOCK * BITS / 8]``, or at 3 bits the int32 24-bit words ``[ROWS, BLOCK / 8]``. Kept packed so a
-    tile's loads can all be issued before its arithmetic (``EARLY``) at a byte a code in registers."""
+    ``[ROWS, BLOCK * BITS / 8]`` at 2 and 8 bits, at 4 bits ``[ROWS, BLOCK]``, each value's byte (its
+    neighbour's too: loaded where the value lies in the tile, so the codes need no exchange between threads),
+    or at 3 bits the int32 24-bit words ``[ROWS, BLOCK / 8]``. Kept packed so a tile's loads can all be
+    issued before its arithmetic (``EARLY``) at a byte a code in registers."""
     ROW_BYTES: tl.constexpr = BLOCK * BITS // 8
-    if BITS == 3:
+    if BITS == 4:  # a row past the program's end reads its first row's block (never masked: no predicate a
+        # load); its scale reads 0, so its values decode to 0 whatever the codes
+        c = tl.arange(0, BLOCK) // 2
+        b = tl.where(row_ok, blk, tl.min(blk, axis=0))
+        return tl.load(dptr + b[:, None] * ROW_BYTES + c[None, :])
+    elif BITS == 3:
         g = tl.arange(0, BLOCK // 8)
         p = dptr + blk[:, None] * ROW_BYTES + g[None, :] * 3
         w = tl.load(p, mask=row_ok[:, None], other=0).to(tl.int32)
@@ -141,9 +161,9 @@ def _unpack(raw, BITS: tl.constexpr):
             w & 7, (w >> 3) & 7, (w >> 6) & 7, (w >> 9) & 7,
             (w >> 12) & 7, (w >> 15) & 7, (w >> 18) & 7, (w >> 21) & 7, 8,
         )  # fmt: skip
-    elif BITS == 4:
-        w = raw.to(tl.int32)
-        return _interleave(w & 15, w >> 4, w, w, w, w, w, w, 2)
+    elif BITS == 4:  # value j's code is the low (j even) or high half of its byte
+        shift = (tl.arange(0, raw.shape[1]) % 2) * 4
+        return (raw.to(tl.int32) >> shift[None, :]) & 15
     else:
         w = raw.to(tl.int32)
         return _interleave(w & 3, (w >> 2) & 3, (w >> 4) & 3, w >> 6, w, w, w, w, 4)
@@ -164,7 +184,8 @@ def _levels(raw, s, tab_ptr, BITS: tl.constexpr, MODE: tl.constexpr):
 
 @triton.jit
 def _quantize(
-    x, rnd, tab_ptr, BITS: tl.constexpr, MODE: tl.constexpr, STOCHASTIC: tl.constexpr, RNG: tl.constexpr = 0
+    x, rnd, tab_ptr, BITS: tl.constexpr, MODE: tl.constexpr, STOCHASTIC: tl.constexpr, RNG: tl.constexpr = 0,
+    SEARCH: tl.constexpr = 1,
 ):  # fmt: skip
     """Codes, scales and dequantized values of the ``[ROWS, BLOCK]`` tile ``x`` (padding already zero).
 
@@ -195,13 +216,22 @@ def _quantize(
     y = tl.maximum(x * inv[:, None], -1.0)
     if MODE == 1:
         if STOCHASTIC:
-            code = _nf4_dithered(y, tl.fma(rnd, 128.0, -128.0 + _dither_offset(RNG, BITS, BLOCK)))
+            u = tl.fma(rnd, 128.0, -128.0 + _dither_offset(RNG, BITS, BLOCK))
+            if SEARCH == 1:
+                code, level = _nf4_stochastic(y, u, tab_ptr)
+            else:
+                code = _nf4_dithered(y, u)
+                level = tl.load(tab_ptr + code)
         else:
-            code = _nf4_nearest_tree(y)
+            if SEARCH == 1:  # noqa: SIM108 (a Triton constexpr branch)
+                code = _nf4_nearest(y, tab_ptr)
+            else:
+                code = _nf4_nearest_tree(y)
+            level = tl.load(tab_ptr + code)
         # an FMA (+0) rather than a multiply, like the uniform codes' FMA: the compiler may not contract it
         # into a later ``g - c``, which it could do only where no mask select stands between them (the
         # whole-block launch), and the two launches of a tensor would round differently
-        deq = tl.fma(tl.load(tab_ptr + code), s[:, None], 0.0)
+        deq = tl.fma(level, s[:, None], 0.0)
     else:
         half: tl.constexpr = 0.5 * top
         step = s * (2.0 / top)
@@ -237,6 +267,75 @@ def _dither_offset(RNG: tl.constexpr, BITS: tl.constexpr, BLOCK: tl.constexpr):
         return tl.constexpr(0.0)
     else:
         return tl.constexpr(2.0**-17)
+
+
+@triton.jit
+def _nf4_stochastic(y, u, tab_ptr):
+    """The stochastic NF4 code of ``y`` with dither ``u``, and its level: :func:`_nf4_dithered`'s count of
+    the thresholds ``T_i = level[i-1] + u gap[i] <= y`` (``i`` 1-15, the same FMA a threshold), found by a
+    search instead of 15 comparisons. Every gap is the exact difference of its levels (a test checks it), so
+    ``T_i`` lies in ``[level[i-1], level[i]]`` (``0 <= u < 1``): the thresholds ``i <= lo`` pass and those
+    ``i > lo + 1`` fail, ``lo`` the levels 1-15 at or below ``y``, and the count is ``lo + (y >= T_{lo+1})``.
+    ``lo`` is the cell's count plus one comparison (:func:`_nf4_cell`), ``(level[lo], gap[lo+1])`` one
+    8-byte gather (the top level's gap is NaN: nothing passes past it), and the code's level
+    ``level[lo] + gap[lo+1]`` where the last threshold passed (exact)."""
+    nxt, base = _nf4_cell(y, tab_ptr, NF4_LEVEL_CELLS)
+    lo = base - _ge_mask(y, nxt)
+    level, gap = _nf4_pair(tab_ptr.to(tl.pointer_type(tl.int64)) + NF4_PAIRS, lo)
+    gap = gap.to(tl.float32, bitcast=True)
+    up = _ge_mask(y, tl.fma(u, gap, level))
+    return lo - up, tl.where(up != 0, level + gap, level)
+
+
+@triton.jit
+def _nf4_nearest(y, tab_ptr):
+    """The nearest NF4 code of ``y``, :func:`_nf4_nearest_tree`'s count of the midpoints strictly below
+    ``y``: the cell's count plus one comparison (:func:`_nf4_cell`)."""
+    nxt, base = _nf4_cell(y, tab_ptr, NF4_MID_CELLS)
+    return base - _gt_mask(y, nxt)
+
+
+@triton.jit
+def _ge_mask(a, b):
+    """int32 ``-1`` where ``a >= b``, else 0 (NaN: 0): compiled, one ``FSET`` (``set.ge.s32.f32``), which an
+    integer add takes as it is; a comparison and a select where the compiler picks them."""
+    if PRMT:
+        return tl.inline_asm_elementwise(
+            "set.ge.s32.f32 $0, $1, $2;", "=r,f,f", [a, b], dtype=tl.int32, is_pure=True, pack=1
+        )
+    else:
+        return tl.where(a >= b, -1, 0)
+
+
+@triton.jit
+def _gt_mask(a, b):
+    """int32 ``-1`` where ``a > b``, else 0 (NaN: 0), as :func:`_ge_mask`."""
+    if PRMT:
+        return tl.inline_asm_elementwise(
+            "set.gt.s32.f32 $0, $1, $2;", "=r,f,f", [a, b], dtype=tl.int32, is_pure=True, pack=1
+        )
+    else:
+        return tl.where(a > b, -1, 0)
+
+
+@triton.jit
+def _nf4_cell(y, tab_ptr, AT: tl.constexpr):
+    """``(next, base)`` of ``y``'s cell (:func:`~client.compression.codes.nf4_cells`) from the table at
+    64-bit word ``AT``: the points below the cell and the point after them. The cell is ``rne(scale y +
+    shift)``, one FMA whose magic number rounds (as :func:`_quantize`'s stochastic codes), capped at the top
+    cell (``y`` an ulp past 1, or ``inf`` from a subnormal scale; ``y >= -1`` is cell 0 or more). The cell's
+    float bits index the table from a base moved back by ``MAGIC_BITS`` words (no subtraction a value)."""
+    z = tl.fma(y, NF4_CELL_SCALE, NF4_CELL_SHIFT + MAGIC)
+    bits = tl.minimum(z.to(tl.int32, bitcast=True), MAGIC_BITS + NF4_CELL_TOP)
+    return _nf4_pair(tab_ptr.to(tl.pointer_type(tl.int64)) + (AT - MAGIC_BITS), bits)
+
+
+@triton.jit
+def _nf4_pair(words, i):
+    """Entry ``i`` of the table of 64-bit ``words`` (one 8-byte load): its first float32 word as a float, the
+    second as int32 bits."""
+    w = tl.load(words + i)
+    return w.to(tl.int32).to(tl.float32, bitcast=True), (w >> 32).to(tl.int32)
 
 
 @triton.jit
@@ -425,6 +524,7 @@ def _decode_slot(raw, s, in_mask, tab_ptr, BITS: tl.constexpr, MODE: tl.constexp
 def _store_slot(
     x, rnd, A, col: tl.constexpr, blk, row_ok, off, in_mask, tab_ptr,
     BITS: tl.constexpr, MODE: tl.constexpr, BLOCK: tl.constexpr, STOCHASTIC: tl.constexpr, RNG: tl.constexpr,
+    SEARCH: tl.constexpr = 1,
 ):  # fmt: skip
     """Store ``x`` (zero outside ``in_mask``) into the slot :func:`_load_slot` reads, in place."""
     if BITS == 32:
@@ -432,14 +532,15 @@ def _store_slot(
     elif BITS == 16:
         tl.store(_ptr(A, col, tl.bfloat16) + off, _bf16(x, rnd, STOCHASTIC), mask=in_mask)
     else:
-        code, s, _ = _quantize(x, rnd, tab_ptr, BITS, MODE, STOCHASTIC, RNG)
+        code, s, _ = _quantize(x, rnd, tab_ptr, BITS, MODE, STOCHASTIC, RNG, SEARCH)
         codes, scales = _ptr(A, col, tl.uint8), _ptr(A, col + 1, tl.float32)
         _store_codes(code, s, codes, scales, blk, row_ok, BITS, BLOCK)
 
 
 @triton.jit
 def _roundtrip(
-    u, rnd, tab_ptr, BITS: tl.constexpr, MODE: tl.constexpr, STOCHASTIC: tl.constexpr, RNG: tl.constexpr
+    u, rnd, tab_ptr, BITS: tl.constexpr, MODE: tl.constexpr, STOCHASTIC: tl.constexpr, RNG: tl.constexpr,
+    SEARCH: tl.constexpr = 1,
 ):  # fmt: skip
     """``Q_b(u)``: what a ``BITS``-wide channel delivers (identity at 32 bits, a bf16 rounding at 16)."""
     if BITS == 32:
@@ -447,7 +548,7 @@ def _roundtrip(
     elif BITS == 16:
         return _bf16(u, rnd, STOCHASTIC).to(tl.float32)
     else:
-        _, _, c = _quantize(u, rnd, tab_ptr, BITS, MODE, STOCHASTIC, RNG)
+        _, _, c = _quantize(u, rnd, tab_ptr, BITS, MODE, STOCHASTIC, RNG, SEARCH)
         return c
 
 
@@ -508,6 +609,8 @@ def matrix_step_kernel(
     # no pre-pass ran, every tensor is stepped and the program adds its sum g^2 into the norm slot instead
     PARTIALS: tl.constexpr = 0,  # FACTORED: 0 adds the sums of c^2 with atomics; > 0 (the rows a program
     # owns, fused.FACTOR_SUMS = "partials") stores them in the program's own slots (partial_sums_kernel)
+    SEARCH: tl.constexpr = 1,  # NF4 codes: 1 by a search of cells (_nf4_cell), 0 by comparisons with each
+    # level or midpoint (fused.NF4_SEARCH)
 ):
     """The compressed AdamW step of one program's blocks of one tensor's ``rows x n`` values (module
     docstring): ``ROWS`` blocks, or with ``STRIP`` a column strip of any number of blocks (the host
@@ -537,7 +640,7 @@ def matrix_step_kernel(
                 it * ROWS + tl.arange(0, ROWS), b0, live, stride, numel, ncols, t, A, key, grad_ptr, tab_ptr,
                 mean_ptr, stats, decay, step_size, inv_bc2s, eps, beta1, beta2, ef_beta, gamma,
                 PDTYPE, BITS, MODE, BLOCK, EF, SHIFT, FACTORED, STOCHASTIC, FRESH, SRC, FULL, EARLY, RNG,
-                CHECK, PARTIALS,
+                CHECK, PARTIALS, SEARCH,
             )  # fmt: skip
             colsum += cs
             d2 += d
@@ -548,7 +651,7 @@ def matrix_step_kernel(
             tl.arange(0, ROWS), b0, live, stride, numel, ncols, t, A, key, grad_ptr, tab_ptr,
             mean_ptr, stats, decay, step_size, inv_bc2s, eps, beta1, beta2, ef_beta, gamma,
             PDTYPE, BITS, MODE, BLOCK, EF, SHIFT, FACTORED, STOCHASTIC, FRESH, SRC, FULL, EARLY, RNG, CHECK,
-            PARTIALS,
+            PARTIALS, SEARCH,
         )  # fmt: skip
     if FACTORED:
         b = (b0 * BLOCK) % ncols + cols
@@ -579,7 +682,7 @@ def _tile(
     PDTYPE: tl.constexpr, BITS: tl.constexpr, MODE: tl.constexpr, BLOCK: tl.constexpr, EF: tl.constexpr,
     SHIFT: tl.constexpr, FACTORED: tl.constexpr, STOCHASTIC: tl.constexpr, FRESH: tl.constexpr,
     SRC: tl.constexpr, FULL: tl.constexpr, EARLY: tl.constexpr, RNG: tl.constexpr, CHECK: tl.constexpr,
-    PARTIALS: tl.constexpr,
+    PARTIALS: tl.constexpr, SEARCH: tl.constexpr,
 ):  # fmt: skip
     """One tile of :func:`matrix_step_kernel`: tile rows ``rows`` (those ``< live`` are real), i.e. blocks
     ``b0 + rows * stride``. Returns the tile's column sums of ``c^2`` (FACTORED; the row sums are added, or
@@ -636,7 +739,9 @@ def _tile(
     w0, w1, w2, w3 = _words4(key, blk, BLOCK, STOCHASTIC, RNG, BITS)
     c = _keep(
         in_mask,
-        _roundtrip(u, _dither(w0, STOCHASTIC, RNG, BITS, BLOCK), tab_ptr, BITS, MODE, STOCHASTIC, RNG),
+        _roundtrip(
+            u, _dither(w0, STOCHASTIC, RNG, BITS, BLOCK), tab_ptr, BITS, MODE, STOCHASTIC, RNG, SEARCH
+        ),
         FULL,
     )
     if SHIFT:
@@ -649,12 +754,16 @@ def _tile(
         else:
             e_new = _keep(in_mask, ef_beta * e + (g - c), FULL)
         ue = _dither(w1, STOCHASTIC, RNG, BITS, BLOCK)
-        _store_slot(e_new, ue, A, 6, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC, RNG)
+        _store_slot(
+            e_new, ue, A, 6, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC, RNG, SEARCH
+        )
     if SHIFT:
         # a fifth stream: the same counters under another key (high word + 2^30)
         r4, _, _, _ = _words4(key + 4611686018427387904, blk, BLOCK, STOCHASTIC, RNG, BITS)
         uh = _dither(r4, STOCHASTIC, RNG, BITS, BLOCK)
-        _store_slot(c, uh, A, 12, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC, RNG)
+        _store_slot(
+            c, uh, A, 12, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC, RNG, SEARCH
+        )
     if FRESH:
         m = tl.load(_ptr(A, 15, tl.float32) + off, mask=in_mask, other=0.0)
     else:
@@ -663,11 +772,13 @@ def _tile(
         m = _decode_slot(m_raw, m_s, in_mask, tab_ptr, BITS, MODE, FULL)
     m = _keep(in_mask, m + (1.0 - beta1) * (c - m), FULL)
     um = _dither(w2, STOCHASTIC, RNG, BITS, BLOCK)
-    _store_slot(m, um, A, 2, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC, RNG)
+    _store_slot(m, um, A, 2, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC, RNG, SEARCH)
     colsum = tl.zeros([BLOCK], dtype=tl.float32)
     if FACTORED:  # the history's rank-1 estimate plus this step's c^2; the c^2 sums for the fold
         sq = tl.where(in_mask, c * c + TINY, 0.0)
-        a = (blk * BLOCK) // ncols  # parameter row of each tile row
+        # parameter row of each tile row, (blk BLOCK) // ncols: a factored tensor's tile rows are a strip's
+        # blocks, one parameter row (ncols / BLOCK blocks, the stride) apart, so one division a tile
+        a = (b0 * BLOCK) // ncols + rows
         b = (b0 * BLOCK) % ncols + cols  # a strip: every tile row has the same columns
         if PARTIALS > 0:  # each block's own slot of the [rows, strips] row sums: the block's index
             tl.store(_ptr(A, 10, tl.float32) + blk, tl.sum(sq, axis=1), mask=row_ok)
@@ -687,7 +798,9 @@ def _tile(
             v = _decode_slot(v_raw, v_s, in_mask, tab_ptr, BITS, MODE, FULL)
         v = _keep(in_mask, v * beta2 + (1.0 - beta2) * (c * c), FULL)
         uv = _dither(w3, STOCHASTIC, RNG, BITS, BLOCK)
-        _store_slot(v, uv, A, 4, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC, RNG)
+        _store_slot(
+            v, uv, A, 4, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC, RNG, SEARCH
+        )
         sqrt_v = tl.sqrt(v)  # of the fp32 value, as the torch path (the slot holds its rounding)
     else:  # sqrt(v) on the uniform code
         v_ptr = _ptr(A, 4, tl.uint8)
