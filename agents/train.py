@@ -206,6 +206,11 @@ class TrainArgs:
     """surrogate backend: (lo, hi) of each training and validation episode's extra log-drop of the reference
     loss, a job that trains further than the recorded traces (envs.simulator.SurrogateEngine); (0, 0): the
     recorded curves. (0, 0.4) reaches the H200 demo's depth"""
+    resample_share: bool = True
+    """surrogate backend: draw each episode's optimizer share of a training step from the sampler's range
+    even where the drawn profile measured one (envs.hardware.HardwareSampler.resample_share: more variety);
+    --no-resample-share keeps the measured share (the GPU profiles measure ~4-5 %, where the range's median
+    is ~11 %, so resampling prices a slower optimizer step higher than those jobs pay)"""
     opening: tuple[float, int] = (0.0, 1)
     """surrogate backend, PPO episodes only: (p, most) - with probability p an episode opens with a random
     first-decision candidate (client.controllers.FIRST_CANDIDATES) held for 1..most intervals before the
@@ -298,9 +303,14 @@ def hardware_draws(args: TrainArgs) -> Any:
     from envs.hardware import HardwareSampler
 
     names = tuple(p.strip() for p in args.profiles.split(",") if p.strip())
-    if not names and not args.match_hardware and not args.hide_profile:
+    if not names and not args.match_hardware and not args.hide_profile and args.resample_share:
         return "default"
-    return HardwareSampler(profiles=names, match_device=args.match_hardware, hide_profile=args.hide_profile)
+    return HardwareSampler(
+        profiles=names,
+        match_device=args.match_hardware,
+        hide_profile=args.hide_profile,
+        resample_share=args.resample_share,
+    )
 
 
 def make_surrogate_env(args: TrainArgs) -> Any:
