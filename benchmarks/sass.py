@@ -89,7 +89,7 @@ def compile_case(overrides: dict[str, Any], arch: int = 90) -> dict[str, Any]:
     consts: dict[str, Any] = dict(
         PDTYPE=tl.float32, BITS=8, MODE=0, BLOCK=256, ROWS=1, EF=True, SHIFT=False, FACTORED=False,
         STRIP=False, STOCHASTIC=True, FRESH=False, SRC=0, STATS_EVERY=ts.STATS_EVERY.value, FULL=True, RNG=0,
-        CHECK=True, PARTIALS=0, SEARCH=1,
+        CHECK=True, PARTIALS=0, SEARCH=1,  # NF4 cases: the cells search unless a case says compare (SEARCH=0)
     )  # fmt: skip
     consts.update(overrides)
     # the load order and register cap fused.run picks (an override of EARLY keeps its order, with its cap)

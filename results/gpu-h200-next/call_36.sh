@@ -1,8 +1,8 @@
 #!/bin/bash
-# Prepared in session 25, not run. Issue 12: the r0/b4/g0 step after session 25's NF4 search (fused.NF4_SEARCH
+# Prepared in session 25, not run. Issue 12: the r0/b4/g0 step with session 25's NF4 search (fused.NF4_SEARCH
 # "cells": a cell lookup and two 8-byte table gathers instead of 15 comparisons a code; static SASS count
 # 320 -> ~220 instructions a value under triton 3.6, registers 128 -> 96) against the comparisons it replaced
-# ("compare"), beside fused AdamW and r0/b8/g0, with the step rows' energy; then the compiled NF4-search, fused
+# ("compare", still the default: flip it if "cells" wins), beside fused AdamW and r0/b8/g0, with the step rows' energy; then the compiled NF4-search, fused
 # and draws tests (the inline set/PRMT paths the interpreter does not run). ~400 s. Carry .whl13.
 source results/gpu-h200-next/preamble.sh
 nvidia-smi --query-gpu=name,power.limit --format=csv,noheader >> $L
