@@ -9,11 +9,20 @@ table of one refresh step (top device ops), to see what a refresh costs and wher
 runs ``--setting`` warm, then profiles ``apply_setting`` to the other setting and the first step after it
 (host and device tables, with a warm-up change there and back first so no kernel compiles in the window):
 where a setting change's time goes. CUDA only.
+
+``--cpu`` instead times the CPU torch path where the CPU demo plays it: the demo model's parameters
+(``--model``, default lm-tiny) with seeded random gradients, one torch thread (the demo's ``--threads``
+default), and a table of the median optimizer step of :func:`client.profile.reference_adamw` (the AdamW every
+ratio is against), torch's default AdamW and MangoAdamW at each of ``--settings``, with its ratio to the
+reference. The optimizers run interleaved, ``--steps`` steps each per repeat, ``--reps`` repeats in a rotated
+order, so a shared machine's drift hits them alike: ``python -m benchmarks.step_probe --cpu``.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +32,9 @@ import tyro
 from benchmarks.gpu import gpt2_with_gradients
 from client.compression import MangoAdamW, fused
 from client.compression.refresh import due
+from client.profile import reference_adamw
 from client.protocol import CompressionSetting
+from envs.models import build_model
 
 
 @dataclass
@@ -33,7 +44,7 @@ class StepProbeArgs:
     setting: str = "r0/b8/g0"
     """a CompressionSetting label, e.g. r0/b4/g0"""
     steps: int = 20
-    """optimizer steps to run"""
+    """optimizer steps to run (with --cpu: per optimizer and repeat)"""
     no_ef: bool = False
     """error_feedback=False"""
     refresh: bool = False
@@ -46,6 +57,16 @@ class StepProbeArgs:
     """after the timed steps, the device time of each kernel per step over 20 warm steps (torch profiler)"""
     late_loads: bool = False
     """fused.EARLY_LOADS = {}: every load of a matrix-kernel tile where its value is first used"""
+    cpu: bool = False
+    """time the CPU torch path on the demo model against AdamW instead (the table; no CUDA needed)"""
+    model: str = "lm-tiny"
+    """with --cpu: the envs.models preset whose parameters step (the CPU demo's model)"""
+    settings: str = "r0/b32/g0,r0/b8/g0,r0/b4/g0"
+    """with --cpu: the MangoAdamW settings timed, comma-separated"""
+    reps: int = 9
+    """with --cpu: interleaved repeats (the table reports medians over them)"""
+    threads: int = 1
+    """with --cpu: torch CPU threads (the demo's default on a CPU)"""
 
 
 def _switch_probe(opt: Any, to: str) -> None:
@@ -118,8 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     args = tyro.cli(
         StepProbeArgs, args=argv, prog="python -m benchmarks.step_probe", description=StepProbeArgs.__doc__
     )
+    if args.cpu:
+        _cpu_table(args)
+        return 0
     if not torch.cuda.is_available():
-        print("step_probe needs a CUDA device")
+        print("step_probe needs a CUDA device (or --cpu)")
         return 0
     if args.late_loads:
         fused.EARLY_LOADS = {}
@@ -143,6 +167,51 @@ def main(argv: list[str] | None = None) -> int:
     if args.kernels:
         _kernel_table(opt, 20)
     return 0
+
+
+def _cpu_optimizers(args: StepProbeArgs) -> dict[str, Callable[[], torch.optim.Optimizer]]:
+    """Each timed optimizer's factory: its own copy of the demo model's parameters, seeded gradients."""
+
+    def params() -> list[torch.Tensor]:
+        ps = [p for p in build_model(args.model, 0).parameters() if p.requires_grad]
+        gen = torch.Generator().manual_seed(1)
+        for p in ps:
+            p.grad = torch.randn(p.shape, generator=gen) * 1e-3
+        return ps
+
+    makers: dict[str, Callable[[], torch.optim.Optimizer]] = {
+        "reference_adamw": lambda: reference_adamw(params(), lr=3e-3, weight_decay=0.01),
+        "torch AdamW (default)": lambda: torch.optim.AdamW(params(), lr=3e-3, weight_decay=0.01),
+    }
+    for label in args.settings.split(","):
+        s = CompressionSetting.parse(label.strip())
+        makers[f"MangoAdamW {s.label()}"] = lambda s=s: MangoAdamW(
+            params(), lr=3e-3, weight_decay=0.01, setting=s, seed=0
+        )
+    return makers
+
+
+def _cpu_table(args: StepProbeArgs) -> None:
+    """Median CPU step time of each optimizer of :func:`_cpu_optimizers`, interleaved, as a table."""
+    torch.set_num_threads(args.threads)
+    opts = {name: make() for name, make in _cpu_optimizers(args).items()}
+    for opt in opts.values():  # past the first steps (states allocated)
+        for _ in range(3):
+            opt.step()
+    times: dict[str, list[float]] = {name: [] for name in opts}
+    names = list(opts)
+    for rep in range(args.reps):
+        for name in names[rep % len(names) :] + names[: rep % len(names)]:
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                opts[name].step()
+            times[name].append((time.perf_counter() - t0) / args.steps * 1000)
+    ref = statistics.median(times["reference_adamw"])
+    print(f"{args.model}, {torch.get_num_threads()} thread(s), median of {args.reps} x {args.steps} steps\n")
+    print("| optimizer | step ms (median) | min - max | x reference_adamw |\n|---|---|---|---|")
+    for name, xs in times.items():
+        med = statistics.median(xs)
+        print(f"| {name} | {med:.3f} | {min(xs):.3f} - {max(xs):.3f} | {med / ref:.2f} |")
 
 
 def _kernel_table(opt: Any, steps: int) -> None:

@@ -8,6 +8,7 @@ The optimizer only wires the pure operators of :mod:`~client.compression.lowrank
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import math
@@ -142,6 +143,99 @@ class _Stats:
         return out
 
 
+class _Items(NamedTuple):
+    """Per-layout facts about the parameters a torch-path step updates (:meth:`MangoAdamW._items_info`)."""
+
+    key: tuple[int, tuple[int, ...]]  # (layout, the parameters' ids)
+    params: list[torch.Tensor]
+    numels: list[int]  # of the local tensors
+    limits: torch.Tensor  # (k,) fp32: a usable gradient's norm is below (_MATRIX_GRAD_LIMIT for matrices)
+    sharded: bool  # a DTensor among them: local shards, whole-basis flags agreed over the ranks
+
+
+class _DenseGroup:
+    """Tensors of one parameter group whose step is plain AdamW on fp32 state (exact tensors, identity
+    matrices: :meth:`MangoAdamW._dense_state`), stepped as ``torch.optim.AdamW``'s ``foreach``
+    implementation steps them: one multi-tensor op per operation.
+
+    On a CPU each ``torch._foreach_*`` op applies the single-tensor op to each tensor in turn, so every value
+    is what :meth:`MangoAdamW._exact_step` (or the identity matrix step) computes, bit for bit (tested); what
+    goes is the Python and dispatch overhead of ~8 ops per tensor, most of a small model's step. Step counts
+    may differ between tensors (a skipped or newly trained tensor): the bias corrections are per tensor.
+    """
+
+    def __init__(self, group: dict[str, Any]) -> None:
+        self.group = group
+        self.params: list[torch.Tensor] = []
+        self.grads: list[torch.Tensor] = []
+        self.exp_avgs: list[torch.Tensor] = []
+        self.exp_avg_sqs: list[torch.Tensor] = []
+        self.steps: list[int] = []
+
+    @staticmethod
+    def of(parts: list[_DenseGroup], group: dict[str, Any]) -> _DenseGroup:
+        """The part of ``parts`` for ``group``, appended if there is none yet (a few groups at most)."""
+        for part in parts:
+            if part.group is group:
+                return part
+        parts.append(_DenseGroup(group))
+        return parts[-1]
+
+    def add(self, p: torch.Tensor, g: torch.Tensor, mv: tuple[torch.Tensor, torch.Tensor], step: int) -> None:
+        """One (local) parameter, its gradient, ``(m, v)`` and its step count after this step."""
+        self.params.append(p)
+        self.grads.append(g)
+        self.exp_avgs.append(mv[0])
+        self.exp_avg_sqs.append(mv[1])
+        self.steps.append(step)
+
+    def step(self) -> None:
+        """The single-tensor step's operations in the same order, as multi-tensor ops (``lr`` a float)."""
+        beta1, beta2 = self.group["betas"]
+        lr, eps, wd = self.group["lr"], self.group["eps"], self.group["weight_decay"]
+        if wd != 0:
+            torch._foreach_mul_(self.params, 1 - lr * wd)
+        torch._foreach_lerp_(self.exp_avgs, self.grads, 1 - beta1)
+        torch._foreach_mul_(self.exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(self.exp_avg_sqs, self.grads, self.grads, value=1 - beta2)
+        neg_step_size = [-(lr / (1 - beta1 ** float(t))) for t in self.steps]
+        bias_correction2_sqrt = [(1 - beta2 ** float(t)) ** 0.5 for t in self.steps]
+        denom = torch._foreach_sqrt(self.exp_avg_sqs)
+        torch._foreach_div_(denom, bias_correction2_sqrt)
+        torch._foreach_add_(denom, eps)
+        torch._foreach_addcdiv_(self.params, self.exp_avgs, denom, neg_step_size)
+
+
+def _grad_norms(grads: list[torch.Tensor]) -> torch.Tensor:
+    """``(k,)`` fp32 norms of the gradients, each ``torch.linalg.vector_norm(g, dtype=float32)``, in one
+    multi-tensor op."""
+    return torch.stack(torch._foreach_norm(grads, 2, dtype=torch.float32))
+
+
+def _strided(g: torch.Tensor, stride: int) -> torch.Tensor:
+    """``g.reshape(-1)[::stride]`` (the statistics' sample of a gradient), one view op where ``g`` is
+    contiguous: the step runs under ``no_grad``, so a view of the gradient carries no autograd history."""
+    if g.is_contiguous():
+        return g.as_strided((-(-g.numel() // stride),), (stride,))
+    return g.reshape(-1)[::stride]
+
+
+def _sum_sq(norms: torch.Tensor, idx: list[int]) -> torch.Tensor:
+    """Sum of the squared ``norms[idx]`` (in ``idx`` order)."""
+    sel = norms if len(idx) == norms.numel() else norms[idx]
+    return sel.square().sum()
+
+
+# The statistics' deferred terms (run when read), as partials of module functions: a closure would make the
+# step's locals cells, which a compiled step cannot resume with after its graph break at the fused path.
+def _set_grad_sq(norms: torch.Tensor, idx: list[int], st: _Stats) -> None:
+    st.grad_sq = _sum_sq(norms, idx)
+
+
+def _add_energy(norms: torch.Tensor, idx: list[int], st: _Stats) -> None:
+    st.energy.append(_sum_sq(norms, idx))  # ||G||^2 of identity matrices, from their gradient norms
+
+
 class _Knobs(NamedTuple):
     """A setting's three knobs as plain values, what the torch-path step reads: torch 2.11's compiler breaks
     the graph at every attribute read of a pydantic model (``CompressionSetting``)."""
@@ -161,8 +255,8 @@ class _Progress:
     writes here instead of on ``self``.
 
     ``steps`` counts steps, ``skipped`` tensor updates skipped on the torch path, ``layout`` is bumped
-    whenever a state slot is (re)allocated (the fused plan is rebuilt), ``last`` holds the last step's
-    statistics until :meth:`MangoAdamW.compression_stats` reads them.
+    whenever a state slot is (re)allocated (the fused plan and ``items`` are rebuilt), ``last`` holds the
+    last step's statistics until :meth:`MangoAdamW.compression_stats` reads them.
     """
 
     def __init__(self) -> None:
@@ -170,6 +264,7 @@ class _Progress:
         self.skipped = 0
         self.layout = 0
         self.last: tuple[_Stats, torch.Tensor | None] | None = None
+        self.items: _Items | None = None  # MangoAdamW._items_info's cache
 
 
 # ------------------------------------------------------------------------------------------ optimizer
@@ -659,16 +754,18 @@ class MangoAdamW(torch.optim.Optimizer):
         sharded = any(_is_dtensor(p) for _, p, _ in items)
         # this rank's shard of each gradient under FSDP2 (no per-tensor check on an unsharded model)
         grads = [_local(p.grad) if sharded else p.grad for _, p, _ in items if p.grad is not None]
-        if not sharded and self._fused_step(items, grads):
+        # _fused_ok first: no call of the compiler-disabled _fused_step (a graph break) where it cannot apply
+        if not sharded and self._fused_ok(items[0][1].device) and self._fused_step(items, grads):
             self._run.steps += 1
             return
-        norms = torch.stack([torch.linalg.vector_norm(g, dtype=torch.float32) for g in grads])  # (k,)
+        norms = _grad_norms(grads)  # (k,)
         finite = self._finite(items, grads, norms)
         stats = _Stats()
-        self._torch_steps(items, finite, stats)
-        sq = [norms[j].square() for j, ok in enumerate(finite) if ok]
-        grad_sq = torch.stack(sq).sum() if sq else None
-        self._run.last = (stats, grad_sq)
+        self._torch_steps(items, finite, stats, norms)
+        ok = [j for j, usable in enumerate(finite) if usable]
+        if ok:  # the squared gradient norm, summed when the statistics are read: no work in the step itself
+            stats.deferred.append(functools.partial(_set_grad_sq, norms, ok))
+        self._run.last = (stats, None)
         self._run.steps += 1
 
     def _finite(
@@ -693,16 +790,10 @@ class MangoAdamW(torch.optim.Optimizer):
         if not self.skip_nonfinite or (torch.compiler.is_compiling() and not self.strict):
             return [True] * len(items)  # no host sync (or a compiled step): gradients are taken as finite
 
-        def compressed(p: torch.Tensor) -> bool:  # the kind _init_state will give a tensor without state
-            default = "matrix" if p.ndim >= 2 and p.numel() >= self.min_compress_numel else "exact"
-            return bool(self.state.get(p, {}).get("kind", default) == "matrix")  # .get: adds no entry
-
-        limits = [
-            _MATRIX_GRAD_LIMIT / math.sqrt(max(_local(p).numel(), 1)) if compressed(p) else math.inf
-            for _, p, _ in items
-        ]
-        finite = (norms < torch.tensor(limits, dtype=norms.dtype, device=norms.device)).tolist()
-        finite = basis_mod.agree(self, items, finite)  # ranks sharing a whole-matrix basis skip alike
+        info = self._items_info(items)
+        finite = (norms < info.limits.to(norms.device)).tolist()
+        if info.sharded:
+            finite = basis_mod.agree(self, items, finite)  # ranks sharing a whole-matrix basis skip alike
         bad = [(items[j][0], tuple(items[j][1].shape)) for j, ok in enumerate(finite) if not ok]
         if bad:
             if self.strict:
@@ -713,15 +804,58 @@ class MangoAdamW(torch.optim.Optimizer):
             )
         return [bool(ok) for ok in finite]
 
+    def _items_info(self, items: list[tuple[int, torch.Tensor, dict[str, Any]]]) -> _Items:
+        """What the torch path reads about ``items`` every step and what changes only with the layout: kept
+        (on ``_run``) while the layout and the stepping parameters stay the same; inside ``torch.compile``
+        computed afresh, no cache (and no closure: a compiled step resumes after its graph break at the fused
+        path only where the frames it runs store no cell)."""
+        params = [p for _, p, _ in items]
+        compiling = torch.compiler.is_compiling()  # the compiler traces no id() of a tensor
+        key = (self._run.layout, () if compiling else tuple(map(id, params)))
+        cached = self._run.items
+        if not compiling and cached is not None and cached.key == key:
+            return cached
+
+        numels = [_local(p).numel() for p in params]
+        limits = [
+            _MATRIX_GRAD_LIMIT / math.sqrt(max(n, 1)) if self._compressed(p) else math.inf
+            for p, n in zip(params, numels)
+        ]
+        info = _Items(
+            key=key,
+            params=params,  # holds them: no id of the key is reused while it is cached
+            numels=numels,
+            limits=torch.tensor(limits, dtype=torch.float32, device=params[0].device if params else None),
+            sharded=any(_is_dtensor(p) for p in params),
+        )
+        if not compiling:
+            self._run.items = info
+        return info
+
+    def _compressed(self, p: torch.Tensor) -> bool:
+        """Is ``p``'s state (or the kind :meth:`_init_state` will give it) a compressed matrix?"""
+        default = "matrix" if p.ndim >= 2 and p.numel() >= self.min_compress_numel else "exact"
+        return bool(self.state.get(p, {}).get("kind", default) == "matrix")  # .get: adds no entry
+
     def _torch_steps(
-        self, items: list[tuple[int, torch.Tensor, dict[str, Any]]], finite: list[bool], stats: _Stats
+        self,
+        items: list[tuple[int, torch.Tensor, dict[str, Any]]],
+        finite: list[bool],
+        stats: _Stats,
+        norms: torch.Tensor,
     ) -> None:
-        """The per-tensor torch path for ``items`` whose ``finite`` flag is set."""
-        total_numel = sum(_local(p).numel() for (_, p, _), ok in zip(items, finite) if ok)
+        """The torch path for ``items`` whose ``finite`` flag is set (``norms``: their gradients' fp32 norms).
+
+        Tensors with plain fp32 AdamW state (:meth:`_dense_state`) step together, group by group
+        (:class:`_DenseGroup`); the others tensor by tensor."""
+        info = self._items_info(items)
+        total_numel = sum(n for n, ok in zip(info.numels, finite) if ok)
         stride = max(1, math.ceil(total_numel / self.stats_sample))
         samples = []
+        dense: list[_DenseGroup] = []  # one per parameter group
+        identity = []  # items of the dense matrices: their energy (||G||^2) for the statistics
         whole_basis = []  # FSDP2 tensors projected on the whole matrix's basis: stepped together, after
-        for (_, p, group), ok in zip(items, finite):
+        for j, ((_, p, group), ok) in enumerate(zip(items, finite)):
             if not ok:
                 continue
             st = self.state[p]
@@ -729,9 +863,15 @@ class MangoAdamW(torch.optim.Optimizer):
                 self._init_state(p, st, group)
             assert p.grad is not None
             # DTensor (FSDP2): the step works on this rank's shard of the parameter and its gradient
-            lp, g = _local(p), _local(p.grad)
-            samples.append(g.detach().reshape(-1)[::stride].float())
-            if st["kind"] == "exact":
+            lp, g = (_local(p), _local(p.grad)) if info.sharded else (p, p.grad)
+            samples.append(_strided(g, stride))
+            mv = self._dense_state(lp, g, st, group)
+            if mv is not None:
+                st["step"] += 1
+                _DenseGroup.of(dense, group).add(lp, g, mv, st["step"])
+                if st["kind"] == "matrix":
+                    identity.append(j)
+            elif st["kind"] == "exact":
                 self._exact_step(lp, g, st, group)
             elif st.get("full_basis") and st["rank"] > 0:
                 whole_basis.append((p, g, st, group))
@@ -740,10 +880,14 @@ class MangoAdamW(torch.optim.Optimizer):
                 self._matrix_step(lp, g, st, group, stats)
                 if len(st) != keys:  # a slot appeared or went: the tensor may now suit the fused plan
                     self._run.layout += 1
+        for part in dense:
+            part.step()
+        if identity:  # as the tensor-by-tensor step's G.square().sum(), from the norms: when read
+            stats.deferred.append(functools.partial(_add_energy, norms, identity))
         if whole_basis:
             basis_mod.step(self, whole_basis, stats)
-        if samples:
-            stats.samples.append(torch.cat(samples))  # a copy: the step keeps no reference to the gradients
+        if samples:  # a copy: the step keeps no reference to the gradients
+            stats.samples.append(torch.cat(samples).float())
 
     @torch.compiler.disable
     def _fused_step(
@@ -778,7 +922,7 @@ class MangoAdamW(torch.optim.Optimizer):
             sub_grads = [grads[j] for j in plan.torch_items]
             sub_norms = torch.stack([torch.linalg.vector_norm(g, dtype=torch.float32) for g in sub_grads])
             ok = self._finite(sub, sub_grads, sub_norms)
-            self._torch_steps(sub, ok, stats)
+            self._torch_steps(sub, ok, stats, sub_norms)
             torch_sq = torch.where(torch.tensor(ok, device=device), sub_norms.square(), 0.0)
         if self._skip_dev is None or self._skip_dev.device != device:
             self._skip_dev = torch.zeros(1, dtype=torch.int32, device=device)
@@ -868,6 +1012,38 @@ class MangoAdamW(torch.optim.Optimizer):
 
     def _identity(self, st: dict[str, Any], setting: CompressionSetting | _Knobs | None = None) -> bool:
         return st["rank"] == 0 and (setting or self._wide).bits == 32
+
+    def _dense_state(
+        self, p: torch.Tensor, g: torch.Tensor, st: dict[str, Any], group: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(m, v)`` of a tensor whose step is plain AdamW on fp32 state (:class:`_DenseGroup`), else None.
+
+        Exact tensors, and matrices at the identity setting (rank 0, 32 bits, ``v`` not factored) whose
+        ``m`` and ``v`` are fp32 tensors in the parameter's shape (zeros allocated here at the first step),
+        with no leftover error buffer or shift reference to flush, an fp32 gradient and a contiguous fp32
+        parameter (what the tensor-by-tensor step updates with one ``addcdiv_``). Not with a tensor ``lr``
+        (a compiled step's): the tensor-by-tensor step's tensor arithmetic stays the reference there.
+        """
+        if isinstance(group["lr"], torch.Tensor):
+            return None
+        if st["kind"] == "exact":
+            return st["exp_avg"], st["exp_avg_sq"]
+        knobs = self._group_knobs(group)
+        if not self._identity(st, knobs) or self._factored(knobs) or st.get("full_basis"):
+            return None
+        if p.dtype != torch.float32 or g.dtype != torch.float32 or not p.is_contiguous():
+            return None
+        if "e" in st or "h" in st or "v_row" in st:
+            return None
+        m, v = st.get("m"), st.get("v")
+        if m is None and v is None:  # the first step: AdamW's zero state
+            m = st["m"] = torch.zeros(p.shape, dtype=torch.float32, device=p.device)
+            v = st["v"] = torch.zeros(p.shape, dtype=torch.float32, device=p.device)
+            self._run.layout += 1  # slots appeared: the tensor may now suit the fused plan
+        for x in (m, v):
+            if not isinstance(x, torch.Tensor) or x.dtype != torch.float32 or x.shape != p.shape:
+                return None
+        return m, v  # type: ignore[return-value]
 
     def _exact_step(
         self, p: torch.Tensor, g: torch.Tensor, st: dict[str, Any], group: dict[str, Any]
