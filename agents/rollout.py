@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from client.protocol import DEFAULT_GRID, Objective
+from client.protocol import DEFAULT_GRID, CompressionSetting, Objective
 from envs.fit import default_model
 from envs.reward import TERM_NAMES, RewardConfig, episode_objective
 from envs.surrogate import SurrogateVecEnv
@@ -96,6 +96,7 @@ def run_surrogate(
     model: SurrogateModel | None = None,
     hardware: Any = "default",
     depth: tuple[float, float] = (0.0, 0.0),
+    initial_setting: CompressionSetting | None = None,
 ) -> EpisodeBatch:
     """One episode per seed of ``workload`` under ``objective``, actions from ``act`` (module docstring).
 
@@ -104,7 +105,8 @@ def run_surrogate(
 
     ``hardware``: the surrogate's hardware draws (:class:`envs.hardware.HardwareSampler`; default: the
     training distribution). ``depth``: the reference's extra log-drop draws
-    (:class:`envs.simulator.SurrogateEngine`; default: the recorded curves)."""
+    (:class:`envs.simulator.SurrogateEngine`; default: the recorded curves). ``initial_setting``: the
+    first interval's setting (default: the first decision's, as a job's hook makes it)."""
     n = len(seeds)
     env = SurrogateVecEnv(
         num_envs=n,
@@ -114,6 +116,7 @@ def run_surrogate(
         hardware=hardware,
         reward=EVAL_REWARD,
         depth=depth,
+        initial_setting=initial_setting,
     )
     obs, _ = env.reset(seed=[int(s) for s in seeds])
     eng = env.engine

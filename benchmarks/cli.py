@@ -21,6 +21,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "replay": ("benchmarks.replay", "recorded demo runs' service decisions, replayed for candidate policies"),
     "first": ("benchmarks.first_decision", "the first decision per sample profile: measured/assumed share"),
     "heads": ("benchmarks.heads", "a policy's action heads on surrogate episodes, beside static settings"),
+    "schedules": ("benchmarks.schedules", "open-loop schedules of settings on the same surrogate episodes"),
     "headroom": ("benchmarks.headroom", "the surrogate's room above the best static setting (oracles)"),
 }
 
