@@ -8,7 +8,7 @@ import platform
 
 import torch
 
-from client.protocol import Objective
+from client.protocol import CompressionSetting, Objective
 from demo.runs import RunResult
 from envs.reward import objective_cost
 
@@ -150,15 +150,25 @@ def format_seeds_verdict(per_seed: list[dict[str, float]], names: list[str], obj
     return f"{head} {best} wins, J {b:.3f} vs adaptive {a:.3f}; {tally}"
 
 
+#: The setting whose step is AdamW's update (MangoAdamW keeps ``sqrt(v)``, nothing compressed): an adaptive
+#: run that played it throughout did the AdamW run's work.
+_ADAMW_ALIKE = CompressionSetting.off().label()
+
+
+def _same_work(a: str, b: str) -> bool:
+    """Two intervals' settings (labels, ``"adamw"`` for plain AdamW) do the same work."""
+    return a == b or {a, b} == {"adamw", _ADAMW_ALIKE}
+
+
 def _alike_static(all_runs: list[list[RunResult]]) -> int | None:
-    """Index of the static run (each seed's runs: adaptive, AdamW, then one per static setting) whose setting
-    the adaptive run played in every interval of every seed, else ``None`` (also when a run has no
-    intervals): the two runs then did the same work."""
-    for k in range(2, len(all_runs[0])):
+    """Index of the run (each seed's runs: adaptive, AdamW, then one per static setting) whose work the
+    adaptive run did in every interval of every seed: a static run's setting throughout, or, for AdamW,
+    r0/b32/g0 throughout. ``None`` otherwise (also when a run has no intervals)."""
+    for k in [*range(2, len(all_runs[0])), 1]:  # a static run of the same setting first
         if all(
             rs[0].points
             and len(rs[0].points) == len(rs[k].points)
-            and all(a.setting == b.setting for a, b in zip(rs[0].points, rs[k].points, strict=True))
+            and all(_same_work(a.setting, b.setting) for a, b in zip(rs[0].points, rs[k].points, strict=True))
             for rs in all_runs
         ):
             return k
@@ -167,29 +177,42 @@ def _alike_static(all_runs: list[list[RunResult]]) -> int | None:
 
 def trained_alike(all_runs: list[list[RunResult]]) -> str | None:
     """The setting the adaptive run (the first of each seed's runs) played in every interval of every seed
-    when it is one static run's setting throughout, else ``None`` (also when a run has no intervals): the
-    two runs then did the same work."""
+    when it did one other run's work throughout (a static run's setting, or r0/b32/g0 for AdamW), else
+    ``None`` (also when a run has no intervals)."""
     k = _alike_static(all_runs)
-    return None if k is None else all_runs[0][k].points[0].setting
+    return None if k is None else all_runs[0][0].points[0].setting
 
 
 def same_schedule_note(all_runs: list[list[RunResult]]) -> str:
     """A clause for the verdict when :func:`trained_alike`: the two trained the same way, so their J
     differences are measurement noise of identical work. Empty otherwise."""
-    setting = trained_alike(all_runs)
-    if setting is None:
+    k = _alike_static(all_runs)
+    if k is None:
         return ""
-    return f"; the adaptive run played {setting} in every interval, as the static run: they trained alike"
+    setting = all_runs[0][0].points[0].setting
+    return f"; the adaptive run played {setting} in every interval, {_as_whom(k)}: they trained alike"
+
+
+def _as_whom(k: int) -> str:
+    """How the verdict names the run the adaptive one did the work of (index ``k`` of a seed's runs)."""
+    return "AdamW's update, as the AdamW run" if k == 1 else "as the static run"
 
 
 def format_alike_verdict(
-    objective_name: str, n_seeds: int, setting: str, adaptive_j: float, static_j: float
+    objective_name: str, n_seeds: int, setting: str, adaptive_j: float, static_j: float, adamw: bool = False
 ) -> str:
-    """The verdict when the adaptive and static runs trained alike (:func:`trained_alike`) and the static run
-    beats AdamW: a tie, whatever their J says. Identical work differs only in the wall-time and energy noise
-    of the machine (BENCHMARKS.md has an H200 case), which the time- and energy-weighted presets would
-    otherwise read as a win for either side."""
+    """The verdict when the adaptive run did another run's work (:func:`trained_alike`: a static run's
+    setting throughout, or ``adamw``: r0/b32/g0, AdamW's update, throughout) and that run beats the others:
+    a tie, whatever their J says. Identical work differs only in the wall-time and energy noise of the
+    machine (BENCHMARKS.md has an H200 case), which the time- and energy-weighted presets would otherwise
+    read as a win for either side."""
     seeds = f", {n_seeds} seeds" if n_seeds > 1 else ""
+    if adamw:
+        return (
+            f"verdict ({objective_name}{seeds}): a tie with AdamW, J {adaptive_j:.3f} (adaptive) vs "
+            f"{static_j:.3f} (adamw): the adaptive run played {setting} in every interval, AdamW's update, "
+            "so they trained alike and the J difference is the timing and energy noise of identical work"
+        )
     return (
         f"verdict ({objective_name}{seeds}): a tie with the static run, J {adaptive_j:.3f} (adaptive) vs "
         f"{static_j:.3f} (static {setting}): the adaptive run played {setting} in every interval, as the "
@@ -202,18 +225,21 @@ def settle_alike(
     verdict: str, all_runs: list[list[RunResult]], per_seed: list[dict[str, float]], objective_name: str
 ) -> str:
     """``verdict`` as :func:`format_verdict` or :func:`format_seeds_verdict` wrote it, settled for runs
-    that trained alike (:func:`trained_alike`): a tie (:func:`format_alike_verdict`) when that static run's
-    mean J (``per_seed``: :func:`objective_scores` of each seed's runs) beats AdamW's and every other static
-    run's, else the verdict with :func:`same_schedule_note`'s clause. Unchanged otherwise."""
+    that trained alike (:func:`trained_alike`: with a static run, or with AdamW when the adaptive run played
+    r0/b32/g0 throughout): a tie (:func:`format_alike_verdict`) when that run's mean J (``per_seed``:
+    :func:`objective_scores` of each seed's runs) is the best of the others', else the verdict with
+    :func:`same_schedule_note`'s clause. Unchanged otherwise."""
     k = _alike_static(all_runs)
     if k is None:
         return verdict
-    setting = all_runs[0][k].points[0].setting
+    setting = all_runs[0][0].points[0].setting
     names = [r.name for r in all_runs[0]]
     mean = {n: sum(sc[n] for sc in per_seed) / len(per_seed) for n in names}
-    static = names[k]
-    if all(mean[static] <= mean[n] for n in names[1:]):
-        return format_alike_verdict(objective_name, len(all_runs), setting, mean[names[0]], mean[static])
+    other = names[k]
+    if all(mean[other] <= mean[n] for n in names[1:]):
+        return format_alike_verdict(
+            objective_name, len(all_runs), setting, mean[names[0]], mean[other], adamw=k == 1
+        )
     return verdict + same_schedule_note(all_runs)
 
 

@@ -507,6 +507,19 @@ def test_runs_that_trained_alike_tie_whatever_their_timing() -> None:
     worse_static = [seed(["r0/b8/g0"] * 3, 12.4, static_loss=3.0)] * 2  # AdamW beats the static run
     kept = settle_alike(raw, worse_static, [objective_scores(rs, obj) for rs in worse_static], "time-first")
     assert kept.startswith(raw) and kept.endswith("they trained alike")
+    # the CPU demo of session 25: the policy played r0/b32/g0 (AdamW's update) throughout and its run took
+    # 9.5 s against AdamW's 9.8 s; the verdict said "adaptive wins". It is a tie with AdamW.
+    as_adamw = [
+        seed(["r0/b32/g0"] * 3, 15.2, static_loss=3.0),
+        seed(["r0/b32/g0"] * 3, 15.3, static_loss=3.0),
+    ]
+    scores = [objective_scores(rs, obj) for rs in as_adamw]
+    raw = format_seeds_verdict(scores, names, "time-first")
+    assert "adaptive wins" in raw
+    line = settle_alike(raw, as_adamw, scores, "time-first")
+    assert line.startswith("verdict (time-first, 2 seeds): a tie with AdamW, J ") and "AdamW's update" in line
+    one_off = [seed(["r0/b32/g0", "r0/b8/g0", "r0/b32/g0"], 15.2, static_loss=3.0), as_adamw[1]]
+    assert settle_alike(raw, one_off, scores, "time-first") == raw
 
 
 def test_seeds_for_interval_is_the_first_n_whose_interval_fits() -> None:
