@@ -5,11 +5,36 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import NoReturn
+from collections.abc import Callable
+from typing import NoReturn, TypeVar
 
 from envs.benchmarks_md import BENCHMARKS_MD, HEADER, append_section, format_section, machine_line
 
-__all__ = ["BENCHMARKS_MD", "HEADER", "append_section", "end_spawned_rank", "format_section", "machine_line"]
+__all__ = [
+    "BENCHMARKS_MD",
+    "HEADER",
+    "append_section",
+    "end_spawned_rank",
+    "format_section",
+    "machine_line",
+    "print_report",
+]
+
+A = TypeVar("A")
+
+
+def print_report(prog: str, args: A, report: Callable[[A], str], problem: str = "") -> int:
+    """A table command's end: ``problem`` (a precondition the arguments broke, ``""``: none) or a
+    ``ValueError`` of ``report(args)`` is printed as ``prog: message`` on stderr with exit status 2; else the
+    report on stdout, status 0."""
+    try:
+        if problem:
+            raise ValueError(problem)
+        print(report(args))
+    except ValueError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def end_spawned_rank() -> NoReturn:

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import tyro
 
+from benchmarks.common import print_report
 from client.compression.sizes import DENSE_BYTES_PER_PARAM
 from client.policy import LearnedPolicy, load_default_policy, load_policy
 from client.protocol import (
@@ -295,15 +296,14 @@ def report(args: ObsShiftArgs) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = tyro.cli(ObsShiftArgs, args=argv, prog="mango bench obs-shift", description=__doc__.split("\n")[0])
+    prog = "mango bench obs-shift"
+    args = tyro.cli(ObsShiftArgs, args=argv, prog=prog, description=__doc__.split("\n")[0])
+    problem = ""
     if not args.telemetry:
-        print("mango bench obs-shift: give at least one telemetry.jsonl", file=sys.stderr)
-        return 2
-    if args.probs and not args.policy:
-        print("mango bench obs-shift: --probs needs --policy (whose probabilities?)", file=sys.stderr)
-        return 2
-    print(report(args))
-    return 0
+        problem = "give at least one telemetry.jsonl"
+    elif args.probs and not args.policy:
+        problem = "--probs needs --policy (whose probabilities?)"
+    return print_report(prog, args, report, problem)
 
 
 if __name__ == "__main__":

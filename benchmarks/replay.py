@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import tyro
 
+from benchmarks.common import print_report
 from benchmarks.obs_shift import demo_observations
 from client.policy import LearnedPolicy, load_default_policy, load_policy
 from client.protocol import CompressionSetting, CostProfile, Objective
@@ -257,16 +258,10 @@ def report(args: ReplayArgs) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = tyro.cli(ReplayArgs, args=argv, prog="mango bench replay", description=__doc__.split("\n")[0])
-    if not args.runs:
-        print("mango bench replay: give at least one `mango demo --out-dir` directory", file=sys.stderr)
-        return 2
-    try:
-        print(report(args))
-    except ValueError as e:
-        print(f"mango bench replay: {e}", file=sys.stderr)
-        return 2
-    return 0
+    prog = "mango bench replay"
+    args = tyro.cli(ReplayArgs, args=argv, prog=prog, description=__doc__.split("\n")[0])
+    problem = "" if args.runs else "give at least one `mango demo --out-dir` directory"
+    return print_report(prog, args, report, problem)
 
 
 if __name__ == "__main__":

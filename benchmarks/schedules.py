@@ -31,6 +31,7 @@ import tyro
 
 from agents.evaluate import hardware_sampler
 from agents.rollout import EpisodeBatch, run_surrogate
+from benchmarks.common import print_report
 from client.controllers import Schedule
 from client.protocol import DEFAULT_GRID
 
@@ -107,21 +108,14 @@ def report(args: SchedulesArgs) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = tyro.cli(
-        SchedulesArgs, args=argv, prog="mango bench schedules", description=__doc__.split("\n")[0]
-    )
+    prog = "mango bench schedules"
+    args = tyro.cli(SchedulesArgs, args=argv, prog=prog, description=__doc__.split("\n")[0])
+    problem = ""
     if not args.schedules:
-        print("mango bench schedules: give at least one setting or schedule", file=sys.stderr)
-        return 2
-    if args.episodes < 2:
-        print(f"mango bench schedules: --episodes {args.episodes}: give at least 2", file=sys.stderr)
-        return 2
-    try:
-        print(report(args))
-    except ValueError as e:
-        print(f"mango bench schedules: {e}", file=sys.stderr)
-        return 2
-    return 0
+        problem = "give at least one setting or schedule"
+    elif args.episodes < 2:
+        problem = f"--episodes {args.episodes}: give at least 2"
+    return print_report(prog, args, report, problem)
 
 
 if __name__ == "__main__":
