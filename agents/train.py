@@ -209,8 +209,8 @@ class TrainArgs:
     resample_share: bool = True
     """surrogate backend: draw each episode's optimizer share of a training step from the sampler's range
     even where the drawn profile measured one (envs.hardware.HardwareSampler.resample_share: more variety);
-    --no-resample-share keeps the measured share (the GPU profiles measure ~4-5 %, where the range's median
-    is ~11 %, so resampling prices a slower optimizer step higher than those jobs pay)"""
+    --no-resample-share keeps the measured share (where a profile's measured share lies low in the range,
+    as the GPU profiles' do, resampling prices a slower optimizer step higher than those jobs pay)"""
     opening: tuple[float, int] = (0.0, 1)
     """surrogate backend, PPO episodes only: (p, most) - with probability p an episode opens with a random
     first-decision candidate (client.controllers.FIRST_CANDIDATES) held for 1..most intervals before the

@@ -25,6 +25,7 @@ to stay where it was).
 
 from __future__ import annotations
 
+import os
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -99,20 +100,30 @@ def demo_observations(
     which is right only for a run whose first interval was uncompressed (``memory_rel`` is inflated
     otherwise, e.g. a memory-first run that opened at rank 64).
     """
-    rows = []
-    for path in paths:
-        with open(path) as f:
-            recs = [TelemetryRecord.model_validate_json(line) for line in f if line.strip()]
-        if not recs:
-            raise ValueError(f"{path}: no telemetry records (is it a mango demo telemetry.jsonl?)")
-        ref = Reference.from_history(recs)
-        if profile is not None:
-            dense = int(DENSE_BYTES_PER_PARAM * profile.n_params)
-            ref = ref.model_copy(update={"dense_state_bytes": dense})
-        rows += [
-            spec.encode(recs[: i + 1], objective, reference=ref, profile=profile) for i in range(len(recs))
-        ]
-    return np.asarray(rows)
+    rows = [window_observations(read_telemetry(path), spec, objective, profile) for path in paths]
+    return np.concatenate(rows)
+
+
+def read_telemetry(path: str | os.PathLike[str]) -> list[TelemetryRecord]:
+    """The records of a demo run's ``telemetry.jsonl``; ``ValueError`` names a file that holds none."""
+    with open(path) as f:
+        recs = [TelemetryRecord.model_validate_json(line) for line in f if line.strip()]
+    if not recs:
+        raise ValueError(f"{path}: no telemetry records (is it a mango demo telemetry.jsonl?)")
+    return recs
+
+
+def window_observations(
+    recs: Sequence[TelemetryRecord], spec: ObservationSpec, objective: Objective, profile: CostProfile | None
+) -> np.ndarray:
+    """:func:`demo_observations` of one run's records: window ``i`` is ``recs[: i + 1]``."""
+    ref = Reference.from_history(recs)
+    if profile is not None:
+        dense = int(DENSE_BYTES_PER_PARAM * profile.n_params)
+        ref = ref.model_copy(update={"dense_state_bytes": dense})
+    return np.asarray(
+        [spec.encode(recs[: i + 1], objective, reference=ref, profile=profile) for i in range(len(recs))]
+    )
 
 
 def _counts(settings: Sequence[CompressionSetting]) -> str:

@@ -16,7 +16,7 @@ Each run directory is what ``mango demo --out-dir DIR`` writes: ``summary.json``
 seed's runs and ``J``), and per seed (no suffix for the run's first seed, ``-<seed>`` for the others)
 ``telemetry.jsonl``, ``decisions.jsonl`` and, since session 24, ``profile.json`` (the cost profile the
 hook sent; older runs use ``--profile`` as a stand-in). Windows are encoded as the service encodes them
-(:func:`benchmarks.obs_shift.demo_observations`), and a candidate answers with its greedy setting
+(:func:`benchmarks.obs_shift.window_observations`), and a candidate answers with its greedy setting
 (``LearnedPolicy.decide_obs``), as the service does. The policy that played is the control: its agreement
 with itself measures how faithfully the replay rebuilds the service's input (a stand-in profile, the rebuilt
 reference).
@@ -43,9 +43,9 @@ import numpy as np
 import tyro
 
 from benchmarks.common import print_report
-from benchmarks.obs_shift import demo_observations
+from benchmarks.obs_shift import read_telemetry, window_observations
 from client.policy import LearnedPolicy, load_default_policy, load_policy
-from client.protocol import CompressionSetting, CostProfile, Objective
+from client.protocol import CompressionSetting, CostProfile, Objective, TelemetryRecord
 
 __all__ = ["ReplayArgs", "SeedReplay", "SeedRun", "load_seed_runs", "main", "replay_seed"]
 
@@ -72,7 +72,8 @@ class SeedRun:
     seed: int
     preset: str
     objective: Objective
-    telemetry: Path
+    records: list[TelemetryRecord]
+    """the telemetry the service was shown, one record an interval (``telemetry.jsonl``)"""
     profile: CostProfile | None
     profile_is_stand_in: bool
     answers: dict[int, tuple[CompressionSetting, bool]]
@@ -159,7 +160,7 @@ def load_seed_runs(run_dir: str | Path, stand_in: CostProfile | None) -> list[Se
                 seed=int(seed["seed"]),
                 preset=str(obj.get("preset", "")),
                 objective=objective,
-                telemetry=tel,
+                records=read_telemetry(tel),
                 profile=own or stand_in,
                 profile_is_stand_in=own is None,
                 answers=answers,
@@ -172,8 +173,8 @@ def load_seed_runs(run_dir: str | Path, stand_in: CostProfile | None) -> list[Se
 
 def replay_seed(policy: LearnedPolicy, run: SeedRun) -> SeedReplay:
     """The candidate's greedy answer to each window the service answered, beside the service's answer."""
-    obs = demo_observations([str(run.telemetry)], policy.spec, run.objective, run.profile)
-    steps = [json.loads(line)["step"] for line in run.telemetry.read_text().splitlines() if line.strip()]
+    obs = window_observations(run.records, policy.spec, run.objective, run.profile)
+    steps = [r.step for r in run.records]
     out = SeedReplay(fallbacks=run.fallbacks)
     for i, step in enumerate(steps):
         if step not in run.answers:

@@ -105,6 +105,15 @@ def check_opening(opening: Sequence[float]) -> tuple[float, int]:
     return float(vals[0]), int(vals[1])
 
 
+def _loss_term(raw: dict[str, np.ndarray], initial_loss: np.ndarray) -> np.ndarray:
+    """The loss term of an interval run before the policy's first decision (the reward's ``l_{t-1}`` for
+    ``RewardConfig.loss_credit="final"``); its other terms do not count."""
+    return reward_terms(
+        raw["loss"], 1, 1.0, 1.0, ref_loss=raw["ref_loss"], ref_state_bytes=1, ref_energy_j=1.0,
+        ref_interval_s=1.0, initial_loss=initial_loss,
+    )[0]  # fmt: skip
+
+
 log = logging.getLogger(__name__)
 
 #: Standard-normal draws per interval of an episode, in this order.
@@ -168,8 +177,8 @@ class SurrogateEngine:
         (uniform, fewer than the episode's) before the policy's first decision, instead of the first
         decision's setting for one interval. What it is for: a policy sees windows where a setting it would
         not have chosen has been in force for several intervals, as a job does whose first decision went
-        the other way; trained only on its own openings it holds whatever is in force (issue 13, session
-        24: held r0/b8/g0 at p 0.95 from the second window). ``(0, 1)`` (default): no draw, the episodes
+        the other way; trained only on its own openings a policy held whatever was in force (issue 13,
+        sessions 24-25, BENCHMARKS.md). ``(0, 1)`` (default): no draw, the episodes
         of the engine before the knob. Training only: evaluations keep the default.
     """
 
@@ -384,20 +393,14 @@ class SurrogateEngine:
         acts = self.init_acts[idx]
         raw = self._interval(idx, acts)
         self.initial_loss[idx] = raw["ref_loss"]
-        self.prev_loss_term[idx] = reward_terms(
-            raw["loss"], 1, 1.0, 1.0, ref_loss=raw["ref_loss"], ref_state_bytes=1, ref_energy_j=1.0,
-            ref_interval_s=1.0, initial_loss=raw["ref_loss"],
-        )[0]  # fmt: skip
+        self.prev_loss_term[idx] = _loss_term(raw, self.initial_loss[idx])
         self._push(idx, raw, acts)
         for j in range(1, int(self.open_k[idx].max())):  # the rest of a random opening (``opening``)
             sub = idx[self.open_k[idx] > j]
             self.t[sub] = j
             acts = self.init_acts[sub]
             raw = self._interval(sub, acts)
-            self.prev_loss_term[sub] = reward_terms(
-                raw["loss"], 1, 1.0, 1.0, ref_loss=raw["ref_loss"], ref_state_bytes=1, ref_energy_j=1.0,
-                ref_interval_s=1.0, initial_loss=self.initial_loss[sub],
-            )[0]  # fmt: skip
+            self.prev_loss_term[sub] = _loss_term(raw, self.initial_loss[sub])
             self._push(sub, raw, acts)
 
     def _first_action(self, i: int, wi: int) -> np.ndarray:

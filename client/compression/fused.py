@@ -121,10 +121,11 @@ DRAWS_CODES: dict[str, int] = {"philox": 0, "hash": 1, "philox8": 2, "hash8": 3}
 #: comparison with each of the 15 levels, or a select tree over the midpoints) or ``"cells"`` (the value's
 #: cell of a uniform grid, where at most one level lies, and an 8-byte gather from a small table give the
 #: level below the value; stochastic rounding's threshold above it comes from a second gather; round to
-#: nearest needs only the cell's gather). The same codes either way (tested); the cells trade about 30
-#: instructions a value and code for two gathers from an L1-resident table. ``"compare"`` stays the default
-#: until ``mango bench gpu --parts variants`` has weighed them on the GPU: an earlier search form, with fewer
-#: registers too, measured slower there (docs/architecture.md, issue 12 session 5).
+#: nearest needs only the cell's gather). The same codes either way (tested); the cells trade most of the
+#: comparisons' instructions for two gathers from an L1-resident table (static counts: BENCHMARKS.md).
+#: ``"compare"`` stays the default until ``mango bench gpu --parts variants`` has weighed them on the GPU:
+#: an earlier search form, with fewer registers too, measured slower there (docs/architecture.md, issue
+#: 12 session 5).
 NF4_SEARCH = "compare"
 #: :data:`NF4_SEARCH` by the kernel's ``SEARCH`` constexpr.
 NF4_SEARCH_CODES: dict[str, int] = {"compare": 0, "cells": 1}

@@ -920,7 +920,7 @@ class MangoAdamW(torch.optim.Optimizer):
         if plan.torch_items:
             sub = [items[j] for j in plan.torch_items]
             sub_grads = [grads[j] for j in plan.torch_items]
-            sub_norms = torch.stack([torch.linalg.vector_norm(g, dtype=torch.float32) for g in sub_grads])
+            sub_norms = _grad_norms(sub_grads)
             ok = self._finite(sub, sub_grads, sub_norms)
             self._torch_steps(sub, ok, stats, sub_norms)
             torch_sq = torch.where(torch.tensor(ok, device=device), sub_norms.square(), 0.0)

@@ -793,11 +793,20 @@ def test_partial_sums_kernel_adds_every_slot(group: int, check: bool) -> None:
         torch.testing.assert_close(v, w, rtol=1e-6, atol=0, msg=f"job {t}")
 
 
-def test_fused_factor_sums_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fused, "FACTOR_SUMS", "tree")
+@pytest.mark.parametrize(
+    ("knob", "value", "message"),
+    [
+        ("FACTOR_SUMS", "tree", r"fused\.FACTOR_SUMS='tree'; choose 'atomics' or 'partials'"),
+        ("NF4_SEARCH", "bisect", r"fused\.NF4_SEARCH='bisect'; choose one of 'compare', 'cells'"),
+    ],
+)
+def test_fused_knobs_are_checked(
+    monkeypatch: pytest.MonkeyPatch, knob: str, value: str, message: str
+) -> None:
+    monkeypatch.setattr(fused, knob, value)
     params = _params()
     opt = MangoAdamW(params, lr=LR, setting=S(rank=0, bits=4), min_compress_numel=1024, fused=True)
-    with pytest.raises(ValueError, match=r"fused\.FACTOR_SUMS='tree'; choose 'atomics' or 'partials'"):
+    with pytest.raises(ValueError, match=message):
         _run(params, opt, range(3))  # the first step creates the state on the torch path
 
 
@@ -829,14 +838,6 @@ def test_fused_nf4_search_changes_nothing(monkeypatch: pytest.MonkeyPatch, setti
     assert len(sc) == len(sn) > 0
     for a, b in zip(pc + sc, pn + sn):
         assert torch.equal(a, b)
-
-
-def test_fused_nf4_search_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fused, "NF4_SEARCH", "bisect")
-    params = _params()
-    opt = MangoAdamW(params, lr=LR, setting=S(rank=0, bits=4), min_compress_numel=1024, fused=True)
-    with pytest.raises(ValueError, match=r"fused\.NF4_SEARCH='bisect'; choose one of 'compare', 'cells'"):
-        _run(params, opt, range(3))  # the first step creates the state on the torch path
 
 
 def test_variants_part_times_the_partial_sums() -> None:
