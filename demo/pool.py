@@ -2,7 +2,9 @@
 
 A demo of a large model fits two seeds in one device call; the next call runs two more with ``--seed 2``.
 Each seed's ``J`` is relative to its own AdamW run, so seeds of different demos pool as they are, provided
-the demos ran the same runs (the same static settings, in the same order) under the same objective. This
+the demos ran the same job under the same objective. Where their static runs differ, the verdict is over the
+runs every demo has (the adaptive run, AdamW and at least one static setting), and the output names the runs
+it left out. This
 prints the pooled per-seed table and the demo's verdict over all seeds (:func:`demo.report.
 format_seeds_verdict`, settled like the demo's for runs that trained alike), so a pooled figure comes from
 a command rather than from arithmetic by hand.
@@ -26,7 +28,7 @@ import tyro
 from demo.report import format_seed_table, format_seeds_verdict, settle_alike
 from demo.runs import Point, RunResult
 
-__all__ = ["JOB_FIELDS", "PoolArgs", "main", "pool_summaries"]
+__all__ = ["JOB_FIELDS", "PoolArgs", "Pooled", "main", "pool_summaries"]
 
 #: The demo arguments that make the job: summaries pool only when these agree (the seed may differ).
 JOB_FIELDS = ("model", "steps", "batch_size", "seq_len", "lr", "interval_steps", "device")
@@ -58,16 +60,29 @@ def _seeds(path: Path, doc: dict[str, Any]) -> list[tuple[int, list[RunResult], 
         raise ValueError(f"{path}: not a mango demo summary.json ({type(exc).__name__}: {exc})") from None
 
 
-def pool_summaries(paths: list[Path]) -> tuple[str, str]:
-    """The pooled per-seed ``J`` table and the verdict over every seed of ``paths``.
+@dataclass(frozen=True)
+class Pooled:
+    """What :func:`pool_summaries` found: the per-seed ``J`` table, the verdict, and the runs left out
+    (``"run (in FILE)"``) because some summary lacked them."""
 
-    ``ValueError`` names the file when a summary is unreadable, when two summaries differ in objective, in
-    the job (:data:`JOB_FIELDS`) or in their runs (names and order), or when a seed appears twice (the same
-    seed in two demos would count one job twice)."""
+    table: str
+    verdict: str
+    left_out: tuple[str, ...] = ()
+
+
+def pool_summaries(paths: list[Path]) -> Pooled:
+    """The pooled per-seed ``J`` table and the verdict over every seed of ``paths``, over the runs that every
+    summary has (in the first summary's order).
+
+    ``ValueError`` names the file when a summary is unreadable, when two summaries differ in objective or in
+    the job (:data:`JOB_FIELDS`), when they share no static run beside the adaptive run and AdamW (the first
+    two runs of every demo), or when a seed appears twice (the same seed in two demos would count one job
+    twice)."""
     rows: list[tuple[int, list[RunResult], dict[str, float]]] = []
     objective = names = None
     first: Path | None = None
     job: dict[str, Any] = {}
+    ran: list[tuple[Path, list[str]]] = []
     for p in paths:
         path = p / "summary.json" if p.is_dir() else p
         try:
@@ -84,31 +99,42 @@ def pool_summaries(paths: list[Path]) -> tuple[str, str]:
             raise ValueError(f"{path}: objective {obj!r}, but {first} ran {objective!r}")
         elif the_job != job:
             raise ValueError(f"{path}: job {the_job}, but {first} ran {job}: pool demos of the same job")
-        elif these != names:
-            raise ValueError(f"{path}: runs {these}, but {first} ran {names}: pool demos of the same runs")
+        elif these[:2] != names[:2] or not set(these[2:]) & set(names[2:]):
+            raise ValueError(
+                f"{path}: runs {these}, but {first} ran {names}: pool demos that share the adaptive run, "
+                "AdamW and a static run"
+            )
+        ran.append((path, these))
         for seed, runs, scores in seeds:
             if any(seed == s for s, _, _ in rows):
                 raise ValueError(f"{path}: seed {seed} is already in an earlier summary")
             rows.append((seed, runs, scores))
     if len(rows) < 2 or names is None:
         raise ValueError(f"{len(rows)} seed(s) in all: a pooled verdict needs at least two")
+    common = [n for n in names if all(n in these for _, these in ran)]
+    if len(common) < 3:
+        raise ValueError(f"the summaries share only the runs {common}: a pooled verdict needs a static run")
+    left_out = tuple(f"{n} (in {path})" for path, these in ran for n in these if n not in common)
     rows.sort(key=lambda r: r[0])
-    per_seed = [scores for _, _, scores in rows]
-    table = format_seed_table([s for s, _, _ in rows], per_seed, names)
-    verdict = format_seeds_verdict(per_seed, names, str(objective))
-    verdict = settle_alike(verdict, [runs for _, runs, _ in rows], per_seed, str(objective))
-    return table, verdict
+    per_seed = [{n: scores[n] for n in common} for _, _, scores in rows]
+    runs = [[r for r in rs if r.name in common] for _, rs, _ in rows]
+    table = format_seed_table([s for s, _, _ in rows], per_seed, common)
+    verdict = format_seeds_verdict(per_seed, common, str(objective))
+    verdict = settle_alike(verdict, runs, per_seed, str(objective))
+    return Pooled(table, verdict, left_out)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = tyro.cli(PoolArgs, args=argv, prog="mango verdict", description=(__doc__ or "").splitlines()[0])
     try:
-        table, verdict = pool_summaries(list(args.summaries))
+        pooled = pool_summaries(list(args.summaries))
     except ValueError as exc:
         print(f"mango verdict: {exc}", file=sys.stderr)
         return 2
     print("J per seed (each relative to its own AdamW run; lower is better):\n")
-    print(table)
+    print(pooled.table)
     print()
-    print(verdict)
+    if pooled.left_out:
+        print("left out (not run by every demo): " + "; ".join(pooled.left_out) + "\n")
+    print(pooled.verdict)
     return 0

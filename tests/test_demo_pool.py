@@ -54,7 +54,9 @@ def test_two_demos_pool_into_one_verdict_over_all_their_seeds(tmp_path: Path) ->
     seeds = {0: _runs(2.00, 2.04), 1: _runs(2.01, 2.03), 2: _runs(1.99, 2.05), 3: _runs(2.02, 2.02)}
     a = _summary(tmp_path / "a", {0: seeds[0], 1: seeds[1]})
     b = _summary(tmp_path / "b", {3: seeds[3], 2: seeds[2]})  # out of order: the table sorts by seed
-    table, verdict = pool_summaries([a, b / "summary.json"])  # a folder or its summary.json
+    pooled = pool_summaries([a, b / "summary.json"])  # a folder or its summary.json
+    table, verdict = pooled.table, pooled.verdict
+    assert pooled.left_out == ()
     obj = preset("balanced")
     expected = format_seeds_verdict([objective_scores(seeds[s], obj) for s in range(4)], NAMES, "balanced")
     assert verdict == expected and verdict.startswith("verdict (balanced, 4 seeds):")
@@ -64,8 +66,23 @@ def test_two_demos_pool_into_one_verdict_over_all_their_seeds(tmp_path: Path) ->
 def test_one_seed_demos_pool_and_runs_that_trained_alike_tie(tmp_path: Path) -> None:
     a = _summary(tmp_path / "a", {0: _runs(2.0, 2.0, "r0/b4/g0")})  # played the static setting throughout
     b = _summary(tmp_path / "b", {1: _runs(2.0, 2.0, "r0/b4/g0")})
-    _, verdict = pool_summaries([a, b])
+    verdict = pool_summaries([a, b]).verdict
     assert verdict.startswith("verdict (balanced, 2 seeds): a tie with the static run")
+
+
+def test_demos_with_different_static_runs_pool_over_the_runs_they_share(tmp_path: Path) -> None:
+    """A demo that also ran static r0/b8/g0 pools with one that did not: the verdict is over the adaptive
+    run, AdamW and r0/b4/g0 of every seed, and the r0/b8/g0 runs are named as left out."""
+    extra = RunResult("static r0/b8/g0", "r0/b8/g0", 1.5, 300, 100, 10.0, "nvml", 10.0)
+    a = _summary(tmp_path / "a", {0: [*_runs(2.00, 2.04), extra], 1: [*_runs(2.01, 2.03), extra]})
+    b = _summary(tmp_path / "b", {2: _runs(1.99, 2.05), 3: _runs(2.02, 2.02)})
+    pooled = pool_summaries([a, b])
+    obj = preset("balanced")
+    plain = [_runs(2.00, 2.04), _runs(2.01, 2.03), _runs(1.99, 2.05), _runs(2.02, 2.02)]
+    expected = format_seeds_verdict([objective_scores(r, obj) for r in plain], NAMES, "balanced")
+    assert pooled.verdict == expected
+    assert "r0/b8/g0" not in pooled.table
+    assert pooled.left_out == (f"static r0/b8/g0 (in {a / 'summary.json'})",)
 
 
 @pytest.mark.parametrize(
@@ -74,7 +91,7 @@ def test_one_seed_demos_pool_and_runs_that_trained_alike_tie(tmp_path: Path) -> 
         ({"seeds": {1: _runs(2.0, 2.0)}, "objective": "memory-first"}, "objective 'memory-first'"),
         ({"seeds": {1: _runs(2.0, 2.0)}, "model": "lm-medium"}, "pool demos of the same job"),
         ({"seeds": {0: _runs(2.0, 2.0)}}, "seed 0 is already in an earlier summary"),
-        ({"seeds": {1: _runs(2.0, 2.0)[:2]}}, "pool demos of the same runs"),
+        ({"seeds": {1: _runs(2.0, 2.0)[:2]}}, "share the adaptive run, AdamW and a static run"),
     ],
 )
 def test_summaries_that_do_not_pool_are_named(tmp_path: Path, second: dict[str, Any], words: str) -> None:
@@ -91,7 +108,7 @@ def test_the_command_prints_the_table_or_names_the_problem(
     a = _summary(tmp_path / "a", {0: _runs(2.0, 2.04), 1: _runs(2.0, 2.05)})
     assert main([str(a)]) == 0
     out = capsys.readouterr().out
-    assert "| mean |" in out and "verdict (balanced, 2 seeds)" in out
+    assert "| mean |" in out and "verdict (balanced, 2 seeds)" in out and "left out" not in out
     assert main([str(tmp_path / "a" / "summary.json"), str(tmp_path / "missing.json")]) == 2
     assert "missing.json: cannot read a summary" in capsys.readouterr().err
     (tmp_path / "bad.json").write_text(json.dumps({"runs": []}))

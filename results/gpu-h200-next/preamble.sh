@@ -1,6 +1,6 @@
 # Sourced by the call scripts of this folder (run from the repository root on the device machine, .whl13
 # carried; make it with `../shared/tools/gpu-wheels.sh fastapi-offline && mv .whl .whl13`): installs the wheels, sets R (logs), L (the summary log) and t0, and defines the helpers.
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl13/*.whl || exit 3
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site ${WHL:-.whl13}/*.whl || exit 3
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 R=$OUT/r; mkdir -p $R; L=$OUT/run.log; date -u > $L; t0=$(date +%s)
 
