@@ -365,11 +365,15 @@ def _codes_torch(
     mode: str,
     stochastic: bool,
     generator: torch.Generator | None,
+    as_float: bool = False,
 ) -> torch.Tensor:
     """uint8 codes ``(num_blocks, block)`` of the fp32 blocks ``xb`` at their ``scale`` (formulas:
-    :func:`quantize_torch`)."""
+    :func:`quantize_torch`); ``as_float``: the uniform codes as the float32 integers they are computed as
+    (what :func:`_values_torch` reads without a conversion)."""
     safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-    y = (xb / safe[:, None]).clamp_(-1.0, 1.0)
+    # y = x / s unclamped: a y past [-1, 1] (a clip's, or a non-finite block's) gets the code its clamp
+    # would get, as the codes are clamped instead (uniform: the rounding is monotone in y; NF4: the end cells)
+    y = xb / safe[:, None]
     if mode == "nf4":
         levels, gaps, _ = _nf4_code_book(y.device)
         if stochastic:
@@ -380,19 +384,20 @@ def _codes_torch(
             return lo.add_((_rand_like(y, generator) < p).view(torch.uint8))
         return _nf4_count(y, inclusive=False)  # the midpoints below y: ties go to the lower level
     top = float((1 << bits) - 1)
-    t = (y + 1.0).mul_(top / 2)  # == (y + 1) / 2 * top: the halving is exact, one rounding either way
+    t = y.add_(1.0).mul_(top / 2)  # == (y + 1) / 2 * top: the halving is exact, one rounding either way
     t.add_(_rand_like(t, generator) if stochastic else 0.5)
-    return t.floor_().clamp_(max=top).to(torch.uint8)
+    t = t.floor_().clamp_(0.0, top)
+    return t if as_float else t.to(torch.uint8)
 
 
 def _values_torch(codes: torch.Tensor, scale: torch.Tensor, bits: int, mode: str) -> torch.Tensor:
     """fp32 ``(num_blocks, block)`` values of uint8 codes at their block ``scale`` (formulas:
-    :func:`dequantize_torch`)."""
+    :func:`dequantize_torch`); float32 uniform codes are read in place."""
     if mode == "nf4":
         y = _nf4_code_book(codes.device)[0].index_select(0, codes.reshape(-1).long()).view(codes.shape)
     else:
         top = float((1 << bits) - 1)
-        y = codes.float().div_(top).mul_(2.0).sub_(1.0)
+        y = codes.float().div_(top / 2).sub_(1.0)  # == code / L * 2 - 1: doubling commutes with rounding
     return y.mul_(scale[:, None])
 
 
@@ -465,7 +470,8 @@ def roundtrip_torch(
     block = _check_block(block, bits)
     xb = _to_blocks(x, block)
     scale = _block_scale(xb, bits, mode, False)
-    out = _values_torch(_codes_torch(xb, scale, bits, mode, stochastic, generator), scale, bits, mode)
+    codes = _codes_torch(xb, scale, bits, mode, stochastic, generator, as_float=True)
+    out = _values_torch(codes, scale, bits, mode)
     return out.reshape(-1)[: x.numel()].reshape(x.shape)
 
 

@@ -32,7 +32,6 @@ from typing import Any
 
 import torch
 
-from client.compression.feedback import shift_compress
 from client.compression.quant import (
     QuantizedTensor,
     default_state_mode,
@@ -131,13 +130,7 @@ class Rank0Batch:
         H = dequantize_cat([st["h"] for st in sts]) if gamma > 0 and "h" in sts[0] else None
         V = None if factored else self._load("v", "v" in sts[0], total, device).abs_().square_()
 
-        def quantizer(u: torch.Tensor) -> torch.Tensor:
-            out = roundtrip(u, bits, mode=mode, **code)
-            stats.err.append((u - out).square().sum())
-            stats.tot.append(u.square().sum())
-            return out
-
-        C, e_new, _ = shift_compress(G, E, H, gamma, opt.ef_beta, quantizer)
+        C, e_new = self._feedback(G, E, H, gamma, opt.ef_beta, bits, mode, code, stats)
         e_store = quantize_cat(e_new, shapes, bits, mode=mode, **code) if opt.error_feedback else None
         h_store = quantize_cat(C, shapes, bits, mode=mode, **code) if gamma > 0 else None
 
@@ -154,7 +147,8 @@ class Rank0Batch:
             vs = V.split(numels)
             torch._foreach_mul_(vs, beta2)
             torch._foreach_addcmul_(vs, cs, cs, value=1 - beta2)
-            denom = torch._foreach_div(V.sqrt().split(numels), bc2_sqrt)
+            root = V.sqrt()  # sqrt(v): the denominator's and the stored code's
+            denom = torch._foreach_div(root.split(numels), bc2_sqrt)
             torch._foreach_add_(denom, eps)
             torch._foreach_addcdiv_(flat_p, ms, denom, neg_step)
         else:
@@ -169,7 +163,7 @@ class Rank0Batch:
 
         # commit
         m_store = quantize_cat(M, shapes, bits, mode=mode, **code)
-        v_store = None if V is None else quantize_cat(V.sqrt(), shapes, bits, mode="uniform", **code)
+        v_store = None if V is None else quantize_cat(root, shapes, bits, mode="uniform", **code)
         for j, st in enumerate(sts):
             st["step"] += 1
             st["m"] = m_store[j]
@@ -182,6 +176,38 @@ class Rank0Batch:
                     st[key] = val[j]
             if len(st) != keys[j]:  # a slot appeared or went: the tensor may now suit the fused plan
                 opt._run.layout += 1
+
+    @staticmethod
+    def _feedback(
+        G: torch.Tensor,
+        E: torch.Tensor | None,
+        H: torch.Tensor | None,
+        gamma: float,
+        beta: float,
+        bits: int,
+        mode: str,
+        code: dict[str, Any],
+        stats: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`~client.compression.feedback.shift_compress` around ``Q_b`` on the concatenation, its
+        arithmetic value for value, in place where a buffer is the batch's own (fewer large allocations):
+        ``c = gamma h + Q(g + e - gamma h)``, ``e_new = beta e + (1 - gamma) (g - c)`` (``e``, ``h`` zeros
+        when absent). Returns ``(c, e_new)`` and adds the rounding error's terms to ``stats``."""
+        u = G + E if E is not None else G + 0.0  # shift_compress's g + zeros
+        gh = None
+        if gamma > 0.0 and H is not None:
+            gh = H.mul_(gamma)
+            u.sub_(gh)
+        out = roundtrip(u, bits, mode=mode, **code)
+        stats.tot.append(torch.dot(u, u))
+        err = u.sub_(out)  # u is not needed after: its buffer takes the rounding error
+        stats.err.append(torch.dot(err, err))
+        c = out if gh is None else gh.add_(out)
+        d = G - c
+        if gamma != 0.0:  # (1 - gamma) * d; times 1.0 is d itself
+            d.mul_(1.0 - gamma)
+        e_new = d.add_(0.0) if E is None else E.mul_(beta).add_(d)
+        return c, e_new
 
 
 def _factored_v(st: dict[str, Any], p: torch.Tensor, sq: torch.Tensor, beta2: float) -> torch.Tensor:
