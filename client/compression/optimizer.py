@@ -369,8 +369,9 @@ class MangoAdamW(torch.optim.Optimizer):
     every rank (``docs/architecture.md``, "FSDP2").
 
     .. warning::
-       On CPU the block quantizer runs on the torch path: at rank 0 and 2-4 bits the optimizer step costs
-       several times AdamW's (it re-quantizes ``m x n`` states every step). With a projection the states
+       On CPU the block quantizer runs on the torch path: at rank 0 and 2-8 bits the optimizer step costs
+       several times AdamW's (it re-quantizes ``m x n`` states every step; a group's rank-0 matrices share
+       each quantizer call, :mod:`~client.compression.rank0`). With a projection the states
        are ``r x n`` and the overhead is small. On CUDA the fused kernels cover the grid; what they leave
        to the torch path is listed in :mod:`client.compression.fused`.
 
