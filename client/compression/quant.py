@@ -28,7 +28,6 @@ Memory: ``n b / 8`` bytes of codes plus ``4 n / block`` bytes of scales (:attr:`
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -321,37 +320,52 @@ def _nf4_cell(y: torch.Tensor) -> torch.Tensor:
     return ((y + 1.0) * (_NF4_CELLS / 2)).to(torch.int64).clamp_(0, _NF4_CELLS)
 
 
-@functools.cache
-def _nf4_code_book(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(levels, gaps, mids)`` float32: the 16 levels, ``levels[k + 1] - levels[k]`` and the 15 midpoints,
-    each computed in float32 as the encoders' formulas compute them."""
-    levels = nf4_levels(device)
+def _nf4_code_book_cpu() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    levels = nf4_levels("cpu")
     return levels, levels[1:] - levels[:-1], (levels[:-1] + levels[1:]) / 2
 
 
-@functools.cache
-def _nf4_table(inclusive: bool, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+#: ``(levels, gaps, mids)`` float32 on the CPU: the 16 levels, ``levels[k + 1] - levels[k]`` and the 15
+#: midpoints, each computed in float32 as the encoders' formulas compute them. Module constants (no cache
+#: lookup), so a compiled step traces the encoders without a graph break.
+_NF4_CODE_BOOK = _nf4_code_book_cpu()
+
+
+def _nf4_table_cpu(inclusive: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """``(base, next)`` per cell for the points :func:`_nf4_count` counts (levels 1-15 when ``inclusive``,
     else the midpoints): ``base`` the points in earlier cells, ``next`` the first point not among them
     (``inf`` past the last). For ``y`` in the cell, the points ``< y`` number ``base + (y > next)`` and those
     ``<= y`` ``base + (y >= next)``: a point of an earlier cell lies below ``y`` and one of a later cell above
     it (the cell is monotone in ``y``), and ``next`` is the cell's only point or a later cell's. The cells are
     :func:`_nf4_cell`'s own, so the table is exact for the encoder's arithmetic."""
-    levels, _, mids = _nf4_code_book(device)
+    levels, _, mids = _NF4_CODE_BOOK
     pts = levels[1:] if inclusive else mids
     cells = _nf4_cell(pts)
     if bool((cells[1:] <= cells[:-1]).any()):
         raise ValueError(f"_NF4_CELLS={_NF4_CELLS} puts two NF4 points in one cell")
-    base = torch.searchsorted(cells, torch.arange(_NF4_CELLS + 1, device=device))  # points in cells < j
-    nxt = torch.cat([pts, torch.full((1,), math.inf, device=device)]).index_select(0, base)
+    base = torch.searchsorted(cells, torch.arange(_NF4_CELLS + 1))  # points in cells < j
+    nxt = torch.cat([pts, torch.full((1,), math.inf)]).index_select(0, base)
     return base.to(torch.uint8), nxt
+
+
+#: :func:`_nf4_table_cpu` of both encoders (``inclusive`` True: stochastic, False: round to nearest).
+_NF4_TABLES = {True: _nf4_table_cpu(True), False: _nf4_table_cpu(False)}
+
+
+def _on(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return t if t.device == device else t.to(device)
+
+
+def _nf4_code_book(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:data:`_NF4_CODE_BOOK` on ``device``."""
+    return tuple(_on(t, device) for t in _NF4_CODE_BOOK)  # type: ignore[return-value]
 
 
 def _nf4_count(y: torch.Tensor, *, inclusive: bool) -> torch.Tensor:
     """Per ``y`` (finite, in ``[-1, 1]``), uint8: the NF4 levels 1-15 ``<= y`` (``inclusive``: the level
     below, ``searchsorted(levels, y, right=True) - 1``) or the midpoints ``< y`` (the nearest level,
     ``bucketize(y, mids)``). In uint8 throughout: a bool added to an int64 tensor is a slow mixed-type op."""
-    base, nxt = _nf4_table(inclusive, y.device)
+    base, nxt = (_on(t, y.device) for t in _NF4_TABLES[inclusive])
     cell = _nf4_cell(y).reshape(-1)
     flat, bound = y.reshape(-1), nxt.index_select(0, cell)
     above = flat >= bound if inclusive else flat > bound
