@@ -20,6 +20,7 @@ import torch
 
 from client.compression import convert as convert_mod
 from client.compression import fused as fused_mod
+from client.compression import rank0 as rank0_mod
 from client.compression import refresh as refresh_mod
 from client.compression import sharded_basis as basis_mod
 from client.compression.errors import MangoNonFiniteError
@@ -368,8 +369,9 @@ class MangoAdamW(torch.optim.Optimizer):
     every rank (``docs/architecture.md``, "FSDP2").
 
     .. warning::
-       On CPU the block quantizer runs on the torch path: at rank 0 and 2-4 bits the optimizer step costs
-       several times AdamW's (it re-quantizes ``m x n`` states every step). With a projection the states
+       On CPU the block quantizer runs on the torch path: at rank 0 and 2-8 bits the optimizer step costs
+       several times AdamW's (it re-quantizes ``m x n`` states every step; a group's rank-0 matrices share
+       each quantizer call, :mod:`~client.compression.rank0`). With a projection the states
        are ``r x n`` and the overhead is small. On CUDA the fused kernels cover the grid; what they leave
        to the torch path is listed in :mod:`client.compression.fused`.
 
@@ -847,7 +849,8 @@ class MangoAdamW(torch.optim.Optimizer):
         """The torch path for ``items`` whose ``finite`` flag is set (``norms``: their gradients' fp32 norms).
 
         Tensors with plain fp32 AdamW state (:meth:`_dense_state`) step together, group by group
-        (:class:`_DenseGroup`); the others tensor by tensor."""
+        (:class:`_DenseGroup`), and so do quantized rank-0 matrices (:mod:`~client.compression.rank0`); the
+        others tensor by tensor."""
         info = self._items_info(items)
         total_numel = sum(n for n, ok in zip(info.numels, finite) if ok)
         stride = max(1, math.ceil(total_numel / self.stats_sample))
@@ -855,6 +858,7 @@ class MangoAdamW(torch.optim.Optimizer):
         dense: list[_DenseGroup] = []  # one per parameter group
         identity = []  # items of the dense matrices: their energy (||G||^2) for the statistics
         whole_basis = []  # FSDP2 tensors projected on the whole matrix's basis: stepped together, after
+        rank0: dict[Any, rank0_mod.Rank0Batch] = {}  # quantized rank-0 matrices, by batch key
         for j, ((_, p, group), ok) in enumerate(zip(items, finite)):
             if not ok:
                 continue
@@ -875,6 +879,8 @@ class MangoAdamW(torch.optim.Optimizer):
                 self._exact_step(lp, g, st, group)
             elif st.get("full_basis") and st["rank"] > 0:
                 whole_basis.append((p, g, st, group))
+            elif (key := rank0_mod.batch_key(self, lp, g, st, group)) is not None:
+                rank0.setdefault(key, rank0_mod.Rank0Batch(group)).add(j, lp, g, st)
             else:
                 keys = len(st)
                 self._matrix_step(lp, g, st, group, stats)
@@ -882,6 +888,9 @@ class MangoAdamW(torch.optim.Optimizer):
                     self._run.layout += 1
         for part in dense:
             part.step()
+        for batch in rank0.values():
+            batch.step(self, stats)
+            stats.deferred.append(functools.partial(_add_energy, norms, batch.idx))  # ||G||^2, when read
         if identity:  # as the tensor-by-tensor step's G.square().sum(), from the norms: when read
             stats.deferred.append(functools.partial(_add_energy, norms, identity))
         if whole_basis:

@@ -28,6 +28,7 @@ Memory: ``n b / 8`` bytes of codes plus ``4 n / block`` bytes of scales (:attr:`
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
@@ -51,13 +52,18 @@ __all__ = [
     "decompress_state",
     "default_state_mode",
     "dequantize",
+    "dequantize_cat",
     "dequantize_torch",
     "expected_nbytes",
     "pack_bits",
     "quantize",
+    "quantize_cat",
     "quantize_many",
     "quantize_torch",
+    "roundtrip",
+    "roundtrip_torch",
     "unpack_bits",
+    "whole_blocks",
 ]
 
 QuantMode = Literal["uniform", "nf4", "aciq"]
@@ -202,6 +208,8 @@ def pack_bits(codes: torch.Tensor, bits: int) -> torch.Tensor:
     if bits == 8:
         return flat.to(torch.uint8)
     per, nbytes = _group(bits)
+    if nbytes == 1 and flat.dtype == torch.uint8:  # 2 and 4 bits from uint8 codes: byte ops, same bytes
+        return _pack_bytes(flat, bits, per)
     n = flat.numel()
     pad = (-n) % per
     c = flat.to(torch.int32) & ((1 << bits) - 1)
@@ -227,6 +235,9 @@ def unpack_bits(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
         raise ValueError(f"packed has {flat.numel()} bytes but n={n} codes at {bits} bits need {need}")
     if bits == 8:
         return flat[:n].to(torch.uint8)
+    if nbytes == 1 and flat.dtype == torch.uint8:
+        fields = [(flat[:need] >> (j * bits)) & ((1 << bits) - 1) for j in range(per)]
+        return torch.stack(fields, dim=1).reshape(-1)[:n]
     b = flat[:need].to(torch.int32).view(-1, nbytes)  # (groups, bytes)
     if nbytes == 1:
         word = b[:, 0]
@@ -236,6 +247,19 @@ def unpack_bits(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
     shifts = torch.arange(per, device=b.device, dtype=torch.int32) * bits
     codes = (word[:, None] >> shifts) & ((1 << bits) - 1)
     return codes.reshape(-1)[:n].to(torch.uint8)
+
+
+def _pack_bytes(flat: torch.Tensor, bits: int, per: int) -> torch.Tensor:
+    """:func:`pack_bits` of uint8 codes at 2 or 4 bits (``per`` codes a byte) with uint8 shifts and ORs."""
+    c = flat & ((1 << bits) - 1)
+    pad = (-c.numel()) % per
+    if pad:
+        c = torch.nn.functional.pad(c, (0, pad))
+    c = c.view(-1, per)
+    out = c[:, 0].clone()
+    for j in range(1, per):
+        out |= c[:, j] << (j * bits)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------- ACIQ
@@ -283,6 +307,121 @@ def _to_blocks(x: torch.Tensor, block: int) -> torch.Tensor:
     return flat.view(-1, block)  # (num_blocks, block)
 
 
+#: Cells of the torch path's NF4 encoders: ``y`` in ``[-1, 1]`` falls in cell ``int((y + 1) * CELLS / 2)``
+#: (``0 ... CELLS``; the product by a power of two is exact, so the cell is a monotone function of the float
+#: ``y + 1``). Narrower than the closest two levels and the closest two midpoints, so a cell holds at most
+#: one of the points an encoder counts, and a count of the points below ``y`` is a table look-up and one
+#: comparison (:func:`_nf4_count`) instead of a binary search (``searchsorted``), with the same result.
+_NF4_CELLS = 256
+
+
+def _nf4_cell(y: torch.Tensor) -> torch.Tensor:
+    """The cell of each ``y`` (int64, clamped to the table: a NaN lands in cell 0)."""
+    return ((y + 1.0) * (_NF4_CELLS / 2)).to(torch.int64).clamp_(0, _NF4_CELLS)
+
+
+def _nf4_code_book_cpu() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    levels = nf4_levels("cpu")
+    return levels, levels[1:] - levels[:-1], (levels[:-1] + levels[1:]) / 2
+
+
+#: ``(levels, gaps, mids)`` float32 on the CPU: the 16 levels, ``levels[k + 1] - levels[k]`` and the 15
+#: midpoints, each computed in float32 as the encoders' formulas compute them. Module constants (no cache
+#: lookup), so a compiled step traces the encoders without a graph break.
+_NF4_CODE_BOOK = _nf4_code_book_cpu()
+
+
+def _nf4_table_cpu(inclusive: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(base, next)`` per cell for the points :func:`_nf4_count` counts (levels 1-15 when ``inclusive``,
+    else the midpoints): ``base`` the points in earlier cells, ``next`` the first point not among them
+    (``inf`` past the last). For ``y`` in the cell, the points ``< y`` number ``base + (y > next)`` and those
+    ``<= y`` ``base + (y >= next)``: a point of an earlier cell lies below ``y`` and one of a later cell above
+    it (the cell is monotone in ``y``), and ``next`` is the cell's only point or a later cell's. The cells are
+    :func:`_nf4_cell`'s own, so the table is exact for the encoder's arithmetic."""
+    levels, _, mids = _NF4_CODE_BOOK
+    pts = levels[1:] if inclusive else mids
+    cells = _nf4_cell(pts)
+    if bool((cells[1:] <= cells[:-1]).any()):
+        raise ValueError(f"_NF4_CELLS={_NF4_CELLS} puts two NF4 points in one cell")
+    base = torch.searchsorted(cells, torch.arange(_NF4_CELLS + 1))  # points in cells < j
+    nxt = torch.cat([pts, torch.full((1,), math.inf)]).index_select(0, base)
+    return base.to(torch.uint8), nxt
+
+
+#: :func:`_nf4_table_cpu` of both encoders (``inclusive`` True: stochastic, False: round to nearest).
+_NF4_TABLES = {True: _nf4_table_cpu(True), False: _nf4_table_cpu(False)}
+
+
+def _on(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return t if t.device == device else t.to(device)
+
+
+def _nf4_code_book(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:data:`_NF4_CODE_BOOK` on ``device``."""
+    return tuple(_on(t, device) for t in _NF4_CODE_BOOK)  # type: ignore[return-value]
+
+
+def _nf4_count(y: torch.Tensor, *, inclusive: bool) -> torch.Tensor:
+    """Per ``y`` (finite, in ``[-1, 1]``), uint8: the NF4 levels 1-15 ``<= y`` (``inclusive``: the level
+    below, ``searchsorted(levels, y, right=True) - 1``) or the midpoints ``< y`` (the nearest level,
+    ``bucketize(y, mids)``). In uint8 throughout: a bool added to an int64 tensor is a slow mixed-type op."""
+    base, nxt = (_on(t, y.device) for t in _NF4_TABLES[inclusive])
+    cell = _nf4_cell(y).reshape(-1)
+    flat, bound = y.reshape(-1), nxt.index_select(0, cell)
+    above = flat >= bound if inclusive else flat > bound
+    return base.index_select(0, cell).add_(above.view(torch.uint8)).view(y.shape)
+
+
+def _codes_torch(
+    xb: torch.Tensor,
+    scale: torch.Tensor,
+    bits: int,
+    mode: str,
+    stochastic: bool,
+    generator: torch.Generator | None,
+    as_float: bool = False,
+) -> torch.Tensor:
+    """uint8 codes ``(num_blocks, block)`` of the fp32 blocks ``xb`` at their ``scale`` (formulas:
+    :func:`quantize_torch`); ``as_float``: the uniform codes as the float32 integers they are computed as
+    (what :func:`_values_torch` reads without a conversion)."""
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    # y = x / s unclamped: a y past [-1, 1] (a clip's, or a non-finite block's) gets the code its clamp
+    # would get, as the codes are clamped instead (uniform: the rounding is monotone in y; NF4: the end cells)
+    y = xb / safe[:, None]
+    if mode == "nf4":
+        levels, gaps, _ = _nf4_code_book(y.device)
+        if stochastic:
+            lo = _nf4_count(y, inclusive=True).clamp_(max=14)  # level[lo] <= y < level[lo + 1]
+            at = lo.reshape(-1).long()
+            lv = levels.index_select(0, at).view(y.shape)
+            p = (y - lv).div_(gaps.index_select(0, at).view(y.shape))
+            return lo.add_((_rand_like(y, generator) < p).view(torch.uint8))
+        return _nf4_count(y, inclusive=False)  # the midpoints below y: ties go to the lower level
+    top = float((1 << bits) - 1)
+    t = y.add_(1.0).mul_(top / 2)  # == (y + 1) / 2 * top: the halving is exact, one rounding either way
+    t.add_(_rand_like(t, generator) if stochastic else 0.5)
+    t = t.floor_().clamp_(0.0, top)
+    return t if as_float else t.to(torch.uint8)
+
+
+def _values_torch(codes: torch.Tensor, scale: torch.Tensor, bits: int, mode: str) -> torch.Tensor:
+    """fp32 ``(num_blocks, block)`` values of uint8 codes at their block ``scale`` (formulas:
+    :func:`dequantize_torch`); float32 uniform codes are read in place."""
+    if mode == "nf4":
+        y = _nf4_code_book(codes.device)[0].index_select(0, codes.reshape(-1).long()).view(codes.shape)
+    else:
+        top = float((1 << bits) - 1)
+        y = codes.float().div_(top / 2).sub_(1.0)  # == code / L * 2 - 1: doubling commutes with rounding
+    return y.mul_(scale[:, None])
+
+
+def _block_scale(xb: torch.Tensor, bits: int, mode: str, check_finite: bool) -> torch.Tensor:
+    scale = xb.abs().amax(dim=1)  # NaN/inf propagate into the scale
+    if check_finite:
+        _check_finite_scale(scale)
+    return aciq_alpha(xb, bits) if mode == "aciq" else scale
+
+
 def quantize_torch(
     x: torch.Tensor,
     bits: int,
@@ -307,30 +446,10 @@ def quantize_torch(
     _check_bits_mode(bits, mode)
     block = _check_block(block, bits)
     xb = _to_blocks(x, block)  # (nb, block) float32
-    scale = xb.abs().amax(dim=1)  # NaN/inf propagate into the scale
-    if check_finite:
-        _check_finite_scale(scale)
-    if mode == "aciq":
-        scale = aciq_alpha(xb, bits)
-    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-    y = torch.clamp(xb / safe[:, None], -1.0, 1.0)
-    if mode == "nf4":
-        levels = nf4_levels(x.device)
-        if stochastic:
-            lo = (torch.searchsorted(levels, y.contiguous(), right=True) - 1).clamp_(0, 14)
-            lv = levels[lo]
-            p = (y - lv) / (levels[lo + 1] - lv)
-            codes = lo + (_rand_like(y, generator) < p).to(lo.dtype)
-        else:
-            mids = (levels[:-1] + levels[1:]) / 2
-            codes = torch.bucketize(y, mids, right=False)  # count of mids < y
-    else:
-        top = float((1 << bits) - 1)
-        t = (y + 1.0) / 2.0 * top
-        u = _rand_like(t, generator) if stochastic else 0.5
-        codes = torch.floor(t + u).clamp_(max=top)
+    scale = _block_scale(xb, bits, mode, check_finite)
+    codes = _codes_torch(xb, scale, bits, mode, stochastic, generator)
     return QuantizedTensor(
-        data=pack_bits(codes.to(torch.uint8), bits),
+        data=pack_bits(codes, bits),
         scale=scale.contiguous(),
         shape=x.shape,
         dtype=x.dtype,
@@ -345,13 +464,29 @@ def dequantize_torch(q: QuantizedTensor, out_dtype: torch.dtype | None = None) -
     """The pure-torch dequantizer: ``(code / L * 2 - 1) * s`` (uniform/aciq) or ``level[code] * s`` (nf4)."""
     n_padded = q.scale.numel() * q.block
     codes = unpack_bits(q.data, q.bits, n_padded).view(-1, q.block)
-    if q.mode == "nf4":
-        y = nf4_levels(q.data.device)[codes.long()]
-    else:
-        top = float((1 << q.bits) - 1)
-        y = codes.float() / top * 2.0 - 1.0
-    out = (y * q.scale[:, None]).reshape(-1)[: q.numel]
+    out = _values_torch(codes, q.scale, q.bits, q.mode).reshape(-1)[: q.numel]
     return out.reshape(q.shape).to(out_dtype or q.dtype)
+
+
+def roundtrip_torch(
+    x: torch.Tensor,
+    bits: int,
+    *,
+    mode: str = "uniform",
+    block: int | None = None,
+    stochastic: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """``dequantize_torch(quantize_torch(x, ...), torch.float32)`` without packing the codes: what a
+    ``bits``-wide channel delivers, value for value (finite ``x``; no check)."""
+    _check_float(x)
+    _check_bits_mode(bits, mode)
+    block = _check_block(block, bits)
+    xb = _to_blocks(x, block)
+    scale = _block_scale(xb, bits, mode, False)
+    codes = _codes_torch(xb, scale, bits, mode, stochastic, generator, as_float=True)
+    out = _values_torch(codes, scale, bits, mode)
+    return out.reshape(-1)[: x.numel()].reshape(x.shape)
 
 
 # ------------------------------------------------------------------------------------------- dispatch
@@ -483,6 +618,90 @@ def dequantize(q: QuantizedTensor, out_dtype: torch.dtype | None = None) -> torc
             out = kernels.dequantize(q.data, q.scale, q.bits, q.mode, q.block, q.numel, kdtype)
             return out.reshape(-1)[: q.numel].reshape(q.shape).to(dtype)
     return dequantize_torch(q, dtype)
+
+
+def whole_blocks(numel: int, bits: int, block: int | None = None) -> bool:
+    """Does a tensor of ``numel`` values fill whole blocks at ``bits`` (no padding)? Such tensors can be
+    concatenated and quantized together by :func:`quantize_cat`, with every block a block of one tensor."""
+    return numel > 0 and numel % _check_block(block, bits) == 0
+
+
+def quantize_cat(
+    flat: torch.Tensor,
+    shapes: Sequence[torch.Size],
+    bits: int,
+    *,
+    mode: str = "uniform",
+    block: int | None = None,
+    stochastic: bool = True,
+    generator: torch.Generator | None = None,
+) -> list[QuantizedTensor]:
+    """:func:`quantize` of several tensors of any shapes laid end to end in the 1-D float32 ``flat``, in one
+    call, cut at the tensor boundaries into one :class:`QuantizedTensor` per shape of ``shapes``.
+
+    Each tensor must fill whole blocks (:func:`whole_blocks`): then every block is a block of one tensor and
+    each part equals ``quantize(part)`` bit for bit with ``stochastic=False``, in distribution with stochastic
+    rounding (one draw for all). The parts' ``data`` and ``scale`` are views of one allocation, as
+    :func:`quantize_many`'s. Taken as finite (no check: the optimizer's states). :func:`dequantize_cat` is
+    the inverse."""
+    blk = _check_block(block, bits)
+    numels = [math.prod(s) for s in shapes]
+    if not all(whole_blocks(n, bits, blk) for n in numels) or sum(numels) != flat.numel():
+        raise ValueError(f"quantize_cat needs tensors of whole {blk}-value blocks filling flat, got {numels}")
+    q = quantize(
+        flat, bits, mode=mode, block=blk, stochastic=stochastic, generator=generator, check_finite=False
+    )
+    out, at = [], 0
+    for shape, n in zip(shapes, numels, strict=True):
+        out.append(
+            QuantizedTensor(
+                q.data[at * bits // 8 : (at + n) * bits // 8],
+                q.scale[at // blk : (at + n) // blk],
+                torch.Size(shape),
+                flat.dtype,
+                bits,
+                mode,
+                blk,
+                n,
+            )
+        )
+        at += n
+    return out
+
+
+def dequantize_cat(qs: Sequence[QuantizedTensor]) -> torch.Tensor:
+    """The float32 values of whole-block :class:`QuantizedTensor` parts of one code (``bits``, ``mode``,
+    ``block``) laid end to end in one 1-D tensor: one dequantization for all, each value as
+    :func:`dequantize` gives it."""
+    q0 = qs[0]
+    if any((q.bits, q.mode, q.block) != (q0.bits, q0.mode, q0.block) for q in qs):
+        raise ValueError("dequantize_cat needs parts of one code (bits, mode, block)")
+    if not all(whole_blocks(q.numel, q.bits, q.block) for q in qs):
+        raise ValueError(f"dequantize_cat needs parts of whole {q0.block}-value blocks")
+    data = torch.cat([q.data for q in qs]) if len(qs) > 1 else q0.data
+    scale = torch.cat([q.scale for q in qs]) if len(qs) > 1 else q0.scale
+    n = scale.numel() * q0.block
+    whole = QuantizedTensor(data, scale, torch.Size((n,)), torch.float32, q0.bits, q0.mode, q0.block, n)
+    return dequantize(whole, torch.float32)
+
+
+def roundtrip(
+    x: torch.Tensor,
+    bits: int,
+    *,
+    mode: str = "uniform",
+    block: int | None = None,
+    stochastic: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """``dequantize(quantize(x, ...), torch.float32)`` of a finite ``x`` (no check): on the torch path
+    without packing the codes (:func:`roundtrip_torch`), on CUDA through the kernels."""
+    if x.is_cuda and _kernels() is not None:
+        q = quantize(
+            x, bits, mode=mode, block=block, stochastic=stochastic, generator=generator, check_finite=False
+        )
+        return dequantize(q, torch.float32)
+    return roundtrip_torch(x, bits, mode=mode, block=block, stochastic=stochastic, generator=generator)
 
 
 # ------------------------------------------------------------------------------------- any state width

@@ -26,11 +26,13 @@ def fresh_dynamo() -> Iterator[None]:
     torch._dynamo.reset()
 
 
-def _make(lr: float | torch.Tensor = 1e-2, stochastic: bool = False) -> tuple[torch.nn.Module, MangoAdamW]:
+def _make(
+    lr: float | torch.Tensor = 1e-2, stochastic: bool = False, setting: S = R0B8
+) -> tuple[torch.nn.Module, MangoAdamW]:
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 8))
     opt = MangoAdamW(
-        net.parameters(), lr=lr, setting=R0B8, min_compress_numel=256, stochastic_rounding=stochastic
+        net.parameters(), lr=lr, setting=setting, min_compress_numel=256, stochastic_rounding=stochastic
     )
     return net, opt
 
@@ -51,6 +53,17 @@ def test_step_compiles_without_graph_breaks(lr: float | torch.Tensor, stochastic
     assert ex.graph_break_count == 0, [b.reason for b in ex.break_reasons]
     assert ex.graph_count == 1
     assert isinstance(opt.param_groups[0]["lr"], type(lr))  # a tensor lr is never replaced by a float
+
+
+@pytest.mark.parametrize("stochastic", [False, True])
+def test_nf4_step_compiles_without_graph_breaks(stochastic: bool) -> None:
+    """At 4 bits (NF4 codes from the torch quantizer's cell tables, module constants): one graph."""
+    net, opt = _make(stochastic=stochastic, setting=S(rank=0, bits=4))
+    _backward(net, opt, 0)
+    opt.step()
+    _backward(net, opt, 1)
+    ex = torch._dynamo.explain(opt.step)()
+    assert ex.graph_break_count == 0, [b.reason for b in ex.break_reasons]
 
 
 def test_compiled_step_equals_eager_and_stops_recompiling() -> None:

@@ -21,6 +21,7 @@ import math
 import pytest
 import torch
 
+from client.compression import quant
 from client.compression.codes import NF4_LEVELS, default_block
 from client.compression.quant import (
     DenseState,
@@ -459,3 +460,41 @@ def test_quantize_many_stochastic_is_unbiased_per_tensor() -> None:
         step = 2 * xj.abs().reshape(-1, 64).amax(1, keepdim=True) / 3  # a 2-bit level gap per block
         err = ((mean[j] - xj).reshape(-1, 64) / step).abs()
         assert float(err.mean()) < 0.03 and float(err.max()) < 0.2  # sd of a mean of 400: <= 0.025 steps
+
+
+# --------------------------------------------------------------------------- the torch path's fast forms
+def _nf4_codes_by_search(y: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
+    """The NF4 encoders as binary searches (the formulas of :func:`quantize_torch`'s docstring)."""
+    levels = torch.tensor(NF4_LEVELS)
+    if u is None:
+        return torch.bucketize(y, (levels[:-1] + levels[1:]) / 2, right=False)
+    lo = (torch.searchsorted(levels, y, right=True) - 1).clamp_(0, 14)
+    p = (y - levels[lo]) / (levels[lo + 1] - levels[lo])
+    return lo + (u < p).long()
+
+
+def test_nf4_cell_tables_count_as_the_binary_search() -> None:
+    """The cell look-up (``quant._nf4_count``) against ``bucketize`` / ``searchsorted`` on every level and
+    midpoint, their float neighbours, the ends, signed zeros and random values; stochastic codes with the
+    same uniforms."""
+    levels = torch.tensor(NF4_LEVELS)
+    pts = torch.cat([levels, (levels[:-1] + levels[1:]) / 2, torch.tensor([0.0, -0.0])])
+    near = torch.cat([pts, torch.nextafter(pts, torch.tensor(2.0)), torch.nextafter(pts, torch.tensor(-2.0))])
+    y = torch.cat([near.clamp(-1, 1), torch.rand(20000, generator=_gen(3)) * 2 - 1]).view(1, -1)
+    scale = torch.ones(1)
+    got = quant._codes_torch(y, scale, 4, "nf4", False, None)
+    assert torch.equal(got.long(), _nf4_codes_by_search(y, None))
+    got = quant._codes_torch(y, scale, 4, "nf4", True, _gen(9))
+    u = torch.rand(y.shape, generator=_gen(9))
+    assert torch.equal(got.long(), _nf4_codes_by_search(y, u))
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_byte_packing_matches_the_word_layout(bits: int) -> None:
+    """uint8 codes take byte shifts (2 and 4 bits); other dtypes the int32 words: the same bytes, and both
+    unpack alike (odd lengths, higher code bits masked off)."""
+    for n in (1, 7, 8, 13, 1000):
+        c = torch.randint(0, 256, (n,), generator=_gen(n), dtype=torch.int32)
+        fast, word = pack_bits(c.to(torch.uint8), bits), pack_bits(c, bits)
+        assert torch.equal(fast, word)
+        assert torch.equal(unpack_bits(fast, bits, n), (c & ((1 << bits) - 1)).to(torch.uint8))
