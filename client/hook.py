@@ -357,6 +357,9 @@ class AdaptiveCompression:
             profile = self._auto_profile() if learned and comm_state is None and self._rank == 0 else None
         self.profile: CostProfile | None = profile
         self._profile_checked = False  # see _complete_profile
+        # see _calibrate_profile: the profile's own training step, and the least time per step seen since
+        self._profile_train_s = profile.train_step_s if isinstance(profile, CostProfile) else None
+        self._observed_step_s = float("inf")
         self._n_params = sum(p.numel() for p in self._params)
         device = self._params[0].device
         self._meter = energy_meter or make_energy_meter(
@@ -692,6 +695,8 @@ class AdaptiveCompression:
             if not self._profile_checked:  # the first interval of this process (a resumed job's too)
                 self._profile_checked = True
                 self._complete_profile(record, steps)
+            else:
+                self._calibrate_profile(record, steps)
             self._decide_and_apply(record)
         if isinstance(self._meter, ModelledMeter):
             self._meter.bytes_per_step = self._bytes_per_step()
@@ -757,6 +762,41 @@ class AdaptiveCompression:
             self._counts["telemetry_errors"] += 1
             logger.error("step %d: telemetry record rejected, interval not reported: %s", self._step, exc)
             return None
+
+    #: How far the job's observed step may exceed the profile's measured training step before the profile
+    #: takes the observed one (see :meth:`_calibrate_profile`).
+    OBSERVED_STEP_SLACK = 1.25
+
+    def _calibrate_profile(self, record: TelemetryRecord, steps: int) -> None:
+        """Give the profile the job's own time per step where its measured training step is far too short.
+
+        ``mango profile`` times forward, backward and AdamW in a tight loop; a job's step also holds its
+        data loading, evaluation and logging, which no optimizer setting changes. Where they are large
+        (small models on a CPU: the measured step can be a third of the real one) the profile overstates
+        the optimizer's share of a step, and with it the time every slower setting costs the job, so a
+        policy keeps settings that would pay. From the second interval on, each interval's time per step
+        less its setting's extra optimizer cost estimates the uncompressed step; the least estimate so far
+        (one-time work such as compilation only lengthens an interval) replaces the profile's training step
+        once it exceeds it by :attr:`OBSERVED_STEP_SLACK`. The profile's own measurement stays the floor.
+        """
+        prof, measured = self.profile, self._profile_train_s
+        if prof is None or measured is None or steps < 1 or not prof.settings:
+            return
+        estimate = record.interval_s / steps - (prof.cost(record.setting).step_s - prof.adamw_step_s)
+        self._observed_step_s = min(self._observed_step_s, estimate)
+        observed = self._observed_step_s
+        if observed <= measured * self.OBSERVED_STEP_SLACK or observed == prof.train_step_s:
+            return
+        self.profile = prof.model_copy(update={"train_step_s": observed})
+        if self._client is not None:
+            self._client.profile = self.profile
+        logger.info(
+            "profile: the job's step (%.3g s) is %.1fx the profile's measured training step; optimizer share "
+            "%.1f%% from the job's own steps",
+            observed,
+            observed / measured,
+            100.0 * (self.profile.optimizer_share or 0.0),
+        )
 
     def _complete_profile(self, first: TelemetryRecord, steps: int) -> None:
         """Give a profile without a measured training step one from the process's first interval.

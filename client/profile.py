@@ -350,11 +350,16 @@ def cached_profile(
 ) -> CostProfile:
     """The cached profile of this device and parameter shapes, measured (and cached) on a miss.
 
-    ``train_step``, ``train_steps`` and ``kwargs`` go to :func:`profile_optimizer`; ``force=True`` measures
-    again and overwrites the cache. A cached profile without a training step, asked for with a
-    ``train_step``, gets the step timed and the cache rewritten: without it a profile carries no optimizer
-    share, which a policy reads (the environment always draws one) and from which the interval-time ratios
-    that rank the first decision's candidates follow.
+    ``train_steps`` and ``kwargs`` go to :func:`profile_optimizer`; ``force=True`` measures again and
+    overwrites the cache. The cache holds what the device, the parameter shapes and the core decide: the
+    settings' optimizer steps and AdamW's. The training step is the job's (its batch, sequence length and
+    data pipeline move it, under one set of shapes), so it is never cached: with a ``train_step`` it is
+    timed on every call (``train_steps`` calls after 2 untimed ones, milliseconds), and without one the
+    profile has none (the hook then takes it from the job's first interval). A profile carries the
+    optimizer's share of a step through it, which a policy reads and from which the interval-time ratios
+    that rank the first decision's candidates follow: a step cached from another job (a test's small
+    batch) once told the CPU demo a third of its real step, and every slower setting looked three times
+    as costly as it was.
     """
     src = _local_shards(params)
     if not src:
@@ -362,21 +367,14 @@ def cached_profile(
     dev = torch.device(device) if device is not None else src[0].device
     path = cache_path(device_name(dev), model_signature(tuple(p.shape) for p in src), root)
     if path.exists() and not force:
-        prof = CostProfile.model_validate_json(path.read_text())
-        if prof.train_step_s is not None or train_step is None:
-            return prof
-        prof = prof.model_copy(update={"train_step_s": time_train_step(train_step, dev, train_steps)})
+        prof = CostProfile.model_validate_json(path.read_text()).model_copy(update={"train_step_s": None})
     else:
-        prof = profile_optimizer(
-            src,
-            device=dev,
-            train_step=train_step,
-            train_steps=train_steps,
-            **kwargs,  # type: ignore[arg-type]
-        )
-    _write_cache(path, prof)
-    logger.info("profile cached at %s", path)
-    return prof
+        prof = profile_optimizer(src, device=dev, **kwargs)  # type: ignore[arg-type]
+        _write_cache(path, prof)
+        logger.info("profile cached at %s", path)
+    if train_step is None:
+        return prof
+    return prof.model_copy(update={"train_step_s": time_train_step(train_step, dev, train_steps)})
 
 
 def job_profile(

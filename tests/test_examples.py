@@ -42,7 +42,7 @@ def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MANGO_")}
     env["MANGO_CACHE_DIR"] = str(cache_dir())  # reuse the corpus cache of the other tests
     # a job with a service profiles itself before it trains (profile="auto"): give it the measured profile
-    seed_lm_tiny_profile(cache_dir(), with_train_step=False)
+    seed_lm_tiny_profile(cache_dir())
     env.update(extra)
     return env
 

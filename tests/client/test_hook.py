@@ -173,6 +173,31 @@ def test_a_profile_without_a_training_step_gets_one_from_the_first_interval(
     assert "no cost profile" not in caplog.text
 
 
+def test_a_profile_whose_training_step_is_far_too_short_takes_the_jobs_own_step() -> None:
+    """A measured training step a fraction of the job's real one (data, evaluation and logging are not in
+    it) would overstate the optimizer's share: from the second interval the profile takes the least
+    observed time per step (less the setting's extra cost); a profile within the slack is left alone."""
+    short = _bare_profile(adamw_step_s=2e-5, setting_step_s=5e-5).model_copy(update={"train_step_s": 1e-7})
+    task = Task()
+    with AdaptiveCompression(
+        task.opt, interval_steps=4, controller="static", energy_meter=modelled(), profile=short
+    ) as hook:
+        task.train(hook, 4)
+        assert hook.profile is short  # the first interval may hold one-time work: not used
+        task.train(hook, 8)
+    extra = hook.profile.cost(hook.history[1].setting).step_s - 2e-5
+    least = min(r.interval_s / 4 - extra for r in hook.history[1:])
+    assert hook.profile is not short and hook.profile.train_step_s == pytest.approx(least, rel=1e-9)
+    assert hook.profile.settings == short.settings and hook.profile.adamw_step_s == short.adamw_step_s
+    slow = short.model_copy(update={"train_step_s": 30.0})  # longer than any observed step: kept
+    task2 = Task()
+    with AdaptiveCompression(
+        task2.opt, interval_steps=4, controller="static", energy_meter=modelled(), profile=slow
+    ) as hook2:
+        task2.train(hook2, 12)
+    assert hook2.profile is slow
+
+
 def test_auto_profile_measures_once_then_reads_the_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -50,25 +50,34 @@ def test_profile_measures_every_setting_and_caches(tmp_path: Path) -> None:
     assert again == prof
 
 
-def test_a_cached_profile_without_a_training_step_gets_one_when_asked(tmp_path: Path) -> None:
-    """A profile cached without a training step has no optimizer share; asked for again with a
-    ``train_step``, only the step is timed (the settings are the cached ones) and the cache is rewritten."""
+def test_the_training_step_is_timed_for_each_job_and_never_cached(tmp_path: Path) -> None:
+    """The cache holds the settings' costs (device, shapes, core); the training step is the job's (its batch
+    moves it under the same shapes), so every call with a ``train_step`` times it again (two untimed,
+    ``train_steps`` timed calls), the settings come from the cache, and the file never holds a step."""
     ps = _params()
     bare = cached_profile(ps, root=tmp_path, settings=["r0/b8/g0"], steps=1, warmup=0)
     assert bare.train_step_s is None and bare.optimizer_share is None
     calls: list[int] = []
     model = torch.nn.Linear(96, 64)
+    batch = [32]
 
     def train_step() -> None:
         calls.append(1)
-        model(torch.randn(32, 96)).square().mean().backward()
+        model(torch.randn(batch[0], 96)).square().mean().backward()
 
     timed = cached_profile(ps, root=tmp_path, settings=["r4/b4/g0"], train_step=train_step, train_steps=3)
     assert len(calls) == 2 + 3  # two untimed, three timed calls
     assert timed.train_step_s is not None and timed.train_step_s > 0 and timed.optimizer_share is not None
     assert timed.settings == bare.settings and timed.adamw_step_s == bare.adamw_step_s  # not measured again
-    again = cached_profile(ps, root=tmp_path, train_step=train_step)  # the rewritten cache: a hit
-    assert again == timed and len(calls) == 5
+    (path,) = tmp_path.glob("*.json")
+    assert CostProfile.model_validate_json(path.read_text()).train_step_s is None
+    batch[0] = 4096  # another job of the same shapes: a much longer step, timed again
+    other = cached_profile(ps, root=tmp_path, train_step=train_step, train_steps=3)
+    assert len(calls) == 10 and other.settings == bare.settings
+    assert other.train_step_s is not None and other.train_step_s > timed.train_step_s
+    # a cache written before this rule, holding some job's step: the step is not read from it
+    path.write_text(bare.model_copy(update={"train_step_s": 1e-9}).model_dump_json())
+    assert cached_profile(ps, root=tmp_path).train_step_s is None
 
 
 def test_profile_cache_writers_do_not_clash(tmp_path: Path) -> None:
