@@ -22,6 +22,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "first": ("benchmarks.first_decision", "the first decision per sample profile: measured/assumed share"),
     "heads": ("benchmarks.heads", "a policy's action heads on surrogate episodes, beside static settings"),
     "schedules": ("benchmarks.schedules", "open-loop schedules of settings on the same surrogate episodes"),
+    "step-share": ("benchmarks.step_share", "recorded runs' training step against the hook's observed one"),
     "headroom": ("benchmarks.headroom", "the surrogate's room above the best static setting (oracles)"),
 }
 

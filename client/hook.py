@@ -782,7 +782,7 @@ class AdaptiveCompression:
         prof, measured = self.profile, self._profile_train_s
         if prof is None or measured is None or steps < 1 or not prof.settings:
             return
-        estimate = record.interval_s / steps - (prof.cost(record.setting).step_s - prof.adamw_step_s)
+        estimate = prof.train_step_from_interval(record.setting, record.interval_s, steps)
         self._observed_step_s = min(self._observed_step_s, estimate)
         observed = self._observed_step_s
         if observed <= measured * self.OBSERVED_STEP_SLACK or observed == prof.train_step_s:
@@ -810,8 +810,7 @@ class AdaptiveCompression:
         prof = self.profile
         if prof is None or prof.train_step_s is not None or steps < 1 or not prof.settings:
             return
-        extra = prof.cost(first.setting).step_s - prof.adamw_step_s
-        train_s = first.interval_s / steps - extra
+        train_s = prof.train_step_from_interval(first.setting, first.interval_s, steps)
         if not train_s > prof.adamw_step_s:
             logger.warning(
                 "the first interval (%.3g s per step) is faster than the profile's optimizer step: the "

@@ -424,6 +424,12 @@ class CostProfile(BaseModel):
             return self.step_ratio(setting)
         return c.energy_j / self.adamw_energy_j
 
+    def train_step_from_interval(self, setting: CompressionSetting, interval_s: float, steps: int) -> float:
+        """The uncompressed training step (forward, backward, AdamW) that an interval of ``steps`` steps at
+        ``setting`` taking ``interval_s`` implies: its time per step less what the setting's optimizer step
+        costs over AdamW's by this profile. It holds whatever else the job does each step (data, logging)."""
+        return interval_s / steps - (self.cost(setting).step_s - self.adamw_step_s)
+
     @property
     def optimizer_share(self) -> float | None:
         """AdamW's share of a training step (``adamw_step_s / train_step_s``), if the step was measured."""
