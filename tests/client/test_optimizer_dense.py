@@ -14,29 +14,9 @@ import torch
 from client.compression import MangoAdamW
 from client.compression import optimizer as opt_mod
 from client.protocol import CompressionSetting as S
+from tests.client.step_compare import assert_same, make_params, seeded_grads, two_groups
 
 SHAPES = [(64, 24), (40, 64), (6, 40), (8, 4, 12), (64,), (40,), (6,), (3, 5), (1,)]
-
-
-def _params(seed: int) -> list[torch.nn.Parameter]:
-    gen = torch.Generator().manual_seed(seed)
-    return [torch.nn.Parameter(torch.randn(s, generator=gen) * 0.1) for s in SHAPES]
-
-
-def _groups(params: list[torch.nn.Parameter], wd: float, maximize: bool) -> list[dict]:
-    """Two groups that differ in every AdamW hyper-parameter; the first one's ``maximize`` as given."""
-    return [
-        {"params": params[::2], "weight_decay": wd, "maximize": maximize},
-        {"params": params[1::2], "lr": 2e-3, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.1},
-    ]
-
-
-def _grads(params: list[torch.nn.Parameter], t: int) -> None:
-    """Seeded gradients of mixed magnitudes; at odd steps the 2nd and 5th tensors get none (their step counts
-    fall behind the others')."""
-    gen = torch.Generator().manual_seed(100 + t)
-    for j, p in enumerate(params):
-        p.grad = None if t % 2 and j in (1, 4) else torch.randn(p.shape, generator=gen) * 10.0 ** (j % 3 - 2)
 
 
 def _tensor_by_tensor(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -51,37 +31,15 @@ def _run(
     steps: int,
     between: Callable[[MangoAdamW, int], None] | None = None,
 ) -> tuple[list[torch.nn.Parameter], MangoAdamW]:
-    params = _params(0)
-    opt = MangoAdamW(_groups(params, wd, maximize), lr=1e-2, setting=setting, min_compress_numel=256, seed=3)
+    params = make_params(SHAPES, 0)
+    groups = two_groups(params, wd, maximize)
+    opt = MangoAdamW(groups, lr=1e-2, setting=setting, min_compress_numel=256, seed=3)
     for t in range(steps):
-        _grads(params, t)
+        seeded_grads(params, t)
         opt.step()
         if between is not None:
             between(opt, t)
     return params, opt
-
-
-def _assert_same(
-    a: tuple[list[torch.nn.Parameter], MangoAdamW], b: tuple[list[torch.nn.Parameter], MangoAdamW]
-):
-    (pa, oa), (pb, ob) = a, b
-    for x, y in zip(pa, pb, strict=True):
-        assert torch.equal(x, y), (x - y).abs().max()
-    sa, sb = oa.state_dict()["state"], ob.state_dict()["state"]
-    assert sa.keys() == sb.keys()
-    for k in sa:
-        assert sa[k].keys() == sb[k].keys(), k
-        for key in sa[k]:
-            va, vb = sa[k][key], sb[k][key]
-            if isinstance(va, torch.Tensor):
-                assert torch.equal(va, vb), (k, key)
-            elif isinstance(va, dict):
-                assert va.keys() == vb.keys()
-                for f in va:
-                    same = torch.equal(va[f], vb[f]) if isinstance(va[f], torch.Tensor) else va[f] == vb[f]
-                    assert same, (k, key, f)
-            else:
-                assert va == vb, (k, key)
 
 
 @pytest.mark.parametrize("wd", [0.0, 0.05])
@@ -94,7 +52,7 @@ def test_multi_tensor_step_equals_the_tensor_by_tensor_step(
     with monkeypatch.context() as m:
         _tensor_by_tensor(m)
         ref = _run(setting, wd, maximize, steps=6)
-    _assert_same(new, ref)
+    assert_same(new, ref)
     # the statistics read the same (energies from the gradient norms: float rounding apart)
     a, b = new[1].compression_stats(), ref[1].compression_stats()
     for key in ("compression_error", "spectral_tail", "grad_kurtosis", "grad_norm"):
@@ -114,7 +72,7 @@ def test_multi_tensor_step_across_setting_changes(monkeypatch: pytest.MonkeyPatc
     with monkeypatch.context() as m:
         _tensor_by_tensor(m)
         ref = _run(S.off(), 0.05, False, steps=10, between=switch)
-    _assert_same(new, ref)
+    assert_same(new, ref)
 
 
 def test_identity_setting_steps_every_tensor_together(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -134,7 +92,7 @@ def test_identity_setting_steps_every_tensor_together(monkeypatch: pytest.Monkey
 
 def test_identity_steps_match_torch_adamw_foreach() -> None:
     """One group, no skipped tensors: torch's own foreach AdamW, value for value."""
-    a, b = _params(1), _params(1)
+    a, b = make_params(SHAPES, 1), make_params(SHAPES, 1)
     ref = torch.optim.AdamW(a, lr=1e-2, weight_decay=0.05, foreach=True)
     opt = MangoAdamW(b, lr=1e-2, weight_decay=0.05, setting=S.off(), min_compress_numel=256)
     for t in range(5):
@@ -183,11 +141,12 @@ def test_copy_of_a_dense_state_resumes_bit_for_bit() -> None:
     """A state dict taken after multi-tensor steps resumes into the same values (layout unchanged)."""
     params, opt = _run(S.off(), 0.05, True, steps=3)
     params2 = [torch.nn.Parameter(p.detach().clone()) for p in params]
-    opt2 = MangoAdamW(_groups(params2, 0.05, True), lr=1e-2, setting=S.off(), min_compress_numel=256, seed=3)
+    groups2 = two_groups(params2, 0.05, True)
+    opt2 = MangoAdamW(groups2, lr=1e-2, setting=S.off(), min_compress_numel=256, seed=3)
     opt2.load_state_dict(copy.deepcopy(opt.state_dict()))
     for t in range(3, 6):
-        _grads(params, t)
-        _grads(params2, t)
+        seeded_grads(params, t)
+        seeded_grads(params2, t)
         opt.step()
         opt2.step()
     for x, y in zip(params, params2, strict=True):

@@ -21,29 +21,11 @@ from client.compression import MangoAdamW, quant
 from client.compression import rank0 as rank0_mod
 from client.compression.slots import _load
 from client.protocol import CompressionSetting as S
+from tests.client.step_compare import assert_same, make_params, seeded_grads, two_groups
 
 # whole blocks at 8 bits (256) and below (64), wide and tall (transposed canonical view), 3-D; then a matrix
 # of partial blocks (tensor by tensor), a vector and a small exact matrix
 SHAPES = [(64, 24), (40, 64), (24, 64), (8, 4, 32), (64, 48), (20, 20), (64,), (3, 5)]
-
-
-def _params(seed: int) -> list[torch.nn.Parameter]:
-    gen = torch.Generator().manual_seed(seed)
-    return [torch.nn.Parameter(torch.randn(s, generator=gen) * 0.1) for s in SHAPES]
-
-
-def _groups(params: list[torch.nn.Parameter], wd: float, maximize: bool) -> list[dict[str, Any]]:
-    return [
-        {"params": params[::2], "weight_decay": wd, "maximize": maximize},
-        {"params": params[1::2], "lr": 2e-3, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.1},
-    ]
-
-
-def _grads(params: list[torch.nn.Parameter], t: int) -> None:
-    """Seeded gradients of mixed magnitudes; at odd steps the 2nd and 5th tensors get none."""
-    gen = torch.Generator().manual_seed(100 + t)
-    for j, p in enumerate(params):
-        p.grad = None if t % 2 and j in (1, 4) else torch.randn(p.shape, generator=gen) * 10.0 ** (j % 3 - 2)
 
 
 def _tensor_by_tensor(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -60,40 +42,17 @@ def _run(
     between: Callable[[MangoAdamW, int], None] | None = None,
     **kw: Any,
 ) -> tuple[list[torch.nn.Parameter], MangoAdamW]:
-    params = _params(0)
+    params = make_params(SHAPES, 0)
     kw.setdefault("stochastic_rounding", False)
     opt = MangoAdamW(
-        _groups(params, wd, maximize), lr=1e-2, setting=setting, min_compress_numel=256, seed=3, **kw
+        two_groups(params, wd, maximize), lr=1e-2, setting=setting, min_compress_numel=256, seed=3, **kw
     )
     for t in range(steps):
-        _grads(params, t)
+        seeded_grads(params, t)
         opt.step()
         if between is not None:
             between(opt, t)
     return params, opt
-
-
-def _assert_same(
-    a: tuple[list[torch.nn.Parameter], MangoAdamW], b: tuple[list[torch.nn.Parameter], MangoAdamW]
-):
-    (pa, oa), (pb, ob) = a, b
-    for x, y in zip(pa, pb, strict=True):
-        assert torch.equal(x, y), (x - y).abs().max()
-    sa, sb = oa.state_dict()["state"], ob.state_dict()["state"]
-    assert sa.keys() == sb.keys()
-    for k in sa:
-        assert sa[k].keys() == sb[k].keys(), k
-        for key in sa[k]:
-            va, vb = sa[k][key], sb[k][key]
-            if isinstance(va, torch.Tensor):
-                assert torch.equal(va, vb), (k, key)
-            elif isinstance(va, dict):
-                assert va.keys() == vb.keys()
-                for f in va:
-                    same = torch.equal(va[f], vb[f]) if isinstance(va[f], torch.Tensor) else va[f] == vb[f]
-                    assert same, (k, key, f)
-            else:
-                assert va == vb, (k, key)
 
 
 def _compare(monkeypatch: pytest.MonkeyPatch, setting: S, steps: int = 6, **kw: Any) -> None:
@@ -109,7 +68,7 @@ def _compare(monkeypatch: pytest.MonkeyPatch, setting: S, steps: int = 6, **kw: 
     with monkeypatch.context() as m:
         _tensor_by_tensor(m)
         ref = _run(setting, steps, **kw)
-    _assert_same(new, ref)
+    assert_same(new, ref)
     assert calls and max(calls) >= 2  # the batch ran, with several matrices
     a, b = new[1].compression_stats(), ref[1].compression_stats()
     for key in ("compression_error", "spectral_tail", "grad_kurtosis", "grad_norm"):
@@ -172,16 +131,16 @@ def test_state_dict_resume_after_batched_steps_is_bit_for_bit() -> None:
         params, opt = _run(setting, 3)
         params2 = [torch.nn.Parameter(p.detach().clone()) for p in params]
         opt2 = MangoAdamW(
-            _groups(params2, 0.05, False), lr=1e-2, setting=setting, min_compress_numel=256, seed=3,
+            two_groups(params2, 0.05, False), lr=1e-2, setting=setting, min_compress_numel=256, seed=3,
             stochastic_rounding=False,
         )  # fmt: skip
         opt2.load_state_dict(copy.deepcopy(opt.state_dict()))
         for t in range(3, 6):
-            _grads(params, t)
-            _grads(params2, t)
+            seeded_grads(params, t)
+            seeded_grads(params2, t)
             opt.step()
             opt2.step()
-        _assert_same((params, opt), (params2, opt2))
+        assert_same((params, opt), (params2, opt2))
 
 
 def test_the_batch_keeps_each_matrix_its_own_blocks() -> None:
@@ -224,7 +183,7 @@ def _one_step_states(batched: bool, seeds: int, bits: int, monkeypatch: pytest.M
         if not batched:
             _tensor_by_tensor(m)
         for seed in range(seeds):
-            params = _params(0)[:4]
+            params = make_params(SHAPES, 0)[:4]
             opt = MangoAdamW(params, lr=1e-2, setting=S(rank=0, bits=bits), min_compress_numel=256, seed=seed)
             for t in range(2):
                 gen = torch.Generator().manual_seed(100 + t)
