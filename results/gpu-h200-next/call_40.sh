@@ -8,6 +8,10 @@ source results/gpu-h200-next/preamble.sh
 nvidia-smi --query-gpu=name,power.limit --format=csv,noheader >> $L
 timeout 60 python3 results/gpu-h200-next/nf4_probe.py > $R/nf4_probe.log 2>&1
 step nf4-probe $?; cat $R/nf4_probe.log >> $L
+# session 26: the search test now runs with a full v (the factored v's column sums are atomics on a GPU)
+timeout 60 python3 -m pytest -q -n 8 -p no:cacheprovider tests/client/test_fused.py tests/client/test_nf4_search.py \
+  -k "nf4 or matches_torch" > $R/nf4-tests.log 2>&1
+step nf4-tests $?; tail -3 $R/nf4-tests.log >> $L
 timeout 100 python3 -m pytest -q -n 8 -p no:cacheprovider -m gpu tests > $R/gpu-tests.log 2>&1
 step gpu-tests $?; tail -6 $R/gpu-tests.log >> $L
 left=$(( ${CALL_LIMIT:-330} - ($(date +%s)-t0) )); echo "left $left" >> $L

@@ -823,12 +823,17 @@ def test_fused_knobs_are_checked(
 def test_fused_nf4_search_changes_nothing(monkeypatch: pytest.MonkeyPatch, setting: S, kw: dict) -> None:
     """``fused.NF4_SEARCH``: the search of cells finds the codes a comparison with every level (or the
     midpoints' select tree) finds, so both steps, with the same draws, leave the same parameters and state
-    bit for bit."""
+    bit for bit. With a full ``v``: the factored ``v``'s column sums are atomics on a GPU, whose order varies
+    from run to run, so two runs of one variant can differ in a last bit there (call 36 on an H100 failed
+    this test with the factored default, where the tests that allow for those atomics passed)."""
 
     def run(search: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         monkeypatch.setattr(fused, "NF4_SEARCH", search)
         params = _params()
-        opt = MangoAdamW(params, lr=LR, setting=setting, min_compress_numel=1024, fused=True, seed=3, **kw)
+        opt = MangoAdamW(
+            params, lr=LR, setting=setting, min_compress_numel=1024, fused=True, seed=3,
+            factor_second_moment=False, **kw,
+        )  # fmt: skip
         _run(params, opt, range(3))
         assert opt._plan is not None and opt._plan.matrix
         state = [v for p in params for v in opt.state[p].values() if isinstance(v, torch.Tensor)]
