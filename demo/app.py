@@ -50,6 +50,7 @@ from client.protocol import CompressionSetting
 from demo.args import AUTO_LR, AUTO_MODEL, DemoArgs, choose_statics
 from demo.plot import plot_report
 from demo.report import (
+    format_loss_vs_adamw,
     format_seed_table,
     format_seeds_verdict,
     format_table,
@@ -248,6 +249,10 @@ def run_demo(args: DemoArgs, argv: list[str] | None = None) -> dict[str, Any]:
         table += format_seed_table(seeds, per_seed, names)
     verdict = settle_alike(verdict, all_runs, per_seed, args.objective)
     summary["verdict"] = verdict
+    loss_line = format_loss_vs_adamw(all_runs)
+    if loss_line:
+        summary["loss_vs_adamw"] = loss_line
+        verdict += "\n" + loss_line
     svc = summary["service"]
     title = (
         f"MANGO demo - {args.model}, {args.steps} steps, {summary['machine']};\n"

@@ -25,7 +25,7 @@ from typing import Any
 
 import tyro
 
-from demo.report import format_seed_table, format_seeds_verdict, settle_alike
+from demo.report import format_loss_vs_adamw, format_seed_table, format_seeds_verdict, settle_alike
 from demo.runs import Point, RunResult
 
 __all__ = ["JOB_FIELDS", "PoolArgs", "Pooled", "main", "pool_summaries"]
@@ -62,12 +62,14 @@ def _seeds(path: Path, doc: dict[str, Any]) -> list[tuple[int, list[RunResult], 
 
 @dataclass(frozen=True)
 class Pooled:
-    """What :func:`pool_summaries` found: the per-seed ``J`` table, the verdict, and the runs left out
-    (``"run (in FILE)"``) because some summary lacked them."""
+    """What :func:`pool_summaries` found: the per-seed ``J`` table, the verdict, the runs left out
+    (``"run (in FILE)"``) because some summary lacked them, and the runs' final losses against AdamW's
+    (:func:`~demo.report.format_loss_vs_adamw`)."""
 
     table: str
     verdict: str
     left_out: tuple[str, ...] = ()
+    loss_line: str = ""
 
 
 def pool_summaries(paths: list[Path]) -> Pooled:
@@ -121,7 +123,7 @@ def pool_summaries(paths: list[Path]) -> Pooled:
     table = format_seed_table([s for s, _, _ in rows], per_seed, common)
     verdict = format_seeds_verdict(per_seed, common, str(objective))
     verdict = settle_alike(verdict, runs, per_seed, str(objective))
-    return Pooled(table, verdict, left_out)
+    return Pooled(table, verdict, left_out, format_loss_vs_adamw(runs))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,4 +139,6 @@ def main(argv: list[str] | None = None) -> int:
     if pooled.left_out:
         print("left out (not run by every demo): " + "; ".join(pooled.left_out) + "\n")
     print(pooled.verdict)
+    if pooled.loss_line:
+        print(pooled.loss_line)
     return 0

@@ -14,6 +14,7 @@ from envs.reward import objective_cost
 
 __all__ = [
     "format_alike_verdict",
+    "format_loss_vs_adamw",
     "format_seed_table",
     "format_seeds_verdict",
     "format_table",
@@ -251,6 +252,40 @@ def format_seed_table(seeds: list[int], per_seed: list[dict[str, float]], names:
     mean = [sum(s[k] for s in per_seed) / len(per_seed) for k in names]
     lines.append("| mean | " + " | ".join(f"{m:.3f}" for m in mean) + " |")
     return "\n".join(lines)
+
+
+#: Issue 13's bound on the final validation loss under loss-first and balanced: within 1 % of AdamW's.
+LOSS_BOUND = 0.01
+
+
+def format_loss_vs_adamw(all_runs: list[list[RunResult]]) -> str:
+    """One line: each run's final validation loss relative to the same seed's AdamW run (the run labelled
+    ``"adamw"``), as the mean over the seeds with a 95 % interval (Student t; none for one seed), in percent.
+    Issue 13 asks the adaptive run to stay within :data:`LOSS_BOUND` of AdamW under loss-first and balanced:
+    this is the figure that bound reads. ``""`` where a seed has no AdamW run or a loss is not finite."""
+    n = len(all_runs)
+    if not n:
+        return ""
+    parts = []
+    for j, run in enumerate(all_runs[0]):
+        if run.label == "adamw":
+            continue
+        rel = []
+        for runs in all_runs:
+            ref = next((r.final_val_loss for r in runs if r.label == "adamw"), math.nan)
+            rel.append(100.0 * (runs[j].final_val_loss / ref - 1.0) if ref > 0 else math.nan)
+        if not all(math.isfinite(x) for x in rel):
+            return ""
+        mean = sum(rel) / n
+        if n > 1:
+            sd = math.sqrt(sum((x - mean) ** 2 for x in rel) / (n - 1))
+            parts.append(f"{run.name} {mean:+.2f} % +/- {t975(n - 1) * sd / math.sqrt(n):.2f}")
+        else:
+            parts.append(f"{run.name} {mean:+.2f} %")
+    if not parts:
+        return ""
+    seeds = f"mean of {n} seeds, 95 % CI" if n > 1 else "one seed"
+    return f"final val loss vs AdamW ({seeds}; issue 13: within {LOSS_BOUND:.0%}): " + "; ".join(parts)
 
 
 def format_table(runs: list[RunResult]) -> str:

@@ -61,6 +61,9 @@ def test_two_demos_pool_into_one_verdict_over_all_their_seeds(tmp_path: Path) ->
     expected = format_seeds_verdict([objective_scores(seeds[s], obj) for s in range(4)], NAMES, "balanced")
     assert verdict == expected and verdict.startswith("verdict (balanced, 4 seeds):")
     assert [line.split(" |")[0] for line in table.splitlines()[2:]] == ["| 0", "| 1", "| 2", "| 3", "| mean"]
+    # final losses against AdamW's 2.0: adaptive 0, +0.5, -0.5, +1 %; static +2, +1.5, +2.5, +1 %
+    assert "adaptive (service) +0.25 % +/- 1.03" in pooled.loss_line
+    assert "static r0/b4/g0 +1.75 % +/- 1.03" in pooled.loss_line and "adamw" not in pooled.loss_line
 
 
 def test_one_seed_demos_pool_and_runs_that_trained_alike_tie(tmp_path: Path) -> None:
@@ -109,6 +112,7 @@ def test_the_command_prints_the_table_or_names_the_problem(
     assert main([str(a)]) == 0
     out = capsys.readouterr().out
     assert "| mean |" in out and "verdict (balanced, 2 seeds)" in out and "left out" not in out
+    assert "final val loss vs AdamW (mean of 2 seeds, 95 % CI" in out
     assert main([str(tmp_path / "a" / "summary.json"), str(tmp_path / "missing.json")]) == 2
     assert "missing.json: cannot read a summary" in capsys.readouterr().err
     (tmp_path / "bad.json").write_text(json.dumps({"runs": []}))
