@@ -1,6 +1,9 @@
-# Sourced by the call scripts of this folder (run from the repository root on the device machine, .whl13
-# carried; make it with `../shared/tools/gpu-wheels.sh fastapi-offline && mv .whl .whl13`): installs the wheels, sets R (logs), L (the summary log) and t0, and defines the helpers.
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site ${WHL:-.whl13}/*.whl || exit 3
+# Sourced by the call scripts of this folder (run from the repository root on the device machine, .whl13s or
+# .whl13 carried; make .whl13 with `../shared/tools/gpu-wheels.sh fastapi-offline && mv .whl .whl13`, and
+# .whl13s as its copy without bitsandbytes: since session 26 the tree and .whl13 together pass the 64 MiB carry
+# limit, so carry .whl13s unless the call needs the bench's bitsandbytes rows; WHL=DIR overrides): installs the
+# wheels, sets R (logs), L (the summary log) and t0, and defines the helpers.
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site ${WHL:-$([ -d .whl13s ] && echo .whl13s || echo .whl13)}/*.whl || exit 3
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 R=$OUT/r; mkdir -p $R; L=$OUT/run.log; date -u > $L; t0=$(date +%s)
 
