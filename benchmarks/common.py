@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NoReturn, TypeVar
+
+import tyro
 
 from envs.benchmarks_md import BENCHMARKS_MD, HEADER, append_section, format_section, machine_line
 
@@ -18,6 +20,7 @@ __all__ = [
     "format_section",
     "machine_line",
     "print_report",
+    "table_command",
 ]
 
 A = TypeVar("A")
@@ -35,6 +38,26 @@ def print_report(prog: str, args: A, report: Callable[[A], str], problem: str = 
         print(f"{prog}: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def table_command(
+    prog: str,
+    args_type: type[A],
+    report: Callable[[A], str],
+    argv: Sequence[str] | None,
+    doc: str | None,
+    problem: Callable[[A], str] | None = None,
+) -> int:
+    """A table command's ``main``: ``argv`` (``sys.argv[1:]`` when ``None``) parsed into ``args_type`` by
+    tyro (the description: ``doc``'s first line), then :func:`print_report` with ``problem(args)``, the
+    precondition the arguments broke (``""``: none)."""
+    args = tyro.cli(
+        args_type,
+        args=list(sys.argv[1:] if argv is None else argv),
+        prog=prog,
+        description=(doc or "").split("\n")[0],
+    )
+    return print_report(prog, args, report, problem(args) if problem else "")
 
 
 def end_spawned_rank() -> NoReturn:

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import tyro
 
-from benchmarks.common import print_report
+from benchmarks.common import table_command
 from client.compression.sizes import DENSE_BYTES_PER_PARAM
 from client.policy import LearnedPolicy, load_default_policy, load_policy
 from client.protocol import (
@@ -305,16 +305,16 @@ def report(args: ObsShiftArgs) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    prog = "mango bench obs-shift"
-    args = tyro.cli(ObsShiftArgs, args=argv, prog=prog, description=__doc__.split("\n")[0])
-    problem = ""
+def _problem(args: ObsShiftArgs) -> str:
     if not args.telemetry:
-        problem = "give at least one telemetry.jsonl"
-    elif args.probs and not args.policy:
-        problem = "--probs needs --policy (whose probabilities?)"
-    return print_report(prog, args, report, problem)
+        return "give at least one telemetry.jsonl"
+    if args.probs and not args.policy:
+        return "--probs needs --policy (whose probabilities?)"
+    return ""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return table_command("mango bench obs-shift", ObsShiftArgs, report, argv, __doc__, _problem)
 
 
 if __name__ == "__main__":

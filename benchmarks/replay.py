@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import tyro
 
-from benchmarks.common import print_report
+from benchmarks.common import table_command
 from benchmarks.obs_shift import read_telemetry, window_observations
 from client.policy import LearnedPolicy, load_default_policy, load_policy
 from client.protocol import CompressionSetting, CostProfile, Objective, TelemetryRecord
@@ -257,12 +257,12 @@ def report(args: ReplayArgs) -> str:
     return "\n".join(lines)
 
 
+def _problem(args: ReplayArgs) -> str:
+    return "" if args.runs else "give at least one `mango demo --out-dir` directory"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    prog = "mango bench replay"
-    args = tyro.cli(ReplayArgs, args=argv, prog=prog, description=__doc__.split("\n")[0])
-    problem = "" if args.runs else "give at least one `mango demo --out-dir` directory"
-    return print_report(prog, args, report, problem)
+    return table_command("mango bench replay", ReplayArgs, report, argv, __doc__, _problem)
 
 
 if __name__ == "__main__":

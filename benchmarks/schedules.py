@@ -31,7 +31,7 @@ import tyro
 
 from agents.evaluate import hardware_sampler
 from agents.rollout import EpisodeBatch, run_surrogate
-from benchmarks.common import print_report
+from benchmarks.common import table_command
 from client.controllers import Schedule
 from client.protocol import DEFAULT_GRID
 
@@ -106,16 +106,16 @@ def report(args: SchedulesArgs) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    prog = "mango bench schedules"
-    args = tyro.cli(SchedulesArgs, args=argv, prog=prog, description=__doc__.split("\n")[0])
-    problem = ""
+def _problem(args: SchedulesArgs) -> str:
     if not args.schedules:
-        problem = "give at least one setting or schedule"
-    elif args.episodes < 2:
-        problem = f"--episodes {args.episodes}: give at least 2"
-    return print_report(prog, args, report, problem)
+        return "give at least one setting or schedule"
+    if args.episodes < 2:
+        return f"--episodes {args.episodes}: give at least 2"
+    return ""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return table_command("mango bench schedules", SchedulesArgs, report, argv, __doc__, _problem)
 
 
 if __name__ == "__main__":

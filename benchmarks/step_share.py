@@ -24,7 +24,7 @@ from pathlib import Path
 
 import tyro
 
-from benchmarks.common import print_report
+from benchmarks.common import table_command
 from benchmarks.obs_shift import read_telemetry
 from client.hook import AdaptiveCompression
 from client.protocol import CostProfile
@@ -80,11 +80,12 @@ def report(args: StepShareArgs) -> str:
     return "\n".join(rows)
 
 
+def _problem(args: StepShareArgs) -> str:
+    return "" if args.runs else "give at least one `mango demo --out-dir`"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    prog = "mango bench step-share"
-    args = tyro.cli(StepShareArgs, args=argv, prog=prog, description=(__doc__ or "").split("\n")[0])
-    return print_report(prog, args, report, "" if args.runs else "give at least one `mango demo --out-dir`")
+    return table_command("mango bench step-share", StepShareArgs, report, argv, __doc__, _problem)
 
 
 if __name__ == "__main__":

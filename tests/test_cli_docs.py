@@ -67,10 +67,12 @@ def _documented() -> list[tuple[str, str, list[str]]]:
 
 
 def _args_class(module_name: str) -> Any:
-    """The dataclass a command module hands to ``tyro.cli``."""
+    """The dataclass a command module hands to ``tyro.cli`` (directly, or through
+    ``benchmarks.common.table_command``)."""
     module = importlib.import_module(module_name)
     source = Path(module.__file__ or "").read_text()
     match = re.search(r"tyro\.cli\(\s*(\w+)", source)
+    match = match or re.search(r'table_command\(\s*"[^"]*",\s*(\w+)', source)
     assert match, f"{module_name} does not parse its arguments with tyro.cli"
     return getattr(module, match.group(1))
 
