@@ -60,7 +60,6 @@ __all__ = [
     "quantize_cat",
     "quantize_many",
     "quantize_torch",
-    "roundtrip",
     "roundtrip_torch",
     "unpack_bits",
     "whole_blocks",
@@ -683,25 +682,6 @@ def dequantize_cat(qs: Sequence[QuantizedTensor]) -> torch.Tensor:
     n = scale.numel() * q0.block
     whole = QuantizedTensor(data, scale, torch.Size((n,)), torch.float32, q0.bits, q0.mode, q0.block, n)
     return dequantize(whole, torch.float32)
-
-
-def roundtrip(
-    x: torch.Tensor,
-    bits: int,
-    *,
-    mode: str = "uniform",
-    block: int | None = None,
-    stochastic: bool = True,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """``dequantize(quantize(x, ...), torch.float32)`` of a finite ``x`` (no check): on the torch path
-    without packing the codes (:func:`roundtrip_torch`), on CUDA through the kernels."""
-    if x.is_cuda and _kernels() is not None:
-        q = quantize(
-            x, bits, mode=mode, block=block, stochastic=stochastic, generator=generator, check_finite=False
-        )
-        return dequantize(q, torch.float32)
-    return roundtrip_torch(x, bits, mode=mode, block=block, stochastic=stochastic, generator=generator)
 
 
 # ------------------------------------------------------------------------------------- any state width

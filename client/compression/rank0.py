@@ -6,7 +6,8 @@ gradient through ``Q_b`` and writes the states back, some fifteen torch ops a ca
 :class:`Rank0Batch` lays the matrices of one parameter group end to end instead (each state in the
 parameter's memory order, as stored) and makes each of those calls once for all of them
 (:func:`~client.compression.quant.quantize_cat`, :func:`~client.compression.quant.dequantize_cat`,
-:func:`~client.compression.quant.roundtrip`); every matrix keeps its own blocks and its own stored states.
+:func:`~client.compression.quant.roundtrip_torch`); every matrix keeps its own blocks and its own stored
+states.
 
 **What is the same.** A block never straddles two matrices (each fills whole blocks), so with
 round-to-nearest every code, scale, state and parameter is the tensor-by-tensor step's bit for bit (tested);
@@ -37,7 +38,7 @@ from client.compression.quant import (
     default_state_mode,
     dequantize_cat,
     quantize_cat,
-    roundtrip,
+    roundtrip_torch,
     whole_blocks,
 )
 from client.compression.sizes import default_block
@@ -198,7 +199,7 @@ class Rank0Batch:
         if gamma > 0.0 and H is not None:
             gh = H.mul_(gamma)
             u.sub_(gh)
-        out = roundtrip(u, bits, mode=mode, **code)
+        out = roundtrip_torch(u, bits, mode=mode, **code)
         stats.tot.append(torch.dot(u, u))
         err = u.sub_(out)  # u is not needed after: its buffer takes the rounding error
         stats.err.append(torch.dot(err, err))

@@ -169,7 +169,7 @@ def test_cat_helpers_match_the_per_tensor_quantizer() -> None:
         assert torch.equal(
             quant.dequantize_cat(parts), torch.cat([quant.dequantize(q).reshape(-1) for q in parts])
         )
-        rt = quant.roundtrip(flat, bits, mode=mode, stochastic=False)
+        rt = quant.roundtrip_torch(flat, bits, mode=mode, stochastic=False)
         assert torch.equal(rt, quant.dequantize_cat(parts))
     with pytest.raises(ValueError, match="whole"):
         quant.quantize_cat(torch.randn(100), [torch.Size((100,))], 8)
