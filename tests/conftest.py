@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import getpass
 import inspect
 import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +18,13 @@ import torch
 # tests that spawn workers or commands set their own. The fixture below puts it back after code under test
 # changed it (a command's --threads).
 torch.set_num_threads(1)
+
+# The suite's own cache (datasets, AdamW references, cost profiles), never the user's ~/.cache/mango: the
+# examples' tests seed the project's recorded lm-tiny profile, and profiles measured here run under the
+# suite's load, so either would stand in for `make demo`'s own measurement of this machine afterwards. Kept
+# across runs (corpora cost seconds to build); every worker and every command the tests start inherit it.
+TEST_CACHE = Path(tempfile.gettempdir()) / f"mango-test-cache-{getpass.getuser()}"
+os.environ["MANGO_CACHE_DIR"] = str(TEST_CACHE)
 
 
 def _interpreter_function(name: str, params: list[str]) -> tuple[Any, Any] | None:

@@ -40,7 +40,7 @@ TINY += ["--threads", "1"]
 
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MANGO_")}
-    env["MANGO_CACHE_DIR"] = str(cache_dir())  # reuse the corpus cache of the other tests
+    env["MANGO_CACHE_DIR"] = str(cache_dir())  # the suite's cache (tests/conftest.py), with its corpora
     # a job with a service profiles itself before it trains (profile="auto"): give it the measured profile
     seed_lm_tiny_profile(cache_dir())
     env.update(extra)
