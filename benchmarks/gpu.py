@@ -603,13 +603,14 @@ VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("r0/b2/g0", {}, {"FACTOR_SUMS": "partials"}),
     ("r8/b4/g0", {}, {"FACTOR_SUMS": "partials"}),
     ("r32/b4/g0", {}, {"FACTOR_SUMS": "partials"}),
-    # NF4 codes by a search of cells (fused.NF4_SEARCH, issue 12, session 25) against the shipped comparison
-    # a level: the baselines are the rows with the same setting and no knob (round to nearest: the rows above)
-    ("r0/b4/g0", {}, {"NF4_SEARCH": "cells"}),
-    ("r0/b4/g0", {"error_feedback": False}, {"NF4_SEARCH": "cells"}),
-    ("r0/b4/g0", {"stochastic_rounding": False}, {"NF4_SEARCH": "cells"}),
-    ("r0/b4/g0", {"skip_nonfinite": False}, {"NF4_SEARCH": "cells"}),
-    ("r0/b4/g1", {}, {"NF4_SEARCH": "cells"}),
+    # NF4 codes by a comparison with every level (fused.NF4_SEARCH "compare", the default until session 27)
+    # against the search of cells (the default since): the baselines are the rows with the same setting and
+    # no knob (round to nearest: the rows above)
+    ("r0/b4/g0", {}, {"NF4_SEARCH": "compare"}),
+    ("r0/b4/g0", {"error_feedback": False}, {"NF4_SEARCH": "compare"}),
+    ("r0/b4/g0", {"stochastic_rounding": False}, {"NF4_SEARCH": "compare"}),
+    ("r0/b4/g0", {"skip_nonfinite": False}, {"NF4_SEARCH": "compare"}),
+    ("r0/b4/g1", {}, {"NF4_SEARCH": "compare"}),
     # no gradient pre-pass (skip_nonfinite=False, session 21): rank 0 steps every tensor unchecked
     ("r0/b8/g0", {"skip_nonfinite": False}, {}),
     ("r0/b8/g0", {"skip_nonfinite": False, "error_feedback": False}, {}),

@@ -126,7 +126,7 @@ DRAWS_CODES: dict[str, int] = {"philox": 0, "hash": 1, "philox8": 2, "hash8": 3}
 #: ``"compare"`` stays the default until ``mango bench gpu --parts variants`` has weighed them on the GPU:
 #: an earlier search form, with fewer registers too, measured slower there (docs/architecture.md, issue
 #: 12 session 5).
-NF4_SEARCH = "compare"
+NF4_SEARCH = "cells"
 #: :data:`NF4_SEARCH` by the kernel's ``SEARCH`` constexpr.
 NF4_SEARCH_CODES: dict[str, int] = {"compare": 0, "cells": 1}
 #: Tiles of ``MATRIX_TILE`` values per program with a factored second moment, by width: a program walks a
