@@ -33,9 +33,9 @@ Randomness: stochastic rounding draws one Philox call (four 32-bit words) per pa
 step's seed (a device scalar drawn from the optimizer's generator, so no host sync) in the low word and
 ``t + 1`` in the high word, counter = the pair's index in the tensor; each word gives both values of the
 pair a 16-bit dither (:func:`_dither`). Word 0 rounds the compressed gradient, 1 the error buffer, 2 ``m``,
-3 ``sqrt(v)``. NF4 codes come from a search of a small table (``_nf4_cell``, ``SEARCH=1``, the default; ``SEARCH=0``,
-``fused.NF4_SEARCH = "compare"``: the standalone kernel's comparisons with every level, ``_nf4_dithered``, and
-its select tree of the midpoints), the same codes.
+3 ``sqrt(v)``. NF4 codes come from a search of a small table (``_nf4_cell``, ``SEARCH=1``, the default;
+``SEARCH=0``, ``fused.NF4_SEARCH = "compare"``: the standalone kernel's comparisons with every level,
+``_nf4_dithered``, and its select tree of the midpoints), the same codes.
 Variants for ``mango bench gpu --parts variants`` (``fused.DRAWS``, the kernel's ``RNG``): ``"hash"``
 (``RNG=1``) draws the same four words from an integer hash instead (:func:`_hash_words4`); ``"philox8"``
 (``RNG=2``) and ``"hash8"`` (3) give each value an 8-bit dither, a byte of a word, so one call serves four
