@@ -42,6 +42,7 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("r0/b8/g0 unchecked philox8", {"CHECK": False, "RNG": 2}),
     ("r0/b8/g0 no-EF", {"EF": False}),
     ("r0/b8/g0 unchecked", {"CHECK": False}),
+    ("r0/b8/g0 tile skip", {"CHECK": False, "TILE_SKIP": True}),
     ("r0/b8/g0.5", {"SHIFT": True}),
     ("r0/b8/g0.5 hash draws", {"SHIFT": True, "RNG": 1}),
     ("r0/b8/g0.5 philox8", {"SHIFT": True, "RNG": 2}),
@@ -89,7 +90,7 @@ def compile_case(overrides: dict[str, Any], arch: int = 90) -> dict[str, Any]:
     consts: dict[str, Any] = dict(
         PDTYPE=tl.float32, BITS=8, MODE=0, BLOCK=256, ROWS=1, EF=True, SHIFT=False, FACTORED=False,
         STRIP=False, STOCHASTIC=True, FRESH=False, SRC=0, STATS_EVERY=ts.STATS_EVERY.value, FULL=True, RNG=0,
-        CHECK=True, PARTIALS=0, SEARCH=1,  # NF4 cases: the cells search unless a case says compare (SEARCH=0)
+        CHECK=True, PARTIALS=0, SEARCH=1, TILE_SKIP=False,  # NF4: the cells search unless a case says compare
     )  # fmt: skip
     consts.update(overrides)
     # the load order and register cap fused.run picks (an override of EARLY keeps its order, with its cap)

@@ -127,6 +127,16 @@ DRAWS_CODES: dict[str, int] = {"philox": 0, "hash": 1, "philox8": 2, "hash8": 3}
 #: an earlier search form, with fewer registers too, measured slower there (docs/architecture.md, issue
 #: 12 session 5).
 NF4_SEARCH = "cells"
+#: How much of a tensor a non-finite gradient skips (``MangoAdamW(skip_nonfinite=True)``) in the rank-0
+#: matrix launches with a full ``v``: ``"tensor"`` (the torch path's rule and the default: a norm pre-pass
+#: reads every gradient first, and a tensor with any NaN / inf, or ``||g||^2 numel >= 2^120``, is not
+#: stepped) or ``"tile"`` (a variant: no pre-pass; each program tests its own tile of ``MATRIX_TILE`` values
+#: and a failing tile writes nothing while the rest of the tensor steps; ``skipped_updates`` then counts
+#: tiles). The same results wherever every gradient is finite; it saves the pre-pass's read of every
+#: gradient (the "unchecked" rows of ``mango bench gpu``). Factored-``v`` and projected launches keep the
+#: pre-pass (their row / column sums and ``||G||^2`` span the whole tensor). A variant for ``mango bench gpu
+#: --parts variants`` until the GPU has timed it and the per-tile rule is chosen or refused.
+SKIP_GRAIN = "tensor"
 #: :data:`NF4_SEARCH` by the kernel's ``SEARCH`` constexpr.
 NF4_SEARCH_CODES: dict[str, int] = {"compare": 0, "cells": 1}
 #: Tiles of ``MATRIX_TILE`` values per program with a factored second moment, by width: a program walks a
@@ -181,6 +191,13 @@ def _nf4_search_code(search: str) -> int:
             f"fused.NF4_SEARCH={search!r}; choose one of {', '.join(map(repr, NF4_SEARCH_CODES))}"
         )
     return NF4_SEARCH_CODES[search]
+
+
+def _tile_grain(grain: str) -> bool:
+    """:data:`SKIP_GRAIN` as a flag (True: per tile); ``ValueError`` names the choices."""
+    if grain not in ("tensor", "tile"):
+        raise ValueError(f"fused.SKIP_GRAIN={grain!r}; choose 'tensor' or 'tile'")
+    return grain == "tile"
 
 
 def _factor_sums_partials(sums: str) -> bool:
@@ -811,10 +828,15 @@ def _scalars(opt: Any, grp: _Group) -> tuple[float, ...]:
     return (1 - lr * wd, lr / bc1, 1 / bc2**0.5, float(h["eps"]), float(beta1), float(beta2))
 
 
-def _checked(opt: Any, grp: _Group) -> bool:
+def _checked(opt: Any, grp: _Group, plan: Plan) -> bool:
     """Whether ``grp``'s tensors get the norm pre-pass and its non-finite skip: always for a projected group
-    (its statistics need ``||G||^2`` before the projection), else as ``opt.skip_nonfinite`` says."""
-    return bool(opt.skip_nonfinite) or grp.proj is not None
+    (its statistics need ``||G||^2`` before the projection), never for a rank-0 matrix group with a full
+    ``v`` under ``SKIP_GRAIN = "tile"`` (its tiles test themselves), else as ``opt.skip_nonfinite`` says."""
+    if grp.proj is not None:
+        return True
+    if grp.matrix and not plan.factored and plan.strip_tiles <= 1 and _tile_grain(SKIP_GRAIN):
+        return False
+    return bool(opt.skip_nonfinite)
 
 
 def run(
@@ -857,7 +879,7 @@ def run(
     seed = None
     prec = QUANTIZED_DOT_PRECISION if plan.bits <= 16 else tp.DOT_PRECISION
     per_group = max(opt.stats_sample // max(len(plan.groups), 1), 1)
-    checked = {id(grp): _checked(opt, grp) for grp in plan.groups}
+    checked = {id(grp): _checked(opt, grp, plan) for grp in plan.groups}
     for grp in plan.groups:  # every tensor's squared norm first: the steps read it to skip non-finite ones
         assert grp.norm_prog is not None
         if not checked[id(grp)]:
@@ -912,6 +934,7 @@ def run(
                 RNG=_draws_code(DRAWS),
                 SEARCH=_nf4_search_code(NF4_SEARCH),
                 CHECK=checked[id(grp)],
+                TILE_SKIP=bool(opt.skip_nonfinite) and not checked[id(grp)],
                 num_warps=NUM_WARPS,
             )
             if regs and device.type == "cuda":

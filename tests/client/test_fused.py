@@ -198,6 +198,79 @@ def test_fused_skips_nonfinite_tensors_and_counts_them() -> None:
     ("setting", "kw"),
     [
         (S(rank=0, bits=8), {}),
+        (S(rank=0, bits=4), {"factor_second_moment": False}),
+        (S(rank=0, bits=8, gamma=0.5), {"stochastic_rounding": False}),
+    ],
+)
+def test_fused_tile_grain_changes_nothing_on_finite_gradients(
+    monkeypatch: pytest.MonkeyPatch, setting: S, kw: dict
+) -> None:
+    """``fused.SKIP_GRAIN = "tile"`` drops the pre-pass of a full-``v`` rank-0 launch; where every gradient is
+    finite the parameters, the state and the statistics are those of the default, bit for bit."""
+    runs = []
+    for grain in ("tensor", "tile"):
+        monkeypatch.setattr(fused, "SKIP_GRAIN", grain)
+        params = _params()
+        opt = MangoAdamW(params, lr=LR, setting=setting, min_compress_numel=1024, fused=True, seed=3, **kw)
+        _run(params, opt, range(3))
+        assert opt._plan is not None and opt._plan.matrix
+        state = [v for p in params for v in opt.state[p].values() if isinstance(v, torch.Tensor)]
+        runs.append(([p.detach().clone() for p in params], state, opt.compression_stats().as_dict(), opt))
+    (pa, sa, da, oa), (pb, sb, db, ob) = runs
+    assert len(sa) == len(sb) > 0
+    for a, b in zip(pa + sa, pb + sb):
+        assert torch.equal(a, b)
+    assert da == pytest.approx(db, rel=1e-6)
+    assert oa.skipped_updates() == ob.skipped_updates() == 0
+
+
+def test_fused_tile_grain_skips_only_the_nonfinite_tile(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under ``SKIP_GRAIN = "tile"`` a NaN leaves its tile of ``MATRIX_TILE`` values as it was and steps the
+    rest of the tensor (the default leaves the whole tensor); an exact launch (a vector) still skips its
+    whole tensor by the pre-pass. ``skipped_updates`` counts one tile and one tensor."""
+    monkeypatch.setattr(fused, "SKIP_GRAIN", "tile")
+    params = _params()
+    opt = MangoAdamW(params, lr=LR, setting=S(rank=0, bits=8), min_compress_numel=1024, fused=True)
+    _run(params, opt, range(2))
+    before = [p.detach().clone() for p in params]
+    slots = ("m", "v", "e")
+    scales_before = {k: opt.state[params[0]][k].scale.clone() for k in slots}
+    grads = _grads(7, params)
+    grads[0][3, 5] = float("nan")  # flat index 773 of a wide (64, 256) matrix: its first tile
+    grads[3][0] = float("inf")
+    for p, g in zip(params, grads):
+        p.grad = g
+    opt.step()
+    tile = fused.MATRIX_TILE
+    flat, old = params[0].detach().reshape(-1), before[0].reshape(-1)
+    assert params[0].numel() > tile
+    assert torch.equal(flat[:tile], old[:tile])  # the NaN's tile, as it was
+    assert bool((flat[tile:] != old[tile:]).all())  # every other value stepped
+    assert bool(torch.isfinite(params[0]).all())
+    for k in slots:  # the tile's blocks keep their scales, every scale is finite, the other blocks moved
+        q, old_scale = opt.state[params[0]][k], scales_before[k]
+        n = tile // q.block
+        assert bool(torch.isfinite(q.scale).all()), k
+        assert torch.equal(q.scale.reshape(-1)[:n], old_scale.reshape(-1)[:n]), k
+        assert not torch.equal(q.scale.reshape(-1)[n:], old_scale.reshape(-1)[n:]), k
+    assert torch.equal(params[3], before[3])  # the vector's exact launch: the whole tensor, by the pre-pass
+    assert not torch.equal(params[1], before[1]) and not torch.equal(params[2], before[2])
+    assert opt.skipped_updates() == 2
+
+
+def test_skip_grain_names_its_choices(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fused, "SKIP_GRAIN", "row")
+    params = _params()
+    opt = MangoAdamW(params, lr=LR, setting=S(rank=0, bits=8), min_compress_numel=1024, fused=True)
+    assert opt._factored() is False  # a full v: the grain is read
+    with pytest.raises(ValueError, match=r"fused\.SKIP_GRAIN='row'; choose 'tensor' or 'tile'"):
+        _run(params, opt, range(2))  # the first step builds the state; the second plans the launches
+
+
+@pytest.mark.parametrize(
+    ("setting", "kw"),
+    [
+        (S(rank=0, bits=8), {}),
         (S(rank=0, bits=4), {}),  # factored v: the fold runs unchecked too
         (S(rank=0, bits=32), {}),  # the exact launch of every tensor
     ],

@@ -611,6 +611,8 @@ def matrix_step_kernel(
     # owns, fused.FACTOR_SUMS = "partials") stores them in the program's own slots (partial_sums_kernel)
     SEARCH: tl.constexpr = 1,  # NF4 codes: 1 by a search of cells (_nf4_cell), 0 by comparisons with each
     # level or midpoint (fused.NF4_SEARCH)
+    TILE_SKIP: tl.constexpr = False,  # without CHECK, SRC 0, not STRIP (fused.SKIP_GRAIN = "tile"): a tile
+    # whose gradient is non-finite (or ||g_tile||^2 numel >= 2^120) writes nothing and counts in skip
 ):
     """The compressed AdamW step of one program's blocks of one tensor's ``rows x n`` values (module
     docstring): ``ROWS`` blocks, or with ``STRIP`` a column strip of any number of blocks (the host
@@ -640,7 +642,7 @@ def matrix_step_kernel(
                 it * ROWS + tl.arange(0, ROWS), b0, live, stride, numel, ncols, t, A, key, grad_ptr, tab_ptr,
                 mean_ptr, stats, decay, step_size, inv_bc2s, eps, beta1, beta2, ef_beta, gamma,
                 PDTYPE, BITS, MODE, BLOCK, EF, SHIFT, FACTORED, STOCHASTIC, FRESH, SRC, FULL, EARLY, RNG,
-                CHECK, PARTIALS, SEARCH,
+                CHECK, PARTIALS, SEARCH, TILE_SKIP,
             )  # fmt: skip
             colsum += cs
             d2 += d
@@ -651,7 +653,7 @@ def matrix_step_kernel(
             tl.arange(0, ROWS), b0, live, stride, numel, ncols, t, A, key, grad_ptr, tab_ptr,
             mean_ptr, stats, decay, step_size, inv_bc2s, eps, beta1, beta2, ef_beta, gamma,
             PDTYPE, BITS, MODE, BLOCK, EF, SHIFT, FACTORED, STOCHASTIC, FRESH, SRC, FULL, EARLY, RNG, CHECK,
-            PARTIALS, SEARCH,
+            PARTIALS, SEARCH, TILE_SKIP,
         )  # fmt: skip
     if FACTORED:
         b = (b0 * BLOCK) % ncols + cols
@@ -672,7 +674,10 @@ def matrix_step_kernel(
     if stats:
         tl.store(part_ptr + pid * 2, d2 * STATS_EVERY)
         tl.store(part_ptr + pid * 2 + 1, u2 * STATS_EVERY)
-    tl.atomic_add(skip_ptr, tl.where(fin, 0, 1) * tl.where(b0 == 0, 1, 0), sem="relaxed")
+    if TILE_SKIP:  # the tiles that wrote nothing (as _tile's test)
+        tl.atomic_add(skip_ptr, tl.where(live > 0, tl.where(gsq * numel < 2.0**120, 0, 1), 0), sem="relaxed")
+    else:
+        tl.atomic_add(skip_ptr, tl.where(fin, 0, 1) * tl.where(b0 == 0, 1, 0), sem="relaxed")
 
 
 @triton.jit
@@ -682,7 +687,7 @@ def _tile(
     PDTYPE: tl.constexpr, BITS: tl.constexpr, MODE: tl.constexpr, BLOCK: tl.constexpr, EF: tl.constexpr,
     SHIFT: tl.constexpr, FACTORED: tl.constexpr, STOCHASTIC: tl.constexpr, FRESH: tl.constexpr,
     SRC: tl.constexpr, FULL: tl.constexpr, EARLY: tl.constexpr, RNG: tl.constexpr, CHECK: tl.constexpr,
-    PARTIALS: tl.constexpr, SEARCH: tl.constexpr,
+    PARTIALS: tl.constexpr, SEARCH: tl.constexpr, TILE_SKIP: tl.constexpr = False,
 ):  # fmt: skip
     """One tile of :func:`matrix_step_kernel`: tile rows ``rows`` (those ``< live`` are real), i.e. blocks
     ``b0 + rows * stride``. Returns the tile's column sums of ``c^2`` (FACTORED; the row sums are added, or
@@ -703,6 +708,13 @@ def _tile(
         g = tl.load(g_ptr + off, mask=in_mask, other=0.0).to(tl.float32)
         if not CHECK:  # the norm the pre-pass would have summed (masked values load as 0)
             gsq = tl.sum(tl.sum(g * g, axis=1), axis=0)
+            if TILE_SKIP:  # a non-finite (or too large) tile's rows count as not real: nothing is stored
+                live = tl.where(gsq * numel < 2.0**120, live, 0)
+                row_ok = rows < live
+                if FULL:
+                    in_mask = tl.broadcast_to(row_ok[:, None], [rows.shape[0], BLOCK])
+                else:
+                    in_mask = row_ok[:, None] & (off < numel)
     else:
         x_ptr = _ptr(A, 14, tl.float32)
         g = tl.load(x_ptr + off, mask=in_mask, other=0.0)
