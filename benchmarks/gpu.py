@@ -617,7 +617,6 @@ VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("r0/b8/g0", {}, {"SKIP_GRAIN": "tile"}),
     ("r0/b8/g0.5", {}, {"SKIP_GRAIN": "tile"}),
     ("r0/b8/g0", {"error_feedback": False}, {"SKIP_GRAIN": "tile"}),
-    ("r0/b4/g0", {"factor_second_moment": False}, {}),
     ("r0/b4/g0", {"factor_second_moment": False}, {"SKIP_GRAIN": "tile"}),
     ("r0/b4/g0", {"factor_second_moment": False, "skip_nonfinite": False}, {}),
     # no gradient pre-pass (skip_nonfinite=False, session 21): rank 0 steps every tensor unchecked
