@@ -117,15 +117,15 @@ EARLY_LOADS: dict[tuple[int, bool], int] = {(8, False): 96, (8, True): 128}
 DRAWS = "philox"
 #: :data:`DRAWS` by the kernel's ``RNG`` constexpr (odd: the hash; 2 and up: 8-bit dithers).
 DRAWS_CODES: dict[str, int] = {"philox": 0, "hash": 1, "philox8": 2, "hash8": 3}
-#: How the matrix kernel finds NF4 codes (``triton_step._nf4_cell``): ``"compare"`` (the shipped step: a
-#: comparison with each of the 15 levels, or a select tree over the midpoints) or ``"cells"`` (the value's
-#: cell of a uniform grid, where at most one level lies, and an 8-byte gather from a small table give the
-#: level below the value; stochastic rounding's threshold above it comes from a second gather; round to
-#: nearest needs only the cell's gather). The same codes either way (tested); the cells trade most of the
+#: How the matrix kernel finds NF4 codes (``triton_step._nf4_cell``): ``"cells"`` (the value's cell of a
+#: uniform grid, where at most one level lies, and an 8-byte gather from a small table give the level below
+#: the value; stochastic rounding's threshold above it comes from a second gather; round to nearest needs
+#: only the cell's gather) or ``"compare"`` (a comparison with each of the 15 levels, or a select tree over
+#: the midpoints). The same codes either way (tested, compiled too); the cells trade most of the
 #: comparisons' instructions for two gathers from an L1-resident table (static counts: BENCHMARKS.md).
-#: ``"compare"`` stays the default until ``mango bench gpu --parts variants`` has weighed them on the GPU:
-#: an earlier search form, with fewer registers too, measured slower there (docs/architecture.md, issue
-#: 12 session 5).
+#: ``"cells"`` is the default since session 27, when two H100 runs timed it faster with stochastic rounding
+#: and no slower to nearest (``mango bench gpu --parts variants``; BENCHMARKS.md); ``"compare"`` (the
+#: default until then) stays as the variant it is timed against.
 NF4_SEARCH = "cells"
 #: How much of a tensor a non-finite gradient skips (``MangoAdamW(skip_nonfinite=True)``) in the rank-0
 #: matrix launches with a full ``v``: ``"tensor"`` (the torch path's rule and the default: a norm pre-pass
