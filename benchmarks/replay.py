@@ -45,6 +45,7 @@ import tyro
 from benchmarks.common import table_command
 from benchmarks.obs_shift import read_telemetry, window_observations
 from client.policy import LearnedPolicy, load_default_policy, load_policy
+from client.profile import profile_log
 from client.protocol import CompressionSetting, CostProfile, Objective, TelemetryRecord
 
 __all__ = ["ReplayArgs", "SeedReplay", "SeedRun", "load_seed_runs", "main", "replay_seed"]
@@ -144,11 +145,8 @@ def load_seed_runs(run_dir: str | Path, stand_in: CostProfile | None) -> list[Se
     out = []
     for k, seed in enumerate(summary["seeds"]):
         suffix = _suffix(k, int(seed["seed"]))
-        tel, dec, prof = (
-            d / f"telemetry{suffix}.jsonl",
-            d / f"decisions{suffix}.jsonl",
-            d / f"profile{suffix}.json",
-        )
+        tel, dec = d / f"telemetry{suffix}.jsonl", d / f"decisions{suffix}.jsonl"
+        prof = profile_log(tel)
         for p in (tel, dec):
             if not p.is_file():
                 raise ValueError(f"{p}: missing (seed {seed['seed']} of {d})")

@@ -27,6 +27,7 @@ import tyro
 from benchmarks.common import table_command
 from benchmarks.obs_shift import read_telemetry
 from client.hook import AdaptiveCompression
+from client.profile import profile_log
 from client.protocol import CostProfile
 
 __all__ = ["StepShareArgs", "least_estimate", "main", "report"]
@@ -62,7 +63,7 @@ def report(args: StepShareArgs) -> str:
     found = 0
     for run in args.runs:
         for tel in sorted(Path(run).glob("telemetry*.jsonl")):
-            prof_path = tel.with_name(tel.name.replace("telemetry", "profile", 1)).with_suffix(".json")
+            prof_path = profile_log(tel)
             if not prof_path.exists():
                 continue
             prof = CostProfile.model_validate_json(prof_path.read_text())

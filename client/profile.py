@@ -70,6 +70,7 @@ __all__ = [
     "device_name",
     "job_profile",
     "model_signature",
+    "profile_log",
     "profile_optimizer",
     "reference_adamw",
     "time_train_step",
@@ -157,6 +158,13 @@ def cache_path(device: str, signature: str, root: Path | None = None) -> Path:
     :func:`core_signature`)."""
     slug = re.sub(r"[^A-Za-z0-9]+", "-", device).strip("-").lower()[:60]
     return (root or cache_dir()) / f"{slug}-{signature}-core{core_signature()}.json"
+
+
+def profile_log(telemetry_log: Path) -> Path:
+    """Where a run keeps the cost profile its hook sent the service: beside its telemetry log
+    (``telemetry-1.jsonl`` -> ``profile-1.json``). ``mango demo`` writes it there and the replays
+    (``mango bench replay``, ``step-share``) read it, so a replay encodes the windows the policy was sent."""
+    return telemetry_log.with_name(telemetry_log.name.replace("telemetry", "profile", 1)).with_suffix(".json")
 
 
 def reference_adamw(params: Iterable[torch.Tensor], *, lr: float = 1e-3, **kwargs: Any) -> torch.optim.AdamW:

@@ -18,7 +18,7 @@ import torch
 from client.compression import MangoAdamW
 from client.controllers import FIRST_CANDIDATES, Schedule, ScheduleController, StaticController
 from client.hook import AdaptiveCompression
-from client.profile import job_profile, reference_adamw
+from client.profile import job_profile, profile_log, reference_adamw
 from client.protocol import CompressionSetting, Objective, TelemetryRecord
 from client.telemetry import EnergyMeter, ModelledMeter, make_energy_meter, optimizer_state_bytes
 from demo.args import DemoArgs
@@ -27,7 +27,7 @@ from envs.models import ByteGPT, build_model
 from envs.workloads import schedule_lr
 from policy_service.launch import ServiceProcess
 
-__all__ = ["Point", "RunResult", "lr_at", "profile_log", "train_run"]
+__all__ = ["Point", "RunResult", "lr_at", "train_run"]
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +80,6 @@ class RunResult:
         d["state_bytes_per_param"] = self.state_bytes_per_param
         d["mean_state_bytes_per_param"] = self.mean_state_bytes_per_param()
         return d
-
-
-def profile_log(telemetry_log: Path) -> Path:
-    """Where an adaptive run writes the cost profile its hook sent the service: beside its telemetry
-    (``telemetry-1.jsonl`` -> ``profile-1.json``), so a replay (``mango bench obs-shift --profile``) encodes
-    the windows the policy was sent. A fresh GPU machine measures its own profile, and the first decisions
-    depend on it."""
-    return telemetry_log.with_name(telemetry_log.name.replace("telemetry", "profile", 1)).with_suffix(".json")
 
 
 def _job_profile(
@@ -239,7 +231,7 @@ def train_run(
     ``setting`` (a local static controller), or playing ``schedule`` (which starts at ``setting``).
     ``telemetry_log``: a MangoAdamW run writes there every telemetry record the hook made (JSON lines, the
     contract's ``TelemetryRecord``: what the policy saw, to set beside the surrogate's observations), and an
-    adaptive run its cost profile beside it (:func:`profile_log`).
+    adaptive run its cost profile beside it (:func:`client.profile.profile_log`).
     """
     model = build_model(args.model, args.seed).to(device)
     assert isinstance(model, ByteGPT)  # check() admits LM presets only
