@@ -128,15 +128,17 @@ DRAWS_CODES: dict[str, int] = {"philox": 0, "hash": 1, "philox8": 2, "hash8": 3}
 #: default until then) stays as the variant it is timed against.
 NF4_SEARCH = "cells"
 #: How much of a tensor a non-finite gradient skips (``MangoAdamW(skip_nonfinite=True)``) in the rank-0
-#: matrix launches with a full ``v``: ``"tensor"`` (the torch path's rule and the default: a norm pre-pass
-#: reads every gradient first, and a tensor with any NaN / inf, or ``||g||^2 numel >= 2^120``, is not
-#: stepped) or ``"tile"`` (a variant: no pre-pass; each program tests its own tile of ``MATRIX_TILE`` values
-#: and a failing tile writes nothing while the rest of the tensor steps; ``skipped_updates`` then counts
-#: tiles). The same results wherever every gradient is finite; it saves the pre-pass's read of every
-#: gradient (the "unchecked" rows of ``mango bench gpu``). Factored-``v`` and projected launches keep the
-#: pre-pass (their row / column sums and ``||G||^2`` span the whole tensor). A variant for ``mango bench gpu
-#: --parts variants`` until the GPU has timed it and the per-tile rule is chosen or refused.
-SKIP_GRAIN = "tensor"
+#: matrix launches with a full ``v``: ``"tile"`` (the default since session 28: no pre-pass; each program
+#: tests the ``sum g^2`` of its own tile of ``MATRIX_TILE`` values, and a tile with a NaN / inf, or
+#: ``sum g^2 x numel >= 2^120``, writes nothing while the rest of the tensor steps; ``skipped_updates`` then
+#: counts tiles) or ``"tensor"`` (the torch path's rule: a norm pre-pass reads every gradient first, and a
+#: tensor with any NaN / inf, or ``||g||^2 numel >= 2^120``, is not stepped). The same results wherever every
+#: gradient is finite; either way no non-finite value reaches the parameters or the states. "tile" saves the
+#: pre-pass's read of every gradient: on the H200 it took r0/b8/g0 from about AdamW's step time to under it
+#: (``mango bench gpu --parts variants``; BENCHMARKS.md, session 28). Factored-``v`` and projected launches
+#: keep the pre-pass (their row / column sums and ``||G||^2`` span the whole tensor). ``"tensor"`` stays as
+#: the variant it is timed against.
+SKIP_GRAIN = "tile"
 #: :data:`NF4_SEARCH` by the kernel's ``SEARCH`` constexpr.
 NF4_SEARCH_CODES: dict[str, int] = {"compare": 0, "cells": 1}
 #: Tiles of ``MATRIX_TILE`` values per program with a factored second moment, by width: a program walks a

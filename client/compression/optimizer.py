@@ -427,8 +427,11 @@ class MangoAdamW(torch.optim.Optimizer):
     :param skip_nonfinite: ``True`` (default): a tensor whose gradient holds NaN/inf (or overflows, see
         ``fused``) keeps its parameter and states for the step, and ``skipped_steps`` counts it; the check
         costs one read of every gradient before the step (the fused path's pre-pass; the torch path's host
-        sync). ``False``: gradients are taken as finite, as ``torch.optim.AdamW`` takes them: nothing is
-        checked or skipped, and what a NaN/inf does to the parameter and the states is not defined (the
+        sync). The fused path's rank-0 launches with a full ``v`` (8 bits and up, by default) check each
+        tile of ``fused.MATRIX_TILE`` values in the step itself instead: a failing tile keeps its values and
+        block scales, the rest of the tensor steps, and the count is of tiles (``fused.SKIP_GRAIN``).
+        ``False``: gradients are taken as finite, as ``torch.optim.AdamW`` takes them: nothing is checked or
+        skipped, and what a NaN/inf does to the parameter and the states is not defined (the
         statistics leave such a tensor's norm out, as a skipped one's). Choose it where something upstream
         already guarantees finite gradients (a ``GradScaler``, which skips the whole step on inf, or
         clipping that checks); at rank 0 on a GPU it saves the pre-pass (BENCHMARKS.md, issue 12). On the

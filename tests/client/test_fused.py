@@ -174,7 +174,10 @@ def test_fused_bf16_params() -> None:
         assert float((a.float() - b.float()).detach().abs().mean()) < 0.05 * 4 * LR
 
 
-def test_fused_skips_nonfinite_tensors_and_counts_them() -> None:
+def test_fused_skips_nonfinite_tensors_and_counts_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under ``SKIP_GRAIN = "tensor"`` (the torch path's rule) a NaN skips its whole tensor; the default
+    per-tile rule: ``test_fused_tile_grain_skips_only_the_nonfinite_tile``."""
+    monkeypatch.setattr(fused, "SKIP_GRAIN", "tensor")
     params = _params()
     opt = MangoAdamW(params, lr=LR, setting=S(rank=0, bits=8), min_compress_numel=1024, fused=True)
     _run(params, opt, range(2))
@@ -224,6 +227,7 @@ def test_fused_tile_grain_changes_nothing_on_finite_gradients(
     assert oa.skipped_updates() == ob.skipped_updates() == 0
 
 
+@pytest.mark.default_tile  # the shipped tile of 256 values, as compiled: the NaN's tile is then not the first
 def test_fused_tile_grain_skips_only_the_nonfinite_tile(monkeypatch: pytest.MonkeyPatch) -> None:
     """Under ``SKIP_GRAIN = "tile"`` a NaN leaves its tile of ``MATRIX_TILE`` values as it was and steps the
     rest of the tensor (the default leaves the whole tensor); an exact launch (a vector) still skips its
@@ -242,17 +246,24 @@ def test_fused_tile_grain_skips_only_the_nonfinite_tile(monkeypatch: pytest.Monk
         p.grad = g
     opt.step()
     tile = fused.MATRIX_TILE
+    lo = 773 // tile * tile
+    hi = lo + tile
     flat, old = params[0].detach().reshape(-1), before[0].reshape(-1)
     assert params[0].numel() > tile
-    assert torch.equal(flat[:tile], old[:tile])  # the NaN's tile, as it was
-    assert bool((flat[tile:] != old[tile:]).all())  # every other value stepped
+    assert torch.equal(flat[lo:hi], old[lo:hi])  # the NaN's tile, as it was
+    rest = torch.ones_like(flat, dtype=torch.bool)
+    rest[lo:hi] = False
+    assert bool((flat[rest] != old[rest]).all())  # every other value stepped
     assert bool(torch.isfinite(params[0]).all())
     for k in slots:  # the tile's blocks keep their scales, every scale is finite, the other blocks moved
         q, old_scale = opt.state[params[0]][k], scales_before[k]
-        n = tile // q.block
-        assert bool(torch.isfinite(q.scale).all()), k
-        assert torch.equal(q.scale.reshape(-1)[:n], old_scale.reshape(-1)[:n]), k
-        assert not torch.equal(q.scale.reshape(-1)[n:], old_scale.reshape(-1)[n:]), k
+        new_s, old_s = q.scale.reshape(-1), old_scale.reshape(-1)
+        b0, b1 = lo // q.block, hi // q.block
+        assert bool(torch.isfinite(new_s).all()), k
+        assert torch.equal(new_s[b0:b1], old_s[b0:b1]), k
+        keep = torch.ones_like(new_s, dtype=torch.bool)
+        keep[b0:b1] = False
+        assert not torch.equal(new_s[keep], old_s[keep]), k
     assert torch.equal(params[3], before[3])  # the vector's exact launch: the whole tensor, by the pre-pass
     assert not torch.equal(params[1], before[1]) and not torch.equal(params[2], before[2])
     assert opt.skipped_updates() == 2
@@ -558,10 +569,13 @@ def test_fused_projected_skips_nonfinite_tensors() -> None:
     assert opt.compression_stats().skipped_steps == 1.0
 
 
+@pytest.mark.parametrize("grain", ["tensor", "tile"])
 @pytest.mark.parametrize("setting", [S(rank=0, bits=8), S(rank=8, bits=4), S(rank=0, bits=16, gamma=0.5)])
-def test_fused_skips_huge_finite_gradients(setting: S) -> None:
-    """A finite gradient entry of 1e25 (its square overflows fp32) skips its tensor, as the torch path does:
-    parameters and states stay finite, the other tensors step."""
+def test_fused_skips_huge_finite_gradients(monkeypatch: pytest.MonkeyPatch, setting: S, grain: str) -> None:
+    """A finite gradient entry of 1e25 (its square overflows fp32) skips its tensor, as the torch path does,
+    or under ``SKIP_GRAIN = "tile"`` at rank 0 with a full ``v`` only its tile: parameters and states stay
+    finite, the other tensors (and tiles) step."""
+    monkeypatch.setattr(fused, "SKIP_GRAIN", grain)
     params = _params()
     opt = MangoAdamW(params, lr=LR, setting=setting, min_compress_numel=1024, fused=True)
     _run(params, opt, range(2))
@@ -572,7 +586,12 @@ def test_fused_skips_huge_finite_gradients(setting: S) -> None:
         p.grad = g
     opt.step()
     assert opt._plan is not None and 1 in opt._plan.matrix_idx
-    assert torch.equal(params[1], before[1]) and not torch.equal(params[0], before[0])
+    if grain == "tile" and setting.rank == 0:  # the entry's tile keeps its values, the rest steps
+        assert float(params[1][7, 3]) == float(before[1][7, 3])
+        assert not torch.equal(params[1], before[1])
+    else:
+        assert torch.equal(params[1], before[1])
+    assert not torch.equal(params[0], before[0])
     assert all(bool(torch.isfinite(p).all()) for p in params)
     assert opt.compression_stats().skipped_steps == 1.0
     _run(params, opt, range(6, 8))
