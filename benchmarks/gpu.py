@@ -327,6 +327,15 @@ def _optimizer_factories() -> dict[str, Callable[[list[torch.nn.Parameter]], tor
     facs["MangoAdamW r0/b4/g0 no-EF unchecked"] = lambda ps: MangoAdamW(
         ps, lr=lr, weight_decay=wd, setting=s4, error_feedback=False, skip_nonfinite=False
     )
+    # rank 0 at fewer instructions a value: 8-bit codes rounded to nearest (no random draws), 4 bits with a
+    # full v (its sqrt on the 4-bit uniform code, ~1.7 B/param) instead of the factored one (two passes)
+    s8 = CompressionSetting(rank=0, bits=8)
+    facs["MangoAdamW r0/b8/g0 nearest"] = lambda ps: MangoAdamW(
+        ps, lr=lr, weight_decay=wd, setting=s8, stochastic_rounding=False
+    )
+    facs["MangoAdamW r0/b4/g0 full-v"] = lambda ps: MangoAdamW(
+        ps, lr=lr, weight_decay=wd, setting=s4, factor_second_moment=False
+    )
     # the per-tensor torch path (the fused path's "before"), one rank-0 and one projected setting
     for s in (CompressionSetting(rank=0, bits=8), CompressionSetting(rank=8, bits=4)):
         facs[f"MangoAdamW {s.label()} torch-path"] = lambda ps, s=s: MangoAdamW(
