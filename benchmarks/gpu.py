@@ -40,7 +40,7 @@ from typing import Any
 import torch
 import tyro
 
-__all__ = ["GpuBenchArgs", "main"]
+__all__ = ["GpuBenchArgs", "main", "seed_summary"]
 
 
 @dataclass
@@ -61,6 +61,10 @@ class GpuBenchArgs:
     """seconds of repeated steps per energy reading (NVML's counter updates about every 100 ms)"""
     steps: int = 400
     """training steps per optimizer in the convergence part"""
+    seeds: int = 1
+    """seeds of the convergence part (model initialization and batch order; seed 0 first): every optimizer
+    trains once per seed, and with two or more a summary row per optimizer gives its mean final validation
+    loss relative to AdamW's on the same seed, with the 95 % CI of that paired ratio"""
     batch: int = 32
     """sequences per batch in the convergence part"""
     seq: int = 256
@@ -392,10 +396,12 @@ def _relative_to_adamw(rows: list[dict[str, Any]], key: str, out_key: str) -> No
             r[out_key] = r[key] / base[key]
 
 
-def _gpt(vocab: int, block: int, n_layer: int = 12, n_embd: int = 768, n_head: int = 12) -> torch.nn.Module:
+def _gpt(
+    vocab: int, block: int, n_layer: int = 12, n_embd: int = 768, n_head: int = 12, seed: int = 0
+) -> torch.nn.Module:
     from envs.models import ByteGPT, GPTConfig
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     cfg = GPTConfig(vocab_size=vocab, n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block)
     return ByteGPT(cfg).cuda()
 
@@ -773,14 +779,15 @@ def run_converge(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
     energy = _Energy()
     corpus = load_corpus()
     rows: list[dict[str, Any]] = []
-    for name, fac in _optimizer_factories().items():
-        row: dict[str, Any] = {"optimizer": name, "steps": args.steps}
+    runs = [(seed, name, fac) for seed in range(args.seeds) for name, fac in _optimizer_factories().items()]
+    for seed, name, fac in runs:
+        row: dict[str, Any] = {"optimizer": name, "seed": seed, "steps": args.steps}
         try:
             torch.cuda.empty_cache()
-            model = _gpt(256, args.seq)
+            model = _gpt(256, args.seq, seed=seed)
             params = [p for p in model.parameters() if p.requires_grad]
             opt = fac(params)
-            gen = torch.Generator().manual_seed(0)
+            gen = torch.Generator().manual_seed(seed)
             sched = torch.optim.lr_scheduler.LambdaLR(
                 opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * s / args.steps))
             )
@@ -815,9 +822,26 @@ def run_converge(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
             traceback.print_exc()
         rows.append(row)
         print(row, flush=True)
-    _relative_to_adamw(rows, "val_loss", "loss_vs_adamw")
-    cols = ["optimizer", "steps", "val_loss", "loss_vs_adamw", "state_bytes_per_param", "energy_kJ", "wall_s"]
-    _write(out, "converge", rows, [*cols, "error"], meta)
+    for seed in range(args.seeds):
+        _relative_to_adamw([r for r in rows if r["seed"] == seed], "val_loss", "loss_vs_adamw")
+    rows += seed_summary(rows, "loss_vs_adamw") if args.seeds > 1 else []
+    cols = ["optimizer", "seed", "steps", "val_loss", "loss_vs_adamw", "ci95", "state_bytes_per_param"]
+    _write(out, "converge", rows, [*cols, "energy_kJ", "wall_s", "error"], meta)
+
+
+def seed_summary(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """One row per optimizer over its seeds' rows: ``seed`` ``"mean (n)"``, the mean of ``key`` and the
+    half-width ``ci95`` of its 95 % confidence interval (Student t; nan with one seed). Rows without ``key``
+    (a failed run, or no AdamW row on that seed) are left out of the mean."""
+    from agents.stats import mean_ci
+
+    out: list[dict[str, Any]] = []
+    for name in dict.fromkeys(r["optimizer"] for r in rows):
+        vals = [float(r[key]) for r in rows if r["optimizer"] == name and key in r]
+        if vals:
+            mean, half = mean_ci(vals)
+            out.append({"optimizer": name, "seed": f"mean ({len(vals)})", key: mean, "ci95": half})
+    return out
 
 
 #: Setting changes the ``switch`` part times: into and out of projection, across widths and gammas.
