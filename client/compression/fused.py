@@ -27,7 +27,9 @@ that creates the state (or the shift reference ``h``, or flushes a leftover erro
 
 No host sync: a pre-pass kernel adds up each gradient's squared norm (for the non-finite check and the
 statistics) on the device, the step kernels skip a tensor whose norm is NaN/inf (counting it on the device),
-and the stochastic-rounding seed is a device scalar from the optimizer's generator. (``torch._foreach_norm``
+and the stochastic-rounding seed is a device scalar from the optimizer's generator. The rank-0 launches with a
+full ``v`` need no pre-pass: each program checks its own tile and adds its ``sum g^2`` to the norm
+(:data:`SKIP_GRAIN`). (``torch._foreach_norm``
 did the pre-pass first: its host time per tensor was a third of GPT-2 small's step, BENCHMARKS.md.)
 The planned tables (tensor -> pointers, program -> blocks) are cached and rebuilt only when the state layout
 changes (:attr:`Plan.key`); the hyper-parameters go in as scalar kernel arguments (one launch per parameter
