@@ -281,7 +281,9 @@ class TelemetryRecord(BaseModel):
     progress: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] | None = Field(
         None, description="step / planned steps, if known"
     )
-    skipped_steps: int = Field(0, ge=0, description="tensor updates skipped for non-finite gradients")
+    skipped_steps: int = Field(
+        0, ge=0, description="tensor (fused rank-0 step: tile) updates skipped for non-finite gradients"
+    )
     comm_bytes: int = Field(0, ge=0, description="bytes communicated per step (DDP hook mode)")
     comm_time_s: NonNegFloat = Field(0.0, description="communication time per step, seconds (DDP hook mode)")
 

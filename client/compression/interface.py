@@ -40,7 +40,8 @@ class CompressionStats:
         (0 at rank 0).
     :param grad_kurtosis: excess kurtosis of sampled gradient entries (may be negative).
     :param grad_norm: global L2 norm of the finite gradients, >= 0.
-    :param skipped_steps: cumulative tensor updates skipped for non-finite gradients, >= 0.
+    :param skipped_steps: cumulative tensor updates skipped for non-finite gradients, >= 0 (the fused rank-0
+        step with a full ``v`` counts the tiles it skipped: ``fused.SKIP_GRAIN``).
     """
 
     compression_error: float = 0.0
