@@ -109,6 +109,9 @@ class LMBenchConfig:
     """MangoAdamW ``factor_second_moment``: 'auto' (bits <= 4), 'yes' or 'no'."""
     quant_mode: str = ""
     """MangoAdamW ``quant_mode`` ('' for the default: NF4 at 4 bits)."""
+    stochastic_rounding: bool = True
+    """MangoAdamW ``stochastic_rounding`` (``--no-stochastic-rounding``: every stored state rounded to
+    nearest)."""
     min_compress_numel: int = 4096
     """MangoAdamW ``min_compress_numel``."""
     out_dir: str = "results"
@@ -196,6 +199,7 @@ def run_one(
             proj_scale=cfg.proj_scale or None,
             factor_second_moment={"auto": None, "yes": True, "no": False}[cfg.factor_v],
             quant_mode=cfg.quant_mode or None,
+            stochastic_rounding=cfg.stochastic_rounding,
             min_compress_numel=cfg.min_compress_numel,
             seed=seed,
         )
@@ -352,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         f"refresh_every={cfg.refresh_every}, ef_beta={cfg.ef_beta}, ef_scope={cfg.ef_scope}, "
         f"error_feedback={cfg.error_feedback}, quant_mode={cfg.quant_mode or 'default'}, "
         f"proj_scale={cfg.proj_scale or 'sqrt(m/r)'}, factor_v={cfg.factor_v}, "
-        "embeddings "
+        f"stochastic_rounding={cfg.stochastic_rounding}, embeddings "
         + ("unprojected (project=False group)" if cfg.embed_rank0 else "projected like every matrix")
     )
     md = append_section(
