@@ -930,7 +930,7 @@ def run(
                 FACTORED=plan.factored,
                 STRIP=plan.strip_tiles > 1,
                 PARTIALS=plan.partials,
-                STOCHASTIC=opt.stochastic_rounding,
+                STOCHASTIC=opt._stochastic(plan.bits),
                 SRC=1 if pj is not None else 0,
                 FRESH=id(grp) in refreshed,
                 STATS_EVERY=1 if pj is not None else ts.STATS_EVERY.value,

@@ -14,7 +14,7 @@ import logging
 import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 
@@ -417,7 +417,11 @@ class MangoAdamW(torch.optim.Optimizer):
     :param error_feedback: keep the error buffer ``e`` (``False``: plain biased compression, less memory).
     :param ef_scope: ``"subspace"`` or ``"full"`` (see step 2 and the tuning guide).
     :param stochastic_rounding: unbiased rounding of every stored state (``False``: round to nearest; the
-        moments then stall once their per-step change is below half a quantization step).
+        moments then stall once their per-step change is below half a quantization step). ``"auto"``: to
+        nearest at 8-bit codes, as bitsandbytes' and torchao's 8-bit optimizers round, and stochastically at
+        2-4 bits and in bf16 (16 bits), where a step is coarser or ``v``'s relative change finer than the
+        rounding. At 8 bits on a GPU nearest rounding skips the step's random draws (less energy a step);
+        the choice follows the setting, so a policy's change of width changes the rounding with it.
     :param fused: the fused multi-tensor step (see the tuning guide): ``None`` auto (CUDA), ``True``,
         ``False``. It skips a tensor whose squared gradient norm is NaN/inf (also a finite gradient whose
         squared norm overflows float32) and still advances that tensor's step counter; the statistics'
@@ -464,7 +468,7 @@ class MangoAdamW(torch.optim.Optimizer):
         proj_scale: float | None = None,
         factor_second_moment: bool | None = None,
         quant_mode: str | None = None,
-        stochastic_rounding: bool = True,
+        stochastic_rounding: bool | Literal["auto"] = True,
         strict: bool = False,
         skip_nonfinite: bool = True,
         seed: int = 0,
@@ -555,7 +559,9 @@ class MangoAdamW(torch.optim.Optimizer):
         # the fused refresh's device tail replayed from a CUDA graph on a GPU (captured at the plan's first
         # refresh; refresh.refresh_plan); False keeps the eager refresh (the reference the graph is tested on)
         self.graph_refresh = True
-        self.stochastic_rounding = bool(stochastic_rounding)
+        if not isinstance(stochastic_rounding, bool) and stochastic_rounding != "auto":
+            raise TypeError(f"stochastic_rounding must be True, False or 'auto', got {stochastic_rounding!r}")
+        self.stochastic_rounding: bool | str = stochastic_rounding
         self.strict = bool(strict)
         self.skip_nonfinite = skip_nonfinite
         self.stats_sample = stats_sample
@@ -1215,17 +1221,24 @@ class MangoAdamW(torch.optim.Optimizer):
             st.pop("refresh_pending", None)
 
     # --------------------------------------------------------------------------------- storage
+    def _stochastic(self, bits: int) -> bool:
+        """Whether states stored at ``bits`` round stochastically (:attr:`stochastic_rounding`; ``"auto"``:
+        all but the 8-bit codes)."""
+        if self.stochastic_rounding == "auto":
+            return bits != 8
+        return bool(self.stochastic_rounding)
+
     def _store(self, x: torch.Tensor, bits: int) -> Slot:
         if bits == 32:
             return x.contiguous()
         gen = self._rng()
         if bits == 16:
-            data = _bf16_stochastic(x, gen) if self.stochastic_rounding else x.to(torch.bfloat16)
+            data = _bf16_stochastic(x, gen) if self._stochastic(16) else x.to(torch.bfloat16)
             return DenseState(data, torch.float32, 16)
         # the optimizer's states are finite by construction (a non-finite gradient skips the step first):
         # no per-tensor check, whose host sync a setting change would pay once per converted state
         return compress_state(
-            x, bits, mode=self.quant_mode, stochastic=self.stochastic_rounding, generator=gen,
+            x, bits, mode=self.quant_mode, stochastic=self._stochastic(bits), generator=gen,
             check_finite=False,
         )  # fmt: skip
 
@@ -1248,7 +1261,7 @@ class MangoAdamW(torch.optim.Optimizer):
         return list(
             quantize_many(
                 ordered, bits, mode=self.quant_mode or default_state_mode(bits),
-                stochastic=self.stochastic_rounding, generator=self._rng(), check_finite=False,
+                stochastic=self._stochastic(bits), generator=self._rng(), check_finite=False,
             )
         )  # fmt: skip
 
@@ -1298,14 +1311,14 @@ class MangoAdamW(torch.optim.Optimizer):
         elif bits == 16:
             st["v"] = self._put(v_full, 16, p)
         else:
-            st["v"] = quantize(_to_param_order(v_full.sqrt(), p), bits, **self._v_code())
+            st["v"] = quantize(_to_param_order(v_full.sqrt(), p), bits, **self._v_code(bits))
 
-    def _v_code(self) -> dict[str, Any]:
+    def _v_code(self, bits: int) -> dict[str, Any]:
         """How both stores code a quantized second moment: ``sqrt(v)`` on the uniform code (no zero level, so
-        ``|dequantized| > 0`` in every block), rounded as the optimizer rounds; the step has checked
-        finiteness already."""
+        ``|dequantized| > 0`` in every block), rounded as the optimizer rounds at ``bits``; the step has
+        checked finiteness already."""
         return {
-            "mode": "uniform", "stochastic": self.stochastic_rounding, "generator": self._rng(),
+            "mode": "uniform", "stochastic": self._stochastic(bits), "generator": self._rng(),
             "check_finite": False,
         }  # fmt: skip
 
@@ -1326,7 +1339,7 @@ class MangoAdamW(torch.optim.Optimizer):
                 self._store_v(st, parts[0], parts[1], parts[2], bits, p)
             return
         roots = [_to_param_order(v.sqrt(), p) for v, p in zip(v_full, ps, strict=True)]
-        qs = quantize_many(roots, bits, **self._v_code())
+        qs = quantize_many(roots, bits, **self._v_code(bits))
         for st, q in zip(sts, qs, strict=True):
             for key in ("v_row", "v_col"):
                 st.pop(key, None)

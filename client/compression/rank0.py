@@ -123,7 +123,7 @@ class Rank0Batch:
         device = params[0].device
         total = sum(numels)
         keys = [len(st) for st in sts]
-        code = {"stochastic": opt.stochastic_rounding, "generator": opt._rng()}
+        code = {"stochastic": opt._stochastic(bits), "generator": opt._rng()}
 
         G = torch.cat([g.reshape(-1) for g in self.grads]) if len(params) > 1 else self.grads[0].reshape(-1)
         E = dequantize_cat([st["e"] for st in sts]) if "e" in sts[0] else None

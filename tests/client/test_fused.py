@@ -338,6 +338,53 @@ def test_skip_nonfinite_false_refuses_strict() -> None:
         MangoAdamW(_params(), setting=S(rank=0, bits=8), skip_nonfinite=0)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("use_fused", [False, True])
+@pytest.mark.parametrize(("bits", "twin"), [(8, False), (4, True), (16, True)])
+def test_auto_rounding_is_nearest_at_8_bits_only(bits: int, twin: bool, use_fused: bool) -> None:
+    """``stochastic_rounding="auto"`` rounds the 8-bit codes to nearest and the other widths stochastically:
+    the run equals the one with ``stochastic_rounding=twin`` bit for bit (one seed, the same draws) on the
+    torch path and the fused one, and differs from the other choice."""
+
+    def run(sr: bool | str) -> list[torch.nn.Parameter]:
+        params = _params()
+        opt = MangoAdamW(
+            params, lr=LR, setting=S(rank=0, bits=bits), min_compress_numel=1024, fused=use_fused, seed=3,
+            stochastic_rounding=sr,  # type: ignore[arg-type]
+        )  # fmt: skip
+        _run(params, opt, range(3))
+        return params
+
+    auto = run("auto")
+    assert all(torch.equal(a, b) for a, b in zip(auto, run(twin)))
+    assert not all(torch.equal(a, b) for a, b in zip(auto, run(not twin)))
+
+
+def test_auto_rounding_follows_setting_changes_and_resumes() -> None:
+    """Under ``"auto"`` a change of width changes the rounding with it (r0/b8 -> r0/b4 -> r0/b8, the same
+    run as one that switches ``stochastic_rounding`` by hand), and a checkpoint keeps ``"auto"``; any other
+    value is refused by name."""
+
+    def run(auto: bool) -> tuple[list[torch.nn.Parameter], MangoAdamW]:
+        params = _params()
+        opt = MangoAdamW(params, lr=LR, setting=S(rank=0, bits=8), min_compress_numel=1024, seed=3,
+                         stochastic_rounding="auto" if auto else False)  # fmt: skip
+        for k, bits in enumerate((8, 4, 8)):
+            if not auto:  # the rounding of the width the states are converted to
+                opt.stochastic_rounding = bits != 8
+            opt.apply_setting(S(rank=0, bits=bits))
+            _run(params, opt, range(2 * k, 2 * k + 2))
+        return params, opt
+
+    (pa, oa), (pb, _) = run(True), run(False)
+    assert all(torch.equal(a, b) for a, b in zip(pa, pb))
+    saved = oa.state_dict()
+    opt2 = MangoAdamW(_params(), lr=LR, setting=S(rank=0, bits=8), min_compress_numel=1024)
+    opt2.load_state_dict(saved)
+    assert opt2.stochastic_rounding == "auto"
+    with pytest.raises(TypeError, match="stochastic_rounding must be True, False or 'auto', got 'nearest'"):
+        MangoAdamW(_params(), stochastic_rounding="nearest")  # type: ignore[arg-type]
+
+
 def test_fused_state_dict_resumes_bit_for_bit() -> None:
     params = _params()
     opt = MangoAdamW(params, lr=LR, setting=S(rank=0, bits=8), min_compress_numel=1024, fused=True)
