@@ -60,19 +60,24 @@ def objective_scores(runs: list[RunResult], objective: Objective) -> dict[str, f
 
 def format_verdict(runs: list[RunResult], scores: dict[str, float], objective_name: str) -> str:
     """One line: who won under the chosen objective (the adaptive run ``runs[0]`` against the best of the
-    others: AdamW and each static setting), and by how much."""
+    others: AdamW and each static setting), and by how much: as a share of the best ``J`` where that is a
+    positive cost at least as large as the gap, else as the ``J`` difference itself (a loss better than
+    AdamW's makes ``J`` negative under loss-first, and a share of a ``J`` near 0 says nothing)."""
     adaptive = runs[0]
     others = sorted((r for r in runs[1:]), key=lambda r: scores[r.name])
     best = others[0]
     a, b = scores[adaptive.name], scores[best.name]
-    rel = (b - a) / abs(b) if b not in (0.0, math.inf) else 0.0
     head = f"verdict ({objective_name}):"
     if not math.isfinite(adaptive.final_val_loss):
         loss = adaptive.final_val_loss
         return f"{head} {best.name} wins, J {b:.3f}: the adaptive run diverged (final loss {loss})"
+    if 0.0 < b < math.inf and abs(b - a) <= b:
+        margin = f"{(b - a) / b:+.1%}"
+    else:
+        margin = f"J difference {b - a:+.3f}" if math.isfinite(b - a) else "J difference inf"
     if a < b:
-        return f"{head} adaptive wins, J {a:.3f} vs {b:.3f} for {best.name} ({rel:+.1%})"
-    return f"{head} {best.name} wins, J {b:.3f} vs adaptive {a:.3f} ({rel:+.1%} for adaptive)"
+        return f"{head} adaptive wins, J {a:.3f} vs {b:.3f} for {best.name} ({margin})"
+    return f"{head} {best.name} wins, J {b:.3f} vs adaptive {a:.3f} ({margin} for adaptive)"
 
 
 #: Two-sided 95 % quantiles of Student's t by degrees of freedom 1-30 (``scipy.stats.t.ppf(0.975, df)``

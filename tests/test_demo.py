@@ -316,6 +316,16 @@ def test_objective_scores_and_verdict() -> None:
     assert scores["adaptive (service)"] == pytest.approx(5 * 0.1 + 0.5 * 300 / 800 + 0.5)
     verdict = format_verdict(runs, scores, "balanced")
     assert verdict.startswith("verdict (balanced): static r0/b8/g0 wins")
+    assert verdict.endswith("J 0.738 vs adaptive 1.188 (-61.0% for adaptive)")  # (0.738 - 1.188) / 0.738
+    # a best J at or below 0 (a loss better than AdamW's under loss-first, the GPU demo of session 28) or
+    # smaller than the gap: the J difference, not a share of it
+    neg = {"adaptive (service)": 0.162, "adamw (torch)": 0.2, "static r0/b8/g0": -0.139}
+    assert format_verdict(runs, neg, "loss-first") == (
+        "verdict (loss-first): static r0/b8/g0 wins, J -0.139 vs adaptive 0.162 "
+        "(J difference -0.301 for adaptive)"
+    )
+    small = {"adaptive (service)": 0.05, "adamw (torch)": 0.2, "static r0/b8/g0": 0.12}
+    assert format_verdict(runs, small, "loss-first").endswith("(+58.3%)")
     # over seeds: the mean decides, and the tally says on how many seeds the adaptive run was better
     names = ["adaptive (service)", "adamw (torch)", "static r0/b8/g0"]
     per_seed = [
