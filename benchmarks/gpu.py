@@ -822,9 +822,16 @@ def run_converge(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
             traceback.print_exc()
         rows.append(row)
         print(row, flush=True)
-    for seed in range(args.seeds):
+        _write_converge(out, rows, args.seeds, meta)  # after every run: a call cut short keeps what ran
+
+
+def _write_converge(out: Path, rows: list[dict[str, Any]], seeds: int, meta: dict[str, Any]) -> None:
+    """The convergence table of the runs so far: each seed's ratios to its AdamW run, and over two or more
+    seeds the summary rows (:func:`seed_summary`)."""
+    rows = [dict(r) for r in rows]
+    for seed in range(seeds):
         _relative_to_adamw([r for r in rows if r["seed"] == seed], "val_loss", "loss_vs_adamw")
-    rows += seed_summary(rows, "loss_vs_adamw") if args.seeds > 1 else []
+    rows += seed_summary(rows, "loss_vs_adamw") if seeds > 1 else []
     cols = ["optimizer", "seed", "steps", "val_loss", "loss_vs_adamw", "ci95", "state_bytes_per_param"]
     _write(out, "converge", rows, [*cols, "energy_kJ", "wall_s", "error"], meta)
 

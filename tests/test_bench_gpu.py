@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -34,3 +36,25 @@ def test_seed_summary_pairs_each_optimizer_over_its_seeds() -> None:
 def test_seed_summary_skips_an_optimizer_without_values() -> None:
     rows = [{"optimizer": "bnb AdamW8bit", "seed": 0, "error": "ImportError: bitsandbytes"}]
     assert seed_summary(rows, "loss_vs_adamw") == []
+
+
+def test_converge_table_is_rewritten_with_each_run(tmp_path: Path) -> None:
+    """The part rewrites ``converge.json`` after every run, so a call cut short keeps what ran: each seed's
+    ratio to its own AdamW run, and the summary once two seeds hold a ratio."""
+    from benchmarks.gpu import _write_converge
+
+    rows = [
+        {"optimizer": "torch AdamW (fused)", "seed": 0, "val_loss": 2.0},
+        {"optimizer": "MangoAdamW r0/b8/g0", "seed": 0, "val_loss": 1.98},
+        {"optimizer": "torch AdamW (fused)", "seed": 1, "val_loss": 1.9},
+    ]
+    _write_converge(tmp_path, rows, 2, {})
+    first = json.loads((tmp_path / "converge.json").read_text())["rows"]
+    assert [r.get("loss_vs_adamw") for r in first[:3]] == [1.0, pytest.approx(0.99), 1.0]
+    assert "loss_vs_adamw" not in rows[1]  # the caller's rows are not changed
+    rows.append({"optimizer": "MangoAdamW r0/b8/g0", "seed": 1, "val_loss": 1.919})
+    _write_converge(tmp_path, rows, 2, {})
+    summary = json.loads((tmp_path / "converge.json").read_text())["rows"][4:]
+    mango = next(r for r in summary if r["optimizer"] == "MangoAdamW r0/b8/g0")
+    assert mango["seed"] == "mean (2)" and mango["loss_vs_adamw"] == pytest.approx(1.0)
+    assert "| MangoAdamW r0/b8/g0 | mean (2) |" in (tmp_path / "converge.md").read_text()
