@@ -419,9 +419,9 @@ class MangoAdamW(torch.optim.Optimizer):
     :param stochastic_rounding: unbiased rounding of every stored state (``False``: round to nearest; the
         moments then stall once their per-step change is below half a quantization step). ``"auto"``: to
         nearest at 8-bit codes, as bitsandbytes' and torchao's 8-bit optimizers round, and stochastically at
-        2-4 bits and in bf16 (16 bits), where a step is coarser or ``v``'s relative change finer than the
-        rounding. At 8 bits on a GPU nearest rounding skips the step's random draws (less energy a step);
-        the choice follows the setting, so a policy's change of width changes the rounding with it.
+        2-4 bits, whose quantization steps are coarse, and in bf16 (16 bits), whose rounding is coarser than
+        ``v``'s per-step change. At 8 bits on a GPU nearest rounding skips the step's random draws (less
+        energy a step); the choice follows the setting, so a policy's change of width changes it too.
     :param fused: the fused multi-tensor step (see the tuning guide): ``None`` auto (CUDA), ``True``,
         ``False``. It skips a tensor whose squared gradient norm is NaN/inf (also a finite gradient whose
         squared norm overflows float32) and still advances that tensor's step counter; the statistics'
