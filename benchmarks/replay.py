@@ -138,12 +138,19 @@ def load_seed_runs(run_dir: str | Path, stand_in: CostProfile | None) -> list[Se
     if not summary_path.is_file():
         raise ValueError(f"{d}: no summary.json (is it a `mango demo --out-dir` directory?)")
     summary = json.loads(summary_path.read_text())
-    obj = summary["objective"]
-    objective = Objective(
-        w_loss=obj["w_loss"], w_memory=obj["w_memory"], w_energy=obj["w_energy"], w_time=obj["w_time"]
-    )
+    try:
+        obj = summary["objective"]
+        objective = Objective(
+            w_loss=obj["w_loss"], w_memory=obj["w_memory"], w_energy=obj["w_energy"], w_time=obj["w_time"]
+        )
+        # a one-seed demo keeps no "seeds" list: its J at the top, its seed among the arguments
+        seeds = summary.get("seeds") or [
+            {"seed": summary["args"]["seed"], "objective_scores": summary["objective_scores"]}
+        ]
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"{summary_path}: not a mango demo summary ({type(exc).__name__}: {exc})") from None
     out = []
-    for k, seed in enumerate(summary["seeds"]):
+    for k, seed in enumerate(seeds):
         suffix = _suffix(k, int(seed["seed"]))
         tel, dec = d / f"telemetry{suffix}.jsonl", d / f"decisions{suffix}.jsonl"
         prof = profile_log(tel)

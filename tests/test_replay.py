@@ -35,6 +35,24 @@ def test_a_candidate_that_answers_differently_is_caught_at_its_first_window() ->
     assert r.first_miss == (1, "r0/b8/g0", "r0/b4/g0")
 
 
+def test_a_one_seed_run_is_read_and_replayed() -> None:
+    """A one-seed demo (the default) keeps its J at the top of ``summary.json`` and no ``seeds`` list (it was
+    a ``KeyError``): the shipped policy on session 28's memory-first GPU run, which it played."""
+    one = Path("results/gpu-2026-12-06-s28/call45-h100/demo-memory-first-gpt85m")
+    (run,) = load_seed_runs(one, stand_in=None)
+    summary = json.loads((one / "summary.json").read_text())
+    assert run.seed == 0 and run.preset == "memory-first" and not run.profile_is_stand_in
+    assert run.scores == summary["objective_scores"]
+    r = replay_seed(load_policy(OTHER), run)
+    assert r.decisions == len(run.answers) == 29 and r.replayed
+
+
+def test_a_summary_without_demo_fields_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "summary.json").write_text(json.dumps({"objective": {"w_loss": 1.0}}))
+    assert main([str(tmp_path)]) == 2
+    assert "not a mango demo summary (KeyError" in capsys.readouterr().err
+
+
 def test_the_table_gives_recorded_j_only_to_whole_replays() -> None:
     table = report(ReplayArgs(runs=(str(RUN),), policy=(f"played={PLAYED}", f"other={OTHER}")))
     summary = json.loads((RUN / "summary.json").read_text())
