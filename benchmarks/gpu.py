@@ -40,6 +40,8 @@ from typing import Any
 import torch
 import tyro
 
+from agents.stats import mean_ci
+
 __all__ = ["GpuBenchArgs", "main", "seed_summary"]
 
 
@@ -840,8 +842,6 @@ def seed_summary(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
     """One row per optimizer over its seeds' rows: ``seed`` ``"mean (n)"``, the mean of ``key`` and the
     half-width ``ci95`` of its 95 % confidence interval (Student t; nan with one seed). Rows without ``key``
     (a failed run, or no AdamW row on that seed) are left out of the mean."""
-    from agents.stats import mean_ci
-
     out: list[dict[str, Any]] = []
     for name in dict.fromkeys(r["optimizer"] for r in rows):
         vals = [float(r[key]) for r in rows if r["optimizer"] == name and key in r]

@@ -93,8 +93,8 @@ def compile_case(overrides: dict[str, Any], arch: int = 90) -> dict[str, Any]:
         CHECK=True, PARTIALS=0, SEARCH=1, TILE_SKIP=False,  # NF4: the cells search unless a case says compare
     )  # fmt: skip
     consts.update(overrides)
-    if not consts["FACTORED"] and "CHECK" not in overrides and fused.SKIP_GRAIN == "tile":
-        consts.update(CHECK=False, TILE_SKIP=True)  # as fused.run: a full v's launch tests its own tiles
+    if "CHECK" not in overrides and fused.tiles_test_themselves(consts["FACTORED"], consts["STRIP"]):
+        consts.update(CHECK=False, TILE_SKIP=True)  # as fused.run launches it: no pre-pass
     # the load order and register cap fused.run picks (an override of EARLY keeps its order, with its cap)
     consts["EARLY"], regs = fused.matrix_loads(consts["BITS"], bool(consts["SHIFT"]), consts.get("EARLY"))
     signature = dict(_SIGNATURE, **dict.fromkeys(consts, "constexpr"))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.gpu import seed_summary
+from benchmarks.gpu import _write_converge, seed_summary
 
 
 def test_seed_summary_pairs_each_optimizer_over_its_seeds() -> None:
@@ -41,8 +41,6 @@ def test_seed_summary_skips_an_optimizer_without_values() -> None:
 def test_converge_table_is_rewritten_with_each_run(tmp_path: Path) -> None:
     """The part rewrites ``converge.json`` after every run, so a call cut short keeps what ran: each seed's
     ratio to its own AdamW run, and the summary once two seeds hold a ratio."""
-    from benchmarks.gpu import _write_converge
-
     rows = [
         {"optimizer": "torch AdamW (fused)", "seed": 0, "val_loss": 2.0},
         {"optimizer": "MangoAdamW r0/b8/g0", "seed": 0, "val_loss": 1.98},

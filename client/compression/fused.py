@@ -56,6 +56,7 @@ __all__ = [
     "grads_fit",
     "matrix_loads",
     "run",
+    "tiles_test_themselves",
 ]
 
 #: Widths the fused matrix kernel handles (rank 0 at 32 bits is the identity: the exact launch).
@@ -838,9 +839,16 @@ def _checked(opt: Any, grp: _Group, plan: Plan) -> bool:
     ``v`` under ``SKIP_GRAIN = "tile"`` (its tiles test themselves), else as ``opt.skip_nonfinite`` says."""
     if grp.proj is not None:
         return True
-    if grp.matrix and not plan.factored and plan.strip_tiles <= 1 and _tile_grain(SKIP_GRAIN):
+    if grp.matrix and tiles_test_themselves(plan.factored, plan.strip_tiles > 1):
         return False
     return bool(opt.skip_nonfinite)
+
+
+def tiles_test_themselves(factored: bool, strip: bool) -> bool:
+    """Whether a rank-0 matrix launch tests each tile for non-finite gradients itself instead of the norm
+    pre-pass: under ``SKIP_GRAIN = "tile"``, with a full ``v`` and one tile a program (a factored ``v``'s
+    sums and a strip span more than a tile). ``benchmarks.sass`` compiles its cases by the same rule."""
+    return not factored and not strip and _tile_grain(SKIP_GRAIN)
 
 
 def run(

@@ -553,6 +553,13 @@ def _roundtrip(
 
 
 @triton.jit
+def _tile_ok(gsq, numel):
+    """The pre-pass's test at tile scale (``SKIP_GRAIN = "tile"``): the tile's ``sum g^2`` is finite and
+    ``sum g^2 x numel < 2^120`` (``fused.run``'s limit on a tensor's norm; ``<`` is False for NaN)."""
+    return gsq * numel < 2.0**120
+
+
+@triton.jit
 def _finite(norm_ptr, meta_ptr, t, META: tl.constexpr, CHECK: tl.constexpr):
     """Whether tensor ``t``'s gradient norm is finite (``<`` is False for NaN and inf); always True without
     ``CHECK`` (no pre-pass ran: every tensor is stepped whatever its gradient holds)."""
@@ -664,10 +671,10 @@ def matrix_step_kernel(
             tl.store(_ptr(A, 11, tl.float32) + k_cols + b, colsum, mask=col_ok)
         else:
             tl.atomic_add(_ptr(A, 11, tl.float32) + b, colsum, mask=col_ok, sem="relaxed")
+    if TILE_SKIP:  # a tile that failed _tile's test wrote nothing: out of the kurtosis sample, and counted
+        fin = fin & _tile_ok(gsq, numel)
     if SRC == 0:
         g_ptr = _ptr(grad_ptr, t, PDTYPE)
-        if TILE_SKIP:  # a skipped tile's entry stays out of the kurtosis sample, as a skipped tensor's
-            fin = fin & (gsq * numel < 2.0**120)
         tl.store(sample_ptr + pid, tl.load(g_ptr + b0 * BLOCK, mask=fin, other=0.0).to(tl.float32))
         if not CHECK:  # the squared norm the pre-pass would have given, for the statistics
             tl.atomic_add(norm_ptr + tl.load(meta_ptr + t * 5 + 4), gsq, sem="relaxed")
@@ -676,8 +683,8 @@ def matrix_step_kernel(
     if stats:
         tl.store(part_ptr + pid * 2, d2 * STATS_EVERY)
         tl.store(part_ptr + pid * 2 + 1, u2 * STATS_EVERY)
-    if TILE_SKIP:  # the tiles that wrote nothing (as _tile's test)
-        tl.atomic_add(skip_ptr, tl.where(live > 0, tl.where(gsq * numel < 2.0**120, 0, 1), 0), sem="relaxed")
+    if TILE_SKIP:  # the tiles that wrote nothing
+        tl.atomic_add(skip_ptr, tl.where(live > 0, tl.where(fin, 0, 1), 0), sem="relaxed")
     else:
         tl.atomic_add(skip_ptr, tl.where(fin, 0, 1) * tl.where(b0 == 0, 1, 0), sem="relaxed")
 
@@ -711,7 +718,7 @@ def _tile(
         if not CHECK:  # the norm the pre-pass would have summed (masked values load as 0)
             gsq = tl.sum(tl.sum(g * g, axis=1), axis=0)
             if TILE_SKIP:  # a non-finite (or too large) tile's rows count as not real: nothing is stored
-                live = tl.where(gsq * numel < 2.0**120, live, 0)
+                live = tl.where(_tile_ok(gsq, numel), live, 0)
                 row_ok = rows < live
                 if FULL:
                     in_mask = tl.broadcast_to(row_ok[:, None], [rows.shape[0], BLOCK])
