@@ -9,7 +9,9 @@ and optimizer knobs:
 
 * **loss curve** - the global mean loss per step under FSDP2 against DDP with the same MangoAdamW setting
   and seed. The quantization's noise is the spread between DDP runs whose optimizer seeds differ (the
-  stochastic-rounding draws and random first bases). FSDP2 rounds other slices than DDP, so even with the
+  stochastic-rounding draws and random first bases; at rank 0 and 8 bits the default rounds to nearest and
+  draws nothing, so there the seeds' runs are one and FSDP2 matches DDP up to the gradients' reduction
+  order). FSDP2 rounds other slices than DDP, so even with the
   same seed its draws are another sample of that noise, and one pair of runs is one sample of a
   heavy-tailed distance: ``--seeds S`` runs DDP and FSDP2 with seeds ``0..S-1``. The goal: the median of
   ``max_t |FSDP(s) - DDP(s)|`` lies inside the noise band, the largest ``max_t |DDP(i) - DDP(j)|`` over the

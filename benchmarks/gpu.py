@@ -333,11 +333,11 @@ def _optimizer_factories() -> dict[str, Callable[[list[torch.nn.Parameter]], tor
     facs["MangoAdamW r0/b4/g0 no-EF unchecked"] = lambda ps: MangoAdamW(
         ps, lr=lr, weight_decay=wd, setting=s4, error_feedback=False, skip_nonfinite=False
     )
-    # rank 0 at fewer instructions a value: 8-bit codes rounded to nearest (no random draws), 4 bits with a
+    # 8-bit codes rounded stochastically (the default until session 29: Philox draws), and 4 bits with a
     # full v (its sqrt on the 4-bit uniform code, ~1.7 B/param) instead of the factored one (two passes)
     s8 = CompressionSetting(rank=0, bits=8)
-    facs["MangoAdamW r0/b8/g0 nearest"] = lambda ps: MangoAdamW(
-        ps, lr=lr, weight_decay=wd, setting=s8, stochastic_rounding=False
+    facs["MangoAdamW r0/b8/g0 stochastic"] = lambda ps: MangoAdamW(
+        ps, lr=lr, weight_decay=wd, setting=s8, stochastic_rounding=True
     )
     facs["MangoAdamW r0/b4/g0 full-v"] = lambda ps: MangoAdamW(
         ps, lr=lr, weight_decay=wd, setting=s4, factor_second_moment=False
@@ -531,11 +531,14 @@ def run_tune(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
     _write(out, "tune", rows, ["setting", "tile", "warps", "max_regs", "step_ms", "vs_fused_adamw"], meta)
 
 
+#: Stochastic rounding asked for (the 8-bit rows of the draws: the default rounds 8-bit codes to nearest).
+SR: dict[str, Any] = {"stochastic_rounding": True}
+
 #: The ``variants`` part: (setting, MangoAdamW keywords, fused-module knobs) - what each option of the fused
 #: step costs on the step model (the knobs are :mod:`client.compression.fused`'s module constants).
 VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("r0/b8/g0", {}, {}),
-    ("r0/b8/g0", {"stochastic_rounding": False}, {}),
+    ("r0/b8/g0", {"stochastic_rounding": True}, {}),
     ("r0/b8/g0", {"error_feedback": False}, {}),
     ("r0/b4/g0", {}, {}),
     ("r0/b4/g0", {"stochastic_rounding": False}, {}),
@@ -593,21 +596,22 @@ VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("r0/b4/g0", {"factor_second_moment": False}, {"EARLY_LOADS": {(4, False): 128}}),
     ("r4/b8/g0", {}, {"EARLY_LOADS": {}}),
     ("r64/b8/g0", {}, {"EARLY_LOADS": {}}),
-    # stochastic rounding's words from an integer hash instead of Philox-7 (fused.DRAWS, session 13)
-    ("r0/b8/g0", {}, {"DRAWS": "hash"}),
-    ("r0/b8/g0.5", {}, {"DRAWS": "hash"}),
+    # stochastic rounding's words from an integer hash instead of Philox-7 (fused.DRAWS, session 13); at 8
+    # bits the rows ask for stochastic rounding (SR), which "auto" leaves to 2-4 bits and bf16 (session 29)
+    ("r0/b8/g0", SR, {"DRAWS": "hash"}),
+    ("r0/b8/g0.5", SR, {"DRAWS": "hash"}),
     ("r0/b4/g0", {}, {"DRAWS": "hash"}),
     ("r0/b2/g0", {}, {"DRAWS": "hash"}),
-    ("r4/b8/g0", {}, {"DRAWS": "hash"}),
+    ("r4/b8/g0", SR, {"DRAWS": "hash"}),
     # 8-bit dithers, a byte a value: one Philox call (or four hashes) per four values (fused.DRAWS, session
     # 24; blocks of 128 and up: the 64-value blocks at 2-4 bits keep the 16-bit draws, the same kernel)
-    ("r0/b8/g0", {}, {"DRAWS": "philox8"}),
-    ("r0/b8/g0", {}, {"DRAWS": "hash8"}),
-    ("r0/b8/g0", {"skip_nonfinite": False}, {"DRAWS": "philox8"}),
+    ("r0/b8/g0", SR, {"DRAWS": "philox8"}),
+    ("r0/b8/g0", SR, {"DRAWS": "hash8"}),
+    ("r0/b8/g0", {"skip_nonfinite": False, **SR}, {"DRAWS": "philox8"}),
     ("r0/b8/g0.5", {}, {}),
-    ("r0/b8/g0.5", {}, {"DRAWS": "philox8"}),
-    ("r0/b8/g0", {"factor_second_moment": True}, {"DRAWS": "philox8"}),
-    ("r4/b8/g0", {}, {"DRAWS": "philox8"}),
+    ("r0/b8/g0.5", SR, {"DRAWS": "philox8"}),
+    ("r0/b8/g0", {"factor_second_moment": True, **SR}, {"DRAWS": "philox8"}),
+    ("r4/b8/g0", SR, {"DRAWS": "philox8"}),
     # the factored v's sums of c^2 in each program's own slots, added up after the step, against the atomics
     # (fused.FACTOR_SUMS, issue 12): the baselines are the rows above with the same setting and no knob
     ("r0/b4/g0", {}, {"FACTOR_SUMS": "partials"}),

@@ -109,9 +109,9 @@ class LMBenchConfig:
     """MangoAdamW ``factor_second_moment``: 'auto' (bits <= 4), 'yes' or 'no'."""
     quant_mode: str = ""
     """MangoAdamW ``quant_mode`` ('' for the default: NF4 at 4 bits)."""
-    stochastic_rounding: bool = True
-    """MangoAdamW ``stochastic_rounding`` (``--no-stochastic-rounding``: every stored state rounded to
-    nearest)."""
+    rounding: Literal["auto", "stochastic", "nearest"] = "auto"
+    """MangoAdamW ``stochastic_rounding``: 'auto' (the default: 8-bit codes to nearest, the other widths
+    stochastically), 'stochastic' (every stored state, ``True``) or 'nearest' (every one, ``False``)."""
     min_compress_numel: int = 4096
     """MangoAdamW ``min_compress_numel``."""
     out_dir: str = "results"
@@ -199,7 +199,7 @@ def run_one(
             proj_scale=cfg.proj_scale or None,
             factor_second_moment={"auto": None, "yes": True, "no": False}[cfg.factor_v],
             quant_mode=cfg.quant_mode or None,
-            stochastic_rounding=cfg.stochastic_rounding,
+            stochastic_rounding={"auto": "auto", "stochastic": True, "nearest": False}[cfg.rounding],
             min_compress_numel=cfg.min_compress_numel,
             seed=seed,
         )
@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         f"refresh_every={cfg.refresh_every}, ef_beta={cfg.ef_beta}, ef_scope={cfg.ef_scope}, "
         f"error_feedback={cfg.error_feedback}, quant_mode={cfg.quant_mode or 'default'}, "
         f"proj_scale={cfg.proj_scale or 'sqrt(m/r)'}, factor_v={cfg.factor_v}, "
-        f"stochastic_rounding={cfg.stochastic_rounding}, embeddings "
+        f"rounding={cfg.rounding}, embeddings "
         + ("unprojected (project=False group)" if cfg.embed_rank0 else "projected like every matrix")
     )
     md = append_section(

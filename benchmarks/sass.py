@@ -30,22 +30,23 @@ from triton.compiler import ASTSource
 
 from client.compression import fused
 from client.compression.kernels import triton_step as ts
+from client.compression.optimizer import auto_rounding_is_stochastic
 
 #: (label, constexpr overrides of the rank-0 8-bit step) - the settings' kernel specializations.
 CASES: list[tuple[str, dict[str, Any]]] = [
-    ("r0/b8/g0", {}),
-    ("r0/b8/g0 nearest", {"STOCHASTIC": False}),
+    ("r0/b8/g0", {}),  # stochastic_rounding="auto": the 8-bit codes to nearest
+    ("r0/b8/g0 stochastic", {"STOCHASTIC": True}),
     ("r0/b8/g0 late loads", {"EARLY": False}),
-    ("r0/b8/g0 hash draws", {"RNG": 1}),
-    ("r0/b8/g0 philox8", {"RNG": 2}),
-    ("r0/b8/g0 hash8", {"RNG": 3}),
-    ("r0/b8/g0 unchecked philox8", {"CHECK": False, "RNG": 2}),
+    ("r0/b8/g0 hash draws", {"STOCHASTIC": True, "RNG": 1}),
+    ("r0/b8/g0 philox8", {"STOCHASTIC": True, "RNG": 2}),
+    ("r0/b8/g0 hash8", {"STOCHASTIC": True, "RNG": 3}),
+    ("r0/b8/g0 unchecked philox8", {"CHECK": False, "STOCHASTIC": True, "RNG": 2}),
     ("r0/b8/g0 no-EF", {"EF": False}),
     ("r0/b8/g0 unchecked", {"CHECK": False}),
     ("r0/b8/g0 tensor skip", {"CHECK": True}),  # fused.SKIP_GRAIN = "tensor": the pre-pass's check
     ("r0/b8/g0.5", {"SHIFT": True}),
-    ("r0/b8/g0.5 hash draws", {"SHIFT": True, "RNG": 1}),
-    ("r0/b8/g0.5 philox8", {"SHIFT": True, "RNG": 2}),
+    ("r0/b8/g0.5 hash draws", {"SHIFT": True, "STOCHASTIC": True, "RNG": 1}),
+    ("r0/b8/g0.5 philox8", {"SHIFT": True, "STOCHASTIC": True, "RNG": 2}),
     ("r0/b16/g0", {"BITS": 16}),
     ("r0/b4/g0", {"BITS": 4, "MODE": 1, "BLOCK": 64, "ROWS": 4, "FACTORED": True}),
     (
@@ -89,10 +90,12 @@ def compile_case(overrides: dict[str, Any], arch: int = 90) -> dict[str, Any]:
     bytes and opcode counts."""
     consts: dict[str, Any] = dict(
         PDTYPE=tl.float32, BITS=8, MODE=0, BLOCK=256, ROWS=1, EF=True, SHIFT=False, FACTORED=False,
-        STRIP=False, STOCHASTIC=True, FRESH=False, SRC=0, STATS_EVERY=ts.STATS_EVERY.value, FULL=True, RNG=0,
+        STRIP=False, STOCHASTIC=None, FRESH=False, SRC=0, STATS_EVERY=ts.STATS_EVERY.value, FULL=True, RNG=0,
         CHECK=True, PARTIALS=0, SEARCH=1, TILE_SKIP=False,  # NF4: the cells search unless a case says compare
     )  # fmt: skip
     consts.update(overrides)
+    if consts["STOCHASTIC"] is None:  # as MangoAdamW's default rounds: stochastic_rounding="auto"
+        consts["STOCHASTIC"] = auto_rounding_is_stochastic(consts["BITS"])
     if "CHECK" not in overrides and fused.tiles_test_themselves(consts["FACTORED"], consts["STRIP"]):
         consts.update(CHECK=False, TILE_SKIP=True)  # as fused.run launches it: no pre-pass
     # the load order and register cap fused.run picks (an override of EARLY keeps its order, with its cap)

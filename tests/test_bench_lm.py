@@ -78,18 +78,19 @@ def test_one_seed_smoke(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_nearest_rounding_reaches_the_optimizer() -> None:
-    """``--no-stochastic-rounding``: the same seed and batches, another rounding, another trajectory."""
+    """``--rounding``: the same seed and batches, another rounding, another trajectory (at 8 bits "auto"
+    rounds to nearest, "stochastic" draws)."""
     corpus = load_corpus(100_000)
     val = [corpus.get_batch("val", 2, 16, torch.Generator().manual_seed(3))]
     runs = [
         run_one(
             LMBenchConfig(
                 model="lm-tiny", steps=8, batch_size=2, seq_len=16, eval_batches=1, min_compress_numel=256,
-                stochastic_rounding=sr,
+                rounding=sr,
             ),
             "r0/b8", corpus, val, seed=0,
         )
-        for sr in (True, True, False)
+        for sr in ("stochastic", "stochastic", "auto")
     ]  # fmt: skip
     assert runs[0]["val_loss"] == runs[1]["val_loss"]  # seeded: the same draws
     assert runs[2]["val_loss"] != runs[0]["val_loss"]

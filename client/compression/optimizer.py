@@ -58,7 +58,7 @@ from client.compression.slots import (
 )
 from client.protocol import CompressionSetting
 
-__all__ = ["MangoAdamW"]
+__all__ = ["MangoAdamW", "auto_rounding_is_stochastic"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,12 @@ _STATE_VERSION = 2  # 2: full-matrix states in the parameter's memory order
 #: A compressed tensor's gradient is used only while ``norm * sqrt(numel)`` is below this: sqrt of fp32's
 #: largest value (2**64) with a factor 16 of room, so no sum of squares in a step overflows (``_finite``).
 _MATRIX_GRAD_LIMIT = 2.0**60
+
+
+def auto_rounding_is_stochastic(bits: int) -> bool:
+    """The rounding of ``stochastic_rounding="auto"`` at a state width: nearest for the 8-bit codes
+    (``False``), stochastic for 2-4 bits and bf16 (``True``; 32 bits rounds nothing)."""
+    return bits != 8
 
 
 def _addcdiv(dst: torch.Tensor, num: torch.Tensor, den: torch.Tensor, value: float | torch.Tensor) -> None:
@@ -416,12 +422,13 @@ class MangoAdamW(torch.optim.Optimizer):
     :param differentiable: must be ``False``.
     :param error_feedback: keep the error buffer ``e`` (``False``: plain biased compression, less memory).
     :param ef_scope: ``"subspace"`` or ``"full"`` (see step 2 and the tuning guide).
-    :param stochastic_rounding: unbiased rounding of every stored state (``False``: round to nearest; the
-        moments then stall once their per-step change is below half a quantization step). ``"auto"``: to
-        nearest at 8-bit codes, as bitsandbytes' and torchao's 8-bit optimizers round, and stochastically at
-        2-4 bits, whose quantization steps are coarse, and in bf16 (16 bits), whose rounding is coarser than
-        ``v``'s per-step change. At 8 bits on a GPU nearest rounding skips the step's random draws (less
-        energy a step); the choice follows the setting, so a policy's change of width changes it too.
+    :param stochastic_rounding: ``"auto"`` (default): to nearest at 8-bit codes, as bitsandbytes' and
+        torchao's 8-bit optimizers round, and stochastically at 2-4 bits, whose quantization steps are coarse,
+        and in bf16 (16 bits), whose rounding is coarser than ``v``'s per-step change
+        (:func:`auto_rounding_is_stochastic`). At 8 bits on a GPU nearest rounding skips the step's random
+        draws (less energy a step); the choice follows the setting, so a policy's change of width changes it
+        too. ``True``: unbiased rounding of every stored state; ``False``: every state to nearest (the
+        moments then stall once their per-step change is below half a quantization step).
     :param fused: the fused multi-tensor step (see the tuning guide): ``None`` auto (CUDA), ``True``,
         ``False``. It skips a tensor whose squared gradient norm is NaN/inf (also a finite gradient whose
         squared norm overflows float32) and still advances that tensor's step counter; the statistics'
@@ -468,7 +475,7 @@ class MangoAdamW(torch.optim.Optimizer):
         proj_scale: float | None = None,
         factor_second_moment: bool | None = None,
         quant_mode: str | None = None,
-        stochastic_rounding: bool | Literal["auto"] = True,
+        stochastic_rounding: bool | Literal["auto"] = "auto",
         strict: bool = False,
         skip_nonfinite: bool = True,
         seed: int = 0,
@@ -1225,7 +1232,7 @@ class MangoAdamW(torch.optim.Optimizer):
         """Whether states stored at ``bits`` round stochastically (:attr:`stochastic_rounding`; ``"auto"``:
         all but the 8-bit codes)."""
         if self.stochastic_rounding == "auto":
-            return bits != 8
+            return auto_rounding_is_stochastic(bits)
         return bool(self.stochastic_rounding)
 
     def _store(self, x: torch.Tensor, bits: int) -> Slot:

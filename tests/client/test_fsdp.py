@@ -29,10 +29,11 @@ pytestmark = pytest.mark.slow
 def test_fsdp_matches_ddp_shards_state_and_resumes_bit_exactly() -> None:
     rows = {r["setting"]: r for r in bench.run(["r0b8", "r4b4g0.5", "r8b8"], steps=12, world=2, seeds=2)}
     r0 = rows["r0/b8/g0"]
-    # rank 0: the quantization blocks of a row shard are the single process's blocks, so FSDP2 differs from
-    # DDP only by the reduction order of the gradients: far inside the stochastic rounding's seed spread
-    assert r0["ddp_seed_spread"] > 0
-    assert r0["max_fsdp_vs_ddp"] <= r0["ddp_seed_spread"]
+    # rank 0: the quantization blocks of a row shard are the single process's blocks, and the default rounding
+    # of 8-bit codes is to nearest (nothing drawn: the optimizer seed changes nothing), so FSDP2 differs from
+    # DDP only by the reduction order of the gradients
+    assert r0["ddp_seed_spread"] == 0
+    assert r0["max_fsdp_vs_ddp"] <= 1e-5 * r0["final_ddp"]
     for r in rows.values():  # rank > 0 (the whole matrix's basis, split over the ranks), gamma > 0 too
         assert abs(r["bytes_ratio"] - 1.0) <= 0.05, r
         assert r["dcp_bit_exact"], r  # bases, column blocks, references, error buffers, generators

@@ -30,8 +30,8 @@ def test_static_counts_see_what_stochastic_rounding_costs() -> None:
     """Round-to-nearest drops the Philox draws: fewer instructions a value than stochastic rounding, both
     within the register cap the fused step gives them (the early loads' at 8 bits, ``fused.EARLY_LOADS``),
     and the late-loads case within the width's old cap (``fused.MAX_REGS_BY_BITS``): a real compile's."""
-    rows = _table("r0/b8/g0,r0/b8/g0 nearest,r0/b8/g0 late loads")
-    stochastic, nearest, late = rows["r0/b8/g0"], rows["r0/b8/g0 nearest"], rows["r0/b8/g0 late loads"]
+    rows = _table("r0/b8/g0,r0/b8/g0 stochastic,r0/b8/g0 late loads")
+    nearest, stochastic, late = rows["r0/b8/g0"], rows["r0/b8/g0 stochastic"], rows["r0/b8/g0 late loads"]
     assert 50 < int(nearest[0]) < int(stochastic[0]) < 1000
     cap = fused.EARLY_LOADS[(8, False)]
     assert int(stochastic[1]) <= cap and int(nearest[1]) <= cap
