@@ -7,11 +7,7 @@
 # r0/b4/g0, when r0/b8/g0 rounded stochastically), one seed, as many as the time allows. Carry .whl13s. ~520 s.
 source results/gpu-h200-next/preamble.sh
 nvidia-smi --query-gpu=name,power.limit --format=csv,noheader >> $L
-timeout 120 python3 -m pytest -q -n 8 -p no:cacheprovider -m gpu tests --ignore=tests/policy_service/test_fuzz.py \
-  --ignore=tests/policy_service/test_hardening.py > $R/gpu-tests.log 2>&1
-step gpu-tests $?; grep -E "FAILED|ERROR|passed|failed" $R/gpu-tests.log | tail -8 >> $L
-timeout 90 python3 -m pytest -q -n 8 -p no:cacheprovider tests/client/test_fused.py > $R/fused-tests.log 2>&1
-step fused-tests $?; grep -E "FAILED|ERROR|passed|failed" $R/fused-tests.log | tail -8 >> $L
+gpu_tests
 timeout 100 python3 -m mango_cli bench gpu --out $R/step --parts step --optimizers "AdamW (fused),r0/b8/g0,r0/b4/g0,-torch-path,-g0.5,-unchecked" --energy-window-s 2.0 > $R/step.log 2>&1
 step step $?; cat $R/step/*.md >> $L 2>/dev/null
 timeout 60 python3 - > $R/var.log 2>&1 <<PY

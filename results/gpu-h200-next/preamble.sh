@@ -10,6 +10,16 @@ R=$OUT/r; mkdir -p $R; L=$OUT/run.log; date -u > $L; t0=$(date +%s)
 # step NAME RC: one line of the summary log with the seconds since the start
 step() { echo "rc=$2 $1 t=$(( $(date +%s)-t0 ))" >> $L; }
 
+# gpu_tests: `pytest -m gpu` (the service's fuzz and hardening files left out: CPU-only and slow) and the fused
+# tests compiled, their tallies to the summary log (~60-110 s)
+gpu_tests() {
+  timeout 120 python3 -m pytest -q -n 8 -p no:cacheprovider -m gpu tests --ignore=tests/policy_service/test_fuzz.py \
+    --ignore=tests/policy_service/test_hardening.py > $R/gpu-tests.log 2>&1
+  step gpu-tests $?; grep -E "FAILED|ERROR|passed|failed" $R/gpu-tests.log | tail -8 >> $L
+  timeout 90 python3 -m pytest -q -n 8 -p no:cacheprovider tests/client/test_fused.py > $R/fused-tests.log 2>&1
+  step fused-tests $?; grep -E "FAILED|ERROR|passed|failed" $R/fused-tests.log | tail -8 >> $L
+}
+
 # demo_obj NAME OBJECTIVE STATIC [ARGS...]: the demo under OBJECTIVE, $SEEDS seeds (default 2), static run STATIC (~100-195 s;
 # the first of a fresh machine compiles too: DEMO_TIMEOUT, default 330 s); verdict and tables to the summary log
 demo_obj() {
