@@ -339,6 +339,11 @@ def _optimizer_factories() -> dict[str, Callable[[list[torch.nn.Parameter]], tor
     facs["MangoAdamW r0/b8/g0 stochastic"] = lambda ps: MangoAdamW(
         ps, lr=lr, weight_decay=wd, setting=s8, stochastic_rounding=True
     )
+    # 8-bit codes without the error buffer (2.04 B/param, as bitsandbytes' and torchao's 8-bit states): the
+    # buffer carries the gradient's quantization error into the next step, so the question is its loss
+    facs["MangoAdamW r0/b8/g0 no-EF"] = lambda ps: MangoAdamW(
+        ps, lr=lr, weight_decay=wd, setting=s8, error_feedback=False
+    )
     facs["MangoAdamW r0/b4/g0 full-v"] = lambda ps: MangoAdamW(
         ps, lr=lr, weight_decay=wd, setting=s4, factor_second_moment=False
     )
