@@ -507,13 +507,16 @@ def run_step(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
 
 
 def run_tune(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
-    """Sweep the fused step's tile (values per program) and warps on the step part's model."""
+    """Sweep the fused step's tile (values per program) and warps on the step part's model: amortized device
+    time per step (back-to-back steps), as the step and variants parts time (until session 29 the median of
+    single synchronized steps, whose host latency favoured fewer, bigger programs: its best tile, 512 values,
+    was 1.16x fused AdamW in the variants part where 256 was 0.76x)."""
     from client.compression import MangoAdamW, fused
     from client.protocol import CompressionSetting
 
     rows: list[dict[str, Any]] = []
     params = gpt2_with_gradients()
-    adamw_ms = _fused_adamw_ms(params, lambda step: _time_ms(step, reps=args.step_iters), warmup=5)
+    adamw_ms = _fused_adamw_ms(params, lambda step: _amortized_ms(step, 100), warmup=5)
     settings = {
         "r0/b8": {"setting": CompressionSetting(rank=0, bits=8)},
         "r0/b4 no-EF": {"setting": CompressionSetting(rank=0, bits=4), "error_feedback": False},
@@ -527,7 +530,7 @@ def run_tune(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
             opt = MangoAdamW(params, lr=3e-4, weight_decay=0.1, **kw)  # type: ignore[arg-type]
             for _ in range(5):
                 opt.step()
-            ms = _time_ms(opt.step, reps=args.step_iters)
+            ms = _amortized_ms(opt.step, 100)
             row = {"setting": name, "tile": tile, "warps": warps, "max_regs": regs or "none"}
             rows.append({**row, "step_ms": ms, "vs_fused_adamw": ms / adamw_ms})
             print(rows[-1], flush=True)
