@@ -546,7 +546,7 @@ SR: dict[str, Any] = {"stochastic_rounding": True}
 #: step costs on the step model (the knobs are :mod:`client.compression.fused`'s module constants).
 VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("r0/b8/g0", {}, {}),
-    ("r0/b8/g0", {"stochastic_rounding": True}, {}),
+    ("r0/b8/g0", SR, {}),
     ("r0/b8/g0", {"error_feedback": False}, {}),
     ("r0/b4/g0", {}, {}),
     ("r0/b4/g0", {"stochastic_rounding": False}, {}),

@@ -568,7 +568,7 @@ class MangoAdamW(torch.optim.Optimizer):
         self.graph_refresh = True
         if not isinstance(stochastic_rounding, bool) and stochastic_rounding != "auto":
             raise TypeError(f"stochastic_rounding must be True, False or 'auto', got {stochastic_rounding!r}")
-        self.stochastic_rounding: bool | str = stochastic_rounding
+        self.stochastic_rounding: bool | Literal["auto"] = stochastic_rounding
         self.strict = bool(strict)
         self.skip_nonfinite = skip_nonfinite
         self.stats_sample = stats_sample

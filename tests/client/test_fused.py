@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+from typing import Any
 
 import pytest
 import torch
@@ -80,6 +81,12 @@ def _pair(setting: S, dtype: torch.dtype = torch.float32, steps: int = 4, **kw: 
 PARTIALS = {"FACTOR_SUMS": "partials", "PARTIALS_GROUP": 3}
 
 
+def _set_knobs(monkeypatch: pytest.MonkeyPatch, knobs: dict[str, Any]) -> None:
+    """Set :mod:`fused`'s module knobs for one test."""
+    for name, value in knobs.items():
+        monkeypatch.setattr(fused, name, value)
+
+
 @pytest.mark.parametrize(
     ("setting", "kw", "n_fused", "knobs"),
     [
@@ -94,8 +101,7 @@ PARTIALS = {"FACTOR_SUMS": "partials", "PARTIALS_GROUP": 3}
 def test_fused_matches_torch_path(
     monkeypatch: pytest.MonkeyPatch, setting: S, kw: dict, n_fused: int, knobs: dict
 ) -> None:
-    for name, value in knobs.items():
-        monkeypatch.setattr(fused, name, value)
+    _set_knobs(monkeypatch, knobs)
     (pt, ot), (pf, of) = _pair(setting, stochastic_rounding=False, **kw)
     plan = of._plan
     assert plan is not None, "the fused path did not run"
@@ -247,23 +253,17 @@ def test_fused_tile_grain_skips_only_the_nonfinite_tile(monkeypatch: pytest.Monk
         p.grad = g
     opt.step()
     tile = fused.MATRIX_TILE
-    lo, hi = 0, tile  # the NaN's tile
     flat, old = params[0].detach().reshape(-1), before[0].reshape(-1)
     assert params[0].numel() > tile
-    assert torch.equal(flat[lo:hi], old[lo:hi])  # the NaN's tile, as it was
-    rest = torch.ones_like(flat, dtype=torch.bool)
-    rest[lo:hi] = False
-    assert bool((flat[rest] != old[rest]).all())  # every other value stepped
+    assert torch.equal(flat[:tile], old[:tile])  # the NaN's tile, as it was
+    assert bool((flat[tile:] != old[tile:]).all())  # every other value stepped
     assert bool(torch.isfinite(params[0]).all())
     for k in slots:  # the tile's blocks keep their scales, every scale is finite, the other blocks moved
-        q, old_scale = opt.state[params[0]][k], scales_before[k]
-        new_s, old_s = q.scale.reshape(-1), old_scale.reshape(-1)
-        b0, b1 = lo // q.block, hi // q.block
+        new_s, old_s = opt.state[params[0]][k].scale.reshape(-1), scales_before[k].reshape(-1)
+        n = tile // opt.state[params[0]][k].block
         assert bool(torch.isfinite(new_s).all()), k
-        assert torch.equal(new_s[b0:b1], old_s[b0:b1]), k
-        keep = torch.ones_like(new_s, dtype=torch.bool)
-        keep[b0:b1] = False
-        assert not torch.equal(new_s[keep], old_s[keep]), k
+        assert torch.equal(new_s[:n], old_s[:n]), k
+        assert not torch.equal(new_s[n:], old_s[n:]), k
     assert torch.equal(params[3], before[3])  # the vector's exact launch: the whole tensor, by the pre-pass
     assert not torch.equal(params[1], before[1]) and not torch.equal(params[2], before[2])
     assert opt.skipped_updates() == 2
@@ -348,8 +348,7 @@ def test_auto_rounding_is_nearest_at_8_bits_only(
     torch path and the fused one, and differs from the other choice. The factored v's sums are added in a
     fixed order (``PARTIALS``): a GPU's atomics add them in a varying one, so two equal 4-bit runs differ
     there."""
-    for knob, value in PARTIALS.items():
-        monkeypatch.setattr(fused, knob, value)
+    _set_knobs(monkeypatch, PARTIALS)
 
     def run(sr: bool | str) -> list[torch.nn.Parameter]:
         params = _params()
@@ -369,8 +368,7 @@ def test_auto_rounding_follows_setting_changes_and_resumes(monkeypatch: pytest.M
     """Under ``"auto"`` a change of width changes the rounding with it (r0/b8 -> r0/b4 -> r0/b8, the same
     run as one that switches ``stochastic_rounding`` by hand), and a checkpoint keeps ``"auto"``; any other
     value is refused by name. Fixed-order factored sums (``PARTIALS``), as above."""
-    for knob, value in PARTIALS.items():
-        monkeypatch.setattr(fused, knob, value)
+    _set_knobs(monkeypatch, PARTIALS)
 
     def run(auto: bool) -> tuple[list[torch.nn.Parameter], MangoAdamW]:
         params = _params()
