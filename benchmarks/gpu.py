@@ -319,7 +319,7 @@ def _optimizer_factories() -> dict[str, Callable[[list[torch.nn.Parameter]], tor
     for r, b, gm in GRID:
         s = CompressionSetting(rank=r, bits=b, gamma=gm)
         facs[f"MangoAdamW {s.label()}"] = lambda ps, s=s: MangoAdamW(ps, lr=lr, weight_decay=wd, setting=s)
-    # rank 0 / 4 bits without the error buffer: m (NF4) + factored v, ~0.57 B/param
+    # rank 0 / 4 bits without the error buffer: m (NF4) + sqrt(v) (4-bit uniform), ~1.13 B/param
     s4 = CompressionSetting(rank=0, bits=4)
     facs["MangoAdamW r0/b4/g0 no-EF"] = lambda ps: MangoAdamW(
         ps, lr=lr, weight_decay=wd, setting=s4, error_feedback=False
@@ -333,8 +333,7 @@ def _optimizer_factories() -> dict[str, Callable[[list[torch.nn.Parameter]], tor
     facs["MangoAdamW r0/b4/g0 no-EF unchecked"] = lambda ps: MangoAdamW(
         ps, lr=lr, weight_decay=wd, setting=s4, error_feedback=False, skip_nonfinite=False
     )
-    # 8-bit codes rounded stochastically (the default until session 29: Philox draws), and 4 bits with a
-    # full v (its sqrt on the 4-bit uniform code, ~1.7 B/param) instead of the factored one (two passes)
+    # 8-bit codes rounded stochastically (the default until session 29: Philox draws)
     s8 = CompressionSetting(rank=0, bits=8)
     facs["MangoAdamW r0/b8/g0 stochastic"] = lambda ps: MangoAdamW(
         ps, lr=lr, weight_decay=wd, setting=s8, stochastic_rounding=True
@@ -344,8 +343,21 @@ def _optimizer_factories() -> dict[str, Callable[[list[torch.nn.Parameter]], tor
     facs["MangoAdamW r0/b8/g0 no-EF"] = lambda ps: MangoAdamW(
         ps, lr=lr, weight_decay=wd, setting=s8, error_feedback=False
     )
-    facs["MangoAdamW r0/b4/g0 full-v"] = lambda ps: MangoAdamW(
-        ps, lr=lr, weight_decay=wd, setting=s4, factor_second_moment=False
+    # 4 bits with the factored v (Adafactor row / column statistics; the default until session 30), with and
+    # without the error buffer (~1.14 and ~0.58 B/param, against the full v's ~1.7 and ~1.13)
+    facs["MangoAdamW r0/b4/g0 factored"] = lambda ps: MangoAdamW(
+        ps, lr=lr, weight_decay=wd, setting=s4, factor_second_moment=True
+    )
+    facs["MangoAdamW r0/b4/g0 factored no-EF"] = lambda ps: MangoAdamW(
+        ps, lr=lr, weight_decay=wd, setting=s4, factor_second_moment=True, error_feedback=False
+    )
+    # 4 bits' two other costs (session 30's variants): NF4 codes against the uniform ones, and the stochastic
+    # rounding of 2-4 bits against rounding to nearest
+    facs["MangoAdamW r0/b4/g0 uniform"] = lambda ps: MangoAdamW(
+        ps, lr=lr, weight_decay=wd, setting=s4, quant_mode="uniform"
+    )
+    facs["MangoAdamW r0/b4/g0 nearest"] = lambda ps: MangoAdamW(
+        ps, lr=lr, weight_decay=wd, setting=s4, stochastic_rounding=False
     )
     # the per-tensor torch path (the fused path's "before"), one rank-0 and one projected setting
     for s in (CompressionSetting(rank=0, bits=8), CompressionSetting(rank=8, bits=4)):
@@ -541,6 +553,8 @@ def run_tune(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
 
 #: Stochastic rounding asked for (the 8-bit rows of the draws: the default rounds 8-bit codes to nearest).
 SR: dict[str, Any] = {"stochastic_rounding": True}
+#: The factored second moment asked for (the rows that time it at 4 bits, its default until session 30).
+FAC: dict[str, Any] = {"factor_second_moment": True}
 
 #: The ``variants`` part: (setting, MangoAdamW keywords, fused-module knobs) - what each option of the fused
 #: step costs on the step model (the knobs are :mod:`client.compression.fused`'s module constants).
@@ -554,9 +568,10 @@ VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("r0/b3/g0", {}, {}),
     ("r0/b3/g0", {}, {"MAX_REGS": 72}),
     ("r0/b2/g0", {}, {"MAX_REGS": 72}),
-    # where rank 0 at 2-4 bits spends its time: the factored v (atomics), the tile, the rounding
-    ("r0/b8/g0", {"factor_second_moment": True}, {}),
-    ("r0/b4/g0", {"factor_second_moment": False}, {}),
+    # where rank 0 at 2-4 bits spends its time: the factored v (atomics; at 4 bits the default until session
+    # 30, FAC), the tile, the rounding
+    ("r0/b8/g0", FAC, {}),
+    ("r0/b4/g0", FAC, {}),
     ("r0/b4/g0", {"error_feedback": False}, {}),
     ("r0/b4/g0", {}, {"MATRIX_TILE": 1024, "NUM_WARPS": 4}),
     ("r0/b2/g0", {}, {}),
@@ -571,15 +586,17 @@ VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("r0/b2/g0", {}, {"MAX_REGS": 96}),
     ("r0/b2/g0", {}, {"MAX_REGS": 0}),
     ("r0/b3/g0", {}, {"MAX_REGS": 0}),
-    ("r0/b4/g0", {}, {"FACTOR_ITERS": 1}),
-    ("r0/b4/g0", {}, {"FACTOR_ITERS": 16}),
+    ("r0/b4/g0", FAC, {"FACTOR_ITERS": 1}),
+    ("r0/b4/g0", FAC, {"FACTOR_ITERS": 16}),
     ("r8/b4/g0", {}, {}),
-    ("r8/b4/g0", {}, {"FACTOR_ITERS": 1}),
-    ("r32/b4/g0", {}, {"FACTOR_ITERS": 1}),
+    ("r8/b4/g0", FAC, {}),
+    ("r8/b4/g0", FAC, {"FACTOR_ITERS": 1}),
+    ("r32/b4/g0", FAC, {"FACTOR_ITERS": 1}),
     ("r4/b8/g0", {}, {}),
     ("r4/b8/g0", {"refresh_every": 10_000}, {}),
     ("r4/b8/g0", {}, {"BACK_BN": 64, "PROJ_BK": 64}),
     ("r32/b4/g0", {}, {}),
+    ("r32/b4/g0", FAC, {}),
     ("r32/b4/g0", {"refresh_every": 10_000}, {}),
     ("r64/b8/g0", {}, {}),
     ("r64/b8/g0", {"refresh_every": 10_000}, {}),
@@ -587,9 +604,8 @@ VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("r32/b32/g1", {}, {}),
     ("r32/b32/g1", {"refresh_every": 10_000}, {}),
     # rank 0 at 4 bits with its options combined (session 9: is a cheaper default at 4 bits in reach?)
-    ("r0/b4/g0", {"quant_mode": "uniform", "factor_second_moment": False}, {}),
-    ("r0/b4/g0", {"quant_mode": "uniform", "factor_second_moment": False, "error_feedback": False}, {}),
-    ("r0/b4/g0", {"factor_second_moment": False, "error_feedback": False}, {}),
+    ("r0/b4/g0", {"quant_mode": "uniform", "error_feedback": False}, {}),
+    ("r0/b4/g0", {**FAC, "error_feedback": False}, {}),
     # every load of a tile first (fused.EARLY_LOADS, session 12): the early loads at their caps against the
     # loads where first used ({}), and the caps around them
     ("r0/b8/g0", {}, {"EARLY_LOADS": {}}),
@@ -600,8 +616,13 @@ VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("r0/b8/g0.5", {}, {"EARLY_LOADS": {}}),
     ("r0/b8/g0.5", {}, {"MAX_REGS": 96}),
     ("r0/b16/g0", {}, {"EARLY_LOADS": {(16, False): 96}}),
+    ("r0/b4/g0", {}, {"EARLY_LOADS": {}}),
     ("r0/b4/g0", {}, {"EARLY_LOADS": {(4, False): 0}}),
-    ("r0/b4/g0", {"factor_second_moment": False}, {"EARLY_LOADS": {(4, False): 128}}),
+    ("r0/b4/g0", {}, {"EARLY_LOADS": {(4, False): 96}}),
+    ("r0/b4/g0", FAC, {"EARLY_LOADS": {}}),
+    ("r0/b4/g0", {"error_feedback": False}, {"EARLY_LOADS": {}}),
+    ("r8/b4/g0", {}, {"EARLY_LOADS": {}}),
+    ("r0/b4/g1", {}, {"EARLY_LOADS": {(4, False): 128}}),
     ("r4/b8/g0", {}, {"EARLY_LOADS": {}}),
     ("r64/b8/g0", {}, {"EARLY_LOADS": {}}),
     # stochastic rounding's words from an integer hash instead of Philox-7 (fused.DRAWS, session 13); at 8
@@ -622,16 +643,17 @@ VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("r4/b8/g0", SR, {"DRAWS": "philox8"}),
     # the factored v's sums of c^2 in each program's own slots, added up after the step, against the atomics
     # (fused.FACTOR_SUMS, issue 12): the baselines are the rows above with the same setting and no knob
-    ("r0/b4/g0", {}, {"FACTOR_SUMS": "partials"}),
-    ("r0/b4/g0", {}, {"FACTOR_SUMS": "partials", "FACTOR_ITERS": 2}),
+    ("r0/b4/g0", FAC, {"FACTOR_SUMS": "partials"}),
+    ("r0/b4/g0", FAC, {"FACTOR_SUMS": "partials", "FACTOR_ITERS": 2}),
     ("r0/b4/g1", {}, {}),
-    ("r0/b4/g1", {}, {"FACTOR_SUMS": "partials"}),
+    ("r0/b4/g1", FAC, {}),
+    ("r0/b4/g1", FAC, {"FACTOR_SUMS": "partials"}),
     ("r0/b8/g0", {"factor_second_moment": True}, {"FACTOR_SUMS": "partials"}),
     ("r0/b8/g0", {"factor_second_moment": True}, {"FACTOR_SUMS": "partials", "FACTOR_ITERS": 8}),
     ("r0/b3/g0", {}, {"FACTOR_SUMS": "partials"}),
     ("r0/b2/g0", {}, {"FACTOR_SUMS": "partials"}),
-    ("r8/b4/g0", {}, {"FACTOR_SUMS": "partials"}),
-    ("r32/b4/g0", {}, {"FACTOR_SUMS": "partials"}),
+    ("r8/b4/g0", FAC, {"FACTOR_SUMS": "partials"}),
+    ("r32/b4/g0", FAC, {"FACTOR_SUMS": "partials"}),
     # NF4 codes by a comparison with every level (fused.NF4_SEARCH "compare", the default until session 27)
     # against the search of cells (the default since): the baselines are the rows with the same setting and
     # no knob (round to nearest: the rows above)
@@ -646,8 +668,7 @@ VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("r0/b8/g0", {}, {"SKIP_GRAIN": "tensor"}),
     ("r0/b8/g0.5", {}, {"SKIP_GRAIN": "tensor"}),
     ("r0/b8/g0", {"error_feedback": False}, {"SKIP_GRAIN": "tensor"}),
-    ("r0/b4/g0", {"factor_second_moment": False}, {"SKIP_GRAIN": "tensor"}),
-    ("r0/b4/g0", {"factor_second_moment": False, "skip_nonfinite": False}, {}),
+    ("r0/b4/g0", {}, {"SKIP_GRAIN": "tensor"}),
     # no gradient pre-pass (skip_nonfinite=False, session 21): rank 0 steps every tensor unchecked
     ("r0/b8/g0", {"skip_nonfinite": False}, {}),
     ("r0/b8/g0", {"skip_nonfinite": False, "error_feedback": False}, {}),

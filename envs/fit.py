@@ -235,6 +235,7 @@ class _WData:
     spi: int
     refs: list[EpisodeTrace]
     proj_frac: np.ndarray  # [R] projected share of the compressed parameters per rank index
+    recorded_sb: np.ndarray  # [R*B*G] state bytes under the factoring rule the traces were recorded with
     eps: list[_Ep] = field(default_factory=list)
 
 
@@ -250,6 +251,22 @@ def _ref_scalars(ref: EpisodeTrace) -> tuple[float, int, float, float]:
     )
 
 
+def _recorded_bytes(meta: dict[str, Any]) -> np.ndarray:
+    """State bytes of every grid setting on a workload's recorded shapes, under the factoring rule of
+    ``factor_second_moment=None`` when its traces were recorded (``factor_max_bits`` in the trace header;
+    traces without it predate session 30, when 4 bits factored ``v`` too). The surrogate's own table uses
+    today's rule (:func:`client.compression.sizes.auto_factors_second_moment`): the report's memory check
+    compares the records with this one, so a trace stays a check of the byte model across a rule change."""
+    fmb = int(meta.get("factor_max_bits", 4))
+    shapes = [tuple(s) for s in meta["param_shapes"]]
+    mcn = int(meta.get("config", {}).get("min_compress_numel", 4096))
+    settings = [DEFAULT_GRID.setting(a) for a in _all_actions()]
+    sizes = [
+        state_bytes(shapes, s, min_compress_numel=mcn, factor_second_moment=s.bits <= fmb) for s in settings
+    ]
+    return np.array(sizes, dtype=np.int64)
+
+
 def _prepare(ts: TraceSet, cfg: FitConfig) -> dict[str, _WData]:
     out: dict[str, _WData] = {}
     for name, meta in ts.workloads.items():
@@ -259,7 +276,8 @@ def _prepare(ts: TraceSet, cfg: FitConfig) -> dict[str, _WData]:
         conf = meta.get("config", {})
         k = refs[0].length - 1
         pfrac = projected_fraction(meta["param_shapes"], int(conf.get("min_compress_numel", 4096)))
-        wd = _WData(name, meta.get("key", ""), k, int(conf.get("steps_per_interval", 1)), refs, pfrac)
+        spi = int(conf.get("steps_per_interval", 1))
+        wd = _WData(name, meta.get("key", ""), k, spi, refs, pfrac, _recorded_bytes(meta))
         for j, e in enumerate(ts.episodes_of(name)):
             ref = ts.references.get((name, e.seed))
             if ref is None or e.length != ref.length:
@@ -747,7 +765,7 @@ def evaluate(
             acc["lterm_abs"].extend(np.abs(lt_pred - lt_true))
             acc["lterm_abs_noexcess"].extend(np.abs(lt_true))
             flat = np.ravel_multi_index(e.actions[1:].T, (_R, _B, _G))
-            m_pred = tab.state_bytes.reshape(-1)[flat] / tab.ref_state_bytes
+            m_pred = data[e.workload].recorded_sb[flat] / tab.ref_state_bytes  # the traces' factoring rule
             t_pred = tab.time_ratio.reshape(-1)[flat]
             en_pred = tab.energy_ratio.reshape(-1)[flat]
             acc["memory_abs"].extend(np.abs(m_pred - e.terms[1:, 1]))

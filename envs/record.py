@@ -60,6 +60,7 @@ import torch
 import tyro
 from tqdm import tqdm
 
+from client.compression.sizes import FACTOR_MAX_BITS
 from client.controllers import HEURISTICS, StaticController, make_controller
 from client.policy import Controller, ProfileFeatures
 from client.protocol import DEFAULT_GRID, CompressionSetting, Objective, Reference
@@ -300,6 +301,7 @@ def record(cfg: RecordConfig, progress: bool = True) -> dict[str, Any]:
             "config": w.config(),
             "param_shapes": [list(s) for s in ref.param_shapes],
             "dense_state_bytes": ref.dense_state_bytes,
+            "factor_max_bits": FACTOR_MAX_BITS,  # the factoring rule of factor_second_moment=None
         }
     header = {
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -108,9 +108,11 @@ WHOLE_BLOCKS = True
 #: slots apart), so in use order a tile waits for memory once per slot; issued together the waits overlap,
 #: for more live registers (the codes stay packed, a byte each at 8 bits, until decoded). It won the H200
 #: variants at 8 bits, at these caps only, and lost at 2, 3, 4 and 16 bits (``mango bench gpu --parts
-#: variants``; BENCHMARKS.md, "Issue 12, session 12"). The arithmetic is the same; a GPU compiler may contract
-#: it into FMAs differently, so results may differ in the last bit there.
-EARLY_LOADS: dict[tuple[int, bool], int] = {(8, False): 96, (8, True): 128}
+#: variants``; BENCHMARKS.md, "Issue 12, session 12"), 4 bits then with the factored ``v``; with the full
+#: ``v`` (4 bits' default since session 30) it won at 4 bits and cap 128 on an H100, with and without the
+#: shift, against caps 96 and none (BENCHMARKS.md, session 30). The arithmetic is the same; a GPU compiler
+#: may contract it into FMAs differently, so results may differ in the last bit there.
+EARLY_LOADS: dict[tuple[int, bool], int] = {(8, False): 96, (8, True): 128, (4, False): 128, (4, True): 128}
 #: Where stochastic rounding's random words come from, and how wide a dither is (``triton_step._dither``):
 #: ``"philox"`` (Philox4x32-7, a 16-bit dither a value: the shipped step), ``"hash"`` (an integer hash a word,
 #: ``triton_step._hash_words4``), and ``"philox8"`` / ``"hash8"``: 8-bit dithers at code widths (2-8 bits;

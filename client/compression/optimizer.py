@@ -38,7 +38,7 @@ from client.compression.quant import (
 from client.compression.sharded import is_dtensor as _is_dtensor
 from client.compression.sharded import local as _local
 from client.compression.sharded import per_rank, shard_entry, unshard
-from client.compression.sizes import param_state_bytes
+from client.compression.sizes import auto_factors_second_moment, param_state_bytes
 from client.compression.slots import (
     _TINY,
     Slot,
@@ -300,7 +300,7 @@ class MangoAdamW(torch.optim.Optimizer):
          dropped tail into later steps (and into the next basis).
       3. *Moments* of the compressed gradient (``r x n`` coefficients when projecting, else ``m x n``):
          ``m`` at ``bits`` (block-wise signed code, NF4 at 4 bits); ``v`` factored into Adafactor row /
-         column statistics (fp32, ``r + n`` values) when ``factor_second_moment`` (default: bits <= 4),
+         column statistics (fp32, ``r + n`` values) when ``factor_second_moment`` (default: bits <= 3),
          read as ``v = beta2 row col^T / mean(row) + (1 - beta2) c^2``: the history's rank-1 estimate
          (statistics before this step) plus this step's own ``c^2`` value by value, so a fused step makes
          one pass over ``c`` and folds the row / column means of ``c^2`` into the statistics after it;
@@ -316,10 +316,10 @@ class MangoAdamW(torch.optim.Optimizer):
     ``torch.optim.AdamW``'s, operation for operation.
 
     **Memory** (:meth:`state_bytes`; AdamW holds 8 bytes per value). A ``128 x 512`` matrix at rank 8 /
-    4 bits holds ``P`` (4 KiB fp32), ``m`` and ``e`` (``8 x 512`` at 4.5 bits each, 2.25 KiB each) and the
-    factored ``v`` (2 KiB): 0.16 B per value, 1/48 of AdamW. At rank 0 the ``m x n`` states dominate:
-    ~1.1 B per value at 4 bits (``m``, ``e``), ~3 B at 8 bits (``m``, ``e``, ``sqrt(v)``); ``gamma > 0``
-    adds one more state the size of ``m``; ``ef_scope="full"`` makes ``e`` ``m x n``.
+    4 bits holds ``P`` (4 KiB fp32) and ``m``, ``e`` and ``sqrt(v)`` (``8 x 512`` at 4.5 bits each, 2.25 KiB
+    each): 0.17 B per value, 1/48 of AdamW. At rank 0 the ``m x n`` states dominate: ~1.7 B per value at
+    4 bits and ~3 B at 8 bits (``m``, ``e``, ``sqrt(v)``), ~1.1 B at 4 bits with the factored ``v``;
+    ``gamma > 0`` adds one more state the size of ``m``; ``ef_scope="full"`` makes ``e`` ``m x n``.
 
     **Tuning guide.**
 
@@ -340,7 +340,9 @@ class MangoAdamW(torch.optim.Optimizer):
       barely moves the weights. Sweep {1, sqrt(m/r)/2, sqrt(m/r), 2 sqrt(m/r)}.
     * ``error_feedback`` - ``False`` drops ``e`` (plain biased compression, less memory).
     * ``power_iters`` (default 1) - subspace-iteration steps per refresh (the first basis gets one more).
-    * ``factor_second_moment`` - ``None``: factored at bits <= 4; ``True`` / ``False`` force it.
+    * ``factor_second_moment`` - ``None``: factored at bits <= 3
+      (:func:`~client.compression.sizes.auto_factors_second_moment`; at 4 bits until session 30, when a full
+      ``v`` trained lower and stepped faster on the GPU); ``True`` / ``False`` force it.
     * ``quant_mode`` - quantizer mode of ``m``, ``e``, ``h`` and the gradient at 2-8 bits (``None``: NF4 at
       4 bits, uniform otherwise; ``"uniform"`` is ~2x faster on CPU at 4 bits).
     * ``min_compress_numel`` (default 4096) - smaller tensors stay exact. Small models need a smaller value
@@ -353,9 +355,9 @@ class MangoAdamW(torch.optim.Optimizer):
       per shape. Step times against fused AdamW are in BENCHMARKS.md ("Issue 12"). ``False`` forces the
       torch path; ``True`` also runs the kernels on CPU tensors under ``TRITON_INTERPRET=1`` (tests).
       ``strict=True`` always takes the torch path (it must raise before anything is updated).
-    * **Fewest bytes within 1% of AdamW's loss**: rank 0, 4 bits, ``error_feedback=False`` keeps ``m``
-      (NF4) and the factored ``v``: 0.58 B per value, +0.4 to +0.6% validation loss against AdamW in the
-      GPT-2-sized convergence benchmark (BENCHMARKS.md).
+    * **Fewest bytes within 1% of AdamW's loss**: rank 0, 4 bits, ``error_feedback=False,
+      factor_second_moment=True`` keeps ``m`` (NF4) and the factored ``v``: 0.58 B per value, within 1% of
+      AdamW's validation loss in the GPT-2-sized convergence benchmark (BENCHMARKS.md).
 
     **State layout.** Full-matrix states (``m x n`` values: rank 0, or ``e`` with ``ef_scope="full"``) are
     stored in the parameter's shape and memory order, so element ``i`` of a stored state belongs to element
@@ -1032,7 +1034,7 @@ class MangoAdamW(torch.optim.Optimizer):
 
     def _factored(self, setting: CompressionSetting | _Knobs | None = None) -> bool:
         if self.factor_second_moment is None:
-            return (setting or self._wide).bits <= 4
+            return auto_factors_second_moment((setting or self._wide).bits)
         return self.factor_second_moment
 
     def _identity(self, st: dict[str, Any], setting: CompressionSetting | _Knobs | None = None) -> bool:
@@ -1572,6 +1574,37 @@ class MangoAdamW(torch.optim.Optimizer):
         for k, v in cfg.items():
             setattr(self, k, v)
         self._run.last = None
+        self._match_factoring()
+
+    @torch.no_grad()
+    def _match_factoring(self) -> None:
+        """Convert the loaded matrix states whose second moment is laid out otherwise than the knobs now ask
+        (factored or full), with a warning that names how many: a checkpoint written under another
+        ``factor_second_moment=None`` rule (until session 30 it factored ``v`` at 4 bits too) resumes with
+        ``v`` re-expressed as :meth:`apply_setting` does it, nothing reset."""
+        stale = 0
+        for g in self.param_groups:
+            s = self._group_setting(g)
+            plain = []
+            for p in g["params"]:
+                st = self.state.get(p)
+                if not st or st.get("kind") != "matrix" or ("v_row" in st) == self._factored(s):
+                    continue
+                stale += 1
+                if st.get("full_basis"):
+                    basis_mod.convert(self, p, st, s)
+                else:
+                    plain.append(p)
+            self._convert_all(plain, s)
+        if stale:
+            self._run.layout += 1
+            want = "factored" if self._factored(self._setting) else "full"
+            warnings.warn(
+                f"load_state_dict: {stale} tensor(s) held a second moment laid out otherwise than "
+                f"factor_second_moment={self.factor_second_moment!r} asks at {self._setting.label()} "
+                f"({want}; the checkpoint predates the current rule); converted, nothing reset",
+                stacklevel=3,
+            )
 
     def _config(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in _CONFIG_KEYS}

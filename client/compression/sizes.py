@@ -21,8 +21,8 @@ Per parameter (the knobs are the optimizer's, with its defaults):
   - otherwise: error buffer ``e`` (at ``bits``, with error feedback: ``k x n`` when projecting with
     ``ef_scope="subspace"``, else ``m x n``), basis ``P`` (``4 m r``), shift reference ``h`` (``k x n`` at
     ``bits``, if ``gamma > 0``), first moment ``m`` (``k x n`` at ``bits``) and second moment ``v``: factored
-    (``4 (k + n)``, the default at ``bits <= 4``), else ``k x n`` at ``bits`` (8 bits: ``sqrt(v)`` on the
-    block code; 16: bf16; 32: fp32).
+    (``4 (k + n)``, the default at ``bits <= 3``: :func:`auto_factors_second_moment`), else ``k x n`` at
+    ``bits`` (2-8 bits: ``sqrt(v)`` on the uniform block code; 16: bf16; 32: fp32).
 
 ``bits`` wide storage of ``N`` values costs :func:`expected_nbytes`: ``N bits / 8`` code bytes plus one
 float32 scale per block of :func:`default_block` values (256 at 8 bits, 64 below), padded to whole blocks.
@@ -41,9 +41,11 @@ from client.protocol import CompressionSetting
 
 __all__ = [
     "DENSE_BYTES_PER_PARAM",
+    "FACTOR_MAX_BITS",
     "QUANT_BITS",
     "FullBasisSplit",
     "ParamStateBytes",
+    "auto_factors_second_moment",
     "bytes_per_param",
     "check_block",
     "default_block",
@@ -153,6 +155,19 @@ def full_basis_split(full_shape: Sequence[int], world: int) -> FullBasisSplit | 
     return FullBasisSplit(axis=axis, m=m, n=n, rows=m // world, cols=n // world)
 
 
+#: The widest state at which ``factor_second_moment=None`` factors ``v`` (:func:`auto_factors_second_moment`).
+FACTOR_MAX_BITS = 3
+
+
+def auto_factors_second_moment(bits: int) -> bool:
+    """Whether ``MangoAdamW(factor_second_moment=None)`` keeps ``v`` as Adafactor row / column statistics at
+    ``bits``: at 2 and 3 bits (:data:`FACTOR_MAX_BITS`), where a stored ``sqrt(v)`` would cost as much as
+    ``m``; at 4 bits and up ``v`` is stored like ``m``. 4 bits factored ``v`` until session 30: a full ``v``
+    trained to a lower loss and a faster step on the GPU (BENCHMARKS.md, "session 30") for about 0.55 more
+    bytes a value."""
+    return bits <= FACTOR_MAX_BITS
+
+
 def param_state_bytes(
     shape: Sequence[int],
     setting: CompressionSetting,
@@ -172,7 +187,7 @@ def param_state_bytes(
     :param setting: the compression setting in force.
     :param min_compress_numel: the optimizer's threshold below which tensors keep exact AdamW state.
     :param error_feedback: the optimizer's ``error_feedback`` flag.
-    :param factor_second_moment: the optimizer's flag (``None``: factored at ``bits <= 4``).
+    :param factor_second_moment: the optimizer's flag (``None``: :func:`auto_factors_second_moment`).
     :param ef_scope: the optimizer's ``ef_scope``: ``"subspace"`` (with a projection ``e`` is ``k x n``
         coefficients) or ``"full"`` (``e`` is always ``m x n``).
     :param project: the parameter group's ``project`` flag (``False``: rank 0 at the setting's bits).
@@ -193,7 +208,7 @@ def param_state_bytes(
     m, n = min(rows, cols), max(rows, cols)
     bits = setting.bits
     r = setting.rank if project and 0 < setting.rank < m else 0
-    factored = bits <= 4 if factor_second_moment is None else factor_second_moment
+    factored = auto_factors_second_moment(bits) if factor_second_moment is None else factor_second_moment
     split = full_basis_split(whole, world_size) if full_shape is not None and ef_scope == "subspace" else None
     r_whole = setting.rank if split is not None and project and 0 < setting.rank < split.m else 0
     if split is not None and r_whole > 0:  # the whole matrix's basis, its state split over the ranks
@@ -254,7 +269,7 @@ def bytes_per_param(
     """Optimizer + compression state bytes per parameter of a compressible ``matrix_side`` square matrix.
 
     :func:`param_state_bytes` with ``MangoAdamW``'s default knobs: moments ``m`` at ``bits`` in the rank-r
-    subspace, ``v`` factored at ``bits <= 4`` else stored like ``m``, the error-feedback buffer with the
+    subspace, ``v`` factored at ``bits <= 3`` else stored like ``m``, the error-feedback buffer with the
     moments, the gamma-shift reference ``h`` when ``gamma > 0`` and the fp32 basis. The uncompressed setting
     gives exactly :data:`DENSE_BYTES_PER_PARAM` (8); divide by it for the ratio to AdamW's state.
     ``with_shift=False`` leaves ``h`` out: what the setting keeps of the state, its fidelity. ``matrix_side``

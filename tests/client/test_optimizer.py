@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import io
+import warnings
 
 import pytest
 import torch
@@ -104,7 +105,7 @@ def test_state_bytes_lm_small_rank8_bits4_at_most_one_sixth() -> None:
 @pytest.mark.parametrize("scope", ["subspace", "full"])
 def test_error_buffer_shape_follows_scope(scope: str) -> None:
     net = _net()
-    opt = _mango(net, S(rank=4, bits=4, gamma=0.5), ef_scope=scope)
+    opt = _mango(net, S(rank=4, bits=3, gamma=0.5), ef_scope=scope)
     _train(net, opt, _batches(2))
     # full-matrix states are stored in the parameter's shape and memory order, (r, n) ones as they are
     for p, st in _matrix_items(opt):
@@ -513,3 +514,33 @@ def test_load_state_dict_refuses_version_1() -> None:
     sd["mango"]["version"] = 1
     with pytest.raises(ValueError, match="memory order"):
         _mango(_net(), S(rank=0, bits=8)).load_state_dict(sd)
+
+
+@pytest.mark.parametrize("setting", [S(rank=0, bits=4), S(rank=8, bits=4)], ids=lambda s: s.label())
+def test_a_checkpoint_factored_at_4_bits_resumes_with_a_full_v(setting: CompressionSetting) -> None:
+    """A checkpoint written while ``factor_second_moment=None`` factored ``v`` at 4 bits (until session 30)
+    resumes: its 4-bit states get a full ``v`` (the rank-1 estimate, converted as a setting change converts
+    it), with a warning, and training goes on near the run that kept the factored ``v``. A checkpoint whose
+    layout the rule already asks for loads without one."""
+    batches = _batches(10)
+    net_a = _net()
+    opt_a = _mango(net_a, setting, factor_second_moment=True)
+    _train(net_a, opt_a, batches[:5])
+    sd, model_sd = copy.deepcopy(opt_a.state_dict()), copy.deepcopy(net_a.state_dict())
+    sd["mango"]["config"]["factor_second_moment"] = None  # as the default wrote it until session 30
+    start = [p.detach().clone() for p in net_a.parameters()]
+    _train(net_a, opt_a, batches[5:])
+    net_b = _net()
+    net_b.load_state_dict(model_sd)
+    opt_b = _mango(net_b, setting)
+    with pytest.warns(UserWarning, match=r"3 tensor\(s\) held a second moment .* \(full; .*converted"):
+        opt_b.load_state_dict(sd)
+    matrices = [st for st in opt_b.state.values() if st.get("kind") == "matrix"]
+    assert len(matrices) == 3 and all("v" in st and "v_row" not in st for st in matrices)
+    _train(net_b, opt_b, batches[5:])
+    for a, b, s in zip(net_a.parameters(), net_b.parameters(), start, strict=True):
+        moved, gap = float((a - s).detach().abs().mean()), float((a - b).detach().abs().mean())
+        assert torch.isfinite(b).all() and 0 < gap < 0.35 * moved, (tuple(a.shape), gap, moved)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _mango(_net(), setting).load_state_dict(opt_b.state_dict())

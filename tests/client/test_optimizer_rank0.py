@@ -79,8 +79,9 @@ def _compare(monkeypatch: pytest.MonkeyPatch, setting: S, steps: int = 6, **kw: 
     ("setting", "kw"),
     [
         (S(rank=0, bits=8), {}),
-        (S(rank=0, bits=4), {}),  # NF4 m and e, factored v
-        (S(rank=0, bits=4), {"quant_mode": "uniform", "factor_second_moment": False}),
+        (S(rank=0, bits=4), {}),  # NF4 m and e, sqrt(v) on the 4-bit uniform code
+        (S(rank=0, bits=4), {"factor_second_moment": True}),  # factored v
+        (S(rank=0, bits=4), {"quant_mode": "uniform"}),
         (S(rank=0, bits=4), {"quant_mode": "aciq"}),
         (S(rank=0, bits=3), {}),
         (S(rank=0, bits=2), {"factor_second_moment": False}),

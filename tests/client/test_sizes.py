@@ -15,6 +15,7 @@ from client.compression.quant import compress_state
 from client.compression.sizes import (
     FullBasisSplit,
     ParamStateBytes,
+    auto_factors_second_moment,
     dense_state_bytes,
     expected_nbytes,
     full_basis_split,
@@ -160,12 +161,15 @@ def test_lm_small_sampled_settings() -> None:
 
 def test_matrix_formula_by_hand() -> None:
     # 128 x 512 at rank 8 / 4 bits, gamma 0, full-scope e: e (65536 values: 32768 code bytes + 1024 scales
-    # x 4 B) + P (4 * 128 * 8) + m (8 x 512 = 4096 values: 2048 + 64 x 4) + factored v (4 * (8 + 512)).
+    # x 4 B) + P (4 * 128 * 8) + m and sqrt(v) (8 x 512 = 4096 values each: 2048 + 64 x 4).
     s = CompressionSetting(rank=8, bits=4, gamma=0.0)
     full = param_state_bytes((128, 512), s, ef_scope="full")
-    assert full == ParamStateBytes(m=2048 + 256, v=2080, error=32768 + 4096, shift=0, basis=4096)
+    assert full == ParamStateBytes(m=2048 + 256, v=2048 + 256, error=32768 + 4096, shift=0, basis=4096)
     # subspace scope (default): e is 8 x 512 coefficients like m
-    assert param_state_bytes((128, 512), s).total == (2048 + 256) + 4096 + (2048 + 256) + 2080
+    assert param_state_bytes((128, 512), s).total == 3 * (2048 + 256) + 4096
+    # the factored v when asked for (the default at 2-3 bits): 4 * (8 + 512)
+    assert param_state_bytes((128, 512), s, factor_second_moment=True).v == 2080
+    assert param_state_bytes((128, 512), CompressionSetting(rank=8, bits=3)).v == 2080
     assert param_state_bytes((512, 128), s) == param_state_bytes((128, 512), s)  # canonical orientation
     assert param_state_bytes((64, 64), CompressionSetting.off()).total == 8 * 64 * 64
     # the shift reference h is the size of m
@@ -201,13 +205,16 @@ def test_full_basis_split_and_its_bytes_by_hand() -> None:
     assert full_basis_split((64, 8, 64), 2) == FullBasisSplit(axis=0, m=64, n=512, rows=32, cols=256)
     for shape, world in (((63, 64), 2), ((64, 63), 2), ((64,), 2), ((64, 64), 1), ((66, 64), 4)):
         assert full_basis_split(shape, world) is None, (shape, world)
-    # 128 x 512 at rank 8 / 4 bits over 2 ranks, per rank: P 64 x 8 fp32 (2048 B), m and e 8 x 256 at 4 bits
-    # (2048 values: 1024 code bytes + 32 block scales = 1152 B each), factored v (8 + 256) fp32 (1056 B)
+    # 128 x 512 at rank 8 / 4 bits over 2 ranks, per rank: P 64 x 8 fp32 (2048 B), m, e and sqrt(v) 8 x 256
+    # at 4 bits (2048 values: 1024 code bytes + 32 block scales = 1152 B each): half the whole matrix's state
     s = CompressionSetting(rank=8, bits=4)
     got = param_state_bytes((64, 512), s, full_shape=(128, 512), world_size=2)
-    assert (got.basis, got.m, got.error, got.v, got.shift) == (2048, 1152, 1152, 1056, 0)
-    single = param_state_bytes((128, 512), s).total
-    assert got.total == single // 2 + 4 * 8 // 2  # half, but both ranks keep v's r row values
+    assert (got.basis, got.m, got.error, got.v, got.shift) == (2048, 1152, 1152, 1152, 0)
+    assert got.total == param_state_bytes((128, 512), s).total // 2
+    # a factored v (8 + 256) fp32 (1056 B): half the state, but both ranks keep v's r row values
+    fac = param_state_bytes((64, 512), s, full_shape=(128, 512), world_size=2, factor_second_moment=True)
+    assert fac.v == 1056
+    assert fac.total == param_state_bytes((128, 512), s, factor_second_moment=True).total // 2 + 4 * 8 // 2
     # rank 0 (and ef_scope="full") keeps the local shard's layout
     r0 = CompressionSetting(rank=0, bits=8)
     assert param_state_bytes((64, 512), r0, full_shape=(128, 512), world_size=2) == param_state_bytes(
@@ -228,4 +235,13 @@ def test_first_interval_candidates_carry_the_optimizers_own_state_ratio() -> Non
         param.grad = torch.randn(param.shape, generator=gen)
         opt.step()
         assert ratio == opt.state_bytes() / opt.dense_state_bytes(), label
-    assert FIRST_CANDIDATES["r0/b32/g0"][1] == 1.0 and FIRST_CANDIDATES["r0/b4/g0"][1] < 0.15
+    assert FIRST_CANDIDATES["r0/b32/g0"][1] == 1.0 and FIRST_CANDIDATES["r0/b4/g0"][1] < 0.25
+
+
+def test_auto_factoring_covers_2_and_3_bits_only() -> None:
+    """``factor_second_moment=None`` factors ``v`` at 2-3 bits; 4 bits and up store it like ``m``, and the
+    optimizer asks the same rule."""
+    assert [b for b in (2, 3, 4, 8, 16, 32) if auto_factors_second_moment(b)] == [2, 3]
+    opt = MangoAdamW([torch.nn.Parameter(torch.zeros(64, 64))], setting=CompressionSetting(rank=0, bits=4))
+    assert opt._factored() is False
+    assert opt._factored(CompressionSetting(rank=0, bits=3)) is True

@@ -42,8 +42,9 @@ def test_shipped_model_matches_traces(fitted: tuple[SurrogateModel, dict]) -> No
 def test_memory_term_is_exact_on_recorded_episodes(fitted: tuple[SurrogateModel, dict]) -> None:
     _, report = fitted
     for group, row in report.items():
-        # the exact formula reproduces MangoAdamW.state_bytes() as recorded; a mismatch means the optimizer
-        # changed since the traces were recorded: re-record (`mango record`) and refit
+        # the exact formula, under the factoring rule the traces were recorded with (their header's
+        # factor_max_bits, 4 before session 30), reproduces MangoAdamW.state_bytes() as recorded; a mismatch
+        # means the optimizer changed otherwise since the traces were recorded: re-record (`mango record`)
         assert row["memory_abs"] == 0.0, group
 
 
