@@ -319,7 +319,7 @@ def _optimizer_factories() -> dict[str, Callable[[list[torch.nn.Parameter]], tor
     for r, b, gm in GRID:
         s = CompressionSetting(rank=r, bits=b, gamma=gm)
         facs[f"MangoAdamW {s.label()}"] = lambda ps, s=s: MangoAdamW(ps, lr=lr, weight_decay=wd, setting=s)
-    # rank 0 / 4 bits without the error buffer: m (NF4) + sqrt(v) (4-bit uniform), ~1.13 B/param
+    # rank 0 / 4 bits without the error buffer: m and sqrt(v) on the 4-bit uniform code, ~1.13 B/param
     s4 = CompressionSetting(rank=0, bits=4)
     facs["MangoAdamW r0/b4/g0 no-EF"] = lambda ps: MangoAdamW(
         ps, lr=lr, weight_decay=wd, setting=s4, error_feedback=False
@@ -351,10 +351,10 @@ def _optimizer_factories() -> dict[str, Callable[[list[torch.nn.Parameter]], tor
     facs["MangoAdamW r0/b4/g0 factored no-EF"] = lambda ps: MangoAdamW(
         ps, lr=lr, weight_decay=wd, setting=s4, factor_second_moment=True, error_feedback=False
     )
-    # 4 bits' two other costs (session 30's variants): NF4 codes against the uniform ones, and the stochastic
-    # rounding of 2-4 bits against rounding to nearest
-    facs["MangoAdamW r0/b4/g0 uniform"] = lambda ps: MangoAdamW(
-        ps, lr=lr, weight_decay=wd, setting=s4, quant_mode="uniform"
+    # 4 bits' two other choices (session 30): NF4 codes (the default until session 30) against the uniform
+    # ones, and the stochastic rounding of 2-4 bits against rounding to nearest
+    facs["MangoAdamW r0/b4/g0 nf4"] = lambda ps: MangoAdamW(
+        ps, lr=lr, weight_decay=wd, setting=s4, quant_mode="nf4"
     )
     facs["MangoAdamW r0/b4/g0 nearest"] = lambda ps: MangoAdamW(
         ps, lr=lr, weight_decay=wd, setting=s4, stochastic_rounding=False
@@ -555,6 +555,8 @@ def run_tune(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
 SR: dict[str, Any] = {"stochastic_rounding": True}
 #: The factored second moment asked for (the rows that time it at 4 bits, its default until session 30).
 FAC: dict[str, Any] = {"factor_second_moment": True}
+#: NF4 codes asked for (the rows that time them at 4 bits, the default until session 30; uniform since).
+NF4: dict[str, Any] = {"quant_mode": "nf4"}
 
 #: The ``variants`` part: (setting, MangoAdamW keywords, fused-module knobs) - what each option of the fused
 #: step costs on the step model (the knobs are :mod:`client.compression.fused`'s module constants).
@@ -564,7 +566,7 @@ VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("r0/b8/g0", {"error_feedback": False}, {}),
     ("r0/b4/g0", {}, {}),
     ("r0/b4/g0", {"stochastic_rounding": False}, {}),
-    ("r0/b4/g0", {"quant_mode": "uniform"}, {}),
+    ("r0/b4/g0", NF4, {}),
     ("r0/b3/g0", {}, {}),
     ("r0/b3/g0", {}, {"MAX_REGS": 72}),
     ("r0/b2/g0", {}, {"MAX_REGS": 72}),
@@ -604,7 +606,7 @@ VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("r32/b32/g1", {}, {}),
     ("r32/b32/g1", {"refresh_every": 10_000}, {}),
     # rank 0 at 4 bits with its options combined (session 9: is a cheaper default at 4 bits in reach?)
-    ("r0/b4/g0", {"quant_mode": "uniform", "error_feedback": False}, {}),
+    ("r0/b4/g0", {**NF4, "error_feedback": False}, {}),
     ("r0/b4/g0", {**FAC, "error_feedback": False}, {}),
     # every load of a tile first (fused.EARLY_LOADS, session 12): the early loads at their caps against the
     # loads where first used ({}), and the caps around them
@@ -654,14 +656,17 @@ VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("r0/b2/g0", {}, {"FACTOR_SUMS": "partials"}),
     ("r8/b4/g0", FAC, {"FACTOR_SUMS": "partials"}),
     ("r32/b4/g0", FAC, {"FACTOR_SUMS": "partials"}),
-    # NF4 codes by a comparison with every level (fused.NF4_SEARCH "compare", the default until session 27)
-    # against the search of cells (the default since): the baselines are the rows with the same setting and
-    # no knob (round to nearest: the rows above)
-    ("r0/b4/g0", {}, {"NF4_SEARCH": "compare"}),
-    ("r0/b4/g0", {"error_feedback": False}, {"NF4_SEARCH": "compare"}),
-    ("r0/b4/g0", {"stochastic_rounding": False}, {"NF4_SEARCH": "compare"}),
-    ("r0/b4/g0", {"skip_nonfinite": False}, {"NF4_SEARCH": "compare"}),
-    ("r0/b4/g1", {}, {"NF4_SEARCH": "compare"}),
+    # NF4 codes (quant_mode="nf4": the 4-bit default until session 30) by a comparison with every level
+    # (fused.NF4_SEARCH "compare", the default until session 27) against the search of cells (the default
+    # since): the baselines are the NF4 rows with the same keywords and no knob
+    ("r0/b4/g0", NF4, {}),
+    ("r0/b4/g0", NF4, {"NF4_SEARCH": "compare"}),
+    ("r0/b4/g0", {**NF4, "error_feedback": False}, {"NF4_SEARCH": "compare"}),
+    ("r0/b4/g0", {**NF4, "stochastic_rounding": False}, {}),
+    ("r0/b4/g0", {**NF4, "stochastic_rounding": False}, {"NF4_SEARCH": "compare"}),
+    ("r0/b4/g0", {**NF4, "skip_nonfinite": False}, {"NF4_SEARCH": "compare"}),
+    ("r0/b4/g1", NF4, {}),
+    ("r0/b4/g1", NF4, {"NF4_SEARCH": "compare"}),
     # a non-finite gradient skips its tensor (fused.SKIP_GRAIN = "tensor", the default until session 28): the
     # gradient pre-pass of the full-v rank-0 launches, against the default per-tile rule (the rows with the
     # same setting and no knob) and the unchecked rows below

@@ -108,7 +108,7 @@ class LMBenchConfig:
     factor_v: str = "auto"
     """MangoAdamW ``factor_second_moment``: 'auto' (bits <= 3), 'yes' or 'no'."""
     quant_mode: str = ""
-    """MangoAdamW ``quant_mode`` ('' for the default: NF4 at 4 bits)."""
+    """MangoAdamW ``quant_mode`` ('' for the default: the uniform code at every width)."""
     rounding: Literal["auto", "stochastic", "nearest"] = "auto"
     """MangoAdamW ``stochastic_rounding``: 'auto' (the default: 8-bit codes to nearest, the other widths
     stochastically), 'stochastic' (every stored state, ``True``) or 'nearest' (every one, ``False``)."""

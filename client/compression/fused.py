@@ -45,7 +45,7 @@ from typing import Any
 import torch
 
 from client.compression.codes import default_block
-from client.compression.quant import DenseState, QuantizedTensor
+from client.compression.quant import DenseState, QuantizedTensor, default_state_mode
 
 __all__ = [
     "FUSED_BITS",
@@ -336,7 +336,7 @@ class Plan:
 
 
 def _mode(opt: Any, bits: int) -> str:
-    return opt.quant_mode or ("nf4" if bits == 4 else "uniform")
+    return opt.quant_mode or default_state_mode(bits)
 
 
 def _slot_ok(q: Any, bits: int, mode: str, block: int, shape: tuple[int, ...], device: torch.device) -> bool:

@@ -299,8 +299,9 @@ class MangoAdamW(torch.optim.Optimizer):
          feedback wraps the whole ``C(u) = P Q_b(P^T u)``: ``e`` is ``m x n`` and also carries the
          dropped tail into later steps (and into the next basis).
       3. *Moments* of the compressed gradient (``r x n`` coefficients when projecting, else ``m x n``):
-         ``m`` at ``bits`` (block-wise signed code, NF4 at 4 bits); ``v`` factored into Adafactor row /
-         column statistics (fp32, ``r + n`` values) when ``factor_second_moment`` (default: bits <= 3),
+         ``m`` at ``bits`` (block-wise signed uniform code; NF4 on request at 4 bits); ``v`` factored into
+         Adafactor row / column statistics (fp32, ``r + n`` values) when ``factor_second_moment`` (default:
+         bits <= 3),
          read as ``v = beta2 row col^T / mean(row) + (1 - beta2) c^2``: the history's rank-1 estimate
          (statistics before this step) plus this step's own ``c^2`` value by value, so a fused step makes
          one pass over ``c`` and folds the row / column means of ``c^2`` into the statistics after it;
@@ -343,8 +344,9 @@ class MangoAdamW(torch.optim.Optimizer):
     * ``factor_second_moment`` - ``None``: factored at bits <= 3
       (:func:`~client.compression.sizes.auto_factors_second_moment`; at 4 bits until session 30, when a full
       ``v`` trained lower and stepped faster on the GPU); ``True`` / ``False`` force it.
-    * ``quant_mode`` - quantizer mode of ``m``, ``e``, ``h`` and the gradient at 2-8 bits (``None``: NF4 at
-      4 bits, uniform otherwise; ``"uniform"`` is ~2x faster on CPU at 4 bits).
+    * ``quant_mode`` - quantizer mode of ``m``, ``e``, ``h`` and the gradient at 2-8 bits (``None``: the
+      uniform code, :func:`~client.compression.quant.default_state_mode`; NF4 at 4 bits until session 30,
+      when the uniform code trained as low on the GPU with a faster step; ``"nf4"`` at 4 bits only).
     * ``min_compress_numel`` (default 4096) - smaller tensors stay exact. Small models need a smaller value
       or nothing is compressed.
 
@@ -1574,21 +1576,26 @@ class MangoAdamW(torch.optim.Optimizer):
         for k, v in cfg.items():
             setattr(self, k, v)
         self._run.last = None
-        self._match_factoring()
+        self._match_layout()
 
     @torch.no_grad()
-    def _match_factoring(self) -> None:
-        """Convert the loaded matrix states whose second moment is laid out otherwise than the knobs now ask
-        (factored or full), with a warning that names how many: a checkpoint written under another
-        ``factor_second_moment=None`` rule (until session 30 it factored ``v`` at 4 bits too) resumes with
-        ``v`` re-expressed as :meth:`apply_setting` does it, nothing reset."""
+    def _match_layout(self) -> None:
+        """Convert the loaded matrix states laid out otherwise than the knobs now ask, with a warning that
+        names how many: a second moment factored where the rule stores it whole or back, or codes of another
+        quantizer mode than ``quant_mode`` gives. A checkpoint written under older defaults (until session 30
+        ``None`` meant NF4 codes and a factored ``v`` at 4 bits) then resumes with its states re-expressed as
+        :meth:`apply_setting` converts them, nothing reset."""
         stale = 0
         for g in self.param_groups:
             s = self._group_setting(g)
+            mode = self.quant_mode or default_state_mode(s.bits)
             plain = []
             for p in g["params"]:
                 st = self.state.get(p)
-                if not st or st.get("kind") != "matrix" or ("v_row" in st) == self._factored(s):
+                if not st or st.get("kind") != "matrix":
+                    continue
+                codes = [st[k] for k in ("m", "e", "h") if isinstance(st.get(k), QuantizedTensor)]
+                if ("v_row" in st) == self._factored(s) and all(q.mode == mode for q in codes):
                     continue
                 stale += 1
                 if st.get("full_basis"):
@@ -1598,11 +1605,11 @@ class MangoAdamW(torch.optim.Optimizer):
             self._convert_all(plain, s)
         if stale:
             self._run.layout += 1
-            want = "factored" if self._factored(self._setting) else "full"
             warnings.warn(
-                f"load_state_dict: {stale} tensor(s) held a second moment laid out otherwise than "
-                f"factor_second_moment={self.factor_second_moment!r} asks at {self._setting.label()} "
-                f"({want}; the checkpoint predates the current rule); converted, nothing reset",
+                f"load_state_dict: {stale} tensor(s) held states laid out otherwise than "
+                f"factor_second_moment={self.factor_second_moment!r} and quant_mode={self.quant_mode!r} ask "
+                f"at {self._setting.label()} (the checkpoint predates the current defaults); converted, "
+                "nothing reset",
                 stacklevel=3,
             )
 

@@ -686,8 +686,11 @@ def dequantize_cat(qs: Sequence[QuantizedTensor]) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------- any state width
 def default_state_mode(bits: int) -> str:
-    """The quantizer mode :func:`compress_state` uses at ``bits`` when none is given: NF4 at 4 bits."""
-    return "nf4" if bits == 4 else "uniform"
+    """The quantizer mode :func:`compress_state` (and ``MangoAdamW(quant_mode=None)``, on either path) uses at
+    ``bits`` when none is given: the uniform block code at every width. NF4 was the default at 4 bits until
+    session 30, when on the GPU the uniform code trained as low and stepped about a fifth faster
+    (BENCHMARKS.md, session 30); ``"nf4"`` stays a choice."""
+    return "uniform"
 
 
 def compress_state(

@@ -81,6 +81,8 @@ def _pair(setting: S, dtype: torch.dtype = torch.float32, steps: int = 4, **kw: 
 PARTIALS = {"FACTOR_SUMS": "partials", "PARTIALS_GROUP": 3}
 #: The factored second moment asked for (its default at 2-3 bits; at 4 bits until session 30).
 FAC = {"factor_second_moment": True}
+#: NF4 codes asked for (the default at 4 bits until session 30; the uniform code since).
+NF4 = {"quant_mode": "nf4"}
 
 
 def _set_knobs(monkeypatch: pytest.MonkeyPatch, knobs: dict[str, Any]) -> None:
@@ -93,10 +95,10 @@ def _set_knobs(monkeypatch: pytest.MonkeyPatch, knobs: dict[str, Any]) -> None:
     ("setting", "kw", "n_fused", "knobs"),
     [
         (S(rank=0, bits=8), {}, 3, {}),  # full sqrt(v) at 8 bits: every matrix fused
-        (S(rank=0, bits=4), {}, 3, {}),  # NF4 m, sqrt(v) on the 4-bit code: every matrix fused
+        (S(rank=0, bits=4), {}, 3, {}),  # uniform m, sqrt(v) on the 4-bit code: every matrix fused
         (S(rank=0, bits=4), FAC, 2, {}),  # factored v: 100 columns are not a multiple of the 64-block
         (S(rank=0, bits=4), {**FAC, "error_feedback": False}, 2, {}),
-        (S(rank=0, bits=4), {"quant_mode": "uniform"}, 3, {}),
+        (S(rank=0, bits=4), {"quant_mode": "nf4"}, 3, {}),
         (S(rank=0, bits=4), FAC, 2, PARTIALS),
         (S(rank=0, bits=4), {**FAC, "error_feedback": False}, 2, PARTIALS),
     ],
@@ -970,7 +972,9 @@ def test_fused_knobs_are_checked(
 ) -> None:
     monkeypatch.setattr(fused, knob, value)
     params = _params()
-    opt = MangoAdamW(params, lr=LR, setting=S(rank=0, bits=4), min_compress_numel=1024, fused=True, **FAC)
+    opt = MangoAdamW(
+        params, lr=LR, setting=S(rank=0, bits=4), min_compress_numel=1024, fused=True, **FAC, **NF4
+    )  # the factored v reads FACTOR_SUMS, the NF4 codes NF4_SEARCH
     with pytest.raises(ValueError, match=message):
         _run(params, opt, range(3))  # the first step creates the state on the torch path
 
@@ -978,10 +982,10 @@ def test_fused_knobs_are_checked(
 @pytest.mark.parametrize(
     ("setting", "kw"),
     [
-        (S(rank=0, bits=4), {"stochastic_rounding": True}),
-        (S(rank=0, bits=4), {"stochastic_rounding": False}),
-        (S(rank=0, bits=4), {"stochastic_rounding": True, "error_feedback": False}),
-        (S(rank=0, bits=4, gamma=1.0), {"stochastic_rounding": True}),
+        (S(rank=0, bits=4), {**NF4, "stochastic_rounding": True}),
+        (S(rank=0, bits=4), {**NF4, "stochastic_rounding": False}),
+        (S(rank=0, bits=4), {**NF4, "stochastic_rounding": True, "error_feedback": False}),
+        (S(rank=0, bits=4, gamma=1.0), {**NF4, "stochastic_rounding": True}),
     ],
     ids=["stochastic", "nearest", "stochastic-no-ef", "g1"],
 )

@@ -517,26 +517,27 @@ def test_load_state_dict_refuses_version_1() -> None:
 
 
 @pytest.mark.parametrize("setting", [S(rank=0, bits=4), S(rank=8, bits=4)], ids=lambda s: s.label())
-def test_a_checkpoint_factored_at_4_bits_resumes_with_a_full_v(setting: CompressionSetting) -> None:
-    """A checkpoint written while ``factor_second_moment=None`` factored ``v`` at 4 bits (until session 30)
-    resumes: its 4-bit states get a full ``v`` (the rank-1 estimate, converted as a setting change converts
-    it), with a warning, and training goes on near the run that kept the factored ``v``. A checkpoint whose
-    layout the rule already asks for loads without one."""
+def test_a_checkpoint_of_the_old_4_bit_defaults_resumes_converted(setting: CompressionSetting) -> None:
+    """A checkpoint written while ``None`` meant NF4 codes and a factored ``v`` at 4 bits (until session 30)
+    resumes: its 4-bit states get uniform codes and a full ``v`` (the rank-1 estimate), converted as a setting
+    change converts them, with a warning, and training goes on near the run that kept the old layout. A
+    checkpoint laid out as the defaults ask loads without one."""
     batches = _batches(10)
     net_a = _net()
-    opt_a = _mango(net_a, setting, factor_second_moment=True)
+    opt_a = _mango(net_a, setting, factor_second_moment=True, quant_mode="nf4")
     _train(net_a, opt_a, batches[:5])
     sd, model_sd = copy.deepcopy(opt_a.state_dict()), copy.deepcopy(net_a.state_dict())
-    sd["mango"]["config"]["factor_second_moment"] = None  # as the default wrote it until session 30
+    sd["mango"]["config"].update(factor_second_moment=None, quant_mode=None)  # as the defaults wrote it
     start = [p.detach().clone() for p in net_a.parameters()]
     _train(net_a, opt_a, batches[5:])
     net_b = _net()
     net_b.load_state_dict(model_sd)
     opt_b = _mango(net_b, setting)
-    with pytest.warns(UserWarning, match=r"3 tensor\(s\) held a second moment .* \(full; .*converted"):
+    with pytest.warns(UserWarning, match=r"3 tensor\(s\) held states laid out otherwise .*converted"):
         opt_b.load_state_dict(sd)
     matrices = [st for st in opt_b.state.values() if st.get("kind") == "matrix"]
     assert len(matrices) == 3 and all("v" in st and "v_row" not in st for st in matrices)
+    assert all(st[k].mode == "uniform" for st in matrices for k in ("m", "e", "v"))
     _train(net_b, opt_b, batches[5:])
     for a, b, s in zip(net_a.parameters(), net_b.parameters(), start, strict=True):
         moved, gap = float((a - s).detach().abs().mean()), float((a - b).detach().abs().mean())

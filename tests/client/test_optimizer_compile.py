@@ -27,13 +27,17 @@ def fresh_dynamo() -> Iterator[None]:
 
 
 def _make(
-    lr: float | torch.Tensor = 1e-2, stochastic: bool = False, setting: S = R0B8
+    lr: float | torch.Tensor = 1e-2,
+    stochastic: bool = False,
+    setting: S = R0B8,
+    quant_mode: str | None = None,
 ) -> tuple[torch.nn.Module, MangoAdamW]:
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 8))
     opt = MangoAdamW(
-        net.parameters(), lr=lr, setting=setting, min_compress_numel=256, stochastic_rounding=stochastic
-    )
+        net.parameters(), lr=lr, setting=setting, min_compress_numel=256, stochastic_rounding=stochastic,
+        quant_mode=quant_mode,
+    )  # fmt: skip
     return net, opt
 
 
@@ -55,10 +59,12 @@ def test_step_compiles_without_graph_breaks(lr: float | torch.Tensor, stochastic
     assert isinstance(opt.param_groups[0]["lr"], type(lr))  # a tensor lr is never replaced by a float
 
 
+@pytest.mark.parametrize("mode", ["nf4", None])
 @pytest.mark.parametrize("stochastic", [False, True])
-def test_nf4_step_compiles_without_graph_breaks(stochastic: bool) -> None:
-    """At 4 bits (NF4 codes from the torch quantizer's cell tables, module constants): one graph."""
-    net, opt = _make(stochastic=stochastic, setting=S(rank=0, bits=4))
+def test_4_bit_step_compiles_without_graph_breaks(stochastic: bool, mode: str | None) -> None:
+    """At 4 bits, the default uniform code and NF4 (its codes from the torch quantizer's cell tables, module
+    constants): one graph."""
+    net, opt = _make(stochastic=stochastic, setting=S(rank=0, bits=4), quant_mode=mode)
     _backward(net, opt, 0)
     opt.step()
     _backward(net, opt, 1)
