@@ -358,8 +358,8 @@ class MangoAdamW(torch.optim.Optimizer):
       torch path; ``True`` also runs the kernels on CPU tensors under ``TRITON_INTERPRET=1`` (tests).
       ``strict=True`` always takes the torch path (it must raise before anything is updated).
     * **Fewest bytes within 1% of AdamW's loss**: rank 0, 4 bits, ``error_feedback=False,
-      factor_second_moment=True`` keeps ``m`` (NF4) and the factored ``v``: 0.58 B per value, within 1% of
-      AdamW's validation loss in the GPT-2-sized convergence benchmark (BENCHMARKS.md).
+      factor_second_moment=True`` keeps ``m`` (4-bit codes) and the factored ``v``: 0.58 B per value,
+      within 1% of AdamW's validation loss in the GPT-2-sized convergence benchmark (BENCHMARKS.md).
 
     **State layout.** Full-matrix states (``m x n`` values: rank 0, or ``e`` with ``ef_scope="full"``) are
     stored in the parameter's shape and memory order, so element ``i`` of a stored state belongs to element
