@@ -650,16 +650,15 @@ VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("r0/b4/g1", {}, {}),
     ("r0/b4/g1", FAC, {}),
     ("r0/b4/g1", FAC, {"FACTOR_SUMS": "partials"}),
-    ("r0/b8/g0", {"factor_second_moment": True}, {"FACTOR_SUMS": "partials"}),
-    ("r0/b8/g0", {"factor_second_moment": True}, {"FACTOR_SUMS": "partials", "FACTOR_ITERS": 8}),
+    ("r0/b8/g0", FAC, {"FACTOR_SUMS": "partials"}),
+    ("r0/b8/g0", FAC, {"FACTOR_SUMS": "partials", "FACTOR_ITERS": 8}),
     ("r0/b3/g0", {}, {"FACTOR_SUMS": "partials"}),
     ("r0/b2/g0", {}, {"FACTOR_SUMS": "partials"}),
     ("r8/b4/g0", FAC, {"FACTOR_SUMS": "partials"}),
     ("r32/b4/g0", FAC, {"FACTOR_SUMS": "partials"}),
     # NF4 codes (quant_mode="nf4": the 4-bit default until session 30) by a comparison with every level
     # (fused.NF4_SEARCH "compare", the default until session 27) against the search of cells (the default
-    # since): the baselines are the NF4 rows with the same keywords and no knob
-    ("r0/b4/g0", NF4, {}),
+    # since): the baselines are the NF4 rows with the same keywords and no knob (the first is above)
     ("r0/b4/g0", NF4, {"NF4_SEARCH": "compare"}),
     ("r0/b4/g0", {**NF4, "error_feedback": False}, {"NF4_SEARCH": "compare"}),
     ("r0/b4/g0", {**NF4, "stochastic_rounding": False}, {}),

@@ -45,7 +45,7 @@ from typing import Any
 import torch
 
 from client.compression.codes import default_block
-from client.compression.quant import DenseState, QuantizedTensor, default_state_mode
+from client.compression.quant import DenseState, QuantizedTensor
 
 __all__ = [
     "FUSED_BITS",
@@ -335,10 +335,6 @@ class Plan:
         return [g for g in self.groups if g.proj is not None]
 
 
-def _mode(opt: Any, bits: int) -> str:
-    return opt.quant_mode or default_state_mode(bits)
-
-
 def _slot_ok(q: Any, bits: int, mode: str, block: int, shape: tuple[int, ...], device: torch.device) -> bool:
     """Whether a state slot is what the matrix kernel reads at ``bits`` (codes, bf16 or fp32, in place)."""
     if bits == 32:
@@ -391,7 +387,7 @@ def _eligible_matrix(p: torch.Tensor, st: dict[str, Any], opt: Any, factored: bo
         return False
     bits = s.bits
     block = default_block(bits) if bits <= 8 else DENSE_BLOCK
-    mode = _mode(opt, bits)
+    mode = opt._mode(bits)
     if bits <= 8 and (mode not in ("uniform", "nf4") or (mode == "nf4" and bits != 4)):
         return False
     m_rows, n_cols = st["shape"]
@@ -753,7 +749,7 @@ def build_plan(opt: Any, items: list[tuple[int, torch.Tensor, dict[str, Any]]], 
     tiles = factor_iters(s.bits) if factored else 1
     partials = factored and _factor_sums_partials(FACTOR_SUMS)
     block = default_block(s.bits) if s.bits <= 8 else DENSE_BLOCK
-    mode = _mode(opt, s.bits)
+    mode = opt._mode(s.bits)
     buckets: dict[tuple[str, torch.dtype, torch.dtype, int, int], list[Item]] = {}
     hypers: dict[int, dict[str, Any]] = {}
     rest: list[int] = []

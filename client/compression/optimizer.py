@@ -1239,6 +1239,12 @@ class MangoAdamW(torch.optim.Optimizer):
             return auto_rounding_is_stochastic(bits)
         return bool(self.stochastic_rounding)
 
+    def _mode(self, bits: int) -> str:
+        """The quantizer mode of states stored at ``bits``: :attr:`quant_mode`, else
+        :func:`~client.compression.quant.default_state_mode` (the one place the torch path, the fused plan
+        and the checkpoint check ask)."""
+        return self.quant_mode or default_state_mode(bits)
+
     def _store(self, x: torch.Tensor, bits: int) -> Slot:
         if bits == 32:
             return x.contiguous()
@@ -1249,7 +1255,7 @@ class MangoAdamW(torch.optim.Optimizer):
         # the optimizer's states are finite by construction (a non-finite gradient skips the step first):
         # no per-tensor check, whose host sync a setting change would pay once per converted state
         return compress_state(
-            x, bits, mode=self.quant_mode, stochastic=self._stochastic(bits), generator=gen,
+            x, bits, mode=self._mode(bits), stochastic=self._stochastic(bits), generator=gen,
             check_finite=False,
         )  # fmt: skip
 
@@ -1271,7 +1277,7 @@ class MangoAdamW(torch.optim.Optimizer):
             return [self._store(x, bits) for x in ordered]
         return list(
             quantize_many(
-                ordered, bits, mode=self.quant_mode or default_state_mode(bits),
+                ordered, bits, mode=self._mode(bits),
                 stochastic=self._stochastic(bits), generator=self._rng(), check_finite=False,
             )
         )  # fmt: skip
@@ -1588,7 +1594,7 @@ class MangoAdamW(torch.optim.Optimizer):
         stale = 0
         for g in self.param_groups:
             s = self._group_setting(g)
-            mode = self.quant_mode or default_state_mode(s.bits)
+            mode = self._mode(s.bits)
             plain = []
             for p in g["params"]:
                 st = self.state.get(p)

@@ -35,7 +35,6 @@ import torch
 
 from client.compression.quant import (
     QuantizedTensor,
-    default_state_mode,
     dequantize_cat,
     quantize_cat,
     roundtrip_torch,
@@ -74,7 +73,7 @@ def batch_key(opt: Any, p: torch.Tensor, g: torch.Tensor, st: dict[str, Any], gr
         return None
     if p.dtype != torch.float32 or g.dtype != torch.float32 or not (p.is_contiguous() and g.is_contiguous()):
         return None
-    mode = opt.quant_mode or default_state_mode(bits)
+    mode = opt._mode(bits)
     forms = [_slot_form(st.get(k), bits, mode, p.shape) for k in ("e", "m", "h")]
     factored = opt._factored(knobs)
     if factored:
@@ -116,7 +115,7 @@ class Rank0Batch:
         lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
         knobs = opt._group_knobs(group)
         bits, gamma = knobs.bits, knobs.gamma
-        mode = opt.quant_mode or default_state_mode(bits)
+        mode = opt._mode(bits)
         factored = opt._factored(knobs)
         shapes = [p.shape for p in params]
         numels = [p.numel() for p in params]

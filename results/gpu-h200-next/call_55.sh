@@ -9,8 +9,5 @@ source results/gpu-h200-next/preamble.sh
 nvidia-smi --query-gpu=name,power.limit --format=csv,noheader >> $L
 timeout 100 python3 -m mango_cli bench gpu --out $R/step --parts step --optimizers "AdamW (fused),r0/b8/g0,-torch-path,-g0.5,-unchecked,-stochastic" --energy-window-s 2.0 > $R/step.log 2>&1
 step step $?; cat $R/step/*.md >> $L 2>/dev/null
-left=$(( ${CALL_LIMIT:-540} - ($(date +%s)-t0) - 10 )); echo "left $left" >> $L
-timeout $left python3 -m mango_cli bench gpu --out $R/conv --parts converge --seeds 3 --steps 600 \
-  --optimizers "AdamW (fused),r0/b8/g0,-torch-path,-g0.5,-unchecked,-stochastic" > $R/conv.log 2>&1
-step converge $?; cat $R/conv/*.md >> $L 2>/dev/null
+converge $(left_s) 3 "AdamW (fused),r0/b8/g0,-torch-path,-g0.5,-unchecked,-stochastic"
 finish

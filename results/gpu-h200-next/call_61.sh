@@ -8,6 +8,6 @@
 source results/gpu-h200-next/preamble.sh
 nvidia-smi --query-gpu=name,power.limit --format=csv,noheader >> $L
 gpu_tests
-converge 250 "AdamW (fused),r0/b4/g0,-torch-path,-g0.5,-unchecked,-factored,-no-EF,-nf4"
+converge 250 3 "AdamW (fused),r0/b4/g0,-torch-path,-g0.5,-unchecked,-factored,-no-EF,-nf4"
 grid_step -torch-path,-unchecked,-stochastic,-no-EF,-factored,-nf4,-nearest
 finish

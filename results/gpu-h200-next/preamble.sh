@@ -36,19 +36,21 @@ demo_mf() { local name=$1; shift; demo_obj mf-$name memory-first "$@"; }
 # finish: drop the plots, pack the logs
 finish() { rm -f $R/demo-*/*.png; tar czf $OUT/logs.tgz -C $R .; }
 
-# converge SECONDS OPTIMIZERS: `mango bench gpu --parts converge --seeds 3 --steps 600` on OPTIMIZERS (the
-# table rewritten after every run, so a cut-off part keeps its rows), its table to the summary log
+# left_s: the seconds left of CALL_LIMIT (default 540), 10 s kept back; logged, and printed for a timeout
+left_s() { local left=$(( ${CALL_LIMIT:-540} - ($(date +%s)-t0) - 10 )); echo "left $left" >> $L; echo $left; }
+
+# converge SECONDS SEEDS OPTIMIZERS: `mango bench gpu --parts converge --seeds SEEDS --steps 600` on OPTIMIZERS
+# (the table rewritten after every run, so a cut-off part keeps its rows), its table to the summary log
 converge() {
-  timeout $1 python3 -m mango_cli bench gpu --out $R/conv --parts converge --seeds 3 --steps 600 \
-    --optimizers "$2" > $R/conv.log 2>&1
+  timeout $1 python3 -m mango_cli bench gpu --out $R/conv --parts converge --seeds $2 --steps 600 \
+    --optimizers "$3" > $R/conv.log 2>&1
   step converge $?; cat $R/conv/*.md >> $L 2>/dev/null
 }
 
 # grid_step DROP: the step rows of the whole bench grid beside fused AdamW, in what is left of CALL_LIMIT,
 # the peers and the rows named in DROP (comma-separated, each with its leading "-") left out
 grid_step() {
-  local left=$(( ${CALL_LIMIT:-540} - ($(date +%s)-t0) - 5 )); echo "left $left" >> $L
-  timeout $left python3 -m mango_cli bench gpu --out $R/grid --parts step --energy-window-s 1.0 \
+  timeout $(left_s) python3 -m mango_cli bench gpu --out $R/grid --parts step --energy-window-s 1.0 \
     --optimizers=-bnb,-torchao,-Flash,-GaLore,-APOLLO,$1 > $R/grid.log 2>&1
   step grid $?; cat $R/grid/*.md >> $L 2>/dev/null || grep "AdamW" $R/grid.log | tail -25 >> $L
 }

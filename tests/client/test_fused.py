@@ -98,7 +98,7 @@ def _set_knobs(monkeypatch: pytest.MonkeyPatch, knobs: dict[str, Any]) -> None:
         (S(rank=0, bits=4), {}, 3, {}),  # uniform m, sqrt(v) on the 4-bit code: every matrix fused
         (S(rank=0, bits=4), FAC, 2, {}),  # factored v: 100 columns are not a multiple of the 64-block
         (S(rank=0, bits=4), {**FAC, "error_feedback": False}, 2, {}),
-        (S(rank=0, bits=4), {"quant_mode": "nf4"}, 3, {}),
+        (S(rank=0, bits=4), NF4, 3, {}),
         (S(rank=0, bits=4), FAC, 2, PARTIALS),
         (S(rank=0, bits=4), {**FAC, "error_feedback": False}, 2, PARTIALS),
     ],
