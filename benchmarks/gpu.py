@@ -352,12 +352,12 @@ def _optimizer_factories() -> dict[str, Callable[[list[torch.nn.Parameter]], tor
         ps, lr=lr, weight_decay=wd, setting=s4, factor_second_moment=True, error_feedback=False
     )
     # 4 bits' two other choices (session 30): NF4 codes (the default until session 30) against the uniform
-    # ones, and the stochastic rounding of 2-4 bits against rounding to nearest
+    # ones; and 4 bits rounded stochastically (the default until session 31) against the default's nearest
     facs["MangoAdamW r0/b4/g0 nf4"] = lambda ps: MangoAdamW(
         ps, lr=lr, weight_decay=wd, setting=s4, quant_mode="nf4"
     )
-    facs["MangoAdamW r0/b4/g0 nearest"] = lambda ps: MangoAdamW(
-        ps, lr=lr, weight_decay=wd, setting=s4, stochastic_rounding=False
+    facs["MangoAdamW r0/b4/g0 stochastic"] = lambda ps: MangoAdamW(
+        ps, lr=lr, weight_decay=wd, setting=s4, stochastic_rounding=True
     )
     # the per-tensor torch path (the fused path's "before"), one rank-0 and one projected setting
     for s in (CompressionSetting(rank=0, bits=8), CompressionSetting(rank=8, bits=4)):

@@ -48,24 +48,47 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("r0/b8/g0.5 hash draws", {"SHIFT": True, "STOCHASTIC": True, "RNG": 1}),
     ("r0/b8/g0.5 philox8", {"SHIFT": True, "STOCHASTIC": True, "RNG": 2}),
     ("r0/b16/g0", {"BITS": 16}),
-    ("r0/b4/g0", {"BITS": 4, "MODE": 1, "BLOCK": 64, "ROWS": 4, "FACTORED": True}),
+    ("r0/b4/g0", {"BITS": 4, "STOCHASTIC": True, "MODE": 1, "BLOCK": 64, "ROWS": 4, "FACTORED": True}),
     (
         "r0/b4/g0 nearest",
         {"BITS": 4, "MODE": 1, "BLOCK": 64, "ROWS": 4, "FACTORED": True, "STOCHASTIC": False},
     ),
-    ("r0/b4/g0 compare", {"BITS": 4, "MODE": 1, "BLOCK": 64, "ROWS": 4, "FACTORED": True, "SEARCH": 0}),
+    (
+        "r0/b4/g0 compare",
+        {"BITS": 4, "STOCHASTIC": True, "MODE": 1, "BLOCK": 64, "ROWS": 4, "FACTORED": True, "SEARCH": 0},
+    ),
     (
         "r0/b4/g0 nearest compare",
         {"BITS": 4, "MODE": 1, "BLOCK": 64, "ROWS": 4, "FACTORED": True, "STOCHASTIC": False, "SEARCH": 0},
     ),
-    ("r0/b4/g0 no-EF", {"BITS": 4, "MODE": 1, "BLOCK": 64, "ROWS": 4, "FACTORED": True, "EF": False}),
-    ("r0/b4/g0 unchecked", {"BITS": 4, "MODE": 1, "BLOCK": 64, "ROWS": 4, "FACTORED": True, "CHECK": False}),
-    ("r0/b4/g1", {"BITS": 4, "MODE": 1, "BLOCK": 64, "ROWS": 4, "FACTORED": True, "SHIFT": True}),
-    ("r0/b4/g0 uniform", {"BITS": 4, "MODE": 0, "BLOCK": 64, "ROWS": 4, "FACTORED": True}),
-    # 4 bits' defaults since session 30: the uniform code and a full v (and NF4 with a full v)
+    (
+        "r0/b4/g0 no-EF",
+        {"BITS": 4, "STOCHASTIC": True, "MODE": 1, "BLOCK": 64, "ROWS": 4, "FACTORED": True, "EF": False},
+    ),
+    (
+        "r0/b4/g0 unchecked",
+        {"BITS": 4, "STOCHASTIC": True, "MODE": 1, "BLOCK": 64, "ROWS": 4, "FACTORED": True, "CHECK": False},
+    ),
+    (
+        "r0/b4/g1",
+        {"BITS": 4, "STOCHASTIC": True, "MODE": 1, "BLOCK": 64, "ROWS": 4, "FACTORED": True, "SHIFT": True},
+    ),
+    (
+        "r0/b4/g0 uniform",
+        {"BITS": 4, "STOCHASTIC": True, "MODE": 0, "BLOCK": 64, "ROWS": 4, "FACTORED": True},
+    ),
+    # 4 bits' defaults since session 30: the uniform code and a full v (and NF4 with a full v), rounded to
+    # nearest since session 31 (the rows above pin the stochastic rounding of their time)
     ("r0/b4/g0 uniform full-v", {"BITS": 4, "MODE": 0, "BLOCK": 64, "ROWS": 4}),
-    ("r0/b4/g0 nf4 full-v", {"BITS": 4, "MODE": 1, "BLOCK": 64, "ROWS": 4}),
-    ("r0/b4/g0 partials", {"BITS": 4, "MODE": 1, "BLOCK": 64, "ROWS": 4, "FACTORED": True, "PARTIALS": 4}),
+    (
+        "r0/b4/g0 uniform full-v stochastic",
+        {"BITS": 4, "MODE": 0, "BLOCK": 64, "ROWS": 4, "STOCHASTIC": True},
+    ),
+    ("r0/b4/g0 nf4 full-v", {"BITS": 4, "MODE": 1, "BLOCK": 64, "ROWS": 4, "STOCHASTIC": True}),
+    (
+        "r0/b4/g0 partials",
+        {"BITS": 4, "STOCHASTIC": True, "MODE": 1, "BLOCK": 64, "ROWS": 4, "FACTORED": True, "PARTIALS": 4},
+    ),
     ("r0/b3/g0", {"BITS": 3, "BLOCK": 64, "ROWS": 4, "FACTORED": True, "STRIP": True}),
     ("r0/b2/g0", {"BITS": 2, "BLOCK": 64, "ROWS": 4, "FACTORED": True, "STRIP": True}),
 ]

@@ -69,9 +69,11 @@ _MATRIX_GRAD_LIMIT = 2.0**60
 
 
 def auto_rounding_is_stochastic(bits: int) -> bool:
-    """The rounding of ``stochastic_rounding="auto"`` at a state width: nearest for the 8-bit codes
-    (``False``), stochastic for 2-4 bits and bf16 (``True``; 32 bits rounds nothing)."""
-    return bits != 8
+    """The rounding of ``stochastic_rounding="auto"`` at a state width: nearest for the 4- and 8-bit codes
+    (``False``), stochastic for 2-3 bits and bf16 (``True``; 32 bits rounds nothing). 4 bits rounded
+    stochastically until session 31: rounded to nearest they trained lower on the GPU and on the CPU
+    (BENCHMARKS.md, "session 31")."""
+    return bits not in (4, 8)
 
 
 def _addcdiv(dst: torch.Tensor, num: torch.Tensor, den: torch.Tensor, value: float | torch.Tensor) -> None:
@@ -427,8 +429,8 @@ class MangoAdamW(torch.optim.Optimizer):
     :param error_feedback: keep the error buffer ``e`` (``False``: plain biased compression, less memory).
     :param ef_scope: ``"subspace"`` or ``"full"`` (see step 2 and the tuning guide).
     :param stochastic_rounding: ``"auto"`` (default): to nearest at 8-bit codes, as bitsandbytes' and
-        torchao's 8-bit optimizers round, and stochastically at 2-4 bits, whose quantization steps are coarse,
-        and in bf16 (16 bits), whose rounding is coarser than ``v``'s per-step change
+        torchao's 8-bit optimizers round, and at 4 bits; stochastically at 2-3 bits, whose quantization steps
+        are coarsest, and in bf16 (16 bits), whose rounding is coarser than ``v``'s per-step change
         (:func:`auto_rounding_is_stochastic`). At 8 bits on a GPU nearest rounding skips the step's random
         draws (less energy a step); the choice follows the setting, so a policy's change of width changes it
         too. ``True``: unbiased rounding of every stored state; ``False``: every state to nearest (the
@@ -1234,7 +1236,7 @@ class MangoAdamW(torch.optim.Optimizer):
     # --------------------------------------------------------------------------------- storage
     def _stochastic(self, bits: int) -> bool:
         """Whether states stored at ``bits`` round stochastically (:attr:`stochastic_rounding`; ``"auto"``:
-        all but the 8-bit codes)."""
+        :func:`auto_rounding_is_stochastic`)."""
         if self.stochastic_rounding == "auto":
             return auto_rounding_is_stochastic(bits)
         return bool(self.stochastic_rounding)
