@@ -224,6 +224,8 @@ class _Ep:
     y: np.ndarray  # [T] excess (loss - ref_seed) / initial loss: the reward's loss term (capped)
     terms: np.ndarray  # [T, 4] true reward terms
     proj_frac: np.ndarray  # [R] the workload's projected share per rank index
+    factor_max_bits: int  # the factoring rule the episode was recorded under (its file's header)
+    recorded_sb: np.ndarray  # [R*B*G] state bytes under that rule
     held_out: bool = False
 
 
@@ -235,7 +237,6 @@ class _WData:
     spi: int
     refs: list[EpisodeTrace]
     proj_frac: np.ndarray  # [R] projected share of the compressed parameters per rank index
-    recorded_sb: np.ndarray  # [R*B*G] state bytes under the factoring rule the traces were recorded with
     eps: list[_Ep] = field(default_factory=list)
 
 
@@ -251,13 +252,19 @@ def _ref_scalars(ref: EpisodeTrace) -> tuple[float, int, float, float]:
     )
 
 
-def _recorded_bytes(meta: dict[str, Any]) -> np.ndarray:
-    """State bytes of every grid setting on a workload's recorded shapes, under the factoring rule of
-    ``factor_second_moment=None`` when its traces were recorded (``factor_max_bits`` in the trace header;
-    traces without it predate session 30, when 4 bits factored ``v`` too). The surrogate's own table uses
-    today's rule (:func:`client.compression.sizes.auto_factors_second_moment`): the report's memory check
-    compares the records with this one, so a trace stays a check of the byte model across a rule change."""
-    fmb = int(meta.get("factor_max_bits", 4))
+def _trace_factor_max_bits(meta: dict[str, Any]) -> int:
+    """The widest state whose ``v`` the recording optimizer factored (``factor_max_bits`` in a trace file's
+    workload entry; 4 for traces that predate the field, session 30)."""
+    return int(meta.get("factor_max_bits", 4))
+
+
+def _recorded_bytes(meta: dict[str, Any], fmb: int) -> np.ndarray:
+    """State bytes of every grid setting on a workload's recorded shapes, under the factoring rule ``fmb``
+    of ``factor_second_moment=None`` when a trace was recorded (:func:`_trace_factor_max_bits` of its file's
+    header: traces without it predate session 30, when 4 bits factored ``v`` too). The surrogate's own table
+    uses today's rule (:func:`client.compression.sizes.auto_factors_second_moment`): the report's memory
+    check compares the records with this one, so a trace stays a check of the byte model across a rule
+    change."""
     shapes = [tuple(s) for s in meta["param_shapes"]]
     mcn = int(meta.get("config", {}).get("min_compress_numel", 4096))
     settings = [DEFAULT_GRID.setting(a) for a in _all_actions()]
@@ -277,7 +284,8 @@ def _prepare(ts: TraceSet, cfg: FitConfig) -> dict[str, _WData]:
         k = refs[0].length - 1
         pfrac = projected_fraction(meta["param_shapes"], int(conf.get("min_compress_numel", 4096)))
         spi = int(conf.get("steps_per_interval", 1))
-        wd = _WData(name, meta.get("key", ""), k, spi, refs, pfrac, _recorded_bytes(meta))
+        wd = _WData(name, meta.get("key", ""), k, spi, refs, pfrac)
+        sb_by_rule: dict[int, np.ndarray] = {}
         for j, e in enumerate(ts.episodes_of(name)):
             ref = ts.references.get((name, e.seed))
             if ref is None or e.length != ref.length:
@@ -291,10 +299,14 @@ def _prepare(ts: TraceSet, cfg: FitConfig) -> dict[str, _WData]:
                 [(loss - rs) / l0, c["state_bytes"] / sb0, c["energy_j"] / e0, c["interval_s"] / t0], axis=1
             )
             prog = np.arange(1, e.length + 1, dtype=np.float64) / e.length
+            fmb = _trace_factor_max_bits(e.meta or meta)
+            if fmb not in sb_by_rule:
+                sb_by_rule[fmb] = _recorded_bytes(meta, fmb)
+            sb = sb_by_rule[fmb]
             held = e.seed in cfg.holdout_seeds or (
                 cfg.holdout_every > 0 and j % cfg.holdout_every == cfg.holdout_every - 1
             )
-            wd.eps.append(_Ep(e, name, e.seed, e.actions(), loss, rs, prog, y, terms, pfrac, held))
+            wd.eps.append(_Ep(e, name, e.seed, e.actions(), loss, rs, prog, y, terms, pfrac, fmb, sb, held))
         out[name] = wd
     return out
 
@@ -765,7 +777,7 @@ def evaluate(
             acc["lterm_abs"].extend(np.abs(lt_pred - lt_true))
             acc["lterm_abs_noexcess"].extend(np.abs(lt_true))
             flat = np.ravel_multi_index(e.actions[1:].T, (_R, _B, _G))
-            m_pred = data[e.workload].recorded_sb[flat] / tab.ref_state_bytes  # the traces' factoring rule
+            m_pred = e.recorded_sb[flat] / tab.ref_state_bytes  # the episode's own factoring rule
             t_pred = tab.time_ratio.reshape(-1)[flat]
             en_pred = tab.energy_ratio.reshape(-1)[flat]
             acc["memory_abs"].extend(np.abs(m_pred - e.terms[1:, 1]))

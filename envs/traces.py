@@ -89,6 +89,9 @@ class EpisodeTrace:
     columns: dict[str, np.ndarray]
     objective: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    #: its workload's entry in the header of the file (recording) it came from: the rules it was recorded
+    #: under (e.g. ``factor_max_bits``), where :attr:`TraceSet.workloads` keeps the last file's entry
+    meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def length(self) -> int:
@@ -193,13 +196,15 @@ def load_traces(path: str | Path | None = None) -> TraceSet:
     workloads: dict[str, dict[str, Any]] = {}
     refs: dict[tuple[str, int], EpisodeTrace] = {}
     eps: list[EpisodeTrace] = []
+    current: dict[str, dict[str, Any]] = {}  # the workload entries of the header in force
     for obj in _iter_lines(files):
         kind = obj.get("type")
         if kind == "header":
             if obj.get("format") != TRACE_FORMAT:
                 raise ValueError(f"trace format {obj.get('format')!r} is not {TRACE_FORMAT!r}")
             headers.append(obj)
-            workloads.update(obj.get("workloads", {}))
+            current = obj.get("workloads", {})
+            workloads.update(current)
         elif kind in ("reference", "episode"):
             tr = EpisodeTrace(
                 workload=obj["workload"],
@@ -209,6 +214,7 @@ def load_traces(path: str | Path | None = None) -> TraceSet:
                 columns=_np_columns(obj["columns"]),
                 objective=obj.get("objective", {}),
                 extra={k: obj[k] for k in ("terms", "rewards", "train_s", "total_s") if k in obj},
+                meta=current.get(obj["workload"], {}),
             )
             if kind == "reference":
                 refs[(tr.workload, tr.seed)] = tr

@@ -10,7 +10,7 @@ import pytest
 
 from envs.fit import MODEL_PATH, FitConfig, _excess_tables, _stack, fit_surrogate, main, traces_digest
 from envs.surrogate_model import SurrogateModel
-from envs.traces import load_traces
+from envs.traces import TRACES_DIR, load_traces
 from envs.workloads import GPU_WORKLOADS, HELDOUT_WORKLOADS, TRAIN_WORKLOADS
 
 
@@ -183,3 +183,15 @@ def test_late_scale_refit_lowers_the_final_loss_error_off_the_gpu(
     _, one = fit_surrogate(load_traces(), FitConfig(late_scale=False))
     for g in ("fit data (train workloads)", "held-out workloads, held-out episodes (own scale)"):
         assert rep[g]["final_abs"] < one[g]["final_abs"], g
+
+
+def test_each_episode_keeps_the_rules_of_its_own_recording() -> None:
+    """Two recordings of one workload under different factoring rules (session 29's traces, before the
+    header named it, and session 31's, ``factor_max_bits`` 3): the set's workload entry is the last file's,
+    but every episode carries its own file's entry, which the fit's memory check and byte model read."""
+    ts = load_traces(TRACES_DIR)
+    gpu = ts.episodes_of("gpu-gpt85m-cosine")
+    rules = {e.meta.get("factor_max_bits") for e in gpu}
+    assert {None, 3} <= rules
+    one = load_traces(TRACES_DIR / "gpu-h100-s31.jsonl.gz")
+    assert all(e.meta["factor_max_bits"] == 3 for e in one.episodes) and one.episodes
