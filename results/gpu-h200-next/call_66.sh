@@ -1,0 +1,25 @@
+#!/bin/bash
+# Prepared in session 31, not run (ask for an H200; ~540 s; carry .whl13s). Issue 13: the shipped policy with
+# the first decision's r0/b4/g0 prior at r0/b8/g0's (commit 2bd4fb9) ran on gpt-85m under balanced (call 64,
+# prior 0.005) and time-first (call 65) only, one seed each: it opened at r0/b4/g0, held it, tied the best
+# static setting and beat AdamW. This runs the other presets on gpt-85m (static r0/b8/g0 and r0/b4/g0;
+# memory-first against r64/b4/g0 and r0/b4/g0) and balanced on lm-medium, one seed each, while CALL_LIMIT
+# lasts (the first demo compiles and profiles), for the restatement of issue 13's goals. Then, if time is
+# left, the grid's step rows with 2 s energy windows (energy at 2-3 bits, r0/b4/g1 and rank 64 missed the
+# 1.0x goal in call 63's 1 s windows).
+source results/gpu-h200-next/preamble.sh
+nvidia-smi --query-gpu=name,power.limit --format=csv,noheader >> $L
+for obj in loss-first energy-first; do
+  left=$(left_s)
+  [ $left -ge 100 ] && DEMO_TIMEOUT=$left SEEDS=1 demo_obj $obj-gpt85m $obj r0/b8/g0,r0/b4/g0
+done
+left=$(left_s)
+[ $left -ge 100 ] && DEMO_TIMEOUT=$left SEEDS=1 demo_mf gpt85m r64/b4/g0,r0/b4/g0
+left=$(left_s)
+[ $left -ge 80 ] && DEMO_TIMEOUT=$left SEEDS=1 demo_obj balanced-lmmed balanced r0/b8/g0,r0/b4/g0 \
+  --model lm-medium --steps 600 --batch-size 32
+left=$(left_s)
+[ $left -ge 60 ] && timeout $left python3 -m mango_cli bench gpu --out $R/grid --parts step --energy-window-s 2.0 \
+  --optimizers=-bnb,-torchao,-Flash,-GaLore,-APOLLO,-torch-path,-unchecked,-stochastic,-no-EF,-factored,-nf4 > $R/grid.log 2>&1
+step grid $?; cat $R/grid/*.md >> $L 2>/dev/null
+finish
