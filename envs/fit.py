@@ -224,8 +224,7 @@ class _Ep:
     y: np.ndarray  # [T] excess (loss - ref_seed) / initial loss: the reward's loss term (capped)
     terms: np.ndarray  # [T, 4] true reward terms
     proj_frac: np.ndarray  # [R] the workload's projected share per rank index
-    factor_max_bits: int  # the factoring rule the episode was recorded under (its file's header)
-    recorded_sb: np.ndarray  # [R*B*G] state bytes under that rule
+    recorded_sb: np.ndarray  # [R*B*G] state bytes under the factoring rule of its recording (file header)
     held_out: bool = False
 
 
@@ -306,7 +305,7 @@ def _prepare(ts: TraceSet, cfg: FitConfig) -> dict[str, _WData]:
             held = e.seed in cfg.holdout_seeds or (
                 cfg.holdout_every > 0 and j % cfg.holdout_every == cfg.holdout_every - 1
             )
-            wd.eps.append(_Ep(e, name, e.seed, e.actions(), loss, rs, prog, y, terms, pfrac, fmb, sb, held))
+            wd.eps.append(_Ep(e, name, e.seed, e.actions(), loss, rs, prog, y, terms, pfrac, sb, held))
         out[name] = wd
     return out
 
