@@ -359,6 +359,10 @@ def _optimizer_factories() -> dict[str, Callable[[list[torch.nn.Parameter]], tor
     facs["MangoAdamW r0/b4/g0 stochastic"] = lambda ps: MangoAdamW(
         ps, lr=lr, weight_decay=wd, setting=s4, stochastic_rounding=True
     )
+    # 3 bits rounded to nearest against the default's stochastic rounding (one CPU seed: lower, session 31)
+    facs["MangoAdamW r0/b3/g0 nearest"] = lambda ps: MangoAdamW(
+        ps, lr=lr, weight_decay=wd, setting=CompressionSetting(rank=0, bits=3), stochastic_rounding=False
+    )
     # the per-tensor torch path (the fused path's "before"), one rank-0 and one projected setting
     for s in (CompressionSetting(rank=0, bits=8), CompressionSetting(rank=8, bits=4)):
         facs[f"MangoAdamW {s.label()} torch-path"] = lambda ps, s=s: MangoAdamW(
