@@ -60,6 +60,7 @@ import torch
 import tyro
 from tqdm import tqdm
 
+from client.compression.optimizer import auto_rounding_is_stochastic
 from client.compression.sizes import FACTOR_MAX_BITS
 from client.controllers import HEURISTICS, StaticController, make_controller
 from client.policy import Controller, ProfileFeatures
@@ -302,6 +303,8 @@ def record(cfg: RecordConfig, progress: bool = True) -> dict[str, Any]:
             "param_shapes": [list(s) for s in ref.param_shapes],
             "dense_state_bytes": ref.dense_state_bytes,
             "factor_max_bits": FACTOR_MAX_BITS,  # the factoring rule of factor_second_moment=None
+            # the widths that stochastic_rounding="auto" rounds stochastically (4 bits did until session 31)
+            "stochastic_bits": [b for b in DEFAULT_GRID.bits if b < 32 and auto_rounding_is_stochastic(b)],
         }
     header = {
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

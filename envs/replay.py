@@ -133,7 +133,9 @@ class ReplayBackend(Backend):
             objective=objective,
             reference=grp.reference,
             record=grp.records[self.current][0],
-            info={"replaying": grp.names[self.current]},
+            # the controller's name, and which of the seed's recorded episodes (in recording order): two trace
+            # files may hold episodes of one controller and seed
+            info={"replaying": grp.names[self.current], "replaying_index": self.current},
         )
 
     def _nearest(self, action: np.ndarray) -> tuple[int, float]:

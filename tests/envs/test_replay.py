@@ -21,7 +21,8 @@ def test_replay_checker_and_playback() -> None:
         gym_check_env(env, skip_render_check=True)
     _, info = env.reset(seed=0)
     eps = [e for e in ts.episodes_of(name) if e.seed == info["job_seed"]]
-    followed = next(e for e in eps if e.controller == info["replaying"])
+    followed = eps[info["replaying_index"]]
+    assert followed.controller == info["replaying"]
     # asking for exactly what the followed episode did replays it record for record
     for t in range(1, followed.length):
         _, _, term, _, step_info = env.step(followed.actions()[t])
