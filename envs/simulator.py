@@ -9,7 +9,7 @@ workload ``w``, control interval ``t`` (``t = 0`` is the uncontrolled warm-up in
   initial loss (so ``x`` is in the units of the reward's loss term), and the excess ``x``
   follows first-order dynamics ``x_t = rho * x_{t-1} + (1 - rho) * (A_w[s] + (1 - progress_t) * B_w[s])``:
   compression damage builds up and decays over a few intervals instead of vanishing the moment one switches
-  back. ``A`` and ``B`` are linear in features of the setting (quantization error proxy ``4^-(bits-2)``,
+  back. ``A`` and ``B`` are linear in features of the setting (quantization term ``8^-(bits-2)``,
   the workload's measured spectral tail at the rank, their product and their ``gamma`` interactions) with
   coefficients fitted by least squares. ``d_t`` is 0 until the first compressed interval (before it the run
   *is* the reference run) and 1 after.

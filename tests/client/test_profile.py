@@ -178,8 +178,8 @@ def test_a_gpu_job_of_todays_core_opens_at_rank_0_4_bits(name: str) -> None:
     """On the H100 profiles of today's core (r0/b4/g0 at 0.78x AdamW's step on gpt-85m; on the launch-bound
     lm-medium 1.44x, under 3 % of its training step) the first decision opens every preset but memory-first at
     r0/b4/g0, whose loss prior is r0/b8/g0's and whose state is smaller; memory-first projects (r64/b4/g0). A
-    CPU job whose profile prices r0/b4/g0 at several times r0/b8/g0's step does not open there under
-    time-first."""
+    CPU job, whose torch-path compressed steps cost interval time (cpu-lm-tiny, measured in session 32:
+    r0/b8/g0 and r0/b4/g0 at 4.5x and 5.6x AdamW's step), opens uncompressed under time-first."""
     prof = load_profiles()[name]
     assert prof.interval_ratio(CompressionSetting.parse("r0/b4/g0")) < 1.03
     assert FIRST_CANDIDATES["r0/b4/g0"][0] == FIRST_CANDIDATES["r0/b8/g0"][0]
@@ -187,10 +187,8 @@ def test_a_gpu_job_of_todays_core_opens_at_rank_0_4_bits(name: str) -> None:
         assert first_setting_for_profile(preset(preset_name), prof)[0].label() == "r0/b4/g0", preset_name
     assert first_setting_for_profile(preset("memory-first"), prof)[0].label() == "r64/b4/g0"
     cpu = load_profiles()["cpu-lm-tiny"]
-    assert cpu.step_ratio(CompressionSetting.parse("r0/b4/g0")) > 2 * cpu.step_ratio(
-        CompressionSetting.parse("r0/b8/g0")
-    )
-    assert first_setting_for_profile(preset("time-first"), cpu)[0].label() != "r0/b4/g0"
+    assert cpu.interval_ratio(CompressionSetting.parse("r0/b8/g0")) > 1.1
+    assert first_setting_for_profile(preset("time-first"), cpu)[0].label() == "r0/b32/g0"
 
 
 def test_shield_refuses_settings_over_the_step_time_budget() -> None:
