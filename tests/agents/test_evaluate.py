@@ -212,9 +212,10 @@ def test_one_objective_function_for_the_demo_and_eval() -> None:
 
 
 def test_final_score_charges_a_late_low_rank_the_interval_return_hides() -> None:
-    """On the 85 M GPU workload, r0/b8/g0 that drops to a low rank for the last 3 of 12 intervals: the
-    per-interval return calls the drop a gain under balanced, the final score (the demo's J) a loss; under
-    loss-first both charge it, the final score several times more."""
+    """On the 85 M GPU workload, r0/b8/g0 that drops to a low rank for the last 3 of 12 intervals: under
+    balanced the per-interval return charges the drop little or calls it a gain (it did until the refit of
+    session 32), the final score (the demo's J) several times more; under loss-first both charge it, the
+    final score several times more."""
     from agents.rollout import run_surrogate
     from client.protocol import DEFAULT_GRID, CompressionSetting
 
@@ -237,6 +238,6 @@ def test_final_score_charges_a_late_low_rank_the_interval_return_hides() -> None
         return d_final, float(np.mean(fixed.returns - ends.returns)) / 12  # per interval: J's unit
 
     d_final, d_interval = gaps("r1/b8/g0", "balanced")
-    assert d_final > 0 > d_interval
+    assert d_final > 0 and d_final > 5 * d_interval
     d_final, d_interval = gaps("r4/b8/g0", "loss-first")
     assert d_final > 3 * d_interval > 0
