@@ -482,9 +482,8 @@ def _strip_programs(rows: list[int], strides: list[int], per: int) -> tuple[torc
     """``(tensor, first, count)`` of every program, all tensors at once (int64, host): tensor ``t`` has
     ``strides[t]`` column strips of ``rows[t]`` block rows, a program owns ``per`` consecutive rows of one
     strip, ``first = row * stride + strip`` and ``count`` its rows; strip-major, as the kernel's tables were
-    built tensor by tensor (a stride of 1 is a flat run of ``rows`` blocks). Built in numpy: torch's host
-    ``repeat_interleave`` was 1.2-2x slower on the tables of a GPT-2-sized model, and a setting change
-    rebuilds them in the first step after it."""
+    built tensor by tensor (a stride of 1 is a flat run of ``rows`` blocks). Built in numpy, with no torch
+    ops on the host: a setting change rebuilds the tables in the first step after it."""
     rows_a = np.asarray(rows, dtype=np.int64)
     strides_a = np.asarray(strides, dtype=np.int64)
     n_a = -(-rows_a // per)  # programs a strip
