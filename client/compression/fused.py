@@ -42,7 +42,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 
 from client.compression.codes import default_block
@@ -482,24 +481,21 @@ def _strip_programs(rows: list[int], strides: list[int], per: int) -> tuple[torc
     """``(tensor, first, count)`` of every program, all tensors at once (int64, host): tensor ``t`` has
     ``strides[t]`` column strips of ``rows[t]`` block rows, a program owns ``per`` consecutive rows of one
     strip, ``first = row * stride + strip`` and ``count`` its rows; strip-major, as the kernel's tables were
-    built tensor by tensor (a stride of 1 is a flat run of ``rows`` blocks). Built in numpy, with no torch
-    ops on the host: a setting change rebuilds the tables in the first step after it."""
-    rows_a = np.asarray(rows, dtype=np.int64)
-    strides_a = np.asarray(strides, dtype=np.int64)
-    n_a = -(-rows_a // per)  # programs a strip
-    n_prog = n_a * strides_a
-    t = np.repeat(np.arange(len(rows), dtype=np.int64), n_prog)
-    k = np.arange(t.size, dtype=np.int64) - (np.cumsum(n_prog) - n_prog)[t]
-    if (strides_a == 1).all():  # no strips: a flat run of blocks
+    built tensor by tensor (a stride of 1 is a flat run of ``rows`` blocks)."""
+    n_a = [-(-r // per) for r in rows]  # programs a strip
+    n_prog = torch.tensor([a * s for a, s in zip(n_a, strides, strict=True)], dtype=torch.int64)
+    starts = torch.cumsum(n_prog, 0) - n_prog
+    t = torch.repeat_interleave(torch.arange(len(rows), dtype=torch.int64), n_prog)
+    k = torch.arange(t.numel(), dtype=torch.int64) - torch.repeat_interleave(starts, n_prog)
+    each = torch.repeat_interleave(torch.tensor(rows, dtype=torch.int64), n_prog)
+    if all(s == 1 for s in strides):  # no strips: a flat run of blocks
         a0 = k * per
-        first = a0
-    else:
-        na_t = n_a[t]
-        strip = k // na_t
-        a0 = (k - strip * na_t) * per
-        first = a0 * strides_a[t] + strip
-    count = np.minimum(rows_a[t] - a0, per)
-    return torch.from_numpy(t), torch.from_numpy(first), torch.from_numpy(count)
+        return t, a0, (each - a0).clamp_(max=per)
+    na_t = torch.repeat_interleave(torch.tensor(n_a, dtype=torch.int64), n_prog)
+    strip = torch.div(k, na_t, rounding_mode="floor")
+    a0 = (k - strip * na_t) * per
+    first = a0 * torch.repeat_interleave(torch.tensor(strides, dtype=torch.int64), n_prog) + strip
+    return t, first, (each - a0).clamp_(max=per)
 
 
 def _matrix_programs(
