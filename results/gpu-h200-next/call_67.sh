@@ -1,5 +1,6 @@
 #!/bin/bash
-# Session 32 (ask for an H200; ~330 s; carry .whl13s). Issue 12: setting changes with the fused plan's program
+# Session 32 (ask for an H200; ~330 s; carry .whl13s). Ran as call 67 (CALL_LIMIT=90, the switch part only); with
+# the paired call 67b it showed no gain from the numpy tables, which were reverted (BENCHMARKS, session 32). Issue 12: setting changes with the fused plan's program
 # tables built in numpy (`mango bench gpu --parts switch`; call 66 timed the torch tables: 11-74 steps' time).
 # Issue 13: with POLICY=DIR (a candidate's artifact directory, passed as --policy-dir with --policy NAME), its
 # demo on gpt-85m under balanced and time-first beside static r0/b8/g0 and r0/b4/g0; without it, the 3-bit
