@@ -589,10 +589,9 @@ FIRST_MATRIX_SIDE = 1024
 #: the uncompressed run at the same step): for rank 0 at 8-32 bits, the fitted surrogate's mid-run excess on
 #: the CPU workloads, rounded up (BENCHMARKS.md, issue 13). r0/b4/g0 had 0.08 from traces of the 4-bit state
 #: before sessions 30-31 (factored ``v``, NF4, stochastic rounding); today's (full ``v``, uniform code,
-#: rounded to nearest) trained to a loss at or below r0/b8/g0's wherever both were measured (85M byte GPT on
-#: an H100, 3 paired seeds: 0.967 of AdamW's final loss against r0/b8/g0's 0.989; its demo's seed 0: -2.3 %
-#: against +0.9 %; the CPU toy LM, 3 seeds: -3.2 % against -0.3 %), so its prior is r0/b8/g0's and the job's
-#: memory, time and energy decide between them (BENCHMARKS.md, sessions 29-31). One projected candidate, rank
+#: rounded to nearest) trained to a loss at or below r0/b8/g0's wherever both were measured (the 85M byte GPT
+#: on an H100 and the CPU toy LM, BENCHMARKS.md, sessions 29-31), so its prior is r0/b8/g0's and the job's
+#: memory, time and energy decide between them. One projected candidate, rank
 #: 64 at 4 bits: what a rank costs depends on the job's spectrum, so its prior is the largest mean excess the
 #: H200 traces recorded for it, rounded up. It opens a job only where memory outweighs that much loss
 #: (memory-first), because the first steps' setting has a lasting effect: a run that opened at rank 0 and

@@ -176,9 +176,8 @@ def setting_features(
     * ``low_rank`` - ``proj * (1 - log2(rank) / 6)``: 1 at rank 1, 0 at rank 64;
     * ``q`` - quantization term ``Q_BASE^-(bits-2)`` (0 at 32 bits). Seed Lemma 2 has the error's variance
       fall ~4x per bit; the loss it costs falls faster in the traces. With 4x, the 2-3-bit episodes set
-      the 4-bit charge (1/16 of 2 bits') above what today's 4-bit state costs (at or below 8 bits' loss in
-      every paired GPU comparison, session 31); 8x (1/64) lowered the held-out episodes' loss-term error
-      (0.0657 -> 0.0633) and final-loss error (0.0964 -> 0.0905) in session 32, and 16x barely moved them;
+      the 4-bit charge (1/16 of 2 bits') above what today's 4-bit state costs; 8x (1/64) lowered the
+      held-out errors and 16x barely moved them (BENCHMARKS.md, session 32);
     * ``gamma*proj`` - the variance-reduction shift while projecting.
 
     The identity setting (rank 0, 32 bits) has all-zero features: it *is* the reference run.

@@ -175,11 +175,10 @@ def test_first_setting_follows_objective_and_hardware() -> None:
 
 @pytest.mark.parametrize("name", ["h100-gpt85m", "h100-lm-medium"])
 def test_a_gpu_job_of_todays_core_opens_at_rank_0_4_bits(name: str) -> None:
-    """On the H100 profiles of today's core (r0/b4/g0 at 0.78x AdamW's step on gpt-85m; on the launch-bound
-    lm-medium 1.44x, under 3 % of its training step) the first decision opens every preset but memory-first at
-    r0/b4/g0, whose loss prior is r0/b8/g0's and whose state is smaller; memory-first projects (r64/b4/g0). A
-    CPU job, whose torch-path compressed steps cost interval time (cpu-lm-tiny, measured in session 32:
-    r0/b8/g0 and r0/b4/g0 at 4.5x and 5.6x AdamW's step), opens uncompressed under time-first."""
+    """On the H100 profiles of today's core (r0/b4/g0's interval about AdamW's) the first decision opens every
+    preset but memory-first at r0/b4/g0, whose loss prior is r0/b8/g0's and whose state is smaller;
+    memory-first projects (r64/b4/g0). A CPU job, whose torch-path compressed steps cost interval time
+    (cpu-lm-tiny), opens uncompressed under time-first."""
     prof = load_profiles()[name]
     assert prof.interval_ratio(CompressionSetting.parse("r0/b4/g0")) < 1.03
     assert FIRST_CANDIDATES["r0/b4/g0"][0] == FIRST_CANDIDATES["r0/b8/g0"][0]
