@@ -67,6 +67,9 @@ class GpuBenchArgs:
     """seeds of the convergence part (model initialization and batch order; seed 0 first): every optimizer
     trains once per seed, and with two or more a summary row per optimizer gives its mean final validation
     loss relative to AdamW's on the same seed, with the 95 % CI of that paired ratio"""
+    first_seed: int = 0
+    """the convergence part's first seed (seeds ``first_seed .. first_seed + seeds - 1``): a later call
+    continues a part that an earlier one cut short, and the two tables pair by seed"""
     batch: int = 32
     """sequences per batch in the convergence part"""
     seq: int = 256
@@ -362,6 +365,18 @@ def _optimizer_factories() -> dict[str, Callable[[list[torch.nn.Parameter]], tor
     # 3 bits rounded to nearest against the default's stochastic rounding (one CPU seed: lower, session 31)
     facs["MangoAdamW r0/b3/g0 nearest"] = lambda ps: MangoAdamW(
         ps, lr=lr, weight_decay=wd, setting=CompressionSetting(rank=0, bits=3), stochastic_rounding=False
+    )
+    # 2 and 3 bits with a full v (sqrt(v) on the setting's uniform code, as 4 bits since session 30) against
+    # the default's factored v (Adafactor statistics; their column sums are the slow part of the step), and
+    # 3 bits full v rounded to nearest (no random draws at all)
+    for b in (2, 3):
+        sb = CompressionSetting(rank=0, bits=b)
+        facs[f"MangoAdamW r0/b{b}/g0 full-v"] = lambda ps, sb=sb: MangoAdamW(
+            ps, lr=lr, weight_decay=wd, setting=sb, factor_second_moment=False
+        )
+    s3 = CompressionSetting(rank=0, bits=3)
+    facs["MangoAdamW r0/b3/g0 full-v nearest"] = lambda ps: MangoAdamW(
+        ps, lr=lr, weight_decay=wd, setting=s3, factor_second_moment=False, stochastic_rounding=False
     )
     # the per-tensor torch path (the fused path's "before"), one rank-0 and one projected setting
     for s in (CompressionSetting(rank=0, bits=8), CompressionSetting(rank=8, bits=4)):
@@ -822,7 +837,8 @@ def run_converge(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
     energy = _Energy()
     corpus = load_corpus()
     rows: list[dict[str, Any]] = []
-    runs = [(seed, name, fac) for seed in range(args.seeds) for name, fac in _optimizer_factories().items()]
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    runs = [(seed, name, fac) for seed in seeds for name, fac in _optimizer_factories().items()]
     for seed, name, fac in runs:
         row: dict[str, Any] = {"optimizer": name, "seed": seed, "steps": args.steps}
         try:
@@ -865,16 +881,16 @@ def run_converge(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
             traceback.print_exc()
         rows.append(row)
         print(row, flush=True)
-        _write_converge(out, rows, args.seeds, meta)  # after every run: a call cut short keeps what ran
+        _write_converge(out, rows, seeds, meta)  # after every run: a call cut short keeps what ran
 
 
-def _write_converge(out: Path, rows: list[dict[str, Any]], seeds: int, meta: dict[str, Any]) -> None:
+def _write_converge(out: Path, rows: list[dict[str, Any]], seeds: range, meta: dict[str, Any]) -> None:
     """The convergence table of the runs so far: each seed's ratios to its AdamW run, and over two or more
     seeds the summary rows (:func:`seed_summary`)."""
     rows = [dict(r) for r in rows]
-    for seed in range(seeds):
+    for seed in seeds:
         _relative_to_adamw([r for r in rows if r["seed"] == seed], "val_loss", "loss_vs_adamw")
-    rows += seed_summary(rows, "loss_vs_adamw") if seeds > 1 else []
+    rows += seed_summary(rows, "loss_vs_adamw") if len(seeds) > 1 else []
     cols = ["optimizer", "seed", "steps", "val_loss", "loss_vs_adamw", "ci95", "state_bytes_per_param"]
     _write(out, "converge", rows, [*cols, "energy_kJ", "wall_s", "error"], meta)
 

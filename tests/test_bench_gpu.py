@@ -40,18 +40,19 @@ def test_seed_summary_skips_an_optimizer_without_values() -> None:
 
 def test_converge_table_is_rewritten_with_each_run(tmp_path: Path) -> None:
     """The part rewrites ``converge.json`` after every run, so a call cut short keeps what ran: each seed's
-    ratio to its own AdamW run, and the summary once two seeds hold a ratio."""
+    ratio to its own AdamW run, and the summary once two seeds hold a ratio. The seeds need not start at 0
+    (``--first-seed``: a later call continues a cut part)."""
     rows = [
-        {"optimizer": "torch AdamW (fused)", "seed": 0, "val_loss": 2.0},
-        {"optimizer": "MangoAdamW r0/b8/g0", "seed": 0, "val_loss": 1.98},
-        {"optimizer": "torch AdamW (fused)", "seed": 1, "val_loss": 1.9},
+        {"optimizer": "torch AdamW (fused)", "seed": 3, "val_loss": 2.0},
+        {"optimizer": "MangoAdamW r0/b8/g0", "seed": 3, "val_loss": 1.98},
+        {"optimizer": "torch AdamW (fused)", "seed": 4, "val_loss": 1.9},
     ]
-    _write_converge(tmp_path, rows, 2, {})
+    _write_converge(tmp_path, rows, range(3, 5), {})
     first = json.loads((tmp_path / "converge.json").read_text())["rows"]
     assert [r.get("loss_vs_adamw") for r in first[:3]] == [1.0, pytest.approx(0.99), 1.0]
     assert "loss_vs_adamw" not in rows[1]  # the caller's rows are not changed
-    rows.append({"optimizer": "MangoAdamW r0/b8/g0", "seed": 1, "val_loss": 1.919})
-    _write_converge(tmp_path, rows, 2, {})
+    rows.append({"optimizer": "MangoAdamW r0/b8/g0", "seed": 4, "val_loss": 1.919})
+    _write_converge(tmp_path, rows, range(3, 5), {})
     summary = json.loads((tmp_path / "converge.json").read_text())["rows"][4:]
     mango = next(r for r in summary if r["optimizer"] == "MangoAdamW r0/b8/g0")
     assert mango["seed"] == "mean (2)" and mango["loss_vs_adamw"] == pytest.approx(1.0)

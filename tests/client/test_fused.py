@@ -540,6 +540,7 @@ GRID_CASES = [  # every width, ranks 0 / 4 / 8 / 16, gammas 0 to 1: (setting, kw
     (S(rank=0, bits=4, gamma=1.0), {}, 0, 3),
     (S(rank=0, bits=3), {}, 0, 2),
     (S(rank=0, bits=2), {"factor_second_moment": False}, 0, 3),
+    (S(rank=0, bits=3), {"factor_second_moment": False}, 0, 3),
     (S(rank=0, bits=16, gamma=0.75), {}, 0, 3),
 ]
 
