@@ -596,17 +596,22 @@ VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("r0/b4/g0", {"error_feedback": False}, {}),
     ("r0/b4/g0", {}, {"MATRIX_TILE": 1024, "NUM_WARPS": 4}),
     ("r0/b2/g0", {}, {}),
-    ("r0/b2/g0", {"factor_second_moment": False}, {}),
+    ("r0/b2/g0", FAC, {}),  # the default at 2-3 bits until session 33
+    ("r0/b3/g0", FAC, {}),
     ("r0/b2/g0", {"stochastic_rounding": False}, {}),
     ("r0/b2/g0", {}, {"MATRIX_TILE": 512, "NUM_WARPS": 2}),
     ("r0/b2/g0", {}, {"MATRIX_TILE": 1024, "NUM_WARPS": 4}),
     # the factored strips (session 7): tiles a program walks, and the register cap with the loop
-    ("r0/b2/g0", {}, {"FACTOR_ITERS": 1}),
-    ("r0/b2/g0", {}, {"FACTOR_ITERS": 4}),
-    ("r0/b2/g0", {}, {"FACTOR_ITERS": 16}),
+    ("r0/b2/g0", FAC, {"FACTOR_ITERS": 1}),
+    ("r0/b2/g0", FAC, {"FACTOR_ITERS": 4}),
+    ("r0/b2/g0", FAC, {"FACTOR_ITERS": 16}),
+    # the register cap of the 2-3-bit kernels (72, chosen with the factored v) with the full v, and the
+    # early loads that won at 4 and 8 bits
     ("r0/b2/g0", {}, {"MAX_REGS": 96}),
     ("r0/b2/g0", {}, {"MAX_REGS": 0}),
     ("r0/b3/g0", {}, {"MAX_REGS": 0}),
+    ("r0/b3/g0", {}, {"MAX_REGS": 96}),
+    ("r0/b3/g0", {}, {"EARLY_LOADS": {(3, False): 128}}),
     ("r0/b4/g0", FAC, {"FACTOR_ITERS": 1}),
     ("r0/b4/g0", FAC, {"FACTOR_ITERS": 16}),
     ("r8/b4/g0", {}, {}),

@@ -106,7 +106,7 @@ class LMBenchConfig:
     embed_rank0: bool = False
     """Put the (tied) token and position embeddings in a ``project=False`` group (quantized, unprojected)."""
     factor_v: str = "auto"
-    """MangoAdamW ``factor_second_moment``: 'auto' (bits <= 3), 'yes' or 'no'."""
+    """MangoAdamW ``factor_second_moment``: 'auto' (the optimizer's default: a full ``v``), 'yes' or 'no'."""
     quant_mode: str = ""
     """MangoAdamW ``quant_mode`` ('' for the default: the uniform code at every width)."""
     rounding: Literal["auto", "stochastic", "nearest"] = "auto"

@@ -69,11 +69,12 @@ _MATRIX_GRAD_LIMIT = 2.0**60
 
 
 def auto_rounding_is_stochastic(bits: int) -> bool:
-    """The rounding of ``stochastic_rounding="auto"`` at a state width: nearest for the 4- and 8-bit codes
-    (``False``), stochastic for 2-3 bits and bf16 (``True``; 32 bits rounds nothing). 4 bits rounded
-    stochastically until session 31: rounded to nearest they trained lower on the GPU and on the CPU
-    (BENCHMARKS.md, "session 31")."""
-    return bits not in (4, 8)
+    """The rounding of ``stochastic_rounding="auto"`` at a state width: nearest for the 3-, 4- and 8-bit
+    codes (``False``), stochastic for 2 bits and bf16 (``True``; 32 bits rounds nothing). 4 bits rounded
+    stochastically until session 31 and 3 bits until session 33: rounded to nearest they trained lower on
+    the GPU and on the CPU, and a step without random draws takes less energy (BENCHMARKS.md, those
+    sessions). At 2 bits nearest rounding trained higher on the CPU."""
+    return bits not in (3, 4, 8)
 
 
 def _addcdiv(dst: torch.Tensor, num: torch.Tensor, den: torch.Tensor, value: float | torch.Tensor) -> None:
@@ -302,8 +303,8 @@ class MangoAdamW(torch.optim.Optimizer):
          dropped tail into later steps (and into the next basis).
       3. *Moments* of the compressed gradient (``r x n`` coefficients when projecting, else ``m x n``):
          ``m`` at ``bits`` (block-wise signed uniform code; NF4 on request at 4 bits); ``v`` factored into
-         Adafactor row / column statistics (fp32, ``r + n`` values) when ``factor_second_moment`` (default:
-         bits <= 3),
+         Adafactor row / column statistics (fp32, ``r + n`` values) when ``factor_second_moment=True``
+         (the default at 2-3 bits until session 33),
          read as ``v = beta2 row col^T / mean(row) + (1 - beta2) c^2``: the history's rank-1 estimate
          (statistics before this step) plus this step's own ``c^2`` value by value, so a fused step makes
          one pass over ``c`` and folds the row / column means of ``c^2`` into the statistics after it;
@@ -343,9 +344,10 @@ class MangoAdamW(torch.optim.Optimizer):
       barely moves the weights. Sweep {1, sqrt(m/r)/2, sqrt(m/r), 2 sqrt(m/r)}.
     * ``error_feedback`` - ``False`` drops ``e`` (plain biased compression, less memory).
     * ``power_iters`` (default 1) - subspace-iteration steps per refresh (the first basis gets one more).
-    * ``factor_second_moment`` - ``None``: factored at bits <= 3
-      (:func:`~client.compression.sizes.auto_factors_second_moment`; at 4 bits until session 30, when a full
-      ``v`` trained lower and stepped faster on the GPU); ``True`` / ``False`` force it.
+    * ``factor_second_moment`` - ``None``: a full ``v`` at every width
+      (:func:`~client.compression.sizes.auto_factors_second_moment`; factored at 4 bits until session 30 and
+      at 2-3 bits until session 33: a full ``v`` trained lower and stepped faster on the GPU); ``True``
+      forces the factors (less memory: ``4 (k + n)`` bytes), ``False`` the full ``v``.
     * ``quant_mode`` - quantizer mode of ``m``, ``e``, ``h`` and the gradient at 2-8 bits (``None``: the
       uniform code, :func:`~client.compression.quant.default_state_mode`; NF4 at 4 bits until session 30,
       when the uniform code trained as low on the GPU with a faster step; ``"nf4"`` at 4 bits only).
@@ -429,7 +431,7 @@ class MangoAdamW(torch.optim.Optimizer):
     :param error_feedback: keep the error buffer ``e`` (``False``: plain biased compression, less memory).
     :param ef_scope: ``"subspace"`` or ``"full"`` (see step 2 and the tuning guide).
     :param stochastic_rounding: ``"auto"`` (default): to nearest at 8-bit codes, as bitsandbytes' and
-        torchao's 8-bit optimizers round, and at 4 bits; stochastically at 2-3 bits, whose quantization steps
+        torchao's 8-bit optimizers round, and at 3-4 bits; stochastically at 2 bits, whose quantization steps
         are coarsest, and in bf16 (16 bits), whose rounding is coarser than ``v``'s per-step change
         (:func:`auto_rounding_is_stochastic`). At 8 bits on a GPU nearest rounding skips the step's random
         draws (less energy a step); the choice follows the setting, so a policy's change of width changes it

@@ -20,9 +20,10 @@ Per parameter (the knobs are the optimizer's, with its defaults):
     ``4 (m + n)``, only when ``factor_second_moment=True`` forces it);
   - otherwise: error buffer ``e`` (at ``bits``, with error feedback: ``k x n`` when projecting with
     ``ef_scope="subspace"``, else ``m x n``), basis ``P`` (``4 m r``), shift reference ``h`` (``k x n`` at
-    ``bits``, if ``gamma > 0``), first moment ``m`` (``k x n`` at ``bits``) and second moment ``v``: factored
-    (``4 (k + n)``, the default at ``bits <= 3``: :func:`auto_factors_second_moment`), else ``k x n`` at
-    ``bits`` (2-8 bits: ``sqrt(v)`` on the uniform block code; 16: bf16; 32: fp32).
+    ``bits``, if ``gamma > 0``), first moment ``m`` (``k x n`` at ``bits``) and second moment ``v``:
+    ``k x n`` at ``bits`` (2-8 bits: ``sqrt(v)`` on the uniform block code; 16: bf16; 32: fp32), or
+    factored (``4 (k + n)``) where ``factor_second_moment=True`` asks for it
+    (:func:`auto_factors_second_moment`).
 
 ``bits`` wide storage of ``N`` values costs :func:`expected_nbytes`: ``N bits / 8`` code bytes plus one
 float32 scale per block of :func:`default_block` values (256 at 8 bits, 64 below), padded to whole blocks.
@@ -155,16 +156,19 @@ def full_basis_split(full_shape: Sequence[int], world: int) -> FullBasisSplit | 
     return FullBasisSplit(axis=axis, m=m, n=n, rows=m // world, cols=n // world)
 
 
-#: The widest state at which ``factor_second_moment=None`` factors ``v`` (:func:`auto_factors_second_moment`).
-FACTOR_MAX_BITS = 3
+#: The widest state at which ``factor_second_moment=None`` factors ``v`` (:func:`auto_factors_second_moment`);
+#: 0: at none. Trace headers record it (``factor_max_bits``), so traces of an older rule keep their bytes.
+FACTOR_MAX_BITS = 0
 
 
 def auto_factors_second_moment(bits: int) -> bool:
-    """Whether ``MangoAdamW(factor_second_moment=None)`` keeps ``v`` as Adafactor row / column statistics at
-    ``bits``: at 2 and 3 bits (:data:`FACTOR_MAX_BITS`), where a stored ``sqrt(v)`` would cost as much as
-    ``m``; at 4 bits and up ``v`` is stored like ``m``. 4 bits factored ``v`` until session 30: a full ``v``
-    trained to a lower loss and a faster step on the GPU (BENCHMARKS.md, "session 30") for about 0.55 more
-    bytes a value."""
+    """Whether ``MangoAdamW(factor_second_moment=None)`` keeps ``v`` as Adafactor row / column statistics
+    (``4 (k + n)`` bytes) at ``bits`` instead of a ``sqrt(v)`` stored like ``m``: at no width since session
+    33 (:data:`FACTOR_MAX_BITS`). The factored ``v``'s column sums span the whole tensor, so its fused step
+    needs same-address atomics and a gradient pre-pass, where with a full ``v`` each tile steps alone. 4 bits
+    dropped the factors in session 30, 2-3 bits in session 33: a faster step, less energy and a lower loss
+    on the GPU for about ``bits / 8`` more bytes a value (BENCHMARKS.md, those sessions). ``True`` still asks
+    for the factors at any width."""
     return bits <= FACTOR_MAX_BITS
 
 
@@ -269,7 +273,7 @@ def bytes_per_param(
     """Optimizer + compression state bytes per parameter of a compressible ``matrix_side`` square matrix.
 
     :func:`param_state_bytes` with ``MangoAdamW``'s default knobs: moments ``m`` at ``bits`` in the rank-r
-    subspace, ``v`` factored at ``bits <= 3`` else stored like ``m``, the error-feedback buffer with the
+    subspace, ``v`` stored like ``m`` (:func:`auto_factors_second_moment`), the error-feedback buffer with the
     moments, the gamma-shift reference ``h`` when ``gamma > 0`` and the fp32 basis. The uncompressed setting
     gives exactly :data:`DENSE_BYTES_PER_PARAM` (8); divide by it for the ratio to AdamW's state.
     ``with_shift=False`` leaves ``h`` out: what the setting keeps of the state, its fidelity. ``matrix_side``

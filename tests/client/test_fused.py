@@ -352,15 +352,15 @@ def test_skip_nonfinite_false_refuses_strict() -> None:
 
 
 @pytest.mark.parametrize("use_fused", [False, True])
-@pytest.mark.parametrize(("bits", "twin"), [(8, False), (4, False), (3, True), (16, True)])
-def test_auto_rounding_is_nearest_at_4_and_8_bits_only(
+@pytest.mark.parametrize(("bits", "twin"), [(8, False), (4, False), (3, False), (2, True), (16, True)])
+def test_auto_rounding_is_nearest_at_3_4_and_8_bits_only(
     bits: int, twin: bool, use_fused: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``stochastic_rounding="auto"`` rounds the 4- and 8-bit codes to nearest and the other widths
+    """``stochastic_rounding="auto"`` rounds the 3-, 4- and 8-bit codes to nearest and the other widths
     stochastically: the run equals the one with ``stochastic_rounding=twin`` bit for bit (one seed, the same
-    draws) on the torch path and the fused one, and differs from the other choice. The factored v's sums (3
-    bits) are added in a fixed order (``PARTIALS``): a GPU's atomics add them in a varying one, so two equal
-    runs differ there."""
+    draws) on the torch path and the fused one, and differs from the other choice. Any factored v's sums are
+    added in a fixed order (``PARTIALS``): a GPU's atomics add them in a varying one, so two equal runs
+    differ there."""
     _set_knobs(monkeypatch, PARTIALS)
 
     def run(sr: bool | str) -> list[torch.nn.Parameter]:
@@ -378,7 +378,7 @@ def test_auto_rounding_is_nearest_at_4_and_8_bits_only(
 
 
 def test_auto_rounding_follows_setting_changes_and_resumes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Under ``"auto"`` a change of width changes the rounding with it (r0/b8 -> r0/b3 -> r0/b8, the same
+    """Under ``"auto"`` a change of width changes the rounding with it (r0/b8 -> r0/b2 -> r0/b8, the same
     run as one that switches ``stochastic_rounding`` by hand), and a checkpoint keeps ``"auto"``; any other
     value is refused by name. Fixed-order factored sums (``PARTIALS``), as above."""
     _set_knobs(monkeypatch, PARTIALS)
@@ -387,9 +387,9 @@ def test_auto_rounding_follows_setting_changes_and_resumes(monkeypatch: pytest.M
         params = _params()
         opt = MangoAdamW(params, lr=LR, setting=S(rank=0, bits=8), min_compress_numel=1024, seed=3,
                          stochastic_rounding="auto" if auto else False)  # fmt: skip
-        for k, bits in enumerate((8, 3, 8)):
+        for k, bits in enumerate((8, 2, 8)):
             if not auto:  # the rounding of the width the states are converted to
-                opt.stochastic_rounding = bits == 3
+                opt.stochastic_rounding = bits == 2
             opt.apply_setting(S(rank=0, bits=bits))
             _run(params, opt, range(2 * k, 2 * k + 2))
         return params, opt
@@ -431,10 +431,10 @@ def test_fused_follows_setting_changes() -> None:
     _run(params, opt, range(4, 6))
     assert opt._plan is not None and sum(len(g.index) for g in opt._plan.projected) == 3
     assert not opt._plan.torch_items
-    opt.apply_setting(S(rank=8, bits=3))  # factored v: 100 columns miss the 64-block, on the torch path
+    opt.apply_setting(S(rank=8, bits=3))  # 3 bits, v stored like m: every matrix fused
     _run(params, opt, range(6, 8))
-    assert opt._plan is not None and sum(len(g.index) for g in opt._plan.projected) == 2
-    assert len(opt._plan.torch_items) == 1
+    assert opt._plan is not None and sum(len(g.index) for g in opt._plan.projected) == 3
+    assert not opt._plan.torch_items
     opt.apply_setting(S(rank=0, bits=8))
     _run(params, opt, range(6, 9))
     assert opt._plan is not None and sum(len(g.index) for g in opt._plan.matrix) == 3
@@ -534,13 +534,13 @@ GRID_CASES = [  # every width, ranks 0 / 4 / 8 / 16, gammas 0 to 1: (setting, kw
     (S(rank=4, bits=32), {}, 3, 3),
     (S(rank=8, bits=16), {}, 3, 3),
     (S(rank=8, bits=8, gamma=0.5), {}, 3, 3),
-    (S(rank=16, bits=3, gamma=1.0), {}, 2, 2),
-    (S(rank=8, bits=2, gamma=0.25), {"error_feedback": False}, 2, 2),
+    (S(rank=16, bits=3, gamma=1.0), {}, 3, 3),
+    (S(rank=8, bits=2, gamma=0.25), {**FAC, "error_feedback": False}, 2, 2),
     (S(rank=0, bits=8, gamma=0.5), {}, 0, 3),
     (S(rank=0, bits=4, gamma=1.0), {}, 0, 3),
-    (S(rank=0, bits=3), {}, 0, 2),
-    (S(rank=0, bits=2), {"factor_second_moment": False}, 0, 3),
-    (S(rank=0, bits=3), {"factor_second_moment": False}, 0, 3),
+    (S(rank=0, bits=3), FAC, 0, 2),
+    (S(rank=0, bits=2), {}, 0, 3),
+    (S(rank=0, bits=3), {}, 0, 3),
     (S(rank=0, bits=16, gamma=0.75), {}, 0, 3),
 ]
 
@@ -851,7 +851,7 @@ def test_fused_draws_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     [
         (S(rank=0, bits=4), FAC),
         (S(rank=0, bits=4), {**FAC, "skip_nonfinite": False}),  # the fold runs unchecked
-        (S(rank=0, bits=2), {}),  # strips of several tiles a program (fused.FACTOR_ITERS_BY_BITS)
+        (S(rank=0, bits=2), FAC),  # strips of several tiles a program (fused.FACTOR_ITERS_BY_BITS)
         (S(rank=0, bits=8), FAC),  # 256-blocks: one strip a row
         (S(rank=8, bits=4, gamma=0.5), {**FAC, "refresh_every": 2}),  # projected, a refresh inside the run
     ],

@@ -113,7 +113,7 @@ def test_error_buffer_shape_follows_scope(scope: str) -> None:
         assert st["P"].shape == (m, 4)
         assert st["e"].shape == ((4, n) if scope == "subspace" else p.shape)
         assert st["h"].shape == st["m"].shape == (4, n)
-        assert "v_row" in st and st["v_row"].shape == (4,) and st["v_col"].shape == (n,)
+        assert "v_row" not in st and st["v"].shape == (4, n)
     opt.apply_setting(S(rank=0, bits=8))
     for p, st in _matrix_items(opt):
         assert st["e"].shape == st["m"].shape == st["v"].shape == p.shape

@@ -167,9 +167,10 @@ def test_matrix_formula_by_hand() -> None:
     assert full == ParamStateBytes(m=2048 + 256, v=2048 + 256, error=32768 + 4096, shift=0, basis=4096)
     # subspace scope (default): e is 8 x 512 coefficients like m
     assert param_state_bytes((128, 512), s).total == 3 * (2048 + 256) + 4096
-    # the factored v when asked for (the default at 2-3 bits): 4 * (8 + 512)
+    # the factored v when asked for (the default at 2-3 bits until session 33): 4 * (8 + 512)
     assert param_state_bytes((128, 512), s, factor_second_moment=True).v == 2080
-    assert param_state_bytes((128, 512), CompressionSetting(rank=8, bits=3)).v == 2080
+    # at 3 bits by default sqrt(v) on the code like m: 4096 values, 1536 code bytes + 64 scales x 4 B
+    assert param_state_bytes((128, 512), CompressionSetting(rank=8, bits=3)).v == 1536 + 256
     assert param_state_bytes((512, 128), s) == param_state_bytes((128, 512), s)  # canonical orientation
     assert param_state_bytes((64, 64), CompressionSetting.off()).total == 8 * 64 * 64
     # the shift reference h is the size of m
@@ -238,10 +239,12 @@ def test_first_interval_candidates_carry_the_optimizers_own_state_ratio() -> Non
     assert FIRST_CANDIDATES["r0/b32/g0"][1] == 1.0 and FIRST_CANDIDATES["r0/b4/g0"][1] < 0.25
 
 
-def test_auto_factoring_covers_2_and_3_bits_only() -> None:
-    """``factor_second_moment=None`` factors ``v`` at 2-3 bits; 4 bits and up store it like ``m``, and the
-    optimizer asks the same rule."""
-    assert [b for b in (2, 3, 4, 8, 16, 32) if auto_factors_second_moment(b)] == [2, 3]
+def test_auto_factoring_covers_no_width() -> None:
+    """``factor_second_moment=None`` stores ``v`` like ``m`` at every width (2-3 bits factored it until
+    session 33); the optimizer asks the same rule, and ``True`` still factors at any width."""
+    assert [b for b in (2, 3, 4, 8, 16, 32) if auto_factors_second_moment(b)] == []
     opt = MangoAdamW([torch.nn.Parameter(torch.zeros(64, 64))], setting=CompressionSetting(rank=0, bits=4))
     assert opt._factored() is False
-    assert opt._factored(CompressionSetting(rank=0, bits=3)) is True
+    assert opt._factored(CompressionSetting(rank=0, bits=2)) is False
+    forced = MangoAdamW([torch.nn.Parameter(torch.zeros(64, 64))], factor_second_moment=True)
+    assert forced._factored(CompressionSetting(rank=0, bits=8)) is True
