@@ -591,7 +591,10 @@ FIRST_MATRIX_SIDE = 1024
 #: before sessions 30-31 (factored ``v``, NF4, stochastic rounding); today's (full ``v``, uniform code,
 #: rounded to nearest) trained to a loss at or below r0/b8/g0's wherever both were measured (the 85M byte GPT
 #: on an H100 and the CPU toy LM, BENCHMARKS.md, sessions 29-31), so its prior is r0/b8/g0's and the job's
-#: memory, time and energy decide between them. One projected candidate, rank
+#: memory, time and energy decide between them. r0/b3/g0 is not a candidate: with session 33's full ``v``
+#: and nearest rounding it trained as low as 4 bits on the bench's recipe and the CPU toy LM, but an opening
+#: of one interval at 3 bits on the GPU demo job ended far above both static runs (BENCHMARKS.md, session
+#: 33). One projected candidate, rank
 #: 64 at 4 bits: what a rank costs depends on the job's spectrum, so its prior is the largest mean excess the
 #: H200 traces recorded for it, rounded up. It opens a job only where memory outweighs that much loss
 #: (memory-first), because the first steps' setting has a lasting effect: a run that opened at rank 0 and
@@ -610,7 +613,8 @@ _FIRST_PRIORS: dict[str, float] = {
 #: The settings a job may start in before any telemetry: label -> (prior relative excess loss, modelled
 #: state bytes over AdamW's). The ratio comes from the one byte model (:func:`client.compression.sizes.
 #: bytes_per_param` on a :data:`FIRST_MATRIX_SIDE` matrix: rank 0, ``m``, ``v`` and the error buffer at
-#: ``bits``, ``v`` factored at 2-3 bits), so it follows the optimizer's layout when that changes.
+#: ``bits``, ``v`` as :func:`~client.compression.sizes.auto_factors_second_moment` says), so it follows the
+#: optimizer's layout when that changes.
 def _modelled_state_ratio(label: str) -> float:
     return bytes_per_param(CompressionSetting.parse(label), FIRST_MATRIX_SIDE) / DENSE_BYTES_PER_PARAM
 
@@ -664,7 +668,7 @@ def first_setting(
 #: environment's sample profiles, which ``tests/client/test_profile.py`` keeps it to. Reading the
 #: optimizer-step ratios as interval ratios (a share of 1) instead would rank the first decision's candidates
 #: as no training episode does; BENCHMARKS (session 18) counts how often each choice differs.
-ASSUMED_OPTIMIZER_SHARE = 0.053
+ASSUMED_OPTIMIZER_SHARE = 0.05
 
 
 def first_setting_for_profile(

@@ -175,15 +175,17 @@ def test_first_setting_follows_objective_and_hardware() -> None:
 
 @pytest.mark.parametrize("name", ["h100-gpt85m", "h100-lm-medium"])
 def test_a_gpu_job_of_todays_core_opens_at_rank_0_4_bits(name: str) -> None:
-    """On the H100 profiles of today's core (r0/b4/g0's interval about AdamW's) the first decision opens every
-    preset but memory-first at r0/b4/g0, whose loss prior is r0/b8/g0's and whose state is smaller;
-    memory-first projects (r64/b4/g0). A CPU job, whose torch-path compressed steps cost interval time
-    (cpu-lm-tiny), opens uncompressed under time-first."""
+    """On the H100 profiles of today's core (r0/b4/g0's interval about AdamW's) the first decision opens
+    balanced, time- and loss-first at r0/b4/g0, whose loss prior is r0/b8/g0's and whose state is smaller;
+    energy-first at rank 0 with 4 or 8 bits (the profiles' energy readings of the two differ by NVML's
+    noise, and energy outweighs the memory there); memory-first projects (r64/b4/g0). A CPU job, whose
+    torch-path compressed steps cost interval time (cpu-lm-tiny), opens uncompressed under time-first."""
     prof = load_profiles()[name]
     assert prof.interval_ratio(CompressionSetting.parse("r0/b4/g0")) < 1.03
     assert FIRST_CANDIDATES["r0/b4/g0"][0] == FIRST_CANDIDATES["r0/b8/g0"][0]
-    for preset_name in ("balanced", "time-first", "loss-first", "energy-first"):
+    for preset_name in ("balanced", "time-first", "loss-first"):
         assert first_setting_for_profile(preset(preset_name), prof)[0].label() == "r0/b4/g0", preset_name
+    assert first_setting_for_profile(preset("energy-first"), prof)[0].label() in ("r0/b4/g0", "r0/b8/g0")
     assert first_setting_for_profile(preset("memory-first"), prof)[0].label() == "r64/b4/g0"
     cpu = load_profiles()["cpu-lm-tiny"]
     assert cpu.interval_ratio(CompressionSetting.parse("r0/b8/g0")) > 1.1
