@@ -58,6 +58,7 @@ from demo.report import (
     machine_line,
     objective_scores,
     settle_alike,
+    verdict_noise,
 )
 from demo.runs import RunResult, train_run, warm_up
 from envs.data import load_corpus
@@ -237,7 +238,7 @@ def run_demo(args: DemoArgs, argv: list[str] | None = None) -> dict[str, Any]:
     per_seed = [objective_scores(rs, objective) for rs in all_runs]
     scores = per_seed[0]
     summary["objective_scores"] = scores
-    verdict = format_verdict(runs, scores, args.objective)
+    verdict = format_verdict(runs, scores, args.objective, verdict_noise(objective, runs))
     if len(seeds) > 1:
         names = [r.name for r in runs]
         summary["seeds"] = [

@@ -24,7 +24,25 @@ __all__ = [
     "same_schedule_note",
     "settle_alike",
     "trained_alike",
+    "verdict_noise",
 ]
+
+#: Relative run-to-run noise of one run's wall time, from identical work run twice: up to 11 % on the 2-core
+#: CPU (four pairs, BENCHMARKS.md, session 33) and up to 10 % on an H100 (three pairs, session 32's demos).
+WALL_NOISE = 0.10
+#: The same for one run's energy, by source: NVML / Zeus readings of identical work differed by up to 2.3 %
+#: on the H100 (session 32); a modelled reading follows the wall time.
+ENERGY_NOISE = {"nvml": 0.03, "zeus": 0.03}
+
+
+def verdict_noise(objective: Objective, runs: list[RunResult]) -> float:
+    """How far apart two one-seed ``J`` can land on wall-time and energy noise alone: ``w_time *``
+    :data:`WALL_NOISE` ``+ w_energy *`` the noise of the runs' energy source (:data:`ENERGY_NOISE`;
+    :data:`WALL_NOISE` for a modelled or mixed one). :func:`format_verdict` names no winner inside it."""
+    w = objective.weights().astype(float)
+    sources = {part for r in runs for part in r.energy_source.split("+")}
+    energy = max((ENERGY_NOISE.get(src, WALL_NOISE) for src in sources), default=WALL_NOISE)
+    return float(w[3] * WALL_NOISE + w[2] * energy)
 
 
 def objective_scores(runs: list[RunResult], objective: Objective) -> dict[str, float]:
@@ -58,11 +76,17 @@ def objective_scores(runs: list[RunResult], objective: Objective) -> dict[str, f
     return out
 
 
-def format_verdict(runs: list[RunResult], scores: dict[str, float], objective_name: str) -> str:
+def format_verdict(
+    runs: list[RunResult], scores: dict[str, float], objective_name: str, noise_j: float = 0.0
+) -> str:
     """One line: who won under the chosen objective (the adaptive run ``runs[0]`` against the best of the
     others: AdamW and each static setting), and by how much: as a share of the best ``J`` where that is a
     positive cost at least as large as the gap, else as the ``J`` difference itself (a loss better than
-    AdamW's makes ``J`` negative under loss-first, and a share of a ``J`` near 0 says nothing)."""
+    AdamW's makes ``J`` negative under loss-first, and a share of a ``J`` near 0 says nothing).
+
+    ``noise_j`` (:func:`verdict_noise`): a difference at most this large names no winner ("no clear winner
+    on one seed"): one run's wall time and energy alone move ``J`` that far, so on the CPU demo identical
+    work has read as a win and as a loss by several percent."""
     adaptive = runs[0]
     others = sorted((r for r in runs[1:]), key=lambda r: scores[r.name])
     best = others[0]
@@ -71,6 +95,12 @@ def format_verdict(runs: list[RunResult], scores: dict[str, float], objective_na
     if not math.isfinite(adaptive.final_val_loss):
         loss = adaptive.final_val_loss
         return f"{head} {best.name} wins, J {b:.3f}: the adaptive run diverged (final loss {loss})"
+    if math.isfinite(a) and math.isfinite(b) and abs(b - a) <= noise_j:
+        return (
+            f"{head} no clear winner on one seed, J {a:.3f} (adaptive) vs {b:.3f} ({best.name}): a "
+            f"difference of {abs(b - a):.3f}, within the {noise_j:.3f} that one run's wall-time and energy "
+            "noise can make; --seeds 3 or more settles it"
+        )
     if 0.0 < b < math.inf and abs(b - a) <= b:
         margin = f"{(b - a) / b:+.1%}"
     else:
