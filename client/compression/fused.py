@@ -85,7 +85,9 @@ NORM_TILE = 8192
 #: Register cap per thread of the matrix kernel by width (``maxnreg``). The compiler takes 96 at 8 bits,
 #: which caps the one-warp programs at 20 per SM; 72 won the H200 sweep at 8 bits with the loads where
 #: used (``mango bench gpu --parts tune``; with the early loads, :data:`EARLY_LOADS` sets the cap); at 4 bits
-#: no cap was best; at 2 and 3 bits 72 won over the compiler's 96 (BENCHMARKS.md, sessions 4-5).
+#: no cap was best; at 2 and 3 bits 72 won over the compiler's 96 (BENCHMARKS.md, sessions 4-5), with the
+#: factored ``v`` of then; the full ``v`` (their default since session 33) runs at the same cap, untuned
+#: (``mango bench gpu --parts variants --optimizers r0/b3,r0/b2`` has the rows).
 MAX_REGS_BY_BITS: dict[int, int] = {8: 72, 3: 72, 2: 72}
 #: Override of :data:`MAX_REGS_BY_BITS` for every width: None keeps it, 0 means no cap, > 0 a cap.
 MAX_REGS: int | None = None
