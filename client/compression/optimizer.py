@@ -321,9 +321,9 @@ class MangoAdamW(torch.optim.Optimizer):
 
     **Memory** (:meth:`state_bytes`; AdamW holds 8 bytes per value). A ``128 x 512`` matrix at rank 8 /
     4 bits holds ``P`` (4 KiB fp32) and ``m``, ``e`` and ``sqrt(v)`` (``8 x 512`` at 4.5 bits each, 2.25 KiB
-    each): 0.17 B per value, 1/48 of AdamW. At rank 0 the ``m x n`` states dominate: ~1.7 B per value at
-    4 bits and ~3 B at 8 bits (``m``, ``e``, ``sqrt(v)``), ~1.1 B at 4 bits with the factored ``v``;
-    ``gamma > 0`` adds one more state the size of ``m``; ``ef_scope="full"`` makes ``e`` ``m x n``.
+    each): 0.17 B per value, 1/48 of AdamW. At rank 0 the ``m x n`` states dominate: ~0.9, ~1.3, ~1.7 and
+    ~3 B per value at 2, 3, 4 and 8 bits (``m``, ``e``, ``sqrt(v)``), ~1.1 B at 4 bits with the factored
+    ``v``; ``gamma > 0`` adds one more state the size of ``m``; ``ef_scope="full"`` makes ``e`` ``m x n``.
 
     **Tuning guide.**
 
