@@ -545,3 +545,32 @@ def test_a_checkpoint_of_the_old_4_bit_defaults_resumes_converted(setting: Compr
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _mango(_net(), setting).load_state_dict(opt_b.state_dict())
+
+
+@pytest.mark.parametrize(
+    "setting", [S(rank=0, bits=3), S(rank=8, bits=3, gamma=0.5)], ids=lambda s: s.label()
+)
+def test_a_checkpoint_of_the_old_3_bit_defaults_resumes_converted(setting: CompressionSetting) -> None:
+    """A checkpoint written while ``None`` factored ``v`` at 2-3 bits (until session 33) resumes with a
+    full ``v`` on the setting's code, converted with a warning, and trains on near the run that kept the
+    factors (3 bits: rounded to nearest, so no random draw parts the two runs)."""
+    batches = _batches(10)
+    net_a = _net()
+    opt_a = _mango(net_a, setting, factor_second_moment=True)
+    _train(net_a, opt_a, batches[:5])
+    sd, model_sd = copy.deepcopy(opt_a.state_dict()), copy.deepcopy(net_a.state_dict())
+    sd["mango"]["config"].update(factor_second_moment=None)  # as the defaults wrote it then
+    start = [p.detach().clone() for p in net_a.parameters()]
+    _train(net_a, opt_a, batches[5:])
+    net_b = _net()
+    net_b.load_state_dict(model_sd)
+    opt_b = _mango(net_b, setting)
+    with pytest.warns(UserWarning, match=r"3 tensor\(s\) held states laid out otherwise .*converted"):
+        opt_b.load_state_dict(sd)
+    matrices = [st for st in opt_b.state.values() if st.get("kind") == "matrix"]
+    assert len(matrices) == 3 and all("v" in st and "v_row" not in st for st in matrices)
+    assert all(st["v"].bits == setting.bits for st in matrices)
+    _train(net_b, opt_b, batches[5:])
+    for a, b, s in zip(net_a.parameters(), net_b.parameters(), start, strict=True):
+        moved, gap = float((a - s).detach().abs().mean()), float((a - b).detach().abs().mean())
+        assert torch.isfinite(b).all() and 0 < gap < 0.5 * moved, (tuple(a.shape), gap, moved)
