@@ -27,11 +27,11 @@ __all__ = [
     "verdict_noise",
 ]
 
-#: Relative run-to-run noise of one run's wall time, from identical work run twice: up to 11 % on the 2-core
-#: CPU (four pairs, BENCHMARKS.md, session 33) and up to 10 % on an H100 (three pairs, session 32's demos).
+#: Relative run-to-run noise of one run's wall time: the largest gap of identical work run twice, on the
+#: 2-core CPU and on an H100, rounded (BENCHMARKS.md, session 33, and session 32's demos).
 WALL_NOISE = 0.10
-#: The same for one run's energy, by source: NVML / Zeus readings of identical work differed by up to 2.3 %
-#: on the H100 (session 32); a modelled reading follows the wall time.
+#: The same for one run's energy, by source (NVML / Zeus readings of identical work on the H100, rounded up);
+#: a modelled reading follows the wall time (:data:`WALL_NOISE`).
 ENERGY_NOISE = {"nvml": 0.03, "zeus": 0.03}
 
 

@@ -328,7 +328,7 @@ def test_objective_scores_and_verdict() -> None:
     small = {"adaptive (service)": 0.05, "adamw (torch)": 0.2, "static r0/b8/g0": 0.12}
     assert format_verdict(runs, small, "loss-first").endswith("(+58.3%)")
     # one seed: a difference that one run's wall-time and energy noise can make names no winner (make demo's
-    # +0.1 % of session 33); modelled energy follows the wall time, a measured one is steadier
+    # verdict of session 33); modelled energy follows the wall time, a measured one is steadier
     noise = verdict_noise(obj, runs)
     assert noise == pytest.approx(0.25 * 0.10 + 0.25 * 0.10)
     nvml = [RunResult(r.name, r.label, 2.0, 300, 100, 10.0, "nvml", 1.0) for r in runs]
