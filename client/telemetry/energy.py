@@ -163,6 +163,12 @@ class NvmlMeter(EnergyMeter):
     def _read_mj(self) -> int:
         return int(self._call("nvmlDeviceGetTotalEnergyConsumption", self._handle))
 
+    def counter_j(self) -> float:
+        """The raw energy counter, joules since driver load. It moves once per update period
+        (``counter_period_s``), so a window that starts and ends on a move resolves far finer than one that
+        starts and ends anywhere (:func:`client.profile.profile_optimizer` aligns its windows so)."""
+        return self._read_mj() / 1000.0
+
     @property
     def power_limit_w(self) -> float:
         """The board's enforced power limit, watts (context for a power budget)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ from client.protocol import (
     Reference,
     TelemetryRecord,
 )
+from client.telemetry import NvmlMeter
 from envs.hardware import load_profiles, modelled_h200
 from envs.objectives import preset
 from policy_service.shield import Shield
@@ -277,3 +279,39 @@ def test_the_reference_adamw_is_fused_on_cuda() -> None:
     opt, diff = _reference_step_matches_default_adamw("cuda")
     assert opt.defaults["fused"] is True
     assert diff < 1e-5
+
+
+class _TickingNvml:
+    """NVML's energy counter as the H100 / H200 show it (simulated hardware): constant ``power_w``, and a
+    counter that moves only once per ``period_s`` (millijoules since "driver load")."""
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self, power_w: float, period_s: float) -> None:
+        self.power_w, self.period_s = power_w, period_s
+        self.t0 = time.perf_counter()
+
+    def nvmlInit(self) -> None: ...
+
+    def nvmlShutdown(self) -> None: ...
+
+    def nvmlDeviceGetHandleByIndex(self, i: int) -> tuple[str, int]:
+        return ("handle", i)
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: object) -> int:
+        ticks = math.floor((time.perf_counter() - self.t0) / self.period_s)
+        return int(ticks * self.period_s * self.power_w * 1000)
+
+
+def test_nvml_energy_window_starts_and_ends_on_a_counter_move() -> None:
+    """A profile's energy per step over its seconds per step is the board's power: the window starts and
+    ends where NVML's counter moves. Unaligned, a 0.3 s window on a counter that moves every 0.4 s reads
+    no move or one: nothing, or a third over."""
+    p = torch.nn.Parameter(torch.randn(1024, 1024))
+    p.grad = torch.randn(1024, 1024)
+    opt = torch.optim.AdamW([p], foreach=True)
+    meter = NvmlMeter(0, counter_period_s=0.4, nvml=_TickingNvml(power_w=300.0, period_s=0.4))
+    step_s, step_j, source = profile_mod._time_steps(opt, torch.device("cpu"), 5, 2, meter)
+    assert source == "nvml" and step_s > 0
+    assert step_j / step_s == pytest.approx(300.0, rel=0.08)
