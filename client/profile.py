@@ -204,7 +204,7 @@ def _time_steps(
 
     Fast steps are repeated until the timed window lasts :data:`MIN_WINDOW_S` (at most 50x ``steps``), so an
     energy counter that updates every ~100 ms (NVML) sees a window it can resolve. With NVML the energy
-    window also starts and ends on a move of the counter (:func:`_until_counter_moves`): a window of
+    window also starts and ends on a move of the counter (:meth:`NvmlMeter.wait_for_move`): a window of
     :data:`MIN_WINDOW_S` that starts and ends anywhere reads up to a counter period more or less than it
     used, a third of it at 0.3 s, and a profile's small steps then read about 1x or 2x AdamW's energy
     whatever their cost. The steps run to reach the closing move count in the energy, not in the time.
@@ -224,7 +224,7 @@ def _time_steps(
         steps = min(max(steps, math.ceil(MIN_WINDOW_S / max(per_step, 1e-9))), 50 * steps)
     nvml = meter if isinstance(meter, NvmlMeter) and meter.counter_period_s > 0 else None
     if nvml is not None:
-        _until_counter_moves(nvml)
+        nvml.wait_for_move()
     meter.begin()
     t0 = time.perf_counter()
     for _ in range(steps):
@@ -238,22 +238,9 @@ def _time_steps(
             opt.step()
             _sync(device)  # the step's energy is spent before the counter is read
 
-        extra = _until_counter_moves(nvml, step)
+        extra = nvml.wait_for_move(step)
     reading = meter.end(steps=steps + extra)
     return dt / steps, reading.energy_j / (steps + extra), reading.source
-
-
-def _until_counter_moves(meter: NvmlMeter, step: Callable[[], None] | None = None) -> int:
-    """Wait until ``meter``'s energy counter moves (at most 3 update periods): polling every millisecond,
-    or running ``step`` between reads. Returns how many times ``step`` ran."""
-    start, t0, n = meter.counter_j(), time.perf_counter(), 0
-    while meter.counter_j() == start and time.perf_counter() - t0 < 3 * meter.counter_period_s:
-        if step is None:
-            time.sleep(0.001)
-        else:
-            step()
-            n += 1
-    return n
 
 
 def profile_optimizer(

@@ -9,10 +9,10 @@ workload ``w``, control interval ``t`` (``t = 0`` is the uncontrolled warm-up in
   initial loss (so ``x`` is in the units of the reward's loss term), and the excess ``x``
   follows first-order dynamics ``x_t = rho * x_{t-1} + (1 - rho) * (A_w[s] + (1 - progress_t) * B_w[s])``:
   compression damage builds up and decays over a few intervals instead of vanishing the moment one switches
-  back. ``A`` and ``B`` are linear in features of the setting (quantization term ``8^-(bits-2)``,
-  the workload's measured spectral tail at the rank, their product and their ``gamma`` interactions) with
-  coefficients fitted by least squares. ``d_t`` is 0 until the first compressed interval (before it the run
-  *is* the reference run) and 1 after.
+  back. ``A`` and ``B`` are linear in features of the setting (quantization term ``Q_BASE^-(bits-2)``,
+  :data:`envs.fit.Q_BASE`; the workload's measured spectral tail at the rank, their product and their
+  ``gamma`` interactions) with coefficients fitted by least squares. ``d_t`` is 0 until the first
+  compressed interval (before it the run *is* the reference run) and 1 after.
 * **late entry** (measured on real runs, not fitted): an episode whose first interval was unprojected keeps
   a relative excess ``late_entry`` (:data:`envs.surrogate_model.LATE_ENTRY`) on its loss, ``loss_t = ref_t
   (1 + late_entry) + ...``, from the first interval it projects (rank > 0) to the end: opening at rank 0

@@ -26,6 +26,7 @@ import os
 import sys
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -163,11 +164,20 @@ class NvmlMeter(EnergyMeter):
     def _read_mj(self) -> int:
         return int(self._call("nvmlDeviceGetTotalEnergyConsumption", self._handle))
 
-    def counter_j(self) -> float:
-        """The raw energy counter, joules since driver load. It moves once per update period
-        (``counter_period_s``), so a window that starts and ends on a move resolves far finer than one that
-        starts and ends anywhere (:func:`client.profile.profile_optimizer` aligns its windows so)."""
-        return self._read_mj() / 1000.0
+    def wait_for_move(self, work: Callable[[], object] | None = None) -> int:
+        """Return once the energy counter has moved (at most 3 ``counter_period_s``): polling every
+        millisecond, or calling ``work`` between reads (it must finish its device work before it returns).
+        The counter moves once per update period, so a window that starts and ends on a move resolves far
+        finer than one that starts and ends anywhere (:func:`client.profile.profile_optimizer` aligns its
+        windows so). Returns how many times ``work`` ran."""
+        start, t0, n = self._read_mj(), time.perf_counter(), 0
+        while self._read_mj() == start and time.perf_counter() - t0 < 3 * self.counter_period_s:
+            if work is None:
+                time.sleep(0.001)
+            else:
+                work()
+                n += 1
+        return n
 
     @property
     def power_limit_w(self) -> float:
