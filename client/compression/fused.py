@@ -38,6 +38,7 @@ group and step count, like torch's fused AdamW), and only the gradient addresses
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -461,6 +462,9 @@ def _eligible_exact(p: torch.Tensor, st: dict[str, Any], opt: Any) -> bool:
     )
 
 
+_HOST = torch.device("cpu")
+
+
 def _i64(values: list[int], device: torch.device) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.int64).to(device)
 
@@ -479,35 +483,52 @@ def _slot_ptrs(q: Any) -> list[int]:
     return [q.data_ptr(), 0]
 
 
-def _strip_programs(rows: list[int], strides: list[int], per: int) -> tuple[torch.Tensor, ...]:
-    """``(tensor, first, count)`` of every program, all tensors at once (int64, host): tensor ``t`` has
-    ``strides[t]`` column strips of ``rows[t]`` block rows, a program owns ``per`` consecutive rows of one
-    strip, ``first = row * stride + strip`` and ``count`` its rows; strip-major, as the kernel's tables were
-    built tensor by tensor (a stride of 1 is a flat run of ``rows`` blocks)."""
+def _strip_programs(
+    rows: list[int], strides: list[int], per: int, device: torch.device = _HOST
+) -> tuple[torch.Tensor, ...]:
+    """``(tensor, first, count)`` of every program, all tensors at once (int64, on ``device``): tensor ``t``
+    has ``strides[t]`` column strips of ``rows[t]`` block rows, a program owns ``per`` consecutive rows of
+    one strip, ``first = row * stride + strip`` and ``count`` its rows; strip-major, as the kernel's tables
+    were built tensor by tensor (a stride of 1 is a flat run of ``rows`` blocks).
+
+    Built where the launches read them: a rank-0 table has a program every few blocks of every parameter,
+    hundreds of thousands of rows for a GPT-2-sized model, which the host would build and copy in each plan
+    rebuild (every setting change); on a GPU it is a dozen element-wise launches and no host pass. Only the
+    per-tensor counts (``len(rows)`` values) cross over, in one copy.
+    """
     n_a = [-(-r // per) for r in rows]  # programs a strip
-    n_prog = torch.tensor([a * s for a, s in zip(n_a, strides, strict=True)], dtype=torch.int64)
-    starts = torch.cumsum(n_prog, 0) - n_prog
-    t = torch.repeat_interleave(torch.arange(len(rows), dtype=torch.int64), n_prog)
-    k = torch.arange(t.numel(), dtype=torch.int64) - torch.repeat_interleave(starts, n_prog)
-    each = torch.repeat_interleave(torch.tensor(rows, dtype=torch.int64), n_prog)
+    counts = [a * s for a, s in zip(n_a, strides, strict=True)]
+    total = sum(counts)
+    n_prog, starts, each, na_t, stride_t = torch.tensor(
+        [counts, [c - n for c, n in zip(itertools.accumulate(counts), counts)], rows, n_a, strides],
+        dtype=torch.int64,
+    ).to(device)
+
+    def spread(x: torch.Tensor) -> torch.Tensor:  # each tensor's value, once for each of its programs
+        return torch.repeat_interleave(x, n_prog, output_size=total)
+
+    t = spread(torch.arange(len(rows), dtype=torch.int64, device=device))
+    k = torch.arange(total, dtype=torch.int64, device=device) - spread(starts)
+    each = spread(each)
     if all(s == 1 for s in strides):  # no strips: a flat run of blocks
         a0 = k * per
         return t, a0, (each - a0).clamp_(max=per)
-    na_t = torch.repeat_interleave(torch.tensor(n_a, dtype=torch.int64), n_prog)
+    na_t = spread(na_t)
     strip = torch.div(k, na_t, rounding_mode="floor")
     a0 = (k - strip * na_t) * per
-    first = a0 * torch.repeat_interleave(torch.tensor(strides, dtype=torch.int64), n_prog) + strip
+    first = a0 * spread(stride_t) + strip
     return t, first, (each - a0).clamp_(max=per)
 
 
 def _matrix_programs(
-    rows: list[int], strides: list[int], numels: list[int], block: int, per: int
+    rows: list[int], strides: list[int], numels: list[int], block: int, per: int, device: torch.device = _HOST
 ) -> tuple[torch.Tensor, int]:
-    """The matrix launch's int32 program table (:func:`_strip_programs`) with the programs of whole blocks
-    first (a launch without per-value masks), and how many those are."""
-    t, first, count = _strip_programs(rows, strides, per)
-    full = (first + count) * block <= torch.tensor(numels, dtype=torch.int64)[t]  # no value past the end
-    order = torch.cat([torch.nonzero(full).view(-1), torch.nonzero(~full).view(-1)])
+    """The matrix launch's int32 program table (:func:`_strip_programs`, on ``device``) with the programs
+    of whole blocks first (a launch without per-value masks), and how many those are (one device sync)."""
+    t, first, count = _strip_programs(rows, strides, per, device)
+    ends = torch.tensor(numels, dtype=torch.int64).to(device)
+    full = (first + count) * block <= ends[t]  # no value past the end
+    order = torch.argsort((~full).to(torch.int8), stable=True)  # whole blocks first, each part in order
     return torch.stack([t, first, count], dim=1)[order].to(torch.int32), int(full.sum())
 
 
@@ -586,7 +607,7 @@ def _matrix_group(
             row += [0, 0, 0, 0, 0]
         addr += row
         meta += [numel, ncols, transposed, stride, item]
-    prog, n_full = _matrix_programs(strip_rows, strides, numels, block, rows_per_prog)
+    prog, n_full = _matrix_programs(strip_rows, strides, numels, block, rows_per_prog, device)
     mean = torch.ones(len(items), dtype=torch.float32, device=device)
     extra: dict[str, Any] = {}
     if partials:
@@ -704,8 +725,10 @@ def _exact_group(items: list[Item], hyper: dict[str, Any], sdtype: torch.dtype) 
 
 
 def _tiles(params: list[torch.Tensor], tile: int) -> torch.Tensor:
-    """int32 ``[n, 2]`` program table: (tensor, first value) for ``tile``-value slices of each parameter."""
-    t, first, _ = _strip_programs([max(-(-p.numel() // tile), 1) for p in params], [1] * len(params), 1)
+    """int32 ``[n, 2]`` program table on the parameters' device: (tensor, first value) for ``tile``-value
+    slices of each parameter."""
+    n_tiles = [max(-(-p.numel() // tile), 1) for p in params]
+    t, first, _ = _strip_programs(n_tiles, [1] * len(params), 1, params[0].device)
     return torch.stack([t, first * tile], dim=1).to(torch.int32)
 
 
@@ -735,7 +758,7 @@ def _new_group(
         pdtype=params[0].dtype,
         sample=torch.zeros(n_prog, dtype=torch.float32, device=device),
         part=torch.zeros(n_prog, 2, dtype=torch.float32, device=device) if matrix else None,
-        norm_prog=_tiles(params, NORM_TILE).to(device),
+        norm_prog=_tiles(params, NORM_TILE),
         **extra,
     )
 

@@ -768,6 +768,31 @@ def test_strip_programs_equal_the_per_tensor_tables() -> None:
         )
 
 
+@pytest.mark.gpu
+def test_program_tables_built_on_the_gpu_equal_the_host_ones() -> None:
+    """The launch tables are built on the parameters' device (no host pass in a plan rebuild): there they
+    are the host construction's, row for row, with the same count of whole-block programs."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a GPU")
+    rng = random.Random(1)
+    cuda = torch.device("cuda")
+    for _ in range(50):
+        block, per, factored = rng.choice([32, 64, 256]), rng.choice([1, 2, 4, 32]), rng.random() < 0.5
+        dims = [
+            (rng.randint(1, 300), block * rng.randint(1, 12) if factored else rng.randint(1, 900))
+            for _ in range(rng.randint(1, 6))
+        ]
+        rows = [r if factored else max(-(-(r * c) // block), 1) for r, c in dims]
+        strides = [c // block if factored else 1 for _, c in dims]
+        numels = [r * c for r, c in dims]
+        host, n_host = fused._matrix_programs(rows, strides, numels, block, per)
+        dev, n_dev = fused._matrix_programs(rows, strides, numels, block, per, cuda)
+        assert dev.device.type == "cuda" and torch.equal(dev.cpu(), host) and n_dev == n_host, dims
+    params = [torch.zeros(n, device=cuda) for n in (1, 700, 4096, 5000)]
+    want = fused._tiles([p.cpu() for p in params], fused.NORM_TILE)
+    assert torch.equal(fused._tiles(params, fused.NORM_TILE).cpu(), want)
+
+
 @pytest.mark.parametrize(
     ("setting", "kw"),
     [
