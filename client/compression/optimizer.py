@@ -1277,14 +1277,24 @@ class MangoAdamW(torch.optim.Optimizer):
         :func:`~client.compression.quant.quantize_many` call (each state keeps its own blocks; with
         stochastic rounding the draws come from one call instead of one per state), else one by one."""
         ordered = [_to_param_order(x, p) for x, p in zip(xs, ps, strict=True)]
-        if bits in (16, 32) or len(ordered) == 1:
+        if bits == 32 or len(ordered) == 1:
             return [self._store(x, bits) for x in ordered]
+        if bits == 16:
+            return self._bf16_many(ordered)
         return list(
             quantize_many(
                 ordered, bits, mode=self._mode(bits),
                 stochastic=self._stochastic(bits), generator=self._rng(), check_finite=False,
             )
         )  # fmt: skip
+
+    def _bf16_many(self, xs: list[torch.Tensor]) -> list[Slot]:
+        """:meth:`_store` at 16 bits of same-shaped states, stacked: one rounding (and, stochastic, one draw)
+        for all of them instead of four launches each; the slots are views of the one bf16 buffer."""
+        stacked = torch.stack(xs)
+        gen = self._rng()
+        data = _bf16_stochastic(stacked, gen) if self._stochastic(16) else stacked.to(torch.bfloat16)
+        return [DenseState(d, torch.float32, 16) for d in data.unbind(0)]
 
     def _roundtrip(self, x: torch.Tensor, bits: int, p: torch.Tensor) -> torch.Tensor:
         """``Q_b(x)``: what a ``bits``-wide channel delivers (identity at 32 bits), blocks as :meth:`_put`."""
@@ -1354,12 +1364,19 @@ class MangoAdamW(torch.optim.Optimizer):
     ) -> None:
         """:meth:`_store_v` of same-shaped parameters (stacked: ``v_full [k, ...]`` or ``v_row``, ``v_col``):
         a quantized ``sqrt(v)`` in one call for the group, the other widths tensor by tensor."""
+        if v_full is not None and bits == 16 and len(sts) > 1:
+            slots = self._bf16_many([_to_param_order(v, p) for v, p in zip(v_full, ps, strict=True)])
+            for st, q in zip(sts, slots, strict=True):
+                for key in ("v_row", "v_col"):
+                    st.pop(key, None)
+                st["v"] = q
+            return
         if v_full is None or bits in (16, 32):
             for j, (st, p) in enumerate(zip(sts, ps, strict=True)):
                 parts = [None if x is None else x[j] for x in (v_full, v_row, v_col)]
                 self._store_v(st, parts[0], parts[1], parts[2], bits, p)
             return
-        roots = [_to_param_order(v.sqrt(), p) for v, p in zip(v_full, ps, strict=True)]
+        roots = [_to_param_order(v, p) for v, p in zip(v_full.sqrt(), ps, strict=True)]  # one sqrt
         qs = quantize_many(roots, bits, **self._v_code(bits))
         for st, q in zip(sts, qs, strict=True):
             for key in ("v_row", "v_col"):

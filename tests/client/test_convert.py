@@ -109,10 +109,10 @@ def test_groups_are_batched_and_odd_tensors_alone() -> None:
     assert keys[5] is None  # the vector keeps exact AdamW state: not converted
 
 
-def test_stochastic_rounding_is_deterministic_per_seed_and_close() -> None:
-    # no random start in this change: only the rounding draws move (the order of the per-tensor path's
-    # draws differs, so a random basis would differ too)
-    a, b = "r8/b8/g0.5", "r4/b8/g1"
+@pytest.mark.parametrize(("a", "b"), [("r8/b8/g0.5", "r4/b8/g1"), ("r8/b16/g0.5", "r4/b16/g1")])
+def test_stochastic_rounding_is_deterministic_per_seed_and_close(a: str, b: str) -> None:
+    """A change of rank down (no random start: only the rounding draws move; the per-tensor path draws in
+    another order, so a random basis would differ too) at 8 bits and at bf16, whose group draws at once."""
     x, px = _run(a, b, batched=True, stochastic=True)
     y, py = _run(a, b, batched=True, stochastic=True)
     ref, pr = _run(a, b, batched=False, stochastic=True)

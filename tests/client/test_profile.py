@@ -314,4 +314,6 @@ def test_nvml_energy_window_starts_and_ends_on_a_counter_move() -> None:
     meter = NvmlMeter(0, counter_period_s=0.4, nvml=_TickingNvml(power_w=300.0, period_s=0.4))
     step_s, step_j, source = profile_mod._time_steps(opt, torch.device("cpu"), 5, 2, meter)
     assert source == "nvml" and step_s > 0
-    assert step_j / step_s == pytest.approx(300.0, rel=0.08)
+    # the extra steps that wait for the closing move are timed with the energy, not with step_s: on a loaded
+    # CPU their pace differs from the timed steps' by some percent (unaligned readings: 0 or >= 1.33x)
+    assert step_j / step_s == pytest.approx(300.0, rel=0.2)
