@@ -749,17 +749,26 @@ def _programs_per_tensor(dims: list[tuple[int, int]], factored: bool, block: int
     return torch.cat(progs)[torch.cat([torch.nonzero(full).view(-1), torch.nonzero(~full).view(-1)])]
 
 
+def _random_table_case(
+    rng: random.Random,
+) -> tuple[int, int, bool, list[tuple[int, int]], list[int], list[int]]:
+    """A random matrix launch's geometry: block, rows a program, factored, the tensors' ``(rows, cols)``, and
+    the block rows and strides :func:`fused._matrix_programs` takes for them."""
+    block, per, factored = rng.choice([32, 64, 256]), rng.choice([1, 2, 4, 32]), rng.random() < 0.5
+    dims = [
+        (rng.randint(1, 300), block * rng.randint(1, 12) if factored else rng.randint(1, 900))
+        for _ in range(rng.randint(1, 6))
+    ]
+    rows = [r if factored else max(-(-(r * c) // block), 1) for r, c in dims]
+    strides = [c // block if factored else 1 for _, c in dims]
+    return block, per, factored, dims, rows, strides
+
+
 def test_strip_programs_equal_the_per_tensor_tables() -> None:
     """The program tables built for all tensors at once are the per-tensor construction's, row for row."""
     rng = random.Random(0)
     for _ in range(200):
-        block, per, factored = rng.choice([32, 64, 256]), rng.choice([1, 2, 4, 32]), rng.random() < 0.5
-        dims = [
-            (rng.randint(1, 300), block * rng.randint(1, 12) if factored else rng.randint(1, 900))
-            for _ in range(rng.randint(1, 6))
-        ]
-        rows = [r if factored else max(-(-(r * c) // block), 1) for r, c in dims]
-        strides = [c // block if factored else 1 for _, c in dims]
+        block, per, factored, dims, rows, strides = _random_table_case(rng)
         got, n_full = fused._matrix_programs(rows, strides, [r * c for r, c in dims], block, per)
         want = _programs_per_tensor(dims, factored, block, per)
         assert torch.equal(got, want.to(torch.int32)), (dims, factored, block, per)
@@ -777,13 +786,7 @@ def test_program_tables_built_on_the_gpu_equal_the_host_ones() -> None:
     rng = random.Random(1)
     cuda = torch.device("cuda")
     for _ in range(50):
-        block, per, factored = rng.choice([32, 64, 256]), rng.choice([1, 2, 4, 32]), rng.random() < 0.5
-        dims = [
-            (rng.randint(1, 300), block * rng.randint(1, 12) if factored else rng.randint(1, 900))
-            for _ in range(rng.randint(1, 6))
-        ]
-        rows = [r if factored else max(-(-(r * c) // block), 1) for r, c in dims]
-        strides = [c // block if factored else 1 for _, c in dims]
+        block, per, _, dims, rows, strides = _random_table_case(rng)
         numels = [r * c for r, c in dims]
         host, n_host = fused._matrix_programs(rows, strides, numels, block, per)
         dev, n_dev = fused._matrix_programs(rows, strides, numels, block, per, cuda)
