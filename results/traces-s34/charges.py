@@ -1,8 +1,6 @@
-"""Recorded vs simulated final loss term of static 2-4-bit episodes on the new CPU traces (session 34).
-
-Reproduce: `cp results/traces-s34/cpu-train5.jsonl.gz envs/traces/ && python -m mango_cli fit --out
-/tmp/surrogate-s34.json && rm envs/traces/cpu-train5.jsonl.gz && python results/traces-s34/charges.py
-/tmp/surrogate-s34.json` (the shipped fit is envs/traces/surrogate.json)."""
+"""Recorded vs simulated final loss term of static 2-4-bit episodes on the CPU traces of today's core
+(session 34): ``python results/traces-s34/charges.py MODEL.json`` against the fit shipped before session 34
+(``git show ee309e3:envs/traces/surrogate.json > /tmp/before.json``)."""
 
 import collections
 import sys
@@ -12,7 +10,7 @@ import numpy as np
 from envs import fit as F
 from envs.traces import load_traces
 
-new = load_traces("results/traces-s34/cpu-train5.jsonl.gz")
+new = load_traces("envs/traces/cpu-train5.jsonl.gz")
 rec = collections.defaultdict(list)
 for e in new.episodes:
     ref = new.references.get((e.workload, e.seed))
@@ -27,8 +25,8 @@ for e in new.episodes:
     rec[(e.workload, e.controller.removeprefix("static:"))].append((l - r) / r)
 F.LATE_SETTINGS = ("r0/b8/g0", "r0/b4/g0", "r0/b3/g0", "r0/b2/g0", "r16/b3/g0.75", "r8/b2/g0.25")
 models = {
-    "shipped fit": F.SurrogateModel.load("envs/traces/surrogate.json"),
-    "refit with cpu-train5": F.SurrogateModel.load(sys.argv[1]),
+    "fit before session 34": F.SurrogateModel.load("/tmp/before.json"),
+    "the model given": F.SurrogateModel.load(sys.argv[1]),
 }
 names = sorted({w for w, _ in rec})
 print("| workload | setting | recorded final l_T (n) | " + " | ".join(models) + " |")
