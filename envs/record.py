@@ -32,6 +32,12 @@ What produced the shipped traces (single-thread processes, about 21 CPU-minutes 
     nice mango record --workloads val --seeds 0,1 --budget-min 3 --seed 3 --out envs/traces/cpu-val.jsonl.gz
     nice mango record --workloads gru-tiny-linear --seeds 0,1 --budget-min 4.5 --seed 4 \
         --out envs/traces/cpu-train3.jsonl.gz                                      # session 18
+    nice mango record --workloads train --seeds 0,1 --budget-min 7 --seed 32 \
+        --controllers r0/b4/g0,random,r0/b8/g0,random-sticky,pulse,r64/b4/g0 \
+        --out envs/traces/cpu-train4.jsonl.gz                                      # session 32
+    nice mango record --workloads train --seeds 0,1 --budget-min 7 --seed 34 \
+        --controllers r0/b3/g0,r0/b2/g0,r16/b3/g0.75,random,r8/b2/g0.25,r0/b4/g0 \
+        --out envs/traces/cpu-train5.jsonl.gz                         # session 34: full-v 2-3 bits
 
 GPU traces (issue 13; the 85 M byte GPT and lm-medium on an H200, ~5 minutes)::
 
