@@ -60,7 +60,7 @@ import torch
 from client.compression import MangoAdamW
 from client.compression.sharded import local
 from client.protocol import CompressionSetting, CostProfile, SettingCost
-from client.telemetry import EnergyMeter, ModelledMeter, NvmlMeter, make_energy_meter
+from client.telemetry import EnergyMeter, ModelledMeter, make_energy_meter
 
 __all__ = [
     "PROFILE_SETTINGS",
@@ -204,7 +204,7 @@ def _time_steps(
 
     Fast steps are repeated until the timed window lasts :data:`MIN_WINDOW_S` (at most 50x ``steps``), so an
     energy counter that updates every ~100 ms (NVML) sees a window it can resolve. With NVML the energy
-    window also starts and ends on a move of the counter (:meth:`NvmlMeter.wait_for_move`): a window of
+    window also starts and ends on a move of the counter (:meth:`EnergyMeter.wait_for_move`): a window of
     :data:`MIN_WINDOW_S` that starts and ends anywhere reads up to a counter period more or less than it
     used, a third of it at 0.3 s, and a profile's small steps then read about 1x or 2x AdamW's energy
     whatever their cost. The steps run to reach the closing move count in the energy, not in the time.
@@ -222,23 +222,19 @@ def _time_steps(
         _sync(device)
         per_step = (time.perf_counter() - t0) / probe
         steps = min(max(steps, math.ceil(MIN_WINDOW_S / max(per_step, 1e-9))), 50 * steps)
-    nvml = meter if isinstance(meter, NvmlMeter) and meter.counter_period_s > 0 else None
-    if nvml is not None:
-        nvml.wait_for_move()
+    meter.wait_for_move()
     meter.begin()
     t0 = time.perf_counter()
     for _ in range(steps):
         opt.step()
     _sync(device)
     dt = time.perf_counter() - t0
-    extra = 0
-    if nvml is not None:
 
-        def step() -> None:
-            opt.step()
-            _sync(device)  # the step's energy is spent before the counter is read
+    def step() -> None:
+        opt.step()
+        _sync(device)  # the step's energy is spent before the counter is read
 
-        extra = nvml.wait_for_move(step)
+    extra = meter.wait_for_move(step)
     reading = meter.end(steps=steps + extra)
     return dt / steps, reading.energy_j / (steps + extra), reading.source
 

@@ -276,9 +276,10 @@ def _trace_factor_max_bits(meta: dict[str, Any]) -> int:
 
 
 def _old_low_bits(e: EpisodeTrace, fmb: int) -> bool:
-    """Whether ``e`` plays 2-3 bits under a rule that factored ``v`` there (``fmb >= 2``): the core before
-    session 33 (:attr:`FitConfig.current_low_bits`)."""
-    return fmb >= 2 and bool((e.columns["bits"] <= 3).any())
+    """Whether ``e`` plays a 2-3-bit width whose ``v`` its file's rule factored (``bits <= fmb``, as
+    :func:`_recorded_bytes` reads the rule): the core before session 33
+    (:attr:`FitConfig.current_low_bits`)."""
+    return bool((e.columns["bits"] <= min(fmb, 3)).any())
 
 
 def _recorded_bytes(meta: dict[str, Any], fmb: int) -> np.ndarray:

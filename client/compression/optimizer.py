@@ -1363,22 +1363,19 @@ class MangoAdamW(torch.optim.Optimizer):
         ps: list[torch.Tensor],
     ) -> None:
         """:meth:`_store_v` of same-shaped parameters (stacked: ``v_full [k, ...]`` or ``v_row``, ``v_col``):
-        a quantized ``sqrt(v)`` in one call for the group, the other widths tensor by tensor."""
-        if v_full is not None and bits == 16 and len(sts) > 1:
-            slots = self._bf16_many([_to_param_order(v, p) for v, p in zip(v_full, ps, strict=True)])
-            for st, q in zip(sts, slots, strict=True):
-                for key in ("v_row", "v_col"):
-                    st.pop(key, None)
-                st["v"] = q
-            return
-        if v_full is None or bits in (16, 32):
+        a bf16 ``v`` or a quantized ``sqrt(v)`` in one call for the group (:meth:`_put_many`,
+        :func:`~client.compression.quant.quantize_many`), the factors and fp32 tensor by tensor."""
+        if v_full is None or bits == 32:
             for j, (st, p) in enumerate(zip(sts, ps, strict=True)):
                 parts = [None if x is None else x[j] for x in (v_full, v_row, v_col)]
                 self._store_v(st, parts[0], parts[1], parts[2], bits, p)
             return
-        roots = [_to_param_order(v, p) for v, p in zip(v_full.sqrt(), ps, strict=True)]  # one sqrt
-        qs = quantize_many(roots, bits, **self._v_code(bits))
-        for st, q in zip(sts, qs, strict=True):
+        if bits == 16:
+            slots = self._put_many(list(v_full), 16, ps)
+        else:
+            roots = [_to_param_order(v, p) for v, p in zip(v_full.sqrt(), ps, strict=True)]  # one sqrt
+            slots = list(quantize_many(roots, bits, **self._v_code(bits)))
+        for st, q in zip(sts, slots, strict=True):
             for key in ("v_row", "v_col"):
                 st.pop(key, None)
             st["v"] = q

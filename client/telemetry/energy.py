@@ -95,6 +95,12 @@ class EnergyMeter(ABC):
         :raises TelemetryError: the source failed, or no window is open.
         """
 
+    def wait_for_move(self, work: Callable[[], object] | None = None) -> int:
+        """Return once the source's reading has moved, calling ``work`` between reads; how many times it
+        ran. A window that starts and ends on a move resolves a source that updates in steps (NVML's
+        counter, :meth:`NvmlMeter.wait_for_move`); the others read continuously: at once, 0."""
+        return 0
+
     def close(self) -> None:  # noqa: B027 - optional hook, most meters hold nothing
         """Release the source (NVML handle, Zeus monitor); the meter is unusable afterwards."""
 

@@ -9,7 +9,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from envs.fit import MODEL_PATH, FitConfig, _excess_tables, _stack, fit_surrogate, main, traces_digest
+from envs.fit import (
+    MODEL_PATH,
+    FitConfig,
+    _excess_tables,
+    _prepare,
+    _stack,
+    fit_surrogate,
+    main,
+    traces_digest,
+)
 from envs.surrogate_model import SurrogateModel
 from envs.traces import TRACES_DIR, load_traces
 from envs.workloads import GPU_WORKLOADS, HELDOUT_WORKLOADS, TRAIN_WORKLOADS
@@ -95,8 +104,6 @@ def test_excess_floor_clips_each_end_of_training_alone() -> None:
 def test_balanced_rows_weigh_each_workload_alike(fitted: tuple[SurrogateModel, dict]) -> None:
     ts = load_traces()
     fitted_model, _ = fitted  # the default FitConfig's fit
-    from envs.fit import _prepare
-
     data = _prepare(ts, FitConfig())
     eps = [e for w in ("gpu-gpt85m-cosine", "lm-tiny-cosine") for e in data[w].eps]
     tails = {n: t.spectral_tail for n, t in fitted_model.tables.items()}
@@ -212,8 +219,6 @@ def test_the_fit_leaves_out_the_old_cores_2_3_bit_episodes_only() -> None:
     """``current_low_bits``: an episode that plays 2-3 bits leaves the fit when its file factored ``v`` there
     (before session 33), and stays when its file did not (``cpu-train5``); episodes at 4+ bits stay either
     way, and the held-out split of the others does not move."""
-    from envs.fit import _prepare
-
     ts = load_traces()
     on, off = _prepare(ts, FitConfig()), _prepare(ts, FitConfig(current_low_bits=False))
 
