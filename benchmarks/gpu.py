@@ -428,7 +428,8 @@ def _state_bytes(opt: torch.optim.Optimizer) -> int:
 
 def _relative_to_adamw(rows: list[dict[str, Any]], key: str, out_key: str) -> None:
     """Add ``out_key = row[key] / torch AdamW's row[key]`` to every row that measured ``key``."""
-    base = next((r for r in rows if r["optimizer"].startswith("torch") and key in r), None)
+    name = "optimizer" if any("optimizer" in r for r in rows) else "setting"
+    base = next((r for r in rows if str(r.get(name, "")).startswith("torch") and key in r), None)
     for r in rows:
         if base and key in r:
             r[out_key] = r[key] / base[key]
@@ -490,6 +491,24 @@ def _fused_adamw_ms(
     return time_fn(opt.step)
 
 
+def _energy_row(step: Callable[[], Any], energy: _Energy, window_s: float) -> dict[str, float]:
+    """``energy_mJ_per_step`` and ``mean_power_W`` of ``step`` repeated for ``window_s`` seconds (NVML's
+    counter, a sync every 10 steps); empty where NVML is unavailable or ``window_s`` is 0."""
+    if window_s <= 0.0 or energy.handle is None:
+        return {}
+    e0, t0, k = energy.read_j(), time.perf_counter(), 0
+    while time.perf_counter() - t0 < window_s:
+        step()
+        k += 1
+        if k % 10 == 0:
+            _sync()
+    _sync()
+    e1, t1 = energy.read_j(), time.perf_counter()
+    if e0 is None or e1 is None:
+        return {}
+    return {"energy_mJ_per_step": (e1 - e0) * 1000.0 / k, "mean_power_W": (e1 - e0) / (t1 - t0)}
+
+
 def run_step(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
     energy = _Energy()
     rows: list[dict[str, Any]] = []
@@ -513,17 +532,7 @@ def run_step(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
             row["params_M"] = n_params / 1e6
             row["state_bytes_per_param"] = _state_bytes(opt) / n_params
             row["peak_mem_GiB"] = torch.cuda.max_memory_allocated() / 2**30
-            e0, t0, k = energy.read_j(), time.perf_counter(), 0
-            while time.perf_counter() - t0 < args.energy_window_s:
-                opt.step()
-                k += 1
-                if k % 10 == 0:
-                    _sync()
-            _sync()
-            e1, t1 = energy.read_j(), time.perf_counter()
-            if e0 is not None and e1 is not None:
-                row["energy_mJ_per_step"] = (e1 - e0) * 1000.0 / k
-                row["mean_power_W"] = (e1 - e0) / (t1 - t0)
+            row.update(_energy_row(opt.step, energy, args.energy_window_s))
             del opt, params
         except Exception as exc:
             row["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
@@ -626,9 +635,14 @@ VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("r32/b4/g0", {"refresh_every": 10_000}, {}),
     ("r64/b8/g0", {}, {}),
     ("r64/b8/g0", {"refresh_every": 10_000}, {}),
+    ("r64/b8/g0", {"refresh_every": 200}, {}),
     ("r64/b8/g0", {}, {"BACK_BN": 64, "PROJ_BK": 64}),
     ("r32/b32/g1", {}, {}),
     ("r32/b32/g1", {"refresh_every": 10_000}, {}),
+    # rank 64's refresh every 200 steps (50 by default): the missed energy rows of session 34 (r64/b8/g0,
+    # r64/b16/g1 at 1.16-1.20x AdamW's) with a quarter of the refreshes (the part's energy columns)
+    ("r64/b16/g1", {}, {}),
+    ("r64/b16/g1", {"refresh_every": 200}, {}),
     # rank 0 at 4 bits with its options combined (session 9: is a cheaper default at 4 bits in reach?)
     ("r0/b4/g0", {**NF4, "error_feedback": False}, {}),
     ("r0/b4/g0", {**FAC, "error_feedback": False}, {}),
@@ -714,8 +728,16 @@ def run_variants(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
     from client.protocol import CompressionSetting
 
     params = model_with_gradients(args.model)
-    adamw_ms = _fused_adamw_ms(params, lambda step: _amortized_ms(step, 100))
-    rows: list[dict[str, Any]] = [{"setting": "torch AdamW (fused)", "variant": "", "step_ms": adamw_ms}]
+    energy = _Energy()
+    adamw: dict[str, Any] = {"setting": "torch AdamW (fused)", "variant": ""}
+
+    def adamw_time(step: Callable[[], Any]) -> float:
+        adamw["step_ms"] = _amortized_ms(step, 100)
+        adamw.update(_energy_row(step, energy, args.energy_window_s))
+        return float(adamw["step_ms"])
+
+    _fused_adamw_ms(params, adamw_time)
+    rows: list[dict[str, Any]] = [adamw]
     keep = [x for x in OPTIMIZERS if not x.startswith("-")]
     for label, kw, knobs in VARIANTS:
         if keep and not any(x in label for x in keep):
@@ -731,6 +753,7 @@ def run_variants(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
             for _ in range(105):
                 opt.step()
             row["step_ms"] = _amortized_ms(opt.step, 100)
+            row.update(_energy_row(opt.step, energy, args.energy_window_s))
             del opt
         except Exception as exc:
             row["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
@@ -740,10 +763,10 @@ def run_variants(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
                 setattr(fused, k, v)
         rows.append(row)
         print(row, flush=True)
-    for row in rows:
-        if "step_ms" in row:
-            row["vs_fused_adamw"] = row["step_ms"] / adamw_ms
-    _write(out, "variants", rows, ["setting", "variant", "step_ms", "vs_fused_adamw", "error"], meta)
+    _relative_to_adamw(rows, "step_ms", "vs_fused_adamw")
+    _relative_to_adamw(rows, "energy_mJ_per_step", "energy_vs_adamw")
+    cols = ["setting", "variant", "step_ms", "vs_fused_adamw", "energy_mJ_per_step", "energy_vs_adamw"]
+    _write(out, "variants", rows, [*cols, "mean_power_W", "error"], meta)
 
 
 #: Tiles of the projected launches swept by ``tune-proj``: (PROJ_BN, PROJ_BK, BACK_BM, BACK_BN, warps).

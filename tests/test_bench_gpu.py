@@ -57,3 +57,47 @@ def test_converge_table_is_rewritten_with_each_run(tmp_path: Path) -> None:
     mango = next(r for r in summary if r["optimizer"] == "MangoAdamW r0/b8/g0")
     assert mango["seed"] == "mean (2)" and mango["loss_vs_adamw"] == pytest.approx(1.0)
     assert "| MangoAdamW r0/b8/g0 | mean (2) |" in (tmp_path / "converge.md").read_text()
+
+
+class _Counter:
+    """A fake NVML counter (joules) that moves 0.5 J with every step."""
+
+    def __init__(self) -> None:
+        self.handle: object | None = object()
+        self.j = 100.0
+
+    def read_j(self) -> float | None:
+        return self.j
+
+
+def test_energy_row_divides_the_window_by_its_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The step and variants parts' energy columns: the counter's rise over the window per step, and the
+    rise over the window's wall time as power; nothing without NVML or with a zero window."""
+    import benchmarks.gpu as gpu
+
+    monkeypatch.setattr(gpu, "_sync", lambda: None)
+    counter = _Counter()
+
+    def step() -> None:
+        counter.j += 0.5
+
+    row = gpu._energy_row(step, counter, 0.02)
+    assert row["energy_mJ_per_step"] == pytest.approx(500.0)
+    assert row["mean_power_W"] > 0.0
+    assert gpu._energy_row(step, counter, 0.0) == {}
+    counter.handle = None
+    assert gpu._energy_row(step, counter, 0.02) == {}
+
+
+def test_variant_rows_are_relative_to_the_adamw_row() -> None:
+    """The variants part names its rows by ``setting``; the ratios find fused AdamW's row by that key."""
+    from benchmarks.gpu import _relative_to_adamw
+
+    rows = [
+        {"setting": "torch AdamW (fused)", "variant": "", "energy_mJ_per_step": 600.0},
+        {"setting": "r0/b2/g0", "variant": "DRAWS=hash", "energy_mJ_per_step": 540.0},
+        {"setting": "r0/b2/g0", "variant": "", "error": "OutOfMemoryError"},
+    ]
+    _relative_to_adamw(rows, "energy_mJ_per_step", "energy_vs_adamw")
+    assert rows[1]["energy_vs_adamw"] == pytest.approx(0.9)
+    assert "energy_vs_adamw" not in rows[2]
