@@ -511,6 +511,7 @@ class AdaptiveCompression:
         self._step += 1
         self._in_interval += 1
         self._stats.add_loss(loss)
+        self._meter.poll()
         client = self._client
         if client is not None and self._world == 1 and client.has_outcome:
             outcome = client.poll()  # an answer arrived: apply it from the next step on

@@ -286,6 +286,8 @@ def train_run(
                 hook.step(loss)
             else:
                 losses.append(loss.detach())
+                assert meter is not None
+                meter.poll()  # as the hook does: NVML's counter moves dated within the interval
             if (step + 1) % args.interval_steps:
                 continue
             if hook is not None:

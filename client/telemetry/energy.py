@@ -101,6 +101,11 @@ class EnergyMeter(ABC):
         counter, :meth:`NvmlMeter.wait_for_move`); the others read continuously: at once, 0."""
         return 0
 
+    def poll(self) -> None:  # noqa: B027 - optional hook, most meters read continuously
+        """Note the source's reading mid-window; call it once per training step (cheap, never raises). A
+        source that updates in steps (NVML's counter, :meth:`NvmlMeter.poll`) dates its moves by it; the
+        others ignore it."""
+
     def close(self) -> None:  # noqa: B027 - optional hook, most meters hold nothing
         """Release the source (NVML handle, Zeus monitor); the meter is unusable afterwards."""
 
@@ -115,16 +120,26 @@ class EnergyMeter(ABC):
 class NvmlMeter(EnergyMeter):
     """GPU energy from NVML's total-energy counter (Volta and newer), the reference measurement.
 
-    ``energy_j`` is the difference of ``nvmlDeviceGetTotalEnergyConsumption`` (millijoules since driver load)
-    between :meth:`begin` and :meth:`end`; ``mean_power_w = energy_j / interval_s``. Reading the counter costs
-    a few microseconds and does not synchronize CUDA: call :meth:`end` after the work of the window has
+    ``energy_j`` comes from ``nvmlDeviceGetTotalEnergyConsumption`` (millijoules since driver load), which
+    moves once per update period (about 100 ms): a window's plain counter difference is off by up to one
+    period's energy at each end (a 0.3 s window by up to +/- 30 %). Where :meth:`poll` ran during the window
+    (the hook calls it every training step), the meter dates each counter move it saw (to within the gap
+    between two reads, at most ``max_read_gap_s``) and reads the power between the first and the last move
+    inside the window: ``energy_j = that power * interval_s``, ``mean_power_w = that power``. Without two
+    dated moves a period apart (no polls, or a short window) it is the plain difference. Reading the counter
+    costs a few microseconds and does not synchronize CUDA: call :meth:`end` after the work of the window has
     finished (the hook does it after its once-per-interval sync).
 
     :param device_index: NVML device index (NVML ignores ``CUDA_VISIBLE_DEVICES``).
     :param counter_period_s: update period of the energy counter; windows shorter than it are flagged
         ``coarse`` (about 0.1 s on an H200; raise it for older boards, or lengthen the control interval).
+    :param poll_period_s: :meth:`poll` reads the counter at most this often (a read costs a few
+        microseconds: 2 ms keeps it under 0.3 % of any step rate); a move is dated to within it.
+    :param max_read_gap_s: a move seen by a read longer than this after the previous one (a read after a
+        long sync, or after a slow step) is not dated: the window's power comes from the better-dated moves.
     :param nvml: the pynvml module; injectable so tests can simulate hardware and faults. ``nvmlInit`` and
         ``nvmlShutdown`` are reference-counted by NVML itself, so several meters may coexist.
+    :param clock: seconds, monotonic (``time.perf_counter``); injectable with ``nvml`` for simulated time.
     :raises TelemetryError: NVML is missing, the device is absent, or it has no energy counter.
     """
 
@@ -135,12 +150,20 @@ class NvmlMeter(EnergyMeter):
         device_index: int = 0,
         *,
         counter_period_s: float = DEFAULT_COUNTER_PERIOD_S,
+        poll_period_s: float = 0.002,
+        max_read_gap_s: float = 0.02,
         nvml: Any = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         if device_index < 0:
             raise ValueError(f"device_index={device_index} must be >= 0")
         if not counter_period_s >= 0.0:
             raise ValueError(f"counter_period_s={counter_period_s} must be >= 0 seconds (H200: 0.1)")
+        if not 0.0 <= poll_period_s <= max_read_gap_s:
+            raise ValueError(
+                f"poll_period_s={poll_period_s} and max_read_gap_s={max_read_gap_s}: need "
+                "0 <= poll_period_s <= max_read_gap_s (defaults 0.002 and 0.02 seconds)"
+            )
         if nvml is None:
             try:
                 import pynvml
@@ -150,7 +173,11 @@ class NvmlMeter(EnergyMeter):
         self._nvml = nvml
         self.device_index = device_index
         self.counter_period_s = float(counter_period_s)
+        self.poll_period_s, self.max_read_gap_s = float(poll_period_s), float(max_read_gap_s)
+        self._clock = clock
         self._start: tuple[float, int] | None = None
+        self._last_read: tuple[float, int] = (0.0, 0)  # the window's newest read (seconds, mJ)
+        self._moves: list[tuple[float, int]] = []  # dated moves of this window: first and newest
         self._closed = False
         self._call("nvmlInit")
         try:
@@ -185,6 +212,29 @@ class NvmlMeter(EnergyMeter):
                 n += 1
         return n
 
+    def _note(self, t: float, e_mj: int) -> None:
+        """Date a counter move between the previous read and this one (the middle of the gap)."""
+        t_prev, e_prev = self._last_read
+        if e_mj != e_prev and t - t_prev <= self.max_read_gap_s:
+            move = (0.5 * (t_prev + t), e_mj)
+            if self._moves:
+                self._moves[1:] = [move]
+            else:
+                self._moves = [move]
+        self._last_read = (t, e_mj)
+
+    def poll(self) -> None:
+        if self._start is None or self._closed:
+            return
+        t = self._clock()
+        if t - self._last_read[0] < self.poll_period_s:
+            return
+        try:
+            e_mj = self._read_mj()
+        except TelemetryError:  # end() reports the fault; a step never raises for telemetry
+            return
+        self._note(t, e_mj)
+
     @property
     def power_limit_w(self) -> float:
         """The board's enforced power limit, watts (context for a power budget)."""
@@ -193,26 +243,32 @@ class NvmlMeter(EnergyMeter):
     def begin(self) -> None:
         if self._closed:
             raise TelemetryError("NvmlMeter is closed")
-        self._start = (time.perf_counter(), self._read_mj())
+        self._start = self._last_read = (self._clock(), self._read_mj())
+        self._moves = []
 
     def end(self, steps: int = 0) -> EnergyReading:
         if self._start is None:
             raise TelemetryError("NvmlMeter.end() called without begin()")
         t0, e0_mj = self._start
         e1_mj = self._read_mj()
-        interval_s = time.perf_counter() - t0
+        t1 = self._clock()
+        interval_s = t1 - t0
         self._start = None
         if e1_mj < e0_mj:
             raise TelemetryError(
                 f"NVML energy counter went backwards ({e0_mj} -> {e1_mj} mJ): driver reloaded or device reset"
             )
+        self._note(t1, e1_mj)
         energy_j = (e1_mj - e0_mj) / 1000.0
+        power_w = energy_j / interval_s if interval_s > 0.0 else 0.0
+        coarse = interval_s < self.counter_period_s
+        if len(self._moves) == 2:
+            (ta, ea), (tb, eb) = self._moves
+            if tb > ta and tb - ta >= self.counter_period_s - self.max_read_gap_s:  # a period apart or more
+                power_w = (eb - ea) / 1000.0 / (tb - ta)
+                energy_j, coarse = power_w * interval_s, False
         return EnergyReading(
-            energy_j=energy_j,
-            mean_power_w=energy_j / interval_s if interval_s > 0.0 else 0.0,
-            interval_s=interval_s,
-            source="nvml",
-            coarse=interval_s < self.counter_period_s,
+            energy_j=energy_j, mean_power_w=power_w, interval_s=interval_s, source="nvml", coarse=coarse
         )
 
     def close(self) -> None:

@@ -124,6 +124,31 @@ def test_records_reference_and_log_in_local_mode(tmp_path: Path) -> None:
     assert hook.telemetry_s > 0 and hook.overhead_s >= hook.telemetry_s
 
 
+def test_the_hook_polls_its_meter_every_step() -> None:
+    """The meter sees every training step (``EnergyMeter.poll``: NVML's counter moves dated inside the
+    interval), each inside an open window."""
+
+    class Counting(ModelledMeter):
+        polls, open_polls, is_open = 0, 0, False
+
+        def begin(self) -> None:
+            super().begin()
+            self.is_open = True
+
+        def end(self, steps: int = 0):  # type: ignore[no-untyped-def]
+            self.is_open = False
+            return super().end(steps)
+
+        def poll(self) -> None:
+            self.polls += 1
+            self.open_polls += self.is_open
+
+    task, meter = Task(), Counting(flops_per_step=1e6)
+    with AdaptiveCompression(task.opt, interval_steps=4, controller="static", energy_meter=meter) as hook:
+        task.train(hook, 10)
+    assert meter.polls == meter.open_polls == 10
+
+
 def _bare_profile(adamw_step_s: float, setting_step_s: float) -> CostProfile:
     """A profile taken without a training step (no optimizer share), R8B8 measured."""
     return CostProfile.model_validate(
