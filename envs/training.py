@@ -287,6 +287,7 @@ class TrainingJob:
             loss.backward()
             self.opt.step()
             lv = float(loss.detach())  # the one host sync of the step besides the optimizer's own
+            self.meter.poll()  # NVML's counter moves dated inside the interval (EnergyMeter.poll)
             train_s += time.perf_counter() - t0
             losses.append(lv)
             stats = self.opt.compression_stats()
