@@ -76,7 +76,8 @@ class GpuBenchArgs:
     """sequence length (bytes) in the convergence part"""
     optimizers: str = ""
     """only the optimizers whose name contains one of these comma-separated strings (empty: all);
-    a string starting with '-' drops the names that contain the rest"""
+    a string starting with '-' drops the names that contain the rest; in the variants part a string
+    'SETTING|VARIANT' keeps exactly that row ('r0/b2/g0|' its baseline, 'r0/b2/g0|DRAWS=hash')"""
     kernel_args: str = ""
     """extra arguments passed to benchmarks.kernels (space separated)"""
     model: str = "gpt2"
@@ -721,6 +722,12 @@ VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
 ]
 
 
+def _keeps_variant(keep: list[str], label: str, variant: str) -> bool:
+    """Whether ``--optimizers``' kept strings select a variants row: all when none, else one that is
+    ``f"{label}|{variant}"`` exactly or, without a ``|``, a part of the label."""
+    return not keep or any(x == f"{label}|{variant}" if "|" in x else x in label for x in keep)
+
+
 def run_variants(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
     """What each option of the fused step costs: :data:`VARIANTS` against fused AdamW in the same run
     (amortized device time per step, refreshes included)."""
@@ -740,10 +747,10 @@ def run_variants(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
     rows: list[dict[str, Any]] = [adamw]
     keep = [x for x in OPTIMIZERS if not x.startswith("-")]
     for label, kw, knobs in VARIANTS:
-        if keep and not any(x in label for x in keep):
+        variant = ", ".join(f"{k}={v}" for k, v in {**kw, **knobs}.items())
+        if not _keeps_variant(keep, label, variant):
             continue
         saved = {k: getattr(fused, k) for k in knobs}
-        variant = ", ".join(f"{k}={v}" for k, v in {**kw, **knobs}.items())
         row: dict[str, Any] = {"setting": label, "variant": variant}
         try:
             for k, v in knobs.items():

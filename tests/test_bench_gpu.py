@@ -101,3 +101,25 @@ def test_variant_rows_are_relative_to_the_adamw_row() -> None:
     _relative_to_adamw(rows, "energy_mJ_per_step", "energy_vs_adamw")
     assert rows[1]["energy_vs_adamw"] == pytest.approx(0.9)
     assert "energy_vs_adamw" not in rows[2]
+
+
+def test_variant_rows_are_kept_by_label_or_exactly() -> None:
+    """``--optimizers`` in the variants part: a label's part keeps its every row; 'SETTING|VARIANT' keeps
+    that row only ('SETTING|' the baseline)."""
+    from benchmarks.gpu import VARIANTS, _keeps_variant
+
+    def kept(keep: list[str]) -> list[str]:
+        rows = []
+        for label, kw, knobs in VARIANTS:
+            variant = ", ".join(f"{k}={v}" for k, v in {**kw, **knobs}.items())
+            if _keeps_variant(keep, label, variant):
+                rows.append(f"{label}|{variant}")
+        return rows
+
+    assert len(kept([])) == len(VARIANTS)
+    assert len(kept(["r0/b2/g0"])) > 5
+    assert kept(["r0/b2/g0|", "r0/b2/g0|DRAWS=hash", "r64/b8/g0|refresh_every=200"]) == [
+        "r0/b2/g0|",
+        "r64/b8/g0|refresh_every=200",
+        "r0/b2/g0|DRAWS=hash",
+    ]
