@@ -13,8 +13,8 @@
             hook.step(loss)          # the one line
 
 Per step, :meth:`AdaptiveCompression.step` only appends the detached loss tensor to a list (and, every
-``grad_norm_every`` steps, launches one fused gradient-norm kernel): no host sync, no I/O. Every
-``interval_steps`` steps it closes a control interval:
+``grad_norm_every`` steps, the gradients' norm the optimizer's step computed): no host sync, no I/O.
+Every ``interval_steps`` steps it closes a control interval:
 
 1. one device sync turns the interval's losses and gradient norms into floats;
 2. it builds a :class:`~client.protocol.TelemetryRecord` (loss mean/std, gradient norm, the optimizer's
@@ -58,6 +58,7 @@ import os
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -254,8 +255,10 @@ class AdaptiveCompression:
     :param decision_log: path of a JSON-lines decision log (appended to), or ``None``.
     :param job_id: the job's id at the service; default ``job-<random>``.
     :param policy: the service policy to ask.
-    :param grad_norm_every: sample the global gradient norm every this many steps (one fused kernel, no
-        sync); default ``max(1, interval_steps // 8)``; ``0`` uses only the optimizer's last-step norm.
+    :param grad_norm_every: sample the global gradient norm every this many steps (no sync: the norm the
+        optimizer's step computed, :meth:`MangoAdamW.last_grad_norm`, else one fused kernel over the
+        gradients); default ``max(1, interval_steps // 8)``; ``0`` uses only the last step's norm of the
+        interval.
     :param flops_per_step: FLOPs of one training step, for the modelled meter (``~6 x params x tokens``).
     :param client_options: extra keyword arguments of :class:`PolicyClient` (timeouts, retries, breaker).
     :param apply_decisions: ``False`` is shadow mode: decisions are asked for and logged (``"shadow": true``)
@@ -349,6 +352,9 @@ class AdaptiveCompression:
         self._rank = torch.distributed.get_rank() if dist_on else 0
 
         self._params = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
+        self._last_grad_norm: Callable[[], torch.Tensor | None] = getattr(
+            optimizer, "last_grad_norm", lambda: None
+        )
         if not self._params:
             raise ValueError("optimizer has no trainable parameters")
         if isinstance(profile, str):
@@ -518,7 +524,9 @@ class AdaptiveCompression:
             if outcome is not None:
                 self._apply(outcome.decision, outcome.source, outcome.step, outcome.latency_ms)
         if self.grad_norm_every and self._in_interval % self.grad_norm_every == 0:
-            norm = global_grad_norm(self._params)
+            norm = self._last_grad_norm()
+            if norm is None:  # a sharded step's norms are this rank's: one fused kernel over the gradients
+                norm = global_grad_norm(self._params)
             if norm is not None:
                 self._stats.add_grad_norm(norm)
         if self._in_interval >= self.interval_steps:

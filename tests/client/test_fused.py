@@ -1052,3 +1052,41 @@ def test_variants_part_times_the_partial_sums() -> None:
     for label, kw, _ in rows:
         assert (label, kw, {}) in gpu.VARIANTS, label
     assert all(hasattr(fused, k) for _, _, knobs in gpu.VARIANTS for k in knobs)
+
+
+@pytest.mark.parametrize("setting", [S(rank=0, bits=8), S(rank=4, bits=4, gamma=0.5)])
+def test_last_grad_norm_is_the_gradients_norm_on_both_paths(setting: S) -> None:
+    """``MangoAdamW.last_grad_norm`` (what the hook samples, with no pass of its own over the gradients) is
+    the global norm of the gradients the last step read, from the fused path's pre-pass and the torch path's
+    norms alike, and stays valid after ``zero_grad``."""
+    from client.telemetry import global_grad_norm
+
+    for use_fused in (True, False):
+        params = _params()
+        opt = MangoAdamW(params, lr=LR, setting=setting, min_compress_numel=1024, fused=use_fused)
+        assert opt.last_grad_norm() is None
+        for k in range(3):
+            for p, g in zip(params, _grads(k, params)):
+                p.grad = g
+            opt.step()
+            want = global_grad_norm(params)
+            opt.zero_grad(set_to_none=True)
+            got = opt.last_grad_norm()
+            assert got is not None and want is not None
+            assert float(got) == pytest.approx(float(want), rel=1e-5), (use_fused, k)
+
+
+def test_last_grad_norm_leaves_out_a_skipped_tensor() -> None:
+    """A tensor whose gradient is not finite is skipped by the step, and left out of its norm (both paths)."""
+    for use_fused in (True, False):
+        params = _params()
+        opt = MangoAdamW(params, lr=LR, setting=S(rank=0, bits=8), min_compress_numel=1024, fused=use_fused)
+        _run(params, opt, range(2))
+        grads = _grads(5, params)
+        grads[1][0] = float("nan")
+        for p, g in zip(params, grads):
+            p.grad = g
+        opt.step()
+        got = opt.last_grad_norm()
+        want = torch.linalg.vector_norm(torch.stack([g.norm() for i, g in enumerate(grads) if i != 1]))
+        assert got is not None and float(got) == pytest.approx(float(want), rel=1e-5), use_fused

@@ -149,6 +149,29 @@ def test_the_hook_polls_its_meter_every_step() -> None:
     assert meter.polls == meter.open_polls == 10
 
 
+def test_grad_norm_is_the_interval_mean_even_after_zero_grad() -> None:
+    """The record's gradient norm is the mean over the interval's steps of the norm each step read (the
+    optimizer's own, ``MangoAdamW.last_grad_norm``), also where the loop frees the gradients before
+    ``hook.step`` as the module's example does."""
+    task = Task()
+    norms: list[float] = []
+    with AdaptiveCompression(
+        task.opt, interval_steps=4, controller="static", energy_meter=modelled()
+    ) as hook:
+        for _ in range(8):
+            loss = (task.model(task.x) - task.y).pow(2).mean()
+            loss.backward()
+            task.opt.step()
+            norms.append(
+                float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in task.model.parameters()])))
+            )
+            task.opt.zero_grad(set_to_none=True)
+            hook.step(loss)
+    assert [r.grad_norm for r in hook.history] == pytest.approx(
+        [statistics.fmean(norms[:4]), statistics.fmean(norms[4:])], rel=1e-5
+    )
+
+
 def _bare_profile(adamw_step_s: float, setting_step_s: float) -> CostProfile:
     """A profile taken without a training step (no optimizer share), R8B8 measured."""
     return CostProfile.model_validate(
