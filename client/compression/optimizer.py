@@ -1522,6 +1522,14 @@ class MangoAdamW(torch.optim.Optimizer):
         for st in sts:
             st.pop("e", None)
             st.pop("h", None)
+        # A buffer the new setting needs and the old one had not (an error buffer after 32 bits, the shift's
+        # reference after gamma = 0) starts as zeros, which is what a first step without it reads: stored now,
+        # the next step finds every slot in place and takes the fused launches instead of the torch path.
+        if not identity and self.error_feedback and E is None:
+            full = sts[0]["rank"] > 0 and self.ef_scope != "subspace"  # e on the whole (m, n) matrix
+            E = exp_avg.new_zeros(len(sts), *sts[0]["shape"]) if full else torch.zeros_like(exp_avg)
+        if not identity and s.gamma > 0 and H is None:
+            H = torch.zeros_like(exp_avg)
         if E is not None and self.error_feedback:
             # kept at full precision when the new setting compresses nothing: flushed at the next step
             for st, e in zip(sts, self._put_many(list(E), 32 if identity else bits, ps), strict=True):

@@ -1090,3 +1090,48 @@ def test_last_grad_norm_leaves_out_a_skipped_tensor() -> None:
         got = opt.last_grad_norm()
         want = torch.linalg.vector_norm(torch.stack([g.norm() for i, g in enumerate(grads) if i != 1]))
         assert got is not None and float(got) == pytest.approx(float(want), rel=1e-5), use_fused
+
+
+@pytest.mark.parametrize(
+    ("start", "to"),
+    [
+        ("r64/b16/g0", "r0/b4/g1"),
+        ("r0/b32/g0", "r16/b3/g0.75"),
+        ("r0/b32/g0", "r8/b8/g0"),
+        ("r4/b8/g0", "r0/b8/g0.5"),
+    ],
+)
+def test_first_step_after_a_change_into_new_buffers_is_fused(start: str, to: str) -> None:
+    """A change into a setting that needs a buffer the old one had not (the error buffer after 32 bits, the
+    shift's reference after gamma = 0) stores it as zeros: the next step takes the fused launches for every
+    matrix (it ran them on the torch path, tens of milliseconds of launches on a GPU); on the torch path the
+    zeros step bit for bit as no buffer did, and the fused steps track the torch path's (round to nearest)."""
+    runs = []
+    for fused_step, drop in ((True, False), (False, False), (False, True)):
+        params = _params()
+        opt = MangoAdamW(
+            params, lr=LR, setting=S.parse(start), min_compress_numel=1024, fused=fused_step, seed=5,
+            stochastic_rounding=False, refresh_every=100,
+        )  # fmt: skip
+        _run(params, opt, range(3))
+        had = {id(st): {k for k in ("e", "h") if k in st} for st in opt.state.values()}
+        opt.apply_setting(S.parse(to))
+        for st in opt.state.values():
+            if st.get("kind") == "matrix":
+                assert "e" in st and ("h" in st) == (S.parse(to).gamma > 0)
+                if drop:  # what a change stored before: no new buffer, which the torch path reads as zeros
+                    for k in {"e", "h"} - had[id(st)]:
+                        st.pop(k, None)
+        _run(params, opt, range(3, 4))
+        if fused_step:
+            assert opt._plan is not None and opt._plan.torch_items == [], opt._plan.torch_items
+        runs.append(params)
+    for a, b in zip(runs[1], runs[2], strict=True):
+        assert torch.equal(a, b)  # zeros stored == no buffer, on the torch path
+    moved = 4 * LR
+    for a, b in zip(runs[0], runs[1], strict=True):  # the fused steps track the torch path's
+        d = (a - b).detach().abs()
+        assert float(d.mean()) < 2e-3 * moved and float(d.max()) < 0.1 * moved, (
+            tuple(a.shape),
+            float(d.max()),
+        )
