@@ -1,6 +1,8 @@
 """Recorded vs simulated final loss term of static 2-4-bit episodes on the CPU traces of today's core
 (session 34): ``python results/traces-s34/charges.py MODEL.json`` against the fit shipped before session 34
-(``git show ee309e3:envs/traces/surrogate.json > /tmp/before.json``)."""
+(``git show ee309e3:envs/traces/surrogate.json > /tmp/before.json``). Session 35 on its H100 traces:
+``python results/traces-s34/charges.py MODEL.json envs/traces/gpu-h100-s35.jsonl.gz /tmp/s34.json`` (the
+fit shipped in session 34: ``git show bd4c6d5:envs/traces/surrogate.json > /tmp/s34.json``)."""
 
 import collections
 import sys
@@ -10,7 +12,7 @@ import numpy as np
 from envs import fit as F
 from envs.traces import load_traces
 
-new = load_traces("envs/traces/cpu-train5.jsonl.gz")
+new = load_traces(sys.argv[2] if len(sys.argv) > 2 else "envs/traces/cpu-train5.jsonl.gz")
 rec = collections.defaultdict(list)
 for e in new.episodes:
     ref = new.references.get((e.workload, e.seed))
@@ -25,7 +27,7 @@ for e in new.episodes:
     rec[(e.workload, e.controller.removeprefix("static:"))].append((l - r) / r)
 F.LATE_SETTINGS = ("r0/b8/g0", "r0/b4/g0", "r0/b3/g0", "r0/b2/g0", "r16/b3/g0.75", "r8/b2/g0.25")
 models = {
-    "fit before session 34": F.SurrogateModel.load("/tmp/before.json"),
+    "the earlier fit": F.SurrogateModel.load(sys.argv[3] if len(sys.argv) > 3 else "/tmp/before.json"),
     "the model given": F.SurrogateModel.load(sys.argv[1]),
 }
 names = sorted({w for w, _ in rec})
