@@ -7,10 +7,6 @@
 source results/gpu-h200-next/preamble.sh
 nvidia-smi --query-gpu=name,power.limit --format=csv,noheader >> $L
 gpu_tests
-switch() {  # NAME: the switch part's table to the summary log
-  timeout 90 python3 -m mango_cli bench gpu --out $R/switch-$1 --parts switch > $R/switch-$1.log 2>&1
-  step "switch $1" $?; cat $R/switch-$1/*.md >> $L 2>/dev/null || tail -5 $R/switch-$1.log >> $L
-}
 cp client/compression/optimizer.py /tmp/optimizer.new.py
 cp .old/optimizer.py client/compression/optimizer.py && switch old
 cp /tmp/optimizer.new.py client/compression/optimizer.py && switch new

@@ -54,3 +54,9 @@ grid_step() {
     --optimizers=-bnb,-torchao,-Flash,-GaLore,-APOLLO,$1 > $R/grid.log 2>&1
   step grid $?; cat $R/grid/*.md >> $L 2>/dev/null || grep "AdamW" $R/grid.log | tail -25 >> $L
 }
+
+# switch NAME: `mango bench gpu --parts switch` (a setting change's cost, ~12 s), its table to the summary log
+switch() {
+  timeout 90 python3 -m mango_cli bench gpu --out $R/switch-$1 --parts switch > $R/switch-$1.log 2>&1
+  step "switch $1" $?; cat $R/switch-$1/*.md >> $L 2>/dev/null || tail -5 $R/switch-$1.log >> $L
+}
