@@ -1,6 +1,7 @@
 #!/bin/bash
 # Session 35 (carry .whl13s; CALL_LIMIT <= 560). Session 34's call_73.sh's questions (that script never ran
-# and is gone) with the energy of the missed rows' variants first; every part after the tests runs only while CALL_LIMIT leaves it time:
+# and is gone) with the energy of the missed rows' variants first; every part after the tests runs only
+# while CALL_LIMIT leaves it time:
 # 1. the compiled tests (session 34's review commit and session 35's meter poll have not run on a GPU);
 # 2. issue 12: energy per step of the missed rows' variants (`--parts variants` now measures energy):
 #    2 bits with hash draws or rounded to nearest, rank 64's refresh every 200 steps;
