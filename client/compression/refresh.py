@@ -6,18 +6,18 @@ subspace iterations), rotates the ``r x n`` states by ``W = P'^T P`` (``m <- W m
 ``h <- W h``, ``v`` mixed by ``W * W``) and steps on. Tensor by tensor that is tens of small launches and a
 QR each, every ``refresh_every`` steps: on a GPU it cost more than the steps it served.
 
-:func:`refresh` does the same products batched over the tensors that share ``(m, n, r)``: the gradients
-are stacked once, the two products are ``bmm``, the orthogonalization is
-:func:`~client.compression.lowrank.orthonormalize_batched` (CholeskyQR2, as the torch path's refresh: a
-stack's Householder QR runs matrix by matrix in the GPU solver). It writes the rotated states in fp32 into
-the launch's refresh buffers (one ``r x n`` copy each of ``m``, ``v``, ``e``, ``h``; a factored ``v``'s
-row statistic is rotated in place), and the matrix kernel of that step reads them there instead of the
-slots (``FRESH``) and stores its results into the slots as every step does: the torch path's arithmetic,
-with no extra rounding, and the plan's address tables stay valid. Every tensor of the launch goes through
-the buffers at such a step; those that are not due keep their basis (``W = I``). A tensor whose error-fed
-gradient is not finite keeps its basis (its update is skipped anyway, by the norm pre-pass) and its
-``basis_step`` moves on (a pending refresh after a rank increase is dropped with it): the torch path would
-retry the refresh at the next step.
+:func:`refresh` does the same products batched over the tensors that share ``(m, n, r)``: the gradients are
+stacked once (in chunks of :data:`REFRESH_STACK_BYTES`), the two products are ``bmm``, the orthogonalization
+is :func:`~client.compression.lowrank.orthonormalize_batched` (CholeskyQR2, as the torch path's refresh: a
+stack's Householder QR runs matrix by matrix in the GPU solver). It writes the rotated states in fp32 into the
+launch's refresh buffers (one ``r x n`` copy each of ``m``, ``v``, ``e``, ``h``; a factored ``v``'s row
+statistic is rotated in place), and the matrix kernel of that step reads them there instead of the slots
+(``FRESH``) and stores its results into the slots as every step does: the torch path's arithmetic, with no
+extra rounding, and the plan's address tables stay valid. Every tensor of the launch goes through the buffers
+at such a step; those that are not due keep their basis (``W = I``). A tensor whose error-fed gradient is not
+finite keeps its basis (its update is skipped anyway, by the norm pre-pass) and its ``basis_step`` moves on (a
+pending refresh after a rank increase is dropped with it): the torch path would retry the refresh at the next
+step.
 """
 
 from __future__ import annotations
@@ -163,11 +163,25 @@ class _Inputs:
     E: torch.Tensor | None  # (k, r, n) the error buffers, fp32
 
 
-def _subgroups(states: list[dict[str, Any]]) -> dict[tuple[Any, ...], list[int]]:
+#: Bytes of the fp32 gradient stack one batched refresh product reads at most: a ``(shape, rank)`` subgroup
+#: whose gradients are larger is refreshed in chunks of whole tensors. The stack is the refresh's transient
+#: memory (about twice it, with the error-fed copy): unchunked, a 1B-parameter model's largest shape group
+#: stacked gigabytes at once, and a projected setting's peak memory rose to AdamW's. 256 MiB keeps each
+#: product large enough to fill a GPU.
+REFRESH_STACK_BYTES = 1 << 28
+
+
+def _subgroups(states: list[dict[str, Any]]) -> list[tuple[int, list[int]]]:
+    """``(rank, positions)`` of the tensors refreshed together: one ``(shape, rank)`` at a time, in chunks
+    of at most :data:`REFRESH_STACK_BYTES` of fp32 gradient (at least one tensor each)."""
     groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
     for i, st in enumerate(states):
         groups[(st["shape"], st["rank"])].append(i)
-    return groups
+    out = []
+    for (shape, r), idx in groups.items():
+        per = max(1, REFRESH_STACK_BYTES // (4 * shape[0] * shape[1]))
+        out += [(r, idx[j : j + per]) for j in range(0, len(idx), per)]
+    return out
 
 
 def _products(
@@ -176,7 +190,7 @@ def _products(
     """The products of a refresh that read the gradients (``X = G + P E``, ``q = X^T P``, the subspace
     iterations but the last orthogonalization), per ``(shape, rank)`` subgroup of one launch."""
     out = []
-    for (_, r), idx in _subgroups(states).items():
+    for r, idx in _subgroups(states):
         ps = [params[i] for i in idx]
         sts = [states[i] for i in idx]
         batched = _batchable(opt, sts)
@@ -190,15 +204,15 @@ def _products(
                 if batched
                 else torch.stack([_load(st["e"]) for st in sts])
             )
-            X = torch.baddbmm(G, P, E)
+            X = G.baddbmm_(P, E)  # in place: one stack of the chunk's gradients at a time
         else:
             X = G
-        ok = torch.isfinite(X.square().sum(dim=(1, 2)))  # (k,): no host sync
+        ok = torch.linalg.vector_norm(X, dim=(1, 2)).isfinite()  # (k,): no host sync, no temporary stack
         flags = [due(opt, st) for st in sts]
         if not all(flags):  # pinned and non-blocking: a plain copy to the GPU waits for the queued steps
             mask = torch.tensor(flags)
             ok &= mask.pin_memory().to(P.device, non_blocking=True) if P.is_cuda else mask
-        X = torch.where(ok[:, None, None], X, 0.0)
+        X = X.masked_fill_(~ok[:, None, None], 0.0)
         q = X.transpose(1, 2) @ P  # warm start (k, n, r)
         for _ in range(opt.power_iters - 1):
             q = X.transpose(1, 2) @ orthonormalize_batched(X @ q)

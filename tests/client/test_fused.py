@@ -1135,3 +1135,28 @@ def test_first_step_after_a_change_into_new_buffers_is_fused(start: str, to: str
             tuple(a.shape),
             float(d.max()),
         )
+
+
+def test_refresh_in_chunks_matches_one_stack(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``refresh.REFRESH_STACK_BYTES`` bounds the gradient stack of a batched refresh (its transient
+    memory): chunked to one tensor a product, the refresh computes the same bases and steps as one stack."""
+    from client.compression import refresh as refresh_mod
+
+    states = [{"shape": (64, 256), "rank": 4}] * 3 + [{"shape": (48, 100), "rank": 4}]
+    assert refresh_mod._subgroups(states) == [(4, [0, 1, 2]), (4, [3])]
+    runs = []
+    for limit in (refresh_mod.REFRESH_STACK_BYTES, 1):
+        monkeypatch.setattr(refresh_mod, "REFRESH_STACK_BYTES", limit)
+        if limit == 1:
+            assert refresh_mod._subgroups(states) == [(4, [0]), (4, [1]), (4, [2]), (4, [3])]
+        params = [_params()[0], _params()[0].detach().clone().requires_grad_(), *_params()[1:]]
+        opt = MangoAdamW(
+            params, lr=LR, setting=S(rank=4, bits=8, gamma=0.5), min_compress_numel=1024, fused=True,
+            refresh_every=2, stochastic_rounding=False,
+        )  # fmt: skip
+        _run(params, opt, range(6))
+        runs.append((params, [opt.state[p]["P"] for p in params[:4] if "P" in opt.state[p]]))
+    (pa, ba), (pb, bb) = runs
+    assert len(ba) == len(bb) >= 3
+    for a, b in zip(pa + ba, pb + bb, strict=True):
+        assert torch.allclose(a, b, rtol=0, atol=1e-6), float((a - b).detach().abs().max())
