@@ -427,9 +427,9 @@ def _state_bytes(opt: torch.optim.Optimizer) -> int:
     return total
 
 
-def _relative_to_adamw(rows: list[dict[str, Any]], key: str, out_key: str) -> None:
-    """Add ``out_key = row[key] / torch AdamW's row[key]`` to every row that measured ``key``."""
-    name = "optimizer" if any("optimizer" in r for r in rows) else "setting"
+def _relative_to_adamw(rows: list[dict[str, Any]], key: str, out_key: str, name: str = "optimizer") -> None:
+    """Add ``out_key = row[key] / torch AdamW's row[key]`` to every row that measured ``key`` (AdamW's row:
+    the one whose ``name`` column starts with "torch")."""
     base = next((r for r in rows if str(r.get(name, "")).startswith("torch") and key in r), None)
     for r in rows:
         if base and key in r:
@@ -770,8 +770,8 @@ def run_variants(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
                 setattr(fused, k, v)
         rows.append(row)
         print(row, flush=True)
-    _relative_to_adamw(rows, "step_ms", "vs_fused_adamw")
-    _relative_to_adamw(rows, "energy_mJ_per_step", "energy_vs_adamw")
+    _relative_to_adamw(rows, "step_ms", "vs_fused_adamw", name="setting")
+    _relative_to_adamw(rows, "energy_mJ_per_step", "energy_vs_adamw", name="setting")
     cols = ["setting", "variant", "step_ms", "vs_fused_adamw", "energy_mJ_per_step", "energy_vs_adamw"]
     _write(out, "variants", rows, [*cols, "mean_power_W", "error"], meta)
 

@@ -58,7 +58,6 @@ import os
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -352,9 +351,6 @@ class AdaptiveCompression:
         self._rank = torch.distributed.get_rank() if dist_on else 0
 
         self._params = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
-        self._last_grad_norm: Callable[[], torch.Tensor | None] = getattr(
-            optimizer, "last_grad_norm", lambda: None
-        )
         if not self._params:
             raise ValueError("optimizer has no trainable parameters")
         if isinstance(profile, str):
@@ -524,7 +520,7 @@ class AdaptiveCompression:
             if outcome is not None:
                 self._apply(outcome.decision, outcome.source, outcome.step, outcome.latency_ms)
         if self.grad_norm_every and self._in_interval % self.grad_norm_every == 0:
-            norm = self._last_grad_norm()
+            norm = self.optimizer.last_grad_norm()
             if norm is None:  # a sharded step's norms are this rank's: one fused kernel over the gradients
                 norm = global_grad_norm(self._params)
             if norm is not None:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.gpu import _write_converge, seed_summary
+import benchmarks.gpu as gpu
+from benchmarks.gpu import VARIANTS, _keeps_variant, _relative_to_adamw, _write_converge, seed_summary
 
 
 def test_seed_summary_pairs_each_optimizer_over_its_seeds() -> None:
@@ -73,8 +74,6 @@ class _Counter:
 def test_energy_row_divides_the_window_by_its_steps(monkeypatch: pytest.MonkeyPatch) -> None:
     """The step and variants parts' energy columns: the counter's rise over the window per step, and the
     rise over the window's wall time as power; nothing without NVML or with a zero window."""
-    import benchmarks.gpu as gpu
-
     monkeypatch.setattr(gpu, "_sync", lambda: None)
     counter = _Counter()
 
@@ -91,14 +90,12 @@ def test_energy_row_divides_the_window_by_its_steps(monkeypatch: pytest.MonkeyPa
 
 def test_variant_rows_are_relative_to_the_adamw_row() -> None:
     """The variants part names its rows by ``setting``; the ratios find fused AdamW's row by that key."""
-    from benchmarks.gpu import _relative_to_adamw
-
     rows = [
         {"setting": "torch AdamW (fused)", "variant": "", "energy_mJ_per_step": 600.0},
         {"setting": "r0/b2/g0", "variant": "DRAWS=hash", "energy_mJ_per_step": 540.0},
         {"setting": "r0/b2/g0", "variant": "", "error": "OutOfMemoryError"},
     ]
-    _relative_to_adamw(rows, "energy_mJ_per_step", "energy_vs_adamw")
+    _relative_to_adamw(rows, "energy_mJ_per_step", "energy_vs_adamw", name="setting")
     assert rows[1]["energy_vs_adamw"] == pytest.approx(0.9)
     assert "energy_vs_adamw" not in rows[2]
 
@@ -106,7 +103,6 @@ def test_variant_rows_are_relative_to_the_adamw_row() -> None:
 def test_variant_rows_are_kept_by_label_or_exactly() -> None:
     """``--optimizers`` in the variants part: a label's part keeps its every row; 'SETTING|VARIANT' keeps
     that row only ('SETTING|' the baseline)."""
-    from benchmarks.gpu import VARIANTS, _keeps_variant
 
     def kept(keep: list[str]) -> list[str]:
         rows = []

@@ -97,3 +97,8 @@ class CompressedOptimizer(SettingTarget, Protocol):
     def compression_stats(self) -> CompressionStats:
         """The last step's statistics."""
         ...
+
+    def last_grad_norm(self) -> Any:
+        """The last step's global gradient norm as a 0-d device tensor (no sync), or ``None`` where the
+        step did not compute it (the hook then takes one pass over the gradients itself)."""
+        ...

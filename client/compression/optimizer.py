@@ -238,16 +238,11 @@ def _sum_sq(norms: torch.Tensor, idx: list[int]) -> torch.Tensor:
 
 # The statistics' deferred terms (run when read), as partials of module functions: a closure would make the
 # step's locals cells, which a compiled step cannot resume with after its graph break at the fused path.
-def _norm_of_finite(norms: torch.Tensor, idx: list[int]) -> torch.Tensor:
-    """The torch path's global gradient norm: of the tensors ``idx`` it stepped (finite gradients)."""
-    return _sum_sq(norms, idx).sqrt() if idx else torch.zeros((), device=norms.device)
-
-
-def _norm_of_squares(norm_sq: torch.Tensor, torch_sq: torch.Tensor | None) -> torch.Tensor:
-    """The fused path's global gradient norm from its pre-pass's squared norms (non-finite ones, skipped
-    tensors, left out) and those of the tensors it left to the torch path."""
+def _fused_grad_sq(norm_sq: torch.Tensor, torch_sq: torch.Tensor | None) -> torch.Tensor:
+    """The fused path's squared global gradient norm: its pre-pass's squared norms (non-finite ones, the
+    skipped tensors, left out) and those of the tensors it left to the torch path."""
     sq = torch.where(torch.isfinite(norm_sq), norm_sq, 0.0).sum()
-    return (sq if torch_sq is None else sq + torch_sq.sum()).sqrt()
+    return sq if torch_sq is None else sq + torch_sq.sum()
 
 
 def _set_grad_sq(norms: torch.Tensor, idx: list[int], st: _Stats) -> None:
@@ -286,7 +281,7 @@ class _Progress:
         self.skipped = 0
         self.layout = 0
         self.last: tuple[_Stats, torch.Tensor | None] | None = None
-        self.grad_norm: Callable[[], torch.Tensor] | None = None  # the last step's, MangoAdamW.last_grad_norm
+        self.grad_sq: Callable[[], torch.Tensor] | None = None  # the last step's, MangoAdamW.last_grad_norm
         self.items: _Items | None = None  # MangoAdamW._items_info's cache
 
 
@@ -671,8 +666,8 @@ class MangoAdamW(torch.optim.Optimizer):
         and valid after ``zero_grad``. Tensors whose gradient was not finite (the step skipped them) are left
         out. ``None`` before the first step and after a sharded (FSDP2) step, whose norms are this rank's
         shards only. :class:`~client.hook.AdaptiveCompression` samples it every ``grad_norm_every`` steps."""
-        fn = self._run.grad_norm
-        return fn() if fn is not None else None
+        fn = self._run.grad_sq
+        return fn().sqrt() if fn is not None else None
 
     def skipped_updates(self) -> int:
         """Tensor updates skipped so far for non-finite gradients (reads the fused path's device count)."""
@@ -814,7 +809,7 @@ class MangoAdamW(torch.optim.Optimizer):
         if ok:  # the squared gradient norm, summed when the statistics are read: no work in the step itself
             stats.deferred.append(functools.partial(_set_grad_sq, norms, ok))
         self._run.last = (stats, None)
-        self._run.grad_norm = None if sharded else functools.partial(_norm_of_finite, norms, ok)
+        self._run.grad_sq = None if sharded else functools.partial(_sum_sq, norms, ok)
         self._run.steps += 1
 
     def _finite(
@@ -999,12 +994,12 @@ class MangoAdamW(torch.optim.Optimizer):
                 st.tail.append(tail)
                 st.err.append(tail)  # ||x - C(x)||^2 splits into the tail and the rounding error
                 st.tot.append(tail)
-            total = sq.sum() if torch_sq is None else sq.sum() + torch_sq.sum()
+            total = _fused_grad_sq(norm_sq, torch_sq)
             st.grad_sq = total if st.grad_sq is None else st.grad_sq + total
 
         stats.deferred.append(deferred)
         self._run.last = (stats, None)
-        self._run.grad_norm = functools.partial(_norm_of_squares, norm_sq, torch_sq)
+        self._run.grad_sq = functools.partial(_fused_grad_sq, norm_sq, torch_sq)
         return True
 
     def _fused_ok(self, device: torch.device) -> bool:
@@ -1631,7 +1626,7 @@ class MangoAdamW(torch.optim.Optimizer):
             log.warning("load_state_dict: knobs %s replace %s", cfg, self._config())
         for k, v in cfg.items():
             setattr(self, k, v)
-        self._run.last = self._run.grad_norm = None
+        self._run.last = self._run.grad_sq = None
         self._match_layout()
 
     @torch.no_grad()

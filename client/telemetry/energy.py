@@ -177,7 +177,8 @@ class NvmlMeter(EnergyMeter):
         self._clock = clock
         self._start: tuple[float, int] | None = None
         self._last_read: tuple[float, int] = (0.0, 0)  # the window's newest read (seconds, mJ)
-        self._moves: list[tuple[float, int]] = []  # dated moves of this window: first and newest
+        self._first_move: tuple[float, int] | None = None  # this window's first dated move (seconds, mJ)
+        self._last_move: tuple[float, int] | None = None  # and its newest
         self._closed = False
         self._call("nvmlInit")
         try:
@@ -216,11 +217,8 @@ class NvmlMeter(EnergyMeter):
         """Date a counter move between the previous read and this one (the middle of the gap)."""
         t_prev, e_prev = self._last_read
         if e_mj != e_prev and t - t_prev <= self.max_read_gap_s:
-            move = (0.5 * (t_prev + t), e_mj)
-            if self._moves:
-                self._moves[1:] = [move]
-            else:
-                self._moves = [move]
+            self._last_move = (0.5 * (t_prev + t), e_mj)
+            self._first_move = self._first_move or self._last_move
         self._last_read = (t, e_mj)
 
     def poll(self) -> None:
@@ -244,7 +242,7 @@ class NvmlMeter(EnergyMeter):
         if self._closed:
             raise TelemetryError("NvmlMeter is closed")
         self._start = self._last_read = (self._clock(), self._read_mj())
-        self._moves = []
+        self._first_move = self._last_move = None
 
     def end(self, steps: int = 0) -> EnergyReading:
         if self._start is None:
@@ -262,8 +260,8 @@ class NvmlMeter(EnergyMeter):
         energy_j = (e1_mj - e0_mj) / 1000.0
         power_w = energy_j / interval_s if interval_s > 0.0 else 0.0
         coarse = interval_s < self.counter_period_s
-        if len(self._moves) == 2:
-            (ta, ea), (tb, eb) = self._moves
+        if self._first_move is not None and self._last_move is not None:
+            (ta, ea), (tb, eb) = self._first_move, self._last_move
             if tb > ta and tb - ta >= self.counter_period_s - self.max_read_gap_s:  # a period apart or more
                 power_w = (eb - ea) / 1000.0 / (tb - ta)
                 energy_j, coarse = power_w * interval_s, False

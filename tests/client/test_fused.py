@@ -17,9 +17,11 @@ import pytest
 import torch
 
 from client.compression import MangoAdamW, fused
+from client.compression import refresh as refresh_mod
 from client.compression.kernels import available
 from client.compression.refresh import RefreshGraph
 from client.protocol import CompressionSetting as S
+from client.telemetry import global_grad_norm
 
 pytestmark = pytest.mark.skipif(
     not available() or not (torch.cuda.is_available() or fused.fused_available(torch.device("cpu"))),
@@ -1059,8 +1061,6 @@ def test_last_grad_norm_is_the_gradients_norm_on_both_paths(setting: S) -> None:
     """``MangoAdamW.last_grad_norm`` (what the hook samples, with no pass of its own over the gradients) is
     the global norm of the gradients the last step read, from the fused path's pre-pass and the torch path's
     norms alike, and stays valid after ``zero_grad``."""
-    from client.telemetry import global_grad_norm
-
     for use_fused in (True, False):
         params = _params()
         opt = MangoAdamW(params, lr=LR, setting=setting, min_compress_numel=1024, fused=use_fused)
@@ -1140,8 +1140,6 @@ def test_first_step_after_a_change_into_new_buffers_is_fused(start: str, to: str
 def test_refresh_in_chunks_matches_one_stack(monkeypatch: pytest.MonkeyPatch) -> None:
     """``refresh.REFRESH_STACK_BYTES`` bounds the gradient stack of a batched refresh (its transient
     memory): chunked to one tensor a product, the refresh computes the same bases and steps as one stack."""
-    from client.compression import refresh as refresh_mod
-
     states = [{"shape": (64, 256), "rank": 4}] * 3 + [{"shape": (48, 100), "rank": 4}]
     assert refresh_mod._subgroups(states) == [(4, [0, 1, 2]), (4, [3])]
     runs = []
