@@ -617,7 +617,10 @@ VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("r0/b2/g0", FAC, {"FACTOR_ITERS": 16}),
     # the register cap of the 2-3-bit kernels (72, chosen with the factored v) with the full v, and the
     # early loads that won at 4 and 8 bits
+    # (session 36: statically, at cap 72 the full-v 2-bit kernel spills 104 B a thread, at 96 8 B, at 128
+    # none; `python -m benchmarks.sass`)
     ("r0/b2/g0", {}, {"MAX_REGS": 96}),
+    ("r0/b2/g0", {}, {"MAX_REGS": 128}),
     ("r0/b2/g0", {}, {"MAX_REGS": 0}),
     ("r0/b3/g0", {}, {"MAX_REGS": 0}),
     ("r0/b3/g0", {}, {"MAX_REGS": 96}),
@@ -664,6 +667,7 @@ VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("r0/b4/g0", {"error_feedback": False}, {"EARLY_LOADS": {}}),
     ("r8/b4/g0", {}, {"EARLY_LOADS": {}}),
     ("r0/b4/g1", {}, {"EARLY_LOADS": {(4, False): 128}}),
+    ("r0/b4/g1", {}, {"MAX_REGS": 168}),  # session 36: at its cap 128 it spills 16 B a thread, at 168 none
     ("r4/b8/g0", {}, {"EARLY_LOADS": {}}),
     ("r64/b8/g0", {}, {"EARLY_LOADS": {}}),
     # stochastic rounding's words from an integer hash instead of Philox-7 (fused.DRAWS, session 13); at 8

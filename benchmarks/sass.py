@@ -68,8 +68,14 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ),
     ("r0/b4/g0 nf4 full-v", {"BITS": 4, "MODE": 1, "BLOCK": 64, "ROWS": 4, "STOCHASTIC": True}),
     ("r0/b4/g0 partials", {**OLD4, "PARTIALS": 4}),
+    # 2-3 bits with the factored v (their default until session 33), under their old labels
     ("r0/b3/g0", {"BITS": 3, "BLOCK": 64, "ROWS": 4, "FACTORED": True, "STRIP": True}),
     ("r0/b2/g0", {"BITS": 2, "BLOCK": 64, "ROWS": 4, "FACTORED": True, "STRIP": True}),
+    # 2-3 bits' defaults since session 33: a full v, 3 bits rounded to nearest, 2 bits stochastically
+    ("r0/b3/g0 full-v", {"BITS": 3, "BLOCK": 64, "ROWS": 4}),
+    ("r0/b2/g0 full-v", {"BITS": 2, "BLOCK": 64, "ROWS": 4}),
+    ("r0/b2/g0 full-v nearest", {"BITS": 2, "BLOCK": 64, "ROWS": 4, "STOCHASTIC": False}),
+    ("r0/b4/g1 full-v", {"BITS": 4, "BLOCK": 64, "ROWS": 4, "SHIFT": True}),
 ]
 
 _SIGNATURE = {
@@ -88,6 +94,10 @@ class SassArgs:
     """comma-separated labels of CASES to compile (empty: all)"""
     arch: int = 90
     """compute capability to compile for (90: H100 / H200)"""
+    max_regs: int | None = None
+    """register cap for every case (``fused.MAX_REGS``: 0 none, > 0 that cap); None: each case at the cap
+    ``fused.run`` gives its width (``fused.MAX_REGS_BY_BITS``, ``fused.EARLY_LOADS``). A cap below what a
+    case needs shows as stack (spill) bytes"""
 
 
 def compile_case(overrides: dict[str, Any], arch: int = 90) -> dict[str, Any]:
@@ -146,10 +156,15 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"unknown case(s) {sorted(unknown)}; choose from {[label for label, _ in CASES]}")
     print(f"| setting | instructions / value | registers | stack B | top opcodes (sm_{args.arch}, static) |")
     print("|---|---:|---:|---:|---|")
+    saved = fused.MAX_REGS
     for label, overrides in CASES:
         if want and label not in want:
             continue
-        r = compile_case(overrides, args.arch)
+        fused.MAX_REGS = args.max_regs if args.max_regs is not None else saved
+        try:
+            r = compile_case(overrides, args.arch)
+        finally:
+            fused.MAX_REGS = saved
         top = " ".join(f"{op} {n}" for op, n in r["ops"].most_common(6))
         print(
             f"| {label} | {r['per_value']:.0f} | {r['registers']} | {r['stack_bytes']} | {top} |", flush=True
