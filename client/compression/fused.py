@@ -57,6 +57,7 @@ __all__ = [
     "grads_fit",
     "matrix_loads",
     "run",
+    "tile_programs",
     "tiles_test_themselves",
 ]
 
@@ -646,13 +647,34 @@ def _sum_tables(jobs: list[int], device: torch.device) -> _Sums:
     )
 
 
+def tile_programs(ts: list[int], rows: list[int], cols: list[int], bm: int, bn: int) -> torch.Tensor:
+    """int32 ``[n, 3]`` host table ``(t, i, j)`` of the ``bm x bn`` tiles of tensors ``ts`` (``rows[k] x
+    cols[k]`` each), tensor after tensor, each tensor's tiles row-major (``i``, ``j`` their first row and
+    column): the projected launches' programs, built for all tensors at once (a few ops, not a dozen a
+    tensor: the plan is rebuilt at every setting change, on the host)."""
+    n_rows = [-(-r // bm) for r in rows]
+    n_cols = [-(-c // bn) for c in cols]
+    counts = [a * b for a, b in zip(n_rows, n_cols, strict=True)]
+    total = sum(counts)
+    t, start, per_row, count = torch.tensor(
+        [ts, [c - n for c, n in zip(itertools.accumulate(counts), counts)], n_cols, counts], dtype=torch.int64
+    )
+
+    def spread(x: torch.Tensor) -> torch.Tensor:  # each tensor's value, once for each of its tiles
+        return torch.repeat_interleave(x, count, output_size=total)
+
+    k = torch.arange(total, dtype=torch.int64) - spread(start)
+    per_row = spread(per_row)
+    i = torch.div(k, per_row, rounding_mode="floor")
+    return torch.stack([spread(t), i * bm, (k - i * per_row) * bn], dim=1).to(torch.int32)
+
+
 def _proj_tables(items: list[Item], x_views: list[torch.Tensor], x_all: torch.Tensor, opt: Any) -> _Proj:
     device = items[0][1].device
     addr: list[int] = []
     meta: list[int] = []
     scale: list[float] = []
-    prog_a: dict[bool, list[torch.Tensor]] = {False: [], True: []}
-    prog_c: dict[bool, list[torch.Tensor]] = {False: [], True: []}
+    shapes: dict[bool, list[tuple[int, int, int]]] = {False: [], True: []}  # (t, m, n) by orientation
     r_max = 1
     for t, ((item, p, st), xv) in enumerate(zip(items, x_views)):
         m, n = st["shape"]
@@ -662,28 +684,22 @@ def _proj_tables(items: list[Item], x_views: list[torch.Tensor], x_all: torch.Te
         addr += [st["P"].data_ptr(), xv.data_ptr()]
         meta += [m, n, r, item, p.data_ptr()]
         scale.append(opt.proj_scale if opt.proj_scale is not None else math.sqrt(m / r))
-        j = torch.arange(0, n, PROJ_BN, dtype=torch.int64)
-        prog_a[trans].append(torch.stack([torch.full_like(j, t), torch.zeros_like(j), j], dim=1))
-        i = torch.arange(0, m, BACK_BM, dtype=torch.int64)
-        jc = torch.arange(0, n, BACK_BN, dtype=torch.int64)
-        ii, jj = torch.meshgrid(i, jc, indexing="ij")
-        ii, jj = ii.reshape(-1), jj.reshape(-1)
-        prog_c[trans].append(torch.stack([torch.full_like(ii, t), ii, jj], dim=1))
-
-    def table(parts: list[torch.Tensor]) -> torch.Tensor:
-        return torch.cat(parts).to(torch.int32).to(device)
-
+        shapes[trans].append((t, m, n))
+    prog_a: list[tuple[bool, torch.Tensor, torch.Tensor]] = []
+    prog_c: list[tuple[bool, torch.Tensor]] = []
+    for trans, tmn in shapes.items():
+        if tmn:
+            ts, ms, ns = (list(x) for x in zip(*tmn, strict=True))
+            a = tile_programs(ts, [1] * len(ts), ns, 1, PROJ_BN).to(device)  # (t, 0, j): a column block
+            prog_a.append((trans, a, torch.zeros(a.shape[0], dtype=torch.float32, device=device)))
+            prog_c.append((trans, tile_programs(ts, ms, ns, BACK_BM, BACK_BN).to(device)))
     return _Proj(
         rank_p2=max(16, 1 << (r_max - 1).bit_length()),
         addr=_i64(addr, device),
         meta=_i64(meta, device),
         scale=torch.tensor(scale, dtype=torch.float32).to(device),
-        prog_a=[
-            (tr, table(v), torch.zeros(sum(x.shape[0] for x in v), dtype=torch.float32, device=device))
-            for tr, v in prog_a.items()
-            if v
-        ],
-        prog_c=[(tr, table(v)) for tr, v in prog_c.items() if v],
+        prog_a=prog_a,
+        prog_c=prog_c,
         x=x_all,
         items=_i64([item for item, _, _ in items], device),
     )

@@ -1158,3 +1158,14 @@ def test_refresh_in_chunks_matches_one_stack(monkeypatch: pytest.MonkeyPatch) ->
     assert len(ba) == len(bb) >= 3
     for a, b in zip(pa + ba, pb + bb, strict=True):
         assert torch.allclose(a, b, rtol=0, atol=1e-6), float((a - b).detach().abs().max())
+
+
+@pytest.mark.parametrize(("bm", "bn"), [(1, 64), (64, 64), (32, 128)])
+def test_tile_programs_lists_each_tensors_tiles_row_major(bm: int, bn: int) -> None:
+    """The projected launches' program table, built for all tensors at once, is the per-tensor grid of
+    tiles: (t, first row, first column) of every ``bm x bn`` tile, tensor after tensor, rows outer."""
+    ts, rows, cols = [0, 2, 5], [130, 1, 64], [65, 300, 64]
+    want = [(t, i, j) for t, m, n in zip(ts, rows, cols) for i in range(0, m, bm) for j in range(0, n, bn)]
+    got = fused.tile_programs(ts, rows, cols, bm, bn)
+    assert got.dtype == torch.int32
+    assert [tuple(r) for r in got.tolist()] == want
