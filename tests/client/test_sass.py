@@ -16,10 +16,10 @@ from client.compression import fused
 sass = pytest.importorskip("benchmarks.sass")
 
 
-def _table(cases: str) -> dict[str, list[str]]:
+def _table(cases: str, *extra: str) -> dict[str, list[str]]:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.sass", "--cases", cases],
+        [sys.executable, "-m", "benchmarks.sass", "--cases", cases, *extra],
         capture_output=True, text=True, env=env, timeout=300, check=True,
     ).stdout  # fmt: skip
     rows = [ln.strip("|").split("|") for ln in out.splitlines() if ln.startswith("| r")]
@@ -42,3 +42,13 @@ def test_static_counts_see_what_stochastic_rounding_costs() -> None:
 def test_unknown_case_is_named() -> None:
     with pytest.raises(SystemExit, match="unknown case"):
         sass.main(["--cases", "r9/b9"])
+
+
+def test_max_regs_caps_every_case_and_a_low_cap_spills() -> None:
+    """``--max-regs`` compiles each case at that cap instead of its width's: the 2-bit full-v kernel at its
+    default cap (``fused.MAX_REGS_BY_BITS[2]``) holds at most that many registers, and at a cap of 128
+    it takes more registers and fewer stack (spill) bytes."""
+    case = "r0/b2/g0 full-v"
+    default, wide = _table(case)[case], _table(case, "--max-regs", "128")[case]
+    assert int(default[1]) <= fused.MAX_REGS_BY_BITS[2] < int(wide[1]) <= 128
+    assert int(wide[2]) < int(default[2])
