@@ -8,7 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.evaluate import ORACLE, ControllerResult, EvalArgs, evaluate, floor_check, main, mean_ci
+from agents.evaluate import (
+    ORACLE,
+    ControllerResult,
+    EvalArgs,
+    evaluate,
+    floor_check,
+    main,
+    mean_ci,
+    static_best_episodes,
+)
 from envs.objectives import OBJECTIVE_PRESETS
 from envs.workloads import HELDOUT_WORKLOADS
 
@@ -54,6 +63,8 @@ def test_every_controller_plays_every_episode(report: tuple[object, Path]) -> No
         # the SB3 checkpoint and its exported artifact are the same policy -> identical episodes
         np.testing.assert_array_equal(res["sb3"].returns, res["ppo"].returns)
         assert len(res["ppo"].timeline) == 12
+        # every played episode keeps its schedule, seeds in order (the first is the timeline's)
+        assert len(res["ppo"].schedules) == 2 and res["ppo"].schedules[0] == res["ppo"].timeline
 
 
 def test_outputs_tables_plots_and_bench_section(report: tuple[object, Path]) -> None:
@@ -241,3 +252,17 @@ def test_final_score_charges_a_late_low_rank_the_interval_return_hides() -> None
     assert d_final > 0 and d_final > 5 * d_interval
     d_final, d_interval = gaps("r4/b8/g0", "loss-first")
     assert d_final > 3 * d_interval > 0
+
+
+def test_episodes_that_played_the_best_static_are_counted() -> None:
+    """A controller that held the best static setting through an episode trained exactly as static-best:
+    the report counts those episodes, so a score gap there reads as measurement noise, not a choice."""
+    best = ControllerResult(returns=np.zeros(3), terms=np.zeros((3, 4)), label="r0/b4/g0")
+    pol = _result([0.0, 0.0, 0.0])
+    pol.schedules = [["r0/b4/g0"] * 3, ["r0/b8/g0", "r0/b4/g0", "r0/b4/g0"], ["r0/b4/g0"] * 3]
+    other = _result([0.0, 0.0, 0.0])
+    other.schedules = [["r0/b8/g0"] * 3] * 3
+    lines = static_best_episodes({"static-best": best, "ppo": pol, "static": other})
+    assert len(lines) == 1
+    assert "ppo played the best static setting (`r0/b4/g0`) in every interval of 2 of 3 episodes" in lines[0]
+    assert static_best_episodes({"ppo": pol}) == []  # no static-best to compare with
