@@ -14,13 +14,16 @@
 source results/gpu-h200-next/preamble.sh
 nvidia-smi --query-gpu=name,power.limit --format=csv,noheader >> $L
 gpu_tests
-timeout 150 python3 -m mango_cli bench gpu --out $R/var --parts variants --energy-window-s 1.0 \
+left=$(left_s)
+[ $left -ge 90 ] && timeout $(( left < 150 ? left : 150 )) python3 -m mango_cli bench gpu --out $R/var --parts variants --energy-window-s 1.0 \
   --optimizers "r0/b2/g0|,r0/b2/g0|MAX_REGS=96,r0/b2/g0|MAX_REGS=128,r0/b2/g0|MAX_REGS=0,r0/b3/g0|,r0/b3/g0|MAX_REGS=96,r0/b4/g1|,r0/b4/g1|MAX_REGS=168" \
   > $R/var.log 2>&1
 step variants $?; cat $R/var/*.md >> $L 2>/dev/null || tail -5 $R/var.log >> $L
-cp client/compression/optimizer.py /tmp/optimizer.new.py
-cp .old/optimizer.py client/compression/optimizer.py && switch old
-cp /tmp/optimizer.new.py client/compression/optimizer.py && switch new
+if [ $(left_s) -ge 70 ]; then
+  cp client/compression/optimizer.py /tmp/optimizer.new.py
+  cp .old/optimizer.py client/compression/optimizer.py && switch old
+  cp /tmp/optimizer.new.py client/compression/optimizer.py && switch new
+fi
 if [ $(left_s) -ge 100 ]; then
   timeout 90 python3 -m mango_cli bench gpu --out $R/b1 --model 1b --parts step --energy-window-s 1.0 \
     --optimizers "torch AdamW (fused),r64/b8/g0,r16/b3/g0.75,r0/b3/g0,-torch-path,-unchecked,-full-v,-nearest,-factored,-g0.5,-no-EF,-nf4,-stochastic" \
