@@ -1,5 +1,5 @@
 #!/bin/bash
-# Session 36 (carry .whl13s and .old; CALL_LIMIT <= 560): call_76.sh (which got no machine in five tries) with
+# Session 36 (carry .whl13s and .old; CALL_LIMIT <= 560): session 35's call_76.sh (no machine in five tries; replaced) with
 # issue 12's untried 2-3-bit register caps put second. .old/optimizer.py is afba452~1's (before the zero
 # buffers: `git show afba452~1:client/compression/optimizer.py > .old/optimizer.py`).
 # 1. the compiled tests (the zero buffers at a change; MangoAdamW.last_grad_norm on the fused path; the chunked
