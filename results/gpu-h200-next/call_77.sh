@@ -1,6 +1,6 @@
 #!/bin/bash
 # Session 36 (carry .whl13s; CALL_LIMIT <= 560). Issue 13: the default policy s35a (shipped in session 35) on
-# the GPU under the presets call_76.sh does not run (balanced there): gpt-85m under memory-first (static
+# the GPU under the presets call_78.sh does not run (balanced there): gpt-85m under memory-first (static
 # r64/b4/g0 and r0/b4/g0, the best measured there), loss-first, energy-first and time-first (static r0/b8/g0
 # and r0/b4/g0), then balanced on lm-medium, one seed each, while CALL_LIMIT lasts (the first demo compiles
 # and profiles). s24L47 ran the same cells in calls 64-66 (BENCHMARKS.md, sessions 31-32).
