@@ -169,10 +169,14 @@ class ControllerResult:
 
     returns: np.ndarray  # [n] the episodes' scores (EvalArgs.score), higher is better
     terms: np.ndarray  # [n, 4] mean per interval
-    timeline: list[str] = field(default_factory=list)  # setting labels of the first episode
     label: str = ""  # the static-best setting, for display
     final_loss: np.ndarray | None = None  # [n] the last interval's loss term l_T
     schedules: list[list[str]] = field(default_factory=list)  # [n] each episode's setting labels
+
+    @property
+    def timeline(self) -> list[str]:
+        """The setting labels of the first episode (empty when none was played)."""
+        return self.schedules[0] if self.schedules else []
 
 
 @dataclass
@@ -358,8 +362,6 @@ def _run_closed_loop(
                 res.final_loss = np.concatenate([res.final_loss, [e[3] for e in eps]])  # type: ignore[list-item]
                 res.terms = np.concatenate([res.terms, np.stack([e[1] for e in eps])])
                 res.schedules.extend(e[2] for e in eps)
-                if not res.timeline:
-                    res.timeline = eps[0][2]
                 log.info(
                     "%s %s %s %s: %d episodes, mean return %.4f (%.1f s)",
                     backend,
@@ -821,7 +823,7 @@ def evaluate(args: EvalArgs, command: str = "") -> EvalReport:
             results[p]["static-best"] = ControllerResult(
                 returns=b.returns,
                 terms=b.terms,
-                timeline=[b.label] * n_intervals,
+                schedules=[[b.label] * n_intervals] * len(b.returns),  # the grid point, every episode
                 label=b.label,
                 final_loss=b.final_loss,
             )

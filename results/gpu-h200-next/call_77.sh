@@ -3,15 +3,10 @@
 # the GPU under the presets call_78.sh does not run (balanced there): gpt-85m under memory-first (static
 # r64/b4/g0 and r0/b4/g0, the best measured there), loss-first, energy-first and time-first (static r0/b8/g0
 # and r0/b4/g0), then balanced on lm-medium, one seed each, while CALL_LIMIT lasts (the first demo compiles
-# and profiles). s24L47 ran the same cells in calls 64-66 (BENCHMARKS.md, sessions 31-32).
+# and profiles). s24L47 ran the same cells in calls 64-66 (BENCHMARKS.md, sessions 31-32). The register-cap
+# variants are call_78.sh's (`reg_caps`).
 source results/gpu-h200-next/preamble.sh
 nvidia-smi --query-gpu=name,power.limit --format=csv,noheader >> $L
-# issue 12's energy goal at 2 bits (1.06-1.13x AdamW): the register caps of the full-v 2-3-bit kernels, never
-# run on a GPU (statically the 2-bit kernel spills 104 B a thread at its cap 72; `python -m benchmarks.sass`)
-timeout 150 python3 -m mango_cli bench gpu --out $R/var --parts variants --energy-window-s 1.0 \
-  --optimizers "r0/b2/g0|,r0/b2/g0|MAX_REGS=96,r0/b2/g0|MAX_REGS=128,r0/b2/g0|MAX_REGS=0,r0/b3/g0|,r0/b3/g0|MAX_REGS=96,r0/b4/g1|,r0/b4/g1|MAX_REGS=168" \
-  > $R/var.log 2>&1
-step variants $?; cat $R/var/*.md >> $L 2>/dev/null || tail -5 $R/var.log >> $L
 left=$(left_s)
 [ $left -ge 100 ] && DEMO_TIMEOUT=$left SEEDS=1 demo_mf gpt85m r64/b4/g0,r0/b4/g0
 for obj in loss-first energy-first time-first; do

@@ -15,10 +15,7 @@ source results/gpu-h200-next/preamble.sh
 nvidia-smi --query-gpu=name,power.limit --format=csv,noheader >> $L
 gpu_tests
 left=$(left_s)
-[ $left -ge 90 ] && timeout $(( left < 150 ? left : 150 )) python3 -m mango_cli bench gpu --out $R/var --parts variants --energy-window-s 1.0 \
-  --optimizers "r0/b2/g0|,r0/b2/g0|MAX_REGS=96,r0/b2/g0|MAX_REGS=128,r0/b2/g0|MAX_REGS=0,r0/b3/g0|,r0/b3/g0|MAX_REGS=96,r0/b4/g1|,r0/b4/g1|MAX_REGS=168" \
-  > $R/var.log 2>&1
-step variants $?; cat $R/var/*.md >> $L 2>/dev/null || tail -5 $R/var.log >> $L
+[ $left -ge 90 ] && reg_caps $(( left < 150 ? left : 150 )) ",r0/b4/g1|,r0/b4/g1|MAX_REGS=168"
 if [ $(left_s) -ge 70 ]; then
   cp client/compression/optimizer.py /tmp/optimizer.new.py
   cp .old/optimizer.py client/compression/optimizer.py && switch old

@@ -60,3 +60,14 @@ switch() {
   timeout 90 python3 -m mango_cli bench gpu --out $R/switch-$1 --parts switch > $R/switch-$1.log 2>&1
   step "switch $1" $?; cat $R/switch-$1/*.md >> $L 2>/dev/null || tail -5 $R/switch-$1.log >> $L
 }
+
+# reg_caps SECONDS [ROWS]: `mango bench gpu --parts variants` (1 s energy windows) on the register caps of the
+# full-v 2-3-bit kernels (issue 12's energy at 2 bits; statically the 2-bit kernel spills 104 B a thread at
+# its cap 72: `python -m benchmarks.sass --cases "r0/b2/g0 full-v" --max-regs N`), plus ROWS (more
+# 'SETTING|VARIANT' rows, comma-first), within SECONDS; its table to the summary log
+reg_caps() {
+  timeout $1 python3 -m mango_cli bench gpu --out $R/var --parts variants --energy-window-s 1.0 \
+    --optimizers "r0/b2/g0|,r0/b2/g0|MAX_REGS=96,r0/b2/g0|MAX_REGS=128,r0/b2/g0|MAX_REGS=0,r0/b3/g0|,r0/b3/g0|MAX_REGS=96$2" \
+    > $R/var.log 2>&1
+  step variants $?; cat $R/var/*.md >> $L 2>/dev/null || tail -5 $R/var.log >> $L
+}
