@@ -16,6 +16,10 @@ Controllers (each plays the same episodes: the same workloads, reset seeds and o
   (``client.controllers`` defaults, except the energy-aware power budget: 0.9 x the job's uncompressed
   mean power, since the default 400 W never binds on a CPU job), ``random`` (uniform over the grid, seeded
   per episode). Stateful heuristics get one instance per episode, as the client's fallback keeps them.
+* ``schedule:A:k>B`` - open-loop schedules given with ``--schedules`` (:class:`client.controllers.Schedule`
+  spelling): setting ``A`` for the first ``k`` control intervals, then ``B``. What they are for: whether a
+  change of setting over a run beats every single setting on real jobs, e.g. the schedules ``mango bench
+  headroom`` finds in the surrogate (a test of the surrogate's dynamics, not a controller a user gets).
 
 Every entrant is a :class:`client.policy.Controller` built per episode (:class:`Entrant`), called with the
 episode's window, objective, reference and hardware profile, the way the hook and the service call it.
@@ -72,7 +76,7 @@ import tyro
 
 from agents.rollout import EVAL_REWARD, SCORES, Score
 from agents.stats import FloorCell, floor_cell, mean_ci
-from client.controllers import HEURISTICS, RandomController, StaticController
+from client.controllers import HEURISTICS, RandomController, Schedule, StaticController
 from client.policy import DEFAULT_POLICY_DIR, Controller, ProfileFeatures, load_policy
 from client.protocol import (
     DEFAULT_GRID,
@@ -133,6 +137,9 @@ class EvalArgs:
     """first reset seed"""
     heuristics: tuple[str, ...] = HEURISTIC_NAMES
     """baseline controllers to include besides static-best"""
+    schedules: tuple[str, ...] = ()
+    """open-loop schedules to play besides them, each ``A:k>B`` (setting A for the first k control
+    intervals, then B; ``client.controllers.Schedule``), reported as ``schedule:<label>``"""
     out: str = "runs/eval"
     """output directory for results.json and the PNG plots"""
     bench: bool = True
@@ -220,6 +227,35 @@ def _heuristic(name: str) -> Entrant:
 def _random() -> Entrant:
     """Uniformly random grid settings, seeded per episode."""
     return Entrant("random", lambda env, seed, preset: RandomController(np.random.default_rng([seed, 7919])))
+
+
+class _OpenLoop(Controller):
+    """A :class:`Schedule` counted by this evaluation's decisions: decision ``n`` (the first is made before
+    the first control interval) plays ``schedule.at(n)``. One instance per episode."""
+
+    def __init__(self, schedule: Schedule) -> None:
+        self.schedule = schedule
+        self.decisions = 0
+
+    def decide(
+        self,
+        history: Sequence[TelemetryRecord],
+        objective: Objective,
+        *,
+        reference: Reference | None = None,
+        profile: ProfileFeatures | None = None,
+    ) -> CompressionSetting:
+        self.decisions += 1
+        return self.schedule.at(self.decisions)
+
+
+def _schedule(spec: str) -> Entrant:
+    """An open-loop schedule (``--schedules``), named ``schedule:<canonical label>``.
+
+    :raises ValueError: the spec does not parse (the message names the part).
+    """
+    schedule = Schedule.parse(spec)
+    return Entrant(f"schedule:{schedule.label()}", lambda env, seed, preset: _OpenLoop(schedule))
 
 
 def _static_best_entrant(settings: dict[str, CompressionSetting]) -> Entrant:
@@ -766,6 +802,8 @@ def _entrants(args: EvalArgs, static_best: dict[str, CompressionSetting]) -> tup
         heuristics.append(FLOOR)
     for h in heuristics:
         entrants.append(_random() if h == "random" else _heuristic(h))
+    for spec in args.schedules:
+        entrants.append(_schedule(spec))
     if static_best:
         entrants.append(_static_best_entrant(static_best))
     return entrants, learned
@@ -793,6 +831,9 @@ def evaluate(args: EvalArgs, command: str = "") -> EvalReport:
             )
     if args.episodes < 1:
         raise ValueError("episodes must be >= 1")
+    names = [_schedule(spec).name for spec in args.schedules]  # a spec that does not parse fails here
+    if len(set(names)) < len(names):
+        raise ValueError(f"--schedules {list(args.schedules)}: a schedule is given twice")
     check_depth(args.depth)
     if args.backend == "training" and tuple(args.depth) != (0.0, 0.0):
         raise ValueError(

@@ -266,3 +266,35 @@ def test_episodes_that_played_the_best_static_are_counted() -> None:
     assert len(lines) == 1
     assert "ppo played the best static setting (`r0/b4/g0`) in every interval of 2 of 3 episodes" in lines[0]
     assert static_best_episodes({"ppo": pol}) == []  # no static-best to compare with
+
+
+def test_open_loop_schedules_play_their_settings_in_order(tmp_path: Path) -> None:
+    """``--schedules`` entrants play setting A for k decisions (the first made before the first interval),
+    then B; a one-setting schedule plays the ``static`` entrant's episodes exactly; a bad spec is refused
+    before any output."""
+    out = tmp_path / "sched"
+    rep = evaluate(
+        EvalArgs(
+            policy="none",
+            workloads=(HELDOUT_WORKLOADS[0],),
+            presets=("balanced",),
+            episodes=2,
+            heuristics=("static",),
+            schedules=("r0/b8/g0:2>r0/b4/g0", "r0/b8/g0"),
+            out=str(out),
+            bench=False,
+        )
+    )
+    res = rep.results["balanced"]
+    two = res["schedule:r0/b8/g0:2>r0/b4/g0"]
+    assert len(two.schedules) == 2
+    for sched in two.schedules:
+        assert sched[:2] == ["r0/b8/g0", "r0/b8/g0"] and set(sched[2:]) == {"r0/b4/g0"} and len(sched) > 2
+    one, static = res["schedule:r0/b8/g0"], res["static"]
+    np.testing.assert_allclose(one.returns, static.returns)
+    assert not np.allclose(two.returns, static.returns)
+    assert "schedule:r0/b8/g0:2>r0/b4/g0" in rep.markdown
+    for bad, match in [(("r0/b8/g0>r0/b4/g0",), "needs a count"), (("r0/b8/g0", "r0/b8/g0"), "given twice")]:
+        with pytest.raises(ValueError, match=match):
+            evaluate(EvalArgs(policy="none", schedules=bad, out=str(tmp_path / "no"), bench=False))
+        assert not (tmp_path / "no").exists()
