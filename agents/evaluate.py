@@ -93,7 +93,16 @@ from envs.reward import TERM_NAMES, episode_objective
 from envs.simulator import check_depth
 from envs.workloads import workloads_of
 
-__all__ = ["EvalArgs", "EvalReport", "FloorCell", "evaluate", "floor_check", "main", "static_best_episodes"]
+__all__ = [
+    "EvalArgs",
+    "EvalReport",
+    "FloorCell",
+    "evaluate",
+    "floor_check",
+    "held_static_best",
+    "main",
+    "static_best_episodes",
+]
 
 log = logging.getLogger(__name__)
 
@@ -432,7 +441,9 @@ def _rel(a: float, b: float) -> float:
 
 
 # ----------------------------------------------------------------------------------------------- report
-def _preset_table(preset: str, res: dict[str, ControllerResult]) -> tuple[str, list[dict[str, Any]]]:
+def _preset_table(
+    preset: str, res: dict[str, ControllerResult], learned: Sequence[str] = ()
+) -> tuple[str, list[dict[str, Any]]]:
     base = res.get("static-best")
     rows = []
     for name, r in sorted(res.items(), key=lambda kv: -float(kv[1].returns.mean())):
@@ -470,7 +481,39 @@ def _preset_table(preset: str, res: dict[str, ControllerResult]) -> tuple[str, l
     same = static_best_episodes(res)
     if same:
         lines += ["", *same]
+    held = held_static_best(res, learned)
+    if held:
+        lines += ["", *held]
     return "\n".join(lines), rows
+
+
+def _held_setting(r: ControllerResult) -> str | None:
+    """The one setting ``r`` played in every interval of every episode, or None."""
+    labels = {label for sched in r.schedules for label in sched}
+    return labels.pop() if len(labels) == 1 and all(r.schedules) else None
+
+
+def held_static_best(res: dict[str, ControllerResult], learned: Sequence[str]) -> list[str]:
+    """Lines on the best static setting *played here*, in hindsight: among the entrants that held one
+    setting throughout (``static``, ``static-best``, one-setting ``--schedules``), the one with the best
+    mean score, and each learned policy's paired difference to it. On the training backend static-best is
+    the surrogate's pick, which real jobs may not confirm; this is the comparison real jobs support (over
+    the settings played, not the whole grid). Empty with fewer than two such entrants."""
+    held = {n: lab for n, r in res.items() if n not in learned and n != ORACLE and (lab := _held_setting(r))}
+    if len(held) < 2:
+        return []
+    best = max(held, key=lambda n: float(res[n].returns.mean()))
+    out = [
+        f"- best static setting played here, in hindsight: `{held[best]}` ({best}, score "
+        f"{float(res[best].returns.mean()):.4f}; over {len(held)} one-setting entrants: "
+        f"{', '.join(sorted(set(held.values())))})"
+    ]
+    for name in learned:
+        if name in res and res[name].returns.size == res[best].returns.size:
+            dm, dh = mean_ci(res[name].returns - res[best].returns)
+            rel = _rel(float(res[name].returns.mean()), float(res[best].returns.mean()))
+            out.append(f"- {name} vs it: paired diff {dm:+.4f} ± {dh:.4f} ({100 * rel:+.1f}%)")
+    return out
 
 
 def static_best_episodes(res: dict[str, ControllerResult]) -> list[str]:
@@ -634,7 +677,7 @@ def _section(report: EvalReport, args: EvalArgs, command: str, learned: Sequence
     ]
     parts: list[str] = []
     for p in report.presets:
-        table, _ = _preset_table(p, report.results[p])
+        table, _ = _preset_table(p, report.results[p], learned)
         parts += [table, ""]
     if learned:
         parts += ["Goal (>= 10 % better than each baseline with non-overlapping 95 % CIs):", ""]

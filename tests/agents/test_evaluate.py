@@ -14,6 +14,7 @@ from agents.evaluate import (
     EvalArgs,
     evaluate,
     floor_check,
+    held_static_best,
     main,
     mean_ci,
     static_best_episodes,
@@ -266,6 +267,34 @@ def test_episodes_that_played_the_best_static_are_counted() -> None:
     assert len(lines) == 1
     assert "ppo played the best static setting (`r0/b4/g0`) in every interval of 2 of 3 episodes" in lines[0]
     assert static_best_episodes({"ppo": pol}) == []  # no static-best to compare with
+
+
+def test_best_held_setting_is_found_among_the_entrants_played() -> None:
+    """On real jobs static-best is the surrogate's pick: the report also names the best setting among the
+    entrants that held one setting throughout, and each learned policy's paired difference to it; an
+    entrant that changed setting is not one of them."""
+
+    def held(returns: list[float], label: str) -> ControllerResult:
+        r = _result(returns)
+        r.schedules = [[label] * 3 for _ in returns]
+        return r
+
+    moved = _result([9.0, 9.0])
+    moved.schedules = [["r0/b8/g0", "r0/b4/g0", "r0/b4/g0"]] * 2
+    res = {
+        "static-best": held([1.0, 1.0], "r0/b4/g0"),
+        "static": held([2.0, 2.0], "r0/b8/g0"),
+        "schedule:r0/b32/g0": held([3.0, 5.0], "r0/b32/g0"),
+        "schedule:r0/b8/g0:1>r0/b4/g0": moved,
+        "ppo": held([4.0, 4.0], "r0/b4/g0"),
+    }
+    lines = held_static_best(res, ["ppo"])
+    assert lines[0].startswith(
+        "- best static setting played here, in hindsight: `r0/b32/g0` (schedule:r0/b32/g0"
+    )
+    assert "over 3 one-setting entrants: r0/b32/g0, r0/b4/g0, r0/b8/g0" in lines[0]
+    assert lines[1].startswith("- ppo vs it: paired diff +0.0000") and "(+0.0%)" in lines[1]
+    assert held_static_best({"static": res["static"], "ppo": res["ppo"]}, ["ppo"]) == []  # one only
 
 
 def test_open_loop_schedules_play_their_settings_in_order(tmp_path: Path) -> None:
