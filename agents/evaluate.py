@@ -24,9 +24,10 @@ Controllers (each plays the same episodes: the same workloads, reset seeds and o
 Every entrant is a :class:`client.policy.Controller` built per episode (:class:`Entrant`), called with the
 episode's window, objective, reference and hardware profile, the way the hook and the service call it.
 
-On the training backend each preset's table is followed by the best setting among the entrants that held
-one setting throughout (``static``, ``static-best``, one-setting ``--schedules``), chosen in hindsight on
-these real episodes, and each learned policy's paired difference to it (:func:`held_static_best`).
+Each preset's table is followed by the best setting among the entrants that held one setting throughout
+(``static``, ``static-best``, one-setting ``--schedules``), chosen in hindsight on these episodes, and each
+learned policy's paired difference to it (:func:`held_static_best`): on the training backend, where
+static-best is the surrogate's pick, the comparison in hindsight that the real episodes support.
 
 On the surrogate the table also shows ``oracle:static-per-workload``, not a controller: the best static
 setting per workload chosen in hindsight, i.e. what identifying the workload is worth without changing
