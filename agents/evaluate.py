@@ -146,7 +146,9 @@ class EvalArgs:
     presets: tuple[str, ...] = ()
     """objective presets (default: all of envs.OBJECTIVE_PRESETS)"""
     episodes: int = 30
-    """episodes per workload per preset (reset seeds seed .. seed + episodes - 1, the same for everyone)"""
+    """episodes per workload per preset (reset seeds seed .. seed + episodes - 1, the same for everyone; on
+    the training backend each episode is its own job, job seed = reset seed, each new one costing a cached
+    uncompressed reference run)"""
     seed: int = 0
     """first reset seed"""
     heuristics: tuple[str, ...] = HEURISTIC_NAMES
@@ -351,8 +353,13 @@ Episode = tuple[float, np.ndarray, list[str], float]
 
 
 def _play(env: Any, entrant: Entrant, seed: int, preset: str, score: Score = "final") -> Episode:
-    """One episode: ``(score, mean terms [4], setting labels, final loss term l_T)``."""
-    env.reset(seed=seed)
+    """One episode: ``(score, mean terms [4], setting labels, final loss term l_T)``.
+
+    On the training backend the episode's job seed is ``seed`` itself (a distinct real job per episode);
+    drawn from the backend's small pool (``job_seeds``, default 4) six episodes held about three distinct
+    jobs, repeated exactly, and the confidence intervals counted each copy as new evidence."""
+    training = getattr(env, "backend_name", "") == "training"
+    env.reset(seed=seed, options={"job_seed": seed} if training else None)
     controller = entrant.make(env, seed, preset)
     profile = getattr(env, "profile", None)  # a CostProfile, or the surrogate's drawn profile features
     total, terms, labels = 0.0, np.zeros(4), []

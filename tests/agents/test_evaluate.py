@@ -327,3 +327,21 @@ def test_open_loop_schedules_play_their_settings_in_order(tmp_path: Path) -> Non
         with pytest.raises(ValueError, match=match):
             evaluate(EvalArgs(policy="none", schedules=bad, out=str(tmp_path / "no"), bench=False))
         assert not (tmp_path / "no").exists()
+
+
+def test_training_backend_episodes_are_distinct_jobs(tmp_path: Path) -> None:
+    """On real jobs every evaluation episode trains its own job (job seed = reset seed): drawn from the
+    backend's pool of 4, four episodes repeated jobs exactly and the CIs counted the copies as evidence."""
+    from agents.evaluate import _heuristic, _play
+    from envs.env import CompressionEnv
+    from envs.training import TrainingConfig
+
+    cfg = TrainingConfig(device="cpu", clock="modelled", threads=1, cache_dir=str(tmp_path))
+    env = CompressionEnv(
+        backend="training", workload="digits-mlp-noisy", interval_steps=2, intervals=2, training=cfg,
+        objective="balanced",
+    )  # fmt: skip
+    static = _heuristic("static")
+    finals = [_play(env, static, seed, "balanced")[3] for seed in range(4)]
+    assert len(set(finals)) == 4, finals
+    assert _play(env, static, 2, "balanced")[3] == finals[2]  # the same seed is the same job
