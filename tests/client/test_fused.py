@@ -1156,8 +1156,11 @@ def test_refresh_in_chunks_matches_one_stack(monkeypatch: pytest.MonkeyPatch) ->
         runs.append((params, [opt.state[p]["P"] for p in params[:4] if "P" in opt.state[p]]))
     (pa, ba), (pb, bb) = runs
     assert len(ba) == len(bb) >= 3
+    # on a GPU a stack of 3 and a stack of 1 run different GEMM kernels (rounding differs in the last bits;
+    # compiled on an H100: 1.4e-6 after 6 steps on values of 0.1); on the CPU the chunks match to 1e-6
+    atol = 1e-6 if _device().type == "cpu" else 1e-5
     for a, b in zip(pa + ba, pb + bb, strict=True):
-        assert torch.allclose(a, b, rtol=0, atol=1e-6), float((a - b).detach().abs().max())
+        assert torch.allclose(a, b, rtol=0, atol=atol), float((a - b).detach().abs().max())
 
 
 @pytest.mark.parametrize(("bm", "bn"), [(1, 64), (64, 64), (32, 128)])
