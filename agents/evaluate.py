@@ -358,8 +358,7 @@ def _play(env: Any, entrant: Entrant, seed: int, preset: str, score: Score = "fi
     On the training backend the episode's job seed is ``seed`` itself (a distinct real job per episode);
     drawn from the backend's small pool (``job_seeds``, default 4) six episodes held about three distinct
     jobs, repeated exactly, and the confidence intervals counted each copy as new evidence."""
-    training = getattr(env, "backend_name", "") == "training"
-    env.reset(seed=seed, options={"job_seed": seed} if training else None)
+    env.reset(seed=seed, options={"job_seed": seed} if env.backend_name == "training" else None)
     controller = entrant.make(env, seed, preset)
     profile = getattr(env, "profile", None)  # a CostProfile, or the surrogate's drawn profile features
     total, terms, labels = 0.0, np.zeros(4), []

@@ -12,6 +12,8 @@ from agents.evaluate import (
     ORACLE,
     ControllerResult,
     EvalArgs,
+    _heuristic,
+    _play,
     evaluate,
     floor_check,
     held_static_best,
@@ -19,7 +21,9 @@ from agents.evaluate import (
     mean_ci,
     static_best_episodes,
 )
+from envs.env import CompressionEnv
 from envs.objectives import OBJECTIVE_PRESETS
+from envs.training import TrainingConfig
 from envs.workloads import HELDOUT_WORKLOADS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -332,10 +336,6 @@ def test_open_loop_schedules_play_their_settings_in_order(tmp_path: Path) -> Non
 def test_training_backend_episodes_are_distinct_jobs(tmp_path: Path) -> None:
     """On real jobs every evaluation episode trains its own job (job seed = reset seed): drawn from the
     backend's pool of 4, four episodes repeated jobs exactly and the CIs counted the copies as evidence."""
-    from agents.evaluate import _heuristic, _play
-    from envs.env import CompressionEnv
-    from envs.training import TrainingConfig
-
     cfg = TrainingConfig(device="cpu", clock="modelled", threads=1, cache_dir=str(tmp_path))
     env = CompressionEnv(
         backend="training", workload="digits-mlp-noisy", interval_steps=2, intervals=2, training=cfg,
