@@ -301,6 +301,31 @@ def test_best_held_setting_is_found_among_the_entrants_played() -> None:
     assert held_static_best({"static": res["static"], "ppo": res["ppo"]}, ["ppo"]) == []  # one only
 
 
+def test_held_static_best_per_workload_picks_each_workloads_best() -> None:
+    """Over two workloads (episodes workload-major) the per-workload line takes each workload's best held
+    setting: r0/b8/g0 on the first, r0/b32/g0 on the second, and the policy's paired diff is to those."""
+
+    def held(returns: list[float], label: str) -> ControllerResult:
+        r = _result(returns)
+        r.schedules = [[label] * 3 for _ in returns]
+        return r
+
+    res = {
+        "static": held([5.0, 5.0, 1.0, 1.0], "r0/b8/g0"),  # mean 3
+        "schedule:r0/b32/g0": held([2.0, 2.0, 4.0, 4.0], "r0/b32/g0"),  # mean 3
+        "schedule:r0/b4/g0": held([3.0, 3.0, 3.5, 3.5], "r0/b4/g0"),  # mean 3.25: the best single one
+        "ppo": held([5.0, 5.0, 4.0, 4.0], "r0/b4/g0"),
+    }
+    lines = held_static_best(res, ["ppo"], n_workloads=2)
+    assert "`r0/b4/g0` (schedule:r0/b4/g0" in lines[0]
+    per = next(line for line in lines if line.startswith("- best of them per workload"))
+    assert "`r0/b8/g0`, `r0/b32/g0`, score 4.5000" in per
+    assert "(+38.5% over the best single one)" in per  # 4.5 against 3.25
+    assert lines[-1].startswith("- ppo vs the per-workload picks: paired diff +0.0000")
+    assert not any("per workload" in line for line in held_static_best(res, ["ppo"]))  # one workload
+    assert not any("per workload" in line for line in held_static_best(res, ["ppo"], n_workloads=3))
+
+
 def test_open_loop_schedules_play_their_settings_in_order(tmp_path: Path) -> None:
     """``--schedules`` entrants play setting A for k decisions (the first made before the first interval),
     then B; a one-setting schedule plays the ``static`` entrant's episodes exactly; a bad spec is refused
