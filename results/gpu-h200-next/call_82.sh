@@ -11,11 +11,11 @@ nvidia-smi --query-gpu=name,power.limit --format=csv,noheader >> $L
 python3 -c "import transformers" 2>/dev/null || {
   mkdir -p /tmp/site/transformers/utils && touch /tmp/site/transformers/__init__.py /tmp/site/transformers/utils/__init__.py
   echo 'def require_version(requirement, hint=None): return None' > /tmp/site/transformers/utils/versions.py; }
-timeout 150 python3 -m mango_cli bench gpu --out $R/tune --parts tune > $R/tune.log 2>&1
+timeout 110 python3 -m mango_cli bench gpu --out $R/tune --parts tune > $R/tune.log 2>&1
 step tune $?; cat $R/tune/*.md >> $L 2>/dev/null || grep "vs_fused" $R/tune.log >> $L
 for s in r0/b8/g0; do
   n=${s//\//_}
-  timeout 60 ncu --kernel-name matrix_step_kernel --launch-skip 10 --launch-count 1 --section SpeedOfLight \
+  timeout 50 ncu --kernel-name matrix_step_kernel --launch-skip 10 --launch-count 1 --section SpeedOfLight \
     --section Occupancy --section LaunchStats --section MemoryWorkloadAnalysis \
     python3 -m benchmarks.step_probe --setting $s --steps 20 > $R/ncu-$n.log 2>&1
   step "ncu $s" $?
