@@ -531,13 +531,10 @@ def held_static_best(
     ]
     out += _paired_lines(res, learned, res[best].returns, "it")
     n = res[best].returns.size
-    if n_workloads > 1 and n % n_workloads == 0 and all(res[k].returns.size == n for k in held):
-        k = n // n_workloads
-        picks = [
-            max(held, key=lambda h, w=w: float(res[h].returns[w * k : (w + 1) * k].mean()))
-            for w in range(n_workloads)
-        ]
-        per = np.concatenate([res[h].returns[w * k : (w + 1) * k] for w, h in enumerate(picks)])
+    if n_workloads > 1 and n % n_workloads == 0 and all(res[h].returns.size == n for h in held):
+        blocks = {h: res[h].returns.reshape(n_workloads, -1) for h in held}  # as floor_check splits them
+        picks = [max(held, key=lambda h, w=w: float(blocks[h][w].mean())) for w in range(n_workloads)]
+        per = np.concatenate([blocks[h][w] for w, h in enumerate(picks)])
         gain = _rel(float(per.mean()), float(res[best].returns.mean()))
         out.append(
             f"- best of them per workload, in hindsight (a controller that knew the workload and held one "

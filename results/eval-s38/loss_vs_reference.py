@@ -3,35 +3,31 @@ uncompressed reference run of the same job seed, in percent, mean over the disti
 better; interval 0 is played uncompressed by the recorder), with the spread of the last three intervals'
 mean over the jobs.
 
-``python results/eval-s38/loss_vs_reference.py results/eval-s38/probe/*.jsonl.gz``. An episode that repeats a
+``python results/eval-s38/loss_vs_reference.py results/eval-s38/probe`` (a trace file or a folder of
+them, read by :func:`envs.traces.load_traces`). An episode that repeats a
 (workload, controller, job seed) already read is skipped: the recorder replays a job exactly, so a repeat is
 not evidence (``probe-s10`` holds each of its nine episodes three times).
 """
 
 from __future__ import annotations
 
-import gzip
-import json
 import sys
 from collections import defaultdict
 
 import numpy as np
 
+from envs.traces import load_traces
 
-def main(paths: list[str]) -> None:
-    rows = []
-    for path in paths:
-        with gzip.open(path, "rt") as f:
-            rows += [json.loads(line) for line in f]
-    refs = [r for r in rows if r["type"] == "reference"]
-    ref = {(r["workload"], r["seed"]): np.array(r["columns"]["loss"]) for r in refs}
+
+def main(path: str) -> None:
+    traces = load_traces(path)
     rel: dict[tuple[str, str], dict[int, np.ndarray]] = defaultdict(dict)
-    for r in rows:
-        if r["type"] != "episode" or r["seed"] in rel[(r["workload"], r["controller"])]:
+    for e in traces.episodes:
+        if e.seed in rel[(e.workload, e.controller)]:
             continue
-        loss, base = np.array(r["columns"]["loss"]), ref[(r["workload"], r["seed"])]
+        loss, base = e.columns["loss"], traces.references[(e.workload, e.seed)].columns["loss"]
         n = min(loss.size, base.size)
-        rel[(r["workload"], r["controller"])][r["seed"]] = 100 * (loss[:n] - base[:n]) / base[:n]
+        rel[(e.workload, e.controller)][e.seed] = 100 * (loss[:n] - base[:n]) / base[:n]
     width = max(a.size for v in rel.values() for a in v.values())
     head = " | ".join(str(i) for i in range(width))
     print(f"| workload | controller | jobs | {head} | last 3: mean (min, max over jobs) |")
@@ -46,4 +42,4 @@ def main(paths: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main(sys.argv[1])

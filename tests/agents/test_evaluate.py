@@ -273,24 +273,26 @@ def test_episodes_that_played_the_best_static_are_counted() -> None:
     assert static_best_episodes({"ppo": pol}) == []  # no static-best to compare with
 
 
+def _held(returns: list[float], label: str) -> ControllerResult:
+    """An entrant that played ``label`` in all three intervals of every episode."""
+    r = _result(returns)
+    r.schedules = [[label] * 3 for _ in returns]
+    return r
+
+
 def test_best_held_setting_is_found_among_the_entrants_played() -> None:
     """On real jobs static-best is the surrogate's pick: the report also names the best setting among the
     entrants that held one setting throughout, and each learned policy's paired difference to it; an
     entrant that changed setting is not one of them."""
 
-    def held(returns: list[float], label: str) -> ControllerResult:
-        r = _result(returns)
-        r.schedules = [[label] * 3 for _ in returns]
-        return r
-
     moved = _result([9.0, 9.0])
     moved.schedules = [["r0/b8/g0", "r0/b4/g0", "r0/b4/g0"]] * 2
     res = {
-        "static-best": held([1.0, 1.0], "r0/b4/g0"),
-        "static": held([2.0, 2.0], "r0/b8/g0"),
-        "schedule:r0/b32/g0": held([3.0, 5.0], "r0/b32/g0"),
+        "static-best": _held([1.0, 1.0], "r0/b4/g0"),
+        "static": _held([2.0, 2.0], "r0/b8/g0"),
+        "schedule:r0/b32/g0": _held([3.0, 5.0], "r0/b32/g0"),
         "schedule:r0/b8/g0:1>r0/b4/g0": moved,
-        "ppo": held([4.0, 4.0], "r0/b4/g0"),
+        "ppo": _held([4.0, 4.0], "r0/b4/g0"),
     }
     lines = held_static_best(res, ["ppo"])
     assert lines[0].startswith(
@@ -305,16 +307,11 @@ def test_held_static_best_per_workload_picks_each_workloads_best() -> None:
     """Over two workloads (episodes workload-major) the per-workload line takes each workload's best held
     setting: r0/b8/g0 on the first, r0/b32/g0 on the second, and the policy's paired diff is to those."""
 
-    def held(returns: list[float], label: str) -> ControllerResult:
-        r = _result(returns)
-        r.schedules = [[label] * 3 for _ in returns]
-        return r
-
     res = {
-        "static": held([5.0, 5.0, 1.0, 1.0], "r0/b8/g0"),  # mean 3
-        "schedule:r0/b32/g0": held([2.0, 2.0, 4.0, 4.0], "r0/b32/g0"),  # mean 3
-        "schedule:r0/b4/g0": held([3.0, 3.0, 3.5, 3.5], "r0/b4/g0"),  # mean 3.25: the best single one
-        "ppo": held([5.0, 5.0, 4.0, 4.0], "r0/b4/g0"),
+        "static": _held([5.0, 5.0, 1.0, 1.0], "r0/b8/g0"),  # mean 3
+        "schedule:r0/b32/g0": _held([2.0, 2.0, 4.0, 4.0], "r0/b32/g0"),  # mean 3
+        "schedule:r0/b4/g0": _held([3.0, 3.0, 3.5, 3.5], "r0/b4/g0"),  # mean 3.25: the best single one
+        "ppo": _held([5.0, 5.0, 4.0, 4.0], "r0/b4/g0"),
     }
     lines = held_static_best(res, ["ppo"], n_workloads=2)
     assert "`r0/b4/g0` (schedule:r0/b4/g0" in lines[0]
