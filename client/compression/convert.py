@@ -11,14 +11,14 @@ batched change dispatched: ``python -m benchmarks.switch_cpu`` counts them). Res
 path's bit for bit with ``stochastic_rounding=False`` (the same products, per batch entry; the same blocks).
 
 Draw order: the random starts a rank change needs (new directions, the randomized SVD's start) are drawn
-from the optimizer's generator tensor by tensor in the group's order, before the group's states are stored;
+from the optimizer's generator in one draw per group (:func:`_draw`), before the group's states are stored;
 groups go in the order of their first tensor, the tensors converted alone after them. The per-tensor path
-draws in parameter order, interleaved with each tensor's stochastic-rounding draws (the group draws them
-once per state kind: m, v, e, h). So the random directions are the per-tensor path's only where that order
-is the same (``stochastic_rounding=False`` and
-each group's tensors consecutive in parameter order, as in the tests); a model whose layers interleave
-shapes (GPT-2: attention and MLP matrices per layer) gets other random directions and rounding draws:
-the same distribution, deterministic for a given seed.
+draws tensor by tensor in parameter order, interleaved with each tensor's stochastic-rounding draws (the
+group draws them once per state kind: m, v, e, h). So the random directions are the per-tensor path's only
+on the CPU, where that order is the same (``stochastic_rounding=False`` and each group's tensors
+consecutive in parameter order, as in the tests) and each start's size is a multiple of 16; a model whose
+layers interleave shapes (GPT-2: attention and MLP matrices per layer), and any GPU, gets other random
+directions and rounding draws: the same distribution, deterministic for a given seed.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from client.compression.lowrank import init_q, orthonormalize_batched, top_left_singular
+from client.compression.lowrank import orthonormalize_batched, top_left_singular
 from client.compression.refresh import _stack_values, _uniform
 from client.compression.slots import _TINY, _mix_v
 from client.protocol import CompressionSetting
@@ -94,12 +94,18 @@ def _mix(
     return None, torch.stack([_mix_v(None, row, w)[1] for row, w in zip(v_row, w2, strict=True)])  # type: ignore[misc]
 
 
+def _draw(opt: Any, k: int, rows: int, cols: int) -> torch.Tensor:
+    """``k`` Gaussian ``(rows, cols)`` starts from the optimizer's generator in one draw (one launch on a GPU,
+    not one per tensor). On the CPU the values are those of ``k`` draws in a row when ``rows * cols`` is a
+    multiple of 16 (torch fills normals 16 at a time); otherwise, and on a GPU, other draws of the same
+    distribution, deterministic for a seed."""
+    return torch.randn(k, rows, cols, generator=opt._gen, device=opt._gen.device)
+
+
 def _top_subspace(opt: Any, a: torch.Tensor, r: int) -> torch.Tensor:
     """Batched :meth:`MangoAdamW._top_subspace`: randomized SVD of each ``(m, n)`` entry of ``a``."""
     k = min(r + 8, min(a.shape[1:]))
-    q = torch.stack(
-        [init_q(a.shape[2], k, opt._gen, device=a.device, orthonormal=False) for _ in range(a.shape[0])]
-    )
+    q = _draw(opt, a.shape[0], a.shape[2], k).to(a.device)
     at = a.transpose(1, 2)
     pk = q
     for _ in range(2):  # power_iteration(a, q0, iters=2)
@@ -135,9 +141,7 @@ def convert_group(opt: Any, ps: list[torch.Tensor], sts: list[dict[str, Any]], s
             P_new, W = torch.stack([pj @ aj for pj, aj in zip(P, A, strict=True)]), A.transpose(1, 2)
         elif r_old > 0 and r_new > r_old:
             assert P is not None
-            extra = torch.stack(
-                [torch.randn(m_rows, r_new - r_old, generator=opt._gen, device=opt._gen.device) for _ in ps]
-            ).to(P.device)
+            extra = _draw(opt, len(ps), m_rows, r_new - r_old).to(P.device)
             P_new = orthonormalize_batched(torch.cat([P, extra], dim=2))
             W = P_new.transpose(1, 2) @ P
         elif r_old > 0:

@@ -166,14 +166,18 @@ def orthonormalize_batched(x: torch.Tensor, rows: Sequence[int] | None = None) -
         if len(rows) != y.shape[0] or not all(r <= int(k) <= m for k in rows):
             raise ValueError(f"rows must give {y.shape[0]} row counts in [{r}, {m}], got {list(rows)}")
         om, fallback = _padded_nudges(tuple(int(k) for k in rows), m, r, x.device)
-    scale = y.square().sum(dim=-2).amax(dim=-1).sqrt()  # (B,) the largest column norm
-    y = torch.addcmul(y, (ORTH_NUDGE * scale + 1e-30)[:, None, None], om)
+    # Few ops on purpose: each is a launch on a GPU, and a setting change calls this per shape group
+    # (`python -m benchmarks.switch_cpu` counts them).
+    scale = torch.linalg.vector_norm(y, dim=-2).amax(dim=-1)  # (B,) the largest column norm
+    y = torch.addcmul(y, scale[:, None, None], om, value=ORTH_NUDGE)  # a zero matrix stays zero: fails below
     infos = []
     for _ in range(2):
         chol, info = torch.linalg.cholesky_ex(y.mT @ y)  # (B, r, r); no host sync on a failure
         infos.append(info)
         y = torch.linalg.solve_triangular(chol, y.mT, upper=False).mT  # y L^{-T}
-    failed = (infos[0] != 0) | (infos[1] != 0) | ~torch.isfinite(y.sum(dim=(-2, -1)))
+    # failed: either factorization (info > 0) or a non-finite result (s - s is NaN for inf and NaN)
+    s = y.sum(dim=(-2, -1))
+    failed = (s - s).add_(infos[0]).add_(infos[1]).ne(0)
     y = torch.where(failed[:, None, None], fallback, y)
     return y.to(_work_dtype(x)).reshape(x.shape)
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from client.compression import MangoAdamW, convert, fused
 from client.compression.kernels import available
@@ -99,6 +100,37 @@ def test_batched_conversion_equals_per_tensor(a: str, b: str) -> None:
     _steps(opt, p_opt, range(3, 6))
     for x, y in zip(p_ref, p_opt, strict=True):
         torch.testing.assert_close(y, x, rtol=0, atol=1e-4)
+
+
+class _CountDraws(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.n = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        self.n += func.overloadpacket.__name__ == "randn"
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize(("a", "b"), [("r0/b8/g0", "r4/b8/g0"), ("r4/b8/g0", "r16/b16/g0.5")])
+def test_a_groups_random_starts_are_one_draw(a: str, b: str) -> None:
+    """A change into a rank (the randomized SVD's start) or up a rank (the new directions) draws once per
+    shape group, not once per tensor: a launch each on a GPU. Here two pairs and one odd tensor: 3 draws
+    batched, 5 tensor by tensor (counted at the second change of each mode: the first also draws the
+    orthonormalization's fixed nudges, cached per shape)."""
+    counts = []
+    for batched in (True, False):
+        for counted in (False, True):
+            gen = torch.Generator().manual_seed(0)
+            params = [torch.nn.Parameter(torch.randn(s, generator=gen) * 0.1) for s in SHAPES]
+            opt = MangoAdamW(params, lr=1e-2, setting=S.parse(a), min_compress_numel=1024)
+            opt.batch_convert = batched
+            _steps(opt, params, range(2))
+            with _CountDraws() as count:
+                opt.apply_setting(S.parse(b))
+            if counted:
+                counts.append(count.n)
+    assert counts == [3, 5]
 
 
 def test_groups_are_batched_and_odd_tensors_alone() -> None:

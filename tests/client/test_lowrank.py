@@ -124,6 +124,17 @@ def test_orthonormalize_batched_support_in_the_leading_rows() -> None:
         x = a @ (a.T @ q)
 
 
+def test_orthonormalize_batched_non_finite_input_gets_the_fixed_basis() -> None:
+    """An inf or NaN entry (a diverged moment) fails the check on the result, not only the factorization:
+    that matrix gets the zero matrix's fixed basis, the others of the stack are untouched."""
+    x = torch.randn(3, 12, 4, generator=_gen(9), dtype=torch.float64)
+    x[0, 3, 1], x[2, 0, 0] = float("inf"), float("nan")
+    q = orthonormalize_batched(x)
+    fixed = orthonormalize_batched(torch.zeros(12, 4, dtype=torch.float64))
+    assert torch.equal(q[0], fixed) and torch.equal(q[2], fixed)
+    assert torch.allclose(q[1], orthonormalize_batched(x[1]), atol=0)
+
+
 def test_orthonormalize_batched_rank_deficient_and_zero_input() -> None:
     x = torch.zeros(3, 10, 3)
     x[0, :, 0] = 1.0  # rank 1
