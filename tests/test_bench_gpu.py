@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 import benchmarks.gpu as gpu
-from benchmarks.gpu import VARIANTS, _keeps_variant, _relative_to_adamw, _write_converge, seed_summary
+from benchmarks.gpu import (
+    VARIANTS,
+    _keeps_variant,
+    _relative_to_adamw,
+    _write_converge,
+    optimizer_filters,
+    seed_summary,
+)
 
 
 def test_seed_summary_pairs_each_optimizer_over_its_seeds() -> None:
@@ -119,3 +126,15 @@ def test_variant_rows_are_kept_by_label_or_exactly() -> None:
         "r64/b8/g0|refresh_every=200",
         "r0/b2/g0|DRAWS=hash",
     ]
+
+
+def test_optimizer_filters_keep_a_two_knob_variant_whole() -> None:
+    text = "AdamW (fused),r0/b8/g0|MATRIX_TILE=512, MAX_REGS=0,-nf4"
+    keep = optimizer_filters(text)
+    assert keep == ["AdamW (fused)", "r0/b8/g0|MATRIX_TILE=512, MAX_REGS=0", "-nf4"]
+    rows = [
+        f"{label}|" + ", ".join(f"{k}={v}" for k, v in {**kw, **knobs}.items())
+        for label, kw, knobs in VARIANTS
+    ]
+    picked = [r for r in rows if _keeps_variant(keep[1:2], *r.split("|"))]
+    assert picked == ["r0/b8/g0|MATRIX_TILE=512, MAX_REGS=0"]
