@@ -46,6 +46,9 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("r0/b8/g0 unchecked philox8", {"CHECK": False, "STOCHASTIC": True, "RNG": 2}),
     ("r0/b8/g0 no-EF", {"EF": False}),
     ("r0/b8/g0 unchecked", {"CHECK": False}),
+    # 512 values a program (two 8-bit blocks), the tile that won on an H100 uncapped (session 39)
+    ("r0/b8/g0 tile 512", {"ROWS": 2}),
+    ("r0/b8/g0 no-EF tile 512", {"EF": False, "ROWS": 2}),
     ("r0/b8/g0 tensor skip", {"CHECK": True}),  # fused.SKIP_GRAIN = "tensor": the pre-pass's check
     ("r0/b8/g0.5", {"SHIFT": True}),
     ("r0/b8/g0.5 hash draws", {"SHIFT": True, "STOCHASTIC": True, "RNG": 1}),
