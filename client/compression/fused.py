@@ -79,6 +79,13 @@ PROJ_WARPS = 4
 #: reductions stay inside a warp (no shared memory, no barrier) and a thread holds 8 values; 4096 values
 #: over 4 warps ran four times slower.
 MATRIX_TILE = 256
+#: Values per matrix-kernel program at a code width where it is not :data:`MATRIX_TILE`, with the register
+#: cap that tile runs at (0: none; :data:`MAX_REGS` still overrides it), e.g. ``{8: (512, 0)}``: two 8-bit
+#: blocks a one-warp program, uncapped. A larger tile keeps more loads in flight a warp at fewer warps an SM;
+#: at the caps of 256 it spills. Empty: every width at :data:`MATRIX_TILE`. Session 39 timed 512 on an
+#: H100 (faster at 8 bits, slower at 2-4; ``mango bench gpu --parts variants``, the ``MATRIX_TILE`` rows;
+#: BENCHMARKS.md) but not on the H200, so no width has its own tile yet. The tile changes no value.
+MATRIX_TILE_BY_BITS: dict[int, tuple[int, int]] = {}
 #: Values per exact-kernel program.
 EXACT_TILE = 1024
 #: Values per program of the gradient-norm pre-pass (one float atomic each: large tiles keep the
@@ -185,7 +192,15 @@ def matrix_loads(bits: int, shift: bool, early: bool | None = None) -> tuple[boo
     if early is None:
         early = cap is not None
     regs = cap if early and cap is not None else MAX_REGS_BY_BITS.get(bits, 0)
+    if bits in MATRIX_TILE_BY_BITS:  # a width's own tile runs at its own cap
+        regs = MATRIX_TILE_BY_BITS[bits][1]
     return early, MAX_REGS if MAX_REGS is not None else regs
+
+
+def matrix_tile(bits: int) -> int:
+    """Values per matrix-kernel program at ``bits``: :data:`MATRIX_TILE_BY_BITS`'s tile, else
+    :data:`MATRIX_TILE`."""
+    return MATRIX_TILE_BY_BITS[bits][0] if bits in MATRIX_TILE_BY_BITS else MATRIX_TILE
 
 
 def _draws_code(draws: str) -> int:
@@ -218,10 +233,10 @@ def _factor_sums_partials(sums: str) -> bool:
     return sums == "partials"
 
 
-def rows_per_program(block: int, tiles: int) -> int:
-    """Tile rows (blocks) a matrix program owns: a tile of :data:`MATRIX_TILE` values, ``tiles`` of them
-    for a factored program that walks a strip (:func:`factor_iters`)."""
-    return max(MATRIX_TILE // block, 1) * tiles
+def rows_per_program(block: int, tiles: int, bits: int) -> int:
+    """Tile rows (blocks) a matrix program owns at ``bits``: a tile of :func:`matrix_tile` values, ``tiles``
+    of them for a factored program that walks a strip (:func:`factor_iters`)."""
+    return max(matrix_tile(bits) // block, 1) * tiles
 
 
 def factor_iters(bits: int) -> int:
@@ -316,6 +331,9 @@ class Plan:
     #: tiles a factored program walks (:func:`factor_iters`; 1 with no loop): the program tables are laid out
     #: for it, so the launches read it from here rather than from the module knobs
     strip_tiles: int = 1
+    #: blocks a matrix program's tile holds (:func:`matrix_tile` over ``block``), read by the launches for
+    #: the same reason: the tables were laid out with it
+    tile_rows: int = 1
     #: rows a factored program owns when its sums of ``c^2`` go to its own slots (:data:`FACTOR_SUMS`
     #: ``"partials"``; the kernel's ``PARTIALS``), 0 with the atomics
     partials: int = 0
@@ -541,6 +559,7 @@ def _matrix_group(
     proj: bool,
     opt: Any,
     tiles: int,
+    bits: int,
     partials: bool = False,
 ) -> _Group:
     """Tables of one matrix launch: rank-0 tensors (the kernel reads the gradient and writes the parameter)
@@ -548,7 +567,7 @@ def _matrix_group(
     ``tiles``: tiles a factored program walks (:attr:`Plan.strip_tiles`); ``partials``: a factored program
     stores its sums of ``c^2`` in its own slots (:data:`FACTOR_SUMS`)."""
     device = items[0][1].device
-    rows_per_prog = rows_per_program(block, tiles)
+    rows_per_prog = rows_per_program(block, tiles, bits)
     dims = []  # (rows, cols, transposed) of the values the matrix kernel walks
     for _, p, st in items:
         if proj:
@@ -814,7 +833,7 @@ def build_plan(opt: Any, items: list[tuple[int, torch.Tensor, dict[str, Any]]], 
     groups = [
         _exact_group(v, hypers[gid], sdtype)
         if kind == "exact"
-        else _matrix_group(v, hypers[gid], factored, block, kind == "proj", opt, tiles, partials)
+        else _matrix_group(v, hypers[gid], factored, block, kind == "proj", opt, tiles, s.bits, partials)
         for (kind, _, sdtype, gid, _), v in buckets.items()
     ]
     matrix_set = set(matrix_idx)
@@ -830,7 +849,8 @@ def build_plan(opt: Any, items: list[tuple[int, torch.Tensor, dict[str, Any]]], 
         block=block,
         gamma=float(s.gamma),
         strip_tiles=tiles,
-        partials=rows_per_program(block, tiles) if partials else 0,
+        tile_rows=rows_per_program(block, 1, s.bits),
+        partials=rows_per_program(block, tiles, s.bits) if partials else 0,
         numels=torch.tensor(
             [float(p.numel()) if pos in matrix_set else 0.0 for pos, (_, p, _) in enumerate(items)],
             dtype=torch.float32,
@@ -971,7 +991,7 @@ def run(
                 BITS=plan.bits,
                 MODE=plan.mode,
                 BLOCK=plan.block,
-                ROWS=max(MATRIX_TILE // plan.block, 1),
+                ROWS=plan.tile_rows,
                 EF=plan.ef,
                 SHIFT=plan.gamma > 0,
                 FACTORED=plan.factored,

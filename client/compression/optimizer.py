@@ -455,8 +455,9 @@ class MangoAdamW(torch.optim.Optimizer):
         ``fused``) keeps its parameter and states for the step, and ``skipped_steps`` counts it; the check
         costs one read of every gradient before the step (the fused path's pre-pass; the torch path's host
         sync). The fused path's rank-0 launches with a full ``v`` (8 bits and up, by default) check each
-        tile of ``fused.MATRIX_TILE`` values in the step itself instead: a failing tile keeps its values and
-        block scales, the rest of the tensor steps, and the count is of tiles (``fused.SKIP_GRAIN``).
+        tile of ``fused.matrix_tile(bits)`` values in the step itself instead: a failing tile keeps its
+        values and block scales, the rest of the tensor steps, and the count is of tiles
+        (``fused.SKIP_GRAIN``).
         ``False``: gradients are taken as finite, as ``torch.optim.AdamW`` takes them: nothing is checked or
         skipped, and what a NaN/inf does to the parameter and the states is not defined (the
         statistics leave such a tensor's norm out, as a skipped one's). Choose it where something upstream

@@ -164,6 +164,27 @@ def test_fused_default_tile_matches_big_tiles() -> None:
 
 
 @pytest.mark.default_tile
+def test_a_widths_own_tile_matches_the_default_tile(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``MATRIX_TILE_BY_BITS``: 8 bits at 512 values a program (its own cap) steps bit for bit as the shared
+    tile does, a rank-0 and a projected setting; the plan lays its tables out and launches with that tile,
+    and the other widths keep theirs."""
+    runs = []
+    for by_bits in ({}, {8: (512, 0)}):
+        monkeypatch.setattr(fused, "MATRIX_TILE_BY_BITS", by_bits)
+        params = _params()
+        opt = MangoAdamW(params, lr=LR, setting=S(rank=0, bits=8), min_compress_numel=1024, fused=True)
+        _run(params, opt, range(3))  # the first step creates the state on the torch path
+        assert opt._plan is not None and opt._plan.tile_rows == fused.matrix_tile(8) // opt._plan.block
+        opt.apply_setting(S(rank=4, bits=8))
+        _run(params, opt, range(3, 5))
+        runs.append(params)
+    assert fused.matrix_tile(8) == 512 and fused.matrix_tile(4) == fused.MATRIX_TILE
+    assert fused.matrix_loads(8, False) == (True, 0) and fused.rows_per_program(256, 2, 8) == 4
+    for a, b in zip(*runs, strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.default_tile
 @pytest.mark.parametrize(
     ("iters", "sums"), [(1, "atomics"), (2, "atomics"), (1, "partials"), (2, "partials")]
 )
