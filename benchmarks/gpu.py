@@ -742,6 +742,12 @@ VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("r0/b16/g0", {}, {"MATRIX_TILE": 512, "MAX_REGS": 0}),
     ("r0/b32/g0", {}, {}),
     ("r0/b32/g0", {}, {"MATRIX_TILE": 512, "MAX_REGS": 0}),
+    # the 8-bit tile as it would ship (fused.MATRIX_TILE_BY_BITS): rank 0, and the projected launches at 8
+    # bits, which take the width's tile too
+    ("r0/b8/g0", {}, {"MATRIX_TILE_BY_BITS": {8: (512, 0)}}),
+    ("r0/b8/g0", {"error_feedback": False}, {"MATRIX_TILE_BY_BITS": {8: (512, 0)}}),
+    ("r4/b8/g0", {}, {"MATRIX_TILE_BY_BITS": {8: (512, 0)}}),
+    ("r64/b8/g0", {}, {"MATRIX_TILE_BY_BITS": {8: (512, 0)}}),
 ]
 
 
