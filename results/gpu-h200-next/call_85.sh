@@ -13,19 +13,8 @@
 WHL=.whl13p source results/gpu-h200-next/preamble.sh
 nvidia-smi --query-gpu=name,power.limit --format=csv,noheader >> $L
 gpu_tests
-T5="MATRIX_TILE=512, MAX_REGS=0"; T10="MATRIX_TILE=1024, MAX_REGS=0"
-ROWS="r0/b8/g0|,r0/b8/g0|MATRIX_TILE=512,r0/b8/g0|$T5,r0/b8/g0|$T10,r0/b8/g0|error_feedback=False,r0/b8/g0|error_feedback=False, $T5"
-ROWS="$ROWS,r0/b4/g0|,r0/b4/g0|MATRIX_TILE=512,r0/b4/g0|$T5,r0/b4/g0|$T10,r0/b4/g0|error_feedback=False"
-ROWS="$ROWS,r0/b4/g0|error_feedback=False, $T5,r0/b4/g0|error_feedback=False, $T10"
-MORE="r0/b3/g0|,r0/b3/g0|$T5,r0/b2/g0|,r0/b2/g0|$T5,r0/b16/g0|,r0/b16/g0|$T5,r0/b32/g0|,r0/b32/g0|$T5"
 SHORT="r0/b8/g0|,r0/b8/g0|$T5,r0/b8/g0|error_feedback=False, $T5,r0/b4/g0|,r0/b4/g0|error_feedback=False"
-var() {  # var NAME ROWS: the variants part on ROWS (within CALL_LIMIT, 150 s at most)
-  local left=$(left_s); [ $left -ge 30 ] || return
-  timeout $(( left < 150 ? left : 150 )) python3 -m mango_cli bench gpu --out $R/var-$1 --parts variants --energy-window-s 1.0 \
-    --optimizers "$2" > $R/var-$1.log 2>&1
-  step "variants $1" $?; cat $R/var-$1/*.md >> $L 2>/dev/null || tail -5 $R/var-$1.log >> $L
-}
-var tiles "$ROWS,$MORE"
+var tiles "$TILE_ROWS,$TILE_MORE"
 B="MATRIX_TILE_BY_BITS={8: (512, 0)}"
 var bybits "r0/b8/g0|,r0/b8/g0|$B,r0/b8/g0|error_feedback=False,r0/b8/g0|error_feedback=False, $B,r4/b8/g0|,r4/b8/g0|$B,r64/b8/g0|,r64/b8/g0|$B"
 K=client/compression/kernels/triton_step.py; cp $K /tmp/triton_step_head.py

@@ -71,3 +71,20 @@ reg_caps() {
     > $R/var.log 2>&1
   step variants $?; cat $R/var/*.md >> $L 2>/dev/null || tail -5 $R/var.log >> $L
 }
+
+# var NAME ROWS: `mango bench gpu --parts variants` on ROWS ('SETTING|VARIANT' strings, comma-separated),
+# within CALL_LIMIT (150 s at most), its table to the summary log
+var() {
+  local left=$(left_s); [ $left -ge 30 ] || return
+  timeout $(( left < 150 ? left : 150 )) python3 -m mango_cli bench gpu --out $R/var-$1 --parts variants --energy-window-s 1.0 \
+    --optimizers "$2" > $R/var-$1.log 2>&1
+  step "variants $1" $?; cat $R/var-$1/*.md >> $L 2>/dev/null || tail -5 $R/var-$1.log >> $L
+}
+
+# The rank-0 tile rows of the variants part (session 39): TILE_ROWS at 8 and 4 bits, TILE_MORE the other
+# widths; 512 and 1024 values a program, capped as now and uncapped (T5, T10)
+T5="MATRIX_TILE=512, MAX_REGS=0"; T10="MATRIX_TILE=1024, MAX_REGS=0"
+TILE_ROWS="r0/b8/g0|,r0/b8/g0|MATRIX_TILE=512,r0/b8/g0|$T5,r0/b8/g0|$T10,r0/b8/g0|error_feedback=False,r0/b8/g0|error_feedback=False, $T5"
+TILE_ROWS="$TILE_ROWS,r0/b4/g0|,r0/b4/g0|MATRIX_TILE=512,r0/b4/g0|$T5,r0/b4/g0|$T10,r0/b4/g0|error_feedback=False"
+TILE_ROWS="$TILE_ROWS,r0/b4/g0|error_feedback=False, $T5,r0/b4/g0|error_feedback=False, $T10"
+TILE_MORE="r0/b3/g0|,r0/b3/g0|$T5,r0/b2/g0|,r0/b2/g0|$T5,r0/b16/g0|,r0/b16/g0|$T5,r0/b32/g0|,r0/b32/g0|$T5"
