@@ -65,6 +65,11 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     # 4 bits' defaults since session 30: the uniform code and a full v (and NF4 with a full v), rounded to
     # nearest since session 31 (the rows above pin the stochastic rounding of their time)
     ("r0/b4/g0 uniform full-v", {"BITS": 4, "MODE": 0, "BLOCK": 64, "ROWS": 4}),
+    # at 1024 values a program (session 39's H100 tune sweep: the fewer-instructions kernel's no-EF row
+    # fastest there, the landed kernel's slowest in the variants part)
+    ("r0/b4/g0 uniform full-v tile 1024", {"BITS": 4, "MODE": 0, "BLOCK": 64, "ROWS": 16}),
+    ("r0/b4/g0 uniform full-v no-EF", {"BITS": 4, "MODE": 0, "BLOCK": 64, "ROWS": 4, "EF": False}),
+    ("r0/b4/g0 uniform full-v no-EF tile 1024", {"BITS": 4, "MODE": 0, "BLOCK": 64, "ROWS": 16, "EF": False}),
     (
         "r0/b4/g0 uniform full-v stochastic",
         {"BITS": 4, "MODE": 0, "BLOCK": 64, "ROWS": 4, "STOCHASTIC": True},
