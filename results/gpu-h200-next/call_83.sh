@@ -10,9 +10,9 @@
 # 4. Nsight Compute on one warm matrix_step_kernel at r0/b8/g0 (this tree);
 # 5. the tile / warps / register sweep (`--parts tune`) in what is left.
 # Ran (on an H100) with the fewer-instructions kernel in client/compression/kernels/triton_step.py, kept since
-# as results/gpu-h200-next/s39/triton_step_fewer.py (the diff: s39/rank0_fewer_instructions.patch), and
-# s39/triton_step_s38.py as the kernel of commit 1463b34 (to rerun: `git show 1463b34:client/compression/
-# kernels/triton_step.py > results/gpu-h200-next/s39/triton_step_s38.py`, the fewer kernel in place).
+# as results/gpu-h200-next/s39/rank0_fewer_instructions.patch, and s39/triton_step_s38.py as the kernel of
+# commit 1463b34 (to rerun: apply the patch to the tree, then `git show 1463b34:client/compression/kernels/
+# triton_step.py > results/gpu-h200-next/s39/triton_step_s38.py`).
 WHL=.whl13p source results/gpu-h200-next/preamble.sh
 nvidia-smi --query-gpu=name,power.limit --format=csv,noheader >> $L
 timeout 150 python3 -m pytest -q -n 8 -p no:cacheprovider tests/client/test_fused.py tests/client/test_convert.py \

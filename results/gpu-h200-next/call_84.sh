@@ -6,7 +6,7 @@
 # 2. the variants part on the rank-0 rows at tiles 256 / 512 / 1024, capped as now and not, beside fused
 #    AdamW in the same table; a second pass of the 8- and 4-bit rows;
 # 3. the same 8- and 4-bit rows with the fewer-instructions kernel (results/gpu-h200-next/s39/
-#    triton_step_fewer.py swapped in) at 256 and 512.
+#    rank0_fewer_instructions.patch applied) at 256 and 512.
 # (Its `var` helper and tile rows moved to preamble.sh after it ran: the same rows, `TILE_ROWS,TILE_MORE`.)
 WHL=.whl13p source results/gpu-h200-next/preamble.sh
 nvidia-smi --query-gpu=name,power.limit --format=csv,noheader >> $L
@@ -16,6 +16,5 @@ step tests $?; grep -E "FAILED|ERROR|passed|failed" $R/tests.log | tail -8 >> $L
 SHORT="r0/b8/g0|,r0/b8/g0|$T5,r0/b4/g0|,r0/b4/g0|$T5,r0/b4/g0|error_feedback=False, $T5"
 var tiles "$TILE_ROWS,$TILE_MORE"
 var tiles2 "$SHORT"
-K=client/compression/kernels/triton_step.py; cp $K /tmp/triton_step_head.py
-cp results/gpu-h200-next/s39/triton_step_fewer.py $K; var fewer "$SHORT"; cp /tmp/triton_step_head.py $K
+with_fewer_kernel var fewer "$SHORT"
 finish

@@ -88,3 +88,12 @@ TILE_ROWS="r0/b8/g0|,r0/b8/g0|MATRIX_TILE=512,r0/b8/g0|$T5,r0/b8/g0|$T10,r0/b8/g
 TILE_ROWS="$TILE_ROWS,r0/b4/g0|,r0/b4/g0|MATRIX_TILE=512,r0/b4/g0|$T5,r0/b4/g0|$T10,r0/b4/g0|error_feedback=False"
 TILE_ROWS="$TILE_ROWS,r0/b4/g0|error_feedback=False, $T5,r0/b4/g0|error_feedback=False, $T10"
 TILE_MORE="r0/b3/g0|,r0/b3/g0|$T5,r0/b2/g0|,r0/b2/g0|$T5,r0/b16/g0|,r0/b16/g0|$T5,r0/b32/g0|,r0/b32/g0|$T5"
+
+# with_fewer_kernel CMD...: run CMD with session 39's fewer-instructions rank-0 kernel in place
+# (s39/rank0_fewer_instructions.patch, applied by `git apply` or `patch -p1`), then this tree's kernel back
+with_fewer_kernel() {
+  local k=client/compression/kernels/triton_step.py p=results/gpu-h200-next/s39/rank0_fewer_instructions.patch
+  cp $k /tmp/triton_step_head.py
+  if git apply $p 2>/dev/null || patch -s -p1 < $p; then "$@"; else echo "fewer kernel: the patch did not apply" >> $L; fi
+  cp /tmp/triton_step_head.py $k
+}
