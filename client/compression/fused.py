@@ -82,10 +82,11 @@ MATRIX_TILE = 256
 #: Values per matrix-kernel program at a code width where it is not :data:`MATRIX_TILE`, with the register
 #: cap that tile runs at (0: none; :data:`MAX_REGS` still overrides it), e.g. ``{8: (512, 0)}``: two 8-bit
 #: blocks a one-warp program, uncapped. A larger tile keeps more loads in flight a warp at fewer warps an SM;
-#: at the caps of 256 it spills. Empty: every width at :data:`MATRIX_TILE`. Session 39 timed 512 on an
-#: H100 (faster at 8 bits, slower at 2-4; ``mango bench gpu --parts variants``, the ``MATRIX_TILE`` rows;
-#: BENCHMARKS.md) but not on the H200, so no width has its own tile yet. The tile changes no value.
-MATRIX_TILE_BY_BITS: dict[int, tuple[int, int]] = {}
+#: at the caps of 256 it spills. Widths not named run at :data:`MATRIX_TILE`. 8 bits take 512 uncapped:
+#: faster at 8 bits in two H100 calls, slower at 2-4 bits (``mango bench gpu --parts variants``, the
+#: ``MATRIX_TILE`` and ``MATRIX_TILE_BY_BITS`` rows; BENCHMARKS.md, sessions 39-40); not yet timed on an
+#: H200. The tile changes no value.
+MATRIX_TILE_BY_BITS: dict[int, tuple[int, int]] = {8: (512, 0)}
 #: Values per exact-kernel program.
 EXACT_TILE = 1024
 #: Values per program of the gradient-norm pre-pass (one float atomic each: large tiles keep the

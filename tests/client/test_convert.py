@@ -167,6 +167,7 @@ def test_fused_runs_continue_after_batched_changes(monkeypatch: pytest.MonkeyPat
     # test_fused.py::test_fused_default_tile_matches_big_tiles checks bit for bit).
     if not torch.cuda.is_available():
         monkeypatch.setattr(fused, "MATRIX_TILE", 4096)
+        monkeypatch.setattr(fused, "MATRIX_TILE_BY_BITS", {})
     # The group's random starts drawn tensor by tensor, as the per-tensor path draws them: one draw per
     # group gives other starts on a GPU (Philox), so other bases and a run 6e-3 apart on an H100 (session
     # 39), which this test is not about (test_a_groups_random_starts_are_one_draw checks the one draw).

@@ -37,6 +37,7 @@ def _big_tiles_when_interpreted(request: pytest.FixtureRequest, monkeypatch: pyt
     except the test marked ``default_tile``; on CUDA everything runs the shipped defaults."""
     if not torch.cuda.is_available() and "default_tile" not in request.keywords:
         monkeypatch.setattr(fused, "MATRIX_TILE", 4096)
+        monkeypatch.setattr(fused, "MATRIX_TILE_BY_BITS", {})
     if "tf32" not in request.keywords:  # value by value against the torch path: fp32-accurate products
         monkeypatch.setattr(fused, "QUANTIZED_DOT_PRECISION", "tf32x3")
 
@@ -146,18 +147,17 @@ def test_fused_stochastic_rounding_tracks_torch_path(setting: S, kw: dict) -> No
 
 
 @pytest.mark.default_tile
-def test_fused_default_tile_matches_big_tiles() -> None:
-    """The shipped tile (one block per program) and a 4096-value tile compute the same step bit for bit."""
+def test_fused_default_tile_matches_big_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shared tile (one block per program) and a 4096-value tile compute the same step bit for bit
+    (8 bits without its own tile here: test_a_widths_own_tile_matches_the_default_tile checks that one)."""
     runs = []
+    monkeypatch.setattr(fused, "MATRIX_TILE_BY_BITS", {})
     for tile in (fused.MATRIX_TILE, 4096):
-        old = fused.MATRIX_TILE
-        fused.MATRIX_TILE = tile
-        try:
-            params = _params()
-            opt = MangoAdamW(params, lr=LR, setting=S(rank=0, bits=8), min_compress_numel=1024, fused=True)
-            _run(params, opt, range(3))  # the first step creates the state on the torch path
-        finally:
-            fused.MATRIX_TILE = old
+        monkeypatch.setattr(fused, "MATRIX_TILE", tile)
+        params = _params()
+        opt = MangoAdamW(params, lr=LR, setting=S(rank=0, bits=8), min_compress_numel=1024, fused=True)
+        _run(params, opt, range(3))  # the first step creates the state on the torch path
+        assert opt._plan is not None and opt._plan.tile_rows == tile // opt._plan.block
         runs.append(params)
     for a, b in zip(*runs):
         assert torch.equal(a, b)
@@ -270,9 +270,9 @@ def test_fused_tile_grain_changes_nothing_on_finite_gradients(
     assert oa.skipped_updates() == ob.skipped_updates() == 0
 
 
-@pytest.mark.default_tile  # the shipped tile of 256 values, as compiled
+@pytest.mark.default_tile  # the shipped tile (512 values at 8 bits), as compiled
 def test_fused_tile_grain_skips_only_the_nonfinite_tile(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Under ``SKIP_GRAIN = "tile"`` a NaN leaves its tile of ``MATRIX_TILE`` values as it was and steps the
+    """Under ``SKIP_GRAIN = "tile"`` a NaN leaves its tile of ``matrix_tile(8)`` as it was and steps the
     rest of the tensor (the default leaves the whole tensor); an exact launch (a vector) still skips its
     whole tensor by the pre-pass. ``skipped_updates`` counts one tile and one tensor."""
     monkeypatch.setattr(fused, "SKIP_GRAIN", "tile")
@@ -288,7 +288,7 @@ def test_fused_tile_grain_skips_only_the_nonfinite_tile(monkeypatch: pytest.Monk
     for p, g in zip(params, grads):
         p.grad = g
     opt.step()
-    tile = fused.MATRIX_TILE
+    tile = fused.matrix_tile(8)
     flat, old = params[0].detach().reshape(-1), before[0].reshape(-1)
     assert params[0].numel() > tile
     assert torch.equal(flat[:tile], old[:tile])  # the NaN's tile, as it was
