@@ -46,9 +46,11 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("r0/b8/g0 unchecked philox8", {"CHECK": False, "STOCHASTIC": True, "RNG": 2}),
     ("r0/b8/g0 no-EF", {"EF": False}),
     ("r0/b8/g0 unchecked", {"CHECK": False}),
-    # 512 values a program (two 8-bit blocks), the tile that won on an H100 uncapped (session 39)
+    # the 8-bit cases above compile at the shipped tile (fused.MATRIX_TILE_BY_BITS: 512 values, two blocks,
+    # uncapped since session 40); these name it, and 256 values (one block) at the same cap
     ("r0/b8/g0 tile 512", {"ROWS": 2}),
     ("r0/b8/g0 no-EF tile 512", {"EF": False, "ROWS": 2}),
+    ("r0/b8/g0 tile 256", {"ROWS": 1}),
     ("r0/b8/g0 tensor skip", {"CHECK": True}),  # fused.SKIP_GRAIN = "tensor": the pre-pass's check
     ("r0/b8/g0.5", {"SHIFT": True}),
     ("r0/b8/g0.5 hash draws", {"SHIFT": True, "STOCHASTIC": True, "RNG": 1}),
@@ -117,6 +119,8 @@ def compile_case(overrides: dict[str, Any], arch: int = 90) -> dict[str, Any]:
         CHECK=True, PARTIALS=0, SEARCH=1, TILE_SKIP=False,  # NF4: the cells search unless a case says compare
     )  # fmt: skip
     consts.update(overrides)
+    if "ROWS" not in overrides:  # the tile fused.run lays a width out with (fused.matrix_tile)
+        consts["ROWS"] = max(fused.matrix_tile(consts["BITS"]) // consts["BLOCK"], 1)
     if consts["STOCHASTIC"] is None:  # as MangoAdamW's default rounds: stochastic_rounding="auto"
         consts["STOCHASTIC"] = auto_rounding_is_stochastic(consts["BITS"])
     if "CHECK" not in overrides and fused.tiles_test_themselves(consts["FACTORED"], consts["STRIP"]):

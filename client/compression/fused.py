@@ -123,7 +123,8 @@ WHOLE_BLOCKS = True
 #: variants``; BENCHMARKS.md, "Issue 12, session 12"), 4 bits then with the factored ``v``; with the full
 #: ``v`` (4 bits' default since session 30) it won at 4 bits and cap 128 on an H100, with and without the
 #: shift, against caps 96 and none (BENCHMARKS.md, session 30). The arithmetic is the same; a GPU compiler
-#: may contract it into FMAs differently, so results may differ in the last bit there.
+#: may contract it into FMAs differently, so results may differ in the last bit there. A width with its own
+#: tile (:data:`MATRIX_TILE_BY_BITS`, 8 bits) keeps the order but runs at that tile's cap.
 EARLY_LOADS: dict[tuple[int, bool], int] = {(8, False): 96, (8, True): 128, (4, False): 128, (4, True): 128}
 #: Where stochastic rounding's random words come from, and how wide a dither is (``triton_step._dither``):
 #: ``"philox"`` (Philox4x32-7, a 16-bit dither a value: the shipped step), ``"hash"`` (an integer hash a word,

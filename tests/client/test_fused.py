@@ -863,13 +863,18 @@ def test_fused_early_loads_change_nothing(monkeypatch: pytest.MonkeyPatch, setti
 
 
 def test_matrix_loads_picks_the_order_and_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The one place fused.run and benchmarks.sass take the load order and register cap from."""
+    """The one place fused.run and benchmarks.sass take the load order and register cap from: a width's
+    own tile (``MATRIX_TILE_BY_BITS``) brings its own cap, ``MAX_REGS`` overrides every cap."""
     monkeypatch.setattr(fused, "EARLY_LOADS", {(8, False): 96})
     monkeypatch.setattr(fused, "MAX_REGS_BY_BITS", {8: 72})
+    monkeypatch.setattr(fused, "MATRIX_TILE_BY_BITS", {})
     assert fused.matrix_loads(8, False) == (True, 96)
     assert fused.matrix_loads(8, False, early=False) == (False, 72)  # forced late: the width's cap
     assert fused.matrix_loads(8, True) == (False, 72)  # the shift is not in the table
     assert fused.matrix_loads(4, False) == (False, 0)  # no cap
+    monkeypatch.setattr(fused, "MATRIX_TILE_BY_BITS", {8: (512, 0), 4: (1024, 80)})
+    assert fused.matrix_loads(8, False) == (True, 0)  # the tile's cap: none
+    assert fused.matrix_loads(4, False) == (False, 80)
     monkeypatch.setattr(fused, "MAX_REGS", 128)
     assert fused.matrix_loads(8, False) == (True, 128)
 

@@ -27,16 +27,25 @@ def _table(cases: str, *extra: str) -> dict[str, list[str]]:
 
 
 def test_static_counts_see_what_stochastic_rounding_costs() -> None:
-    """Round-to-nearest drops the Philox draws: fewer instructions a value than stochastic rounding, both
-    within the register cap the fused step gives them (the early loads' at 8 bits, ``fused.EARLY_LOADS``),
-    and the late-loads case within the width's old cap (``fused.MAX_REGS_BY_BITS``): a real compile's."""
-    rows = _table("r0/b8/g0,r0/b8/g0 stochastic,r0/b8/g0 late loads")
-    nearest, stochastic, late = rows["r0/b8/g0"], rows["r0/b8/g0 stochastic"], rows["r0/b8/g0 late loads"]
+    """Round-to-nearest drops the Philox draws: fewer instructions a value than stochastic rounding, at the
+    8-bit tile and register cap the fused step gives them (``fused.MATRIX_TILE_BY_BITS``: uncapped, and
+    round-to-nearest holds it without spilling); at one block a program, the early loads' cap
+    (``fused.EARLY_LOADS``) holds both and the late loads' (``fused.MAX_REGS_BY_BITS``) that case: a real
+    compile's."""
+    rows = _table("r0/b8/g0,r0/b8/g0 stochastic")
+    nearest, stochastic = rows["r0/b8/g0"], rows["r0/b8/g0 stochastic"]
     assert 50 < int(nearest[0]) < int(stochastic[0]) < 1000
-    cap = fused.EARLY_LOADS[(8, False)]
-    assert int(stochastic[1]) <= cap and int(nearest[1]) <= cap
-    assert int(late[1]) <= fused.MAX_REGS_BY_BITS[8] < cap
+    assert fused.matrix_loads(8, False) == (True, fused.MATRIX_TILE_BY_BITS[8][1])
+    assert int(nearest[1]) <= 255 and int(nearest[2]) == 0
     assert "FFMA" in stochastic[3]
+
+
+def test_one_block_programs_fit_the_early_loads_cap() -> None:
+    """At one block a program (the 8-bit tile before session 40) and the early loads' cap
+    (``fused.EARLY_LOADS``) the round-to-nearest kernel holds without spilling."""
+    cap = fused.EARLY_LOADS[(8, False)]
+    row = _table("r0/b8/g0 tile 256", "--max-regs", str(cap))["r0/b8/g0 tile 256"]
+    assert int(row[1]) <= cap and int(row[2]) == 0
 
 
 def test_unknown_case_is_named() -> None:
