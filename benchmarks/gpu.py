@@ -62,6 +62,11 @@ class GpuBenchArgs:
     """timed optimizer steps per configuration (after 5 warm-ups)"""
     energy_window_s: float = 2.0
     """seconds of repeated steps per energy reading (NVML's counter updates about every 100 ms)"""
+    paired_energy: bool = True
+    """the step part also runs a fused-AdamW window (on a parameter set of its own) right before each row's
+    energy window: ``energy_vs_adamw_paired`` is the row's energy over that neighbour's, free of the drift of
+    a GPU that warms over the part (``energy_vs_adamw`` divides by the one AdamW row); ``temp_C`` is the
+    temperature after the row's window. Costs one more window a row and the step part's AdamW memory"""
     steps: int = 400
     """training steps per optimizer in the convergence part"""
     seeds: int = 1
@@ -125,6 +130,12 @@ class _Energy:
         if self.handle is None:
             return None
         return self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle) / 1000.0
+
+    def temp_c(self) -> float | None:
+        """The GPU's core temperature (degrees C): its power at the same work rises as it warms."""
+        if self.handle is None:
+            return None
+        return float(self.nvml.nvmlDeviceGetTemperature(self.handle, self.nvml.NVML_TEMPERATURE_GPU))
 
 
 def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
@@ -512,13 +523,45 @@ def _energy_row(step: Callable[[], Any], energy: _Energy, window_s: float) -> di
     return {"energy_mJ_per_step": (e1 - e0) * 1000.0 / k, "mean_power_W": (e1 - e0) / (t1 - t0)}
 
 
+def _paired_adamw(args: GpuBenchArgs, energy: _Energy) -> Callable[[], Any] | None:
+    """The step of a warm fused AdamW on a parameter set of its own, the neighbour of each row's energy
+    window (``--paired-energy``); None where it is off or NVML is unavailable."""
+    if not args.paired_energy or args.energy_window_s <= 0.0 or energy.handle is None:
+        return None
+    opt = torch.optim.AdamW(model_with_gradients(args.model), lr=3e-4, weight_decay=0.1, fused=True)
+    for _ in range(10):
+        opt.step()
+    return opt.step
+
+
+def _paired_energy_row(
+    row: dict[str, Any],
+    step: Callable[[], Any],
+    pair: Callable[[], Any] | None,
+    energy: _Energy,
+    window_s: float,
+) -> None:
+    """``row``'s energy window, after the paired AdamW's window where there is one (its ratio to it as
+    ``energy_vs_adamw_paired``) and the temperature after it."""
+    before = _energy_row(pair, energy, window_s) if pair is not None else {}
+    row.update(_energy_row(step, energy, window_s))
+    if "energy_mJ_per_step" in before and "energy_mJ_per_step" in row:
+        row["adamw_mJ_paired"] = before["energy_mJ_per_step"]
+        row["energy_vs_adamw_paired"] = row["energy_mJ_per_step"] / before["energy_mJ_per_step"]
+    temp = energy.temp_c()
+    if temp is not None:
+        row["temp_C"] = temp
+
+
 def run_step(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
     energy = _Energy()
+    pair = _paired_adamw(args, energy)
     rows: list[dict[str, Any]] = []
     for name, fac in _optimizer_factories().items():
         row: dict[str, Any] = {"model": args.model, "optimizer": name}
         try:
             torch.cuda.empty_cache()
+            held = torch.cuda.memory_allocated()  # the paired AdamW's parameters and state
             params = model_with_gradients(args.model)
             n_params = sum(p.numel() for p in params)
             opt = fac(params)
@@ -534,8 +577,8 @@ def run_step(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
             row["median_ms"] = _time_ms(opt.step, reps=10 if slow else 30, warmup=0)
             row["params_M"] = n_params / 1e6
             row["state_bytes_per_param"] = _state_bytes(opt) / n_params
-            row["peak_mem_GiB"] = torch.cuda.max_memory_allocated() / 2**30
-            row.update(_energy_row(opt.step, energy, args.energy_window_s))
+            row["peak_mem_GiB"] = (torch.cuda.max_memory_allocated() - held) / 2**30
+            _paired_energy_row(row, opt.step, pair, energy, args.energy_window_s)
             del opt, params
         except Exception as exc:
             row["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
@@ -545,7 +588,8 @@ def run_step(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
     _relative_to_adamw(rows, "step_ms", "vs_fused_adamw")
     _relative_to_adamw(rows, "energy_mJ_per_step", "energy_vs_adamw")
     cols = ["model", "optimizer", "step_ms", "vs_fused_adamw", "median_ms", "state_bytes_per_param"]
-    cols += ["peak_mem_GiB", "energy_mJ_per_step", "energy_vs_adamw", "mean_power_W", "error"]
+    cols += ["peak_mem_GiB", "energy_mJ_per_step", "energy_vs_adamw", "energy_vs_adamw_paired"]
+    cols += ["mean_power_W", "temp_C", "error"]
     _write(out, f"step-{args.model}", rows, cols, meta)
 
 
@@ -985,12 +1029,35 @@ SWITCHES: list[tuple[str, str]] = [
 ]  # fmt: skip
 
 
+def _train_step_ms(args: GpuBenchArgs) -> float:
+    """Median time of one training step of the step part's model: forward and backward under bf16 autocast
+    on ``--batch`` random sequences of ``--seq`` tokens, then a fused AdamW step. The unit a job pays a
+    setting change in (the optimizer step alone is a small part of it)."""
+    model = _gpt(50304, 1024, **MODELS[args.model])
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4, fused=True)
+    x = torch.randint(0, 50304, (args.batch, args.seq), device="cuda")
+
+    def step() -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model.loss(x, x)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return _time_ms(step, reps=10, warmup=3)
+
+
 def run_switch(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
     """What a policy decision costs on the GPU: ``apply_setting`` (state conversion) plus the first step
-    after it (plan rebuild, any kernel compile is excluded by a first untimed pass), against a plain step."""
+    after it (plan rebuild, any kernel compile is excluded by a first untimed pass), against a plain
+    optimizer step (``cost_in_steps``) and against a whole training step of the same model at ``--batch``
+    x ``--seq`` tokens (``cost_in_train_steps``)."""
     from client.compression import MangoAdamW
     from client.protocol import CompressionSetting
 
+    train_ms = _train_step_ms(args)
+    torch.cuda.empty_cache()  # the training step's model and activations
     params = model_with_gradients(args.model)
     rows: list[dict[str, Any]] = []
     for timed in (False, True):  # the first pass compiles every variant the changes need
@@ -1018,11 +1085,14 @@ def run_switch(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
                         "step_ms_before": step_ms,
                         "step_ms_after": after_ms,
                         "cost_in_steps": (apply_ms + first_ms - after_ms) / max(after_ms, 1e-9),
+                        "train_step_ms": train_ms,
+                        "cost_in_train_steps": (apply_ms + first_ms - after_ms) / train_ms,
                     }
                 )
                 print(rows[-1], flush=True)
             del opt
     cols = ["change", "apply_ms", "first_step_ms", "step_ms_before", "step_ms_after", "cost_in_steps"]
+    cols += ["train_step_ms", "cost_in_train_steps"]
     _write(out, "switch", rows, cols, meta)
 
 

@@ -77,6 +77,9 @@ class _Counter:
     def read_j(self) -> float | None:
         return self.j
 
+    def temp_c(self) -> float | None:
+        return 55.0 if self.handle is not None else None
+
 
 def test_energy_row_divides_the_window_by_its_steps(monkeypatch: pytest.MonkeyPatch) -> None:
     """The step and variants parts' energy columns: the counter's rise over the window per step, and the
@@ -93,6 +96,28 @@ def test_energy_row_divides_the_window_by_its_steps(monkeypatch: pytest.MonkeyPa
     assert gpu._energy_row(step, counter, 0.0) == {}
     counter.handle = None
     assert gpu._energy_row(step, counter, 0.02) == {}
+
+
+def test_paired_energy_divides_by_the_adamw_window_just_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The step part's paired column: the row's energy per step over the neighbouring AdamW window's (here
+    0.5 J against 0.25 J a step: 2.0), with the temperature after it; without a pair only the row's own
+    columns."""
+    monkeypatch.setattr(gpu, "_sync", lambda: None)
+    counter = _Counter()
+
+    def step() -> None:
+        counter.j += 0.5
+
+    def adamw() -> None:
+        counter.j += 0.25
+
+    row: dict[str, object] = {}
+    gpu._paired_energy_row(row, step, adamw, counter, 0.02)
+    assert row["energy_vs_adamw_paired"] == pytest.approx(2.0)
+    assert row["adamw_mJ_paired"] == pytest.approx(250.0) and row["temp_C"] == 55.0
+    alone: dict[str, object] = {}
+    gpu._paired_energy_row(alone, step, None, counter, 0.02)
+    assert "energy_vs_adamw_paired" not in alone and alone["energy_mJ_per_step"] == pytest.approx(500.0)
 
 
 def test_variant_rows_are_relative_to_the_adamw_row() -> None:
