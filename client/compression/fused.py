@@ -486,8 +486,17 @@ def _eligible_exact(p: torch.Tensor, st: dict[str, Any], opt: Any) -> bool:
 _HOST = torch.device("cpu")
 
 
+def upload(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` on ``device``; a host table goes to a GPU through pinned memory without waiting (a copy from
+    pageable memory synchronizes the stream: a plan rebuild made about twenty such copies, each draining the
+    queue the training loop had built up). The pinned block is not reused before its copy ends."""
+    if device.type != "cuda" or t.device.type != "cpu":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def _i64(values: list[int], device: torch.device) -> torch.Tensor:
-    return torch.tensor(values, dtype=torch.int64).to(device)
+    return upload(torch.tensor(values, dtype=torch.int64), device)
 
 
 Item = tuple[int, torch.Tensor, dict[str, Any]]  # (position in the step's items, param, state)
@@ -520,10 +529,13 @@ def _strip_programs(
     n_a = [-(-r // per) for r in rows]  # programs a strip
     counts = [a * s for a, s in zip(n_a, strides, strict=True)]
     total = sum(counts)
-    n_prog, starts, each, na_t, stride_t = torch.tensor(
-        [counts, [c - n for c, n in zip(itertools.accumulate(counts), counts)], rows, n_a, strides],
-        dtype=torch.int64,
-    ).to(device)
+    n_prog, starts, each, na_t, stride_t = upload(
+        torch.tensor(
+            [counts, [c - n for c, n in zip(itertools.accumulate(counts), counts)], rows, n_a, strides],
+            dtype=torch.int64,
+        ),
+        device,
+    )
 
     def spread(x: torch.Tensor) -> torch.Tensor:  # each tensor's value, once for each of its programs
         return torch.repeat_interleave(x, n_prog, output_size=total)
@@ -547,7 +559,7 @@ def _matrix_programs(
     """The matrix launch's int32 program table (:func:`_strip_programs`, on ``device``) with the programs
     of whole blocks first (a launch without per-value masks), and how many those are (one device sync)."""
     t, first, count = _strip_programs(rows, strides, per, device)
-    ends = torch.tensor(numels, dtype=torch.int64).to(device)
+    ends = _i64(numels, device)
     full = (first + count) * block <= ends[t]  # no value past the end
     order = torch.argsort((~full).to(torch.int8), stable=True)  # whole blocks first, each part in order
     return torch.stack([t, first, count], dim=1)[order].to(torch.int32), int(full.sum())
@@ -660,9 +672,9 @@ def _sum_tables(jobs: list[int], device: torch.device) -> _Sums:
         return torch.stack([j, torch.div(k, g, rounding_mode="floor") * cols, k % g * group], dim=1)
 
     return _Sums(
-        jobs=job.to(device),
-        groups=table(chunks * n_groups, n_groups).to(torch.int32).to(device),
-        folds=table(chunks, torch.ones_like(chunks)).to(torch.int32).to(device),
+        jobs=upload(job, device),
+        groups=upload(table(chunks * n_groups, n_groups).to(torch.int32), device),
+        folds=upload(table(chunks, torch.ones_like(chunks)).to(torch.int32), device),
         group=group,
         cols=cols,
     )
@@ -711,14 +723,14 @@ def _proj_tables(items: list[Item], x_views: list[torch.Tensor], x_all: torch.Te
     for trans, tmn in shapes.items():
         if tmn:
             ts, ms, ns = (list(x) for x in zip(*tmn, strict=True))
-            a = tile_programs(ts, [1] * len(ts), ns, 1, PROJ_BN).to(device)  # (t, 0, j): a column block
+            a = upload(tile_programs(ts, [1] * len(ts), ns, 1, PROJ_BN), device)  # (t, 0, j): a column block
             prog_a.append((trans, a, torch.zeros(a.shape[0], dtype=torch.float32, device=device)))
-            prog_c.append((trans, tile_programs(ts, ms, ns, BACK_BM, BACK_BN).to(device)))
+            prog_c.append((trans, upload(tile_programs(ts, ms, ns, BACK_BM, BACK_BN), device)))
     return _Proj(
         rank_p2=max(16, 1 << (r_max - 1).bit_length()),
         addr=_i64(addr, device),
         meta=_i64(meta, device),
-        scale=torch.tensor(scale, dtype=torch.float32).to(device),
+        scale=upload(torch.tensor(scale, dtype=torch.float32), device),
         prog_a=prog_a,
         prog_c=prog_c,
         x=x_all,
@@ -788,7 +800,7 @@ def _new_group(
         index=[i for i, _, _ in items],
         states=[st for _, _, st in items],
         hyper=hyper,
-        prog=prog.to(device),
+        prog=upload(prog, device),
         addr=_i64(addr, device),
         meta=_i64(meta, device),
         n_prog=n_prog,
@@ -853,10 +865,13 @@ def build_plan(opt: Any, items: list[tuple[int, torch.Tensor, dict[str, Any]]], 
         strip_tiles=tiles,
         tile_rows=rows_per_program(block, 1, s.bits),
         partials=rows_per_program(block, tiles, s.bits) if partials else 0,
-        numels=torch.tensor(
-            [float(p.numel()) if pos in matrix_set else 0.0 for pos, (_, p, _) in enumerate(items)],
-            dtype=torch.float32,
-        ).to(items[0][1].device),
+        numels=upload(
+            torch.tensor(
+                [float(p.numel()) if pos in matrix_set else 0.0 for pos, (_, p, _) in enumerate(items)],
+                dtype=torch.float32,
+            ),
+            items[0][1].device,
+        ),
     )
 
 
@@ -871,7 +886,7 @@ def _grad_table(g: _Group, grads: list[torch.Tensor]) -> torch.Tensor | None:
                 return None
         t = torch.tensor(ptrs, dtype=torch.int64)
         device = g.params[0].device
-        g.grad_dev = t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t
+        g.grad_dev = upload(t, device)
         g.grad_addr = ptrs
     return g.grad_dev
 

@@ -217,8 +217,9 @@ def top_left_singular(b: torch.Tensor, r: int) -> torch.Tensor:
     From the eigenvectors of the small Gram matrix ``b b^T`` (``k x k``, float64), decomposed on the CPU:
     ``b`` is short and wide here (a randomized SVD's projected matrix, a first moment's ``r x n``
     coefficients), and on a GPU a batched SVD runs matrix by matrix in the solver. One host transfer of
-    ``k x k`` values per call. Signs are fixed (each vector's largest entry positive), so the result is a
-    pure function of ``b``. Returns ``(..., k, r)`` in ``b``'s device, float32 (float64 for float64 input).
+    ``k x k`` values per call (one wait for the device; the result goes back without one). Signs are fixed
+    (each vector's largest entry positive), so the result is a pure function of ``b``. Returns
+    ``(..., k, r)`` in ``b``'s device, float32 (float64 for float64 input).
     """
     if not isinstance(b, torch.Tensor) or not b.is_floating_point() or b.ndim < 2:
         got = tuple(b.shape) if isinstance(b, torch.Tensor) else type(b).__name__
@@ -229,8 +230,9 @@ def top_left_singular(b: torch.Tensor, r: int) -> torch.Tensor:
     _, vecs = torch.linalg.eigh((bd @ bd.mT).cpu())  # ascending eigenvalues
     u = vecs.flip(-1)[..., :r]
     top = torch.gather(u, -2, u.abs().argmax(dim=-2, keepdim=True))  # (..., 1, r) each vector's largest
-    u = u * torch.where(top < 0, -1.0, 1.0)
-    return u.to(device=b.device, dtype=_work_dtype(b))
+    u = (u * torch.where(top < 0, -1.0, 1.0)).to(_work_dtype(b))
+    # back through pinned memory without waiting: a copy from pageable memory would drain the stream again
+    return u.pin_memory().to(b.device, non_blocking=True) if b.is_cuda else u
 
 
 def power_iteration(g: torch.Tensor, q: torch.Tensor, iters: int = 1) -> tuple[torch.Tensor, torch.Tensor]:

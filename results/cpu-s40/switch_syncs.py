@@ -1,7 +1,8 @@
 """Count the host reads / host<->device transfers of one MangoAdamW.apply_setting and of the first step after it.
 
 CPU only: the GPU path is emulated (fused=True under TRITON_INTERPRET=1, batch_convert=True, and `x.is_cuda`
-reads True inside quant.py / refresh.py for "device" tensors, so their CUDA branches run). Every tensor that
+reads True inside quant.py / refresh.py / lowrank.py for "device" tensors, and fused.upload takes its CUDA
+branch, so their CUDA paths run). Every tensor that
 exists before counting starts is a "device" tensor; tensors made on the host (factories without a `device=`
 argument, torch.tensor(...) without device, .cpu(), .numpy() views) are "host" tensors, and ops on host
 tensors give host tensors (a TorchDispatchMode follows them). What is recorded, with the innermost
@@ -239,9 +240,9 @@ for _n in ("tensor", "as_tensor", "arange", "zeros", "ones", "empty", "full", "r
            "linspace", "eye", "from_numpy", "randperm"):
     _wrap_factory(_n)
 
-# is_cuda: True for device tensors where quant.py / refresh.py branch on it (their CUDA branches run)
+# is_cuda: True for device tensors where quant.py / refresh.py / lowrank.py branch on it (their CUDA branches)
 _orig_is_cuda = torch.Tensor.is_cuda
-_CUDA_FILES = (os.path.join(PROJ, "compression", "quant.py"), os.path.join(PROJ, "compression", "refresh.py"))
+_CUDA_FILES = tuple(os.path.join(PROJ, "compression", f) for f in ("quant.py", "refresh.py", "lowrank.py"))
 
 
 def _is_cuda(self: torch.Tensor) -> bool:
@@ -274,7 +275,8 @@ class Tracker(TorchDispatchMode):
         kwargs = kwargs or {}
         leaves = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
         host_in = [t for t in leaves if is_host(t)]
-        dev_in = [t for t in leaves if not is_host(t)]
+        # 0-d tensors of another device are plain scalars to an op (Python numbers arrive as 0-d CPU tensors)
+        dev_in = [t for t in leaves if not is_host(t) and t.dim() > 0]
         if ACTIVE and _depth() == 0:
             on_host = bool(host_in) and not dev_in
             if func in SCALAR_READ:
@@ -324,15 +326,23 @@ def params_with_grads(layers: int, embd: int, heads: int, vocab: int, block: int
     return params
 
 
-def run_change(params: list[torch.nn.Parameter], a: str, b: str, count: bool) -> dict[str, collections.Counter]:
+def run_change(
+    params: list[torch.nn.Parameter], a: str, b: str, count: bool, steps: int = 2
+) -> dict[str, collections.Counter]:
     global ACTIVE
     from client.compression import MangoAdamW
     from client.protocol import CompressionSetting
 
+    from client.compression import fused
+
+    def upload(t: torch.Tensor, device: torch.device) -> torch.Tensor:  # fused.upload's CUDA branch
+        return t.pin_memory().to(device, non_blocking=True) if is_host(t) else t.to(device)
+
+    fused.upload = upload  # type: ignore[assignment]
     opt = MangoAdamW(params, lr=1e-4, setting=CompressionSetting.parse(a), fused=True)
     opt.batch_convert = True  # the GPU's batched conversion (convert.py), as p.is_cuda picks there
     opt.graph_refresh = False  # no CUDA graph on a CPU
-    for _ in range(5):
+    for _ in range(steps):
         opt.step()
     out = {}
     for phase, fn in (("apply_setting", lambda: opt.apply_setting(CompressionSetting.parse(b))),
@@ -363,10 +373,11 @@ def table(title: str, ev: collections.Counter) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--layers", type=int, default=2)
-    ap.add_argument("--embd", type=int, default=256)
+    ap.add_argument("--embd", type=int, default=128)
     ap.add_argument("--heads", type=int, default=4)
-    ap.add_argument("--vocab", type=int, default=512)
-    ap.add_argument("--block", type=int, default=256)
+    ap.add_argument("--vocab", type=int, default=256)
+    ap.add_argument("--block", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=2, help="steps at the old setting before the change")
     ap.add_argument("--changes", default="r0/b8/g0>r4/b8/g0,r0/b8/g0>r16/b3/g0.75,r4/b8/g0>r64/b16/g0,"
                     "r4/b8/g0>r0/b8/g0")  # fmt: skip
     ap.add_argument("--cold", action="store_true", help="count the first (cold-cache) pass instead")
@@ -374,14 +385,15 @@ def main() -> None:
     params = params_with_grads(args.layers, args.embd, args.heads, args.vocab, args.block)
     shapes = collections.Counter(tuple(p.shape) for p in params if p.ndim == 2)
     print(f"model: {args.layers} layers, width {args.embd}, vocab {args.vocab}, block {args.block}; "
-          f"matrices {dict(shapes)}")  # fmt: skip
+          f"matrices {dict(shapes)}", flush=True)  # fmt: skip
     changes = [tuple(c.split(">")) for c in args.changes.split(",")]
     for a, b in changes:
         if not args.cold:  # as the GPU bench: a first untimed pass fills every cache (nudges, tables, kernels)
-            run_change(params, a, b, count=False)
-        res = run_change(params, a, b, count=True)
+            run_change(params, a, b, count=False, steps=1)
+        res = run_change(params, a, b, count=True, steps=args.steps)
         for phase, ev in res.items():
             table(f"{a} -> {b}: {phase}", ev)
+        sys.stdout.flush()
 
 
 if __name__ == "__main__":
