@@ -557,12 +557,18 @@ def _matrix_programs(
     rows: list[int], strides: list[int], numels: list[int], block: int, per: int, device: torch.device = _HOST
 ) -> tuple[torch.Tensor, int]:
     """The matrix launch's int32 program table (:func:`_strip_programs`, on ``device``) with the programs
-    of whole blocks first (a launch without per-value masks), and how many those are (one device sync)."""
+    of whole blocks first (a launch without per-value masks), and how many those are.
+
+    The count comes from the shapes, not the table (no device sync): a flat run of ``rows`` blocks has one
+    partial program, its last, where ``rows * block`` passes the tensor's end; a column strip's programs
+    (stride > 1) end inside the tensor (their rows are whole rows of ``stride * block <= ncols`` values)."""
     t, first, count = _strip_programs(rows, strides, per, device)
     ends = _i64(numels, device)
     full = (first + count) * block <= ends[t]  # no value past the end
     order = torch.argsort((~full).to(torch.int8), stable=True)  # whole blocks first, each part in order
-    return torch.stack([t, first, count], dim=1)[order].to(torch.int32), int(full.sum())
+    total = sum(-(-r // per) * s for r, s in zip(rows, strides, strict=True))
+    partial = sum(s == 1 and r * block > n for r, s, n in zip(rows, strides, numels, strict=True))
+    return torch.stack([t, first, count], dim=1)[order].to(torch.int32), total - partial
 
 
 def _matrix_group(
