@@ -31,6 +31,7 @@ import math
 import os
 import platform
 import re
+import statistics
 import time
 import traceback
 from collections.abc import Callable
@@ -482,17 +483,24 @@ def model_with_gradients(name: str) -> list[torch.nn.Parameter]:
     return params
 
 
-def _amortized_ms(step: Callable[[], Any], n: int) -> float:
+def _amortized_ms(step: Callable[[], Any], n: int, windows: int = 3) -> float:
     """Mean device time per call over ``n`` consecutive calls (CUDA events around the whole run): what a job
-    pays, a basis refresh every ``refresh_every`` steps included (a median would hide it)."""
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    _sync()
-    a.record()
-    for _ in range(n):
-        step()
-    b.record()
-    b.synchronize()
-    return a.elapsed_time(b) / n
+    pays, a basis refresh every ``refresh_every`` steps included (a median of single steps would hide it).
+    The median of ``windows`` such runs back to back (``n`` a multiple of the refresh interval, so each
+    holds as many refreshes): one run in which the GPU waited on a host stall does not stand as the reading
+    (session 40's grids had rows 15-40 % slow at unchanged energy per step; a stall longer than a run still
+    shows)."""
+    runs = []
+    for _ in range(windows):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        _sync()
+        a.record()
+        for _ in range(n):
+            step()
+        b.record()
+        b.synchronize()
+        runs.append(a.elapsed_time(b) / n)
+    return statistics.median(runs)
 
 
 def _fused_adamw_ms(
