@@ -47,6 +47,7 @@ import torch
 
 from client.compression.codes import default_block
 from client.compression.quant import DenseState, QuantizedTensor
+from client.compression.transfer import upload
 
 __all__ = [
     "FUSED_BITS",
@@ -486,15 +487,6 @@ def _eligible_exact(p: torch.Tensor, st: dict[str, Any], opt: Any) -> bool:
 _HOST = torch.device("cpu")
 
 
-def upload(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``t`` on ``device``; a host table goes to a GPU through pinned memory without waiting (a copy from
-    pageable memory synchronizes the stream: a plan rebuild made about twenty such copies, each draining the
-    queue the training loop had built up). The pinned block is not reused before its copy ends."""
-    if device.type != "cuda" or t.device.type != "cpu":
-        return t.to(device)
-    return t.pin_memory().to(device, non_blocking=True)
-
-
 def _i64(values: list[int], device: torch.device) -> torch.Tensor:
     return upload(torch.tensor(values, dtype=torch.int64), device)
 
@@ -566,9 +558,8 @@ def _matrix_programs(
     ends = _i64(numels, device)
     full = (first + count) * block <= ends[t]  # no value past the end
     order = torch.argsort((~full).to(torch.int8), stable=True)  # whole blocks first, each part in order
-    total = sum(-(-r // per) * s for r, s in zip(rows, strides, strict=True))
     partial = sum(s == 1 and r * block > n for r, s, n in zip(rows, strides, numels, strict=True))
-    return torch.stack([t, first, count], dim=1)[order].to(torch.int32), total - partial
+    return torch.stack([t, first, count], dim=1)[order].to(torch.int32), t.shape[0] - partial
 
 
 def _matrix_group(

@@ -23,6 +23,8 @@ from collections.abc import Sequence
 
 import torch
 
+from client.compression.transfer import upload
+
 __all__ = [
     "exact_lowrank",
     "init_q",
@@ -231,8 +233,7 @@ def top_left_singular(b: torch.Tensor, r: int) -> torch.Tensor:
     u = vecs.flip(-1)[..., :r]
     top = torch.gather(u, -2, u.abs().argmax(dim=-2, keepdim=True))  # (..., 1, r) each vector's largest
     u = (u * torch.where(top < 0, -1.0, 1.0)).to(_work_dtype(b))
-    # back through pinned memory without waiting: a copy from pageable memory would drain the stream again
-    return u.pin_memory().to(b.device, non_blocking=True) if b.is_cuda else u
+    return upload(u, b.device)  # back without waiting (client.compression.transfer)
 
 
 def power_iteration(g: torch.Tensor, q: torch.Tensor, iters: int = 1) -> tuple[torch.Tensor, torch.Tensor]:

@@ -33,6 +33,7 @@ from client.compression.fused import fresh_buffers
 from client.compression.lowrank import orthonormalize_batched
 from client.compression.quant import DenseState, QuantizedTensor, dequantize
 from client.compression.slots import Slot, _canon, _get, _load, _mix_v
+from client.compression.transfer import upload
 
 __all__ = ["RefreshGraph", "due", "refresh", "refresh_plan"]
 
@@ -211,7 +212,7 @@ def _products(
         flags = [due(opt, st) for st in sts]
         if not all(flags):  # pinned and non-blocking: a plain copy to the GPU waits for the queued steps
             mask = torch.tensor(flags)
-            ok &= mask.pin_memory().to(P.device, non_blocking=True) if P.is_cuda else mask
+            ok &= upload(mask, P.device)
         X = X.masked_fill_(~ok[:, None, None], 0.0)
         q = X.transpose(1, 2) @ P  # warm start (k, n, r)
         for _ in range(opt.power_iters - 1):

@@ -1,7 +1,7 @@
 """Count the host reads / host<->device transfers of one MangoAdamW.apply_setting and of the first step after it.
 
 CPU only: the GPU path is emulated (fused=True under TRITON_INTERPRET=1, batch_convert=True, and `x.is_cuda`
-reads True inside quant.py / refresh.py / lowrank.py for "device" tensors, and fused.upload takes its CUDA
+reads True inside quant.py / refresh.py / lowrank.py for "device" tensors, and transfer.upload takes its CUDA
 branch, so their CUDA paths run). Every tensor that
 exists before counting starts is a "device" tensor; tensors made on the host (factories without a `device=`
 argument, torch.tensor(...) without device, .cpu(), .numpy() views) are "host" tensors, and ops on host
@@ -333,12 +333,13 @@ def run_change(
     from client.compression import MangoAdamW
     from client.protocol import CompressionSetting
 
-    from client.compression import fused
+    from client.compression import fused, lowrank, refresh
 
-    def upload(t: torch.Tensor, device: torch.device) -> torch.Tensor:  # fused.upload's CUDA branch
+    def upload(t: torch.Tensor, device: torch.device) -> torch.Tensor:  # transfer.upload's CUDA branch
         return t.pin_memory().to(device, non_blocking=True) if is_host(t) else t.to(device)
 
-    fused.upload = upload  # type: ignore[assignment]
+    for mod in (fused, lowrank, refresh):
+        mod.upload = upload  # type: ignore[attr-defined]
     opt = MangoAdamW(params, lr=1e-4, setting=CompressionSetting.parse(a), fused=True)
     opt.batch_convert = True  # the GPU's batched conversion (convert.py), as p.is_cuda picks there
     opt.graph_refresh = False  # no CUDA graph on a CPU

@@ -17,6 +17,7 @@ from client.compression.lowrank import (
     tail_energy,
     top_left_singular,
 )
+from client.compression.transfer import upload
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -276,14 +277,12 @@ def test_orthonormalize_batched_padded_rows_give_each_matrix_its_own_result() ->
 
 
 def test_upload_keeps_a_table_and_leaves_a_device_tensor_alone() -> None:
-    """``fused.upload``: a host table's values on the device asked for; a tensor already there unmoved."""
-    from client.compression import fused
-
+    """``transfer.upload``: a host table's values on the device asked for; a tensor already there unmoved."""
     t = torch.arange(7, dtype=torch.int64)
-    assert torch.equal(fused.upload(t, torch.device("cpu")), t)
+    assert torch.equal(upload(t, torch.device("cpu")), t)
     if torch.cuda.is_available():
-        d = fused.upload(t, torch.device("cuda"))
-        assert d.is_cuda and torch.equal(d.cpu(), t) and fused.upload(d, d.device) is d
+        d = upload(t, torch.device("cuda"))
+        assert d.is_cuda and torch.equal(d.cpu(), t) and upload(d, d.device) is d
 
 
 @pytest.mark.gpu
@@ -292,14 +291,12 @@ def test_uploads_and_singular_vectors_do_not_wait_on_the_way_back() -> None:
     """On a GPU a host table's upload and ``top_left_singular``'s return copy do not synchronize the stream
     (a copy from pageable memory does: the sync debug mode raises on it); only the Gram's trip to the host
     does, once."""
-    from client.compression import fused
-
     b = torch.randn(3, 8, 64, device="cuda")
     g = (b.double() @ b.double().mT).cpu()  # the one wait, outside the checked region
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        d = fused.upload(torch.arange(1000, dtype=torch.int64), torch.device("cuda"))
+        d = upload(torch.arange(1000, dtype=torch.int64), torch.device("cuda"))
         with pytest.raises(RuntimeError):
             torch.arange(1000, dtype=torch.int64).to("cuda")  # the pageable copy this replaces
     finally:

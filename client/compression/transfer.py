@@ -1,0 +1,19 @@
+"""Host-to-device copies that do not wait for the device.
+
+A copy from pageable host memory to a GPU synchronizes the stream (torch's ``non_blocking=False`` copy ends in
+``cudaStreamSynchronize``): every small table a plan rebuild or a setting change uploads would drain the queue
+the training loop had built up. Through pinned memory the copy is queued like a kernel; torch's pinned-memory
+cache does not reuse the block before the copy has read it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def upload(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` on ``device``: a host tensor goes to a GPU through pinned memory without waiting; anything else
+    (a CPU target, a tensor already on a device) is ``t.to(device)``."""
+    if device.type != "cuda" or t.device.type != "cpu":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
