@@ -863,10 +863,13 @@ def run_variants(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
     _write(out, "variants", rows, [*cols, "mean_power_W", "error"], meta)
 
 
-#: Tiles of the projected launches swept by ``tune-proj``: (PROJ_BN, PROJ_BK, BACK_BM, BACK_BN, warps).
-TUNE_PROJ: list[tuple[int, int, int, int, int]] = [
-    (64, 64, 64, 64, 4), (128, 64, 64, 64, 4), (64, 32, 64, 64, 4), (32, 64, 64, 64, 4), (128, 32, 64, 64, 8),
-    (64, 64, 128, 64, 4), (64, 64, 64, 128, 4), (64, 64, 128, 128, 8), (128, 64, 128, 128, 8),
+#: Tiles of the projected launches swept by ``tune-proj``: (PROJ_BN, PROJ_BK, BACK_BM, BACK_BN, warps,
+#: the projection's pipeline stages or None for Triton's default). The first row is the shipped one.
+TUNE_PROJ: list[tuple[int, int, int, int, int, int | None]] = [
+    (64, 32, 64, 128, 4, None), (64, 32, 64, 128, 4, 2), (64, 32, 64, 128, 4, 4), (64, 32, 64, 128, 4, 5),
+    (64, 64, 64, 128, 4, 3), (64, 16, 64, 128, 4, 4), (128, 32, 64, 128, 8, None), (128, 32, 64, 128, 8, 4),
+    (32, 64, 64, 128, 4, None), (64, 32, 64, 64, 4, None), (64, 32, 128, 128, 8, None),
+    (64, 32, 32, 128, 4, None), (64, 32, 64, 256, 8, None),
 ]  # fmt: skip
 
 
@@ -878,10 +881,12 @@ def run_tune_proj(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
     rows: list[dict[str, Any]] = []
     params = model_with_gradients(args.model)
     adamw_ms = _fused_adamw_ms(params, lambda step: _amortized_ms(step, 50), warmup=5)
-    saved = (fused.PROJ_BN, fused.PROJ_BK, fused.BACK_BM, fused.BACK_BN, fused.PROJ_WARPS)
+    names = ("PROJ_BN", "PROJ_BK", "BACK_BM", "BACK_BN", "PROJ_WARPS", "PROJ_STAGES")
+    saved = {k: getattr(fused, k) for k in names}
     for r in (8, 64):
         for cfg in TUNE_PROJ:
-            fused.PROJ_BN, fused.PROJ_BK, fused.BACK_BM, fused.BACK_BN, fused.PROJ_WARPS = cfg
+            for k, v in zip(names, cfg, strict=True):
+                setattr(fused, k, v)
             s = CompressionSetting(rank=r, bits=8)
             opt = MangoAdamW(params, lr=3e-4, weight_decay=0.1, setting=s, refresh_every=10**6)
             try:
@@ -893,15 +898,17 @@ def run_tune_proj(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
                     "proj_bn_bk": f"{cfg[0]}x{cfg[1]}",
                     "back_bm_bn": f"{cfg[2]}x{cfg[3]}",
                 }
-                rows.append({**row, "warps": cfg[4], "step_ms": ms, "vs_fused_adamw": ms / adamw_ms})
+                row.update(warps=cfg[4], stages=cfg[5] or "default")
+                rows.append({**row, "step_ms": ms, "vs_fused_adamw": ms / adamw_ms})
             except Exception as exc:
                 rows.append(
                     {"setting": s.label(), "proj_bn_bk": str(cfg), "error": f"{type(exc).__name__}: {exc}"}
                 )
             print(rows[-1], flush=True)
             del opt
-    fused.PROJ_BN, fused.PROJ_BK, fused.BACK_BM, fused.BACK_BN, fused.PROJ_WARPS = saved
-    cols = ["setting", "proj_bn_bk", "back_bm_bn", "warps", "step_ms", "vs_fused_adamw", "error"]
+    for k, v in saved.items():
+        setattr(fused, k, v)
+    cols = ["setting", "proj_bn_bk", "back_bm_bn", "warps", "stages", "step_ms", "vs_fused_adamw", "error"]
     _write(out, "tune-proj", rows, cols, meta)
 
 

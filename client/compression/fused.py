@@ -75,6 +75,8 @@ BACK_BM = 64
 BACK_BN = 128
 #: Warps per projection / back-projection program.
 PROJ_WARPS = 4
+#: Software-pipeline stages of the projection's row loop (``num_stages``; None: Triton's default).
+PROJ_STAGES: int | None = None
 #: Values per matrix-kernel program (``ROWS = MATRIX_TILE / block``) and warps per program. One 8-bit block
 #: per one-warp program won the H200 sweep (``mango bench gpu --parts tune``; BENCHMARKS.md): the block
 #: reductions stay inside a warp (no shared memory, no barrier) and a thread holds 8 values; 4096 values
@@ -990,11 +992,12 @@ def run(
             assert grp.part is not None and grp.mean is not None
             pj = grp.proj
             if pj is not None:
+                stages = {} if PROJ_STAGES is None else {"num_stages": PROJ_STAGES}
                 for trans, prog, sample in pj.prog_a:
                     tp.project_kernel[(prog.shape[0],)](
                         prog, pj.addr, pj.meta, grp.grad_dev, norms, sample,
                         PDTYPE=ptype, R=pj.rank_p2, BK=PROJ_BK, BN=PROJ_BN, PRECISION=prec,
-                        TRANS=trans, num_warps=PROJ_WARPS,
+                        TRANS=trans, num_warps=PROJ_WARPS, **stages,
                     )  # fmt: skip
                 xsq = torch.zeros(len(grp.index), dtype=torch.float32, device=device)
             else:

@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import torch
 
+#: Route a host tensor bound for a GPU through pinned memory (False: a plain copy, which waits for the
+#: stream; for the A/B of ``mango bench gpu --parts switch``: a pinned block costs a ``cudaHostAlloc`` the
+#: first time a size is asked for).
+PINNED = True
+
 
 def upload(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     """``t`` on ``device``: a host tensor goes to a GPU through pinned memory without waiting; anything else
     (a CPU target, a tensor already on a device) is ``t.to(device)``."""
-    if device.type != "cuda" or t.device.type != "cpu":
+    if not PINNED or device.type != "cuda" or t.device.type != "cpu":
         return t.to(device)
     return t.pin_memory().to(device, non_blocking=True)
