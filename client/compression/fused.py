@@ -77,6 +77,11 @@ BACK_BN = 128
 PROJ_WARPS = 4
 #: Software-pipeline stages of the projection's row loop (``num_stages``; None: Triton's default).
 PROJ_STAGES: int | None = None
+#: The projection adds each projected tensor's squared gradient norm as it reads the gradient, so a projected
+#: step reads it once (False: the norm pre-pass reads it first, as the rank-0 launches of a checked group do;
+#: for ``mango bench gpu --parts variants``). The projection cannot skip a non-finite tensor then (its norm
+#: is not complete yet); the matrix step and the back-projection still do, and its samples are zeroed after.
+PROJ_NORMS = True
 #: Values per matrix-kernel program (``ROWS = MATRIX_TILE / block``) and warps per program. One 8-bit block
 #: per one-warp program won the H200 sweep (``mango bench gpu --parts tune``; BENCHMARKS.md): the block
 #: reductions stay inside a warp (no shared memory, no barrier) and a thread holds 8 values; 4096 values
@@ -314,6 +319,7 @@ class _Proj:
     meta: torch.Tensor  # int64 [T, 5]
     scale: torch.Tensor  # float32 [T]
     prog_a: list[tuple[bool, torch.Tensor, torch.Tensor]]  # (transposed, int32 [n, 3], float32 [n] samples)
+    prog_items: list[torch.Tensor]  # int64 [n] a ``prog_a`` launch's programs' positions in the norm vector
     prog_c: list[tuple[bool, torch.Tensor]]  # (transposed, int32 [n, 3]): one launch per orientation
     x: torch.Tensor  # float32 scratch: every tensor's r x n coefficients
     items: torch.Tensor  # int64 [T]: positions in the norm vector (for the spectral tail)
@@ -718,11 +724,15 @@ def _proj_tables(items: list[Item], x_views: list[torch.Tensor], x_all: torch.Te
         scale.append(opt.proj_scale if opt.proj_scale is not None else math.sqrt(m / r))
         shapes[trans].append((t, m, n))
     prog_a: list[tuple[bool, torch.Tensor, torch.Tensor]] = []
+    prog_items: list[torch.Tensor] = []
     prog_c: list[tuple[bool, torch.Tensor]] = []
+    item_of = torch.tensor([item for item, _, _ in items], dtype=torch.int64)
     for trans, tmn in shapes.items():
         if tmn:
             ts, ms, ns = (list(x) for x in zip(*tmn, strict=True))
-            a = upload(tile_programs(ts, [1] * len(ts), ns, 1, PROJ_BN), device)  # (t, 0, j): a column block
+            a = tile_programs(ts, [1] * len(ts), ns, 1, PROJ_BN)  # (t, 0, j): a column block
+            prog_items.append(upload(item_of[a[:, 0].long()], device))
+            a = upload(a, device)
             prog_a.append((trans, a, torch.zeros(a.shape[0], dtype=torch.float32, device=device)))
             prog_c.append((trans, upload(tile_programs(ts, ms, ns, BACK_BM, BACK_BN), device)))
     return _Proj(
@@ -731,6 +741,7 @@ def _proj_tables(items: list[Item], x_views: list[torch.Tensor], x_all: torch.Te
         meta=_i64(meta, device),
         scale=upload(torch.tensor(scale, dtype=torch.float32), device),
         prog_a=prog_a,
+        prog_items=prog_items,
         prog_c=prog_c,
         x=x_all,
         items=_i64([item for item, _, _ in items], device),
@@ -926,6 +937,13 @@ def tiles_test_themselves(factored: bool, strip: bool) -> bool:
     return not factored and not strip and _tile_grain(SKIP_GRAIN)
 
 
+def _mark_huge(norms: torch.Tensor, plan: Plan) -> None:
+    """A compressed tensor whose gradient is huge (``||g||^2 numel >= 2^120``) is skipped like a non-finite
+    one: the torch path's limit (``MangoAdamW._finite``), so no sum of squares of the step overflows."""
+    if plan.matrix_idx and plan.numels is not None:
+        norms.masked_fill_(norms * plan.numels >= 2.0**120, float("inf"))
+
+
 def run(
     opt: Any,
     plan: Plan,
@@ -969,17 +987,15 @@ def run(
     checked = {id(grp): _checked(opt, grp, plan) for grp in plan.groups}
     for grp in plan.groups:  # every tensor's squared norm first: the steps read it to skip non-finite ones
         assert grp.norm_prog is not None
-        if not checked[id(grp)]:
-            continue  # its step kernel adds the norm itself
+        if not checked[id(grp)] or (PROJ_NORMS and grp.proj is not None):
+            continue  # its step kernel or its projection adds the norm itself
         nmeta, width = (grp.norm_meta, 2) if grp.norm_meta is not None else (grp.meta, 5 if grp.matrix else 2)
         ts.norm_kernel[(grp.norm_prog.shape[0],)](
             grp.norm_prog, nmeta, grp.grad_dev, norms, META=width,
             PDTYPE=tl_dtype[grp.pdtype], TILE=NORM_TILE, num_warps=8,
         )  # fmt: skip
-    if plan.matrix_idx and plan.numels is not None and any(checked.values()):
-        # a compressed tensor whose gradient is huge (||g||^2 numel >= 2^120) is skipped like a non-finite
-        # one: the torch path's limit (MangoAdamW._finite), so no sum of squares of the step overflows
-        norms.masked_fill_(norms * plan.numels >= 2.0**120, float("inf"))
+    if any(checked.values()):
+        _mark_huge(norms, plan)
     for grp in plan.groups:
         assert grp.grad_dev is not None
         decay, step_size, inv_bc2s, eps, beta1, beta2 = _scalars(opt, grp)
@@ -997,8 +1013,12 @@ def run(
                     tp.project_kernel[(prog.shape[0],)](
                         prog, pj.addr, pj.meta, grp.grad_dev, norms, sample,
                         PDTYPE=ptype, R=pj.rank_p2, BK=PROJ_BK, BN=PROJ_BN, PRECISION=prec,
-                        TRANS=trans, num_warps=PROJ_WARPS, **stages,
+                        TRANS=trans, NORMS=PROJ_NORMS, num_warps=PROJ_WARPS, **stages,
                     )  # fmt: skip
+                if PROJ_NORMS:  # the norms are whole now: mark the huge, zero a skipped tensor's samples
+                    _mark_huge(norms, plan)
+                    for (_, _, sample), at in zip(pj.prog_a, pj.prog_items, strict=True):
+                        sample.masked_fill_(~(norms[at] < float("inf")), 0.0)
                 xsq = torch.zeros(len(grp.index), dtype=torch.float32, device=device)
             else:
                 xsq = grp.mean  # unused by a rank-0 launch

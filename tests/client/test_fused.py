@@ -668,6 +668,39 @@ def test_fused_projected_skips_nonfinite_tensors() -> None:
     assert opt.compression_stats().skipped_steps == 1.0
 
 
+def test_projection_adds_the_norms_the_pre_pass_would(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``PROJ_NORMS``: the projection adds each projected tensor's ``||G||^2`` as it reads the gradient, in
+    place of the pre-pass. Same parameters, skips and statistics either way, at a step where one tensor's
+    gradient holds a NaN (its samples are zeroed once its norm is whole) and at the steps around it."""
+    runs = []
+    for by_projection in (False, True):
+        monkeypatch.setattr(fused, "PROJ_NORMS", by_projection)
+        params = _params()
+        opt = MangoAdamW(
+            params, lr=LR, setting=S(rank=8, bits=8), min_compress_numel=1024, fused=True, seed=3
+        )
+        _run(params, opt, range(2))
+        stats = [opt.compression_stats()]
+        grads = _grads(7, params)
+        grads[1][3, 5] = float("nan")
+        for p, g in zip(params, grads):
+            p.grad = g
+        opt.step()
+        stats.append(opt.compression_stats())
+        _run(params, opt, range(8, 10))
+        stats.append(opt.compression_stats())
+        assert opt._plan is not None and sum(len(g.index) for g in opt._plan.projected) == 3
+        runs.append(([p.detach().clone() for p in params], stats))
+    (p_pre, s_pre), (p_proj, s_proj) = runs
+    for a, b in zip(p_pre, p_proj):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6 * LR)
+    for a, b in zip(s_pre, s_proj):
+        assert a.skipped_steps == b.skipped_steps
+        for name in ("grad_norm", "grad_kurtosis", "spectral_tail", "compression_error"):
+            assert math.isclose(getattr(a, name), getattr(b, name), rel_tol=1e-4, abs_tol=1e-7), name
+    assert s_proj[1].skipped_steps == 1 and s_proj[1].grad_norm > 0 and s_proj[1].grad_kurtosis != 0
+
+
 @pytest.mark.parametrize("grain", ["tensor", "tile"])
 @pytest.mark.parametrize("setting", [S(rank=0, bits=8), S(rank=8, bits=4), S(rank=0, bits=16, gamma=0.5)])
 def test_fused_skips_huge_finite_gradients(monkeypatch: pytest.MonkeyPatch, setting: S, grain: str) -> None:

@@ -44,12 +44,15 @@ def _pp(ptr, DTYPE: tl.constexpr):
 
 
 @triton.jit
-def _tile(prog_ptr, meta_ptr, norm_ptr, pid):
+def _tile(prog_ptr, meta_ptr, norm_ptr, pid, ANY: tl.constexpr = False):
     """A program's tensor ``t``, first row and column, the tensor's ``m``, ``n``, ``r``, and whether its
-    gradient is finite."""
+    gradient is finite (``ANY``: True whatever the norm slot holds)."""
     t = tl.load(prog_ptr + pid * 3)
     M = meta_ptr + t * 5
-    fin = tl.load(norm_ptr + tl.load(M + 3)) < float("inf")
+    if ANY:  # noqa: SIM108 (a Triton constexpr branch)
+        fin = t >= 0
+    else:
+        fin = tl.load(norm_ptr + tl.load(M + 3)) < float("inf")
     i0 = tl.load(prog_ptr + pid * 3 + 1)
     j0 = tl.load(prog_ptr + pid * 3 + 2)
     return t, i0, j0, tl.load(M), tl.load(M + 1), tl.load(M + 2), fin
@@ -69,10 +72,13 @@ def project_kernel(
     BN: tl.constexpr,
     PRECISION: tl.constexpr,
     TRANS: tl.constexpr,  # the canonical view is the parameter's transpose
+    NORMS: tl.constexpr = False,  # add sum G^2 of the columns into the tensor's norm slot (no pre-pass ran)
 ):
-    """``X[:, j0:j0+BN] = P^T G[:, j0:j0+BN]`` for one tensor (module docstring)."""
+    """``X[:, j0:j0+BN] = P^T G[:, j0:j0+BN]`` for one tensor (module docstring). With ``NORMS`` every
+    tensor is projected (its norm is not whole yet) and the program adds its columns' ``sum G^2`` into the
+    tensor's slot of ``norm_ptr``; without, a tensor whose pre-pass norm is not finite is left alone."""
     pid = tl.program_id(0)
-    t, _, j0, m, n, r, fin = _tile(prog_ptr, meta_ptr, norm_ptr, pid)
+    t, _, j0, m, n, r, fin = _tile(prog_ptr, meta_ptr, norm_ptr, pid, NORMS)
     p_ptr = _pp(addr_ptr + t * 2, tl.float32)
     x_ptr = _pp(addr_ptr + t * 2 + 1, tl.float32)
     g_ptr = _pp(grad_ptr + t, PDTYPE)
@@ -81,6 +87,7 @@ def project_kernel(
     kr = tl.arange(0, R)
     r_ok = kr < r
     acc = tl.zeros([R, BN], dtype=tl.float32)
+    gsq = tl.zeros([BK, BN], dtype=tl.float32)
     for i0 in range(0, m, BK):
         ki = i0 + tl.arange(0, BK)
         k_ok = ki < m
@@ -91,7 +98,12 @@ def project_kernel(
             goff = ki[:, None].to(tl.int64) * n + cols[None, :].to(tl.int64)
         gt = tl.load(g_ptr + goff, mask=k_ok[:, None] & col_ok[None, :], other=0.0).to(tl.float32)
         acc = tl.dot(tl.trans(pt), gt, acc, input_precision=PRECISION)
+        if NORMS:
+            gsq += gt * gt
     tl.store(x_ptr + kr[:, None] * n + cols[None, :], acc, mask=r_ok[:, None] & col_ok[None, :])
+    if NORMS:
+        total = tl.sum(tl.sum(gsq, axis=1), axis=0)
+        tl.atomic_add(norm_ptr + tl.load(meta_ptr + t * 5 + 3), total, sem="relaxed")
     first = j0 * m if TRANS else j0  # the gradient at canonical (0, j0)
     tl.store(sample_ptr + pid, tl.load(g_ptr + first, mask=fin, other=0.0).to(tl.float32))
 
