@@ -756,15 +756,15 @@ VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     # NF4 codes (quant_mode="nf4": the 4-bit default until session 30) by a comparison with every level
     # (fused.NF4_SEARCH "compare", the default until session 27) against the search of cells (the default
     # since): the baselines are the NF4 rows with the same keywords and no knob (the first is above)
-    # the norm pre-pass of a projected step (fused.PROJ_NORMS=False, the way until session 41) against the
-    # projection adding the norms as it reads the gradient (the default since): the baselines are the rows
-    # above with the same setting and no knob
-    ("r64/b8/g0", {}, {"PROJ_NORMS": False}),
-    ("r32/b32/g1", {}, {"PROJ_NORMS": False}),
-    ("r64/b16/g1", {}, {"PROJ_NORMS": False}),
-    ("r4/b8/g0", {}, {"PROJ_NORMS": False}),
+    # the projection adding the gradient norms as it reads the gradient (fused.PROJ_NORMS_MIN_RANK, session
+    # 41; 64 by default): at every rank (0), at none (a huge rank: the norm pre-pass, the way until then);
+    # the baselines are the rows above with the same setting and no knob
+    ("r64/b8/g0", {}, {"PROJ_NORMS_MIN_RANK": 1 << 30}),
+    ("r32/b32/g1", {}, {"PROJ_NORMS_MIN_RANK": 0}),
+    ("r64/b16/g1", {}, {"PROJ_NORMS_MIN_RANK": 1 << 30}),
+    ("r4/b8/g0", {}, {"PROJ_NORMS_MIN_RANK": 0}),
     ("r16/b3/g0.75", {}, {}),
-    ("r16/b3/g0.75", {}, {"PROJ_NORMS": False}),
+    ("r16/b3/g0.75", {}, {"PROJ_NORMS_MIN_RANK": 0}),
     ("r0/b4/g0", NF4, {"NF4_SEARCH": "compare"}),
     ("r0/b4/g0", {**NF4, "error_feedback": False}, {"NF4_SEARCH": "compare"}),
     ("r0/b4/g0", {**NF4, "stochastic_rounding": False}, {}),

@@ -77,11 +77,13 @@ BACK_BN = 128
 PROJ_WARPS = 4
 #: Software-pipeline stages of the projection's row loop (``num_stages``; None: Triton's default).
 PROJ_STAGES: int | None = None
-#: The projection adds each projected tensor's squared gradient norm as it reads the gradient, so a projected
-#: step reads it once (False: the norm pre-pass reads it first, as the rank-0 launches of a checked group do;
-#: for ``mango bench gpu --parts variants``). The projection cannot skip a non-finite tensor then (its norm
-#: is not complete yet); the matrix step and the back-projection still do, and its samples are zeroed after.
-PROJ_NORMS = True
+#: From this padded rank up (the launch's ``R``: 16, 32 or 64) the projection adds each projected tensor's
+#: squared gradient norm as it reads the gradient, so the step reads it once; below it the norm pre-pass reads
+#: the gradient first. The projection cannot skip a non-finite tensor then (its norm is not whole yet); the
+#: matrix step and the back-projection still do, and its samples are zeroed after. On an H100 the sum in the
+#: projection's loop took a rank-64 step from 0.93x to 0.85-0.90x fused AdamW and doubled the step at R = 16
+#: and 32 (BENCHMARKS.md, session 41; ``mango bench gpu --parts variants`` has the rows).
+PROJ_NORMS_MIN_RANK = 64
 #: Values per matrix-kernel program (``ROWS = MATRIX_TILE / block``) and warps per program. One 8-bit block
 #: per one-warp program won the H200 sweep (``mango bench gpu --parts tune``; BENCHMARKS.md): the block
 #: reductions stay inside a warp (no shared memory, no barrier) and a thread holds 8 values; 4096 values
@@ -937,6 +939,11 @@ def tiles_test_themselves(factored: bool, strip: bool) -> bool:
     return not factored and not strip and _tile_grain(SKIP_GRAIN)
 
 
+def _norms_by_projection(grp: _Group) -> bool:
+    """Whether ``grp``'s projection adds its tensors' squared gradient norms (:data:`PROJ_NORMS_MIN_RANK`)."""
+    return grp.proj is not None and grp.proj.rank_p2 >= PROJ_NORMS_MIN_RANK
+
+
 def _mark_huge(norms: torch.Tensor, plan: Plan) -> None:
     """A compressed tensor whose gradient is huge (``||g||^2 numel >= 2^120``) is skipped like a non-finite
     one: the torch path's limit (``MangoAdamW._finite``), so no sum of squares of the step overflows."""
@@ -987,7 +994,7 @@ def run(
     checked = {id(grp): _checked(opt, grp, plan) for grp in plan.groups}
     for grp in plan.groups:  # every tensor's squared norm first: the steps read it to skip non-finite ones
         assert grp.norm_prog is not None
-        if not checked[id(grp)] or (PROJ_NORMS and grp.proj is not None):
+        if not checked[id(grp)] or _norms_by_projection(grp):
             continue  # its step kernel or its projection adds the norm itself
         nmeta, width = (grp.norm_meta, 2) if grp.norm_meta is not None else (grp.meta, 5 if grp.matrix else 2)
         ts.norm_kernel[(grp.norm_prog.shape[0],)](
@@ -1009,13 +1016,14 @@ def run(
             pj = grp.proj
             if pj is not None:
                 stages = {} if PROJ_STAGES is None else {"num_stages": PROJ_STAGES}
+                by_proj = _norms_by_projection(grp)
                 for trans, prog, sample in pj.prog_a:
                     tp.project_kernel[(prog.shape[0],)](
                         prog, pj.addr, pj.meta, grp.grad_dev, norms, sample,
                         PDTYPE=ptype, R=pj.rank_p2, BK=PROJ_BK, BN=PROJ_BN, PRECISION=prec,
-                        TRANS=trans, NORMS=PROJ_NORMS, num_warps=PROJ_WARPS, **stages,
+                        TRANS=trans, NORMS=by_proj, num_warps=PROJ_WARPS, **stages,
                     )  # fmt: skip
-                if PROJ_NORMS:  # the norms are whole now: mark the huge, zero a skipped tensor's samples
+                if by_proj:  # the norms are whole now: mark the huge, zero a skipped tensor's samples
                     _mark_huge(norms, plan)
                     for (_, _, sample), at in zip(pj.prog_a, pj.prog_items, strict=True):
                         sample.masked_fill_(~(norms[at] < float("inf")), 0.0)

@@ -669,12 +669,12 @@ def test_fused_projected_skips_nonfinite_tensors() -> None:
 
 
 def test_projection_adds_the_norms_the_pre_pass_would(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``PROJ_NORMS``: the projection adds each projected tensor's ``||G||^2`` as it reads the gradient, in
-    place of the pre-pass. Same parameters, skips and statistics either way, at a step where one tensor's
-    gradient holds a NaN (its samples are zeroed once its norm is whole) and at the steps around it."""
+    """``PROJ_NORMS_MIN_RANK``: the projection adds each projected tensor's ``||G||^2`` as it reads the
+    gradient, in place of the pre-pass. Same parameters, skips and statistics either way, at a step where one
+    tensor's gradient holds a NaN (its samples are zeroed once its norm is whole) and around it."""
     runs = []
     for by_projection in (False, True):
-        monkeypatch.setattr(fused, "PROJ_NORMS", by_projection)
+        monkeypatch.setattr(fused, "PROJ_NORMS_MIN_RANK", 0 if by_projection else 1 << 30)
         params = _params()
         opt = MangoAdamW(
             params, lr=LR, setting=S(rank=8, bits=8), min_compress_numel=1024, fused=True, seed=3
