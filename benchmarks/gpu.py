@@ -90,6 +90,10 @@ class GpuBenchArgs:
     """extra arguments passed to benchmarks.kernels (space separated)"""
     model: str = "gpt2"
     """parameter set of the step part: gpt2 (124M) or 1b"""
+    switch_repeats: int = 3
+    """timed passes of the switch part over its changes (after one that compiles): a change's apply and
+    first-step times are the medians, ``first_step_max_ms`` the slowest first step (one host stall no longer
+    stands as the reading)"""
 
 
 def _sync() -> None:
@@ -1072,6 +1076,28 @@ def _train_step_ms(args: GpuBenchArgs) -> float:
     return _time_ms(step, reps=10, warmup=3)
 
 
+def _switch_row(change: str, reads: list[dict[str, float]], train_ms: float) -> dict[str, Any]:
+    """One change's row of the switch part from its timed passes (medians; the slowest first step)."""
+
+    def med(key: str) -> float:
+        return float(statistics.median(r[key] for r in reads))
+
+    apply_ms, first_ms, after_ms = med("apply"), med("first"), med("after")
+    cost_ms = apply_ms + first_ms - after_ms
+    return {
+        "change": change,
+        "apply_ms": apply_ms,
+        "first_step_ms": first_ms,
+        "first_step_max_ms": max(r["first"] for r in reads),
+        "step_ms_before": med("before"),
+        "step_ms_after": after_ms,
+        "cost_in_steps": cost_ms / max(after_ms, 1e-9),
+        "train_step_ms": train_ms,
+        "cost_in_train_steps": cost_ms / train_ms,
+        "passes": len(reads),
+    }
+
+
 def run_switch(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
     """What a policy decision costs on the GPU: ``apply_setting`` (state conversion) plus the first step
     after it (plan rebuild, any kernel compile is excluded by a first untimed pass), against a plain
@@ -1083,8 +1109,8 @@ def run_switch(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
     train_ms = _train_step_ms(args)
     torch.cuda.empty_cache()  # the training step's model and activations
     params = model_with_gradients(args.model)
-    rows: list[dict[str, Any]] = []
-    for timed in (False, True):  # the first pass compiles every variant the changes need
+    reads: dict[str, list[dict[str, float]]] = {f"{a} -> {b}": [] for a, b in SWITCHES}
+    for timed in [False] + [True] * max(args.switch_repeats, 1):  # the first pass compiles every variant
         for a, b in SWITCHES:
             opt = MangoAdamW(params, lr=1e-4, setting=CompressionSetting.parse(a))
             for _ in range(5):
@@ -1101,22 +1127,13 @@ def run_switch(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
             first_ms = (time.perf_counter() - t0) * 1000
             after_ms = _time_ms(opt.step, reps=10, warmup=2)
             if timed:
-                rows.append(
-                    {
-                        "change": f"{a} -> {b}",
-                        "apply_ms": apply_ms,
-                        "first_step_ms": first_ms,
-                        "step_ms_before": step_ms,
-                        "step_ms_after": after_ms,
-                        "cost_in_steps": (apply_ms + first_ms - after_ms) / max(after_ms, 1e-9),
-                        "train_step_ms": train_ms,
-                        "cost_in_train_steps": (apply_ms + first_ms - after_ms) / train_ms,
-                    }
-                )
-                print(rows[-1], flush=True)
+                read = {"apply": apply_ms, "first": first_ms, "before": step_ms, "after": after_ms}
+                reads[f"{a} -> {b}"].append(read)
+                print({"change": f"{a} -> {b}", **read}, flush=True)
             del opt
-    cols = ["change", "apply_ms", "first_step_ms", "step_ms_before", "step_ms_after", "cost_in_steps"]
-    cols += ["train_step_ms", "cost_in_train_steps"]
+    rows = [_switch_row(change, rs, train_ms) for change, rs in reads.items()]
+    cols = ["change", "apply_ms", "first_step_ms", "first_step_max_ms", "step_ms_before", "step_ms_after"]
+    cols += ["cost_in_steps", "train_step_ms", "cost_in_train_steps", "passes"]
     _write(out, "switch", rows, cols, meta)
 
 
