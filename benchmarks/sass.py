@@ -136,9 +136,21 @@ def compile_case(overrides: dict[str, Any], arch: int = 90) -> dict[str, Any]:
         target=GPUTarget("cuda", arch, 32),
         options=options,
     )
+    n_lines, ops, usage = disassemble(kernel.asm["cubin"])
+    return {
+        "per_value": n_lines * 32 / (consts["BLOCK"] * consts["ROWS"]),
+        "registers": usage.get("REG", -1),
+        "stack_bytes": usage.get("STACK", -1),
+        "ops": ops,
+    }
+
+
+def disassemble(cubin: bytes) -> tuple[int, collections.Counter[str], dict[str, int]]:
+    """A compiled kernel's instruction count, opcode counts and resource usage (``REG``, ``STACK``,
+    ``SHARED``: ``cuobjdump -res-usage``), with the ``nvdisasm`` / ``cuobjdump`` that Triton bundles."""
     tools = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(kernel.asm["cubin"])
+        f.write(cubin)
         f.flush()
         sass = subprocess.run([os.path.join(tools, "nvdisasm"), "-c", f.name], capture_output=True, text=True)
         res = subprocess.run(
@@ -150,14 +162,8 @@ def compile_case(overrides: dict[str, Any], arch: int = 90) -> dict[str, Any]:
         m = re.search(r"\*/\s+(?:@!?U?P\w+\s+)?([A-Z0-9_]+)", ln)
         if m:
             ops[m.group(1)] += 1
-    reg = re.search(r"REG:(\d+)", res.stdout)
-    stack = re.search(r"STACK:(\d+)", res.stdout)
-    return {
-        "per_value": len(lines) * 32 / (consts["BLOCK"] * consts["ROWS"]),
-        "registers": int(reg.group(1)) if reg else -1,
-        "stack_bytes": int(stack.group(1)) if stack else -1,
-        "ops": ops,
-    }
+    usage = {k: int(v) for k, v in re.findall(r"\b(REG|STACK|SHARED):(\d+)", res.stdout)}
+    return len(lines), ops, usage
 
 
 def main(argv: list[str] | None = None) -> int:

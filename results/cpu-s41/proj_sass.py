@@ -5,17 +5,12 @@ measured (call 92) is the judge. Usage: python results/cpu-s41/proj_sass.py"""
 
 from __future__ import annotations
 
-import collections
-import os
-import re
-import subprocess
-import tempfile
-
 import triton
 import triton.language as tl
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
+from benchmarks.sass import disassemble
 from client.compression import fused
 from client.compression.kernels import triton_proj as tp
 
@@ -23,7 +18,6 @@ SIG = {
     "prog_ptr": "*i32", "addr_ptr": "*i64", "meta_ptr": "*i64", "grad_ptr": "*i64", "norm_ptr": "*fp32",
     "sample_ptr": "*fp32",
 }  # fmt: skip
-TOOLS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 
 
 def compile_proj(r: int, norms: bool, trans: bool = False, stages: int | None = None) -> dict[str, object]:
@@ -38,26 +32,12 @@ def compile_proj(r: int, norms: bool, trans: bool = False, stages: int | None = 
         target=GPUTarget("cuda", 90, 32),
         options=opts,
     )
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(k.asm["cubin"])
-        f.flush()
-        sass = subprocess.run([os.path.join(TOOLS, "nvdisasm"), "-c", f.name], capture_output=True, text=True)
-        res = subprocess.run(
-            [os.path.join(TOOLS, "cuobjdump"), "-res-usage", f.name], capture_output=True, text=True
-        )
-    ops: collections.Counter[str] = collections.Counter()
-    for ln in sass.stdout.splitlines():
-        m = re.search(r"\*/\s+(?:@!?U?P\w+\s+)?([A-Z0-9_]+)", ln)
-        if m:
-            ops[m.group(1)] += 1
-    reg = re.search(r"REG:(\d+)", res.stdout)
-    stack = re.search(r"STACK:(\d+)", res.stdout)
-    shared = re.search(r"SHARED:(\d+)", res.stdout)
+    _, ops, usage = disassemble(k.asm["cubin"])
     ttgir = k.asm.get("ttgir", "")
     return {
-        "regs": reg.group(1) if reg else "?",
-        "stack": stack.group(1) if stack else "?",
-        "shared": shared.group(1) if shared else "?",
+        "regs": usage.get("REG", "?"),
+        "stack": usage.get("STACK", "?"),
+        "shared": usage.get("SHARED", "?"),
         "dyn_shared": k.metadata.shared,
         "stages": k.metadata.num_stages,
         "instr": sum(ops.values()),
