@@ -944,11 +944,18 @@ def _norms_by_projection(grp: _Group) -> bool:
     return grp.proj is not None and grp.proj.rank_p2 >= PROJ_NORMS_MIN_RANK
 
 
-def _mark_huge(norms: torch.Tensor, plan: Plan) -> None:
+def _mark_huge(norms: torch.Tensor, plan: Plan, items: torch.Tensor | None = None) -> None:
     """A compressed tensor whose gradient is huge (``||g||^2 numel >= 2^120``) is skipped like a non-finite
-    one: the torch path's limit (``MangoAdamW._finite``), so no sum of squares of the step overflows."""
-    if plan.matrix_idx and plan.numels is not None:
+    one: the torch path's limit (``MangoAdamW._finite``), so no sum of squares of the step overflows.
+    ``items``: only these positions of the norm vector (a projected group's, once its projection added
+    them; a tensor that another launch has already stepped keeps the norm it was stepped with)."""
+    if not plan.matrix_idx or plan.numels is None:
+        return
+    if items is None:
         norms.masked_fill_(norms * plan.numels >= 2.0**120, float("inf"))
+    else:
+        sel = norms[items]
+        norms[items] = sel.masked_fill(sel * plan.numels[items] >= 2.0**120, float("inf"))
 
 
 def run(
@@ -1024,7 +1031,7 @@ def run(
                         TRANS=trans, NORMS=by_proj, num_warps=PROJ_WARPS, **stages,
                     )  # fmt: skip
                 if by_proj:  # the norms are whole now: mark the huge, zero a skipped tensor's samples
-                    _mark_huge(norms, plan)
+                    _mark_huge(norms, plan, pj.items)
                     for (_, _, sample), at in zip(pj.prog_a, pj.prog_items, strict=True):
                         sample.masked_fill_(~(norms[at] < float("inf")), 0.0)
                 xsq = torch.zeros(len(grp.index), dtype=torch.float32, device=device)

@@ -671,7 +671,8 @@ def test_fused_projected_skips_nonfinite_tensors() -> None:
 def test_projection_adds_the_norms_the_pre_pass_would(monkeypatch: pytest.MonkeyPatch) -> None:
     """``PROJ_NORMS_MIN_RANK``: the projection adds each projected tensor's ``||G||^2`` as it reads the
     gradient, in place of the pre-pass. Same parameters, skips and statistics either way, at a step where one
-    tensor's gradient holds a NaN (its samples are zeroed once its norm is whole) and around it."""
+    tensor's gradient holds a NaN (its samples are zeroed once its norm is whole) and another a huge finite
+    value (its norm marked once whole), and around it."""
     runs = []
     for by_projection in (False, True):
         monkeypatch.setattr(fused, "PROJ_NORMS_MIN_RANK", 0 if by_projection else 1 << 30)
@@ -683,9 +684,12 @@ def test_projection_adds_the_norms_the_pre_pass_would(monkeypatch: pytest.Monkey
         stats = [opt.compression_stats()]
         grads = _grads(7, params)
         grads[1][3, 5] = float("nan")
+        grads[0][7, 3] = 1e16  # ||g||^2 numel >= 2^120 with ||g||^2 finite: skipped, as the torch path does
         for p, g in zip(params, grads):
             p.grad = g
+        before = params[0].detach().clone()
         opt.step()
+        assert torch.equal(params[0], before)
         stats.append(opt.compression_stats())
         _run(params, opt, range(8, 10))
         stats.append(opt.compression_stats())
@@ -698,7 +702,7 @@ def test_projection_adds_the_norms_the_pre_pass_would(monkeypatch: pytest.Monkey
         assert a.skipped_steps == b.skipped_steps
         for name in ("grad_norm", "grad_kurtosis", "spectral_tail", "compression_error"):
             assert math.isclose(getattr(a, name), getattr(b, name), rel_tol=1e-4, abs_tol=1e-7), name
-    assert s_proj[1].skipped_steps == 1 and s_proj[1].grad_norm > 0 and s_proj[1].grad_kurtosis != 0
+    assert s_proj[1].skipped_steps == 2 and s_proj[1].grad_norm > 0 and s_proj[1].grad_kurtosis != 0
 
 
 @pytest.mark.parametrize("grain", ["tensor", "tile"])
