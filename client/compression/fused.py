@@ -967,8 +967,9 @@ def run(
 ) -> dict[str, list[torch.Tensor]]:
     """Run the fused launches of ``plan`` for this step (after :func:`grads_fit`).
 
-    :param norms: float32 ``[n_items]`` zeros: the pre-pass adds each fused tensor's squared gradient norm
-        into its slot (a NaN / inf one skips the tensor).
+    :param norms: float32 ``[n_items]`` zeros: the pre-pass (or, from :data:`PROJ_NORMS_MIN_RANK` up, the
+        projection) adds each fused tensor's squared gradient norm into its slot (a NaN / inf one skips the
+        tensor).
     :param skip: int32 ``[1]`` device counter of skipped tensor updates.
     :param refreshed: for the projected groups whose bases :func:`~client.compression.refresh.refresh`
         renewed this step, by ``id``: the address table of :func:`fresh_buffers` (their kernel reads the
