@@ -25,6 +25,7 @@ a failing peer becomes an error row, never a crash. Runs on CUDA only (it says s
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import math
@@ -34,7 +35,7 @@ import re
 import statistics
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -831,7 +832,7 @@ def _keeps_variant(keep: list[str], label: str, variant: str) -> bool:
 def run_variants(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
     """What each option of the fused step costs: :data:`VARIANTS` against fused AdamW in the same run
     (amortized device time per step, refreshes included)."""
-    from client.compression import MangoAdamW, fused
+    from client.compression import MangoAdamW
     from client.protocol import CompressionSetting
 
     params = model_with_gradients(args.model)
@@ -850,30 +851,41 @@ def run_variants(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
         variant = ", ".join(f"{k}={v}" for k, v in {**kw, **knobs}.items())
         if not _keeps_variant(keep, label, variant):
             continue
-        saved = {k: getattr(fused, k) for k in knobs}
         row: dict[str, Any] = {"setting": label, "variant": variant}
         try:
-            for k, v in knobs.items():
-                setattr(fused, k, v)
-            s = CompressionSetting.parse(label)
-            opt = MangoAdamW(params, lr=3e-4, weight_decay=0.1, setting=s, **kw)
-            for _ in range(105):
-                opt.step()
-            row["step_ms"] = _amortized_ms(opt.step, 100)
-            row.update(_energy_row(opt.step, energy, args.energy_window_s))
-            del opt
+            with fused_knobs(knobs):
+                s = CompressionSetting.parse(label)
+                opt = MangoAdamW(params, lr=3e-4, weight_decay=0.1, setting=s, **kw)
+                for _ in range(105):
+                    opt.step()
+                row["step_ms"] = _amortized_ms(opt.step, 100)
+                row.update(_energy_row(opt.step, energy, args.energy_window_s))
+                del opt
         except Exception as exc:
             row["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
             traceback.print_exc()
-        finally:
-            for k, v in saved.items():
-                setattr(fused, k, v)
         rows.append(row)
         print(row, flush=True)
     _relative_to_adamw(rows, "step_ms", "vs_fused_adamw", name="setting")
     _relative_to_adamw(rows, "energy_mJ_per_step", "energy_vs_adamw", name="setting")
     cols = ["setting", "variant", "step_ms", "vs_fused_adamw", "energy_mJ_per_step", "energy_vs_adamw"]
     _write(out, "variants", rows, [*cols, "mean_power_W", "error"], meta)
+
+
+@contextlib.contextmanager
+def fused_knobs(knobs: dict[str, Any]) -> Iterator[None]:
+    """:mod:`client.compression.fused`'s module knobs set to ``knobs`` inside the block, the old values put
+    back after it (also when it raises)."""
+    from client.compression import fused
+
+    saved = {k: getattr(fused, k) for k in knobs}
+    try:
+        for k, v in knobs.items():
+            setattr(fused, k, v)
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(fused, k, v)
 
 
 #: Tiles of the projected launches swept by ``tune-proj``: (PROJ_BN, PROJ_BK, BACK_BM, BACK_BN, warps,
@@ -888,24 +900,23 @@ TUNE_PROJ: list[tuple[int, int, int, int, int, int | None]] = [
 
 def run_tune_proj(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
     """Sweep the projected launches' tiles on the step part's model (no refresh inside the timed steps)."""
-    from client.compression import MangoAdamW, fused
+    from client.compression import MangoAdamW
     from client.protocol import CompressionSetting
 
     rows: list[dict[str, Any]] = []
     params = model_with_gradients(args.model)
     adamw_ms = _fused_adamw_ms(params, lambda step: _amortized_ms(step, 50), warmup=5)
     names = ("PROJ_BN", "PROJ_BK", "BACK_BM", "BACK_BN", "PROJ_WARPS", "PROJ_STAGES")
-    saved = {k: getattr(fused, k) for k in names}
     for r in (8, 64):
         for cfg in TUNE_PROJ:
-            for k, v in zip(names, cfg, strict=True):
-                setattr(fused, k, v)
             s = CompressionSetting(rank=r, bits=8)
-            opt = MangoAdamW(params, lr=3e-4, weight_decay=0.1, setting=s, refresh_every=10**6)
             try:
-                for _ in range(5):
-                    opt.step()
-                ms = _amortized_ms(opt.step, 50)
+                with fused_knobs(dict(zip(names, cfg, strict=True))):
+                    opt = MangoAdamW(params, lr=3e-4, weight_decay=0.1, setting=s, refresh_every=10**6)
+                    for _ in range(5):
+                        opt.step()
+                    ms = _amortized_ms(opt.step, 50)
+                    del opt
                 row = {
                     "setting": s.label(),
                     "proj_bn_bk": f"{cfg[0]}x{cfg[1]}",
@@ -918,9 +929,6 @@ def run_tune_proj(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
                     {"setting": s.label(), "proj_bn_bk": str(cfg), "error": f"{type(exc).__name__}: {exc}"}
                 )
             print(rows[-1], flush=True)
-            del opt
-    for k, v in saved.items():
-        setattr(fused, k, v)
     cols = ["setting", "proj_bn_bk", "back_bm_bn", "warps", "stages", "step_ms", "vs_fused_adamw", "error"]
     _write(out, "tune-proj", rows, cols, meta)
 

@@ -15,6 +15,7 @@ from benchmarks.gpu import (
     _relative_to_adamw,
     _switch_row,
     _write_converge,
+    fused_knobs,
     optimizer_filters,
     seed_summary,
 )
@@ -179,3 +180,18 @@ def test_switch_row_takes_the_medians_and_keeps_the_slowest_first_step() -> None
     assert row["first_step_max_ms"] == 70.0 and row["step_ms_before"] == 1.5 and row["passes"] == 3
     assert row["cost_in_steps"] == pytest.approx((21.0 + 8.0 - 1.1) / 1.1)
     assert row["cost_in_train_steps"] == pytest.approx((21.0 + 8.0 - 1.1) / 27.0)
+
+
+def test_fused_knobs_are_put_back_when_the_block_raises() -> None:
+    """A variants or tune-proj row that fails (a compile error, out of memory) leaves the fused module's
+    knobs as they were for the next row."""
+    from client.compression import fused
+
+    before = (fused.PROJ_NORMS_MIN_RANK, fused.PROJ_STAGES)
+    with (
+        pytest.raises(RuntimeError, match="row failed"),
+        fused_knobs({"PROJ_NORMS_MIN_RANK": 0, "PROJ_STAGES": 4}),
+    ):
+        assert (fused.PROJ_NORMS_MIN_RANK, fused.PROJ_STAGES) == (0, 4)
+        raise RuntimeError("row failed")
+    assert before == (fused.PROJ_NORMS_MIN_RANK, fused.PROJ_STAGES)

@@ -321,7 +321,8 @@ class _Proj:
     meta: torch.Tensor  # int64 [T, 5]
     scale: torch.Tensor  # float32 [T]
     prog_a: list[tuple[bool, torch.Tensor, torch.Tensor]]  # (transposed, int32 [n, 3], float32 [n] samples)
-    prog_items: list[torch.Tensor]  # int64 [n] a ``prog_a`` launch's programs' positions in the norm vector
+    samples: torch.Tensor  # float32: every ``prog_a`` launch's samples (theirs are views of it), in order
+    sample_items: torch.Tensor  # int64, as ``samples``: each projection program's position in the norm vector
     prog_c: list[tuple[bool, torch.Tensor]]  # (transposed, int32 [n, 3]): one launch per orientation
     x: torch.Tensor  # float32 scratch: every tensor's r x n coefficients
     items: torch.Tensor  # int64 [T]: positions in the norm vector (for the spectral tail)
@@ -725,28 +726,29 @@ def _proj_tables(items: list[Item], x_views: list[torch.Tensor], x_all: torch.Te
         meta += [m, n, r, item, p.data_ptr()]
         scale.append(opt.proj_scale if opt.proj_scale is not None else math.sqrt(m / r))
         shapes[trans].append((t, m, n))
-    prog_a: list[tuple[bool, torch.Tensor, torch.Tensor]] = []
-    prog_items: list[torch.Tensor] = []
+    launches_a: list[tuple[bool, torch.Tensor]] = []
     prog_c: list[tuple[bool, torch.Tensor]] = []
-    item_of = torch.tensor([item for item, _, _ in items], dtype=torch.int64)
     for trans, tmn in shapes.items():
         if tmn:
             ts, ms, ns = (list(x) for x in zip(*tmn, strict=True))
             a = tile_programs(ts, [1] * len(ts), ns, 1, PROJ_BN)  # (t, 0, j): a column block
-            prog_items.append(upload(item_of[a[:, 0].long()], device))
-            a = upload(a, device)
-            prog_a.append((trans, a, torch.zeros(a.shape[0], dtype=torch.float32, device=device)))
+            launches_a.append((trans, upload(a, device)))
             prog_c.append((trans, upload(tile_programs(ts, ms, ns, BACK_BM, BACK_BN), device)))
+    item_pos = _i64([item for item, _, _ in items], device)
+    counts = [a.shape[0] for _, a in launches_a]
+    samples = torch.zeros(sum(counts), dtype=torch.float32, device=device)  # one buffer: one zeroing a step
+    prog_a = [(trans, a, part) for (trans, a), part in zip(launches_a, samples.split(counts), strict=True)]
     return _Proj(
         rank_p2=max(16, 1 << (r_max - 1).bit_length()),
         addr=_i64(addr, device),
         meta=_i64(meta, device),
         scale=upload(torch.tensor(scale, dtype=torch.float32), device),
         prog_a=prog_a,
-        prog_items=prog_items,
+        samples=samples,
+        sample_items=item_pos[torch.cat([a[:, 0] for _, a in launches_a]).long()],
         prog_c=prog_c,
         x=x_all,
-        items=_i64([item for item, _, _ in items], device),
+        items=item_pos,
     )
 
 
@@ -1033,8 +1035,7 @@ def run(
                     )  # fmt: skip
                 if by_proj:  # the norms are whole now: mark the huge, zero a skipped tensor's samples
                     _mark_huge(norms, plan, pj.items)
-                    for (_, _, sample), at in zip(pj.prog_a, pj.prog_items, strict=True):
-                        sample.masked_fill_(~(norms[at] < float("inf")), 0.0)
+                    pj.samples.masked_fill_(~(norms[pj.sample_items] < float("inf")), 0.0)
                 xsq = torch.zeros(len(grp.index), dtype=torch.float32, device=device)
             else:
                 xsq = grp.mean  # unused by a rank-0 launch
