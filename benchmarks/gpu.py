@@ -770,6 +770,24 @@ VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("r4/b8/g0", {}, {"PROJ_NORMS_MIN_RANK": 0}),
     ("r16/b3/g0.75", {}, {}),
     ("r16/b3/g0.75", {}, {"PROJ_NORMS_MIN_RANK": 0}),
+    # the norm sum's form (fused.PROJ_NORMS_RELOAD_BELOW, session 42): below R = 64 a second load of the
+    # gradient tile (the rows above) against squaring the product's tile (0: call 92's form), and rank 64
+    # with the second load (128)
+    ("r4/b8/g0", {}, {"PROJ_NORMS_MIN_RANK": 0, "PROJ_NORMS_RELOAD_BELOW": 0}),
+    ("r32/b32/g1", {}, {"PROJ_NORMS_MIN_RANK": 0, "PROJ_NORMS_RELOAD_BELOW": 0}),
+    ("r64/b8/g0", {}, {"PROJ_NORMS_RELOAD_BELOW": 128}),
+    # the projection kernels without the alignment promise (fused.PROJ_ALIGN, session 42): 4-byte accesses
+    ("r4/b8/g0", {}, {"PROJ_ALIGN": False}),
+    ("r32/b32/g1", {}, {"PROJ_ALIGN": False}),
+    ("r64/b8/g0", {}, {"PROJ_ALIGN": False}),
+    ("r64/b16/g1", {}, {"PROJ_ALIGN": False}),
+    # the matrix kernel without it (fused.MATRIX_ALIGN, session 42)
+    ("r0/b8/g0", {}, {"MATRIX_ALIGN": False}),
+    ("r0/b4/g0", {}, {"MATRIX_ALIGN": False}),
+    ("r0/b4/g1", {}, {"MATRIX_ALIGN": False}),
+    ("r0/b2/g0", {}, {"MATRIX_ALIGN": False}),
+    ("r0/b8/g0.5", {}, {"MATRIX_ALIGN": False}),
+    ("r64/b8/g0", {}, {"PROJ_ALIGN": False, "MATRIX_ALIGN": False}),
     ("r0/b4/g0", NF4, {"NF4_SEARCH": "compare"}),
     ("r0/b4/g0", {**NF4, "error_feedback": False}, {"NF4_SEARCH": "compare"}),
     ("r0/b4/g0", {**NF4, "stochastic_rounding": False}, {}),

@@ -46,6 +46,7 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("r0/b8/g0 unchecked philox8", {"CHECK": False, "STOCHASTIC": True, "RNG": 2}),
     ("r0/b8/g0 no-EF", {"EF": False}),
     ("r0/b8/g0 unchecked", {"CHECK": False}),
+    ("r0/b8/g0 unaligned", {"ALIGN": False}),  # fused.MATRIX_ALIGN off, or a table that fails the check
     # the 8-bit cases above compile at the shipped tile (fused.MATRIX_TILE_BY_BITS: 512 values, two blocks,
     # uncapped since session 40); these name it, and 256 values (one block) at the same cap
     ("r0/b8/g0 tile 512", {"ROWS": 2}),
@@ -117,6 +118,7 @@ def compile_case(overrides: dict[str, Any], arch: int = 90) -> dict[str, Any]:
         PDTYPE=tl.float32, BITS=8, MODE=0, BLOCK=256, ROWS=1, EF=True, SHIFT=False, FACTORED=False,
         STRIP=False, STOCHASTIC=None, FRESH=False, SRC=0, STATS_EVERY=ts.STATS_EVERY.value, FULL=True, RNG=0,
         CHECK=True, PARTIALS=0, SEARCH=1, TILE_SKIP=False,  # NF4: the cells search unless a case says compare
+        ALIGN=fused.MATRIX_ALIGN,  # aligned tables, as a model's own tensors are (a case can say False)
     )  # fmt: skip
     consts.update(overrides)
     if "ROWS" not in overrides:  # the tile fused.run lays a width out with (fused.matrix_tile)

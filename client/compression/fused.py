@@ -84,6 +84,21 @@ PROJ_STAGES: int | None = None
 #: projection's loop took a rank-64 step from 0.93x to 0.85-0.90x fused AdamW and doubled the step at R = 16
 #: and 32 (BENCHMARKS.md, session 41; ``mango bench gpu --parts variants`` has the rows).
 PROJ_NORMS_MIN_RANK = 64
+#: Below this padded rank a projection that adds the norms loads each gradient tile a second time for the
+#: squares (``project_kernel``'s ``NORMS = 2``); from it up it squares the tile the product reads (``1``).
+#: Statically (Triton 3.6 for sm_90, ``results/cpu-s42/proj_layouts.py``) the squared tile at ``R < 64``
+#: turns the product's shared tile from a swizzled layout into an unswizzled one; a second load leaves it be.
+PROJ_NORMS_RELOAD_BELOW = 64
+#: Tell the projection kernels (``ALIGN``) when every gradient, parameter and coefficient address of a launch
+#: is 16-byte aligned and every ``m`` and ``n`` a multiple of 4 (checked on the host: the plan's addresses
+#: once, the gradients' whenever they move), so Triton turns their 4-byte accesses into 16-byte ones; a
+#: launch that fails the check runs as before. False: never (the A/B of ``mango bench gpu``'s variants).
+PROJ_ALIGN = True
+#: The same promise to the matrix kernel (``matrix_step_kernel``'s ``ALIGN``): every address of a launch's
+#: table (parameters, state codes, scales, coefficients) and, at rank 0, this step's gradients 16-byte
+#: aligned. Statically it turns the kernel's 4-byte accesses into 16-byte ones and removes 9-22 % of its
+#: instructions a value (``python -m benchmarks.sass``). False: never.
+MATRIX_ALIGN = True
 #: Values per matrix-kernel program (``ROWS = MATRIX_TILE / block``) and warps per program. One 8-bit block
 #: per one-warp program won the H200 sweep (``mango bench gpu --parts tune``; BENCHMARKS.md): the block
 #: reductions stay inside a warp (no shared memory, no barrier) and a thread holds 8 values; 4096 values
@@ -291,6 +306,8 @@ class _Group:
     scratch: torch.Tensor | None = None
     grad_addr: list[int] = field(default_factory=list)
     grad_dev: torch.Tensor | None = None
+    grad_aligned: bool = False  # every gradient address of ``grad_addr`` is 16-byte aligned
+    aligned: bool = False  # every address of the host's ``addr`` table is 16-byte aligned
     norm_prog: torch.Tensor | None = None  # int32 [n, 2] tiles of the norm pre-pass
     norm_meta: torch.Tensor | None = None  # int64 [T, 2] (gradient numel, item) where meta's differ
     n_full: int = 0  # programs of whole blocks, first in ``prog`` (the rest: partial last blocks)
@@ -326,6 +343,7 @@ class _Proj:
     prog_c: list[tuple[bool, torch.Tensor]]  # (transposed, int32 [n, 3]): one launch per orientation
     x: torch.Tensor  # float32 scratch: every tensor's r x n coefficients
     items: torch.Tensor  # int64 [T]: positions in the norm vector (for the spectral tail)
+    aligned: bool  # every parameter and coefficient address 16-byte aligned, every m and n a multiple of 4
 
 
 @dataclass
@@ -749,6 +767,8 @@ def _proj_tables(items: list[Item], x_views: list[torch.Tensor], x_all: torch.Te
         prog_c=prog_c,
         x=x_all,
         items=item_pos,
+        aligned=all(a % 16 == 0 for a in addr[1::2] + meta[4::5])
+        and all(d % 4 == 0 for i, d in enumerate(meta) if i % 5 in (0, 1)),
     )
 
 
@@ -822,6 +842,7 @@ def _new_group(
         sample=torch.zeros(n_prog, dtype=torch.float32, device=device),
         part=torch.zeros(n_prog, 2, dtype=torch.float32, device=device) if matrix else None,
         norm_prog=_tiles(params, NORM_TILE),
+        aligned=all(a % 16 == 0 for a in addr),
         **extra,
     )
 
@@ -902,6 +923,7 @@ def _grad_table(g: _Group, grads: list[torch.Tensor]) -> torch.Tensor | None:
         device = g.params[0].device
         g.grad_dev = upload(t, device)
         g.grad_addr = ptrs
+        g.grad_aligned = all(a % 16 == 0 for a in ptrs)
     return g.grad_dev
 
 
@@ -944,6 +966,30 @@ def tiles_test_themselves(factored: bool, strip: bool) -> bool:
 def _norms_by_projection(grp: _Group) -> bool:
     """Whether ``grp``'s projection adds its tensors' squared gradient norms (:data:`PROJ_NORMS_MIN_RANK`)."""
     return grp.proj is not None and grp.proj.rank_p2 >= PROJ_NORMS_MIN_RANK
+
+
+def _proj_align(grp: _Group) -> bool:
+    """``ALIGN`` of ``grp``'s projection launches (:data:`PROJ_ALIGN`): its plan's addresses and dimensions
+    and this step's gradient addresses pass the check, and every tile starts at a multiple of 16."""
+    assert grp.proj is not None
+    tiles = (PROJ_BN, BACK_BM, BACK_BN)
+    return PROJ_ALIGN and grp.proj.aligned and grp.grad_aligned and all(t % 16 == 0 for t in tiles)
+
+
+def _matrix_align(grp: _Group, projected: bool, fresh: bool) -> bool:
+    """``ALIGN`` of ``grp``'s matrix launch (:data:`MATRIX_ALIGN`): every address of its table is 16-byte
+    aligned, and so are this step's gradients at rank 0 (a projected launch reads the coefficients instead).
+    A refresh step's launch reads other buffers (``fresh_buffers``'s views) and goes without."""
+    return MATRIX_ALIGN and grp.aligned and (projected or grp.grad_aligned) and not fresh
+
+
+def _proj_norms_code(grp: _Group) -> int:
+    """``project_kernel``'s ``NORMS`` for ``grp``: 0 (the pre-pass adds them), 1 (the product's tile squared)
+    or 2 (a second load, below :data:`PROJ_NORMS_RELOAD_BELOW`)."""
+    if not _norms_by_projection(grp):
+        return 0
+    assert grp.proj is not None
+    return 2 if grp.proj.rank_p2 < PROJ_NORMS_RELOAD_BELOW else 1
 
 
 def _mark_huge(norms: torch.Tensor, plan: Plan, items: torch.Tensor | None = None) -> None:
@@ -1031,7 +1077,8 @@ def run(
                     tp.project_kernel[(prog.shape[0],)](
                         prog, pj.addr, pj.meta, grp.grad_dev, norms, sample,
                         PDTYPE=ptype, R=pj.rank_p2, BK=PROJ_BK, BN=PROJ_BN, PRECISION=prec,
-                        TRANS=trans, NORMS=by_proj, num_warps=PROJ_WARPS, **stages,
+                        TRANS=trans, NORMS=_proj_norms_code(grp), ALIGN=_proj_align(grp),
+                        num_warps=PROJ_WARPS, **stages,
                     )  # fmt: skip
                 if by_proj:  # the norms are whole now: mark the huge, zero a skipped tensor's samples
                     _mark_huge(norms, plan, pj.items)
@@ -1060,6 +1107,7 @@ def run(
                 SEARCH=_nf4_search_code(NF4_SEARCH),
                 CHECK=checked[id(grp)],
                 TILE_SKIP=bool(opt.skip_nonfinite) and not checked[id(grp)],
+                ALIGN=_matrix_align(grp, pj is not None, id(grp) in refreshed),
                 num_warps=NUM_WARPS,
             )
             if regs and device.type == "cuda":
@@ -1098,7 +1146,7 @@ def run(
                     tp.backproject_kernel[(prog.shape[0],)](
                         prog, pj.addr, pj.meta, norms, pj.scale, decay, step_size,
                         PDTYPE=ptype, R=pj.rank_p2, BM=BACK_BM, BN=BACK_BN, PRECISION=prec,
-                        TRANS=trans, num_warps=PROJ_WARPS,
+                        TRANS=trans, ALIGN=_proj_align(grp), num_warps=PROJ_WARPS,
                     )  # fmt: skip
                 out["proj_items"].append(pj.items)
                 out["proj_xsq"].append(xsq)

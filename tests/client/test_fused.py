@@ -668,11 +668,16 @@ def test_fused_projected_skips_nonfinite_tensors() -> None:
     assert opt.compression_stats().skipped_steps == 1.0
 
 
-def test_projection_adds_the_norms_the_pre_pass_would(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("reload_below", [0, 1 << 30], ids=["squared-tile", "second-load"])
+def test_projection_adds_the_norms_the_pre_pass_would(
+    monkeypatch: pytest.MonkeyPatch, reload_below: int
+) -> None:
     """``PROJ_NORMS_MIN_RANK``: the projection adds each projected tensor's ``||G||^2`` as it reads the
-    gradient, in place of the pre-pass. Same parameters, skips and statistics either way, at a step where one
-    tensor's gradient holds a NaN (its samples are zeroed once its norm is whole) and another a huge finite
-    value (its norm marked once whole), and around it."""
+    gradient, in place of the pre-pass, squaring the tile the product reads or (``PROJ_NORMS_RELOAD_BELOW``)
+    a second load of it. Same parameters, skips and statistics either way, at a step where one tensor's
+    gradient holds a NaN (its samples are zeroed once its norm is whole) and another a huge finite value (its
+    norm marked once whole), and around it."""
+    monkeypatch.setattr(fused, "PROJ_NORMS_RELOAD_BELOW", reload_below)
     runs = []
     for by_projection in (False, True):
         monkeypatch.setattr(fused, "PROJ_NORMS_MIN_RANK", 0 if by_projection else 1 << 30)
@@ -703,6 +708,48 @@ def test_projection_adds_the_norms_the_pre_pass_would(monkeypatch: pytest.Monkey
         for name in ("grad_norm", "grad_kurtosis", "spectral_tail", "compression_error"):
             assert math.isclose(getattr(a, name), getattr(b, name), rel_tol=1e-4, abs_tol=1e-7), name
     assert s_proj[1].skipped_steps == 2 and s_proj[1].grad_norm > 0 and s_proj[1].grad_kurtosis != 0
+
+
+@pytest.mark.parametrize("setting", [S(rank=8, bits=8), S(rank=0, bits=4, gamma=0.5)])
+def test_alignment_promise_follows_the_addresses(setting: S) -> None:
+    """``PROJ_ALIGN`` / ``MATRIX_ALIGN``: the projection and rank-0 matrix kernels are told that addresses
+    are 16-byte aligned (and ``m``, ``n`` multiples of 4) only when they are. Gradients that are views at an
+    odd offset of one buffer run without the promise, to the same parameters as separate gradients; a
+    tensor with ``n = 102`` never gets the projection's."""
+    runs = []
+    for offset in (None, 1):
+        params = _params()
+        opt = MangoAdamW(params, lr=LR, setting=setting, min_compress_numel=1024, fused=True, seed=3)
+        promised = []
+        for k in range(3):
+            grads = _grads(k, params)
+            if offset is not None:  # one flat buffer, every gradient 4 bytes off a 16-byte boundary
+                flat = torch.zeros(offset + sum(g.numel() for g in grads), device=grads[0].device)
+                pos = offset
+                for i, g in enumerate(grads):
+                    grads[i] = flat[pos : pos + g.numel()].view_as(g).copy_(g)
+                    pos += g.numel()  # each numel a multiple of 4: every view 4 bytes off
+            for p, g in zip(params, grads):
+                p.grad = g
+            opt.step()
+            assert opt._plan is not None
+            if setting.rank:
+                promised += [fused._proj_align(grp) for grp in opt._plan.projected]
+            else:
+                promised += [fused._matrix_align(grp, False, False) for grp in opt._plan.groups if grp.matrix]
+        assert promised and all(promised) == (offset is None) and any(promised) == (offset is None)
+        runs.append([p.detach().clone() for p in params])
+    for a, b in zip(*runs):  # the refresh's torch products on views may round apart
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * LR)
+    if not setting.rank:
+        return
+    odd = [torch.nn.Parameter(torch.randn(48, 102, device=_device()) * 0.1)]
+    opt = MangoAdamW(odd, lr=LR, setting=S(rank=8, bits=8), min_compress_numel=1024, fused=True)
+    for _ in range(3):
+        odd[0].grad = torch.randn_like(odd[0]) * 0.01
+        opt.step()
+    assert opt._plan is not None and opt._plan.projected
+    assert not any(fused._proj_align(grp) for grp in opt._plan.projected)
 
 
 @pytest.mark.parametrize("grain", ["tensor", "tile"])

@@ -23,6 +23,11 @@ Tables: ``prog`` int32 ``[n_programs, 3]`` (tensor, first row, first column); ``
 (``m``, ``n``, ``r``, position in the step's norm vector, parameter address); ``scale``
 float32 ``[T]`` (``proj_scale``, by default ``sqrt(m / r)``).
 
+``ALIGN`` (both kernels): the host's promise (``fused``'s ``_Proj.aligned`` and the gradients' addresses)
+that the gradient, parameter and ``X`` / ``U`` addresses are 16-byte aligned and every ``m`` and ``n`` a
+multiple of 4. Triton cannot see that through the address tables, and without it every gradient and
+parameter access is a 4-byte one; with it they become 16-byte ones (``results/cpu-s42/proj_layouts.py``).
+
 ``DOT_PRECISION`` (``"tf32x3"``): fp32 products on the tensor cores with three tf32 passes, about fp32's
 accuracy (``"tf32"``: one pass, ~1e-3 relative; ``"ieee"``: CUDA-core FMAs, several times slower at
 rank 64).
@@ -39,14 +44,19 @@ DOT_PRECISION: tl.constexpr = tl.constexpr("tf32x3")
 
 
 @triton.jit
-def _pp(ptr, DTYPE: tl.constexpr):
-    return tl.load(ptr).to(tl.pointer_type(DTYPE))
+def _pp(ptr, DTYPE: tl.constexpr, ALIGN: tl.constexpr = False):
+    """The pointer stored at ``ptr``; with ``ALIGN`` the promise that it is 16-byte aligned."""
+    q = tl.load(ptr).to(tl.pointer_type(DTYPE))
+    if ALIGN:
+        q = tl.multiple_of(q, 16)
+    return q
 
 
 @triton.jit
-def _tile(prog_ptr, meta_ptr, norm_ptr, pid, ANY: tl.constexpr = False):
+def _tile(prog_ptr, meta_ptr, norm_ptr, pid, ANY: tl.constexpr = False, ALIGN: tl.constexpr = False):
     """A program's tensor ``t``, first row and column, the tensor's ``m``, ``n``, ``r``, and whether its
-    gradient is finite (``ANY``: True whatever the norm slot holds)."""
+    gradient is finite (``ANY``: True whatever the norm slot holds). ``ALIGN``: the promise that ``m`` and
+    ``n`` are multiples of 4 (the tiles' first row and column are multiples of 16 by construction)."""
     t = tl.load(prog_ptr + pid * 3)
     M = meta_ptr + t * 5
     if ANY:  # noqa: SIM108 (a Triton constexpr branch)
@@ -55,7 +65,26 @@ def _tile(prog_ptr, meta_ptr, norm_ptr, pid, ANY: tl.constexpr = False):
         fin = tl.load(norm_ptr + tl.load(M + 3)) < float("inf")
     i0 = tl.load(prog_ptr + pid * 3 + 1)
     j0 = tl.load(prog_ptr + pid * 3 + 2)
-    return t, i0, j0, tl.load(M), tl.load(M + 1), tl.load(M + 2), fin
+    m = tl.load(M)
+    n = tl.load(M + 1)
+    if ALIGN:
+        i0 = tl.multiple_of(i0, 16)
+        j0 = tl.multiple_of(j0, 16)
+        m = tl.multiple_of(m, 4)
+        n = tl.multiple_of(n, 4)
+    return t, i0, j0, m, n, tl.load(M + 2), fin
+
+
+@triton.jit
+def _grad_tile(g_ptr, i0, cols, col_ok, m, n, BK: tl.constexpr, TRANS: tl.constexpr, CACHE: tl.constexpr):
+    """Rows ``i0 .. i0 + BK`` of the canonical gradient view at columns ``cols``, fp32 (zeros outside)."""
+    ki = i0 + tl.arange(0, BK)
+    if TRANS:  # canonical (i, j) at j m + i; the unit stride spelled out so the compiler vectorizes
+        goff = ki[:, None].to(tl.int64) + cols[None, :].to(tl.int64) * m
+    else:  # at i n + j
+        goff = ki[:, None].to(tl.int64) * n + cols[None, :].to(tl.int64)
+    mask = (ki < m)[:, None] & col_ok[None, :]
+    return tl.load(g_ptr + goff, mask=mask, other=0.0, cache_modifier=CACHE).to(tl.float32)
 
 
 @triton.jit
@@ -72,33 +101,41 @@ def project_kernel(
     BN: tl.constexpr,
     PRECISION: tl.constexpr,
     TRANS: tl.constexpr,  # the canonical view is the parameter's transpose
-    NORMS: tl.constexpr = False,  # add sum G^2 of the columns into the tensor's norm slot (no pre-pass ran)
+    NORMS: tl.constexpr = 0,  # add sum G^2 of the columns into the tensor's norm slot (no pre-pass ran)
+    ALIGN: tl.constexpr = False,  # every gradient and X is 16-byte aligned, every m and n a multiple of 4
 ):
     """``X[:, j0:j0+BN] = P^T G[:, j0:j0+BN]`` for one tensor (module docstring). With ``NORMS`` every
     tensor is projected (its norm is not whole yet) and the program adds its columns' ``sum G^2`` into the
-    tensor's slot of ``norm_ptr``; without, a tensor whose pre-pass norm is not finite is left alone."""
+    tensor's slot of ``norm_ptr``; without (0), a tensor whose pre-pass norm is not finite is left alone.
+
+    ``NORMS = 1`` squares the tile the product reads; ``2`` loads the tile a second time for the squares (a
+    plain load that L2 mostly serves, issued a turn ahead). At ``R < 64`` (``mma.sync`` products) Triton 3.6
+    and 3.9 lay a tile that two layouts read out in shared memory unswizzled, where the product alone gets a
+    swizzled layout; the second load leaves the product's tile to the product alone."""
     pid = tl.program_id(0)
-    t, _, j0, m, n, r, fin = _tile(prog_ptr, meta_ptr, norm_ptr, pid, NORMS)
+    t, _, j0, m, n, r, fin = _tile(prog_ptr, meta_ptr, norm_ptr, pid, NORMS, ALIGN)
     p_ptr = _pp(addr_ptr + t * 2, tl.float32)
-    x_ptr = _pp(addr_ptr + t * 2 + 1, tl.float32)
-    g_ptr = _pp(grad_ptr + t, PDTYPE)
+    x_ptr = _pp(addr_ptr + t * 2 + 1, tl.float32, ALIGN)
+    g_ptr = _pp(grad_ptr + t, PDTYPE, ALIGN)
     cols = j0 + tl.arange(0, BN)
     col_ok = cols < tl.where(fin, n, 0)
     kr = tl.arange(0, R)
     r_ok = kr < r
     acc = tl.zeros([R, BN], dtype=tl.float32)
     gsq = tl.zeros([BK, BN], dtype=tl.float32)
+    if NORMS == 2:  # the second read runs a tile ahead of its squares, so its latency hides behind a turn
+        g2 = _grad_tile(g_ptr, 0, cols, col_ok, m, n, BK, TRANS, ".cg")
     for i0 in range(0, m, BK):
         ki = i0 + tl.arange(0, BK)
         k_ok = ki < m
         pt = tl.load(p_ptr + ki[:, None] * r + kr[None, :], mask=k_ok[:, None] & r_ok[None, :], other=0.0)
-        if TRANS:  # canonical (i, j) at j m + i; the unit stride spelled out so the compiler vectorizes
-            goff = ki[:, None].to(tl.int64) + cols[None, :].to(tl.int64) * m
-        else:  # at i n + j
-            goff = ki[:, None].to(tl.int64) * n + cols[None, :].to(tl.int64)
-        gt = tl.load(g_ptr + goff, mask=k_ok[:, None] & col_ok[None, :], other=0.0).to(tl.float32)
+        gt = _grad_tile(g_ptr, i0, cols, col_ok, m, n, BK, TRANS, "")
         acc = tl.dot(tl.trans(pt), gt, acc, input_precision=PRECISION)
-        if NORMS:
+        if NORMS == 2:  # a second read of the tile, kept apart from the product's by its cache hint
+            g2_next = _grad_tile(g_ptr, i0 + BK, cols, col_ok, m, n, BK, TRANS, ".cg")
+            gsq += g2 * g2
+            g2 = g2_next
+        elif NORMS:
             gsq += gt * gt
     tl.store(x_ptr + kr[:, None] * n + cols[None, :], acc, mask=r_ok[:, None] & col_ok[None, :])
     if NORMS:
@@ -123,13 +160,14 @@ def backproject_kernel(
     BN: tl.constexpr,
     PRECISION: tl.constexpr,
     TRANS: tl.constexpr,  # the canonical view is the parameter's transpose: the tile is built as (P U)^T
+    ALIGN: tl.constexpr = False,  # every parameter and U is 16-byte aligned, every m and n a multiple of 4
 ):
     """``p = p * decay - step_size * scale * (P U)`` on one ``BM x BN`` tile of the canonical view."""
     pid = tl.program_id(0)
-    t, i0, j0, m, n, r, fin = _tile(prog_ptr, meta_ptr, norm_ptr, pid)
-    w_ptr = _pp(meta_ptr + t * 5 + 4, PDTYPE)
+    t, i0, j0, m, n, r, fin = _tile(prog_ptr, meta_ptr, norm_ptr, pid, False, ALIGN)
+    w_ptr = _pp(meta_ptr + t * 5 + 4, PDTYPE, ALIGN)
     p_ptr = _pp(addr_ptr + t * 2, tl.float32)
-    u_ptr = _pp(addr_ptr + t * 2 + 1, tl.float32)
+    u_ptr = _pp(addr_ptr + t * 2 + 1, tl.float32, ALIGN)
     rows = i0 + tl.arange(0, BM)
     cols = j0 + tl.arange(0, BN)
     row_ok = rows < tl.where(fin, m, 0)

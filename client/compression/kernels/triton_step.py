@@ -110,8 +110,13 @@ STATS_EVERY: tl.constexpr = tl.constexpr(8)
 
 
 @triton.jit
-def _ptr(addr, col, DTYPE: tl.constexpr):
-    return tl.load(addr + col).to(tl.pointer_type(DTYPE))
+def _ptr(addr, col, DTYPE: tl.constexpr, ALIGN: tl.constexpr = False):
+    """The pointer at column ``col`` of an address table; with ``ALIGN`` the host's promise that it is
+    16-byte aligned (Triton then loads and stores ``BLOCK``-aligned runs 16 bytes at a time)."""
+    q = tl.load(addr + col).to(tl.pointer_type(DTYPE))
+    if ALIGN:
+        q = tl.multiple_of(q, 16)
+    return q
 
 
 @triton.jit
@@ -497,18 +502,19 @@ def _bf16(x, rnd, STOCHASTIC: tl.constexpr):
 
 @triton.jit
 def _fetch_slot(
-    A, col: tl.constexpr, blk, row_ok, off, in_mask, BITS: tl.constexpr, BLOCK: tl.constexpr
+    A, col: tl.constexpr, blk, row_ok, off, in_mask, BITS: tl.constexpr, BLOCK: tl.constexpr,
+    ALIGN: tl.constexpr = False,
 ):  # fmt: skip
     """The loads of the state slot at address columns ``col`` (codes / tensor) and ``col + 1`` (scales), as
     ``(raw, scales)`` for :func:`_decode_slot`: packed codes and their block scales at 2-8 bits, the values
     (fp32) and a dummy 0 at 16 (a bf16 tensor) and 32 (an fp32 tensor)."""
     if BITS == 32:
-        return tl.load(_ptr(A, col, tl.float32) + off, mask=in_mask, other=0.0), 0.0
+        return tl.load(_ptr(A, col, tl.float32, ALIGN) + off, mask=in_mask, other=0.0), 0.0
     elif BITS == 16:
-        return tl.load(_ptr(A, col, tl.bfloat16) + off, mask=in_mask, other=0.0).to(tl.float32), 0.0
+        return tl.load(_ptr(A, col, tl.bfloat16, ALIGN) + off, mask=in_mask, other=0.0).to(tl.float32), 0.0
     else:
-        s = tl.load(_ptr(A, col + 1, tl.float32) + blk, mask=row_ok, other=0.0)
-        return _fetch_codes(_ptr(A, col, tl.uint8), blk, row_ok, BITS, BLOCK), s
+        s = tl.load(_ptr(A, col + 1, tl.float32, ALIGN) + blk, mask=row_ok, other=0.0)
+        return _fetch_codes(_ptr(A, col, tl.uint8, ALIGN), blk, row_ok, BITS, BLOCK), s
 
 
 @triton.jit
@@ -524,16 +530,16 @@ def _decode_slot(raw, s, in_mask, tab_ptr, BITS: tl.constexpr, MODE: tl.constexp
 def _store_slot(
     x, rnd, A, col: tl.constexpr, blk, row_ok, off, in_mask, tab_ptr,
     BITS: tl.constexpr, MODE: tl.constexpr, BLOCK: tl.constexpr, STOCHASTIC: tl.constexpr, RNG: tl.constexpr,
-    SEARCH: tl.constexpr = 1,
+    SEARCH: tl.constexpr = 1, ALIGN: tl.constexpr = False,
 ):  # fmt: skip
     """Store ``x`` (zero outside ``in_mask``) into the slot :func:`_load_slot` reads, in place."""
     if BITS == 32:
-        tl.store(_ptr(A, col, tl.float32) + off, x, mask=in_mask)
+        tl.store(_ptr(A, col, tl.float32, ALIGN) + off, x, mask=in_mask)
     elif BITS == 16:
-        tl.store(_ptr(A, col, tl.bfloat16) + off, _bf16(x, rnd, STOCHASTIC), mask=in_mask)
+        tl.store(_ptr(A, col, tl.bfloat16, ALIGN) + off, _bf16(x, rnd, STOCHASTIC), mask=in_mask)
     else:
         code, s, _ = _quantize(x, rnd, tab_ptr, BITS, MODE, STOCHASTIC, RNG, SEARCH)
-        codes, scales = _ptr(A, col, tl.uint8), _ptr(A, col + 1, tl.float32)
+        codes, scales = _ptr(A, col, tl.uint8, ALIGN), _ptr(A, col + 1, tl.float32, ALIGN)
         _store_codes(code, s, codes, scales, blk, row_ok, BITS, BLOCK)
 
 
@@ -620,6 +626,7 @@ def matrix_step_kernel(
     # level or midpoint (fused.NF4_SEARCH)
     TILE_SKIP: tl.constexpr = False,  # without CHECK, SRC 0, not STRIP (fused.SKIP_GRAIN = "tile"): a tile
     # whose gradient is non-finite (or ||g_tile||^2 numel >= 2^120) writes nothing and counts in skip
+    ALIGN: tl.constexpr = False,  # every address of the launch's tables 16-byte aligned (fused.MATRIX_ALIGN)
 ):
     """The compressed AdamW step of one program's blocks of one tensor's ``rows x n`` values (module
     docstring): ``ROWS`` blocks, or with ``STRIP`` a column strip of any number of blocks (the host
@@ -649,7 +656,7 @@ def matrix_step_kernel(
                 it * ROWS + tl.arange(0, ROWS), b0, live, stride, numel, ncols, t, A, key, grad_ptr, tab_ptr,
                 mean_ptr, stats, decay, step_size, inv_bc2s, eps, beta1, beta2, ef_beta, gamma,
                 PDTYPE, BITS, MODE, BLOCK, EF, SHIFT, FACTORED, STOCHASTIC, FRESH, SRC, FULL, EARLY, RNG,
-                CHECK, PARTIALS, SEARCH, TILE_SKIP,
+                CHECK, PARTIALS, SEARCH, TILE_SKIP, ALIGN,
             )  # fmt: skip
             colsum += cs
             d2 += d
@@ -660,7 +667,7 @@ def matrix_step_kernel(
             tl.arange(0, ROWS), b0, live, stride, numel, ncols, t, A, key, grad_ptr, tab_ptr,
             mean_ptr, stats, decay, step_size, inv_bc2s, eps, beta1, beta2, ef_beta, gamma,
             PDTYPE, BITS, MODE, BLOCK, EF, SHIFT, FACTORED, STOCHASTIC, FRESH, SRC, FULL, EARLY, RNG, CHECK,
-            PARTIALS, SEARCH, TILE_SKIP,
+            PARTIALS, SEARCH, TILE_SKIP, ALIGN,
         )  # fmt: skip
     if FACTORED:
         b = (b0 * BLOCK) % ncols + cols
@@ -697,6 +704,7 @@ def _tile(
     SHIFT: tl.constexpr, FACTORED: tl.constexpr, STOCHASTIC: tl.constexpr, FRESH: tl.constexpr,
     SRC: tl.constexpr, FULL: tl.constexpr, EARLY: tl.constexpr, RNG: tl.constexpr, CHECK: tl.constexpr,
     PARTIALS: tl.constexpr, SEARCH: tl.constexpr, TILE_SKIP: tl.constexpr = False,
+    ALIGN: tl.constexpr = False,
 ):  # fmt: skip
     """One tile of :func:`matrix_step_kernel`: tile rows ``rows`` (those ``< live`` are real), i.e. blocks
     ``b0 + rows * stride``. Returns the tile's column sums of ``c^2`` (FACTORED; the row sums are added, or
@@ -713,7 +721,7 @@ def _tile(
 
     gsq = 0.0
     if SRC == 0:
-        g_ptr = _ptr(grad_ptr, t, PDTYPE)
+        g_ptr = _ptr(grad_ptr, t, PDTYPE, ALIGN)
         g = tl.load(g_ptr + off, mask=in_mask, other=0.0).to(tl.float32)
         if not CHECK:  # the norm the pre-pass would have summed (masked values load as 0)
             gsq = tl.sum(tl.sum(g * g, axis=1), axis=0)
@@ -725,36 +733,36 @@ def _tile(
                 else:
                     in_mask = row_ok[:, None] & (off < numel)
     else:
-        x_ptr = _ptr(A, 14, tl.float32)
+        x_ptr = _ptr(A, 14, tl.float32, ALIGN)
         g = tl.load(x_ptr + off, mask=in_mask, other=0.0)
     if EARLY:  # every load of the tile before its arithmetic: their latencies overlap (see EARLY)
         if not FRESH:
             if EF:
-                e_raw, e_s = _fetch_slot(A, 6, blk, row_ok, off, in_mask, BITS, BLOCK)
+                e_raw, e_s = _fetch_slot(A, 6, blk, row_ok, off, in_mask, BITS, BLOCK, ALIGN)
             if SHIFT:
-                h_raw, h_s = _fetch_slot(A, 12, blk, row_ok, off, in_mask, BITS, BLOCK)
-            m_raw, m_s = _fetch_slot(A, 2, blk, row_ok, off, in_mask, BITS, BLOCK)
+                h_raw, h_s = _fetch_slot(A, 12, blk, row_ok, off, in_mask, BITS, BLOCK, ALIGN)
+            m_raw, m_s = _fetch_slot(A, 2, blk, row_ok, off, in_mask, BITS, BLOCK, ALIGN)
             if not FACTORED:
-                v_raw, v_s = _fetch_slot(A, 4, blk, row_ok, off, in_mask, BITS, BLOCK)
+                v_raw, v_s = _fetch_slot(A, 4, blk, row_ok, off, in_mask, BITS, BLOCK, ALIGN)
         if SRC == 0:
-            p_ptr = _ptr(A, 1, PDTYPE) + off
+            p_ptr = _ptr(A, 1, PDTYPE, ALIGN) + off
             p_old = tl.load(p_ptr, mask=in_mask, other=0.0)
     if EF:
         if FRESH:
-            e = tl.load(_ptr(A, 17, tl.float32) + off, mask=in_mask, other=0.0)
+            e = tl.load(_ptr(A, 17, tl.float32, ALIGN) + off, mask=in_mask, other=0.0)
         else:
             if not EARLY:
-                e_raw, e_s = _fetch_slot(A, 6, blk, row_ok, off, in_mask, BITS, BLOCK)
+                e_raw, e_s = _fetch_slot(A, 6, blk, row_ok, off, in_mask, BITS, BLOCK, ALIGN)
             e = _decode_slot(e_raw, e_s, in_mask, tab_ptr, BITS, MODE, FULL)
         u = g + e
     else:
         u = g
     if SHIFT:
         if FRESH:
-            h = tl.load(_ptr(A, 18, tl.float32) + off, mask=in_mask, other=0.0)
+            h = tl.load(_ptr(A, 18, tl.float32, ALIGN) + off, mask=in_mask, other=0.0)
         else:
             if not EARLY:
-                h_raw, h_s = _fetch_slot(A, 12, blk, row_ok, off, in_mask, BITS, BLOCK)
+                h_raw, h_s = _fetch_slot(A, 12, blk, row_ok, off, in_mask, BITS, BLOCK, ALIGN)
             h = _decode_slot(h_raw, h_s, in_mask, tab_ptr, BITS, MODE, FULL)
         u = u - gamma * h
     w0, w1, w2, w3 = _words4(key, blk, BLOCK, STOCHASTIC, RNG, BITS)
@@ -776,24 +784,28 @@ def _tile(
             e_new = _keep(in_mask, ef_beta * e + (g - c), FULL)
         ue = _dither(w1, STOCHASTIC, RNG, BITS, BLOCK)
         _store_slot(
-            e_new, ue, A, 6, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC, RNG, SEARCH
-        )
+            e_new, ue, A, 6, blk, row_ok, off, in_mask, tab_ptr,
+            BITS, MODE, BLOCK, STOCHASTIC, RNG, SEARCH, ALIGN,
+        )  # fmt: skip
     if SHIFT:
         # a fifth stream: the same counters under another key (high word + 2^30)
         r4, _, _, _ = _words4(key + 4611686018427387904, blk, BLOCK, STOCHASTIC, RNG, BITS)
         uh = _dither(r4, STOCHASTIC, RNG, BITS, BLOCK)
         _store_slot(
-            c, uh, A, 12, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC, RNG, SEARCH
-        )
+            c, uh, A, 12, blk, row_ok, off, in_mask, tab_ptr,
+            BITS, MODE, BLOCK, STOCHASTIC, RNG, SEARCH, ALIGN,
+        )  # fmt: skip
     if FRESH:
-        m = tl.load(_ptr(A, 15, tl.float32) + off, mask=in_mask, other=0.0)
+        m = tl.load(_ptr(A, 15, tl.float32, ALIGN) + off, mask=in_mask, other=0.0)
     else:
         if not EARLY:
-            m_raw, m_s = _fetch_slot(A, 2, blk, row_ok, off, in_mask, BITS, BLOCK)
+            m_raw, m_s = _fetch_slot(A, 2, blk, row_ok, off, in_mask, BITS, BLOCK, ALIGN)
         m = _decode_slot(m_raw, m_s, in_mask, tab_ptr, BITS, MODE, FULL)
     m = _keep(in_mask, m + (1.0 - beta1) * (c - m), FULL)
     um = _dither(w2, STOCHASTIC, RNG, BITS, BLOCK)
-    _store_slot(m, um, A, 2, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC, RNG, SEARCH)
+    _store_slot(
+        m, um, A, 2, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC, RNG, SEARCH, ALIGN
+    )
     colsum = tl.zeros([BLOCK], dtype=tl.float32)
     if FACTORED:  # the history's rank-1 estimate plus this step's c^2; the c^2 sums for the fold
         sq = tl.where(in_mask, c * c + TINY, 0.0)
@@ -802,35 +814,35 @@ def _tile(
         a = (b0 * BLOCK) // ncols + rows
         b = (b0 * BLOCK) % ncols + cols  # a strip: every tile row has the same columns
         if PARTIALS > 0:  # each block's own slot of the [rows, strips] row sums: the block's index
-            tl.store(_ptr(A, 10, tl.float32) + blk, tl.sum(sq, axis=1), mask=row_ok)
+            tl.store(_ptr(A, 10, tl.float32, ALIGN) + blk, tl.sum(sq, axis=1), mask=row_ok)
         else:
-            tl.atomic_add(_ptr(A, 10, tl.float32) + a, tl.sum(sq, axis=1), mask=row_ok, sem="relaxed")
+            tl.atomic_add(_ptr(A, 10, tl.float32, ALIGN) + a, tl.sum(sq, axis=1), mask=row_ok, sem="relaxed")
         colsum = tl.sum(sq, axis=0)
-        vr = tl.load(_ptr(A, 8, tl.float32) + a, mask=row_ok, other=0.0)
-        vc = tl.load(_ptr(A, 9, tl.float32) + b)
+        vr = tl.load(_ptr(A, 8, tl.float32, ALIGN) + a, mask=row_ok, other=0.0)
+        vc = tl.load(_ptr(A, 9, tl.float32, ALIGN) + b)
         hist = vr[:, None] * vc[None, :] * (1.0 / tl.load(mean_ptr + t))
         sqrt_v = tl.sqrt(hist * beta2 + (1.0 - beta2) * sq)
     elif BITS >= 16:  # v itself, in bf16 / fp32
         if FRESH:
-            v = tl.load(_ptr(A, 16, tl.float32) + off, mask=in_mask, other=0.0)
+            v = tl.load(_ptr(A, 16, tl.float32, ALIGN) + off, mask=in_mask, other=0.0)
         else:
             if not EARLY:
-                v_raw, v_s = _fetch_slot(A, 4, blk, row_ok, off, in_mask, BITS, BLOCK)
+                v_raw, v_s = _fetch_slot(A, 4, blk, row_ok, off, in_mask, BITS, BLOCK, ALIGN)
             v = _decode_slot(v_raw, v_s, in_mask, tab_ptr, BITS, MODE, FULL)
         v = _keep(in_mask, v * beta2 + (1.0 - beta2) * (c * c), FULL)
         uv = _dither(w3, STOCHASTIC, RNG, BITS, BLOCK)
         _store_slot(
-            v, uv, A, 4, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC, RNG, SEARCH
+            v, uv, A, 4, blk, row_ok, off, in_mask, tab_ptr, BITS, MODE, BLOCK, STOCHASTIC, RNG, SEARCH, ALIGN
         )
         sqrt_v = tl.sqrt(v)  # of the fp32 value, as the torch path (the slot holds its rounding)
     else:  # sqrt(v) on the uniform code
-        v_ptr = _ptr(A, 4, tl.uint8)
-        vs_ptr = _ptr(A, 5, tl.float32)
+        v_ptr = _ptr(A, 4, tl.uint8, ALIGN)
+        vs_ptr = _ptr(A, 5, tl.float32, ALIGN)
         if FRESH:
-            v = tl.load(_ptr(A, 16, tl.float32) + off, mask=in_mask, other=0.0)
+            v = tl.load(_ptr(A, 16, tl.float32, ALIGN) + off, mask=in_mask, other=0.0)
         else:
             if not EARLY:
-                v_raw, v_s = _fetch_slot(A, 4, blk, row_ok, off, in_mask, BITS, BLOCK)
+                v_raw, v_s = _fetch_slot(A, 4, blk, row_ok, off, in_mask, BITS, BLOCK, ALIGN)
             sv = tl.abs(_levels(v_raw, v_s, tab_ptr, BITS, 0))
             v = sv * sv
         v = v * beta2 + (1.0 - beta2) * (c * c)
@@ -842,7 +854,7 @@ def _tile(
     denom = sqrt_v * inv_bc2s + eps
     if SRC == 0:
         if not EARLY:
-            p_ptr = _ptr(A, 1, PDTYPE) + off
+            p_ptr = _ptr(A, 1, PDTYPE, ALIGN) + off
             p_old = tl.load(p_ptr, mask=in_mask, other=0.0)
         p = p_old.to(tl.float32) * decay
         p = p + (-step_size) * tl.math.fdiv(m, denom, ieee_rounding=False)
