@@ -762,19 +762,20 @@ VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     # (fused.NF4_SEARCH "compare", the default until session 27) against the search of cells (the default
     # since): the baselines are the NF4 rows with the same keywords and no knob (the first is above)
     # the projection adding the gradient norms as it reads the gradient (fused.PROJ_NORMS_MIN_RANK, session
-    # 41; 64 by default): at every rank (0), at none (a huge rank: the norm pre-pass, the way until then);
-    # the baselines are the rows above with the same setting and no knob
+    # 41; at every rank by default since session 42): at none (a huge rank: the norm pre-pass, the way until
+    # session 41) and from R = 64 up (session 41's default); the baselines are the rows above with the same
+    # setting and no knob
     ("r64/b8/g0", {}, {"PROJ_NORMS_MIN_RANK": 1 << 30}),
-    ("r32/b32/g1", {}, {"PROJ_NORMS_MIN_RANK": 0}),
+    ("r32/b32/g1", {}, {"PROJ_NORMS_MIN_RANK": 64}),
     ("r64/b16/g1", {}, {"PROJ_NORMS_MIN_RANK": 1 << 30}),
-    ("r4/b8/g0", {}, {"PROJ_NORMS_MIN_RANK": 0}),
+    ("r4/b8/g0", {}, {"PROJ_NORMS_MIN_RANK": 64}),
     ("r16/b3/g0.75", {}, {}),
-    ("r16/b3/g0.75", {}, {"PROJ_NORMS_MIN_RANK": 0}),
-    # the norm sum's form (fused.PROJ_NORMS_RELOAD_BELOW, session 42): below R = 64 a second load of the
-    # gradient tile (the rows above) against squaring the product's tile (0: call 92's form), and rank 64
-    # with the second load (128)
-    ("r4/b8/g0", {}, {"PROJ_NORMS_MIN_RANK": 0, "PROJ_NORMS_RELOAD_BELOW": 0}),
-    ("r32/b32/g1", {}, {"PROJ_NORMS_MIN_RANK": 0, "PROJ_NORMS_RELOAD_BELOW": 0}),
+    ("r16/b3/g0.75", {}, {"PROJ_NORMS_MIN_RANK": 64}),
+    # the norm sum's form (fused.PROJ_NORMS_RELOAD_BELOW, session 42): below R = 64 squaring the product's
+    # tile (0: call 92's form) against the default second load of the gradient tile, and rank 64 with the
+    # second load (128)
+    ("r4/b8/g0", {}, {"PROJ_NORMS_RELOAD_BELOW": 0}),
+    ("r32/b32/g1", {}, {"PROJ_NORMS_RELOAD_BELOW": 0}),
     ("r64/b8/g0", {}, {"PROJ_NORMS_RELOAD_BELOW": 128}),
     # the projection kernels without the alignment promise (fused.PROJ_ALIGN, session 42): 4-byte accesses
     ("r4/b8/g0", {}, {"PROJ_ALIGN": False}),

@@ -190,8 +190,8 @@ def test_fused_knobs_are_put_back_when_the_block_raises() -> None:
     before = (fused.PROJ_NORMS_MIN_RANK, fused.PROJ_STAGES)
     with (
         pytest.raises(RuntimeError, match="row failed"),
-        fused_knobs({"PROJ_NORMS_MIN_RANK": 0, "PROJ_STAGES": 4}),
+        fused_knobs({"PROJ_NORMS_MIN_RANK": 1 << 30, "PROJ_STAGES": 4}),
     ):
-        assert (fused.PROJ_NORMS_MIN_RANK, fused.PROJ_STAGES) == (0, 4)
+        assert (fused.PROJ_NORMS_MIN_RANK, fused.PROJ_STAGES) == (1 << 30, 4)
         raise RuntimeError("row failed")
     assert before == (fused.PROJ_NORMS_MIN_RANK, fused.PROJ_STAGES)

@@ -80,10 +80,10 @@ PROJ_STAGES: int | None = None
 #: From this padded rank up (the launch's ``R``: 16, 32 or 64) the projection adds each projected tensor's
 #: squared gradient norm as it reads the gradient, so the step reads it once; below it the norm pre-pass reads
 #: the gradient first. The projection cannot skip a non-finite tensor then (its norm is not whole yet); the
-#: matrix step and the back-projection still do, and its samples are zeroed after. On an H100 the sum in the
-#: projection's loop took a rank-64 step from 0.93x to 0.85-0.90x fused AdamW and doubled the step at R = 16
-#: and 32 (BENCHMARKS.md, session 41; ``mango bench gpu --parts variants`` has the rows).
-PROJ_NORMS_MIN_RANK = 64
+#: matrix step and the back-projection still do, and its samples are zeroed after. 0: at every rank (session
+#: 42, with the second load below R = 64: r4/b8/g0 0.65x -> 0.58x fused AdamW on an H100; session 41's squared
+#: tile had doubled the step there). 2^30: never. ``mango bench gpu --parts variants`` has the rows.
+PROJ_NORMS_MIN_RANK = 0
 #: Below this padded rank a projection that adds the norms loads each gradient tile a second time for the
 #: squares (``project_kernel``'s ``NORMS = 2``); from it up it squares the tile the product reads (``1``).
 #: Statically (Triton 3.6 for sm_90, ``results/cpu-s42/proj_layouts.py``) the squared tile at ``R < 64``
@@ -93,6 +93,8 @@ PROJ_NORMS_RELOAD_BELOW = 64
 #: is 16-byte aligned and every ``m`` and ``n`` a multiple of 4 (checked on the host: the plan's addresses
 #: once, the gradients' whenever they move), so Triton turns their 4-byte accesses into 16-byte ones; a
 #: launch that fails the check runs as before. False: never (the A/B of ``mango bench gpu``'s variants).
+#: On an H100 (session 42) it shortened both kernels below R = 64 and lengthened both at R = 64, where it
+#: saved energy instead (BENCHMARKS.md); one setting for all ranks keeps every energy goal.
 PROJ_ALIGN = True
 #: The same promise to the matrix kernel (``matrix_step_kernel``'s ``ALIGN``): every address of a launch's
 #: table (parameters, state codes, scales, coefficients) and, at rank 0, this step's gradients 16-byte
