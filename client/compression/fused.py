@@ -98,8 +98,8 @@ PROJ_NORMS_RELOAD_BELOW = 64
 PROJ_ALIGN = True
 #: The same promise to the matrix kernel (``matrix_step_kernel``'s ``ALIGN``): every address of a launch's
 #: table (parameters, state codes, scales, coefficients) and, at rank 0, this step's gradients 16-byte
-#: aligned. Statically it turns the kernel's 4-byte accesses into 16-byte ones and removes 9-22 % of its
-#: instructions a value (``python -m benchmarks.sass``). False: never.
+#: aligned. Statically it turns the kernel's 4-byte accesses into 16-byte ones and removes 5-32 % of its
+#: instructions a value (``results/cpu-s42/matrix_align.py``). False: never.
 MATRIX_ALIGN = True
 #: Values per matrix-kernel program (``ROWS = MATRIX_TILE / block``) and warps per program. One 8-bit block
 #: per one-warp program won the H200 sweep (``mango bench gpu --parts tune``; BENCHMARKS.md): the block
