@@ -119,6 +119,7 @@ def compile_case(overrides: dict[str, Any], arch: int = 90) -> dict[str, Any]:
         STRIP=False, STOCHASTIC=None, FRESH=False, SRC=0, STATS_EVERY=ts.STATS_EVERY.value, FULL=True, RNG=0,
         CHECK=True, PARTIALS=0, SEARCH=1, TILE_SKIP=False,  # NF4: the cells search unless a case says compare
         ALIGN=fused.MATRIX_ALIGN,  # aligned tables, as a model's own tensors are (a case can say False)
+        PAIRS=fused.FOUR_BIT_PAIRS,
     )  # fmt: skip
     consts.update(overrides)
     if "ROWS" not in overrides:  # the tile fused.run lays a width out with (fused.matrix_tile)

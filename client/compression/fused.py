@@ -101,6 +101,11 @@ PROJ_ALIGN = True
 #: aligned. Statically it turns the kernel's 4-byte accesses into 16-byte ones and removes 5-32 % of its
 #: instructions a value (``results/cpu-s42/matrix_align.py``). False: never.
 MATRIX_ALIGN = True
+#: 4-bit codes: the matrix kernel loads each code byte once, contiguously, and splits its two codes in
+#: registers (``matrix_step_kernel``'s ``PAIRS``), instead of loading each value's byte (every byte twice,
+#: one byte a load). Statically 12-14 % fewer instructions a value at 4 bits (``results/cpu-s42/
+#: matrix_align.py`` with ``PAIRS``); not yet timed on a GPU, so off by default.
+FOUR_BIT_PAIRS = False
 #: Values per matrix-kernel program (``ROWS = MATRIX_TILE / block``) and warps per program. One 8-bit block
 #: per one-warp program won the H200 sweep (``mango bench gpu --parts tune``; BENCHMARKS.md): the block
 #: reductions stay inside a warp (no shared memory, no barrier) and a thread holds 8 values; 4096 values
@@ -1110,6 +1115,7 @@ def run(
                 CHECK=checked[id(grp)],
                 TILE_SKIP=bool(opt.skip_nonfinite) and not checked[id(grp)],
                 ALIGN=_matrix_align(grp, pj is not None, id(grp) in refreshed),
+                PAIRS=FOUR_BIT_PAIRS,
                 num_warps=NUM_WARPS,
             )
             if regs and device.type == "cuda":

@@ -752,6 +752,25 @@ def test_alignment_promise_follows_the_addresses(setting: S) -> None:
     assert not any(fused._proj_align(grp) for grp in opt._plan.projected)
 
 
+@pytest.mark.parametrize("setting", [S(rank=0, bits=4), S(rank=0, bits=4, gamma=1.0), S(rank=8, bits=4)])
+def test_four_bit_pairs_decode_the_same_codes(monkeypatch: pytest.MonkeyPatch, setting: S) -> None:
+    """``FOUR_BIT_PAIRS``: loading each 4-bit code byte once and splitting it in registers decodes the same
+    codes as loading each value's byte: parameters and every state equal, value for value."""
+    runs = []
+    for pairs in (False, True):
+        monkeypatch.setattr(fused, "FOUR_BIT_PAIRS", pairs)
+        params = _params()
+        opt = MangoAdamW(params, lr=LR, setting=setting, min_compress_numel=1024, fused=True, seed=3)
+        _run(params, opt, range(4))
+        states = [{k: v.clone() for k, v in opt.state[p].items() if torch.is_tensor(v)} for p in params]
+        runs.append(([p.detach().clone() for p in params], states))
+    (p0, s0), (p1, s1) = runs
+    for a, b in zip(p0, p1):
+        assert torch.equal(a, b)
+    for a, b in zip(s0, s1):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.mark.parametrize("grain", ["tensor", "tile"])
 @pytest.mark.parametrize("setting", [S(rank=0, bits=8), S(rank=8, bits=4), S(rank=0, bits=16, gamma=0.5)])
 def test_fused_skips_huge_finite_gradients(monkeypatch: pytest.MonkeyPatch, setting: S, grain: str) -> None:

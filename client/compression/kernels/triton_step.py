@@ -130,16 +130,20 @@ def _keep(in_mask, x, FULL: tl.constexpr):
 
 
 @triton.jit
-def _fetch_codes(dptr, blk, row_ok, BITS: tl.constexpr, BLOCK: tl.constexpr):
+def _fetch_codes(dptr, blk, row_ok, BITS: tl.constexpr, BLOCK: tl.constexpr, PAIRS: tl.constexpr = False):
     """The packed code bytes of blocks ``blk`` as loaded (:func:`_unpack` turns them into codes): uint8
     ``[ROWS, BLOCK * BITS / 8]`` at 2 and 8 bits, at 4 bits ``[ROWS, BLOCK]``, each value's byte (its
     neighbour's too: loaded where the value lies in the tile, so the codes need no exchange between threads),
-    or at 3 bits the int32 24-bit words ``[ROWS, BLOCK / 8]``. Kept packed so a tile's loads can all be
-    issued before its arithmetic (``EARLY``) at a byte a code in registers."""
+    or with ``PAIRS`` ``[ROWS, BLOCK / 2]``, each byte once (contiguous, so the loads widen; the two codes
+    split in registers), or at 3 bits the int32 24-bit words ``[ROWS, BLOCK / 8]``. Kept packed so a tile's
+    loads can all be issued before its arithmetic (``EARLY``) at a byte a code in registers."""
     ROW_BYTES: tl.constexpr = BLOCK * BITS // 8
     if BITS == 4:  # a row past the program's end reads its first row's block (never masked: no predicate a
         # load); its scale reads 0, so its values decode to 0 whatever the codes
-        c = tl.arange(0, BLOCK) // 2
+        if PAIRS:  # noqa: SIM108 (a Triton constexpr branch)
+            c = tl.arange(0, ROW_BYTES)
+        else:
+            c = tl.arange(0, BLOCK) // 2
         b = tl.where(row_ok, blk, tl.min(blk, axis=0))
         return tl.load(dptr + b[:, None] * ROW_BYTES + c[None, :])
     elif BITS == 3:
@@ -154,7 +158,7 @@ def _fetch_codes(dptr, blk, row_ok, BITS: tl.constexpr, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _unpack(raw, BITS: tl.constexpr):
+def _unpack(raw, BITS: tl.constexpr, PAIRS: tl.constexpr = False):
     """int32 codes ``[ROWS, BLOCK]`` from :func:`_fetch_codes`'s bytes, in the packing of :mod:`triton_quant`
     (8 bits: a byte each; 4 / 2 bits: two / four a byte, low bits first; 3 bits: eight in a little-endian
     24-bit word)."""
@@ -166,6 +170,9 @@ def _unpack(raw, BITS: tl.constexpr):
             w & 7, (w >> 3) & 7, (w >> 6) & 7, (w >> 9) & 7,
             (w >> 12) & 7, (w >> 15) & 7, (w >> 18) & 7, (w >> 21) & 7, 8,
         )  # fmt: skip
+    elif BITS == 4 and PAIRS:  # value 2 k's code is the low half of byte k, value 2 k + 1's the high half
+        w = raw.to(tl.int32)
+        return _interleave(w & 15, w >> 4, w, w, w, w, w, w, 2)
     elif BITS == 4:  # value j's code is the low (j even) or high half of its byte
         shift = (tl.arange(0, raw.shape[1]) % 2) * 4
         return (raw.to(tl.int32) >> shift[None, :]) & 15
@@ -175,11 +182,11 @@ def _unpack(raw, BITS: tl.constexpr):
 
 
 @triton.jit
-def _levels(raw, s, tab_ptr, BITS: tl.constexpr, MODE: tl.constexpr):
+def _levels(raw, s, tab_ptr, BITS: tl.constexpr, MODE: tl.constexpr, PAIRS: tl.constexpr = False):
     """fp32 values of packed codes ``raw`` with block scales ``s``: ``level[code] * s`` (NF4) or
     ``code * 2s / L - s`` (uniform)."""
     top: tl.constexpr = (1 << BITS) - 1
-    code = _unpack(raw, BITS)
+    code = _unpack(raw, BITS, PAIRS)
     if MODE == 1:  # an FMA (+0), not a multiply: no later subtraction may contract with it (see _quantize)
         return tl.fma(tl.load(tab_ptr + code), s[:, None], 0.0)
     else:
@@ -503,7 +510,7 @@ def _bf16(x, rnd, STOCHASTIC: tl.constexpr):
 @triton.jit
 def _fetch_slot(
     A, col: tl.constexpr, blk, row_ok, off, in_mask, BITS: tl.constexpr, BLOCK: tl.constexpr,
-    ALIGN: tl.constexpr = False,
+    ALIGN: tl.constexpr = False, PAIRS: tl.constexpr = False,
 ):  # fmt: skip
     """The loads of the state slot at address columns ``col`` (codes / tensor) and ``col + 1`` (scales), as
     ``(raw, scales)`` for :func:`_decode_slot`: packed codes and their block scales at 2-8 bits, the values
@@ -514,16 +521,19 @@ def _fetch_slot(
         return tl.load(_ptr(A, col, tl.bfloat16, ALIGN) + off, mask=in_mask, other=0.0).to(tl.float32), 0.0
     else:
         s = tl.load(_ptr(A, col + 1, tl.float32, ALIGN) + blk, mask=row_ok, other=0.0)
-        return _fetch_codes(_ptr(A, col, tl.uint8, ALIGN), blk, row_ok, BITS, BLOCK), s
+        return _fetch_codes(_ptr(A, col, tl.uint8, ALIGN), blk, row_ok, BITS, BLOCK, PAIRS), s
 
 
 @triton.jit
-def _decode_slot(raw, s, in_mask, tab_ptr, BITS: tl.constexpr, MODE: tl.constexpr, FULL: tl.constexpr):
+def _decode_slot(
+    raw, s, in_mask, tab_ptr, BITS: tl.constexpr, MODE: tl.constexpr, FULL: tl.constexpr,
+    PAIRS: tl.constexpr = False,
+):  # fmt: skip
     """fp32 values of a slot from :func:`_fetch_slot`'s loads; zero outside ``in_mask``."""
     if BITS >= 16:
         return raw
     else:
-        return _keep(in_mask, _levels(raw, s, tab_ptr, BITS, MODE), FULL)
+        return _keep(in_mask, _levels(raw, s, tab_ptr, BITS, MODE, PAIRS), FULL)
 
 
 @triton.jit
@@ -627,6 +637,7 @@ def matrix_step_kernel(
     TILE_SKIP: tl.constexpr = False,  # without CHECK, SRC 0, not STRIP (fused.SKIP_GRAIN = "tile"): a tile
     # whose gradient is non-finite (or ||g_tile||^2 numel >= 2^120) writes nothing and counts in skip
     ALIGN: tl.constexpr = False,  # every address of the launch's tables 16-byte aligned (fused.MATRIX_ALIGN)
+    PAIRS: tl.constexpr = False,  # 4-bit codes: each byte loaded once and split (fused.FOUR_BIT_PAIRS)
 ):
     """The compressed AdamW step of one program's blocks of one tensor's ``rows x n`` values (module
     docstring): ``ROWS`` blocks, or with ``STRIP`` a column strip of any number of blocks (the host
@@ -656,7 +667,7 @@ def matrix_step_kernel(
                 it * ROWS + tl.arange(0, ROWS), b0, live, stride, numel, ncols, t, A, key, grad_ptr, tab_ptr,
                 mean_ptr, stats, decay, step_size, inv_bc2s, eps, beta1, beta2, ef_beta, gamma,
                 PDTYPE, BITS, MODE, BLOCK, EF, SHIFT, FACTORED, STOCHASTIC, FRESH, SRC, FULL, EARLY, RNG,
-                CHECK, PARTIALS, SEARCH, TILE_SKIP, ALIGN,
+                CHECK, PARTIALS, SEARCH, TILE_SKIP, ALIGN, PAIRS,
             )  # fmt: skip
             colsum += cs
             d2 += d
@@ -667,7 +678,7 @@ def matrix_step_kernel(
             tl.arange(0, ROWS), b0, live, stride, numel, ncols, t, A, key, grad_ptr, tab_ptr,
             mean_ptr, stats, decay, step_size, inv_bc2s, eps, beta1, beta2, ef_beta, gamma,
             PDTYPE, BITS, MODE, BLOCK, EF, SHIFT, FACTORED, STOCHASTIC, FRESH, SRC, FULL, EARLY, RNG, CHECK,
-            PARTIALS, SEARCH, TILE_SKIP, ALIGN,
+            PARTIALS, SEARCH, TILE_SKIP, ALIGN, PAIRS,
         )  # fmt: skip
     if FACTORED:
         b = (b0 * BLOCK) % ncols + cols
@@ -704,7 +715,7 @@ def _tile(
     SHIFT: tl.constexpr, FACTORED: tl.constexpr, STOCHASTIC: tl.constexpr, FRESH: tl.constexpr,
     SRC: tl.constexpr, FULL: tl.constexpr, EARLY: tl.constexpr, RNG: tl.constexpr, CHECK: tl.constexpr,
     PARTIALS: tl.constexpr, SEARCH: tl.constexpr, TILE_SKIP: tl.constexpr = False,
-    ALIGN: tl.constexpr = False,
+    ALIGN: tl.constexpr = False, PAIRS: tl.constexpr = False,
 ):  # fmt: skip
     """One tile of :func:`matrix_step_kernel`: tile rows ``rows`` (those ``< live`` are real), i.e. blocks
     ``b0 + rows * stride``. Returns the tile's column sums of ``c^2`` (FACTORED; the row sums are added, or
@@ -738,12 +749,12 @@ def _tile(
     if EARLY:  # every load of the tile before its arithmetic: their latencies overlap (see EARLY)
         if not FRESH:
             if EF:
-                e_raw, e_s = _fetch_slot(A, 6, blk, row_ok, off, in_mask, BITS, BLOCK, ALIGN)
+                e_raw, e_s = _fetch_slot(A, 6, blk, row_ok, off, in_mask, BITS, BLOCK, ALIGN, PAIRS)
             if SHIFT:
-                h_raw, h_s = _fetch_slot(A, 12, blk, row_ok, off, in_mask, BITS, BLOCK, ALIGN)
-            m_raw, m_s = _fetch_slot(A, 2, blk, row_ok, off, in_mask, BITS, BLOCK, ALIGN)
+                h_raw, h_s = _fetch_slot(A, 12, blk, row_ok, off, in_mask, BITS, BLOCK, ALIGN, PAIRS)
+            m_raw, m_s = _fetch_slot(A, 2, blk, row_ok, off, in_mask, BITS, BLOCK, ALIGN, PAIRS)
             if not FACTORED:
-                v_raw, v_s = _fetch_slot(A, 4, blk, row_ok, off, in_mask, BITS, BLOCK, ALIGN)
+                v_raw, v_s = _fetch_slot(A, 4, blk, row_ok, off, in_mask, BITS, BLOCK, ALIGN, PAIRS)
         if SRC == 0:
             p_ptr = _ptr(A, 1, PDTYPE, ALIGN) + off
             p_old = tl.load(p_ptr, mask=in_mask, other=0.0)
@@ -752,8 +763,8 @@ def _tile(
             e = tl.load(_ptr(A, 17, tl.float32, ALIGN) + off, mask=in_mask, other=0.0)
         else:
             if not EARLY:
-                e_raw, e_s = _fetch_slot(A, 6, blk, row_ok, off, in_mask, BITS, BLOCK, ALIGN)
-            e = _decode_slot(e_raw, e_s, in_mask, tab_ptr, BITS, MODE, FULL)
+                e_raw, e_s = _fetch_slot(A, 6, blk, row_ok, off, in_mask, BITS, BLOCK, ALIGN, PAIRS)
+            e = _decode_slot(e_raw, e_s, in_mask, tab_ptr, BITS, MODE, FULL, PAIRS)
         u = g + e
     else:
         u = g
@@ -762,8 +773,8 @@ def _tile(
             h = tl.load(_ptr(A, 18, tl.float32, ALIGN) + off, mask=in_mask, other=0.0)
         else:
             if not EARLY:
-                h_raw, h_s = _fetch_slot(A, 12, blk, row_ok, off, in_mask, BITS, BLOCK, ALIGN)
-            h = _decode_slot(h_raw, h_s, in_mask, tab_ptr, BITS, MODE, FULL)
+                h_raw, h_s = _fetch_slot(A, 12, blk, row_ok, off, in_mask, BITS, BLOCK, ALIGN, PAIRS)
+            h = _decode_slot(h_raw, h_s, in_mask, tab_ptr, BITS, MODE, FULL, PAIRS)
         u = u - gamma * h
     w0, w1, w2, w3 = _words4(key, blk, BLOCK, STOCHASTIC, RNG, BITS)
     c = _keep(
@@ -799,8 +810,8 @@ def _tile(
         m = tl.load(_ptr(A, 15, tl.float32, ALIGN) + off, mask=in_mask, other=0.0)
     else:
         if not EARLY:
-            m_raw, m_s = _fetch_slot(A, 2, blk, row_ok, off, in_mask, BITS, BLOCK, ALIGN)
-        m = _decode_slot(m_raw, m_s, in_mask, tab_ptr, BITS, MODE, FULL)
+            m_raw, m_s = _fetch_slot(A, 2, blk, row_ok, off, in_mask, BITS, BLOCK, ALIGN, PAIRS)
+        m = _decode_slot(m_raw, m_s, in_mask, tab_ptr, BITS, MODE, FULL, PAIRS)
     m = _keep(in_mask, m + (1.0 - beta1) * (c - m), FULL)
     um = _dither(w2, STOCHASTIC, RNG, BITS, BLOCK)
     _store_slot(
@@ -827,8 +838,8 @@ def _tile(
             v = tl.load(_ptr(A, 16, tl.float32, ALIGN) + off, mask=in_mask, other=0.0)
         else:
             if not EARLY:
-                v_raw, v_s = _fetch_slot(A, 4, blk, row_ok, off, in_mask, BITS, BLOCK, ALIGN)
-            v = _decode_slot(v_raw, v_s, in_mask, tab_ptr, BITS, MODE, FULL)
+                v_raw, v_s = _fetch_slot(A, 4, blk, row_ok, off, in_mask, BITS, BLOCK, ALIGN, PAIRS)
+            v = _decode_slot(v_raw, v_s, in_mask, tab_ptr, BITS, MODE, FULL, PAIRS)
         v = _keep(in_mask, v * beta2 + (1.0 - beta2) * (c * c), FULL)
         uv = _dither(w3, STOCHASTIC, RNG, BITS, BLOCK)
         _store_slot(
@@ -842,8 +853,8 @@ def _tile(
             v = tl.load(_ptr(A, 16, tl.float32, ALIGN) + off, mask=in_mask, other=0.0)
         else:
             if not EARLY:
-                v_raw, v_s = _fetch_slot(A, 4, blk, row_ok, off, in_mask, BITS, BLOCK, ALIGN)
-            sv = tl.abs(_levels(v_raw, v_s, tab_ptr, BITS, 0))
+                v_raw, v_s = _fetch_slot(A, 4, blk, row_ok, off, in_mask, BITS, BLOCK, ALIGN, PAIRS)
+            sv = tl.abs(_levels(v_raw, v_s, tab_ptr, BITS, 0, PAIRS))
             v = sv * sv
         v = v * beta2 + (1.0 - beta2) * (c * c)
         sqrt_v = _keep(in_mask, tl.sqrt(v), FULL)
