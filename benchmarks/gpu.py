@@ -84,8 +84,9 @@ class GpuBenchArgs:
     """sequence length (bytes) in the convergence part"""
     optimizers: str = ""
     """only the optimizers whose name contains one of these comma-separated strings (empty: all);
-    a string starting with '-' drops the names that contain the rest; in the variants part a string
-    'SETTING|VARIANT' keeps exactly that row ('r0/b2/g0|' its baseline, 'r0/b2/g0|DRAWS=hash',
+    a string starting with '=' keeps the name that is exactly the rest ('=MangoAdamW r0/b4/g0', not its
+    no-EF row); a string starting with '-' drops the names that contain the rest; in the variants part a
+    string 'SETTING|VARIANT' keeps exactly that row ('r0/b2/g0|' its baseline, 'r0/b2/g0|DRAWS=hash',
     'r0/b8/g0|MATRIX_TILE=512, MAX_REGS=0': a comma followed by a space does not split)"""
     kernel_args: str = ""
     """extra arguments passed to benchmarks.kernels (space separated)"""
@@ -403,14 +404,17 @@ def _optimizer_factories() -> dict[str, Callable[[list[torch.nn.Parameter]], tor
         facs[f"MangoAdamW {s.label()} torch-path"] = lambda ps, s=s: MangoAdamW(
             ps, lr=lr, weight_decay=wd, setting=s, fused=False
         )
-    keep = [x for x in OPTIMIZERS if not x.startswith("-")]
-    drop = [x[1:] for x in OPTIMIZERS if x.startswith("-")]
-    facs = {
-        k: v
-        for k, v in facs.items()
-        if (not keep or any(x in k for x in keep)) and not any(x in k for x in drop)
-    }
-    return facs
+    return {k: v for k, v in facs.items() if keeps_name(OPTIMIZERS, k)}
+
+
+def keeps_name(filters: list[str], name: str) -> bool:
+    """Whether ``--optimizers``' strings keep the optimizer ``name``: one that contains a kept string, or
+    equals one given as ``=NAME`` (exactly that row: ``=MangoAdamW r0/b4/g0`` without its no-EF, unchecked
+    or factored rows), and contains no string given as ``-STRING``. No kept strings: every name."""
+    keep = [x for x in filters if not x.startswith("-")]
+    if any(x[1:] in name for x in filters if x.startswith("-")):
+        return False
+    return not keep or any(name == x[1:] if x.startswith("=") else x in name for x in keep)
 
 
 #: The covering subset of the action grid the ``step`` part times: every rank, width and gamma of the grid.

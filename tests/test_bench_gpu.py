@@ -16,6 +16,7 @@ from benchmarks.gpu import (
     _switch_row,
     _write_converge,
     fused_knobs,
+    keeps_name,
     optimizer_filters,
     seed_summary,
 )
@@ -195,3 +196,18 @@ def test_fused_knobs_are_put_back_when_the_block_raises() -> None:
         assert (fused.PROJ_NORMS_MIN_RANK, fused.PROJ_STAGES) == (1 << 30, 4)
         raise RuntimeError("row failed")
     assert before == (fused.PROJ_NORMS_MIN_RANK, fused.PROJ_STAGES)
+
+
+def test_exact_optimizer_filters_keep_one_row() -> None:
+    """``--optimizers``: ``=NAME`` keeps that name only (a substring keeps its no-EF, unchecked and factored
+    rows too, which ran session 42's 1B part out of its time), ``-STRING`` drops whatever else keeps."""
+    names = [
+        "torch AdamW (fused)",
+        "MangoAdamW r0/b4/g0",
+        "MangoAdamW r0/b4/g0 no-EF",
+        "MangoAdamW r0/b4/g0 factored",
+    ]
+    exact = optimizer_filters("=torch AdamW (fused),=MangoAdamW r0/b4/g0")
+    assert [n for n in names if keeps_name(exact, n)] == names[:2]
+    assert [n for n in names if keeps_name(optimizer_filters("r0/b4/g0,-factored"), n)] == names[1:3]
+    assert all(keeps_name([], n) for n in names)
