@@ -1079,15 +1079,14 @@ def run(
             pj = grp.proj
             if pj is not None:
                 stages = {} if PROJ_STAGES is None else {"num_stages": PROJ_STAGES}
-                by_proj = _norms_by_projection(grp)
+                norms_code, proj_align = _proj_norms_code(grp), _proj_align(grp)  # both kernels, both views
                 for trans, prog, sample in pj.prog_a:
                     tp.project_kernel[(prog.shape[0],)](
                         prog, pj.addr, pj.meta, grp.grad_dev, norms, sample,
                         PDTYPE=ptype, R=pj.rank_p2, BK=PROJ_BK, BN=PROJ_BN, PRECISION=prec,
-                        TRANS=trans, NORMS=_proj_norms_code(grp), ALIGN=_proj_align(grp),
-                        num_warps=PROJ_WARPS, **stages,
+                        TRANS=trans, NORMS=norms_code, ALIGN=proj_align, num_warps=PROJ_WARPS, **stages,
                     )  # fmt: skip
-                if by_proj:  # the norms are whole now: mark the huge, zero a skipped tensor's samples
+                if norms_code:  # the norms are whole now: mark the huge, zero a skipped tensor's samples
                     _mark_huge(norms, plan, pj.items)
                     pj.samples.masked_fill_(~(norms[pj.sample_items] < float("inf")), 0.0)
                 xsq = torch.zeros(len(grp.index), dtype=torch.float32, device=device)
@@ -1154,7 +1153,7 @@ def run(
                     tp.backproject_kernel[(prog.shape[0],)](
                         prog, pj.addr, pj.meta, norms, pj.scale, decay, step_size,
                         PDTYPE=ptype, R=pj.rank_p2, BM=BACK_BM, BN=BACK_BN, PRECISION=prec,
-                        TRANS=trans, ALIGN=_proj_align(grp), num_warps=PROJ_WARPS,
+                        TRANS=trans, ALIGN=proj_align, num_warps=PROJ_WARPS,
                     )  # fmt: skip
                 out["proj_items"].append(pj.items)
                 out["proj_xsq"].append(xsq)
