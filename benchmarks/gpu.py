@@ -793,11 +793,11 @@ VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("r0/b2/g0", {}, {"MATRIX_ALIGN": False}),
     ("r0/b8/g0.5", {}, {"MATRIX_ALIGN": False}),
     ("r64/b8/g0", {}, {"PROJ_ALIGN": False, "MATRIX_ALIGN": False}),
-    # 4-bit code bytes loaded once a pair (fused.FOUR_BIT_PAIRS, session 42; off by default)
-    ("r0/b4/g0", {}, {"FOUR_BIT_PAIRS": True}),
-    ("r0/b4/g1", {}, {"FOUR_BIT_PAIRS": True}),
-    ("r0/b4/g0", {"error_feedback": False}, {"FOUR_BIT_PAIRS": True}),
-    ("r8/b4/g0", {}, {"FOUR_BIT_PAIRS": True}),
+    # 4-bit code bytes loaded once a value, not once a pair (fused.FOUR_BIT_PAIRS, on since session 43)
+    ("r0/b4/g0", {}, {"FOUR_BIT_PAIRS": False}),
+    ("r0/b4/g1", {}, {"FOUR_BIT_PAIRS": False}),
+    ("r0/b4/g0", {"error_feedback": False}, {"FOUR_BIT_PAIRS": False}),
+    ("r8/b4/g0", {}, {"FOUR_BIT_PAIRS": False}),
     ("r0/b4/g0", NF4, {"NF4_SEARCH": "compare"}),
     ("r0/b4/g0", {**NF4, "error_feedback": False}, {"NF4_SEARCH": "compare"}),
     ("r0/b4/g0", {**NF4, "stochastic_rounding": False}, {}),

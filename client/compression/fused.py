@@ -104,8 +104,9 @@ MATRIX_ALIGN = True
 #: 4-bit codes: the matrix kernel loads each code byte once, contiguously, and splits its two codes in
 #: registers (``matrix_step_kernel``'s ``PAIRS``), instead of loading each value's byte (every byte twice,
 #: one byte a load). Statically 12-14 % fewer instructions a value at 4 bits (``results/cpu-s42/
-#: matrix_align.py`` with ``PAIRS``); not yet timed on a GPU, so off by default.
-FOUR_BIT_PAIRS = False
+#: matrix_align.py`` with ``PAIRS``); on an H100 it took r0/b4/g1 under fused AdamW's energy (BENCHMARKS.md,
+#: session 43). False: the per-value loads (the A/B of ``mango bench gpu``'s variants).
+FOUR_BIT_PAIRS = True
 #: Values per matrix-kernel program (``ROWS = MATRIX_TILE / block``) and warps per program. One 8-bit block
 #: per one-warp program won the H200 sweep (``mango bench gpu --parts tune``; BENCHMARKS.md): the block
 #: reductions stay inside a warp (no shared memory, no barrier) and a thread holds 8 values; 4096 values
