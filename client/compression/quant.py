@@ -503,9 +503,13 @@ def _kernels() -> ModuleType | None:
     return kernels if probe is not None and probe() else None
 
 
-def _seed_from(generator: torch.Generator | None) -> int:
+def _seed_from(generator: torch.Generator | None) -> int | torch.Tensor:
+    """A Philox key for the Triton quantizer drawn from ``generator``: an int from a CPU generator (or
+    torch's default one), a one-element device tensor from a CUDA generator, which the kernel reads itself,
+    so a stochastic quantize does not wait for the device to hand its key to the host."""
     device = generator.device if generator is not None else torch.device("cpu")
-    return int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=device).item())
+    key = torch.randint(0, 2**31 - 1, (1,), generator=generator, device=device)
+    return key if key.is_cuda else int(key.item())
 
 
 def quantize(

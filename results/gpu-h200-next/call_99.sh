@@ -1,11 +1,13 @@
 #!/bin/bash
 # Session 43 (carry .whl13p; CALL_LIMIT <= 560), best on an H200: the shipped core with fused.FOUR_BIT_PAIRS
 # on (call 98 on an H100: r0/b4/g1 energy 1.022 -> 0.983 with it). 1. the compiled tests (the pairs now the
-# default path); 2. the 4-bit rows with and without the pairs, 2 s windows; 3. the grid with 2 s paired
-# windows; 4. the 1B rows by exact names.
+# default path; the quantizer's device seed is new); 2. a setting change's cost (the switch part: a stochastic
+# change no longer reads its keys to the host); 3. the 4-bit rows with and without the pairs, 2 s windows;
+# 4. the grid with 2 s paired windows; 5. the 1B rows by exact names.
 WHL=.whl13p source results/gpu-h200-next/preamble.sh
 nvidia-smi --query-gpu=name,power.limit --format=csv,noheader >> $L
 gpu_tests
+switch s43
 P=FOUR_BIT_PAIRS=False
 timeout 100 python3 -m mango_cli bench gpu --out $R/var --parts variants --energy-window-s 2.0 \
   --optimizers "r0/b4/g0|,r0/b4/g0|$P,r0/b4/g1|,r0/b4/g1|$P,r8/b4/g0|,r8/b4/g0|$P,r0/b4/g0|error_feedback=False,r0/b4/g0|error_feedback=False, $P" > $R/var.log 2>&1

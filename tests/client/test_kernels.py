@@ -160,6 +160,27 @@ def test_seed_fixes_the_stochastic_codes() -> None:
 
 
 @needs_kernels
+@pytest.mark.parametrize(("bits", "mode"), [(4, "uniform"), (4, "nf4"), (3, "aciq"), (8, "uniform")])
+def test_a_seed_tensor_gives_the_codes_of_its_int(bits: int, mode: str) -> None:
+    """A one-element seed tensor is read by the kernel (no trip to the host) and keys Philox exactly as the
+    int it holds, in the whole blocks and the tail block alike."""
+    x = torch.randn(5 * 64 + 17, generator=torch.Generator().manual_seed(bits)).to(DEVICE)
+    for key in (7, 2**31 - 2):
+        by_int = kernels.quantize(x, bits, mode, 64, True, seed=key)
+        by_tensor = kernels.quantize(x, bits, mode, 64, True, seed=torch.tensor([key], device=DEVICE))
+        assert torch.equal(by_int[0], by_tensor[0]) and torch.equal(by_int[1], by_tensor[1])
+    other = kernels.quantize(x, bits, mode, 64, True, seed=torch.tensor([8], device=DEVICE))[0]
+    assert not torch.equal(other, by_int[0])
+
+
+@needs_kernels
+@pytest.mark.parametrize("seed", [torch.tensor([1.0]), torch.tensor([1, 2]), torch.tensor([True])])
+def test_a_bad_seed_tensor_is_refused(seed: torch.Tensor) -> None:
+    with pytest.raises(ValueError, match="a tensor seed must hold one integer"):
+        kernels.quantize(torch.randn(64, device=DEVICE), 4, "uniform", 64, True, seed=seed)
+
+
+@needs_kernels
 @pytest.mark.parametrize(("bits", "mode", "block"), [(4, "nf4", 24), (3, "uniform", 96), (2, "aciq", 40)])
 def test_block_that_is_not_a_power_of_two(bits: int, mode: str, block: int) -> None:
     x = torch.randn(7 * block + 9, generator=torch.Generator().manual_seed(block))
@@ -258,3 +279,20 @@ def test_compiled_kernels_match_torch_on_cuda(bits: int, mode: str) -> None:
         assert 0.97 < mse / mse_ref < 1.03, (mse, mse_ref)
         if mode != "aciq":
             assert abs(float((y - xf).mean())) < 5 * mse**0.5 / n**0.5
+
+
+@pytest.mark.gpu
+def test_a_cuda_generator_keys_the_kernel_on_the_device() -> None:
+    """``quant.quantize`` with a CUDA generator hands the kernel its key as a device tensor (no host read):
+    the codes are those of the int the same draw holds."""
+    if INTERPRET or not kernels.available():
+        pytest.skip("needs the compiled kernels on CUDA")
+    from client.compression import quant
+
+    x = torch.randn(10_000, device="cuda")
+    g1, g2 = (torch.Generator(device="cuda").manual_seed(5) for _ in range(2))
+    key = quant._seed_from(g1)
+    assert isinstance(key, torch.Tensor) and key.is_cuda
+    q = quant.quantize(x, 2, generator=g2)
+    data, scale = kernels.quantize(x, 2, "uniform", q.block, True, seed=int(key))
+    assert torch.equal(q.data, data) and torch.equal(q.scale, scale)

@@ -124,13 +124,23 @@ def _nf4_table(device: torch.device) -> torch.Tensor:
     return _TABLES[device]
 
 
+def _seed_tensor(seed: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``seed`` as the int64 one-element tensor on ``device`` that :func:`quantize`'s kernel reads."""
+    if seed.numel() != 1 or seed.dtype.is_floating_point or seed.dtype.is_complex or seed.dtype == torch.bool:
+        raise ValueError(
+            f"a tensor seed must hold one integer, got dtype {seed.dtype} and shape {tuple(seed.shape)}; "
+            "pass torch.randint(0, 2**31 - 1, (1,), device=x.device) or an int"
+        )
+    return seed.reshape(1).to(device=device, dtype=torch.int64)
+
+
 def quantize(
     x: torch.Tensor,
     bits: int,
     mode: str = "uniform",
     block: int | None = None,
     stochastic: bool = True,
-    seed: int | None = None,
+    seed: int | torch.Tensor | None = None,
     *,
     tile: int | None = None,
     num_warps: int | None = None,
@@ -145,7 +155,9 @@ def quantize(
         counter), or round-to-nearest.
     :param seed: Philox key; the same seed gives the same codes. ``None`` draws one from torch's default
         CPU generator (reproducible under ``torch.manual_seed``). Give each call its own seed: reusing one
-        correlates the rounding errors across calls.
+        correlates the rounding errors across calls. A one-element integer tensor on ``x``'s device holding a
+        key in ``[0, 2^31)`` is read by the kernel itself (the same codes as that int): a seed drawn from a
+        CUDA generator then never travels to the host, so the call does not wait for the device.
     :param tile: values per program (default ``QUANT_TILE`` = 4096, 2048 at 3 bits); see
         :mod:`~client.compression.kernels.triton_quant`.
     :param num_warps: warps per program (default ``QUANT_WARPS`` = 4).
@@ -168,9 +180,13 @@ def quantize(
     n_full = numel // block
     data = torch.empty(n_blocks * block * bits // 8, dtype=torch.uint8, device=x.device)
     scale = torch.empty(n_blocks, dtype=torch.float32, device=x.device)
-    if stochastic and seed is None:
-        seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
-    seed = int(seed or 0) & 0x7FFFFFFF
+    key: int | torch.Tensor
+    if isinstance(seed, torch.Tensor):
+        key = _seed_tensor(seed, x.device)
+    else:
+        if stochastic and seed is None:
+            seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+        key = int(seed or 0) & 0x7FFFFFFF
     tab = _nf4_table(x.device)
     block_p2 = _pow2_ceil(block)
     rows = _rows(tile or (tq.QUANT_TILE_3BIT if bits == 3 else tq.QUANT_TILE), block_p2)
@@ -182,15 +198,16 @@ def quantize(
         STOCHASTIC=bool(stochastic),
         MAX_ITERS=tq.ACIQ_MAX_ITERS,
         RAND16=tq.RAND16,
+        SEED_PTR=isinstance(key, torch.Tensor),
         num_warps=num_warps or tq.QUANT_WARPS,
         enable_fp_fusion=False,  # round each step as torch does, so codes match at ties too
     )
     args = (flat, data, scale, tab, numel)
     if n_full:
         grid = (-(-n_full // rows),)
-        tq.quantize_kernel[grid](*args, n_full, 0, seed, ROWS=rows, TAIL=False, **common)
+        tq.quantize_kernel[grid](*args, n_full, 0, key, ROWS=rows, TAIL=False, **common)
     if n_blocks > n_full:  # the partial (or, for an empty x, all-padding) last block
-        tq.quantize_kernel[(1,)](*args, 1, n_full, seed, ROWS=1, TAIL=True, **common)
+        tq.quantize_kernel[(1,)](*args, 1, n_full, key, ROWS=1, TAIL=True, **common)
     return data, scale
 
 

@@ -231,7 +231,7 @@ def quantize_kernel(
     numel,  # values in x
     n_rows,  # blocks this launch covers
     row0,  # index of its first block
-    seed,  # Philox key for stochastic rounding
+    seed,  # Philox key for stochastic rounding, or with SEED_PTR a pointer to it (int64 [1], in [0, 2^31))
     BITS: tl.constexpr,
     MODE: tl.constexpr,
     BLOCK: tl.constexpr,
@@ -241,6 +241,7 @@ def quantize_kernel(
     TAIL: tl.constexpr,
     MAX_ITERS: tl.constexpr,
     RAND16: tl.constexpr,
+    SEED_PTR: tl.constexpr = False,
 ):
     """Quantize ``ROWS`` blocks: read ``ROWS * BLOCK`` values, write their codes and ``ROWS`` scales."""
     ROW_BYTES: tl.constexpr = BLOCK * BITS // 8
@@ -280,7 +281,11 @@ def quantize_kernel(
         # the deterministic codes saturate anyway, so they skip the two instructions.
         y = tl.minimum(tl.maximum(y, -1.0), 1.0)
     if STOCHASTIC:
-        u = _uniforms(seed, base, rows, ROWS, BLOCK, BLOCK_P2, RAND16)
+        if SEED_PTR:  # noqa: SIM108 (a Triton constexpr branch)
+            key = tl.load(seed)
+        else:
+            key = seed
+        u = _uniforms(key, base, rows, ROWS, BLOCK, BLOCK_P2, RAND16)
     if MODE == 1:
         if STOCHASTIC:  # noqa: SIM108 (a Triton constexpr branch)
             code = _nf4_dithered(y, u)
