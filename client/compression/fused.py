@@ -352,6 +352,7 @@ class _Proj:
     x: torch.Tensor  # float32 scratch: every tensor's r x n coefficients
     items: torch.Tensor  # int64 [T]: positions in the norm vector (for the spectral tail)
     aligned: bool  # every parameter and coefficient address 16-byte aligned, every m and n a multiple of 4
+    numels: torch.Tensor | None = None  # float32 [T]: the plan's ``numels`` at ``items`` (taken at first use)
 
 
 @dataclass
@@ -1000,18 +1001,27 @@ def _proj_norms_code(grp: _Group) -> int:
     return 2 if grp.proj.rank_p2 < PROJ_NORMS_RELOAD_BELOW else 1
 
 
-def _mark_huge(norms: torch.Tensor, plan: Plan, items: torch.Tensor | None = None) -> None:
+def _mark_huge(norms: torch.Tensor, plan: Plan, proj: _Proj | None = None) -> None:
     """A compressed tensor whose gradient is huge (``||g||^2 numel >= 2^120``) is skipped like a non-finite
     one: the torch path's limit (``MangoAdamW._finite``), so no sum of squares of the step overflows.
-    ``items``: only these positions of the norm vector (a projected group's, once its projection added
-    them; a tensor that another launch has already stepped keeps the norm it was stepped with)."""
+    ``proj``: only the positions of this projected group (once its projection added their norms; a tensor
+    that another launch has already stepped keeps the norm it was stepped with)."""
     if not plan.matrix_idx or plan.numels is None:
         return
-    if items is None:
+    if proj is None:
         norms.masked_fill_(norms * plan.numels >= 2.0**120, float("inf"))
-    else:
-        sel = norms[items]
-        norms[items] = sel.masked_fill(sel * plan.numels[items] >= 2.0**120, float("inf"))
+        return
+    if proj.numels is None:
+        proj.numels = plan.numels[proj.items]
+    sel = norms[proj.items]
+    norms[proj.items] = sel.masked_fill(sel * proj.numels >= 2.0**120, float("inf"))
+
+
+def _marks_before_launches(plan: Plan, checked: dict[int, bool]) -> bool:
+    """Whether the whole norm vector is marked for huge norms before the launches: only where a checked
+    matrix group has its norms from the pre-pass (a projected group marks its own after its projection, and
+    the other tensors' ``numels`` are 0, so a projected plan's step skips these three ops)."""
+    return any(checked[id(g)] and g.matrix and not _norms_by_projection(g) for g in plan.groups)
 
 
 def run(
@@ -1065,7 +1075,7 @@ def run(
             grp.norm_prog, nmeta, grp.grad_dev, norms, META=width,
             PDTYPE=tl_dtype[grp.pdtype], TILE=NORM_TILE, num_warps=8,
         )  # fmt: skip
-    if any(checked.values()):
+    if _marks_before_launches(plan, checked):
         _mark_huge(norms, plan)
     for grp in plan.groups:
         assert grp.grad_dev is not None
@@ -1088,7 +1098,7 @@ def run(
                         TRANS=trans, NORMS=norms_code, ALIGN=proj_align, num_warps=PROJ_WARPS, **stages,
                     )  # fmt: skip
                 if norms_code:  # the norms are whole now: mark the huge, zero a skipped tensor's samples
-                    _mark_huge(norms, plan, pj.items)
+                    _mark_huge(norms, plan, pj)
                     pj.samples.masked_fill_(~(norms[pj.sample_items] < float("inf")), 0.0)
                 xsq = torch.zeros(len(grp.index), dtype=torch.float32, device=device)
             else:

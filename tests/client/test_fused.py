@@ -668,6 +668,32 @@ def test_fused_projected_skips_nonfinite_tensors() -> None:
     assert opt.compression_stats().skipped_steps == 1.0
 
 
+@pytest.mark.parametrize(
+    ("setting", "min_rank", "grain", "marks"),
+    [
+        (S(rank=8, bits=8), 0, "tensor", False),
+        (S(rank=8, bits=8), 1 << 30, "tensor", True),
+        (S(rank=0, bits=8), 0, "tensor", True),
+        (S(rank=0, bits=8), 0, "tile", False),
+    ],
+)
+def test_the_whole_norm_vector_is_marked_only_where_a_pre_pass_filled_it(
+    monkeypatch: pytest.MonkeyPatch, setting: S, min_rank: int, grain: str, marks: bool
+) -> None:
+    """A projected plan whose projection adds the norms marks its huge ones after the projection, not the
+    whole vector before the launches (three ops a step fewer); with the pre-pass, or at rank 0 with the
+    tensor grain, it does (under the tile grain a rank-0 tile tests itself)."""
+    monkeypatch.setattr(fused, "PROJ_NORMS_MIN_RANK", min_rank)
+    monkeypatch.setattr(fused, "SKIP_GRAIN", grain)
+    params = _params()
+    opt = MangoAdamW(params, lr=LR, setting=setting, min_compress_numel=1024, fused=True)
+    _run(params, opt, range(2))
+    plan = opt._plan
+    assert plan is not None and plan.matrix_idx
+    checked = {id(g): fused._checked(opt, g, plan) for g in plan.groups}
+    assert fused._marks_before_launches(plan, checked) is marks
+
+
 @pytest.mark.parametrize("reload_below", [0, 1 << 30], ids=["squared-tile", "second-load"])
 def test_projection_adds_the_norms_the_pre_pass_would(
     monkeypatch: pytest.MonkeyPatch, reload_below: int

@@ -1,0 +1,25 @@
+#!/bin/bash
+# Session 43, for the next session's first call (carry .whl13p; CALL_LIMIT <= 560), best on an H200.
+# 1. the compiled tests (session 43's whole-vector mark change is new on a GPU); 2. the host of this machine
+# (lscpu) and `--parts profile` (host ms a step against device ms: call 99's host made the projected rows
+# host-bound); 3. the first step into r4/b8/g0 (75 ms in call 99, 7 ms in call 91): step_probe --switch's
+# host and device tables; 4. the switch part; 5. the grid with 2 s paired windows; 6. the 1B rows.
+WHL=.whl13p source results/gpu-h200-next/preamble.sh
+nvidia-smi --query-gpu=name,power.limit --format=csv,noheader >> $L
+lscpu | grep -E "Model name|^CPU\(s\)|MHz" >> $L
+gpu_tests
+timeout 60 python3 -m mango_cli bench gpu --out $R/prof --parts profile \
+  --optimizers "=torch AdamW (fused),=MangoAdamW r0/b8/g0,=MangoAdamW r4/b8/g0,=MangoAdamW r32/b32/g1" > $R/prof.log 2>&1
+step profile $?; cat $R/prof/*.md >> $L 2>/dev/null
+timeout 60 python3 -m benchmarks.step_probe --setting r0/b8/g0 --switch r4/b8/g0 > $R/probe-switch.log 2>&1
+step probe-switch $?; grep -E "ms|Self CPU total|Self CUDA total" $R/probe-switch.log | head -12 >> $L
+switch s44
+timeout 200 python3 -m mango_cli bench gpu --out $R/grid --parts step --energy-window-s 2.0 \
+  --optimizers=-bnb,-torchao,-Flash,-GaLore,-APOLLO,-torch-path,-unchecked,-stochastic,-factored,-nf4,-nearest,-full-v > $R/grid.log 2>&1
+step grid $?; cat $R/grid/*.md >> $L 2>/dev/null || grep "AdamW" $R/grid.log | tail -25 >> $L
+B="=torch AdamW (fused),=MangoAdamW r0/b8/g0,=MangoAdamW r0/b4/g0,=MangoAdamW r0/b2/g0,=MangoAdamW r0/b4/g1"
+B="$B,=MangoAdamW r4/b8/g0,=MangoAdamW r32/b32/g1,=MangoAdamW r64/b16/g1"
+timeout $(left_s) python3 -m mango_cli bench gpu --out $R/b1 --model 1b --parts step --energy-window-s 1.0 \
+  --optimizers "$B" > $R/b1.log 2>&1
+step b1 $?; cat $R/b1/*.md >> $L 2>/dev/null || grep -E "^\{" $R/b1.log | tail -12 >> $L
+finish
