@@ -14,12 +14,6 @@ step profile $?; cat $R/prof/*.md >> $L 2>/dev/null
 timeout 60 python3 -m benchmarks.step_probe --setting r0/b8/g0 --switch r4/b8/g0 > $R/probe-switch.log 2>&1
 step probe-switch $?; grep -E "ms|Self CPU total|Self CUDA total" $R/probe-switch.log | head -12 >> $L
 switch s44
-timeout 200 python3 -m mango_cli bench gpu --out $R/grid --parts step --energy-window-s 2.0 \
-  --optimizers=-bnb,-torchao,-Flash,-GaLore,-APOLLO,-torch-path,-unchecked,-stochastic,-factored,-nf4,-nearest,-full-v > $R/grid.log 2>&1
-step grid $?; cat $R/grid/*.md >> $L 2>/dev/null || grep "AdamW" $R/grid.log | tail -25 >> $L
-B="=torch AdamW (fused),=MangoAdamW r0/b8/g0,=MangoAdamW r0/b4/g0,=MangoAdamW r0/b2/g0,=MangoAdamW r0/b4/g1"
-B="$B,=MangoAdamW r4/b8/g0,=MangoAdamW r32/b32/g1,=MangoAdamW r64/b16/g1"
-timeout $(left_s) python3 -m mango_cli bench gpu --out $R/b1 --model 1b --parts step --energy-window-s 1.0 \
-  --optimizers "$B" > $R/b1.log 2>&1
-step b1 $?; cat $R/b1/*.md >> $L 2>/dev/null || grep -E "^\{" $R/b1.log | tail -12 >> $L
+grid2
+b1_rows "r0/b8/g0 r0/b4/g0 r0/b2/g0 r0/b4/g1 r4/b8/g0 r32/b32/g1 r64/b16/g1"
 finish

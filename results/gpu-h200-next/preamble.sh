@@ -97,3 +97,21 @@ with_fewer_kernel() {
   if git apply $p 2>/dev/null || patch -s -p1 < $p; then "$@"; else echo "fewer kernel: the patch did not apply" >> $L; fi
   cp /tmp/triton_step_head.py $k
 }
+
+# grid2: the shipped grid (the step rows but the peers and the options' rows) with 2 s paired energy windows,
+# 200 s at most (sessions 42-43's grid), its table to the summary log
+grid2() {
+  timeout 200 python3 -m mango_cli bench gpu --out $R/grid --parts step --energy-window-s 2.0 \
+    --optimizers=-bnb,-torchao,-Flash,-GaLore,-APOLLO,-torch-path,-unchecked,-stochastic,-factored,-nf4,-nearest,-full-v > $R/grid.log 2>&1
+  step grid $?; cat $R/grid/*.md >> $L 2>/dev/null || grep "AdamW" $R/grid.log | tail -25 >> $L
+}
+
+# b1_rows SETTINGS: the 1B model's step rows of fused AdamW and MangoAdamW at SETTINGS (space-separated), by
+# exact names, in what is left of CALL_LIMIT, its table (or the printed rows) to the summary log
+b1_rows() {
+  local b="=torch AdamW (fused)" s
+  for s in $1; do b="$b,=MangoAdamW $s"; done
+  timeout $(left_s) python3 -m mango_cli bench gpu --out $R/b1 --model 1b --parts step --energy-window-s 1.0 \
+    --optimizers "$b" > $R/b1.log 2>&1
+  step b1 $?; cat $R/b1/*.md >> $L 2>/dev/null || grep -E "^\{" $R/b1.log | tail -12 >> $L
+}
