@@ -512,6 +512,30 @@ def _amortized_ms(step: Callable[[], Any], n: int, windows: int = 3) -> float:
     return statistics.median(runs)
 
 
+def host_ms(
+    step: Callable[[], Any],
+    n: int = 10,
+    windows: int = 5,
+    sync: Callable[[], None] = _sync,
+    clock: Callable[[], float] = time.perf_counter,
+) -> float:
+    """Host time to queue one call of ``step``: the median over ``windows`` runs of ``n`` calls, each run
+    started on an idle device (``sync``) and timed without waiting for it, so the launch queue neither holds
+    work nor fills. Beside the step time it says who waits: a row whose ``host_ms`` reaches its ``step_ms``
+    is host-bound (the device idles between launches), one far below it is device-bound. ``n`` calls of a
+    projected step queue about ``25 n`` device operations: keep ``25 n`` under the driver's ~1,000-entry
+    queue, or the host waits for room and reads as slow as the device."""
+    runs = []
+    for _ in range(windows):
+        sync()
+        t0 = clock()
+        for _ in range(n):
+            step()
+        runs.append((clock() - t0) / n * 1000)
+    sync()
+    return statistics.median(runs)
+
+
 def _fused_adamw_ms(
     params: list[torch.nn.Parameter], time_fn: Callable[[Callable[[], Any]], float], warmup: int = 10
 ) -> float:
@@ -571,6 +595,10 @@ def _paired_energy_row(
 
 
 def run_step(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
+    """Each optimizer's step on the part's model: ``step_ms`` (amortized over back-to-back steps, refreshes
+    included: the ratio the goals are stated in), ``median_ms`` (single synchronized steps), ``host_ms``
+    (:func:`host_ms`: where it reaches ``step_ms`` the row is host-bound), state bytes, peak memory and the
+    energy window beside a paired fused-AdamW one."""
     energy = _Energy()
     pair = _paired_adamw(args, energy)
     rows: list[dict[str, Any]] = []
@@ -592,6 +620,7 @@ def run_step(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
             n = 10 if slow else max(args.step_iters, 100)
             row["step_ms"] = _amortized_ms(opt.step, n)
             row["median_ms"] = _time_ms(opt.step, reps=10 if slow else 30, warmup=0)
+            row["host_ms"] = host_ms(opt.step, n=2 if slow else 10)
             row["params_M"] = n_params / 1e6
             row["state_bytes_per_param"] = _state_bytes(opt) / n_params
             row["peak_mem_GiB"] = (torch.cuda.max_memory_allocated() - held) / 2**30
@@ -604,9 +633,9 @@ def run_step(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
         print(row, flush=True)
     _relative_to_adamw(rows, "step_ms", "vs_fused_adamw")
     _relative_to_adamw(rows, "energy_mJ_per_step", "energy_vs_adamw")
-    cols = ["model", "optimizer", "step_ms", "vs_fused_adamw", "median_ms", "state_bytes_per_param"]
-    cols += ["peak_mem_GiB", "energy_mJ_per_step", "energy_vs_adamw", "energy_vs_adamw_paired"]
-    cols += ["mean_power_W", "temp_C", "error"]
+    cols = ["model", "optimizer", "step_ms", "vs_fused_adamw", "median_ms", "host_ms"]
+    cols += ["state_bytes_per_param", "peak_mem_GiB", "energy_mJ_per_step", "energy_vs_adamw"]
+    cols += ["energy_vs_adamw_paired", "mean_power_W", "temp_C", "error"]
     _write(out, f"step-{args.model}", rows, cols, meta)
 
 

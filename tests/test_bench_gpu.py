@@ -16,6 +16,7 @@ from benchmarks.gpu import (
     _switch_row,
     _write_converge,
     fused_knobs,
+    host_ms,
     keeps_name,
     optimizer_filters,
     seed_summary,
@@ -211,3 +212,19 @@ def test_exact_optimizer_filters_keep_one_row() -> None:
     assert [n for n in names if keeps_name(exact, n)] == names[:2]
     assert [n for n in names if keeps_name(optimizer_filters("r0/b4/g0,-factored"), n)] == names[1:3]
     assert all(keeps_name([], n) for n in names)
+
+
+def test_host_ms_is_the_median_window_per_call_each_from_an_idle_device() -> None:
+    """Each window starts after a sync and is timed without one; the reading is the median window's time per
+    call in ms (a slow window, a refresh's, does not move it)."""
+    events: list[str] = []
+    ticks = iter([0.0, 0.010, 1.0, 1.030, 2.0, 2.012])  # windows of 10, 30 and 12 ms over 2 calls each
+    ms = host_ms(
+        lambda: events.append("step"),
+        n=2,
+        windows=3,
+        sync=lambda: events.append("sync"),
+        clock=lambda: next(ticks),
+    )
+    assert ms == pytest.approx(6.0)  # the 12 ms window, per call
+    assert events == ["sync", "step", "step"] * 3 + ["sync"]
