@@ -1017,6 +1017,14 @@ def _mark_huge(norms: torch.Tensor, plan: Plan, proj: _Proj | None = None) -> No
     norms[proj.items] = sel.masked_fill(sel * proj.numels >= 2.0**120, float("inf"))
 
 
+def zero_skipped_samples(norms: torch.Tensor, out: dict[str, list[torch.Tensor]]) -> None:
+    """Zero the samples of the tensors whose norm in ``norms`` is not finite (skipped this step), in the
+    sample buffers :func:`run` listed (those its projections filled before the norms were whole). Run when
+    the step's statistics are read: once an interval instead of four torch ops a projected step."""
+    for buf, items in zip(out["sample_buf"], out["sample_items"], strict=True):
+        buf.masked_fill_(~(norms[items] < float("inf")), 0.0)
+
+
 def _marks_before_launches(plan: Plan, checked: dict[int, bool]) -> bool:
     """Whether the whole norm vector is marked for huge norms before the launches: only where a checked
     matrix group has its norms from the pre-pass (a projected group marks its own after its projection, and
@@ -1043,6 +1051,9 @@ def run(
     :return: lists of device tensors for ``err`` / ``tot`` (per-program ``sum (u - C(u))^2`` and
         ``sum u^2``, estimates of the whole tensor's), ``samples`` (strided gradient entries), and for the
         projected launches ``proj_items`` / ``proj_xsq`` (their positions in ``norms`` and ``||P^T G||^2``),
+        ``sample_buf`` / ``sample_items`` (the sample buffers whose projection added the norms, and each
+        sample's position in ``norms``: a skipped tensor's samples are zeroed by :func:`zero_skipped_samples`
+        when the statistics are read),
         read lazily by ``compression_stats``.
     """
     import triton.language as tl
@@ -1061,6 +1072,8 @@ def run(
         "samples": [],
         "proj_items": [],
         "proj_xsq": [],
+        "sample_buf": [],
+        "sample_items": [],
     }
     seed = None
     prec = QUANTIZED_DOT_PRECISION if plan.bits <= 16 else tp.DOT_PRECISION
@@ -1097,9 +1110,11 @@ def run(
                         PDTYPE=ptype, R=pj.rank_p2, BK=PROJ_BK, BN=PROJ_BN, PRECISION=prec,
                         TRANS=trans, NORMS=norms_code, ALIGN=proj_align, num_warps=PROJ_WARPS, **stages,
                     )  # fmt: skip
-                if norms_code:  # the norms are whole now: mark the huge, zero a skipped tensor's samples
+                if norms_code:  # the norms are whole now: mark the huge (the steps below skip them)
                     _mark_huge(norms, plan, pj)
-                    pj.samples.masked_fill_(~(norms[pj.sample_items] < float("inf")), 0.0)
+                    # a skipped tensor's samples are zeroed when the statistics are read, not in the step
+                    out["sample_buf"].append(pj.samples)
+                    out["sample_items"].append(pj.sample_items)
                 xsq = torch.zeros(len(grp.index), dtype=torch.float32, device=device)
             else:
                 xsq = grp.mean  # unused by a rank-0 launch

@@ -987,6 +987,7 @@ class MangoAdamW(torch.optim.Optimizer):
         proj = list(zip(out["proj_items"], out["proj_xsq"]))
 
         def deferred(st: _Stats) -> None:  # run by compression_stats: no work in the step itself
+            fused_mod.zero_skipped_samples(norm_sq, out)  # before the kurtosis reads the samples
             sq = torch.where(torch.isfinite(norm_sq), norm_sq, 0.0)
             if matrix_idx:
                 st.energy.append(sq[matrix_idx].sum())  # rank 0: no spectral tail

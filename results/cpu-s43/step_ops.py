@@ -4,7 +4,8 @@ projected rows 1.3-1.9x slower at unchanged rank-0 rows). Counted, not timed: th
 TRITON_INTERPRET=1 on the CPU, GPT-2-small's 148 tensors at width 64 (the same groups and launches).
 
 Rank 64 is not below this width's dimensions and plays as rank 0 here. Outputs beside it: step_ops_before.txt
-(tree fa7e367), step_ops_after.txt (the whole-vector huge-norm mark only where a pre-pass filled it).
+(tree fa7e367), step_ops_after.txt (the whole-vector huge-norm mark only where a pre-pass filled it), step_ops_lazy_samples.txt
+(a skipped tensor's projection samples zeroed when the statistics are read).
 
 Usage:  cd /work/main && PYTHONDONTWRITEBYTECODE=1 TRITON_INTERPRET=1 .venv/bin/python results/cpu-s43/step_ops.py
 """
