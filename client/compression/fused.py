@@ -352,7 +352,7 @@ class _Proj:
     x: torch.Tensor  # float32 scratch: every tensor's r x n coefficients
     items: torch.Tensor  # int64 [T]: positions in the norm vector (for the spectral tail)
     aligned: bool  # every parameter and coefficient address 16-byte aligned, every m and n a multiple of 4
-    numels: torch.Tensor | None = None  # float32 [T]: the plan's ``numels`` at ``items`` (taken at first use)
+    numels: torch.Tensor  # float32 [T]: each tensor's numel (the huge-norm mark after the projection)
 
 
 @dataclass
@@ -776,6 +776,7 @@ def _proj_tables(items: list[Item], x_views: list[torch.Tensor], x_all: torch.Te
         prog_c=prog_c,
         x=x_all,
         items=item_pos,
+        numels=upload(torch.tensor([float(p.numel()) for _, p, _ in items], dtype=torch.float32), device),
         aligned=all(a % 16 == 0 for a in addr[1::2] + meta[4::5])
         and all(d % 4 == 0 for i, d in enumerate(meta) if i % 5 in (0, 1)),
     )
@@ -1011,8 +1012,6 @@ def _mark_huge(norms: torch.Tensor, plan: Plan, proj: _Proj | None = None) -> No
     if proj is None:
         norms.masked_fill_(norms * plan.numels >= 2.0**120, float("inf"))
         return
-    if proj.numels is None:
-        proj.numels = plan.numels[proj.items]
     sel = norms[proj.items]
     norms[proj.items] = sel.masked_fill(sel * proj.numels >= 2.0**120, float("inf"))
 

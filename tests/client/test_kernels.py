@@ -12,7 +12,7 @@ import os
 import pytest
 import torch
 
-from client.compression import kernels
+from client.compression import kernels, quant
 from client.compression.codes import NF4_LEVELS, default_block
 from client.compression.quant import (
     QUANT_MODES,
@@ -287,8 +287,6 @@ def test_a_cuda_generator_keys_the_kernel_on_the_device() -> None:
     the codes are those of the int the same draw holds."""
     if INTERPRET or not kernels.available():
         pytest.skip("needs the compiled kernels on CUDA")
-    from client.compression import quant
-
     x = torch.randn(10_000, device="cuda")
     g1, g2 = (torch.Generator(device="cuda").manual_seed(5) for _ in range(2))
     key = quant._seed_from(g1)
