@@ -827,6 +827,15 @@ VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("r0/b4/g1", {}, {"FOUR_BIT_PAIRS": False}),
     ("r0/b4/g0", {"error_feedback": False}, {"FOUR_BIT_PAIRS": False}),
     ("r8/b4/g0", {}, {"FOUR_BIT_PAIRS": False}),
+    # the steady step replayed from a CUDA graph (fused.STEP_GRAPH, session 44) against its eager launches:
+    # the host's share of a step (its host_ms in the step part)
+    ("r0/b8/g0", {}, {"STEP_GRAPH": False}),
+    ("r0/b4/g1", {}, {"STEP_GRAPH": False}),
+    ("r8/b2/g0.25", {}, {}),
+    ("r8/b2/g0.25", {}, {"STEP_GRAPH": False}),
+    ("r4/b8/g0", {}, {"STEP_GRAPH": False}),
+    ("r32/b32/g1", {}, {"STEP_GRAPH": False}),
+    ("r64/b8/g0", {}, {"STEP_GRAPH": False}),
     ("r0/b4/g0", NF4, {"NF4_SEARCH": "compare"}),
     ("r0/b4/g0", {**NF4, "error_feedback": False}, {"NF4_SEARCH": "compare"}),
     ("r0/b4/g0", {**NF4, "stochastic_rounding": False}, {}),
@@ -888,7 +897,7 @@ def _keeps_variant(keep: list[str], label: str, variant: str) -> bool:
 
 def run_variants(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
     """What each option of the fused step costs: :data:`VARIANTS` against fused AdamW in the same run
-    (amortized device time per step, refreshes included)."""
+    (amortized device time per step, refreshes included; :func:`host_ms`, the host's time to queue one)."""
     from client.compression import MangoAdamW
     from client.protocol import CompressionSetting
 
@@ -898,6 +907,7 @@ def run_variants(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
 
     def adamw_time(step: Callable[[], Any]) -> float:
         adamw["step_ms"] = _amortized_ms(step, 100)
+        adamw["host_ms"] = host_ms(step)
         adamw.update(_energy_row(step, energy, args.energy_window_s))
         return float(adamw["step_ms"])
 
@@ -916,6 +926,7 @@ def run_variants(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
                 for _ in range(105):
                     opt.step()
                 row["step_ms"] = _amortized_ms(opt.step, 100)
+                row["host_ms"] = host_ms(opt.step)
                 row.update(_energy_row(opt.step, energy, args.energy_window_s))
                 del opt
         except Exception as exc:
@@ -925,7 +936,8 @@ def run_variants(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
         print(row, flush=True)
     _relative_to_adamw(rows, "step_ms", "vs_fused_adamw", name="setting")
     _relative_to_adamw(rows, "energy_mJ_per_step", "energy_vs_adamw", name="setting")
-    cols = ["setting", "variant", "step_ms", "vs_fused_adamw", "energy_mJ_per_step", "energy_vs_adamw"]
+    cols = ["setting", "variant", "step_ms", "host_ms", "vs_fused_adamw", "energy_mJ_per_step"]
+    cols.append("energy_vs_adamw")
     _write(out, "variants", rows, [*cols, "mean_power_W", "error"], meta)
 
 

@@ -92,8 +92,8 @@ CASES: list[tuple[str, dict[str, Any]]] = [
 _SIGNATURE = {
     "prog_ptr": "*i32", "addr_ptr": "*i64", "meta_ptr": "*i64", "grad_ptr": "*i64", "norm_ptr": "*fp32",
     "seed_ptr": "*i64", "tab_ptr": "*fp32", "mean_ptr": "*fp32", "pid0": "i32", "part_ptr": "*fp32",
-    "sample_ptr": "*fp32", "skip_ptr": "*i32", "xsq_ptr": "*fp32", "decay": "fp32", "step_size": "fp32",
-    "inv_bc2s": "fp32", "eps": "fp32", "beta1": "fp32", "beta2": "fp32", "ef_beta": "fp32", "gamma": "fp32",
+    "sample_ptr": "*fp32", "skip_ptr": "*i32", "xsq_ptr": "*fp32", "scal_ptr": "*fp32",
+    "eps": "fp32", "beta1": "fp32", "beta2": "fp32", "ef_beta": "fp32", "gamma": "fp32",
 }  # fmt: skip
 
 

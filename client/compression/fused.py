@@ -32,8 +32,11 @@ full ``v`` need no pre-pass: each program checks its own tile and adds its ``sum
 (:data:`SKIP_GRAIN`). (``torch._foreach_norm``
 did the pre-pass first: its host time per tensor was a third of GPT-2 small's step, BENCHMARKS.md.)
 The planned tables (tensor -> pointers, program -> blocks) are cached and rebuilt only when the state layout
-changes (:attr:`Plan.key`); the hyper-parameters go in as scalar kernel arguments (one launch per parameter
-group and step count, like torch's fused AdamW), and only the gradient addresses are uploaded, when they move.
+changes (:attr:`Plan.key`); one launch per parameter group and step count, like torch's fused AdamW. What
+changes from step to step lives in device buffers of the plan: the step scalars (``1 - lr wd``, ``lr / bc1``,
+``1 / sqrt(bc2)``, written by :func:`prepare`), the rounding key, the norms, and the gradient addresses
+(refilled in place when they move). So the launches (:func:`launch`) are the same every step, and
+:mod:`~client.compression.step_graph` replays a steady step from a CUDA graph: one launch of host work.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ import torch
 
 from client.compression.codes import default_block
 from client.compression.quant import DenseState, QuantizedTensor
-from client.compression.transfer import upload
+from client.compression.transfer import upload, upload_into
 
 __all__ = [
     "FUSED_BITS",
@@ -56,11 +59,17 @@ __all__ = [
     "build_plan",
     "fused_available",
     "grads_fit",
+    "launch",
     "matrix_loads",
+    "prepare",
     "run",
     "tile_programs",
     "tiles_test_themselves",
 ]
+
+#: Replay a steady step from a CUDA graph of the plan (:mod:`~client.compression.step_graph`; a job turns it
+#: off with ``opt.graph_step = False``): the bench knob of ``mango bench gpu --parts variants``' A/B.
+STEP_GRAPH = True
 
 #: Widths the fused matrix kernel handles (rank 0 at 32 bits is the identity: the exact launch).
 FUSED_BITS = (2, 3, 4, 8, 16, 32)
@@ -353,6 +362,7 @@ class _Proj:
     items: torch.Tensor  # int64 [T]: positions in the norm vector (for the spectral tail)
     aligned: bool  # every parameter and coefficient address 16-byte aligned, every m and n a multiple of 4
     numels: torch.Tensor  # float32 [T]: each tensor's numel (the huge-norm mark after the projection)
+    xsq: torch.Tensor  # float32 [T] out: each tensor's ||P^T G||^2 of the step (zeroed by the step)
 
 
 @dataclass
@@ -384,6 +394,18 @@ class Plan:
     #: after a failed capture (the plan then refreshes eagerly)
     refresh_graph: Any = None
     refreshes: int = 0  # refresh steps under this plan (the graph is captured at the second)
+    #: float32 ``[n_items]``: the step's squared gradient norms, zeroed and refilled by every step (the
+    #: latest step's statistics read them); a buffer of the plan, so that a CUDA graph of the step holds it
+    norms: torch.Tensor | None = None
+    #: float32 ``[groups, 4]``: each launch's ``1 - lr wd``, ``lr / bc1``, ``1 / sqrt(bc2)`` of the step
+    #: (:func:`prepare` writes them, the kernels read them: a replayed graph gets each step's values)
+    scalars: torch.Tensor | None = None
+    seed: torch.Tensor | None = None  # int64 [1]: the step's stochastic-rounding key (:func:`prepare`)
+    #: the steady step's CUDA graph (:class:`~client.compression.step_graph.StepGraph`) once captured; False
+    #: when it will not be (a failed capture, or too many re-captures)
+    step_graph: Any = None
+    steady: int = 0  # eager steady steps since the plan's graph key last changed (captured at the second)
+    captures: int = 0  # step graphs captured under this plan
 
     @property
     def matrix(self) -> list[_Group]:
@@ -777,6 +799,7 @@ def _proj_tables(items: list[Item], x_views: list[torch.Tensor], x_all: torch.Te
         x=x_all,
         items=item_pos,
         numels=upload(torch.tensor([float(p.numel()) for _, p, _ in items], dtype=torch.float32), device),
+        xsq=torch.zeros(len(items), dtype=torch.float32, device=device),
         aligned=all(a % 16 == 0 for a in addr[1::2] + meta[4::5])
         and all(d % 4 == 0 for i, d in enumerate(meta) if i % 5 in (0, 1)),
     )
@@ -896,6 +919,7 @@ def build_plan(opt: Any, items: list[tuple[int, torch.Tensor, dict[str, Any]]], 
         for (kind, _, sdtype, gid, _), v in buckets.items()
     ]
     matrix_set = set(matrix_idx)
+    device = items[0][1].device
     return Plan(
         key=key,
         groups=groups,
@@ -915,13 +939,16 @@ def build_plan(opt: Any, items: list[tuple[int, torch.Tensor, dict[str, Any]]], 
                 [float(p.numel()) if pos in matrix_set else 0.0 for pos, (_, p, _) in enumerate(items)],
                 dtype=torch.float32,
             ),
-            items[0][1].device,
+            device,
         ),
+        norms=torch.zeros(len(items), dtype=torch.float32, device=device),
+        scalars=torch.zeros(max(len(groups), 1), 4, dtype=torch.float32, device=device),
+        seed=torch.zeros(1, dtype=torch.int64, device=device),
     )
 
 
 def _grad_table(g: _Group, grads: list[torch.Tensor]) -> torch.Tensor | None:
-    """Device table of this step's gradient addresses (re-uploaded only when they moved); None when a
+    """Device table of this step's gradient addresses (refilled only when they moved); None when a
     gradient does not suit the kernels (another dtype or shape than its parameter, or not contiguous)."""
     ptrs = [grads[i].data_ptr() for i in g.index]
     if ptrs != g.grad_addr or g.grad_dev is None:
@@ -930,8 +957,10 @@ def _grad_table(g: _Group, grads: list[torch.Tensor]) -> torch.Tensor | None:
             if gr.dtype != p.dtype or gr.shape != p.shape or not gr.is_contiguous():
                 return None
         t = torch.tensor(ptrs, dtype=torch.int64)
-        device = g.params[0].device
-        g.grad_dev = upload(t, device)
+        if g.grad_dev is None:
+            g.grad_dev = upload(t, g.params[0].device)
+        else:  # refilled in place: a captured step graph holds this table's address
+            upload_into(g.grad_dev, t)
         g.grad_addr = ptrs
         g.grad_aligned = all(a % 16 == 0 for a in ptrs)
     return g.grad_dev
@@ -942,8 +971,9 @@ def grads_fit(plan: Plan, grads: list[torch.Tensor]) -> bool:
     return all(_grad_table(g, grads) is not None for g in plan.groups)
 
 
-def _scalars(opt: Any, grp: _Group) -> tuple[float, ...]:
-    """This step's hyper-parameters of ``grp`` (bias corrections in double precision); advances ``step``."""
+def _scalars(grp: _Group) -> tuple[float, float, float]:
+    """This step's ``1 - lr wd``, ``lr / bc1`` and ``1 / sqrt(bc2)`` of ``grp`` (the bias corrections in
+    double precision); advances ``step``."""
     h = grp.hyper
     beta1, beta2 = h["betas"]
     step = grp.states[0]["step"] + 1
@@ -952,7 +982,30 @@ def _scalars(opt: Any, grp: _Group) -> tuple[float, ...]:
     lr, wd = float(h["lr"]), float(h["weight_decay"])
     bc1 = 1 - beta1**step
     bc2 = 1 - beta2**step
-    return (1 - lr * wd, lr / bc1, 1 / bc2**0.5, float(h["eps"]), float(beta1), float(beta2))
+    return (1 - lr * wd, lr / bc1, 1 / bc2**0.5)
+
+
+def constants(grp: _Group) -> tuple[float, float, float]:
+    """``grp``'s ``eps``, ``beta1``, ``beta2``: kernel arguments (a step graph keys on them, see
+    :func:`~client.compression.step_graph.graph_key`)."""
+    h = grp.hyper
+    return float(h["eps"]), float(h["betas"][0]), float(h["betas"][1])
+
+
+def prepare(opt: Any, plan: Plan) -> None:
+    """The host's part of a step, before its launches: each launch's step scalars (:func:`_scalars`, which
+    advance the step counts) into :attr:`Plan.scalars` (one copy through pinned memory, no wait), and the
+    stochastic-rounding key into :attr:`Plan.seed` (one draw from the optimizer's generator, on the device
+    when the generator is a device one: no host sync)."""
+    assert plan.scalars is not None and plan.seed is not None
+    rows = [(*_scalars(grp), 0.0) for grp in plan.groups]
+    upload_into(plan.scalars[: len(rows)], torch.tensor(rows, dtype=torch.float32))
+    if plan.matrix:  # one key a step, as many draws as before the buffer (the generator's stream is the same)
+        gen = opt._gen
+        if gen.device == plan.seed.device:
+            plan.seed.random_(0, 2**31 - 1, generator=gen)
+        else:
+            upload_into(plan.seed, torch.randint(0, 2**31 - 1, (1,), generator=gen, device=gen.device))
 
 
 def _checked(opt: Any, grp: _Group, plan: Plan) -> bool:
@@ -1032,17 +1085,22 @@ def _marks_before_launches(plan: Plan, checked: dict[int, bool]) -> bool:
 
 
 def run(
-    opt: Any,
-    plan: Plan,
-    norms: torch.Tensor,
-    skip: torch.Tensor,
-    refreshed: dict[int, torch.Tensor] | None = None,
+    opt: Any, plan: Plan, skip: torch.Tensor, refreshed: dict[int, torch.Tensor] | None = None
 ) -> dict[str, list[torch.Tensor]]:
-    """Run the fused launches of ``plan`` for this step (after :func:`grads_fit`).
+    """One fused step of ``plan`` (after :func:`grads_fit`): :func:`prepare`, then :func:`launch`."""
+    prepare(opt, plan)
+    return launch(opt, plan, skip, refreshed)
 
-    :param norms: float32 ``[n_items]`` zeros: the pre-pass (or, from :data:`PROJ_NORMS_MIN_RANK` up, the
-        projection) adds each fused tensor's squared gradient norm into its slot (a NaN / inf one skips the
-        tensor).
+
+def launch(
+    opt: Any, plan: Plan, skip: torch.Tensor, refreshed: dict[int, torch.Tensor] | None = None
+) -> dict[str, list[torch.Tensor]]:
+    """The device work of a step of ``plan`` (after :func:`prepare`): no host sync and no host value that
+    changes from step to step, so that :mod:`~client.compression.step_graph` can record it once and replay it.
+
+    It zeroes :attr:`Plan.norms`; the pre-pass (or the projection, from :data:`PROJ_NORMS_MIN_RANK` up) adds
+    each fused tensor's squared gradient norm into its slot (a NaN / inf one skips the tensor).
+
     :param skip: int32 ``[1]`` device counter of skipped tensor updates.
     :param refreshed: for the projected groups whose bases :func:`~client.compression.refresh.refresh`
         renewed this step, by ``id``: the address table of :func:`fresh_buffers` (their kernel reads the
@@ -1061,6 +1119,9 @@ def run(
     from client.compression.kernels import triton_proj as tp
     from client.compression.kernels import triton_step as ts
 
+    norms, seed = plan.norms, plan.seed
+    assert norms is not None and plan.scalars is not None
+    norms.zero_()
     device = norms.device
     refreshed = refreshed or {}
     tab = kernels._nf4_table(device)
@@ -1074,7 +1135,6 @@ def run(
         "sample_buf": [],
         "sample_items": [],
     }
-    seed = None
     prec = QUANTIZED_DOT_PRECISION if plan.bits <= 16 else tp.DOT_PRECISION
     per_group = max(opt.stats_sample // max(len(plan.groups), 1), 1)
     checked = {id(grp): _checked(opt, grp, plan) for grp in plan.groups}
@@ -1089,15 +1149,11 @@ def run(
         )  # fmt: skip
     if _marks_before_launches(plan, checked):
         _mark_huge(norms, plan)
-    for grp in plan.groups:
+    for grp, scal in zip(plan.groups, plan.scalars, strict=False):  # scal: the launch's step scalars
         assert grp.grad_dev is not None
-        decay, step_size, inv_bc2s, eps, beta1, beta2 = _scalars(opt, grp)
+        eps, beta1, beta2 = constants(grp)
         ptype = tl_dtype[grp.pdtype]
         if grp.matrix:
-            if seed is None:  # one device scalar per step: no host sync
-                seed = torch.randint(
-                    0, 2**31 - 1, (1,), generator=opt._gen, device=opt._gen.device, dtype=torch.int64
-                ).to(device)
             assert grp.part is not None and grp.mean is not None
             pj = grp.proj
             if pj is not None:
@@ -1114,7 +1170,7 @@ def run(
                     # a skipped tensor's samples are zeroed when the statistics are read, not in the step
                     out["sample_buf"].append(pj.samples)
                     out["sample_items"].append(pj.sample_items)
-                xsq = torch.zeros(len(grp.index), dtype=torch.float32, device=device)
+                xsq = pj.xsq.zero_()
             else:
                 xsq = grp.mean  # unused by a rank-0 launch
             early, regs = matrix_loads(plan.bits, plan.gamma > 0)
@@ -1155,7 +1211,7 @@ def run(
                 if n:
                     ts.matrix_step_kernel[(n,)](
                         grp.prog, addr, grp.meta, grp.grad_dev, norms, seed, tab, grp.mean, pid0,
-                        grp.part, grp.sample, skip, xsq, decay, step_size, inv_bc2s, eps, beta1, beta2,
+                        grp.part, grp.sample, skip, xsq, scal, eps, beta1, beta2,
                         float(opt.ef_beta), plan.gamma, FULL=full and WHOLE_BLOCKS, **consts,
                     )  # fmt: skip
             if grp.sums is not None:  # add up the programs' partial sums, then fold them in
@@ -1176,7 +1232,7 @@ def run(
             if pj is not None:
                 for trans, prog in pj.prog_c:
                     tp.backproject_kernel[(prog.shape[0],)](
-                        prog, pj.addr, pj.meta, norms, pj.scale, decay, step_size,
+                        prog, pj.addr, pj.meta, norms, pj.scale, scal,
                         PDTYPE=ptype, R=pj.rank_p2, BM=BACK_BM, BN=BACK_BN, PRECISION=prec,
                         TRANS=trans, ALIGN=proj_align, num_warps=PROJ_WARPS,
                     )  # fmt: skip
@@ -1189,8 +1245,7 @@ def run(
         else:
             assert grp.sdtype is not None
             ts.exact_step_kernel[(grp.n_prog,)](
-                grp.prog, grp.addr, grp.meta, grp.grad_dev, norms, grp.sample, skip,
-                decay, step_size, inv_bc2s, eps, beta1, beta2,
+                grp.prog, grp.addr, grp.meta, grp.grad_dev, norms, grp.sample, skip, scal, eps, beta1, beta2,
                 PDTYPE=ptype, SDTYPE=tl_dtype[grp.sdtype], TILE=EXACT_TILE, CHECK=checked[id(grp)],
                 num_warps=EXACT_WARPS,
             )  # fmt: skip

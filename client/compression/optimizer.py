@@ -23,6 +23,7 @@ from client.compression import fused as fused_mod
 from client.compression import rank0 as rank0_mod
 from client.compression import refresh as refresh_mod
 from client.compression import sharded_basis as basis_mod
+from client.compression import step_graph
 from client.compression.errors import MangoNonFiniteError
 from client.compression.feedback import shift_compress
 from client.compression.interface import CompressionStats
@@ -583,6 +584,9 @@ class MangoAdamW(torch.optim.Optimizer):
         # the fused refresh's device tail replayed from a CUDA graph on a GPU (captured at the plan's first
         # refresh; refresh.refresh_plan); False keeps the eager refresh (the reference the graph is tested on)
         self.graph_refresh = True
+        # a steady fused step (no refresh) replayed from a CUDA graph of the plan on a GPU (captured at the
+        # plan's second steady step; client.compression.step_graph); False keeps it eager (the reference)
+        self.graph_step = True
         if not isinstance(stochastic_rounding, bool) and stochastic_rounding != "auto":
             raise TypeError(f"stochastic_rounding must be True, False or 'auto', got {stochastic_rounding!r}")
         self.stochastic_rounding: bool | Literal["auto"] = stochastic_rounding
@@ -978,8 +982,11 @@ class MangoAdamW(torch.optim.Optimizer):
             torch_sq = torch.where(torch.tensor(ok, device=device), sub_norms.square(), 0.0)
         if self._skip_dev is None or self._skip_dev.device != device:
             self._skip_dev = torch.zeros(1, dtype=torch.int32, device=device)
-        norm_sq = torch.zeros(len(items), dtype=torch.float32, device=device)  # filled by the pre-pass
-        out = fused_mod.run(self, plan, norm_sq, self._skip_dev, refreshed)
+        # a steady step replays the plan's CUDA graph (step_graph); the norms are the plan's buffer, refilled
+        # by every step (only the latest step's statistics are reachable: _run.last)
+        out = step_graph.step(self, plan, self._skip_dev, refreshed)
+        norm_sq = plan.norms
+        assert norm_sq is not None
         stats.err += out["err"]
         stats.tot += out["tot"]
         stats.samples += out["samples"]

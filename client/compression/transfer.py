@@ -22,3 +22,11 @@ def upload(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     if not PINNED or device.type != "cuda" or t.device.type != "cpu":
         return t.to(device)
     return t.pin_memory().to(device, non_blocking=True)
+
+
+def upload_into(dst: torch.Tensor, t: torch.Tensor) -> None:
+    """Copy the host tensor ``t`` into ``dst`` in place, queued like :func:`upload` (through pinned memory on
+    a GPU, no wait): for a buffer whose address a CUDA graph or an address table holds."""
+    if PINNED and dst.device.type == "cuda" and t.device.type == "cpu":
+        t = t.pin_memory()
+    dst.copy_(t, non_blocking=dst.device.type == "cuda")

@@ -152,8 +152,7 @@ def backproject_kernel(
     meta_ptr,  # int64 [T, 5]
     norm_ptr,  # float32 [n_items]
     scale_ptr,  # float32 [T]: proj_scale of each tensor
-    decay,  # 1 - lr * weight_decay
-    step_size,  # lr / (1 - beta1^step)
+    scal_ptr,  # float32 [2+]: this step's 1 - lr * weight_decay, lr / (1 - beta1^step) (matrix_step_kernel's)
     PDTYPE: tl.constexpr,
     R: tl.constexpr,
     BM: tl.constexpr,
@@ -164,6 +163,8 @@ def backproject_kernel(
 ):
     """``p = p * decay - step_size * scale * (P U)`` on one ``BM x BN`` tile of the canonical view."""
     pid = tl.program_id(0)
+    decay = tl.load(scal_ptr)
+    step_size = tl.load(scal_ptr + 1)
     t, i0, j0, m, n, r, fin = _tile(prog_ptr, meta_ptr, norm_ptr, pid, False, ALIGN)
     w_ptr = _pp(meta_ptr + t * 5 + 4, PDTYPE, ALIGN)
     p_ptr = _pp(addr_ptr + t * 2, tl.float32)

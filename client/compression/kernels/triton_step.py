@@ -601,9 +601,8 @@ def matrix_step_kernel(
     sample_ptr,  # float32 [n_programs] out: the gradient at the first value of the program's tile (SRC 0)
     skip_ptr,  # int32 [1]: tensors skipped for non-finite gradients (accumulated)
     xsq_ptr,  # float32 [T] out (SRC 1): sum x^2 of the projected coefficients, added with atomics
-    decay,  # 1 - lr * weight_decay
-    step_size,  # lr / (1 - beta1^step)
-    inv_bc2s,  # 1 / sqrt(1 - beta2^step)
+    scal_ptr,  # float32 [3]: 1 - lr * weight_decay, lr / (1 - beta1^step), 1 / sqrt(1 - beta2^step)
+    # (a device buffer written once a step: a CUDA graph of the step replays with each step's values)
     eps,
     beta1,
     beta2,
@@ -644,6 +643,9 @@ def matrix_step_kernel(
     gives ``ROWS * fused.factor_iters(BITS)``) walked ``ROWS`` at a time, its column sums of ``c^2`` kept in
     registers and added with one atomic per column instead of one per tile (:func:`_tile`)."""
     pid = pid0 + tl.program_id(0)
+    decay = tl.load(scal_ptr)
+    step_size = tl.load(scal_ptr + 1)
+    inv_bc2s = tl.load(scal_ptr + 2)
     t = tl.load(prog_ptr + pid * 3)
     b0 = tl.load(prog_ptr + pid * 3 + 1)
     nrows = tl.load(prog_ptr + pid * 3 + 2)
@@ -1016,9 +1018,7 @@ def exact_step_kernel(
     norm_ptr,  # float32 [n_items]
     sample_ptr,  # float32 [n_programs] out
     skip_ptr,  # int32 [1]
-    decay,
-    step_size,
-    inv_bc2s,
+    scal_ptr,  # float32 [3]: as matrix_step_kernel's
     eps,
     beta1,
     beta2,
@@ -1030,6 +1030,9 @@ def exact_step_kernel(
     """Plain AdamW (the torch path's ``_exact_step``, or its identity matrix step) on ``TILE`` values of one
     tensor: an exact tensor (moments in the parameter's dtype) or a matrix at rank 0 / 32 bits (fp32)."""
     pid = tl.program_id(0)
+    decay = tl.load(scal_ptr)
+    step_size = tl.load(scal_ptr + 1)
+    inv_bc2s = tl.load(scal_ptr + 2)
     t = tl.load(prog_ptr + pid * 2)
     start = tl.load(prog_ptr + pid * 2 + 1).to(tl.int64)
     numel = tl.load(meta_ptr + t * 2)
