@@ -958,6 +958,11 @@ class MangoAdamW(torch.optim.Optimizer):
         device = items[0][1].device
         if self.strict or not self._fused_ok(device):
             return False
+        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError(
+                "MangoAdamW.step cannot be recorded into a CUDA graph (capturable=False: its step counts "
+                "and learning rate live on the host); it records its own steady step (opt.graph_step)"
+            )
         # the parameters' addresses are part of the key: a moved or re-allocated parameter rebuilds the plan
         key = (self._run.layout, self._setting, tuple(p.data_ptr() for _, p, _ in items))
         plan = self._plan

@@ -16,10 +16,11 @@ longer 16-byte aligned, another ``eps`` or ``betas``, another rounding choice, a
 
 When it replays: on a GPU, under ``opt.graph_step`` (default True) and ``fused.STEP_GRAPH``, at a step
 without a basis refresh (a refresh step reads the rotated states from that step's buffers: eager, its own
-tail from :class:`~client.compression.refresh.RefreshGraph`), and not while the caller's stream is itself
-being captured. The first steady step of a key runs eagerly (it compiles the kernels); the second is recorded
-(not run) and replayed; a failed capture warns once and leaves the plan eager. After :data:`MAX_CAPTURES`
-captures a plan stays eager (a key that keeps changing would record every step).
+tail from :class:`~client.compression.refresh.RefreshGraph`). The first steady step of a key runs eagerly
+(it compiles the kernels); the second is recorded (not run) and replayed; a failed capture warns once and
+leaves the plan eager. After :data:`MAX_CAPTURES` captures a plan stays eager (a key that keeps changing
+would record every step). A caller's own capture of the step is refused with a message: ``MangoAdamW`` is
+not capturable (its step counts and learning rate are host values).
 
 Equal to the eager step value by value: the same launches read the same buffers, and the rounding key is
 drawn from the optimizer's generator every step either way (a ``-m gpu`` test compares both, refreshes and
@@ -91,7 +92,6 @@ def _graphable(opt: Any, plan: fused.Plan, refreshed: dict[int, torch.Tensor]) -
         and not refreshed
         and plan.norms is not None
         and plan.norms.is_cuda
-        and not torch.cuda.is_current_stream_capturing()
     )
 
 

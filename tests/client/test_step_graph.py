@@ -175,3 +175,20 @@ def test_a_failed_capture_leaves_the_plan_eager(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.undo()
     pe, _ = _run(False, S(rank=8, bits=8), 6)
     assert all(torch.equal(a, b) for a, b in zip(pg, pe))
+
+
+@pytest.mark.gpu
+def test_recording_the_step_into_a_callers_graph_is_refused() -> None:
+    """``MangoAdamW`` is not capturable (its step counts and learning rate are host values): a step inside the
+    caller's own CUDA graph capture raises a message that says so, and builds no plan from the capture."""
+    if not torch.cuda.is_available():
+        pytest.skip("CUDA graphs need a GPU")
+    params = _params()
+    opt = MangoAdamW(params, lr=LR, setting=S(rank=8, bits=8), min_compress_numel=1024, fused=True)
+    _set_grads(params, 0)
+    opt.step()
+    opt._plan = None
+    refused = pytest.raises(RuntimeError, match="cannot be recorded into a CUDA graph")
+    with refused, torch.cuda.graph(torch.cuda.CUDAGraph()):
+        opt.step()
+    assert opt._plan is None
