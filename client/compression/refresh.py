@@ -30,6 +30,7 @@ from typing import Any, cast
 import torch
 
 from client.compression.fused import fresh_buffers
+from client.compression.graphs import record
 from client.compression.lowrank import orthonormalize_batched
 from client.compression.quant import DenseState, QuantizedTensor, dequantize
 from client.compression.slots import Slot, _canon, _get, _load, _mix_v
@@ -350,25 +351,16 @@ def _capture(
 ) -> RefreshGraph | bool:
     """Record (not run) the tail of every launch with the products as its static inputs; False (and a
     warning) if the capture fails, so that the plan keeps the eager refresh."""
-    graph = torch.cuda.CUDAGraph()
-    # Not `torch.cuda.graph(...)`: its entry synchronizes, collects garbage and empties the allocator's cache
-    # (every later allocation then pays a cudaMalloc). Recording needs none of that: the side stream waits
-    # for the products, the graph reads them when replayed.
-    main, side = torch.cuda.current_stream(), torch.cuda.Stream()
-    side.wait_stream(main)
+
+    def tails() -> None:
+        for g in launches:
+            for x in products[id(g)]:
+                _tail(opt, g.params, g.states, x, fresh[id(g)][0])
+
     try:
-        with torch.cuda.stream(side):
-            graph.capture_begin(capture_error_mode="thread_local")
-            try:
-                for g in launches:
-                    for x in products[id(g)]:
-                        _tail(opt, g.params, g.states, x, fresh[id(g)][0])
-            finally:
-                graph.capture_end()
+        graph, _ = record(tails)
     except Exception as exc:  # a library call that cannot be captured: stay eager
         warnings.warn(f"MangoAdamW: the refresh's CUDA graph capture failed ({exc}); refreshing eagerly",
                       RuntimeWarning, stacklevel=3)  # fmt: skip
         return False
-    finally:
-        main.wait_stream(side)
     return RefreshGraph(key=key, graph=graph, inputs=products, fresh=fresh)

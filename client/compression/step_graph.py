@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from client.compression import fused
+from client.compression.graphs import record
 
 __all__ = ["LAUNCH_KNOBS", "MAX_CAPTURES", "StepGraph", "graph_key", "step"]
 
@@ -128,20 +129,10 @@ def step(
 
 
 def _capture(opt: Any, plan: fused.Plan, skip: torch.Tensor, key: tuple[Any, ...]) -> StepGraph | None:
-    """Record (not run) :func:`~client.compression.fused.launch` on a side stream; None (and a warning) if
-    the capture fails."""
-    graph = torch.cuda.CUDAGraph()
-    # not `torch.cuda.graph(...)`: its entry synchronizes, collects garbage and empties the allocator's cache
-    # (as RefreshGraph's capture; recording needs none of it)
-    main, side = torch.cuda.current_stream(), torch.cuda.Stream()
-    side.wait_stream(main)
+    """Record (not run) :func:`~client.compression.fused.launch` (:func:`~client.compression.graphs.record`);
+    None (and a warning) if the capture fails."""
     try:
-        with torch.cuda.stream(side):
-            graph.capture_begin(capture_error_mode="thread_local")
-            try:
-                out = fused.launch(opt, plan, skip)
-            finally:
-                graph.capture_end()
+        graph, out = record(lambda: fused.launch(opt, plan, skip))
     except Exception as exc:  # something in the step that cannot be recorded: stay eager
         warnings.warn(
             f"MangoAdamW: the step's CUDA graph capture failed ({exc}); stepping eagerly",
@@ -149,6 +140,4 @@ def _capture(opt: Any, plan: fused.Plan, skip: torch.Tensor, key: tuple[Any, ...
             stacklevel=4,
         )
         return None
-    finally:
-        main.wait_stream(side)
     return StepGraph(key=key, graph=graph, out=out)
