@@ -8,6 +8,7 @@ relies on is tested here on the CPU too: the step's scalars and rounding key com
 from __future__ import annotations
 
 import ast
+import dataclasses
 import inspect
 import re
 import textwrap
@@ -139,8 +140,8 @@ def _run(graphed: bool, setting: S, steps: int) -> tuple[list[torch.nn.Parameter
 )
 def test_the_replayed_step_equals_the_eager_step(setting: S) -> None:
     """Replayed from the graph (refresh steps, a changing learning rate, moving and misaligned gradients
-    among the steps), the step gives the eager step's parameters, states and statistics value by value, with
-    stochastic rounding where the setting has it."""
+    among the steps), the step gives the eager step's parameters and states value by value, with stochastic
+    rounding where the setting has it, and its statistics."""
     if not torch.cuda.is_available():
         pytest.skip("CUDA graphs need a GPU")
     (pg, og), (pe, oe) = _run(True, setting, 16), _run(False, setting, 16)
@@ -153,7 +154,10 @@ def test_the_replayed_step_equals_the_eager_step(setting: S) -> None:
         for k, v in og.state[a].items():
             if isinstance(v, torch.Tensor):
                 assert torch.equal(v, oe.state[b][k]), (setting.label(), k)
-    assert og.compression_stats() == oe.compression_stats()
+    # the statistics up to float rounding: a tile or a projection program adds its sum g^2 into the norm with
+    # an atomic, in whatever order the programs end (two eager runs differ alike; an H100 read 1 ulp)
+    sg, se = dataclasses.asdict(og.compression_stats()), dataclasses.asdict(oe.compression_stats())
+    assert sg == pytest.approx(se, rel=1e-5, abs=1e-12)
 
 
 @pytest.mark.gpu
