@@ -75,7 +75,7 @@ def main() -> None:
                     )
     back_sig = {
         "prog_ptr": "*i32", "addr_ptr": "*i64", "meta_ptr": "*i64", "norm_ptr": "*fp32", "scale_ptr": "*fp32",
-        "decay": "fp32", "step_size": "fp32",
+        "scal_ptr": "*fp32",  # the step scalars (session 44; "decay", "step_size" fp32 arguments before)
     }  # fmt: skip
     for r in (16, 64):
         for trans in (False, True):
