@@ -1154,18 +1154,21 @@ def _train_step_ms(args: GpuBenchArgs) -> float:
 
 
 def _switch_row(change: str, reads: list[dict[str, float]], train_ms: float) -> dict[str, Any]:
-    """One change's row of the switch part from its timed passes (medians; the slowest first step)."""
+    """One change's row of the switch part from its timed passes (medians; the slowest first step). The cost
+    is the change and its first two steps (the second records the new plan's step graph) less two steady
+    steps."""
 
     def med(key: str) -> float:
         return float(statistics.median(r[key] for r in reads))
 
-    apply_ms, first_ms, after_ms = med("apply"), med("first"), med("after")
-    cost_ms = apply_ms + first_ms - after_ms
+    apply_ms, first_ms, second_ms, after_ms = med("apply"), med("first"), med("second"), med("after")
+    cost_ms = apply_ms + first_ms + second_ms - 2 * after_ms
     return {
         "change": change,
         "apply_ms": apply_ms,
         "first_step_ms": first_ms,
         "first_step_max_ms": max(r["first"] for r in reads),
+        "second_step_ms": second_ms,
         "step_ms_before": med("before"),
         "step_ms_after": after_ms,
         "cost_in_steps": cost_ms / max(after_ms, 1e-9),
@@ -1177,9 +1180,9 @@ def _switch_row(change: str, reads: list[dict[str, float]], train_ms: float) -> 
 
 def run_switch(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
     """What a policy decision costs on the GPU: ``apply_setting`` (state conversion) plus the first step
-    after it (plan rebuild, any kernel compile is excluded by a first untimed pass), against a plain
-    optimizer step (``cost_in_steps``) and against a whole training step of the same model at ``--batch``
-    x ``--seq`` tokens (``cost_in_train_steps``)."""
+    after it (plan rebuild, any kernel compile is excluded by a first untimed pass) and the second (the
+    new plan's second steady step records its step graph, :mod:`client.compression.step_graph`), against a plain optimizer step (``cost_in_steps``) and against a whole training step of the
+    same model at ``--batch`` x ``--seq`` tokens (``cost_in_train_steps``)."""
     from client.compression import MangoAdamW
     from client.protocol import CompressionSetting
 
@@ -1202,14 +1205,20 @@ def run_switch(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
             opt.step()
             _sync()
             first_ms = (time.perf_counter() - t0) * 1000
+            t0 = time.perf_counter()
+            opt.step()  # the new plan's second steady step: it records the step graph (step_graph.py)
+            _sync()
+            second_ms = (time.perf_counter() - t0) * 1000
             after_ms = _time_ms(opt.step, reps=10, warmup=2)
             if timed:
-                read = {"apply": apply_ms, "first": first_ms, "before": step_ms, "after": after_ms}
+                read = {"apply": apply_ms, "first": first_ms, "second": second_ms, "before": step_ms}
+                read["after"] = after_ms
                 reads[f"{a} -> {b}"].append(read)
                 print({"change": f"{a} -> {b}", **read}, flush=True)
             del opt
     rows = [_switch_row(change, rs, train_ms) for change, rs in reads.items()]
-    cols = ["change", "apply_ms", "first_step_ms", "first_step_max_ms", "step_ms_before", "step_ms_after"]
+    cols = ["change", "apply_ms", "first_step_ms", "first_step_max_ms", "second_step_ms", "step_ms_before"]
+    cols.append("step_ms_after")
     cols += ["cost_in_steps", "train_step_ms", "cost_in_train_steps", "passes"]
     _write(out, "switch", rows, cols, meta)
 

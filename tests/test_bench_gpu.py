@@ -171,17 +171,19 @@ def test_optimizer_filters_keep_a_two_knob_variant_whole() -> None:
 
 def test_switch_row_takes_the_medians_and_keeps_the_slowest_first_step() -> None:
     """A change's row of the switch part from three timed passes: one pass's 70 ms first step (a host stall)
-    shows in ``first_step_max_ms`` and not in the cost."""
+    shows in ``first_step_max_ms`` and not in the cost; the second step (it records the step graph) counts
+    in the cost beyond a steady step."""
     reads = [
-        {"apply": 20.0, "first": 7.0, "before": 1.3, "after": 1.1},
-        {"apply": 26.0, "first": 70.0, "before": 1.9, "after": 1.2},
-        {"apply": 21.0, "first": 8.0, "before": 1.5, "after": 1.0},
+        {"apply": 20.0, "first": 7.0, "second": 2.0, "before": 1.3, "after": 1.1},
+        {"apply": 26.0, "first": 70.0, "second": 3.0, "before": 1.9, "after": 1.2},
+        {"apply": 21.0, "first": 8.0, "second": 2.5, "before": 1.5, "after": 1.0},
     ]
     row = _switch_row("r0/b32/g0 -> r16/b3/g0.75", reads, train_ms=27.0)
     assert (row["apply_ms"], row["first_step_ms"], row["step_ms_after"]) == (21.0, 8.0, 1.1)
+    assert row["second_step_ms"] == 2.5
     assert row["first_step_max_ms"] == 70.0 and row["step_ms_before"] == 1.5 and row["passes"] == 3
-    assert row["cost_in_steps"] == pytest.approx((21.0 + 8.0 - 1.1) / 1.1)
-    assert row["cost_in_train_steps"] == pytest.approx((21.0 + 8.0 - 1.1) / 27.0)
+    assert row["cost_in_steps"] == pytest.approx((21.0 + 8.0 + 2.5 - 2 * 1.1) / 1.1)
+    assert row["cost_in_train_steps"] == pytest.approx((21.0 + 8.0 + 2.5 - 2 * 1.1) / 27.0)
 
 
 def test_fused_knobs_are_put_back_when_the_block_raises() -> None:
