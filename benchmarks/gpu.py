@@ -1181,8 +1181,9 @@ def _switch_row(change: str, reads: list[dict[str, float]], train_ms: float) -> 
 def run_switch(args: GpuBenchArgs, out: Path, meta: dict[str, Any]) -> None:
     """What a policy decision costs on the GPU: ``apply_setting`` (state conversion) plus the first step
     after it (plan rebuild, any kernel compile is excluded by a first untimed pass) and the second (the
-    new plan's second steady step records its step graph, :mod:`client.compression.step_graph`), against a plain optimizer step (``cost_in_steps``) and against a whole training step of the
-    same model at ``--batch`` x ``--seq`` tokens (``cost_in_train_steps``)."""
+    new plan's second steady step records its step graph, :mod:`client.compression.step_graph`), against
+    a plain optimizer step (``cost_in_steps``) and against a whole training step of the same model at
+    ``--batch`` x ``--seq`` tokens (``cost_in_train_steps``)."""
     from client.compression import MangoAdamW
     from client.protocol import CompressionSetting
 
