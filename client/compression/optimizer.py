@@ -581,7 +581,7 @@ class MangoAdamW(torch.optim.Optimizer):
         # each small op is a launch; on a CPU the batched path measured slower, benchmarks/switch_cpu.py);
         # True / False force it (False: tensor by tensor, the reference the batched path is tested against)
         self.batch_convert: bool | None = None
-        # the fused refresh's device tail replayed from a CUDA graph on a GPU (captured at the plan's first
+        # the fused refresh's device tail replayed from a CUDA graph on a GPU (captured at the plan's second
         # refresh; refresh.refresh_plan); False keeps the eager refresh (the reference the graph is tested on)
         self.graph_refresh = True
         # a steady fused step (no refresh) replayed from a CUDA graph of the plan on a GPU (captured at the
