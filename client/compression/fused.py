@@ -48,6 +48,7 @@ from typing import Any
 
 import torch
 
+from client.compression import kernels
 from client.compression.codes import default_block
 from client.compression.quant import DenseState, QuantizedTensor
 from client.compression.transfer import upload, upload_into
@@ -295,8 +296,6 @@ _DTYPES = (torch.float32, torch.bfloat16)
 
 def fused_available(device: torch.device) -> bool:
     """Whether the fused kernels can run on ``device`` (CUDA + triton, or CPU with ``TRITON_INTERPRET=1``)."""
-    from client.compression import kernels
-
     if not kernels.available():
         return False
     return device.type == "cuda" or (device.type == "cpu" and kernels._interpreting())
@@ -942,7 +941,7 @@ def build_plan(opt: Any, items: list[tuple[int, torch.Tensor, dict[str, Any]]], 
             device,
         ),
         norms=torch.zeros(len(items), dtype=torch.float32, device=device),
-        scalars=torch.zeros(max(len(groups), 1), 4, dtype=torch.float32, device=device),
+        scalars=torch.zeros(len(groups), 4, dtype=torch.float32, device=device),
         seed=torch.zeros(1, dtype=torch.int64, device=device),
     )
 
@@ -999,7 +998,7 @@ def prepare(opt: Any, plan: Plan) -> None:
     when the generator is a device one: no host sync)."""
     assert plan.scalars is not None and plan.seed is not None
     rows = [(*_scalars(grp), 0.0) for grp in plan.groups]
-    upload_into(plan.scalars[: len(rows)], torch.tensor(rows, dtype=torch.float32))
+    upload_into(plan.scalars, torch.tensor(rows, dtype=torch.float32))
     if plan.matrix:  # one key a step, as many draws as before the buffer (the generator's stream is the same)
         gen = opt._gen
         if gen.device == plan.seed.device:
@@ -1113,9 +1112,8 @@ def launch(
         when the statistics are read),
         read lazily by ``compression_stats``.
     """
-    import triton.language as tl
+    import triton.language as tl  # triton is optional: loaded where a fused step runs
 
-    from client.compression import kernels
     from client.compression.kernels import triton_proj as tp
     from client.compression.kernels import triton_step as ts
 
@@ -1149,7 +1147,7 @@ def launch(
         )  # fmt: skip
     if _marks_before_launches(plan, checked):
         _mark_huge(norms, plan)
-    for grp, scal in zip(plan.groups, plan.scalars, strict=False):  # scal: the launch's step scalars
+    for grp, scal in zip(plan.groups, plan.scalars, strict=True):  # scal: the launch's step scalars
         assert grp.grad_dev is not None
         eps, beta1, beta2 = constants(grp)
         ptype = tl_dtype[grp.pdtype]

@@ -113,10 +113,11 @@ def step(
             cached.graph.replay()
             return cached.out
         plan.step_graph, plan.steady = None, 0  # the launches changed: eager again, then a new recording
-    if plan.steady < 1 or plan.captures >= MAX_CAPTURES:
+    if plan.captures >= MAX_CAPTURES:  # the key keeps changing: eager from now on
+        plan.step_graph = False
+        return fused.launch(opt, plan, skip, refreshed)
+    if plan.steady < 1:  # the key's first steady step compiles its kernels
         plan.steady += 1
-        if plan.captures >= MAX_CAPTURES:
-            plan.step_graph = False
         return fused.launch(opt, plan, skip, refreshed)
     recorded = _capture(opt, plan, skip, key)
     plan.captures += 1
